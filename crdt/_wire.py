@@ -1,0 +1,182 @@
+"""The sync-session wire format: pure functions from messages to bytes and back.
+
+A message is a batch of entries, one per document, plus a small JSON object of
+control fields. Layout (all integers big-endian)::
+
+    magic    4 bytes  b"CHSY"
+    version  u8       WIRE_VERSION
+    flags    u8       0 (reserved)
+    length   u32      bytes of body
+    crc32    u32      of body
+    body:
+      control  u32 length + UTF-8 JSON object
+      count    u32
+      entries  count x (kind u8, doc id u8 length + ASCII, payload u32 length + bytes)
+
+Anything that does not parse exactly, including trailing bytes, is a
+`MalformedMessageError`; nothing is applied from a message that fails to decode.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import struct
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from crdt._errors import MalformedMessageError, MessageTooLargeError, UnsupportedVersionError
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "WIRE_VERSION",
+    "Entry",
+    "EntryKind",
+    "SyncMessage",
+    "decode_message",
+    "encode_message",
+    "entry_size",
+]
+
+MAGIC = b"CHSY"
+WIRE_VERSION = 1
+DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+_HEADER = struct.Struct(">4sBBII")
+_U32 = struct.Struct(">I")
+_ENTRY_FIXED = 1 + 1 + 4  # kind, id length, payload length
+_DOC_ID = re.compile(r"^[0-9A-Za-z._:-]{1,64}$")
+
+
+class EntryKind(enum.IntEnum):
+    """What an entry carries."""
+
+    OFFER = 1  # payload: the sender's sorted heads of this document (32 bytes each)
+    DOC = 2  # payload: the whole document, saved
+    SYNC = 3  # payload: one Automerge sync-protocol message for this document
+    REJECT = 4  # payload: UTF-8 reason the receiver refused this document
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One document's part of a message."""
+
+    kind: EntryKind
+    doc_id: str
+    payload: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMessage:
+    """A decoded message: control fields and a batch of entries."""
+
+    control: Mapping[str, Any] = field(default_factory=dict)
+    entries: Sequence[Entry] = ()
+
+
+def entry_size(entry: Entry) -> int:
+    """Bytes `entry` adds to an encoded message."""
+    return _ENTRY_FIXED + len(entry.doc_id) + len(entry.payload)
+
+
+def encode_message(message: SyncMessage, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> bytes:
+    """Encode `message` to bytes.
+
+    Raises:
+        MessageTooLargeError: The encoded message would exceed `max_size`.
+        ValueError: A doc id is not a valid identifier.
+    """
+    control = json.dumps(dict(message.control), separators=(",", ":"), sort_keys=True).encode()
+    parts = [_U32.pack(len(control)), control, _U32.pack(len(message.entries))]
+    for entry in message.entries:
+        if not _DOC_ID.match(entry.doc_id):
+            raise ValueError(f"invalid doc id {entry.doc_id!r}")
+        doc_id = entry.doc_id.encode("ascii")
+        parts += [
+            bytes((int(entry.kind), len(doc_id))),
+            doc_id,
+            _U32.pack(len(entry.payload)),
+            entry.payload,
+        ]
+    body = b"".join(parts)
+    size = _HEADER.size + len(body)
+    if size > max_size:
+        raise MessageTooLargeError(f"message of {size} bytes exceeds the {max_size}-byte cap")
+    return _HEADER.pack(MAGIC, WIRE_VERSION, 0, len(body), zlib.crc32(body)) + body
+
+
+def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> SyncMessage:
+    """Decode bytes produced by `encode_message`.
+
+    Raises:
+        MessageTooLargeError: `data` is longer than `max_size`.
+        UnsupportedVersionError: Another wire version wrote it.
+        MalformedMessageError: Anything else is wrong with it.
+    """
+    view = memoryview(data)
+    if len(view) > max_size:
+        raise MessageTooLargeError(f"message of {len(view)} bytes exceeds the {max_size}-byte cap")
+    if len(view) < _HEADER.size:
+        raise MalformedMessageError(f"truncated: {len(view)} bytes is shorter than the header")
+    magic, version, _flags, length, crc = _HEADER.unpack_from(view)
+    if magic != MAGIC:
+        raise MalformedMessageError("not a Coherency sync message (bad magic)")
+    if version != WIRE_VERSION:
+        raise UnsupportedVersionError(
+            f"wire version {version} is not supported (this code reads {WIRE_VERSION})"
+        )
+    body = view[_HEADER.size :]
+    if len(body) != length:
+        raise MalformedMessageError(
+            f"truncated or padded: header says {length} body bytes, got {len(body)}"
+        )
+    if zlib.crc32(body) != crc:
+        raise MalformedMessageError("checksum mismatch: the message was corrupted")
+    reader = _Reader(body)
+    try:
+        control = json.loads(bytes(reader.take(reader.u32())))
+    except (UnicodeDecodeError, ValueError):
+        raise MalformedMessageError("control fields are not valid JSON") from None
+    if not isinstance(control, dict):
+        raise MalformedMessageError("control fields are not a JSON object")
+    entries = []
+    for _ in range(reader.u32()):
+        kind_byte, id_len = reader.take(2)
+        try:
+            kind = EntryKind(kind_byte)
+        except ValueError:
+            raise MalformedMessageError(f"unknown entry kind {kind_byte}") from None
+        doc_id = bytes(reader.take(id_len)).decode("ascii", errors="replace")
+        if not _DOC_ID.match(doc_id):
+            raise MalformedMessageError(f"invalid doc id {doc_id!r}")
+        entries.append(Entry(kind, doc_id, bytes(reader.take(reader.u32()))))
+    if reader.remaining:
+        raise MalformedMessageError(f"{reader.remaining} unexpected trailing bytes")
+    return SyncMessage(control=control, entries=tuple(entries))
+
+
+class _Reader:
+    __slots__ = ("_data", "_pos")
+
+    def __init__(self, data: memoryview) -> None:
+        self._data = data
+        self._pos = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self._data) - self._pos
+
+    def take(self, n: int) -> memoryview:
+        if n > self.remaining:
+            raise MalformedMessageError(
+                f"truncated: needed {n} bytes at offset {self._pos}, {self.remaining} left"
+            )
+        chunk = self._data[self._pos : self._pos + n]
+        self._pos += n
+        return chunk
+
+    def u32(self) -> int:
+        value: int = _U32.unpack(self.take(4))[0]
+        return value

@@ -1,0 +1,107 @@
+"""Exceptions raised by the device SDK.
+
+    EdgeError
+    ├── StoreError                  the encrypted store cannot be used
+    │   ├── StoreNotFoundError      no store at the given path
+    │   ├── StoreExistsError        `init` on a path that already holds a store
+    │   ├── WrongKeyError           the key provider's key does not unwrap the data key
+    │   ├── StoreCorruptError       the database file is damaged or truncated
+    │   └── StoreLockedError        another process holds the store's write lock too long
+    ├── KeyProviderError            a key provider is misconfigured or unavailable
+    ├── RecordNotFoundError         no record with that id (or it is in another collection)
+    ├── BlobError
+    │   ├── BlobNotFoundError       no blob with that hash
+    │   └── BlobCorruptError        a blob failed authentication or its hash check
+    └── BundleError
+        ├── BundleFormatError       not a bundle, truncated, or an unsupported version
+        ├── BundleSignatureError    the signature does not verify or the signer is not trusted
+        └── BundleDecryptError      the bundle passphrase is wrong
+
+Errors from `crdt` (validation, malformed sync messages) pass through unchanged: they
+are the caller's to handle, and the CLI reports them the same way.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BlobCorruptError",
+    "BlobError",
+    "BlobNotFoundError",
+    "BundleDecryptError",
+    "BundleError",
+    "BundleFormatError",
+    "BundleSignatureError",
+    "EdgeError",
+    "KeyProviderError",
+    "RecordNotFoundError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreExistsError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "WrongKeyError",
+]
+
+
+class EdgeError(Exception):
+    """Base class of every error the SDK raises on purpose."""
+
+
+class StoreError(EdgeError):
+    """The encrypted store cannot be opened or used."""
+
+
+class StoreNotFoundError(StoreError):
+    """No store exists at the given path."""
+
+
+class StoreExistsError(StoreError):
+    """A store already exists at the given path."""
+
+
+class WrongKeyError(StoreError):
+    """The key provider's key does not unwrap the store's data key."""
+
+
+class StoreCorruptError(StoreError):
+    """The database file is damaged, truncated or not a Coherency store."""
+
+
+class StoreLockedError(StoreError):
+    """Another process held the store's write lock for longer than the timeout."""
+
+
+class KeyProviderError(EdgeError):
+    """A key provider is misconfigured or its backing keystore is unavailable."""
+
+
+class RecordNotFoundError(EdgeError):
+    """No record with that id exists in the collection."""
+
+
+class BlobError(EdgeError):
+    """Base class of blob store errors."""
+
+
+class BlobNotFoundError(BlobError):
+    """No blob with that SHA-256 exists in the store."""
+
+
+class BlobCorruptError(BlobError):
+    """A blob file failed authentication or its SHA-256 check."""
+
+
+class BundleError(EdgeError):
+    """Base class of sync bundle errors."""
+
+
+class BundleFormatError(BundleError):
+    """The file is not a sync bundle, is truncated, or has an unsupported version."""
+
+
+class BundleSignatureError(BundleError):
+    """The bundle's signature does not verify, or its signer is not the trusted one."""
+
+
+class BundleDecryptError(BundleError):
+    """The bundle cannot be decrypted with the given passphrase."""
