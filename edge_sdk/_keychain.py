@@ -234,13 +234,15 @@ class _CtypesSecurityFramework:
     """`SecurityFramework` over the real Security framework (iOS and macOS)."""
 
     def __init__(self) -> None:
-        if sys.platform not in ("darwin", "ios"):
+        # Read through a variable so type checkers running on Linux still check the rest.
+        platform = sys.platform
+        if platform not in ("darwin", "ios"):
             raise KeyProviderError(
-                f"IOSKeychain needs Apple's Security framework, not available on {sys.platform}"
+                f"IOSKeychain needs Apple's Security framework, not available on {platform}"
             )
         try:
-            self._sec = ctypes.CDLL(_SECURITY_PATH)
-            self._cf = ctypes.CDLL(_CORE_FOUNDATION_PATH)
+            self._sec: ctypes.CDLL = ctypes.CDLL(_SECURITY_PATH)
+            self._cf: ctypes.CDLL = ctypes.CDLL(_CORE_FOUNDATION_PATH)
         except OSError as exc:
             raise KeyProviderError(f"cannot load the Security framework: {exc}") from exc
         self._declare()
@@ -276,17 +278,11 @@ class _CtypesSecurityFramework:
         self._value_callbacks = ctypes.addressof(
             ctypes.c_void_p.in_dll(cf, "kCFTypeDictionaryValueCallBacks")
         )
-        self._true = ctypes.c_void_p.in_dll(cf, "kCFBooleanTrue").value
-        self._false = ctypes.c_void_p.in_dll(cf, "kCFBooleanFalse").value
+        self._true = _symbol(cf, "kCFBooleanTrue")
+        self._false = _symbol(cf, "kCFBooleanFalse")
 
     def _constant(self, name: str) -> int:
-        try:
-            value = ctypes.c_void_p.in_dll(self._sec, name).value
-        except ValueError as exc:
-            raise KeyProviderError(f"the Security framework has no constant {name}") from exc
-        if value is None:
-            raise KeyProviderError(f"the Security framework constant {name} is NULL")
-        return value
+        return _symbol(self._sec, name)
 
     @contextmanager
     def _dictionary(self, entries: Mapping[str, SecValue]) -> Iterator[int]:
@@ -356,3 +352,14 @@ class _CtypesSecurityFramework:
     def sec_item_delete(self, query: Mapping[str, SecValue]) -> int:
         with self._dictionary(query) as dictionary:
             return int(self._sec.SecItemDelete(dictionary))
+
+
+def _symbol(library: ctypes.CDLL, name: str) -> int:
+    """The value of a global pointer constant such as kSecClass."""
+    try:
+        value = ctypes.c_void_p.in_dll(library, name).value
+    except ValueError as exc:
+        raise KeyProviderError(f"the Security framework has no constant {name}") from exc
+    if value is None:
+        raise KeyProviderError(f"the Security framework constant {name} is NULL")
+    return value

@@ -1,0 +1,87 @@
+"""The device SDK: what an app embeds to keep wound-care records offline and in sync.
+
+Start with `EdgeClient.init` (once per device) or `EdgeClient.open`::
+
+    from edge_sdk import EdgeClient, PassphraseKeyProvider
+
+    with EdgeClient.open("store", PassphraseKeyProvider("correct horse")) as client:
+        patient = client.patients.add(given_name="Ada", family_name="Okafor",
+                                      birth_date="1950-03-01", mrn="MRN-1")
+
+Only the names in `__all__` are public; modules starting with `_` are private.
+"""
+
+from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
+
+# from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
+from edge_sdk._client import AccessEvent, AccessListener, Collection, EdgeClient, NotesCollection
+from edge_sdk._errors import (
+    BlobCorruptError,
+    BlobError,
+    BlobNotFoundError,
+    BundleDecryptError,
+    BundleError,
+    BundleFormatError,
+    BundleSignatureError,
+    EdgeError,
+    KeyProviderError,
+    RecordNotFoundError,
+    StoreCorruptError,
+    StoreError,
+    StoreExistsError,
+    StoreLockedError,
+    StoreNotFoundError,
+    WrongKeyError,
+)
+from edge_sdk._identity import DeviceIdentity, verify_signature
+from edge_sdk._keychain import IOSKeychain, MemoryKeystore
+from edge_sdk._keychain import PlatformKeystore
+from edge_sdk._keys import (
+    Argon2Params,
+    KeychainKeyProvider,
+    KeyFileKeyProvider,
+    KeyProvider,
+    PassphraseKeyProvider,
+)
+
+__all__ = [
+    "AccessEvent",
+    "AccessListener",
+    "Argon2Params",
+    "BlobCorruptError",
+    "BlobError",
+    "BlobNotFoundError",
+    "BlobRef",
+    "BlobStore",
+    "BundleDecryptError",
+    "BundleError",
+    "BundleFormatError",
+    "BundleInfo",
+    "BundleSignatureError",
+    "Collection",
+    "DeviceIdentity",
+    "EdgeClient",
+    "EdgeError",
+    "EncryptedFileBlobStore",
+    "IOSKeychain",
+    "KeyFileKeyProvider",
+    "KeyProvider",
+    "KeyProviderError",
+    "KeychainKeyProvider",
+    "MemoryBlobStore",
+    "MemoryKeystore",
+    "NotesCollection",
+    "PassphraseKeyProvider",
+    "PlatformKeystore",
+    "RecordNotFoundError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreExistsError",
+    "StoreLockedError",
+    "StoreNotFoundError",
+    "WrongKeyError",
+    "export_bundle",
+    "import_bundle",
+    "read_bundle_info",
+    "verify_signature",
+]

@@ -1,0 +1,571 @@
+"""`EdgeClient`: the object an app embeds.
+
+A store is a folder::
+
+    STORE/keyring.json    the wrapped data key (no secret in it)
+    STORE/coherency.db    SQLCipher database: documents, projections, identity
+    STORE/blobs/          AES-256-GCM blob files, names keyed so they reveal nothing
+
+Every read and write of patient data goes through `EdgeClient._access`, which emits
+one `AccessEvent` per operation to the registered listeners (the audit log plugs in
+there), whatever collection or entry point the operation came through.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from crdt import (
+    ClinicalNote,
+    FieldConflict,
+    HistoryEntry,
+    Patient,
+    Record,
+    RecordDocument,
+    SyncSession,
+    Wound,
+    WoundAssessment,
+)
+from edge_sdk._blobs import BlobStore, EncryptedFileBlobStore
+from edge_sdk._errors import (
+    RecordNotFoundError,
+    StoreExistsError,
+    StoreNotFoundError,
+)
+from edge_sdk._identity import DeviceIdentity
+from edge_sdk._keys import (
+    KeyProvider,
+    create_keyring,
+    read_keyring,
+    rewrap,
+    unwrap_data_key,
+    write_keyring,
+)
+from edge_sdk._store import Store
+
+__all__ = [
+    "AccessEvent",
+    "AccessListener",
+    "Collection",
+    "EdgeClient",
+    "NotesCollection",
+]
+
+R = TypeVar("R", bound=Record)
+
+KEYRING_FILE = "keyring.json"
+DATABASE_FILE = "coherency.db"
+BLOB_DIR = "blobs"
+
+
+@dataclass(frozen=True, slots=True)
+class AccessEvent:
+    """One read or write of patient data, as the audit log will record it."""
+
+    action: str  # read | list | create | update | delete | restore | resolve | history | ...
+    collection: str
+    record_ids: tuple[str, ...]
+    device_id: str
+    at: datetime
+    outcome: str  # "ok", or the error's class name
+
+
+AccessListener = Callable[[AccessEvent], None]
+
+
+@dataclass(slots=True)
+class _Access:
+    action: str
+    collection: str
+    record_ids: list[str] = field(default_factory=list)
+
+
+class Collection(Generic[R]):
+    """Typed access to one collection of records (`client.patients`, ...)."""
+
+    _filters: Mapping[str, str] = {}
+
+    def __init__(self, client: EdgeClient, schema: type[R]) -> None:
+        self._client = client
+        self._schema = schema
+
+    @property
+    def name(self) -> str:
+        """The collection name."""
+        return self._schema.collection
+
+    def add(self, **values: Any) -> R:
+        """Create a record. Metadata (id, clinic, times, device) is filled in.
+
+        Raises:
+            RecordValidationError: A value is missing or invalid.
+        """
+        with self._client._access("create", self.name) as access:
+            document = RecordDocument.create(
+                self._schema,
+                _plain(values),
+                device_id=self._client.device_id,
+                clinic_id=self._client.clinic_id,
+            )
+            access.record_ids.append(document.id)
+            self._client._store.put_documents([document])
+            return self._typed(document.read())
+
+    def get(self, record_id: str) -> R:
+        """The record with id `record_id`, deleted or not.
+
+        Raises:
+            RecordNotFoundError: No such record in this collection.
+        """
+        with self._client._access("read", self.name) as access:
+            access.record_ids.append(record_id)
+            found = self._client._store.get_record(self.name, record_id)
+            if found is None:
+                raise RecordNotFoundError(f"no {self.name} record {record_id}")
+            return self._typed(self._schema.model_validate(found))
+
+    def update(self, record_id: str, **changes: Any) -> R:
+        """Change some fields of a record; unchanged values write nothing.
+
+        Raises:
+            RecordNotFoundError: No such record.
+            RecordValidationError: A field is unknown, immutable or invalid.
+        """
+        return self._change(
+            "update",
+            record_id,
+            lambda doc: doc.update(_plain(changes), device_id=self._client.device_id),
+        )
+
+    def delete(self, record_id: str) -> R:
+        """Tombstone a record: it stays (and syncs) marked deleted."""
+        return self._change(
+            "delete", record_id, lambda doc: doc.delete(device_id=self._client.device_id)
+        )
+
+    def restore(self, record_id: str) -> R:
+        """Undo a delete."""
+        return self._change(
+            "restore", record_id, lambda doc: doc.restore(device_id=self._client.device_id)
+        )
+
+    def list(
+        self,
+        *,
+        include_deleted: bool = False,
+        limit: int | None = None,
+        **filters: Any,
+    ) -> list[R]:
+        """Records matching equality filters on indexed fields, oldest first.
+
+        Filters by collection: patients `mrn`, `family_name`, `given_name`; wounds
+        `patient_id`, `status`; assessments `wound_id`, `patient_id`; notes
+        `patient_id`, `wound_id`.
+
+        Raises:
+            ValueError: A filter is not supported by this collection.
+        """
+        where, params = self._where(filters)
+        if not include_deleted:
+            where.append("deleted = 0")
+        return self._query("list", where, params, limit=limit)
+
+    def conflicts(self, record_id: str) -> list[FieldConflict]:
+        """The conflicted fields of one record."""
+        with self._client._access("conflicts", self.name) as access:
+            access.record_ids.append(record_id)
+            return self._document(record_id).conflicts()
+
+    def resolve(self, record_id: str, field_name: str, value: Any) -> R:
+        """Settle a conflicted field on `value`, superseding every concurrent value.
+
+        Raises:
+            NoConflictError: The field has no conflict.
+        """
+        return self._change(
+            "resolve",
+            record_id,
+            lambda doc: doc.resolve(
+                field_name,
+                _plain({field_name: value})[field_name],
+                device_id=self._client.device_id,
+            ),
+        )
+
+    def history(self, record_id: str) -> list[HistoryEntry]:
+        """Every change to a record: which device, when, which fields."""
+        with self._client._access("history", self.name) as access:
+            access.record_ids.append(record_id)
+            return self._document(record_id).history()
+
+    # ---------------------------------------------------------------- internals
+    def _typed(self, record: Record) -> R:
+        assert isinstance(record, self._schema)
+        return record
+
+    def _document(self, record_id: str) -> RecordDocument:
+        document = self._client._store.get_document(record_id, device_id=self._client.device_id)
+        if document is None or document.collection != self.name:
+            raise RecordNotFoundError(f"no {self.name} record {record_id}")
+        return document
+
+    def _change(self, action: str, record_id: str, change: Callable[[RecordDocument], Any]) -> R:
+        with self._client._access(action, self.name) as access:
+            access.record_ids.append(record_id)
+            store = self._client._store
+            with store.transaction():
+                document = self._document(record_id)
+                change(document)
+                store.put_documents([document])
+            return self._typed(document.read())
+
+    def _where(self, filters: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+        unknown = sorted(set(filters) - set(self._filters))
+        if unknown:
+            allowed = ", ".join(sorted(self._filters)) or "none"
+            raise ValueError(
+                f"cannot filter {self.name} by {', '.join(unknown)} (allowed: {allowed})"
+            )
+        where = [f"{self._filters[name]} = ?" for name in filters]
+        return where, [_plain({"v": v})["v"] for v in filters.values()]
+
+    def _query(
+        self,
+        action: str,
+        where: list[str],
+        params: Sequence[Any],
+        *,
+        order_by: str = "id",
+        limit: int | None = None,
+    ) -> list[R]:
+        with self._client._access(action, self.name) as access:
+            rows = self._client._store.query_records(
+                self.name, where, params, order_by=order_by, limit=limit
+            )
+            access.record_ids.extend(row["id"] for row in rows)
+            return [self._typed(self._schema.model_validate(row)) for row in rows]
+
+
+class PatientsCollection(Collection[Patient]):
+    """Patients, searchable by name and MRN."""
+
+    _filters = {"mrn": "mrn", "family_name": "family_name", "given_name": "given_name"}
+
+    def search(
+        self, text: str, *, include_deleted: bool = False, limit: int = 100
+    ) -> list[Patient]:
+        """Patients whose given name, family name or MRN starts with `text` (any case)."""
+        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        where = [
+            "(given_name LIKE ? ESCAPE '\\' OR family_name LIKE ? ESCAPE '\\'"
+            " OR mrn LIKE ? ESCAPE '\\')"
+        ]
+        if not include_deleted:
+            where.append("deleted = 0")
+        return self._query(
+            "search", where, [pattern] * 3, order_by="family_name, given_name", limit=limit
+        )
+
+
+class WoundsCollection(Collection[Wound]):
+    """Wounds, listed by patient."""
+
+    _filters = {"patient_id": "patient_id", "status": "status"}
+
+
+class AssessmentsCollection(Collection[WoundAssessment]):
+    """Wound assessments, listed by wound and date."""
+
+    _filters = {"wound_id": "wound_id", "patient_id": "patient_id"}
+
+    def for_wound(
+        self,
+        wound_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_deleted: bool = False,
+    ) -> list[WoundAssessment]:
+        """Assessments of one wound in capture order, optionally within [since, until)."""
+        where = ["wound_id = ?"]
+        params: list[Any] = [wound_id]
+        if since is not None:
+            where.append("captured_at >= ?")
+            params.append(_plain({"v": since})["v"])
+        if until is not None:
+            where.append("captured_at < ?")
+            params.append(_plain({"v": until})["v"])
+        if not include_deleted:
+            where.append("deleted = 0")
+        return self._query("list", where, params, order_by="captured_at, id")
+
+
+class NotesCollection(Collection[ClinicalNote]):
+    """Clinical notes; their text merges when edited on two devices offline."""
+
+    _filters = {"patient_id": "patient_id", "wound_id": "wound_id"}
+
+    def splice(self, record_id: str, position: int, delete: int, insert: str) -> ClinicalNote:
+        """Delete `delete` characters at `position` and insert `insert` there."""
+        return self._change(
+            "update",
+            record_id,
+            lambda doc: doc.splice_text(
+                "text", position, delete, insert, device_id=self._client.device_id
+            ),
+        )
+
+    def edit(self, record_id: str, text: str) -> ClinicalNote:
+        """Replace the text; written as the minimal splices, so concurrent edits merge."""
+        return self.update(record_id, text=text)
+
+
+class EdgeClient:
+    """An encrypted, offline-first store of clinical records on one device.
+
+    Use `EdgeClient.init` once to create a store and `EdgeClient.open` afterwards;
+    close it (or use it as a context manager) when done.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        store: Store,
+        identity: DeviceIdentity,
+        clinic_id: str,
+        data_key: bytes,
+        blobs: BlobStore,
+    ) -> None:
+        self.path = path
+        self._store = store
+        self._identity = identity
+        self.clinic_id = clinic_id
+        self._data_key = data_key
+        self.blobs = blobs
+        self._listeners: list[AccessListener] = []
+        self.patients = PatientsCollection(self, Patient)
+        self.wounds = WoundsCollection(self, Wound)
+        self.assessments = AssessmentsCollection(self, WoundAssessment)
+        self.notes = NotesCollection(self, ClinicalNote)
+
+    # ---------------------------------------------------------------- lifecycle
+    @classmethod
+    def init(
+        cls,
+        path: str | os.PathLike[str],
+        key_provider: KeyProvider,
+        *,
+        clinic_id: str,
+    ) -> EdgeClient:
+        """Create a new store at `path` (a folder) and a new device identity.
+
+        Raises:
+            StoreExistsError: `path` already holds a store.
+        """
+        root = Path(path)
+        if (root / KEYRING_FILE).exists() or (root / DATABASE_FILE).exists():
+            raise StoreExistsError(f"{root}: a store already exists here")
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        identity = DeviceIdentity.generate()
+        data_key, keyring = create_keyring(key_provider, store_id=identity.device_id)
+        blob_key = secrets.token_bytes(32)
+        store = Store.open(root / DATABASE_FILE, data_key, create=True)
+        try:
+            with store.transaction():
+                store.db["identity"].insert(
+                    {
+                        "device_id": identity.device_id,
+                        "private_key": identity.private_bytes(),
+                        "public_key": identity.public_key,
+                    }
+                )
+                store.set_meta("clinic_id", clinic_id)
+                store.set_meta("blob_key", blob_key.hex())
+                store.set_meta("created_at", datetime.now(UTC).isoformat())
+        except BaseException:
+            store.close()
+            raise
+        # The keyring is written last: a store without one was never finished.
+        write_keyring(root / KEYRING_FILE, keyring)
+        return cls._assemble(root, store, data_key)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], key_provider: KeyProvider) -> EdgeClient:
+        """Open an existing store.
+
+        Raises:
+            StoreNotFoundError: No store at `path`.
+            WrongKeyError: The provider's key does not open it.
+            StoreCorruptError: The database is damaged or truncated.
+        """
+        root = Path(path)
+        if not (root / KEYRING_FILE).exists():
+            raise StoreNotFoundError(f"{root}: no Coherency store here (run `coherency init`)")
+        data_key = unwrap_data_key(read_keyring(root / KEYRING_FILE), key_provider)
+        store = Store.open(root / DATABASE_FILE, data_key)
+        return cls._assemble(root, store, data_key)
+
+    @classmethod
+    def _assemble(cls, root: Path, store: Store, data_key: bytes) -> EdgeClient:
+        row = store.execute("SELECT device_id, private_key FROM identity").fetchone()
+        identity = DeviceIdentity.from_private_bytes(row[0], bytes(row[1]))
+        clinic_id = store.get_meta("clinic_id") or ""
+        blob_key = bytes.fromhex(store.get_meta("blob_key") or "")
+        blobs = EncryptedFileBlobStore(root / BLOB_DIR, blob_key)
+        return cls(root, store, identity, clinic_id, data_key, blobs)
+
+    def close(self) -> None:
+        """Close the store. The client cannot be used afterwards."""
+        self._store.close()
+
+    def __enter__(self) -> EdgeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- identity
+    @property
+    def device_id(self) -> str:
+        """This device's id (a UUID), also its Automerge actor."""
+        return self._identity.device_id
+
+    @property
+    def identity(self) -> DeviceIdentity:
+        """This device's Ed25519 identity."""
+        return self._identity
+
+    # ---------------------------------------------------------------- keys
+    def change_key(self, new_provider: KeyProvider) -> None:
+        """Rewrap the data key under a new provider (e.g. a new passphrase)."""
+        keyring = read_keyring(self.path / KEYRING_FILE)
+        write_keyring(self.path / KEYRING_FILE, rewrap(keyring, self._data_key, new_provider))
+
+    def rekey(self, new_provider: KeyProvider) -> None:
+        """Re-encrypt the whole database under a new random data key and wrap it.
+
+        The database is rekeyed first, then the new keyring replaces the old one;
+        blobs keep their own key, which lives inside the (re-encrypted) database.
+        """
+        data_key, keyring = create_keyring(new_provider, store_id=self.device_id)
+        pending = self.path / (KEYRING_FILE + ".next")
+        write_keyring(pending, keyring)
+        self._store.rekey(data_key)
+        os.replace(pending, self.path / KEYRING_FILE)
+        self._data_key = data_key
+
+    # ---------------------------------------------------------------- records
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group many writes into one transaction (all or none are kept)."""
+        with self._store.transaction():
+            yield
+
+    def conflicts(self) -> list[FieldConflict]:
+        """Every conflicted field in the store, by record."""
+        with self._access("conflicts", "*") as access:
+            found: list[FieldConflict] = []
+            for doc_id in self._store.conflicted_documents():
+                access.record_ids.append(doc_id)
+                document = self._store.get_document(doc_id)
+                if document is not None:
+                    found += document.conflicts()
+            return found
+
+    def collection(self, name: str) -> Collection[Any]:
+        """The collection called `name` (patients, wounds, assessments, notes)."""
+        collections: dict[str, Collection[Any]] = {
+            "patients": self.patients,
+            "wounds": self.wounds,
+            "assessments": self.assessments,
+            "notes": self.notes,
+        }
+        try:
+            return collections[name]
+        except KeyError:
+            raise ValueError(f"no collection {name!r}") from None
+
+    def find(self, record_id: str) -> Collection[Any]:
+        """The collection holding record `record_id`.
+
+        Raises:
+            RecordNotFoundError: No record has that id.
+        """
+        name = self._store.collection_of(record_id)
+        if name is None:
+            raise RecordNotFoundError(f"no record {record_id}")
+        return self.collection(name)
+
+    # ---------------------------------------------------------------- sync
+    def sync_session(self) -> SyncSession:
+        """A sync session over this store, for any transport (in memory, HTTP, file)."""
+        return SyncSession(_AuditedStore(self), device_id=self.device_id, policy=self._policy)
+
+    def _policy(self, document: RecordDocument) -> str | None:
+        clinic = document.read().clinic_id
+        if clinic != self.clinic_id:
+            return f"record belongs to clinic {clinic}, this device to {self.clinic_id}"
+        return None
+
+    # ---------------------------------------------------------------- access
+    def add_access_listener(self, listener: AccessListener) -> None:
+        """Call `listener` with an `AccessEvent` after every read or write."""
+        self._listeners.append(listener)
+
+    @contextlib.contextmanager
+    def _access(self, action: str, collection: str) -> Iterator[_Access]:
+        access = _Access(action, collection)
+        outcome = "ok"
+        try:
+            yield access
+        except BaseException as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            event = AccessEvent(
+                action=access.action,
+                collection=access.collection,
+                record_ids=tuple(access.record_ids),
+                device_id=self.device_id,
+                at=datetime.now(UTC),
+                outcome=outcome,
+            )
+            for listener in self._listeners:
+                listener(event)
+
+
+class _AuditedStore:
+    """The store as a sync session sees it, with its reads and writes audited."""
+
+    def __init__(self, client: EdgeClient) -> None:
+        self._client = client
+
+    def document_heads(self) -> dict[str, list[bytes]]:
+        return self._client._store.document_heads()
+
+    def get_document(self, doc_id: str) -> RecordDocument | None:
+        with self._client._access("sync-read", "*") as access:
+            access.record_ids.append(doc_id)
+            return self._client._store.get_document(doc_id, device_id=self._client.device_id)
+
+    def put_documents(self, documents: Sequence[RecordDocument]) -> None:
+        with self._client._access("sync-write", "*") as access:
+            access.record_ids.extend(d.id for d in documents)
+            self._client._store.put_documents(documents)
+
+
+def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Dates and datetimes as ISO strings (how documents store them)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if isinstance(value, datetime) or isinstance(value, date):
+            value = value.isoformat()
+        out[name] = value
+    return out

@@ -1,0 +1,382 @@
+"""The device's encrypted database: SQLCipher 4 through `sqlcipher3`, via `sqlite-utils`.
+
+One file holds the Automerge bytes of every record (the source of truth) and the
+projection tables that make records queryable (patients by name and MRN, wounds by
+patient, assessments by wound and date, notes by patient). A document and its
+projection rows are always written in one transaction, so they never disagree.
+
+The database key is the raw 256-bit data key (no SQLCipher passphrase KDF: the key
+provider already did the slow part). WAL mode with ``synchronous=FULL``: a write that
+returned is on disk. Temporary tables and sort spills stay in memory, so no plaintext
+temp file is ever written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlcipher3
+import sqlite_utils
+
+from crdt import RecordDocument
+from edge_sdk._errors import StoreCorruptError, StoreLockedError
+
+__all__ = ["PROJECTIONS", "Store"]
+
+SCHEMA_VERSION = 1
+
+# Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
+# conflicted and the full record JSON). They are what list filters may use.
+PROJECTIONS: Mapping[str, dict[str, type]] = {
+    "patients": {
+        "given_name": str,
+        "family_name": str,
+        "birth_date": str,
+        "sex": str,
+        "mrn": str,
+    },
+    "wounds": {
+        "patient_id": str,
+        "body_site": str,
+        "etiology": str,
+        "status": str,
+        "onset": str,
+    },
+    "assessments": {
+        "wound_id": str,
+        "patient_id": str,
+        "captured_at": str,
+        "device_id": str,
+        "clinician": str,
+        "area_cm2": float,
+        "volume_cm3": float,
+        "max_depth_mm": float,
+    },
+    "notes": {
+        "patient_id": str,
+        "wound_id": str,
+        "author": str,
+    },
+}
+_INDEXES: Mapping[str, list[list[str]]] = {
+    "patients": [["family_name", "given_name"], ["mrn"]],
+    "wounds": [["patient_id"]],
+    "assessments": [["wound_id", "captured_at"], ["patient_id"]],
+    "notes": [["patient_id"], ["wound_id"]],
+}
+
+
+def _translate(exc: BaseException, path: Path) -> StoreCorruptError | StoreLockedError:
+    text = str(exc)
+    if "locked" in text or "busy" in text:
+        return StoreLockedError(f"{path}: the store is locked by another process ({text})")
+    return StoreCorruptError(f"{path}: the database is damaged or truncated ({text})")
+
+
+class Store:
+    """An open SQLCipher database of one replica. Not for app developers directly."""
+
+    def __init__(self, conn: Any, path: Path) -> None:
+        self._conn = conn
+        self.path = path
+        self.db = sqlite_utils.Database(conn)
+        self._depth = 0
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: Path, data_key: bytes, *, create: bool = False) -> Store:
+        """Open (or, with `create`, initialise) the database at `path` with `data_key`.
+
+        Raises:
+            StoreCorruptError: The file does not decrypt or is damaged.
+        """
+        if not create and not path.exists():
+            raise StoreCorruptError(f"{path}: database file is missing")
+        if create:
+            # SQLite gives the -wal and -shm files the database file's mode.
+            path.touch(mode=0o600, exist_ok=False)
+        try:
+            conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+        except sqlcipher3.DatabaseError as exc:
+            raise _translate(exc, path) from None
+        try:
+            conn.execute(f"PRAGMA key = \"x'{data_key.hex()}'\"")
+            conn.execute("PRAGMA cipher_memory_security = OFF")
+            # Reading the schema is the first page decryption: a wrong key or a
+            # damaged first page fails here, before anything is written.
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            conn.execute("PRAGMA busy_timeout = 10000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreCorruptError(f"{path}: could not enable WAL mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA foreign_keys = ON")
+            store = cls(conn, path)
+            if create:
+                store._create_schema()
+            else:
+                store._check_schema()
+            return store
+        except (sqlcipher3.DatabaseError, sqlite3.DatabaseError) as exc:
+            conn.close()
+            raise _translate(exc, path) from None
+        except BaseException:
+            conn.close()
+            raise
+
+    def close(self) -> None:
+        """Checkpoint the WAL and close the connection."""
+        with contextlib.suppress(sqlcipher3.DatabaseError):
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._conn.close()
+
+    def _create_schema(self) -> None:
+        db = self.db
+        with self.transaction():
+            db["meta"].create({"key": str, "value": str}, pk="key")
+            db["identity"].create(
+                {"device_id": str, "private_key": bytes, "public_key": bytes}, pk="device_id"
+            )
+            db["documents"].create(
+                {
+                    "id": str,
+                    "collection": str,
+                    "clinic_id": str,
+                    "heads": bytes,
+                    "data": bytes,
+                    "seq": int,
+                },
+                pk="id",
+            )
+            db["documents"].create_index(["seq"])
+            db["documents"].create_index(["collection"])
+            for collection, columns in PROJECTIONS.items():
+                db[collection].create(
+                    {
+                        "id": str,
+                        "clinic_id": str,
+                        **columns,
+                        "deleted": int,
+                        "conflicted": int,
+                        "updated_at": str,
+                        "record": str,
+                    },
+                    pk="id",
+                )
+                for index in _INDEXES[collection]:
+                    db[collection].create_index(index)
+            db["conflicts"].create(
+                {"doc_id": str, "collection": str, "field": str}, pk=("doc_id", "field")
+            )
+            db["peers"].create(
+                {"peer_id": str, "doc_id": str, "heads": bytes}, pk=("peer_id", "doc_id")
+            )
+            db["trusted_signers"].create(
+                {"device_id": str, "public_key": bytes, "first_seen": str}, pk="device_id"
+            )
+            db["meta"].insert_all(
+                [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": "seq", "value": "0"},
+                ]
+            )
+
+    def _check_schema(self) -> None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row is None or int(row[0]) != SCHEMA_VERSION:
+            found = row[0] if row else "none"
+            raise StoreCorruptError(
+                f"{self.path}: store schema version {found}, expected {SCHEMA_VERSION}"
+            )
+
+    # ------------------------------------------------------------ transactions
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One write transaction (re-entrant: nested blocks join the outer one)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlcipher3.OperationalError as exc:
+                raise _translate(exc, self.path) from None
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            try:
+                self._conn.execute("COMMIT")
+            except sqlcipher3.DatabaseError as exc:
+                self._conn.execute("ROLLBACK")
+                raise _translate(exc, self.path) from None
+
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
+        """Run one SQL statement, translating driver errors."""
+        try:
+            return self._conn.execute(sql, params)
+        except sqlcipher3.DatabaseError as exc:
+            raise _translate(exc, self.path) from None
+
+    # ------------------------------------------------------------ metadata
+    def get_meta(self, key: str) -> str | None:
+        """A value of the store's metadata table."""
+        row = self.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a value of the store's metadata table."""
+        self.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # ------------------------------------------------------------ documents
+    def document_heads(self) -> dict[str, list[bytes]]:
+        """Every document id with its sorted heads."""
+        rows = self.execute("SELECT id, heads FROM documents").fetchall()
+        return {row[0]: _split(row[1]) for row in rows}
+
+    def get_document(self, doc_id: str, *, device_id: str | None = None) -> RecordDocument | None:
+        """Load a stored document, or None."""
+        row = self.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else RecordDocument.load(row[0], device_id=device_id)
+
+    def collection_of(self, doc_id: str) -> str | None:
+        """The collection a stored document belongs to, or None."""
+        row = self.execute("SELECT collection FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_documents(self, documents: Sequence[RecordDocument]) -> None:
+        """Store documents and their projections, all in one transaction."""
+        if not documents:
+            return
+        with self.transaction():
+            seq = int(self.get_meta("seq") or 0)
+            doc_rows = []
+            projections: dict[str, list[dict[str, Any]]] = {}
+            conflict_rows = []
+            ids = []
+            for document in documents:
+                seq += 1
+                record = document.read()
+                conflicts = document.conflicts()
+                ids.append(document.id)
+                doc_rows.append(
+                    (
+                        document.id,
+                        document.collection,
+                        record.clinic_id,
+                        b"".join(document.heads),
+                        document.save(),
+                        seq,
+                    )
+                )
+                projections.setdefault(document.collection, []).append(
+                    _projection_row(
+                        document.collection, record.model_dump(mode="json"), bool(conflicts)
+                    )
+                )
+                conflict_rows += [(c.record_id, c.collection, c.field) for c in conflicts]
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO documents(id, collection, clinic_id, heads, data, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                doc_rows,
+            )
+            for collection, rows in projections.items():
+                columns = list(rows[0])
+                self._conn.executemany(
+                    f"INSERT OR REPLACE INTO {collection}({', '.join(columns)})"
+                    f" VALUES ({', '.join('?' for _ in columns)})",
+                    [tuple(row[c] for c in columns) for row in rows],
+                )
+            self._conn.executemany(
+                "DELETE FROM conflicts WHERE doc_id = ?", [(doc_id,) for doc_id in ids]
+            )
+            self._conn.executemany(
+                "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)", conflict_rows
+            )
+            self.set_meta("seq", str(seq))
+
+    # ------------------------------------------------------------ projections
+    def get_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
+        """The projected record JSON of one record, or None."""
+        row = self.execute(f"SELECT record FROM {collection} WHERE id = ?", (record_id,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def query_records(
+        self,
+        collection: str,
+        where: Sequence[str] = (),
+        params: Sequence[Any] = (),
+        *,
+        order_by: str = "id",
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Projected records matching SQL conditions on projection columns."""
+        sql = f"SELECT record FROM {collection}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY {order_by}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [json.loads(row[0]) for row in self.execute(sql, params).fetchall()]
+
+    def conflicted_documents(self) -> list[str]:
+        """Ids of documents with at least one conflicted field."""
+        rows = self.execute("SELECT DISTINCT doc_id FROM conflicts ORDER BY doc_id").fetchall()
+        return [row[0] for row in rows]
+
+    # ------------------------------------------------------------ peers
+    def peer_heads(self, peer_id: str) -> dict[str, list[bytes]]:
+        """What we last knew peer `peer_id` to hold."""
+        rows = self.execute(
+            "SELECT doc_id, heads FROM peers WHERE peer_id = ?", (peer_id,)
+        ).fetchall()
+        return {row[0]: _split(row[1]) for row in rows}
+
+    def set_peer_heads(self, peer_id: str, heads: Mapping[str, Sequence[bytes]]) -> None:
+        """Record that peer `peer_id` holds these documents at these heads."""
+        with self.transaction():
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO peers(peer_id, doc_id, heads) VALUES (?, ?, ?)",
+                [(peer_id, doc_id, b"".join(sorted(h))) for doc_id, h in heads.items()],
+            )
+
+    def rekey(self, data_key: bytes) -> None:
+        """Re-encrypt every page of the database under a new data key."""
+        with self._lock:
+            self.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            # SQLCipher cannot rekey a database in WAL mode.
+            self.execute("PRAGMA journal_mode = DELETE")
+            self.execute(f"PRAGMA rekey = \"x'{data_key.hex()}'\"")
+            self.execute("PRAGMA journal_mode = WAL")
+
+
+def _projection_row(collection: str, dumped: Mapping[str, Any], conflicted: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {"id": dumped["id"], "clinic_id": dumped["clinic_id"]}
+    measurements = dumped.get("measurements") or {}
+    for column in PROJECTIONS[collection]:
+        row[column] = dumped[column] if column in dumped else measurements.get(column)
+    row["deleted"] = int(bool(dumped["deleted"]))
+    row["conflicted"] = int(conflicted)
+    row["updated_at"] = dumped["updated_at"]
+    row["record"] = json.dumps(dumped, separators=(",", ":"), ensure_ascii=False)
+    return row
+
+
+def _split(heads: bytes) -> list[bytes]:
+    return sorted(heads[i : i + 32] for i in range(0, len(heads), 32))
