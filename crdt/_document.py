@@ -130,11 +130,18 @@ class RecordDocument:
     Every change is validated against the record's schema before it is kept.
     """
 
-    __slots__ = ("_doc", "_schema")
+    __slots__ = ("_doc", "_id", "_record", "_saved", "_schema")
 
-    def __init__(self, doc: am.Document, schema: type[Record]) -> None:
+    def __init__(
+        self, doc: am.Document, schema: type[Record], *, saved: bytes | None = None
+    ) -> None:
         self._doc = doc
         self._schema = schema
+        self._id: str | None = None
+        # Caches dropped on every change: the validated read and the saved bytes
+        # (a document received whole is stored with the very bytes it came in).
+        self._record: Record | None = None
+        self._saved = saved
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -173,7 +180,9 @@ class RecordDocument:
             tx.put(am.ROOT, _SCHEMA_KEY, am.ScalarType.Int, _SCHEMA_VERSION)
             for name in schema.model_fields:
                 _put(tx, schema, name, dumped[name])
-        return cls(doc, schema)
+        created = cls(doc, schema)
+        created._record = record
+        return created
 
     @classmethod
     def load(cls, data: bytes, *, device_id: str | None = None) -> RecordDocument:
@@ -188,7 +197,7 @@ class RecordDocument:
             raise DocumentError(f"not an Automerge document: {exc}") from None
         if device_id is not None:
             doc.set_actor(actor_for_device(device_id))
-        return cls(doc, _schema_of(doc))
+        return cls(doc, _schema_of(doc), saved=bytes(data))
 
     @classmethod
     def empty(cls, schema: type[Record], *, device_id: str) -> RecordDocument:
@@ -197,7 +206,9 @@ class RecordDocument:
 
     def save(self) -> bytes:
         """The whole document as compact bytes."""
-        return self._doc.save()
+        if self._saved is None:
+            self._saved = self._doc.save()
+        return self._saved
 
     def fork(self, *, device_id: str | None = None) -> RecordDocument:
         """An independent copy sharing this document's history."""
@@ -219,10 +230,12 @@ class RecordDocument:
     @property
     def id(self) -> str:
         """The record id (also the document id)."""
-        got = self._doc.get(am.ROOT, "id")
-        if got is None or isinstance(got[0], am.ObjType) or not isinstance(got[0][1], str):
-            raise DocumentError("document has no record id")
-        return got[0][1]
+        if self._id is None:
+            got = self._doc.get(am.ROOT, "id")
+            if got is None or isinstance(got[0], am.ObjType) or not isinstance(got[0][1], str):
+                raise DocumentError("document has no record id")
+            self._id = got[0][1]
+        return self._id
 
     @property
     def heads(self) -> list[bytes]:
@@ -240,7 +253,9 @@ class RecordDocument:
 
     def read(self) -> Record:
         """The record, validated against its schema."""
-        return self._schema.validate_values(self.values())
+        if self._record is None:
+            self._record = self._schema.validate_values(self.values())
+        return self._record
 
     # ------------------------------------------------------------------ writing
     def update(
@@ -363,6 +378,7 @@ class RecordDocument:
         if reason is not None:
             raise MergeRejectedError(self.id, reason)
         self._doc = candidate
+        self._record = self._saved = None
         return True
 
     def check_descendant(self, candidate: am.Document) -> str | None:
@@ -474,6 +490,7 @@ class RecordDocument:
         actor = actor_for_device(device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
+        self._record = self._saved = None
         with self._doc.transaction() as tx:
             apply(tx)
             tx.put(am.ROOT, "updated_at", am.ScalarType.Str, (now or _now()).isoformat())
@@ -554,8 +571,11 @@ def _splice(tx: am.Transaction, obj: bytes, position: int, delete: int, insert: 
 def _decode(schema: type[Record], name: str, value: Any) -> Any:
     if isinstance(value, am.ObjType):
         return None  # text is read through Document.text, never here
-    scalar = value[1]
-    if schema.field_kind(name) is FieldKind.JSON and isinstance(scalar, str):
+    return _decode_scalar(schema.json_fields, name, value[1])
+
+
+def _decode_scalar(json_fields: frozenset[str], name: str, scalar: Any) -> Any:
+    if name in json_fields and isinstance(scalar, str):
         try:
             return json.loads(scalar)
         except ValueError:
@@ -565,6 +585,7 @@ def _decode(schema: type[Record], name: str, value: Any) -> Any:
 
 def _values_at(doc: am.Document, schema: type[Record], heads: list[bytes] | None) -> dict[str, Any]:
     values: dict[str, Any] = {}
+    json_fields = schema.json_fields
     for name in doc.keys(am.ROOT, heads):
         if name in (_COLLECTION_KEY, _SCHEMA_KEY):
             continue
@@ -572,12 +593,12 @@ def _values_at(doc: am.Document, schema: type[Record], heads: list[bytes] | None
         if got is None:
             continue
         value, obj = got
-        if value == am.ObjType.Text:
+        if isinstance(value, tuple):
+            values[name] = _decode_scalar(json_fields, name, value[1])
+        elif value == am.ObjType.Text:
             values[name] = doc.text(obj, heads)
-        elif isinstance(value, am.ObjType):
-            values[name] = None  # nested objects are not part of any schema
         else:
-            values[name] = _decode(schema, name, value)
+            values[name] = None  # nested objects are not part of any schema
     return values
 
 

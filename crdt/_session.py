@@ -73,6 +73,10 @@ class DocumentStore(Protocol):
         """The stored document, or None."""
         ...
 
+    def saved_document(self, doc_id: str) -> bytes | None:
+        """The stored document's saved bytes, or None (sent as is to a peer lacking it)."""
+        ...
+
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         """Store new or merged documents, all in one transaction."""
         ...
@@ -247,9 +251,9 @@ class SyncSession:
         for doc_id, heads in sorted(self._store.document_heads().items()):
             peer = self._peer_heads.get(doc_id)
             if peer is None:
-                document = self._store.get_document(doc_id)
-                if document is not None:
-                    self._outbox.append(Entry(EntryKind.DOC, doc_id, document.save()))
+                saved = self._store.saved_document(doc_id)
+                if saved is not None:
+                    self._outbox.append(Entry(EntryKind.DOC, doc_id, saved))
             elif sorted(heads) != peer:
                 self._start_sync(doc_id)
 
@@ -359,6 +363,11 @@ class MemoryDocumentStore:
     def get_document(self, doc_id: str) -> RecordDocument | None:
         """The stored document, or None."""
         return self.documents.get(doc_id)
+
+    def saved_document(self, doc_id: str) -> bytes | None:
+        """The stored document's bytes, or None."""
+        document = self.documents.get(doc_id)
+        return None if document is None else document.save()
 
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         """Store the documents."""

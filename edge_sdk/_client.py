@@ -555,6 +555,11 @@ class _AuditedStore:
             access.record_ids.append(doc_id)
             return self._client._store.get_document(doc_id, device_id=self._client.device_id)
 
+    def saved_document(self, doc_id: str) -> bytes | None:
+        with self._client._access("sync-read", "*") as access:
+            access.record_ids.append(doc_id)
+            return self._client._store.saved_document(doc_id)
+
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         with self._client._access("sync-write", "*") as access:
             access.record_ids.extend(d.id for d in documents)
@@ -565,7 +570,7 @@ def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
     """Dates and datetimes as ISO strings (how documents store them)."""
     out: dict[str, Any] = {}
     for name, value in values.items():
-        if isinstance(value, datetime) or isinstance(value, date):
+        if isinstance(value, date):  # datetime is a date too
             value = value.isoformat()
         out[name] = value
     return out

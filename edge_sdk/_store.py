@@ -255,6 +255,11 @@ class Store:
         row = self.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else RecordDocument.load(row[0], device_id=device_id)
 
+    def saved_document(self, doc_id: str) -> bytes | None:
+        """The stored document's bytes, or None."""
+        row = self.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
     def collection_of(self, doc_id: str) -> str | None:
         """The collection a stored document belongs to, or None."""
         row = self.execute("SELECT collection FROM documents WHERE id = ?", (doc_id,)).fetchone()
