@@ -402,7 +402,7 @@ class RecordDocument:
 
     # --------------------------------------------------- conflicts and history
     def conflicts(self) -> list[FieldConflict]:
-        """Fields whose concurrent writes left more than one live value.
+        """Fields whose concurrent writes left live values that differ.
 
         The result is a pure function of the document's changes, so every replica
         that has the same changes reports the same conflicts in the same order.
@@ -431,6 +431,8 @@ class RecordDocument:
                 ),
                 key=lambda v: (v.device_id, _canonical_json(v.value)),
             )
+            if len({_canonical_json(v.value) for v in values}) < 2:
+                continue  # devices that agreed (both deleted, both "healed"): nothing to decide
             found.append(FieldConflict(self.id, self.collection, name, tuple(values)))
         return found
 
@@ -459,7 +461,11 @@ class RecordDocument:
                     device_id=device_for_actor(change.actor_id),
                     at=datetime.fromisoformat(str(after.get("updated_at"))),
                     action=action,
-                    fields=tuple(f for f in fields if f not in META_FIELDS or f == "deleted"),
+                    fields=tuple(
+                        f
+                        for f in fields
+                        if f not in META_FIELDS or (f == "deleted" and action != "created")
+                    ),
                 )
             )
         entries.sort(key=lambda e: (e.at, e.change))

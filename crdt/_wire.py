@@ -120,13 +120,16 @@ def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> 
         raise MessageTooLargeError(f"message of {len(view)} bytes exceeds the {max_size}-byte cap")
     if len(view) < _HEADER.size:
         raise MalformedMessageError(f"truncated: {len(view)} bytes is shorter than the header")
-    magic, version, _flags, length, crc = _HEADER.unpack_from(view)
+    magic, version, flags, length, crc = _HEADER.unpack_from(view)
     if magic != MAGIC:
         raise MalformedMessageError("not a Coherency sync message (bad magic)")
     if version != WIRE_VERSION:
         raise UnsupportedVersionError(
             f"wire version {version} is not supported (this code reads {WIRE_VERSION})"
         )
+    if flags:
+        # Reserved: a writer that sets them means something this reader cannot honour.
+        raise UnsupportedVersionError(f"wire flags {flags:#04x} are not supported")
     body = view[_HEADER.size :]
     if len(body) != length:
         raise MalformedMessageError(
@@ -137,7 +140,7 @@ def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> 
     reader = _Reader(body)
     try:
         control = json.loads(bytes(reader.take(reader.u32())))
-    except (UnicodeDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
         raise MalformedMessageError("control fields are not valid JSON") from None
     if not isinstance(control, dict):
         raise MalformedMessageError("control fields are not a JSON object")

@@ -13,6 +13,7 @@ there), whatever collection or entry point the operation came through.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import os
 import secrets
@@ -36,8 +37,10 @@ from crdt import (
 from edge_sdk._blobs import BlobStore, EncryptedFileBlobStore
 from edge_sdk._errors import (
     RecordNotFoundError,
+    StoreCorruptError,
     StoreExistsError,
     StoreNotFoundError,
+    WrongKeyError,
 )
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._keys import (
@@ -61,6 +64,7 @@ __all__ = [
 R = TypeVar("R", bound=Record)
 
 KEYRING_FILE = "keyring.json"
+PENDING_KEYRING_FILE = "keyring.json.next"
 DATABASE_FILE = "coherency.db"
 BLOB_DIR = "blobs"
 
@@ -162,7 +166,7 @@ class Collection(Generic[R]):
         include_deleted: bool = False,
         limit: int | None = None,
         **filters: Any,
-    ) -> list[R]:
+    ) -> builtins.list[R]:
         """Records matching equality filters on indexed fields, oldest first.
 
         Filters by collection: patients `mrn`, `family_name`, `given_name`; wounds
@@ -177,7 +181,7 @@ class Collection(Generic[R]):
             where.append("deleted = 0")
         return self._query("list", where, params, limit=limit)
 
-    def conflicts(self, record_id: str) -> list[FieldConflict]:
+    def conflicts(self, record_id: str) -> builtins.list[FieldConflict]:
         """The conflicted fields of one record."""
         with self._client._access("conflicts", self.name) as access:
             access.record_ids.append(record_id)
@@ -199,7 +203,7 @@ class Collection(Generic[R]):
             ),
         )
 
-    def history(self, record_id: str) -> list[HistoryEntry]:
+    def history(self, record_id: str) -> builtins.list[HistoryEntry]:
         """Every change to a record: which device, when, which fields."""
         with self._client._access("history", self.name) as access:
             access.record_ids.append(record_id)
@@ -226,7 +230,7 @@ class Collection(Generic[R]):
                 store.put_documents([document])
             return self._typed(document.read())
 
-    def _where(self, filters: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
+    def _where(self, filters: Mapping[str, Any]) -> tuple[builtins.list[str], builtins.list[Any]]:
         unknown = sorted(set(filters) - set(self._filters))
         if unknown:
             allowed = ", ".join(sorted(self._filters)) or "none"
@@ -239,12 +243,12 @@ class Collection(Generic[R]):
     def _query(
         self,
         action: str,
-        where: list[str],
+        where: builtins.list[str],
         params: Sequence[Any],
         *,
         order_by: str = "id",
         limit: int | None = None,
-    ) -> list[R]:
+    ) -> builtins.list[R]:
         with self._client._access(action, self.name) as access:
             rows = self._client._store.query_records(
                 self.name, where, params, order_by=order_by, limit=limit
@@ -260,7 +264,7 @@ class PatientsCollection(Collection[Patient]):
 
     def search(
         self, text: str, *, include_deleted: bool = False, limit: int = 100
-    ) -> list[Patient]:
+    ) -> builtins.list[Patient]:
         """Patients whose given name, family name or MRN starts with `text` (any case)."""
         pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         where = [
@@ -292,10 +296,10 @@ class AssessmentsCollection(Collection[WoundAssessment]):
         since: datetime | None = None,
         until: datetime | None = None,
         include_deleted: bool = False,
-    ) -> list[WoundAssessment]:
+    ) -> builtins.list[WoundAssessment]:
         """Assessments of one wound in capture order, optionally within [since, until)."""
         where = ["wound_id = ?"]
-        params: list[Any] = [wound_id]
+        params: builtins.list[Any] = [wound_id]
         if since is not None:
             where.append("captured_at >= ?")
             params.append(_plain({"v": since})["v"])
@@ -379,7 +383,7 @@ class EdgeClient:
         store = Store.open(root / DATABASE_FILE, data_key, create=True)
         try:
             with store.transaction():
-                store.db["identity"].insert(
+                store.db.table("identity").insert(
                     {
                         "device_id": identity.device_id,
                         "private_key": identity.private_bytes(),
@@ -408,9 +412,36 @@ class EdgeClient:
         root = Path(path)
         if not (root / KEYRING_FILE).exists():
             raise StoreNotFoundError(f"{root}: no Coherency store here (run `coherency init`)")
+        pending = root / PENDING_KEYRING_FILE
+        if pending.exists():
+            return cls._finish_rekey(root, key_provider)
         data_key = unwrap_data_key(read_keyring(root / KEYRING_FILE), key_provider)
         store = Store.open(root / DATABASE_FILE, data_key)
         return cls._assemble(root, store, data_key)
+
+    @classmethod
+    def _finish_rekey(cls, root: Path, key_provider: KeyProvider) -> EdgeClient:
+        """Open a store whose last `rekey` was cut short, and settle which key it has.
+
+        `rekey` writes the new keyring aside, re-encrypts the database (atomically),
+        then moves the new keyring into place; a crash can stop it between any two.
+        """
+        pending = root / PENDING_KEYRING_FILE
+        for keyring_path in (pending, root / KEYRING_FILE):
+            try:
+                data_key = unwrap_data_key(read_keyring(keyring_path), key_provider)
+                store = Store.open(root / DATABASE_FILE, data_key)
+            except (WrongKeyError, StoreCorruptError):
+                continue
+            if keyring_path == pending:
+                os.replace(pending, root / KEYRING_FILE)  # the database has the new key
+            else:
+                pending.unlink()  # the database was never re-encrypted
+            return cls._assemble(root, store, data_key)
+        raise WrongKeyError(
+            f"{root}: a key change was interrupted; open the store with the new key "
+            "(or the old one) to finish it"
+        )
 
     @classmethod
     def _assemble(cls, root: Path, store: Store, data_key: bytes) -> EdgeClient:
@@ -419,7 +450,9 @@ class EdgeClient:
         clinic_id = store.get_meta("clinic_id") or ""
         blob_key = bytes.fromhex(store.get_meta("blob_key") or "")
         blobs = EncryptedFileBlobStore(root / BLOB_DIR, blob_key)
-        return cls(root, store, identity, clinic_id, data_key, blobs)
+        client = cls(root, store, identity, clinic_id, data_key, blobs)
+        client._finish_blob_rotation()
+        return client
 
     def close(self) -> None:
         """Close the store. The client cannot be used afterwards."""
@@ -449,17 +482,36 @@ class EdgeClient:
         write_keyring(self.path / KEYRING_FILE, rewrap(keyring, self._data_key, new_provider))
 
     def rekey(self, new_provider: KeyProvider) -> None:
-        """Re-encrypt the whole database under a new random data key and wrap it.
+        """Re-encrypt everything under new keys: blobs, then the database.
 
-        The database is rekeyed first, then the new keyring replaces the old one;
-        blobs keep their own key, which lives inside the (re-encrypted) database.
+        Blobs get a new random key (kept inside the database) and are re-encrypted one
+        by one; the database gets a new random data key, wrapped by `new_provider`.
+        Each stage survives a crash: opening the store again finishes it.
         """
+        self._rotate_blob_key(secrets.token_bytes(32))
         data_key, keyring = create_keyring(new_provider, store_id=self.device_id)
-        pending = self.path / (KEYRING_FILE + ".next")
+        pending = self.path / PENDING_KEYRING_FILE
         write_keyring(pending, keyring)
         self._store.rekey(data_key)
         os.replace(pending, self.path / KEYRING_FILE)
         self._data_key = data_key
+
+    def _rotate_blob_key(self, new_key: bytes) -> None:
+        # The next key is recorded before any blob moves to it, so an interrupted
+        # rotation is finished by the next open (see `_assemble`).
+        with self._store.transaction():
+            self._store.set_meta("blob_key_next", new_key.hex())
+        self._finish_blob_rotation()
+
+    def _finish_blob_rotation(self) -> None:
+        next_key = self._store.get_meta("blob_key_next")
+        if not next_key:
+            return
+        assert isinstance(self.blobs, EncryptedFileBlobStore)
+        self.blobs.rekey(bytes.fromhex(next_key))
+        with self._store.transaction():
+            self._store.set_meta("blob_key", next_key)
+            self._store.execute("DELETE FROM meta WHERE key = 'blob_key_next'")
 
     # ---------------------------------------------------------------- records
     @contextlib.contextmanager

@@ -151,7 +151,9 @@ class IOSKeychain:
     """The iOS Keychain as a `PlatformKeystore`.
 
     Items are generic passwords readable only while the device is unlocked and never
-    migrated to another device or included in backups.
+    migrated to another device or included in backups. Built for iOS; on macOS the
+    same calls reach the login keychain, where the accessibility class is not enforced
+    the way it is on iOS.
 
     Args:
         security: The Security framework seam; by default the real framework, loaded

@@ -141,11 +141,11 @@ class Store:
     def _create_schema(self) -> None:
         db = self.db
         with self.transaction():
-            db["meta"].create({"key": str, "value": str}, pk="key")
-            db["identity"].create(
+            db.table("meta").create({"key": str, "value": str}, pk="key")
+            db.table("identity").create(
                 {"device_id": str, "private_key": bytes, "public_key": bytes}, pk="device_id"
             )
-            db["documents"].create(
+            db.table("documents").create(
                 {
                     "id": str,
                     "collection": str,
@@ -156,10 +156,10 @@ class Store:
                 },
                 pk="id",
             )
-            db["documents"].create_index(["seq"])
-            db["documents"].create_index(["collection"])
+            db.table("documents").create_index(["seq"])
+            db.table("documents").create_index(["collection"])
             for collection, columns in PROJECTIONS.items():
-                db[collection].create(
+                db.table(collection).create(
                     {
                         "id": str,
                         "clinic_id": str,
@@ -172,17 +172,17 @@ class Store:
                     pk="id",
                 )
                 for index in _INDEXES[collection]:
-                    db[collection].create_index(index)
-            db["conflicts"].create(
+                    db.table(collection).create_index(index)
+            db.table("conflicts").create(
                 {"doc_id": str, "collection": str, "field": str}, pk=("doc_id", "field")
             )
-            db["peers"].create(
+            db.table("peers").create(
                 {"peer_id": str, "doc_id": str, "heads": bytes}, pk=("peer_id", "doc_id")
             )
-            db["trusted_signers"].create(
+            db.table("trusted_signers").create(
                 {"device_id": str, "public_key": bytes, "first_seen": str}, pk="device_id"
             )
-            db["meta"].insert_all(
+            db.table("meta").insert_all(
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                     {"key": "seq", "value": "0"},

@@ -1,0 +1,103 @@
+"""Shared fixtures: stores in a temporary folder and comparable replica snapshots.
+
+Test modules run with ``--import-mode=importlib`` and cannot import this file, so
+helpers are handed out as fixtures (`snapshot`, `tmp_store`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crdt import COLLECTIONS
+from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, StoreError
+
+FAST_KDF = Argon2Params.fast()
+CLINIC = "clinic-1"
+PASSPHRASE = "correct horse battery staple"
+
+Snapshot = dict[str, Any]
+
+
+def fast_provider(passphrase: str = PASSPHRASE) -> PassphraseKeyProvider:
+    """A passphrase provider with test-only Argon2 costs."""
+    return PassphraseKeyProvider(passphrase, params=FAST_KDF)
+
+
+def take_snapshot(client: EdgeClient) -> Snapshot:
+    """Everything two converged replicas must agree on, in a comparable form.
+
+    The projection rows (as the JSON the store keeps), each document's heads, and the
+    conflicts as `client.conflicts()` reports them.
+    """
+    store = client._store
+    projections = {
+        name: json.dumps(store.query_records(name, [], []), sort_keys=True)
+        for name in COLLECTIONS
+    }
+    heads = {
+        doc_id: [h.hex() for h in doc_heads]
+        for doc_id, doc_heads in sorted(store.document_heads().items())
+    }
+    return {"projections": projections, "heads": heads, "conflicts": client.conflicts()}
+
+
+def close_quietly(client: EdgeClient) -> None:
+    """Close a client a test may already have closed."""
+    with contextlib.suppress(StoreError):
+        client.close()
+
+
+class StoreFactory:
+    """Makes `EdgeClient` stores under one temporary folder and closes them at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._clients: list[EdgeClient] = []
+
+    def __call__(
+        self,
+        name: str = "store",
+        *,
+        clinic_id: str = CLINIC,
+        passphrase: str = PASSPHRASE,
+    ) -> EdgeClient:
+        """A new store at ``root / name``."""
+        client = EdgeClient.init(self.root / name, fast_provider(passphrase), clinic_id=clinic_id)
+        self._clients.append(client)
+        return client
+
+    def open(self, name_or_path: str | Path, *, passphrase: str = PASSPHRASE) -> EdgeClient:
+        """Reopen a store made by this factory (or any store, given its path)."""
+        client = EdgeClient.open(self.path(name_or_path), fast_provider(passphrase))
+        self._clients.append(client)
+        return client
+
+    def path(self, name_or_path: str | Path) -> Path:
+        """The folder of a store."""
+        return name_or_path if isinstance(name_or_path, Path) else self.root / name_or_path
+
+    def close_all(self) -> None:
+        """Close every client made or opened here."""
+        for client in self._clients:
+            close_quietly(client)
+        self._clients.clear()
+
+
+@pytest.fixture
+def tmp_store(tmp_path: Path) -> Iterator[StoreFactory]:
+    """Factory of stores in `tmp_path`: ``tmp_store("a")`` inits one, fast KDF, one clinic."""
+    factory = StoreFactory(tmp_path)
+    yield factory
+    factory.close_all()
+
+
+@pytest.fixture
+def snapshot() -> Callable[[EdgeClient], Snapshot]:
+    """``snapshot(client)``: projections, heads and conflicts, comparable with ``==``."""
+    return take_snapshot

@@ -1,0 +1,38 @@
+"""Every program in examples/ runs to completion and prints what it promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXPECTED = {
+    "quickstart.py": ["patients matching 'okon': ['RVS-000451']", "wrong passphrase refused"],
+    "offline_sync.py": ["conflict on mrn", "after resolving: RVS-1 conflicts: []"],
+}
+
+
+def test_every_example_has_expectations() -> None:
+    assert {p.name for p in EXAMPLES} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+def test_example_runs(example: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, str(example), str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    for line in EXPECTED[example.name]:
+        assert line in result.stdout
