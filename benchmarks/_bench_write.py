@@ -157,8 +157,9 @@ def _edge_batched(client: Any, work: _Workload) -> None:
         _edge_writes(client, work)
 
 
-def _time_connection(root: Path, opener: Callable[[Path], Any], body: Callable[..., None],
-                     work: _Workload) -> float:
+def _time_connection(
+    root: Path, opener: Callable[[Path], Any], body: Callable[..., None], work: _Workload
+) -> float:
     with scratch_dir(root, "baseline") as path:
         conn = opener(path / "plain.db")
         try:
@@ -202,7 +203,7 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure]:
         return [n / t for t in times[key]]
 
     def ratio(a: str, b: str) -> list[float]:
-        # Per repeat: the two were measured minutes apart at most, on the same machine.
+        # Per repeat: both sides ran in the same rotation, so slow machine drift cancels.
         return [x / y for x, y in zip(times[a], times[b], strict=True)]
 
     extra = {"records": n}

@@ -35,10 +35,28 @@ _FAMILY = (
     "Williams", "Brennan", "Van der Berg", "Chaudhry", "Achterberg", "Papadopoulos",
     "Søndergaard", "Ó Súilleabháin", "Mbeki", "Hughes", "Adeyemi", "Silva", "Khan",
 )  # fmt: skip
-_STREETS = ("Mill Lane", "Station Road", "High Street", "Church View", "Orchard Close",
-            "Victoria Terrace", "Kingsway", "Brook Street", "Elm Grove", "Harbour Row")
-_TOWNS = (("Leeds", "LS6"), ("Cork", "T12"), ("Bristol", "BS3"), ("Galway", "H91"),
-          ("Sheffield", "S10"), ("Derby", "DE22"), ("Inverness", "IV2"), ("Truro", "TR1"))
+_STREETS = (
+    "Mill Lane",
+    "Station Road",
+    "High Street",
+    "Church View",
+    "Orchard Close",
+    "Victoria Terrace",
+    "Kingsway",
+    "Brook Street",
+    "Elm Grove",
+    "Harbour Row",
+)
+_TOWNS = (
+    ("Leeds", "LS6"),
+    ("Cork", "T12"),
+    ("Bristol", "BS3"),
+    ("Galway", "H91"),
+    ("Sheffield", "S10"),
+    ("Derby", "DE22"),
+    ("Inverness", "IV2"),
+    ("Truro", "TR1"),
+)
 _RELATIONS = ("daughter", "son", "wife", "husband", "partner", "niece", "neighbour")
 
 _SITES = (
@@ -49,8 +67,17 @@ _SITES = (
     "right elbow", "left foot, plantar 1st MTH", "right buttock", "left calf, posterior",
     "sternum, post-operative",
 )  # fmt: skip
-_ETIOLOGIES = ("pressure", "venous", "arterial", "diabetic", "surgical", "traumatic", "burn",
-               "other", "unknown")
+_ETIOLOGIES = (
+    "pressure",
+    "venous",
+    "arterial",
+    "diabetic",
+    "surgical",
+    "traumatic",
+    "burn",
+    "other",
+    "unknown",
+)
 _ETIOLOGY_WEIGHTS = (30, 22, 6, 18, 10, 6, 2, 3, 3)
 _STATUSES = ("active", "healing", "deteriorating", "healed", "closed")
 _STATUS_WEIGHTS = (45, 35, 8, 8, 4)
@@ -71,8 +98,15 @@ _NOTE_SENTENCES = (
     "Undermining 0.5 cm from 11 to 2 o'clock, probed gently, no tracking to bone.",
     "Nutrition: eating half of meals, supplement drinks started, weight stable.",
 )  # fmt: skip
-_CLINICIANS = ("RN A. Patel", "RN S. Murphy", "TVN K. Osei", "Dr L. García", "RN J. Lindqvist",
-               "Podiatrist M. Hughes", "RN T. Nakamura")
+_CLINICIANS = (
+    "RN A. Patel",
+    "RN S. Murphy",
+    "TVN K. Osei",
+    "Dr L. García",
+    "RN J. Lindqvist",
+    "Podiatrist M. Hughes",
+    "RN T. Nakamura",
+)
 _FLAGS = ("low_light", "motion_blur", "partial_occlusion", "ruler_not_found", "depth_noise")
 
 
@@ -154,7 +188,9 @@ def assessment_values(
     total = sum(tissue)
     composition = {
         name: round(100 * part / total, 1)
-        for name, part in zip(("granulation", "slough", "necrosis", "epithelium"), tissue, strict=True)
+        for name, part in zip(
+            ("granulation", "slough", "necrosis", "epithelium"), tissue, strict=True
+        )
     }
     captured = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randrange(300 * 86400))
     return {

@@ -150,7 +150,9 @@ def write_json(
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def print_table(figures: Sequence[Figure], machine: dict[str, Any], settings: dict[str, Any]) -> None:
+def print_table(
+    figures: Sequence[Figure], machine: dict[str, Any], settings: dict[str, Any]
+) -> None:
     """Print the figures as one table, grouped by benchmark."""
     from rich.console import Console
     from rich.table import Table

@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import click
 
@@ -88,15 +88,17 @@ def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-class CliError(click.ClickException):
+class CliError(Exception):
     """An error reported as one line on stderr, with its own exit code."""
 
     def __init__(self, message: str, exit_code: int = EXIT_OTHER) -> None:
-        super().__init__(one_line(message))
+        self.message = one_line(message)
         self.exit_code = exit_code
+        super().__init__(self.message)
 
-    def show(self, file: IO[Any] | None = None) -> None:
-        click.echo(f"error: {self.format_message()}", file=file or sys.stderr)
+    def show(self) -> None:
+        """Print ``error: MESSAGE`` on stderr."""
+        click.echo(f"error: {self.message}", err=True)
 
 
 def translate(exc: Exception, *, debug: bool) -> CliError:
@@ -135,7 +137,9 @@ def ask_passphrase(prompt: str, *, env: str, confirm: bool) -> str:
     try:
         value: str = click.prompt(prompt, hide_input=True, confirmation_prompt=confirm, err=True)
     except click.Abort:
-        raise CliError(f"no passphrase given: set {env} or type it at the prompt", EXIT_USAGE)
+        raise CliError(
+            f"no passphrase given: set {env} or type it at the prompt", EXIT_USAGE
+        ) from None
     return value
 
 
@@ -198,9 +202,7 @@ class App:
 
     def init(self, clinic_id: str) -> EdgeClient:
         """Create the store."""
-        self._client = EdgeClient.init(
-            self.store, self.key_provider(new=True), clinic_id=clinic_id
-        )
+        self._client = EdgeClient.init(self.store, self.key_provider(new=True), clinic_id=clinic_id)
         return self._client
 
     def close(self) -> None:

@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import json
 from collections.abc import Callable, Iterable, Sequence
-from datetime import date, datetime
+from datetime import date
 from pathlib import PurePath
 from typing import Any
 
@@ -15,6 +15,8 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+
+from crdt import Record
 
 
 def jsonable(value: Any) -> Any:
@@ -79,14 +81,17 @@ def show_fields(values: dict[str, Any]) -> None:
         elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             click.echo(f"{name}:")
             for item in value:
-                click.echo("  - " + ", ".join(f"{k}={show_value(v)}" for k, v in item.items()))
+                shown = (f"{k}={show_value(v)}" for k, v in item.items() if v is not None)
+                click.echo("  - " + ", ".join(shown))
         else:
             click.echo(f"{name}: {show_value(value)}")
 
 
-def show_record(record: BaseModel) -> None:
-    """Print one record, a field per line."""
-    show_fields(record.model_dump(mode="json"))
+def show_record(record: Record) -> None:
+    """Print one record, a field per line: its data first, then the metadata."""
+    values = record.model_dump(mode="json")
+    first = record.data_fields()
+    show_fields({name: values[name] for name in first + [n for n in values if n not in first]})
 
 
 def table(
@@ -95,20 +100,31 @@ def table(
     *,
     empty: str = "nothing found",
 ) -> None:
-    """Print a table (ids in the first column never truncated), or `empty` if no rows."""
-    rows = list(rows)
-    if not rows:
+    """Print rows as a table, or, when that would not fit the terminal, as blocks of
+    ``column: value`` lines under each row's first cell (its id). Prints `empty` on
+    stderr when there are no rows.
+    """
+    cells = [[show_value(cell) for cell in row] for row in rows]
+    if not cells:
         click.echo(empty, err=True)
         return
-    grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
-    for i, name in enumerate(columns):
-        if i == 0:
-            grid.add_column(name, no_wrap=True, min_width=8, overflow="fold")
-        else:
-            grid.add_column(name, overflow="fold")
-    for row in rows:
-        grid.add_row(*(Text(show_value(cell)) for cell in row))
-    console().print(grid)
+    out = console()
+    widths = [
+        max(len(line) for line in [name, *(row[i] for row in cells)])
+        for i, name in enumerate(columns)
+    ]
+    if sum(widths) + 2 * (len(widths) - 1) <= out.width:
+        grid = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
+        for name in columns:
+            grid.add_column(name, no_wrap=True)
+        for row in cells:
+            grid.add_row(*(Text(cell) for cell in row))
+        out.print(grid)
+        return
+    for row in cells:
+        click.echo(row[0])
+        for name, cell in zip(columns[1:], row[1:], strict=True):
+            click.echo(f"  {name}: {cell}")
 
 
 def console() -> Console:

@@ -173,7 +173,9 @@ class SyncSession:
             self._offer_started = True
             for doc_id, heads in sorted(self._store.document_heads().items()):
                 self._outbox.append(Entry(EntryKind.OFFER, doc_id, b"".join(sorted(heads))))
-            self._offers_left = len(self._outbox)
+            # Not len(outbox): a side that received the peer's offer before its first
+            # poll has already queued DOC/SYNC answers there.
+            self._offers_left = sum(1 for e in self._outbox if e.kind is EntryKind.OFFER)
         if not self._outbox and self._offer_done_sent:
             return None
         batch: list[Entry] = []

@@ -13,7 +13,7 @@ Only the names in `__all__` are public; modules starting with `_` are private.
 
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 
-# from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
+from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import AccessEvent, AccessListener, Collection, EdgeClient, NotesCollection
 from edge_sdk._errors import (
     BlobCorruptError,

@@ -51,6 +51,7 @@ from crdt import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Entry,
     EntryKind,
+    MessageTooLargeError,
     SyncMessage,
     SyncProtocolError,
     SyncReport,
@@ -58,7 +59,6 @@ from crdt import (
     decode_message,
     encode_message,
 )
-from crdt import MessageTooLargeError as _MessageTooLargeError
 from edge_sdk._client import EdgeClient, _AuditedStore
 from edge_sdk._errors import (
     BundleDecryptError,
@@ -201,12 +201,14 @@ def export_bundle(
             index = 0
             pending: bytes | None = None  # held back until we know whether it is the last
             with client._access("sync-read", "*") as access:
-                for message in _pack_messages(client, doc_ids, exported):
-                    access.record_ids.extend(sorted(exported.keys() - set(access.record_ids)))
-                    if pending is not None:
-                        write(_seal(sealer, header_digest, index, pending, final=False))
-                        index += 1
-                    pending = message
+                try:
+                    for message in _pack_messages(client, doc_ids, exported):
+                        if pending is not None:
+                            write(_seal(sealer, header_digest, index, pending, final=False))
+                            index += 1
+                        pending = message
+                finally:
+                    access.record_ids.extend(exported)
             if pending is None:  # nothing to send: one empty message still ends the stream
                 pending = encode_message(SyncMessage({}, ()))
             write(_seal(sealer, header_digest, index, pending, final=True))
@@ -254,7 +256,7 @@ def _pack_messages(
         ]
         size = sum(_ENTRY_OVERHEAD + len(e.doc_id) + len(e.payload) for e in pair)
         if size > room:
-            raise _MessageTooLargeError(
+            raise MessageTooLargeError(
                 f"document {doc_id} ({len(data)} bytes) exceeds the {_MESSAGE_CAP}-byte message cap"
             )
         if batch and used + size > room:
@@ -391,10 +393,11 @@ def _scan(f: BinaryIO, source: str) -> _Scan:
     size = os.fstat(f.fileno()).st_size
     running = hashlib.sha256()
     prefix = f.read(_PREFIX.size)
-    if len(prefix) < _PREFIX.size or not prefix.startswith(_MAGIC):
-        if prefix[: len(_MAGIC)] == _MAGIC[: len(prefix)] and len(prefix) < _PREFIX.size:
-            raise BundleFormatError(f"{source}: truncated bundle (no complete header)")
+    magic = prefix[: len(_MAGIC)]
+    if not prefix or magic != _MAGIC[: len(magic)]:
         raise BundleFormatError(f"{source} is not a Coherency sync bundle")
+    if len(prefix) < _PREFIX.size:
+        raise BundleFormatError(f"{source}: truncated bundle (no complete header)")
     _magic, version, header_size = _PREFIX.unpack(prefix)
     if version != BUNDLE_VERSION:
         raise BundleFormatError(
@@ -447,27 +450,25 @@ def _parse_header(data: bytes, source: str, size: int) -> tuple[Mapping[str, Any
     if header.get("cipher") != _CIPHER or not isinstance(header.get("kdf"), dict):
         raise BundleFormatError(f"{source}: unknown cipher or key derivation in the header")
 
-    def text(name: str, *, optional: bool = False) -> str | None:
+    def text(name: str) -> str:
         value = header.get(name)
-        if value is None and optional:
-            return None
         if not isinstance(value, str) or not value:
             raise BundleFormatError(f"{source}: header field {name!r} is missing or invalid")
         return value
 
     def blob(name: str, length: int) -> bytes:
         try:
-            value = base64.b64decode(text(name) or "", validate=True)
+            value = base64.b64decode(text(name), validate=True)
         except binascii.Error:
             raise BundleFormatError(f"{source}: header field {name!r} is malformed") from None
         if len(value) != length:
             raise BundleFormatError(f"{source}: header field {name!r} has the wrong length")
         return value
 
-    sender = text("sender_device_id") or ""
+    sender = text("sender_device_id")
     try:
         canonical = str(uuid.UUID(sender))
-        created_at = datetime.fromisoformat(text("created_at") or "")
+        created_at = datetime.fromisoformat(text("created_at"))
     except ValueError:
         raise BundleFormatError(f"{source}: malformed sender id or creation time") from None
     if canonical != sender:
@@ -479,9 +480,9 @@ def _parse_header(data: bytes, source: str, size: int) -> tuple[Mapping[str, Any
     info = BundleInfo(
         sender_device_id=sender,
         sender_public_key=blob("sender_public_key", 32),
-        clinic_id=text("clinic_id") or "",
+        clinic_id=text("clinic_id"),
         created_at=created_at,
-        peer_id=text("peer_id", optional=True),
+        peer_id=None if header.get("peer_id") is None else text("peer_id"),
         documents=documents,
         size_bytes=size,
     )

@@ -37,8 +37,7 @@ def take_snapshot(client: EdgeClient) -> Snapshot:
     """
     store = client._store
     projections = {
-        name: json.dumps(store.query_records(name, [], []), sort_keys=True)
-        for name in COLLECTIONS
+        name: json.dumps(store.query_records(name, [], []), sort_keys=True) for name in COLLECTIONS
     }
     heads = {
         doc_id: [h.hex() for h in doc_heads]

@@ -1,0 +1,108 @@
+"""Run the benchmarks, print a table and optionally write the results as JSON.
+
+    python -m benchmarks.run [--only NAME] [--repeat N] [--scale N] [--json PATH]
+
+Benchmarks: ``write`` (local write throughput against plain SQLite), ``merge`` (sync
+session into an empty replica) and ``storage`` (bytes per record). See
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks import _bench_merge, _bench_storage, _bench_write
+from benchmarks._harness import Figure, machine_info, pin_to_one_core, print_table, write_json
+
+__all__ = ["BENCHMARKS", "main"]
+
+BENCHMARKS: dict[str, Callable[..., list[Figure]]] = {
+    "write": _bench_write.run,
+    "merge": _bench_merge.run,
+    "storage": _bench_storage.run,
+}
+
+DEFAULT_SCALE = 10_000
+# Small runs are cheap and noisier, so they get more repeats.
+_SMALL_SCALE = 2_000
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description="Run Coherency's benchmarks."
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(BENCHMARKS),
+        metavar="NAME",
+        help=f"run only this benchmark (repeatable): {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help=f"repeats per timed measurement (default 5 up to scale {_SMALL_SCALE:,}, else 3)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=DEFAULT_SCALE,
+        help=f"records per benchmark (default {DEFAULT_SCALE:,}; see the README)",
+    )
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
+    parser.add_argument(
+        "--tmpdir",
+        type=Path,
+        default=None,
+        help="where the scratch stores go (default: the system temp dir)",
+    )
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the selected benchmarks; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    if args.scale < 4:
+        _parser().error("--scale must be at least 4")
+    repeat = args.repeat or (5 if args.scale <= _SMALL_SCALE else 3)
+    if repeat < 1:
+        _parser().error("--repeat must be at least 1")
+    selected = [name for name in BENCHMARKS if not args.only or name in args.only]
+    root = Path(tempfile.mkdtemp(prefix="coherency-bench-", dir=args.tmpdir))
+    started = datetime.now(UTC)
+    start = time.perf_counter()
+    figures: list[Figure] = []
+    try:
+        machine = machine_info(root)
+        with pin_to_one_core(not args.no_pin) as cpu:
+            for name in selected:
+                figures += BENCHMARKS[name](scale=args.scale, repeat=repeat, root=root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    settings = {
+        "benchmarks": selected,
+        "scale": args.scale,
+        "repeat": repeat,
+        "repeat_note": f"{repeat} repeats (storage: measured once)",
+        "pinned_cpu": cpu,
+        "started_at": started.isoformat(),
+        "duration_s": round(time.perf_counter() - start, 1),
+        "argv": list(sys.argv[1:] if argv is None else argv),
+    }
+    print_table(figures, machine, settings)
+    if args.json is not None:
+        write_json(args.json, machine, settings, figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
