@@ -177,7 +177,6 @@ class App:
 
     store: Path
     key_file: Path | None
-    debug: bool
     _client: EdgeClient | None = field(default=None, repr=False)
 
     def key_provider(self, *, new: bool) -> KeyProvider:

@@ -87,11 +87,12 @@ def show_fields(values: dict[str, Any]) -> None:
             click.echo(f"{name}: {show_value(value)}")
 
 
-def show_record(record: Record) -> None:
+def show_record(record: Record, *, omit: Iterable[str] = ()) -> None:
     """Print one record, a field per line: its data first, then the metadata."""
     values = record.model_dump(mode="json")
     first = record.data_fields()
-    show_fields({name: values[name] for name in first + [n for n in values if n not in first]})
+    order = first + [name for name in values if name not in first]
+    show_fields({name: values[name] for name in order if name not in omit})
 
 
 def table(

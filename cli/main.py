@@ -8,13 +8,12 @@ no record logic lives here. Errors are one line on stderr and an exit code:
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import click
 
@@ -33,7 +32,19 @@ from cli._app import (
     translate,
 )
 from cli._output import emit, jsonable, show_fields, show_record, table
-from crdt import ClinicalNote, ContactKind, Etiology, Patient, Sex, Wound, WoundStatus
+from crdt import (
+    ClinicalNote,
+    ContactKind,
+    Etiology,
+    FieldConflict,
+    Patient,
+    Sex,
+    SyncReport,
+    Wound,
+    WoundStatus,
+)
+from edge_sdk import export_bundle, import_bundle, read_bundle_info
+from edge_sdk._demo import run_demo
 
 __all__ = ["cli", "main"]
 
@@ -105,16 +116,8 @@ def json_option(command: F) -> F:
     )(command)
 
 
-def with_app(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Pass the `App` built by the root group as the first argument."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        app = click.get_current_context().find_object(App)
-        assert app is not None
-        return command(app, *args, **kwargs)
-
-    return wrapper
+# Passes the `App` the root group built as a command's first argument.
+with_app = click.make_pass_decorator(App)
 
 
 def _choice(enum_type: type[Any]) -> click.Choice[str]:
@@ -148,6 +151,7 @@ Records live in an encrypted store (a folder). Open it with a passphrase
 \b
 Environment:
   COHERENCY_STORE              the store folder (as --store)
+  COHERENCY_KEY_FILE           the key file (as --key-file)
   {PASSPHRASE_ENV}         the store passphrase (else a prompt)
   {NEW_PASSPHRASE_ENV}     the new passphrase for `key change|rekey`
   {BUNDLE_PASSPHRASE_ENV}  the sync bundle passphrase
@@ -160,7 +164,7 @@ Exit status: 0 ok, 1 other error, 2 usage, 3 wrong key or passphrase,
 """
 
 
-@click.group(cls=CoherencyGroup, help=ROOT_HELP)
+@click.group(name="coherency", cls=CoherencyGroup, help=ROOT_HELP)
 @click.option(
     "--store",
     type=click.Path(file_okay=False, path_type=Path),
@@ -180,7 +184,7 @@ Exit status: 0 ok, 1 other error, 2 usage, 3 wrong key or passphrase,
 @click.version_option(_version(), prog_name="coherency", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context, store: Path, key_file: Path | None, debug: bool) -> None:
-    ctx.obj = App(store=store, key_file=key_file, debug=debug)
+    ctx.obj = App(store=store, key_file=key_file)
 
 
 # ----------------------------------------------------------------------------- init
@@ -221,7 +225,8 @@ def _patient_table(records: list[Patient], *, with_deleted: bool = False) -> Non
 
 
 def _changes(**options: Any) -> dict[str, Any]:
-    return {name: value for name, value in options.items() if value not in (None, ())}
+    """The options given: None and empty repeated options mean "not given"."""
+    return {name: value for name, value in options.items() if value not in (None, (), [])}
 
 
 @patients.command("add")
@@ -278,15 +283,13 @@ def patients_list(
     as_json: bool,
 ) -> None:
     """List patients (by family name with --name, else oldest first)."""
-    collection = app.client().patients
     if name is not None and mrn is not None:
         raise click.UsageError("give --name or --mrn, not both")
+    collection = app.client().patients
     if name is not None:
-        extra = {} if limit is None else {"limit": limit}
-        found = collection.search(name, include_deleted=include_deleted, **extra)
+        found = collection.search(name, include_deleted=include_deleted, **_changes(limit=limit))
     else:
-        filters = {} if mrn is None else {"mrn": mrn}
-        found = collection.list(include_deleted=include_deleted, limit=limit, **filters)
+        found = collection.list(include_deleted=include_deleted, limit=limit, **_changes(mrn=mrn))
     emit(as_json, found, lambda rs: _patient_table(rs, with_deleted=include_deleted))
 
 
@@ -447,13 +450,10 @@ def notes() -> None:
     """Write, edit and read clinical notes (edits on two devices both survive)."""
 
 
-def _note_text(text: str | None, file: Any) -> str | None:
+def _note_text(text: str | None, file: IO[str] | None) -> str | None:
     if text is not None and file is not None:
         raise click.UsageError("give --text or --file, not both")
-    if file is not None:
-        content: str = file.read()
-        return content
-    return text
+    return file.read() if file is not None else text
 
 
 @notes.command("add")
@@ -472,7 +472,7 @@ def notes_add(
     wound_id: str | None,
     author: str,
     text: str | None,
-    file: Any,
+    file: IO[str] | None,
     as_json: bool,
 ) -> None:
     """Write a note; its text comes from --text, --file or stdin."""
@@ -493,9 +493,13 @@ def notes_add(
 )
 @json_option
 @with_app
-def notes_edit(app: App, note_id: str, text: str | None, file: Any, as_json: bool) -> None:
-    """Replace a note's text; only the changed characters are written, so an
-    edit made meanwhile on another device survives the sync too."""
+def notes_edit(
+    app: App, note_id: str, text: str | None, file: IO[str] | None, as_json: bool
+) -> None:
+    """Replace a note's text, writing only the characters that changed.
+
+    So an edit made meanwhile on another device survives the next sync too.
+    """
     body = _note_text(text, file)
     if body is None:
         raise click.UsageError("give the new text with --text or --file")
@@ -555,31 +559,27 @@ def _first(text: str, width: int = 40) -> str:
 
 
 def _show_note(note: ClinicalNote) -> None:
-    values = note.model_dump(mode="json")
-    text = values.pop("text")
-    show_fields(values)
+    show_record(note, omit=("text",))
     click.echo("")
-    click.echo(text)
+    click.echo(note.text)
 
 
 # ------------------------------------------------------------------------ conflicts
 @cli.group(invoke_without_command=True)
 @json_option
-@click.pass_context
-def conflicts(ctx: click.Context, as_json: bool) -> None:
+@with_app
+def conflicts(app: App, as_json: bool) -> None:
     """List every conflicted field, with each device's value.
 
     Concurrent writes of one field on two devices both stay until a clinician
     settles the field with `coherency conflicts resolve`.
     """
-    if ctx.invoked_subcommand is not None:
+    if click.get_current_context().invoked_subcommand is not None:
         return
-    app = ctx.find_object(App)
-    assert app is not None
     emit(as_json, app.client().conflicts(), _conflict_lines)
 
 
-def _conflict_lines(found: list[Any]) -> None:
+def _conflict_lines(found: list[FieldConflict]) -> None:
     if not found:
         click.echo("no conflicts", err=True)
         return
@@ -652,14 +652,6 @@ def bundle_passphrase_option(command: F) -> F:
     )(command)
 
 
-def _bundles() -> Any:
-    try:
-        from edge_sdk import _bundles
-    except ImportError as exc:
-        raise CliError(f"sync bundles are not available: {exc}", EXIT_OTHER) from None
-    return _bundles
-
-
 @sync.command("export")
 @click.option(
     "--to",
@@ -687,25 +679,35 @@ def sync_export(
     as_json: bool,
 ) -> None:
     """Write records to an encrypted bundle file signed by this device."""
-    bundles = _bundles()
     client = app.client()
-    passphrase = bundle_passphrase or ask_passphrase(
-        "Bundle passphrase", env=BUNDLE_PASSPHRASE_ENV, confirm=True
-    )
-    info = bundles.export_bundle(
+    if bundle_passphrase is None:  # neither the option nor its variable
+        bundle_passphrase = ask_passphrase(
+            "Bundle passphrase", env=BUNDLE_PASSPHRASE_ENV, confirm=True
+        )
+    info = export_bundle(
         client,
         path,
-        passphrase=passphrase,
+        passphrase=bundle_passphrase,
         peer_id=peer_id,
         everything=everything,
         kdf=new_keyring_params(),
     )
-    emit(as_json, info, _show_bundle_info)
+    emit(
+        as_json,
+        info,
+        lambda i: click.echo(f"exported {_count(i.documents, 'record')} to {path}"),
+    )
 
 
-def _show_bundle_info(info: Any) -> None:
-    data = jsonable(info)
-    show_fields(data if isinstance(data, dict) else {"bundle": data})
+@sync.command("info")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@json_option
+def sync_info(path: Path, as_json: bool) -> None:
+    """Show who signed a bundle file, for which clinic, and how much it carries.
+
+    Checks the signature; needs neither the store nor the bundle passphrase.
+    """
+    emit(as_json, read_bundle_info(path), lambda i: show_fields(jsonable(i)))
 
 
 @sync.command("import")
@@ -727,19 +729,24 @@ def sync_import(
     as_json: bool,
 ) -> None:
     """Merge the records of a bundle file into this store."""
-    bundles = _bundles()
     client = app.client()
-    passphrase = bundle_passphrase or ask_passphrase(
-        "Bundle passphrase", env=BUNDLE_PASSPHRASE_ENV, confirm=False
-    )
-    report = bundles.import_bundle(
-        client, path, passphrase=passphrase, trust_new_signer=trust_new_signer
+    if bundle_passphrase is None:
+        bundle_passphrase = ask_passphrase(
+            "Bundle passphrase", env=BUNDLE_PASSPHRASE_ENV, confirm=False
+        )
+    report = import_bundle(
+        client, path, passphrase=bundle_passphrase, trust_new_signer=trust_new_signer
     )
     emit(as_json, report, _show_report)
 
 
-def _show_report(report: Any) -> None:
-    click.echo(f"received {len(report.received)} records, rejected {len(report.rejected)}")
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _show_report(report: SyncReport) -> None:
+    received, rejected = len(report.received), len(report.rejected)
+    click.echo(f"received {_count(received, 'record')}, rejected {rejected}")
     for rejection in report.rejected:
         click.echo(f"  rejected {rejection.doc_id}: {rejection.reason}")
 
@@ -778,8 +785,10 @@ def key_change(app: App, new_key_file: Path | None, as_json: bool) -> None:
 @json_option
 @with_app
 def key_rekey(app: App, new_key_file: Path | None, as_json: bool) -> None:
-    """Re-encrypt the whole store under a new random key, opened by a new passphrase
-    or key file (the same passphrase again is fine)."""
+    """Re-encrypt the whole store under a new random key (slow).
+
+    The new key is opened by a new passphrase (the same one again is fine) or key file.
+    """
     client = app.client()
     provider = new_key_provider(new_key_file)
     client.rekey(provider)
@@ -804,8 +813,6 @@ def demo(workdir: Path | None, as_json: bool) -> None:
     edit the same records offline, converge and settle a conflict. Leaves the stores
     behind for a look with `coherency --store ...`; the global store is not touched.
     """
-    from edge_sdk._demo import run_demo
-
     report = run_demo(workdir, say=(lambda line: None) if as_json else click.echo)
     emit(as_json, report, lambda r: click.echo(f"demo finished; stores in {r.workdir}"))
 

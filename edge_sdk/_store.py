@@ -157,7 +157,6 @@ class Store:
                 pk="id",
             )
             db.table("documents").create_index(["seq"])
-            db.table("documents").create_index(["collection"])
             for collection, columns in PROJECTIONS.items():
                 db.table(collection).create(
                     {
@@ -185,7 +184,6 @@ class Store:
             db.table("meta").insert_all(
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                    {"key": "seq", "value": "0"},
                 ]
             )
 
@@ -270,13 +268,11 @@ class Store:
         if not documents:
             return
         with self.transaction():
-            seq = int(self.get_meta("seq") or 0)
             doc_rows = []
             projections: dict[str, list[dict[str, Any]]] = {}
             conflict_rows = []
             ids = []
             for document in documents:
-                seq += 1
                 record = document.read()
                 conflicts = document.conflicts()
                 ids.append(document.id)
@@ -287,7 +283,6 @@ class Store:
                         record.clinic_id,
                         b"".join(document.heads),
                         document.save(),
-                        seq,
                     )
                 )
                 projections.setdefault(document.collection, []).append(
@@ -297,8 +292,10 @@ class Store:
                 )
                 conflict_rows += [(c.record_id, c.collection, c.field) for c in conflicts]
             self._conn.executemany(
+                # seq orders the local change feed; taken from the index inside the
+                # write transaction, so concurrent writers cannot share a number.
                 "INSERT OR REPLACE INTO documents(id, collection, clinic_id, heads, data, seq)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM documents))",
                 doc_rows,
             )
             for collection, rows in projections.items():
@@ -311,10 +308,11 @@ class Store:
             self._conn.executemany(
                 "DELETE FROM conflicts WHERE doc_id = ?", [(doc_id,) for doc_id in ids]
             )
-            self._conn.executemany(
-                "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)", conflict_rows
-            )
-            self.set_meta("seq", str(seq))
+            if conflict_rows:
+                self._conn.executemany(
+                    "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)",
+                    conflict_rows,
+                )
 
     # ------------------------------------------------------------ projections
     def get_record(self, collection: str, record_id: str) -> dict[str, Any] | None:

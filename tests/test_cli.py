@@ -102,7 +102,12 @@ def test_init_asks_for_the_passphrase_twice(tmp_path: Path) -> None:
 
     assert ok(path, "patients", "list", COHERENCY_PASSPHRASE="secret") == []
     assert run(path, "patients", "list", input="secret\n", **no_env).exit_code == 0
-    failed(run(path, "patients", "list", input="wrong\n", **no_env), 3)
+    wrong = run(path, "patients", "list", input="wrong\n", **no_env)
+    assert wrong.exit_code == 3
+    assert wrong.stderr.splitlines() == [
+        "Store passphrase: ",
+        "error: the passphrase or key does not open this store",
+    ]
 
 
 def test_init_requires_a_clinic(tmp_path: Path) -> None:
@@ -141,8 +146,21 @@ def test_patients_add_show_list_round_trip(store: Path, patient: dict[str, Any])
 
 def test_patients_list_limit_and_human_table(store: Path) -> None:
     for given in ("Ada", "Bea", "Cy"):
-        ok(store, "patients", "add", "--given", given, "--family", "Lee", "--birth-date", "1960-01-01")
-    assert [p["given_name"] for p in ok(store, "patients", "list", "--limit", "2")] == ["Ada", "Bea"]
+        ok(
+            store,
+            "patients",
+            "add",
+            "--given",
+            given,
+            "--family",
+            "Lee",
+            "--birth-date",
+            "1960-01-01",
+        )
+    assert [p["given_name"] for p in ok(store, "patients", "list", "--limit", "2")] == [
+        "Ada",
+        "Bea",
+    ]
     assert len(ok(store, "patients", "list", "--name", "lee", "--limit", "1")) == 1
 
     wide = run(store, "patients", "list", COLUMNS="120")
@@ -183,9 +201,9 @@ def test_patients_update_changes_only_the_fields_given(
     updated = ok(store, "patients", "update", pid, "--given", "Adaeze", "--contact", "phone=1")
     assert updated["given_name"] == "Adaeze"
     assert updated["contacts"] == [{"kind": "phone", "value": "1", "label": None}]
-    assert {k: v for k, v in updated.items() if k not in ("given_name", "contacts", "updated_at")} == {
-        k: v for k, v in patient.items() if k not in ("given_name", "contacts", "updated_at")
-    }
+    assert {
+        k: v for k, v in updated.items() if k not in ("given_name", "contacts", "updated_at")
+    } == {k: v for k, v in patient.items() if k not in ("given_name", "contacts", "updated_at")}
     cleared = ok(store, "patients", "update", pid, "--clear-mrn", "--clear-contacts")
     assert cleared["mrn"] is None
     assert cleared["contacts"] == []
@@ -247,10 +265,12 @@ def test_wounds_add_list_show(store: Path, patient: dict[str, Any]) -> None:
     assert ok(store, "wounds", "list", "--status", "healed") == []
     assert "left heel" in run(store, "wounds", "list", "--patient", pid).stdout
 
-    assert "--etiology" in failed(run(store, "wounds", "add", "--patient", pid, "--site", "x",
-                                      "--etiology", "bite"), 2)
-    assert "onset" in failed(run(store, "wounds", "add", "--patient", pid, "--site", "x",
-                                 "--onset", "yesterday"), 5)
+    assert "--etiology" in failed(
+        run(store, "wounds", "add", "--patient", pid, "--site", "x", "--etiology", "bite"), 2
+    )
+    assert "onset" in failed(
+        run(store, "wounds", "add", "--patient", pid, "--site", "x", "--onset", "yesterday"), 5
+    )
     failed(run(store, "wounds", "show", patient["id"]), 4)  # a patient is not a wound
 
 
@@ -307,8 +327,6 @@ def test_notes_edits_on_two_stores_both_survive_a_bundle_exchange(
 
     ok(store, "notes", "edit", note["id"], "--text", "Day 1. Heel wound.")
     ok(other, "notes", "edit", note["id"], "--text", "Heel wound. Review in 2 days.")
-    other_id = ok(other, "init", "--clinic", CLINIC, COHERENCY_STORE=None) if False else None
-    assert other_id is None
 
     for source, target in ((store, other), (other, store)):
         path = tmp_path / f"{source.name}-to-{target.name}.bundle"
@@ -323,7 +341,11 @@ def test_sync_bundle_errors(tmp_path: Path, store: Path, patient: dict[str, Any]
     bundle = tmp_path / "b.bundle"
     human = run(store, "sync", "export", "--to", str(bundle))
     assert human.exit_code == 0, human.output
-    assert "documents: 1" in human.stdout.splitlines()
+    assert human.stdout == f"exported 1 record to {bundle}\n"
+    info = ok(store, "sync", "info", str(bundle), COHERENCY_PASSPHRASE=None)
+    assert (info["documents"], info["clinic_id"]) == (1, CLINIC)
+    assert info["sender_device_id"] == patient["created_by"]
+    assert "documents: 1" in run(store, "sync", "info", str(bundle)).stdout.splitlines()
     line = failed(
         run(store, "sync", "import", str(bundle), "--bundle-passphrase", "not the one"), 3
     )
@@ -331,6 +353,7 @@ def test_sync_bundle_errors(tmp_path: Path, store: Path, patient: dict[str, Any]
     garbage = tmp_path / "garbage.bundle"
     garbage.write_bytes(b"not a bundle at all")
     failed(run(store, "sync", "import", str(garbage)), 6)
+    failed(run(store, "sync", "info", str(garbage)), 6)
     failed(run(store, "sync", "import", str(tmp_path / "absent.bundle")), 2)
 
 
@@ -345,7 +368,7 @@ def test_conflicts_list_and_resolve(tmp_path: Path, store: Path, patient: dict[s
 
     sync_stores()
     pid = patient["id"]
-    ok(store, "patients", "update", pid, "--given", "Ada", "--mrn", "0041", "--family", "Ok")
+    ok(store, "patients", "update", pid, "--given", "Adaeze", "--mrn", "0041", "--family", "Ok")
     ok(other, "patients", "update", pid, "--given", "Ava", "--mrn", "0042")
     sync_stores()
 
@@ -355,20 +378,19 @@ def test_conflicts_list_and_resolve(tmp_path: Path, store: Path, patient: dict[s
         (pid, "patients", "given_name"),
         (pid, "patients", "mrn"),
     ]
-    devices = {ok(p, "init", "--clinic", CLINIC).get("device_id") if False else None for p in ()}
-    assert devices == set()
     given = found[0]["values"]
-    assert sorted(v["value"] for v in given) == ["Ada", "Ava"]
+    assert sorted(v["value"] for v in given) == ["Adaeze", "Ava"]
     assert sum(v["current"] for v in given) == 1
     assert len({v["device_id"] for v in given}) == 2
     human = run(store, "conflicts").stdout
     assert f"patients {pid} given_name:" in human
-    assert '"Ava"' in human and '"Ada"' in human
+    assert '"Ava"' in human and '"Adaeze"' in human
 
     # VALUE is JSON when it parses ("0042" is the string, not the number) ...
     assert ok(store, "conflicts", "resolve", pid, "mrn", '"0042"')["mrn"] == "0042"
     # ... and a plain string otherwise.
     assert ok(store, "conflicts", "resolve", pid, "given_name", "Ada")["given_name"] == "Ada"
+    assert ok(store, "patients", "show", pid)["family_name"] == "Ok"  # not in conflict
     assert ok(store, "conflicts") == []
     assert "no conflicts" in run(store, "conflicts").stderr
     sync_stores()

@@ -151,6 +151,25 @@ def test_concurrent_changes_on_both_sides_converge_with_the_same_conflicts() -> 
     assert merged_a.conflicts() == merged_b.conflicts()
 
 
+def test_a_side_that_receives_before_its_first_poll_still_completes_its_offer() -> None:
+    # Request/response transports (HTTP) make the responder receive first.
+    a = store_with(patient("On A"), patient("Also on A"))
+    b = store_with(patient("On B", device=DEV_B))
+    sa, sb = sessions(a, b)
+    for _ in range(10):
+        request = sa.poll()
+        if request is not None:
+            sb.receive(request)
+        response = sb.poll()
+        if response is not None:
+            sa.receive(response)
+        if request is None and response is None:
+            break
+    assert sa.done and sb.done
+    assert heads(a) == heads(b)
+    assert len(a.documents) == 3
+
+
 def test_a_second_session_after_convergence_sends_only_offers() -> None:
     a = store_with(patient(), patient("Two"))
     b = MemoryDocumentStore()
