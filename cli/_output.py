@@ -46,15 +46,10 @@ def _sort_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def emit_json(value: Any) -> None:
-    """Print `value` as one JSON document on stdout."""
-    click.echo(json.dumps(jsonable(value), indent=2, ensure_ascii=False))
-
-
 def emit(as_json: bool, value: Any, human: Callable[[Any], None]) -> None:
-    """Print `value` as JSON, or through `human` for people."""
+    """Print `value` as one JSON document on stdout, or through `human` for people."""
     if as_json:
-        emit_json(value)
+        click.echo(json.dumps(jsonable(value), indent=2, ensure_ascii=False))
     else:
         human(value)
 

@@ -112,7 +112,7 @@ def json_option(command: F) -> F:
         "--json",
         "as_json",
         is_flag=True,
-        help="Print machine-readable JSON on stdout (records as their JSON fields).",
+        help="Print one JSON document on stdout, for scripts.",
     )(command)
 
 
@@ -143,20 +143,24 @@ CONTACT_HELP = (
     + "; repeat for more."
 )
 
+_ENVIRONMENT = (
+    ("COHERENCY_STORE", "the store folder (as --store)"),
+    ("COHERENCY_KEY_FILE", "the key file (as --key-file)"),
+    (PASSPHRASE_ENV, "the store passphrase (else a prompt)"),
+    (NEW_PASSPHRASE_ENV, "the new passphrase for `key change|rekey`"),
+    (BUNDLE_PASSPHRASE_ENV, "the sync bundle passphrase"),
+    (f"{KDF_ENV}=fast", "cheap Argon2 costs for NEW keyrings:"),
+    ("", "for tests and demos only, never patient data"),
+)
+
 ROOT_HELP = f"""Coherency: offline-first wound-care records on this device.
 
-Records live in an encrypted store (a folder). Open it with a passphrase
-({PASSPHRASE_ENV} or a hidden prompt) or, on an edge box, with --key-file.
+Records live in an encrypted store (a folder), opened with a passphrase
+({PASSPHRASE_ENV} or a hidden prompt) or, on an edge box, a key file.
 
 \b
 Environment:
-  COHERENCY_STORE              the store folder (as --store)
-  COHERENCY_KEY_FILE           the key file (as --key-file)
-  {PASSPHRASE_ENV}         the store passphrase (else a prompt)
-  {NEW_PASSPHRASE_ENV}     the new passphrase for `key change|rekey`
-  {BUNDLE_PASSPHRASE_ENV}  the sync bundle passphrase
-  {KDF_ENV}=fast            cheap Argon2 costs for NEW keyrings: tests and
-                               demos only, never for patient data
+{chr(10).join(f"  {name:<28} {text}" for name, text in _ENVIRONMENT)}
 
 \b
 Exit status: 0 ok, 1 other error, 2 usage, 3 wrong key or passphrase,

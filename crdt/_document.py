@@ -437,29 +437,27 @@ class RecordDocument:
         return found
 
     def history(self) -> list[HistoryEntry]:
-        """Every change to the record, oldest first: device, time and fields."""
+        """Every change to the record, oldest first: device, time and fields written.
+
+        A field counts as written when the change made a new write to it, even of an
+        equal value (resolving a conflict in favour of the current value is a write).
+        """
         entries = []
         for change in self._doc.get_changes([]):
-            after = _values_at(self._doc, self._schema, [change.hash])
-            before = _values_at(self._doc, self._schema, list(change.deps)) if change.deps else {}
-            fields = tuple(
-                sorted(
-                    name
-                    for name in after.keys() | before.keys()
-                    if name not in _BOOKKEEPING and after.get(name) != before.get(name)
-                )
-            )
+            after = [change.hash]
+            fields = _fields_written(self._doc, after, list(change.deps))
+            deleted = _scalar_at(self._doc, "deleted", after)
             if not change.deps:
                 action = "created"
             elif "deleted" in fields:
-                action = "deleted" if after.get("deleted") else "restored"
+                action = "deleted" if deleted else "restored"
             else:
                 action = "updated"
             entries.append(
                 HistoryEntry(
                     change=change.hash.hex(),
                     device_id=device_for_actor(change.actor_id),
-                    at=datetime.fromisoformat(str(after.get("updated_at"))),
+                    at=datetime.fromisoformat(str(_scalar_at(self._doc, "updated_at", after))),
                     action=action,
                     fields=tuple(
                         f
@@ -606,6 +604,31 @@ def _values_at(doc: am.Document, schema: type[Record], heads: list[bytes] | None
         else:
             values[name] = None  # nested objects are not part of any schema
     return values
+
+
+def _scalar_at(doc: am.Document, name: str, heads: list[bytes]) -> Any:
+    got = doc.get(am.ROOT, name, heads)
+    return None if got is None or isinstance(got[0], am.ObjType) else got[0][1]
+
+
+def _fields_written(doc: am.Document, after: list[bytes], before: list[bytes]) -> list[str]:
+    """Fields a change wrote: a new op id, or for text a changed text."""
+    names = set(doc.keys(am.ROOT, after))
+    if before:
+        names |= set(doc.keys(am.ROOT, before))
+    written = []
+    for name in sorted(names - _BOOKKEEPING):
+        now = doc.get(am.ROOT, name, after)
+        then = doc.get(am.ROOT, name, before) if before else None
+        if now is None or then is None:
+            changed = now is not then
+        elif now[0] == am.ObjType.Text and now[1] == then[1]:
+            changed = doc.text(now[1], after) != doc.text(then[1], before)
+        else:
+            changed = now[1] != then[1]
+        if changed:
+            written.append(name)
+    return written
 
 
 def _is_linear(changes: Sequence[Any]) -> bool:

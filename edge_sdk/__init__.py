@@ -12,7 +12,6 @@ Only the names in `__all__` are public; modules starting with `_` are private.
 """
 
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
-
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import AccessEvent, AccessListener, Collection, EdgeClient, NotesCollection
 from edge_sdk._errors import (
@@ -34,8 +33,7 @@ from edge_sdk._errors import (
     WrongKeyError,
 )
 from edge_sdk._identity import DeviceIdentity, verify_signature
-from edge_sdk._keychain import IOSKeychain, MemoryKeystore
-from edge_sdk._keychain import PlatformKeystore
+from edge_sdk._keychain import IOSKeychain, MemoryKeystore, PlatformKeystore
 from edge_sdk._keys import (
     Argon2Params,
     KeychainKeyProvider,

@@ -51,7 +51,7 @@ from edge_sdk._keys import (
     unwrap_data_key,
     write_keyring,
 )
-from edge_sdk._store import Store
+from edge_sdk._store import Store, sortable_time
 
 __all__ = [
     "AccessEvent",
@@ -302,10 +302,10 @@ class AssessmentsCollection(Collection[WoundAssessment]):
         params: builtins.list[Any] = [wound_id]
         if since is not None:
             where.append("captured_at >= ?")
-            params.append(_plain({"v": since})["v"])
+            params.append(sortable_time(since))
         if until is not None:
             where.append("captured_at < ?")
-            params.append(_plain({"v": until})["v"])
+            params.append(sortable_time(until))
         if not include_deleted:
             where.append("deleted = 0")
         return self._query("list", where, params, order_by="captured_at, id")

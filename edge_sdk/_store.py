@@ -18,6 +18,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,10 @@ import sqlite_utils
 from crdt import RecordDocument
 from edge_sdk._errors import StoreCorruptError, StoreLockedError
 
-__all__ = ["PROJECTIONS", "Store"]
+__all__ = ["PROJECTIONS", "Store", "sortable_time"]
 
 SCHEMA_VERSION = 1
+_PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
 
 # Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
 # conflicted and the full record JSON). They are what list filters may use.
@@ -64,6 +66,8 @@ PROJECTIONS: Mapping[str, dict[str, type]] = {
         "author": str,
     },
 }
+# Timestamp columns that queries compare and sort: stored as `sortable_time` text.
+_TIME_COLUMNS: Mapping[str, tuple[str, ...]] = {"assessments": ("captured_at",)}
 _INDEXES: Mapping[str, list[list[str]]] = {
     "patients": [["family_name", "given_name"], ["mrn"]],
     "wounds": [["patient_id"]],
@@ -99,6 +103,10 @@ class Store:
         """
         if not create and not path.exists():
             raise StoreCorruptError(f"{path}: database file is missing")
+        if not create and (size := path.stat().st_size) < _PAGE_SIZE:
+            # SQLite takes a file shorter than one page for an empty database and would
+            # write a fresh one over it: refuse before connecting.
+            raise StoreCorruptError(f"{path}: the database is truncated ({size} bytes)")
         if create:
             # SQLite gives the -wal and -shm files the database file's mode.
             path.touch(mode=0o600, exist_ok=False)
@@ -369,11 +377,25 @@ class Store:
             self.execute("PRAGMA journal_mode = WAL")
 
 
+def sortable_time(value: str | datetime) -> str:
+    """A timestamp as fixed-width UTC text, so text order is time order (naive means UTC).
+
+    Records keep the offset they were written with ("...+02:00", "...Z"); columns that
+    are compared or sorted as text hold this form instead.
+    """
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
 def _projection_row(collection: str, dumped: Mapping[str, Any], conflicted: bool) -> dict[str, Any]:
     row: dict[str, Any] = {"id": dumped["id"], "clinic_id": dumped["clinic_id"]}
     measurements = dumped.get("measurements") or {}
     for column in PROJECTIONS[collection]:
         row[column] = dumped[column] if column in dumped else measurements.get(column)
+    for column in _TIME_COLUMNS.get(collection, ()):
+        row[column] = sortable_time(row[column])
     row["deleted"] = int(bool(dumped["deleted"]))
     row["conflicted"] = int(conflicted)
     row["updated_at"] = dumped["updated_at"]

@@ -108,6 +108,9 @@ def test_init_asks_for_the_passphrase_twice(tmp_path: Path) -> None:
         "Store passphrase: ",
         "error: the passphrase or key does not open this store",
     ]
+    unanswered = run(tmp_path / "t", "init", "--clinic", CLINIC, input="", **no_env)
+    assert unanswered.exit_code == 2
+    assert unanswered.stderr.splitlines()[-1].startswith("error: no passphrase given")
 
 
 def test_init_requires_a_clinic(tmp_path: Path) -> None:

@@ -111,6 +111,15 @@ def has_records(machine: Any) -> bool:
 
 
 TEXT = st.text(alphabet=ALPHABET, max_size=6)
+# (collection, field, pool) for writes of one field on two replicas at once.
+CONTESTED: list[tuple[str, str, list[Any]]] = [
+    ("patients", "given_name", GIVEN),
+    ("patients", "sex", SEX),
+    ("patients", "mrn", MRN),
+    ("patients", "contacts", CONTACTS),
+    ("wounds", "status", STATUS),
+    ("wounds", "onset", [None, "2024-01-02", "2024-03-04"]),
+]
 SHARED: list[tuple[type[Any], dict[str, Any]]] = [
     (Patient, {"given_name": "Ada", "family_name": "Okafor", "birth_date": "1950-03-01"}),
     (Wound, {"patient_id": "p-1", "body_site": "sacrum"}),
@@ -224,7 +233,7 @@ class EdgeReplicas(RuleBasedStateMachine):
     """3-5 `EdgeClient` stores of one clinic editing offline and meeting at random."""
 
     base: ClassVar[Path]  # set by the test: a pytest tmp_path
-    bundles: ClassVar[ModuleType | None] = None
+    bundle_api: ClassVar[ModuleType | None] = None  # edge_sdk._bundles, if present
 
     def __init__(self) -> None:
         super().__init__()
@@ -347,6 +356,33 @@ class EdgeReplicas(RuleBasedStateMachine):
             assert (conflict.record_id, conflict.field) not in left
 
     # ------------------------------------------------------------ meetings
+    @precondition(has_records)
+    @rule(
+        first=INDEX,
+        offset=st.integers(1, 4),
+        record=INDEX,
+        contested=st.sampled_from(CONTESTED),
+        choices=st.tuples(INDEX, INDEX),
+    )
+    def write_one_field_on_two_replicas(
+        self,
+        first: int,
+        offset: int,
+        record: int,
+        contested: tuple[str, str, list[Any]],
+        choices: tuple[int, int],
+    ) -> None:
+        collection, field, pool = contested
+        i = first % len(self.clients)
+        j = (i + offset) % len(self.clients)
+        both = sorted(
+            set(self.ids(self.clients[i], collection)) & set(self.ids(self.clients[j], collection))
+        )
+        if i != j and both:
+            record_id = pick(both, record)
+            for client, choice in zip((self.clients[i], self.clients[j]), choices, strict=True):
+                client.collection(collection).update(record_id, **{field: pick(pool, choice)})
+
     @rule(first=INDEX, offset=st.integers(1, 4), link=LINKS)
     def exchange(self, first: int, offset: int, link: LossyLink) -> None:
         i = first % len(self.clients)
@@ -392,14 +428,14 @@ class BundleReplicas(EdgeReplicas):
         lost=st.booleans(),
     )
     def exchange_by_bundle(self, source: int, offset: int, for_peer: bool, lost: bool) -> None:
-        assert self.bundles is not None
+        assert self.bundle_api is not None
         i = source % len(self.clients)
         j = (i + offset) % len(self.clients)
         if i == j:
             return
         a, b = self.clients[i], self.clients[j]
         path = self.root / f"bundle-{uuid.uuid4().hex}.cohb"
-        self.bundles.export_bundle(
+        self.bundle_api.export_bundle(
             a,
             path,
             passphrase=BUNDLE_PASSPHRASE,
@@ -407,7 +443,7 @@ class BundleReplicas(EdgeReplicas):
             kdf=FAST_KDF,
         )
         if not lost:  # a lost bundle: the final sync still has to get b there
-            report = self.bundles.import_bundle(b, path, passphrase=BUNDLE_PASSPHRASE)
+            report = self.bundle_api.import_bundle(b, path, passphrase=BUNDLE_PASSPHRASE)
             assert report.rejected == []
         path.unlink()
 
@@ -468,7 +504,7 @@ def test_edge_replicas_converge(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_edge_replicas_converge_through_bundles_too(tmp_path: Path) -> None:
     bundles = pytest.importorskip("edge_sdk._bundles")
-    machine = type("BundleRun", (BundleReplicas,), {"base": tmp_path, "bundles": bundles})
+    machine = type("BundleRun", (BundleReplicas,), {"base": tmp_path, "bundle_api": bundles})
     run_state_machine_as_test(machine, settings=EDGE_SETTINGS)
 
 
@@ -598,6 +634,38 @@ class CrdtReplicas(RuleBasedStateMachine):
             doc.resolve(conflict.field, pick(list(conflict.values), choice).value, device_id=device)
             store.put_documents([doc])
             assert conflict.field not in {c.field for c in doc.conflicts()}
+
+    @precondition(has_records)
+    @rule(
+        first=INDEX,
+        offset=st.integers(1, 4),
+        record=INDEX,
+        contested=st.sampled_from(CONTESTED),
+        choices=st.tuples(INDEX, INDEX),
+    )
+    def write_one_field_on_two_replicas(
+        self,
+        first: int,
+        offset: int,
+        record: int,
+        contested: tuple[str, str, list[Any]],
+        choices: tuple[int, int],
+    ) -> None:
+        collection, field, pool = contested
+        i = first % len(self.replicas)
+        j = (i + offset) % len(self.replicas)
+        (dev_a, a), (dev_b, b) = self.replicas[i], self.replicas[j]
+        both = sorted(
+            doc_id
+            for doc_id, doc in a.documents.items()
+            if doc.collection == collection and doc_id in b.documents
+        )
+        if i != j and both:
+            record_id = pick(both, record)
+            for device, store, choice in zip((dev_a, dev_b), (a, b), choices, strict=True):
+                doc = store.documents[record_id]
+                doc.update({field: pick(pool, choice)}, device_id=device)
+                store.put_documents([doc])
 
     @rule(first=INDEX, offset=st.integers(1, 4), link=LINKS)
     def exchange(self, first: int, offset: int, link: LossyLink) -> None:

@@ -49,10 +49,15 @@ def test_base_install_imports_without_extras(wheel: Path, tmp_path: Path) -> Non
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
+    # Away from the checkout: with it on the path pip would find the project
+    # "already installed" and install nothing.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
         [str(python), "-m", "pip", "install", "-q", str(wheel)],
         check=True,
         timeout=600,
+        cwd=tmp_path,
+        env=env,
     )
     probe = (
         "import importlib.util, edge_sdk, crdt\n"
@@ -61,7 +66,6 @@ def test_base_install_imports_without_extras(wheel: Path, tmp_path: Path) -> Non
         "assert not heavy, heavy\n"
         "print('ok', len(edge_sdk.__all__))\n"
     )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run(
         [str(python), "-c", probe],
         capture_output=True,
