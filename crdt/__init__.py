@@ -60,6 +60,7 @@ from crdt._wire import (
     SyncMessage,
     decode_message,
     encode_message,
+    entry_size,
 )
 
 __all__ = [
@@ -107,6 +108,7 @@ __all__ = [
     "decode_message",
     "device_for_actor",
     "encode_message",
+    "entry_size",
     "new_record_id",
     "run_in_memory",
     "schema_for",

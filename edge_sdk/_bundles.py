@@ -58,6 +58,7 @@ from crdt import (
     apply_documents,
     decode_message,
     encode_message,
+    entry_size,
 )
 from edge_sdk._client import EdgeClient, _AuditedStore
 from edge_sdk._errors import (
@@ -100,7 +101,6 @@ _MAX_SEALED_SIZE = DEFAULT_MAX_MESSAGE_SIZE + _TAG_SIZE
 # What the exporter packs into one message (a module knob so tests can force several).
 _MESSAGE_CAP = DEFAULT_MAX_MESSAGE_SIZE
 _MESSAGE_OVERHEAD = 512  # wire header, control JSON and count: generous, checked on encode
-_ENTRY_OVERHEAD = 6  # kind, id length, payload length
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,17 +244,15 @@ def _pack_messages(
     for doc_id in doc_ids:
         # The saved bytes and heads are read as one row, so the heads recorded for the
         # peer are exactly those of the bytes sent, whatever was written meanwhile.
-        row = client._store.execute(
-            "SELECT data, heads FROM documents WHERE id = ?", (doc_id,)
-        ).fetchone()
-        if row is None:
+        found = client._store.saved_with_heads(doc_id)
+        if found is None:
             raise RecordNotFoundError(f"document {doc_id} vanished during the export")
-        data, heads = bytes(row[0]), _split_heads(bytes(row[1]))
+        data, heads = found
         pair = [
             Entry(EntryKind.OFFER, doc_id, b"".join(heads)),
             Entry(EntryKind.DOC, doc_id, data),
         ]
-        size = sum(_ENTRY_OVERHEAD + len(e.doc_id) + len(e.payload) for e in pair)
+        size = sum(entry_size(e) for e in pair)
         if size > room:
             raise MessageTooLargeError(
                 f"document {doc_id} ({len(data)} bytes) exceeds the {_MESSAGE_CAP}-byte message cap"
@@ -350,10 +348,8 @@ def import_bundle(
         audited = _AuditedStore(client)
         with client._store.transaction():
             if new_signer:
-                client._store.execute(
-                    "INSERT INTO trusted_signers(device_id, public_key, first_seen)"
-                    " VALUES (?, ?, ?)",
-                    (info.sender_device_id, info.sender_public_key, datetime.now(UTC).isoformat()),
+                client._store.trust_signer(
+                    info.sender_device_id, info.sender_public_key, datetime.now(UTC).isoformat()
                 )
             for message in _messages(f, scan, key):
                 report.messages_received += 1
@@ -501,12 +497,9 @@ def _check_sender(client: EdgeClient, info: BundleInfo, *, trust_new_signer: boo
                 "bundle claims to come from this very device but is signed with another key"
             )
         return False
-    row = client._store.execute(
-        "SELECT public_key, first_seen FROM trusted_signers WHERE device_id = ?",
-        (info.sender_device_id,),
-    ).fetchone()
+    row = client._store.trusted_signer(info.sender_device_id)
     if row is not None:
-        if not hmac.compare_digest(bytes(row[0]), info.sender_public_key):
+        if not hmac.compare_digest(row[0], info.sender_public_key):
             raise BundleSignatureError(
                 f"bundle claims device {info.sender_device_id}, but is signed with a "
                 f"different key than the one trusted for it since {row[1]}"

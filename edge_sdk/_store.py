@@ -222,9 +222,11 @@ class Store:
             self._depth = 1
             try:
                 yield
-            except BaseException:
+            except BaseException as exc:
                 self._depth = 0
                 self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlcipher3.DatabaseError):  # e.g. a damaged page met mid-write
+                    raise _translate(exc, self.path) from None
                 raise
             self._depth = 0
             try:
@@ -233,10 +235,10 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise _translate(exc, self.path) from None
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> Any:
-        """Run one SQL statement, translating driver errors."""
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> _Cursor:
+        """Run one SQL statement, translating driver errors (also those of its fetches)."""
         try:
-            return self._conn.execute(sql, params)
+            return _Cursor(self._conn.execute(sql, params), self.path)
         except sqlcipher3.DatabaseError as exc:
             raise _translate(exc, self.path) from None
 
@@ -265,6 +267,11 @@ class Store:
         """The stored document's bytes, or None."""
         row = self.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def saved_with_heads(self, doc_id: str) -> tuple[bytes, list[bytes]] | None:
+        """A document's saved bytes and the heads of exactly those bytes, or None."""
+        row = self.execute("SELECT data, heads FROM documents WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else (bytes(row[0]), _split(bytes(row[1])))
 
     def collection_of(self, doc_id: str) -> str | None:
         """The collection a stored document belongs to, or None."""
@@ -367,6 +374,20 @@ class Store:
                 [(peer_id, doc_id, b"".join(sorted(h))) for doc_id, h in heads.items()],
             )
 
+    def trusted_signer(self, device_id: str) -> tuple[bytes, str] | None:
+        """The public key trusted for a bundle signer, and since when; or None."""
+        row = self.execute(
+            "SELECT public_key, first_seen FROM trusted_signers WHERE device_id = ?", (device_id,)
+        ).fetchone()
+        return None if row is None else (bytes(row[0]), str(row[1]))
+
+    def trust_signer(self, device_id: str, public_key: bytes, first_seen: str) -> None:
+        """Trust `public_key` as the bundle-signing key of `device_id` from now on."""
+        self.execute(
+            "INSERT INTO trusted_signers(device_id, public_key, first_seen) VALUES (?, ?, ?)",
+            (device_id, public_key, first_seen),
+        )
+
     def rekey(self, data_key: bytes) -> None:
         """Re-encrypt every page of the database under a new data key."""
         with self._lock:
@@ -387,6 +408,32 @@ def sortable_time(value: str | datetime) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+class _Cursor:
+    """The rows of one statement, with driver errors translated.
+
+    SQLite reads pages as rows are fetched, so a damaged page surfaces in `fetchone`
+    or `fetchall`, not in `execute`.
+    """
+
+    __slots__ = ("_cursor", "_path")
+
+    def __init__(self, cursor: Any, path: Path) -> None:
+        self._cursor = cursor
+        self._path = path
+
+    def fetchone(self) -> Any:
+        try:
+            return self._cursor.fetchone()
+        except sqlcipher3.DatabaseError as exc:
+            raise _translate(exc, self._path) from None
+
+    def fetchall(self) -> list[Any]:
+        try:
+            return list(self._cursor.fetchall())
+        except sqlcipher3.DatabaseError as exc:
+            raise _translate(exc, self._path) from None
 
 
 def _projection_row(collection: str, dumped: Mapping[str, Any], conflicted: bool) -> dict[str, Any]:
