@@ -55,14 +55,14 @@ EDGE_SETTINGS = settings(
     stateful_step_count=30,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 CRDT_SETTINGS = settings(
     max_examples=100,
     stateful_step_count=40,
     deadline=None,
     database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[HealthCheck.too_slow],
 )
 
 # Small value pools, so independent writes often hit the same field concurrently.
@@ -98,18 +98,6 @@ WOUND_CHANGES = st.one_of(
 )
 COLLECTION_NAMES = st.sampled_from(["patients", "wounds", "notes"])
 INDEX = st.integers(min_value=0, max_value=10_000)  # taken modulo whatever list it picks from
-# Few records, so that independent edits keep landing on the same ones.
-MAX_RECORDS = 6
-
-
-def can_add(machine: Any) -> bool:
-    return bool(machine.created < MAX_RECORDS)
-
-
-def has_records(machine: Any) -> bool:
-    return bool(machine.created)
-
-
 TEXT = st.text(alphabet=ALPHABET, max_size=6)
 # (collection, field, pool) for writes of one field on two replicas at once.
 CONTESTED: list[tuple[str, str, list[Any]]] = [
@@ -125,6 +113,18 @@ SHARED: list[tuple[type[Any], dict[str, Any]]] = [
     (Wound, {"patient_id": "p-1", "body_site": "sacrum"}),
     (ClinicalNote, {"patient_id": "p-1", "author": "Dr Mensah", "text": "Shared note."}),
 ]
+
+
+# Few records, so that independent edits keep landing on the same ones.
+MAX_RECORDS = 6
+
+
+def can_add(machine: Any) -> bool:
+    return bool(machine.created < MAX_RECORDS)
+
+
+def has_records(machine: Any) -> bool:
+    return bool(machine.created)
 
 
 def pick(items: list[Any], index: int) -> Any:
@@ -232,7 +232,9 @@ LINKS = st.builds(
 class EdgeReplicas(RuleBasedStateMachine):
     """3-5 `EdgeClient` stores of one clinic editing offline and meeting at random."""
 
-    base: ClassVar[Path]  # set by the test: a pytest tmp_path
+    # Set by the test from its fixtures: a pytest tmp_path and conftest's `snapshot`.
+    base: ClassVar[Path]
+    snapshot: ClassVar[Callable[[EdgeClient], dict[str, Any]]]
     bundle_api: ClassVar[ModuleType | None] = None  # edge_sdk._bundles, if present
 
     def __init__(self) -> None:
@@ -261,7 +263,7 @@ class EdgeReplicas(RuleBasedStateMachine):
 
     # ------------------------------------------------------------ helpers
     def client(self, index: int) -> EdgeClient:
-        return pick(self.clients, index)
+        return self.clients[index % len(self.clients)]
 
     def ids(self, client: EdgeClient, collection: str) -> list[str]:
         rows = client._store.query_records(collection, [], [])
@@ -411,7 +413,7 @@ class EdgeReplicas(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.clients:
-                converge_edge(self.clients)
+                converge_edge(self.clients, self.snapshot)
         finally:
             for client in self.clients:
                 client.close()
@@ -459,7 +461,9 @@ def check_projections(client: EdgeClient) -> None:
         )
 
 
-def converge_edge(clients: list[EdgeClient]) -> None:
+def converge_edge(
+    clients: list[EdgeClient], snapshot: Callable[[EdgeClient], dict[str, Any]]
+) -> None:
     """Clean sync rounds over every pair until a round moves nothing; then all equal."""
     pairs = [(a, b) for n, a in enumerate(clients) for b in clients[n + 1 :]]
     for _ in range(len(clients) + 2):
@@ -473,9 +477,9 @@ def converge_edge(clients: list[EdgeClient]) -> None:
             break
     else:
         pytest.fail("clean sync rounds never became quiescent")
-    first = edge_state(clients[0])
+    first = snapshot(clients[0])
     for client in clients[1:]:
-        assert edge_state(client) == first
+        assert snapshot(client) == first
     for client in clients:
         check_projections(client)
         documents = [client._store.get_document(d) for d in sorted(client._store.document_heads())]
@@ -483,28 +487,21 @@ def converge_edge(clients: list[EdgeClient]) -> None:
         assert sorted(client.conflicts(), key=repr) == sorted(expected, key=repr)
 
 
-def edge_state(client: EdgeClient) -> dict[str, Any]:
-    store = client._store
-    return {
-        "projections": {
-            name: json.dumps(store.query_records(name, [], []), sort_keys=True)
-            for name in ("patients", "wounds", "assessments", "notes")
-        },
-        "heads": {d: [h.hex() for h in hs] for d, hs in sorted(store.document_heads().items())},
-        "conflicts": client.conflicts(),
-    }
-
-
 @pytest.mark.slow
-def test_edge_replicas_converge(tmp_path: Path) -> None:
-    machine = type("EdgeRun", (EdgeReplicas,), {"base": tmp_path})
+def test_edge_replicas_converge(tmp_path: Path, snapshot: Callable[..., Any]) -> None:
+    machine = type(
+        "EdgeRun", (EdgeReplicas,), {"base": tmp_path, "snapshot": staticmethod(snapshot)}
+    )
     run_state_machine_as_test(machine, settings=EDGE_SETTINGS)
 
 
 @pytest.mark.slow
-def test_edge_replicas_converge_through_bundles_too(tmp_path: Path) -> None:
+def test_edge_replicas_converge_through_bundles_too(
+    tmp_path: Path, snapshot: Callable[..., Any]
+) -> None:
     bundles = pytest.importorskip("edge_sdk._bundles")
-    machine = type("BundleRun", (BundleReplicas,), {"base": tmp_path, "bundle_api": bundles})
+    attributes = {"base": tmp_path, "snapshot": staticmethod(snapshot), "bundle_api": bundles}
+    machine = type("BundleRun", (BundleReplicas,), attributes)
     run_state_machine_as_test(machine, settings=EDGE_SETTINGS)
 
 

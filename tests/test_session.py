@@ -11,6 +11,7 @@ import pytest
 from automerge import core as am
 
 from crdt import (
+    DEFAULT_MAX_MESSAGE_SIZE,
     ClinicalNote,
     Entry,
     EntryKind,
@@ -88,12 +89,11 @@ def sessions(
     b: MemoryDocumentStore,
     *,
     policy_b: Callable[[RecordDocument], str | None] | None = None,
-    max_message_size: int | None = None,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> tuple[SyncSession, SyncSession]:
-    size = {} if max_message_size is None else {"max_message_size": max_message_size}
     return (
-        SyncSession(a, device_id=DEV_A, **size),
-        SyncSession(b, device_id=DEV_B, policy=policy_b, **size),
+        SyncSession(a, device_id=DEV_A, max_message_size=max_message_size),
+        SyncSession(b, device_id=DEV_B, policy=policy_b, max_message_size=max_message_size),
     )
 
 
@@ -351,6 +351,17 @@ def test_an_unusable_sync_entry_is_refused_not_raised() -> None:
     assert [r.doc_id for r in sb.report.rejected] == [doc.id]
     reply = decode_message(sb.poll() or b"")
     assert [e.kind for e in reply.entries] == [EntryKind.REJECT]
+
+
+def test_apply_documents_refuses_an_invalid_replica_of_a_stored_document() -> None:
+    doc = patient()
+    b = store_with(RecordDocument.load(doc.save(), device_id=DEV_B))
+    before = state(b)
+    bad = hand_made_invalid(doc, lambda tx: tx.put(am.ROOT, "given_name", am.ScalarType.Int, 9))
+    report = apply_documents(b, [(doc.id, bad.save())], device_id=DEV_B)
+    assert [r.doc_id for r in report.rejected] == [doc.id]
+    assert report.received == set()
+    assert state(b) == before
 
 
 def test_applying_documents_twice_changes_nothing_the_second_time() -> None:

@@ -225,7 +225,7 @@ def test_malformed_sync_messages_raise_and_leave_the_store_unchanged(
             session.receive(garbage)
         assert snapshot(client) == before
     # Well-formed, but carrying a document made invalid by hand: refused, not stored.
-    raw = am.Document.load(client._store.get_document(patient_id).save())  # type: ignore[union-attr]
+    raw = am.Document.load(client._store.saved_document(patient_id))
     raw.set_actor(actor_for_device("00000000-0000-4000-8000-0000000000ff"))
     with raw.transaction() as tx:
         tx.put(am.ROOT, "given_name", am.ScalarType.Int, 5)
