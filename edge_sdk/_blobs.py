@@ -20,7 +20,6 @@ contents, not even which well-known file is stored.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import hashlib
 import hmac
 import io
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
+from edge_sdk._files import fsync_dir, unlink_quietly
 from edge_sdk._keys import derive_subkey
 
 if TYPE_CHECKING:
@@ -187,10 +187,10 @@ class EncryptedFileBlobStore:
                 return ref
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
             return ref
         finally:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
 
     # --- reading ----------------------------------------------------------------
 
@@ -288,7 +288,7 @@ class EncryptedFileBlobStore:
             if ref.sha256 != header.sha256:  # pragma: no cover - _chunks verifies the hash
                 raise _corrupt(header.sha256, "content changed while re-encrypting")
             os.unlink(path)
-            _fsync_dir(path.parent)
+            fsync_dir(path.parent)
         self._keys = new_keys
 
     # --- paths ------------------------------------------------------------------
@@ -519,21 +519,6 @@ def _check_sha256(sha256: str) -> str:
 
 def _corrupt(sha256: str, reason: str) -> BlobCorruptError:
     return BlobCorruptError(f"blob {sha256} is corrupt: {reason}")
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
 
 
 # --- in memory ----------------------------------------------------------------------

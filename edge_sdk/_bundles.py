@@ -68,6 +68,7 @@ from edge_sdk._errors import (
     RecordNotFoundError,
     StoreCorruptError,
 )
+from edge_sdk._files import replace_durably
 from edge_sdk._identity import verify_signature
 from edge_sdk._keys import Argon2Params, PassphraseKeyProvider, derive_subkey
 
@@ -216,7 +217,7 @@ def export_bundle(
             out.write(client.identity.sign(_SIGNATURE_CONTEXT + running.digest()))
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, target)
+        replace_durably(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, BinaryIO, Generic, TypeVar
 
 from crdt import (
     ClinicalNote,
@@ -30,11 +30,12 @@ from crdt import (
     Patient,
     Record,
     RecordDocument,
+    RecordValidationError,
     SyncSession,
     Wound,
     WoundAssessment,
 )
-from edge_sdk._blobs import BlobStore, EncryptedFileBlobStore
+from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
 from edge_sdk._errors import (
     RecordNotFoundError,
     StoreCorruptError,
@@ -42,6 +43,7 @@ from edge_sdk._errors import (
     StoreNotFoundError,
     WrongKeyError,
 )
+from edge_sdk._files import replace_durably
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._keys import (
     KeyProvider,
@@ -51,7 +53,7 @@ from edge_sdk._keys import (
     unwrap_data_key,
     write_keyring,
 )
-from edge_sdk._store import Store, sortable_time
+from edge_sdk._store import SEARCH_SEPARATOR, Store, sortable_time
 
 __all__ = [
     "AccessEvent",
@@ -112,6 +114,7 @@ class Collection(Generic[R]):
             RecordValidationError: A value is missing or invalid.
         """
         with self._client._access("create", self.name) as access:
+            self._check_references(values)
             document = RecordDocument.create(
                 self._schema,
                 _plain(values),
@@ -210,6 +213,25 @@ class Collection(Generic[R]):
             return self._document(record_id).history()
 
     # ---------------------------------------------------------------- internals
+    def _check_references(self, values: Mapping[str, Any]) -> None:
+        """Refuse a new record that points at records this device does not hold.
+
+        Only local creation is checked: over sync a wound may arrive before its
+        patient, and that is not an error.
+        """
+
+    def _referenced(self, collection: str, field_name: str, record_id: Any) -> dict[str, Any]:
+        found = (
+            self._client._store.get_record(collection, record_id)
+            if isinstance(record_id, str)
+            else None
+        )
+        if found is None or found["deleted"]:
+            raise RecordValidationError(
+                self.name, [f"{field_name}: no {collection} record {record_id} on this device"]
+            )
+        return found
+
     def _typed(self, record: Record) -> R:
         assert isinstance(record, self._schema)
         return record
@@ -266,15 +288,19 @@ class PatientsCollection(Collection[Patient]):
         self, text: str, *, include_deleted: bool = False, limit: int = 100
     ) -> builtins.list[Patient]:
         """Patients whose given name, family name or MRN starts with `text` (any case)."""
-        pattern = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        where = [
-            "(given_name LIKE ? ESCAPE '\\' OR family_name LIKE ? ESCAPE '\\'"
-            " OR mrn LIKE ? ESCAPE '\\')"
-        ]
+        folded = text.casefold()
+        escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # Each part in search_text follows a separator: "%<sep>text%" is a prefix match
+        # of any part.
+        where = ["search_text LIKE ? ESCAPE '\\'"]
         if not include_deleted:
             where.append("deleted = 0")
         return self._query(
-            "search", where, [pattern] * 3, order_by="family_name, given_name", limit=limit
+            "search",
+            where,
+            [f"%{SEARCH_SEPARATOR}{escaped}%"],
+            order_by="family_name, given_name",
+            limit=limit,
         )
 
 
@@ -283,11 +309,21 @@ class WoundsCollection(Collection[Wound]):
 
     _filters = {"patient_id": "patient_id", "status": "status"}
 
+    def _check_references(self, values: Mapping[str, Any]) -> None:
+        self._referenced("patients", "patient_id", values.get("patient_id"))
+
 
 class AssessmentsCollection(Collection[WoundAssessment]):
     """Wound assessments, listed by wound and date."""
 
     _filters = {"wound_id": "wound_id", "patient_id": "patient_id"}
+
+    def _check_references(self, values: Mapping[str, Any]) -> None:
+        wound = self._referenced("wounds", "wound_id", values.get("wound_id"))
+        if wound["patient_id"] != values.get("patient_id"):
+            raise RecordValidationError(
+                self.name, [f"patient_id: wound {wound['id']} belongs to another patient"]
+            )
 
     def for_wound(
         self,
@@ -315,6 +351,15 @@ class NotesCollection(Collection[ClinicalNote]):
     """Clinical notes; their text merges when edited on two devices offline."""
 
     _filters = {"patient_id": "patient_id", "wound_id": "wound_id"}
+
+    def _check_references(self, values: Mapping[str, Any]) -> None:
+        self._referenced("patients", "patient_id", values.get("patient_id"))
+        if values.get("wound_id") is not None:
+            wound = self._referenced("wounds", "wound_id", values.get("wound_id"))
+            if wound["patient_id"] != values.get("patient_id"):
+                raise RecordValidationError(
+                    self.name, [f"wound_id: wound {wound['id']} belongs to another patient"]
+                )
 
     def splice(self, record_id: str, position: int, delete: int, insert: str) -> ClinicalNote:
         """Delete `delete` characters at `position` and insert `insert` there."""
@@ -345,14 +390,16 @@ class EdgeClient:
         identity: DeviceIdentity,
         clinic_id: str,
         data_key: bytes,
-        blobs: BlobStore,
+        blobs: EncryptedFileBlobStore,
     ) -> None:
         self.path = path
         self._store = store
         self._identity = identity
         self.clinic_id = clinic_id
         self._data_key = data_key
-        self.blobs = blobs
+        self._blob_files = blobs
+        self.blobs: BlobStore = _AuditedBlobs(self, blobs)
+        """Scan files: content-addressed, encrypted, every read and write audited."""
         self._listeners: list[AccessListener] = []
         self.patients = PatientsCollection(self, Patient)
         self.wounds = WoundsCollection(self, Wound)
@@ -374,8 +421,12 @@ class EdgeClient:
             StoreExistsError: `path` already holds a store.
         """
         root = Path(path)
-        if (root / KEYRING_FILE).exists() or (root / DATABASE_FILE).exists():
+        if (root / KEYRING_FILE).exists():
             raise StoreExistsError(f"{root}: a store already exists here")
+        # A database without a keyring is an `init` cut short: its key was never
+        # written down, so it cannot be opened and holds no record. Start over.
+        for name in (DATABASE_FILE, DATABASE_FILE + "-wal", DATABASE_FILE + "-shm"):
+            (root / name).unlink(missing_ok=True)
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         identity = DeviceIdentity.generate()
         data_key, keyring = create_keyring(key_provider, store_id=identity.device_id)
@@ -434,7 +485,7 @@ class EdgeClient:
             except (WrongKeyError, StoreCorruptError):
                 continue
             if keyring_path == pending:
-                os.replace(pending, root / KEYRING_FILE)  # the database has the new key
+                replace_durably(pending, root / KEYRING_FILE)  # the database has the new key
             else:
                 pending.unlink()  # the database was never re-encrypted
             return cls._assemble(root, store, data_key)
@@ -493,7 +544,7 @@ class EdgeClient:
         pending = self.path / PENDING_KEYRING_FILE
         write_keyring(pending, keyring)
         self._store.rekey(data_key)
-        os.replace(pending, self.path / KEYRING_FILE)
+        replace_durably(pending, self.path / KEYRING_FILE)
         self._data_key = data_key
 
     def _rotate_blob_key(self, new_key: bytes) -> None:
@@ -507,8 +558,7 @@ class EdgeClient:
         next_key = self._store.get_meta("blob_key_next")
         if not next_key:
             return
-        assert isinstance(self.blobs, EncryptedFileBlobStore)
-        self.blobs.rekey(bytes.fromhex(next_key))
+        self._blob_files.rekey(bytes.fromhex(next_key))
         with self._store.transaction():
             self._store.set_meta("blob_key", next_key)
             self._store.execute("DELETE FROM meta WHERE key = 'blob_key_next'")
@@ -591,6 +641,58 @@ class EdgeClient:
             )
             for listener in self._listeners:
                 listener(event)
+
+
+class _AuditedBlobs:
+    """The blob store as app code sees it: every read and write is an access event."""
+
+    def __init__(self, client: EdgeClient, files: EncryptedFileBlobStore) -> None:
+        self._client = client
+        self._files = files
+
+    def put_stream(self, stream: BinaryIO) -> BlobRef:
+        """Store a stream (never held in memory whole); returns its content address."""
+        with self._client._access("blob-write", "blobs") as access:
+            ref = self._files.put_stream(stream)
+            access.record_ids.append(ref.sha256)
+            return ref
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        """Store bytes; returns their content address."""
+        with self._client._access("blob-write", "blobs") as access:
+            ref = self._files.put_bytes(data)
+            access.record_ids.append(ref.sha256)
+            return ref
+
+    def open(self, sha256: str) -> Iterator[bytes]:
+        """The blob's plaintext in verified chunks."""
+        with self._client._access("blob-read", "blobs") as access:
+            access.record_ids.append(sha256)
+            yield from self._files.open(sha256)
+
+    def read_bytes(self, sha256: str) -> bytes:
+        """The whole blob, verified."""
+        with self._client._access("blob-read", "blobs") as access:
+            access.record_ids.append(sha256)
+            return self._files.read_bytes(sha256)
+
+    def copy_to(self, sha256: str, out: BinaryIO) -> int:
+        """Write the blob's plaintext to `out`; returns the byte count."""
+        with self._client._access("blob-read", "blobs") as access:
+            access.record_ids.append(sha256)
+            return self._files.copy_to(sha256, out)
+
+    def exists(self, sha256: str) -> bool:
+        """True if the blob is stored."""
+        return self._files.exists(sha256)
+
+    def size(self, sha256: str) -> int:
+        """The blob's plaintext size."""
+        return self._files.size(sha256)
+
+    def list(self) -> Iterator[str]:
+        """The SHA-256 of every stored blob."""
+        return self._files.list()
 
 
 class _AuditedStore:

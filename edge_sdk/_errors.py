@@ -6,7 +6,8 @@
     │   ├── StoreExistsError        `init` on a path that already holds a store
     │   ├── WrongKeyError           the key provider's key does not unwrap the data key
     │   ├── StoreCorruptError       the database file is damaged or truncated
-    │   └── StoreLockedError        another process holds the store's write lock too long
+    │   ├── StoreLockedError        another process holds the store's write lock too long
+    │   └── StoreClosedError        the client was closed and then used
     ├── KeyProviderError            a key provider is misconfigured or unavailable
     ├── RecordNotFoundError         no record with that id (or it is in another collection)
     ├── BlobError
@@ -34,6 +35,7 @@ __all__ = [
     "EdgeError",
     "KeyProviderError",
     "RecordNotFoundError",
+    "StoreClosedError",
     "StoreCorruptError",
     "StoreError",
     "StoreExistsError",
@@ -69,6 +71,10 @@ class StoreCorruptError(StoreError):
 
 class StoreLockedError(StoreError):
     """Another process held the store's write lock for longer than the timeout."""
+
+
+class StoreClosedError(StoreError):
+    """The client (and its store) was closed, then used."""
 
 
 class KeyProviderError(EdgeError):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import json
@@ -39,6 +38,7 @@ from edge_sdk._errors import (
     StoreNotFoundError,
     WrongKeyError,
 )
+from edge_sdk._files import fsync_dir, unlink_quietly
 from edge_sdk._keychain import PlatformKeystore
 
 __all__ = [
@@ -267,11 +267,11 @@ class KeyFileKeyProvider:
                 os.link(tmp, self.path)
             except FileExistsError:
                 return
-            _fsync_dir(directory)
+            fsync_dir(directory)
         except OSError as exc:
             raise KeyProviderError(f"cannot create key file {self.path}: {exc}") from exc
         finally:
-            _unlink_quietly(tmp)
+            unlink_quietly(tmp)
 
     def _read(self) -> bytes:
         try:
@@ -546,9 +546,9 @@ def write_keyring(path: str | os.PathLike[str], keyring: Keyring) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, target)
-        _fsync_dir(directory)
+        fsync_dir(directory)
     except OSError as exc:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise StoreError(f"cannot write keyring {target}: {exc}") from exc
 
 
@@ -607,19 +607,3 @@ def _b64decode_param(params: Mapping[str, Any], name: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except binascii.Error as exc:
         raise StoreCorruptError(f"keyring parameter {name!r} is malformed") from exc
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes a rename durable on POSIX; directories cannot be opened on Windows.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path: str | os.PathLike[str]) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)

@@ -26,7 +26,7 @@ import sqlcipher3
 import sqlite_utils
 
 from crdt import RecordDocument
-from edge_sdk._errors import StoreCorruptError, StoreLockedError
+from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, StoreLockedError
 
 __all__ = ["PROJECTIONS", "Store", "sortable_time"]
 
@@ -42,6 +42,7 @@ PROJECTIONS: Mapping[str, dict[str, type]] = {
         "birth_date": str,
         "sex": str,
         "mrn": str,
+        "search_text": str,  # casefolded names and MRN, for Unicode-aware search
     },
     "wounds": {
         "patient_id": str,
@@ -76,8 +77,10 @@ _INDEXES: Mapping[str, list[list[str]]] = {
 }
 
 
-def _translate(exc: BaseException, path: Path) -> StoreCorruptError | StoreLockedError:
+def _translate(exc: BaseException, path: Path) -> StoreError:
     text = str(exc)
+    if "closed database" in text:
+        return StoreClosedError(f"{path}: the store was closed; open it again to use it")
     if "locked" in text or "busy" in text:
         return StoreLockedError(f"{path}: the store is locked by another process ({text})")
     return StoreCorruptError(f"{path}: the database is damaged or truncated ({text})")
@@ -115,6 +118,8 @@ class Store:
         except sqlcipher3.DatabaseError as exc:
             raise _translate(exc, path) from None
         try:
+            # SQLCipher logs failed HMAC checks to stderr; the caller gets an error.
+            conn.execute("PRAGMA cipher_log_level = NONE")
             conn.execute(f"PRAGMA key = \"x'{data_key.hex()}'\"")
             conn.execute("PRAGMA cipher_memory_security = OFF")
             # Reading the schema is the first page decryption: a wrong key or a
@@ -441,6 +446,10 @@ def _projection_row(collection: str, dumped: Mapping[str, Any], conflicted: bool
     measurements = dumped.get("measurements") or {}
     for column in PROJECTIONS[collection]:
         row[column] = dumped[column] if column in dumped else measurements.get(column)
+    if collection == "patients":
+        row["search_text"] = search_text(
+            dumped["given_name"], dumped["family_name"], dumped.get("mrn") or ""
+        )
     for column in _TIME_COLUMNS.get(collection, ()):
         row[column] = sortable_time(row[column])
     row["deleted"] = int(bool(dumped["deleted"]))
@@ -448,6 +457,17 @@ def _projection_row(collection: str, dumped: Mapping[str, Any], conflicted: bool
     row["updated_at"] = dumped["updated_at"]
     row["record"] = json.dumps(dumped, separators=(",", ":"), ensure_ascii=False)
     return row
+
+
+SEARCH_SEPARATOR = "\x1f"
+
+
+def search_text(*parts: str) -> str:
+    """The projected search column: each part casefolded, each preceded by a separator.
+
+    SQLite's LIKE folds case for ASCII only; casefolding here lets "MÜ" find "Müller".
+    """
+    return "".join(SEARCH_SEPARATOR + part.casefold() for part in parts)
 
 
 def _split(heads: bytes) -> list[bytes]:
