@@ -53,7 +53,7 @@ from edge_sdk._keys import (
     unwrap_data_key,
     write_keyring,
 )
-from edge_sdk._store import SEARCH_SEPARATOR, Store, sortable_time
+from edge_sdk._store import SEARCH_SEPARATOR, Store, fold, sortable_time
 
 __all__ = [
     "AccessEvent",
@@ -226,6 +226,8 @@ class Collection(Generic[R]):
             if isinstance(record_id, str)
             else None
         )
+        if record_id is None:
+            raise RecordValidationError(self.name, [f"{field_name}: field required"])
         if found is None or found["deleted"]:
             raise RecordValidationError(
                 self.name, [f"{field_name}: no {collection} record {record_id} on this device"]
@@ -288,7 +290,7 @@ class PatientsCollection(Collection[Patient]):
         self, text: str, *, include_deleted: bool = False, limit: int = 100
     ) -> builtins.list[Patient]:
         """Patients whose given name, family name or MRN starts with `text` (any case)."""
-        folded = text.casefold()
+        folded = fold(text)
         escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         # Each part in search_text follows a separator: "%<sep>text%" is a prefix match
         # of any part.

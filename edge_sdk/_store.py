@@ -17,6 +17,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,7 +223,7 @@ class Store:
                 return
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
-            except sqlcipher3.OperationalError as exc:
+            except sqlcipher3.DatabaseError as exc:  # locked, busy, or closed
                 raise _translate(exc, self.path) from None
             self._depth = 1
             try:
@@ -467,7 +468,12 @@ def search_text(*parts: str) -> str:
 
     SQLite's LIKE folds case for ASCII only; casefolding here lets "MÜ" find "Müller".
     """
-    return "".join(SEARCH_SEPARATOR + part.casefold() for part in parts)
+    return "".join(SEARCH_SEPARATOR + fold(part) for part in parts)
+
+
+def fold(text: str) -> str:
+    """Text as search compares it: composed (NFC), then casefolded."""
+    return unicodedata.normalize("NFC", text).casefold()
 
 
 def _split(heads: bytes) -> list[bytes]:

@@ -260,7 +260,12 @@ def test_wounds_add_list_show(store: Path, patient: dict[str, Any]) -> None:
     )
     assert wound["status"] == "active"
     assert wound["onset"] == "2024-01-02"
-    other = ok(store, "wounds", "add", "--patient", "someone-else", "--site", "sacrum")
+    someone_else = ok(
+        store,
+        *("patients", "add", "--given", "Bea", "--family", "Mensah"),
+        *("--birth-date", "1961-07-12"),
+    )
+    other = ok(store, "wounds", "add", "--patient", someone_else["id"], "--site", "sacrum")
 
     assert ok(store, "wounds", "show", wound["id"]) == wound
     assert ok(store, "wounds", "list") == [wound, other]
@@ -275,6 +280,10 @@ def test_wounds_add_list_show(store: Path, patient: dict[str, Any]) -> None:
         run(store, "wounds", "add", "--patient", pid, "--site", "x", "--onset", "yesterday"), 5
     )
     failed(run(store, "wounds", "show", patient["id"]), 4)  # a patient is not a wound
+    # A wound needs a patient this store holds.
+    unknown = run(store, "wounds", "add", "--patient", "someone-else", "--site", "sacrum")
+    assert "patient_id" in failed(unknown, 5)
+    assert ok(store, "wounds", "list") == [wound, other]
 
 
 # ----------------------------------------------------------------------------- notes

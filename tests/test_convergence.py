@@ -269,6 +269,15 @@ class EdgeReplicas(RuleBasedStateMachine):
         rows = client._store.query_records(collection, [], [])
         return [row["id"] for row in rows]
 
+    def live_patients(self, client: EdgeClient) -> list[str]:
+        """Patients a new wound or note may point at here: held and not deleted.
+
+        Local creation refuses other references; records pointing at a patient deleted
+        (or not yet received) elsewhere still arise, through sync.
+        """
+        rows = client._store.query_records("patients", ["deleted = 0"], [])
+        return [row["id"] for row in rows]
+
     # ------------------------------------------------------------ edits
     @precondition(can_add)
     @rule(replica=INDEX, given=st.sampled_from(GIVEN), family=st.sampled_from(FAMILY))
@@ -282,7 +291,7 @@ class EdgeReplicas(RuleBasedStateMachine):
     @rule(replica=INDEX, patient=INDEX, site=st.sampled_from(SITES))
     def add_wound(self, replica: int, patient: int, site: str) -> None:
         client = self.client(replica)
-        patients = self.ids(client, "patients")
+        patients = self.live_patients(client)
         if patients:
             client.wounds.add(patient_id=pick(patients, patient), body_site=site)
             self.created += 1
@@ -291,7 +300,7 @@ class EdgeReplicas(RuleBasedStateMachine):
     @rule(replica=INDEX, patient=INDEX, text=TEXT)
     def add_note(self, replica: int, patient: int, text: str) -> None:
         client = self.client(replica)
-        patients = self.ids(client, "patients")
+        patients = self.live_patients(client)
         if patients:
             client.notes.add(patient_id=pick(patients, patient), author="Dr Mensah", text=text)
             self.created += 1

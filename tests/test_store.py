@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -9,14 +11,18 @@ from typing import Any
 
 import pytest
 
-from crdt import NoConflictError, RecordValidationError, run_in_memory
+from crdt import COLLECTIONS, NoConflictError, RecordValidationError, apply_documents, run_in_memory
 from edge_sdk import (
     AccessEvent,
+    BlobNotFoundError,
     EdgeClient,
     RecordNotFoundError,
+    StoreClosedError,
+    StoreError,
     StoreExistsError,
     StoreNotFoundError,
 )
+from edge_sdk._client import _AuditedStore
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -29,10 +35,19 @@ def add_patient(
     )
 
 
-def add_assessment(client: EdgeClient, wound_id: str, at: datetime, **extra: Any) -> Any:
+def add_assessment(client: EdgeClient, wound: Any, at: datetime, **extra: Any) -> Any:
     return client.assessments.add(
-        wound_id=wound_id, patient_id="p-1", captured_at=at, device_id=client.device_id, **extra
+        wound_id=wound.id,
+        patient_id=wound.patient_id,
+        captured_at=at,
+        device_id=client.device_id,
+        **extra,
     )
+
+
+def record_counts(client: EdgeClient) -> dict[str, int]:
+    """How many records (deleted ones included) each collection holds."""
+    return {name: len(client.collection(name).list(include_deleted=True)) for name in COLLECTIONS}
 
 
 def projections_match_documents(client: EdgeClient) -> bool:
@@ -74,6 +89,66 @@ def test_open_without_a_store_is_refused(tmp_store: Any) -> None:
         tmp_store.open("nothing-here")
 
 
+def test_an_init_cut_short_can_be_run_again(tmp_store: Any) -> None:
+    # An init that died before writing its keyring leaves a database nobody can open.
+    abandoned = tmp_store("a")
+    abandoned_device = abandoned.device_id
+    abandoned.close()
+    (tmp_store.path("a") / "keyring.json").unlink()
+    assert (tmp_store.path("a") / "coherency.db").exists()
+    with pytest.raises(StoreNotFoundError):
+        tmp_store.open("a")
+
+    client = tmp_store("a")
+    assert client.device_id != abandoned_device
+    patient = add_patient(client, mrn="MRN-1")
+    client.close()
+    with tmp_store.open("a") as reopened:
+        assert reopened.device_id == client.device_id
+        assert reopened.patients.get(patient.id) == patient
+
+    # Once the keyring is written the store is complete: init refuses, and keeps it.
+    with pytest.raises(StoreExistsError):
+        tmp_store("a")
+    with tmp_store.open("a") as reopened:
+        assert [p.id for p in reopened.patients.list()] == [patient.id]
+
+
+def test_a_closed_client_refuses_to_be_used(tmp_store: Any) -> None:
+    client = tmp_store()
+    patient = add_patient(client)
+    events: list[AccessEvent] = []
+    client.add_access_listener(events.append)
+    client.close()
+    uses: list[Callable[[], Any]] = [
+        lambda: client.patients.get(patient.id),
+        lambda: client.patients.list(),
+        lambda: client.patients.search("Ad"),
+        lambda: client.conflicts(),
+        lambda: client.find(patient.id),
+    ]
+    for use in uses:
+        with pytest.raises(StoreClosedError, match="closed") as raised:
+            use()
+        assert isinstance(raised.value, StoreError)
+    assert [e.outcome for e in events] == ["StoreClosedError"] * 4  # find() is not audited
+
+
+@pytest.mark.parametrize("write", ["add", "update", "batch"])
+def test_a_closed_client_refuses_writes_with_store_closed_error(tmp_store: Any, write: str) -> None:
+    client = tmp_store()
+    patient = add_patient(client)
+    client.close()
+    with pytest.raises(StoreClosedError, match="closed"):
+        if write == "add":
+            add_patient(client)
+        elif write == "update":
+            client.patients.update(patient.id, given_name="Bea")
+        else:
+            with client.batch():
+                pass
+
+
 # ---------------------------------------------------------------- records
 
 
@@ -102,7 +177,7 @@ def test_every_collection_round_trips(tmp_store: Any) -> None:
     wound = client.wounds.add(patient_id=patient.id, body_site="sacrum", onset="2024-04-01")
     assessment = add_assessment(
         client,
-        wound.id,
+        wound,
         T0,
         measurements={"area_cm2": 4.5, "volume_cm3": 1.25, "max_depth_mm": 6.0},
         blobs=[{"sha256": "ab" * 32, "size": 10, "kind": "point_cloud"}],
@@ -174,11 +249,96 @@ def test_batch_is_all_or_nothing(tmp_store: Any) -> None:
 
 def test_notes_splice_and_edit(tmp_store: Any) -> None:
     client = tmp_store()
-    note = client.notes.add(patient_id="p-1", author="Dr M", text="Wound clean.")
+    patient = add_patient(client)
+    note = client.notes.add(patient_id=patient.id, author="Dr M", text="Wound clean.")
     assert client.notes.splice(note.id, 6, 0, "very ").text == "Wound very clean."
     assert client.notes.edit(note.id, "Wound very clean. Größe 3 cm.").text.endswith("Größe 3 cm.")
     with pytest.raises(RecordValidationError):
         client.notes.splice(note.id, 500, 0, "x")
+
+
+def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
+    client = tmp_store()
+    ada, bea = add_patient(client, "Ada"), add_patient(client, "Bea")
+    ada_wound = client.wounds.add(patient_id=ada.id, body_site="sacrum")
+    bea_wound = client.wounds.add(patient_id=bea.id, body_site="heel")
+
+    def assess(wound_id: str, patient_id: str) -> Any:
+        return client.assessments.add(
+            wound_id=wound_id, patient_id=patient_id, captured_at=T0, device_id=client.device_id
+        )
+
+    def note(patient_id: str, wound_id: str | None = None) -> Any:
+        return client.notes.add(patient_id=patient_id, wound_id=wound_id, author="Dr M", text="x")
+
+    refused: list[tuple[str, Callable[[], Any]]] = [
+        ("patient_id", lambda: client.wounds.add(patient_id="p-1", body_site="shin")),
+        ("patient_id", lambda: client.wounds.add(body_site="shin")),
+        ("patient_id", lambda: client.wounds.add(patient_id=ada_wound.id, body_site="shin")),
+        ("wound_id", lambda: assess("w-1", ada.id)),
+        ("wound_id", lambda: assess(ada.id, ada.id)),  # a patient is not a wound
+        ("patient_id", lambda: assess(bea_wound.id, ada.id)),
+        ("patient_id", lambda: note("p-1")),
+        ("patient_id", lambda: note("p-1", ada_wound.id)),
+        ("wound_id", lambda: note(ada.id, "w-1")),
+        ("wound_id", lambda: note(ada.id, bea_wound.id)),
+    ]
+    counts, heads = record_counts(client), client._store.document_heads()
+    for field_name, create in refused:
+        with pytest.raises(RecordValidationError) as raised:
+            create()
+        assert [line.split(":")[0] for line in raised.value.errors] == [field_name]
+    assert record_counts(client) == counts
+    assert client._store.document_heads() == heads
+
+    # The same records with matching references are accepted, also inside one batch.
+    with client.batch():
+        carl = add_patient(client, "Carl")
+        carl_wound = client.wounds.add(patient_id=carl.id, body_site="shin")
+        assert assess(carl_wound.id, carl.id).patient_id == carl.id
+        assert note(carl.id, carl_wound.id).wound_id == carl_wound.id
+        assert note(carl.id).wound_id is None
+    assert record_counts(client) == {
+        "patients": 3,
+        "wounds": 3,
+        "assessments": 1,
+        "notes": 2,
+    }
+
+
+def test_a_deleted_patient_gets_no_new_wound(tmp_store: Any) -> None:
+    client = tmp_store()
+    patient = add_patient(client)
+    client.wounds.add(patient_id=patient.id, body_site="sacrum")
+    client.patients.delete(patient.id)
+    counts = record_counts(client)
+    with pytest.raises(RecordValidationError, match="patient_id"):
+        client.wounds.add(patient_id=patient.id, body_site="heel")
+    assert record_counts(client) == counts
+    client.patients.restore(patient.id)
+    assert client.wounds.add(patient_id=patient.id, body_site="heel").patient_id == patient.id
+    assert len(client.wounds.list(patient_id=patient.id)) == 2
+
+
+def test_records_received_by_sync_need_not_find_their_patient(tmp_store: Any) -> None:
+    a, b = tmp_store("a"), tmp_store("b")
+    patient = add_patient(a)
+    wound = a.wounds.add(patient_id=patient.id, body_site="sacrum")
+    saved = a._store.saved_document(wound.id)
+    assert saved is not None
+
+    # B receives the wound alone: a wound may arrive before its patient.
+    report = apply_documents(_AuditedStore(b), [(wound.id, saved)], device_id=b.device_id)
+    assert report.rejected == []
+    assert report.received == {wound.id}
+    assert b.wounds.get(wound.id) == wound
+    assert b.patients.list(include_deleted=True) == []
+    # B's own new records are still checked, until the patient arrives.
+    with pytest.raises(RecordValidationError, match="patient_id"):
+        b.notes.add(patient_id=patient.id, wound_id=wound.id, author="Dr M", text="x")
+    run_in_memory(a.sync_session(), b.sync_session())
+    note = b.notes.add(patient_id=patient.id, wound_id=wound.id, author="Dr M", text="x")
+    assert b.notes.get(note.id).wound_id == wound.id
 
 
 # ---------------------------------------------------------------- queries
@@ -236,19 +396,49 @@ def test_search_by_prefix_any_case_with_wildcards_escaped(tmp_store: Any) -> Non
     assert len(client.patients.search("", limit=1)) == 1
 
 
+def test_search_folds_unicode_case_and_matches_the_start_of_a_name_or_mrn(tmp_store: Any) -> None:
+    client = tmp_store()
+    muller = add_patient(client, "Jürgen", "Müller", mrn="A_1%")
+    mueller = add_patient(client, "Hans", "Mueller", mrn="B-2")
+    strasse = add_patient(client, "Öykü", "Straße", mrn="AX1")
+    gone = add_patient(client, "Ilse", "Müllner", mrn="C-3")
+    client.patients.delete(gone.id)
+
+    def found(text: str, **options: Any) -> set[str]:
+        return {p.id for p in client.patients.search(text, **options)}
+
+    assert found("MÜ") == found("mü") == {muller.id}
+    assert found("mue") == {mueller.id}  # not Müller: ü is not folded to ue
+    assert found("jÜRGEN") == {muller.id}  # given name
+    assert found("ÖYKÜ") == found("STRASSE") == {strasse.id}  # ß casefolds to ss
+    # MRN prefixes, with LIKE's wildcards taken literally.
+    assert found("a_1%") == found("A_") == {muller.id}
+    assert found("A%") == set()
+    assert found("b-2") == {mueller.id}
+    # Only the start of a name or MRN matches, not the middle of one.
+    assert found("ller") == found("üll") == found("rasse") == found("_1") == set()
+    # Deleted patients only when asked for.
+    assert found("Ilse") == set()
+    assert found("Ilse", include_deleted=True) == {gone.id}
+    assert found("MÜ", include_deleted=True) == {muller.id, gone.id}
+
+
 def test_for_wound_orders_by_capture_time_and_windows_it(tmp_store: Any) -> None:
     client = tmp_store()
+    patient = add_patient(client)
+    w1 = client.wounds.add(patient_id=patient.id, body_site="sacrum")
+    w2 = client.wounds.add(patient_id=patient.id, body_site="heel")
     plus2 = timezone(timedelta(hours=2))
     # Written with different offsets: order and windows must follow the instant.
-    early = add_assessment(client, "w-1", datetime(2024, 5, 1, 10, 0, tzinfo=plus2))  # 08:00Z
-    mid = add_assessment(client, "w-1", T0)  # 09:00Z
-    late = add_assessment(client, "w-1", T0 + timedelta(minutes=30, microseconds=5))
-    add_assessment(client, "w-2", T0)
-    gone = add_assessment(client, "w-1", T0 + timedelta(hours=1))
+    early = add_assessment(client, w1, datetime(2024, 5, 1, 10, 0, tzinfo=plus2))  # 08:00Z
+    mid = add_assessment(client, w1, T0)  # 09:00Z
+    late = add_assessment(client, w1, T0 + timedelta(minutes=30, microseconds=5))
+    add_assessment(client, w2, T0)
+    gone = add_assessment(client, w1, T0 + timedelta(hours=1))
     client.assessments.delete(gone.id)
 
     def ids(**window: Any) -> list[str]:
-        return [a.id for a in client.assessments.for_wound("w-1", **window)]
+        return [a.id for a in client.assessments.for_wound(w1.id, **window)]
 
     assert ids() == [early.id, mid.id, late.id]
     assert ids(include_deleted=True) == [early.id, mid.id, late.id, gone.id]
@@ -258,7 +448,7 @@ def test_for_wound_orders_by_capture_time_and_windows_it(tmp_store: Any) -> None
     assert ids(until=T0) == [early.id]
     assert ids(since=datetime(2024, 5, 1, 10, 0, tzinfo=plus2), until=T0) == [early.id]
     assert ids(since=T0, until=T0 + timedelta(minutes=30, microseconds=5)) == [mid.id]
-    assert [a.id for a in client.assessments.list(wound_id="w-2")] != []
+    assert [a.id for a in client.assessments.list(wound_id=w2.id)] != []
 
 
 # ---------------------------------------------------------------- conflicts, history, sync
@@ -359,7 +549,7 @@ def test_every_read_and_write_emits_an_access_event(tmp_store: Any) -> None:
         ("update", "wounds", (wound.id,), "ok"),
         ("list", "wounds", (wound.id,), "ok"),
     ]
-    assessment = add_assessment(client, wound.id, T0)
+    assessment = add_assessment(client, wound, T0)
     client.assessments.for_wound(wound.id)
     assert last() == [("list", "assessments", (assessment.id,), "ok")]
     note = client.notes.add(patient_id=patient.id, author="Dr M", text="x")
@@ -398,3 +588,41 @@ def test_every_read_and_write_emits_an_access_event(tmp_store: Any) -> None:
     assert written == {from_peer.id}
     assert read >= {patient.id, wound.id, assessment.id, note.id}  # sent whole to the peer
     assert all(e.outcome == "ok" for e in sync_events)
+
+
+def test_blob_reads_and_writes_emit_access_events(tmp_store: Any) -> None:
+    client = tmp_store()
+    events: list[AccessEvent] = []
+    client.add_access_listener(events.append)
+
+    def seen() -> list[tuple[str, str, tuple[str, ...], str]]:
+        found = [(e.action, e.collection, e.record_ids, e.outcome) for e in events]
+        events.clear()
+        return found
+
+    scan, mesh = b"point cloud " * 5000, b"mesh " * 300
+    scan_sha, mesh_sha = hashlib.sha256(scan).hexdigest(), hashlib.sha256(mesh).hexdigest()
+    assert client.blobs.put_bytes(scan).sha256 == scan_sha
+    assert seen() == [("blob-write", "blobs", (scan_sha,), "ok")]
+    assert client.blobs.put_stream(io.BytesIO(mesh)).sha256 == mesh_sha
+    assert seen() == [("blob-write", "blobs", (mesh_sha,), "ok")]
+    assert client.blobs.read_bytes(scan_sha) == scan
+    assert seen() == [("blob-read", "blobs", (scan_sha,), "ok")]
+    assert b"".join(client.blobs.open(mesh_sha)) == mesh
+    assert seen() == [("blob-read", "blobs", (mesh_sha,), "ok")]
+    out = io.BytesIO()
+    assert client.blobs.copy_to(scan_sha, out) == len(scan)
+    assert out.getvalue() == scan
+    assert seen() == [("blob-read", "blobs", (scan_sha,), "ok")]
+    assert all(e.device_id == client.device_id for e in events)
+
+    # A failed read is audited too, with the error's class as the outcome.
+    missing = "0" * 64
+    for read in (
+        lambda: client.blobs.read_bytes(missing),
+        lambda: b"".join(client.blobs.open(missing)),
+        lambda: client.blobs.copy_to(missing, io.BytesIO()),
+    ):
+        with pytest.raises(BlobNotFoundError):
+            read()
+        assert seen() == [("blob-read", "blobs", (missing,), "BlobNotFoundError")]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,7 @@ from edge_sdk import (
 from edge_sdk._keys import read_keyring, unwrap_data_key
 from edge_sdk._store import Store
 
+REPO = Path(__file__).resolve().parents[1]
 FAST_KDF = Argon2Params.fast()
 PASSPHRASE = "correct horse battery staple"  # the tmp_store default
 PAGE = 4096
@@ -78,6 +81,48 @@ def test_wrong_passphrase_is_refused_and_the_store_still_opens_with_the_right_on
     assert files_of(tmp_store.path("a")) == files
     with tmp_store.open("a") as reopened:
         assert snapshot(reopened) == before
+
+
+# Run in a child process: SQLCipher logs from C straight to file descriptor 2, which
+# pytest's capture of sys.stderr would not see.
+QUIET_WRONG_KEY_SCRIPT = """
+import sys
+from pathlib import Path
+
+from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, StoreCorruptError
+from edge_sdk._keys import create_keyring, write_keyring
+from edge_sdk._store import Store
+
+root = Path(sys.argv[1])
+provider = PassphraseKeyProvider(sys.argv[2], params=Argon2Params.fast())
+try:
+    Store.open(root / "coherency.db", bytes(32))
+except StoreCorruptError:
+    print("refused")
+# A rekey cut short before the database moved: open tries the new key on it first.
+_, pending = create_keyring(provider, store_id="interrupted-rekey")
+write_keyring(root / "keyring.json.next", pending)
+with EdgeClient.open(root, provider) as client:
+    print(len(client.patients.list()))
+"""
+
+
+def test_a_wrong_database_key_prints_nothing_to_stderr(tmp_store: Any) -> None:
+    client = tmp_store("a")
+    add_patients(client, 2)
+    client.close()
+    result = subprocess.run(
+        [sys.executable, "-c", QUIET_WRONG_KEY_SCRIPT, str(tmp_store.path("a")), PASSPHRASE],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,  # `-c` puts the working directory first on sys.path
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "refused\n2\n"
+    assert result.stderr == ""  # no "hmac check failed" lines from SQLCipher
 
 
 def test_change_key_rewraps_the_data_key(tmp_store: Any, snapshot: Callable[..., Any]) -> None:
