@@ -232,11 +232,7 @@ class EncryptedFileBlobStore:
 
     def copy_to(self, sha256: str, out: BinaryIO) -> int:
         """Write the verified plaintext to `out`, one chunk at a time."""
-        total = 0
-        for chunk in self.open(sha256):
-            out.write(chunk)
-            total += len(chunk)
-        return total
+        return _write_chunks(self.open(sha256), out)
 
     def exists(self, sha256: str) -> bool:
         """Whether the blob's file exists (its content is not verified)."""
@@ -510,6 +506,14 @@ def _read_full(stream: _Reader, size: int) -> bytes:
     return b"".join(parts)
 
 
+def _write_chunks(chunks: Iterator[bytes], out: BinaryIO) -> int:
+    total = 0
+    for chunk in chunks:
+        out.write(chunk)
+        total += len(chunk)
+    return total
+
+
 def _check_sha256(sha256: str) -> str:
     normalized = sha256.lower()
     if not _HEX_SHA256.fullmatch(normalized):
@@ -557,11 +561,7 @@ class MemoryBlobStore:
 
     def copy_to(self, sha256: str, out: BinaryIO) -> int:
         """Write the blob to `out` and return its size."""
-        total = 0
-        for chunk in self.open(sha256):
-            out.write(chunk)
-            total += len(chunk)
-        return total
+        return _write_chunks(self.open(sha256), out)
 
     def exists(self, sha256: str) -> bool:
         """Whether the blob is stored."""
