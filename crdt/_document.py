@@ -249,7 +249,7 @@ class RecordDocument:
 
     def values(self) -> dict[str, Any]:
         """The record's stored values, decoded but not validated."""
-        return _values_at(self._doc, self._schema, None)
+        return _current_values(self._doc, self._schema)
 
     def read(self) -> Record:
         """The record, validated against its schema."""
@@ -389,7 +389,7 @@ class RecordDocument:
             return str(exc)
         if schema is not self._schema:
             return f"collection changed from {self.collection} to {schema.collection}"
-        values = _values_at(candidate, schema, None)
+        values = _current_values(candidate, schema)
         try:
             schema.validate_values(values)
         except RecordValidationError as exc:
@@ -587,20 +587,20 @@ def _decode_scalar(json_fields: frozenset[str], name: str, scalar: Any) -> Any:
     return scalar
 
 
-def _values_at(doc: am.Document, schema: type[Record], heads: list[bytes] | None) -> dict[str, Any]:
+def _current_values(doc: am.Document, schema: type[Record]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     json_fields = schema.json_fields
-    for name in doc.keys(am.ROOT, heads):
+    for name in doc.keys(am.ROOT):
         if name in (_COLLECTION_KEY, _SCHEMA_KEY):
             continue
-        got = doc.get(am.ROOT, name, heads)
+        got = doc.get(am.ROOT, name)
         if got is None:
             continue
         value, obj = got
         if isinstance(value, tuple):
             values[name] = _decode_scalar(json_fields, name, value[1])
         elif value == am.ObjType.Text:
-            values[name] = doc.text(obj, heads)
+            values[name] = doc.text(obj)
         else:
             values[name] = None  # nested objects are not part of any schema
     return values

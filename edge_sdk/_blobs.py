@@ -20,6 +20,7 @@ contents, not even which well-known file is stored.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import hmac
 import io
@@ -311,11 +312,10 @@ class EncryptedFileBlobStore:
     def _remove_stale_tmp(self) -> None:
         cutoff = time.time() - _STALE_TMP_SECONDS
         for path in self._tmp.iterdir():
-            try:
+            # Best effort: another process may be finishing or removing the same file.
+            with contextlib.suppress(OSError):
                 if path.stat().st_mtime < cutoff:
                     path.unlink()
-            except OSError:
-                pass
 
 
 class _Reader(Protocol):

@@ -117,7 +117,7 @@ class Collection(Generic[R]):
             self._check_references(values)
             document = RecordDocument.create(
                 self._schema,
-                _plain(values),
+                values,
                 device_id=self._client.device_id,
                 clinic_id=self._client.clinic_id,
             )
@@ -148,7 +148,7 @@ class Collection(Generic[R]):
         return self._change(
             "update",
             record_id,
-            lambda doc: doc.update(_plain(changes), device_id=self._client.device_id),
+            lambda doc: doc.update(changes, device_id=self._client.device_id),
         )
 
     def delete(self, record_id: str) -> R:
@@ -201,7 +201,7 @@ class Collection(Generic[R]):
             record_id,
             lambda doc: doc.resolve(
                 field_name,
-                _plain({field_name: value})[field_name],
+                value,
                 device_id=self._client.device_id,
             ),
         )
@@ -262,7 +262,7 @@ class Collection(Generic[R]):
                 f"cannot filter {self.name} by {', '.join(unknown)} (allowed: {allowed})"
             )
         where = [f"{self._filters[name]} = ?" for name in filters]
-        return where, [_plain({"v": v})["v"] for v in filters.values()]
+        return where, [_sql_value(v) for v in filters.values()]
 
     def _query(
         self,
@@ -722,11 +722,6 @@ class _AuditedStore:
             self._client._store.put_documents(documents)
 
 
-def _plain(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Dates and datetimes as ISO strings (how documents store them)."""
-    out: dict[str, Any] = {}
-    for name, value in values.items():
-        if isinstance(value, date):  # datetime is a date too
-            value = value.isoformat()
-        out[name] = value
-    return out
+def _sql_value(value: Any) -> Any:
+    """A filter value as the projection stores it (dates as ISO strings)."""
+    return value.isoformat() if isinstance(value, date) else value  # datetimes are dates

@@ -181,7 +181,7 @@ class LossyLink:
         out: list[bytes] = []
         roll = self._rng.random()
         if roll < self._drop:
-            pass
+            pass  # lost on the link: nothing is delivered
         elif roll < self._drop + self._duplicate:
             out += [data, data]
         elif len(held) < self._hold and self._rng.random() < 0.5:
