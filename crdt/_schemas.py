@@ -24,6 +24,8 @@ __all__ = [
     "ClinicalNote",
     "Contact",
     "ContactKind",
+    "Decision",
+    "DecisionStatus",
     "Etiology",
     "FieldKind",
     "Measurements",
@@ -97,6 +99,13 @@ class WoundStatus(enum.StrEnum):
     CLOSED = "closed"
 
 
+class DecisionStatus(enum.StrEnum):
+    """The server's answer to a device's intent."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
 class _Value(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -151,6 +160,8 @@ class Record(BaseModel):
     # Fields that decide where a record lives or what it belongs to: changing them
     # after creation would move patient data between scopes, so merges refuse it.
     immutable_fields: ClassVar[frozenset[str]] = frozenset({"id", "clinic_id"})
+    # False for server-owned collections: the server refuses any device change to them.
+    device_writable: ClassVar[bool] = True
 
     id: Id
     clinic_id: Id
@@ -258,8 +269,25 @@ class ClinicalNote(Record):
     text: Annotated[str, Field(max_length=100_000)] = ""
 
 
+class Decision(Record):
+    """The server's decision on a device's intent (a server-owned record).
+
+    Devices record intents (book a slot, pay an invoice) under a client-made id; the
+    server decides and syncs this record down. Devices read it and never write it.
+    """
+
+    collection: ClassVar[str] = "decisions"
+    device_writable: ClassVar[bool] = False
+    immutable_fields: ClassVar[frozenset[str]] = Record.immutable_fields | {"intent_id"}
+
+    intent_id: Id
+    status: DecisionStatus
+    reason: Annotated[str, Field(max_length=2000)] | None = None
+
+
 COLLECTIONS: Mapping[str, type[Record]] = {
-    schema.collection: schema for schema in (Patient, Wound, WoundAssessment, ClinicalNote)
+    schema.collection: schema
+    for schema in (Patient, Wound, WoundAssessment, ClinicalNote, Decision)
 }
 
 

@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, Generic, TypeVar
 
 from crdt import (
     ClinicalNote,
+    Decision,
     FieldConflict,
     HistoryEntry,
     Patient,
@@ -37,6 +38,7 @@ from crdt import (
 )
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
 from edge_sdk._errors import (
+    ReadOnlyCollectionError,
     RecordNotFoundError,
     StoreCorruptError,
     StoreExistsError,
@@ -114,6 +116,7 @@ class Collection(Generic[R]):
             RecordValidationError: A value is missing or invalid.
         """
         with self._client._access("create", self.name) as access:
+            self._check_writable()
             self._check_references(values)
             document = RecordDocument.create(
                 self._schema,
@@ -244,9 +247,16 @@ class Collection(Generic[R]):
             raise RecordNotFoundError(f"no {self.name} record {record_id}")
         return document
 
+    def _check_writable(self) -> None:
+        if not self._schema.device_writable:
+            raise ReadOnlyCollectionError(
+                f"{self.name} are server-owned: a device reads them and never writes them"
+            )
+
     def _change(self, action: str, record_id: str, change: Callable[[RecordDocument], Any]) -> R:
         with self._client._access(action, self.name) as access:
             access.record_ids.append(record_id)
+            self._check_writable()
             store = self._client._store
             with store.transaction():
                 document = self._document(record_id)
@@ -407,6 +417,8 @@ class EdgeClient:
         self.wounds = WoundsCollection(self, Wound)
         self.assessments = AssessmentsCollection(self, WoundAssessment)
         self.notes = NotesCollection(self, ClinicalNote)
+        self.decisions: Collection[Decision] = Collection(self, Decision)
+        """The server's decisions on this clinic's intents (read-only here)."""
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -584,12 +596,13 @@ class EdgeClient:
             return found
 
     def collection(self, name: str) -> Collection[Any]:
-        """The collection called `name` (patients, wounds, assessments, notes)."""
+        """The collection called `name` (patients, wounds, assessments, notes, decisions)."""
         collections: dict[str, Collection[Any]] = {
             "patients": self.patients,
             "wounds": self.wounds,
             "assessments": self.assessments,
             "notes": self.notes,
+            "decisions": self.decisions,
         }
         try:
             return collections[name]

@@ -34,6 +34,7 @@ __all__ = [
     "BundleSignatureError",
     "EdgeError",
     "KeyProviderError",
+    "ReadOnlyCollectionError",
     "RecordNotFoundError",
     "StoreClosedError",
     "StoreCorruptError",
@@ -83,6 +84,10 @@ class KeyProviderError(EdgeError):
 
 class RecordNotFoundError(EdgeError):
     """No record with that id exists in the collection."""
+
+
+class ReadOnlyCollectionError(EdgeError):
+    """The collection is server-owned: devices read it and never write it."""
 
 
 class BlobError(EdgeError):

@@ -67,6 +67,10 @@ PROJECTIONS: Mapping[str, dict[str, type]] = {
         "wound_id": str,
         "author": str,
     },
+    "decisions": {  # server-owned: synced down, never written on a device
+        "intent_id": str,
+        "status": str,
+    },
 }
 # Timestamp columns that queries compare and sort: stored as `sortable_time` text.
 _TIME_COLUMNS: Mapping[str, tuple[str, ...]] = {"assessments": ("captured_at",)}
@@ -75,6 +79,7 @@ _INDEXES: Mapping[str, list[list[str]]] = {
     "wounds": [["patient_id"]],
     "assessments": [["wound_id", "captured_at"], ["patient_id"]],
     "notes": [["patient_id"], ["wound_id"]],
+    "decisions": [["intent_id"]],
 }
 
 

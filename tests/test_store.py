@@ -16,6 +16,7 @@ from edge_sdk import (
     AccessEvent,
     BlobNotFoundError,
     EdgeClient,
+    ReadOnlyCollectionError,
     RecordNotFoundError,
     StoreClosedError,
     StoreError,
@@ -303,7 +304,15 @@ def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
         "wounds": 3,
         "assessments": 1,
         "notes": 2,
+        "decisions": 0,
     }
+
+
+def test_server_owned_decisions_are_read_only_on_a_device(tmp_store: Any) -> None:
+    client = tmp_store()
+    with pytest.raises(ReadOnlyCollectionError, match="server-owned"):
+        client.decisions.add(intent_id="i-1", status="accepted")
+    assert client.decisions.list() == []
 
 
 def test_a_deleted_patient_gets_no_new_wound(tmp_store: Any) -> None:
