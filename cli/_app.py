@@ -27,16 +27,20 @@ from crdt import (
 )
 from edge_sdk import (
     Argon2Params,
+    AuthenticationError,
     BlobCorruptError,
     BlobNotFoundError,
     BundleDecryptError,
     BundleFormatError,
     BundleSignatureError,
+    DeviceRevokedError,
     EdgeClient,
     EdgeError,
+    EnrolmentError,
     KeyFileKeyProvider,
     KeyProvider,
     KeyProviderError,
+    NotEnrolledError,
     PassphraseKeyProvider,
     RecordNotFoundError,
     StoreCorruptError,
@@ -55,6 +59,10 @@ EXIT_CORRUPT = 6
 # First match wins, so subclasses come before their bases.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (WrongKeyError, EXIT_KEY),
+    (DeviceRevokedError, EXIT_KEY),
+    (AuthenticationError, EXIT_KEY),
+    (EnrolmentError, EXIT_INVALID),
+    (NotEnrolledError, EXIT_NOT_FOUND),
     (KeyProviderError, EXIT_KEY),
     (BundleDecryptError, EXIT_KEY),
     (StoreNotFoundError, EXIT_NOT_FOUND),

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from cli._app import (
     EXIT_OTHER,
@@ -32,6 +35,7 @@ from cli._app import (
     translate,
 )
 from cli._output import emit, jsonable, show_fields, show_record, table
+from cli._server import server
 from crdt import (
     ClinicalNote,
     ContactKind,
@@ -43,7 +47,16 @@ from crdt import (
     Wound,
     WoundStatus,
 )
-from edge_sdk import export_bundle, import_bundle, read_bundle_info
+from edge_sdk import (
+    EdgeClient,
+    ServerUnreachableError,
+    SyncProgress,
+    SyncResult,
+    enrollment_of,
+    export_bundle,
+    import_bundle,
+    read_bundle_info,
+)
 from edge_sdk._demo import run_demo
 
 __all__ = ["cli", "main"]
@@ -641,9 +654,137 @@ def history(app: App, record_id: str, as_json: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- sync
+@cli.group(invoke_without_command=True)
+@click.option("--watch", is_flag=True, help="Keep syncing: long-poll the server until Ctrl-C.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0, max=300),
+    default=0,
+    show_default=True,
+    help="Long-poll: wait up to this many seconds for the server to have something new.",
+)
+@click.option("--no-blobs", is_flag=True, help="Sync records only, not scan blobs.")
+@json_option
+@click.pass_context
+def sync(ctx: click.Context, watch: bool, wait: float, no_blobs: bool, as_json: bool) -> None:
+    """Sync with the enrolled server (push, then pull), or exchange bundle files.
+
+    Without a subcommand: push this store's changes to the server it was enrolled with
+    (`coherency device enroll`), then pull the clinic's changes. Safe to interrupt and
+    run again. `sync export|import|info` exchange signed, encrypted bundle files with
+    other devices instead, with no network at all.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    app = ctx.find_object(App)
+    assert app is not None
+    client = app.client()
+    if not watch:
+        result = _sync_once(client, wait=wait, blobs=not no_blobs, quiet=as_json)
+        emit(as_json, result, _show_sync_result)
+        return
+    _watch(client, wait=wait or 25.0, blobs=not no_blobs, as_json=as_json)
+
+
+def _sync_once(client: EdgeClient, *, wait: float, blobs: bool, quiet: bool) -> SyncResult:
+    if quiet:
+        return client.sync(wait=wait, blobs=blobs)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def progress(step: SyncProgress) -> None:
+            if step.phase not in tasks:
+                tasks[step.phase] = bar.add_task(step.phase, total=step.total)
+            bar.update(tasks[step.phase], completed=step.done, total=step.total)
+
+        return client.sync(wait=wait, blobs=blobs, progress=progress)
+
+
+def _watch(client: EdgeClient, *, wait: float, blobs: bool, as_json: bool) -> None:
+    """Sync again and again, long-polling; outages are reported and waited out."""
+    if not as_json:
+        click.echo("watching for changes (Ctrl-C to stop)", err=True)
+    try:
+        while True:
+            try:
+                result = client.sync(wait=wait, blobs=blobs)
+            except ServerUnreachableError as exc:
+                click.echo(one_line(f"server unreachable, trying again: {exc}"), err=True)
+                time.sleep(5)
+                continue
+            if result.pushed or result.pulled or result.refused_by_server or result.rejected:
+                if as_json:
+                    click.echo(json.dumps(jsonable(result), sort_keys=True))
+                else:
+                    _show_sync_result(result)
+    except KeyboardInterrupt:
+        return
+
+
+def _show_sync_result(result: SyncResult) -> None:
+    click.echo(
+        f"pushed {_count(len(result.pushed), 'record')} ({result.unchanged} already there), "
+        f"pulled {_count(len(result.pulled), 'record')}; "
+        f"blobs up {len(result.blobs_uploaded)}, down {len(result.blobs_downloaded)}"
+    )
+    for rejection in result.refused_by_server:
+        click.echo(f"  server refused {rejection.doc_id}: {rejection.reason}")
+    for rejection in result.rejected:
+        click.echo(f"  refused here {rejection.doc_id}: {rejection.reason}")
+    for problem in result.blob_errors:
+        click.echo(f"  blob: {problem}")
+
+
+# --------------------------------------------------------------------------- device
 @cli.group()
-def sync() -> None:
-    """Exchange records with other devices through signed, encrypted bundle files."""
+def device() -> None:
+    """This device's identity and its enrolment with a sync server."""
+
+
+@device.command("enroll")
+@click.option("--server", "server_url", required=True, help="The sync server's URL.")
+@click.option(
+    "--token",
+    envvar="COHERENCY_ENROL_TOKEN",
+    required=True,
+    help="The one-time enrolment token from clinic staff (env COHERENCY_ENROL_TOKEN).",
+)
+@click.option("--name", default="", help="A name staff will see for this device.")
+@json_option
+@with_app
+def device_enroll(app: App, server_url: str, token: str, name: str, as_json: bool) -> None:
+    """Enrol this device with a sync server (binds its key to the token's clinic)."""
+    enrollment = app.client().enroll(server_url, token, name=name)
+    emit(
+        as_json,
+        enrollment,
+        lambda e: click.echo(
+            f"enrolled device {e.device_id} with {e.server_url} (clinic {e.clinic_id})"
+        ),
+    )
+
+
+@device.command("info")
+@json_option
+@with_app
+def device_info(app: App, as_json: bool) -> None:
+    """Show this device's id, clinic, public key and server enrolment."""
+    client = app.client()
+    enrollment = enrollment_of(client)
+    info = {
+        "device_id": client.device_id,
+        "clinic_id": client.clinic_id,
+        "public_key": client.identity.public_key.hex(),
+        "server_url": enrollment.server_url if enrollment else None,
+        "server_public_key": enrollment.server_public_key.hex() if enrollment else None,
+    }
+    emit(as_json, info, lambda i: show_fields(i))
 
 
 def bundle_passphrase_option(command: F) -> F:
@@ -819,6 +960,9 @@ def demo(workdir: Path | None, as_json: bool) -> None:
     """
     report = run_demo(workdir, say=(lambda line: None) if as_json else click.echo)
     emit(as_json, report, lambda r: click.echo(f"demo finished; stores in {r.workdir}"))
+
+
+cli.add_command(server)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, BinaryIO, Generic, TypeVar
 
 from crdt import (
     ClinicalNote,
@@ -56,6 +56,9 @@ from edge_sdk._keys import (
     write_keyring,
 )
 from edge_sdk._store import SEARCH_SEPARATOR, Store, fold, sortable_time
+
+if TYPE_CHECKING:
+    from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 
 __all__ = [
     "AccessEvent",
@@ -624,6 +627,42 @@ class EdgeClient:
     def sync_session(self) -> SyncSession:
         """A sync session over this store, for any transport (in memory, HTTP, file)."""
         return SyncSession(_AuditedStore(self), device_id=self.device_id, policy=self._policy)
+
+    def enroll(self, server_url: str, token: str, *, name: str = "") -> Enrollment:
+        """Enrol this device with a sync server, using a one-time token from staff.
+
+        Needs the `[server]` extra (httpx). See `edge_sdk._sync_client.enroll`.
+
+        Raises:
+            EnrolmentError: The server refused the token or the clinic does not match.
+            ServerUnreachableError: The server did not answer.
+        """
+        from edge_sdk._sync_client import enroll
+
+        return enroll(self, server_url, token, name=name)
+
+    def sync(
+        self,
+        *,
+        progress: Callable[[SyncProgress], None] | None = None,
+        wait: float = 0.0,
+        blobs: bool = True,
+        retry: RetryPolicy | None = None,
+    ) -> SyncResult:
+        """Push local changes to the enrolled server, then pull the clinic's changes.
+
+        Safe to cut at any point and call again: nothing is lost or applied twice.
+        `wait` > 0 long-polls the pull; `progress` is called as batches and pages go.
+        Needs the `[server]` extra (httpx).
+
+        Raises:
+            NotEnrolledError: The store was never enrolled (`enroll`).
+            DeviceRevokedError: The server revoked this device.
+            ServerUnreachableError: The server did not answer within the retry budget.
+        """
+        from edge_sdk._sync_client import sync
+
+        return sync(self, progress=progress, wait=wait, blobs=blobs, retry=retry)
 
     def _policy(self, document: RecordDocument) -> str | None:
         clinic = document.read().clinic_id

@@ -10,13 +10,20 @@
     │   └── StoreClosedError        the client was closed and then used
     ├── KeyProviderError            a key provider is misconfigured or unavailable
     ├── RecordNotFoundError         no record with that id (or it is in another collection)
+    ├── ReadOnlyCollectionError     a device tried to write a server-owned collection
     ├── BlobError
     │   ├── BlobNotFoundError       no blob with that hash
     │   └── BlobCorruptError        a blob failed authentication or its hash check
-    └── BundleError
-        ├── BundleFormatError       not a bundle, truncated, or an unsupported version
-        ├── BundleSignatureError    the signature does not verify or the signer is not trusted
-        └── BundleDecryptError      the bundle passphrase is wrong
+    ├── BundleError
+    │   ├── BundleFormatError       not a bundle, truncated, or an unsupported version
+    │   ├── BundleSignatureError    the signature does not verify or the signer is not trusted
+    │   └── BundleDecryptError      the bundle passphrase is wrong
+    └── SyncError                   syncing with a server failed
+        ├── ServerUnreachableError  no answer (or only failures) within the retry budget
+        ├── NotEnrolledError        the store was never enrolled with a server
+        ├── EnrolmentError          the server refused the enrolment
+        └── AuthenticationError     the server refused the device's credentials
+            └── DeviceRevokedError  the device was revoked
 
 Errors from `crdt` (validation, malformed sync messages) pass through unchanged: they
 are the caller's to handle, and the CLI reports them the same way.
@@ -25,6 +32,7 @@ are the caller's to handle, and the CLI reports them the same way.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
     "BlobCorruptError",
     "BlobError",
     "BlobNotFoundError",
@@ -32,16 +40,21 @@ __all__ = [
     "BundleError",
     "BundleFormatError",
     "BundleSignatureError",
+    "DeviceRevokedError",
     "EdgeError",
+    "EnrolmentError",
     "KeyProviderError",
+    "NotEnrolledError",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
+    "ServerUnreachableError",
     "StoreClosedError",
     "StoreCorruptError",
     "StoreError",
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "SyncError",
     "WrongKeyError",
 ]
 
@@ -116,3 +129,27 @@ class BundleSignatureError(BundleError):
 
 class BundleDecryptError(BundleError):
     """The bundle cannot be decrypted with the given passphrase."""
+
+
+class SyncError(EdgeError):
+    """Syncing with a server failed (after the retries the policy allows)."""
+
+
+class ServerUnreachableError(SyncError):
+    """The server could not be reached, or kept failing, within the retry budget."""
+
+
+class NotEnrolledError(SyncError):
+    """The store has not been enrolled with a server (`coherency device enroll`)."""
+
+
+class EnrolmentError(SyncError):
+    """The server refused the enrolment (bad, used or expired token; clinic mismatch)."""
+
+
+class AuthenticationError(SyncError):
+    """The server refused this device's credentials."""
+
+
+class DeviceRevokedError(AuthenticationError):
+    """The server has revoked this device; it can no longer sync."""

@@ -1,0 +1,348 @@
+"""`coherency server ...`: run, migrate and administer the central sync server.
+
+A thin layer over `sync_server._admin_cli`: options become `Settings` (with
+``COHERENCY_SERVER_*`` variables for anything not given), results are printed for
+people or as one JSON document (``--json``), and `AdminError` becomes one ``error:``
+line and an exit code.
+
+The server's modules are imported inside the commands: they need the ``server`` extra
+(FastAPI, SQLAlchemy, ...), which a device-only install of `coherency` lacks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from cli._app import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE, CliError
+from cli._output import emit, show_fields
+
+__all__ = ["server"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_EXIT_BY_KIND = {
+    "usage": EXIT_USAGE,
+    "invalid": EXIT_INVALID,
+    "not_found": EXIT_NOT_FOUND,
+    "unavailable": EXIT_OTHER,
+}
+
+
+@contextmanager
+def _reported() -> Iterator[None]:
+    """Turn the server's `AdminError` into a one-line `CliError` with its exit code.
+
+    Also reports a missing ``server`` extra as one line.
+    """
+    try:
+        from sync_server._admin_cli import AdminError
+    except ImportError as exc:
+        raise CliError(
+            f"the sync server is not installed ({exc.name or exc} is missing): "
+            "pip install 'coherency[server]'",
+            EXIT_OTHER,
+        ) from None
+    try:
+        yield
+    except AdminError as exc:
+        raise CliError(exc.message, _EXIT_BY_KIND.get(exc.kind, EXIT_OTHER)) from None
+
+
+def _json_option(command: F) -> F:
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON document on stdout, for scripts.",
+    )(command)
+
+
+def _database_options(command: F) -> F:
+    """Add ``--data-dir`` and ``--database-url`` (both with env fallback)."""
+    command = click.option(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db (env "
+        "COHERENCY_SERVER_DATABASE_URL; default a SQLite file in the data folder).",
+    )(command)
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder for the SQLite file, local blobs and the signing key (env "
+        "COHERENCY_SERVER_DATA_DIR; default ./coherency-server).",
+    )(command)
+
+
+def _settings(**options: Any) -> Any:
+    """`Settings` from the options given, the environment for the rest."""
+    from sync_server._admin_cli import settings_from
+
+    return settings_from(options)
+
+
+@click.group()
+def server() -> None:
+    """Run and administer the central sync server.
+
+    \b
+    Every option also reads a COHERENCY_SERVER_* variable (COHERENCY_SERVER_DATA_DIR,
+    COHERENCY_SERVER_DATABASE_URL, COHERENCY_SERVER_BLOB_BACKEND, ...; S3 keys only
+    from COHERENCY_SERVER_S3_ACCESS_KEY_ID and COHERENCY_SERVER_S3_SECRET_ACCESS_KEY).
+    """
+
+
+# ---------------------------------------------------------------------------- run
+@server.command("run")
+@_database_options
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    envvar="COHERENCY_SERVER_HOST",
+    help="Address to listen on (env COHERENCY_SERVER_HOST).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=8700,
+    show_default=True,
+    envvar="COHERENCY_SERVER_PORT",
+    help="TCP port (env COHERENCY_SERVER_PORT).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    envvar="COHERENCY_SERVER_WORKERS",
+    help="Worker processes (env COHERENCY_SERVER_WORKERS); more than one wants "
+    "PostgreSQL and, across machines, S3 blobs.",
+)
+@click.option(
+    "--no-migrate",
+    is_flag=True,
+    help="Do not migrate the database first (it must already be at the newest schema).",
+)
+@click.option(
+    "--blob-backend",
+    type=click.Choice(["local", "s3"]),
+    help="Where blobs live (env COHERENCY_SERVER_BLOB_BACKEND; default local).",
+)
+@click.option(
+    "--blob-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Local blob folder (env COHERENCY_SERVER_BLOB_DIR; default DATA_DIR/blobs).",
+)
+@click.option(
+    "--s3-endpoint-url",
+    metavar="URL",
+    help="S3-compatible endpoint, e.g. MinIO (env COHERENCY_SERVER_S3_ENDPOINT_URL; default AWS).",
+)
+@click.option("--s3-bucket", help="S3 bucket, created if missing (env COHERENCY_SERVER_S3_BUCKET).")
+@click.option("--s3-region", help="S3 region (env COHERENCY_SERVER_S3_REGION).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    help="Log level (env COHERENCY_SERVER_LOG_LEVEL; default INFO). Logs are JSON lines on stderr.",
+)
+@_json_option
+def run(
+    data_dir: Path | None,
+    database_url: str | None,
+    host: str,
+    port: int,
+    workers: int,
+    no_migrate: bool,
+    blob_backend: str | None,
+    blob_dir: Path | None,
+    s3_endpoint_url: str | None,
+    s3_bucket: str | None,
+    s3_region: str | None,
+    log_level: str | None,
+    as_json: bool,
+) -> None:
+    """Serve the sync API until stopped (Ctrl-C or SIGTERM).
+
+    Migrates the database first unless --no-migrate. Prints one start-up line (a
+    JSON document with --json) on stdout; the server's logs are JSON lines on stderr.
+    """
+
+    def started(serving: Any) -> None:
+        emit(
+            as_json,
+            serving,
+            lambda s: click.echo(
+                f"serving {s.url} ({s.database}, schema {s.revision}, "
+                f"{s.workers} worker{'s' if s.workers != 1 else ''}, {s.blob_backend} blobs)"
+            ),
+        )
+        sys.stdout.flush()
+
+    with _reported():
+        from sync_server._admin_cli import serve
+
+        settings = _settings(
+            data_dir=data_dir,
+            database_url=database_url,
+            blob_backend=blob_backend,
+            blob_dir=blob_dir,
+            s3_endpoint_url=s3_endpoint_url,
+            s3_bucket=s3_bucket,
+            s3_region=s3_region,
+            log_level=log_level.upper() if log_level else None,
+        )
+        serve(
+            settings,
+            host=host,
+            port=port,
+            workers=workers,
+            migrate=not no_migrate,
+            on_start=started,
+        )
+
+
+# ------------------------------------------------------------------------ migrate
+@server.command("migrate")
+@_database_options
+@_json_option
+def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """Create or upgrade the server database's schema to the newest revision."""
+    with _reported():
+        from sync_server._admin_cli import migrate_database
+
+        done = migrate_database(_settings(data_dir=data_dir, database_url=database_url))
+    result = {
+        "database": done.database,
+        "previous_revision": done.previous_revision,
+        "revision": done.revision,
+        "changed": done.changed,
+    }
+    emit(
+        as_json,
+        result,
+        lambda r: click.echo(
+            f"{r['database']}: schema {r['previous_revision'] or 'none'} -> {r['revision']}"
+            if r["changed"]
+            else f"{r['database']}: schema already at {r['revision']}"
+        ),
+    )
+
+
+# ------------------------------------------------------------------- create-admin
+def _password(from_stdin: bool) -> str:
+    """The new password: one line of stdin, or typed twice at a hidden prompt."""
+    if from_stdin:
+        line = click.get_text_stream("stdin").readline()
+        password = line.rstrip("\r\n")
+        if not password:
+            raise CliError("--password-stdin: no password on standard input", EXIT_USAGE)
+        return password
+    try:
+        typed: str = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    except click.Abort:
+        raise CliError(
+            "no password given: type it at the prompt or use --password-stdin", EXIT_USAGE
+        ) from None
+    return typed
+
+
+@server.command("create-admin")
+@_database_options
+@click.option("--username", required=True, help="The admin's login name.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input (else a hidden "
+    "prompt, twice). At least 12 characters.",
+)
+@click.option(
+    "--no-totp",
+    is_flag=True,
+    help="No TOTP second factor (not recommended: the account logs in with its password alone).",
+)
+@_json_option
+def create_admin(
+    data_dir: Path | None,
+    database_url: str | None,
+    username: str,
+    password_stdin: bool,
+    no_totp: bool,
+    as_json: bool,
+) -> None:
+    """Create an organisation-wide admin account.
+
+    Prints the TOTP secret and its otpauth:// URI once: add it to an authenticator
+    app now, it cannot be shown again.
+    """
+    with _reported():
+        from sync_server._admin_cli import create_admin as create
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        password = _password(password_stdin)
+        admin = create(settings, username=username, password=password, with_totp=not no_totp)
+
+    def human(a: Any) -> None:
+        click.echo(f"created admin {a.username} (id {a.user_id})")
+        if a.totp_secret:
+            click.echo("TOTP secret (shown once; add it to an authenticator app now):")
+            show_fields({"secret": a.totp_secret, "uri": a.totp_uri})
+        else:
+            click.echo("no TOTP: this account logs in with its password alone")
+
+    emit(as_json, admin, human)
+
+
+# ------------------------------------------------------------------- enroll-token
+@server.command("enroll-token")
+@_database_options
+@click.option(
+    "--clinic",
+    required=True,
+    help="The clinic's name; created (in the default organisation) if missing.",
+)
+@click.option(
+    "--ttl",
+    metavar="DURATION",
+    help="How long the token stays usable, e.g. 30m, 24h, 7d (default "
+    "COHERENCY_SERVER_ENROLMENT_TOKEN_SECONDS, 24h; at most 90d).",
+)
+@_json_option
+def enroll_token(
+    data_dir: Path | None,
+    database_url: str | None,
+    clinic: str,
+    ttl: str | None,
+    as_json: bool,
+) -> None:
+    """Issue a one-time token that enrols one device into a clinic.
+
+    The token is printed once (only its hash is stored); give it to the device's
+    `coherency device enroll`.
+    """
+    with _reported():
+        from sync_server._admin_cli import issue_enrolment_token, parse_duration
+
+        lifetime: timedelta | None = None
+        if ttl is not None:
+            try:
+                lifetime = parse_duration(ttl)
+            except ValueError as exc:
+                raise CliError(f"--ttl: {exc}", EXIT_USAGE) from None
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        issued = issue_enrolment_token(settings, clinic=clinic, ttl=lifetime)
+
+    def human(t: Any) -> None:
+        click.echo(
+            f"enrolment token for clinic {t.clinic_name} (id {t.clinic_id}), usable once "
+            f"until {t.expires_at.isoformat(timespec='seconds')}:"
+        )
+        click.echo(t.token)
+
+    emit(as_json, issued, human)

@@ -1,0 +1,586 @@
+"""Syncing a device's store with the central server over HTTP (httpx).
+
+`sync` pushes, then pulls:
+
+1. Push: every document whose heads differ from what the server was last known to
+   hold travels whole (one `crdt` wire message per batch). The server's answer says
+   which it accepted, already had, or refused; the server is then recorded as holding
+   exactly the heads of the bytes sent. A batch cut off in flight is sent again: the
+   server's merge is idempotent.
+2. Pull: the clinic's change feed from the saved cursor, page by page. Each page's
+   documents, the new cursor and the server's heads are stored in one transaction, so
+   a cut between pages resumes at the next page and nothing is applied twice.
+3. Blobs that records reference travel after the records: uploads resume from the
+   server's offset, downloads are verified against their SHA-256.
+
+Every request goes through one `_Http` that adds the access token (refreshing it, or
+logging in with the device key when the refresh token is gone), and retries
+connection failures, 429 and 5xx answers with exponential backoff and full jitter.
+
+httpx is imported here only: `import edge_sdk` works without the `[server]` extra.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from crdt import (
+    COLLECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Entry,
+    EntryKind,
+    RecordDocument,
+    Rejection,
+    SyncMessage,
+    SyncProtocolError,
+    SyncReport,
+    apply_documents,
+    decode_message,
+    encode_message,
+)
+from edge_sdk._blob_transfer import download_blob, upload_blob
+from edge_sdk._errors import (
+    AuthenticationError,
+    BlobError,
+    DeviceRevokedError,
+    EnrolmentError,
+    NotEnrolledError,
+    ServerUnreachableError,
+    SyncError,
+)
+from edge_sdk._identity import device_login_message, enrolment_message
+from edge_sdk._sync_types import (
+    META_PREFIX,
+    Enrollment,
+    ProgressCallback,
+    RetryPolicy,
+    SyncProgress,
+    SyncResult,
+    enrollment_of,
+)
+
+if TYPE_CHECKING:
+    from edge_sdk._client import EdgeClient
+
+__all__ = ["enroll", "sync"]
+
+log = logging.getLogger("edge_sdk.sync")
+
+MEDIA_TYPE = "application/vnd.coherency.sync"
+_PUSH_BATCH_DOCUMENTS = 1000
+_RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_REFRESH_MARGIN_SECONDS = 30
+
+
+# ---------------------------------------------------------------- public entry points
+def enroll(
+    client: EdgeClient,
+    server_url: str,
+    token: str,
+    *,
+    name: str = "",
+    retry: RetryPolicy | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> Enrollment:
+    """Enrol this device with the server using a one-time token from clinic staff.
+
+    The device proves it holds its Ed25519 key; the server binds that key to the
+    device and its clinic. A store that already holds records must belong to the
+    token's clinic; an empty store takes the token's clinic.
+
+    Raises:
+        EnrolmentError: The server refused the token or the clinic does not match.
+        ServerUnreachableError: The server did not answer within the retry budget.
+    """
+    store = client._store
+    url = server_url.rstrip("/")
+    has_records = store.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
+    identity = client.identity
+    body = {
+        "token": token,
+        "device_id": identity.device_id,
+        "public_key": base64.b64encode(identity.public_key).decode(),
+        "signature": base64.b64encode(
+            identity.sign(enrolment_message(token, identity.device_id))
+        ).decode(),
+        "name": name,
+        "expected_clinic_id": client.clinic_id if has_records else None,
+    }
+    http = _Http(url, client, retry or RetryPolicy(), transport=transport, authenticated=False)
+    try:
+        response = http.request("POST", "/v1/devices/enroll", json=body)
+    finally:
+        http.close()
+    if response.status_code >= 400:
+        raise EnrolmentError(f"the server refused the enrolment: {_error_text(response)}")
+    answer = response.json()
+    enrollment = Enrollment(
+        server_url=url,
+        device_id=str(answer["device_id"]),
+        clinic_id=str(answer["clinic_id"]),
+        organisation_id=str(answer["organisation_id"]),
+        server_public_key=base64.b64decode(answer["server_public_key"]),
+    )
+    with store.transaction():
+        if enrollment.clinic_id != client.clinic_id:
+            store.set_meta("clinic_id", enrollment.clinic_id)
+        for key, value in {
+            "server_url": url,
+            "server_key": enrollment.server_public_key.hex(),
+            "organisation_id": enrollment.organisation_id,
+            "refresh_token": str(answer["refresh_token"]),
+            "cursor": "0",
+            "enrolled_at": datetime.now(UTC).isoformat(),
+        }.items():
+            store.set_meta(META_PREFIX + key, value)
+    client.clinic_id = enrollment.clinic_id
+    return enrollment
+
+
+def sync(
+    client: EdgeClient,
+    *,
+    progress: ProgressCallback | None = None,
+    wait: float = 0.0,
+    blobs: bool = True,
+    retry: RetryPolicy | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> SyncResult:
+    """Push this store's changes to its server, then pull the clinic's changes.
+
+    `wait` > 0 makes the pull a long poll: it returns as soon as the server has
+    something new, or after `wait` seconds. With `blobs`, scan blobs the records
+    reference are uploaded and fetched too.
+
+    Raises:
+        NotEnrolledError: The store was never enrolled.
+        DeviceRevokedError: The server revoked this device.
+        ServerUnreachableError: The server did not answer within the retry budget.
+    """
+    enrollment = enrollment_of(client)
+    if enrollment is None:
+        raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
+    http = _Http(enrollment.server_url, client, retry or RetryPolicy(), transport=transport)
+    result = SyncResult()
+    report = progress or (lambda _p: None)
+    try:
+        run = _SyncRun(client, http, enrollment, result, report)
+        run.push()
+        if blobs:
+            run.upload_blobs()
+        run.pull(wait=wait)
+        if blobs:
+            run.download_blobs()
+    finally:
+        result.requests, result.retries = http.requests, http.retries
+        http.close()
+    return result
+
+
+# ---------------------------------------------------------------- one run
+class _SyncRun:
+    def __init__(
+        self,
+        client: EdgeClient,
+        http: _Http,
+        enrollment: Enrollment,
+        result: SyncResult,
+        progress: ProgressCallback,
+    ) -> None:
+        self.client = client
+        self.store = client._store
+        self.http = http
+        self.result = result
+        self.progress = progress
+        # What the server holds is tracked like any peer, under its pinned key.
+        self.peer = "server:" + enrollment.server_public_key.hex()[:32]
+        self.blob_peer = self.peer + ":blobs"
+
+    # ------------------------------------------------------------ push
+    def push(self) -> None:
+        rows = self.store.execute(
+            "SELECT d.id, d.collection FROM documents d LEFT JOIN peers p"
+            " ON p.peer_id = ? AND p.doc_id = d.id"
+            " WHERE p.heads IS NULL OR p.heads != d.heads ORDER BY d.seq",
+            (self.peer,),
+        ).fetchall()
+        todo = [
+            str(doc_id)
+            for doc_id, collection in rows
+            if collection in COLLECTIONS and COLLECTIONS[collection].device_writable
+        ]
+        done = 0
+        self.progress(SyncProgress("push", 0, len(todo)))
+        for batch in self._batches(todo):
+            self._push_batch(batch)
+            done += len(batch)
+            self.progress(SyncProgress("push", done, len(todo)))
+
+    def _batches(self, ids: Sequence[str]) -> Iterator[list[tuple[str, bytes, list[bytes]]]]:
+        batch: list[tuple[str, bytes, list[bytes]]] = []
+        size = 0
+        room = DEFAULT_MAX_MESSAGE_SIZE - 4096
+        for doc_id in ids:
+            found = self.store.saved_with_heads(doc_id)
+            if found is None:
+                continue
+            data, heads = found
+            entry_bytes = len(data) + len(doc_id) + 16
+            if batch and (size + entry_bytes > room or len(batch) >= _PUSH_BATCH_DOCUMENTS):
+                yield batch
+                batch, size = [], 0
+            batch.append((doc_id, data, heads))
+            size += entry_bytes
+        if batch:
+            yield batch
+
+    def _push_batch(self, batch: list[tuple[str, bytes, list[bytes]]]) -> None:
+        with self.client._access("sync-read", "*") as access:
+            access.record_ids.extend(doc_id for doc_id, _, _ in batch)
+            body = encode_message(
+                SyncMessage({}, tuple(Entry(EntryKind.DOC, d, data) for d, data, _ in batch))
+            )
+        response = self.http.request(
+            "POST", "/v1/sync/push", content=body, headers={"content-type": MEDIA_TYPE}
+        )
+        _raise_for_status(response, "push")
+        answer = response.json()
+        refused = [Rejection(r["doc_id"], r["reason"]) for r in answer["rejected"]]
+        self.result.pushed += answer["accepted"]
+        self.result.unchanged += len(answer["unchanged"])
+        self.result.refused_by_server += refused
+        for rejection in refused:
+            log.warning("server refused document %s: %s", rejection.doc_id, rejection.reason)
+        # The server now holds at least these heads (a refused document is not sent
+        # again until it changes: sending the same bytes would be refused again).
+        self.store.set_peer_heads(self.peer, {doc_id: heads for doc_id, _, heads in batch})
+
+    # ------------------------------------------------------------ pull
+    def pull(self, *, wait: float) -> None:
+        cursor = int(self.store.get_meta(META_PREFIX + "cursor") or "0")
+        done = 0
+        first = True
+        while True:
+            params: dict[str, Any] = {"cursor": cursor}
+            if first and wait > 0:
+                params["wait"] = wait
+            response = self.http.request(
+                "GET", "/v1/sync/pull", params=params, extra_timeout=wait if first else 0.0
+            )
+            if response.status_code == 409 and _error_code(response) == "cursor_ahead":
+                log.warning("the server's feed is behind our cursor %d; pulling from 0", cursor)
+                cursor = 0
+                continue
+            _raise_for_status(response, "pull")
+            try:
+                message = decode_message(response.content)
+            except SyncProtocolError as exc:
+                raise SyncError(f"the server sent an unusable pull answer: {exc}") from None
+            first = False
+            cursor = int(message.control.get("cursor", cursor))
+            feed = int(message.control.get("feed", cursor))
+            self._apply_page(message.entries, cursor)
+            done += len(message.entries)
+            self.progress(SyncProgress("pull", done, done + max(0, feed - cursor)))
+            self.result.cursor = cursor
+            if not message.control.get("more"):
+                return
+
+    def _apply_page(self, entries: Sequence[Entry], cursor: int) -> None:
+        docs = [(e.doc_id, e.payload) for e in entries if e.kind is EntryKind.DOC]
+        server_heads: dict[str, list[bytes]] = {}
+
+        def policy(document: RecordDocument) -> str | None:
+            reason = self.client._policy(document)
+            if reason is None:
+                server_heads[document.id] = document.heads
+            return reason
+
+        report = SyncReport()
+        store = _PrefetchedStore(self.client, [doc_id for doc_id, _ in docs])
+        with self.store.transaction():
+            with self.client._access("sync-write", "*") as access:
+                apply_documents(
+                    store, docs, device_id=self.client.device_id, policy=policy, report=report
+                )
+                access.record_ids.extend(sorted(report.received))
+            self.store.set_peer_heads(self.peer, server_heads)
+            self.store.set_meta(META_PREFIX + "cursor", str(cursor))
+        self.result.pulled += sorted(report.received)
+        self.result.rejected += report.rejected
+
+    # ------------------------------------------------------------ blobs
+    def _referenced_blobs(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for record in self.store.query_records("assessments", [], []):
+            for ref in record.get("blobs") or ():
+                found[str(ref["sha256"])] = int(ref["size"])
+        return found
+
+    def upload_blobs(self) -> None:
+        referenced = self._referenced_blobs()
+        sent = self.store.peer_heads(self.blob_peer)
+        todo = [
+            sha
+            for sha in sorted(referenced)
+            if sha not in sent and self.client._blob_files.exists(sha)
+        ]
+        for index, sha in enumerate(todo):
+            self.progress(SyncProgress("upload", index, len(todo)))
+            try:
+                with self.client._access("blob-read", "blobs") as access:
+                    access.record_ids.append(sha)
+                    upload_blob(self.http, self.client._blob_files, sha)
+            except BlobError as exc:
+                self.result.blob_errors.append(f"upload {sha}: {exc}")
+                continue
+            self.store.set_peer_heads(self.blob_peer, {sha: []})
+            self.result.blobs_uploaded.append(sha)
+        self.progress(SyncProgress("upload", len(todo), len(todo)))
+
+    def download_blobs(self) -> None:
+        referenced = self._referenced_blobs()
+        todo = [sha for sha in sorted(referenced) if not self.client._blob_files.exists(sha)]
+        for index, sha in enumerate(todo):
+            self.progress(SyncProgress("download", index, len(todo)))
+            try:
+                with self.client._access("blob-write", "blobs") as access:
+                    access.record_ids.append(sha)
+                    download_blob(self.http, self.client._blob_files, sha, referenced[sha])
+            except BlobError as exc:  # e.g. not uploaded yet by the device that scanned it
+                self.result.blob_errors.append(f"download {sha}: {exc}")
+                continue
+            self.store.set_peer_heads(self.blob_peer, {sha: []})
+            self.result.blobs_downloaded.append(sha)
+        self.progress(SyncProgress("download", len(todo), len(todo)))
+
+
+class _PrefetchedStore:
+    """The device store as `apply_documents` sees it during a pull page.
+
+    Which incoming ids are already stored is read in one query, so a fresh replica
+    does not look each new document up; access is audited once per page by the caller.
+    """
+
+    def __init__(self, client: EdgeClient, ids: Sequence[str]) -> None:
+        self._client = client
+        self._held: set[str] = set()
+        store = client._store
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            rows = store.execute(f"SELECT id FROM documents WHERE id IN ({marks})", chunk)
+            self._held.update(str(row[0]) for row in rows.fetchall())
+
+    def document_heads(self) -> dict[str, list[bytes]]:
+        return self._client._store.document_heads()
+
+    def get_document(self, doc_id: str) -> RecordDocument | None:
+        if doc_id not in self._held:
+            return None
+        return self._client._store.get_document(doc_id, device_id=self._client.device_id)
+
+    def saved_document(self, doc_id: str) -> bytes | None:
+        return self._client._store.saved_document(doc_id)
+
+    def put_documents(self, documents: Sequence[RecordDocument]) -> None:
+        self._client._store.put_documents(documents)
+        self._held.update(d.id for d in documents)
+
+
+# ---------------------------------------------------------------- HTTP
+class _Http:
+    """httpx with the device's credentials, retries, backoff and jitter.
+
+    Implements the `SyncHttp` protocol the blob transfer functions use.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        client: EdgeClient,
+        retry: RetryPolicy,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        authenticated: bool = True,
+    ) -> None:
+        self._client = client
+        self._retry = retry
+        self._authenticated = authenticated
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
+            transport=transport,
+            headers={"user-agent": "coherency-edge-sdk"},
+        )
+        self._access_token: str | None = None
+        self._access_expires = 0.0
+        self._rng = random.Random()
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.retries = 0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        extra_timeout: float = 0.0,
+    ) -> httpx.Response:
+        """Send a request, retrying what is worth retrying; returns the final response.
+
+        4xx answers other than 401/408/425/429 come back to the caller as they are.
+        With `stream`, the body is left unread (close the response when done).
+
+        Raises:
+            ServerUnreachableError: Every attempt failed to connect or got a 5xx.
+            DeviceRevokedError: The server revoked this device.
+        """
+        last_problem = ""
+        refreshed = False
+        attempt = 0
+        while True:
+            retry_after = 0.0
+            send_headers = dict(headers or {})
+            if self._authenticated:
+                send_headers["authorization"] = f"Bearer {self._token()}"
+            timeout = None
+            if extra_timeout:
+                timeout = httpx.Timeout(self._retry.timeout_seconds + extra_timeout, connect=10.0)
+            request = self._http.build_request(
+                method,
+                path,
+                json=json,
+                content=content,
+                headers=send_headers,
+                params=params,
+                **({"timeout": timeout} if timeout else {}),
+            )
+            self.requests += 1
+            try:
+                response = self._http.send(request, stream=stream)
+            except httpx.TransportError as exc:
+                last_problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 401 and self._authenticated and not refreshed:
+                    if stream:
+                        response.close()
+                    refreshed = True
+                    self._access_token = None  # refresh (or log in) and try once more
+                    continue
+                if response.status_code == 403 and _error_code(response) == "device_revoked":
+                    raise DeviceRevokedError("the server has revoked this device")
+                if response.status_code not in _RETRYABLE_STATUS:
+                    return response
+                last_problem = f"HTTP {response.status_code}: {_error_text(response)}"
+                retry_after = _retry_after(response)
+                if stream:
+                    response.close()
+            if attempt + 1 >= self._retry.attempts:
+                raise ServerUnreachableError(
+                    f"{method} {path} failed {attempt + 1} times; last: {last_problem}"
+                )
+            delay = self._retry.delay(attempt, self._rng)
+            if retry_after:
+                delay = max(delay, min(retry_after, self._retry.cap_seconds))
+            attempt += 1
+            self.retries += 1
+            log.info("retrying %s %s in %.2fs (%s)", method, path, delay, last_problem)
+            time.sleep(delay)
+
+    # ------------------------------------------------------------ credentials
+    def _token(self) -> str:
+        with self._lock:
+            if self._access_token is None or time.time() > self._access_expires:
+                self._access_token, self._access_expires = self._new_access_token()
+            return self._access_token
+
+    def _new_access_token(self) -> tuple[str, float]:
+        store = self._client._store
+        refresh = store.get_meta(META_PREFIX + "refresh_token")
+        if refresh:
+            response = self._post_auth("/v1/auth/refresh", {"refresh_token": refresh})
+            if response.status_code == 200:
+                return self._keep(response.json())
+            if response.status_code == 403 and _error_code(response) == "device_revoked":
+                raise DeviceRevokedError("the server has revoked this device")
+            # Unknown, expired, revoked or reused: start a new family with the device key.
+            log.info("refresh refused (%s); logging in with the device key", _error_text(response))
+        identity = self._client.identity
+        issued_at = int(time.time())
+        nonce = secrets.token_hex(16)
+        signature = identity.sign(device_login_message(identity.device_id, issued_at, nonce))
+        response = self._post_auth(
+            "/v1/auth/device",
+            {
+                "device_id": identity.device_id,
+                "issued_at": issued_at,
+                "nonce": nonce,
+                "signature": base64.b64encode(signature).decode(),
+            },
+        )
+        if response.status_code == 200:
+            return self._keep(response.json())
+        if response.status_code == 403 and _error_code(response) == "device_revoked":
+            raise DeviceRevokedError("the server has revoked this device")
+        raise AuthenticationError(f"the server refused the device: {_error_text(response)}")
+
+    def _post_auth(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        saved, self._authenticated = self._authenticated, False
+        try:
+            return self.request("POST", path, json=body)
+        finally:
+            self._authenticated = saved
+
+    def _keep(self, answer: Mapping[str, Any]) -> tuple[str, float]:
+        # The new refresh token is stored before it is used: losing it would only mean
+        # a device-key login next time.
+        with self._client._store.transaction():
+            self._client._store.set_meta(META_PREFIX + "refresh_token", answer["refresh_token"])
+        expires = datetime.fromisoformat(answer["access_token_expires_at"]).timestamp()
+        return str(answer["access_token"]), expires - _REFRESH_MARGIN_SECONDS
+
+
+def _error_code(response: httpx.Response) -> str:
+    with contextlib.suppress(ValueError, KeyError, TypeError, httpx.ResponseNotRead):
+        return str(response.json()["error"]["code"])
+    return ""
+
+
+def _error_text(response: httpx.Response) -> str:
+    with contextlib.suppress(ValueError, KeyError, TypeError, httpx.ResponseNotRead):
+        error = response.json()["error"]
+        return f"{error['message']} ({error['code']}, HTTP {response.status_code})"
+    return f"HTTP {response.status_code}"
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 0.0
+
+
+def _raise_for_status(response: httpx.Response, what: str) -> None:
+    if response.status_code >= 400:
+        raise SyncError(f"the server refused the {what}: {_error_text(response)}")

@@ -1,0 +1,103 @@
+"""What syncing with a server reports and takes: plain data, no network code.
+
+Kept apart from `_sync_client` (which needs httpx, in the `[server]` extra) so these
+types are importable from the base install.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from crdt import Rejection
+
+if TYPE_CHECKING:
+    from edge_sdk._client import EdgeClient
+
+__all__ = [
+    "META_PREFIX",
+    "Enrollment",
+    "ProgressCallback",
+    "RetryPolicy",
+    "SyncProgress",
+    "SyncResult",
+    "enrollment_of",
+]
+
+META_PREFIX = "sync."  # store metadata keys of the server enrolment
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How hard to try before giving up: exponential backoff with full jitter.
+
+    Attempt n (from 0) waits a random time in [0, min(cap, base * 2**n)] before trying
+    again; a 429/503 ``Retry-After`` is honoured when longer.
+    """
+
+    attempts: int = 8
+    base_seconds: float = 0.2
+    cap_seconds: float = 10.0
+    timeout_seconds: float = 60.0  # per request (a long poll adds its wait)
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number `attempt` (0-based)."""
+        return rng.uniform(0, min(self.cap_seconds, self.base_seconds * 2**attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncProgress:
+    """Where a sync stands: `phase` is push, pull, upload or download."""
+
+    phase: str
+    done: int
+    total: int | None  # None while unknown (the pull learns it from the first page)
+
+
+ProgressCallback = Callable[[SyncProgress], None]
+
+
+@dataclass(slots=True)
+class SyncResult:
+    """What one `sync` did."""
+
+    pushed: list[str] = field(default_factory=list)  # documents the server took
+    unchanged: int = 0  # pushed documents the server already had
+    refused_by_server: list[Rejection] = field(default_factory=list)
+    pulled: list[str] = field(default_factory=list)  # documents stored new or changed here
+    rejected: list[Rejection] = field(default_factory=list)  # pulled, refused here
+    blobs_uploaded: list[str] = field(default_factory=list)
+    blobs_downloaded: list[str] = field(default_factory=list)
+    blob_errors: list[str] = field(default_factory=list)
+    cursor: int = 0
+    requests: int = 0
+    retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """A device's enrolment with a server."""
+
+    server_url: str
+    device_id: str
+    clinic_id: str
+    organisation_id: str
+    server_public_key: bytes  # pinned: verifies what the server signs
+
+
+def enrollment_of(client: EdgeClient) -> Enrollment | None:
+    """The store's enrolment, or None if it was never enrolled."""
+    store = client._store
+    url = store.get_meta(META_PREFIX + "server_url")
+    key = store.get_meta(META_PREFIX + "server_key")
+    if not url or not key:
+        return None
+    return Enrollment(
+        server_url=url,
+        device_id=client.device_id,
+        clinic_id=client.clinic_id,
+        organisation_id=store.get_meta(META_PREFIX + "organisation_id") or "",
+        server_public_key=bytes.fromhex(key),
+    )

@@ -1,0 +1,101 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sync_server import (
+    _routes_admin,
+    _routes_auth,
+    _routes_blobs,
+    _routes_ops,
+    _routes_staff,
+    _routes_sync,
+)
+from sync_server._blobs import make_blob_backend
+from sync_server._db import Database
+from sync_server._errors import ApiError
+from sync_server._feed import make_feed
+from sync_server._observability import install_observability
+from sync_server._settings import Settings
+from sync_server._tokens import SigningKey
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("sync_server")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the server app. The database must already be migrated (`migrate`)."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    signing_key = SigningKey.load_or_create(
+        settings.resolved_signing_key_file,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    feed = make_feed(db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await feed.start()
+        try:
+            yield
+        finally:
+            await feed.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="Coherency sync server",
+        version="0.1.0",
+        description="Central sync server: replicated clinical records (Automerge sync "
+        "over a per-clinic change feed), blobs, device and staff identity.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.signing_key = signing_key
+    app.state.feed = feed
+    app.state.blobs = make_blob_backend(settings)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "invalid_request",
+                    "message": "invalid request",
+                    "details": details,
+                }
+            },
+            status_code=422,
+        )
+
+    install_observability(app)
+    for module in (
+        _routes_ops,
+        _routes_auth,
+        _routes_admin,
+        _routes_sync,
+        _routes_blobs,
+        _routes_staff,
+    ):
+        app.include_router(module.router)
+    return app

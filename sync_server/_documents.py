@@ -1,0 +1,383 @@
+"""The server's replicas of clinical records: merges of pushed documents, change feed.
+
+Every clinic has its own change feed: `Clinic.feed_seq` is the last sequence number
+given out, and each document row carries the number of its latest change. A push takes
+the clinic row's lock first (``SELECT ... FOR UPDATE`` on PostgreSQL, the write lock on
+SQLite), so the pushes of one clinic commit in sequence order and a pull that has seen
+sequence *n* has seen everything below it.
+
+Pushed documents go through `crdt.apply_documents`, the same validation devices use
+(parse, id, scope policy, schema after merge, immutable fields); each document and its
+projection row are written in the push's one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from crdt import Entry, EntryKind, RecordDocument, Rejection, SyncReport, apply_documents
+from sync_server._deps import Principal
+from sync_server._errors import NotFound
+from sync_server._models import (
+    AssessmentRow,
+    AuditEvent,
+    Base,
+    Clinic,
+    Document,
+    PatientRow,
+    WoundRow,
+    utcnow,
+)
+
+__all__ = ["PullPage", "PushResult", "pull_page", "push_documents"]
+
+_PROJECTIONS: dict[str, type[Base]] = {
+    "patients": PatientRow,
+    "wounds": WoundRow,
+    "assessments": AssessmentRow,
+}
+_LOOKUP_CHUNK = 500
+
+
+@dataclass(slots=True)
+class PushResult:
+    """What a push did, document by document."""
+
+    accepted: list[str] = field(default_factory=list)  # stored new or changed
+    unchanged: list[str] = field(default_factory=list)  # the server already had it all
+    rejected: list[Rejection] = field(default_factory=list)
+    cursor: int = 0  # the clinic's feed sequence after the push
+
+
+@dataclass(slots=True)
+class PullPage:
+    """One page of a clinic's change feed."""
+
+    entries: list[Entry]
+    cursor: int  # pass back as the next pull's cursor
+    more: bool  # another page is ready now
+    feed_seq: int  # the clinic's newest sequence number
+
+
+def push_documents(
+    session: Session,
+    principal: Principal,
+    incoming: Sequence[tuple[str, bytes]],
+    *,
+    request_id: str | None = None,
+) -> PushResult:
+    """Merge a device's pushed documents into its clinic's replicas, in `session`'s
+    transaction. Refused documents are reported and nothing of them is stored."""
+    clinic_id = principal.clinic_id
+    if clinic_id is None:
+        raise NotFound("the caller has no clinic to push to")
+    clinic = session.execute(
+        select(Clinic).where(Clinic.id == clinic_id).with_for_update()
+    ).scalar_one_or_none()
+    if clinic is None:
+        raise NotFound("the caller's clinic no longer exists")
+    ids = list(dict.fromkeys(doc_id for doc_id, _ in incoming))
+    existing = _lookup(session, ids)
+    result = PushResult()
+    foreign = {doc_id for doc_id, row in existing.items() if row.clinic_id != clinic_id}
+    for doc_id in sorted(foreign):
+        result.rejected.append(
+            Rejection(doc_id, "the id belongs to a record outside this device's clinic")
+        )
+    pushed_heads: dict[str, list[bytes]] = {}
+
+    def policy(document: RecordDocument) -> str | None:
+        pushed_heads[document.id] = document.heads
+        reason = _device_policy(principal, document)
+        return reason
+
+    store = _TransactionStore(session, clinic, existing, principal)
+    report = SyncReport()
+    apply_documents(
+        store,
+        [(doc_id, data) for doc_id, data in incoming if doc_id not in foreign],
+        device_id=principal.id,
+        policy=policy,
+        report=report,
+    )
+    store.flush(pushed_heads)
+    result.rejected += report.rejected
+    refused = {r.doc_id for r in result.rejected}
+    result.accepted = [doc_id for doc_id in ids if doc_id in report.received]
+    result.unchanged = [
+        doc_id for doc_id in ids if doc_id not in report.received and doc_id not in refused
+    ]
+    result.cursor = clinic.feed_seq
+    session.add(
+        AuditEvent(
+            actor_kind=principal.kind,
+            actor_id=principal.id,
+            clinic_id=clinic_id,
+            action="sync-push",
+            target=",".join(result.accepted + [r.doc_id for r in result.rejected]),
+            outcome=f"accepted={len(result.accepted)} unchanged={len(result.unchanged)} "
+            f"rejected={len(result.rejected)}",
+            request_id=request_id,
+        )
+    )
+    return result
+
+
+def pull_page(
+    session: Session,
+    principal: Principal,
+    *,
+    cursor: int,
+    limit: int,
+    max_bytes: int,
+    request_id: str | None = None,
+) -> PullPage:
+    """The caller's clinic's documents changed after `cursor`, oldest change first.
+
+    A device is not sent back a version that is exactly what it pushed itself (its
+    cursor still moves past it). A page stops at `limit` documents or `max_bytes`.
+    """
+    clinic_id = principal.clinic_id
+    if clinic_id is None:
+        raise NotFound("the caller has no clinic to pull from")
+    feed_seq = session.execute(
+        select(Clinic.feed_seq).where(Clinic.id == clinic_id)
+    ).scalar_one_or_none()
+    if feed_seq is None:
+        raise NotFound("the caller's clinic no longer exists")
+    rows = session.execute(
+        select(Document.id, Document.seq, Document.origin_device, Document.data)
+        .where(Document.clinic_id == clinic_id, Document.seq > cursor)
+        .order_by(Document.seq)
+        .limit(limit + 1)
+    ).all()
+    entries: list[Entry] = []
+    size = 0
+    new_cursor = cursor
+    more = len(rows) > limit
+    for doc_id, seq, origin, data in rows[:limit]:
+        if origin is not None and origin == principal.id:
+            new_cursor = seq
+            continue
+        entry = Entry(EntryKind.DOC, doc_id, bytes(data))
+        if entries and size + len(entry.payload) + 64 > max_bytes:
+            more = True
+            break
+        entries.append(entry)
+        size += len(entry.payload) + 64
+        new_cursor = seq
+    if entries:
+        session.add(
+            AuditEvent(
+                actor_kind=principal.kind,
+                actor_id=principal.id,
+                clinic_id=clinic_id,
+                action="sync-pull",
+                target=",".join(e.doc_id for e in entries),
+                outcome="ok",
+                request_id=request_id,
+            )
+        )
+    return PullPage(entries, new_cursor, more, int(feed_seq))
+
+
+def write_documents(
+    session: Session,
+    clinic_id: str,
+    documents: Sequence[RecordDocument],
+    *,
+    writer: str | None,
+) -> int:
+    """Store server-made documents (e.g. decisions) in a clinic's feed; returns the
+    clinic's new feed sequence. The caller's transaction commits them."""
+    clinic = session.execute(
+        select(Clinic).where(Clinic.id == clinic_id).with_for_update()
+    ).scalar_one()
+    existing = _lookup(session, [d.id for d in documents])
+    store = _TransactionStore(session, clinic, existing, None, writer=writer)
+    store.put_documents(documents)
+    store.flush({})
+    return clinic.feed_seq
+
+
+# ---------------------------------------------------------------- internals
+def _device_policy(principal: Principal, document: RecordDocument) -> str | None:
+    record = document.read()
+    if record.clinic_id != principal.clinic_id:
+        return f"record belongs to clinic {record.clinic_id}, not to this device's clinic"
+    if principal.kind == "device" and not document.schema.device_writable:
+        return f"{document.collection} are server-owned: devices may not write them"
+    return None
+
+
+def _lookup(session: Session, ids: Sequence[str]) -> dict[str, Document]:
+    found: dict[str, Document] = {}
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        for row in session.execute(select(Document).where(Document.id.in_(chunk))).scalars():
+            found[row.id] = row
+    return found
+
+
+class _TransactionStore:
+    """A `crdt.DocumentStore` over one clinic inside one transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        clinic: Clinic,
+        existing: dict[str, Document],
+        principal: Principal | None,
+        *,
+        writer: str | None = None,
+    ) -> None:
+        self._session = session
+        self._clinic = clinic
+        self._existing = existing
+        self._principal = principal
+        self._writer = writer if principal is None else principal.id
+        self._pending: list[RecordDocument] = []
+
+    def document_heads(self) -> dict[str, list[bytes]]:
+        raise NotImplementedError("the server does not offer heads; devices pull the feed")
+
+    def get_document(self, doc_id: str) -> RecordDocument | None:
+        row = self._existing.get(doc_id)
+        if row is None or row.clinic_id != self._clinic.id:
+            return None
+        return RecordDocument.load(row.data, device_id=None)
+
+    def saved_document(self, doc_id: str) -> bytes | None:
+        row = self._existing.get(doc_id)
+        return None if row is None else bytes(row.data)
+
+    def put_documents(self, documents: Sequence[RecordDocument]) -> None:
+        self._pending.extend(documents)
+
+    def flush(self, pushed_heads: dict[str, list[bytes]]) -> None:
+        """Write the pending documents, their feed numbers and projections."""
+        if not self._pending:
+            return
+        now = utcnow()
+        doc_rows: list[dict[str, Any]] = []
+        projections: dict[str, list[dict[str, Any]]] = {}
+        seq = self._clinic.feed_seq
+        device = (
+            self._principal.id if self._principal and self._principal.kind == "device" else None
+        )
+        for document in self._pending:
+            seq += 1
+            heads = document.heads
+            record = document.read()
+            exact = device is not None and pushed_heads.get(document.id) == heads
+            doc_rows.append(
+                {
+                    "id": document.id,
+                    "clinic_id": self._clinic.id,
+                    "collection": document.collection,
+                    "heads": b"".join(heads),
+                    "data": document.save(),
+                    "seq": seq,
+                    "updated_at": now,
+                    "updated_by": self._writer,
+                    "origin_device": device if exact else None,
+                }
+            )
+            if document.collection in _PROJECTIONS:
+                projections.setdefault(document.collection, []).append(
+                    _projection_row(
+                        document.collection,
+                        record.model_dump(mode="json"),
+                        bool(document.conflicts()),
+                    )
+                )
+        self._session.execute(
+            update(Clinic).where(Clinic.id == self._clinic.id).values(feed_seq=seq)
+        )
+        self._clinic.feed_seq = seq
+        _upsert(self._session, Document, doc_rows)
+        for collection, rows in projections.items():
+            _upsert(self._session, _PROJECTIONS[collection], rows)
+        self._pending.clear()
+
+
+def _projection_row(collection: str, dumped: dict[str, Any], conflicted: bool) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": dumped["id"],
+        "clinic_id": dumped["clinic_id"],
+        "deleted": bool(dumped["deleted"]),
+        "conflicted": conflicted,
+        "updated_at": str(dumped["updated_at"]),
+        "record": json.dumps(dumped, separators=(",", ":"), ensure_ascii=False),
+    }
+    if collection == "patients":
+        row.update(
+            given_name=dumped["given_name"],
+            family_name=dumped["family_name"],
+            birth_date=dumped["birth_date"],
+            sex=dumped["sex"],
+            mrn=dumped.get("mrn"),
+        )
+    elif collection == "wounds":
+        row.update(
+            patient_id=dumped["patient_id"],
+            body_site=dumped["body_site"],
+            etiology=dumped["etiology"],
+            status=dumped["status"],
+            onset=dumped.get("onset"),
+        )
+    elif collection == "assessments":
+        measurements = dumped.get("measurements") or {}
+        model = dumped.get("model_output") or {}
+        row.update(
+            wound_id=dumped["wound_id"],
+            patient_id=dumped["patient_id"],
+            captured_at=_sortable(dumped["captured_at"]),
+            device_id=dumped["device_id"],
+            clinician=dumped.get("clinician"),
+            model_id=model.get("model_id"),
+            **{
+                name: measurements.get(name)
+                for name in (
+                    "area_cm2",
+                    "perimeter_cm",
+                    "length_cm",
+                    "width_cm",
+                    "max_depth_mm",
+                    "mean_depth_mm",
+                    "volume_cm3",
+                )
+            },
+        )
+    return row
+
+
+def _sortable(value: str) -> str:
+    """A timestamp as fixed-width UTC text, so text order is time order."""
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    table = model.__table__
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    columns = [c for c in rows[0] if c != "id"]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"], set_={c: stmt.excluded[c] for c in columns}
+    )
+    session.execute(stmt, rows)

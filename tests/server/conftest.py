@@ -1,0 +1,195 @@
+"""Server fixtures: a real uvicorn server on loopback over SQLite and over PostgreSQL.
+
+Every test that takes `server` runs twice, once per database, from the same body. The
+PostgreSQL run uses a fresh database made for this test session on the local server
+(127.0.0.1:5432, user postgres). Without PostgreSQL the PostgreSQL runs are skipped,
+unless ``COHERENCY_REQUIRE_POSTGRES=1`` (CI), where they fail.
+
+Servers are per session and per database; tests keep apart by working in clinics of
+their own (`server.new_clinic()`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fastapi import FastAPI
+
+from sync_server import Settings, create_app, migrate
+from sync_server._db import Database
+from sync_server._models import Clinic, Device, Organisation
+
+PG_ADMIN_URL = os.environ.get(
+    "COHERENCY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REQUIRE_POSTGRES = os.environ.get("COHERENCY_REQUIRE_POSTGRES") == "1"
+
+
+class LiveServer:
+    """A uvicorn server running `app` in a thread on a free loopback port."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
+        self._sock.close()
+
+
+@dataclass
+class ServerHandle:
+    """A running server and what tests need to set up scenarios on it."""
+
+    backend: str  # "sqlite" or "postgresql"
+    url: str
+    settings: Settings
+    db: Database
+    app: FastAPI
+    organisation_id: str
+    _clinics: list[str] = field(default_factory=list)
+
+    def new_clinic(self, name: str | None = None) -> str:
+        """A fresh clinic of the test organisation; returns its id."""
+        clinic_id = str(uuid.uuid4())
+        with self.db.write() as session:
+            session.add(
+                Clinic(
+                    id=clinic_id,
+                    organisation_id=self.organisation_id,
+                    name=name or f"clinic-{clinic_id[:8]}",
+                    feed_seq=0,
+                )
+            )
+        self._clinics.append(clinic_id)
+        return clinic_id
+
+    def device_token(
+        self,
+        clinic_id: str,
+        *,
+        device_id: str | None = None,
+        public_key: bytes | None = None,
+        ttl: timedelta = timedelta(minutes=15),
+    ) -> tuple[str, str]:
+        """Register a device directly in the database and mint it an access token.
+
+        For tests of routes other than enrolment; returns (device_id, access token).
+        """
+        device_id = device_id or str(uuid.uuid4())
+        if public_key is None:
+            public_key = (
+                Ed25519PrivateKey.generate()
+                .public_key()
+                .public_bytes(Encoding.Raw, PublicFormat.Raw)
+            )
+        with self.db.write() as session:
+            if session.get(Device, device_id) is None:
+                session.add(Device(id=device_id, clinic_id=clinic_id, public_key=public_key))
+        token, _ = self.app.state.signing_key.issue_access_token(
+            subject=device_id,
+            kind="device",
+            clinic_id=clinic_id,
+            organisation_id=self.organisation_id,
+            role="device",
+            ttl=ttl,
+        )
+        return device_id, token
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        """An httpx client for the server, with a bearer token if given."""
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def _postgres_database() -> Iterator[str | None]:
+    name = f"coherency_test_{os.getpid()}_{secrets.token_hex(3)}"
+    try:
+        admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"PostgreSQL is required (COHERENCY_REQUIRE_POSTGRES=1): {exc}")
+        yield None
+        return
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
+            yield f"{base}/{name}"
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str | None]:
+    """A fresh, empty PostgreSQL database for this test session (None if unavailable)."""
+    yield from _postgres_database()
+
+
+def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:
+    """Settings for a test server: embedded defaults unless told otherwise."""
+    return Settings(data_dir=data_dir, database_url=database_url, **overrides)
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def server(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_url: str | None,
+) -> Iterator[ServerHandle]:
+    """A live server, once on SQLite and once on PostgreSQL."""
+    backend = request.param
+    data_dir = tmp_path_factory.mktemp(f"server-{backend}")
+    if backend == "postgresql":
+        if postgres_url is None:
+            pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+        database_url: str | None = postgres_url
+    else:
+        database_url = None
+    settings = make_settings(data_dir, database_url, long_poll_max_seconds=10)
+    migrate(settings)
+    app = create_app(settings)
+    live = LiveServer(app)
+    live.start()
+    db: Database = app.state.db
+    organisation_id = str(uuid.uuid4())
+    with db.write() as session:
+        session.add(Organisation(id=organisation_id, name=f"org-{organisation_id[:8]}"))
+    try:
+        yield ServerHandle(backend, live.url, settings, db, app, organisation_id)
+    finally:
+        live.stop()

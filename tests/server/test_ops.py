@@ -1,0 +1,434 @@
+"""Operations: health and readiness probes, Prometheus metrics, request ids, JSON access
+logs that never hold a patient's name, the 500 catch-all, and the OpenAPI document.
+
+Most tests run against the live `server` (SQLite and PostgreSQL). Apps that must be
+broken on purpose (an unreachable database, a route that raises) are built here and
+called in-process through httpx's ASGI transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from prometheus_client.parser import text_string_to_metric_families
+
+from sync_server import Settings, create_app, migrate
+from sync_server._identity import create_user, ensure_clinic
+from sync_server._migrate import head_revision
+from sync_server._observability import Metrics, json_log_handler
+
+PASSWORD = "a long enough password"
+
+
+# --------------------------------------------------------------------------- helpers
+class LogCapture:
+    """JSON log lines of the ``sync_server`` loggers, as the server writes them."""
+
+    def __init__(self) -> None:
+        self.stream = io.StringIO()
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Every line so far, parsed."""
+        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line]
+
+    def text(self) -> str:
+        """Everything written so far."""
+        return self.stream.getvalue()
+
+    def wait_for(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
+        """The first line `match` accepts, waiting for it (access lines are written
+        just after the response is sent)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.lines():
+                if match(line):
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no such log line in:\n{self.text()}")
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def logs() -> Iterator[LogCapture]:
+    """Capture the server's JSON logs (DEBUG and up) for one test."""
+    capture = LogCapture()
+    handler = json_log_handler(capture.stream)
+    logger = logging.getLogger("sync_server")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def call(app: FastAPI, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to `app` in-process (no lifespan: nothing is started)."""
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.request(method, path, **kwargs)
+
+    return asyncio.run(go())
+
+
+def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text as {(sample name, labels): value}."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(
+    metrics: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """One sample's value (0 when the series does not exist yet)."""
+    return metrics.get((name, frozenset(labels.items())), 0.0)
+
+
+def scrape(server: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with server.http() as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return samples(response.text)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.fixture
+def own_app(tmp_path: Path) -> FastAPI:
+    """A migrated SQLite app of this test's own, to add test-only routes to."""
+    settings = Settings(data_dir=tmp_path / "server")
+    migrate(settings)
+    return create_app(settings)
+
+
+def staff_token(server: Any) -> tuple[str, str]:
+    """A staff user in a fresh clinic and an access token for it: (user id, token)."""
+    with server.db.write() as session:
+        clinic = ensure_clinic(
+            session, f"ops-{uuid.uuid4().hex[:12]}", organisation_id=server.organisation_id
+        )
+        user, _ = create_user(
+            session,
+            username=f"ops-staff-{uuid.uuid4().hex[:12]}",
+            password=PASSWORD,
+            role="staff",
+            organisation_id=server.organisation_id,
+            clinic_id=clinic.id,
+            with_totp=False,
+        )
+    token, _ = server.app.state.signing_key.issue_access_token(
+        subject=user.id,
+        kind="user",
+        clinic_id=clinic.id,
+        organisation_id=server.organisation_id,
+        role="staff",
+        ttl=timedelta(minutes=5),
+    )
+    return user.id, token
+
+
+# ------------------------------------------------------------------- health, ready
+def test_healthz(server: Any) -> None:
+    with server.http() as client:
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+def test_readyz_reports_every_check(server: Any) -> None:
+    with server.http() as client:
+        response = client.get("/readyz")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["failing"] == []
+    checks = body["checks"]
+    assert checks["database"]["status"] == "ok"
+    assert checks["schema"] == {"status": "ok", "detail": head_revision()}
+    assert checks["blobs"]["status"] == "ok"
+    assert checks["feed"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path, backend: str) -> None:
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'removed' / 'server.db'}"  # the folder does not exist
+    else:
+        url = f"postgresql+psycopg://postgres:pw-secret@127.0.0.1:{free_port()}/nothing"
+    app = create_app(Settings(data_dir=tmp_path / "server", database_url=url))
+
+    response = call(app, "GET", "/readyz")
+
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert "database" in body["failing"]
+    assert body["checks"]["database"]["status"] == "failed"
+    assert body["checks"]["schema"]["status"] == "skipped"
+    assert "pw-secret" not in response.text  # no connection details leak to a probe
+    assert "Traceback" not in response.text
+
+
+def test_readyz_is_503_on_an_unmigrated_schema(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path / "server"))  # never migrated
+    response = call(app, "GET", "/readyz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failing"] == ["schema"]
+    assert body["checks"]["database"]["status"] == "ok"
+    assert head_revision() in body["checks"]["schema"]["detail"]
+
+
+def test_readyz_is_503_when_blob_storage_is_gone(own_app: FastAPI) -> None:
+    assert call(own_app, "GET", "/readyz").status_code == 200
+    shutil.rmtree(own_app.state.settings.resolved_blob_dir)
+    response = call(own_app, "GET", "/readyz")
+    assert response.status_code == 503
+    assert response.json()["failing"] == ["blobs"]
+
+
+# -------------------------------------------------------------------------- metrics
+def test_metrics_count_requests_by_route_template(server: Any) -> None:
+    before = scrape(server)
+    with server.http() as client:
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+        assert client.get(f"/v1/patients/{uuid.uuid4()}").status_code == 401
+    after = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    healthz = {"method": "GET", "route": "/healthz"}
+    assert delta("coherency_http_requests_total", **healthz, status="200") == 3
+    assert delta("coherency_http_request_duration_seconds_count", **healthz) == 3
+    patient = {"method": "GET", "route": "/v1/patients/{patient_id}"}
+    assert delta("coherency_http_requests_total", **patient, status="401") == 1
+    # The scrape itself is in flight while it is answered.
+    assert value(after, "coherency_http_requests_in_flight") >= 1
+
+
+def test_sync_metrics_helpers_show_in_metrics(server: Any) -> None:
+    metrics: Metrics = server.app.state.metrics
+    labels = {"direction": "push", "outcome": "accepted"}
+    before = value(scrape(server), "coherency_sync_documents_total", **labels)
+    metrics.count_documents("push", "accepted", 10)
+    metrics.count_documents("push", "accepted", 0)
+    assert value(scrape(server), "coherency_sync_documents_total", **labels) == before + 10
+
+    waiting = value(scrape(server), "coherency_sync_long_polls_waiting")
+    with metrics.long_poll():
+        assert value(scrape(server), "coherency_sync_long_polls_waiting") == waiting + 1
+    assert value(scrape(server), "coherency_sync_long_polls_waiting") == waiting
+
+    with pytest.raises(ValueError, match="direction"):
+        metrics.count_documents("sideways", "accepted", 1)
+    with pytest.raises(ValueError, match="outcome"):
+        metrics.count_documents("pull", "lost", 1)
+    with pytest.raises(ValueError, match="negative"):
+        metrics.count_documents("pull", "accepted", -1)
+
+
+def test_apps_have_registries_of_their_own(tmp_path: Path) -> None:
+    one = create_app(Settings(data_dir=tmp_path / "one"))
+    two = create_app(Settings(data_dir=tmp_path / "two"))
+    assert one.state.metrics.registry is not two.state.metrics.registry
+    call(one, "GET", "/healthz")
+    counted = samples(call(two, "GET", "/metrics").text)
+    assert value(counted, "coherency_http_requests_total", method="GET", route="/healthz",
+                 status="200") == 0  # fmt: skip
+
+
+# ---------------------------------------------------------------------- request ids
+def test_a_sane_request_id_is_echoed(server: Any) -> None:
+    with server.http() as client:
+        response = client.get("/healthz", headers={"X-Request-ID": "client-1.A_b"})
+        refused = client.get("/v1/sync/pull", headers={"X-Request-ID": "client-2"})
+    assert response.headers["x-request-id"] == "client-1.A_b"
+    assert refused.status_code == 401
+    assert refused.headers["x-request-id"] == "client-2"
+
+
+@pytest.mark.parametrize("given", ["has space", "semi;colon", "x" * 65, "", "a/b"])
+def test_a_bad_request_id_is_replaced(server: Any, given: str) -> None:
+    with server.http() as client:
+        response = client.get("/healthz", headers={"X-Request-ID": given})
+    assert response.status_code == 200
+    assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
+
+
+def test_every_request_gets_a_fresh_id(server: Any) -> None:
+    with server.http() as client:
+        ids = {client.get("/healthz").headers["x-request-id"] for _ in range(5)}
+    assert len(ids) == 5
+
+
+# ----------------------------------------------------------------------------- logs
+def test_access_lines_hold_the_route_template_never_the_query(
+    server: Any, logs: LogCapture
+) -> None:
+    user_id, token = staff_token(server)
+    with server.http(token) as client:
+        search = client.get(
+            "/v1/patients", params={"q": "Zebulon"}, headers={"X-Request-ID": "search-1"}
+        )
+        read = client.get(
+            "/v1/patients/Zebulon-Quartermaine",
+            params={"q": "Zebulon"},
+            headers={"X-Request-ID": "read-1"},
+        )
+    assert search.status_code == 200, search.text
+    assert read.status_code == 404, read.text
+
+    line = logs.wait_for(lambda line: line.get("request_id") == "search-1")
+    assert line["logger"] == "sync_server.access"
+    assert line["level"] == "INFO"
+    assert line["method"] == "GET"
+    assert line["route"] == "/v1/patients"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert line["principal_kind"] == "user"
+    assert line["principal_id"] == user_id
+
+    line = logs.wait_for(lambda line: line.get("request_id") == "read-1")
+    assert line["route"] == "/v1/patients/{patient_id}"
+    assert line["status"] == 404
+
+    assert "Zebulon" not in logs.text()
+    assert "Quartermaine" not in logs.text()
+
+
+def test_access_lines_name_the_device(server: Any, logs: LogCapture) -> None:
+    clinic_id = server.new_clinic()
+    device_id, token = server.device_token(clinic_id)
+    with server.http(token) as client:
+        response = client.get(
+            "/v1/sync/pull", params={"cursor": 0}, headers={"X-Request-ID": "pull-1"}
+        )
+    assert response.status_code == 200, response.text
+    line = logs.wait_for(lambda line: line.get("request_id") == "pull-1")
+    assert line["route"] == "/v1/sync/pull"
+    assert (line["principal_kind"], line["principal_id"]) == ("device", device_id)
+
+
+def test_unmatched_paths_are_not_logged_raw(server: Any, logs: LogCapture) -> None:
+    with server.http() as client:
+        response = client.get(
+            "/v1/nothing/Zebulon", params={"q": "Zebulon"}, headers={"X-Request-ID": "lost-1"}
+        )
+    assert response.status_code == 404
+    line = logs.wait_for(lambda line: line.get("request_id") == "lost-1")
+    assert line["route"] == "<unmatched>"
+    assert "Zebulon" not in logs.text()
+
+
+def test_log_lines_written_during_a_request_carry_its_id(
+    own_app: FastAPI, logs: LogCapture
+) -> None:
+    def echo(patient_id: str, q: str | None = None) -> dict[str, str]:
+        logging.getLogger("sync_server.test").info("looked something up")
+        return {"ok": "yes"}
+
+    own_app.add_api_route("/v1/test/patients/{patient_id}", echo, summary="Test route")
+    response = call(
+        own_app,
+        "GET",
+        "/v1/test/patients/Zebulon",
+        params={"q": "Zebulon"},
+        headers={"X-Request-ID": "inner-1"},
+    )
+    assert response.status_code == 200
+    inner = logs.wait_for(lambda line: line["logger"] == "sync_server.test")
+    assert inner["request_id"] == "inner-1"
+    access = logs.wait_for(lambda line: line["logger"] == "sync_server.access")
+    assert access["request_id"] == "inner-1"
+    assert access["route"] == "/v1/test/patients/{patient_id}"
+    assert "Zebulon" not in logs.text()
+
+
+# ------------------------------------------------------------------------ catch-all
+def test_an_unhandled_exception_is_a_bare_500(own_app: FastAPI, logs: LogCapture) -> None:
+    def broken() -> None:
+        raise RuntimeError("database password is hunter2")
+
+    own_app.add_api_route("/v1/test/broken", broken, summary="Always fails")
+    response = call(own_app, "GET", "/v1/test/broken", headers={"X-Request-ID": "boom-1"})
+
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["x-request-id"] == "boom-1"
+    assert response.json() == {
+        "error": {"code": "internal", "message": "internal error", "request_id": "boom-1"}
+    }
+    assert "hunter2" not in response.text
+    assert "Traceback" not in response.text
+
+    error = logs.wait_for(lambda line: line["level"] == "ERROR")
+    assert error["request_id"] == "boom-1"
+    assert "RuntimeError" in error["exc_info"]
+    assert "Traceback" in error["exc_info"]
+    access = logs.wait_for(lambda line: line["logger"] == "sync_server.access")
+    assert access["status"] == 500
+    assert access["route"] == "/v1/test/broken"
+    counted = samples(call(own_app, "GET", "/metrics").text)
+    labels = {"method": "GET", "route": "/v1/test/broken", "status": "500"}
+    assert value(counted, "coherency_http_requests_total", **labels) == 1
+
+
+# -------------------------------------------------------------------------- openapi
+def test_openapi_documents_every_route_with_a_summary(server: Any) -> None:
+    with server.http() as client:
+        response = client.get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json()["paths"]
+    routes = [
+        route
+        for route in server.app.routes
+        if isinstance(route, APIRoute) and route.include_in_schema
+    ]
+    assert len(routes) > 10
+    missing = []
+    for route in routes:
+        if not route.summary:  # FastAPI would make one up from the function's name
+            missing.append(f"{sorted(route.methods)} {route.path}: no summary")
+        for method in route.methods:
+            operation = paths.get(route.path_format, {}).get(method.lower())
+            if operation is None:
+                missing.append(f"{method} {route.path_format}: not in the OpenAPI document")
+            elif operation.get("summary") != route.summary:
+                missing.append(f"{method} {route.path_format}: summary differs")
+    assert missing == []
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert paths[path]["get"]["tags"] == ["operations"]
+    assert "503" in paths["/readyz"]["get"]["responses"]
