@@ -3,7 +3,8 @@
     python -m benchmarks.run [--only NAME] [--repeat N] [--scale N] [--json PATH]
 
 Benchmarks: ``write`` (local write throughput against plain SQLite), ``merge`` (sync
-session into an empty replica) and ``storage`` (bytes per record). See
+session into an empty replica), ``storage`` (bytes per record) and ``sync`` (push,
+initial sync and propagation through a real sync server over HTTP). See
 ``benchmarks/README.md``.
 """
 
@@ -18,15 +19,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import _bench_merge, _bench_storage, _bench_write
+from benchmarks import _bench_merge, _bench_storage, _bench_sync, _bench_write
+from benchmarks._bench_sync import MissingFigure
 from benchmarks._harness import Figure, machine_info, pin_to_one_core, print_table, write_json
 
 __all__ = ["BENCHMARKS", "main"]
 
-BENCHMARKS: dict[str, Callable[..., list[Figure]]] = {
+# A benchmark returns its figures, and a `MissingFigure` for each figure it could not
+# measure in this run (e.g. the PostgreSQL ones of `sync` without PostgreSQL).
+BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "write": _bench_write.run,
     "merge": _bench_merge.run,
     "storage": _bench_storage.run,
+    "sync": _bench_sync.run,
 }
 
 DEFAULT_SCALE = 10_000
@@ -81,11 +86,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = datetime.now(UTC)
     start = time.perf_counter()
     figures: list[Figure] = []
+    missing: list[MissingFigure] = []
     try:
         machine = machine_info(root)
         with pin_to_one_core(not args.no_pin) as cpu:
             for name in selected:
-                figures += BENCHMARKS[name](scale=args.scale, repeat=repeat, root=root)
+                for result in BENCHMARKS[name](scale=args.scale, repeat=repeat, root=root):
+                    if isinstance(result, MissingFigure):
+                        missing.append(result)
+                    else:
+                        figures.append(result)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     settings = {
@@ -97,11 +107,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started_at": started.isoformat(),
         "duration_s": round(time.perf_counter() - start, 1),
         "argv": list(sys.argv[1:] if argv is None else argv),
+        "missing": [m.to_json() for m in missing],
     }
     print_table(figures, machine, settings)
+    _print_notes(figures, missing)
     if args.json is not None:
         write_json(args.json, machine, settings, figures)
     return 0
+
+
+def _print_notes(figures: Sequence[Figure], missing: Sequence[MissingFigure]) -> None:
+    """Below the table: figures that could not be measured, and published anchors."""
+    from rich.console import Console
+
+    console = Console(width=max(100, shutil.get_terminal_size((140, 20)).columns))
+    for gap in missing:
+        console.print(f"[yellow]{gap.name}: MISSING[/], not measured: {gap.reason}")
+    for figure in figures:
+        anchor = figure.extra.get("anchor")
+        if anchor:
+            console.print(
+                f"{figure.name}: {figure.value:,.0f} {figure.unit} here; anchor: "
+                f"{anchor['name']} {anchor['value']:,.0f} {anchor['unit']} ({anchor['short']})"
+            )
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> N
 def _password(from_stdin: bool) -> str:
     """The new password: one line of stdin, or typed twice at a hidden prompt."""
     if from_stdin:
-        line = click.get_text_stream("stdin").readline()
+        line = sys.stdin.readline()
         password = line.rstrip("\r\n")
         if not password:
             raise CliError("--password-stdin: no password on standard input", EXIT_USAGE)

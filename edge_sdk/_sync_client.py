@@ -463,7 +463,7 @@ class _Http:
             send_headers = dict(headers or {})
             if self._authenticated:
                 send_headers["authorization"] = f"Bearer {self._token()}"
-            timeout = None
+            timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
             if extra_timeout:
                 timeout = httpx.Timeout(self._retry.timeout_seconds + extra_timeout, connect=10.0)
             request = self._http.build_request(
@@ -473,7 +473,7 @@ class _Http:
                 content=content,
                 headers=send_headers,
                 params=params,
-                **({"timeout": timeout} if timeout else {}),
+                timeout=timeout,
             )
             self.requests += 1
             try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,7 +21,7 @@ from sync_server import (
     _routes_staff,
     _routes_sync,
 )
-from sync_server._blobs import make_blob_backend
+from sync_server._blobs import make_blob_backend, purge_stale_uploads
 from sync_server._db import Database
 from sync_server._errors import ApiError
 from sync_server._feed import make_feed
@@ -29,6 +32,9 @@ from sync_server._tokens import SigningKey
 __all__ = ["create_app"]
 
 log = logging.getLogger("sync_server")
+
+_HOUSEKEEPING_SECONDS = 3600.0
+_STALE_UPLOAD = timedelta(days=7)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,9 +52,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await feed.start()
+        housekeeping = asyncio.create_task(_housekeeping(app))
         try:
             yield
         finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
             await feed.stop()
             db.dispose()
 
@@ -99,3 +109,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     return app
+
+
+async def _housekeeping(app: FastAPI) -> None:
+    """Hourly: drop uploads abandoned for a week (any worker may do it; it is idempotent)."""
+    while True:
+        await asyncio.sleep(_HOUSEKEEPING_SECONDS)
+        try:
+            purged = await asyncio.to_thread(
+                purge_stale_uploads, app.state.db, app.state.blobs, older_than=_STALE_UPLOAD
+            )
+            if purged:
+                log.info("purged %d abandoned uploads", purged)
+        except Exception:  # housekeeping must never take the server down
+            log.exception("housekeeping failed")

@@ -30,10 +30,16 @@ import hashlib
 import logging
 import os
 import re
+import secrets
 from collections.abc import Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from sqlalchemy import select
+
+from sync_server._db import Database
+from sync_server._models import Upload, utcnow
 from sync_server._settings import Settings
 
 S3Client = Any  # botocore clients are built at run time and carry no static types
@@ -48,6 +54,7 @@ __all__ = [
     "S3BlobBackend",
     "UploadLostError",
     "make_blob_backend",
+    "purge_stale_uploads",
 ]
 
 log = logging.getLogger("sync_server.blobs")
@@ -324,7 +331,7 @@ class LocalBlobBackend:
 
     def check(self) -> None:
         """Write, read back and delete a probe file in the uploads folder."""
-        probe = self._uploads / f".probe-{os.getpid()}"
+        probe = self._uploads / f".probe-{secrets.token_hex(8)}"
         try:
             fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -441,10 +448,21 @@ class S3BlobBackend:
                 Body=data,
             )
         except Exception as exc:
-            if _error_code(exc) == "NoSuchUpload":
+            if _error_code(exc) == "NoSuchUpload" or not self._multipart_exists(upload_id, handle):
                 raise UploadLostError(f"the multipart upload of {upload_id} is gone") from exc
             raise _backend_error(f"cannot write upload {upload_id}", exc) from exc
         return str(answer["ETag"])
+
+    def _multipart_exists(self, upload_id: str, handle: str) -> bool:
+        """Whether the multipart upload is still open (some S3-compatible servers
+        answer a part sent to a missing upload with a 500, not NoSuchUpload)."""
+        try:
+            self._client.list_parts(
+                Bucket=self.bucket, Key=self.staging_key(upload_id), UploadId=handle, MaxParts=1
+            )
+        except Exception as exc:
+            return _error_code(exc) not in {"NoSuchUpload", "404"}
+        return True
 
     def complete(
         self,
@@ -663,3 +681,35 @@ def make_blob_backend(settings: Settings) -> BlobBackend:
     backend = S3BlobBackend(client, settings.s3_bucket)
     backend.ensure_bucket(settings.s3_region)
     return backend
+
+
+def purge_stale_uploads(
+    db: Database,
+    backend: BlobBackend,
+    *,
+    older_than: timedelta,
+    now: datetime | None = None,
+) -> int:
+    """Discard uploads that received nothing for `older_than`, with their partial data.
+
+    Meant to run periodically (any one worker); returns how many uploads went. A
+    device whose upload was purged starts again on its next `POST /v1/blobs/uploads`.
+    """
+    cutoff = (now or utcnow()) - older_than
+    with db.write() as session:
+        stale = list(
+            session.scalars(
+                select(Upload).where(Upload.updated_at < cutoff).with_for_update(skip_locked=True)
+            )
+        )
+        handles = [(upload.id, upload.backend_ref) for upload in stale]
+        for upload in stale:
+            session.delete(upload)
+    for upload_id, handle in handles:
+        try:
+            backend.abort(upload_id, handle)
+        except BlobBackendError as exc:
+            log.warning("could not discard the data of stale upload %s: %s", upload_id, exc)
+    if handles:
+        log.info("discarded %d stale uploads", len(handles))
+    return len(handles)

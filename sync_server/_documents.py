@@ -372,10 +372,9 @@ def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]])
     rows = list(rows)
     if not rows:
         return
-    table = model.__table__
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = insert(table)
+    stmt = insert(model)
     columns = [c for c in rows[0] if c != "id"]
     stmt = stmt.on_conflict_do_update(
         index_elements=["id"], set_={c: stmt.excluded[c] for c in columns}

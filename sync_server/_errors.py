@@ -11,10 +11,13 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "Gone",
     "NotFound",
     "PayloadTooLarge",
+    "StorageUnavailable",
     "Unauthorized",
     "Unprocessable",
+    "UnsupportedMediaType",
 ]
 
 
@@ -56,6 +59,11 @@ class Conflict(ApiError):
     code = "conflict"
 
 
+class Gone(ApiError):
+    status = 410
+    code = "gone"
+
+
 class PayloadTooLarge(ApiError):
     status = 413
     code = "payload_too_large"
@@ -64,3 +72,15 @@ class PayloadTooLarge(ApiError):
 class Unprocessable(ApiError):
     status = 422
     code = "unprocessable"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class StorageUnavailable(ApiError):
+    """A dependency (blob storage) is down: the client may retry later."""
+
+    status = 503
+    code = "storage_unavailable"

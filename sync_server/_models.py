@@ -270,6 +270,8 @@ class Upload(Base):
     """A resumable upload in progress: bytes received so far, and the backend's handle."""
 
     __tablename__ = "uploads"
+    # One upload at a time per blob and clinic: a second declaration resumes the first.
+    __table_args__ = (Index("ix_uploads_clinic_sha", "clinic_id", "sha256", unique=True),)
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     clinic_id: Mapped[str] = mapped_column(ForeignKey("clinics.id"), index=True)

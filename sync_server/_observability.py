@@ -53,6 +53,8 @@ __all__ = [
 REQUEST_ID_HEADER: Final = "X-Request-ID"
 UNMATCHED_ROUTE: Final = "<unmatched>"
 """The route label of a request no route matched (its raw path is never recorded)."""
+CLIENT_CLOSED_REQUEST: Final = 499
+"""The status recorded for a request cancelled before any response started."""
 
 # Probes and scrapes arrive every few seconds; their successes are logged at DEBUG.
 PROBE_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -275,7 +277,9 @@ class ObservabilityMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         token = _request_id.set(request_id)
-        status = 500
+        # Stays 499 ("client closed request", as nginx logs it) if no response starts:
+        # the request was cancelled, typically by the client going away mid long poll.
+        status = CLIENT_CLOSED_REQUEST
         response_started = False
         header = (REQUEST_ID_HEADER.lower().encode(), request_id.encode())
 

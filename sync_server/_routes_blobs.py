@@ -39,16 +39,18 @@ from sync_server._blobs import (
     IntegrityError,
     UploadLostError,
 )
-from sync_server._db import Database
-from sync_server._deps import AnyPrincipal, DeviceCaller, Principal
+from sync_server._deps import AnyPrincipal, DeviceCaller, Principal, get_db, get_settings
 from sync_server._errors import (
-    ApiError,
     BadRequest,
+    Gone,
     NotFound,
     PayloadTooLarge,
+    StorageUnavailable,
     Unprocessable,
+    UnsupportedMediaType,
 )
-from sync_server._models import AuditEvent, Blob, Clinic, Upload, utcnow
+from sync_server._identity import record_audit
+from sync_server._models import Blob, Clinic, Upload, utcnow
 from sync_server._settings import Settings
 
 __all__ = ["UploadCreate", "UploadState", "router"]
@@ -71,21 +73,6 @@ UploadIdPath = Annotated[
     str,
     Path(pattern=r"^[0-9a-f]{32}$", description="The upload id from `POST /v1/blobs/uploads`."),
 ]
-
-
-class Gone(ApiError):
-    status = 410
-    code = "gone"
-
-
-class UnsupportedMediaType(ApiError):
-    status = 415
-    code = "unsupported_media_type"
-
-
-class StorageUnavailable(ApiError):
-    status = 503
-    code = "storage_unavailable"
 
 
 # ------------------------------------------------------------------------ schemas
@@ -116,16 +103,6 @@ class UploadState(BaseModel):
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
-
-
-def _db(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
 
 
 def _backend(request: Request) -> BlobBackend:
@@ -183,19 +160,17 @@ def _audit(
     clinic_id: str,
     action: str,
     target: str,
-    outcome: str,
     request_id: str | None,
 ) -> None:
-    session.add(
-        AuditEvent(
-            actor_kind=principal.kind,
-            actor_id=principal.id,
-            clinic_id=clinic_id,
-            action=action,
-            target=target,
-            outcome=outcome,
-            request_id=request_id,
-        )
+    record_audit(
+        session,
+        actor_kind=principal.kind,
+        actor_id=principal.id,
+        clinic_id=clinic_id,
+        action=action,
+        outcome="ok",
+        target=target,
+        request_id=request_id,
     )
 
 
@@ -255,7 +230,7 @@ def create_upload(
     Send the bytes with `PATCH /v1/blobs/uploads/{upload_id}`, chunks of at most
     `max_chunk_size` bytes and, for all but the last, at least `min_chunk_size`.
     """
-    settings, db, backend = _settings(request), _db(request), _backend(request)
+    settings, db, backend = get_settings(request), get_db(request), _backend(request)
     clinic_id = _device_clinic(principal)
     if body.size > settings.max_blob_size:
         raise PayloadTooLarge(
@@ -322,8 +297,8 @@ def create_upload(
 
 
 def _upload_state(request: Request, principal: Principal, upload_id: str) -> UploadState:
-    settings, backend = _settings(request), _backend(request)
-    with _db(request).read() as session:
+    settings, backend = get_settings(request), _backend(request)
+    with get_db(request).read() as session:
         upload = _find_upload(session, principal, upload_id)
         return _pending(settings, backend, upload)
 
@@ -367,7 +342,7 @@ def head_upload(upload_id: UploadIdPath, principal: DeviceCaller, request: Reque
 def delete_upload(upload_id: UploadIdPath, principal: DeviceCaller, request: Request) -> Response:
     """Discard an upload in progress and the bytes received so far."""
     backend = _backend(request)
-    with _db(request).write() as session:
+    with get_db(request).write() as session:
         upload = _find_upload(session, principal, upload_id)
         handle = upload.backend_ref
         session.delete(upload)
@@ -438,7 +413,7 @@ async def patch_upload(
     SHA-256 and answers `complete: true`, or 422 `hash_mismatch`, in which case the
     upload is discarded and nothing is stored.
     """
-    settings, db, backend = _settings(request), _db(request), _backend(request)
+    settings, db, backend = get_settings(request), get_db(request), _backend(request)
     clinic_id = _device_clinic(principal)
     if upload_offset is None or not _OFFSET.fullmatch(upload_offset.strip()):
         raise BadRequest(
@@ -635,9 +610,8 @@ def _apply_chunk(
         session,
         principal,
         clinic_id=clinic_id,
-        action="blob.upload",
+        action="blob-upload",
         target=upload.sha256,
-        outcome="ok",
         request_id=request_id,
     )
     return _ChunkOutcome(state=_stored(settings, backend, upload.sha256, upload.size))
@@ -667,7 +641,7 @@ def _stored_blob(
     request: Request, principal: Principal, sha256: str, clinic_id: str | None
 ) -> tuple[str, int]:
     """(clinic, size) of a blob the caller may read; 404 if none, 503 if storage lost it."""
-    with _db(request).read() as session:
+    with get_db(request).read() as session:
         clinic = _reading_clinic(session, principal, clinic_id)
         blob = session.get(Blob, (clinic, sha256))
         if blob is None:
@@ -775,14 +749,13 @@ def download_blob(
             status_code=416,
             headers={"Content-Range": f"bytes */{size}"},
         )
-    with _db(request).write() as session:
+    with get_db(request).write() as session:
         _audit(
             session,
             principal,
             clinic_id=clinic,
-            action="blob.download",
+            action="blob-download",
             target=sha256,
-            outcome="ok" if span is None else "ok-range",
             request_id=_request_id(request),
         )
     headers = _blob_headers(sha256)

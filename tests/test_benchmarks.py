@@ -6,14 +6,19 @@ not the speed of anything: at these scales the numbers mean nothing.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+REQUIRE_POSTGRES = os.environ.get("COHERENCY_REQUIRE_POSTGRES") == "1"
 
 WRITE = {
     "write.acked.edge",
@@ -32,7 +37,18 @@ STORAGE = {
     for kind in ("patient", "wound", "note", "assessment")
     for what in ("automerge", "json", "ratio")
 } | {"storage.store.per_record", "storage.plain_json.per_record", "storage.store.ratio"}
-TARGETED = {"write.acked.ratio", "write.batched.ratio", "merge.edge"}
+SYNC = {
+    f"sync.{what}.{backend}"
+    for what in ("initial", "push", "propagation.p50", "propagation.p99")
+    for backend in ("sqlite", "postgresql")
+}
+TARGETED = {
+    "write.acked.ratio",
+    "write.batched.ratio",
+    "merge.edge",
+    "sync.initial.sqlite",
+    "sync.initial.postgresql",
+}
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
@@ -67,7 +83,14 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     document, table = _run(tmp_path, "--scale", "200", "--repeat", "1")
 
     results = {r["name"]: r for r in document["results"]}
-    assert set(results) == WRITE | MERGE | STORAGE
+    missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
+    # Only the PostgreSQL figures may be missing, and only without PostgreSQL.
+    assert all(name.endswith(".postgresql") for name in missing), missing
+    assert not (missing and REQUIRE_POSTGRES), missing
+    assert not set(results) & set(missing)
+    assert set(results) | set(missing) == WRITE | MERGE | STORAGE | SYNC
+    for name, reason in missing.items():
+        assert "PostgreSQL" in reason and f"{name}: MISSING" in table
     assert len(document["results"]) == len(results)  # no figure reported twice
     for name, r in results.items():
         assert r["value"] > 0 and r["min"] > 0, name
@@ -82,6 +105,22 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
             assert r["target"] is None and r["meets_target"] is None
         assert name in table  # the printed table lists it too
     assert results["merge.edge"]["records"] == 200
+    for name in SYNC - set(missing):
+        sync = results[name]
+        assert sync["backend"] == name.rsplit(".", 1)[1] and sync["database"]
+        assert sync["cpu_layout"] and sync["server_cpus"]
+        if document["settings"]["pinned_cpu"] is not None and machine_cpus(document) > 1:
+            # The server runs on another CPU than the pinned device.
+            assert sync["server_cpus"] != sync["client_cpus"] == [document["settings"]["pinned_cpu"]]
+    for backend in ("sqlite", "postgresql"):
+        if f"sync.initial.{backend}" in results:
+            initial = results[f"sync.initial.{backend}"]
+            assert initial["records"] == 200 == results[f"sync.push.{backend}"]["records"]
+            assert initial["anchor"]["value"] == 27_600 and initial["anchor"]["unit"] == "rows/s"
+            assert f"sync.initial.{backend}: " in table and "PowerSync" in table
+            p50 = results[f"sync.propagation.p50.{backend}"]
+            assert p50["writes"] == 10  # max(10, min(200, 200 // 50))
+            assert p50["value"] <= results[f"sync.propagation.p99.{backend}"]["value"]
     assert results["write.acked.edge"]["records"] == 400  # 200 patients + 200 wounds
     machine = document["machine"]
     assert machine["cpu_count"] >= 1 and machine["python"] and machine["platform"]
@@ -99,3 +138,41 @@ def test_only_and_repeat_select_benchmarks_and_sample_counts(tmp_path: Path) -> 
     assert all(len(results[name]["samples"]) == 2 for name in MERGE)
     assert all(len(results[name]["samples"]) == 1 for name in STORAGE)  # sizes: once
     assert document["settings"]["pinned_cpu"] is None
+
+
+def machine_cpus(document: dict[str, Any]) -> int:
+    return int(document["machine"]["usable_cpus"] or document["machine"]["cpu_count"])
+
+
+@pytest.fixture
+def bench_sync(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """`benchmarks._bench_sync`, imported from the repository root."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    return importlib.import_module("benchmarks._bench_sync")
+
+
+def test_a_sync_run_that_did_not_move_every_record_raises(bench_sync: ModuleType) -> None:
+    check = bench_sync.check_moved
+    expected = {"a", "b", "c"}
+    check("push", moved=["c", "a", "b"], expected=expected, refused=[])  # all moved: fine
+    with pytest.raises(RuntimeError, match="moved 2 of 3 records .1 missing"):
+        check("initial sync", moved=["a", "b"], expected=expected, refused=[])
+    with pytest.raises(RuntimeError, match="1 unexpected"):
+        check("initial sync", moved=["a", "b", "c", "d"], expected=expected, refused=[])
+    with pytest.raises(RuntimeError, match="1 duplicated"):
+        check("push", moved=["a", "b", "c", "c"], expected=expected, refused=[])
+    with pytest.raises(RuntimeError, match="refused"):
+        check("push", moved=["a", "b", "c"], expected=expected, refused=["c: bad"])
+
+
+def test_propagation_writes_and_percentiles(bench_sync: ModuleType) -> None:
+    assert bench_sync.propagation_writes(10_000) == 200
+    assert bench_sync.propagation_writes(1_000_000) == 200
+    assert bench_sync.propagation_writes(1_000) == 20
+    assert bench_sync.propagation_writes(200) == 10
+    values = [float(v) for v in range(1, 201)]
+    assert bench_sync.percentile(values, 0.50) == 100.0
+    assert bench_sync.percentile(values, 0.99) == 198.0
+    assert bench_sync.percentile([5.0, 1.0, 3.0], 0.99) == 5.0
+    with pytest.raises(ValueError):
+        bench_sync.percentile([], 0.5)

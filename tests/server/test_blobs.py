@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +36,7 @@ from sync_server._blobs import (
     IntegrityError,
     LocalBlobBackend,
     UploadLostError,
+    purge_stale_uploads,
 )
 from sync_server._models import AuditEvent, Blob, Upload, User
 
@@ -99,17 +100,23 @@ class CuttingHttp:
     """Wraps a `SyncHttp`; streamed GET bodies break off after `cut_after` bytes, the
     first `cuts` times (a connection dropped mid-download)."""
 
-    def __init__(self, inner: HttpxSync, *, cut_after: int, cuts: int) -> None:
+    def __init__(
+        self, inner: HttpxSync, *, cut_after: int, cuts: int, strip_range: bool = False
+    ) -> None:
         self.inner = inner
         self.cut_after = cut_after
         self.cuts_left = cuts
+        self.strip_range = strip_range  # act like a proxy that drops Range headers
         self.range_headers: list[str | None] = []
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        if method == "GET" and kwargs.get("stream"):
+            self.range_headers.append((kwargs.get("headers") or {}).get("Range"))
+            if self.strip_range:
+                kwargs["headers"] = None
         response = self.inner.request(method, path, **kwargs)
         if method != "GET" or not kwargs.get("stream"):
             return response
-        self.range_headers.append((kwargs.get("headers") or {}).get("Range"))
         if self.cuts_left <= 0:
             return response
         self.cuts_left -= 1
@@ -189,9 +196,7 @@ class Device:
     def declare(self, sha256: str, size: int) -> httpx.Response:
         return self.http.post("/v1/blobs/uploads", json={"sha256": sha256, "size": size})
 
-    def patch(
-        self, upload_id: str, offset: int, data: bytes, **headers: str
-    ) -> httpx.Response:
+    def patch(self, upload_id: str, offset: int, data: bytes, **headers: str) -> httpx.Response:
         return self.http.patch(
             f"/v1/blobs/uploads/{upload_id}",
             content=data,
@@ -297,7 +302,7 @@ def test_upload_and_download_round_trip(
     row = blob_row(server, uploader.clinic_id, ref.sha256)
     assert row is not None and row.size == len(data) and row.uploaded_by == uploader.device_id
     assert upload_rows(server, uploader.clinic_id) == 0
-    [event] = audit_events(server, uploader.clinic_id, "blob.upload")
+    [event] = audit_events(server, uploader.clinic_id, "blob-upload")
     assert (event.target, event.outcome, event.actor_id) == (ref.sha256, "ok", uploader.device_id)
     # On disk: the final key, owner-only permissions, no part file left over.
     backend = backend_of(server)
@@ -316,7 +321,7 @@ def test_upload_and_download_round_trip(
     target = store_factory("target")
     download_blob(reader.sync, target, ref.sha256, len(data))
     assert target.read_bytes(ref.sha256) == data
-    [event] = audit_events(server, uploader.clinic_id, "blob.download")
+    [event] = audit_events(server, uploader.clinic_id, "blob-download")
     assert (event.target, event.actor_id) == (ref.sha256, reader.device_id)
 
 
@@ -440,7 +445,7 @@ def test_wrong_hash_stores_nothing(server: Any, device: Device) -> None:
     assert not backend_of(server).exists(device.clinic_id, claimed)
     assert not backend_of(server).blob_path(device.clinic_id, claimed).parent.exists()
     assert not part.exists()
-    assert audit_events(server, device.clinic_id, "blob.upload") == []
+    assert audit_events(server, device.clinic_id, "blob-upload") == []
     assert device.http.get(f"/v1/blobs/uploads/{upload_id}").status_code == 404
     assert device.http.get(f"/v1/blobs/{claimed}").status_code == 404
 
@@ -665,7 +670,7 @@ def test_another_clinic_can_neither_read_nor_probe(
     assert stranger.patch(upload_id, 0, pending).status_code == 404
     assert stranger.http.delete(f"/v1/blobs/uploads/{upload_id}").status_code == 404
     assert owner.offset(upload_id) == 0
-    assert audit_events(server, owner.clinic_id, "blob.download") == []
+    assert audit_events(server, owner.clinic_id, "blob-download") == []
 
 
 def _staff_token(server: Any, clinic_id: str | None, role: str = "clinician") -> str:
@@ -701,14 +706,16 @@ def test_staff_read_their_clinics_blobs(server: Any, device: Device) -> None:
         answer = staff.get(path)
         assert answer.status_code == 200 and answer.content == data
         # Staff cannot upload: uploads are the devices'.
-        assert staff.post("/v1/blobs/uploads", json={"sha256": digest, "size": 1}).status_code == 403
+        assert (
+            staff.post("/v1/blobs/uploads", json={"sha256": digest, "size": 1}).status_code == 403
+        )
     with server.http(_staff_token(server, server.new_clinic())) as elsewhere:
         assert elsewhere.get(path).status_code == 404
     with server.http(_staff_token(server, None, role="admin")) as admin:
         assert admin.get(path).status_code == 400
         assert admin.get(path, params={"clinic_id": device.clinic_id}).content == data
         assert admin.get(path, params={"clinic_id": str(uuid.uuid4())}).status_code == 404
-    readers = {e.actor_kind for e in audit_events(server, device.clinic_id, "blob.download")}
+    readers = {e.actor_kind for e in audit_events(server, device.clinic_id, "blob-download")}
     assert readers == {"user"}
 
 
@@ -753,6 +760,37 @@ def test_range_requests(device: Device) -> None:
     assert head.status_code == 200
     assert head.headers["content-length"] == "10000"
     assert head.content == b""
+
+
+def test_download_resumes_even_when_range_is_ignored(device: Device, store_factory: Any) -> None:
+    data = os.urandom(3 * MiB + 1)
+    digest = device.put(data)
+    target = store_factory("target")
+    progress: list[int] = []
+    stripping = CuttingHttp(device.sync, cut_after=MiB + 100, cuts=2, strip_range=True)
+    download_blob(stripping, target, digest, len(data), progress=lambda d, t: progress.append(d))
+    # Each full body breaks off at the same byte, so the resumes ask from there twice.
+    assert stripping.range_headers == [None, f"bytes={MiB + 100}-", f"bytes={MiB + 100}-"]
+    assert target.read_bytes(digest) == data
+    assert progress == sorted(progress) and progress[-1] == len(data)
+
+
+def test_stale_uploads_are_purged(server: Any, device: Device) -> None:
+    data = os.urandom(100)
+    upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
+    device.patch(upload_id, 0, data[:10])
+    backend = backend_of(server)
+    part = backend.root / "uploads" / f"{upload_id}.part"
+    assert part.exists()
+    # Fresh uploads stay.
+    purge_stale_uploads(server.db, backend, older_than=timedelta(hours=1))
+    assert device.offset(upload_id) == 10
+    with server.db.write() as session:
+        session.get(Upload, upload_id).updated_at = datetime.now(UTC) - timedelta(days=8)
+    assert purge_stale_uploads(server.db, backend, older_than=timedelta(days=7)) == 1
+    assert device.http.get(f"/v1/blobs/uploads/{upload_id}").status_code == 404
+    assert not part.exists()
+    assert device.declare(sha(data), len(data)).status_code == 201
 
 
 def test_download_refuses_corrupt_server_bytes(

@@ -24,8 +24,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
 
 from sync_server import Settings, create_app, migrate
@@ -125,11 +125,25 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def own_app(tmp_path: Path) -> FastAPI:
+def make_app() -> Iterator[Callable[..., FastAPI]]:
+    """`create_app` for this test's own apps (their databases are closed afterwards)."""
+    apps: list[FastAPI] = []
+
+    def make(data_dir: Path, **settings: Any) -> FastAPI:
+        app = create_app(Settings(data_dir=data_dir, **settings))
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.state.db.dispose()
+
+
+@pytest.fixture
+def own_app(tmp_path: Path, make_app: Callable[..., FastAPI]) -> FastAPI:
     """A migrated SQLite app of this test's own, to add test-only routes to."""
-    settings = Settings(data_dir=tmp_path / "server")
-    migrate(settings)
-    return create_app(settings)
+    migrate(Settings(data_dir=tmp_path / "server"))
+    return make_app(tmp_path / "server")
 
 
 def staff_token(server: Any) -> tuple[str, str]:
@@ -181,12 +195,14 @@ def test_readyz_reports_every_check(server: Any) -> None:
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path, backend: str) -> None:
+def test_readyz_is_503_when_the_database_is_unreachable(
+    tmp_path: Path, backend: str, make_app: Callable[..., FastAPI]
+) -> None:
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'removed' / 'server.db'}"  # the folder does not exist
     else:
         url = f"postgresql+psycopg://postgres:pw-secret@127.0.0.1:{free_port()}/nothing"
-    app = create_app(Settings(data_dir=tmp_path / "server", database_url=url))
+    app = make_app(tmp_path / "server", database_url=url)  # only built: no migration
 
     response = call(app, "GET", "/readyz")
 
@@ -200,8 +216,10 @@ def test_readyz_is_503_when_the_database_is_unreachable(tmp_path: Path, backend:
     assert "Traceback" not in response.text
 
 
-def test_readyz_is_503_on_an_unmigrated_schema(tmp_path: Path) -> None:
-    app = create_app(Settings(data_dir=tmp_path / "server"))  # never migrated
+def test_readyz_is_503_on_an_unmigrated_schema(
+    tmp_path: Path, make_app: Callable[..., FastAPI]
+) -> None:
+    app = make_app(tmp_path / "server")  # never migrated
     response = call(app, "GET", "/readyz")
     assert response.status_code == 503
     body = response.json()
@@ -260,14 +278,20 @@ def test_sync_metrics_helpers_show_in_metrics(server: Any) -> None:
         metrics.count_documents("pull", "accepted", -1)
 
 
-def test_apps_have_registries_of_their_own(tmp_path: Path) -> None:
-    one = create_app(Settings(data_dir=tmp_path / "one"))
-    two = create_app(Settings(data_dir=tmp_path / "two"))
+def test_apps_have_registries_of_their_own(
+    tmp_path: Path, make_app: Callable[..., FastAPI]
+) -> None:
+    one, two = make_app(tmp_path / "one"), make_app(tmp_path / "two")
     assert one.state.metrics.registry is not two.state.metrics.registry
     call(one, "GET", "/healthz")
-    counted = samples(call(two, "GET", "/metrics").text)
-    assert value(counted, "coherency_http_requests_total", method="GET", route="/healthz",
-                 status="200") == 0  # fmt: skip
+
+    def healthz_count(app: FastAPI) -> float:
+        counted = samples(call(app, "GET", "/metrics").text)
+        labels = {"method": "GET", "route": "/healthz", "status": "200"}
+        return value(counted, "coherency_http_requests_total", **labels)
+
+    assert healthz_count(one) == 1
+    assert healthz_count(two) == 0
 
 
 # ---------------------------------------------------------------------- request ids
@@ -356,9 +380,9 @@ def test_unmatched_paths_are_not_logged_raw(server: Any, logs: LogCapture) -> No
 def test_log_lines_written_during_a_request_carry_its_id(
     own_app: FastAPI, logs: LogCapture
 ) -> None:
-    def echo(patient_id: str, q: str | None = None) -> dict[str, str]:
+    def echo(request: Request, patient_id: str, q: str | None = None) -> dict[str, str]:
         logging.getLogger("sync_server.test").info("looked something up")
-        return {"ok": "yes"}
+        return {"request_id": request.state.request_id}
 
     own_app.add_api_route("/v1/test/patients/{patient_id}", echo, summary="Test route")
     response = call(
@@ -369,6 +393,7 @@ def test_log_lines_written_during_a_request_carry_its_id(
         headers={"X-Request-ID": "inner-1"},
     )
     assert response.status_code == 200
+    assert response.json() == {"request_id": "inner-1"}  # request.state.request_id
     inner = logs.wait_for(lambda line: line["logger"] == "sync_server.test")
     assert inner["request_id"] == "inner-1"
     access = logs.wait_for(lambda line: line["logger"] == "sync_server.access")
@@ -412,22 +437,24 @@ def test_openapi_documents_every_route_with_a_summary(server: Any) -> None:
         response = client.get("/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
+    # Included routers are expanded lazily: iterate over the app's effective routes.
     routes = [
-        route
-        for route in server.app.routes
-        if isinstance(route, APIRoute) and route.include_in_schema
+        context
+        for context in iter_route_contexts(server.app.routes)
+        if isinstance(context.original_route, APIRoute) and context.include_in_schema
     ]
     assert len(routes) > 10
     missing = []
-    for route in routes:
-        if not route.summary:  # FastAPI would make one up from the function's name
-            missing.append(f"{sorted(route.methods)} {route.path}: no summary")
-        for method in route.methods:
-            operation = paths.get(route.path_format, {}).get(method.lower())
+    for context in routes:
+        summary = context.original_route.summary
+        if not summary:  # FastAPI would make one up from the function's name
+            missing.append(f"{sorted(context.methods)} {context.path_format}: no summary")
+        for method in context.methods:
+            operation = paths.get(context.path_format, {}).get(method.lower())
             if operation is None:
-                missing.append(f"{method} {route.path_format}: not in the OpenAPI document")
-            elif operation.get("summary") != route.summary:
-                missing.append(f"{method} {route.path_format}: summary differs")
+                missing.append(f"{method} {context.path_format}: not in the OpenAPI document")
+            elif operation.get("summary") != summary:
+                missing.append(f"{method} {context.path_format}: summary differs")
     assert missing == []
     for path in ("/healthz", "/readyz", "/metrics"):
         assert paths[path]["get"]["tags"] == ["operations"]

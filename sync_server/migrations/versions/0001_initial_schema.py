@@ -251,6 +251,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("uploads", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_uploads_clinic_id"), ["clinic_id"], unique=False)
+        batch_op.create_index("ix_uploads_clinic_sha", ["clinic_id", "sha256"], unique=True)
 
     op.create_table(
         "users",
@@ -322,6 +323,7 @@ def downgrade() -> None:
 
     op.drop_table("users")
     with op.batch_alter_table("uploads", schema=None) as batch_op:
+        batch_op.drop_index("ix_uploads_clinic_sha")
         batch_op.drop_index(batch_op.f("ix_uploads_clinic_id"))
 
     op.drop_table("uploads")

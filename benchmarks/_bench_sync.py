@@ -1,0 +1,612 @@
+"""Benchmark 4: sync between devices and the central server, over HTTP on loopback.
+
+The server is the real thing: uvicorn serving `sync_server` in a separate process (the
+app factory `sync_server._admin_cli:app_from_env`, configured by ``COHERENCY_SERVER_*``
+variables), on a free loopback port, migrated first, on another CPU than this process
+when there are two. Every figure is measured once on the embedded SQLite database and
+once on PostgreSQL (a fresh database, dropped afterwards).
+
+- Push ingest: a device holding N new records (half patients, half wounds) pushes them
+  all with ``client.sync(blobs=False)``. Each repeat uses a new clinic and a new
+  device with new records, so the server really ingests N new documents.
+- Initial sync: a fresh, just enrolled device pulls the N records of the first push's
+  clinic with ``client.sync()`` (push of nothing, pull of everything).
+- Propagation: device A writes one record and syncs; device B, long-polling in a loop,
+  returns with it. Latency from just before A's write to B's sync returning.
+
+A run that does not move every record raises instead of reporting a number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import queue
+import random
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks import _data
+from benchmarks._common import progress
+from benchmarks._harness import Figure, scratch_dir, timed
+from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy, SyncResult
+
+if TYPE_CHECKING:
+    from sync_server import Settings
+    from sync_server._db import Database
+
+__all__ = ["POWERSYNC_ANCHOR", "MissingFigure", "propagation_writes", "run"]
+
+POWERSYNC_ANCHOR: dict[str, Any] = {
+    "name": "PowerSync",
+    "value": 27_600.0,
+    "unit": "rows/s",
+    "short": "published desktop initial sync of plain rows",
+    "what": "published initial sync of plain rows, Flutter SDK on a Linux desktop "
+    "(Ryzen 9 7900X), server stack on the same machine, mean of 10 runs",
+    "source": "https://powersync.com/blog/how-fast-is-powersync-performance-benchmarks-for-flutter",
+}
+"""A published anchor for the initial-sync figure, shown beside ours (not a target)."""
+
+INITIAL_TARGET = 10_000.0  # records/s, issue 3
+BACKENDS = ("sqlite", "postgresql")
+PG_ADMIN_ENV = "COHERENCY_BENCH_POSTGRES"
+PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+LONG_POLL_SECONDS = 30.0
+_SERVER_START_SECONDS = 60.0
+_SEEN_TIMEOUT_SECONDS = 60.0
+# Retries would hide trouble in a figure: they are few, quick, and counted in the extras.
+_RETRY = RetryPolicy(attempts=3, base_seconds=0.05, cap_seconds=0.5, timeout_seconds=120.0)
+_ENV_PREFIX = "COHERENCY_SERVER_"
+
+
+@dataclass(frozen=True, slots=True)
+class MissingFigure:
+    """A figure that could not be measured in this run, and why (e.g. no PostgreSQL)."""
+
+    benchmark: str
+    name: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"benchmark": self.benchmark, "name": self.name, "reason": self.reason}
+
+
+def propagation_writes(scale: int) -> int:
+    """Writes per propagation repeat: 200 at the default scale, fewer (at least 10) at
+    small scales."""
+    return max(10, min(200, scale // 50))
+
+
+def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
+    """Run the sync benchmark on SQLite and on PostgreSQL; `scale` is N, the records
+    pushed and pulled per measurement."""
+    n = max(4, scale)
+    writes = propagation_writes(scale)
+    results: list[Figure | MissingFigure] = []
+    for backend in BACKENDS:
+        with _database(backend, root) as (database_url, label, unavailable):
+            if unavailable is not None:
+                progress(f"sync[{backend}]: not measured: {unavailable}")
+                results += [MissingFigure("sync", name, unavailable) for name in _names(backend)]
+                continue
+            results += _measure(backend, database_url, label, n, writes, repeat, root)
+    order = {name: index for index, name in enumerate(_all_names())}
+    return sorted(results, key=lambda figure: order[figure.name])
+
+
+def _names(backend: str) -> list[str]:
+    return [
+        f"sync.initial.{backend}",
+        f"sync.push.{backend}",
+        f"sync.propagation.p50.{backend}",
+        f"sync.propagation.p99.{backend}",
+    ]
+
+
+def _all_names() -> list[str]:
+    # Table order: each figure on SQLite, then on PostgreSQL.
+    by_backend = [_names(backend) for backend in BACKENDS]
+    return [name for group in zip(*by_backend, strict=True) for name in group]
+
+
+# ---------------------------------------------------------------- the measurements
+def _measure(
+    backend: str,
+    database_url: str | None,
+    label: str,
+    n: int,
+    writes: int,
+    repeat: int,
+    root: Path,
+) -> list[Figure]:
+    from sync_server import Settings, migrate
+
+    with scratch_dir(root, f"sync-{backend}") as work:
+        settings = Settings(
+            data_dir=work / "server",
+            database_url=database_url,
+            long_poll_max_seconds=LONG_POLL_SECONDS,
+            log_level="WARNING",
+        )
+        migrate(settings)
+        with _ServerProcess.running(settings, work / "server.log") as server:
+            progress(f"sync[{backend}]: server on {server.url}, {server.layout['cpu_layout']}")
+            push_times: list[float] = []
+            initial_times: list[float] = []
+            requests: dict[str, int] = {}
+            retries = {"push": 0, "initial": 0, "propagation": 0}
+            source: tuple[str, set[str]] | None = None
+            for r in range(repeat):
+                clinic, ids, seconds, pushed = _push_once(server, work, n, r)
+                push_times.append(seconds)
+                requests["push"] = pushed.requests
+                retries["push"] += pushed.retries
+                if source is None:  # the first push fills the clinic every device pulls
+                    source = (clinic, ids)
+                seconds, pulled = _initial_once(server, work, *source, r)
+                initial_times.append(seconds)
+                requests["initial"] = pulled.requests
+                retries["initial"] += pulled.retries
+                progress(
+                    f"sync[{backend}]: repeat {r + 1}/{repeat}: push {push_times[-1]:.2f}s, "
+                    f"initial sync {initial_times[-1]:.2f}s ({n:,} records)"
+                )
+            p50s, p99s, detail = _propagation(server, work, writes, repeat, backend)
+            retries["propagation"] = detail.pop("retries")
+    common = {"backend": backend, "database": label, **server.layout, "retries": retries}
+    return [
+        Figure(
+            "sync",
+            f"sync.initial.{backend}",
+            f"fresh enrolled device pulls N records from the server ({label}) over HTTP on "
+            "loopback: the whole client.sync() (push of nothing, pull of everything)",
+            "records/s",
+            [n / t for t in initial_times],
+            INITIAL_TARGET,
+            ">=",
+            {
+                "records": n,
+                "requests": requests["initial"],
+                "seconds": initial_times,
+                "anchor": POWERSYNC_ANCHOR,
+                **common,
+            },
+        ),
+        Figure(
+            "sync",
+            f"sync.push.{backend}",
+            f"one device pushes N new records to the server ({label}): client.sync(blobs=False)",
+            "records/s",
+            [n / t for t in push_times],
+            extra={"records": n, "requests": requests["push"], "seconds": push_times, **common},
+        ),
+        Figure(
+            "sync",
+            f"sync.propagation.p50.{backend}",
+            f"device A writes one record and syncs; long-polling device B returns with it "
+            f"({label}): median latency over {writes} writes",
+            "ms",
+            p50s,
+            extra={"writes": writes, **detail, **common},
+        ),
+        Figure(
+            "sync",
+            f"sync.propagation.p99.{backend}",
+            f"the same: 99th percentile (nearest rank) latency over {writes} writes",
+            "ms",
+            p99s,
+            extra={"writes": writes, **detail, **common},
+        ),
+    ]
+
+
+def _push_once(
+    server: _ServerProcess, work: Path, n: int, r: int
+) -> tuple[str, set[str], float, SyncResult]:
+    """A new clinic and a device with N new records, which pushes them all (timed)."""
+    clinic = server.new_clinic(f"bench-push-{r + 1}")
+    with scratch_dir(work, "seed") as folder:
+        device = _device(folder, clinic)
+        try:
+            ids = _fill(device, n, seed=1000 + r)
+            server.enrol(device, clinic, name=f"seed-{r + 1}")
+            done: list[SyncResult] = []
+            seconds = timed(lambda: done.append(device.sync(blobs=False, retry=_RETRY)))
+        finally:
+            device.close()
+    result = done[0]
+    check_moved(
+        "push",
+        moved=result.pushed,
+        expected=ids,
+        refused=[*result.refused_by_server, *result.rejected],
+    )
+    return clinic, ids, seconds, result
+
+
+def _initial_once(
+    server: _ServerProcess, work: Path, clinic: str, ids: set[str], r: int
+) -> tuple[float, SyncResult]:
+    """A fresh device of `clinic` pulls everything (timed)."""
+    with scratch_dir(work, "fresh") as folder:
+        device = _device(folder, clinic)
+        try:
+            server.enrol(device, clinic, name=f"fresh-{r + 1}")
+            done: list[SyncResult] = []
+            seconds = timed(lambda: done.append(device.sync(retry=_RETRY)))
+            held = len(device._store.document_heads())
+        finally:
+            device.close()
+    result = done[0]
+    check_moved(
+        "initial sync",
+        moved=result.pulled,
+        expected=ids,
+        refused=[*result.rejected, *result.refused_by_server],
+    )
+    if held != len(ids):
+        raise RuntimeError(
+            f"sync benchmark (initial sync): the device holds {held} of {len(ids)} documents"
+        )
+    return seconds, result
+
+
+def _propagation(
+    server: _ServerProcess, work: Path, writes: int, repeat: int, backend: str
+) -> tuple[list[float], list[float], dict[str, Any]]:
+    """Per repeat: p50 and p99 (ms) of `writes` A-write-to-B-seen latencies."""
+    clinic = server.new_clinic("bench-propagation")
+    rng = random.Random(7)
+    p50s: list[float] = []
+    p99s: list[float] = []
+    push_p50s: list[float] = []
+    written: set[str] = set()
+    seen: set[str] = set()
+    with scratch_dir(work, "device-a") as a_dir, scratch_dir(work, "device-b") as b_dir:
+        a, b = _device(a_dir, clinic), _device(b_dir, clinic)
+        listener: _Listener | None = None
+        retries = 0
+        try:
+            server.enrol(a, clinic, name="writer")
+            server.enrol(b, clinic, name="listener")
+            listener = _Listener(b)
+            listener.start()
+            time.sleep(0.2)  # B's first long poll reaches the server
+            for r in range(repeat):
+                latencies: list[float] = []
+                push_latencies: list[float] = []
+                for _ in range(writes):
+                    # Writes come at random moments, as a clinician's would, while B
+                    # waits in its long poll.
+                    time.sleep(rng.uniform(0.03, 0.07))
+                    start = time.perf_counter()
+                    record_id = a.patients.add(**_data.patient_values(rng)).id
+                    pushed = a.sync(blobs=False, retry=_RETRY)
+                    pushed_at = time.perf_counter()
+                    retries += pushed.retries
+                    check_moved(
+                        "propagation push",
+                        moved=pushed.pushed,
+                        expected={record_id},
+                        refused=pushed.refused_by_server,
+                    )
+                    written.add(record_id)
+                    seen_at, pulled = listener.wait_for(record_id)
+                    seen.update(pulled)
+                    latencies.append((seen_at - start) * 1000)
+                    push_latencies.append((pushed_at - start) * 1000)
+                p50s.append(percentile(latencies, 0.50))
+                p99s.append(percentile(latencies, 0.99))
+                push_p50s.append(percentile(push_latencies, 0.50))
+                progress(
+                    f"sync[{backend}]: propagation repeat {r + 1}/{repeat}: "
+                    f"p50 {p50s[-1]:.1f} ms, p99 {p99s[-1]:.1f} ms over {writes} writes"
+                )
+        finally:
+            if listener is not None:
+                listener.stop(a)
+                retries += listener.retries
+            a.close()
+            b.close()
+    check_moved("propagation", moved=sorted(seen & written), expected=written, refused=[])
+    return p50s, p99s, {"writer_push_p50_ms": push_p50s, "retries": retries}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank `q` quantile of `values` (0 < q <= 1)."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def check_moved(
+    where: str, *, moved: Sequence[str], expected: set[str], refused: Sequence[object]
+) -> None:
+    """A run that did not move exactly the expected records must not be reported.
+
+    Raises:
+        RuntimeError: A record is missing, unexpected or duplicated, or one was refused.
+    """
+    got = set(moved)
+    missing = expected - got
+    unexpected = got - expected
+    if missing or unexpected or refused or len(moved) != len(got):
+        raise RuntimeError(
+            f"sync benchmark ({where}): moved {len(got & expected)} of {len(expected)} "
+            f"records ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(moved) - len(got)} duplicated), refused {list(refused)[:3]}"
+        )
+
+
+# ---------------------------------------------------------------- devices
+def _device(folder: Path, clinic_id: str) -> EdgeClient:
+    provider = PassphraseKeyProvider("benchmark passphrase", params=Argon2Params.fast())
+    return EdgeClient.init(folder / "store", provider, clinic_id=clinic_id)
+
+
+def _fill(client: EdgeClient, n: int, seed: int) -> set[str]:
+    rng = random.Random(seed)
+    with client.batch():
+        patients = [client.patients.add(**_data.patient_values(rng)).id for _ in range(n // 2)]
+        wounds = [
+            client.wounds.add(**_data.wound_values(rng, rng.choice(patients))).id
+            for _ in range(n - len(patients))
+        ]
+    return {*patients, *wounds}
+
+
+class _Listener(threading.Thread):
+    """Device B: long-polls in a loop and reports when each sync returned, with what."""
+
+    def __init__(self, client: EdgeClient) -> None:
+        super().__init__(name="sync-bench-listener", daemon=True)
+        self.client = client
+        self.returns: queue.Queue[tuple[float, list[str]]] = queue.Queue()
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.retries = 0
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                result = self.client.sync(wait=LONG_POLL_SECONDS, blobs=False, retry=_RETRY)
+                returned = time.perf_counter()
+                self.retries += result.retries
+                if result.rejected or result.refused_by_server:
+                    raise RuntimeError(
+                        f"device B refused {[*result.rejected, *result.refused_by_server][:3]}"
+                    )
+                if result.pulled:
+                    self.returns.put((returned, list(result.pulled)))
+        except BaseException as exc:  # reported to the waiting benchmark
+            self.error = exc
+            self.returns.put((time.perf_counter(), []))
+
+    def wait_for(self, record_id: str) -> tuple[float, list[str]]:
+        """When B's sync returned holding `record_id`, and everything B pulled meanwhile."""
+        pulled: list[str] = []
+        deadline = time.monotonic() + _SEEN_TIMEOUT_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RuntimeError(
+                    f"sync benchmark (propagation): device B did not see record {record_id} "
+                    f"within {_SEEN_TIMEOUT_SECONDS:.0f} s"
+                )
+            try:
+                returned, ids = self.returns.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if self.error is not None:
+                raise RuntimeError("sync benchmark (propagation): device B failed") from self.error
+            pulled += ids
+            if record_id in ids:
+                return returned, pulled
+
+    def stop(self, writer: EdgeClient) -> None:
+        """End the loop: one more write wakes B's long poll."""
+        self.stopping.set()
+        if self.is_alive():
+            with contextlib.suppress(Exception):
+                writer.patients.add(**_data.patient_values(random.Random(0)))
+                writer.sync(blobs=False, retry=_RETRY)
+        self.join(timeout=LONG_POLL_SECONDS + 30)
+
+
+# ---------------------------------------------------------------- databases
+@contextlib.contextmanager
+def _database(backend: str, root: Path) -> Iterator[tuple[str | None, str, str | None]]:
+    """(database URL or None for embedded SQLite, label, reason it is unavailable)."""
+    if backend == "sqlite":
+        yield None, f"SQLite {sqlite3.sqlite_version} (embedded)", None
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin_url = os.environ.get(PG_ADMIN_ENV, PG_ADMIN_DEFAULT)
+    try:
+        admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL unreachable at {admin_url} ({' '.join(str(exc).split())})"
+        yield None, "PostgreSQL", reason
+        return
+    name = f"coherency_bench_{secrets.token_hex(4)}"
+    with admin:
+        version = admin.info.server_version
+        label = f"PostgreSQL {version // 10000}.{version % 10000}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            url = make_url(admin_url).set(drivername="postgresql+psycopg", database=name)
+            yield url.render_as_string(hide_password=False), label, None
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ---------------------------------------------------------------- the server process
+class _ServerProcess:
+    """uvicorn serving the sync server in a child process, on a free loopback port."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        from sync_server._db import Database
+
+        self.settings = settings
+        self.log_path = log_path
+        self.url = ""
+        self.layout: dict[str, Any] = {}
+        self.db: Database = Database(settings.resolved_database_url)
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @classmethod
+    @contextlib.contextmanager
+    def running(cls, settings: Settings, log_path: Path) -> Iterator[_ServerProcess]:
+        """Start the server, wait until ready, and stop it whatever happens."""
+        server = cls(settings, log_path)
+        try:
+            server._start()
+            yield server
+        finally:
+            server._stop()
+
+    def new_clinic(self, name: str) -> str:
+        from sync_server._identity import ensure_clinic
+
+        with self.db.write() as session:
+            return ensure_clinic(session, name).id
+
+    def enrol(self, client: EdgeClient, clinic_id: str, *, name: str) -> None:
+        from sync_server._identity import create_enrolment_token
+
+        with self.db.write() as session:
+            token, _ = create_enrolment_token(
+                session, clinic_id=clinic_id, ttl=timedelta(minutes=30)
+            )
+        client.enroll(self.url, token, name=name)
+
+    def _start(self) -> None:
+        for _attempt in range(3):
+            port = _free_port()
+            self._spawn(port)
+            if self._wait_ready():
+                return
+            log = self._log_tail()
+            self._kill()
+            if "address already in use" not in log.lower():
+                break  # not a port race: trying again would fail the same way
+        raise RuntimeError(f"the sync server did not become ready; its log ends:\n{log}")
+
+    def _spawn(self, port: int) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_ENV_PREFIX)}
+        env[_ENV_PREFIX + "DATA_DIR"] = str(self.settings.data_dir)
+        env[_ENV_PREFIX + "LONG_POLL_MAX_SECONDS"] = str(self.settings.long_poll_max_seconds)
+        env[_ENV_PREFIX + "LOG_LEVEL"] = self.settings.log_level
+        if self.settings.database_url:
+            env[_ENV_PREFIX + "DATABASE_URL"] = self.settings.database_url
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            "sync_server._admin_cli:app_from_env",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
+        with open(self.log_path, "ab") as log:
+            self._process = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        self.url = f"http://127.0.0.1:{port}"
+        self.layout = _place(self._process.pid)
+
+    def _wait_ready(self) -> bool:
+        import httpx
+
+        assert self._process is not None
+        deadline = time.monotonic() + _SERVER_START_SECONDS
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def _log_tail(self, lines: int = 30) -> str:
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
+        return "(no log)"
+
+    def _kill(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+    def _stop(self) -> None:
+        try:
+            self._kill()
+        finally:
+            self.db.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _place(pid: int) -> dict[str, Any]:
+    """Put the server on another CPU than this (pinned) process, where there is one.
+
+    Client and server would be different machines: sharing one core would charge each
+    with the other's work. Returns the layout for the figures' extras.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return {"client_cpus": None, "server_cpus": None, "cpu_layout": "affinity unsupported"}
+    mine = sorted(os.sched_getaffinity(0))
+    if len(mine) > 1:  # --no-pin: the OS spreads both
+        return {
+            "client_cpus": mine,
+            "server_cpus": mine,
+            "cpu_layout": f"not pinned: device and server share CPUs {mine}",
+        }
+    for cpu in sorted(set(range(os.cpu_count() or 1)) - set(mine)):
+        try:
+            os.sched_setaffinity(pid, {cpu})
+        except OSError:
+            continue  # not allowed to us (cgroup cpuset): try the next
+        return {
+            "client_cpus": mine,
+            "server_cpus": [cpu],
+            "cpu_layout": f"device on CPU {mine[0]}, server process on CPU {cpu}",
+        }
+    return {
+        "client_cpus": mine,
+        "server_cpus": mine,
+        "cpu_layout": f"one CPU only: device and server share CPU {mine[0]}",
+    }
