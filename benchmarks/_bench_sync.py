@@ -441,7 +441,8 @@ def _database(backend: str, root: Path) -> Iterator[tuple[str | None, str, str |
     try:
         admin = psycopg.connect(admin_url, autocommit=True, connect_timeout=5)
     except psycopg.Error as exc:
-        reason = f"PostgreSQL unreachable at {admin_url} ({' '.join(str(exc).split())})"
+        shown = make_url(admin_url).render_as_string(hide_password=True)
+        reason = f"PostgreSQL unreachable at {shown} ({' '.join(str(exc).split())})"
         yield None, "PostgreSQL", reason
         return
     name = f"coherency_bench_{secrets.token_hex(4)}"

@@ -121,8 +121,11 @@ def _print_notes(figures: Sequence[Figure], missing: Sequence[MissingFigure]) ->
     from rich.console import Console
 
     console = Console(width=max(100, shutil.get_terminal_size((140, 20)).columns))
+    by_reason: dict[str, list[str]] = {}
     for gap in missing:
-        console.print(f"[yellow]{gap.name}: MISSING[/], not measured: {gap.reason}")
+        by_reason.setdefault(gap.reason, []).append(gap.name)
+    for reason, names in by_reason.items():
+        console.print(f"[yellow]MISSING[/] (not measured): {', '.join(names)}: {reason}")
     for figure in figures:
         anchor = figure.extra.get("anchor")
         if anchor:

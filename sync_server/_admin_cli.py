@@ -14,6 +14,7 @@ variables `serve` exports.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -65,6 +66,8 @@ __all__ = [
     "serve",
     "settings_from",
 ]
+
+log = logging.getLogger("sync_server.admin")
 
 ENV_PREFIX = "COHERENCY_SERVER_"
 MAX_ENROLMENT_TTL = timedelta(days=90)
@@ -429,6 +432,13 @@ def serve(
     # Built here even for several workers: configuration errors surface as one line
     # before any worker starts, and the signing key and bucket exist before they race.
     app = _build_app(settings)
+    if workers > 1 and app.state.db.sqlite:
+        log.warning(
+            "%d workers on SQLite: writes queue on one file lock and a long poll wakes "
+            "only for pushes to its own worker (others answer at its timeout); use "
+            "PostgreSQL for several workers",
+            workers,
+        )
     if on_start is not None:
         on_start(
             Serving(
