@@ -12,6 +12,7 @@ from datetime import timedelta
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync_server import (
@@ -90,6 +91,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"error": {"code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(DataError)
+    async def _bad_data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the client sent (a NUL character, a number out
+        # of range): the client's input, not a server fault.
+        log.info("database refused request data: %s", type(exc.orig).__name__)
+        return JSONResponse(
+            {"error": {"code": "invalid_value", "message": "a value in the request is not valid"}},
+            status_code=400,
         )
 
     @app.exception_handler(RequestValidationError)
