@@ -590,11 +590,14 @@ def _decode_scalar(json_fields: frozenset[str], name: str, scalar: Any) -> Any:
 def _current_values(doc: am.Document, schema: type[Record]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     json_fields = schema.json_fields
-    for name in doc.keys(am.ROOT):
-        if name in (_COLLECTION_KEY, _SCHEMA_KEY):
-            continue
-        got = doc.get(am.ROOT, name)
-        if got is None:
+    # keys() and values() walk the root map in the same (key) order: one call each,
+    # rather than a get() per field, which is most of the cost of reading a record.
+    names = doc.keys(am.ROOT)
+    found = doc.values(am.ROOT)
+    if len(names) != len(found):  # never expected; fall back to reading field by field
+        found = [doc.get(am.ROOT, name) for name in names]
+    for name, got in zip(names, found, strict=True):
+        if name in (_COLLECTION_KEY, _SCHEMA_KEY) or got is None:
             continue
         value, obj = got
         if isinstance(value, tuple):

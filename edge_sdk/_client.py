@@ -416,6 +416,7 @@ class EdgeClient:
         self.blobs: BlobStore = _AuditedBlobs(self, blobs)
         """Scan files: content-addressed, encrypted, every read and write audited."""
         self._listeners: list[AccessListener] = []
+        self._sync_http: Any = None  # the sync client's connection to its server, if any
         self.patients = PatientsCollection(self, Patient)
         self.wounds = WoundsCollection(self, Wound)
         self.assessments = AssessmentsCollection(self, WoundAssessment)
@@ -523,7 +524,11 @@ class EdgeClient:
         return client
 
     def close(self) -> None:
-        """Close the store. The client cannot be used afterwards."""
+        """Close the store (and any server connection). The client cannot be used
+        afterwards."""
+        if self._sync_http is not None:
+            self._sync_http.close()
+            self._sync_http = None
         self._store.close()
 
     def __enter__(self) -> EdgeClient:

@@ -313,7 +313,10 @@ class Store:
                 )
                 projections.setdefault(document.collection, []).append(
                     _projection_row(
-                        document.collection, record.model_dump(mode="json"), bool(conflicts)
+                        document.collection,
+                        record.model_dump(mode="json"),
+                        record.model_dump_json(),
+                        bool(conflicts),
                     )
                 )
                 conflict_rows += [(c.record_id, c.collection, c.field) for c in conflicts]
@@ -447,7 +450,9 @@ class _Cursor:
             raise _translate(exc, self._path) from None
 
 
-def _projection_row(collection: str, dumped: Mapping[str, Any], conflicted: bool) -> dict[str, Any]:
+def _projection_row(
+    collection: str, dumped: Mapping[str, Any], record_json: str, conflicted: bool
+) -> dict[str, Any]:
     row: dict[str, Any] = {"id": dumped["id"], "clinic_id": dumped["clinic_id"]}
     measurements = dumped.get("measurements") or {}
     for column in PROJECTIONS[collection]:
@@ -461,7 +466,7 @@ def _projection_row(collection: str, dumped: Mapping[str, Any], conflicted: bool
     row["deleted"] = int(bool(dumped["deleted"]))
     row["conflicted"] = int(conflicted)
     row["updated_at"] = dumped["updated_at"]
-    row["record"] = json.dumps(dumped, separators=(",", ":"), ensure_ascii=False)
+    row["record"] = record_json  # pydantic's compact JSON of the same values
     return row
 
 

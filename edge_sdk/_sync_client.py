@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gc
 import logging
 import random
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +81,7 @@ log = logging.getLogger("edge_sdk.sync")
 
 MEDIA_TYPE = "application/vnd.coherency.sync"
 _PUSH_BATCH_DOCUMENTS = 1000
+_PULL_PAGE_DOCUMENTS = 5000  # the server may send fewer (its own cap, the size cap)
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REFRESH_MARGIN_SECONDS = 30
 
@@ -171,9 +174,19 @@ def sync(
     enrollment = enrollment_of(client)
     if enrollment is None:
         raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
-    http = _Http(enrollment.server_url, client, retry or RetryPolicy(), transport=transport)
+    policy = retry or RetryPolicy()
+    # One connection pool and access token per client and server, kept between syncs
+    # (a `--watch` loop syncs every few seconds); a test's own transport gets its own.
+    http = client._sync_http if transport is None else None
+    if not isinstance(http, _Http) or not http.serves(enrollment.server_url, policy):
+        if isinstance(http, _Http):
+            http.close()
+        http = _Http(enrollment.server_url, client, policy, transport=transport)
+        if transport is None:
+            client._sync_http = http
     result = SyncResult()
     report = progress or (lambda _p: None)
+    requests, retries = http.requests, http.retries
     try:
         run = _SyncRun(client, http, enrollment, result, report)
         run.push()
@@ -183,8 +196,9 @@ def sync(
         if blobs:
             run.download_blobs()
     finally:
-        result.requests, result.retries = http.requests, http.retries
-        http.close()
+        result.requests, result.retries = http.requests - requests, http.retries - retries
+        if transport is not None:
+            http.close()
     return result
 
 
@@ -270,32 +284,39 @@ class _SyncRun:
     def pull(self, *, wait: float) -> None:
         cursor = int(self.store.get_meta(META_PREFIX + "cursor") or "0")
         done = 0
-        first = True
-        while True:
-            params: dict[str, Any] = {"cursor": cursor}
-            if first and wait > 0:
-                params["wait"] = wait
-            response = self.http.request(
-                "GET", "/v1/sync/pull", params=params, extra_timeout=wait if first else 0.0
-            )
-            if response.status_code == 409 and _error_code(response) == "cursor_ahead":
-                log.warning("the server's feed is behind our cursor %d; pulling from 0", cursor)
-                cursor = 0
-                continue
-            _raise_for_status(response, "pull")
-            try:
-                message = decode_message(response.content)
-            except SyncProtocolError as exc:
-                raise SyncError(f"the server sent an unusable pull answer: {exc}") from None
-            first = False
-            cursor = int(message.control.get("cursor", cursor))
-            feed = int(message.control.get("feed", cursor))
-            self._apply_page(message.entries, cursor)
-            done += len(message.entries)
-            self.progress(SyncProgress("pull", done, done + max(0, feed - cursor)))
-            self.result.cursor = cursor
-            if not message.control.get("more"):
-                return
+        # The next page is fetched while this one is applied (the cursor of the next
+        # request is known as soon as a page arrives): the network hides behind the
+        # merge. Only the first request long-polls.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pull") as fetcher:
+            pending: Future[SyncMessage] = fetcher.submit(self._fetch_page, cursor, wait)
+            while True:
+                message = pending.result()
+                cursor = int(message.control.get("cursor", cursor))
+                feed = int(message.control.get("feed", cursor))
+                more = bool(message.control.get("more"))
+                if more:
+                    pending = fetcher.submit(self._fetch_page, cursor, 0.0)
+                self._apply_page(message.entries, cursor)
+                done += len(message.entries)
+                self.progress(SyncProgress("pull", done, done + max(0, feed - cursor)))
+                self.result.cursor = cursor
+                if not more:
+                    return
+
+    def _fetch_page(self, cursor: int, wait: float) -> SyncMessage:
+        params: dict[str, Any] = {"cursor": cursor, "limit": _PULL_PAGE_DOCUMENTS}
+        if wait > 0:
+            params["wait"] = wait
+        response = self.http.request("GET", "/v1/sync/pull", params=params, extra_timeout=wait)
+        if response.status_code == 409 and _error_code(response) == "cursor_ahead":
+            # A server restored from a backup: start again (merges are idempotent).
+            log.warning("the server's feed is behind our cursor %d; pulling from 0", cursor)
+            return self._fetch_page(0, wait)
+        _raise_for_status(response, "pull")
+        try:
+            return decode_message(response.content)
+        except SyncProtocolError as exc:
+            raise SyncError(f"the server sent an unusable pull answer: {exc}") from None
 
     def _apply_page(self, entries: Sequence[Entry], cursor: int) -> None:
         docs = [(e.doc_id, e.payload) for e in entries if e.kind is EntryKind.DOC]
@@ -309,6 +330,27 @@ class _SyncRun:
 
         report = SyncReport()
         store = _PrefetchedStore(self.client, [doc_id for doc_id, _ in docs])
+        # A page makes many short-lived objects and no garbage cycles worth collecting
+        # mid-page; pausing the cyclic collector makes a large pull ~10% faster.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            self._merge_page(store, docs, policy, report, cursor, server_heads)
+        finally:
+            if collecting:
+                gc.enable()
+        self.result.pulled += sorted(report.received)
+        self.result.rejected += report.rejected
+
+    def _merge_page(
+        self,
+        store: _PrefetchedStore,
+        docs: list[tuple[str, bytes]],
+        policy: Callable[[RecordDocument], str | None],
+        report: SyncReport,
+        cursor: int,
+        server_heads: dict[str, list[bytes]],
+    ) -> None:
         with self.store.transaction():
             with self.client._access("sync-write", "*") as access:
                 apply_documents(
@@ -317,8 +359,6 @@ class _SyncRun:
                 access.record_ids.extend(sorted(report.received))
             self.store.set_peer_heads(self.peer, server_heads)
             self.store.set_meta(META_PREFIX + "cursor", str(cursor))
-        self.result.pulled += sorted(report.received)
-        self.result.rejected += report.rejected
 
     # ------------------------------------------------------------ blobs
     def _referenced_blobs(self) -> dict[str, int]:
@@ -418,6 +458,7 @@ class _Http:
         self._client = client
         self._retry = retry
         self._authenticated = authenticated
+        self._base_url = base_url
         self._http = httpx.Client(
             base_url=base_url,
             timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
@@ -433,6 +474,10 @@ class _Http:
 
     def close(self) -> None:
         self._http.close()
+
+    def serves(self, base_url: str, retry: RetryPolicy) -> bool:
+        """True if this connection is for `base_url` with the same retry policy."""
+        return self._base_url == base_url and self._retry == retry
 
     def request(
         self,

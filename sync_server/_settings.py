@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     refresh_token_seconds: int = Field(default=30 * 24 * 3600, gt=0)
     enrolment_token_seconds: int = Field(default=24 * 3600, gt=0)
     long_poll_max_seconds: float = Field(default=30.0, ge=0)
-    pull_page_size: int = Field(default=2000, gt=0, description="Documents per pull page.")
+    pull_page_size: int = Field(default=5000, gt=0, description="Most documents per pull page.")
     push_max_documents: int = Field(default=5000, gt=0)
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
     max_blob_chunk: int = Field(default=16 * 1024 * 1024, gt=0)

@@ -1,0 +1,863 @@
+"""The central-server half of `coherency demo`, on embedded defaults.
+
+A sync server starts in-process on a free loopback port (SQLite and a local blob folder
+under the demo's folder, no configuration), and an IT admin sets up two clinics the
+way the ``coherency server create-admin`` and ``enroll-token`` commands do. Three
+tablets enrol with one-time tokens, two of one clinic and one of another. The first
+tablet records a patient, a wound and an assessment with a scan; the second, waiting
+on a long poll, receives them at once and fetches the scan; both edit offline and
+converge through the server in either order; the other clinic's tablet sees none of
+it, and the server refuses what a device may not do. Every step checks its outcome
+and raises `DemoFailedError` if it does not hold, so the demo doubles as a smoke test
+of a fresh installation. The server is stopped at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyotp
+import uvicorn
+from fastapi import FastAPI
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
+from sqlalchemy import select
+
+from crdt import Entry, EntryKind, Patient, RecordDocument, SyncMessage, encode_message
+from edge_sdk import (
+    Argon2Params,
+    EdgeClient,
+    EnrolmentError,
+    PassphraseKeyProvider,
+    RetryPolicy,
+    SyncProgress,
+    SyncResult,
+)
+from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
+from edge_sdk._identity import device_login_message
+from sync_server import migrate
+from sync_server._admin_cli import (
+    IssuedEnrolmentToken,
+    create_admin,
+    database_label,
+    issue_enrolment_token,
+)
+from sync_server._app import create_app
+from sync_server._db import Database
+from sync_server._models import Document
+from sync_server._routes_sync import MEDIA_TYPE
+from sync_server._settings import Settings
+
+__all__ = ["ServerDemoReport", "SyncTiming", "run_server_demo"]
+
+RIVERSIDE = "Riverside Wound Clinic"
+HILLSIDE = "Hillside Community Nursing"
+PATIENT_NAME = ("Joseph", "Mensah-Demo")
+OTHER_PATIENT_NAME = ("Ingrid", "Halvorsen-Demo")
+SCAN_SIZE = 32 * 1024
+TOKEN_TTL = timedelta(hours=1)
+NOT_ENROLLED = "not-enrolled-yet"  # a fresh store's clinic until its token names one
+HOME_LONG_POLL_SECONDS = 10.0  # the home-visit tablet's wait (it is woken long before)
+OTHER_LONG_POLL_SECONDS = 1.5  # the other clinic's wait (it must run out)
+# A loopback server answers at once: fail fast rather than back off for a minute.
+DEMO_RETRY = RetryPolicy(attempts=3, base_seconds=0.05, cap_seconds=0.5, timeout_seconds=30)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncTiming:
+    """One sync of one tablet: what moved and how long it took."""
+
+    tablet: str
+    what: str
+    seconds: float
+    pushed: int
+    pulled: int
+    blobs_uploaded: int
+    blobs_downloaded: int
+
+
+@dataclass(slots=True)
+class ServerDemoReport:
+    """What the server demo did, where it left its data, and how long the syncs took."""
+
+    workdir: Path
+    data_dir: Path
+    server_url: str = ""
+    database: str = ""
+    schema_revision: str = ""
+    steps: list[str] = field(default_factory=list)
+    clinics: dict[str, str] = field(default_factory=dict)  # name -> clinic id
+    devices: dict[str, str] = field(default_factory=dict)  # tablet -> device id
+    stores: dict[str, Path] = field(default_factory=dict)  # tablet -> store folder
+    records_on_server: dict[str, int] = field(default_factory=dict)  # clinic name -> count
+    scan_sha256: str = ""
+    scan_bytes: int = 0
+    scan_fetched: bool = False
+    long_poll_wake_seconds: float | None = None  # push start -> the waiting tablet had it
+    converged_rounds: int = 0
+    other_clinic_received: int = -1  # Riverside records the Hillside tablet received
+    refusals: list[str] = field(default_factory=list)
+    syncs: list[SyncTiming] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_server_demo(
+    workdir: str | os.PathLike[str] | None = None,
+    *,
+    say: Callable[[str], None] = lambda line: None,
+    fast_kdf: bool = True,
+) -> ServerDemoReport:
+    """Run the central-server scenario and return its report.
+
+    Args:
+        workdir: Folder for the server's data (``server/``) and the tablets' stores
+            (``online-tablets/``); a new temp folder if None. Both must be new or empty.
+        say: Called with one line per step, as it completes.
+        fast_kdf: Use cheap Argon2 costs for the tablets' stores (the data is made up).
+
+    Raises:
+        DemoFailedError: A step's outcome was not what it must be, or the folders are
+            already in use.
+    """
+    started = time.perf_counter()
+    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="coherency-"))
+    root.mkdir(parents=True, exist_ok=True)
+    data_dir, tablets_dir = root / "server", root / "online-tablets"
+    for folder in (data_dir, tablets_dir):
+        if folder.exists() and any(folder.iterdir()):
+            raise DemoFailedError(f"{folder} is not empty: run the demo in a new folder")
+    report = ServerDemoReport(workdir=root, data_dir=data_dir)
+    settings = _embedded_settings(data_dir)
+    report.schema_revision = migrate(settings)
+    report.database = database_label(settings.resolved_database_url)
+    kdf = Argon2Params.fast() if fast_kdf else None
+    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=kdf)
+    with _quiet_logs(), contextlib.ExitStack() as stack:
+        app = create_app(settings)
+        stack.callback(app.state.db.dispose)  # the lifespan disposes it too, if it ran
+        server = _LoopbackServer(app)
+        server.start()
+        stack.callback(server.stop)
+        report.server_url = server.url
+        http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
+        tablets: dict[str, EdgeClient] = {}
+        for name in ("riverside-ward", "riverside-home-visit", "hillside"):
+            path = tablets_dir / name
+            tablets[name] = stack.enter_context(
+                EdgeClient.init(path, provider, clinic_id=NOT_ENROLLED)
+            )
+            report.stores[name] = path
+        # Long polls run in these threads. On the way out the server stops first (its
+        # graceful shutdown cuts a poll still waiting after 2 s), then the threads are
+        # joined, and only then are the stores they use closed.
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="demo-long-poll")
+        stack.callback(pool.shutdown)
+        stack.callback(server.stop)
+        _Scenario(report, say, settings, app, http, tablets, pool).run()
+    _check(not _answers(report.server_url), "the sync server stopped")
+    line = (
+        f"sync server stopped; `coherency server run --data-dir {data_dir}` serves its data again"
+    )
+    report.steps.append(line)
+    say(line)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+# ---------------------------------------------------------------- the scenario
+class _Scenario:
+    """The demo's steps, sharing the server, the tablets and what they recorded."""
+
+    def __init__(
+        self,
+        report: ServerDemoReport,
+        say: Callable[[str], None],
+        settings: Settings,
+        app: FastAPI,
+        http: httpx.Client,
+        tablets: dict[str, EdgeClient],
+        pool: ThreadPoolExecutor,
+    ) -> None:
+        self.report = report
+        self.pool = pool
+        self.say = say
+        self.settings = settings
+        self.db: Database = app.state.db
+        self.metrics: Any = app.state.metrics
+        self.http = http
+        self.ward = tablets["riverside-ward"]
+        self.home = tablets["riverside-home-visit"]
+        self.hill = tablets["hillside"]
+        self.staff_headers: dict[str, str] = {}
+        self.tokens: dict[str, IssuedEnrolmentToken] = {}
+        self.riverside = ""
+        self.hillside = ""
+        self.ids: dict[str, str] = {}  # patient, wound, assessment, hillside-patient
+        self.scan = b""
+
+    def step(self, line: str) -> None:
+        self.report.steps.append(line)
+        self.say(line)
+
+    def run(self) -> None:
+        self.server_is_ready()
+        self.staff_set_up_clinics()
+        self.tablets_enrol()
+        self.other_clinic_records()
+        self.ward_records_offline()
+        self.sync_with_long_polls()
+        self.home_fetches_scan()
+        self.concurrent_edits(round_no=1)
+        self.concurrent_edits(round_no=2)
+        self.staff_view()
+        self.server_refuses()
+        self.clinics_stay_apart()
+        self.nothing_in_plaintext()
+
+    # ------------------------------------------------------------ steps
+    def server_is_ready(self) -> None:
+        answer = self.http.get("/readyz")
+        _check(
+            answer.status_code == 200 and answer.json().get("status") == "ready",
+            f"the server is ready (GET /readyz answered {answer.status_code}: {answer.text})",
+        )
+        self.step(
+            f"central sync server up on embedded defaults at {self.report.server_url}: "
+            f"SQLite database and blob folder in {self.report.data_dir} "
+            f"(schema {self.report.schema_revision}); /readyz says ready"
+        )
+
+    def staff_set_up_clinics(self) -> None:
+        password = secrets.token_urlsafe(18)
+        admin = create_admin(
+            self.settings, username="demo-it-admin", password=password, with_totp=True
+        )
+        _check(admin.totp_secret is not None, "the admin account has a TOTP secret")
+        assert admin.totp_secret is not None
+        login = self.http.post(
+            "/v1/auth/login",
+            json={
+                "username": admin.username,
+                "password": password,
+                "totp": pyotp.TOTP(admin.totp_secret).now(),
+            },
+        )
+        _check(login.status_code == 200, f"the admin logs in ({_error_of(login)})")
+        self.staff_headers = {"authorization": f"Bearer {login.json()['access_token']}"}
+        self.tokens = {
+            "riverside-ward": issue_enrolment_token(self.settings, clinic=RIVERSIDE, ttl=TOKEN_TTL),
+            "riverside-home-visit": issue_enrolment_token(
+                self.settings, clinic=RIVERSIDE, ttl=TOKEN_TTL
+            ),
+            "hillside": issue_enrolment_token(self.settings, clinic=HILLSIDE, ttl=TOKEN_TTL),
+        }
+        self.riverside = self.tokens["riverside-ward"].clinic_id
+        self.hillside = self.tokens["hillside"].clinic_id
+        _check(
+            self.tokens["riverside-home-visit"].clinic_id == self.riverside != self.hillside,
+            "two tokens for Riverside, one for Hillside",
+        )
+        self.report.clinics = {RIVERSIDE: self.riverside, HILLSIDE: self.hillside}
+        self.step(
+            f"IT admin created (password + TOTP) and logged in; clinics {RIVERSIDE!r} and "
+            f"{HILLSIDE!r}; 3 one-time enrolment tokens, valid {_hours(TOKEN_TTL)} "
+            "(what `coherency server create-admin` and `enroll-token` do)"
+        )
+
+    def tablets_enrol(self) -> None:
+        self.ward.enroll(
+            self.report.server_url, self.tokens["riverside-ward"].token, name="Riverside ward"
+        )
+        try:
+            self.home.enroll(self.report.server_url, self.tokens["riverside-ward"].token)
+        except EnrolmentError as exc:
+            refusal = str(exc).removeprefix("the server refused the enrolment: ")
+        else:
+            raise DemoFailedError("demo step failed: a spent enrolment token was accepted again")
+        _check("already used" in refusal, f"the spent token is refused as used ({refusal})")
+        self.report.refusals.append(f"spent enrolment token: {refusal}")
+        self.home.enroll(
+            self.report.server_url,
+            self.tokens["riverside-home-visit"].token,
+            name="Riverside home visit",
+        )
+        self.hill.enroll(self.report.server_url, self.tokens["hillside"].token, name="Hillside")
+        _check(
+            self.ward.clinic_id == self.home.clinic_id == self.riverside
+            and self.hill.clinic_id == self.hillside,
+            "each tablet took its token's clinic",
+        )
+        devices = self.http.get("/v1/admin/devices", headers=self.staff_headers)
+        _check(devices.status_code == 200, f"the admin lists devices ({_error_of(devices)})")
+        listed = {d["id"]: d["clinic_id"] for d in devices.json()}
+        expected = {t.device_id: t.clinic_id for t in (self.ward, self.home, self.hill)}
+        _check(listed == expected, f"the server lists exactly the 3 tablets ({listed})")
+        self.report.devices = {
+            "riverside-ward": self.ward.device_id,
+            "riverside-home-visit": self.home.device_id,
+            "hillside": self.hill.device_id,
+        }
+        self.step(
+            f"3 tablets enrolled, each proving its Ed25519 device key: Riverside ward "
+            f"{self.ward.device_id[:8]}, Riverside home visit {self.home.device_id[:8]}, "
+            f"Hillside {self.hill.device_id[:8]}; the admin's device list shows all three"
+        )
+        self.step(
+            f"the ward tablet's token, tried again on the home-visit tablet: refused ({refusal})"
+        )
+
+    def other_clinic_records(self) -> None:
+        patient = self.hill.patients.add(
+            given_name=OTHER_PATIENT_NAME[0],
+            family_name=OTHER_PATIENT_NAME[1],
+            birth_date="1939-02-14",
+            sex="female",
+            mrn="HCN-20817",
+        )
+        self.ids["hillside-patient"] = patient.id
+        result = self._sync(self.hill, "hillside", "own patient")
+        _check(result.pushed == [patient.id], f"Hillside pushed its patient ({result.pushed})")
+        self.step(
+            f"Hillside tablet recorded a patient of its own and synced: 1 record pushed "
+            f"in {_ms(self.report.syncs[-1].seconds)}"
+        )
+
+    def ward_records_offline(self) -> None:
+        ward = self.ward
+        patient = ward.patients.add(
+            given_name=PATIENT_NAME[0],
+            family_name=PATIENT_NAME[1],
+            birth_date="1951-09-03",
+            sex="male",
+            mrn="RVS-000452",
+        )
+        wound = ward.wounds.add(
+            patient_id=patient.id, body_site="left shin", etiology="venous", onset="2026-09-15"
+        )
+        self.scan = _made_up_scan(SCAN_SIZE)
+        ref = ward.blobs.put_bytes(self.scan)
+        _check(ref.size == len(self.scan), "the scan is stored whole on the ward tablet")
+        assessment = ward.assessments.add(
+            wound_id=wound.id,
+            patient_id=patient.id,
+            captured_at="2026-11-21T10:15:00+00:00",
+            device_id=ward.device_id,
+            clinician="RN Osei",
+            measurements={"area_cm2": 4.8, "length_cm": 3.1, "width_cm": 1.9, "max_depth_mm": 2.2},
+            blobs=[
+                {
+                    "sha256": ref.sha256,
+                    "size": ref.size,
+                    "kind": "scan",
+                    "media_type": "application/octet-stream",
+                }
+            ],
+        )
+        self.ids.update(patient=patient.id, wound=wound.id, assessment=assessment.id)
+        self.report.scan_sha256, self.report.scan_bytes = ref.sha256, ref.size
+        self.step(
+            f"Riverside ward tablet, offline: patient {patient.id[:8]}, wound (left shin, "
+            f"venous), assessment ({assessment.measurements.area_cm2} cm²) with a "
+            f"{_kib(ref.size)} scan, encrypted on the tablet"
+        )
+
+    def sync_with_long_polls(self) -> None:
+        expected = {self.ids["patient"], self.ids["wound"], self.ids["assessment"]}
+        pushed_at: list[float] = []
+
+        def progress(p: SyncProgress) -> None:
+            if p.phase == "push" and p.total and p.done == p.total:
+                pushed_at.append(time.perf_counter())
+
+        home_wait = self.pool.submit(
+            _timed, lambda: self.home.sync(wait=HOME_LONG_POLL_SECONDS, retry=DEMO_RETRY)
+        )
+        hill_wait = self.pool.submit(
+            _timed, lambda: self.hill.sync(wait=OTHER_LONG_POLL_SECONDS, retry=DEMO_RETRY)
+        )
+        self._await_long_polls(2, [home_wait, hill_wait])
+        sync_started = time.perf_counter()
+        ward_result = self._sync(self.ward, "riverside-ward", "records and scan", progress)
+        home_result, home_seconds, home_done = home_wait.result(timeout=60)
+        hill_result, hill_seconds, _ = hill_wait.result(timeout=60)
+        _check(
+            set(ward_result.pushed) == expected,
+            f"the ward tablet pushed the 3 records ({ward_result.pushed})",
+        )
+        _check(
+            ward_result.blobs_uploaded == [self.report.scan_sha256] and not ward_result.blob_errors,
+            f"the ward tablet uploaded the scan ({ward_result.blob_errors})",
+        )
+        self.step(
+            f"ward tablet synced: 3 records pushed and the {_kib(self.report.scan_bytes)} scan "
+            f"uploaded in {_ms(self.report.syncs[-1].seconds)}"
+        )
+        self._record("riverside-home-visit", "long poll", home_seconds, home_result)
+        _check(
+            set(home_result.pulled) == expected,
+            f"the waiting home-visit tablet received the 3 records ({home_result.pulled})",
+        )
+        wake = home_done - sync_started
+        _check(
+            0 < wake < HOME_LONG_POLL_SECONDS - 1,
+            f"the home-visit tablet was woken by the push, not by its timeout ({wake:.2f} s)",
+        )
+        self.report.long_poll_wake_seconds = round(wake, 3)
+        _check(self.home.patients.get(self.ids["patient"]).mrn == "RVS-000452", "patient arrived")
+        self.step(
+            f"home-visit tablet, waiting on a long poll, had the 3 records "
+            f"{_ms(wake)} after the ward tablet began its sync"
+        )
+        self._record("hillside", "long poll", hill_seconds, hill_result)
+        _check(
+            not hill_result.pulled and hill_seconds >= OTHER_LONG_POLL_SECONDS * 0.9,
+            f"Riverside's push did not wake the Hillside tablet ({hill_result.pulled}, "
+            f"{hill_seconds:.2f} s)",
+        )
+        self.step(
+            f"Hillside tablet, long-polling at the same time, was not woken: nothing "
+            f"arrived in its {OTHER_LONG_POLL_SECONDS:g} s wait"
+        )
+
+    def home_fetches_scan(self) -> None:
+        sha = self.report.scan_sha256
+        result = self._sync(self.home, "riverside-home-visit", "scan")
+        _check(
+            result.blobs_downloaded == [sha] and not result.blob_errors,
+            f"the home-visit tablet downloaded the scan ({result.blob_errors})",
+        )
+        _check(self.home.blobs.read_bytes(sha) == self.scan, "the fetched scan is byte-identical")
+        reference = self.home.assessments.get(self.ids["assessment"]).blobs
+        _check([b.sha256 for b in reference] == [sha], "the assessment references the scan")
+        self.report.scan_fetched = True
+        self.step(
+            f"home-visit tablet fetched the scan: {self.report.scan_bytes} bytes, SHA-256 "
+            f"verified and identical, re-encrypted under its own key "
+            f"({_ms(self.report.syncs[-1].seconds)})"
+        )
+
+    def concurrent_edits(self, *, round_no: int) -> None:
+        ward, home = self.ward, self.home
+        if round_no == 1:
+            ward.wounds.update(self.ids["wound"], status="healing")
+            home.wounds.update(self.ids["wound"], body_site="left shin, medial")
+            order = [("riverside-ward", ward), ("riverside-home-visit", home)]
+            edits = "ward sets the wound to healing, home visit refines its site"
+        else:
+            ward.patients.update(
+                self.ids["patient"], contacts=[{"kind": "phone", "value": "+44 1632 960452"}]
+            )
+            home.patients.update(self.ids["patient"], mrn="RVS-000452-B")
+            order = [("riverside-home-visit", home), ("riverside-ward", ward)]
+            edits = "ward adds a phone number, home visit corrects the MRN"
+        timings_from = len(self.report.syncs)
+        for name, client in [*order, order[0]]:
+            self._sync(client, name, f"offline edits, round {round_no}")
+        self._check_converged()
+        _check(not ward.conflicts() and not home.conflicts(), "edits of different fields merge")
+        if round_no == 1:
+            wound = home.wounds.get(self.ids["wound"])
+            _check(
+                wound.status.value == "healing" and wound.body_site == "left shin, medial",
+                f"both wound edits kept ({wound.status.value}, {wound.body_site})",
+            )
+            kept = f"wound is now '{wound.body_site}', {wound.status.value}"
+        else:
+            patient = ward.patients.get(self.ids["patient"])
+            _check(
+                patient.mrn == "RVS-000452-B" and len(patient.contacts) == 1,
+                f"both patient edits kept ({patient.mrn}, {patient.contacts})",
+            )
+            kept = f"MRN {patient.mrn} and the phone number both kept"
+        self.report.converged_rounds = round_no
+        path = " → ".join(_short(name) for name, _ in [*order, order[0]])
+        total = sum(t.seconds for t in self.report.syncs[timings_from:])
+        self.step(
+            f"both tablets offline, {edits}; synced {path} ({_ms(total)} in all): converged, "
+            f"same document heads on both tablets and the server; {kept}"
+        )
+
+    def staff_view(self) -> None:
+        patients = self._staff_get("/v1/patients", params={"clinic_id": self.riverside})
+        items = patients["items"]
+        _check(
+            [p["id"] for p in items] == [self.ids["patient"]],
+            f"staff see Riverside's one patient ({[p['id'] for p in items]})",
+        )
+        patient = items[0]["record"]
+        _check(patient["mrn"] == "RVS-000452-B", "the server has the converged MRN")
+        wounds = self._staff_get(f"/v1/patients/{self.ids['patient']}/wounds")["items"]
+        _check(
+            len(wounds) == 1 and wounds[0]["record"]["status"] == "healing",
+            "the server has the converged wound",
+        )
+        assessments = self._staff_get(f"/v1/wounds/{self.ids['wound']}/assessments")["items"]
+        _check(len(assessments) == 1, "the server has the assessment")
+        scans = assessments[0]["record"]["blobs"]
+        _check(
+            [s["sha256"] for s in scans] == [self.report.scan_sha256],
+            "the assessment on the server references the scan",
+        )
+        blob = self.http.get(
+            f"/v1/blobs/{self.report.scan_sha256}",
+            params={"clinic_id": self.riverside},
+            headers=self.staff_headers,
+        )
+        _check(
+            blob.status_code == 200 and blob.content == self.scan,
+            f"staff can download the scan ({_error_of(blob)})",
+        )
+        hillside = self._staff_get("/v1/patients", params={"clinic_id": self.hillside})["items"]
+        _check(
+            [p["id"] for p in hillside] == [self.ids["hillside-patient"]],
+            "staff see Hillside's own patient under Hillside only",
+        )
+        self.report.records_on_server = self._records_on_server()
+        measurements = assessments[0]["record"]["measurements"]
+        self.step(
+            f"staff view through the HTTP API (admin, password + TOTP): Riverside lists "
+            f"{patient['family_name']}, {patient['given_name']} (MRN {patient['mrn']}); "
+            f"wound '{wounds[0]['record']['body_site']}', {wounds[0]['record']['status']}; "
+            f"1 assessment, {measurements['area_cm2']} cm², scan downloadable "
+            f"({len(blob.content)} bytes)"
+        )
+
+    def server_refuses(self) -> None:
+        token = self._device_access_token(self.hill)
+        device = {"authorization": f"Bearer {token}"}
+        forged = RecordDocument.create(
+            Patient,
+            {"given_name": "Forged", "family_name": "Record", "birth_date": "1970-01-01"},
+            device_id=self.hill.device_id,
+            clinic_id=self.riverside,
+        )
+        body = encode_message(SyncMessage({}, (Entry(EntryKind.DOC, forged.id, forged.save()),)))
+        push = self.http.post(
+            "/v1/sync/push", content=body, headers={**device, "content-type": MEDIA_TYPE}
+        )
+        _check(push.status_code == 200, f"the push is answered ({_error_of(push)})")
+        answer = push.json()
+        refused = {r["doc_id"]: r["reason"] for r in answer["rejected"]}
+        _check(
+            not answer["accepted"] and list(refused) == [forged.id],
+            f"the server refused the forged record ({answer})",
+        )
+        stored = self.http.get(f"/v1/patients/{forged.id}", headers=self.staff_headers)
+        _check(stored.status_code == 404, "nothing of the forged record was stored")
+        self.report.refusals.append(f"record pushed into another clinic: {refused[forged.id]}")
+        self.step(
+            f"Hillside tablet pushed a record claiming to be Riverside's: refused "
+            f"({refused[forged.id]}); nothing stored"
+        )
+        scan = self.http.get(f"/v1/blobs/{self.report.scan_sha256}", headers=device)
+        _check(scan.status_code == 404, f"another clinic's scan is not served ({scan.status_code})")
+        staff_only = self.http.get("/v1/patients", headers=device)
+        _check(
+            staff_only.status_code == 403 and _code(staff_only) == "staff_only",
+            f"a tablet may not use the staff API ({_error_of(staff_only)})",
+        )
+        self.report.refusals += [
+            f"another clinic's scan: HTTP 404 {_code(scan)}",
+            f"staff API with a device token: HTTP 403 {_code(staff_only)}",
+        ]
+        self.step(
+            f"Hillside tablet asking for Riverside's scan: 404 {_code(scan)}; "
+            f"calling the staff API: 403 {_code(staff_only)}"
+        )
+
+    def clinics_stay_apart(self) -> None:
+        result = self._sync(self.hill, "hillside", "final")
+        riverside_ids = set(self.ward._store.document_heads())
+        hillside_ids = set(self.hill._store.document_heads())
+        self.report.other_clinic_received = len(hillside_ids & riverside_ids)
+        _check(not result.pulled, f"the Hillside tablet pulled nothing ({result.pulled})")
+        _check(
+            hillside_ids == {self.ids["hillside-patient"]},
+            f"the Hillside tablet holds only its own record ({sorted(hillside_ids)})",
+        )
+        _check(
+            set(self.home._store.document_heads()) == riverside_ids
+            and self.ids["hillside-patient"] not in riverside_ids,
+            "the Riverside tablets hold nothing of Hillside's",
+        )
+        self.step(
+            f"Hillside tablet synced again: received none of Riverside's "
+            f"{len(riverside_ids)} records (it holds only its own); the Riverside tablets "
+            "hold nothing of Hillside's"
+        )
+
+    def nothing_in_plaintext(self) -> None:
+        tablets = self.report.workdir / "online-tablets"
+        names = (PATIENT_NAME[1].encode(), OTHER_PATIENT_NAME[1].encode())
+        leaks = [
+            str(path.relative_to(tablets))
+            for path in sorted(tablets.rglob("*"))
+            if path.is_file() and any(name in path.read_bytes() for name in names)
+        ]
+        _check(not leaks, f"patient name found in plaintext in {leaks}")
+        self.step(
+            f"no plaintext patient name in the 3 tablets' stores under {tablets}; the "
+            f"server keeps the clinics' records for staff in {self.report.data_dir}"
+        )
+
+    # ------------------------------------------------------------ helpers
+    def _sync(
+        self,
+        client: EdgeClient,
+        tablet: str,
+        what: str,
+        progress: Callable[[SyncProgress], None] | None = None,
+    ) -> SyncResult:
+        result, seconds, _ = _timed(lambda: client.sync(progress=progress, retry=DEMO_RETRY))
+        self._record(tablet, what, seconds, result)
+        _check(
+            not result.refused_by_server and not result.rejected and not result.blob_errors,
+            f"{tablet} synced cleanly ({result.refused_by_server}, {result.rejected}, "
+            f"{result.blob_errors})",
+        )
+        return result
+
+    def _record(self, tablet: str, what: str, seconds: float, result: SyncResult) -> None:
+        self.report.syncs.append(
+            SyncTiming(
+                tablet=tablet,
+                what=what,
+                seconds=round(seconds, 4),
+                pushed=len(result.pushed),
+                pulled=len(result.pulled),
+                blobs_uploaded=len(result.blobs_uploaded),
+                blobs_downloaded=len(result.blobs_downloaded),
+            )
+        )
+
+    def _await_long_polls(self, count: int, running: list[Future[Any]]) -> None:
+        """Wait until `count` pulls are waiting on the server (or one failed)."""
+        deadline = time.monotonic() + 15
+        while True:
+            waiting = self.metrics.registry.get_sample_value("coherency_sync_long_polls_waiting")
+            if waiting is not None and waiting >= count:
+                return
+            for future in running:
+                if future.done():
+                    future.result()  # raises what went wrong
+                    raise DemoFailedError("demo step failed: a long poll ended before any push")
+            if time.monotonic() > deadline:
+                raise DemoFailedError("demo step failed: the tablets' long polls never waited")
+            time.sleep(0.01)
+
+    def _check_converged(self) -> None:
+        ward = self.ward._store.document_heads()
+        home = self.home._store.document_heads()
+        _check(ward == home, "both tablets hold the same document heads")
+        with self.db.read() as session:
+            rows = session.execute(
+                select(Document.id, Document.heads).where(Document.clinic_id == self.riverside)
+            ).all()
+        server = {doc_id: bytes(heads) for doc_id, heads in rows}
+        _check(
+            server == {doc_id: b"".join(sorted(h)) for doc_id, h in ward.items()},
+            "the server holds the same document heads as the tablets",
+        )
+        for name in ("patients", "wounds", "assessments"):
+            _check(
+                [r.model_dump() for r in self.ward.collection(name).list()]
+                == [r.model_dump() for r in self.home.collection(name).list()],
+                f"{name} identical on both tablets",
+            )
+
+    def _records_on_server(self) -> dict[str, int]:
+        with self.db.read() as session:
+            clinic_of = [row[0] for row in session.execute(select(Document.clinic_id)).all()]
+        return {name: clinic_of.count(cid) for name, cid in self.report.clinics.items()}
+
+    def _staff_get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        answer = self.http.get(path, params=params, headers=self.staff_headers)
+        _check(answer.status_code == 200, f"staff GET {path} ({_error_of(answer)})")
+        body: dict[str, Any] = answer.json()
+        return body
+
+    def _device_access_token(self, client: EdgeClient) -> str:
+        """An access token for `client`, from a signed device assertion (POST /v1/auth/device)."""
+        issued_at, nonce = int(time.time()), secrets.token_hex(16)
+        signature = client.identity.sign(device_login_message(client.device_id, issued_at, nonce))
+        answer = self.http.post(
+            "/v1/auth/device",
+            json={
+                "device_id": client.device_id,
+                "issued_at": issued_at,
+                "nonce": nonce,
+                "signature": base64.b64encode(signature).decode(),
+            },
+        )
+        _check(answer.status_code == 200, f"the device logs in with its key ({_error_of(answer)})")
+        return str(answer.json()["access_token"])
+
+
+# ---------------------------------------------------------------- the server
+class _EmbeddedSettings(Settings):
+    """Settings from arguments only: the demo ignores ``COHERENCY_SERVER_*`` variables,
+    so it runs on embedded defaults whatever the environment says."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+def _embedded_settings(data_dir: Path) -> Settings:
+    """SQLite and local blobs under `data_dir`, nothing else configured."""
+    return _EmbeddedSettings(data_dir=data_dir, log_level="WARNING")
+
+
+class _LoopbackServer:
+    """uvicorn serving `app` in a daemon thread on a free 127.0.0.1 port."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            log_config=None,  # leave the process's logging configuration alone
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name="coherency-demo-server",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        """Start serving; returns once the server accepts connections.
+
+        Raises:
+            DemoFailedError: The server did not start within 30 seconds.
+        """
+        self._thread.start()
+        deadline = time.monotonic() + 30
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                self.stop()
+                raise DemoFailedError("demo step failed: the sync server did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop serving (waiting up to 2 s for open requests) and free the port.
+
+        A long poll still waiting then (only if the demo failed midway) is cut; uvicorn
+        would log that as an error with a traceback, which says nothing here.
+        """
+        self._server.should_exit = True
+        errors = logging.getLogger("uvicorn.error")
+        level = errors.level
+        errors.setLevel(logging.CRITICAL)
+        try:
+            if self._thread.is_alive():
+                self._thread.join(timeout=30)
+        finally:
+            errors.setLevel(level)
+        self._sock.close()
+
+
+@contextlib.contextmanager
+def _quiet_logs() -> Iterator[None]:
+    """Keep the server's and the SDK's info lines (access lines, retries) out of the
+    demo's output: warnings and errors only, while the demo runs."""
+    loggers = [logging.getLogger(name) for name in ("sync_server", "edge_sdk", "uvicorn")]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
+
+
+# ---------------------------------------------------------------- small helpers
+def _check(condition: bool, what: str) -> None:
+    if not condition:
+        raise DemoFailedError(f"demo step failed: {what}")
+
+
+def _timed(work: Callable[[], SyncResult]) -> tuple[SyncResult, float, float]:
+    """`work()`, its duration in seconds and the `perf_counter` time it finished."""
+    started = time.perf_counter()
+    result = work()
+    done = time.perf_counter()
+    return result, done - started, done
+
+
+def _answers(url: str) -> bool:
+    """Whether anything still accepts connections at `url`'s host and port."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _made_up_scan(size: int) -> bytes:
+    """Deterministic bytes standing in for a depth scan (not a real format)."""
+    header = b"COHERENCY-DEMO-SCAN v1 (made-up depth samples)\n"
+    return header + random.Random(452).randbytes(size - len(header))
+
+
+def _error_of(response: httpx.Response) -> str:
+    try:
+        error = response.json()["error"]
+        return f"HTTP {response.status_code} {error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+def _code(response: httpx.Response) -> str:
+    try:
+        return str(response.json()["error"]["code"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:g} KiB"
+
+
+def _hours(ttl: timedelta) -> str:
+    hours = ttl.total_seconds() / 3600
+    return f"{hours:g} h"
+
+
+def _short(tablet: str) -> str:
+    return {"riverside-ward": "ward", "riverside-home-visit": "home visit"}.get(tablet, tablet)

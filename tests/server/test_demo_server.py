@@ -1,0 +1,227 @@
+"""The central-server half of `coherency demo`: its report, its clean-up, and the command.
+
+The demo runs its own server (embedded SQLite and blobs in a temp folder, real uvicorn
+on loopback), so these tests do not use the shared `server` fixture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
+from sync_server._db import Database
+from sync_server._demo import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
+from sync_server._models import Device
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def answers(url: str) -> bool:
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def demo_server_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "coherency-demo-server"]
+
+
+def test_the_server_demo_syncs_converges_and_keeps_clinics_apart(tmp_path: Path) -> None:
+    lines: list[str] = []
+    report = run_server_demo(tmp_path, say=lines.append)
+
+    assert lines == report.steps and len(lines) >= 15
+    assert report.server_url.startswith("http://127.0.0.1:")
+    assert not answers(report.server_url)  # stopped at the end
+    assert not demo_server_threads()
+    assert report.data_dir == tmp_path / "server"
+    assert (report.data_dir / "server.db").is_file()
+    assert report.database.startswith("sqlite:///")
+    assert set(report.clinics) == {RIVERSIDE, HILLSIDE}
+    assert report.records_on_server == {RIVERSIDE: 3, HILLSIDE: 1}
+    # The scan travelled: uploaded by the ward tablet, fetched by the home-visit tablet.
+    assert report.scan_fetched and report.scan_bytes == 32 * 1024
+    assert re.fullmatch(r"[0-9a-f]{64}", report.scan_sha256)
+    uploads = [s for s in report.syncs if s.blobs_uploaded]
+    downloads = [s for s in report.syncs if s.blobs_downloaded]
+    assert [s.tablet for s in uploads] == ["riverside-ward"]
+    assert [s.tablet for s in downloads] == ["riverside-home-visit"]
+    # The waiting tablet was woken by the push, long before its 10 s wait ran out.
+    assert report.long_poll_wake_seconds is not None
+    assert 0 < report.long_poll_wake_seconds < 5
+    long_polls = {s.tablet: s for s in report.syncs if s.what == "long poll"}
+    assert long_polls["riverside-home-visit"].pulled == 3
+    assert long_polls["hillside"].pulled == 0 and long_polls["hillside"].seconds >= 1.4
+    assert report.converged_rounds == 2
+    assert report.other_clinic_received == 0
+    assert all(s.pulled == 0 for s in report.syncs if s.tablet == "hillside")
+    assert all(s.seconds > 0 for s in report.syncs)
+    refusals = "\n".join(report.refusals)
+    assert "already used" in refusals
+    assert f"record belongs to clinic {report.clinics[RIVERSIDE]}" in refusals
+    assert "blob_not_found" in refusals and "staff_only" in refusals
+    assert 0 < report.seconds < 30
+
+    # The server's database outlives it: three devices, in the clinics they enrolled in.
+    database = Database(f"sqlite:///{report.data_dir / 'server.db'}")
+    try:
+        with database.read() as session:
+            devices = {d.id: d.clinic_id for d in session.query(Device)}
+    finally:
+        database.dispose()
+    assert devices == {
+        report.devices["riverside-ward"]: report.clinics[RIVERSIDE],
+        report.devices["riverside-home-visit"]: report.clinics[RIVERSIDE],
+        report.devices["hillside"]: report.clinics[HILLSIDE],
+    }
+    # So do the tablets' stores, with the converged records.
+    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=Argon2Params.fast())
+    with EdgeClient.open(report.stores["riverside-home-visit"], provider) as home:
+        [patient] = home.patients.list()
+        assert patient.mrn == "RVS-000452-B" and len(patient.contacts) == 1
+        assert home.blobs.exists(report.scan_sha256)
+    with EdgeClient.open(report.stores["hillside"], provider) as hillside:
+        assert [p.family_name for p in hillside.patients.list()] == ["Halvorsen-Demo"]
+
+
+def test_the_server_demo_will_not_reuse_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "server.db").write_bytes(b"someone's data")
+    with pytest.raises(DemoFailedError, match="not empty"):
+        run_server_demo(tmp_path)
+    assert (tmp_path / "server" / "server.db").read_bytes() == b"someone's data"
+    assert not (tmp_path / "online-tablets").exists()
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_the_server_is_stopped_when_a_step_fails(tmp_path: Path) -> None:
+    urls: list[str] = []
+
+    def say(line: str) -> None:
+        found = re.search(r"http://127\.0\.0\.1:\d+", line)
+        if found:
+            urls.append(found.group())
+        if "tablets enrolled" in line:
+            assert answers(urls[0])  # still serving mid-demo
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_server_demo(tmp_path, say=say)
+    assert urls and not answers(urls[0])
+    assert not demo_server_threads()
+
+
+def test_a_failure_while_long_polls_wait_still_cleans_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: the ward tablet's sync fails while two tablets long-poll.
+    real_sync = _Scenario._sync
+
+    def failing_sync(self: _Scenario, client: Any, tablet: str, what: str, *args: Any) -> Any:
+        if what == "records and scan":
+            raise Interrupted
+        return real_sync(self, client, tablet, what, *args)
+
+    monkeypatch.setattr(_Scenario, "_sync", failing_sync)
+    lines: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        run_server_demo(tmp_path, say=lines.append)
+    # The server stopped first and cut the waiting polls (not their 10 s timeout).
+    assert time.monotonic() - started < 8
+    url = re.search(r"http://127\.0\.0\.1:\d+", lines[0])
+    assert url is not None and not answers(url.group())
+    assert not demo_server_threads()
+    assert not [t for t in threading.enumerate() if t.name.startswith("demo-long-poll")]
+
+
+def test_coherency_demo_prints_both_parts(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["demo", "--workdir", str(tmp_path / "demo")])
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert "no plaintext patient name anywhere" in out  # the bundle part
+    assert "\n\ncentral sync server up on embedded defaults at http://127.0.0.1:" in out
+    assert "Hillside tablet synced again: received none of Riverside's 3 records" in out
+    assert "sync server stopped" in out
+    assert re.search(r"\n\ndemo finished in [\d.]+ s; everything is in .*demo\n$", out)
+    assert '"logger"' not in out and "INFO" not in out  # no log lines in the demo
+
+
+def test_coherency_demo_json_has_both_reports(tmp_path: Path) -> None:
+    workdir = tmp_path / "demo"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "demo", "--workdir", str(workdir), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # quiet: no access lines, no warnings
+    report = json.loads(done.stdout)
+    assert report["workdir"] == str(workdir)
+    assert len(report["steps"]) >= 5  # the offline bundle part
+    assert report["server_skipped"] is None
+    server = report["server"]
+    assert server["data_dir"] == str(workdir / "server")
+    assert server["server_url"].startswith("http://127.0.0.1:")
+    assert server["converged_rounds"] == 2
+    assert server["scan_fetched"] is True
+    assert server["other_clinic_received"] == 0
+    assert server["records_on_server"] == {RIVERSIDE: 3, HILLSIDE: 1}
+    assert len(server["refusals"]) == 4
+    assert {s["tablet"] for s in server["syncs"]} == {
+        "riverside-ward",
+        "riverside-home-visit",
+        "hillside",
+    }
+    assert all(isinstance(s["seconds"], float) for s in server["syncs"])
+    assert 0 < report["seconds"] < 60
+
+
+def test_coherency_demo_skips_the_server_part_without_the_extra(tmp_path: Path) -> None:
+    # As on a device-only install: FastAPI cannot be imported.
+    script = (
+        "import sys; sys.modules['fastapi'] = None; "
+        "from cli.main import main; "
+        f"sys.argv = ['coherency', 'demo', '--workdir', {str(tmp_path / 'demo')!r}, '--json']; "
+        "main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert len(report["steps"]) >= 5
+    assert report["server"] is None
+    assert "fastapi" in report["server_skipped"] and "coherency[server]" in report["server_skipped"]
+    assert not (tmp_path / "demo" / "server").exists()
