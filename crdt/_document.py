@@ -593,7 +593,7 @@ def _current_values(doc: am.Document, schema: type[Record]) -> dict[str, Any]:
     # keys() and values() walk the root map in the same (key) order: one call each,
     # rather than a get() per field, which is most of the cost of reading a record.
     names = doc.keys(am.ROOT)
-    found = doc.values(am.ROOT)
+    found: list[Any] = doc.values(am.ROOT)
     if len(names) != len(found):  # never expected; fall back to reading field by field
         found = [doc.get(am.ROOT, name) for name in names]
     for name, got in zip(names, found, strict=True):

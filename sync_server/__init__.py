@@ -9,25 +9,32 @@ and staff.
     settings = Settings(data_dir="server-data")   # embedded SQLite + local blobs
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
+
+`create_admin` and `issue_enrolment_token` are what `coherency server create-admin`
+and `enroll-token` do; `ThreadedServer` serves an app on loopback in a thread (demos,
+examples, an app's own tests). Only the names in `__all__` are public.
 """
 
+from sync_server._admin_cli import (
+    AdminError,
+    CreatedAdmin,
+    IssuedEnrolmentToken,
+    create_admin,
+    issue_enrolment_token,
+    migrate,
+)
 from sync_server._app import create_app
-from sync_server._db import Database
-from sync_server._migrate import current_revision, head_revision
-from sync_server._migrate import upgrade as _upgrade
+from sync_server._embedded import ThreadedServer
 from sync_server._settings import Settings
 
-__all__ = ["Settings", "create_app", "migrate"]
-
-
-def migrate(settings: Settings) -> str:
-    """Create or upgrade the database schema to the newest revision; returns it."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    database = Database(settings.resolved_database_url)
-    try:
-        _upgrade(database)
-        revision = current_revision(database)
-    finally:
-        database.dispose()
-    assert revision == head_revision()
-    return revision
+__all__ = [
+    "AdminError",
+    "CreatedAdmin",
+    "IssuedEnrolmentToken",
+    "Settings",
+    "ThreadedServer",
+    "create_admin",
+    "create_app",
+    "issue_enrolment_token",
+    "migrate",
+]

@@ -237,6 +237,15 @@ class CreatedAdmin:
     totp_uri: str | None
 
 
+def migrate(settings: Settings) -> str:
+    """Create or upgrade the database schema to the newest revision; returns it.
+
+    Raises:
+        AdminError: The database cannot be reached or migrated.
+    """
+    return migrate_database(settings).revision
+
+
 def create_admin(
     settings: Settings, *, username: str, password: str, with_totp: bool = True
 ) -> CreatedAdmin:

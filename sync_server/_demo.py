@@ -22,7 +22,6 @@ import random
 import secrets
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +32,6 @@ from typing import Any
 
 import httpx
 import pyotp
-import uvicorn
 from fastapi import FastAPI
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from sqlalchemy import select
@@ -59,6 +57,7 @@ from sync_server._admin_cli import (
 )
 from sync_server._app import create_app
 from sync_server._db import Database
+from sync_server._embedded import ThreadedServer
 from sync_server._models import Document
 from sync_server._routes_sync import MEDIA_TYPE
 from sync_server._settings import Settings
@@ -150,8 +149,11 @@ def run_server_demo(
     with _quiet_logs(), contextlib.ExitStack() as stack:
         app = create_app(settings)
         stack.callback(app.state.db.dispose)  # the lifespan disposes it too, if it ran
-        server = _LoopbackServer(app)
-        server.start()
+        server = ThreadedServer(app)
+        try:
+            server.start()
+        except RuntimeError as exc:
+            raise DemoFailedError(f"demo step failed: {exc}") from None
         stack.callback(server.stop)
         report.server_url = server.url
         http = stack.enter_context(httpx.Client(base_url=server.url, timeout=30))
@@ -318,7 +320,7 @@ class _Scenario:
             f"Hillside {self.hill.device_id[:8]}; the admin's device list shows all three"
         )
         self.step(
-            f"the ward tablet's token, tried again on the home-visit tablet: refused ({refusal})"
+            f"the ward tablet's token, tried again on the home-visit tablet: refused: {refusal}"
         )
 
     def other_clinic_records(self) -> None:
@@ -728,62 +730,6 @@ class _EmbeddedSettings(Settings):
 def _embedded_settings(data_dir: Path) -> Settings:
     """SQLite and local blobs under `data_dir`, nothing else configured."""
     return _EmbeddedSettings(data_dir=data_dir, log_level="WARNING")
-
-
-class _LoopbackServer:
-    """uvicorn serving `app` in a daemon thread on a free 127.0.0.1 port."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            log_config=None,  # leave the process's logging configuration alone
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=2,
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._sock]},
-            name="coherency-demo-server",
-            daemon=True,
-        )
-
-    def start(self) -> None:
-        """Start serving; returns once the server accepts connections.
-
-        Raises:
-            DemoFailedError: The server did not start within 30 seconds.
-        """
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                self.stop()
-                raise DemoFailedError("demo step failed: the sync server did not start")
-            time.sleep(0.01)
-
-    def stop(self) -> None:
-        """Stop serving (waiting up to 2 s for open requests) and free the port.
-
-        A long poll still waiting then (only if the demo failed midway) is cut; uvicorn
-        would log that as an error with a traceback, which says nothing here.
-        """
-        self._server.should_exit = True
-        errors = logging.getLogger("uvicorn.error")
-        level = errors.level
-        errors.setLevel(logging.CRITICAL)
-        try:
-            if self._thread.is_alive():
-                self._thread.join(timeout=30)
-        finally:
-            errors.setLevel(level)
-        self._sock.close()
 
 
 @contextlib.contextmanager

@@ -14,6 +14,12 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
     "quickstart.py": ["patients matching 'okon': ['RVS-000451']", "wrong passphrase refused"],
     "offline_sync.py": ["conflict on mrn", "after resolving: RVS-1 conflicts: []"],
+    "server_sync.py": [
+        "ward pushed 3 records and 1 blob",
+        "home pulled 3 records; scan fetched: True",
+        "converged: status healing, mrn RVS-1-B",
+        "hillside pulled 0 records of Riverside's",
+    ],
 }
 
 

@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ["crdt", "edge_sdk"]
+PACKAGES = ["crdt", "edge_sdk", "sync_server"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,12 +23,11 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
-from sync_server import Settings, create_app, migrate
+from sync_server import Settings, ThreadedServer, create_app, migrate
 from sync_server._db import Database
 from sync_server._models import Clinic, Device, Organisation
 
@@ -39,36 +35,6 @@ PG_ADMIN_URL = os.environ.get(
     "COHERENCY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"
 )
 REQUIRE_POSTGRES = os.environ.get("COHERENCY_REQUIRE_POSTGRES") == "1"
-
-
-class LiveServer:
-    """A uvicorn server running `app` in a thread on a free loopback port."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
 
 
 @dataclass
@@ -183,7 +149,7 @@ def server(
     settings = make_settings(data_dir, database_url, long_poll_max_seconds=10)
     migrate(settings)
     app = create_app(settings)
-    live = LiveServer(app)
+    live = ThreadedServer(app)
     live.start()
     db: Database = app.state.db
     organisation_id = str(uuid.uuid4())

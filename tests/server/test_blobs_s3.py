@@ -11,8 +11,6 @@ import hashlib
 import io
 import os
 import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -23,7 +21,6 @@ from typing import Any
 import boto3
 import httpx
 import pytest
-import uvicorn
 from botocore.config import Config
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -32,7 +29,7 @@ from moto.server import ThreadedMotoServer
 
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._blobs import EncryptedFileBlobStore
-from sync_server import Settings, create_app, migrate
+from sync_server import Settings, ThreadedServer, create_app, migrate
 from sync_server._blobs import (
     S3_MIN_PART_SIZE,
     BlobBackendError,
@@ -46,34 +43,6 @@ MiB = 1024 * 1024
 OCTETS = {"content-type": "application/octet-stream"}
 FAKE_KEY_ID = "testing-key-id"
 FAKE_SECRET = "testing-secret"
-
-
-class LiveServer:
-    """A uvicorn server running `app` in a thread on a free loopback port."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
-        )
-
-    def start(self) -> None:
-        self._thread.start()
-        deadline = time.monotonic() + 30
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(timeout=30)
-        self._sock.close()
 
 
 class HttpxSync:
@@ -158,7 +127,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str) -> I
     settings = s3_settings(tmp_path_factory.mktemp("server-s3"), moto_endpoint, bucket)
     migrate(settings)
     app = create_app(settings)
-    live = LiveServer(app)
+    live = ThreadedServer(app)
     live.start()
     db: Database = app.state.db
     organisation_id = str(uuid.uuid4())
