@@ -490,23 +490,26 @@ class _Http:
         params: Mapping[str, Any] | None = None,
         stream: bool = False,
         extra_timeout: float = 0.0,
+        bearer: bool | None = None,
     ) -> httpx.Response:
         """Send a request, retrying what is worth retrying; returns the final response.
 
         4xx answers other than 401/408/425/429 come back to the caller as they are.
         With `stream`, the body is left unread (close the response when done).
+        `bearer=False` sends no access token (the token routes themselves).
 
         Raises:
             ServerUnreachableError: Every attempt failed to connect or got a 5xx.
             DeviceRevokedError: The server revoked this device.
         """
+        authenticated = self._authenticated if bearer is None else bearer
         last_problem = ""
         refreshed = False
         attempt = 0
         while True:
             retry_after = 0.0
             send_headers = dict(headers or {})
-            if self._authenticated:
+            if authenticated:
                 send_headers["authorization"] = f"Bearer {self._token()}"
             timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
             if extra_timeout:
@@ -526,7 +529,7 @@ class _Http:
             except httpx.TransportError as exc:
                 last_problem = f"{type(exc).__name__}: {exc}"
             else:
-                if response.status_code == 401 and self._authenticated and not refreshed:
+                if response.status_code == 401 and authenticated and not refreshed:
                     if stream:
                         response.close()
                     refreshed = True
@@ -590,11 +593,7 @@ class _Http:
         raise AuthenticationError(f"the server refused the device: {_error_text(response)}")
 
     def _post_auth(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        saved, self._authenticated = self._authenticated, False
-        try:
-            return self.request("POST", path, json=body)
-        finally:
-            self._authenticated = saved
+        return self.request("POST", path, json=body, bearer=False)
 
     def _keep(self, answer: Mapping[str, Any]) -> tuple[str, float]:
         # The new refresh token is stored before it is used: losing it would only mean
