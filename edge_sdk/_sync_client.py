@@ -309,8 +309,14 @@ class _SyncRun:
             params["wait"] = wait
         response = self.http.request("GET", "/v1/sync/pull", params=params, extra_timeout=wait)
         if response.status_code == 409 and _error_code(response) == "cursor_ahead":
-            # A server restored from a backup: start again (merges are idempotent).
-            log.warning("the server's feed is behind our cursor %d; pulling from 0", cursor)
+            # A server restored from a backup: what we knew it held may be gone. Forget
+            # it (the next push sends everything again) and pull from the start; merges
+            # are idempotent, so nothing is applied twice.
+            log.warning("the server's feed is behind our cursor %d; resyncing from 0", cursor)
+            with self.store.transaction():
+                for peer in (self.peer, self.blob_peer):
+                    self.store.execute("DELETE FROM peers WHERE peer_id = ?", (peer,))
+                self.store.set_meta(META_PREFIX + "cursor", "0")
             return self._fetch_page(0, wait)
         _raise_for_status(response, "pull")
         try:
@@ -491,18 +497,21 @@ class _Http:
         stream: bool = False,
         extra_timeout: float = 0.0,
         bearer: bool | None = None,
+        attempts: int | None = None,
     ) -> httpx.Response:
         """Send a request, retrying what is worth retrying; returns the final response.
 
         4xx answers other than 401/408/425/429 come back to the caller as they are.
         With `stream`, the body is left unread (close the response when done).
-        `bearer=False` sends no access token (the token routes themselves).
+        `bearer=False` sends no access token (the token routes themselves);
+        `attempts` overrides the policy's number of tries.
 
         Raises:
             ServerUnreachableError: Every attempt failed to connect or got a 5xx.
             DeviceRevokedError: The server revoked this device.
         """
         authenticated = self._authenticated if bearer is None else bearer
+        tries = self._retry.attempts if attempts is None else attempts
         last_problem = ""
         refreshed = False
         attempt = 0
@@ -543,7 +552,7 @@ class _Http:
                 retry_after = _retry_after(response)
                 if stream:
                     response.close()
-            if attempt + 1 >= self._retry.attempts:
+            if attempt + 1 >= tries:
                 raise ServerUnreachableError(
                     f"{method} {path} failed {attempt + 1} times; last: {last_problem}"
                 )
@@ -566,34 +575,58 @@ class _Http:
         store = self._client._store
         refresh = store.get_meta(META_PREFIX + "refresh_token")
         if refresh:
-            response = self._post_auth("/v1/auth/refresh", {"refresh_token": refresh})
-            if response.status_code == 200:
-                return self._keep(response.json())
-            if response.status_code == 403 and _error_code(response) == "device_revoked":
-                raise DeviceRevokedError("the server has revoked this device")
-            # Unknown, expired, revoked or reused: start a new family with the device key.
-            log.info("refresh refused (%s); logging in with the device key", _error_text(response))
+            # One attempt only: resending a refresh token whose answer was lost would be
+            # reuse, which revokes the family. On any failure the device key logs in.
+            try:
+                response = self._post_auth(
+                    "/v1/auth/refresh", {"refresh_token": refresh}, attempts=1
+                )
+            except ServerUnreachableError as exc:
+                log.info("refresh failed (%s); logging in with the device key", exc)
+            else:
+                if response.status_code == 200:
+                    return self._keep(response.json())
+                if response.status_code == 403 and _error_code(response) == "device_revoked":
+                    raise DeviceRevokedError("the server has revoked this device")
+                # Unknown, expired, revoked or reused: a new family from the device key.
+                log.info(
+                    "refresh refused (%s); logging in with the device key", _error_text(response)
+                )
+        return self._device_login()
+
+    def _device_login(self) -> tuple[str, float]:
+        """Log in with a signed assertion of the device key, a fresh one per attempt
+        (a nonce is single-use, so a resent assertion would be refused as a replay)."""
         identity = self._client.identity
-        issued_at = int(time.time())
-        nonce = secrets.token_hex(16)
-        signature = identity.sign(device_login_message(identity.device_id, issued_at, nonce))
-        response = self._post_auth(
-            "/v1/auth/device",
-            {
+        for attempt in range(self._retry.attempts):
+            issued_at = int(time.time())
+            nonce = secrets.token_hex(16)
+            signature = identity.sign(device_login_message(identity.device_id, issued_at, nonce))
+            body = {
                 "device_id": identity.device_id,
                 "issued_at": issued_at,
                 "nonce": nonce,
                 "signature": base64.b64encode(signature).decode(),
-            },
-        )
-        if response.status_code == 200:
-            return self._keep(response.json())
-        if response.status_code == 403 and _error_code(response) == "device_revoked":
-            raise DeviceRevokedError("the server has revoked this device")
-        raise AuthenticationError(f"the server refused the device: {_error_text(response)}")
+            }
+            try:
+                response = self._post_auth("/v1/auth/device", body, attempts=1)
+            except ServerUnreachableError as exc:
+                if attempt + 1 >= self._retry.attempts:
+                    raise ServerUnreachableError(
+                        f"device login failed {attempt + 1} times; last: {exc}"
+                    ) from None
+                self.retries += 1
+                time.sleep(self._retry.delay(attempt, self._rng))
+                continue
+            if response.status_code == 200:
+                return self._keep(response.json())
+            if response.status_code == 403 and _error_code(response) == "device_revoked":
+                raise DeviceRevokedError("the server has revoked this device")
+            raise AuthenticationError(f"the server refused the device: {_error_text(response)}")
+        raise ServerUnreachableError("device login failed")  # not reached: the loop raises
 
-    def _post_auth(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        return self.request("POST", path, json=body, bearer=False)
+    def _post_auth(self, path: str, body: dict[str, Any], *, attempts: int) -> httpx.Response:
+        return self.request("POST", path, json=body, bearer=False, attempts=attempts)
 
     def _keep(self, answer: Mapping[str, Any]) -> tuple[str, float]:
         # The new refresh token is stored before it is used: losing it would only mean

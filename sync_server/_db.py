@@ -28,7 +28,9 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.sqlite = is_sqlite(url)
-        kwargs: dict[str, Any] = {"echo": echo}
+        # Errors never carry statement parameters: they hold patient data, and errors
+        # end up in logs.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:

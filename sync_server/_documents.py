@@ -14,6 +14,7 @@ projection row are written in the push's one transaction.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,7 +38,9 @@ from sync_server._models import (
     utcnow,
 )
 
-__all__ = ["PullPage", "PushResult", "pull_page", "push_documents"]
+__all__ = ["PullPage", "PushResult", "audit_pull", "pull_page", "push_documents"]
+
+log = logging.getLogger("sync_server.sync")
 
 _PROJECTIONS: dict[str, type[Base]] = {
     "patients": PatientRow,
@@ -72,6 +75,7 @@ def push_documents(
     principal: Principal,
     incoming: Sequence[tuple[str, bytes]],
     *,
+    max_document_size: int,
     request_id: str | None = None,
 ) -> PushResult:
     """Merge a device's pushed documents into its clinic's replicas, in `session`'s
@@ -108,8 +112,9 @@ def push_documents(
         policy=policy,
         report=report,
     )
-    store.flush(pushed_heads)
-    result.rejected += report.rejected
+    late = store.flush(pushed_heads, max_document_size=max_document_size)
+    result.rejected += report.rejected + late
+    report.received -= {r.doc_id for r in late}
     refused = {r.doc_id for r in result.rejected}
     result.accepted = [doc_id for doc_id in ids if doc_id in report.received]
     result.unchanged = [
@@ -138,7 +143,6 @@ def pull_page(
     cursor: int,
     limit: int,
     max_bytes: int,
-    request_id: str | None = None,
 ) -> PullPage:
     """The caller's clinic's documents changed after `cursor`, oldest change first.
 
@@ -168,25 +172,37 @@ def pull_page(
             new_cursor = seq
             continue
         entry = Entry(EntryKind.DOC, doc_id, bytes(data))
+        if len(entry.payload) + 64 > max_bytes:
+            # Pushes refuse documents this large; one stored before that rule (or by
+            # hand) must not stop the clinic's feed: skip it and say so.
+            log.error("document %s (%d bytes) exceeds the pull size cap", doc_id, len(data))
+            new_cursor = seq
+            continue
         if entries and size + len(entry.payload) + 64 > max_bytes:
             more = True
             break
         entries.append(entry)
         size += len(entry.payload) + 64
         new_cursor = seq
-    if entries:
-        session.add(
-            AuditEvent(
-                actor_kind=principal.kind,
-                actor_id=principal.id,
-                clinic_id=clinic_id,
-                action="sync-pull",
-                target=",".join(e.doc_id for e in entries),
-                outcome="ok",
-                request_id=request_id,
-            )
-        )
     return PullPage(entries, new_cursor, more, int(feed_seq))
+
+
+def audit_pull(
+    session: Session, principal: Principal, page: PullPage, *, request_id: str | None
+) -> None:
+    """Record which documents a pull sent (in a short write transaction of its own:
+    the page itself is read without taking the write lock)."""
+    session.add(
+        AuditEvent(
+            actor_kind=principal.kind,
+            actor_id=principal.id,
+            clinic_id=principal.clinic_id,
+            action="sync-pull",
+            target=",".join(e.doc_id for e in page.entries),
+            outcome="ok",
+            request_id=request_id,
+        )
+    )
 
 
 def write_documents(
@@ -195,6 +211,7 @@ def write_documents(
     documents: Sequence[RecordDocument],
     *,
     writer: str | None,
+    max_document_size: int = 8 * 1024 * 1024 - 4096,
 ) -> int:
     """Store server-made documents (e.g. decisions) in a clinic's feed; returns the
     clinic's new feed sequence. The caller's transaction commits them."""
@@ -204,7 +221,9 @@ def write_documents(
     existing = _lookup(session, [d.id for d in documents])
     store = _TransactionStore(session, clinic, existing, None, writer=writer)
     store.put_documents(documents)
-    store.flush({})
+    refused = store.flush({}, max_document_size=max_document_size)
+    if refused:
+        raise ValueError(f"server documents refused: {refused}")
     return clinic.feed_seq
 
 
@@ -262,21 +281,49 @@ class _TransactionStore:
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         self._pending.extend(documents)
 
-    def flush(self, pushed_heads: dict[str, list[bytes]]) -> None:
-        """Write the pending documents, their feed numbers and projections."""
+    def flush(
+        self, pushed_heads: dict[str, list[bytes]], *, max_document_size: int
+    ) -> list[Rejection]:
+        """Write the pending documents, their feed numbers and projections.
+
+        Returns the documents refused at this last step, none of which is stored: one
+        too large to ever be pulled, one whose values the projection cannot hold, or a
+        new id another clinic's push wrote first.
+        """
+        refused: list[Rejection] = []
         if not self._pending:
-            return
+            return refused
         now = utcnow()
         doc_rows: list[dict[str, Any]] = []
         projections: dict[str, list[dict[str, Any]]] = {}
         seq = self._clinic.feed_seq
-        device = (
-            self._principal.id if self._principal and self._principal.kind == "device" else None
-        )
+        principal = self._principal
+        device = principal.id if principal is not None and principal.kind == "device" else None
         for document in self._pending:
+            data = document.save()
+            if len(data) > max_document_size:
+                refused.append(
+                    Rejection(
+                        document.id,
+                        f"the merged document is {len(data)} bytes, over the "
+                        f"{max_document_size}-byte limit",
+                    )
+                )
+                continue
+            projection = None
+            if document.collection in _PROJECTIONS:
+                try:
+                    projection = _projection_row(
+                        document.collection,
+                        document.read().model_dump(mode="json"),
+                        bool(document.conflicts()),
+                    )
+                except (OverflowError, ValueError) as exc:
+                    refused.append(Rejection(document.id, f"unusable value: {exc}"))
+                    continue
+                projections.setdefault(document.collection, []).append(projection)
             seq += 1
             heads = document.heads
-            record = document.read()
             exact = device is not None and pushed_heads.get(document.id) == heads
             doc_rows.append(
                 {
@@ -284,21 +331,16 @@ class _TransactionStore:
                     "clinic_id": self._clinic.id,
                     "collection": document.collection,
                     "heads": b"".join(heads),
-                    "data": document.save(),
+                    "data": data,
                     "seq": seq,
                     "updated_at": now,
                     "updated_by": self._writer,
                     "origin_device": device if exact else None,
                 }
             )
-            if document.collection in _PROJECTIONS:
-                projections.setdefault(document.collection, []).append(
-                    _projection_row(
-                        document.collection,
-                        record.model_dump(mode="json"),
-                        bool(document.conflicts()),
-                    )
-                )
+        self._pending.clear()
+        if not doc_rows:
+            return refused
         self._session.execute(
             update(Clinic).where(Clinic.id == self._clinic.id).values(feed_seq=seq)
         )
@@ -306,7 +348,21 @@ class _TransactionStore:
         _upsert(self._session, Document, doc_rows)
         for collection, rows in projections.items():
             _upsert(self._session, _PROJECTIONS[collection], rows)
-        self._pending.clear()
+        # A new id may have been written meanwhile by another clinic's push (the
+        # upserts never move a row between clinics): refuse it here too.
+        new_ids = [row["id"] for row in doc_rows if row["id"] not in self._existing]
+        for start in range(0, len(new_ids), _LOOKUP_CHUNK):
+            chunk = new_ids[start : start + _LOOKUP_CHUNK]
+            taken = self._session.scalars(
+                select(Document.id).where(
+                    Document.id.in_(chunk), Document.clinic_id != self._clinic.id
+                )
+            )
+            refused += [
+                Rejection(doc_id, "the id belongs to a record outside this device's clinic")
+                for doc_id in taken
+            ]
+        return refused
 
 
 def _projection_row(collection: str, dumped: dict[str, Any], conflicted: bool) -> dict[str, Any]:
@@ -377,6 +433,9 @@ def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]])
     stmt = insert(model)
     columns = [c for c in rows[0] if c != "id"]
     stmt = stmt.on_conflict_do_update(
-        index_elements=["id"], set_={c: stmt.excluded[c] for c in columns}
+        index_elements=["id"],
+        set_={c: stmt.excluded[c] for c in columns},
+        # Never move a record to another clinic, whatever a concurrent push says.
+        where=model.__table__.c.clinic_id == stmt.excluded.clinic_id,
     )
     session.execute(stmt, rows)

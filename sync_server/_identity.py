@@ -695,6 +695,10 @@ def create_enrolment_token(
     return token, row
 
 
+# How long after its token expires a device may still repeat its own enrolment.
+_ENROL_REPLAY_GRACE = timedelta(hours=1)
+
+
 def enrol_device(
     session: Session,
     *,
@@ -744,6 +748,48 @@ def enrol_device(
         )
         _commit_and_raise(session, error)
 
+    if (
+        row is not None
+        and row.used_at is not None
+        and row.device_id == device_id
+        and row.expires_at > now - _ENROL_REPLAY_GRACE
+    ):
+        # The same device repeating its own enrolment (its answer was lost on the way):
+        # with the same key and a valid proof, it gets the answer again, new tokens.
+        device = session.get(Device, device_id)
+        if (
+            device is not None
+            and device.revoked_at is None
+            and device.public_key == public_key
+            and _verify_ed25519(public_key, enrolment_message(token, device_id), signature)
+        ):
+            clinic = session.get(Clinic, device.clinic_id)
+            assert clinic is not None  # foreign key
+            record_audit(
+                session,
+                actor_kind="device",
+                actor_id=device_id,
+                clinic_id=clinic.id,
+                action="enrol",
+                target=row.id,
+                outcome="repeated",
+            )
+            return EnrolResult(
+                device_id=device_id,
+                clinic_id=clinic.id,
+                organisation_id=clinic.organisation_id,
+                tokens=issue_tokens(
+                    session,
+                    subject_kind="device",
+                    subject_id=device_id,
+                    clinic_id=clinic.id,
+                    organisation_id=clinic.organisation_id,
+                    role="device",
+                    signing_key=signing_key,
+                    settings=settings,
+                ),
+                server_public_key=signing_key.public_key_bytes,
+            )
     if row is None or row.used_at is not None or row.expires_at <= now:
         refuse(
             Unauthorized(

@@ -205,7 +205,7 @@ def get_devices(
     db: DbDep,
     clinic_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[DevicePublic]:
     """Enrolled devices (revoked ones too), of one clinic or of every clinic in scope."""
     with db.read() as session:

@@ -116,7 +116,9 @@ class DeviceLoginRequest(BaseModel):
     """A device assertion: the device signs a fresh nonce and the time with its key."""
 
     device_id: str = Field(min_length=1, max_length=64)
-    issued_at: int = Field(description="Unix seconds; within 5 minutes of the server clock.")
+    issued_at: int = Field(
+        ge=0, le=2**40, description="Unix seconds; within 5 minutes of the server clock."
+    )
     nonce: str = Field(min_length=16, max_length=64, description="16-64 URL-safe characters.")
     signature: str = Field(
         min_length=1,

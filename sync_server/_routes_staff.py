@@ -29,7 +29,7 @@ router = APIRouter(prefix="/v1", tags=["staff"])
 
 DbDep = Annotated[Database, Depends(get_db)]
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size.")]
-Offset = Annotated[int, Query(ge=0, description="Records to skip.")]
+Offset = Annotated[int, Query(ge=0, le=2**31, description="Records to skip.")]
 IncludeDeleted = Annotated[bool, Query(description="Include deleted records.")]
 
 _ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,64}")

@@ -19,10 +19,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from crdt import EntryKind, SyncMessage, SyncProtocolError, decode_message, encode_message
 from sync_server._deps import DeviceCaller
-from sync_server._documents import PullPage, pull_page, push_documents
+from sync_server._documents import PullPage, audit_pull, pull_page, push_documents
 from sync_server._errors import BadRequest, Conflict, PayloadTooLarge
 from sync_server._settings import Settings
 
@@ -84,7 +85,13 @@ async def push(request: Request, caller: DeviceCaller) -> PushResponse:
 
     def work() -> PushResponse:
         with request.app.state.db.write() as session:
-            result = push_documents(session, caller, incoming, request_id=request_id)
+            result = push_documents(
+                session,
+                caller,
+                incoming,
+                max_document_size=settings.max_message_size - 4096,
+                request_id=request_id,
+            )
             if result.accepted:
                 request.app.state.feed.notify_in(session, caller.clinic_id)
         if result.accepted:
@@ -122,7 +129,9 @@ async def push(request: Request, caller: DeviceCaller) -> PushResponse:
 async def pull(
     request: Request,
     caller: DeviceCaller,
-    cursor: Annotated[int, Query(ge=0, description="Last cursor received; 0 at first.")] = 0,
+    cursor: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Last cursor received; 0 at first.")
+    ] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     wait: Annotated[float, Query(ge=0, le=300, description="Long-poll seconds.")] = 0,
 ) -> Response:
@@ -143,11 +152,11 @@ async def pull(
                 cursor=cursor,
                 limit=page_size,
                 max_bytes=settings.max_message_size - 4096,
-                request_id=request_id,
             )
-            if page.entries:
-                session.commit()  # the audit event
-            return page
+        if page.entries:
+            with request.app.state.db.write() as session:
+                audit_pull(session, caller, page, request_id=request_id)
+        return page
 
     metrics = request.app.state.metrics
     while True:
@@ -185,9 +194,12 @@ async def _read_body(request: Request, cap: int) -> bytes:
         raise PayloadTooLarge(f"a sync message may be at most {cap} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > cap:
-            raise PayloadTooLarge(f"a sync message may be at most {cap} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > cap:
+                raise PayloadTooLarge(f"a sync message may be at most {cap} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise BadRequest("the message body ended early", code="incomplete_body") from None
     return b"".join(chunks)

@@ -320,7 +320,13 @@ def test_bad_sync_bodies_get_4xx_and_change_nothing(server: Any) -> None:
         oversized = b"CHSY" + b"\0" * (server.settings.max_message_size + 10)
         response = http.post("/v1/sync/push", content=oversized, headers=MEDIA)
         assert response.status_code == 413
-        for params in ({"cursor": -1}, {"cursor": "abc"}, {"wait": 10_000}, {"limit": 0}):
+        for params in (
+            {"cursor": -1},
+            {"cursor": "abc"},
+            {"cursor": 2**64},
+            {"wait": 10_000},
+            {"limit": 0},
+        ):
             response = http.get("/v1/sync/pull", params=params)
             assert response.status_code == 422, params
     assert database_state(server) == before
@@ -339,3 +345,52 @@ def test_sync_routes_refuse_callers_without_a_device_token(server: Any) -> None:
     with server.http("not-a-jwt") as bad:
         assert bad.get("/v1/sync/pull").status_code == 401
     assert database_state(server) == before
+
+
+def test_concurrent_pulls_of_one_clinic_never_fail(server: Any) -> None:
+    clinic = server.new_clinic()
+    device, token = server.device_token(clinic)
+    with server.http(token) as http:
+        push(http, *[patient(clinic, device, f"F{i}") for i in range(200)])
+    _, reader = server.device_token(clinic)
+    statuses: list[int] = []
+
+    def pull_often() -> None:
+        with server.http(reader) as http:
+            for _ in range(5):
+                statuses.append(http.get("/v1/sync/pull", params={"cursor": 0}).status_code)
+
+    threads = [threading.Thread(target=pull_often) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [200] * 30
+
+
+def test_a_record_the_projection_cannot_hold_is_refused_alone(server: Any) -> None:
+    from crdt import Wound, WoundAssessment
+
+    clinic = server.new_clinic()
+    device, token = server.device_token(clinic)
+    owner = patient(clinic, device)
+    wound = RecordDocument.create(
+        Wound, {"patient_id": owner.id, "body_site": "heel"}, device_id=device, clinic_id=clinic
+    )
+    extreme = RecordDocument.create(
+        WoundAssessment,
+        {
+            "wound_id": wound.id,
+            "patient_id": owner.id,
+            "captured_at": "0001-01-01T00:00:00+01:00",  # before year 1 in UTC
+            "device_id": device,
+        },
+        device_id=device,
+        clinic_id=clinic,
+    )
+    with server.http(token) as http:
+        answer = push(http, owner, wound, extreme)
+    assert sorted(answer["accepted"]) == sorted([owner.id, wound.id])
+    assert [r["doc_id"] for r in answer["rejected"]] == [extreme.id]
+    with server.db.read() as session:
+        assert session.get(Document, extreme.id) is None

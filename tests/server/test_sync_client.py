@@ -210,11 +210,15 @@ def test_a_cut_connection_loses_and_duplicates_nothing(
         seen[route] = seen.get(route, 0) + 1
         return seen[route] <= 2  # the first two attempts fail, then it goes through
 
-    transport = CuttingTransport(cut)
+    transport, b_transport = CuttingTransport(cut), CuttingTransport(cut)
     a_result = sync_with(a, retry=FAST, transport=transport)
-    b_result = sync_with(b, retry=FAST, transport=CuttingTransport(cut))
-    assert transport.cuts == 2  # both cuts hit device A's sync, which still finished
-    assert a_result.retries >= 2
+    b_result = sync_with(b, retry=FAST, transport=b_transport)
+    assert transport.cuts + b_transport.cuts == 2  # and both syncs still finished
+    if route == "/v1/auth/refresh":
+        # A refresh is never resent (that would be reuse): the device key logs in.
+        assert transport.cuts == b_transport.cuts == 1
+    else:
+        assert transport.cuts == 2 and a_result.retries >= 2
     assert set(b_result.pulled) == ids
     assert state(a)["records"] == state(b)["records"]
     # Nothing was duplicated: one document (and one patient row) per record.
@@ -268,3 +272,30 @@ def test_progress_reports_each_phase(devices: Devices, server: Any) -> None:
     b.sync(retry=FAST, progress=steps.append)
     pulls = [s for s in steps if s.phase == "pull"]
     assert pulls[-1].done == 5 and pulls[-1].total == 5
+
+
+def test_an_enrolment_whose_answer_was_lost_is_repeated_safely(
+    devices: Devices, server: Any
+) -> None:
+    from edge_sdk._sync_client import enroll
+
+    clinic = server.new_clinic()
+    client = devices.new(clinic, "unlucky", enroll=False)
+    lost: list[str] = []
+
+    def cut_first_answer(request: httpx.Request, phase: str) -> bool:
+        if request.url.path == "/v1/devices/enroll" and phase == "after" and not lost:
+            lost.append("cut")
+            return True
+        return False
+
+    enrollment = enroll(
+        client,
+        server.url,
+        devices.token(clinic),
+        retry=FAST,
+        transport=CuttingTransport(cut_first_answer),
+    )
+    assert lost and enrollment.clinic_id == clinic
+    add_patient(client, "Persistent")
+    assert len(client.sync(retry=FAST).pushed) == 1
