@@ -598,7 +598,8 @@ class _Http:
         """Log in with a signed assertion of the device key, a fresh one per attempt
         (a nonce is single-use, so a resent assertion would be refused as a replay)."""
         identity = self._client.identity
-        for attempt in range(self._retry.attempts):
+        attempt = 0
+        while True:
             issued_at = int(time.time())
             nonce = secrets.token_hex(16)
             signature = identity.sign(device_login_message(identity.device_id, issued_at, nonce))
@@ -617,13 +618,13 @@ class _Http:
                     ) from None
                 self.retries += 1
                 time.sleep(self._retry.delay(attempt, self._rng))
+                attempt += 1
                 continue
             if response.status_code == 200:
                 return self._keep(response.json())
             if response.status_code == 403 and _error_code(response) == "device_revoked":
                 raise DeviceRevokedError("the server has revoked this device")
             raise AuthenticationError(f"the server refused the device: {_error_text(response)}")
-        raise ServerUnreachableError("device login failed")  # not reached: the loop raises
 
     def _post_auth(self, path: str, body: dict[str, Any], *, attempts: int) -> httpx.Response:
         return self.request("POST", path, json=body, bearer=False, attempts=attempts)

@@ -17,7 +17,6 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -25,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crdt import Entry, EntryKind, RecordDocument, Rejection, SyncReport, apply_documents
+from edge_sdk._store import sortable_time
 from sync_server._deps import Principal
 from sync_server._errors import NotFound
 from sync_server._models import (
@@ -396,7 +396,7 @@ def _projection_row(collection: str, dumped: dict[str, Any], conflicted: bool) -
         row.update(
             wound_id=dumped["wound_id"],
             patient_id=dumped["patient_id"],
-            captured_at=_sortable(dumped["captured_at"]),
+            captured_at=sortable_time(dumped["captured_at"]),
             device_id=dumped["device_id"],
             clinician=dumped.get("clinician"),
             model_id=model.get("model_id"),
@@ -414,14 +414,6 @@ def _projection_row(collection: str, dumped: dict[str, Any], conflicted: bool) -
             },
         )
     return row
-
-
-def _sortable(value: str) -> str:
-    """A timestamp as fixed-width UTC text, so text order is time order."""
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]]) -> None:

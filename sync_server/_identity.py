@@ -765,31 +765,7 @@ def enrol_device(
         ):
             clinic = session.get(Clinic, device.clinic_id)
             assert clinic is not None  # foreign key
-            record_audit(
-                session,
-                actor_kind="device",
-                actor_id=device_id,
-                clinic_id=clinic.id,
-                action="enrol",
-                target=row.id,
-                outcome="repeated",
-            )
-            return EnrolResult(
-                device_id=device_id,
-                clinic_id=clinic.id,
-                organisation_id=clinic.organisation_id,
-                tokens=issue_tokens(
-                    session,
-                    subject_kind="device",
-                    subject_id=device_id,
-                    clinic_id=clinic.id,
-                    organisation_id=clinic.organisation_id,
-                    role="device",
-                    signing_key=signing_key,
-                    settings=settings,
-                ),
-                server_public_key=signing_key.public_key_bytes,
-            )
+            return _enrolled(session, device_id, clinic, row.id, "repeated", signing_key, settings)
     if row is None or row.used_at is not None or row.expires_at <= now:
         refuse(
             Unauthorized(
@@ -854,6 +830,19 @@ def enrol_device(
         # A concurrent enrolment of the same device id won; this transaction (and its
         # spending of the token) is rolled back by the caller.
         raise Conflict("this device id is already enrolled", code="device_exists") from None
+    return _enrolled(session, device_id, clinic, row.id, "ok", signing_key, settings)
+
+
+def _enrolled(
+    session: Session,
+    device_id: str,
+    clinic: Clinic,
+    token_id: str,
+    outcome: str,
+    signing_key: SigningKey,
+    settings: Settings,
+) -> EnrolResult:
+    """An enrolment's answer: a new token family for the device, audited."""
     tokens = issue_tokens(
         session,
         subject_kind="device",
@@ -870,8 +859,8 @@ def enrol_device(
         actor_id=device_id,
         clinic_id=clinic.id,
         action="enrol",
-        target=row.id,
-        outcome="ok",
+        target=token_id,
+        outcome=outcome,
     )
     return EnrolResult(
         device_id=device_id,
