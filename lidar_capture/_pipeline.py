@@ -84,7 +84,7 @@ class MeasureOptions:
 
     min_confidence: int = 1
     """Drop depth pixels below this confidence (0 low, 1 medium, 2 high)."""
-    fusion: str = "tsdf"
+    fusion: str = "points"
     """``tsdf`` (Open3D TSDF volume) or ``points`` (registered points pooled)."""
     voxel_m: float = 0.001
     grid_m: float = 0.0005
@@ -101,6 +101,8 @@ class MeasureOptions:
     """Mahalanobis distance from the skin colour that is certainly not skin."""
     depth_threshold_mm: float = 2.0
     """Depth below the skin that is certainly wound (raised to 4 sigma of the noise)."""
+    max_skin_degree: int = 4
+    """Highest polynomial degree of the skin fit; 1 fits a plane (for comparison only)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -411,33 +413,44 @@ def _fuse_tsdf(
     opts: MeasureOptions,
     noise: float,
 ) -> PointCloud:
+    """Integrate the frames into an Open3D voxel-block TSDF and extract its surface."""
     import open3d as o3d
+    import open3d.core as o3c
 
-    trunc = float(np.clip(4.0 * noise, 0.003, 0.010))
-    volume = o3d.pipelines.integration.ScalableTSDFVolume(
-        voxel_length=opts.voxel_m,
-        sdf_trunc=trunc,
-        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8,
+    trunc_voxels = float(np.clip(4.0 * noise, 0.003, 0.010)) / opts.voxel_m
+    grid = o3d.t.geometry.VoxelBlockGrid(
+        attr_names=("tsdf", "weight", "color"),
+        attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
+        attr_channels=((1), (1), (3)),
+        voxel_size=opts.voxel_m,
+        block_resolution=8,
+        block_count=4000,
     )
+    has_color = all(f.color is not None for f in frames)
     for frame, depth in zip(frames, depths, strict=True):
-        k = frame.intrinsics
         h, w = depth.shape
-        color = _color_at_depth_resolution(frame)
-        if color is None:
-            color = np.full((h, w, 3), 128, dtype=np.uint8)
-        rgbd = o3d.geometry.RGBDImage.create_from_color_and_depth(
-            o3d.geometry.Image(np.ascontiguousarray(color)),
-            o3d.geometry.Image(np.ascontiguousarray(depth, dtype=np.float32)),
-            depth_scale=1.0,
-            depth_trunc=10.0,
-            convert_rgb_to_intensity=False,
+        color = _color_at_depth_resolution(frame) if has_color else None
+        rgb = (
+            np.full((h, w, 3), 0.5, dtype=np.float32)
+            if color is None
+            else color.astype(np.float32) / 255.0
         )
-        intrinsic = o3d.camera.PinholeCameraIntrinsic(w, h, k.fx, k.fy, k.cx, k.cy)
-        volume.integrate(rgbd, intrinsic, np.linalg.inv(frame.pose))
-    pcd = volume.extract_point_cloud()
-    points = np.asarray(pcd.points, dtype=np.float64)
-    colors = np.asarray(pcd.colors, dtype=np.float64) if frames[0].color is not None else None
-    return PointCloud(points, colors if colors is not None and len(colors) else None)
+        depth_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth)))
+        color_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb)))
+        intrinsic = o3c.Tensor(frame.intrinsics.matrix(), o3c.float64)
+        extrinsic = o3c.Tensor(np.linalg.inv(frame.pose), o3c.float64)
+        blocks = grid.compute_unique_block_coordinates(
+            depth_image, intrinsic, extrinsic, 1.0, 10.0, trunc_voxels
+        )
+        grid.integrate(
+            blocks, depth_image, color_image, intrinsic, extrinsic, 1.0, 10.0, trunc_voxels
+        )
+    # A surface seen by at least a fifth of the frames (and twice, when there are several).
+    threshold = float(min(max(0.2 * len(frames), 1.0), 2.0))
+    pcd = grid.extract_point_cloud(weight_threshold=threshold - 0.5)
+    points = pcd.point.positions.numpy().astype(np.float64)
+    colors = pcd.point.colors.numpy().astype(np.float64) if has_color else None
+    return PointCloud(points, None if colors is None else np.clip(colors, 0.0, 1.0))
 
 
 def _remove_outliers(cloud: PointCloud) -> PointCloud:
@@ -494,6 +507,56 @@ def _splat(
         total = ndimage.gaussian_filter(total, sigma_cells, mode="constant")
         fields.append(np.divide(total, weight, out=np.zeros_like(total), where=weight > 1e-9))
     return np.stack(fields, axis=-1), weight
+
+
+def _project_colour(
+    frames: tuple[Frame, ...],
+    frame_tf: FloatArray,
+    grid: _Grid,
+    skin: HeightField,
+    depth: FloatArray,
+) -> tuple[FloatArray, float]:
+    """Each cell's colour, averaged over the frames' colour images (bilinear).
+
+    The cell's surface point (on the floor inside the wound, on the skin outside) is
+    projected into every frame, so the colour comes at the colour camera's resolution
+    rather than the depth grid's. Returns the (n, n, 3) colours in [0, 1] and the
+    colour pixel's footprint on the skin in metres.
+    """
+    gx, gy = np.meshgrid(grid.centres, grid.centres, indexing="ij")
+    surface = np.stack([gx, gy, skin(gx, gy) - depth], axis=-1).reshape(-1, 3)
+    world = to_world(frame_tf, surface)
+    total = np.zeros_like(world)
+    count = np.zeros(world.shape[0])
+    footprints = []
+    for fr in frames:
+        assert fr.color is not None
+        ch, cw = fr.color.shape[:2]
+        k = fr.intrinsics.scaled(cw, ch)
+        cam = (world - fr.pose[:3, 3]) @ fr.pose[:3, :3]
+        z = cam[:, 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            u = k.fx * cam[:, 0] / z + k.cx
+            v = k.fy * cam[:, 1] / z + k.cy
+        ok = (z > 0) & (u >= 0) & (u <= cw - 1) & (v >= 0) & (v <= ch - 1)
+        if not np.any(ok):
+            continue
+        u0 = np.clip(np.floor(u[ok]).astype(np.intp), 0, cw - 2)
+        v0 = np.clip(np.floor(v[ok]).astype(np.intp), 0, ch - 2)
+        fu, fv = (u[ok] - u0)[:, None], (v[ok] - v0)[:, None]
+        img = fr.color
+        sample = (
+            img[v0, u0] * (1 - fu) * (1 - fv)
+            + img[v0, u0 + 1] * fu * (1 - fv)
+            + img[v0 + 1, u0] * (1 - fu) * fv
+            + img[v0 + 1, u0 + 1] * fu * fv
+        )
+        total[ok] += sample / 255.0
+        count[ok] += 1
+        footprints.append(float(np.median(z[ok])) / k.fx)
+    colours = np.divide(total, count[:, None], out=np.zeros_like(total), where=count[:, None] > 0)
+    footprint = float(np.median(footprints)) if footprints else grid.cell
+    return colours.reshape(grid.n, grid.n, 3), footprint
 
 
 def _polygon_mask(poly: FloatArray, grid: _Grid) -> BoolArray:
@@ -566,6 +629,7 @@ class _Region:
     grid: _Grid
     mask: BoolArray
     polygon: FloatArray
+    outline_world: FloatArray
     depth: FloatArray
     coverage: BoolArray
     source: str
@@ -640,12 +704,16 @@ def _region(
         if region is None:
             outside_cells = np.hypot(gx_c, gy_c) > radius + 0.003
         else:
-            outside_cells = ndimage.distance_transform_edt(~region.mask) * grid.cell > 0.003
+            previous = to_local(frame, region.outline_world)[:, :2]
+            before = _polygon_mask(previous, grid)
+            outside_cells = ndimage.distance_transform_edt(~before) * grid.cell > 0.003
         ic, jc = np.clip(i, 0, grid.n - 1), np.clip(j, 0, grid.n - 1)
         outside = inside & outside_cells[ic, jc]
         ring = outside & (np.hypot(loc_k[:, 0], loc_k[:, 1]) < half)
         try:
-            skin = fit_height_field(loc_k[ring, 0], loc_k[ring, 1], loc_k[ring, 2])
+            skin = fit_height_field(
+                loc_k[ring, 0], loc_k[ring, 1], loc_k[ring, 2], max_degree=opts.max_skin_degree
+            )
         except ValueError as exc:
             raise MeasurementRefused(
                 "too_few_points", f"not enough skin around the wound: {exc}"
@@ -663,7 +731,13 @@ def _region(
         fields, weight = _splat(grid, loc_k[:, :2], values, sigma_cells)
         coverage = weight > 0.05 * float(np.quantile(weight[weight > 0], 0.5))
         depth = fields[..., 0]
-        cx = cy = 0.0
+        colour_field: FloatArray | None = None if colors is None else fields[..., 1:]
+        colour_sigma = sigma_cells
+        if scan.frames and all(f.color is not None for f in scan.frames):
+            # The colour images are sharper than the depth grid (1920x1440 against
+            # 256x192 on a device): look each cell's surface point up in every frame.
+            colour_field, footprint = _project_colour(scan.frames, frame, grid, skin, depth)
+            colour_sigma = max(footprint / grid.cell, 1.0)
         if outline is not None:
             polygon = _cast_outline(outline, scan, frame, skin)
             source = "outline"
@@ -680,15 +754,17 @@ def _region(
             core = depth_core.copy()
             alpha = np.zeros_like(depth)
             source = "depth"
-            if colors is not None:
-                ring_colors = colors[ring & (np.abs(depth_pts) < 3 * skin.residual_std + 1e-4)]
+            if colour_field is not None:
+                ring_colors = colour_field[ring_cells & (np.abs(depth) < 3 * depth_noise + 1e-4)]
                 if ring_colors.shape[0] >= 50:
                     mean, inv = _skin_colour_model(ring_colors)
-                    contrast = _mahalanobis(fields[..., 1:].reshape(-1, 3), mean, inv).reshape(
+                    contrast = _mahalanobis(colour_field.reshape(-1, 3), mean, inv).reshape(
                         depth.shape
                     )
                     contrast[~coverage] = 0.0
-                    reach = max(round(2.5 * sigma_cells), 2)
+                    # Split blurred edges half-way between skin and the wound colour
+                    # nearby, so they are not biased outward.
+                    reach = max(round(2.5 * colour_sigma), 2)
                     local_max = ndimage.maximum_filter(contrast, size=2 * reach + 1)
                     alpha = np.divide(
                         contrast,
@@ -696,8 +772,6 @@ def _region(
                         out=np.zeros_like(contrast),
                         where=local_max > opts.colour_threshold,
                     )
-                    # Certainly not skin, and past half-way from skin to the wound colour
-                    # nearby: blurred edges then split where they are half mixed.
                     colour_core = (contrast > opts.colour_threshold) & (alpha >= 0.5)
                     if np.count_nonzero(colour_core) * grid.cell**2 > 10e-6:
                         source = "colour"
@@ -721,7 +795,7 @@ def _region(
             if source == "colour":
                 # Inside the chosen region's outline everything is wound (islands of
                 # skin colour included); around it the colour decides.
-                near = ndimage.binary_dilation(main, iterations=max(round(3 * sigma_cells), 2))
+                near = ndimage.binary_dilation(main, iterations=max(round(3 * colour_sigma), 2))
                 wound_field = np.where(main & ~chosen, 1.0, np.where(near, alpha, 0.0))
                 wound_field = np.maximum(wound_field, (main & depth_core).astype(np.float64))
             else:
@@ -739,7 +813,19 @@ def _region(
             polygon = contour
         mask = _polygon_mask(polygon, grid)
         wound_pts = int(np.count_nonzero(mask[ic, jc] & inside))
-        region = _Region(frame, skin, grid, mask, polygon, depth, coverage, source, wound_pts)
+        lifted = np.column_stack([polygon, skin(polygon[:, 0], polygon[:, 1])])
+        region = _Region(
+            frame,
+            skin,
+            grid,
+            mask,
+            polygon,
+            to_world(frame, lifted),
+            depth,
+            coverage,
+            source,
+            wound_pts,
+        )
         # Recentre on the wound and take the skin normal there for the next round.
         com = (
             np.argwhere(mask).mean(axis=0)

@@ -1,0 +1,184 @@
+"""Storing a measured scan as a wound assessment in the device's encrypted store.
+
+One assessment refers to two content-addressed, encrypted blobs:
+
+- ``scan-pointcloud`` (``application/x-ply``): the fused, cleaned point cloud around the
+  wound the figures were measured on, as a binary PLY (`point_cloud_from_ply_bytes`
+  reads it back).
+- ``measurement-details`` (``application/json``): what the record's figures do not
+  hold: the outline on the skin, the wound frame, quality flags, boundary source,
+  length axis, skin-fit degree, noise, frame count, stage timings and the pipeline
+  version (see `DETAILS_FORMAT`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+
+from crdt import BlobReference, Measurements, WoundAssessment
+from edge_sdk import RecordNotFoundError
+
+if TYPE_CHECKING:
+    from edge_sdk import EdgeClient
+    from lidar_capture._pipeline import WoundMeasurement
+    from lidar_capture._types import PointCloud, Scan
+
+__all__ = [
+    "DETAILS_BLOB_KIND",
+    "DETAILS_FORMAT",
+    "DETAILS_MEDIA_TYPE",
+    "SCAN_BLOB_KIND",
+    "SCAN_MEDIA_TYPE",
+    "measurement_details",
+    "merge_frames",
+    "record_assessment",
+]
+
+SCAN_BLOB_KIND = "scan-pointcloud"
+SCAN_MEDIA_TYPE = "application/x-ply"
+DETAILS_BLOB_KIND = "measurement-details"
+DETAILS_MEDIA_TYPE = "application/json"
+#: Version of the details blob's layout; bump it when a key changes meaning.
+DETAILS_FORMAT = 1
+
+_FIGURES = (
+    "area_cm2",
+    "perimeter_cm",
+    "length_cm",
+    "width_cm",
+    "max_depth_mm",
+    "mean_depth_mm",
+    "volume_cm3",
+    "ruler_area_cm2",
+)
+
+
+def _pipeline_version() -> str:
+    try:
+        return metadata.version("coherency")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def measurement_details(measurement: WoundMeasurement) -> dict[str, Any]:
+    """What the ``measurement-details`` blob holds, as a JSON-able object.
+
+    Keys: ``format``, ``pipeline`` (package and version), the figures as
+    `WoundMeasurement.to_json` gives them, ``outline_world`` ([[x, y, z], ...] metres on
+    the fitted skin) and ``wound_frame`` (4x4 local-to-world, z the skin normal).
+    """
+    return {
+        "format": DETAILS_FORMAT,
+        "pipeline": {"package": "coherency", "version": _pipeline_version()},
+        **measurement.to_json(),
+        "outline_world": [[float(v) for v in p] for p in measurement.outline_world],
+        "wound_frame": [[float(v) for v in row] for row in measurement.wound_frame],
+    }
+
+
+def record_assessment(
+    client: EdgeClient,
+    wound_id: str,
+    measurement: WoundMeasurement,
+    *,
+    clinician: str | None = None,
+    captured_at: datetime | None = None,
+) -> WoundAssessment:
+    """Store a measurement as an assessment of a wound, with its scan and details as blobs.
+
+    Args:
+        client: the open store.
+        wound_id: the wound scanned; the assessment belongs to its patient.
+        measurement: what `measure` returned.
+        clinician: who took the scan, if given.
+        captured_at: when the scan was taken (default now); a naive time is taken as UTC.
+
+    Returns:
+        The new assessment: figures as `Measurements`, the quality flags, and two blob
+        references (``scan-pointcloud``, ``measurement-details``).
+
+    Raises:
+        RecordNotFoundError: no such wound on this device, or it is deleted.
+        RecordValidationError: a figure or flag the record refuses.
+    """
+    from lidar_capture._files import point_cloud_to_ply_bytes
+
+    wound = client.wounds.get(wound_id)
+    if wound.deleted:
+        raise RecordNotFoundError(f"wound {wound_id} is deleted")
+    when = captured_at if captured_at is not None else datetime.now(UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    figures = measurement.to_json()
+    for name in _FIGURES:
+        if not math.isfinite(figures[name]):
+            raise ValueError(f"measurement {name} is not a finite number: {figures[name]}")
+    ply = point_cloud_to_ply_bytes(measurement.cloud)
+    details = json.dumps(
+        measurement_details(measurement), sort_keys=True, separators=(",", ":")
+    ).encode("utf-8")
+    # Blobs go first so the record never points at a blob this store lacks. If the add
+    # below fails, the blobs stay behind unreferenced: harmless, as blobs are
+    # content-addressed (a retry stores nothing new) and hold nothing a record does not.
+    scan_ref = client.blobs.put_bytes(ply)
+    details_ref = client.blobs.put_bytes(details)
+    return client.assessments.add(
+        wound_id=wound.id,
+        patient_id=wound.patient_id,
+        captured_at=when,
+        device_id=client.device_id,
+        clinician=clinician,
+        measurements=Measurements(**{name: figures[name] for name in _FIGURES}),
+        quality_flags=tuple(measurement.quality),
+        blobs=(
+            BlobReference(
+                sha256=scan_ref.sha256,
+                size=scan_ref.size,
+                kind=SCAN_BLOB_KIND,
+                media_type=SCAN_MEDIA_TYPE,
+            ),
+            BlobReference(
+                sha256=details_ref.sha256,
+                size=details_ref.size,
+                kind=DETAILS_BLOB_KIND,
+                media_type=DETAILS_MEDIA_TYPE,
+            ),
+        ),
+    )
+
+
+def merge_frames(scan: Scan, *, min_confidence: int = 1, voxel_m: float = 0.001) -> PointCloud:
+    """A scan's frames back-projected and merged into one cloud, voxel-downsampled.
+
+    What a capture app would export as a point-cloud file: every frame's depth pixels of
+    at least `min_confidence`, placed by their poses, coloured when the frames have
+    colour, then thinned by Open3D to one point per `voxel_m` cube (averaged).
+
+    Raises:
+        ValueError: the scan has no frames, or no pixel passes the confidence filter.
+    """
+    import numpy as np
+    import open3d as o3d
+
+    from lidar_capture._pipeline import _frame_points, _valid_depth
+    from lidar_capture._types import PointCloud
+
+    if not scan.frames:
+        raise ValueError("the scan holds no frames to merge")
+    parts = [_frame_points(f, _valid_depth(f, min_confidence)) for f in scan.frames]
+    points = np.vstack([p.points for p in parts])
+    if points.shape[0] == 0:
+        raise ValueError(f"no depth reading of confidence {min_confidence} or more")
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
+    coloured = all(p.colors is not None for p in parts)
+    if coloured:
+        pcd.colors = o3d.utility.Vector3dVector(
+            np.vstack([p.colors for p in parts if p.colors is not None])
+        )
+    down = pcd.voxel_down_sample(voxel_m)
+    colors = np.asarray(down.colors, dtype=np.float64) if coloured else None
+    return PointCloud(np.asarray(down.points, dtype=np.float64), colors)
