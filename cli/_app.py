@@ -86,6 +86,25 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (OSError, EXIT_OTHER),
 )
 
+
+def capture_exit_codes() -> tuple[tuple[type[BaseException], int], ...]:
+    """Exit codes of `lidar_capture` errors, checked before `EXIT_CODES`.
+
+    `lidar_capture` needs the ``capture`` extra (NumPy, Open3D), so it is not imported
+    here: its errors can only have been raised once a command imported it.
+    """
+    errors = sys.modules.get("lidar_capture._errors")
+    if errors is None:
+        return ()
+    return (
+        (errors.MeasurementRefused, EXIT_INVALID),
+        (errors.ScanFileError, EXIT_CORRUPT),
+        # No ARKit or depth camera here: not the scan's fault, nothing to fix in the input.
+        (errors.SensorUnavailableError, EXIT_OTHER),
+        (errors.CaptureError, EXIT_INVALID),
+    )
+
+
 PASSPHRASE_ENV = "COHERENCY_PASSPHRASE"
 NEW_PASSPHRASE_ENV = "COHERENCY_NEW_PASSPHRASE"
 KDF_ENV = "COHERENCY_KDF"
@@ -113,7 +132,7 @@ def translate(exc: Exception, *, debug: bool) -> CliError:
     """The `CliError` to report for an exception a command raised."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    for kind, code in EXIT_CODES:
+    for kind, code in (*capture_exit_codes(), *EXIT_CODES):
         if isinstance(exc, kind):
             if isinstance(exc, OSError) and exc.strerror:
                 where = f": {exc.filename}" if exc.filename else ""

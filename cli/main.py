@@ -35,6 +35,7 @@ from cli._app import (
     translate,
 )
 from cli._output import emit, jsonable, show_fields, show_record, table
+from cli._scan import scan
 from cli._server import server
 from crdt import (
     ClinicalNote,
@@ -60,6 +61,7 @@ from edge_sdk import (
 from edge_sdk._demo import run_demo
 
 if TYPE_CHECKING:
+    from lidar_capture._demo import CaptureDemoReport
     from sync_server._demo import ServerDemoReport
 
 __all__ = ["cli", "main"]
@@ -962,8 +964,11 @@ def demo(workdir: Path | None, as_json: bool) -> None:
     (with the `server` extra): a central sync server starts on embedded defaults
     (SQLite and a blob folder in the demo folder, loopback only, stopped at the end);
     tablets of two clinics enrol, sync records and a scan, converge through it and
-    stay apart. Leaves everything behind for a look with `coherency --store ...` and
-    `coherency server run --data-dir ...`; the global store is not touched.
+    stay apart. Capture (with the `capture` extra): a tablet scans three synthetic
+    wounds, measures them against their ground truth, refuses a scan from too far and
+    stores the assessments with encrypted scan blobs. Leaves everything behind for a
+    look with `coherency --store ...` and `coherency server run --data-dir ...`; the
+    global store is not touched.
     """
     started = time.perf_counter()
     say: Callable[[str], None] = (lambda line: None) if as_json else click.echo
@@ -985,11 +990,29 @@ def demo(workdir: Path | None, as_json: bool) -> None:
         if not as_json:
             click.echo()
         server_report = run_server_demo(report.workdir, say=say)
+    capture_report: CaptureDemoReport | None = None
+    capture_skipped: str | None = None
+    try:
+        from lidar_capture._demo import run_capture_demo
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in {"cli", "crdt", "edge_sdk", "lidar_capture"}:
+            raise
+        capture_skipped = (
+            f"capture part skipped: the `capture` extra is not installed ({exc.name} is "
+            "missing); pip install 'coherency[capture]' to run it"
+        )
+        say(capture_skipped)
+    else:
+        if not as_json:
+            click.echo()
+        capture_report = run_capture_demo(report.workdir, say=say)
     seconds = time.perf_counter() - started
     result = {
         **jsonable(report),
         "server": None if server_report is None else jsonable(server_report),
         "server_skipped": skipped,
+        "capture": None if capture_report is None else jsonable(capture_report),
+        "capture_skipped": capture_skipped,
         "seconds": round(seconds, 3),
     }
 
@@ -1000,6 +1023,7 @@ def demo(workdir: Path | None, as_json: bool) -> None:
 
 
 cli.add_command(server)
+cli.add_command(scan)
 
 
 def main() -> None:

@@ -1,9 +1,92 @@
 """Capture sources and the point-cloud pipeline that measures a wound.
 
-Not built yet: this package lands with the capture issue (synthetic scans, PLY/PCD
-and RGB-D files, ARKit through pyobjus, depth cameras through Open3D). Until then
-assessments are written through `edge_sdk.EdgeClient.assessments` with measurements
-supplied by the caller.
+Needs the ``[capture]`` extra (Open3D, SciPy, PyAV). A source yields a `Scan` — depth
+frames with poses, or a fused point cloud — and `measure` turns it into a
+`WoundMeasurement`; `record_assessment` stores it through an `EdgeClient`::
+
+    from lidar_capture import SyntheticSource, measure
+
+    scan = SyntheticSource(seed=3, frames=10).capture()
+    result = measure(scan)
+    print(result.area_cm2, result.volume_cm3, result.quality)
+
+Sources: `SyntheticSource` (exact ground truth; the test double), `FileSource` /
+`open_scan` (PLY, PCD, XYZ point clouds and Stray Scanner RGB-D folders),
+`ARKitSource` (iOS through pyobjus) and `RealSenseSource` (Open3D's RealSense
+support). Only the names in `__all__` are public.
 """
 
-__all__: list[str] = []
+from lidar_capture._arkit import ARKitPlatform, ARKitSource
+from lidar_capture._errors import (
+    CaptureError,
+    MeasurementRefused,
+    ScanFileError,
+    SensorUnavailableError,
+)
+from lidar_capture._files import (
+    FileSource,
+    open_scan,
+    point_cloud_from_ply_bytes,
+    point_cloud_to_ply_bytes,
+    read_point_cloud,
+    read_strayscanner,
+    write_point_cloud,
+    write_strayscanner,
+)
+from lidar_capture._pipeline import (
+    QUALITY_FLAGS,
+    REFUSAL_REASONS,
+    MeasureOptions,
+    Outline,
+    WoundMeasurement,
+    measure,
+)
+from lidar_capture._realsense import RealSenseSource
+from lidar_capture._record import record_assessment
+from lidar_capture._synthetic import (
+    TISSUES,
+    GroundTruth,
+    SyntheticScan,
+    SyntheticSource,
+    WoundSpec,
+    generate,
+    random_spec,
+)
+from lidar_capture._types import CaptureSource, Frame, Intrinsics, PointCloud, Scan
+
+__all__ = [
+    "QUALITY_FLAGS",
+    "REFUSAL_REASONS",
+    "TISSUES",
+    "ARKitPlatform",
+    "ARKitSource",
+    "CaptureError",
+    "CaptureSource",
+    "FileSource",
+    "Frame",
+    "GroundTruth",
+    "Intrinsics",
+    "MeasureOptions",
+    "MeasurementRefused",
+    "Outline",
+    "PointCloud",
+    "RealSenseSource",
+    "Scan",
+    "ScanFileError",
+    "SensorUnavailableError",
+    "SyntheticScan",
+    "SyntheticSource",
+    "WoundMeasurement",
+    "WoundSpec",
+    "generate",
+    "measure",
+    "open_scan",
+    "point_cloud_from_ply_bytes",
+    "point_cloud_to_ply_bytes",
+    "random_spec",
+    "read_point_cloud",
+    "read_strayscanner",
+    "record_assessment",
+    "write_point_cloud",
+    "write_strayscanner",
+]

@@ -1,7 +1,7 @@
 """The capture package's exception tree.
 
     CaptureError                     anything this package raises on purpose
-    ├── ScanFileError                a file is missing, corrupt or unsupported (names file and problem)
+    ├── ScanFileError                a file is missing, corrupt or unsupported (says which, why)
     ├── SensorUnavailableError       the platform or device a live source needs is not here
     └── MeasurementRefused           a quality gate refused the scan; `.reason` is a stable code
 

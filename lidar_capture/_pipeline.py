@@ -7,13 +7,17 @@ Stages, each timed in `WoundMeasurement.timings_ms`:
    candidates by colour (Mahalanobis distance from the skin's own colour) and depth; the
    candidate region nearest the aim point is the wound. Quality gates refuse scans taken
    too close or too far, with too much motion or too few points, or with no wound.
-3. fuse: frames integrated into an Open3D TSDF volume around the wound (their poses
-   place them), so depth noise averages out; then statistical outlier removal.
+3. fuse: the frames' points around the wound, placed by their poses, pooled so depth
+   noise averages out in the next stages (``fusion="tsdf"`` integrates them into an
+   Open3D voxel-block TSDF instead; the pooled points measured better on the synthetic
+   suite); then Open3D's statistical outlier removal.
 4. surface: the skin fitted as a polynomial height field (degree chosen per scan, up to
    4, which holds on 4 cm limbs) on a ring of skin around the wound only, in a frame
    whose z axis is the skin normal at the wound centre; refitted once the boundary is
    known.
-5. boundary: the points splatted onto a 0.5 mm grid on that frame; the wound is where
+5. boundary: the points splatted onto a 0.5 mm grid on that frame, each cell's colour
+   read from the frames' colour images at their own resolution (point colours for a
+   point cloud); the wound is where
    the colour departs from the skin (half-way between skin and the nearby wound colour,
    so blurred edges are not biased) or the floor lies clearly below the skin; a
    user-drawn outline replaces this step.
@@ -222,14 +226,14 @@ def _color_at_depth_resolution(frame: Frame) -> npt.NDArray[np.uint8] | None:
     h, w = frame.depth.shape
     ch, cw = frame.color.shape[:2]
     if (ch, cw) == (h, w):
-        return frame.color
+        return np.asarray(frame.color, dtype=np.uint8)
     if ch % h == 0 and cw % w == 0 and ch // h == cw // w:
         k = ch // h
         blocks = frame.color.reshape(h, k, w, k, 3).astype(np.float32).mean(axis=(1, 3))
-        return np.clip(blocks + 0.5, 0, 255).astype(np.uint8)
+        return np.asarray(np.clip(blocks + 0.5, 0, 255), dtype=np.uint8)
     rows = np.clip(((np.arange(h) + 0.5) * ch / h).astype(int), 0, ch - 1)
     cols = np.clip(((np.arange(w) + 0.5) * cw / w).astype(int), 0, cw - 1)
-    return frame.color[rows][:, cols]
+    return np.asarray(frame.color[rows][:, cols], dtype=np.uint8)
 
 
 def _valid_depth(frame: Frame, min_confidence: int) -> npt.NDArray[np.float32]:
@@ -285,21 +289,20 @@ class _Detection:
 def _skin_colour_model(colors: FloatArray) -> tuple[FloatArray, FloatArray]:
     """Robust mean and inverse covariance of skin colours (trimmed twice)."""
     keep = colors
-    mean = np.median(keep, axis=0)
-    inv = np.eye(3)
     for _ in range(3):
         cov = np.cov(keep.T) + np.eye(3) * (3.0 / 255.0) ** 2
-        inv = np.linalg.inv(cov)
-        mean = keep.mean(axis=0)
+        inv = np.asarray(np.linalg.inv(cov), dtype=np.float64)
+        mean = np.asarray(keep.mean(axis=0), dtype=np.float64)
         d = _mahalanobis(colors, mean, inv)
         keep = colors[d <= np.quantile(d, 0.8)]
     cov = np.cov(keep.T) * 1.6 + np.eye(3) * (3.0 / 255.0) ** 2  # undo the trim's shrinkage
-    return keep.mean(axis=0), np.linalg.inv(cov)
+    mean = np.asarray(keep.mean(axis=0), dtype=np.float64)
+    return mean, np.asarray(np.linalg.inv(cov), dtype=np.float64)
 
 
 def _mahalanobis(colors: FloatArray, mean: FloatArray, inv: FloatArray) -> FloatArray:
     d = colors - mean
-    return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, inv, d), 0.0))
+    return np.asarray(np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, inv, d), 0.0)), np.float64)
 
 
 def _components(cells: BoolArray) -> tuple[npt.NDArray[np.int32], int]:
@@ -421,7 +424,7 @@ def _fuse_tsdf(
     grid = o3d.t.geometry.VoxelBlockGrid(
         attr_names=("tsdf", "weight", "color"),
         attr_dtypes=(o3c.float32, o3c.float32, o3c.float32),
-        attr_channels=((1), (1), (3)),
+        attr_channels=[o3c.SizeVector([1]), o3c.SizeVector([1]), o3c.SizeVector([3])],
         voxel_size=opts.voxel_m,
         block_resolution=8,
         block_count=4000,
@@ -435,10 +438,10 @@ def _fuse_tsdf(
             if color is None
             else color.astype(np.float32) / 255.0
         )
-        depth_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(depth)))
-        color_image = o3d.t.geometry.Image(o3c.Tensor(np.ascontiguousarray(rgb)))
-        intrinsic = o3c.Tensor(frame.intrinsics.matrix(), o3c.float64)
-        extrinsic = o3c.Tensor(np.linalg.inv(frame.pose), o3c.float64)
+        depth_image = o3d.t.geometry.Image(o3c.Tensor.from_numpy(np.ascontiguousarray(depth)))
+        color_image = o3d.t.geometry.Image(o3c.Tensor.from_numpy(np.ascontiguousarray(rgb)))
+        intrinsic = o3c.Tensor.from_numpy(np.ascontiguousarray(frame.intrinsics.matrix()))
+        extrinsic = o3c.Tensor.from_numpy(np.ascontiguousarray(np.linalg.inv(frame.pose)))
         blocks = grid.compute_unique_block_coordinates(
             depth_image, intrinsic, extrinsic, 1.0, 10.0, trunc_voxels
         )
@@ -482,7 +485,7 @@ class _Grid:
 
     @property
     def centres(self) -> FloatArray:
-        return self.lo + (np.arange(self.n) + 0.5) * self.cell
+        return np.asarray(self.lo + (np.arange(self.n) + 0.5) * self.cell, dtype=np.float64)
 
     def index(self, xy: FloatArray) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], BoolArray]:
         ij = np.floor((xy - self.lo) / self.cell).astype(np.intp)
@@ -598,7 +601,7 @@ def _main_contour(
 
     c = grid.centres
     gen = contourpy.contour_generator(c, c, field.T, line_type=contourpy.LineType.Separate)
-    lines = [ln for ln in gen.lines(level) if len(ln) >= 8]
+    lines = [np.asarray(ln, dtype=np.float64) for ln in gen.lines(level) if len(ln) >= 8]
     if not lines:
         return None
     px, py = inside
@@ -873,7 +876,7 @@ def _measure_region(region: _Region, axis_known: bool, flags: list[str]) -> dict
         where=smooth_w > 1e-6,
     )
     max_depth = max(float(np.max(smooth_d[mask])), 0.0)
-    missing = np.count_nonzero(mask & ~region.coverage) / max(np.count_nonzero(mask), 1)
+    missing = float(np.count_nonzero(mask & ~region.coverage)) / max(int(np.count_nonzero(mask)), 1)
     edge = mask & ~ndimage.binary_erosion(mask)
     if missing > 0.05 or np.count_nonzero(edge & ~region.coverage) > 0.1 * np.count_nonzero(edge):
         flags.append("wound_cut_off")
@@ -951,7 +954,8 @@ def measure(
             if len(cloud) < opts.min_points:
                 raise MeasurementRefused(
                     "too_few_points",
-                    f"only {len(cloud)} valid depth readings in the first frame (need {opts.min_points})",
+                    f"only {len(cloud)} valid depth readings in the first frame "
+                    f"(need {opts.min_points}); move closer and avoid glare",
                 )
             camera = ref.pose[:3, 3]
             view = ref.pose[:3, 2]

@@ -70,7 +70,7 @@ def _robust_fit(
     sigma = float("inf")
     for _ in range(iterations):
         sw = np.sqrt(w)
-        coef, *_ = np.linalg.lstsq(a * sw[:, None], z * sw, rcond=None)
+        coef = np.asarray(np.linalg.lstsq(a * sw[:, None], z * sw, rcond=None)[0], dtype=np.float64)
         r = z - a @ coef
         sigma = max(1.4826 * float(np.median(np.abs(r[w > 0]))), 1e-6)
         t = r / (4.685 * sigma)

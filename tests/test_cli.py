@@ -575,3 +575,11 @@ def test_demo_runs(tmp_path: Path) -> None:
     assert report["workdir"] == str(tmp_path / "demo")
     assert len(report["steps"]) >= 5
     assert not (tmp_path / "unused").exists()
+    capture = report["capture"]
+    assert report["capture_skipped"] is None
+    assert len(capture["measurements"]) == 3
+    for wound in capture["measurements"]:
+        assert abs(wound["area_cm2"] - wound["true_area_cm2"]) <= 0.2 * wound["true_area_cm2"]
+        assert wound["volume_cm3"] > 0 and wound["max_depth_mm"] > 0
+    assert any("refused (too_far)" in step for step in capture["steps"])
+    assert (tmp_path / "demo" / "scan-tablet").is_dir()

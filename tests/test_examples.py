@@ -20,6 +20,10 @@ EXPECTED = {
         "converged: status healing, mrn RVS-1-B",
         "hillside pulled 0 records of Riverside's",
     ],
+    "wound_scan.py": [
+        "refused: too_far",
+        "stored assessment with blobs ['measurement-details', 'scan-pointcloud']",
+    ],
 }
 
 

@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ["crdt", "edge_sdk", "sync_server"]
+PACKAGES = ["crdt", "edge_sdk", "sync_server", "lidar_capture"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
