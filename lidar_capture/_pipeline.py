@@ -108,6 +108,14 @@ class MeasureOptions:
     max_skin_degree: int = 4
     """Highest polynomial degree of the skin fit; 1 fits a plane (for comparison only)."""
 
+    def __post_init__(self) -> None:
+        if self.fusion not in ("points", "tsdf"):
+            raise CaptureError(f"fusion must be 'points' or 'tsdf', not {self.fusion!r}")
+        if not 1 <= self.max_skin_degree <= 4:
+            raise CaptureError("max_skin_degree must be between 1 and 4")
+        if not 0 <= self.min_confidence <= 2:
+            raise CaptureError("min_confidence must be 0, 1 or 2")
+
 
 @dataclass(frozen=True, eq=False)
 class Outline:
@@ -256,6 +264,20 @@ def _frame_points(frame: Frame, depth: npt.NDArray[np.float32]) -> PointCloud:
     return PointCloud(world, colors)
 
 
+def _check_distance(distance: float, opts: MeasureOptions) -> None:
+    """Refuse a scan taken from closer or farther than the sensor measures well."""
+    if distance < opts.min_distance_m:
+        raise MeasurementRefused(
+            "too_close",
+            f"the device is {distance * 100:.0f} cm from the wound; hold it 20-40 cm away",
+        )
+    if distance > opts.max_distance_m:
+        raise MeasurementRefused(
+            "too_far",
+            f"the device is {distance * 100:.0f} cm from the wound; hold it 20-40 cm away",
+        )
+
+
 def _check_motion(frames: tuple[Frame, ...], opts: MeasureOptions, flags: list[str]) -> None:
     speed, angular = 0.0, 0.0
     for a, b in itertools.pairwise(frames):
@@ -383,6 +405,13 @@ def _detect(
             "no_wound_found", "no wound found near the centre of the scan; aim at the wound"
         )
     cells = np.argwhere(labels == best)
+    if colors is None:
+        # Depth alone finds the deep middle of a bowl, not its rim: look wider.
+        grow = max(round(0.6 * np.sqrt(cells.shape[0] / np.pi)), 2)
+        grown = np.zeros_like(grid)
+        grown[tuple(cells.T)] = True
+        grown = ndimage.binary_dilation(grown, iterations=grow)
+        cells = np.argwhere(grown)
     centre_xy = (cells.mean(axis=0) + 0.5) * cell + lo
     radius = float(np.max(np.linalg.norm((cells + 0.5) * cell + lo - centre_xy, axis=1)))
     centre_local = np.array([centre_xy[0], centre_xy[1], skin(centre_xy[:1], centre_xy[1:])[0]])
@@ -560,6 +589,104 @@ def _project_colour(
     colours = np.divide(total, count[:, None], out=np.zeros_like(total), where=count[:, None] > 0)
     footprint = float(np.median(footprints)) if footprints else grid.cell
     return colours.reshape(grid.n, grid.n, 3), footprint
+
+
+def _kmeans(samples: FloatArray, k: int, iterations: int = 12) -> FloatArray:
+    """Cluster centres of `samples` (deterministic: seeded along the brightness order)."""
+    order = np.argsort(samples.sum(axis=1))
+    k = max(1, min(k, samples.shape[0]))
+    centres = samples[order[((np.arange(k) + 0.5) * samples.shape[0] / k).astype(int)]]
+    for _ in range(iterations):
+        nearest = np.argmin(((samples[:, None, :] - centres[None]) ** 2).sum(-1), axis=1)
+        for j in range(k):
+            members = samples[nearest == j]
+            if members.shape[0]:
+                centres[j] = members.mean(axis=0)
+    return np.asarray(centres, dtype=np.float64)
+
+
+def _shares(
+    offset: FloatArray, inv: FloatArray, tissues: FloatArray, threshold: float
+) -> tuple[FloatArray, FloatArray]:
+    """Each cell's share along its closest skin-to-tissue segment, and its squared
+    distance off that segment (both in the skin's colour metric)."""
+    best_share = np.zeros(offset.shape[:2])
+    best_off = np.full(offset.shape[:2], np.inf)
+    for tissue in tissues:
+        length2 = float(tissue @ inv @ tissue)
+        if length2 < threshold**2:
+            continue
+        share = np.einsum("...i,ij,j->...", offset, inv, tissue) / length2
+        clipped = np.clip(share, 0.0, 1.0)
+        rest = offset - clipped[..., None] * tissue
+        off = np.einsum("...i,ij,...j->...", rest, inv, rest)
+        better = off < best_off
+        best_share[better], best_off[better] = share[better], off[better]
+    return best_share, best_off
+
+
+def _colour_split(
+    colour: FloatArray,
+    skin_cells: BoolArray,
+    coverage: BoolArray,
+    grid: _Grid,
+    opts: MeasureOptions,
+) -> tuple[FloatArray, FloatArray] | None:
+    """How far each cell's colour is from skin towards the wound's own colours.
+
+    The skin colour is fitted across the ring as a smooth function of position (the
+    shading of a limb changes it), with its spread as the metric. The wound's tissues
+    (clusters of the clearly-not-skin colours well inside it) are the far ends: a cell
+    blurred across the edge is a mix of skin and the nearest tissue, and its share of
+    the tissue (0 skin, 1 tissue) is its projection onto that skin-to-tissue segment.
+    The edge is where the share is one half, whatever the tissue's contrast, the blur
+    or the point density. Returns (share, Mahalanobis contrast from skin) or None when
+    there is too little skin to model.
+    """
+    from scipy import ndimage
+
+    if np.count_nonzero(skin_cells) < 50:
+        return None
+    gx, gy = np.meshgrid(grid.centres, grid.centres, indexing="ij")
+    scale = max(float(np.max(np.abs(grid.centres))), 1e-3)
+    u, v = gx / scale, gy / scale
+    design = np.stack([np.ones_like(u), u, v, u * u, u * v, v * v], axis=-1)
+    a = design[skin_cells]
+    coef = np.linalg.lstsq(a, colour[skin_cells], rcond=None)[0]
+    for _ in range(2):  # refit without skin cells far off the first fit (hair, glare)
+        resid = colour[skin_cells] - a @ coef
+        norm = np.linalg.norm(resid, axis=1)
+        keep = norm <= max(float(np.quantile(norm, 0.9)), 1e-6)
+        coef = np.linalg.lstsq(a[keep], colour[skin_cells][keep], rcond=None)[0]
+    skin = design @ coef
+    resid = colour[skin_cells] - a @ coef
+    resid = resid[np.linalg.norm(resid, axis=1) <= np.quantile(np.linalg.norm(resid, axis=1), 0.9)]
+    cov = np.cov(resid.T) * 1.3 + np.eye(3) * (2.0 / 255.0) ** 2
+    inv = np.asarray(np.linalg.inv(cov), dtype=np.float64)
+    offset = colour - skin
+    contrast = np.sqrt(np.maximum(np.einsum("...i,ij,...j->...", offset, inv, offset), 0.0))
+    contrast[~coverage] = 0.0
+    clear = coverage & (contrast > 2.0 * opts.colour_threshold)
+    inner = ndimage.binary_erosion(clear, iterations=3)
+    samples = offset[inner] if np.count_nonzero(inner) >= 20 else offset[clear]
+    if samples.shape[0] < 5:
+        return None
+    tissues = _kmeans(samples, 4)
+    for _ in range(2):
+        best_share, best_off = _shares(offset, inv, tissues, opts.colour_threshold)
+        # Clearly-not-skin cells no skin-to-tissue segment explains are a tissue the
+        # clusters missed (a thin band of epithelium along the edge, say): add it.
+        unexplained = (
+            coverage
+            & (contrast > 2.0 * opts.colour_threshold)
+            & (np.sqrt(best_off) > opts.colour_threshold)
+        )
+        if np.count_nonzero(unexplained) < 10:
+            break
+        tissues = np.vstack([tissues, _kmeans(offset[unexplained], 2)])
+    best_share, _ = _shares(offset, inv, tissues, opts.colour_threshold)
+    best_share[~coverage] = 0.0
+    return np.asarray(best_share, dtype=np.float64), np.asarray(contrast, dtype=np.float64)
 
 
 def _polygon_mask(poly: FloatArray, grid: _Grid) -> BoolArray:
@@ -758,23 +885,10 @@ def _region(
             alpha = np.zeros_like(depth)
             source = "depth"
             if colour_field is not None:
-                ring_colors = colour_field[ring_cells & (np.abs(depth) < 3 * depth_noise + 1e-4)]
-                if ring_colors.shape[0] >= 50:
-                    mean, inv = _skin_colour_model(ring_colors)
-                    contrast = _mahalanobis(colour_field.reshape(-1, 3), mean, inv).reshape(
-                        depth.shape
-                    )
-                    contrast[~coverage] = 0.0
-                    # Split blurred edges half-way between skin and the wound colour
-                    # nearby, so they are not biased outward.
-                    reach = max(round(2.5 * colour_sigma), 2)
-                    local_max = ndimage.maximum_filter(contrast, size=2 * reach + 1)
-                    alpha = np.divide(
-                        contrast,
-                        local_max,
-                        out=np.zeros_like(contrast),
-                        where=local_max > opts.colour_threshold,
-                    )
+                skin_cells = ring_cells & (np.abs(depth) < 3 * depth_noise + 1e-4)
+                split = _colour_split(colour_field, skin_cells, coverage, grid, opts)
+                if split is not None:
+                    alpha, contrast = split
                     colour_core = (contrast > opts.colour_threshold) & (alpha >= 0.5)
                     if np.count_nonzero(colour_core) * grid.cell**2 > 10e-6:
                         source = "colour"
@@ -802,6 +916,12 @@ def _region(
                 wound_field = np.where(main & ~chosen, 1.0, np.where(near, alpha, 0.0))
                 wound_field = np.maximum(wound_field, (main & depth_core).astype(np.float64))
             else:
+                # Without colour the floor's depth draws the edge: where it is clearly
+                # below the skin, down to 0.5 mm (a bowl's sloping rim is lost below it).
+                shallow = coverage & (depth > max(0.0005, 4.0 * depth_noise))
+                grown, _ = ndimage.label(shallow)
+                ids = np.unique(grown[chosen & (grown > 0)])
+                main = ndimage.binary_fill_holes(np.isin(grown, ids[ids > 0]) | chosen)
                 wound_field = ndimage.gaussian_filter(main.astype(np.float64), 1.0)
             com = ndimage.center_of_mass(main)
             cx, cy = (
@@ -968,28 +1088,31 @@ def measure(
         else:
             assert scan.cloud is not None
             cloud = scan.cloud
+            finite = np.all(np.isfinite(cloud.points), axis=1)
+            if cloud.colors is not None:
+                finite &= np.all(np.isfinite(cloud.colors), axis=1)
+            if not np.all(finite):  # points with no reading: dropped, like depth 0
+                colors = None if cloud.colors is None else cloud.colors[finite]
+                cloud = PointCloud(cloud.points[finite], colors)
             if len(cloud) < opts.min_points:
                 raise MeasurementRefused(
                     "too_few_points",
-                    f"the point cloud has only {len(cloud)} points (need {opts.min_points})",
+                    f"the point cloud has only {len(cloud)} usable points (need "
+                    f"{opts.min_points}); export the scan at full density, or scan again "
+                    "closer to the wound",
                 )
             aim = np.median(cloud.points, axis=0)
             dist = np.linalg.norm(cloud.points - aim, axis=1)
             aim = cloud.points[int(np.argmin(dist))]
+    if camera is not None:
+        # Before looking for the wound: a scan from too far may show no wound at all,
+        # and "too far" is the refusal that tells the clinician what to do.
+        _check_distance(float(np.linalg.norm(aim - camera)), opts)
     with timer.stage("detect"):
         detection = _detect(cloud, aim, towards, opts)
         if camera is not None:
             distance = float(np.linalg.norm(detection.centre - camera))
-            if distance < opts.min_distance_m:
-                raise MeasurementRefused(
-                    "too_close",
-                    f"the device is {distance * 100:.0f} cm from the wound; hold it 20-40 cm away",
-                )
-            if distance > opts.max_distance_m:
-                raise MeasurementRefused(
-                    "too_far",
-                    f"the device is {distance * 100:.0f} cm from the wound; hold it 20-40 cm away",
-                )
+            _check_distance(distance, opts)
             low, high = opts.recommended_distance_m
             if not low <= distance <= high:
                 flags.append("distance_outside_recommended")
@@ -1017,8 +1140,14 @@ def measure(
         cloud = _remove_outliers(cloud)
     with timer.stage("surface_boundary"):
         region = _region(cloud, detection, axis_arr, outline, scan, opts, flags)
+    axis_used = False
+    if axis_arr is not None:
+        normal = region.frame[:3, 2]
+        along_skin = axis_arr - float(np.dot(axis_arr, normal)) * normal
+        # local_frame ignores an axis this close to the skin normal; so does the length.
+        axis_used = bool(np.linalg.norm(along_skin) > 0.2 * np.linalg.norm(axis_arr))
     with timer.stage("measure"):
-        figures = _measure_region(region, axis_arr is not None, flags)
+        figures = _measure_region(region, axis_used, flags)
     if region.skin.residual_std * 1000.0 > opts.max_noise_mm / 2:
         flags.append("noise_high")
     if region.wound_points < 30:
@@ -1035,7 +1164,7 @@ def measure(
         frame_count=len(frames),
         quality=tuple(dict.fromkeys(flags)),
         boundary_source=region.source,
-        length_axis="body" if axis_arr is not None else "major",
+        length_axis="body" if axis_used else "major",
         skin_fit_degree=region.skin.degree,
         noise_mm=region.skin.residual_std * 1000.0,
         timings_ms=timer.total(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import re
 import statistics
 from pathlib import Path
 
@@ -240,12 +241,6 @@ def test_tsdf_fusion_measures_like_point_fusion(noisy: list[SyntheticScan]) -> N
     assert abs(m.max_depth_mm - s.truth.max_depth_mm) < 0.6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="BUG: MeasureOptions(fusion=...) is not validated: an unknown value silently "
-    "pools points as fusion='points' does",
-)
 def test_unknown_fusion_is_refused(plane: SyntheticScan) -> None:
     with pytest.raises((CaptureError, ValueError)):
         measure(first_frames(plane.scan, 2), options=MeasureOptions(fusion="bogus"))
@@ -271,13 +266,6 @@ def test_point_cloud_file_is_measured(plane: SyntheticScan, tmp_path: Path) -> N
     assert abs(m.max_depth_mm - plane.truth.max_depth_mm) < 0.6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: on point-cloud input the colour boundary depends on point density "
-    "(_region's colour_sigma comes from the point spacing, not the colour footprint): "
-    "seed 0's 10 pooled frames give area +13 %, a 30 % subsample of the same cloud +4 %",
-)
 def test_dense_point_cloud_is_measured(plane: SyntheticScan, plane_cloud: PointCloud) -> None:
     m = measure(Scan("pointcloud", "test", cloud=plane_cloud), body_axis=plane.truth.body_axis)
     assert m.boundary_source == "colour"
@@ -291,25 +279,12 @@ def test_point_cloud_without_colour_uses_depth(
     m = measure(scan, body_axis=plane.truth.body_axis)
     assert m.boundary_source == "depth"
     assert "boundary_from_depth" in m.quality
-    # The depth boundary is where the floor is clearly (2 mm) below the skin, so on a
+    # The depth boundary is where the floor is clearly (0.5 mm) below the skin, so on a
     # bowl it lies inside the rim: smaller, never larger, than the true area.
     assert 0.5 < m.area_cm2 / plane.truth.area_cm2 < 1.02
     assert abs(m.max_depth_mm - plane.truth.max_depth_mm) < 1.0
 
 
-DEPTH_ONLY_BUG = (
-    "BUG: without colour a 6 mm deep, 3 cm wide wound is refused or shrunk: _detect keeps "
-    "only points deeper than max(2 mm, 5 sigma) = 5 mm, so its radius (8.7 mm) covers the "
-    "wound's centre only; _region's first skin ring (radius + 3 mm outward) then lies on the "
-    "wound floor, the degree-4 skin fit follows the floor and the wound vanishes or drifts"
-)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=MeasurementRefused,
-    reason=DEPTH_ONLY_BUG + " (here: too_few_points, 3 points)",
-)
 def test_single_frame_cloud_without_colour_is_measured(plane: SyntheticScan) -> None:
     cloud = cloud_from_frames(first_frames(plane.scan, 1), with_colour=False)
     m = measure(Scan("pointcloud", "test", cloud=cloud), body_axis=plane.truth.body_axis)
@@ -317,9 +292,6 @@ def test_single_frame_cloud_without_colour_is_measured(plane: SyntheticScan) -> 
     assert 0.5 < m.area_cm2 / plane.truth.area_cm2 < 1.02
 
 
-@pytest.mark.xfail(
-    strict=True, raises=MeasurementRefused, reason=DEPTH_ONLY_BUG + " (here: no_wound_found)"
-)
 def test_frames_without_colour_use_depth(plane: SyntheticScan) -> None:
     frames = tuple(dataclasses.replace(f, color=None) for f in plane.scan.frames[:3])
     m = measure(dataclasses.replace(plane.scan, frames=frames))
@@ -328,13 +300,6 @@ def test_frames_without_colour_use_depth(plane: SyntheticScan) -> None:
     assert 0.5 < m.area_cm2 / plane.truth.area_cm2 < 1.02
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MeasurementRefused,
-    reason="BUG: a PointCloud with a few NaN points (1 in 1000) is refused as too_few_points "
-    "('only 0 valid points near the wound'): the aim point is np.median of the points, "
-    "which is NaN; non-finite points should be dropped like NaN depth, or rejected as such",
-)
 def test_non_finite_cloud_points_are_no_reading(
     plane: SyntheticScan, plane_cloud: PointCloud
 ) -> None:
@@ -415,13 +380,6 @@ def test_too_far_is_refused() -> None:
     assert "20-40 cm" in str(err) and "80 cm" in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a 2 cm wound 1 m away is refused as no_wound_found ('aim at the wound') "
-    "instead of too_far: the distance gate runs after detection, although the distance to "
-    "the skin at the aim point is known before it",
-)
 def test_small_wound_far_away_is_too_far_not_missing() -> None:
     spec = random_spec(5, surface="plane", radius_m=0.01, distance_m=1.0, frames=2)
     err = refusal(generate(spec).scan)
@@ -432,7 +390,8 @@ def test_too_close_is_refused() -> None:
     spec = WoundSpec(seed=5, surface="plane", radius_m=0.015, distance_m=0.1, frames=3)
     err = refusal(generate(spec).scan)
     assert err.reason == "too_close"
-    assert "20-40 cm" in str(err) and "10 cm" in str(err)
+    # The distance is to the skin at the aim point (the wound floor is a little farther).
+    assert "20-40 cm" in str(err) and re.search(r"is 1[01] cm from the wound", str(err))
 
 
 def test_fast_motion_is_refused(plane: SyntheticScan) -> None:
@@ -478,12 +437,6 @@ def test_too_few_points_is_refused(plane: SyntheticScan, depth: bool) -> None:
     assert "need 500" in str(err) and "move closer" in str(err)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: measure()'s small point-cloud too_few_points message ('the point cloud "
-    "has only N points (need 500)') says nothing about what to do",
-)
 def test_small_point_cloud_message_says_what_to_do(plane_cloud: PointCloud) -> None:
     small = PointCloud(plane_cloud.points[:100], None)
     err = refusal(Scan("pointcloud", "test", cloud=small))
@@ -620,13 +573,6 @@ def test_nan_and_negative_depth_are_no_reading(plane: SyntheticScan) -> None:
     assert abs(m.max_depth_mm - plane.truth.max_depth_mm) < 1.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a body axis along the skin normal is silently replaced by an arbitrary "
-    "tangent (surface.local_frame) yet the result says length_axis='body'; the length then "
-    "runs neither head-ward nor along the major axis (3.31 cm; body 3.19, major 3.40)",
-)
 def test_body_axis_along_the_normal_is_not_called_body(easy: dict[str, SyntheticScan]) -> None:
     s = easy["plane-tone5"]
     normal = s.truth.wound_to_world[:3, 2]
