@@ -150,7 +150,7 @@ def _accuracy(count: int) -> list[Figure]:
             Figure(
                 "capture",
                 "capture.calf_volume.plane_fit",
-                "calf wounds, 10 frames, 1 mm: volume error with a plane as skin (median)",
+                "calf wounds, 10 frames, 1 mm: median |volume error| with a plane as skin",
                 "%",
                 [statistics.median(plane_fit)],
                 extra={
@@ -163,7 +163,7 @@ def _accuracy(count: int) -> list[Figure]:
             Figure(
                 "capture",
                 "capture.calf_volume.curved_fit",
-                "the same wounds with the fitted curved skin (median signed error)",
+                "the same wounds with the fitted curved skin (median |volume error|)",
                 "%",
                 [statistics.median(curved_fit)],
                 extra={"wounds": len(curved_fit)},
