@@ -17,10 +17,10 @@ Stages, each timed in `WoundMeasurement.timings_ms`:
    known.
 5. boundary: the points splatted onto a 0.5 mm grid on that frame, each cell's colour
    read from the frames' colour images at their own resolution (point colours for a
-   point cloud); the wound is where
-   the colour departs from the skin (half-way between skin and the nearby wound colour,
-   so blurred edges are not biased) or the floor lies clearly below the skin; a
-   user-drawn outline replaces this step.
+   point cloud); the wound is where a cell's colour is more than half-way from the
+   skin's (fitted across the ring) to the nearest wound tissue's (clusters of the
+   clearly-not-skin colours), so blurred edges split where they are half mixed, or
+   where the floor lies clearly below the skin; a user-drawn outline replaces this.
 6. measure: area on the fitted skin surface, perimeter of the outline on that surface,
    length along the body axis (major axis when unknown) and width across it, depth
    below the skin (max robust: the deepest point of the smoothed floor), mean depth,

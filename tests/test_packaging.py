@@ -41,6 +41,7 @@ def test_wheel_ships_packages_and_type_markers(wheel: Path) -> None:
     for package in ("crdt", "edge_sdk", "cli", "lidar_capture", "models", "sync_server"):
         assert f"{package}/__init__.py" in names
     assert "crdt/py.typed" in names and "edge_sdk/py.typed" in names
+    assert "lidar_capture/py.typed" in names
     assert not any(n.startswith(("tests/", "benchmarks/", "examples/")) for n in names)
 
 
