@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +25,7 @@ import click
 
 from cli._app import EXIT_INVALID, EXIT_OTHER, App, CliError
 from cli._output import emit, show_fields, show_record, table
+from edge_sdk import RecordNotFoundError
 
 if TYPE_CHECKING:
     from lidar_capture._pipeline import MeasureOptions, Outline, WoundMeasurement
@@ -270,34 +273,54 @@ def scan_synth(
     )
     replaced = _check_room(targets, force=force, folder=out_format == "dir")
     with _capture_extra():
-        from lidar_capture._files import write_point_cloud, write_strayscanner
+        from lidar_capture._files import POINT_CLOUD_SUFFIXES, write_point_cloud, write_strayscanner
         from lidar_capture._record import merge_frames
         from lidar_capture._synthetic import generate, random_spec
 
+        writable = [x for x in POINT_CLOUD_SUFFIXES if x != ".xyzn"]  # .xyzn needs normals
+        if out_format == "ply" and out.suffix.lower() not in writable:
+            raise click.UsageError(
+                f"{out}: a point cloud is written as one of {', '.join(writable)}"
+            )
         spec = random_spec(seed, **{k: v for k, v in given.items() if v is not None})
         made = generate(spec)
         truth = made.truth.to_json()
-        _clear(replaced)  # only once the new scan exists
-        if out_format == "dir":
-            truth_path = out / "ground_truth.json"
-            extra: dict[str, object] = {
-                "ground_truth": truth_path.name,
-                "synthetic_spec": _spec_json(spec),
-            }
-            write_strayscanner(out, made.scan, video=video, extra=extra)
-            written = len(made.scan.frames)
-        else:
-            truth_path = out.with_suffix(".truth.json")
-            cloud = merge_frames(made.scan)
-            write_point_cloud(out, cloud)
-            sidecar = {
-                "body_axis": truth["body_axis"],
-                "ground_truth": truth_path.name,
-                "synthetic_spec": _spec_json(spec),
-            }
-            targets[2].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-            written = len(cloud)
-        truth_path.write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+        # Everything is written beside OUT first and moved into place only once it all
+        # succeeded, so a failed write (an unsupported format, PyAV missing for
+        # --video) leaves the old scan untouched.
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            if out_format == "dir":
+                truth_path = out / "ground_truth.json"
+                extra: dict[str, object] = {
+                    "ground_truth": truth_path.name,
+                    "synthetic_spec": _spec_json(spec),
+                }
+                staged = [staging / out.name]
+                write_strayscanner(staged[0], made.scan, video=video, extra=extra)
+                (staged[0] / truth_path.name).write_text(
+                    json.dumps(truth, indent=2) + "\n", encoding="utf-8"
+                )
+                written = len(made.scan.frames)
+            else:
+                truth_path = targets[1]
+                cloud = merge_frames(made.scan)
+                staged = [staging / t.name for t in targets]
+                write_point_cloud(staged[0], cloud)
+                sidecar = {
+                    "body_axis": truth["body_axis"],
+                    "ground_truth": truth_path.name,
+                    "synthetic_spec": _spec_json(spec),
+                }
+                staged[1].write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
+                staged[2].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
+                written = len(cloud)
+            _clear(replaced)  # only once the new scan exists in full
+            for source, target in zip(staged, targets, strict=False):
+                os.replace(source, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     shown = {k: v for k, v in truth.items() if k not in ("outline_world", "wound_to_world")}
     result = {
         "path": str(out),
@@ -420,7 +443,9 @@ def scan_capture(
     if (from_path is None) == (not synthetic):
         raise click.UsageError("give exactly one of --from PATH and --synthetic")
     client = app.client()
-    client.wounds.get(wound_id)  # an unknown wound fails before the slow part
+    # An unknown or deleted wound fails before the slow part.
+    if client.wounds.get(wound_id).deleted:
+        raise RecordNotFoundError(f"wound {wound_id} is deleted")
     with _capture_extra():
         from lidar_capture._record import record_assessment
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from importlib import metadata
+from importlib.util import find_spec
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
@@ -992,17 +993,16 @@ def demo(workdir: Path | None, as_json: bool) -> None:
         server_report = run_server_demo(report.workdir, say=say)
     capture_report: CaptureDemoReport | None = None
     capture_skipped: str | None = None
-    try:
-        from lidar_capture._demo import run_capture_demo
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in {"cli", "crdt", "edge_sdk", "lidar_capture"}:
-            raise
+    missing = [m for m in ("numpy", "scipy", "open3d", "contourpy") if not find_spec(m)]
+    if missing:
         capture_skipped = (
-            f"capture part skipped: the `capture` extra is not installed ({exc.name} is "
+            f"capture part skipped: the `capture` extra is not installed ({missing[0]} is "
             "missing); pip install 'coherency[capture]' to run it"
         )
         say(capture_skipped)
     else:
+        from lidar_capture._demo import run_capture_demo
+
         if not as_json:
             click.echo()
         capture_report = run_capture_demo(report.workdir, say=say)

@@ -98,7 +98,8 @@ def run_capture_demo(
     leaked = [
         path
         for path in store.rglob("*")
-        if path.is_file() and b"element vertex" in path.read_bytes()
+        if path.is_file()
+        and any(marker in path.read_bytes() for marker in (b"element vertex", b"outline_world"))
     ]
     if leaked:
         raise DemoFailedError(f"demo step failed: a point cloud is in the clear in {leaked[0]}")

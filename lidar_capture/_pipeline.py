@@ -109,6 +109,24 @@ class MeasureOptions:
     """Highest polynomial degree of the skin fit; 1 fits a plane (for comparison only)."""
 
     def __post_init__(self) -> None:
+        positive = {
+            "voxel_m": (self.voxel_m, 0.0002, 0.01),
+            "grid_m": (self.grid_m, 0.0002, 0.005),
+            "search_radius_m": (self.search_radius_m, 0.01, 0.5),
+            "max_noise_mm": (self.max_noise_mm, 0.01, 1000.0),
+            "colour_threshold": (self.colour_threshold, 0.5, 100.0),
+            "depth_threshold_mm": (self.depth_threshold_mm, 0.1, 50.0),
+        }
+        for name, (value, low, high) in positive.items():
+            if not low <= value <= high:
+                raise CaptureError(f"{name} must be between {low} and {high}, not {value}")
+        if self.min_points < 10:
+            raise CaptureError("min_points must be at least 10")
+        near, far = self.recommended_distance_m
+        if not 0 < self.min_distance_m <= near <= far <= self.max_distance_m:
+            raise CaptureError(
+                "distances must satisfy 0 < min_distance_m <= recommended range <= max_distance_m"
+            )
         if self.fusion not in ("points", "tsdf"):
             raise CaptureError(f"fusion must be 'points' or 'tsdf', not {self.fusion!r}")
         if not 1 <= self.max_skin_degree <= 4:
@@ -143,14 +161,24 @@ class Outline:
 
     @classmethod
     def from_json(cls, obj: object) -> Outline:
-        """``[[x, y, z], ...]`` in metres, or ``{"frame": i, "pixels": [[u, v], ...]}``."""
-        if isinstance(obj, dict) and "pixels" in obj:
-            return cls(np.asarray(obj["pixels"], dtype=np.float64), frame=int(obj.get("frame", 0)))
-        if isinstance(obj, dict) and "points" in obj:
-            return cls(np.asarray(obj["points"], dtype=np.float64))
-        if isinstance(obj, list):
-            return cls(np.asarray(obj, dtype=np.float64))
-        raise CaptureError('an outline is a list of [x, y, z] or {"frame": i, "pixels": [...]}')
+        """``[[x, y, z], ...]`` in metres, or ``{"frame": i, "pixels": [[u, v], ...]}``.
+
+        Pixels are in the colour image of that frame as the `Scan` holds it.
+        """
+        shape = 'an outline is [[x, y, z], ...] in metres or {"frame": i, "pixels": [[u, v], ...]}'
+        try:
+            if isinstance(obj, dict) and "pixels" in obj:
+                frame = obj.get("frame", 0)
+                if isinstance(frame, bool) or not isinstance(frame, int):
+                    raise CaptureError(f"{shape}; the frame must be a whole number")
+                return cls(np.asarray(obj["pixels"], dtype=np.float64), frame=frame)
+            if isinstance(obj, dict) and "points" in obj:
+                return cls(np.asarray(obj["points"], dtype=np.float64))
+            if isinstance(obj, list):
+                return cls(np.asarray(obj, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise CaptureError(f"{shape}; the coordinates must be numbers") from exc
+        raise CaptureError(shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -789,6 +817,10 @@ def _cast_outline(
     if fr.color is not None:
         k = k.scaled(fr.color.shape[1], fr.color.shape[0])
     u, v = outline.points[:, 0], outline.points[:, 1]
+    if np.any((u < -0.5) | (v < -0.5) | (u > k.width - 0.5) | (v > k.height - 0.5)):
+        raise CaptureError(
+            f"the outline has pixels outside frame {index}'s {k.width}x{k.height} colour image"
+        )
     rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)], axis=1)
     origin = to_local(frame_tf, fr.pose[:3, 3][None, :])[0]
     dirs = (rays @ fr.pose[:3, :3].T) @ frame_tf[:3, :3]
@@ -797,7 +829,29 @@ def _cast_outline(
         p = origin + t[:, None] * dirs
         t = t + (skin(p[:, 0], p[:, 1]) - p[:, 2]) / dirs[:, 2]
     p = origin + t[:, None] * dirs
+    if not np.all(np.isfinite(p)) or np.any(t <= 0):
+        raise CaptureError("the outline's pixels do not all land on the scanned skin")
     return np.asarray(p[:, :2])
+
+
+def _check_outline(
+    polygon: FloatArray, outline: Outline, skin: HeightField, frame_tf: FloatArray, limit: float
+) -> None:
+    """Refuse an outline that is not around the scanned wound (wrong units or frame)."""
+    reach = float(np.max(np.hypot(polygon[:, 0], polygon[:, 1])))
+    if not np.isfinite(reach) or reach > limit:
+        raise CaptureError(
+            f"the outline reaches {reach * 100:.0f} cm from the scanned wound; outline points "
+            "are world metres (or colour-image pixels with a frame) around the wound"
+        )
+    if outline.points.shape[1] == 3:
+        local = to_local(frame_tf, outline.points)
+        off = np.abs(local[:, 2] - skin(local[:, 0], local[:, 1]))
+        if float(np.max(off)) > 0.01:
+            raise CaptureError(
+                f"the outline lies up to {float(np.max(off)) * 100:.1f} cm off the scanned "
+                "skin; outline points are world metres on the skin around the wound"
+            )
 
 
 def _region(
@@ -870,6 +924,7 @@ def _region(
             colour_sigma = max(footprint / grid.cell, 1.0)
         if outline is not None:
             polygon = _cast_outline(outline, scan, frame, skin)
+            _check_outline(polygon, outline, skin, frame, opts.search_radius_m)
             source = "outline"
         else:
             ring_cells = outside_cells & coverage

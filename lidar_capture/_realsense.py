@@ -19,6 +19,7 @@ is the identity, which is right for a camera on a tripod.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -263,6 +264,8 @@ class RealSenseSource:
         except RuntimeError as exc:
             raise ScanFileError(path, f"cannot play the recording: {exc}") from exc
         if not opened:
+            with contextlib.suppress(RuntimeError):  # Open3D refuses to close what never opened
+                reader.close()
             raise ScanFileError(
                 path, "not a RealSense recording Open3D can play (it needs colour and depth)"
             )

@@ -130,4 +130,6 @@ class CaptureSource(Protocol):
 
     name: str
 
-    def capture(self, max_frames: int | None = None) -> Scan: ...
+    def capture(self, max_frames: int | None = None) -> Scan:
+        """One scan: at most `max_frames` frames (the source's default when None)."""
+        ...

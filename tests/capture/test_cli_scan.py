@@ -337,3 +337,42 @@ def test_a_missing_capture_extra_is_one_line(
     line = failed(run("scan", "measure", str(cloud)), 1)
     assert "open3d is missing" in line
     assert "pip install 'coherency[capture]'" in line
+
+
+def test_capture_of_a_deleted_wound_is_not_found(wound: tuple[Path, str]) -> None:
+    store, wound_id = wound
+    with _open(store) as client:
+        client.wounds.delete(wound_id)
+    line = failed(
+        run("--store", str(store), "scan", "capture", "--wound", wound_id, "--synthetic"), 4
+    )
+    assert "deleted" in line
+    with _open(store) as client:
+        assert client.assessments.list() == []
+
+
+def test_synth_force_keeps_the_old_file_when_the_new_one_cannot_be_written(
+    tmp_path: Path,
+) -> None:
+    victim = tmp_path / "notes.txt"
+    victim.write_text("keep me", encoding="utf-8")
+    line = failed(
+        run("scan", "synth", str(victim), "--format", "ply", "--frames", "1", "--force"), 2
+    )
+    assert ".ply" in line and str(victim) in line
+    assert victim.read_text(encoding="utf-8") == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no staging left
+
+
+def test_an_outline_in_the_wrong_units_is_a_clear_error(
+    tmp_path: Path, synth_dir: tuple[Path, dict[str, Any]]
+) -> None:
+    millimetres = tmp_path / "outline.json"
+    millimetres.write_text("[[10, 10, 0], [-10, 10, 0], [0, -10, 0]]", encoding="utf-8")
+    line = failed(run("scan", "measure", str(synth_dir[0]), "--outline", str(millimetres)), 5)
+    assert "outline" in line and "metres" in line
+    garbage = tmp_path / "garbage.json"
+    garbage.write_text('{"frame": null, "pixels": [[1, "a"]]}', encoding="utf-8")
+    assert "outline" in failed(
+        run("scan", "measure", str(synth_dir[0]), "--outline", str(garbage)), 5
+    )

@@ -14,6 +14,7 @@ import itertools
 import re
 import statistics
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -595,3 +596,34 @@ def test_bad_body_axis_is_refused(plane: SyntheticScan, axis: F64) -> None:
         measure(scan, body_axis=axis)
     with pytest.raises(CaptureError, match="body axis"):
         measure(dataclasses.replace(scan, body_axis=axis))
+
+
+def test_outline_off_the_wound_or_off_the_image_is_refused(plane: SyntheticScan) -> None:
+    far = plane.truth.outline_world + np.array([0.2, 0.0, 0.0])
+    with pytest.raises(CaptureError, match="outline"):
+        measure(plane.scan, outline=Outline(far))
+    frame = plane.scan.frames[0]
+    assert frame.color is not None
+    outside = project_to_colour(frame, plane.truth.outline_world) + frame.color.shape[1]
+    with pytest.raises(CaptureError, match="outside"):
+        measure(plane.scan, outline=Outline(outside, frame=0))
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [{"frame": None, "pixels": [[1, 2], [3, 4], [5, 6]]}, {"frame": True, "pixels": []},
+     [[1, "x", 0], [0, 0, 0], [1, 1, 0]], [[0, 0, 0], [1, 1]], "outline"],
+)  # fmt: skip
+def test_outline_json_errors_are_capture_errors(obj: object) -> None:
+    with pytest.raises(CaptureError, match="outline"):
+        Outline.from_json(obj)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"grid_m": 0.0}, {"voxel_m": -1.0}, {"search_radius_m": 0.0}, {"min_points": 1},
+     {"recommended_distance_m": (0.5, 0.2)}, {"max_noise_mm": 0.0}],
+)  # fmt: skip
+def test_options_out_of_range_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(CaptureError):
+        MeasureOptions(**options)
