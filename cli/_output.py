@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from pydantic import BaseModel
@@ -126,3 +126,16 @@ def table(
 def console() -> Console:
     """A console on the current stdout that never reads markup or emoji in data."""
     return Console(markup=False, emoji=False, highlight=False)
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def json_option(command: _F) -> _F:
+    """Add ``--json`` to a command."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print one JSON document on stdout, for scripts.",
+    )(command)

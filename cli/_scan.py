@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from cli._app import EXIT_INVALID, EXIT_OTHER, App, CliError
-from cli._output import emit, show_fields, show_record, table
+from cli._output import emit, json_option, show_fields, show_record, table
 from edge_sdk import RecordNotFoundError
 
 if TYPE_CHECKING:
@@ -82,15 +82,6 @@ def _capture_extra() -> Iterator[None]:
     except MeasurementRefused as exc:
         # The reason code too: scripts and support staff look it up in docs/capture.md.
         raise CliError(f"scan refused ({exc.reason}): {exc}", EXIT_INVALID) from None
-
-
-def _json_option(command: F) -> F:
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="Print one JSON document on stdout, for scripts.",
-    )(command)
 
 
 def _body_axis(
@@ -230,7 +221,7 @@ def scan() -> None:
 )
 @click.option("--video", is_flag=True, help="Store colour as rgb.mp4 (H.264) in a dir scan.")
 @click.option("--force", is_flag=True, help="Replace OUT if a scan is already there.")
-@_json_option
+@json_option
 def scan_synth(
     out: Path,
     seed: int,
@@ -380,7 +371,7 @@ def _clear(paths: list[Path]) -> None:
     help="How frames are fused: their points pooled, or an Open3D TSDF volume "
     "(default: the pipeline's, MeasureOptions.fusion).",
 )
-@_json_option
+@json_option
 def scan_measure(
     path: Path,
     outline_file: Path | None,
@@ -420,7 +411,7 @@ with_app = click.make_pass_decorator(App)
 @click.option("--seed", type=int, default=0, show_default=True, help="The synthetic scan's seed.")
 @_measure_options
 @click.option("--clinician", help="Who took the scan.")
-@_json_option
+@json_option
 @with_app
 def scan_capture(
     app: App,

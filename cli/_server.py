@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from cli._app import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE, CliError
-from cli._output import emit, show_fields
+from cli._output import emit, json_option, show_fields
 
 __all__ = ["server"]
 
@@ -53,15 +53,6 @@ def _reported() -> Iterator[None]:
         yield
     except AdminError as exc:
         raise CliError(exc.message, _EXIT_BY_KIND.get(exc.kind, EXIT_OTHER)) from None
-
-
-def _json_option(command: F) -> F:
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="Print one JSON document on stdout, for scripts.",
-    )(command)
 
 
 def _database_options(command: F) -> F:
@@ -152,7 +143,7 @@ def server() -> None:
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     help="Log level (env COHERENCY_SERVER_LOG_LEVEL; default INFO). Logs are JSON lines on stderr.",
 )
-@_json_option
+@json_option
 def run(
     data_dir: Path | None,
     database_url: str | None,
@@ -211,7 +202,7 @@ def run(
 # ------------------------------------------------------------------------ migrate
 @server.command("migrate")
 @_database_options
-@_json_option
+@json_option
 def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """Create or upgrade the server database's schema to the newest revision."""
     with _reported():
@@ -267,7 +258,7 @@ def _password(from_stdin: bool) -> str:
     is_flag=True,
     help="No TOTP second factor (not recommended: the account logs in with its password alone).",
 )
-@_json_option
+@json_option
 def create_admin(
     data_dir: Path | None,
     database_url: str | None,
@@ -313,7 +304,7 @@ def create_admin(
     help="How long the token stays usable, e.g. 30m, 24h, 7d (default "
     "COHERENCY_SERVER_ENROLMENT_TOKEN_SECONDS, 24h; at most 90d).",
 )
-@_json_option
+@json_option
 def enroll_token(
     data_dir: Path | None,
     database_url: str | None,

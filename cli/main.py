@@ -35,7 +35,7 @@ from cli._app import (
     one_line,
     translate,
 )
-from cli._output import emit, jsonable, show_fields, show_record, table
+from cli._output import emit, json_option, jsonable, show_fields, show_record, table
 from cli._scan import scan
 from cli._server import server
 from crdt import (
@@ -123,16 +123,6 @@ class CoherencyGroup(click.Group):
             translate(exc, debug=False).show()
             sys.exit(EXIT_OTHER)
         sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def json_option(command: F) -> F:
-    """Add ``--json`` to a command."""
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="Print one JSON document on stdout, for scripts.",
-    )(command)
 
 
 # Passes the `App` the root group built as a command's first argument.

@@ -372,14 +372,9 @@ class ARKitSource:
         k = _matrix(self._platform.simd_float3x3(camera, "intrinsics").columns, 3)
         # ARKit's intrinsics describe the captured image; the depth map covers the same
         # field of view at lower resolution.
-        intrinsics = Intrinsics(
-            fx=float(k[0, 0]),
-            fy=float(k[1, 1]),
-            cx=float(k[0, 2]),
-            cy=float(k[1, 2]),
-            width=image_width,
-            height=image_height,
-        ).scaled(depth.shape[1], depth.shape[0])
+        intrinsics = Intrinsics.from_matrix(k, image_width, image_height).scaled(
+            depth.shape[1], depth.shape[0]
+        )
         transform = _matrix(self._platform.simd_float4x4(camera, "transform").columns, 4)
         pose = transform @ ARKIT_TO_OPENCV
         return Frame(

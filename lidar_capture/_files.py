@@ -780,10 +780,7 @@ def _depth_intrinsics(
             f"principal point ({k[0, 2]:g}, {k[1, 2]:g}) lies outside {where}, "
             f"which are {size[0]}x{size[1]}",
         )
-    camera = Intrinsics(
-        fx=float(k[0, 0]), fy=float(k[1, 1]), cx=float(k[0, 2]), cy=float(k[1, 2]),
-        width=size[0], height=size[1],
-    )  # fmt: skip
+    camera = Intrinsics.from_matrix(k, size[0], size[1])
     return camera if size == (width, height) else camera.scaled(width, height)
 
 

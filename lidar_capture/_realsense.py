@@ -334,14 +334,7 @@ def _stream_geometry(metadata: Any) -> tuple[Intrinsics, float]:
     depth_scale = float(metadata.depth_scale)
     if not math.isfinite(depth_scale) or depth_scale <= 0:
         raise CaptureError(f"RealSense metadata has an invalid depth scale {depth_scale}")
-    intrinsics = Intrinsics(
-        fx=float(k[0, 0]),
-        fy=float(k[1, 1]),
-        cx=float(k[0, 2]),
-        cy=float(k[1, 2]),
-        width=width,
-        height=height,
-    )
+    intrinsics = Intrinsics.from_matrix(k, width, height)
     return intrinsics, depth_scale
 
 

@@ -45,16 +45,7 @@ DETAILS_MEDIA_TYPE = "application/json"
 #: Version of the details blob's layout; bump it when a key changes meaning.
 DETAILS_FORMAT = 1
 
-_FIGURES = (
-    "area_cm2",
-    "perimeter_cm",
-    "length_cm",
-    "width_cm",
-    "max_depth_mm",
-    "mean_depth_mm",
-    "volume_cm3",
-    "ruler_area_cm2",
-)
+_FIGURES = tuple(Measurements.model_fields)
 
 
 def _pipeline_version() -> str:

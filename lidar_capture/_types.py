@@ -51,6 +51,19 @@ class Intrinsics:
     width: int
     height: int
 
+    @classmethod
+    def from_matrix(cls, k: npt.ArrayLike, width: int, height: int) -> Intrinsics:
+        """From a 3x3 camera matrix K of a `width` x `height` image."""
+        m = np.asarray(k, dtype=np.float64)
+        return cls(
+            fx=float(m[0, 0]),
+            fy=float(m[1, 1]),
+            cx=float(m[0, 2]),
+            cy=float(m[1, 2]),
+            width=width,
+            height=height,
+        )
+
     def matrix(self) -> FloatArray:
         """The 3x3 camera matrix K."""
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
