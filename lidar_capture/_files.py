@@ -160,12 +160,16 @@ def _checked_cloud(points: npt.ArrayLike, colors: npt.ArrayLike | None, name: ob
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
     if len(pts) == 0:
         raise ScanFileError(str(name), "holds no points")
-    bad = int(np.count_nonzero(~np.isfinite(pts).all(axis=1)))
-    if bad:
-        raise ScanFileError(
-            str(name), f"{bad} of {len(pts)} points have NaN or infinite coordinates"
-        )
-    extent = float((pts.max(axis=0) - pts.min(axis=0)).max())
+    infinite = int(np.count_nonzero(np.isinf(pts).any(axis=1)))
+    if infinite:
+        raise ScanFileError(str(name), f"{infinite} of {len(pts)} points have infinite coordinates")
+    # Organised clouds (PCL, ROS, RealSense exports) mark pixels with no reading as NaN:
+    # they are dropped, like a depth of 0.
+    reading = ~np.isnan(pts).any(axis=1)
+    if not reading.any():
+        raise ScanFileError(str(name), f"none of its {len(pts)} points has coordinates (all NaN)")
+    kept = pts[reading]
+    extent = float((kept.max(axis=0) - kept.min(axis=0)).max())
     if extent > _MAX_EXTENT_M:
         raise ScanFileError(
             str(name),
@@ -177,10 +181,11 @@ def _checked_cloud(points: npt.ArrayLike, colors: npt.ArrayLike | None, name: ob
         cols = np.asarray(colors, dtype=np.float64).reshape(-1, 3)
         if len(cols) != len(pts):
             raise ScanFileError(str(name), f"{len(cols)} colours for {len(pts)} points")
+        cols = cols[reading]
         if not np.isfinite(cols).all() or cols.min() < -1e-6 or cols.max() > 1 + 1e-6:
             raise ScanFileError(str(name), "colours outside [0, 1]")
         cols = np.clip(cols, 0.0, 1.0)
-    return PointCloud(points=np.ascontiguousarray(pts), colors=cols)
+    return PointCloud(points=np.ascontiguousarray(kept), colors=cols)
 
 
 def _checked_suffix(path: Path) -> str:

@@ -316,7 +316,7 @@ def _broken_pcd(path: Path) -> None:
         ("token.ply", _bad_token_ascii_ply, "vertex 1 is not 3 numbers"),
         ("zero.ply", _zero_vertex_ply, "holds no points"),
         ("mm.ply", _millimetre_ply, "looks like millimetres"),
-        ("nan.xyz", _nan_xyz, "2 of 3 points have NaN or infinite coordinates"),
+        ("nan.xyz", _nan_xyz, "1 of 3 points have infinite coordinates"),
         ("bad.xyz", lambda p: p.write_text("0.1 0.2 0.3\n0.4 abc 0.6\n"), "line 2 is not 3"),
         ("blank.xyz", lambda p: p.write_text("\n\n"), "is empty"),
         ("comments.xyz", lambda p: p.write_text("# nothing\n"), "holds no points"),
@@ -798,3 +798,14 @@ def test_file_source_is_a_capture_source(tmp_path: Path, stray: Path) -> None:
     path = tmp_path / "c.pcd"
     write_point_cloud(path, random_cloud())
     assert FileSource(str(path)).capture().source == "pointcloud"
+
+
+def test_nan_points_of_an_organised_cloud_are_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "organised.xyz"
+    path.write_text("0.1 0.1 0.1\nnan nan nan\n0.3 0.3 0.3\n0.2 0.2 0.25\n")
+    cloud = read_point_cloud(path)
+    assert len(cloud) == 3 and np.isfinite(cloud.points).all()
+    empty = tmp_path / "empty.xyz"
+    empty.write_text("nan nan nan\nnan nan nan\n")
+    with pytest.raises(ScanFileError, match="all NaN"):
+        read_point_cloud(empty)
