@@ -33,12 +33,21 @@ from lidar_capture._files import (
     write_point_cloud,
     write_strayscanner,
 )
+from lidar_capture._model_input import (
+    MODEL_CHANNELS,
+    MODEL_INPUT_SIZE,
+    ModelInput,
+    model_input,
+    raster_mask,
+    synthetic_labels,
+)
 from lidar_capture._pipeline import (
     QUALITY_FLAGS,
     REFUSAL_REASONS,
     MeasureOptions,
     Outline,
     WoundMeasurement,
+    WoundRaster,
     measure,
 )
 from lidar_capture._realsense import RealSenseSource
@@ -55,6 +64,8 @@ from lidar_capture._synthetic import (
 from lidar_capture._types import CaptureSource, Frame, Intrinsics, PointCloud, Scan
 
 __all__ = [
+    "MODEL_CHANNELS",
+    "MODEL_INPUT_SIZE",
     "QUALITY_FLAGS",
     "REFUSAL_REASONS",
     "TISSUES",
@@ -68,6 +79,7 @@ __all__ = [
     "Intrinsics",
     "MeasureOptions",
     "MeasurementRefused",
+    "ModelInput",
     "Outline",
     "PointCloud",
     "RealSenseSource",
@@ -77,16 +89,20 @@ __all__ = [
     "SyntheticScan",
     "SyntheticSource",
     "WoundMeasurement",
+    "WoundRaster",
     "WoundSpec",
     "generate",
     "measure",
+    "model_input",
     "open_scan",
     "point_cloud_from_ply_bytes",
     "point_cloud_to_ply_bytes",
     "random_spec",
+    "raster_mask",
     "read_point_cloud",
     "read_strayscanner",
     "record_assessment",
+    "synthetic_labels",
     "write_point_cloud",
     "write_strayscanner",
 ]

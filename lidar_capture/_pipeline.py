@@ -56,6 +56,7 @@ __all__ = [
     "MeasureOptions",
     "Outline",
     "WoundMeasurement",
+    "WoundRaster",
     "measure",
 ]
 
@@ -182,6 +183,36 @@ class Outline:
 
 
 @dataclass(frozen=True, eq=False)
+class WoundRaster:
+    """The wound and the skin around it, resampled on a square grid in the wound frame.
+
+    Cell (i, j) is at x = ``centres[i]``, y = ``centres[j]`` of `frame` (metres; z is the
+    skin normal at the wound centre). Every source ends up here, which is why the wound
+    model reads its input from it.
+    """
+
+    frame: FloatArray
+    """4x4 local-to-world of the wound frame."""
+    centres: FloatArray
+    """(n,) cell centres along x and along y, metres."""
+    colour: FloatArray | None
+    """(n, n, 3) RGB in [0, 1], or None for a scan without colour."""
+    depth: FloatArray
+    """(n, n) depth below the fitted skin, metres (negative above it)."""
+    surface: FloatArray
+    """(n, n) z of the scanned surface in the wound frame (the skin, or the wound floor)."""
+    valid: BoolArray
+    """(n, n) cells the scan covered."""
+    wound: BoolArray
+    """(n, n) cells inside the measured outline."""
+
+    @property
+    def cell(self) -> float:
+        """Cell size, metres."""
+        return float(self.centres[1] - self.centres[0])
+
+
+@dataclass(frozen=True, eq=False)
 class WoundMeasurement:
     """A wound's dimensions and how they were obtained."""
 
@@ -211,6 +242,8 @@ class WoundMeasurement:
     """4x4 local-to-world: origin at the wound centre, z the skin normal."""
     cloud: PointCloud = field(repr=False)
     """The fused, cleaned point cloud around the wound (what is stored as the scan)."""
+    raster: WoundRaster = field(repr=False)
+    """The skin around the wound on the measurement grid (the model's input comes from it)."""
 
     def to_json(self) -> dict[str, Any]:
         """The figures as one JSON-able object (no arrays but the outline)."""
@@ -792,6 +825,7 @@ class _Region:
     coverage: BoolArray
     source: str
     wound_points: int
+    colour: FloatArray | None
 
 
 def _line_length(
@@ -1003,6 +1037,7 @@ def _region(
             coverage,
             source,
             wound_pts,
+            colour_field,
         )
         # Recentre on the wound and take the skin normal there for the next round.
         com = (
@@ -1083,6 +1118,12 @@ def _measure_region(region: _Region, axis_known: bool, flags: list[str]) -> dict
         "ruler_area_cm2": length * width * 1e4,
         "outline_world": to_world(region.frame, lifted),
     }
+
+
+def _surface_z(region: _Region) -> FloatArray:
+    gx, gy = np.meshgrid(region.grid.centres, region.grid.centres, indexing="ij")
+    depth = np.where(region.coverage, region.depth, 0.0)
+    return np.asarray(region.skin(gx, gy) - depth, dtype=np.float64)
 
 
 def measure(
@@ -1226,4 +1267,13 @@ def measure(
         outline_world=outline_world,
         wound_frame=region.frame,
         cloud=cloud,
+        raster=WoundRaster(
+            frame=region.frame,
+            centres=region.grid.centres,
+            colour=region.colour,
+            depth=np.where(region.coverage, region.depth, 0.0),
+            surface=_surface_z(region),
+            valid=region.coverage,
+            wound=region.mask,
+        ),
     )
