@@ -37,8 +37,8 @@ import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -54,8 +54,10 @@ __all__ = [
     "QUALITY_FLAGS",
     "REFUSAL_REASONS",
     "MeasureOptions",
+    "ModelResult",
     "Outline",
     "WoundMeasurement",
+    "WoundModel",
     "WoundRaster",
     "measure",
 ]
@@ -80,6 +82,8 @@ QUALITY_FLAGS = (
     "boundary_from_outline",  # a user-drawn outline gave the boundary
     "wound_cut_off",  # part of the boundary runs along missing data
     "sparse_wound",  # fewer than 150 points on the wound bed
+    "model_not_used",  # no wound model given (or none installed): colour/depth boundary
+    "model_found_no_wound",  # the model saw no wound where the scan's geometry did
 )
 
 
@@ -182,6 +186,44 @@ class Outline:
         raise CaptureError(shape)
 
 
+@dataclass(frozen=True)
+class ModelResult:
+    """What the wound model said about a scan (stored as the assessment's model output)."""
+
+    model_id: str
+    model_version: str
+    tissue_composition: dict[str, float]
+    """% of the wound's cells per tissue class."""
+    confidence: float
+    """The model's mean top-class probability over the wound, 0 to 1."""
+
+    def to_json(self) -> dict[str, Any]:
+        """As a JSON-able object."""
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "tissue_composition": dict(self.tissue_composition),
+            "confidence": round(self.confidence, 4),
+        }
+
+
+class WoundModel(Protocol):
+    """What `measure` needs of a wound model; `edge_sdk.ModelRunner` is one.
+
+    ``manifest`` names the model (``model_id``, ``version``, ``classes``, class 0 the
+    background); ``segment(image, valid)`` takes one canonical input (see
+    `lidar_capture.model_input`) and returns an object with ``labels`` (H x W class
+    ids) and ``confidence``.
+    """
+
+    @property
+    def manifest(self) -> Any: ...
+
+    def segment(
+        self, image: npt.NDArray[np.float32], valid: npt.NDArray[np.bool_] | None = None
+    ) -> Any: ...
+
+
 @dataclass(frozen=True, eq=False)
 class WoundRaster:
     """The wound and the skin around it, resampled on a square grid in the wound frame.
@@ -244,6 +286,8 @@ class WoundMeasurement:
     """The fused, cleaned point cloud around the wound (what is stored as the scan)."""
     raster: WoundRaster = field(repr=False)
     """The skin around the wound on the measurement grid (the model's input comes from it)."""
+    model_output: ModelResult | None = None
+    """What the wound model said, when one drew the boundary."""
 
     def to_json(self) -> dict[str, Any]:
         """The figures as one JSON-able object (no arrays but the outline)."""
@@ -265,6 +309,7 @@ class WoundMeasurement:
             "skin_fit_degree": self.skin_fit_degree,
             "noise_mm": round(self.noise_mm, 3),
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
+            "model": None if self.model_output is None else self.model_output.to_json(),
         }
 
 
@@ -1120,6 +1165,82 @@ def _measure_region(region: _Region, axis_known: bool, flags: list[str]) -> dict
     }
 
 
+def _raster(region: _Region) -> WoundRaster:
+    return WoundRaster(
+        frame=region.frame,
+        centres=region.grid.centres,
+        colour=region.colour,
+        depth=np.where(region.coverage, region.depth, 0.0),
+        surface=_surface_z(region),
+        valid=region.coverage,
+        wound=region.mask,
+    )
+
+
+def _model_boundary(
+    region: _Region, model: WoundModel, flags: list[str]
+) -> tuple[_Region, ModelResult | None]:
+    """The wound model's outline and tissue mix, in place of the colour/depth boundary.
+
+    The geometric boundary still frames the model's input (centre and scale). When the
+    model sees no wound there, the geometric boundary stands and the result says so.
+    """
+    from scipy import ndimage
+
+    from lidar_capture._model_input import model_input, raster_mask
+
+    inp = model_input(_raster(region))
+    seg = model.segment(inp.image, inp.image[-1] > 0.5)
+    labels = np.asarray(seg.labels)
+    centre = (labels.shape[0] // 2, labels.shape[1] // 2)
+    found, count = ndimage.label(labels > 0)
+    if count == 0:
+        flags.append("model_found_no_wound")
+        return region, None
+    sizes = ndimage.sum_labels(np.ones(labels.shape), found, index=np.arange(1, count + 1))
+    middle = found[centre] if found[centre] > 0 else int(np.argmax(sizes)) + 1
+    wound = ndimage.binary_fill_holes(found == middle)
+    grid = region.grid
+    on_grid = raster_mask(wound, inp, _raster(region))
+    if np.count_nonzero(on_grid) * grid.cell**2 < 10e-6:
+        flags.append("model_found_no_wound")
+        return region, None
+    com = ndimage.center_of_mass(on_grid)
+    inside = (
+        float(grid.centres[0] + com[0] * grid.cell),
+        float(grid.centres[0] + com[1] * grid.cell),
+    )
+    field_ = ndimage.gaussian_filter(on_grid.astype(np.float64), 1.0)
+    polygon = _main_contour(field_, grid, 0.5, inside)
+    if polygon is None:
+        flags.append("model_found_no_wound")
+        return region, None
+    mask = _polygon_mask(polygon, grid)
+    lifted = np.column_stack([polygon, region.skin(polygon[:, 0], polygon[:, 1])])
+    composition: dict[str, float] = {}
+    classes = list(model.manifest.classes)
+    counts = []
+    for k in range(1, len(classes)):
+        counts.append(np.count_nonzero(raster_mask(labels == k, inp, _raster(region)) & mask))
+    total = sum(counts)
+    if total:
+        composition = {classes[k + 1]: round(100.0 * c / total, 2) for k, c in enumerate(counts)}
+    result = ModelResult(
+        model_id=str(model.manifest.model_id),
+        model_version=str(model.manifest.version),
+        tissue_composition=composition,
+        confidence=float(seg.confidence),
+    )
+    new = replace(
+        region,
+        mask=mask,
+        polygon=polygon,
+        outline_world=to_world(region.frame, lifted),
+        source="model",
+    )
+    return new, result
+
+
 def _surface_z(region: _Region) -> FloatArray:
     gx, gy = np.meshgrid(region.grid.centres, region.grid.centres, indexing="ij")
     depth = np.where(region.coverage, region.depth, 0.0)
@@ -1132,6 +1253,7 @@ def measure(
     outline: Outline | None = None,
     body_axis: npt.ArrayLike | None = None,
     options: MeasureOptions | None = None,
+    model: WoundModel | None = None,
 ) -> WoundMeasurement:
     """Measure the wound in a scan.
 
@@ -1141,6 +1263,9 @@ def measure(
         body_axis: head-ward direction in world coordinates; defaults to the scan's.
             With it, length runs head to toe; without it, along the major axis.
         options: pipeline tunables.
+        model: a wound model (e.g. `edge_sdk.ModelRunner`) whose mask draws the boundary
+            and gives the tissue mix; without one the colour/depth boundary is used and
+            the result carries the ``model_not_used`` flag.
 
     Raises:
         MeasurementRefused: a quality gate refused the scan (`reason` says which).
@@ -1242,6 +1367,12 @@ def measure(
         along_skin = axis_arr - float(np.dot(axis_arr, normal)) * normal
         # local_frame ignores an axis this close to the skin normal; so does the length.
         axis_used = bool(np.linalg.norm(along_skin) > 0.2 * np.linalg.norm(axis_arr))
+    model_output: ModelResult | None = None
+    if model is not None and outline is None:
+        with timer.stage("model"):
+            region, model_output = _model_boundary(region, model, flags)
+    elif model is None:
+        flags.append("model_not_used")
     with timer.stage("measure"):
         figures = _measure_region(region, axis_used, flags)
     if region.skin.residual_std * 1000.0 > opts.max_noise_mm / 2:
@@ -1267,13 +1398,6 @@ def measure(
         outline_world=outline_world,
         wound_frame=region.frame,
         cloud=cloud,
-        raster=WoundRaster(
-            frame=region.frame,
-            centres=region.grid.centres,
-            colour=region.colour,
-            depth=np.where(region.coverage, region.depth, 0.0),
-            surface=_surface_z(region),
-            valid=region.coverage,
-            wound=region.mask,
-        ),
+        raster=_raster(region),
+        model_output=model_output,
     )

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-from crdt import BlobReference, Measurements, WoundAssessment
+from crdt import BlobReference, Measurements, ModelOutput, WoundAssessment
 from edge_sdk import RecordNotFoundError
 
 if TYPE_CHECKING:
@@ -124,6 +124,14 @@ def record_assessment(
         device_id=client.device_id,
         clinician=clinician,
         measurements=Measurements(**{name: figures[name] for name in _FIGURES}),
+        model_output=None
+        if measurement.model_output is None
+        else ModelOutput(
+            model_id=measurement.model_output.model_id,
+            model_version=measurement.model_output.model_version,
+            tissue_composition=measurement.model_output.tissue_composition,
+            confidence=min(max(measurement.model_output.confidence, 0.0), 1.0),
+        ),
         quality_flags=tuple(measurement.quality),
         blobs=(
             BlobReference(
