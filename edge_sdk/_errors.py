@@ -14,6 +14,9 @@
     ├── BlobError
     │   ├── BlobNotFoundError       no blob with that hash
     │   └── BlobCorruptError        a blob failed authentication or its hash check
+    ├── ModelError                  a wound model cannot be read, loaded or run
+    │   ├── ModelVerificationError  sha256, size or the server's signature does not check out
+    │   └── ModelUnavailableError   onnxruntime missing, or no model installed
     ├── BundleError
     │   ├── BundleFormatError       not a bundle, truncated, or an unsupported version
     │   ├── BundleSignatureError    the signature does not verify or the signer is not trusted
@@ -44,6 +47,9 @@ __all__ = [
     "EdgeError",
     "EnrolmentError",
     "KeyProviderError",
+    "ModelError",
+    "ModelUnavailableError",
+    "ModelVerificationError",
     "NotEnrolledError",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
@@ -153,3 +159,15 @@ class AuthenticationError(SyncError):
 
 class DeviceRevokedError(AuthenticationError):
     """The server has revoked this device; it can no longer sync."""
+
+
+class ModelError(EdgeError):
+    """A model cannot be read, loaded or run (bad manifest, bad input, runtime failure)."""
+
+
+class ModelVerificationError(ModelError):
+    """A model failed its checks: sha256, size, or the server's signature."""
+
+
+class ModelUnavailableError(ModelError):
+    """No model can run: onnxruntime is not installed, or no model is installed."""

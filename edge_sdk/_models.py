@@ -44,10 +44,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-import numpy as np
-import numpy.typing as npt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import (
     AwareDatetime,
@@ -60,9 +58,15 @@ from pydantic import (
     model_validator,
 )
 
-from edge_sdk._errors import EdgeError
+from edge_sdk._errors import ModelError, ModelUnavailableError, ModelVerificationError
 from edge_sdk._files import fsync_dir
 from edge_sdk._identity import verify_signature
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    FloatArray = npt.NDArray[np.float32]
 
 __all__ = [
     "MANIFEST_FILE",
@@ -94,20 +98,6 @@ _CURRENT_FILE = "current"
 _VERSIONS_DIR = "versions"
 _PARTIAL_PREFIX = ".partial-"
 _INSTALL_HINT = "onnxruntime is not installed: pip install 'coherency[inference]'"
-
-FloatArray = npt.NDArray[np.float32]
-
-
-class ModelError(EdgeError):
-    """A model cannot be read, loaded or run (bad manifest, bad input, runtime failure)."""
-
-
-class ModelVerificationError(ModelError):
-    """A model failed its checks: sha256, size, or the server's signature."""
-
-
-class ModelUnavailableError(ModelError):
-    """No model can run: onnxruntime is not installed, or no model is installed."""
 
 
 class ModelTensor(BaseModel):
@@ -275,15 +265,7 @@ def verify_model(
         ValueError: `public_key` is not a 32-byte Ed25519 key (a configuration error).
     """
     if public_key is not None:
-        if signature is None:
-            raise ModelVerificationError(
-                "the model is unsigned, and this device only accepts models signed by its server"
-            )
-        if not verify_signature(public_key, manifest_bytes, signature):
-            raise ModelVerificationError(
-                "the model manifest's signature does not verify with the server's pinned key "
-                "(the manifest was changed after signing, or another key signed it)"
-            )
+        _check_signature(manifest_bytes, signature, public_key)
     try:
         manifest = ModelManifest.from_bytes(manifest_bytes)
     except ModelError as exc:
@@ -300,6 +282,18 @@ def verify_model(
             f"its manifest pins {manifest.sha256}"
         )
     return manifest
+
+
+def _check_signature(manifest_bytes: bytes, signature: bytes | None, public_key: bytes) -> None:
+    if signature is None:
+        raise ModelVerificationError(
+            "the model is unsigned, and this device only accepts models signed by its server"
+        )
+    if not verify_signature(public_key, manifest_bytes, signature):
+        raise ModelVerificationError(
+            "the model manifest's signature does not verify with the server's pinned key "
+            "(the manifest was changed after signing, or another key signed it)"
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -441,6 +435,8 @@ class ModelRunner:
         Raises:
             ModelError: wrong type, dtype or shape, or the graph failed to run.
         """
+        import numpy as np  # onnxruntime depends on numpy; the base install has neither
+
         expected = self.manifest.input.shape
         if not isinstance(batch, np.ndarray) or batch.dtype != np.float32:
             got = batch.dtype if isinstance(batch, np.ndarray) else type(batch).__name__
@@ -484,6 +480,8 @@ class ModelRunner:
         Raises:
             ModelError: bad input (see `predict`) or a `valid` mask of the wrong shape.
         """
+        import numpy as np
+
         if not isinstance(image, np.ndarray) or image.ndim != 3:
             shape = image.shape if isinstance(image, np.ndarray) else type(image).__name__
             raise ModelError(f"{self._label}.segment takes one (C, H, W) image, not {shape}")
@@ -537,28 +535,27 @@ def _read_verified(
 ) -> tuple[ModelManifest, bytes, bytes]:
     """Read and verify a model folder: (manifest, manifest bytes, model bytes).
 
-    Errors name the folder's files.
-
     The signature is checked when `public_key` is given and either it is required or a
-    signature file is present.
+    signature file is present. Errors name the file that failed.
     """
     manifest_path = directory / MANIFEST_FILE
     manifest_bytes = _read(manifest_path)
+    sig_path = directory / SIGNATURE_FILE
+    if public_key is not None and (require_signature or sig_path.exists()):
+        try:
+            _check_signature(manifest_bytes, _read(sig_path), public_key)
+        except ModelVerificationError as exc:
+            raise ModelVerificationError(
+                f"{manifest_path}: {exc}; the model was not loaded"
+            ) from None
     try:
         manifest = ModelManifest.from_bytes(manifest_bytes)
     except ModelError as exc:
         raise ModelVerificationError(f"{manifest_path}: {exc}") from None
     model_path = directory / manifest.file
     model_bytes = _read(model_path)
-    sig_path = directory / SIGNATURE_FILE
-    signature = _read(sig_path) if require_signature or sig_path.exists() else None
     try:
-        verified = verify_model(
-            manifest_bytes,
-            model_bytes,
-            signature=signature,
-            public_key=public_key if signature is not None or require_signature else None,
-        )
+        verified = verify_model(manifest_bytes, model_bytes, signature=None, public_key=None)
     except ModelVerificationError as exc:
         raise ModelVerificationError(f"{model_path}: {exc}; the model was not loaded") from None
     return verified, manifest_bytes, model_bytes
@@ -581,7 +578,7 @@ class ModelStore:
         """Open (or start) a model store.
 
         Args:
-            root: the store's folder, e.g. `<device store>/models`; created if missing.
+            root: the store's folder, e.g. `<device store>/models` (created on first install).
             public_key: the server key pinned at enrolment
                 (`Enrollment.server_public_key`); when set, `install` takes only models
                 that key signed. None before enrolment: `install` then checks sha256 only.
