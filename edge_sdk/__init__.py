@@ -52,6 +52,7 @@ from edge_sdk._keys import (
     KeyProvider,
     PassphraseKeyProvider,
 )
+from edge_sdk._model_sync import ModelUpdate
 from edge_sdk._models import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -105,6 +106,7 @@ __all__ = [
     "ModelStore",
     "ModelTensor",
     "ModelUnavailableError",
+    "ModelUpdate",
     "ModelVerificationError",
     "NotEnrolledError",
     "NotesCollection",

@@ -58,6 +58,8 @@ from edge_sdk._keys import (
 from edge_sdk._store import SEARCH_SEPARATOR, Store, fold, sortable_time
 
 if TYPE_CHECKING:
+    from edge_sdk._model_sync import ModelUpdate
+    from edge_sdk._models import ModelStore
     from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 
 __all__ = [
@@ -668,6 +670,33 @@ class EdgeClient:
         from edge_sdk._sync_client import sync
 
         return sync(self, progress=progress, wait=wait, blobs=blobs, retry=retry)
+
+    @property
+    def models(self) -> ModelStore:
+        """The wound models on this device (`<store>/models`): `client.models.runner()`.
+
+        Once enrolled, it takes only models signed by the server key pinned at enrolment.
+        """
+        from edge_sdk._model_sync import model_store
+
+        return model_store(self)
+
+    def update_model(self, *, threads: int = 1) -> ModelUpdate:
+        """Install the server's current wound model if it is not the installed one.
+
+        The model is verified against the server key pinned at enrolment (signature,
+        then size and SHA-256) and run once with `threads` threads before it replaces
+        the current one. Needs the `[server]` extra (httpx).
+
+        Raises:
+            NotEnrolledError: The store was never enrolled (`enroll`).
+            ModelVerificationError: The model is tampered with, unsigned, signed by
+                another key, or does not run; the previous model stays in use.
+            ServerUnreachableError: The server did not answer within the retry budget.
+        """
+        from edge_sdk._model_sync import update_model
+
+        return update_model(self, threads=threads)
 
     def _policy(self, document: RecordDocument) -> str | None:
         clinic = document.read().clinic_id

@@ -19,6 +19,7 @@ from sync_server import (
     _routes_admin,
     _routes_auth,
     _routes_blobs,
+    _routes_models,
     _routes_ops,
     _routes_staff,
     _routes_sync,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         _routes_admin,
         _routes_sync,
         _routes_blobs,
+        _routes_models,
         _routes_staff,
     ):
         app.include_router(module.router)

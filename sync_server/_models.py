@@ -8,6 +8,7 @@ Three groups:
   per-clinic change-feed sequence) and the relational projections staff query
   (patients, wounds, assessments), written in the same transaction as the document;
 - blobs: which clinic holds which content address, and resumable uploads in progress;
+- `published_models`: the wound models the server signed and published, per organisation;
 - `audit_events`: who read or wrote what, when, from which device, with what outcome.
 """
 
@@ -27,6 +28,8 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -42,6 +45,7 @@ __all__ = [
     "EnrolmentToken",
     "Organisation",
     "PatientRow",
+    "PublishedModel",
     "RefreshToken",
     "Upload",
     "UsedNonce",
@@ -284,6 +288,41 @@ class Upload(Base):
     created_by: Mapped[str | None] = mapped_column(Id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# ---------------------------------------------------------------- models
+class PublishedModel(Base):
+    """A wound model an admin published for an organisation's devices, signed by the server.
+
+    `manifest` is the canonical manifest exactly as signed (`ModelManifest.to_bytes()`)
+    and `signature` its detached Ed25519 signature by the server's key; the model bytes
+    are in the blob backend, content-addressed by `sha256`. At most one row per
+    organisation is `active`: the model its devices install.
+    """
+
+    __tablename__ = "published_models"
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "sha256", name="uq_published_models_org_sha256"),
+        Index(
+            "uq_published_models_active",
+            "organisation_id",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"))
+    model_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    manifest: Mapped[bytes] = mapped_column(LargeBinary)
+    signature: Mapped[bytes] = mapped_column(LargeBinary)
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    published_by: Mapped[str | None] = mapped_column(Id)  # the admin's user id
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 # ---------------------------------------------------------------- audit
