@@ -28,7 +28,8 @@ from cli._output import emit, json_option, show_fields, show_record, table
 from edge_sdk import RecordNotFoundError
 
 if TYPE_CHECKING:
-    from lidar_capture._pipeline import MeasureOptions, Outline, WoundMeasurement
+    from edge_sdk import EdgeClient
+    from lidar_capture._pipeline import MeasureOptions, Outline, WoundMeasurement, WoundModel
     from lidar_capture._types import Scan
 
 __all__ = ["scan"]
@@ -114,6 +115,12 @@ def _measure_options(command: F) -> F:
         help="Head-ward direction in the scan's world coordinates: length then runs head "
         "to toe (default: the scan's coherency.json, else the wound's major axis).",
     )(command)
+    command = click.option(
+        "--no-model",
+        is_flag=True,
+        help="Do not use the wound model: the colour/depth boundary alone (the result "
+        "says model_not_used).",
+    )(command)
     return click.option(
         "--outline",
         "outline_file",
@@ -136,15 +143,34 @@ def _read_outline(path: Path | None) -> Outline | None:
     return Outline.from_json(content)
 
 
+def _wound_model(client: EdgeClient | None) -> WoundModel | None:
+    """The device's installed model, else the bundled one; None without onnxruntime."""
+    from edge_sdk import ModelUnavailableError
+
+    try:
+        if client is not None and client.models.current() is not None:
+            return client.models.runner()
+        from models import bundled_runner
+
+        return bundled_runner()
+    except ModelUnavailableError:
+        return None  # measured without it; the result says model_not_used
+
+
 def _measure(
     scan: Scan,
     outline_file: Path | None,
     body_axis: tuple[float, float, float] | None,
     options: MeasureOptions | None = None,
+    *,
+    model: WoundModel | None = None,
 ) -> WoundMeasurement:
     from lidar_capture._pipeline import measure
 
-    return measure(scan, outline=_read_outline(outline_file), body_axis=body_axis, options=options)
+    return measure(
+        scan, outline=_read_outline(outline_file), body_axis=body_axis, options=options,
+        model=model,
+    )  # fmt: skip
 
 
 def _show_figures(figures: dict[str, Any]) -> None:
@@ -377,6 +403,7 @@ def scan_measure(
     outline_file: Path | None,
     body_axis: tuple[float, float, float] | None,
     max_frames: int | None,
+    no_model: bool,
     fusion: str | None,
     as_json: bool,
 ) -> None:
@@ -384,6 +411,8 @@ def scan_measure(
 
     PATH is a point cloud (.ply .pcd .xyz .xyzrgb .pts) or a Stray Scanner folder. Prints
     area, perimeter, length, width, depth, volume, the ruler estimate and quality flags.
+    The bundled wound model draws the boundary and gives the tissue mix when
+    onnxruntime is installed (--no-model to skip it).
     """
     with _capture_extra():
         from lidar_capture._files import open_scan
@@ -391,7 +420,8 @@ def scan_measure(
 
         found = open_scan(path, max_frames)
         options = None if fusion is None else MeasureOptions(fusion=fusion)
-        measured = _measure(found, outline_file, body_axis, options)
+        model = None if no_model else _wound_model(None)
+        measured = _measure(found, outline_file, body_axis, options, model=model)
     result = {"source": found.source, "path": str(path), **measured.to_json()}
     emit(as_json, result, _show_figures)
 
@@ -422,6 +452,7 @@ def scan_capture(
     outline_file: Path | None,
     body_axis: tuple[float, float, float] | None,
     max_frames: int | None,
+    no_model: bool,
     clinician: str | None,
     as_json: bool,
 ) -> None:
@@ -449,6 +480,7 @@ def scan_capture(
 
             overrides = {} if max_frames is None else {"frames": max_frames}
             found = generate(random_spec(seed, **overrides)).scan
-        measured = _measure(found, outline_file, body_axis)
+        model = None if no_model else _wound_model(client)
+        measured = _measure(found, outline_file, body_axis, model=model)
         assessment = record_assessment(client, wound_id, measured, clinician=clinician)
     emit(as_json, assessment, show_record)

@@ -13,7 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+from edge_sdk import (
+    Argon2Params,
+    EdgeClient,
+    ModelRunner,
+    ModelUnavailableError,
+    PassphraseKeyProvider,
+)
 from edge_sdk._demo import CLINIC, DEMO_PASSPHRASE, DemoFailedError
 from lidar_capture._errors import MeasurementRefused
 from lidar_capture._pipeline import measure
@@ -44,6 +50,15 @@ class CaptureDemoReport:
     measurements: list[dict[str, object]] = field(default_factory=list)
 
 
+def _bundled_model() -> ModelRunner | None:
+    try:
+        from models import bundled_runner
+
+        return bundled_runner()
+    except ModelUnavailableError:
+        return None
+
+
 def run_capture_demo(
     workdir: Path, *, say: Callable[[str], None] = lambda line: None
 ) -> CaptureDemoReport:
@@ -64,10 +79,19 @@ def run_capture_demo(
         patient = client.patients.add(
             given_name="Kofi", family_name="Mensah-Demo", birth_date="1941-02-11", mrn="RVS-7"
         )
-        step(f"scan tablet {client.device_id[:8]}: scanning 3 wounds, 10 LiDAR frames each")
+        model = _bundled_model()
+        step(
+            f"scan tablet {client.device_id[:8]}: scanning 3 wounds, 10 LiDAR frames each; "
+            + (
+                f"wound model {model.manifest.model_id} {model.manifest.version} (int8, "
+                "sha256 checked) draws the boundary"
+                if model is not None
+                else "no onnxruntime: the colour/depth boundary alone"
+            )
+        )
         for site, spec in _WOUNDS:
             synthetic = generate(spec)
-            result = measure(synthetic.scan)
+            result = measure(synthetic.scan, model=model)
             truth = synthetic.truth
             error = abs(result.area_cm2 - truth.area_cm2) / truth.area_cm2
             if error > _MAX_AREA_ERROR:
@@ -89,6 +113,12 @@ def run_capture_demo(
                 f"ruler {result.ruler_area_cm2:.2f} cm²; {result.timings_ms['total']:.0f} ms; "
                 f"assessment {assessment.id[:8]} with {len(assessment.blobs)} encrypted blobs"
             )
+            if result.model_output is not None:
+                mix = ", ".join(
+                    f"{name} {share:.0f} % (true {truth.tissue_composition[name]:.0f})"
+                    for name, share in result.model_output.tissue_composition.items()
+                )
+                step(f"    tissue: {mix}")
         try:
             measure(SyntheticSource(seed=4, frames=3, distance_m=0.7).capture())
         except MeasurementRefused as refusal:

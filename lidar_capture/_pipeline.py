@@ -1205,12 +1205,20 @@ def _model_boundary(
     if np.count_nonzero(on_grid) * grid.cell**2 < 10e-6:
         flags.append("model_found_no_wound")
         return region, None
+    # The edge where the model's wound probability crosses one half, interpolated
+    # between its pixels (sharper than its labels), within the chosen wound.
+    probability = 1.0 - np.asarray(seg.probabilities)[0]
+    gx, gy = np.meshgrid(grid.centres, grid.centres, indexing="ij")
+    step = float(inp.centres_x[1] - inp.centres_x[0])
+    coords = [(gx - inp.centres_x[0]) / step, (gy - inp.centres_y[0]) / step]
+    field_ = ndimage.map_coordinates(probability, coords, order=1, mode="constant", cval=0.0)
+    near = ndimage.binary_dilation(on_grid, iterations=max(round(2 * step / grid.cell), 2))
+    field_ = np.where(near, field_, 0.0)
     com = ndimage.center_of_mass(on_grid)
     inside = (
         float(grid.centres[0] + com[0] * grid.cell),
         float(grid.centres[0] + com[1] * grid.cell),
     )
-    field_ = ndimage.gaussian_filter(on_grid.astype(np.float64), 1.0)
     polygon = _main_contour(field_, grid, 0.5, inside)
     if polygon is None:
         flags.append("model_found_no_wound")

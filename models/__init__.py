@@ -1,6 +1,43 @@
-"""Model artifacts and the recipe that trains, exports, quantizes and evaluates them.
+"""The wound model: its committed artifacts and the recipe that makes them.
 
-Not built yet: this package lands with the on-device model issue.
+The bundled model (`BUNDLED_MODEL_DIR`, int8; the fp32 original beside it) is a small
+U-Net that segments the canonical input `lidar_capture.model_input` builds into
+background, granulation, slough, necrosis and epithelium. It was trained only on
+synthetic scans and is not a clinical device: read ``wound_seg/MODEL_CARD.md``.
+
+    from models import bundled_runner
+    from lidar_capture import SyntheticSource, measure
+
+    result = measure(SyntheticSource(seed=3).capture(), model=bundled_runner())
+
+The recipe (`models._recipe`: train, export, quantize, evaluate, bench, release,
+verify) needs the ``[train]`` extra (torch, onnx); running a model needs only
+``[inference]`` (onnxruntime). `coherency models ...` drives both.
 """
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge_sdk import ModelRunner
+
+__all__ = ["BUNDLED_FP32_DIR", "BUNDLED_MODEL_DIR", "bundled_runner"]
+
+#: The shipped int8 model: ``manifest.json`` and its ``.onnx`` (sha256-pinned).
+BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "wound_seg" / "int8"
+#: The fp32 model it was quantized from.
+BUNDLED_FP32_DIR = Path(__file__).resolve().parent / "wound_seg" / "fp32"
+
+
+def bundled_runner(*, threads: int = 1, int8: bool = True) -> ModelRunner:
+    """The bundled model, checked against its manifest's sha256 and loaded.
+
+    Raises:
+        edge_sdk.ModelUnavailableError: onnxruntime is not installed.
+        edge_sdk.ModelVerificationError: the bundled files do not match the manifest.
+    """
+    from edge_sdk import ModelRunner
+
+    return ModelRunner.load(BUNDLED_MODEL_DIR if int8 else BUNDLED_FP32_DIR, threads=threads)
