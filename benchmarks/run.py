@@ -5,7 +5,8 @@
 Benchmarks: ``write`` (local write throughput against plain SQLite), ``merge`` (sync
 session into an empty replica), ``storage`` (bytes per record) and ``sync`` (push,
 initial sync and propagation through a real sync server over HTTP) and ``capture``
-(wound measurement accuracy against synthetic ground truth, and its speed). See
+(wound measurement accuracy against synthetic ground truth, and its speed) and
+``models`` (the bundled wound model's Dice, latency and size). See
 ``benchmarks/README.md``.
 """
 
@@ -20,7 +21,14 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import _bench_capture, _bench_merge, _bench_storage, _bench_sync, _bench_write
+from benchmarks import (
+    _bench_capture,
+    _bench_merge,
+    _bench_models,
+    _bench_storage,
+    _bench_sync,
+    _bench_write,
+)
 from benchmarks._bench_sync import MissingFigure
 from benchmarks._harness import Figure, machine_info, pin_to_one_core, print_table, write_json
 
@@ -34,6 +42,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "storage": _bench_storage.run,
     "sync": _bench_sync.run,
     "capture": _bench_capture.run,
+    "models": _bench_models.run,
 }
 
 DEFAULT_SCALE = 10_000

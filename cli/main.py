@@ -35,6 +35,7 @@ from cli._app import (
     one_line,
     translate,
 )
+from cli._models import models
 from cli._output import emit, json_option, jsonable, show_fields, show_record, table
 from cli._scan import scan
 from cli._server import server
@@ -1014,6 +1015,7 @@ def demo(workdir: Path | None, as_json: bool) -> None:
 
 cli.add_command(server)
 cli.add_command(scan)
+cli.add_command(models)
 
 
 def main() -> None:

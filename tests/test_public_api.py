@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ["crdt", "edge_sdk", "sync_server", "lidar_capture"]
+PACKAGES = ["crdt", "edge_sdk", "sync_server", "lidar_capture", "models"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)
