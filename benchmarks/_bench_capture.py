@@ -12,6 +12,10 @@ Beside them: the ruler estimate's error against the true area (the anchor: lengt
 width overestimates by about 41 %), and the volume error when the skin is fitted with a
 plane instead of the curved surface, on calf wounds (the reason the fit goes to degree 4).
 
+With the bundled wound model installed, the 10-frame scans are measured a second time
+with the model drawing the boundary: ``capture.boundary.{geometric,model}.*`` compare
+the two over the whole suite.
+
 Speed, on one core: one 256x192 frame (about 50,000 points) and a 10-frame capture,
 each to a measurement; median ms over the repeats. Target 500 ms for the frame.
 
@@ -74,6 +78,8 @@ def _accuracy(count: int) -> list[Figure]:
     plane_fit: list[float] = []
     curved_fit: list[float] = []
     refused: dict[tuple[int, float], list[str]] = {}
+    boundary: dict[tuple[str, str], list[float]] = {}
+    model = _model()
     for index in range(count):
         noise = NOISES[index % len(NOISES)]
         spec = random_spec(index, noise_mm=noise, frames=10)
@@ -91,6 +97,16 @@ def _accuracy(count: int) -> list[Figure]:
                 errors.setdefault((name, frames, noise), []).append(
                     _error(unit, getattr(result, attr), getattr(truth, attr))
                 )
+            if frames == 10 and model is not None:
+                with_model = measure(scan, model=model)
+                for name, attr, unit in _METRICS:
+                    truth_value = getattr(truth, attr)
+                    boundary.setdefault(("geometric", name), []).append(
+                        _error(unit, getattr(result, attr), truth_value)
+                    )
+                    boundary.setdefault(("model", name), []).append(
+                        _error(unit, getattr(with_model, attr), truth_value)
+                    )
             if frames == 10 and spec.surface == "calf" and noise == 1.0:
                 flat = measure(scan, options=MeasureOptions(max_skin_degree=1, max_noise_mm=100.0))
                 plane_fit.append(_error("%", flat.volume_cm3, truth.volume_cm3))
@@ -135,6 +151,19 @@ def _accuracy(count: int) -> list[Figure]:
                         extra=extra,
                     )
                 )
+    for (source, name), samples in sorted(boundary.items()):
+        unit = next(u for n, _, u in _METRICS if n == name)
+        for stat, value in (("median", statistics.median(samples)), ("worst", max(samples))):
+            figures.append(
+                Figure(
+                    "capture",
+                    f"capture.boundary.{source}.{name}.{stat}",
+                    f"{stat} |error| of {name}, 10 frames, all noise, {source} boundary",
+                    unit,
+                    [value],
+                    extra={"wounds": len(samples)},
+                )
+            )
     refusals = sorted(
         f"{frames} frame(s), {noise:g} mm, {item}"
         for (frames, noise), items in refused.items()
@@ -186,6 +215,17 @@ def _accuracy(count: int) -> list[Figure]:
             )
         )
     return figures
+
+
+def _model() -> Any:
+    """The bundled wound model, or None without onnxruntime (the comparison is skipped)."""
+    try:
+        from models import bundled_runner
+
+        return bundled_runner()
+    except Exception as exc:  # onnxruntime missing: measure the geometric boundary only
+        progress(f"  capture: no wound model ({exc}); model boundary figures skipped")
+        return None
 
 
 def _speed(repeat: int) -> list[Figure]:

@@ -62,6 +62,12 @@ MODELS = (
     | {"models.dice.wound.int8_drop", "models.size.fp32", "models.size.int8"}
     | {f"models.latency.{k}.t{t}" for k in ("fp32", "int8", "speedup") for t in (1, 2)}
 )  # fmt: skip
+CAPTURE_BOUNDARY = {
+    f"capture.boundary.{source}.{metric}.{stat}"
+    for source in ("geometric", "model")
+    for metric in ("area", "volume", "length", "width", "max_depth")
+    for stat in ("median", "worst")
+}
 CAPTURE_CALF = {"capture.calf_volume.plane_fit", "capture.calf_volume.curved_fit"}
 TARGETED = {
     "write.acked.ratio",
@@ -126,7 +132,12 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
     # calf comparison needs a calf wound at 1 mm among the few of a smoke run.
-    assert CAPTURE_ALWAYS <= capture <= CAPTURE_GROUPS | CAPTURE_ALWAYS | CAPTURE_CALF
+    assert capture >= CAPTURE_BOUNDARY
+    assert (
+        CAPTURE_ALWAYS
+        <= capture
+        <= CAPTURE_GROUPS | CAPTURE_ALWAYS | CAPTURE_CALF | CAPTURE_BOUNDARY
+    )
     assert len(capture & CAPTURE_GROUPS) >= 20
     assert len(capture & CAPTURE_CALF) in (0, 2)
     for name in capture & CAPTURE_GROUPS:
@@ -143,7 +154,8 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         if name != "models.dice.wound.int8_drop":  # int8 may score higher
             assert r["value"] >= 0 and r["min"] >= 0, name
         # An error, or the share of refused scans, may be 0.00.
-        allowed_zero = CAPTURE_GROUPS | {"capture.refused", "models.dice.wound.int8_drop"}
+        allowed_zero = CAPTURE_GROUPS | CAPTURE_BOUNDARY | {"capture.refused"}
+        allowed_zero |= {"models.dice.wound.int8_drop"}
         assert r["value"] > 0 or name in allowed_zero, name
         assert r["min"] <= r["median"] <= r["max"], name
         assert r["value"] == r["median"], name
