@@ -376,3 +376,23 @@ def test_an_outline_in_the_wrong_units_is_a_clear_error(
     assert "outline" in failed(
         run("scan", "measure", str(synth_dir[0]), "--outline", str(garbage)), 5
     )
+
+
+def test_measure_without_onnxruntime_says_the_model_was_not_used(
+    synth_dir: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models
+    from edge_sdk import ModelUnavailableError
+
+    def unavailable(**_: object) -> None:
+        raise ModelUnavailableError("onnxruntime is not installed")
+
+    monkeypatch.setattr(models, "bundled_runner", unavailable)
+    shown = ok("scan", "measure", str(synth_dir[0]), "--json")
+    assert "model_not_used" in shown["quality"] and shown["model"] is None
+    assert shown["boundary_source"] == "colour"
+    monkeypatch.undo()
+    with_model = ok("scan", "measure", str(synth_dir[0]), "--json")
+    assert with_model["boundary_source"] == "model"
+    assert with_model["model"]["model_id"] == "wound_seg"
+    assert abs(sum(with_model["model"]["tissue_composition"].values()) - 100) < 0.1
