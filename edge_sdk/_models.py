@@ -41,6 +41,7 @@ import re
 import secrets
 import shutil
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -221,6 +222,8 @@ class ModelManifest(BaseModel):
             raw = json.loads(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ModelError(f"the model manifest is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ModelError("the model manifest is nested too deeply to be a manifest") from None
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:
@@ -531,16 +534,34 @@ def _read(path: Path) -> bytes:
 
 
 def _read_verified(
-    directory: Path, *, public_key: bytes | None, require_signature: bool
+    directory: Path,
+    *,
+    public_key: bytes | None,
+    require_signature: bool,
+    unsigned_ok: Collection[str] = (),
 ) -> tuple[ModelManifest, bytes, bytes]:
     """Read and verify a model folder: (manifest, manifest bytes, model bytes).
 
     The signature is checked when `public_key` is given and either it is required or a
-    signature file is present. Errors name the file that failed.
+    signature file is present; a required signature may be absent only for a manifest
+    whose sha256 is in `unsigned_ok` (the app's own bundled models). Errors name the file
+    that failed.
     """
     manifest_path = directory / MANIFEST_FILE
     manifest_bytes = _read(manifest_path)
     sig_path = directory / SIGNATURE_FILE
+    if (
+        public_key is not None
+        and require_signature
+        and not sig_path.exists()
+        and hashlib.sha256(manifest_bytes).hexdigest() in unsigned_ok
+    ):
+        require_signature = False
+    elif public_key is not None and require_signature and not sig_path.exists():
+        raise ModelVerificationError(
+            f"{manifest_path}: the model is not signed by the pinned server key "
+            f"({SIGNATURE_FILE} is missing); the model was not loaded"
+        )
     if public_key is not None and (require_signature or sig_path.exists()):
         try:
             _check_signature(manifest_bytes, _read(sig_path), public_key)
@@ -564,7 +585,7 @@ def _read_verified(
 class ModelStore:
     """The models installed on a device, in a folder, swapped atomically.
 
-    Layout: `versions/<model_id>-<version>-<random>/` holds each installed model's
+    Layout: `versions/<sha256 prefix>-<random>/` holds each installed model's
     manifest.json, manifest.sig (when signed) and .onnx file; the `current` file names
     the folder in use. Installing writes a new folder, then replaces `current` in one
     rename, so a crash at any point leaves the previous model current. The current model
@@ -574,14 +595,19 @@ class ModelStore:
     One process installs at a time (the app); readers may load concurrently.
     """
 
-    def __init__(self, root: Path, *, public_key: bytes | None) -> None:
+    def __init__(
+        self, root: Path, *, public_key: bytes | None, bundled: Collection[str] = ()
+    ) -> None:
         """Open (or start) a model store.
 
         Args:
             root: the store's folder, e.g. `<device store>/models` (created on first install).
             public_key: the server key pinned at enrolment
                 (`Enrollment.server_public_key`); when set, `install` takes only models
-                that key signed. None before enrolment: `install` then checks sha256 only.
+                that key signed, and `runner` loads only models that key signed. None
+                before enrolment: `install` then checks sha256 only.
+            bundled: sha256 (hex) of the manifest files the app itself ships; those
+                install and load unsigned (`install_bundled`) even with a pinned key.
 
         Raises:
             ValueError: `public_key` is not a 32-byte Ed25519 public key.
@@ -590,6 +616,7 @@ class ModelStore:
             raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(public_key)}")
         self.root = Path(root)
         self._public_key = public_key
+        self._bundled = frozenset(bundled)
         self._versions = self.root / _VERSIONS_DIR
         self._pointer = self.root / _CURRENT_FILE
 
@@ -629,6 +656,12 @@ class ModelStore:
         manifest, manifest_bytes, model_bytes = _read_verified(
             Path(directory), public_key=None, require_signature=False
         )
+        digest = hashlib.sha256(manifest_bytes).hexdigest()
+        if self._public_key is not None and digest not in self._bundled:
+            raise ModelVerificationError(
+                f"{Path(directory) / MANIFEST_FILE}: not one of this app's bundled models "
+                "and not signed by the pinned server key; nothing was installed"
+            )
         return self._install(manifest, manifest_bytes, model_bytes, None)
 
     def current(self) -> ModelManifest | None:
@@ -658,7 +691,10 @@ class ModelStore:
         if folder is None:
             raise ModelUnavailableError(f"no model is installed in {self.root}")
         manifest, _, model_bytes = _read_verified(
-            folder, public_key=self._public_key, require_signature=False
+            folder,
+            public_key=self._public_key,
+            require_signature=True,
+            unsigned_ok=self._bundled,
         )
         return ModelRunner(manifest, model_bytes, threads=threads)
 
@@ -670,7 +706,7 @@ class ModelStore:
         except (OSError, UnicodeDecodeError) as exc:
             raise ModelError(f"cannot read the model pointer {self._pointer}: {exc}") from None
         folder = self._versions / name
-        if not re.fullmatch(_NAME + r"-[0-9a-f]{8}", name) or not folder.is_dir():
+        if not re.fullmatch(r"[0-9a-f]{16}-[0-9a-f]{8}", name) or not folder.is_dir():
             raise ModelError(
                 f"the model pointer {self._pointer} names {name!r}, which is not an installed model"
             )
@@ -691,7 +727,7 @@ class ModelStore:
             return manifest
         self._check_loads(manifest, model_bytes)
         self._versions.mkdir(parents=True, exist_ok=True)
-        name = f"{manifest.model_id}-{manifest.version}-{secrets.token_hex(4)}"
+        name = f"{manifest.sha256[:16]}-{secrets.token_hex(4)}"
         final = self._versions / name
         partial = Path(tempfile.mkdtemp(prefix=_PARTIAL_PREFIX, dir=self._versions))
         swapped = False

@@ -52,6 +52,7 @@ class ModelInput:
 
     @property
     def size(self) -> int:
+        """Pixels per side."""
         return int(self.image.shape[-1])
 
 

@@ -84,6 +84,7 @@ QUALITY_FLAGS = (
     "sparse_wound",  # fewer than 150 points on the wound bed
     "model_not_used",  # no wound model given (or none installed): colour/depth boundary
     "model_found_no_wound",  # the model saw no wound where the scan's geometry did
+    "model_incompatible",  # the model does not read the canonical input: not used
 )
 
 
@@ -871,6 +872,8 @@ class _Region:
     source: str
     wound_points: int
     colour: FloatArray | None
+    point_cells: npt.NDArray[np.intp]
+    """(2, M) grid cells of the cloud's points around the wound."""
 
 
 def _line_length(
@@ -1083,6 +1086,7 @@ def _region(
             source,
             wound_pts,
             colour_field,
+            np.stack([ic[inside], jc[inside]]),
         )
         # Recentre on the wound and take the skin normal there for the next round.
         com = (
@@ -1177,6 +1181,22 @@ def _raster(region: _Region) -> WoundRaster:
     )
 
 
+def _incompatible(model: WoundModel) -> str | None:
+    """Why the model cannot read the canonical input, or None when it can."""
+    from lidar_capture._model_input import MODEL_CHANNELS, MODEL_INPUT_SIZE
+
+    manifest = model.manifest
+    size = MODEL_INPUT_SIZE
+    if tuple(manifest.input.shape)[1:] != (len(MODEL_CHANNELS), size, size):
+        return f"input shape {tuple(manifest.input.shape)}"
+    if tuple(manifest.output.shape)[2:] != (size, size):
+        return f"output shape {tuple(manifest.output.shape)}"
+    channels = manifest.preprocessing.get("channels")
+    if channels is not None and tuple(channels) != MODEL_CHANNELS:
+        return f"channels {channels}"
+    return None
+
+
 def _model_boundary(
     region: _Region, model: WoundModel, flags: list[str]
 ) -> tuple[_Region, ModelResult | None]:
@@ -1189,6 +1209,10 @@ def _model_boundary(
 
     from lidar_capture._model_input import model_input, raster_mask
 
+    problem = _incompatible(model)
+    if problem is not None:
+        flags.append("model_incompatible")
+        return region, None
     inp = model_input(_raster(region))
     seg = model.segment(inp.image, inp.image[-1] > 0.5)
     labels = np.asarray(seg.labels)
@@ -1245,6 +1269,7 @@ def _model_boundary(
         polygon=polygon,
         outline_world=to_world(region.frame, lifted),
         source="model",
+        wound_points=int(np.count_nonzero(mask[region.point_cells[0], region.point_cells[1]])),
     )
     return new, result
 

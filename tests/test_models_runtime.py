@@ -477,7 +477,8 @@ def test_store_detects_tampering_on_disk(
     store = ModelStore(tmp_path, public_key=public_bytes(server_key))
     store.install(*publish(fp32_model, server_key, "1.0.0"))
     store.install(*publish(fp32_model, server_key, "1.1.0"))
-    (onnx_file,) = (tmp_path / "versions").glob("*-1.1.0-*/wound-seg.onnx")
+    current_folder = (tmp_path / "current").read_text(encoding="ascii").strip()
+    onnx_file = tmp_path / "versions" / current_folder / "wound-seg.onnx"
     data = bytearray(onnx_file.read_bytes())
     data[-1] ^= 0xFF
     onnx_file.write_bytes(bytes(data))
@@ -545,7 +546,13 @@ def test_install_bundled_checks_sha256_without_a_signature(
     manifest = make_manifest(int8_model, quantization="int8")
     (bundle / MANIFEST_FILE).write_bytes(manifest.to_bytes())
     (bundle / "wound-seg.onnx").write_bytes(int8_model)
-    store = ModelStore(tmp_path / "models", public_key=public_bytes(server_key))
+    digest = hashlib.sha256(manifest.to_bytes()).hexdigest()
+    # With a pinned key, only the app's own bundled manifests go in unsigned.
+    stranger = ModelStore(tmp_path / "strange", public_key=public_bytes(server_key))
+    with pytest.raises(ModelVerificationError, match="bundled"):
+        stranger.install_bundled(bundle)
+    assert stranger.current() is None
+    store = ModelStore(tmp_path / "models", public_key=public_bytes(server_key), bundled={digest})
 
     assert store.install_bundled(bundle) == manifest
     assert_runs(store, "1.0.0")
@@ -614,3 +621,32 @@ except ModelUnavailableError as exc:
     assert result.stdout.strip() == (
         "1.0.0 onnxruntime is not installed: pip install 'coherency[inference]'"
     )
+
+
+def test_an_unsigned_model_put_in_place_on_disk_is_not_loaded(
+    tmp_path: Path, fp32_model: bytes, int8_model: bytes, server_key: Ed25519PrivateKey
+) -> None:
+    store = ModelStore(tmp_path, public_key=public_bytes(server_key))
+    store.install(*publish(fp32_model, server_key, "1.0.0"))
+    folder = tmp_path / "versions" / (tmp_path / "current").read_text(encoding="ascii").strip()
+    (folder / SIGNATURE_FILE).unlink()
+    swapped = make_manifest(int8_model, quantization="int8")
+    (folder / MANIFEST_FILE).write_bytes(swapped.to_bytes())
+    (folder / "wound-seg.onnx").write_bytes(int8_model)
+    with pytest.raises(ModelVerificationError, match="not signed"):
+        store.runner()
+
+
+def test_long_names_install_and_stay_readable(
+    tmp_path: Path, fp32_model: bytes, server_key: Ed25519PrivateKey
+) -> None:
+    store = ModelStore(tmp_path, public_key=public_bytes(server_key))
+    manifest = make_manifest(fp32_model, model_id="m" * 64, version="v" * 64)
+    store.install(manifest.to_bytes(), fp32_model, sign_manifest(manifest, server_key))
+    current = store.current()
+    assert current is not None and current.model_id == "m" * 64
+
+
+def test_a_deeply_nested_manifest_is_a_model_error() -> None:
+    with pytest.raises(ModelError, match="nested"):
+        ModelManifest.from_bytes(b"[" * 5000 + b"]" * 5000)
