@@ -18,6 +18,7 @@ __all__ = [
     "Unauthorized",
     "Unprocessable",
     "UnsupportedMediaType",
+    "check_declared_length",
 ]
 
 
@@ -84,3 +85,16 @@ class StorageUnavailable(ApiError):
 
     status = 503
     code = "storage_unavailable"
+
+
+def check_declared_length(content_length: str | None, limit: int, too_large: ApiError) -> None:
+    """Refuse a request whose Content-Length is malformed (400) or over `limit` (`too_large`).
+
+    The body is still counted as it streams in: a client may send more than it declared.
+    """
+    if content_length is None:
+        return
+    if not content_length.strip().isdigit():
+        raise BadRequest("invalid Content-Length header", code="invalid_content_length")
+    if int(content_length) > limit:
+        raise too_large

@@ -48,6 +48,7 @@ from sync_server._errors import (
     StorageUnavailable,
     Unprocessable,
     UnsupportedMediaType,
+    check_declared_length,
 )
 from sync_server._identity import record_audit
 from sync_server._models import Blob, Clinic, Upload, utcnow
@@ -499,12 +500,7 @@ async def _read_chunk(request: Request, limit: int) -> bytes:
     too_large = PayloadTooLarge(
         f"a chunk may be at most {limit} bytes; send smaller chunks", code="chunk_too_large"
     )
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise BadRequest("invalid Content-Length header", code="invalid_content_length")
-        if int(declared) > limit:
-            raise too_large
+    check_declared_length(request.headers.get("content-length"), limit, too_large)
     body = bytearray()
     try:
         async for piece in request.stream():

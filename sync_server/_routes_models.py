@@ -53,6 +53,7 @@ from sync_server._errors import (
     StorageUnavailable,
     Unprocessable,
     UnsupportedMediaType,
+    check_declared_length,
 )
 from sync_server._identity import record_audit
 from sync_server._models import Organisation, PublishedModel
@@ -257,12 +258,7 @@ async def _read_form(request: Request) -> FormData:
     too_large = PayloadTooLarge(
         f"a model may be at most {MAX_MODEL_SIZE} bytes", code="model_too_large"
     )
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise BadRequest("invalid Content-Length header", code="invalid_content_length")
-        if int(declared) > limit:
-            raise too_large
+    check_declared_length(request.headers.get("content-length"), limit, too_large)
 
     async def capped() -> AsyncGenerator[bytes, None]:
         seen = 0
