@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from sync_server._blobs import BlobBackend
 from sync_server._db import Database
 from sync_server._errors import Forbidden, Unauthorized
 from sync_server._models import Device, User
@@ -23,10 +24,12 @@ __all__ = [
     "DeviceCaller",
     "Principal",
     "StaffCaller",
+    "blob_backend",
     "current_principal",
     "get_db",
     "get_settings",
     "get_signing_key",
+    "request_id_of",
     "require_admin",
     "require_device",
     "require_staff",
@@ -130,3 +133,15 @@ def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]
 DeviceCaller = Annotated[Principal, Depends(require_device)]
 StaffCaller = Annotated[Principal, Depends(require_staff)]
+
+
+def blob_backend(request: Request) -> BlobBackend:
+    """The app's blob backend (scan blobs and model files)."""
+    backend: BlobBackend = request.app.state.blobs
+    return backend
+
+
+def request_id_of(request: Request) -> str | None:
+    """The request id the observability middleware gave this request, for audit rows."""
+    value = getattr(request.state, "request_id", None)
+    return str(value)[:64] if value else None

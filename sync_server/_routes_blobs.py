@@ -39,7 +39,15 @@ from sync_server._blobs import (
     IntegrityError,
     UploadLostError,
 )
-from sync_server._deps import AnyPrincipal, DeviceCaller, Principal, get_db, get_settings
+from sync_server._deps import (
+    AnyPrincipal,
+    DeviceCaller,
+    Principal,
+    blob_backend,
+    get_db,
+    get_settings,
+    request_id_of,
+)
 from sync_server._errors import (
     BadRequest,
     Gone,
@@ -104,16 +112,6 @@ class UploadState(BaseModel):
 
 
 # ------------------------------------------------------------------------ helpers
-
-
-def _backend(request: Request) -> BlobBackend:
-    backend: BlobBackend = request.app.state.blobs
-    return backend
-
-
-def _request_id(request: Request) -> str | None:
-    value = getattr(request.state, "request_id", None)
-    return str(value)[:64] if value else None
 
 
 def _chunk_limits(settings: Settings, backend: BlobBackend) -> dict[str, int]:
@@ -231,7 +229,7 @@ def create_upload(
     Send the bytes with `PATCH /v1/blobs/uploads/{upload_id}`, chunks of at most
     `max_chunk_size` bytes and, for all but the last, at least `min_chunk_size`.
     """
-    settings, db, backend = get_settings(request), get_db(request), _backend(request)
+    settings, db, backend = get_settings(request), get_db(request), blob_backend(request)
     clinic_id = _device_clinic(principal)
     if body.size > settings.max_blob_size:
         raise PayloadTooLarge(
@@ -298,7 +296,7 @@ def create_upload(
 
 
 def _upload_state(request: Request, principal: Principal, upload_id: str) -> UploadState:
-    settings, backend = get_settings(request), _backend(request)
+    settings, backend = get_settings(request), blob_backend(request)
     with get_db(request).read() as session:
         upload = _find_upload(session, principal, upload_id)
         return _pending(settings, backend, upload)
@@ -342,7 +340,7 @@ def head_upload(upload_id: UploadIdPath, principal: DeviceCaller, request: Reque
 )
 def delete_upload(upload_id: UploadIdPath, principal: DeviceCaller, request: Request) -> Response:
     """Discard an upload in progress and the bytes received so far."""
-    backend = _backend(request)
+    backend = blob_backend(request)
     with get_db(request).write() as session:
         upload = _find_upload(session, principal, upload_id)
         handle = upload.backend_ref
@@ -414,7 +412,7 @@ async def patch_upload(
     SHA-256 and answers `complete: true`, or 422 `hash_mismatch`, in which case the
     upload is discarded and nothing is stored.
     """
-    settings, db, backend = get_settings(request), get_db(request), _backend(request)
+    settings, db, backend = get_settings(request), get_db(request), blob_backend(request)
     clinic_id = _device_clinic(principal)
     if upload_offset is None or not _OFFSET.fullmatch(upload_offset.strip()):
         raise BadRequest(
@@ -447,7 +445,7 @@ async def patch_upload(
                 upload_id,
                 offset,
                 data,
-                _request_id(request),
+                request_id_of(request),
             )
 
     try:
@@ -644,7 +642,7 @@ def _stored_blob(
             raise NotFound("no such blob", code="blob_not_found")
         size = blob.size
     try:
-        stored = _backend(request).size(clinic, sha256)
+        stored = blob_backend(request).size(clinic, sha256)
     except BlobMissingError:
         stored = -1
     except BlobBackendError as exc:
@@ -752,14 +750,14 @@ def download_blob(
             clinic_id=clinic,
             action="blob-download",
             target=sha256,
-            request_id=_request_id(request),
+            request_id=request_id_of(request),
         )
     headers = _blob_headers(sha256)
     start, end = span if span is not None else (0, size)
     headers["Content-Length"] = str(end - start)
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-    chunks = _backend(request).open(clinic, sha256, start, end)
+    chunks = blob_backend(request).open(clinic, sha256, start, end)
     return StreamingResponse(
         chunks,
         status_code=200 if span is None else 206,

@@ -43,7 +43,15 @@ from starlette.requests import ClientDisconnect
 from edge_sdk._errors import ModelError
 from edge_sdk._models import ModelManifest
 from sync_server._blobs import BlobBackend, BlobBackendError, BlobMissingError, IntegrityError
-from sync_server._deps import DeviceCaller, Principal, get_db, get_signing_key, require_admin
+from sync_server._deps import (
+    DeviceCaller,
+    Principal,
+    blob_backend,
+    get_db,
+    get_signing_key,
+    request_id_of,
+    require_admin,
+)
 from sync_server._errors import (
     BadRequest,
     Conflict,
@@ -229,16 +237,6 @@ def publish_model(
 
 
 # ---------------------------------------------------------------- helpers
-def _backend(request: Request) -> BlobBackend:
-    backend: BlobBackend = request.app.state.blobs
-    return backend
-
-
-def _request_id(request: Request) -> str | None:
-    value = getattr(request.state, "request_id", None)
-    return str(value)[:64] if value else None
-
-
 def _storage_error(exc: Exception) -> StorageUnavailable:
     log.error("model storage failure: %s", exc)
     return StorageUnavailable(
@@ -394,7 +392,7 @@ async def post_model(
             code="model_mismatch",
         )
     signature = signing_key.sign(manifest.to_bytes())
-    backend, db, request_id = _backend(request), get_db(request), _request_id(request)
+    backend, db, request_id = blob_backend(request), get_db(request), request_id_of(request)
 
     def work() -> tuple[PublishedModel, bool]:
         try:
@@ -452,7 +450,7 @@ def get_current_model(caller: DeviceCaller, request: Request) -> CurrentModel:
             action="model-check",
             outcome="ok",
             target=row.sha256,
-            request_id=_request_id(request),
+            request_id=request_id_of(request),
         )
         return CurrentModel(
             manifest=base64.b64encode(row.manifest).decode("ascii"),
@@ -474,7 +472,7 @@ def get_current_model(caller: DeviceCaller, request: Request) -> CurrentModel:
 def download_model(sha256: Sha256Path, caller: DeviceCaller, request: Request) -> Response:
     """The model file (any model the device's organisation published), with its
     SHA-256 in `ETag`. Check it against the signed manifest before using it."""
-    db, backend = get_db(request), _backend(request)
+    db, backend = get_db(request), blob_backend(request)
     with db.read() as session:
         row = find_model(session, organisation_id=caller.organisation_id, sha256=sha256)
         if row is None:
@@ -500,7 +498,7 @@ def download_model(sha256: Sha256Path, caller: DeviceCaller, request: Request) -
             action="model-download",
             outcome="ok",
             target=sha256,
-            request_id=_request_id(request),
+            request_id=request_id_of(request),
         )
     return StreamingResponse(
         backend.open(MODEL_NAMESPACE, sha256),
