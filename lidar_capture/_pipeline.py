@@ -771,7 +771,7 @@ def _colour_split(
     cov = np.cov(resid.T) * 1.3 + np.eye(3) * (2.0 / 255.0) ** 2
     inv = np.asarray(np.linalg.inv(cov), dtype=np.float64)
     offset = colour - skin
-    contrast = np.sqrt(np.maximum(np.einsum("...i,ij,...j->...", offset, inv, offset), 0.0))
+    contrast = _mahalanobis(offset.reshape(-1, 3), np.zeros(3), inv).reshape(offset.shape[:2])
     contrast[~coverage] = 0.0
     clear = coverage & (contrast > 2.0 * opts.colour_threshold)
     inner = ndimage.binary_erosion(clear, iterations=3)
@@ -1198,7 +1198,7 @@ def _incompatible(model: WoundModel) -> str | None:
 
 
 def _model_boundary(
-    region: _Region, model: WoundModel, flags: list[str]
+    region: _Region, raster: WoundRaster, model: WoundModel, flags: list[str]
 ) -> tuple[_Region, ModelResult | None]:
     """The wound model's outline and tissue mix, in place of the colour/depth boundary.
 
@@ -1213,7 +1213,7 @@ def _model_boundary(
     if problem is not None:
         flags.append("model_incompatible")
         return region, None
-    inp = model_input(_raster(region))
+    inp = model_input(raster)
     seg = model.segment(inp.image, inp.image[-1] > 0.5)
     labels = np.asarray(seg.labels)
     centre = (labels.shape[0] // 2, labels.shape[1] // 2)
@@ -1225,7 +1225,7 @@ def _model_boundary(
     middle = found[centre] if found[centre] > 0 else int(np.argmax(sizes)) + 1
     wound = ndimage.binary_fill_holes(found == middle)
     grid = region.grid
-    on_grid = raster_mask(wound, inp, _raster(region))
+    on_grid = raster_mask(wound, inp, raster)
     if np.count_nonzero(on_grid) * grid.cell**2 < 10e-6:
         flags.append("model_found_no_wound")
         return region, None
@@ -1253,7 +1253,7 @@ def _model_boundary(
     classes = list(model.manifest.classes)
     counts = []
     for k in range(1, len(classes)):
-        counts.append(np.count_nonzero(raster_mask(labels == k, inp, _raster(region)) & mask))
+        counts.append(np.count_nonzero(raster_mask(labels == k, inp, raster) & mask))
     total = sum(counts)
     if total:
         composition = {classes[k + 1]: round(100.0 * c / total, 2) for k, c in enumerate(counts)}
@@ -1400,10 +1400,11 @@ def measure(
         along_skin = axis_arr - float(np.dot(axis_arr, normal)) * normal
         # local_frame ignores an axis this close to the skin normal; so does the length.
         axis_used = bool(np.linalg.norm(along_skin) > 0.2 * np.linalg.norm(axis_arr))
+    raster = _raster(region)
     model_output: ModelResult | None = None
     if model is not None and outline is None:
         with timer.stage("model"):
-            region, model_output = _model_boundary(region, model, flags)
+            region, model_output = _model_boundary(region, raster, model, flags)
     elif model is None:
         flags.append("model_not_used")
     with timer.stage("measure"):
@@ -1431,6 +1432,6 @@ def measure(
         outline_world=outline_world,
         wound_frame=region.frame,
         cloud=cloud,
-        raster=_raster(region),
+        raster=replace(raster, wound=region.mask),
         model_output=model_output,
     )
