@@ -23,6 +23,15 @@ from crdt._errors import (
     SyncProtocolError,
     UnsupportedVersionError,
 )
+from crdt._protocol import (
+    SHA256_PATTERN,
+    SYNC_MEDIA_TYPE,
+    device_login_message,
+    enrolment_message,
+    is_sha256,
+    is_uuid,
+    sortable_time,
+)
 from crdt._schemas import (
     COLLECTIONS,
     BlobReference,
@@ -68,6 +77,8 @@ from crdt._wire import (
 __all__ = [
     "COLLECTIONS",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "SHA256_PATTERN",
+    "SYNC_MEDIA_TYPE",
     "WIRE_VERSION",
     "BlobReference",
     "ClinicalNote",
@@ -111,9 +122,14 @@ __all__ = [
     "apply_documents",
     "decode_message",
     "device_for_actor",
+    "device_login_message",
     "encode_message",
+    "enrolment_message",
     "entry_size",
+    "is_sha256",
+    "is_uuid",
     "new_record_id",
     "run_in_memory",
     "schema_for",
+    "sortable_time",
 ]

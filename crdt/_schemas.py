@@ -8,7 +8,6 @@ fields of `Record` are written by `RecordDocument`, never by callers.
 from __future__ import annotations
 
 import enum
-import uuid
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar
@@ -17,6 +16,7 @@ import uuid6
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crdt._errors import RecordValidationError
+from crdt._protocol import SHA256_PATTERN
 
 __all__ = [
     "COLLECTIONS",
@@ -143,7 +143,7 @@ class ModelOutput(_Value):
 class BlobReference(_Value):
     """A content-addressed, encrypted blob (point cloud, image) an assessment refers to."""
 
-    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    sha256: Annotated[str, Field(pattern=SHA256_PATTERN)]
     size: Annotated[int, Field(ge=0)]
     kind: ShortText
     media_type: ShortText = "application/octet-stream"
@@ -294,14 +294,6 @@ COLLECTIONS: Mapping[str, type[Record]] = {
 def schema_for(collection: str) -> type[Record]:
     """Return the schema class of `collection`, or raise `KeyError`."""
     return COLLECTIONS[collection]
-
-
-def is_uuid(value: str) -> bool:
-    """True if `value` is a canonical UUID string."""
-    try:
-        return str(uuid.UUID(value)) == value
-    except ValueError:
-        return False
 
 
 def _error_lines(exc: ValidationError) -> list[str]:

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from crdt import is_sha256
 from edge_sdk._blobs import CHUNK_SIZE, BlobStore
 from edge_sdk._errors import BlobCorruptError, BlobError, BlobNotFoundError
 
@@ -55,7 +56,6 @@ Progress = Callable[[int, int], None]
 
 _MAX_STALLS = 5
 """Consecutive rounds without progress before a transfer gives up."""
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
@@ -504,6 +504,6 @@ def _describe(response: SyncResponse) -> str:
 
 def _check_sha256(sha256: str) -> str:
     normalized = sha256.lower()
-    if not _HEX_SHA256.fullmatch(normalized):
+    if not is_sha256(normalized):
         raise ValueError(f"not a hex SHA-256: {sha256!r}")
     return normalized

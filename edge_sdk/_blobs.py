@@ -25,7 +25,6 @@ import hashlib
 import hmac
 import io
 import os
-import re
 import secrets
 import tempfile
 import threading
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from crdt import is_sha256
 from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
 from edge_sdk._files import fsync_dir, unlink_quietly
 from edge_sdk._keys import derive_subkey
@@ -76,7 +76,6 @@ _KIND_METADATA = 2
 _TMP_DIR = "tmp"
 # Temporary files this old are leftovers of a crash, not a write in progress.
 _STALE_TMP_SECONDS = 24 * 60 * 60
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -305,7 +304,7 @@ class EncryptedFileBlobStore:
                 found.extend(
                     path
                     for path in sorted(second.iterdir())
-                    if _HEX_SHA256.fullmatch(path.name) and path.is_file()
+                    if is_sha256(path.name) and path.is_file()
                 )
         return found
 
@@ -516,7 +515,7 @@ def _write_chunks(chunks: Iterator[bytes], out: BinaryIO) -> int:
 
 def _check_sha256(sha256: str) -> str:
     normalized = sha256.lower()
-    if not _HEX_SHA256.fullmatch(normalized):
+    if not is_sha256(normalized):
         raise ValueError(f"not a hex SHA-256: {sha256!r}")
     return normalized
 

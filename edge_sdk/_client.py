@@ -35,6 +35,7 @@ from crdt import (
     SyncSession,
     Wound,
     WoundAssessment,
+    sortable_time,
 )
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
 from edge_sdk._errors import (
@@ -55,7 +56,7 @@ from edge_sdk._keys import (
     unwrap_data_key,
     write_keyring,
 )
-from edge_sdk._store import SEARCH_SEPARATOR, Store, fold, sortable_time
+from edge_sdk._store import SEARCH_SEPARATOR, Store, fold
 
 if TYPE_CHECKING:
     from edge_sdk._model_sync import ModelUpdate

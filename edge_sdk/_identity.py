@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import (
     PublicFormat,
 )
 
-__all__ = ["DeviceIdentity", "device_login_message", "enrolment_message", "verify_signature"]
+__all__ = ["DeviceIdentity", "verify_signature"]
 
 _KEY_SIZE = 32
 
@@ -108,13 +108,3 @@ def _canonical_uuid(device_id: str) -> str:
     except (ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"device id {device_id!r} is not a UUID") from exc
     return str(parsed)
-
-
-def enrolment_message(token: str, device_id: str) -> bytes:
-    """The bytes a device signs to prove it holds its key when it enrols with `token`."""
-    return b"coherency-enrol\n" + token.encode() + b"\n" + device_id.encode()
-
-
-def device_login_message(device_id: str, issued_at: int, nonce: str) -> bytes:
-    """The bytes a device signs to log in with its key (no refresh token needed)."""
-    return f"coherency-device-login\n{device_id}\n{issued_at}\n{nonce}".encode()

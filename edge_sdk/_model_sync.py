@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crdt import is_sha256
 from edge_sdk._errors import (
     ModelError,
     ModelUnavailableError,
@@ -42,7 +42,6 @@ __all__ = ["MODEL_DIR", "ModelUpdate", "model_store", "update_model"]
 
 MODEL_DIR = "models"
 """The model store's folder inside a device store."""
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 _NO_MODEL = "the server has not published a model"
 _UP_TO_DATE = "the installed model is the server's current one"
 
@@ -183,7 +182,7 @@ def _fetch_offer(http: _Http) -> _Offer | None:
         raise SyncError("the server sent an unusable answer about its current model") from None
     if (
         not isinstance(sha256, str)
-        or not _HEX_SHA256.fullmatch(sha256)
+        or not is_sha256(sha256)
         or not isinstance(size, int)
         or size < 1
     ):

@@ -59,6 +59,7 @@ from pydantic import (
     model_validator,
 )
 
+from crdt import SHA256_PATTERN
 from edge_sdk._errors import ModelError, ModelUnavailableError, ModelVerificationError
 from edge_sdk._files import fsync_dir
 from edge_sdk._identity import verify_signature
@@ -135,7 +136,7 @@ class ModelManifest(BaseModel):
     version: str = Field(pattern=f"^{_NAME}$")
     file: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.onnx$")
     """The graph's file name, beside the manifest (a bare name: no folders)."""
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=SHA256_PATTERN)
     size: int = Field(ge=1)
     input: ModelTensor
     output: ModelTensor

@@ -19,17 +19,16 @@ import sqlite3
 import threading
 import unicodedata
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlcipher3
 import sqlite_utils
 
-from crdt import RecordDocument
+from crdt import RecordDocument, sortable_time
 from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, StoreLockedError
 
-__all__ = ["PROJECTIONS", "Store", "sortable_time"]
+__all__ = ["PROJECTIONS", "Store"]
 
 SCHEMA_VERSION = 1
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
@@ -410,18 +409,6 @@ class Store:
             self.execute("PRAGMA journal_mode = DELETE")
             self.execute(f"PRAGMA rekey = \"x'{data_key.hex()}'\"")
             self.execute("PRAGMA journal_mode = WAL")
-
-
-def sortable_time(value: str | datetime) -> str:
-    """A timestamp as fixed-width UTC text, so text order is time order (naive means UTC).
-
-    Records keep the offset they were written with ("...+02:00", "...Z"); columns that
-    are compared or sorted as text hold this form instead.
-    """
-    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 class _Cursor:

@@ -40,6 +40,7 @@ import httpx
 from crdt import (
     COLLECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE,
+    SYNC_MEDIA_TYPE,
     Entry,
     EntryKind,
     RecordDocument,
@@ -49,7 +50,9 @@ from crdt import (
     SyncReport,
     apply_documents,
     decode_message,
+    device_login_message,
     encode_message,
+    enrolment_message,
 )
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._errors import (
@@ -61,7 +64,6 @@ from edge_sdk._errors import (
     ServerUnreachableError,
     SyncError,
 )
-from edge_sdk._identity import device_login_message, enrolment_message
 from edge_sdk._sync_types import (
     META_PREFIX,
     Enrollment,
@@ -79,7 +81,6 @@ __all__ = ["enroll", "sync"]
 
 log = logging.getLogger("edge_sdk.sync")
 
-MEDIA_TYPE = "application/vnd.coherency.sync"
 _PUSH_BATCH_DOCUMENTS = 1000
 _PULL_PAGE_DOCUMENTS = 5000  # the server may send fewer (its own cap, the size cap)
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -266,7 +267,7 @@ class _SyncRun:
                 SyncMessage({}, tuple(Entry(EntryKind.DOC, d, data) for d, data, _ in batch))
             )
         response = self.http.request(
-            "POST", "/v1/sync/push", content=body, headers={"content-type": MEDIA_TYPE}
+            "POST", "/v1/sync/push", content=body, headers={"content-type": SYNC_MEDIA_TYPE}
         )
         _raise_for_status(response, "push")
         answer = response.json()

@@ -38,6 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy import select
 
+from crdt import is_sha256
 from sync_server._db import Database
 from sync_server._models import Upload, utcnow
 from sync_server._settings import Settings
@@ -68,7 +69,6 @@ READ_CHUNK = 1024 * 1024
 """Bytes per item yielded by `open` (and per read when hashing)."""
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class BlobBackendError(Exception):
@@ -177,7 +177,7 @@ def _safe(name: str, what: str) -> str:
 
 
 def _hex_sha256(sha256: str) -> str:
-    if not _HEX_SHA256.fullmatch(sha256):
+    if not is_sha256(sha256):
         raise ValueError(f"not a lowercase hex SHA-256: {sha256!r}")
     return sha256
 

@@ -36,7 +36,16 @@ from fastapi import FastAPI
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 from sqlalchemy import select
 
-from crdt import Entry, EntryKind, Patient, RecordDocument, SyncMessage, encode_message
+from crdt import (
+    SYNC_MEDIA_TYPE,
+    Entry,
+    EntryKind,
+    Patient,
+    RecordDocument,
+    SyncMessage,
+    device_login_message,
+    encode_message,
+)
 from edge_sdk import (
     Argon2Params,
     EdgeClient,
@@ -47,7 +56,6 @@ from edge_sdk import (
     SyncResult,
 )
 from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
-from edge_sdk._identity import device_login_message
 from sync_server import migrate
 from sync_server._admin_cli import (
     IssuedEnrolmentToken,
@@ -59,7 +67,6 @@ from sync_server._app import create_app
 from sync_server._db import Database
 from sync_server._embedded import ThreadedServer
 from sync_server._models import Document
-from sync_server._routes_sync import MEDIA_TYPE
 from sync_server._settings import Settings
 
 __all__ = ["ServerDemoReport", "SyncTiming", "run_server_demo"]
@@ -550,7 +557,7 @@ class _Scenario:
         )
         body = encode_message(SyncMessage({}, (Entry(EntryKind.DOC, forged.id, forged.save()),)))
         push = self.http.post(
-            "/v1/sync/push", content=body, headers={**device, "content-type": MEDIA_TYPE}
+            "/v1/sync/push", content=body, headers={**device, "content-type": SYNC_MEDIA_TYPE}
         )
         _check(push.status_code == 200, f"the push is answered ({_error_of(push)})")
         answer = push.json()

@@ -23,8 +23,15 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from crdt import Entry, EntryKind, RecordDocument, Rejection, SyncReport, apply_documents
-from edge_sdk._store import sortable_time
+from crdt import (
+    Entry,
+    EntryKind,
+    RecordDocument,
+    Rejection,
+    SyncReport,
+    apply_documents,
+    sortable_time,
+)
 from sync_server._deps import Principal
 from sync_server._errors import NotFound
 from sync_server._models import (

@@ -45,7 +45,7 @@ from sqlalchemy import CursorResult, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from edge_sdk._identity import device_login_message, enrolment_message
+from crdt import device_login_message, enrolment_message, is_uuid
 from sync_server._deps import Principal
 from sync_server._errors import (
     ApiError,
@@ -181,13 +181,6 @@ def _commit_and_raise(session: Session, error: ApiError) -> NoReturn:
     """Keep what was recorded about a refusal (audit, counters, revocations), then raise."""
     session.commit()
     raise error
-
-
-def _is_canonical_uuid(value: str) -> bool:
-    try:
-        return str(uuid.UUID(value)) == value
-    except (ValueError, TypeError, AttributeError):
-        return False
 
 
 def _verify_ed25519(public_key: bytes, message: bytes, signature: bytes) -> bool:
@@ -724,7 +717,7 @@ def enrol_device(
         Conflict: ``clinic_mismatch`` (the token is for another clinic than expected) or
             ``device_exists`` (the device id is already enrolled).
     """
-    if not _is_canonical_uuid(device_id):
+    if not is_uuid(device_id):
         raise BadRequest("device_id must be a lowercase hyphenated UUID", code="invalid_device_id")
     if len(public_key) != _ED25519_KEY_SIZE:
         raise BadRequest("public_key must be a raw 32-byte Ed25519 key", code="invalid_public_key")

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from crdt import SHA256_PATTERN
 from sync_server._blobs import (
     BlobBackend,
     BlobBackendError,
@@ -68,7 +69,6 @@ log = logging.getLogger("sync_server.blobs")
 
 router = APIRouter(prefix="/v1/blobs", tags=["blobs"])
 
-SHA256_PATTERN = r"^[0-9a-f]{64}$"
 PREFERRED_CHUNK = 8 * 1024 * 1024
 _CHUNK_TYPES = frozenset({"application/octet-stream", "application/offset+octet-stream"})
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")

@@ -40,6 +40,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from crdt import SHA256_PATTERN
 from edge_sdk._errors import ModelError
 from edge_sdk._models import ModelManifest
 from sync_server._blobs import BlobBackend, BlobBackendError, BlobMissingError, IntegrityError
@@ -89,13 +90,12 @@ MAX_MANIFEST_SIZE = 64 * 1024
 MODEL_NAMESPACE = "models"
 """The blob backend namespace (where a clinic id would be) that holds model files."""
 _MULTIPART_OVERHEAD = 64 * 1024
-_SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 AdminCaller = Annotated[Principal, Depends(require_admin)]
 SigningKeyDep = Annotated[SigningKey, Depends(get_signing_key)]
 Sha256Path = Annotated[
     str,
-    Path(pattern=_SHA256_PATTERN, description="The model file's SHA-256, 64 lowercase hex."),
+    Path(pattern=SHA256_PATTERN, description="The model file's SHA-256, 64 lowercase hex."),
 ]
 
 

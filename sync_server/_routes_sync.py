@@ -21,15 +21,22 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from crdt import EntryKind, SyncMessage, SyncProtocolError, decode_message, encode_message
+from crdt import (
+    SYNC_MEDIA_TYPE,
+    EntryKind,
+    SyncMessage,
+    SyncProtocolError,
+    decode_message,
+    encode_message,
+)
 from sync_server._deps import DeviceCaller
 from sync_server._documents import PullPage, audit_pull, pull_page, push_documents
 from sync_server._errors import BadRequest, Conflict, PayloadTooLarge
 from sync_server._settings import Settings
 
-__all__ = ["MEDIA_TYPE", "router"]
+__all__ = ["router"]
 
-MEDIA_TYPE = "application/vnd.coherency.sync"
+MEDIA_TYPE = SYNC_MEDIA_TYPE
 router = APIRouter(prefix="/v1/sync", tags=["sync"])
 
 

@@ -23,7 +23,8 @@ from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
-from edge_sdk._identity import DeviceIdentity, device_login_message, enrolment_message
+from crdt import device_login_message, enrolment_message
+from edge_sdk import DeviceIdentity
 from sync_server._identity import create_user, ensure_organisation
 from sync_server._models import (
     AuditEvent,
