@@ -5,7 +5,9 @@ both build on these functions, so every replica merges and validates the same wa
 """
 
 from crdt._document import (
+    DEFAULT_LIMITS,
     ConflictValue,
+    DocumentLimits,
     FieldConflict,
     HistoryEntry,
     RecordDocument,
@@ -15,6 +17,7 @@ from crdt._document import (
 from crdt._errors import (
     CrdtError,
     DocumentError,
+    DocumentTooCostlyError,
     MalformedMessageError,
     MergeRejectedError,
     MessageTooLargeError,
@@ -76,6 +79,7 @@ from crdt._wire import (
 
 __all__ = [
     "COLLECTIONS",
+    "DEFAULT_LIMITS",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "SHA256_PATTERN",
     "SYNC_MEDIA_TYPE",
@@ -89,7 +93,9 @@ __all__ = [
     "Decision",
     "DecisionStatus",
     "DocumentError",
+    "DocumentLimits",
     "DocumentStore",
+    "DocumentTooCostlyError",
     "Entry",
     "EntryKind",
     "Etiology",

@@ -10,6 +10,7 @@ from values at each change's heads).
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import json
 import uuid
@@ -20,8 +21,19 @@ from typing import Any
 
 from automerge import core as am
 
+from crdt._columnar import (
+    MAKE_TEXT,
+    SET,
+    ColumnarError,
+    DocumentOps,
+    Op,
+    OpId,
+    measure_saved,
+    read_document,
+)
 from crdt._errors import (
     DocumentError,
+    DocumentTooCostlyError,
     MergeRejectedError,
     NoConflictError,
     RecordValidationError,
@@ -29,7 +41,9 @@ from crdt._errors import (
 from crdt._schemas import COLLECTIONS, META_FIELDS, FieldKind, Record, new_record_id
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "ConflictValue",
+    "DocumentLimits",
     "FieldConflict",
     "HistoryEntry",
     "RecordDocument",
@@ -44,8 +58,6 @@ _SCHEMA_VERSION = 1
 # bookkeeping, not clinical values, and are left out of conflict reports.
 _BOOKKEEPING = frozenset({"updated_at", "updated_by", _COLLECTION_KEY, _SCHEMA_KEY})
 
-_Got = tuple[Any, bytes]  # (value, op id) as returned by Document.get
-
 
 def actor_for_device(device_id: str) -> bytes:
     """Return the Automerge actor id of a device: the 16 bytes of its UUID."""
@@ -58,6 +70,51 @@ def actor_for_device(device_id: str) -> bytes:
 def device_for_actor(actor: bytes) -> str:
     """Return the device id that writes as Automerge actor `actor`."""
     return str(uuid.UUID(bytes=actor)) if len(actor) == 16 else actor.hex()
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentLimits:
+    """What one received document may cost a replica to load, merge and show.
+
+    A record's history compresses well: a few hundred saved bytes can hold a hundred
+    thousand changes, so bytes alone bound nothing. Received documents (pushes,
+    pulls, bundles, sync sessions) are measured from their chunk headers before they
+    are loaded, and merged results are measured again; one over a limit is refused
+    alone, with a reason that names the limit. Conflicts and history cost one pass
+    over the operations, so these bounds also bound the time a document can take.
+    """
+
+    max_bytes: int = 8 * 1024 * 1024
+    max_changes: int = 50_000
+    max_operations: int = 2_000_000
+
+    def check_saved(self, data: bytes) -> str | None:
+        """Why saved bytes may not be loaded here, or None."""
+        if len(data) > self.max_bytes:
+            return f"the document is {len(data)} bytes, over the limit of {self.max_bytes}"
+        try:
+            changes, operations = measure_saved(data, max_inflated=8 * self.max_bytes)
+        except ColumnarError as exc:
+            return f"not a readable Automerge document: {exc}"
+        return self._over(changes, operations)
+
+    def check_document(self, doc: am.Document) -> str | None:
+        """Why a loaded or merged document may not be kept here, or None."""
+        changes = doc.get_changes([])
+        operations = sum(change.max_op - change.start_op + 1 for change in changes)
+        return self._over(len(changes), operations)
+
+    def _over(self, changes: int, operations: int) -> str | None:
+        if changes > self.max_changes:
+            return f"the document has {changes} changes, over the limit of {self.max_changes}"
+        if operations > self.max_operations:
+            return (
+                f"the document has {operations} operations, over the limit of {self.max_operations}"
+            )
+        return None
+
+
+DEFAULT_LIMITS = DocumentLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +187,7 @@ class RecordDocument:
     Every change is validated against the record's schema before it is kept.
     """
 
-    __slots__ = ("_doc", "_id", "_record", "_saved", "_schema")
+    __slots__ = ("_doc", "_id", "_ops", "_record", "_saved", "_schema")
 
     def __init__(
         self, doc: am.Document, schema: type[Record], *, saved: bytes | None = None
@@ -142,6 +199,7 @@ class RecordDocument:
         # (a document received whole is stored with the very bytes it came in).
         self._record: Record | None = None
         self._saved = saved
+        self._ops: DocumentOps | None = None
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -185,12 +243,26 @@ class RecordDocument:
         return created
 
     @classmethod
-    def load(cls, data: bytes, *, device_id: str | None = None) -> RecordDocument:
+    def load(
+        cls,
+        data: bytes,
+        *,
+        device_id: str | None = None,
+        limits: DocumentLimits | None = None,
+    ) -> RecordDocument:
         """Load a saved document; `device_id` is the actor for later local writes.
+
+        With `limits` (for bytes received from elsewhere), the document is measured
+        before Automerge loads it.
 
         Raises:
             DocumentError: The bytes are not an Automerge document or not a record.
+            DocumentTooCostlyError: Over `limits`.
         """
+        if limits is not None:
+            reason = limits.check_saved(bytes(data))
+            if reason is not None:
+                raise DocumentTooCostlyError(reason)
         try:
             doc = am.Document.load(bytes(data))
         except Exception as exc:  # the binding raises bare Exception
@@ -336,11 +408,11 @@ class RecordDocument:
         # the other concurrent values history instead of live alternatives.
         self._write({field: candidate.model_dump(mode="json")[field]}, device_id=device_id, now=now)
 
-    def merge(self, other: RecordDocument) -> bool:
+    def merge(self, other: RecordDocument, *, limits: DocumentLimits = DEFAULT_LIMITS) -> bool:
         """Merge another replica of this record into this one.
 
-        The merged result is validated first; if it is invalid this document is left
-        exactly as it was.
+        The merged result is validated (and measured against `limits`) first; if it
+        is invalid this document is left exactly as it was.
 
         Returns:
             True if anything new arrived.
@@ -359,9 +431,9 @@ class RecordDocument:
             candidate.merge(other._doc)
         except Exception as exc:  # the binding raises bare Exception
             raise MergeRejectedError(self.id, f"automerge refused the changes: {exc}") from None
-        return self.adopt(candidate)
+        return self.adopt(candidate, limits=limits)
 
-    def adopt(self, candidate: am.Document) -> bool:
+    def adopt(self, candidate: am.Document, *, limits: DocumentLimits = DEFAULT_LIMITS) -> bool:
         """Replace this document by `candidate` (a descendant of it) if it validates.
 
         Used after `merge` and after receiving sync-protocol messages into a fork.
@@ -374,11 +446,11 @@ class RecordDocument:
         """
         if sorted(candidate.get_heads()) == self.heads:
             return False
-        reason = self.check_descendant(candidate)
+        reason = limits.check_document(candidate) or self.check_descendant(candidate)
         if reason is not None:
             raise MergeRejectedError(self.id, reason)
         self._doc = candidate
-        self._record = self._saved = None
+        self._record = self._saved = self._ops = None
         return True
 
     def check_descendant(self, candidate: am.Document) -> str | None:
@@ -405,29 +477,34 @@ class RecordDocument:
         """Fields whose concurrent writes left live values that differ.
 
         The result is a pure function of the document's changes, so every replica
-        that has the same changes reports the same conflicts in the same order.
+        that has the same changes reports the same conflicts in the same order. It
+        costs one pass over the document's operations (linear in its history).
         """
-        changes = self._doc.get_changes([])
-        if _is_linear(changes):
+        if _is_linear(self._doc.get_changes([])):
             return []
-        ancestors = _ancestors(changes)
+        by_field: dict[str, list[Op]] = {}
+        for op in self._operations().root:
+            if op.live and op.writes_value:
+                by_field.setdefault(op.key, []).append(op)
         found: list[FieldConflict] = []
-        for name in sorted(self._doc.keys(am.ROOT)):
-            if name in _BOOKKEEPING or self._schema.field_kind(name) is FieldKind.TEXT:
+        for name in sorted(by_field):
+            live = by_field[name]
+            if len(live) < 2 or name in _BOOKKEEPING:
                 continue
-            live = self._live_writes(name, changes, ancestors)
-            if len(live) < 2:
+            if name not in self._schema.model_fields:
                 continue
-            current = self._doc.get(am.ROOT, name)
-            current_op = current[1] if current else b""
+            if self._schema.field_kind(name) is FieldKind.TEXT:
+                continue
+            # Automerge shows the write with the highest op id (counter, then actor).
+            winner = max(op.id for op in live)
             values = sorted(
                 (
                     ConflictValue(
-                        value=_decode(self._schema, name, got[0]),
-                        device_id=device_for_actor(actor),
-                        current=got[1] == current_op,
+                        value=_decode_op(self._schema, name, op),
+                        device_id=device_for_actor(op.id[1]),
+                        current=op.id == winner,
                     )
-                    for actor, got in live
+                    for op in live
                 ),
                 key=lambda v: (v.device_id, _canonical_json(v.value)),
             )
@@ -440,34 +517,58 @@ class RecordDocument:
         """Every change to the record, oldest first: device, time and fields written.
 
         A field counts as written when the change made a new write to it, even of an
-        equal value (resolving a conflict in favour of the current value is a write).
+        equal value (resolving a conflict in favour of the current value is a write),
+        deleted it, or (text) inserted or deleted characters. One pass over the
+        document's operations.
         """
-        entries = []
-        for change in self._doc.get_changes([]):
-            after = [change.hash]
-            fields = _fields_written(self._doc, after, list(change.deps))
-            deleted = _scalar_at(self._doc, "deleted", after)
-            if not change.deps:
+        changes = self._doc.get_changes([])
+        touched = _fields_by_change(changes, self._operations())
+        entries: list[HistoryEntry] = []
+        at_of: dict[bytes, datetime] = {}
+        for index, change in enumerate(changes):
+            written = touched[index]
+            deps = list(change.deps)
+            at = _parse_time(written.get("updated_at"))
+            if at is None:
+                at = at_of.get(deps[0], _EPOCH) if deps else _EPOCH
+            at_of[change.hash] = at
+            if not deps:
                 action = "created"
-            elif "deleted" in fields:
-                action = "deleted" if deleted else "restored"
+            elif "deleted" in written:
+                action = "deleted" if written["deleted"] is True else "restored"
             else:
                 action = "updated"
             entries.append(
                 HistoryEntry(
                     change=change.hash.hex(),
                     device_id=device_for_actor(change.actor_id),
-                    at=datetime.fromisoformat(str(_scalar_at(self._doc, "updated_at", after))),
+                    at=at,
                     action=action,
                     fields=tuple(
                         f
-                        for f in fields
-                        if f not in META_FIELDS or (f == "deleted" and action != "created")
+                        for f in sorted(written)
+                        if f not in _BOOKKEEPING
+                        and (f not in META_FIELDS or (f == "deleted" and action != "created"))
                     ),
                 )
             )
         entries.sort(key=lambda e: (e.at, e.change))
         return entries
+
+    def _operations(self) -> DocumentOps:
+        """The document's operations as its saved form lists them (cached until a change)."""
+        if self._ops is None:
+            try:
+                self._ops = read_document(self.save())
+            except ColumnarError:
+                # Bytes received whole may be several chunks (all applied on load):
+                # save the document afresh; it is one chunk, then changes it could
+                # not apply yet, which are not part of its state.
+                try:
+                    self._ops = read_document(self._doc.save(), trailing=True)
+                except ColumnarError as exc:
+                    raise DocumentError(f"cannot read the document's operations: {exc}") from None
+        return self._ops
 
     # ---------------------------------------------------------------- internals
     def _write(self, dumped: Mapping[str, Any], *, device_id: str, now: datetime | None) -> None:
@@ -494,7 +595,7 @@ class RecordDocument:
         actor = actor_for_device(device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
-        self._record = self._saved = None
+        self._record = self._saved = self._ops = None
         with self._doc.transaction() as tx:
             apply(tx)
             tx.put(am.ROOT, "updated_at", am.ScalarType.Str, (now or _now()).isoformat())
@@ -505,30 +606,6 @@ class RecordDocument:
         if got is None or got[0] != am.ObjType.Text:
             raise DocumentError(f"{self.collection} {field} is not Automerge text")
         return got[1]
-
-    def _live_writes(
-        self,
-        name: str,
-        changes: Sequence[Any],
-        ancestors: Mapping[bytes, frozenset[bytes]],
-    ) -> list[tuple[bytes, _Got]]:
-        """Writes of `name` that no later (causally following) write or delete superseded."""
-        writes: list[tuple[Any, _Got]] = []
-        touched: list[bytes] = []
-        for change in changes:
-            now = self._doc.get(am.ROOT, name, [change.hash])
-            before = self._doc.get(am.ROOT, name, list(change.deps)) if change.deps else None
-            if now is None:
-                if before is not None:
-                    touched.append(change.hash)
-            elif before is None or now[1] != before[1]:
-                writes.append((change, now))
-                touched.append(change.hash)
-        return [
-            (change.actor_id, got)
-            for change, got in writes
-            if not any(change.hash in ancestors[other] for other in touched)
-        ]
 
 
 def _schema_of(doc: am.Document) -> type[Record]:
@@ -609,31 +686,6 @@ def _current_values(doc: am.Document, schema: type[Record]) -> dict[str, Any]:
     return values
 
 
-def _scalar_at(doc: am.Document, name: str, heads: list[bytes]) -> Any:
-    got = doc.get(am.ROOT, name, heads)
-    return None if got is None or isinstance(got[0], am.ObjType) else got[0][1]
-
-
-def _fields_written(doc: am.Document, after: list[bytes], before: list[bytes]) -> list[str]:
-    """Fields a change wrote: a new op id, or for text a changed text."""
-    names = set(doc.keys(am.ROOT, after))
-    if before:
-        names |= set(doc.keys(am.ROOT, before))
-    written = []
-    for name in sorted(names - _BOOKKEEPING):
-        now = doc.get(am.ROOT, name, after)
-        then = doc.get(am.ROOT, name, before) if before else None
-        if now is None or then is None:
-            changed = now is not then
-        elif now[0] == am.ObjType.Text and now[1] == then[1]:
-            changed = doc.text(now[1], after) != doc.text(then[1], before)
-        else:
-            changed = now[1] != then[1]
-        if changed:
-            written.append(name)
-    return written
-
-
 def _is_linear(changes: Sequence[Any]) -> bool:
     """True if the changes form one chain: then no two writes can be concurrent."""
     previous: bytes | None = None
@@ -645,13 +697,57 @@ def _is_linear(changes: Sequence[Any]) -> bool:
     return True
 
 
-def _ancestors(changes: Sequence[Any]) -> dict[bytes, frozenset[bytes]]:
-    """Strict ancestors of each change (changes arrive in causal order)."""
-    result: dict[bytes, frozenset[bytes]] = {}
-    for change in changes:
-        acc: set[bytes] = set()
-        for dep in change.deps:
-            acc.add(dep)
-            acc |= result.get(dep, frozenset())
-        result[change.hash] = frozenset(acc)
-    return result
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _decode_op(schema: type[Record], name: str, op: Op) -> Any:
+    if op.action != SET:
+        return None  # a nested object (text): read through Document.text, never here
+    return _decode_scalar(schema.json_fields, name, op.value)
+
+
+def _fields_by_change(changes: Sequence[Any], ops: DocumentOps) -> list[dict[str, Any]]:
+    """For each change (in `changes` order): the fields it wrote, with the value it
+    wrote where it put a scalar (None for deletes and text edits)."""
+    starts: dict[bytes, list[tuple[int, int, int]]] = {}
+    for index, change in enumerate(changes):
+        starts.setdefault(change.actor_id, []).append((change.start_op, change.max_op, index))
+    for spans in starts.values():
+        spans.sort()
+    firsts = {actor: [span[0] for span in spans] for actor, spans in starts.items()}
+
+    def change_of(op_id: OpId) -> int:
+        counter, actor = op_id
+        spans = starts.get(actor)
+        if spans is not None:
+            at = bisect.bisect_right(firsts[actor], counter) - 1
+            if at >= 0 and spans[at][0] <= counter <= spans[at][1]:
+                return spans[at][2]
+        raise DocumentError("an operation belongs to no change of the document")
+
+    written: list[dict[str, Any]] = [{} for _ in changes]
+    texts: dict[OpId, str] = {}
+    for op in ops.root:
+        written[change_of(op.id)][op.key] = op.value if op.action == SET else None
+        if op.action == MAKE_TEXT:
+            texts[op.id] = op.key
+        for successor in op.successors:
+            written[change_of(successor)].setdefault(op.key, None)
+    for obj, op_id, successors in ops.nested:
+        field_name = texts.get(obj)
+        if field_name is None:
+            continue  # not one of the record's text fields
+        written[change_of(op_id)].setdefault(field_name, None)
+        for successor in successors:
+            written[change_of(successor)].setdefault(field_name, None)
+    return written

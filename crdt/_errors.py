@@ -3,6 +3,7 @@
     CrdtError
     ├── RecordValidationError       a record does not satisfy its schema
     ├── DocumentError               bytes are not a record document, or the wrong one
+    │   └── DocumentTooCostlyError  over the size, change or operation limits
     ├── MergeRejectedError          merging would leave the document invalid; nothing changed
     ├── NoConflictError             asked to resolve a field that has no conflict
     └── SyncProtocolError           a sync message cannot be used
@@ -19,6 +20,7 @@ from __future__ import annotations
 __all__ = [
     "CrdtError",
     "DocumentError",
+    "DocumentTooCostlyError",
     "MalformedMessageError",
     "MergeRejectedError",
     "MessageTooLargeError",
@@ -49,6 +51,11 @@ class RecordValidationError(CrdtError):
 
 class DocumentError(CrdtError):
     """The bytes are not a record document, or belong to another record or collection."""
+
+
+class DocumentTooCostlyError(DocumentError):
+    """A received document is over the limits of what one document may cost
+    (`DocumentLimits`): too many bytes, changes or operations."""
 
 
 class MergeRejectedError(CrdtError):

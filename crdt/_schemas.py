@@ -187,7 +187,16 @@ class Record(BaseModel):
 
     @classmethod
     def validate_values(cls, values: Mapping[str, Any]) -> Record:
-        """Build a record from stored values, or raise `RecordValidationError`."""
+        """Build a record from stored values, or raise `RecordValidationError`.
+
+        Text may not hold a NUL character anywhere (PostgreSQL cannot store one, and
+        no clinical value needs it): such a record is refused on every replica.
+        """
+        nul = sorted(name for name, value in values.items() if _holds_nul(value))
+        if nul:
+            raise RecordValidationError(
+                cls.collection, [f"{name}: text may not contain a NUL character" for name in nul]
+            )
         try:
             return cls.model_validate(dict(values))
         except ValidationError as exc:
@@ -294,6 +303,16 @@ COLLECTIONS: Mapping[str, type[Record]] = {
 def schema_for(collection: str) -> type[Record]:
     """Return the schema class of `collection`, or raise `KeyError`."""
     return COLLECTIONS[collection]
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\0" in value
+    if isinstance(value, Mapping):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 def _error_lines(exc: ValidationError) -> list[str]:

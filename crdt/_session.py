@@ -26,10 +26,11 @@ from typing import Protocol
 
 from automerge import core as am
 
-from crdt._document import RecordDocument, actor_for_device
+from crdt._document import DEFAULT_LIMITS, DocumentLimits, RecordDocument, actor_for_device
 from crdt._errors import (
     CrdtError,
     DocumentError,
+    DocumentTooCostlyError,
     MalformedMessageError,
     MergeRejectedError,
     MessageTooLargeError,
@@ -111,21 +112,23 @@ def apply_documents(
     device_id: str,
     policy: Policy | None = None,
     report: SyncReport | None = None,
+    limits: DocumentLimits = DEFAULT_LIMITS,
 ) -> SyncReport:
     """Validate and merge whole saved documents into `store`, in one `put_documents`.
 
     Used for DOC entries and for sync bundles. Merging a document already held is
-    harmless: equal heads change nothing.
+    harmless: equal heads change nothing. A document over `limits` is refused alone,
+    measured before it is loaded.
     """
     report = report if report is not None else SyncReport()
     accepted: dict[str, RecordDocument] = {}
     for doc_id, data in incoming:
         try:
-            doc = _checked_load(doc_id, data, device_id=device_id, policy=policy)
+            doc = _checked_load(doc_id, data, device_id=device_id, policy=policy, limits=limits)
             current = accepted.get(doc_id) or store.get_document(doc_id)
             if current is None:
                 accepted[doc_id] = doc
-            elif current.merge(doc):
+            elif current.merge(doc, limits=limits):
                 accepted[doc_id] = current
         except CrdtError as exc:
             report.rejected.append(Rejection(doc_id, _reason(exc)))
@@ -145,8 +148,10 @@ class SyncSession:
         device_id: str,
         policy: Policy | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        limits: DocumentLimits = DEFAULT_LIMITS,
     ) -> None:
         self._store = store
+        self._limits = limits
         self._device_id = device_id
         self._actor = actor_for_device(device_id)
         self._policy = policy
@@ -305,7 +310,11 @@ class SyncSession:
             # The first changes may arrive over several messages; only a document with
             # a record in it can be judged (and stored).
             return _checked_load(
-                doc_id, work.save(), device_id=self._device_id, policy=self._policy
+                doc_id,
+                work.save(),
+                device_id=self._device_id,
+                policy=self._policy,
+                limits=self._limits,
             )
         snapshot = work.fork()
         snapshot.set_actor(self._actor)
@@ -313,7 +322,7 @@ class SyncSession:
             reason = self._policy(RecordDocument(snapshot, stored.schema))
             if reason is not None:
                 raise MergeRejectedError(doc_id, reason)
-        stored.adopt(snapshot)
+        stored.adopt(snapshot, limits=self._limits)
         return stored
 
     def _refuse(self, doc_id: str, reason: str, *, already_reported: bool = False) -> None:
@@ -378,9 +387,17 @@ class MemoryDocumentStore:
 
 
 def _checked_load(
-    doc_id: str, data: bytes, *, device_id: str, policy: Policy | None
+    doc_id: str,
+    data: bytes,
+    *,
+    device_id: str,
+    policy: Policy | None,
+    limits: DocumentLimits,
 ) -> RecordDocument:
-    doc = RecordDocument.load(data, device_id=device_id)
+    doc = RecordDocument.load(data, device_id=device_id, limits=limits)
+    reason = limits.check_document(doc.automerge)  # what the chunk headers did not say
+    if reason is not None:
+        raise DocumentTooCostlyError(reason)
     if doc.id != doc_id:
         raise DocumentError(f"document travels as {doc_id} but is record {doc.id}")
     doc.read()  # raises RecordValidationError
