@@ -1,11 +1,15 @@
-# One task runner for the README's commands and CI. Every target builds the
-# virtual environment it needs first, so each works on a fresh clone.
+# One task runner for the README's commands and CI. Every target builds what it needs
+# first (Debian packages, the virtual environment), so each works on a fresh clone.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit bench install clean
+.PHONY: demo test quick lint typecheck unit bench install system clean
+
+## Debian packages (one list, scripts/system-packages; CI installs the same).
+system:
+	bash scripts/system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,26 +17,30 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[all,dev,train]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: system $(STAMP)
 
 ## The main job: the end-to-end demo on embedded defaults.
-demo: $(STAMP)
+demo: install
 	$(BIN)/coherency demo
 
 ## Everything CI checks: lint, types, then the test suite.
-test: lint typecheck unit
+test: install lint typecheck unit
 
-lint: $(STAMP)
+## The inner loop: the suite without the slow end-to-end tests (marked `slow`).
+quick: install
+	$(BIN)/pytest -q -m "not slow"
+
+lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: install
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: install
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: install
 	$(BIN)/python -m benchmarks.run --json benchmarks/results/latest.json
 
 clean:
