@@ -1,4 +1,10 @@
-"""Benchmark 2: merge throughput of a sync session into a replica that has nothing.
+"""Benchmark 2: merge throughput of a sync session into a replica that has nothing,
+and what one record with a long history costs.
+
+Long history: a patient record with a chain of 2,000 and of 8,000 writes plus one
+concurrent branch is loaded, merged, read (what a projection stores), and its conflicts
+and history listed. Timed together; the 8,000/2,000 ratio shows how the cost grows
+(about 4 when linear).
 
 Replica A holds N records (half patients, half wounds). In every repeat a new replica
 B, which has never seen them, receives all of them through one in-memory sync session
@@ -11,13 +17,22 @@ no SQL at all.
 from __future__ import annotations
 
 import random
+import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from benchmarks import _data
 from benchmarks._common import CLINIC_ID, new_client, progress
 from benchmarks._harness import Figure, scratch_dir, timed
-from crdt import MemoryDocumentStore, RecordDocument, SyncReport, SyncSession, run_in_memory
+from crdt import (
+    MemoryDocumentStore,
+    Patient,
+    RecordDocument,
+    SyncReport,
+    SyncSession,
+    run_in_memory,
+)
 from edge_sdk import EdgeClient
 
 __all__ = ["run"]
@@ -102,7 +117,28 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure]:
                 )
         finally:
             source.close()
+    short, long = _long_history(2000, repeat), _long_history(8000, repeat)
     return [
+        Figure(
+            "merge",
+            "merge.long_history",
+            "one record, 8,000 changes + a concurrent branch: load, merge, read, "
+            "conflicts, history",
+            "s",
+            long,
+            1.0,
+            "<=",
+            {"changes": 8000},
+        ),
+        Figure(
+            "merge",
+            "merge.long_history_growth",
+            "the same at 8,000 changes over 2,000 (4 = linear growth)",
+            "ratio",
+            [b / a for a, b in zip(short, long, strict=True)],
+            6.0,
+            "<=",
+        ),
         Figure(
             "merge",
             "merge.edge",
@@ -126,3 +162,32 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure]:
 
 def _wire(report: SyncReport) -> dict[str, int]:
     return {"messages_received": report.messages_received, "bytes_received": report.bytes_received}
+
+
+def _long_history(changes: int, repeat: int) -> list[float]:
+    """Seconds to load, merge, read, and list conflicts and history of one record."""
+    writer, other = str(uuid.UUID(int=1)), str(uuid.UUID(int=2))
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    doc = RecordDocument.create(
+        Patient,
+        {"given_name": "Ada", "family_name": "Okafor", "birth_date": "1950-03-01"},
+        device_id=writer,
+        clinic_id=CLINIC_ID,
+        now=t0,
+    )
+    branch = doc.fork(device_id=other)
+    for n in range(changes):
+        doc.update({"given_name": f"Ada {n}"}, device_id=writer, now=t0 + timedelta(seconds=n))
+    branch.update({"family_name": "Mensah"}, device_id=other, now=t0 + timedelta(hours=9))
+    chain, side = doc.save(), branch.save()
+
+    def work() -> None:
+        merged = RecordDocument.load(chain)
+        merged.merge(RecordDocument.load(side))
+        merged.read()
+        merged.conflicts()
+        if len(merged.history()) != changes + 2:
+            raise RuntimeError("long-history benchmark: history is missing changes")
+
+    progress(f"merge: long history of {changes} changes")
+    return [timed(work) for _ in range(max(1, repeat))]

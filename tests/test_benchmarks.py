@@ -32,7 +32,12 @@ WRITE = {
     "write.batched.sqlcipher_ratio",
     "write.batched.edge_vs_sqlcipher",
 }
-MERGE = {"merge.edge", "merge.memory"}
+MERGE = {
+    "merge.edge",
+    "merge.memory",
+    "merge.long_history",
+    "merge.long_history_growth",
+}
 STORAGE = {
     f"storage.{kind}.{what}"
     for kind in ("patient", "wound", "note", "assessment")
@@ -73,6 +78,8 @@ TARGETED = {
     "write.acked.ratio",
     "write.batched.ratio",
     "merge.edge",
+    "merge.long_history",
+    "merge.long_history_growth",
     "sync.initial.sqlite",
     "sync.initial.postgresql",
     "capture.area.f10.n1.median",
