@@ -4,6 +4,12 @@ Pure: no I/O, no network, no SQL. `edge_sdk` (devices, edge boxes) and `sync_ser
 both build on these functions, so every replica merges and validates the same way.
 """
 
+from crdt._authorship import (
+    KeyDirectory,
+    Signer,
+    StaticDirectory,
+    signed_heads_message,
+)
 from crdt._document import (
     DEFAULT_LIMITS,
     ConflictValue,
@@ -102,6 +108,7 @@ __all__ = [
     "FieldConflict",
     "FieldKind",
     "HistoryEntry",
+    "KeyDirectory",
     "MalformedMessageError",
     "Measurements",
     "MemoryDocumentStore",
@@ -116,6 +123,8 @@ __all__ = [
     "RecordValidationError",
     "Rejection",
     "Sex",
+    "Signer",
+    "StaticDirectory",
     "SyncMessage",
     "SyncProtocolError",
     "SyncReport",
@@ -137,5 +146,6 @@ __all__ = [
     "new_record_id",
     "run_in_memory",
     "schema_for",
+    "signed_heads_message",
     "sortable_time",
 ]

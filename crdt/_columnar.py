@@ -27,7 +27,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ColumnarError", "DocumentOps", "Op", "OpId", "measure_saved", "read_document"]
+__all__ = [
+    "ColumnarError",
+    "DocumentOps",
+    "Nested",
+    "Op",
+    "OpId",
+    "measure_saved",
+    "read_document",
+]
 
 _MAGIC = b"\x85\x6f\x4a\x83"
 _CHUNK_DOCUMENT = 0
@@ -45,6 +53,7 @@ _VAL_META, _VAL_RAW = (5, _VALUE_META), (5, _VALUE_RAW)
 _SUCC_NUM, _SUCC_ACTOR, _SUCC_CTR = (8, _GROUP), (8, _ACTOR), (8, _DELTA)
 
 # Actions.
+MAKE_MAP = 0
 SET = 1
 DELETE = 3
 MAKE_TEXT = 4
@@ -84,8 +93,19 @@ class DocumentOps:
     """What conflicts and history need of a document's operations."""
 
     root: list[Op]  # in key order, then op id order
-    nested: list[tuple[OpId, OpId, tuple[OpId, ...]]]
-    """(object id, op id, successor ids) of every operation inside another object."""
+    nested: list[Nested]
+    """Every operation inside another object (text characters, nested maps)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Nested:
+    """One operation inside an object other than the root map."""
+
+    obj: OpId
+    id: OpId
+    successors: tuple[OpId, ...]
+    key: str | None  # the map key, or None inside a list or text
+    value: Any  # the scalar written, if any
 
 
 # ---------------------------------------------------------------- primitives
@@ -281,7 +301,7 @@ def _ops(columns: dict[tuple[int, int], bytes], actors: list[bytes]) -> Document
     succ_actor = _rle(column(_SUCC_ACTOR), _Reader.uleb)
     succ_ctr = _delta(column(_SUCC_CTR))
     root: list[Op] = []
-    nested: list[tuple[OpId, OpId, tuple[OpId, ...]]] = []
+    nested: list[Nested] = []
     for op_actor, op_ctr in zip(id_actor, id_ctr, strict=False):
         if op_ctr is None:
             raise ColumnarError("an operation has no id")
@@ -299,7 +319,8 @@ def _ops(columns: dict[tuple[int, int], bytes], actors: list[bytes]) -> Document
         else:
             if o_ctr is None:
                 raise ColumnarError("an operation names no object")
-            nested.append(((o_ctr, actor(o_actor)), op_id, successors))
+            obj = (o_ctr, actor(o_actor))
+            nested.append(Nested(obj, op_id, successors, key, value if act == SET else None))
     return DocumentOps(root, nested)
 
 

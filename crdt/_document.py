@@ -14,14 +14,26 @@ import bisect
 import difflib
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from automerge import core as am
 
+from crdt._authorship import (
+    AUTH_FIELD,
+    AUTHOR_FIELDS,
+    KeyDirectory,
+    Signer,
+    key_entry,
+    parse_entry,
+    signature_entry,
+    signed_heads_message,
+    verifies,
+)
 from crdt._columnar import (
+    MAKE_MAP,
     MAKE_TEXT,
     SET,
     ColumnarError,
@@ -56,7 +68,7 @@ _SCHEMA_KEY = "schema_version"
 _SCHEMA_VERSION = 1
 # Written by every change, so concurrent changes always "conflict" on them; they are
 # bookkeeping, not clinical values, and are left out of conflict reports.
-_BOOKKEEPING = frozenset({"updated_at", "updated_by", _COLLECTION_KEY, _SCHEMA_KEY})
+_BOOKKEEPING = frozenset({"updated_at", "updated_by", _COLLECTION_KEY, _SCHEMA_KEY, AUTH_FIELD})
 
 
 def actor_for_device(device_id: str) -> bytes:
@@ -145,6 +157,9 @@ class HistoryEntry:
     at: datetime
     action: str  # created | updated | deleted | restored
     fields: tuple[str, ...]
+    verified: bool | None = None
+    """True if the device's signature on the change verifies against the directory
+    `history` was given; False if not; None when no directory was given."""
 
 
 def _now() -> datetime:
@@ -212,12 +227,16 @@ class RecordDocument:
         clinic_id: str,
         record_id: str | None = None,
         now: datetime | None = None,
+        signer: Signer | None = None,
     ) -> RecordDocument:
         """Create a new record document, validating `values` against `schema`.
+
+        With `signer` (the device `device_id`), the new change is signed (`seal`).
 
         Raises:
             RecordValidationError: A value is missing, unknown or invalid.
         """
+        _check_signer(signer, device_id)
         _reject_unknown(schema, values)
         at = (now or _now()).isoformat()
         full = {
@@ -240,6 +259,8 @@ class RecordDocument:
                 _put(tx, schema, name, dumped[name])
         created = cls(doc, schema)
         created._record = record
+        if signer is not None:
+            created.seal(signer)
         return created
 
     @classmethod
@@ -331,9 +352,17 @@ class RecordDocument:
 
     # ------------------------------------------------------------------ writing
     def update(
-        self, changes: Mapping[str, Any], *, device_id: str, now: datetime | None = None
+        self,
+        changes: Mapping[str, Any],
+        *,
+        device_id: str,
+        now: datetime | None = None,
+        signer: Signer | None = None,
     ) -> list[str]:
         """Write the fields in `changes` that differ from the stored values.
+
+        Every write method takes an optional `signer` (the device `device_id`): the
+        change is then signed at once (`seal`).
 
         Returns:
             The names of the fields written (empty if nothing changed).
@@ -351,7 +380,12 @@ class RecordDocument:
         candidate = self._schema.validate_values({**current, **changes}).model_dump(mode="json")
         changed = [name for name in changes if candidate[name] != current[name]]
         if changed:
-            self._write({name: candidate[name] for name in changed}, device_id=device_id, now=now)
+            self._write(
+                {name: candidate[name] for name in changed},
+                device_id=device_id,
+                now=now,
+                signer=signer,
+            )
         return changed
 
     def splice_text(
@@ -363,6 +397,7 @@ class RecordDocument:
         *,
         device_id: str,
         now: datetime | None = None,
+        signer: Signer | None = None,
     ) -> None:
         """Delete `delete` characters at `position` of a text field and insert `insert`.
 
@@ -381,19 +416,32 @@ class RecordDocument:
         new_text = text[:position] + insert + text[position + delete :]
         self._schema.validate_values({**self.values(), field: new_text})
         self._commit(
-            device_id, now, lambda tx: _splice(tx, self._text_obj(field), position, delete, insert)
+            device_id,
+            now,
+            lambda tx: _splice(tx, self._text_obj(field), position, delete, insert),
+            signer,
         )
 
-    def delete(self, *, device_id: str, now: datetime | None = None) -> bool:
+    def delete(
+        self, *, device_id: str, now: datetime | None = None, signer: Signer | None = None
+    ) -> bool:
         """Tombstone the record (it stays, marked deleted). False if it already was."""
-        return self._set_deleted(True, device_id, now)
+        return self._set_deleted(True, device_id, now, signer)
 
-    def restore(self, *, device_id: str, now: datetime | None = None) -> bool:
+    def restore(
+        self, *, device_id: str, now: datetime | None = None, signer: Signer | None = None
+    ) -> bool:
         """Undo a tombstone. False if the record was not deleted."""
-        return self._set_deleted(False, device_id, now)
+        return self._set_deleted(False, device_id, now, signer)
 
     def resolve(
-        self, field: str, value: Any, *, device_id: str, now: datetime | None = None
+        self,
+        field: str,
+        value: Any,
+        *,
+        device_id: str,
+        now: datetime | None = None,
+        signer: Signer | None = None,
     ) -> None:
         """Write `value` to a conflicted field, superseding every concurrent value.
 
@@ -406,13 +454,25 @@ class RecordDocument:
         candidate = self._schema.validate_values({**self.values(), field: value})
         # Written even when equal to the current winner: a new write is what makes
         # the other concurrent values history instead of live alternatives.
-        self._write({field: candidate.model_dump(mode="json")[field]}, device_id=device_id, now=now)
+        self._write(
+            {field: candidate.model_dump(mode="json")[field]},
+            device_id=device_id,
+            now=now,
+            signer=signer,
+        )
 
-    def merge(self, other: RecordDocument, *, limits: DocumentLimits = DEFAULT_LIMITS) -> bool:
+    def merge(
+        self,
+        other: RecordDocument,
+        *,
+        limits: DocumentLimits = DEFAULT_LIMITS,
+        authorship: KeyDirectory | None = None,
+    ) -> bool:
         """Merge another replica of this record into this one.
 
-        The merged result is validated (and measured against `limits`) first; if it
-        is invalid this document is left exactly as it was.
+        The merged result is validated (measured against `limits`, and with
+        `authorship` its new changes' signatures checked) first; if it is invalid this
+        document is left exactly as it was.
 
         Returns:
             True if anything new arrived.
@@ -431,9 +491,15 @@ class RecordDocument:
             candidate.merge(other._doc)
         except Exception as exc:  # the binding raises bare Exception
             raise MergeRejectedError(self.id, f"automerge refused the changes: {exc}") from None
-        return self.adopt(candidate, limits=limits)
+        return self.adopt(candidate, limits=limits, authorship=authorship)
 
-    def adopt(self, candidate: am.Document, *, limits: DocumentLimits = DEFAULT_LIMITS) -> bool:
+    def adopt(
+        self,
+        candidate: am.Document,
+        *,
+        limits: DocumentLimits = DEFAULT_LIMITS,
+        authorship: KeyDirectory | None = None,
+    ) -> bool:
         """Replace this document by `candidate` (a descendant of it) if it validates.
 
         Used after `merge` and after receiving sync-protocol messages into a fork.
@@ -447,6 +513,10 @@ class RecordDocument:
         if sorted(candidate.get_heads()) == self.heads:
             return False
         reason = limits.check_document(candidate) or self.check_descendant(candidate)
+        if reason is None and authorship is not None:
+            known = {change.hash for change in self._doc.get_changes([])}
+            proposed = RecordDocument(candidate, self._schema)
+            reason = proposed.authorship(authorship, known=known)
         if reason is not None:
             raise MergeRejectedError(self.id, reason)
         self._doc = candidate
@@ -513,25 +583,32 @@ class RecordDocument:
             found.append(FieldConflict(self.id, self.collection, name, tuple(values)))
         return found
 
-    def history(self) -> list[HistoryEntry]:
+    def history(self, *, directory: KeyDirectory | None = None) -> list[HistoryEntry]:
         """Every change to the record, oldest first: device, time and fields written.
 
         A field counts as written when the change made a new write to it, even of an
         equal value (resolving a conflict in favour of the current value is a write),
-        deleted it, or (text) inserted or deleted characters. One pass over the
-        document's operations.
+        deleted it, or (text) inserted or deleted characters. Signature envelopes are
+        not listed. With `directory`, each entry says whether its author is verified.
+        One pass over the document's operations.
         """
         changes = self._doc.get_changes([])
-        touched = _fields_by_change(changes, self._operations())
+        index = _ChangeIndex(changes)
+        ops = self._operations()
+        touched = _fields_by_change(index, ops)
+        envelopes = _envelopes(index, ops)
+        verified = None if directory is None else self.signed_changes(directory)
         entries: list[HistoryEntry] = []
         at_of: dict[bytes, datetime] = {}
-        for index, change in enumerate(changes):
-            written = touched[index]
+        for position, change in enumerate(changes):
+            written = touched[position]
             deps = list(change.deps)
             at = _parse_time(written.get("updated_at"))
             if at is None:
                 at = at_of.get(deps[0], _EPOCH) if deps else _EPOCH
             at_of[change.hash] = at
+            if position in envelopes:
+                continue
             if not deps:
                 action = "created"
             elif "deleted" in written:
@@ -550,6 +627,7 @@ class RecordDocument:
                         if f not in _BOOKKEEPING
                         and (f not in META_FIELDS or (f == "deleted" and action != "created"))
                     ),
+                    verified=None if verified is None else change.hash.hex() in verified,
                 )
             )
         entries.sort(key=lambda e: (e.at, e.change))
@@ -571,7 +649,14 @@ class RecordDocument:
         return self._ops
 
     # ---------------------------------------------------------------- internals
-    def _write(self, dumped: Mapping[str, Any], *, device_id: str, now: datetime | None) -> None:
+    def _write(
+        self,
+        dumped: Mapping[str, Any],
+        *,
+        device_id: str,
+        now: datetime | None,
+        signer: Signer | None,
+    ) -> None:
         def apply(tx: am.Transaction) -> None:
             for name, value in dumped.items():
                 if self._schema.field_kind(name) is FieldKind.TEXT:
@@ -581,17 +666,25 @@ class RecordDocument:
                 else:
                     _put(tx, self._schema, name, value)
 
-        self._commit(device_id, now, apply)
+        self._commit(device_id, now, apply, signer)
 
-    def _set_deleted(self, deleted: bool, device_id: str, now: datetime | None) -> bool:
+    def _set_deleted(
+        self, deleted: bool, device_id: str, now: datetime | None, signer: Signer | None
+    ) -> bool:
         if self.values().get("deleted") == deleted:
             return False
         self._commit(
-            device_id, now, lambda tx: tx.put(am.ROOT, "deleted", am.ScalarType.Boolean, deleted)
+            device_id,
+            now,
+            lambda tx: tx.put(am.ROOT, "deleted", am.ScalarType.Boolean, deleted),
+            signer,
         )
         return True
 
-    def _commit(self, device_id: str, now: datetime | None, apply: Any) -> None:
+    def _commit(
+        self, device_id: str, now: datetime | None, apply: Any, signer: Signer | None
+    ) -> None:
+        _check_signer(signer, device_id)
         actor = actor_for_device(device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
@@ -600,6 +693,48 @@ class RecordDocument:
             apply(tx)
             tx.put(am.ROOT, "updated_at", am.ScalarType.Str, (now or _now()).isoformat())
             tx.put(am.ROOT, "updated_by", am.ScalarType.Str, device_id)
+        if signer is not None:
+            self.seal(signer)
+
+    # ---------------------------------------------------------------- authorship
+    def seal(self, signer: Signer) -> None:
+        """Sign the document's current heads as `signer` (one small envelope change).
+
+        The signature covers `signer`'s own changes up to these heads; see
+        `crdt._authorship`. Called after every signed write.
+        """
+        heads = self._doc.get_heads()
+        signature = signer.sign(signed_heads_message(self.id, heads))
+        actor = actor_for_device(signer.device_id)
+        if self._doc.get_actor() != actor:
+            self._doc.set_actor(actor)
+        self._record = self._saved = self._ops = None
+        with self._doc.transaction() as tx:
+            got = tx.get(am.ROOT, AUTH_FIELD)
+            if got is not None and got[0] == am.ObjType.Map:
+                auth = got[1]
+            else:
+                auth = tx.put_object(am.ROOT, AUTH_FIELD, am.ObjType.Map)
+            declared = key_entry(signer.device_id)
+            if tx.get(auth, declared) is None:
+                tx.put(auth, declared, am.ScalarType.Bytes, signer.public_key)
+            tx.put(auth, signature_entry(signer.device_id, heads), am.ScalarType.Bytes, signature)
+
+    def authorship(
+        self, directory: KeyDirectory, *, known: Collection[bytes] = frozenset()
+    ) -> str | None:
+        """Why the changes not in `known` (hashes) cannot be trusted, or None.
+
+        Every such change must be signed by its actor's device, whose key `directory`
+        gives for the record's clinic; every signature among them must verify; and a
+        change that writes ``created_by``, ``updated_by`` or ``device_id`` must write
+        its own device. Envelope changes (signatures only) need no signature.
+        """
+        return _Authorship(self, directory, known).problem()
+
+    def signed_changes(self, directory: KeyDirectory) -> set[str]:
+        """Hex hashes of the changes whose author `directory` verifies (for history)."""
+        return _Authorship(self, directory, frozenset()).verified()
 
     def _text_obj(self, field: str) -> bytes:
         got = self._doc.get(am.ROOT, field)
@@ -674,7 +809,7 @@ def _current_values(doc: am.Document, schema: type[Record]) -> dict[str, Any]:
     if len(names) != len(found):  # never expected; fall back to reading field by field
         found = [doc.get(am.ROOT, name) for name in names]
     for name, got in zip(names, found, strict=True):
-        if name in (_COLLECTION_KEY, _SCHEMA_KEY) or got is None:
+        if name in (_COLLECTION_KEY, _SCHEMA_KEY, AUTH_FIELD) or got is None:
             continue
         value, obj = got
         if isinstance(value, tuple):
@@ -716,26 +851,35 @@ def _decode_op(schema: type[Record], name: str, op: Op) -> Any:
     return _decode_scalar(schema.json_fields, name, op.value)
 
 
-def _fields_by_change(changes: Sequence[Any], ops: DocumentOps) -> list[dict[str, Any]]:
-    """For each change (in `changes` order): the fields it wrote, with the value it
-    wrote where it put a scalar (None for deletes and text edits)."""
-    starts: dict[bytes, list[tuple[int, int, int]]] = {}
-    for index, change in enumerate(changes):
-        starts.setdefault(change.actor_id, []).append((change.start_op, change.max_op, index))
-    for spans in starts.values():
-        spans.sort()
-    firsts = {actor: [span[0] for span in spans] for actor, spans in starts.items()}
+class _ChangeIndex:
+    """A document's changes (causal order) and which change made each operation."""
 
-    def change_of(op_id: OpId) -> int:
+    def __init__(self, changes: Sequence[Any]) -> None:
+        self.changes = changes
+        spans: dict[bytes, list[tuple[int, int, int]]] = {}
+        for position, change in enumerate(changes):
+            spans.setdefault(change.actor_id, []).append((change.start_op, change.max_op, position))
+        for found in spans.values():
+            found.sort()
+        self._spans = spans
+        self._firsts = {actor: [span[0] for span in found] for actor, found in spans.items()}
+
+    def change_of(self, op_id: OpId) -> int:
+        """The position of the change holding operation `op_id`."""
         counter, actor = op_id
-        spans = starts.get(actor)
+        spans = self._spans.get(actor)
         if spans is not None:
-            at = bisect.bisect_right(firsts[actor], counter) - 1
+            at = bisect.bisect_right(self._firsts[actor], counter) - 1
             if at >= 0 and spans[at][0] <= counter <= spans[at][1]:
                 return spans[at][2]
         raise DocumentError("an operation belongs to no change of the document")
 
-    written: list[dict[str, Any]] = [{} for _ in changes]
+
+def _fields_by_change(index: _ChangeIndex, ops: DocumentOps) -> list[dict[str, Any]]:
+    """For each change (in causal order): the fields it wrote, with the value it
+    wrote where it put a scalar (None for deletes and text edits)."""
+    change_of = index.change_of
+    written: list[dict[str, Any]] = [{} for _ in index.changes]
     texts: dict[OpId, str] = {}
     for op in ops.root:
         written[change_of(op.id)][op.key] = op.value if op.action == SET else None
@@ -743,11 +887,166 @@ def _fields_by_change(changes: Sequence[Any], ops: DocumentOps) -> list[dict[str
             texts[op.id] = op.key
         for successor in op.successors:
             written[change_of(successor)].setdefault(op.key, None)
-    for obj, op_id, successors in ops.nested:
-        field_name = texts.get(obj)
+    for nested in ops.nested:
+        field_name = texts.get(nested.obj)
         if field_name is None:
             continue  # not one of the record's text fields
-        written[change_of(op_id)].setdefault(field_name, None)
-        for successor in successors:
+        written[change_of(nested.id)].setdefault(field_name, None)
+        for successor in nested.successors:
             written[change_of(successor)].setdefault(field_name, None)
     return written
+
+
+def _auth_objects(ops: DocumentOps) -> set[OpId]:
+    """Every map that was ever the document's ``_auth`` field (concurrent creations
+    leave several; all of their entries count)."""
+    return {op.id for op in ops.root if op.key == AUTH_FIELD and op.action == MAKE_MAP}
+
+
+def _envelopes(index: _ChangeIndex, ops: DocumentOps) -> set[int]:
+    """Positions of the changes that only write signatures and keys."""
+    auth = _auth_objects(ops)
+    counts = [0] * len(index.changes)
+    for op in ops.root:
+        if op.key == AUTH_FIELD:
+            counts[index.change_of(op.id)] += 1
+    for nested in ops.nested:
+        if nested.obj in auth:
+            counts[index.change_of(nested.id)] += 1
+    return {
+        position
+        for position, change in enumerate(index.changes)
+        if counts[position] and counts[position] == change.max_op - change.start_op + 1
+    }
+
+
+class _Authorship:
+    """Checks who made a document's changes against a `KeyDirectory`."""
+
+    def __init__(
+        self, document: RecordDocument, directory: KeyDirectory, known: Collection[bytes]
+    ) -> None:
+        self.document = document
+        self.directory = directory
+        self.changes = document.automerge.get_changes([])
+        self.new = [i for i, c in enumerate(self.changes) if c.hash not in known]
+
+    def problem(self) -> str | None:
+        if not self.new:
+            return None
+        try:
+            covered, problems = self._check()
+        except DocumentError as exc:
+            return str(exc)
+        if problems:
+            return problems[0]
+        for position in self.new:
+            change = self.changes[position]
+            if position in self._envelope_positions:
+                continue
+            if change.seq > covered.get(change.actor_id, 0):
+                return (
+                    f"change {change.hash.hex()[:12]} by device "
+                    f"{device_for_actor(change.actor_id)} is not signed by that device"
+                )
+        return None
+
+    def verified(self) -> set[str]:
+        self.new = list(range(len(self.changes)))
+        try:
+            covered, _ = self._check()
+        except DocumentError:
+            return set()
+        return {
+            change.hash.hex()
+            for change in self.changes
+            if change.seq <= covered.get(change.actor_id, 0)
+        }
+
+    def _check(self) -> tuple[dict[bytes, int], list[str]]:
+        """(highest covered seq per actor, problems) over the new changes' signatures."""
+        document = self.document
+        ops = document._operations()
+        index = _ChangeIndex(self.changes)
+        self._envelope_positions = _envelopes(index, ops)
+        clinic = document.values().get("clinic_id")
+        if not isinstance(clinic, str):
+            raise DocumentError("the record has no clinic")
+        problems: list[str] = []
+        new = set(self.new)
+        auth = _auth_objects(ops)
+        if any(op.key == AUTH_FIELD and op.action != MAKE_MAP for op in ops.root):
+            problems.append(f"{AUTH_FIELD} must be a map of keys and signatures")
+        declared: dict[str, bytes] = {}
+        signatures: list[tuple[str, int, Any]] = []
+        for nested in ops.nested:
+            if nested.obj not in auth:
+                continue
+            entry = parse_entry(nested.key or "")
+            if entry is None:
+                problems.append(f"unknown {AUTH_FIELD} entry {nested.key!r}")
+                continue
+            kind, device = entry
+            if kind == "key":
+                if isinstance(nested.value, bytes):
+                    declared.setdefault(device, nested.value)
+            else:
+                signatures.append((device, index.change_of(nested.id), nested.value))
+        clocks = _clocks(self.changes)
+        covered: dict[bytes, int] = {}
+        keys: dict[str, bytes | None] = {}
+        for device, position, signature in signatures:
+            if position not in new:
+                continue  # verified when this replica first received it
+            envelope = self.changes[position]
+            if device_for_actor(envelope.actor_id) != device:
+                problems.append(f"a signature in the name of {device} was written by another")
+                continue
+            if device not in keys:
+                keys[device] = self.directory.device_key(device, clinic, declared.get(device))
+            key = keys[device]
+            if key is None:
+                problems.append(f"device {device} is not an enrolled device of clinic {clinic}")
+                continue
+            message = signed_heads_message(document.id, envelope.deps)
+            if not verifies(key, message, signature):
+                problems.append(f"a signature by device {device} does not verify")
+                continue
+            reach = 0
+            for dep in envelope.deps:
+                reach = max(reach, clocks.get(dep, {}).get(envelope.actor_id, 0))
+            covered[envelope.actor_id] = max(covered.get(envelope.actor_id, 0), reach)
+        self._check_author_fields(ops, index, new, problems)
+        return covered, problems
+
+    def _check_author_fields(
+        self, ops: DocumentOps, index: _ChangeIndex, new: set[int], problems: list[str]
+    ) -> None:
+        for op in ops.root:
+            if op.key not in AUTHOR_FIELDS or op.action != SET:
+                continue
+            position = index.change_of(op.id)
+            if position not in new:
+                continue
+            author = device_for_actor(self.changes[position].actor_id)
+            if op.value != author:
+                problems.append(f"a change by device {author} writes {op.key} = {op.value!r}")
+
+
+def _clocks(changes: Sequence[Any]) -> dict[bytes, dict[bytes, int]]:
+    """For each change: the highest seq of each actor among it and its ancestors."""
+    clocks: dict[bytes, dict[bytes, int]] = {}
+    for change in changes:
+        clock: dict[bytes, int] = {}
+        for dep in change.deps:
+            for actor, seq in clocks.get(dep, {}).items():
+                if seq > clock.get(actor, 0):
+                    clock[actor] = seq
+        clock[change.actor_id] = max(change.seq, clock.get(change.actor_id, 0))
+        clocks[change.hash] = clock
+    return clocks
+
+
+def _check_signer(signer: Signer | None, device_id: str) -> None:
+    if signer is not None and signer.device_id != device_id:
+        raise ValueError(f"signer {signer.device_id} is not device {device_id}")

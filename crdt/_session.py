@@ -26,6 +26,7 @@ from typing import Protocol
 
 from automerge import core as am
 
+from crdt._authorship import KeyDirectory
 from crdt._document import DEFAULT_LIMITS, DocumentLimits, RecordDocument, actor_for_device
 from crdt._errors import (
     CrdtError,
@@ -113,12 +114,14 @@ def apply_documents(
     policy: Policy | None = None,
     report: SyncReport | None = None,
     limits: DocumentLimits = DEFAULT_LIMITS,
+    authorship: KeyDirectory | None = None,
 ) -> SyncReport:
     """Validate and merge whole saved documents into `store`, in one `put_documents`.
 
     Used for DOC entries and for sync bundles. Merging a document already held is
     harmless: equal heads change nothing. A document over `limits` is refused alone,
-    measured before it is loaded.
+    measured before it is loaded; with `authorship`, so is one whose new changes are
+    not signed by enrolled devices of its clinic.
     """
     report = report if report is not None else SyncReport()
     accepted: dict[str, RecordDocument] = {}
@@ -127,8 +130,9 @@ def apply_documents(
             doc = _checked_load(doc_id, data, device_id=device_id, policy=policy, limits=limits)
             current = accepted.get(doc_id) or store.get_document(doc_id)
             if current is None:
+                _check_authorship(doc, authorship)
                 accepted[doc_id] = doc
-            elif current.merge(doc, limits=limits):
+            elif current.merge(doc, limits=limits, authorship=authorship):
                 accepted[doc_id] = current
         except CrdtError as exc:
             report.rejected.append(Rejection(doc_id, _reason(exc)))
@@ -149,9 +153,11 @@ class SyncSession:
         policy: Policy | None = None,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         limits: DocumentLimits = DEFAULT_LIMITS,
+        authorship: KeyDirectory | None = None,
     ) -> None:
         self._store = store
         self._limits = limits
+        self._authorship = authorship
         self._device_id = device_id
         self._actor = actor_for_device(device_id)
         self._policy = policy
@@ -309,20 +315,22 @@ class SyncSession:
         if stored is None:
             # The first changes may arrive over several messages; only a document with
             # a record in it can be judged (and stored).
-            return _checked_load(
+            fresh = _checked_load(
                 doc_id,
                 work.save(),
                 device_id=self._device_id,
                 policy=self._policy,
                 limits=self._limits,
             )
+            _check_authorship(fresh, self._authorship)
+            return fresh
         snapshot = work.fork()
         snapshot.set_actor(self._actor)
         if self._policy is not None:
             reason = self._policy(RecordDocument(snapshot, stored.schema))
             if reason is not None:
                 raise MergeRejectedError(doc_id, reason)
-        stored.adopt(snapshot, limits=self._limits)
+        stored.adopt(snapshot, limits=self._limits, authorship=self._authorship)
         return stored
 
     def _refuse(self, doc_id: str, reason: str, *, already_reported: bool = False) -> None:
@@ -406,6 +414,13 @@ def _checked_load(
         if reason is not None:
             raise MergeRejectedError(doc_id, reason)
     return doc
+
+
+def _check_authorship(doc: RecordDocument, authorship: KeyDirectory | None) -> None:
+    if authorship is not None:
+        reason = doc.authorship(authorship)
+        if reason is not None:
+            raise MergeRejectedError(doc.id, reason)
 
 
 def _split_heads(payload: bytes) -> list[bytes]:

@@ -201,7 +201,7 @@ def _long_record(changes: int) -> tuple[RecordDocument, RecordDocument]:
     )
     branch = doc.fork(device_id=other)
     for n in range(changes):
-        doc.update({"given_name": f"Ada {n}"}, device_id=writer, now=T0 + timedelta(seconds=n))
+        doc.update({"given_name": f"Ada {n}"}, device_id=writer, now=T0 + timedelta(seconds=n + 1))
     branch.update({"given_name": "Zed"}, device_id=other, now=T0 + timedelta(hours=1))
     return doc, branch
 
