@@ -11,9 +11,11 @@ Start with `EdgeClient.init` (once per device) or `EdgeClient.open`::
 Only the names in `__all__` are public; modules starting with `_` are private.
 """
 
+from edge_sdk._access import AccessEvent, AccessGate, AccessListener
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
-from edge_sdk._client import AccessEvent, AccessListener, Collection, EdgeClient, NotesCollection
+from edge_sdk._client import EdgeClient, enrollment_of
+from edge_sdk._collections import Collection, NotesCollection
 from edge_sdk._errors import (
     AuthenticationError,
     BlobCorruptError,
@@ -65,13 +67,15 @@ from edge_sdk._models import (
     sign_manifest,
     verify_model,
 )
-from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult, enrollment_of
+from edge_sdk._replica import Replica
+from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 
 __all__ = [
     "MANIFEST_FILE",
     "MANIFEST_FORMAT",
     "SIGNATURE_FILE",
     "AccessEvent",
+    "AccessGate",
     "AccessListener",
     "Argon2Params",
     "AuthenticationError",
@@ -114,6 +118,7 @@ __all__ = [
     "PlatformKeystore",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
+    "Replica",
     "RetryPolicy",
     "Segmentation",
     "ServerUnreachableError",

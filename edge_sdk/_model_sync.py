@@ -30,12 +30,9 @@ from edge_sdk._errors import (
     SyncError,
 )
 from edge_sdk._models import ModelManifest, ModelRunner, ModelStore, verify_model
-from edge_sdk._sync_types import Enrollment, RetryPolicy, enrollment_of
+from edge_sdk._replica import Replica
 
 if TYPE_CHECKING:
-    import httpx
-
-    from edge_sdk._client import EdgeClient
     from edge_sdk._sync_client import _Http
 
 __all__ = ["MODEL_DIR", "ModelUpdate", "model_store", "update_model"]
@@ -66,32 +63,25 @@ class _Offer:
     size: int
 
 
-def model_store(client: EdgeClient) -> ModelStore:
+def model_store(replica: Replica) -> ModelStore:
     """The device's model store, ``<store>/models``.
 
     Once the device is enrolled it accepts only models signed by the server key pinned
     at enrolment; before that it checks SHA-256 only (bundled models).
     """
-    enrollment = enrollment_of(client)
+    enrollment = replica.enrollment
     key = None if enrollment is None else enrollment.server_public_key
-    return ModelStore(client.path / MODEL_DIR, public_key=key)
+    return ModelStore(replica.path / MODEL_DIR, public_key=key)
 
 
-def update_model(
-    client: EdgeClient,
-    *,
-    threads: int = 1,
-    retry: RetryPolicy | None = None,
-    transport: httpx.BaseTransport | None = None,
-) -> ModelUpdate:
+def update_model(replica: Replica, http: _Http, *, threads: int = 1) -> ModelUpdate:
     """Install the server's current model if it is not the installed one.
 
     Args:
-        client: an enrolled device.
+        replica: an enrolled device's replica.
+        http: the connection to its server.
         threads: intra-op threads for the trial run of a new model before it is swapped
             in (as the app will run it).
-        retry: the retry policy (the sync client's default when None).
-        transport: an httpx transport (tests).
 
     Raises:
         NotEnrolledError: the store was never enrolled.
@@ -100,26 +90,18 @@ def update_model(
         ModelError: the model could not be written; the previous model stays current.
         SyncError: the server refused a request or sent an unusable answer.
         ServerUnreachableError: the server did not answer within the retry budget.
-        ValueError: `threads` is below 1.
     """
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
-    enrollment = enrollment_of(client)
+    enrollment = replica.enrollment
     if enrollment is None:
         raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
-    store = model_store(client)
-    http, owned = _connection(client, enrollment, retry or RetryPolicy(), transport)
-    try:
-        offer = _fetch_offer(http)
-        installed = _installed(store)
-        if offer is None:
-            return ModelUpdate(changed=False, manifest=installed, reason=_NO_MODEL)
-        if installed is not None and installed.sha256 == offer.sha256:
-            return ModelUpdate(changed=False, manifest=installed, reason=_UP_TO_DATE)
-        model_bytes = _download(http, offer)
-    finally:
-        if owned:
-            http.close()
+    store = model_store(replica)
+    offer = _fetch_offer(http)
+    installed = _installed(store)
+    if offer is None:
+        return ModelUpdate(changed=False, manifest=installed, reason=_NO_MODEL)
+    if installed is not None and installed.sha256 == offer.sha256:
+        return ModelUpdate(changed=False, manifest=installed, reason=_UP_TO_DATE)
+    model_bytes = _download(http, offer)
     try:
         manifest = verify_model(
             offer.manifest,
@@ -134,28 +116,6 @@ def update_model(
     _try_run(manifest, model_bytes, threads)
     installed = store.install(offer.manifest, model_bytes, offer.signature)
     return ModelUpdate(changed=True, manifest=installed, reason=None)
-
-
-def _connection(
-    client: EdgeClient,
-    enrollment: Enrollment,
-    policy: RetryPolicy,
-    transport: httpx.BaseTransport | None,
-) -> tuple[_Http, bool]:
-    """The client's sync connection (made if needed), as `sync` keeps it; and whether
-    the caller must close it (a test's own transport gets a connection of its own)."""
-    from edge_sdk._sync_client import _Http
-
-    http = client._sync_http if transport is None else None
-    if isinstance(http, _Http) and http.serves(enrollment.server_url, policy):
-        return http, False
-    if isinstance(http, _Http):
-        http.close()
-    http = _Http(enrollment.server_url, client, policy, transport=transport)
-    if transport is None:
-        client._sync_http = http
-        return http, False
-    return http, True
 
 
 def _installed(store: ModelStore) -> ModelManifest | None:

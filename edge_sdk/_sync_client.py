@@ -32,8 +32,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import httpx
 
@@ -64,20 +64,16 @@ from edge_sdk._errors import (
     ServerUnreachableError,
     SyncError,
 )
+from edge_sdk._replica import Replica, ReplicaHolder, replica_of
 from edge_sdk._sync_types import (
-    META_PREFIX,
     Enrollment,
     ProgressCallback,
     RetryPolicy,
     SyncProgress,
     SyncResult,
-    enrollment_of,
 )
 
-if TYPE_CHECKING:
-    from edge_sdk._client import EdgeClient
-
-__all__ = ["enroll", "sync"]
+__all__ = ["connect", "enroll", "sync"]
 
 log = logging.getLogger("edge_sdk.sync")
 
@@ -89,7 +85,7 @@ _REFRESH_MARGIN_SECONDS = 30
 
 # ---------------------------------------------------------------- public entry points
 def enroll(
-    client: EdgeClient,
+    holder: Replica | ReplicaHolder,
     server_url: str,
     token: str,
     *,
@@ -107,10 +103,10 @@ def enroll(
         EnrolmentError: The server refused the token or the clinic does not match.
         ServerUnreachableError: The server did not answer within the retry budget.
     """
-    store = client._store
+    replica = replica_of(holder)
     url = server_url.rstrip("/")
-    has_records = store.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
-    identity = client.identity
+    has_records = replica.store.has_documents()
+    identity = replica.identity
     body = {
         "token": token,
         "device_id": identity.device_id,
@@ -119,9 +115,9 @@ def enroll(
             identity.sign(enrolment_message(token, identity.device_id))
         ).decode(),
         "name": name,
-        "expected_clinic_id": client.clinic_id if has_records else None,
+        "expected_clinic_id": replica.clinic_id if has_records else None,
     }
-    http = _Http(url, client, retry or RetryPolicy(), transport=transport, authenticated=False)
+    http = _Http(url, replica, retry or RetryPolicy(), transport=transport, authenticated=False)
     try:
         response = http.request("POST", "/v1/devices/enroll", json=body)
     finally:
@@ -136,25 +132,32 @@ def enroll(
         organisation_id=str(answer["organisation_id"]),
         server_public_key=base64.b64decode(answer["server_public_key"]),
     )
-    with store.transaction():
-        if enrollment.clinic_id != client.clinic_id:
-            store.set_meta("clinic_id", enrollment.clinic_id)
-        for key, value in {
-            "server_url": url,
-            "server_key": enrollment.server_public_key.hex(),
-            "organisation_id": enrollment.organisation_id,
-            "refresh_token": str(answer["refresh_token"]),
-            "cursor": "0",
-            "enrolled_at": datetime.now(UTC).isoformat(),
-        }.items():
-            store.set_meta(META_PREFIX + key, value)
-    client.clinic_id = enrollment.clinic_id
+    replica.enrol(enrollment, refresh_token=str(answer["refresh_token"]))
     return enrollment
 
 
+def connect(replica: Replica, current: Any, retry: RetryPolicy | None) -> _Http:
+    """A connection to the replica's server: `current` if it serves that server with
+    that retry policy, else a new one (closing `current`).
+
+    Raises:
+        NotEnrolledError: The replica was never enrolled.
+    """
+    enrollment = replica.enrollment
+    if enrollment is None:
+        raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
+    policy = retry or RetryPolicy()
+    if isinstance(current, _Http) and current.serves(enrollment.server_url, policy):
+        return current
+    if isinstance(current, _Http):
+        current.close()
+    return _Http(enrollment.server_url, replica, policy)
+
+
 def sync(
-    client: EdgeClient,
+    holder: Replica | ReplicaHolder,
     *,
+    connection: _Http | None = None,
     progress: ProgressCallback | None = None,
     wait: float = 0.0,
     blobs: bool = True,
@@ -172,24 +175,17 @@ def sync(
         DeviceRevokedError: The server revoked this device.
         ServerUnreachableError: The server did not answer within the retry budget.
     """
-    enrollment = enrollment_of(client)
+    replica = replica_of(holder)
+    enrollment = replica.enrollment
     if enrollment is None:
         raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
     policy = retry or RetryPolicy()
-    # One connection pool and access token per client and server, kept between syncs
-    # (a `--watch` loop syncs every few seconds); a test's own transport gets its own.
-    http = client._sync_http if transport is None else None
-    if not isinstance(http, _Http) or not http.serves(enrollment.server_url, policy):
-        if isinstance(http, _Http):
-            http.close()
-        http = _Http(enrollment.server_url, client, policy, transport=transport)
-        if transport is None:
-            client._sync_http = http
+    http = connection or _Http(enrollment.server_url, replica, policy, transport=transport)
     result = SyncResult()
     report = progress or (lambda _p: None)
     requests, retries = http.requests, http.retries
     try:
-        run = _SyncRun(client, http, enrollment, result, report)
+        run = _SyncRun(replica, http, enrollment, result, report)
         run.push()
         if blobs:
             run.upload_blobs()
@@ -198,7 +194,7 @@ def sync(
             run.download_blobs()
     finally:
         result.requests, result.retries = http.requests - requests, http.retries - retries
-        if transport is not None:
+        if connection is None:
             http.close()
     return result
 
@@ -207,14 +203,14 @@ def sync(
 class _SyncRun:
     def __init__(
         self,
-        client: EdgeClient,
+        replica: Replica,
         http: _Http,
         enrollment: Enrollment,
         result: SyncResult,
         progress: ProgressCallback,
     ) -> None:
-        self.client = client
-        self.store = client._store
+        self.replica = replica
+        self.store = replica.store
         self.http = http
         self.result = result
         self.progress = progress
@@ -224,15 +220,9 @@ class _SyncRun:
 
     # ------------------------------------------------------------ push
     def push(self) -> None:
-        rows = self.store.execute(
-            "SELECT d.id, d.collection FROM documents d LEFT JOIN peers p"
-            " ON p.peer_id = ? AND p.doc_id = d.id"
-            " WHERE p.heads IS NULL OR p.heads != d.heads ORDER BY d.seq",
-            (self.peer,),
-        ).fetchall()
         todo = [
-            str(doc_id)
-            for doc_id, collection in rows
+            doc_id
+            for doc_id, collection in self.store.unsent_to(self.peer)
             if collection in COLLECTIONS and COLLECTIONS[collection].device_writable
         ]
         done = 0
@@ -261,7 +251,7 @@ class _SyncRun:
             yield batch
 
     def _push_batch(self, batch: list[tuple[str, bytes, list[bytes]]]) -> None:
-        with self.client._access("sync-read", "*") as access:
+        with self.replica.access("sync-read", "*") as access:
             access.record_ids.extend(doc_id for doc_id, _, _ in batch)
             body = encode_message(
                 SyncMessage({}, tuple(Entry(EntryKind.DOC, d, data) for d, data, _ in batch))
@@ -283,7 +273,7 @@ class _SyncRun:
 
     # ------------------------------------------------------------ pull
     def pull(self, *, wait: float) -> None:
-        cursor = int(self.store.get_meta(META_PREFIX + "cursor") or "0")
+        cursor = self.replica.cursor(self.peer)
         done = 0
         # The next page is fetched while this one is applied (the cursor of the next
         # request is known as soon as a page arrives): the network hides behind the
@@ -315,9 +305,8 @@ class _SyncRun:
             # are idempotent, so nothing is applied twice.
             log.warning("the server's feed is behind our cursor %d; resyncing from 0", cursor)
             with self.store.transaction():
-                for peer in (self.peer, self.blob_peer):
-                    self.store.execute("DELETE FROM peers WHERE peer_id = ?", (peer,))
-                self.store.set_meta(META_PREFIX + "cursor", "0")
+                self.store.forget_peers(self.peer, self.blob_peer)
+                self.replica.set_cursor(self.peer, 0)
             return self._fetch_page(0, wait)
         _raise_for_status(response, "pull")
         try:
@@ -330,13 +319,13 @@ class _SyncRun:
         server_heads: dict[str, list[bytes]] = {}
 
         def policy(document: RecordDocument) -> str | None:
-            reason = self.client._policy(document)
+            reason = self.replica.policy(document)
             if reason is None:
                 server_heads[document.id] = document.heads
             return reason
 
         report = SyncReport()
-        store = _PrefetchedStore(self.client, [doc_id for doc_id, _ in docs])
+        store = _PrefetchedStore(self.replica, [doc_id for doc_id, _ in docs])
         # A page makes many short-lived objects and no garbage cycles worth collecting
         # mid-page; pausing the cyclic collector makes a large pull ~10% faster.
         collecting = gc.isenabled()
@@ -359,13 +348,13 @@ class _SyncRun:
         server_heads: dict[str, list[bytes]],
     ) -> None:
         with self.store.transaction():
-            with self.client._access("sync-write", "*") as access:
+            with self.replica.access("sync-write", "*") as access:
                 apply_documents(
-                    store, docs, device_id=self.client.device_id, policy=policy, report=report
+                    store, docs, device_id=self.replica.device_id, policy=policy, report=report
                 )
                 access.record_ids.extend(sorted(report.received))
             self.store.set_peer_heads(self.peer, server_heads)
-            self.store.set_meta(META_PREFIX + "cursor", str(cursor))
+            self.replica.set_cursor(self.peer, cursor)
 
     # ------------------------------------------------------------ blobs
     def _referenced_blobs(self) -> dict[str, int]:
@@ -381,14 +370,14 @@ class _SyncRun:
         todo = [
             sha
             for sha in sorted(referenced)
-            if sha not in sent and self.client._blob_files.exists(sha)
+            if sha not in sent and self.replica.blob_files.exists(sha)
         ]
         for index, sha in enumerate(todo):
             self.progress(SyncProgress("upload", index, len(todo)))
             try:
-                with self.client._access("blob-read", "blobs") as access:
+                with self.replica.access("blob-read", "blobs") as access:
                     access.record_ids.append(sha)
-                    upload_blob(self.http, self.client._blob_files, sha)
+                    upload_blob(self.http, self.replica.blob_files, sha)
             except BlobError as exc:
                 self.result.blob_errors.append(f"upload {sha}: {exc}")
                 continue
@@ -398,13 +387,13 @@ class _SyncRun:
 
     def download_blobs(self) -> None:
         referenced = self._referenced_blobs()
-        todo = [sha for sha in sorted(referenced) if not self.client._blob_files.exists(sha)]
+        todo = [sha for sha in sorted(referenced) if not self.replica.blob_files.exists(sha)]
         for index, sha in enumerate(todo):
             self.progress(SyncProgress("download", index, len(todo)))
             try:
-                with self.client._access("blob-write", "blobs") as access:
+                with self.replica.access("blob-write", "blobs") as access:
                     access.record_ids.append(sha)
-                    download_blob(self.http, self.client._blob_files, sha, referenced[sha])
+                    download_blob(self.http, self.replica.blob_files, sha, referenced[sha])
             except BlobError as exc:  # e.g. not uploaded yet by the device that scanned it
                 self.result.blob_errors.append(f"download {sha}: {exc}")
                 continue
@@ -420,29 +409,24 @@ class _PrefetchedStore:
     does not look each new document up; access is audited once per page by the caller.
     """
 
-    def __init__(self, client: EdgeClient, ids: Sequence[str]) -> None:
-        self._client = client
-        self._held: set[str] = set()
-        store = client._store
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" for _ in chunk)
-            rows = store.execute(f"SELECT id FROM documents WHERE id IN ({marks})", chunk)
-            self._held.update(str(row[0]) for row in rows.fetchall())
+    def __init__(self, replica: Replica, ids: Sequence[str]) -> None:
+        self._store = replica.store
+        self._device_id = replica.device_id
+        self._held = self._store.held(ids)
 
     def document_heads(self) -> dict[str, list[bytes]]:
-        return self._client._store.document_heads()
+        return self._store.document_heads()
 
     def get_document(self, doc_id: str) -> RecordDocument | None:
         if doc_id not in self._held:
             return None
-        return self._client._store.get_document(doc_id, device_id=self._client.device_id)
+        return self._store.get_document(doc_id, device_id=self._device_id)
 
     def saved_document(self, doc_id: str) -> bytes | None:
-        return self._client._store.saved_document(doc_id)
+        return self._store.saved_document(doc_id)
 
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
-        self._client._store.put_documents(documents)
+        self._store.put_documents(documents)
         self._held.update(d.id for d in documents)
 
 
@@ -456,13 +440,13 @@ class _Http:
     def __init__(
         self,
         base_url: str,
-        client: EdgeClient,
+        replica: Replica,
         retry: RetryPolicy,
         *,
         transport: httpx.BaseTransport | None = None,
         authenticated: bool = True,
     ) -> None:
-        self._client = client
+        self._replica = replica
         self._retry = retry
         self._authenticated = authenticated
         self._base_url = base_url
@@ -573,8 +557,7 @@ class _Http:
             return self._access_token
 
     def _new_access_token(self) -> tuple[str, float]:
-        store = self._client._store
-        refresh = store.get_meta(META_PREFIX + "refresh_token")
+        refresh = self._replica.refresh_token
         if refresh:
             # One attempt only: resending a refresh token whose answer was lost would be
             # reuse, which revokes the family. On any failure the device key logs in.
@@ -598,7 +581,7 @@ class _Http:
     def _device_login(self) -> tuple[str, float]:
         """Log in with a signed assertion of the device key, a fresh one per attempt
         (a nonce is single-use, so a resent assertion would be refused as a replay)."""
-        identity = self._client.identity
+        identity = self._replica.identity
         attempt = 0
         while True:
             issued_at = int(time.time())
@@ -633,8 +616,7 @@ class _Http:
     def _keep(self, answer: Mapping[str, Any]) -> tuple[str, float]:
         # The new refresh token is stored before it is used: losing it would only mean
         # a device-key login next time.
-        with self._client._store.transaction():
-            self._client._store.set_meta(META_PREFIX + "refresh_token", answer["refresh_token"])
+        self._replica.keep_refresh_token(str(answer["refresh_token"]))
         expires = datetime.fromisoformat(answer["access_token_expires_at"]).timestamp()
         return str(answer["access_token"]), expires - _REFRESH_MARGIN_SECONDS
 

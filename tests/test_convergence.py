@@ -266,7 +266,7 @@ class EdgeReplicas(RuleBasedStateMachine):
         return self.clients[index % len(self.clients)]
 
     def ids(self, client: EdgeClient, collection: str) -> list[str]:
-        rows = client._store.query_records(collection, [], [])
+        rows = client.replica.store.query_records(collection, [], [])
         return [row["id"] for row in rows]
 
     def live_patients(self, client: EdgeClient) -> list[str]:
@@ -275,7 +275,7 @@ class EdgeReplicas(RuleBasedStateMachine):
         Local creation refuses other references; records pointing at a patient deleted
         (or not yet received) elsewhere still arise, through sync.
         """
-        rows = client._store.query_records("patients", ["deleted = 0"], [])
+        rows = client.replica.store.query_records("patients", ["deleted = 0"], [])
         return [row["id"] for row in rows]
 
     # ------------------------------------------------------------ edits
@@ -461,7 +461,7 @@ class BundleReplicas(EdgeReplicas):
 
 def check_projections(client: EdgeClient) -> None:
     """Every projection row is exactly the document's validated record."""
-    store = client._store
+    store = client.replica.store
     for doc_id in store.document_heads():
         document = store.get_document(doc_id)
         assert document is not None
@@ -491,7 +491,8 @@ def converge_edge(
         assert snapshot(client) == first
     for client in clients:
         check_projections(client)
-        documents = [client._store.get_document(d) for d in sorted(client._store.document_heads())]
+        store = client.replica.store
+        documents = [store.get_document(d) for d in sorted(client.replica.document_heads())]
         expected = [c for d in documents if d is not None for c in d.conflicts()]
         assert sorted(client.conflicts(), key=repr) == sorted(expected, key=repr)
 

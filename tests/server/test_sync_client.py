@@ -73,7 +73,7 @@ def add_patient(client: EdgeClient, family: str) -> str:
 
 
 def state(client: EdgeClient) -> dict[str, Any]:
-    store = client._store
+    store = client.replica.store
     return {
         "records": {
             name: json.dumps(store.query_records(name, [], []), sort_keys=True)
@@ -156,8 +156,8 @@ def test_offline_edits_converge_in_any_sync_order_and_stay_in_their_clinic(
             client.sync(retry=FAST)
     assert state(a) == state(b)
     assert b.wounds.get(wound.id).patient_id == shared
-    a_ids = set(a._store.document_heads())
-    c_ids = set(c._store.document_heads())
+    a_ids = set(a.replica.document_heads())
+    c_ids = set(c.replica.document_heads())
     assert not a_ids & c_ids  # clinic C sees nothing of clinic A, and the other way
     assert c.patients.get(c_patient).family_name == "Elsewhere"
     # Concurrent MRN writes may conflict; both devices show the same conflict.
@@ -222,7 +222,7 @@ def test_a_cut_connection_loses_and_duplicates_nothing(
     assert set(b_result.pulled) == ids
     assert state(a)["records"] == state(b)["records"]
     # Nothing was duplicated: one document (and one patient row) per record.
-    assert len(b._store.document_heads()) == len(ids)
+    assert len(b.replica.document_heads()) == len(ids)
     assert len(b.patients.list()) == len(ids)
 
 
@@ -254,8 +254,8 @@ def test_a_lost_refresh_token_is_replaced_by_a_device_key_login(
 ) -> None:
     clinic = server.new_clinic()
     client = devices.new(clinic, "a")
-    with client._store.transaction():
-        client._store.set_meta("sync.refresh_token", "lost-in-a-crash")
+    with client.replica.store.transaction():
+        client.replica.store.set_meta("sync.refresh_token", "lost-in-a-crash")
     add_patient(client, "StillSyncs")
     assert len(client.sync(retry=FAST).pushed) == 1
 
