@@ -24,61 +24,47 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import gc
 import logging
 import random
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 import httpx
 
 from crdt import (
-    COLLECTIONS,
-    DEFAULT_MAX_MESSAGE_SIZE,
     SYNC_MEDIA_TYPE,
-    Entry,
-    EntryKind,
-    RecordDocument,
     Rejection,
-    SyncMessage,
-    SyncProtocolError,
-    SyncReport,
-    apply_documents,
-    decode_message,
     device_login_message,
-    encode_message,
     enrolment_message,
 )
-from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._errors import (
     AuthenticationError,
-    BlobError,
+    CursorAheadError,
     DeviceRevokedError,
     EnrolmentError,
     NotEnrolledError,
     ServerUnreachableError,
     SyncError,
 )
+from edge_sdk._http_blobs import HttpBlobs
 from edge_sdk._replica import Replica, ReplicaHolder, replica_of
+from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import (
     Enrollment,
     ProgressCallback,
     RetryPolicy,
-    SyncProgress,
     SyncResult,
 )
+from edge_sdk._transport import PushAnswer
 
 __all__ = ["connect", "enroll", "sync"]
 
 log = logging.getLogger("edge_sdk.sync")
 
-_PUSH_BATCH_DOCUMENTS = 1000
-_PULL_PAGE_DOCUMENTS = 5000  # the server may send fewer (its own cap, the size cap)
 _RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _REFRESH_MARGIN_SECONDS = 30
 
@@ -181,253 +167,60 @@ def sync(
         raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
     policy = retry or RetryPolicy()
     http = connection or _Http(enrollment.server_url, replica, policy, transport=transport)
-    result = SyncResult()
-    report = progress or (lambda _p: None)
-    requests, retries = http.requests, http.retries
     try:
-        run = _SyncRun(replica, http, enrollment, result, report)
-        run.push()
-        if blobs:
-            run.upload_blobs()
-        run.pull(wait=wait)
-        if blobs:
-            run.download_blobs()
+        return sync_replica(
+            replica,
+            _HttpTransport(http, enrollment),
+            progress=progress,
+            wait=wait,
+            blobs=blobs,
+        )
     finally:
-        result.requests, result.retries = http.requests - requests, http.retries - retries
         if connection is None:
             http.close()
-    return result
 
 
-# ---------------------------------------------------------------- one run
-class _SyncRun:
-    def __init__(
-        self,
-        replica: Replica,
-        http: _Http,
-        enrollment: Enrollment,
-        result: SyncResult,
-        progress: ProgressCallback,
-    ) -> None:
-        self.replica = replica
-        self.store = replica.store
-        self.http = http
-        self.result = result
-        self.progress = progress
+class _HttpTransport:
+    """The sync protocol over the server's HTTP API."""
+
+    def __init__(self, http: _Http, enrollment: Enrollment) -> None:
+        self._http = http
+        self._blobs = HttpBlobs(http)
         # What the server holds is tracked like any peer, under its pinned key.
-        self.peer = "server:" + enrollment.server_public_key.hex()[:32]
-        self.blob_peer = self.peer + ":blobs"
+        self.peer_id = "server:" + enrollment.server_public_key.hex()[:32]
+        self.declare_upload = self._blobs.declare_upload
+        self.send_chunk = self._blobs.send_chunk
+        self.download = self._blobs.download
 
-    # ------------------------------------------------------------ push
-    def push(self) -> None:
-        todo = [
-            doc_id
-            for doc_id, collection in self.store.unsent_to(self.peer)
-            if collection in COLLECTIONS and COLLECTIONS[collection].device_writable
-        ]
-        done = 0
-        self.progress(SyncProgress("push", 0, len(todo)))
-        for batch in self._batches(todo):
-            self._push_batch(batch)
-            done += len(batch)
-            self.progress(SyncProgress("push", done, len(todo)))
+    @property
+    def requests(self) -> int:
+        return self._http.requests
 
-    def _batches(self, ids: Sequence[str]) -> Iterator[list[tuple[str, bytes, list[bytes]]]]:
-        batch: list[tuple[str, bytes, list[bytes]]] = []
-        size = 0
-        room = DEFAULT_MAX_MESSAGE_SIZE - 4096
-        for doc_id in ids:
-            found = self.store.saved_with_heads(doc_id)
-            if found is None:
-                continue
-            data, heads = found
-            entry_bytes = len(data) + len(doc_id) + 16
-            if batch and (size + entry_bytes > room or len(batch) >= _PUSH_BATCH_DOCUMENTS):
-                yield batch
-                batch, size = [], 0
-            batch.append((doc_id, data, heads))
-            size += entry_bytes
-        if batch:
-            yield batch
+    @property
+    def retries(self) -> int:
+        return self._http.retries
 
-    def _push_batch(self, batch: list[tuple[str, bytes, list[bytes]]]) -> None:
-        with self.replica.access("sync-read", "*") as access:
-            access.record_ids.extend(doc_id for doc_id, _, _ in batch)
-            body = encode_message(
-                SyncMessage({}, tuple(Entry(EntryKind.DOC, d, data) for d, data, _ in batch))
-            )
-        response = self.http.request(
-            "POST", "/v1/sync/push", content=body, headers={"content-type": SYNC_MEDIA_TYPE}
+    def push(self, message: bytes) -> PushAnswer:
+        response = self._http.request(
+            "POST", "/v1/sync/push", content=message, headers={"content-type": SYNC_MEDIA_TYPE}
         )
         _raise_for_status(response, "push")
         answer = response.json()
-        refused = [Rejection(r["doc_id"], r["reason"]) for r in answer["rejected"]]
-        self.result.pushed += answer["accepted"]
-        self.result.unchanged += len(answer["unchanged"])
-        self.result.refused_by_server += refused
-        for rejection in refused:
-            log.warning("server refused document %s: %s", rejection.doc_id, rejection.reason)
-        # The server now holds at least these heads (a refused document is not sent
-        # again until it changes: sending the same bytes would be refused again).
-        self.store.set_peer_heads(self.peer, {doc_id: heads for doc_id, _, heads in batch})
+        return PushAnswer(
+            accepted=list(answer["accepted"]),
+            unchanged=list(answer["unchanged"]),
+            rejected=[Rejection(r["doc_id"], r["reason"]) for r in answer["rejected"]],
+        )
 
-    # ------------------------------------------------------------ pull
-    def pull(self, *, wait: float) -> None:
-        cursor = self.replica.cursor(self.peer)
-        done = 0
-        # The next page is fetched while this one is applied (the cursor of the next
-        # request is known as soon as a page arrives): the network hides behind the
-        # merge. Only the first request long-polls.
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pull") as fetcher:
-            pending: Future[SyncMessage] = fetcher.submit(self._fetch_page, cursor, wait)
-            while True:
-                message = pending.result()
-                cursor = int(message.control.get("cursor", cursor))
-                feed = int(message.control.get("feed", cursor))
-                more = bool(message.control.get("more"))
-                if more:
-                    pending = fetcher.submit(self._fetch_page, cursor, 0.0)
-                self._apply_page(message.entries, cursor)
-                done += len(message.entries)
-                self.progress(SyncProgress("pull", done, done + max(0, feed - cursor)))
-                self.result.cursor = cursor
-                if not more:
-                    return
-
-    def _fetch_page(self, cursor: int, wait: float) -> SyncMessage:
-        params: dict[str, Any] = {"cursor": cursor, "limit": _PULL_PAGE_DOCUMENTS}
+    def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
+        params: dict[str, Any] = {"cursor": cursor, "limit": limit}
         if wait > 0:
             params["wait"] = wait
-        response = self.http.request("GET", "/v1/sync/pull", params=params, extra_timeout=wait)
+        response = self._http.request("GET", "/v1/sync/pull", params=params, extra_timeout=wait)
         if response.status_code == 409 and _error_code(response) == "cursor_ahead":
-            # A server restored from a backup: what we knew it held may be gone. Forget
-            # it (the next push sends everything again) and pull from the start; merges
-            # are idempotent, so nothing is applied twice.
-            log.warning("the server's feed is behind our cursor %d; resyncing from 0", cursor)
-            with self.store.transaction():
-                self.store.forget_peers(self.peer, self.blob_peer)
-                self.replica.set_cursor(self.peer, 0)
-            return self._fetch_page(0, wait)
+            raise CursorAheadError(f"the server's feed is behind cursor {cursor}")
         _raise_for_status(response, "pull")
-        try:
-            return decode_message(response.content)
-        except SyncProtocolError as exc:
-            raise SyncError(f"the server sent an unusable pull answer: {exc}") from None
-
-    def _apply_page(self, entries: Sequence[Entry], cursor: int) -> None:
-        docs = [(e.doc_id, e.payload) for e in entries if e.kind is EntryKind.DOC]
-        server_heads: dict[str, list[bytes]] = {}
-
-        def policy(document: RecordDocument) -> str | None:
-            reason = self.replica.policy(document)
-            if reason is None:
-                server_heads[document.id] = document.heads
-            return reason
-
-        report = SyncReport()
-        store = _PrefetchedStore(self.replica, [doc_id for doc_id, _ in docs])
-        # A page makes many short-lived objects and no garbage cycles worth collecting
-        # mid-page; pausing the cyclic collector makes a large pull ~10% faster.
-        collecting = gc.isenabled()
-        gc.disable()
-        try:
-            self._merge_page(store, docs, policy, report, cursor, server_heads)
-        finally:
-            if collecting:
-                gc.enable()
-        self.result.pulled += sorted(report.received)
-        self.result.rejected += report.rejected
-
-    def _merge_page(
-        self,
-        store: _PrefetchedStore,
-        docs: list[tuple[str, bytes]],
-        policy: Callable[[RecordDocument], str | None],
-        report: SyncReport,
-        cursor: int,
-        server_heads: dict[str, list[bytes]],
-    ) -> None:
-        with self.store.transaction():
-            with self.replica.access("sync-write", "*") as access:
-                apply_documents(
-                    store, docs, device_id=self.replica.device_id, policy=policy, report=report
-                )
-                access.record_ids.extend(sorted(report.received))
-            self.store.set_peer_heads(self.peer, server_heads)
-            self.replica.set_cursor(self.peer, cursor)
-
-    # ------------------------------------------------------------ blobs
-    def _referenced_blobs(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        for record in self.store.query_records("assessments", [], []):
-            for ref in record.get("blobs") or ():
-                found[str(ref["sha256"])] = int(ref["size"])
-        return found
-
-    def upload_blobs(self) -> None:
-        referenced = self._referenced_blobs()
-        sent = self.store.peer_heads(self.blob_peer)
-        todo = [
-            sha
-            for sha in sorted(referenced)
-            if sha not in sent and self.replica.blob_files.exists(sha)
-        ]
-        for index, sha in enumerate(todo):
-            self.progress(SyncProgress("upload", index, len(todo)))
-            try:
-                with self.replica.access("blob-read", "blobs") as access:
-                    access.record_ids.append(sha)
-                    upload_blob(self.http, self.replica.blob_files, sha)
-            except BlobError as exc:
-                self.result.blob_errors.append(f"upload {sha}: {exc}")
-                continue
-            self.store.set_peer_heads(self.blob_peer, {sha: []})
-            self.result.blobs_uploaded.append(sha)
-        self.progress(SyncProgress("upload", len(todo), len(todo)))
-
-    def download_blobs(self) -> None:
-        referenced = self._referenced_blobs()
-        todo = [sha for sha in sorted(referenced) if not self.replica.blob_files.exists(sha)]
-        for index, sha in enumerate(todo):
-            self.progress(SyncProgress("download", index, len(todo)))
-            try:
-                with self.replica.access("blob-write", "blobs") as access:
-                    access.record_ids.append(sha)
-                    download_blob(self.http, self.replica.blob_files, sha, referenced[sha])
-            except BlobError as exc:  # e.g. not uploaded yet by the device that scanned it
-                self.result.blob_errors.append(f"download {sha}: {exc}")
-                continue
-            self.store.set_peer_heads(self.blob_peer, {sha: []})
-            self.result.blobs_downloaded.append(sha)
-        self.progress(SyncProgress("download", len(todo), len(todo)))
-
-
-class _PrefetchedStore:
-    """The device store as `apply_documents` sees it during a pull page.
-
-    Which incoming ids are already stored is read in one query, so a fresh replica
-    does not look each new document up; access is audited once per page by the caller.
-    """
-
-    def __init__(self, replica: Replica, ids: Sequence[str]) -> None:
-        self._store = replica.store
-        self._device_id = replica.device_id
-        self._held = self._store.held(ids)
-
-    def document_heads(self) -> dict[str, list[bytes]]:
-        return self._store.document_heads()
-
-    def get_document(self, doc_id: str) -> RecordDocument | None:
-        if doc_id not in self._held:
-            return None
-        return self._store.get_document(doc_id, device_id=self._device_id)
-
-    def saved_document(self, doc_id: str) -> bytes | None:
-        return self._store.saved_document(doc_id)
-
-    def put_documents(self, documents: Sequence[RecordDocument]) -> None:
-        self._store.put_documents(documents)
-        self._held.update(d.id for d in documents)
+        return response.content
 
 
 # ---------------------------------------------------------------- HTTP
