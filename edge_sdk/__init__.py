@@ -8,8 +8,14 @@ Start with `EdgeClient.init` (once per device) or `EdgeClient.open`::
         patient = client.patients.add(given_name="Ada", family_name="Okafor",
                                       birth_date="1950-03-01", mrn="MRN-1")
 
+Sync goes through a `SyncTransport`: `HttpTransport` to the central server (the
+`[server]` extra, httpx; imported on first use) or `MemoryTransport` to an in-memory
+`MemoryHub`. `client.replica` is what sync, bundles and model updates work on.
+
 Only the names in `__all__` are public; modules starting with `_` are private.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from edge_sdk._access import AccessEvent, AccessGate, AccessListener
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
@@ -25,6 +31,7 @@ from edge_sdk._errors import (
     BundleError,
     BundleFormatError,
     BundleSignatureError,
+    CursorAheadError,
     DeviceRevokedError,
     EdgeError,
     EnrolmentError,
@@ -68,7 +75,12 @@ from edge_sdk._models import (
     verify_model,
 )
 from edge_sdk._replica import Replica
+from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
+from edge_sdk._transport import BlobDownload, BlobTransport, PushAnswer, SyncTransport, UploadState
+
+if TYPE_CHECKING:
+    from edge_sdk._http_transport import HttpTransport
 
 __all__ = [
     "MANIFEST_FILE",
@@ -80,16 +92,19 @@ __all__ = [
     "Argon2Params",
     "AuthenticationError",
     "BlobCorruptError",
+    "BlobDownload",
     "BlobError",
     "BlobNotFoundError",
     "BlobRef",
     "BlobStore",
+    "BlobTransport",
     "BundleDecryptError",
     "BundleError",
     "BundleFormatError",
     "BundleInfo",
     "BundleSignatureError",
     "Collection",
+    "CursorAheadError",
     "DeviceIdentity",
     "DeviceRevokedError",
     "EdgeClient",
@@ -97,6 +112,7 @@ __all__ = [
     "EncryptedFileBlobStore",
     "Enrollment",
     "EnrolmentError",
+    "HttpTransport",
     "IOSKeychain",
     "KeyFileKeyProvider",
     "KeyProvider",
@@ -116,6 +132,7 @@ __all__ = [
     "NotesCollection",
     "PassphraseKeyProvider",
     "PlatformKeystore",
+    "PushAnswer",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
     "Replica",
@@ -131,12 +148,29 @@ __all__ = [
     "SyncError",
     "SyncProgress",
     "SyncResult",
+    "SyncTransport",
+    "UploadState",
     "WrongKeyError",
     "enrollment_of",
     "export_bundle",
     "import_bundle",
     "read_bundle_info",
     "sign_manifest",
+    "sync_replica",
     "verify_model",
     "verify_signature",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # HttpTransport needs httpx (the [server] extra): it is imported on first use, so
+    # that `import edge_sdk` works with the base install alone.
+    if name == "HttpTransport":
+        try:
+            from edge_sdk._http_transport import HttpTransport
+        except ImportError as exc:
+            raise ImportError(
+                f"edge_sdk.HttpTransport needs the [server] extra (httpx): {exc}"
+            ) from exc
+        return HttpTransport
+    raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")

@@ -42,6 +42,7 @@ from edge_sdk._collections import (
     WoundsCollection,
 )
 from edge_sdk._errors import (
+    NotEnrolledError,
     RecordNotFoundError,
     StoreCorruptError,
     StoreExistsError,
@@ -60,9 +61,12 @@ from edge_sdk._keys import (
 )
 from edge_sdk._replica import Replica
 from edge_sdk._store import Store
+from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
+from edge_sdk._transport import SyncTransport
 
 if TYPE_CHECKING:
+    from edge_sdk._http_transport import HttpTransport
     from edge_sdk._model_sync import ModelUpdate
     from edge_sdk._models import ModelStore
 
@@ -85,7 +89,7 @@ class EdgeClient:
         self.replica = replica
         """The device's replica: what sync, bundles and model updates work on."""
         self._data_key = data_key
-        self._server: Any = None  # the connection to the enrolled server, kept between syncs
+        self._server: HttpTransport | None = None  # see `_server_transport`
         self.patients = PatientsCollection(replica, Patient)
         self.wounds = WoundsCollection(replica, Wound)
         self.assessments = AssessmentsCollection(replica, WoundAssessment)
@@ -322,15 +326,15 @@ class EdgeClient:
     def enroll(self, server_url: str, token: str, *, name: str = "") -> Enrollment:
         """Enrol this device with a sync server, using a one-time token from staff.
 
-        Needs the `[server]` extra (httpx). See `edge_sdk._sync_client.enroll`.
+        Needs the `[server]` extra (httpx). See `HttpTransport.enroll`.
 
         Raises:
             EnrolmentError: The server refused the token or the clinic does not match.
             ServerUnreachableError: The server did not answer.
         """
-        from edge_sdk._sync_client import enroll
+        from edge_sdk._http_transport import HttpTransport
 
-        return enroll(self.replica, server_url, token, name=name)
+        return HttpTransport.enroll(self.replica, server_url, token, name=name)
 
     def sync(
         self,
@@ -339,29 +343,39 @@ class EdgeClient:
         wait: float = 0.0,
         blobs: bool = True,
         retry: RetryPolicy | None = None,
+        transport: SyncTransport | None = None,
     ) -> SyncResult:
         """Push local changes to the enrolled server, then pull the clinic's changes.
 
         Safe to cut at any point and call again: nothing is lost or applied twice.
         `wait` > 0 long-polls the pull; `progress` is called as batches and pages go.
-        Needs the `[server]` extra (httpx).
+        By default the enrolled server is reached over HTTP (the `[server]` extra,
+        httpx) with `retry`, one connection kept between syncs; pass `transport` to
+        sync through another (a `MemoryTransport`, your own `HttpTransport`).
 
         Raises:
-            NotEnrolledError: The store was never enrolled (`enroll`).
+            NotEnrolledError: No `transport` and the store was never enrolled (`enroll`).
             DeviceRevokedError: The server revoked this device.
             ServerUnreachableError: The server did not answer within the retry budget.
         """
-        from edge_sdk._sync_client import sync
+        if transport is None:
+            transport = self._server_transport(retry)
+        return sync_replica(self.replica, transport, progress=progress, wait=wait, blobs=blobs)
 
-        connection = self._server_connection(retry)
-        return sync(self.replica, connection=connection, progress=progress, wait=wait, blobs=blobs)
+    def _server_transport(self, retry: RetryPolicy | None) -> HttpTransport:
+        """The transport to the enrolled server, kept between syncs and model updates
+        (a `--watch` loop syncs every few seconds): one connection pool and token."""
+        from edge_sdk._http_transport import HttpTransport
 
-    def _server_connection(self, retry: RetryPolicy | None) -> Any:
-        # One connection pool and access token per client and server, kept between
-        # syncs (a `--watch` loop syncs every few seconds) and model updates.
-        from edge_sdk._sync_client import connect
-
-        self._server = connect(self.replica, self._server, retry)
+        enrollment = self.replica.enrollment
+        if enrollment is None:
+            raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
+        policy = retry or RetryPolicy()
+        if self._server is not None and self._server.serves(enrollment.server_url, policy):
+            return self._server
+        if self._server is not None:
+            self._server.close()
+        self._server = HttpTransport(self.replica, retry=policy)
         return self._server
 
     @property
@@ -391,7 +405,7 @@ class EdgeClient:
 
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
-        return update_model(self.replica, self._server_connection(None), threads=threads)
+        return update_model(self.replica, self._server_transport(None), threads=threads)
 
     # ---------------------------------------------------------------- access
     def add_access_listener(self, listener: AccessListener) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Protocol
 
-__all__ = ["ErrorAnswer", "error_code", "error_text"]
+from edge_sdk._errors import SyncError
+
+__all__ = ["ErrorAnswer", "error_code", "error_text", "raise_for_status"]
 
 
 class ErrorAnswer(Protocol):
@@ -30,3 +32,9 @@ def error_text(response: ErrorAnswer) -> str:
         error = response.json()["error"]
         return f"{error['message']} ({error['code']}, HTTP {response.status_code})"
     return f"HTTP {response.status_code}"
+
+
+def raise_for_status(response: ErrorAnswer, what: str) -> None:
+    """Raise `SyncError` naming `what` if the server refused the request (4xx/5xx)."""
+    if response.status_code >= 400:
+        raise SyncError(f"the server refused the {what}: {error_text(response)}")

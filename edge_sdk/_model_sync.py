@@ -33,7 +33,7 @@ from edge_sdk._models import ModelManifest, ModelRunner, ModelStore, verify_mode
 from edge_sdk._replica import Replica
 
 if TYPE_CHECKING:
-    from edge_sdk._sync_client import _Http
+    from edge_sdk._http_transport import HttpTransport
 
 __all__ = ["MODEL_DIR", "ModelUpdate", "model_store", "update_model"]
 
@@ -74,7 +74,7 @@ def model_store(replica: Replica) -> ModelStore:
     return ModelStore(replica.path / MODEL_DIR, public_key=key)
 
 
-def update_model(replica: Replica, http: _Http, *, threads: int = 1) -> ModelUpdate:
+def update_model(replica: Replica, http: HttpTransport, *, threads: int = 1) -> ModelUpdate:
     """Install the server's current model if it is not the installed one.
 
     Args:
@@ -125,14 +125,14 @@ def _installed(store: ModelStore) -> ModelManifest | None:
         return None  # a damaged pointer: installing a model repairs it
 
 
-def _fetch_offer(http: _Http) -> _Offer | None:
+def _fetch_offer(http: HttpTransport) -> _Offer | None:
     """The server's current model, or None when it has not published one."""
-    from edge_sdk._sync_client import _error_code, _raise_for_status
+    from edge_sdk._http_errors import error_code, raise_for_status
 
     response = http.request("GET", "/v1/models/current")
-    if response.status_code == 404 and _error_code(response) == "no_model":
+    if response.status_code == 404 and error_code(response) == "no_model":
         return None
-    _raise_for_status(response, "model check")
+    raise_for_status(response, "model check")
     try:
         answer: Any = response.json()
         manifest = base64.b64decode(answer["manifest"], validate=True)
@@ -150,13 +150,13 @@ def _fetch_offer(http: _Http) -> _Offer | None:
     return _Offer(manifest=manifest, signature=signature or None, sha256=sha256, size=size)
 
 
-def _download(http: _Http, offer: _Offer) -> bytes:
-    from edge_sdk._sync_client import _raise_for_status
+def _download(http: HttpTransport, offer: _Offer) -> bytes:
+    from edge_sdk._http_errors import raise_for_status
 
     # Read whole (models are a few MB; the server caps them at 20 MB): a connection cut
     # mid-body is then retried by `_Http` like any other failure.
     response = http.request("GET", f"/v1/models/{offer.sha256}")
-    _raise_for_status(response, "model download")
+    raise_for_status(response, "model download")
     return response.content
 
 

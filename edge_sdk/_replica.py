@@ -119,10 +119,13 @@ class Replica:
             self.store.delete_meta(META_PREFIX + "cursor_peer")
         self.clinic_id = enrollment.clinic_id
 
-    @property
-    def refresh_token(self) -> str | None:
-        """The current refresh token from the server, if any."""
-        return self.store.get_meta(META_PREFIX + "refresh_token") or None
+    def take_refresh_token(self) -> str | None:
+        """The refresh token from the server, if any, removed from the store as it is
+        taken: a refresh token is sent at most once, whatever becomes of its answer."""
+        with self.store.transaction():
+            token = self.store.get_meta(META_PREFIX + "refresh_token")
+            self.store.delete_meta(META_PREFIX + "refresh_token")
+        return token or None
 
     def keep_refresh_token(self, token: str) -> None:
         """Store a new refresh token durably (before it is ever used: losing it would

@@ -1,7 +1,7 @@
 """What syncing with a server reports and takes: plain data, no network code.
 
-Kept apart from `_sync_client` (which needs httpx, in the `[server]` extra) so these
-types are importable from the base install.
+Kept apart from the HTTP transport (which needs httpx, in the `[server]` extra) so
+these types are importable from the base install.
 """
 
 from __future__ import annotations

@@ -21,16 +21,25 @@ from edge_sdk import (
     DeviceRevokedError,
     EdgeClient,
     EnrolmentError,
+    HttpTransport,
     NotEnrolledError,
     PassphraseKeyProvider,
     RetryPolicy,
     ServerUnreachableError,
     SyncProgress,
+    SyncResult,
 )
-from edge_sdk._sync_client import sync as sync_with
 from sync_server._identity import create_enrolment_token, revoke_device
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
+
+
+def sync_with(
+    client: EdgeClient, *, retry: RetryPolicy, transport: httpx.BaseTransport | None = None
+) -> SyncResult:
+    """Sync through an HTTP transport of its own (over `transport`), closed afterwards."""
+    with HttpTransport(client.replica, retry=retry, transport=transport) as server:
+        return client.sync(transport=server)
 
 
 class Devices:
@@ -277,8 +286,6 @@ def test_progress_reports_each_phase(devices: Devices, server: Any) -> None:
 def test_an_enrolment_whose_answer_was_lost_is_repeated_safely(
     devices: Devices, server: Any
 ) -> None:
-    from edge_sdk._sync_client import enroll
-
     clinic = server.new_clinic()
     client = devices.new(clinic, "unlucky", enroll=False)
     lost: list[str] = []
@@ -289,8 +296,8 @@ def test_an_enrolment_whose_answer_was_lost_is_repeated_safely(
             return True
         return False
 
-    enrollment = enroll(
-        client,
+    enrollment = HttpTransport.enroll(
+        client.replica,
         server.url,
         devices.token(clinic),
         retry=FAST,
