@@ -61,6 +61,7 @@ from edge_sdk._keys import (
     KeyProvider,
     PassphraseKeyProvider,
 )
+from edge_sdk._memory_transport import MemoryHub, MemoryHubState, MemoryTransport
 from edge_sdk._model_sync import ModelUpdate
 from edge_sdk._models import (
     MANIFEST_FILE,
@@ -119,7 +120,10 @@ __all__ = [
     "KeyProviderError",
     "KeychainKeyProvider",
     "MemoryBlobStore",
+    "MemoryHub",
+    "MemoryHubState",
     "MemoryKeystore",
+    "MemoryTransport",
     "ModelError",
     "ModelManifest",
     "ModelRunner",
