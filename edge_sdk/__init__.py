@@ -62,7 +62,7 @@ from edge_sdk._keys import (
     PassphraseKeyProvider,
 )
 from edge_sdk._memory_transport import MemoryHub, MemoryHubState, MemoryTransport
-from edge_sdk._model_sync import ModelUpdate
+from edge_sdk._model_sync import ModelOffer, ModelSource, ModelUpdate
 from edge_sdk._models import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -126,7 +126,9 @@ __all__ = [
     "MemoryTransport",
     "ModelError",
     "ModelManifest",
+    "ModelOffer",
     "ModelRunner",
+    "ModelSource",
     "ModelStore",
     "ModelTensor",
     "ModelUnavailableError",

@@ -67,7 +67,7 @@ from edge_sdk._transport import SyncTransport
 
 if TYPE_CHECKING:
     from edge_sdk._http_transport import HttpTransport
-    from edge_sdk._model_sync import ModelUpdate
+    from edge_sdk._model_sync import ModelSource, ModelUpdate
     from edge_sdk._models import ModelStore
 
 __all__ = ["EdgeClient", "enrollment_of"]
@@ -388,12 +388,14 @@ class EdgeClient:
 
         return model_store(self.replica)
 
-    def update_model(self, *, threads: int = 1) -> ModelUpdate:
+    def update_model(self, *, threads: int = 1, source: ModelSource | None = None) -> ModelUpdate:
         """Install the server's current wound model if it is not the installed one.
 
         The model is verified against the server key pinned at enrolment (signature,
         then size and SHA-256) and run once with `threads` threads before it replaces
-        the current one. Needs the `[server]` extra (httpx).
+        the current one. By default it comes from the enrolled server over HTTP (the
+        `[server]` extra, httpx), through the connection `sync` keeps; pass `source`
+        to fetch it from another `ModelSource`.
 
         Raises:
             NotEnrolledError: The store was never enrolled (`enroll`).
@@ -405,7 +407,9 @@ class EdgeClient:
 
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
-        return update_model(self.replica, self._server_transport(None), threads=threads)
+        if source is None:
+            source = self._server_transport(None)
+        return update_model(self.replica, source, threads=threads)
 
     # ---------------------------------------------------------------- access
     def add_access_listener(self, listener: AccessListener) -> None:

@@ -10,7 +10,8 @@ One `httpx.Client` per transport, built from httpx's own extension points:
 - `RetryTransport` wraps the network transport and retries connection failures and
   408/425/429/5xx answers with backoff and full jitter (`RetryPolicy`);
 - the routes: ``POST /v1/sync/push``, ``GET /v1/sync/pull`` (long poll with `wait`),
-  the blob routes (`HttpBlobs`), and ``GET /v1/models/...`` for model updates.
+  the blob routes (`HttpBlobs`), and ``GET /v1/models/...`` (it is a `ModelSource`
+  too: model updates use the same connection, token and retries).
 
 A 403 ``device_revoked`` from any route is `DeviceRevokedError`. Enrolment
 (`HttpTransport.enroll`) is one unauthenticated request, retried like the others.
@@ -22,23 +23,26 @@ httpx is imported by the HTTP modules only: `import edge_sdk` works without the
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from crdt import SYNC_MEDIA_TYPE, Rejection, enrolment_message
+from crdt import SYNC_MEDIA_TYPE, Rejection, enrolment_message, is_sha256
 from edge_sdk._errors import (
     CursorAheadError,
     DeviceRevokedError,
     EnrolmentError,
     NotEnrolledError,
+    SyncError,
 )
 from edge_sdk._http_auth import DeviceAuth
 from edge_sdk._http_blobs import HttpBlobs
 from edge_sdk._http_errors import error_code, error_text, raise_for_status
 from edge_sdk._http_retry import NO_RETRY, STREAM, Counters, RetryTransport
+from edge_sdk._model_sync import ModelOffer
 from edge_sdk._replica import Replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy
 from edge_sdk._transport import BlobDownload, PushAnswer, UploadState
@@ -49,7 +53,8 @@ _USER_AGENT = "coherency-edge-sdk"
 
 
 class HttpTransport:
-    """The sync protocol over a server's HTTP API, with the device's credentials.
+    """The sync protocol (and model fetches) over a server's HTTP API, with the
+    device's credentials.
 
     Args:
         replica: An enrolled replica: the server's URL and pinned key, the refresh
@@ -154,6 +159,40 @@ class HttpTransport:
     def download(self, *, sha256: str, start: int) -> BlobDownload:
         """``GET /v1/blobs/{sha256}`` from byte `start` on."""
         return self._blobs.download(sha256=sha256, start=start)
+
+    # ---------------------------------------------------------------- ModelSource
+    def current_model(self) -> ModelOffer | None:
+        """``GET /v1/models/current``: the published model, or None when there is none.
+
+        Raises:
+            SyncError: The server refused the request or sent an unusable answer.
+        """
+        response = self.request("GET", "/v1/models/current")
+        if response.status_code == 404 and error_code(response) == "no_model":
+            return None
+        raise_for_status(response, "model check")
+        unusable = SyncError("the server sent an unusable answer about its current model")
+        try:
+            answer: Any = response.json()
+            manifest = base64.b64decode(answer["manifest"], validate=True)
+            signature = base64.b64decode(answer["signature"] or "", validate=True)
+            sha256, size = answer["sha256"], answer["size"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise unusable from None
+        if not is_sha256(sha256) or not isinstance(size, int) or size < 1:
+            raise unusable
+        return ModelOffer(manifest=manifest, signature=signature or None, sha256=sha256, size=size)
+
+    def download_model(self, sha256: str) -> bytes:
+        """``GET /v1/models/{sha256}``: the model file, read whole (models are a few MB;
+        the server caps them at 20 MB), so a cut answer is retried like any other.
+
+        Raises:
+            SyncError: The server refused the request.
+        """
+        response = self.request("GET", f"/v1/models/{sha256}")
+        raise_for_status(response, "model download")
+        return response.content
 
     # ---------------------------------------------------------------- requests
     def request(

@@ -19,7 +19,8 @@ clinic's blobs; it applies the rules the server applies:
   cursor past the feed is `CursorAheadError`; `wait` long-polls on a condition
   variable that every accepted push notifies;
 - a blob upload is declared, resumed at the hub's offset, sent in chunks at that
-  offset, and stored only if its SHA-256 matches; downloads start at any offset.
+  offset, and stored only if its SHA-256 matches; downloads start at any offset;
+- a published model (`publish_model`) is offered to every replica (`ModelSource`).
 
 The hub trusts the identity a `MemoryTransport` is made with: it is in-process, so
 there is nothing to authenticate. `snapshot()` and `restore()` stand for a server's
@@ -56,6 +57,7 @@ from edge_sdk._errors import (
     CursorAheadError,
     SyncError,
 )
+from edge_sdk._model_sync import ModelOffer
 from edge_sdk._transport import BlobDownload, PushAnswer, UploadState
 
 __all__ = ["MemoryHub", "MemoryHubState", "MemoryTransport"]
@@ -95,6 +97,8 @@ class MemoryHubState:
     clinics: dict[str, _Clinic] = field(default_factory=dict)
     owners: dict[str, str] = field(default_factory=dict)  # document id -> its clinic
     uploads: dict[str, _Upload] = field(default_factory=dict)
+    models: dict[str, bytes] = field(default_factory=dict)  # sha256 -> model file
+    current_model: ModelOffer | None = None
 
 
 class MemoryHub:
@@ -143,6 +147,36 @@ class MemoryHub:
         """True if the hub holds the whole, verified blob for the clinic."""
         with self._changed:
             return sha256 in self._clinic(clinic_id).blobs
+
+    def publish_model(self, *, manifest: bytes, model: bytes, signature: bytes | None) -> None:
+        """Offer a model as current (`manifest` as signed, `signature` by the key the
+        replicas pinned): what the server's model publishing does."""
+        offer = ModelOffer(
+            manifest=manifest,
+            signature=signature,
+            sha256=hashlib.sha256(model).hexdigest(),
+            size=len(model),
+        )
+        with self._changed:
+            self._state.models[offer.sha256] = model
+            self._state.current_model = offer
+
+    def current_model(self) -> ModelOffer | None:
+        """The model offered as current, if any."""
+        with self._changed:
+            return self._state.current_model
+
+    def download_model(self, sha256: str) -> bytes:
+        """A published model file.
+
+        Raises:
+            SyncError: No model with that SHA-256 was published.
+        """
+        with self._changed:
+            model = self._state.models.get(sha256)
+        if model is None:
+            raise SyncError(f"the hub has no model {sha256}")
+        return model
 
     def snapshot(self) -> MemoryHubState:
         """A copy of everything the hub holds (a backup)."""
@@ -380,7 +414,7 @@ class _ClinicStore:
 
 
 class MemoryTransport:
-    """A `SyncTransport` to a `MemoryHub`, as one device of one clinic.
+    """A `SyncTransport` (and `ModelSource`) to a `MemoryHub`, as one device of one clinic.
 
     Args:
         hub: The hub.
@@ -441,3 +475,13 @@ class MemoryTransport:
         """A blob from byte `start` on."""
         self._requests += 1
         return self.hub.download(clinic_id=self.clinic_id, sha256=sha256, start=start)
+
+    def current_model(self) -> ModelOffer | None:
+        """The model the hub offers as current, if any."""
+        self._requests += 1
+        return self.hub.current_model()
+
+    def download_model(self, sha256: str) -> bytes:
+        """A model file the hub published."""
+        self._requests += 1
+        return self.hub.download_model(sha256)

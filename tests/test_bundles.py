@@ -20,11 +20,14 @@ from edge_sdk import (
     BundleDecryptError,
     BundleError,
     BundleFormatError,
+    BundleInfo,
     BundleSignatureError,
     EdgeClient,
+    export_bundle,
+    import_bundle,
+    read_bundle_info,
 )
-from edge_sdk import _bundles as bundles
-from edge_sdk._bundles import export_bundle, import_bundle, read_bundle_info
+from edge_sdk import _bundles as bundles  # the format's private constants
 
 FAST = Argon2Params.fast()
 SECRET = "bundle passphrase for the ward"
@@ -35,7 +38,7 @@ Snapshot = Callable[[EdgeClient], dict[str, Any]]
 Stores = Callable[..., EdgeClient]
 
 
-def export(client: EdgeClient, path: Path, **kwargs: Any) -> bundles.BundleInfo:
+def export(client: EdgeClient, path: Path, **kwargs: Any) -> BundleInfo:
     return export_bundle(client, path, passphrase=SECRET, kdf=FAST, **kwargs)
 
 
