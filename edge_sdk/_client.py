@@ -109,8 +109,8 @@ class EdgeClient:
 
     @property
     def _store(self) -> Store:
-        # A stopgap for sync_server/_demo.py only, which reads `client._store` and is
-        # being moved out in parallel; it should use `client.replica.document_heads()`.
+        # A stopgap for sync_server/_demo.py only, which reads this attribute and is
+        # being moved out in parallel; it should use `replica.document_heads()`.
         # Nothing else may use it: delete it once that demo has moved.
         return self.replica.store
 
