@@ -42,7 +42,6 @@ from edge_sdk._collections import (
     WoundsCollection,
 )
 from edge_sdk._errors import (
-    NotEnrolledError,
     RecordNotFoundError,
     StoreCorruptError,
     StoreExistsError,
@@ -59,6 +58,8 @@ from edge_sdk._keys import (
     unwrap_data_key,
     write_keyring,
 )
+from edge_sdk._model_sync import ModelSource, ModelUpdate, model_store, update_model
+from edge_sdk._models import ModelStore
 from edge_sdk._replica import Replica
 from edge_sdk._store import Store
 from edge_sdk._sync import sync_replica
@@ -67,8 +68,6 @@ from edge_sdk._transport import SyncTransport
 
 if TYPE_CHECKING:
     from edge_sdk._http_transport import HttpTransport
-    from edge_sdk._model_sync import ModelSource, ModelUpdate
-    from edge_sdk._models import ModelStore
 
 __all__ = ["EdgeClient", "enrollment_of"]
 
@@ -334,7 +333,11 @@ class EdgeClient:
         """
         from edge_sdk._http_transport import HttpTransport
 
-        return HttpTransport.enroll(self.replica, server_url, token, name=name)
+        enrollment = HttpTransport.enroll(self.replica, server_url, token, name=name)
+        if self._server is not None:  # it holds the previous enrolment's token and key
+            self._server.close()
+            self._server = None
+        return enrollment
 
     def sync(
         self,
@@ -368,14 +371,13 @@ class EdgeClient:
         from edge_sdk._http_transport import HttpTransport
 
         enrollment = self.replica.enrollment
-        if enrollment is None:
-            raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
         policy = retry or RetryPolicy()
-        if self._server is not None and self._server.serves(enrollment.server_url, policy):
-            return self._server
         if self._server is not None:
+            if enrollment is not None and self._server.serves(enrollment.server_url, policy):
+                return self._server
             self._server.close()
-        self._server = HttpTransport(self.replica, retry=policy)
+            self._server = None
+        self._server = HttpTransport(self.replica, retry=policy)  # NotEnrolledError
         return self._server
 
     @property
@@ -384,8 +386,6 @@ class EdgeClient:
 
         Once enrolled, it takes only models signed by the server key pinned at enrolment.
         """
-        from edge_sdk._model_sync import model_store
-
         return model_store(self.replica)
 
     def update_model(self, *, threads: int = 1, source: ModelSource | None = None) -> ModelUpdate:
@@ -402,9 +402,8 @@ class EdgeClient:
             ModelVerificationError: The model is tampered with, unsigned, signed by
                 another key, or does not run; the previous model stays in use.
             ServerUnreachableError: The server did not answer within the retry budget.
+            ValueError: `threads` is below 1.
         """
-        from edge_sdk._model_sync import update_model
-
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
         if source is None:
