@@ -5,10 +5,9 @@
                                         clinic_id=ward.clinic_id))
 
 A real backend shipped beside `HttpTransport` (as httpx ships `MockTransport`): sync
-runs without a server in tests, examples and demos, and a relay can hold a clinic's
-documents in memory. The hub keeps, per clinic, the documents and a change feed (a
-monotonic sequence; each document carries the number of its latest change), and the
-clinic's blobs; it applies the rules the server applies:
+runs without a server in tests, examples and demos. The hub keeps, per clinic, the
+documents and a change feed (a monotonic sequence; each document carries the number
+of its latest change), and the clinic's blobs; it applies the rules the server applies:
 
 - a push is merged with `crdt.apply_documents` under the server's policy: a document
   must belong to the pushing device's clinic, be of a collection devices may write

@@ -2,8 +2,8 @@
 
 The sync algorithm (`sync_replica`) is written against this protocol only. Backends:
 `HttpTransport` (the central server's HTTP API, or an edge box speaking it) and
-`MemoryTransport` (a `MemoryHub` in the same process: tests, and the edge box's own
-relay). A transport moves bytes and answers; it does not decide what to send.
+`MemoryTransport` (a `MemoryHub` in the same process: tests, examples, demos). A
+transport moves bytes and answers; it does not decide what to send.
 
 Failures: a transport raises the SDK's own errors, never its library's: refusals as
 `SyncError` (or `BlobError` for blobs), a feed behind the cursor as `CursorAheadError`,
