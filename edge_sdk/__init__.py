@@ -8,12 +8,20 @@ Start with `EdgeClient.init` (once per device) or `EdgeClient.open`::
         patient = client.patients.add(given_name="Ada", family_name="Okafor",
                                       birth_date="1950-03-01", mrn="MRN-1")
 
+Sync goes through a `SyncTransport`: `HttpTransport` to the central server (the
+`[server]` extra, httpx; imported on first use) or `MemoryTransport` to an in-memory
+`MemoryHub`. `client.replica` is what sync, bundles and model updates work on.
+
 Only the names in `__all__` are public; modules starting with `_` are private.
 """
 
+from typing import TYPE_CHECKING, Any
+
+from edge_sdk._access import AccessEvent, AccessGate, AccessListener
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
-from edge_sdk._client import AccessEvent, AccessListener, Collection, EdgeClient, NotesCollection
+from edge_sdk._client import EdgeClient, enrollment_of
+from edge_sdk._collections import Collection, NotesCollection
 from edge_sdk._errors import (
     AuthenticationError,
     BlobCorruptError,
@@ -23,6 +31,7 @@ from edge_sdk._errors import (
     BundleError,
     BundleFormatError,
     BundleSignatureError,
+    CursorAheadError,
     DeviceRevokedError,
     EdgeError,
     EnrolmentError,
@@ -52,7 +61,8 @@ from edge_sdk._keys import (
     KeyProvider,
     PassphraseKeyProvider,
 )
-from edge_sdk._model_sync import ModelUpdate
+from edge_sdk._memory_transport import MemoryHub, MemoryHubState, MemoryTransport
+from edge_sdk._model_sync import ModelOffer, ModelSource, ModelUpdate
 from edge_sdk._models import (
     MANIFEST_FILE,
     MANIFEST_FORMAT,
@@ -65,27 +75,37 @@ from edge_sdk._models import (
     sign_manifest,
     verify_model,
 )
-from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult, enrollment_of
+from edge_sdk._replica import Replica
+from edge_sdk._sync import sync_replica
+from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
+from edge_sdk._transport import BlobDownload, BlobTransport, PushAnswer, SyncTransport, UploadState
+
+if TYPE_CHECKING:
+    from edge_sdk._http_transport import HttpTransport
 
 __all__ = [
     "MANIFEST_FILE",
     "MANIFEST_FORMAT",
     "SIGNATURE_FILE",
     "AccessEvent",
+    "AccessGate",
     "AccessListener",
     "Argon2Params",
     "AuthenticationError",
     "BlobCorruptError",
+    "BlobDownload",
     "BlobError",
     "BlobNotFoundError",
     "BlobRef",
     "BlobStore",
+    "BlobTransport",
     "BundleDecryptError",
     "BundleError",
     "BundleFormatError",
     "BundleInfo",
     "BundleSignatureError",
     "Collection",
+    "CursorAheadError",
     "DeviceIdentity",
     "DeviceRevokedError",
     "EdgeClient",
@@ -93,16 +113,22 @@ __all__ = [
     "EncryptedFileBlobStore",
     "Enrollment",
     "EnrolmentError",
+    "HttpTransport",
     "IOSKeychain",
     "KeyFileKeyProvider",
     "KeyProvider",
     "KeyProviderError",
     "KeychainKeyProvider",
     "MemoryBlobStore",
+    "MemoryHub",
+    "MemoryHubState",
     "MemoryKeystore",
+    "MemoryTransport",
     "ModelError",
     "ModelManifest",
+    "ModelOffer",
     "ModelRunner",
+    "ModelSource",
     "ModelStore",
     "ModelTensor",
     "ModelUnavailableError",
@@ -112,8 +138,10 @@ __all__ = [
     "NotesCollection",
     "PassphraseKeyProvider",
     "PlatformKeystore",
+    "PushAnswer",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
+    "Replica",
     "RetryPolicy",
     "Segmentation",
     "ServerUnreachableError",
@@ -126,12 +154,29 @@ __all__ = [
     "SyncError",
     "SyncProgress",
     "SyncResult",
+    "SyncTransport",
+    "UploadState",
     "WrongKeyError",
     "enrollment_of",
     "export_bundle",
     "import_bundle",
     "read_bundle_info",
     "sign_manifest",
+    "sync_replica",
     "verify_model",
     "verify_signature",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # HttpTransport needs httpx (the [server] extra): it is imported on first use, so
+    # that `import edge_sdk` works with the base install alone.
+    if name == "HttpTransport":
+        try:
+            from edge_sdk._http_transport import HttpTransport
+        except ImportError as exc:
+            raise ImportError(
+                f"edge_sdk.HttpTransport needs the [server] extra (httpx): {exc}"
+            ) from exc
+        return HttpTransport
+    raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")

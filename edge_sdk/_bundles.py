@@ -60,7 +60,6 @@ from crdt import (
     encode_message,
     entry_size,
 )
-from edge_sdk._client import EdgeClient, _AuditedStore
 from edge_sdk._errors import (
     BundleDecryptError,
     BundleFormatError,
@@ -71,6 +70,8 @@ from edge_sdk._errors import (
 from edge_sdk._files import replace_durably
 from edge_sdk._identity import verify_signature
 from edge_sdk._keys import Argon2Params, PassphraseKeyProvider, derive_subkey
+from edge_sdk._replica import Replica, ReplicaHolder, replica_of
+from edge_sdk._store import Store
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -131,7 +132,7 @@ class BundleInfo:
 
 
 def export_bundle(
-    client: EdgeClient,
+    client: Replica | ReplicaHolder,
     path: str | os.PathLike[str],
     *,
     passphrase: str,
@@ -147,7 +148,7 @@ def export_bundle(
     Without `peer_id`, every document travels. The file appears whole or not at all.
 
     Args:
-        client: The exporting store; its device signs the bundle.
+        client: The exporting `EdgeClient` (or its `Replica`); its device signs the bundle.
         path: The bundle file to write (replaced if it exists).
         passphrase: The bundle passphrase the importer must type.
         peer_id: The receiving device's id, to send only what it may lack.
@@ -162,18 +163,20 @@ def export_bundle(
         MessageTooLargeError: One document is over the sync message size cap.
         OSError: The file cannot be written.
     """
+    replica = replica_of(client)
+    store = replica.store
     kek, kdf_params = PassphraseKeyProvider(passphrase, params=kdf or Argon2Params()).new_kek()
     key = derive_subkey(kek, "bundle/encryption")
-    all_heads = client._store.document_heads()
-    known = client._store.peer_heads(peer_id) if peer_id is not None and not everything else {}
+    all_heads = store.document_heads()
+    known = store.peer_heads(peer_id) if peer_id is not None and not everything else {}
     doc_ids = sorted(d for d, heads in all_heads.items() if known.get(d) != sorted(heads))
     created_at = datetime.now(UTC)
     header = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
-        "sender_device_id": client.device_id,
-        "sender_public_key": _b64(client.identity.public_key),
-        "clinic_id": client.clinic_id,
+        "sender_device_id": replica.device_id,
+        "sender_public_key": _b64(replica.identity.public_key),
+        "clinic_id": replica.clinic_id,
         "created_at": created_at.isoformat(),
         "peer_id": peer_id,
         "documents": len(doc_ids),
@@ -201,9 +204,9 @@ def export_bundle(
             sealer = AESGCM(key)
             index = 0
             pending: bytes | None = None  # held back until we know whether it is the last
-            with client._access("sync-read", "*") as access:
+            with replica.access("sync-read", "*") as access:
                 try:
-                    for message in _pack_messages(client, doc_ids, exported):
+                    for message in _pack_messages(store, doc_ids, exported):
                         if pending is not None:
                             write(_seal(sealer, header_digest, index, pending, final=False))
                             index += 1
@@ -214,7 +217,7 @@ def export_bundle(
                 pending = encode_message(SyncMessage({}, ()))
             write(_seal(sealer, header_digest, index, pending, final=True))
             write(_U32.pack(0))
-            out.write(client.identity.sign(_SIGNATURE_CONTEXT + running.digest()))
+            out.write(replica.identity.sign(_SIGNATURE_CONTEXT + running.digest()))
             out.flush()
             os.fsync(out.fileno())
         replace_durably(tmp, target)
@@ -223,11 +226,11 @@ def export_bundle(
             os.unlink(tmp)
         raise
     if peer_id is not None and exported:
-        client._store.set_peer_heads(peer_id, exported)
+        store.set_peer_heads(peer_id, exported)
     return BundleInfo(
-        sender_device_id=client.device_id,
-        sender_public_key=client.identity.public_key,
-        clinic_id=client.clinic_id,
+        sender_device_id=replica.device_id,
+        sender_public_key=replica.identity.public_key,
+        clinic_id=replica.clinic_id,
         created_at=created_at,
         peer_id=peer_id,
         documents=len(doc_ids),
@@ -236,7 +239,7 @@ def export_bundle(
 
 
 def _pack_messages(
-    client: EdgeClient, doc_ids: Sequence[str], exported: dict[str, list[bytes]]
+    store: Store, doc_ids: Sequence[str], exported: dict[str, list[bytes]]
 ) -> Iterator[bytes]:
     """Encoded messages of OFFER + DOC pairs, each under the cap; fills `exported`."""
     room = _MESSAGE_CAP - _MESSAGE_OVERHEAD
@@ -245,7 +248,7 @@ def _pack_messages(
     for doc_id in doc_ids:
         # The saved bytes and heads are read as one row, so the heads recorded for the
         # peer are exactly those of the bytes sent, whatever was written meanwhile.
-        found = client._store.saved_with_heads(doc_id)
+        found = store.saved_with_heads(doc_id)
         if found is None:
             raise RecordNotFoundError(f"document {doc_id} vanished during the export")
         data, heads = found
@@ -286,7 +289,7 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
 
 
 def import_bundle(
-    client: EdgeClient,
+    client: Replica | ReplicaHolder,
     path: str | os.PathLike[str],
     *,
     passphrase: str,
@@ -302,7 +305,7 @@ def import_bundle(
     The merge is one transaction.
 
     Args:
-        client: The importing store.
+        client: The importing `EdgeClient` (or its `Replica`).
         path: The bundle file.
         passphrase: The bundle passphrase chosen at export.
         trust_new_signer: Accept a signer this store has never seen (and remember it).
@@ -320,10 +323,12 @@ def import_bundle(
         KeyProviderError: The passphrase is empty.
         OSError: The file cannot be read.
     """
+    replica = replica_of(client)
+    store = replica.store
     with open(path, "rb") as f:
         scan = _scan(f, str(path))
         info = scan.info
-        new_signer = _check_sender(client, info, trust_new_signer=trust_new_signer)
+        new_signer = _check_sender(replica, info, trust_new_signer=trust_new_signer)
         key = _unlock(scan.header, passphrase)
 
         # Pass 2: every message must authenticate and decode before anything is stored.
@@ -346,24 +351,23 @@ def import_bundle(
 
         # Pass 3: merge, in one transaction with the trust and peer bookkeeping.
         report = SyncReport(bytes_received=info.size_bytes)
-        audited = _AuditedStore(client)
-        with client._store.transaction():
+        with store.transaction():
             if new_signer:
-                client._store.trust_signer(
+                store.trust_signer(
                     info.sender_device_id, info.sender_public_key, datetime.now(UTC).isoformat()
                 )
             for message in _messages(f, scan, key):
                 report.messages_received += 1
                 apply_documents(
-                    audited,
+                    replica.documents,
                     [(e.doc_id, e.payload) for e in message.entries if e.kind is EntryKind.DOC],
-                    device_id=client.device_id,
-                    policy=client._policy,
+                    device_id=replica.device_id,
+                    policy=replica.policy,
                     report=report,
                 )
-            if offers and info.sender_device_id != client.device_id:
+            if offers and info.sender_device_id != replica.device_id:
                 # So an export back to the sender skips what it already holds.
-                client._store.set_peer_heads(info.sender_device_id, offers)
+                store.set_peer_heads(info.sender_device_id, offers)
         return report
 
 
@@ -486,19 +490,19 @@ def _parse_header(data: bytes, source: str, size: int) -> tuple[Mapping[str, Any
     return header, info
 
 
-def _check_sender(client: EdgeClient, info: BundleInfo, *, trust_new_signer: bool) -> bool:
+def _check_sender(replica: Replica, info: BundleInfo, *, trust_new_signer: bool) -> bool:
     """Refuse an untrusted signer or a foreign clinic; True if the signer is new here."""
-    if info.clinic_id != client.clinic_id:
+    if info.clinic_id != replica.clinic_id:
         raise BundleSignatureError(
-            f"bundle is from clinic {info.clinic_id}, this device belongs to {client.clinic_id}"
+            f"bundle is from clinic {info.clinic_id}, this device belongs to {replica.clinic_id}"
         )
-    if info.sender_device_id == client.device_id:
-        if not hmac.compare_digest(info.sender_public_key, client.identity.public_key):
+    if info.sender_device_id == replica.device_id:
+        if not hmac.compare_digest(info.sender_public_key, replica.identity.public_key):
             raise BundleSignatureError(
                 "bundle claims to come from this very device but is signed with another key"
             )
         return False
-    row = client._store.trusted_signer(info.sender_device_id)
+    row = replica.store.trusted_signer(info.sender_device_id)
     if row is not None:
         if not hmac.compare_digest(row[0], info.sender_public_key):
             raise BundleSignatureError(

@@ -25,6 +25,8 @@
         ├── ServerUnreachableError  no answer (or only failures) within the retry budget
         ├── NotEnrolledError        the store was never enrolled with a server
         ├── EnrolmentError          the server refused the enrolment
+        ├── CursorAheadError        the server's feed is behind the cursor (a restored
+        │                           backup); sync handles it by pulling from the start
         └── AuthenticationError     the server refused the device's credentials
             └── DeviceRevokedError  the device was revoked
 
@@ -43,6 +45,7 @@ __all__ = [
     "BundleError",
     "BundleFormatError",
     "BundleSignatureError",
+    "CursorAheadError",
     "DeviceRevokedError",
     "EdgeError",
     "EnrolmentError",
@@ -151,6 +154,13 @@ class NotEnrolledError(SyncError):
 
 class EnrolmentError(SyncError):
     """The server refused the enrolment (bad, used or expired token; clinic mismatch)."""
+
+
+class CursorAheadError(SyncError):
+    """The other side's change feed is behind the cursor (it was restored from a backup).
+
+    Raised by a transport's `pull`; sync catches it and pulls again from the start.
+    """
 
 
 class AuthenticationError(SyncError):

@@ -1,44 +1,36 @@
-"""Fetching the wound model the central server publishes, and swapping it in safely.
+"""Installing the wound model a server publishes, safely, from any `ModelSource`.
 
-    update_model(client)   # GET /v1/models/current; when that is not the installed
-                           # model: GET /v1/models/{sha256}, verify, try, install
+    update_model(replica, source)   # the source's current model; when that is not the
+                                    # installed one: download, verify, try, install
 
 The server signs a model's canonical manifest with its Ed25519 key; the device checks
 that signature over the manifest bytes exactly as received, with the key it pinned at
-enrolment, then the file's size and SHA-256 against the manifest, then runs the graph
-once on a blank input. Only then does `ModelStore.install` make it current (in one
-atomic rename). Anything wrong raises, and the previous model stays in use.
+enrolment (never one the source offers), then the file's size and SHA-256 against the
+manifest, then runs the graph once on a blank input. Only then does
+`ModelStore.install` make it current (in one atomic rename). Anything wrong raises,
+and the previous model stays in use.
 
-Requests go through the sync client's connection (`_Http`: the device's access token,
-retries with backoff), so httpx (the `[server]` extra) is imported only when a model is
-fetched: `ModelUpdate` and `model_store` work with the base install.
+Fetching models is a protocol of its own (`ModelSource`), beside `SyncTransport`: model
+distribution is not replication (no feed, no cursor, no merge), and a sync peer need
+not serve models. `HttpTransport` implements both, over the same server, connection,
+token and retries; `MemoryTransport` implements both over a `MemoryHub`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from crdt import is_sha256
 from edge_sdk._errors import (
     ModelError,
     ModelUnavailableError,
     ModelVerificationError,
     NotEnrolledError,
-    SyncError,
 )
 from edge_sdk._models import ModelManifest, ModelRunner, ModelStore, verify_model
-from edge_sdk._sync_types import Enrollment, RetryPolicy, enrollment_of
+from edge_sdk._replica import Replica
 
-if TYPE_CHECKING:
-    import httpx
-
-    from edge_sdk._client import EdgeClient
-    from edge_sdk._sync_client import _Http
-
-__all__ = ["MODEL_DIR", "ModelUpdate", "model_store", "update_model"]
+__all__ = ["MODEL_DIR", "ModelOffer", "ModelSource", "ModelUpdate", "model_store", "update_model"]
 
 MODEL_DIR = "models"
 """The model store's folder inside a device store."""
@@ -59,67 +51,74 @@ class ModelUpdate:
 
 
 @dataclass(frozen=True, slots=True)
-class _Offer:
-    manifest: bytes  # the canonical manifest bytes exactly as the server signed them
+class ModelOffer:
+    """The model a source offers as current.
+
+    Attributes:
+        manifest: The canonical manifest bytes, exactly as the server signed them.
+        signature: The server's Ed25519 signature of `manifest` (None if unsigned).
+        sha256: The model file's SHA-256.
+        size: The model file's size in bytes.
+    """
+
+    manifest: bytes
     signature: bytes | None
     sha256: str
     size: int
 
 
-def model_store(client: EdgeClient) -> ModelStore:
+class ModelSource(Protocol):
+    """Where a device gets the wound model its server publishes (`HttpTransport`,
+    `MemoryTransport`)."""
+
+    def current_model(self) -> ModelOffer | None:
+        """The model offered as current, or None when none is published."""
+        ...
+
+    def download_model(self, sha256: str) -> bytes:
+        """The bytes of the model file with that SHA-256 (checked by the caller)."""
+        ...
+
+
+def model_store(replica: Replica) -> ModelStore:
     """The device's model store, ``<store>/models``.
 
     Once the device is enrolled it accepts only models signed by the server key pinned
     at enrolment; before that it checks SHA-256 only (bundled models).
     """
-    enrollment = enrollment_of(client)
+    enrollment = replica.enrollment
     key = None if enrollment is None else enrollment.server_public_key
-    return ModelStore(client.path / MODEL_DIR, public_key=key)
+    return ModelStore(replica.path / MODEL_DIR, public_key=key)
 
 
-def update_model(
-    client: EdgeClient,
-    *,
-    threads: int = 1,
-    retry: RetryPolicy | None = None,
-    transport: httpx.BaseTransport | None = None,
-) -> ModelUpdate:
-    """Install the server's current model if it is not the installed one.
+def update_model(replica: Replica, source: ModelSource, *, threads: int = 1) -> ModelUpdate:
+    """Install the source's current model if it is not the installed one.
 
     Args:
-        client: an enrolled device.
+        replica: an enrolled device's replica (its pinned server key verifies models).
+        source: where the model comes from (the server: an `HttpTransport`).
         threads: intra-op threads for the trial run of a new model before it is swapped
             in (as the app will run it).
-        retry: the retry policy (the sync client's default when None).
-        transport: an httpx transport (tests).
 
     Raises:
         NotEnrolledError: the store was never enrolled.
         ModelVerificationError: the server's model failed its signature, size or
             SHA-256 check, or does not run; the previous model stays current.
         ModelError: the model could not be written; the previous model stays current.
-        SyncError: the server refused a request or sent an unusable answer.
+        SyncError: the source refused a request or sent an unusable answer.
         ServerUnreachableError: the server did not answer within the retry budget.
-        ValueError: `threads` is below 1.
     """
-    if threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
-    enrollment = enrollment_of(client)
+    enrollment = replica.enrollment
     if enrollment is None:
         raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
-    store = model_store(client)
-    http, owned = _connection(client, enrollment, retry or RetryPolicy(), transport)
-    try:
-        offer = _fetch_offer(http)
-        installed = _installed(store)
-        if offer is None:
-            return ModelUpdate(changed=False, manifest=installed, reason=_NO_MODEL)
-        if installed is not None and installed.sha256 == offer.sha256:
-            return ModelUpdate(changed=False, manifest=installed, reason=_UP_TO_DATE)
-        model_bytes = _download(http, offer)
-    finally:
-        if owned:
-            http.close()
+    store = model_store(replica)
+    offer = source.current_model()
+    installed = _installed(store)
+    if offer is None:
+        return ModelUpdate(changed=False, manifest=installed, reason=_NO_MODEL)
+    if installed is not None and installed.sha256 == offer.sha256:
+        return ModelUpdate(changed=False, manifest=installed, reason=_UP_TO_DATE)
+    model_bytes = source.download_model(offer.sha256)
     try:
         manifest = verify_model(
             offer.manifest,
@@ -136,68 +135,11 @@ def update_model(
     return ModelUpdate(changed=True, manifest=installed, reason=None)
 
 
-def _connection(
-    client: EdgeClient,
-    enrollment: Enrollment,
-    policy: RetryPolicy,
-    transport: httpx.BaseTransport | None,
-) -> tuple[_Http, bool]:
-    """The client's sync connection (made if needed), as `sync` keeps it; and whether
-    the caller must close it (a test's own transport gets a connection of its own)."""
-    from edge_sdk._sync_client import _Http
-
-    http = client._sync_http if transport is None else None
-    if isinstance(http, _Http) and http.serves(enrollment.server_url, policy):
-        return http, False
-    if isinstance(http, _Http):
-        http.close()
-    http = _Http(enrollment.server_url, client, policy, transport=transport)
-    if transport is None:
-        client._sync_http = http
-        return http, False
-    return http, True
-
-
 def _installed(store: ModelStore) -> ModelManifest | None:
     try:
         return store.current()
     except ModelError:
         return None  # a damaged pointer: installing a model repairs it
-
-
-def _fetch_offer(http: _Http) -> _Offer | None:
-    """The server's current model, or None when it has not published one."""
-    from edge_sdk._sync_client import _error_code, _raise_for_status
-
-    response = http.request("GET", "/v1/models/current")
-    if response.status_code == 404 and _error_code(response) == "no_model":
-        return None
-    _raise_for_status(response, "model check")
-    try:
-        answer: Any = response.json()
-        manifest = base64.b64decode(answer["manifest"], validate=True)
-        signature = base64.b64decode(answer["signature"] or "", validate=True)
-        sha256, size = answer["sha256"], answer["size"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise SyncError("the server sent an unusable answer about its current model") from None
-    if (
-        not isinstance(sha256, str)
-        or not is_sha256(sha256)
-        or not isinstance(size, int)
-        or size < 1
-    ):
-        raise SyncError("the server sent an unusable answer about its current model")
-    return _Offer(manifest=manifest, signature=signature or None, sha256=sha256, size=size)
-
-
-def _download(http: _Http, offer: _Offer) -> bytes:
-    from edge_sdk._sync_client import _raise_for_status
-
-    # Read whole (models are a few MB; the server caps them at 20 MB): a connection cut
-    # mid-body is then retried by `_Http` like any other failure.
-    response = http.request("GET", f"/v1/models/{offer.sha256}")
-    _raise_for_status(response, "model download")
-    return response.content
 
 
 def _try_run(manifest: ModelManifest, model_bytes: bytes, threads: int) -> None:

@@ -262,6 +262,10 @@ class Store:
         """Set a value of the store's metadata table."""
         self.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def delete_meta(self, key: str) -> None:
+        """Remove a value of the store's metadata table (if present)."""
+        self.execute("DELETE FROM meta WHERE key = ?", (key,))
+
     # ------------------------------------------------------------ documents
     def document_heads(self) -> dict[str, list[bytes]]:
         """Every document id with its sorted heads."""
@@ -282,6 +286,20 @@ class Store:
         """A document's saved bytes and the heads of exactly those bytes, or None."""
         row = self.execute("SELECT data, heads FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else (bytes(row[0]), _split(bytes(row[1])))
+
+    def has_documents(self) -> bool:
+        """True if the store holds at least one document."""
+        return self.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None
+
+    def held(self, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` the store holds (looked up in a few queries, not one per id)."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            rows = self.execute(f"SELECT id FROM documents WHERE id IN ({marks})", chunk)
+            found.update(str(row[0]) for row in rows.fetchall())
+        return found
 
     def collection_of(self, doc_id: str) -> str | None:
         """The collection a stored document belongs to, or None."""
@@ -386,6 +404,23 @@ class Store:
                 "INSERT OR REPLACE INTO peers(peer_id, doc_id, heads) VALUES (?, ?, ?)",
                 [(peer_id, doc_id, b"".join(sorted(h))) for doc_id, h in heads.items()],
             )
+
+    def unsent_to(self, peer_id: str) -> list[tuple[str, str]]:
+        """(id, collection) of every document whose heads differ from what peer
+        `peer_id` was last known to hold, in the order they were last written."""
+        rows = self.execute(
+            "SELECT d.id, d.collection FROM documents d LEFT JOIN peers p"
+            " ON p.peer_id = ? AND p.doc_id = d.id"
+            " WHERE p.heads IS NULL OR p.heads != d.heads ORDER BY d.seq",
+            (peer_id,),
+        ).fetchall()
+        return [(str(doc_id), str(collection)) for doc_id, collection in rows]
+
+    def forget_peers(self, *peer_ids: str) -> None:
+        """Forget everything we knew these peers to hold."""
+        with self.transaction():
+            for peer_id in peer_ids:
+                self.execute("DELETE FROM peers WHERE peer_id = ?", (peer_id,))
 
     def trusted_signer(self, device_id: str) -> tuple[bytes, str] | None:
         """The public key trusted for a bundle signer, and since when; or None."""

@@ -1,7 +1,7 @@
 """What syncing with a server reports and takes: plain data, no network code.
 
-Kept apart from `_sync_client` (which needs httpx, in the `[server]` extra) so these
-types are importable from the base install.
+Kept apart from the HTTP transport (which needs httpx, in the `[server]` extra) so
+these types are importable from the base install.
 """
 
 from __future__ import annotations
@@ -9,24 +9,16 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from crdt import Rejection
 
-if TYPE_CHECKING:
-    from edge_sdk._client import EdgeClient
-
 __all__ = [
-    "META_PREFIX",
     "Enrollment",
     "ProgressCallback",
     "RetryPolicy",
     "SyncProgress",
     "SyncResult",
-    "enrollment_of",
 ]
-
-META_PREFIX = "sync."  # store metadata keys of the server enrolment
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,19 +77,3 @@ class Enrollment:
     clinic_id: str
     organisation_id: str
     server_public_key: bytes  # pinned: verifies what the server signs
-
-
-def enrollment_of(client: EdgeClient) -> Enrollment | None:
-    """The store's enrolment, or None if it was never enrolled."""
-    store = client._store
-    url = store.get_meta(META_PREFIX + "server_url")
-    key = store.get_meta(META_PREFIX + "server_key")
-    if not url or not key:
-        return None
-    return Enrollment(
-        server_url=url,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        organisation_id=store.get_meta(META_PREFIX + "organisation_id") or "",
-        server_public_key=bytes.fromhex(key),
-    )

@@ -35,7 +35,7 @@ def take_snapshot(client: EdgeClient) -> Snapshot:
     The projection rows (as the JSON the store keeps), each document's heads, and the
     conflicts as `client.conflicts()` reports them.
     """
-    store = client._store
+    store = client.replica.store
     projections = {
         name: json.dumps(store.query_records(name, [], []), sort_keys=True) for name in COLLECTIONS
     }

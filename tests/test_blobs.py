@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from edge_sdk._blobs import (
-    CHUNK_SIZE,
+from edge_sdk import (
+    BlobCorruptError,
+    BlobNotFoundError,
     BlobRef,
     BlobStore,
     EncryptedFileBlobStore,
     MemoryBlobStore,
 )
-from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
+from edge_sdk._blobs import CHUNK_SIZE
 
 MiB = 1024 * 1024
 HEADER_SIZE = 8 + 16 + 56

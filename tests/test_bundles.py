@@ -20,11 +20,14 @@ from edge_sdk import (
     BundleDecryptError,
     BundleError,
     BundleFormatError,
+    BundleInfo,
     BundleSignatureError,
     EdgeClient,
+    export_bundle,
+    import_bundle,
+    read_bundle_info,
 )
-from edge_sdk import _bundles as bundles
-from edge_sdk._bundles import export_bundle, import_bundle, read_bundle_info
+from edge_sdk import _bundles as bundles  # the format's private constants
 
 FAST = Argon2Params.fast()
 SECRET = "bundle passphrase for the ward"
@@ -35,7 +38,7 @@ Snapshot = Callable[[EdgeClient], dict[str, Any]]
 Stores = Callable[..., EdgeClient]
 
 
-def export(client: EdgeClient, path: Path, **kwargs: Any) -> bundles.BundleInfo:
+def export(client: EdgeClient, path: Path, **kwargs: Any) -> BundleInfo:
     return export_bundle(client, path, passphrase=SECRET, kdf=FAST, **kwargs)
 
 
@@ -67,7 +70,7 @@ def add_notes(client: EdgeClient, count: int) -> list[str]:
 
 def state(client: EdgeClient, snapshot: Snapshot) -> dict[str, Any]:
     """Records, heads, conflicts, and the trust and peer bookkeeping of a store."""
-    store = client._store
+    store = client.replica.store
     return {
         **snapshot(client),
         "trusted": store.execute("SELECT * FROM trusted_signers ORDER BY device_id").fetchall(),
@@ -76,7 +79,7 @@ def state(client: EdgeClient, snapshot: Snapshot) -> dict[str, Any]:
 
 
 def trusted_ids(client: EdgeClient) -> list[str]:
-    rows = client._store.execute("SELECT device_id FROM trusted_signers").fetchall()
+    rows = client.replica.store.execute("SELECT device_id FROM trusted_signers").fetchall()
     return sorted(row[0] for row in rows)
 
 
@@ -240,7 +243,7 @@ def test_a_document_that_fails_validation_does_not_stop_the_others(
         device_id=a.device_id,
         clinic_id="clinic-2",
     )
-    a._store.put_documents([foreign])
+    a.replica.store.put_documents([foreign])
     path = tmp_path / "mixed.bundle"
     export(a, path)
 
@@ -249,7 +252,7 @@ def test_a_document_that_fails_validation_does_not_stop_the_others(
     assert [r.doc_id for r in report.rejected] == [foreign.id]
     assert "clinic-2" in report.rejected[0].reason
     assert report.received == set(ids.values())
-    assert foreign.id not in b._store.document_heads()
+    assert foreign.id not in b.replica.document_heads()
 
 
 def test_import_is_audited(tmp_store: Stores, tmp_path: Path) -> None:
@@ -474,7 +477,7 @@ def test_another_key_claiming_a_trusted_device_is_refused(
     a, b, _ = pair
     # A forger's store that claims A's device id but holds its own signing key.
     forger = tmp_store("forger")
-    forger._store.execute("UPDATE identity SET device_id = ?", (a.device_id,))
+    forger.replica.store.execute("UPDATE identity SET device_id = ?", (a.device_id,))
     forger.close()
     forger = tmp_store.open("forger")
     assert forger.device_id == a.device_id

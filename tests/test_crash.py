@@ -100,7 +100,7 @@ def run_writer(store: Path, mode: str, acknowledged_lines: int) -> list[list[str
 
 
 def assert_consistent(client: Any) -> None:
-    store = client._store
+    store = client.replica.store
     assert store.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     for doc_id in store.document_heads():
         document = store.get_document(doc_id)

@@ -7,7 +7,7 @@ import uuid
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_sdk._identity import DeviceIdentity, verify_signature
+from edge_sdk import DeviceIdentity, verify_signature
 
 
 def test_generate_makes_a_uuid4_device_and_an_ed25519_key() -> None:

@@ -17,24 +17,24 @@ from dataclasses import dataclass
 
 import pytest
 
-from edge_sdk._errors import KeyProviderError, WrongKeyError
+from edge_sdk import (
+    IOSKeychain,
+    KeychainKeyProvider,
+    KeyProviderError,
+    MemoryKeystore,
+    PlatformKeystore,
+    WrongKeyError,
+)
 from edge_sdk._keychain import (
     ERR_SEC_DUPLICATE_ITEM,
     ERR_SEC_INTERACTION_NOT_ALLOWED,
     ERR_SEC_ITEM_NOT_FOUND,
     ERR_SEC_PARAM,
     ERR_SEC_SUCCESS,
-    IOSKeychain,
-    MemoryKeystore,
-    PlatformKeystore,
     SecConstant,
     SecValue,
 )
-from edge_sdk._keys import (
-    KeychainKeyProvider,
-    create_keyring,
-    unwrap_data_key,
-)
+from edge_sdk._keys import create_keyring, unwrap_data_key
 
 SERVICE = "health.coherency.store"
 THIS_DEVICE_ONLY = "kSecAttrAccessibleWhenUnlockedThisDeviceOnly"

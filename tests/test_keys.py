@@ -11,21 +11,21 @@ from typing import Any
 
 import pytest
 
-from edge_sdk._errors import (
+from edge_sdk import (
+    Argon2Params,
+    KeychainKeyProvider,
+    KeyFileKeyProvider,
+    KeyProvider,
     KeyProviderError,
+    MemoryKeystore,
+    PassphraseKeyProvider,
     StoreCorruptError,
     StoreError,
     StoreNotFoundError,
     WrongKeyError,
 )
-from edge_sdk._keychain import MemoryKeystore
 from edge_sdk._keys import (
-    Argon2Params,
-    KeychainKeyProvider,
-    KeyFileKeyProvider,
-    KeyProvider,
     Keyring,
-    PassphraseKeyProvider,
     create_keyring,
     derive_subkey,
     read_keyring,

@@ -22,10 +22,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from edge_sdk._errors import EdgeError
-from edge_sdk._models import (
+from edge_sdk import (
     MANIFEST_FILE,
     SIGNATURE_FILE,
+    EdgeError,
+    Enrollment,
+    MemoryHub,
+    MemoryTransport,
     ModelError,
     ModelManifest,
     ModelRunner,
@@ -604,7 +607,7 @@ import sys
 from pathlib import Path
 sys.modules['onnxruntime'] = None
 sys.modules['numpy'] = None
-from edge_sdk._models import ModelStore, ModelUnavailableError
+from edge_sdk import ModelStore, ModelUnavailableError
 d = Path({str(tmp_path)!r})
 store = ModelStore(d / "store", public_key=bytes.fromhex({public_bytes(server_key).hex()!r}))
 store.install((d / "manifest").read_bytes(), (d / "model").read_bytes(), (d / "sig").read_bytes())
@@ -650,3 +653,38 @@ def test_long_names_install_and_stay_readable(
 def test_a_deeply_nested_manifest_is_a_model_error() -> None:
     with pytest.raises(ModelError, match="nested"):
         ModelManifest.from_bytes(b"[" * 5000 + b"]" * 5000)
+
+
+# --- updates from a model source --------------------------------------------------------
+
+
+def test_update_model_installs_what_a_model_source_offers_once(
+    tmp_store: Any, fp32_model: bytes, int8_model: bytes, server_key: Ed25519PrivateKey
+) -> None:
+    """`update_model` over a `MemoryHub` (a `ModelSource`, as the server is)."""
+    client = tmp_store()
+    pinned = Enrollment(
+        server_url="memory:",
+        device_id=client.device_id,
+        clinic_id=client.clinic_id,
+        organisation_id="org",
+        server_public_key=public_bytes(server_key),
+    )
+    client.replica.enrol(pinned, refresh_token="unused")
+    hub = MemoryHub()
+    source = MemoryTransport(hub, device_id=client.device_id, clinic_id=client.clinic_id)
+    nothing = client.update_model(source=source)
+    assert not nothing.changed and nothing.reason == "the server has not published a model"
+
+    manifest, model, signature = publish(fp32_model, server_key, "1.0.0")
+    hub.publish_model(manifest=manifest, model=model, signature=signature)
+    first = client.update_model(source=source)
+    assert first.changed and first.manifest is not None and first.manifest.version == "1.0.0"
+    assert not client.update_model(source=source).changed  # already the current one
+
+    # A model signed by another key is refused, and the installed one stays.
+    forged = publish(int8_model, Ed25519PrivateKey.generate(), "2.0.0")
+    hub.publish_model(manifest=forged[0], model=forged[1], signature=forged[2])
+    with pytest.raises(ModelVerificationError, match="previous model stays in use"):
+        client.update_model(source=source)
+    assert client.models.runner().manifest.version == "1.0.0"

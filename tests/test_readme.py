@@ -1,4 +1,4 @@
-"""The README's SDK example runs as written."""
+"""The README's SDK example, and the sync guide's, run as written."""
 
 from __future__ import annotations
 
@@ -8,11 +8,17 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+SYNC_GUIDE = ROOT / "docs" / "sync.md"
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
 
 
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    blocks = python_blocks(README)
     assert blocks, "the README has no Python example"
     monkeypatch.chdir(tmp_path)
     for block in blocks:
@@ -20,3 +26,12 @@ def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         exec(compile(block, str(README), "exec"), namespace)
     assert (tmp_path / "ward-tablet" / "coherency.db").exists()
     assert os.listdir(tmp_path / "ward-tablet")
+
+
+def test_sync_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(SYNC_GUIDE)
+    assert blocks, "docs/sync.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(SYNC_GUIDE), "exec"), {})
+    assert (tmp_path / "ward" / "coherency.db").exists()

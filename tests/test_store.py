@@ -23,7 +23,6 @@ from edge_sdk import (
     StoreExistsError,
     StoreNotFoundError,
 )
-from edge_sdk._client import _AuditedStore
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -52,7 +51,7 @@ def record_counts(client: EdgeClient) -> dict[str, int]:
 
 
 def projections_match_documents(client: EdgeClient) -> bool:
-    store = client._store
+    store = client.replica.store
     for doc_id in store.document_heads():
         document = store.get_document(doc_id)
         assert document is not None
@@ -219,7 +218,7 @@ def test_invalid_and_immutable_updates_are_refused_and_change_nothing(tmp_store:
     client = tmp_store()
     patient = add_patient(client)
     wound = client.wounds.add(patient_id=patient.id, body_site="sacrum")
-    heads = client._store.document_heads()
+    heads = client.replica.document_heads()
     for call in (
         lambda: client.patients.update(patient.id, given_name=""),
         lambda: client.patients.update(patient.id, clinic_id="clinic-2"),
@@ -228,7 +227,7 @@ def test_invalid_and_immutable_updates_are_refused_and_change_nothing(tmp_store:
     ):
         with pytest.raises(RecordValidationError):
             call()
-    assert client._store.document_heads() == heads
+    assert client.replica.document_heads() == heads
     with pytest.raises(RecordValidationError):
         client.patients.add(given_name="Ada", family_name="Okafor")
     assert len(client.patients.list()) == 1
@@ -284,13 +283,13 @@ def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
         ("wound_id", lambda: note(ada.id, "w-1")),
         ("wound_id", lambda: note(ada.id, bea_wound.id)),
     ]
-    counts, heads = record_counts(client), client._store.document_heads()
+    counts, heads = record_counts(client), client.replica.document_heads()
     for field_name, create in refused:
         with pytest.raises(RecordValidationError) as raised:
             create()
         assert [line.split(":")[0] for line in raised.value.errors] == [field_name]
     assert record_counts(client) == counts
-    assert client._store.document_heads() == heads
+    assert client.replica.document_heads() == heads
 
     # The same records with matching references are accepted, also inside one batch.
     with client.batch():
@@ -333,11 +332,11 @@ def test_records_received_by_sync_need_not_find_their_patient(tmp_store: Any) ->
     a, b = tmp_store("a"), tmp_store("b")
     patient = add_patient(a)
     wound = a.wounds.add(patient_id=patient.id, body_site="sacrum")
-    saved = a._store.saved_document(wound.id)
+    saved = a.replica.store.saved_document(wound.id)
     assert saved is not None
 
     # B receives the wound alone: a wound may arrive before its patient.
-    report = apply_documents(_AuditedStore(b), [(wound.id, saved)], device_id=b.device_id)
+    report = apply_documents(b.replica.documents, [(wound.id, saved)], device_id=b.device_id)
     assert report.rejected == []
     assert report.received == {wound.id}
     assert b.wounds.get(wound.id) == wound

@@ -208,8 +208,8 @@ def test_a_damaged_page_is_detected_or_harmless(
         try:
             with tmp_store.open("a") as reopened:
                 seen = snapshot(reopened)
-                for doc_id in reopened._store.document_heads():
-                    reopened._store.get_document(doc_id)
+                for doc_id in reopened.replica.document_heads():
+                    reopened.replica.store.get_document(doc_id)
         except StoreCorruptError:
             detected += 1
         else:
@@ -270,7 +270,7 @@ def test_malformed_sync_messages_raise_and_leave_the_store_unchanged(
             session.receive(garbage)
         assert snapshot(client) == before
     # Well-formed, but carrying a document made invalid by hand: refused, not stored.
-    raw = am.Document.load(client._store.saved_document(patient_id))
+    raw = am.Document.load(client.replica.store.saved_document(patient_id))
     raw.set_actor(actor_for_device("00000000-0000-4000-8000-0000000000ff"))
     with raw.transaction() as tx:
         tx.put(am.ROOT, "given_name", am.ScalarType.Int, 5)

@@ -21,16 +21,25 @@ from edge_sdk import (
     DeviceRevokedError,
     EdgeClient,
     EnrolmentError,
+    HttpTransport,
     NotEnrolledError,
     PassphraseKeyProvider,
     RetryPolicy,
     ServerUnreachableError,
     SyncProgress,
+    SyncResult,
 )
-from edge_sdk._sync_client import sync as sync_with
 from sync_server._identity import create_enrolment_token, revoke_device
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
+
+
+def sync_with(
+    client: EdgeClient, *, retry: RetryPolicy, transport: httpx.BaseTransport | None = None
+) -> SyncResult:
+    """Sync through an HTTP transport of its own (over `transport`), closed afterwards."""
+    with HttpTransport(client.replica, retry=retry, transport=transport) as server:
+        return client.sync(transport=server)
 
 
 class Devices:
@@ -73,7 +82,7 @@ def add_patient(client: EdgeClient, family: str) -> str:
 
 
 def state(client: EdgeClient) -> dict[str, Any]:
-    store = client._store
+    store = client.replica.store
     return {
         "records": {
             name: json.dumps(store.query_records(name, [], []), sort_keys=True)
@@ -156,8 +165,8 @@ def test_offline_edits_converge_in_any_sync_order_and_stay_in_their_clinic(
             client.sync(retry=FAST)
     assert state(a) == state(b)
     assert b.wounds.get(wound.id).patient_id == shared
-    a_ids = set(a._store.document_heads())
-    c_ids = set(c._store.document_heads())
+    a_ids = set(a.replica.document_heads())
+    c_ids = set(c.replica.document_heads())
     assert not a_ids & c_ids  # clinic C sees nothing of clinic A, and the other way
     assert c.patients.get(c_patient).family_name == "Elsewhere"
     # Concurrent MRN writes may conflict; both devices show the same conflict.
@@ -222,7 +231,7 @@ def test_a_cut_connection_loses_and_duplicates_nothing(
     assert set(b_result.pulled) == ids
     assert state(a)["records"] == state(b)["records"]
     # Nothing was duplicated: one document (and one patient row) per record.
-    assert len(b._store.document_heads()) == len(ids)
+    assert len(b.replica.document_heads()) == len(ids)
     assert len(b.patients.list()) == len(ids)
 
 
@@ -254,8 +263,8 @@ def test_a_lost_refresh_token_is_replaced_by_a_device_key_login(
 ) -> None:
     clinic = server.new_clinic()
     client = devices.new(clinic, "a")
-    with client._store.transaction():
-        client._store.set_meta("sync.refresh_token", "lost-in-a-crash")
+    with client.replica.store.transaction():
+        client.replica.store.set_meta("sync.refresh_token", "lost-in-a-crash")
     add_patient(client, "StillSyncs")
     assert len(client.sync(retry=FAST).pushed) == 1
 
@@ -277,8 +286,6 @@ def test_progress_reports_each_phase(devices: Devices, server: Any) -> None:
 def test_an_enrolment_whose_answer_was_lost_is_repeated_safely(
     devices: Devices, server: Any
 ) -> None:
-    from edge_sdk._sync_client import enroll
-
     clinic = server.new_clinic()
     client = devices.new(clinic, "unlucky", enroll=False)
     lost: list[str] = []
@@ -289,8 +296,8 @@ def test_an_enrolment_whose_answer_was_lost_is_repeated_safely(
             return True
         return False
 
-    enrollment = enroll(
-        client,
+    enrollment = HttpTransport.enroll(
+        client.replica,
         server.url,
         devices.token(clinic),
         retry=FAST,

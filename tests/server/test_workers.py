@@ -102,8 +102,8 @@ def _device(root: Path, name: str, url: str, settings: Settings, clinic: str) ->
 
 
 def _use_worker(client: EdgeClient, url: str) -> None:
-    with client._store.transaction():
-        client._store.set_meta("sync.server_url", url)
+    with client.replica.store.transaction():
+        client.replica.store.set_meta("sync.server_url", url)
 
 
 def test_devices_syncing_through_different_workers_converge(
@@ -132,7 +132,7 @@ def test_devices_syncing_through_different_workers_converge(
             b.sync(retry=FAST)
         a.sync(retry=FAST)
         assert {p.id for p in a.patients.list()} == ids == {p.id for p in b.patients.list()}
-        assert a._store.document_heads() == b._store.document_heads()
+        assert a.replica.document_heads() == b.replica.document_heads()
     finally:
         a.close()
         b.close()

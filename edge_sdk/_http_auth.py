@@ -1,0 +1,154 @@
+"""A device's credentials as an `httpx.Auth`: `DeviceAuth`.
+
+Each request gets the device's bearer token. The token is renewed before it expires,
+and once more when the server answers 401:
+
+1. with the refresh token kept in the replica: taken out of the store before it is
+   sent, and sent once (never retried: resending one whose answer was lost would be
+   reuse, which revokes its whole family); the new refresh token the server answers
+   is stored before the new access token is used;
+2. when there is none, or the server refused it, or its answer was lost: with a login
+   signed by the device key, a fresh nonce per attempt (a nonce is single-use, so a
+   resent assertion would be refused as a replay), retried with the retry policy's
+   backoff.
+
+The refresh and login requests are not yielded into the flow but sent through `post`
+(the same client and transport stack, marked `NO_RETRY` so the retry wrapper sends
+them once): httpx ends a flow when a yielded request fails to connect, and the
+fallback from a lost refresh to a login, and the fresh nonce per login attempt, must
+happen here. For a synchronous `httpx.Client`.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import secrets
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from crdt import device_login_message
+from edge_sdk._errors import AuthenticationError, DeviceRevokedError, ServerUnreachableError
+from edge_sdk._http_errors import error_code, error_text
+from edge_sdk._http_retry import Counters
+from edge_sdk._replica import Replica
+from edge_sdk._sync_types import RetryPolicy
+
+__all__ = ["DeviceAuth", "Post"]
+
+log = logging.getLogger("edge_sdk.sync")
+
+Post = Callable[[str, Mapping[str, Any]], httpx.Response]
+"""Sends a JSON body to a path of the server once, without this auth."""
+
+_REFRESH_MARGIN_SECONDS = 30
+
+
+class DeviceAuth(httpx.Auth):
+    """Bearer tokens for one enrolled replica, refreshed and renewed as needed."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        post: Post,
+        retry: RetryPolicy,
+        counters: Counters,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._replica = replica
+        self._post = post
+        self._retry = retry
+        self._counters = counters
+        self._sleep = sleep
+        self._rng = random.Random()
+        self._token: str | None = None
+        self._expires = 0.0
+        self._lock = threading.Lock()
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        """Add the bearer token; on a 401, renew it and send the request once more.
+
+        Raises:
+            DeviceRevokedError: The server revoked this device.
+            AuthenticationError: The server refused the device's key.
+            ServerUnreachableError: No token could be had within the retry budget.
+        """
+        token = self._current(stale=None)
+        request.headers["Authorization"] = f"Bearer {token}"
+        response = yield request
+        if response.status_code == 401:
+            response.read()
+            request.headers["Authorization"] = f"Bearer {self._current(stale=token)}"
+            yield request
+
+    def _current(self, *, stale: str | None) -> str:
+        """A usable access token: the kept one unless it expired or was refused."""
+        with self._lock:
+            if self._token is None or self._token == stale or time.time() > self._expires:
+                self._token, self._expires = self._renew()
+            return self._token
+
+    def _renew(self) -> tuple[str, float]:
+        refresh = self._replica.take_refresh_token()
+        if refresh:
+            try:
+                response = self._post("/v1/auth/refresh", {"refresh_token": refresh})
+            except ServerUnreachableError as exc:
+                log.info("refresh failed (%s); logging in with the device key", exc)
+            else:
+                if response.status_code == 200:
+                    return self._keep(response.json())
+                _raise_if_revoked(response)
+                # Unknown, expired, revoked or reused: a new family from the device key.
+                log.info(
+                    "refresh refused (%s); logging in with the device key", error_text(response)
+                )
+        return self._device_login()
+
+    def _device_login(self) -> tuple[str, float]:
+        identity = self._replica.identity
+        attempt = 0
+        while True:
+            issued_at = int(time.time())
+            nonce = secrets.token_hex(16)
+            signature = identity.sign(device_login_message(identity.device_id, issued_at, nonce))
+            body = {
+                "device_id": identity.device_id,
+                "issued_at": issued_at,
+                "nonce": nonce,
+                "signature": base64.b64encode(signature).decode(),
+            }
+            try:
+                response = self._post("/v1/auth/device", body)
+            except ServerUnreachableError as exc:
+                if attempt + 1 >= self._retry.attempts:
+                    raise ServerUnreachableError(
+                        f"device login failed {attempt + 1} times; last: {exc}"
+                    ) from None
+                self._counters.retries += 1
+                self._sleep(self._retry.delay(attempt, self._rng))
+                attempt += 1
+                continue
+            if response.status_code == 200:
+                return self._keep(response.json())
+            _raise_if_revoked(response)
+            raise AuthenticationError(f"the server refused the device: {error_text(response)}")
+
+    def _keep(self, answer: Mapping[str, Any]) -> tuple[str, float]:
+        # The new refresh token is stored before the access token is used: losing it
+        # would only mean a device-key login next time.
+        self._replica.keep_refresh_token(str(answer["refresh_token"]))
+        expires = datetime.fromisoformat(answer["access_token_expires_at"]).timestamp()
+        return str(answer["access_token"]), expires - _REFRESH_MARGIN_SECONDS
+
+
+def _raise_if_revoked(response: httpx.Response) -> None:
+    if response.status_code == 403 and error_code(response) == "device_revoked":
+        raise DeviceRevokedError("the server has revoked this device")

@@ -1,0 +1,126 @@
+"""Retries as an httpx transport wrapper: `RetryTransport(inner, policy)`.
+
+Connection failures and 408/425/429/5xx answers are tried again with exponential
+backoff and full jitter (`RetryPolicy`), waiting at least what a ``Retry-After``
+header asks (up to the policy's cap). When the attempts run out the request fails
+with `ServerUnreachableError`, which names the count and the last problem.
+
+The answer's body is read inside the retry loop, so a connection cut mid-body is
+retried like any other failure; a request carrying the `STREAM` extension is answered
+with its body unread instead (a blob download, which resumes by itself).
+
+A request carrying the `NO_RETRY` extension is sent once, whatever happens: a refresh
+token must never be sent twice (a second use of one whose answer was lost looks like
+theft and revokes its family), and a device-key login is signed anew per attempt by
+its sender. Those still fail as `ServerUnreachableError`, after one attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from edge_sdk._errors import ServerUnreachableError
+from edge_sdk._http_errors import error_text
+from edge_sdk._sync_types import RetryPolicy
+
+__all__ = ["NO_RETRY", "RETRYABLE_STATUS", "STREAM", "Counters", "RetryTransport"]
+
+log = logging.getLogger("edge_sdk.sync")
+
+NO_RETRY = "coherency.no_retry"
+"""Request extension: send this request once, never again."""
+
+STREAM = "coherency.stream"
+"""Request extension: the caller reads the body as it arrives; leave it unread."""
+
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+@dataclass(slots=True)
+class Counters:
+    """Requests sent (every attempt) and attempts repeated, for `SyncResult`."""
+
+    requests: int = 0
+    retries: int = 0
+
+
+class RetryTransport(httpx.BaseTransport):
+    """Wraps another httpx transport, retrying what is worth retrying."""
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        policy: RetryPolicy,
+        *,
+        counters: Counters | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._inner = inner
+        self._policy = policy
+        self.counters = counters if counters is not None else Counters()
+        self._sleep = sleep
+        self._rng = random.Random()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request`, again after failures; the first answer not worth retrying.
+
+        Raises:
+            ServerUnreachableError: Every attempt failed to connect or got a
+                retryable status.
+        """
+        tries = 1 if request.extensions.get(NO_RETRY) else self._policy.attempts
+        attempt = 0
+        while True:
+            self.counters.requests += 1
+            retry_after = 0.0
+            try:
+                response = self._inner.handle_request(request)
+                if response.status_code not in RETRYABLE_STATUS:
+                    if not request.extensions.get(STREAM):
+                        _read(response)
+                    return response
+                problem, retry_after = _refusal(response)
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            if attempt + 1 >= tries:
+                raise ServerUnreachableError(
+                    f"{request.method} {request.url.path} failed {attempt + 1} times; "
+                    f"last: {problem}"
+                )
+            delay = self._policy.delay(attempt, self._rng)
+            if retry_after:
+                delay = max(delay, min(retry_after, self._policy.cap_seconds))
+            attempt += 1
+            self.counters.retries += 1
+            log.info(
+                "retrying %s %s in %.2fs (%s)", request.method, request.url.path, delay, problem
+            )
+            self._sleep(delay)
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self._inner.close()
+
+
+def _read(response: httpx.Response) -> None:
+    """Read the whole body (the connection is released either way)."""
+    try:
+        response.read()
+    finally:
+        response.close()
+
+
+def _refusal(response: httpx.Response) -> tuple[str, float]:
+    """What a retryable answer said, and the seconds its ``Retry-After`` asks for."""
+    _read(response)
+    try:
+        retry_after = max(0.0, float(response.headers.get("retry-after", "")))
+    except ValueError:
+        retry_after = 0.0
+    return f"HTTP {response.status_code}: {error_text(response)}", retry_after

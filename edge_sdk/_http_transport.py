@@ -1,0 +1,310 @@
+"""`HttpTransport`: the sync protocol over the central server's HTTP API (httpx).
+
+    with HttpTransport(client.replica) as server:     # an enrolled replica
+        sync_replica(client.replica, server)
+
+One `httpx.Client` per transport, built from httpx's own extension points:
+
+- `DeviceAuth` (an `httpx.Auth`) adds the device's bearer token, refreshes it before
+  it expires or when refused, and logs in with the device key when it must;
+- `RetryTransport` wraps the network transport and retries connection failures and
+  408/425/429/5xx answers with backoff and full jitter (`RetryPolicy`);
+- the routes: ``POST /v1/sync/push``, ``GET /v1/sync/pull`` (long poll with `wait`),
+  the blob routes (`HttpBlobs`), and ``GET /v1/models/...`` (it is a `ModelSource`
+  too: model updates use the same connection, token and retries).
+
+A 403 ``device_revoked`` from any route is `DeviceRevokedError`. Enrolment
+(`HttpTransport.enroll`) is one unauthenticated request, retried like the others.
+
+httpx is imported by the HTTP modules only: `import edge_sdk` works without the
+`[server]` extra.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from crdt import SYNC_MEDIA_TYPE, Rejection, enrolment_message, is_sha256
+from edge_sdk._errors import (
+    CursorAheadError,
+    DeviceRevokedError,
+    EnrolmentError,
+    NotEnrolledError,
+    SyncError,
+)
+from edge_sdk._http_auth import DeviceAuth
+from edge_sdk._http_blobs import HttpBlobs
+from edge_sdk._http_errors import error_code, error_text, raise_for_status
+from edge_sdk._http_retry import NO_RETRY, STREAM, Counters, RetryTransport
+from edge_sdk._model_sync import ModelOffer
+from edge_sdk._replica import Replica
+from edge_sdk._sync_types import Enrollment, RetryPolicy
+from edge_sdk._transport import BlobDownload, PushAnswer, UploadState
+
+__all__ = ["HttpTransport"]
+
+_USER_AGENT = "coherency-edge-sdk"
+
+
+class HttpTransport:
+    """The sync protocol (and model fetches) over a server's HTTP API, with the
+    device's credentials.
+
+    Args:
+        replica: An enrolled replica: the server's URL and pinned key, the refresh
+            token and the device key come from it.
+        retry: How hard to try before giving up (`RetryPolicy()` by default).
+        transport: The httpx transport under the retries (tests pass their own; the
+            default is `httpx.HTTPTransport()`).
+
+    Raises:
+        NotEnrolledError: The replica was never enrolled.
+    """
+
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        enrollment = replica.enrollment
+        if enrollment is None:
+            raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
+        self.server_url = enrollment.server_url
+        """The server this transport talks to."""
+        self.retry = retry or RetryPolicy()
+        """The retry policy of every request."""
+        # What the server holds is tracked like any peer, under its pinned key.
+        self._peer_id = "server:" + enrollment.server_public_key.hex()[:32]
+        self._counters = Counters()
+        auth = DeviceAuth(replica, post=self._post_once, retry=self.retry, counters=self._counters)
+        self._client = _client(self.server_url, self.retry, transport, self._counters, auth)
+        self._blobs = HttpBlobs(self)
+
+    # ---------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Close the connections."""
+        self._client.close()
+
+    def __enter__(self) -> HttpTransport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def serves(self, server_url: str, retry: RetryPolicy) -> bool:
+        """True if this transport talks to `server_url` with the `retry` policy."""
+        return self.server_url == server_url and self.retry == retry
+
+    # ---------------------------------------------------------------- SyncTransport
+    @property
+    def peer_id(self) -> str:
+        """``server:`` and the start of the server's pinned key."""
+        return self._peer_id
+
+    @property
+    def requests(self) -> int:
+        """Requests sent so far (every attempt, token requests included)."""
+        return self._counters.requests
+
+    @property
+    def retries(self) -> int:
+        """Attempts repeated so far after a failure."""
+        return self._counters.retries
+
+    def push(self, message: bytes) -> PushAnswer:
+        """``POST /v1/sync/push``: the server's answer per document."""
+        response = self.request(
+            "POST", "/v1/sync/push", content=message, headers={"content-type": SYNC_MEDIA_TYPE}
+        )
+        raise_for_status(response, "push")
+        answer = response.json()
+        return PushAnswer(
+            accepted=[str(doc_id) for doc_id in answer["accepted"]],
+            unchanged=[str(doc_id) for doc_id in answer["unchanged"]],
+            rejected=[Rejection(r["doc_id"], r["reason"]) for r in answer["rejected"]],
+        )
+
+    def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
+        """``GET /v1/sync/pull``: one page of the clinic's change feed after `cursor`."""
+        params: dict[str, Any] = {"cursor": cursor, "limit": limit}
+        if wait > 0:
+            params["wait"] = wait
+        response = self.request("GET", "/v1/sync/pull", params=params, wait=wait)
+        if response.status_code == 409 and error_code(response) == "cursor_ahead":
+            raise CursorAheadError(f"the server's feed is behind cursor {cursor}")
+        raise_for_status(response, "pull")
+        return response.content
+
+    def declare_upload(self, *, sha256: str, size: int) -> UploadState:
+        """``POST /v1/blobs/uploads``: start or resume an upload, or learn it is held."""
+        return self._blobs.declare_upload(sha256=sha256, size=size)
+
+    def send_chunk(self, *, upload_id: str, offset: int, data: bytes) -> UploadState | None:
+        """``PATCH /v1/blobs/uploads/{id}``: the bytes at `offset`."""
+        return self._blobs.send_chunk(upload_id=upload_id, offset=offset, data=data)
+
+    def download(self, *, sha256: str, start: int) -> BlobDownload:
+        """``GET /v1/blobs/{sha256}`` from byte `start` on."""
+        return self._blobs.download(sha256=sha256, start=start)
+
+    # ---------------------------------------------------------------- ModelSource
+    def current_model(self) -> ModelOffer | None:
+        """``GET /v1/models/current``: the published model, or None when there is none.
+
+        Raises:
+            SyncError: The server refused the request or sent an unusable answer.
+        """
+        response = self.request("GET", "/v1/models/current")
+        if response.status_code == 404 and error_code(response) == "no_model":
+            return None
+        raise_for_status(response, "model check")
+        unusable = SyncError("the server sent an unusable answer about its current model")
+        try:
+            answer: Any = response.json()
+            manifest = base64.b64decode(answer["manifest"], validate=True)
+            signature = base64.b64decode(answer["signature"] or "", validate=True)
+            sha256, size = answer["sha256"], answer["size"]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise unusable from None
+        if not is_sha256(sha256) or not isinstance(size, int) or size < 1:
+            raise unusable
+        return ModelOffer(manifest=manifest, signature=signature or None, sha256=sha256, size=size)
+
+    def download_model(self, sha256: str) -> bytes:
+        """``GET /v1/models/{sha256}``: the model file, read whole (models are a few MB;
+        the server caps them at 20 MB), so a cut answer is retried like any other.
+
+        Raises:
+            SyncError: The server refused the request.
+        """
+        response = self.request("GET", f"/v1/models/{sha256}")
+        raise_for_status(response, "model download")
+        return response.content
+
+    # ---------------------------------------------------------------- requests
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, Any] | None = None,
+        stream: bool = False,
+        wait: float = 0.0,
+    ) -> httpx.Response:
+        """Send one request to the server with the device's token, retried as the
+        policy says; any answer but a revoked device's comes back as it is.
+
+        With `stream`, the body is left unread (close the response when done); `wait`
+        extends the timeout for a long poll.
+
+        Raises:
+            DeviceRevokedError: The server revoked this device.
+            ServerUnreachableError: The server did not answer within the retry budget.
+        """
+        timeout: httpx.Timeout | Any = httpx.USE_CLIENT_DEFAULT
+        if wait:
+            timeout = httpx.Timeout(self.retry.timeout_seconds + wait, connect=10.0)
+        request = self._client.build_request(
+            method,
+            path,
+            json=json,
+            content=content,
+            headers=headers,
+            params=params,
+            timeout=timeout,
+            extensions={STREAM: True} if stream else None,
+        )
+        response = self._client.send(request, stream=stream)
+        if response.status_code == 403:
+            response.read()
+            if error_code(response) == "device_revoked":
+                response.close()
+                raise DeviceRevokedError("the server has revoked this device")
+        return response
+
+    def _post_once(self, path: str, body: Mapping[str, Any]) -> httpx.Response:
+        """POST without the bearer token, never retried (the token routes)."""
+        request = self._client.build_request("POST", path, json=body, extensions={NO_RETRY: True})
+        return self._client.send(request, auth=None)
+
+    # ---------------------------------------------------------------- enrolment
+    @classmethod
+    def enroll(
+        cls,
+        replica: Replica,
+        server_url: str,
+        token: str,
+        *,
+        name: str = "",
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> Enrollment:
+        """Enrol the replica's device with a server, using a one-time token from staff.
+
+        The device proves it holds its Ed25519 key; the server binds that key to the
+        device and its clinic. A replica that already holds records must belong to
+        the token's clinic; an empty one takes the token's clinic. An enrolment whose
+        answer was lost is repeated safely (same device, same key).
+
+        Raises:
+            EnrolmentError: The server refused the token or the clinic does not match.
+            ServerUnreachableError: The server did not answer within the retry budget.
+        """
+        url = server_url.rstrip("/")
+        identity = replica.identity
+        body = {
+            "token": token,
+            "device_id": identity.device_id,
+            "public_key": base64.b64encode(identity.public_key).decode(),
+            "signature": base64.b64encode(
+                identity.sign(enrolment_message(token, identity.device_id))
+            ).decode(),
+            "name": name,
+            "expected_clinic_id": replica.clinic_id if replica.store.has_documents() else None,
+        }
+        with _client(url, retry or RetryPolicy(), transport, Counters(), None) as http:
+            response = http.post("/v1/devices/enroll", json=body)
+        if response.status_code >= 400:
+            raise EnrolmentError(f"the server refused the enrolment: {error_text(response)}")
+        answer = response.json()
+        enrollment = Enrollment(
+            server_url=url,
+            device_id=str(answer["device_id"]),
+            clinic_id=str(answer["clinic_id"]),
+            organisation_id=str(answer["organisation_id"]),
+            server_public_key=base64.b64decode(answer["server_public_key"]),
+        )
+        replica.enrol(enrollment, refresh_token=str(answer["refresh_token"]))
+        return enrollment
+
+
+def _client(
+    base_url: str,
+    retry: RetryPolicy,
+    transport: httpx.BaseTransport | None,
+    counters: Counters,
+    auth: httpx.Auth | None,
+) -> httpx.Client:
+    return httpx.Client(
+        base_url=base_url,
+        auth=auth,
+        timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
+        transport=RetryTransport(transport or httpx.HTTPTransport(), retry, counters=counters),
+        headers={"user-agent": _USER_AGENT},
+    )

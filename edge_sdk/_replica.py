@@ -1,0 +1,238 @@
+"""`Replica`: one device's copy of its clinic's records, as sync, bundles and models see it.
+
+A replica is the encrypted store, the encrypted blob files, the device identity, its
+clinic, the policy every received document must pass, the access gate every read and
+write of patient data goes through, and the enrolment with a server (its URL, its
+pinned key, the refresh token and the pull cursor). An `EdgeClient` owns one
+(`client.replica`); bundles, sync and model updates work on one; the clinic edge box
+runs the same sync over its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from crdt import DocumentStore, RecordDocument, SyncSession
+from edge_sdk._access import AccessGate
+from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
+from edge_sdk._identity import DeviceIdentity
+from edge_sdk._store import Store
+from edge_sdk._sync_types import Enrollment
+
+__all__ = ["META_PREFIX", "Replica", "ReplicaHolder", "replica_of"]
+
+META_PREFIX = "sync."
+"""Store metadata keys of the server enrolment start with this."""
+
+
+class Replica:
+    """One device's replica of its clinic's records.
+
+    Attributes:
+        path: The store's folder.
+        store: The encrypted database (internal: its methods are not a stable API).
+        identity: The device's Ed25519 identity; its id is the Automerge actor.
+        clinic_id: The clinic this replica belongs to.
+        blob_files: The encrypted blob files, not audited (wrap uses in `access`).
+        blobs: The same blob files with every read and write audited.
+        documents: The documents as a `crdt.DocumentStore`, reads and writes audited.
+        access: The gate every read and write of patient data goes through.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: Path,
+        store: Store,
+        identity: DeviceIdentity,
+        clinic_id: str,
+        blob_files: EncryptedFileBlobStore,
+    ) -> None:
+        self.path = path
+        self.store = store
+        self.identity = identity
+        self.clinic_id = clinic_id
+        self.blob_files = blob_files
+        self.access = AccessGate(identity.device_id)
+        self.blobs: BlobStore = _AuditedBlobs(self.access, blob_files)
+        self.documents: DocumentStore = _AuditedDocuments(self)
+
+    @property
+    def device_id(self) -> str:
+        """This device's id (a UUID)."""
+        return self.identity.device_id
+
+    def close(self) -> None:
+        """Close the store; the replica cannot be used afterwards."""
+        self.store.close()
+
+    # ---------------------------------------------------------------- documents
+    def policy(self, document: RecordDocument) -> str | None:
+        """Why a received document may not be stored here (another clinic's), or None."""
+        clinic = document.read().clinic_id
+        if clinic != self.clinic_id:
+            return f"record belongs to clinic {clinic}, this device to {self.clinic_id}"
+        return None
+
+    def document_heads(self) -> dict[str, list[bytes]]:
+        """Every document id held here, with its sorted heads (what convergence compares)."""
+        return self.store.document_heads()
+
+    def sync_session(self) -> SyncSession:
+        """A sync session over this replica, for any transport (in memory, HTTP, file)."""
+        return SyncSession(self.documents, device_id=self.device_id, policy=self.policy)
+
+    # ---------------------------------------------------------------- enrolment
+    @property
+    def enrollment(self) -> Enrollment | None:
+        """The enrolment with a server, or None if the replica was never enrolled."""
+        url = self.store.get_meta(META_PREFIX + "server_url")
+        key = self.store.get_meta(META_PREFIX + "server_key")
+        if not url or not key:
+            return None
+        return Enrollment(
+            server_url=url,
+            device_id=self.device_id,
+            clinic_id=self.clinic_id,
+            organisation_id=self.store.get_meta(META_PREFIX + "organisation_id") or "",
+            server_public_key=bytes.fromhex(key),
+        )
+
+    def enrol(self, enrollment: Enrollment, *, refresh_token: str) -> None:
+        """Record an enrolment the server granted (in one transaction): the server, its
+        pinned key, the first refresh token, a pull from the start, and the clinic."""
+        with self.store.transaction():
+            if enrollment.clinic_id != self.clinic_id:
+                self.store.set_meta("clinic_id", enrollment.clinic_id)
+            for key, value in {
+                "server_url": enrollment.server_url,
+                "server_key": enrollment.server_public_key.hex(),
+                "organisation_id": enrollment.organisation_id,
+                "refresh_token": refresh_token,
+                "cursor": "0",
+                "enrolled_at": datetime.now(UTC).isoformat(),
+            }.items():
+                self.store.set_meta(META_PREFIX + key, value)
+            self.store.delete_meta(META_PREFIX + "cursor_peer")
+        self.clinic_id = enrollment.clinic_id
+
+    def take_refresh_token(self) -> str | None:
+        """The refresh token from the server, if any, removed from the store as it is
+        taken: a refresh token is sent at most once, whatever becomes of its answer."""
+        with self.store.transaction():
+            token = self.store.get_meta(META_PREFIX + "refresh_token")
+            self.store.delete_meta(META_PREFIX + "refresh_token")
+        return token or None
+
+    def keep_refresh_token(self, token: str) -> None:
+        """Store a new refresh token durably (before it is ever used: losing it would
+        only mean a device-key login next time)."""
+        with self.store.transaction():
+            self.store.set_meta(META_PREFIX + "refresh_token", token)
+
+    def cursor(self, peer_id: str) -> int:
+        """Where pulling from `peer_id`'s change feed stands (0: from the start)."""
+        owner = self.store.get_meta(META_PREFIX + "cursor_peer")
+        if owner is not None and owner != peer_id:
+            return 0  # the saved cursor counts another peer's feed
+        return int(self.store.get_meta(META_PREFIX + "cursor") or "0")
+
+    def set_cursor(self, peer_id: str, cursor: int) -> None:
+        """Save the cursor of `peer_id`'s feed (in the caller's transaction, if any)."""
+        with self.store.transaction():
+            self.store.set_meta(META_PREFIX + "cursor", str(cursor))
+            self.store.set_meta(META_PREFIX + "cursor_peer", peer_id)
+
+
+class ReplicaHolder(Protocol):
+    """Anything that owns a replica (an `EdgeClient`)."""
+
+    @property
+    def replica(self) -> Replica:
+        """The replica it owns."""
+        ...
+
+
+def replica_of(holder: Replica | ReplicaHolder) -> Replica:
+    """The replica itself, or the one `holder` owns."""
+    return holder if isinstance(holder, Replica) else holder.replica
+
+
+class _AuditedBlobs:
+    """The blob files as app code sees them: every read and write is an access event."""
+
+    def __init__(self, access: AccessGate, files: EncryptedFileBlobStore) -> None:
+        self._access = access
+        self._files = files
+
+    def put_stream(self, stream: BinaryIO) -> BlobRef:
+        """Store a stream (never held in memory whole); returns its content address."""
+        with self._access("blob-write", "blobs") as access:
+            ref = self._files.put_stream(stream)
+            access.record_ids.append(ref.sha256)
+            return ref
+
+    def put_bytes(self, data: bytes) -> BlobRef:
+        """Store bytes; returns their content address."""
+        with self._access("blob-write", "blobs") as access:
+            ref = self._files.put_bytes(data)
+            access.record_ids.append(ref.sha256)
+            return ref
+
+    def open(self, sha256: str) -> Iterator[bytes]:
+        """The blob's plaintext in verified chunks."""
+        with self._access("blob-read", "blobs") as access:
+            access.record_ids.append(sha256)
+            yield from self._files.open(sha256)
+
+    def read_bytes(self, sha256: str) -> bytes:
+        """The whole blob, verified."""
+        with self._access("blob-read", "blobs") as access:
+            access.record_ids.append(sha256)
+            return self._files.read_bytes(sha256)
+
+    def copy_to(self, sha256: str, out: BinaryIO) -> int:
+        """Write the blob's plaintext to `out`; returns the byte count."""
+        with self._access("blob-read", "blobs") as access:
+            access.record_ids.append(sha256)
+            return self._files.copy_to(sha256, out)
+
+    def exists(self, sha256: str) -> bool:
+        """True if the blob is stored."""
+        return self._files.exists(sha256)
+
+    def size(self, sha256: str) -> int:
+        """The blob's plaintext size."""
+        return self._files.size(sha256)
+
+    def list(self) -> Iterator[str]:
+        """The SHA-256 of every stored blob."""
+        return self._files.list()
+
+
+class _AuditedDocuments:
+    """The store as a sync session or a bundle sees it, with its reads and writes audited."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    def document_heads(self) -> dict[str, list[bytes]]:
+        return self._replica.store.document_heads()
+
+    def get_document(self, doc_id: str) -> RecordDocument | None:
+        with self._replica.access("sync-read", "*") as access:
+            access.record_ids.append(doc_id)
+            return self._replica.store.get_document(doc_id, device_id=self._replica.device_id)
+
+    def saved_document(self, doc_id: str) -> bytes | None:
+        with self._replica.access("sync-read", "*") as access:
+            access.record_ids.append(doc_id)
+            return self._replica.store.saved_document(doc_id)
+
+    def put_documents(self, documents: Sequence[RecordDocument]) -> None:
+        with self._replica.access("sync-write", "*") as access:
+            access.record_ids.extend(d.id for d in documents)
+            self._replica.store.put_documents(documents)

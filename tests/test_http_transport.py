@@ -1,0 +1,250 @@
+"""The HTTP transport's auth flow and retry wrapper, against an `httpx.MockTransport`.
+
+What a real server does is tested in tests/server/test_sync_client.py; here the
+server is a function, so the exact requests (how often a refresh token is sent, a
+nonce per login attempt, the body of a cut answer read again) can be checked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from crdt import SyncMessage, encode_message
+from edge_sdk import (
+    AuthenticationError,
+    DeviceRevokedError,
+    EdgeClient,
+    Enrollment,
+    HttpTransport,
+    RetryPolicy,
+    ServerUnreachableError,
+)
+
+FAST = RetryPolicy(attempts=4, base_seconds=0.001, cap_seconds=0.01, timeout_seconds=5)
+SERVER = "http://server.test"
+
+
+Answer = Callable[[httpx.Request], "httpx.Response | None"]
+
+
+class FakeServer:
+    """Answers the token and sync routes; `override(path, fn)` changes one route (`fn`
+    answering None lets the route answer as usual)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.issued = 0
+        self.overrides: dict[str, Answer] = {}
+
+    def override(self, path: str, answer: Answer) -> None:
+        self.overrides[path] = answer
+
+    def count(self, path: str) -> int:
+        return sum(1 for called, _ in self.calls if called == path)
+
+    def bodies(self, path: str) -> list[dict[str, Any]]:
+        return [body for called, body in self.calls if called == path]
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        body = (
+            json.loads(request.content)
+            if request.headers.get("content-type") == ("application/json")
+            else {}
+        )
+        self.calls.append((path, body))
+        if path in self.overrides:
+            answer = self.overrides[path](request)
+            if answer is not None:
+                return answer
+        if path in ("/v1/auth/refresh", "/v1/auth/device"):
+            return self.tokens()
+        if request.headers.get("authorization") != f"Bearer access-{self.issued}":
+            return error(401, "unauthorized")
+        if path == "/v1/sync/pull":
+            page = SyncMessage({"cursor": 0, "more": False, "feed": 0}, ())
+            return httpx.Response(200, content=encode_message(page))
+        if path == "/v1/sync/push":
+            return httpx.Response(200, json={"accepted": [], "unchanged": [], "rejected": []})
+        return error(404, "not_found")
+
+    def tokens(self) -> httpx.Response:
+        self.issued += 1
+        expires = datetime.now(UTC) + timedelta(minutes=15)
+        return httpx.Response(
+            200,
+            json={
+                "access_token": f"access-{self.issued}",
+                "access_token_expires_at": expires.isoformat(),
+                "refresh_token": f"refresh-{self.issued}",
+            },
+        )
+
+
+def error(status: int, code: str, **headers: str) -> httpx.Response:
+    body = {"error": {"code": code, "message": code.replace("_", " ")}}
+    return httpx.Response(status, json=body, headers=headers)
+
+
+@pytest.fixture
+def client(tmp_store: Any) -> EdgeClient:
+    """A store enrolled (as far as it knows) with `SERVER`, holding refresh token r0."""
+    made: EdgeClient = tmp_store()
+    enrollment = Enrollment(
+        server_url=SERVER,
+        device_id=made.device_id,
+        clinic_id=made.clinic_id,
+        organisation_id="org",
+        server_public_key=bytes(32),
+    )
+    made.replica.enrol(enrollment, refresh_token="r0")
+    return made
+
+
+@pytest.fixture
+def server() -> FakeServer:
+    return FakeServer()
+
+
+@pytest.fixture
+def http(client: EdgeClient, server: FakeServer) -> Iterator[HttpTransport]:
+    with HttpTransport(client.replica, retry=FAST, transport=httpx.MockTransport(server)) as made:
+        yield made
+
+
+def test_the_refresh_token_is_sent_once_and_replaced_before_use(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    result = client.sync(transport=http)
+    assert server.bodies("/v1/auth/refresh") == [{"refresh_token": "r0"}]
+    assert server.count("/v1/auth/device") == 0
+    assert result.requests == 2  # nothing to push: the refresh, then one pull
+    # The new refresh token was stored: the next transport refreshes with it.
+    with HttpTransport(client.replica, retry=FAST, transport=httpx.MockTransport(server)) as again:
+        client.sync(transport=again)
+    assert server.bodies("/v1/auth/refresh")[-1] == {"refresh_token": "refresh-1"}
+
+
+def test_a_refresh_whose_answer_is_lost_is_never_resent(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    def lost(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadError("the answer was lost", request=request)
+
+    server.override("/v1/auth/refresh", lost)
+    client.sync(transport=http)
+    assert server.count("/v1/auth/refresh") == 1  # not retried by the retry wrapper
+    assert server.count("/v1/auth/device") == 1  # the device key logged in instead
+    # The lost refresh token was taken out of the store: never sent again.
+    server.overrides.clear()
+    with HttpTransport(client.replica, retry=FAST, transport=httpx.MockTransport(server)) as again:
+        client.sync(transport=again)
+    assert [b["refresh_token"] for b in server.bodies("/v1/auth/refresh")] == ["r0", "refresh-1"]
+
+
+def test_each_device_login_attempt_signs_a_fresh_nonce(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    answers = iter([error(503, "unavailable"), error(503, "unavailable")])
+    server.override("/v1/auth/refresh", lambda request: error(401, "refresh_reused"))
+    server.override("/v1/auth/device", lambda request: next(answers, None))
+    result = client.sync(transport=http)
+    logins = server.bodies("/v1/auth/device")
+    assert len(logins) == 3
+    assert len({login["nonce"] for login in logins}) == 3
+    assert result.retries == 2
+
+
+def test_a_device_login_that_keeps_failing_is_reported_with_its_count(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    server.override("/v1/auth/refresh", lambda request: error(401, "refresh_reused"))
+    server.override("/v1/auth/device", lambda request: error(503, "unavailable"))
+    with pytest.raises(ServerUnreachableError, match="device login failed 4 times"):
+        client.sync(transport=http)
+
+
+def test_a_refused_device_key_is_an_authentication_error(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    server.override("/v1/auth/refresh", lambda request: error(401, "refresh_reused"))
+    server.override("/v1/auth/device", lambda request: error(401, "bad_signature"))
+    with pytest.raises(AuthenticationError, match="refused the device"):
+        client.sync(transport=http)
+
+
+def test_a_401_renews_the_token_and_sends_the_request_once_more(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    client.sync(transport=http)
+    server.issued += 1  # the server forgets the token it gave (e.g. a key rotation)
+    result = client.sync(transport=http)
+    assert result.cursor == 0
+    assert [path for path, _ in server.calls[-3:]] == [
+        "/v1/sync/pull",  # 401
+        "/v1/auth/refresh",
+        "/v1/sync/pull",
+    ]
+
+
+def test_a_revoked_device_is_told_so(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    server.override("/v1/sync/pull", lambda request: error(403, "device_revoked"))
+    with pytest.raises(DeviceRevokedError):
+        client.sync(transport=http)
+    server.override("/v1/auth/refresh", lambda request: error(403, "device_revoked"))
+    with (
+        HttpTransport(client.replica, retry=FAST, transport=httpx.MockTransport(server)) as again,
+        pytest.raises(DeviceRevokedError),
+    ):
+        client.sync(transport=again)
+
+
+def test_retryable_answers_are_retried_and_counted(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    statuses = iter([503, 429, 502])
+
+    def flaky(request: httpx.Request) -> httpx.Response | None:
+        status = next(statuses, None)
+        return None if status is None else error(status, "busy", **{"Retry-After": "0.001"})
+
+    server.override("/v1/sync/pull", flaky)
+    result = client.sync(transport=http)
+    assert result.retries == 3
+    assert server.count("/v1/sync/pull") == 4
+
+
+def test_an_answer_cut_mid_body_is_asked_for_again(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    class BreaksOff(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield b"CHSY"
+            raise httpx.ReadError("connection reset mid-body")
+
+    cuts = [httpx.Response(200, stream=BreaksOff())]
+    server.override("/v1/sync/pull", lambda request: cuts.pop() if cuts else None)
+    result = client.sync(transport=http)
+    assert result.retries == 1
+    assert server.count("/v1/sync/pull") == 2
+
+
+def test_a_server_that_stays_down_fails_after_the_policy_attempts(
+    client: EdgeClient, server: FakeServer, http: HttpTransport
+) -> None:
+    client.sync(transport=http)  # a token is in hand
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    server.override("/v1/sync/pull", down)
+    with pytest.raises(ServerUnreachableError, match="GET /v1/sync/pull failed 4 times"):
+        client.sync(transport=http)
