@@ -1,9 +1,9 @@
 """`coherency server ...`: run, migrate and administer the central sync server.
 
-A thin layer over `sync_server._admin_cli`: options become `Settings` (with
+A thin layer over `sync_server`: options become `Settings` (with
 ``COHERENCY_SERVER_*`` variables for anything not given), results are printed for
-people or as one JSON document (``--json``), and `AdminError` becomes one ``error:``
-line and an exit code.
+people or as one JSON document (``--json``), and the server's `ServerError` becomes one
+``error:`` line and an exit code by its class.
 
 The server's modules are imported inside the commands: they need the ``server`` extra
 (FastAPI, SQLAlchemy, ...), which a device-only install of `coherency` lacks.
@@ -27,32 +27,36 @@ __all__ = ["server"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_EXIT_BY_KIND = {
-    "usage": EXIT_USAGE,
-    "invalid": EXIT_INVALID,
-    "not_found": EXIT_NOT_FOUND,
-    "unavailable": EXIT_OTHER,
-}
-
 
 @contextmanager
 def _reported() -> Iterator[None]:
-    """Turn the server's `AdminError` into a one-line `CliError` with its exit code.
+    """Turn the server's `ServerError` into a one-line `CliError` with its exit code.
 
-    Also reports a missing ``server`` extra as one line.
+    Malformed input (`Invalid`) is a usage error (2); refused input (`Unprocessable`,
+    `Conflict`, ...) is invalid (5); `NotFound` is 4; `Unavailable` (a database,
+    storage or port that cannot be used) is 1. Also reports a missing ``server`` extra
+    as one line.
     """
     try:
-        from sync_server._admin_cli import AdminError
+        from sync_server import Invalid, NotFound, ServerError, Unavailable, Unprocessable
     except ImportError as exc:
         raise CliError(
             f"the sync server is not installed ({exc.name or exc} is missing): "
             "pip install 'coherency[server]'",
             EXIT_OTHER,
         ) from None
+    # First match wins, so subclasses come before their bases.
+    exit_codes: tuple[tuple[type[ServerError], int], ...] = (
+        (Unavailable, EXIT_OTHER),
+        (NotFound, EXIT_NOT_FOUND),
+        (Unprocessable, EXIT_INVALID),
+        (Invalid, EXIT_USAGE),
+    )
     try:
         yield
-    except AdminError as exc:
-        raise CliError(exc.message, _EXIT_BY_KIND.get(exc.kind, EXIT_OTHER)) from None
+    except ServerError as exc:
+        code = next((code for cls, code in exit_codes if isinstance(exc, cls)), EXIT_INVALID)
+        raise CliError(" ".join(exc.message.split()), code) from None
 
 
 def _database_options(command: F) -> F:
@@ -302,7 +306,7 @@ def create_admin(
     "--ttl",
     metavar="DURATION",
     help="How long the token stays usable, e.g. 30m, 24h, 7d (default "
-    "COHERENCY_SERVER_ENROLMENT_TOKEN_SECONDS, 24h; at most 90d).",
+    "COHERENCY_SERVER_ENROLMENT_TOKEN_SECONDS, 24h; at most 30d).",
 )
 @json_option
 def enroll_token(

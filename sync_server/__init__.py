@@ -16,7 +16,6 @@ examples, an app's own tests). Only the names in `__all__` are public.
 """
 
 from sync_server._admin_cli import (
-    AdminError,
     CreatedAdmin,
     IssuedEnrolmentToken,
     create_admin,
@@ -25,14 +24,39 @@ from sync_server._admin_cli import (
 )
 from sync_server._app import create_app
 from sync_server._embedded import ThreadedServer
+from sync_server._errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from sync_server._settings import Settings
 
 __all__ = [
-    "AdminError",
+    "Conflict",
     "CreatedAdmin",
+    "Forbidden",
+    "Gone",
+    "Invalid",
     "IssuedEnrolmentToken",
+    "NotFound",
+    "PayloadTooLarge",
+    "RangeNotSatisfiable",
+    "ServerError",
     "Settings",
     "ThreadedServer",
+    "Unauthorized",
+    "Unavailable",
+    "Unprocessable",
+    "UnsupportedMediaType",
     "create_admin",
     "create_app",
     "issue_enrolment_token",

@@ -4,8 +4,9 @@ The command line (`cli/_server.py`) parses options and prints results; everythin
 else is here: building `Settings` from options with ``COHERENCY_SERVER_*`` fallback,
 migrating, creating the first admin, issuing enrolment tokens and serving with uvicorn.
 Every failure a user can cause or fix (a bad setting, an unreachable or unmigrated
-database, a taken username, a busy port) is raised as `AdminError`: one clear line and
-a `kind` the command line turns into an exit code. No traceback reaches a user.
+database, a taken username, a busy port) is raised as a `ServerError` (the server's one
+error tree), which the command line turns into one line and an exit code. No traceback
+reaches a user.
 
 Several workers (``workers > 1``) need an import string: uvicorn starts each worker
 with `app_from_env`, which rebuilds the settings from the ``COHERENCY_SERVER_*``
@@ -25,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -36,7 +37,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sync_server._app import create_app
 from sync_server._blobs import BlobBackendError
 from sync_server._db import Database
-from sync_server._errors import ApiError, NotFound
+from sync_server._errors import Conflict, Invalid, NotFound, Unavailable, Unprocessable
 from sync_server._identity import (
     create_enrolment_token,
     create_user,
@@ -50,8 +51,6 @@ from sync_server._settings import Settings
 
 __all__ = [
     "ENV_PREFIX",
-    "MAX_ENROLMENT_TTL",
-    "AdminError",
     "CreatedAdmin",
     "IssuedEnrolmentToken",
     "Migration",
@@ -70,25 +69,6 @@ __all__ = [
 log = logging.getLogger("sync_server.admin")
 
 ENV_PREFIX = "COHERENCY_SERVER_"
-MAX_ENROLMENT_TTL = timedelta(days=90)
-"""The longest an enrolment token may live: it is a bearer secret until used."""
-
-ErrorKind = Literal["usage", "invalid", "not_found", "unavailable"]
-
-
-class AdminError(Exception):
-    """A server command that cannot be done, with a one-line reason.
-
-    Attributes:
-        kind: ``usage`` (a bad option or setting), ``invalid`` (refused: taken,
-            too weak, not migrated), ``not_found`` or ``unavailable`` (the database,
-            blob storage or port cannot be used).
-    """
-
-    def __init__(self, message: str, kind: ErrorKind = "invalid") -> None:
-        super().__init__(" ".join(message.split()))
-        self.message = str(self)
-        self.kind: ErrorKind = kind
 
 
 # ------------------------------------------------------------------------- settings
@@ -97,7 +77,7 @@ def settings_from(options: Mapping[str, Any]) -> Settings:
     ``COHERENCY_SERVER_*`` environment, else the defaults.
 
     Raises:
-        AdminError: A value (given or from the environment) is not valid.
+        Invalid: A value (given or from the environment) is not valid.
     """
     given = {name: value for name, value in options.items() if value is not None}
     try:
@@ -108,7 +88,7 @@ def settings_from(options: Mapping[str, Any]) -> Settings:
             field = ".".join(str(part) for part in error.get("loc", ()))
             source = "option" if field in given else f"{ENV_PREFIX}{field.upper()}"
             problems.append(f"{field} ({source}): {error.get('msg', 'invalid')}")
-        raise AdminError("invalid server setting " + "; ".join(problems), "usage") from None
+        raise Invalid("invalid server setting " + "; ".join(problems)) from None
 
 
 def export_settings_env(settings: Settings) -> dict[str, str]:
@@ -145,33 +125,36 @@ def _driver_message(exc: BaseException) -> str:
 
 @contextmanager
 def _database(settings: Settings, *, must_exist: bool) -> Iterator[Database]:
-    """The settings' database, with driver errors translated to `AdminError`."""
+    """The settings' database, with driver errors translated to `Unavailable`.
+
+    Raises:
+        Invalid: Not a usable database URL.
+        NotFound: `must_exist` and the SQLite file is missing.
+        Unavailable: The database failed.
+    """
     url = settings.resolved_database_url
     label = database_label(url)
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise AdminError(f"not a database URL: {label}", "usage") from None
+        raise Invalid(f"not a database URL: {label}") from None
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database or "")
         if must_exist and not path.exists():
-            raise AdminError(
+            raise NotFound(
                 f"no server database at {path}: run `coherency server migrate` first "
-                "(or give --data-dir / --database-url)",
-                "not_found",
+                "(or give --data-dir / --database-url)"
             )
         if not must_exist:
             path.parent.mkdir(parents=True, exist_ok=True)
     try:
         database = Database(url)
     except (ArgumentError, ImportError, ValueError) as exc:
-        raise AdminError(f"cannot use the database URL {label}: {exc}", "usage") from None
+        raise Invalid(f"cannot use the database URL {label}: {exc}") from None
     try:
         yield database
     except SQLAlchemyError as exc:
-        raise AdminError(
-            f"database {label} failed: {_driver_message(exc)}", "unavailable"
-        ) from None
+        raise Unavailable(f"database {label} failed: {_driver_message(exc)}") from None
     finally:
         database.dispose()
 
@@ -180,11 +163,10 @@ def _require_head(database: Database) -> str:
     """The schema revision, which must be the newest this server ships."""
     have, want = current_revision(database), head_revision()
     if have != want:
-        raise AdminError(
+        raise Conflict(
             f"the database {database_label(database.url)} is at schema "
             f"{have or 'nothing (empty)'}, this server needs {want}: run "
-            "`coherency server migrate`",
-            "invalid",
+            "`coherency server migrate`"
         )
     return want
 
@@ -207,7 +189,8 @@ def migrate_database(settings: Settings) -> Migration:
     """Create or upgrade the schema to the newest revision.
 
     Raises:
-        AdminError: The database cannot be reached or migrated.
+        Invalid: Not a usable database URL.
+        Unavailable: The database cannot be reached or migrated.
     """
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     with _database(settings, must_exist=False) as database:
@@ -215,16 +198,11 @@ def migrate_database(settings: Settings) -> Migration:
         upgrade(database)
         revision = current_revision(database)
     if revision is None:  # pragma: no cover - alembic always stamps
-        raise AdminError("migration left no schema revision", "unavailable")
+        raise Unavailable("migration left no schema revision")
     return Migration(database_label(settings.resolved_database_url), previous, revision)
 
 
 # --------------------------------------------------------------------- identity
-def _refusal(exc: ApiError | ValueError) -> AdminError:
-    """An identity service's refusal as an `AdminError`."""
-    return AdminError(str(exc), "not_found" if isinstance(exc, NotFound) else "invalid")
-
-
 @dataclass(frozen=True, slots=True)
 class CreatedAdmin:
     """A new organisation-wide admin account and its TOTP enrolment (shown once)."""
@@ -241,7 +219,8 @@ def migrate(settings: Settings) -> str:
     """Create or upgrade the database schema to the newest revision; returns it.
 
     Raises:
-        AdminError: The database cannot be reached or migrated.
+        Invalid: Not a usable database URL.
+        Unavailable: The database cannot be reached or migrated.
     """
     return migrate_database(settings).revision
 
@@ -252,32 +231,31 @@ def create_admin(
     """Create an admin of the ``default`` organisation (created if missing).
 
     Raises:
-        AdminError: The username is taken, the password too weak (at least 12
-            characters), or the database unusable or not migrated.
+        Conflict: The username is taken, or the database is not migrated.
+        Unprocessable: The password is too weak (at least 12 characters).
+        NotFound: No database.
+        Unavailable: The database cannot be used.
     """
     with _database(settings, must_exist=True) as database:
         _require_head(database)
-        try:
-            with database.write() as session:
-                organisation = ensure_organisation(session)
-                user, secret = create_user(
-                    session,
-                    username=username,
-                    password=password,
-                    role="admin",
-                    organisation_id=organisation.id,
-                    with_totp=with_totp,
-                )
-                created = CreatedAdmin(
-                    user_id=user.id,
-                    username=user.username,
-                    role=user.role,
-                    organisation_id=organisation.id,
-                    totp_secret=secret,
-                    totp_uri=totp_uri(secret, user.username) if secret else None,
-                )
-        except (ApiError, ValueError) as exc:
-            raise _refusal(exc) from None
+        with database.write() as session:
+            organisation = ensure_organisation(session)
+            user, secret = create_user(
+                session,
+                username=username,
+                password=password,
+                role="admin",
+                organisation_id=organisation.id,
+                with_totp=with_totp,
+            )
+            created = CreatedAdmin(
+                user_id=user.id,
+                username=user.username,
+                role=user.role,
+                organisation_id=organisation.id,
+                totp_secret=secret,
+                totp_uri=totp_uri(secret, user.username) if secret else None,
+            )
     return created
 
 
@@ -305,31 +283,27 @@ def issue_enrolment_token(
         ttl: How long the token stays usable; default ``enrolment_token_seconds``.
 
     Raises:
-        AdminError: A bad lifetime or clinic name, or the database unusable.
+        Invalid: The lifetime is not more than 0 and at most 30 days.
+        Unprocessable: A bad clinic name.
+        Conflict: The database is not migrated.
+        NotFound: No database.
+        Unavailable: The database cannot be used.
     """
     if ttl is None:
         ttl = timedelta(seconds=settings.enrolment_token_seconds)
-    if ttl <= timedelta(0) or ttl > MAX_ENROLMENT_TTL:
-        raise AdminError(
-            f"an enrolment token lives more than 0 and at most {MAX_ENROLMENT_TTL.days} days",
-            "usage",
-        )
     with _database(settings, must_exist=True) as database:
         _require_head(database)
-        try:
-            with database.write() as session:
-                found = ensure_clinic(session, clinic)
-                token, row = create_enrolment_token(session, clinic_id=found.id, ttl=ttl)
-                issued = IssuedEnrolmentToken(
-                    token=token,
-                    token_id=row.id,
-                    clinic_id=found.id,
-                    clinic_name=found.name,
-                    organisation_id=found.organisation_id,
-                    expires_at=row.expires_at,
-                )
-        except (ApiError, ValueError) as exc:
-            raise _refusal(exc) from None
+        with database.write() as session:
+            found = ensure_clinic(session, clinic)
+            token, row = create_enrolment_token(session, clinic_id=found.id, ttl=ttl)
+            issued = IssuedEnrolmentToken(
+                token=token,
+                token_id=row.id,
+                clinic_id=found.id,
+                clinic_name=found.name,
+                organisation_id=found.organisation_id,
+                expires_at=row.expires_at,
+            )
     return issued
 
 
@@ -374,26 +348,24 @@ def _check_port(host: str, port: int) -> None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise AdminError(f"cannot listen on {host}:{port}: {exc.strerror}", "usage") from None
+        raise Invalid(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     family, kind, proto, _, address = infos[0]
     with socket.socket(family, kind, proto) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as exc:
-            raise AdminError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}", "unavailable"
-            ) from None
+            raise Unavailable(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _build_app(settings: Settings) -> FastAPI:
-    """`create_app`, with its start-up failures as `AdminError`."""
+    """`create_app`, with its start-up failures as `Unavailable` or `Unprocessable`."""
     try:
         return create_app(settings)
     except BlobBackendError as exc:
-        raise AdminError(f"blob storage unusable: {exc}", "unavailable") from None
+        raise Unavailable(f"blob storage unusable: {exc}") from None
     except (OSError, ValueError) as exc:
-        raise AdminError(f"cannot start the server: {exc}", "invalid") from None
+        raise Unprocessable(f"cannot start the server: {exc}") from None
 
 
 def serve(
@@ -422,14 +394,17 @@ def serve(
         on_start: Called once everything is checked, just before serving.
 
     Raises:
-        AdminError: Bad settings, an unusable database, blob storage or port.
+        Invalid: Bad settings or a host that cannot be resolved.
+        NotFound: ``migrate=False`` and no database.
+        Conflict: ``migrate=False`` and the schema is not the newest.
+        Unavailable: The database, blob storage or port cannot be used.
     """
     if workers < 1:
-        raise AdminError("--workers must be at least 1", "usage")
+        raise Invalid("--workers must be at least 1")
     try:
         configure_logging(settings.log_level)
     except ValueError as exc:
-        raise AdminError(str(exc), "usage") from None
+        raise Invalid(str(exc)) from None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if migrate:
         migration = migrate_database(settings)
@@ -479,9 +454,7 @@ def serve(
                 )
         except SystemExit as exc:
             if exc.code not in (0, None):
-                raise AdminError(
-                    "the server failed to start (see the log above)", "unavailable"
-                ) from None
+                raise Unavailable("the server failed to start (see the log above)") from None
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:

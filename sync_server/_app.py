@@ -26,18 +26,55 @@ from sync_server import (
 )
 from sync_server._blobs import make_blob_backend, purge_stale_uploads
 from sync_server._db import Database
-from sync_server._errors import ApiError
+from sync_server._errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
 from sync_server._feed import make_feed
 from sync_server._observability import install_observability
 from sync_server._settings import Settings
 from sync_server._tokens import SigningKey
 
-__all__ = ["create_app"]
+__all__ = ["STATUS_CODES", "create_app", "status_code_of"]
 
 log = logging.getLogger("sync_server")
 
 _HOUSEKEEPING_SECONDS = 3600.0
 _STALE_UPLOAD = timedelta(days=7)
+
+STATUS_CODES: dict[type[ServerError], int] = {
+    Invalid: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    RangeNotSatisfiable: 416,
+    Unprocessable: 422,
+    Unavailable: 503,
+}
+"""The HTTP status of each class of the error tree (a subclass not listed takes its
+nearest listed base's)."""
+
+
+def status_code_of(error: ServerError) -> int:
+    """The HTTP status `error` is answered with."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 500  # a bare ServerError: a bug in the server, not the client's fault
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -78,10 +115,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.feed = feed
     app.state.blobs = make_blob_backend(settings)
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(ServerError)
+    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
         return JSONResponse(
-            {"error": {"code": exc.code, "message": exc.message}}, status_code=exc.status
+            {"error": {"code": exc.code, "message": exc.message}, **exc.details()},
+            status_code=status_code_of(exc),
+            headers=exc.headers or None,
         )
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,100 +1,145 @@
-"""Errors the API returns on purpose: a status, a stable code and a clear message.
+"""The server's one error tree: what a service refuses, with a stable code and a message.
 
-Every refusal is `{"error": {"code": ..., "message": ...}}`; a client never sees a
-traceback, and input a client sent never produces a 5xx.
+Services raise these and know nothing of HTTP. The app's one handler
+(`sync_server.app`) turns them into ``{"error": {"code": ..., "message": ...}}`` with
+the status of their class; ``coherency server`` turns them into one ``error:`` line and
+an exit code. A client never sees a traceback, and input a client sent never produces
+a 5xx.
+
+    ServerError                   every refusal: `code` (stable) and `message`
+    ├── Invalid                   the input is malformed or out of bounds
+    │   ├── PayloadTooLarge       more bytes than the server takes
+    │   ├── UnsupportedMediaType  a body of a type the operation does not take
+    │   ├── RangeNotSatisfiable   a byte range that starts past the end
+    │   └── Unprocessable         well-formed, but refused for what it says
+    ├── Unauthorized              no valid credentials
+    ├── Forbidden                 valid credentials, not allowed to do this
+    ├── NotFound                  no such thing (or one the caller may not see)
+    │   └── Gone                  it was there and is gone for good: start again
+    ├── Conflict                  the server's current state refuses it
+    └── Unavailable               a dependency (storage, database) is down: retry later
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
-    "ApiError",
-    "BadRequest",
     "Conflict",
     "Forbidden",
     "Gone",
+    "Invalid",
     "NotFound",
     "PayloadTooLarge",
-    "StorageUnavailable",
+    "RangeNotSatisfiable",
+    "ServerError",
     "Unauthorized",
+    "Unavailable",
     "Unprocessable",
     "UnsupportedMediaType",
     "check_declared_length",
 ]
 
 
-class ApiError(Exception):
-    """An error answered with `status` and a JSON body."""
+class ServerError(Exception):
+    """A refusal with a stable `code` (what clients branch on) and a clear `message`.
 
-    status = 400
-    code = "bad_request"
+    Attributes:
+        code: A stable snake_case code; each class has a default.
+        message: One or more sentences for a person.
+        headers: Response headers a protocol defines for this refusal (tus
+            ``Upload-Offset``, ``Content-Range``). Only the HTTP layer sets them.
+    """
+
+    code: str = "error"
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        self.headers: dict[str, str] = {}
+
+    def details(self) -> dict[str, Any]:
+        """Fields answered beside ``error`` (none by default)."""
+        return {}
 
 
-class BadRequest(ApiError):
-    status = 400
+class Invalid(ServerError):
+    """The input is malformed or out of bounds."""
+
     code = "bad_request"
 
 
-class Unauthorized(ApiError):
-    status = 401
-    code = "unauthorized"
+class PayloadTooLarge(Invalid):
+    """More bytes than the server takes."""
 
-
-class Forbidden(ApiError):
-    status = 403
-    code = "forbidden"
-
-
-class NotFound(ApiError):
-    status = 404
-    code = "not_found"
-
-
-class Conflict(ApiError):
-    status = 409
-    code = "conflict"
-
-
-class Gone(ApiError):
-    status = 410
-    code = "gone"
-
-
-class PayloadTooLarge(ApiError):
-    status = 413
     code = "payload_too_large"
 
 
-class Unprocessable(ApiError):
-    status = 422
-    code = "unprocessable"
+class UnsupportedMediaType(Invalid):
+    """A body of a type the operation does not take."""
 
-
-class UnsupportedMediaType(ApiError):
-    status = 415
     code = "unsupported_media_type"
 
 
-class StorageUnavailable(ApiError):
-    """A dependency (blob storage) is down: the client may retry later."""
+class RangeNotSatisfiable(Invalid):
+    """A byte range that starts past the end of what it ranges over."""
 
-    status = 503
-    code = "storage_unavailable"
+    code = "range_not_satisfiable"
 
 
-def check_declared_length(content_length: str | None, limit: int, too_large: ApiError) -> None:
-    """Refuse a request whose Content-Length is malformed (400) or over `limit` (`too_large`).
+class Unprocessable(Invalid):
+    """Well-formed input, refused for what it says (a weak password, a bad manifest)."""
+
+    code = "unprocessable"
+
+
+class Unauthorized(ServerError):
+    """No valid credentials: missing, expired, unknown or wrong."""
+
+    code = "unauthorized"
+
+
+class Forbidden(ServerError):
+    """Valid credentials that may not do this (a revoked device, a wrong role)."""
+
+    code = "forbidden"
+
+
+class NotFound(ServerError):
+    """No such thing, or one the caller may not see (its existence is not revealed)."""
+
+    code = "not_found"
+
+
+class Gone(NotFound):
+    """It was there and is gone for good (a lost upload): start again."""
+
+    code = "gone"
+
+
+class Conflict(ServerError):
+    """The server's current state refuses it (a taken name, a stale offset)."""
+
+    code = "conflict"
+
+
+class Unavailable(ServerError):
+    """A dependency (blob storage, the database) is down: the caller may retry later."""
+
+    code = "unavailable"
+
+
+def check_declared_length(content_length: str | None, limit: int, too_large: ServerError) -> None:
+    """Refuse a request whose Content-Length is malformed (`Invalid`) or over `limit`
+    (`too_large`).
 
     The body is still counted as it streams in: a client may send more than it declared.
     """
     if content_length is None:
         return
     if not content_length.strip().isdigit():
-        raise BadRequest("invalid Content-Length header", code="invalid_content_length")
+        raise Invalid("invalid Content-Length header", code="invalid_content_length")
     if int(content_length) > limit:
         raise too_large

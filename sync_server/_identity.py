@@ -48,12 +48,13 @@ from sqlalchemy.orm import Session
 from crdt import device_login_message, enrolment_message, is_uuid
 from sync_server._deps import Principal
 from sync_server._errors import (
-    ApiError,
-    BadRequest,
     Conflict,
     Forbidden,
+    Invalid,
     NotFound,
+    ServerError,
     Unauthorized,
+    Unprocessable,
 )
 from sync_server._models import (
     AuditEvent,
@@ -73,11 +74,11 @@ __all__ = [
     "DEVICE_LOGIN_MAX_SKEW_SECONDS",
     "LOCKOUT_AFTER_FAILURES",
     "LOCKOUT_DURATION",
+    "MAX_ENROLMENT_TOKEN_LIFETIME",
     "MIN_PASSWORD_LENGTH",
     "ROLES",
     "EnrolResult",
     "TokenPair",
-    "WeakPasswordError",
     "authenticate_user",
     "create_clinic",
     "create_enrolment_token",
@@ -101,16 +102,14 @@ MIN_PASSWORD_LENGTH = 12
 LOCKOUT_AFTER_FAILURES = 5
 LOCKOUT_DURATION = timedelta(minutes=15)
 DEVICE_LOGIN_MAX_SKEW_SECONDS = 300
+MAX_ENROLMENT_TOKEN_LIFETIME = timedelta(days=30)
+"""The longest an enrolment token may live: it is a bearer secret until used."""
 TOTP_ISSUER = "Coherency"
 
 _NONCE_RE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
 _ED25519_KEY_SIZE = 32
 _ED25519_SIGNATURE_SIZE = 64
 _hasher = PasswordHasher()  # Argon2id with the library's current recommended parameters
-
-
-class WeakPasswordError(ValueError):
-    """A password that does not meet the policy (at least 12 characters)."""
 
 
 # ---------------------------------------------------------------- results
@@ -177,7 +176,7 @@ def record_audit(
     )
 
 
-def _commit_and_raise(session: Session, error: ApiError) -> NoReturn:
+def _commit_and_raise(session: Session, error: ServerError) -> NoReturn:
     """Keep what was recorded about a refusal (audit, counters, revocations), then raise."""
     session.commit()
     raise error
@@ -210,13 +209,13 @@ def create_clinic(session: Session, *, name: str, organisation_id: str) -> Clini
     """A new clinic of an organisation.
 
     Raises:
-        ValueError: The name is empty or longer than 200 characters.
+        Unprocessable: ``invalid_clinic``: the name is empty or longer than 200 characters.
         NotFound: No such organisation.
         Conflict: A clinic of that name exists (names are unique server-wide).
     """
     name = name.strip()
     if not name or len(name) > 200:
-        raise ValueError("a clinic name is 1 to 200 characters")
+        raise Unprocessable("a clinic name is 1 to 200 characters", code="invalid_clinic")
     if session.get(Organisation, organisation_id) is None:
         raise NotFound("no such organisation", code="organisation_not_found")
     if session.scalars(select(Clinic.id).where(Clinic.name == name)).first() is not None:
@@ -292,21 +291,26 @@ def create_user(
     whole organisation. `created_by` (a user id) is recorded in the audit log.
 
     Raises:
-        WeakPasswordError: A password shorter than 12 characters (a ValueError).
-        ValueError: Unknown role, a bad username, or a clinician/staff account without
-            a clinic.
+        Unprocessable: ``weak_password`` (shorter than 12 characters) or
+            ``invalid_user`` (an unknown role, a bad username, or a clinician or staff
+            account without a clinic).
         NotFound: No such organisation, or the clinic is not one of its clinics.
         Conflict: The username is taken.
     """
     username = username.strip()
     if not username or len(username) > 200:
-        raise ValueError("a username is 1 to 200 characters")
+        raise Unprocessable("a username is 1 to 200 characters", code="invalid_user")
     if role not in ROLES:
-        raise ValueError(f"role must be one of {sorted(ROLES)}, not {role!r}")
+        raise Unprocessable(
+            f"role must be one of {sorted(ROLES)}, not {role!r}", code="invalid_user"
+        )
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise WeakPasswordError(f"a password must have at least {MIN_PASSWORD_LENGTH} characters")
+        raise Unprocessable(
+            f"a password must have at least {MIN_PASSWORD_LENGTH} characters",
+            code="weak_password",
+        )
     if role != "admin" and clinic_id is None:
-        raise ValueError(f"a {role} account needs a clinic")
+        raise Unprocessable(f"a {role} account needs a clinic", code="invalid_user")
     if session.get(Organisation, organisation_id) is None:
         raise NotFound("no such organisation", code="organisation_not_found")
     if clinic_id is not None:
@@ -370,7 +374,7 @@ def _matching_totp_step(secret: str, code: str, now: float) -> int | None:
     return None
 
 
-def _login_failed(session: Session, user: User, error: ApiError) -> NoReturn:
+def _login_failed(session: Session, user: User, error: ServerError) -> NoReturn:
     """Count a failed attempt (locking the account at the limit) and raise `error`."""
     failures = session.execute(
         update(User)
@@ -657,11 +661,15 @@ def create_enrolment_token(
     """A one-time token that enrols one device into `clinic_id`; only its hash is kept.
 
     Raises:
-        ValueError: `ttl` is not positive.
+        Invalid: ``invalid_lifetime``: `ttl` is not more than 0 and at most 30 days.
         NotFound: No such clinic.
     """
-    if ttl <= timedelta(0):
-        raise ValueError("an enrolment token's lifetime must be positive")
+    if ttl <= timedelta(0) or ttl > MAX_ENROLMENT_TOKEN_LIFETIME:
+        raise Invalid(
+            "an enrolment token lives more than 0 and at most "
+            f"{MAX_ENROLMENT_TOKEN_LIFETIME.days} days",
+            code="invalid_lifetime",
+        )
     if session.get(Clinic, clinic_id) is None:
         raise NotFound("no such clinic", code="clinic_not_found")
     token = secrets.token_urlsafe(32)
@@ -711,25 +719,25 @@ def enrol_device(
     token, except that a spent token stays spent.
 
     Raises:
-        BadRequest: The device id is not a UUID or the key is not 32 bytes.
+        Invalid: The device id is not a UUID or the key is not 32 bytes.
         Unauthorized: ``enrolment_token_invalid`` (unknown, expired or used) or
             ``enrolment_proof_invalid`` (bad signature).
         Conflict: ``clinic_mismatch`` (the token is for another clinic than expected) or
             ``device_exists`` (the device id is already enrolled).
     """
     if not is_uuid(device_id):
-        raise BadRequest("device_id must be a lowercase hyphenated UUID", code="invalid_device_id")
+        raise Invalid("device_id must be a lowercase hyphenated UUID", code="invalid_device_id")
     if len(public_key) != _ED25519_KEY_SIZE:
-        raise BadRequest("public_key must be a raw 32-byte Ed25519 key", code="invalid_public_key")
+        raise Invalid("public_key must be a raw 32-byte Ed25519 key", code="invalid_public_key")
     name = name.strip()
     if len(name) > 200:
-        raise BadRequest("a device name is at most 200 characters", code="invalid_name")
+        raise Invalid("a device name is at most 200 characters", code="invalid_name")
     now = utcnow()
     row = session.scalars(
         select(EnrolmentToken).where(EnrolmentToken.token_hash == hash_token(token))
     ).one_or_none()
 
-    def refuse(error: ApiError, outcome: str) -> NoReturn:
+    def refuse(error: ServerError, outcome: str) -> NoReturn:
         record_audit(
             session,
             actor_kind="device",
@@ -882,13 +890,13 @@ def device_login(
     server's clock and each nonce is accepted once.
 
     Raises:
-        BadRequest: The nonce is not 16 to 64 URL-safe characters.
+        Invalid: The nonce is not 16 to 64 URL-safe characters.
         Unauthorized: ``device_assertion_invalid`` (unknown device or bad signature),
             ``device_assertion_stale`` or ``nonce_reused``.
         Forbidden: ``device_revoked``.
     """
     if not _NONCE_RE.fullmatch(nonce):
-        raise BadRequest("nonce must be 16 to 64 URL-safe characters", code="invalid_nonce")
+        raise Invalid("nonce must be 16 to 64 URL-safe characters", code="invalid_nonce")
     now_ts = time.time()
     if abs(now_ts - issued_at) > DEVICE_LOGIN_MAX_SKEW_SECONDS:
         raise Unauthorized(

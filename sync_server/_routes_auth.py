@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from sync_server._db import Database
 from sync_server._deps import DeviceCaller, get_db, get_settings, get_signing_key
-from sync_server._errors import BadRequest, NotFound
+from sync_server._errors import Invalid, NotFound
 from sync_server._identity import (
     TokenPair,
     authenticate_user,
@@ -43,13 +43,13 @@ def decode_base64(value: str, field: str) -> bytes:
     """Decode standard or URL-safe base64 (padding required).
 
     Raises:
-        BadRequest: ``invalid_base64`` naming `field`.
+        Invalid: ``invalid_base64`` naming `field`.
     """
     normalised = value.strip().replace("-", "+").replace("_", "/")
     try:
         return base64.b64decode(normalised, validate=True)
     except (binascii.Error, ValueError):
-        raise BadRequest(f"{field} is not valid base64", code="invalid_base64") from None
+        raise Invalid(f"{field} is not valid base64", code="invalid_base64") from None
 
 
 # ---------------------------------------------------------------- schemas

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -50,11 +50,13 @@ from sync_server._deps import (
     request_id_of,
 )
 from sync_server._errors import (
-    BadRequest,
+    Conflict,
     Gone,
+    Invalid,
     NotFound,
     PayloadTooLarge,
-    StorageUnavailable,
+    RangeNotSatisfiable,
+    Unavailable,
     Unprocessable,
     UnsupportedMediaType,
     check_declared_length,
@@ -175,7 +177,7 @@ def _audit(
 
 def _device_clinic(principal: Principal) -> str:
     if principal.clinic_id is None:  # devices always belong to a clinic
-        raise BadRequest("this caller belongs to no clinic", code="no_clinic")
+        raise Invalid("this caller belongs to no clinic", code="no_clinic")
     return principal.clinic_id
 
 
@@ -197,11 +199,9 @@ def _abort_quietly(backend: BlobBackend, upload_id: str, handle: str | None) -> 
         log.warning("could not discard the data of upload %s: %s", upload_id, exc)
 
 
-def _storage_error(exc: BlobBackendError) -> StorageUnavailable:
+def _storage_error(exc: BlobBackendError) -> Unavailable:
     log.error("blob storage failure: %s", exc)
-    return StorageUnavailable(
-        "blob storage is unavailable; try again later", code="storage_unavailable"
-    )
+    return Unavailable("blob storage is unavailable; try again later", code="storage_unavailable")
 
 
 # ------------------------------------------------------------------------ uploads
@@ -349,11 +349,22 @@ def delete_upload(upload_id: UploadIdPath, principal: DeviceCaller, request: Req
     return Response(status_code=204)
 
 
-class _OffsetMismatch(Exception):
-    def __init__(self, offset: int, size: int) -> None:
-        super().__init__(offset, size)
+class OffsetMismatch(Conflict):
+    """A chunk sent at another offset than the server's: send from `offset`."""
+
+    code = "offset_mismatch"
+
+    def __init__(self, *, sent_at: int, offset: int, size: int) -> None:
+        super().__init__(
+            f"this chunk starts at {sent_at} but the server holds {offset} bytes; "
+            f"send from offset {offset}"
+        )
         self.offset = offset
         self.size = size
+
+    def details(self) -> dict[str, Any]:
+        """The server's offset, beside the error."""
+        return {"offset": self.offset}
 
 
 @dataclass(frozen=True)
@@ -415,7 +426,7 @@ async def patch_upload(
     settings, db, backend = get_settings(request), get_db(request), blob_backend(request)
     clinic_id = _device_clinic(principal)
     if upload_offset is None or not _OFFSET.fullmatch(upload_offset.strip()):
-        raise BadRequest(
+        raise Invalid(
             "the Upload-Offset header must be the chunk's offset, a non-negative integer",
             code="invalid_offset",
         )
@@ -450,19 +461,9 @@ async def patch_upload(
 
     try:
         outcome = await run_in_threadpool(apply)
-    except _OffsetMismatch as exc:
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "offset_mismatch",
-                    "message": f"this chunk starts at {offset} but the server holds "
-                    f"{exc.offset} bytes; send from offset {exc.offset}",
-                },
-                "offset": exc.offset,
-            },
-            status_code=409,
-            headers=_upload_headers(exc.offset, exc.size),
-        )
+    except OffsetMismatch as exc:
+        exc.headers.update(_upload_headers(exc.offset, exc.size))
+        raise
     except BlobBackendError as exc:
         raise _storage_error(exc) from exc
     if outcome.lost is not None:
@@ -479,17 +480,13 @@ def _parse_checksum(header: str | None) -> bytes | None:
         return None
     algorithm, _, value = header.strip().partition(" ")
     if algorithm.lower() != "sha256":
-        raise BadRequest(
-            "Upload-Checksum must be 'sha256 <base64 digest>'", code="invalid_checksum"
-        )
+        raise Invalid("Upload-Checksum must be 'sha256 <base64 digest>'", code="invalid_checksum")
     try:
         digest = base64.b64decode(value.strip(), validate=True)
     except (binascii.Error, ValueError):
         digest = b""
     if len(digest) != 32:
-        raise BadRequest(
-            "Upload-Checksum must be 'sha256 <base64 digest>'", code="invalid_checksum"
-        )
+        raise Invalid("Upload-Checksum must be 'sha256 <base64 digest>'", code="invalid_checksum")
     return digest
 
 
@@ -506,7 +503,7 @@ async def _read_chunk(request: Request, limit: int) -> bytes:
             if len(body) > limit:
                 raise too_large
     except ClientDisconnect:
-        raise BadRequest(
+        raise Invalid(
             "the connection closed before the whole chunk arrived; nothing was written",
             code="incomplete_chunk",
         ) from None
@@ -537,18 +534,18 @@ def _apply_chunk(
             code="upload_not_found",
         )
     if offset != upload.offset:
-        raise _OffsetMismatch(upload.offset, upload.size)
+        raise OffsetMismatch(sent_at=offset, offset=upload.offset, size=upload.size)
     end = offset + len(data)
     if end > upload.size:
-        raise BadRequest(
+        raise Invalid(
             f"this chunk ends at byte {end}, past the declared size of {upload.size} bytes",
             code="beyond_declared_size",
         )
     final = end == upload.size
     if not data and not final:
-        raise BadRequest("empty chunk", code="empty_chunk")
+        raise Invalid("empty chunk", code="empty_chunk")
     if not final and len(data) < backend.min_part_size:
-        raise BadRequest(
+        raise Invalid(
             f"this server keeps blobs in S3-compatible storage: every chunk except the last "
             f"must be at least {backend.min_part_size} bytes (5 MiB); this one has "
             f"{len(data)}",
@@ -559,7 +556,7 @@ def _apply_chunk(
         if data:
             part_number = upload.parts + 1
             if backend.max_parts is not None and part_number > backend.max_parts:
-                raise BadRequest(
+                raise Invalid(
                     f"an upload may have at most {backend.max_parts} chunks; use bigger ones",
                     code="too_many_chunks",
                 )
@@ -621,7 +618,7 @@ def _reading_clinic(session: Session, principal: Principal, clinic_id: str | Non
             raise NotFound("no such blob", code="blob_not_found")
         return principal.clinic_id
     if clinic_id is None:
-        raise BadRequest(
+        raise Invalid(
             "an organisation-wide account must name the clinic: ?clinic_id=...",
             code="clinic_required",
         )
@@ -651,14 +648,10 @@ def _stored_blob(
         log.error(
             "blob %s of clinic %s: recorded %d bytes, storage has %d", sha256, clinic, size, stored
         )
-        raise StorageUnavailable(
+        raise Unavailable(
             "the blob is recorded but its storage is unavailable", code="blob_unavailable"
         )
     return clinic, size
-
-
-class _Unsatisfiable(Exception):
-    pass
 
 
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -666,6 +659,9 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
     Forms other than one byte range are ignored (the whole blob is sent), as
     RFC 9110 allows.
+
+    Raises:
+        RangeNotSatisfiable: The range starts past the end.
     """
     if header is None:
         return None
@@ -677,13 +673,22 @@ def _parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         if match[2] and int(match[2]) < start:
             return None
         if start >= size:
-            raise _Unsatisfiable
+            raise _unsatisfiable(size)
         last = int(match[2]) if match[2] else size - 1
         return start, min(last + 1, size)
     suffix = int(match[2])
     if suffix == 0 or size == 0:
-        raise _Unsatisfiable
+        raise _unsatisfiable(size)
     return max(0, size - suffix), size
+
+
+def _unsatisfiable(size: int) -> RangeNotSatisfiable:
+    error = RangeNotSatisfiable(
+        f"the blob has {size} bytes; the range starts past its end",
+        code="range_not_satisfiable",
+    )
+    error.headers["Content-Range"] = f"bytes */{size}"
+    return error
 
 
 def _blob_headers(sha256: str) -> dict[str, str]:
@@ -730,19 +735,7 @@ def download_blob(
     clinic's blobs; each download is audited.
     """
     clinic, size = _stored_blob(request, principal, sha256, clinic_id)
-    try:
-        span = _parse_range(range_header, size)
-    except _Unsatisfiable:
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "range_not_satisfiable",
-                    "message": f"the blob has {size} bytes; the range starts past its end",
-                }
-            },
-            status_code=416,
-            headers={"Content-Range": f"bytes */{size}"},
-        )
+    span = _parse_range(range_header, size)
     with get_db(request).write() as session:
         _audit(
             session,

@@ -54,12 +54,12 @@ from sync_server._deps import (
     require_admin,
 )
 from sync_server._errors import (
-    BadRequest,
     Conflict,
     Forbidden,
+    Invalid,
     NotFound,
     PayloadTooLarge,
-    StorageUnavailable,
+    Unavailable,
     Unprocessable,
     UnsupportedMediaType,
     check_declared_length,
@@ -237,11 +237,9 @@ def publish_model(
 
 
 # ---------------------------------------------------------------- helpers
-def _storage_error(exc: Exception) -> StorageUnavailable:
+def _storage_error(exc: Exception) -> Unavailable:
     log.error("model storage failure: %s", exc)
-    return StorageUnavailable(
-        "model storage is unavailable; try again later", code="storage_unavailable"
-    )
+    return Unavailable("model storage is unavailable; try again later", code="storage_unavailable")
 
 
 async def _read_form(request: Request) -> FormData:
@@ -272,9 +270,9 @@ async def _read_form(request: Request) -> FormData:
     try:
         return await parser.parse()
     except MultiPartException as exc:
-        raise BadRequest(f"unusable multipart body: {exc.message}", code="bad_multipart") from None
+        raise Invalid(f"unusable multipart body: {exc.message}", code="bad_multipart") from None
     except ClientDisconnect:
-        raise BadRequest(
+        raise Invalid(
             "the connection closed before the whole model arrived; nothing was stored",
             code="incomplete_body",
         ) from None
@@ -486,7 +484,7 @@ def download_model(sha256: Sha256Path, caller: DeviceCaller, request: Request) -
         raise _storage_error(exc) from exc
     if stored != size:
         log.error("model %s: recorded %d bytes, storage has %d", sha256, size, stored)
-        raise StorageUnavailable(
+        raise Unavailable(
             "the model is published but its storage is unavailable", code="model_unavailable"
         )
     with db.write() as session:

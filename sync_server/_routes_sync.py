@@ -31,7 +31,7 @@ from crdt import (
 )
 from sync_server._deps import DeviceCaller
 from sync_server._documents import PullPage, audit_pull, pull_page, push_documents
-from sync_server._errors import BadRequest, Conflict, PayloadTooLarge
+from sync_server._errors import Conflict, Invalid, PayloadTooLarge
 from sync_server._settings import Settings
 
 __all__ = ["router"]
@@ -82,9 +82,9 @@ async def push(request: Request, caller: DeviceCaller) -> PushResponse:
     try:
         message = decode_message(body, max_size=settings.max_message_size)
     except SyncProtocolError as exc:
-        raise BadRequest(f"unusable sync message: {exc}", code="malformed_message") from None
+        raise Invalid(f"unusable sync message: {exc}", code="malformed_message") from None
     if any(entry.kind is not EntryKind.DOC for entry in message.entries):
-        raise BadRequest("a push carries whole documents (DOC entries) only", code="bad_entry")
+        raise Invalid("a push carries whole documents (DOC entries) only", code="bad_entry")
     if len(message.entries) > settings.push_max_documents:
         raise PayloadTooLarge(f"a push may carry at most {settings.push_max_documents} documents")
     incoming = [(entry.doc_id, entry.payload) for entry in message.entries]
@@ -208,5 +208,5 @@ async def _read_body(request: Request, cap: int) -> bytes:
                 raise PayloadTooLarge(f"a sync message may be at most {cap} bytes")
             chunks.append(chunk)
     except ClientDisconnect:
-        raise BadRequest("the message body ended early", code="incomplete_body") from None
+        raise Invalid("the message body ended early", code="incomplete_body") from None
     return b"".join(chunks)

@@ -257,7 +257,7 @@ def test_enroll_token_errors_are_one_line(migrated: Path, tmp_path: Path) -> Non
     assert not (absent / "server.db").exists()
     args = ["server", "enroll-token", "--data-dir", str(migrated), "--clinic", "X"]
     assert "--ttl" in failed_in_process(2, *args, "--ttl", "soon")
-    assert "90 days" in failed_in_process(2, *args, "--ttl", "365d")
+    assert "30 days" in failed_in_process(2, *args, "--ttl", "365d")
 
 
 # ------------------------------------------------------------------------------ run
