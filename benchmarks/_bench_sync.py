@@ -1,7 +1,7 @@
 """Benchmark 4: sync between devices and the central server, over HTTP on loopback.
 
 The server is the real thing: uvicorn serving `sync_server` in a separate process (the
-app factory `sync_server._admin_cli:app_from_env`, configured by ``COHERENCY_SERVER_*``
+app factory `sync_server.serve:app_from_env`, configured by ``COHERENCY_SERVER_*``
 variables), on a free loopback port, migrated first, on another CPU than this process
 when there are two. Every figure is measured once on the embedded SQLite database and
 once on PostgreSQL (a fresh database, dropped afterwards).
@@ -45,7 +45,7 @@ from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolic
 
 if TYPE_CHECKING:
     from sync_server import Settings
-    from sync_server._db import Database
+    from sync_server.db import Database
 
 __all__ = ["POWERSYNC_ANCHOR", "MissingFigure", "propagation_writes", "run"]
 
@@ -462,7 +462,7 @@ class _ServerProcess:
     """uvicorn serving the sync server in a child process, on a free loopback port."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        from sync_server._db import Database
+        from sync_server.db import Database
 
         self.settings = settings
         self.log_path = log_path
@@ -483,13 +483,13 @@ class _ServerProcess:
             server._stop()
 
     def new_clinic(self, name: str) -> str:
-        from sync_server._identity import ensure_clinic
+        from sync_server.identity.services import ensure_clinic
 
         with self.db.write() as session:
             return ensure_clinic(session, name).id
 
     def enrol(self, client: EdgeClient, clinic_id: str, *, name: str) -> None:
-        from sync_server._identity import create_enrolment_token
+        from sync_server.identity.services import create_enrolment_token
 
         with self.db.write() as session:
             token, _ = create_enrolment_token(
@@ -521,7 +521,7 @@ class _ServerProcess:
             "-m",
             "uvicorn",
             "--factory",
-            "sync_server._admin_cli:app_from_env",
+            "sync_server.serve:app_from_env",
             "--host",
             "127.0.0.1",
             "--port",

@@ -15,16 +15,9 @@ and `enroll-token` do; `ThreadedServer` serves an app on loopback in a thread (d
 examples, an app's own tests). Only the names in `__all__` are public.
 """
 
-from sync_server._admin_cli import (
-    CreatedAdmin,
-    IssuedEnrolmentToken,
-    create_admin,
-    issue_enrolment_token,
-    migrate,
-)
-from sync_server._app import create_app
-from sync_server._embedded import ThreadedServer
-from sync_server._errors import (
+from sync_server.app import create_app
+from sync_server.embedded import ThreadedServer
+from sync_server.errors import (
     Conflict,
     Forbidden,
     Gone,
@@ -38,7 +31,15 @@ from sync_server._errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from sync_server._settings import Settings
+from sync_server.migrate import Migration, migrate
+from sync_server.operator import (
+    CreatedAdmin,
+    IssuedEnrolmentToken,
+    create_admin,
+    issue_enrolment_token,
+)
+from sync_server.serve import Serving, serve
+from sync_server.settings import Settings, settings_from
 
 __all__ = [
     "Conflict",
@@ -47,10 +48,12 @@ __all__ = [
     "Gone",
     "Invalid",
     "IssuedEnrolmentToken",
+    "Migration",
     "NotFound",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "ServerError",
+    "Serving",
     "Settings",
     "ThreadedServer",
     "Unauthorized",
@@ -61,4 +64,6 @@ __all__ = [
     "create_app",
     "issue_enrolment_token",
     "migrate",
+    "serve",
+    "settings_from",
 ]

@@ -15,18 +15,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sync_server import (
-    _routes_admin,
-    _routes_auth,
-    _routes_blobs,
-    _routes_models,
-    _routes_ops,
-    _routes_staff,
-    _routes_sync,
-)
-from sync_server._blobs import make_blob_backend, purge_stale_uploads
-from sync_server._db import Database
-from sync_server._errors import (
+from sync_server.blobs import routes as blob_routes
+from sync_server.blobs.backends import make_blob_backend
+from sync_server.blobs.uploads import purge_stale_uploads
+from sync_server.db import Database
+from sync_server.errors import (
     Conflict,
     Forbidden,
     Gone,
@@ -40,10 +33,15 @@ from sync_server._errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from sync_server._feed import make_feed
-from sync_server._observability import install_observability
-from sync_server._settings import Settings
-from sync_server._tokens import SigningKey
+from sync_server.identity import admin_routes, auth_routes
+from sync_server.identity.tokens import SigningKey
+from sync_server.models import routes as model_routes
+from sync_server.ops import routes as ops_routes
+from sync_server.ops.middleware import install_observability
+from sync_server.settings import Settings
+from sync_server.sync import routes as sync_routes
+from sync_server.sync import staff_routes
+from sync_server.sync.feed import make_feed
 
 __all__ = ["STATUS_CODES", "create_app", "status_code_of"]
 
@@ -161,16 +159,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     install_observability(app)
-    for module in (
-        _routes_ops,
-        _routes_auth,
-        _routes_admin,
-        _routes_sync,
-        _routes_blobs,
-        _routes_models,
-        _routes_staff,
+    for routes in (
+        ops_routes,
+        auth_routes,
+        admin_routes,
+        sync_routes,
+        blob_routes,
+        model_routes,
+        staff_routes,
     ):
-        app.include_router(module.router)
+        app.include_router(routes.router)
     return app
 
 

@@ -1,15 +1,69 @@
-"""Database engines and transactions, the same code on SQLite and PostgreSQL."""
+"""Database engines, transactions and the declarative base, the same on SQLite and
+PostgreSQL.
+
+Each domain declares its tables (``<domain>/tables.py``) on `Base`; the Alembic
+migrations in ``migrations/`` create them. `open_database` is how the ``coherency
+server`` commands reach a database: driver errors become the server's error tree.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import DateTime, Engine, String, TypeDecorator, create_engine, event
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
-__all__ = ["Database", "is_sqlite"]
+from sync_server.errors import Invalid, NotFound, Unavailable
+from sync_server.settings import Settings
+
+__all__ = [
+    "Base",
+    "Database",
+    "Id",
+    "UTCDateTime",
+    "database_label",
+    "is_sqlite",
+    "open_database",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite too)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Id = String(64)
+"""The column type of every id (UUIDs, token ids)."""
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every server table."""
 
 
 def is_sqlite(url: str) -> bool:
@@ -81,3 +135,62 @@ def _sqlite_pragmas(engine: Engine) -> None:
     def _begin(conn: Any) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "")
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def database_label(url: str) -> str:
+    """The database URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def _driver_message(exc: BaseException) -> str:
+    """The first line of a database driver's error, without SQLAlchemy's boilerplate."""
+    original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
+
+
+@contextmanager
+def open_database(settings: Settings, *, must_exist: bool) -> Iterator[Database]:
+    """The settings' database, disposed of at the end; driver errors inside the block
+    become `Unavailable`.
+
+    For the ``coherency server`` commands (the app keeps one `Database` of its own).
+
+    Raises:
+        Invalid: Not a usable database URL.
+        NotFound: `must_exist` and the SQLite file is missing.
+        Unavailable: The database failed.
+    """
+    url = settings.resolved_database_url
+    label = database_label(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise Invalid(f"not a database URL: {label}", code="invalid_database_url") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database or "")
+        if must_exist and not path.exists():
+            raise NotFound(
+                f"no server database at {path}: run `coherency server migrate` first "
+                "(or give --data-dir / --database-url)",
+                code="no_database",
+            )
+        if not must_exist:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        database = Database(url)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise Invalid(
+            f"cannot use the database URL {label}: {exc}", code="invalid_database_url"
+        ) from None
+    try:
+        yield database
+    except SQLAlchemyError as exc:
+        raise Unavailable(
+            f"database {label} failed: {_driver_message(exc)}", code="database_unavailable"
+        ) from None
+    finally:
+        database.dispose()

@@ -7,17 +7,17 @@ authorization happens in the route, with the principal in hand.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from sync_server._blobs import BlobBackend
-from sync_server._db import Database
-from sync_server._errors import Forbidden, Unauthorized
-from sync_server._models import Device, User
-from sync_server._settings import Settings
-from sync_server._tokens import SigningKey
+from sync_server.blobs.backends import BlobBackend
+from sync_server.db import Database
+from sync_server.errors import Forbidden, Unauthorized
+from sync_server.identity.principals import STAFF_ROLES, Principal
+from sync_server.identity.tables import Device, User
+from sync_server.identity.tokens import SigningKey
+from sync_server.settings import Settings
 
 __all__ = [
     "AnyPrincipal",
@@ -34,24 +34,6 @@ __all__ = [
     "require_device",
     "require_staff",
 ]
-
-STAFF_ROLES = frozenset({"clinician", "staff", "admin"})
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The authenticated caller of a request."""
-
-    kind: str  # "device" or "user"
-    id: str
-    clinic_id: str | None  # None only for organisation-wide staff (admins)
-    organisation_id: str
-    role: str  # device, clinician, staff, admin
-
-    def can_see_clinic(self, clinic_id: str) -> bool:
-        """True if this caller may read records of `clinic_id` (same organisation
-        checks are the caller's job for organisation-wide admins)."""
-        return self.clinic_id is None or self.clinic_id == clinic_id
 
 
 def get_settings(request: Request) -> Settings:

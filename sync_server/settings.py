@@ -7,21 +7,25 @@ folder under `data_dir`. Set `database_url` to a `postgresql+psycopg://` URL and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from crdt import DEFAULT_MAX_MESSAGE_SIZE
+from sync_server.errors import Invalid
 
-__all__ = ["Settings"]
+__all__ = ["ENV_PREFIX", "Settings", "export_settings_env", "settings_from"]
+
+ENV_PREFIX = "COHERENCY_SERVER_"
 
 
 class Settings(BaseSettings):
     """Everything the server reads at start. Every field has a working default."""
 
-    model_config = SettingsConfigDict(env_prefix="COHERENCY_SERVER_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
 
     data_dir: Path = Field(
         default=Path("coherency-server"),
@@ -74,3 +78,41 @@ class Settings(BaseSettings):
     def resolved_signing_key_file(self) -> Path:
         """Where the server's Ed25519 signing key lives."""
         return self.signing_key_file or self.data_dir / "signing-key.pem"
+
+
+def settings_from(options: Mapping[str, Any]) -> Settings:
+    """Settings from command-line options; options left as None come from the
+    ``COHERENCY_SERVER_*`` environment, else the defaults.
+
+    Raises:
+        Invalid: ``invalid_setting``: a value (given or from the environment) is not
+            valid; the message names each one and where it came from.
+    """
+    given = {name: value for name, value in options.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error.get("loc", ()))
+            source = "option" if field in given else f"{ENV_PREFIX}{field.upper()}"
+            problems.append(f"{field} ({source}): {error.get('msg', 'invalid')}")
+        raise Invalid(
+            "invalid server setting " + "; ".join(problems), code="invalid_setting"
+        ) from None
+
+
+def export_settings_env(settings: Settings) -> dict[str, str]:
+    """`settings` as ``COHERENCY_SERVER_*`` variables that rebuild them in a worker.
+
+    Paths are made absolute, so a worker started elsewhere finds the same files.
+    Fields that are None are left out (their default applies).
+    """
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = value.resolve()
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env

@@ -33,23 +33,24 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from crdt import SHA256_PATTERN
-from sync_server._blobs import (
+from sync_server.blobs.backends import (
     BlobBackend,
     BlobBackendError,
     BlobMissingError,
     IntegrityError,
     UploadLostError,
 )
-from sync_server._deps import (
+from sync_server.blobs.tables import Blob, Upload
+from sync_server.db import utcnow
+from sync_server.deps import (
     AnyPrincipal,
     DeviceCaller,
-    Principal,
     blob_backend,
     get_db,
     get_settings,
     request_id_of,
 )
-from sync_server._errors import (
+from sync_server.errors import (
     Conflict,
     Gone,
     Invalid,
@@ -61,9 +62,10 @@ from sync_server._errors import (
     UnsupportedMediaType,
     check_declared_length,
 )
-from sync_server._identity import record_audit
-from sync_server._models import Blob, Clinic, Upload, utcnow
-from sync_server._settings import Settings
+from sync_server.identity.principals import Principal
+from sync_server.identity.services import record_audit
+from sync_server.identity.tables import Clinic
+from sync_server.settings import Settings
 
 __all__ = ["UploadCreate", "UploadState", "router"]
 

@@ -13,10 +13,11 @@ from fastapi import APIRouter, Depends, Query, status
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from sync_server._db import Database
-from sync_server._deps import Principal, get_db, get_settings, require_admin
-from sync_server._errors import Forbidden, NotFound
-from sync_server._identity import (
+from sync_server.db import Database
+from sync_server.deps import get_db, get_settings, require_admin
+from sync_server.errors import Forbidden, NotFound
+from sync_server.identity.principals import Principal
+from sync_server.identity.services import (
     MAX_ENROLMENT_TOKEN_LIFETIME,
     create_clinic,
     create_enrolment_token,
@@ -25,8 +26,8 @@ from sync_server._identity import (
     totp_uri,
     visible_clinic,
 )
-from sync_server._models import Clinic, Device, User
-from sync_server._settings import Settings
+from sync_server.identity.tables import Clinic, Device, User
+from sync_server.settings import Settings
 
 __all__ = ["router"]
 

@@ -14,10 +14,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response, status
 from pydantic import BaseModel, Field
 
-from sync_server._db import Database
-from sync_server._deps import DeviceCaller, get_db, get_settings, get_signing_key
-from sync_server._errors import Invalid, NotFound
-from sync_server._identity import (
+from sync_server.db import Database
+from sync_server.deps import DeviceCaller, get_db, get_settings, get_signing_key
+from sync_server.errors import Invalid, NotFound
+from sync_server.identity.services import (
     TokenPair,
     authenticate_user,
     device_login,
@@ -26,9 +26,9 @@ from sync_server._identity import (
     revoke_refresh_family,
     rotate_refresh_token,
 )
-from sync_server._models import Device
-from sync_server._settings import Settings
-from sync_server._tokens import SigningKey
+from sync_server.identity.tables import Device
+from sync_server.identity.tokens import SigningKey
+from sync_server.settings import Settings
 
 __all__ = ["decode_base64", "router"]
 

@@ -46,8 +46,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crdt import device_login_message, enrolment_message, is_uuid
-from sync_server._deps import Principal
-from sync_server._errors import (
+from sync_server.audit.tables import AuditEvent
+from sync_server.db import utcnow
+from sync_server.errors import (
     Conflict,
     Forbidden,
     Invalid,
@@ -56,8 +57,8 @@ from sync_server._errors import (
     Unauthorized,
     Unprocessable,
 )
-from sync_server._models import (
-    AuditEvent,
+from sync_server.identity.principals import Principal
+from sync_server.identity.tables import (
     Clinic,
     Device,
     EnrolmentToken,
@@ -65,10 +66,9 @@ from sync_server._models import (
     RefreshToken,
     UsedNonce,
     User,
-    utcnow,
 )
-from sync_server._settings import Settings
-from sync_server._tokens import SigningKey
+from sync_server.identity.tokens import SigningKey
+from sync_server.settings import Settings
 
 __all__ = [
     "DEVICE_LOGIN_MAX_SKEW_SECONDS",

@@ -19,7 +19,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sync_server._errors import Unauthorized
+from sync_server.errors import Unauthorized
 
 __all__ = ["ALGORITHM", "AccessClaims", "SigningKey"]
 

@@ -43,17 +43,21 @@ from starlette.requests import ClientDisconnect
 from crdt import SHA256_PATTERN
 from edge_sdk._errors import ModelError
 from edge_sdk._models import ModelManifest
-from sync_server._blobs import BlobBackend, BlobBackendError, BlobMissingError, IntegrityError
-from sync_server._deps import (
+from sync_server.blobs.backends import (
+    BlobBackend,
+    BlobBackendError,
+    BlobMissingError,
+    IntegrityError,
+)
+from sync_server.deps import (
     DeviceCaller,
-    Principal,
     blob_backend,
     get_db,
     get_signing_key,
     request_id_of,
     require_admin,
 )
-from sync_server._errors import (
+from sync_server.errors import (
     Conflict,
     Forbidden,
     Invalid,
@@ -64,9 +68,11 @@ from sync_server._errors import (
     UnsupportedMediaType,
     check_declared_length,
 )
-from sync_server._identity import record_audit
-from sync_server._models import Organisation, PublishedModel
-from sync_server._tokens import SigningKey
+from sync_server.identity.principals import Principal
+from sync_server.identity.services import record_audit
+from sync_server.identity.tables import Organisation
+from sync_server.identity.tokens import SigningKey
+from sync_server.models.tables import PublishedModel
 
 __all__ = [
     "MAX_MANIFEST_SIZE",

@@ -21,9 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from sync_server._db import Database
-from sync_server._migrate import current_revision, head_revision
-from sync_server._observability import Metrics
+from sync_server.db import Database
+from sync_server.migrate import current_revision, head_revision
+from sync_server.ops.metrics import Metrics
 
 __all__ = ["CheckResult", "HealthResponse", "ReadyResponse", "router"]
 

@@ -32,18 +32,12 @@ from crdt import (
     apply_documents,
     sortable_time,
 )
-from sync_server._deps import Principal
-from sync_server._errors import NotFound
-from sync_server._models import (
-    AssessmentRow,
-    AuditEvent,
-    Base,
-    Clinic,
-    Document,
-    PatientRow,
-    WoundRow,
-    utcnow,
-)
+from sync_server.audit.tables import AuditEvent
+from sync_server.db import Base, utcnow
+from sync_server.errors import NotFound
+from sync_server.identity.principals import Principal
+from sync_server.identity.tables import Clinic
+from sync_server.sync.tables import AssessmentRow, Document, PatientRow, WoundRow
 
 __all__ = ["PullPage", "PushResult", "audit_pull", "pull_page", "push_documents"]
 

@@ -26,7 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from sync_server._db import Database
+from sync_server.db import Database
 
 __all__ = ["CHANNEL", "Feed", "LocalFeed", "PostgresFeed", "make_feed"]
 

@@ -29,10 +29,10 @@ from crdt import (
     decode_message,
     encode_message,
 )
-from sync_server._deps import DeviceCaller
-from sync_server._documents import PullPage, audit_pull, pull_page, push_documents
-from sync_server._errors import Conflict, Invalid, PayloadTooLarge
-from sync_server._settings import Settings
+from sync_server.deps import DeviceCaller
+from sync_server.errors import Conflict, Invalid, PayloadTooLarge
+from sync_server.settings import Settings
+from sync_server.sync.documents import PullPage, audit_pull, pull_page, push_documents
 
 __all__ = ["router"]
 

@@ -17,11 +17,13 @@ from pydantic import BaseModel, Field
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from sync_server._db import Database
-from sync_server._deps import Principal, StaffCaller, get_db
-from sync_server._errors import NotFound
-from sync_server._identity import record_audit, visible_clinic
-from sync_server._models import AssessmentRow, Clinic, PatientRow, WoundRow
+from sync_server.db import Database
+from sync_server.deps import StaffCaller, get_db
+from sync_server.errors import NotFound
+from sync_server.identity.principals import Principal
+from sync_server.identity.services import record_audit, visible_clinic
+from sync_server.identity.tables import Clinic
+from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
 __all__ = ["router"]
 

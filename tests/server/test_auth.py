@@ -25,16 +25,11 @@ from sqlalchemy import select
 
 from crdt import device_login_message, enrolment_message
 from edge_sdk import DeviceIdentity
-from sync_server._identity import create_user, ensure_organisation
-from sync_server._models import (
-    AuditEvent,
-    Device,
-    EnrolmentToken,
-    RefreshToken,
-    User,
-    utcnow,
-)
-from sync_server._tokens import SigningKey
+from sync_server.audit.tables import AuditEvent
+from sync_server.db import utcnow
+from sync_server.identity.services import create_user, ensure_organisation
+from sync_server.identity.tables import Device, EnrolmentToken, RefreshToken, User
+from sync_server.identity.tokens import SigningKey
 
 
 def b64(data: bytes) -> str:

@@ -31,14 +31,16 @@ from sqlalchemy import func, select
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._blobs import EncryptedFileBlobStore
 from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
-from sync_server._blobs import (
+from sync_server.audit.tables import AuditEvent
+from sync_server.blobs.backends import (
     BlobMissingError,
     IntegrityError,
     LocalBlobBackend,
     UploadLostError,
-    purge_stale_uploads,
 )
-from sync_server._models import AuditEvent, Blob, Upload, User
+from sync_server.blobs.tables import Blob, Upload
+from sync_server.blobs.uploads import purge_stale_uploads
+from sync_server.identity.tables import User
 
 MiB = 1024 * 1024
 OCTETS = {"content-type": "application/octet-stream"}

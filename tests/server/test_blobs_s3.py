@@ -30,14 +30,11 @@ from moto.server import ThreadedMotoServer
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._blobs import EncryptedFileBlobStore
 from sync_server import Settings, ThreadedServer, create_app, migrate
-from sync_server._blobs import (
-    S3_MIN_PART_SIZE,
-    BlobBackendError,
-    S3BlobBackend,
-    make_blob_backend,
-)
-from sync_server._db import Database
-from sync_server._models import Blob, Clinic, Device, Organisation, Upload
+from sync_server.blobs.backends import BlobBackendError, S3BlobBackend, make_blob_backend
+from sync_server.blobs.backends.s3 import S3_MIN_PART_SIZE
+from sync_server.blobs.tables import Blob, Upload
+from sync_server.db import Database
+from sync_server.identity.tables import Clinic, Device, Organisation
 
 MiB = 1024 * 1024
 OCTETS = {"content-type": "application/octet-stream"}

@@ -32,13 +32,14 @@ from edge_sdk import (
     PassphraseKeyProvider,
 )
 from edge_sdk._models import ModelManifest, ModelTensor
-from sync_server._identity import (
+from sync_server.audit.tables import AuditEvent
+from sync_server.identity.services import (
     create_enrolment_token,
     create_user,
     ensure_clinic,
     ensure_organisation,
 )
-from sync_server._models import AuditEvent, PublishedModel
+from sync_server.models.tables import PublishedModel
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

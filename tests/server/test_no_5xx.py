@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pyotp
 
-from sync_server._identity import create_user
+from sync_server.identity.services import create_user
 
 PATH_VALUES = ["x", "0", "-1", "%00", "a" * 300, str(uuid.uuid4()), "e" * 64, "..%2F..%2Fetc"]
 BODIES: list[dict[str, Any]] = [

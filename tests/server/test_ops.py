@@ -29,9 +29,10 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
 
 from sync_server import Settings, create_app, migrate
-from sync_server._identity import create_user, ensure_clinic
-from sync_server._migrate import head_revision
-from sync_server._observability import Metrics, json_log_handler
+from sync_server.identity.services import create_user, ensure_clinic
+from sync_server.migrate import head_revision
+from sync_server.ops.logs import json_log_handler
+from sync_server.ops.metrics import Metrics
 
 PASSWORD = "a long enough password"
 

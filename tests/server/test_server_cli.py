@@ -32,10 +32,10 @@ from sqlalchemy import select
 
 from cli.main import cli
 from sync_server import Settings
-from sync_server._db import Database
-from sync_server._identity import authenticate_user, hash_token
-from sync_server._migrate import head_revision
-from sync_server._models import Clinic, EnrolmentToken, User
+from sync_server.db import Database
+from sync_server.identity.services import authenticate_user, hash_token
+from sync_server.identity.tables import Clinic, EnrolmentToken, User
+from sync_server.migrate import head_revision
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"

@@ -16,8 +16,10 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from sync_server._identity import create_user, ensure_clinic, ensure_organisation
-from sync_server._models import AssessmentRow, AuditEvent, PatientRow, User, WoundRow
+from sync_server.audit.tables import AuditEvent
+from sync_server.identity.services import create_user, ensure_clinic, ensure_organisation
+from sync_server.identity.tables import User
+from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
 PASSWORD = "correct horse battery staple"
 

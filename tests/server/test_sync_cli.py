@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from sync_server._identity import create_enrolment_token
+from sync_server.identity.services import create_enrolment_token
 
 PASSPHRASE = "a long test passphrase"
 ROOT = Path(__file__).resolve().parents[2]

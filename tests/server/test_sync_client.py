@@ -28,7 +28,7 @@ from edge_sdk import (
     SyncProgress,
 )
 from edge_sdk._sync_client import sync as sync_with
-from sync_server._identity import create_enrolment_token, revoke_device
+from sync_server.identity.services import create_enrolment_token, revoke_device
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
 

@@ -23,8 +23,8 @@ import pytest
 
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
 from sync_server import Settings, migrate
-from sync_server._db import Database
-from sync_server._identity import create_enrolment_token, ensure_clinic
+from sync_server.db import Database
+from sync_server.identity.services import create_enrolment_token, ensure_clinic
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
 _WORKER = """
