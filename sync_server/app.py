@@ -178,7 +178,10 @@ async def _housekeeping(app: FastAPI) -> None:
         await asyncio.sleep(_HOUSEKEEPING_SECONDS)
         try:
             purged = await asyncio.to_thread(
-                purge_stale_uploads, app.state.db, app.state.blobs, older_than=_STALE_UPLOAD
+                purge_stale_uploads,
+                database=app.state.db,
+                backend=app.state.blobs,
+                older_than=_STALE_UPLOAD,
             )
             if purged:
                 log.info("purged %d abandoned uploads", purged)

@@ -8,13 +8,14 @@ server`` commands reach a database: driver errors become the server's error tree
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from sqlalchemy import DateTime, Engine, String, TypeDecorator, create_engine, event
+from sqlalchemy import CursorResult, DateTime, Engine, String, TypeDecorator, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -27,9 +28,12 @@ __all__ = [
     "Database",
     "Id",
     "UTCDateTime",
+    "commit_then_raise",
     "database_label",
     "is_sqlite",
+    "new_id",
     "open_database",
+    "rowcount",
     "utcnow",
 ]
 
@@ -60,6 +64,28 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 Id = String(64)
 """The column type of every id (UUIDs, token ids)."""
+
+
+def new_id() -> str:
+    """A new random id (a UUID4 string)."""
+    return str(uuid.uuid4())
+
+
+def rowcount(result: Any) -> int:
+    """How many rows an UPDATE or DELETE matched."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def commit_then_raise(session: Session, error: BaseException) -> NoReturn:
+    """Commit what `session` recorded about a refusal (an audit row, a failure counter,
+    a revocation, a discarded upload), then raise `error`.
+
+    The caller's transaction (``with db.write()``) would roll back on the error; this
+    keeps the record. So a service that calls it needs a transaction of its own.
+    """
+    session.commit()
+    raise error
 
 
 class Base(DeclarativeBase):

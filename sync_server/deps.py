@@ -1,8 +1,20 @@
-"""Request dependencies shared by every router: the app's services and who is asking.
+"""Request dependencies, each defined once: the app's services and who is asking.
 
-Every route that touches data takes a `Principal` from `current_principal` (or one of
-the role-narrowing dependencies) and scopes every query by its clinic: object-level
-authorization happens in the route, with the principal in hand.
+Routes declare what they need by type::
+
+    def post_clinic(body: ClinicCreate, caller: AdminCaller, db: DbDep) -> ClinicPublic:
+
+- `DbDep`, `SettingsDep`, `SigningKeyDep`, `BlobsDep`, `FeedDep`, `MetricsDep`: the
+  app's database, settings, signing key, blob backend, change-feed notifier and
+  metrics (built once by `create_app`, kept on ``app.state``).
+- `RequestIdDep`: the request id the observability middleware gave this request (for
+  audit rows).
+- `AnyPrincipal`, `DeviceCaller`, `StaffCaller`, `AdminCaller`: the caller, from its
+  bearer access token checked against the database, narrowed to a role. Routes hand it
+  to the services, which scope every query by its clinic.
+
+Each dependency reads ``request.app.state`` at request time: nothing is created at
+import time.
 """
 
 from __future__ import annotations
@@ -14,51 +26,74 @@ from fastapi import Depends, Request
 from sync_server.blobs.backends import BlobBackend
 from sync_server.db import Database
 from sync_server.errors import Forbidden, Unauthorized
-from sync_server.identity.principals import STAFF_ROLES, Principal
-from sync_server.identity.tables import Device, User
+from sync_server.identity.principals import STAFF_ROLES, Principal, authenticated
 from sync_server.identity.tokens import SigningKey
+from sync_server.ops.metrics import Metrics
 from sync_server.settings import Settings
+from sync_server.sync.feed import Feed
 
 __all__ = [
+    "AdminCaller",
     "AnyPrincipal",
+    "BlobsDep",
+    "DbDep",
     "DeviceCaller",
-    "Principal",
+    "FeedDep",
+    "MetricsDep",
+    "RequestIdDep",
+    "SettingsDep",
+    "SigningKeyDep",
     "StaffCaller",
-    "blob_backend",
     "current_principal",
-    "get_db",
-    "get_settings",
-    "get_signing_key",
-    "request_id_of",
-    "require_admin",
-    "require_device",
-    "require_staff",
 ]
 
 
-def get_settings(request: Request) -> Settings:
-    """The app's settings."""
+def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_db(request: Request) -> Database:
-    """The app's database."""
+def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def get_signing_key(request: Request) -> SigningKey:
-    """The server's signing key."""
+def _signing_key(request: Request) -> SigningKey:
     key: SigningKey = request.app.state.signing_key
     return key
 
 
-def current_principal(request: Request) -> Principal:
-    """The caller, from its bearer access token, checked against the database.
+def _blobs(request: Request) -> BlobBackend:
+    backend: BlobBackend = request.app.state.blobs
+    return backend
 
-    A revoked device or a deactivated user is refused on the very next request,
-    whatever its token says.
+
+def _feed(request: Request) -> Feed:
+    feed: Feed = request.app.state.feed
+    return feed
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def _request_id(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return str(value)[:64] if value else None
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DbDep = Annotated[Database, Depends(_db)]
+SigningKeyDep = Annotated[SigningKey, Depends(_signing_key)]
+BlobsDep = Annotated[BlobBackend, Depends(_blobs)]
+FeedDep = Annotated[Feed, Depends(_feed)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+RequestIdDep = Annotated[str | None, Depends(_request_id)]
+
+
+def current_principal(request: Request, db: DbDep, key: SigningKeyDep) -> Principal:
+    """The caller, from its bearer access token, checked against the database.
 
     Raises:
         Unauthorized: No token, or a token that does not verify.
@@ -68,62 +103,34 @@ def current_principal(request: Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer access token", code="missing_token")
-    claims = get_signing_key(request).verify_access_token(token.strip())
-    db = get_db(request)
+    claims = key.verify_access_token(token.strip())
     with db.read() as session:
-        if claims.kind == "device":
-            device = session.get(Device, claims.subject)
-            if device is None:
-                raise Unauthorized("unknown device", code="invalid_token")
-            if device.revoked_at is not None:
-                raise Forbidden("this device has been revoked", code="device_revoked")
-            principal = Principal(
-                "device", device.id, device.clinic_id, claims.organisation_id, "device"
-            )
-        elif claims.kind == "user":
-            user = session.get(User, claims.subject)
-            if user is None or not user.active:
-                raise Forbidden("this account is deactivated", code="user_inactive")
-            principal = Principal("user", user.id, user.clinic_id, user.organisation_id, user.role)
-        else:
-            raise Unauthorized("access token of an unknown kind", code="invalid_token")
-    request.state.principal = principal
+        principal = authenticated(session=session, claims=claims)
+    request.state.principal = principal  # for the access log
     return principal
 
 
-def require_device(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    """The caller, who must be an enrolled device."""
+AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def _device(principal: AnyPrincipal) -> Principal:
     if principal.kind != "device":
         raise Forbidden("this route is for enrolled devices", code="devices_only")
     return principal
 
 
-def require_staff(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    """The caller, who must be a staff user (clinician, staff or admin)."""
+def _staff(principal: AnyPrincipal) -> Principal:
     if principal.kind != "user" or principal.role not in STAFF_ROLES:
         raise Forbidden("this route is for staff", code="staff_only")
     return principal
 
 
-def require_admin(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
-    """The caller, who must be an admin."""
+def _admin(principal: AnyPrincipal) -> Principal:
     if principal.kind != "user" or principal.role != "admin":
         raise Forbidden("this route is for admins", code="admins_only")
     return principal
 
 
-AnyPrincipal = Annotated[Principal, Depends(current_principal)]
-DeviceCaller = Annotated[Principal, Depends(require_device)]
-StaffCaller = Annotated[Principal, Depends(require_staff)]
-
-
-def blob_backend(request: Request) -> BlobBackend:
-    """The app's blob backend (scan blobs and model files)."""
-    backend: BlobBackend = request.app.state.blobs
-    return backend
-
-
-def request_id_of(request: Request) -> str | None:
-    """The request id the observability middleware gave this request, for audit rows."""
-    value = getattr(request.state, "request_id", None)
-    return str(value)[:64] if value else None
+DeviceCaller = Annotated[Principal, Depends(_device)]
+StaffCaller = Annotated[Principal, Depends(_staff)]
+AdminCaller = Annotated[Principal, Depends(_admin)]

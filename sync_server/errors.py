@@ -37,7 +37,6 @@ __all__ = [
     "Unavailable",
     "Unprocessable",
     "UnsupportedMediaType",
-    "check_declared_length",
 ]
 
 
@@ -129,17 +128,3 @@ class Unavailable(ServerError):
     """A dependency (blob storage, the database) is down: the caller may retry later."""
 
     code = "unavailable"
-
-
-def check_declared_length(content_length: str | None, limit: int, too_large: ServerError) -> None:
-    """Refuse a request whose Content-Length is malformed (`Invalid`) or over `limit`
-    (`too_large`).
-
-    The body is still counted as it streams in: a client may send more than it declared.
-    """
-    if content_length is None:
-        return
-    if not content_length.strip().isdigit():
-        raise Invalid("invalid Content-Length header", code="invalid_content_length")
-    if int(content_length) > limit:
-        raise too_large

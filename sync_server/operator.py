@@ -12,13 +12,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sync_server.db import open_database
-from sync_server.identity.services import (
-    create_enrolment_token,
-    create_user,
-    ensure_clinic,
-    ensure_organisation,
-    totp_uri,
-)
+from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
+from sync_server.identity.users import create_user, totp_uri
 from sync_server.migrate import require_schema
 from sync_server.settings import Settings
 
@@ -51,9 +47,9 @@ def create_admin(
     with open_database(settings, must_exist=True) as database:
         require_schema(database)
         with database.write() as session:
-            organisation = ensure_organisation(session)
+            organisation = ensure_organisation(session=session)
             user, secret = create_user(
-                session,
+                session=session,
                 username=username,
                 password=password,
                 role="admin",
@@ -107,8 +103,8 @@ def issue_enrolment_token(
     with open_database(settings, must_exist=True) as database:
         require_schema(database)
         with database.write() as session:
-            found = ensure_clinic(session, clinic)
-            token, row = create_enrolment_token(session, clinic_id=found.id, ttl=ttl)
+            found = ensure_clinic(session=session, name=clinic)
+            token, row = create_enrolment_token(session=session, clinic_id=found.id, ttl=ttl)
             issued = IssuedEnrolmentToken(
                 token=token,
                 token_id=row.id,

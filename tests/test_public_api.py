@@ -19,6 +19,7 @@ PACKAGES = ["crdt", "edge_sdk", "sync_server", "lidar_capture", "models"]
 
 SERVER_CORE = {
     "app",
+    "bodies",
     "db",
     "deps",
     "embedded",

@@ -1,13 +1,19 @@
-"""The server's Ed25519 signing key and its short-lived JWT access tokens.
+"""Token and key mechanics: the server's Ed25519 signing key and its short-lived JWT
+access tokens, the hashes random bearer tokens are stored under, and the check of a
+device's Ed25519 signature.
 
 Access tokens are EdDSA JWTs; verification pins the algorithm (a token saying
 ``alg: none`` or HS256 is refused before its signature is even looked at) and checks
 issuer, audience, expiry, issue time and subject. The same key signs artifacts the
 server publishes (models); devices pin its public key at enrolment.
+
+Enrolment and refresh tokens are 256-bit random strings, stored only as SHA-256
+hashes (a fast hash is enough for that much entropy).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from dataclasses import dataclass
@@ -16,14 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync_server.errors import Unauthorized
 
-__all__ = ["ALGORITHM", "AccessClaims", "SigningKey"]
+__all__ = [
+    "ALGORITHM",
+    "ED25519_KEY_SIZE",
+    "AccessClaims",
+    "SigningKey",
+    "hash_token",
+    "new_bearer_token",
+    "verify_signature",
+]
 
 ALGORITHM = "EdDSA"
+ED25519_KEY_SIZE = 32
+_ED25519_SIGNATURE_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,3 +166,26 @@ class SigningKey:
             )
         except (KeyError, TypeError, ValueError):
             raise Unauthorized("access token lacks required claims", code="invalid_token") from None
+
+
+def new_bearer_token() -> tuple[str, str]:
+    """A new random bearer token (256 bits, URL-safe) and the hash to store it under."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest under which a random token is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether `signature` is `public_key`'s Ed25519 signature of `message` (a device's
+    proof that it holds its key). Malformed keys or signatures are simply False."""
+    if len(public_key) != ED25519_KEY_SIZE or len(signature) != _ED25519_SIGNATURE_SIZE:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -13,7 +13,6 @@ projection row are written in the push's one transaction.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -28,26 +27,40 @@ from crdt import (
     EntryKind,
     RecordDocument,
     Rejection,
+    SyncMessage,
+    SyncProtocolError,
     SyncReport,
     apply_documents,
-    sortable_time,
+    decode_message,
+    encode_message,
 )
-from sync_server.audit.tables import AuditEvent
+from sync_server.audit.events import Actor, DocumentsPulled, DocumentsPushed
+from sync_server.audit.services import record_event
 from sync_server.db import Base, utcnow
-from sync_server.errors import NotFound
+from sync_server.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
-from sync_server.sync.tables import AssessmentRow, Document, PatientRow, WoundRow
+from sync_server.sync.projections import PROJECTIONS, projection_row
+from sync_server.sync.tables import Document
 
-__all__ = ["PullPage", "PushResult", "audit_pull", "pull_page", "push_documents"]
+__all__ = [
+    "MESSAGE_ENVELOPE",
+    "PullPage",
+    "PushResult",
+    "decode_push",
+    "encode_pull",
+    "pull_page",
+    "push_documents",
+    "record_pull",
+    "write_documents",
+]
 
 log = logging.getLogger("sync_server.sync")
 
-_PROJECTIONS: dict[str, type[Base]] = {
-    "patients": PatientRow,
-    "wounds": WoundRow,
-    "assessments": AssessmentRow,
-}
+MESSAGE_ENVELOPE = 4096
+"""Bytes a wire message's framing may take beside its documents: a document must fit a
+message with this much to spare."""
+_ENTRY_OVERHEAD = 64
 _LOOKUP_CHUNK = 500
 
 
@@ -71,16 +84,43 @@ class PullPage:
     feed_seq: int  # the clinic's newest sequence number
 
 
+def decode_push(
+    message: bytes, *, max_message_size: int, max_documents: int
+) -> list[tuple[str, bytes]]:
+    """The (doc id, saved document) pairs a pushed wire message carries.
+
+    Raises:
+        Invalid: ``malformed_message`` (not a usable crdt wire message) or
+            ``bad_entry`` (an entry that is not a whole document).
+        PayloadTooLarge: More than `max_documents` documents.
+    """
+    try:
+        decoded = decode_message(message, max_size=max_message_size)
+    except SyncProtocolError as exc:
+        raise Invalid(f"unusable sync message: {exc}", code="malformed_message") from None
+    if any(entry.kind is not EntryKind.DOC for entry in decoded.entries):
+        raise Invalid("a push carries whole documents (DOC entries) only", code="bad_entry")
+    if len(decoded.entries) > max_documents:
+        raise PayloadTooLarge(f"a push may carry at most {max_documents} documents")
+    return [(entry.doc_id, entry.payload) for entry in decoded.entries]
+
+
 def push_documents(
+    *,
     session: Session,
     principal: Principal,
     incoming: Sequence[tuple[str, bytes]],
-    *,
-    max_document_size: int,
+    max_message_size: int,
     request_id: str | None = None,
 ) -> PushResult:
     """Merge a device's pushed documents into its clinic's replicas, in `session`'s
-    transaction. Refused documents are reported and nothing of them is stored."""
+    transaction, and audit the push. Refused documents are reported and nothing of
+    them is stored; a document too large to be pulled again in a message of
+    `max_message_size` bytes is refused.
+
+    Raises:
+        NotFound: The caller has no clinic, or it no longer exists.
+    """
     clinic_id = principal.clinic_id
     if clinic_id is None:
         raise NotFound("the caller has no clinic to push to")
@@ -101,8 +141,7 @@ def push_documents(
 
     def policy(document: RecordDocument) -> str | None:
         pushed_heads[document.id] = document.heads
-        reason = _device_policy(principal, document)
-        return reason
+        return _device_policy(principal, document)
 
     store = _TransactionStore(session, clinic, existing, principal)
     report = SyncReport()
@@ -113,7 +152,7 @@ def push_documents(
         policy=policy,
         report=report,
     )
-    late = store.flush(pushed_heads, max_document_size=max_document_size)
+    late = store.flush(pushed_heads, max_document_size=max_message_size - MESSAGE_ENVELOPE)
     result.rejected += report.rejected + late
     report.received -= {r.doc_id for r in late}
     refused = {r.doc_id for r in result.rejected}
@@ -122,33 +161,38 @@ def push_documents(
         doc_id for doc_id in ids if doc_id not in report.received and doc_id not in refused
     ]
     result.cursor = clinic.feed_seq
-    session.add(
-        AuditEvent(
-            actor_kind=principal.kind,
-            actor_id=principal.id,
+    record_event(
+        session=session,
+        event=DocumentsPushed(
+            actor=Actor.of(principal),
             clinic_id=clinic_id,
-            action="sync-push",
-            target=",".join(result.accepted + [r.doc_id for r in result.rejected]),
-            outcome=f"accepted={len(result.accepted)} unchanged={len(result.unchanged)} "
-            f"rejected={len(result.rejected)}",
-            request_id=request_id,
-        )
+            accepted=tuple(result.accepted),
+            unchanged=tuple(result.unchanged),
+            rejected=tuple(r.doc_id for r in result.rejected),
+        ),
+        request_id=request_id,
     )
     return result
 
 
 def pull_page(
+    *,
     session: Session,
     principal: Principal,
-    *,
     cursor: int,
     limit: int,
-    max_bytes: int,
+    max_message_size: int,
 ) -> PullPage:
     """The caller's clinic's documents changed after `cursor`, oldest change first.
 
     A device is not sent back a version that is exactly what it pushed itself (its
-    cursor still moves past it). A page stops at `limit` documents or `max_bytes`.
+    cursor still moves past it). A page stops at `limit` documents or when the next
+    would not fit a message of `max_message_size` bytes.
+
+    Raises:
+        NotFound: The caller has no clinic, or it no longer exists.
+        Conflict: ``cursor_ahead``: the cursor is past the clinic's feed (a restored
+            server); pull again from 0.
     """
     clinic_id = principal.clinic_id
     if clinic_id is None:
@@ -158,6 +202,12 @@ def pull_page(
     ).scalar_one_or_none()
     if feed_seq is None:
         raise NotFound("the caller's clinic no longer exists")
+    if cursor > feed_seq:
+        raise Conflict(
+            f"cursor {cursor} is ahead of the clinic's feed ({feed_seq}); pull again from 0",
+            code="cursor_ahead",
+        )
+    max_bytes = max_message_size - MESSAGE_ENVELOPE
     rows = session.execute(
         select(Document.id, Document.seq, Document.origin_device, Document.data)
         .where(Document.clinic_id == clinic_id, Document.seq > cursor)
@@ -173,49 +223,58 @@ def pull_page(
             new_cursor = seq
             continue
         entry = Entry(EntryKind.DOC, doc_id, bytes(data))
-        if len(entry.payload) + 64 > max_bytes:
+        if len(entry.payload) + _ENTRY_OVERHEAD > max_bytes:
             # Pushes refuse documents this large; one stored before that rule (or by
             # hand) must not stop the clinic's feed: skip it and say so.
             log.error("document %s (%d bytes) exceeds the pull size cap", doc_id, len(data))
             new_cursor = seq
             continue
-        if entries and size + len(entry.payload) + 64 > max_bytes:
+        if entries and size + len(entry.payload) + _ENTRY_OVERHEAD > max_bytes:
             more = True
             break
         entries.append(entry)
-        size += len(entry.payload) + 64
+        size += len(entry.payload) + _ENTRY_OVERHEAD
         new_cursor = seq
     return PullPage(entries, new_cursor, more, int(feed_seq))
 
 
-def audit_pull(
-    session: Session, principal: Principal, page: PullPage, *, request_id: str | None
+def record_pull(
+    *, session: Session, principal: Principal, page: PullPage, request_id: str | None
 ) -> None:
-    """Record which documents a pull sent (in a short write transaction of its own:
-    the page itself is read without taking the write lock)."""
-    session.add(
-        AuditEvent(
-            actor_kind=principal.kind,
-            actor_id=principal.id,
+    """Audit which documents a pull sent (in a short write transaction of its own: the
+    page itself is read without taking the write lock)."""
+    record_event(
+        session=session,
+        event=DocumentsPulled(
+            actor=Actor.of(principal),
             clinic_id=principal.clinic_id,
-            action="sync-pull",
-            target=",".join(e.doc_id for e in page.entries),
-            outcome="ok",
-            request_id=request_id,
-        )
+            doc_ids=tuple(e.doc_id for e in page.entries),
+        ),
+        request_id=request_id,
     )
 
 
+def encode_pull(page: PullPage, *, max_message_size: int) -> bytes:
+    """A pull page as one wire message: its documents, and in its control fields
+    ``cursor`` (send it next time), ``more`` and ``feed`` (the newest sequence)."""
+    control = {"cursor": page.cursor, "more": page.more, "feed": page.feed_seq}
+    return encode_message(SyncMessage(control, tuple(page.entries)), max_size=max_message_size)
+
+
 def write_documents(
+    *,
     session: Session,
     clinic_id: str,
     documents: Sequence[RecordDocument],
-    *,
     writer: str | None,
-    max_document_size: int = 8 * 1024 * 1024 - 4096,
+    max_document_size: int = 8 * 1024 * 1024 - MESSAGE_ENVELOPE,
 ) -> int:
     """Store server-made documents (e.g. decisions) in a clinic's feed; returns the
-    clinic's new feed sequence. The caller's transaction commits them."""
+    clinic's new feed sequence. The caller's transaction commits them.
+
+    Raises:
+        ValueError: The server's own documents were refused (a bug, not input).
+    """
     clinic = session.execute(
         select(Clinic).where(Clinic.id == clinic_id).with_for_update()
     ).scalar_one()
@@ -312,9 +371,9 @@ class _TransactionStore:
                 )
                 continue
             projection = None
-            if document.collection in _PROJECTIONS:
+            if document.collection in PROJECTIONS:
                 try:
-                    projection = _projection_row(
+                    projection = projection_row(
                         document.collection,
                         document.read().model_dump(mode="json"),
                         bool(document.conflicts()),
@@ -348,7 +407,7 @@ class _TransactionStore:
         self._clinic.feed_seq = seq
         _upsert(self._session, Document, doc_rows)
         for collection, rows in projections.items():
-            _upsert(self._session, _PROJECTIONS[collection], rows)
+            _upsert(self._session, PROJECTIONS[collection], rows)
         # A new id may have been written meanwhile by another clinic's push (the
         # upserts never move a row between clinics): refuse it here too.
         new_ids = [row["id"] for row in doc_rows if row["id"] not in self._existing]
@@ -364,57 +423,6 @@ class _TransactionStore:
                 for doc_id in taken
             ]
         return refused
-
-
-def _projection_row(collection: str, dumped: dict[str, Any], conflicted: bool) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "id": dumped["id"],
-        "clinic_id": dumped["clinic_id"],
-        "deleted": bool(dumped["deleted"]),
-        "conflicted": conflicted,
-        "updated_at": str(dumped["updated_at"]),
-        "record": json.dumps(dumped, separators=(",", ":"), ensure_ascii=False),
-    }
-    if collection == "patients":
-        row.update(
-            given_name=dumped["given_name"],
-            family_name=dumped["family_name"],
-            birth_date=dumped["birth_date"],
-            sex=dumped["sex"],
-            mrn=dumped.get("mrn"),
-        )
-    elif collection == "wounds":
-        row.update(
-            patient_id=dumped["patient_id"],
-            body_site=dumped["body_site"],
-            etiology=dumped["etiology"],
-            status=dumped["status"],
-            onset=dumped.get("onset"),
-        )
-    elif collection == "assessments":
-        measurements = dumped.get("measurements") or {}
-        model = dumped.get("model_output") or {}
-        row.update(
-            wound_id=dumped["wound_id"],
-            patient_id=dumped["patient_id"],
-            captured_at=sortable_time(dumped["captured_at"]),
-            device_id=dumped["device_id"],
-            clinician=dumped.get("clinician"),
-            model_id=model.get("model_id"),
-            **{
-                name: measurements.get(name)
-                for name in (
-                    "area_cm2",
-                    "perimeter_cm",
-                    "length_cm",
-                    "width_cm",
-                    "max_depth_mm",
-                    "mean_depth_mm",
-                    "volume_cm3",
-                )
-            },
-        )
-    return row
 
 
 def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]]) -> None:

@@ -17,43 +17,33 @@ import contextlib
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
-from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect
 
-from crdt import (
-    SYNC_MEDIA_TYPE,
-    EntryKind,
-    SyncMessage,
-    SyncProtocolError,
-    decode_message,
-    encode_message,
+from crdt import SYNC_MEDIA_TYPE
+from sync_server.bodies import read_body
+from sync_server.deps import (
+    DbDep,
+    DeviceCaller,
+    FeedDep,
+    MetricsDep,
+    RequestIdDep,
+    SettingsDep,
 )
-from sync_server.deps import DeviceCaller
-from sync_server.errors import Conflict, Invalid, PayloadTooLarge
-from sync_server.settings import Settings
-from sync_server.sync.documents import PullPage, audit_pull, pull_page, push_documents
+from sync_server.errors import Invalid, PayloadTooLarge
+from sync_server.sync.documents import (
+    PullPage,
+    decode_push,
+    encode_pull,
+    pull_page,
+    push_documents,
+    record_pull,
+)
+from sync_server.sync.schemas import PushResponse
 
 __all__ = ["router"]
 
 MEDIA_TYPE = SYNC_MEDIA_TYPE
 router = APIRouter(prefix="/v1/sync", tags=["sync"])
-
-
-class RefusedDocument(BaseModel):
-    """A pushed document the server did not store, and why."""
-
-    doc_id: str
-    reason: str
-
-
-class PushResponse(BaseModel):
-    """The outcome of a push, document by document."""
-
-    accepted: list[str] = Field(description="Stored new or changed.")
-    unchanged: list[str] = Field(description="The server already held all of it.")
-    rejected: list[RefusedDocument] = Field(description="Not stored at all.")
-    cursor: int = Field(description="The clinic's change-feed sequence after the push.")
 
 
 _BINARY_BODY = {
@@ -75,43 +65,44 @@ _BINARY_BODY = {
     openapi_extra=_BINARY_BODY,
     responses={400: {"description": "Malformed message"}, 413: {"description": "Too large"}},
 )
-async def push(request: Request, caller: DeviceCaller) -> PushResponse:
+async def push(
+    request: Request,
+    caller: DeviceCaller,
+    db: DbDep,
+    settings: SettingsDep,
+    feed: FeedDep,
+    metrics: MetricsDep,
+    request_id: RequestIdDep,
+) -> PushResponse:
     """Merge a device's documents into its clinic's replicas."""
-    settings: Settings = request.app.state.settings
-    body = await _read_body(request, settings.max_message_size)
-    try:
-        message = decode_message(body, max_size=settings.max_message_size)
-    except SyncProtocolError as exc:
-        raise Invalid(f"unusable sync message: {exc}", code="malformed_message") from None
-    if any(entry.kind is not EntryKind.DOC for entry in message.entries):
-        raise Invalid("a push carries whole documents (DOC entries) only", code="bad_entry")
-    if len(message.entries) > settings.push_max_documents:
-        raise PayloadTooLarge(f"a push may carry at most {settings.push_max_documents} documents")
-    incoming = [(entry.doc_id, entry.payload) for entry in message.entries]
-    request_id = getattr(request.state, "request_id", None)
+    cap = settings.max_message_size
+    body = await read_body(
+        request,
+        limit=cap,
+        too_large=PayloadTooLarge(f"a sync message may be at most {cap} bytes"),
+        incomplete=Invalid("the message body ended early", code="incomplete_body"),
+    )
+    incoming = decode_push(body, max_message_size=cap, max_documents=settings.push_max_documents)
+
+    clinic_id = caller.clinic_id
+    assert clinic_id is not None  # a device always belongs to a clinic
 
     def work() -> PushResponse:
-        with request.app.state.db.write() as session:
+        with db.write() as session:
             result = push_documents(
-                session,
-                caller,
-                incoming,
-                max_document_size=settings.max_message_size - 4096,
+                session=session,
+                principal=caller,
+                incoming=incoming,
+                max_message_size=cap,
                 request_id=request_id,
             )
             if result.accepted:
-                request.app.state.feed.notify_in(session, caller.clinic_id)
+                feed.notify_in(session, clinic_id)
         if result.accepted:
-            request.app.state.feed.published(caller.clinic_id)
-        return PushResponse(
-            accepted=result.accepted,
-            unchanged=result.unchanged,
-            rejected=[RefusedDocument(doc_id=r.doc_id, reason=r.reason) for r in result.rejected],
-            cursor=result.cursor,
-        )
+            feed.published(clinic_id)
+        return PushResponse.model_validate(result)
 
     response = await run_in_threadpool(work)
-    metrics = request.app.state.metrics
     metrics.count_documents("push", "accepted", len(response.accepted))
     metrics.count_documents("push", "unchanged", len(response.unchanged))
     metrics.count_documents("push", "rejected", len(response.rejected))
@@ -136,6 +127,11 @@ async def push(request: Request, caller: DeviceCaller) -> PushResponse:
 async def pull(
     request: Request,
     caller: DeviceCaller,
+    db: DbDep,
+    settings: SettingsDep,
+    feed: FeedDep,
+    metrics: MetricsDep,
+    request_id: RequestIdDep,
     cursor: Annotated[
         int, Query(ge=0, le=2**63 - 1, description="Last cursor received; 0 at first.")
     ] = 0,
@@ -143,39 +139,31 @@ async def pull(
     wait: Annotated[float, Query(ge=0, le=300, description="Long-poll seconds.")] = 0,
 ) -> Response:
     """Documents of the caller's clinic changed after `cursor`."""
-    settings: Settings = request.app.state.settings
-    feed = request.app.state.feed
     page_size = min(limit or settings.pull_page_size, settings.pull_page_size)
     wait = min(wait, settings.long_poll_max_seconds)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    request_id = getattr(request.state, "request_id", None)
+    clinic_id = caller.clinic_id
+    assert clinic_id is not None  # a device always belongs to a clinic
 
     def read() -> PullPage:
-        with request.app.state.db.read() as session:
+        with db.read() as session:
             page = pull_page(
-                session,
-                caller,
+                session=session,
+                principal=caller,
                 cursor=cursor,
                 limit=page_size,
-                max_bytes=settings.max_message_size - 4096,
+                max_message_size=settings.max_message_size,
             )
         if page.entries:
-            with request.app.state.db.write() as session:
-                audit_pull(session, caller, page, request_id=request_id)
+            with db.write() as session:
+                record_pull(session=session, principal=caller, page=page, request_id=request_id)
         return page
 
-    metrics = request.app.state.metrics
     while True:
         # Subscribe before reading, so a change committed in between still wakes us.
-        woken = feed.subscribe(caller.clinic_id) if wait else None
+        woken = feed.subscribe(clinic_id) if wait else None
         page = await run_in_threadpool(read)
-        if cursor > page.feed_seq:
-            raise Conflict(
-                f"cursor {cursor} is ahead of the clinic's feed ({page.feed_seq}); "
-                "pull again from 0",
-                code="cursor_ahead",
-            )
         remaining = deadline - loop.time()
         if page.entries or page.cursor != cursor or woken is None or remaining <= 0:
             break
@@ -184,29 +172,8 @@ async def pull(
         with metrics.long_poll(), contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), timeout=min(remaining, 5.0))
     metrics.count_documents("pull", "accepted", len(page.entries))
-    control = {"cursor": page.cursor, "more": page.more, "feed": page.feed_seq}
-    data = encode_message(
-        SyncMessage(control, tuple(page.entries)), max_size=settings.max_message_size
-    )
     return Response(
-        data,
+        encode_pull(page, max_message_size=settings.max_message_size),
         media_type=MEDIA_TYPE,
         headers={"X-Coherency-Cursor": str(page.cursor), "X-Coherency-More": str(page.more)},
     )
-
-
-async def _read_body(request: Request, cap: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise PayloadTooLarge(f"a sync message may be at most {cap} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cap:
-                raise PayloadTooLarge(f"a sync message may be at most {cap} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise Invalid("the message body ended early", code="incomplete_body") from None
-    return b"".join(chunks)

@@ -785,11 +785,13 @@ def test_stale_uploads_are_purged(server: Any, device: Device) -> None:
     part = backend.root / "uploads" / f"{upload_id}.part"
     assert part.exists()
     # Fresh uploads stay.
-    purge_stale_uploads(server.db, backend, older_than=timedelta(hours=1))
+    purge_stale_uploads(database=server.db, backend=backend, older_than=timedelta(hours=1))
     assert device.offset(upload_id) == 10
     with server.db.write() as session:
         session.get(Upload, upload_id).updated_at = datetime.now(UTC) - timedelta(days=8)
-    assert purge_stale_uploads(server.db, backend, older_than=timedelta(days=7)) == 1
+    assert (
+        purge_stale_uploads(database=server.db, backend=backend, older_than=timedelta(days=7)) == 1
+    )
     assert device.http.get(f"/v1/blobs/uploads/{upload_id}").status_code == 404
     assert not part.exists()
     assert device.declare(sha(data), len(data)).status_code == 201

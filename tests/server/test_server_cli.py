@@ -33,8 +33,9 @@ from sqlalchemy import select
 from cli.main import cli
 from sync_server import Settings
 from sync_server.db import Database
-from sync_server.identity.services import authenticate_user, hash_token
 from sync_server.identity.tables import Clinic, EnrolmentToken, User
+from sync_server.identity.tokens import hash_token
+from sync_server.identity.users import authenticate_user
 from sync_server.migrate import head_revision
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,7 +164,9 @@ def test_create_admin_prints_a_totp_secret_that_logs_in(migrated: Path) -> None:
     try:
         with db.write() as session:
             code = pyotp.TOTP(admin["totp_secret"]).now()
-            user = authenticate_user(session, "root-admin", PASSWORD, code)
+            user = authenticate_user(
+                session=session, username="root-admin", password=PASSWORD, totp_code=code
+            )
             assert user.id == admin["user_id"]
             assert user.clinic_id is None
             assert user.organisation_id == admin["organisation_id"]

@@ -204,7 +204,7 @@ def test_a_server_owned_record_syncs_down_and_cannot_be_changed_by_a_device(
         clinic_id=clinic,
     )
     with server.db.write() as session:
-        write_documents(session, clinic, [decision], writer="server")
+        write_documents(session=session, clinic_id=clinic, documents=[decision], writer="server")
     with server.http(token) as http:
         docs, _ = pull(http)
         assert RecordDocument.load(docs[decision.id]).read().reason == "slot taken"

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from sync_server.blobs.backends.base import (
     BlobBackend,
     BlobBackendError,
@@ -15,6 +17,7 @@ from sync_server.blobs.backends.base import (
 )
 from sync_server.blobs.backends.local import LocalBlobBackend
 from sync_server.blobs.backends.s3 import S3_MIN_PART_SIZE, S3BlobBackend
+from sync_server.errors import Unavailable
 from sync_server.settings import Settings
 
 __all__ = [
@@ -26,7 +29,16 @@ __all__ = [
     "S3BlobBackend",
     "UploadLostError",
     "make_blob_backend",
+    "storage_unavailable",
 ]
+
+log = logging.getLogger("sync_server.blobs")
+
+
+def storage_unavailable(exc: Exception, what: str = "blob storage") -> Unavailable:
+    """The refusal a storage failure becomes (logged; the client may retry later)."""
+    log.error("%s failure: %s", what, exc)
+    return Unavailable(f"{what} is unavailable; try again later", code="storage_unavailable")
 
 
 def make_blob_backend(settings: Settings) -> BlobBackend:
