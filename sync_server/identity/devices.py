@@ -32,6 +32,8 @@ from sync_server.settings import Settings
 
 __all__ = [
     "DEVICE_LOGIN_MAX_SKEW_SECONDS",
+    "MAX_NONCE_LENGTH",
+    "MIN_NONCE_LENGTH",
     "DeviceProfile",
     "device_login",
     "device_profile",
@@ -40,7 +42,9 @@ __all__ = [
 ]
 
 DEVICE_LOGIN_MAX_SKEW_SECONDS = 300
-_NONCE_RE = re.compile(r"[A-Za-z0-9_\-]{16,64}")
+MIN_NONCE_LENGTH = 16
+MAX_NONCE_LENGTH = 64
+_NONCE_RE = re.compile(rf"[A-Za-z0-9_\-]{{{MIN_NONCE_LENGTH},{MAX_NONCE_LENGTH}}}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +82,10 @@ def device_login(
         Forbidden: ``device_revoked``.
     """
     if not _NONCE_RE.fullmatch(nonce):
-        raise Invalid("nonce must be 16 to 64 URL-safe characters", code="invalid_nonce")
+        raise Invalid(
+            f"nonce must be {MIN_NONCE_LENGTH} to {MAX_NONCE_LENGTH} URL-safe characters",
+            code="invalid_nonce",
+        )
     if abs(time.time() - issued_at) > DEVICE_LOGIN_MAX_SKEW_SECONDS:
         raise Unauthorized(
             "issued_at is more than 5 minutes from the server's clock",

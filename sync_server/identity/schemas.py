@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sync_server.identity.devices import MAX_NONCE_LENGTH, MIN_NONCE_LENGTH
 from sync_server.identity.enrolment import MAX_ENROLMENT_TOKEN_LIFETIME
 from sync_server.identity.tenancy import MAX_NAME_LENGTH
 from sync_server.identity.users import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -193,7 +194,11 @@ class DeviceLoginRequest(BaseModel):
     issued_at: int = Field(
         ge=0, le=2**40, description="Unix seconds; within 5 minutes of the server clock."
     )
-    nonce: str = Field(min_length=16, max_length=64, description="16-64 URL-safe characters.")
+    nonce: str = Field(
+        min_length=MIN_NONCE_LENGTH,
+        max_length=MAX_NONCE_LENGTH,
+        description=f"{MIN_NONCE_LENGTH}-{MAX_NONCE_LENGTH} URL-safe characters.",
+    )
     signature: str = Field(
         min_length=1,
         max_length=200,
