@@ -10,9 +10,15 @@ and staff.
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
 
-`create_admin` and `issue_enrolment_token` are what `coherency server create-admin`
-and `enroll-token` do; `ThreadedServer` serves an app on loopback in a thread (demos,
-examples, an app's own tests). Only the names in `__all__` are public.
+`create_admin`, `issue_enrolment_token`, `migrate` and `serve` are what `coherency
+server create-admin`, `enroll-token`, `migrate` and `run` do; `ThreadedServer` serves
+an app on loopback in a thread (demos, examples, an app's own tests). Every refusal is
+a `ServerError` (the tree is drawn in `sync_server.errors`).
+
+The package is laid out by domain: a small core (`app`, `settings`, `db`, `deps`,
+`errors`, ...) and one folder per domain (`identity`, `sync`, `blobs`, `models`, `ops`,
+`audit`), each with its routes, services and tables. Only the names in `__all__` are
+public.
 """
 
 from sync_server.app import create_app
