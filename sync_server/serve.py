@@ -23,7 +23,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from sync_server.app import create_app
-from sync_server.blobs.backends.base import BlobBackendError
+from sync_server.blobs.backends import BlobBackendError
 from sync_server.db import database_label, open_database
 from sync_server.errors import Invalid, Unavailable, Unprocessable
 from sync_server.migrate import migrate as migrate_schema

@@ -27,12 +27,12 @@ from sync_server.identity.schemas import (
 )
 from sync_server.identity.sessions import log_in, revoke_refresh_family, rotate_refresh_token
 
-__all__ = ["decode_base64", "router"]
+__all__ = ["router"]
 
 router = APIRouter(prefix="/v1", tags=["auth"])
 
 
-def decode_base64(value: str, field: str) -> bytes:
+def _decode_base64(value: str, field: str) -> bytes:
     """Decode standard or URL-safe base64 (padding required).
 
     Raises:
@@ -60,8 +60,8 @@ def enroll(
     the device's clinic, a token pair and the server's public key (to pin). A token is
     spent only by a successful enrolment.
     """
-    public_key = decode_base64(body.public_key, "public_key")
-    signature = decode_base64(body.signature, "signature")
+    public_key = _decode_base64(body.public_key, "public_key")
+    signature = _decode_base64(body.signature, "signature")
     with db.write() as session:
         result = enrol_device(
             session=session,
@@ -103,7 +103,7 @@ def device_assertion(
     For a device that lost its refresh token. The signed time must be within 5 minutes
     of the server's clock and each nonce works once.
     """
-    signature = decode_base64(body.signature, "signature")
+    signature = _decode_base64(body.signature, "signature")
     with db.write() as session:
         pair = device_login(
             session=session,

@@ -22,10 +22,10 @@ DURATION_BUCKETS: Final = (
 class Metrics:
     """The app's Prometheus metrics, in a registry of its own.
 
-    Routes reach it as ``request.app.state.metrics``::
+    Routes take it as a `sync_server.deps.MetricsDep` (it is ``app.state.metrics``)::
 
-        request.app.state.metrics.count_documents("push", "accepted", 10)
-        with request.app.state.metrics.long_poll():
+        metrics.count_documents("push", "accepted", 10)
+        with metrics.long_poll():
             await wait_for_changes()
     """
 
