@@ -1,4 +1,10 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory, and the one handler that answers the server's
+error tree (`sync_server.errors`) with a status code (`STATUS_CODES`).
+
+`create_app` builds the app's services once (database, signing key, change-feed
+notifier, blob backend, metrics; kept on ``app.state`` for `sync_server.deps`),
+includes every domain's routers and runs the hourly housekeeping.
+"""
 
 from __future__ import annotations
 
