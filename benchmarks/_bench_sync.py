@@ -1,7 +1,7 @@
 """Benchmark 4: sync between devices and the central server, over HTTP on loopback.
 
 The server is the real thing: uvicorn serving `sync_server` in a separate process (the
-app factory `sync_server._admin_cli:app_from_env`, configured by ``COHERENCY_SERVER_*``
+app factory `sync_server.serve:app_from_env`, configured by ``COHERENCY_SERVER_*``
 variables), on a free loopback port, migrated first, on another CPU than this process
 when there are two. Every figure is measured once on the embedded SQLite database and
 once on PostgreSQL (a fresh database, dropped afterwards).
@@ -44,8 +44,7 @@ from benchmarks._harness import Figure, scratch_dir, timed
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy, SyncResult
 
 if TYPE_CHECKING:
-    from sync_server import Settings
-    from sync_server._db import Database
+    from sync_server import IssuedEnrolmentToken, Settings
 
 __all__ = ["POWERSYNC_ANCHOR", "MissingFigure", "propagation_writes", "run"]
 
@@ -462,13 +461,11 @@ class _ServerProcess:
     """uvicorn serving the sync server in a child process, on a free loopback port."""
 
     def __init__(self, settings: Settings, log_path: Path) -> None:
-        from sync_server._db import Database
-
         self.settings = settings
         self.log_path = log_path
         self.url = ""
         self.layout: dict[str, Any] = {}
-        self.db: Database = Database(settings.resolved_database_url)
+        self._clinic_names: dict[str, str] = {}
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
@@ -483,19 +480,20 @@ class _ServerProcess:
             server._stop()
 
     def new_clinic(self, name: str) -> str:
-        from sync_server._identity import ensure_clinic
-
-        with self.db.write() as session:
-            return ensure_clinic(session, name).id
+        """The clinic called `name` (created if missing, as an operator would); its id."""
+        clinic_id = self._enrolment_token(name).clinic_id
+        self._clinic_names[clinic_id] = name
+        return clinic_id
 
     def enrol(self, client: EdgeClient, clinic_id: str, *, name: str) -> None:
-        from sync_server._identity import create_enrolment_token
-
-        with self.db.write() as session:
-            token, _ = create_enrolment_token(
-                session, clinic_id=clinic_id, ttl=timedelta(minutes=30)
-            )
+        """Enrol `client` into a clinic `new_clinic` made, with a fresh one-time token."""
+        token = self._enrolment_token(self._clinic_names[clinic_id]).token
         client.enroll(self.url, token, name=name)
+
+    def _enrolment_token(self, clinic: str) -> IssuedEnrolmentToken:
+        from sync_server import issue_enrolment_token
+
+        return issue_enrolment_token(self.settings, clinic=clinic, ttl=timedelta(minutes=30))
 
     def _start(self) -> None:
         for _attempt in range(3):
@@ -521,7 +519,7 @@ class _ServerProcess:
             "-m",
             "uvicorn",
             "--factory",
-            "sync_server._admin_cli:app_from_env",
+            "sync_server.serve:app_from_env",
             "--host",
             "127.0.0.1",
             "--port",
@@ -569,10 +567,7 @@ class _ServerProcess:
             process.wait(timeout=15)
 
     def _stop(self) -> None:
-        try:
-            self._kill()
-        finally:
-            self.db.dispose()
+        self._kill()
 
 
 def _free_port() -> int:

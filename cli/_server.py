@@ -1,9 +1,9 @@
 """`coherency server ...`: run, migrate and administer the central sync server.
 
-A thin layer over `sync_server._admin_cli`: options become `Settings` (with
+A thin layer over `sync_server`: options become `Settings` (with
 ``COHERENCY_SERVER_*`` variables for anything not given), results are printed for
-people or as one JSON document (``--json``), and `AdminError` becomes one ``error:``
-line and an exit code.
+people or as one JSON document (``--json``), and the server's `ServerError` becomes one
+``error:`` line and an exit code by its class.
 
 The server's modules are imported inside the commands: they need the ``server`` extra
 (FastAPI, SQLAlchemy, ...), which a device-only install of `coherency` lacks.
@@ -11,6 +11,7 @@ The server's modules are imported inside the commands: they need the ``server`` 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,32 +28,36 @@ __all__ = ["server"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_EXIT_BY_KIND = {
-    "usage": EXIT_USAGE,
-    "invalid": EXIT_INVALID,
-    "not_found": EXIT_NOT_FOUND,
-    "unavailable": EXIT_OTHER,
-}
-
 
 @contextmanager
 def _reported() -> Iterator[None]:
-    """Turn the server's `AdminError` into a one-line `CliError` with its exit code.
+    """Turn the server's `ServerError` into a one-line `CliError` with its exit code.
 
-    Also reports a missing ``server`` extra as one line.
+    Malformed input (`Invalid`) is a usage error (2); refused input (`Unprocessable`,
+    `Conflict`, ...) is invalid (5); `NotFound` is 4; `Unavailable` (a database,
+    storage or port that cannot be used) is 1. Also reports a missing ``server`` extra
+    as one line.
     """
     try:
-        from sync_server._admin_cli import AdminError
+        from sync_server import Invalid, NotFound, ServerError, Unavailable, Unprocessable
     except ImportError as exc:
         raise CliError(
             f"the sync server is not installed ({exc.name or exc} is missing): "
             "pip install 'coherency[server]'",
             EXIT_OTHER,
         ) from None
+    # First match wins, so subclasses come before their bases.
+    exit_codes: tuple[tuple[type[ServerError], int], ...] = (
+        (Unavailable, EXIT_OTHER),
+        (NotFound, EXIT_NOT_FOUND),
+        (Unprocessable, EXIT_INVALID),
+        (Invalid, EXIT_USAGE),
+    )
     try:
         yield
-    except AdminError as exc:
-        raise CliError(exc.message, _EXIT_BY_KIND.get(exc.kind, EXIT_OTHER)) from None
+    except ServerError as exc:
+        code = next((code for cls, code in exit_codes if isinstance(exc, cls)), EXIT_INVALID)
+        raise CliError(" ".join(exc.message.split()), code) from None
 
 
 def _database_options(command: F) -> F:
@@ -73,9 +78,32 @@ def _database_options(command: F) -> F:
 
 def _settings(**options: Any) -> Any:
     """`Settings` from the options given, the environment for the rest."""
-    from sync_server._admin_cli import settings_from
+    from sync_server import settings_from
 
     return settings_from(options)
+
+
+_DURATION_PART = re.compile(r"(\d+)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _parse_duration(text: str) -> timedelta:
+    """A duration such as ``90s``, ``30m``, ``24h``, ``7d``, ``1h30m`` or plain seconds.
+
+    Raises:
+        ValueError: Not a duration, or zero.
+    """
+    value = text.strip().lower()
+    if value.isdigit():
+        seconds = int(value)
+    else:
+        parts = _DURATION_PART.findall(value)
+        if not parts or "".join(n + unit for n, unit in parts) != value:
+            raise ValueError(f"{text!r} is not a duration like 90s, 30m, 24h, 7d or 1h30m")
+        seconds = sum(int(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return timedelta(seconds=seconds)
 
 
 @click.group()
@@ -177,7 +205,7 @@ def run(
         sys.stdout.flush()
 
     with _reported():
-        from sync_server._admin_cli import serve
+        from sync_server import serve
 
         settings = _settings(
             data_dir=data_dir,
@@ -206,9 +234,9 @@ def run(
 def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
     """Create or upgrade the server database's schema to the newest revision."""
     with _reported():
-        from sync_server._admin_cli import migrate_database
+        from sync_server import migrate as migrate_schema
 
-        done = migrate_database(_settings(data_dir=data_dir, database_url=database_url))
+        done = migrate_schema(_settings(data_dir=data_dir, database_url=database_url))
     result = {
         "database": done.database,
         "previous_revision": done.previous_revision,
@@ -273,7 +301,7 @@ def create_admin(
     app now, it cannot be shown again.
     """
     with _reported():
-        from sync_server._admin_cli import create_admin as create
+        from sync_server import create_admin as create
 
         settings = _settings(data_dir=data_dir, database_url=database_url)
         password = _password(password_stdin)
@@ -302,7 +330,7 @@ def create_admin(
     "--ttl",
     metavar="DURATION",
     help="How long the token stays usable, e.g. 30m, 24h, 7d (default "
-    "COHERENCY_SERVER_ENROLMENT_TOKEN_SECONDS, 24h; at most 90d).",
+    "COHERENCY_SERVER_ENROLMENT_TOKEN_SECONDS, 24h; at most 30d).",
 )
 @json_option
 def enroll_token(
@@ -318,12 +346,12 @@ def enroll_token(
     `coherency device enroll`.
     """
     with _reported():
-        from sync_server._admin_cli import issue_enrolment_token, parse_duration
+        from sync_server import issue_enrolment_token
 
         lifetime: timedelta | None = None
         if ttl is not None:
             try:
-                lifetime = parse_duration(ttl)
+                lifetime = _parse_duration(ttl)
             except ValueError as exc:
                 raise CliError(f"--ttl: {exc}", EXIT_USAGE) from None
         settings = _settings(data_dir=data_dir, database_url=database_url)

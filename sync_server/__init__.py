@@ -10,31 +10,66 @@ and staff.
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
 
-`create_admin` and `issue_enrolment_token` are what `coherency server create-admin`
-and `enroll-token` do; `ThreadedServer` serves an app on loopback in a thread (demos,
-examples, an app's own tests). Only the names in `__all__` are public.
+`create_admin`, `issue_enrolment_token`, `migrate` and `serve` are what `coherency
+server create-admin`, `enroll-token`, `migrate` and `run` do; `ThreadedServer` serves
+an app on loopback in a thread (demos, examples, an app's own tests). Every refusal is
+a `ServerError` (the tree is drawn in `sync_server.errors`).
+
+The package is laid out by domain: a small core (`app`, `settings`, `db`, `deps`,
+`errors`, ...) and one folder per domain (`identity`, `sync`, `blobs`, `models`, `ops`,
+`audit`), each with its routes, services and tables. Only the names in `__all__` are
+public.
 """
 
-from sync_server._admin_cli import (
-    AdminError,
+from sync_server.app import create_app
+from sync_server.embedded import ThreadedServer
+from sync_server.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from sync_server.migrate import Migration, migrate
+from sync_server.operator import (
     CreatedAdmin,
     IssuedEnrolmentToken,
     create_admin,
     issue_enrolment_token,
-    migrate,
 )
-from sync_server._app import create_app
-from sync_server._embedded import ThreadedServer
-from sync_server._settings import Settings
+from sync_server.serve import Serving, serve
+from sync_server.settings import Settings, settings_from
 
 __all__ = [
-    "AdminError",
+    "Conflict",
     "CreatedAdmin",
+    "Forbidden",
+    "Gone",
+    "Invalid",
     "IssuedEnrolmentToken",
+    "Migration",
+    "NotFound",
+    "PayloadTooLarge",
+    "RangeNotSatisfiable",
+    "ServerError",
+    "Serving",
     "Settings",
     "ThreadedServer",
+    "Unauthorized",
+    "Unavailable",
+    "Unprocessable",
+    "UnsupportedMediaType",
     "create_admin",
     "create_app",
     "issue_enrolment_token",
     "migrate",
+    "serve",
+    "settings_from",
 ]

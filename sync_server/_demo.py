@@ -57,17 +57,12 @@ from edge_sdk import (
 )
 from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
 from sync_server import migrate
-from sync_server._admin_cli import (
-    IssuedEnrolmentToken,
-    create_admin,
-    database_label,
-    issue_enrolment_token,
-)
-from sync_server._app import create_app
-from sync_server._db import Database
-from sync_server._embedded import ThreadedServer
-from sync_server._models import Document
-from sync_server._settings import Settings
+from sync_server.app import create_app
+from sync_server.db import Database, database_label
+from sync_server.embedded import ThreadedServer
+from sync_server.operator import IssuedEnrolmentToken, create_admin, issue_enrolment_token
+from sync_server.settings import Settings
+from sync_server.sync.tables import Document
 
 __all__ = ["ServerDemoReport", "SyncTiming", "run_server_demo"]
 
@@ -149,7 +144,7 @@ def run_server_demo(
             raise DemoFailedError(f"{folder} is not empty: run the demo in a new folder")
     report = ServerDemoReport(workdir=root, data_dir=data_dir)
     settings = _embedded_settings(data_dir)
-    report.schema_revision = migrate(settings)
+    report.schema_revision = migrate(settings).revision
     report.database = database_label(settings.resolved_database_url)
     kdf = Argon2Params.fast() if fast_kdf else None
     provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=kdf)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import sync_server._models
+import sync_server.db
 
 ${imports if imports else ""}
 revision = ${repr(up_revision)}

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
 from sync_server import Settings, ThreadedServer, create_app, migrate
-from sync_server._db import Database
-from sync_server._models import Clinic, Device, Organisation
+from sync_server.db import Database
+from sync_server.identity.tables import Clinic, Device, Organisation
 
 PG_ADMIN_URL = os.environ.get(
     "COHERENCY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"

@@ -25,16 +25,12 @@ from sqlalchemy import select
 
 from crdt import device_login_message, enrolment_message
 from edge_sdk import DeviceIdentity
-from sync_server._identity import create_user, ensure_organisation
-from sync_server._models import (
-    AuditEvent,
-    Device,
-    EnrolmentToken,
-    RefreshToken,
-    User,
-    utcnow,
-)
-from sync_server._tokens import SigningKey
+from sync_server.audit.tables import AuditEvent
+from sync_server.db import utcnow
+from sync_server.identity.tables import Device, EnrolmentToken, RefreshToken, User
+from sync_server.identity.tenancy import ensure_organisation
+from sync_server.identity.tokens import SigningKey
+from sync_server.identity.users import create_user
 
 
 def b64(data: bytes) -> str:
@@ -68,7 +64,7 @@ class Kit:
     ) -> tuple[User, str | None]:
         with self.server.db.write() as session:
             return create_user(
-                session,
+                session=session,
                 username=unique(role),
                 password=PASSWORD,
                 role=role,
@@ -664,7 +660,7 @@ def test_admin_creates_clinics_and_users_in_its_organisation(kit: Kit, server: A
 
 def test_admin_cannot_touch_another_organisation(kit: Kit, server: Any) -> None:
     with server.db.write() as session:
-        other_org = ensure_organisation(session, unique("org")).id
+        other_org = ensure_organisation(session=session, name=unique("org")).id
     outsider, _ = kit.user("admin", organisation_id=other_org)
     clinic_id = server.new_clinic()
     device, _ = kit.enrolled_device(clinic_id)

@@ -1,8 +1,13 @@
-"""Blobs on a live server (local folder backend), on SQLite and PostgreSQL.
+"""Blobs on a live server, every body on both backends and both databases.
 
 Uploads are resumable and verified, downloads resume with Range, and a clinic never
-sees another clinic's blobs. The device side (`edge_sdk._blob_transfer`) runs against
-the real server through a small `SyncHttp` over httpx.
+sees another clinic's blobs. The upload, download, resume and integrity tests run from
+one parametrised fixture (`blobs`) against the local folder backend and the
+S3-compatible backend (moto's S3 server, in this process, with fake credentials from
+the server's settings), each over SQLite and PostgreSQL. What only one backend has
+(file permissions, multipart part sizes, bucket creation) is tested on that backend.
+The device side (`edge_sdk._blob_transfer`) runs against the real server through a
+small `SyncHttp` over httpx.
 """
 
 from __future__ import annotations
@@ -21,27 +26,41 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import boto3
 import httpx
 import pytest
+from botocore.config import Config
+from moto.server import ThreadedMotoServer
 from sqlalchemy import func, select
 
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._blobs import EncryptedFileBlobStore
 from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
-from sync_server._blobs import (
+from sync_server import Settings, ThreadedServer, create_app, migrate
+from sync_server.audit.tables import AuditEvent
+from sync_server.blobs.backends import (
+    BlobBackend,
+    BlobBackendError,
     BlobMissingError,
     IntegrityError,
     LocalBlobBackend,
+    S3BlobBackend,
     UploadLostError,
-    purge_stale_uploads,
+    make_blob_backend,
 )
-from sync_server._models import AuditEvent, Blob, Upload, User
+from sync_server.blobs.backends.s3 import S3_MIN_PART_SIZE
+from sync_server.blobs.tables import Blob, Upload
+from sync_server.blobs.uploads import purge_stale_uploads
+from sync_server.db import Database
+from sync_server.identity.tables import Organisation, User
 
 MiB = 1024 * 1024
 OCTETS = {"content-type": "application/octet-stream"}
+FAKE_KEY_ID = "testing-key-id"
+FAKE_SECRET = "testing-secret"
 
 
 # ------------------------------------------------------------------------ helpers
@@ -182,9 +201,230 @@ def stored_sha(store: EncryptedFileBlobStore, sha256: str) -> str:
     return hasher.hexdigest()
 
 
+# ------------------------------------------------------------------------ backends
+
+
+class Storage(Protocol):
+    """Looks behind a server's back at where its blob bytes are, whatever the backend."""
+
+    name: str
+    part: int  # a chunk size every backend takes for a chunk that is not the last
+    big: int  # the size of the interrupted-upload test's blob
+
+    def traces(self, upload_id: str, clinic_id: str = "", sha256: str = "") -> list[str]:
+        """What storage still holds for an upload (its partial data) and, if given, at
+        a blob's final key (the blob, or a folder made for it)."""
+        ...
+
+    def received(self, upload_id: str) -> int:
+        """Bytes the storage holds for an upload in progress."""
+        ...
+
+    def lose(self, upload_id: str) -> None:
+        """Make the storage lose an upload's partial data."""
+        ...
+
+    def replace(self, clinic_id: str, sha256: str, data: bytes) -> None:
+        """Overwrite a stored blob's bytes (tampering, or a disk going bad)."""
+        ...
+
+
+class LocalStorage:
+    """The local folder backend: part files and blob files."""
+
+    name = "local"
+    part = MiB
+    big = 100 * MiB
+
+    def __init__(self, server: Any) -> None:
+        self.backend: LocalBlobBackend = server.app.state.blobs
+        assert isinstance(self.backend, LocalBlobBackend)
+
+    def _part_file(self, upload_id: str) -> Path:
+        return self.backend.root / "uploads" / f"{upload_id}.part"
+
+    def traces(self, upload_id: str, clinic_id: str = "", sha256: str = "") -> list[str]:
+        found = [self._part_file(upload_id)]
+        if clinic_id and sha256:
+            found.append(self.backend.blob_path(clinic_id, sha256).parent)
+        return [str(path) for path in found if path.exists()]
+
+    def received(self, upload_id: str) -> int:
+        path = self._part_file(upload_id)
+        return path.stat().st_size if path.exists() else 0
+
+    def lose(self, upload_id: str) -> None:
+        self._part_file(upload_id).unlink()
+
+    def replace(self, clinic_id: str, sha256: str, data: bytes) -> None:
+        self.backend.blob_path(clinic_id, sha256).write_bytes(data)
+
+
+class S3Storage:
+    """The S3-compatible backend: staging objects, multipart uploads, blob objects."""
+
+    name = "s3"
+    part = S3_MIN_PART_SIZE
+    big = 40 * MiB + 123
+
+    def __init__(self, server: Any, s3: Any, bucket: str) -> None:
+        self.server = server
+        self.s3 = s3
+        self.bucket = bucket
+        self.backend: S3BlobBackend = server.app.state.blobs
+        assert isinstance(self.backend, S3BlobBackend)
+
+    def _handle(self, upload_id: str) -> str | None:
+        with self.server.db.read() as session:
+            upload = session.get(Upload, upload_id)
+            return None if upload is None else upload.backend_ref
+
+    def _multipart(self, upload_id: str) -> list[Any]:
+        answer = self.s3.list_multipart_uploads(
+            Bucket=self.bucket, Prefix=S3BlobBackend.staging_key(upload_id)
+        )
+        return list(answer.get("Uploads", []))
+
+    def _keys(self, prefix: str) -> list[str]:
+        answer = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"] for item in answer.get("Contents", [])]
+
+    def traces(self, upload_id: str, clinic_id: str = "", sha256: str = "") -> list[str]:
+        found = self._keys(S3BlobBackend.staging_key(upload_id))
+        found += [f"multipart {u['UploadId']}" for u in self._multipart(upload_id)]
+        if clinic_id and sha256:
+            found += self._keys(S3BlobBackend.key(clinic_id, sha256))
+        return found
+
+    def received(self, upload_id: str) -> int:
+        handle = self._handle(upload_id)
+        assert handle is not None
+        parts = self.s3.list_parts(
+            Bucket=self.bucket, Key=S3BlobBackend.staging_key(upload_id), UploadId=handle
+        )
+        return sum(int(part["Size"]) for part in parts.get("Parts", []))
+
+    def lose(self, upload_id: str) -> None:
+        self.s3.abort_multipart_upload(
+            Bucket=self.bucket,
+            Key=S3BlobBackend.staging_key(upload_id),
+            UploadId=self._handle(upload_id),
+        )
+
+    def replace(self, clinic_id: str, sha256: str, data: bytes) -> None:
+        self.s3.put_object(Bucket=self.bucket, Key=S3BlobBackend.key(clinic_id, sha256), Body=data)
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's S3 server, in this process, on a free loopback port."""
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    host, port = moto.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        moto.stop()
+
+
+def s3_settings(data_dir: Path, endpoint: str, bucket: str, **overrides: Any) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        blob_backend="s3",
+        s3_endpoint_url=endpoint,
+        s3_bucket=bucket,
+        s3_region="us-east-1",
+        s3_access_key_id=FAKE_KEY_ID,
+        s3_secret_access_key=FAKE_SECRET,
+        **overrides,
+    )
+
+
+def s3_client(endpoint: str, **config: Any) -> Any:
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=FAKE_KEY_ID,
+        aws_secret_access_key=FAKE_SECRET,
+        config=Config(s3={"addressing_style": "path"}, **config),
+    )
+
+
+@dataclass
+class S3Server:
+    """A live server whose blobs live in a bucket of its own on the moto server."""
+
+    handle: Any  # a conftest ServerHandle
+    live: ThreadedServer
+    s3: Any  # a boto3 client on the same bucket, to look behind the server's back
+    bucket: str
+
+
+@pytest.fixture(scope="session")
+def s3_servers(
+    tmp_path_factory: pytest.TempPathFactory, moto_endpoint: str
+) -> Iterator[Callable[[Any], S3Server]]:
+    """For a `server`, a second live server on the same database whose blobs live in a
+    fresh bucket on moto (made on first use, one per database)."""
+    made: dict[str, S3Server] = {}
+
+    def on_database_of(server: Any) -> S3Server:
+        if server.backend not in made:
+            bucket = f"coherency-test-{uuid.uuid4().hex[:12]}"
+            settings = s3_settings(
+                tmp_path_factory.mktemp(f"server-s3-{server.backend}"),
+                moto_endpoint,
+                bucket,
+                database_url=server.settings.database_url,
+                long_poll_max_seconds=10,
+            )
+            migrate(settings)
+            app = create_app(settings)
+            live = ThreadedServer(app)
+            live.start()
+            db: Database = app.state.db
+            organisation_id = str(uuid.uuid4())
+            with db.write() as session:
+                session.add(Organisation(id=organisation_id, name=f"org-{organisation_id[:8]}"))
+            handle = type(server)(server.backend, live.url, settings, db, app, organisation_id)
+            made[server.backend] = S3Server(handle, live, s3_client(moto_endpoint), bucket)
+        return made[server.backend]
+
+    yield on_database_of
+    for s3_server in made.values():
+        s3_server.live.stop()
+
+
+@dataclass
+class Blobs:
+    """A live server (`server`: database access, tokens) and a look at its storage."""
+
+    server: Any
+    storage: Storage
+
+    @property
+    def backend(self) -> BlobBackend:
+        backend: BlobBackend = self.server.app.state.blobs
+        return backend
+
+
+@pytest.fixture(params=["local", "s3"])
+def blobs(request: pytest.FixtureRequest, server: Any, s3_servers: Any) -> Blobs:
+    """The live server with the local folder backend, or its twin on S3 (moto), on the
+    database `server` runs on: every test taking it runs four times."""
+    if request.param == "local":
+        return Blobs(server, LocalStorage(server))
+    s3_server = s3_servers(server)
+    return Blobs(s3_server.handle, S3Storage(s3_server.handle, s3_server.s3, s3_server.bucket))
+
+
+# ------------------------------------------------------------------------ devices
+
+
 @dataclass
 class Device:
-    """A device of a fresh clinic on the live server."""
+    """A device of a fresh clinic on a live server."""
 
     server: Any
     clinic_id: str
@@ -219,11 +459,11 @@ class Device:
 
 
 @pytest.fixture
-def new_device(server: Any) -> Iterator[Callable[..., Device]]:
-    """Makes devices, each in a fresh clinic unless one is given."""
+def make_device() -> Iterator[Callable[[Any, str | None], Device]]:
+    """Makes devices on a server, each in a fresh clinic unless one is given."""
     made: list[Device] = []
 
-    def make(clinic_id: str | None = None) -> Device:
+    def make(server: Any, clinic_id: str | None = None) -> Device:
         clinic_id = clinic_id or server.new_clinic()
         device_id, token = server.device_token(clinic_id)
         device = Device(
@@ -239,8 +479,20 @@ def new_device(server: Any) -> Iterator[Callable[..., Device]]:
 
 
 @pytest.fixture
+def new_device(blobs: Blobs, make_device: Any) -> Callable[..., Device]:
+    """Makes devices on the `blobs` server."""
+    return lambda clinic_id=None: make_device(blobs.server, clinic_id)
+
+
+@pytest.fixture
 def device(new_device: Callable[..., Device]) -> Device:
     return new_device()
+
+
+@pytest.fixture
+def local_device(server: Any, make_device: Any) -> Device:
+    """A device on the local-backend server, for what does not depend on the backend."""
+    return make_device(server)
 
 
 @pytest.fixture
@@ -249,12 +501,6 @@ def store_factory(tmp_path: Path) -> Callable[[str], EncryptedFileBlobStore]:
         return EncryptedFileBlobStore(tmp_path / name, os.urandom(32))
 
     return make
-
-
-def backend_of(server: Any) -> LocalBlobBackend:
-    backend = server.app.state.blobs
-    assert isinstance(backend, LocalBlobBackend)
-    return backend
 
 
 def blob_row(server: Any, clinic_id: str, sha256: str) -> Blob | None:
@@ -280,20 +526,32 @@ def upload_rows(server: Any, clinic_id: str) -> int:
         )
 
 
+def stored_bytes(blobs: Blobs, clinic_id: str, sha256: str) -> bytes:
+    return b"".join(blobs.backend.open(clinic_id, sha256))
+
+
 # ------------------------------------------------------------------------ round trips
 
 
 def test_upload_and_download_round_trip(
-    server: Any, new_device: Callable[..., Device], store_factory: Any
+    blobs: Blobs, new_device: Callable[..., Device], store_factory: Any
 ) -> None:
+    server, storage = blobs.server, blobs.storage
     uploader = new_device()
     source = store_factory("source")
-    data = os.urandom(3 * MiB + 17)
+    data = os.urandom(3 * storage.part + 17)
     ref = source.put_bytes(data)
+    declared = uploader.declare(ref.sha256, len(data)).json()
+    assert declared["min_chunk_size"] == blobs.backend.min_part_size
+    assert declared["chunk_size"] >= blobs.backend.min_part_size
     seen: list[tuple[int, int]] = []
 
     sent = upload_blob(
-        uploader.sync, source, ref.sha256, chunk_size=MiB, progress=lambda d, t: seen.append((d, t))
+        uploader.sync,
+        source,
+        ref.sha256,
+        chunk_size=storage.part,
+        progress=lambda d, t: seen.append((d, t)),
     )
 
     assert sent == len(data)
@@ -304,14 +562,10 @@ def test_upload_and_download_round_trip(
     assert upload_rows(server, uploader.clinic_id) == 0
     [event] = audit_events(server, uploader.clinic_id, "blob-upload")
     assert (event.target, event.outcome, event.actor_id) == (ref.sha256, "ok", uploader.device_id)
-    # On disk: the final key, owner-only permissions, no part file left over.
-    backend = backend_of(server)
-    path = backend.blob_path(uploader.clinic_id, ref.sha256)
-    assert path.read_bytes() == data
-    assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
-    assert not list((backend.root / "uploads").glob("*.part"))
+    # In storage: the blob at its final key, nothing of the upload left over.
+    assert stored_bytes(blobs, uploader.clinic_id, ref.sha256) == data
+    assert blobs.backend.size(uploader.clinic_id, ref.sha256) == len(data)
+    assert storage.traces(declared["upload_id"]) == []
 
     # A second upload of the same blob sends nothing.
     assert upload_blob(uploader.sync, source, ref.sha256) == 0
@@ -323,22 +577,41 @@ def test_upload_and_download_round_trip(
     assert target.read_bytes(ref.sha256) == data
     [event] = audit_events(server, uploader.clinic_id, "blob-download")
     assert (event.target, event.actor_id) == (ref.sha256, reader.device_id)
+    # A device of another clinic does not see it.
+    assert new_device().http.get(f"/v1/blobs/{ref.sha256}").status_code == 404
 
 
-def test_empty_blob_round_trip(device: Device, store_factory: Any, server: Any) -> None:
+def test_local_blob_files_are_owner_only(
+    server: Any, local_device: Device, store_factory: Any
+) -> None:
+    source = store_factory("source")
+    data = os.urandom(MiB + 5)
+    ref = source.put_bytes(data)
+    assert upload_blob(local_device.sync, source, ref.sha256, chunk_size=MiB) == len(data)
+    backend = LocalStorage(server).backend
+    path = backend.blob_path(local_device.clinic_id, ref.sha256)
+    assert path.read_bytes() == data
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+
+
+def test_empty_blob_round_trip(blobs: Blobs, device: Device, store_factory: Any) -> None:
     source, target = store_factory("source"), store_factory("target")
     ref = source.put_bytes(b"")
     assert upload_blob(device.sync, source, ref.sha256) == 0
-    assert blob_row(server, device.clinic_id, ref.sha256) is not None
+    assert blob_row(blobs.server, device.clinic_id, ref.sha256) is not None
     download_blob(device.sync, target, ref.sha256, 0)
     assert target.read_bytes(ref.sha256) == b""
 
 
-def test_interrupted_100mb_upload_resumes_from_server_offset(
-    server: Any, new_device: Callable[..., Device], store_factory: Any
+def test_interrupted_upload_resumes_from_server_offset(
+    blobs: Blobs, new_device: Callable[..., Device], store_factory: Any
 ) -> None:
-    # Run on both databases: about 3 s each on loopback.
-    size = 100 * MiB
+    # 100 MiB on the local backend (about 3 s per database on loopback); 40 MiB on
+    # moto, which holds every part in memory.
+    server, storage = blobs.server, blobs.storage
+    size = storage.big
     chunk = 8 * MiB
     source = store_factory("source")
     ref = source.put_stream(RandomStream(size))
@@ -369,6 +642,7 @@ def test_interrupted_100mb_upload_resumes_from_server_offset(
     assert head.headers["Upload-Offset"] == str(3 * chunk)
     assert head.headers["Upload-Length"] == str(size)
     assert blob_row(server, device.clinic_id, ref.sha256) is None
+    assert storage.received(upload_id) == 3 * chunk
 
     counting = CountingHttp(device.sync)
     resumed = upload_blob(counting, source, ref.sha256, chunk_size=chunk)
@@ -376,100 +650,104 @@ def test_interrupted_100mb_upload_resumes_from_server_offset(
     assert resumed == counting.patch_bytes == size - 3 * chunk
     row = blob_row(server, device.clinic_id, ref.sha256)
     assert row is not None and row.size == size
-    assert backend_of(server).size(device.clinic_id, ref.sha256) == size
+    assert blobs.backend.size(device.clinic_id, ref.sha256) == size
+    assert upload_rows(server, device.clinic_id) == 0
+    assert storage.traces(upload_id) == []
 
     # Download it back; the connection drops twice mid-body and Range resumes it.
+    cut = size * 3 // 10
     target = store_factory("target")
-    cutting = CuttingHttp(device.sync, cut_after=30 * MiB, cuts=2)
+    cutting = CuttingHttp(device.sync, cut_after=cut, cuts=2)
     download_blob(cutting, target, ref.sha256, size)
-    assert cutting.range_headers == [None, f"bytes={30 * MiB}-", f"bytes={60 * MiB}-"]
+    assert cutting.range_headers == [None, f"bytes={cut}-", f"bytes={2 * cut}-"]
     assert target.size(ref.sha256) == size
     assert stored_sha(target, ref.sha256) == ref.sha256
 
 
 def test_lost_patch_response_is_resynchronised(
-    server: Any, device: Device, store_factory: Any
+    blobs: Blobs, device: Device, store_factory: Any
 ) -> None:
+    part = blobs.storage.part
     source = store_factory("source")
-    data = os.urandom(5 * MiB + 3)
+    data = os.urandom(5 * part + 3)
     ref = source.put_bytes(data)
     lossy = CountingHttp(device.sync, lose_response_of_patch=2)
     with pytest.raises(httpx.ReadError):
-        upload_blob(lossy, source, ref.sha256, chunk_size=MiB)
+        upload_blob(lossy, source, ref.sha256, chunk_size=part)
     # The server took the second chunk although the device never heard back.
     upload_id = device.declare(ref.sha256, len(data)).json()["upload_id"]
-    assert device.offset(upload_id) == 2 * MiB
+    assert device.offset(upload_id) == 2 * part
 
     # A retry that resends the chunk the server already has gets 409 and realigns.
     class ResendFirst(CountingHttp):
         def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
             if method == "PATCH" and self.patches == 0:
-                resent = data[MiB : 2 * MiB]
+                resent = data[part : 2 * part]
                 checksum = base64.b64encode(hashlib.sha256(resent).digest()).decode()
                 kwargs["headers"] = {
                     **kwargs["headers"],
-                    "Upload-Offset": str(MiB),
+                    "Upload-Offset": str(part),
                     "Upload-Checksum": f"sha256 {checksum}",
                 }
                 kwargs["content"] = resent
             return super().request(method, path, **kwargs)
 
     resend = ResendFirst(device.sync)
-    upload_blob(resend, source, ref.sha256, chunk_size=MiB)
-    assert resend.patch_bytes == MiB + (len(data) - 2 * MiB)  # the 409'd chunk, then the rest
-    row = blob_row(server, device.clinic_id, ref.sha256)
+    upload_blob(resend, source, ref.sha256, chunk_size=part)
+    assert resend.patch_bytes == part + (len(data) - 2 * part)  # the 409'd chunk, then the rest
+    row = blob_row(blobs.server, device.clinic_id, ref.sha256)
     assert row is not None and row.size == len(data)
 
 
 # ------------------------------------------------------------------------ bad input
 
 
-def test_wrong_hash_stores_nothing(server: Any, device: Device) -> None:
-    data = os.urandom(4096)
+def test_wrong_hash_stores_nothing(blobs: Blobs, device: Device) -> None:
+    server, storage = blobs.server, blobs.storage
+    data = os.urandom(storage.part + 4096)
     claimed = sha(b"something else entirely")
     upload = device.declare(claimed, len(data))
     assert upload.status_code == 201
     upload_id = upload.json()["upload_id"]
-    part = backend_of(server).root / "uploads" / f"{upload_id}.part"
-    assert part.exists()
+    assert storage.traces(upload_id) != []  # the upload's storage is ready
 
-    first = device.patch(upload_id, 0, data[:1000])
-    assert first.status_code == 200 and first.json()["offset"] == 1000
-    answer = device.patch(upload_id, 1000, data[1000:])
+    first = device.patch(upload_id, 0, data[: storage.part])
+    assert first.status_code == 200 and first.json()["offset"] == storage.part
+    answer = device.patch(upload_id, storage.part, data[storage.part :])
 
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"]["code"] == "hash_mismatch"
     assert blob_row(server, device.clinic_id, claimed) is None
     assert blob_row(server, device.clinic_id, sha(data)) is None
     assert upload_rows(server, device.clinic_id) == 0
-    assert not backend_of(server).exists(device.clinic_id, claimed)
-    assert not backend_of(server).blob_path(device.clinic_id, claimed).parent.exists()
-    assert not part.exists()
+    assert not blobs.backend.exists(device.clinic_id, claimed)
+    assert storage.traces(upload_id, device.clinic_id, claimed) == []
     assert audit_events(server, device.clinic_id, "blob-upload") == []
     assert device.http.get(f"/v1/blobs/uploads/{upload_id}").status_code == 404
     assert device.http.get(f"/v1/blobs/{claimed}").status_code == 404
 
 
-def test_wrong_offset_is_409_with_the_server_offset(device: Device) -> None:
-    data = os.urandom(3000)
+def test_wrong_offset_is_409_with_the_server_offset(blobs: Blobs, device: Device) -> None:
+    part = blobs.storage.part
+    data = os.urandom(part + 2000)
     upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
-    ahead = device.patch(upload_id, 500, data[500:1000])
+    ahead = device.patch(upload_id, 500, data[500:part])
     assert ahead.status_code == 409
     assert ahead.json()["offset"] == 0
     assert ahead.json()["error"]["code"] == "offset_mismatch"
     assert ahead.headers["Upload-Offset"] == "0"
 
-    assert device.patch(upload_id, 0, data[:1000]).status_code == 200
-    again = device.patch(upload_id, 0, data[:1000])  # a retry of a chunk already taken
+    assert device.patch(upload_id, 0, data[:part]).status_code == 200
+    again = device.patch(upload_id, 0, data[:part])  # a retry of a chunk already taken
     assert again.status_code == 409
-    assert again.json()["offset"] == 1000
-    assert device.offset(upload_id) == 1000
-    done = device.patch(upload_id, 1000, data[1000:])
+    assert again.json()["offset"] == part
+    assert device.offset(upload_id) == part
+    done = device.patch(upload_id, part, data[part:])
     assert done.status_code == 200 and done.json()["complete"] is True
 
 
-def test_oversize_chunk_is_413_and_writes_nothing(server: Any, device: Device) -> None:
-    limit = server.settings.max_blob_chunk
+def test_oversize_chunk_is_413_and_writes_nothing(blobs: Blobs, device: Device) -> None:
+    limit = blobs.server.settings.max_blob_chunk
     data = os.urandom(limit + 1)
     upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
 
@@ -488,8 +766,7 @@ def test_oversize_chunk_is_413_and_writes_nothing(server: Any, device: Device) -
     )
     assert chunked.status_code == 413
     assert device.offset(upload_id) == 0
-    part = backend_of(server).root / "uploads" / f"{upload_id}.part"
-    assert part.stat().st_size == 0
+    assert blobs.storage.received(upload_id) == 0
 
 
 def test_malformed_chunks_are_refused(device: Device) -> None:
@@ -535,13 +812,14 @@ def test_malformed_chunks_are_refused(device: Device) -> None:
         {"sha256": "0" * 64, "size": 1, "extra": True},
     ],
 )
-def test_garbage_upload_declarations_are_422(device: Device, body: dict[str, Any]) -> None:
-    answer = device.http.post("/v1/blobs/uploads", json=body)
+def test_garbage_upload_declarations_are_422(local_device: Device, body: dict[str, Any]) -> None:
+    answer = local_device.http.post("/v1/blobs/uploads", json=body)
     assert answer.status_code == 422
     assert answer.json()["error"]["code"] == "invalid_request"
 
 
-def test_garbage_paths_are_4xx(device: Device, server: Any) -> None:
+def test_garbage_paths_are_4xx(local_device: Device, server: Any) -> None:
+    device = local_device
     for path in ("/v1/blobs/xyz", f"/v1/blobs/{'A' * 64}", f"/v1/blobs/{'0' * 65}"):
         assert device.http.get(path).status_code == 422
         assert device.http.head(path).status_code == 422
@@ -556,10 +834,10 @@ def test_garbage_paths_are_4xx(device: Device, server: Any) -> None:
         assert anonymous.post("/v1/blobs/uploads", json={}).status_code == 401
 
 
-def test_connection_cut_mid_chunk_writes_nothing(server: Any, device: Device) -> None:
-    data = os.urandom(MiB)
+def test_connection_cut_mid_chunk_writes_nothing(blobs: Blobs, device: Device) -> None:
+    data = os.urandom(blobs.storage.part)
     upload_id = device.declare(sha(data + b"tail"), len(data) + 4).json()["upload_id"]
-    url = urlsplit(server.url)
+    url = urlsplit(blobs.server.url)
     head = (
         f"PATCH /v1/blobs/uploads/{upload_id} HTTP/1.1\r\n"
         f"Host: {url.netloc}\r\n"
@@ -574,23 +852,24 @@ def test_connection_cut_mid_chunk_writes_nothing(server: Any, device: Device) ->
     time.sleep(0.3)  # let the server notice the disconnect
 
     assert device.offset(upload_id) == 0
-    assert (backend_of(server).root / "uploads" / f"{upload_id}.part").stat().st_size == 0
+    assert blobs.storage.received(upload_id) == 0
     assert device.patch(upload_id, 0, data).json()["offset"] == len(data)
 
 
-def test_concurrent_chunks_at_one_offset_one_wins(server: Any, device: Device) -> None:
-    data = os.urandom(2 * MiB)
+def test_concurrent_chunks_at_one_offset_one_wins(blobs: Blobs, device: Device) -> None:
+    part = blobs.storage.part
+    data = os.urandom(2 * part)
     upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
     barrier = threading.Barrier(4)
     statuses: list[int] = []
     lock = threading.Lock()
 
     def send() -> None:
-        with server.http(device.token) as client:
+        with blobs.server.http(device.token) as client:
             barrier.wait()
             answer = client.patch(
                 f"/v1/blobs/uploads/{upload_id}",
-                content=data[:MiB],
+                content=data[:part],
                 headers={**OCTETS, "Upload-Offset": "0"},
             )
         with lock:
@@ -602,53 +881,60 @@ def test_concurrent_chunks_at_one_offset_one_wins(server: Any, device: Device) -
     for thread in threads:
         thread.join()
     assert sorted(statuses) == [200, 409, 409, 409]
-    assert device.offset(upload_id) == MiB
+    assert device.offset(upload_id) == part
+    assert blobs.storage.received(upload_id) == part
 
 
-def test_declaring_again_resumes_the_same_upload(device: Device) -> None:
-    data = os.urandom(1000)
+def test_declaring_again_resumes_the_same_upload(blobs: Blobs, device: Device) -> None:
+    part = blobs.storage.part
+    data = os.urandom(part + 600)
     first = device.declare(sha(data), len(data))
     assert first.status_code == 201
     assert first.json()["offset"] == 0 and first.json()["complete"] is False
     upload_id = first.json()["upload_id"]
-    device.patch(upload_id, 0, data[:400])
+    device.patch(upload_id, 0, data[:part])
     second = device.declare(sha(data), len(data))
     assert second.status_code == 200
-    assert (second.json()["upload_id"], second.json()["offset"]) == (upload_id, 400)
+    assert (second.json()["upload_id"], second.json()["offset"]) == (upload_id, part)
 
     # The same hash declared with another size replaces the upload.
     other = device.declare(sha(data), len(data) + 1)
     assert other.status_code == 201 and other.json()["upload_id"] != upload_id
     assert device.http.get(f"/v1/blobs/uploads/{upload_id}").status_code == 404
+    assert blobs.storage.traces(upload_id) == []
 
 
-def test_delete_upload_discards_it(server: Any, device: Device) -> None:
-    data = os.urandom(1000)
+def test_delete_upload_discards_it(blobs: Blobs, device: Device) -> None:
+    part = blobs.storage.part
+    data = os.urandom(part + 1000)
     upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
-    device.patch(upload_id, 0, data[:10])
+    device.patch(upload_id, 0, data[:part])
+    assert blobs.storage.received(upload_id) == part
     assert device.http.delete(f"/v1/blobs/uploads/{upload_id}").status_code == 204
     assert device.http.get(f"/v1/blobs/uploads/{upload_id}").status_code == 404
-    assert not (backend_of(server).root / "uploads" / f"{upload_id}.part").exists()
-    assert upload_rows(server, device.clinic_id) == 0
+    assert blobs.storage.traces(upload_id) == []
+    assert upload_rows(blobs.server, device.clinic_id) == 0
 
 
-def test_lost_part_file_asks_for_a_restart(server: Any, device: Device) -> None:
-    data = os.urandom(1000)
+def test_lost_upload_data_asks_for_a_restart(blobs: Blobs, device: Device) -> None:
+    part = blobs.storage.part
+    data = os.urandom(part + 1000)
     upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
-    device.patch(upload_id, 0, data[:10])
-    (backend_of(server).root / "uploads" / f"{upload_id}.part").unlink()
-    answer = device.patch(upload_id, 10, data[10:])
+    assert device.patch(upload_id, 0, data[:part]).status_code == 200
+    blobs.storage.lose(upload_id)
+    answer = device.patch(upload_id, part, data[part:])
     assert answer.status_code == 410
     assert answer.json()["error"]["code"] == "upload_lost"
-    assert upload_rows(server, device.clinic_id) == 0
-    assert device.declare(sha(data), len(data)).status_code == 201
+    assert upload_rows(blobs.server, device.clinic_id) == 0
+    fresh = device.declare(sha(data), len(data))
+    assert fresh.status_code == 201 and fresh.json()["upload_id"] != upload_id
 
 
 # ------------------------------------------------------------------------ clinics
 
 
 def test_another_clinic_can_neither_read_nor_probe(
-    server: Any, new_device: Callable[..., Device]
+    blobs: Blobs, new_device: Callable[..., Device]
 ) -> None:
     owner, stranger = new_device(), new_device()
     data = os.urandom(5000)
@@ -670,7 +956,7 @@ def test_another_clinic_can_neither_read_nor_probe(
     assert stranger.patch(upload_id, 0, pending).status_code == 404
     assert stranger.http.delete(f"/v1/blobs/uploads/{upload_id}").status_code == 404
     assert owner.offset(upload_id) == 0
-    assert audit_events(server, owner.clinic_id, "blob-download") == []
+    assert audit_events(blobs.server, owner.clinic_id, "blob-download") == []
 
 
 def _staff_token(server: Any, clinic_id: str | None, role: str = "clinician") -> str:
@@ -698,7 +984,8 @@ def _staff_token(server: Any, clinic_id: str | None, role: str = "clinician") ->
     return str(token)
 
 
-def test_staff_read_their_clinics_blobs(server: Any, device: Device) -> None:
+def test_staff_read_their_clinics_blobs(blobs: Blobs, device: Device) -> None:
+    server = blobs.server
     data = os.urandom(300)
     digest = device.put(data)
     path = f"/v1/blobs/{digest}"
@@ -775,33 +1062,34 @@ def test_download_resumes_even_when_range_is_ignored(device: Device, store_facto
     assert progress == sorted(progress) and progress[-1] == len(data)
 
 
-def test_stale_uploads_are_purged(server: Any, device: Device) -> None:
-    data = os.urandom(100)
+def test_stale_uploads_are_purged(blobs: Blobs, device: Device) -> None:
+    server, storage = blobs.server, blobs.storage
+    data = os.urandom(storage.part + 100)
     upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
-    device.patch(upload_id, 0, data[:10])
-    backend = backend_of(server)
-    part = backend.root / "uploads" / f"{upload_id}.part"
-    assert part.exists()
+    device.patch(upload_id, 0, data[: storage.part])
+    assert storage.received(upload_id) == storage.part
     # Fresh uploads stay.
-    purge_stale_uploads(server.db, backend, older_than=timedelta(hours=1))
-    assert device.offset(upload_id) == 10
+    purge_stale_uploads(database=server.db, backend=blobs.backend, older_than=timedelta(hours=1))
+    assert device.offset(upload_id) == storage.part
     with server.db.write() as session:
         session.get(Upload, upload_id).updated_at = datetime.now(UTC) - timedelta(days=8)
-    assert purge_stale_uploads(server.db, backend, older_than=timedelta(days=7)) == 1
+    stale = purge_stale_uploads(
+        database=server.db, backend=blobs.backend, older_than=timedelta(days=7)
+    )
+    assert stale == 1
     assert device.http.get(f"/v1/blobs/uploads/{upload_id}").status_code == 404
-    assert not part.exists()
+    assert storage.traces(upload_id) == []
     assert device.declare(sha(data), len(data)).status_code == 201
 
 
 def test_download_refuses_corrupt_server_bytes(
-    server: Any, device: Device, store_factory: Any
+    blobs: Blobs, device: Device, store_factory: Any
 ) -> None:
     data = os.urandom(2 * MiB)
     digest = device.put(data)
-    path = backend_of(server).blob_path(device.clinic_id, digest)
     tampered = bytearray(data)
     tampered[MiB + 7] ^= 0xFF
-    path.write_bytes(bytes(tampered))
+    blobs.storage.replace(device.clinic_id, digest, bytes(tampered))
     target = store_factory("target")
 
     with pytest.raises(BlobCorruptError):
@@ -811,13 +1099,75 @@ def test_download_refuses_corrupt_server_bytes(
     with pytest.raises(BlobNotFoundError):
         download_blob(device.sync, target, sha(b"never uploaded"), 10)
     # A size that is not the server's is refused before anything is stored.
-    path.write_bytes(data)
+    blobs.storage.replace(device.clinic_id, digest, data)
     with pytest.raises(BlobCorruptError):
         download_blob(device.sync, target, digest, len(data) + 1)
     assert list(target.list()) == []
 
 
-# ------------------------------------------------------------------------ local backend
+def test_openapi_documents_blob_routes(server: Any) -> None:
+    with httpx.Client(base_url=server.url) as client:
+        spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    assert set(paths["/v1/blobs/uploads"]) == {"post"}
+    assert set(paths["/v1/blobs/uploads/{upload_id}"]) == {"get", "head", "patch", "delete"}
+    assert set(paths["/v1/blobs/{sha256}"]) == {"get", "head"}
+    for methods in (paths[p] for p in paths if p.startswith("/v1/blobs")):
+        for operation in methods.values():
+            assert operation["summary"] and operation["description"]
+    assert json.dumps(paths["/v1/blobs/uploads/{upload_id}"]["patch"]["requestBody"])
+
+
+# ------------------------------------------------------------------------ S3 only
+
+
+def test_bucket_is_created_and_backend_ready(
+    server: Any, s3_servers: Any, moto_endpoint: str, tmp_path: Path
+) -> None:
+    s3_server = s3_servers(server)
+    backend = s3_server.handle.app.state.blobs
+    assert isinstance(backend, S3BlobBackend)
+    assert backend.bucket == s3_server.bucket
+    s3_server.s3.head_bucket(Bucket=s3_server.bucket)  # created by make_blob_backend
+    backend.check()
+
+    # A second worker on the same bucket finds it and does not fail.
+    again = make_blob_backend(s3_settings(tmp_path / "other", moto_endpoint, s3_server.bucket))
+    again.check()
+
+    with pytest.raises(ValueError, match="5242880"):
+        make_blob_backend(
+            s3_settings(tmp_path / "x", moto_endpoint, s3_server.bucket, max_blob_chunk=MiB)
+        )
+
+    # Readiness fails when the storage is unreachable.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead_port = unused.getsockname()[1]
+    dead = s3_client(
+        f"http://127.0.0.1:{dead_port}", retries={"max_attempts": 1}, connect_timeout=2
+    )
+    with pytest.raises(BlobBackendError):
+        S3BlobBackend(dead, "no-bucket").check()
+
+
+def test_small_non_final_chunk_is_400(server: Any, s3_servers: Any, make_device: Any) -> None:
+    device = make_device(s3_servers(server).handle)
+    data = os.urandom(6 * MiB)
+    upload_id = device.declare(sha(data), len(data)).json()["upload_id"]
+    answer = device.patch(upload_id, 0, data[:MiB])
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "chunk_too_small"
+    assert "5 MiB" in error["message"] and str(S3_MIN_PART_SIZE) in error["message"]
+    assert device.offset(upload_id) == 0
+    # The last chunk may be small.
+    assert device.patch(upload_id, 0, data[: 5 * MiB]).status_code == 200
+    done = device.patch(upload_id, 5 * MiB, data[5 * MiB :])
+    assert done.status_code == 200 and done.json()["complete"] is True
+
+
+# ------------------------------------------------------------------------ local only
 
 
 def test_local_backend_parts_retries_and_integrity(tmp_path: Path) -> None:
@@ -862,16 +1212,3 @@ def test_local_backend_parts_retries_and_integrity(tmp_path: Path) -> None:
             backend.exists(bad, digest)
     with pytest.raises(ValueError):
         backend.exists(clinic, "0" * 63)
-
-
-def test_openapi_documents_blob_routes(server: Any) -> None:
-    with httpx.Client(base_url=server.url) as client:
-        spec = client.get("/openapi.json").json()
-    paths = spec["paths"]
-    assert set(paths["/v1/blobs/uploads"]) == {"post"}
-    assert set(paths["/v1/blobs/uploads/{upload_id}"]) == {"get", "head", "patch", "delete"}
-    assert set(paths["/v1/blobs/{sha256}"]) == {"get", "head"}
-    for methods in (paths[p] for p in paths if p.startswith("/v1/blobs")):
-        for operation in methods.values():
-            assert operation["summary"] and operation["description"]
-    assert json.dumps(paths["/v1/blobs/uploads/{upload_id}"]["patch"]["requestBody"])

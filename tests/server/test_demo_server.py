@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
 from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
-from sync_server._db import Database
 from sync_server._demo import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
-from sync_server._models import Device
+from sync_server.db import Database
+from sync_server.identity.tables import Device
 
 REPO = Path(__file__).resolve().parents[2]
 

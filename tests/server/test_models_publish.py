@@ -32,13 +32,11 @@ from edge_sdk import (
     PassphraseKeyProvider,
 )
 from edge_sdk._models import ModelManifest, ModelTensor
-from sync_server._identity import (
-    create_enrolment_token,
-    create_user,
-    ensure_clinic,
-    ensure_organisation,
-)
-from sync_server._models import AuditEvent, PublishedModel
+from sync_server.audit.tables import AuditEvent
+from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
+from sync_server.identity.users import create_user
+from sync_server.models.tables import PublishedModel
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -134,21 +132,23 @@ class Org:
     def __post_init__(self) -> None:
         tag = uuid.uuid4().hex[:12]
         with self.server.db.write() as session:
-            self.organisation_id = ensure_organisation(session, f"org-{tag}").id
+            self.organisation_id = ensure_organisation(session=session, name=f"org-{tag}").id
             self.clinic_id = ensure_clinic(
-                session, f"clinic-{tag}", organisation_id=self.organisation_id
+                session=session, name=f"clinic-{tag}", organisation_id=self.organisation_id
             ).id
 
     def new_clinic(self) -> str:
         with self.server.db.write() as session:
             return ensure_clinic(
-                session, f"clinic-{uuid.uuid4().hex[:12]}", organisation_id=self.organisation_id
+                session=session,
+                name=f"clinic-{uuid.uuid4().hex[:12]}",
+                organisation_id=self.organisation_id,
             ).id
 
     def user_token(self, role: str, clinic_id: str | None = None) -> str:
         with self.server.db.write() as session:
             user, _ = create_user(
-                session,
+                session=session,
                 username=f"{role}-{uuid.uuid4().hex[:12]}",
                 password="correct horse battery staple",
                 role=role,
@@ -198,7 +198,9 @@ class Org:
         )
         self.clients.append(client)
         with self.server.db.write() as session:
-            token, _ = create_enrolment_token(session, clinic_id=clinic, ttl=timedelta(minutes=5))
+            token, _ = create_enrolment_token(
+                session=session, clinic_id=clinic, ttl=timedelta(minutes=5)
+            )
         client.enroll(self.server.url, token, name=name)
         return client
 

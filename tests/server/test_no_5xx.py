@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pyotp
 
-from sync_server._identity import create_user
+from sync_server.identity.users import create_user
 
 PATH_VALUES = ["x", "0", "-1", "%00", "a" * 300, str(uuid.uuid4()), "e" * 64, "..%2F..%2Fetc"]
 BODIES: list[dict[str, Any]] = [
@@ -43,7 +43,7 @@ def _admin_token(server: Any) -> str:
     username = f"fuzz-admin-{uuid.uuid4().hex[:8]}"
     with server.db.write() as session:
         _, secret = create_user(
-            session,
+            session=session,
             username=username,
             password="a long admin password",
             role="admin",

@@ -29,9 +29,11 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from prometheus_client.parser import text_string_to_metric_families
 
 from sync_server import Settings, create_app, migrate
-from sync_server._identity import create_user, ensure_clinic
-from sync_server._migrate import head_revision
-from sync_server._observability import Metrics, json_log_handler
+from sync_server.identity.tenancy import ensure_clinic
+from sync_server.identity.users import create_user
+from sync_server.migrate import head_revision
+from sync_server.ops.logs import json_log_handler
+from sync_server.ops.metrics import Metrics
 
 PASSWORD = "a long enough password"
 
@@ -150,10 +152,12 @@ def staff_token(server: Any) -> tuple[str, str]:
     """A staff user in a fresh clinic and an access token for it: (user id, token)."""
     with server.db.write() as session:
         clinic = ensure_clinic(
-            session, f"ops-{uuid.uuid4().hex[:12]}", organisation_id=server.organisation_id
+            session=session,
+            name=f"ops-{uuid.uuid4().hex[:12]}",
+            organisation_id=server.organisation_id,
         )
         user, _ = create_user(
-            session,
+            session=session,
             username=f"ops-staff-{uuid.uuid4().hex[:12]}",
             password=PASSWORD,
             role="staff",

@@ -32,10 +32,11 @@ from sqlalchemy import select
 
 from cli.main import cli
 from sync_server import Settings
-from sync_server._db import Database
-from sync_server._identity import authenticate_user, hash_token
-from sync_server._migrate import head_revision
-from sync_server._models import Clinic, EnrolmentToken, User
+from sync_server.db import Database
+from sync_server.identity.tables import Clinic, EnrolmentToken, User
+from sync_server.identity.tokens import hash_token
+from sync_server.identity.users import authenticate_user
+from sync_server.migrate import head_revision
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
@@ -163,7 +164,9 @@ def test_create_admin_prints_a_totp_secret_that_logs_in(migrated: Path) -> None:
     try:
         with db.write() as session:
             code = pyotp.TOTP(admin["totp_secret"]).now()
-            user = authenticate_user(session, "root-admin", PASSWORD, code)
+            user = authenticate_user(
+                session=session, username="root-admin", password=PASSWORD, totp_code=code
+            )
             assert user.id == admin["user_id"]
             assert user.clinic_id is None
             assert user.organisation_id == admin["organisation_id"]
@@ -257,7 +260,7 @@ def test_enroll_token_errors_are_one_line(migrated: Path, tmp_path: Path) -> Non
     assert not (absent / "server.db").exists()
     args = ["server", "enroll-token", "--data-dir", str(migrated), "--clinic", "X"]
     assert "--ttl" in failed_in_process(2, *args, "--ttl", "soon")
-    assert "90 days" in failed_in_process(2, *args, "--ttl", "365d")
+    assert "30 days" in failed_in_process(2, *args, "--ttl", "365d")
 
 
 # ------------------------------------------------------------------------------ run

@@ -16,8 +16,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from sync_server._identity import create_user, ensure_clinic, ensure_organisation
-from sync_server._models import AssessmentRow, AuditEvent, PatientRow, User, WoundRow
+from sync_server.audit.tables import AuditEvent
+from sync_server.identity.tables import User
+from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
+from sync_server.identity.users import create_user
+from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
 PASSWORD = "correct horse battery staple"
 
@@ -38,19 +41,19 @@ class Tenancy:
 
     def setup(self) -> Tenancy:
         with self.server.db.write() as session:
-            self.organisation_id = ensure_organisation(session, unique("org")).id
+            self.organisation_id = ensure_organisation(session=session, name=unique("org")).id
             self.clinic_a = ensure_clinic(
-                session, unique("a"), organisation_id=self.organisation_id
+                session=session, name=unique("a"), organisation_id=self.organisation_id
             ).id
             self.clinic_b = ensure_clinic(
-                session, unique("b"), organisation_id=self.organisation_id
+                session=session, name=unique("b"), organisation_id=self.organisation_id
             ).id
         return self
 
     def user(self, role: str, clinic_id: str | None) -> User:
         with self.server.db.write() as session:
             user, _ = create_user(
-                session,
+                session=session,
                 username=unique(role),
                 password=PASSWORD,
                 role=role,

@@ -26,7 +26,8 @@ from crdt import (
     decode_message,
     encode_message,
 )
-from sync_server._models import AuditEvent, Document, PatientRow
+from sync_server.audit.tables import AuditEvent
+from sync_server.sync.tables import Document, PatientRow
 
 MEDIA = {"content-type": "application/vnd.coherency.sync"}
 
@@ -191,7 +192,7 @@ def test_refused_documents_are_reported_and_nothing_of_them_is_stored(
 def test_a_server_owned_record_syncs_down_and_cannot_be_changed_by_a_device(
     server: Any,
 ) -> None:
-    from sync_server._documents import write_documents
+    from sync_server.sync.documents import write_documents
 
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
@@ -203,7 +204,7 @@ def test_a_server_owned_record_syncs_down_and_cannot_be_changed_by_a_device(
         clinic_id=clinic,
     )
     with server.db.write() as session:
-        write_documents(session, clinic, [decision], writer="server")
+        write_documents(session=session, clinic_id=clinic, documents=[decision], writer="server")
     with server.http(token) as http:
         docs, _ = pull(http)
         assert RecordDocument.load(docs[decision.id]).read().reason == "slot taken"

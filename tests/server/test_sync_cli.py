@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from sync_server._identity import create_enrolment_token
+from sync_server.identity.enrolment import create_enrolment_token
 
 PASSPHRASE = "a long test passphrase"
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +43,9 @@ def ok(store: Path, *args: str) -> Any:
 
 def token(server: Any, clinic: str) -> str:
     with server.db.write() as session:
-        value, _ = create_enrolment_token(session, clinic_id=clinic, ttl=timedelta(minutes=5))
+        value, _ = create_enrolment_token(
+            session=session, clinic_id=clinic, ttl=timedelta(minutes=5)
+        )
     return value
 
 

@@ -29,7 +29,8 @@ from edge_sdk import (
     SyncProgress,
     SyncResult,
 )
-from sync_server._identity import create_enrolment_token, revoke_device
+from sync_server.identity.devices import revoke_device
+from sync_server.identity.enrolment import create_enrolment_token
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
 
@@ -53,7 +54,7 @@ class Devices:
     def token(self, clinic_id: str) -> str:
         with self.server.db.write() as session:
             token, _ = create_enrolment_token(
-                session, clinic_id=clinic_id, ttl=timedelta(minutes=10)
+                session=session, clinic_id=clinic_id, ttl=timedelta(minutes=10)
             )
         return token
 
@@ -252,7 +253,7 @@ def test_a_revoked_device_can_no_longer_sync(devices: Devices, server: Any) -> N
     client = devices.new(clinic, "stolen")
     client.sync(retry=FAST)
     with server.db.write() as session:
-        revoke_device(session, client.device_id)
+        revoke_device(session=session, device_id=client.device_id)
     add_patient(client, "Never")
     with pytest.raises(DeviceRevokedError):
         client.sync(retry=FAST)

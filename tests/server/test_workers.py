@@ -23,8 +23,9 @@ import pytest
 
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
 from sync_server import Settings, migrate
-from sync_server._db import Database
-from sync_server._identity import create_enrolment_token, ensure_clinic
+from sync_server.db import Database
+from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.identity.tenancy import ensure_clinic
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
 _WORKER = """
@@ -91,9 +92,9 @@ def _device(root: Path, name: str, url: str, settings: Settings, clinic: str) ->
     database = Database(settings.resolved_database_url)
     try:
         with database.write() as session:
-            clinic_id = ensure_clinic(session, clinic).id
+            clinic_id = ensure_clinic(session=session, name=clinic).id
             token, _ = create_enrolment_token(
-                session, clinic_id=clinic_id, ttl=timedelta(minutes=5)
+                session=session, clinic_id=clinic_id, ttl=timedelta(minutes=5)
             )
     finally:
         database.dispose()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import sync_server._models
+import sync_server.db
 
 revision = "0001"
 down_revision = None
@@ -23,7 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "audit_events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
-        sa.Column("at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("actor_kind", sa.String(length=10), nullable=False),
         sa.Column("actor_id", sa.String(length=64), nullable=True),
         sa.Column("clinic_id", sa.String(length=64), nullable=True),
@@ -41,7 +41,7 @@ def upgrade() -> None:
         "organisations",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("created_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("name"),
     )
@@ -52,10 +52,10 @@ def upgrade() -> None:
         sa.Column("family_id", sa.String(length=64), nullable=False),
         sa.Column("subject_kind", sa.String(length=10), nullable=False),
         sa.Column("subject_id", sa.String(length=64), nullable=False),
-        sa.Column("issued_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("used_at", sync_server._models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("revoked_at", sync_server._models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("issued_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sync_server.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sync_server.db.UTCDateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("token_hash"),
     )
@@ -71,7 +71,7 @@ def upgrade() -> None:
         "used_nonces",
         sa.Column("nonce", sa.String(length=64), nullable=False),
         sa.Column("device_id", sa.String(length=64), nullable=False),
-        sa.Column("expires_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("nonce"),
     )
     with op.batch_alter_table("used_nonces", schema=None) as batch_op:
@@ -83,7 +83,7 @@ def upgrade() -> None:
         sa.Column("organisation_id", sa.String(length=64), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("feed_seq", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["organisation_id"],
             ["organisations.id"],
@@ -135,7 +135,7 @@ def upgrade() -> None:
         sa.Column("clinic_id", sa.String(length=64), nullable=False),
         sa.Column("sha256", sa.String(length=64), nullable=False),
         sa.Column("size", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("uploaded_by", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["clinic_id"],
@@ -149,10 +149,10 @@ def upgrade() -> None:
         sa.Column("clinic_id", sa.String(length=64), nullable=False),
         sa.Column("public_key", sa.LargeBinary(length=32), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column("enrolled_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("enrolled_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("enrolled_with", sa.String(length=64), nullable=True),
-        sa.Column("revoked_at", sync_server._models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("last_seen_at", sync_server._models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("revoked_at", sync_server.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_seen_at", sync_server.db.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["clinic_id"],
             ["clinics.id"],
@@ -170,7 +170,7 @@ def upgrade() -> None:
         sa.Column("heads", sa.LargeBinary(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
-        sa.Column("updated_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_by", sa.String(length=64), nullable=True),
         sa.Column("origin_device", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
@@ -188,9 +188,9 @@ def upgrade() -> None:
         sa.Column("token_hash", sa.String(length=64), nullable=False),
         sa.Column("clinic_id", sa.String(length=64), nullable=False),
         sa.Column("created_by", sa.String(length=64), nullable=True),
-        sa.Column("created_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("expires_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("used_at", sync_server._models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("expires_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("used_at", sync_server.db.UTCDateTime(timezone=True), nullable=True),
         sa.Column("device_id", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(
             ["clinic_id"],
@@ -241,8 +241,8 @@ def upgrade() -> None:
         sa.Column("backend_ref", sa.String(length=300), nullable=True),
         sa.Column("part_etags", sa.Text(), nullable=False),
         sa.Column("created_by", sa.String(length=64), nullable=True),
-        sa.Column("created_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("created_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["clinic_id"],
             ["clinics.id"],
@@ -265,8 +265,8 @@ def upgrade() -> None:
         sa.Column("totp_last_step", sa.BigInteger(), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.Column("failed_logins", sa.Integer(), nullable=False),
-        sa.Column("locked_until", sync_server._models.UTCDateTime(timezone=True), nullable=True),
-        sa.Column("created_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("locked_until", sync_server.db.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["clinic_id"],
             ["clinics.id"],

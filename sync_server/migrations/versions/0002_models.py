@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import sync_server._models
+import sync_server.db
 
 revision = "0002"
 down_revision = "0001"
@@ -33,7 +33,7 @@ def upgrade() -> None:
         sa.Column("size", sa.BigInteger(), nullable=False),
         sa.Column("manifest", sa.LargeBinary(), nullable=False),
         sa.Column("signature", sa.LargeBinary(), nullable=False),
-        sa.Column("published_at", sync_server._models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("published_at", sync_server.db.UTCDateTime(timezone=True), nullable=False),
         sa.Column("published_by", sa.String(length=64), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["organisation_id"], ["organisations.id"]),

@@ -1,0 +1,195 @@
+"""The FastAPI application factory, and the one handler that answers the server's
+error tree (`sync_server.errors`) with a status code (`STATUS_CODES`).
+
+`create_app` builds the app's services once (database, signing key, change-feed
+notifier, blob backend, metrics; kept on ``app.state`` for `sync_server.deps`),
+includes every domain's routers and runs the hourly housekeeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sync_server.blobs import routes as blob_routes
+from sync_server.blobs.backends import make_blob_backend
+from sync_server.blobs.uploads import purge_stale_uploads
+from sync_server.db import Database
+from sync_server.errors import (
+    Conflict,
+    Forbidden,
+    Gone,
+    Invalid,
+    NotFound,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    ServerError,
+    Unauthorized,
+    Unavailable,
+    Unprocessable,
+    UnsupportedMediaType,
+)
+from sync_server.identity import admin_routes, auth_routes
+from sync_server.identity.tokens import SigningKey
+from sync_server.models import routes as model_routes
+from sync_server.ops import routes as ops_routes
+from sync_server.ops.middleware import install_observability
+from sync_server.settings import Settings
+from sync_server.sync import routes as sync_routes
+from sync_server.sync import staff_routes
+from sync_server.sync.feed import make_feed
+
+__all__ = ["STATUS_CODES", "create_app", "status_code_of"]
+
+log = logging.getLogger("sync_server")
+
+_HOUSEKEEPING_SECONDS = 3600.0
+_STALE_UPLOAD = timedelta(days=7)
+
+STATUS_CODES: dict[type[ServerError], int] = {
+    Invalid: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Gone: 410,
+    PayloadTooLarge: 413,
+    UnsupportedMediaType: 415,
+    RangeNotSatisfiable: 416,
+    Unprocessable: 422,
+    Unavailable: 503,
+}
+"""The HTTP status of each class of the error tree (a subclass not listed takes its
+nearest listed base's)."""
+
+
+def status_code_of(error: ServerError) -> int:
+    """The HTTP status `error` is answered with."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]
+    return 500  # a bare ServerError: a bug in the server, not the client's fault
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the server app. The database must already be migrated (`migrate`)."""
+    settings = settings or Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.resolved_database_url)
+    signing_key = SigningKey.load_or_create(
+        settings.resolved_signing_key_file,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    feed = make_feed(db)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await feed.start()
+        housekeeping = asyncio.create_task(_housekeeping(app))
+        try:
+            yield
+        finally:
+            housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await housekeeping
+            await feed.stop()
+            db.dispose()
+
+    app = FastAPI(
+        title="Coherency sync server",
+        version="0.1.0",
+        description="Central sync server: replicated clinical records (Automerge sync "
+        "over a per-clinic change feed), blobs, device and staff identity.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.signing_key = signing_key
+    app.state.feed = feed
+    app.state.blobs = make_blob_backend(settings)
+
+    @app.exception_handler(ServerError)
+    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+        return JSONResponse(
+            {"error": {"code": exc.code, "message": exc.message}, **exc.details()},
+            status_code=status_code_of(exc),
+            headers=exc.headers or None,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths (404) and wrong methods (405) get the same error shape.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail)}},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(DataError)
+    async def _bad_data(request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value the client sent (a NUL character, a number out
+        # of range): the client's input, not a server fault.
+        log.info("database refused request data: %s", type(exc.orig).__name__)
+        return JSONResponse(
+            {"error": {"code": "invalid_value", "message": "a value in the request is not valid"}},
+            status_code=400,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return JSONResponse(
+            {
+                "error": {
+                    "code": "invalid_request",
+                    "message": "invalid request",
+                    "details": details,
+                }
+            },
+            status_code=422,
+        )
+
+    install_observability(app)
+    for routes in (
+        ops_routes,
+        auth_routes,
+        admin_routes,
+        sync_routes,
+        blob_routes,
+        model_routes,
+        staff_routes,
+    ):
+        app.include_router(routes.router)
+    return app
+
+
+async def _housekeeping(app: FastAPI) -> None:
+    """Hourly: drop uploads abandoned for a week (any worker may do it; it is idempotent)."""
+    while True:
+        await asyncio.sleep(_HOUSEKEEPING_SECONDS)
+        try:
+            purged = await asyncio.to_thread(
+                purge_stale_uploads,
+                database=app.state.db,
+                backend=app.state.blobs,
+                older_than=_STALE_UPLOAD,
+            )
+            if purged:
+                log.info("purged %d abandoned uploads", purged)
+        except Exception:  # housekeeping must never take the server down
+            log.exception("housekeeping failed")

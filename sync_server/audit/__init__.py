@@ -1,0 +1,1 @@
+"""Audit: the server's audit log, written from typed events (`events`)."""

@@ -1,0 +1,317 @@
+"""Audit events as types: one frozen dataclass per kind of event.
+
+Every event names who did it (`Actor`: a device, a staff user or the system), the
+clinic it concerns, what it was about (ids only: never names, free text or secrets)
+and how it ended. `name` is the event kind, stored as the audit row's ``action``.
+`record_event` (`sync_server.audit.services`) writes one to the audit log::
+
+    record_event(session=session, event=BlobUploaded(actor=Actor.of(caller),
+                 clinic_id=clinic_id, sha256=digest), request_id=request_id)
+
+A new kind of event is a new class here, never a new string at a call site.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Literal, Protocol
+
+__all__ = [
+    "Actor",
+    "BlobDownloaded",
+    "BlobUploaded",
+    "DeviceEnrolment",
+    "DeviceLogin",
+    "DeviceRevoked",
+    "DocumentsPulled",
+    "DocumentsPushed",
+    "EnrolmentOutcome",
+    "EnrolmentTokenCreated",
+    "Event",
+    "LoggedIn",
+    "LoggedOut",
+    "LoginFailed",
+    "ModelChecked",
+    "ModelDownloaded",
+    "ModelPublished",
+    "RecordsRead",
+    "RefreshTokenReused",
+    "UserCreated",
+]
+
+ActorKind = Literal["device", "user", "system"]
+
+
+class _Caller(Protocol):
+    """Anything that names an authenticated caller (a `Principal`)."""
+
+    @property
+    def kind(self) -> Literal["device", "user"]: ...
+
+    @property
+    def id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did it: a device, a staff user (by id), or the system (an operator command)."""
+
+    kind: ActorKind
+    id: str | None = None
+
+    @classmethod
+    def of(cls, caller: _Caller) -> Actor:
+        """The actor of an authenticated caller."""
+        return cls(caller.kind, caller.id)
+
+    @classmethod
+    def user_or_system(cls, user_id: str | None) -> Actor:
+        """A staff user, or the system when there is none (a command line operator)."""
+        return cls("user", user_id) if user_id else cls("system")
+
+    @classmethod
+    def device(cls, device_id: str | None) -> Actor:
+        """A device (None when it could not even be identified)."""
+        return cls("device", device_id)
+
+    @classmethod
+    def user(cls, user_id: str | None) -> Actor:
+        """A staff user (None when the account is unknown)."""
+        return cls("user", user_id)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """One thing that happened, by `actor`, concerning `clinic_id` (None: organisation
+    or server wide)."""
+
+    name: ClassVar[str]
+    actor: Actor
+    clinic_id: str | None = None
+
+    def target(self) -> str | None:
+        """What the event was about, as stored (ids only); None for nothing."""
+        return None
+
+    def outcome(self) -> str:
+        """How it ended, as stored."""
+        return "ok"
+
+
+# ---------------------------------------------------------------- identity
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserCreated(Event):
+    """A staff account was created (by an admin, or by the system for the first one)."""
+
+    name: ClassVar[str] = "user-create"
+    user_id: str
+
+    def target(self) -> str | None:
+        return self.user_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggedIn(Event):
+    """A staff user logged in."""
+
+    name: ClassVar[str] = "login"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginFailed(Event):
+    """A staff login failed; `locked` when the account is (now or already) locked."""
+
+    name: ClassVar[str] = "login-failed"
+    locked: bool = False
+
+    def outcome(self) -> str:
+        return "locked" if self.locked else "denied"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoggedOut(Event):
+    """A refresh-token family was revoked on request (logout)."""
+
+    name: ClassVar[str] = "logout"
+    family_id: str
+
+    def target(self) -> str | None:
+        return self.family_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RefreshTokenReused(Event):
+    """A spent refresh token was presented again: its whole family was revoked."""
+
+    name: ClassVar[str] = "refresh-reuse"
+    family_id: str
+
+    def target(self) -> str | None:
+        return self.family_id
+
+    def outcome(self) -> str:
+        return "family-revoked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrolmentTokenCreated(Event):
+    """A one-time enrolment token was issued for a clinic."""
+
+    name: ClassVar[str] = "enrolment-token-create"
+    token_id: str
+
+    def target(self) -> str | None:
+        return self.token_id
+
+
+EnrolmentOutcome = Literal[
+    "ok", "repeated", "token-invalid", "proof-invalid", "clinic-mismatch", "exists"
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceEnrolment(Event):
+    """A device's enrolment: done, repeated (its answer was lost), or refused and why."""
+
+    name: ClassVar[str] = "enrol"
+    token_id: str | None
+    result: EnrolmentOutcome
+
+    def target(self) -> str | None:
+        return self.token_id
+
+    def outcome(self) -> str:
+        return self.result
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceLogin(Event):
+    """A device logged in with a signed assertion, or failed to."""
+
+    name: ClassVar[str] = "device-login"
+    accepted: bool
+
+    def outcome(self) -> str:
+        return "ok" if self.accepted else "denied"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRevoked(Event):
+    """A device was revoked (with every refresh token it held)."""
+
+    name: ClassVar[str] = "device-revoke"
+    device_id: str
+
+    def target(self) -> str | None:
+        return self.device_id
+
+
+# ---------------------------------------------------------------- sync
+def _joined(ids: Sequence[str]) -> str:
+    return ",".join(ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentsPushed(Event):
+    """A device pushed documents: which were stored, which the server had, which refused."""
+
+    name: ClassVar[str] = "sync-push"
+    accepted: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    rejected: tuple[str, ...]
+
+    def target(self) -> str | None:
+        return _joined(self.accepted + self.rejected)
+
+    def outcome(self) -> str:
+        return (
+            f"accepted={len(self.accepted)} unchanged={len(self.unchanged)} "
+            f"rejected={len(self.rejected)}"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DocumentsPulled(Event):
+    """A pull sent these documents to a device."""
+
+    name: ClassVar[str] = "sync-pull"
+    doc_ids: tuple[str, ...]
+
+    def target(self) -> str | None:
+        return _joined(self.doc_ids)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsRead(Event):
+    """Staff read records of a collection (`found` False: the one asked for was not
+    there, or not theirs to see; `record_ids` then holds the id asked for, if it was
+    one)."""
+
+    name: ClassVar[str] = "read"
+    collection: str
+    record_ids: tuple[str, ...]
+    found: bool = True
+
+    def target(self) -> str | None:
+        return json.dumps({self.collection: list(self.record_ids)})
+
+    def outcome(self) -> str:
+        return "ok" if self.found else "not_found"
+
+
+# ---------------------------------------------------------------- blobs and models
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobUploaded(Event):
+    """A blob upload completed and verified."""
+
+    name: ClassVar[str] = "blob-upload"
+    sha256: str
+
+    def target(self) -> str | None:
+        return self.sha256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BlobDownloaded(Event):
+    """A blob (or a range of it) was sent."""
+
+    name: ClassVar[str] = "blob-download"
+    sha256: str
+
+    def target(self) -> str | None:
+        return self.sha256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelPublished(Event):
+    """An admin published (or re-activated) a model for the organisation."""
+
+    name: ClassVar[str] = "model-publish"
+    sha256: str
+
+    def target(self) -> str | None:
+        return self.sha256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelChecked(Event):
+    """A device asked which model is current."""
+
+    name: ClassVar[str] = "model-check"
+    sha256: str
+
+    def target(self) -> str | None:
+        return self.sha256
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelDownloaded(Event):
+    """A device downloaded a model file."""
+
+    name: ClassVar[str] = "model-download"
+    sha256: str
+
+    def target(self) -> str | None:
+        return self.sha256

@@ -1,0 +1,115 @@
+"""Blob downloads: which stored blob a caller may read, and the audit of each read.
+
+Devices and staff read their own clinic's blobs; an organisation-wide account names
+the clinic. Another clinic's blob is answered exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from sync_server.audit.events import Actor, BlobDownloaded
+from sync_server.audit.services import record_event
+from sync_server.blobs.backends import (
+    BlobBackend,
+    BlobBackendError,
+    BlobMissingError,
+    storage_unavailable,
+)
+from sync_server.blobs.tables import Blob
+from sync_server.errors import Invalid, NotFound, Unavailable
+from sync_server.identity.principals import Principal
+from sync_server.identity.tables import Clinic
+
+__all__ = ["StoredBlob", "locate_blob", "record_download"]
+
+log = logging.getLogger("sync_server.blobs")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob the caller may read: whose it is, and its size."""
+
+    clinic_id: str
+    sha256: str
+    size: int
+
+
+def _reading_clinic(session: Session, principal: Principal, clinic_id: str | None) -> str:
+    """The clinic whose blobs the caller reads: its own, or (org-wide staff) the named one."""
+    if principal.clinic_id is not None:
+        if clinic_id is not None and clinic_id != principal.clinic_id:
+            raise NotFound("no such blob", code="blob_not_found")
+        return principal.clinic_id
+    if clinic_id is None:
+        raise Invalid(
+            "an organisation-wide account must name the clinic: ?clinic_id=...",
+            code="clinic_required",
+        )
+    clinic = session.get(Clinic, clinic_id)
+    if clinic is None or clinic.organisation_id != principal.organisation_id:
+        raise NotFound("no such blob", code="blob_not_found")
+    return clinic_id
+
+
+def locate_blob(
+    *,
+    session: Session,
+    backend: BlobBackend,
+    principal: Principal,
+    sha256: str,
+    clinic_id: str | None = None,
+) -> StoredBlob:
+    """The stored blob `sha256` the caller may read, checked against the storage.
+
+    Args:
+        session: A read transaction.
+        backend: The blob storage.
+        principal: Who reads.
+        sha256: The blob.
+        clinic_id: The clinic, for organisation-wide accounts only.
+
+    Raises:
+        Invalid: ``clinic_required``: an organisation-wide account named no clinic.
+        NotFound: ``blob_not_found``.
+        Unavailable: ``blob_unavailable`` (recorded, but the storage does not hold it)
+            or ``storage_unavailable``.
+    """
+    clinic = _reading_clinic(session, principal, clinic_id)
+    blob = session.get(Blob, (clinic, sha256))
+    if blob is None:
+        raise NotFound("no such blob", code="blob_not_found")
+    try:
+        stored = backend.size(clinic, sha256)
+    except BlobMissingError:
+        stored = -1
+    except BlobBackendError as exc:
+        raise storage_unavailable(exc) from exc
+    if stored != blob.size:
+        log.error(
+            "blob %s of clinic %s: recorded %d bytes, storage has %d",
+            sha256,
+            clinic,
+            blob.size,
+            stored,
+        )
+        raise Unavailable(
+            "the blob is recorded but its storage is unavailable", code="blob_unavailable"
+        )
+    return StoredBlob(clinic, sha256, blob.size)
+
+
+def record_download(
+    *, session: Session, principal: Principal, blob: StoredBlob, request_id: str | None
+) -> None:
+    """Audit a download of `blob` (or of a range of it)."""
+    record_event(
+        session=session,
+        event=BlobDownloaded(
+            actor=Actor.of(principal), clinic_id=blob.clinic_id, sha256=blob.sha256
+        ),
+        request_id=request_id,
+    )

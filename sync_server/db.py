@@ -1,0 +1,222 @@
+"""Database engines, transactions and the declarative base, the same on SQLite and
+PostgreSQL.
+
+Each domain declares its tables (``<domain>/tables.py``) on `Base`; the Alembic
+migrations in ``migrations/`` create them. `open_database` is how the ``coherency
+server`` commands reach a database: driver errors become the server's error tree.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn
+
+from sqlalchemy import CursorResult, DateTime, Engine, String, TypeDecorator, create_engine, event
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from sync_server.errors import Invalid, NotFound, Unavailable
+from sync_server.settings import Settings
+
+__all__ = [
+    "Base",
+    "Database",
+    "Id",
+    "UTCDateTime",
+    "commit_then_raise",
+    "database_label",
+    "is_sqlite",
+    "new_id",
+    "open_database",
+    "rowcount",
+    "utcnow",
+]
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware (SQLite too)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Id = String(64)
+"""The column type of every id (UUIDs, token ids)."""
+
+
+def new_id() -> str:
+    """A new random id (a UUID4 string)."""
+    return str(uuid.uuid4())
+
+
+def rowcount(result: Any) -> int:
+    """How many rows an UPDATE or DELETE matched."""
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def commit_then_raise(session: Session, error: BaseException) -> NoReturn:
+    """Commit what `session` recorded about a refusal (an audit row, a failure counter,
+    a revocation, a discarded upload), then raise `error`.
+
+    The caller's transaction (``with db.write()``) would roll back on the error; this
+    keeps the record. So a service that calls it needs a transaction of its own.
+    """
+    session.commit()
+    raise error
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every server table."""
+
+
+def is_sqlite(url: str) -> bool:
+    """True for a SQLite URL."""
+    return url.startswith("sqlite")
+
+
+class Database:
+    """An engine and a session factory.
+
+    On SQLite every transaction starts with ``BEGIN IMMEDIATE`` when it will write
+    (`write()`), so two writers queue on the busy timeout instead of failing at the
+    first write; files use WAL and ``synchronous=FULL``.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.sqlite = is_sqlite(url)
+        # Errors never carry statement parameters: they hold patient data, and errors
+        # end up in logs.
+        kwargs: dict[str, Any] = {"echo": echo, "hide_parameters": True}
+        if self.sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.engine: Engine = create_engine(url, **kwargs)
+        if self.sqlite:
+            _sqlite_pragmas(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A session for reading (its transaction is rolled back at the end)."""
+        with self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """A session whose transaction commits at the end, or rolls back on error."""
+        with self._sessions() as session:
+            if self.sqlite:
+                session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+            try:
+                yield session
+                session.commit()
+            except BaseException:
+                session.rollback()
+                raise
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver's own transaction handling is off; SQLAlchemy's begin event
+        # below issues BEGIN (IMMEDIATE when asked).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA busy_timeout = 30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+
+def database_label(url: str) -> str:
+    """The database URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"
+
+
+def _driver_message(exc: BaseException) -> str:
+    """The first line of a database driver's error, without SQLAlchemy's boilerplate."""
+    original = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+    lines = [line.strip() for line in str(original).splitlines() if line.strip()]
+    return lines[0] if lines else type(original).__name__
+
+
+@contextmanager
+def open_database(settings: Settings, *, must_exist: bool) -> Iterator[Database]:
+    """The settings' database, disposed of at the end; driver errors inside the block
+    become `Unavailable`.
+
+    For the ``coherency server`` commands (the app keeps one `Database` of its own).
+
+    Raises:
+        Invalid: Not a usable database URL.
+        NotFound: `must_exist` and the SQLite file is missing.
+        Unavailable: The database failed.
+    """
+    url = settings.resolved_database_url
+    label = database_label(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise Invalid(f"not a database URL: {label}", code="invalid_database_url") from None
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database or "")
+        if must_exist and not path.exists():
+            raise NotFound(
+                f"no server database at {path}: run `coherency server migrate` first "
+                "(or give --data-dir / --database-url)",
+                code="no_database",
+            )
+        if not must_exist:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        database = Database(url)
+    except (ArgumentError, ImportError, ValueError) as exc:
+        raise Invalid(
+            f"cannot use the database URL {label}: {exc}", code="invalid_database_url"
+        ) from None
+    try:
+        yield database
+    except SQLAlchemyError as exc:
+        raise Unavailable(
+            f"database {label} failed: {_driver_message(exc)}", code="database_unavailable"
+        ) from None
+    finally:
+        database.dispose()

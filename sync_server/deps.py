@@ -1,0 +1,136 @@
+"""Request dependencies, each defined once: the app's services and who is asking.
+
+Routes declare what they need by type::
+
+    def post_clinic(body: ClinicCreate, caller: AdminCaller, db: DbDep) -> ClinicPublic:
+
+- `DbDep`, `SettingsDep`, `SigningKeyDep`, `BlobsDep`, `FeedDep`, `MetricsDep`: the
+  app's database, settings, signing key, blob backend, change-feed notifier and
+  metrics (built once by `create_app`, kept on ``app.state``).
+- `RequestIdDep`: the request id the observability middleware gave this request (for
+  audit rows).
+- `AnyPrincipal`, `DeviceCaller`, `StaffCaller`, `AdminCaller`: the caller, from its
+  bearer access token checked against the database, narrowed to a role. Routes hand it
+  to the services, which scope every query by its clinic.
+
+Each dependency reads ``request.app.state`` at request time: nothing is created at
+import time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from sync_server.blobs.backends import BlobBackend
+from sync_server.db import Database
+from sync_server.errors import Forbidden, Unauthorized
+from sync_server.identity.principals import STAFF_ROLES, Principal, authenticated
+from sync_server.identity.tokens import SigningKey
+from sync_server.ops.metrics import Metrics
+from sync_server.settings import Settings
+from sync_server.sync.feed import Feed
+
+__all__ = [
+    "AdminCaller",
+    "AnyPrincipal",
+    "BlobsDep",
+    "DbDep",
+    "DeviceCaller",
+    "FeedDep",
+    "MetricsDep",
+    "RequestIdDep",
+    "SettingsDep",
+    "SigningKeyDep",
+    "StaffCaller",
+    "current_principal",
+]
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _db(request: Request) -> Database:
+    db: Database = request.app.state.db
+    return db
+
+
+def _signing_key(request: Request) -> SigningKey:
+    key: SigningKey = request.app.state.signing_key
+    return key
+
+
+def _blobs(request: Request) -> BlobBackend:
+    backend: BlobBackend = request.app.state.blobs
+    return backend
+
+
+def _feed(request: Request) -> Feed:
+    feed: Feed = request.app.state.feed
+    return feed
+
+
+def _metrics(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+def _request_id(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return str(value)[:64] if value else None
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+DbDep = Annotated[Database, Depends(_db)]
+SigningKeyDep = Annotated[SigningKey, Depends(_signing_key)]
+BlobsDep = Annotated[BlobBackend, Depends(_blobs)]
+FeedDep = Annotated[Feed, Depends(_feed)]
+MetricsDep = Annotated[Metrics, Depends(_metrics)]
+RequestIdDep = Annotated[str | None, Depends(_request_id)]
+
+
+def current_principal(request: Request, db: DbDep, key: SigningKeyDep) -> Principal:
+    """The caller, from its bearer access token, checked against the database.
+
+    Raises:
+        Unauthorized: No token, or a token that does not verify.
+        Forbidden: The device is revoked or the user deactivated.
+    """
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("missing bearer access token", code="missing_token")
+    claims = key.verify_access_token(token.strip())
+    with db.read() as session:
+        principal = authenticated(session=session, claims=claims)
+    request.state.principal = principal  # for the access log
+    return principal
+
+
+AnyPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def _device(principal: AnyPrincipal) -> Principal:
+    if principal.kind != "device":
+        raise Forbidden("this route is for enrolled devices", code="devices_only")
+    return principal
+
+
+def _staff(principal: AnyPrincipal) -> Principal:
+    if principal.kind != "user" or principal.role not in STAFF_ROLES:
+        raise Forbidden("this route is for staff", code="staff_only")
+    return principal
+
+
+def _admin(principal: AnyPrincipal) -> Principal:
+    if principal.kind != "user" or principal.role != "admin":
+        raise Forbidden("this route is for admins", code="admins_only")
+    return principal
+
+
+DeviceCaller = Annotated[Principal, Depends(_device)]
+StaffCaller = Annotated[Principal, Depends(_staff)]
+AdminCaller = Annotated[Principal, Depends(_admin)]

@@ -1,0 +1,137 @@
+"""Routes: administration of clinics, enrolment tokens, devices and staff accounts.
+
+Admins only, and only within their own organisation (an admin bound to one clinic only
+within that clinic). Objects outside that scope answer 404, as if they did not exist.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from sync_server.deps import AdminCaller, DbDep, SettingsDep
+from sync_server.identity.devices import list_devices, revoke_device
+from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.identity.schemas import (
+    ClinicCreate,
+    ClinicPublic,
+    DevicePublic,
+    EnrolmentTokenCreate,
+    EnrolmentTokenPublic,
+    UserCreate,
+    UserCreated,
+    UserPublic,
+)
+from sync_server.identity.tenancy import create_clinic, list_clinics
+from sync_server.identity.users import create_user, totp_uri
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+
+@router.post(
+    "/clinics",
+    status_code=status.HTTP_201_CREATED,
+    response_model=ClinicPublic,
+    summary="Create a clinic",
+)
+def post_clinic(body: ClinicCreate, caller: AdminCaller, db: DbDep) -> ClinicPublic:
+    """Create a clinic in the admin's organisation.
+
+    Organisation-wide admins only (403 ``organisation_admins_only`` for an admin bound
+    to a clinic); 409 ``clinic_exists`` if the name is taken.
+    """
+    with db.write() as session:
+        clinic = create_clinic(
+            session=session, name=body.name, organisation_id=caller.organisation_id, actor=caller
+        )
+        return ClinicPublic.model_validate(clinic)
+
+
+@router.get("/clinics", response_model=list[ClinicPublic], summary="List clinics")
+def get_clinics(caller: AdminCaller, db: DbDep) -> list[ClinicPublic]:
+    """The clinics of the admin's organisation (or the admin's own clinic), by name."""
+    with db.read() as session:
+        return [
+            ClinicPublic.model_validate(c) for c in list_clinics(session=session, principal=caller)
+        ]
+
+
+@router.post(
+    "/enrolment-tokens",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrolmentTokenPublic,
+    summary="Issue a device enrolment token",
+)
+def post_enrolment_token(
+    body: EnrolmentTokenCreate, caller: AdminCaller, db: DbDep, settings: SettingsDep
+) -> EnrolmentTokenPublic:
+    """Issue a one-time token that enrols one device into the clinic.
+
+    The token is in this answer only; it expires after `ttl_seconds` (at most 30 days).
+    """
+    ttl = timedelta(seconds=body.ttl_seconds or settings.enrolment_token_seconds)
+    with db.write() as session:
+        token, row = create_enrolment_token(
+            session=session, clinic_id=body.clinic_id, ttl=ttl, actor=caller
+        )
+    return EnrolmentTokenPublic(token=token, clinic_id=row.clinic_id, expires_at=row.expires_at)
+
+
+@router.get("/devices", response_model=list[DevicePublic], summary="List devices")
+def get_devices(
+    caller: AdminCaller,
+    db: DbDep,
+    clinic_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
+) -> list[DevicePublic]:
+    """Enrolled devices (revoked ones too), of one clinic or of every clinic in scope."""
+    with db.read() as session:
+        devices = list_devices(
+            session=session, principal=caller, clinic_id=clinic_id, limit=limit, offset=offset
+        )
+        return [DevicePublic.model_validate(d) for d in devices]
+
+
+@router.post("/devices/{device_id}/revoke", response_model=DevicePublic, summary="Revoke a device")
+def post_revoke_device(device_id: str, caller: AdminCaller, db: DbDep) -> DevicePublic:
+    """Revoke a device: its next request is refused (403 ``device_revoked``) and its
+    refresh tokens stop working. Revoking twice is harmless."""
+    with db.write() as session:
+        device = revoke_device(session=session, device_id=device_id, actor=caller)
+        return DevicePublic.model_validate(device)
+
+
+@router.post(
+    "/users",
+    status_code=status.HTTP_201_CREATED,
+    response_model=UserCreated,
+    summary="Create a staff account",
+)
+def post_user(body: UserCreate, caller: AdminCaller, db: DbDep) -> UserCreated:
+    """Create a clinician, staff or admin account with a new TOTP secret.
+
+    The TOTP secret is in this answer only. 422 ``weak_password`` for a password under
+    12 characters; 409 ``username_taken``.
+    """
+    with db.write() as session:
+        user, secret = create_user(
+            session=session,
+            username=body.username,
+            password=body.password,
+            role=body.role,
+            organisation_id=caller.organisation_id,
+            clinic_id=body.clinic_id,
+            with_totp=True,
+            actor=caller,
+        )
+        assert secret is not None
+        return UserCreated(
+            user=UserPublic.model_validate(user),
+            totp_secret=secret,
+            totp_uri=totp_uri(secret, user.username),
+        )

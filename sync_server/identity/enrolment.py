@@ -1,0 +1,290 @@
+"""Device enrolment: one-time enrolment tokens, and a device trading one for its place
+in a clinic, its Ed25519 key bound and its first session.
+
+An enrolment token is a bearer secret until used: it lives at most 30 days
+(`MAX_ENROLMENT_TOKEN_LIFETIME`, whoever issues it: an admin through the API or an
+operator through ``coherency server enroll-token``) and only its hash is stored.
+
+A refused enrolment never spends the token (a spent token stays spent), and is
+audited even though it is refused: `enrol_device` commits its refusals before raising,
+so call it in a transaction of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import NoReturn
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from crdt import enrolment_message, is_uuid
+from sync_server.audit.events import (
+    Actor,
+    DeviceEnrolment,
+    EnrolmentOutcome,
+    EnrolmentTokenCreated,
+)
+from sync_server.audit.services import record_event
+from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
+from sync_server.errors import Conflict, Invalid, NotFound, ServerError, Unauthorized
+from sync_server.identity.principals import Principal
+from sync_server.identity.sessions import TokenPair, issue_tokens
+from sync_server.identity.tables import Clinic, Device, EnrolmentToken
+from sync_server.identity.tenancy import MAX_NAME_LENGTH, visible_clinic
+from sync_server.identity.tokens import (
+    ED25519_KEY_SIZE,
+    SigningKey,
+    hash_token,
+    new_bearer_token,
+    verify_signature,
+)
+from sync_server.settings import Settings
+
+__all__ = [
+    "MAX_ENROLMENT_TOKEN_LIFETIME",
+    "EnrolResult",
+    "create_enrolment_token",
+    "enrol_device",
+]
+
+MAX_ENROLMENT_TOKEN_LIFETIME = timedelta(days=30)
+"""The longest an enrolment token may live: it is a bearer secret until used."""
+
+# How long after its token expires a device may still repeat its own enrolment.
+_ENROL_REPLAY_GRACE = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrolResult(TokenPair):
+    """An enrolled device's first session, its scope, and the server key to pin."""
+
+    device_id: str
+    clinic_id: str
+    organisation_id: str
+    server_public_key: bytes
+
+
+def create_enrolment_token(
+    *,
+    session: Session,
+    clinic_id: str,
+    ttl: timedelta,
+    actor: Principal | None = None,
+) -> tuple[str, EnrolmentToken]:
+    """A one-time token that enrols one device into `clinic_id`; only its hash is kept.
+
+    Args:
+        session: The transaction.
+        clinic_id: The clinic the token enrols into.
+        ttl: How long the token stays usable: more than 0, at most 30 days.
+        actor: The admin issuing it (None: an operator), who must see the clinic.
+
+    Raises:
+        Invalid: ``invalid_lifetime``: `ttl` is not more than 0 and at most 30 days.
+        NotFound: ``clinic_not_found``: no such clinic (or not one `actor` may see).
+    """
+    if ttl <= timedelta(0) or ttl > MAX_ENROLMENT_TOKEN_LIFETIME:
+        raise Invalid(
+            "an enrolment token lives more than 0 and at most "
+            f"{MAX_ENROLMENT_TOKEN_LIFETIME.days} days",
+            code="invalid_lifetime",
+        )
+    if actor is not None:
+        visible_clinic(session=session, principal=actor, clinic_id=clinic_id)
+    elif session.get(Clinic, clinic_id) is None:
+        raise NotFound("no such clinic", code="clinic_not_found")
+    token, token_hash = new_bearer_token()
+    now = utcnow()
+    row = EnrolmentToken(
+        id=new_id(),
+        token_hash=token_hash,
+        clinic_id=clinic_id,
+        created_by=None if actor is None else actor.id,
+        created_at=now,
+        expires_at=now + ttl,
+    )
+    session.add(row)
+    session.flush()
+    record_event(
+        session=session,
+        event=EnrolmentTokenCreated(
+            actor=Actor.user_or_system(row.created_by), clinic_id=clinic_id, token_id=row.id
+        ),
+    )
+    return token, row
+
+
+def enrol_device(
+    *,
+    session: Session,
+    token: str,
+    device_id: str,
+    public_key: bytes,
+    name: str,
+    expected_clinic_id: str | None,
+    signature: bytes,
+    signing_key: SigningKey,
+    settings: Settings,
+) -> EnrolResult:
+    """Enrol a device with a one-time token, binding its Ed25519 public key.
+
+    `signature` is the device key's signature of `enrolment_message(token, device_id)`,
+    proving the caller holds the private key. The same device repeating its own
+    enrolment (its answer was lost on the way) with the same key and a valid proof gets
+    the answer again, with a new session.
+
+    Raises:
+        Invalid: ``invalid_device_id`` (not a UUID), ``invalid_public_key`` (not 32
+            bytes) or ``invalid_name`` (over 200 characters).
+        Unauthorized: ``enrolment_token_invalid`` (unknown, expired or used) or
+            ``enrolment_proof_invalid`` (bad signature).
+        Conflict: ``clinic_mismatch`` (the token is for another clinic than expected) or
+            ``device_exists`` (the device id is already enrolled).
+    """
+    if not is_uuid(device_id):
+        raise Invalid("device_id must be a lowercase hyphenated UUID", code="invalid_device_id")
+    if len(public_key) != ED25519_KEY_SIZE:
+        raise Invalid("public_key must be a raw 32-byte Ed25519 key", code="invalid_public_key")
+    name = name.strip()
+    if len(name) > MAX_NAME_LENGTH:
+        raise Invalid(f"a device name is at most {MAX_NAME_LENGTH} characters", code="invalid_name")
+    now = utcnow()
+    row = session.scalars(
+        select(EnrolmentToken).where(EnrolmentToken.token_hash == hash_token(token))
+    ).one_or_none()
+
+    def refuse(error: ServerError, outcome: EnrolmentOutcome) -> NoReturn:
+        record_event(
+            session=session,
+            event=DeviceEnrolment(
+                actor=Actor.device(device_id),
+                clinic_id=None if row is None else row.clinic_id,
+                token_id=None if row is None else row.id,
+                result=outcome,
+            ),
+        )
+        commit_then_raise(session, error)
+
+    proof = enrolment_message(token, device_id)
+    if (
+        row is not None
+        and row.used_at is not None
+        and row.device_id == device_id
+        and row.expires_at > now - _ENROL_REPLAY_GRACE
+    ):
+        device = session.get(Device, device_id)
+        if (
+            device is not None
+            and device.revoked_at is None
+            and device.public_key == public_key
+            and verify_signature(public_key, proof, signature)
+        ):
+            clinic = session.get(Clinic, device.clinic_id)
+            assert clinic is not None  # foreign key
+            return _enrolled(session, device_id, clinic, row.id, "repeated", signing_key, settings)
+    if row is None or row.used_at is not None or row.expires_at <= now:
+        refuse(
+            Unauthorized(
+                "enrolment token is unknown, expired or already used",
+                code="enrolment_token_invalid",
+            ),
+            "token-invalid",
+        )
+    if not verify_signature(public_key, proof, signature):
+        refuse(
+            Unauthorized(
+                "the enrolment signature does not verify with the device's public key",
+                code="enrolment_proof_invalid",
+            ),
+            "proof-invalid",
+        )
+    if expected_clinic_id is not None and expected_clinic_id != row.clinic_id:
+        refuse(
+            Conflict(
+                "this enrolment token is for another clinic than expected",
+                code="clinic_mismatch",
+            ),
+            "clinic-mismatch",
+        )
+    if session.get(Device, device_id) is not None:
+        refuse(Conflict("this device id is already enrolled", code="device_exists"), "exists")
+    clinic = session.get(Clinic, row.clinic_id)
+    assert clinic is not None  # foreign key
+    # Conditional, so two requests racing with one token cannot both enrol.
+    spent = session.execute(
+        update(EnrolmentToken)
+        .where(
+            EnrolmentToken.id == row.id,
+            EnrolmentToken.used_at.is_(None),
+            EnrolmentToken.expires_at > now,
+        )
+        .values(used_at=now, device_id=device_id)
+        .execution_options(synchronize_session=False)
+    )
+    if rowcount(spent) != 1:
+        refuse(
+            Unauthorized(
+                "enrolment token is unknown, expired or already used",
+                code="enrolment_token_invalid",
+            ),
+            "token-invalid",
+        )
+    session.add(
+        Device(
+            id=device_id,
+            clinic_id=clinic.id,
+            public_key=public_key,
+            name=name,
+            enrolled_at=now,
+            enrolled_with=row.id,
+            last_seen_at=now,
+        )
+    )
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent enrolment of the same device id won; this transaction (and its
+        # spending of the token) is rolled back by the caller.
+        raise Conflict("this device id is already enrolled", code="device_exists") from None
+    return _enrolled(session, device_id, clinic, row.id, "ok", signing_key, settings)
+
+
+def _enrolled(
+    session: Session,
+    device_id: str,
+    clinic: Clinic,
+    token_id: str,
+    outcome: EnrolmentOutcome,
+    signing_key: SigningKey,
+    settings: Settings,
+) -> EnrolResult:
+    """An enrolment's answer: a new token family for the device, audited."""
+    tokens = issue_tokens(
+        session=session,
+        subject_kind="device",
+        subject_id=device_id,
+        clinic_id=clinic.id,
+        organisation_id=clinic.organisation_id,
+        role="device",
+        signing_key=signing_key,
+        settings=settings,
+    )
+    record_event(
+        session=session,
+        event=DeviceEnrolment(
+            actor=Actor.device(device_id), clinic_id=clinic.id, token_id=token_id, result=outcome
+        ),
+    )
+    return EnrolResult(
+        access_token=tokens.access_token,
+        access_token_expires_at=tokens.access_token_expires_at,
+        refresh_token=tokens.refresh_token,
+        refresh_token_expires_at=tokens.refresh_token_expires_at,
+        device_id=device_id,
+        clinic_id=clinic.id,
+        organisation_id=clinic.organisation_id,
+        server_public_key=signing_key.public_key_bytes,
+    )

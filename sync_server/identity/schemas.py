@@ -1,0 +1,234 @@
+"""Request and response bodies of the identity routes (admin and auth).
+
+Create schemas bound what a client may send (their limits come from the services,
+which enforce them for every caller); Public schemas are built from rows and service
+results with `model_validate` (``from_attributes``) and never carry a secret the
+server keeps (password hashes, TOTP secrets, token hashes).
+"""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sync_server.identity.devices import MAX_NONCE_LENGTH, MIN_NONCE_LENGTH
+from sync_server.identity.enrolment import MAX_ENROLMENT_TOKEN_LIFETIME
+from sync_server.identity.tenancy import MAX_NAME_LENGTH
+from sync_server.identity.users import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+__all__ = [
+    "MAX_ENROLMENT_TOKEN_SECONDS",
+    "ClinicCreate",
+    "ClinicPublic",
+    "DeviceLoginRequest",
+    "DeviceMe",
+    "DevicePublic",
+    "EnrolRequest",
+    "EnrolResponse",
+    "EnrolmentTokenCreate",
+    "EnrolmentTokenPublic",
+    "LoginRequest",
+    "LoginResponse",
+    "RefreshRequest",
+    "TokenResponse",
+    "UserCreate",
+    "UserCreated",
+    "UserPublic",
+]
+
+MAX_ENROLMENT_TOKEN_SECONDS = int(MAX_ENROLMENT_TOKEN_LIFETIME.total_seconds())
+
+
+class _Public(BaseModel):
+    """A response built from a row or a service result."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+# ---------------------------------------------------------------- admin
+class ClinicCreate(BaseModel):
+    """A clinic to create."""
+
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, description="Unique on the server.")
+
+
+class ClinicPublic(_Public):
+    """A clinic."""
+
+    id: str
+    name: str
+    organisation_id: str
+    created_at: datetime
+
+
+class EnrolmentTokenCreate(BaseModel):
+    """A request for a one-time enrolment token."""
+
+    clinic_id: str = Field(min_length=1, max_length=64)
+    ttl_seconds: int | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_ENROLMENT_TOKEN_SECONDS,
+        description="Lifetime, at most 30 days; default the server's enrolment_token_seconds.",
+    )
+
+
+class EnrolmentTokenPublic(BaseModel):
+    """A new enrolment token. It is shown once: the server keeps only its hash."""
+
+    token: str
+    clinic_id: str
+    expires_at: datetime
+
+
+class DevicePublic(_Public):
+    """An enrolled device."""
+
+    id: str
+    clinic_id: str
+    name: str
+    enrolled_at: datetime
+    revoked_at: datetime | None
+    last_seen_at: datetime | None
+
+
+class UserCreate(BaseModel):
+    """A staff account to create."""
+
+    username: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    password: str = Field(
+        min_length=1,
+        max_length=MAX_PASSWORD_LENGTH,
+        description=f"At least {MIN_PASSWORD_LENGTH} characters.",
+    )
+    role: Literal["clinician", "staff", "admin"]
+    clinic_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Required for clinicians and staff; an admin without one "
+        "administers the whole organisation.",
+    )
+
+
+class UserPublic(_Public):
+    """A staff account (never its password hash or TOTP secret)."""
+
+    id: str
+    username: str
+    role: str
+    clinic_id: str | None
+    organisation_id: str
+    active: bool
+    created_at: datetime
+
+
+class UserCreated(BaseModel):
+    """A new staff account and its TOTP secret, shown once."""
+
+    user: UserPublic
+    totp_secret: str
+    totp_uri: str = Field(description="otpauth:// URI for an authenticator app.")
+
+
+# ---------------------------------------------------------------- auth
+class EnrolRequest(BaseModel):
+    """A device asking to enrol with a one-time token."""
+
+    token: str = Field(min_length=1, max_length=200, description="The one-time enrolment token.")
+    device_id: str = Field(min_length=1, max_length=64, description="The device's UUID.")
+    public_key: str = Field(
+        min_length=1, max_length=200, description="Raw 32-byte Ed25519 public key, base64."
+    )
+    signature: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Ed25519 signature, base64, of "
+        "b'coherency-enrol\\n' + token + b'\\n' + device_id.",
+    )
+    name: str = Field(default="", max_length=MAX_NAME_LENGTH, description="A label for admins.")
+    expected_clinic_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="If given, enrolment is refused (and the token kept) when the token "
+        "is for another clinic.",
+    )
+
+
+class TokenResponse(_Public):
+    """An access token and the refresh token that renews it."""
+
+    access_token: str
+    access_token_expires_at: datetime
+    refresh_token: str
+    refresh_token_expires_at: datetime
+    token_type: str = "bearer"
+
+
+class EnrolResponse(TokenResponse):
+    """An enrolled device's scope, tokens and the server key to pin."""
+
+    device_id: str
+    clinic_id: str
+    organisation_id: str
+    server_public_key: str = Field(description="The server's raw Ed25519 public key, base64.")
+
+    @field_validator("server_public_key", mode="before")
+    @classmethod
+    def _base64(cls, value: object) -> object:
+        return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+
+class RefreshRequest(BaseModel):
+    """A refresh token to spend (refresh) or revoke (logout)."""
+
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class DeviceLoginRequest(BaseModel):
+    """A device assertion: the device signs a fresh nonce and the time with its key."""
+
+    device_id: str = Field(min_length=1, max_length=64)
+    issued_at: int = Field(
+        ge=0, le=2**40, description="Unix seconds; within 5 minutes of the server clock."
+    )
+    nonce: str = Field(
+        min_length=MIN_NONCE_LENGTH,
+        max_length=MAX_NONCE_LENGTH,
+        description=f"{MIN_NONCE_LENGTH}-{MAX_NONCE_LENGTH} URL-safe characters.",
+    )
+    signature: str = Field(
+        min_length=1,
+        max_length=200,
+        description="Ed25519 signature, base64, of "
+        "'coherency-device-login\\n{device_id}\\n{issued_at}\\n{nonce}'.",
+    )
+
+
+class LoginRequest(BaseModel):
+    """Staff credentials."""
+
+    username: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
+    totp: str | None = Field(default=None, max_length=16, description="The current TOTP code.")
+
+
+class LoginResponse(TokenResponse):
+    """A staff user's tokens and who they are."""
+
+    user_id: str
+    role: str
+    clinic_id: str | None
+    organisation_id: str
+
+
+class DeviceMe(_Public):
+    """The calling device as the server knows it."""
+
+    device_id: str
+    clinic_id: str
+    organisation_id: str
+    name: str
+    enrolled_at: datetime

@@ -1,0 +1,273 @@
+"""Sessions: the token pairs devices and staff hold, and how they renew and end.
+
+A session is an access token (a short-lived JWT, `sync_server.identity.tokens`) and a
+refresh token that renews it. Refresh tokens rotate: using one marks it spent and
+issues its successor in the same family. Presenting a spent token again is reuse (a
+stolen copy, or a replay): every token of its family is revoked, and that revocation
+is committed before the refusal is raised, so call `rotate_refresh_token` in a
+transaction of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from sync_server.audit.events import Actor, LoggedOut, RefreshTokenReused
+from sync_server.audit.services import record_event
+from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
+from sync_server.errors import Forbidden, Unauthorized
+from sync_server.identity.tables import Clinic, Device, RefreshToken, User
+from sync_server.identity.tokens import SigningKey, hash_token, new_bearer_token
+from sync_server.identity.users import authenticate_user
+from sync_server.settings import Settings
+
+__all__ = [
+    "StaffLogin",
+    "TokenPair",
+    "issue_tokens",
+    "log_in",
+    "revoke_device_tokens",
+    "revoke_refresh_family",
+    "rotate_refresh_token",
+]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenPair:
+    """An access token (JWT) and the refresh token that renews it."""
+
+    access_token: str
+    access_token_expires_at: datetime
+    refresh_token: str
+    refresh_token_expires_at: datetime
+    token_type: str = "bearer"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StaffLogin(TokenPair):
+    """A staff user's new session and who they are."""
+
+    user_id: str
+    role: str
+    clinic_id: str | None
+    organisation_id: str
+
+
+def _subject(kind: str) -> Literal["device", "user"]:
+    return "device" if kind == "device" else "user"
+
+
+def issue_tokens(
+    *,
+    session: Session,
+    subject_kind: Literal["device", "user"],
+    subject_id: str,
+    clinic_id: str | None,
+    organisation_id: str,
+    role: str,
+    signing_key: SigningKey,
+    settings: Settings,
+    family_id: str | None = None,
+) -> TokenPair:
+    """A new access token and refresh token for a device or user.
+
+    The refresh token joins `family_id` (a rotation chain), or starts a new family.
+    """
+    now = utcnow()
+    access, access_expires = signing_key.issue_access_token(
+        subject=subject_id,
+        kind=subject_kind,
+        clinic_id=clinic_id,
+        organisation_id=organisation_id,
+        role=role,
+        ttl=timedelta(seconds=settings.access_token_seconds),
+        now=now,
+    )
+    refresh, refresh_hash = new_bearer_token()
+    refresh_expires = now + timedelta(seconds=settings.refresh_token_seconds)
+    session.add(
+        RefreshToken(
+            id=new_id(),
+            token_hash=refresh_hash,
+            family_id=family_id or new_id(),
+            subject_kind=subject_kind,
+            subject_id=subject_id,
+            issued_at=now,
+            expires_at=refresh_expires,
+        )
+    )
+    session.flush()
+    return TokenPair(
+        access_token=access,
+        access_token_expires_at=access_expires,
+        refresh_token=refresh,
+        refresh_token_expires_at=refresh_expires,
+    )
+
+
+def log_in(
+    *,
+    session: Session,
+    username: str,
+    password: str,
+    totp_code: str | None,
+    signing_key: SigningKey,
+    settings: Settings,
+) -> StaffLogin:
+    """A new session for a staff user whose credentials check out (`authenticate_user`,
+    which commits its failures before raising: call this in a transaction of its own).
+
+    Raises:
+        Unauthorized: ``invalid_credentials``, ``totp_required`` or ``account_locked``.
+    """
+    user = authenticate_user(
+        session=session, username=username, password=password, totp_code=totp_code
+    )
+    pair = issue_tokens(
+        session=session,
+        subject_kind="user",
+        subject_id=user.id,
+        clinic_id=user.clinic_id,
+        organisation_id=user.organisation_id,
+        role=user.role,
+        signing_key=signing_key,
+        settings=settings,
+    )
+    return StaffLogin(
+        access_token=pair.access_token,
+        access_token_expires_at=pair.access_token_expires_at,
+        refresh_token=pair.refresh_token,
+        refresh_token_expires_at=pair.refresh_token_expires_at,
+        user_id=user.id,
+        role=user.role,
+        clinic_id=user.clinic_id,
+        organisation_id=user.organisation_id,
+    )
+
+
+def revoke_device_tokens(*, session: Session, device_id: str, at: datetime) -> None:
+    """Revoke (as of `at`) every refresh token a device holds: it is being revoked."""
+    session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.subject_kind == "device",
+            RefreshToken.subject_id == device_id,
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _revoke_family(session: Session, family_id: str) -> int:
+    result = session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return rowcount(result)
+
+
+def _subject_scope(session: Session, row: RefreshToken) -> tuple[str | None, str, str]:
+    """(clinic id, organisation id, role) of a refresh token's subject, if still allowed.
+
+    Raises:
+        Forbidden: The device is revoked or the user deactivated.
+        Unauthorized: The subject no longer exists.
+    """
+    if row.subject_kind == "device":
+        device = session.get(Device, row.subject_id)
+        clinic = None if device is None else session.get(Clinic, device.clinic_id)
+        if device is None or clinic is None:
+            raise Unauthorized("refresh token is not valid", code="refresh_token_invalid")
+        if device.revoked_at is not None:
+            raise Forbidden("this device has been revoked", code="device_revoked")
+        device.last_seen_at = utcnow()
+        return device.clinic_id, clinic.organisation_id, "device"
+    user = session.get(User, row.subject_id)
+    if user is None:
+        raise Unauthorized("refresh token is not valid", code="refresh_token_invalid")
+    if not user.active:
+        raise Forbidden("this account is deactivated", code="user_inactive")
+    return user.clinic_id, user.organisation_id, user.role
+
+
+def rotate_refresh_token(
+    *, session: Session, refresh_token: str, signing_key: SigningKey, settings: Settings
+) -> TokenPair:
+    """Spend a refresh token for a new token pair of the same family.
+
+    Raises:
+        Unauthorized: ``refresh_token_invalid`` (unknown, expired or revoked) or
+            ``refresh_token_reused`` (committed: the family is revoked).
+        Forbidden: ``device_revoked`` or ``user_inactive``.
+    """
+    now = utcnow()
+    row = session.scalars(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
+    ).one_or_none()
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise Unauthorized("refresh token is not valid", code="refresh_token_invalid")
+    reused = row.used_at is not None
+    if not reused:
+        spent = session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.id == row.id,
+                RefreshToken.used_at.is_(None),
+                RefreshToken.revoked_at.is_(None),
+            )
+            .values(used_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        reused = rowcount(spent) != 1  # another request spent it first
+    if reused:
+        _revoke_family(session, row.family_id)
+        record_event(
+            session=session,
+            event=RefreshTokenReused(
+                actor=Actor(_subject(row.subject_kind), row.subject_id), family_id=row.family_id
+            ),
+        )
+        commit_then_raise(
+            session,
+            Unauthorized(
+                "this refresh token was already used; its whole chain is now revoked",
+                code="refresh_token_reused",
+            ),
+        )
+    clinic_id, organisation_id, role = _subject_scope(session, row)
+    return issue_tokens(
+        session=session,
+        subject_kind=_subject(row.subject_kind),
+        subject_id=row.subject_id,
+        clinic_id=clinic_id,
+        organisation_id=organisation_id,
+        role=role,
+        signing_key=signing_key,
+        settings=settings,
+        family_id=row.family_id,
+    )
+
+
+def revoke_refresh_family(*, session: Session, refresh_token: str) -> bool:
+    """Revoke every token of `refresh_token`'s family (logout); False if it is unknown."""
+    row = session.scalars(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
+    ).one_or_none()
+    if row is None:
+        return False
+    _revoke_family(session, row.family_id)
+    record_event(
+        session=session,
+        event=LoggedOut(
+            actor=Actor(_subject(row.subject_kind), row.subject_id), family_id=row.family_id
+        ),
+    )
+    return True

@@ -1,0 +1,125 @@
+"""Identity tables: organisations, clinics, staff users, devices, enrolment and refresh
+tokens, and the device-assertion nonces already seen.
+
+Secrets are stored only as hashes (Argon2id for passwords, SHA-256 for tokens).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from sync_server.db import Base, Id, UTCDateTime, utcnow
+
+__all__ = [
+    "Clinic",
+    "Device",
+    "EnrolmentToken",
+    "Organisation",
+    "RefreshToken",
+    "UsedNonce",
+    "User",
+]
+
+
+class Organisation(Base):
+    __tablename__ = "organisations"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Clinic(Base):
+    __tablename__ = "clinics"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    # The clinic's change feed: the last sequence number given to a document write.
+    # Taken with a row lock inside the writing transaction, so numbers commit in order.
+    feed_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    """A staff account: clinician, staff or admin."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
+    # None for an organisation-wide account (admins); else the clinic it works in.
+    clinic_id: Mapped[str | None] = mapped_column(ForeignKey("clinics.id"), index=True)
+    username: Mapped[str] = mapped_column(String(200), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(300))
+    role: Mapped[str] = mapped_column(String(20))
+    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # The last TOTP time step accepted, so one code cannot be used twice.
+    totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Device(Base):
+    """An enrolled device: its id (also its Automerge actor) and Ed25519 public key."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    clinic_id: Mapped[str] = mapped_column(ForeignKey("clinics.id"), index=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    enrolled_with: Mapped[str | None] = mapped_column(Id)  # the enrolment token's id
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class EnrolmentToken(Base):
+    """A one-time, expiring token that lets one device enrol into one clinic."""
+
+    __tablename__ = "enrolment_tokens"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex
+    clinic_id: Mapped[str] = mapped_column(ForeignKey("clinics.id"), index=True)
+    created_by: Mapped[str | None] = mapped_column(Id)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    device_id: Mapped[str | None] = mapped_column(Id)
+
+
+class RefreshToken(Base):
+    """One refresh token of a rotation chain (`family_id`).
+
+    Using a token marks it used and issues its successor; presenting a used token
+    again is reuse, and revokes every token of its family.
+    """
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(Id, index=True)
+    subject_kind: Mapped[str] = mapped_column(String(10))  # "device" or "user"
+    subject_id: Mapped[str] = mapped_column(Id, index=True)
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class UsedNonce(Base):
+    """A device-assertion nonce already seen (replay protection until it expires)."""
+
+    __tablename__ = "used_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(Id)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)

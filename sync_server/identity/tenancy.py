@@ -1,0 +1,145 @@
+"""Tenancy: organisations and their clinics, and which clinics a caller may see.
+
+A clinician or staff user works in one clinic; an organisation-wide admin (no clinic)
+sees every clinic of its organisation. A clinic outside a caller's scope is answered
+exactly like a missing one (its existence is not revealed).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Select, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from sync_server.db import new_id, utcnow
+from sync_server.errors import Conflict, Forbidden, NotFound, Unprocessable
+from sync_server.identity.principals import Principal
+from sync_server.identity.tables import Clinic, Organisation
+
+__all__ = [
+    "MAX_NAME_LENGTH",
+    "clinic_ids_in_scope",
+    "create_clinic",
+    "ensure_clinic",
+    "ensure_organisation",
+    "list_clinics",
+    "require_organisation_wide",
+    "visible_clinic",
+]
+
+MAX_NAME_LENGTH = 200
+"""The longest clinic, user or device name."""
+
+
+def ensure_organisation(*, session: Session, name: str = "default") -> Organisation:
+    """The organisation called `name`, created if missing."""
+    organisation = session.scalars(
+        select(Organisation).where(Organisation.name == name)
+    ).one_or_none()
+    if organisation is None:
+        organisation = Organisation(id=new_id(), name=name, created_at=utcnow())
+        session.add(organisation)
+        session.flush()
+    return organisation
+
+
+def require_organisation_wide(principal: Principal, message: str) -> None:
+    """Refuse an account bound to one clinic what only organisation-wide admins may do.
+
+    Raises:
+        Forbidden: ``organisation_admins_only``, with `message`.
+    """
+    if not principal.organisation_wide:
+        raise Forbidden(message, code="organisation_admins_only")
+
+
+def create_clinic(
+    *, session: Session, name: str, organisation_id: str, actor: Principal | None = None
+) -> Clinic:
+    """A new clinic of an organisation.
+
+    Args:
+        session: The transaction.
+        name: Unique on the server, 1 to 200 characters.
+        organisation_id: The organisation it belongs to.
+        actor: The admin creating it (None: an operator), who must be organisation-wide.
+
+    Raises:
+        Forbidden: ``organisation_admins_only``: `actor` is bound to a clinic.
+        Unprocessable: ``invalid_clinic``: the name is empty or longer than 200 characters.
+        NotFound: No such organisation.
+        Conflict: ``clinic_exists``: a clinic of that name exists (names are unique
+            server-wide).
+    """
+    if actor is not None:
+        require_organisation_wide(actor, "only organisation-wide admins create clinics")
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise Unprocessable(
+            f"a clinic name is 1 to {MAX_NAME_LENGTH} characters", code="invalid_clinic"
+        )
+    if session.get(Organisation, organisation_id) is None:
+        raise NotFound("no such organisation", code="organisation_not_found")
+    if session.scalars(select(Clinic.id).where(Clinic.name == name)).first() is not None:
+        raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists")
+    clinic = Clinic(
+        id=new_id(), organisation_id=organisation_id, name=name, feed_seq=0, created_at=utcnow()
+    )
+    session.add(clinic)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists") from None
+    return clinic
+
+
+def ensure_clinic(*, session: Session, name: str, organisation_id: str | None = None) -> Clinic:
+    """The clinic called `name`, created if missing.
+
+    Without `organisation_id` the clinic belongs to the ``default`` organisation, created
+    if missing.
+
+    Raises:
+        Unprocessable: ``invalid_clinic``: a name that is empty or too long.
+        Conflict: ``clinic_exists``: a clinic of that name exists in another organisation.
+    """
+    if organisation_id is None:
+        organisation_id = ensure_organisation(session=session).id
+    clinic = session.scalars(select(Clinic).where(Clinic.name == name.strip())).one_or_none()
+    if clinic is not None:
+        if clinic.organisation_id != organisation_id:
+            raise Conflict(f"clinic {name!r} belongs to another organisation", code="clinic_exists")
+        return clinic
+    return create_clinic(session=session, name=name, organisation_id=organisation_id)
+
+
+def visible_clinic(*, session: Session, principal: Principal, clinic_id: str) -> Clinic:
+    """The clinic `clinic_id` if `principal` may see it: its own clinic, or for an
+    organisation-wide account, any clinic of its organisation.
+
+    Raises:
+        NotFound: ``clinic_not_found``: no such clinic, or one the principal may not see
+            (its existence is not revealed).
+    """
+    clinic = session.get(Clinic, clinic_id)
+    if (
+        clinic is None
+        or clinic.organisation_id != principal.organisation_id
+        or not principal.can_see_clinic(clinic.id)
+    ):
+        raise NotFound("no such clinic", code="clinic_not_found")
+    return clinic
+
+
+def clinic_ids_in_scope(principal: Principal) -> Select[str]:
+    """A query of the ids of every clinic `principal` may see."""
+    query = select(Clinic.id).where(Clinic.organisation_id == principal.organisation_id)
+    if principal.clinic_id is not None:
+        query = query.where(Clinic.id == principal.clinic_id)
+    return query
+
+
+def list_clinics(*, session: Session, principal: Principal) -> list[Clinic]:
+    """The clinics `principal` may see, by name."""
+    query = select(Clinic).where(Clinic.id.in_(clinic_ids_in_scope(principal)))
+    return list(session.scalars(query.order_by(Clinic.name)))

@@ -1,0 +1,191 @@
+"""Token and key mechanics: the server's Ed25519 signing key and its short-lived JWT
+access tokens, the hashes random bearer tokens are stored under, and the check of a
+device's Ed25519 signature.
+
+Access tokens are EdDSA JWTs; verification pins the algorithm (a token saying
+``alg: none`` or HS256 is refused before its signature is even looked at) and checks
+issuer, audience, expiry, issue time and subject. The same key signs artifacts the
+server publishes (models); devices pin its public key at enrolment.
+
+Enrolment and refresh tokens are 256-bit random strings, stored only as SHA-256
+hashes (a fast hash is enough for that much entropy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from sync_server.errors import Unauthorized
+
+__all__ = [
+    "ALGORITHM",
+    "ED25519_KEY_SIZE",
+    "AccessClaims",
+    "SigningKey",
+    "hash_token",
+    "new_bearer_token",
+    "verify_signature",
+]
+
+ALGORITHM = "EdDSA"
+ED25519_KEY_SIZE = 32
+_ED25519_SIGNATURE_SIZE = 64
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    """What a verified access token says."""
+
+    subject: str  # device id or user id
+    kind: str  # "device" or "user"
+    clinic_id: str | None
+    organisation_id: str
+    role: str  # device, clinician, staff, admin
+    token_id: str
+    expires_at: datetime
+
+
+class SigningKey:
+    """The server's Ed25519 key: signs access tokens and published artifacts."""
+
+    def __init__(self, private_key: Ed25519PrivateKey, *, issuer: str, audience: str) -> None:
+        self._private = private_key
+        self.public_key_bytes = private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.issuer = issuer
+        self.audience = audience
+
+    @classmethod
+    def load_or_create(cls, path: Path, *, issuer: str, audience: str) -> SigningKey:
+        """Read the PEM key at `path`, creating it (mode 0600) on first start."""
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(pem)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, path)  # first writer wins when several workers start at once
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 private key")
+        return cls(key, issuer=issuer, audience=audience)
+
+    def sign(self, data: bytes) -> bytes:
+        """An Ed25519 signature of `data`."""
+        return self._private.sign(data)
+
+    def issue_access_token(
+        self,
+        *,
+        subject: str,
+        kind: str,
+        clinic_id: str | None,
+        organisation_id: str,
+        role: str,
+        ttl: timedelta,
+        now: datetime | None = None,
+    ) -> tuple[str, datetime]:
+        """A signed access token and its expiry."""
+        now = now or datetime.now(UTC)
+        expires = now + ttl
+        claims: dict[str, Any] = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()) - 5,
+            "exp": int(expires.timestamp()),
+            "jti": secrets.token_hex(12),
+            "kind": kind,
+            "clinic": clinic_id,
+            "org": organisation_id,
+            "role": role,
+        }
+        return jwt.encode(claims, self._private, algorithm=ALGORITHM), expires
+
+    def verify_access_token(self, token: str) -> AccessClaims:
+        """The claims of a valid access token.
+
+        Raises:
+            Unauthorized: The token is malformed, signed by another key or with another
+                algorithm, expired, or for another issuer or audience.
+        """
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") != ALGORITHM:
+                raise Unauthorized(
+                    f"access token algorithm {header.get('alg')!r} is not accepted",
+                    code="invalid_token",
+                )
+            claims = jwt.decode(
+                token,
+                self._private.public_key(),
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
+                leeway=5,
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("access token expired", code="token_expired") from None
+        except jwt.PyJWTError as exc:
+            raise Unauthorized(f"invalid access token: {exc}", code="invalid_token") from None
+        try:
+            return AccessClaims(
+                subject=str(claims["sub"]),
+                kind=str(claims["kind"]),
+                clinic_id=None if claims.get("clinic") is None else str(claims["clinic"]),
+                organisation_id=str(claims["org"]),
+                role=str(claims["role"]),
+                token_id=str(claims["jti"]),
+                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            )
+        except (KeyError, TypeError, ValueError):
+            raise Unauthorized("access token lacks required claims", code="invalid_token") from None
+
+
+def new_bearer_token() -> tuple[str, str]:
+    """A new random bearer token (256 bits, URL-safe) and the hash to store it under."""
+    token = secrets.token_urlsafe(32)
+    return token, hash_token(token)
+
+
+def hash_token(token: str) -> str:
+    """The SHA-256 hex digest under which a random token is stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Whether `signature` is `public_key`'s Ed25519 signature of `message` (a device's
+    proof that it holds its key). Malformed keys or signatures are simply False."""
+    if len(public_key) != ED25519_KEY_SIZE or len(signature) != _ED25519_SIGNATURE_SIZE:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

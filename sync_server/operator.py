@@ -1,0 +1,116 @@
+"""What an operator does to a migrated server from outside it: the first admin account
+and device enrolment tokens (``coherency server create-admin`` and ``enroll-token``).
+
+Each call opens the settings' database, checks its schema is the newest, does its work
+in one transaction through the identity services and closes the database again.
+Refusals are the server's error tree (`sync_server.errors`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sync_server.db import open_database
+from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
+from sync_server.identity.users import create_user, totp_uri
+from sync_server.migrate import require_schema
+from sync_server.settings import Settings
+
+__all__ = ["CreatedAdmin", "IssuedEnrolmentToken", "create_admin", "issue_enrolment_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedAdmin:
+    """A new organisation-wide admin account and its TOTP enrolment (shown once)."""
+
+    user_id: str
+    username: str
+    role: str
+    organisation_id: str
+    totp_secret: str | None
+    totp_uri: str | None
+
+
+def create_admin(
+    settings: Settings, *, username: str, password: str, with_totp: bool = True
+) -> CreatedAdmin:
+    """Create an admin of the ``default`` organisation (created if missing).
+
+    Raises:
+        Conflict: The username is taken, or the database is not migrated.
+        Unprocessable: The password is too weak (at least 12 characters).
+        NotFound: No database.
+        Unavailable: The database cannot be used.
+    """
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            organisation = ensure_organisation(session=session)
+            user, secret = create_user(
+                session=session,
+                username=username,
+                password=password,
+                role="admin",
+                organisation_id=organisation.id,
+                with_totp=with_totp,
+            )
+            created = CreatedAdmin(
+                user_id=user.id,
+                username=user.username,
+                role=user.role,
+                organisation_id=organisation.id,
+                totp_secret=secret,
+                totp_uri=totp_uri(secret, user.username) if secret else None,
+            )
+    return created
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedEnrolmentToken:
+    """A one-time enrolment token (the secret is shown once, only its hash is kept)."""
+
+    token: str
+    token_id: str
+    clinic_id: str
+    clinic_name: str
+    organisation_id: str
+    expires_at: datetime
+
+
+def issue_enrolment_token(
+    settings: Settings, *, clinic: str, ttl: timedelta | None = None
+) -> IssuedEnrolmentToken:
+    """A token that enrols one device into the clinic named `clinic` (created, in the
+    ``default`` organisation, if missing).
+
+    Args:
+        settings: The server settings.
+        clinic: The clinic's name.
+        ttl: How long the token stays usable (at most 30 days); default
+            ``enrolment_token_seconds``.
+
+    Raises:
+        Invalid: The lifetime is not more than 0 and at most 30 days.
+        Unprocessable: A bad clinic name.
+        Conflict: The database is not migrated.
+        NotFound: No database.
+        Unavailable: The database cannot be used.
+    """
+    if ttl is None:
+        ttl = timedelta(seconds=settings.enrolment_token_seconds)
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            found = ensure_clinic(session=session, name=clinic)
+            token, row = create_enrolment_token(session=session, clinic_id=found.id, ttl=ttl)
+            issued = IssuedEnrolmentToken(
+                token=token,
+                token_id=row.id,
+                clinic_id=found.id,
+                clinic_name=found.name,
+                organisation_id=found.organisation_id,
+                expires_at=row.expires_at,
+            )
+    return issued

@@ -1,0 +1,118 @@
+"""Server settings: pydantic-settings, from `COHERENCY_SERVER_*` variables or arguments.
+
+With no configuration at all the server runs embedded: a SQLite file and a local blob
+folder under `data_dir`. Set `database_url` to a `postgresql+psycopg://` URL and
+`blob_backend="s3"` to run several stateless workers on PostgreSQL and object storage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from crdt import DEFAULT_MAX_MESSAGE_SIZE
+from sync_server.errors import Invalid
+
+__all__ = ["ENV_PREFIX", "Settings", "export_settings_env", "settings_from"]
+
+ENV_PREFIX = "COHERENCY_SERVER_"
+
+
+class Settings(BaseSettings):
+    """Everything the server reads at start. Every field has a working default."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    data_dir: Path = Field(
+        default=Path("coherency-server"),
+        description="Folder for the embedded SQLite file, local blobs and the signing key.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite:///<data_dir>/server.db. "
+        "PostgreSQL: postgresql+psycopg://user@host/db",
+    )
+    blob_backend: Literal["local", "s3"] = "local"
+    blob_dir: Path | None = Field(default=None, description="Default <data_dir>/blobs.")
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "coherency-blobs"
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs access tokens and published "
+        "artifacts; default <data_dir>/signing-key.pem, created on first start. Every "
+        "worker of one deployment must use the same key.",
+    )
+    jwt_issuer: str = "coherency-sync-server"
+    jwt_audience: str = "coherency"
+    access_token_seconds: int = Field(default=900, gt=0)
+    refresh_token_seconds: int = Field(default=30 * 24 * 3600, gt=0)
+    enrolment_token_seconds: int = Field(default=24 * 3600, gt=0)
+    long_poll_max_seconds: float = Field(default=30.0, ge=0)
+    pull_page_size: int = Field(default=5000, gt=0, description="Most documents per pull page.")
+    push_max_documents: int = Field(default=5000, gt=0)
+    max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
+    max_blob_chunk: int = Field(default=16 * 1024 * 1024, gt=0)
+    max_blob_size: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
+    log_level: str = "INFO"
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to the embedded SQLite file."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'server.db').resolve()}"
+
+    @property
+    def resolved_blob_dir(self) -> Path:
+        """The local blob folder."""
+        return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def resolved_signing_key_file(self) -> Path:
+        """Where the server's Ed25519 signing key lives."""
+        return self.signing_key_file or self.data_dir / "signing-key.pem"
+
+
+def settings_from(options: Mapping[str, Any]) -> Settings:
+    """Settings from command-line options; options left as None come from the
+    ``COHERENCY_SERVER_*`` environment, else the defaults.
+
+    Raises:
+        Invalid: ``invalid_setting``: a value (given or from the environment) is not
+            valid; the message names each one and where it came from.
+    """
+    given = {name: value for name, value in options.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error.get("loc", ()))
+            source = "option" if field in given else f"{ENV_PREFIX}{field.upper()}"
+            problems.append(f"{field} ({source}): {error.get('msg', 'invalid')}")
+        raise Invalid(
+            "invalid server setting " + "; ".join(problems), code="invalid_setting"
+        ) from None
+
+
+def export_settings_env(settings: Settings) -> dict[str, str]:
+    """`settings` as ``COHERENCY_SERVER_*`` variables that rebuild them in a worker.
+
+    Paths are made absolute, so a worker started elsewhere finds the same files.
+    Fields that are None are left out (their default applies).
+    """
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, Path):
+            value = value.resolve()
+        env[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    return env

@@ -1,0 +1,442 @@
+"""The server's replicas of clinical records: merges of pushed documents, change feed.
+
+Every clinic has its own change feed: `Clinic.feed_seq` is the last sequence number
+given out, and each document row carries the number of its latest change. A push takes
+the clinic row's lock first (``SELECT ... FOR UPDATE`` on PostgreSQL, the write lock on
+SQLite), so the pushes of one clinic commit in sequence order and a pull that has seen
+sequence *n* has seen everything below it.
+
+Pushed documents go through `crdt.apply_documents`, the same validation devices use
+(parse, id, scope policy, schema after merge, immutable fields); each document and its
+projection row are written in the push's one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from crdt import (
+    Entry,
+    EntryKind,
+    RecordDocument,
+    Rejection,
+    SyncMessage,
+    SyncProtocolError,
+    SyncReport,
+    apply_documents,
+    decode_message,
+    encode_message,
+)
+from sync_server.audit.events import Actor, DocumentsPulled, DocumentsPushed
+from sync_server.audit.services import record_event
+from sync_server.db import Base, utcnow
+from sync_server.errors import Conflict, Invalid, NotFound, PayloadTooLarge
+from sync_server.identity.principals import Principal
+from sync_server.identity.tables import Clinic
+from sync_server.sync.projections import PROJECTIONS, projection_row
+from sync_server.sync.tables import Document
+
+__all__ = [
+    "MESSAGE_ENVELOPE",
+    "PullPage",
+    "PushResult",
+    "decode_push",
+    "encode_pull",
+    "pull_page",
+    "push_documents",
+    "record_pull",
+    "write_documents",
+]
+
+log = logging.getLogger("sync_server.sync")
+
+MESSAGE_ENVELOPE = 4096
+"""Bytes a wire message's framing may take beside its documents: a document must fit a
+message with this much to spare."""
+_ENTRY_OVERHEAD = 64
+_LOOKUP_CHUNK = 500
+
+
+@dataclass(slots=True)
+class PushResult:
+    """What a push did, document by document."""
+
+    accepted: list[str] = field(default_factory=list)  # stored new or changed
+    unchanged: list[str] = field(default_factory=list)  # the server already had it all
+    rejected: list[Rejection] = field(default_factory=list)
+    cursor: int = 0  # the clinic's feed sequence after the push
+
+
+@dataclass(slots=True)
+class PullPage:
+    """One page of a clinic's change feed."""
+
+    entries: list[Entry]
+    cursor: int  # pass back as the next pull's cursor
+    more: bool  # another page is ready now
+    feed_seq: int  # the clinic's newest sequence number
+
+
+def decode_push(
+    message: bytes, *, max_message_size: int, max_documents: int
+) -> list[tuple[str, bytes]]:
+    """The (doc id, saved document) pairs a pushed wire message carries.
+
+    Raises:
+        Invalid: ``malformed_message`` (not a usable crdt wire message) or
+            ``bad_entry`` (an entry that is not a whole document).
+        PayloadTooLarge: More than `max_documents` documents.
+    """
+    try:
+        decoded = decode_message(message, max_size=max_message_size)
+    except SyncProtocolError as exc:
+        raise Invalid(f"unusable sync message: {exc}", code="malformed_message") from None
+    if any(entry.kind is not EntryKind.DOC for entry in decoded.entries):
+        raise Invalid("a push carries whole documents (DOC entries) only", code="bad_entry")
+    if len(decoded.entries) > max_documents:
+        raise PayloadTooLarge(f"a push may carry at most {max_documents} documents")
+    return [(entry.doc_id, entry.payload) for entry in decoded.entries]
+
+
+def push_documents(
+    *,
+    session: Session,
+    principal: Principal,
+    incoming: Sequence[tuple[str, bytes]],
+    max_message_size: int,
+    request_id: str | None = None,
+) -> PushResult:
+    """Merge a device's pushed documents into its clinic's replicas, in `session`'s
+    transaction, and audit the push. Refused documents are reported and nothing of
+    them is stored; a document too large to be pulled again in a message of
+    `max_message_size` bytes is refused.
+
+    Raises:
+        NotFound: The caller has no clinic, or it no longer exists.
+    """
+    clinic_id = principal.clinic_id
+    if clinic_id is None:
+        raise NotFound("the caller has no clinic to push to")
+    clinic = session.execute(
+        select(Clinic).where(Clinic.id == clinic_id).with_for_update()
+    ).scalar_one_or_none()
+    if clinic is None:
+        raise NotFound("the caller's clinic no longer exists")
+    ids = list(dict.fromkeys(doc_id for doc_id, _ in incoming))
+    existing = _lookup(session, ids)
+    result = PushResult()
+    foreign = {doc_id for doc_id, row in existing.items() if row.clinic_id != clinic_id}
+    for doc_id in sorted(foreign):
+        result.rejected.append(
+            Rejection(doc_id, "the id belongs to a record outside this device's clinic")
+        )
+    pushed_heads: dict[str, list[bytes]] = {}
+
+    def policy(document: RecordDocument) -> str | None:
+        pushed_heads[document.id] = document.heads
+        return _device_policy(principal, document)
+
+    store = _TransactionStore(session, clinic, existing, principal)
+    report = SyncReport()
+    apply_documents(
+        store,
+        [(doc_id, data) for doc_id, data in incoming if doc_id not in foreign],
+        device_id=principal.id,
+        policy=policy,
+        report=report,
+    )
+    late = store.flush(pushed_heads, max_document_size=max_message_size - MESSAGE_ENVELOPE)
+    result.rejected += report.rejected + late
+    report.received -= {r.doc_id for r in late}
+    refused = {r.doc_id for r in result.rejected}
+    result.accepted = [doc_id for doc_id in ids if doc_id in report.received]
+    result.unchanged = [
+        doc_id for doc_id in ids if doc_id not in report.received and doc_id not in refused
+    ]
+    result.cursor = clinic.feed_seq
+    record_event(
+        session=session,
+        event=DocumentsPushed(
+            actor=Actor.of(principal),
+            clinic_id=clinic_id,
+            accepted=tuple(result.accepted),
+            unchanged=tuple(result.unchanged),
+            rejected=tuple(r.doc_id for r in result.rejected),
+        ),
+        request_id=request_id,
+    )
+    return result
+
+
+def pull_page(
+    *,
+    session: Session,
+    principal: Principal,
+    cursor: int,
+    limit: int,
+    max_message_size: int,
+) -> PullPage:
+    """The caller's clinic's documents changed after `cursor`, oldest change first.
+
+    A device is not sent back a version that is exactly what it pushed itself (its
+    cursor still moves past it). A page stops at `limit` documents or when the next
+    would not fit a message of `max_message_size` bytes.
+
+    Raises:
+        NotFound: The caller has no clinic, or it no longer exists.
+        Conflict: ``cursor_ahead``: the cursor is past the clinic's feed (a restored
+            server); pull again from 0.
+    """
+    clinic_id = principal.clinic_id
+    if clinic_id is None:
+        raise NotFound("the caller has no clinic to pull from")
+    feed_seq = session.execute(
+        select(Clinic.feed_seq).where(Clinic.id == clinic_id)
+    ).scalar_one_or_none()
+    if feed_seq is None:
+        raise NotFound("the caller's clinic no longer exists")
+    if cursor > feed_seq:
+        raise Conflict(
+            f"cursor {cursor} is ahead of the clinic's feed ({feed_seq}); pull again from 0",
+            code="cursor_ahead",
+        )
+    max_bytes = max_message_size - MESSAGE_ENVELOPE
+    rows = session.execute(
+        select(Document.id, Document.seq, Document.origin_device, Document.data)
+        .where(Document.clinic_id == clinic_id, Document.seq > cursor)
+        .order_by(Document.seq)
+        .limit(limit + 1)
+    ).all()
+    entries: list[Entry] = []
+    size = 0
+    new_cursor = cursor
+    more = len(rows) > limit
+    for doc_id, seq, origin, data in rows[:limit]:
+        if origin is not None and origin == principal.id:
+            new_cursor = seq
+            continue
+        entry = Entry(EntryKind.DOC, doc_id, bytes(data))
+        if len(entry.payload) + _ENTRY_OVERHEAD > max_bytes:
+            # Pushes refuse documents this large; one stored before that rule (or by
+            # hand) must not stop the clinic's feed: skip it and say so.
+            log.error("document %s (%d bytes) exceeds the pull size cap", doc_id, len(data))
+            new_cursor = seq
+            continue
+        if entries and size + len(entry.payload) + _ENTRY_OVERHEAD > max_bytes:
+            more = True
+            break
+        entries.append(entry)
+        size += len(entry.payload) + _ENTRY_OVERHEAD
+        new_cursor = seq
+    return PullPage(entries, new_cursor, more, int(feed_seq))
+
+
+def record_pull(
+    *, session: Session, principal: Principal, page: PullPage, request_id: str | None
+) -> None:
+    """Audit which documents a pull sent (in a short write transaction of its own: the
+    page itself is read without taking the write lock)."""
+    record_event(
+        session=session,
+        event=DocumentsPulled(
+            actor=Actor.of(principal),
+            clinic_id=principal.clinic_id,
+            doc_ids=tuple(e.doc_id for e in page.entries),
+        ),
+        request_id=request_id,
+    )
+
+
+def encode_pull(page: PullPage, *, max_message_size: int) -> bytes:
+    """A pull page as one wire message: its documents, and in its control fields
+    ``cursor`` (send it next time), ``more`` and ``feed`` (the newest sequence)."""
+    control = {"cursor": page.cursor, "more": page.more, "feed": page.feed_seq}
+    return encode_message(SyncMessage(control, tuple(page.entries)), max_size=max_message_size)
+
+
+def write_documents(
+    *,
+    session: Session,
+    clinic_id: str,
+    documents: Sequence[RecordDocument],
+    writer: str | None,
+    max_document_size: int = 8 * 1024 * 1024 - MESSAGE_ENVELOPE,
+) -> int:
+    """Store server-made documents (e.g. decisions) in a clinic's feed; returns the
+    clinic's new feed sequence. The caller's transaction commits them.
+
+    Raises:
+        ValueError: The server's own documents were refused (a bug, not input).
+    """
+    clinic = session.execute(
+        select(Clinic).where(Clinic.id == clinic_id).with_for_update()
+    ).scalar_one()
+    existing = _lookup(session, [d.id for d in documents])
+    store = _TransactionStore(session, clinic, existing, None, writer=writer)
+    store.put_documents(documents)
+    refused = store.flush({}, max_document_size=max_document_size)
+    if refused:
+        raise ValueError(f"server documents refused: {refused}")
+    return clinic.feed_seq
+
+
+# ---------------------------------------------------------------- internals
+def _device_policy(principal: Principal, document: RecordDocument) -> str | None:
+    record = document.read()
+    if record.clinic_id != principal.clinic_id:
+        return f"record belongs to clinic {record.clinic_id}, not to this device's clinic"
+    if principal.kind == "device" and not document.schema.device_writable:
+        return f"{document.collection} are server-owned: devices may not write them"
+    return None
+
+
+def _lookup(session: Session, ids: Sequence[str]) -> dict[str, Document]:
+    found: dict[str, Document] = {}
+    for start in range(0, len(ids), _LOOKUP_CHUNK):
+        chunk = ids[start : start + _LOOKUP_CHUNK]
+        for row in session.execute(select(Document).where(Document.id.in_(chunk))).scalars():
+            found[row.id] = row
+    return found
+
+
+class _TransactionStore:
+    """A `crdt.DocumentStore` over one clinic inside one transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        clinic: Clinic,
+        existing: dict[str, Document],
+        principal: Principal | None,
+        *,
+        writer: str | None = None,
+    ) -> None:
+        self._session = session
+        self._clinic = clinic
+        self._existing = existing
+        self._principal = principal
+        self._writer = writer if principal is None else principal.id
+        self._pending: list[RecordDocument] = []
+
+    def document_heads(self) -> dict[str, list[bytes]]:
+        raise NotImplementedError("the server does not offer heads; devices pull the feed")
+
+    def get_document(self, doc_id: str) -> RecordDocument | None:
+        row = self._existing.get(doc_id)
+        if row is None or row.clinic_id != self._clinic.id:
+            return None
+        return RecordDocument.load(row.data, device_id=None)
+
+    def saved_document(self, doc_id: str) -> bytes | None:
+        row = self._existing.get(doc_id)
+        return None if row is None else bytes(row.data)
+
+    def put_documents(self, documents: Sequence[RecordDocument]) -> None:
+        self._pending.extend(documents)
+
+    def flush(
+        self, pushed_heads: dict[str, list[bytes]], *, max_document_size: int
+    ) -> list[Rejection]:
+        """Write the pending documents, their feed numbers and projections.
+
+        Returns the documents refused at this last step, none of which is stored: one
+        too large to ever be pulled, one whose values the projection cannot hold, or a
+        new id another clinic's push wrote first.
+        """
+        refused: list[Rejection] = []
+        if not self._pending:
+            return refused
+        now = utcnow()
+        doc_rows: list[dict[str, Any]] = []
+        projections: dict[str, list[dict[str, Any]]] = {}
+        seq = self._clinic.feed_seq
+        principal = self._principal
+        device = principal.id if principal is not None and principal.kind == "device" else None
+        for document in self._pending:
+            data = document.save()
+            if len(data) > max_document_size:
+                refused.append(
+                    Rejection(
+                        document.id,
+                        f"the merged document is {len(data)} bytes, over the "
+                        f"{max_document_size}-byte limit",
+                    )
+                )
+                continue
+            projection = None
+            if document.collection in PROJECTIONS:
+                try:
+                    projection = projection_row(
+                        document.collection,
+                        document.read().model_dump(mode="json"),
+                        bool(document.conflicts()),
+                    )
+                except (OverflowError, ValueError) as exc:
+                    refused.append(Rejection(document.id, f"unusable value: {exc}"))
+                    continue
+                projections.setdefault(document.collection, []).append(projection)
+            seq += 1
+            heads = document.heads
+            exact = device is not None and pushed_heads.get(document.id) == heads
+            doc_rows.append(
+                {
+                    "id": document.id,
+                    "clinic_id": self._clinic.id,
+                    "collection": document.collection,
+                    "heads": b"".join(heads),
+                    "data": data,
+                    "seq": seq,
+                    "updated_at": now,
+                    "updated_by": self._writer,
+                    "origin_device": device if exact else None,
+                }
+            )
+        self._pending.clear()
+        if not doc_rows:
+            return refused
+        self._session.execute(
+            update(Clinic).where(Clinic.id == self._clinic.id).values(feed_seq=seq)
+        )
+        self._clinic.feed_seq = seq
+        _upsert(self._session, Document, doc_rows)
+        for collection, rows in projections.items():
+            _upsert(self._session, PROJECTIONS[collection], rows)
+        # A new id may have been written meanwhile by another clinic's push (the
+        # upserts never move a row between clinics): refuse it here too.
+        new_ids = [row["id"] for row in doc_rows if row["id"] not in self._existing]
+        for start in range(0, len(new_ids), _LOOKUP_CHUNK):
+            chunk = new_ids[start : start + _LOOKUP_CHUNK]
+            taken = self._session.scalars(
+                select(Document.id).where(
+                    Document.id.in_(chunk), Document.clinic_id != self._clinic.id
+                )
+            )
+            refused += [
+                Rejection(doc_id, "the id belongs to a record outside this device's clinic")
+                for doc_id in taken
+            ]
+        return refused
+
+
+def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(model)
+    columns = [c for c in rows[0] if c != "id"]
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["id"],
+        set_={c: stmt.excluded[c] for c in columns},
+        # Never move a record to another clinic, whatever a concurrent push says.
+        where=model.__table__.c.clinic_id == stmt.excluded.clinic_id,
+    )
+    session.execute(stmt, rows)

@@ -1,0 +1,179 @@
+"""Routes: push and pull of replicated records (binary crdt/ sync messages).
+
+- ``POST /v1/sync/push``: the body is one `crdt` wire message of DOC entries (whole
+  saved documents). Each is validated and merged; the answer lists what was accepted,
+  what the server already had, and what was refused and why. Pushing the same
+  documents again changes nothing (CRDT merges are idempotent).
+- ``GET /v1/sync/pull?cursor=N``: one wire message of DOC entries, the caller's
+  clinic's documents changed after sequence N, with the next cursor in its control
+  fields. ``wait=S`` long-polls: the answer comes as soon as something changes, or
+  empty after S seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from crdt import SYNC_MEDIA_TYPE
+from sync_server.bodies import read_body
+from sync_server.deps import (
+    DbDep,
+    DeviceCaller,
+    FeedDep,
+    MetricsDep,
+    RequestIdDep,
+    SettingsDep,
+)
+from sync_server.errors import Invalid, PayloadTooLarge
+from sync_server.sync.documents import (
+    PullPage,
+    decode_push,
+    encode_pull,
+    pull_page,
+    push_documents,
+    record_pull,
+)
+from sync_server.sync.schemas import PushResponse
+
+__all__ = ["router"]
+
+MEDIA_TYPE = SYNC_MEDIA_TYPE
+router = APIRouter(prefix="/v1/sync", tags=["sync"])
+
+
+_BINARY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post(
+    "/push",
+    summary="Push whole documents to the server",
+    description="Body: one crdt wire message (magic CHSY, versioned, CRC-checked) of DOC "
+    "entries. Every document is checked for scope (the device's clinic), collection "
+    "permission (server-owned collections are refused) and schema validity after the "
+    "merge; a refused document is reported and nothing of it is stored. Idempotent.",
+    response_model=PushResponse,
+    openapi_extra=_BINARY_BODY,
+    responses={400: {"description": "Malformed message"}, 413: {"description": "Too large"}},
+)
+async def push(
+    request: Request,
+    caller: DeviceCaller,
+    db: DbDep,
+    settings: SettingsDep,
+    feed: FeedDep,
+    metrics: MetricsDep,
+    request_id: RequestIdDep,
+) -> PushResponse:
+    """Merge a device's documents into its clinic's replicas."""
+    cap = settings.max_message_size
+    body = await read_body(
+        request,
+        limit=cap,
+        too_large=PayloadTooLarge(f"a sync message may be at most {cap} bytes"),
+        incomplete=Invalid("the message body ended early", code="incomplete_body"),
+    )
+    incoming = decode_push(body, max_message_size=cap, max_documents=settings.push_max_documents)
+
+    clinic_id = caller.clinic_id
+    assert clinic_id is not None  # a device always belongs to a clinic
+
+    def work() -> PushResponse:
+        with db.write() as session:
+            result = push_documents(
+                session=session,
+                principal=caller,
+                incoming=incoming,
+                max_message_size=cap,
+                request_id=request_id,
+            )
+            if result.accepted:
+                feed.notify_in(session, clinic_id)
+        if result.accepted:
+            feed.published(clinic_id)
+        return PushResponse.model_validate(result)
+
+    response = await run_in_threadpool(work)
+    metrics.count_documents("push", "accepted", len(response.accepted))
+    metrics.count_documents("push", "unchanged", len(response.unchanged))
+    metrics.count_documents("push", "rejected", len(response.rejected))
+    return response
+
+
+@router.get(
+    "/pull",
+    summary="Pull the clinic's changes since a cursor (long-poll with wait)",
+    description="Answers one crdt wire message of DOC entries: the caller's clinic's "
+    "documents changed after `cursor`, oldest change first. Its control fields carry "
+    "`cursor` (send it next time), `more` (another page is ready) and `feed` (the "
+    "clinic's newest sequence). With `wait` > 0 and nothing new, the answer waits up to "
+    "that many seconds for a change. Headers X-Coherency-Cursor and X-Coherency-More "
+    "repeat the control fields.",
+    response_class=Response,
+    responses={
+        200: {"content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}}},
+        409: {"description": "The cursor is ahead of the clinic's feed (start again at 0)."},
+    },
+)
+async def pull(
+    request: Request,
+    caller: DeviceCaller,
+    db: DbDep,
+    settings: SettingsDep,
+    feed: FeedDep,
+    metrics: MetricsDep,
+    request_id: RequestIdDep,
+    cursor: Annotated[
+        int, Query(ge=0, le=2**63 - 1, description="Last cursor received; 0 at first.")
+    ] = 0,
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+    wait: Annotated[float, Query(ge=0, le=300, description="Long-poll seconds.")] = 0,
+) -> Response:
+    """Documents of the caller's clinic changed after `cursor`."""
+    page_size = min(limit or settings.pull_page_size, settings.pull_page_size)
+    wait = min(wait, settings.long_poll_max_seconds)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    clinic_id = caller.clinic_id
+    assert clinic_id is not None  # a device always belongs to a clinic
+
+    def read() -> PullPage:
+        with db.read() as session:
+            page = pull_page(
+                session=session,
+                principal=caller,
+                cursor=cursor,
+                limit=page_size,
+                max_message_size=settings.max_message_size,
+            )
+        if page.entries:
+            with db.write() as session:
+                record_pull(session=session, principal=caller, page=page, request_id=request_id)
+        return page
+
+    while True:
+        # Subscribe before reading, so a change committed in between still wakes us.
+        woken = feed.subscribe(clinic_id) if wait else None
+        page = await run_in_threadpool(read)
+        remaining = deadline - loop.time()
+        if page.entries or page.cursor != cursor or woken is None or remaining <= 0:
+            break
+        if await request.is_disconnected():
+            break
+        with metrics.long_poll(), contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(woken.wait(), timeout=min(remaining, 5.0))
+    metrics.count_documents("pull", "accepted", len(page.entries))
+    return Response(
+        encode_pull(page, max_message_size=settings.max_message_size),
+        media_type=MEDIA_TYPE,
+        headers={"X-Coherency-Cursor": str(page.cursor), "X-Coherency-More": str(page.more)},
+    )

@@ -1,0 +1,60 @@
+"""Response bodies of the sync routes (push answers) and the staff reads."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["PushResponse", "RecordOut", "RecordPage", "RefusedDocument"]
+
+
+class RefusedDocument(BaseModel):
+    """A pushed document the server did not store, and why."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    doc_id: str
+    reason: str
+
+
+class PushResponse(BaseModel):
+    """The outcome of a push, document by document."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    accepted: list[str] = Field(description="Stored new or changed.")
+    unchanged: list[str] = Field(description="The server already held all of it.")
+    rejected: list[RefusedDocument] = Field(description="Not stored at all.")
+    cursor: int = Field(description="The clinic's change-feed sequence after the push.")
+
+
+class RecordOut(BaseModel):
+    """A record as projected from its replicated document."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    clinic_id: str
+    updated_at: str
+    deleted: bool
+    conflicted: bool = Field(description="True while the record has unresolved conflicts.")
+    record: dict[str, Any] = Field(description="The record's fields as the document holds them.")
+
+    @field_validator("record", mode="before")
+    @classmethod
+    def _parsed(cls, value: Any) -> Any:
+        """A projection row holds the record as JSON text."""
+        if isinstance(value, str | bytes):
+            value = json.loads(value)
+            return value if isinstance(value, dict) else {"value": value}
+        return value
+
+
+class RecordPage(BaseModel):
+    """A page of records."""
+
+    items: list[RecordOut]
+    limit: int
+    offset: int
