@@ -29,7 +29,7 @@ from edge_sdk import RecordNotFoundError
 
 if TYPE_CHECKING:
     from edge_sdk import EdgeClient
-    from lidar_capture._pipeline import MeasureOptions, Outline, WoundMeasurement, WoundModel
+    from lidar_capture import MeasureOptions, Outline, WoundMeasurement, WoundModel
     from lidar_capture._types import Scan
 
 __all__ = ["scan"]
@@ -131,8 +131,8 @@ def _measure_options(command: F) -> F:
 
 
 def _read_outline(path: Path | None) -> Outline | None:
+    from lidar_capture import Outline
     from lidar_capture._errors import ScanFileError
-    from lidar_capture._pipeline import Outline
 
     if path is None:
         return None
@@ -165,7 +165,7 @@ def _measure(
     *,
     model: WoundModel | None = None,
 ) -> WoundMeasurement:
-    from lidar_capture._pipeline import measure
+    from lidar_capture import measure
 
     return measure(
         scan, outline=_read_outline(outline_file), body_axis=body_axis, options=options,
@@ -291,7 +291,7 @@ def scan_synth(
     replaced = _check_room(targets, force=force, folder=out_format == "dir")
     with _capture_extra():
         from lidar_capture._files import POINT_CLOUD_SUFFIXES, write_point_cloud, write_strayscanner
-        from lidar_capture._record import merge_frames
+        from lidar_capture._points import merge_frames
         from lidar_capture._synthetic import generate, random_spec
 
         writable = [x for x in POINT_CLOUD_SUFFIXES if x != ".xyzn"]  # .xyzn needs normals
@@ -415,8 +415,8 @@ def scan_measure(
     onnxruntime is installed (--no-model to skip it).
     """
     with _capture_extra():
+        from lidar_capture import MeasureOptions
         from lidar_capture._files import open_scan
-        from lidar_capture._pipeline import MeasureOptions
 
         found = open_scan(path, max_frames)
         options = None if fusion is None else MeasureOptions(fusion=fusion)

@@ -18,6 +18,7 @@ support). Only the names in `__all__` are public.
 
 from lidar_capture._arkit import ARKitPlatform, ARKitSource
 from lidar_capture._errors import (
+    REFUSAL_REASONS,
     CaptureError,
     MeasurementRefused,
     ScanFileError,
@@ -33,6 +34,13 @@ from lidar_capture._files import (
     write_point_cloud,
     write_strayscanner,
 )
+from lidar_capture._measurement import (
+    ModelResult,
+    Outline,
+    WoundMeasurement,
+    WoundModel,
+    WoundRaster,
+)
 from lidar_capture._model_input import (
     MODEL_CHANNELS,
     MODEL_INPUT_SIZE,
@@ -41,17 +49,8 @@ from lidar_capture._model_input import (
     raster_mask,
     synthetic_labels,
 )
-from lidar_capture._pipeline import (
-    QUALITY_FLAGS,
-    REFUSAL_REASONS,
-    MeasureOptions,
-    ModelResult,
-    Outline,
-    WoundMeasurement,
-    WoundModel,
-    WoundRaster,
-    measure,
-)
+from lidar_capture._options import QUALITY_FLAGS, MeasureOptions
+from lidar_capture._pipeline import measure
 from lidar_capture._realsense import RealSenseSource
 from lidar_capture._record import record_assessment
 from lidar_capture._synthetic import (

@@ -12,7 +12,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["CaptureError", "MeasurementRefused", "ScanFileError", "SensorUnavailableError"]
+__all__ = [
+    "REFUSAL_REASONS",
+    "CaptureError",
+    "MeasurementRefused",
+    "ScanFileError",
+    "SensorUnavailableError",
+]
+
+#: Stable codes of `MeasurementRefused.reason`.
+REFUSAL_REASONS = (
+    "too_close",
+    "too_far",
+    "too_few_points",
+    "too_much_motion",
+    "noise_too_high",
+    "no_wound_found",
+)
 
 
 class CaptureError(Exception):
@@ -35,7 +51,7 @@ class SensorUnavailableError(CaptureError):
 class MeasurementRefused(CaptureError):
     """A quality gate refused the scan; nothing was measured.
 
-    `reason` is one of `REFUSAL_REASONS` in `lidar_capture._pipeline` (for example
+    `reason` is one of `REFUSAL_REASONS` (for example
     ``too_far``, ``too_few_points``, ``too_much_motion``, ``noise_too_high``,
     ``no_wound_found``); the message says what to do about it.
     """

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from lidar_capture._pipeline import WoundRaster
+from lidar_capture._measurement import WoundRaster
 from lidar_capture._surface import to_world
 from lidar_capture._synthetic import TISSUES, SyntheticScan
 
