@@ -290,9 +290,10 @@ def scan_synth(
     )
     replaced = _check_room(targets, force=force, folder=out_format == "dir")
     with _capture_extra():
-        from lidar_capture._files import POINT_CLOUD_SUFFIXES, write_point_cloud, write_strayscanner
+        from lidar_capture import generate, random_spec
+        from lidar_capture._point_files import POINT_CLOUD_SUFFIXES, write_point_cloud
         from lidar_capture._points import merge_frames
-        from lidar_capture._synthetic import generate, random_spec
+        from lidar_capture._strayscanner import write_strayscanner
 
         writable = [x for x in POINT_CLOUD_SUFFIXES if x != ".xyzn"]  # .xyzn needs normals
         if out_format == "ply" and out.suffix.lower() not in writable:
@@ -415,8 +416,7 @@ def scan_measure(
     onnxruntime is installed (--no-model to skip it).
     """
     with _capture_extra():
-        from lidar_capture import MeasureOptions
-        from lidar_capture._files import open_scan
+        from lidar_capture import MeasureOptions, open_scan
 
         found = open_scan(path, max_frames)
         options = None if fusion is None else MeasureOptions(fusion=fusion)
@@ -472,11 +472,11 @@ def scan_capture(
         from lidar_capture._record import record_assessment
 
         if from_path is not None:
-            from lidar_capture._files import open_scan
+            from lidar_capture import open_scan
 
             found = open_scan(from_path, max_frames)
         else:
-            from lidar_capture._synthetic import generate, random_spec
+            from lidar_capture import generate, random_spec
 
             overrides = {} if max_frames is None else {"frames": max_frames}
             found = generate(random_spec(seed, **overrides)).scan

@@ -24,16 +24,7 @@ from lidar_capture._errors import (
     ScanFileError,
     SensorUnavailableError,
 )
-from lidar_capture._files import (
-    FileSource,
-    open_scan,
-    point_cloud_from_ply_bytes,
-    point_cloud_to_ply_bytes,
-    read_point_cloud,
-    read_strayscanner,
-    write_point_cloud,
-    write_strayscanner,
-)
+from lidar_capture._files import FileSource, open_scan
 from lidar_capture._measurement import (
     ModelResult,
     Outline,
@@ -51,24 +42,35 @@ from lidar_capture._model_input import (
 )
 from lidar_capture._options import QUALITY_FLAGS, MeasureOptions
 from lidar_capture._pipeline import measure
+from lidar_capture._point_files import (
+    point_cloud_from_ply_bytes,
+    point_cloud_to_ply_bytes,
+    read_point_cloud,
+    write_point_cloud,
+)
 from lidar_capture._realsense import RealSenseSource
 from lidar_capture._record import record_assessment
-from lidar_capture._synthetic import (
+from lidar_capture._strayscanner import read_strayscanner, write_strayscanner
+from lidar_capture._synthetic import SyntheticScan, SyntheticSource, generate
+from lidar_capture._synthetic_spec import (
+    OUTLINES,
+    PROFILES,
+    SURFACES,
     TISSUES,
-    GroundTruth,
-    SyntheticScan,
-    SyntheticSource,
     WoundSpec,
-    generate,
     random_spec,
 )
+from lidar_capture._synthetic_wound import GroundTruth
 from lidar_capture._types import CaptureSource, Frame, Intrinsics, PointCloud, Scan
 
 __all__ = [
     "MODEL_CHANNELS",
     "MODEL_INPUT_SIZE",
+    "OUTLINES",
+    "PROFILES",
     "QUALITY_FLAGS",
     "REFUSAL_REASONS",
+    "SURFACES",
     "TISSUES",
     "ARKitPlatform",
     "ARKitSource",

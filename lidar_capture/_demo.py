@@ -24,7 +24,8 @@ from edge_sdk._demo import CLINIC, DEMO_PASSPHRASE, DemoFailedError
 from lidar_capture._errors import MeasurementRefused
 from lidar_capture._pipeline import measure
 from lidar_capture._record import record_assessment
-from lidar_capture._synthetic import SyntheticSource, WoundSpec, generate
+from lidar_capture._synthetic import SyntheticSource, generate
+from lidar_capture._synthetic_spec import WoundSpec
 
 __all__ = ["CaptureDemoReport", "run_capture_demo"]
 

@@ -1,6 +1,6 @@
 """Stage 6, figures: area, perimeter, length, width, depth and volume of the outlined wound.
 
-Definitions follow `lidar_capture._synthetic` (the ground truth the benchmark uses):
+Definitions follow `lidar_capture._synthetic_wound` (the ground truth the benchmark uses):
 area on the fitted skin surface (the lid), perimeter of the outline on that surface,
 length along the body axis (the wound's major axis when unknown) and width across it,
 both measured along the skin; depth along the skin normal at the wound centre (max

@@ -17,7 +17,8 @@ import numpy.typing as npt
 
 from lidar_capture._measurement import WoundRaster
 from lidar_capture._surface import to_world
-from lidar_capture._synthetic import TISSUES, SyntheticScan
+from lidar_capture._synthetic import SyntheticScan
+from lidar_capture._synthetic_spec import TISSUES
 
 __all__ = [
     "MODEL_CHANNELS",

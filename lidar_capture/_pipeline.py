@@ -15,7 +15,7 @@ stage lives in its own module, and every threshold it uses is a `MeasureOptions`
    (`lidar_capture._model_boundary`).
 6. measure (`lidar_capture._figures`): area, perimeter, length, width, depths, volume.
 
-Definitions follow `lidar_capture._synthetic` (the ground truth the benchmark uses):
+Definitions follow `lidar_capture._synthetic_wound` (the ground truth the benchmark uses):
 depth is measured along the skin normal at the wound centre, volume is the space
 between the fitted skin lid and the floor.
 """

@@ -94,7 +94,7 @@ def record_assessment(
         RecordNotFoundError: no such wound on this device, or it is deleted.
         RecordValidationError: a figure or flag the record refuses.
     """
-    from lidar_capture._files import point_cloud_to_ply_bytes
+    from lidar_capture._point_files import point_cloud_to_ply_bytes
 
     wound = client.wounds.get(wound_id)
     if wound.deleted:
