@@ -2,10 +2,12 @@
 
     CaptureError                     anything this package raises on purpose
     ├── ScanFileError                a file is missing, corrupt or unsupported (says which, why)
+    ├── ScanExistsError              a scan would be written over something not asked to replace
     ├── SensorUnavailableError       the platform or device a live source needs is not here
     └── MeasurementRefused           a quality gate refused the scan; `.reason` is a stable code
 
-Open3D, PyAV and pyobjus errors are translated into these at the boundary.
+Open3D, PyAV and pyobjus errors are translated into these at the boundary. Plain
+Python, so these (and `REFUSAL_REASONS`) load without the ``[capture]`` extra.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ __all__ = [
     "REFUSAL_REASONS",
     "CaptureError",
     "MeasurementRefused",
+    "ScanExistsError",
     "ScanFileError",
     "SensorUnavailableError",
 ]
@@ -42,6 +45,16 @@ class ScanFileError(CaptureError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
+
+
+class ScanExistsError(CaptureError):
+    """Writing a scan would replace something: a file or scan folder the caller did not
+    ask to replace, or (even when asked) a folder that is not a scan. `path` says which."""
+
+    def __init__(self, path: str | Path, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path} {problem}")
 
 
 class SensorUnavailableError(CaptureError):

@@ -3,13 +3,15 @@ its result, the wound raster and the measurement itself."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from lidar_capture._errors import CaptureError
+from lidar_capture._errors import CaptureError, ScanFileError
 from lidar_capture._types import PointCloud
 
 __all__ = ["ModelResult", "Outline", "WoundMeasurement", "WoundModel", "WoundRaster"]
@@ -41,6 +43,20 @@ class Outline:
         if pts.shape[1] == 2 and self.frame is None:
             raise CaptureError("a pixel outline needs the frame it was drawn on")
         object.__setattr__(self, "points", pts)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Outline:
+        """An outline from a JSON file, in either shape `from_json` reads.
+
+        Raises:
+            ScanFileError: the file cannot be read or is not JSON.
+            CaptureError: the JSON is not an outline.
+        """
+        try:
+            content = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ScanFileError(path, f"not a readable JSON outline: {exc}") from exc
+        return cls.from_json(content)
 
     @classmethod
     def from_json(cls, obj: object) -> Outline:

@@ -1,8 +1,9 @@
 """What a synthetic wound scan can be: `WoundSpec`, its choices, and `random_spec`.
 
 Plain Python (NumPy only inside `random_spec`), so the command line lists the choices
-without loading the generator. The generator is `lidar_capture._synthetic`; what each
-choice means is drawn in `lidar_capture._synthetic_wound`.
+(and the formats a synthetic scan is written in) without loading the generator. The
+generator is `lidar_capture._synthetic`; what each choice means is drawn in
+`lidar_capture._synthetic_wound`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "OUTLINES",
     "PROFILES",
     "SURFACES",
+    "SYNTHETIC_SCAN_FORMATS",
     "TISSUES",
     "WoundSpec",
     "check_spec",
@@ -27,6 +29,9 @@ OUTLINES = ("ellipse", "irregular")
 PROFILES = ("bowl", "punched", "sloped", "shallow")
 #: Label ids 0..4 in this order; 0 is skin, background and anything that is not wound.
 TISSUES = ("background", "granulation", "slough", "necrosis", "epithelium")
+#: How `write_synthetic_scan` writes a scan: ``dir``, a Stray Scanner folder of frames;
+#: ``ply``, one fused, coloured point cloud.
+SYNTHETIC_SCAN_FORMATS = ("dir", "ply")
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,10 @@ class WoundSpec:
     """Scale of hand motion between frames (0 = tripod)."""
     color_scale: int = 2
     """Colour image size = depth grid size x this."""
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, as JSON-able values (what a scan's sidecar records)."""
+        return dataclasses.asdict(self)
 
 
 def random_spec(seed: int, **overrides: Any) -> WoundSpec:

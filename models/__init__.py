@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from models._bundled import BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR, bundled_runner
+from models._bundled import BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR, bundled_runner, choose_runner
 
 # The recipe needs NumPy (and torch, onnx for training): it loads on first use, so
 # checking or running the bundled model needs neither.
@@ -59,6 +59,7 @@ __all__ = [
     "bench",
     "build_dataset",
     "bundled_runner",
+    "choose_runner",
     "evaluate",
     "export",
     "quantize",

@@ -14,7 +14,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 import lidar_capture
-from cli import _scan
 from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
 from lidar_capture import (
@@ -329,10 +328,19 @@ def test_every_scan_command_and_option_has_help() -> None:
         assert result.exit_code == 0 and "Usage: coherency scan " + name in result.stdout
 
 
-def test_the_cli_choices_are_the_generators() -> None:
-    assert _scan.SURFACES == lidar_capture.SURFACES
-    assert _scan.OUTLINES == lidar_capture.OUTLINES
-    assert _scan.PROFILES == lidar_capture.PROFILES
+def test_the_cli_choices_are_the_librarys() -> None:
+    def choices(command: str, option: str) -> tuple[str, ...]:
+        group = cli.commands["scan"]
+        assert isinstance(group, click.Group)
+        (param,) = (p for p in group.commands[command].params if p.name == option)
+        assert isinstance(param.type, click.Choice)
+        return tuple(param.type.choices)
+
+    assert choices("synth", "surface") == lidar_capture.SURFACES
+    assert choices("synth", "outline") == lidar_capture.OUTLINES
+    assert choices("synth", "profile") == lidar_capture.PROFILES
+    assert choices("synth", "out_format") == lidar_capture.SYNTHETIC_SCAN_FORMATS
+    assert choices("measure", "fusion") == lidar_capture.FUSION_METHODS
 
 
 def test_a_missing_capture_extra_is_one_line(
@@ -387,13 +395,7 @@ def test_an_outline_in_the_wrong_units_is_a_clear_error(
 def test_measure_without_onnxruntime_says_the_model_was_not_used(
     synth_dir: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import models
-    from edge_sdk import ModelUnavailableError
-
-    def unavailable(**_: object) -> None:
-        raise ModelUnavailableError("onnxruntime is not installed")
-
-    monkeypatch.setattr(models, "bundled_runner", unavailable)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     shown = ok("scan", "measure", str(synth_dir[0]), "--json")
     assert "model_not_used" in shown["quality"] and shown["model"] is None
     assert shown["boundary_source"] == "colour"
