@@ -5,15 +5,26 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models._contract import MODEL_ID
+
 if TYPE_CHECKING:
     from edge_sdk import EdgeClient, ModelRunner
 
-__all__ = ["BUNDLED_FP32_DIR", "BUNDLED_MODEL_DIR", "bundled_runner", "choose_runner"]
+__all__ = [
+    "BUNDLED_FP32_DIR",
+    "BUNDLED_MODEL_DIR",
+    "RELEASE_DIR",
+    "bundled_runner",
+    "choose_runner",
+]
 
+#: The committed release (shipped in the package): `RELEASE_DIR / "int8"` is the
+#: on-device model folder, loadable by `edge_sdk.ModelRunner.load`.
+RELEASE_DIR = Path(__file__).resolve().parent / MODEL_ID
 #: The shipped int8 model: ``manifest.json`` and its ``.onnx`` (sha256-pinned).
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "wound_seg" / "int8"
+BUNDLED_MODEL_DIR = RELEASE_DIR / "int8"
 #: The fp32 model it was quantized from.
-BUNDLED_FP32_DIR = Path(__file__).resolve().parent / "wound_seg" / "fp32"
+BUNDLED_FP32_DIR = RELEASE_DIR / "fp32"
 
 
 def bundled_runner(*, threads: int = 1, int8: bool = True) -> ModelRunner:
