@@ -219,13 +219,12 @@ def _accuracy(count: int) -> list[Figure]:
 
 def _model() -> Any:
     """The bundled wound model, or None without onnxruntime (the comparison is skipped)."""
-    try:
-        from models import bundled_runner
+    from models import choose_runner
 
-        return bundled_runner()
-    except Exception as exc:  # onnxruntime missing: measure the geometric boundary only
-        progress(f"  capture: no wound model ({exc}); model boundary figures skipped")
-        return None
+    model = choose_runner()
+    if model is None:
+        progress("  capture: no wound model (onnxruntime missing); model boundary figures skipped")
+    return model
 
 
 def _speed(repeat: int) -> list[Figure]:

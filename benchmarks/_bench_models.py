@@ -5,7 +5,7 @@ Quality: the committed fp32 and int8 models (`models.BUNDLED_FP32_DIR`,
 training, calibration or the release's own evaluation; 1- and 3-frame scans), scored
 with the recipe's `evaluate`: wound-vs-rest Dice (target ≥ 0.90) and per-tissue Dice for
 both, and the int8 drop (target ≤ 0.01). Latency: one inference at the canonical input
-size, fp32 against int8 in the same run at 1 and 2 threads (`models._recipe.bench`;
+size, fp32 against int8 in the same run at 1 and 2 threads (`models.bench`;
 target int8 ≥ 1.5x faster); the pinned core is released for the 2-thread run. Size:
 the .onnx files (target ≤ 3 MB).
 
@@ -32,21 +32,22 @@ def scan_count(scale: int) -> int:
     return 120 if scale >= 10_000 else max(4, min(120, scale // 50))
 
 
-def _onnx(directory: Path) -> Path:
-    return next(directory.glob("*.onnx"))
-
-
 def run(*, scale: int, repeat: int, root: Path) -> Sequence[Figure]:
     """Quality on held-out scans, then latency and size."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    from models import BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR
-    from models._dataset import build_dataset
-    from models._recipe import bench, evaluate
+    from models import (
+        BUNDLED_FP32_DIR,
+        BUNDLED_MODEL_DIR,
+        bench,
+        build_dataset,
+        evaluate,
+        verify_model_folder,
+    )
 
     count = scan_count(scale)
     progress(f"models: rendering {count} held-out synthetic scans")
     x, y = build_dataset(range(HELD_OUT_START, HELD_OUT_START + count), cache_dir=root)
-    fp32, int8 = _onnx(BUNDLED_FP32_DIR), _onnx(BUNDLED_MODEL_DIR)
+    fp32, int8 = BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR
     scores = {"fp32": evaluate(fp32, x, y, threads=1), "int8": evaluate(int8, x, y, threads=1)}
     figures: list[Figure] = []
     for kind, result in scores.items():
@@ -112,14 +113,15 @@ def run(*, scale: int, repeat: int, root: Path) -> Sequence[Figure]:
                 target_op=">=",
             )
         )
-    for kind, path in (("fp32", fp32), ("int8", int8)):
+    for kind, folder in (("fp32", fp32), ("int8", int8)):
+        manifest = verify_model_folder(folder)  # its size is the file's, checked
         figures.append(
             Figure(
                 "models",
                 f"models.size.{kind}",
-                f"{path.name} on disk",
+                f"{manifest.file} on disk",
                 "MB",
-                [path.stat().st_size / 1e6],
+                [manifest.size / 1e6],
                 target=3.0,
                 target_op="<=",
             )

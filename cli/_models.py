@@ -1,9 +1,9 @@
 """`coherency models ...`: the wound model's recipe and the device's installed model.
 
-Training, export and quantization need the ``train`` extra (torch, onnx); evaluation
-and benchmarks need ``inference`` (onnxruntime) and ``capture`` (synthetic scans). The
-recipe's modules are imported inside the commands so `coherency --help` works without
-them.
+A thin layer over `models`. Training needs the ``train`` extra (torch) and ``capture``
+(synthetic scans); export and quantization ``train`` (onnx) and ``inference``
+(onnxruntime); evaluation and benchmarks ``inference``. The recipe's functions load
+what they need on first use, so `coherency --help` works without any of them.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from typing import Any
 
 import click
 
-from cli._app import EXIT_INVALID, EXIT_OTHER, App, CliError
+from cli._app import EXIT_INVALID, App, CliError
+from cli._extras import needs_extras
 from cli._output import emit, json_option, show_fields
+from models import BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR, ModelRecipeError, verify_model_folder
 
 __all__ = ["models"]
 
@@ -24,23 +26,13 @@ with_app = click.make_pass_decorator(App)
 
 
 @contextmanager
-def _recipe() -> Iterator[None]:
+def _recipe(*extras: str) -> Iterator[None]:
     """Report a missing extra, and the recipe's own errors, as one line."""
-    try:
-        from models._recipe import ModelRecipeError
-    except ModuleNotFoundError as exc:
-        raise CliError(
-            f"the model recipe needs {exc.name}: pip install 'coherency[train,inference,capture]'",
-            EXIT_OTHER,
-        ) from None
-    try:
-        yield
-    except ModuleNotFoundError as exc:
-        raise CliError(
-            f"this needs {exc.name}: pip install 'coherency[train,inference,capture]'", EXIT_OTHER
-        ) from None
-    except ModelRecipeError as exc:
-        raise CliError(str(exc), EXIT_INVALID) from None
+    with needs_extras(*extras):
+        try:
+            yield
+        except ModelRecipeError as exc:
+            raise CliError(str(exc), EXIT_INVALID) from None
 
 
 def _seeds(text: str) -> range:
@@ -101,8 +93,8 @@ def models_train(
     out_dir: Path, epochs: int, seed: int, seeds_text: str, quick: bool, as_json: bool
 ) -> None:
     """Train the wound U-Net on synthetic scans; writes model.pt and training_log.json."""
-    with _recipe():
-        from models._recipe import train
+    with _recipe("train", "capture"):
+        from models import train
 
         checkpoint = train(out_dir, seeds_train=_seeds(seeds_text), epochs=epochs, seed=seed,
                            quick=quick, on_epoch=_say_epoch(as_json))  # fmt: skip
@@ -115,8 +107,8 @@ def models_train(
 @json_option
 def models_export(checkpoint: Path, out_onnx: Path, as_json: bool) -> None:
     """Export a checkpoint to ONNX (opset 17) and check it against torch."""
-    with _recipe():
-        from models._recipe import export
+    with _recipe("train", "inference"):
+        from models import export
 
         diff = export(checkpoint, out_onnx)
     emit(as_json, {"onnx": str(out_onnx), "max_abs_diff": diff}, show_fields)
@@ -135,22 +127,12 @@ def models_export(checkpoint: Path, out_onnx: Path, as_json: bool) -> None:
 @json_option
 def models_quantize(fp32_onnx: Path, out_onnx: Path, calibration_text: str, as_json: bool) -> None:
     """Statically quantize an fp32 model to int8 (QDQ, per-channel weights)."""
-    with _recipe():
-        from models._dataset import build_dataset
-        from models._recipe import quantize
+    with _recipe("train", "inference", "capture"):
+        from models import build_dataset, quantize
 
         x, _ = build_dataset(_seeds(calibration_text))
         path = quantize(fp32_onnx, out_onnx, x)
     emit(as_json, {"onnx": str(path), "bytes": path.stat().st_size}, show_fields)
-
-
-def _model_file(path: Path) -> Path:
-    if path.is_dir():
-        found = sorted(path.glob("*.onnx"))
-        if not found:
-            raise CliError(f"{path}: no .onnx model in this folder", EXIT_INVALID)
-        return found[0]
-    return path
 
 
 @models.command("evaluate")
@@ -166,13 +148,11 @@ def _model_file(path: Path) -> Path:
 def models_evaluate(model: Path | None, seeds_text: str, as_json: bool) -> None:
     """Score a model (.onnx or a model folder; default the bundled int8) on held-out scans:
     wound-vs-rest and per-tissue Dice and IoU."""
-    with _recipe():
-        from models import BUNDLED_MODEL_DIR
-        from models._dataset import build_dataset
-        from models._recipe import evaluate
+    with _recipe("inference", "capture"):
+        from models import build_dataset, evaluate
 
         x, y = build_dataset(_seeds(seeds_text))
-        result = evaluate(_model_file(model or BUNDLED_MODEL_DIR), x, y)
+        result = evaluate(model or BUNDLED_MODEL_DIR, x, y)
     shown = {"scans": result["scans"], "wound_dice": result["wound"]["dice"],
              **{f"{k}_dice": v["dice"] for k, v in result["classes"].items()}}  # fmt: skip
     emit(as_json, result, lambda _: show_fields(shown))
@@ -182,11 +162,10 @@ def models_evaluate(model: Path | None, seeds_text: str, as_json: bool) -> None:
 @json_option
 def models_bench(as_json: bool) -> None:
     """Latency of the bundled fp32 and int8 models in the same run, 1 and 2 threads."""
-    with _recipe():
-        from models import BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR
-        from models._recipe import bench
+    with _recipe("inference"):
+        from models import bench
 
-        result = bench(_model_file(BUNDLED_FP32_DIR), _model_file(BUNDLED_MODEL_DIR))
+        result = bench(BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR)
     rows = {f"{kind} {t} thread(s)": f"{ms:.2f} ms" for kind in ("fp32", "int8")
             for t, ms in result[f"{kind}_ms"].items()}  # fmt: skip
     rows |= {f"int8 speed-up, {t} thread(s)": f"{x:.2f}x" for t, x in result["speedup"].items()}
@@ -205,10 +184,6 @@ def models_bench(as_json: bool) -> None:
 def models_verify(folder: Path | None, public_key: str | None, as_json: bool) -> None:
     """Check a model folder (default the bundled one): sha256 and size against its manifest,
     and the signature when --public-key is given."""
-    from edge_sdk import verify_model
-    from edge_sdk._models import MANIFEST_FILE, SIGNATURE_FILE
-    from models import BUNDLED_MODEL_DIR
-
     where = folder or BUNDLED_MODEL_DIR
     key = None
     if public_key is not None:
@@ -216,21 +191,7 @@ def models_verify(folder: Path | None, public_key: str | None, as_json: bool) ->
             key = bytes.fromhex(public_key)
         except ValueError:
             raise click.BadParameter("--public-key is hex") from None
-    manifest_path = where / MANIFEST_FILE
-    if not manifest_path.is_file():
-        raise CliError(f"{where}: no {MANIFEST_FILE}", EXIT_INVALID)
-    manifest_bytes = manifest_path.read_bytes()
-    from edge_sdk import ModelManifest
-
-    manifest = ModelManifest.from_bytes(manifest_bytes)
-    model_path = where / manifest.file
-    if not model_path.is_file():
-        raise CliError(
-            f"{where}: the manifest names {manifest.file}, which is missing", EXIT_INVALID
-        )
-    signature_path = where / SIGNATURE_FILE
-    signature = signature_path.read_bytes() if signature_path.is_file() else None
-    verify_model(manifest_bytes, model_path.read_bytes(), signature=signature, public_key=key)
+    manifest = verify_model_folder(where, public_key=key)
     emit(as_json, {"folder": str(where), "model_id": manifest.model_id, "version": manifest.version,
                    "sha256": manifest.sha256, "signature_checked": key is not None, "ok": True},
          show_fields)  # fmt: skip

@@ -1,21 +1,17 @@
 """`coherency scan ...`: make synthetic scans, measure scans, record them as assessments.
 
 A thin layer over `lidar_capture`: `synth` renders a synthetic scan with its ground
-truth, `measure` runs the pipeline on a file or folder (no store involved), `capture`
-measures and stores the result as an assessment of a wound.
+truth (`write_synthetic_scan`), `measure` runs the pipeline on a file or folder (no store
+involved), `capture` measures and stores the result as an assessment of a wound.
 
-`lidar_capture` needs the ``capture`` extra (NumPy, Open3D, SciPy, ...), which a
-device-only install of `coherency` lacks, so it is imported inside the commands.
+`import lidar_capture` is cheap (its errors, options and choice lists are plain
+Python), so the options below list the library's own choices; what needs the
+``capture`` extra (NumPy, Open3D, SciPy, ...) is imported inside the commands.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,28 +19,30 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cli._app import EXIT_INVALID, EXIT_OTHER, App, CliError
+from cli._app import EXIT_INVALID, App, CliError
+from cli._extras import needs_extras
 from cli._output import emit, json_option, show_fields, show_record, table
 from edge_sdk import RecordNotFoundError
+from lidar_capture import (
+    FUSION_METHODS,
+    OUTLINES,
+    PROFILES,
+    SURFACES,
+    SYNTHETIC_SCAN_FORMATS,
+    MeasurementRefused,
+    MeasureOptions,
+    ScanExistsError,
+    random_spec,
+)
+from models import choose_runner
 
 if TYPE_CHECKING:
-    from edge_sdk import EdgeClient
-    from lidar_capture._pipeline import MeasureOptions, Outline, WoundMeasurement, WoundModel
-    from lidar_capture._types import Scan
+    from lidar_capture import Scan, WoundMeasurement, WoundModel
 
 __all__ = ["scan"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-# The choices of `lidar_capture._synthetic` (SURFACES, OUTLINES, PROFILES), spelt out so
-# `coherency --help` works without the capture extra; a test keeps them equal.
-SURFACES = ("plane", "calf", "heel", "sacrum")
-OUTLINES = ("ellipse", "irregular")
-PROFILES = ("bowl", "punched", "sloped", "shallow")
-
-_OUR_PACKAGES = {"cli", "crdt", "edge_sdk", "lidar_capture", "sync_server"}
-# What a Stray Scanner folder `scan synth` wrote holds; --force replaces only such folders.
-_SCAN_FOLDER_MARKS = ("odometry.csv", "camera_matrix.csv", "depth")
 # (key, label, unit, decimals shown)
 _FIGURE_UNITS = (
     ("area_cm2", "area", "cm²", 2),
@@ -58,31 +56,15 @@ _FIGURE_UNITS = (
 )
 
 
-def _missing_extra(exc: ModuleNotFoundError) -> CliError:
-    """The one-line error for a third-party package of the ``capture`` extra missing."""
-    if (exc.name or "").split(".")[0] in _OUR_PACKAGES:
-        raise exc  # our own bug: let it surface
-    return CliError(
-        f"scanning needs the `capture` extra ({exc.name} is missing): "
-        "pip install 'coherency[capture]'",
-        EXIT_OTHER,
-    )
-
-
 @contextmanager
-def _capture_extra() -> Iterator[None]:
+def _scanning() -> Iterator[None]:
     """Report a missing ``capture`` extra, and a refused measurement, as one line."""
-    try:
-        from lidar_capture._errors import MeasurementRefused
-    except ModuleNotFoundError as exc:  # the package imports NumPy and the like
-        raise _missing_extra(exc) from None
-    try:
-        yield
-    except ModuleNotFoundError as exc:
-        raise _missing_extra(exc) from None
-    except MeasurementRefused as exc:
-        # The reason code too: scripts and support staff look it up in docs/capture.md.
-        raise CliError(f"scan refused ({exc.reason}): {exc}", EXIT_INVALID) from None
+    with needs_extras("capture"):
+        try:
+            yield
+        except MeasurementRefused as exc:
+            # The reason code too: scripts and support staff look it up in docs/capture.md.
+            raise CliError(f"scan refused ({exc.reason}): {exc}", EXIT_INVALID) from None
 
 
 def _body_axis(
@@ -130,33 +112,6 @@ def _measure_options(command: F) -> F:
     )(command)
 
 
-def _read_outline(path: Path | None) -> Outline | None:
-    from lidar_capture._errors import ScanFileError
-    from lidar_capture._pipeline import Outline
-
-    if path is None:
-        return None
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ScanFileError(path, f"not a readable JSON outline: {exc}") from exc
-    return Outline.from_json(content)
-
-
-def _wound_model(client: EdgeClient | None) -> WoundModel | None:
-    """The device's installed model, else the bundled one; None without onnxruntime."""
-    from edge_sdk import ModelUnavailableError
-
-    try:
-        if client is not None and client.models.current() is not None:
-            return client.models.runner()
-        from models import bundled_runner
-
-        return bundled_runner()
-    except ModelUnavailableError:
-        return None  # measured without it; the result says model_not_used
-
-
 def _measure(
     scan: Scan,
     outline_file: Path | None,
@@ -165,12 +120,10 @@ def _measure(
     *,
     model: WoundModel | None = None,
 ) -> WoundMeasurement:
-    from lidar_capture._pipeline import measure
+    from lidar_capture import Outline, measure
 
-    return measure(
-        scan, outline=_read_outline(outline_file), body_axis=body_axis, options=options,
-        model=model,
-    )  # fmt: skip
+    outline = None if outline_file is None else Outline.read(outline_file)
+    return measure(scan, outline=outline, body_axis=body_axis, options=options, model=model)
 
 
 def _show_figures(figures: dict[str, Any]) -> None:
@@ -240,7 +193,7 @@ def scan() -> None:
 @click.option(
     "--format",
     "out_format",
-    type=click.Choice(["dir", "ply"]),
+    type=click.Choice(SYNTHETIC_SCAN_FORMATS),
     default="dir",
     show_default=True,
     help="dir: a Stray Scanner folder of frames; ply: one fused, coloured point cloud.",
@@ -283,109 +236,37 @@ def scan_synth(
         "distance_m": None if distance_cm is None else distance_cm / 100.0,
         "skin_tone": skin_tone,
     }
-    targets = (
-        [out]
-        if out_format == "dir"
-        else [out, out.with_suffix(".truth.json"), out.with_name(f"{out.stem}.coherency.json")]
-    )
-    replaced = _check_room(targets, force=force, folder=out_format == "dir")
-    with _capture_extra():
-        from lidar_capture._files import POINT_CLOUD_SUFFIXES, write_point_cloud, write_strayscanner
-        from lidar_capture._record import merge_frames
-        from lidar_capture._synthetic import generate, random_spec
+    with _scanning():
+        from lidar_capture import WRITABLE_POINT_CLOUD_SUFFIXES, write_synthetic_scan
 
-        writable = [x for x in POINT_CLOUD_SUFFIXES if x != ".xyzn"]  # .xyzn needs normals
-        if out_format == "ply" and out.suffix.lower() not in writable:
-            raise click.UsageError(
-                f"{out}: a point cloud is written as one of {', '.join(writable)}"
-            )
         spec = random_spec(seed, **{k: v for k, v in given.items() if v is not None})
-        made = generate(spec)
-        truth = made.truth.to_json()
-        # Everything is written beside OUT first and moved into place only once it all
-        # succeeded, so a failed write (an unsupported format, PyAV missing for
-        # --video) leaves the old scan untouched.
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+
+        if out_format == "ply" and out.suffix.lower() not in WRITABLE_POINT_CLOUD_SUFFIXES:
+            writable = ", ".join(WRITABLE_POINT_CLOUD_SUFFIXES)
+            raise click.UsageError(f"{out}: a point cloud is written as one of {writable}")
         try:
-            if out_format == "dir":
-                truth_path = out / "ground_truth.json"
-                extra: dict[str, object] = {
-                    "ground_truth": truth_path.name,
-                    "synthetic_spec": _spec_json(spec),
-                }
-                staged = [staging / out.name]
-                write_strayscanner(staged[0], made.scan, video=video, extra=extra)
-                (staged[0] / truth_path.name).write_text(
-                    json.dumps(truth, indent=2) + "\n", encoding="utf-8"
-                )
-                written = len(made.scan.frames)
-            else:
-                truth_path = targets[1]
-                cloud = merge_frames(made.scan)
-                staged = [staging / t.name for t in targets]
-                write_point_cloud(staged[0], cloud)
-                sidecar = {
-                    "body_axis": truth["body_axis"],
-                    "ground_truth": truth_path.name,
-                    "synthetic_spec": _spec_json(spec),
-                }
-                staged[1].write_text(json.dumps(truth, indent=2) + "\n", encoding="utf-8")
-                staged[2].write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
-                written = len(cloud)
-            _clear(replaced)  # only once the new scan exists in full
-            for source, target in zip(staged, targets, strict=False):
-                os.replace(source, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            written = write_synthetic_scan(out, spec, format=out_format, video=video, replace=force)
+        except ScanExistsError as exc:
+            hint = "" if force else " (use --force to replace it)"
+            raise CliError(f"{exc}{hint}", EXIT_INVALID) from None
+    truth = written.synthetic.truth.to_json()
     shown = {k: v for k, v in truth.items() if k not in ("outline_world", "wound_to_world")}
     result = {
         "path": str(out),
         "format": out_format,
-        "frames" if out_format == "dir" else "points": written,
-        "truth_path": str(truth_path),
-        "spec": _spec_json(spec),
+        "frames" if out_format == "dir" else "points": written.count,
+        "truth_path": str(written.truth_path),
+        "spec": spec.to_json(),
         "truth": shown,
     }
 
     def human(r: dict[str, Any]) -> None:
         noun = "frame" if out_format == "dir" else "point"
-        what = f"{written} {noun}" + ("" if written == 1 else "s")
+        what = f"{written.count} {noun}" + ("" if written.count == 1 else "s")
         click.echo(f"wrote {r['path']} ({what}); ground truth in {r['truth_path']}")
         _show_figures(r["truth"])
 
     emit(as_json, result, human)
-
-
-def _spec_json(spec: Any) -> dict[str, Any]:
-    return dataclasses.asdict(spec)
-
-
-def _check_room(targets: list[Path], *, force: bool, folder: bool) -> list[Path]:
-    """What --force will replace; refuses an existing target without it.
-
-    With --force only files and scan folders are replaced, never another folder.
-    """
-    present = [p for p in targets if p.exists() or p.is_symlink()]
-    if present and not force:
-        raise CliError(f"{present[0]} already exists (use --force to replace it)", EXIT_INVALID)
-    for path in present:
-        is_folder = path.is_dir() and not path.is_symlink()
-        if is_folder and not (folder and all((path / m).exists() for m in _SCAN_FOLDER_MARKS)):
-            # Never delete a folder that is not a scan: it may be anything.
-            raise CliError(
-                f"{path} is a folder but not a Stray Scanner scan; not replacing it",
-                EXIT_INVALID,
-            )
-    return present
-
-
-def _clear(paths: list[Path]) -> None:
-    for path in paths:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
 
 
 @scan.command("measure")
@@ -393,7 +274,7 @@ def _clear(paths: list[Path]) -> None:
 @_measure_options
 @click.option(
     "--fusion",
-    type=click.Choice(["tsdf", "points"]),
+    type=click.Choice(FUSION_METHODS),
     help="How frames are fused: their points pooled, or an Open3D TSDF volume "
     "(default: the pipeline's, MeasureOptions.fusion).",
 )
@@ -414,13 +295,12 @@ def scan_measure(
     The bundled wound model draws the boundary and gives the tissue mix when
     onnxruntime is installed (--no-model to skip it).
     """
-    with _capture_extra():
-        from lidar_capture._files import open_scan
-        from lidar_capture._pipeline import MeasureOptions
+    with _scanning():
+        from lidar_capture import open_scan
 
         found = open_scan(path, max_frames)
         options = None if fusion is None else MeasureOptions(fusion=fusion)
-        model = None if no_model else _wound_model(None)
+        model = None if no_model else choose_runner()
         measured = _measure(found, outline_file, body_axis, options, model=model)
     result = {"source": found.source, "path": str(path), **measured.to_json()}
     emit(as_json, result, _show_figures)
@@ -468,19 +348,15 @@ def scan_capture(
     # An unknown or deleted wound fails before the slow part.
     if client.wounds.get(wound_id).deleted:
         raise RecordNotFoundError(f"wound {wound_id} is deleted")
-    with _capture_extra():
-        from lidar_capture._record import record_assessment
+    with _scanning():
+        from lidar_capture import generate, open_scan, record_assessment
 
         if from_path is not None:
-            from lidar_capture._files import open_scan
-
             found = open_scan(from_path, max_frames)
         else:
-            from lidar_capture._synthetic import generate, random_spec
-
             overrides = {} if max_frames is None else {"frames": max_frames}
             found = generate(random_spec(seed, **overrides)).scan
-        model = None if no_model else _wound_model(client)
+        model = None if no_model else choose_runner(client)
         measured = _measure(found, outline_file, body_axis, model=model)
         assessment = record_assessment(client, wound_id, measured, clinician=clinician)
     emit(as_json, assessment, show_record)

@@ -13,18 +13,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk import (
-    Argon2Params,
-    EdgeClient,
-    ModelRunner,
-    ModelUnavailableError,
-    PassphraseKeyProvider,
-)
+from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+
+# The scenario helpers still live with the SDK's demo; both move to cli/ together.
 from edge_sdk._demo import CLINIC, DEMO_PASSPHRASE, DemoFailedError
-from lidar_capture._errors import MeasurementRefused
-from lidar_capture._pipeline import measure
-from lidar_capture._record import record_assessment
-from lidar_capture._synthetic import SyntheticSource, WoundSpec, generate
+from lidar_capture import (
+    MeasurementRefused,
+    SyntheticSource,
+    WoundSpec,
+    generate,
+    measure,
+    record_assessment,
+)
+from models import choose_runner
 
 __all__ = ["CaptureDemoReport", "run_capture_demo"]
 
@@ -50,15 +51,6 @@ class CaptureDemoReport:
     measurements: list[dict[str, object]] = field(default_factory=list)
 
 
-def _bundled_model() -> ModelRunner | None:
-    try:
-        from models import bundled_runner
-
-        return bundled_runner()
-    except ModelUnavailableError:
-        return None
-
-
 def run_capture_demo(
     workdir: Path, *, say: Callable[[str], None] = lambda line: None
 ) -> CaptureDemoReport:
@@ -79,7 +71,7 @@ def run_capture_demo(
         patient = client.patients.add(
             given_name="Kofi", family_name="Mensah-Demo", birth_date="1941-02-11", mrn="RVS-7"
         )
-        model = _bundled_model()
+        model = choose_runner()  # the bundled model: a new store has none installed
         step(
             f"scan tablet {client.device_id[:8]}: scanning 3 wounds, 10 LiDAR frames each; "
             + (

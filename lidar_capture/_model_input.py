@@ -15,13 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from lidar_capture._pipeline import WoundRaster
+from lidar_capture._measurement import WoundRaster
 from lidar_capture._surface import to_world
-from lidar_capture._synthetic import TISSUES, SyntheticScan
+from lidar_capture._synthetic import SyntheticScan
+from lidar_capture._synthetic_spec import TISSUES
 
 __all__ = [
     "MODEL_CHANNELS",
     "MODEL_INPUT_SIZE",
+    "MODEL_MIN_SPAN_M",
+    "MODEL_SPAN_PER_RADIUS",
     "ModelInput",
     "model_input",
     "raster_mask",
@@ -34,8 +37,8 @@ MODEL_INPUT_SIZE = 96
 MODEL_CHANNELS = ("red", "green", "blue", "depth_cm", "valid")
 #: How much skin around the wound the input shows: the square's side is this times the
 #: wound's largest radius (so the wound fills about 60 % of the width), at least 2 cm.
-SPAN_PER_RADIUS = 3.2
-MIN_SPAN_M = 0.02
+MODEL_SPAN_PER_RADIUS = 3.2
+MODEL_MIN_SPAN_M = 0.02
 
 
 @dataclass(frozen=True, eq=False)
@@ -87,7 +90,7 @@ def model_input(
     else:
         cx = cy = 0.0
         radius = float(raster.centres[-1]) / 2
-    span = span_m if span_m is not None else max(SPAN_PER_RADIUS * radius, MIN_SPAN_M)
+    span = span_m if span_m is not None else max(MODEL_SPAN_PER_RADIUS * radius, MODEL_MIN_SPAN_M)
     step = span / size
     offsets = (np.arange(size, dtype=np.float64) - (size - 1) / 2) * step
     xs = np.asarray(cx + offsets, dtype=np.float64)

@@ -24,8 +24,7 @@ from edge_sdk import RecordNotFoundError
 
 if TYPE_CHECKING:
     from edge_sdk import EdgeClient
-    from lidar_capture._pipeline import WoundMeasurement
-    from lidar_capture._types import PointCloud, Scan
+    from lidar_capture._measurement import WoundMeasurement
 
 __all__ = [
     "DETAILS_BLOB_KIND",
@@ -34,7 +33,6 @@ __all__ = [
     "SCAN_BLOB_KIND",
     "SCAN_MEDIA_TYPE",
     "measurement_details",
-    "merge_frames",
     "record_assessment",
 ]
 
@@ -96,7 +94,7 @@ def record_assessment(
         RecordNotFoundError: no such wound on this device, or it is deleted.
         RecordValidationError: a figure or flag the record refuses.
     """
-    from lidar_capture._files import point_cloud_to_ply_bytes
+    from lidar_capture._point_files import point_cloud_to_ply_bytes
 
     wound = client.wounds.get(wound_id)
     if wound.deleted:
@@ -148,36 +146,3 @@ def record_assessment(
             ),
         ),
     )
-
-
-def merge_frames(scan: Scan, *, min_confidence: int = 1, voxel_m: float = 0.001) -> PointCloud:
-    """A scan's frames back-projected and merged into one cloud, voxel-downsampled.
-
-    What a capture app would export as a point-cloud file: every frame's depth pixels of
-    at least `min_confidence`, placed by their poses, coloured when the frames have
-    colour, then thinned by Open3D to one point per `voxel_m` cube (averaged).
-
-    Raises:
-        ValueError: the scan has no frames, or no pixel passes the confidence filter.
-    """
-    import numpy as np
-    import open3d as o3d
-
-    from lidar_capture._pipeline import _frame_points, _valid_depth
-    from lidar_capture._types import PointCloud
-
-    if not scan.frames:
-        raise ValueError("the scan holds no frames to merge")
-    parts = [_frame_points(f, _valid_depth(f, min_confidence)) for f in scan.frames]
-    points = np.vstack([p.points for p in parts])
-    if points.shape[0] == 0:
-        raise ValueError(f"no depth reading of confidence {min_confidence} or more")
-    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(points))
-    coloured = all(p.colors is not None for p in parts)
-    if coloured:
-        pcd.colors = o3d.utility.Vector3dVector(
-            np.vstack([p.colors for p in parts if p.colors is not None])
-        )
-    down = pcd.voxel_down_sample(voxel_m)
-    colors = np.asarray(down.colors, dtype=np.float64) if coloured else None
-    return PointCloud(np.asarray(down.points, dtype=np.float64), colors)

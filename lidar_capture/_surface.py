@@ -17,7 +17,18 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-__all__ = ["HeightField", "fit_height_field", "local_frame", "to_local", "to_world"]
+__all__ = [
+    "MIN_AXIS_TANGENT",
+    "HeightField",
+    "fit_height_field",
+    "local_frame",
+    "to_local",
+    "to_world",
+]
+
+#: An axis (the body's) orients a frame only when its part along the skin is at least
+#: this share of its length; closer to the normal its direction on the skin is noise.
+MIN_AXIS_TANGENT = 0.2
 
 
 def _exponents(degree: int) -> list[tuple[int, int]]:
@@ -127,7 +138,7 @@ def local_frame(origin: FloatArray, normal: FloatArray, axis: FloatArray | None)
     y: FloatArray | None = None
     if axis is not None:
         a = axis - np.dot(axis, z) * z
-        if np.linalg.norm(a) > 0.2 * np.linalg.norm(axis):
+        if np.linalg.norm(a) > MIN_AXIS_TANGENT * np.linalg.norm(axis):
             y = a / np.linalg.norm(a)
     if y is None:
         helper = np.array([1.0, 0.0, 0.0]) if abs(z[0]) < 0.9 else np.array([0.0, 1.0, 0.0])

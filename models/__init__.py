@@ -5,47 +5,66 @@ U-Net that segments the canonical input `lidar_capture.model_input` builds into
 background, granulation, slough, necrosis and epithelium. It was trained only on
 synthetic scans and is not a clinical device: read ``wound_seg/MODEL_CARD.md``.
 
-    from models import bundled_runner
+    from models import choose_runner
     from lidar_capture import SyntheticSource, measure
 
-    result = measure(SyntheticSource(seed=3).capture(), model=bundled_runner())
+    result = measure(SyntheticSource(seed=3).capture(), model=choose_runner())
 
-The recipe (`models._recipe`: train, export, quantize, evaluate, bench, release,
-verify) needs the ``[train]`` extra (torch, onnx); running a model needs only
-``[inference]`` (onnxruntime). `coherency models ...` drives both.
+`choose_runner` picks the model a measurement uses (the device's installed model, else
+the bundled one); `verify_model_folder` checks a model folder against its manifest.
+The recipe (`train`, `export`, `quantize`, `evaluate`, `bench`, `release`, `verify`)
+needs the ``[train]`` extra (torch, onnx); running a model needs only ``[inference]``
+(onnxruntime). `coherency models ...` drives both. Importing the package needs
+neither: the recipe's functions load their modules (and NumPy) on first use.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from models._bundled import BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR, bundled_runner
+from models._bundled import (
+    BUNDLED_FP32_DIR,
+    BUNDLED_MODEL_DIR,
+    RELEASE_DIR,
+    bundled_runner,
+    choose_runner,
+)
+from models._contract import MAX_MODEL_BYTES, MODEL_ID, MODEL_VERSION
+from models._errors import ModelRecipeError
+from models._verify import verify, verify_model_folder
+
+if TYPE_CHECKING:
+    from models._dataset import build_dataset
+    from models._evaluate import bench, evaluate
+    from models._export import export, quantize
+    from models._release import release
+    from models._train import train
 
 # The recipe needs NumPy (and torch, onnx for training): it loads on first use, so
 # checking or running the bundled model needs neither.
-_RECIPE = {
-    "MAX_MODEL_BYTES": "models._recipe",
-    "MODEL_ID": "models._recipe",
-    "MODEL_VERSION": "models._recipe",
-    "RELEASE_DIR": "models._recipe",
-    "ModelRecipeError": "models._recipe",
-    "bench": "models._recipe",
-    "evaluate": "models._recipe",
-    "export": "models._recipe",
-    "quantize": "models._recipe",
-    "release": "models._recipe",
-    "train": "models._recipe",
-    "verify": "models._recipe",
-    "build_dataset": "models._dataset",
+_LAZY = {
+    "bench": "_evaluate",
+    "evaluate": "_evaluate",
+    "export": "_export",
+    "quantize": "_export",
+    "release": "_release",
+    "train": "_train",
+    "build_dataset": "_dataset",
 }
 
 
 def __getattr__(name: str) -> Any:
-    module = _RECIPE.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'models' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+    value = getattr(importlib.import_module(f"models.{module}"), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [
@@ -59,10 +78,12 @@ __all__ = [
     "bench",
     "build_dataset",
     "bundled_runner",
+    "choose_runner",
     "evaluate",
     "export",
     "quantize",
     "release",
     "train",
     "verify",
+    "verify_model_folder",
 ]

@@ -1,19 +1,30 @@
-"""The model shipped with the package, checked against its pinned manifest."""
+"""The model shipped with the package, and which model a measurement uses."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models._contract import MODEL_ID
+
 if TYPE_CHECKING:
-    from edge_sdk import ModelRunner
+    from edge_sdk import EdgeClient, ModelRunner
 
-__all__ = ["BUNDLED_FP32_DIR", "BUNDLED_MODEL_DIR", "bundled_runner"]
+__all__ = [
+    "BUNDLED_FP32_DIR",
+    "BUNDLED_MODEL_DIR",
+    "RELEASE_DIR",
+    "bundled_runner",
+    "choose_runner",
+]
 
+#: The committed release (shipped in the package): `RELEASE_DIR / "int8"` is the
+#: on-device model folder, loadable by `edge_sdk.ModelRunner.load`.
+RELEASE_DIR = Path(__file__).resolve().parent / MODEL_ID
 #: The shipped int8 model: ``manifest.json`` and its ``.onnx`` (sha256-pinned).
-BUNDLED_MODEL_DIR = Path(__file__).resolve().parent / "wound_seg" / "int8"
+BUNDLED_MODEL_DIR = RELEASE_DIR / "int8"
 #: The fp32 model it was quantized from.
-BUNDLED_FP32_DIR = Path(__file__).resolve().parent / "wound_seg" / "fp32"
+BUNDLED_FP32_DIR = RELEASE_DIR / "fp32"
 
 
 def bundled_runner(*, threads: int = 1, int8: bool = True) -> ModelRunner:
@@ -26,3 +37,29 @@ def bundled_runner(*, threads: int = 1, int8: bool = True) -> ModelRunner:
     from edge_sdk import ModelRunner
 
     return ModelRunner.load(BUNDLED_MODEL_DIR if int8 else BUNDLED_FP32_DIR, threads=threads)
+
+
+def choose_runner(client: EdgeClient | None = None, *, threads: int = 1) -> ModelRunner | None:
+    """The wound model to measure with: the device's installed model, else the bundled one.
+
+    Args:
+        client: the open store whose installed model (`client.models`) comes first; None
+            for the bundled model.
+        threads: intra-op threads of the loaded model.
+
+    Returns:
+        The loaded model, or None when onnxruntime is not installed (`measure` then draws
+        the colour/depth boundary and says ``model_not_used``).
+
+    Raises:
+        edge_sdk.ModelVerificationError: the installed or bundled files do not match
+            their manifest; no other model is loaded in their place.
+    """
+    from edge_sdk import ModelUnavailableError
+
+    try:
+        if client is not None and client.models.current() is not None:
+            return client.models.runner(threads=threads)
+        return bundled_runner(threads=threads)
+    except ModelUnavailableError:
+        return None

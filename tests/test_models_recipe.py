@@ -6,23 +6,25 @@ tests check the committed models against their manifests and on fresh held-out s
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import shutil
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from edge_sdk._models import ModelManifest, ModelRunner, ModelVerificationError
+from edge_sdk import ModelManifest, ModelRunner, ModelVerificationError
 from lidar_capture import MODEL_CHANNELS, MODEL_INPUT_SIZE, TISSUES
-from models._dataset import _sample, augment_batch, build_dataset, frames_for_seed
-from models._recipe import (
+from models import (
     MAX_MODEL_BYTES,
     RELEASE_DIR,
     ModelRecipeError,
     bench,
+    build_dataset,
     evaluate,
     export,
     quantize,
@@ -30,6 +32,8 @@ from models._recipe import (
     train,
     verify,
 )
+from models._dataset import _sample, augment_batch, frames_for_seed
+from models._release import model_card
 
 RELEASE = RELEASE_DIR
 TRAIN_SEEDS = range(0, 24)
@@ -138,12 +142,13 @@ def test_quick_release_runs_end_to_end(quick: dict[str, Any], cache: Path) -> No
 
     # onnxruntime reproduces torch on a real canonical input.
     x, y = build_dataset(range(200, 205), cache_dir=cache)
-    from models._recipe import _load_net, _run, _session
+    from models._onnx import open_session, run
+    from models._train import load_net
 
-    net, _ = _load_net(root / "work" / "model.pt")
+    net, _ = load_net(root / "work" / "model.pt")
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
-    got = _run(_session(fp32, 1), x)
+    got = run(open_session(fp32, 1), x)
     assert np.max(np.abs(got - expected)) < 1e-3
     assert quick["result"]["export_max_abs_diff"] < 1e-3
 
@@ -261,3 +266,18 @@ def test_committed_int8_model_segments_fresh_scans() -> None:
         2 * (segmentation.wound_mask & truth).sum() / (segmentation.wound_mask.sum() + truth.sum())
     )
     assert dice >= 0.8
+
+
+def test_the_model_card_comes_from_its_template() -> None:
+    # The committed card is the template filled in from the committed release's files.
+    evaluation = json.loads((RELEASE / "evaluation.json").read_text(encoding="utf-8"))
+    provenance = json.loads((RELEASE / "fp32" / "manifest.json").read_text(encoding="utf-8"))
+    log = json.loads((RELEASE / "training_log.json").read_text(encoding="utf-8"))
+    card = model_card(evaluation, provenance["provenance"], log)
+    assert card == (RELEASE / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "$" not in card
+    # The template ships with the package (pyproject's package-data).
+    root = Path(__file__).resolve().parents[1]
+    data = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = data["tool"]["setuptools"]["package-data"]["models"]
+    assert any(fnmatch.fnmatch("templates/model_card.md", p) for p in patterns)

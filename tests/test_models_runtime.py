@@ -39,6 +39,7 @@ from edge_sdk import (
     sign_manifest,
     verify_model,
 )
+from models import choose_runner, verify_model_folder
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -688,3 +689,58 @@ def test_update_model_installs_what_a_model_source_offers_once(
     with pytest.raises(ModelVerificationError, match="previous model stays in use"):
         client.update_model(source=source)
     assert client.models.runner().manifest.version == "1.0.0"
+
+
+# ------------------------------------------------------------------ models' library calls
+def test_verify_model_folder_checks_the_files_and_the_signature(
+    tmp_path: Path, fp32_model: bytes, server_key: Ed25519PrivateKey
+) -> None:
+    manifest_bytes, model, signature = publish(fp32_model, server_key, "1.0.0")
+    manifest = ModelManifest.from_bytes(manifest_bytes)
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / MANIFEST_FILE).write_bytes(manifest_bytes)
+    (folder / manifest.file).write_bytes(model)
+    assert verify_model_folder(folder).sha256 == manifest.sha256
+    key = public_bytes(server_key)
+    with pytest.raises(ModelVerificationError, match="unsigned"):
+        verify_model_folder(folder, public_key=key)
+    (folder / SIGNATURE_FILE).write_bytes(signature)
+    assert verify_model_folder(folder, public_key=key).version == "1.0.0"
+    with pytest.raises(ModelVerificationError, match="signature"):
+        verify_model_folder(folder, public_key=public_bytes(Ed25519PrivateKey.generate()))
+    (folder / manifest.file).write_bytes(model[:-1] + bytes([model[-1] ^ 1]))
+    with pytest.raises(ModelVerificationError, match="sha256"):
+        verify_model_folder(folder)
+    (folder / manifest.file).unlink()
+    with pytest.raises(ModelError, match="which is missing"):
+        verify_model_folder(folder)
+    (folder / MANIFEST_FILE).unlink()
+    with pytest.raises(ModelError, match=f"no {MANIFEST_FILE}"):
+        verify_model_folder(folder)
+
+
+class _Device:
+    """What `choose_runner` reads of an `EdgeClient`: its model store."""
+
+    def __init__(self, models: ModelStore) -> None:
+        self.models = models
+
+
+def test_choose_runner_prefers_the_installed_model(
+    tmp_path: Path,
+    fp32_model: bytes,
+    server_key: Ed25519PrivateKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = ModelStore(tmp_path / "store", public_key=None)
+    device: Any = _Device(store)
+    bundled = choose_runner(device)  # nothing installed yet: the bundled model
+    assert bundled is not None and bundled.manifest.model_id == "wound_seg"
+    assert choose_runner() is not None
+    store.install(*publish(fp32_model, server_key, "2.0.0"))
+    installed = choose_runner(device, threads=2)
+    assert installed is not None and installed.manifest.version == "2.0.0"
+    assert installed.threads == 2
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    assert choose_runner(device) is None and choose_runner() is None

@@ -13,11 +13,16 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-from cli import _scan
+import lidar_capture
 from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
-from lidar_capture import _synthetic
-from lidar_capture._files import open_scan, point_cloud_from_ply_bytes, read_point_cloud
+from lidar_capture import (
+    generate,
+    open_scan,
+    point_cloud_from_ply_bytes,
+    random_spec,
+    read_point_cloud,
+)
 
 PASSPHRASE = "correct horse battery staple"
 # A scan the pipeline measures well: a bowl-shaped elliptical wound on flat skin.
@@ -91,8 +96,8 @@ def test_synth_writes_a_stray_scanner_folder_with_its_truth(
     assert scan.body_axis is not None
     np.testing.assert_allclose(scan.body_axis, truth["body_axis"], atol=1e-9)
     # The same options always give the same wound.
-    spec = _synthetic.random_spec(7, surface="plane", profile="bowl", outline="ellipse", frames=4)
-    assert truth["area_cm2"] == pytest.approx(_synthetic.generate(spec).truth.area_cm2)
+    spec = random_spec(7, surface="plane", profile="bowl", outline="ellipse", frames=4)
+    assert truth["area_cm2"] == pytest.approx(generate(spec).truth.area_cm2)
 
 
 def test_synth_refuses_to_overwrite_unless_forced(tmp_path: Path) -> None:
@@ -123,8 +128,8 @@ def test_synth_ply_writes_one_fused_cloud_its_truth_and_body_axis(tmp_path: Path
     assert len(cloud) == printed["points"] > 10_000
     assert cloud.colors is not None
     # The frames' confident points, merged at 1 mm: far fewer than were seen.
-    spec = _synthetic.random_spec(7, surface="plane", profile="bowl", outline="ellipse", frames=4)
-    frames = _synthetic.generate(spec).scan.frames
+    spec = random_spec(7, surface="plane", profile="bowl", outline="ellipse", frames=4)
+    frames = generate(spec).scan.frames
     confidences = [f.confidence for f in frames if f.confidence is not None]
     assert len(confidences) == len(frames)
     seen = sum(int(np.count_nonzero(c >= 1)) for c in confidences)
@@ -323,10 +328,19 @@ def test_every_scan_command_and_option_has_help() -> None:
         assert result.exit_code == 0 and "Usage: coherency scan " + name in result.stdout
 
 
-def test_the_cli_choices_are_the_generators() -> None:
-    assert _scan.SURFACES == _synthetic.SURFACES
-    assert _scan.OUTLINES == _synthetic.OUTLINES
-    assert _scan.PROFILES == _synthetic.PROFILES
+def test_the_cli_choices_are_the_librarys() -> None:
+    def choices(command: str, option: str) -> tuple[str, ...]:
+        group = cli.commands["scan"]
+        assert isinstance(group, click.Group)
+        (param,) = (p for p in group.commands[command].params if p.name == option)
+        assert isinstance(param.type, click.Choice)
+        return tuple(param.type.choices)
+
+    assert choices("synth", "surface") == lidar_capture.SURFACES
+    assert choices("synth", "outline") == lidar_capture.OUTLINES
+    assert choices("synth", "profile") == lidar_capture.PROFILES
+    assert choices("synth", "out_format") == lidar_capture.SYNTHETIC_SCAN_FORMATS
+    assert choices("measure", "fusion") == lidar_capture.FUSION_METHODS
 
 
 def test_a_missing_capture_extra_is_one_line(
@@ -381,13 +395,7 @@ def test_an_outline_in_the_wrong_units_is_a_clear_error(
 def test_measure_without_onnxruntime_says_the_model_was_not_used(
     synth_dir: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import models
-    from edge_sdk import ModelUnavailableError
-
-    def unavailable(**_: object) -> None:
-        raise ModelUnavailableError("onnxruntime is not installed")
-
-    monkeypatch.setattr(models, "bundled_runner", unavailable)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     shown = ok("scan", "measure", str(synth_dir[0]), "--json")
     assert "model_not_used" in shown["quality"] and shown["model"] is None
     assert shown["boundary_source"] == "colour"

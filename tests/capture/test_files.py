@@ -18,9 +18,7 @@ import numpy as np
 import open3d as o3d
 import pytest
 
-from lidar_capture._errors import ScanFileError
-from lidar_capture._files import (
-    POINT_CLOUD_SUFFIXES,
+from lidar_capture import (
     FileSource,
     open_scan,
     point_cloud_from_ply_bytes,
@@ -30,6 +28,8 @@ from lidar_capture._files import (
     write_point_cloud,
     write_strayscanner,
 )
+from lidar_capture._errors import ScanFileError
+from lidar_capture._point_files import POINT_CLOUD_SUFFIXES
 from lidar_capture._types import CaptureSource, Frame, Intrinsics, PointCloud, Scan
 
 DEPTH_K = Intrinsics(fx=60.0, fy=60.0, cx=31.5, cy=23.5, width=64, height=48)

@@ -18,7 +18,7 @@ from lidar_capture import (
     raster_mask,
     synthetic_labels,
 )
-from lidar_capture._record import merge_frames
+from lidar_capture._points import merge_frames
 
 
 @pytest.fixture(scope="module")

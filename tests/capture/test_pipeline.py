@@ -627,3 +627,29 @@ def test_outline_json_errors_are_capture_errors(obj: object) -> None:
 def test_options_out_of_range_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(CaptureError):
         MeasureOptions(**options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"boundary_rounds": 0}, {"edge_level": 1.0}, {"coarse_skin_degrees": (3, 2)},
+     {"tsdf_truncation_m": (0.01, 0.003)}, {"min_wound_points": 200}, {"ring_width_m": -1.0},
+     {"tissue_inset_cells": 0}, {"outlier_std_ratio": float("nan")}],
+)  # fmt: skip
+def test_stage_thresholds_out_of_range_are_refused(options: dict[str, Any]) -> None:
+    with pytest.raises(CaptureError, match=next(iter(options)).split("_")[0]):
+        MeasureOptions(**options)
+
+
+def test_stage_thresholds_are_options_the_stages_read(
+    plane: SyntheticScan, easy_measured: dict[str, WoundMeasurement]
+) -> None:
+    base = easy_measured["plane-tone1"]
+    assert "sparse_wound" not in base.quality
+    points = base.wound_point_count
+    flagged = measure(plane.scan, options=MeasureOptions(sparse_wound_points=points + 1))
+    assert "sparse_wound" in flagged.quality
+    assert flagged.area_cm2 == base.area_cm2  # a flag's threshold moves no figure
+    strict = MeasureOptions(min_wound_points=points + 1, sparse_wound_points=points + 1)
+    with pytest.raises(MeasurementRefused) as refused:
+        measure(plane.scan, options=strict)
+    assert refused.value.reason == "too_few_points"

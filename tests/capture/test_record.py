@@ -13,15 +13,16 @@ import numpy as np
 import pytest
 
 from edge_sdk import EdgeClient, RecordNotFoundError
-from lidar_capture._files import point_cloud_from_ply_bytes
-from lidar_capture._pipeline import WoundMeasurement, measure
-from lidar_capture._record import (
-    DETAILS_BLOB_KIND,
-    SCAN_BLOB_KIND,
-    merge_frames,
-    record_assessment,
+from lidar_capture import (
+    SyntheticScan,
+    WoundMeasurement,
+    generate,
+    measure,
+    point_cloud_from_ply_bytes,
+    random_spec,
 )
-from lidar_capture._synthetic import SyntheticScan, generate, random_spec
+from lidar_capture._points import merge_frames
+from lidar_capture._record import DETAILS_BLOB_KIND, SCAN_BLOB_KIND, record_assessment
 from lidar_capture._types import Frame, Intrinsics, Scan
 
 

@@ -9,8 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from lidar_capture._synthetic import (
-    DEPTH_INTRINSICS,
+from lidar_capture import (
     TISSUES,
     SyntheticScan,
     SyntheticSource,
@@ -18,6 +17,7 @@ from lidar_capture._synthetic import (
     generate,
     random_spec,
 )
+from lidar_capture._synthetic import DEPTH_INTRINSICS
 from lidar_capture._types import CaptureSource, Frame
 
 
