@@ -100,6 +100,14 @@ class DocumentLimits:
     max_changes: int = 50_000
     max_operations: int = 2_000_000
 
+    def measure(self, data: bytes) -> tuple[int, int]:
+        """(changes, operations) loading saved bytes would apply; (0, 0) if they cannot
+        be read (they are refused when checked)."""
+        try:
+            return measure_saved(data, max_inflated=8 * self.max_bytes)
+        except ColumnarError:
+            return 0, 0
+
     def check_saved(self, data: bytes) -> str | None:
         """Why saved bytes may not be loaded here, or None."""
         if len(data) > self.max_bytes:

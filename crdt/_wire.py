@@ -107,11 +107,17 @@ def encode_message(message: SyncMessage, *, max_size: int = DEFAULT_MAX_MESSAGE_
     return _HEADER.pack(MAGIC, WIRE_VERSION, 0, len(body), zlib.crc32(body)) + body
 
 
-def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> SyncMessage:
+def decode_message(
+    data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE, max_entries: int | None = None
+) -> SyncMessage:
     """Decode bytes produced by `encode_message`.
 
+    With `max_entries`, a message announcing more entries is refused before any entry
+    is read (a few megabytes can announce a million tiny entries).
+
     Raises:
-        MessageTooLargeError: `data` is longer than `max_size`.
+        MessageTooLargeError: `data` is longer than `max_size`, or holds more than
+            `max_entries` entries.
         UnsupportedVersionError: Another wire version wrote it.
         MalformedMessageError: Anything else is wrong with it.
     """
@@ -145,7 +151,12 @@ def decode_message(data: bytes, *, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> 
     if not isinstance(control, dict):
         raise MalformedMessageError("control fields are not a JSON object")
     entries = []
-    for _ in range(reader.u32()):
+    count = reader.u32()
+    if max_entries is not None and count > max_entries:
+        raise MessageTooLargeError(
+            f"message of {count} entries exceeds the {max_entries}-entry cap"
+        )
+    for _ in range(count):
         kind_byte, id_len = reader.take(2)
         try:
             kind = EntryKind(kind_byte)

@@ -27,6 +27,8 @@
         ├── EnrolmentError          the server refused the enrolment
         ├── CursorAheadError        the server's feed is behind the cursor (a restored
         │                           backup); sync handles it by pulling from the start
+        ├── PushTooLargeError       the server refused a push as too costly; sync
+        │                           handles it by pushing fewer documents at a time
         └── AuthenticationError     the server refused the device's credentials
             └── DeviceRevokedError  the device was revoked
 
@@ -54,6 +56,7 @@ __all__ = [
     "ModelUnavailableError",
     "ModelVerificationError",
     "NotEnrolledError",
+    "PushTooLargeError",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
     "ServerUnreachableError",
@@ -154,6 +157,14 @@ class NotEnrolledError(SyncError):
 
 class EnrolmentError(SyncError):
     """The server refused the enrolment (bad, used or expired token; clinic mismatch)."""
+
+
+class PushTooLargeError(SyncError):
+    """The server refused a push as too large or too costly to merge at once (413).
+
+    The sync algorithm pushes the batch again in halves; a single document refused so
+    is reported in `SyncResult.refused_by_server`.
+    """
 
 
 class CursorAheadError(SyncError):

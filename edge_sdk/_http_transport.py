@@ -36,6 +36,7 @@ from edge_sdk._errors import (
     DeviceRevokedError,
     EnrolmentError,
     NotEnrolledError,
+    PushTooLargeError,
     SyncError,
 )
 from edge_sdk._http_auth import DeviceAuth
@@ -129,6 +130,8 @@ class HttpTransport:
         response = self.request(
             "POST", "/v1/sync/push", content=message, headers={"content-type": SYNC_MEDIA_TYPE}
         )
+        if response.status_code == 413:
+            raise PushTooLargeError(f"the server refused the push: {error_text(response)}")
         raise_for_status(response, "push")
         answer = response.json()
         return PushAnswer(

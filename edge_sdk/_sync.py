@@ -33,6 +33,7 @@ from crdt import (
     Entry,
     EntryKind,
     RecordDocument,
+    Rejection,
     SyncMessage,
     SyncProtocolError,
     SyncReport,
@@ -41,11 +42,11 @@ from crdt import (
     encode_message,
 )
 from edge_sdk._blob_transfer import fetch_blob, send_blob
-from edge_sdk._errors import BlobError, CursorAheadError, SyncError
+from edge_sdk._errors import BlobError, CursorAheadError, PushTooLargeError, SyncError
 from edge_sdk._replica import Replica
 from edge_sdk._store import Store
 from edge_sdk._sync_types import ProgressCallback, SyncProgress, SyncResult
-from edge_sdk._transport import SyncTransport
+from edge_sdk._transport import PushAnswer, SyncTransport
 
 __all__ = ["PULL_PAGE_DOCUMENTS", "PUSH_BATCH_DOCUMENTS", "sync_replica"]
 
@@ -154,7 +155,17 @@ class _Run:
             message = encode_message(
                 SyncMessage({}, tuple(Entry(EntryKind.DOC, d, data) for d, data, _ in batch))
             )
-        answer = self.transport.push(message)
+        try:
+            answer = self.transport.push(message)
+        except PushTooLargeError as exc:
+            if len(batch) > 1:  # too costly at once: the halves may pass
+                half = len(batch) // 2
+                self._push_batch(batch[:half])
+                self._push_batch(batch[half:])
+                return
+            answer = PushAnswer(
+                accepted=[], unchanged=[], rejected=[Rejection(batch[0][0], str(exc))]
+            )
         self.result.pushed += answer.accepted
         self.result.unchanged += len(answer.unchanged)
         self.result.refused_by_server += answer.rejected

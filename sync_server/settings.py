@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from crdt import DEFAULT_MAX_MESSAGE_SIZE
+from crdt import DEFAULT_MAX_MESSAGE_SIZE, DocumentLimits
 from sync_server.errors import Invalid
 
 __all__ = ["ENV_PREFIX", "Settings", "export_settings_env", "settings_from"]
@@ -57,10 +57,31 @@ class Settings(BaseSettings):
     long_poll_max_seconds: float = Field(default=30.0, ge=0)
     pull_page_size: int = Field(default=5000, gt=0, description="Most documents per pull page.")
     push_max_documents: int = Field(default=5000, gt=0)
+    push_max_changes: int = Field(
+        default=500_000,
+        gt=0,
+        description="Most Automerge changes the documents of one push may hold in all "
+        "(measured before loading); a bigger push gets 413 push_too_costly.",
+    )
+    document_max_changes: int = Field(
+        default=50_000, gt=0, description="Most changes one record document may hold."
+    )
+    document_max_operations: int = Field(
+        default=2_000_000, gt=0, description="Most operations one record document may hold."
+    )
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
     max_blob_chunk: int = Field(default=16 * 1024 * 1024, gt=0)
     max_blob_size: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
     log_level: str = "INFO"
+
+    @property
+    def document_limits(self) -> DocumentLimits:
+        """What one received document may cost (`crdt.DocumentLimits`)."""
+        return DocumentLimits(
+            max_bytes=self.max_message_size,
+            max_changes=self.document_max_changes,
+            max_operations=self.document_max_operations,
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -23,8 +23,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crdt import (
+    DEFAULT_LIMITS,
+    DocumentLimits,
     Entry,
     EntryKind,
+    MessageTooLargeError,
     RecordDocument,
     Rejection,
     SyncMessage,
@@ -85,23 +88,46 @@ class PullPage:
 
 
 def decode_push(
-    message: bytes, *, max_message_size: int, max_documents: int
+    message: bytes,
+    *,
+    max_message_size: int,
+    max_documents: int,
+    max_changes: int,
+    limits: DocumentLimits,
 ) -> list[tuple[str, bytes]]:
     """The (doc id, saved document) pairs a pushed wire message carries.
+
+    Blocking (CPU): call it off the event loop. The entry count is checked before any
+    entry is read, and what loading every document would cost (changes, measured from
+    their chunk headers) before any is loaded.
 
     Raises:
         Invalid: ``malformed_message`` (not a usable crdt wire message) or
             ``bad_entry`` (an entry that is not a whole document).
-        PayloadTooLarge: More than `max_documents` documents.
+        PayloadTooLarge: More than `max_documents` documents (``too_many_documents``),
+            or more than `max_changes` changes in all (``push_too_costly``: send fewer
+            documents per push).
     """
     try:
-        decoded = decode_message(message, max_size=max_message_size)
+        decoded = decode_message(message, max_size=max_message_size, max_entries=max_documents)
+    except MessageTooLargeError:
+        raise PayloadTooLarge(
+            f"a push may carry at most {max_documents} documents and {max_message_size} bytes",
+            code="too_many_documents",
+        ) from None
     except SyncProtocolError as exc:
         raise Invalid(f"unusable sync message: {exc}", code="malformed_message") from None
     if any(entry.kind is not EntryKind.DOC for entry in decoded.entries):
         raise Invalid("a push carries whole documents (DOC entries) only", code="bad_entry")
-    if len(decoded.entries) > max_documents:
-        raise PayloadTooLarge(f"a push may carry at most {max_documents} documents")
+    total = 0
+    for entry in decoded.entries:
+        total += limits.measure(entry.payload)[0]
+        if total > max_changes:
+            raise PayloadTooLarge(
+                f"the documents of this push hold more than {max_changes} changes in all; "
+                "push fewer documents at a time",
+                code="push_too_costly",
+            )
     return [(entry.doc_id, entry.payload) for entry in decoded.entries]
 
 
@@ -111,6 +137,7 @@ def push_documents(
     principal: Principal,
     incoming: Sequence[tuple[str, bytes]],
     max_message_size: int,
+    limits: DocumentLimits = DEFAULT_LIMITS,
     request_id: str | None = None,
 ) -> PushResult:
     """Merge a device's pushed documents into its clinic's replicas, in `session`'s
@@ -151,6 +178,7 @@ def push_documents(
         device_id=principal.id,
         policy=policy,
         report=report,
+        limits=limits,
     )
     late = store.flush(pushed_heads, max_document_size=max_message_size - MESSAGE_ENVELOPE)
     result.rejected += report.rejected + late

@@ -82,18 +82,27 @@ async def push(
         too_large=PayloadTooLarge(f"a sync message may be at most {cap} bytes"),
         incomplete=Invalid("the message body ended early", code="incomplete_body"),
     )
-    incoming = decode_push(body, max_message_size=cap, max_documents=settings.push_max_documents)
-
     clinic_id = caller.clinic_id
     assert clinic_id is not None  # a device always belongs to a clinic
+    limits = settings.document_limits
 
     def work() -> PushResponse:
+        # Decoding and merging are CPU work: off the event loop, so one big push
+        # cannot hold up every other request.
+        incoming = decode_push(
+            body,
+            max_message_size=cap,
+            max_documents=settings.push_max_documents,
+            max_changes=settings.push_max_changes,
+            limits=limits,
+        )
         with db.write() as session:
             result = push_documents(
                 session=session,
                 principal=caller,
                 incoming=incoming,
                 max_message_size=cap,
+                limits=limits,
                 request_id=request_id,
             )
             if result.accepted:
@@ -146,7 +155,7 @@ async def pull(
     clinic_id = caller.clinic_id
     assert clinic_id is not None  # a device always belongs to a clinic
 
-    def read() -> PullPage:
+    def read() -> tuple[PullPage, bytes]:
         with db.read() as session:
             page = pull_page(
                 session=session,
@@ -158,12 +167,12 @@ async def pull(
         if page.entries:
             with db.write() as session:
                 record_pull(session=session, principal=caller, page=page, request_id=request_id)
-        return page
+        return page, encode_pull(page, max_message_size=settings.max_message_size)
 
     while True:
         # Subscribe before reading, so a change committed in between still wakes us.
         woken = feed.subscribe(clinic_id) if wait else None
-        page = await run_in_threadpool(read)
+        page, encoded = await run_in_threadpool(read)
         remaining = deadline - loop.time()
         if page.entries or page.cursor != cursor or woken is None or remaining <= 0:
             break
@@ -173,7 +182,7 @@ async def pull(
             await asyncio.wait_for(woken.wait(), timeout=min(remaining, 5.0))
     metrics.count_documents("pull", "accepted", len(page.entries))
     return Response(
-        encode_pull(page, max_message_size=settings.max_message_size),
+        encoded,
         media_type=MEDIA_TYPE,
         headers={"X-Coherency-Cursor": str(page.cursor), "X-Coherency-More": str(page.more)},
     )
