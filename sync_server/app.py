@@ -42,7 +42,9 @@ from sync_server.errors import (
 from sync_server.identity import admin_routes, auth_routes
 from sync_server.identity.tokens import SigningKey
 from sync_server.models import routes as model_routes
+from sync_server.models.services import MAX_MANIFEST_SIZE, MAX_MODEL_SIZE
 from sync_server.ops import routes as ops_routes
+from sync_server.ops.limits import BodyLimitMiddleware, RouteCap
 from sync_server.ops.middleware import install_observability
 from sync_server.settings import Settings
 from sync_server.sync import routes as sync_routes
@@ -129,8 +131,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Unknown paths (404) and wrong methods (405) get the same error shape.
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        # Unknown paths (404), wrong methods (405) and bodies refused by the body limits
+        # (408, 413) get the same error shape.
+        code = getattr(exc, "code", None) or {
+            404: "not_found",
+            405: "method_not_allowed",
+            408: "body_timeout",
+            413: "payload_too_large",
+        }.get(exc.status_code, "http_error")
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail)}},
             status_code=exc.status_code,
@@ -164,6 +172,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             status_code=422,
         )
 
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default_cap=lambda: app.state.settings.max_json_body,
+        route_caps=lambda: _route_caps(app.state.settings),
+        chunk_timeout=lambda: app.state.settings.body_chunk_timeout_seconds,
+    )
     install_observability(app)
     for routes in (
         ops_routes,
@@ -176,6 +190,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(routes.router)
     return app
+
+
+def _route_caps(settings: Settings) -> list[RouteCap]:
+    """Routes that stream big bodies, each with its own cap in the route (which answers
+    with its own error code); the middleware's cap is a backstop just above it."""
+    margin = 1024 * 1024
+    return [
+        ("POST", "/v1/sync/push", settings.max_message_size + margin),
+        ("PATCH", "/v1/blobs/uploads/", settings.max_blob_chunk + margin),
+        ("POST", "/v1/admin/models", MAX_MODEL_SIZE + MAX_MANIFEST_SIZE + margin),
+    ]
 
 
 async def _housekeeping(app: FastAPI) -> None:

@@ -16,6 +16,8 @@ from types import TracebackType
 import uvicorn
 from fastapi import FastAPI
 
+from sync_server.ops.limits import HEADER_TIMEOUT_SECONDS, guarded_protocol
+
 __all__ = ["ThreadedServer"]
 
 
@@ -35,8 +37,11 @@ class ThreadedServer:
         self._sock.bind(("127.0.0.1", port))
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        settings = getattr(app.state, "settings", None)
+        header_timeout = getattr(settings, "header_timeout_seconds", HEADER_TIMEOUT_SECONDS)
         config = uvicorn.Config(
             app,
+            http=guarded_protocol(header_timeout),
             log_level="warning",
             log_config=None,  # leave the process's logging configuration alone
             access_log=False,

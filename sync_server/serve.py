@@ -28,6 +28,7 @@ from sync_server.db import database_label, open_database
 from sync_server.errors import Invalid, Unavailable, Unprocessable
 from sync_server.migrate import migrate as migrate_schema
 from sync_server.migrate import require_schema
+from sync_server.ops.limits import GuardedH11Protocol
 from sync_server.ops.logs import configure_logging
 from sync_server.settings import Settings, export_settings_env
 
@@ -150,7 +151,12 @@ def serve(
         "access_log": False,  # the app writes its own access lines
         "server_header": False,
         "lifespan": "on",
+        # Request headers must arrive within the deadline (see ops/limits.py); with
+        # several workers each worker sets the class's deadline from its settings.
+        "http": "sync_server.ops.limits:GuardedH11Protocol",
+        "timeout_keep_alive": 5,
     }
+    GuardedH11Protocol.header_timeout = settings.header_timeout_seconds
     with _sigterm_exits_cleanly():
         try:
             if workers == 1:
@@ -195,4 +201,5 @@ def app_from_env() -> FastAPI:
     """The app of one worker, from ``COHERENCY_SERVER_*`` variables (uvicorn factory)."""
     settings = Settings()
     configure_logging(settings.log_level)
+    GuardedH11Protocol.header_timeout = settings.header_timeout_seconds
     return create_app(settings)

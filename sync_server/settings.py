@@ -72,6 +72,23 @@ class Settings(BaseSettings):
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
     max_blob_chunk: int = Field(default=16 * 1024 * 1024, gt=0)
     max_blob_size: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
+    max_json_body: int = Field(
+        default=64 * 1024,
+        gt=0,
+        description="Most body bytes of a request to any route that does not stream a "
+        "body of its own (logins, enrolments, admin forms): 413 past it.",
+    )
+    body_chunk_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait for the next piece of a request body: 408 past it.",
+    )
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest a client may take to send a request's line and headers; "
+        "the connection is closed past it.",
+    )
     log_level: str = "INFO"
 
     @property

@@ -26,6 +26,7 @@ HTTP_LAYER = {
     "serve.py",
     "_demo.py",  # the demo drives a live server; it moves to cli/ next
     "ops/middleware.py",
+    "ops/limits.py",  # body caps and deadlines: ASGI middleware and the HTTP protocol
 }
 
 
