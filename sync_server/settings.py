@@ -72,6 +72,29 @@ class Settings(BaseSettings):
     max_message_size: int = Field(default=DEFAULT_MAX_MESSAGE_SIZE, gt=0)
     max_blob_chunk: int = Field(default=16 * 1024 * 1024, gt=0)
     max_blob_size: int = Field(default=2 * 1024 * 1024 * 1024, gt=0)
+    blob_quota_device_open_uploads: int = Field(
+        default=32, gt=0, description="Most uploads one device may have open at once."
+    )
+    blob_quota_device_pending_bytes: int = Field(
+        default=8 * 1024**3,
+        gt=0,
+        description="Most bytes one device may have declared in open uploads.",
+    )
+    blob_quota_clinic_pending_bytes: int = Field(
+        default=64 * 1024**3,
+        gt=0,
+        description="Most bytes one clinic's devices may have declared in open uploads.",
+    )
+    blob_quota_device_bytes: int = Field(
+        default=256 * 1024**3,
+        gt=0,
+        description="Most bytes one device may have uploaded (stored and open) in all.",
+    )
+    blob_quota_clinic_bytes: int = Field(
+        default=2 * 1024**4,
+        gt=0,
+        description="Most blob bytes one clinic may hold (stored and open) in all.",
+    )
     max_json_body: int = Field(
         default=64 * 1024,
         gt=0,

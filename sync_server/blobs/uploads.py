@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from sync_server.audit.events import Actor, BlobUploaded
@@ -44,6 +44,7 @@ from sync_server.blobs.tables import Blob, Upload
 from sync_server.db import Database, commit_then_raise, utcnow
 from sync_server.errors import (
     Conflict,
+    Forbidden,
     Gone,
     Invalid,
     NotFound,
@@ -191,6 +192,8 @@ def declare_upload(
 
     Raises:
         PayloadTooLarge: ``blob_too_large``: over the server's `max_blob_size`.
+        Forbidden: ``quota_exceeded``: a new upload would take the device or its
+            clinic past a blob quota (open uploads, declared or stored bytes).
         Unavailable: ``storage_unavailable``.
     """
     clinic_id = _clinic_of(principal)
@@ -202,11 +205,10 @@ def declare_upload(
         )
 
     def lookup(session: Session) -> UploadStatus | None:
-        # One upload per (clinic, blob): this lock makes two declarations of one blob
-        # (PostgreSQL; SQLite already serialises writers) agree on a single upload.
-        session.execute(
-            select(Clinic.id).where(Clinic.id == clinic_id).with_for_update(key_share=True)
-        )
+        # One upload per (clinic, blob), and quotas counted once: this lock makes two
+        # declarations in a clinic (PostgreSQL; SQLite already serialises writers) take
+        # turns, so they agree on a single upload and cannot both fit the last byte.
+        session.execute(select(Clinic.id).where(Clinic.id == clinic_id).with_for_update())
         blob = session.get(Blob, (clinic_id, sha256))
         if blob is not None:
             return _stored(settings, backend, blob.sha256, blob.size)
@@ -223,6 +225,8 @@ def declare_upload(
 
     with database.write() as session:
         found = lookup(session)
+        if found is None:
+            _check_quota(session, settings, clinic_id=clinic_id, device_id=principal.id, size=size)
     if found is not None:
         return found, False
 
@@ -247,11 +251,69 @@ def declare_upload(
     with database.write() as session:
         found = lookup(session)
         if found is None:
+            try:
+                _check_quota(
+                    session, settings, clinic_id=clinic_id, device_id=principal.id, size=size
+                )
+            except Forbidden:
+                _abort_quietly(backend, upload_id, handle)
+                raise
             session.add(new)
     if found is not None:
         _abort_quietly(backend, upload_id, handle)
         return found, False
     return _pending(settings, backend, new), True
+
+
+def _check_quota(
+    session: Session, settings: Settings, *, clinic_id: str, device_id: str, size: int
+) -> None:
+    """Refuse a new upload of `size` bytes past the device's or the clinic's quotas."""
+    open_uploads = session.execute(
+        select(Upload.created_by, func.count(), func.coalesce(func.sum(Upload.size), 0))
+        .where(Upload.clinic_id == clinic_id)
+        .group_by(Upload.created_by)
+    ).all()
+    device_open = sum(int(n) for who, n, _ in open_uploads if who == device_id)
+    device_pending = sum(int(b) for who, _, b in open_uploads if who == device_id)
+    clinic_pending = sum(int(b) for _, _, b in open_uploads)
+    stored = session.execute(
+        select(Blob.uploaded_by, func.coalesce(func.sum(Blob.size), 0))
+        .where(Blob.clinic_id == clinic_id)
+        .group_by(Blob.uploaded_by)
+    ).all()
+    device_stored = sum(int(b) for who, b in stored if who == device_id)
+    clinic_stored = sum(int(b) for _, b in stored)
+    checks = [
+        (device_open + 1, settings.blob_quota_device_open_uploads, "open uploads of this device"),
+        (
+            device_pending + size,
+            settings.blob_quota_device_pending_bytes,
+            "bytes this device has declared in open uploads",
+        ),
+        (
+            clinic_pending + size,
+            settings.blob_quota_clinic_pending_bytes,
+            "bytes this clinic's devices have declared in open uploads",
+        ),
+        (
+            device_stored + device_pending + size,
+            settings.blob_quota_device_bytes,
+            "blob bytes this device has uploaded",
+        ),
+        (
+            clinic_stored + clinic_pending + size,
+            settings.blob_quota_clinic_bytes,
+            "blob bytes this clinic holds",
+        ),
+    ]
+    for would_be, quota, what in checks:
+        if would_be > quota:
+            raise Forbidden(
+                f"this upload would make {would_be} {what}, over the quota of {quota}; "
+                "finish or abandon open uploads first, or ask an administrator",
+                code="quota_exceeded",
+            )
 
 
 def upload_status(
