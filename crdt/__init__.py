@@ -8,6 +8,7 @@ from crdt._authorship import (
     KeyDirectory,
     Signer,
     StaticDirectory,
+    server_device_id,
     signed_heads_message,
 )
 from crdt._document import (
@@ -146,6 +147,7 @@ __all__ = [
     "new_record_id",
     "run_in_memory",
     "schema_for",
+    "server_device_id",
     "signed_heads_message",
     "sortable_time",
 ]

@@ -23,6 +23,8 @@ that writes ``created_by``, ``updated_by`` or ``device_id`` must write its signe
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,6 +38,7 @@ __all__ = [
     "KeyDirectory",
     "Signer",
     "StaticDirectory",
+    "server_device_id",
     "signed_heads_message",
 ]
 
@@ -97,6 +100,14 @@ class StaticDirectory:
 def signed_heads_message(doc_id: str, heads: Iterable[bytes]) -> bytes:
     """The bytes a device signs: "my changes reachable from these heads of this record"."""
     return b"coherency-changes\n" + doc_id.encode() + b"\n" + b"".join(sorted(heads))
+
+
+def server_device_id(public_key: bytes) -> str:
+    """The device id (and Automerge actor) under which a server signs the documents it
+    writes itself (decisions), derived from its public key: every replica that pinned
+    the key knows it."""
+    digest = hashlib.sha256(b"coherency-server-actor\n" + public_key).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))
 
 
 def key_entry(device_id: str) -> str:

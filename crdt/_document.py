@@ -268,7 +268,7 @@ class RecordDocument:
         created = cls(doc, schema)
         created._record = record
         if signer is not None:
-            created.seal(signer)
+            created._seal(signer)
         return created
 
     @classmethod
@@ -702,15 +702,20 @@ class RecordDocument:
             tx.put(am.ROOT, "updated_at", am.ScalarType.Str, (now or _now()).isoformat())
             tx.put(am.ROOT, "updated_by", am.ScalarType.Str, device_id)
         if signer is not None:
-            self.seal(signer)
+            self._seal(signer)
 
     # ---------------------------------------------------------------- authorship
     def seal(self, signer: Signer) -> None:
         """Sign the document's current heads as `signer` (one small envelope change).
 
         The signature covers `signer`'s own changes up to these heads; see
-        `crdt._authorship`. Called after every signed write.
+        `crdt._authorship`. Called after every signed write; does nothing when the
+        signer's latest change is already an envelope.
         """
+        if not self._sealed_by(signer.device_id):
+            self._seal(signer)
+
+    def _seal(self, signer: Signer) -> None:
         heads = self._doc.get_heads()
         signature = signer.sign(signed_heads_message(self.id, heads))
         actor = actor_for_device(signer.device_id)
@@ -727,6 +732,19 @@ class RecordDocument:
             if tx.get(auth, declared) is None:
                 tx.put(auth, declared, am.ScalarType.Bytes, signer.public_key)
             tx.put(auth, signature_entry(signer.device_id, heads), am.ScalarType.Bytes, signature)
+
+    def _sealed_by(self, device_id: str) -> bool:
+        """True if the device's latest change is an envelope: nothing of it to sign."""
+        actor = actor_for_device(device_id)
+        changes = self._doc.get_changes([])
+        latest = max(
+            (i for i, change in enumerate(changes) if change.actor_id == actor),
+            key=lambda i: changes[i].seq,
+            default=None,
+        )
+        if latest is None:
+            return True
+        return latest in _envelopes(_ChangeIndex(changes), self._operations())
 
     def authorship(
         self, directory: KeyDirectory, *, known: Collection[bytes] = frozenset()

@@ -364,6 +364,7 @@ def import_bundle(
                     device_id=replica.device_id,
                     policy=replica.policy,
                     report=report,
+                    authorship=replica.directory,
                 )
             if offers and info.sender_device_id != replica.device_id:
                 # So an export back to the sender skips what it already holds.

@@ -24,6 +24,7 @@ from crdt import (
     sortable_time,
 )
 from edge_sdk._errors import ReadOnlyCollectionError, RecordNotFoundError
+from edge_sdk._identity import DeviceIdentity
 from edge_sdk._replica import Replica
 from edge_sdk._store import SEARCH_SEPARATOR, fold
 
@@ -66,6 +67,7 @@ class Collection(Generic[R]):
                 values,
                 device_id=self._replica.device_id,
                 clinic_id=self._replica.clinic_id,
+                signer=self._replica.identity,
             )
             access.record_ids.append(document.id)
             self._replica.store.put_documents([document])
@@ -94,19 +96,23 @@ class Collection(Generic[R]):
         return self._change(
             "update",
             record_id,
-            lambda doc: doc.update(changes, device_id=self._replica.device_id),
+            lambda doc: doc.update(changes, device_id=self._replica.device_id, signer=self._signer),
         )
 
     def delete(self, record_id: str) -> R:
         """Tombstone a record: it stays (and syncs) marked deleted."""
         return self._change(
-            "delete", record_id, lambda doc: doc.delete(device_id=self._replica.device_id)
+            "delete",
+            record_id,
+            lambda doc: doc.delete(device_id=self._replica.device_id, signer=self._signer),
         )
 
     def restore(self, record_id: str) -> R:
         """Undo a delete."""
         return self._change(
-            "restore", record_id, lambda doc: doc.restore(device_id=self._replica.device_id)
+            "restore",
+            record_id,
+            lambda doc: doc.restore(device_id=self._replica.device_id, signer=self._signer),
         )
 
     def list(
@@ -149,14 +155,20 @@ class Collection(Generic[R]):
                 field_name,
                 value,
                 device_id=self._replica.device_id,
+                signer=self._signer,
             ),
         )
 
     def history(self, record_id: str) -> builtins.list[HistoryEntry]:
-        """Every change to a record: which device, when, which fields."""
+        """Every change to a record: which device, when, which fields, and whether
+        the device's signature on it verifies (`HistoryEntry.verified`)."""
         with self._replica.access("history", self.name) as access:
             access.record_ids.append(record_id)
-            return self._document(record_id).history()
+            return self._document(record_id).history(directory=self._replica.directory)
+
+    @property
+    def _signer(self) -> DeviceIdentity:
+        return self._replica.identity
 
     # ---------------------------------------------------------------- internals
     def _check_references(self, values: Mapping[str, Any]) -> None:
@@ -322,7 +334,12 @@ class NotesCollection(Collection[ClinicalNote]):
             "update",
             record_id,
             lambda doc: doc.splice_text(
-                "text", position, delete, insert, device_id=self._replica.device_id
+                "text",
+                position,
+                delete,
+                insert,
+                device_id=self._replica.device_id,
+                signer=self._replica.identity,
             ),
         )
 

@@ -140,6 +140,18 @@ class HttpTransport:
             rejected=[Rejection(r["doc_id"], r["reason"]) for r in answer["rejected"]],
         )
 
+    def directory(self) -> dict[str, bytes]:
+        """``GET /v1/sync/directory``: the clinic's enrolled devices and their keys."""
+        response = self.request("GET", "/v1/sync/directory")
+        raise_for_status(response, "directory request")
+        try:
+            return {
+                str(entry["device_id"]): base64.b64decode(entry["public_key"], validate=True)
+                for entry in response.json()["devices"]
+            }
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise SyncError("the server sent an unusable device directory") from None
+
     def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
         """``GET /v1/sync/pull``: one page of the clinic's change feed after `cursor`."""
         params: dict[str, Any] = {"cursor": cursor, "limit": limit}

@@ -2,7 +2,8 @@
 
     hub = MemoryHub()
     ward.sync(transport=MemoryTransport(hub, device_id=ward.device_id,
-                                        clinic_id=ward.clinic_id))
+                                        clinic_id=ward.clinic_id,
+                                        public_key=ward.identity.public_key))
 
 A real backend shipped beside `HttpTransport` (as httpx ships `MockTransport`): sync
 runs without a server in tests, examples and demos. The hub keeps, per clinic, the
@@ -11,8 +12,10 @@ of its latest change), and the clinic's blobs; it applies the rules the server a
 
 - a push is merged with `crdt.apply_documents` under the server's policy: a document
   must belong to the pushing device's clinic, be of a collection devices may write
-  (server-owned ones are refused), and validate after the merge; an id another
-  clinic holds is refused; a refused document is reported and nothing of it stored;
+  (server-owned ones are refused), validate after the merge, and have every new
+  change signed by a device enrolled in the clinic (a transport enrols its device with
+  its key); an id another clinic holds is refused; a refused document is reported and
+  nothing of it stored; the clinic's enrolled devices are its `directory`;
 - a pull answers the clinic's documents changed after a cursor, oldest change first,
   in pages, leaving out versions that are exactly what the device pushed itself; a
   cursor past the feed is `CursorAheadError`; `wait` long-polls on a condition
@@ -36,18 +39,23 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
 from crdt import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Entry,
     EntryKind,
     RecordDocument,
     Rejection,
+    StaticDirectory,
     SyncMessage,
     SyncProtocolError,
     SyncReport,
     apply_documents,
     decode_message,
     encode_message,
+    server_device_id,
 )
 from edge_sdk._errors import (
     BlobCorruptError,
@@ -97,6 +105,7 @@ class MemoryHubState:
     owners: dict[str, str] = field(default_factory=dict)  # document id -> its clinic
     uploads: dict[str, _Upload] = field(default_factory=dict)
     models: dict[str, bytes] = field(default_factory=dict)  # sha256 -> model file
+    devices: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> clinic, key
     current_model: ModelOffer | None = None
 
 
@@ -124,6 +133,7 @@ class MemoryHub:
                 "page and chunk sizes must be positive, the minimum at most the maximum"
             )
         self.name = name or uuid.uuid4().hex
+        self._key = Ed25519PrivateKey.generate()
         self._page_size = page_size
         self._min_chunk = min_chunk_size
         self._max_chunk = max_chunk_size
@@ -188,10 +198,58 @@ class MemoryHub:
             self._state = copy.deepcopy(state)
             self._changed.notify_all()
 
+    # ---------------------------------------------------------------- identity
+    @property
+    def public_key(self) -> bytes:
+        """The hub's own Ed25519 public key: it signs the documents it writes."""
+        return self._key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @property
+    def server_device_id(self) -> str:
+        """The actor the hub writes its own documents as (`crdt.server_device_id`)."""
+        return server_device_id(self.public_key)
+
+    @property
+    def device_id(self) -> str:
+        """The same as `server_device_id` (so the hub is a `crdt.Signer`)."""
+        return self.server_device_id
+
+    def sign(self, data: bytes) -> bytes:
+        """An Ed25519 signature by the hub's key."""
+        return self._key.sign(data)
+
+    # ---------------------------------------------------------------- devices
+    def enrol(self, *, device_id: str, clinic_id: str, public_key: bytes) -> None:
+        """Let a device author the clinic's records, with its Ed25519 public key.
+
+        Raises:
+            SyncError: The device is enrolled with another clinic or key.
+        """
+        with self._changed:
+            known = self._state.devices.get(device_id)
+            if known is not None and known != (clinic_id, public_key):
+                raise SyncError(f"device {device_id} is enrolled with another clinic or key")
+            self._state.devices[device_id] = (clinic_id, public_key)
+
+    def revoke(self, device_id: str) -> None:
+        """Take a device out of the directory: its new changes are refused from now on."""
+        with self._changed:
+            self._state.devices.pop(device_id, None)
+
+    def directory(self, clinic_id: str) -> dict[str, bytes]:
+        """The devices enrolled in a clinic, with their keys (and the hub's own)."""
+        with self._changed:
+            found = {d: key for d, (c, key) in self._state.devices.items() if c == clinic_id}
+        found[self.server_device_id] = self.public_key
+        return found
+
     # ---------------------------------------------------------------- server writes
     def write_documents(self, clinic_id: str, documents: Sequence[RecordDocument]) -> int:
         """Store documents the server makes (e.g. decisions) in a clinic's feed, merged
-        with what it holds; returns the clinic's new feed sequence."""
+        with what it holds, signed by the hub (write them as `server_device_id`);
+        returns the clinic's new feed sequence."""
+        for document in documents:
+            document.seal(self)
         with self._changed:
             clinic = self._clinic(clinic_id)
             store = _ClinicStore(clinic)
@@ -242,6 +300,9 @@ class MemoryHub:
                 device_id=device_id,
                 policy=policy,
                 report=report,
+                authorship=StaticDirectory(
+                    {(c, d): key for d, (c, key) in self._state.devices.items()}
+                ),
             )
             self._publish(clinic_id, clinic, store.written, origin=device_id, pushed=pushed)
             rejected += report.rejected
@@ -419,9 +480,14 @@ class MemoryTransport:
         hub: The hub.
         device_id: The device syncing (the hub leaves out what it pushed itself).
         clinic_id: Its clinic: the scope of everything it pushes and pulls.
+        public_key: The device's Ed25519 public key: the hub enrols the device with it
+            (what enrolment does with a server), so its signed changes are accepted.
     """
 
-    def __init__(self, hub: MemoryHub, *, device_id: str, clinic_id: str) -> None:
+    def __init__(
+        self, hub: MemoryHub, *, device_id: str, clinic_id: str, public_key: bytes
+    ) -> None:
+        hub.enrol(device_id=device_id, clinic_id=clinic_id, public_key=public_key)
         self.hub = hub
         self.device_id = device_id
         self.clinic_id = clinic_id
@@ -446,6 +512,11 @@ class MemoryTransport:
         """Merge a wire message of documents into the clinic."""
         self._requests += 1
         return self.hub.push(message, device_id=self.device_id, clinic_id=self.clinic_id)
+
+    def directory(self) -> dict[str, bytes]:
+        """The devices enrolled in the clinic, with their keys."""
+        self._requests += 1
+        return self.hub.directory(self.clinic_id)
 
     def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
         """A page of the clinic's feed after `cursor` (waiting up to `wait` seconds)."""

@@ -10,12 +10,13 @@ runs the same sync over its own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from crdt import DocumentStore, RecordDocument, SyncSession
+from crdt import DocumentStore, RecordDocument, SyncSession, server_device_id
 from edge_sdk._access import AccessGate
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
 from edge_sdk._identity import DeviceIdentity
@@ -59,6 +60,10 @@ class Replica:
         self.access = AccessGate(identity.device_id)
         self.blobs: BlobStore = _AuditedBlobs(self.access, blob_files)
         self.documents: DocumentStore = _AuditedDocuments(self)
+        self.directory = ReplicaDirectory(self)
+        """Which devices may author this clinic's records (a `crdt.KeyDirectory`)."""
+        self._directory_keys: dict[str, bytes] | None = None  # cached; reset on change
+        self._enrollment: tuple[Enrollment | None] | None = None
 
     @property
     def device_id(self) -> str:
@@ -83,12 +88,22 @@ class Replica:
 
     def sync_session(self) -> SyncSession:
         """A sync session over this replica, for any transport (in memory, HTTP, file)."""
-        return SyncSession(self.documents, device_id=self.device_id, policy=self.policy)
+        return SyncSession(
+            self.documents,
+            device_id=self.device_id,
+            policy=self.policy,
+            authorship=self.directory,
+        )
 
     # ---------------------------------------------------------------- enrolment
     @property
     def enrollment(self) -> Enrollment | None:
         """The enrolment with a server, or None if the replica was never enrolled."""
+        if self._enrollment is None:
+            self._enrollment = (self._read_enrollment(),)
+        return self._enrollment[0]
+
+    def _read_enrollment(self) -> Enrollment | None:
         url = self.store.get_meta(META_PREFIX + "server_url")
         key = self.store.get_meta(META_PREFIX + "server_key")
         if not url or not key:
@@ -118,6 +133,28 @@ class Replica:
                 self.store.set_meta(META_PREFIX + key, value)
             self.store.delete_meta(META_PREFIX + "cursor_peer")
         self.clinic_id = enrollment.clinic_id
+        self._enrollment = None
+
+    def set_directory(self, keys: dict[str, bytes]) -> None:
+        """Keep the server's directory of the clinic's enrolled devices (replacing the
+        last one: a device revoked since is no longer in it)."""
+        with self.store.transaction():
+            self.store.set_meta(
+                META_PREFIX + "directory",
+                json.dumps({device: key.hex() for device, key in sorted(keys.items())}),
+            )
+        self._directory_keys = dict(keys)
+
+    def directory_keys(self) -> dict[str, bytes]:
+        """The last directory of enrolled devices the server gave (empty if none)."""
+        if self._directory_keys is None:
+            raw = self.store.get_meta(META_PREFIX + "directory")
+            self._directory_keys = (
+                {device: bytes.fromhex(key) for device, key in json.loads(raw).items()}
+                if raw
+                else {}
+            )
+        return self._directory_keys
 
     def take_refresh_token(self) -> str | None:
         """The refresh token from the server, if any, removed from the store as it is
@@ -145,6 +182,49 @@ class Replica:
         with self.store.transaction():
             self.store.set_meta(META_PREFIX + "cursor", str(cursor))
             self.store.set_meta(META_PREFIX + "cursor_peer", peer_id)
+
+
+class ReplicaDirectory:
+    """Which devices may author the records of a replica's clinic (`crdt.KeyDirectory`).
+
+    - This device: its own key.
+    - Enrolled with a server: the devices of the server's directory (refreshed at every
+      sync; a revoked device drops out), and the server itself (its pinned key, under
+      `crdt.server_device_id`) for the documents it writes; nobody else.
+    - Synced with a peer that gave a directory (an in-memory hub): that directory.
+    - Otherwise (a clinic that only exchanges bundles): a device's key is trusted on
+      first use, and a later different key for that device is refused.
+    """
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+        self.missing: set[str] = set()
+        """Devices asked for and not found since this was last cleared (a directory
+        older than the changes being checked: sync refreshes it and tries again)."""
+
+    def device_key(self, device_id: str, clinic_id: str, declared: bytes | None) -> bytes | None:
+        """The key `device_id` signs this clinic's records with, or None to refuse it."""
+        replica = self._replica
+        if clinic_id != replica.clinic_id:
+            return None
+        if device_id == replica.device_id:
+            return replica.identity.public_key
+        enrollment = replica.enrollment
+        if enrollment is not None and device_id == server_device_id(enrollment.server_public_key):
+            return enrollment.server_public_key
+        directory = replica.directory_keys()
+        if directory or enrollment is not None:
+            found = directory.get(device_id)  # a directory, once given, decides
+            if found is None:
+                self.missing.add(device_id)
+            return found
+        trusted = replica.store.trusted_signer(device_id)
+        if trusted is not None:
+            return trusted[0]
+        if declared is None:
+            return None
+        replica.store.trust_signer(device_id, declared, datetime.now(UTC).isoformat())
+        return declared
 
 
 class ReplicaHolder(Protocol):

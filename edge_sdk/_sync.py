@@ -85,6 +85,9 @@ def sync_replica(
         run.push()
         if blobs:
             run.upload_blobs()
+        # Who may author the clinic's records, as the other side knows it now: every
+        # change pulled next is checked against it (a revoked device drops out).
+        replica.set_directory(transport.directory())
         run.pull(wait=wait)
         if blobs:
             run.download_blobs()
@@ -234,7 +237,16 @@ class _Run:
         collecting = gc.isenabled()
         gc.disable()
         try:
-            self._merge_page(store, docs, policy, report, cursor, server_heads)
+            try:
+                self._merge_page(store, docs, policy, report, cursor, server_heads)
+            except _DirectoryBehind:
+                # A device enrolled after the directory was fetched wrote some of these
+                # changes: fetch it again and apply the page once more (nothing of the
+                # first attempt was kept), so the cursor never moves past them.
+                self.replica.set_directory(self.transport.directory())
+                report, server_heads = SyncReport(), {}
+                store = _PrefetchedStore(self.store, self.replica.device_id, [d for d, _ in docs])
+                self._merge_page(store, docs, policy, report, cursor, server_heads, retry=False)
         finally:
             if collecting:
                 gc.enable()
@@ -249,12 +261,23 @@ class _Run:
         report: SyncReport,
         cursor: int,
         server_heads: dict[str, list[bytes]],
+        *,
+        retry: bool = True,
     ) -> None:
+        directory = self.replica.directory
         with self.store.transaction():
             with self.replica.access("sync-write", "*") as access:
+                directory.missing.clear()
                 apply_documents(
-                    store, docs, device_id=self.replica.device_id, policy=policy, report=report
+                    store,
+                    docs,
+                    device_id=self.replica.device_id,
+                    policy=policy,
+                    report=report,
+                    authorship=directory,
                 )
+                if retry and directory.missing and report.rejected:
+                    raise _DirectoryBehind  # rolls the page back
                 access.record_ids.extend(sorted(report.received))
             self.store.set_peer_heads(self.peer, server_heads)
             self.replica.set_cursor(self.peer, cursor)
@@ -301,6 +324,10 @@ class _Run:
             self.store.set_peer_heads(self.blob_peer, {sha: []})
             self.result.blobs_downloaded.append(sha)
         self.progress(SyncProgress("download", len(todo), len(todo)))
+
+
+class _DirectoryBehind(Exception):
+    """A pulled change names a device the replica's directory does not list yet."""
 
 
 class _PrefetchedStore:

@@ -116,6 +116,12 @@ class SyncTransport(BlobTransport, Protocol):
         """Send one `crdt` wire message of DOC entries; the answer per document."""
         ...
 
+    def directory(self) -> dict[str, bytes]:
+        """The devices that may author the replica's clinic's records: device id to
+        Ed25519 public key (enrolled and not revoked). The replica checks every
+        change it receives against it."""
+        ...
+
     def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
         """One wire message of the documents changed after `cursor` (at most `limit`).
 

@@ -477,7 +477,12 @@ class CutHub(MemoryTransport):
     acts on it (`ServerUnreachableError`, as a transport out of retries)."""
 
     def __init__(self, hub: MemoryHub, client: EdgeClient, *, cut_at: int, after: bool) -> None:
-        super().__init__(hub, device_id=client.device_id, clinic_id=client.clinic_id)
+        super().__init__(
+            hub,
+            device_id=client.device_id,
+            clinic_id=client.clinic_id,
+            public_key=client.identity.public_key,
+        )
         self.calls = 0
         self.cut_at = cut_at
         self.after = after
@@ -518,8 +523,19 @@ class HubReplicas(EdgeReplicas):
         super().__init__()
         self.hub = MemoryHub(page_size=2)
 
+    def enrol_everyone(self) -> None:
+        """Every replica's device is enrolled with the hub (as with a server, before
+        it relays changes they made)."""
+        for client in self.clients:
+            self.hub.enrol(
+                device_id=client.device_id,
+                clinic_id=client.clinic_id,
+                public_key=client.identity.public_key,
+            )
+
     @rule(replica=INDEX, cut_at=st.integers(0, 4), after=st.booleans())
     def sync_through_hub(self, replica: int, cut_at: int, after: bool) -> None:
+        self.enrol_everyone()
         client = self.client(replica)
         transport = CutHub(self.hub, client, cut_at=cut_at, after=after)
         try:
@@ -531,6 +547,7 @@ class HubReplicas(EdgeReplicas):
     def teardown(self) -> None:
         try:
             if self.clients:
+                self.enrol_everyone()
                 for _ in range(len(self.clients) + 2):
                     moved = False
                     for client in self.clients:

@@ -36,7 +36,12 @@ T = TypeVar("T")
 
 
 def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(hub, device_id=client.device_id, clinic_id=client.clinic_id)
+    return MemoryTransport(
+        hub,
+        device_id=client.device_id,
+        clinic_id=client.clinic_id,
+        public_key=client.identity.public_key,
+    )
 
 
 def add_patient(client: EdgeClient, family: str) -> str:
@@ -67,6 +72,9 @@ class Faulty:
     @property
     def retries(self) -> int:
         return self.inner.retries
+
+    def directory(self) -> dict[str, bytes]:
+        return self._call("directory", self.inner.directory)
 
     def _call(self, method: str, run: Callable[[], T]) -> T:
         number = self.calls[method] = self.calls.get(method, 0) + 1
@@ -150,7 +158,8 @@ def test_a_second_sync_moves_nothing_and_a_device_is_not_sent_its_own_push(
     pulled = b.sync(transport=connect(hub, b))
     assert pulled.pulled == [patient]
     again = a.sync(transport=connect(hub, a))
-    assert again.pushed == [] and again.pulled == [] and again.requests == 1
+    # One request for the clinic's device directory, one pull: nothing pushed.
+    assert again.pushed == [] and again.pulled == [] and again.requests == 2
 
 
 # ---------------------------------------------------------------- the hub's rules
@@ -194,11 +203,11 @@ def test_server_written_decisions_sync_down_read_only(tmp_store: Any) -> None:
     decision = RecordDocument.create(
         Decision,
         {"intent_id": patient, "status": "rejected", "reason": "slot taken"},
-        device_id="00000000-0000-4000-8000-000000000000",
+        device_id=hub.server_device_id,
         clinic_id=a.clinic_id,
         now=datetime(2025, 1, 1, tzinfo=UTC),
     )
-    hub.write_documents(a.clinic_id, [decision])
+    hub.write_documents(a.clinic_id, [decision])  # signed by the hub, as a server signs
     result = a.sync(transport=connect(hub, a))
     assert decision.id in result.pulled
     assert a.decisions.get(decision.id).reason == "slot taken"
@@ -249,7 +258,11 @@ def test_a_pull_cut_between_pages_resumes_at_its_cursor(tmp_store: Any) -> None:
             cursors.append(cursor)
             return super().pull(cursor=cursor, limit=limit, wait=wait)
 
-    rest = b.sync(transport=Watching(hub, device_id=b.device_id, clinic_id=b.clinic_id))
+    rest = b.sync(
+        transport=Watching(
+            hub, device_id=b.device_id, clinic_id=b.clinic_id, public_key=b.identity.public_key
+        )
+    )
     assert cursors[0] == 6
     assert set(rest.pulled) == ids - held
     assert set(b.replica.document_heads()) == ids
@@ -339,7 +352,12 @@ def test_a_cut_upload_resumes_at_the_hubs_offset(
             return super().send_chunk(upload_id=upload_id, offset=offset, data=data)
 
     result = client.sync(
-        transport=Counting(hub, device_id=client.device_id, clinic_id=client.clinic_id)
+        transport=Counting(
+            hub,
+            device_id=client.device_id,
+            clinic_id=client.clinic_id,
+            public_key=client.identity.public_key,
+        )
     )
     assert result.blobs_uploaded == [sha]
     assert sent == [2 * MiB, 3 * MiB, 4 * MiB, 5 * MiB]  # from where the hub stood
@@ -378,7 +396,12 @@ def test_a_cut_download_resumes_from_the_next_byte_and_is_verified(
             return BlobDownload(whole.start, whole.size, pieces(), whole.close)
 
     result = reader.sync(
-        transport=BreaksOff(hub, device_id=reader.device_id, clinic_id=reader.clinic_id)
+        transport=BreaksOff(
+            hub,
+            device_id=reader.device_id,
+            clinic_id=reader.clinic_id,
+            public_key=reader.identity.public_key,
+        )
     )
     assert result.blobs_downloaded == [sha]
     assert starts == [0, 2 * MiB, 4 * MiB]

@@ -673,7 +673,12 @@ def test_update_model_installs_what_a_model_source_offers_once(
     )
     client.replica.enrol(pinned, refresh_token="unused")
     hub = MemoryHub()
-    source = MemoryTransport(hub, device_id=client.device_id, clinic_id=client.clinic_id)
+    source = MemoryTransport(
+        hub,
+        device_id=client.device_id,
+        clinic_id=client.clinic_id,
+        public_key=client.identity.public_key,
+    )
     nothing = client.update_model(source=source)
     assert not nothing.changed and nothing.reason == "the server has not published a model"
 

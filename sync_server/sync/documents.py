@@ -43,6 +43,7 @@ from sync_server.db import Base, utcnow
 from sync_server.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
+from sync_server.sync.authorship import ClinicDirectory, ServerSigner
 from sync_server.sync.projections import PROJECTIONS, projection_row
 from sync_server.sync.tables import Document
 
@@ -137,13 +138,15 @@ def push_documents(
     principal: Principal,
     incoming: Sequence[tuple[str, bytes]],
     max_message_size: int,
+    server_key: bytes,
     limits: DocumentLimits = DEFAULT_LIMITS,
     request_id: str | None = None,
 ) -> PushResult:
     """Merge a device's pushed documents into its clinic's replicas, in `session`'s
     transaction, and audit the push. Refused documents are reported and nothing of
     them is stored; a document too large to be pulled again in a message of
-    `max_message_size` bytes is refused.
+    `max_message_size` bytes is refused, and so is one with a new change not signed by
+    an enrolled device of its clinic (or the server, whose key is `server_key`).
 
     Raises:
         NotFound: The caller has no clinic, or it no longer exists.
@@ -179,6 +182,7 @@ def push_documents(
         policy=policy,
         report=report,
         limits=limits,
+        authorship=ClinicDirectory(session, server_key=server_key),
     )
     late = store.flush(pushed_heads, max_document_size=max_message_size - MESSAGE_ENVELOPE)
     result.rejected += report.rejected + late
@@ -294,15 +298,19 @@ def write_documents(
     session: Session,
     clinic_id: str,
     documents: Sequence[RecordDocument],
-    writer: str | None,
+    signer: ServerSigner,
     max_document_size: int = 8 * 1024 * 1024 - MESSAGE_ENVELOPE,
 ) -> int:
-    """Store server-made documents (e.g. decisions) in a clinic's feed; returns the
-    clinic's new feed sequence. The caller's transaction commits them.
+    """Store server-made documents (e.g. decisions) in a clinic's feed, signed by the
+    server (their changes must be the server's: written as ``signer.device_id``);
+    returns the clinic's new feed sequence. The caller's transaction commits them.
 
     Raises:
         ValueError: The server's own documents were refused (a bug, not input).
     """
+    for document in documents:
+        document.seal(signer)
+    writer = signer.device_id
     clinic = session.execute(
         select(Clinic).where(Clinic.id == clinic_id).with_for_update()
     ).scalar_one()

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 from typing import Annotated
 
@@ -28,8 +29,10 @@ from sync_server.deps import (
     MetricsDep,
     RequestIdDep,
     SettingsDep,
+    SigningKeyDep,
 )
 from sync_server.errors import Invalid, PayloadTooLarge
+from sync_server.sync.authorship import clinic_directory
 from sync_server.sync.documents import (
     PullPage,
     decode_push,
@@ -38,7 +41,7 @@ from sync_server.sync.documents import (
     push_documents,
     record_pull,
 )
-from sync_server.sync.schemas import PushResponse
+from sync_server.sync.schemas import DeviceDirectory, DirectoryEntry, PushResponse
 
 __all__ = ["router"]
 
@@ -73,6 +76,7 @@ async def push(
     feed: FeedDep,
     metrics: MetricsDep,
     request_id: RequestIdDep,
+    signing_key: SigningKeyDep,
 ) -> PushResponse:
     """Merge a device's documents into its clinic's replicas."""
     cap = settings.max_message_size
@@ -102,6 +106,7 @@ async def push(
                 principal=caller,
                 incoming=incoming,
                 max_message_size=cap,
+                server_key=signing_key.public_key_bytes,
                 limits=limits,
                 request_id=request_id,
             )
@@ -185,4 +190,27 @@ async def pull(
         encoded,
         media_type=MEDIA_TYPE,
         headers={"X-Coherency-Cursor": str(page.cursor), "X-Coherency-More": str(page.more)},
+    )
+
+
+@router.get(
+    "/directory",
+    summary="The devices that may author the clinic's records",
+    response_model=DeviceDirectory,
+)
+def directory(caller: DeviceCaller, db: DbDep) -> DeviceDirectory:
+    """The caller's clinic's enrolled, unrevoked devices and their Ed25519 public keys.
+
+    Devices check every change they receive (pulled, from a bundle, from an edge box)
+    against it; a device revoked since drops out. The server signs the documents it
+    writes itself under `crdt.server_device_id` of the key pinned at enrolment.
+    """
+    assert caller.clinic_id is not None  # a device always belongs to a clinic
+    with db.read() as session:
+        keys = clinic_directory(session=session, clinic_id=caller.clinic_id)
+    return DeviceDirectory(
+        devices=[
+            DirectoryEntry(device_id=device, public_key=base64.b64encode(key).decode())
+            for device, key in sorted(keys.items())
+        ]
     )

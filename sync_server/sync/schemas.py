@@ -58,3 +58,16 @@ class RecordPage(BaseModel):
     items: list[RecordOut]
     limit: int
     offset: int
+
+
+class DirectoryEntry(BaseModel):
+    """One enrolled device of the clinic."""
+
+    device_id: str
+    public_key: str = Field(description="Raw 32-byte Ed25519 public key, base64.")
+
+
+class DeviceDirectory(BaseModel):
+    """The devices that may author the clinic's records."""
+
+    devices: list[DirectoryEntry]

@@ -24,9 +24,9 @@ import httpx
 import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from fastapi import FastAPI
 
+from edge_sdk import DeviceIdentity
 from sync_server import Settings, ThreadedServer, create_app, migrate
 from sync_server.db import Database
 from sync_server.identity.tables import Clinic, Device, Organisation
@@ -48,6 +48,7 @@ class ServerHandle:
     app: FastAPI
     organisation_id: str
     _clinics: list[str] = field(default_factory=list)
+    _signers: dict[str, DeviceIdentity] = field(default_factory=dict)
 
     def new_clinic(self, name: str | None = None) -> str:
         """A fresh clinic of the test organisation; returns its id."""
@@ -75,14 +76,14 @@ class ServerHandle:
         """Register a device directly in the database and mint it an access token.
 
         For tests of routes other than enrolment; returns (device_id, access token).
+        Unless `public_key` is given, the device gets a real identity: `signer(device)`
+        signs its documents (the server refuses unsigned changes, as devices do).
         """
         device_id = device_id or str(uuid.uuid4())
         if public_key is None:
-            public_key = (
-                Ed25519PrivateKey.generate()
-                .public_key()
-                .public_bytes(Encoding.Raw, PublicFormat.Raw)
-            )
+            identity = DeviceIdentity(device_id, Ed25519PrivateKey.generate())
+            self._signers[device_id] = identity
+            public_key = identity.public_key
         with self.db.write() as session:
             if session.get(Device, device_id) is None:
                 session.add(Device(id=device_id, clinic_id=clinic_id, public_key=public_key))
@@ -95,6 +96,16 @@ class ServerHandle:
             ttl=ttl,
         )
         return device_id, token
+
+    def signer(self, device_id: str) -> DeviceIdentity:
+        """The identity `device_token` made for a device: signs its changes."""
+        return self._signers[device_id]
+
+    def server_signer(self) -> Any:
+        """The server as the author of its own documents (decisions)."""
+        from sync_server.sync.authorship import ServerSigner
+
+        return ServerSigner(self.app.state.signing_key)
 
     def http(self, token: str | None = None) -> httpx.Client:
         """An httpx client for the server, with a bearer token if given."""

@@ -21,7 +21,8 @@ from sync_server.sync.tables import Document
 MEDIA = {"content-type": "application/vnd.coherency.sync"}
 
 
-def patient(clinic_id: str, device_id: str, *, changes: int = 1) -> RecordDocument:
+def patient(server: Any, clinic_id: str, device_id: str, *, changes: int = 1) -> RecordDocument:
+    """A patient record with `changes` changes, signed by its device (one more change)."""
     doc = RecordDocument.create(
         Patient,
         {"given_name": "Ada", "family_name": "Okafor", "birth_date": date(1950, 3, 1)},
@@ -32,7 +33,9 @@ def patient(clinic_id: str, device_id: str, *, changes: int = 1) -> RecordDocume
     for n in range(changes - 1):
         with raw.transaction() as tx:
             tx.put(am.ROOT, "given_name", am.ScalarType.Str, f"Ada {n}")
-    return RecordDocument.load(raw.save())
+    signed = RecordDocument.load(raw.save(), device_id=device_id)
+    signed.seal(server.signer(device_id))
+    return signed
 
 
 def message(*entries: tuple[str, bytes]) -> bytes:
@@ -69,7 +72,7 @@ def test_a_push_whose_documents_hold_too_many_changes_is_refused_whole(
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
     monkeypatch.setattr(server.settings, "push_max_changes", 50)
-    docs = [patient(clinic, device, changes=10) for _ in range(6)]  # 60 changes in all
+    docs = [patient(server, clinic, device, changes=9) for _ in range(6)]  # 60 changes in all
     with server.http(token) as http:
         answer = http.post(
             "/v1/sync/push", content=message(*((d.id, d.save()) for d in docs)), headers=MEDIA
@@ -91,7 +94,10 @@ def test_a_document_over_the_change_limit_is_refused_alone(
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
     monkeypatch.setattr(server.settings, "document_max_changes", 20)
-    costly, fine = patient(clinic, device, changes=30), patient(clinic, device, changes=5)
+    costly, fine = (
+        patient(server, clinic, device, changes=30),
+        patient(server, clinic, device, changes=5),
+    )
     assert len(costly.save()) < 2000  # compressed: only counting the changes catches it
     with server.http(token) as http:
         answer = http.post(
@@ -101,7 +107,7 @@ def test_a_document_over_the_change_limit_is_refused_alone(
         ).json()
     assert answer["accepted"] == [fine.id]
     assert answer["rejected"] == [
-        {"doc_id": costly.id, "reason": "the document has 30 changes, over the limit of 20"}
+        {"doc_id": costly.id, "reason": "the document has 31 changes, over the limit of 20"}
     ]
     assert not stored(server, costly.id) and stored(server, fine.id)
 
@@ -109,7 +115,7 @@ def test_a_document_over_the_change_limit_is_refused_alone(
 def test_a_record_holding_nul_is_refused_alone_on_both_databases(server: Any) -> None:
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
-    hostile, fine = patient(clinic, device), patient(clinic, device)
+    hostile, fine = patient(server, clinic, device), patient(server, clinic, device)
     raw = hostile.automerge
     with raw.transaction() as tx:  # written around the SDK, which refuses NUL
         tx.put(am.ROOT, "family_name", am.ScalarType.Str, "Oka\0for")
@@ -127,7 +133,7 @@ def test_a_record_holding_nul_is_refused_alone_on_both_databases(server: Any) ->
 def test_other_requests_are_answered_while_a_big_push_is_merged(server: Any) -> None:
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
-    docs = [patient(clinic, device) for _ in range(2500)]
+    docs = [patient(server, clinic, device) for _ in range(2500)]
     raw = message(*((d.id, d.save()) for d in docs))
     done = threading.Event()
     latencies: list[float] = []

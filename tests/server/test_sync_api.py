@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from datetime import date
 from typing import Any
 
@@ -32,12 +31,16 @@ from sync_server.sync.tables import Document, PatientRow
 MEDIA = {"content-type": "application/vnd.coherency.sync"}
 
 
-def patient(clinic_id: str, device_id: str, family: str = "Lovelace") -> RecordDocument:
+def patient(
+    server: Any, clinic_id: str, device_id: str, family: str = "Lovelace"
+) -> RecordDocument:
+    """A new patient record, signed by its device (as the SDK signs every write)."""
     return RecordDocument.create(
         Patient,
         {"given_name": "Ada", "family_name": family, "birth_date": date(1990, 1, 2)},
         device_id=device_id,
         clinic_id=clinic_id,
+        signer=server.signer(device_id),
     )
 
 
@@ -74,7 +77,7 @@ def test_a_pushed_record_reaches_the_other_device_of_the_clinic(server: Any) -> 
     clinic = server.new_clinic()
     a_id, a_token = server.device_token(clinic)
     _, b_token = server.device_token(clinic)
-    doc = patient(clinic, a_id)
+    doc = patient(server, clinic, a_id)
     with server.http(a_token) as a, server.http(b_token) as b:
         answer = push(a, doc)
         assert answer["accepted"] == [doc.id]
@@ -97,7 +100,7 @@ def test_a_pushed_record_reaches_the_other_device_of_the_clinic(server: Any) -> 
 def test_pushes_are_idempotent(server: Any) -> None:
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
-    doc = patient(clinic, device)
+    doc = patient(server, clinic, device)
     with server.http(token) as http:
         first = push(http, doc)
         before = database_state(server)
@@ -111,13 +114,13 @@ def test_concurrent_edits_merge_on_the_server(server: Any) -> None:
     clinic = server.new_clinic()
     a_id, a_token = server.device_token(clinic)
     b_id, b_token = server.device_token(clinic)
-    base = patient(clinic, a_id)
+    base = patient(server, clinic, a_id)
     with server.http(a_token) as a, server.http(b_token) as b:
         push(a, base)
         theirs = RecordDocument.load(pull(b)[0][base.id], device_id=b_id)
         ours = base.fork(device_id=a_id)
-        ours.update({"mrn": "MRN-1"}, device_id=a_id)
-        theirs.update({"sex": "female"}, device_id=b_id)
+        ours.update({"mrn": "MRN-1"}, device_id=a_id, signer=server.signer(a_id))
+        theirs.update({"sex": "female"}, device_id=b_id, signer=server.signer(b_id))
         push(a, ours)
         push(b, theirs)
         merged = RecordDocument.load(pull(a)[0][base.id])
@@ -130,7 +133,7 @@ def test_a_device_never_receives_another_clinics_documents(server: Any) -> None:
     a_id, a_token = server.device_token(ours)
     _, c_token = server.device_token(theirs)
     with server.http(a_token) as a, server.http(c_token) as c:
-        push(a, patient(ours, a_id))
+        push(a, patient(server, ours, a_id))
         docs, control = pull(c)
         assert docs == {} and control["cursor"] == 0
 
@@ -141,9 +144,9 @@ def test_refused_documents_are_reported_and_nothing_of_them_is_stored(
 ) -> None:
     ours, theirs = server.new_clinic(), server.new_clinic()
     device, token = server.device_token(ours)
-    good = patient(ours, device)
+    good = patient(server, ours, device)
     if case == "other-clinic":
-        bad = patient(theirs, device)
+        bad = patient(server, theirs, device)
     elif case == "server-owned":
         bad = RecordDocument.create(
             Decision,
@@ -153,12 +156,12 @@ def test_refused_documents_are_reported_and_nothing_of_them_is_stored(
         )
     elif case == "foreign-id":
         other_device, other_token = server.device_token(theirs)
-        taken = patient(theirs, other_device)
+        taken = patient(server, theirs, other_device)
         with server.http(other_token) as other:
             push(other, taken)
         bad = RecordDocument.load(taken.save(), device_id=device)  # their record, our push
     else:
-        bad = patient(ours, device)
+        bad = patient(server, ours, device)
     before = database_state(server)
     payload = [good, bad]
     raw = body(*payload)
@@ -196,20 +199,20 @@ def test_a_server_owned_record_syncs_down_and_cannot_be_changed_by_a_device(
 
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
-    server_actor = str(uuid.uuid4())
+    signer = server.server_signer()
     decision = RecordDocument.create(
         Decision,
         {"intent_id": "intent-7", "status": "rejected", "reason": "slot taken"},
-        device_id=server_actor,
+        device_id=signer.device_id,
         clinic_id=clinic,
     )
     with server.db.write() as session:
-        write_documents(session=session, clinic_id=clinic, documents=[decision], writer="server")
+        write_documents(session=session, clinic_id=clinic, documents=[decision], signer=signer)
     with server.http(token) as http:
         docs, _ = pull(http)
         assert RecordDocument.load(docs[decision.id]).read().reason == "slot taken"
         edited = RecordDocument.load(docs[decision.id], device_id=device)
-        edited.update({"status": "accepted"}, device_id=device)
+        edited.update({"status": "accepted"}, device_id=device, signer=server.signer(device))
         answer = push(http, edited)
     assert [r["doc_id"] for r in answer["rejected"]] == [decision.id]
     assert "server-owned" in answer["rejected"][0]["reason"]
@@ -223,7 +226,7 @@ def test_pull_pages_follow_the_cursor(server: Any) -> None:
     clinic = server.new_clinic()
     a_id, a_token = server.device_token(clinic)
     _, b_token = server.device_token(clinic)
-    docs = [patient(clinic, a_id, f"Family{i}") for i in range(25)]
+    docs = [patient(server, clinic, a_id, f"Family{i}") for i in range(25)]
     with server.http(a_token) as a, server.http(b_token) as b:
         push(a, *docs)
         seen: list[str] = []
@@ -251,7 +254,7 @@ def test_a_long_poll_wakes_when_another_device_pushes(server: Any) -> None:
     clinic = server.new_clinic()
     a_id, a_token = server.device_token(clinic)
     _, b_token = server.device_token(clinic)
-    doc = patient(clinic, a_id)
+    doc = patient(server, clinic, a_id)
     result: dict[str, Any] = {}
 
     def wait_for_it() -> None:
@@ -284,7 +287,7 @@ def test_pushes_and_pulls_are_audited_without_patient_data(server: Any) -> None:
     clinic = server.new_clinic()
     a_id, a_token = server.device_token(clinic)
     _, b_token = server.device_token(clinic)
-    doc = patient(clinic, a_id, family="Quixotically")
+    doc = patient(server, clinic, a_id, family="Quixotically")
     with server.http(a_token) as a, server.http(b_token) as b:
         push(a, doc)
         pull(b)
@@ -298,7 +301,15 @@ def test_pushes_and_pulls_are_audited_without_patient_data(server: Any) -> None:
 
 # ---------------------------------------------------------------- bad input
 def _garbage_bodies(clinic: str, device: str) -> dict[str, bytes]:
-    good = body(patient(clinic, device))
+    # Only the framing matters here: the document is never merged.
+    good = body(
+        RecordDocument.create(
+            Patient,
+            {"given_name": "Ada", "family_name": "X", "birth_date": date(1990, 1, 2)},
+            device_id=device,
+            clinic_id=clinic,
+        )
+    )
     return {
         "empty": b"",
         "garbage": b"\x00\x01 this is not a sync message" * 10,
@@ -340,7 +351,7 @@ def test_sync_routes_refuse_callers_without_a_device_token(server: Any) -> None:
     with server.http() as anonymous:
         assert anonymous.get("/v1/sync/pull").status_code == 401
         response = anonymous.post(
-            "/v1/sync/push", content=body(patient(clinic, device)), headers=MEDIA
+            "/v1/sync/push", content=body(patient(server, clinic, device)), headers=MEDIA
         )
         assert response.status_code == 401
     with server.http("not-a-jwt") as bad:
@@ -352,7 +363,7 @@ def test_concurrent_pulls_of_one_clinic_never_fail(server: Any) -> None:
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
     with server.http(token) as http:
-        push(http, *[patient(clinic, device, f"F{i}") for i in range(200)])
+        push(http, *[patient(server, clinic, device, f"F{i}") for i in range(200)])
     _, reader = server.device_token(clinic)
     statuses: list[int] = []
 
@@ -374,9 +385,13 @@ def test_a_record_the_projection_cannot_hold_is_refused_alone(server: Any) -> No
 
     clinic = server.new_clinic()
     device, token = server.device_token(clinic)
-    owner = patient(clinic, device)
+    owner = patient(server, clinic, device)
     wound = RecordDocument.create(
-        Wound, {"patient_id": owner.id, "body_site": "heel"}, device_id=device, clinic_id=clinic
+        Wound,
+        {"patient_id": owner.id, "body_site": "heel"},
+        device_id=device,
+        clinic_id=clinic,
+        signer=server.signer(device),
     )
     extreme = RecordDocument.create(
         WoundAssessment,
@@ -388,6 +403,7 @@ def test_a_record_the_projection_cannot_hold_is_refused_alone(server: Any) -> No
         },
         device_id=device,
         clinic_id=clinic,
+        signer=server.signer(device),
     )
     with server.http(token) as http:
         answer = push(http, owner, wound, extreme)
