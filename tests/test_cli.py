@@ -563,13 +563,56 @@ def test_help_and_version(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "COHERENCY_KDF=fast" in result.stdout
-    for name in ("init", "patients", "wounds", "notes", "conflicts", "history", "sync", "key"):
+    for name in (
+        "init",
+        "patients",
+        "wounds",
+        "assessments",
+        "notes",
+        "conflicts",
+        "history",
+        "sync",
+        "device",
+        "key",
+        "scan",
+        "models",
+        "server",
+        "demo",
+    ):
         assert name in result.stdout
     version = CliRunner().invoke(cli, ["--version"])
     assert version.exit_code == 0
     assert version.stdout.startswith("coherency ")
 
 
+def test_help_does_not_import_the_demo() -> None:
+    # In a fresh interpreter, as the console script runs: the demo's scenarios (and the
+    # server and capture libraries they drive) load only when `coherency demo` runs.
+    script = (
+        "import sys\n"
+        "from cli.main import main\n"
+        "sys.argv = ['coherency', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "loaded = [m for m in sys.modules if m == 'cli.demo' or m.startswith('cli.demo.')]\n"
+        "print('LOADED', *loaded, 'sync_server' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Commands:" in done.stdout and "demo" in done.stdout
+    assert done.stdout.split("LOADED", 1)[1].split() == ["False"]
+
+
+@pytest.mark.slow
 def test_demo_runs(tmp_path: Path) -> None:
     report = ok(tmp_path / "unused", "demo", "--workdir", str(tmp_path / "demo"))
     assert report["workdir"] == str(tmp_path / "demo")

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli.demo import DEMO_PASSPHRASE, DemoFailedError
+from cli.demo.server import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
 from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
-from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
-from sync_server._demo import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
 from sync_server.db import Database
 from sync_server.identity.tables import Device
 

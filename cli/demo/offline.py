@@ -1,52 +1,49 @@
-"""The end-to-end demonstration behind `coherency demo`.
+"""The offline part of `coherency demo`: two tablets, sync bundles, a conflict.
 
 Two tablets of one clinic work offline, exchange signed and encrypted sync bundles
 (the path a clinic with no network at all uses), edit the same records concurrently,
-converge, and settle a conflict. Every step checks its own outcome and the demo fails
-loudly if one does not hold, so it doubles as a smoke test of a fresh installation.
+converge, and settle a conflict; then no patient name may be on disk in plaintext.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk._bundles import export_bundle, import_bundle
-from edge_sdk._client import EdgeClient
-from edge_sdk._errors import EdgeError
-from edge_sdk._keys import Argon2Params, PassphraseKeyProvider
+from cli.demo._scenario import (
+    CLINIC,
+    Say,
+    Scenario,
+    check,
+    demo_folder,
+    demo_kdf,
+    demo_key_provider,
+    plaintext_leaks,
+)
+from edge_sdk import EdgeClient, export_bundle, import_bundle
 
-__all__ = ["DemoFailedError", "DemoReport", "run_demo"]
+__all__ = ["OfflineDemoReport", "run_offline_demo"]
 
-CLINIC = "clinic-riverside"
-# Embedded defaults: a demo passphrase (never use one like it for real data).
-DEMO_PASSPHRASE = "demo: not for patient data"
 BUNDLE_PASSPHRASE = "demo bundle passphrase"
 PATIENT_NAME = ("Amara", "Okonkwo-Demo")
 
 
-class DemoFailedError(EdgeError):
-    """A demo step did not produce what it should have."""
-
-
 @dataclass(slots=True)
-class DemoReport:
-    """What the demo did, step by step, and where it left its stores."""
+class OfflineDemoReport:
+    """What the offline part did, step by step, and where it left its stores."""
 
     workdir: Path
     steps: list[str] = field(default_factory=list)
     stores: dict[str, Path] = field(default_factory=dict)
 
 
-def run_demo(
+def run_offline_demo(
     workdir: str | os.PathLike[str] | None = None,
     *,
-    say: Callable[[str], None] = lambda line: None,
+    say: Say = lambda line: None,
     fast_kdf: bool = True,
-) -> DemoReport:
+) -> OfflineDemoReport:
     """Run the offline two-tablet scenario and return its report.
 
     Args:
@@ -57,19 +54,12 @@ def run_demo(
     Raises:
         DemoFailedError: A step's outcome was not what it must be.
     """
-    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="coherency-"))
-    root.mkdir(parents=True, exist_ok=True)
-    report = DemoReport(workdir=root)
-    kdf = Argon2Params.fast() if fast_kdf else None
-    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=kdf)
-
-    def step(line: str) -> None:
-        report.steps.append(line)
-        say(line)
-
-    def check(condition: bool, what: str) -> None:
-        if not condition:
-            raise DemoFailedError(f"demo step failed: {what}")
+    root = demo_folder(workdir)
+    report = OfflineDemoReport(workdir=root)
+    scenario = Scenario(report.steps, say)
+    step = scenario.step
+    kdf = demo_kdf(fast_kdf)
+    provider = demo_key_provider(kdf)
 
     ward_path, home_path = root / "ward-tablet", root / "home-visit-tablet"
     report.stores = {"ward": ward_path, "home": home_path}
@@ -188,15 +178,7 @@ def run_demo(
             "patient records identical on both tablets",
         )
 
-    leaks = _plaintext_leaks(root, PATIENT_NAME[1].encode())
+    leaks = plaintext_leaks(root, [PATIENT_NAME[1].encode()])
     check(not leaks, f"patient name found in plaintext in {leaks}")
     step(f"no plaintext patient name anywhere under {root} (database, WAL, blobs, bundles)")
     return report
-
-
-def _plaintext_leaks(root: Path, needle: bytes) -> list[str]:
-    found = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and needle in path.read_bytes():
-            found.append(str(path.relative_to(root)))
-    return found
