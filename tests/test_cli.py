@@ -286,6 +286,30 @@ def test_wounds_add_list_show(store: Path, patient: dict[str, Any]) -> None:
     assert ok(store, "wounds", "list") == [wound, other]
 
 
+def test_assessments_list_and_show(store: Path, patient: dict[str, Any]) -> None:
+    wound = ok(store, "wounds", "add", "--patient", patient["id"], "--site", "left heel")
+    other = ok(store, "wounds", "add", "--patient", patient["id"], "--site", "sacrum")
+    with open_client(store) as client:
+        made = [
+            client.assessments.add(
+                wound_id=wound_id,
+                patient_id=patient["id"],
+                captured_at=f"2024-01-0{day}T09:30:00+00:00",
+                device_id=client.device_id,
+                measurements={"area_cm2": area},
+            ).id
+            for wound_id, day, area in ((wound["id"], 1, 6.4), (other["id"], 2, 2.5))
+        ]
+    listed = ok(store, "assessments", "list")
+    assert [a["id"] for a in listed] == made
+    assert [a["id"] for a in ok(store, "assessments", "list", "--wound", other["id"])] == made[1:]
+    assert len(ok(store, "assessments", "list", "--patient", patient["id"], "--limit", "1")) == 1
+    shown = ok(store, "assessments", "show", made[0])
+    assert shown == listed[0] and shown["measurements"]["area_cm2"] == 6.4
+    assert "6.4" in run(store, "assessments", "list").stdout
+    failed(run(store, "assessments", "show", wound["id"]), 4)  # a wound is not an assessment
+
+
 # ----------------------------------------------------------------------------- notes
 def test_notes_add_from_text_file_and_stdin(
     tmp_path: Path, store: Path, patient: dict[str, Any]
