@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli._extras import missing_extra
-from cli.demo._scenario import DEMO_PASSPHRASE, DemoFailedError, Say
+from cli.demo._scenario import DEMO_PASSPHRASE, DemoFailedError, Say, demo_folder
 from cli.demo.offline import run_offline_demo
 
 if TYPE_CHECKING:
@@ -64,20 +64,21 @@ def run_demo(
         DemoFailedError: A step's outcome was not what it must be.
     """
     started = time.perf_counter()
-    offline = run_offline_demo(workdir, say=say, fast_kdf=fast_kdf)
-    report = DemoReport(workdir=offline.workdir, steps=offline.steps, stores=offline.stores)
+    root = demo_folder(workdir)
+    offline = run_offline_demo(root, say=say, fast_kdf=fast_kdf)
+    report = DemoReport(workdir=root, steps=offline.steps, stores=offline.stores)
     report.server_skipped = _skipped("server", say)
     if report.server_skipped is None:
         from cli.demo.server import run_server_demo
 
         say("")
-        report.server = run_server_demo(report.workdir, say=say, fast_kdf=fast_kdf)
+        report.server = run_server_demo(root, say=say, fast_kdf=fast_kdf)
     report.capture_skipped = _skipped("capture", say)
     if report.capture_skipped is None:
         from cli.demo.capture import run_capture_demo
 
         say("")
-        report.capture = run_capture_demo(report.workdir, say=say, fast_kdf=fast_kdf)
+        report.capture = run_capture_demo(root, say=say, fast_kdf=fast_kdf)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

@@ -62,6 +62,8 @@ def run_capture_demo(
 ) -> CaptureDemoReport:
     """Run the capture scenario in `workdir` and return its report.
 
+    `say` and `fast_kdf` are as for `cli.demo.run_demo`.
+
     Raises:
         DemoFailedError: a figure was far from the truth, or a check failed.
     """

@@ -7,7 +7,6 @@ converge, and settle a conflict; then no patient name may be on disk in plaintex
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,6 @@ from cli.demo._scenario import (
     Say,
     Scenario,
     check,
-    demo_folder,
     demo_kdf,
     demo_key_provider,
     plaintext_leaks,
@@ -39,29 +37,22 @@ class OfflineDemoReport:
 
 
 def run_offline_demo(
-    workdir: str | os.PathLike[str] | None = None,
-    *,
-    say: Say = lambda line: None,
-    fast_kdf: bool = True,
+    workdir: Path, *, say: Say = lambda line: None, fast_kdf: bool = True
 ) -> OfflineDemoReport:
-    """Run the offline two-tablet scenario and return its report.
+    """Run the offline two-tablet scenario in `workdir` and return its report.
 
-    Args:
-        workdir: Folder for the demo stores and bundles (a new temp folder if None).
-        say: Called with one line per step, as it completes.
-        fast_kdf: Use cheap Argon2 costs (the demo's data is not real).
+    `say` and `fast_kdf` are as for `cli.demo.run_demo`.
 
     Raises:
         DemoFailedError: A step's outcome was not what it must be.
     """
-    root = demo_folder(workdir)
-    report = OfflineDemoReport(workdir=root)
+    report = OfflineDemoReport(workdir=workdir)
     scenario = Scenario(report.steps, say)
     step = scenario.step
     kdf = demo_kdf(fast_kdf)
     provider = demo_key_provider(kdf)
 
-    ward_path, home_path = root / "ward-tablet", root / "home-visit-tablet"
+    ward_path, home_path = workdir / "ward-tablet", workdir / "home-visit-tablet"
     report.stores = {"ward": ward_path, "home": home_path}
     with (
         EdgeClient.init(ward_path, provider, clinic_id=CLINIC) as ward,
@@ -69,7 +60,7 @@ def run_offline_demo(
     ):
         step(
             f"two tablets enrolled in {CLINIC}: ward {ward.device_id[:8]}, "
-            f"home visit {home.device_id[:8]} (encrypted stores in {root})"
+            f"home visit {home.device_id[:8]} (encrypted stores in {workdir})"
         )
 
         patient = ward.patients.add(
@@ -110,7 +101,7 @@ def run_offline_demo(
             f"({assessment.measurements.area_cm2} cm²) and a note recorded"
         )
 
-        bundle = root / "ward-to-home.bundle"
+        bundle = workdir / "ward-to-home.bundle"
         info = export_bundle(
             ward, bundle, passphrase=BUNDLE_PASSPHRASE, peer_id=home.device_id, kdf=kdf
         )
@@ -136,7 +127,7 @@ def run_offline_demo(
         )
 
         for source, target, name in ((ward, home, "ward-to-home-2"), (home, ward, "home-to-ward")):
-            path = root / f"{name}.bundle"
+            path = workdir / f"{name}.bundle"
             export_bundle(
                 source, path, passphrase=BUNDLE_PASSPHRASE, peer_id=target.device_id, kdf=kdf
             )
@@ -157,7 +148,7 @@ def run_offline_demo(
         step(f"conflict shown on both tablets: wound status is {values}")
 
         ward.wounds.resolve(wound.id, "status", "deteriorating")
-        path = root / "resolution.bundle"
+        path = workdir / "resolution.bundle"
         export_bundle(ward, path, passphrase=BUNDLE_PASSPHRASE, peer_id=home.device_id, kdf=kdf)
         import_bundle(home, path, passphrase=BUNDLE_PASSPHRASE)
         check(not ward.conflicts() and not home.conflicts(), "conflict resolved everywhere")
@@ -178,7 +169,7 @@ def run_offline_demo(
             "patient records identical on both tablets",
         )
 
-    leaks = plaintext_leaks(root, [PATIENT_NAME[1].encode()])
+    leaks = plaintext_leaks(workdir, [PATIENT_NAME[1].encode()])
     check(not leaks, f"patient name found in plaintext in {leaks}")
-    step(f"no plaintext patient name anywhere under {root} (database, WAL, blobs, bundles)")
+    step(f"no plaintext patient name anywhere under {workdir} (database, WAL, blobs, bundles)")
     return report

@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import random
 import secrets
 import socket
@@ -39,7 +38,6 @@ from cli.demo._scenario import (
     Say,
     Scenario,
     check,
-    demo_folder,
     demo_kdf,
     demo_key_provider,
     plaintext_leaks,
@@ -121,30 +119,24 @@ class ServerDemoReport:
 
 
 def run_server_demo(
-    workdir: str | os.PathLike[str] | None = None,
-    *,
-    say: Say = lambda line: None,
-    fast_kdf: bool = True,
+    workdir: Path, *, say: Say = lambda line: None, fast_kdf: bool = True
 ) -> ServerDemoReport:
-    """Run the central-server scenario and return its report.
+    """Run the central-server scenario in `workdir` and return its report.
 
-    Args:
-        workdir: Folder for the server's data (``server/``) and the tablets' stores
-            (``online-tablets/``); a new temp folder if None. Both must be new or empty.
-        say: Called with one line per step, as it completes.
-        fast_kdf: Use cheap Argon2 costs for the tablets' stores (the data is made up).
+    The server's data goes to ``workdir/server`` and the tablets' stores to
+    ``workdir/online-tablets``; both must be new or empty. `say` and `fast_kdf` are
+    as for `cli.demo.run_demo`.
 
     Raises:
         DemoFailedError: A step's outcome was not what it must be, or the folders are
             already in use.
     """
     started = time.perf_counter()
-    root = demo_folder(workdir)
-    data_dir, tablets_dir = root / "server", root / "online-tablets"
+    data_dir, tablets_dir = workdir / "server", workdir / "online-tablets"
     for folder in (data_dir, tablets_dir):
         if folder.exists() and any(folder.iterdir()):
             raise DemoFailedError(f"{folder} is not empty: run the demo in a new folder")
-    report = ServerDemoReport(workdir=root, data_dir=data_dir)
+    report = ServerDemoReport(workdir=workdir, data_dir=data_dir)
     settings = _embedded_settings(data_dir)
     migration = migrate(settings)
     report.schema_revision, report.database = migration.revision, migration.database
