@@ -246,7 +246,7 @@ def _initial_once(
             server.enrol(device, clinic, name=f"fresh-{r + 1}")
             done: list[SyncResult] = []
             seconds = timed(lambda: done.append(device.sync(retry=_RETRY)))
-            held = len(device._store.document_heads())
+            held = len(device.replica.document_heads())
         finally:
             device.close()
     result = done[0]

@@ -51,6 +51,12 @@ from edge_sdk import (
     StoreNotFoundError,
     WrongKeyError,
 )
+from lidar_capture import (
+    CaptureError,
+    MeasurementRefused,
+    ScanFileError,
+    SensorUnavailableError,
+)
 
 EXIT_OTHER = 1
 EXIT_USAGE = 2
@@ -61,6 +67,11 @@ EXIT_CORRUPT = 6
 
 # First match wins, so subclasses come before their bases.
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (MeasurementRefused, EXIT_INVALID),
+    (ScanFileError, EXIT_CORRUPT),
+    # No ARKit or depth camera here: not the scan's fault, nothing to fix in the input.
+    (SensorUnavailableError, EXIT_OTHER),
+    (CaptureError, EXIT_INVALID),
     (WrongKeyError, EXIT_KEY),
     (DeviceRevokedError, EXIT_KEY),
     (AuthenticationError, EXIT_KEY),
@@ -93,24 +104,6 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
-def capture_exit_codes() -> tuple[tuple[type[BaseException], int], ...]:
-    """Exit codes of `lidar_capture` errors, checked before `EXIT_CODES`.
-
-    `lidar_capture` needs the ``capture`` extra (NumPy, Open3D), so it is not imported
-    here: its errors can only have been raised once a command imported it.
-    """
-    errors = sys.modules.get("lidar_capture._errors")
-    if errors is None:
-        return ()
-    return (
-        (errors.MeasurementRefused, EXIT_INVALID),
-        (errors.ScanFileError, EXIT_CORRUPT),
-        # No ARKit or depth camera here: not the scan's fault, nothing to fix in the input.
-        (errors.SensorUnavailableError, EXIT_OTHER),
-        (errors.CaptureError, EXIT_INVALID),
-    )
-
-
 PASSPHRASE_ENV = "COHERENCY_PASSPHRASE"
 NEW_PASSPHRASE_ENV = "COHERENCY_NEW_PASSPHRASE"
 KDF_ENV = "COHERENCY_KDF"
@@ -138,7 +131,7 @@ def translate(exc: Exception, *, debug: bool) -> CliError:
     """The `CliError` to report for an exception a command raised."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    for kind, code in (*capture_exit_codes(), *EXIT_CODES):
+    for kind, code in EXIT_CODES:
         if isinstance(exc, kind):
             if isinstance(exc, OSError) and exc.strerror:
                 where = f": {exc.filename}" if exc.filename else ""
@@ -242,6 +235,10 @@ class App:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+# Passes the `App` the root group built as a command's first argument.
+with_app = click.make_pass_decorator(App)
 
 
 def new_key_provider(new_key_file: Path | None) -> KeyProvider:

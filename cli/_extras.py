@@ -4,20 +4,38 @@
 running the wound model ``[inference]`` and the model recipe ``[train]``. The libraries
 import those packages when a function needs them, so a missing one surfaces as a
 `ModuleNotFoundError` from inside the command: `needs_extras` turns it into the extra
-to install.
+to install. `missing_extra` asks before anything runs, for a part (of the demo) that
+is skipped rather than failed without its extra.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.util import find_spec
 
 from cli._app import EXIT_OTHER, CliError
 
-__all__ = ["needs_extras"]
+__all__ = ["missing_extra", "needs_extras"]
 
 # A missing module of our own is a bug in the install, not an extra to add: let it surface.
 _OUR_PACKAGES = {"cli", "crdt", "edge_sdk", "lidar_capture", "models", "sync_server"}
+
+# What each extra brings that its code imports first (pyproject.toml's optional
+# dependencies, by import name): enough to tell "not installed" before starting.
+_EXTRA_MODULES = {
+    "capture": ("numpy", "scipy", "open3d", "contourpy"),
+    "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "httpx"),
+}
+
+
+def missing_extra(extra: str) -> str | None:
+    """What is missing for `extra`, as "needs the [server] extra (fastapi is missing):
+    pip install 'coherency[server]'"; None when it is installed."""
+    for module in _EXTRA_MODULES[extra]:
+        if find_spec(module) is None:
+            return _needs((extra,), module)
+    return None
 
 
 @contextmanager
@@ -36,10 +54,10 @@ def needs_extras(*extras: str) -> Iterator[None]:
 
 
 def _missing(exc: ModuleNotFoundError, extras: tuple[str, ...]) -> CliError:
+    return CliError(f"this command {_needs(extras, exc.name)}", EXIT_OTHER)
+
+
+def _needs(extras: tuple[str, ...], module: str | None) -> str:
     names = ",".join(extras)
     noun = "extra" if len(extras) == 1 else "extras"
-    return CliError(
-        f"this command needs the [{names}] {noun} ({exc.name} is missing): "
-        f"pip install 'coherency[{names}]'",
-        EXIT_OTHER,
-    )
+    return f"needs the [{names}] {noun} ({module} is missing): pip install 'coherency[{names}]'"

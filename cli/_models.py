@@ -15,14 +15,12 @@ from typing import Any
 
 import click
 
-from cli._app import EXIT_INVALID, App, CliError
+from cli._app import EXIT_INVALID, App, CliError, with_app
 from cli._extras import needs_extras
 from cli._output import emit, json_option, show_fields
 from models import BUNDLED_FP32_DIR, BUNDLED_MODEL_DIR, ModelRecipeError, verify_model_folder
 
 __all__ = ["models"]
-
-with_app = click.make_pass_decorator(App)
 
 
 @contextmanager

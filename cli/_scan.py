@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from cli._app import EXIT_INVALID, App, CliError
+from cli._app import EXIT_INVALID, App, CliError, with_app
 from cli._extras import needs_extras
 from cli._output import emit, json_option, show_fields, show_record, table
 from edge_sdk import RecordNotFoundError
@@ -304,9 +304,6 @@ def scan_measure(
         measured = _measure(found, outline_file, body_axis, options, model=model)
     result = {"source": found.source, "path": str(path), **measured.to_json()}
     emit(as_json, result, _show_figures)
-
-
-with_app = click.make_pass_decorator(App)
 
 
 @scan.command("capture")

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import click
 
 from cli._app import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE, CliError
+from cli._extras import needs_extras
 from cli._output import emit, json_option, show_fields
 
 __all__ = ["server"]
@@ -38,26 +39,21 @@ def _reported() -> Iterator[None]:
     storage or port that cannot be used) is 1. Also reports a missing ``server`` extra
     as one line.
     """
-    try:
+    with needs_extras("server"):
         from sync_server import Invalid, NotFound, ServerError, Unavailable, Unprocessable
-    except ImportError as exc:
-        raise CliError(
-            f"the sync server is not installed ({exc.name or exc} is missing): "
-            "pip install 'coherency[server]'",
-            EXIT_OTHER,
-        ) from None
-    # First match wins, so subclasses come before their bases.
-    exit_codes: tuple[tuple[type[ServerError], int], ...] = (
-        (Unavailable, EXIT_OTHER),
-        (NotFound, EXIT_NOT_FOUND),
-        (Unprocessable, EXIT_INVALID),
-        (Invalid, EXIT_USAGE),
-    )
-    try:
-        yield
-    except ServerError as exc:
-        code = next((code for cls, code in exit_codes if isinstance(exc, cls)), EXIT_INVALID)
-        raise CliError(" ".join(exc.message.split()), code) from None
+
+        # First match wins, so subclasses come before their bases.
+        exit_codes: tuple[tuple[type[ServerError], int], ...] = (
+            (Unavailable, EXIT_OTHER),
+            (NotFound, EXIT_NOT_FOUND),
+            (Unprocessable, EXIT_INVALID),
+            (Invalid, EXIT_USAGE),
+        )
+        try:
+            yield
+        except ServerError as exc:
+            code = next((code for cls, code in exit_codes if isinstance(exc, cls)), EXIT_INVALID)
+            raise CliError(exc.message, code) from None
 
 
 def _database_options(command: F) -> F:

@@ -15,7 +15,7 @@ Sync goes through a `SyncTransport`: `HttpTransport` to the central server (the
 Only the names in `__all__` are public; modules starting with `_` are private.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from edge_sdk._access import AccessEvent, AccessGate, AccessListener
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
@@ -80,8 +80,9 @@ from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 from edge_sdk._transport import BlobDownload, BlobTransport, PushAnswer, SyncTransport, UploadState
+from edge_sdk._watch import watch_sync
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from edge_sdk._http_transport import HttpTransport
 
 __all__ = [
@@ -167,10 +168,11 @@ __all__ = [
     "sync_replica",
     "verify_model",
     "verify_signature",
+    "watch_sync",
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     # HttpTransport needs httpx (the [server] extra): it is imported on first use, so
     # that `import edge_sdk` works with the base install alone.
     if name == "HttpTransport":
@@ -182,3 +184,7 @@ def __getattr__(name: str) -> Any:
             ) from exc
         return HttpTransport
     raise AttributeError(f"module 'edge_sdk' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -107,13 +107,6 @@ class EdgeClient:
         return self.replica.clinic_id
 
     @property
-    def _store(self) -> Store:
-        # A stopgap for sync_server/_demo.py only, which reads this attribute and is
-        # being moved out in parallel; it should use `replica.document_heads()`.
-        # Nothing else may use it: delete it once that demo has moved.
-        return self.replica.store
-
-    @property
     def blobs(self) -> BlobStore:
         """Scan files: content-addressed, encrypted, every read and write audited."""
         return self.replica.blobs

@@ -20,10 +20,8 @@ flag and choice lists and `WoundSpec` are plain Python and load with it; every o
 name loads its module (and NumPy, SciPy, Open3D as it needs them) on first use.
 """
 
-from __future__ import annotations
-
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
 from lidar_capture._errors import (
     REFUSAL_REASONS,
@@ -44,7 +42,7 @@ from lidar_capture._synthetic_spec import (
     random_spec,
 )
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from lidar_capture._arkit import ARKitPlatform, ARKitSource
     from lidar_capture._files import FileSource, open_scan
     from lidar_capture._measurement import (
@@ -123,7 +121,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'lidar_capture' has no attribute {name!r}")

@@ -18,10 +18,8 @@ needs the ``[train]`` extra (torch, onnx); running a model needs only ``[inferen
 neither: the recipe's functions load their modules (and NumPy) on first use.
 """
 
-from __future__ import annotations
-
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing
 
 from models._bundled import (
     BUNDLED_FP32_DIR,
@@ -34,7 +32,7 @@ from models._contract import MAX_MODEL_BYTES, MODEL_ID, MODEL_VERSION
 from models._errors import ModelRecipeError
 from models._verify import verify, verify_model_folder
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from models._dataset import build_dataset
     from models._evaluate import bench, evaluate
     from models._export import export, quantize
@@ -54,7 +52,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'models' has no attribute {name!r}")

@@ -11,7 +11,8 @@ and staff.
     app = create_app(settings)                     # serve with uvicorn
 
 `create_admin`, `issue_enrolment_token`, `migrate` and `serve` are what `coherency
-server create-admin`, `enroll-token`, `migrate` and `run` do; `ThreadedServer` serves
+server create-admin`, `enroll-token`, `migrate` and `run` do; `document_heads` says
+what the server holds for a clinic (to compare with a device's); `ThreadedServer` serves
 an app on loopback in a thread (demos, examples, an app's own tests). Every refusal is
 a `ServerError` (the tree is drawn in `sync_server.errors`).
 
@@ -42,6 +43,7 @@ from sync_server.operator import (
     CreatedAdmin,
     IssuedEnrolmentToken,
     create_admin,
+    document_heads,
     issue_enrolment_token,
 )
 from sync_server.serve import Serving, serve
@@ -68,6 +70,7 @@ __all__ = [
     "UnsupportedMediaType",
     "create_admin",
     "create_app",
+    "document_heads",
     "issue_enrolment_token",
     "migrate",
     "serve",

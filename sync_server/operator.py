@@ -1,5 +1,6 @@
 """What an operator does to a migrated server from outside it: the first admin account
-and device enrolment tokens (``coherency server create-admin`` and ``enroll-token``).
+and device enrolment tokens (``coherency server create-admin`` and ``enroll-token``),
+and a look at what the server holds for a clinic (`document_heads`).
 
 Each call opens the settings' database, checks its schema is the newest, does its work
 in one transaction through the identity services and closes the database again.
@@ -11,14 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
+
 from sync_server.db import open_database
 from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user, totp_uri
 from sync_server.migrate import require_schema
 from sync_server.settings import Settings
+from sync_server.sync.tables import Document
 
-__all__ = ["CreatedAdmin", "IssuedEnrolmentToken", "create_admin", "issue_enrolment_token"]
+__all__ = [
+    "CreatedAdmin",
+    "IssuedEnrolmentToken",
+    "create_admin",
+    "document_heads",
+    "issue_enrolment_token",
+]
+
+_HEAD_BYTES = 32  # an Automerge change hash
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,3 +126,27 @@ def issue_enrolment_token(
                 expires_at=row.expires_at,
             )
     return issued
+
+
+def document_heads(settings: Settings, *, clinic_id: str) -> dict[str, list[bytes]]:
+    """The heads of every document the server holds for a clinic, by document id.
+
+    The same shape as a device's `edge_sdk.Replica.document_heads` (each list sorted):
+    a device that has synced everything holds exactly these, so comparing the two
+    shows it converged with the server.
+
+    Raises:
+        Conflict: The database is not migrated.
+        NotFound: No database.
+        Unavailable: The database cannot be used.
+    """
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.read() as session:
+            rows = session.execute(
+                select(Document.id, Document.heads).where(Document.clinic_id == clinic_id)
+            ).all()
+    return {
+        doc_id: [bytes(heads[i : i + _HEAD_BYTES]) for i in range(0, len(heads), _HEAD_BYTES)]
+        for doc_id, heads in rows
+    }

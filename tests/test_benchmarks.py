@@ -124,6 +124,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
     return json.loads(out.read_text(encoding="utf-8")), done.stdout
 
 
+@pytest.mark.slow
 def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> None:
     document, table = _run(tmp_path, "--scale", "200", "--repeat", "1")
 

@@ -286,6 +286,30 @@ def test_wounds_add_list_show(store: Path, patient: dict[str, Any]) -> None:
     assert ok(store, "wounds", "list") == [wound, other]
 
 
+def test_assessments_list_and_show(store: Path, patient: dict[str, Any]) -> None:
+    wound = ok(store, "wounds", "add", "--patient", patient["id"], "--site", "left heel")
+    other = ok(store, "wounds", "add", "--patient", patient["id"], "--site", "sacrum")
+    with open_client(store) as client:
+        made = [
+            client.assessments.add(
+                wound_id=wound_id,
+                patient_id=patient["id"],
+                captured_at=f"2024-01-0{day}T09:30:00+00:00",
+                device_id=client.device_id,
+                measurements={"area_cm2": area},
+            ).id
+            for wound_id, day, area in ((wound["id"], 1, 6.4), (other["id"], 2, 2.5))
+        ]
+    listed = ok(store, "assessments", "list")
+    assert [a["id"] for a in listed] == made
+    assert [a["id"] for a in ok(store, "assessments", "list", "--wound", other["id"])] == made[1:]
+    assert len(ok(store, "assessments", "list", "--patient", patient["id"], "--limit", "1")) == 1
+    shown = ok(store, "assessments", "show", made[0])
+    assert shown == listed[0] and shown["measurements"]["area_cm2"] == 6.4
+    assert "6.4" in run(store, "assessments", "list").stdout
+    failed(run(store, "assessments", "show", wound["id"]), 4)  # a wound is not an assessment
+
+
 # ----------------------------------------------------------------------------- notes
 def test_notes_add_from_text_file_and_stdin(
     tmp_path: Path, store: Path, patient: dict[str, Any]
@@ -563,13 +587,56 @@ def test_help_and_version(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--help"])
     assert result.exit_code == 0
     assert "COHERENCY_KDF=fast" in result.stdout
-    for name in ("init", "patients", "wounds", "notes", "conflicts", "history", "sync", "key"):
+    for name in (
+        "init",
+        "patients",
+        "wounds",
+        "assessments",
+        "notes",
+        "conflicts",
+        "history",
+        "sync",
+        "device",
+        "key",
+        "scan",
+        "models",
+        "server",
+        "demo",
+    ):
         assert name in result.stdout
     version = CliRunner().invoke(cli, ["--version"])
     assert version.exit_code == 0
     assert version.stdout.startswith("coherency ")
 
 
+def test_help_does_not_import_the_demo() -> None:
+    # In a fresh interpreter, as the console script runs: the demo's scenarios (and the
+    # server and capture libraries they drive) load only when `coherency demo` runs.
+    script = (
+        "import sys\n"
+        "from cli.main import main\n"
+        "sys.argv = ['coherency', '--help']\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    assert exit.code == 0, exit.code\n"
+        "loaded = [m for m in sys.modules if m == 'cli.demo' or m.startswith('cli.demo.')]\n"
+        "print('LOADED', *loaded, 'sync_server' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Commands:" in done.stdout and "demo" in done.stdout
+    assert done.stdout.split("LOADED", 1)[1].split() == ["False"]
+
+
+@pytest.mark.slow
 def test_demo_runs(tmp_path: Path) -> None:
     report = ok(tmp_path / "unused", "demo", "--workdir", str(tmp_path / "demo"))
     assert report["workdir"] == str(tmp_path / "demo")

@@ -31,7 +31,15 @@ def test_every_example_has_expectations() -> None:
     assert {p.name for p in EXAMPLES} == set(EXPECTED)
 
 
-@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.name)
+# These start a real server or run the capture pipeline: many seconds each.
+SLOW = {"server_sync.py", "wound_scan.py"}
+
+
+@pytest.mark.parametrize(
+    "example",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in SLOW else p for p in EXAMPLES],
+    ids=lambda p: p.name,
+)
 def test_example_runs(example: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(

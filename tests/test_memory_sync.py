@@ -29,6 +29,7 @@ from edge_sdk import (
     SyncTransport,
     UploadState,
     sync_replica,
+    watch_sync,
 )
 
 MiB = 1024 * 1024
@@ -309,6 +310,30 @@ def test_a_long_poll_returns_as_soon_as_another_device_pushes(tmp_store: Any) ->
     waiting.join(timeout=20)
     assert outcome["result"].pulled == [patient]
     assert outcome["seconds"] < 10
+
+
+def test_watch_sync_yields_what_moved_and_waits_out_an_outage(tmp_store: Any) -> None:
+    hub = MemoryHub()
+    reader, writer = tmp_store("reader"), tmp_store("writer")
+    patient = add_patient(writer, "Watched")
+    writer.sync(transport=connect(hub, writer))
+    # The first pull is lost on the way: reported, waited out, then the loop goes on.
+    flaky = Faulty(connect(hub, reader), lambda method, n, phase: (method, n) == ("pull", 1))
+    outages: list[ServerUnreachableError] = []
+    rounds = watch_sync(reader, wait=2, pause=0, on_unreachable=outages.append, transport=flaky)
+    first = next(rounds)
+    assert first.pulled == [patient]
+    assert len(outages) == 1 and flaky.failures == 1
+    # Quiet rounds are not yielded: the next one is the writer's next change.
+    outcome: list[Any] = []
+    waiting = threading.Thread(target=lambda: outcome.append(next(rounds)))
+    waiting.start()
+    time.sleep(0.2)
+    assert outcome == []
+    later = add_patient(writer, "Later")
+    writer.sync(transport=connect(hub, writer))
+    waiting.join(timeout=20)
+    assert [r.pulled for r in outcome] == [[later]]
 
 
 # ---------------------------------------------------------------- blobs

@@ -40,6 +40,7 @@ def test_verify_the_bundled_model_and_refuse_a_tampered_copy(tmp_path: Path) -> 
     assert code == 5 and "manifest.json" in err
 
 
+@pytest.mark.slow
 def test_evaluate_and_bench_print_their_figures() -> None:
     code, out, err = run("models", "evaluate", "--seeds", "30000:30002", "--json")
     assert code == 0, err

@@ -117,6 +117,7 @@ def test_augmentation_moves_inputs_and_labels_together() -> None:
 # --------------------------------------------------------------------------- recipe
 
 
+@pytest.mark.slow
 def test_quick_release_runs_end_to_end(quick: dict[str, Any], cache: Path) -> None:
     import onnx
     import torch
@@ -169,6 +170,7 @@ def test_quick_release_runs_end_to_end(quick: dict[str, Any], cache: Path) -> No
     assert "not a clinical device" in card and "synthetic" in card
 
 
+@pytest.mark.slow
 def test_export_quantize_and_bench_as_functions(
     quick: dict[str, Any], cache: Path, tmp_path: Path
 ) -> None:
@@ -194,6 +196,7 @@ def test_export_quantize_and_bench_as_functions(
         export(junk, tmp_path / "none.onnx")
 
 
+@pytest.mark.slow
 def test_training_is_deterministic(quick: dict[str, Any], cache: Path, tmp_path: Path) -> None:
     import torch
 

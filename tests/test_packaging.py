@@ -38,7 +38,15 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_wheel_ships_packages_and_type_markers(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for package in ("crdt", "edge_sdk", "cli", "lidar_capture", "models", "sync_server"):
+    for package in (
+        "crdt",
+        "edge_sdk",
+        "cli",
+        "cli/demo",
+        "lidar_capture",
+        "models",
+        "sync_server",
+    ):
         assert f"{package}/__init__.py" in names
     assert "crdt/py.typed" in names and "edge_sdk/py.typed" in names
     assert "lidar_capture/py.typed" in names

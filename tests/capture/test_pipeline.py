@@ -218,6 +218,7 @@ def test_curved_limb_needs_a_curved_skin_fit() -> None:
 # --- 3. fusion ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_fusing_frames_beats_a_single_frame(noisy: list[SyntheticScan]) -> None:
     depth_err: dict[int, list[float]] = {1: [], 10: []}
     volume_err: dict[int, list[float]] = {1: [], 10: []}
@@ -233,6 +234,7 @@ def test_fusing_frames_beats_a_single_frame(noisy: list[SyntheticScan]) -> None:
     assert max(volume_err[10]) < 0.08
 
 
+@pytest.mark.slow
 def test_tsdf_fusion_measures_like_point_fusion(noisy: list[SyntheticScan]) -> None:
     s = noisy[0]
     m = measure(s.scan, options=MeasureOptions(fusion="tsdf"))
@@ -507,6 +509,7 @@ def test_calm_capture_is_not_flagged(easy_measured: dict[str, WoundMeasurement])
         assert "distance_outside_recommended" not in m.quality
 
 
+@pytest.mark.slow
 def test_noisy_scans_are_flagged(noisy: list[SyntheticScan]) -> None:
     m = measure(first_frames(noisy[0].scan, 3))
     assert "noise_high" in m.quality

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -20,23 +19,18 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from cli.demo import DEMO_PASSPHRASE, DemoFailedError
+from cli.demo.server import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
+from cli.demo.server import _answers as answers
 from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
-from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
-from sync_server._demo import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
 from sync_server.db import Database
 from sync_server.identity.tables import Device
 
+# Each test runs the demo's server (and most the whole demo): many seconds each.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def answers(url: str) -> bool:
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def demo_server_threads() -> list[threading.Thread]:

@@ -24,7 +24,6 @@ HTTP_LAYER = {
     "deps.py",
     "embedded.py",
     "serve.py",
-    "_demo.py",  # the demo drives a live server; it moves to cli/ next
     "ops/middleware.py",
     "ops/limits.py",  # body caps and deadlines: ASGI middleware and the HTTP protocol
 }

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pyotp
+import pytest
 
 from sync_server.identity.users import create_user
 
@@ -63,6 +64,7 @@ def _admin_token(server: Any) -> str:
     return str(response.json()["access_token"])
 
 
+@pytest.mark.slow
 def test_garbage_never_gets_a_5xx(server: Any) -> None:
     rng = random.Random(7)
     clinic = server.new_clinic()

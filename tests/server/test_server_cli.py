@@ -398,6 +398,7 @@ def fresh_postgres() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.slow
 def test_run_postgres_with_two_workers(
     tmp_path: Path, fresh_postgres: str, running: list[Running]
 ) -> None:

@@ -94,6 +94,7 @@ def test_command_line_refusals_are_one_line(tmp_path: Path, server: Any) -> None
     assert "enrolment_token_invalid" in result.stderr
 
 
+@pytest.mark.slow
 def test_sync_watch_reports_what_arrives_until_interrupted(tmp_path: Path, server: Any) -> None:
     clinic = server.new_clinic()
     writer = enrolled_store(tmp_path, server, clinic, "writer")

@@ -29,6 +29,7 @@ from edge_sdk import (
     SyncProgress,
     SyncResult,
 )
+from sync_server import document_heads
 from sync_server.identity.devices import revoke_device
 from sync_server.identity.enrolment import create_enrolment_token
 
@@ -105,6 +106,20 @@ def test_enrolled_devices_of_a_clinic_exchange_records(devices: Devices, server:
     # A second sync moves nothing.
     again = a.sync(retry=FAST)
     assert again.pushed == [] and again.pulled == []
+
+
+def test_the_server_holds_the_heads_its_devices_converged_on(devices: Devices, server: Any) -> None:
+    clinic, other_clinic = server.new_clinic(), server.new_clinic()
+    a, b = devices.new(clinic, "a"), devices.new(clinic, "b")
+    add_patient(a, "Okafor")
+    a.sync(retry=FAST)
+    b.wounds.add(patient_id=add_patient(b, "Mensah"), body_site="sacrum")
+    for client in (b, a):
+        client.sync(retry=FAST)
+    held = document_heads(server.settings, clinic_id=clinic)
+    assert held == {doc_id: sorted(heads) for doc_id, heads in a.replica.document_heads().items()}
+    assert len(held) == 3 and a.replica.document_heads() == b.replica.document_heads()
+    assert document_heads(server.settings, clinic_id=other_clinic) == {}
 
 
 def test_an_empty_store_takes_the_clinic_of_its_token(devices: Devices, server: Any) -> None:

@@ -27,6 +27,9 @@ from sync_server.db import Database
 from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.tenancy import ensure_clinic
 
+# Two server processes on PostgreSQL per test.
+pytestmark = pytest.mark.slow
+
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
 _WORKER = """
 import sys, uvicorn

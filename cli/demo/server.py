@@ -1,4 +1,4 @@
-"""The central-server half of `coherency demo`, on embedded defaults.
+"""The central-server part of `coherency demo`, on embedded defaults.
 
 A sync server starts in-process on a free loopback port (SQLite and a local blob folder
 under the demo's folder, no configuration), and an IT admin sets up two clinics the
@@ -9,7 +9,8 @@ on a long poll, receives them at once and fetches the scan; both edit offline an
 converge through the server in either order; the other clinic's tablet sees none of
 it, and the server refuses what a device may not do. Every step checks its outcome
 and raises `DemoFailedError` if it does not hold, so the demo doubles as a smoke test
-of a fresh installation. The server is stopped at the end, also on failure.
+of a fresh installation. The server is stopped at the end, also on failure. Needs the
+``server`` extra; uses only the public names of `sync_server` and its HTTP API.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import os
 import random
 import secrets
 import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,10 +31,18 @@ from typing import Any
 
 import httpx
 import pyotp
-from fastapi import FastAPI
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
-from sqlalchemy import select
 
+from cli.demo._scenario import (
+    DemoFailedError,
+    Say,
+    Scenario,
+    check,
+    demo_kdf,
+    demo_key_provider,
+    plaintext_leaks,
+    timed,
+)
 from crdt import (
     SYNC_MEDIA_TYPE,
     Entry,
@@ -46,23 +53,17 @@ from crdt import (
     device_login_message,
     encode_message,
 )
-from edge_sdk import (
-    Argon2Params,
-    EdgeClient,
-    EnrolmentError,
-    PassphraseKeyProvider,
-    RetryPolicy,
-    SyncProgress,
-    SyncResult,
+from edge_sdk import EdgeClient, EnrolmentError, RetryPolicy, SyncProgress, SyncResult
+from sync_server import (
+    IssuedEnrolmentToken,
+    Settings,
+    ThreadedServer,
+    create_admin,
+    create_app,
+    document_heads,
+    issue_enrolment_token,
+    migrate,
 )
-from edge_sdk._demo import DEMO_PASSPHRASE, DemoFailedError
-from sync_server import migrate
-from sync_server.app import create_app
-from sync_server.db import Database, database_label
-from sync_server.embedded import ThreadedServer
-from sync_server.operator import IssuedEnrolmentToken, create_admin, issue_enrolment_token
-from sync_server.settings import Settings
-from sync_server.sync.tables import Document
 
 __all__ = ["ServerDemoReport", "SyncTiming", "run_server_demo"]
 
@@ -118,40 +119,30 @@ class ServerDemoReport:
 
 
 def run_server_demo(
-    workdir: str | os.PathLike[str] | None = None,
-    *,
-    say: Callable[[str], None] = lambda line: None,
-    fast_kdf: bool = True,
+    workdir: Path, *, say: Say = lambda line: None, fast_kdf: bool = True
 ) -> ServerDemoReport:
-    """Run the central-server scenario and return its report.
+    """Run the central-server scenario in `workdir` and return its report.
 
-    Args:
-        workdir: Folder for the server's data (``server/``) and the tablets' stores
-            (``online-tablets/``); a new temp folder if None. Both must be new or empty.
-        say: Called with one line per step, as it completes.
-        fast_kdf: Use cheap Argon2 costs for the tablets' stores (the data is made up).
+    The server's data goes to ``workdir/server`` and the tablets' stores to
+    ``workdir/online-tablets``; both must be new or empty. `say` and `fast_kdf` are
+    as for `cli.demo.run_demo`.
 
     Raises:
         DemoFailedError: A step's outcome was not what it must be, or the folders are
             already in use.
     """
     started = time.perf_counter()
-    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="coherency-"))
-    root.mkdir(parents=True, exist_ok=True)
-    data_dir, tablets_dir = root / "server", root / "online-tablets"
+    data_dir, tablets_dir = workdir / "server", workdir / "online-tablets"
     for folder in (data_dir, tablets_dir):
         if folder.exists() and any(folder.iterdir()):
             raise DemoFailedError(f"{folder} is not empty: run the demo in a new folder")
-    report = ServerDemoReport(workdir=root, data_dir=data_dir)
+    report = ServerDemoReport(workdir=workdir, data_dir=data_dir)
     settings = _embedded_settings(data_dir)
-    report.schema_revision = migrate(settings).revision
-    report.database = database_label(settings.resolved_database_url)
-    kdf = Argon2Params.fast() if fast_kdf else None
-    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=kdf)
+    migration = migrate(settings)
+    report.schema_revision, report.database = migration.revision, migration.database
+    provider = demo_key_provider(demo_kdf(fast_kdf))
     with _quiet_logs(), contextlib.ExitStack() as stack:
-        app = create_app(settings)
-        stack.callback(app.state.db.dispose)  # the lifespan disposes it too, if it ran
-        server = ThreadedServer(app)
+        server = ThreadedServer(create_app(settings))
         try:
             server.start()
         except RuntimeError as exc:
@@ -172,37 +163,32 @@ def run_server_demo(
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="demo-long-poll")
         stack.callback(pool.shutdown)
         stack.callback(server.stop)
-        _Scenario(report, say, settings, app, http, tablets, pool).run()
-    _check(not _answers(report.server_url), "the sync server stopped")
-    line = (
+        _Scenario(report, say, settings, http, tablets, pool).run()
+    check(not _answers(report.server_url), "the sync server stopped")
+    Scenario(report.steps, say).step(
         f"sync server stopped; `coherency server run --data-dir {data_dir}` serves its data again"
     )
-    report.steps.append(line)
-    say(line)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
 # ---------------------------------------------------------------- the scenario
-class _Scenario:
+class _Scenario(Scenario):
     """The demo's steps, sharing the server, the tablets and what they recorded."""
 
     def __init__(
         self,
         report: ServerDemoReport,
-        say: Callable[[str], None],
+        say: Say,
         settings: Settings,
-        app: FastAPI,
         http: httpx.Client,
         tablets: dict[str, EdgeClient],
         pool: ThreadPoolExecutor,
     ) -> None:
+        super().__init__(report.steps, say)
         self.report = report
         self.pool = pool
-        self.say = say
         self.settings = settings
-        self.db: Database = app.state.db
-        self.metrics: Any = app.state.metrics
         self.http = http
         self.ward = tablets["riverside-ward"]
         self.home = tablets["riverside-home-visit"]
@@ -213,10 +199,6 @@ class _Scenario:
         self.hillside = ""
         self.ids: dict[str, str] = {}  # patient, wound, assessment, hillside-patient
         self.scan = b""
-
-    def step(self, line: str) -> None:
-        self.report.steps.append(line)
-        self.say(line)
 
     def run(self) -> None:
         self.server_is_ready()
@@ -236,7 +218,7 @@ class _Scenario:
     # ------------------------------------------------------------ steps
     def server_is_ready(self) -> None:
         answer = self.http.get("/readyz")
-        _check(
+        check(
             answer.status_code == 200 and answer.json().get("status") == "ready",
             f"the server is ready (GET /readyz answered {answer.status_code}: {answer.text})",
         )
@@ -251,7 +233,7 @@ class _Scenario:
         admin = create_admin(
             self.settings, username="demo-it-admin", password=password, with_totp=True
         )
-        _check(admin.totp_secret is not None, "the admin account has a TOTP secret")
+        check(admin.totp_secret is not None, "the admin account has a TOTP secret")
         assert admin.totp_secret is not None
         login = self.http.post(
             "/v1/auth/login",
@@ -261,7 +243,7 @@ class _Scenario:
                 "totp": pyotp.TOTP(admin.totp_secret).now(),
             },
         )
-        _check(login.status_code == 200, f"the admin logs in ({_error_of(login)})")
+        check(login.status_code == 200, f"the admin logs in ({_error_of(login)})")
         self.staff_headers = {"authorization": f"Bearer {login.json()['access_token']}"}
         self.tokens = {
             "riverside-ward": issue_enrolment_token(self.settings, clinic=RIVERSIDE, ttl=TOKEN_TTL),
@@ -272,7 +254,7 @@ class _Scenario:
         }
         self.riverside = self.tokens["riverside-ward"].clinic_id
         self.hillside = self.tokens["hillside"].clinic_id
-        _check(
+        check(
             self.tokens["riverside-home-visit"].clinic_id == self.riverside != self.hillside,
             "two tokens for Riverside, one for Hillside",
         )
@@ -293,7 +275,7 @@ class _Scenario:
             refusal = str(exc).removeprefix("the server refused the enrolment: ")
         else:
             raise DemoFailedError("demo step failed: a spent enrolment token was accepted again")
-        _check("already used" in refusal, f"the spent token is refused as used ({refusal})")
+        check("already used" in refusal, f"the spent token is refused as used ({refusal})")
         self.report.refusals.append(f"spent enrolment token: {refusal}")
         self.home.enroll(
             self.report.server_url,
@@ -301,16 +283,16 @@ class _Scenario:
             name="Riverside home visit",
         )
         self.hill.enroll(self.report.server_url, self.tokens["hillside"].token, name="Hillside")
-        _check(
+        check(
             self.ward.clinic_id == self.home.clinic_id == self.riverside
             and self.hill.clinic_id == self.hillside,
             "each tablet took its token's clinic",
         )
         devices = self.http.get("/v1/admin/devices", headers=self.staff_headers)
-        _check(devices.status_code == 200, f"the admin lists devices ({_error_of(devices)})")
+        check(devices.status_code == 200, f"the admin lists devices ({_error_of(devices)})")
         listed = {d["id"]: d["clinic_id"] for d in devices.json()}
         expected = {t.device_id: t.clinic_id for t in (self.ward, self.home, self.hill)}
-        _check(listed == expected, f"the server lists exactly the 3 tablets ({listed})")
+        check(listed == expected, f"the server lists exactly the 3 tablets ({listed})")
         self.report.devices = {
             "riverside-ward": self.ward.device_id,
             "riverside-home-visit": self.home.device_id,
@@ -335,7 +317,7 @@ class _Scenario:
         )
         self.ids["hillside-patient"] = patient.id
         result = self._sync(self.hill, "hillside", "own patient")
-        _check(result.pushed == [patient.id], f"Hillside pushed its patient ({result.pushed})")
+        check(result.pushed == [patient.id], f"Hillside pushed its patient ({result.pushed})")
         self.step(
             f"Hillside tablet recorded a patient of its own and synced: 1 record pushed "
             f"in {_ms(self.report.syncs[-1].seconds)}"
@@ -355,7 +337,7 @@ class _Scenario:
         )
         self.scan = _made_up_scan(SCAN_SIZE)
         ref = ward.blobs.put_bytes(self.scan)
-        _check(ref.size == len(self.scan), "the scan is stored whole on the ward tablet")
+        check(ref.size == len(self.scan), "the scan is stored whole on the ward tablet")
         assessment = ward.assessments.add(
             wound_id=wound.id,
             patient_id=patient.id,
@@ -389,21 +371,21 @@ class _Scenario:
                 pushed_at.append(time.perf_counter())
 
         home_wait = self.pool.submit(
-            _timed, lambda: self.home.sync(wait=HOME_LONG_POLL_SECONDS, retry=DEMO_RETRY)
+            timed, lambda: self.home.sync(wait=HOME_LONG_POLL_SECONDS, retry=DEMO_RETRY)
         )
         hill_wait = self.pool.submit(
-            _timed, lambda: self.hill.sync(wait=OTHER_LONG_POLL_SECONDS, retry=DEMO_RETRY)
+            timed, lambda: self.hill.sync(wait=OTHER_LONG_POLL_SECONDS, retry=DEMO_RETRY)
         )
         self._await_long_polls(2, [home_wait, hill_wait])
         sync_started = time.perf_counter()
         ward_result = self._sync(self.ward, "riverside-ward", "records and scan", progress)
         home_result, home_seconds, home_done = home_wait.result(timeout=60)
         hill_result, hill_seconds, _ = hill_wait.result(timeout=60)
-        _check(
+        check(
             set(ward_result.pushed) == expected,
             f"the ward tablet pushed the 3 records ({ward_result.pushed})",
         )
-        _check(
+        check(
             ward_result.blobs_uploaded == [self.report.scan_sha256] and not ward_result.blob_errors,
             f"the ward tablet uploaded the scan ({ward_result.blob_errors})",
         )
@@ -412,23 +394,23 @@ class _Scenario:
             f"uploaded in {_ms(self.report.syncs[-1].seconds)}"
         )
         self._record("riverside-home-visit", "long poll", home_seconds, home_result)
-        _check(
+        check(
             set(home_result.pulled) == expected,
             f"the waiting home-visit tablet received the 3 records ({home_result.pulled})",
         )
         wake = home_done - sync_started
-        _check(
+        check(
             0 < wake < HOME_LONG_POLL_SECONDS - 1,
             f"the home-visit tablet was woken by the push, not by its timeout ({wake:.2f} s)",
         )
         self.report.long_poll_wake_seconds = round(wake, 3)
-        _check(self.home.patients.get(self.ids["patient"]).mrn == "RVS-000452", "patient arrived")
+        check(self.home.patients.get(self.ids["patient"]).mrn == "RVS-000452", "patient arrived")
         self.step(
             f"home-visit tablet, waiting on a long poll, had the 3 records "
             f"{_ms(wake)} after the ward tablet began its sync"
         )
         self._record("hillside", "long poll", hill_seconds, hill_result)
-        _check(
+        check(
             not hill_result.pulled and hill_seconds >= OTHER_LONG_POLL_SECONDS * 0.9,
             f"Riverside's push did not wake the Hillside tablet ({hill_result.pulled}, "
             f"{hill_seconds:.2f} s)",
@@ -441,13 +423,13 @@ class _Scenario:
     def home_fetches_scan(self) -> None:
         sha = self.report.scan_sha256
         result = self._sync(self.home, "riverside-home-visit", "scan")
-        _check(
+        check(
             result.blobs_downloaded == [sha] and not result.blob_errors,
             f"the home-visit tablet downloaded the scan ({result.blob_errors})",
         )
-        _check(self.home.blobs.read_bytes(sha) == self.scan, "the fetched scan is byte-identical")
+        check(self.home.blobs.read_bytes(sha) == self.scan, "the fetched scan is byte-identical")
         reference = self.home.assessments.get(self.ids["assessment"]).blobs
-        _check([b.sha256 for b in reference] == [sha], "the assessment references the scan")
+        check([b.sha256 for b in reference] == [sha], "the assessment references the scan")
         self.report.scan_fetched = True
         self.step(
             f"home-visit tablet fetched the scan: {self.report.scan_bytes} bytes, SHA-256 "
@@ -473,17 +455,17 @@ class _Scenario:
         for name, client in [*order, order[0]]:
             self._sync(client, name, f"offline edits, round {round_no}")
         self._check_converged()
-        _check(not ward.conflicts() and not home.conflicts(), "edits of different fields merge")
+        check(not ward.conflicts() and not home.conflicts(), "edits of different fields merge")
         if round_no == 1:
             wound = home.wounds.get(self.ids["wound"])
-            _check(
+            check(
                 wound.status.value == "healing" and wound.body_site == "left shin, medial",
                 f"both wound edits kept ({wound.status.value}, {wound.body_site})",
             )
             kept = f"wound is now '{wound.body_site}', {wound.status.value}"
         else:
             patient = ward.patients.get(self.ids["patient"])
-            _check(
+            check(
                 patient.mrn == "RVS-000452-B" and len(patient.contacts) == 1,
                 f"both patient edits kept ({patient.mrn}, {patient.contacts})",
             )
@@ -499,21 +481,21 @@ class _Scenario:
     def staff_view(self) -> None:
         patients = self._staff_get("/v1/patients", params={"clinic_id": self.riverside})
         items = patients["items"]
-        _check(
+        check(
             [p["id"] for p in items] == [self.ids["patient"]],
             f"staff see Riverside's one patient ({[p['id'] for p in items]})",
         )
         patient = items[0]["record"]
-        _check(patient["mrn"] == "RVS-000452-B", "the server has the converged MRN")
+        check(patient["mrn"] == "RVS-000452-B", "the server has the converged MRN")
         wounds = self._staff_get(f"/v1/patients/{self.ids['patient']}/wounds")["items"]
-        _check(
+        check(
             len(wounds) == 1 and wounds[0]["record"]["status"] == "healing",
             "the server has the converged wound",
         )
         assessments = self._staff_get(f"/v1/wounds/{self.ids['wound']}/assessments")["items"]
-        _check(len(assessments) == 1, "the server has the assessment")
+        check(len(assessments) == 1, "the server has the assessment")
         scans = assessments[0]["record"]["blobs"]
-        _check(
+        check(
             [s["sha256"] for s in scans] == [self.report.scan_sha256],
             "the assessment on the server references the scan",
         )
@@ -522,12 +504,12 @@ class _Scenario:
             params={"clinic_id": self.riverside},
             headers=self.staff_headers,
         )
-        _check(
+        check(
             blob.status_code == 200 and blob.content == self.scan,
             f"staff can download the scan ({_error_of(blob)})",
         )
         hillside = self._staff_get("/v1/patients", params={"clinic_id": self.hillside})["items"]
-        _check(
+        check(
             [p["id"] for p in hillside] == [self.ids["hillside-patient"]],
             "staff see Hillside's own patient under Hillside only",
         )
@@ -554,24 +536,24 @@ class _Scenario:
         push = self.http.post(
             "/v1/sync/push", content=body, headers={**device, "content-type": SYNC_MEDIA_TYPE}
         )
-        _check(push.status_code == 200, f"the push is answered ({_error_of(push)})")
+        check(push.status_code == 200, f"the push is answered ({_error_of(push)})")
         answer = push.json()
         refused = {r["doc_id"]: r["reason"] for r in answer["rejected"]}
-        _check(
+        check(
             not answer["accepted"] and list(refused) == [forged.id],
             f"the server refused the forged record ({answer})",
         )
         stored = self.http.get(f"/v1/patients/{forged.id}", headers=self.staff_headers)
-        _check(stored.status_code == 404, "nothing of the forged record was stored")
+        check(stored.status_code == 404, "nothing of the forged record was stored")
         self.report.refusals.append(f"record pushed into another clinic: {refused[forged.id]}")
         self.step(
             f"Hillside tablet pushed a record claiming to be Riverside's: refused "
             f"({refused[forged.id]}); nothing stored"
         )
         scan = self.http.get(f"/v1/blobs/{self.report.scan_sha256}", headers=device)
-        _check(scan.status_code == 404, f"another clinic's scan is not served ({scan.status_code})")
+        check(scan.status_code == 404, f"another clinic's scan is not served ({scan.status_code})")
         staff_only = self.http.get("/v1/patients", headers=device)
-        _check(
+        check(
             staff_only.status_code == 403 and _code(staff_only) == "staff_only",
             f"a tablet may not use the staff API ({_error_of(staff_only)})",
         )
@@ -586,16 +568,16 @@ class _Scenario:
 
     def clinics_stay_apart(self) -> None:
         result = self._sync(self.hill, "hillside", "final")
-        riverside_ids = set(self.ward._store.document_heads())
-        hillside_ids = set(self.hill._store.document_heads())
+        riverside_ids = set(self.ward.replica.document_heads())
+        hillside_ids = set(self.hill.replica.document_heads())
         self.report.other_clinic_received = len(hillside_ids & riverside_ids)
-        _check(not result.pulled, f"the Hillside tablet pulled nothing ({result.pulled})")
-        _check(
+        check(not result.pulled, f"the Hillside tablet pulled nothing ({result.pulled})")
+        check(
             hillside_ids == {self.ids["hillside-patient"]},
             f"the Hillside tablet holds only its own record ({sorted(hillside_ids)})",
         )
-        _check(
-            set(self.home._store.document_heads()) == riverside_ids
+        check(
+            set(self.home.replica.document_heads()) == riverside_ids
             and self.ids["hillside-patient"] not in riverside_ids,
             "the Riverside tablets hold nothing of Hillside's",
         )
@@ -608,12 +590,8 @@ class _Scenario:
     def nothing_in_plaintext(self) -> None:
         tablets = self.report.workdir / "online-tablets"
         names = (PATIENT_NAME[1].encode(), OTHER_PATIENT_NAME[1].encode())
-        leaks = [
-            str(path.relative_to(tablets))
-            for path in sorted(tablets.rglob("*"))
-            if path.is_file() and any(name in path.read_bytes() for name in names)
-        ]
-        _check(not leaks, f"patient name found in plaintext in {leaks}")
+        leaks = plaintext_leaks(tablets, names)
+        check(not leaks, f"patient name found in plaintext in {leaks}")
         self.step(
             f"no plaintext patient name in the 3 tablets' stores under {tablets}; the "
             f"server keeps the clinics' records for staff in {self.report.data_dir}"
@@ -627,9 +605,9 @@ class _Scenario:
         what: str,
         progress: Callable[[SyncProgress], None] | None = None,
     ) -> SyncResult:
-        result, seconds, _ = _timed(lambda: client.sync(progress=progress, retry=DEMO_RETRY))
+        result, seconds, _ = timed(lambda: client.sync(progress=progress, retry=DEMO_RETRY))
         self._record(tablet, what, seconds, result)
-        _check(
+        check(
             not result.refused_by_server and not result.rejected and not result.blob_errors,
             f"{tablet} synced cleanly ({result.refused_by_server}, {result.rejected}, "
             f"{result.blob_errors})",
@@ -653,8 +631,7 @@ class _Scenario:
         """Wait until `count` pulls are waiting on the server (or one failed)."""
         deadline = time.monotonic() + 15
         while True:
-            waiting = self.metrics.registry.get_sample_value("coherency_sync_long_polls_waiting")
-            if waiting is not None and waiting >= count:
+            if self._long_polls_waiting() >= count:
                 return
             for future in running:
                 if future.done():
@@ -662,36 +639,43 @@ class _Scenario:
                     raise DemoFailedError("demo step failed: a long poll ended before any push")
             if time.monotonic() > deadline:
                 raise DemoFailedError("demo step failed: the tablets' long polls never waited")
-            time.sleep(0.01)
+            time.sleep(0.02)
+
+    def _long_polls_waiting(self) -> float:
+        """How many pulls wait in a long poll now, from the server's /metrics."""
+        metrics = self.http.get("/metrics")
+        check(metrics.status_code == 200, f"GET /metrics ({_error_of(metrics)})")
+        for line in metrics.text.splitlines():
+            name, _, value = line.partition(" ")
+            if name == "coherency_sync_long_polls_waiting":
+                return float(value)
+        return 0.0
 
     def _check_converged(self) -> None:
-        ward = self.ward._store.document_heads()
-        home = self.home._store.document_heads()
-        _check(ward == home, "both tablets hold the same document heads")
-        with self.db.read() as session:
-            rows = session.execute(
-                select(Document.id, Document.heads).where(Document.clinic_id == self.riverside)
-            ).all()
-        server = {doc_id: bytes(heads) for doc_id, heads in rows}
-        _check(
-            server == {doc_id: b"".join(sorted(h)) for doc_id, h in ward.items()},
+        ward = self.ward.replica.document_heads()
+        home = self.home.replica.document_heads()
+        check(ward == home, "both tablets hold the same document heads")
+        server = document_heads(self.settings, clinic_id=self.riverside)
+        check(
+            server == {doc_id: sorted(heads) for doc_id, heads in ward.items()},
             "the server holds the same document heads as the tablets",
         )
         for name in ("patients", "wounds", "assessments"):
-            _check(
+            check(
                 [r.model_dump() for r in self.ward.collection(name).list()]
                 == [r.model_dump() for r in self.home.collection(name).list()],
                 f"{name} identical on both tablets",
             )
 
     def _records_on_server(self) -> dict[str, int]:
-        with self.db.read() as session:
-            clinic_of = [row[0] for row in session.execute(select(Document.clinic_id)).all()]
-        return {name: clinic_of.count(cid) for name, cid in self.report.clinics.items()}
+        return {
+            name: len(document_heads(self.settings, clinic_id=clinic_id))
+            for name, clinic_id in self.report.clinics.items()
+        }
 
     def _staff_get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         answer = self.http.get(path, params=params, headers=self.staff_headers)
-        _check(answer.status_code == 200, f"staff GET {path} ({_error_of(answer)})")
+        check(answer.status_code == 200, f"staff GET {path} ({_error_of(answer)})")
         body: dict[str, Any] = answer.json()
         return body
 
@@ -708,7 +692,7 @@ class _Scenario:
                 "signature": base64.b64encode(signature).decode(),
             },
         )
-        _check(answer.status_code == 200, f"the device logs in with its key ({_error_of(answer)})")
+        check(answer.status_code == 200, f"the device logs in with its key ({_error_of(answer)})")
         return str(answer.json()["access_token"])
 
 
@@ -750,19 +734,6 @@ def _quiet_logs() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------- small helpers
-def _check(condition: bool, what: str) -> None:
-    if not condition:
-        raise DemoFailedError(f"demo step failed: {what}")
-
-
-def _timed(work: Callable[[], SyncResult]) -> tuple[SyncResult, float, float]:
-    """`work()`, its duration in seconds and the `perf_counter` time it finished."""
-    started = time.perf_counter()
-    result = work()
-    done = time.perf_counter()
-    return result, done - started, done
-
-
 def _answers(url: str) -> bool:
     """Whether anything still accepts connections at `url`'s host and port."""
     host, port = url.removeprefix("http://").rsplit(":", 1)

@@ -1,77 +1,58 @@
-"""The end-to-end demonstration behind `coherency demo`.
+"""The offline part of `coherency demo`: two tablets, sync bundles, a conflict.
 
 Two tablets of one clinic work offline, exchange signed and encrypted sync bundles
 (the path a clinic with no network at all uses), edit the same records concurrently,
-converge, and settle a conflict. Every step checks its own outcome and the demo fails
-loudly if one does not hold, so it doubles as a smoke test of a fresh installation.
+converge, and settle a conflict; then no patient name may be on disk in plaintext.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk._bundles import export_bundle, import_bundle
-from edge_sdk._client import EdgeClient
-from edge_sdk._errors import EdgeError
-from edge_sdk._keys import Argon2Params, PassphraseKeyProvider
+from cli.demo._scenario import (
+    CLINIC,
+    Say,
+    Scenario,
+    check,
+    demo_kdf,
+    demo_key_provider,
+    plaintext_leaks,
+)
+from edge_sdk import EdgeClient, export_bundle, import_bundle
 
-__all__ = ["DemoFailedError", "DemoReport", "run_demo"]
+__all__ = ["OfflineDemoReport", "run_offline_demo"]
 
-CLINIC = "clinic-riverside"
-# Embedded defaults: a demo passphrase (never use one like it for real data).
-DEMO_PASSPHRASE = "demo: not for patient data"
 BUNDLE_PASSPHRASE = "demo bundle passphrase"
 PATIENT_NAME = ("Amara", "Okonkwo-Demo")
 
 
-class DemoFailedError(EdgeError):
-    """A demo step did not produce what it should have."""
-
-
 @dataclass(slots=True)
-class DemoReport:
-    """What the demo did, step by step, and where it left its stores."""
+class OfflineDemoReport:
+    """What the offline part did, step by step, and where it left its stores."""
 
     workdir: Path
     steps: list[str] = field(default_factory=list)
     stores: dict[str, Path] = field(default_factory=dict)
 
 
-def run_demo(
-    workdir: str | os.PathLike[str] | None = None,
-    *,
-    say: Callable[[str], None] = lambda line: None,
-    fast_kdf: bool = True,
-) -> DemoReport:
-    """Run the offline two-tablet scenario and return its report.
+def run_offline_demo(
+    workdir: Path, *, say: Say = lambda line: None, fast_kdf: bool = True
+) -> OfflineDemoReport:
+    """Run the offline two-tablet scenario in `workdir` and return its report.
 
-    Args:
-        workdir: Folder for the demo stores and bundles (a new temp folder if None).
-        say: Called with one line per step, as it completes.
-        fast_kdf: Use cheap Argon2 costs (the demo's data is not real).
+    `say` and `fast_kdf` are as for `cli.demo.run_demo`.
 
     Raises:
         DemoFailedError: A step's outcome was not what it must be.
     """
-    root = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="coherency-"))
-    root.mkdir(parents=True, exist_ok=True)
-    report = DemoReport(workdir=root)
-    kdf = Argon2Params.fast() if fast_kdf else None
-    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=kdf)
+    report = OfflineDemoReport(workdir=workdir)
+    scenario = Scenario(report.steps, say)
+    step = scenario.step
+    kdf = demo_kdf(fast_kdf)
+    provider = demo_key_provider(kdf)
 
-    def step(line: str) -> None:
-        report.steps.append(line)
-        say(line)
-
-    def check(condition: bool, what: str) -> None:
-        if not condition:
-            raise DemoFailedError(f"demo step failed: {what}")
-
-    ward_path, home_path = root / "ward-tablet", root / "home-visit-tablet"
+    ward_path, home_path = workdir / "ward-tablet", workdir / "home-visit-tablet"
     report.stores = {"ward": ward_path, "home": home_path}
     with (
         EdgeClient.init(ward_path, provider, clinic_id=CLINIC) as ward,
@@ -79,7 +60,7 @@ def run_demo(
     ):
         step(
             f"two tablets enrolled in {CLINIC}: ward {ward.device_id[:8]}, "
-            f"home visit {home.device_id[:8]} (encrypted stores in {root})"
+            f"home visit {home.device_id[:8]} (encrypted stores in {workdir})"
         )
 
         patient = ward.patients.add(
@@ -120,7 +101,7 @@ def run_demo(
             f"({assessment.measurements.area_cm2} cm²) and a note recorded"
         )
 
-        bundle = root / "ward-to-home.bundle"
+        bundle = workdir / "ward-to-home.bundle"
         info = export_bundle(
             ward, bundle, passphrase=BUNDLE_PASSPHRASE, peer_id=home.device_id, kdf=kdf
         )
@@ -146,7 +127,7 @@ def run_demo(
         )
 
         for source, target, name in ((ward, home, "ward-to-home-2"), (home, ward, "home-to-ward")):
-            path = root / f"{name}.bundle"
+            path = workdir / f"{name}.bundle"
             export_bundle(
                 source, path, passphrase=BUNDLE_PASSPHRASE, peer_id=target.device_id, kdf=kdf
             )
@@ -167,7 +148,7 @@ def run_demo(
         step(f"conflict shown on both tablets: wound status is {values}")
 
         ward.wounds.resolve(wound.id, "status", "deteriorating")
-        path = root / "resolution.bundle"
+        path = workdir / "resolution.bundle"
         export_bundle(ward, path, passphrase=BUNDLE_PASSPHRASE, peer_id=home.device_id, kdf=kdf)
         import_bundle(home, path, passphrase=BUNDLE_PASSPHRASE)
         check(not ward.conflicts() and not home.conflicts(), "conflict resolved everywhere")
@@ -188,15 +169,7 @@ def run_demo(
             "patient records identical on both tablets",
         )
 
-    leaks = _plaintext_leaks(root, PATIENT_NAME[1].encode())
+    leaks = plaintext_leaks(workdir, [PATIENT_NAME[1].encode()])
     check(not leaks, f"patient name found in plaintext in {leaks}")
-    step(f"no plaintext patient name anywhere under {root} (database, WAL, blobs, bundles)")
+    step(f"no plaintext patient name anywhere under {workdir} (database, WAL, blobs, bundles)")
     return report
-
-
-def _plaintext_leaks(root: Path, needle: bytes) -> list[str]:
-    found = []
-    for path in sorted(root.rglob("*")):
-        if path.is_file() and needle in path.read_bytes():
-            found.append(str(path.relative_to(root)))
-    return found

@@ -4,19 +4,25 @@ A ward tablet (its own encrypted store in the demo folder) scans three synthetic
 (calf, heel, sacrum) with ten frames each, measures them and checks the figures against
 the generator's ground truth, shows a scan refused for being taken too far away, and
 stores each assessment with its point cloud and measurement details as encrypted blobs
-— then checks that no blob on disk holds the point cloud in the clear.
+— then checks that no blob on disk holds the point cloud in the clear. Needs the
+``capture`` extra.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
-
-# The scenario helpers still live with the SDK's demo; both move to cli/ together.
-from edge_sdk._demo import CLINIC, DEMO_PASSPHRASE, DemoFailedError
+from cli.demo._scenario import (
+    CLINIC,
+    Say,
+    Scenario,
+    check,
+    demo_kdf,
+    demo_key_provider,
+    plaintext_leaks,
+)
+from edge_sdk import EdgeClient
 from lidar_capture import (
     MeasurementRefused,
     SyntheticSource,
@@ -44,7 +50,7 @@ _MAX_AREA_ERROR = 0.20
 
 @dataclass(slots=True)
 class CaptureDemoReport:
-    """What the capture demo measured and stored."""
+    """What the capture part measured and stored."""
 
     store: Path
     steps: list[str] = field(default_factory=list)
@@ -52,22 +58,19 @@ class CaptureDemoReport:
 
 
 def run_capture_demo(
-    workdir: Path, *, say: Callable[[str], None] = lambda line: None
+    workdir: Path, *, say: Say = lambda line: None, fast_kdf: bool = True
 ) -> CaptureDemoReport:
     """Run the capture scenario in `workdir` and return its report.
+
+    `say` and `fast_kdf` are as for `cli.demo.run_demo`.
 
     Raises:
         DemoFailedError: a figure was far from the truth, or a check failed.
     """
     store = workdir / "scan-tablet"
     report = CaptureDemoReport(store=store)
-
-    def step(line: str) -> None:
-        report.steps.append(line)
-        say(line)
-
-    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=Argon2Params.fast())
-    with EdgeClient.init(store, provider, clinic_id=CLINIC) as client:
+    step = Scenario(report.steps, say).step
+    with EdgeClient.init(store, demo_key_provider(demo_kdf(fast_kdf)), clinic_id=CLINIC) as client:
         patient = client.patients.add(
             given_name="Kofi", family_name="Mensah-Demo", birth_date="1941-02-11", mrn="RVS-7"
         )
@@ -86,11 +89,10 @@ def run_capture_demo(
             result = measure(synthetic.scan, model=model)
             truth = synthetic.truth
             error = abs(result.area_cm2 - truth.area_cm2) / truth.area_cm2
-            if error > _MAX_AREA_ERROR:
-                raise DemoFailedError(
-                    f"demo step failed: {site} area {result.area_cm2:.2f} cm² against "
-                    f"{truth.area_cm2:.2f} cm² true"
-                )
+            check(
+                error <= _MAX_AREA_ERROR,
+                f"{site} area {result.area_cm2:.2f} cm² against {truth.area_cm2:.2f} cm² true",
+            )
             wound = client.wounds.add(
                 patient_id=patient.id, body_site=site.split(",")[0], etiology=site.split(", ")[1]
             )
@@ -116,14 +118,8 @@ def run_capture_demo(
         except MeasurementRefused as refusal:
             step(f"  a scan from 70 cm is refused ({refusal.reason}): {refusal}")
         else:
-            raise DemoFailedError("demo step failed: a scan from 70 cm was measured")
-    leaked = [
-        path
-        for path in store.rglob("*")
-        if path.is_file()
-        and any(marker in path.read_bytes() for marker in (b"element vertex", b"outline_world"))
-    ]
-    if leaked:
-        raise DemoFailedError(f"demo step failed: a point cloud is in the clear in {leaked[0]}")
+            check(False, "a scan from 70 cm was measured")
+    leaked = plaintext_leaks(store, [b"element vertex", b"outline_world"])
+    check(not leaked, f"a point cloud is in the clear in {leaked[:1]}")
     step("  no point cloud or measurement is readable on disk without the store key")
     return report
