@@ -3,7 +3,7 @@
 A replica is the encrypted store, the encrypted blob files, the device identity, its
 clinic, the policy every received document must pass, the access gate every read and
 write of patient data goes through, and the enrolment with a server (its URL, its
-pinned key, the refresh token and the pull cursor). An `EdgeClient` owns one
+pinned keys, the refresh token and the pull cursor). An `EdgeClient` owns one
 (`client.replica`); bundles, sync and model updates work on one; the clinic edge box
 runs the same sync over its own.
 """
@@ -93,23 +93,28 @@ class Replica:
         key = self.store.get_meta(META_PREFIX + "server_key")
         if not url or not key:
             return None
+        artifact_key = self.store.get_meta(META_PREFIX + "artifact_key")
         return Enrollment(
             server_url=url,
             device_id=self.device_id,
             clinic_id=self.clinic_id,
             organisation_id=self.store.get_meta(META_PREFIX + "organisation_id") or "",
             server_public_key=bytes.fromhex(key),
+            artifact_public_key=bytes.fromhex(artifact_key) if artifact_key else None,
+            insecure_http=self.store.get_meta(META_PREFIX + "insecure_http") == "1",
         )
 
     def enrol(self, enrollment: Enrollment, *, refresh_token: str) -> None:
         """Record an enrolment the server granted (in one transaction): the server, its
-        pinned key, the first refresh token, a pull from the start, and the clinic."""
+        pinned keys, the first refresh token, a pull from the start, and the clinic."""
         with self.store.transaction():
             if enrollment.clinic_id != self.clinic_id:
                 self.store.set_meta("clinic_id", enrollment.clinic_id)
             for key, value in {
                 "server_url": enrollment.server_url,
                 "server_key": enrollment.server_public_key.hex(),
+                "artifact_key": (enrollment.artifact_public_key or b"").hex(),
+                "insecure_http": "1" if enrollment.insecure_http else "",
                 "organisation_id": enrollment.organisation_id,
                 "refresh_token": refresh_token,
                 "cursor": "0",
@@ -118,6 +123,12 @@ class Replica:
                 self.store.set_meta(META_PREFIX + key, value)
             self.store.delete_meta(META_PREFIX + "cursor_peer")
         self.clinic_id = enrollment.clinic_id
+
+    def pin_artifact_key(self, public_key: bytes) -> None:
+        """Pin the server's artifact key on a replica enrolled before servers had one
+        (after checking the enrolment's pinned server key vouches for it)."""
+        with self.store.transaction():
+            self.store.set_meta(META_PREFIX + "artifact_key", public_key.hex())
 
     def take_refresh_token(self) -> str | None:
         """The refresh token from the server, if any, removed from the store as it is
