@@ -27,7 +27,7 @@ from edge_sdk import (
 )
 
 FAST = RetryPolicy(attempts=4, base_seconds=0.001, cap_seconds=0.01, timeout_seconds=5)
-SERVER = "http://server.test"
+SERVER = "https://server.test"
 
 
 Answer = Callable[[httpx.Request], "httpx.Response | None"]

@@ -131,6 +131,19 @@ def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) ->
     return Settings(data_dir=data_dir, database_url=database_url, **overrides)
 
 
+SHARED_CLIENT_LIMITS = {
+    "rate_login_per_client": 100_000,
+    "rate_enrol_per_client": 100_000,
+    "rate_device_login_per_client": 100_000,
+    "rate_refresh_per_client": 100_000,
+    "failures_free_per_client": 100_000,
+}
+"""Every test reaches the session's servers from 127.0.0.1: one client address would
+trip the per-client limits meant for one device or person. Throttling tests restore
+the defaults and speak through addresses of their own (``X-Forwarded-For``, which
+uvicorn trusts from loopback)."""
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def server(
     request: pytest.FixtureRequest,
@@ -146,7 +159,9 @@ def server(
         database_url: str | None = postgres_url
     else:
         database_url = None
-    settings = make_settings(data_dir, database_url, long_poll_max_seconds=10)
+    settings = make_settings(
+        data_dir, database_url, long_poll_max_seconds=10, **SHARED_CLIENT_LIMITS
+    )
     migrate(settings)
     app = create_app(settings)
     live = ThreadedServer(app)

@@ -30,6 +30,8 @@ from edge_sdk import (
     ModelVerificationError,
     NotEnrolledError,
     PassphraseKeyProvider,
+    model_signing_payload,
+    verify_signature,
 )
 from edge_sdk._models import ModelManifest, ModelTensor
 from sync_server.audit.tables import AuditEvent
@@ -256,11 +258,16 @@ def test_published_models_install_and_swap_on_devices(
     assert published["size"] == len(models["v1"])
     assert published["active"] is True
     assert ModelManifest.model_validate(published["manifest"]) == manifest
-    # The signature is the server key's, over the canonical manifest bytes.
-    server_key = server.app.state.signing_key.public_key_bytes
-    Ed25519PublicKey.from_public_bytes(server_key).verify(
-        base64.b64decode(published["signature"]), manifest.to_bytes()
-    )
+    # The signature is the artifact key's, over the canonical manifest bytes bound to
+    # the organisation; the token key never signs a model.
+    signature = base64.b64decode(published["signature"])
+    payload = model_signing_payload(org.organisation_id, manifest.to_bytes())
+    artifact_key = server.app.state.artifact_key.public_key_bytes
+    Ed25519PublicKey.from_public_bytes(artifact_key).verify(signature, payload)
+    token_key = server.app.state.signing_key.public_key_bytes
+    assert artifact_key != token_key
+    assert not verify_signature(token_key, payload, signature)
+    assert not verify_signature(artifact_key, manifest.to_bytes(), signature)
     assert stored_path(server, manifest.sha256).read_bytes() == models["v1"]
 
     device = org.device("tablet")
@@ -475,9 +482,10 @@ def test_a_bad_model_from_the_server_is_refused_and_the_previous_stays(
     if tamper != "a graph that does not run":
         # Once the server serves the model as signed, the device takes it.
         path.write_bytes(original)
-        org.change_row(
-            sha, manifest=manifest, signature=server.app.state.signing_key.sign(manifest)
+        signature = server.app.state.artifact_key.sign_model(
+            organisation_id=org.organisation_id, manifest_bytes=manifest
         )
+        org.change_row(sha, manifest=manifest, signature=signature)
         assert device.update_model().changed
         assert_runs(device, "2.0.0")
 

@@ -35,6 +35,7 @@ from sync_server import Settings
 from sync_server.db import Database
 from sync_server.identity.tables import Clinic, EnrolmentToken, User
 from sync_server.identity.tokens import hash_token
+from sync_server.identity.sealing import SecretBox
 from sync_server.identity.users import authenticate_user
 from sync_server.migrate import head_revision
 
@@ -165,9 +166,18 @@ def test_create_admin_prints_a_totp_secret_that_logs_in(migrated: Path) -> None:
         with db.write() as session:
             code = pyotp.TOTP(admin["totp_secret"]).now()
             user = authenticate_user(
-                session=session, username="root-admin", password=PASSWORD, totp_code=code
+                session=session,
+                username="root-admin",
+                password=PASSWORD,
+                totp_code=code,
+                secret_box=SecretBox.load_or_create(migrated / "secret-key"),
+                settings=Settings(data_dir=migrated),
+                client="198.51.100.1",
             )
             assert user.id == admin["user_id"]
+            # Sealed at rest: the secret itself is nowhere in the row.
+            assert user.totp_secret is not None
+            assert admin["totp_secret"] not in user.totp_secret
             assert user.clinic_id is None
             assert user.organisation_id == admin["organisation_id"]
     finally:
