@@ -33,9 +33,9 @@ from sqlalchemy import select
 from cli.main import cli
 from sync_server import Settings
 from sync_server.db import Database
+from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, EnrolmentToken, User
 from sync_server.identity.tokens import hash_token
-from sync_server.identity.sealing import SecretBox
 from sync_server.identity.users import authenticate_user
 from sync_server.migrate import head_revision
 
