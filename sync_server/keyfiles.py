@@ -40,8 +40,12 @@ def private_folder(path: Path) -> Path:
 
 
 def _create_once(path: Path, data: bytes) -> None:
-    """Write `data` to `path` (0600) unless another process got there first."""
+    """Write `data` to `path` (0600) unless another process got there first; an
+    existing file is narrowed to 0600."""
     if path.exists():
+        with contextlib.suppress(PermissionError):
+            if path.stat().st_mode & 0o777 != FILE_MODE:
+                path.chmod(FILE_MODE)
         return
     if not path.parent.exists():
         private_folder(path.parent)

@@ -126,6 +126,22 @@ def postgres_url() -> Iterator[str | None]:
     yield from _postgres_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
+) -> Iterator[str]:
+    """The URL of a database of this test's own, empty (no schema): a SQLite file, then
+    a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if postgres_url is None:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    for url in _postgres_database():
+        assert url is not None
+        yield url
+
+
 def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:
     """Settings for a test server: embedded defaults unless told otherwise."""
     return Settings(data_dir=data_dir, database_url=database_url, **overrides)
