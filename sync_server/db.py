@@ -154,8 +154,8 @@ class Database:
 
 
 def _private_sqlite_files(url: str) -> None:
-    """Create the SQLite file 0600 (an empty file is a new database to SQLite) and narrow
-    an existing one, its WAL and shared-memory files to 0600."""
+    """Create the SQLite file 0600 in its folder (an empty file is a new database to
+    SQLite) and narrow an existing one, its WAL and shared-memory files to 0600."""
     try:
         database = make_url(url).database
     except ArgumentError:
@@ -163,8 +163,8 @@ def _private_sqlite_files(url: str) -> None:
     if not database or database == ":memory:" or database.startswith("file:"):
         return
     path = Path(database)
-    if not path.parent.exists():
-        private_folder(path.parent)
+    if not path.parent.is_dir():
+        return  # no folder, no database: connecting fails as it should
     if not path.exists():
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))

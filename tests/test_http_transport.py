@@ -367,3 +367,22 @@ def test_an_app_that_opts_in_to_plain_http_keeps_that_choice(tmp_store: Any) -> 
     with pytest.raises(InsecureServerError, match="allow_insecure_http"):
         HttpTransport(device.replica)
     HttpTransport(device.replica, allow_insecure_http=True).close()
+
+
+def test_device_enroll_refuses_plain_http_unless_told(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    monkeypatch.setenv("COHERENCY_KDF", "fast")
+    monkeypatch.setenv("COHERENCY_PASSPHRASE", "a long test passphrase")
+    store = ["--store", str(tmp_path / "store")]
+    assert CliRunner().invoke(cli, [*store, "init", "--clinic", "c1"]).exit_code == 0
+    args = [*store, "device", "enroll", "--server", "http://192.0.2.10:8700", "--token", "t"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code != 0
+    assert refused.stderr.count("\n") == 1 and "--allow-insecure-http" in refused.stderr
+    helped = CliRunner().invoke(cli, [*store, "device", "enroll", "--help"])
+    assert "--allow-insecure-http" in helped.stdout
