@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import random
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -263,6 +264,32 @@ def test_throttling_is_shared_by_every_worker(
         assert_throttled(answer)
     finally:
         second.stop()
+
+
+def test_concurrent_failures_are_all_counted(
+    accounts: Accounts, strict: Settings, server: Any
+) -> None:
+    """The counters are conditional upserts: workers racing on one account lose none."""
+    user, _ = accounts.user()
+    attempts = 8
+    barrier = threading.Barrier(attempts)
+    statuses: list[int] = []
+
+    def fail() -> None:
+        client = new_client()
+        barrier.wait()
+        statuses.append(accounts.login(user.username, "wrong", "000000", client=client).status_code)
+
+    threads = [threading.Thread(target=fail) for _ in range(attempts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses == [401] * attempts  # clients that had not failed are let through
+    account = throttling.account_of_user(user.id)
+    (counter,) = accounts.counters(f"login:fail:account:{account}")
+    assert counter.hits == attempts
+    assert counter.blocked_until is not None  # past the free failures: held back
 
 
 @pytest.mark.parametrize("route", ["login", "enrol", "device-login", "refresh"])
