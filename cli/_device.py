@@ -25,11 +25,21 @@ def device() -> None:
     help="The one-time enrolment token from clinic staff (env COHERENCY_ENROL_TOKEN).",
 )
 @click.option("--name", default="", help="A name staff will see for this device.")
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// server other than this machine (only on a network you "
+    "trust: tokens and records would cross it unprotected).",
+)
 @json_option
 @with_app
-def device_enroll(app: App, server_url: str, token: str, name: str, as_json: bool) -> None:
+def device_enroll(
+    app: App, server_url: str, token: str, name: str, allow_insecure_http: bool, as_json: bool
+) -> None:
     """Enrol this device with a sync server (binds its key to the token's clinic)."""
-    enrollment = app.client().enroll(server_url, token, name=name)
+    enrollment = app.client().enroll(
+        server_url, token, name=name, allow_insecure_http=allow_insecure_http
+    )
     emit(
         as_json,
         enrollment,

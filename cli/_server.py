@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -361,3 +361,46 @@ def enroll_token(
         click.echo(t.token)
 
     emit(as_json, issued, human)
+
+
+# --------------------------------------------------------------------------- user
+@server.command("user")
+@_database_options
+@click.argument(
+    "action",
+    type=click.Choice(["unlock", "deactivate", "reactivate", "reset-totp", "revoke-sessions"]),
+)
+@click.option("--username", required=True, help="The staff account's login name.")
+@click.option(
+    "--organisation",
+    help="The account's organisation (name or id), when the username exists in several.",
+)
+@json_option
+def user(
+    data_dir: Path | None,
+    database_url: str | None,
+    action: str,
+    username: str,
+    organisation: str | None,
+    as_json: bool,
+) -> None:
+    """First aid for a staff account: unlock (forget its failed logins), deactivate,
+    reactivate, reset-totp (prints the new secret once) or revoke-sessions."""
+    with _reported():
+        from sync_server import manage_account
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        managed = manage_account(
+            settings,
+            username=username,
+            action=cast(Any, action),  # one of the Choice's values: an AccountAction
+            organisation=organisation,
+        )
+
+    def human(m: Any) -> None:
+        click.echo(f"{m.action}: {m.username} (id {m.user_id}, active: {m.active})")
+        if m.totp_secret:
+            click.echo("new TOTP secret (shown once; add it to an authenticator app now):")
+            show_fields({"secret": m.totp_secret, "uri": m.totp_uri})
+
+    emit(as_json, managed, human)

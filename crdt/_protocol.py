@@ -1,8 +1,9 @@
 """Protocol pieces the devices and the server both speak, defined once.
 
 Pure values and functions (no I/O): the sync media type, the bytes a device signs to
-enrol and to log in with its key, the shape of content addresses and ids, and the
-sortable form of timestamps that both sides compare as text.
+enrol and to log in with its key (each fresh and single-use: a time and a nonce), the
+shape of content addresses and ids, and the sortable form of timestamps that both
+sides compare as text.
 """
 
 from __future__ import annotations
@@ -45,9 +46,15 @@ def is_uuid(value: object) -> bool:
         return False
 
 
-def enrolment_message(token: str, device_id: str) -> bytes:
-    """The bytes a device signs to prove it holds its key when it enrols with `token`."""
-    return b"coherency-enrol\n" + token.encode() + b"\n" + device_id.encode()
+def enrolment_message(token: str, device_id: str, issued_at: int, nonce: str) -> bytes:
+    """The bytes a device signs to prove it holds its key when it enrols with `token`.
+
+    `issued_at` (unix seconds) and `nonce` (16 to 64 URL-safe characters, new for every
+    attempt) make each proof fresh and single-use: the server refuses a proof signed
+    more than 5 minutes from its clock or a nonce it has seen, so a captured enrolment
+    request cannot be replayed.
+    """
+    return f"coherency-enrol\n{token}\n{device_id}\n{issued_at}\n{nonce}".encode()
 
 
 def device_login_message(device_id: str, issued_at: int, nonce: str) -> bytes:

@@ -315,18 +315,34 @@ class EdgeClient:
         """A sync session over this store, for any transport (in memory, HTTP, file)."""
         return self.replica.sync_session()
 
-    def enroll(self, server_url: str, token: str, *, name: str = "") -> Enrollment:
+    def enroll(
+        self,
+        server_url: str,
+        token: str,
+        *,
+        name: str = "",
+        allow_insecure_http: bool = False,
+    ) -> Enrollment:
         """Enrol this device with a sync server, using a one-time token from staff.
 
-        Needs the `[server]` extra (httpx). See `HttpTransport.enroll`.
+        `server_url` is ``https://...``; plain ``http://`` only to this machine, unless
+        `allow_insecure_http` (remembered with the enrolment; only on a network you
+        trust). Needs the `[server]` extra (httpx). See `HttpTransport.enroll`.
 
         Raises:
+            InsecureServerError: Plain http to another host without the opt-in.
             EnrolmentError: The server refused the token or the clinic does not match.
             ServerUnreachableError: The server did not answer.
         """
         from edge_sdk._http_transport import HttpTransport
 
-        enrollment = HttpTransport.enroll(self.replica, server_url, token, name=name)
+        enrollment = HttpTransport.enroll(
+            self.replica,
+            server_url,
+            token,
+            name=name,
+            allow_insecure_http=allow_insecure_http,
+        )
         if self._server is not None:  # it holds the previous enrolment's token and key
             self._server.close()
             self._server = None
@@ -377,18 +393,19 @@ class EdgeClient:
     def models(self) -> ModelStore:
         """The wound models on this device (`<store>/models`): `client.models.runner()`.
 
-        Once enrolled, it takes only models signed by the server key pinned at enrolment.
+        Once enrolled, it takes only models signed for the device's organisation by the
+        artifact key pinned at enrolment.
         """
         return model_store(self.replica)
 
     def update_model(self, *, threads: int = 1, source: ModelSource | None = None) -> ModelUpdate:
         """Install the server's current wound model if it is not the installed one.
 
-        The model is verified against the server key pinned at enrolment (signature,
-        then size and SHA-256) and run once with `threads` threads before it replaces
-        the current one. By default it comes from the enrolled server over HTTP (the
-        `[server]` extra, httpx), through the connection `sync` keeps; pass `source`
-        to fetch it from another `ModelSource`.
+        The model is verified against the artifact key pinned at enrolment (signature,
+        bound to the device's organisation, then size and SHA-256) and run once with
+        `threads` threads before it replaces the current one. By default it comes from
+        the enrolled server over HTTP (the `[server]` extra, httpx), through the
+        connection `sync` keeps; pass `source` to fetch it from another `ModelSource`.
 
         Raises:
             NotEnrolledError: The store was never enrolled (`enroll`).

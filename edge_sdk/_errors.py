@@ -25,6 +25,8 @@
         ├── ServerUnreachableError  no answer (or only failures) within the retry budget
         ├── NotEnrolledError        the store was never enrolled with a server
         ├── EnrolmentError          the server refused the enrolment
+        ├── InsecureServerError     plain http:// to a host other than this machine, and
+        │                           the app did not opt in (allow_insecure_http)
         ├── CursorAheadError        the server's feed is behind the cursor (a restored
         │                           backup); sync handles it by pulling from the start
         ├── PushTooLargeError       the server refused a push as too costly; sync
@@ -51,6 +53,7 @@ __all__ = [
     "DeviceRevokedError",
     "EdgeError",
     "EnrolmentError",
+    "InsecureServerError",
     "KeyProviderError",
     "ModelError",
     "ModelUnavailableError",
@@ -165,6 +168,13 @@ class PushTooLargeError(SyncError):
     The sync algorithm pushes the batch again in halves; a single document refused so
     is reported in `SyncResult.refused_by_server`.
     """
+
+
+class InsecureServerError(SyncError):
+    """The server URL is plain ``http://`` to a host other than this machine (or not
+    http at all), and the app did not opt in with ``allow_insecure_http=True``: tokens,
+    keys and records would cross the network unprotected, and the server key pinned at
+    enrolment would be whatever answered first."""
 
 
 class CursorAheadError(SyncError):

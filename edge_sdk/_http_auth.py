@@ -17,6 +17,10 @@ The refresh and login requests are not yielded into the flow but sent through `p
 them once): httpx ends a flow when a yielded request fails to connect, and the
 fallback from a lost refresh to a login, and the fresh nonce per login attempt, must
 happen here. For a synchronous `httpx.Client`.
+
+`post_signed` is that retry loop for any request that carries a proof signed by the
+device key (a device login, an enrolment): each attempt is signed anew, with the time
+and a new nonce, since the server accepts a proof once.
 """
 
 from __future__ import annotations
@@ -40,12 +44,48 @@ from edge_sdk._http_retry import Counters
 from edge_sdk._replica import Replica
 from edge_sdk._sync_types import RetryPolicy
 
-__all__ = ["DeviceAuth", "Post"]
+__all__ = ["DeviceAuth", "Post", "post_signed"]
 
 log = logging.getLogger("edge_sdk.sync")
 
 Post = Callable[[str, Mapping[str, Any]], httpx.Response]
 """Sends a JSON body to a path of the server once, without this auth."""
+
+Signed = Callable[[int, str], Mapping[str, Any]]
+"""Builds a request body signed for a time (unix seconds) and a nonce."""
+
+
+def post_signed(
+    post: Post,
+    path: str,
+    signed: Signed,
+    *,
+    retry: RetryPolicy,
+    counters: Counters,
+    what: str,
+    sleep: Callable[[float], None] = time.sleep,
+    rng: random.Random | None = None,
+) -> httpx.Response:
+    """POST a body signed afresh for each attempt (`signed(issued_at, nonce)`), again
+    with the policy's backoff while no answer comes; the first answer.
+
+    Raises:
+        ServerUnreachableError: No answer within the policy's attempts; names `what`.
+    """
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        try:
+            return post(path, signed(int(time.time()), secrets.token_hex(16)))
+        except ServerUnreachableError as exc:
+            if attempt + 1 >= retry.attempts:
+                raise ServerUnreachableError(
+                    f"{what} failed {attempt + 1} times; last: {exc}"
+                ) from None
+            counters.retries += 1
+            sleep(retry.delay(attempt, rng))
+            attempt += 1
+
 
 _REFRESH_MARGIN_SECONDS = 30
 
@@ -114,32 +154,30 @@ class DeviceAuth(httpx.Auth):
 
     def _device_login(self) -> tuple[str, float]:
         identity = self._replica.identity
-        attempt = 0
-        while True:
-            issued_at = int(time.time())
-            nonce = secrets.token_hex(16)
-            signature = identity.sign(device_login_message(identity.device_id, issued_at, nonce))
-            body = {
+
+        def signed(issued_at: int, nonce: str) -> Mapping[str, Any]:
+            message = device_login_message(identity.device_id, issued_at, nonce)
+            return {
                 "device_id": identity.device_id,
                 "issued_at": issued_at,
                 "nonce": nonce,
-                "signature": base64.b64encode(signature).decode(),
+                "signature": base64.b64encode(identity.sign(message)).decode(),
             }
-            try:
-                response = self._post("/v1/auth/device", body)
-            except ServerUnreachableError as exc:
-                if attempt + 1 >= self._retry.attempts:
-                    raise ServerUnreachableError(
-                        f"device login failed {attempt + 1} times; last: {exc}"
-                    ) from None
-                self._counters.retries += 1
-                self._sleep(self._retry.delay(attempt, self._rng))
-                attempt += 1
-                continue
-            if response.status_code == 200:
-                return self._keep(response.json())
-            _raise_if_revoked(response)
-            raise AuthenticationError(f"the server refused the device: {error_text(response)}")
+
+        response = post_signed(
+            self._post,
+            "/v1/auth/device",
+            signed,
+            retry=self._retry,
+            counters=self._counters,
+            what="device login",
+            sleep=self._sleep,
+            rng=self._rng,
+        )
+        if response.status_code == 200:
+            return self._keep(response.json())
+        _raise_if_revoked(response)
+        raise AuthenticationError(f"the server refused the device: {error_text(response)}")
 
     def _keep(self, answer: Mapping[str, Any]) -> tuple[str, float]:
         # The new refresh token is stored before the access token is used: losing it

@@ -14,7 +14,12 @@ One `httpx.Client` per transport, built from httpx's own extension points:
   too: model updates use the same connection, token and retries).
 
 A 403 ``device_revoked`` from any route is `DeviceRevokedError`. Enrolment
-(`HttpTransport.enroll`) is one unauthenticated request, retried like the others.
+(`HttpTransport.enroll`) is one unauthenticated request carrying a proof signed by the
+device key, signed anew (time and nonce) for each attempt.
+
+Plain ``http://`` is refused (`InsecureServerError`) unless the server is this machine
+(loopback) or the app opts in with ``allow_insecure_http=True`` at enrolment (kept with
+the enrolment) or when it builds the transport.
 
 httpx is imported by the HTTP modules only: `import edge_sdk` works without the
 `[server]` extra.
@@ -24,9 +29,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -35,11 +42,12 @@ from edge_sdk._errors import (
     CursorAheadError,
     DeviceRevokedError,
     EnrolmentError,
+    InsecureServerError,
     NotEnrolledError,
     PushTooLargeError,
     SyncError,
 )
-from edge_sdk._http_auth import DeviceAuth
+from edge_sdk._http_auth import DeviceAuth, post_signed
 from edge_sdk._http_blobs import HttpBlobs
 from edge_sdk._http_errors import error_code, error_text, raise_for_status
 from edge_sdk._http_retry import NO_RETRY, STREAM, Counters, RetryTransport
@@ -48,9 +56,46 @@ from edge_sdk._replica import Replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy
 from edge_sdk._transport import BlobDownload, PushAnswer, UploadState
 
-__all__ = ["HttpTransport"]
+__all__ = ["HttpTransport", "check_server_url"]
 
 _USER_AGENT = "coherency-edge-sdk"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_server_url(server_url: str, *, allow_insecure_http: bool = False) -> str:
+    """`server_url` without its trailing slash, if credentials may be sent to it:
+    ``https://``, or ``http://`` to this machine, or any ``http://`` when the app opts
+    in with `allow_insecure_http`.
+
+    Raises:
+        InsecureServerError: Plain http to another host without the opt-in, or not an
+            http(s) URL.
+    """
+    url = server_url.strip().rstrip("/")
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme != "http" or not host:
+        raise InsecureServerError(
+            f"the server URL must be https://host (or http:// to this machine), not {url!r}"
+        )
+    if allow_insecure_http or _is_loopback(host):
+        return url
+    raise InsecureServerError(
+        f"refusing plain http:// to {host}: the device's tokens, key proofs and records "
+        "would cross the network unprotected, and the server key it pins would be "
+        "whatever answered. Use https://, or opt in on a network you trust "
+        "(allow_insecure_http=True; coherency device enroll --allow-insecure-http)"
+    )
 
 
 class HttpTransport:
@@ -63,9 +108,13 @@ class HttpTransport:
         retry: How hard to try before giving up (`RetryPolicy()` by default).
         transport: The httpx transport under the retries (tests pass their own; the
             default is `httpx.HTTPTransport()`).
+        allow_insecure_http: Talk plain ``http://`` to a host other than this machine
+            even though the enrolment did not opt in.
 
     Raises:
         NotEnrolledError: The replica was never enrolled.
+        InsecureServerError: The enrolled server is plain http to another host and
+            neither the enrolment nor `allow_insecure_http` opts in.
     """
 
     def __init__(
@@ -74,11 +123,15 @@ class HttpTransport:
         *,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        allow_insecure_http: bool = False,
     ) -> None:
         enrollment = replica.enrollment
         if enrollment is None:
             raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
-        self.server_url = enrollment.server_url
+        self.server_url = check_server_url(
+            enrollment.server_url,
+            allow_insecure_http=allow_insecure_http or enrollment.insecure_http,
+        )
         """The server this transport talks to."""
         self.retry = retry or RetryPolicy()
         """The retry policy of every request."""
@@ -192,11 +245,20 @@ class HttpTransport:
             manifest = base64.b64decode(answer["manifest"], validate=True)
             signature = base64.b64decode(answer["signature"] or "", validate=True)
             sha256, size = answer["sha256"], answer["size"]
-        except (ValueError, KeyError, TypeError, binascii.Error):
+            artifact_key = _optional_base64(answer.get("artifact_public_key"))
+            endorsement = _optional_base64(answer.get("artifact_key_signature"))
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error):
             raise unusable from None
         if not is_sha256(sha256) or not isinstance(size, int) or size < 1:
             raise unusable
-        return ModelOffer(manifest=manifest, signature=signature or None, sha256=sha256, size=size)
+        return ModelOffer(
+            manifest=manifest,
+            signature=signature or None,
+            sha256=sha256,
+            size=size,
+            artifact_key=artifact_key,
+            artifact_key_signature=endorsement,
+        )
 
     def download_model(self, sha256: str) -> bytes:
         """``GET /v1/models/{sha256}``: the model file, read whole (models are a few MB;
@@ -269,32 +331,66 @@ class HttpTransport:
         name: str = "",
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        allow_insecure_http: bool = False,
     ) -> Enrollment:
         """Enrol the replica's device with a server, using a one-time token from staff.
 
-        The device proves it holds its Ed25519 key; the server binds that key to the
-        device and its clinic. A replica that already holds records must belong to
-        the token's clinic; an empty one takes the token's clinic. An enrolment whose
-        answer was lost is repeated safely (same device, same key).
+        The device proves it holds its Ed25519 key, signing the token, its id, the time
+        and a new nonce (`crdt.enrolment_message`); the server binds that key to the
+        device and its clinic, and answers its token and artifact keys, which the
+        replica pins. A replica that already holds records must belong to the token's
+        clinic; an empty one takes the token's clinic. An attempt whose answer is lost
+        is repeated with a fresh proof: the server then revokes the sessions it had
+        granted and answers again.
+
+        Args:
+            replica: The device's replica.
+            server_url: ``https://...`` (or ``http://`` to this machine).
+            token: The one-time enrolment token.
+            name: A label for the clinic's admins.
+            retry: How hard to try before giving up.
+            transport: The httpx transport under the retries (tests).
+            allow_insecure_http: Allow plain ``http://`` to another host (remembered
+                with the enrolment): only on a network you trust.
 
         Raises:
+            InsecureServerError: Plain http to another host without the opt-in.
             EnrolmentError: The server refused the token or the clinic does not match.
             ServerUnreachableError: The server did not answer within the retry budget.
         """
-        url = server_url.rstrip("/")
+        url = check_server_url(server_url, allow_insecure_http=allow_insecure_http)
         identity = replica.identity
-        body = {
-            "token": token,
-            "device_id": identity.device_id,
-            "public_key": base64.b64encode(identity.public_key).decode(),
-            "signature": base64.b64encode(
-                identity.sign(enrolment_message(token, identity.device_id))
-            ).decode(),
-            "name": name,
-            "expected_clinic_id": replica.clinic_id if replica.store.has_documents() else None,
-        }
-        with _client(url, retry or RetryPolicy(), transport, Counters(), None) as http:
-            response = http.post("/v1/devices/enroll", json=body)
+        expected = replica.clinic_id if replica.store.has_documents() else None
+
+        def signed(issued_at: int, nonce: str) -> Mapping[str, Any]:
+            message = enrolment_message(token, identity.device_id, issued_at, nonce)
+            return {
+                "token": token,
+                "device_id": identity.device_id,
+                "public_key": base64.b64encode(identity.public_key).decode(),
+                "issued_at": issued_at,
+                "nonce": nonce,
+                "signature": base64.b64encode(identity.sign(message)).decode(),
+                "name": name,
+                "expected_clinic_id": expected,
+            }
+
+        policy = retry or RetryPolicy()
+        counters = Counters()
+        with _client(url, policy, transport, counters, None) as http:
+
+            def post(path: str, body: Mapping[str, Any]) -> httpx.Response:
+                request = http.build_request("POST", path, json=body, extensions={NO_RETRY: True})
+                return http.send(request)
+
+            response = post_signed(
+                post,
+                "/v1/devices/enroll",
+                signed,
+                retry=policy,
+                counters=counters,
+                what="enrolment",
+            )
         if response.status_code >= 400:
             raise EnrolmentError(f"the server refused the enrolment: {error_text(response)}")
         answer = response.json()
@@ -304,9 +400,21 @@ class HttpTransport:
             clinic_id=str(answer["clinic_id"]),
             organisation_id=str(answer["organisation_id"]),
             server_public_key=base64.b64decode(answer["server_public_key"]),
+            # None from a server older than artifact keys: its token key signs models.
+            artifact_public_key=_optional_base64(answer.get("artifact_public_key")),
+            insecure_http=allow_insecure_http,
         )
         replica.enrol(enrollment, refresh_token=str(answer["refresh_token"]))
         return enrollment
+
+
+def _optional_base64(value: Any) -> bytes | None:
+    """The bytes of a base64 field, None when it is absent.
+
+    Raises:
+        binascii.Error, TypeError: Not base64.
+    """
+    return None if value is None else base64.b64decode(value, validate=True)
 
 
 def _client(

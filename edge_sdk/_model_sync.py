@@ -3,12 +3,19 @@
     update_model(replica, source)   # the source's current model; when that is not the
                                     # installed one: download, verify, try, install
 
-The server signs a model's canonical manifest with its Ed25519 key; the device checks
-that signature over the manifest bytes exactly as received, with the key it pinned at
-enrolment (never one the source offers), then the file's size and SHA-256 against the
-manifest, then runs the graph once on a blank input. Only then does
+The server signs a model's canonical manifest, bound to the organisation it publishes
+it for (`model_signing_payload`), with its artifact key; the device checks that
+signature over the manifest bytes exactly as received, with the artifact key it pinned
+at enrolment (never one the source offers), then the file's size and SHA-256 against
+the manifest, then runs the graph once on a blank input. Only then does
 `ModelStore.install` make it current (in one atomic rename). Anything wrong raises,
 and the previous model stays in use.
+
+A replica enrolled before servers had an artifact key pinned only the server's token
+key (and checks the models it installed then against it, over the manifest alone). Its
+first update from a newer server learns the artifact key from the offer, only once the
+pinned token key's endorsement of it verifies (`artifact_key_statement`); the offered
+model is then verified with it and installed again under it, and the key is pinned.
 
 Fetching models is a protocol of its own (`ModelSource`), beside `SyncTransport`: model
 distribution is not replication (no feed, no cursor, no merge), and a sync peer need
@@ -27,8 +34,16 @@ from edge_sdk._errors import (
     ModelVerificationError,
     NotEnrolledError,
 )
-from edge_sdk._models import ModelManifest, ModelRunner, ModelStore, verify_model
+from edge_sdk._identity import verify_signature
+from edge_sdk._models import (
+    ModelManifest,
+    ModelRunner,
+    ModelStore,
+    artifact_key_statement,
+    verify_model,
+)
 from edge_sdk._replica import Replica
+from edge_sdk._sync_types import Enrollment
 
 __all__ = ["MODEL_DIR", "ModelOffer", "ModelSource", "ModelUpdate", "model_store", "update_model"]
 
@@ -59,12 +74,17 @@ class ModelOffer:
         signature: The server's Ed25519 signature of `manifest` (None if unsigned).
         sha256: The model file's SHA-256.
         size: The model file's size in bytes.
+        artifact_key: The server's artifact key, for replicas enrolled before they
+            pinned one (None: the source does not say).
+        artifact_key_signature: The server token key's endorsement of `artifact_key`.
     """
 
     manifest: bytes
     signature: bytes | None
     sha256: str
     size: int
+    artifact_key: bytes | None = None
+    artifact_key_signature: bytes | None = None
 
 
 class ModelSource(Protocol):
@@ -83,12 +103,44 @@ class ModelSource(Protocol):
 def model_store(replica: Replica) -> ModelStore:
     """The device's model store, ``<store>/models``.
 
-    Once the device is enrolled it accepts only models signed by the server key pinned
-    at enrolment; before that it checks SHA-256 only (bundled models).
+    Once the device is enrolled it accepts only models signed for its organisation by
+    the artifact key pinned at enrolment (a replica enrolled before artifact keys: by
+    the server key it pinned, over the manifest alone); before that it checks SHA-256
+    only (bundled models).
     """
     enrollment = replica.enrollment
-    key = None if enrollment is None else enrollment.server_public_key
-    return ModelStore(replica.path / MODEL_DIR, public_key=key)
+    if enrollment is None:
+        return ModelStore(replica.path / MODEL_DIR, public_key=None)
+    key, organisation_id = _pinned(enrollment)
+    return ModelStore(replica.path / MODEL_DIR, public_key=key, organisation_id=organisation_id)
+
+
+def _pinned(enrollment: Enrollment) -> tuple[bytes, str | None]:
+    """The key models must be signed with, and the organisation they are bound to."""
+    if enrollment.artifact_public_key is not None:
+        return enrollment.artifact_public_key, enrollment.organisation_id
+    return enrollment.server_public_key, None
+
+
+def _key_for(enrollment: Enrollment, offer: ModelOffer) -> tuple[bytes, str | None, bool]:
+    """The key and organisation the offer must verify with, and whether that key is one
+    to pin now (an artifact key the pinned token key vouches for).
+
+    Raises:
+        ModelVerificationError: The offered artifact key is not vouched for.
+    """
+    if enrollment.artifact_public_key is not None or offer.artifact_key is None:
+        return (*_pinned(enrollment), False)
+    if offer.artifact_key_signature is None or not verify_signature(
+        enrollment.server_public_key,
+        artifact_key_statement(offer.artifact_key),
+        offer.artifact_key_signature,
+    ):
+        raise ModelVerificationError(
+            "the server's artifact key is not vouched for by the server key pinned at "
+            "enrolment; the previous model stays in use"
+        )
+    return offer.artifact_key, enrollment.organisation_id, True
 
 
 def update_model(replica: Replica, source: ModelSource, *, threads: int = 1) -> ModelUpdate:
@@ -111,12 +163,14 @@ def update_model(replica: Replica, source: ModelSource, *, threads: int = 1) -> 
     enrollment = replica.enrollment
     if enrollment is None:
         raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
-    store = model_store(replica)
     offer = source.current_model()
-    installed = _installed(store)
+    installed = _installed(model_store(replica))
     if offer is None:
         return ModelUpdate(changed=False, manifest=installed, reason=_NO_MODEL)
-    if installed is not None and installed.sha256 == offer.sha256:
+    key, organisation_id, new_key = _key_for(enrollment, offer)
+    # Under a newly pinned key even the installed model is installed again, signed
+    # with it: the store re-verifies the current model with the pinned key.
+    if not new_key and installed is not None and installed.sha256 == offer.sha256:
         return ModelUpdate(changed=False, manifest=installed, reason=_UP_TO_DATE)
     model_bytes = source.download_model(offer.sha256)
     try:
@@ -124,15 +178,20 @@ def update_model(replica: Replica, source: ModelSource, *, threads: int = 1) -> 
             offer.manifest,
             model_bytes,
             signature=offer.signature,
-            public_key=enrollment.server_public_key,
+            public_key=key,
+            organisation_id=organisation_id,
         )
     except ModelVerificationError as exc:
         raise ModelVerificationError(
             f"the server's model {offer.sha256} was refused: {exc}; the previous model stays in use"
         ) from None
     _try_run(manifest, model_bytes, threads)
-    installed = store.install(offer.manifest, model_bytes, offer.signature)
-    return ModelUpdate(changed=True, manifest=installed, reason=None)
+    store = ModelStore(replica.path / MODEL_DIR, public_key=key, organisation_id=organisation_id)
+    now = store.install(offer.manifest, model_bytes, offer.signature)
+    if new_key:
+        replica.pin_artifact_key(key)
+    changed = installed is None or installed.sha256 != now.sha256
+    return ModelUpdate(changed=changed, manifest=now, reason=None if changed else _UP_TO_DATE)
 
 
 def _installed(store: ModelStore) -> ModelManifest | None:

@@ -3,14 +3,19 @@
 A model is two files: an ONNX graph and `manifest.json`, the canonical JSON of a
 `ModelManifest` (what the graph reads and writes, its classes, its sha256 and size, its
 metrics and provenance). A model the central server publishes also has `manifest.sig`,
-the server's detached Ed25519 signature of the manifest bytes; since the manifest pins
-the graph's sha256, the signature covers both files.
+the detached Ed25519 signature by the server's artifact key of
+`model_signing_payload(organisation_id, manifest bytes)`: domain-separated and bound to
+the organisation it was published for, so it verifies as nothing else (not as another
+organisation's model, not as anything the server's token key signs). Since the manifest
+pins the graph's sha256, the signature covers both files. Without an organisation (a
+model signed outside a server, or a store enrolled before artifact keys existed) the
+signature is over the manifest bytes alone.
 
 Trust:
 
 * `verify_model` checks a manifest and a graph: the signature (when a key is pinned),
   then the size and sha256 of the graph.
-* `ModelStore.install` verifies a published model against the server key the device
+* `ModelStore.install` verifies a published model against the artifact key the device
   pinned at enrolment before it replaces the current one; `install_bundled` checks a
   model shipped with the app against the sha256 in its manifest.
 * `ModelStore.runner` re-checks the current model's files before loading them, so a
@@ -83,6 +88,8 @@ __all__ = [
     "ModelUnavailableError",
     "ModelVerificationError",
     "Segmentation",
+    "artifact_key_statement",
+    "model_signing_payload",
     "sign_manifest",
     "verify_model",
 ]
@@ -239,13 +246,38 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def sign_manifest(manifest: ModelManifest, private_key: Ed25519PrivateKey) -> bytes:
-    """The detached 64-byte Ed25519 signature of `manifest.to_bytes()`.
+MODEL_SIGNATURE_DOMAIN = b"coherency-model\n"
+ARTIFACT_KEY_DOMAIN = b"coherency-artifact-key\n"
+
+
+def model_signing_payload(organisation_id: str | None, manifest_bytes: bytes) -> bytes:
+    """The bytes a model signature covers: ``coherency-model``, the organisation the
+    model is published for and the manifest bytes exactly as published, one per line.
+
+    With `organisation_id` None: the manifest bytes alone (models signed outside a
+    server, and stores enrolled before servers had an artifact key).
+    """
+    if organisation_id is None:
+        return manifest_bytes
+    return MODEL_SIGNATURE_DOMAIN + organisation_id.encode() + b"\n" + manifest_bytes
+
+
+def artifact_key_statement(public_key: bytes) -> bytes:
+    """The bytes a server's token key signs to vouch for its artifact key (`public_key`),
+    for devices that pinned only the token key (enrolled before artifact keys existed)."""
+    return ARTIFACT_KEY_DOMAIN + public_key
+
+
+def sign_manifest(
+    manifest: ModelManifest, private_key: Ed25519PrivateKey, *, organisation_id: str | None = None
+) -> bytes:
+    """The detached 64-byte Ed25519 signature of the manifest for `organisation_id`
+    (`model_signing_payload` of `manifest.to_bytes()`).
 
     Publish `manifest.to_bytes()` itself as `manifest.json`: devices verify the bytes
     they receive, not a re-serialisation.
     """
-    return private_key.sign(manifest.to_bytes())
+    return private_key.sign(model_signing_payload(organisation_id, manifest.to_bytes()))
 
 
 def verify_model(
@@ -254,12 +286,14 @@ def verify_model(
     *,
     signature: bytes | None,
     public_key: bytes | None,
+    organisation_id: str | None = None,
 ) -> ModelManifest:
     """Check a model against its manifest, and the manifest against a pinned key.
 
-    With `public_key` (the server key pinned at enrolment) the signature is required and
-    checked over `manifest_bytes` exactly as received, before anything in the manifest is
-    trusted. Then the model's size and sha256 must match the manifest.
+    With `public_key` (the artifact key pinned at enrolment) the signature is required
+    and checked over `model_signing_payload(organisation_id, manifest_bytes)`, the
+    manifest exactly as received, before anything in the manifest is trusted. Then the
+    model's size and sha256 must match the manifest.
 
     Returns:
         The parsed manifest.
@@ -269,7 +303,7 @@ def verify_model(
         ValueError: `public_key` is not a 32-byte Ed25519 key (a configuration error).
     """
     if public_key is not None:
-        _check_signature(manifest_bytes, signature, public_key)
+        _check_signature(manifest_bytes, signature, public_key, organisation_id)
     try:
         manifest = ModelManifest.from_bytes(manifest_bytes)
     except ModelError as exc:
@@ -288,15 +322,20 @@ def verify_model(
     return manifest
 
 
-def _check_signature(manifest_bytes: bytes, signature: bytes | None, public_key: bytes) -> None:
+def _check_signature(
+    manifest_bytes: bytes, signature: bytes | None, public_key: bytes, organisation_id: str | None
+) -> None:
     if signature is None:
         raise ModelVerificationError(
             "the model is unsigned, and this device only accepts models signed by its server"
         )
-    if not verify_signature(public_key, manifest_bytes, signature):
+    if not verify_signature(
+        public_key, model_signing_payload(organisation_id, manifest_bytes), signature
+    ):
         raise ModelVerificationError(
             "the model manifest's signature does not verify with the server's pinned key "
-            "(the manifest was changed after signing, or another key signed it)"
+            "(the manifest was changed after signing, another key signed it, or it was "
+            "signed for another organisation)"
         )
 
 
@@ -368,10 +407,15 @@ class ModelRunner:
 
     @classmethod
     def load(
-        cls, directory: Path, *, threads: int = 1, public_key: bytes | None = None
+        cls,
+        directory: Path,
+        *,
+        threads: int = 1,
+        public_key: bytes | None = None,
+        organisation_id: str | None = None,
     ) -> ModelRunner:
         """Verify the model in `directory` (manifest.json, its .onnx, and manifest.sig
-        when `public_key` is given), then load it.
+        when `public_key` is given, signed for `organisation_id`), then load it.
 
         Raises:
             ModelVerificationError: a check failed (the message names the file).
@@ -379,7 +423,10 @@ class ModelRunner:
             ModelUnavailableError: onnxruntime is not installed.
         """
         manifest, _, model_bytes = _read_verified(
-            Path(directory), public_key=public_key, require_signature=public_key is not None
+            Path(directory),
+            public_key=public_key,
+            require_signature=public_key is not None,
+            organisation_id=organisation_id,
         )
         return cls(manifest, model_bytes, threads=threads)
 
@@ -540,6 +587,7 @@ def _read_verified(
     public_key: bytes | None,
     require_signature: bool,
     unsigned_ok: Collection[str] = (),
+    organisation_id: str | None = None,
 ) -> tuple[ModelManifest, bytes, bytes]:
     """Read and verify a model folder: (manifest, manifest bytes, model bytes).
 
@@ -565,7 +613,7 @@ def _read_verified(
         )
     if public_key is not None and (require_signature or sig_path.exists()):
         try:
-            _check_signature(manifest_bytes, _read(sig_path), public_key)
+            _check_signature(manifest_bytes, _read(sig_path), public_key, organisation_id)
         except ModelVerificationError as exc:
             raise ModelVerificationError(
                 f"{manifest_path}: {exc}; the model was not loaded"
@@ -597,16 +645,23 @@ class ModelStore:
     """
 
     def __init__(
-        self, root: Path, *, public_key: bytes | None, bundled: Collection[str] = ()
+        self,
+        root: Path,
+        *,
+        public_key: bytes | None,
+        organisation_id: str | None = None,
+        bundled: Collection[str] = (),
     ) -> None:
         """Open (or start) a model store.
 
         Args:
             root: the store's folder, e.g. `<device store>/models` (created on first install).
-            public_key: the server key pinned at enrolment
-                (`Enrollment.server_public_key`); when set, `install` takes only models
+            public_key: the artifact key pinned at enrolment
+                (`Enrollment.artifact_public_key`); when set, `install` takes only models
                 that key signed, and `runner` loads only models that key signed. None
                 before enrolment: `install` then checks sha256 only.
+            organisation_id: the organisation models must be signed for
+                (`model_signing_payload`); None: signatures over the manifest alone.
             bundled: sha256 (hex) of the manifest files the app itself ships; those
                 install and load unsigned (`install_bundled`) even with a pinned key.
 
@@ -617,6 +672,7 @@ class ModelStore:
             raise ValueError(f"an Ed25519 public key is 32 bytes, not {len(public_key)}")
         self.root = Path(root)
         self._public_key = public_key
+        self._organisation_id = organisation_id
         self._bundled = frozenset(bundled)
         self._versions = self.root / _VERSIONS_DIR
         self._pointer = self.root / _CURRENT_FILE
@@ -640,7 +696,11 @@ class ModelStore:
             ModelError: the files could not be written. Nothing changed.
         """
         manifest = verify_model(
-            manifest_bytes, model_bytes, signature=signature, public_key=self._public_key
+            manifest_bytes,
+            model_bytes,
+            signature=signature,
+            public_key=self._public_key,
+            organisation_id=self._organisation_id,
         )
         return self._install(manifest, manifest_bytes, model_bytes, signature)
 
@@ -696,6 +756,7 @@ class ModelStore:
             public_key=self._public_key,
             require_signature=True,
             unsigned_ok=self._bundled,
+            organisation_id=self._organisation_id,
         )
         return ModelRunner(manifest, model_bytes, threads=threads)
 
@@ -724,7 +785,7 @@ class ModelStore:
             previous = self._current_folder()
         except ModelError:
             previous = None  # a damaged pointer: this install repairs it
-        if previous is not None and self._is_same(previous, manifest_bytes, model_bytes):
+        if previous is not None and self._is_same(previous, manifest_bytes, model_bytes, signature):
             return manifest
         self._check_loads(manifest, model_bytes)
         self._versions.mkdir(parents=True, exist_ok=True)
@@ -763,11 +824,18 @@ class ModelStore:
         self._prune(keep={name, previous.name if previous is not None else name})
         return manifest
 
-    def _is_same(self, folder: Path, manifest_bytes: bytes, model_bytes: bytes) -> bool:
-        """Whether `folder` already holds these exact, intact files."""
+    def _is_same(
+        self, folder: Path, manifest_bytes: bytes, model_bytes: bytes, signature: bytes | None
+    ) -> bool:
+        """Whether `folder` already holds these exact, intact files (the same signature
+        too: a model re-signed under a new key is installed again)."""
         try:
             current = _read(folder / MANIFEST_FILE)
             if current != manifest_bytes:
+                return False
+            sig_path = folder / SIGNATURE_FILE
+            held = _read(sig_path) if sig_path.exists() else None
+            if held != signature:
                 return False
             file = ModelManifest.from_bytes(current).file
             return _read(folder / file) == model_bytes

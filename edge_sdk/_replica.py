@@ -3,7 +3,7 @@
 A replica is the encrypted store, the encrypted blob files, the device identity, its
 clinic, the policy every received document must pass, the access gate every read and
 write of patient data goes through, and the enrolment with a server (its URL, its
-pinned key, the refresh token and the pull cursor). An `EdgeClient` owns one
+pinned keys, the refresh token and the pull cursor). An `EdgeClient` owns one
 (`client.replica`); bundles, sync and model updates work on one; the clinic edge box
 runs the same sync over its own.
 """
@@ -108,23 +108,28 @@ class Replica:
         key = self.store.get_meta(META_PREFIX + "server_key")
         if not url or not key:
             return None
+        artifact_key = self.store.get_meta(META_PREFIX + "artifact_key")
         return Enrollment(
             server_url=url,
             device_id=self.device_id,
             clinic_id=self.clinic_id,
             organisation_id=self.store.get_meta(META_PREFIX + "organisation_id") or "",
             server_public_key=bytes.fromhex(key),
+            artifact_public_key=bytes.fromhex(artifact_key) if artifact_key else None,
+            insecure_http=self.store.get_meta(META_PREFIX + "insecure_http") == "1",
         )
 
     def enrol(self, enrollment: Enrollment, *, refresh_token: str) -> None:
         """Record an enrolment the server granted (in one transaction): the server, its
-        pinned key, the first refresh token, a pull from the start, and the clinic."""
+        pinned keys, the first refresh token, a pull from the start, and the clinic."""
         with self.store.transaction():
             if enrollment.clinic_id != self.clinic_id:
                 self.store.set_meta("clinic_id", enrollment.clinic_id)
             for key, value in {
                 "server_url": enrollment.server_url,
                 "server_key": enrollment.server_public_key.hex(),
+                "artifact_key": (enrollment.artifact_public_key or b"").hex(),
+                "insecure_http": "1" if enrollment.insecure_http else "",
                 "organisation_id": enrollment.organisation_id,
                 "refresh_token": refresh_token,
                 "cursor": "0",
@@ -155,6 +160,13 @@ class Replica:
                 else {}
             )
         return self._directory_keys
+
+    def pin_artifact_key(self, public_key: bytes) -> None:
+        """Pin the server's artifact key on a replica enrolled before servers had one
+        (after checking the enrolment's pinned server key vouches for it)."""
+        with self.store.transaction():
+            self.store.set_meta(META_PREFIX + "artifact_key", public_key.hex())
+        self._enrollment = None
 
     def take_refresh_token(self) -> str | None:
         """The refresh token from the server, if any, removed from the store as it is
@@ -189,8 +201,8 @@ class ReplicaDirectory:
 
     - This device: its own key.
     - Enrolled with a server: the devices of the server's directory (refreshed at every
-      sync; a revoked device drops out), and the server itself (its pinned key, under
-      `crdt.server_device_id`) for the documents it writes; nobody else.
+      sync; a revoked device drops out), and the server itself (its pinned artifact key,
+      under `crdt.server_device_id`) for the documents it writes; nobody else.
     - Synced with a peer that gave a directory (an in-memory hub): that directory.
     - Otherwise (a clinic that only exchanges bundles): a device's key is trusted on
       first use, and a later different key for that device is refused.
@@ -210,8 +222,10 @@ class ReplicaDirectory:
         if device_id == replica.device_id:
             return replica.identity.public_key
         enrollment = replica.enrollment
-        if enrollment is not None and device_id == server_device_id(enrollment.server_public_key):
-            return enrollment.server_public_key
+        if enrollment is not None:
+            server_key = enrollment.artifact_public_key or enrollment.server_public_key
+            if device_id == server_device_id(server_key):
+                return server_key
         directory = replica.directory_keys()
         if directory or enrollment is not None:
             found = directory.get(device_id)  # a directory, once given, decides

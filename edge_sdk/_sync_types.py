@@ -76,4 +76,10 @@ class Enrollment:
     device_id: str
     clinic_id: str
     organisation_id: str
-    server_public_key: bytes  # pinned: verifies what the server signs
+    server_public_key: bytes  # pinned: the server's token key
+    artifact_public_key: bytes | None = None
+    """Pinned: the key that signs the models the server publishes (None: enrolled
+    before servers had one; learnt at the next model update, vouched for by
+    `server_public_key`)."""
+    insecure_http: bool = False
+    """The app opted in to plain ``http://`` to a host other than this machine."""

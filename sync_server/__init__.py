@@ -10,11 +10,11 @@ and staff.
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
 
-`create_admin`, `issue_enrolment_token`, `migrate` and `serve` are what `coherency
-server create-admin`, `enroll-token`, `migrate` and `run` do; `document_heads` says
-what the server holds for a clinic (to compare with a device's); `ThreadedServer` serves
-an app on loopback in a thread (demos, examples, an app's own tests). Every refusal is
-a `ServerError` (the tree is drawn in `sync_server.errors`).
+`create_admin`, `issue_enrolment_token`, `manage_account`, `migrate` and `serve` are
+what `coherency server create-admin`, `enroll-token`, `user`, `migrate` and `run` do;
+`document_heads` says what the server holds for a clinic (to compare with a device's);
+`ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
+tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
 
 The package is laid out by domain: a small core (`app`, `settings`, `db`, `deps`,
 `errors`, ...) and one folder per domain (`identity`, `sync`, `blobs`, `models`, `ops`,
@@ -33,6 +33,7 @@ from sync_server.errors import (
     PayloadTooLarge,
     RangeNotSatisfiable,
     ServerError,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
     Unprocessable,
@@ -40,22 +41,27 @@ from sync_server.errors import (
 )
 from sync_server.migrate import Migration, migrate
 from sync_server.operator import (
+    AccountAction,
     CreatedAdmin,
     IssuedEnrolmentToken,
+    ManagedAccount,
     create_admin,
     document_heads,
     issue_enrolment_token,
+    manage_account,
 )
 from sync_server.serve import Serving, serve
 from sync_server.settings import Settings, settings_from
 
 __all__ = [
+    "AccountAction",
     "Conflict",
     "CreatedAdmin",
     "Forbidden",
     "Gone",
     "Invalid",
     "IssuedEnrolmentToken",
+    "ManagedAccount",
     "Migration",
     "NotFound",
     "PayloadTooLarge",
@@ -64,6 +70,7 @@ __all__ = [
     "Serving",
     "Settings",
     "ThreadedServer",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",
@@ -72,6 +79,7 @@ __all__ = [
     "create_app",
     "document_heads",
     "issue_enrolment_token",
+    "manage_account",
     "migrate",
     "serve",
     "settings_from",

@@ -1,9 +1,10 @@
 """The FastAPI application factory, and the one handler that answers the server's
 error tree (`sync_server.errors`) with a status code (`STATUS_CODES`).
 
-`create_app` builds the app's services once (database, signing key, change-feed
-notifier, blob backend, metrics; kept on ``app.state`` for `sync_server.deps`),
-includes every domain's routers and runs the hourly housekeeping.
+`create_app` builds the app's services once (database, token and artifact signing
+keys, the box that seals secrets, change-feed notifier, blob backend, metrics; kept on
+``app.state`` for `sync_server.deps`), includes every domain's routers and runs the
+hourly housekeeping.
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ from sync_server.errors import (
     PayloadTooLarge,
     RangeNotSatisfiable,
     ServerError,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
     Unprocessable,
     UnsupportedMediaType,
 )
 from sync_server.identity import admin_routes, auth_routes
+from sync_server.identity.sealing import SecretBox
+from sync_server.identity.throttling import prune as prune_throttles
 from sync_server.identity.tokens import SigningKey
+from sync_server.keyfiles import private_folder
 from sync_server.models import routes as model_routes
 from sync_server.models.services import MAX_MANIFEST_SIZE, MAX_MODEL_SIZE
+from sync_server.models.signing import ArtifactKey
 from sync_server.ops import routes as ops_routes
 from sync_server.ops.limits import BodyLimitMiddleware, RouteCap
 from sync_server.ops.middleware import install_observability
@@ -69,6 +75,7 @@ STATUS_CODES: dict[type[ServerError], int] = {
     UnsupportedMediaType: 415,
     RangeNotSatisfiable: 416,
     Unprocessable: 422,
+    TooManyRequests: 429,
     Unavailable: 503,
 }
 """The HTTP status of each class of the error tree (a subclass not listed takes its
@@ -86,13 +93,15 @@ def status_code_of(error: ServerError) -> int:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the server app. The database must already be migrated (`migrate`)."""
     settings = settings or Settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.data_dir)
     db = Database(settings.resolved_database_url)
     signing_key = SigningKey.load_or_create(
         settings.resolved_signing_key_file,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
     )
+    artifact_key = ArtifactKey.load_or_create(settings.resolved_artifact_key_file)
+    secret_box = SecretBox.load_or_create(settings.resolved_secret_key_file)
     feed = make_feed(db)
 
     @asynccontextmanager
@@ -118,6 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.signing_key = signing_key
+    app.state.artifact_key = artifact_key
+    app.state.secret_box = secret_box
     app.state.feed = feed
     app.state.blobs = make_blob_backend(settings)
 
@@ -203,10 +214,20 @@ def _route_caps(settings: Settings) -> list[RouteCap]:
     ]
 
 
+def _prune_throttles(db: Database) -> int:
+    with db.write() as session:
+        return prune_throttles(session=session)
+
+
 async def _housekeeping(app: FastAPI) -> None:
-    """Hourly: drop uploads abandoned for a week (any worker may do it; it is idempotent)."""
+    """Hourly: drop uploads abandoned for a week and expired throttling counters (any
+    worker may do it; it is idempotent)."""
     while True:
         await asyncio.sleep(_HOUSEKEEPING_SECONDS)
+        try:
+            await asyncio.to_thread(_prune_throttles, app.state.db)
+        except Exception:  # housekeeping must never take the server down
+            log.exception("pruning throttling counters failed")
         try:
             purged = await asyncio.to_thread(
                 purge_stale_uploads,

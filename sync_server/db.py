@@ -4,10 +4,16 @@ PostgreSQL.
 Each domain declares its tables (``<domain>/tables.py``) on `Base`; the Alembic
 migrations in ``migrations/`` create them. `open_database` is how the ``coherency
 server`` commands reach a database: driver errors become the server's error tree.
+
+An embedded SQLite database holds every record: its file, WAL and shared-memory files
+are readable by the server's user only (0600; SQLite gives the WAL and shared-memory
+files the database file's mode), in a folder of mode 0700 when the server creates it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +27,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from sync_server.errors import Invalid, NotFound, Unavailable
+from sync_server.keyfiles import FILE_MODE, private_folder
 from sync_server.settings import Settings
 
 __all__ = [
@@ -115,6 +122,8 @@ class Database:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
             kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        if self.sqlite:
+            _private_sqlite_files(url)
         self.engine: Engine = create_engine(url, **kwargs)
         if self.sqlite:
             _sqlite_pragmas(self.engine)
@@ -142,6 +151,27 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _private_sqlite_files(url: str) -> None:
+    """Create the SQLite file 0600 in its folder (an empty file is a new database to
+    SQLite) and narrow an existing one, its WAL and shared-memory files to 0600."""
+    try:
+        database = make_url(url).database
+    except ArgumentError:
+        return  # refused with a clear message when the engine is built
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return  # no folder, no database: connecting fails as it should
+    if not path.exists():
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            if file.stat().st_mode & 0o777 != FILE_MODE:
+                file.chmod(FILE_MODE)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -204,8 +234,8 @@ def open_database(settings: Settings, *, must_exist: bool) -> Iterator[Database]
                 "(or give --data-dir / --database-url)",
                 code="no_database",
             )
-        if not must_exist:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        if not must_exist and not path.parent.exists():
+            private_folder(path.parent)
     try:
         database = Database(url)
     except (ArgumentError, ImportError, ValueError) as exc:

@@ -4,11 +4,15 @@ Routes declare what they need by type::
 
     def post_clinic(body: ClinicCreate, caller: AdminCaller, db: DbDep) -> ClinicPublic:
 
-- `DbDep`, `SettingsDep`, `SigningKeyDep`, `BlobsDep`, `FeedDep`, `MetricsDep`: the
-  app's database, settings, signing key, blob backend, change-feed notifier and
-  metrics (built once by `create_app`, kept on ``app.state``).
+- `DbDep`, `SettingsDep`, `SigningKeyDep`, `ArtifactKeyDep`, `SecretBoxDep`,
+  `BlobsDep`, `FeedDep`, `MetricsDep`: the app's database, settings, token signing key,
+  artifact (model) signing key, the box that seals TOTP secrets, blob backend,
+  change-feed notifier and metrics (built once by `create_app`, kept on ``app.state``).
 - `RequestIdDep`: the request id the observability middleware gave this request (for
   audit rows).
+- `ClientDep`: the client address requests are throttled by (an IPv6 /64), from the
+  connection as uvicorn reports it (behind a proxy, its ``X-Forwarded-For`` when the
+  proxy is one uvicorn trusts: ``--forwarded-allow-ips``).
 - `AnyPrincipal`, `DeviceCaller`, `StaffCaller`, `AdminCaller`: the caller, from its
   bearer access token checked against the database, narrowed to a role. Routes hand it
   to the services, which scope every query by its clinic.
@@ -27,7 +31,10 @@ from sync_server.blobs.backends import BlobBackend
 from sync_server.db import Database
 from sync_server.errors import Forbidden, Unauthorized
 from sync_server.identity.principals import STAFF_ROLES, Principal, authenticated
+from sync_server.identity.sealing import SecretBox
+from sync_server.identity.throttling import client_of
 from sync_server.identity.tokens import SigningKey
+from sync_server.models.signing import ArtifactKey
 from sync_server.ops.metrics import Metrics
 from sync_server.settings import Settings
 from sync_server.sync.feed import Feed
@@ -35,12 +42,15 @@ from sync_server.sync.feed import Feed
 __all__ = [
     "AdminCaller",
     "AnyPrincipal",
+    "ArtifactKeyDep",
     "BlobsDep",
+    "ClientDep",
     "DbDep",
     "DeviceCaller",
     "FeedDep",
     "MetricsDep",
     "RequestIdDep",
+    "SecretBoxDep",
     "SettingsDep",
     "SigningKeyDep",
     "StaffCaller",
@@ -61,6 +71,20 @@ def _db(request: Request) -> Database:
 def _signing_key(request: Request) -> SigningKey:
     key: SigningKey = request.app.state.signing_key
     return key
+
+
+def _artifact_key(request: Request) -> ArtifactKey:
+    key: ArtifactKey = request.app.state.artifact_key
+    return key
+
+
+def _secret_box(request: Request) -> SecretBox:
+    box: SecretBox = request.app.state.secret_box
+    return box
+
+
+def _client(request: Request) -> str:
+    return client_of(request.client.host if request.client else None)
 
 
 def _blobs(request: Request) -> BlobBackend:
@@ -86,6 +110,9 @@ def _request_id(request: Request) -> str | None:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DbDep = Annotated[Database, Depends(_db)]
 SigningKeyDep = Annotated[SigningKey, Depends(_signing_key)]
+ArtifactKeyDep = Annotated[ArtifactKey, Depends(_artifact_key)]
+SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]
+ClientDep = Annotated[str, Depends(_client)]
 BlobsDep = Annotated[BlobBackend, Depends(_blobs)]
 FeedDep = Annotated[Feed, Depends(_feed)]
 MetricsDep = Annotated[Metrics, Depends(_metrics)]

@@ -17,6 +17,7 @@ a 5xx.
     ├── NotFound                  no such thing (or one the caller may not see)
     │   └── Gone                  it was there and is gone for good: start again
     ├── Conflict                  the server's current state refuses it
+    ├── TooManyRequests           too many attempts: retry after `retry_after` seconds
     └── Unavailable               a dependency (storage, database) is down: retry later
 """
 
@@ -33,6 +34,7 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "ServerError",
+    "TooManyRequests",
     "Unauthorized",
     "Unavailable",
     "Unprocessable",
@@ -122,6 +124,22 @@ class Conflict(ServerError):
     """The server's current state refuses it (a taken name, a stale offset)."""
 
     code = "conflict"
+
+
+class TooManyRequests(ServerError):
+    """Too many attempts from this client or on this account: retry after `retry_after`
+    seconds (answered with a ``Retry-After`` header). Decided before any credential is
+    looked at, so it says nothing about whether they were right."""
+
+    code = "too_many_requests"
+
+    def __init__(self, message: str, *, retry_after: int = 1, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, retry_after)
+        self.headers["Retry-After"] = str(self.retry_after)
+
+    def details(self) -> dict[str, Any]:
+        return {"retry_after": self.retry_after}
 
 
 class Unavailable(ServerError):

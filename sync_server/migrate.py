@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 
 from sync_server.db import Database, database_label, open_database
 from sync_server.errors import Conflict, Unavailable
+from sync_server.keyfiles import private_folder
 from sync_server.settings import Settings
 
 __all__ = [
@@ -36,11 +37,19 @@ def _config() -> Config:
     return config
 
 
-def upgrade(database: Database, revision: str = "head") -> None:
-    """Bring the database schema up to `revision` (the newest by default)."""
+def upgrade(
+    database: Database, revision: str = "head", *, settings: Settings | None = None
+) -> None:
+    """Bring the database schema up to `revision` (the newest by default).
+
+    Migrations that rewrite secrets (0003 seals TOTP secrets and signs published models
+    with the artifact key) read the server's key files from `settings`; without them
+    such a migration refuses a database that holds rows to rewrite.
+    """
     config = _config()
     with database.engine.begin() as connection:
         config.attributes["connection"] = connection
+        config.attributes["settings"] = settings
         command.upgrade(config, revision)
 
 
@@ -95,10 +104,10 @@ def migrate(settings: Settings) -> Migration:
         Invalid: Not a usable database URL.
         Unavailable: The database cannot be reached or migrated.
     """
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_folder(settings.data_dir)
     with open_database(settings, must_exist=False) as database:
         previous = current_revision(database)
-        upgrade(database)
+        upgrade(database, settings=settings)
         revision = current_revision(database)
     if revision is None:  # pragma: no cover - alembic always stamps
         raise Unavailable("migration left no schema revision", code="database_unavailable")

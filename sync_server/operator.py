@@ -1,6 +1,7 @@
-"""What an operator does to a migrated server from outside it: the first admin account
-and device enrolment tokens (``coherency server create-admin`` and ``enroll-token``),
-and a look at what the server holds for a clinic (`document_heads`).
+"""What an operator does to a migrated server from outside it: the first admin account,
+device enrolment tokens and first aid for staff accounts (``coherency server
+create-admin``, ``enroll-token`` and ``user``), and a look at what the server holds for
+a clinic (`document_heads`).
 
 Each call opens the settings' database, checks its schema is the newest, does its work
 in one transaction through the identity services and closes the database again.
@@ -11,11 +12,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Literal
 
 from sqlalchemy import select
 
 from sync_server.db import open_database
+from sync_server.identity.accounts import (
+    deactivate_user,
+    find_user,
+    reactivate_user,
+    reset_totp,
+    revoke_user_sessions,
+    unlock_user,
+)
 from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user, totp_uri
 from sync_server.migrate import require_schema
@@ -23,11 +34,14 @@ from sync_server.settings import Settings
 from sync_server.sync.tables import Document
 
 __all__ = [
+    "AccountAction",
     "CreatedAdmin",
     "IssuedEnrolmentToken",
+    "ManagedAccount",
     "create_admin",
     "document_heads",
     "issue_enrolment_token",
+    "manage_account",
 ]
 
 _HEAD_BYTES = 32  # an Automerge change hash
@@ -51,7 +65,8 @@ def create_admin(
     """Create an admin of the ``default`` organisation (created if missing).
 
     Raises:
-        Conflict: The username is taken, or the database is not migrated.
+        Conflict: The username is taken (in that organisation), or the database is not
+            migrated.
         Unprocessable: The password is too weak (at least 12 characters).
         NotFound: No database.
         Unavailable: The database cannot be used.
@@ -67,6 +82,7 @@ def create_admin(
                 role="admin",
                 organisation_id=organisation.id,
                 with_totp=with_totp,
+                secret_box=SecretBox.load_or_create(settings.resolved_secret_key_file),
             )
             created = CreatedAdmin(
                 user_id=user.id,
@@ -150,3 +166,68 @@ def document_heads(settings: Settings, *, clinic_id: str) -> dict[str, list[byte
         doc_id: [bytes(heads[i : i + _HEAD_BYTES]) for i in range(0, len(heads), _HEAD_BYTES)]
         for doc_id, heads in rows
     }
+
+
+AccountAction = Literal["unlock", "deactivate", "reactivate", "reset-totp", "revoke-sessions"]
+"""What `manage_account` can do to a staff account."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManagedAccount:
+    """A staff account after an operator's action (`totp_secret` shown once, after a
+    reset; `count`: counters cleared by an unlock, sessions revoked)."""
+
+    user_id: str
+    username: str
+    organisation_id: str
+    action: AccountAction
+    active: bool
+    count: int | None = None
+    totp_secret: str | None = None
+    totp_uri: str | None = None
+
+
+def manage_account(
+    settings: Settings,
+    *,
+    username: str,
+    action: AccountAction,
+    organisation: str | None = None,
+) -> ManagedAccount:
+    """Unlock, deactivate, reactivate, reset the TOTP of, or revoke the sessions of the
+    staff account `username` (in `organisation`, its name or id, when the username is
+    not unique on the server). Audited as done by the system.
+
+    Raises:
+        NotFound: ``user_not_found`` (or no database).
+        Conflict: The database is not migrated.
+        Unavailable: The database cannot be used.
+    """
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            user = find_user(session=session, username=username, organisation=organisation)
+            count: int | None = None
+            secret: str | None = None
+            if action == "unlock":
+                count = unlock_user(session=session, user=user)
+            elif action == "deactivate":
+                deactivate_user(session=session, user=user)
+            elif action == "reactivate":
+                reactivate_user(session=session, user=user)
+            elif action == "reset-totp":
+                box = SecretBox.load_or_create(settings.resolved_secret_key_file)
+                secret = reset_totp(session=session, user=user, secret_box=box)
+            else:
+                count = revoke_user_sessions(session=session, user=user)
+            managed = ManagedAccount(
+                user_id=user.id,
+                username=user.username,
+                organisation_id=user.organisation_id,
+                action=action,
+                active=user.active,
+                count=count,
+                totp_secret=secret,
+                totp_uri=totp_uri(secret, user.username) if secret else None,
+            )
+    return managed

@@ -45,9 +45,22 @@ class Settings(BaseSettings):
     s3_secret_access_key: str | None = None
     signing_key_file: Path | None = Field(
         default=None,
-        description="Ed25519 private key (PEM) that signs access tokens and published "
-        "artifacts; default <data_dir>/signing-key.pem, created on first start. Every "
-        "worker of one deployment must use the same key.",
+        description="Ed25519 private key (PEM) that signs access tokens; default "
+        "<data_dir>/signing-key.pem, created on first start. Every worker of one "
+        "deployment must use the same key.",
+    )
+    artifact_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs published artifacts (models), "
+        "never tokens; default <data_dir>/artifact-key.pem, created on first start. "
+        "Shared by every worker; devices pin its public key at enrolment.",
+    )
+    secret_key_file: Path | None = Field(
+        default=None,
+        description="32 random bytes that seal secrets the server must read back (TOTP "
+        "secrets, AES-256-GCM); default <data_dir>/secret-key, created on first start "
+        "(mode 0600). Shared by every worker; back it up with the database: without it "
+        "no TOTP code can be checked.",
     )
     jwt_issuer: str = "coherency-sync-server"
     jwt_audience: str = "coherency"
@@ -114,6 +127,39 @@ class Settings(BaseSettings):
     )
     log_level: str = "INFO"
 
+    # Throttling (state in the database, shared by every worker). Rate limits count
+    # requests per client address in fixed windows; failure limits slow a client, and
+    # an account, after repeated failed credentials, with a delay that doubles per
+    # failure. A client that has not been failing on an account is never held back by
+    # that account's failures.
+    rate_window_seconds: int = Field(default=60, gt=0, description="The rate limits' window.")
+    rate_login_per_client: int = Field(default=30, gt=0)
+    rate_enrol_per_client: int = Field(default=20, gt=0)
+    rate_device_login_per_client: int = Field(default=30, gt=0)
+    rate_refresh_per_client: int = Field(default=120, gt=0)
+    rate_refresh_per_subject: int = Field(
+        default=10, gt=0, description="Refreshes per device or user per window."
+    )
+    failures_free_per_client: int = Field(
+        default=20, ge=0, description="Failed credentials a client address may send freely."
+    )
+    failures_free_per_account: int = Field(
+        default=5, ge=0, description="Failed credentials an account (or device) takes freely."
+    )
+    failures_free_per_account_client: int = Field(
+        default=3,
+        ge=0,
+        description="Failed attempts a client may make on an account that is being "
+        "throttled before that client, too, must wait.",
+    )
+    failure_backoff_seconds: float = Field(
+        default=2.0, gt=0, description="The first wait after the free failures; doubles."
+    )
+    failure_backoff_max_seconds: float = Field(default=900.0, gt=0)
+    failure_memory_seconds: int = Field(
+        default=3600, gt=0, description="Failures are forgotten this long after the last one."
+    )
+
     @property
     def document_limits(self) -> DocumentLimits:
         """What one received document may cost (`crdt.DocumentLimits`)."""
@@ -137,8 +183,18 @@ class Settings(BaseSettings):
 
     @property
     def resolved_signing_key_file(self) -> Path:
-        """Where the server's Ed25519 signing key lives."""
+        """Where the server's Ed25519 token signing key lives."""
         return self.signing_key_file or self.data_dir / "signing-key.pem"
+
+    @property
+    def resolved_artifact_key_file(self) -> Path:
+        """Where the server's Ed25519 artifact (model) signing key lives."""
+        return self.artifact_key_file or self.data_dir / "artifact-key.pem"
+
+    @property
+    def resolved_secret_key_file(self) -> Path:
+        """Where the key that seals secrets at rest lives."""
+        return self.secret_key_file or self.data_dir / "secret-key"
 
 
 def settings_from(options: Mapping[str, Any]) -> Settings:

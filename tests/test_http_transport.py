@@ -7,7 +7,9 @@ nonce per login attempt, the body of a cut answer read again) can be checked.
 
 from __future__ import annotations
 
+import base64
 import json
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,19 +17,22 @@ from typing import Any
 import httpx
 import pytest
 
-from crdt import SyncMessage, encode_message
+from crdt import SyncMessage, encode_message, enrolment_message
 from edge_sdk import (
     AuthenticationError,
     DeviceRevokedError,
     EdgeClient,
     Enrollment,
     HttpTransport,
+    InsecureServerError,
     RetryPolicy,
     ServerUnreachableError,
+    verify_signature,
 )
+from edge_sdk._http_transport import check_server_url
 
 FAST = RetryPolicy(attempts=4, base_seconds=0.001, cap_seconds=0.01, timeout_seconds=5)
-SERVER = "http://server.test"
+SERVER = "https://server.test"
 
 
 Answer = Callable[[httpx.Request], "httpx.Response | None"]
@@ -248,3 +253,136 @@ def test_a_server_that_stays_down_fails_after_the_policy_attempts(
     server.override("/v1/sync/pull", down)
     with pytest.raises(ServerUnreachableError, match="GET /v1/sync/pull failed 4 times"):
         client.sync(transport=http)
+
+
+# ---------------------------------------------------------------- enrolment
+def enrolled_answer(device_id: str, issued: int) -> httpx.Response:
+    expires = (datetime.now(UTC) + timedelta(minutes=15)).isoformat()
+    return httpx.Response(
+        201,
+        json={
+            "access_token": f"access-{issued}",
+            "access_token_expires_at": expires,
+            "refresh_token": f"refresh-{issued}",
+            "refresh_token_expires_at": expires,
+            "device_id": device_id,
+            "clinic_id": "clinic",
+            "organisation_id": "org",
+            "server_public_key": base64.b64encode(b"s" * 32).decode(),
+            "artifact_public_key": base64.b64encode(b"a" * 32).decode(),
+        },
+    )
+
+
+def test_each_enrolment_attempt_signs_a_fresh_proof(tmp_store: Any) -> None:
+    """An enrolment whose answer is lost is sent again signed anew: the server accepts a
+    proof once, so a resent one would be refused as a replay."""
+    device: EdgeClient = tmp_store()
+    bodies: list[dict[str, Any]] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        bodies.append(json.loads(request.content))
+        if len(bodies) == 1:
+            raise httpx.ReadError("the answer was lost", request=request)
+        return enrolled_answer(device.device_id, len(bodies))
+
+    enrollment = HttpTransport.enroll(
+        device.replica, SERVER, "one-time-token", retry=FAST, transport=httpx.MockTransport(server)
+    )
+    assert len(bodies) == 2
+    assert bodies[0]["nonce"] != bodies[1]["nonce"]
+    for body in bodies:
+        message = enrolment_message(
+            "one-time-token", device.device_id, body["issued_at"], body["nonce"]
+        )
+        signature = base64.b64decode(body["signature"])
+        assert verify_signature(device.identity.public_key, message, signature)
+        assert abs(body["issued_at"] - time.time()) < 60
+    # Both keys the server answered are pinned.
+    assert enrollment.server_public_key == b"s" * 32
+    assert enrollment.artifact_public_key == b"a" * 32
+    assert device.replica.enrollment == enrollment
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://192.0.2.10:8700", "http://clinic.example", "ftp://server.test", "server.test"],
+)
+def test_plain_http_to_another_host_is_refused_before_anything_is_sent(
+    tmp_store: Any, url: str
+) -> None:
+    device: EdgeClient = tmp_store()
+    sent: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return enrolled_answer(device.device_id, 1)
+
+    with pytest.raises(InsecureServerError):
+        HttpTransport.enroll(
+            device.replica, url, "token", retry=FAST, transport=httpx.MockTransport(server)
+        )
+    with pytest.raises(InsecureServerError):
+        device.enroll(url, "token")
+    assert sent == [] and device.replica.enrollment is None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8700", "http://localhost:8700/", "http://[::1]:8700", SERVER]
+)
+def test_https_and_this_machine_need_no_opt_in(url: str) -> None:
+    assert check_server_url(url) == url.rstrip("/")
+
+
+def test_an_app_that_opts_in_to_plain_http_keeps_that_choice(tmp_store: Any) -> None:
+    device: EdgeClient = tmp_store()
+    url = "http://192.0.2.10:8700"
+
+    def server(request: httpx.Request) -> httpx.Response:
+        return enrolled_answer(device.device_id, 1)
+
+    enrollment = HttpTransport.enroll(
+        device.replica,
+        url,
+        "token",
+        retry=FAST,
+        transport=httpx.MockTransport(server),
+        allow_insecure_http=True,
+    )
+    assert enrollment.insecure_http
+    with HttpTransport(device.replica, transport=httpx.MockTransport(server)) as http:
+        assert http.server_url == url  # the enrolment's opt-in carries over
+
+    # A store enrolled over plain http before the opt-in existed must opt in again.
+    device.replica.enrol(
+        Enrollment(
+            server_url=url,
+            device_id=device.device_id,
+            clinic_id=device.clinic_id,
+            organisation_id="org",
+            server_public_key=bytes(32),
+        ),
+        refresh_token="r0",
+    )
+    with pytest.raises(InsecureServerError, match="allow_insecure_http"):
+        HttpTransport(device.replica)
+    HttpTransport(device.replica, allow_insecure_http=True).close()
+
+
+def test_device_enroll_refuses_plain_http_unless_told(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    monkeypatch.setenv("COHERENCY_KDF", "fast")
+    monkeypatch.setenv("COHERENCY_PASSPHRASE", "a long test passphrase")
+    store = ["--store", str(tmp_path / "store")]
+    assert CliRunner().invoke(cli, [*store, "init", "--clinic", "c1"]).exit_code == 0
+    args = [*store, "device", "enroll", "--server", "http://192.0.2.10:8700", "--token", "t"]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code != 0
+    assert refused.stderr.count("\n") == 1 and "--allow-insecure-http" in refused.stderr
+    helped = CliRunner().invoke(cli, [*store, "device", "enroll", "--help"])
+    assert "--allow-insecure-http" in helped.stdout

@@ -24,6 +24,7 @@ SERVER_CORE = {
     "deps",
     "embedded",
     "errors",
+    "keyfiles",
     "migrate",
     "operator",
     "serve",

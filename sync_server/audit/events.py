@@ -38,7 +38,12 @@ __all__ = [
     "ModelPublished",
     "RecordsRead",
     "RefreshTokenReused",
+    "TotpReset",
     "UserCreated",
+    "UserDeactivated",
+    "UserReactivated",
+    "UserSessionsRevoked",
+    "UserUnlocked",
 ]
 
 ActorKind = Literal["device", "user", "system"]
@@ -121,13 +126,61 @@ class LoggedIn(Event):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoginFailed(Event):
-    """A staff login failed; `locked` when the account is (now or already) locked."""
+    """A staff login failed (the actor's id is None when no single account was named)."""
 
     name: ClassVar[str] = "login-failed"
-    locked: bool = False
 
     def outcome(self) -> str:
-        return "locked" if self.locked else "denied"
+        return "denied"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _UserAdministered(Event):
+    """An admin (or an operator: the system) acted on a staff account."""
+
+    user_id: str
+
+    def target(self) -> str | None:
+        return self.user_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserUnlocked(_UserAdministered):
+    """The failed logins held against an account were forgotten."""
+
+    name: ClassVar[str] = "user-unlock"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserDeactivated(_UserAdministered):
+    """An account was deactivated (its sessions revoked with it)."""
+
+    name: ClassVar[str] = "user-deactivate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserReactivated(_UserAdministered):
+    """A deactivated account was made active again."""
+
+    name: ClassVar[str] = "user-reactivate"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TotpReset(_UserAdministered):
+    """An account was given a new TOTP secret (the old one stops working)."""
+
+    name: ClassVar[str] = "user-totp-reset"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserSessionsRevoked(_UserAdministered):
+    """Every refresh-token family of an account was revoked."""
+
+    name: ClassVar[str] = "user-sessions-revoke"
+    families: int
+
+    def outcome(self) -> str:
+        return f"revoked={self.families}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,13 +220,21 @@ class EnrolmentTokenCreated(Event):
 
 
 EnrolmentOutcome = Literal[
-    "ok", "repeated", "token-invalid", "proof-invalid", "clinic-mismatch", "exists"
+    "ok",
+    "repeated",
+    "token-invalid",
+    "proof-invalid",
+    "proof-stale",
+    "replay",
+    "clinic-mismatch",
+    "exists",
 ]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceEnrolment(Event):
-    """A device's enrolment: done, repeated (its answer was lost), or refused and why."""
+    """A device's enrolment: done, repeated (its answer was lost: its earlier sessions
+    were revoked), or refused and why."""
 
     name: ClassVar[str] = "enrol"
     token_id: str | None

@@ -1,50 +1,49 @@
 """Enrolled devices: logging one in with a signed assertion, listing and revoking them.
 
 A device that lost its refresh token proves possession of its key with a fresh,
-timestamped, single-use assertion (`device_login`). A failed assertion is audited even
-though it is refused (committed before raising: call it in a transaction of its own).
-A revoked device is refused from its very next request, and its refresh tokens stop
-working.
+timestamped, single-use assertion (`device_login`, checked by
+`sync_server.identity.assertions`). A failed assertion is audited and counted towards
+throttling even though it is refused (committed before raising: call it in a
+transaction of its own). A revoked device is refused from its very next request, and
+its refresh tokens stop working.
 """
 
 from __future__ import annotations
 
-import re
-import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from typing import NoReturn
 
-from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crdt import device_login_message
 from sync_server.audit.events import Actor, DeviceLogin, DeviceRevoked
 from sync_server.audit.services import record_event
 from sync_server.db import commit_then_raise, utcnow
-from sync_server.errors import Forbidden, Invalid, NotFound, Unauthorized
+from sync_server.errors import Forbidden, NotFound, ServerError, Unauthorized
+from sync_server.identity import throttling
+from sync_server.identity.assertions import check_nonce, claim_nonce, is_fresh
 from sync_server.identity.principals import Principal
 from sync_server.identity.sessions import TokenPair, issue_tokens, revoke_device_tokens
-from sync_server.identity.tables import Clinic, Device, UsedNonce
+from sync_server.identity.tables import Clinic, Device
 from sync_server.identity.tenancy import clinic_ids_in_scope, visible_clinic
 from sync_server.identity.tokens import SigningKey, verify_signature
 from sync_server.settings import Settings
 
 __all__ = [
-    "DEVICE_LOGIN_MAX_SKEW_SECONDS",
-    "MAX_NONCE_LENGTH",
-    "MIN_NONCE_LENGTH",
     "DeviceProfile",
+    "device_account",
     "device_login",
     "device_profile",
     "list_devices",
     "revoke_device",
 ]
 
-DEVICE_LOGIN_MAX_SKEW_SECONDS = 300
-MIN_NONCE_LENGTH = 16
-MAX_NONCE_LENGTH = 64
-_NONCE_RE = re.compile(rf"[A-Za-z0-9_\-]{{{MIN_NONCE_LENGTH},{MAX_NONCE_LENGTH}}}")
+
+def device_account(device_id: str) -> str:
+    """The throttling account of a device id (whether or not it is enrolled)."""
+    return throttling.account_of_name(device_id, scope="device")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,35 +66,31 @@ def device_login(
     signature: bytes,
     signing_key: SigningKey,
     settings: Settings,
+    client: str,
 ) -> TokenPair:
     """A new token family for an enrolled device that proves possession of its key.
 
     For a device that lost its refresh token (for example, the connection dropped after
     the server rotated it). `signature` signs `device_login_message(device_id,
     issued_at, nonce)`; `issued_at` (unix seconds) must be within 5 minutes of the
-    server's clock and each nonce is accepted once.
+    server's clock and each nonce is accepted once. Failures count towards the
+    throttling of `client` (its address, `throttling.client_of`) and of the device.
 
     Raises:
         Invalid: ``invalid_nonce``: not 16 to 64 URL-safe characters.
+        TooManyRequests: `client` has failed too often on this device.
         Unauthorized: ``device_assertion_invalid`` (unknown device or bad signature),
             ``device_assertion_stale`` or ``nonce_reused``.
         Forbidden: ``device_revoked``.
     """
-    if not _NONCE_RE.fullmatch(nonce):
-        raise Invalid(
-            f"nonce must be {MIN_NONCE_LENGTH} to {MAX_NONCE_LENGTH} URL-safe characters",
-            code="invalid_nonce",
-        )
-    if abs(time.time() - issued_at) > DEVICE_LOGIN_MAX_SKEW_SECONDS:
-        raise Unauthorized(
-            "issued_at is more than 5 minutes from the server's clock",
-            code="device_assertion_stale",
-        )
-    now = utcnow()
+    check_nonce(nonce)
+    account = device_account(device_id)
+    throttling.check_account(
+        session=session, action="device-login", account=account, client=client, settings=settings
+    )
     device = session.get(Device, device_id)
-    if device is None or not verify_signature(
-        device.public_key, device_login_message(device_id, issued_at, nonce), signature
-    ):
+
+    def refuse(error: ServerError) -> NoReturn:
         record_event(
             session=session,
             event=DeviceLogin(
@@ -104,35 +99,36 @@ def device_login(
                 accepted=False,
             ),
         )
-        commit_then_raise(
-            session,
-            Unauthorized("device assertion does not verify", code="device_assertion_invalid"),
+        throttling.record_failure(
+            session=session,
+            action="device-login",
+            account=account,
+            client=client,
+            settings=settings,
         )
+        commit_then_raise(session, error)
+
+    if not is_fresh(issued_at):
+        refuse(
+            Unauthorized(
+                "issued_at is more than 5 minutes from the server's clock",
+                code="device_assertion_stale",
+            )
+        )
+    if device is None or not verify_signature(
+        device.public_key, device_login_message(device_id, issued_at, nonce), signature
+    ):
+        refuse(Unauthorized("device assertion does not verify", code="device_assertion_invalid"))
     if device.revoked_at is not None:
         raise Forbidden("this device has been revoked", code="device_revoked")
-    session.execute(
-        delete(UsedNonce)
-        .where(UsedNonce.expires_at < now)
-        .execution_options(synchronize_session=False)
-    )
-    if session.get(UsedNonce, nonce) is not None:
-        raise Unauthorized("this nonce was already used", code="nonce_reused")
-    session.add(
-        UsedNonce(
-            nonce=nonce,
-            device_id=device_id,
-            # Kept as long as the assertion could still be accepted.
-            expires_at=datetime.fromtimestamp(issued_at, UTC)
-            + timedelta(seconds=DEVICE_LOGIN_MAX_SKEW_SECONDS + 1),
-        )
-    )
-    try:
-        session.flush()
-    except IntegrityError:
-        raise Unauthorized("this nonce was already used", code="nonce_reused") from None
+    if not claim_nonce(session=session, nonce=nonce, device_id=device_id, issued_at=issued_at):
+        refuse(Unauthorized("this nonce was already used", code="nonce_reused"))
     clinic = session.get(Clinic, device.clinic_id)
     assert clinic is not None  # foreign key
-    device.last_seen_at = now
+    device.last_seen_at = utcnow()
+    throttling.record_success(
+        session=session, action="device-login", account=account, client=client
+    )
     tokens = issue_tokens(
         session=session,
         subject_kind="device",

@@ -5,9 +5,17 @@ An enrolment token is a bearer secret until used: it lives at most 30 days
 (`MAX_ENROLMENT_TOKEN_LIFETIME`, whoever issues it: an admin through the API or an
 operator through ``coherency server enroll-token``) and only its hash is stored.
 
+The device's proof of possession signs the token, its id, the time and a random nonce
+(`crdt.enrolment_message`); it is accepted within 5 minutes of the server's clock and
+each nonce once (`sync_server.identity.assertions`), so a captured enrolment request
+cannot be replayed for a session of its own. A device whose answer was lost retries
+with a fresh proof: the server then revokes every session the device held and answers
+with one new token family, so the device never holds a family it does not know about.
+
 A refused enrolment never spends the token (a spent token stays spent), and is
-audited even though it is refused: `enrol_device` commits its refusals before raising,
-so call it in a transaction of its own.
+audited, and counted towards throttling when its credentials were wrong, even though
+it is refused: `enrol_device` commits its refusals before raising, so call it in a
+transaction of its own.
 """
 
 from __future__ import annotations
@@ -30,8 +38,11 @@ from sync_server.audit.events import (
 from sync_server.audit.services import record_event
 from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
 from sync_server.errors import Conflict, Invalid, NotFound, ServerError, Unauthorized
+from sync_server.identity import throttling
+from sync_server.identity.assertions import check_nonce, claim_nonce, is_fresh
+from sync_server.identity.devices import device_account
 from sync_server.identity.principals import Principal
-from sync_server.identity.sessions import TokenPair, issue_tokens
+from sync_server.identity.sessions import TokenPair, issue_tokens, revoke_device_tokens
 from sync_server.identity.tables import Clinic, Device, EnrolmentToken
 from sync_server.identity.tenancy import MAX_NAME_LENGTH, visible_clinic
 from sync_server.identity.tokens import (
@@ -59,12 +70,13 @@ _ENROL_REPLAY_GRACE = timedelta(hours=1)
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnrolResult(TokenPair):
-    """An enrolled device's first session, its scope, and the server key to pin."""
+    """An enrolled device's first session, its scope, and the server keys to pin."""
 
     device_id: str
     clinic_id: str
     organisation_id: str
     server_public_key: bytes
+    artifact_public_key: bytes
 
 
 def create_enrolment_token(
@@ -125,22 +137,31 @@ def enrol_device(
     public_key: bytes,
     name: str,
     expected_clinic_id: str | None,
+    issued_at: int,
+    nonce: str,
     signature: bytes,
     signing_key: SigningKey,
+    artifact_public_key: bytes,
     settings: Settings,
+    client: str,
 ) -> EnrolResult:
     """Enrol a device with a one-time token, binding its Ed25519 public key.
 
-    `signature` is the device key's signature of `enrolment_message(token, device_id)`,
-    proving the caller holds the private key. The same device repeating its own
-    enrolment (its answer was lost on the way) with the same key and a valid proof gets
-    the answer again, with a new session.
+    `signature` is the device key's signature of `enrolment_message(token, device_id,
+    issued_at, nonce)`, proving the caller holds the private key now: `issued_at` must be
+    within 5 minutes of the server's clock and the nonce new. The same device repeating
+    its own enrolment (its answer was lost on the way) with the same key and a fresh
+    proof gets the answer again: every session it held is revoked and one new token
+    family issued. Failed proofs count towards the throttling of `client` and the device.
 
     Raises:
         Invalid: ``invalid_device_id`` (not a UUID), ``invalid_public_key`` (not 32
-            bytes) or ``invalid_name`` (over 200 characters).
-        Unauthorized: ``enrolment_token_invalid`` (unknown, expired or used) or
-            ``enrolment_proof_invalid`` (bad signature).
+            bytes), ``invalid_name`` (over 200 characters) or ``invalid_nonce``.
+        TooManyRequests: `client` has failed too often on this device.
+        Unauthorized: ``enrolment_token_invalid`` (unknown, expired or used),
+            ``enrolment_proof_invalid`` (bad signature), ``enrolment_proof_stale``
+            (signed more than 5 minutes from the server's clock) or ``nonce_reused``
+            (a replayed proof).
         Conflict: ``clinic_mismatch`` (the token is for another clinic than expected) or
             ``device_exists`` (the device id is already enrolled).
     """
@@ -151,12 +172,17 @@ def enrol_device(
     name = name.strip()
     if len(name) > MAX_NAME_LENGTH:
         raise Invalid(f"a device name is at most {MAX_NAME_LENGTH} characters", code="invalid_name")
+    check_nonce(nonce)
+    account = device_account(device_id)
+    throttling.check_account(
+        session=session, action="enrol", account=account, client=client, settings=settings
+    )
     now = utcnow()
     row = session.scalars(
         select(EnrolmentToken).where(EnrolmentToken.token_hash == hash_token(token))
     ).one_or_none()
 
-    def refuse(error: ServerError, outcome: EnrolmentOutcome) -> NoReturn:
+    def refuse(error: ServerError, outcome: EnrolmentOutcome, *, failed: bool = True) -> NoReturn:
         record_event(
             session=session,
             event=DeviceEnrolment(
@@ -166,9 +192,30 @@ def enrol_device(
                 result=outcome,
             ),
         )
+        if failed:
+            throttling.record_failure(
+                session=session, action="enrol", account=account, client=client, settings=settings
+            )
         commit_then_raise(session, error)
 
-    proof = enrolment_message(token, device_id)
+    def claim() -> None:
+        if not claim_nonce(session=session, nonce=nonce, device_id=device_id, issued_at=issued_at):
+            refuse(
+                Unauthorized(
+                    "this enrolment proof was already used: sign a new one", code="nonce_reused"
+                ),
+                "replay",
+            )
+
+    if not is_fresh(issued_at):
+        refuse(
+            Unauthorized(
+                "the enrolment proof was signed more than 5 minutes from the server's clock",
+                code="enrolment_proof_stale",
+            ),
+            "proof-stale",
+        )
+    proof = enrolment_message(token, device_id, issued_at, nonce)
     if (
         row is not None
         and row.used_at is not None
@@ -182,9 +229,22 @@ def enrol_device(
             and device.public_key == public_key
             and verify_signature(public_key, proof, signature)
         ):
+            claim()
+            # Never a second family beside one the device may not know it holds.
+            revoke_device_tokens(session=session, device_id=device_id, at=now)
             clinic = session.get(Clinic, device.clinic_id)
             assert clinic is not None  # foreign key
-            return _enrolled(session, device_id, clinic, row.id, "repeated", signing_key, settings)
+            return _enrolled(
+                session,
+                device_id,
+                clinic,
+                row.id,
+                "repeated",
+                signing_key,
+                artifact_public_key,
+                settings,
+                (account, client),
+            )
     if row is None or row.used_at is not None or row.expires_at <= now:
         refuse(
             Unauthorized(
@@ -201,6 +261,7 @@ def enrol_device(
             ),
             "proof-invalid",
         )
+    claim()
     if expected_clinic_id is not None and expected_clinic_id != row.clinic_id:
         refuse(
             Conflict(
@@ -208,9 +269,14 @@ def enrol_device(
                 code="clinic_mismatch",
             ),
             "clinic-mismatch",
+            failed=False,
         )
     if session.get(Device, device_id) is not None:
-        refuse(Conflict("this device id is already enrolled", code="device_exists"), "exists")
+        refuse(
+            Conflict("this device id is already enrolled", code="device_exists"),
+            "exists",
+            failed=False,
+        )
     clinic = session.get(Clinic, row.clinic_id)
     assert clinic is not None  # foreign key
     # Conditional, so two requests racing with one token cannot both enrol.
@@ -249,7 +315,17 @@ def enrol_device(
         # A concurrent enrolment of the same device id won; this transaction (and its
         # spending of the token) is rolled back by the caller.
         raise Conflict("this device id is already enrolled", code="device_exists") from None
-    return _enrolled(session, device_id, clinic, row.id, "ok", signing_key, settings)
+    return _enrolled(
+        session,
+        device_id,
+        clinic,
+        row.id,
+        "ok",
+        signing_key,
+        artifact_public_key,
+        settings,
+        (account, client),
+    )
 
 
 def _enrolled(
@@ -259,9 +335,14 @@ def _enrolled(
     token_id: str,
     outcome: EnrolmentOutcome,
     signing_key: SigningKey,
+    artifact_public_key: bytes,
     settings: Settings,
+    account_client: tuple[str, str],
 ) -> EnrolResult:
-    """An enrolment's answer: a new token family for the device, audited."""
+    """An enrolment's answer: a new token family for the device, audited; the client's
+    failures are forgotten."""
+    account, client = account_client
+    throttling.record_success(session=session, action="enrol", account=account, client=client)
     tokens = issue_tokens(
         session=session,
         subject_kind="device",
@@ -287,4 +368,5 @@ def _enrolled(
         clinic_id=clinic.id,
         organisation_id=clinic.organisation_id,
         server_public_key=signing_key.public_key_bytes,
+        artifact_public_key=artifact_public_key,
     )

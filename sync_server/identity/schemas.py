@@ -14,7 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from sync_server.identity.devices import MAX_NONCE_LENGTH, MIN_NONCE_LENGTH
+from sync_server.identity.assertions import MAX_NONCE_LENGTH, MIN_NONCE_LENGTH
 from sync_server.identity.enrolment import MAX_ENROLMENT_TOKEN_LIFETIME
 from sync_server.identity.tenancy import MAX_NAME_LENGTH
 from sync_server.identity.users import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
@@ -33,7 +33,9 @@ __all__ = [
     "LoginRequest",
     "LoginResponse",
     "RefreshRequest",
+    "SessionsRevoked",
     "TokenResponse",
+    "Unlocked",
     "UserCreate",
     "UserCreated",
     "UserPublic",
@@ -52,7 +54,9 @@ class _Public(BaseModel):
 class ClinicCreate(BaseModel):
     """A clinic to create."""
 
-    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH, description="Unique on the server.")
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, description="Unique in the organisation."
+    )
 
 
 class ClinicPublic(_Public):
@@ -98,7 +102,9 @@ class DevicePublic(_Public):
 class UserCreate(BaseModel):
     """A staff account to create."""
 
-    username: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    username: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, description="Unique in the organisation."
+    )
     password: str = Field(
         min_length=1,
         max_length=MAX_PASSWORD_LENGTH,
@@ -126,11 +132,25 @@ class UserPublic(_Public):
 
 
 class UserCreated(BaseModel):
-    """A new staff account and its TOTP secret, shown once."""
+    """A staff account and its new TOTP secret, shown once (a new account, or a reset)."""
 
     user: UserPublic
     totp_secret: str
     totp_uri: str = Field(description="otpauth:// URI for an authenticator app.")
+
+
+class Unlocked(BaseModel):
+    """An account whose failed logins were forgotten."""
+
+    user: UserPublic
+    cleared: int = Field(description="How many throttling counters were cleared.")
+
+
+class SessionsRevoked(BaseModel):
+    """An account whose sessions were revoked."""
+
+    user: UserPublic
+    families: int = Field(description="How many sessions (refresh-token families) were alive.")
 
 
 # ---------------------------------------------------------------- auth
@@ -142,11 +162,20 @@ class EnrolRequest(BaseModel):
     public_key: str = Field(
         min_length=1, max_length=200, description="Raw 32-byte Ed25519 public key, base64."
     )
+    issued_at: int = Field(
+        ge=0, le=2**40, description="Unix seconds; within 5 minutes of the server clock."
+    )
+    nonce: str = Field(
+        min_length=MIN_NONCE_LENGTH,
+        max_length=MAX_NONCE_LENGTH,
+        description=f"{MIN_NONCE_LENGTH}-{MAX_NONCE_LENGTH} URL-safe characters, new for "
+        "every attempt.",
+    )
     signature: str = Field(
         min_length=1,
         max_length=200,
         description="Ed25519 signature, base64, of "
-        "b'coherency-enrol\\n' + token + b'\\n' + device_id.",
+        "'coherency-enrol\\n{token}\\n{device_id}\\n{issued_at}\\n{nonce}'.",
     )
     name: str = Field(default="", max_length=MAX_NAME_LENGTH, description="A label for admins.")
     expected_clinic_id: str | None = Field(
@@ -168,14 +197,20 @@ class TokenResponse(_Public):
 
 
 class EnrolResponse(TokenResponse):
-    """An enrolled device's scope, tokens and the server key to pin."""
+    """An enrolled device's scope, tokens and the server keys to pin."""
 
     device_id: str
     clinic_id: str
     organisation_id: str
-    server_public_key: str = Field(description="The server's raw Ed25519 public key, base64.")
+    server_public_key: str = Field(
+        description="The server's token key (raw Ed25519 public key), base64."
+    )
+    artifact_public_key: str = Field(
+        description="The server's artifact key (raw Ed25519 public key), base64: it signs "
+        "the models the device installs."
+    )
 
-    @field_validator("server_public_key", mode="before")
+    @field_validator("server_public_key", "artifact_public_key", mode="before")
     @classmethod
     def _base64(cls, value: object) -> object:
         return base64.b64encode(value).decode() if isinstance(value, bytes) else value
@@ -213,6 +248,13 @@ class LoginRequest(BaseModel):
     username: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
     totp: str | None = Field(default=None, max_length=16, description="The current TOTP code.")
+    organisation: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="The organisation's name or id: needed when the username exists in "
+        "several organisations.",
+    )
 
 
 class LoginResponse(TokenResponse):

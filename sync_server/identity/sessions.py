@@ -21,6 +21,8 @@ from sync_server.audit.events import Actor, LoggedOut, RefreshTokenReused
 from sync_server.audit.services import record_event
 from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
 from sync_server.errors import Forbidden, Unauthorized
+from sync_server.identity import throttling
+from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, Device, RefreshToken, User
 from sync_server.identity.tokens import SigningKey, hash_token, new_bearer_token
 from sync_server.identity.users import authenticate_user
@@ -33,6 +35,7 @@ __all__ = [
     "log_in",
     "revoke_device_tokens",
     "revoke_refresh_family",
+    "revoke_user_tokens",
     "rotate_refresh_token",
 ]
 
@@ -116,17 +119,28 @@ def log_in(
     username: str,
     password: str,
     totp_code: str | None,
+    organisation: str | None = None,
     signing_key: SigningKey,
+    secret_box: SecretBox,
     settings: Settings,
+    client: str,
 ) -> StaffLogin:
     """A new session for a staff user whose credentials check out (`authenticate_user`,
     which commits its failures before raising: call this in a transaction of its own).
 
     Raises:
-        Unauthorized: ``invalid_credentials``, ``totp_required`` or ``account_locked``.
+        TooManyRequests: `client` is held back on this account.
+        Unauthorized: ``invalid_credentials``, whatever was wrong.
     """
     user = authenticate_user(
-        session=session, username=username, password=password, totp_code=totp_code
+        session=session,
+        username=username,
+        password=password,
+        totp_code=totp_code,
+        organisation=organisation,
+        secret_box=secret_box,
+        settings=settings,
+        client=client,
     )
     pair = issue_tokens(
         session=session,
@@ -162,6 +176,31 @@ def revoke_device_tokens(*, session: Session, device_id: str, at: datetime) -> N
         .values(revoked_at=at)
         .execution_options(synchronize_session=False)
     )
+
+
+def revoke_user_tokens(*, session: Session, user_id: str) -> int:
+    """Revoke every refresh token a staff user holds (every session it has); how many
+    families were still alive."""
+    families = session.scalars(
+        select(RefreshToken.family_id)
+        .where(
+            RefreshToken.subject_kind == "user",
+            RefreshToken.subject_id == user_id,
+            RefreshToken.revoked_at.is_(None),
+        )
+        .distinct()
+    ).all()
+    session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.subject_kind == "user",
+            RefreshToken.subject_id == user_id,
+            RefreshToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return len(families)
 
 
 def _revoke_family(session: Session, family_id: str) -> int:
@@ -203,9 +242,13 @@ def rotate_refresh_token(
 ) -> TokenPair:
     """Spend a refresh token for a new token pair of the same family.
 
+    A device or user refreshes at most ``rate_refresh_per_subject`` times per window;
+    beyond that the token is refused unspent (429), so it still works after the wait.
+
     Raises:
         Unauthorized: ``refresh_token_invalid`` (unknown, expired or revoked) or
             ``refresh_token_reused`` (committed: the family is revoked).
+        TooManyRequests: Too many refreshes of this device or user.
         Forbidden: ``device_revoked`` or ``user_inactive``.
     """
     now = utcnow()
@@ -214,6 +257,9 @@ def rotate_refresh_token(
     ).one_or_none()
     if row is None or row.revoked_at is not None or row.expires_at <= now:
         raise Unauthorized("refresh token is not valid", code="refresh_token_invalid")
+    throttling.count_subject_request(
+        session=session, subject=f"{row.subject_kind}:{row.subject_id}", settings=settings, now=now
+    )
     reused = row.used_at is not None
     if not reused:
         spent = session.execute(

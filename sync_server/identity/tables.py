@@ -1,14 +1,24 @@
 """Identity tables: organisations, clinics, staff users, devices, enrolment and refresh
-tokens, and the device-assertion nonces already seen.
+tokens, the nonces of signed device assertions already seen, and throttling counters.
 
-Secrets are stored only as hashes (Argon2id for passwords, SHA-256 for tokens).
+Secrets are stored only as hashes (Argon2id for passwords, SHA-256 for tokens), except
+TOTP secrets, which the server must read back: those are sealed (AES-256-GCM,
+`sync_server.identity.sealing`). Clinic names and usernames are unique per organisation.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from sync_server.db import Base, Id, UTCDateTime, utcnow
@@ -19,6 +29,7 @@ __all__ = [
     "EnrolmentToken",
     "Organisation",
     "RefreshToken",
+    "Throttle",
     "UsedNonce",
     "User",
 ]
@@ -34,10 +45,11 @@ class Organisation(Base):
 
 class Clinic(Base):
     __tablename__ = "clinics"
+    __table_args__ = (UniqueConstraint("organisation_id", "name", name="uq_clinics_org_name"),)
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
     # The clinic's change feed: the last sequence number given to a document write.
     # Taken with a row lock inside the writing transaction, so numbers commit in order.
     feed_seq: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -48,20 +60,22 @@ class User(Base):
     """A staff account: clinician, staff or admin."""
 
     __tablename__ = "users"
+    __table_args__ = (
+        UniqueConstraint("organisation_id", "username", name="uq_users_org_username"),
+    )
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     organisation_id: Mapped[str] = mapped_column(ForeignKey("organisations.id"), index=True)
     # None for an organisation-wide account (admins); else the clinic it works in.
     clinic_id: Mapped[str | None] = mapped_column(ForeignKey("clinics.id"), index=True)
-    username: Mapped[str] = mapped_column(String(200), unique=True)
+    username: Mapped[str] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(300))
     role: Mapped[str] = mapped_column(String(20))
-    totp_secret: Mapped[str | None] = mapped_column(String(64))
+    # The TOTP secret, sealed (`sealing.SecretBox`, bound to the user's id).
+    totp_secret: Mapped[str | None] = mapped_column(String(200))
     # The last TOTP time step accepted, so one code cannot be used twice.
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -123,3 +137,21 @@ class UsedNonce(Base):
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_id: Mapped[str] = mapped_column(Id)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Throttle(Base):
+    """One throttling counter (`sync_server.identity.throttling`), shared by every worker.
+
+    `key` names what is counted (``login:rate:client:203.0.113.7``,
+    ``login:fail:account:user:<id>``, ...). A rate counter counts requests until
+    `expires_at` (its window's end); a failure counter counts failures, is forgotten at
+    `expires_at`, and holds its subject back until `blocked_until`. Rows are updated
+    only by conditional upserts, and pruned once expired.
+    """
+
+    __tablename__ = "throttles"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -2,7 +2,8 @@
 
 A clinician or staff user works in one clinic; an organisation-wide admin (no clinic)
 sees every clinic of its organisation. A clinic outside a caller's scope is answered
-exactly like a missing one (its existence is not revealed).
+exactly like a missing one (its existence is not revealed). Clinic names are unique
+within an organisation, never across organisations: no organisation learns another's.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def create_clinic(
 
     Args:
         session: The transaction.
-        name: Unique on the server, 1 to 200 characters.
+        name: Unique in the organisation, 1 to 200 characters.
         organisation_id: The organisation it belongs to.
         actor: The admin creating it (None: an operator), who must be organisation-wide.
 
@@ -68,8 +69,7 @@ def create_clinic(
         Forbidden: ``organisation_admins_only``: `actor` is bound to a clinic.
         Unprocessable: ``invalid_clinic``: the name is empty or longer than 200 characters.
         NotFound: No such organisation.
-        Conflict: ``clinic_exists``: a clinic of that name exists (names are unique
-            server-wide).
+        Conflict: ``clinic_exists``: the organisation has a clinic of that name.
     """
     if actor is not None:
         require_organisation_wide(actor, "only organisation-wide admins create clinics")
@@ -80,35 +80,39 @@ def create_clinic(
         )
     if session.get(Organisation, organisation_id) is None:
         raise NotFound("no such organisation", code="organisation_not_found")
-    if session.scalars(select(Clinic.id).where(Clinic.name == name)).first() is not None:
+    if _clinic_named(session, name, organisation_id) is not None:
         raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists")
     clinic = Clinic(
         id=new_id(), organisation_id=organisation_id, name=name, feed_seq=0, created_at=utcnow()
     )
     session.add(clinic)
     try:
-        session.flush()
+        with session.begin_nested():
+            session.flush()
     except IntegrityError:
         raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists") from None
     return clinic
 
 
+def _clinic_named(session: Session, name: str, organisation_id: str) -> Clinic | None:
+    return session.scalars(
+        select(Clinic).where(Clinic.organisation_id == organisation_id, Clinic.name == name)
+    ).one_or_none()
+
+
 def ensure_clinic(*, session: Session, name: str, organisation_id: str | None = None) -> Clinic:
-    """The clinic called `name`, created if missing.
+    """The organisation's clinic called `name`, created if missing.
 
     Without `organisation_id` the clinic belongs to the ``default`` organisation, created
     if missing.
 
     Raises:
         Unprocessable: ``invalid_clinic``: a name that is empty or too long.
-        Conflict: ``clinic_exists``: a clinic of that name exists in another organisation.
     """
     if organisation_id is None:
         organisation_id = ensure_organisation(session=session).id
-    clinic = session.scalars(select(Clinic).where(Clinic.name == name.strip())).one_or_none()
+    clinic = _clinic_named(session, name.strip(), organisation_id)
     if clinic is not None:
-        if clinic.organisation_id != organisation_id:
-            raise Conflict(f"clinic {name!r} belongs to another organisation", code="clinic_exists")
         return clinic
     return create_clinic(session=session, name=name, organisation_id=organisation_id)
 

@@ -4,8 +4,10 @@ device's Ed25519 signature.
 
 Access tokens are EdDSA JWTs; verification pins the algorithm (a token saying
 ``alg: none`` or HS256 is refused before its signature is even looked at) and checks
-issuer, audience, expiry, issue time and subject. The same key signs artifacts the
-server publishes (models); devices pin its public key at enrolment.
+issuer, audience, expiry, issue time and subject. This key signs tokens only (and
+endorses the artifact key for devices enrolled before there was one): published
+artifacts (models) are signed by a key of their own (`sync_server.models.signing`).
+Devices pin both public keys at enrolment.
 
 Enrolment and refresh tokens are 256-bit random strings, stored only as SHA-256
 hashes (a fast hash is enough for that much entropy).
@@ -14,7 +16,6 @@ hashes (a fast hash is enough for that much entropy).
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from sync_server.errors import Unauthorized
+from sync_server.keyfiles import load_or_create_ed25519
 
 __all__ = [
     "ALGORITHM",
@@ -57,7 +59,7 @@ class AccessClaims:
 
 
 class SigningKey:
-    """The server's Ed25519 key: signs access tokens and published artifacts."""
+    """The server's Ed25519 token key: signs access tokens."""
 
     def __init__(self, private_key: Ed25519PrivateKey, *, issuer: str, audience: str) -> None:
         self._private = private_key
@@ -70,33 +72,13 @@ class SigningKey:
     @classmethod
     def load_or_create(cls, path: Path, *, issuer: str, audience: str) -> SigningKey:
         """Read the PEM key at `path`, creating it (mode 0600) on first start."""
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-            tmp = path.with_name(path.name + f".{secrets.token_hex(4)}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(pem)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, path)  # first writer wins when several workers start at once
-            except FileExistsError:
-                pass
-            finally:
-                tmp.unlink()
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
-            raise ValueError(f"{path}: not an Ed25519 private key")
-        return cls(key, issuer=issuer, audience=audience)
+        return cls(load_or_create_ed25519(path), issuer=issuer, audience=audience)
 
-    def sign(self, data: bytes) -> bytes:
-        """An Ed25519 signature of `data`."""
-        return self._private.sign(data)
+    def endorse(self, statement: bytes) -> bytes:
+        """An Ed25519 signature of a domain-separated statement about another key
+        (`edge_sdk.artifact_key_statement`), so devices that pinned this key learn a
+        key they never pinned. Never used on anything a device or user sent."""
+        return self._private.sign(statement)
 
     def issue_access_token(
         self,

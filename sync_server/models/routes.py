@@ -1,9 +1,10 @@
-"""Routes: wound models the server publishes, signed with its Ed25519 key.
+"""Routes: wound models the server publishes, signed with its artifact key.
 
 - ``POST /v1/admin/models`` (organisation-wide admins): a multipart upload of a
   manifest and an ONNX file. The server checks the file against the manifest, stores
-  it, signs the manifest's canonical bytes (`ModelManifest.to_bytes()`) with the key
-  devices pinned at enrolment, and makes it the organisation's active model.
+  it, signs the manifest's canonical bytes (`ModelManifest.to_bytes()`) bound to the
+  organisation with the artifact key devices pinned at enrolment, and makes it the
+  organisation's active model.
 - ``GET /v1/models/current`` (devices): the active model's signed manifest and signature.
 - ``GET /v1/models/{sha256}`` (devices): the model file.
 
@@ -25,6 +26,7 @@ from crdt import SHA256_PATTERN
 from sync_server.bodies import capped_stream
 from sync_server.deps import (
     AdminCaller,
+    ArtifactKeyDep,
     BlobsDep,
     DbDep,
     DeviceCaller,
@@ -153,7 +155,7 @@ async def post_model(
     request: Request,
     response: Response,
     caller: AdminCaller,
-    signing_key: SigningKeyDep,
+    artifact_key: ArtifactKeyDep,
     db: DbDep,
     backend: BlobsDep,
     request_id: RequestIdDep,
@@ -174,7 +176,9 @@ async def post_model(
     finally:
         await form.close()
     manifest = check_model(manifest_bytes, model_bytes)
-    signature = signing_key.sign(manifest.to_bytes())
+    signature = artifact_key.sign_model(
+        organisation_id=caller.organisation_id, manifest_bytes=manifest.to_bytes()
+    )
 
     def work() -> tuple[PublishedModel, bool]:
         store_model_file(backend=backend, manifest=manifest, data=model_bytes)
@@ -199,16 +203,32 @@ async def post_model(
     response_model=CurrentModel,
     responses={404: {"description": "The organisation has not published a model."}},
 )
-def get_current_model(caller: DeviceCaller, db: DbDep, request_id: RequestIdDep) -> CurrentModel:
+def get_current_model(
+    caller: DeviceCaller,
+    db: DbDep,
+    request_id: RequestIdDep,
+    artifact_key: ArtifactKeyDep,
+    signing_key: SigningKeyDep,
+) -> CurrentModel:
     """The signed manifest of the model the device's organisation published last.
 
-    Verify the signature over the decoded manifest bytes with the server key pinned at
-    enrolment, then fetch the file with `GET /v1/models/{sha256}`. 404 ``no_model``
-    when the organisation has not published one.
+    Verify the signature over ``b"coherency-model\\n" + organisation_id + b"\\n" +
+    manifest`` with the artifact key pinned at enrolment, then fetch the file with
+    `GET /v1/models/{sha256}`. 404 ``no_model`` when the organisation has not
+    published one.
     """
     with db.write() as session:
         row = current_model(session=session, principal=caller, request_id=request_id)
-        return CurrentModel.model_validate(row)
+        return CurrentModel.model_validate(
+            {
+                "manifest": row.manifest,
+                "signature": row.signature,
+                "sha256": row.sha256,
+                "size": row.size,
+                "artifact_public_key": artifact_key.public_key_bytes,
+                "artifact_key_signature": artifact_key.endorsement(signing_key),
+            }
+        )
 
 
 @router.get(

@@ -30,7 +30,10 @@ class ModelPublished(BaseModel):
         description="The manifest; the signature covers its canonical JSON (sorted keys, "
         "no spaces, ASCII), which is what devices receive."
     )
-    signature: str = Field(description="The server's Ed25519 signature of the manifest, base64.")
+    signature: str = Field(
+        description="The server's artifact key's Ed25519 signature of the manifest, bound "
+        "to the organisation, base64."
+    )
     published_at: datetime
     active: bool = Field(description="Whether devices of the organisation install this model.")
 
@@ -44,14 +47,30 @@ class ModelPublished(BaseModel):
 
 
 class CurrentModel(BaseModel):
-    """The model a device should have: verify `signature` over the decoded `manifest`
-    bytes with the pinned server key, then the file against the manifest."""
+    """The model a device should have: verify `signature` over
+    ``b"coherency-model\\n" + organisation_id + b"\\n" + manifest`` (the decoded
+    `manifest` bytes) with the artifact key pinned at enrolment, then the file against
+    the manifest."""
 
     model_config = ConfigDict(from_attributes=True)
 
     manifest: str = Field(description="The canonical manifest bytes exactly as signed, base64.")
-    signature: str = Field(description="The server's Ed25519 signature of those bytes, base64.")
+    signature: str = Field(
+        description="The artifact key's Ed25519 signature of the organisation-bound "
+        "payload, base64."
+    )
     sha256: str = Field(description="SHA-256 of the model file: GET /v1/models/{sha256}.")
     size: int = Field(description="The model file's size in bytes.")
+    artifact_public_key: str = Field(
+        description="The server's artifact key (raw Ed25519, base64): devices pinned it at "
+        "enrolment; one enrolled before artifact keys existed pins it once "
+        "`artifact_key_signature` verifies."
+    )
+    artifact_key_signature: str = Field(
+        description="The token key's Ed25519 signature of b'coherency-artifact-key\\n' + "
+        "the artifact key, base64."
+    )
 
-    _base64 = field_validator("manifest", "signature", mode="before")(_base64)
+    _base64 = field_validator(
+        "manifest", "signature", "artifact_public_key", "artifact_key_signature", mode="before"
+    )(_base64)

@@ -9,7 +9,9 @@ The bytes live in the blob backend under the ``models`` namespace, content-addre
 (``models/{sha256}``): they are not a clinic's data, and a clinic id (a UUID) can never
 be ``models``. The database says which organisation published which model.
 
-The server signs; it does not vouch for the graph beyond its size and SHA-256.
+The server signs with its artifact key (`sync_server.models.signing`), never its token
+key, and binds each signature to the organisation; it does not vouch for the graph
+beyond its size and SHA-256.
 Devices verify the signature and the file, and try the graph, before they swap it in.
 """
 
@@ -155,7 +157,8 @@ def publish_model(
         session: The transaction.
         publisher: The organisation-wide admin publishing.
         manifest: The checked manifest (`check_model`).
-        signature: The server's signature of ``manifest.to_bytes()``.
+        signature: The artifact key's signature of ``manifest.to_bytes()`` for the
+            publisher's organisation (`ArtifactKey.sign_model`).
         request_id: For the audit log.
 
     Returns:

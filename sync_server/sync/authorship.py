@@ -4,8 +4,8 @@ unrevoked devices (the `devices` table) and the server itself.
 `ClinicDirectory` is the `crdt.KeyDirectory` pushes are checked against: every new
 change of a pushed document must be signed by an enrolled device of the record's
 clinic, whichever device pushed it. `ServerSigner` signs the documents the server
-writes itself (decisions), under `crdt.server_device_id` of its public key, which
-every enrolled replica pinned. `clinic_directory` is what devices fetch to check the
+writes itself (decisions) with its artifact key, under `crdt.server_device_id` of that
+key, which every enrolled replica pinned. `clinic_directory` is what devices fetch to check the
 changes they pull.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from crdt import server_device_id
 from sync_server.identity.tables import Device
-from sync_server.identity.tokens import SigningKey
+from sync_server.models.signing import ArtifactKey
 
 __all__ = ["ClinicDirectory", "ServerSigner", "clinic_directory"]
 
@@ -53,21 +53,21 @@ class ClinicDirectory:
 class ServerSigner:
     """The server as the author of the documents it writes (a `crdt.Signer`)."""
 
-    key: SigningKey
+    key: ArtifactKey
 
     @property
     def device_id(self) -> str:
-        """The server's actor: `crdt.server_device_id` of its public key."""
+        """The server's actor: `crdt.server_device_id` of its artifact key."""
         return server_device_id(self.key.public_key_bytes)
 
     @property
     def public_key(self) -> bytes:
-        """The key replicas pinned at enrolment."""
+        """The artifact key replicas pinned at enrolment."""
         return self.key.public_key_bytes
 
     def sign(self, data: bytes) -> bytes:
-        """An Ed25519 signature by the server's key."""
-        return self.key.sign(data)
+        """An Ed25519 signature of a document's heads by the artifact key."""
+        return self.key.sign_document(data)
 
 
 def clinic_directory(*, session: Session, clinic_id: str) -> dict[str, bytes]:

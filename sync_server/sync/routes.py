@@ -23,13 +23,13 @@ from starlette.concurrency import run_in_threadpool
 from crdt import SYNC_MEDIA_TYPE
 from sync_server.bodies import read_body
 from sync_server.deps import (
+    ArtifactKeyDep,
     DbDep,
     DeviceCaller,
     FeedDep,
     MetricsDep,
     RequestIdDep,
     SettingsDep,
-    SigningKeyDep,
 )
 from sync_server.errors import Invalid, PayloadTooLarge
 from sync_server.sync.authorship import clinic_directory
@@ -76,7 +76,7 @@ async def push(
     feed: FeedDep,
     metrics: MetricsDep,
     request_id: RequestIdDep,
-    signing_key: SigningKeyDep,
+    artifact_key: ArtifactKeyDep,
 ) -> PushResponse:
     """Merge a device's documents into its clinic's replicas."""
     cap = settings.max_message_size
@@ -106,7 +106,7 @@ async def push(
                 principal=caller,
                 incoming=incoming,
                 max_message_size=cap,
-                server_key=signing_key.public_key_bytes,
+                server_key=artifact_key.public_key_bytes,
                 limits=limits,
                 request_id=request_id,
             )
@@ -203,7 +203,7 @@ def directory(caller: DeviceCaller, db: DbDep) -> DeviceDirectory:
 
     Devices check every change they receive (pulled, from a bundle, from an edge box)
     against it; a device revoked since drops out. The server signs the documents it
-    writes itself under `crdt.server_device_id` of the key pinned at enrolment.
+    writes itself with its artifact key, under `crdt.server_device_id` of that key.
     """
     assert caller.clinic_id is not None  # a device always belongs to a clinic
     with db.read() as session:

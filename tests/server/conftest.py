@@ -105,7 +105,7 @@ class ServerHandle:
         """The server as the author of its own documents (decisions)."""
         from sync_server.sync.authorship import ServerSigner
 
-        return ServerSigner(self.app.state.signing_key)
+        return ServerSigner(self.app.state.artifact_key)
 
     def http(self, token: str | None = None) -> httpx.Client:
         """An httpx client for the server, with a bearer token if given."""
@@ -137,9 +137,38 @@ def postgres_url() -> Iterator[str | None]:
     yield from _postgres_database()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
+) -> Iterator[str]:
+    """The URL of a database of this test's own, empty (no schema): a SQLite file, then
+    a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    if postgres_url is None:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    for url in _postgres_database():
+        assert url is not None
+        yield url
+
+
 def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> Settings:
     """Settings for a test server: embedded defaults unless told otherwise."""
     return Settings(data_dir=data_dir, database_url=database_url, **overrides)
+
+
+SHARED_CLIENT_LIMITS = {
+    "rate_login_per_client": 100_000,
+    "rate_enrol_per_client": 100_000,
+    "rate_device_login_per_client": 100_000,
+    "rate_refresh_per_client": 100_000,
+    "failures_free_per_client": 100_000,
+}
+"""Every test reaches the session's servers from 127.0.0.1: one client address would
+trip the per-client limits meant for one device or person. Throttling tests restore
+the defaults and speak through addresses of their own (``X-Forwarded-For``, which
+uvicorn trusts from loopback)."""
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
@@ -157,7 +186,9 @@ def server(
         database_url: str | None = postgres_url
     else:
         database_url = None
-    settings = make_settings(data_dir, database_url, long_poll_max_seconds=10)
+    settings = make_settings(
+        data_dir, database_url, long_poll_max_seconds=10, **SHARED_CLIENT_LIMITS
+    )
     migrate(settings)
     app = create_app(settings)
     live = ThreadedServer(app)

@@ -13,7 +13,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,20 +22,28 @@ import httpx
 import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy import select
 
 from edge_sdk import (
     Argon2Params,
     EdgeClient,
+    HttpTransport,
+    ModelOffer,
     ModelVerificationError,
     NotEnrolledError,
     PassphraseKeyProvider,
+    artifact_key_statement,
+    model_signing_payload,
+    sign_manifest,
+    verify_signature,
 )
 from edge_sdk._models import ModelManifest, ModelTensor
 from sync_server.audit.tables import AuditEvent
 from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user
+from sync_server.keyfiles import load_or_create_ed25519
 from sync_server.models.tables import PublishedModel
 
 onnx = pytest.importorskip("onnx")
@@ -256,11 +264,16 @@ def test_published_models_install_and_swap_on_devices(
     assert published["size"] == len(models["v1"])
     assert published["active"] is True
     assert ModelManifest.model_validate(published["manifest"]) == manifest
-    # The signature is the server key's, over the canonical manifest bytes.
-    server_key = server.app.state.signing_key.public_key_bytes
-    Ed25519PublicKey.from_public_bytes(server_key).verify(
-        base64.b64decode(published["signature"]), manifest.to_bytes()
-    )
+    # The signature is the artifact key's, over the canonical manifest bytes bound to
+    # the organisation; the token key never signs a model.
+    signature = base64.b64decode(published["signature"])
+    payload = model_signing_payload(org.organisation_id, manifest.to_bytes())
+    artifact_key = server.app.state.artifact_key.public_key_bytes
+    Ed25519PublicKey.from_public_bytes(artifact_key).verify(signature, payload)
+    token_key = server.app.state.signing_key.public_key_bytes
+    assert artifact_key != token_key
+    assert not verify_signature(token_key, payload, signature)
+    assert not verify_signature(artifact_key, manifest.to_bytes(), signature)
     assert stored_path(server, manifest.sha256).read_bytes() == models["v1"]
 
     device = org.device("tablet")
@@ -475,9 +488,10 @@ def test_a_bad_model_from_the_server_is_refused_and_the_previous_stays(
     if tamper != "a graph that does not run":
         # Once the server serves the model as signed, the device takes it.
         path.write_bytes(original)
-        org.change_row(
-            sha, manifest=manifest, signature=server.app.state.signing_key.sign(manifest)
+        signature = server.app.state.artifact_key.sign_model(
+            organisation_id=org.organisation_id, manifest_bytes=manifest
         )
+        org.change_row(sha, manifest=manifest, signature=signature)
         assert device.update_model().changed
         assert_runs(device, "2.0.0")
 
@@ -547,3 +561,96 @@ def test_update_model_needs_an_enrolment(org: Org) -> None:
         client.update_model()
     with pytest.raises(ValueError, match="threads"):
         client.update_model(threads=0)
+
+
+# ---------------------------------------------------------------- stores from before artifact keys
+
+
+def as_an_older_sdk_left_it(device: EdgeClient, server: Any, manifest: bytes, model: bytes) -> None:
+    """Only the token key pinned, and the model installed then: signed by the token key
+    over the manifest alone."""
+    device.replica.store.delete_meta("sync.artifact_key")
+    enrollment = device.replica.enrollment
+    assert enrollment is not None and enrollment.artifact_public_key is None
+    token_key = load_or_create_ed25519(server.settings.resolved_signing_key_file)
+    device.models.install(manifest, model, token_key.sign(manifest))
+
+
+def test_a_store_enrolled_before_artifact_keys_learns_the_key_and_keeps_its_model(
+    org: Org, server: Any, models: dict[str, bytes]
+) -> None:
+    org.publish(models["v1"], "1.0.0")
+    device = org.device("old-tablet")
+    manifest = make_manifest(models["v1"], "1.0.0").to_bytes()
+    as_an_older_sdk_left_it(device, server, manifest, models["v1"])
+    assert_runs(device, "1.0.0")  # checked against the token key, as it was installed
+
+    # Its next update learns the artifact key, vouched for by the token key it pinned,
+    # and installs the same model again under it.
+    update = device.update_model()
+    assert not update.changed and update.manifest is not None
+    assert update.manifest.version == "1.0.0"
+    enrollment = device.replica.enrollment
+    assert enrollment is not None
+    assert enrollment.artifact_public_key == server.app.state.artifact_key.public_key_bytes
+    assert_runs(device, "1.0.0")
+
+    org.publish(models["v2"], "2.0.0")
+    assert device.update_model().changed
+    assert_runs(device, "2.0.0")
+
+
+@dataclass
+class ForgedArtifactKey:
+    """A source that offers another artifact key (and a model signed with it)."""
+
+    inner: HttpTransport
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate)
+
+    def current_model(self) -> ModelOffer | None:
+        offer = self.inner.current_model()
+        assert offer is not None
+        public = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        manifest = ModelManifest.from_bytes(offer.manifest)
+        return replace(
+            offer,
+            signature=sign_manifest(manifest, self.key, organisation_id="any"),
+            artifact_key=public,
+            artifact_key_signature=self.key.sign(artifact_key_statement(public)),
+        )
+
+    def download_model(self, sha256: str) -> bytes:
+        return self.inner.download_model(sha256)
+
+
+def test_an_artifact_key_the_pinned_key_does_not_vouch_for_is_refused(
+    org: Org, server: Any, models: dict[str, bytes]
+) -> None:
+    org.publish(models["v1"], "1.0.0")
+    device = org.device("old-tablet")
+    manifest = make_manifest(models["v1"], "1.0.0").to_bytes()
+    as_an_older_sdk_left_it(device, server, manifest, models["v1"])
+    refused = pytest.raises(ModelVerificationError, match="not vouched for")
+    with HttpTransport(device.replica) as http, refused:
+        device.update_model(source=ForgedArtifactKey(http))
+    enrollment = device.replica.enrollment
+    assert enrollment is not None and enrollment.artifact_public_key is None
+    assert_runs(device, "1.0.0")
+
+
+def test_a_model_signed_for_another_organisation_is_refused(
+    org: Org, server: Any, models: dict[str, bytes]
+) -> None:
+    org.publish(models["v1"], "1.0.0")
+    device = org.device("tablet")
+    assert device.update_model().changed
+    sha = org.publish(models["v2"], "2.0.0")["sha256"]
+    manifest = make_manifest(models["v2"], "2.0.0").to_bytes()
+    # The server's own artifact key, but the signature of another organisation's model.
+    elsewhere = server.app.state.artifact_key.sign_model(
+        organisation_id=str(uuid.uuid4()), manifest_bytes=manifest
+    )
+    org.change_row(sha, signature=elsewhere)
+    with pytest.raises(ModelVerificationError, match="another organisation"):
+        device.update_model()
+    assert_runs(device, "1.0.0")

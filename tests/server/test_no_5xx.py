@@ -49,6 +49,7 @@ def _admin_token(server: Any) -> str:
             password="a long admin password",
             role="admin",
             organisation_id=server.organisation_id,
+            secret_box=server.app.state.secret_box,
         )
     assert secret is not None
     with server.http() as http:

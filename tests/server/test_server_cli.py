@@ -32,7 +32,9 @@ from sqlalchemy import select
 
 from cli.main import cli
 from sync_server import Settings
+from sync_server.audit.tables import AuditEvent
 from sync_server.db import Database
+from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, EnrolmentToken, User
 from sync_server.identity.tokens import hash_token
 from sync_server.identity.users import authenticate_user
@@ -165,9 +167,18 @@ def test_create_admin_prints_a_totp_secret_that_logs_in(migrated: Path) -> None:
         with db.write() as session:
             code = pyotp.TOTP(admin["totp_secret"]).now()
             user = authenticate_user(
-                session=session, username="root-admin", password=PASSWORD, totp_code=code
+                session=session,
+                username="root-admin",
+                password=PASSWORD,
+                totp_code=code,
+                secret_box=SecretBox.load_or_create(migrated / "secret-key"),
+                settings=Settings(data_dir=migrated),
+                client="198.51.100.1",
             )
             assert user.id == admin["user_id"]
+            # Sealed at rest: the secret itself is nowhere in the row.
+            assert user.totp_secret is not None
+            assert admin["totp_secret"] not in user.totp_secret
             assert user.clinic_id is None
             assert user.organisation_id == admin["organisation_id"]
     finally:
@@ -214,6 +225,48 @@ def test_create_admin_refuses_a_short_password(migrated: Path) -> None:
     args = ["server", "create-admin", "--data-dir", str(migrated), "--username", "weak"]
     assert "12 characters" in failed_in_process(5, *args, "--password-stdin", input="short\n")
     assert "no password" in failed_in_process(2, *args, "--password-stdin", input="")
+
+
+# ----------------------------------------------------------------------------- user
+def in_process(*args: str, input: str | None = None) -> Any:
+    """Run ``coherency ARGS... --json`` in-process; check it succeeded; its output."""
+    result = CliRunner().invoke(cli, [*args, "--json"], input=input)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_user_first_aid_for_a_staff_account(migrated: Path) -> None:
+    base = ["server", "user", "--data-dir", str(migrated), "--username", "aid-admin"]
+    created = in_process(
+        "server", "create-admin", "--data-dir", str(migrated), "--username", "aid-admin",
+        "--password-stdin", input=PASSWORD + "\n",
+    )  # fmt: skip
+    reset = in_process(*base[:2], "reset-totp", *base[2:])
+    assert reset["user_id"] == created["user_id"] and reset["action"] == "reset-totp"
+    assert reset["totp_secret"] not in (None, created["totp_secret"])
+    assert reset["totp_uri"].startswith("otpauth://totp/")
+    assert in_process(*base[:2], "deactivate", *base[2:])["active"] is False
+    assert in_process(*base[:2], "reactivate", *base[2:])["active"] is True
+    assert in_process(*base[:2], "unlock", *base[2:])["count"] == 0
+    assert in_process(*base[:2], "revoke-sessions", *base[2:])["count"] == 0
+    db = database(migrated)
+    try:
+        with db.read() as session:
+            actions = session.scalars(
+                select(AuditEvent.action).where(AuditEvent.target == created["user_id"])
+            ).all()
+    finally:
+        db.dispose()
+    assert list(actions) == [
+        "user-create",
+        "user-totp-reset",
+        "user-deactivate",
+        "user-reactivate",
+        "user-unlock",
+        "user-sessions-revoke",
+    ]
+    unknown = ["server", "user", "unlock", "--data-dir", str(migrated), "--username", "nobody"]
+    assert "no such user" in failed_in_process(4, *unknown)
 
 
 # --------------------------------------------------------------------- enroll-token
