@@ -77,6 +77,8 @@ class FakeServer:
             return httpx.Response(200, content=encode_message(page))
         if path == "/v1/sync/push":
             return httpx.Response(200, json={"accepted": [], "unchanged": [], "rejected": []})
+        if path == "/v1/sync/directory":
+            return httpx.Response(200, json={"devices": []})
         return error(404, "not_found")
 
     def tokens(self) -> httpx.Response:
@@ -129,7 +131,7 @@ def test_the_refresh_token_is_sent_once_and_replaced_before_use(
     result = client.sync(transport=http)
     assert server.bodies("/v1/auth/refresh") == [{"refresh_token": "r0"}]
     assert server.count("/v1/auth/device") == 0
-    assert result.requests == 2  # nothing to push: the refresh, then one pull
+    assert result.requests == 3  # nothing to push: the refresh, the device directory, a pull
     # The new refresh token was stored: the next transport refreshes with it.
     with HttpTransport(client.replica, retry=FAST, transport=httpx.MockTransport(server)) as again:
         client.sync(transport=again)
@@ -191,9 +193,10 @@ def test_a_401_renews_the_token_and_sends_the_request_once_more(
     server.issued += 1  # the server forgets the token it gave (e.g. a key rotation)
     result = client.sync(transport=http)
     assert result.cursor == 0
-    assert [path for path, _ in server.calls[-3:]] == [
-        "/v1/sync/pull",  # 401
+    assert [path for path, _ in server.calls[-4:]] == [
+        "/v1/sync/directory",  # 401
         "/v1/auth/refresh",
+        "/v1/sync/directory",
         "/v1/sync/pull",
     ]
 

@@ -565,9 +565,9 @@ def test_a_lost_answer_is_retried_with_a_fresh_proof_and_one_family_survives(
         ).all()
         assert len(live) == 1  # never a parallel family
         outcomes = session.scalars(
-            select(AuditEvent.outcome).where(
-                AuditEvent.actor_id == device.device_id, AuditEvent.action == "enrol"
-            )
+            select(AuditEvent.outcome)
+            .where(AuditEvent.actor_id == device.device_id, AuditEvent.action == "enrol")
+            .order_by(AuditEvent.id)
         ).all()
         assert list(outcomes) == ["ok", "repeated"]
     old = {"refresh_token": lost.json()["refresh_token"]}
