@@ -11,16 +11,7 @@ from crdt._authorship import (
     server_device_id,
     signed_heads_message,
 )
-from crdt._document import (
-    DEFAULT_LIMITS,
-    ConflictValue,
-    DocumentLimits,
-    FieldConflict,
-    HistoryEntry,
-    RecordDocument,
-    actor_for_device,
-    device_for_actor,
-)
+from crdt._document import ConflictValue, FieldConflict, HistoryEntry, RecordDocument
 from crdt._errors import (
     CrdtError,
     DocumentError,
@@ -33,6 +24,8 @@ from crdt._errors import (
     SyncProtocolError,
     UnsupportedVersionError,
 )
+from crdt._ids import actor_for_device, device_for_actor
+from crdt._limits import DEFAULT_LIMITS, DocumentLimits
 from crdt._protocol import (
     SHA256_PATTERN,
     SYNC_MEDIA_TYPE,

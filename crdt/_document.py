@@ -10,10 +10,8 @@ from values at each change's heads).
 
 from __future__ import annotations
 
-import bisect
 import difflib
 import json
-import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,24 +21,17 @@ from automerge import core as am
 
 from crdt._authorship import (
     AUTH_FIELD,
-    AUTHOR_FIELDS,
     KeyDirectory,
     Signer,
     key_entry,
-    parse_entry,
     signature_entry,
     signed_heads_message,
-    verifies,
 )
 from crdt._columnar import (
-    MAKE_MAP,
-    MAKE_TEXT,
     SET,
     ColumnarError,
     DocumentOps,
     Op,
-    OpId,
-    measure_saved,
     read_document,
 )
 from crdt._errors import (
@@ -50,7 +41,11 @@ from crdt._errors import (
     NoConflictError,
     RecordValidationError,
 )
+from crdt._ids import actor_for_device, device_for_actor
+from crdt._limits import DEFAULT_LIMITS, DocumentLimits
+from crdt._operations import EPOCH, ChangeIndex, envelopes, fields_by_change, parse_time
 from crdt._schemas import COLLECTIONS, META_FIELDS, FieldKind, Record, new_record_id
+from crdt._verify import Authorship
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -69,72 +64,6 @@ _SCHEMA_VERSION = 1
 # Written by every change, so concurrent changes always "conflict" on them; they are
 # bookkeeping, not clinical values, and are left out of conflict reports.
 _BOOKKEEPING = frozenset({"updated_at", "updated_by", _COLLECTION_KEY, _SCHEMA_KEY, AUTH_FIELD})
-
-
-def actor_for_device(device_id: str) -> bytes:
-    """Return the Automerge actor id of a device: the 16 bytes of its UUID."""
-    try:
-        return uuid.UUID(device_id).bytes
-    except ValueError:
-        raise DocumentError(f"device id {device_id!r} is not a UUID") from None
-
-
-def device_for_actor(actor: bytes) -> str:
-    """Return the device id that writes as Automerge actor `actor`."""
-    return str(uuid.UUID(bytes=actor)) if len(actor) == 16 else actor.hex()
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentLimits:
-    """What one received document may cost a replica to load, merge and show.
-
-    A record's history compresses well: a few hundred saved bytes can hold a hundred
-    thousand changes, so bytes alone bound nothing. Received documents (pushes,
-    pulls, bundles, sync sessions) are measured from their chunk headers before they
-    are loaded, and merged results are measured again; one over a limit is refused
-    alone, with a reason that names the limit. Conflicts and history cost one pass
-    over the operations, so these bounds also bound the time a document can take.
-    """
-
-    max_bytes: int = 8 * 1024 * 1024
-    max_changes: int = 50_000
-    max_operations: int = 2_000_000
-
-    def measure(self, data: bytes) -> tuple[int, int]:
-        """(changes, operations) loading saved bytes would apply; (0, 0) if they cannot
-        be read (they are refused when checked)."""
-        try:
-            return measure_saved(data, max_inflated=8 * self.max_bytes)
-        except ColumnarError:
-            return 0, 0
-
-    def check_saved(self, data: bytes) -> str | None:
-        """Why saved bytes may not be loaded here, or None."""
-        if len(data) > self.max_bytes:
-            return f"the document is {len(data)} bytes, over the limit of {self.max_bytes}"
-        try:
-            changes, operations = measure_saved(data, max_inflated=8 * self.max_bytes)
-        except ColumnarError as exc:
-            return f"not a readable Automerge document: {exc}"
-        return self._over(changes, operations)
-
-    def check_document(self, doc: am.Document) -> str | None:
-        """Why a loaded or merged document may not be kept here, or None."""
-        changes = doc.get_changes([])
-        operations = sum(change.max_op - change.start_op + 1 for change in changes)
-        return self._over(len(changes), operations)
-
-    def _over(self, changes: int, operations: int) -> str | None:
-        if changes > self.max_changes:
-            return f"the document has {changes} changes, over the limit of {self.max_changes}"
-        if operations > self.max_operations:
-            return (
-                f"the document has {operations} operations, over the limit of {self.max_operations}"
-            )
-        return None
-
-
-DEFAULT_LIMITS = DocumentLimits()
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,21 +530,21 @@ class RecordDocument:
         One pass over the document's operations.
         """
         changes = self._doc.get_changes([])
-        index = _ChangeIndex(changes)
+        index = ChangeIndex(changes)
         ops = self._operations()
-        touched = _fields_by_change(index, ops)
-        envelopes = _envelopes(index, ops)
+        touched = fields_by_change(index, ops)
+        signature_only = envelopes(index, ops)
         verified = None if directory is None else self.signed_changes(directory)
         entries: list[HistoryEntry] = []
         at_of: dict[bytes, datetime] = {}
         for position, change in enumerate(changes):
             written = touched[position]
             deps = list(change.deps)
-            at = _parse_time(written.get("updated_at"))
+            at = parse_time(written.get("updated_at"))
             if at is None:
-                at = at_of.get(deps[0], _EPOCH) if deps else _EPOCH
+                at = at_of.get(deps[0], EPOCH) if deps else EPOCH
             at_of[change.hash] = at
-            if position in envelopes:
+            if position in signature_only:
                 continue
             if not deps:
                 action = "created"
@@ -744,7 +673,7 @@ class RecordDocument:
         )
         if latest is None:
             return True
-        return latest in _envelopes(_ChangeIndex(changes), self._operations())
+        return latest in envelopes(ChangeIndex(changes), self._operations())
 
     def authorship(
         self, directory: KeyDirectory, *, known: Collection[bytes] = frozenset()
@@ -756,11 +685,21 @@ class RecordDocument:
         change that writes ``created_by``, ``updated_by`` or ``device_id`` must write
         its own device. Envelope changes (signatures only) need no signature.
         """
-        return _Authorship(self, directory, known).problem()
+        return self._authorship(directory, known).problem()
 
     def signed_changes(self, directory: KeyDirectory) -> set[str]:
         """Hex hashes of the changes whose author `directory` verifies (for history)."""
-        return _Authorship(self, directory, frozenset()).verified()
+        return self._authorship(directory, frozenset()).verified()
+
+    def _authorship(self, directory: KeyDirectory, known: Collection[bytes]) -> Authorship:
+        return Authorship(
+            doc_id=self.id,
+            clinic_id=self.values().get("clinic_id"),
+            changes=self._doc.get_changes([]),
+            operations=self._operations,
+            directory=directory,
+            known=known,
+        )
 
     def _text_obj(self, field: str) -> bytes:
         got = self._doc.get(am.ROOT, field)
@@ -858,219 +797,10 @@ def _is_linear(changes: Sequence[Any]) -> bool:
     return True
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _decode_op(schema: type[Record], name: str, op: Op) -> Any:
     if op.action != SET:
         return None  # a nested object (text): read through Document.text, never here
     return _decode_scalar(schema.json_fields, name, op.value)
-
-
-class _ChangeIndex:
-    """A document's changes (causal order) and which change made each operation."""
-
-    def __init__(self, changes: Sequence[Any]) -> None:
-        self.changes = changes
-        spans: dict[bytes, list[tuple[int, int, int]]] = {}
-        for position, change in enumerate(changes):
-            spans.setdefault(change.actor_id, []).append((change.start_op, change.max_op, position))
-        for found in spans.values():
-            found.sort()
-        self._spans = spans
-        self._firsts = {actor: [span[0] for span in found] for actor, found in spans.items()}
-
-    def change_of(self, op_id: OpId) -> int:
-        """The position of the change holding operation `op_id`."""
-        counter, actor = op_id
-        spans = self._spans.get(actor)
-        if spans is not None:
-            at = bisect.bisect_right(self._firsts[actor], counter) - 1
-            if at >= 0 and spans[at][0] <= counter <= spans[at][1]:
-                return spans[at][2]
-        raise DocumentError("an operation belongs to no change of the document")
-
-
-def _fields_by_change(index: _ChangeIndex, ops: DocumentOps) -> list[dict[str, Any]]:
-    """For each change (in causal order): the fields it wrote, with the value it
-    wrote where it put a scalar (None for deletes and text edits)."""
-    change_of = index.change_of
-    written: list[dict[str, Any]] = [{} for _ in index.changes]
-    texts: dict[OpId, str] = {}
-    for op in ops.root:
-        written[change_of(op.id)][op.key] = op.value if op.action == SET else None
-        if op.action == MAKE_TEXT:
-            texts[op.id] = op.key
-        for successor in op.successors:
-            written[change_of(successor)].setdefault(op.key, None)
-    for nested in ops.nested:
-        field_name = texts.get(nested.obj)
-        if field_name is None:
-            continue  # not one of the record's text fields
-        written[change_of(nested.id)].setdefault(field_name, None)
-        for successor in nested.successors:
-            written[change_of(successor)].setdefault(field_name, None)
-    return written
-
-
-def _auth_objects(ops: DocumentOps) -> set[OpId]:
-    """Every map that was ever the document's ``_auth`` field (concurrent creations
-    leave several; all of their entries count)."""
-    return {op.id for op in ops.root if op.key == AUTH_FIELD and op.action == MAKE_MAP}
-
-
-def _envelopes(index: _ChangeIndex, ops: DocumentOps) -> set[int]:
-    """Positions of the changes that only write signatures and keys."""
-    auth = _auth_objects(ops)
-    counts = [0] * len(index.changes)
-    for op in ops.root:
-        if op.key == AUTH_FIELD:
-            counts[index.change_of(op.id)] += 1
-    for nested in ops.nested:
-        if nested.obj in auth:
-            counts[index.change_of(nested.id)] += 1
-    return {
-        position
-        for position, change in enumerate(index.changes)
-        if counts[position] and counts[position] == change.max_op - change.start_op + 1
-    }
-
-
-class _Authorship:
-    """Checks who made a document's changes against a `KeyDirectory`."""
-
-    def __init__(
-        self, document: RecordDocument, directory: KeyDirectory, known: Collection[bytes]
-    ) -> None:
-        self.document = document
-        self.directory = directory
-        self.changes = document.automerge.get_changes([])
-        self.new = [i for i, c in enumerate(self.changes) if c.hash not in known]
-
-    def problem(self) -> str | None:
-        if not self.new:
-            return None
-        try:
-            covered, problems = self._check()
-        except DocumentError as exc:
-            return str(exc)
-        if problems:
-            return problems[0]
-        for position in self.new:
-            change = self.changes[position]
-            if position in self._envelope_positions:
-                continue
-            if change.seq > covered.get(change.actor_id, 0):
-                return (
-                    f"change {change.hash.hex()[:12]} by device "
-                    f"{device_for_actor(change.actor_id)} is not signed by that device"
-                )
-        return None
-
-    def verified(self) -> set[str]:
-        self.new = list(range(len(self.changes)))
-        try:
-            covered, _ = self._check()
-        except DocumentError:
-            return set()
-        return {
-            change.hash.hex()
-            for change in self.changes
-            if change.seq <= covered.get(change.actor_id, 0)
-        }
-
-    def _check(self) -> tuple[dict[bytes, int], list[str]]:
-        """(highest covered seq per actor, problems) over the new changes' signatures."""
-        document = self.document
-        ops = document._operations()
-        index = _ChangeIndex(self.changes)
-        self._envelope_positions = _envelopes(index, ops)
-        clinic = document.values().get("clinic_id")
-        if not isinstance(clinic, str):
-            raise DocumentError("the record has no clinic")
-        problems: list[str] = []
-        new = set(self.new)
-        auth = _auth_objects(ops)
-        if any(op.key == AUTH_FIELD and op.action != MAKE_MAP for op in ops.root):
-            problems.append(f"{AUTH_FIELD} must be a map of keys and signatures")
-        declared: dict[str, bytes] = {}
-        signatures: list[tuple[str, int, Any]] = []
-        for nested in ops.nested:
-            if nested.obj not in auth:
-                continue
-            entry = parse_entry(nested.key or "")
-            if entry is None:
-                problems.append(f"unknown {AUTH_FIELD} entry {nested.key!r}")
-                continue
-            kind, device = entry
-            if kind == "key":
-                if isinstance(nested.value, bytes):
-                    declared.setdefault(device, nested.value)
-            else:
-                signatures.append((device, index.change_of(nested.id), nested.value))
-        clocks = _clocks(self.changes)
-        covered: dict[bytes, int] = {}
-        keys: dict[str, bytes | None] = {}
-        for device, position, signature in signatures:
-            if position not in new:
-                continue  # verified when this replica first received it
-            envelope = self.changes[position]
-            if device_for_actor(envelope.actor_id) != device:
-                problems.append(f"a signature in the name of {device} was written by another")
-                continue
-            if device not in keys:
-                keys[device] = self.directory.device_key(device, clinic, declared.get(device))
-            key = keys[device]
-            if key is None:
-                problems.append(f"device {device} is not an enrolled device of clinic {clinic}")
-                continue
-            message = signed_heads_message(document.id, envelope.deps)
-            if not verifies(key, message, signature):
-                problems.append(f"a signature by device {device} does not verify")
-                continue
-            reach = 0
-            for dep in envelope.deps:
-                reach = max(reach, clocks.get(dep, {}).get(envelope.actor_id, 0))
-            covered[envelope.actor_id] = max(covered.get(envelope.actor_id, 0), reach)
-        self._check_author_fields(ops, index, new, problems)
-        return covered, problems
-
-    def _check_author_fields(
-        self, ops: DocumentOps, index: _ChangeIndex, new: set[int], problems: list[str]
-    ) -> None:
-        for op in ops.root:
-            if op.key not in AUTHOR_FIELDS or op.action != SET:
-                continue
-            position = index.change_of(op.id)
-            if position not in new:
-                continue
-            author = device_for_actor(self.changes[position].actor_id)
-            if op.value != author:
-                problems.append(f"a change by device {author} writes {op.key} = {op.value!r}")
-
-
-def _clocks(changes: Sequence[Any]) -> dict[bytes, dict[bytes, int]]:
-    """For each change: the highest seq of each actor among it and its ancestors."""
-    clocks: dict[bytes, dict[bytes, int]] = {}
-    for change in changes:
-        clock: dict[bytes, int] = {}
-        for dep in change.deps:
-            for actor, seq in clocks.get(dep, {}).items():
-                if seq > clock.get(actor, 0):
-                    clock[actor] = seq
-        clock[change.actor_id] = max(change.seq, clock.get(change.actor_id, 0))
-        clocks[change.hash] = clock
-    return clocks
 
 
 def _check_signer(signer: Signer | None, device_id: str) -> None:

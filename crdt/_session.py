@@ -27,7 +27,7 @@ from typing import Protocol
 from automerge import core as am
 
 from crdt._authorship import KeyDirectory
-from crdt._document import DEFAULT_LIMITS, DocumentLimits, RecordDocument, actor_for_device
+from crdt._document import RecordDocument
 from crdt._errors import (
     CrdtError,
     DocumentError,
@@ -36,6 +36,8 @@ from crdt._errors import (
     MergeRejectedError,
     MessageTooLargeError,
 )
+from crdt._ids import actor_for_device
+from crdt._limits import DEFAULT_LIMITS, DocumentLimits
 from crdt._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Entry,
