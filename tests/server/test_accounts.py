@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pyotp
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from crdt import enrolment_message
@@ -626,3 +626,22 @@ def test_clinic_names_and_usernames_are_unique_per_organisation(
     assert accounts.login(
         solo.username, PASSWORD, pyotp.TOTP(solo_secret).now(), client=client
     ).is_success
+
+
+def test_unauthenticated_requests_cannot_grow_the_audit_log_without_bound(
+    accounts: Accounts, strict: Settings, server: Any
+) -> None:
+    """Each refused login is audited, but a client past its rate limit is refused
+    before anything is checked or written: its rows stop at the limit."""
+    client = new_client()
+    username = unique("nobody")
+    with server.db.read() as session:
+        before = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+    answers = [
+        accounts.login(username, "a wrong password", None, client=client).status_code
+        for _ in range(strict.rate_login_per_client + 40)
+    ]
+    assert answers.count(429) >= 40
+    with server.db.read() as session:
+        after = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+    assert after - before <= strict.rate_login_per_client
