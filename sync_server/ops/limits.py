@@ -128,9 +128,14 @@ class BodyLimitMiddleware:
         timeout = self._chunk_timeout()
         received = 0
         started = False
+        body_done = False
 
         async def guarded_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
+            if body_done:
+                # Past the body, receive() only waits for the client to go away (a
+                # streaming download listens for that as long as it runs): no deadline.
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), timeout)
             except TimeoutError:
@@ -139,6 +144,9 @@ class BodyLimitMiddleware:
                 received += len(message.get("body", b""))
                 if received > cap:
                     raise BodyError(413, "payload_too_large", _too_large(cap))
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def watched_send(message: Message) -> None:

@@ -4,15 +4,22 @@ have a deadline, each piece of a body has one, and a JSON route takes at most
 
 from __future__ import annotations
 
+import hashlib
 import http.client
+import os
 import socket
 import time
+import uuid as uuid_module
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
 from sync_server import Settings, ThreadedServer, create_app, migrate
+from sync_server.blobs.tables import Blob
+from sync_server.identity.tables import Clinic, Device, Organisation
 
 
 def _address(url: str) -> tuple[str, int]:
@@ -98,3 +105,48 @@ def test_a_kept_alive_connection_still_works_within_the_deadlines(strict_server:
             time.sleep(0.2)
     finally:
         connection.close()
+
+
+def test_a_download_longer_than_the_body_deadline_is_not_cut(
+    strict_server: Any, tmp_path: Any
+) -> None:
+    """Past the request body, the server only listens for the client going away (as a
+    streaming answer does for as long as it runs): that wait has no deadline."""
+    app = strict_server.app
+    data = os.urandom(3 * 1024 * 1024)
+    sha = hashlib.sha256(data).hexdigest()
+    clinic = str(uuid_module.uuid4())
+    with app.state.db.write() as session:
+        organisation = str(uuid_module.uuid4())
+        session.add(Organisation(id=organisation, name=f"org-{organisation[:8]}"))
+        session.flush()
+        session.add(Clinic(id=clinic, organisation_id=organisation, name=f"c-{clinic[:8]}"))
+        session.flush()
+        device = str(uuid_module.uuid4())
+        session.add(Device(id=device, clinic_id=clinic, public_key=b"k" * 32))
+        session.add(Blob(clinic_id=clinic, sha256=sha, size=len(data)))
+    backend = app.state.blobs
+    upload = uuid_module.uuid4().hex
+    handle = backend.start(upload)
+    backend.write_part(upload, handle, 1, 0, data)
+    backend.complete(upload, handle, [None], clinic, sha, len(data))
+    token, _ = app.state.signing_key.issue_access_token(
+        subject=device,
+        kind="device",
+        clinic_id=clinic,
+        organisation_id=organisation,
+        role="device",
+        ttl=timedelta(minutes=5),
+    )
+    received = 0
+    with (
+        httpx.Client(base_url=strict_server.url, timeout=30) as http,
+        http.stream(
+            "GET", f"/v1/blobs/{sha}", headers={"authorization": f"Bearer {token}"}
+        ) as answer,
+    ):
+        assert answer.status_code == 200
+        for piece in answer.iter_bytes(64 * 1024):
+            received += len(piece)
+            time.sleep(0.02)  # a slow reader: about 1 s in all, twice the deadline
+    assert received == len(data)
