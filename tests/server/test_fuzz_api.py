@@ -132,5 +132,6 @@ def test_no_generated_request_gets_a_5xx_or_an_answer_off_the_schema(
             # (GET /healthz): no request to make.
             assert mode is GenerationMode.NEGATIVE
             unsatisfiable += 1
+    print(f"fuzz {mode.value}: {len(operations)} operations, {calls} requests")
     assert calls >= (len(operations) - unsatisfiable) * 3
     assert unsatisfiable < len(operations) // 2
