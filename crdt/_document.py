@@ -474,9 +474,23 @@ class RecordDocument:
         except RecordValidationError as exc:
             return "; ".join(exc.errors)
         mine = self.values()
-        moved = [n for n in sorted(schema.immutable_fields) if values.get(n) != mine.get(n)]
+        fixed = set(values) | set(mine) if schema.frozen else schema.immutable_fields
+        moved = [n for n in sorted(fixed) if values.get(n) != mine.get(n)]
         if moved:
             return "immutable field changed: " + ", ".join(moved)
+        return RecordDocument(candidate, schema).frozen_problem()
+
+    def frozen_problem(self) -> str | None:
+        """For a frozen record (an intent): why its history is not one creation plus
+        its author's signatures, or None. Any other change after creation is refused."""
+        if not self._schema.frozen:
+            return None
+        changes = self._doc.get_changes([])
+        index = ChangeIndex(changes)
+        signatures = envelopes(index, self._operations())
+        writes = [c for i, c in enumerate(changes) if i not in signatures]
+        if len(writes) != 1 or any(c.actor_id != writes[0].actor_id for c in changes):
+            return f"{self.collection} cannot change after creation"
         return None
 
     # --------------------------------------------------- conflicts and history
@@ -622,6 +636,10 @@ class RecordDocument:
         self, device_id: str, now: datetime | None, apply: Any, signer: Signer | None
     ) -> None:
         _check_signer(signer, device_id)
+        if self._schema.frozen:
+            raise RecordValidationError(
+                self.collection, [f"{self.collection} cannot change after creation"]
+            )
         actor = actor_for_device(device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)

@@ -13,13 +13,24 @@ from datetime import date, datetime
 from typing import Annotated, Any, ClassVar
 
 import uuid6
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from crdt._errors import RecordValidationError
 from crdt._protocol import SHA256_PATTERN
 
 __all__ = [
     "COLLECTIONS",
+    "INTENT_DETAILS",
+    "AppointmentCancel",
+    "AppointmentRequest",
+    "AppointmentReschedule",
     "BlobReference",
     "ClinicalNote",
     "Contact",
@@ -28,11 +39,15 @@ __all__ = [
     "DecisionStatus",
     "Etiology",
     "FieldKind",
+    "Intent",
+    "IntentKind",
     "Measurements",
     "ModelOutput",
     "Patient",
     "Record",
     "Sex",
+    "VisitRequest",
+    "VisitReview",
     "Wound",
     "WoundAssessment",
     "WoundStatus",
@@ -103,7 +118,20 @@ class DecisionStatus(enum.StrEnum):
     """The server's answer to a device's intent."""
 
     ACCEPTED = "accepted"
+    # The request could not be met as asked, and the intent allowed the server to
+    # take the nearest fit instead (`Decision.outcome` says what was taken).
+    ACCEPTED_ALTERNATIVE = "accepted_alternative"
     REJECTED = "rejected"
+
+
+class IntentKind(enum.StrEnum):
+    """What a device asks the server to decide."""
+
+    APPOINTMENT_REQUEST = "appointment.request"
+    APPOINTMENT_RESCHEDULE = "appointment.reschedule"
+    APPOINTMENT_CANCEL = "appointment.cancel"
+    VISIT_REQUEST = "visit.request"
+    VISIT_REVIEW = "visit.review"
 
 
 class _Value(BaseModel):
@@ -156,6 +184,9 @@ class Record(BaseModel):
 
     collection: ClassVar[str] = ""
     json_fields: ClassVar[frozenset[str]] = frozenset()
+    # True for intents: nothing may change once the record is written (every field is
+    # immutable and a merge refuses any later change).
+    frozen: ClassVar[bool] = False
     text_fields: ClassVar[frozenset[str]] = frozenset()
     # Fields that decide where a record lives or what it belongs to: changing them
     # after creation would move patient data between scopes, so merges refuse it.
@@ -288,21 +319,139 @@ class Decision(Record):
     collection: ClassVar[str] = "decisions"
     device_writable: ClassVar[bool] = False
     immutable_fields: ClassVar[frozenset[str]] = Record.immutable_fields | {"intent_id"}
+    json_fields: ClassVar[frozenset[str]] = frozenset({"outcome", "alternative"})
 
     intent_id: Id
+    kind: IntentKind | None = None
     status: DecisionStatus
-    reason: Annotated[str, Field(max_length=2000)] | None = None
+    reason: Annotated[str, Field(max_length=2000)] | None = None  # for a person to read
+    # What the server did (e.g. the booking it made), and on a rejection the nearest
+    # fit it could offer instead (ask again for it).
+    outcome: dict[str, Any] | None = None
+    alternative: dict[str, Any] | None = None
+
+
+class AppointmentRequest(_Value):
+    """Book a slot: a service at a time, with one doctor or any doctor of a
+    specialisation. `flexible` lets the server book the nearest free fit instead."""
+
+    service: ShortText
+    starts_at: datetime
+    provider_id: Id | None = None
+    specialisation: ShortText | None = None
+    flexible: bool = False
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return _aware_time(value)
+
+
+class AppointmentReschedule(_Value):
+    """Move a booked appointment (`Intent.subject_id`) to another time (and doctor)."""
+
+    starts_at: datetime
+    provider_id: Id | None = None
+    flexible: bool = False
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return _aware_time(value)
+
+
+class AppointmentCancel(_Value):
+    """Cancel a booked appointment (`Intent.subject_id`)."""
+
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class VisitRequest(_Value):
+    """Book a caregiver visit at the patient's home: a skill, an area, a time, and
+    either a named caregiver or the best free one."""
+
+    skill: ShortText
+    area: ShortText
+    starts_at: datetime
+    duration_minutes: Annotated[int, Field(ge=5, le=480, multiple_of=5)] = 60
+    caregiver_id: Id | None = None
+    language: ShortText | None = None
+    flexible: bool = False
+
+    @field_validator("starts_at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return _aware_time(value)
+
+
+class VisitReview(_Value):
+    """Review a completed visit (`Intent.subject_id`), once."""
+
+    rating: Annotated[int, Field(ge=1, le=5)]
+    comment: Annotated[str, Field(max_length=2000)] | None = None
+
+
+INTENT_DETAILS: Mapping[IntentKind, type[_Value]] = {
+    IntentKind.APPOINTMENT_REQUEST: AppointmentRequest,
+    IntentKind.APPOINTMENT_RESCHEDULE: AppointmentReschedule,
+    IntentKind.APPOINTMENT_CANCEL: AppointmentCancel,
+    IntentKind.VISIT_REQUEST: VisitRequest,
+    IntentKind.VISIT_REVIEW: VisitReview,
+}
+_NEEDS_SUBJECT = frozenset(
+    {IntentKind.APPOINTMENT_RESCHEDULE, IntentKind.APPOINTMENT_CANCEL, IntentKind.VISIT_REVIEW}
+)
+
+
+class Intent(Record):
+    """Something a device asks the server to decide (book, move, cancel, review).
+
+    Immutable: written once, offline, under a client-made UUIDv7 that is also its
+    idempotency key; every replica refuses any later change to it. The server decides
+    it once, in the push that delivers it, and answers with a `Decision`.
+    """
+
+    collection: ClassVar[str] = "intents"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"details"})
+    frozen: ClassVar[bool] = True
+
+    kind: IntentKind
+    patient_id: Id | None = None
+    subject_id: Id | None = None  # the booking a reschedule, cancel or review acts on
+    details: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _details_fit_the_kind(self) -> Intent:
+        INTENT_DETAILS[self.kind].model_validate(self.details)
+        if (self.kind in _NEEDS_SUBJECT) != (self.subject_id is not None):
+            needs = "needs" if self.kind in _NEEDS_SUBJECT else "takes no"
+            raise ValueError(f"a {self.kind} intent {needs} subject_id")
+        if self.kind in (IntentKind.APPOINTMENT_REQUEST, IntentKind.VISIT_REQUEST) and (
+            self.patient_id is None
+        ):
+            raise ValueError(f"a {self.kind} intent needs patient_id")
+        return self
+
+    def parsed_details(self) -> BaseModel:
+        """`details` as its kind's model (`AppointmentRequest`, `VisitReview`, ...)."""
+        return INTENT_DETAILS[self.kind].model_validate(self.details)
 
 
 COLLECTIONS: Mapping[str, type[Record]] = {
     schema.collection: schema
-    for schema in (Patient, Wound, WoundAssessment, ClinicalNote, Decision)
+    for schema in (Patient, Wound, WoundAssessment, ClinicalNote, Decision, Intent)
 }
 
 
 def schema_for(collection: str) -> type[Record]:
     """Return the schema class of `collection`, or raise `KeyError`."""
     return COLLECTIONS[collection]
+
+
+def _aware_time(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("a time must say its UTC offset")
+    return value
 
 
 def _holds_nul(value: Any) -> bool:

@@ -411,6 +411,9 @@ def _checked_load(
     if doc.id != doc_id:
         raise DocumentError(f"document travels as {doc_id} but is record {doc.id}")
     doc.read()  # raises RecordValidationError
+    frozen = doc.frozen_problem()
+    if frozen is not None:
+        raise MergeRejectedError(doc_id, frozen)
     if policy is not None:
         reason = policy(doc)
         if reason is not None:
