@@ -31,19 +31,26 @@ __all__ = [
     "AppointmentCancel",
     "AppointmentRequest",
     "AppointmentReschedule",
+    "Availability",
     "BlobReference",
     "ClinicalNote",
     "Contact",
     "ContactKind",
     "Decision",
     "DecisionStatus",
+    "Directory",
+    "DirectoryClinic",
+    "DirectoryProvider",
+    "DirectoryService",
     "Etiology",
     "FieldKind",
+    "FreeSlot",
     "Intent",
     "IntentKind",
     "Measurements",
     "ModelOutput",
     "Patient",
+    "ProviderKind",
     "Record",
     "Sex",
     "VisitRequest",
@@ -51,6 +58,9 @@ __all__ = [
     "Wound",
     "WoundAssessment",
     "WoundStatus",
+    "availability_id",
+    "decision_id",
+    "directory_id",
     "new_record_id",
     "schema_for",
 ]
@@ -437,9 +447,110 @@ class Intent(Record):
         return INTENT_DETAILS[self.kind].model_validate(self.details)
 
 
+class ProviderKind(enum.StrEnum):
+    """Who a booking is with."""
+
+    DOCTOR = "doctor"
+    NURSE = "nurse"
+    CAREGIVER = "caregiver"  # visits patients at home
+
+
+class DirectoryClinic(_Value):
+    """A hospital or clinic of the organisation."""
+
+    id: Id
+    name: ShortText
+    timezone: ShortText
+
+
+class DirectoryProvider(_Value):
+    """A doctor, nurse or caregiver that can be booked."""
+
+    id: Id
+    name: ShortText
+    kind: ProviderKind
+    clinic_id: Id | None = None  # None: works across the organisation (caregivers)
+    specialisations: tuple[ShortText, ...] = ()
+    skills: tuple[ShortText, ...] = ()  # caregivers: wound dressing, compression, NPWT...
+    languages: tuple[ShortText, ...] = ()
+    areas: tuple[ShortText, ...] = ()  # caregivers: the areas they serve
+    services: tuple[ShortText, ...] = ()  # codes of the services they offer
+
+
+class DirectoryService(_Value):
+    """Something that can be booked, and how long one slot of it lasts."""
+
+    code: ShortText
+    name: ShortText
+    duration_minutes: Annotated[int, Field(ge=5, le=480, multiple_of=5)]
+    specialisation: ShortText | None = None
+
+
+class Directory(Record):
+    """The organisation's bookable directory as one clinic's devices see it
+    (server-owned reference data, synced down read-only; may be stale offline)."""
+
+    collection: ClassVar[str] = "directory"
+    device_writable: ClassVar[bool] = False
+    json_fields: ClassVar[frozenset[str]] = frozenset({"clinics", "providers", "services"})
+
+    generated_at: datetime
+    clinics: tuple[DirectoryClinic, ...] = ()
+    providers: tuple[DirectoryProvider, ...] = ()
+    services: tuple[DirectoryService, ...] = ()
+
+
+class FreeSlot(_Value):
+    """A slot the server had free when it wrote the availability record."""
+
+    provider_id: Id
+    service: ShortText
+    starts_at: datetime
+    ends_at: datetime
+
+
+class Availability(Record):
+    """One clinic's free slots on one day, in the clinic's time zone (server-owned
+    reference data, synced down read-only: what can be asked for, as of
+    `generated_at`)."""
+
+    collection: ClassVar[str] = "availability"
+    device_writable: ClassVar[bool] = False
+    json_fields: ClassVar[frozenset[str]] = frozenset({"slots"})
+
+    day: date
+    timezone: ShortText
+    generated_at: datetime
+    slots: tuple[FreeSlot, ...] = ()
+
+
+def directory_id(clinic_id: str) -> str:
+    """The id of a clinic's `Directory` record (one per clinic)."""
+    return f"directory:{clinic_id}"
+
+
+def availability_id(clinic_id: str, day: date) -> str:
+    """The id of a clinic's `Availability` record for `day`."""
+    return f"availability:{clinic_id}:{day.isoformat()}"
+
+
+def decision_id(intent_id: str) -> str:
+    """The id of the `Decision` on `intent_id`: one per intent, whoever writes it."""
+    return f"decision:{intent_id}"
+
+
 COLLECTIONS: Mapping[str, type[Record]] = {
     schema.collection: schema
-    for schema in (Patient, Wound, WoundAssessment, ClinicalNote, Decision, Intent)
+    for schema in (
+        Patient,
+        Wound,
+        WoundAssessment,
+        ClinicalNote,
+        Decision,
+        Intent,
+        Directory,
+        Availability,
+    )
 }
 
 
