@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sync_server.blobs import routes as blob_routes
 from sync_server.blobs.backends import make_blob_backend
 from sync_server.blobs.uploads import purge_stale_uploads
+from sync_server.bookings.deciders import register as register_bookings
 from sync_server.db import Database
 from sync_server.errors import (
     Conflict,
@@ -45,6 +46,7 @@ from sync_server.identity import admin_routes, auth_routes
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.throttling import prune as prune_throttles
 from sync_server.identity.tokens import SigningKey
+from sync_server.intents.desk import IntentDesk
 from sync_server.keyfiles import private_folder
 from sync_server.models import routes as model_routes
 from sync_server.models.services import MAX_MANIFEST_SIZE, MAX_MODEL_SIZE
@@ -130,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.artifact_key = artifact_key
     app.state.secret_box = secret_box
     app.state.feed = feed
+    app.state.intents = IntentDesk()
+    register_bookings(app.state.intents)
     app.state.blobs = make_blob_backend(settings)
 
     @app.exception_handler(ServerError)

@@ -7,7 +7,8 @@ Routes declare what they need by type::
 - `DbDep`, `SettingsDep`, `SigningKeyDep`, `ArtifactKeyDep`, `SecretBoxDep`,
   `BlobsDep`, `FeedDep`, `MetricsDep`: the app's database, settings, token signing key,
   artifact (model) signing key, the box that seals TOTP secrets, blob backend,
-  change-feed notifier and metrics (built once by `create_app`, kept on ``app.state``).
+  change-feed notifier and metrics, and `IntentDeskDep` (the handlers that decide
+  intents) (built once by `create_app`, kept on ``app.state``).
 - `RequestIdDep`: the request id the observability middleware gave this request (for
   audit rows).
 - `ClientDep`: the client address requests are throttled by (an IPv6 /64), from the
@@ -34,6 +35,7 @@ from sync_server.identity.principals import STAFF_ROLES, Principal, authenticate
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.throttling import client_of
 from sync_server.identity.tokens import SigningKey
+from sync_server.intents.desk import IntentDesk
 from sync_server.models.signing import ArtifactKey
 from sync_server.ops.metrics import Metrics
 from sync_server.settings import Settings
@@ -48,6 +50,7 @@ __all__ = [
     "DbDep",
     "DeviceCaller",
     "FeedDep",
+    "IntentDeskDep",
     "MetricsDep",
     "RequestIdDep",
     "SecretBoxDep",
@@ -76,6 +79,11 @@ def _signing_key(request: Request) -> SigningKey:
 def _artifact_key(request: Request) -> ArtifactKey:
     key: ArtifactKey = request.app.state.artifact_key
     return key
+
+
+def _intent_desk(request: Request) -> IntentDesk:
+    desk: IntentDesk = request.app.state.intents
+    return desk
 
 
 def _secret_box(request: Request) -> SecretBox:
@@ -112,6 +120,7 @@ DbDep = Annotated[Database, Depends(_db)]
 SigningKeyDep = Annotated[SigningKey, Depends(_signing_key)]
 ArtifactKeyDep = Annotated[ArtifactKey, Depends(_artifact_key)]
 SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]
+IntentDeskDep = Annotated[IntentDesk, Depends(_intent_desk)]
 ClientDep = Annotated[str, Depends(_client)]
 BlobsDep = Annotated[BlobBackend, Depends(_blobs)]
 FeedDep = Annotated[Feed, Depends(_feed)]

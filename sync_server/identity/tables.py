@@ -53,6 +53,9 @@ class Clinic(Base):
     # The clinic's change feed: the last sequence number given to a document write.
     # Taken with a row lock inside the writing transaction, so numbers commit in order.
     feed_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    # IANA time zone its schedules and slots are in (a slot across a daylight-saving
+    # change is right because times are computed in this zone, stored in UTC).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

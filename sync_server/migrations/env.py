@@ -7,8 +7,10 @@ from alembic import context
 # Every domain's tables, so the metadata Alembic compares against is complete.
 from sync_server.audit import tables as _audit  # noqa: F401
 from sync_server.blobs import tables as _blobs  # noqa: F401
+from sync_server.bookings import tables as _bookings  # noqa: F401
 from sync_server.db import Base
 from sync_server.identity import tables as _identity  # noqa: F401
+from sync_server.intents import tables as _intents  # noqa: F401
 from sync_server.models import tables as _models  # noqa: F401
 from sync_server.sync import tables as _sync  # noqa: F401
 

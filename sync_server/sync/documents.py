@@ -14,7 +14,7 @@ projection row are written in the push's one transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,12 +141,17 @@ def push_documents(
     server_key: bytes,
     limits: DocumentLimits = DEFAULT_LIMITS,
     request_id: str | None = None,
+    decide: Callable[[Session, list[RecordDocument]], object] | None = None,
 ) -> PushResult:
     """Merge a device's pushed documents into its clinic's replicas, in `session`'s
     transaction, and audit the push. Refused documents are reported and nothing of
     them is stored; a document too large to be pulled again in a message of
     `max_message_size` bytes is refused, and so is one with a new change not signed by
     an enrolled device of its clinic (or the server, whose key is `server_key`).
+
+    `decide` is given the push's intents (new, or held before but never decided) once
+    they are stored, in the same transaction: the decisions it writes commit with the
+    push or not at all (`sync_server.intents.IntentDesk.decide`).
 
     Raises:
         NotFound: The caller has no clinic, or it no longer exists.
@@ -168,9 +173,12 @@ def push_documents(
             Rejection(doc_id, "the id belongs to a record outside this device's clinic")
         )
     pushed_heads: dict[str, list[bytes]] = {}
+    intents: dict[str, RecordDocument] = {}
 
     def policy(document: RecordDocument) -> str | None:
         pushed_heads[document.id] = document.heads
+        if document.collection == "intents":
+            intents[document.id] = document
         return _device_policy(principal, document)
 
     store = _TransactionStore(session, clinic, existing, principal)
@@ -192,6 +200,10 @@ def push_documents(
     result.unchanged = [
         doc_id for doc_id in ids if doc_id not in report.received and doc_id not in refused
     ]
+    if decide is not None:
+        deliverable = [doc for doc_id, doc in intents.items() if doc_id not in refused]
+        if deliverable:
+            decide(session, deliverable)
     result.cursor = clinic.feed_seq
     record_event(
         session=session,

@@ -15,24 +15,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+from functools import partial
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from crdt import SYNC_MEDIA_TYPE
+from crdt import SYNC_MEDIA_TYPE, RecordDocument
 from sync_server.bodies import read_body
 from sync_server.deps import (
     ArtifactKeyDep,
     DbDep,
     DeviceCaller,
     FeedDep,
+    IntentDeskDep,
     MetricsDep,
     RequestIdDep,
     SettingsDep,
 )
 from sync_server.errors import Invalid, PayloadTooLarge
-from sync_server.sync.authorship import clinic_directory
+from sync_server.intents.desk import IntentDesk
+from sync_server.sync.authorship import ServerSigner, clinic_directory
 from sync_server.sync.documents import (
     PullPage,
     decode_push,
@@ -77,6 +81,7 @@ async def push(
     metrics: MetricsDep,
     request_id: RequestIdDep,
     artifact_key: ArtifactKeyDep,
+    desk: IntentDeskDep,
 ) -> PushResponse:
     """Merge a device's documents into its clinic's replicas."""
     cap = settings.max_message_size
@@ -89,6 +94,14 @@ async def push(
     clinic_id = caller.clinic_id
     assert clinic_id is not None  # a device always belongs to a clinic
     limits = settings.document_limits
+    decide = partial(
+        _decide,
+        desk,
+        organisation_id=caller.organisation_id,
+        clinic_id=clinic_id,
+        device_id=caller.id,
+        signer=ServerSigner(artifact_key),
+    )
 
     def work() -> PushResponse:
         # Decoding and merging are CPU work: off the event loop, so one big push
@@ -109,6 +122,7 @@ async def push(
                 server_key=artifact_key.public_key_bytes,
                 limits=limits,
                 request_id=request_id,
+                decide=decide,
             )
             if result.accepted:
                 feed.notify_in(session, clinic_id)
@@ -213,4 +227,24 @@ def directory(caller: DeviceCaller, db: DbDep) -> DeviceDirectory:
             DirectoryEntry(device_id=device, public_key=base64.b64encode(key).decode())
             for device, key in sorted(keys.items())
         ]
+    )
+
+
+def _decide(
+    desk: IntentDesk,
+    session: Session,
+    intents: list[RecordDocument],
+    *,
+    organisation_id: str,
+    clinic_id: str,
+    device_id: str,
+    signer: ServerSigner,
+) -> None:
+    desk.decide(
+        session=session,
+        organisation_id=organisation_id,
+        clinic_id=clinic_id,
+        device_id=device_id,
+        intents=intents,
+        signer=signer,
     )

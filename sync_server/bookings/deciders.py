@@ -1,0 +1,498 @@
+"""How the server decides booking intents: appointments (request, reschedule, cancel)
+and caregiver visits (request, review). Each handler runs inside the push that
+delivered the intent, in a savepoint (`sync_server.intents.IntentDesk`); it gets time
+for a booking only through `slots.take`, so the database, not this code, is what
+keeps two bookings off one provider's time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from crdt import (
+    AppointmentCancel,
+    AppointmentRequest,
+    AppointmentReschedule,
+    IntentKind,
+    ProviderKind,
+    VisitRequest,
+    VisitReview,
+)
+from sync_server.bookings.reference import availability_key, local_day, refresh_touched
+from sync_server.bookings.schedule import Span, zone
+from sync_server.bookings.slots import Schedule, free_slots, is_aligned, json_list, release, take
+from sync_server.bookings.tables import ACTIVE_STATES, Booking, Provider, QualityFlag, Service
+from sync_server.db import new_id, rowcount
+from sync_server.identity.tables import Clinic
+from sync_server.intents.desk import IntentContext, IntentDesk, Verdict
+from sync_server.sync.tables import Document
+
+__all__ = ["LATE_CANCELLATION", "LOW_RATING", "SEARCH_DAYS", "cancel_booking", "register"]
+
+LATE_CANCELLATION = timedelta(hours=24)
+"""A cancellation closer than this to the appointment is flagged late."""
+SEARCH_DAYS = 7
+"""How far ahead the server looks for an alternative to offer."""
+LOW_RATING = 2
+"""A visit rated this or lower raises a quality flag."""
+
+
+def register(desk: IntentDesk) -> None:
+    """Give `desk` the booking handlers and the availability refresh."""
+    desk.register(IntentKind.APPOINTMENT_REQUEST, request_appointment)
+    desk.register(IntentKind.APPOINTMENT_RESCHEDULE, reschedule_appointment)
+    desk.register(IntentKind.APPOINTMENT_CANCEL, cancel_appointment)
+    desk.register(IntentKind.VISIT_REQUEST, request_visit)
+    desk.register(IntentKind.VISIT_REVIEW, review_visit)
+    desk.after_decisions(refresh_touched)
+
+
+# ---------------------------------------------------------------- appointments
+def request_appointment(context: IntentContext) -> Verdict:
+    """Book the slot asked for, with the doctor asked for or any fitting one."""
+    asked = context.intent.parsed_details()
+    assert isinstance(asked, AppointmentRequest)
+    session, clinic = context.session, _clinic(context)
+    patient_id = context.intent.patient_id
+    assert patient_id is not None  # the schema requires it
+    problem = _patient_problem(context, patient_id)
+    if problem:
+        return Verdict.rejected(problem)
+    service = _service(session, context.organisation_id, asked.service, "appointment")
+    if service is None:
+        return Verdict.rejected(f"this clinic offers no service called {asked.service!r}")
+    span = Span(asked.starts_at, asked.starts_at + timedelta(minutes=service.duration_minutes))
+    problem = _time_problem(context, span)
+    if problem:
+        return Verdict.rejected(problem)
+    candidates = _clinicians(context, service, asked.provider_id, asked.specialisation)
+    if isinstance(candidates, str):
+        return Verdict.rejected(candidates)
+    for provider in candidates:
+        booking = _booking(context, "appointment", provider, patient_id, service.code, span)
+        if _holds(session, booking, provider, span):
+            context.touched.add(availability_key(clinic.id, local_day(clinic, span.start)))
+            return Verdict.accepted(_outcome(booking, provider))
+    reason = _busy_reason(clinic, candidates, asked.provider_id, span)
+    return _alternative(context, clinic, candidates, service, span, patient_id, reason, asked)
+
+
+def reschedule_appointment(context: IntentContext) -> Verdict:
+    """Move an appointment: the new time is taken and the old freed together, or
+    neither."""
+    asked = context.intent.parsed_details()
+    assert isinstance(asked, AppointmentReschedule)
+    session, clinic = context.session, _clinic(context)
+    booking = _subject(context, "appointment")
+    if isinstance(booking, str):
+        return Verdict.rejected(booking)
+    if booking.state not in ("booked", "confirmed"):
+        return Verdict.rejected(f"the appointment is {booking.state.replace('_', ' ')}")
+    service = _service(session, context.organisation_id, booking.service, "appointment")
+    if service is None:
+        return Verdict.rejected(f"the service {booking.service!r} is no longer offered")
+    span = Span(asked.starts_at, asked.starts_at + timedelta(minutes=service.duration_minutes))
+    problem = _time_problem(context, span)
+    if problem:
+        return Verdict.rejected(problem)
+    wanted = asked.provider_id or booking.provider_id
+    candidates = _clinicians(context, service, wanted, None)
+    if isinstance(candidates, str):
+        return Verdict.rejected(candidates)
+    old_day = local_day(clinic, booking.starts_at)
+    provider = candidates[0]
+    if _move(session, booking, provider, span, context.now):
+        context.touched |= {
+            availability_key(clinic.id, old_day),
+            availability_key(clinic.id, local_day(clinic, span.start)),
+        }
+        return Verdict.accepted(_outcome(booking, provider))
+    reason = _busy_reason(clinic, candidates, wanted, span)
+    offered = _nearest(session, candidates, service.duration_minutes, span.start, context.now)
+    if offered is not None and asked.flexible:
+        other, slot = offered
+        if _move(session, booking, other, slot, context.now):
+            context.touched |= {
+                availability_key(clinic.id, old_day),
+                availability_key(clinic.id, local_day(clinic, slot.start)),
+            }
+            return Verdict.accepted_alternative(
+                _outcome(booking, other), f"{reason}; moved to the nearest free slot instead"
+            )
+    return Verdict.rejected(
+        reason, alternative=None if offered is None else _offer(offered, service.code)
+    )
+
+
+def cancel_appointment(context: IntentContext) -> Verdict:
+    """Cancel an appointment and free its slot; late cancellations are flagged."""
+    asked = context.intent.parsed_details()
+    assert isinstance(asked, AppointmentCancel)
+    clinic = _clinic(context)
+    booking = _subject(context, "appointment")
+    if isinstance(booking, str):
+        return Verdict.rejected(booking)
+    if booking.state not in ("booked", "confirmed"):
+        return Verdict.rejected(f"the appointment is {booking.state.replace('_', ' ')}")
+    late = booking.starts_at - context.now < LATE_CANCELLATION
+    cancel_booking(context.session, booking, context.now, asked.reason, late=late)
+    context.touched.add(availability_key(clinic.id, local_day(clinic, booking.starts_at)))
+    outcome = {"booking_id": booking.id, "state": booking.state, "late_cancellation": late}
+    return Verdict.accepted(
+        outcome, reason="cancelled less than 24 hours before the appointment" if late else None
+    )
+
+
+# ---------------------------------------------------------------- caregiver visits
+def request_visit(context: IntentContext) -> Verdict:
+    """Book the best free caregiver with the skill, in the area, at the time (or the
+    caregiver asked for)."""
+    asked = context.intent.parsed_details()
+    assert isinstance(asked, VisitRequest)
+    session, clinic = context.session, _clinic(context)
+    patient_id = context.intent.patient_id
+    assert patient_id is not None
+    problem = _patient_problem(context, patient_id)
+    if problem:
+        return Verdict.rejected(problem)
+    span = Span(asked.starts_at, asked.starts_at + timedelta(minutes=asked.duration_minutes))
+    problem = _time_problem(context, span)
+    if problem:
+        return Verdict.rejected(problem)
+    candidates = _caregivers(context, asked)
+    if isinstance(candidates, str):
+        return Verdict.rejected(candidates)
+    for caregiver in candidates:
+        booking = _booking(context, "visit", caregiver, patient_id, asked.skill, span)
+        booking.area, booking.language = asked.area, asked.language
+        if _holds(session, booking, caregiver, span):
+            return Verdict.accepted(_outcome(booking, caregiver))
+    who = candidates[0].name if asked.caregiver_id else f"every {asked.skill} caregiver"
+    reason = f"{who} is busy or off duty at {_local(clinic, span.start)}"
+    offered = _nearest(session, candidates, asked.duration_minutes, span.start, context.now)
+    if offered is not None and asked.flexible:
+        caregiver, slot = offered
+        booking = _booking(context, "visit", caregiver, patient_id, asked.skill, slot)
+        booking.area, booking.language = asked.area, asked.language
+        if take(session, booking, slot):
+            return Verdict.accepted_alternative(
+                _outcome(booking, caregiver), f"{reason}; booked the nearest free time instead"
+            )
+    return Verdict.rejected(
+        reason, alternative=None if offered is None else _offer(offered, asked.skill)
+    )
+
+
+def review_visit(context: IntentContext) -> Verdict:
+    """Record the one review of a completed visit; a low rating flags the caregiver."""
+    asked = context.intent.parsed_details()
+    assert isinstance(asked, VisitReview)
+    booking = _subject(context, "visit")
+    if isinstance(booking, str):
+        return Verdict.rejected(booking)
+    if booking.state != "completed":
+        return Verdict.rejected(
+            f"only a completed visit can be reviewed; this one is {booking.state}"
+        )
+    # Conditional: a second review (another device, a replay under a new id) finds
+    # the rating set and changes nothing.
+    done = context.session.execute(
+        update(Booking)
+        .where(Booking.id == booking.id, Booking.rating.is_(None), Booking.state == "completed")
+        .values(
+            rating=asked.rating,
+            review_comment=asked.comment,
+            reviewed_at=context.now,
+            updated_at=context.now,
+        )
+    )
+    if rowcount(done) != 1:
+        return Verdict.rejected("this visit has already been reviewed")
+    if asked.rating <= LOW_RATING:
+        context.session.add(
+            QualityFlag(
+                id=new_id(),
+                organisation_id=booking.organisation_id,
+                provider_id=booking.provider_id,
+                booking_id=booking.id,
+                reason=f"low rating ({asked.rating}/5)",
+                created_at=context.now,
+            )
+        )
+    return Verdict.accepted({"booking_id": booking.id, "rating": asked.rating})
+
+
+# ---------------------------------------------------------------- shared steps
+def cancel_booking(
+    session: Session, booking: Booking, now: datetime, reason: str | None, *, late: bool
+) -> None:
+    """Cancel `booking` and free its time (staff and intents alike)."""
+    release(session, booking.id)
+    booking.state = "cancelled"
+    booking.cancel_reason = reason
+    booking.late_cancellation = late
+    booking.updated_at = now
+    session.flush()
+
+
+def _holds(session: Session, booking: Booking, provider: Provider, span: Span) -> bool:
+    """Book `span` for `booking` if it is within the provider's hours and free."""
+    first, last = span.start.date() - timedelta(days=1), span.end.date() + timedelta(days=1)
+    if not Schedule(session, provider, first, last).offers(span):
+        session.expunge(booking)
+        return False
+    return take(session, booking, span)
+
+
+def _move(
+    session: Session, booking: Booking, provider: Provider, span: Span, now: datetime
+) -> bool:
+    first, last = span.start.date() - timedelta(days=1), span.end.date() + timedelta(days=1)
+    if not Schedule(session, provider, first, last).offers(span):
+        return False
+    savepoint = session.begin_nested()
+    release(session, booking.id)
+    booking.provider_id = provider.id
+    booking.starts_at, booking.ends_at = span.start, span.end
+    booking.updated_at = now
+    if take(session, booking, span):
+        savepoint.commit()
+        return True
+    savepoint.rollback()  # the old time is held again, the booking as it was
+    session.refresh(booking)
+    return False
+
+
+def _booking(
+    context: IntentContext,
+    kind: str,
+    provider: Provider,
+    patient_id: str,
+    service: str,
+    span: Span,
+) -> Booking:
+    booking = Booking(
+        id=new_id(),
+        organisation_id=context.organisation_id,
+        clinic_id=context.clinic_id,
+        kind=kind,
+        provider_id=provider.id,
+        patient_id=patient_id,
+        service=service,
+        starts_at=span.start,
+        ends_at=span.end,
+        state="booked",
+        intent_id=context.intent.id,
+        late_cancellation=False,
+        created_at=context.now,
+        updated_at=context.now,
+    )
+    context.session.add(booking)
+    return booking
+
+
+def _alternative(
+    context: IntentContext,
+    clinic: Clinic,
+    candidates: Sequence[Provider],
+    service: Service,
+    span: Span,
+    patient_id: str,
+    reason: str,
+    asked: AppointmentRequest,
+) -> Verdict:
+    session = context.session
+    offered = _nearest(session, candidates, service.duration_minutes, span.start, context.now)
+    if offered is not None and asked.flexible:
+        provider, slot = offered
+        booking = _booking(context, "appointment", provider, patient_id, service.code, slot)
+        if take(session, booking, slot):
+            context.touched.add(availability_key(clinic.id, local_day(clinic, slot.start)))
+            return Verdict.accepted_alternative(
+                _outcome(booking, provider), f"{reason}; booked the nearest free slot instead"
+            )
+    return Verdict.rejected(
+        reason, alternative=None if offered is None else _offer(offered, service.code)
+    )
+
+
+def _nearest(
+    session: Session,
+    candidates: Sequence[Provider],
+    minutes: int,
+    around: datetime,
+    now: datetime,
+) -> tuple[Provider, Span] | None:
+    """The free slot of `minutes` closest to `around` (from now on, within
+    `SEARCH_DAYS`), among `candidates`."""
+    start_day = max(around, now).date() - timedelta(days=1)
+    days = [start_day + timedelta(days=n) for n in range(SEARCH_DAYS + 2)]
+    found = free_slots(session, candidates, minutes, days, after=now)
+    if not found:
+        return None
+    return min(found, key=lambda item: (abs(item[1].start - around), item[1].start, item[0].id))
+
+
+def _offer(offered: tuple[Provider, Span], service: str) -> dict[str, Any]:
+    provider, slot = offered
+    return {
+        "provider_id": provider.id,
+        "provider_name": provider.name,
+        "service": service,
+        "starts_at": slot.start.isoformat(),
+        "ends_at": slot.end.isoformat(),
+    }
+
+
+def _outcome(booking: Booking, provider: Provider) -> dict[str, Any]:
+    return {
+        "booking_id": booking.id,
+        "kind": booking.kind,
+        "provider_id": provider.id,
+        "provider_name": provider.name,
+        "service": booking.service,
+        "starts_at": booking.starts_at.astimezone(UTC).isoformat(),
+        "ends_at": booking.ends_at.astimezone(UTC).isoformat(),
+        "state": booking.state,
+    }
+
+
+def _clinic(context: IntentContext) -> Clinic:
+    clinic = context.session.get(Clinic, context.clinic_id)
+    assert clinic is not None  # the push holds the clinic's row lock
+    return clinic
+
+
+def _patient_problem(context: IntentContext, patient_id: str) -> str | None:
+    known = context.session.scalar(
+        select(Document.id).where(
+            Document.id == patient_id,
+            Document.clinic_id == context.clinic_id,
+            Document.collection == "patients",
+        )
+    )
+    return None if known else f"patient {patient_id} is not a patient of this clinic"
+
+
+def _time_problem(context: IntentContext, span: Span) -> str | None:
+    if not is_aligned(span.start.astimezone(UTC)):
+        return "appointments start on a 5-minute step (e.g. 09:00, 09:05)"
+    if span.start <= context.now:
+        return "that time has passed"
+    return None
+
+
+def _service(session: Session, organisation_id: str, code: str, kind: str) -> Service | None:
+    return session.scalar(
+        select(Service).where(
+            Service.organisation_id == organisation_id, Service.code == code, Service.kind == kind
+        )
+    )
+
+
+def _clinicians(
+    context: IntentContext, service: Service, provider_id: str | None, specialisation: str | None
+) -> list[Provider] | str:
+    """The clinic's doctors and nurses who offer `service` (the one asked for, or
+    every one with the specialisation), or why there is none."""
+    rows = context.session.scalars(
+        select(Provider)
+        .where(
+            Provider.clinic_id == context.clinic_id,
+            Provider.active.is_(True),
+            Provider.kind.in_([ProviderKind.DOCTOR.value, ProviderKind.NURSE.value]),
+        )
+        .order_by(Provider.id)
+    ).all()
+    offering = [p for p in rows if service.code in json_list(p.services)]
+    if provider_id is not None:
+        named = [p for p in offering if p.id == provider_id]
+        if not named:
+            return f"no clinician {provider_id} here offers {service.name}"
+        return named
+    wanted = specialisation or service.specialisation
+    if wanted is not None:
+        offering = [p for p in offering if wanted in json_list(p.specialisations)]
+    if not offering:
+        what = f" with specialisation {wanted!r}" if wanted else ""
+        return f"no clinician{what} at this clinic offers {service.name}"
+    return offering
+
+
+def _caregivers(context: IntentContext, asked: VisitRequest) -> list[Provider] | str:
+    """Caregivers with the skill who serve the area, best first: the one asked for;
+    else speakers of the language first, then the least busy that day, then the best
+    rated."""
+    rows = context.session.scalars(
+        select(Provider)
+        .where(
+            Provider.organisation_id == context.organisation_id,
+            Provider.active.is_(True),
+            Provider.kind == ProviderKind.CAREGIVER.value,
+        )
+        .order_by(Provider.id)
+    ).all()
+    fit = [
+        p for p in rows if asked.skill in json_list(p.skills) and asked.area in json_list(p.areas)
+    ]
+    if asked.caregiver_id is not None:
+        named = [p for p in fit if p.id == asked.caregiver_id]
+        if not named:
+            return f"caregiver {asked.caregiver_id} does not do {asked.skill} in {asked.area}"
+        return named
+    if not fit:
+        return f"no caregiver does {asked.skill} in {asked.area}"
+    day_start = asked.starts_at.astimezone(UTC).replace(hour=0, minute=0)
+    load: dict[str, Any] = dict(
+        context.session.execute(
+            select(Booking.provider_id, func.count())
+            .where(
+                Booking.provider_id.in_([p.id for p in fit]),
+                Booking.state.in_(ACTIVE_STATES),
+                Booking.starts_at >= day_start,
+                Booking.starts_at < day_start + timedelta(days=1),
+            )
+            .group_by(Booking.provider_id)
+        ).all()
+    )
+    ratings: dict[str, Any] = dict(
+        context.session.execute(
+            select(Booking.provider_id, func.avg(Booking.rating))
+            .where(Booking.provider_id.in_([p.id for p in fit]), Booking.rating.is_not(None))
+            .group_by(Booking.provider_id)
+        ).all()
+    )
+
+    def rank(p: Provider) -> tuple[bool, int, float, str]:
+        speaks = asked.language is None or asked.language in json_list(p.languages)
+        return (not speaks, int(load.get(p.id, 0)), -float(ratings.get(p.id) or 0), p.id)
+
+    return sorted(fit, key=rank)
+
+
+def _subject(context: IntentContext, kind: str) -> Booking | str:
+    subject_id = context.intent.subject_id
+    booking = context.session.get(Booking, subject_id) if subject_id else None
+    if booking is None or booking.clinic_id != context.clinic_id or booking.kind != kind:
+        return f"no {kind} {subject_id} at this clinic"
+    patient = context.intent.patient_id
+    if patient is not None and patient != booking.patient_id:
+        return f"the {kind} is not the patient's"
+    return booking
+
+
+def _busy_reason(
+    clinic: Clinic, candidates: Sequence[Provider], asked_for: str | None, span: Span
+) -> str:
+    who = candidates[0].name if asked_for else "every fitting clinician"
+    return f"{who} is booked or not working at {_local(clinic, span.start)}"
+
+
+def _local(clinic: Clinic, moment: datetime) -> str:
+    here = moment.astimezone(zone(clinic.timezone))
+    return f"{here:%H:%M} on {here:%A} {here.day} {here:%B %Y} ({clinic.timezone})"

@@ -1,0 +1,1 @@
+"""Intents the server decides: the mechanism bookings, commerce and payments share."""

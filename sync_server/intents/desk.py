@@ -1,0 +1,212 @@
+"""Deciding intents inside the push that delivers them.
+
+A device cannot decide who gets a slot, a lot of stock or a charge: it writes an
+`crdt.Intent` offline, and the server decides it in the transaction of the push that
+delivers it (`IntentDesk.decide`, called by `sync_server.sync` once the pushed
+documents are merged). Each domain registers one `Handler` per intent kind; a
+handler reads the intent, changes the domain's tables and returns a `Verdict`. The
+desk writes the verdict as a server-signed `crdt.Decision` (id `crdt.decision_id`)
+into the clinic's feed, so the device pulls it in the same sync.
+
+Exactly once: `intent_decisions` has the intent's id as its primary key and is
+written in the same transaction as the decision, so a replayed bundle, a retried push
+or an intent arriving through two routes finds it decided and nothing happens again.
+Each handler runs in a savepoint: a verdict never leaves half of a domain change
+behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crdt import (
+    Decision,
+    DecisionStatus,
+    Intent,
+    IntentKind,
+    RecordDocument,
+    decision_id,
+)
+from sync_server.db import utcnow
+from sync_server.intents.tables import IntentDecision
+from sync_server.sync.authorship import ServerSigner
+from sync_server.sync.documents import write_documents
+
+__all__ = ["AfterDecisions", "Handler", "IntentContext", "IntentDesk", "Verdict"]
+
+log = logging.getLogger("sync_server.intents")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A handler's answer: what the device sees in its `crdt.Decision`."""
+
+    status: DecisionStatus
+    reason: str | None = None  # for a person to read
+    outcome: dict[str, Any] | None = None  # what was done (e.g. the booking)
+    alternative: dict[str, Any] | None = None  # on a rejection: what could be asked for
+
+    @classmethod
+    def accepted(cls, outcome: dict[str, Any], *, reason: str | None = None) -> Verdict:
+        """Done as asked."""
+        return cls(DecisionStatus.ACCEPTED, reason, outcome)
+
+    @classmethod
+    def accepted_alternative(cls, outcome: dict[str, Any], reason: str) -> Verdict:
+        """Not possible as asked; the nearest fit was done instead (the intent allowed it)."""
+        return cls(DecisionStatus.ACCEPTED_ALTERNATIVE, reason, outcome)
+
+    @classmethod
+    def rejected(cls, reason: str, *, alternative: dict[str, Any] | None = None) -> Verdict:
+        """Not done; `alternative` is what the device could ask for instead."""
+        return cls(DecisionStatus.REJECTED, reason, None, alternative)
+
+
+@dataclass(slots=True)
+class IntentContext:
+    """What a handler decides with: the intent and where it comes from."""
+
+    session: Session
+    intent: Intent
+    organisation_id: str
+    clinic_id: str
+    device_id: str | None
+    now: datetime
+    # Keys of what the batch changed (e.g. (clinic, day) whose availability moved),
+    # for the domains' `AfterDecisions` hooks.
+    touched: set[tuple[str, ...]] = field(default_factory=set)
+
+
+Handler = Callable[[IntentContext], Verdict]
+"""Decides one kind of intent; raises nothing for a bad request (it rejects it)."""
+
+AfterDecisions = Callable[[Session, str, set[tuple[str, ...]], datetime, str], list[RecordDocument]]
+"""Run once after a batch of decisions (session, clinic id, touched keys, now, the
+server's device id to write as): the server documents to write with the decisions
+(e.g. refreshed availability)."""
+
+
+class IntentDesk:
+    """The handlers of every intent kind, and the one way intents get decided."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[IntentKind, Handler] = {}
+        self._after: list[AfterDecisions] = []
+
+    def register(self, kind: IntentKind, handler: Handler) -> None:
+        """Decide intents of `kind` with `handler` (one handler per kind)."""
+        if kind in self._handlers:
+            raise ValueError(f"{kind} intents already have a handler")
+        self._handlers[kind] = handler
+
+    def after_decisions(self, hook: AfterDecisions) -> None:
+        """Call `hook` once after each batch of decisions."""
+        self._after.append(hook)
+
+    @property
+    def kinds(self) -> frozenset[IntentKind]:
+        """The intent kinds this server decides."""
+        return frozenset(self._handlers)
+
+    def decide(
+        self,
+        *,
+        session: Session,
+        organisation_id: str,
+        clinic_id: str,
+        device_id: str | None,
+        intents: Iterable[RecordDocument],
+        signer: ServerSigner,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Decide every intent in `intents` that has no decision yet, in `session`'s
+        transaction, oldest first (UUIDv7 ids sort by creation), and write the
+        decisions (and whatever the domains' hooks add) into the clinic's feed.
+
+        Returns the ids of the intents decided now.
+        """
+        pending = self._undecided(session, [d for d in intents if d.collection == "intents"])
+        if not pending:
+            return []
+        at = now or utcnow()
+        touched: set[tuple[str, ...]] = set()
+        documents: list[RecordDocument] = []
+        for document in pending:
+            intent = document.read()
+            assert isinstance(intent, Intent)
+            context = IntentContext(
+                session, intent, organisation_id, clinic_id, device_id, at, touched
+            )
+            verdict = self._verdict(context)
+            session.add(
+                IntentDecision(
+                    intent_id=intent.id,
+                    clinic_id=clinic_id,
+                    kind=str(intent.kind),
+                    status=str(verdict.status),
+                    device_id=device_id,
+                    decided_at=at,
+                )
+            )
+            documents.append(_decision_document(intent, verdict, signer, at))
+        session.flush()  # the primary key: a second decision of one intent fails here
+        for hook in self._after:
+            documents += hook(session, clinic_id, touched, at, signer.device_id)
+        write_documents(session=session, clinic_id=clinic_id, documents=documents, signer=signer)
+        return [d.id for d in pending]
+
+    def _verdict(self, context: IntentContext) -> Verdict:
+        handler = self._handlers.get(context.intent.kind)
+        if handler is None:
+            return Verdict.rejected(f"this server does not decide {context.intent.kind} requests")
+        savepoint = context.session.begin_nested()
+        try:
+            verdict = handler(context)
+        except BaseException:
+            savepoint.rollback()
+            raise
+        if verdict.status is DecisionStatus.REJECTED:
+            savepoint.rollback()  # a refusal changes nothing, whatever was tried
+        else:
+            savepoint.commit()
+        return verdict
+
+    @staticmethod
+    def _undecided(session: Session, documents: Sequence[RecordDocument]) -> list[RecordDocument]:
+        if not documents:
+            return []
+        ids = [d.id for d in documents]
+        done = set(
+            session.scalars(
+                select(IntentDecision.intent_id).where(IntentDecision.intent_id.in_(ids))
+            )
+        )
+        unique = {d.id: d for d in documents if d.id not in done}
+        return [unique[doc_id] for doc_id in sorted(unique)]
+
+
+def _decision_document(
+    intent: Intent, verdict: Verdict, signer: ServerSigner, at: datetime
+) -> RecordDocument:
+    return RecordDocument.create(
+        Decision,
+        {
+            "intent_id": intent.id,
+            "kind": intent.kind,
+            "status": verdict.status,
+            "reason": verdict.reason,
+            "outcome": verdict.outcome,
+            "alternative": verdict.alternative,
+        },
+        device_id=signer.device_id,
+        clinic_id=intent.clinic_id,
+        record_id=decision_id(intent.id),
+        now=at,
+    )
