@@ -244,7 +244,6 @@ def _holds(session: Session, booking: Booking, provider: Provider, span: Span) -
     """Book `span` for `booking` if it is within the provider's hours and free."""
     first, last = span.start.date() - timedelta(days=1), span.end.date() + timedelta(days=1)
     if not Schedule(session, provider, first, last).offers(span):
-        session.expunge(booking)
         return False
     return take(session, booking, span)
 
@@ -257,14 +256,11 @@ def _move(
         return False
     savepoint = session.begin_nested()
     release(session, booking.id)
-    booking.provider_id = provider.id
-    booking.starts_at, booking.ends_at = span.start, span.end
-    booking.updated_at = now
-    if take(session, booking, span):
+    if take(session, booking, span, provider_id=provider.id):
+        booking.updated_at = now
         savepoint.commit()
         return True
     savepoint.rollback()  # the old time is held again, the booking as it was
-    session.refresh(booking)
     return False
 
 
@@ -292,8 +288,7 @@ def _booking(
         created_at=context.now,
         updated_at=context.now,
     )
-    context.session.add(booking)
-    return booking
+    return booking  # `take` adds it to the session if it gets its time
 
 
 def _alternative(
@@ -380,10 +375,10 @@ def _patient_problem(context: IntentContext, patient_id: str) -> str | None:
 
 
 def _time_problem(context: IntentContext, span: Span) -> str | None:
-    if not is_aligned(span.start.astimezone(UTC)):
-        return "appointments start on a 5-minute step (e.g. 09:00, 09:05)"
     if span.start <= context.now:
         return "that time has passed"
+    if not is_aligned(span.start.astimezone(UTC)):
+        return "bookings start on a 5-minute step (e.g. 09:00, 09:05)"
     return None
 
 

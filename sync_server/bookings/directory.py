@@ -91,7 +91,7 @@ def add_provider(
     principal: Principal,
     *,
     name: str,
-    kind: ProviderKind,
+    kind: ProviderKind | str,
     clinic_id: str | None,
     specialisations: Sequence[str] = (),
     skills: Sequence[str] = (),
@@ -107,6 +107,10 @@ def add_provider(
         Invalid: A doctor or nurse without a clinic, or a service code that does not exist.
     """
     require_writer(principal)
+    try:
+        kind = ProviderKind(kind)
+    except ValueError:
+        raise Invalid(f"kind is one of {[k.value for k in ProviderKind]}") from None
     if kind is ProviderKind.CAREGIVER:
         if clinic_id is not None:
             raise Invalid("caregivers work across the organisation: give no clinic_id")

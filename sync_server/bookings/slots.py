@@ -57,11 +57,15 @@ def steps(span: Span) -> list[datetime]:
     return found
 
 
-def take(session: Session, booking: Booking, span: Span) -> bool:
-    """Give `booking` (already added to `session`) the time `span` of its provider, in
-    a savepoint: True if every step was free, else False and nothing changed."""
+def take(session: Session, booking: Booking, span: Span, *, provider_id: str | None = None) -> bool:
+    """Give `booking` (new, or stored and moving) the time `span` of its provider (or
+    of `provider_id`), in a savepoint: True if every step was free; else False and
+    nothing changed (a new booking is not stored, a stored one keeps its time)."""
     savepoint = session.begin_nested()
     try:
+        booking.provider_id = provider_id or booking.provider_id
+        booking.starts_at, booking.ends_at = span.start, span.end
+        session.add(booking)
         session.flush()
         session.add_all(
             BookingClaim(provider_id=booking.provider_id, at=at, booking_id=booking.id)
