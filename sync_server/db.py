@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import CursorResult, DateTime, Engine, String, TypeDecorator, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
@@ -43,6 +45,9 @@ __all__ = [
     "rowcount",
     "utcnow",
 ]
+
+
+T = TypeVar("T")
 
 
 def utcnow() -> datetime:
@@ -148,6 +153,30 @@ class Database:
                 session.rollback()
                 raise
 
+    def write_retrying(self, work: Callable[[Session], T], *, attempts: int = 3) -> T:
+        """Run `work` in a write transaction (as `write`); when the database aborts it
+        to break a deadlock or a serialization conflict (two transactions waiting on
+        each other, e.g. two clinics booking the same caregivers in opposite orders),
+        roll back and run it again, up to `attempts` times in all.
+
+        Raises:
+            Unavailable: ``database_busy``: still aborted after `attempts`; retry later.
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.write() as session:
+                    return work(session)
+            except DBAPIError as exc:
+                if _sqlstate(exc) not in _TRANSIENT_SQLSTATES:
+                    raise
+                if attempt == attempts:
+                    raise Unavailable(
+                        "the database was busy with conflicting writes; retry",
+                        code="database_busy",
+                    ) from None
+                time.sleep(random.uniform(0.005, 0.05) * attempt)
+        raise AssertionError("unreachable")
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
@@ -199,6 +228,14 @@ def database_label(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable database URL>"
+
+
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    code = getattr(exc.orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
 
 
 def _driver_message(exc: BaseException) -> str:

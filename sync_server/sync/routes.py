@@ -39,6 +39,7 @@ from sync_server.intents.desk import IntentDesk
 from sync_server.sync.authorship import ServerSigner, clinic_directory
 from sync_server.sync.documents import (
     PullPage,
+    PushResult,
     decode_push,
     encode_pull,
     pull_page,
@@ -113,7 +114,8 @@ async def push(
             max_changes=settings.push_max_changes,
             limits=limits,
         )
-        with db.write() as session:
+
+        def transaction(session: Session) -> PushResult:
             result = push_documents(
                 session=session,
                 principal=caller,
@@ -126,6 +128,9 @@ async def push(
             )
             if result.accepted:
                 feed.notify_in(session, clinic_id)
+            return result
+
+        result = db.write_retrying(transaction)
         if result.accepted:
             feed.published(clinic_id)
         return PushResponse.model_validate(result)
