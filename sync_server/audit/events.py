@@ -30,6 +30,7 @@ __all__ = [
     "EnrolmentOutcome",
     "EnrolmentTokenCreated",
     "Event",
+    "IntentsDecided",
     "LoggedIn",
     "LoggedOut",
     "LoginFailed",
@@ -320,6 +321,23 @@ class RecordsRead(Event):
 
     def outcome(self) -> str:
         return "ok" if self.found else "not_found"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntentsDecided(Event):
+    """The server decided intents a device delivered (ids and statuses, no details)."""
+
+    name: ClassVar[str] = "intents-decided"
+    decided: tuple[tuple[str, str], ...]  # (intent id, decision status)
+
+    def target(self) -> str | None:
+        return _joined(tuple(intent_id for intent_id, _ in self.decided))
+
+    def outcome(self) -> str:
+        counts: dict[str, int] = {}
+        for _, status in self.decided:
+            counts[status] = counts.get(status, 0) + 1
+        return " ".join(f"{status}={n}" for status, n in sorted(counts.items()))
 
 
 # ---------------------------------------------------------------- blobs and models

@@ -34,6 +34,8 @@ from crdt import (
     RecordDocument,
     decision_id,
 )
+from sync_server.audit.events import Actor, IntentsDecided
+from sync_server.audit.services import record_event
 from sync_server.db import utcnow
 from sync_server.intents.tables import IntentDecision
 from sync_server.sync.authorship import ServerSigner
@@ -138,6 +140,7 @@ class IntentDesk:
         at = now or utcnow()
         touched: set[tuple[str, ...]] = set()
         documents: list[RecordDocument] = []
+        decided: list[tuple[str, str]] = []
         for document in pending:
             intent = document.read()
             assert isinstance(intent, Intent)
@@ -156,7 +159,14 @@ class IntentDesk:
                 )
             )
             documents.append(_decision_document(intent, verdict, signer, at))
+            decided.append((intent.id, str(verdict.status)))
         session.flush()  # the primary key: a second decision of one intent fails here
+        record_event(
+            session=session,
+            event=IntentsDecided(
+                actor=Actor.device(device_id), clinic_id=clinic_id, decided=tuple(decided)
+            ),
+        )
         for hook in self._after:
             documents += hook(session, clinic_id, touched, at, signer.device_id)
         write_documents(session=session, clinic_id=clinic_id, documents=documents, signer=signer)

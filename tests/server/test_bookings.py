@@ -21,6 +21,7 @@ from crdt import (
     availability_id,
     directory_id,
 )
+from sync_server.audit.tables import AuditEvent
 from sync_server.bookings.manage import change_state
 from sync_server.bookings.tables import Booking, BookingClaim, QualityFlag
 from sync_server.intents.tables import IntentDecision
@@ -189,6 +190,13 @@ def test_replays_retries_and_second_routes_decide_an_intent_once(world: BookingW
     assert bookings == 1 and decision_rows == 1
     again = relay.decision(intent.id)
     assert again is not None and again.outcome == first.outcome
+    with world.server.db.read() as session:
+        audited = session.scalars(
+            select(AuditEvent.outcome).where(
+                AuditEvent.action == "intents-decided", AuditEvent.target.contains(intent.id)
+            )
+        ).all()
+    assert audited == ["accepted=1"]
 
 
 def test_an_intent_changed_after_creation_is_refused_and_keeps_its_decision(
