@@ -27,6 +27,7 @@ from crdt import (
     availability_id,
     decision_id,
     directory_id,
+    run_in_memory,
 )
 from edge_sdk import (
     EdgeClient,
@@ -303,6 +304,22 @@ def test_a_decision_arriving_in_a_bundle_is_reported(tmp_path: Path, tmp_store: 
     import_bundle(home, bundle, passphrase="bundle secret")  # again: nothing new
     assert [d.id for d in heard] == [decision_id(asked.id)]
     assert home.intent_status(asked.id).state == "accepted"
+
+
+def test_a_decision_arriving_in_a_sync_session_is_reported(tmp_store: Any) -> None:
+    hub = MemoryHub()
+    ward, home = tmp_store("ward"), tmp_store("home")
+    asked = ward.bookings.request_appointment(add_patient(ward), "x", MONDAY_NINE)
+    for tablet in (ward, home):
+        tablet.sync(transport=connect(hub, tablet))
+    decide(hub, ward.clinic_id, asked.id, outcome=BOOKED)
+    ward.sync(transport=connect(hub, ward))
+
+    heard: list[Decision] = []
+    home.on_decision(heard.append)
+    run_in_memory(ward.sync_session(), home.sync_session())  # device to device
+    run_in_memory(ward.sync_session(), home.sync_session())
+    assert [d.id for d in heard] == [decision_id(asked.id)]
 
 
 def test_a_failing_callback_is_logged_and_does_not_stop_the_sync(
