@@ -26,6 +26,7 @@ from cli._app import (
     one_line,
     translate,
 )
+from cli._appointments import appointments
 from cli._assessments import assessments
 from cli._conflicts import conflicts, history
 from cli._demo import demo
@@ -37,6 +38,7 @@ from cli._scan import scan
 from cli._server import server
 from cli._store import init, key
 from cli._sync import BUNDLE_PASSPHRASE_ENV, sync
+from cli._visits import visits
 from cli._wounds import wounds
 
 __all__ = ["cli", "main"]
@@ -151,6 +153,8 @@ for command in (
     notes,
     conflicts,
     history,
+    appointments,
+    visits,
     sync,
     device,
     key,

@@ -8,6 +8,10 @@ Start with `EdgeClient.init` (once per device) or `EdgeClient.open`::
         patient = client.patients.add(given_name="Ada", family_name="Okafor",
                                       birth_date="1950-03-01", mrn="MRN-1")
 
+Appointments and caregiver visits are asked of the server as intents
+(`client.bookings.request_appointment(...)`), ``pending`` until its decision syncs
+down (`client.intent_status`, `client.on_decision`).
+
 Sync goes through a `SyncTransport`: `HttpTransport` to the central server (the
 `[server]` extra, httpx; imported on first use) or `MemoryTransport` to an in-memory
 `MemoryHub`. `client.replica` is what sync, bundles and model updates work on.
@@ -19,6 +23,7 @@ import typing
 
 from edge_sdk._access import AccessEvent, AccessGate, AccessListener
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
+from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import EdgeClient, enrollment_of
 from edge_sdk._collections import Collection, NotesCollection
@@ -55,6 +60,7 @@ from edge_sdk._errors import (
     WrongKeyError,
 )
 from edge_sdk._identity import DeviceIdentity, verify_signature
+from edge_sdk._intents import IntentStatus
 from edge_sdk._keychain import IOSKeychain, MemoryKeystore, PlatformKeystore
 from edge_sdk._keys import (
     Argon2Params,
@@ -104,6 +110,7 @@ __all__ = [
     "BlobRef",
     "BlobStore",
     "BlobTransport",
+    "Bookings",
     "BundleDecryptError",
     "BundleError",
     "BundleFormatError",
@@ -121,6 +128,7 @@ __all__ = [
     "HttpTransport",
     "IOSKeychain",
     "InsecureServerError",
+    "IntentStatus",
     "KeyFileKeyProvider",
     "KeyProvider",
     "KeyProviderError",

@@ -11,6 +11,10 @@ The client opens the folder (keys, key changes, crash recovery) and owns the
 Every read and write of patient data goes through the replica's access gate, which
 emits one `AccessEvent` per operation to the registered listeners (the audit log plugs
 in there), whatever collection or entry point the operation came through.
+
+Server-authoritative work (appointments, visits) is asked for through intents
+(`client.bookings`); `intent_status`, `list_intents` and `on_decision` follow any
+intent to the server's decision.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crdt import (
+    Availability,
     ClinicalNote,
     Decision,
+    Directory,
     FieldConflict,
     Patient,
     SyncSession,
@@ -34,6 +40,7 @@ from crdt import (
 )
 from edge_sdk._access import AccessListener
 from edge_sdk._blobs import BlobStore, EncryptedFileBlobStore
+from edge_sdk._bookings import Bookings
 from edge_sdk._collections import (
     AssessmentsCollection,
     Collection,
@@ -50,6 +57,13 @@ from edge_sdk._errors import (
 )
 from edge_sdk._files import replace_durably
 from edge_sdk._identity import DeviceIdentity
+from edge_sdk._intents import (
+    DecisionCallback,
+    DecisionNotices,
+    DecisionsCollection,
+    IntentsCollection,
+    IntentStatus,
+)
 from edge_sdk._keys import (
     KeyProvider,
     create_keyring,
@@ -93,8 +107,14 @@ class EdgeClient:
         self.wounds = WoundsCollection(replica, Wound)
         self.assessments = AssessmentsCollection(replica, WoundAssessment)
         self.notes = NotesCollection(replica, ClinicalNote)
-        self.decisions: Collection[Decision] = Collection(replica, Decision)
+        self.decisions = DecisionsCollection(replica, Decision)
         """The server's decisions on this clinic's intents (read-only here)."""
+        self.intents = IntentsCollection(replica, self.decisions)
+        """Intents this clinic's devices wrote (immutable: read them, write new ones
+        through `bookings`)."""
+        self.bookings = Bookings(replica, self.intents, self.decisions)
+        """Appointments and caregiver visits: ask for them, see what is free."""
+        self._notices = DecisionNotices(replica, self.decisions)
 
     @property
     def path(self) -> Path:
@@ -286,13 +306,17 @@ class EdgeClient:
             return found
 
     def collection(self, name: str) -> Collection[Any]:
-        """The collection called `name` (patients, wounds, assessments, notes, decisions)."""
+        """The collection called `name` (patients, wounds, assessments, notes, decisions,
+        intents, directory, availability)."""
         collections: dict[str, Collection[Any]] = {
             "patients": self.patients,
             "wounds": self.wounds,
             "assessments": self.assessments,
             "notes": self.notes,
             "decisions": self.decisions,
+            "intents": self.intents,
+            "directory": Collection(self.replica, Directory),
+            "availability": Collection(self.replica, Availability),
         }
         try:
             return collections[name]
@@ -309,6 +333,46 @@ class EdgeClient:
         if name is None:
             raise RecordNotFoundError(f"no record {record_id}")
         return self.collection(name)
+
+    # ---------------------------------------------------------------- intents
+    def intent_status(self, intent_id: str) -> IntentStatus:
+        """Where intent `intent_id` stands: ``pending`` until the server's decision is
+        on this device, then the decision's status, with the decision.
+
+        Raises:
+            RecordNotFoundError: No such intent on this device.
+        """
+        return self.intents.status(intent_id)
+
+    def list_intents(
+        self,
+        kind: str | None = None,
+        state: str | None = None,
+        *,
+        patient_id: str | None = None,
+    ) -> list[IntentStatus]:
+        """Intents with where they stand, oldest first: of one `kind`
+        (``"appointment.cancel"``) or family (``"appointment"``, ``"visit"``), in one
+        `state` (``"pending"``, ``"accepted"``, ``"accepted_alternative"``,
+        ``"rejected"``), about one patient.
+
+        Raises:
+            ValueError: An unknown kind, family or state.
+        """
+        return self.intents.statuses(kind=kind, state=state, patient_id=patient_id)
+
+    def on_decision(self, callback: DecisionCallback) -> Callable[[], None]:
+        """Call `callback` with each server decision this store receives; returns the
+        function that stops it.
+
+        Each decision is reported once per store, whichever way it arrived (`sync`, a
+        bundle import, a sync session), after the transaction that stored it commits,
+        in the thread that committed it; never again, also after reopening. Decisions
+        that arrived while no callback was registered (or through another process,
+        such as `coherency sync`) are reported to `callback` at once. A callback that
+        raises is logged (``edge_sdk.intents``) and does not stop the sync.
+        """
+        return self._notices.subscribe(callback)
 
     # ---------------------------------------------------------------- sync
     def sync_session(self) -> SyncSession:

@@ -2,8 +2,17 @@
 
 One file holds the Automerge bytes of every record (the source of truth) and the
 projection tables that make records queryable (patients by name and MRN, wounds by
-patient, assessments by wound and date, notes by patient). A document and its
-projection rows are always written in one transaction, so they never disagree.
+patient, assessments by wound and date, notes by patient, intents by kind and
+patient, decisions by intent, availability by day). A document and its projection rows
+are always written in one transaction, so they never disagree.
+
+Decisions received from elsewhere (sync, a bundle, a session) are also queued in the
+``decision_inbox`` table in that transaction, until they are reported to the app
+(`EdgeClient.on_decision`). Listeners added with `Store.add_commit_listener` hear of
+every committed transaction that stored documents.
+
+A store made by an older version is brought up to `SCHEMA_VERSION` when it is opened
+(`_MIGRATIONS`: new tables only, each step in one transaction).
 
 The database key is the raw 256-bit data key (no SQLCipher passphrase KDF: the key
 provider already did the slow part). WAL mode with ``synchronous=FULL``: a write that
@@ -18,7 +27,7 @@ import json
 import sqlite3
 import threading
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +39,7 @@ from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, St
 
 __all__ = ["PROJECTIONS", "Store"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
 
 # Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
@@ -70,6 +79,15 @@ PROJECTIONS: Mapping[str, dict[str, type]] = {
         "intent_id": str,
         "status": str,
     },
+    "intents": {  # immutable once written; the server answers each with a decision
+        "kind": str,
+        "patient_id": str,
+        "subject_id": str,
+    },
+    "directory": {},  # server-owned reference data: one record per clinic
+    "availability": {  # server-owned reference data: one record per clinic and day
+        "day": str,
+    },
 }
 # Timestamp columns that queries compare and sort: stored as `sortable_time` text.
 _TIME_COLUMNS: Mapping[str, tuple[str, ...]] = {"assessments": ("captured_at",)}
@@ -79,7 +97,12 @@ _INDEXES: Mapping[str, list[list[str]]] = {
     "assessments": [["wound_id", "captured_at"], ["patient_id"]],
     "notes": [["patient_id"], ["wound_id"]],
     "decisions": [["intent_id"]],
+    "intents": [["kind"], ["patient_id"], ["subject_id"]],
+    "directory": [],
+    "availability": [["day"]],
 }
+CommitListener = Callable[[frozenset[str]], None]
+"""Called after a transaction that stored documents commits, with their collections."""
 
 
 def _translate(exc: BaseException, path: Path) -> StoreError:
@@ -100,6 +123,8 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self._depth = 0
         self._lock = threading.RLock()
+        self._written: set[str] = set()  # collections stored in the open transaction
+        self._commit_listeners: list[CommitListener] = []
 
     # ------------------------------------------------------------ opening
     @classmethod
@@ -175,21 +200,8 @@ class Store:
                 pk="id",
             )
             db.table("documents").create_index(["seq"])
-            for collection, columns in PROJECTIONS.items():
-                db.table(collection).create(
-                    {
-                        "id": str,
-                        "clinic_id": str,
-                        **columns,
-                        "deleted": int,
-                        "conflicted": int,
-                        "updated_at": str,
-                        "record": str,
-                    },
-                    pk="id",
-                )
-                for index in _INDEXES[collection]:
-                    db.table(collection).create_index(index)
+            for collection in PROJECTIONS:
+                self._create_projection(collection)
             db.table("conflicts").create(
                 {"doc_id": str, "collection": str, "field": str}, pk=("doc_id", "field")
             )
@@ -199,24 +211,65 @@ class Store:
             db.table("trusted_signers").create(
                 {"device_id": str, "public_key": bytes, "first_seen": str}, pk="device_id"
             )
+            _create_decision_inbox(db)
             db.table("meta").insert_all(
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
                 ]
             )
 
+    def _create_projection(self, collection: str) -> None:
+        table = self.db.table(collection)
+        table.create(
+            {
+                "id": str,
+                "clinic_id": str,
+                **PROJECTIONS[collection],
+                "deleted": int,
+                "conflicted": int,
+                "updated_at": str,
+                "record": str,
+            },
+            pk="id",
+        )
+        for index in _INDEXES[collection]:
+            table.create_index(index)
+
     def _check_schema(self) -> None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        if row is None or int(row[0]) != SCHEMA_VERSION:
-            found = row[0] if row else "none"
+        found = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+        if found is None or not 1 <= found <= SCHEMA_VERSION:
             raise StoreCorruptError(
-                f"{self.path}: store schema version {found}, expected {SCHEMA_VERSION}"
+                f"{self.path}: store schema version {row[0] if row else 'none'}, "
+                f"expected {SCHEMA_VERSION} or older"
             )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                _MIGRATIONS[version](self)
+                self.set_meta("schema_version", str(version))
+
+    def _migrate_to_2(self) -> None:
+        """Version 2: intents and the server's reference data get projections, and
+        received decisions queue in an inbox until reported. Decisions a version-1
+        store already holds were received before anyone could be told: not queued."""
+        for collection in PROJECTIONS:
+            if not self.db.table(collection).exists():
+                self._create_projection(collection)
+                rows = self.execute(
+                    "SELECT data FROM documents WHERE collection = ?", (collection,)
+                ).fetchall()
+                self._project([RecordDocument.load(bytes(row[0])) for row in rows])
+        if not self.db.table("decision_inbox").exists():
+            _create_decision_inbox(self.db)
 
     # ------------------------------------------------------------ transactions
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """One write transaction (re-entrant: nested blocks join the outer one)."""
+        """One write transaction (re-entrant: nested blocks join the outer one).
+
+        After the outermost one commits, the commit listeners hear which collections it
+        stored documents of (outside the lock, so they may use the store).
+        """
         with self._lock:
             if self._depth:
                 self._depth += 1
@@ -230,6 +283,7 @@ class Store:
             except sqlcipher3.DatabaseError as exc:  # locked, busy, or closed
                 raise _translate(exc, self.path) from None
             self._depth = 1
+            self._written = set()
             try:
                 yield
             except BaseException as exc:
@@ -244,6 +298,15 @@ class Store:
             except sqlcipher3.DatabaseError as exc:
                 self._conn.execute("ROLLBACK")
                 raise _translate(exc, self.path) from None
+            written, self._written = frozenset(self._written), set()
+        if written:
+            for listener in list(self._commit_listeners):
+                listener(written)
+
+    def add_commit_listener(self, listener: CommitListener) -> None:
+        """Call `listener` after each committed transaction that stored documents, with
+        the collections it stored (in the thread that committed)."""
+        self._commit_listeners.append(listener)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> _Cursor:
         """Run one SQL statement, translating driver errors (also those of its fetches)."""
@@ -307,36 +370,25 @@ class Store:
         return None if row is None else str(row[0])
 
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
-        """Store documents and their projections, all in one transaction."""
+        """Store documents and their projections, all in one transaction.
+
+        A decision this store did not hold before is queued in the decision inbox.
+        """
         if not documents:
             return
         with self.transaction():
-            doc_rows = []
-            projections: dict[str, list[dict[str, Any]]] = {}
-            conflict_rows = []
-            ids = []
-            for document in documents:
-                record = document.read()
-                conflicts = document.conflicts()
-                ids.append(document.id)
-                doc_rows.append(
-                    (
-                        document.id,
-                        document.collection,
-                        record.clinic_id,
-                        b"".join(document.heads),
-                        document.save(),
-                    )
+            decisions = [d.id for d in documents if d.collection == "decisions"]
+            new_decisions = sorted(set(decisions) - self._projected("decisions", decisions))
+            doc_rows = [
+                (
+                    document.id,
+                    document.collection,
+                    document.read().clinic_id,
+                    b"".join(document.heads),
+                    document.save(),
                 )
-                projections.setdefault(document.collection, []).append(
-                    _projection_row(
-                        document.collection,
-                        record.model_dump(mode="json"),
-                        record.model_dump_json(),
-                        bool(conflicts),
-                    )
-                )
-                conflict_rows += [(c.record_id, c.collection, c.field) for c in conflicts]
+                for document in documents
+            ]
             self._conn.executemany(
                 # seq orders the local change feed; taken from the index inside the
                 # write transaction, so concurrent writers cannot share a number.
@@ -344,21 +396,63 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM documents))",
                 doc_rows,
             )
-            for collection, rows in projections.items():
-                columns = list(rows[0])
-                self._conn.executemany(
-                    f"INSERT OR REPLACE INTO {collection}({', '.join(columns)})"
-                    f" VALUES ({', '.join('?' for _ in columns)})",
-                    [tuple(row[c] for c in columns) for row in rows],
-                )
+            self._project(documents)
             self._conn.executemany(
-                "DELETE FROM conflicts WHERE doc_id = ?", [(doc_id,) for doc_id in ids]
+                "INSERT OR IGNORE INTO decision_inbox(id) VALUES (?)",
+                [(doc_id,) for doc_id in new_decisions],
             )
-            if conflict_rows:
-                self._conn.executemany(
-                    "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)",
-                    conflict_rows,
+            self._written.update(document.collection for document in documents)
+
+    def _project(self, documents: Sequence[RecordDocument]) -> None:
+        """Write the projection and conflict rows of stored documents."""
+        projections: dict[str, list[dict[str, Any]]] = {}
+        conflict_rows = []
+        for document in documents:
+            record = document.read()
+            conflicts = document.conflicts()
+            projections.setdefault(document.collection, []).append(
+                _projection_row(
+                    document.collection,
+                    record.model_dump(mode="json"),
+                    record.model_dump_json(),
+                    bool(conflicts),
                 )
+            )
+            conflict_rows += [(c.record_id, c.collection, c.field) for c in conflicts]
+        for collection, rows in projections.items():
+            columns = list(rows[0])
+            self._conn.executemany(
+                f"INSERT OR REPLACE INTO {collection}({', '.join(columns)})"
+                f" VALUES ({', '.join('?' for _ in columns)})",
+                [tuple(row[c] for c in columns) for row in rows],
+            )
+        self._conn.executemany(
+            "DELETE FROM conflicts WHERE doc_id = ?", [(document.id,) for document in documents]
+        )
+        if conflict_rows:
+            self._conn.executemany(
+                "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)",
+                conflict_rows,
+            )
+
+    def _projected(self, collection: str, ids: Sequence[str]) -> set[str]:
+        """Which of `ids` the projection of `collection` holds."""
+        found: set[str] = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            rows = self.execute(f"SELECT id FROM {collection} WHERE id IN ({marks})", chunk)
+            found.update(str(row[0]) for row in rows.fetchall())
+        return found
+
+    # ------------------------------------------------------------ decision inbox
+    def take_decision_inbox(self) -> list[str]:
+        """The ids of the decisions queued since they were received, oldest first,
+        removed from the queue in the same transaction."""
+        with self.transaction():
+            rows = self.execute("SELECT id FROM decision_inbox ORDER BY rowid").fetchall()
+            self.execute("DELETE FROM decision_inbox")
+        return [str(row[0]) for row in rows]
 
     # ------------------------------------------------------------ projections
     def get_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
@@ -491,6 +585,13 @@ def _projection_row(
     row["record"] = record_json  # pydantic's compact JSON of the same values
     return row
 
+
+def _create_decision_inbox(db: sqlite_utils.Database) -> None:
+    db.table("decision_inbox").create({"id": str}, pk="id")
+
+
+_MIGRATIONS: Mapping[int, Callable[[Store], None]] = {2: Store._migrate_to_2}
+"""The step that brings a store of the version before up to each version."""
 
 SEARCH_SEPARATOR = "\x1f"
 

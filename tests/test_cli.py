@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,17 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli.main import cli
-from crdt import run_in_memory
-from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+from crdt import (
+    Availability,
+    Decision,
+    Directory,
+    RecordDocument,
+    availability_id,
+    decision_id,
+    directory_id,
+    run_in_memory,
+)
+from edge_sdk import Argon2Params, EdgeClient, MemoryHub, MemoryTransport, PassphraseKeyProvider
 
 REPO = Path(__file__).resolve().parents[1]
 PASSPHRASE = "correct horse battery staple"
@@ -553,6 +563,182 @@ def test_an_unexpected_error_is_one_line_with_a_debug_hint(
     assert debug.stderr.splitlines()[-1] == "error: unexpected RuntimeError: disk on fire"
 
 
+# --------------------------------------------------------------------- bookings
+def serve(store: Path, hub: MemoryHub, *made: tuple[type[Any], str, dict[str, Any]]) -> None:
+    """Sync `store` with `hub`, have the hub write server records, and sync again: what
+    `coherency sync` against a server that decides in the push amounts to."""
+    with open_client(store) as client:
+        link = MemoryTransport(
+            hub,
+            device_id=client.device_id,
+            clinic_id=client.clinic_id,
+            public_key=client.identity.public_key,
+        )
+        client.sync(transport=link)
+        documents = [
+            RecordDocument.create(
+                schema,
+                values,
+                device_id=hub.server_device_id,
+                clinic_id=CLINIC,
+                record_id=record_id,
+            )
+            for schema, record_id, values in made
+        ]
+        hub.write_documents(CLINIC, documents)
+        client.sync(transport=link)
+
+
+def test_appointments_request_list_and_decisions(store: Path, patient: dict[str, Any]) -> None:
+    hub = MemoryHub()
+    at = "2026-12-07T09:00:00+01:00"
+    asked = ok(
+        store,
+        *("appointments", "request", "--patient", patient["id"]),
+        *("--service", "wound-review", "--at", at, "--provider", "dr-osei"),
+    )
+    assert asked["state"] == "pending" and asked["decision"] is None
+    assert asked["intent"]["kind"] == "appointment.request"
+    assert asked["intent"]["details"]["starts_at"] == at
+    human = run(store, "appointments", "list")
+    assert asked["intent"]["id"] in human.stdout and "pending" in human.stdout
+
+    booked = {"booking_id": "booking-1", "provider_id": "dr-osei", "starts_at": at}
+    serve(
+        store,
+        hub,
+        (
+            Decision,
+            decision_id(asked["intent"]["id"]),
+            {
+                "intent_id": asked["intent"]["id"],
+                "status": "accepted",
+                "reason": "booked with Dr Osei",
+                "outcome": booked,
+            },
+        ),
+    )
+    (listed,) = ok(store, "appointments", "list", "--state", "accepted")
+    assert listed["decision"]["outcome"] == booked
+    assert ok(store, "appointments", "list", "--state", "pending") == []
+    human = run(store, "appointments", "list")
+    assert "accepted" in human.stdout and "booking-1" in human.stdout
+
+    moved = ok(
+        store,
+        *("appointments", "reschedule", "booking-1", "--at", "2026-12-08T10:00+01:00"),
+    )
+    assert moved["intent"]["subject_id"] == "booking-1"
+    assert moved["intent"]["patient_id"] == patient["id"]  # known from the booking
+    cancel = run(store, "appointments", "cancel", "booking-1", "--reason", "better now")
+    assert cancel.exit_code == 0, cancel.output
+    assert "appointment.cancel" in cancel.stdout and "pending" in cancel.stdout
+    kinds = [s["intent"]["kind"] for s in ok(store, "appointments", "list")]
+    assert kinds == ["appointment.request", "appointment.reschedule", "appointment.cancel"]
+
+    # The server's rejection shows its reason and the alternative it offered.
+    serve(
+        store,
+        hub,
+        (
+            Decision,
+            decision_id(moved["intent"]["id"]),
+            {
+                "intent_id": moved["intent"]["id"],
+                "status": "rejected",
+                "reason": "Dr Osei is away on Tuesday",
+                "alternative": {**booked, "starts_at": "2026-12-09T10:00:00+01:00"},
+            },
+        ),
+    )
+    (rejected,) = ok(store, "appointments", "list", "--state", "rejected")
+    assert rejected["decision"]["alternative"]["starts_at"] == "2026-12-09T10:00:00+01:00"
+    assert "Dr Osei is away on Tuesday" in run(store, "appointments", "list").stdout
+
+
+def test_appointment_times_need_their_offset(store: Path, patient: dict[str, Any]) -> None:
+    base = ("appointments", "request", "--patient", patient["id"], "--service", "x")
+    assert "UTC offset" in failed(run(store, *base, "--at", "2026-12-07T09:00"), 5)
+    assert "--at" in failed(run(store, *base, "--at", "Monday"), 2)
+    assert "patient_id" in failed(
+        run(
+            store,
+            "appointments",
+            "request",
+            "--patient",
+            "p-9",
+            "--service",
+            "x",
+            "--at",
+            "2026-12-07T09:00+01:00",
+        ),
+        5,
+    )
+    assert ok(store, "appointments", "list") == []
+
+
+def test_appointments_slots_as_synced_down(store: Path) -> None:
+    assert ok(store, "appointments", "slots") == []
+    assert "no free slots" in run(store, "appointments", "slots").stderr
+    generated = "2026-12-04T07:00:00+01:00"
+    serve(
+        store,
+        MemoryHub(),
+        (
+            Directory,
+            directory_id(CLINIC),
+            {
+                "generated_at": generated,
+                "providers": [{"id": "dr-osei", "name": "Dr Osei", "kind": "doctor"}],
+            },
+        ),
+        (
+            Availability,
+            availability_id(CLINIC, date(2026, 12, 7)),
+            {
+                "day": "2026-12-07",
+                "timezone": "Europe/Berlin",
+                "generated_at": generated,
+                "slots": [
+                    {
+                        "provider_id": "dr-osei",
+                        "service": "wound-review",
+                        "starts_at": "2026-12-07T09:00:00+01:00",
+                        "ends_at": "2026-12-07T09:30:00+01:00",
+                    }
+                ],
+            },
+        ),
+    )
+    (day,) = ok(store, "appointments", "slots", "--day", "2026-12-07")
+    assert day["generated_at"] == generated and len(day["slots"]) == 1
+    human = run(store, "appointments", "slots")
+    assert "Dr Osei" in human.stdout and "09:00" in human.stdout
+    assert "as of 2026-12-04T07:00:00+01:00" in human.stdout
+    assert ok(store, "appointments", "slots", "--service", "dressing")[0]["slots"] == []
+    assert "--day" in failed(run(store, "appointments", "slots", "--day", "soon"), 2)
+
+
+def test_visits_request_review_list(store: Path, patient: dict[str, Any]) -> None:
+    asked = ok(
+        store,
+        *("visits", "request", "--patient", patient["id"], "--skill", "compression"),
+        *("--area", "north", "--at", "2026-12-07T09:00+01:00", "--minutes", "45"),
+        *("--language", "yo"),
+    )
+    assert asked["state"] == "pending"
+    assert asked["intent"]["details"]["duration_minutes"] == 45
+    review = ok(store, "visits", "review", "visit-1", "--rating", "4", "--comment", "on time")
+    assert review["intent"]["details"] == {"rating": 4, "comment": "on time"}
+    assert "--rating" in failed(run(store, "visits", "review", "visit-1", "--rating", "6"), 2)
+    listed = ok(store, "visits", "list")
+    assert [s["intent"]["kind"] for s in listed] == ["visit.request", "visit.review"]
+    assert ok(store, "visits", "list", "--state", "accepted") == []
+    assert ok(store, "appointments", "list") == []
+    human = run(store, "visits", "list")
+    assert "visit.review" in human.stdout
+
+
 # --------------------------------------------------------------------- help, version
 def _commands(command: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
     yield path, command
@@ -595,6 +781,8 @@ def test_help_and_version(tmp_path: Path) -> None:
         "notes",
         "conflicts",
         "history",
+        "appointments",
+        "visits",
         "sync",
         "device",
         "key",

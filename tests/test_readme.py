@@ -1,4 +1,4 @@
-"""The README's SDK example, and the sync guide's, run as written."""
+"""The README's SDK example, and the sync and bookings guides', run as written."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SYNC_GUIDE = ROOT / "docs" / "sync.md"
+BOOKINGS_GUIDE = ROOT / "docs" / "bookings.md"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -34,4 +35,13 @@ def test_sync_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, str(SYNC_GUIDE), "exec"), {})
+    assert (tmp_path / "ward" / "coherency.db").exists()
+
+
+def test_bookings_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(BOOKINGS_GUIDE)
+    assert blocks, "docs/bookings.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(BOOKINGS_GUIDE), "exec"), {})
     assert (tmp_path / "ward" / "coherency.db").exists()

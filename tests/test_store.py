@@ -304,6 +304,9 @@ def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
         "assessments": 1,
         "notes": 2,
         "decisions": 0,
+        "intents": 0,
+        "directory": 0,
+        "availability": 0,
     }
 
 
