@@ -26,7 +26,8 @@ from sync_server.blobs import routes as blob_routes
 from sync_server.blobs.backends import make_blob_backend
 from sync_server.blobs.uploads import purge_stale_uploads
 from sync_server.bookings.deciders import register as register_bookings
-from sync_server.db import Database
+from sync_server.bookings.reference import publish_everywhere
+from sync_server.db import Database, utcnow
 from sync_server.errors import (
     Conflict,
     Forbidden,
@@ -57,6 +58,7 @@ from sync_server.ops.middleware import install_observability
 from sync_server.settings import Settings
 from sync_server.sync import routes as sync_routes
 from sync_server.sync import staff_routes
+from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.feed import make_feed
 
 __all__ = ["STATUS_CODES", "create_app", "status_code_of"]
@@ -224,14 +226,24 @@ def _prune_throttles(db: Database) -> int:
 
 
 async def _housekeeping(app: FastAPI) -> None:
-    """Hourly: drop uploads abandoned for a week and expired throttling counters (any
-    worker may do it; it is idempotent)."""
+    """Hourly: drop uploads abandoned for a week and expired throttling counters, and
+    bring each clinic's booking reference data up to date (any worker may do it; it is
+    idempotent)."""
     while True:
         await asyncio.sleep(_HOUSEKEEPING_SECONDS)
         try:
             await asyncio.to_thread(_prune_throttles, app.state.db)
         except Exception:  # housekeeping must never take the server down
             log.exception("pruning throttling counters failed")
+        try:
+            await asyncio.to_thread(
+                publish_everywhere,
+                app.state.db,
+                signer=ServerSigner(app.state.artifact_key),
+                now=utcnow(),
+            )
+        except Exception:  # housekeeping must never take the server down
+            log.exception("publishing booking reference data failed")
         try:
             purged = await asyncio.to_thread(
                 purge_stale_uploads,

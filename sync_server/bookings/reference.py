@@ -28,6 +28,7 @@ from crdt import (
 from sync_server.bookings.schedule import zone
 from sync_server.bookings.slots import free_slots, json_list
 from sync_server.bookings.tables import Provider, Service
+from sync_server.db import Database
 from sync_server.identity.tables import Clinic
 from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.documents import write_documents
@@ -38,6 +39,7 @@ __all__ = [
     "availability_key",
     "availability_records",
     "directory_record",
+    "publish_everywhere",
     "publish_reference",
     "refresh_touched",
 ]
@@ -192,6 +194,26 @@ def publish_reference(
         if records:
             write_documents(session=session, clinic_id=clinic.id, documents=records, signer=signer)
             written += len(records)
+    return written
+
+
+def publish_everywhere(database: Database, *, signer: ServerSigner, now: datetime) -> int:
+    """`publish_reference` for every clinic of every organisation that has a booking
+    directory, one short transaction per clinic (the server's hourly housekeeping:
+    a new day enters each clinic's horizon, yesterday's slots leave it).
+
+    Returns how many records were written.
+    """
+    with database.read() as session:
+        clinic_ids = session.scalars(
+            select(Clinic.id)
+            .where(Clinic.organisation_id.in_(select(Provider.organisation_id).distinct()))
+            .order_by(Clinic.id)
+        ).all()
+    written = 0
+    for clinic_id in clinic_ids:
+        with database.write() as session:
+            written += publish_reference(session, [clinic_id], signer=signer, now=now)
     return written
 
 

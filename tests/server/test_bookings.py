@@ -393,3 +393,25 @@ def test_another_clinics_device_sees_nothing_of_these_bookings(
     refused = stranger.decision(cancel.id)
     elsewhere.close()
     assert refused is not None and refused.status is DecisionStatus.REJECTED
+
+
+def test_housekeeping_publishes_every_clinics_horizon_once(world: BookingWorld) -> None:
+    from sync_server.bookings.reference import AVAILABILITY_DAYS, publish_everywhere
+
+    server = world.server
+    signer = server.server_signer()
+    now = datetime.now(UTC)
+    publish_everywhere(server.db, signer=signer, now=now)
+    with server.db.read() as session:
+        held = set(
+            session.scalars(
+                select(Document.id).where(
+                    Document.clinic_id == world.clinic_id,
+                    Document.collection.in_(["availability", "directory"]),
+                )
+            )
+        )
+    assert directory_id(world.clinic_id) in held
+    assert len([d for d in held if d.startswith("availability:")]) == AVAILABILITY_DAYS
+    # Nothing changed: nothing is written again.
+    assert publish_everywhere(server.db, signer=signer, now=now) == 0
