@@ -32,12 +32,21 @@ from sync_server.identity.tables import Clinic
 from sync_server.intents.desk import IntentContext, IntentDesk, Verdict
 from sync_server.sync.tables import Document
 
-__all__ = ["LATE_CANCELLATION", "LOW_RATING", "SEARCH_DAYS", "cancel_booking", "register"]
+__all__ = [
+    "BOOKING_HORIZON",
+    "LATE_CANCELLATION",
+    "LOW_RATING",
+    "SEARCH_DAYS",
+    "cancel_booking",
+    "register",
+]
 
 LATE_CANCELLATION = timedelta(hours=24)
 """A cancellation closer than this to the appointment is flagged late."""
 SEARCH_DAYS = 7
 """How far ahead the server looks for an alternative to offer."""
+BOOKING_HORIZON = timedelta(days=366)
+"""How far ahead a booking may be asked for."""
 LOW_RATING = 2
 """A visit rated this or lower raises a quality flag."""
 
@@ -66,10 +75,9 @@ def request_appointment(context: IntentContext) -> Verdict:
     service = _service(session, context.organisation_id, asked.service, "appointment")
     if service is None:
         return Verdict.rejected(f"this clinic offers no service called {asked.service!r}")
-    span = Span(asked.starts_at, asked.starts_at + timedelta(minutes=service.duration_minutes))
-    problem = _time_problem(context, span)
-    if problem:
-        return Verdict.rejected(problem)
+    span = _span(context, asked.starts_at, service.duration_minutes)
+    if isinstance(span, str):
+        return Verdict.rejected(span)
     candidates = _clinicians(context, service, asked.provider_id, asked.specialisation)
     if isinstance(candidates, str):
         return Verdict.rejected(candidates)
@@ -96,10 +104,9 @@ def reschedule_appointment(context: IntentContext) -> Verdict:
     service = _service(session, context.organisation_id, booking.service, "appointment")
     if service is None:
         return Verdict.rejected(f"the service {booking.service!r} is no longer offered")
-    span = Span(asked.starts_at, asked.starts_at + timedelta(minutes=service.duration_minutes))
-    problem = _time_problem(context, span)
-    if problem:
-        return Verdict.rejected(problem)
+    span = _span(context, asked.starts_at, service.duration_minutes)
+    if isinstance(span, str):
+        return Verdict.rejected(span)
     wanted = asked.provider_id or booking.provider_id
     candidates = _clinicians(context, service, wanted, None)
     if isinstance(candidates, str):
@@ -160,10 +167,9 @@ def request_visit(context: IntentContext) -> Verdict:
     problem = _patient_problem(context, patient_id)
     if problem:
         return Verdict.rejected(problem)
-    span = Span(asked.starts_at, asked.starts_at + timedelta(minutes=asked.duration_minutes))
-    problem = _time_problem(context, span)
-    if problem:
-        return Verdict.rejected(problem)
+    span = _span(context, asked.starts_at, asked.duration_minutes)
+    if isinstance(span, str):
+        return Verdict.rejected(span)
     candidates = _caregivers(context, asked)
     if isinstance(candidates, str):
         return Verdict.rejected(candidates)
@@ -374,12 +380,15 @@ def _patient_problem(context: IntentContext, patient_id: str) -> str | None:
     return None if known else f"patient {patient_id} is not a patient of this clinic"
 
 
-def _time_problem(context: IntentContext, span: Span) -> str | None:
-    if span.start <= context.now:
+def _span(context: IntentContext, starts_at: datetime, minutes: int) -> Span | str:
+    """The time asked for, or why it cannot be booked."""
+    if starts_at <= context.now:
         return "that time has passed"
-    if not is_aligned(span.start.astimezone(UTC)):
+    if starts_at > context.now + BOOKING_HORIZON:
+        return f"bookings open at most {BOOKING_HORIZON.days} days ahead"
+    if not is_aligned(starts_at.astimezone(UTC)):
         return "bookings start on a 5-minute step (e.g. 09:00, 09:05)"
-    return None
+    return Span(starts_at, starts_at + timedelta(minutes=minutes))
 
 
 def _service(session: Session, organisation_id: str, code: str, kind: str) -> Service | None:

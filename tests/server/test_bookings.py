@@ -144,7 +144,7 @@ def test_requests_outside_the_schedule_are_rejected_with_the_reason(
     assert decision.reason is not None and problem in decision.reason
 
 
-def test_unknown_patients_services_and_past_times_are_rejected(world: BookingWorld) -> None:
+def test_unknown_patients_services_past_and_far_times_are_rejected(world: BookingWorld) -> None:
     tablet = world.tablet()
     patient = tablet.patient()
     tablet.sync(patient)
@@ -157,6 +157,7 @@ def test_unknown_patients_services_and_past_times_are_rejected(world: BookingWor
         ),
         "no service": ask(tablet, patient, local(world.monday, 9), service="massage"),
         "passed": ask(tablet, patient, datetime.now(UTC) - timedelta(days=1)),
+        "days ahead": ask(tablet, patient, datetime(9999, 12, 31, 23, 55, tzinfo=UTC)),
     }
     tablet.sync(*cases.values())
     for problem, intent in cases.items():
