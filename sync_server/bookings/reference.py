@@ -40,6 +40,7 @@ __all__ = [
     "directory_record",
     "publish_reference",
     "refresh_touched",
+    "republish",
 ]
 
 AVAILABILITY_DAYS = 14
@@ -192,6 +193,36 @@ def publish_reference(
         if records:
             write_documents(session=session, clinic_id=clinic.id, documents=records, signer=signer)
             written += len(records)
+    return written
+
+
+def republish(
+    *,
+    session: Session,
+    organisation_id: str,
+    clinic_ids: Iterable[str],
+    signer: ServerSigner,
+    now: datetime,
+) -> int:
+    """After a directory or schedule change: the directory record of every clinic of
+    the organisation (each lists the whole organisation's directory) and the
+    availability horizon of `clinic_ids` (the clinics whose slots may have changed).
+    Unchanged records are not rewritten.
+
+    Returns how many records were written.
+    """
+    clinics = session.scalars(select(Clinic).where(Clinic.organisation_id == organisation_id)).all()
+    affected = set(clinic_ids)
+    written = publish_reference(
+        session, sorted(c.id for c in clinics if c.id in affected), signer=signer, now=now
+    )
+    for clinic in clinics:
+        if clinic.id in affected:
+            continue
+        record = directory_record(session, clinic, now=now, author=signer.device_id)
+        if record is not None:
+            write_documents(session=session, clinic_id=clinic.id, documents=[record], signer=signer)
+            written += 1
     return written
 
 
