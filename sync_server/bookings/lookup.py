@@ -204,13 +204,14 @@ def caregiver_rating(
             func.count(Booking.rating).filter(Booking.rating <= LOW_RATING),
         ).where(*scope)
     ).one()
-    states = dict(
-        session.execute(
+    states: dict[str, int] = {
+        state: int(count)
+        for state, count in session.execute(
             select(Booking.state, func.count())
             .where(*scope, Booking.state.in_(["completed", "missed"]))
             .group_by(Booking.state)
-        ).tuples()
-    )
+        )
+    }
     return CaregiverRating(
         provider_id=provider.id,
         reviews=int(reviews or 0),
