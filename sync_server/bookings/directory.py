@@ -46,6 +46,7 @@ from sync_server.identity.tables import Clinic
 
 __all__ = [
     "EXCEPTION_KINDS",
+    "MAX_SERVICE_MINUTES",
     "WRITER_ROLES",
     "actor_of",
     "add_exception",
@@ -69,6 +70,9 @@ WRITER_ROLES = frozenset({"staff", "admin"})
 """Roles that may change the directory and schedules (clinicians read them)."""
 
 EXCEPTION_KINDS = frozenset({"closed", "holiday", "extra"})
+
+MAX_SERVICE_MINUTES = 480
+"""The longest slot a service may have (what `crdt.Directory` records carry)."""
 
 
 def actor_of(principal: Principal) -> Actor:
@@ -192,8 +196,10 @@ def add_service(
         Conflict: ``service_exists``: the organisation has a service with this code.
     """
     require_writer(principal)
-    if duration_minutes <= 0 or duration_minutes % STEP_MINUTES:
-        raise Invalid(f"a service lasts a positive multiple of {STEP_MINUTES} minutes")
+    if not 0 < duration_minutes <= MAX_SERVICE_MINUTES or duration_minutes % STEP_MINUTES:
+        raise Invalid(
+            f"a service lasts a multiple of {STEP_MINUTES} minutes, at most {MAX_SERVICE_MINUTES}"
+        )
     if kind not in ("appointment", "visit"):
         raise Invalid("a service is an appointment or a visit")
     service = Service(

@@ -12,7 +12,9 @@ import json
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from sync_server.bookings.directory import MAX_SERVICE_MINUTES
 
 __all__ = [
     "BookingPublic",
@@ -43,6 +45,26 @@ HHMM = Annotated[str, Field(pattern=r"^\d{2}:\d{2}$", examples=["09:00"])]
 Id = Annotated[str, Field(min_length=1, max_length=64)]
 
 
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+class _Request(BaseModel):
+    """A request body. No text in it may hold a NUL character: the published
+    reference records (and PostgreSQL) cannot carry one."""
+
+    @model_validator(mode="after")
+    def _no_nul(self) -> _Request:
+        bad = sorted(name for name, value in self if _holds_nul(value))
+        if bad:
+            raise ValueError(f"text may not contain a NUL character: {', '.join(bad)}")
+        return self
+
+
 class _Public(BaseModel):
     """A response built from a row or a service result."""
 
@@ -50,7 +72,7 @@ class _Public(BaseModel):
 
 
 # ---------------------------------------------------------------- directory
-class ClinicTimezone(BaseModel):
+class ClinicTimezone(_Request):
     """The IANA time zone a clinic's schedules are in."""
 
     timezone: str = Field(min_length=1, max_length=64, examples=["Europe/Berlin"])
@@ -64,7 +86,7 @@ class ClinicTimezonePublic(_Public):
     timezone: str
 
 
-class ProviderCreate(BaseModel):
+class ProviderCreate(_Request):
     """A doctor or nurse (at a clinic) or a caregiver (organisation-wide: no clinic)."""
 
     name: str = Field(min_length=1, max_length=200)
@@ -77,7 +99,7 @@ class ProviderCreate(BaseModel):
     services: Tags = Field(default=[], description="Codes of the services offered.")
 
 
-class ProviderUpdate(BaseModel):
+class ProviderUpdate(_Request):
     """Fields to change (each given replaces the stored one); ``active: false``
     deactivates the provider."""
 
@@ -112,12 +134,12 @@ class ProviderPublic(_Public):
         return json.loads(value) if isinstance(value, str) else value
 
 
-class ServiceCreate(BaseModel):
+class ServiceCreate(_Request):
     """A bookable service and how long one slot of it lasts."""
 
     code: str = Field(min_length=1, max_length=60, pattern=r"^[A-Za-z0-9._-]+$")
     name: str = Field(min_length=1, max_length=200)
-    duration_minutes: int = Field(gt=0, le=24 * 60, multiple_of=5)
+    duration_minutes: int = Field(ge=5, le=MAX_SERVICE_MINUTES, multiple_of=5)
     specialisation: str | None = Field(default=None, min_length=1, max_length=200)
     kind: Literal["appointment", "visit"] = "appointment"
 
@@ -133,7 +155,7 @@ class ServicePublic(_Public):
     kind: str
 
 
-class WeeklyWindow(BaseModel):
+class WeeklyWindow(_Request):
     """One weekly working window, local time."""
 
     weekday: int = Field(ge=0, le=6, description="Monday 0 to Sunday 6.")
@@ -141,7 +163,7 @@ class WeeklyWindow(BaseModel):
     end: HHMM = Field(description="HH:MM; 24:00 is the end of the day.")
 
 
-class WeeklyHoursSet(BaseModel):
+class WeeklyHoursSet(_Request):
     """A provider's whole week (replaces what was there)."""
 
     hours: list[WeeklyWindow] = Field(max_length=100)
@@ -165,7 +187,7 @@ class WeeklyHoursPublic(BaseModel):
     valid_until: date | None
 
 
-class ExceptionCreate(BaseModel):
+class ExceptionCreate(_Request):
     """A holiday or closure (of a provider, a clinic, or with neither the whole
     organisation) or a provider's extra hours, on one local day."""
 
@@ -225,7 +247,7 @@ class BookingPublic(_Public):
     updated_at: datetime
 
 
-class StateChange(BaseModel):
+class StateChange(_Request):
     """A staff action on a booking: confirm, cancel, no-show or complete an
     appointment; move a visit en route, started, completed or missed."""
 
@@ -258,7 +280,7 @@ class CaregiverRatingPublic(_Public):
 
 
 # ---------------------------------------------------------------- calendar feeds
-class CalendarFeedCreate(BaseModel):
+class CalendarFeedCreate(_Request):
     """A calendar feed of one provider's or one patient's bookings."""
 
     subject_kind: Literal["provider", "patient"]
