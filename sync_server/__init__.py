@@ -10,16 +10,17 @@ and staff.
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
 
-`create_admin`, `issue_enrolment_token`, `manage_account`, `migrate` and `serve` are
-what `coherency server create-admin`, `enroll-token`, `user`, `migrate` and `run` do;
+`create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate` and
+`serve` are what `coherency server create-admin`, `enroll-token`, `user`, `seed-demo`,
+`migrate` and `run` do;
 `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
 tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
 
 The package is laid out by domain: a small core (`app`, `settings`, `db`, `deps`,
-`errors`, ...) and one folder per domain (`identity`, `sync`, `blobs`, `models`, `ops`,
-`audit`), each with its routes, services and tables. Only the names in `__all__` are
-public.
+`errors`, ...) and one folder per domain (`identity`, `sync`, `intents`, `bookings`,
+`blobs`, `models`, `ops`, `audit`), each with its routes, services and tables. Only the
+names in `__all__` are public.
 """
 
 from sync_server.app import create_app
@@ -45,10 +46,12 @@ from sync_server.operator import (
     CreatedAdmin,
     IssuedEnrolmentToken,
     ManagedAccount,
+    SeededDirectory,
     create_admin,
     document_heads,
     issue_enrolment_token,
     manage_account,
+    seed_demo,
 )
 from sync_server.serve import Serving, serve
 from sync_server.settings import Settings, settings_from
@@ -66,6 +69,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
+    "SeededDirectory",
     "ServerError",
     "Serving",
     "Settings",
@@ -81,6 +85,7 @@ __all__ = [
     "issue_enrolment_token",
     "manage_account",
     "migrate",
+    "seed_demo",
     "serve",
     "settings_from",
 ]

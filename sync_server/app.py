@@ -25,6 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sync_server.blobs import routes as blob_routes
 from sync_server.blobs.backends import make_blob_backend
 from sync_server.blobs.uploads import purge_stale_uploads
+from sync_server.bookings import calendar_routes, directory_routes
+from sync_server.bookings import routes as booking_routes
 from sync_server.bookings.deciders import register as register_bookings
 from sync_server.bookings.reference import publish_everywhere
 from sync_server.db import Database, utcnow
@@ -125,7 +127,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Coherency sync server",
         version="0.1.0",
         description="Central sync server: replicated clinical records (Automerge sync "
-        "over a per-clinic change feed), blobs, device and staff identity.",
+        "over a per-clinic change feed), blobs, device and staff identity, bookings "
+        "(directory, schedules, staff actions, calendar feeds).",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -204,6 +207,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         blob_routes,
         model_routes,
         staff_routes,
+        directory_routes,
+        booking_routes,
+        calendar_routes,
     ):
         app.include_router(routes.router)
     return app

@@ -1,7 +1,7 @@
 """What an operator does to a migrated server from outside it: the first admin account,
-device enrolment tokens and first aid for staff accounts (``coherency server
-create-admin``, ``enroll-token`` and ``user``), and a look at what the server holds for
-a clinic (`document_heads`).
+device enrolment tokens, first aid for staff accounts and a demo booking directory
+(``coherency server create-admin``, ``enroll-token``, ``user`` and ``seed-demo``), and a
+look at what the server holds for a clinic (`document_heads`).
 
 Each call opens the settings' database, checks its schema is the newest, does its work
 in one transaction through the identity services and closes the database again.
@@ -16,7 +16,8 @@ from typing import Literal
 
 from sqlalchemy import select
 
-from sync_server.db import open_database
+from sync_server.bookings.seed import SeededDirectory, seed_demo_directory
+from sync_server.db import open_database, utcnow
 from sync_server.identity.accounts import (
     deactivate_user,
     find_user,
@@ -30,7 +31,9 @@ from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user, totp_uri
 from sync_server.migrate import require_schema
+from sync_server.models.signing import ArtifactKey
 from sync_server.settings import Settings
+from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.tables import Document
 
 __all__ = [
@@ -38,10 +41,12 @@ __all__ = [
     "CreatedAdmin",
     "IssuedEnrolmentToken",
     "ManagedAccount",
+    "SeededDirectory",
     "create_admin",
     "document_heads",
     "issue_enrolment_token",
     "manage_account",
+    "seed_demo",
 ]
 
 _HEAD_BYTES = 32  # an Automerge change hash
@@ -231,3 +236,24 @@ def manage_account(
                 totp_uri=totp_uri(secret, user.username) if secret else None,
             )
     return managed
+
+
+def seed_demo(settings: Settings, *, organisation: str = "default") -> SeededDirectory:
+    """Load the demo booking directory (`sync_server.bookings.seed`) into the
+    organisation called `organisation` (created if missing) and publish its clinics'
+    reference data. Running it again changes nothing.
+
+    Raises:
+        Conflict: The database is not migrated.
+        NotFound: No database.
+        Unavailable: The database cannot be used.
+    """
+    signer = ServerSigner(ArtifactKey.load_or_create(settings.resolved_artifact_key_file))
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            found = ensure_organisation(session=session, name=organisation)
+            seeded = seed_demo_directory(
+                session=session, organisation_id=found.id, signer=signer, now=utcnow()
+            )
+    return seeded

@@ -51,7 +51,8 @@ def test_wheel_ships_packages_and_type_markers(wheel: Path) -> None:
     assert "crdt/py.typed" in names and "edge_sdk/py.typed" in names
     assert "lidar_capture/py.typed" in names
     # sync_server's domain packages, and its migrations, ship too.
-    for domain in ("audit", "blobs", "blobs/backends", "identity", "models", "ops", "sync"):
+    domains = ("audit", "blobs", "blobs/backends", "bookings", "identity", "intents")
+    for domain in (*domains, "models", "ops", "sync"):
         assert f"sync_server/{domain}/__init__.py" in names, domain
     assert "sync_server/migrations/env.py" in names
     assert not any(n.startswith(("tests/", "benchmarks/", "examples/")) for n in names)

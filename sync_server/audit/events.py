@@ -22,6 +22,11 @@ __all__ = [
     "Actor",
     "BlobDownloaded",
     "BlobUploaded",
+    "BookingStateChanged",
+    "CalendarFeedCreated",
+    "CalendarFeedRead",
+    "CalendarFeedRevoked",
+    "ClinicTimezoneSet",
     "DeviceEnrolment",
     "DeviceLogin",
     "DeviceRevoked",
@@ -37,17 +42,24 @@ __all__ = [
     "ModelChecked",
     "ModelDownloaded",
     "ModelPublished",
+    "ProviderCreated",
+    "ProviderUpdated",
+    "QualityFlagResolved",
     "RecordsRead",
     "RefreshTokenReused",
+    "ScheduleExceptionAdded",
+    "ScheduleExceptionRemoved",
+    "ServiceCreated",
     "TotpReset",
     "UserCreated",
     "UserDeactivated",
     "UserReactivated",
     "UserSessionsRevoked",
     "UserUnlocked",
+    "WeeklyHoursSet",
 ]
 
-ActorKind = Literal["device", "user", "system"]
+ActorKind = Literal["device", "user", "system", "feed"]
 
 
 class _Caller(Protocol):
@@ -62,7 +74,8 @@ class _Caller(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Actor:
-    """Who did it: a device, a staff user (by id), or the system (an operator command)."""
+    """Who did it: a device, a staff user (by id), the system (an operator command), or
+    the holder of a calendar feed's secret URL (by the feed's id)."""
 
     kind: ActorKind
     id: str | None = None
@@ -86,6 +99,11 @@ class Actor:
     def user(cls, user_id: str | None) -> Actor:
         """A staff user (None when the account is unknown)."""
         return cls("user", user_id)
+
+    @classmethod
+    def feed(cls, feed_id: str) -> Actor:
+        """Whoever holds a calendar feed's secret URL (a calendar app, usually)."""
+        return cls("feed", feed_id)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -394,3 +412,150 @@ class ModelDownloaded(Event):
 
     def target(self) -> str | None:
         return self.sha256
+
+
+# ---------------------------------------------------------------- bookings
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClinicTimezoneSet(Event):
+    """Staff set the time zone a clinic's schedules are in."""
+
+    name: ClassVar[str] = "clinic-timezone-set"
+    timezone: str
+
+    def target(self) -> str | None:
+        return self.timezone
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ProviderChanged(Event):
+    """Staff changed a bookable provider (doctor, nurse, caregiver)."""
+
+    provider_id: str
+
+    def target(self) -> str | None:
+        return self.provider_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderCreated(_ProviderChanged):
+    """A provider was added to the directory."""
+
+    name: ClassVar[str] = "provider-create"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderUpdated(_ProviderChanged):
+    """A provider's entry changed (`fields`: which), deactivation included."""
+
+    name: ClassVar[str] = "provider-update"
+    fields: tuple[str, ...]
+
+    def outcome(self) -> str:
+        return "changed=" + ",".join(self.fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WeeklyHoursSet(_ProviderChanged):
+    """A provider's weekly hours were replaced (`windows`: how many now)."""
+
+    name: ClassVar[str] = "weekly-hours-set"
+    windows: int
+
+    def outcome(self) -> str:
+        return f"windows={self.windows}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceCreated(Event):
+    """A bookable service was added to the organisation."""
+
+    name: ClassVar[str] = "service-create"
+    service_id: str
+
+    def target(self) -> str | None:
+        return self.service_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ExceptionChanged(Event):
+    """A schedule exception (holiday, closure, extra hours)."""
+
+    exception_id: str
+
+    def target(self) -> str | None:
+        return self.exception_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleExceptionAdded(_ExceptionChanged):
+    """A holiday, closure or extra hours were added."""
+
+    name: ClassVar[str] = "schedule-exception-add"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleExceptionRemoved(_ExceptionChanged):
+    """A holiday, closure or extra hours were removed."""
+
+    name: ClassVar[str] = "schedule-exception-remove"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BookingStateChanged(Event):
+    """Staff moved a booking (confirm, cancel, no-show, a visit's progress)."""
+
+    name: ClassVar[str] = "booking-state"
+    booking_id: str
+    state: str
+
+    def target(self) -> str | None:
+        return self.booking_id
+
+    def outcome(self) -> str:
+        return self.state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QualityFlagResolved(Event):
+    """Staff resolved a quality flag."""
+
+    name: ClassVar[str] = "quality-flag-resolve"
+    flag_id: str
+
+    def target(self) -> str | None:
+        return self.flag_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _FeedEvent(Event):
+    """Something about one calendar feed (never its token)."""
+
+    feed_id: str
+
+    def target(self) -> str | None:
+        return self.feed_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalendarFeedCreated(_FeedEvent):
+    """Staff created a secret calendar feed URL for a provider or a patient."""
+
+    name: ClassVar[str] = "calendar-feed-create"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalendarFeedRevoked(_FeedEvent):
+    """Staff revoked a calendar feed: its URL answers 404 from now on."""
+
+    name: ClassVar[str] = "calendar-feed-revoke"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CalendarFeedRead(_FeedEvent):
+    """A calendar feed was fetched with its secret URL (`events`: how many it held)."""
+
+    name: ClassVar[str] = "calendar-feed-read"
+    events: int
+
+    def outcome(self) -> str:
+        return f"events={self.events}"

@@ -1,7 +1,8 @@
 """What staff do with bookings: confirm, cancel with a reason, mark a no-show, and
 track a caregiver's visit (scheduled, en route, started, completed, or missed). A
-missed visit raises a quality flag. Each change that frees or moves time refreshes
-the clinic's availability records in the same transaction.
+missed visit raises a quality flag; staff see open flags and resolve them. Each change
+that frees or moves time refreshes the clinic's availability records in the same
+transaction; each is audited.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from sync_server.audit.events import BookingStateChanged, QualityFlagResolved
+from sync_server.audit.services import record_event
 from sync_server.bookings.deciders import LATE_CANCELLATION, cancel_booking
-from sync_server.bookings.directory import clinic_in_scope
+from sync_server.bookings.directory import actor_of, clinic_in_scope, require_writer
 from sync_server.bookings.reference import availability_records, local_day
 from sync_server.bookings.slots import release
 from sync_server.bookings.tables import Booking, QualityFlag
@@ -23,7 +26,14 @@ from sync_server.identity.principals import Principal
 from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.documents import write_documents
 
-__all__ = ["APPOINTMENT_MOVES", "VISIT_MOVES", "booking_in_scope", "change_state", "open_flags"]
+__all__ = [
+    "APPOINTMENT_MOVES",
+    "VISIT_MOVES",
+    "booking_in_scope",
+    "change_state",
+    "open_flags",
+    "resolve_flag",
+]
 
 APPOINTMENT_MOVES: dict[str, frozenset[str]] = {
     "booked": frozenset({"confirmed", "cancelled", "no_show", "completed"}),
@@ -43,7 +53,7 @@ completed, or missed."""
 _FREES_TIME = frozenset({"cancelled", "no_show", "missed", "completed"})
 
 
-def booking_in_scope(session: Session, principal: Principal, booking_id: str) -> Booking:
+def booking_in_scope(*, session: Session, principal: Principal, booking_id: str) -> Booking:
     """The booking, if it is in the caller's clinics.
 
     Raises:
@@ -60,11 +70,11 @@ def booking_in_scope(session: Session, principal: Principal, booking_id: str) ->
 
 
 def change_state(
+    *,
     session: Session,
     principal: Principal,
     booking_id: str,
     state: str,
-    *,
     signer: ServerSigner,
     reason: str | None = None,
     now: datetime | None = None,
@@ -72,11 +82,13 @@ def change_state(
     """Move a booking to `state` as staff (see `APPOINTMENT_MOVES`, `VISIT_MOVES`).
 
     Raises:
+        Forbidden: The caller may not change bookings (clinicians read them).
         NotFound: The booking is not in the caller's scope.
         Conflict: ``bad_transition``: not a move allowed from the booking's state.
     """
+    require_writer(principal)
     at = now or utcnow()
-    booking = booking_in_scope(session, principal, booking_id)
+    booking = booking_in_scope(session=session, principal=principal, booking_id=booking_id)
     moves = APPOINTMENT_MOVES if booking.kind == "appointment" else VISIT_MOVES
     if state not in moves.get(booking.state, frozenset()):
         raise Conflict(
@@ -108,22 +120,70 @@ def change_state(
         )
     session.flush()
     if state in _FREES_TIME and booking.kind == "appointment":
-        clinic = clinic_in_scope(session, principal, booking.clinic_id)
+        clinic = clinic_in_scope(session=session, principal=principal, clinic_id=booking.clinic_id)
         records = availability_records(
             session, clinic, [local_day(clinic, day)], now=at, author=signer.device_id
         )
         if records:
             write_documents(session=session, clinic_id=clinic.id, documents=records, signer=signer)
+    record_event(
+        session=session,
+        event=BookingStateChanged(
+            actor=actor_of(principal),
+            clinic_id=booking.clinic_id,
+            booking_id=booking.id,
+            state=state,
+        ),
+    )
     return booking
 
 
-def open_flags(session: Session, principal: Principal) -> Sequence[QualityFlag]:
-    """Unresolved quality flags of the caller's organisation, newest first."""
-    return session.scalars(
+def open_flags(
+    *, session: Session, principal: Principal, provider_id: str | None = None
+) -> Sequence[QualityFlag]:
+    """Unresolved quality flags of the caller's organisation (of its clinic's bookings,
+    for a clinic-bound caller), of one provider if given, newest first."""
+    query = (
         select(QualityFlag)
+        .join(Booking, Booking.id == QualityFlag.booking_id)
         .where(
             QualityFlag.organisation_id == principal.organisation_id,
             QualityFlag.resolved_at.is_(None),
         )
-        .order_by(QualityFlag.created_at.desc())
-    ).all()
+    )
+    if principal.clinic_id is not None:
+        query = query.where(Booking.clinic_id == principal.clinic_id)
+    if provider_id is not None:
+        query = query.where(QualityFlag.provider_id == provider_id)
+    return session.scalars(query.order_by(QualityFlag.created_at.desc(), QualityFlag.id)).all()
+
+
+def resolve_flag(
+    *, session: Session, principal: Principal, flag_id: str, now: datetime | None = None
+) -> QualityFlag:
+    """Mark a quality flag resolved (resolving it again changes nothing).
+
+    Raises:
+        Forbidden: The caller may not change bookings.
+        NotFound: No such flag in the caller's scope.
+    """
+    require_writer(principal)
+    flag = session.get(QualityFlag, flag_id)
+    booking = None if flag is None else session.get(Booking, flag.booking_id)
+    if (
+        flag is None
+        or booking is None
+        or flag.organisation_id != principal.organisation_id
+        or not principal.can_see_clinic(booking.clinic_id)
+    ):
+        raise NotFound("no such quality flag", code="not_found")
+    if flag.resolved_at is None:
+        flag.resolved_at = now or utcnow()
+        session.flush()
+        record_event(
+            session=session,
+            event=QualityFlagResolved(
+                actor=actor_of(principal), clinic_id=booking.clinic_id, flag_id=flag.id
+            ),
+        )
+    return flag

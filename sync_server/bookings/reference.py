@@ -42,6 +42,7 @@ __all__ = [
     "publish_everywhere",
     "publish_reference",
     "refresh_touched",
+    "republish",
 ]
 
 AVAILABILITY_DAYS = 14
@@ -214,6 +215,37 @@ def publish_everywhere(database: Database, *, signer: ServerSigner, now: datetim
     for clinic_id in clinic_ids:
         with database.write() as session:
             written += publish_reference(session, [clinic_id], signer=signer, now=now)
+
+    return written
+
+
+def republish(
+    *,
+    session: Session,
+    organisation_id: str,
+    clinic_ids: Iterable[str],
+    signer: ServerSigner,
+    now: datetime,
+) -> int:
+    """After a directory or schedule change: the directory record of every clinic of
+    the organisation (each lists the whole organisation's directory) and the
+    availability horizon of `clinic_ids` (the clinics whose slots may have changed).
+    Unchanged records are not rewritten.
+
+    Returns how many records were written.
+    """
+    clinics = session.scalars(select(Clinic).where(Clinic.organisation_id == organisation_id)).all()
+    affected = set(clinic_ids)
+    written = publish_reference(
+        session, sorted(c.id for c in clinics if c.id in affected), signer=signer, now=now
+    )
+    for clinic in clinics:
+        if clinic.id in affected:
+            continue
+        record = directory_record(session, clinic, now=now, author=signer.device_id)
+        if record is not None:
+            write_documents(session=session, clinic_id=clinic.id, documents=[record], signer=signer)
+            written += 1
     return written
 
 

@@ -67,16 +67,18 @@ def create_clinic(
 
     Raises:
         Forbidden: ``organisation_admins_only``: `actor` is bound to a clinic.
-        Unprocessable: ``invalid_clinic``: the name is empty or longer than 200 characters.
+        Unprocessable: ``invalid_clinic``: the name is empty, longer than 200 characters
+            or holds a NUL character (records naming the clinic could not carry it).
         NotFound: No such organisation.
         Conflict: ``clinic_exists``: the organisation has a clinic of that name.
     """
     if actor is not None:
         require_organisation_wide(actor, "only organisation-wide admins create clinics")
     name = name.strip()
-    if not name or len(name) > MAX_NAME_LENGTH:
+    if not name or len(name) > MAX_NAME_LENGTH or "\x00" in name:
         raise Unprocessable(
-            f"a clinic name is 1 to {MAX_NAME_LENGTH} characters", code="invalid_clinic"
+            f"a clinic name is 1 to {MAX_NAME_LENGTH} characters, without NUL",
+            code="invalid_clinic",
         )
     if session.get(Organisation, organisation_id) is None:
         raise NotFound("no such organisation", code="organisation_not_found")

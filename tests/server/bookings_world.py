@@ -183,21 +183,29 @@ def build_world(server: Any, *, doctors: int = 2, caregivers: int = 2) -> Bookin
     suffix = uuid.uuid4().hex[:6]
     review, dressing = f"review-{suffix}", f"dressing-{suffix}"
     with server.db.write() as session:
-        set_clinic_timezone(session, staff, clinic_id, "Europe/Berlin")
+        set_clinic_timezone(
+            session=session, principal=staff, clinic_id=clinic_id, timezone="Europe/Berlin"
+        )
         add_service(
-            session,
-            staff,
+            session=session,
+            principal=staff,
             code=review,
             name="Wound review",
             duration_minutes=30,
             specialisation="wound care",
         )
-        add_service(session, staff, code=dressing, name="Dressing change", duration_minutes=15)
+        add_service(
+            session=session,
+            principal=staff,
+            code=dressing,
+            name="Dressing change",
+            duration_minutes=15,
+        )
         doctor_ids = []
         for n in range(doctors):
             doctor = add_provider(
-                session,
-                staff,
+                session=session,
+                principal=staff,
                 name=f"Dr Doctor {n}",
                 kind="doctor",
                 clinic_id=clinic_id,
@@ -206,8 +214,8 @@ def build_world(server: Any, *, doctors: int = 2, caregivers: int = 2) -> Bookin
             )
             doctor_ids.append(doctor.id)
         nurse = add_provider(
-            session,
-            staff,
+            session=session,
+            principal=staff,
             name="Nurse Nia",
             kind="nurse",
             clinic_id=clinic_id,
@@ -216,8 +224,8 @@ def build_world(server: Any, *, doctors: int = 2, caregivers: int = 2) -> Bookin
         caregiver_ids = []
         for n in range(caregivers):
             caregiver = add_provider(
-                session,
-                staff,
+                session=session,
+                principal=staff,
                 name=f"Carer {n}",
                 kind="caregiver",
                 clinic_id=None,
@@ -227,13 +235,18 @@ def build_world(server: Any, *, doctors: int = 2, caregivers: int = 2) -> Bookin
             )
             caregiver_ids.append(caregiver.id)
         for provider in [*doctor_ids, nurse.id]:
-            set_weekly_hours(session, staff, provider, [(d, "09:00", "12:00") for d in range(5)])
+            set_weekly_hours(
+                session=session,
+                principal=staff,
+                provider_id=provider,
+                hours=[(d, "09:00", "12:00") for d in range(5)],
+            )
         for provider in caregiver_ids:
             set_weekly_hours(
-                session,
-                staff,
-                provider,
-                [(d, "08:00", "16:00") for d in range(5)],
+                session=session,
+                principal=staff,
+                provider_id=provider,
+                hours=[(d, "08:00", "16:00") for d in range(5)],
                 timezone="Europe/Berlin",
             )
     return BookingWorld(

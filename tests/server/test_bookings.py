@@ -321,7 +321,13 @@ def test_a_visit_goes_to_a_fitting_caregiver_and_is_reviewed_once(world: Booking
     signer = world.server.server_signer()
     for state in ("en_route", "started", "completed"):
         with world.server.db.write() as session:
-            change_state(session, world.staff, booking_id, state, signer=signer)
+            change_state(
+                session=session,
+                principal=world.staff,
+                booking_id=booking_id,
+                state=state,
+                signer=signer,
+            )
     low = tablet.intent(
         IntentKind.VISIT_REVIEW, patient_id=patient.id, subject_id=booking_id, rating=1
     )
