@@ -244,7 +244,7 @@ async def _housekeeping(app: FastAPI) -> None:
         try:
             await asyncio.to_thread(
                 publish_everywhere,
-                app.state.db,
+                database=app.state.db,
                 signer=ServerSigner(app.state.artifact_key),
                 now=utcnow(),
             )

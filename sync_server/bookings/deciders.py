@@ -147,7 +147,9 @@ def cancel_appointment(context: IntentContext) -> Verdict:
     if booking.state not in ("booked", "confirmed"):
         return Verdict.rejected(f"the appointment is {booking.state.replace('_', ' ')}")
     late = booking.starts_at - context.now < LATE_CANCELLATION
-    cancel_booking(context.session, booking, context.now, asked.reason, late=late)
+    cancel_booking(
+        session=context.session, booking=booking, now=context.now, reason=asked.reason, late=late
+    )
     context.touched.add(availability_key(clinic.id, local_day(clinic, booking.starts_at)))
     outcome = {"booking_id": booking.id, "state": booking.state, "late_cancellation": late}
     return Verdict.accepted(
@@ -185,7 +187,7 @@ def request_visit(context: IntentContext) -> Verdict:
         caregiver, slot = offered
         booking = _booking(context, "visit", caregiver, patient_id, asked.skill, slot)
         booking.area, booking.language = asked.area, asked.language
-        if take(session, booking, slot):
+        if take(session=session, booking=booking, span=slot):
             return Verdict.accepted_alternative(
                 _outcome(booking, caregiver), f"{reason}; booked the nearest free time instead"
             )
@@ -235,10 +237,10 @@ def review_visit(context: IntentContext) -> Verdict:
 
 # ---------------------------------------------------------------- shared steps
 def cancel_booking(
-    session: Session, booking: Booking, now: datetime, reason: str | None, *, late: bool
+    *, session: Session, booking: Booking, now: datetime, reason: str | None, late: bool
 ) -> None:
     """Cancel `booking` and free its time (staff and intents alike)."""
-    release(session, booking.id)
+    release(session=session, booking_id=booking.id)
     booking.state = "cancelled"
     booking.cancel_reason = reason
     booking.late_cancellation = late
@@ -251,7 +253,7 @@ def _holds(session: Session, booking: Booking, provider: Provider, span: Span) -
     first, last = span.start.date() - timedelta(days=1), span.end.date() + timedelta(days=1)
     if not Schedule(session, provider, first, last).offers(span):
         return False
-    return take(session, booking, span)
+    return take(session=session, booking=booking, span=span)
 
 
 def _move(
@@ -261,8 +263,8 @@ def _move(
     if not Schedule(session, provider, first, last).offers(span):
         return False
     savepoint = session.begin_nested()
-    release(session, booking.id)
-    if take(session, booking, span, provider_id=provider.id):
+    release(session=session, booking_id=booking.id)
+    if take(session=session, booking=booking, span=span, provider_id=provider.id):
         booking.updated_at = now
         savepoint.commit()
         return True
@@ -312,7 +314,7 @@ def _alternative(
     if offered is not None and asked.flexible:
         provider, slot = offered
         booking = _booking(context, "appointment", provider, patient_id, service.code, slot)
-        if take(session, booking, slot):
+        if take(session=session, booking=booking, span=slot):
             context.touched.add(availability_key(clinic.id, local_day(clinic, slot.start)))
             return Verdict.accepted_alternative(
                 _outcome(booking, provider), f"{reason}; booked the nearest free slot instead"
@@ -333,7 +335,7 @@ def _nearest(
     `SEARCH_DAYS`), among `candidates`."""
     start_day = max(around, now).date() - timedelta(days=1)
     days = [start_day + timedelta(days=n) for n in range(SEARCH_DAYS + 2)]
-    found = free_slots(session, candidates, minutes, days, after=now)
+    found = free_slots(session=session, providers=candidates, minutes=minutes, days=days, after=now)
     if not found:
         return None
     return min(found, key=lambda item: (abs(item[1].start - around), item[1].start, item[0].id))

@@ -161,7 +161,11 @@ def find_slots(
     return [
         FreeSlot(provider.id, provider.name, found.code, span.start, span.end)
         for provider, span in free_slots(
-            session, providers, found.duration_minutes, days, after=now or utcnow()
+            session=session,
+            providers=providers,
+            minutes=found.duration_minutes,
+            days=days,
+            after=now or utcnow(),
         )
         # A provider in another zone works other local days: keep the clinic's days.
         if window.covers(span)

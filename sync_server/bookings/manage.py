@@ -98,11 +98,15 @@ def change_state(
     day = booking.starts_at
     if state == "cancelled":
         cancel_booking(
-            session, booking, at, reason, late=booking.starts_at - at < LATE_CANCELLATION
+            session=session,
+            booking=booking,
+            now=at,
+            reason=reason,
+            late=booking.starts_at - at < LATE_CANCELLATION,
         )
     else:
         if state in _FREES_TIME:
-            release(session, booking.id)
+            release(session=session, booking_id=booking.id)
         booking.state = state
         booking.updated_at = at
         if reason is not None:
@@ -122,7 +126,11 @@ def change_state(
     if state in _FREES_TIME and booking.kind == "appointment":
         clinic = clinic_in_scope(session=session, principal=principal, clinic_id=booking.clinic_id)
         records = availability_records(
-            session, clinic, [local_day(clinic, day)], now=at, author=signer.device_id
+            session=session,
+            clinic=clinic,
+            days=[local_day(clinic, day)],
+            now=at,
+            author=signer.device_id,
         )
         if records:
             write_documents(session=session, clinic_id=clinic.id, documents=records, signer=signer)

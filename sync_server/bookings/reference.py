@@ -60,7 +60,7 @@ def local_day(clinic: Clinic, moment: datetime) -> date:
 
 
 def directory_record(
-    session: Session, clinic: Clinic, *, now: datetime, author: str
+    *, session: Session, clinic: Clinic, now: datetime, author: str
 ) -> RecordDocument | None:
     """The clinic's directory record, updated to what the tables say; None if the
     stored one already says it."""
@@ -96,7 +96,7 @@ def directory_record(
 
 
 def availability_records(
-    session: Session, clinic: Clinic, days: Iterable[date], *, now: datetime, author: str
+    *, session: Session, clinic: Clinic, days: Iterable[date], now: datetime, author: str
 ) -> list[RecordDocument]:
     """The clinic's availability records for `days` (within the published horizon),
     updated to the free slots the tables show; unchanged ones are left out."""
@@ -125,7 +125,11 @@ def availability_records(
         for code, service in sorted(services.items()):
             offering = [p for p in providers if code in json_list(p.services)]
             for provider, span in free_slots(
-                session, offering, service.duration_minutes, [day], after=now
+                session=session,
+                providers=offering,
+                minutes=service.duration_minutes,
+                days=[day],
+                after=now,
             ):
                 slots.append(
                     {
@@ -151,7 +155,12 @@ def availability_records(
 
 
 def refresh_touched(
-    session: Session, clinic_id: str, touched: set[tuple[str, ...]], now: datetime, author: str
+    *,
+    session: Session,
+    clinic_id: str,
+    touched: set[tuple[str, ...]],
+    now: datetime,
+    author: str,
 ) -> list[RecordDocument]:
     """After decisions (an `sync_server.intents.AfterDecisions` hook): the availability
     records of the pushing clinic's days the decisions touched. (Appointments are
@@ -164,11 +173,11 @@ def refresh_touched(
     clinic = session.get(Clinic, clinic_id)
     if clinic is None or not days:
         return []
-    return availability_records(session, clinic, days, now=now, author=author)
+    return availability_records(session=session, clinic=clinic, days=days, now=now, author=author)
 
 
 def publish_reference(
-    session: Session, clinic_ids: Sequence[str], *, signer: ServerSigner, now: datetime
+    *, session: Session, clinic_ids: Sequence[str], signer: ServerSigner, now: datetime
 ) -> int:
     """Write the directory and the whole availability horizon of each clinic (after a
     directory or schedule change, and once a day as days enter the horizon).
@@ -182,13 +191,15 @@ def publish_reference(
             continue
         today = local_day(clinic, now)
         records: list[RecordDocument] = []
-        directory = directory_record(session, clinic, now=now, author=signer.device_id)
+        directory = directory_record(
+            session=session, clinic=clinic, now=now, author=signer.device_id
+        )
         if directory is not None:
             records.append(directory)
         records += availability_records(
-            session,
-            clinic,
-            [today + timedelta(days=n) for n in range(AVAILABILITY_DAYS)],
+            session=session,
+            clinic=clinic,
+            days=[today + timedelta(days=n) for n in range(AVAILABILITY_DAYS)],
             now=now,
             author=signer.device_id,
         )
@@ -198,7 +209,7 @@ def publish_reference(
     return written
 
 
-def publish_everywhere(database: Database, *, signer: ServerSigner, now: datetime) -> int:
+def publish_everywhere(*, database: Database, signer: ServerSigner, now: datetime) -> int:
     """`publish_reference` for every clinic of every organisation that has a booking
     directory, one short transaction per clinic (the server's hourly housekeeping:
     a new day enters each clinic's horizon, yesterday's slots leave it).
@@ -214,7 +225,9 @@ def publish_everywhere(database: Database, *, signer: ServerSigner, now: datetim
     written = 0
     for clinic_id in clinic_ids:
         with database.write() as session:
-            written += publish_reference(session, [clinic_id], signer=signer, now=now)
+            written += publish_reference(
+                session=session, clinic_ids=[clinic_id], signer=signer, now=now
+            )
 
     return written
 
@@ -237,12 +250,15 @@ def republish(
     clinics = session.scalars(select(Clinic).where(Clinic.organisation_id == organisation_id)).all()
     affected = set(clinic_ids)
     written = publish_reference(
-        session, sorted(c.id for c in clinics if c.id in affected), signer=signer, now=now
+        session=session,
+        clinic_ids=sorted(c.id for c in clinics if c.id in affected),
+        signer=signer,
+        now=now,
     )
     for clinic in clinics:
         if clinic.id in affected:
             continue
-        record = directory_record(session, clinic, now=now, author=signer.device_id)
+        record = directory_record(session=session, clinic=clinic, now=now, author=signer.device_id)
         if record is not None:
             write_documents(session=session, clinic_id=clinic.id, documents=[record], signer=signer)
             written += 1

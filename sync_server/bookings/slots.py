@@ -57,7 +57,7 @@ def steps(span: Span) -> list[datetime]:
     return found
 
 
-def take(session: Session, booking: Booking, span: Span, *, provider_id: str | None = None) -> bool:
+def take(*, session: Session, booking: Booking, span: Span, provider_id: str | None = None) -> bool:
     """Give `booking` (new, or stored and moving) the time `span` of its provider (or
     of `provider_id`), in a savepoint: True if every step was free; else False and
     nothing changed (a new booking is not stored, a stored one keeps its time)."""
@@ -79,7 +79,7 @@ def take(session: Session, booking: Booking, span: Span, *, provider_id: str | N
     return True
 
 
-def release(session: Session, booking_id: str) -> None:
+def release(*, session: Session, booking_id: str) -> None:
     """Free every step `booking_id` holds."""
     session.execute(delete(BookingClaim).where(BookingClaim.booking_id == booking_id))
 
@@ -152,7 +152,7 @@ class Schedule:
         return slots(self.windows(day), minutes)
 
 
-def held(session: Session, provider_ids: Sequence[str], span: Span) -> dict[str, set[datetime]]:
+def held(*, session: Session, provider_ids: Sequence[str], span: Span) -> dict[str, set[datetime]]:
     """The steps within `span` already held, per provider."""
     rows = session.execute(
         select(BookingClaim.provider_id, BookingClaim.at).where(
@@ -168,11 +168,11 @@ def held(session: Session, provider_ids: Sequence[str], span: Span) -> dict[str,
 
 
 def free_slots(
+    *,
     session: Session,
     providers: Iterable[Provider],
     minutes: int,
     days: Sequence[date],
-    *,
     after: datetime | None = None,
 ) -> list[tuple[Provider, Span]]:
     """Every free slot of `minutes` of `providers` on `days` (starting after `after`),
@@ -185,7 +185,7 @@ def free_slots(
         datetime.combine(first - timedelta(days=1), datetime.min.time(), tzinfo=UTC),
         datetime.combine(last + timedelta(days=2), datetime.min.time(), tzinfo=UTC),
     )
-    taken = held(session, [p.id for p in providers], outer)
+    taken = held(session=session, provider_ids=[p.id for p in providers], span=outer)
     found: list[tuple[Provider, Span]] = []
     for provider in providers:
         schedule = Schedule(session, provider, first, last)

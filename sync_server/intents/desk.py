@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -89,10 +89,21 @@ class IntentContext:
 Handler = Callable[[IntentContext], Verdict]
 """Decides one kind of intent; raises nothing for a bad request (it rejects it)."""
 
-AfterDecisions = Callable[[Session, str, set[tuple[str, ...]], datetime, str], list[RecordDocument]]
-"""Run once after a batch of decisions (session, clinic id, touched keys, now, the
-server's device id to write as): the server documents to write with the decisions
-(e.g. refreshed availability)."""
+
+class AfterDecisions(Protocol):
+    """Run once after a batch of decisions: the server documents to write with them
+    (e.g. refreshed availability). `touched` holds what the handlers recorded in
+    `IntentContext.touched`; `author` is the server's device id to write as."""
+
+    def __call__(
+        self,
+        *,
+        session: Session,
+        clinic_id: str,
+        touched: set[tuple[str, ...]],
+        now: datetime,
+        author: str,
+    ) -> list[RecordDocument]: ...
 
 
 class IntentDesk:
@@ -168,7 +179,13 @@ class IntentDesk:
             ),
         )
         for hook in self._after:
-            documents += hook(session, clinic_id, touched, at, signer.device_id)
+            documents += hook(
+                session=session,
+                clinic_id=clinic_id,
+                touched=touched,
+                now=at,
+                author=signer.device_id,
+            )
         write_documents(session=session, clinic_id=clinic_id, documents=documents, signer=signer)
         return [d.id for d in pending]
 

@@ -167,8 +167,8 @@ class BookingWorld:
     def publish(self) -> None:
         with self.server.db.write() as session:
             publish_reference(
-                session,
-                [self.clinic_id],
+                session=session,
+                clinic_ids=[self.clinic_id],
                 signer=self.server.server_signer(),
                 now=datetime.now(UTC),
             )

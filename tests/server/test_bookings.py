@@ -408,7 +408,7 @@ def test_housekeeping_publishes_every_clinics_horizon_once(world: BookingWorld) 
     server = world.server
     signer = server.server_signer()
     now = datetime.now(UTC)
-    publish_everywhere(server.db, signer=signer, now=now)
+    publish_everywhere(database=server.db, signer=signer, now=now)
     with server.db.read() as session:
         held = set(
             session.scalars(
@@ -421,4 +421,4 @@ def test_housekeeping_publishes_every_clinics_horizon_once(world: BookingWorld) 
     assert directory_id(world.clinic_id) in held
     assert len([d for d in held if d.startswith("availability:")]) == AVAILABILITY_DAYS
     # Nothing changed: nothing is written again.
-    assert publish_everywhere(server.db, signer=signer, now=now) == 0
+    assert publish_everywhere(database=server.db, signer=signer, now=now) == 0
