@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test quick lint typecheck unit bench install system clean
+.PHONY: demo test quick lint typecheck unit bench simulate install system clean
 
 ## Debian packages (one list, scripts/system-packages; CI installs the same).
 system:
@@ -42,6 +42,12 @@ unit: install
 
 bench: install
 	$(BIN)/python -m benchmarks.run --json benchmarks/results/latest.json
+
+## The seeded booking simulation at full size (the suite runs 500 seeds): 10,000 seeds
+## in process on SQLite, plus its PostgreSQL and HTTP runs. SEEDS=n to change.
+SEEDS ?= 10000
+simulate: install
+	COHERENCY_SIM_SEEDS=$(SEEDS) $(BIN)/pytest -q -s tests/server/test_bookings_simulation.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,9 @@ Benchmarks: ``write`` (local write throughput against plain SQLite), ``merge`` (
 session into an empty replica), ``storage`` (bytes per record) and ``sync`` (push,
 initial sync and propagation through a real sync server over HTTP) and ``capture``
 (wound measurement accuracy against synthetic ground truth, and its speed) and
-``models`` (the bundled wound model's Dice, latency and size). See
+``models`` (the bundled wound model's Dice, latency and size) and ``bookings``
+(intents decided per second and push-to-decision latency, 20 concurrent devices on
+PostgreSQL). See
 ``benchmarks/README.md``.
 """
 
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import (
+    _bench_bookings,
     _bench_capture,
     _bench_merge,
     _bench_models,
@@ -43,6 +46,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "sync": _bench_sync.run,
     "capture": _bench_capture.run,
     "models": _bench_models.run,
+    "bookings": _bench_bookings.run,
 }
 
 DEFAULT_SCALE = 10_000

@@ -48,6 +48,11 @@ SYNC = {
     for what in ("initial", "push", "propagation.p50", "propagation.p99")
     for backend in ("sqlite", "postgresql")
 }
+BOOKINGS = {
+    "bookings.decisions_per_s",
+    "bookings.push_to_decision_p50_ms",
+    "bookings.push_to_decision_p99_ms",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -93,6 +98,8 @@ TARGETED = {
     "models.latency.speedup.t2",
     "models.size.fp32",
     "models.size.int8",
+    "bookings.decisions_per_s",
+    "bookings.push_to_decision_p99_ms",
 }
 
 
@@ -131,12 +138,14 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     results = {r["name"]: r for r in document["results"]}
     missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
     # Only the PostgreSQL figures may be missing, and only without PostgreSQL.
-    assert all(name.endswith(".postgresql") for name in missing), missing
+    assert all(name.endswith(".postgresql") or name in BOOKINGS for name in missing), missing
     assert not (missing and REQUIRE_POSTGRES), missing
     assert not set(results) & set(missing)
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
-    assert set(results) - capture - model | set(missing) == WRITE | MERGE | STORAGE | SYNC
+    assert set(results) - capture - model | set(missing) == (
+        WRITE | MERGE | STORAGE | SYNC | BOOKINGS
+    )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
     # calf comparison needs a calf wound at 1 mm among the few of a smoke run.
@@ -211,6 +220,23 @@ def test_only_and_repeat_select_benchmarks_and_sample_counts(tmp_path: Path) -> 
     assert all(len(results[name]["samples"]) == 2 for name in MERGE)
     assert all(len(results[name]["samples"]) == 1 for name in STORAGE)  # sizes: once
     assert document["settings"]["pinned_cpu"] is None
+
+
+def test_the_bookings_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -> None:
+    document, table = _run(tmp_path, "--only", "bookings", "--scale", "40", "--repeat", "1",
+                           "--no-pin")  # fmt: skip
+    results = {r["name"]: r for r in document["results"]}
+    missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
+    assert set(results) | set(missing) == BOOKINGS and not set(results) & set(missing)
+    assert not (missing and REQUIRE_POSTGRES), missing
+    assert all("PostgreSQL" in reason for reason in missing.values())
+    for name, r in results.items():
+        assert r["value"] > 0 and r["intents"] == 20 * 10 and r["devices"] == 20, name
+        assert r["database"].startswith("PostgreSQL") and name in table
+    if results:
+        p50 = results["bookings.push_to_decision_p50_ms"]["value"]
+        assert p50 <= results["bookings.push_to_decision_p99_ms"]["value"]
+        assert results["bookings.decisions_per_s"]["target"] == 1_000
 
 
 def machine_cpus(document: dict[str, Any]) -> int:
