@@ -185,16 +185,23 @@ def _setup(app: Any, url: str, batches: int, *, week: int) -> list[_Device]:
     monday = date.today() + timedelta(days=7 + 7 * week)
     monday += timedelta(days=(7 - monday.weekday()) % 7)
     slots = [  # every doctor's 30-minute slots of the week, in order
-        (d, datetime.combine(monday + timedelta(days=day), datetime.min.time(), tzinfo=BERLIN)
-         + timedelta(hours=8, minutes=30 * n))
-        for day in range(5) for n in range(20) for d in range(DOCTORS)
-    ]  # fmt: skip
+        (
+            d,
+            datetime.combine(monday + timedelta(days=day), datetime.min.time(), tzinfo=BERLIN)
+            + timedelta(hours=8, minutes=30 * n),
+        )
+        for day in range(5)
+        for n in range(20)
+        for d in range(DOCTORS)
+    ]
     devices: list[_Device] = []
     with db.write() as session:
         session.add(Organisation(id=organisation_id, name=f"bench-{suffix}"))
         session.flush()
         staff = Principal("user", str(uuid.uuid4()), None, organisation_id, "admin")
-        add_service(session, staff, code=service, name="Wound review", duration_minutes=30)
+        add_service(
+            session=session, principal=staff, code=service, name="Wound review", duration_minutes=30
+        )
         clinics: list[tuple[str, list[str]]] = []
         for c in range(CLINICS):
             clinic_id = str(uuid.uuid4())
@@ -202,13 +209,24 @@ def _setup(app: Any, url: str, batches: int, *, week: int) -> list[_Device]:
                 Clinic(id=clinic_id, organisation_id=organisation_id, name=f"b{c}", feed_seq=0)
             )
             session.flush()
-            set_clinic_timezone(session, staff, clinic_id, "Europe/Berlin")
+            set_clinic_timezone(
+                session=session, principal=staff, clinic_id=clinic_id, timezone="Europe/Berlin"
+            )
             doctors = []
             for n in range(DOCTORS):
-                doctor = add_provider(session, staff, name=f"Dr {n}", kind="doctor",
-                                      clinic_id=clinic_id, services=[service])  # fmt: skip
+                doctor = add_provider(
+                    session=session,
+                    principal=staff,
+                    name=f"Dr {n}",
+                    kind="doctor",
+                    clinic_id=clinic_id,
+                    services=[service],
+                )
                 set_weekly_hours(
-                    session, staff, doctor.id, [(d, "08:00", "18:00") for d in range(5)]
+                    session=session,
+                    principal=staff,
+                    provider_id=doctor.id,
+                    hours=[(d, "08:00", "18:00") for d in range(5)],
                 )
                 doctors.append(doctor.id)
             clinics.append((clinic_id, doctors))
@@ -223,20 +241,29 @@ def _setup(app: Any, url: str, batches: int, *, week: int) -> list[_Device]:
     for n, (identity, clinic_id) in enumerate(identities):
         doctors = dict(clinics)[clinic_id]
         token, _ = app.state.signing_key.issue_access_token(
-            subject=identity.device_id, kind="device", clinic_id=clinic_id,
-            organisation_id=organisation_id, role="device", ttl=timedelta(hours=1),
-        )  # fmt: skip
-        device = _Device(identity.device_id, clinic_id,
-                         httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"},
-                                      timeout=120))  # fmt: skip
+            subject=identity.device_id,
+            kind="device",
+            clinic_id=clinic_id,
+            organisation_id=organisation_id,
+            role="device",
+            ttl=timedelta(hours=1),
+        )
+        device = _Device(
+            identity.device_id,
+            clinic_id,
+            httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=120),
+        )
         patient = RecordDocument.create(
             Patient,
             {"given_name": "Bench", "family_name": f"P{n}", "birth_date": date(1950, 1, 1)},
-            device_id=identity.device_id, clinic_id=clinic_id, signer=identity,
-        )  # fmt: skip
+            device_id=identity.device_id,
+            clinic_id=clinic_id,
+            signer=identity,
+        )
         # The patient goes up first, untimed: the race is about the intents.
-        device.http.post("/v1/sync/push", content=_wire([(patient.id, patient.save())]),
-                         headers=MEDIA).raise_for_status()  # fmt: skip
+        device.http.post(
+            "/v1/sync/push", content=_wire([(patient.id, patient.save())]), headers=MEDIA
+        ).raise_for_status()
         mine = [s for i, s in enumerate(slots) if i % (DEVICES // CLINICS) == n // CLINICS]
         for b in range(batches):
             batch = []
@@ -247,12 +274,20 @@ def _setup(app: Any, url: str, batches: int, *, week: int) -> list[_Device]:
                     index, when = 0, slots[-1][1]  # the clinic's contended slot
                 intent = RecordDocument.create(
                     Intent,
-                    {"kind": IntentKind.APPOINTMENT_REQUEST, "patient_id": patient.id,
-                     "details": {"service": service, "starts_at": when.isoformat(),
-                                 "provider_id": doctors[index]}},
-                    device_id=identity.device_id, clinic_id=clinic_id,
-                    record_id=new_record_id(), signer=identity,
-                )  # fmt: skip
+                    {
+                        "kind": IntentKind.APPOINTMENT_REQUEST,
+                        "patient_id": patient.id,
+                        "details": {
+                            "service": service,
+                            "starts_at": when.isoformat(),
+                            "provider_id": doctors[index],
+                        },
+                    },
+                    device_id=identity.device_id,
+                    clinic_id=clinic_id,
+                    record_id=new_record_id(),
+                    signer=identity,
+                )
                 batch.append((intent.id, intent.save()))
             device.intents.append(batch)
         devices.append(device)

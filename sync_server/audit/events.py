@@ -352,10 +352,13 @@ class IntentsDecided(Event):
         return _joined(tuple(intent_id for intent_id, _ in self.decided))
 
     def outcome(self) -> str:
+        # Short names: the column holds 40 characters (three 4-digit counts fit).
+        short = {"accepted": "accepted", "accepted_alternative": "alt", "rejected": "rejected"}
         counts: dict[str, int] = {}
         for _, status in self.decided:
-            counts[status] = counts.get(status, 0) + 1
-        return " ".join(f"{status}={n}" for status, n in sorted(counts.items()))
+            name = short.get(status, status)
+            counts[name] = counts.get(name, 0) + 1
+        return " ".join(f"{name}={n}" for name, n in sorted(counts.items()))
 
 
 # ---------------------------------------------------------------- blobs and models

@@ -130,7 +130,7 @@ class Booking(Base):
     kind: Mapped[str] = mapped_column(String(20))  # appointment | visit
     provider_id: Mapped[str] = mapped_column(ForeignKey("providers.id"))
     patient_id: Mapped[str] = mapped_column(Id, index=True)
-    service: Mapped[str] = mapped_column(String(60))
+    service: Mapped[str] = mapped_column(String(200))  # a service code, or a visit's skill
     starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # booked, confirmed, en_route, started (active: `ACTIVE_STATES`), completed,
@@ -138,7 +138,7 @@ class Booking(Base):
     state: Mapped[str] = mapped_column(String(20))
     intent_id: Mapped[str] = mapped_column(Id, unique=True)  # the intent that made it
     area: Mapped[str | None] = mapped_column(String(200))  # visits: where
-    language: Mapped[str | None] = mapped_column(String(60))
+    language: Mapped[str | None] = mapped_column(String(200))
     late_cancellation: Mapped[bool] = mapped_column(Boolean, default=False)
     cancel_reason: Mapped[str | None] = mapped_column(String(500))
     rating: Mapped[int | None] = mapped_column(Integer)  # visits: the one review

@@ -277,31 +277,82 @@ def furnish(db: Database, organisation_id: str | None = None) -> SimClinic:
         )
         session.flush()
         staff = Principal("user", str(uuid.uuid4()), None, organisation_id, "admin")
-        set_clinic_timezone(session, staff, clinic_id, "Europe/Berlin")
+        set_clinic_timezone(
+            session=session, principal=staff, clinic_id=clinic_id, timezone="Europe/Berlin"
+        )
         review, dressing, area = f"review-{suffix}", f"dressing-{suffix}", f"area-{suffix}"
-        add_service(session, staff, code=review, name="Wound review", duration_minutes=30,
-                    specialisation="wound care")  # fmt: skip
-        add_service(session, staff, code=dressing, name="Dressing change", duration_minutes=15)
+        add_service(
+            session=session,
+            principal=staff,
+            code=review,
+            name="Wound review",
+            duration_minutes=30,
+            specialisation="wound care",
+        )
+        add_service(
+            session=session,
+            principal=staff,
+            code=dressing,
+            name="Dressing change",
+            duration_minutes=15,
+        )
         doctors = [
-            add_provider(session, staff, name=f"Dr {n}", kind="doctor", clinic_id=clinic_id,
-                         specialisations=["wound care"], services=[review, dressing]).id
+            add_provider(
+                session=session,
+                principal=staff,
+                name=f"Dr {n}",
+                kind="doctor",
+                clinic_id=clinic_id,
+                specialisations=["wound care"],
+                services=[review, dressing],
+            ).id
             for n in range(2)
-        ]  # fmt: skip
+        ]
         nurse = add_provider(
-            session, staff, name="Nurse", kind="nurse", clinic_id=clinic_id, services=[dressing]
+            session=session,
+            principal=staff,
+            name="Nurse",
+            kind="nurse",
+            clinic_id=clinic_id,
+            services=[dressing],
         ).id
         caregiver = add_provider(
-            session, staff, name="Carer", kind="caregiver", clinic_id=None,
-            skills=["wound dressing"], areas=[area], languages=["en"],
-        ).id  # fmt: skip
+            session=session,
+            principal=staff,
+            name="Carer",
+            kind="caregiver",
+            clinic_id=None,
+            skills=["wound dressing"],
+            areas=[area],
+            languages=["en"],
+        ).id
         for provider in [*doctors, nurse]:
-            set_weekly_hours(session, staff, provider, [(d, "09:00", "12:00") for d in (0, 1)])
-        set_weekly_hours(session, staff, caregiver, [(d, "08:00", "12:00") for d in (0, 1)],
-                         timezone="Europe/Berlin")  # fmt: skip
+            set_weekly_hours(
+                session=session,
+                principal=staff,
+                provider_id=provider,
+                hours=[(d, "09:00", "12:00") for d in (0, 1)],
+            )
+        set_weekly_hours(
+            session=session,
+            principal=staff,
+            provider_id=caregiver,
+            hours=[(d, "08:00", "12:00") for d in (0, 1)],
+            timezone="Europe/Berlin",
+        )
     monday = date.today() + timedelta(days=7)
     monday += timedelta(days=(7 - monday.weekday()) % 7)
-    return SimClinic(organisation_id, clinic_id, doctors, nurse, caregiver, review, dressing,
-                     area, [monday, monday + timedelta(days=1)])  # fmt: skip
+    return SimClinic(
+        organisation_id,
+        clinic_id,
+        doctors,
+        nurse,
+        caregiver,
+        review,
+        dressing,
+        area,
+        [monday, monday + timedelta(days=1)],
+    )
 
 
 def new_device(db: Database, clinic: SimClinic, link: Link, rng: random.Random) -> SimDevice:
@@ -380,10 +431,17 @@ class _Run:
     def step(self) -> None:
         device = self.rng.choice(self.fleet)
         action: Callable[[SimDevice], None] = self.rng.choices(
-            [self.toggle, self.request, self.visit, self.reschedule, self.cancel, self.relay,
-             self.sync],
+            [
+                self.toggle,
+                self.request,
+                self.visit,
+                self.reschedule,
+                self.cancel,
+                self.relay,
+                self.sync,
+            ],
             weights=[12, 25, 6, 12, 8, 7, 30],
-        )[0]  # fmt: skip
+        )[0]
         action(device)
 
     # -- what a device does offline

@@ -422,3 +422,23 @@ def test_housekeeping_publishes_every_clinics_horizon_once(world: BookingWorld) 
     assert len([d for d in held if d.startswith("availability:")]) == AVAILABILITY_DAYS
     # Nothing changed: nothing is written again.
     assert publish_everywhere(database=server.db, signer=signer, now=now) == 0
+
+
+def test_a_batch_of_every_outcome_is_audited_in_one_bounded_row(world: BookingWorld) -> None:
+    tablet = world.tablet()
+    patients = [tablet.patient(f"P{n}") for n in range(4)]
+    when = local(world.monday, 9)
+    intents = [
+        ask(tablet, p, when, provider_id=world.doctors[0], flexible=n == 1)
+        for n, p in enumerate(patients[:3])
+    ]
+    intents.append(ask(tablet, patients[3], when, service="no-such-service"))
+    tablet.sync(*patients, *intents)
+    with world.server.db.read() as session:
+        (outcome,) = session.scalars(
+            select(AuditEvent.outcome).where(
+                AuditEvent.action == "intents-decided",
+                AuditEvent.target.contains(intents[0].id),
+            )
+        ).all()
+    assert outcome == "accepted=1 alt=1 rejected=2"

@@ -173,7 +173,12 @@ def test_fifty_devices_of_five_clinics_race_for_one_caregivers_hour(
     for _ in range(4):
         other = dataclasses.replace(world, clinic_id=server.new_clinic(), tablets=[])
         with server.db.write() as session:
-            set_clinic_timezone(session, world.staff, other.clinic_id, "Europe/Berlin")
+            set_clinic_timezone(
+                session=session,
+                principal=world.staff,
+                clinic_id=other.clinic_id,
+                timezone="Europe/Berlin",
+            )
         clinics.append(other)
     per_clinic = DEVICES // len(clinics)
     pairs = [pair for c in clinics for pair in tablets_with_patients(c, per_clinic)]
