@@ -1,17 +1,21 @@
 """Benchmark 7: bookings decided by the server, on PostgreSQL, over HTTP on loopback.
 
-A live server (`sync_server.ThreadedServer`, uvicorn in a thread of this process) on
-a fresh PostgreSQL database. Four clinics in Europe/Berlin, each with ten doctors
-working 08:00-18:00 on weekdays; 20 devices (five per clinic, each with its own HTTP
-client, token and patient) released together by a barrier, each pushing batches of
-appointment requests and pulling after each push, as the SDK's sync does. Nine in
-ten requests name a slot of their own; one in ten names its clinic's one contended
-slot (all but the first are rejected, with an alternative looked up).
+The server is the real thing, as in the sync benchmark: uvicorn serving `sync_server`
+in a separate process (on its own core where there are two) on a fresh PostgreSQL
+database. Set up as an operator and staff would: an admin (`create_admin`) logs in
+and builds the directory through the REST routes: four clinics in Europe/Berlin, each
+with ten doctors working 08:00-18:00 on weekdays. 20 enrolled SDK stores (five per
+clinic, each with a patient) write their appointment requests offline with
+`client.bookings.request_appointment`, then, released together by a barrier, each
+syncs batch after batch (`client.sync()`: push, then pull). Nine in ten requests name
+a slot of their own; one in ten names its clinic's one contended slot (all but the
+first are rejected, with an alternative looked up).
 
 - ``bookings.decisions_per_s``: intents decided per second of wall time, from the
   barrier to the last device's last pull.
-- ``bookings.push_to_decision_p50_ms`` / ``p99_ms``: per intent, from just before
-  its push is sent to the return of the pull that brought its decision.
+- ``bookings.push_to_decision_p50_ms`` / ``p99_ms``: per intent, from the start of the
+  sync that pushes it to the end of that sync, when its decision is in the device's
+  store (`client.intent_status` says so).
 
 Without PostgreSQL the figures are reported missing, with the reason.
 """
@@ -67,11 +71,11 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
 # ---------------------------------------------------------------- the measurement
 @dataclass
 class _Device:
-    device_id: str
-    clinic_id: str
-    http: Any
-    intents: list[list[tuple[str, bytes]]] = field(default_factory=list)  # per push
-    cursor: int = 0
+    client: Any  # edge_sdk.EdgeClient
+    patient_id: str = ""
+    service: str = ""
+    # Per sync: the requests it carries (provider id, start), written just before it.
+    batches: list[list[tuple[str, datetime]]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)  # seconds, one per intent
     decided: int = 0
     error: BaseException | None = None
@@ -80,61 +84,64 @@ class _Device:
 def _measure(
     database_url: str, label: str, batches: int, repeat: int, root: Path
 ) -> list[Figure | MissingFigure]:
-    from sync_server import Settings, ThreadedServer, create_app, migrate
+    from benchmarks._bench_sync import _ServerProcess
+    from sync_server import Settings, migrate
 
     with scratch_dir(root, "bookings") as work:
         settings = Settings(
             data_dir=work / "server", database_url=database_url, log_level="WARNING"
         )
         migrate(settings)
-        app = create_app(settings)
-        server = ThreadedServer(app)
-        server.start()
         rates: list[float] = []
         p50s: list[float] = []
         p99s: list[float] = []
         accepted: list[int] = []
-        try:
-            for r in range(repeat):
-                devices = _setup(app, server.url, batches, week=r)
-                try:
-                    seconds = _race(devices)
-                finally:
-                    for device in devices:
-                        device.http.close()
-                latencies = [ms for d in devices for ms in d.latencies]
-                intents = DEVICES * batches * BATCH
-                if len(latencies) != intents:
-                    raise RuntimeError(
-                        f"bookings benchmark: {len(latencies)} of {intents} intents decided"
+        with _ServerProcess.running(settings, work / "server.log") as server:
+            staff = _staff_client(settings, server.url)
+            try:
+                for r in range(repeat):
+                    devices = _setup(server, staff, work / f"stores-{r}", batches, week=r)
+                    try:
+                        seconds = _race(devices)
+                    finally:
+                        for device in devices:
+                            device.client.close()
+                    latencies = [ms for d in devices for ms in d.latencies]
+                    intents = DEVICES * batches * BATCH
+                    if len(latencies) != intents:
+                        raise RuntimeError(
+                            f"bookings benchmark: {len(latencies)} of {intents} intents decided"
+                        )
+                    rates.append(intents / seconds)
+                    p50s.append(percentile(latencies, 0.50) * 1000)
+                    p99s.append(percentile(latencies, 0.99) * 1000)
+                    accepted.append(sum(d.decided for d in devices))
+                    progress(
+                        f"bookings: repeat {r + 1}/{repeat}: {intents:,} intents in "
+                        f"{seconds:.2f}s ({rates[-1]:,.0f}/s), p50 {p50s[-1]:.0f} ms, "
+                        f"p99 {p99s[-1]:.0f} ms"
                     )
-                rates.append(intents / seconds)
-                p50s.append(percentile(latencies, 0.50) * 1000)
-                p99s.append(percentile(latencies, 0.99) * 1000)
-                accepted.append(sum(d.decided for d in devices))
-                progress(
-                    f"bookings: repeat {r + 1}/{repeat}: {intents:,} intents in {seconds:.2f}s "
-                    f"({rates[-1]:,.0f}/s), p50 {p50s[-1]:.0f} ms, p99 {p99s[-1]:.0f} ms"
-                )
-        finally:
-            server.stop()
+            finally:
+                staff.close()
+            layout = server.layout
     extra = {
         "database": label,
         "devices": DEVICES,
         "clinics": CLINICS,
         "intents": DEVICES * batches * BATCH,
-        "pushes_per_device": batches,
-        "intents_per_push": BATCH,
+        "syncs_per_device": batches,
+        "intents_per_sync": BATCH,
         "contended_share": 1 / CONTENDED,
         "accepted": accepted,
-        "server": "uvicorn in a thread of the benchmark process (ThreadedServer)",
+        "server": "uvicorn in a separate process",
+        "layout": layout,
     }
     return [
         Figure(
             "bookings",
             NAMES[0],
-            f"{DEVICES} devices push appointment requests concurrently ({label}, HTTP on "
-            "loopback); intents decided per second, barrier to last pull",
+            f"{DEVICES} SDK devices sync appointment requests concurrently ({label}, HTTP "
+            "on loopback); intents decided per second, barrier to last sync",
             "decisions/s",
             rates,
             DECISIONS_TARGET,
@@ -144,7 +151,8 @@ def _measure(
         Figure(
             "bookings",
             NAMES[1],
-            "the same: median time from push to the pull that brings the decision",
+            "the same: median time from the start of the sync that pushes an intent to "
+            "its decision in the device's store",
             "ms",
             p50s,
             extra=extra,
@@ -152,7 +160,7 @@ def _measure(
         Figure(
             "bookings",
             NAMES[2],
-            "the same: 99th percentile (nearest rank) time from push to decision",
+            "the same: 99th percentile (nearest rank)",
             "ms",
             p99s,
             P99_TARGET,
@@ -162,25 +170,40 @@ def _measure(
     ]
 
 
-def _setup(app: Any, url: str, batches: int, *, week: int) -> list[_Device]:
-    """Clinics, doctors, devices and every device's intents, written before timing."""
+def _staff_client(settings: Any, url: str) -> Any:
+    """An httpx client logged in as a new admin of the ``default`` organisation."""
+    import secrets
+
     import httpx
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    import pyotp
 
-    from crdt import Intent, IntentKind, Patient, RecordDocument, new_record_id
-    from edge_sdk import DeviceIdentity
-    from sync_server.bookings.directory import (
-        add_provider,
-        add_service,
-        set_clinic_timezone,
-        set_weekly_hours,
+    from sync_server import create_admin
+
+    password = secrets.token_urlsafe(18)
+    admin = create_admin(
+        settings, username=f"bench-{secrets.token_hex(4)}", password=password, with_totp=True
     )
-    from sync_server.identity.principals import Principal
-    from sync_server.identity.tables import Clinic, Device, Organisation
+    assert admin.totp_secret is not None
+    http = httpx.Client(base_url=url, timeout=120)
+    login = http.post(
+        "/v1/auth/login",
+        json={
+            "username": admin.username,
+            "password": password,
+            "totp": pyotp.TOTP(admin.totp_secret).now(),
+        },
+    )
+    login.raise_for_status()
+    http.headers["authorization"] = f"Bearer {login.json()['access_token']}"
+    return http
 
-    db = app.state.db
-    organisation_id = str(uuid.uuid4())
-    suffix = organisation_id[:8]
+
+def _setup(server: Any, staff: Any, stores: Path, batches: int, *, week: int) -> list[_Device]:
+    """Clinics, doctors, enrolled devices with their patients, and the requests each
+    device will make, all before timing."""
+    from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+
+    suffix = uuid.uuid4().hex[:8]
     service = f"review-{suffix}"
     monday = date.today() + timedelta(days=7 + 7 * week)
     monday += timedelta(days=(7 - monday.weekday()) % 7)
@@ -194,76 +217,56 @@ def _setup(app: Any, url: str, batches: int, *, week: int) -> list[_Device]:
         for n in range(20)
         for d in range(DOCTORS)
     ]
+    _ok(
+        staff.post(
+            "/v1/directory/services",
+            json={"code": service, "name": "Wound review", "duration_minutes": 30},
+        )
+    )
+    clinics: list[tuple[str, list[str]]] = []
+    for c in range(CLINICS):
+        clinic_id = server.new_clinic(f"bench-{suffix}-{c}")
+        _ok(
+            staff.put(
+                f"/v1/directory/clinics/{clinic_id}/timezone", json={"timezone": "Europe/Berlin"}
+            )
+        )
+        doctors = []
+        for n in range(DOCTORS):
+            doctor = _ok(
+                staff.post(
+                    "/v1/directory/providers",
+                    json={
+                        "name": f"Dr {n}",
+                        "kind": "doctor",
+                        "clinic_id": clinic_id,
+                        "services": [service],
+                    },
+                )
+            )["id"]
+            _ok(
+                staff.put(
+                    f"/v1/directory/providers/{doctor}/hours",
+                    json={
+                        "hours": [
+                            {"weekday": d, "start": "08:00", "end": "18:00"} for d in range(5)
+                        ]
+                    },
+                )
+            )
+            doctors.append(doctor)
+        clinics.append((clinic_id, doctors))
+    provider = PassphraseKeyProvider("a benchmark passphrase", params=Argon2Params.fast())
     devices: list[_Device] = []
-    with db.write() as session:
-        session.add(Organisation(id=organisation_id, name=f"bench-{suffix}"))
-        session.flush()
-        staff = Principal("user", str(uuid.uuid4()), None, organisation_id, "admin")
-        add_service(
-            session=session, principal=staff, code=service, name="Wound review", duration_minutes=30
+    for n in range(DEVICES):
+        clinic_id, doctors = clinics[n % CLINICS]
+        client = EdgeClient.init(stores / f"device-{n}", provider, clinic_id=clinic_id)
+        server.enrol(client, clinic_id, name=f"bench-{n}")
+        patient = client.patients.add(
+            given_name="Bench", family_name=f"P{n}", birth_date=date(1950, 1, 1)
         )
-        clinics: list[tuple[str, list[str]]] = []
-        for c in range(CLINICS):
-            clinic_id = str(uuid.uuid4())
-            session.add(
-                Clinic(id=clinic_id, organisation_id=organisation_id, name=f"b{c}", feed_seq=0)
-            )
-            session.flush()
-            set_clinic_timezone(
-                session=session, principal=staff, clinic_id=clinic_id, timezone="Europe/Berlin"
-            )
-            doctors = []
-            for n in range(DOCTORS):
-                doctor = add_provider(
-                    session=session,
-                    principal=staff,
-                    name=f"Dr {n}",
-                    kind="doctor",
-                    clinic_id=clinic_id,
-                    services=[service],
-                )
-                set_weekly_hours(
-                    session=session,
-                    principal=staff,
-                    provider_id=doctor.id,
-                    hours=[(d, "08:00", "18:00") for d in range(5)],
-                )
-                doctors.append(doctor.id)
-            clinics.append((clinic_id, doctors))
-        identities = []
-        for n in range(DEVICES):
-            clinic_id, _ = clinics[n % CLINICS]
-            identity = DeviceIdentity(str(uuid.uuid4()), Ed25519PrivateKey.generate())
-            session.add(
-                Device(id=identity.device_id, clinic_id=clinic_id, public_key=identity.public_key)
-            )
-            identities.append((identity, clinic_id))
-    for n, (identity, clinic_id) in enumerate(identities):
-        doctors = dict(clinics)[clinic_id]
-        token, _ = app.state.signing_key.issue_access_token(
-            subject=identity.device_id,
-            kind="device",
-            clinic_id=clinic_id,
-            organisation_id=organisation_id,
-            role="device",
-            ttl=timedelta(hours=1),
-        )
-        device = _Device(
-            identity.device_id,
-            clinic_id,
-            httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"}, timeout=120),
-        )
-        patient = RecordDocument.create(
-            Patient,
-            {"given_name": "Bench", "family_name": f"P{n}", "birth_date": date(1950, 1, 1)},
-            device_id=identity.device_id,
-            clinic_id=clinic_id,
-            signer=identity,
-        )
-        # The patient goes up first, untimed: the race is about the intents.
-        device.http.post(
-            "/v1/sync/push", content=_wire([(patient.id, patient.save())]), headers=MEDIA
-        ).raise_for_status()
+        client.sync()  # the patient goes up and the reference data comes down, untimed
+        device = _Device(client, patient.id, service)
         mine = [s for i, s in enumerate(slots) if i % (DEVICES // CLINICS) == n // CLINICS]
         for b in range(batches):
             batch = []
@@ -272,36 +275,23 @@ def _setup(app: Any, url: str, batches: int, *, week: int) -> list[_Device]:
                 index, when = mine[i % len(mine)]
                 if i % CONTENDED == CONTENDED - 1:
                     index, when = 0, slots[-1][1]  # the clinic's contended slot
-                intent = RecordDocument.create(
-                    Intent,
-                    {
-                        "kind": IntentKind.APPOINTMENT_REQUEST,
-                        "patient_id": patient.id,
-                        "details": {
-                            "service": service,
-                            "starts_at": when.isoformat(),
-                            "provider_id": doctors[index],
-                        },
-                    },
-                    device_id=identity.device_id,
-                    clinic_id=clinic_id,
-                    record_id=new_record_id(),
-                    signer=identity,
-                )
-                batch.append((intent.id, intent.save()))
-            device.intents.append(batch)
+                batch.append((doctors[index], when))
+            device.batches.append(batch)
         devices.append(device)
     return devices
 
 
-def _wire(documents: list[tuple[str, bytes]]) -> bytes:
-    from crdt import Entry, EntryKind, SyncMessage, encode_message
-
-    return encode_message(SyncMessage({}, tuple(Entry(EntryKind.DOC, i, d) for i, d in documents)))
+def _ok(response: Any) -> Any:
+    if response.status_code >= 300:
+        raise RuntimeError(
+            f"bookings benchmark: {response.request.method} {response.request.url.path} "
+            f"answered {response.status_code}: {response.text}"
+        )
+    return response.json()
 
 
 def _race(devices: list[_Device]) -> float:
-    """Run every device's pushes and pulls concurrently; returns the wall seconds."""
+    """Run every device's syncs concurrently; returns the wall seconds."""
     barrier = threading.Barrier(len(devices) + 1)
     threads = [threading.Thread(target=_device_loop, args=(d, barrier)) for d in devices]
     for thread in threads:
@@ -318,35 +308,26 @@ def _race(devices: list[_Device]) -> float:
 
 
 def _device_loop(device: _Device, barrier: threading.Barrier) -> None:
-    from crdt import Decision, DecisionStatus, RecordDocument, decision_id, decode_message
-
-    def pull() -> dict[str, bytes]:
-        got: dict[str, bytes] = {}
-        while True:
-            response = device.http.get("/v1/sync/pull", params={"cursor": device.cursor})
-            response.raise_for_status()
-            message = decode_message(response.content)
-            got.update((e.doc_id, e.payload) for e in message.entries)
-            device.cursor = int(message.control["cursor"])
-            if not message.control["more"]:
-                return got
-
+    """Write each batch's intents into the store just before its sync (offline writes
+    are not the server's time), sync, and check the decisions are on the device."""
+    client = device.client
     try:
         barrier.wait()
-        for batch in device.intents:
+        for batch in device.batches:
+            asked = [
+                client.bookings.request_appointment(
+                    device.patient_id, device.service, when, provider_id=provider_id
+                ).id
+                for provider_id, when in batch
+            ]
             sent = time.perf_counter()
-            device.http.post(
-                "/v1/sync/push", content=_wire(batch), headers=MEDIA
-            ).raise_for_status()
-            got = pull()
+            client.sync()
             returned = time.perf_counter()
-            for intent_id, _ in batch:
-                data = got.get(decision_id(intent_id))
-                if data is None:
+            for intent_id in asked:
+                status = client.intent_status(intent_id)
+                if status.decision is None:
                     raise RuntimeError(f"no decision for {intent_id} in the same sync")
                 device.latencies.append(returned - sent)
-                record = RecordDocument.load(data).read()
-                assert isinstance(record, Decision)
-                device.decided += record.status is not DecisionStatus.REJECTED
+                device.decided += status.state != "rejected"
     except BaseException as exc:  # reported by _race
         device.error = exc

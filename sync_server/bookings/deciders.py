@@ -25,7 +25,15 @@ from crdt import (
 )
 from sync_server.bookings.reference import availability_key, local_day, refresh_touched
 from sync_server.bookings.schedule import Span, zone
-from sync_server.bookings.slots import Schedule, free_slots, is_aligned, json_list, release, take
+from sync_server.bookings.slots import (
+    CACHE_PREFIX,
+    free_slots,
+    is_aligned,
+    json_list,
+    release,
+    schedule_for,
+    take,
+)
 from sync_server.bookings.tables import ACTIVE_STATES, Booking, Provider, QualityFlag, Service
 from sync_server.db import new_id, rowcount
 from sync_server.identity.tables import Clinic
@@ -49,6 +57,13 @@ BOOKING_HORIZON = timedelta(days=366)
 """How far ahead a booking may be asked for."""
 LOW_RATING = 2
 """A visit rated this or lower raises a quality flag."""
+
+
+# What one push's decisions read again and again, kept in the session (its
+# transaction) under `slots.CACHE_PREFIX`; directory changes drop it (`forget_cached`).
+_PATIENTS = CACHE_PREFIX + "patients"
+_SERVICES = CACHE_PREFIX + "services"
+_CLINICIANS = CACHE_PREFIX + "clinicians"
 
 
 def register(desk: IntentDesk) -> None:
@@ -250,8 +265,7 @@ def cancel_booking(
 
 def _holds(session: Session, booking: Booking, provider: Provider, span: Span) -> bool:
     """Book `span` for `booking` if it is within the provider's hours and free."""
-    first, last = span.start.date() - timedelta(days=1), span.end.date() + timedelta(days=1)
-    if not Schedule(session, provider, first, last).offers(span):
+    if not schedule_for(session=session, provider=provider).offers(span):
         return False
     return take(session=session, booking=booking, span=span)
 
@@ -259,8 +273,7 @@ def _holds(session: Session, booking: Booking, provider: Provider, span: Span) -
 def _move(
     session: Session, booking: Booking, provider: Provider, span: Span, now: datetime
 ) -> bool:
-    first, last = span.start.date() - timedelta(days=1), span.end.date() + timedelta(days=1)
-    if not Schedule(session, provider, first, last).offers(span):
+    if not schedule_for(session=session, provider=provider).offers(span):
         return False
     savepoint = session.begin_nested()
     release(session=session, booking_id=booking.id)
@@ -372,14 +385,20 @@ def _clinic(context: IntentContext) -> Clinic:
 
 
 def _patient_problem(context: IntentContext, patient_id: str) -> str | None:
-    known = context.session.scalar(
-        select(Document.id).where(
-            Document.id == patient_id,
-            Document.clinic_id == context.clinic_id,
-            Document.collection == "patients",
+    known: dict[tuple[str, str], bool] = context.session.info.setdefault(_PATIENTS, {})
+    key = (context.clinic_id, patient_id)
+    if key not in known:
+        known[key] = (
+            context.session.scalar(
+                select(Document.id).where(
+                    Document.id == patient_id,
+                    Document.clinic_id == context.clinic_id,
+                    Document.collection == "patients",
+                )
+            )
+            is not None
         )
-    )
-    return None if known else f"patient {patient_id} is not a patient of this clinic"
+    return None if known[key] else f"patient {patient_id} is not a patient of this clinic"
 
 
 def _span(context: IntentContext, starts_at: datetime, minutes: int) -> Span | str:
@@ -394,11 +413,17 @@ def _span(context: IntentContext, starts_at: datetime, minutes: int) -> Span | s
 
 
 def _service(session: Session, organisation_id: str, code: str, kind: str) -> Service | None:
-    return session.scalar(
-        select(Service).where(
-            Service.organisation_id == organisation_id, Service.code == code, Service.kind == kind
+    kept: dict[tuple[str, str, str], Service | None] = session.info.setdefault(_SERVICES, {})
+    key = (organisation_id, code, kind)
+    if key not in kept:
+        kept[key] = session.scalar(
+            select(Service).where(
+                Service.organisation_id == organisation_id,
+                Service.code == code,
+                Service.kind == kind,
+            )
         )
-    )
+    return kept[key]
 
 
 def _clinicians(
@@ -406,15 +431,18 @@ def _clinicians(
 ) -> list[Provider] | str:
     """The clinic's doctors and nurses who offer `service` (the one asked for, or
     every one with the specialisation), or why there is none."""
-    rows = context.session.scalars(
-        select(Provider)
-        .where(
-            Provider.clinic_id == context.clinic_id,
-            Provider.active.is_(True),
-            Provider.kind.in_([ProviderKind.DOCTOR.value, ProviderKind.NURSE.value]),
-        )
-        .order_by(Provider.id)
-    ).all()
+    kept: dict[str, Sequence[Provider]] = context.session.info.setdefault(_CLINICIANS, {})
+    if context.clinic_id not in kept:
+        kept[context.clinic_id] = context.session.scalars(
+            select(Provider)
+            .where(
+                Provider.clinic_id == context.clinic_id,
+                Provider.active.is_(True),
+                Provider.kind.in_([ProviderKind.DOCTOR.value, ProviderKind.NURSE.value]),
+            )
+            .order_by(Provider.id)
+        ).all()
+    rows = kept[context.clinic_id]
     offering = [p for p in rows if service.code in json_list(p.services)]
     if provider_id is not None:
         named = [p for p in offering if p.id == provider_id]

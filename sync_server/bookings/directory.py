@@ -31,7 +31,7 @@ from sync_server.audit.events import (
 )
 from sync_server.audit.services import record_event
 from sync_server.bookings.schedule import parse_hhmm, zone
-from sync_server.bookings.slots import json_list
+from sync_server.bookings.slots import forget_cached, json_list
 from sync_server.bookings.tables import (
     STEP_MINUTES,
     Provider,
@@ -81,6 +81,9 @@ def actor_of(principal: Principal) -> Actor:
 
 
 def _audit(session: Session, event: Event) -> None:
+    # Every change of the directory is audited here: what the session cached of it
+    # (schedules, providers, services) is stale from now on.
+    forget_cached(session=session)
     record_event(session=session, event=event)
 
 

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,12 +29,15 @@ from sync_server.bookings.tables import (
 )
 
 __all__ = [
+    "CACHE_PREFIX",
     "Schedule",
+    "forget_cached",
     "free_slots",
     "held",
     "is_aligned",
     "json_list",
     "release",
+    "schedule_for",
     "steps",
     "take",
 ]
@@ -67,11 +70,13 @@ def take(*, session: Session, booking: Booking, span: Span, provider_id: str | N
         booking.starts_at, booking.ends_at = span.start, span.end
         session.add(booking)
         session.flush()
-        session.add_all(
-            BookingClaim(provider_id=booking.provider_id, at=at, booking_id=booking.id)
-            for at in steps(span)
+        session.execute(
+            insert(BookingClaim),
+            [
+                {"provider_id": booking.provider_id, "at": at, "booking_id": booking.id}
+                for at in steps(span)
+            ],
         )
-        session.flush()
     except IntegrityError:
         savepoint.rollback()
         return False
@@ -85,14 +90,20 @@ def release(*, session: Session, booking_id: str) -> None:
 
 
 class Schedule:
-    """A provider's working windows, read once for a range of days."""
+    """A provider's working windows: weekly hours read once, exceptions read for the
+    days asked about (a wider range when a day outside it is asked), each day's
+    windows computed once. Get one through `schedule_for`, which keeps it for the rest
+    of the session's transaction."""
 
-    def __init__(self, session: Session, provider: Provider, first: date, last: date) -> None:
+    _READ_AHEAD = timedelta(days=16)
+
+    def __init__(self, session: Session, provider: Provider) -> None:
         self.provider = provider
+        self._session = session
         rows = session.scalars(
             select(WeeklyHours).where(WeeklyHours.provider_id == provider.id)
         ).all()
-        self._zones = {row.timezone for row in rows}
+        self._zones = sorted({row.timezone for row in rows})
         self._hours = [
             (
                 Hours(
@@ -106,6 +117,18 @@ class Schedule:
             )
             for row in rows
         ]
+        self._closures: list[Closure] = []
+        self._read: tuple[date, date] | None = None
+        self._days: dict[date, list[Span]] = {}
+
+    def _read_closures(self, day: date) -> None:
+        if self._read is not None and self._read[0] <= day <= self._read[1]:
+            return
+        first = day - timedelta(days=1)
+        last = day + self._READ_AHEAD
+        if self._read is not None:
+            first, last = min(first, self._read[0]), max(last, self._read[1])
+        provider = self.provider
         scope = [ScheduleException.provider_id == provider.id]
         if provider.clinic_id is not None:
             scope.append(
@@ -124,20 +147,25 @@ class Schedule:
                 parse_hhmm(row.start_time) if row.start_time else None,
                 parse_hhmm(row.end_time) if row.end_time else None,
             )
-            for row in session.scalars(
+            for row in self._session.scalars(
                 select(ScheduleException).where(
                     or_(*scope), ScheduleException.day >= first, ScheduleException.day <= last
                 )
             )
         ]
+        self._read = (first, last)
+        self._days.clear()
 
     def windows(self, day: date) -> list[Span]:
         """The UTC spans worked on `day` (local to each window's time zone)."""
-        found: list[Span] = []
-        for name in sorted(self._zones):
-            hours = [h for h, tz in self._hours if tz == name]
-            found += windows(hours, self._closures, day, zone(name))
-        return sorted(found, key=lambda s: s.start)
+        if day not in self._days:
+            self._read_closures(day)
+            found: list[Span] = []
+            for name in self._zones:
+                hours = [h for h, tz in self._hours if tz == name]
+                found += windows(hours, self._closures, day, zone(name))
+            self._days[day] = sorted(found, key=lambda s: s.start)
+        return self._days[day]
 
     def offers(self, span: Span) -> bool:
         """True if `span` lies inside one working window of its (local) day."""
@@ -150,6 +178,29 @@ class Schedule:
     def slots(self, day: date, minutes: int) -> list[Span]:
         """Back-to-back slots of `minutes` on `day`."""
         return slots(self.windows(day), minutes)
+
+
+CACHE_PREFIX = "coherency.bookings."
+"""Prefix of the ``session.info`` keys the bookings code caches under."""
+_SCHEDULES = CACHE_PREFIX + "schedules"
+
+
+def schedule_for(*, session: Session, provider: Provider) -> Schedule:
+    """`provider`'s schedule, read once per session (a push's transaction decides many
+    intents against the same schedules); `forget_cached` after changing one."""
+    kept: dict[str, Schedule] = session.info.setdefault(_SCHEDULES, {})
+    schedule = kept.get(provider.id)
+    if schedule is None:
+        schedule = kept[provider.id] = Schedule(session, provider)
+    return schedule
+
+
+def forget_cached(*, session: Session) -> None:
+    """Drop what the bookings code keeps in `session` for the rest of its transaction
+    (schedules, providers, services: keys starting ``coherency.bookings.``); call it
+    after changing any of them."""
+    for key in [k for k in session.info if str(k).startswith(CACHE_PREFIX)]:
+        del session.info[key]
 
 
 def held(*, session: Session, provider_ids: Sequence[str], span: Span) -> dict[str, set[datetime]]:
@@ -188,7 +239,7 @@ def free_slots(
     taken = held(session=session, provider_ids=[p.id for p in providers], span=outer)
     found: list[tuple[Provider, Span]] = []
     for provider in providers:
-        schedule = Schedule(session, provider, first, last)
+        schedule = schedule_for(session=session, provider=provider)
         for day in days:
             for slot in schedule.slots(day, minutes):
                 if after is not None and slot.start < after:
