@@ -4,18 +4,19 @@ The server is the real thing, as in the sync benchmark: uvicorn serving `sync_se
 in a separate process (on its own core where there are two) on a fresh PostgreSQL
 database. Set up as an operator and staff would: an admin (`create_admin`) logs in
 and builds the directory through the REST routes: four clinics in Europe/Berlin, each
-with ten doctors working 08:00-18:00 on weekdays. 20 enrolled SDK stores (five per
-clinic, each with a patient) write their appointment requests offline with
-`client.bookings.request_appointment`, then, released together by a barrier, each
-syncs batch after batch (`client.sync()`: push, then pull). Nine in ten requests name
-a slot of their own; one in ten names its clinic's one contended slot (all but the
-first are rejected, with an alternative looked up).
+with ten doctors working 08:00-18:00 on weekdays; 20 SDK stores (five per clinic) are
+enrolled and sync a patient each. Then, released together by a barrier, each device
+sends batch after batch of signed appointment requests through its `HttpTransport`
+(push, then pull until the feed is drained: the wire exchange `client.sync()` makes,
+without merging into the local store, so that 20 devices sharing this process's one
+core measure the server, not themselves). Nine in ten requests name a slot of their
+own; one in ten names its clinic's one contended slot (all but the first are
+rejected, with an alternative looked up).
 
 - ``bookings.decisions_per_s``: intents decided per second of wall time, from the
   barrier to the last device's last pull.
-- ``bookings.push_to_decision_p50_ms`` / ``p99_ms``: per intent, from the start of the
-  sync that pushes it to the end of that sync, when its decision is in the device's
-  store (`client.intent_status` says so).
+- ``bookings.push_to_decision_p50_ms`` / ``p99_ms``: per intent, from just before its
+  push is sent to the end of the pull that brought its decision.
 
 Without PostgreSQL the figures are reported missing, with the reason.
 """
@@ -71,9 +72,11 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
 # ---------------------------------------------------------------- the measurement
 @dataclass
 class _Device:
-    client: Any  # edge_sdk.EdgeClient
+    client: Any  # edge_sdk.EdgeClient, enrolled
+    transport: Any  # its edge_sdk.HttpTransport
     patient_id: str = ""
     service: str = ""
+    cursor: int = 0
     # Per sync: the requests it carries (provider id, start), written just before it.
     batches: list[list[tuple[str, datetime]]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)  # seconds, one per intent
@@ -105,6 +108,7 @@ def _measure(
                         seconds = _race(devices)
                     finally:
                         for device in devices:
+                            device.transport.close()
                             device.client.close()
                     latencies = [ms for d in devices for ms in d.latencies]
                     intents = DEVICES * batches * BATCH
@@ -201,7 +205,7 @@ def _staff_client(settings: Any, url: str) -> Any:
 def _setup(server: Any, staff: Any, stores: Path, batches: int, *, week: int) -> list[_Device]:
     """Clinics, doctors, enrolled devices with their patients, and the requests each
     device will make, all before timing."""
-    from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+    from edge_sdk import Argon2Params, EdgeClient, HttpTransport, PassphraseKeyProvider
 
     suffix = uuid.uuid4().hex[:8]
     service = f"review-{suffix}"
@@ -266,7 +270,8 @@ def _setup(server: Any, staff: Any, stores: Path, batches: int, *, week: int) ->
             given_name="Bench", family_name=f"P{n}", birth_date=date(1950, 1, 1)
         )
         client.sync()  # the patient goes up and the reference data comes down, untimed
-        device = _Device(client, patient.id, service)
+        device = _Device(client, HttpTransport(client.replica), patient.id, service)
+        _drain(device)
         mine = [s for i, s in enumerate(slots) if i % (DEVICES // CLINICS) == n // CLINICS]
         for b in range(batches):
             batch = []
@@ -307,27 +312,75 @@ def _race(devices: list[_Device]) -> float:
     return seconds
 
 
+def _drain(device: _Device) -> dict[str, bytes]:
+    """Pull every page after the device's cursor; the documents they brought."""
+    from crdt import decode_message
+
+    got: dict[str, bytes] = {}
+    while True:
+        message = decode_message(device.transport.pull(cursor=device.cursor, limit=500, wait=0))
+        got.update((entry.doc_id, entry.payload) for entry in message.entries)
+        device.cursor = int(message.control["cursor"])
+        if not message.control["more"]:
+            return got
+
+
 def _device_loop(device: _Device, barrier: threading.Barrier) -> None:
-    """Write each batch's intents into the store just before its sync (offline writes
-    are not the server's time), sync, and check the decisions are on the device."""
+    """Write each batch's signed intents (untimed: offline work), push them, pull until
+    the feed is drained, and find each intent's decision in what came back."""
+    from crdt import (
+        Decision,
+        DecisionStatus,
+        Entry,
+        EntryKind,
+        Intent,
+        IntentKind,
+        RecordDocument,
+        SyncMessage,
+        decision_id,
+        encode_message,
+        new_record_id,
+    )
+
     client = device.client
     try:
         barrier.wait()
         for batch in device.batches:
-            asked = [
-                client.bookings.request_appointment(
-                    device.patient_id, device.service, when, provider_id=provider_id
-                ).id
+            intents = [
+                RecordDocument.create(
+                    Intent,
+                    {
+                        "kind": IntentKind.APPOINTMENT_REQUEST,
+                        "patient_id": device.patient_id,
+                        "details": {
+                            "service": device.service,
+                            "starts_at": when.isoformat(),
+                            "provider_id": provider_id,
+                        },
+                    },
+                    device_id=client.device_id,
+                    clinic_id=client.clinic_id,
+                    record_id=new_record_id(),
+                    signer=client.identity,
+                )
                 for provider_id, when in batch
             ]
+            message = encode_message(
+                SyncMessage({}, tuple(Entry(EntryKind.DOC, i.id, i.save()) for i in intents))
+            )
             sent = time.perf_counter()
-            client.sync()
+            answer = device.transport.push(message)
+            got = _drain(device)
             returned = time.perf_counter()
-            for intent_id in asked:
-                status = client.intent_status(intent_id)
-                if status.decision is None:
-                    raise RuntimeError(f"no decision for {intent_id} in the same sync")
+            if answer.rejected:
+                raise RuntimeError(f"push refused: {answer.rejected[0]}")
+            for intent in intents:
+                data = got.get(decision_id(intent.id))
+                if data is None:
+                    raise RuntimeError(f"no decision for {intent.id} in the same exchange")
                 device.latencies.append(returned - sent)
-                device.decided += status.state != "rejected"
+                record = RecordDocument.load(data).read()
+                assert isinstance(record, Decision)
+                device.decided += record.status is not DecisionStatus.REJECTED
     except BaseException as exc:  # reported by _race
         device.error = exc
