@@ -7,7 +7,10 @@ tablets enrol with one-time tokens, two of one clinic and one of another. The fi
 tablet records a patient, a wound and an assessment with a scan; the second, waiting
 on a long poll, receives them at once and fetches the scan; both edit offline and
 converge through the server in either order; the other clinic's tablet sees none of
-it, and the server refuses what a device may not do. Every step checks its outcome
+it, and the server refuses what a device may not do. Then bookings: the demo booking
+directory is loaded (`seed_demo`), two offline tablets of its Berlin clinic ask for
+the same slot and one of them for a caregiver visit; after their syncs one holds the
+slot and the other sees why not and the alternative offered. Every step checks its outcome
 and raises `DemoFailedError` if it does not hold, so the demo doubles as a smoke test
 of a fresh installation. The server is stopped at the end, also on failure. Needs the
 ``server`` extra; uses only the public names of `sync_server` and its HTTP API.
@@ -63,6 +66,7 @@ from sync_server import (
     document_heads,
     issue_enrolment_token,
     migrate,
+    seed_demo,
 )
 
 __all__ = ["ServerDemoReport", "SyncTiming", "run_server_demo"]
@@ -71,6 +75,8 @@ RIVERSIDE = "Riverside Wound Clinic"
 HILLSIDE = "Hillside Community Nursing"
 PATIENT_NAME = ("Joseph", "Mensah-Demo")
 OTHER_PATIENT_NAME = ("Ingrid", "Halvorsen-Demo")
+BOOKING_PATIENTS = (("Farida", "Haddad-Demo"), ("Tomasz", "Wojcik-Demo"))
+BOOKING_CLINIC = "Wound Clinic Berlin"  # from `seed_demo`
 SCAN_SIZE = 32 * 1024
 TOKEN_TTL = timedelta(hours=1)
 NOT_ENROLLED = "not-enrolled-yet"  # a fresh store's clinic until its token names one
@@ -113,6 +119,7 @@ class ServerDemoReport:
     long_poll_wake_seconds: float | None = None  # push start -> the waiting tablet had it
     converged_rounds: int = 0
     other_clinic_received: int = -1  # Riverside records the Hillside tablet received
+    bookings: dict[str, Any] = field(default_factory=dict)  # the booking part's outcome
     refusals: list[str] = field(default_factory=list)
     syncs: list[SyncTiming] = field(default_factory=list)
     seconds: float = 0.0
@@ -213,6 +220,7 @@ class _Scenario(Scenario):
         self.staff_view()
         self.server_refuses()
         self.clinics_stay_apart()
+        self.bookings_decided()
         self.nothing_in_plaintext()
 
     # ------------------------------------------------------------ steps
@@ -587,13 +595,116 @@ class _Scenario(Scenario):
             "hold nothing of Hillside's"
         )
 
+    def bookings_decided(self) -> None:
+        seeded = seed_demo(self.settings)
+        check(BOOKING_CLINIC in seeded.clinics, f"the demo directory has {BOOKING_CLINIC}")
+        folder = self.report.workdir / "online-tablets"
+        provider = demo_key_provider(demo_kdf(True))
+        with (
+            EdgeClient.init(folder / "berlin-a", provider, clinic_id=NOT_ENROLLED) as first,
+            EdgeClient.init(folder / "berlin-b", provider, clinic_id=NOT_ENROLLED) as second,
+        ):
+            for tablet, name in ((first, "berlin-a"), (second, "berlin-b")):
+                token = issue_enrolment_token(self.settings, clinic=BOOKING_CLINIC, ttl=TOKEN_TTL)
+                tablet.enroll(self.report.server_url, token.token, name=name)
+                self.report.devices[name] = tablet.device_id
+                self.report.stores[name] = folder / name
+                self._sync(tablet, name, "directory and free slots")
+            directory = first.bookings.directory()
+            check(directory is not None, "the tablet holds the clinic's directory")
+            assert directory is not None
+            days = [day for day in first.bookings.free_slots() if day.slots]
+            check(bool(days), "the tablet holds free slots for the coming days")
+            slot = days[0].slots[0]
+            doctor = next(p for p in directory.providers if p.id == slot.provider_id)
+            caregiver = next(p for p in directory.providers if p.kind == "caregiver")
+            self.step(
+                f"booking directory loaded (`coherency server seed-demo`: {seeded.providers} "
+                f"providers, {seeded.services} services, {len(seeded.clinics)} clinics); two "
+                f"{BOOKING_CLINIC} tablets enrolled and synced it: {len(days)} days of free "
+                f"slots, as of {days[0].generated_at:%H:%M:%S} UTC"
+            )
+            # Offline: both ask for the same slot; the second also books a home visit.
+            asked = []
+            for tablet, (given, family) in zip((first, second), BOOKING_PATIENTS, strict=True):
+                patient = tablet.patients.add(
+                    given_name=given, family_name=family, birth_date="1951-09-12"
+                )
+                asked.append(
+                    tablet.bookings.request_appointment(
+                        patient.id, slot.service, slot.starts_at, provider_id=slot.provider_id
+                    )
+                )
+            visit_at = slot.starts_at.replace(hour=12, minute=0) + timedelta(days=0)
+            visit = second.bookings.request_visit(
+                asked[1].intent.patient_id or "",
+                caregiver.skills[0],
+                caregiver.areas[0],
+                visit_at,
+                duration_minutes=45,
+                flexible=True,
+            )
+            check(
+                all(a.state == "pending" for a in (*asked, visit)),
+                "offline, the intents are pending",
+            )
+            self.step(
+                f"offline, both tablets asked for {doctor.name} at "
+                f"{slot.starts_at:%a %d %b %H:%M} UTC ({slot.service}); tablet B also asked "
+                f"for a {caregiver.skills[0]} visit in {caregiver.areas[0]}: all pending"
+            )
+            self._sync(first, "berlin-a", "appointment request")
+            self._sync(second, "berlin-b", "appointment and visit requests")
+            won, lost = first.intent_status(asked[0].id), second.intent_status(asked[1].id)
+            booked_visit = second.intent_status(visit.id)
+            check(won.state == "accepted", f"tablet A got the slot ({won.state})")
+            check(lost.state == "rejected", f"tablet B was refused the slot ({lost.state})")
+            assert lost.decision is not None and won.decision is not None
+            check(
+                lost.decision.alternative is not None,
+                "tablet B was offered an alternative slot",
+            )
+            check(
+                booked_visit.state in ("accepted", "accepted_alternative"),
+                f"the visit was booked ({booked_visit.state})",
+            )
+            assert lost.decision.alternative is not None and booked_visit.decision is not None
+            alternative = lost.decision.alternative
+            visit_outcome = booked_visit.decision.outcome or {}
+            self.report.bookings = {
+                "clinic_id": seeded.clinics[BOOKING_CLINIC],
+                "slot": slot.starts_at.isoformat(),
+                "provider": doctor.name,
+                "winner": won.state,
+                "loser": lost.state,
+                "reason": lost.decision.reason,
+                "alternative": alternative,
+                "visit": booked_visit.state,
+                "caregiver": visit_outcome.get("provider_name"),
+            }
+            self.step(
+                f"after their syncs, tablet A holds the slot (accepted); tablet B: "
+                f"{lost.decision.reason}; offered instead: {alternative['provider_name']} at "
+                f"{alternative['starts_at']}"
+            )
+            self.step(
+                f"tablet B's visit: {booked_visit.state}, with "
+                f"{visit_outcome.get('provider_name')} at {visit_outcome.get('starts_at')} "
+                "(the server picked the free caregiver "
+                "with the skill who serves the area)"
+            )
+
     def nothing_in_plaintext(self) -> None:
         tablets = self.report.workdir / "online-tablets"
-        names = (PATIENT_NAME[1].encode(), OTHER_PATIENT_NAME[1].encode())
+        names = (
+            PATIENT_NAME[1].encode(),
+            OTHER_PATIENT_NAME[1].encode(),
+            *(family.encode() for _, family in BOOKING_PATIENTS),
+        )
         leaks = plaintext_leaks(tablets, names)
         check(not leaks, f"patient name found in plaintext in {leaks}")
         self.step(
-            f"no plaintext patient name in the 3 tablets' stores under {tablets}; the "
+            f"no plaintext patient name in the 5 tablets' stores under {tablets}; the "
             f"server keeps the clinics' records for staff in {self.report.data_dir}"
         )
 

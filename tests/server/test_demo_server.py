@@ -80,11 +80,24 @@ def test_the_server_demo_syncs_converges_and_keeps_clinics_apart(tmp_path: Path)
             devices = {d.id: d.clinic_id for d in session.query(Device)}
     finally:
         database.dispose()
+    berlin = report.bookings["clinic_id"]
     assert devices == {
         report.devices["riverside-ward"]: report.clinics[RIVERSIDE],
         report.devices["riverside-home-visit"]: report.clinics[RIVERSIDE],
         report.devices["hillside"]: report.clinics[HILLSIDE],
+        report.devices["berlin-a"]: berlin,
+        report.devices["berlin-b"]: berlin,
     }
+    # Bookings: one tablet got the slot, the other the reason and an alternative.
+    bookings = report.bookings
+    assert (bookings["winner"], bookings["loser"]) == ("accepted", "rejected")
+    assert bookings["provider"] in bookings["reason"]
+    assert bookings["alternative"]["starts_at"] != bookings["slot"]
+    assert bookings["visit"] in ("accepted", "accepted_alternative") and bookings["caregiver"]
+    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=Argon2Params.fast())
+    with EdgeClient.open(report.stores["berlin-b"], provider) as tablet:
+        [refused] = [s for s in tablet.list_intents("appointment") if s.state == "rejected"]
+        assert refused.decision is not None and refused.decision.alternative is not None
     # So do the tablets' stores, with the converged records.
     provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=Argon2Params.fast())
     with EdgeClient.open(report.stores["riverside-home-visit"], provider) as home:
@@ -191,7 +204,13 @@ def test_coherency_demo_json_has_both_reports(tmp_path: Path) -> None:
         "riverside-ward",
         "riverside-home-visit",
         "hillside",
+        "berlin-a",
+        "berlin-b",
     }
+    assert (server["bookings"]["winner"], server["bookings"]["loser"]) == (
+        "accepted",
+        "rejected",
+    )
     assert all(isinstance(s["seconds"], float) for s in server["syncs"])
     assert 0 < report["seconds"] < 60
 
