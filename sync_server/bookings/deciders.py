@@ -101,7 +101,7 @@ def request_appointment(context: IntentContext) -> Verdict:
         if _holds(session, booking, provider, span):
             context.touched.add(availability_key(clinic.id, local_day(clinic, span.start)))
             return Verdict.accepted(_outcome(booking, provider))
-    reason = _busy_reason(clinic, candidates, asked.provider_id, span)
+    reason = _busy_reason(session, clinic, candidates, asked.provider_id, span)
     return _alternative(context, clinic, candidates, service, span, patient_id, reason, asked)
 
 
@@ -134,7 +134,7 @@ def reschedule_appointment(context: IntentContext) -> Verdict:
             availability_key(clinic.id, local_day(clinic, span.start)),
         }
         return Verdict.accepted(_outcome(booking, provider))
-    reason = _busy_reason(clinic, candidates, wanted, span)
+    reason = _busy_reason(session, clinic, candidates, wanted, span)
     offered = _nearest(session, candidates, service.duration_minutes, span.start, context.now)
     if offered is not None and asked.flexible:
         other, slot = offered
@@ -521,10 +521,23 @@ def _subject(context: IntentContext, kind: str) -> Booking | str:
 
 
 def _busy_reason(
-    clinic: Clinic, candidates: Sequence[Provider], asked_for: str | None, span: Span
+    session: Session,
+    clinic: Clinic,
+    candidates: Sequence[Provider],
+    asked_for: str | None,
+    span: Span,
 ) -> str:
-    who = candidates[0].name if asked_for else "every fitting clinician"
-    return f"{who} is booked or not working at {_local(clinic, span.start)}"
+    """Why none of `candidates` could take `span`: all booked, or not working then."""
+    working = any(schedule_for(session=session, provider=p).offers(span) for p in candidates)
+    when = _local(clinic, span.start)
+    if asked_for:
+        name = candidates[0].name
+        return (
+            f"{name} is already booked at {when}" if working else f"{name} is not working at {when}"
+        )
+    if working:
+        return f"every fitting clinician is already booked at {when}"
+    return f"no fitting clinician is working at {when}"
 
 
 def _local(clinic: Clinic, moment: datetime) -> str:
