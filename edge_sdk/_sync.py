@@ -122,11 +122,16 @@ class _Run:
 
     # ------------------------------------------------------------ push
     def push(self) -> None:
-        todo = [
-            doc_id
+        unsent = [
+            (doc_id, collection)
             for doc_id, collection in self.store.unsent_to(self.peer)
             if collection in COLLECTIONS and COLLECTIONS[collection].device_writable
         ]
+        # Intents last: the server decides an intent in the push that delivers it, so
+        # the records it names (its patient) must be there by then, whatever batches
+        # the push is split into.
+        unsent.sort(key=lambda item: item[1] == "intents")
+        todo = [doc_id for doc_id, _ in unsent]
         done = 0
         self.progress(SyncProgress("push", 0, len(todo)))
         for batch in self._batches(todo):

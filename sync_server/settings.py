@@ -76,6 +76,13 @@ class Settings(BaseSettings):
         description="Most Automerge changes the documents of one push may hold in all "
         "(measured before loading); a bigger push gets 413 push_too_costly.",
     )
+    push_max_intents: int = Field(
+        default=100,
+        gt=0,
+        description="Most intents one push may carry: each is decided while the push "
+        "holds its clinic's feed, so a bigger push gets 413 push_too_costly (the SDK "
+        "pushes in halves).",
+    )
     document_max_changes: int = Field(
         default=50_000, gt=0, description="Most changes one record document may hold."
     )

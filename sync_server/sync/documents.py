@@ -142,6 +142,7 @@ def push_documents(
     limits: DocumentLimits = DEFAULT_LIMITS,
     request_id: str | None = None,
     decide: Callable[[Session, list[RecordDocument]], object] | None = None,
+    max_intents: int | None = None,
 ) -> PushResult:
     """Merge a device's pushed documents into its clinic's replicas, in `session`'s
     transaction, and audit the push. Refused documents are reported and nothing of
@@ -155,6 +156,8 @@ def push_documents(
 
     Raises:
         NotFound: The caller has no clinic, or it no longer exists.
+        PayloadTooLarge: ``push_too_costly``: more than `max_intents` intents (each is
+            decided while the clinic's feed is held); nothing of the push is stored.
     """
     clinic_id = principal.clinic_id
     if clinic_id is None:
@@ -179,6 +182,11 @@ def push_documents(
         pushed_heads[document.id] = document.heads
         if document.collection == "intents":
             intents[document.id] = document
+            if max_intents is not None and len(intents) > max_intents:
+                raise PayloadTooLarge(
+                    f"a push may carry at most {max_intents} intents; push fewer at a time",
+                    code="push_too_costly",
+                )
         return _device_policy(principal, document)
 
     store = _TransactionStore(session, clinic, existing, principal)

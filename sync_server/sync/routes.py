@@ -125,6 +125,7 @@ async def push(
                 limits=limits,
                 request_id=request_id,
                 decide=decide,
+                max_intents=settings.push_max_intents,
             )
             if result.accepted:
                 feed.notify_in(session, clinic_id)

@@ -27,7 +27,7 @@ from sync_server.bookings.tables import Booking, BookingClaim, QualityFlag
 from sync_server.intents.tables import IntentDecision
 from sync_server.sync.tables import Document
 
-from .bookings_world import BookingWorld, Tablet, build_world, local, wire
+from .bookings_world import MEDIA, BookingWorld, Tablet, build_world, local, wire
 
 
 @pytest.fixture
@@ -442,3 +442,35 @@ def test_a_batch_of_every_outcome_is_audited_in_one_bounded_row(world: BookingWo
             )
         ).all()
     assert outcome == "accepted=1 alt=1 rejected=2"
+
+
+def test_a_push_of_too_many_intents_is_refused_whole_before_any_is_decided(
+    world: BookingWorld,
+) -> None:
+    """Each intent is decided while the push holds its clinic's feed: one push may not
+    carry more than `push_max_intents` (the SDK pushes in halves)."""
+    tablet = world.tablet()
+    patient = tablet.patient()
+    tablet.sync(patient)
+    limit = world.server.settings.push_max_intents
+    intents = [
+        ask(tablet, patient, local(world.monday, 9) + timedelta(days=7 * (n // 6)))
+        for n in range(limit + 1)
+    ]
+    response = tablet.http.post("/v1/sync/push", content=wire(*intents), headers=MEDIA)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "push_too_costly"
+    with world.server.db.read() as session:
+        stored = session.scalar(
+            select(func.count())
+            .select_from(Document)
+            .where(Document.id.in_([i.id for i in intents]))
+        )
+        decided = session.scalar(
+            select(func.count())
+            .select_from(IntentDecision)
+            .where(IntentDecision.intent_id.in_([i.id for i in intents]))
+        )
+    assert stored == 0 and decided == 0
+    answer = tablet.push(*intents[:limit])
+    assert len(answer["accepted"]) == limit

@@ -101,3 +101,29 @@ def test_two_offline_tablets_ask_for_one_slot_and_the_loser_is_told_why(
     starts = {s.starts_at for day in left for s in day.slots}
     assert nine not in starts and datetime.fromisoformat(offered["starts_at"]) not in starts
     assert local(world.monday, 11) in starts  # still free, and comparable
+
+
+def test_a_tablet_back_from_a_long_offline_spell_gets_every_request_decided(
+    world: BookingWorld, tablets: list[EdgeClient]
+) -> None:
+    """More intents than one push may carry: the SDK pushes them in halves, and every
+    one is decided once in that one sync."""
+    tablet = tablets[0]
+    tablet.sync()
+    patient = tablet.patients.add(given_name="Lu", family_name="Long", birth_date=date(1940, 2, 2))
+    count = world.server.settings.push_max_intents + 20
+    asked = [
+        tablet.bookings.request_appointment(
+            patient.id,
+            world.review,
+            local(world.monday, 9) + timedelta(days=7 * (n // 12), minutes=30 * (n % 6)),
+            flexible=True,
+        )
+        for n in range(count)
+    ]
+    tablet.sync()
+    statuses = [tablet.intent_status(a.id) for a in asked]
+    assert [s for s in statuses if s.decision is None] == []
+    # The patient went up before any intent naming it, whatever the batches.
+    assert not [s for s in statuses if "not a patient" in (s.decision.reason or "")]  # type: ignore[union-attr]
+    assert sum(s.state != "rejected" for s in statuses) >= count // 2
