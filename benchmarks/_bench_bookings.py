@@ -76,6 +76,8 @@ class _Device:
     transport: Any  # its edge_sdk.HttpTransport
     patient_id: str = ""
     service: str = ""
+    doctors: list[str] = field(default_factory=list)  # its clinic's
+    index: int = 0  # among its clinic's devices
     cursor: int = 0
     # Per sync: the requests it carries (provider id, start), written just before it.
     batches: list[list[tuple[str, datetime]]] = field(default_factory=list)
@@ -101,15 +103,11 @@ def _measure(
         accepted: list[int] = []
         with _ServerProcess.running(settings, work / "server.log") as server:
             staff = _staff_client(settings, server.url)
+            devices = _setup(server, staff, work / "stores")
             try:
                 for r in range(repeat):
-                    devices = _setup(server, staff, work / f"stores-{r}", batches, week=r)
-                    try:
-                        seconds = _race(devices)
-                    finally:
-                        for device in devices:
-                            device.transport.close()
-                            device.client.close()
+                    _plan(devices, batches, week=r)
+                    seconds = _race(devices)
                     latencies = [ms for d in devices for ms in d.latencies]
                     intents = DEVICES * batches * BATCH
                     if len(latencies) != intents:
@@ -126,6 +124,9 @@ def _measure(
                         f"p99 {p99s[-1]:.0f} ms"
                     )
             finally:
+                for device in devices:
+                    device.transport.close()
+                    device.client.close()
                 staff.close()
             layout = server.layout
     extra = {
@@ -202,25 +203,13 @@ def _staff_client(settings: Any, url: str) -> Any:
     return http
 
 
-def _setup(server: Any, staff: Any, stores: Path, batches: int, *, week: int) -> list[_Device]:
-    """Clinics, doctors, enrolled devices with their patients, and the requests each
-    device will make, all before timing."""
+def _setup(server: Any, staff: Any, stores: Path) -> list[_Device]:
+    """Clinics, doctors, and enrolled devices with their patients (once: enrolments
+    are rate limited per client address)."""
     from edge_sdk import Argon2Params, EdgeClient, HttpTransport, PassphraseKeyProvider
 
     suffix = uuid.uuid4().hex[:8]
     service = f"review-{suffix}"
-    monday = date.today() + timedelta(days=7 + 7 * week)
-    monday += timedelta(days=(7 - monday.weekday()) % 7)
-    slots = [  # every doctor's 30-minute slots of the week, in order
-        (
-            d,
-            datetime.combine(monday + timedelta(days=day), datetime.min.time(), tzinfo=BERLIN)
-            + timedelta(hours=8, minutes=30 * n),
-        )
-        for day in range(5)
-        for n in range(20)
-        for d in range(DOCTORS)
-    ]
     _ok(
         staff.post(
             "/v1/directory/services",
@@ -270,9 +259,32 @@ def _setup(server: Any, staff: Any, stores: Path, batches: int, *, week: int) ->
             given_name="Bench", family_name=f"P{n}", birth_date=date(1950, 1, 1)
         )
         client.sync()  # the patient goes up and the reference data comes down, untimed
-        device = _Device(client, HttpTransport(client.replica), patient.id, service)
+        device = _Device(
+            client, HttpTransport(client.replica), patient.id, service, doctors, n // CLINICS
+        )
         _drain(device)
-        mine = [s for i, s in enumerate(slots) if i % (DEVICES // CLINICS) == n // CLINICS]
+        devices.append(device)
+    return devices
+
+
+def _plan(devices: list[_Device], batches: int, *, week: int) -> None:
+    """Each device's requests for one repeat, in the week `week` weeks ahead (a fresh
+    week per repeat: nothing booked yet)."""
+    monday = date.today() + timedelta(days=7 + 7 * week)
+    monday += timedelta(days=(7 - monday.weekday()) % 7)
+    slots = [  # every doctor's 30-minute slots of the week, in order
+        (
+            d,
+            datetime.combine(monday + timedelta(days=day), datetime.min.time(), tzinfo=BERLIN)
+            + timedelta(hours=8, minutes=30 * n),
+        )
+        for day in range(5)
+        for n in range(20)
+        for d in range(DOCTORS)
+    ]
+    for device in devices:
+        device.batches, device.latencies, device.decided = [], [], 0
+        mine = [s for i, s in enumerate(slots) if i % (DEVICES // CLINICS) == device.index]
         for b in range(batches):
             batch = []
             for k in range(BATCH):
@@ -280,10 +292,8 @@ def _setup(server: Any, staff: Any, stores: Path, batches: int, *, week: int) ->
                 index, when = mine[i % len(mine)]
                 if i % CONTENDED == CONTENDED - 1:
                     index, when = 0, slots[-1][1]  # the clinic's contended slot
-                batch.append((doctors[index], when))
+                batch.append((device.doctors[index], when))
             device.batches.append(batch)
-        devices.append(device)
-    return devices
 
 
 def _ok(response: Any) -> Any:
