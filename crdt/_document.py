@@ -478,7 +478,7 @@ class RecordDocument:
         moved = [n for n in sorted(fixed) if values.get(n) != mine.get(n)]
         if moved:
             return "immutable field changed: " + ", ".join(moved)
-        return RecordDocument(candidate, schema).frozen_problem()
+        return RecordDocument(candidate, schema).frozen_problem() if schema.frozen else None
 
     def frozen_problem(self) -> str | None:
         """For a frozen record (an intent): why its history is not one creation plus

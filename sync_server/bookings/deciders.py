@@ -7,7 +7,7 @@ keeps two bookings off one provider's time.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -96,13 +96,18 @@ def request_appointment(context: IntentContext) -> Verdict:
     candidates = _clinicians(context, service, asked.provider_id, asked.specialisation)
     if isinstance(candidates, str):
         return Verdict.rejected(candidates)
-    for provider in candidates:
-        booking = _booking(context, "appointment", provider, patient_id, service.code, span)
-        if _holds(session, booking, provider, span):
-            context.touched.add(availability_key(clinic.id, local_day(clinic, span.start)))
-            return Verdict.accepted(_outcome(booking, provider))
-    reason = _busy_reason(session, clinic, candidates, asked.provider_id, span)
-    return _alternative(context, clinic, candidates, service, span, patient_id, reason, asked)
+    return _book(
+        context,
+        candidates,
+        span,
+        make=lambda provider, at: _booking(
+            context, "appointment", provider, patient_id, service.code, at
+        ),
+        code=service.code,
+        flexible=asked.flexible,
+        why=lambda: _busy_reason(session, clinic, candidates, asked.provider_id, span),
+        clinic=clinic,
+    )
 
 
 def reschedule_appointment(context: IntentContext) -> Verdict:
@@ -178,7 +183,7 @@ def request_visit(context: IntentContext) -> Verdict:
     caregiver asked for)."""
     asked = context.intent.parsed_details()
     assert isinstance(asked, VisitRequest)
-    session, clinic = context.session, _clinic(context)
+    clinic = _clinic(context)
     patient_id = context.intent.patient_id
     assert patient_id is not None
     problem = _patient_problem(context, patient_id)
@@ -190,24 +195,25 @@ def request_visit(context: IntentContext) -> Verdict:
     candidates = _caregivers(context, asked)
     if isinstance(candidates, str):
         return Verdict.rejected(candidates)
-    for caregiver in candidates:
-        booking = _booking(context, "visit", caregiver, patient_id, asked.skill, span)
-        booking.area, booking.language = asked.area, asked.language
-        if _holds(session, booking, caregiver, span):
-            return Verdict.accepted(_outcome(booking, caregiver))
     who = candidates[0].name if asked.caregiver_id else f"every {asked.skill} caregiver"
-    reason = f"{who} is busy or off duty at {_local(clinic, span.start)}"
-    offered = _nearest(session, candidates, asked.duration_minutes, span.start, context.now)
-    if offered is not None and asked.flexible:
-        caregiver, slot = offered
-        booking = _booking(context, "visit", caregiver, patient_id, asked.skill, slot)
-        booking.area, booking.language = asked.area, asked.language
-        if take(session=session, booking=booking, span=slot):
-            return Verdict.accepted_alternative(
-                _outcome(booking, caregiver), f"{reason}; booked the nearest free time instead"
-            )
-    return Verdict.rejected(
-        reason, alternative=None if offered is None else _offer(offered, asked.skill)
+    return _book(
+        context,
+        candidates,
+        span,
+        make=lambda caregiver, at: _booking(
+            context,
+            "visit",
+            caregiver,
+            patient_id,
+            asked.skill,
+            at,
+            area=asked.area,
+            language=asked.language,
+        ),
+        code=asked.skill,
+        flexible=asked.flexible,
+        why=lambda: f"{who} is busy or off duty at {_local(clinic, span.start)}",
+        clinic=None,  # visits publish no clinic slots
     )
 
 
@@ -292,6 +298,9 @@ def _booking(
     patient_id: str,
     service: str,
     span: Span,
+    *,
+    area: str | None = None,
+    language: str | None = None,
 ) -> Booking:
     booking = Booking(
         id=new_id(),
@@ -305,6 +314,8 @@ def _booking(
         ends_at=span.end,
         state="booked",
         intent_id=context.intent.id,
+        area=area,
+        language=language,
         late_cancellation=False,
         created_at=context.now,
         updated_at=context.now,
@@ -312,29 +323,50 @@ def _booking(
     return booking  # `take` adds it to the session if it gets its time
 
 
-def _alternative(
+def _book(
     context: IntentContext,
-    clinic: Clinic,
     candidates: Sequence[Provider],
-    service: Service,
     span: Span,
-    patient_id: str,
-    reason: str,
-    asked: AppointmentRequest,
+    *,
+    make: Callable[[Provider, Span], Booking],
+    code: str,
+    flexible: bool,
+    why: Callable[[], str],
+    clinic: Clinic | None,
 ) -> Verdict:
+    """Book `span` with the first of `candidates` who works then and is free; else the
+    nearest free slot among them if the intent is `flexible`, else a rejection saying
+    `why()` and offering that slot. `clinic`: whose availability the booking changes."""
     session = context.session
-    offered = _nearest(session, candidates, service.duration_minutes, span.start, context.now)
-    if offered is not None and asked.flexible:
+
+    def taken(provider: Provider, at: Span, *, alternative: bool) -> Booking | None:
+        booking = make(provider, at)
+        held = (
+            take(session=session, booking=booking, span=at)
+            if alternative  # a free slot from the provider's own schedule
+            else _holds(session, booking, provider, at)
+        )
+        if not held:
+            return None
+        if clinic is not None:
+            context.touched.add(availability_key(clinic.id, local_day(clinic, at.start)))
+        return booking
+
+    for provider in candidates:
+        booking = taken(provider, span, alternative=False)
+        if booking is not None:
+            return Verdict.accepted(_outcome(booking, provider))
+    reason = why()
+    minutes = int((span.end - span.start).total_seconds() // 60)
+    offered = _nearest(session, candidates, minutes, span.start, context.now)
+    if offered is not None and flexible:
         provider, slot = offered
-        booking = _booking(context, "appointment", provider, patient_id, service.code, slot)
-        if take(session=session, booking=booking, span=slot):
-            context.touched.add(availability_key(clinic.id, local_day(clinic, slot.start)))
+        booking = taken(provider, slot, alternative=True)
+        if booking is not None:
             return Verdict.accepted_alternative(
                 _outcome(booking, provider), f"{reason}; booked the nearest free slot instead"
             )
-    return Verdict.rejected(
-        reason, alternative=None if offered is None else _offer(offered, service.code)
-    )
+    return Verdict.rejected(reason, alternative=None if offered is None else _offer(offered, code))
 
 
 def _nearest(

@@ -111,7 +111,7 @@ class ServiceLink:
         register(self.desk)
 
     def enrol(self, device: SimDevice) -> None:
-        pass
+        """Nothing to do: in process, a device's pushes carry its principal."""
 
     def push(self, device: SimDevice, documents: list[tuple[str, bytes]]) -> list[str]:
         principal = device.principal
