@@ -33,11 +33,14 @@ __all__ = [
     "AppointmentReschedule",
     "Availability",
     "BlobReference",
+    "Catalogue",
+    "CatalogueProduct",
     "ClinicalNote",
     "Contact",
     "ContactKind",
     "Decision",
     "DecisionStatus",
+    "DeliverTo",
     "Directory",
     "DirectoryClinic",
     "DirectoryProvider",
@@ -47,9 +50,19 @@ __all__ = [
     "FreeSlot",
     "Intent",
     "IntentKind",
+    "Invoice",
+    "InvoiceLineView",
+    "InvoiceStatus",
+    "KitComponent",
     "Measurements",
     "ModelOutput",
+    "OrderCancel",
+    "OrderLine",
+    "OrderPlace",
     "Patient",
+    "PaymentPay",
+    "PaymentView",
+    "ProductCategory",
     "ProviderKind",
     "Record",
     "Sex",
@@ -59,8 +72,10 @@ __all__ = [
     "WoundAssessment",
     "WoundStatus",
     "availability_id",
+    "catalogue_id",
     "decision_id",
     "directory_id",
+    "invoice_record_id",
     "new_record_id",
     "schema_for",
 ]
@@ -142,6 +157,9 @@ class IntentKind(enum.StrEnum):
     APPOINTMENT_CANCEL = "appointment.cancel"
     VISIT_REQUEST = "visit.request"
     VISIT_REVIEW = "visit.review"
+    ORDER_PLACE = "order.place"
+    ORDER_CANCEL = "order.cancel"
+    PAYMENT_PAY = "payment.pay"
 
 
 class _Value(BaseModel):
@@ -401,15 +419,77 @@ class VisitReview(_Value):
     comment: Annotated[str, Field(max_length=2000)] | None = None
 
 
+class DeliverTo(enum.StrEnum):
+    """Where an order goes."""
+
+    CLINIC = "clinic"  # the clinic the order was placed from
+    HOME = "home"  # the patient's address
+
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
+"""An ISO 4217 currency code; amounts are integers in its minor unit (cents)."""
+
+
+class OrderLine(_Value):
+    """One line of an order: a catalogue product (or kit) and how many."""
+
+    product_id: Id
+    quantity: Annotated[int, Field(ge=1, le=10_000)]
+
+
+class OrderPlace(_Value):
+    """Order supplies for `Intent.patient_id`: each line is accepted with a reservation
+    or rejected with its reason; `partial` accepts the lines that can be had when
+    others cannot (otherwise one refused line refuses the order)."""
+
+    lines: Annotated[tuple[OrderLine, ...], Field(min_length=1, max_length=100)]
+    deliver_to: DeliverTo = DeliverTo.CLINIC
+    address: Annotated[str, Field(max_length=1000)] | None = None  # for home delivery
+    partial: bool = False
+
+    @model_validator(mode="after")
+    def _home_has_an_address(self) -> OrderPlace:
+        if self.deliver_to is DeliverTo.HOME and not self.address:
+            raise ValueError("a home delivery needs an address")
+        return self
+
+
+class OrderCancel(_Value):
+    """Cancel an order (`Intent.subject_id`) that has not shipped; its stock is released."""
+
+    reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class PaymentPay(_Value):
+    """Pay `amount` of an invoice (`Intent.subject_id`) with a gateway payment method
+    token; the intent's id is the payment's idempotency key."""
+
+    amount: Annotated[int, Field(ge=1, le=100_000_000)]  # minor units
+    currency: Currency
+    payment_method: Annotated[str, Field(min_length=1, max_length=200)]
+
+
 INTENT_DETAILS: Mapping[IntentKind, type[_Value]] = {
     IntentKind.APPOINTMENT_REQUEST: AppointmentRequest,
     IntentKind.APPOINTMENT_RESCHEDULE: AppointmentReschedule,
     IntentKind.APPOINTMENT_CANCEL: AppointmentCancel,
     IntentKind.VISIT_REQUEST: VisitRequest,
     IntentKind.VISIT_REVIEW: VisitReview,
+    IntentKind.ORDER_PLACE: OrderPlace,
+    IntentKind.ORDER_CANCEL: OrderCancel,
+    IntentKind.PAYMENT_PAY: PaymentPay,
 }
 _NEEDS_SUBJECT = frozenset(
-    {IntentKind.APPOINTMENT_RESCHEDULE, IntentKind.APPOINTMENT_CANCEL, IntentKind.VISIT_REVIEW}
+    {
+        IntentKind.APPOINTMENT_RESCHEDULE,
+        IntentKind.APPOINTMENT_CANCEL,
+        IntentKind.VISIT_REVIEW,
+        IntentKind.ORDER_CANCEL,
+        IntentKind.PAYMENT_PAY,
+    }
+)
+_NEEDS_PATIENT = frozenset(
+    {IntentKind.APPOINTMENT_REQUEST, IntentKind.VISIT_REQUEST, IntentKind.ORDER_PLACE}
 )
 
 
@@ -427,7 +507,9 @@ class Intent(Record):
 
     kind: IntentKind
     patient_id: Id | None = None
-    subject_id: Id | None = None  # the booking a reschedule, cancel or review acts on
+    # What the intent acts on: the booking a reschedule, cancel or review names, the
+    # order a cancel names, the invoice a payment pays.
+    subject_id: Id | None = None
     details: dict[str, Any]
 
     @model_validator(mode="after")
@@ -436,9 +518,7 @@ class Intent(Record):
         if (self.kind in _NEEDS_SUBJECT) != (self.subject_id is not None):
             needs = "needs" if self.kind in _NEEDS_SUBJECT else "takes no"
             raise ValueError(f"a {self.kind} intent {needs} subject_id")
-        if self.kind in (IntentKind.APPOINTMENT_REQUEST, IntentKind.VISIT_REQUEST) and (
-            self.patient_id is None
-        ):
+        if self.kind in _NEEDS_PATIENT and self.patient_id is None:
             raise ValueError(f"a {self.kind} intent needs patient_id")
         return self
 
@@ -524,6 +604,104 @@ class Availability(Record):
     slots: tuple[FreeSlot, ...] = ()
 
 
+class ProductCategory(enum.StrEnum):
+    """Kinds of wound-care supplies."""
+
+    DRESSING = "dressing"
+    COMPRESSION = "compression"
+    NPWT = "npwt"  # negative-pressure wound therapy kits and canisters
+    CLEANSER = "cleanser"
+    OTHER = "other"
+
+
+class KitComponent(_Value):
+    """A product inside a kit, and how many of it one kit holds."""
+
+    product_id: Id
+    quantity: Annotated[int, Field(ge=1, le=1000)]
+
+
+class CatalogueProduct(_Value):
+    """A supply as devices see it (prices in minor units of `currency`)."""
+
+    id: Id
+    sku: ShortText
+    name: ShortText
+    category: ProductCategory
+    product_class: ShortText  # what a prescription names (e.g. "foam dressing")
+    unit: ShortText  # "box of 10", "each", "roll"
+    price: Annotated[int, Field(ge=0)]
+    currency: Currency
+    prescription_required: bool = False
+    hcpcs: Annotated[str, Field(pattern=r"^[A-Z][0-9]{4}$")] | None = None
+    components: tuple[KitComponent, ...] = ()  # a kit: its stock is its components'
+    available: Annotated[int, Field(ge=0)] | None = None  # at the clinic, when written
+
+
+class Catalogue(Record):
+    """The organisation's supplies as one clinic's devices see them (server-owned
+    reference data, synced down read-only; may be stale offline)."""
+
+    collection: ClassVar[str] = "catalogue"
+    device_writable: ClassVar[bool] = False
+    json_fields: ClassVar[frozenset[str]] = frozenset({"products"})
+
+    generated_at: datetime
+    products: tuple[CatalogueProduct, ...] = ()
+
+
+class InvoiceStatus(enum.StrEnum):
+    """Where an invoice stands."""
+
+    DRAFT = "draft"
+    OPEN = "open"  # issued, not fully paid
+    PAID = "paid"
+    VOID = "void"  # cancelled before any payment
+    REFUNDED = "refunded"  # paid, then refunded in full
+
+
+class InvoiceLineView(_Value):
+    """One line of an invoice as devices see it."""
+
+    kind: ShortText  # "order", "appointment", "visit"
+    reference_id: Id | None = None  # the order or booking it bills
+    description: ShortText
+    quantity: Annotated[int, Field(ge=1)]
+    unit_price: Annotated[int, Field(ge=0)]
+    amount: Annotated[int, Field(ge=0)]
+
+
+class PaymentView(_Value):
+    """A payment or refund against an invoice as devices see it."""
+
+    id: Id
+    kind: ShortText  # "payment" or "refund"
+    amount: Annotated[int, Field(ge=0)]
+    status: ShortText  # "processing", "succeeded", "failed"
+    at: datetime
+
+
+class Invoice(Record):
+    """A patient's invoice (server-owned, synced down read-only): what is owed, what
+    was paid and refunded. Devices pay it with a `payment.pay` intent."""
+
+    collection: ClassVar[str] = "invoices"
+    device_writable: ClassVar[bool] = False
+    json_fields: ClassVar[frozenset[str]] = frozenset({"lines", "payments"})
+
+    number: ShortText  # gapless per organisation, e.g. "INV-000042"
+    patient_id: Id | None = None
+    status: InvoiceStatus
+    currency: Currency
+    total: Annotated[int, Field(ge=0)]
+    paid: Annotated[int, Field(ge=0)] = 0
+    refunded: Annotated[int, Field(ge=0)] = 0
+    issued_at: datetime | None = None
+    due_at: datetime | None = None
+    lines: tuple[InvoiceLineView, ...] = ()
+    payments: tuple[PaymentView, ...] = ()
+
+
 def directory_id(clinic_id: str) -> str:
     """The id of a clinic's `Directory` record (one per clinic)."""
     return f"directory:{clinic_id}"
@@ -532,6 +710,16 @@ def directory_id(clinic_id: str) -> str:
 def availability_id(clinic_id: str, day: date) -> str:
     """The id of a clinic's `Availability` record for `day`."""
     return f"availability:{clinic_id}:{day.isoformat()}"
+
+
+def catalogue_id(clinic_id: str) -> str:
+    """The id of a clinic's `Catalogue` record (one per clinic)."""
+    return f"catalogue:{clinic_id}"
+
+
+def invoice_record_id(invoice_id: str) -> str:
+    """The id of the `Invoice` record of the server's invoice `invoice_id`."""
+    return f"invoice:{invoice_id}"
 
 
 def decision_id(intent_id: str) -> str:
@@ -550,6 +738,8 @@ COLLECTIONS: Mapping[str, type[Record]] = {
         Intent,
         Directory,
         Availability,
+        Catalogue,
+        Invoice,
     )
 }
 
