@@ -29,6 +29,10 @@ from sync_server.bookings import calendar_routes, directory_routes
 from sync_server.bookings import routes as booking_routes
 from sync_server.bookings.deciders import register as register_bookings
 from sync_server.bookings.reference import publish_everywhere
+from sync_server.commerce import routes as commerce_routes
+from sync_server.commerce.deciders import register as register_commerce
+from sync_server.commerce.holds import expire_holds
+from sync_server.commerce.reference import publish_everywhere as publish_catalogues
 from sync_server.db import Database, utcnow
 from sync_server.errors import (
     Conflict,
@@ -128,7 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Central sync server: replicated clinical records (Automerge sync "
         "over a per-clinic change feed), blobs, device and staff identity, bookings "
-        "(directory, schedules, staff actions, calendar feeds).",
+        "(directory, schedules, staff actions, calendar feeds), supplies (catalogue, stock by "
+        "lot, orders, prescriptions).",
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -139,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.feed = feed
     app.state.intents = IntentDesk()
     register_bookings(app.state.intents)
+    register_commerce(app.state.intents, hold=timedelta(hours=settings.order_hold_hours))
     app.state.blobs = make_blob_backend(settings)
 
     @app.exception_handler(ServerError)
@@ -210,6 +216,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         directory_routes,
         booking_routes,
         calendar_routes,
+        commerce_routes,
     ):
         app.include_router(routes.router)
     return app
@@ -233,8 +240,8 @@ def _prune_throttles(db: Database) -> int:
 
 async def _housekeeping(app: FastAPI) -> None:
     """Hourly: drop uploads abandoned for a week and expired throttling counters, and
-    bring each clinic's booking reference data up to date (any worker may do it; it is
-    idempotent)."""
+    bring each clinic's booking reference data up to date, cancel unpaid orders whose
+    hold expired and refresh the catalogues (any worker may do it; it is idempotent)."""
     while True:
         await asyncio.sleep(_HOUSEKEEPING_SECONDS)
         try:
@@ -250,6 +257,18 @@ async def _housekeeping(app: FastAPI) -> None:
             )
         except Exception:  # housekeeping must never take the server down
             log.exception("publishing booking reference data failed")
+        try:
+            signer = ServerSigner(app.state.artifact_key)
+            expired = await asyncio.to_thread(
+                expire_holds, database=app.state.db, signer=signer, now=utcnow()
+            )
+            if expired:
+                log.info("cancelled %d unpaid orders whose hold expired", expired)
+            await asyncio.to_thread(
+                publish_catalogues, database=app.state.db, signer=signer, now=utcnow()
+            )
+        except Exception:  # housekeeping must never take the server down
+            log.exception("expiring order holds or publishing catalogues failed")
         try:
             purged = await asyncio.to_thread(
                 purge_stale_uploads,

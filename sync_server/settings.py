@@ -83,6 +83,12 @@ class Settings(BaseSettings):
         "holds its clinic's feed, so a bigger push gets 413 push_too_costly (the SDK "
         "pushes in halves).",
     )
+    order_hold_hours: float = Field(
+        default=48.0,
+        gt=0,
+        description="How long an accepted supplies order holds its stock unpaid before "
+        "the hourly housekeeping cancels it and releases the stock (server clock).",
+    )
     document_max_changes: int = Field(
         default=50_000, gt=0, description="Most changes one record document may hold."
     )

@@ -42,6 +42,11 @@ __all__ = [
     "ModelChecked",
     "ModelDownloaded",
     "ModelPublished",
+    "OrderStateChanged",
+    "PrescriptionIssued",
+    "PrescriptionRevoked",
+    "ProductCreated",
+    "ProductUpdated",
     "ProviderCreated",
     "ProviderUpdated",
     "QualityFlagResolved",
@@ -50,6 +55,9 @@ __all__ = [
     "ScheduleExceptionAdded",
     "ScheduleExceptionRemoved",
     "ServiceCreated",
+    "StockAdjusted",
+    "StockLocationCreated",
+    "StockReceived",
     "TotpReset",
     "UserCreated",
     "UserDeactivated",
@@ -562,3 +570,113 @@ class CalendarFeedRead(_FeedEvent):
 
     def outcome(self) -> str:
         return f"events={self.events}"
+
+
+# ---------------------------------------------------------------- commerce
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _ProductChanged(Event):
+    """Something about one catalogue product."""
+
+    product_id: str
+
+    def target(self) -> str | None:
+        return self.product_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProductCreated(_ProductChanged):
+    """Staff added a product (or kit) to the catalogue."""
+
+    name: ClassVar[str] = "product-create"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProductUpdated(_ProductChanged):
+    """Staff changed a product (`fields`: which ones, never their values)."""
+
+    name: ClassVar[str] = "product-update"
+    fields: tuple[str, ...]
+
+    def outcome(self) -> str:
+        return ",".join(self.fields)[:40] or "ok"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StockLocationCreated(Event):
+    """Staff added a stock location (warehouse, clinic store, shelf)."""
+
+    name: ClassVar[str] = "stock-location-create"
+    location_id: str
+
+    def target(self) -> str | None:
+        return self.location_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StockReceived(Event):
+    """Stock arrived: `quantity` more on hand in a lot."""
+
+    name: ClassVar[str] = "stock-receive"
+    lot_id: str
+    quantity: int
+
+    def target(self) -> str | None:
+        return self.lot_id
+
+    def outcome(self) -> str:
+        return f"quantity={self.quantity}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StockAdjusted(Event):
+    """Staff corrected a lot's on-hand count by `delta` (a count, damage, loss)."""
+
+    name: ClassVar[str] = "stock-adjust"
+    lot_id: str
+    delta: int
+
+    def target(self) -> str | None:
+        return self.lot_id
+
+    def outcome(self) -> str:
+        return f"delta={self.delta}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OrderStateChanged(Event):
+    """An order moved (picked, shipped, delivered, cancelled, its hold expired) by
+    staff, a device's cancel, or the system's hold sweep."""
+
+    name: ClassVar[str] = "order-state"
+    order_id: str
+    state: str
+
+    def target(self) -> str | None:
+        return self.order_id
+
+    def outcome(self) -> str:
+        return self.state
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _PrescriptionChanged(Event):
+    """Something about one prescription (never its signature)."""
+
+    prescription_id: str
+
+    def target(self) -> str | None:
+        return self.prescription_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrescriptionIssued(_PrescriptionChanged):
+    """Staff recorded a doctor's prescription."""
+
+    name: ClassVar[str] = "prescription-issue"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrescriptionRevoked(_PrescriptionChanged):
+    """Staff revoked a prescription: nothing more is accepted against it."""
+
+    name: ClassVar[str] = "prescription-revoke"

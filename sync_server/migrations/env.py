@@ -8,6 +8,7 @@ from alembic import context
 from sync_server.audit import tables as _audit  # noqa: F401
 from sync_server.blobs import tables as _blobs  # noqa: F401
 from sync_server.bookings import tables as _bookings  # noqa: F401
+from sync_server.commerce import tables as _commerce  # noqa: F401
 from sync_server.db import Base
 from sync_server.identity import tables as _identity  # noqa: F401
 from sync_server.intents import tables as _intents  # noqa: F401
