@@ -158,9 +158,8 @@ class Shop(ClinicView):
 
     def other_clinic(self) -> ClinicView:
         """Another clinic of the organisation (no store: it orders from the warehouse)."""
-        view = ClinicView(self.server, self.server.new_clinic())
-        self.tablets += view.tablets  # closed with this shop
-        return view
+        # Its tablets join this shop's list, closed with it.
+        return ClinicView(self.server, self.server.new_clinic(), self.tablets)
 
 
 def place(
