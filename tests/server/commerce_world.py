@@ -19,6 +19,7 @@ from sync_server.commerce.inventory import create_location, receive_lot
 from sync_server.commerce.prescriptions import issue_prescription
 from sync_server.commerce.tables import Location, Lot, Reservation
 from sync_server.identity.principals import Principal
+from sync_server.identity.tables import Clinic, Organisation
 
 from .bookings_world import Tablet
 
@@ -194,12 +195,29 @@ def patient_of(tablet: Tablet, family: str = "Okafor") -> str:
     return record.id
 
 
-def build_shop(server: Any) -> Shop:
+def build_shop(server: Any, *, own_organisation: bool = False) -> Shop:
     """A fresh clinic in Berlin with its store, the organisation's warehouse (made
-    once) and a doctor."""
-    clinic_id = server.new_clinic()
-    staff = Principal("user", str(uuid.uuid4()), None, server.organisation_id, "admin")
+    once) and a doctor; with `own_organisation`, in an organisation of its own (its
+    catalogue holds only what the test adds)."""
+    organisation_id = server.organisation_id
     suffix = uuid.uuid4().hex[:6]
+    if own_organisation:
+        organisation_id = str(uuid.uuid4())
+        clinic_id = str(uuid.uuid4())
+        with server.db.write() as session:
+            session.add(Organisation(id=organisation_id, name=f"org-{suffix}"))
+            session.flush()
+            session.add(
+                Clinic(
+                    id=clinic_id,
+                    organisation_id=organisation_id,
+                    name=f"clinic-{suffix}",
+                    feed_seq=0,
+                )
+            )
+    else:
+        clinic_id = server.new_clinic()
+    staff = Principal("user", str(uuid.uuid4()), None, organisation_id, "admin")
     with server.db.write() as session:
         set_clinic_timezone(
             session=session, principal=staff, clinic_id=clinic_id, timezone="Europe/Berlin"
@@ -209,7 +227,7 @@ def build_shop(server: Any) -> Shop:
         )
         warehouse = session.scalar(
             select(Location.id).where(
-                Location.organisation_id == server.organisation_id, Location.kind == "warehouse"
+                Location.organisation_id == organisation_id, Location.kind == "warehouse"
             )
         )
         if warehouse is None:
