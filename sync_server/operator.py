@@ -10,6 +10,7 @@ Refusals are the server's error tree (`sync_server.errors`).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -17,6 +18,7 @@ from typing import Literal
 from sqlalchemy import select
 
 from sync_server.bookings.seed import SeededDirectory, seed_demo_directory
+from sync_server.commerce.seed import seed_demo_commerce
 from sync_server.db import open_database, utcnow
 from sync_server.identity.accounts import (
     deactivate_user,
@@ -239,9 +241,11 @@ def manage_account(
 
 
 def seed_demo(settings: Settings, *, organisation: str = "default") -> SeededDirectory:
-    """Load the demo booking directory (`sync_server.bookings.seed`) into the
-    organisation called `organisation` (created if missing) and publish its clinics'
-    reference data. Running it again changes nothing.
+    """Load the demo booking directory (`sync_server.bookings.seed`) and the demo
+    supplies (`sync_server.commerce.seed`: catalogue, stock in lots, prescriptions)
+    into the organisation called `organisation` (created if missing) and publish its
+    clinics' reference data. Running it again changes nothing (``created``,
+    ``updated`` and ``records_published`` count both parts).
 
     Raises:
         Conflict: The database is not migrated.
@@ -253,7 +257,15 @@ def seed_demo(settings: Settings, *, organisation: str = "default") -> SeededDir
         require_schema(database)
         with database.write() as session:
             found = ensure_organisation(session=session, name=organisation)
+            now = utcnow()
             seeded = seed_demo_directory(
-                session=session, organisation_id=found.id, signer=signer, now=utcnow()
+                session=session, organisation_id=found.id, signer=signer, now=now
             )
-    return seeded
+            supplies = seed_demo_commerce(
+                session=session, organisation_id=found.id, signer=signer, now=now
+            )
+    return dataclasses.replace(
+        seeded,
+        created=seeded.created + supplies.created,
+        records_published=seeded.records_published + supplies.records_published,
+    )

@@ -445,3 +445,26 @@ def test_a_replayed_intent_is_decided_once(shop: Shop) -> None:
         ).all()
         orders = session.scalars(select(Order.id).where(Order.intent_id == intent.id)).all()
     assert len(rows) == 1 and len(orders) == 1
+
+
+# ---------------------------------------------------------------- seed-demo
+def test_seed_demo_adds_supplies_once(tmp_path: Any) -> None:
+    from sync_server import Settings, migrate, seed_demo
+    from sync_server.commerce.tables import KitComponentRow, Lot, Product
+    from sync_server.db import open_database
+
+    settings = Settings(data_dir=tmp_path / "server")
+    migrate(settings)
+    first = seed_demo(settings, organisation="Supplies Demo")
+    again = seed_demo(settings, organisation="Supplies Demo")
+    assert first.created > 0 and (again.created, again.records_published) == (0, 0)
+    with open_database(settings, must_exist=True) as database, database.read() as session:
+        products = {p.sku: p for p in session.scalars(select(Product))}
+        assert products["FOAM-10"].hcpcs == "A6209" and products["FOAM-10"].prescription_required
+        kit = session.scalars(
+            select(KitComponentRow).where(KitComponentRow.kit_id == products["NPWT-KIT"].id)
+        ).all()
+        assert len(kit) == 2
+        expired = session.scalar(select(Lot).where(Lot.lot_code == "F10-EXPIRED"))
+        assert expired is not None and expired.expires_on < datetime.now(UTC).date()
+        assert len(session.scalars(select(Prescription)).all()) == 3
