@@ -1,4 +1,4 @@
-"""The README's SDK example, and the sync and bookings guides', run as written."""
+"""The README's SDK example, and the sync, bookings and commerce guides', run as written."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SYNC_GUIDE = ROOT / "docs" / "sync.md"
 BOOKINGS_GUIDE = ROOT / "docs" / "bookings.md"
+COMMERCE_GUIDE = ROOT / "docs" / "commerce.md"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -45,3 +46,12 @@ def test_bookings_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Mo
     for block in blocks:
         exec(compile(block, str(BOOKINGS_GUIDE), "exec"), {})
     assert (tmp_path / "ward" / "coherency.db").exists()
+
+
+def test_commerce_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(COMMERCE_GUIDE)
+    assert blocks, "docs/commerce.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(COMMERCE_GUIDE), "exec"), {})
+    assert (tmp_path / "server").exists()
