@@ -27,6 +27,7 @@ def expire_holds(*, database: Database, signer: ServerSigner, now: datetime) -> 
     with database.read() as session:
         due = expired_holds(session=session, now=now)
     cancelled = 0
+    clinics: set[str] = set()
     for order_id in due:
 
         def work(session: Session, order_id: str = order_id) -> int:
@@ -41,8 +42,18 @@ def expire_holds(*, database: Database, signer: ServerSigner, now: datetime) -> 
                 )
             except Conflict:  # paid or cancelled meanwhile
                 return 0
-            publish_catalogue(session=session, clinic_ids=[order.clinic_id], signer=signer, now=now)
+            clinics.add(order.clinic_id)
             return 1
 
         cancelled += database.write_retrying(work)
+    for clinic_id in sorted(clinics):
+        # A transaction of its own: clinic row locks are never taken after the
+        # warehouse's (`sync_server.commerce.stock`).
+
+        def publish(session: Session, clinic_id: str = clinic_id) -> int:
+            return publish_catalogue(
+                session=session, clinic_ids=[clinic_id], signer=signer, now=now
+            )
+
+        database.write_retrying(publish)
     return cancelled

@@ -15,6 +15,7 @@ from sync_server.audit.events import StockAdjusted, StockLocationCreated, StockR
 from sync_server.audit.services import record_event
 from sync_server.bookings.directory import actor_of, clinic_in_scope, require_writer
 from sync_server.commerce.catalogue import components_by_kit, product_in_scope
+from sync_server.commerce.stock import lock_shared
 from sync_server.commerce.tables import Location, Lot
 from sync_server.db import new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
@@ -143,6 +144,7 @@ def receive_lot(
         raise Invalid("a delivery holds at least 1", code="invalid_quantity")
     if components_by_kit(session=session, kit_ids=[product_id]):
         raise Invalid("a kit is stocked as its components", code="kit_not_stocked")
+    lock_shared(session=session, location_ids=[location.id])
     lot = _lot(session, product_id, location.id, lot_code)
     if lot is None:
         savepoint = session.begin_nested()
@@ -195,6 +197,7 @@ def adjust_lot(*, session: Session, principal: Principal, lot_id: str, delta: in
     location = location_in_scope(session=session, principal=principal, location_id=lot.location_id)
     if delta == 0:
         raise Invalid("an adjustment changes the count", code="invalid_quantity")
+    lock_shared(session=session, location_ids=[location.id])
     done = session.execute(
         update(Lot)
         .where(Lot.id == lot_id, Lot.on_hand + delta >= Lot.reserved, Lot.on_hand + delta >= 0)

@@ -4,12 +4,13 @@ Clinicians, staff and admins read; staff and admins write (403 ``forbidden`` for
 clinician, 403 ``staff_only`` for a device). Everything is scoped to the caller's
 organisation (and clinic, for a clinic-bound account): anything outside answers 404
 like a missing one. Changes that move the catalogue or stock republish the devices'
-`crdt.Catalogue` records in the same transaction. Devices place and cancel orders
+`crdt.Catalogue` records right after, in a transaction of their own. Devices place and cancel orders
 with intents (`sync_server.commerce.deciders`), not here.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
@@ -62,8 +63,9 @@ from sync_server.commerce.schemas import (
     ReservationPublic,
 )
 from sync_server.commerce.tables import Order, Product
-from sync_server.db import utcnow
+from sync_server.db import Database, utcnow
 from sync_server.deps import ArtifactKeyDep, DbDep, StaffCaller
+from sync_server.errors import Unavailable
 from sync_server.identity.principals import Principal
 from sync_server.models.signing import ArtifactKey
 from sync_server.sync.authorship import ServerSigner
@@ -71,17 +73,26 @@ from sync_server.sync.authorship import ServerSigner
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/commerce", tags=["commerce"])
+log = logging.getLogger("sync_server.commerce")
 
 IdQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
 
 
-def _republish(session: Session, caller: Principal, key: ArtifactKey) -> None:
-    republish_catalogue(
-        session=session,
-        organisation_id=caller.organisation_id,
-        signer=ServerSigner(key),
-        now=utcnow(),
-    )
+def _republish(db: Database, caller: Principal, key: ArtifactKey) -> None:
+    # In a transaction of its own, after the change committed: catalogue records take
+    # clinic row locks, never after the warehouse's (`sync_server.commerce.stock`). If
+    # it cannot be written now, the hourly housekeeping writes it.
+    try:
+        db.write_retrying(
+            lambda session: republish_catalogue(
+                session=session,
+                organisation_id=caller.organisation_id,
+                signer=ServerSigner(key),
+                now=utcnow(),
+            )
+        )
+    except Unavailable:
+        log.warning("catalogue records not refreshed after a change; housekeeping will")
 
 
 def _product(session: Session, product: Product) -> ProductPublic:
@@ -148,8 +159,9 @@ def post_product(
             hcpcs=body.hcpcs,
             components=[(c.product_id, c.quantity) for c in body.components],
         )
-        _republish(session, caller, key)
-        return _product(session, product)
+        made = _product(session, product)
+    _republish(db, caller, key)
+    return made
 
 
 @router.get("/products/{product_id}", response_model=ProductPublic, summary="Show a product")
@@ -174,8 +186,9 @@ def patch_product(
             product_id=product_id,
             changes=body.model_dump(exclude_unset=True),
         )
-        _republish(session, caller, key)
-        return _product(session, product)
+        changed = _product(session, product)
+    _republish(db, caller, key)
+    return changed
 
 
 # ---------------------------------------------------------------- stock
@@ -237,8 +250,9 @@ def post_lot(body: LotReceive, caller: StaffCaller, db: DbDep, key: ArtifactKeyD
             expires_on=body.expires_on,
             quantity=body.quantity,
         )
-        _republish(session, caller, key)
-        return LotPublic.model_validate(lot)
+        received = LotPublic.model_validate(lot)
+    _republish(db, caller, key)
+    return received
 
 
 @router.post("/lots/{lot_id}/adjust", response_model=LotPublic, summary="Correct a lot's count")
@@ -249,8 +263,9 @@ def post_adjust(
     would be on hand than orders hold."""
     with db.write() as session:
         lot = adjust_lot(session=session, principal=caller, lot_id=lot_id, delta=body.delta)
-        _republish(session, caller, key)
-        return LotPublic.model_validate(lot)
+        adjusted = LotPublic.model_validate(lot)
+    _republish(db, caller, key)
+    return adjusted
 
 
 # ---------------------------------------------------------------- orders
@@ -299,8 +314,9 @@ def post_order_cancel(
             actor=actor_of(caller),
             reason=body.reason,
         )
-        _republish(session, caller, key)
-        return _order(session, order)
+        cancelled = _order(session, order)
+    _republish(db, caller, key)
+    return cancelled
 
 
 @router.post("/orders/{order_id}/{action}", response_model=OrderPublic, summary="Move an order on")
@@ -319,9 +335,10 @@ def post_order_action(
         order = move_order(
             session=session, principal=caller, order_id=order_id, state=state, now=utcnow()
         )
-        if state == "picked":
-            _republish(session, caller, key)
-        return _order(session, order)
+        moved = _order(session, order)
+    if state == "picked":
+        _republish(db, caller, key)
+    return moved
 
 
 # ---------------------------------------------------------------- prescriptions

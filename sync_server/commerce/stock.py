@@ -8,6 +8,17 @@ Where an order's stock comes from: the clinic's own locations (its store, its sh
 first, then the organisation's central warehouse (`sourcing_locations`); within each
 location the lot that expires first is taken first. A lot whose expiry date is on or
 before the clinic's today (`usable_after`) is never reserved or picked.
+
+Lock order: a push decides its clinic's orders holding the clinic's row lock, so a
+clinic's own locations are only ever moved by one push at a time. The central
+warehouse is shared: a transaction locks the warehouse's `stock_locations` row
+(`SELECT ... FOR UPDATE`) before it touches any order, lot or prescription
+(`orders.place_order`, `cancel_order` and `move_order` take it first), so
+transactions of different clinics and staff queue on one lock instead of taking lots,
+orders and prescriptions in different orders and deadlocking. (Catalogue records,
+which take clinic row locks, are written by staff routes and the hold sweep in a
+transaction of their own, after the stock moves committed: never warehouse, then
+clinic.)
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from sync_server.identity.tables import Clinic
 __all__ = [
     "available",
     "components_of",
+    "lock_shared",
     "pick_reservation",
     "release_reservation",
     "reserve",
@@ -88,6 +100,24 @@ def available(
     return {p: found.get(p, 0) for p in product_ids}
 
 
+def lock_shared(*, session: Session, location_ids: Sequence[str]) -> None:
+    """Take the row lock of each warehouse among `location_ids` (in id order) before
+    moving its lots (see the module docstring; SQLite serializes writers anyway)."""
+    if location_ids:
+        session.execute(
+            select(Location.id)
+            .where(Location.id.in_(list(location_ids)), Location.kind == "warehouse")
+            .order_by(Location.id)
+            .with_for_update()
+        ).all()
+
+
+def _lock_lot_location(session: Session, lot_id: str) -> None:
+    location = session.scalar(select(Lot.location_id).where(Lot.id == lot_id))
+    if location is not None:
+        lock_shared(session=session, location_ids=[location])
+
+
 def reserve(
     *,
     session: Session,
@@ -102,6 +132,7 @@ def reserve(
     """
     if not location_ids:
         return []
+    lock_shared(session=session, location_ids=location_ids)
     priority = case({location: n for n, location in enumerate(location_ids)}, value=Lot.location_id)
     lots = session.execute(
         select(Lot.id, Lot.on_hand - Lot.reserved)
@@ -146,6 +177,7 @@ def release_reservation(*, session: Session, reservation: Reservation) -> None:
     )
     if rowcount(marked) != 1:
         return
+    _lock_lot_location(session, reservation.lot_id)
     done = session.execute(
         update(Lot)
         .where(Lot.id == reservation.lot_id, Lot.reserved >= reservation.quantity)
@@ -166,6 +198,7 @@ def restock_reservation(*, session: Session, reservation: Reservation) -> None:
     )
     if rowcount(marked) != 1:
         return
+    _lock_lot_location(session, reservation.lot_id)
     session.execute(
         update(Lot)
         .where(Lot.id == reservation.lot_id)
@@ -184,6 +217,7 @@ def pick_reservation(
     Returns the reservations picked, or None when the expired stock cannot be
     replaced (the caller rolls back).
     """
+    _lock_lot_location(session, reservation.lot_id)
     done = session.execute(
         update(Lot)
         .where(
