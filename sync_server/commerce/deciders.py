@@ -110,13 +110,20 @@ def cancel_handler() -> Handler:
 
 
 def _is_patient(context: IntentContext, patient_id: str) -> bool:
-    return (
-        context.session.scalar(
-            select(Document.id).where(
-                Document.id == patient_id,
-                Document.clinic_id == context.clinic_id,
-                Document.collection == "patients",
+    known: dict[tuple[str, str], bool] = context.session.info.setdefault(_PATIENTS, {})
+    key = (context.clinic_id, patient_id)
+    if key not in known:
+        known[key] = (
+            context.session.scalar(
+                select(Document.id).where(
+                    Document.id == patient_id,
+                    Document.clinic_id == context.clinic_id,
+                    Document.collection == "patients",
+                )
             )
+            is not None
         )
-        is not None
-    )
+    return known[key]
+
+
+_PATIENTS = "commerce:patients"  # kept for the push's transaction

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -36,7 +36,6 @@ from sync_server.commerce.stock import (
 from sync_server.commerce.tables import (
     CANCELLABLE_STATES,
     Location,
-    Lot,
     Order,
     OrderLineRow,
     Product,
@@ -116,7 +115,7 @@ def place_order(
     prescriptions. Lines that cannot be had are refused with their reason; unless
     `partial`, one refused line refuses all (the caller rolls back then).
     """
-    clinic = session.get(Clinic, clinic_id)
+    clinic = _kept(session, Clinic, clinic_id)
     after = usable_after(clinic, now)
     locations = sourcing_locations(
         session=session, organisation_id=organisation_id, clinic_id=clinic_id
@@ -137,42 +136,64 @@ def place_order(
         created_at=now,
         updated_at=now,
     )
-    session.add(order)
-    session.flush()
     placed = Placed(order)
+    rows: list[Any] = [order]  # inserted together at the end (one flush)
     currency: str | None = None
     for n, line in enumerate(lines):
-        product = session.get(Product, line.product_id)
+        product = _kept(session, Product, line.product_id)
         if product is None or product.organisation_id != organisation_id:
             placed.refused.append(
                 LineRefusal(n, line.product_id, f"no product {line.product_id} in the catalogue")
             )
-            continue
-        if not product.active:
+        elif not product.active:
             placed.refused.append(LineRefusal(n, product.id, f"{product.name} is no longer sold"))
-            continue
-        if currency is not None and product.currency != currency:
+        elif currency is not None and product.currency != currency:
             placed.refused.append(
                 LineRefusal(
                     n, product.id, f"{product.name} is priced in {product.currency}, not {currency}"
                 )
             )
-            continue
-        outcome = _place_line(session, order, n, product, line.quantity, locations, after)
-        if isinstance(outcome, LineRefusal):
-            placed.refused.append(outcome)
-            continue
-        currency = product.currency
-        order.total += product.price * line.quantity
-        placed.lines.append(outcome)
+        else:
+            # Only a partial order keeps going after a refused line, so only its lines
+            # need a savepoint each; otherwise the caller rolls the whole order back.
+            savepoint = session.begin_nested() if partial else None
+            outcome = _place_line(session, order, n, product, line.quantity, locations, after)
+            if isinstance(outcome, LineRefusal):
+                if savepoint is not None:
+                    savepoint.rollback()
+                placed.refused.append(outcome)
+            else:
+                if savepoint is not None:
+                    savepoint.commit()
+                summary, made = outcome
+                currency = product.currency
+                order.total += product.price * line.quantity
+                placed.lines.append(summary)
+                rows += made
         if not partial and placed.refused:
             break
     if not placed.lines or (placed.refused and not partial):
         placed.order = None
         return placed
     order.currency = currency or "XXX"
+    session.add_all(rows)
     session.flush()
     return placed
+
+
+_KEPT = "commerce:rows"
+T = TypeVar("T", Clinic, Product)
+
+
+def _kept(session: Session, table: type[T], row_id: str) -> T | None:
+    """`session.get`, holding on to the row for the session's transaction (one push):
+    the identity map only keeps rows something else refers to."""
+    kept: dict[tuple[type[Any], str], Any] = session.info.setdefault(_KEPT, {})
+    key = (table, row_id)
+    if key not in kept:
+        kept[key] = session.get(table, row_id)
+    found: T | None = kept[key]
+    return found
 
 
 def _place_line(
@@ -183,8 +204,9 @@ def _place_line(
     quantity: int,
     locations: Sequence[str],
     after: Any,
-) -> dict[str, Any] | LineRefusal:
-    savepoint = session.begin_nested()
+) -> tuple[dict[str, Any], list[Any]] | LineRefusal:
+    """Take one line's prescription and stock; returns what the decision says of it
+    and the rows to insert, or why not (the caller rolls back what was taken)."""
     prescription_id: str | None = None
     if product.prescription_required:
         prescription_id, why = claim(
@@ -196,7 +218,6 @@ def _place_line(
             day=after,
         )
         if prescription_id is None:
-            savepoint.rollback()
             return LineRefusal(n, product.id, why or "no prescription")
     row = OrderLineRow(
         id=new_id(),
@@ -207,52 +228,48 @@ def _place_line(
         unit_price=product.price,
         prescription_id=prescription_id,
     )
-    session.add(row)
     parts = components_of(session=session, product_id=product.id)
-    taken: list[tuple[str, str, int]] = []
+    made: list[Any] = [row]
+    reservations: list[dict[str, Any]] = []
+    held: dict[str, int] = {}  # what this line took so far (given back by the caller)
     for part_id, per_unit in sorted(parts.items()):
         need = per_unit * quantity
         got = reserve(
             session=session, product_id=part_id, quantity=need, location_ids=locations, after=after
         )
-        if sum(q for _, q in got) < need:
-            savepoint.rollback()
-            return _short(session, n, product, quantity, parts, locations, after)
-        taken += [(part_id, lot_id, q) for lot_id, q in got]
-    for part_id, lot_id, q in taken:
-        session.add(
-            Reservation(
-                id=new_id(),
-                order_id=order.id,
-                line_id=row.id,
-                lot_id=lot_id,
-                product_id=part_id,
-                quantity=q,
-                state="held",
+        held[part_id] = sum(t.quantity for t in got)
+        if held[part_id] < need:
+            return _short(session, n, product, quantity, parts, locations, after, held)
+        for taken in got:
+            made.append(
+                Reservation(
+                    id=new_id(),
+                    order_id=order.id,
+                    line_id=row.id,
+                    lot_id=taken.lot_id,
+                    product_id=part_id,
+                    quantity=taken.quantity,
+                    state="held",
+                )
             )
-        )
-    session.flush()
-    savepoint.commit()
-    lots = {
-        lot.id: lot for lot in session.scalars(select(Lot).where(Lot.id.in_([t[1] for t in taken])))
-    }
-    return {
+            reservations.append(
+                {
+                    "product_id": part_id,
+                    "lot_id": taken.lot_id,
+                    "lot_code": taken.lot_code,
+                    "expires_on": taken.expires_on.isoformat(),
+                    "quantity": taken.quantity,
+                }
+            )
+    summary = {
         "line": n,
         "product_id": product.id,
         "quantity": quantity,
         "unit_price": product.price,
         "prescription_id": prescription_id,
-        "reservations": [
-            {
-                "product_id": part_id,
-                "lot_id": lot_id,
-                "lot_code": lots[lot_id].lot_code,
-                "expires_on": lots[lot_id].expires_on.isoformat(),
-                "quantity": q,
-            }
-            for part_id, lot_id, q in taken
-        ],
+        "reservations": reservations,
     }
+    return summary, made
 
 
 def _short(
@@ -263,8 +280,10 @@ def _short(
     parts: dict[str, int],
     locations: Sequence[str],
     after: Any,
+    held: dict[str, int],
 ) -> LineRefusal:
     free = available(session=session, product_ids=list(parts), location_ids=locations, after=after)
+    free = {p: q + held.get(p, 0) for p, q in free.items()}
     can = min(free[p] // per_unit for p, per_unit in parts.items())
     if can == 0:
         reason = f"{product.name} is out of stock"

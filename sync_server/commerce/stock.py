@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import case, func, select, update
@@ -35,6 +36,7 @@ from sync_server.db import new_id, rowcount
 from sync_server.identity.tables import Clinic
 
 __all__ = [
+    "Taken",
     "available",
     "components_of",
     "lock_shared",
@@ -45,6 +47,10 @@ __all__ = [
     "sourcing_locations",
     "usable_after",
 ]
+
+
+_SOURCING = "commerce:sourcing"
+_COMPONENTS = "commerce:components"
 
 
 def usable_after(clinic: Clinic | None, now: datetime) -> date:
@@ -58,7 +64,16 @@ def usable_after(clinic: Clinic | None, now: datetime) -> date:
 
 def sourcing_locations(*, session: Session, organisation_id: str, clinic_id: str) -> list[str]:
     """The locations a clinic's orders take stock from, in order: the clinic's own
-    (store, shelf) by name, then the organisation's warehouses by name."""
+    (store, shelf) by name, then the organisation's warehouses by name. Kept for the
+    session's transaction (one push)."""
+    kept: dict[tuple[str, str], list[str]] = session.info.setdefault(_SOURCING, {})
+    key = (organisation_id, clinic_id)
+    if key not in kept:
+        kept[key] = _sourcing(session, organisation_id, clinic_id)
+    return kept[key]
+
+
+def _sourcing(session: Session, organisation_id: str, clinic_id: str) -> list[str]:
     rows = session.execute(
         select(Location.id, Location.kind, Location.clinic_id, Location.name)
         .where(Location.organisation_id == organisation_id)
@@ -71,13 +86,17 @@ def sourcing_locations(*, session: Session, organisation_id: str, clinic_id: str
 
 def components_of(*, session: Session, product_id: str) -> dict[str, int]:
     """What one unit of `product_id` takes from stock: its kit components and their
-    quantities, or the product itself."""
-    rows = session.execute(
-        select(KitComponentRow.product_id, KitComponentRow.quantity).where(
-            KitComponentRow.kit_id == product_id
-        )
-    ).all()
-    return {r.product_id: r.quantity for r in rows} or {product_id: 1}
+    quantities, or the product itself. Kept for the session's transaction (a kit's
+    components never change)."""
+    kept: dict[str, dict[str, int]] = session.info.setdefault(_COMPONENTS, {})
+    if product_id not in kept:
+        rows = session.execute(
+            select(KitComponentRow.product_id, KitComponentRow.quantity).where(
+                KitComponentRow.kit_id == product_id
+            )
+        ).all()
+        kept[product_id] = {r.product_id: r.quantity for r in rows} or {product_id: 1}
+    return kept[product_id]
 
 
 def available(
@@ -118,6 +137,15 @@ def _lock_lot_location(session: Session, lot_id: str) -> None:
         lock_shared(session=session, location_ids=[location])
 
 
+class Taken(NamedTuple):
+    """Stock `reserve` took from one lot."""
+
+    lot_id: str
+    quantity: int
+    lot_code: str
+    expires_on: date
+
+
 def reserve(
     *,
     session: Session,
@@ -125,17 +153,17 @@ def reserve(
     quantity: int,
     location_ids: Sequence[str],
     after: date,
-) -> list[tuple[str, int]]:
+) -> list[Taken]:
     """Reserve up to `quantity` of `product_id`, first the earlier locations, within
-    each the lot that expires first. Returns (lot id, quantity) per lot reserved; they
-    add up to less than `quantity` when the stock is short (the caller rolls back).
+    each the lot that expires first. Returns what was taken per lot; it adds up to
+    less than `quantity` when the stock is short (the caller rolls back). The caller
+    holds the warehouse's lock (`lock_shared`).
     """
     if not location_ids:
         return []
-    lock_shared(session=session, location_ids=location_ids)
     priority = case({location: n for n, location in enumerate(location_ids)}, value=Lot.location_id)
     lots = session.execute(
-        select(Lot.id, Lot.on_hand - Lot.reserved)
+        select(Lot.id, Lot.on_hand - Lot.reserved, Lot.lot_code, Lot.expires_on)
         .where(
             Lot.product_id == product_id,
             Lot.location_id.in_(list(location_ids)),
@@ -144,9 +172,9 @@ def reserve(
         )
         .order_by(priority, Lot.expires_on, Lot.id)
     ).all()
-    taken: list[tuple[str, int]] = []
+    taken: list[Taken] = []
     need = quantity
-    for lot_id, free in lots:
+    for lot_id, free, lot_code, expires_on in lots:
         while need > 0 and free > 0:
             take = min(need, free)
             done = session.execute(
@@ -155,7 +183,7 @@ def reserve(
                 .values(reserved=Lot.reserved + take)
             )
             if rowcount(done) == 1:
-                taken.append((lot_id, take))
+                taken.append(Taken(lot_id, take, lot_code, expires_on))
                 need -= take
                 break
             # Someone took from this lot since it was read: see what is left of it.
@@ -245,10 +273,10 @@ def pick_reservation(
         location_ids=location_ids,
         after=after,
     )
-    if sum(q for _, q in taken) < reservation.quantity:
+    if sum(t.quantity for t in taken) < reservation.quantity:
         return None
     picked: list[Reservation] = []
-    for lot_id, quantity in taken:
+    for lot_id, quantity, _, _ in taken:
         fresh = Reservation(
             id=new_id(),
             order_id=reservation.order_id,
