@@ -4,11 +4,13 @@ loopback.
 Built like the bookings benchmark (`_bench_bookings`): uvicorn serving `sync_server`
 in a separate process on a fresh PostgreSQL database; an admin logs in and builds the
 catalogue and stock through the REST routes (dressings, a canister, an NPWT kit made
-of them, lots with several expiry dates in the central warehouse); four clinics with
-five enrolled SDK devices each, each device with a synced patient. Then, released
+of them, lots with several expiry dates in each clinic's store and, behind them, the
+central warehouse); four clinics with five enrolled SDK devices each, each device
+with a synced patient. Then, released
 together by a barrier, each device pushes batch after batch of signed ``order.place``
 intents (one or two lines, one in four a kit whose components other lines share; one
-in ten asks for a scarce product that soon runs out and is rejected with its reason)
+in ten asks for a scarce product held only in the warehouse, which soon runs out and
+is then rejected with its reason)
 and pulls until the feed is drained, as `client.sync()` does on the wire.
 
 - ``commerce.decisions_per_s``: order intents decided per second of wall time.
@@ -145,7 +147,8 @@ def _measure(
             "commerce",
             NAMES[0],
             f"{DEVICES} SDK devices in {CLINICS} clinics sync supplies orders concurrently "
-            f"({label}, HTTP on loopback), stock by lot in one central warehouse; order "
+            f"({label}, HTTP on loopback), stock by lot in clinic stores and a shared "
+            "warehouse; order "
             "intents decided per second, barrier to last sync",
             "decisions/s",
             rates,
@@ -183,6 +186,13 @@ def _setup(server: Any, staff: Any, stores: Path) -> list[_Device]:
     suffix = uuid.uuid4().hex[:8]
     _ok(staff.post("/v1/commerce/locations", json={"kind": "warehouse", "name": "Central"}))
     clinics = [server.new_clinic(f"bench-{suffix}-{c}") for c in range(CLINICS)]
+    for clinic_id in clinics:
+        _ok(
+            staff.post(
+                "/v1/commerce/locations",
+                json={"kind": "clinic", "name": f"Store {clinic_id}", "clinic_id": clinic_id},
+            )
+        )
     provider = PassphraseKeyProvider("a benchmark passphrase", params=Argon2Params.fast())
     devices: list[_Device] = []
     for n in range(DEVICES):
@@ -202,9 +212,9 @@ def _setup(server: Any, staff: Any, stores: Path) -> list[_Device]:
 def _stock(staff: Any, *, repeat: int) -> _Catalogue:
     """Fresh products for one repeat, through the staff routes, with their lots in
     the warehouse (several expiry dates)."""
-    warehouse = next(
-        loc["id"] for loc in _ok(staff.get("/v1/commerce/locations")) if loc["kind"] == "warehouse"
-    )
+    locations = _ok(staff.get("/v1/commerce/locations"))
+    warehouse = next(loc["id"] for loc in locations if loc["kind"] == "warehouse")
+    stores = [loc["id"] for loc in locations if loc["kind"] == "clinic"]
     tag = f"r{repeat}-{uuid.uuid4().hex[:6]}"
 
     def product(name: str, **more: Any) -> str:
@@ -220,12 +230,12 @@ def _stock(staff: Any, *, repeat: int) -> _Catalogue:
         }
         return str(_ok(staff.post("/v1/commerce/products", json=body))["id"])
 
-    def receive(product_id: str, quantity: int, days: int) -> None:
+    def receive(product_id: str, quantity: int, days: int, location: str = warehouse) -> None:
         _ok(
             staff.post(
                 "/v1/commerce/lots",
                 json={
-                    "location_id": warehouse,
+                    "location_id": location,
                     "product_id": product_id,
                     "lot_code": f"L{days}-{tag}",
                     "expires_on": (date.today() + timedelta(days=days)).isoformat(),
@@ -247,8 +257,10 @@ def _stock(staff: Any, *, repeat: int) -> _Catalogue:
     scarce = product("Scarce")
     for product_id in [*plain, canister]:
         for days in (30, 90, 365):
-            receive(product_id, 100_000, days)
-    receive(scarce, 20, 60)
+            receive(product_id, 100_000, days)  # the warehouse, behind the stores
+            for store in stores:
+                receive(product_id, 10_000, days, store)
+    receive(scarce, 20, 60)  # only in the warehouse: the clinics race for it
     return _Catalogue(plain, kit, scarce)
 
 

@@ -25,7 +25,6 @@ from sync_server.commerce.prescriptions import claim, give_back
 from sync_server.commerce.stock import (
     available,
     components_of,
-    lock_shared,
     pick_reservation,
     release_reservation,
     reserve,
@@ -35,7 +34,6 @@ from sync_server.commerce.stock import (
 )
 from sync_server.commerce.tables import (
     CANCELLABLE_STATES,
-    Location,
     Order,
     OrderLineRow,
     Product,
@@ -120,7 +118,6 @@ def place_order(
     locations = sourcing_locations(
         session=session, organisation_id=organisation_id, clinic_id=clinic_id
     )
-    lock_shared(session=session, location_ids=locations)  # before any other row
     order = Order(
         id=new_id(),
         organisation_id=organisation_id,
@@ -296,17 +293,10 @@ def _short(
     return LineRefusal(n, product.id, reason, can)
 
 
-def _lock_warehouses(session: Session, organisation_id: str) -> None:
-    # The lock order of `sync_server.commerce.stock`: the warehouse before the
-    # order's row, its lots and its prescriptions.
-    lock_shared(
-        session=session,
-        location_ids=session.scalars(
-            select(Location.id).where(
-                Location.organisation_id == organisation_id, Location.kind == "warehouse"
-            )
-        ).all(),
-    )
+def _lock_clinic(session: Session, clinic_id: str) -> None:
+    # The lock order of `sync_server.commerce.stock`: the order's clinic first, as a
+    # push deciding the clinic's intents holds it, then the warehouse, then the rest.
+    session.execute(select(Clinic.id).where(Clinic.id == clinic_id).with_for_update()).all()
 
 
 def order_in_scope(*, session: Session, principal: Principal, order_id: str) -> Order:
@@ -389,7 +379,7 @@ def cancel_order(
     order = session.get(Order, order_id)
     if order is None:
         raise NotFound("no such order", code="not_found")
-    _lock_warehouses(session, order.organisation_id)
+    _lock_clinic(session, order.clinic_id)
     condition = [Order.id == order_id, Order.state.in_(CANCELLABLE_STATES)]
     if hold_expired:
         condition += [Order.paid_at.is_(None), Order.hold_expires_at <= now]
@@ -438,7 +428,7 @@ def move_order(
     order = order_in_scope(session=session, principal=principal, order_id=order_id)
     if state not in _NEXT:
         raise Invalid(f"orders move to picked, shipped or delivered, not {state!r}")
-    _lock_warehouses(session, order.organisation_id)
+    _lock_clinic(session, order.clinic_id)
     done = session.execute(
         update(Order)
         .where(Order.id == order_id, Order.state.in_(_NEXT[state]))

@@ -9,16 +9,16 @@ first, then the organisation's central warehouse (`sourcing_locations`); within 
 location the lot that expires first is taken first. A lot whose expiry date is on or
 before the clinic's today (`usable_after`) is never reserved or picked.
 
-Lock order: a push decides its clinic's orders holding the clinic's row lock, so a
-clinic's own locations are only ever moved by one push at a time. The central
-warehouse is shared: a transaction locks the warehouse's `stock_locations` row
-(`SELECT ... FOR UPDATE`) before it touches any order, lot or prescription
-(`orders.place_order`, `cancel_order` and `move_order` take it first), so
-transactions of different clinics and staff queue on one lock instead of taking lots,
-orders and prescriptions in different orders and deadlocking. (Catalogue records,
-which take clinic row locks, are written by staff routes and the hold sweep in a
-transaction of their own, after the stock moves committed: never warehouse, then
-clinic.)
+Lock order, the same for every transaction, so none waits in a cycle: first the
+clinic's row (a push deciding the clinic's intents holds it; staff moving or
+cancelling an order and the hold sweep take the order's clinic first too), then the
+central warehouse's `stock_locations` row (`lock_shared`, taken just before the
+first warehouse lot is touched), then orders, lots and prescriptions. A clinic's own
+store and shelf are only moved under its clinic's lock, so orders served from them
+run in parallel across clinics; orders that reach into the shared warehouse queue on
+its one lock instead of taking its lots in different orders and deadlocking.
+Catalogue records (clinic row locks of every clinic) are written by staff routes and
+the hold sweep in a transaction of their own, after the stock moves committed.
 """
 
 from __future__ import annotations
@@ -156,14 +156,15 @@ def reserve(
 ) -> list[Taken]:
     """Reserve up to `quantity` of `product_id`, first the earlier locations, within
     each the lot that expires first. Returns what was taken per lot; it adds up to
-    less than `quantity` when the stock is short (the caller rolls back). The caller
-    holds the warehouse's lock (`lock_shared`).
+    less than `quantity` when the stock is short (the caller rolls back). A
+    warehouse's lock is taken before its first lot is touched (`lock_shared`).
     """
     if not location_ids:
         return []
     priority = case({location: n for n, location in enumerate(location_ids)}, value=Lot.location_id)
     lots = session.execute(
-        select(Lot.id, Lot.on_hand - Lot.reserved, Lot.lot_code, Lot.expires_on)
+        select(Lot.id, Lot.on_hand - Lot.reserved, Lot.lot_code, Lot.expires_on, Location.kind)
+        .join(Location, Location.id == Lot.location_id)
         .where(
             Lot.product_id == product_id,
             Lot.location_id.in_(list(location_ids)),
@@ -174,7 +175,11 @@ def reserve(
     ).all()
     taken: list[Taken] = []
     need = quantity
-    for lot_id, free, lot_code, expires_on in lots:
+    locked = False
+    for lot_id, free, lot_code, expires_on, kind in lots:
+        if kind == "warehouse" and not locked:
+            lock_shared(session=session, location_ids=location_ids)
+            locked = True
         while need > 0 and free > 0:
             take = min(need, free)
             done = session.execute(
