@@ -53,6 +53,11 @@ BOOKINGS = {
     "bookings.push_to_decision_p50_ms",
     "bookings.push_to_decision_p99_ms",
 }
+COMMERCE = {
+    "commerce.decisions_per_s",
+    "commerce.push_to_decision_p50_ms",
+    "commerce.push_to_decision_p99_ms",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -100,6 +105,8 @@ TARGETED = {
     "models.size.int8",
     "bookings.decisions_per_s",
     "bookings.push_to_decision_p99_ms",
+    "commerce.decisions_per_s",
+    "commerce.push_to_decision_p99_ms",
 }
 
 
@@ -138,13 +145,15 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     results = {r["name"]: r for r in document["results"]}
     missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
     # Only the PostgreSQL figures may be missing, and only without PostgreSQL.
-    assert all(name.endswith(".postgresql") or name in BOOKINGS for name in missing), missing
+    assert all(name.endswith(".postgresql") or name in BOOKINGS | COMMERCE for name in missing), (
+        missing
+    )
     assert not (missing and REQUIRE_POSTGRES), missing
     assert not set(results) & set(missing)
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
     assert set(results) - capture - model | set(missing) == (
-        WRITE | MERGE | STORAGE | SYNC | BOOKINGS
+        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -237,6 +246,24 @@ def test_the_bookings_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -
         p50 = results["bookings.push_to_decision_p50_ms"]["value"]
         assert p50 <= results["bookings.push_to_decision_p99_ms"]["value"]
         assert results["bookings.decisions_per_s"]["target"] == 1_000
+
+
+def test_the_commerce_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -> None:
+    document, table = _run(tmp_path, "--only", "commerce", "--scale", "40", "--repeat", "1",
+                           "--no-pin")  # fmt: skip
+    results = {r["name"]: r for r in document["results"]}
+    missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
+    assert set(results) | set(missing) == COMMERCE and not set(results) & set(missing)
+    assert not (missing and REQUIRE_POSTGRES), missing
+    assert all("PostgreSQL" in reason for reason in missing.values())
+    for name, r in results.items():
+        assert r["value"] > 0 and r["intents"] == 20 * 10 and r["devices"] == 20, name
+        assert r["database"].startswith("PostgreSQL") and name in table
+    if results:
+        p50 = results["commerce.push_to_decision_p50_ms"]["value"]
+        assert p50 <= results["commerce.push_to_decision_p99_ms"]["value"]
+        assert results["commerce.decisions_per_s"]["target"] == 1_000
+        assert 0 < results["commerce.decisions_per_s"]["accepted"][0] <= 200
 
 
 def machine_cpus(document: dict[str, Any]) -> int:
