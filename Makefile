@@ -44,10 +44,12 @@ bench: install
 	$(BIN)/python -m benchmarks.run --json benchmarks/results/latest.json
 
 ## The seeded booking simulation at full size (the suite runs 500 seeds): 10,000 seeds
-## in process on SQLite, plus its PostgreSQL and HTTP runs. SEEDS=n to change.
+## in process on SQLite, plus its PostgreSQL and HTTP runs; and the seeded stock run
+## (the suite runs 200 seeds per database) at 10,000 seeds per database. SEEDS=n to change.
 SEEDS ?= 10000
 simulate: install
 	COHERENCY_SIM_SEEDS=$(SEEDS) $(BIN)/pytest -q -s tests/server/test_bookings_simulation.py
+	COHERENCY_COMMERCE_SEEDS=$(SEEDS) $(BIN)/pytest -q -s tests/server/test_commerce_simulation.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
