@@ -156,14 +156,18 @@ def verify_ledger(*, session: Session, organisation_id: str) -> list[str]:
     invoices = session.scalars(
         select(Invoice).where(Invoice.organisation_id == organisation_id, Invoice.status != "void")
     ).all()
+    paid_by_invoice: dict[str, int] = {
+        invoice_id: int(total)
+        for invoice_id, total in session.execute(
+            select(Payment.invoice_id, func.sum(Payment.captured))
+            .where(Payment.organisation_id == organisation_id, Payment.status == "succeeded")
+            .group_by(Payment.invoice_id)
+        )
+    }
     for invoice in invoices:
         add(receivable_account(invoice), invoice.currency, invoice.total - invoice.paid)
-        paid = session.scalar(
-            select(func.coalesce(func.sum(Payment.captured), 0)).where(
-                Payment.invoice_id == invoice.id, Payment.status == "succeeded"
-            )
-        )
-        if int(paid or 0) != invoice.paid:
+        paid = int(paid_by_invoice.get(invoice.id) or 0)
+        if paid != invoice.paid:
             problems.append(f"invoice {invoice.number}: paid {invoice.paid} but payments {paid}")
     revenue = session.execute(
         select(Invoice.currency, func.sum(Invoice.total))
@@ -181,7 +185,7 @@ def verify_ledger(*, session: Session, organisation_id: str) -> list[str]:
         .where(Refund.organisation_id == organisation_id, Refund.status == "succeeded")
         .group_by(Payment.currency)
     ).all()
-    for currency, total in captured:
+    for currency, total, _refunded in captured:
         add(CLEARING, currency, int(total))
     for currency, total in refunded:
         add(CLEARING, currency, -int(total))
