@@ -74,7 +74,7 @@ class Model:
     delivered: int = 0  # sandbox events delivered so far
 
 
-def simulate(seed: int, *, db: Database, steps: int = 25) -> Stats:
+def simulate(seed: int, *, db: Database, steps: int = 20) -> Stats:
     rng = random.Random(seed)
     stats = Stats(seeds=1)
     gateway = SandboxGateway(":memory:")
