@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 SYNC_GUIDE = ROOT / "docs" / "sync.md"
 BOOKINGS_GUIDE = ROOT / "docs" / "bookings.md"
+PAYMENTS_GUIDE = ROOT / "docs" / "payments.md"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -45,3 +46,11 @@ def test_bookings_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Mo
     for block in blocks:
         exec(compile(block, str(BOOKINGS_GUIDE), "exec"), {})
     assert (tmp_path / "ward" / "coherency.db").exists()
+
+
+def test_payments_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(PAYMENTS_GUIDE)
+    assert blocks, "docs/payments.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(PAYMENTS_GUIDE), "exec"), {})

@@ -154,8 +154,9 @@ def pay(
         .values(pending=Invoice.pending + amount, updated_at=now)
     )
     if rowcount(reserved) != 1:
-        raise PaymentRefused(f"invoice {invoice.number} cannot take that payment now",
-                             code="overpayment")  # fmt: skip
+        raise PaymentRefused(
+            f"invoice {invoice.number} cannot take that payment now", code="overpayment"
+        )
     payment = Payment(
         id=new_id(),
         organisation_id=organisation_id,

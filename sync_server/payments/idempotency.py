@@ -140,10 +140,16 @@ def _claim(
                     claim = new_id()
                     session.add(
                         IdempotencyKey(
-                            id=claim, scope=scope, route=route, key=key, fingerprint=digest,
-                            state="running", created_at=at, locked_at=at,
+                            id=claim,
+                            scope=scope,
+                            route=route,
+                            key=key,
+                            fingerprint=digest,
+                            state="running",
+                            created_at=at,
+                            locked_at=at,
                         )
-                    )  # fmt: skip
+                    )
                     session.flush()
                     return claim
                 if row.created_at < at - RETENTION:  # expired: a new request
@@ -168,5 +174,7 @@ def _claim(
                 return row.id
         except IntegrityError:
             continue  # another request claimed it first: look again
-    raise Conflict("a request with this Idempotency-Key is still being processed; retry later",
-                   code="idempotency_key_in_use")  # fmt: skip
+    raise Conflict(
+        "a request with this Idempotency-Key is still being processed; retry later",
+        code="idempotency_key_in_use",
+    )

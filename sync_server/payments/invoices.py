@@ -420,11 +420,15 @@ def _check_charges(charges: Sequence[Charge]) -> None:
         raise Invalid("an invoice's lines must share one currency", code="bad_charges")
     for c in charges:
         if c.kind not in LINE_KINDS:
-            raise Invalid(f"an invoice line bills an order, appointment or visit, not {c.kind!r}",
-                          code="bad_charges")  # fmt: skip
+            raise Invalid(
+                f"an invoice line bills an order, appointment or visit, not {c.kind!r}",
+                code="bad_charges",
+            )
         if c.quantity < 1 or c.unit_price < 0 or c.quantity * c.unit_price > 10**12:
-            raise Invalid("a line's quantity must be at least 1 and its price not negative",
-                          code="bad_charges")  # fmt: skip
+            raise Invalid(
+                "a line's quantity must be at least 1 and its price not negative",
+                code="bad_charges",
+            )
         if len(c.currency) != 3 or not c.currency.isupper():
             raise Invalid("a currency is a 3-letter ISO code", code="bad_charges")
 

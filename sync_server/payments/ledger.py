@@ -19,13 +19,14 @@ invoices not void, clearing = sum captured - sum refunded, refunds = sum refunde
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sync_server.db import new_id
+from sync_server.db import Database, new_id
 from sync_server.payments.tables import (
     Invoice,
     LedgerPosting,
@@ -38,6 +39,7 @@ __all__ = [
     "CLEARING",
     "REFUNDS",
     "balances",
+    "ledger_snapshot",
     "post",
     "receivable_account",
     "revenue_account",
@@ -124,6 +126,17 @@ def reverse(
     )
 
 
+@contextmanager
+def ledger_snapshot(*, database: Database) -> Iterator[Session]:
+    """A read-only session that sees one snapshot of the database (REPEATABLE READ on
+    PostgreSQL; SQLite's read transactions are snapshots): `verify_ledger` compares
+    tables with each other, and must not see a payment settle halfway through."""
+    with database.read() as session:
+        if not database.sqlite:
+            session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        yield session
+
+
 def balances(*, session: Session, organisation_id: str) -> dict[tuple[str, str], int]:
     """Each account's balance, derived from the postings: {(account, currency): amount}
     (debit positive); accounts that net to zero are left out."""
@@ -138,7 +151,8 @@ def balances(*, session: Session, organisation_id: str) -> dict[tuple[str, str],
 
 def verify_ledger(*, session: Session, organisation_id: str) -> list[str]:
     """What is wrong with the organisation's ledger (nothing: an empty list): every
-    transaction balances, and the balances match the invoices, payments and refunds."""
+    transaction balances, and the balances match the invoices, payments and refunds.
+    Run it in one snapshot (`ledger_snapshot`) while payments may be settling."""
     problems: list[str] = []
     unbalanced = session.execute(
         select(LedgerTransaction.id, func.sum(LedgerPosting.amount))

@@ -52,7 +52,7 @@ from sync_server.payments.invoices import (
     publish_changed,
     void_invoice,
 )
-from sync_server.payments.ledger import balances, verify_ledger
+from sync_server.payments.ledger import balances, ledger_snapshot, verify_ledger
 from sync_server.payments.schemas import (
     InvoiceCreate,
     InvoiceLinePublic,
@@ -78,8 +78,14 @@ IdempotencyKeyHeader = Annotated[
     Header(alias="Idempotency-Key", description="Required: one key per intended operation."),
 ]
 _ACTORS = ("staff", "admin")
-_STATUS = ((Unprocessable, 422), (Invalid, 400), (Unauthorized, 401), (Forbidden, 403),
-           (NotFound, 404), (Conflict, 409))  # fmt: skip
+_STATUS = (
+    (Unprocessable, 422),
+    (Invalid, 400),
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (NotFound, 404),
+    (Conflict, 409),
+)
 
 
 def _payments(request: Request) -> PaymentsDesk:
@@ -138,15 +144,31 @@ def _invoice_public(session: Session, invoice: Invoice) -> InvoicePublic:
     lines, payments, refunds = invoice_parts(session=session, invoice_id=invoice.id)
     return InvoicePublic.model_validate(
         {
-            **{c: getattr(invoice, c) for c in (
-                "id", "number", "clinic_id", "patient_id", "payer", "status", "currency",
-                "total", "paid", "pending", "refunded", "issued_at", "due_at", "void_reason")},
+            **{
+                c: getattr(invoice, c)
+                for c in (
+                    "id",
+                    "number",
+                    "clinic_id",
+                    "patient_id",
+                    "payer",
+                    "status",
+                    "currency",
+                    "total",
+                    "paid",
+                    "pending",
+                    "refunded",
+                    "issued_at",
+                    "due_at",
+                    "void_reason",
+                )
+            },
             "remaining": invoice.total - invoice.paid,
             "lines": [InvoiceLinePublic.model_validate(x) for x in lines],
             "payments": [PaymentPublic.model_validate(x) for x in payments],
             "refunds": [RefundPublic.model_validate(x) for x in refunds],
         }
-    )  # fmt: skip
+    )
 
 
 @router.post(
@@ -228,9 +250,12 @@ def post_void(
         invoice = invoice_in_scope(session=session, principal=caller, invoice_id=invoice_id)
         now = _now()
         if not void_invoice(
-            session=session, invoice_id=invoice.id, reason=body.reason, now=now,
+            session=session,
+            invoice_id=invoice.id,
+            reason=body.reason,
+            now=now,
             actor=Actor.of(caller),
-        ):  # fmt: skip
+        ):
             raise Conflict(
                 f"invoice {invoice.number} is {invoice.status}"
                 + (" with payments" if invoice.paid or invoice.pending else "")
@@ -278,9 +303,13 @@ def post_pay(
         return _paid(result)
 
     return idempotent(
-        request=request, caller=caller, db=db, key=idempotency_key,
-        payload=body.model_dump(mode="json"), work=work,
-    )  # fmt: skip
+        request=request,
+        caller=caller,
+        db=db,
+        key=idempotency_key,
+        payload=body.model_dump(mode="json"),
+        work=work,
+    )
 
 
 def _paid(result: PaymentResult) -> Stored:
@@ -334,9 +363,13 @@ def post_refund(
         return Stored(200, RefundPublic.model_validate(made).model_dump(mode="json"))
 
     return idempotent(
-        request=request, caller=caller, db=db, key=idempotency_key,
-        payload=body.model_dump(mode="json"), work=work,
-    )  # fmt: skip
+        request=request,
+        caller=caller,
+        db=db,
+        key=idempotency_key,
+        payload=body.model_dump(mode="json"),
+        work=work,
+    )
 
 
 @router.post("/payments/{payment_id}/reconcile", response_model=PaymentPublic, summary="Reconcile")
@@ -361,7 +394,7 @@ def get_ledger(caller: StaffCaller, db: DbDep) -> LedgerReport:
     """Every account's balance derived from the postings, and whatever does not add
     up (unbalanced transactions, balances that differ from the invoices)."""
     _require_actor(caller)
-    with db.read() as session:
+    with ledger_snapshot(database=db) as session:
         found = balances(session=session, organisation_id=caller.organisation_id)
         problems = verify_ledger(session=session, organisation_id=caller.organisation_id)
     return LedgerReport(

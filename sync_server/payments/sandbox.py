@@ -81,6 +81,8 @@ class SandboxGateway:
         self._db.isolation_level = None
         if self.path != ":memory:":
             self._db.execute("PRAGMA journal_mode = WAL")
+            # A test gateway: its record survives the server's crashes, not the host's.
+            self._db.execute("PRAGMA synchronous = NORMAL")
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
@@ -104,9 +106,16 @@ class SandboxGateway:
                     self._db.execute(
                         "INSERT INTO charges (id, idempotency_key, amount, currency,"
                         " payment_method, status, created) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (charge_id, idempotency_key, amount, currency, payment_method, status,
-                         time.time()),
-                    )  # fmt: skip
+                        (
+                            charge_id,
+                            idempotency_key,
+                            amount,
+                            currency,
+                            payment_method,
+                            status,
+                            time.time(),
+                        ),
+                    )
                     self._emit(
                         "charge.succeeded" if status == "succeeded" else "charge.failed",
                         _charge_object(charge_id, idempotency_key, amount, currency, status),
@@ -177,8 +186,15 @@ class SandboxGateway:
                 "SELECT id, idempotency_key, amount, currency, payment_method, status,"
                 " refunded FROM charges ORDER BY created, id"
             ).fetchall()
-        names = ("id", "idempotency_key", "amount", "currency", "payment_method", "status",
-                 "refunded")  # fmt: skip
+        names = (
+            "id",
+            "idempotency_key",
+            "amount",
+            "currency",
+            "payment_method",
+            "status",
+            "refunded",
+        )
         return [dict(zip(names, row, strict=True)) for row in rows]
 
     def refunds(self) -> list[dict[str, Any]]:

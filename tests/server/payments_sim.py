@@ -34,7 +34,12 @@ from sync_server.payments.sandbox import SandboxGateway
 from sync_server.payments.tables import Invoice, LedgerTransaction, Payment, Refund
 from sync_server.payments.webhooks import WebhookEventIn
 
-TOKENS = ["tok_success"] * 5 + ["tok_decline", "tok_insufficient_funds", "tok_timeout", "tok_timeout"]
+TOKENS = ["tok_success"] * 5 + [
+    "tok_decline",
+    "tok_insufficient_funds",
+    "tok_timeout",
+    "tok_timeout",
+]
 KINDS = ["order", "appointment", "visit"]
 
 
@@ -94,8 +99,19 @@ def simulate(seed: int, *, db: Database, steps: int = 20) -> Stats:
                 ["bill", "pay", "replay", "refund", "void", "webhook", "reconcile"],
                 weights=[3, 6, 1, 2, 1, 2, 1],
             )[0]
-            _step(action, rng, db, desk, gateway, model, stats, organisation_id, clinic_id,
-                  patients, now)  # fmt: skip
+            _step(
+                action,
+                rng,
+                db,
+                desk,
+                gateway,
+                model,
+                stats,
+                organisation_id,
+                clinic_id,
+                patients,
+                now,
+            )
             stats.steps += 1
             _check(db, gateway, model, organisation_id, seed)
     finally:
@@ -119,13 +135,26 @@ def _step(
     invoices = list(model.totals)
     if action == "bill" or not invoices:
         charges = [
-            Charge(rng.choice(KINDS), None, "item", rng.randint(1, 3), rng.choice([0, 250, 999, 4000]), "EUR")
+            Charge(
+                rng.choice(KINDS),
+                None,
+                "item",
+                rng.randint(1, 3),
+                rng.choice([0, 250, 999, 4000]),
+                "EUR",
+            )
             for _ in range(rng.randint(1, 4))
-        ]  # fmt: skip
+        ]
         patient = rng.choice(patients)
         with db.write() as session:
-            made = bill(session=session, organisation_id=organisation_id, clinic_id=clinic_id,
-                        patient_id=patient, charges=charges, now=now)  # fmt: skip
+            made = bill(
+                session=session,
+                organisation_id=organisation_id,
+                clinic_id=clinic_id,
+                patient_id=patient,
+                charges=charges,
+                now=now,
+            )
             model.totals[made.id] = made.total
             model.patient[made.id] = patient
         return
@@ -144,9 +173,17 @@ def _step(
         amount = max(1, rng.choice([owed, owed, max(1, owed // 2), owed + 1, rng.randint(1, 5000)]))
         try:
             with db.write() as session:
-                result = pay(session=session, payments=desk, organisation_id=organisation_id,
-                             invoice_id=invoice_id, amount=amount, currency="EUR",
-                             payment_method=token, idempotency_key=key, now=now)  # fmt: skip
+                result = pay(
+                    session=session,
+                    payments=desk,
+                    organisation_id=organisation_id,
+                    invoice_id=invoice_id,
+                    amount=amount,
+                    currency="EUR",
+                    payment_method=token,
+                    idempotency_key=key,
+                    now=now,
+                )
                 status = result.payment.status
                 replayed = result.replayed
         except PaymentRefused:
@@ -167,9 +204,10 @@ def _step(
     if action == "refund":
         with db.read() as session:
             paid = session.scalars(
-                select(Payment.id).where(Payment.organisation_id == organisation_id,
-                                         Payment.status == "succeeded").order_by(Payment.id)
-            ).all()  # fmt: skip
+                select(Payment.id)
+                .where(Payment.organisation_id == organisation_id, Payment.status == "succeeded")
+                .order_by(Payment.id)
+            ).all()
         if not paid:
             return
         payment_id = rng.choice(paid)
@@ -182,9 +220,15 @@ def _step(
         for _attempt in range(rng.choice([1, 1, 2])):  # sometimes retried with its key
             try:
                 with db.write() as session:
-                    refund(session=session, payments=desk, organisation_id=organisation_id,
-                           payment_id=payment_id, amount=max(1, amount), idempotency_key=key,
-                           now=now)  # fmt: skip
+                    refund(
+                        session=session,
+                        payments=desk,
+                        organisation_id=organisation_id,
+                        payment_id=payment_id,
+                        amount=max(1, amount),
+                        idempotency_key=key,
+                        now=now,
+                    )
                 stats.refunds += 1
             except PaymentRefused:
                 stats.refused += 1
@@ -206,9 +250,11 @@ def _step(
         for event in batch:
             with db.write() as session:
                 outcome = apply_event(
-                    session=session, payments=desk,
-                    event=WebhookEventIn(event.id, event.type, event.payload["data"]), now=now,
-                )  # fmt: skip
+                    session=session,
+                    payments=desk,
+                    event=WebhookEventIn(event.id, event.type, event.payload["data"]),
+                    now=now,
+                )
             stats.webhooks += 1
             stats.duplicates += outcome == "duplicate"
             if event.type == "charge.succeeded":
@@ -217,9 +263,10 @@ def _step(
     if action == "reconcile":
         with db.read() as session:
             processing = session.scalars(
-                select(Payment.id).where(Payment.organisation_id == organisation_id,
-                                         Payment.status == "processing")
-            ).all()  # fmt: skip
+                select(Payment.id).where(
+                    Payment.organisation_id == organisation_id, Payment.status == "processing"
+                )
+            ).all()
         for payment_id in processing:
             with db.write() as session:
                 payment = reconcile(session=session, payments=desk, payment_id=payment_id, now=now)
@@ -227,7 +274,9 @@ def _step(
                     model.unsettled.discard(payment.idempotency_key)
 
 
-def _check(db: Database, gateway: SandboxGateway, model: Model, organisation_id: str, seed: int) -> None:
+def _check(
+    db: Database, gateway: SandboxGateway, model: Model, organisation_id: str, seed: int
+) -> None:
     with db.read() as session:
         problems = verify_ledger(session=session, organisation_id=organisation_id)
         assert not problems, f"seed {seed}: {problems}"
@@ -256,13 +305,18 @@ def _check(db: Database, gateway: SandboxGateway, model: Model, organisation_id:
         assert revenue == billed, f"seed {seed}: revenue"
         # Nothing applied twice: one ledger transaction per settled payment and refund.
         posted_payments = session.scalar(
-            select(func.count()).select_from(LedgerTransaction).where(
-                LedgerTransaction.organisation_id == organisation_id, LedgerTransaction.kind == "payment"
+            select(func.count())
+            .select_from(LedgerTransaction)
+            .where(
+                LedgerTransaction.organisation_id == organisation_id,
+                LedgerTransaction.kind == "payment",
             )
-        )  # fmt: skip
+        )
         assert posted_payments == len(settled), f"seed {seed}: payments posted"
         db_refunds = session.scalar(
-            select(func.count()).select_from(Refund).where(Refund.organisation_id == organisation_id)
+            select(func.count())
+            .select_from(Refund)
+            .where(Refund.organisation_id == organisation_id)
         )
         assert db_refunds == len(refunds), f"seed {seed}: refunds applied"
         keys = [c["idempotency_key"] for c in gateway.charges()]

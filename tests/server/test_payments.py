@@ -22,10 +22,9 @@ from sqlalchemy.exc import DBAPIError
 
 from crdt import DecisionStatus, IntentKind, InvoiceStatus, RecordDocument, invoice_record_id
 from crdt import Invoice as InvoiceRecord
-from sync_server.identity.principals import Principal
 from sync_server.payments.charging import derived_key
 from sync_server.payments.invoices import Charge, bill
-from sync_server.payments.ledger import verify_ledger
+from sync_server.payments.ledger import ledger_snapshot, verify_ledger
 from sync_server.payments.sandbox import SandboxGateway
 from sync_server.payments.tables import IdempotencyKey, Invoice, LedgerPosting, Payment
 
@@ -89,7 +88,7 @@ class World:
         return self.staff.post("/v1/payments/webhooks", content=body, headers=headers)
 
     def ledger_problems(self) -> list[str]:
-        with self.server.db.read() as session:
+        with ledger_snapshot(database=self.server.db) as session:
             return verify_ledger(session=session, organisation_id=self.server.organisation_id)
 
 
@@ -103,14 +102,26 @@ def world(server: Any) -> Iterator[World]:
     clinic_id = server.new_clinic()
     staff_id = str(uuid.uuid4())
     token, _ = server.app.state.signing_key.issue_access_token(
-        subject=staff_id, kind="user", clinic_id=None,
-        organisation_id=server.organisation_id, role="admin", ttl=timedelta(minutes=15),
-    )  # fmt: skip
+        subject=staff_id,
+        kind="user",
+        clinic_id=None,
+        organisation_id=server.organisation_id,
+        role="admin",
+        ttl=timedelta(minutes=15),
+    )
     from sync_server.identity.tables import User
 
     with server.db.write() as session:
-        session.add(User(id=staff_id, username=f"pay-{staff_id[:8]}", password_hash="x",
-                         role="admin", organisation_id=server.organisation_id, active=True))  # fmt: skip
+        session.add(
+            User(
+                id=staff_id,
+                username=f"pay-{staff_id[:8]}",
+                password_hash="x",
+                role="admin",
+                organisation_id=server.organisation_id,
+                active=True,
+            )
+        )
     device_id, device_token = server.device_token(clinic_id)
     tablet = Tablet(device_id, server.http(device_token), _TabletWorld(server, clinic_id))  # type: ignore[arg-type]
     made = World(server, clinic_id, server.http(token), staff_id, tablet)
@@ -121,11 +132,16 @@ def world(server: Any) -> Iterator[World]:
         tablet.http.close()
 
 
-def _pay_intent(world: World, invoice_id: str, amount: int, token: str = "tok_success") -> RecordDocument:
+def _pay_intent(
+    world: World, invoice_id: str, amount: int, token: str = "tok_success"
+) -> RecordDocument:
     return world.tablet.intent(
-        IntentKind.PAYMENT_PAY, subject_id=invoice_id, amount=amount, currency="EUR",
+        IntentKind.PAYMENT_PAY,
+        subject_id=invoice_id,
+        amount=amount,
+        currency="EUR",
         payment_method=token,
-    )  # fmt: skip
+    )
 
 
 # ---------------------------------------------------------------- device intents
@@ -165,8 +181,13 @@ def test_declines_overpayments_and_currency_are_refused_with_reasons(world: Worl
     invoice = world.invoice(3000)
     declined = _pay_intent(world, invoice.id, 1000, "tok_insufficient_funds")
     too_much = _pay_intent(world, invoice.id, 3001)
-    other = world.tablet.intent(IntentKind.PAYMENT_PAY, subject_id=invoice.id, amount=100,
-                                currency="USD", payment_method="tok_success")  # fmt: skip
+    other = world.tablet.intent(
+        IntentKind.PAYMENT_PAY,
+        subject_id=invoice.id,
+        amount=100,
+        currency="USD",
+        payment_method="tok_success",
+    )
     world.tablet.sync(declined, too_much, other)
     reasons = {}
     for intent in (declined, too_much, other):
@@ -207,7 +228,9 @@ def test_a_timeout_is_settled_by_a_status_query_not_a_second_charge(world: World
 def test_a_webhook_delivered_three_times_settles_once(world: World) -> None:
     invoice = world.invoice(1200)
     before = world.gateway.events()[-1].seq if world.gateway.events() else 0
-    response = world.pay(invoice.id, "wh-" + uuid.uuid4().hex, amount=1200, payment_method="tok_timeout")
+    response = world.pay(
+        invoice.id, "wh-" + uuid.uuid4().hex, amount=1200, payment_method="tok_timeout"
+    )
     assert response.status_code == 200 and response.json()["status"] == "processing"
     (event,) = [e for e in world.gateway.events(after=before) if e.type == "charge.succeeded"]
     outcomes = [world.deliver(event).json()["outcome"] for _ in range(3)]
@@ -230,7 +253,9 @@ def test_webhook_signatures_are_verified(world: World) -> None:
     world.pay(invoice.id, "sig-" + uuid.uuid4().hex, amount=100)
     event = world.gateway.events()[-1]
     body, headers = SandboxGateway.delivery(event, "not-the-secret")
-    assert world.staff.post("/v1/payments/webhooks", content=body, headers=headers).status_code == 401
+    assert (
+        world.staff.post("/v1/payments/webhooks", content=body, headers=headers).status_code == 401
+    )
     stale = world.deliver(event, at=int(time.time()) - 3600)
     assert stale.status_code == 401
     body, headers = SandboxGateway.delivery(event, world.secret)
@@ -259,8 +284,14 @@ def test_rest_payments_need_and_honour_idempotency_keys(world: World) -> None:
     # A decline is a result too: stored and replayed (402 with the reason).
     declined_key = "dec-" + uuid.uuid4().hex
     declined = world.pay(invoice.id, declined_key, amount=100, payment_method="tok_decline")
-    assert declined.status_code == 402 and declined.json()["error"]["message"] == "the card was declined"
-    assert world.pay(invoice.id, declined_key, amount=100, payment_method="tok_decline").status_code == 402
+    assert (
+        declined.status_code == 402
+        and declined.json()["error"]["message"] == "the card was declined"
+    )
+    assert (
+        world.pay(invoice.id, declined_key, amount=100, payment_method="tok_decline").status_code
+        == 402
+    )
     # An overpayment is refused, and that answer is replayed too.
     over_key = "over-" + uuid.uuid4().hex
     assert world.pay(invoice.id, over_key, amount=3001).status_code == 409
@@ -271,14 +302,29 @@ def test_a_retry_while_the_first_is_running_is_409(world: World) -> None:
     invoice = world.invoice(5000)
     key = "busy-" + uuid.uuid4().hex
     with world.server.db.write() as session:  # the first request holds the key
-        session.add(IdempotencyKey(
-            id=str(uuid.uuid4()), scope=f"user:{world.staff_id}",
-            route="POST /v1/invoices/{invoice_id}/pay", key=key,
-            fingerprint=__import__("sync_server.payments.idempotency", fromlist=["x"]).fingerprint(
-                {"path": {"invoice_id": invoice.id},
-                 "body": {"amount": 1000, "currency": "EUR", "payment_method": "tok_success"}}),
-            state="running", created_at=datetime.now(UTC), locked_at=datetime.now(UTC),
-        ))  # fmt: skip
+        session.add(
+            IdempotencyKey(
+                id=str(uuid.uuid4()),
+                scope=f"user:{world.staff_id}",
+                route="POST /v1/invoices/{invoice_id}/pay",
+                key=key,
+                fingerprint=__import__(
+                    "sync_server.payments.idempotency", fromlist=["x"]
+                ).fingerprint(
+                    {
+                        "path": {"invoice_id": invoice.id},
+                        "body": {
+                            "amount": 1000,
+                            "currency": "EUR",
+                            "payment_method": "tok_success",
+                        },
+                    }
+                ),
+                state="running",
+                created_at=datetime.now(UTC),
+                locked_at=datetime.now(UTC),
+            )
+        )
     busy = world.pay(invoice.id, key)
     assert busy.status_code == 409 and busy.json()["error"]["code"] == "idempotency_key_in_use"
     assert world.read(invoice.id).paid == 0
@@ -334,19 +380,32 @@ def test_void_only_what_nothing_was_paid_on(world: World) -> None:
 
 # ---------------------------------------------------------------- invoices and the ledger
 def test_staff_create_list_and_read_invoices(world: World) -> None:
-    made = world.staff.post("/v1/invoices", json={
-        "clinic_id": world.clinic_id, "patient_id": str(uuid.uuid4()), "currency": "EUR",
-        "lines": [{"kind": "order", "description": "foam dressing", "quantity": 3, "unit_price": 450},
-                  {"kind": "appointment", "description": "wound review", "unit_price": 6000}],
-    })  # fmt: skip
+    made = world.staff.post(
+        "/v1/invoices",
+        json={
+            "clinic_id": world.clinic_id,
+            "patient_id": str(uuid.uuid4()),
+            "currency": "EUR",
+            "lines": [
+                {"kind": "order", "description": "foam dressing", "quantity": 3, "unit_price": 450},
+                {"kind": "appointment", "description": "wound review", "unit_price": 6000},
+            ],
+        },
+    )
     assert made.status_code == 201, made.text
     body = made.json()
     assert body["total"] == 7350 and body["number"].startswith("INV-") and body["status"] == "open"
     listed = world.staff.get("/v1/invoices", params={"clinic_id": world.clinic_id}).json()
     assert body["id"] in {i["id"] for i in listed}
     assert world.staff.get(f"/v1/invoices/{body['id']}").json()["lines"][0]["amount"] == 1350
-    bad = world.staff.post("/v1/invoices", json={"clinic_id": world.clinic_id, "currency": "EUR",
-                                                 "lines": [{"kind": "order", "description": "x", "unit_price": 1}]})  # fmt: skip
+    bad = world.staff.post(
+        "/v1/invoices",
+        json={
+            "clinic_id": world.clinic_id,
+            "currency": "EUR",
+            "lines": [{"kind": "order", "description": "x", "unit_price": 1}],
+        },
+    )
     assert bad.status_code == 400  # neither patient nor payer
     ledger = world.staff.get("/v1/ledger").json()
     assert ledger["problems"] == []
@@ -359,10 +418,16 @@ def test_invoice_numbers_have_no_gaps_under_concurrent_creators(world: World) ->
     def creator(n: int) -> None:
         for i in range(5):
             try:
-                def work(session: Any) -> None:
-                    bill(session=session, organisation_id=server.organisation_id,
-                         clinic_id=world.clinic_id, patient_id=str(uuid.uuid4()),
-                         charges=[Charge("order", None, "x", 1, 100, "EUR")], now=datetime.now(UTC))  # fmt: skip
+
+                def work(session: Any, i: int = i) -> None:
+                    bill(
+                        session=session,
+                        organisation_id=server.organisation_id,
+                        clinic_id=world.clinic_id,
+                        patient_id=str(uuid.uuid4()),
+                        charges=[Charge("order", None, "x", 1, 100, "EUR")],
+                        now=datetime.now(UTC),
+                    )
                     if (n + i) % 3 == 0:
                         raise RuntimeError("rolled back")  # its number must come back
 
@@ -379,8 +444,11 @@ def test_invoice_numbers_have_no_gaps_under_concurrent_creators(world: World) ->
         t.join()
     assert not errors, errors
     with server.db.read() as session:
-        numbers = sorted(session.scalars(
-            select(Invoice.sequence).where(Invoice.organisation_id == server.organisation_id)))  # fmt: skip
+        numbers = sorted(
+            session.scalars(
+                select(Invoice.sequence).where(Invoice.organisation_id == server.organisation_id)
+            )
+        )
     assert numbers == list(range(1, len(numbers) + 1))
 
 

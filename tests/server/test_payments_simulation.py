@@ -38,8 +38,10 @@ def _run(seeds: range, db: Database, label: str) -> Stats:
     started = time.perf_counter()
     for seed in seeds:
         total.add(simulate(seed, db=db))
-    print(f"\npayments simulation [{label}] seeds {seeds.start}..{seeds.stop - 1} in "
-          f"{time.perf_counter() - started:.1f} s: {total}")  # fmt: skip
+    print(
+        f"\npayments simulation [{label}] seeds {seeds.start}..{seeds.stop - 1} in "
+        f"{time.perf_counter() - started:.1f} s: {total}"
+    )
     assert total.seeds == len(seeds)
     return total
 
