@@ -471,3 +471,58 @@ def test_the_paid_hook_hears_of_fully_paid_invoices(world: World) -> None:
         assert heard == [invoice.id]
     finally:
         desk._paid.pop()
+
+
+def test_concurrent_devices_racing_for_one_invoice_pay_it_once(world: World) -> None:
+    server = world.server
+    invoice = world.invoice(9000)
+    tablets = []
+    for _ in range(10):
+        device_id, token = server.device_token(world.clinic_id)
+        tablets.append(Tablet(device_id, server.http(token), world.tablet.world))
+    intents = [
+        t.intent(IntentKind.PAYMENT_PAY, subject_id=invoice.id, amount=amount, currency="EUR",
+                 payment_method="tok_success")
+        for t, amount in zip(tablets, [9000, 9000, 4500, 4500, 4500, 3000, 3000, 3000, 3000, 1],
+                             strict=True)
+    ]  # fmt: skip
+    threads = [
+        threading.Thread(target=t.push, args=(i,)) for t, i in zip(tablets, intents, strict=True)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        accepted = 0
+        for tablet, intent in zip(tablets, intents, strict=True):
+            tablet.pull()
+            decision = tablet.decision(intent.id)
+            assert decision is not None
+            accepted += decision.status is DecisionStatus.ACCEPTED
+            if decision.status is DecisionStatus.REJECTED:
+                assert "still owed" in str(decision.reason) or "is paid" in str(decision.reason)
+    finally:
+        for tablet in tablets:
+            tablet.http.close()
+    final = world.read(invoice.id)
+    assert final.paid <= 9000 and final.pending == 0 and accepted >= 1
+    keys = {i.id for i in intents}
+    charged = [c for c in world.gateway.charges() if c["idempotency_key"] in keys]
+    assert sum(c["amount"] for c in charged if c["status"] == "succeeded") == final.paid
+    assert world.ledger_problems() == []
+
+
+def test_the_housekeeping_sweep_settles_timeouts_from_the_gateway(world: World) -> None:
+    from sync_server.payments.charging import sweep_processing
+
+    invoice = world.invoice(800)
+    key = "sweep-" + uuid.uuid4().hex
+    assert world.pay(invoice.id, key, amount=800, payment_method="tok_timeout").json()[
+        "status"
+    ] == ("processing")
+    desk = world.server.app.state.payments
+    assert sweep_processing(database=world.server.db, payments=desk, now=datetime.now(UTC)) >= 1
+    assert world.read(invoice.id).status == "paid"
+    assert len(world.charges_for(derived_key("rest", world.staff_id, key))) == 1
+    assert world.ledger_problems() == []
