@@ -8,7 +8,8 @@ initial sync and propagation through a real sync server over HTTP) and ``capture
 (wound measurement accuracy against synthetic ground truth, and its speed) and
 ``models`` (the bundled wound model's Dice, latency and size) and ``bookings``
 (intents decided per second and push-to-decision latency, 20 concurrent devices on
-PostgreSQL). See
+PostgreSQL) and ``payments`` (payment intents decided per second through the sandbox
+gateway, 20 concurrent devices on PostgreSQL). See
 ``benchmarks/README.md``.
 """
 
@@ -28,6 +29,7 @@ from benchmarks import (
     _bench_capture,
     _bench_merge,
     _bench_models,
+    _bench_payments,
     _bench_storage,
     _bench_sync,
     _bench_write,
@@ -47,6 +49,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "capture": _bench_capture.run,
     "models": _bench_models.run,
     "bookings": _bench_bookings.run,
+    "payments": _bench_payments.run,
 }
 
 DEFAULT_SCALE = 10_000

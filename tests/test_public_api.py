@@ -31,7 +31,17 @@ SERVER_CORE = {
     "settings",
 }
 """`sync_server`'s core modules. A new one is a deliberate change: list it here."""
-SERVER_DOMAINS = {"audit", "blobs", "bookings", "identity", "intents", "models", "ops", "sync"}
+SERVER_DOMAINS = {
+    "audit",
+    "blobs",
+    "bookings",
+    "identity",
+    "intents",
+    "models",
+    "ops",
+    "payments",
+    "sync",
+}
 """`sync_server`'s domain packages. A new domain (bookings, payments, ...) is listed here."""
 
 

@@ -13,6 +13,7 @@ README = ROOT / "README.md"
 SYNC_GUIDE = ROOT / "docs" / "sync.md"
 BOOKINGS_GUIDE = ROOT / "docs" / "bookings.md"
 ORDERS_GUIDE = ROOT / "docs" / "orders-on-a-device.md"
+PAYMENTS_GUIDE = ROOT / "docs" / "payments.md"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -67,3 +68,11 @@ def test_orders_guide_python_blocks_run(
         "INV-000001 4900",
         "a second payment is refused while the first is pending",
     ]
+
+
+def test_payments_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(PAYMENTS_GUIDE)
+    assert blocks, "docs/payments.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(PAYMENTS_GUIDE), "exec"), {})

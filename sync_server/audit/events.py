@@ -36,12 +36,16 @@ __all__ = [
     "EnrolmentTokenCreated",
     "Event",
     "IntentsDecided",
+    "InvoiceIssued",
+    "InvoiceVoided",
     "LoggedIn",
     "LoggedOut",
     "LoginFailed",
     "ModelChecked",
     "ModelDownloaded",
     "ModelPublished",
+    "PaymentRecorded",
+    "PaymentRefunded",
     "ProviderCreated",
     "ProviderUpdated",
     "QualityFlagResolved",
@@ -562,3 +566,62 @@ class CalendarFeedRead(_FeedEvent):
 
     def outcome(self) -> str:
         return f"events={self.events}"
+
+
+# ---------------------------------------------------------------- payments
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceIssued(Event):
+    """An invoice was issued (numbered, posted to the ledger); `total` in minor units."""
+
+    name: ClassVar[str] = "invoice-issue"
+    invoice_id: str
+    total: int
+
+    def target(self) -> str | None:
+        return self.invoice_id
+
+    def outcome(self) -> str:
+        return f"total={self.total}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceVoided(Event):
+    """An open invoice nothing was paid on was voided (its ledger entry reversed)."""
+
+    name: ClassVar[str] = "invoice-void"
+    invoice_id: str
+
+    def target(self) -> str | None:
+        return self.invoice_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRecorded(Event):
+    """A payment was charged through the gateway: succeeded, failed or processing."""
+
+    name: ClassVar[str] = "payment"
+    payment_id: str
+    amount: int
+    status: str
+
+    def target(self) -> str | None:
+        return self.payment_id
+
+    def outcome(self) -> str:
+        return f"{self.status} amount={self.amount}"[:40]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRefunded(Event):
+    """Money was refunded from a payment."""
+
+    name: ClassVar[str] = "payment-refund"
+    payment_id: str
+    refund_id: str
+    amount: int
+
+    def target(self) -> str | None:
+        return self.refund_id
+
+    def outcome(self) -> str:
+        return f"amount={self.amount}"
