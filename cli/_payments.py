@@ -1,10 +1,14 @@
 """`coherency payments ...` and `coherency invoices ...`: a patient's invoices as
 synced down, and asking the server to take a payment (an intent, pending until
 `coherency sync` brings the server's decision; its id is the payment's idempotency
-key, so however often it is pushed the server charges it once)."""
+key, so however often it is pushed the server charges it once). `coherency payments
+refund` is the one staff command here: it works on the server's database, like the
+``coherency server`` commands."""
 
 from __future__ import annotations
 
+import secrets
+from pathlib import Path
 from typing import Any
 
 import click
@@ -13,6 +17,7 @@ from cli._app import App, with_app
 from cli._intents import STATES, show_status
 from cli._money import money
 from cli._output import emit, json_option, show_fields, table
+from cli._server import _database_options, _reported, _settings
 from crdt import Invoice, InvoiceStatus
 from edge_sdk import IntentStatus, RecordNotFoundError, balance_due, invoice_id_of
 
@@ -140,6 +145,70 @@ def payments_pay(
 def payments_list(app: App, state: str | None, patient_id: str | None, as_json: bool) -> None:
     """List payments asked for here, and the server's decisions."""
     emit(as_json, app.client().payments.list(patient_id, state), _payment_table)
+
+
+@payments.command("refund")
+@click.argument("payment_id")
+@click.option(
+    "--amount",
+    type=click.IntRange(min=1),
+    required=True,
+    help="How much to give back, in minor units (at most what is left of the payment).",
+)
+@click.option(
+    "--idempotency-key",
+    help="Makes a retry safe: the same key answers the first refund and gives nothing "
+    "back twice (default: a new key, printed so a retry can reuse it).",
+)
+@click.option("--reason", help="Why, for the audit and the patient's invoice.")
+@click.option(
+    "--organisation",
+    default="default",
+    show_default=True,
+    help="The organisation the payment belongs to.",
+)
+@_database_options
+@json_option
+def payments_refund(
+    payment_id: str,
+    amount: int,
+    idempotency_key: str | None,
+    reason: str | None,
+    organisation: str,
+    data_dir: Path | None,
+    database_url: str | None,
+    as_json: bool,
+) -> None:
+    """Staff: refund AMOUNT of the succeeded payment PAYMENT_ID through the server's
+    gateway (partial or full; never more than was captured minus refunded)."""
+    key = idempotency_key or f"cli-refund-{secrets.token_hex(12)}"
+    with _reported():
+        from sync_server import refund_payment
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        refunded = refund_payment(
+            settings,
+            payment_id=payment_id,
+            amount=amount,
+            idempotency_key=key,
+            reason=reason,
+            organisation=organisation,
+        )
+
+    def human(r: Any) -> None:
+        show_fields(
+            {
+                "refund": r.refund_id,
+                "payment": r.payment_id,
+                "invoice": r.invoice_id,
+                "amount (minor units)": r.amount,
+                "status": r.status,
+                "idempotency key": r.idempotency_key,
+                "at": r.created_at,
+            }
+        )
+
+    emit(as_json, refunded, human)
 
 
 @click.group()
