@@ -8,8 +8,9 @@ initial sync and propagation through a real sync server over HTTP) and ``capture
 (wound measurement accuracy against synthetic ground truth, and its speed) and
 ``models`` (the bundled wound model's Dice, latency and size) and ``bookings``
 (intents decided per second and push-to-decision latency, 20 concurrent devices on
-PostgreSQL) and ``commerce`` (supplies orders decided per second and push-to-decision
-latency, 20 concurrent devices on PostgreSQL). See
+PostgreSQL), ``commerce`` (supplies orders decided per second and push-to-decision
+latency, 20 concurrent devices on PostgreSQL) and ``payments`` (payment intents decided
+per second through the sandbox gateway, 20 concurrent devices on PostgreSQL). See
 ``benchmarks/README.md``.
 """
 
@@ -30,6 +31,7 @@ from benchmarks import (
     _bench_commerce,
     _bench_merge,
     _bench_models,
+    _bench_payments,
     _bench_storage,
     _bench_sync,
     _bench_write,
@@ -50,6 +52,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "models": _bench_models.run,
     "bookings": _bench_bookings.run,
     "commerce": _bench_commerce.run,
+    "payments": _bench_payments.run,
 }
 
 DEFAULT_SCALE = 10_000

@@ -1,8 +1,9 @@
-"""What the booking command groups share: times as typed, and intents as shown.
+"""What the intent command groups (appointments, visits, orders, payments) share:
+times as typed, and intents as shown.
 
 An intent is shown with where it stands: ``pending`` until `coherency sync` brings the
-server's decision, then the decision's status, its reason, and what the server booked
-(or, on a rejection, the nearest free fit it offered).
+server's decision, then the decision's status, its reason, and what the server did
+(booked, reserved, charged; or, on a rejected booking, the nearest free fit it offered).
 """
 
 from __future__ import annotations
@@ -61,15 +62,20 @@ def _booking(status: IntentStatus) -> Any:
     return (outcome or {}).get("booking_id") or status.intent.subject_id
 
 
+_SUBJECTS = {"order": "order", "payment": "invoice"}
+"""What an intent's subject is, by kind family (else a booking)."""
+
+
 def show_status(status: IntentStatus) -> None:
     """Print one intent and where it stands, a field per line."""
     intent = status.intent
+    subject = _SUBJECTS.get(intent.kind.value.partition(".")[0], "booking")
     fields: dict[str, Any] = {
         "intent": intent.id,
         "kind": intent.kind,
         "state": status.state,
         "patient": intent.patient_id,
-        "booking": intent.subject_id,
+        subject: intent.subject_id,
         **{name: value for name, value in intent.details.items() if value is not None},
     }
     if status.decision is None:

@@ -33,7 +33,9 @@ from cli._demo import demo
 from cli._device import device
 from cli._models import models
 from cli._notes import notes
+from cli._orders import orders
 from cli._patients import patients
+from cli._payments import invoices, payments
 from cli._scan import scan
 from cli._server import server
 from cli._store import init, key
@@ -155,6 +157,9 @@ for command in (
     history,
     appointments,
     visits,
+    orders,
+    payments,
+    invoices,
     sync,
     device,
     key,

@@ -8,9 +8,10 @@ Start with `EdgeClient.init` (once per device) or `EdgeClient.open`::
         patient = client.patients.add(given_name="Ada", family_name="Okafor",
                                       birth_date="1950-03-01", mrn="MRN-1")
 
-Appointments and caregiver visits are asked of the server as intents
-(`client.bookings.request_appointment(...)`), ``pending`` until its decision syncs
-down (`client.intent_status`, `client.on_decision`).
+Appointments and caregiver visits, supply orders and invoice payments are asked of the
+server as intents (`client.bookings.request_appointment(...)`,
+`client.orders.place(...)`, `client.payments.pay(...)`), ``pending`` until its
+decision syncs down (`client.intent_status`, `client.on_decision`).
 
 Sync goes through a `SyncTransport`: `HttpTransport` to the central server (the
 `[server]` extra, httpx; imported on first use) or `MemoryTransport` to an in-memory
@@ -85,6 +86,8 @@ from edge_sdk._models import (
     sign_manifest,
     verify_model,
 )
+from edge_sdk._orders import Orders
+from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoice_id_of
 from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
@@ -129,6 +132,7 @@ __all__ = [
     "IOSKeychain",
     "InsecureServerError",
     "IntentStatus",
+    "InvoicesCollection",
     "KeyFileKeyProvider",
     "KeyProvider",
     "KeyProviderError",
@@ -150,7 +154,9 @@ __all__ = [
     "ModelVerificationError",
     "NotEnrolledError",
     "NotesCollection",
+    "Orders",
     "PassphraseKeyProvider",
+    "Payments",
     "PlatformKeystore",
     "PushAnswer",
     "PushTooLargeError",
@@ -173,9 +179,11 @@ __all__ = [
     "UploadState",
     "WrongKeyError",
     "artifact_key_statement",
+    "balance_due",
     "enrollment_of",
     "export_bundle",
     "import_bundle",
+    "invoice_id_of",
     "model_signing_payload",
     "read_bundle_info",
     "sign_manifest",

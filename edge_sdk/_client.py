@@ -12,9 +12,10 @@ Every read and write of patient data goes through the replica's access gate, whi
 emits one `AccessEvent` per operation to the registered listeners (the audit log plugs
 in there), whatever collection or entry point the operation came through.
 
-Server-authoritative work (appointments, visits) is asked for through intents
-(`client.bookings`); `intent_status`, `list_intents` and `on_decision` follow any
-intent to the server's decision.
+Server-authoritative work (appointments, visits, supply orders, payments) is asked
+for through intents (`client.bookings`, `client.orders`, `client.payments`);
+`intent_status`, `list_intents` and `on_decision` follow any intent to the server's
+decision.
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from crdt import (
     Availability,
+    Catalogue,
     ClinicalNote,
     Decision,
     Directory,
     FieldConflict,
+    Invoice,
     Patient,
     SyncSession,
     Wound,
@@ -74,6 +77,8 @@ from edge_sdk._keys import (
 )
 from edge_sdk._model_sync import ModelSource, ModelUpdate, model_store, update_model
 from edge_sdk._models import ModelStore
+from edge_sdk._orders import Orders
+from edge_sdk._payments import InvoicesCollection, Payments
 from edge_sdk._replica import Replica
 from edge_sdk._store import Store
 from edge_sdk._sync import sync_replica
@@ -111,9 +116,15 @@ class EdgeClient:
         """The server's decisions on this clinic's intents (read-only here)."""
         self.intents = IntentsCollection(replica, self.decisions)
         """Intents this clinic's devices wrote (immutable: read them, write new ones
-        through `bookings`)."""
+        through `bookings`, `orders` and `payments`)."""
         self.bookings = Bookings(replica, self.intents, self.decisions)
         """Appointments and caregiver visits: ask for them, see what is free."""
+        self.invoices = InvoicesCollection(replica, Invoice)
+        """The patients' invoices (server-owned, read-only here)."""
+        self.orders = Orders(replica, self.intents, self.decisions)
+        """Supplies: the clinic's catalogue, and orders for patients."""
+        self.payments = Payments(self.invoices, self.intents)
+        """Invoices as synced, and paying them."""
         self._notices = DecisionNotices(replica, self.decisions)
 
     @property
@@ -307,7 +318,7 @@ class EdgeClient:
 
     def collection(self, name: str) -> Collection[Any]:
         """The collection called `name` (patients, wounds, assessments, notes, decisions,
-        intents, directory, availability)."""
+        intents, directory, availability, catalogue, invoices)."""
         collections: dict[str, Collection[Any]] = {
             "patients": self.patients,
             "wounds": self.wounds,
@@ -317,6 +328,8 @@ class EdgeClient:
             "intents": self.intents,
             "directory": Collection(self.replica, Directory),
             "availability": Collection(self.replica, Availability),
+            "catalogue": Collection(self.replica, Catalogue),
+            "invoices": self.invoices,
         }
         try:
             return collections[name]

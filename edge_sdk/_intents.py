@@ -1,6 +1,6 @@
 """Intents and the server's decisions on them, as a device sees them.
 
-A device writes an intent (`Intent`: book, move, cancel, review) and shows it
+A device writes an intent (`Intent`: book, move, cancel, review, order, pay) and shows it
 ``pending`` until the server's `Decision` on it arrives, in the same sync that
 delivered the intent when the server is reachable. `IntentStatus` pairs the two.
 `DecisionNotices` reports each decision once, whichever way it arrived (sync, bundle,
@@ -89,10 +89,17 @@ class DecisionsCollection(Collection[Decision]):
 
     def for_booking(self, booking_id: str) -> Decision | None:
         """The latest decision whose outcome is booking `booking_id`, or None."""
+        return self._for_outcome("booking_id", booking_id)
+
+    def for_order(self, order_id: str) -> Decision | None:
+        """The latest decision whose outcome is order `order_id`, or None."""
+        return self._for_outcome("order_id", order_id)
+
+    def _for_outcome(self, key: str, value: str) -> Decision | None:
         found = self._query(
             "list",
-            ["json_extract(record, '$.outcome.booking_id') = ?", "deleted = 0"],
-            [booking_id],
+            [f"json_extract(record, '$.outcome.{key}') = ?", "deleted = 0"],
+            [value],
             order_by="id DESC",
             limit=1,
         )
@@ -109,9 +116,14 @@ class IntentsCollection(Collection[Intent]):
         self._decisions = decisions
 
     def _check_references(self, values: Mapping[str, Any]) -> None:
-        # A request is for a patient this device holds; a move, cancellation or review
-        # names a booking, whose patient may since have been deleted here.
-        if values.get("kind") in (IntentKind.APPOINTMENT_REQUEST, IntentKind.VISIT_REQUEST):
+        # A request or an order is for a patient this device holds; a move,
+        # cancellation, review or payment names a booking, an order or an invoice,
+        # whose patient may since have been deleted here.
+        if values.get("kind") in (
+            IntentKind.APPOINTMENT_REQUEST,
+            IntentKind.VISIT_REQUEST,
+            IntentKind.ORDER_PLACE,
+        ):
             self._referenced("patients", "patient_id", values.get("patient_id"))
 
     def status(self, intent_id: str) -> IntentStatus:

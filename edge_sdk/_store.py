@@ -3,7 +3,8 @@
 One file holds the Automerge bytes of every record (the source of truth) and the
 projection tables that make records queryable (patients by name and MRN, wounds by
 patient, assessments by wound and date, notes by patient, intents by kind and
-patient, decisions by intent, availability by day). A document and its projection rows
+patient, decisions by intent, availability by day, invoices by patient, status and
+number). A document and its projection rows
 are always written in one transaction, so they never disagree.
 
 Decisions received from elsewhere (sync, a bundle, a session) are also queued in the
@@ -39,7 +40,7 @@ from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, St
 
 __all__ = ["PROJECTIONS", "Store"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
 
 # Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
@@ -88,6 +89,12 @@ PROJECTIONS: Mapping[str, dict[str, type]] = {
     "availability": {  # server-owned reference data: one record per clinic and day
         "day": str,
     },
+    "catalogue": {},  # server-owned reference data: one record per clinic
+    "invoices": {  # server-owned: a patient's invoice, paid with payment intents
+        "number": str,
+        "patient_id": str,
+        "status": str,
+    },
 }
 # Timestamp columns that queries compare and sort: stored as `sortable_time` text.
 _TIME_COLUMNS: Mapping[str, tuple[str, ...]] = {"assessments": ("captured_at",)}
@@ -100,6 +107,8 @@ _INDEXES: Mapping[str, list[list[str]]] = {
     "intents": [["kind"], ["patient_id"], ["subject_id"]],
     "directory": [],
     "availability": [["day"]],
+    "catalogue": [],
+    "invoices": [["patient_id"], ["number"]],
 }
 CommitListener = Callable[[frozenset[str]], None]
 """Called after a transaction that stored documents commits, with their collections."""
@@ -252,15 +261,26 @@ class Store:
         """Version 2: intents and the server's reference data get projections, and
         received decisions queue in an inbox until reported. Decisions a version-1
         store already holds were received before anyone could be told: not queued."""
-        for collection in PROJECTIONS:
-            if not self.db.table(collection).exists():
-                self._create_projection(collection)
-                rows = self.execute(
-                    "SELECT data FROM documents WHERE collection = ?", (collection,)
-                ).fetchall()
-                self._project([RecordDocument.load(bytes(row[0])) for row in rows])
+        for collection in ("intents", "decisions", "directory", "availability"):
+            self._add_projection(collection)
         if not self.db.table("decision_inbox").exists():
             _create_decision_inbox(self.db)
+
+    def _migrate_to_3(self) -> None:
+        """Version 3: the server's catalogue and invoices (commerce) get projections."""
+        for collection in ("catalogue", "invoices"):
+            self._add_projection(collection)
+
+    def _add_projection(self, collection: str) -> None:
+        """Create a projection table an older store lacks, and project the documents
+        of that collection it already holds."""
+        if self.db.table(collection).exists():
+            return
+        self._create_projection(collection)
+        rows = self.execute(
+            "SELECT data FROM documents WHERE collection = ?", (collection,)
+        ).fetchall()
+        self._project([RecordDocument.load(bytes(row[0])) for row in rows])
 
     # ------------------------------------------------------------ transactions
     @contextlib.contextmanager
@@ -590,7 +610,10 @@ def _create_decision_inbox(db: sqlite_utils.Database) -> None:
     db.table("decision_inbox").create({"id": str}, pk="id")
 
 
-_MIGRATIONS: Mapping[int, Callable[[Store], None]] = {2: Store._migrate_to_2}
+_MIGRATIONS: Mapping[int, Callable[[Store], None]] = {
+    2: Store._migrate_to_2,
+    3: Store._migrate_to_3,
+}
 """The step that brings a store of the version before up to each version."""
 
 SEARCH_SEPARATOR = "\x1f"

@@ -30,6 +30,7 @@ from sync_server.bookings import routes as booking_routes
 from sync_server.bookings.deciders import register as register_bookings
 from sync_server.bookings.reference import publish_everywhere
 from sync_server.commerce import routes as commerce_routes
+from sync_server.commerce.billing import orders_paid
 from sync_server.commerce.deciders import register as register_commerce
 from sync_server.commerce.holds import expire_holds
 from sync_server.commerce.reference import publish_everywhere as publish_catalogues
@@ -61,6 +62,12 @@ from sync_server.models.signing import ArtifactKey
 from sync_server.ops import routes as ops_routes
 from sync_server.ops.limits import BodyLimitMiddleware, RouteCap
 from sync_server.ops.middleware import install_observability
+from sync_server.payments import routes as payment_routes
+from sync_server.payments.charging import sweep_processing
+from sync_server.payments.deciders import register as register_payments
+from sync_server.payments.desk import make_payments
+from sync_server.payments.idempotency import prune_keys
+from sync_server.payments.invoices import publish_stale
 from sync_server.settings import Settings
 from sync_server.sync import routes as sync_routes
 from sync_server.sync import staff_routes
@@ -118,12 +125,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await feed.start()
         housekeeping = asyncio.create_task(_housekeeping(app))
+        payments = asyncio.create_task(_payments_housekeeping(app))
         try:
             yield
         finally:
-            housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await housekeeping
+            for task in (housekeeping, payments):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await feed.stop()
             db.dispose()
 
@@ -145,6 +154,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.intents = IntentDesk()
     register_bookings(app.state.intents)
     register_commerce(app.state.intents, hold=timedelta(hours=settings.order_hold_hours))
+    app.state.payments = make_payments(settings)
+    register_payments(app.state.intents, app.state.payments)
+    app.state.payments.on_paid(orders_paid)
     app.state.blobs = make_blob_backend(settings)
 
     @app.exception_handler(ServerError)
@@ -217,6 +229,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         booking_routes,
         calendar_routes,
         commerce_routes,
+        payment_routes,
     ):
         app.include_router(routes.router)
     return app
@@ -280,3 +293,24 @@ async def _housekeeping(app: FastAPI) -> None:
                 log.info("purged %d abandoned uploads", purged)
         except Exception:  # housekeeping must never take the server down
             log.exception("housekeeping failed")
+
+
+def _payments_sweep(app: FastAPI) -> None:
+    now = utcnow()
+    sweep_processing(database=app.state.db, payments=app.state.payments, now=now)
+    with app.state.db.write() as session:
+        publish_stale(session=session, signer=ServerSigner(app.state.artifact_key), now=now)
+    prune_keys(database=app.state.db, now=now)
+
+
+async def _payments_housekeeping(app: FastAPI) -> None:
+    """Every `Settings.payment_sweep_seconds`: settle payments left processing by a
+    gateway timeout from the gateway's record (a status query, never a new charge),
+    rewrite invoice records that fell behind, forget idempotency keys past their
+    retention."""
+    while True:
+        await asyncio.sleep(app.state.settings.payment_sweep_seconds)
+        try:
+            await asyncio.to_thread(_payments_sweep, app)
+        except Exception:  # housekeeping must never take the server down
+            log.exception("payments housekeeping failed")

@@ -1,7 +1,8 @@
 """What an operator does to a migrated server from outside it: the first admin account,
 device enrolment tokens, first aid for staff accounts and a demo booking directory
-(``coherency server create-admin``, ``enroll-token``, ``user`` and ``seed-demo``), and a
-look at what the server holds for a clinic (`document_heads`).
+(``coherency server create-admin``, ``enroll-token``, ``user`` and ``seed-demo``), a
+refund given by a member of staff (``coherency payments refund``), and a look at what
+the server holds for a clinic (`document_heads`).
 
 Each call opens the settings' database, checks its schema is the newest, does its work
 in one transaction through the identity services and closes the database again.
@@ -34,6 +35,9 @@ from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user, totp_uri
 from sync_server.migrate import require_schema
 from sync_server.models.signing import ArtifactKey
+from sync_server.payments.charging import refund
+from sync_server.payments.desk import make_payments
+from sync_server.payments.invoices import publish_changed
 from sync_server.settings import Settings
 from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.tables import Document
@@ -42,12 +46,14 @@ __all__ = [
     "AccountAction",
     "CreatedAdmin",
     "IssuedEnrolmentToken",
+    "IssuedRefund",
     "ManagedAccount",
     "SeededDirectory",
     "create_admin",
     "document_heads",
     "issue_enrolment_token",
     "manage_account",
+    "refund_payment",
     "seed_demo",
 ]
 
@@ -269,3 +275,67 @@ def seed_demo(settings: Settings, *, organisation: str = "default") -> SeededDir
         created=seeded.created + supplies.created,
         records_published=seeded.records_published + supplies.records_published,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedRefund:
+    """A refund as the server recorded it (the first one, if the key was used before)."""
+
+    refund_id: str
+    payment_id: str
+    invoice_id: str
+    amount: int
+    status: str
+    idempotency_key: str
+    created_at: datetime
+
+
+def refund_payment(
+    settings: Settings,
+    *,
+    payment_id: str,
+    amount: int,
+    idempotency_key: str,
+    reason: str | None = None,
+    organisation: str = "default",
+) -> IssuedRefund:
+    """Give back `amount` (minor units) of a succeeded payment through the gateway the
+    settings name, under `idempotency_key`: running it again with the same key answers
+    the first refund and gives nothing back twice. The invoice's synced record is
+    rewritten in the same transaction.
+
+    Raises:
+        PaymentRefused: More than was captured minus what was refunded, or the payment
+            has not succeeded (a `sync_server.Conflict`).
+        NotFound: No such payment in the organisation, or no database.
+        Conflict: The database is not migrated.
+        Unavailable: The database cannot be used.
+    """
+    signer = ServerSigner(ArtifactKey.load_or_create(settings.resolved_artifact_key_file))
+    payments = make_payments(settings)
+    now = utcnow()
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            found = ensure_organisation(session=session, name=organisation)
+            row = refund(
+                session=session,
+                payments=payments,
+                organisation_id=found.id,
+                payment_id=payment_id,
+                amount=amount,
+                idempotency_key=idempotency_key,
+                now=now,
+                reason=reason,
+            )
+            publish_changed(session=session, signer=signer, now=now)
+            issued = IssuedRefund(
+                refund_id=row.id,
+                payment_id=row.payment_id,
+                invoice_id=row.invoice_id,
+                amount=row.amount,
+                status=row.status,
+                idempotency_key=row.idempotency_key,
+                created_at=row.created_at,
+            )
+    return issued

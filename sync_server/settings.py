@@ -138,6 +138,26 @@ class Settings(BaseSettings):
         description="Longest a client may take to send a request's line and headers; "
         "the connection is closed past it.",
     )
+    payment_gateway: Literal["sandbox"] = Field(
+        default="sandbox",
+        description="The payment gateway backend (the sandbox: deterministic test tokens).",
+    )
+    payment_sandbox_file: Path | None = Field(
+        default=None,
+        description="The sandbox gateway's own record (SQLite); default "
+        "<data_dir>/sandbox-gateway.db. Shared by every worker of one deployment.",
+    )
+    payment_webhook_secret: str | None = Field(
+        default=None,
+        description="The HMAC secret of gateway webhooks; default: 32 random bytes in "
+        "<data_dir>/payment-webhook-secret, created on first start.",
+    )
+    payment_sweep_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often payments left processing (gateway timeouts) are settled "
+        "from the gateway's record.",
+    )
     log_level: str = "INFO"
 
     # Throttling (state in the database, shared by every worker). Rate limits count
@@ -203,6 +223,11 @@ class Settings(BaseSettings):
     def resolved_artifact_key_file(self) -> Path:
         """Where the server's Ed25519 artifact (model) signing key lives."""
         return self.artifact_key_file or self.data_dir / "artifact-key.pem"
+
+    @property
+    def resolved_payment_sandbox_file(self) -> Path:
+        """Where the sandbox gateway keeps its record."""
+        return self.payment_sandbox_file or self.data_dir / "sandbox-gateway.db"
 
     @property
     def resolved_secret_key_file(self) -> Path:

@@ -58,6 +58,11 @@ COMMERCE = {
     "commerce.push_to_decision_p50_ms",
     "commerce.push_to_decision_p99_ms",
 }
+PAYMENTS = {
+    "payments.payments_per_s",
+    "payments.push_to_decision_p50_ms",
+    "payments.push_to_decision_p99_ms",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -145,15 +150,15 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     results = {r["name"]: r for r in document["results"]}
     missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
     # Only the PostgreSQL figures may be missing, and only without PostgreSQL.
-    assert all(name.endswith(".postgresql") or name in BOOKINGS | COMMERCE for name in missing), (
-        missing
-    )
+    assert all(
+        name.endswith(".postgresql") or name in BOOKINGS | COMMERCE | PAYMENTS for name in missing
+    ), missing
     assert not (missing and REQUIRE_POSTGRES), missing
     assert not set(results) & set(missing)
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
     assert set(results) - capture - model | set(missing) == (
-        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE
+        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE | PAYMENTS
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -302,3 +307,17 @@ def test_propagation_writes_and_percentiles(bench_sync: ModuleType) -> None:
     assert bench_sync.percentile([5.0, 1.0, 3.0], 0.99) == 5.0
     with pytest.raises(ValueError):
         bench_sync.percentile([], 0.5)
+
+
+def test_the_payments_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -> None:
+    document, table = _run(
+        tmp_path, "--only", "payments", "--scale", "40", "--repeat", "1", "--no-pin"
+    )
+    results = {r["name"]: r for r in document["results"]}
+    missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
+    assert set(results) | set(missing) == PAYMENTS and not set(results) & set(missing)
+    assert not (missing and REQUIRE_POSTGRES), missing
+    assert all("PostgreSQL" in reason for reason in missing.values())
+    for name, r in results.items():
+        assert r["value"] > 0 and r["intents"] == 20 * 10 and r["devices"] == 20, name
+        assert r["database"].startswith("PostgreSQL") and name in table

@@ -236,7 +236,7 @@ def test_list_intents_by_kind_family_state_and_patient(tmp_store: Any) -> None:
     assert rejected.decision.reason == "Dr Osei is fully booked on Monday"
     assert rejected.decision.alternative is not None
     assert rejected.decision.alternative["starts_at"] == "2026-12-08T10:00:00+01:00"
-    for bad in ({"kind": "order"}, {"state": "maybe"}):
+    for bad in ({"kind": "shipment"}, {"state": "maybe"}):
         with pytest.raises(ValueError, match="no intent"):
             client.list_intents(**bad)
     with pytest.raises(RecordNotFoundError):
@@ -427,7 +427,7 @@ def test_a_version_1_store_opens_and_takes_intents(tmp_store: Any) -> None:
     client.close()
 
     reopened = tmp_store.open("old")
-    assert reopened.replica.store.get_meta("schema_version") == "2"
+    assert reopened.replica.store.get_meta("schema_version") == "3"
     assert reopened.patients.get(patient).family_name == "Okafor"
     asked = reopened.bookings.request_appointment(patient, "wound-review", MONDAY_NINE)
     assert reopened.intent_status(asked.id).state == "pending"
@@ -436,7 +436,7 @@ def test_a_version_1_store_opens_and_takes_intents(tmp_store: Any) -> None:
 
 def test_a_store_from_a_newer_version_is_refused(tmp_store: Any) -> None:
     client = tmp_store("new")
-    client.replica.store.set_meta("schema_version", "3")
+    client.replica.store.set_meta("schema_version", "4")
     client.close()
-    with pytest.raises(StoreCorruptError, match="schema version 3"):
+    with pytest.raises(StoreCorruptError, match="schema version 4"):
         tmp_store.open("new")

@@ -18,12 +18,16 @@ from click.testing import CliRunner, Result
 from cli.main import cli
 from crdt import (
     Availability,
+    Catalogue,
     Decision,
     Directory,
+    Invoice,
     RecordDocument,
     availability_id,
+    catalogue_id,
     decision_id,
     directory_id,
+    invoice_record_id,
     run_in_memory,
 )
 from edge_sdk import Argon2Params, EdgeClient, MemoryHub, MemoryTransport, PassphraseKeyProvider
@@ -739,6 +743,216 @@ def test_visits_request_review_list(store: Path, patient: dict[str, Any]) -> Non
     assert "visit.review" in human.stdout
 
 
+# --------------------------------------------------------------------- orders, payments
+CATALOGUE = {
+    "generated_at": "2026-12-04T07:00:00+01:00",
+    "products": [
+        {
+            "id": "prod-foam-10",
+            "sku": "FOAM-10X10",
+            "name": "Foam dressing 10x10 cm",
+            "category": "dressing",
+            "product_class": "foam dressing",
+            "unit": "box of 10",
+            "price": 2450,
+            "currency": "EUR",
+            "prescription_required": True,
+            "available": 12,
+        },
+        {
+            "id": "prod-saline",
+            "sku": "SALINE-250",
+            "name": "Saline wound cleanser 250 ml",
+            "category": "cleanser",
+            "product_class": "cleanser",
+            "unit": "bottle",
+            "price": 650,
+            "currency": "EUR",
+        },
+    ],
+}
+
+
+def test_orders_products_place_list_cancel(store: Path, patient: dict[str, Any]) -> None:
+    assert ok(store, "orders", "products") == []
+    assert "no products synced" in run(store, "orders", "products").stderr
+    hub = MemoryHub()
+    serve(store, hub, (Catalogue, catalogue_id(CLINIC), CATALOGUE))
+    assert [p["sku"] for p in ok(store, "orders", "products")] == ["FOAM-10X10", "SALINE-250"]
+    assert [p["sku"] for p in ok(store, "orders", "products", "--category", "cleanser")] == [
+        "SALINE-250"
+    ]
+    human = run(store, "orders", "products", "--class", "Foam Dressing")
+    assert "FOAM-10X10" in human.stdout and "24.50 EUR" in human.stdout
+    assert "SALINE-250" not in human.stdout
+    assert "as of 2026-12-04T07:00:00+01:00" in human.stdout
+
+    placed = ok(
+        store,
+        *("orders", "place", "--patient", patient["id"]),
+        *("--line", "FOAM-10X10:2", "--line", "SALINE-250"),
+        *("--deliver-to", "home", "--address", "12 Canal Street", "--partial"),
+    )
+    assert placed["state"] == "pending" and placed["decision"] is None
+    assert placed["intent"]["kind"] == "order.place"
+    assert placed["intent"]["details"] == {
+        "lines": [
+            {"product_id": "prod-foam-10", "quantity": 2},
+            {"product_id": "prod-saline", "quantity": 1},
+        ],
+        "deliver_to": "home",
+        "address": "12 Canal Street",
+        "partial": True,
+    }
+    human = run(store, "orders", "list")
+    assert placed["intent"]["id"] in human.stdout and "pending" in human.stdout
+    assert "FOAM-10X10 x2" in human.stdout
+
+    intent_id = placed["intent"]["id"]
+    serve(
+        store,
+        hub,
+        (
+            Decision,
+            decision_id(intent_id),
+            {
+                "intent_id": intent_id,
+                "status": "accepted",
+                "reason": "reserved from lot L-7",
+                "outcome": {"order_id": "order-1"},
+            },
+        ),
+    )
+    (accepted,) = ok(store, "orders", "list", "--state", "accepted")
+    assert accepted["decision"]["outcome"]["order_id"] == "order-1"
+    assert "order-1" in run(store, "orders", "list").stdout
+
+    cancel = run(store, "orders", "cancel", "order-1", "--reason", "healed")
+    assert cancel.exit_code == 0, cancel.output
+    assert "order.cancel" in cancel.stdout and "order: order-1" in cancel.stdout
+    listed = ok(store, "orders", "list", "--patient", patient["id"])
+    assert [s["intent"]["kind"] for s in listed] == ["order.place", "order.cancel"]
+    assert listed[1]["intent"]["subject_id"] == "order-1"
+    assert ok(store, "appointments", "list") == []
+
+
+def test_orders_place_refuses_what_cannot_be_right(store: Path, patient: dict[str, Any]) -> None:
+    serve(store, MemoryHub(), (Catalogue, catalogue_id(CLINIC), CATALOGUE))
+    base = ("orders", "place", "--patient", patient["id"])
+    assert "no product 'GAUZE'" in failed(run(store, *base, "--line", "GAUZE:1"), 5)
+    assert "--line" in failed(run(store, *base, "--line", "FOAM-10X10:two"), 2)
+    assert "address" in failed(run(store, *base, "--line", "SALINE-250", "--deliver-to", "home"), 5)
+    assert "--line" in failed(run(store, *base), 2)
+    assert ok(store, "orders", "list") == []
+
+
+INVOICE = {
+    "number": "INV-000001",
+    "status": "open",
+    "currency": "EUR",
+    "total": 3100,
+    "paid": 1000,
+    "lines": [
+        {
+            "kind": "order",
+            "reference_id": "order-1",
+            "description": "Foam dressing 10x10 cm",
+            "quantity": 1,
+            "unit_price": 2450,
+            "amount": 2450,
+        },
+        {
+            "kind": "order",
+            "reference_id": "order-1",
+            "description": "Saline wound cleanser 250 ml",
+            "quantity": 1,
+            "unit_price": 650,
+            "amount": 650,
+        },
+    ],
+    "payments": [
+        {
+            "id": "pay-0",
+            "kind": "payment",
+            "amount": 1000,
+            "status": "succeeded",
+            "at": "2026-12-04T08:00:00+00:00",
+        }
+    ],
+}
+
+
+def test_invoices_list_show_and_payments_pay_list(store: Path, patient: dict[str, Any]) -> None:
+    assert ok(store, "invoices", "list") == []
+    assert "no invoices synced" in run(store, "invoices", "list").stderr
+    hub = MemoryHub()
+    serve(
+        store,
+        hub,
+        (Invoice, invoice_record_id("inv-1"), {**INVOICE, "patient_id": patient["id"]}),
+        (
+            Invoice,
+            invoice_record_id("inv-2"),
+            {**INVOICE, "number": "INV-000002", "status": "paid", "paid": 3100, "payments": []},
+        ),
+    )
+    assert [i["number"] for i in ok(store, "invoices", "list")] == ["INV-000001", "INV-000002"]
+    (mine,) = ok(store, "invoices", "list", "--patient", patient["id"])
+    assert mine["id"] == invoice_record_id("inv-1")
+    assert [i["number"] for i in ok(store, "invoices", "list", "--status", "paid")] == [
+        "INV-000002"
+    ]
+    human = run(store, "invoices", "list")
+    assert "31.00 EUR" in human.stdout and "21.00 EUR" in human.stdout  # total, due
+    shown = run(store, "invoices", "show", "INV-000001")
+    assert shown.exit_code == 0, shown.output
+    assert "balance due: 21.00 EUR" in shown.stdout
+    assert "Saline wound cleanser 250 ml" in shown.stdout and "pay-0" in shown.stdout
+    assert ok(store, "invoices", "show", "inv-1")["number"] == "INV-000001"
+    assert "no invoice 'INV-9'" in failed(run(store, "invoices", "show", "INV-9"), 4)
+
+    # More than is left to pay, another currency: refused before anything is written.
+    pay = ("payments", "pay", "INV-000001", "--method", "tok_success")
+    assert "more than the 2100" in failed(run(store, *pay, "--amount", "2101"), 5)
+    assert "not USD" in failed(run(store, *pay, "--amount", "5", "--currency", "USD"), 5)
+    assert "--amount" in failed(run(store, *pay, "--amount", "0"), 2)
+    assert "--currency" in failed(
+        run(store, "payments", "pay", "inv-x", "--amount", "5", "--method", "tok"), 2
+    )
+    assert ok(store, "payments", "list") == []
+
+    paid = ok(store, *pay, "--amount", "2100")  # the currency is the invoice's
+    assert paid["state"] == "pending"
+    assert paid["intent"]["subject_id"] == "inv-1"
+    assert paid["intent"]["patient_id"] == patient["id"]
+    assert paid["intent"]["details"] == {
+        "amount": 2100,
+        "currency": "EUR",
+        "payment_method": "tok_success",
+    }
+    # Pending, it counts: a second tap cannot pay the invoice twice.
+    assert "more than the 0" in failed(run(store, *pay, "--amount", "1"), 5)
+
+    intent_id = paid["intent"]["id"]
+    serve(
+        store,
+        hub,
+        (
+            Decision,
+            decision_id(intent_id),
+            {
+                "intent_id": intent_id,
+                "status": "rejected",
+                "reason": "insufficient funds",
+            },
+        ),
+    )
+    (rejected,) = ok(store, "payments", "list", "--state", "rejected")
+    assert rejected["decision"]["reason"] == "insufficient funds"
+    human = run(store, "payments", "list", "--patient", patient["id"])
+    assert "insufficient funds" in human.stdout and "21.00 EUR" in human.stdout
+
+
 # --------------------------------------------------------------------- help, version
 def _commands(command: click.Command, path: str) -> Iterator[tuple[str, click.Command]]:
     yield path, command
@@ -783,6 +997,9 @@ def test_help_and_version(tmp_path: Path) -> None:
         "history",
         "appointments",
         "visits",
+        "orders",
+        "payments",
+        "invoices",
         "sync",
         "device",
         "key",

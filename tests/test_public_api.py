@@ -40,6 +40,7 @@ SERVER_DOMAINS = {
     "intents",
     "models",
     "ops",
+    "payments",
     "sync",
 }
 """`sync_server`'s domain packages. A new domain (bookings, payments, ...) is listed here."""

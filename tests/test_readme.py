@@ -1,4 +1,5 @@
-"""The README's SDK example, and the sync, bookings and commerce guides', run as written."""
+"""The README's SDK example, and the sync, bookings, commerce, orders and payments guides',
+run as written."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ README = ROOT / "README.md"
 SYNC_GUIDE = ROOT / "docs" / "sync.md"
 BOOKINGS_GUIDE = ROOT / "docs" / "bookings.md"
 COMMERCE_GUIDE = ROOT / "docs" / "commerce.md"
+ORDERS_GUIDE = ROOT / "docs" / "orders-on-a-device.md"
+PAYMENTS_GUIDE = ROOT / "docs" / "payments.md"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -55,3 +58,32 @@ def test_commerce_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Mo
     for block in blocks:
         exec(compile(block, str(COMMERCE_GUIDE), "exec"), {})
     assert (tmp_path / "server").exists()
+
+
+def test_orders_guide_python_blocks_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocks = python_blocks(ORDERS_GUIDE)
+    assert blocks, "docs/orders-on-a-device.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(ORDERS_GUIDE), "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "['FOAM-10X10']"
+    assert printed[1].startswith(
+        "refused offline: lines[0].product_id: no product 'GAUZE-5' in the clinic's"
+        " catalogue (as of "
+    )
+    assert printed[2:] == [
+        "accepted order-1",
+        "INV-000001 4900",
+        "a second payment is refused while the first is pending",
+    ]
+
+
+def test_payments_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(PAYMENTS_GUIDE)
+    assert blocks, "docs/payments.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, str(PAYMENTS_GUIDE), "exec"), {})

@@ -307,6 +307,8 @@ def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
         "intents": 0,
         "directory": 0,
         "availability": 0,
+        "catalogue": 0,
+        "invoices": 0,
     }
 
 

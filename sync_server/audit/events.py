@@ -36,6 +36,8 @@ __all__ = [
     "EnrolmentTokenCreated",
     "Event",
     "IntentsDecided",
+    "InvoiceIssued",
+    "InvoiceVoided",
     "LoggedIn",
     "LoggedOut",
     "LoginFailed",
@@ -43,6 +45,8 @@ __all__ = [
     "ModelDownloaded",
     "ModelPublished",
     "OrderStateChanged",
+    "PaymentRecorded",
+    "PaymentRefunded",
     "PrescriptionIssued",
     "PrescriptionRevoked",
     "ProductCreated",
@@ -680,3 +684,62 @@ class PrescriptionRevoked(_PrescriptionChanged):
     """Staff revoked a prescription: nothing more is accepted against it."""
 
     name: ClassVar[str] = "prescription-revoke"
+
+
+# ---------------------------------------------------------------- payments
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceIssued(Event):
+    """An invoice was issued (numbered, posted to the ledger); `total` in minor units."""
+
+    name: ClassVar[str] = "invoice-issue"
+    invoice_id: str
+    total: int
+
+    def target(self) -> str | None:
+        return self.invoice_id
+
+    def outcome(self) -> str:
+        return f"total={self.total}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InvoiceVoided(Event):
+    """An open invoice nothing was paid on was voided (its ledger entry reversed)."""
+
+    name: ClassVar[str] = "invoice-void"
+    invoice_id: str
+
+    def target(self) -> str | None:
+        return self.invoice_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRecorded(Event):
+    """A payment was charged through the gateway: succeeded, failed or processing."""
+
+    name: ClassVar[str] = "payment"
+    payment_id: str
+    amount: int
+    status: str
+
+    def target(self) -> str | None:
+        return self.payment_id
+
+    def outcome(self) -> str:
+        return f"{self.status} amount={self.amount}"[:40]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentRefunded(Event):
+    """Money was refunded from a payment."""
+
+    name: ClassVar[str] = "payment-refund"
+    payment_id: str
+    refund_id: str
+    amount: int
+
+    def target(self) -> str | None:
+        return self.refund_id
+
+    def outcome(self) -> str:
+        return f"amount={self.amount}"

@@ -13,6 +13,7 @@ from sync_server.db import Base
 from sync_server.identity import tables as _identity  # noqa: F401
 from sync_server.intents import tables as _intents  # noqa: F401
 from sync_server.models import tables as _models  # noqa: F401
+from sync_server.payments import tables as _payments  # noqa: F401
 from sync_server.sync import tables as _sync  # noqa: F401
 
 config = context.config

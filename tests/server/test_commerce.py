@@ -468,3 +468,26 @@ def test_seed_demo_adds_supplies_once(tmp_path: Any) -> None:
         expired = session.scalar(select(Lot).where(Lot.lot_code == "F10-EXPIRED"))
         assert expired is not None and expired.expires_on < datetime.now(UTC).date()
         assert len(session.scalars(select(Prescription)).all()) == 3
+
+
+def test_a_paid_invoice_pays_the_orders_it_bills(shop: Shop) -> None:
+    from types import SimpleNamespace
+
+    from sync_server.commerce.billing import orders_paid
+
+    foam = shop.product("Foam billed")
+    shop.receive(foam, 5)
+    tablet = shop.tablet()
+    patient = patient_of(tablet)
+    order_id = (decide(tablet, place(tablet, patient, [(foam, 2)])).outcome or {})["order_id"]
+    invoice = SimpleNamespace(id=str(uuid.uuid4()))
+    with shop.server.db.write() as session:
+        assert set_order_invoice(session=session, order_id=order_id, invoice_id=invoice.id)
+        orders_paid(session=session, invoice=invoice, now=datetime.now(UTC))  # type: ignore[arg-type]
+        orders_paid(session=session, invoice=invoice, now=datetime.now(UTC))  # type: ignore[arg-type]
+    with shop.server.db.read() as session:
+        order = session.get(Order, order_id)
+        assert order is not None and order.paid_at is not None and order.invoice_id == invoice.id
+    later = datetime.now(UTC) + timedelta(days=30)
+    expire_holds(database=shop.server.db, signer=shop.server.server_signer(), now=later)
+    assert shop.stock(foam) == (5, 2)  # paid: the hold does not expire

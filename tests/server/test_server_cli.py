@@ -475,3 +475,78 @@ def test_run_postgres_with_two_workers(
     workers = {line["message"] for line in logs if line["message"].startswith("Started server")}
     assert len(workers) == 2, workers  # two worker processes, each with its own pid
     assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------ payments refund
+def test_payments_refund_gives_back_once_per_key_and_never_too_much(migrated: Path) -> None:
+    from sync_server.identity.tenancy import ensure_clinic
+    from sync_server.payments.charging import pay
+    from sync_server.payments.desk import make_payments
+    from sync_server.payments.invoices import Charge, bill
+    from sync_server.payments.ledger import verify_ledger
+    from sync_server.payments.sandbox import SandboxGateway
+    from sync_server.payments.tables import Refund
+
+    settings = Settings(data_dir=migrated)
+    now = datetime.now(UTC)
+    db = database(migrated)
+    try:
+        with db.write() as session:
+            clinic = ensure_clinic(session=session, name=f"refunds-{secrets.token_hex(3)}")
+            invoice = bill(
+                session=session,
+                organisation_id=clinic.organisation_id,
+                clinic_id=clinic.id,
+                patient_id="patient-refund-cli",
+                charges=[Charge("order", "order-cli", "Foam dressing 10x10 cm", 2, 2450, "EUR")],
+                now=now,
+            )
+            paid = pay(
+                session=session,
+                payments=make_payments(settings),
+                organisation_id=clinic.organisation_id,
+                invoice_id=invoice.id,
+                amount=4900,
+                currency="EUR",
+                payment_method="tok_success",
+                idempotency_key=f"pay-{secrets.token_hex(4)}",
+                now=now,
+            )
+            payment_id, organisation_id = paid.payment.id, clinic.organisation_id
+        assert paid.payment.status == "succeeded"
+        key = f"refund-{secrets.token_hex(4)}"
+        refund = ("payments", "refund", payment_id, "--data-dir", str(migrated))
+        first = ok(*refund, "--amount", "1200", "--idempotency-key", key, "--reason", "damaged")
+        again = ok(*refund, "--amount", "1200", "--idempotency-key", key)
+        assert first == again  # the retry answers the first refund
+        assert (first["amount"], first["status"]) == (1200, "succeeded")
+        error = failed(coherency(*refund, "--amount", "3701"), 5)
+        assert "3,700" in error or "37.00" in error, error  # says what is left
+        rest = ok(*refund, "--amount", "3700")
+        assert rest["idempotency_key"].startswith("cli-refund-")  # a fresh key, shown
+        failed(
+            coherency(
+                "payments",
+                "refund",
+                "no-such-payment",
+                "--amount",
+                "1",
+                "--data-dir",
+                str(migrated),
+            ),
+            4,
+        )
+        with db.read() as session:
+            refunds = session.scalars(select(Refund).where(Refund.payment_id == payment_id))
+            assert sorted(r.amount for r in refunds) == [1200, 3700]
+            assert verify_ledger(session=session, organisation_id=organisation_id) == []
+        gateway = make_payments(settings).gateway
+        assert isinstance(gateway, SandboxGateway)
+        given_back = [
+            r["amount"]
+            for r in gateway.refunds()
+            if r["charge_id"] == paid.payment.gateway_charge_id
+        ]
+        assert sorted(given_back) == [1200, 3700]  # the gateway's own record agrees
+    finally:
+        db.dispose()

@@ -1,7 +1,7 @@
 """commerce decided by the server: catalogue, stock by lot, orders, prescriptions
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006_commerce
+Revises: 0005_payments
 Create Date: 2026-12-04
 
 - ``products`` (SKU unique per organisation, ``price >= 0``) and ``kit_components``
@@ -21,8 +21,8 @@ from alembic import op
 
 import sync_server.db
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006_commerce"
+down_revision = "0005_payments"
 branch_labels = None
 depends_on = None
 
