@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from crdt import IntentKind, OrderCancel, OrderPlace
 from sync_server.audit.events import Actor
+from sync_server.commerce.billing import bill_order
 from sync_server.commerce.orders import HOLD, cancel_order, place_order
 from sync_server.commerce.reference import catalogue_key, refresh_touched
 from sync_server.commerce.tables import CANCELLABLE_STATES, Order
@@ -61,8 +62,11 @@ def place_handler(hold: timedelta = HOLD) -> Handler:
             reasons = "; ".join(r.reason for r in placed.refused)
             return Verdict.rejected(reasons, alternative={"lines": refused})
         context.touched.add(catalogue_key(context.clinic_id))
+        invoice = bill_order(session=context.session, order=order, now=context.now)
         outcome = {
             "order_id": order.id,
+            "invoice_id": invoice.id if invoice is not None else None,
+            "invoice_number": invoice.number if invoice is not None else None,
             "state": order.state,
             "lines": placed.lines,
             "refused": refused,

@@ -31,6 +31,7 @@ def expire_holds(*, database: Database, signer: ServerSigner, now: datetime) -> 
     for order_id in due:
 
         def work(session: Session, order_id: str = order_id) -> int:
+            savepoint = session.begin_nested()
             try:
                 order = cancel_order(
                     session=session,
@@ -40,8 +41,10 @@ def expire_holds(*, database: Database, signer: ServerSigner, now: datetime) -> 
                     reason="not paid before the hold expired",
                     hold_expired=True,
                 )
-            except Conflict:  # paid or cancelled meanwhile
+            except Conflict:  # paid (or being paid) or cancelled meanwhile
+                savepoint.rollback()  # nothing of the attempt stays
                 return 0
+            savepoint.commit()
             clinics.add(order.clinic_id)
             return 1
 

@@ -43,6 +43,9 @@ from sync_server.db import new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
+from sync_server.payments.charging import money
+from sync_server.payments.invoices import void_invoice
+from sync_server.payments.tables import Invoice
 
 __all__ = [
     "HOLD",
@@ -368,13 +371,16 @@ def cancel_order(
     hold_expired: bool = False,
 ) -> Order:
     """Cancel an order that has not shipped: held stock is released, picked stock
-    goes back on its lot, prescriptions get their quantity back. With
-    `hold_expired`, only an unpaid order whose hold has expired is cancelled.
+    goes back on its lot, prescriptions get their quantity back, and its unpaid
+    invoice is voided. With `hold_expired`, only an unpaid order whose hold has
+    expired is cancelled. On a refusal the caller rolls back (some rows may have
+    changed before it was found).
 
     Raises:
         NotFound: No such order.
         Conflict: ``order_not_cancellable``: shipped, delivered, cancelled (or, with
-            `hold_expired`, paid or still held).
+            `hold_expired`, paid or still held); ``order_paid``: money was paid (or
+            is being paid) on its invoice, which must be refunded first.
     """
     order = session.get(Order, order_id)
     if order is None:
@@ -403,6 +409,7 @@ def cancel_order(
         if line.prescription_id is not None:
             give_back(session=session, prescription_id=line.prescription_id, quantity=line.quantity)
     session.refresh(order)
+    _void_unpaid_invoice(session, order, now, actor)
     record_event(
         session=session,
         event=OrderStateChanged(
@@ -410,6 +417,27 @@ def cancel_order(
         ),
     )
     return order
+
+
+def _void_unpaid_invoice(session: Session, order: Order, now: datetime, actor: Actor) -> None:
+    """Void the invoice of a cancelled order, or refuse the cancel if money was paid
+    on it (a refunded or void invoice needs nothing more)."""
+    if order.invoice_id is None:
+        return
+    invoice = session.get(Invoice, order.invoice_id)
+    if invoice is None or invoice.status in ("void", "refunded"):
+        return
+    reason = f"order {order.id} cancelled"
+    if void_invoice(session=session, invoice_id=invoice.id, reason=reason, now=now, actor=actor):
+        return
+    session.refresh(invoice)
+    held = money(invoice.paid - invoice.refunded, invoice.currency) + " paid"
+    if invoice.pending:
+        held += f" and {money(invoice.pending, invoice.currency)} being paid"
+    raise Conflict(
+        f"invoice {invoice.number} of this order has {held}; refund it before cancelling",
+        code="order_paid",
+    )
 
 
 def move_order(

@@ -28,7 +28,13 @@ from sync_server.db import new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
-from sync_server.payments.ledger import post, receivable_account, revenue_account, reverse
+from sync_server.payments.ledger import (
+    REFUNDS,
+    post,
+    receivable_account,
+    revenue_account,
+    reverse,
+)
 from sync_server.payments.tables import (
     Invoice,
     InvoiceCounter,
@@ -189,8 +195,11 @@ def void_invoice(
     now: datetime,
     actor: Actor | None = None,
 ) -> bool:
-    """Void an open invoice nothing was paid on (nor is being paid), reversing its
-    ledger transaction. Returns False (and changes nothing) otherwise."""
+    """Void an open invoice on which nothing is kept: nothing paid, or everything paid
+    refunded, and nothing being paid. Its ledger transaction is reversed, and refunds
+    already given on it are moved off the refunds account onto the receivable they
+    paid back (nothing was billed, so nothing was refunded of revenue). Returns False
+    (and changes nothing) otherwise."""
     invoice = session.get(Invoice, invoice_id)
     if invoice is None:
         return False
@@ -199,7 +208,7 @@ def void_invoice(
         .where(
             Invoice.id == invoice_id,
             Invoice.status == str(InvoiceStatus.OPEN),
-            Invoice.paid == 0,
+            Invoice.paid == Invoice.refunded,
             Invoice.pending == 0,
         )
         .values(status=str(InvoiceStatus.VOID), void_reason=reason, updated_at=now)
@@ -214,6 +223,20 @@ def void_invoice(
     )
     if issued is not None:
         reverse(session=session, original=issued, kind="void", reference_id=invoice.id, now=now)
+    if invoice.refunded:
+        post(
+            session=session,
+            organisation_id=invoice.organisation_id,
+            kind="void-refunds",
+            reference_id=invoice.id,
+            currency=invoice.currency,
+            postings=[
+                (receivable_account(invoice), invoice.refunded),
+                (REFUNDS, -invoice.refunded),
+            ],
+            now=now,
+            invoice_id=invoice.id,
+        )
     mark_changed(session=session, invoice=invoice)
     record_event(
         session=session,

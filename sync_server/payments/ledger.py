@@ -12,9 +12,11 @@ Accounts:
 
 What each event posts: an invoice issued debits receivable and credits revenue; a
 payment debits clearing and credits receivable; a refund debits refunds and credits
-clearing; a void reverses the invoice's transaction. So, per organisation and
-currency: receivable = sum(total - paid) of invoices not void, revenue = sum total of
-invoices not void, clearing = sum captured - sum refunded, refunds = sum refunded.
+clearing; a void reverses the invoice's transaction (and, on an invoice paid and
+refunded in full, moves its refunds from the refunds account back onto its
+receivable). So, per organisation and currency: receivable = sum(total - paid) of
+invoices not void, revenue = sum total of invoices not void, clearing = sum captured -
+sum refunded, refunds = sum refunded on invoices not void.
 """
 
 from __future__ import annotations
@@ -201,8 +203,20 @@ def verify_ledger(*, session: Session, organisation_id: str) -> list[str]:
     ).all()
     for currency, total, _refunded in captured:
         add(CLEARING, currency, int(total))
+    refunded_kept = session.execute(
+        select(Payment.currency, func.sum(Refund.amount))
+        .join(Payment, Payment.id == Refund.payment_id)
+        .join(Invoice, Invoice.id == Refund.invoice_id)
+        .where(
+            Refund.organisation_id == organisation_id,
+            Refund.status == "succeeded",
+            Invoice.status != "void",
+        )
+        .group_by(Payment.currency)
+    ).all()
     for currency, total in refunded:
         add(CLEARING, currency, -int(total))
+    for currency, total in refunded_kept:
         add(REFUNDS, currency, int(total))
     for currency, _total, by_payments in captured:
         refund_rows = {c: int(t) for c, t in refunded}

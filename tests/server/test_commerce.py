@@ -16,13 +16,26 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from crdt import Catalogue, DecisionStatus, IntentKind, RecordDocument, catalogue_id
+from crdt import (
+    Catalogue,
+    DecisionStatus,
+    IntentKind,
+    RecordDocument,
+    catalogue_id,
+    invoice_record_id,
+)
+from crdt import (
+    Invoice as InvoiceRecord,
+)
 from sync_server.commerce.holds import expire_holds
 from sync_server.commerce.orders import mark_order_paid, set_order_invoice
 from sync_server.commerce.tables import Order, Prescription
 from sync_server.identity.tables import User
 from sync_server.identity.users import create_user
 from sync_server.intents.tables import IntentDecision
+from sync_server.payments.charging import pay, refund
+from sync_server.payments.ledger import verify_ledger
+from sync_server.payments.tables import Invoice
 
 from .commerce_world import Shop, build_shop, days, decide, patient_of, place
 
@@ -284,18 +297,44 @@ def test_lifecycle_and_cancellations_release_stock(shop: Shop) -> None:
     assert shipped.status is DecisionStatus.REJECTED
 
 
+def _pay(shop: Shop, invoice_id: str, amount: int, method: str = "tok_success") -> Any:
+    """Pay `amount` of an invoice through the server's sandbox gateway."""
+    with shop.server.db.write() as session:
+        return pay(
+            session=session,
+            payments=shop.server.app.state.payments,
+            organisation_id=shop.server.organisation_id,
+            invoice_id=invoice_id,
+            amount=amount,
+            currency="EUR",
+            payment_method=method,
+            idempotency_key=f"test-{uuid.uuid4()}",
+            now=datetime.now(UTC),
+        ).payment
+
+
 def test_unpaid_holds_expire_on_the_server_clock(shop: Shop) -> None:
-    foam = shop.product("Foam hold")
+    foam = shop.product("Foam hold", price=1000)
     shop.receive(foam, 10)
     tablet = shop.tablet()
     patient = patient_of(tablet)
-    unpaid = (decide(tablet, place(tablet, patient, [(foam, 4)])).outcome or {})["order_id"]
-    paid = (decide(tablet, place(tablet, patient, [(foam, 3)])).outcome or {})["order_id"]
+    unpaid_order = decide(tablet, place(tablet, patient, [(foam, 4)])).outcome or {}
+    paid_order = decide(tablet, place(tablet, patient, [(foam, 3)])).outcome or {}
+    unpaid, paid = unpaid_order["order_id"], paid_order["order_id"]
+    # Every accepted order is billed at once, due when its hold expires.
+    assert str(unpaid_order["invoice_number"]).startswith("INV-")
     db, signer = shop.server.db, shop.server.server_signer()
+    with db.read() as session:
+        billed = session.get(Invoice, paid_order["invoice_id"])
+        assert billed is not None and (billed.total, billed.status) == (3000, "open")
+        assert billed.due_at is not None
+    payment = _pay(shop, paid_order["invoice_id"], 3000)
+    assert payment.status == "succeeded"
     with db.write() as session:
-        assert mark_order_paid(session=session, order_id=paid, now=datetime.now(UTC))
+        order = session.get(Order, paid)
+        assert order is not None and order.paid_at is not None  # the paid hook
+        assert order.invoice_id == paid_order["invoice_id"]
         assert mark_order_paid(session=session, order_id=paid, now=datetime.now(UTC))  # again
-        assert set_order_invoice(session=session, order_id=paid, invoice_id="inv-1")
         assert not set_order_invoice(session=session, order_id=paid, invoice_id="inv-2")
     now = datetime.now(UTC)
     assert expire_holds(database=db, signer=signer, now=now + timedelta(hours=47)) == 0
@@ -305,9 +344,44 @@ def test_unpaid_holds_expire_on_the_server_clock(shop: Shop) -> None:
     with db.write() as session:
         order = session.get(Order, unpaid)
         assert order is not None and order.state == "cancelled"
+        voided = session.get(Invoice, unpaid_order["invoice_id"])
+        assert voided is not None and voided.status == "void"  # nothing left owed
         assert not mark_order_paid(session=session, order_id=unpaid, now=now)  # too late
         kept = session.get(Order, paid)
-        assert kept is not None and kept.state == "accepted" and kept.invoice_id == "inv-1"
+        assert kept is not None and kept.state == "accepted"
+        assert verify_ledger(session=session, organisation_id=shop.server.organisation_id) == []
+
+
+def test_a_paid_order_is_cancelled_only_once_refunded(shop: Shop) -> None:
+    foam = shop.product("Foam refund first", price=1000)
+    shop.receive(foam, 5)
+    tablet = shop.tablet()
+    patient = patient_of(tablet)
+    placed = decide(tablet, place(tablet, patient, [(foam, 2)])).outcome or {}
+    half = _pay(shop, placed["invoice_id"], 500)  # partly paid: the hold still runs
+    cancel = decide(tablet, tablet.intent(IntentKind.ORDER_CANCEL, subject_id=placed["order_id"]))
+    assert cancel.status is DecisionStatus.REJECTED
+    assert "5.00 EUR paid; refund it before cancelling" in (cancel.reason or "")
+    assert shop.stock(foam) == (5, 2)  # the refused cancel changed nothing
+    later = datetime.now(UTC) + timedelta(days=3)
+    signer = shop.server.server_signer()
+    assert expire_holds(database=shop.server.db, signer=signer, now=later) == 0
+    assert shop.stock(foam) == (5, 2)  # nor did the sweep: money is on the invoice
+    with shop.server.db.write() as session:
+        refund(
+            session=session,
+            payments=shop.server.app.state.payments,
+            organisation_id=shop.server.organisation_id,
+            payment_id=half.id,
+            amount=500,
+            idempotency_key=f"test-{uuid.uuid4()}",
+            now=datetime.now(UTC),
+        )
+    cancel = decide(tablet, tablet.intent(IntentKind.ORDER_CANCEL, subject_id=placed["order_id"]))
+    assert cancel.status is DecisionStatus.ACCEPTED, cancel.reason
+    assert shop.stock(foam) == (5, 0)
+    with shop.server.db.read() as session:
+        assert verify_ledger(session=session, organisation_id=shop.server.organisation_id) == []
 
 
 # ---------------------------------------------------------------- catalogue
@@ -470,24 +544,34 @@ def test_seed_demo_adds_supplies_once(tmp_path: Any) -> None:
         assert len(session.scalars(select(Prescription)).all()) == 3
 
 
-def test_a_paid_invoice_pays_the_orders_it_bills(shop: Shop) -> None:
-    from types import SimpleNamespace
-
-    from sync_server.commerce.billing import orders_paid
-
-    foam = shop.product("Foam billed")
+def test_a_device_pays_its_order_and_the_hold_stops(shop: Shop) -> None:
+    foam = shop.product("Foam billed", price=1250)
     shop.receive(foam, 5)
     tablet = shop.tablet()
     patient = patient_of(tablet)
-    order_id = (decide(tablet, place(tablet, patient, [(foam, 2)])).outcome or {})["order_id"]
-    invoice = SimpleNamespace(id=str(uuid.uuid4()))
-    with shop.server.db.write() as session:
-        assert set_order_invoice(session=session, order_id=order_id, invoice_id=invoice.id)
-        orders_paid(session=session, invoice=invoice, now=datetime.now(UTC))  # type: ignore[arg-type]
-        orders_paid(session=session, invoice=invoice, now=datetime.now(UTC))  # type: ignore[arg-type]
+    placed = decide(tablet, place(tablet, patient, [(foam, 2)])).outcome or {}
+    invoice = RecordDocument.load(tablet.held[invoice_record_id(placed["invoice_id"])]).read()
+    assert isinstance(invoice, InvoiceRecord)
+    assert (invoice.number, invoice.total, invoice.status) == (
+        placed["invoice_number"],
+        2500,
+        "open",
+    )  # the invoice synced down with the decision
+    paying = tablet.intent(
+        IntentKind.PAYMENT_PAY,
+        subject_id=placed["invoice_id"],
+        amount=2500,
+        currency="EUR",
+        payment_method="tok_success",
+    )
+    paid = decide(tablet, paying)
+    assert paid.status is DecisionStatus.ACCEPTED, paid.reason
+    tablet.sync(paying)  # delivered again: decided once, charged once
     with shop.server.db.read() as session:
-        order = session.get(Order, order_id)
-        assert order is not None and order.paid_at is not None and order.invoice_id == invoice.id
+        order = session.get(Order, placed["order_id"])
+        assert order is not None and order.paid_at is not None  # the paid hook, end to end
+    gateway = shop.server.app.state.payments.gateway
+    assert [c["amount"] for c in gateway.charges() if c["idempotency_key"] == paying.id] == [2500]
     later = datetime.now(UTC) + timedelta(days=30)
     expire_holds(database=shop.server.db, signer=shop.server.server_signer(), now=later)
     assert shop.stock(foam) == (5, 2)  # paid: the hold does not expire
