@@ -10,7 +10,13 @@ converge through the server in either order; the other clinic's tablet sees none
 it, and the server refuses what a device may not do. Then bookings: the demo booking
 directory is loaded (`seed_demo`), two offline tablets of its Berlin clinic ask for
 the same slot and one of them for a caregiver visit; after their syncs one holds the
-slot and the other sees why not and the alternative offered. Every step checks its outcome
+slot and the other sees why not and the alternative offered. Then supplies: an order for
+a prescription-only foam dressing is refused for a patient without a prescription and
+accepted for one with a valid prescription, reserved and picked first-expiry-first-out;
+its invoice syncs down and the tablet pays it through the sandbox gateway, whose
+timeout is settled by a status query (one charge, however often the intent is pushed);
+staff refund part of it (a retried refund gives back nothing more) and the ledger
+balances. Every step checks its outcome
 and raises `DemoFailedError` if it does not hold, so the demo doubles as a smoke test
 of a fresh installation. The server is stopped at the end, also on failure. Needs the
 ``server`` extra; uses only the public names of `sync_server` and its HTTP API.
@@ -28,7 +34,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +62,14 @@ from crdt import (
     device_login_message,
     encode_message,
 )
-from edge_sdk import EdgeClient, EnrolmentError, RetryPolicy, SyncProgress, SyncResult
+from edge_sdk import (
+    EdgeClient,
+    EnrolmentError,
+    RetryPolicy,
+    SyncProgress,
+    SyncResult,
+    invoice_id_of,
+)
 from sync_server import (
     IssuedEnrolmentToken,
     Settings,
@@ -77,6 +90,9 @@ PATIENT_NAME = ("Joseph", "Mensah-Demo")
 OTHER_PATIENT_NAME = ("Ingrid", "Halvorsen-Demo")
 BOOKING_PATIENTS = (("Farida", "Haddad-Demo"), ("Tomasz", "Wojcik-Demo"))
 BOOKING_CLINIC = "Wound Clinic Berlin"  # from `seed_demo`
+RX_DRESSING = "FOAM-10"  # a prescription-only foam dressing of `seed_demo`'s catalogue
+DEMO_RX_PATIENT = "6f1c1f6e-0d7a-4a8e-9f1e-2a1d3c4b5a01"  # `seed_demo`'s Ada Okafor
+ORDERED_BOXES = 8  # more than the clinic's store holds: the warehouse's lots too
 SCAN_SIZE = 32 * 1024
 TOKEN_TTL = timedelta(hours=1)
 NOT_ENROLLED = "not-enrolled-yet"  # a fresh store's clinic until its token names one
@@ -120,6 +136,7 @@ class ServerDemoReport:
     converged_rounds: int = 0
     other_clinic_received: int = -1  # Riverside records the Hillside tablet received
     bookings: dict[str, Any] = field(default_factory=dict)  # the booking part's outcome
+    supplies: dict[str, Any] = field(default_factory=dict)  # the orders and payments part
     refusals: list[str] = field(default_factory=list)
     syncs: list[SyncTiming] = field(default_factory=list)
     seconds: float = 0.0
@@ -221,6 +238,7 @@ class _Scenario(Scenario):
         self.server_refuses()
         self.clinics_stay_apart()
         self.bookings_decided()
+        self.supplies_ordered_and_paid()
         self.nothing_in_plaintext()
 
     # ------------------------------------------------------------ steps
@@ -673,6 +691,7 @@ class _Scenario(Scenario):
             visit_outcome = booked_visit.decision.outcome or {}
             self.report.bookings = {
                 "clinic_id": seeded.clinics[BOOKING_CLINIC],
+                "patient_id": asked[0].intent.patient_id,
                 "slot": slot.starts_at.isoformat(),
                 "provider": doctor.name,
                 "winner": won.state,
@@ -693,6 +712,125 @@ class _Scenario(Scenario):
                 "(the server picked the free caregiver "
                 "with the skill who serves the area)"
             )
+
+    def supplies_ordered_and_paid(self) -> None:
+        provider = demo_key_provider(demo_kdf(True))
+        with EdgeClient.open(self.report.stores["berlin-a"], provider) as tablet:
+            self._sync(tablet, "berlin-a", "the supplies catalogue")
+            foam = tablet.orders.product(RX_DRESSING)
+            check(foam.prescription_required, f"{foam.name} needs a prescription")
+            without = self.report.bookings["patient_id"]  # booked earlier; no prescription
+            with_rx = DEMO_RX_PATIENT  # seeded with a valid foam-dressing prescription
+            refused = tablet.orders.place(without, [(RX_DRESSING, 2)])
+            placed = tablet.orders.place(with_rx, [(RX_DRESSING, ORDERED_BOXES)])
+            self._sync(tablet, "berlin-a", "two supply orders")
+            no = tablet.intent_status(refused.id)
+            yes = tablet.intent_status(placed.id)
+            check(no.state == "rejected", f"the order without a prescription was refused ({no})")
+            check(yes.state == "accepted", f"the order with a prescription was accepted ({yes})")
+            assert no.decision is not None and yes.decision is not None
+            check(
+                "prescription" in (no.decision.reason or ""),
+                f"the refusal says a prescription is needed ({no.decision.reason})",
+            )
+            outcome = yes.decision.outcome or {}
+            taken = [r for line in outcome["lines"] for r in line["reservations"]]
+            self.step(
+                f"{foam.name} ({foam.hcpcs}, prescription only): refused for a patient "
+                f"without a prescription: {no.decision.reason}"
+            )
+            stock = {
+                lot["lot_code"]: lot
+                for lot in self._staff_get_list("/v1/commerce/stock", {"product_id": foam.id})
+            }
+            expired = [code for code, lot in stock.items() if lot["expires_on"] < _today()]
+            check(bool(expired), "the demo stock has an expired lot")
+            check(
+                not {r["lot_code"] for r in taken} & set(expired),
+                "no expired lot was reserved",
+            )
+            order_id = str(outcome["order_id"])
+            picked = self.http.post(
+                f"/v1/commerce/orders/{order_id}/pick", headers=self.staff_headers
+            )
+            check(picked.status_code == 200, f"staff picked the order ({_error_of(picked)})")
+            check(
+                all(r["state"] == "picked" for r in picked.json()["reservations"]),
+                "every reservation was picked",
+            )
+            self.step(
+                f"accepted for the patient with a prescription: {ORDERED_BOXES} boxes reserved "
+                + ", ".join(
+                    f"{r['quantity']} from lot {r['lot_code']} (expires {r['expires_on']})"
+                    for r in taken
+                )
+                + f" - first expiry first, lot {', '.join(expired)} (expired) never taken; "
+                "staff picked it"
+            )
+            self._sync(tablet, "berlin-a", "the order's invoice")
+            invoice = tablet.payments.invoice(str(outcome["invoice_id"]))
+            check(invoice.total == outcome["total"], "the invoice bills the order's total")
+            paying = tablet.payments.pay(
+                invoice_id_of(invoice), invoice.total, invoice.currency, "tok_timeout"
+            )
+            self._sync(tablet, "berlin-a", "a payment")
+            paid = tablet.intent_status(paying.id)
+            check(paid.state == "accepted", f"the payment was taken ({paid})")
+            assert paid.decision is not None
+            payment = paid.decision.outcome or {}
+            check(payment.get("status") == "processing", "the gateway timed out: processing")
+            settled = self.http.post(
+                f"/v1/payments/{payment['payment_id']}/reconcile", headers=self.staff_headers
+            )
+            check(settled.status_code == 200, f"the payment was reconciled ({_error_of(settled)})")
+            check(settled.json()["status"] == "succeeded", "the gateway's record says succeeded")
+            self._sync(tablet, "berlin-a", "the paid invoice")
+            invoice = tablet.payments.invoice(invoice_id_of(invoice))
+            check(invoice.status == "paid", f"the invoice is paid on the tablet ({invoice.status})")
+            self.step(
+                f"invoice {invoice.number} ({_money(invoice.total, invoice.currency)}) synced "
+                "down; the tablet paid it with the sandbox's timeout card: processing; a "
+                "status query (not a second charge) settled it: succeeded; invoice paid on "
+                "the tablet"
+            )
+            key = f"demo-refund-{secrets.token_hex(8)}"
+            refunds = []
+            for _ in range(2):  # a retried request: the first answer again
+                answer = self.http.post(
+                    f"/v1/payments/{payment['payment_id']}/refund",
+                    json={"amount": foam.price, "reason": "one box arrived damaged"},
+                    headers={**self.staff_headers, "Idempotency-Key": key},
+                )
+                check(answer.status_code == 200, f"staff refunded a box ({_error_of(answer)})")
+                refunds.append(answer)
+            check(
+                refunds[0].json()["id"] == refunds[1].json()["id"]
+                and refunds[1].headers.get("idempotent-replayed") == "true",
+                "the retried refund replayed the first one",
+            )
+            ledger = self._staff_get("/v1/ledger")
+            check(ledger["problems"] == [], f"the ledger balances ({ledger['problems']})")
+            accounts = {b["account"]: b["balance"] for b in ledger["balances"]}
+            check(
+                accounts.get("gateway:clearing") == invoice.total - foam.price,
+                "the gateway holds one charge less one refund (charged once)",
+            )
+            self.step(
+                f"staff refunded one box ({_money(foam.price, invoice.currency)}); the "
+                "retried refund (same Idempotency-Key) gave back nothing more; ledger "
+                f"balanced: clearing {_money(accounts['gateway:clearing'], invoice.currency)}"
+                f", refunds {_money(accounts.get('refunds', 0), invoice.currency)}"
+            )
+            self.report.supplies = {
+                "refused": no.decision.reason,
+                "order_id": order_id,
+                "lots": [r["lot_code"] for r in taken],
+                "expired_lots": expired,
+                "invoice": invoice.number,
+                "paid": invoice.total,
+                "refunded": foam.price,
+                "ledger_problems": ledger["problems"],
+            }
 
     def nothing_in_plaintext(self) -> None:
         tablets = self.report.workdir / "online-tablets"
@@ -783,6 +921,14 @@ class _Scenario(Scenario):
             name: len(document_heads(self.settings, clinic_id=clinic_id))
             for name, clinic_id in self.report.clinics.items()
         }
+
+    def _staff_get_list(
+        self, path: str, params: dict[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        answer = self.http.get(path, params=params, headers=self.staff_headers)
+        check(answer.status_code == 200, f"staff GET {path} ({_error_of(answer)})")
+        body: list[dict[str, Any]] = answer.json()
+        return body
 
     def _staff_get(self, path: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         answer = self.http.get(path, params=params, headers=self.staff_headers)
@@ -878,6 +1024,14 @@ def _code(response: httpx.Response) -> str:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
+
+
+def _money(amount: int, currency: str) -> str:
+    return f"{amount // 100}.{amount % 100:02d} {currency}"
+
+
+def _today() -> str:
+    return datetime.now(UTC).date().isoformat()
 
 
 def _kib(size: int) -> str:

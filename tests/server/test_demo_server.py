@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from cli.demo import DEMO_PASSPHRASE, DemoFailedError
 from cli.demo.server import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
@@ -26,6 +27,7 @@ from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
 from sync_server.db import Database
 from sync_server.identity.tables import Device
+from sync_server.payments.tables import Payment
 
 # Each test runs the demo's server (and most the whole demo): many seconds each.
 pytestmark = pytest.mark.slow
@@ -94,6 +96,20 @@ def test_the_server_demo_syncs_converges_and_keeps_clinics_apart(tmp_path: Path)
     assert bookings["provider"] in bookings["reason"]
     assert bookings["alternative"]["starts_at"] != bookings["slot"]
     assert bookings["visit"] in ("accepted", "accepted_alternative") and bookings["caregiver"]
+    # Supplies: refused without a prescription, picked first expiry first (never the
+    # expired lot), paid once through a gateway timeout, part refunded, ledger balanced.
+    supplies = report.supplies
+    assert "needs a prescription" in supplies["refused"]
+    assert supplies["lots"] == ["F10-BER", "F10-A"] and supplies["expired_lots"] == ["F10-EXPIRED"]
+    assert supplies["ledger_problems"] == [] and supplies["paid"] > supplies["refunded"] > 0
+    database = Database(f"sqlite:///{report.data_dir / 'server.db'}")
+    try:
+        with database.read() as session:
+            [payment] = session.scalars(select(Payment))  # one payment, captured once
+            assert (payment.status, payment.captured) == ("succeeded", supplies["paid"])
+            assert payment.refunded == supplies["refunded"]
+    finally:
+        database.dispose()
     provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=Argon2Params.fast())
     with EdgeClient.open(report.stores["berlin-b"], provider) as tablet:
         [refused] = [s for s in tablet.list_intents("appointment") if s.state == "rejected"]
