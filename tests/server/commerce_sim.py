@@ -1,28 +1,40 @@
-"""A seeded randomized stock run: orders (plain products, kits sharing components, a
-prescription-only product; partial or not), cancellations, picks, shipments,
-receipts (some lots already expired), count corrections, payments and hold sweeps,
-on a clock that moves forward, straight through the services on a live database.
-After every step `check` holds the books: each lot has ``0 <= reserved <= on_hand``
-and ``reserved`` equals its held reservations; each open order line is reserved in
-full; each prescription's remaining equals its total less what live orders took."""
+"""A seeded randomized run of orders and their money: orders (plain products, kits
+sharing components, a prescription-only product; partial or not) billed as the
+intent desk bills them, cancellations, picks, shipments, receipts (some lots already
+expired), count corrections, payments of the orders' invoices through the sandbox
+gateway (full or partial; successes, declines, insufficient funds and timeouts),
+refunds, reconciles and hold sweeps, on a clock that moves forward, straight through
+the services on a live database. After every step `check` holds the books: each lot
+has ``0 <= reserved <= on_hand`` and ``reserved`` equals its held reservations; each
+open order line is reserved in full; each prescription's remaining equals its total
+less what live orders took; every ledger transaction balances and the ledger matches
+the invoices (`verify_ledger`); what the ledger says was captured and given back
+equals the gateway's own record of this run's keys, each key charged once; an order
+is paid exactly when its invoice is, and a cancelled order keeps no money."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 
 from crdt import OrderLine
 from sync_server.audit.events import Actor
+from sync_server.commerce.billing import bill_order
 from sync_server.commerce.holds import expire_holds
 from sync_server.commerce.inventory import adjust_lot
-from sync_server.commerce.orders import cancel_order, mark_order_paid, move_order, place_order
+from sync_server.commerce.orders import cancel_order, move_order, place_order
 from sync_server.commerce.stock import components_of
 from sync_server.commerce.tables import Lot, Order, OrderLineRow, Prescription, Reservation
 from sync_server.db import new_id
 from sync_server.errors import Conflict
+from sync_server.payments.charging import pay, refund, sweep_processing
+from sync_server.payments.ledger import CLEARING, balances, verify_ledger
+from sync_server.payments.sandbox import SandboxGateway
+from sync_server.payments.tables import Invoice, Payment
 
 from .commerce_world import Shop
 
@@ -36,6 +48,10 @@ class SimStats:
     cancelled: int = 0
     picked: int = 0
     expired: int = 0
+    payments: int = 0
+    declined: int = 0
+    timeouts: int = 0
+    refunds: int = 0
 
     def add(self, other: SimStats) -> None:
         for name in self.__dataclass_fields__:
@@ -52,6 +68,7 @@ class _Run:
     orders: list[str] = field(default_factory=list)
     parts: dict[str, dict[str, int]] = field(default_factory=dict)
     stats: SimStats = field(default_factory=SimStats)
+    keys: set[str] = field(default_factory=set)  # gateway idempotency keys of this run
 
 
 def simulate(shop: Shop, seed: int, patients: list[str], steps: int = 20) -> SimStats:
@@ -77,8 +94,8 @@ def simulate(shop: Shop, seed: int, patients: list[str], steps: int = 20) -> Sim
     check(run)
     for _ in range(steps):
         action = rng.choices(
-            [_order, _cancel, _pick, _ship, _receive_any, _adjust, _pay, _sweep],
-            weights=[8, 3, 3, 1, 2, 1, 2, 1],
+            [_order, _cancel, _pick, _ship, _receive_any, _adjust, _pay, _refund, _settle, _sweep],
+            weights=[8, 3, 3, 1, 2, 1, 4, 1, 1, 1],
         )[0]
         action(run)
         run.now += timedelta(minutes=rng.randint(1, 600))
@@ -128,6 +145,7 @@ def _order(run: _Run) -> None:
             for refusal in placed.refused:
                 assert refusal.reason
             return
+        bill_order(session=session, order=placed.order, now=run.now)
         savepoint.commit()
         run.orders.append(placed.order.id)
         run.stats.accepted += 1
@@ -195,11 +213,82 @@ def _adjust(run: _Run) -> None:
         pass
 
 
+TOKENS = ["tok_success"] * 5 + ["tok_decline", "tok_insufficient_funds", "tok_timeout"]
+
+
 def _pay(run: _Run) -> None:
+    """Pay all or part of an order's invoice through the gateway (maybe a replay)."""
     order_id = _some_order(run)
-    if order_id is not None:
+    if order_id is None:
+        return
+    rng = run.rng
+    with run.shop.server.db.read() as session:
+        invoice_id = session.scalar(select(Order.invoice_id).where(Order.id == order_id))
+        invoice = session.get(Invoice, invoice_id) if invoice_id else None
+        if invoice is None:
+            return
+        left = invoice.total - invoice.paid - invoice.pending
+    if left <= 0 or invoice.status != "open":
+        return
+    key = rng.choice(sorted(run.keys)) if run.keys and rng.random() < 0.1 else new_id()
+    run.keys.add(key)
+    try:
         with run.shop.server.db.write() as session:
-            mark_order_paid(session=session, order_id=order_id, now=run.now)
+            made = pay(
+                session=session,
+                payments=run.shop.server.app.state.payments,
+                organisation_id=run.shop.staff.organisation_id,
+                invoice_id=invoice.id,
+                amount=left if rng.random() < 0.7 else rng.randint(1, left),
+                currency=invoice.currency,
+                payment_method=rng.choice(TOKENS),
+                idempotency_key=key,
+                now=run.now,
+            ).payment
+    except Conflict:  # refused: too much, the invoice moved on, a key reused elsewhere
+        return
+    run.stats.payments += 1
+    run.stats.declined += made.status == "failed"
+    run.stats.timeouts += made.status == "processing"
+
+
+def _refund(run: _Run) -> None:
+    """Give back part or all of what is left of a succeeded payment."""
+    with run.shop.server.db.read() as session:
+        paid = session.scalars(
+            select(Payment)
+            .join(Order, Order.invoice_id == Payment.invoice_id)
+            .where(
+                Order.id.in_(run.orders),
+                Payment.status == "succeeded",
+                Payment.refunded < Payment.captured,
+            )
+            .order_by(Payment.id)
+        ).all()
+    if not paid:
+        return
+    payment = run.rng.choice(paid)
+    left = payment.captured - payment.refunded
+    key = new_id()
+    run.keys.add(key)
+    with run.shop.server.db.write() as session:
+        refund(
+            session=session,
+            payments=run.shop.server.app.state.payments,
+            organisation_id=run.shop.staff.organisation_id,
+            payment_id=payment.id,
+            amount=left if run.rng.random() < 0.5 else run.rng.randint(1, left),
+            idempotency_key=key,
+            now=run.now,
+        )
+    run.stats.refunds += 1
+
+
+def _settle(run: _Run) -> None:
+    """The housekeeping sweep: timeouts settled from the gateway's record."""
+    sweep_processing(
+        database=run.shop.server.db, payments=run.shop.server.app.state.payments, now=run.now
+    )
 
 
 def _sweep(run: _Run) -> None:
@@ -269,3 +358,39 @@ def check(run: _Run) -> None:
             assert prescription.quantity_remaining == prescription.quantity_total - int(
                 used.get(prescription.id, 0)
             )
+        _check_money(run, session)
+
+
+def _check_money(run: _Run, session: Any) -> None:
+    organisation_id = run.shop.staff.organisation_id
+    assert verify_ledger(session=session, organisation_id=organisation_id) == []
+    for order in session.scalars(select(Order).where(Order.id.in_(run.orders))):
+        invoice = session.get(Invoice, order.invoice_id) if order.invoice_id else None
+        assert invoice is not None or order.total == 0, order.id
+        if invoice is None:
+            continue
+        if order.state == "cancelled":  # nothing kept on a cancelled order
+            assert invoice.paid == invoice.refunded and invoice.pending == 0, order.id
+            assert invoice.status in ("void", "refunded"), (order.id, invoice.status)
+        # Paid in full (maybe refunded since) exactly when the order is paid.
+        assert (order.paid_at is not None) == (invoice.paid == invoice.total), order.id
+    # The gateway's own record of this run's keys against the ledger's clearing.
+    gateway = run.shop.server.app.state.payments.gateway
+    assert isinstance(gateway, SandboxGateway)
+    charges = [c for c in gateway.charges() if c["idempotency_key"] in run.keys]
+    keys = [c["idempotency_key"] for c in charges]
+    assert len(keys) == len(set(keys)), "a key charged twice"
+    # The organisation's succeeded payments, as the gateway recorded them.
+    settled = set(
+        session.scalars(
+            select(Payment.gateway_charge_id).where(
+                Payment.organisation_id == organisation_id, Payment.status == "succeeded"
+            )
+        )
+    )
+    recorded = {c["id"]: c for c in gateway.charges() if c["id"] in settled}
+    assert set(recorded) == settled and all(c["status"] == "succeeded" for c in recorded.values())
+    captured = sum(c["amount"] for c in recorded.values())
+    given_back = sum(r["amount"] for r in gateway.refunds() if r["charge_id"] in settled)
+    ledger = balances(session=session, organisation_id=organisation_id)
+    assert ledger.get((CLEARING, "EUR"), 0) == captured - given_back, "clearing"

@@ -54,3 +54,4 @@ def test_seeded_stock_runs_keep_the_books(server: Any) -> None:
     if len(seeds) >= 50:
         assert total.accepted and total.rejected and total.cancelled and total.picked
         assert total.expired
+        assert total.payments and total.declined and total.timeouts and total.refunds
