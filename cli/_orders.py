@@ -10,9 +10,8 @@ import click
 
 from cli._app import App, with_app
 from cli._intents import STATES, show_status
-from cli._money import money
 from cli._output import emit, json_option, table
-from crdt import Catalogue, CatalogueProduct, DeliverTo, ProductCategory
+from crdt import Catalogue, CatalogueProduct, DeliverTo, ProductCategory, format_money
 from edge_sdk import IntentStatus
 
 __all__ = ["orders"]
@@ -48,7 +47,7 @@ def _product_table(products: list[CatalogueProduct], catalogue: Catalogue | None
                 p.category,
                 p.product_class,
                 p.unit,
-                money(p.price, p.currency),
+                format_money(p.price, p.currency),
                 p.available,
                 p.prescription_required,
             ]

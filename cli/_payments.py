@@ -15,10 +15,9 @@ import click
 
 from cli._app import App, with_app
 from cli._intents import STATES, show_status
-from cli._money import money
 from cli._output import emit, json_option, show_fields, table
 from cli._server import _database_options, _reported, _settings
-from crdt import Invoice, InvoiceStatus
+from crdt import Invoice, InvoiceStatus, format_money
 from edge_sdk import IntentStatus, RecordNotFoundError, balance_due, invoice_id_of
 
 __all__ = ["invoices", "payments"]
@@ -32,7 +31,7 @@ def _payment_table(statuses: list[IntentStatus]) -> None:
                 s.id,
                 s.state,
                 s.intent.subject_id,
-                money(s.intent.details["amount"], s.intent.details["currency"]),
+                format_money(s.intent.details["amount"], s.intent.details["currency"]),
                 s.intent.details["payment_method"],
                 s.decision.reason if s.decision is not None else None,
             ]
@@ -51,9 +50,9 @@ def _invoice_table(found: list[Invoice]) -> None:
                 invoice_id_of(i),
                 i.patient_id,
                 i.status,
-                money(i.total, i.currency),
-                money(i.paid, i.currency),
-                money(balance_due(i), i.currency),
+                format_money(i.total, i.currency),
+                format_money(i.paid, i.currency),
+                format_money(balance_due(i), i.currency),
                 i.due_at,
             ]
             for i in found
@@ -68,7 +67,7 @@ def _show_invoice(invoice: Invoice) -> None:
         for item in items:
             values = item.model_dump(mode="json")
             for name in names:
-                values[name] = money(values[name], invoice.currency)
+                values[name] = format_money(values[name], invoice.currency)
             shown.append(values)
         return shown
 
@@ -78,10 +77,10 @@ def _show_invoice(invoice: Invoice) -> None:
             "invoice": invoice_id_of(invoice),
             "patient": invoice.patient_id,
             "status": invoice.status,
-            "total": money(invoice.total, invoice.currency),
-            "paid": money(invoice.paid, invoice.currency),
-            "refunded": money(invoice.refunded, invoice.currency),
-            "balance due": money(balance_due(invoice), invoice.currency),
+            "total": format_money(invoice.total, invoice.currency),
+            "paid": format_money(invoice.paid, invoice.currency),
+            "refunded": format_money(invoice.refunded, invoice.currency),
+            "balance due": format_money(balance_due(invoice), invoice.currency),
             "issued at": invoice.issued_at,
             "due at": invoice.due_at,
             "lines": amounts(invoice.lines, "unit_price", "amount"),

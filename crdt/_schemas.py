@@ -75,6 +75,7 @@ __all__ = [
     "catalogue_id",
     "decision_id",
     "directory_id",
+    "format_money",
     "invoice_record_id",
     "new_record_id",
     "schema_for",
@@ -428,6 +429,25 @@ class DeliverTo(enum.StrEnum):
 
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$")]
 """An ISO 4217 currency code; amounts are integers in its minor unit (cents)."""
+
+
+# ISO 4217 currencies whose minor unit is not a hundredth.
+_EXPONENTS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW"), 0),
+    **dict.fromkeys(("PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
+def format_money(amount: int, currency: str) -> str:
+    """`amount` minor units of `currency` as people read it: ``3100`` EUR is
+    ``"31.00 EUR"``, ``500`` JPY is ``"500 JPY"``."""
+    exponent = _EXPONENTS.get(currency, 2)
+    if exponent == 0:
+        return f"{amount} {currency}"
+    sign = "-" if amount < 0 else ""
+    major, minor = divmod(abs(amount), 10**exponent)
+    return f"{sign}{major}.{minor:0{exponent}d} {currency}"
 
 
 class OrderLine(_Value):

@@ -25,6 +25,7 @@ from crdt import (
     RecordValidationError,
     catalogue_id,
     decision_id,
+    format_money,
     invoice_record_id,
 )
 from edge_sdk import (
@@ -489,3 +490,17 @@ def test_a_version_2_store_opens_and_takes_the_catalogue(tmp_store: Any) -> None
     reopened.sync(transport=connect(hub, reopened))
     assert reopened.orders.product("SALINE-250").price == 650
     assert [i.number for i in reopened.payments.invoices(patient_id=patient)] == ["INV-000001"]
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"),
+    [
+        (3100, "EUR", "31.00 EUR"),
+        (5, "USD", "0.05 USD"),
+        (-2490, "EUR", "-24.90 EUR"),
+        (500, "JPY", "500 JPY"),
+        (1234, "KWD", "1.234 KWD"),
+    ],
+)
+def test_amounts_read_in_the_currencys_major_unit(amount: int, currency: str, shown: str) -> None:
+    assert format_money(amount, currency) == shown

@@ -61,6 +61,7 @@ from crdt import (
     SyncMessage,
     device_login_message,
     encode_message,
+    format_money,
 )
 from edge_sdk import (
     EdgeClient,
@@ -788,8 +789,8 @@ class _Scenario(Scenario):
             invoice = tablet.payments.invoice(invoice_id_of(invoice))
             check(invoice.status == "paid", f"the invoice is paid on the tablet ({invoice.status})")
             self.step(
-                f"invoice {invoice.number} ({_money(invoice.total, invoice.currency)}) synced "
-                "down; the tablet paid it with the sandbox's timeout card: processing; a "
+                f"invoice {invoice.number} ({format_money(invoice.total, invoice.currency)}) "
+                "synced down; the tablet paid it with the sandbox's timeout card: processing; a "
                 "status query (not a second charge) settled it: succeeded; invoice paid on "
                 "the tablet"
             )
@@ -816,10 +817,10 @@ class _Scenario(Scenario):
                 "the gateway holds one charge less one refund (charged once)",
             )
             self.step(
-                f"staff refunded one box ({_money(foam.price, invoice.currency)}); the "
+                f"staff refunded one box ({format_money(foam.price, invoice.currency)}); the "
                 "retried refund (same Idempotency-Key) gave back nothing more; ledger "
-                f"balanced: clearing {_money(accounts['gateway:clearing'], invoice.currency)}"
-                f", refunds {_money(accounts.get('refunds', 0), invoice.currency)}"
+                f"balanced: clearing {format_money(accounts['gateway:clearing'], invoice.currency)}"
+                f", refunds {format_money(accounts.get('refunds', 0), invoice.currency)}"
             )
             self.report.supplies = {
                 "refused": no.decision.reason,
@@ -1024,10 +1025,6 @@ def _code(response: httpx.Response) -> str:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms"
-
-
-def _money(amount: int, currency: str) -> str:
-    return f"{amount // 100}.{amount % 100:02d} {currency}"
 
 
 def _today() -> str:

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from crdt import OrderLine
+from crdt import OrderLine, format_money
 from sync_server.audit.events import Actor, OrderStateChanged
 from sync_server.audit.services import record_event
 from sync_server.commerce.prescriptions import claim, give_back
@@ -43,7 +43,6 @@ from sync_server.db import new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
-from sync_server.payments.charging import money
 from sync_server.payments.invoices import void_invoice
 from sync_server.payments.tables import Invoice
 
@@ -431,9 +430,9 @@ def _void_unpaid_invoice(session: Session, order: Order, now: datetime, actor: A
     if void_invoice(session=session, invoice_id=invoice.id, reason=reason, now=now, actor=actor):
         return
     session.refresh(invoice)
-    held = money(invoice.paid - invoice.refunded, invoice.currency) + " paid"
+    held = format_money(invoice.paid - invoice.refunded, invoice.currency) + " paid"
     if invoice.pending:
-        held += f" and {money(invoice.pending, invoice.currency)} being paid"
+        held += f" and {format_money(invoice.pending, invoice.currency)} being paid"
     raise Conflict(
         f"invoice {invoice.number} of this order has {held}; refund it before cancelling",
         code="order_paid",

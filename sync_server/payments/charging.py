@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crdt import InvoiceStatus
+from crdt import InvoiceStatus, format_money
 from sync_server.audit.events import Actor, PaymentRecorded, PaymentRefunded
 from sync_server.audit.services import record_event
 from sync_server.db import Database, new_id, rowcount
@@ -39,7 +39,6 @@ __all__ = [
     "PaymentResult",
     "apply_event",
     "derived_key",
-    "money",
     "pay",
     "reconcile",
     "refund",
@@ -78,11 +77,6 @@ class PaymentResult:
             "remaining": self.remaining,
             "invoice_status": self.invoice.status,
         }
-
-
-def money(amount: int, currency: str) -> str:
-    """`amount` minor units, for a person: ``12.50 EUR``."""
-    return f"{amount // 100}.{amount % 100:02d} {currency}"
 
 
 def derived_key(*parts: str) -> str:
@@ -140,7 +134,7 @@ def pay(
     owed = invoice.total - invoice.paid - invoice.pending
     if amount > owed:
         raise PaymentRefused(
-            f"only {money(owed, currency)} is still owed on invoice {invoice.number}"
+            f"only {format_money(owed, currency)} is still owed on invoice {invoice.number}"
             + (" (a payment is being processed)" if invoice.pending else ""),
             code="overpayment",
         )
@@ -272,7 +266,7 @@ def refund(
     left = payment.captured - payment.refunded
     if amount > left:
         raise PaymentRefused(
-            f"only {money(left, payment.currency)} of this payment can still be refunded",
+            f"only {format_money(left, payment.currency)} of this payment can still be refunded",
             code="refund_too_large",
         )
     taken = session.execute(
