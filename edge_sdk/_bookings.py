@@ -191,19 +191,8 @@ class Bookings:
         patient_id: str | None = None,
         subject_id: str | None = None,
     ) -> IntentStatus:
-        if subject_id is not None and patient_id is None:
-            patient_id = self._patient_of_booking(subject_id)
-        intent = self._intents.add(
-            kind=kind, patient_id=patient_id, subject_id=subject_id, details=details
+        if subject_id is not None and patient_id is None:  # the booking's patient
+            patient_id = self._intents.patient_of(self._decisions.for_booking(subject_id))
+        return self._intents.ask(
+            kind, details=details, patient_id=patient_id, subject_id=subject_id
         )
-        return IntentStatus.of(intent, None)
-
-    def _patient_of_booking(self, booking_id: str) -> str | None:
-        """The patient of a booking this device asked for, if it knows it."""
-        decision = self._decisions.for_booking(booking_id)
-        if decision is None:
-            return None
-        try:
-            return self._intents.get(decision.intent_id).patient_id
-        except RecordNotFoundError:
-            return None

@@ -19,6 +19,7 @@ from typing import Any
 
 from crdt import Decision, DecisionStatus, Intent, IntentKind
 from edge_sdk._collections import Collection
+from edge_sdk._errors import RecordNotFoundError
 from edge_sdk._replica import Replica
 
 __all__ = [
@@ -125,6 +126,30 @@ class IntentsCollection(Collection[Intent]):
             IntentKind.ORDER_PLACE,
         ):
             self._referenced("patients", "patient_id", values.get("patient_id"))
+
+    def ask(
+        self,
+        kind: IntentKind,
+        *,
+        details: Mapping[str, Any],
+        patient_id: str | None = None,
+        subject_id: str | None = None,
+    ) -> IntentStatus:
+        """Write an intent (signed, under a new UUIDv7) and return it ``pending``."""
+        intent = self.add(
+            kind=kind, patient_id=patient_id, subject_id=subject_id, details=dict(details)
+        )
+        return IntentStatus.of(intent, None)
+
+    def patient_of(self, decision: Decision | None) -> str | None:
+        """The patient of the intent `decision` answered, if this device holds it
+        (e.g. the booking or order a cancellation names)."""
+        if decision is None:
+            return None
+        try:
+            return self.get(decision.intent_id).patient_id
+        except RecordNotFoundError:
+            return None
 
     def status(self, intent_id: str) -> IntentStatus:
         """Where intent `intent_id` stands.

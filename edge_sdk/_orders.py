@@ -162,7 +162,7 @@ class Orders:
             resolved.append({"product_id": product_id, "quantity": quantity})
         if problems:
             raise RecordValidationError(self._intents.name, problems)
-        return self._ask(
+        return self._intents.ask(
             IntentKind.ORDER_PLACE,
             patient_id=patient_id,
             details={
@@ -178,9 +178,9 @@ class Orders:
         ``outcome["order_id"]``) before it ships, with a reason a person can read; the
         server releases its stock. Filled in with the order's patient when this device
         placed the order."""
-        return self._ask(
+        return self._intents.ask(
             IntentKind.ORDER_CANCEL,
-            patient_id=self._patient_of_order(order_id),
+            patient_id=self._intents.patient_of(self._decisions.for_order(order_id)),
             subject_id=order_id,
             details={"reason": reason},
         )
@@ -197,30 +197,6 @@ class Orders:
             ValueError: An unknown state.
         """
         return self._intents.statuses(kind="order", state=state, patient_id=patient_id)
-
-    # ---------------------------------------------------------------- internals
-    def _ask(
-        self,
-        kind: IntentKind,
-        *,
-        details: dict[str, object],
-        patient_id: str | None = None,
-        subject_id: str | None = None,
-    ) -> IntentStatus:
-        intent = self._intents.add(
-            kind=kind, patient_id=patient_id, subject_id=subject_id, details=details
-        )
-        return IntentStatus.of(intent, None)
-
-    def _patient_of_order(self, order_id: str) -> str | None:
-        """The patient of an order this device placed, if it knows it."""
-        decision = self._decisions.for_order(order_id)
-        if decision is None:
-            return None
-        try:
-            return self._intents.get(decision.intent_id).patient_id
-        except RecordNotFoundError:
-            return None
 
 
 def _find(catalogue: Catalogue, sku_or_id: str) -> CatalogueProduct | None:

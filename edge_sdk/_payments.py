@@ -140,13 +140,12 @@ class Payments:
                 )
             if problems:
                 raise RecordValidationError(self._intents.name, problems)
-        intent = self._intents.add(
-            kind=IntentKind.PAYMENT_PAY,
+        return self._intents.ask(
+            IntentKind.PAYMENT_PAY,
             patient_id=known.patient_id if known is not None else None,
             subject_id=invoice_id,
             details=details,
         )
-        return IntentStatus.of(intent, None)
 
     def list(
         self, patient_id: str | None = None, state: str | None = None

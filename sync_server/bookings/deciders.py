@@ -38,7 +38,6 @@ from sync_server.bookings.tables import ACTIVE_STATES, Booking, Provider, Qualit
 from sync_server.db import new_id, rowcount
 from sync_server.identity.tables import Clinic
 from sync_server.intents.desk import IntentContext, IntentDesk, Verdict
-from sync_server.sync.tables import Document
 
 __all__ = [
     "BOOKING_HORIZON",
@@ -61,7 +60,6 @@ LOW_RATING = 2
 
 # What one push's decisions read again and again, kept in the session (its
 # transaction) under `slots.CACHE_PREFIX`; directory changes drop it (`forget_cached`).
-_PATIENTS = CACHE_PREFIX + "patients"
 _SERVICES = CACHE_PREFIX + "services"
 _CLINICIANS = CACHE_PREFIX + "clinicians"
 
@@ -84,7 +82,7 @@ def request_appointment(context: IntentContext) -> Verdict:
     session, clinic = context.session, _clinic(context)
     patient_id = context.intent.patient_id
     assert patient_id is not None  # the schema requires it
-    problem = _patient_problem(context, patient_id)
+    problem = context.patient_problem(patient_id)
     if problem:
         return Verdict.rejected(problem)
     service = _service(session, context.organisation_id, asked.service, "appointment")
@@ -186,7 +184,7 @@ def request_visit(context: IntentContext) -> Verdict:
     clinic = _clinic(context)
     patient_id = context.intent.patient_id
     assert patient_id is not None
-    problem = _patient_problem(context, patient_id)
+    problem = context.patient_problem(patient_id)
     if problem:
         return Verdict.rejected(problem)
     span = _span(context, asked.starts_at, asked.duration_minutes)
@@ -414,23 +412,6 @@ def _clinic(context: IntentContext) -> Clinic:
     clinic = context.session.get(Clinic, context.clinic_id)
     assert clinic is not None  # the push holds the clinic's row lock
     return clinic
-
-
-def _patient_problem(context: IntentContext, patient_id: str) -> str | None:
-    known: dict[tuple[str, str], bool] = context.session.info.setdefault(_PATIENTS, {})
-    key = (context.clinic_id, patient_id)
-    if key not in known:
-        known[key] = (
-            context.session.scalar(
-                select(Document.id).where(
-                    Document.id == patient_id,
-                    Document.clinic_id == context.clinic_id,
-                    Document.collection == "patients",
-                )
-            )
-            is not None
-        )
-    return None if known[key] else f"patient {patient_id} is not a patient of this clinic"
 
 
 def _span(context: IntentContext, starts_at: datetime, minutes: int) -> Span | str:

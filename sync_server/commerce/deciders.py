@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from crdt import IntentKind, OrderCancel, OrderPlace
 from sync_server.audit.events import Actor
 from sync_server.commerce.billing import bill_order
@@ -20,7 +18,6 @@ from sync_server.commerce.reference import catalogue_key, refresh_touched
 from sync_server.commerce.tables import CANCELLABLE_STATES, Order
 from sync_server.errors import Conflict
 from sync_server.intents.desk import Handler, IntentContext, IntentDesk, Verdict
-from sync_server.sync.tables import Document
 
 __all__ = ["cancel_handler", "place_handler", "register"]
 
@@ -41,8 +38,9 @@ def place_handler(hold: timedelta = HOLD) -> Handler:
         assert isinstance(asked, OrderPlace)
         patient_id = context.intent.patient_id
         assert patient_id is not None  # the schema requires it
-        if not _is_patient(context, patient_id):
-            return Verdict.rejected(f"patient {patient_id} is not a patient of this clinic")
+        problem = context.patient_problem(patient_id)
+        if problem is not None:
+            return Verdict.rejected(problem)
         placed = place_order(
             session=context.session,
             organisation_id=context.organisation_id,
@@ -111,23 +109,3 @@ def cancel_handler() -> Handler:
         return Verdict.accepted({"order_id": done.id, "state": done.state})
 
     return cancel
-
-
-def _is_patient(context: IntentContext, patient_id: str) -> bool:
-    known: dict[tuple[str, str], bool] = context.session.info.setdefault(_PATIENTS, {})
-    key = (context.clinic_id, patient_id)
-    if key not in known:
-        known[key] = (
-            context.session.scalar(
-                select(Document.id).where(
-                    Document.id == patient_id,
-                    Document.clinic_id == context.clinic_id,
-                    Document.collection == "patients",
-                )
-            )
-            is not None
-        )
-    return known[key]
-
-
-_PATIENTS = "commerce:patients"  # kept for the push's transaction

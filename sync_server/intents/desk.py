@@ -40,6 +40,7 @@ from sync_server.db import utcnow
 from sync_server.intents.tables import IntentDecision
 from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.documents import write_documents
+from sync_server.sync.tables import Document
 
 __all__ = ["AfterDecisions", "Handler", "IntentContext", "IntentDesk", "Verdict"]
 
@@ -85,6 +86,28 @@ class IntentContext:
     # for the domains' `AfterDecisions` hooks.
     touched: set[tuple[str, ...]] = field(default_factory=set)
 
+    def patient_problem(self, patient_id: str) -> str | None:
+        """Why `patient_id` cannot be named by this clinic's intent (it is not one of
+        the clinic's patients), or None. Looked up once per patient and transaction:
+        a push decides many intents naming the same patients, and patients are only
+        ever added."""
+        known: dict[tuple[str, str], bool] = self.session.info.setdefault(_PATIENTS, {})
+        key = (self.clinic_id, patient_id)
+        if key not in known:
+            known[key] = (
+                self.session.scalar(
+                    select(Document.id).where(
+                        Document.id == patient_id,
+                        Document.clinic_id == self.clinic_id,
+                        Document.collection == "patients",
+                    )
+                )
+                is not None
+            )
+        return None if known[key] else f"patient {patient_id} is not a patient of this clinic"
+
+
+_PATIENTS = "coherency.intents.patients"  # session.info: patients known per clinic
 
 Handler = Callable[[IntentContext], Verdict]
 """Decides one kind of intent; raises nothing for a bad request (it rejects it)."""
