@@ -23,8 +23,6 @@ Without PostgreSQL the figures are reported missing, with the reason.
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -35,6 +33,7 @@ from zoneinfo import ZoneInfo
 from benchmarks._bench_sync import MissingFigure, _database, percentile
 from benchmarks._common import progress
 from benchmarks._harness import Figure, scratch_dir
+from benchmarks._intent_race import Racer, drain, race
 
 __all__ = ["NAMES", "run"]
 
@@ -71,19 +70,11 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
 
 # ---------------------------------------------------------------- the measurement
 @dataclass
-class _Device:
-    client: Any  # edge_sdk.EdgeClient, enrolled
-    transport: Any  # its edge_sdk.HttpTransport
+class _Device(Racer):
     patient_id: str = ""
     service: str = ""
     doctors: list[str] = field(default_factory=list)  # its clinic's
     index: int = 0  # among its clinic's devices
-    cursor: int = 0
-    # Per sync: the requests it carries (provider id, start), written just before it.
-    batches: list[list[tuple[str, datetime]]] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)  # seconds, one per intent
-    decided: int = 0
-    error: BaseException | None = None
 
 
 def _measure(
@@ -107,7 +98,7 @@ def _measure(
             try:
                 for r in range(repeat):
                     _plan(devices, batches, week=r)
-                    seconds = _race(devices)
+                    seconds = race(devices, "bookings")
                     latencies = [ms for d in devices for ms in d.latencies]
                     intents = DEVICES * batches * BATCH
                     if len(latencies) != intents:
@@ -260,9 +251,14 @@ def _setup(server: Any, staff: Any, stores: Path) -> list[_Device]:
         )
         client.sync()  # the patient goes up and the reference data comes down, untimed
         device = _Device(
-            client, HttpTransport(client.replica), patient.id, service, doctors, n // CLINICS
+            client,
+            HttpTransport(client.replica),
+            patient_id=patient.id,
+            service=service,
+            doctors=doctors,
+            index=n // CLINICS,
         )
-        _drain(device)
+        drain(device)
         devices.append(device)
     return devices
 
@@ -283,7 +279,7 @@ def _plan(devices: list[_Device], batches: int, *, week: int) -> None:
         for d in range(DOCTORS)
     ]
     for device in devices:
-        device.batches, device.latencies, device.decided = [], [], 0
+        device.reset()
         mine = [s for i, s in enumerate(slots) if i % (DEVICES // CLINICS) == device.index]
         for b in range(batches):
             batch = []
@@ -292,7 +288,17 @@ def _plan(devices: list[_Device], batches: int, *, week: int) -> None:
                 index, when = mine[i % len(mine)]
                 if i % CONTENDED == CONTENDED - 1:
                     index, when = 0, slots[-1][1]  # the clinic's contended slot
-                batch.append((device.doctors[index], when))
+                batch.append(
+                    {
+                        "kind": "appointment.request",
+                        "patient_id": device.patient_id,
+                        "details": {
+                            "service": device.service,
+                            "starts_at": when.isoformat(),
+                            "provider_id": device.doctors[index],
+                        },
+                    }
+                )
             device.batches.append(batch)
 
 
@@ -303,94 +309,3 @@ def _ok(response: Any) -> Any:
             f"answered {response.status_code}: {response.text}"
         )
     return response.json()
-
-
-def _race(devices: list[_Device]) -> float:
-    """Run every device's syncs concurrently; returns the wall seconds."""
-    barrier = threading.Barrier(len(devices) + 1)
-    threads = [threading.Thread(target=_device_loop, args=(d, barrier)) for d in devices]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - start
-    failed = [d.error for d in devices if d.error is not None]
-    if failed:
-        raise RuntimeError("bookings benchmark: a device failed") from failed[0]
-    return seconds
-
-
-def _drain(device: _Device) -> dict[str, bytes]:
-    """Pull every page after the device's cursor; the documents they brought."""
-    from crdt import decode_message
-
-    got: dict[str, bytes] = {}
-    while True:
-        message = decode_message(device.transport.pull(cursor=device.cursor, limit=500, wait=0))
-        got.update((entry.doc_id, entry.payload) for entry in message.entries)
-        device.cursor = int(message.control["cursor"])
-        if not message.control["more"]:
-            return got
-
-
-def _device_loop(device: _Device, barrier: threading.Barrier) -> None:
-    """Write each batch's signed intents (untimed: offline work), push them, pull until
-    the feed is drained, and find each intent's decision in what came back."""
-    from crdt import (
-        Decision,
-        DecisionStatus,
-        Entry,
-        EntryKind,
-        Intent,
-        IntentKind,
-        RecordDocument,
-        SyncMessage,
-        decision_id,
-        encode_message,
-        new_record_id,
-    )
-
-    client = device.client
-    try:
-        barrier.wait()
-        for batch in device.batches:
-            intents = [
-                RecordDocument.create(
-                    Intent,
-                    {
-                        "kind": IntentKind.APPOINTMENT_REQUEST,
-                        "patient_id": device.patient_id,
-                        "details": {
-                            "service": device.service,
-                            "starts_at": when.isoformat(),
-                            "provider_id": provider_id,
-                        },
-                    },
-                    device_id=client.device_id,
-                    clinic_id=client.clinic_id,
-                    record_id=new_record_id(),
-                    signer=client.identity,
-                )
-                for provider_id, when in batch
-            ]
-            message = encode_message(
-                SyncMessage({}, tuple(Entry(EntryKind.DOC, i.id, i.save()) for i in intents))
-            )
-            sent = time.perf_counter()
-            answer = device.transport.push(message)
-            got = _drain(device)
-            returned = time.perf_counter()
-            if answer.rejected:
-                raise RuntimeError(f"push refused: {answer.rejected[0]}")
-            for intent in intents:
-                data = got.get(decision_id(intent.id))
-                if data is None:
-                    raise RuntimeError(f"no decision for {intent.id} in the same exchange")
-                device.latencies.append(returned - sent)
-                record = RecordDocument.load(data).read()
-                assert isinstance(record, Decision)
-                device.decided += record.status is not DecisionStatus.REJECTED
-    except BaseException as exc:  # reported by _race
-        device.error = exc

@@ -23,18 +23,17 @@ Without PostgreSQL the figures are reported missing, with the reason.
 from __future__ import annotations
 
 import random
-import threading
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks._bench_bookings import _drain, _ok, _staff_client
+from benchmarks._bench_bookings import _ok, _staff_client
 from benchmarks._bench_sync import MissingFigure, _database, percentile
 from benchmarks._common import progress
 from benchmarks._harness import Figure, scratch_dir
+from benchmarks._intent_race import Racer, drain, race
 
 __all__ = ["NAMES", "run"]
 
@@ -67,15 +66,8 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
 
 
 @dataclass
-class _Device:
-    client: Any  # edge_sdk.EdgeClient, enrolled
-    transport: Any  # its edge_sdk.HttpTransport
+class _Device(Racer):
     patient_id: str = ""
-    cursor: int = 0
-    batches: list[list[dict[str, Any]]] = field(default_factory=list)  # order details
-    latencies: list[float] = field(default_factory=list)
-    decided: int = 0
-    error: BaseException | None = None
 
 
 @dataclass
@@ -108,7 +100,7 @@ def _measure(
                 for r in range(repeat):
                     catalogue = _stock(staff, repeat=r)
                     _plan(devices, catalogue, batches, seed=r)
-                    seconds = _race(devices)
+                    seconds = race(devices, "commerce")
                     latencies = [ms for d in devices for ms in d.latencies]
                     intents = DEVICES * batches * BATCH
                     if len(latencies) != intents:
@@ -203,8 +195,8 @@ def _setup(server: Any, staff: Any, stores: Path) -> list[_Device]:
             given_name="Bench", family_name=f"P{n}", birth_date=date(1950, 1, 1)
         )
         client.sync()
-        device = _Device(client, HttpTransport(client.replica), patient.id)
-        _drain(device)  # type: ignore[arg-type]
+        device = _Device(client, HttpTransport(client.replica), patient_id=patient.id)
+        drain(device)
         devices.append(device)
     return devices
 
@@ -267,7 +259,7 @@ def _stock(staff: Any, *, repeat: int) -> _Catalogue:
 def _plan(devices: list[_Device], catalogue: _Catalogue, batches: int, *, seed: int) -> None:
     rng = random.Random(seed)
     for device in devices:
-        device.batches, device.latencies, device.decided = [], [], 0
+        device.reset()
         for _ in range(batches):
             batch = []
             for k in range(BATCH):
@@ -276,76 +268,11 @@ def _plan(devices: list[_Device], catalogue: _Catalogue, batches: int, *, seed: 
                     lines.append({"product_id": catalogue.kit, "quantity": 1})
                 if k % SCARCE == SCARCE - 1:
                     lines = [{"product_id": catalogue.scarce, "quantity": 1}]
-                batch.append({"lines": lines})
-            device.batches.append(batch)
-
-
-def _race(devices: list[_Device]) -> float:
-    barrier = threading.Barrier(len(devices) + 1)
-    threads = [threading.Thread(target=_device_loop, args=(d, barrier)) for d in devices]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - start
-    failed = [d.error for d in devices if d.error is not None]
-    if failed:
-        raise RuntimeError("commerce benchmark: a device failed") from failed[0]
-    return seconds
-
-
-def _device_loop(device: _Device, barrier: threading.Barrier) -> None:
-    from crdt import (
-        Decision,
-        DecisionStatus,
-        Entry,
-        EntryKind,
-        Intent,
-        IntentKind,
-        RecordDocument,
-        SyncMessage,
-        decision_id,
-        encode_message,
-        new_record_id,
-    )
-
-    client = device.client
-    try:
-        barrier.wait()
-        for batch in device.batches:
-            intents = [
-                RecordDocument.create(
-                    Intent,
+                batch.append(
                     {
-                        "kind": IntentKind.ORDER_PLACE,
+                        "kind": "order.place",
                         "patient_id": device.patient_id,
-                        "details": details,
-                    },
-                    device_id=client.device_id,
-                    clinic_id=client.clinic_id,
-                    record_id=new_record_id(),
-                    signer=client.identity,
+                        "details": {"lines": lines},
+                    }
                 )
-                for details in batch
-            ]
-            message = encode_message(
-                SyncMessage({}, tuple(Entry(EntryKind.DOC, i.id, i.save()) for i in intents))
-            )
-            sent = time.perf_counter()
-            answer = device.transport.push(message)
-            got = _drain(device)  # type: ignore[arg-type]
-            returned = time.perf_counter()
-            if answer.rejected:
-                raise RuntimeError(f"push refused: {answer.rejected[0]}")
-            for intent in intents:
-                data = got.get(decision_id(intent.id))
-                if data is None:
-                    raise RuntimeError(f"no decision for {intent.id} in the same exchange")
-                device.latencies.append(returned - sent)
-                record = RecordDocument.load(data).read()
-                assert isinstance(record, Decision)
-                device.decided += record.status is not DecisionStatus.REJECTED
-    except BaseException as exc:  # reported by _race
-        device.error = exc
+            device.batches.append(batch)

@@ -20,17 +20,16 @@ Without PostgreSQL the figures are reported missing, with the reason.
 
 from __future__ import annotations
 
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from benchmarks._bench_bookings import _drain, _ok, _staff_client
+from benchmarks._bench_bookings import _ok, _staff_client
 from benchmarks._bench_sync import MissingFigure, _database, percentile
 from benchmarks._common import progress
 from benchmarks._harness import Figure, scratch_dir
+from benchmarks._intent_race import Racer, drain, race
 
 __all__ = ["NAMES", "run"]
 
@@ -62,15 +61,8 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
 
 
 @dataclass
-class _Device:
-    client: Any
-    transport: Any
-    clinic_id: str
-    cursor: int = 0
-    batches: list[list[tuple[str, int, str]]] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
-    accepted: int = 0
-    error: BaseException | None = None
+class _Device(Racer):
+    clinic_id: str = ""
 
 
 def _measure(
@@ -94,7 +86,7 @@ def _measure(
             try:
                 for r in range(repeat):
                     _plan(staff, devices, batches)
-                    seconds = _race(devices)
+                    seconds = race(devices, "payments")
                     latencies = [s for d in devices for s in d.latencies]
                     intents = DEVICES * batches * BATCH
                     if len(latencies) != intents:
@@ -102,7 +94,7 @@ def _measure(
                     rates.append(intents / seconds)
                     p50s.append(percentile(latencies, 0.50) * 1000)
                     p99s.append(percentile(latencies, 0.99) * 1000)
-                    accepted.append(sum(d.accepted for d in devices))
+                    accepted.append(sum(d.decided for d in devices))
                     progress(
                         f"payments: repeat {r + 1}/{repeat}: {intents:,} payments in "
                         f"{seconds:.2f}s ({rates[-1]:,.0f}/s), p50 {p50s[-1]:.0f} ms, "
@@ -166,8 +158,8 @@ def _setup(server: Any, stores: Path) -> list[_Device]:
         server.enrol(client, clinic_id, name=f"pay-bench-{n}")
         client.patients.add(given_name="Bench", family_name=f"P{n}", birth_date=date(1950, 1, 1))
         client.sync()
-        device = _Device(client, HttpTransport(client.replica), clinic_id)
-        _drain(device)  # type: ignore[arg-type]
+        device = _Device(client, HttpTransport(client.replica), clinic_id=clinic_id)
+        drain(device)
         devices.append(device)
     return devices
 
@@ -176,7 +168,7 @@ def _plan(staff: Any, devices: list[_Device], batches: int) -> None:
     """Issue one invoice per payment (untimed) and plan each device's batches."""
     n = 0
     for device in devices:
-        device.batches, device.latencies, device.accepted = [], [], 0
+        device.reset()
         for _ in range(batches):
             batch = []
             for _ in range(BATCH):
@@ -202,76 +194,11 @@ def _plan(staff: Any, devices: list[_Device], batches: int) -> None:
                     if n % TIMEOUT == 1
                     else "tok_success"
                 )
-                batch.append((invoice["id"], amount, token))
-            device.batches.append(batch)
-
-
-def _race(devices: list[_Device]) -> float:
-    barrier = threading.Barrier(len(devices) + 1)
-    threads = [threading.Thread(target=_device_loop, args=(d, barrier)) for d in devices]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    start = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    seconds = time.perf_counter() - start
-    failed = [d.error for d in devices if d.error is not None]
-    if failed:
-        raise RuntimeError("payments benchmark: a device failed") from failed[0]
-    return seconds
-
-
-def _device_loop(device: _Device, barrier: threading.Barrier) -> None:
-    from crdt import (
-        Decision,
-        DecisionStatus,
-        Entry,
-        EntryKind,
-        Intent,
-        IntentKind,
-        RecordDocument,
-        SyncMessage,
-        decision_id,
-        encode_message,
-        new_record_id,
-    )
-
-    client = device.client
-    try:
-        barrier.wait()
-        for batch in device.batches:
-            intents = [
-                RecordDocument.create(
-                    Intent,
+                batch.append(
                     {
-                        "kind": IntentKind.PAYMENT_PAY,
-                        "subject_id": invoice_id,
+                        "kind": "payment.pay",
+                        "subject_id": invoice["id"],
                         "details": {"amount": amount, "currency": "EUR", "payment_method": token},
-                    },
-                    device_id=client.device_id,
-                    clinic_id=client.clinic_id,
-                    record_id=new_record_id(),
-                    signer=client.identity,
+                    }
                 )
-                for invoice_id, amount, token in batch
-            ]
-            message = encode_message(
-                SyncMessage({}, tuple(Entry(EntryKind.DOC, i.id, i.save()) for i in intents))
-            )
-            sent = time.perf_counter()
-            answer = device.transport.push(message)
-            got = _drain(device)  # type: ignore[arg-type]
-            returned = time.perf_counter()
-            if answer.rejected:
-                raise RuntimeError(f"push refused: {answer.rejected[0]}")
-            for intent in intents:
-                data = got.get(decision_id(intent.id))
-                if data is None:
-                    raise RuntimeError(f"no decision for {intent.id} in the same exchange")
-                device.latencies.append(returned - sent)
-                record = RecordDocument.load(data).read()
-                assert isinstance(record, Decision)
-                device.accepted += record.status is not DecisionStatus.REJECTED
-    except BaseException as exc:  # reported by _race
-        device.error = exc
+            device.batches.append(batch)
