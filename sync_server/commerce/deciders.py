@@ -64,7 +64,6 @@ def place_handler(hold: timedelta = HOLD) -> Handler:
         outcome = {
             "order_id": order.id,
             "invoice_id": invoice.id if invoice is not None else None,
-            "invoice_number": invoice.number if invoice is not None else None,
             "state": order.state,
             "lines": placed.lines,
             "refused": refused,

@@ -29,7 +29,7 @@ from sync_server.db import Database, new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
 from sync_server.payments.desk import PaymentsDesk
 from sync_server.payments.gateway import ChargeStatus, GatewayError
-from sync_server.payments.invoices import mark_changed
+from sync_server.payments.invoices import mark_changed, number_invoices
 from sync_server.payments.ledger import CLEARING, REFUNDS, post, receivable_account
 from sync_server.payments.tables import Invoice, Payment, Refund, WebhookEvent
 from sync_server.payments.webhooks import WebhookEventIn
@@ -112,6 +112,7 @@ def pay(
             more than is still owed.
         NotFound: No such invoice (of the organisation; of `clinic_id` if given).
     """
+    number_invoices(session=session)  # one issued in this transaction shows its number
     existing = session.scalar(select(Payment).where(Payment.idempotency_key == idempotency_key))
     if existing is not None:
         invoice = session.get(Invoice, existing.invoice_id)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -57,6 +57,7 @@ __all__ = [
     "invoice_record",
     "list_invoices",
     "mark_changed",
+    "number_invoices",
     "publish_changed",
     "publish_stale",
     "void_invoice",
@@ -66,6 +67,7 @@ LINE_KINDS = frozenset({"order", "appointment", "visit"})
 """What an invoice line may bill."""
 
 _CHANGED = "payments.changed_invoices"
+_UNNUMBERED = "payments.unnumbered_invoices"  # issued in this transaction, in order
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,9 +105,11 @@ def bill(
     payer: str | None = None,
     actor: Actor | None = None,
 ) -> Invoice:
-    """Issue an invoice of `charges` to `patient_id` (or `payer`) at `clinic_id`,
-    numbered next in the organisation, and post it to the ledger (in the caller's
-    transaction).
+    """Issue an invoice of `charges` to `patient_id` (or `payer`) at `clinic_id` and
+    post it to the ledger, in the caller's transaction. Its number, next in the
+    organisation, is given at the end of that transaction (`number_invoices`, run by
+    the record writers and before commit), so the organisation's counter row is
+    locked only for the transaction's last moments.
 
     Raises:
         Invalid: ``bad_charges``: no charges, an unknown kind, a bad quantity or
@@ -118,7 +122,6 @@ def bill(
     clinic = session.get(Clinic, clinic_id)
     if clinic is None or clinic.organisation_id != organisation_id:
         raise NotFound("no such clinic", code="not_found")
-    sequence = _next_number(session, organisation_id)
     total = sum(c.quantity * c.unit_price for c in charges)
     invoice = Invoice(
         id=new_id(),
@@ -126,8 +129,8 @@ def bill(
         clinic_id=clinic_id,
         patient_id=patient_id,
         payer=payer,
-        number=f"INV-{sequence:06d}",
-        sequence=sequence,
+        number=None,  # at the end of the transaction: `number_invoices`
+        sequence=None,
         status=str(InvoiceStatus.OPEN if total else InvoiceStatus.PAID),
         currency=charges[0].currency,
         total=total,
@@ -142,6 +145,7 @@ def bill(
         updated_at=now,
     )
     session.add(invoice)
+    session.info.setdefault(_UNNUMBERED, []).append(invoice.id)
     session.add_all(
         InvoiceLine(
             id=new_id(),
@@ -379,6 +383,7 @@ def changed_records(
 ) -> list[RecordDocument]:
     """The records of `clinic_id`'s invoices changed in this transaction (an
     `AfterDecisions` hook's part); others stay for `publish_changed`/`publish_stale`."""
+    number_invoices(session=session)
     ids: set[str] = session.info.get(_CHANGED, set())
     records: list[RecordDocument] = []
     for invoice_id in sorted(ids):
@@ -395,6 +400,7 @@ def changed_records(
 
 def publish_changed(*, session: Session, signer: ServerSigner, now: datetime) -> int:
     """Write the records of every invoice changed in this transaction; returns how many."""
+    number_invoices(session=session)
     ids: set[str] = session.info.get(_CHANGED, set())
     written = 0
     by_clinic: dict[str, list[RecordDocument]] = {}
@@ -456,14 +462,48 @@ def _check_charges(charges: Sequence[Charge]) -> None:
             raise Invalid("a currency is a 3-letter ISO code", code="bad_charges")
 
 
-def _next_number(session: Session, organisation_id: str) -> int:
-    """The organisation's next invoice number, taken in this transaction (locked
-    until it ends; rolled back with it)."""
+def number_invoices(*, session: Session) -> None:
+    """Number the invoices issued in this transaction that are still in it (one
+    rolled back with a savepoint takes no number), in the order they were issued,
+    next in each organisation. Runs before every commit (`_number_before_commit`);
+    the record writers run it first too, since a record shows the number."""
+    pending: list[str] = session.info.pop(_UNNUMBERED, [])
+    if not pending:
+        return
+    session.flush()
+    order = {invoice_id: n for n, invoice_id in enumerate(pending)}
+    kept = session.execute(
+        select(Invoice.id, Invoice.organisation_id).where(
+            Invoice.id.in_(pending), Invoice.number.is_(None)
+        )
+    ).all()
+    by_organisation: dict[str, list[str]] = {}
+    for invoice_id, organisation_id in sorted(kept, key=lambda row: order[row[0]]):
+        by_organisation.setdefault(organisation_id, []).append(invoice_id)
+    for organisation_id, ids in sorted(by_organisation.items()):
+        last = _take_numbers(session, organisation_id, len(ids))
+        for sequence, invoice_id in enumerate(ids, start=last - len(ids) + 1):
+            session.execute(
+                update(Invoice)
+                .where(Invoice.id == invoice_id)
+                .values(number=f"INV-{sequence:06d}", sequence=sequence)
+            )
+
+
+@event.listens_for(Session, "before_commit")
+def _number_before_commit(session: Session) -> None:
+    if session.info.get(_UNNUMBERED):
+        number_invoices(session=session)
+
+
+def _take_numbers(session: Session, organisation_id: str, count: int) -> int:
+    """Take the organisation's next `count` invoice numbers in this transaction
+    (locked until it ends; given back if it rolls back); returns the last."""
     for _ in range(3):
         number = session.execute(
             update(InvoiceCounter)
             .where(InvoiceCounter.organisation_id == organisation_id)
-            .values(last_number=InvoiceCounter.last_number + 1)
+            .values(last_number=InvoiceCounter.last_number + count)
             .returning(InvoiceCounter.last_number)
             .execution_options(synchronize_session=False)
         ).scalar()

@@ -45,8 +45,8 @@ Money = BigInteger().with_variant(Integer, "sqlite")
 
 
 class InvoiceCounter(Base):
-    """The last invoice number an organisation issued: incremented by a conditional
-    UPDATE in the transaction that inserts the invoice, so numbers have no gaps."""
+    """The last invoice number an organisation issued: incremented by an UPDATE in
+    the transaction that inserts the invoices it numbers, so numbers have no gaps."""
 
     __tablename__ = "invoice_counters"
     __table_args__ = (CheckConstraint("last_number >= 0", name="ck_invoice_counters_positive"),)
@@ -73,8 +73,10 @@ class Invoice(Base):
     clinic_id: Mapped[str] = mapped_column(ForeignKey("clinics.id"), index=True)
     patient_id: Mapped[str | None] = mapped_column(Id, index=True)
     payer: Mapped[str | None] = mapped_column(String(200))  # a payer other than the patient
-    number: Mapped[str] = mapped_column(String(40))  # e.g. INV-000042
-    sequence: Mapped[int] = mapped_column(Integer)  # the number as an integer
+    # e.g. INV-000042; None only inside the transaction that issues it, until it is
+    # numbered at the end of that transaction (`invoices.number_invoices`).
+    number: Mapped[str | None] = mapped_column(String(40))
+    sequence: Mapped[int | None] = mapped_column(Integer)  # the number as an integer
     status: Mapped[str] = mapped_column(String(20))  # crdt.InvoiceStatus
     currency: Mapped[str] = mapped_column(String(3))
     total: Mapped[int] = mapped_column(Money)

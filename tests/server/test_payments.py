@@ -452,6 +452,34 @@ def test_invoice_numbers_have_no_gaps_under_concurrent_creators(world: World) ->
     assert numbers == list(range(1, len(numbers) + 1))
 
 
+def test_invoices_of_one_transaction_are_numbered_in_order_at_its_end(world: World) -> None:
+    server = world.server
+
+    def issue(session: Any, patient: str) -> Invoice:
+        return bill(
+            session=session,
+            organisation_id=server.organisation_id,
+            clinic_id=world.clinic_id,
+            patient_id=patient,
+            charges=[Charge("order", None, "x", 1, 100, "EUR")],
+            now=datetime.now(UTC),
+        )
+
+    with server.db.write() as session:
+        first = issue(session, "first")
+        refused = session.begin_nested()  # as a refused intent's savepoint
+        issue(session, "rolled back")
+        refused.rollback()
+        last = issue(session, "last")
+        assert first.number is None and last.number is None  # until the end
+        ids = (first.id, last.id)
+    with server.db.read() as session:
+        numbered = [session.get(Invoice, invoice_id) for invoice_id in ids]
+        sequences = [i.sequence for i in numbered if i is not None]
+        assert len(sequences) == 2 and sequences[1] == sequences[0] + 1  # no gap
+        assert [i.number for i in numbered if i is not None] == [f"INV-{n:06d}" for n in sequences]
+
+
 def test_ledger_postings_are_never_changed(world: World) -> None:
     world.invoice(999)
     for statement in (update(LedgerPosting).values(amount=1), text("DELETE FROM ledger_postings")):
