@@ -20,7 +20,6 @@ from crdt import (
     Availability,
     Directory,
     ProviderKind,
-    Record,
     RecordDocument,
     availability_id,
     directory_id,
@@ -31,8 +30,7 @@ from sync_server.bookings.tables import Provider, Service
 from sync_server.db import Database
 from sync_server.identity.tables import Clinic
 from sync_server.sync.authorship import ServerSigner
-from sync_server.sync.documents import write_documents
-from sync_server.sync.tables import Document
+from sync_server.sync.documents import upserted_record, write_documents
 
 __all__ = [
     "AVAILABILITY_DAYS",
@@ -90,8 +88,15 @@ def directory_record(
             for s in services
         ],
     }
-    return _upserted(
-        session, Directory, directory_id(clinic.id), clinic.id, values, now=now, author=author
+    return upserted_record(
+        session=session,
+        schema=Directory,
+        record_id=directory_id(clinic.id),
+        clinic_id=clinic.id,
+        values=values,
+        now=now,
+        author=author,
+        stamped=True,
     )
 
 
@@ -140,14 +145,15 @@ def availability_records(
                     }
                 )
         slots.sort(key=lambda s: (s["starts_at"], s["provider_id"], s["service"]))
-        record = _upserted(
-            session,
-            Availability,
-            availability_id(clinic.id, day),
-            clinic.id,
-            {"day": day.isoformat(), "timezone": clinic.timezone, "slots": slots},
+        record = upserted_record(
+            session=session,
+            schema=Availability,
+            record_id=availability_id(clinic.id, day),
+            clinic_id=clinic.id,
+            values={"day": day.isoformat(), "timezone": clinic.timezone, "slots": slots},
             now=now,
             author=author,
+            stamped=True,
         )
         if record is not None:
             records.append(record)
@@ -278,32 +284,3 @@ def _provider_entry(provider: Provider) -> dict[str, Any]:
         "areas": json_list(provider.areas),
         "services": json_list(provider.services),
     }
-
-
-def _upserted(
-    session: Session,
-    schema: type[Record],
-    record_id: str,
-    clinic_id: str,
-    values: dict[str, Any],
-    *,
-    now: datetime,
-    author: str,
-) -> RecordDocument | None:
-    stored = session.scalar(select(Document.data).where(Document.id == record_id))
-    if stored is None:
-        return RecordDocument.create(
-            schema,
-            {**values, "generated_at": now.isoformat()},
-            device_id=author,
-            clinic_id=clinic_id,
-            record_id=record_id,
-            now=now,
-        )
-    document = RecordDocument.load(bytes(stored), device_id=author)
-    current = document.read().model_dump(mode="json")
-    candidate = schema.validate_values({**current, **values}).model_dump(mode="json")
-    if all(candidate[name] == current[name] for name in values):
-        return None
-    document.update({**values, "generated_at": now.isoformat()}, device_id=author, now=now)
-    return document

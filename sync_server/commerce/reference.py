@@ -27,8 +27,7 @@ from sync_server.commerce.tables import Product
 from sync_server.db import Database
 from sync_server.identity.tables import Clinic
 from sync_server.sync.authorship import ServerSigner
-from sync_server.sync.documents import write_documents
-from sync_server.sync.tables import Document
+from sync_server.sync.documents import upserted_record, write_documents
 
 __all__ = [
     "catalogue_key",
@@ -90,7 +89,16 @@ def catalogue_record(
                 "available": max(count, 0),
             }
         )
-    return _upserted(session, clinic.id, {"products": entries}, now=now, author=author)
+    return upserted_record(
+        session=session,
+        schema=Catalogue,
+        record_id=catalogue_id(clinic.id),
+        clinic_id=clinic.id,
+        values={"products": entries},
+        now=now,
+        author=author,
+        stamped=True,
+    )
 
 
 def refresh_touched(
@@ -153,26 +161,3 @@ def publish_everywhere(*, database: Database, signer: ServerSigner, now: datetim
                 session=session, clinic_ids=[clinic_id], signer=signer, now=now
             )
     return written
-
-
-def _upserted(
-    session: Session, clinic_id: str, values: dict[str, Any], *, now: datetime, author: str
-) -> RecordDocument | None:
-    record_id = catalogue_id(clinic_id)
-    stored = session.scalar(select(Document.data).where(Document.id == record_id))
-    if stored is None:
-        return RecordDocument.create(
-            Catalogue,
-            {**values, "generated_at": now.isoformat()},
-            device_id=author,
-            clinic_id=clinic_id,
-            record_id=record_id,
-            now=now,
-        )
-    document = RecordDocument.load(bytes(stored), device_id=author)
-    current = document.read().model_dump(mode="json")
-    candidate = Catalogue.validate_values({**current, **values}).model_dump(mode="json")
-    if all(candidate[name] == current[name] for name in values):
-        return None
-    document.update({**values, "generated_at": now.isoformat()}, device_id=author, now=now)
-    return document

@@ -44,8 +44,7 @@ from sync_server.payments.tables import (
     Refund,
 )
 from sync_server.sync.authorship import ServerSigner
-from sync_server.sync.documents import write_documents
-from sync_server.sync.tables import Document
+from sync_server.sync.documents import upserted_record, write_documents
 
 __all__ = [
     "LINE_KINDS",
@@ -358,24 +357,15 @@ def invoice_record(
             ),
         ],
     }
-    record_id = invoice_record_id(invoice.id)
-    stored = session.scalar(select(Document.data).where(Document.id == record_id))
-    if stored is None:
-        return RecordDocument.create(
-            InvoiceRecord,
-            values,
-            device_id=author,
-            clinic_id=invoice.clinic_id,
-            record_id=record_id,
-            now=now,
-        )
-    document = RecordDocument.load(bytes(stored), device_id=author)
-    current = document.read().model_dump(mode="json")
-    candidate = InvoiceRecord.validate_values({**current, **values}).model_dump(mode="json")
-    if all(candidate[name] == current[name] for name in values):
-        return None
-    document.update(values, device_id=author, now=now)
-    return document
+    return upserted_record(
+        session=session,
+        schema=InvoiceRecord,
+        record_id=invoice_record_id(invoice.id),
+        clinic_id=invoice.clinic_id,
+        values=values,
+        now=now,
+        author=author,
+    )
 
 
 def changed_records(

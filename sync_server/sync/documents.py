@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -28,6 +29,7 @@ from crdt import (
     Entry,
     EntryKind,
     MessageTooLargeError,
+    Record,
     RecordDocument,
     Rejection,
     SyncMessage,
@@ -56,6 +58,7 @@ __all__ = [
     "pull_page",
     "push_documents",
     "record_pull",
+    "upserted_record",
     "write_documents",
 ]
 
@@ -496,3 +499,39 @@ def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]])
         where=model.__table__.c.clinic_id == stmt.excluded.clinic_id,
     )
     session.execute(stmt, rows)
+
+
+def upserted_record(
+    *,
+    session: Session,
+    schema: type[Record],
+    record_id: str,
+    clinic_id: str,
+    values: dict[str, Any],
+    now: datetime,
+    author: str,
+    stamped: bool = False,
+) -> RecordDocument | None:
+    """A server-owned record brought up to `values` as a new change of the stored
+    document (devices merge it; a fresh document under the same id they could not),
+    or created; None when the stored one already says `values`, so its history grows
+    with real changes only. `stamped` records also get ``generated_at = now``, which
+    is written with a change but never makes one."""
+    stamp = {"generated_at": now.isoformat()} if stamped else {}
+    stored = session.scalar(select(Document.data).where(Document.id == record_id))
+    if stored is None:
+        return RecordDocument.create(
+            schema,
+            {**values, **stamp},
+            device_id=author,
+            clinic_id=clinic_id,
+            record_id=record_id,
+            now=now,
+        )
+    document = RecordDocument.load(bytes(stored), device_id=author)
+    current = document.read().model_dump(mode="json")
+    candidate = schema.validate_values({**current, **values}).model_dump(mode="json")
+    if all(candidate[name] == current[name] for name in values):
+        return None
+    document.update({**values, **stamp}, device_id=author, now=now)
+    return document
