@@ -130,7 +130,7 @@ def place_order(
         deliver_to=deliver_to,
         address=address,
         total=0,
-        currency="XXX",
+        currency="XXX",  # ISO 4217 "no currency": set by the first accepted line
         hold_expires_at=now + hold,
         created_at=now,
         updated_at=now,
@@ -174,7 +174,8 @@ def place_order(
     if not placed.lines or (placed.refused and not partial):
         placed.order = None
         return placed
-    order.currency = currency or "XXX"
+    assert currency is not None  # an accepted line set it
+    order.currency = currency
     session.add_all(rows)
     session.flush()
     return placed
