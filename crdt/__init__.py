@@ -4,6 +4,23 @@ Pure: no I/O, no network, no SQL. `edge_sdk` (devices, edge boxes) and `sync_ser
 both build on these functions, so every replica merges and validates the same way.
 """
 
+from crdt._auditlog import (
+    CHECKPOINT_DOMAIN,
+    EMPTY_ROOT,
+    GENESIS,
+    Checkpoint,
+    MerkleFrontier,
+    canonical_json,
+    chain_hash,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    merkle_root,
+    node_hash,
+    verify_chain,
+    verify_consistency,
+    verify_inclusion,
+)
 from crdt._authorship import (
     KeyDirectory,
     Signer,
@@ -13,6 +30,7 @@ from crdt._authorship import (
 )
 from crdt._document import ConflictValue, FieldConflict, HistoryEntry, RecordDocument
 from crdt._errors import (
+    AuditProofError,
     CrdtError,
     DocumentError,
     DocumentTooCostlyError,
@@ -112,9 +130,12 @@ from crdt._wire import (
 )
 
 __all__ = [
+    "CHECKPOINT_DOMAIN",
     "COLLECTIONS",
     "DEFAULT_LIMITS",
     "DEFAULT_MAX_MESSAGE_SIZE",
+    "EMPTY_ROOT",
+    "GENESIS",
     "INTENT_DETAILS",
     "SHA256_PATTERN",
     "SYNC_MEDIA_TYPE",
@@ -122,10 +143,12 @@ __all__ = [
     "AppointmentCancel",
     "AppointmentRequest",
     "AppointmentReschedule",
+    "AuditProofError",
     "Availability",
     "BlobReference",
     "Catalogue",
     "CatalogueProduct",
+    "Checkpoint",
     "ClinicalNote",
     "ConflictValue",
     "Contact",
@@ -160,6 +183,7 @@ __all__ = [
     "Measurements",
     "MemoryDocumentStore",
     "MergeRejectedError",
+    "MerkleFrontier",
     "MessageTooLargeError",
     "ModelOutput",
     "NoConflictError",
@@ -192,7 +216,10 @@ __all__ = [
     "actor_for_device",
     "apply_documents",
     "availability_id",
+    "canonical_json",
     "catalogue_id",
+    "chain_hash",
+    "consistency_proof",
     "decision_id",
     "decode_message",
     "device_for_actor",
@@ -202,13 +229,20 @@ __all__ = [
     "enrolment_message",
     "entry_size",
     "format_money",
+    "inclusion_proof",
     "invoice_record_id",
     "is_sha256",
     "is_uuid",
+    "leaf_hash",
+    "merkle_root",
     "new_record_id",
+    "node_hash",
     "run_in_memory",
     "schema_for",
     "server_device_id",
     "signed_heads_message",
     "sortable_time",
+    "verify_chain",
+    "verify_consistency",
+    "verify_inclusion",
 ]

@@ -1,6 +1,7 @@
 """Exceptions raised by the replication core.
 
     CrdtError
+    ├── AuditProofError             an audit log, chain, checkpoint or proof does not verify
     ├── RecordValidationError       a record does not satisfy its schema
     ├── DocumentError               bytes are not a record document, or the wrong one
     │   └── DocumentTooCostlyError  over the size, change or operation limits
@@ -18,6 +19,7 @@ Automerge's own errors are translated at this boundary: callers never see a bare
 from __future__ import annotations
 
 __all__ = [
+    "AuditProofError",
     "CrdtError",
     "DocumentError",
     "DocumentTooCostlyError",
@@ -33,6 +35,11 @@ __all__ = [
 
 class CrdtError(Exception):
     """Base class of every error raised by `crdt`."""
+
+
+class AuditProofError(CrdtError):
+    """An audit log, a device's chain, a checkpoint or a proof does not verify (the
+    message says what and where)."""
 
 
 class RecordValidationError(CrdtError):
