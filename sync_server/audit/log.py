@@ -43,10 +43,12 @@ __all__ = [
     "CheckpointSigner",
     "checkpoints",
     "consistency_path",
+    "current_checkpoint",
     "head",
     "inclusion_path",
     "issue_checkpoint",
     "latest_checkpoint",
+    "leaf_actor",
     "leaf_bytes",
     "leaf_bytes_of",
     "origin_of",
@@ -263,6 +265,14 @@ def issue_checkpoint(*, session: Session, signer: CheckpointSigner) -> Checkpoin
     return signed
 
 
+def current_checkpoint(*, session: Session, signer: CheckpointSigner) -> Checkpoint:
+    """The newest checkpoint, signing one first if the log grew since (or none yet)."""
+    latest = latest_checkpoint(session=session)
+    if latest is not None and latest.size == head(session=session).size:
+        return latest
+    return issue_checkpoint(session=session, signer=signer)
+
+
 def latest_checkpoint(*, session: Session) -> Checkpoint | None:
     """The newest checkpoint the server signed, if any."""
     row = session.scalars(
@@ -287,6 +297,11 @@ def leaf_bytes(*, session: Session, seq: int) -> bytes:
     if row is None:
         raise NotFound(f"the audit log has no event {seq}", code="audit_event_not_found")
     return leaf_bytes_of(list(row))
+
+
+def leaf_actor(*, session: Session, seq: int) -> str | None:
+    """The id of the actor of the event at leaf `seq` (None: no such event, or none)."""
+    return session.scalar(select(AuditEvent.actor_id).where(AuditEvent.seq == seq))
 
 
 class _Subtrees:
