@@ -28,6 +28,7 @@ from cli._app import (
 )
 from cli._appointments import appointments
 from cli._assessments import assessments
+from cli._audit import audit
 from cli._conflicts import conflicts, history
 from cli._demo import demo
 from cli._device import device
@@ -166,6 +167,7 @@ for command in (
     scan,
     models,
     server,
+    audit,
     demo,
 ):
     cli.add_command(command)

@@ -23,6 +23,13 @@ Only the names in `__all__` are public; modules starting with `_` are private.
 import typing
 
 from edge_sdk._access import AccessEvent, AccessGate, AccessListener
+from edge_sdk._audit_witness import (
+    AuditLogSource,
+    HttpAuditLogSource,
+    WitnessProblem,
+    WitnessReport,
+    witness_server_log,
+)
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
@@ -105,6 +112,7 @@ __all__ = [
     "AccessGate",
     "AccessListener",
     "Argon2Params",
+    "AuditLogSource",
     "AuthenticationError",
     "BlobCorruptError",
     "BlobDownload",
@@ -128,6 +136,7 @@ __all__ = [
     "EncryptedFileBlobStore",
     "Enrollment",
     "EnrolmentError",
+    "HttpAuditLogSource",
     "HttpTransport",
     "IOSKeychain",
     "InsecureServerError",
@@ -177,6 +186,8 @@ __all__ = [
     "SyncResult",
     "SyncTransport",
     "UploadState",
+    "WitnessProblem",
+    "WitnessReport",
     "WrongKeyError",
     "artifact_key_statement",
     "balance_due",
@@ -191,6 +202,7 @@ __all__ = [
     "verify_model",
     "verify_signature",
     "watch_sync",
+    "witness_server_log",
 ]
 
 

@@ -12,7 +12,8 @@ and staff.
 
 `create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate` and
 `serve` are what `coherency server create-admin`, `enroll-token`, `user`, `seed-demo`,
-`migrate` and `run` do;
+`migrate` and `run` do; `verify_audit_log` and `audit_checkpoint` what `coherency audit
+verify` and `checkpoint` do;
 `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
 tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
@@ -43,23 +44,30 @@ from sync_server.errors import (
 from sync_server.migrate import Migration, migrate
 from sync_server.operator import (
     AccountAction,
+    AuditProblem,
+    AuditReport,
     CreatedAdmin,
     IssuedEnrolmentToken,
     IssuedRefund,
     ManagedAccount,
     SeededDirectory,
+    audit_checkpoint,
+    audit_public_key,
     create_admin,
     document_heads,
     issue_enrolment_token,
     manage_account,
     refund_payment,
     seed_demo,
+    verify_audit_log,
 )
 from sync_server.serve import Serving, serve
 from sync_server.settings import Settings, settings_from
 
 __all__ = [
     "AccountAction",
+    "AuditProblem",
+    "AuditReport",
     "Conflict",
     "CreatedAdmin",
     "Forbidden",
@@ -82,6 +90,8 @@ __all__ = [
     "Unavailable",
     "Unprocessable",
     "UnsupportedMediaType",
+    "audit_checkpoint",
+    "audit_public_key",
     "create_admin",
     "create_app",
     "document_heads",
@@ -92,4 +102,5 @@ __all__ = [
     "seed_demo",
     "serve",
     "settings_from",
+    "verify_audit_log",
 ]

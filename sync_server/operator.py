@@ -1,8 +1,9 @@
 """What an operator does to a migrated server from outside it: the first admin account,
 device enrolment tokens, first aid for staff accounts and a demo booking directory
 (``coherency server create-admin``, ``enroll-token``, ``user`` and ``seed-demo``), a
-refund given by a member of staff (``coherency payments refund``), and a look at what
-the server holds for a clinic (`document_heads`).
+refund given by a member of staff (``coherency payments refund``), the audit log's
+check and checkpoints (``coherency audit verify`` and ``checkpoint``), and a look at
+what the server holds for a clinic (`document_heads`).
 
 Each call opens the settings' database, checks its schema is the newest, does its work
 in one transaction through the identity services and closes the database again.
@@ -12,15 +13,20 @@ Refusals are the server's error tree (`sync_server.errors`).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import select
 
+from crdt import Checkpoint
+from sync_server.audit.log import current_checkpoint
+from sync_server.audit.verify import AuditProblem, AuditReport, verify_log
 from sync_server.bookings.seed import SeededDirectory, seed_demo_directory
 from sync_server.commerce.seed import seed_demo_commerce
 from sync_server.db import open_database, utcnow
+from sync_server.errors import Invalid, NotFound
 from sync_server.identity.accounts import (
     deactivate_user,
     find_user,
@@ -44,17 +50,22 @@ from sync_server.sync.tables import Document
 
 __all__ = [
     "AccountAction",
+    "AuditProblem",
+    "AuditReport",
     "CreatedAdmin",
     "IssuedEnrolmentToken",
     "IssuedRefund",
     "ManagedAccount",
     "SeededDirectory",
+    "audit_checkpoint",
+    "audit_public_key",
     "create_admin",
     "document_heads",
     "issue_enrolment_token",
     "manage_account",
     "refund_payment",
     "seed_demo",
+    "verify_audit_log",
 ]
 
 _HEAD_BYTES = 32  # an Automerge change hash
@@ -339,3 +350,69 @@ def refund_payment(
                 created_at=row.created_at,
             )
     return issued
+
+
+def audit_public_key(settings: Settings) -> bytes:
+    """The public half of the server's artifact key (what signs audit checkpoints),
+    read from its key file; never creates one.
+
+    Raises:
+        NotFound: ``no_artifact_key``: the key file is missing.
+        Invalid: The file does not hold an Ed25519 key.
+    """
+    path = settings.resolved_artifact_key_file
+    if not path.is_file():
+        raise NotFound(
+            f"no artifact key at {path}: give the server's public key, or the settings "
+            "(--data-dir) of the server that signed the log",
+            code="no_artifact_key",
+        )
+    try:
+        return ArtifactKey.load_or_create(path).public_key_bytes
+    except ValueError as exc:
+        raise Invalid(str(exc), code="invalid_artifact_key") from None
+
+
+def verify_audit_log(
+    settings: Settings,
+    *,
+    witnesses: Sequence[Checkpoint] = (),
+    public_key: bytes | None = None,
+) -> AuditReport:
+    """Check the server's audit log (`sync_server.audit.verify.verify_log`): every event
+    against its leaf, the tree against every checkpoint the server kept and those in
+    `witnesses`, the head row against the events. Reads only.
+
+    Args:
+        settings: The server settings (its database, and its artifact key file).
+        witnesses: Checkpoints held outside the database (devices, staff tools).
+        public_key: The key checkpoints must be signed with (default: the public half
+            of the settings' artifact key file).
+
+    Raises:
+        NotFound: No database, or no key given and no key file.
+        Conflict: The database is not migrated.
+        Unavailable: The database cannot be used.
+    """
+    key = public_key if public_key is not None else audit_public_key(settings)
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.read() as session:
+            return verify_log(session=session, public_key=key, witnesses=witnesses)
+
+
+def audit_checkpoint(settings: Settings) -> Checkpoint:
+    """The audit log's newest checkpoint, signed with the settings' artifact key (one
+    is signed now if the log grew since the last): what a staff tool keeps as a
+    witness.
+
+    Raises:
+        NotFound: No database.
+        Conflict: The database is not migrated.
+        Unavailable: The database cannot be used.
+    """
+    key = ArtifactKey.load_or_create(settings.resolved_artifact_key_file)
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            return current_checkpoint(session=session, signer=key)
