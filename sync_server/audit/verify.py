@@ -18,7 +18,8 @@ It reads rows through SQLAlchemy Core in batches: a million events take seconds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -65,17 +66,20 @@ class AuditReport:
         self.problems.append(AuditProblem(kind, where, message))
 
 
-def _leaves(session: Session) -> Iterator[tuple[int | None, bytes | None, bytes]]:
+def _leaves(session: Session) -> Generator[tuple[int | None, bytes | None, bytes]]:
     """(seq, stored leaf hash, recomputed canonical bytes) in leaf order."""
     statement = select(AuditEvent.leaf_hash, *LEAF_COLUMNS).order_by(AuditEvent.seq)
     result = session.execute(statement.execution_options(yield_per=_BATCH))
-    for row in result:
-        seq = row[1]
-        if seq is None:
-            yield None, None, b""
-            continue
-        stored = row[0]
-        yield int(seq), None if stored is None else bytes(stored), leaf_bytes_of(row[1:])
+    try:
+        for row in result:
+            seq = row[1]
+            if seq is None:
+                yield None, None, b""
+                continue
+            stored = row[0]
+            yield int(seq), None if stored is None else bytes(stored), leaf_bytes_of(row[1:])
+    finally:  # a verification that stops at a gap closes the server-side cursor now
+        result.close()
 
 
 def verify_log(
@@ -112,8 +116,21 @@ def verify_log(
 
     frontier = MerkleFrontier()
     _match(report, frontier, by_size)
+    leaves = _leaves(session)
+    with closing(leaves):
+        return _walk(report, session, leaves, frontier, by_size)
+
+
+def _walk(
+    report: AuditReport,
+    session: Session,
+    leaves: Iterator[tuple[int | None, bytes | None, bytes]],
+    frontier: MerkleFrontier,
+    by_size: dict[int, list[tuple[str, Checkpoint]]],
+) -> AuditReport:
+    """Rebuild the tree leaf by leaf, checking each against its row."""
     unsealed = 0
-    for seq, stored, canonical in _leaves(session):
+    for seq, stored, canonical in leaves:
         if seq is None:
             unsealed += 1
             continue
