@@ -30,6 +30,7 @@ import logging
 import random
 import secrets
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -54,6 +55,7 @@ from cli.demo._scenario import (
 )
 from crdt import (
     SYNC_MEDIA_TYPE,
+    Checkpoint,
     Entry,
     EntryKind,
     Patient,
@@ -66,21 +68,25 @@ from crdt import (
 from edge_sdk import (
     EdgeClient,
     EnrolmentError,
+    HttpAuditLogSource,
     RetryPolicy,
     SyncProgress,
     SyncResult,
     invoice_id_of,
+    witness_server_log,
 )
 from sync_server import (
     IssuedEnrolmentToken,
     Settings,
     ThreadedServer,
+    audit_public_key,
     create_admin,
     create_app,
     document_heads,
     issue_enrolment_token,
     migrate,
     seed_demo,
+    verify_audit_log,
 )
 
 __all__ = ["ServerDemoReport", "SyncTiming", "run_server_demo"]
@@ -138,6 +144,7 @@ class ServerDemoReport:
     other_clinic_received: int = -1  # Riverside records the Hillside tablet received
     bookings: dict[str, Any] = field(default_factory=dict)  # the booking part's outcome
     supplies: dict[str, Any] = field(default_factory=dict)  # the orders and payments part
+    audit: dict[str, Any] = field(default_factory=dict)  # the audit log's check and tampering
     refusals: list[str] = field(default_factory=list)
     syncs: list[SyncTiming] = field(default_factory=list)
     seconds: float = 0.0
@@ -241,6 +248,7 @@ class _Scenario(Scenario):
         self.bookings_decided()
         self.supplies_ordered_and_paid()
         self.nothing_in_plaintext()
+        self.audit_verified()
 
     # ------------------------------------------------------------ steps
     def server_is_ready(self) -> None:
@@ -845,6 +853,60 @@ class _Scenario(Scenario):
         self.step(
             f"no plaintext patient name in the 5 tablets' stores under {tablets}; the "
             f"server keeps the clinics' records for staff in {self.report.data_dir}"
+        )
+
+    def audit_verified(self) -> None:
+        """`coherency audit verify` on the server, then one audit row edited by hand
+        (what someone with the database file could do) caught, and put back."""
+        answer = self.http.get("/v1/audit/checkpoint", headers=self.staff_headers)
+        check(answer.status_code == 200, f"staff fetch a checkpoint ({_error_of(answer)})")
+        held = Checkpoint.from_json(answer.json())  # a staff tool keeps it as a witness
+        key = audit_public_key(self.settings)
+        token = self.staff_headers["authorization"].removeprefix("Bearer ")
+        with HttpAuditLogSource(self.report.server_url, token=token) as source:
+            witnessed = witness_server_log(source, held=[held], public_key=key)
+        check(witnessed.ok, f"the server's log extends the held checkpoint: {witnessed.problems}")
+        clean = verify_audit_log(self.settings, witnesses=[held])
+        check(clean.ok, f"the audit log verifies: {[str(p) for p in clean.problems]}")
+        self.step(
+            f"`coherency audit verify` on the server: {clean.events} audit events, "
+            f"{clean.checkpoints} signed checkpoints and a staff witness checkpoint of "
+            f"{held.size} events, all consistent"
+        )
+        database = self.report.data_dir / "server.db"
+        with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection:
+            seq, outcome = connection.execute(
+                "SELECT seq, outcome FROM audit_events WHERE action = 'login' ORDER BY seq"
+            ).fetchone()
+            with connection:  # someone with the file turns the admin's login into a failure
+                connection.execute(
+                    "UPDATE audit_events SET outcome = 'denied' WHERE seq = ?", (seq,)
+                )
+            tampered = verify_audit_log(self.settings, witnesses=[held])
+            with connection:  # and the demo puts it back
+                connection.execute(
+                    "UPDATE audit_events SET outcome = ? WHERE seq = ?", (outcome, seq)
+                )
+        edited = [str(p) for p in tampered.problems if p.kind == "edited"]
+        check(
+            edited
+            == [f"event {seq}: its contents no longer match its leaf hash (edited or moved)"],
+            f"the edited audit row is caught: {tampered.problems}",
+        )
+        restored = verify_audit_log(self.settings, witnesses=[held])
+        check(restored.ok, f"the restored log verifies: {restored.problems}")
+        self.report.audit = {
+            "events": clean.events,
+            "checkpoints": clean.checkpoints,
+            "witness_size": held.size,
+            "edited_seq": seq,
+            "caught": [str(p) for p in tampered.problems],
+            "restored_ok": restored.ok,
+        }
+        self.step(
+            f"one audit row edited in {database.name} (event {seq}, the admin's login, made "
+            f"to read 'denied'): `audit verify` reports {len(tampered.problems)} problems, "
+            f'first "{edited[0]}"; put back, the log verifies again'
         )
 
     # ------------------------------------------------------------ helpers

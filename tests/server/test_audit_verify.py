@@ -13,9 +13,9 @@ import sys
 import threading
 import time
 import uuid
-from datetime import timedelta
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

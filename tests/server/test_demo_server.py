@@ -102,6 +102,16 @@ def test_the_server_demo_syncs_converges_and_keeps_clinics_apart(tmp_path: Path)
     assert "needs a prescription" in supplies["refused"]
     assert supplies["lots"] == ["F10-BER", "F10-A"] and supplies["expired_lots"] == ["F10-EXPIRED"]
     assert supplies["ledger_problems"] == [] and supplies["paid"] > supplies["refunded"] > 0
+    # The audit log verified, an edited row was caught, and the demo put it back: the
+    # command line agrees afterwards.
+    audit = report.audit
+    assert audit["events"] > 20 and audit["checkpoints"] >= 1 and audit["restored_ok"]
+    assert 0 < audit["witness_size"] <= audit["events"]
+    edited = f"event {audit['edited_seq']}: its contents no longer match its leaf hash"
+    assert any(line.startswith(edited) for line in audit["caught"])
+    verified = CliRunner().invoke(cli, ["audit", "verify", "--data-dir", str(report.data_dir)])
+    assert verified.exit_code == 0, verified.output
+    assert verified.output.rstrip().endswith(": verified")
     database = Database(f"sqlite:///{report.data_dir / 'server.db'}")
     try:
         with database.read() as session:
