@@ -10,7 +10,9 @@ initial sync and propagation through a real sync server over HTTP) and ``capture
 (intents decided per second and push-to-decision latency, 20 concurrent devices on
 PostgreSQL), ``commerce`` (supplies orders decided per second and push-to-decision
 latency, 20 concurrent devices on PostgreSQL) and ``payments`` (payment intents decided
-per second through the sandbox gateway, 20 concurrent devices on PostgreSQL). See
+per second through the sandbox gateway, 20 concurrent devices on PostgreSQL) and
+``audit`` (audit events appended per second, `verify_log` over 1M events, the audit
+log's overhead on push and pull). See
 ``benchmarks/README.md``.
 """
 
@@ -26,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks import (
+    _bench_audit,
     _bench_bookings,
     _bench_capture,
     _bench_commerce,
@@ -53,6 +56,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "bookings": _bench_bookings.run,
     "commerce": _bench_commerce.run,
     "payments": _bench_payments.run,
+    "audit": _bench_audit.run,
 }
 
 DEFAULT_SCALE = 10_000

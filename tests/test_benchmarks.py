@@ -57,12 +57,20 @@ COMMERCE = {
     "commerce.decisions_per_s",
     "commerce.push_to_decision_p50_ms",
     "commerce.push_to_decision_p99_ms",
+    "audit.overhead.push",
+    "audit.overhead.pull",
 }
 PAYMENTS = {
     "payments.payments_per_s",
     "payments.push_to_decision_p50_ms",
     "payments.push_to_decision_p99_ms",
 }
+AUDIT = {
+    *(f"audit.{what}.{backend}" for what in ("appends_per_s", "verify_s")
+      for backend in ("sqlite", "postgresql")),
+    "audit.overhead.push",
+    "audit.overhead.pull",
+}  # fmt: skip
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -158,7 +166,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
     assert set(results) - capture - model | set(missing) == (
-        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE | PAYMENTS
+        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE | PAYMENTS | AUDIT
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -321,3 +329,34 @@ def test_the_payments_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -
     for name, r in results.items():
         assert r["value"] > 0 and r["intents"] == 20 * 10 and r["devices"] == 20, name
         assert r["database"].startswith("PostgreSQL") and name in table
+
+
+def test_the_audit_benchmark_reports_its_figures_or_why_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document, table = _run(
+        tmp_path, "--only", "audit", "--scale", "40", "--repeat", "1", "--no-pin"
+    )
+    results = {r["name"]: r for r in document["results"]}
+    missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
+    assert set(results) | set(missing) == AUDIT and not set(results) & set(missing)
+    assert not (missing and REQUIRE_POSTGRES), missing
+    assert all(name.endswith(".postgresql") for name in missing)
+    for name, r in results.items():
+        assert r["value"] > 0 and name in table, name
+    assert results["audit.verify_s.sqlite"]["events"] == 4_000  # 40 * 100
+    assert results["audit.appends_per_s.sqlite"]["events"] == 8 * 5
+    for what in ("push", "pull"):
+        overhead = results[f"audit.overhead.{what}"]
+        assert overhead["target"] == 1.10 and overhead["records"] == 20
+        assert len(overhead["with_audit_s"]) == len(overhead["without_audit_s"]) == 3
+    # The benchmark-only switch is put back: record_event writes again afterwards.
+    from sync_server.audit import services
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    _audit_writes_nothing = importlib.import_module("benchmarks._bench_audit")._audit_writes_nothing
+
+    code = services.record_event.__code__
+    with _audit_writes_nothing():
+        assert services.record_event.__code__ is not code
+    assert services.record_event.__code__ is code
