@@ -44,6 +44,7 @@ __all__ = [
     "ModelChecked",
     "ModelDownloaded",
     "ModelPublished",
+    "Operation",
     "OrderStateChanged",
     "PaymentRecorded",
     "PaymentRefunded",
@@ -83,19 +84,24 @@ class _Caller(Protocol):
     @property
     def id(self) -> str: ...
 
+    @property
+    def role(self) -> str: ...
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:
     """Who did it: a device, a staff user (by id), the system (an operator command), or
-    the holder of a calendar feed's secret URL (by the feed's id)."""
+    the holder of a calendar feed's secret URL (by the feed's id); `role` when known
+    (device, clinician, staff, admin)."""
 
     kind: ActorKind
     id: str | None = None
+    role: str | None = None
 
     @classmethod
     def of(cls, caller: _Caller) -> Actor:
-        """The actor of an authenticated caller."""
-        return cls(caller.kind, caller.id)
+        """The actor of an authenticated caller (with its role)."""
+        return cls(caller.kind, caller.id, caller.role)
 
     @classmethod
     def user_or_system(cls, user_id: str | None) -> Actor:
@@ -118,14 +124,23 @@ class Actor:
         return cls("feed", feed_id)
 
 
+Operation = Literal["C", "R", "U", "D", "E"]
+"""What an event did to data, as FHIR AuditEvent.action codes: create, read, update,
+delete, execute (anything else: a login, a decision)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """One thing that happened, by `actor`, concerning `clinic_id` (None: organisation
-    or server wide)."""
+    or server wide), the patients it touched (`patient_ids`) and why (`purpose`:
+    treatment, break-glass, operations; None when not known)."""
 
     name: ClassVar[str]
+    operation: ClassVar[Operation] = "E"
     actor: Actor
     clinic_id: str | None = None
+    patient_ids: tuple[str, ...] = ()
+    purpose: str | None = None
 
     def target(self) -> str | None:
         """What the event was about, as stored (ids only); None for nothing."""
@@ -142,6 +157,7 @@ class UserCreated(Event):
     """A staff account was created (by an admin, or by the system for the first one)."""
 
     name: ClassVar[str] = "user-create"
+    operation: ClassVar[Operation] = "C"
     user_id: str
 
     def target(self) -> str | None:
@@ -180,6 +196,7 @@ class UserUnlocked(_UserAdministered):
     """The failed logins held against an account were forgotten."""
 
     name: ClassVar[str] = "user-unlock"
+    operation: ClassVar[Operation] = "U"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +204,7 @@ class UserDeactivated(_UserAdministered):
     """An account was deactivated (its sessions revoked with it)."""
 
     name: ClassVar[str] = "user-deactivate"
+    operation: ClassVar[Operation] = "U"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +212,7 @@ class UserReactivated(_UserAdministered):
     """A deactivated account was made active again."""
 
     name: ClassVar[str] = "user-reactivate"
+    operation: ClassVar[Operation] = "U"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,6 +220,7 @@ class TotpReset(_UserAdministered):
     """An account was given a new TOTP secret (the old one stops working)."""
 
     name: ClassVar[str] = "user-totp-reset"
+    operation: ClassVar[Operation] = "U"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -244,6 +264,7 @@ class EnrolmentTokenCreated(Event):
     """A one-time enrolment token was issued for a clinic."""
 
     name: ClassVar[str] = "enrolment-token-create"
+    operation: ClassVar[Operation] = "C"
     token_id: str
 
     def target(self) -> str | None:
@@ -294,6 +315,7 @@ class DeviceRevoked(Event):
     """A device was revoked (with every refresh token it held)."""
 
     name: ClassVar[str] = "device-revoke"
+    operation: ClassVar[Operation] = "D"
     device_id: str
 
     def target(self) -> str | None:
@@ -310,6 +332,7 @@ class DocumentsPushed(Event):
     """A device pushed documents: which were stored, which the server had, which refused."""
 
     name: ClassVar[str] = "sync-push"
+    operation: ClassVar[Operation] = "U"
     accepted: tuple[str, ...]
     unchanged: tuple[str, ...]
     rejected: tuple[str, ...]
@@ -329,6 +352,7 @@ class DocumentsPulled(Event):
     """A pull sent these documents to a device."""
 
     name: ClassVar[str] = "sync-pull"
+    operation: ClassVar[Operation] = "R"
     doc_ids: tuple[str, ...]
 
     def target(self) -> str | None:
@@ -342,6 +366,7 @@ class RecordsRead(Event):
     one)."""
 
     name: ClassVar[str] = "read"
+    operation: ClassVar[Operation] = "R"
     collection: str
     record_ids: tuple[str, ...]
     found: bool = True
@@ -379,6 +404,7 @@ class BlobUploaded(Event):
     """A blob upload completed and verified."""
 
     name: ClassVar[str] = "blob-upload"
+    operation: ClassVar[Operation] = "C"
     sha256: str
 
     def target(self) -> str | None:
@@ -390,6 +416,7 @@ class BlobDownloaded(Event):
     """A blob (or a range of it) was sent."""
 
     name: ClassVar[str] = "blob-download"
+    operation: ClassVar[Operation] = "R"
     sha256: str
 
     def target(self) -> str | None:
@@ -401,6 +428,7 @@ class ModelPublished(Event):
     """An admin published (or re-activated) a model for the organisation."""
 
     name: ClassVar[str] = "model-publish"
+    operation: ClassVar[Operation] = "C"
     sha256: str
 
     def target(self) -> str | None:
@@ -412,6 +440,7 @@ class ModelChecked(Event):
     """A device asked which model is current."""
 
     name: ClassVar[str] = "model-check"
+    operation: ClassVar[Operation] = "R"
     sha256: str
 
     def target(self) -> str | None:
@@ -423,6 +452,7 @@ class ModelDownloaded(Event):
     """A device downloaded a model file."""
 
     name: ClassVar[str] = "model-download"
+    operation: ClassVar[Operation] = "R"
     sha256: str
 
     def target(self) -> str | None:
@@ -435,6 +465,7 @@ class ClinicTimezoneSet(Event):
     """Staff set the time zone a clinic's schedules are in."""
 
     name: ClassVar[str] = "clinic-timezone-set"
+    operation: ClassVar[Operation] = "U"
     timezone: str
 
     def target(self) -> str | None:
@@ -456,6 +487,7 @@ class ProviderCreated(_ProviderChanged):
     """A provider was added to the directory."""
 
     name: ClassVar[str] = "provider-create"
+    operation: ClassVar[Operation] = "C"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -463,6 +495,7 @@ class ProviderUpdated(_ProviderChanged):
     """A provider's entry changed (`fields`: which), deactivation included."""
 
     name: ClassVar[str] = "provider-update"
+    operation: ClassVar[Operation] = "U"
     fields: tuple[str, ...]
 
     def outcome(self) -> str:
@@ -474,6 +507,7 @@ class WeeklyHoursSet(_ProviderChanged):
     """A provider's weekly hours were replaced (`windows`: how many now)."""
 
     name: ClassVar[str] = "weekly-hours-set"
+    operation: ClassVar[Operation] = "U"
     windows: int
 
     def outcome(self) -> str:
@@ -485,6 +519,7 @@ class ServiceCreated(Event):
     """A bookable service was added to the organisation."""
 
     name: ClassVar[str] = "service-create"
+    operation: ClassVar[Operation] = "C"
     service_id: str
 
     def target(self) -> str | None:
@@ -506,6 +541,7 @@ class ScheduleExceptionAdded(_ExceptionChanged):
     """A holiday, closure or extra hours were added."""
 
     name: ClassVar[str] = "schedule-exception-add"
+    operation: ClassVar[Operation] = "C"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -513,6 +549,7 @@ class ScheduleExceptionRemoved(_ExceptionChanged):
     """A holiday, closure or extra hours were removed."""
 
     name: ClassVar[str] = "schedule-exception-remove"
+    operation: ClassVar[Operation] = "D"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -520,6 +557,7 @@ class BookingStateChanged(Event):
     """Staff moved a booking (confirm, cancel, no-show, a visit's progress)."""
 
     name: ClassVar[str] = "booking-state"
+    operation: ClassVar[Operation] = "U"
     booking_id: str
     state: str
 
@@ -535,6 +573,7 @@ class QualityFlagResolved(Event):
     """Staff resolved a quality flag."""
 
     name: ClassVar[str] = "quality-flag-resolve"
+    operation: ClassVar[Operation] = "U"
     flag_id: str
 
     def target(self) -> str | None:
@@ -556,6 +595,7 @@ class CalendarFeedCreated(_FeedEvent):
     """Staff created a secret calendar feed URL for a provider or a patient."""
 
     name: ClassVar[str] = "calendar-feed-create"
+    operation: ClassVar[Operation] = "C"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -563,6 +603,7 @@ class CalendarFeedRevoked(_FeedEvent):
     """Staff revoked a calendar feed: its URL answers 404 from now on."""
 
     name: ClassVar[str] = "calendar-feed-revoke"
+    operation: ClassVar[Operation] = "D"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -570,6 +611,7 @@ class CalendarFeedRead(_FeedEvent):
     """A calendar feed was fetched with its secret URL (`events`: how many it held)."""
 
     name: ClassVar[str] = "calendar-feed-read"
+    operation: ClassVar[Operation] = "R"
     events: int
 
     def outcome(self) -> str:
@@ -592,6 +634,7 @@ class ProductCreated(_ProductChanged):
     """Staff added a product (or kit) to the catalogue."""
 
     name: ClassVar[str] = "product-create"
+    operation: ClassVar[Operation] = "C"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -599,6 +642,7 @@ class ProductUpdated(_ProductChanged):
     """Staff changed a product (`fields`: which ones, never their values)."""
 
     name: ClassVar[str] = "product-update"
+    operation: ClassVar[Operation] = "U"
     fields: tuple[str, ...]
 
     def outcome(self) -> str:
@@ -610,6 +654,7 @@ class StockLocationCreated(Event):
     """Staff added a stock location (warehouse, clinic store, shelf)."""
 
     name: ClassVar[str] = "stock-location-create"
+    operation: ClassVar[Operation] = "C"
     location_id: str
 
     def target(self) -> str | None:
@@ -621,6 +666,7 @@ class StockReceived(Event):
     """Stock arrived: `quantity` more on hand in a lot."""
 
     name: ClassVar[str] = "stock-receive"
+    operation: ClassVar[Operation] = "C"
     lot_id: str
     quantity: int
 
@@ -636,6 +682,7 @@ class StockAdjusted(Event):
     """Staff corrected a lot's on-hand count by `delta` (a count, damage, loss)."""
 
     name: ClassVar[str] = "stock-adjust"
+    operation: ClassVar[Operation] = "U"
     lot_id: str
     delta: int
 
@@ -652,6 +699,7 @@ class OrderStateChanged(Event):
     staff, a device's cancel, or the system's hold sweep."""
 
     name: ClassVar[str] = "order-state"
+    operation: ClassVar[Operation] = "U"
     order_id: str
     state: str
 
@@ -677,6 +725,7 @@ class PrescriptionIssued(_PrescriptionChanged):
     """Staff recorded a doctor's prescription."""
 
     name: ClassVar[str] = "prescription-issue"
+    operation: ClassVar[Operation] = "C"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -684,6 +733,7 @@ class PrescriptionRevoked(_PrescriptionChanged):
     """Staff revoked a prescription: nothing more is accepted against it."""
 
     name: ClassVar[str] = "prescription-revoke"
+    operation: ClassVar[Operation] = "D"
 
 
 # ---------------------------------------------------------------- payments
@@ -692,6 +742,7 @@ class InvoiceIssued(Event):
     """An invoice was issued (numbered, posted to the ledger); `total` in minor units."""
 
     name: ClassVar[str] = "invoice-issue"
+    operation: ClassVar[Operation] = "C"
     invoice_id: str
     total: int
 
@@ -707,6 +758,7 @@ class InvoiceVoided(Event):
     """An open invoice nothing was paid on was voided (its ledger entry reversed)."""
 
     name: ClassVar[str] = "invoice-void"
+    operation: ClassVar[Operation] = "D"
     invoice_id: str
 
     def target(self) -> str | None:

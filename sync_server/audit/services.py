@@ -1,12 +1,20 @@
-"""Writing the audit log: `record_event` adds one typed event to a session."""
+"""Writing the audit log: `record_event` adds one typed event to a session.
+
+The event is part of the caller's transaction: it is written, and takes its place in
+the Merkle log (`sync_server.audit.log.seal`), when that transaction commits, and it is
+gone if it rolls back. A route that reads patient data commits its event before it
+answers, so an access whose audit row cannot be written fails instead of answering.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
 from sync_server.audit.events import Event
-from sync_server.audit.tables import AuditEvent
+from sync_server.audit.log import track
+from sync_server.audit.tables import AuditEvent, AuditPatient
 from sync_server.db import utcnow
+from sync_server.ops.logs import current_client_address, current_request_id
 
 __all__ = ["record_event"]
 
@@ -17,17 +25,25 @@ def record_event(*, session: Session, event: Event, request_id: str | None = Non
     Args:
         session: The transaction the event belongs to.
         event: What happened.
-        request_id: The HTTP request it happened in, if any (for tracing).
+        request_id: The HTTP request it happened in (default: the request being
+            handled, if any; the caller's address is taken from it too).
     """
-    session.add(
-        AuditEvent(
-            at=utcnow(),
-            actor_kind=event.actor.kind,
-            actor_id=event.actor.id,
-            clinic_id=event.clinic_id,
-            action=event.name,
-            target=event.target(),
-            outcome=event.outcome(),
-            request_id=request_id,
-        )
+    patients = tuple(dict.fromkeys(event.patient_ids))
+    row = AuditEvent(
+        at=utcnow(),
+        actor_kind=event.actor.kind,
+        actor_id=event.actor.id,
+        role=event.actor.role,
+        clinic_id=event.clinic_id,
+        action=event.name,
+        operation=event.operation,
+        target=event.target(),
+        outcome=event.outcome(),
+        purpose=event.purpose,
+        patients=",".join(patients) or None,
+        address=current_client_address(),
+        request_id=request_id or current_request_id(),
+        patient_rows=[AuditPatient(patient_id=patient_id) for patient_id in patients],
     )
+    session.add(row)
+    track(session=session, event=row)

@@ -1,32 +1,100 @@
-"""`audit_events`: who read or wrote what, when, from which device, with what outcome.
+"""The audit log's tables.
 
-Rows are written only through `sync_server.audit.record_event`, from typed events
-(`sync_server.audit.events`).
+- `audit_events`: who read or wrote what, when, from where, with what outcome. Rows are
+  written only through `sync_server.audit.record_event`, from typed events
+  (`sync_server.audit.events`); each gets its place in the log (`seq`, from 0) and its
+  RFC 9162 leaf hash when its transaction commits (`sync_server.audit.log`).
+- `audit_patients`: which patients each event concerned (for the accounting of
+  disclosures).
+- `audit_log_head`: the log's one head row (size and the roots of its perfect subtrees),
+  locked for the last moments of each transaction that appends to it.
+- `audit_nodes`: the hashes of the log's perfect subtrees of 256 leaves and more, kept
+  as they complete, so proofs never read more than a few hundred leaves.
+- `audit_checkpoints`: the checkpoints the server signed.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from sync_server.db import Base, Id, UTCDateTime, utcnow
 
-__all__ = ["AuditEvent"]
+__all__ = ["AuditCheckpoint", "AuditEvent", "AuditLogHead", "AuditNode", "AuditPatient"]
+
+_BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
 class AuditEvent(Base):
-    """One read or write of patient data (or an identity event) on the server."""
+    """One read or write of patient data (or an identity or staff action) on the server."""
 
     __tablename__ = "audit_events"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True, index=True)  # at commit
+    leaf_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
-    actor_kind: Mapped[str] = mapped_column(String(10))  # device, user, system
-    actor_id: Mapped[str | None] = mapped_column(Id)
+    actor_kind: Mapped[str] = mapped_column(String(10))  # device, user, system, feed
+    actor_id: Mapped[str | None] = mapped_column(Id, index=True)
+    role: Mapped[str | None] = mapped_column(String(20))
     clinic_id: Mapped[str | None] = mapped_column(Id, index=True)
-    action: Mapped[str] = mapped_column(String(40))
+    action: Mapped[str] = mapped_column(String(40))  # the event kind (`Event.name`)
+    operation: Mapped[str] = mapped_column(String(1), server_default="E")  # C R U D E
     target: Mapped[str | None] = mapped_column(Text)  # record ids / blob address, no names
     outcome: Mapped[str] = mapped_column(String(40))
+    purpose: Mapped[str | None] = mapped_column(String(20))  # treatment, break-glass, ...
+    patients: Mapped[str | None] = mapped_column(Text)  # comma-separated patient ids
+    address: Mapped[str | None] = mapped_column(String(64))  # the caller's network address
     request_id: Mapped[str | None] = mapped_column(String(64))
+
+    patient_rows: Mapped[list[AuditPatient]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class AuditPatient(Base):
+    """One patient an audit event concerned."""
+
+    __tablename__ = "audit_patients"
+
+    event_id: Mapped[int] = mapped_column(
+        _BigId, ForeignKey("audit_events.id", ondelete="CASCADE"), primary_key=True
+    )
+    patient_id: Mapped[str] = mapped_column(Id, primary_key=True, index=True)
+
+
+class AuditLogHead(Base):
+    """The log's head: how many events it holds and the roots of its perfect subtrees
+    (concatenated 32-byte hashes, largest first)."""
+
+    __tablename__ = "audit_log_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)  # always 1
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    frontier: Mapped[bytes] = mapped_column(LargeBinary, default=b"")
+
+
+class AuditNode(Base):
+    """The hash of the perfect subtree of leaves ``[index * 2**level, (index + 1) *
+    2**level)``."""
+
+    __tablename__ = "audit_nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    index: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditCheckpoint(Base):
+    """A checkpoint the server signed (`crdt.Checkpoint`)."""
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(_BigId, primary_key=True)
+    origin: Mapped[str] = mapped_column(String(120))
+    size: Mapped[int] = mapped_column(BigInteger, index=True)
+    root: Mapped[bytes] = mapped_column(LargeBinary(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    signature: Mapped[bytes] = mapped_column(LargeBinary(64))

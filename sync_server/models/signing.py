@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from crdt import CHECKPOINT_DOMAIN
 from edge_sdk import artifact_key_statement, model_signing_payload
 from sync_server.identity.tokens import SigningKey
 from sync_server.keyfiles import load_or_create_ed25519
@@ -47,6 +48,13 @@ class ArtifactKey:
         domain, so it never passes for a model signature, nor one for it)."""
         if not message.startswith(b"coherency-changes\n"):
             raise ValueError("the artifact key signs documents' heads messages only")
+        return self._private.sign(message)
+
+    def sign_checkpoint(self, message: bytes) -> bytes:
+        """A signature of an audit log checkpoint (`crdt.Checkpoint.message`: its own
+        domain, so it never passes for a document's or a model's signature)."""
+        if not message.startswith(CHECKPOINT_DOMAIN):
+            raise ValueError("not an audit checkpoint message")
         return self._private.sign(message)
 
     def endorsement(self, token_key: SigningKey) -> bytes:

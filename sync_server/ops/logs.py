@@ -23,6 +23,7 @@ __all__ = [
     "RequestIdFilter",
     "bound_request_id",
     "configure_logging",
+    "current_client_address",
     "current_request_id",
     "json_log_handler",
 ]
@@ -32,18 +33,30 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+_client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "coherency_client_address", default=None
+)
+
+
 def current_request_id() -> str | None:
     """The id of the request being handled in this context, if any."""
     return _request_id.get()
 
 
+def current_client_address() -> str | None:
+    """The network address of the client whose request is being handled, if any."""
+    return _client_address.get()
+
+
 @contextmanager
-def bound_request_id(request_id: str) -> Iterator[None]:
-    """Make `request_id` the current request id while the block runs."""
+def bound_request_id(request_id: str, client_address: str | None = None) -> Iterator[None]:
+    """Make `request_id` (and the client's address) current while the block runs."""
     token = _request_id.set(request_id)
+    address_token = _client_address.set(client_address)
     try:
         yield
     finally:
+        _client_address.reset(address_token)
         _request_id.reset(token)
 
 

@@ -96,7 +96,8 @@ class ObservabilityMiddleware:
         request_id = _request_id_from(scope.get("headers", []))
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
-        with bound_request_id(request_id):
+        client = scope.get("client")
+        with bound_request_id(request_id, client[0][:64] if client else None):
             await self._observe(scope, receive, send, request_id)
 
     async def _observe(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> None:
