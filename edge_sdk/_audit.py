@@ -37,6 +37,7 @@ from edge_sdk._transport import AuditReceipt, ChainedEvent
 __all__ = [
     "CHECKPOINT_KEY_META",
     "DeviceAuditLog",
+    "as_bytes",
     "check_receipt",
     "operation_code",
     "time_text",
@@ -121,12 +122,17 @@ class DeviceAuditLog:
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = self._store.execute(sql, (after,)).fetchall()
-        return [ChainedEvent(int(r[0]), bytes(r[1]), bytes(r[2])) for r in rows]
+        return [ChainedEvent(int(r[0]), as_bytes(r[1]), as_bytes(r[2])) for r in rows]
 
     def hash_at(self, seq: int) -> bytes | None:
         """The stored hash of event `seq`, or None."""
         row = self._store.execute("SELECT hash FROM audit_events WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else bytes(row[0])
+
+
+def as_bytes(value: Any) -> bytes:
+    """A BLOB column's value as bytes (an edit by hand may have stored text)."""
+    return value.encode() if isinstance(value, str) else bytes(value)
 
 
 def _patients_of(store: Store, collection: str, ids: Sequence[str]) -> list[str]:

@@ -13,12 +13,15 @@ from edge_sdk._errors import AuditPushError
 from edge_sdk._replica import Replica
 from edge_sdk._transport import AuditReceipt, ChainedEvent, SyncTransport
 
-__all__ = ["AUDIT_PUSH_BATCH", "push_audit"]
+__all__ = ["AUDIT_PUSH_BATCH", "AUDIT_PUSH_BYTES", "push_audit"]
 
 log = logging.getLogger("edge_sdk.audit")
 
 AUDIT_PUSH_BATCH = 2000
-"""Audit events per push request."""
+"""Most audit events per push request."""
+AUDIT_PUSH_BYTES = 4 * 1024 * 1024
+"""Canonical bytes per push request (base64 in JSON: within the server's 8 MiB cap);
+one larger event goes alone."""
 _PUSHED = "audit.pushed"  # store meta: the highest seq the server acknowledged
 
 
@@ -37,7 +40,7 @@ def push_audit(replica: Replica, transport: SyncTransport) -> AuditReceipt | Non
     receipt: AuditReceipt | None = None
     retried = False
     while True:
-        events = journal.events(after=pushed, limit=AUDIT_PUSH_BATCH)
+        events = _sized(journal.events(after=pushed, limit=AUDIT_PUSH_BATCH))
         if not events:
             return receipt
         try:
@@ -52,6 +55,16 @@ def push_audit(replica: Replica, transport: SyncTransport) -> AuditReceipt | Non
             continue
         _keep_receipt(replica, transport.peer_id, receipt, events[-1])
         pushed = receipt.head_seq
+
+
+def _sized(events: list[ChainedEvent]) -> list[ChainedEvent]:
+    """The first events of `events` that fit one request (at least one)."""
+    total = 0
+    for count, event in enumerate(events):
+        total += len(event.canonical) + 128
+        if count and total > AUDIT_PUSH_BYTES:
+            return events[:count]
+    return events
 
 
 def _keep_receipt(replica: Replica, peer: str, receipt: AuditReceipt, last: ChainedEvent) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from crdt import GENESIS, AuditProofError, Checkpoint, verify_chain
-from edge_sdk._audit import CHECKPOINT_KEY_META, check_receipt
+from edge_sdk._audit import CHECKPOINT_KEY_META, as_bytes, check_receipt
 from edge_sdk._replica import Replica, ReplicaHolder, replica_of
 from edge_sdk._store import Store
 from edge_sdk._transport import AuditReceipt
@@ -82,7 +82,7 @@ def _check_chain(
     previous: bytes | None = GENESIS
     rows = store.execute("SELECT seq, canonical, hash FROM audit_events ORDER BY seq")
     for row in rows.fetchall():
-        seq, canonical, digest = int(row[0]), bytes(row[1]), bytes(row[2])
+        seq, canonical, digest = int(row[0]), as_bytes(row[1]), as_bytes(row[2])
         report.events += 1
         report.head_seq = seq
         hashes[seq] = digest
@@ -124,7 +124,7 @@ def _check_checkpoints(
     earlier: dict[str, Checkpoint] = {}
     for peer, head_seq, head_hash, text, leaf_index, leaf, inclusion, key in rows:
         report.checkpoints += 1
-        head_seq, head_hash = int(head_seq), bytes(head_hash)
+        head_seq, head_hash = int(head_seq), as_bytes(head_hash)
         report.acknowledged = max(report.acknowledged, head_seq)
         try:
             checkpoint = Checkpoint.from_json(json.loads(text))
@@ -133,11 +133,13 @@ def _check_checkpoints(
                 head_hash=head_hash,
                 checkpoint=checkpoint,
                 leaf_index=int(leaf_index),
-                leaf=bytes(leaf),
+                leaf=as_bytes(leaf),
                 inclusion=[bytes.fromhex(p) for p in json.loads(inclusion)],
-                public_key=bytes(key),
+                public_key=as_bytes(key),
             )
-            check_receipt(receipt, _pinned_key(replica, str(peer), bytes(key)), replica.device_id)
+            check_receipt(
+                receipt, _pinned_key(replica, str(peer), as_bytes(key)), replica.device_id
+            )
         except (AuditProofError, ValueError) as exc:
             yield AuditProblem(
                 "checkpoint", head_seq, f"the checkpoint kept for event {head_seq}: {exc}"

@@ -27,6 +27,7 @@ __all__ = [
     "CalendarFeedRead",
     "CalendarFeedRevoked",
     "ClinicTimezoneSet",
+    "DeviceAuditReceived",
     "DeviceEnrolment",
     "DeviceLogin",
     "DeviceRevoked",
@@ -345,6 +346,25 @@ class DocumentsPushed(Event):
             f"accepted={len(self.accepted)} unchanged={len(self.unchanged)} "
             f"rejected={len(self.rejected)}"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceAuditReceived(Event):
+    """A device pushed its audit chain up to `head_seq`, whose hash is `head_hash`: the
+    device's head enters the server's log (the device checks the leaf names it)."""
+
+    name: ClassVar[str] = "device-audit-push"
+    operation: ClassVar[Operation] = "C"
+    device_id: str
+    head_seq: int
+    head_hash: str  # hex
+    received: int  # events new to the server in this push
+
+    def target(self) -> str | None:
+        return f"{self.device_id}:{self.head_seq}:{self.head_hash}"
+
+    def outcome(self) -> str:
+        return f"ok received={self.received}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
