@@ -85,7 +85,13 @@ class DeviceAuditLog:
         return self._store.transaction()
 
     def record(self, event: AccessEvent) -> None:
-        """Append `event` to the chain, in the open transaction or in its own."""
+        """Append `event` to the chain, in the open transaction or in its own.
+
+        A sync step that touched no record (an empty pull page) is not written: it read
+        and wrote no patient data, and a watch loop would otherwise never go quiet.
+        """
+        if event.action.startswith("sync-") and not event.record_ids and event.outcome == "ok":
+            return
         store = self._store
         with store.transaction():
             seq, previous = self.head()

@@ -134,7 +134,7 @@ class ChainBroken(Conflict):
 
     code = "audit_chain_broken"
 
-    def __init__(self, message: str, *, seq: int, server_seq: int) -> None:
+    def __init__(self, message: str, *, seq: int = 0, server_seq: int = 0) -> None:
         super().__init__(message)
         self.seq = seq
         self.server_seq = server_seq
