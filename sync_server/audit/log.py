@@ -150,6 +150,8 @@ def seal(*, session: Session) -> None:
     )
 
 
+# The head row must be the last lock a transaction takes (it is held to the commit):
+# other before-commit hooks that lock rows register with insert=True, to run first.
 @event.listens_for(Session, "before_commit")
 def _seal_before_commit(session: Session) -> None:
     if session.info.get(_PENDING):
