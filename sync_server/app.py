@@ -23,6 +23,8 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync_server.audit import device_routes as audit_device_routes
+from sync_server.audit import routes as audit_routes
+from sync_server.audit.log import current_checkpoint
 from sync_server.blobs import routes as blob_routes
 from sync_server.blobs.backends import make_blob_backend
 from sync_server.blobs.uploads import purge_stale_uploads
@@ -127,10 +129,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await feed.start()
         housekeeping = asyncio.create_task(_housekeeping(app))
         payments = asyncio.create_task(_payments_housekeeping(app))
+        checkpoints = asyncio.create_task(_audit_checkpoints(app))
         try:
             yield
         finally:
-            for task in (housekeeping, payments):
+            for task in (housekeeping, payments, checkpoints):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -220,6 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_observability(app)
     for routes in (
         ops_routes,
+        audit_routes,
         auth_routes,
         admin_routes,
         sync_routes,
@@ -304,6 +308,22 @@ def _payments_sweep(app: FastAPI) -> None:
     with app.state.db.write() as session:
         publish_stale(session=session, signer=ServerSigner(app.state.artifact_key), now=now)
     prune_keys(database=app.state.db, now=now)
+
+
+def _sign_checkpoint(app: FastAPI) -> None:
+    with app.state.db.write() as session:
+        current_checkpoint(session=session, signer=app.state.artifact_key)
+
+
+async def _audit_checkpoints(app: FastAPI) -> None:
+    """Every `Settings.audit_checkpoint_seconds`: sign a checkpoint of the audit log if
+    it grew since the last (any worker may; a duplicate is harmless)."""
+    while True:
+        await asyncio.sleep(app.state.settings.audit_checkpoint_seconds)
+        try:
+            await asyncio.to_thread(_sign_checkpoint, app)
+        except Exception:  # housekeeping must never take the server down
+            log.exception("signing an audit checkpoint failed")
 
 
 async def _payments_housekeeping(app: FastAPI) -> None:

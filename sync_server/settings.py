@@ -158,6 +158,12 @@ class Settings(BaseSettings):
         description="How often payments left processing (gateway timeouts) are settled "
         "from the gateway's record.",
     )
+    audit_checkpoint_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often the server signs a checkpoint of its audit log (when it "
+        "grew since the last).",
+    )
     log_level: str = "INFO"
 
     # Throttling (state in the database, shared by every worker). Rate limits count

@@ -26,6 +26,7 @@ __all__ = [
     "CalendarFeedCreated",
     "CalendarFeedRead",
     "CalendarFeedRevoked",
+    "ClinicCreated",
     "ClinicTimezoneSet",
     "DeviceAuditReceived",
     "DeviceEnrolment",
@@ -258,6 +259,17 @@ class RefreshTokenReused(Event):
 
     def outcome(self) -> str:
         return "family-revoked"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClinicCreated(Event):
+    """A clinic was added to the organisation (by an admin, or an operator: the system)."""
+
+    name: ClassVar[str] = "clinic-create"
+    operation: ClassVar[Operation] = "C"
+
+    def target(self) -> str | None:
+        return self.clinic_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, event, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crdt import (
@@ -35,7 +35,7 @@ from crdt import (
 )
 from sync_server.audit.tables import AuditCheckpoint, AuditEvent, AuditLogHead, AuditNode
 from sync_server.db import utcnow
-from sync_server.errors import Conflict, NotFound, Unprocessable
+from sync_server.errors import Conflict, NotFound, Unavailable, Unprocessable
 
 __all__ = [
     "LEAF_COLUMNS",
@@ -43,10 +43,12 @@ __all__ = [
     "CheckpointSigner",
     "checkpoints",
     "consistency_path",
+    "current_checkpoint",
     "head",
     "inclusion_path",
     "issue_checkpoint",
     "latest_checkpoint",
+    "leaf_actor",
     "leaf_bytes",
     "leaf_bytes_of",
     "origin_of",
@@ -148,10 +150,23 @@ def seal(*, session: Session) -> None:
     )
 
 
+# The head row must be the last lock a transaction takes (it is held to the commit):
+# other before-commit hooks that lock rows register with insert=True, to run first.
 @event.listens_for(Session, "before_commit")
 def _seal_before_commit(session: Session) -> None:
-    if session.info.get(_PENDING):
+    if not session.info.get(_PENDING):
+        return
+    try:
         seal(session=session)
+        session.flush()
+    except SQLAlchemyError as exc:
+        if "audit_" not in str(getattr(exc, "statement", "") or ""):
+            raise
+        # No unaudited access: the transaction fails with its audit row.
+        raise Unavailable(
+            "the audit log could not be written, so nothing was done; retry later",
+            code="audit_unavailable",
+        ) from exc
 
 
 def _take_leaves(session: Session, count: int) -> tuple[int, MerkleFrontier]:
@@ -263,6 +278,14 @@ def issue_checkpoint(*, session: Session, signer: CheckpointSigner) -> Checkpoin
     return signed
 
 
+def current_checkpoint(*, session: Session, signer: CheckpointSigner) -> Checkpoint:
+    """The newest checkpoint, signing one first if the log grew since (or none yet)."""
+    latest = latest_checkpoint(session=session)
+    if latest is not None and latest.size == head(session=session).size:
+        return latest
+    return issue_checkpoint(session=session, signer=signer)
+
+
 def latest_checkpoint(*, session: Session) -> Checkpoint | None:
     """The newest checkpoint the server signed, if any."""
     row = session.scalars(
@@ -287,6 +310,11 @@ def leaf_bytes(*, session: Session, seq: int) -> bytes:
     if row is None:
         raise NotFound(f"the audit log has no event {seq}", code="audit_event_not_found")
     return leaf_bytes_of(list(row))
+
+
+def leaf_actor(*, session: Session, seq: int) -> str | None:
+    """The id of the actor of the event at leaf `seq` (None: no such event, or none)."""
+    return session.scalar(select(AuditEvent.actor_id).where(AuditEvent.seq == seq))
 
 
 class _Subtrees:
