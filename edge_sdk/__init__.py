@@ -23,6 +23,7 @@ Only the names in `__all__` are public; modules starting with `_` are private.
 import typing
 
 from edge_sdk._access import AccessEvent, AccessGate, AccessListener
+from edge_sdk._audit_verify import AuditProblem, AuditReport, verify_audit
 from edge_sdk._audit_witness import (
     AuditLogSource,
     HttpAuditLogSource,
@@ -36,6 +37,7 @@ from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bun
 from edge_sdk._client import EdgeClient, enrollment_of
 from edge_sdk._collections import Collection, NotesCollection
 from edge_sdk._errors import (
+    AuditPushError,
     AuthenticationError,
     BlobCorruptError,
     BlobError,
@@ -98,7 +100,15 @@ from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoic
 from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
-from edge_sdk._transport import BlobDownload, BlobTransport, PushAnswer, SyncTransport, UploadState
+from edge_sdk._transport import (
+    AuditReceipt,
+    BlobDownload,
+    BlobTransport,
+    ChainedEvent,
+    PushAnswer,
+    SyncTransport,
+    UploadState,
+)
 from edge_sdk._watch import watch_sync
 
 if typing.TYPE_CHECKING:
@@ -113,6 +123,10 @@ __all__ = [
     "AccessListener",
     "Argon2Params",
     "AuditLogSource",
+    "AuditProblem",
+    "AuditPushError",
+    "AuditReceipt",
+    "AuditReport",
     "AuthenticationError",
     "BlobCorruptError",
     "BlobDownload",
@@ -127,6 +141,7 @@ __all__ = [
     "BundleFormatError",
     "BundleInfo",
     "BundleSignatureError",
+    "ChainedEvent",
     "Collection",
     "CursorAheadError",
     "DeviceIdentity",
@@ -199,6 +214,7 @@ __all__ = [
     "read_bundle_info",
     "sign_manifest",
     "sync_replica",
+    "verify_audit",
     "verify_model",
     "verify_signature",
     "watch_sync",

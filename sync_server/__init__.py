@@ -27,6 +27,7 @@ names in `__all__` are public.
 from sync_server.app import create_app
 from sync_server.embedded import ThreadedServer
 from sync_server.errors import (
+    ChainBroken,
     Conflict,
     Forbidden,
     Gone,
@@ -68,6 +69,7 @@ __all__ = [
     "AccountAction",
     "AuditProblem",
     "AuditReport",
+    "ChainBroken",
     "Conflict",
     "CreatedAdmin",
     "Forbidden",

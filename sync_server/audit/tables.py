@@ -11,6 +11,8 @@
 - `audit_nodes`: the hashes of the log's perfect subtrees of 256 leaves and more, kept
   as they complete, so proofs never read more than a few hundred leaves.
 - `audit_checkpoints`: the checkpoints the server signed.
+- `device_audit_events`: each device's own hash-chained audit log, as pushed (append
+  only; `sync_server.audit.device_chains`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from sync_server.db import Base, Id, UTCDateTime, utcnow
 
-__all__ = ["AuditCheckpoint", "AuditEvent", "AuditLogHead", "AuditNode", "AuditPatient"]
+__all__ = [
+    "AuditCheckpoint",
+    "AuditEvent",
+    "AuditLogHead",
+    "AuditNode",
+    "AuditPatient",
+    "DeviceAuditEvent",
+]
 
 _BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -98,3 +107,16 @@ class AuditCheckpoint(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class DeviceAuditEvent(Base):
+    """One event of a device's hash-chained audit log (`crdt.chain_hash`), as pushed."""
+
+    __tablename__ = "device_audit_events"
+
+    device_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    clinic_id: Mapped[str] = mapped_column(Id, index=True)
+    canonical: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
