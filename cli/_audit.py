@@ -105,8 +105,16 @@ def audit() -> None:
 @click.option(
     "--device",
     is_flag=True,
-    help="Ask the server this device store (--store) is enrolled with, with its "
-    "credentials and the artifact key it pinned.",
+    help="Ask the server the device store (the root --store) is enrolled with, with "
+    "its credentials and the artifact key it pinned; the checkpoints it kept are held "
+    "too.",
+)
+@click.option(
+    "--store",
+    "device_store",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Check this device store's own audit chain and the checkpoints it kept (opened "
+    "with the passphrase or --key-file, as every device command).",
 )
 @click.option(
     "--allow-insecure-http",
@@ -124,20 +132,27 @@ def verify(
     url: str | None,
     token: str | None,
     device: bool,
+    device_store: Path | None,
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
-    """Check the audit log: every event, checkpoint and proof.
+    """Check an audit log: every event, checkpoint and proof.
 
     With the server's database (--data-dir / --database-url): finds an edited,
     deleted or reordered event, a checkpoint not signed by the server or that does not
     extend the one before, and, with --checkpoints, the newest events deleted. With
     --url or --device: checks that the running server's log extends every held
-    checkpoint. One line per problem, then a summary; exit status 6 if anything is
-    wrong.
+    checkpoint (with --device, the store's kept ones too). With --store: checks a
+    device's hash-chained log and its kept checkpoints. One line per problem, then a
+    summary; exit status 6 if anything is wrong.
     """
     held = _read_checkpoints(checkpoints_file)
     key = _public_key(public_key)
+    if device_store is not None:
+        if url is not None or device or (data_dir, database_url) != (None, None):
+            raise CliError("--store checks a device store alone", EXIT_USAGE)
+        _verify_store(App(store=device_store, key_file=app.key_file), as_json)
+        return
     if url is not None or device:
         if (data_dir, database_url) != (None, None):
             raise CliError("give either the database or --url / --device, not both", EXIT_USAGE)
@@ -169,6 +184,31 @@ def verify(
     _finish(as_json, result, report.problems, summary)
 
 
+def _verify_store(app: App, as_json: bool) -> None:
+    try:
+        report = app.client().verify_audit()
+    finally:
+        app.close()
+    lines = [f"event {p.seq}: {p.message}" for p in report.problems]
+    checked = (
+        f"device audit log: {_plural(report.events, 'event')}, "
+        f"{_plural(report.checkpoints, 'kept checkpoint')} (the server acknowledged up to "
+        f"event {report.acknowledged})"
+    )
+    summary = (
+        f"{checked}: verified" if report.ok else f"{checked}: {_plural(len(lines), 'problem')}"
+    )
+    result = {
+        "ok": report.ok,
+        "events": report.events,
+        "head_seq": report.head_seq,
+        "checkpoints": report.checkpoints,
+        "acknowledged": report.acknowledged,
+        "problems": [{"kind": p.kind, "seq": p.seq, "message": p.message} for p in report.problems],
+    }
+    _finish(as_json, result, lines, summary)
+
+
 def _verify_server(
     app: App,
     held: list[Checkpoint],
@@ -179,7 +219,7 @@ def _verify_server(
     allow_insecure_http: bool,
     as_json: bool,
 ) -> None:
-    from edge_sdk import HttpAuditLogSource, HttpTransport, witness_server_log
+    from edge_sdk import HttpAuditLogSource, HttpTransport, kept_checkpoints, witness_server_log
 
     if device:
         if url is not None:
@@ -190,6 +230,7 @@ def _verify_server(
             key = enrollment.artifact_public_key
         if key is None:
             raise CliError("this store pinned no artifact key: give --public-key", EXIT_USAGE)
+        held = kept_checkpoints(replica) + held
         transport = HttpTransport(replica, allow_insecure_http=allow_insecure_http)
         with transport, HttpAuditLogSource(request=transport.request) as source:
             report = witness_server_log(source, held=held, public_key=key)

@@ -29,6 +29,7 @@ from edge_sdk._audit_witness import (
     HttpAuditLogSource,
     WitnessProblem,
     WitnessReport,
+    kept_checkpoints,
     witness_server_log,
 )
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
@@ -210,6 +211,7 @@ __all__ = [
     "export_bundle",
     "import_bundle",
     "invoice_id_of",
+    "kept_checkpoints",
     "model_signing_payload",
     "read_bundle_info",
     "sign_manifest",

@@ -14,6 +14,7 @@ pinned here) and proofs with `crdt.verify_consistency`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -21,14 +22,33 @@ from typing import Any, Protocol
 from crdt import AuditProofError, Checkpoint, verify_consistency
 from edge_sdk._errors import ServerUnreachableError, SyncError
 from edge_sdk._http_errors import error_text
+from edge_sdk._replica import Replica, ReplicaHolder, replica_of
 
 __all__ = [
     "AuditLogSource",
     "HttpAuditLogSource",
     "WitnessProblem",
     "WitnessReport",
+    "kept_checkpoints",
     "witness_server_log",
 ]
+
+
+def kept_checkpoints(holder: Replica | ReplicaHolder) -> list[Checkpoint]:
+    """The checkpoints of the server's log a device kept from its audit pushes, oldest
+    first (those that do not even parse are left out: `verify_audit` reports them)."""
+    rows = (
+        replica_of(holder)
+        .store.execute("SELECT checkpoint FROM audit_checkpoints ORDER BY id")
+        .fetchall()
+    )
+    kept: list[Checkpoint] = []
+    for (text,) in rows:
+        try:
+            kept.append(Checkpoint.from_json(json.loads(text)))
+        except (AuditProofError, ValueError, TypeError):
+            continue
+    return kept
 
 
 class AuditLogSource(Protocol):

@@ -73,6 +73,7 @@ from edge_sdk import (
     SyncProgress,
     SyncResult,
     invoice_id_of,
+    kept_checkpoints,
     witness_server_log,
 )
 from sync_server import (
@@ -863,15 +864,23 @@ class _Scenario(Scenario):
         held = Checkpoint.from_json(answer.json())  # a staff tool keeps it as a witness
         key = audit_public_key(self.settings)
         token = self.staff_headers["authorization"].removeprefix("Bearer ")
+        tablet = self.ward.verify_audit()
+        check(
+            tablet.ok and tablet.checkpoints > 0,
+            f"the ward tablet's audit chain verifies, with kept checkpoints: {tablet}",
+        )
+        witnesses = [held, *kept_checkpoints(self.ward)]
         with HttpAuditLogSource(self.report.server_url, token=token) as source:
-            witnessed = witness_server_log(source, held=[held], public_key=key)
-        check(witnessed.ok, f"the server's log extends the held checkpoint: {witnessed.problems}")
+            witnessed = witness_server_log(source, held=witnesses, public_key=key)
+        check(witnessed.ok, f"the server's log extends the held checkpoints: {witnessed.problems}")
         clean = verify_audit_log(self.settings, witnesses=[held])
         check(clean.ok, f"the audit log verifies: {[str(p) for p in clean.problems]}")
         self.step(
             f"`coherency audit verify` on the server: {clean.events} audit events, "
             f"{clean.checkpoints} signed checkpoints and a staff witness checkpoint of "
-            f"{held.size} events, all consistent"
+            f"{held.size} events, all consistent; on the ward tablet: {tablet.events} "
+            f"chained events, {tablet.checkpoints} kept server checkpoints, and the "
+            "server's log extends every one"
         )
         database = self.report.data_dir / "server.db"
         with contextlib.closing(sqlite3.connect(database, timeout=30)) as connection:
@@ -902,6 +911,9 @@ class _Scenario(Scenario):
             "edited_seq": seq,
             "caught": [str(p) for p in tampered.problems],
             "restored_ok": restored.ok,
+            "tablet_events": tablet.events,
+            "tablet_checkpoints": tablet.checkpoints,
+            "witnessed": witnessed.held,
         }
         self.step(
             f"one audit row edited in {database.name} (event {seq}, the admin's login, made "

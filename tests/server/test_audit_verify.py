@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlcipher3
 from click.testing import CliRunner
 from sqlalchemy import delete, select, update
 
@@ -507,3 +508,43 @@ def test_a_killed_writer_leaves_every_row_with_its_audit_event(log: Log) -> None
     assert tokens == audited
     assert unsealed == []
     assert log.verify().ok
+
+
+def test_a_device_store_and_its_kept_checkpoints_through_the_command_line(
+    log: Log, live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, kept_checkpoints
+    from sync_server import issue_enrolment_token
+
+    token = issue_enrolment_token(log.settings, clinic="audit-cli", ttl=timedelta(minutes=5))
+    store = tmp_path / "tablet"
+    provider = PassphraseKeyProvider("tablet passphrase", params=Argon2Params.fast())
+    with EdgeClient.init(store, provider, clinic_id=token.clinic_id) as client:
+        client.enroll(live.url, token.token, name="tablet")
+        client.patients.add(given_name="A", family_name="B", birth_date="1950-01-01", mrn="M1")
+        client.sync()
+        assert len(kept_checkpoints(client)) >= 1
+    monkeypatch.setenv("COHERENCY_PASSPHRASE", "tablet passphrase")
+
+    result = CliRunner().invoke(cli, ["audit", "verify", "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert result.output.rstrip().endswith(": verified")
+    result = CliRunner().invoke(cli, ["--store", str(store), "audit", "verify", "--device"])
+    assert result.exit_code == 0, result.output
+    assert "extends them all" in result.output
+
+    with EdgeClient.open(store, provider) as client:  # someone with the key edits a row
+        data_key = client.replica.store.data_key
+    connection = sqlcipher3.connect(str(store / "coherency.db"))
+    connection.execute(f"PRAGMA key = \"x'{data_key.hex()}'\"")
+    connection.execute(
+        "UPDATE audit_events SET canonical = replace(canonical, '\"ok\"', '\"no\"') WHERE seq = 2"
+    )
+    connection.commit()
+    connection.close()
+    result = CliRunner().invoke(cli, ["audit", "verify", "--store", str(store), "--json"])
+    assert result.exit_code == 6, result.output
+    found = json.loads(result.output)
+    assert not found["ok"] and {"kind": "altered", "seq": 2} in [
+        {"kind": p["kind"], "seq": p["seq"]} for p in found["problems"]
+    ]

@@ -107,6 +107,8 @@ def test_the_server_demo_syncs_converges_and_keeps_clinics_apart(tmp_path: Path)
     audit = report.audit
     assert audit["events"] > 20 and audit["checkpoints"] >= 1 and audit["restored_ok"]
     assert 0 < audit["witness_size"] <= audit["events"]
+    assert audit["tablet_events"] > 0 and audit["tablet_checkpoints"] > 0
+    assert audit["witnessed"] == 1 + audit["tablet_checkpoints"]
     edited = f"event {audit['edited_seq']}: its contents no longer match its leaf hash"
     assert any(line.startswith(edited) for line in audit["caught"])
     verified = CliRunner().invoke(cli, ["audit", "verify", "--data-dir", str(report.data_dir)])
