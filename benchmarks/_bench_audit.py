@@ -18,6 +18,9 @@
   code is swapped for a no-op while those runs last (`_audit_writes_nothing`) and put
   back afterwards. The server never ships a setting that turns auditing off. Both
   servers are the same app in this process (uvicorn in a thread, embedded SQLite).
+  The devices keep their own audit chains in both runs; without the server's log
+  their chain push is refused (``audit_log_busy``: nothing to seal it in), which a
+  sync reports and survives, so the "without" runs still make that round trip.
 
 Without PostgreSQL its figures are reported missing, with the reason.
 """
