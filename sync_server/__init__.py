@@ -13,7 +13,9 @@ and staff.
 `create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate` and
 `serve` are what `coherency server create-admin`, `enroll-token`, `user`, `seed-demo`,
 `migrate` and `run` do; `verify_audit_log` and `audit_checkpoint` what `coherency audit
-verify` and `checkpoint` do;
+verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
+server's database, from a typed event (`Actor`, `RecordsRead`; the rest in
+`sync_server.audit.events`), for extensions and capacity tests;
 `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
 tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
@@ -25,6 +27,8 @@ names in `__all__` are public.
 """
 
 from sync_server.app import create_app
+from sync_server.audit.events import Actor, RecordsRead
+from sync_server.audit.services import record_event
 from sync_server.embedded import ThreadedServer
 from sync_server.errors import (
     ChainBroken,
@@ -67,6 +71,7 @@ from sync_server.settings import Settings, settings_from
 
 __all__ = [
     "AccountAction",
+    "Actor",
     "AuditProblem",
     "AuditReport",
     "ChainBroken",
@@ -82,6 +87,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
+    "RecordsRead",
     "SeededDirectory",
     "ServerError",
     "Serving",
@@ -100,6 +106,7 @@ __all__ = [
     "issue_enrolment_token",
     "manage_account",
     "migrate",
+    "record_event",
     "refund_payment",
     "seed_demo",
     "serve",
