@@ -412,10 +412,14 @@ class EdgeClient:
         Raises:
             RecordNotFoundError: No record has that id.
         """
-        name = self.replica.store.collection_of(record_id)
-        if name is None:
-            raise RecordNotFoundError(f"no record {record_id}")
-        return self.collection(name)
+        # Which collection holds an id says what kind of record it is (a patient, a
+        # wound): a read of patient data, audited like any.
+        with self.replica.access("find", "*") as access:
+            access.record_ids.append(record_id)
+            name = self.replica.store.collection_of(record_id)
+            if name is None:
+                raise RecordNotFoundError(f"no record {record_id}")
+            return self.collection(name)
 
     # ---------------------------------------------------------------- intents
     def intent_status(self, intent_id: str) -> IntentStatus:
