@@ -11,6 +11,9 @@
 - `audit_nodes`: the hashes of the log's perfect subtrees of 256 leaves and more, kept
   as they complete, so proofs never read more than a few hundred leaves.
 - `audit_checkpoints`: the checkpoints the server signed.
+- `break_glass_grants`: emergency access a clinician asked for to a patient outside
+  their clinic, with the reason they gave (free text: kept here, never in the log) and
+  its review by an admin.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from sync_server.db import Base, Id, UTCDateTime, utcnow
 
-__all__ = ["AuditCheckpoint", "AuditEvent", "AuditLogHead", "AuditNode", "AuditPatient"]
+__all__ = [
+    "AuditCheckpoint",
+    "AuditEvent",
+    "AuditLogHead",
+    "AuditNode",
+    "AuditPatient",
+    "BreakGlassGrant",
+]
 
 _BigId = BigInteger().with_variant(Integer, "sqlite")
 
@@ -98,3 +108,22 @@ class AuditCheckpoint(Base):
     root: Mapped[bytes] = mapped_column(LargeBinary(32))
     at: Mapped[datetime] = mapped_column(UTCDateTime)
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
+
+
+class BreakGlassGrant(Base):
+    """Emergency ("break-glass") access of one staff user to one patient of another
+    clinic, until `expires_at`, and its review."""
+
+    __tablename__ = "break_glass_grants"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(Id, index=True)
+    user_id: Mapped[str] = mapped_column(Id, index=True)
+    patient_id: Mapped[str] = mapped_column(Id, index=True)
+    clinic_id: Mapped[str] = mapped_column(Id)  # the patient's clinic
+    reason: Mapped[str] = mapped_column(Text)  # free text: never copied to the audit log
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reviewed_by: Mapped[str | None] = mapped_column(Id)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    review_note: Mapped[str | None] = mapped_column(Text)
