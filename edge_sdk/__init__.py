@@ -23,12 +23,14 @@ Only the names in `__all__` are public; modules starting with `_` are private.
 import typing
 
 from edge_sdk._access import AccessEvent, AccessGate, AccessListener
+from edge_sdk._audit_verify import AuditProblem, AuditReport, verify_audit
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import EdgeClient, enrollment_of
 from edge_sdk._collections import Collection, NotesCollection
 from edge_sdk._errors import (
+    AuditPushError,
     AuthenticationError,
     BlobCorruptError,
     BlobError,
@@ -91,7 +93,15 @@ from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoic
 from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
-from edge_sdk._transport import BlobDownload, BlobTransport, PushAnswer, SyncTransport, UploadState
+from edge_sdk._transport import (
+    AuditReceipt,
+    BlobDownload,
+    BlobTransport,
+    ChainedEvent,
+    PushAnswer,
+    SyncTransport,
+    UploadState,
+)
 from edge_sdk._watch import watch_sync
 
 if typing.TYPE_CHECKING:
@@ -105,6 +115,10 @@ __all__ = [
     "AccessGate",
     "AccessListener",
     "Argon2Params",
+    "AuditProblem",
+    "AuditPushError",
+    "AuditReceipt",
+    "AuditReport",
     "AuthenticationError",
     "BlobCorruptError",
     "BlobDownload",
@@ -119,6 +133,7 @@ __all__ = [
     "BundleFormatError",
     "BundleInfo",
     "BundleSignatureError",
+    "ChainedEvent",
     "Collection",
     "CursorAheadError",
     "DeviceIdentity",
@@ -188,6 +203,7 @@ __all__ = [
     "read_bundle_info",
     "sign_manifest",
     "sync_replica",
+    "verify_audit",
     "verify_model",
     "verify_signature",
     "watch_sync",

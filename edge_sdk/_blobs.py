@@ -41,7 +41,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crdt import is_sha256
-from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
+from edge_sdk._errors import BlobCorruptError, BlobNotFoundError, StoreLockedError
 from edge_sdk._files import fsync_dir, unlink_quietly
 from edge_sdk._keys import derive_subkey
 
@@ -153,13 +153,29 @@ class EncryptedFileBlobStore:
 
     def __init__(self, root: str | os.PathLike[str], key: bytes) -> None:
         self.root = Path(root)
-        self._keys = _BlobKeys(key)
+        self._held_keys: _BlobKeys | None = _BlobKeys(key)
         self._tmp = self.root / _TMP_DIR
         self._tmp.mkdir(parents=True, exist_ok=True)
         self._remove_stale_tmp()
 
     def __repr__(self) -> str:
         return f"EncryptedFileBlobStore({str(self.root)!r})"
+
+    @property
+    def _keys(self) -> _BlobKeys:
+        keys = self._held_keys
+        if keys is None:
+            raise StoreLockedError(f"{self.root}: the blob key was dropped (the store locked)")
+        return keys
+
+    def forget_key(self) -> None:
+        """Drop the blob key from memory: every use raises `StoreLockedError` until
+        `use_key` gives it back (the store's automatic logoff)."""
+        self._held_keys = None
+
+    def use_key(self, key: bytes) -> None:
+        """Use `key` (again) for every blob."""
+        self._held_keys = _BlobKeys(key)
 
     # --- writing ----------------------------------------------------------------
 
@@ -285,7 +301,7 @@ class EncryptedFileBlobStore:
                 raise _corrupt(header.sha256, "content changed while re-encrypting")
             os.unlink(path)
             fsync_dir(path.parent)
-        self._keys = new_keys
+        self._held_keys = new_keys
 
     # --- paths ------------------------------------------------------------------
 

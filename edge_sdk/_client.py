@@ -12,6 +12,11 @@ Every read and write of patient data goes through the replica's access gate, whi
 emits one `AccessEvent` per operation to the registered listeners (the audit log plugs
 in there), whatever collection or entry point the operation came through.
 
+Every access is also written to the device's hash-chained audit log before its result
+is returned (`edge_sdk._audit`); `verify_audit` checks that log, and sync pushes it.
+A store locks itself after `idle_lock_after` seconds without use (automatic logoff):
+`unlock` with the key provider to go on.
+
 Server-authoritative work (appointments, visits, supply orders, payments) is asked
 for through intents (`client.bookings`, `client.orders`, `client.payments`);
 `intent_status`, `list_intents` and `on_decision` follow any intent to the server's
@@ -42,6 +47,7 @@ from crdt import (
     WoundAssessment,
 )
 from edge_sdk._access import AccessListener
+from edge_sdk._audit_verify import AuditReport, verify_audit
 from edge_sdk._blobs import BlobStore, EncryptedFileBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._collections import (
@@ -94,6 +100,8 @@ KEYRING_FILE = "keyring.json"
 PENDING_KEYRING_FILE = "keyring.json.next"
 DATABASE_FILE = "coherency.db"
 BLOB_DIR = "blobs"
+DEFAULT_IDLE_LOCK = 15 * 60.0
+"""Seconds without use after which a store locks itself, unless told otherwise."""
 
 
 class EdgeClient:
@@ -103,10 +111,9 @@ class EdgeClient:
     close it (or use it as a context manager) when done.
     """
 
-    def __init__(self, replica: Replica, data_key: bytes) -> None:
+    def __init__(self, replica: Replica) -> None:
         self.replica = replica
         """The device's replica: what sync, bundles and model updates work on."""
-        self._data_key = data_key
         self._server: HttpTransport | None = None  # see `_server_transport`
         self.patients = PatientsCollection(replica, Patient)
         self.wounds = WoundsCollection(replica, Wound)
@@ -150,8 +157,12 @@ class EdgeClient:
         key_provider: KeyProvider,
         *,
         clinic_id: str,
+        idle_lock_after: float | None = DEFAULT_IDLE_LOCK,
     ) -> EdgeClient:
         """Create a new store at `path` (a folder) and a new device identity.
+
+        `idle_lock_after`: seconds without use after which the store locks (see
+        `open`).
 
         Raises:
             StoreExistsError: `path` already holds a store.
@@ -185,11 +196,21 @@ class EdgeClient:
             raise
         # The keyring is written last: a store without one was never finished.
         write_keyring(root / KEYRING_FILE, keyring)
-        return cls._assemble(root, store, data_key)
+        return cls._assemble(root, store, idle_lock_after)
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str], key_provider: KeyProvider) -> EdgeClient:
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        key_provider: KeyProvider,
+        *,
+        idle_lock_after: float | None = DEFAULT_IDLE_LOCK,
+    ) -> EdgeClient:
         """Open an existing store.
+
+        After `idle_lock_after` seconds without a call (15 minutes by default; None:
+        never) the store locks: the connection closes, the keys are dropped from
+        memory, and every call raises `StoreLockedError` until `unlock`.
 
         Raises:
             StoreNotFoundError: No store at `path`.
@@ -201,13 +222,15 @@ class EdgeClient:
             raise StoreNotFoundError(f"{root}: no Coherency store here (run `coherency init`)")
         pending = root / PENDING_KEYRING_FILE
         if pending.exists():
-            return cls._finish_rekey(root, key_provider)
+            return cls._finish_rekey(root, key_provider, idle_lock_after)
         data_key = unwrap_data_key(read_keyring(root / KEYRING_FILE), key_provider)
         store = Store.open(root / DATABASE_FILE, data_key)
-        return cls._assemble(root, store, data_key)
+        return cls._assemble(root, store, idle_lock_after)
 
     @classmethod
-    def _finish_rekey(cls, root: Path, key_provider: KeyProvider) -> EdgeClient:
+    def _finish_rekey(
+        cls, root: Path, key_provider: KeyProvider, idle_lock_after: float | None
+    ) -> EdgeClient:
         """Open a store whose last `rekey` was cut short, and settle which key it has.
 
         `rekey` writes the new keyring aside, re-encrypts the database (atomically),
@@ -224,14 +247,14 @@ class EdgeClient:
                 replace_durably(pending, root / KEYRING_FILE)  # the database has the new key
             else:
                 pending.unlink()  # the database was never re-encrypted
-            return cls._assemble(root, store, data_key)
+            return cls._assemble(root, store, idle_lock_after)
         raise WrongKeyError(
             f"{root}: a key change was interrupted; open the store with the new key "
             "(or the old one) to finish it"
         )
 
     @classmethod
-    def _assemble(cls, root: Path, store: Store, data_key: bytes) -> EdgeClient:
+    def _assemble(cls, root: Path, store: Store, idle_lock_after: float | None) -> EdgeClient:
         row = store.execute("SELECT device_id, private_key FROM identity").fetchone()
         identity = DeviceIdentity.from_private_bytes(row[0], bytes(row[1]))
         clinic_id = store.get_meta("clinic_id") or ""
@@ -241,7 +264,10 @@ class EdgeClient:
         replica = Replica(
             path=root, store=store, identity=identity, clinic_id=clinic_id, blob_files=blobs
         )
-        return cls(replica, data_key)
+        store.add_lock_listener(blobs.forget_key)
+        store.idle_lock_after = idle_lock_after
+        store.touch()
+        return cls(replica)
 
     def close(self) -> None:
         """Close the store (and any server connection). The client cannot be used
@@ -250,6 +276,50 @@ class EdgeClient:
             self._server.close()
             self._server = None
         self.replica.close()
+
+    # ---------------------------------------------------------------- logoff
+    @property
+    def locked(self) -> bool:
+        """True once the store has locked (idle, or `lock`)."""
+        return self.replica.store.locked
+
+    def lock(self) -> None:
+        """Lock the store now: the connection closes and the keys are dropped from
+        memory; every call raises `StoreLockedError` until `unlock`."""
+        self.replica.store.lock()
+
+    def unlock(self, key_provider: KeyProvider) -> None:
+        """Open a locked store again with its key provider (a no-op if not locked).
+
+        Raises:
+            WrongKeyError: The provider's key does not open this store.
+        """
+        store = self.replica.store
+        if not store.locked:
+            return
+        data_key = unwrap_data_key(read_keyring(self.path / KEYRING_FILE), key_provider)
+        store.unlock(data_key)
+        self.replica.blob_files.use_key(bytes.fromhex(store.get_meta("blob_key") or ""))
+
+    @property
+    def idle_lock_after(self) -> float | None:
+        """Seconds without use after which the store locks (None: never)."""
+        return self.replica.store.idle_lock_after
+
+    # ---------------------------------------------------------------- audit
+    @property
+    def user(self) -> str | None:
+        """The app's signed-in user (an id, never a name), recorded with every access
+        in the audit log; None when the app did not say."""
+        return self.replica.access.user
+
+    @user.setter
+    def user(self, user_id: str | None) -> None:
+        self.replica.access.user = user_id
+
+    def verify_audit(self) -> AuditReport:
+        """Check this device's audit log (see `edge_sdk.verify_audit`)."""
+        return verify_audit(self.replica)
 
     def __enter__(self) -> EdgeClient:
         return self
@@ -272,7 +342,8 @@ class EdgeClient:
     def change_key(self, new_provider: KeyProvider) -> None:
         """Rewrap the data key under a new provider (e.g. a new passphrase)."""
         keyring = read_keyring(self.path / KEYRING_FILE)
-        write_keyring(self.path / KEYRING_FILE, rewrap(keyring, self._data_key, new_provider))
+        data_key = self.replica.store.data_key
+        write_keyring(self.path / KEYRING_FILE, rewrap(keyring, data_key, new_provider))
 
     def rekey(self, new_provider: KeyProvider) -> None:
         """Re-encrypt everything under new keys: blobs, then the database.
@@ -287,7 +358,6 @@ class EdgeClient:
         write_keyring(pending, keyring)
         self.replica.store.rekey(data_key)
         replace_durably(pending, self.path / KEYRING_FILE)
-        self._data_key = data_key
 
     def _rotate_blob_key(self, new_key: bytes) -> None:
         # The next key is recorded before any blob moves to it, so an interrupted

@@ -31,6 +31,8 @@
         │                           backup); sync handles it by pulling from the start
         ├── PushTooLargeError       the server refused a push as too costly; sync
         │                           handles it by pushing fewer documents at a time
+        ├── AuditPushError          the server refused the device's audit chain (a break
+        │                           where its copy ends), or its receipt did not verify
         └── AuthenticationError     the server refused the device's credentials
             └── DeviceRevokedError  the device was revoked
 
@@ -41,6 +43,7 @@ are the caller's to handle, and the CLI reports them the same way.
 from __future__ import annotations
 
 __all__ = [
+    "AuditPushError",
     "AuthenticationError",
     "BlobCorruptError",
     "BlobError",
@@ -202,3 +205,17 @@ class ModelVerificationError(ModelError):
 
 class ModelUnavailableError(ModelError):
     """No model can run: onnxruntime is not installed, or no model is installed."""
+
+
+class AuditPushError(SyncError):
+    """The server refused the device's audit chain, or its receipt did not verify.
+
+    Attributes:
+        seq: The event where the chain breaks, when the server said.
+        server_seq: The last event the server holds for this device, when it said.
+    """
+
+    def __init__(self, message: str, *, seq: int | None = None, server_seq: int | None = None):
+        super().__init__(message)
+        self.seq = seq
+        self.server_seq = server_seq

@@ -29,16 +29,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from crdt import SYNC_MEDIA_TYPE, Rejection, enrolment_message, is_sha256
+from crdt import (
+    SYNC_MEDIA_TYPE,
+    AuditProofError,
+    Checkpoint,
+    Rejection,
+    enrolment_message,
+    is_sha256,
+)
 from edge_sdk._errors import (
+    AuditPushError,
     CursorAheadError,
     DeviceRevokedError,
     EnrolmentError,
@@ -54,7 +63,13 @@ from edge_sdk._http_retry import NO_RETRY, STREAM, Counters, RetryTransport
 from edge_sdk._model_sync import ModelOffer
 from edge_sdk._replica import Replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy
-from edge_sdk._transport import BlobDownload, PushAnswer, UploadState
+from edge_sdk._transport import (
+    AuditReceipt,
+    BlobDownload,
+    ChainedEvent,
+    PushAnswer,
+    UploadState,
+)
 
 __all__ = ["HttpTransport", "check_server_url"]
 
@@ -192,6 +207,49 @@ class HttpTransport:
             unchanged=[str(doc_id) for doc_id in answer["unchanged"]],
             rejected=[Rejection(r["doc_id"], r["reason"]) for r in answer["rejected"]],
         )
+
+    def push_audit(self, events: Sequence[ChainedEvent]) -> AuditReceipt:
+        """``POST /v1/audit/device-events``: append to the server's copy of the chain.
+
+        Raises:
+            AuditPushError: The server refused the chain (409: where it breaks), or
+                sent an unusable receipt.
+        """
+        body = {
+            "events": [
+                {
+                    "seq": event.seq,
+                    "canonical": base64.b64encode(event.canonical).decode(),
+                    "hash": event.hash.hex(),
+                }
+                for event in events
+            ]
+        }
+        response = self.request("POST", "/v1/audit/device-events", json=body)
+        if response.status_code == 409:
+            details: Any = {}
+            with contextlib.suppress(ValueError):
+                details = response.json()
+            raise AuditPushError(
+                f"the server refused the audit chain: {error_text(response)}",
+                seq=_optional_int(details.get("seq")),
+                server_seq=_optional_int(details.get("server_seq")),
+            )
+        if response.status_code >= 400:  # e.g. a server from before device audit logs
+            raise AuditPushError(f"the server refused the audit push: {error_text(response)}")
+        try:
+            answer: Any = response.json()
+            return AuditReceipt(
+                head_seq=int(answer["head_seq"]),
+                head_hash=bytes.fromhex(answer["head_hash"]),
+                checkpoint=Checkpoint.from_json(answer["checkpoint"]),
+                leaf_index=int(answer["leaf_index"]),
+                leaf=base64.b64decode(answer["leaf"], validate=True),
+                inclusion=[bytes.fromhex(p) for p in answer["inclusion"]],
+                public_key=bytes.fromhex(answer["public_key"]),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError, binascii.Error, AuditProofError):
+            raise AuditPushError("the server sent an unusable audit receipt") from None
 
     def directory(self) -> dict[str, bytes]:
         """``GET /v1/sync/directory``: the clinic's enrolled devices and their keys."""
@@ -406,6 +464,10 @@ class HttpTransport:
         )
         replica.enrol(enrollment, refresh_token=str(answer["refresh_token"]))
         return enrollment
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _optional_base64(value: Any) -> bytes | None:

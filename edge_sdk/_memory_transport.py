@@ -22,7 +22,11 @@ of its latest change), and the clinic's blobs; it applies the rules the server a
   variable that every accepted push notifies;
 - a blob upload is declared, resumed at the hub's offset, sent in chunks at that
   offset, and stored only if its SHA-256 matches; downloads start at any offset;
-- a published model (`publish_model`) is offered to every replica (`ModelSource`).
+- a published model (`publish_model`) is offered to every replica (`ModelSource`);
+- a device's audit chain is kept append-only (`push_audit`: a batch that does not
+  continue what the hub holds is refused whole, `AuditPushError` naming the event);
+  each push appends a leaf naming the device's head to the hub's own Merkle log, and
+  the answer is a checkpoint signed by the hub's key with the leaf's inclusion proof.
 
 The hub trusts the identity a `MemoryTransport` is made with: it is in-process, so
 there is nothing to authenticate. `snapshot()` and `restore()` stand for a server's
@@ -32,18 +36,23 @@ backup and restore.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from crdt import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    GENESIS,
+    AuditProofError,
+    Checkpoint,
     Entry,
     EntryKind,
     RecordDocument,
@@ -53,11 +62,17 @@ from crdt import (
     SyncProtocolError,
     SyncReport,
     apply_documents,
+    canonical_json,
     decode_message,
     encode_message,
+    inclusion_proof,
+    leaf_hash,
+    merkle_root,
     server_device_id,
+    verify_chain,
 )
 from edge_sdk._errors import (
+    AuditPushError,
     BlobCorruptError,
     BlobError,
     BlobNotFoundError,
@@ -65,7 +80,13 @@ from edge_sdk._errors import (
     SyncError,
 )
 from edge_sdk._model_sync import ModelOffer
-from edge_sdk._transport import BlobDownload, PushAnswer, UploadState
+from edge_sdk._transport import (
+    AuditReceipt,
+    BlobDownload,
+    ChainedEvent,
+    PushAnswer,
+    UploadState,
+)
 
 __all__ = ["MemoryHub", "MemoryHubState", "MemoryTransport"]
 
@@ -73,6 +94,10 @@ _MiB = 1024 * 1024
 _FOREIGN = "the id belongs to a record outside this device's clinic"
 _PAGE_BYTES = DEFAULT_MAX_MESSAGE_SIZE - 4096  # room for the control fields, as the server
 _ENTRY_OVERHEAD = 64
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)
@@ -107,6 +132,8 @@ class MemoryHubState:
     models: dict[str, bytes] = field(default_factory=dict)  # sha256 -> model file
     devices: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # id -> clinic, key
     current_model: ModelOffer | None = None
+    audit_chains: dict[str, list[ChainedEvent]] = field(default_factory=dict)  # by device
+    audit_leaves: list[bytes] = field(default_factory=list)  # the hub's log, in order
 
 
 class MemoryHub:
@@ -217,6 +244,78 @@ class MemoryHub:
     def sign(self, data: bytes) -> bytes:
         """An Ed25519 signature by the hub's key."""
         return self._key.sign(data)
+
+    # ---------------------------------------------------------------- audit
+    def audit_chain(self, device_id: str) -> list[ChainedEvent]:
+        """The audit events the hub holds for a device, in order."""
+        with self._changed:
+            return list(self._state.audit_chains.get(device_id, ()))
+
+    def push_audit(
+        self, events: Sequence[ChainedEvent], *, device_id: str, clinic_id: str
+    ) -> AuditReceipt:
+        """Append a device's audit events (the ones it holds already must be the same).
+
+        Raises:
+            AuditPushError: The events do not continue the chain the hub holds.
+        """
+        if not events:
+            raise AuditPushError("an audit push needs at least one event")
+        with self._changed:
+            chain = self._state.audit_chains.setdefault(device_id, [])
+            held = len(chain)
+            for event in events:
+                if event.seq <= held and chain[event.seq - 1] != event:
+                    raise AuditPushError(
+                        f"audit event {event.seq} differs from the one the hub holds",
+                        seq=event.seq,
+                        server_seq=held,
+                    )
+            new = [event for event in events if event.seq > held]
+            previous = chain[-1].hash if chain else GENESIS
+            expected = held + 1
+            for event in new:
+                try:
+                    verify_chain(
+                        [(event.seq, event.canonical, event.hash)],
+                        start_seq=expected,
+                        previous=previous,
+                    )
+                except AuditProofError as exc:
+                    raise AuditPushError(
+                        f"the audit chain breaks at event {expected}: {exc}",
+                        seq=expected,
+                        server_seq=held,
+                    ) from None
+                previous, expected = event.hash, expected + 1
+            chain.extend(new)
+            head = events[-1]
+            leaf = canonical_json(
+                {
+                    "v": 1,
+                    "kind": "device-audit-received",
+                    "clinic_id": clinic_id,
+                    "target": f"{device_id}:{head.seq}:{head.hash.hex()}",
+                }
+            )
+            leaves = self._state.audit_leaves
+            leaves.append(leaf)
+            hashes = [leaf_hash(item) for item in leaves]
+            size = len(hashes)
+            path = inclusion_proof(size - 1, size, lambda a, b: merkle_root(hashes[a:b]))
+            unsigned = Checkpoint(
+                origin=f"hub:{self.name}", size=size, root=merkle_root(hashes), at=_now()
+            )
+            checkpoint = dataclasses.replace(unsigned, signature=self.sign(unsigned.message()))
+        return AuditReceipt(
+            head_seq=head.seq,
+            head_hash=head.hash,
+            checkpoint=checkpoint,
+            leaf_index=size - 1,
+            leaf=leaf,
+            inclusion=path,
+            public_key=self.public_key,
+        )
 
     # ---------------------------------------------------------------- devices
     def enrol(self, *, device_id: str, clinic_id: str, public_key: bytes) -> None:
@@ -512,6 +611,11 @@ class MemoryTransport:
         """Merge a wire message of documents into the clinic."""
         self._requests += 1
         return self.hub.push(message, device_id=self.device_id, clinic_id=self.clinic_id)
+
+    def push_audit(self, events: Sequence[ChainedEvent]) -> AuditReceipt:
+        """Append the device's audit events to the hub's copy of its chain."""
+        self._requests += 1
+        return self.hub.push_audit(events, device_id=self.device_id, clinic_id=self.clinic_id)
 
     def directory(self) -> dict[str, bytes]:
         """The devices enrolled in the clinic, with their keys."""

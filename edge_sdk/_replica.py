@@ -18,6 +18,7 @@ from typing import BinaryIO, Protocol
 
 from crdt import DocumentStore, RecordDocument, SyncSession, server_device_id
 from edge_sdk._access import AccessGate
+from edge_sdk._audit import DeviceAuditLog
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._store import Store
@@ -40,7 +41,8 @@ class Replica:
         blob_files: The encrypted blob files, not audited (wrap uses in `access`).
         blobs: The same blob files with every read and write audited.
         documents: The documents as a `crdt.DocumentStore`, reads and writes audited.
-        access: The gate every read and write of patient data goes through.
+        access: The gate every read and write of patient data goes through; it writes
+            each access to `audit` before letting the result out.
     """
 
     def __init__(
@@ -57,7 +59,9 @@ class Replica:
         self.identity = identity
         self.clinic_id = clinic_id
         self.blob_files = blob_files
-        self.access = AccessGate(identity.device_id)
+        self.audit = DeviceAuditLog(store)
+        """The device's hash-chained audit log (the gate's journal)."""
+        self.access = AccessGate(identity.device_id, journal=self.audit)
         self.blobs: BlobStore = _AuditedBlobs(self.access, blob_files)
         self.documents: DocumentStore = _AuditedDocuments(self)
         self.directory = ReplicaDirectory(self)

@@ -12,8 +12,16 @@ Decisions received from elsewhere (sync, a bundle, a session) are also queued in
 (`EdgeClient.on_decision`). Listeners added with `Store.add_commit_listener` hear of
 every committed transaction that stored documents.
 
+The device's audit log lives here too (``audit_events``: the hash chain of every
+access, written by `edge_sdk._audit`; ``audit_checkpoints``: the server's signed
+checkpoints that cover it).
+
 A store made by an older version is brought up to `SCHEMA_VERSION` when it is opened
 (`_MIGRATIONS`: new tables only, each step in one transaction).
+
+Automatic logoff: a store opened with `idle_lock_after` seconds locks itself after that
+long without use: the connection is closed (SQLCipher drops the key with it) and every
+call raises `StoreLockedError` until `unlock` is given the data key again.
 
 The database key is the raw 256-bit data key (no SQLCipher passphrase KDF: the key
 provider already did the slow part). WAL mode with ``synchronous=FULL``: a write that
@@ -27,6 +35,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -40,7 +49,7 @@ from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, St
 
 __all__ = ["PROJECTIONS", "Store"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
 
 # Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
@@ -111,6 +120,8 @@ _INDEXES: Mapping[str, list[list[str]]] = {
     "invoices": [["patient_id"], ["number"]],
 }
 CommitListener = Callable[[frozenset[str]], None]
+LockListener = Callable[[], None]
+"""Called after the store locked itself (idle) or was locked, in the locking thread."""
 """Called after a transaction that stored documents commits, with their collections."""
 
 
@@ -126,69 +137,190 @@ def _translate(exc: BaseException, path: Path) -> StoreError:
 class Store:
     """An open SQLCipher database of one replica. Not for app developers directly."""
 
-    def __init__(self, conn: Any, path: Path) -> None:
-        self._conn = conn
+    def __init__(
+        self,
+        conn: Any,
+        path: Path,
+        data_key: bytes,
+        *,
+        idle_lock_after: float | None = None,
+    ) -> None:
+        self._connection: Any = conn
         self.path = path
-        self.db = sqlite_utils.Database(conn)
+        self._data_key: bytes | None = data_key
+        self._db = sqlite_utils.Database(conn)
         self._depth = 0
         self._lock = threading.RLock()
         self._written: set[str] = set()  # collections stored in the open transaction
         self._commit_listeners: list[CommitListener] = []
+        self._lock_listeners: list[LockListener] = []
+        self._closed = False
+        if idle_lock_after is not None and idle_lock_after <= 0:
+            raise ValueError(f"idle_lock_after must be positive or None, not {idle_lock_after}")
+        self.idle_lock_after = idle_lock_after
+        """Seconds without use after which the store locks itself (None: never)."""
+        self._last_used = time.monotonic()
+        self._timer: threading.Timer | None = None
+        self._arm_timer(idle_lock_after)
 
     # ------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: Path, data_key: bytes, *, create: bool = False) -> Store:
+    def open(
+        cls,
+        path: Path,
+        data_key: bytes,
+        *,
+        create: bool = False,
+        idle_lock_after: float | None = None,
+    ) -> Store:
         """Open (or, with `create`, initialise) the database at `path` with `data_key`.
+
+        Args:
+            path: The database file.
+            data_key: The raw 256-bit SQLCipher key.
+            create: Create a new database (the file must not exist).
+            idle_lock_after: Lock the store after this many seconds without use.
 
         Raises:
             StoreCorruptError: The file does not decrypt or is damaged.
         """
         if not create and not path.exists():
             raise StoreCorruptError(f"{path}: database file is missing")
-        if not create and (size := path.stat().st_size) < _PAGE_SIZE:
-            # SQLite takes a file shorter than one page for an empty database and would
-            # write a fresh one over it: refuse before connecting.
-            raise StoreCorruptError(f"{path}: the database is truncated ({size} bytes)")
         if create:
             # SQLite gives the -wal and -shm files the database file's mode.
             path.touch(mode=0o600, exist_ok=False)
+        conn = _connect(path, data_key, create=create)
         try:
-            conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
-        except sqlcipher3.DatabaseError as exc:
-            raise _translate(exc, path) from None
-        try:
-            # SQLCipher logs failed HMAC checks to stderr; the caller gets an error.
-            conn.execute("PRAGMA cipher_log_level = NONE")
-            conn.execute(f"PRAGMA key = \"x'{data_key.hex()}'\"")
-            conn.execute("PRAGMA cipher_memory_security = OFF")
-            # Reading the schema is the first page decryption: a wrong key or a
-            # damaged first page fails here, before anything is written.
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-            conn.execute("PRAGMA busy_timeout = 10000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if mode != "wal":
-                raise StoreCorruptError(f"{path}: could not enable WAL mode (got {mode})")
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA foreign_keys = ON")
-            store = cls(conn, path)
+            store = cls(conn, path, data_key)
             if create:
                 store._create_schema()
             else:
                 store._check_schema()
-            return store
         except (sqlcipher3.DatabaseError, sqlite3.DatabaseError) as exc:
             conn.close()
             raise _translate(exc, path) from None
         except BaseException:
             conn.close()
             raise
+        store.idle_lock_after = idle_lock_after
+        store.touch()
+        return store
+
+    # ------------------------------------------------------------ automatic logoff
+    @property
+    def _conn(self) -> Any:
+        """The open connection; raises `StoreLockedError` once the store has locked."""
+        conn = self._connection
+        if conn is None:
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the store was closed; open it again")
+            raise StoreLockedError(
+                f"{self.path}: the store locked itself after being idle; unlock it with "
+                "the key provider to go on"
+            )
+        now = time.monotonic()
+        idle = self.idle_lock_after
+        if idle is not None and now - self._last_used > idle and not self._depth:
+            self.lock()
+            return self._conn  # raises
+        self._last_used = now
+        return conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The database through `sqlite-utils` (raises `StoreLockedError` when locked)."""
+        self._conn  # noqa: B018 - the lock check
+        return self._db
+
+    @property
+    def data_key(self) -> bytes:
+        """The data key (raises `StoreLockedError` when locked)."""
+        self._conn  # noqa: B018 - the lock check
+        assert self._data_key is not None
+        return self._data_key
+
+    @property
+    def locked(self) -> bool:
+        """True once the store has locked (or been closed)."""
+        return self._connection is None
+
+    def lock(self) -> None:
+        """Close the connection and drop the data key: every call raises
+        `StoreLockedError` until `unlock`. Waits for a transaction in progress."""
+        with self._lock:
+            conn, self._connection = self._connection, None
+            if conn is None:
+                return
+            self._data_key = None
+            self._db = sqlite_utils.Database(memory=True)  # drops its hold on the connection
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            with contextlib.suppress(sqlcipher3.DatabaseError):
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.close()
+        for listener in list(self._lock_listeners):
+            listener()
+
+    def unlock(self, data_key: bytes) -> None:
+        """Open the connection again with `data_key` (from the key provider).
+
+        Raises:
+            WrongKeyError: Not this store's key (as `StoreCorruptError` here: the
+                client checks the key first).
+            StoreClosedError: The store was closed, not locked.
+        """
+        with self._lock:
+            if self._closed:
+                raise StoreClosedError(f"{self.path}: the store was closed; open it again")
+            if self._connection is not None:
+                return
+            conn = _connect(self.path, data_key, create=False)
+            self._connection = conn
+            self._data_key = data_key
+            self._db = sqlite_utils.Database(conn)
+            self._last_used = time.monotonic()
+            self._arm_timer(self.idle_lock_after)
+
+    def touch(self) -> None:
+        """Count as used now (and start the idle timer, if one is set)."""
+        self._last_used = time.monotonic()
+        self._arm_timer(self.idle_lock_after)
+
+    def add_lock_listener(self, listener: LockListener) -> None:
+        """Call `listener` after the store locks (to drop other keys held in memory)."""
+        self._lock_listeners.append(listener)
+
+    def _arm_timer(self, delay: float | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if delay is None or self._connection is None:
+            return
+        timer = threading.Timer(delay, self._idle_check)
+        timer.daemon = True
+        timer.name = "store-idle-lock"
+        self._timer = timer
+        timer.start()
+
+    def _idle_check(self) -> None:
+        """The timer fired: lock if idle long enough, else look again when it would be."""
+        idle = self.idle_lock_after
+        if idle is None:
+            return
+        with self._lock:
+            if self._connection is None:
+                return
+            left = self._last_used + idle - time.monotonic()
+            if left > 0 or self._depth:
+                self._arm_timer(max(left, 0.05))
+                return
+        self.lock()
 
     def close(self) -> None:
         """Checkpoint the WAL and close the connection."""
-        with contextlib.suppress(sqlcipher3.DatabaseError):
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._conn.close()
+        self.lock()
+        self._closed = True
 
     def _create_schema(self) -> None:
         db = self.db
@@ -221,6 +353,7 @@ class Store:
                 {"device_id": str, "public_key": bytes, "first_seen": str}, pk="device_id"
             )
             _create_decision_inbox(db)
+            _create_audit_tables(self)
             db.table("meta").insert_all(
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
@@ -270,6 +403,10 @@ class Store:
         """Version 3: the server's catalogue and invoices (commerce) get projections."""
         for collection in ("catalogue", "invoices"):
             self._add_projection(collection)
+
+    def _migrate_to_4(self) -> None:
+        """Version 4: the device's hash-chained audit log and the checkpoints kept."""
+        _create_audit_tables(self)
 
     def _add_projection(self, collection: str) -> None:
         """Create a projection table an older store lacks, and project the documents
@@ -558,6 +695,7 @@ class Store:
             self.execute("PRAGMA journal_mode = DELETE")
             self.execute(f"PRAGMA rekey = \"x'{data_key.hex()}'\"")
             self.execute("PRAGMA journal_mode = WAL")
+            self._data_key = data_key
 
 
 class _Cursor:
@@ -606,6 +744,55 @@ def _projection_row(
     return row
 
 
+def _connect(path: Path, data_key: bytes, *, create: bool) -> Any:
+    """A configured SQLCipher connection to `path`, keyed with `data_key`."""
+    if not create and (size := path.stat().st_size) < _PAGE_SIZE:
+        # SQLite takes a file shorter than one page for an empty database and would
+        # write a fresh one over it: refuse before connecting.
+        raise StoreCorruptError(f"{path}: the database is truncated ({size} bytes)")
+    try:
+        conn = sqlcipher3.connect(str(path), isolation_level=None, check_same_thread=False)
+    except sqlcipher3.DatabaseError as exc:
+        raise _translate(exc, path) from None
+    try:
+        # SQLCipher logs failed HMAC checks to stderr; the caller gets an error.
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"PRAGMA key = \"x'{data_key.hex()}'\"")
+        conn.execute("PRAGMA cipher_memory_security = OFF")
+        # Reading the schema is the first page decryption: a wrong key or a
+        # damaged first page fails here, before anything is written.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        conn.execute("PRAGMA busy_timeout = 10000")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreCorruptError(f"{path}: could not enable WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute("PRAGMA foreign_keys = ON")
+        return conn
+    except (sqlcipher3.DatabaseError, sqlite3.DatabaseError) as exc:
+        conn.close()
+        raise _translate(exc, path) from None
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _create_audit_tables(store: Store) -> None:
+    # seq is the chain's own numbering (1, 2, ...), never reused.
+    store.execute(
+        "CREATE TABLE IF NOT EXISTS audit_events"
+        " (seq INTEGER PRIMARY KEY, canonical BLOB NOT NULL, hash BLOB NOT NULL)"
+    )
+    store.execute(
+        "CREATE TABLE IF NOT EXISTS audit_checkpoints ("
+        " id INTEGER PRIMARY KEY AUTOINCREMENT, peer TEXT NOT NULL,"
+        " head_seq INTEGER NOT NULL, head_hash BLOB NOT NULL,"
+        " checkpoint TEXT NOT NULL, leaf_index INTEGER NOT NULL, leaf BLOB NOT NULL,"
+        " inclusion TEXT NOT NULL, public_key BLOB NOT NULL, received_at TEXT NOT NULL)"
+    )
+
+
 def _create_decision_inbox(db: sqlite_utils.Database) -> None:
     db.table("decision_inbox").create({"id": str}, pk="id")
 
@@ -613,6 +800,7 @@ def _create_decision_inbox(db: sqlite_utils.Database) -> None:
 _MIGRATIONS: Mapping[int, Callable[[Store], None]] = {
     2: Store._migrate_to_2,
     3: Store._migrate_to_3,
+    4: Store._migrate_to_4,
 }
 """The step that brings a store of the version before up to each version."""
 

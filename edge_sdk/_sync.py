@@ -14,7 +14,11 @@
    applied twice. The next page is fetched while one is merged. A feed behind the
    cursor (a server restored from a backup) makes the replica forget what it thought
    the other side held and pull from the start.
-3. Blobs that records reference travel after the records: uploads resume from the
+3. The device's audit chain follows the documents (`push_audit`): the events the
+   server has not acknowledged, append-only; the signed checkpoint it answers with is
+   checked and kept. A refused chain is reported (`SyncResult.audit_error`) and loses
+   nothing: the events stay, and go again next time.
+4. Blobs that records reference travel after the records: uploads resume from the
    other side's offset, downloads are verified against their SHA-256.
 
 No network code here: the transport moves the bytes.
@@ -41,8 +45,15 @@ from crdt import (
     decode_message,
     encode_message,
 )
+from edge_sdk._audit_push import push_audit
 from edge_sdk._blob_transfer import fetch_blob, send_blob
-from edge_sdk._errors import BlobError, CursorAheadError, PushTooLargeError, SyncError
+from edge_sdk._errors import (
+    AuditPushError,
+    BlobError,
+    CursorAheadError,
+    PushTooLargeError,
+    SyncError,
+)
 from edge_sdk._replica import Replica
 from edge_sdk._store import Store
 from edge_sdk._sync_types import ProgressCallback, SyncProgress, SyncResult
@@ -83,6 +94,7 @@ def sync_replica(
     try:
         run = _Run(replica, transport, result, progress or _ignore)
         run.push()
+        run.push_audit()
         if blobs:
             run.upload_blobs()
         # Who may author the clinic's records, as the other side knows it now: every
@@ -182,6 +194,21 @@ class _Run:
         # The other side now holds at least these heads (a refused document is not
         # sent again until it changes: sending the same bytes would be refused again).
         self.store.set_peer_heads(self.peer, {doc_id: heads for doc_id, _, heads in batch})
+
+    def push_audit(self) -> None:
+        if not hasattr(self.transport, "push_audit"):
+            # A transport written before device audit logs: the chain waits here.
+            log.debug("transport %s cannot take the audit chain", type(self.transport))
+            return
+        try:
+            receipt = push_audit(self.replica, self.transport)
+        except AuditPushError as exc:
+            # The documents went; the chain stays here, whole, for the next sync.
+            log.warning("the server refused the audit chain: %s", exc)
+            self.result.audit_error = str(exc)
+            return
+        if receipt is not None:
+            self.result.audit_acknowledged = receipt.head_seq
 
     # ------------------------------------------------------------ pull
     def pull(self, *, wait: float) -> None:

@@ -64,6 +64,8 @@ class SyncResult:
     blobs_downloaded: list[str] = field(default_factory=list)
     blob_errors: list[str] = field(default_factory=list)
     cursor: int = 0
+    audit_acknowledged: int = 0  # the audit event the server acknowledged (0: none new)
+    audit_error: str | None = None  # why the server refused the audit chain, if it did
     requests: int = 0
     retries: int = 0
 

@@ -14,13 +14,50 @@ chunks; the caller resumes from the next byte.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from crdt import Rejection
+from crdt import Checkpoint, Rejection
 
-__all__ = ["BlobDownload", "BlobTransport", "PushAnswer", "SyncTransport", "UploadState"]
+__all__ = [
+    "AuditReceipt",
+    "BlobDownload",
+    "BlobTransport",
+    "ChainedEvent",
+    "PushAnswer",
+    "SyncTransport",
+    "UploadState",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainedEvent:
+    """One event of a device's audit chain: its number, canonical bytes and hash."""
+
+    seq: int
+    canonical: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReceipt:
+    """The other side's answer to an audit push: it holds the device's chain up to
+    `head_seq`, its log's leaf `leaf_index` (bytes `leaf`) names that head, and the
+    signed `checkpoint` covers that leaf (`inclusion`: the RFC 9162 audit path).
+
+    Attributes:
+        public_key: The key the checkpoint claims to be signed with (checked against
+            the pinned key when there is one).
+    """
+
+    head_seq: int
+    head_hash: bytes
+    checkpoint: Checkpoint
+    leaf_index: int
+    leaf: bytes
+    inclusion: list[bytes]
+    public_key: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +151,15 @@ class SyncTransport(BlobTransport, Protocol):
 
     def push(self, message: bytes) -> PushAnswer:
         """Send one `crdt` wire message of DOC entries; the answer per document."""
+        ...
+
+    def push_audit(self, events: Sequence[ChainedEvent]) -> AuditReceipt:
+        """Append these events (the next ones of the device's audit chain; ones the
+        other side already holds are accepted again unchanged) to its copy.
+
+        Raises:
+            AuditPushError: They do not continue the chain the other side holds.
+        """
         ...
 
     def directory(self) -> dict[str, bytes]:

@@ -26,6 +26,7 @@ names in `__all__` are public.
 from sync_server.app import create_app
 from sync_server.embedded import ThreadedServer
 from sync_server.errors import (
+    ChainBroken,
     Conflict,
     Forbidden,
     Gone,
@@ -60,6 +61,7 @@ from sync_server.settings import Settings, settings_from
 
 __all__ = [
     "AccountAction",
+    "ChainBroken",
     "Conflict",
     "CreatedAdmin",
     "Forbidden",

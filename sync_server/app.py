@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from sync_server.audit import device_routes as audit_device_routes
 from sync_server.audit import routes as audit_routes
 from sync_server.audit.log import current_checkpoint
 from sync_server.blobs import routes as blob_routes
@@ -234,6 +235,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calendar_routes,
         commerce_routes,
         payment_routes,
+        audit_device_routes,
     ):
         app.include_router(routes.router)
     return app
@@ -245,6 +247,7 @@ def _route_caps(settings: Settings) -> list[RouteCap]:
     margin = 1024 * 1024
     return [
         ("POST", "/v1/sync/push", settings.max_message_size + margin),
+        ("POST", "/v1/audit/device-events", settings.max_message_size + margin),
         ("PATCH", "/v1/blobs/uploads/", settings.max_blob_chunk + margin),
         ("POST", "/v1/admin/models", MAX_MODEL_SIZE + MAX_MANIFEST_SIZE + margin),
     ]

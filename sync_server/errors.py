@@ -17,6 +17,7 @@ a 5xx.
     ├── NotFound                  no such thing (or one the caller may not see)
     │   └── Gone                  it was there and is gone for good: start again
     ├── Conflict                  the server's current state refuses it
+    │   └── ChainBroken           a device's audit events do not continue its chain
     ├── TooManyRequests           too many attempts: retry after `retry_after` seconds
     └── Unavailable               a dependency (storage, database) is down: retry later
 """
@@ -26,6 +27,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "ChainBroken",
     "Conflict",
     "Forbidden",
     "Gone",
@@ -124,6 +126,21 @@ class Conflict(ServerError):
     """The server's current state refuses it (a taken name, a stale offset)."""
 
     code = "conflict"
+
+
+class ChainBroken(Conflict):
+    """A device's audit events do not continue the chain the server holds for it:
+    `seq` is where it breaks, `server_seq` the last event the server holds."""
+
+    code = "audit_chain_broken"
+
+    def __init__(self, message: str, *, seq: int = 0, server_seq: int = 0) -> None:
+        super().__init__(message)
+        self.seq = seq
+        self.server_seq = server_seq
+
+    def details(self) -> dict[str, Any]:
+        return {"seq": self.seq, "server_seq": self.server_seq}
 
 
 class TooManyRequests(ServerError):

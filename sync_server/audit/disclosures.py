@@ -1,34 +1,40 @@
 """Reading the audit log: a patient's accounting of disclosures, and staff search.
 
 `disclosures` lists, for one patient, every event of the server's log that concerned
-them (`audit_patients`): when, who (kind, id, role), from where (device id, network
-address), what (event kind, operation, records), why (purpose of use) and how it ended;
-`disclosures_csv` writes the same as CSV. `search_events` pages through the events of
-the caller's clinics by patient, user, device and time, newest first.
+them (`audit_patients`), and every event of the devices' chains the server holds that
+names them (`device_audit_patients`: what devices did offline, as they pushed it):
+when, who (kind, id, role), from where (device id, network address), what (event kind,
+operation, records), why (purpose of use) and how it ended; `disclosures_csv` writes
+the same as CSV. `search_events` pages through the events of the caller's clinics by
+patient, user, device and time, newest first.
 
 Both are for back-office readers (`require_audit_reader`: staff and admins; an admin
 bound to no clinic reads every clinic of the organisation, anyone else their own
 clinic). The routes audit every read of the audit itself (`AuditSearched`).
-
-Events devices record about their own reads are in their hash chains on the devices;
-they are not listed here until the server stores the chains devices push.
 """
 
 from __future__ import annotations
 
 import csv
+import heapq
 import io
+import json
 from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 from datetime import UTC, datetime
 from typing import Literal
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import Session
 
 from sync_server.audit.events import OPERATIONS, Actor, AuditSearched
 from sync_server.audit.services import record_event
-from sync_server.audit.tables import AuditEvent, AuditPatient
+from sync_server.audit.tables import (
+    AuditEvent,
+    AuditPatient,
+    DeviceAuditEvent,
+    DeviceAuditPatient,
+)
 from sync_server.errors import Forbidden, Invalid, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tenancy import clinic_ids_in_scope
@@ -69,6 +75,7 @@ class AuditEntry:
     purpose: str | None  # treatment, operations, break-glass
     outcome: str
     patients: str | None  # the patients it concerned, comma-separated
+    source: str = "server"  # server: the server's log; device: a device's own chain
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +155,74 @@ def _entry(row: AuditEvent) -> AuditEntry:
     )
 
 
+def _device_entry(row: DeviceAuditEvent) -> AuditEntry:
+    """A device's event from its canonical bytes (`edge_sdk`'s chain fields)."""
+    try:
+        fields = json.loads(row.canonical)
+    except ValueError:
+        fields = {}
+    if not isinstance(fields, dict):
+        fields = {}
+
+    def text(name: str) -> str | None:
+        value = fields.get(name)
+        return value if isinstance(value, str) else None
+
+    try:
+        at = datetime.fromisoformat(text("at") or "").astimezone(UTC)
+    except ValueError:
+        at = row.received_at
+    user = text("user")
+    records = fields.get("records")
+    patients = fields.get("patients")
+    return AuditEntry(
+        seq=row.seq,
+        at=at,
+        actor_kind="user" if user else "device",
+        actor_id=user or row.device_id,
+        role=None,
+        device_id=row.device_id,
+        address=None,
+        clinic_id=row.clinic_id,
+        kind=text("action") or "unknown",
+        operation=text("operation") or "E",
+        records=json.dumps({text("collection") or "": records})
+        if isinstance(records, list)
+        else None,
+        purpose=text("purpose"),
+        outcome=text("outcome") or "",
+        patients=",".join(p for p in patients if isinstance(p, str))
+        if isinstance(patients, list)
+        else None,
+        source="device",
+    )
+
+
+def _device_disclosures(
+    session: Session,
+    patient_id: str,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+) -> list[AuditEntry]:
+    rows = session.scalars(
+        select(DeviceAuditEvent)
+        .join(
+            DeviceAuditPatient,
+            and_(
+                DeviceAuditPatient.device_id == DeviceAuditEvent.device_id,
+                DeviceAuditPatient.seq == DeviceAuditEvent.seq,
+            ),
+        )
+        .where(DeviceAuditPatient.patient_id == patient_id)
+        .order_by(DeviceAuditEvent.received_at, DeviceAuditEvent.device_id, DeviceAuditEvent.seq)
+    )
+    entries = [_device_entry(row) for row in rows]
+    start, end = _utc(since, "since"), _utc(until, "until")
+    kept = [e for e in entries if (start is None or e.at >= start) and (end is None or e.at < end)]
+    return sorted(kept, key=lambda e: e.at)[:limit]
+
+
 def _between(
     query: Select[AuditEvent], since: datetime | None, until: datetime | None
 ) -> Select[AuditEvent]:
@@ -168,8 +243,9 @@ def disclosures(
     until: datetime | None = None,
     limit: int = 10_000,
 ) -> tuple[PatientRow, list[AuditEntry]]:
-    """The patient (for its clinic) and every event of the log that concerned them,
-    oldest first, from `since` (inclusive) to `until` (exclusive), at most `limit`.
+    """The patient (for its clinic) and every event that concerned them, of the
+    server's log and of the devices' chains (`AuditEntry.source`), oldest first, from
+    `since` (inclusive) to `until` (exclusive), at most `limit`.
 
     Raises:
         Forbidden: ``audit_readers_only``.
@@ -188,7 +264,10 @@ def disclosures(
         .where(AuditPatient.patient_id == patient.id, AuditEvent.seq.is_not(None))
     )
     query = _between(query, since, until).order_by(AuditEvent.seq).limit(limit)
-    return patient, [_entry(row) for row in session.scalars(query)]
+    server = [_entry(row) for row in session.scalars(query)]
+    devices = _device_disclosures(session, patient.id, since, until, limit)
+    merged = heapq.merge(server, devices, key=lambda e: e.at)
+    return patient, list(merged)[:limit]
 
 
 def search_events(

@@ -32,7 +32,9 @@ __all__ = [
     "CalendarFeedCreated",
     "CalendarFeedRead",
     "CalendarFeedRevoked",
+    "ClinicCreated",
     "ClinicTimezoneSet",
+    "DeviceAuditReceived",
     "DeviceEnrolment",
     "DeviceLogin",
     "DeviceRevoked",
@@ -284,6 +286,17 @@ class RefreshTokenReused(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ClinicCreated(Event):
+    """A clinic was added to the organisation (by an admin, or an operator: the system)."""
+
+    name: ClassVar[str] = "clinic-create"
+    operation: ClassVar[Operation] = "C"
+
+    def target(self) -> str | None:
+        return self.clinic_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class EnrolmentTokenCreated(Event):
     """A one-time enrolment token was issued for a clinic."""
 
@@ -384,6 +397,25 @@ class DocumentsPushed(Event):
             f"accepted={len(self.accepted)} unchanged={len(self.unchanged)} "
             f"rejected={len(self.rejected)}"
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceAuditReceived(Event):
+    """A device pushed its audit chain up to `head_seq`, whose hash is `head_hash`: the
+    device's head enters the server's log (the device checks the leaf names it)."""
+
+    name: ClassVar[str] = "device-audit-push"
+    operation: ClassVar[Operation] = "C"
+    device_id: str
+    head_seq: int
+    head_hash: str  # hex
+    received: int  # events new to the server in this push
+
+    def target(self) -> str | None:
+        return f"{self.device_id}:{self.head_seq}:{self.head_hash}"
+
+    def outcome(self) -> str:
+        return f"ok received={self.received}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, event, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crdt import (
@@ -35,7 +35,7 @@ from crdt import (
 )
 from sync_server.audit.tables import AuditCheckpoint, AuditEvent, AuditLogHead, AuditNode
 from sync_server.db import utcnow
-from sync_server.errors import Conflict, NotFound, Unprocessable
+from sync_server.errors import Conflict, NotFound, Unavailable, Unprocessable
 
 __all__ = [
     "LEAF_COLUMNS",
@@ -150,10 +150,23 @@ def seal(*, session: Session) -> None:
     )
 
 
+# The head row must be the last lock a transaction takes (it is held to the commit):
+# other before-commit hooks that lock rows register with insert=True, to run first.
 @event.listens_for(Session, "before_commit")
 def _seal_before_commit(session: Session) -> None:
-    if session.info.get(_PENDING):
+    if not session.info.get(_PENDING):
+        return
+    try:
         seal(session=session)
+        session.flush()
+    except SQLAlchemyError as exc:
+        if "audit_" not in str(getattr(exc, "statement", "") or ""):
+            raise
+        # No unaudited access: the transaction fails with its audit row.
+        raise Unavailable(
+            "the audit log could not be written, so nothing was done; retry later",
+            code="audit_unavailable",
+        ) from exc
 
 
 def _take_leaves(session: Session, count: int) -> tuple[int, MerkleFrontier]:

@@ -124,6 +124,11 @@ class AuditEntryPublic(BaseModel):
     purpose: str | None = Field(description="treatment, operations or break-glass.")
     outcome: str
     patients: str | None = Field(description="Patient ids it concerned, comma-separated.")
+    source: str = Field(
+        default="server",
+        description="server (the server's log) or device (a device's own chain: `seq` is "
+        "its place in that chain, `actor_id` the user on the device, if any).",
+    )
 
 
 class EventPagePublic(BaseModel):

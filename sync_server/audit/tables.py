@@ -14,6 +14,10 @@
 - `break_glass_grants`: emergency access a clinician asked for to a patient outside
   their clinic, with the reason they gave (free text: kept here, never in the log) and
   its review by an admin.
+- `device_audit_events`: each device's own hash-chained audit log, as pushed (append
+  only; `sync_server.audit.device_chains`).
+- `device_audit_patients`: which patients each device event names (for the accounting
+  of disclosures).
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ __all__ = [
     "AuditNode",
     "AuditPatient",
     "BreakGlassGrant",
+    "DeviceAuditEvent",
+    "DeviceAuditPatient",
 ]
 
 _BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -127,3 +133,26 @@ class BreakGlassGrant(Base):
     reviewed_by: Mapped[str | None] = mapped_column(Id)
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     review_note: Mapped[str | None] = mapped_column(Text)
+
+
+class DeviceAuditEvent(Base):
+    """One event of a device's hash-chained audit log (`crdt.chain_hash`), as pushed."""
+
+    __tablename__ = "device_audit_events"
+
+    device_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    clinic_id: Mapped[str] = mapped_column(Id, index=True)
+    canonical: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeviceAuditPatient(Base):
+    """One patient a device's audit event names (from its canonical bytes)."""
+
+    __tablename__ = "device_audit_patients"
+
+    device_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    patient_id: Mapped[str] = mapped_column(Id, primary_key=True, index=True)

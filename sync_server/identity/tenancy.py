@@ -12,6 +12,8 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from sync_server.audit.events import Actor, ClinicCreated
+from sync_server.audit.services import record_event
 from sync_server.db import new_id, utcnow
 from sync_server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from sync_server.identity.principals import Principal
@@ -93,6 +95,12 @@ def create_clinic(
             session.flush()
     except IntegrityError:
         raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists") from None
+    record_event(
+        session=session,
+        event=ClinicCreated(
+            actor=Actor.of(actor) if actor is not None else Actor("system"), clinic_id=clinic.id
+        ),
+    )
     return clinic
 
 

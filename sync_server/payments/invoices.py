@@ -490,7 +490,9 @@ def number_invoices(*, session: Session) -> None:
             )
 
 
-@event.listens_for(Session, "before_commit")
+# First of the before-commit hooks (insert=True): the audit log seals last, so the
+# counter row is always locked before the log's head, never after (no deadlock).
+@event.listens_for(Session, "before_commit", insert=True)
 def _number_before_commit(session: Session) -> None:
     if session.info.get(_UNNUMBERED):
         number_invoices(session=session)

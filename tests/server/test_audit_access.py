@@ -6,6 +6,7 @@ Every test runs on SQLite and on PostgreSQL, each in an organisation of its own.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -17,7 +18,17 @@ from typing import Any
 import httpx
 from sqlalchemy import select, update
 
-from crdt import ClinicalNote, Entry, EntryKind, Patient, RecordDocument, SyncMessage
+from crdt import (
+    GENESIS,
+    ClinicalNote,
+    Entry,
+    EntryKind,
+    Patient,
+    RecordDocument,
+    SyncMessage,
+    canonical_json,
+    chain_hash,
+)
 from crdt import encode_message as encode
 from sync_server.audit.tables import AuditEvent, BreakGlassGrant
 from sync_server.identity.tables import RefreshToken, User
@@ -509,3 +520,56 @@ def test_search_filters_and_pages(server: Any) -> None:
         assert o.get("/v1/audit/events", params={"user_id": clinician.id}).json()["items"] == []
     with world.client(clinician) as c:
         assert c.get("/v1/audit/events").status_code == 403
+
+
+def test_disclosures_include_the_events_devices_pushed(server: Any) -> None:
+    world = World(server).setup()
+    staff = world.user("staff", world.clinic_a)
+    nurse = world.user("clinician", world.clinic_a)
+    mine, theirs = world.patient(world.clinic_a), world.patient(world.clinic_a)
+    device_id, token = server.device_token(world.clinic_a)
+    previous = GENESIS
+    pushed = []
+    for seq, patients in enumerate(([mine], [theirs], [mine, theirs], []), start=1):
+        canonical = canonical_json(
+            {
+                "v": 1,
+                "seq": seq,
+                "at": f"2026-05-0{seq}T10:00:00.000000Z",
+                "device_id": device_id,
+                "user": nurse.id,
+                "operation": "R",
+                "action": "read",
+                "collection": "patients",
+                "records": patients,
+                "patients": patients,
+                "outcome": "ok",
+                "purpose": "treatment",
+            }
+        )
+        previous = chain_hash(previous, canonical)
+        pushed.append(
+            {
+                "seq": seq,
+                "canonical": base64.b64encode(canonical).decode(),
+                "hash": previous.hex(),
+            }
+        )
+    with server.http(token) as device:
+        answer = device.post("/v1/audit/device-events", json={"events": pushed})
+        assert answer.status_code == 200, answer.text
+    with world.client(staff) as s:
+        rows = s.get("/v1/audit/disclosures", params={"patient_id": mine}).json()
+        from_devices = [r for r in rows if r["source"] == "device"]
+        assert [r["seq"] for r in from_devices] == [1, 3]
+        assert {(r["device_id"], r["actor_id"], r["kind"]) for r in from_devices} == {
+            (device_id, nurse.id, "read")
+        }
+        assert from_devices[0]["at"].startswith("2026-05-01T10:00:00")
+        window = {"patient_id": mine, "since": "2026-05-02T00:00:00Z"}
+        later = [r for r in s.get("/v1/audit/disclosures", params=window).json()]
+        assert [r["seq"] for r in later if r["source"] == "device"] == [3]
+        as_csv = s.get("/v1/audit/disclosures", params={"patient_id": mine, "format": "csv"})
+        assert [r["source"] for r in csv.DictReader(io.StringIO(as_csv.text))] == [
+            r["source"] for r in rows
+        ]

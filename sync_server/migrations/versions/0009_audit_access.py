@@ -1,8 +1,8 @@
 """access control around the audit log: break-glass grants, idle sessions, patients of
-documents
+documents and of device audit events
 
-Revision ID: 0008_audit_access
-Revises: 0007_audit_log
+Revision ID: 0009_audit_access
+Revises: 0008_device_audit
 Create Date: 2026-12-04
 
 - ``break_glass_grants``: a clinician's time-limited emergency access to a patient of
@@ -12,6 +12,8 @@ Create Date: 2026-12-04
   pushes are audited with their patients; filled for the documents already stored
   (from the projections, and from the documents themselves for the collections that
   have none).
+- ``device_audit_patients``: the patients each device audit event names, filled for the
+  events already stored (the accounting of disclosures lists them).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from alembic import op
 
 import sync_server.db
 from crdt import DocumentError, RecordDocument
+from sync_server.audit.device_chains import patients_named
 from sync_server.sync.projections import patient_of
 
-revision = "0008_audit_access"
-down_revision = "0007_audit_log"
+revision = "0009_audit_access"
+down_revision = "0008_device_audit"
 branch_labels = None
 depends_on = None
 
@@ -58,6 +61,49 @@ def upgrade() -> None:
     op.add_column("documents", sa.Column("patient_id", sa.String(length=64), nullable=True))
     op.create_index(op.f("ix_documents_patient_id"), "documents", ["patient_id"], unique=False)
     _fill_document_patients(op.get_bind())
+    op.create_table(
+        "device_audit_patients",
+        sa.Column("device_id", sa.String(length=64), nullable=False),
+        sa.Column("seq", sa.BigInteger(), autoincrement=False, nullable=False),
+        sa.Column("patient_id", sa.String(length=64), nullable=False),
+        sa.PrimaryKeyConstraint("device_id", "seq", "patient_id"),
+    )
+    op.create_index(
+        op.f("ix_device_audit_patients_patient_id"),
+        "device_audit_patients",
+        ["patient_id"],
+        unique=False,
+    )
+    _fill_device_event_patients(op.get_bind())
+
+
+def _fill_device_event_patients(connection: sa.Connection) -> None:
+    last: tuple[str, int] = ("", 0)
+    while True:
+        rows = connection.execute(
+            sa.text(
+                "SELECT device_id, seq, canonical FROM device_audit_events "
+                "WHERE device_id > :device OR (device_id = :device AND seq > :seq) "
+                "ORDER BY device_id, seq LIMIT :batch"
+            ),
+            {"device": last[0], "seq": last[1], "batch": _BATCH},
+        ).all()
+        if not rows:
+            return
+        named = [
+            {"device_id": device_id, "seq": seq, "patient_id": patient_id}
+            for device_id, seq, canonical in rows
+            for patient_id in patients_named(bytes(canonical))
+        ]
+        if named:
+            connection.execute(
+                sa.text(
+                    "INSERT INTO device_audit_patients (device_id, seq, patient_id) "
+                    "VALUES (:device_id, :seq, :patient_id)"
+                ),
+                named,
+            )
+        last = (rows[-1][0], int(rows[-1][1]))
 
 
 def _fill_document_patients(connection: sa.Connection) -> None:
@@ -98,6 +144,8 @@ def _fill_document_patients(connection: sa.Connection) -> None:
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_device_audit_patients_patient_id"), table_name="device_audit_patients")
+    op.drop_table("device_audit_patients")
     op.drop_index(op.f("ix_documents_patient_id"), table_name="documents")
     op.drop_column("documents", "patient_id")
     op.drop_column("refresh_tokens", "last_used_at")

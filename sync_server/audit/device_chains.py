@@ -1,0 +1,251 @@
+"""Devices' audit chains: stored append-only as pushed, their heads put in the log.
+
+Each device hash-chains its own audit log (`crdt.chain_hash`) and pushes the events the
+server has not acknowledged. `receive_device_events` checks that they continue the
+chain the server holds for the device (`crdt.verify_chain` from its last stored event),
+refuses a break whole (`ChainBroken`, naming the event), accepts events it already
+holds again if they are the same (a push cut off in flight is sent again), stores the
+new ones and records a `DeviceAuditReceived` event naming the device's new head. Once
+that event is sealed in the Merkle log (at commit), `device_receipt` gives the device a
+signed checkpoint that covers it and the event's inclusion proof: the device keeps
+them, and so witnesses the server's log.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crdt import GENESIS, AuditProofError, Checkpoint, verify_chain
+from sync_server.audit.events import Actor, DeviceAuditReceived
+from sync_server.audit.log import (
+    CheckpointSigner,
+    inclusion_path,
+    issue_checkpoint,
+    latest_checkpoint,
+    leaf_bytes,
+)
+from sync_server.audit.services import record_event
+from sync_server.audit.tables import AuditEvent, DeviceAuditEvent, DeviceAuditPatient
+from sync_server.errors import ChainBroken, Conflict, Unprocessable
+
+__all__ = [
+    "DeviceChainHead",
+    "DeviceReceipt",
+    "PushedEvent",
+    "device_chain",
+    "device_receipt",
+    "patients_named",
+    "receive_device_events",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PushedEvent:
+    """One event of a device's chain as pushed: number, canonical bytes, hash."""
+
+    seq: int
+    canonical: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceChainHead:
+    """Where a device's chain stands on the server after a push."""
+
+    device_id: str
+    head_seq: int
+    head_hash: bytes
+    received: int  # events new to the server in this push
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReceipt:
+    """What the device keeps: its head, the log's leaf naming it, and a signed
+    checkpoint covering that leaf with the leaf's inclusion proof."""
+
+    head_seq: int
+    head_hash: bytes
+    leaf_index: int
+    leaf: bytes
+    inclusion: list[bytes]
+    checkpoint: Checkpoint
+    public_key: bytes
+
+
+def receive_device_events(
+    *,
+    session: Session,
+    device_id: str,
+    clinic_id: str,
+    events: Sequence[PushedEvent],
+) -> DeviceChainHead:
+    """Append a device's audit events to the server's copy of its chain.
+
+    Raises:
+        Unprocessable: No events, numbers not consecutive, or an event that is not the
+            device's own (its canonical bytes name another device or number).
+        ChainBroken: The events do not continue the chain the server holds (or one
+            the server holds differs): nothing of the push is stored.
+    """
+    if not events:
+        raise Unprocessable("an audit push needs at least one event", code="audit_push_empty")
+    for before, after in itertools.pairwise(events):
+        if after.seq != before.seq + 1:
+            raise Unprocessable(
+                f"audit events must be consecutive: {after.seq} follows {before.seq}",
+                code="audit_push_invalid",
+            )
+    for event in events:
+        _check_own(event, device_id)
+    last = session.execute(
+        select(DeviceAuditEvent.seq, DeviceAuditEvent.hash)
+        .where(DeviceAuditEvent.device_id == device_id)
+        .order_by(DeviceAuditEvent.seq.desc())
+        .limit(1)
+        .with_for_update()
+    ).one_or_none()
+    held, previous = (0, GENESIS) if last is None else (int(last[0]), bytes(last[1]))
+    _check_resent(session, device_id, [e for e in events if e.seq <= held], held)
+    new = [event for event in events if event.seq > held]
+    expected = held + 1
+    for event in new:
+        try:
+            verify_chain(
+                [(event.seq, event.canonical, event.hash)], start_seq=expected, previous=previous
+            )
+        except AuditProofError as exc:
+            raise ChainBroken(
+                f"the audit chain of device {device_id} breaks at event {expected} "
+                f"(the server holds events up to {held}): {exc}",
+                seq=expected,
+                server_seq=held,
+            ) from None
+        previous, expected = event.hash, expected + 1
+    session.add_all(
+        DeviceAuditEvent(
+            device_id=device_id,
+            seq=event.seq,
+            clinic_id=clinic_id,
+            canonical=event.canonical,
+            hash=event.hash,
+        )
+        for event in new
+    )
+    session.add_all(
+        DeviceAuditPatient(device_id=device_id, seq=event.seq, patient_id=patient_id)
+        for event in new
+        for patient_id in patients_named(event.canonical)
+    )
+    head = events[-1]
+    record_event(
+        session=session,
+        event=DeviceAuditReceived(
+            actor=Actor.device(device_id),
+            clinic_id=clinic_id,
+            device_id=device_id,
+            head_seq=head.seq,
+            head_hash=head.hash.hex(),
+            received=len(new),
+        ),
+    )
+    return DeviceChainHead(device_id, head.seq, head.hash, len(new))
+
+
+def patients_named(canonical: bytes) -> list[str]:
+    """The patient ids a device event's canonical bytes name (its ``patients``), each
+    once; anything that is not an id is left out."""
+    try:
+        fields = json.loads(canonical)
+    except ValueError:
+        return []
+    named = fields.get("patients") if isinstance(fields, dict) else None
+    if not isinstance(named, list):
+        return []
+    return list(dict.fromkeys(p for p in named if isinstance(p, str) and 0 < len(p) <= 64))
+
+
+def _check_own(event: PushedEvent, device_id: str) -> None:
+    try:
+        fields = json.loads(event.canonical)
+    except ValueError:
+        fields = None
+    if (
+        not isinstance(fields, dict)
+        or fields.get("seq") != event.seq
+        or fields.get("device_id") != device_id
+    ):
+        raise Unprocessable(
+            f"audit event {event.seq} is not event {event.seq} of device {device_id}",
+            code="audit_push_invalid",
+        )
+
+
+def _check_resent(
+    session: Session, device_id: str, resent: Sequence[PushedEvent], held: int
+) -> None:
+    """Events the server holds already may come again, unchanged."""
+    if not resent:
+        return
+    stored = {
+        int(seq): bytes(digest)
+        for seq, digest in session.execute(
+            select(DeviceAuditEvent.seq, DeviceAuditEvent.hash).where(
+                DeviceAuditEvent.device_id == device_id,
+                DeviceAuditEvent.seq >= resent[0].seq,
+                DeviceAuditEvent.seq <= resent[-1].seq,
+            )
+        ).all()
+    }
+    for event in resent:
+        if stored.get(event.seq) != event.hash:
+            raise ChainBroken(
+                f"audit event {event.seq} of device {device_id} differs from the one the "
+                "server holds",
+                seq=event.seq,
+                server_seq=held,
+            )
+
+
+def device_receipt(
+    *, session: Session, head: DeviceChainHead, signer: CheckpointSigner
+) -> DeviceReceipt:
+    """The signed checkpoint that covers the sealed event naming `head`, with the
+    event's leaf and inclusion proof (a new checkpoint when the newest does not
+    cover it). Run after the push's transaction committed."""
+    target = f"{head.device_id}:{head.head_seq}:{head.head_hash.hex()}"
+    seq = session.scalar(
+        select(AuditEvent.seq)
+        .where(AuditEvent.action == DeviceAuditReceived.name, AuditEvent.target == target)
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    if seq is None:  # pragma: no cover - the push committed the event just before
+        raise Conflict("the audit push was not sealed in the log; retry", code="audit_log_busy")
+    checkpoint = latest_checkpoint(session=session)
+    if checkpoint is None or checkpoint.size <= seq:
+        checkpoint = issue_checkpoint(session=session, signer=signer)
+    return DeviceReceipt(
+        head_seq=head.head_seq,
+        head_hash=head.head_hash,
+        leaf_index=seq,
+        leaf=leaf_bytes(session=session, seq=seq),
+        inclusion=inclusion_path(session=session, seq=seq, size=checkpoint.size),
+        checkpoint=checkpoint,
+        public_key=signer.public_key_bytes,
+    )
+
+
+def device_chain(*, session: Session, device_id: str) -> list[PushedEvent]:
+    """The audit events the server holds for a device, in order."""
+    rows = session.execute(
+        select(DeviceAuditEvent.seq, DeviceAuditEvent.canonical, DeviceAuditEvent.hash)
+        .where(DeviceAuditEvent.device_id == device_id)
+        .order_by(DeviceAuditEvent.seq)
+    ).all()
+    return [PushedEvent(int(s), bytes(c), bytes(h)) for s, c, h in rows]
