@@ -15,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from sync_server.audit.events import RecordsRead
+from sync_server.audit.events import RecordsRead, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.bookings.directory import actor_of
 from sync_server.bookings.lookup import caregiver_rating, find_slots, list_bookings
@@ -99,6 +99,8 @@ def get_bookings(
             event=RecordsRead(
                 actor=actor_of(caller),
                 clinic_id=clinic_id or caller.clinic_id,
+                patient_ids=tuple(b.patient_id for b in found),
+                purpose=purpose_of(caller),
                 collection="bookings",
                 record_ids=tuple(b.id for b in found),
             ),
@@ -119,6 +121,8 @@ def get_booking(
             event=RecordsRead(
                 actor=actor_of(caller),
                 clinic_id=booking.clinic_id,
+                patient_ids=(booking.patient_id,),
+                purpose=purpose_of(caller),
                 collection="bookings",
                 record_ids=(booking.id,),
             ),
