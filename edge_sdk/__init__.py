@@ -24,6 +24,14 @@ import typing
 
 from edge_sdk._access import AccessEvent, AccessGate, AccessListener
 from edge_sdk._audit_verify import AuditProblem, AuditReport, verify_audit
+from edge_sdk._audit_witness import (
+    AuditLogSource,
+    HttpAuditLogSource,
+    WitnessProblem,
+    WitnessReport,
+    kept_checkpoints,
+    witness_server_log,
+)
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
@@ -115,6 +123,7 @@ __all__ = [
     "AccessGate",
     "AccessListener",
     "Argon2Params",
+    "AuditLogSource",
     "AuditProblem",
     "AuditPushError",
     "AuditReceipt",
@@ -143,6 +152,7 @@ __all__ = [
     "EncryptedFileBlobStore",
     "Enrollment",
     "EnrolmentError",
+    "HttpAuditLogSource",
     "HttpTransport",
     "IOSKeychain",
     "InsecureServerError",
@@ -192,6 +202,8 @@ __all__ = [
     "SyncResult",
     "SyncTransport",
     "UploadState",
+    "WitnessProblem",
+    "WitnessReport",
     "WrongKeyError",
     "artifact_key_statement",
     "balance_due",
@@ -199,6 +211,7 @@ __all__ = [
     "export_bundle",
     "import_bundle",
     "invoice_id_of",
+    "kept_checkpoints",
     "model_signing_payload",
     "read_bundle_info",
     "sign_manifest",
@@ -207,6 +220,7 @@ __all__ = [
     "verify_model",
     "verify_signature",
     "watch_sync",
+    "witness_server_log",
 ]
 
 

@@ -595,7 +595,8 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("EdgeClient", "update_model"): Exempt("installs a signed model file: no patient data"),
     ("EdgeClient", "user"): Exempt("the app's user id, recorded in every row"),
     ("EdgeClient", "verify_audit"): Exempt(
-        "reads the audit log itself (ids only) and the kept checkpoints"
+        "reads the audit log itself (ids only) and the kept checkpoints (with a server: "
+        "its checkpoint and proofs, hashes only)"
     ),
     # ---------------------------------------------------------------- collections
     **writable_collection("patients"),
@@ -803,6 +804,7 @@ TABLE: dict[tuple[str, str], Entry] = {
         R("sync-read", "*", "P"),
     ),
     ("edge_sdk", "import_bundle"): audited(bundle_from_another_device, U("sync-write", "*", "Q")),
+    ("edge_sdk", "kept_checkpoints"): Exempt("the server's checkpoints kept here"),
     ("edge_sdk", "sync_replica"): audited(
         with_transport(lambda w: sync_replica(w.client.replica, w.transport())),
         R("sync-read", "*", "P"),
