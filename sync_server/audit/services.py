@@ -9,33 +9,16 @@ answers, so an access whose audit row cannot be written fails instead of answeri
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal, Protocol
 
 from sqlalchemy.orm import Session
 
-from sync_server.audit.events import Actor, Event, RecordsRead, purpose_of
+from sync_server.audit.events import Actor, Caller, Event, RecordsRead, purpose_of
 from sync_server.audit.log import track
 from sync_server.audit.tables import AuditEvent, AuditPatient
 from sync_server.db import utcnow
 from sync_server.ops.logs import current_client_address, current_request_id
 
 __all__ = ["record_event", "record_read"]
-
-
-class _Reader(Protocol):
-    """An authenticated caller (a `Principal`): who, in what role, of which clinic."""
-
-    @property
-    def kind(self) -> Literal["device", "user"]: ...
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def role(self) -> str: ...
-
-    @property
-    def clinic_id(self) -> str | None: ...
 
 
 def record_event(*, session: Session, event: Event, request_id: str | None = None) -> None:
@@ -71,7 +54,7 @@ def record_event(*, session: Session, event: Event, request_id: str | None = Non
 def record_read(
     *,
     session: Session,
-    caller: _Reader,
+    caller: Caller,
     collection: str,
     records: Iterable[tuple[str, str | None]],
     clinic_id: str | None = None,
