@@ -32,6 +32,7 @@ __all__ = [
     "CalendarFeedCreated",
     "CalendarFeedRead",
     "CalendarFeedRevoked",
+    "Caller",
     "ClinicCreated",
     "ClinicTimezoneSet",
     "DeviceAuditReceived",
@@ -85,8 +86,9 @@ __all__ = [
 ActorKind = Literal["device", "user", "system", "feed"]
 
 
-class _Caller(Protocol):
-    """Anything that names an authenticated caller (a `Principal`)."""
+class Caller(Protocol):
+    """Anything that names an authenticated caller (a `Principal`): who, in what role,
+    of which clinic (None: organisation-wide)."""
 
     @property
     def kind(self) -> Literal["device", "user"]: ...
@@ -96,6 +98,9 @@ class _Caller(Protocol):
 
     @property
     def role(self) -> str: ...
+
+    @property
+    def clinic_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +114,7 @@ class Actor:
     role: str | None = None
 
     @classmethod
-    def of(cls, caller: _Caller) -> Actor:
+    def of(cls, caller: Caller) -> Actor:
         """The actor of an authenticated caller (with its role)."""
         return cls(caller.kind, caller.id, caller.role)
 
@@ -143,7 +148,7 @@ BREAK_GLASS = "break-glass"
 break-glass grant."""
 
 
-def purpose_of(who: Actor | _Caller) -> str:
+def purpose_of(who: Actor | Caller) -> str:
     """The default purpose of use of an access to patient data by a caller (or actor):
     treatment for devices and clinicians, operations for anyone else (staff, admins,
     the system)."""

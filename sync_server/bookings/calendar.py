@@ -172,7 +172,11 @@ def revoke_feed(*, session: Session, principal: Principal, feed_id: str) -> Cale
         record_event(
             session=session,
             event=CalendarFeedRevoked(
-                actor=actor_of(principal), clinic_id=feed.clinic_id, feed_id=feed.id
+                actor=actor_of(principal),
+                clinic_id=feed.clinic_id,
+                patient_ids=_patients_of(feed),
+                purpose=purpose_of(principal),
+                feed_id=feed.id,
             ),
         )
     return feed
