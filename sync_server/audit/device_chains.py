@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crdt import GENESIS, AuditProofError, Checkpoint, verify_chain
@@ -142,6 +143,16 @@ def receive_device_events(
         for event in new
         for patient_id in patients_named(event.canonical)
     )
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # Another push of the same chain (a second sync of the device) stored these
+        # numbers first: sent again, they are found held and accepted if the same.
+        raise Conflict(
+            f"another push of device {device_id}'s audit chain came first; send it again",
+            code="audit_push_busy",
+        ) from None
     head = events[-1]
     record_event(
         session=session,

@@ -234,3 +234,43 @@ def test_the_servers_verifier_catches_a_device_chain_edited_cut_or_dropped(
             savepoint.rollback()
             assert found and expected[name] in found[0], (name, found)
         assert problems(session) == []
+
+
+def test_concurrent_pushes_of_one_chain_store_it_once_without_a_server_error(
+    server: Any,
+) -> None:
+    """Two syncs of one device racing (a watch loop and a manual sync) send the same
+    events at once: every answer is a success (or 409 busy), the chain is stored once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crdt import GENESIS, canonical_json, chain_hash
+
+    clinic = server.new_clinic()
+    device_id, token = server.device_token(clinic)
+    previous, events = GENESIS, []
+    for seq in range(1, 6):
+        canonical = canonical_json({"v": 1, "seq": seq, "device_id": device_id, "action": "read"})
+        previous = chain_hash(previous, canonical)
+        events.append(
+            {
+                "seq": seq,
+                "canonical": base64.b64encode(canonical).decode(),
+                "hash": previous.hex(),
+            }
+        )
+    body = json.dumps({"events": events})
+
+    def push(_: int) -> int:
+        with server.http(token) as http:
+            return int(
+                http.post(
+                    "/v1/audit/device-events",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                ).status_code
+            )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(push, range(16)))
+    assert set(answers) <= {200, 409} and 200 in answers, answers
+    assert [seq for seq, _, _ in _server_chain(server, device_id)] == [1, 2, 3, 4, 5]
