@@ -53,6 +53,7 @@ _OPERATIONS = {
     "read": "R",
     "list": "R",
     "search": "R",
+    "find": "R",
     "history": "R",
     "conflicts": "R",
     "sync-read": "R",
@@ -162,15 +163,28 @@ def _patients_of(store: Store, collection: str, ids: Sequence[str]) -> list[str]
     for name, record_ids in by_collection.items():
         if name == "patients":
             found.update(record_ids)
-        elif "patient_id" in PROJECTIONS.get(name, {}):
-            for start in range(0, len(record_ids), 500):
-                chunk = record_ids[start : start + 500]
-                marks = ",".join("?" for _ in chunk)
-                rows = store.execute(
-                    f"SELECT DISTINCT patient_id FROM {name} WHERE id IN ({marks})", chunk
-                ).fetchall()
-                found.update(str(row[0]) for row in rows if row[0])
+            continue
+        query = _PATIENT_QUERIES.get(name)
+        if query is None and "patient_id" in PROJECTIONS.get(name, {}):
+            query = f"SELECT DISTINCT patient_id FROM {name} WHERE id IN ({{marks}})"
+        if query is None:
+            continue
+        for start in range(0, len(record_ids), 500):
+            chunk = record_ids[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            rows = store.execute(query.format(marks=marks), chunk).fetchall()
+            found.update(str(row[0]) for row in rows if row[0])
     return sorted(found)
+
+
+# The patients of records that do not name one themselves: a decision through the
+# intent it answers, a blob (by its SHA-256) through the assessments that refer to it.
+_PATIENT_QUERIES = {
+    "decisions": "SELECT DISTINCT i.patient_id FROM decisions d"
+    " JOIN intents i ON i.id = d.intent_id WHERE d.id IN ({marks})",
+    "blobs": "SELECT DISTINCT a.patient_id FROM assessments a, json_each(a.record, '$.blobs') b"
+    " WHERE json_extract(b.value, '$.sha256') IN ({marks})",
+}
 
 
 def check_receipt(receipt: AuditReceipt, key: bytes, device_id: str) -> None:

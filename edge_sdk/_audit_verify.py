@@ -1,5 +1,6 @@
 """`verify_audit`: what is wrong with a device's audit log, and where (see
-`edge_sdk._audit`)."""
+`edge_sdk._audit`); given the server (an `AuditLogSource`), also whether the server's
+log still extends every checkpoint the device kept (`witness_server_log`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from dataclasses import dataclass, field
 
 from crdt import GENESIS, AuditProofError, Checkpoint, verify_chain
 from edge_sdk._audit import CHECKPOINT_KEY_META, as_bytes, check_receipt
+from edge_sdk._audit_witness import AuditLogSource, witness_server_log
+from edge_sdk._errors import ServerUnreachableError, SyncError
 from edge_sdk._replica import Replica, ReplicaHolder, replica_of
 from edge_sdk._store import Store
 from edge_sdk._transport import AuditReceipt
@@ -24,9 +27,17 @@ class AuditProblem:
         kind: ``altered`` (an event's bytes or hash), ``missing`` (a gap in the
             numbering), ``misplaced`` (an event under another event's number),
             ``truncated`` (events a kept checkpoint covers are gone or differ),
-            ``checkpoint`` (a kept checkpoint's signature or proof fails), or
-            ``rollback`` (a kept checkpoint does not extend an earlier one).
-        seq: The event (or, for checkpoints, the acknowledged head) it is about.
+            ``checkpoint`` (a kept checkpoint's signature or proof fails),
+            ``rollback`` (a kept checkpoint does not extend an earlier one); asked
+            with a server: ``server-rewritten`` (the server's log does not extend a
+            kept checkpoint, or it could not prove it does), ``server-truncated``
+            (the log is now shorter than a kept checkpoint), ``server-checkpoint``
+            (the server's checkpoint is not signed by the pinned key, or a kept one
+            is of another log), ``server-refused`` (the server refused to give its
+            checkpoint or a proof).
+        seq: The event (or, for checkpoints, the acknowledged head: the kept
+            checkpoint is the one received for it; 0 for the server's own checkpoint)
+            it is about.
         message: What is wrong, for a person.
     """
 
@@ -44,13 +55,17 @@ class AuditReport:
         head_seq: The last event's seq (0: none).
         checkpoints: Checkpoints kept from the server.
         acknowledged: The highest seq a kept checkpoint covers (0: none).
-        problems: Everything wrong, in chain order; empty when the log is intact.
+        server: The server's current checkpoint the kept ones were checked against
+            (None: no server was asked, or it gave none).
+        problems: Everything wrong, in chain order (then the server's); empty when
+            the log is intact.
     """
 
     events: int = 0
     head_seq: int = 0
     checkpoints: int = 0
     acknowledged: int = 0
+    server: Checkpoint | None = None
     problems: list[AuditProblem] = field(default_factory=list)
 
     @property
@@ -59,20 +74,99 @@ class AuditReport:
         return not self.problems
 
 
-def verify_audit(holder: Replica | ReplicaHolder) -> AuditReport:
+def verify_audit(
+    holder: Replica | ReplicaHolder, *, server: AuditLogSource | None = None
+) -> AuditReport:
     """Check a device's audit log: its hash chain, and the checkpoints it kept.
 
     Finds an edited event, a deleted one, events moved to other places, the newest
     events deleted (a kept checkpoint acknowledged a head the chain no longer has),
     and a kept checkpoint whose signature or inclusion proof fails or that does not
     extend an earlier one. It reads the store only; nothing is changed.
+
+    With `server` (the enrolled server's log: ``HttpAuditLogSource(request=
+    transport.request)`` over an `HttpTransport`, or `EdgeClient.verify_audit` with
+    ``server=True``), the device also witnesses the server's log: the server's
+    current checkpoint must be signed by the key pinned at enrolment, and for each
+    kept checkpoint the server must give the RFC 9162 proof that its log extends it
+    (`witness_server_log`). A server that rewrote or truncated its log cannot; each
+    kept checkpoint it fails is a problem naming it.
+
+    Raises:
+        ServerUnreachableError: `server` did not answer (nothing was witnessed; a
+            refusal is reported as a problem).
     """
     replica = replica_of(holder)
     report = AuditReport()
     hashes: dict[int, bytes] = {}
     report.problems += _check_chain(replica.store, report, hashes)
     report.problems += _check_checkpoints(replica, report, hashes)
+    if server is not None:
+        report.problems += _witness(replica, server, report)
     return report
+
+
+def _witness(
+    replica: Replica, server: AuditLogSource, report: AuditReport
+) -> Iterator[AuditProblem]:
+    rows = replica.store.execute(
+        "SELECT peer, head_seq, checkpoint, public_key FROM audit_checkpoints ORDER BY id"
+    ).fetchall()
+    try:
+        current = server.checkpoint()
+    except ServerUnreachableError:
+        raise  # no answer is no evidence either way
+    except SyncError as exc:  # refused: 409 audit_log_damaged, ...
+        yield AuditProblem("server-refused", 0, f"the server gave no checkpoint: {exc}")
+        return
+    report.server = current
+    if not rows:
+        return  # nothing kept: nothing to witness
+    key = _pinned_key(replica, str(rows[0][0]), as_bytes(rows[0][3]))
+    try:
+        current.verify(key)
+    except AuditProofError as exc:
+        yield AuditProblem("server-checkpoint", 0, f"the server's checkpoint: {exc}")
+        return
+    source = _Answered(server, current)
+    witnessed: set[tuple[int, bytes]] = set()
+    for _peer, head_seq, text, _key in rows:
+        try:
+            checkpoint = Checkpoint.from_json(json.loads(text))
+        except (AuditProofError, ValueError, TypeError):
+            continue  # `_check_checkpoints` reported it
+        if (checkpoint.size, checkpoint.root) in witnessed:
+            continue
+        witnessed.add((checkpoint.size, checkpoint.root))
+        named = (
+            f"the checkpoint kept for event {head_seq} ({checkpoint.size} events of the "
+            "server's log)"
+        )
+        try:
+            found = witness_server_log(source, held=[checkpoint], public_key=key).problems
+        except ServerUnreachableError:
+            raise
+        except SyncError as exc:
+            yield AuditProblem("server-refused", int(head_seq), f"{named}: {exc}")
+            continue
+        for problem in found:
+            yield AuditProblem(
+                "server-" + problem.kind, int(head_seq), f"{named}: {problem.message}"
+            )
+
+
+class _Answered:
+    """`server` with its current checkpoint asked once for all the kept ones."""
+
+    def __init__(self, server: AuditLogSource, current: Checkpoint) -> None:
+        self._server = server
+        self._current = current
+
+    def checkpoint(self) -> Checkpoint:
+        return self._current
+
+    def consistency(self, first: int, second: int) -> list[bytes]:
+        return self._server.consistency(first, second)
 
 
 def _check_chain(

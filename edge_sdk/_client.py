@@ -317,9 +317,24 @@ class EdgeClient:
     def user(self, user_id: str | None) -> None:
         self.replica.access.user = user_id
 
-    def verify_audit(self) -> AuditReport:
-        """Check this device's audit log (see `edge_sdk.verify_audit`)."""
-        return verify_audit(self.replica)
+    def verify_audit(self, *, server: bool = False) -> AuditReport:
+        """Check this device's audit log (see `edge_sdk.verify_audit`).
+
+        With `server`, the device also witnesses the enrolled server's log: the server
+        must prove that its log still extends every checkpoint kept here (over HTTP,
+        through the connection `sync` keeps, with the device's credentials; the
+        `[server]` extra, httpx).
+
+        Raises:
+            NotEnrolledError: `server` and the store was never enrolled.
+            ServerUnreachableError: `server` and the server did not answer.
+        """
+        if not server:
+            return verify_audit(self.replica)
+        from edge_sdk._audit_witness import HttpAuditLogSource
+
+        source = HttpAuditLogSource(request=self._server_transport(None).request)
+        return verify_audit(self.replica, server=source)
 
     def __enter__(self) -> EdgeClient:
         return self
@@ -412,10 +427,14 @@ class EdgeClient:
         Raises:
             RecordNotFoundError: No record has that id.
         """
-        name = self.replica.store.collection_of(record_id)
-        if name is None:
-            raise RecordNotFoundError(f"no record {record_id}")
-        return self.collection(name)
+        # Which collection holds an id says what kind of record it is (a patient, a
+        # wound): a read of patient data, audited like any.
+        with self.replica.access("find", "*") as access:
+            access.record_ids.append(record_id)
+            name = self.replica.store.collection_of(record_id)
+            if name is None:
+                raise RecordNotFoundError(f"no record {record_id}")
+            return self.collection(name)
 
     # ---------------------------------------------------------------- intents
     def intent_status(self, intent_id: str) -> IntentStatus:

@@ -320,15 +320,21 @@ class _AuditedDocuments:
     def document_heads(self) -> dict[str, list[bytes]]:
         return self._replica.store.document_heads()
 
+    # A document looked for and not held is no access to patient data: only the ids of
+    # documents found are recorded (a sync step that touched none writes no row).
     def get_document(self, doc_id: str) -> RecordDocument | None:
         with self._replica.access("sync-read", "*") as access:
-            access.record_ids.append(doc_id)
-            return self._replica.store.get_document(doc_id, device_id=self._replica.device_id)
+            found = self._replica.store.get_document(doc_id, device_id=self._replica.device_id)
+            if found is not None:
+                access.record_ids.append(doc_id)
+            return found
 
     def saved_document(self, doc_id: str) -> bytes | None:
         with self._replica.access("sync-read", "*") as access:
-            access.record_ids.append(doc_id)
-            return self._replica.store.saved_document(doc_id)
+            found = self._replica.store.saved_document(doc_id)
+            if found is not None:
+                access.record_ids.append(doc_id)
+            return found
 
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         with self._replica.access("sync-write", "*") as access:

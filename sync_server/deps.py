@@ -33,6 +33,7 @@ from sync_server.db import Database
 from sync_server.errors import Forbidden, Unauthorized
 from sync_server.identity.principals import STAFF_ROLES, Principal, authenticated
 from sync_server.identity.sealing import SecretBox
+from sync_server.identity.sessions import keep_session_alive, session_state
 from sync_server.identity.throttling import client_of
 from sync_server.identity.tokens import SigningKey
 from sync_server.intents.desk import IntentDesk
@@ -128,11 +129,15 @@ MetricsDep = Annotated[Metrics, Depends(_metrics)]
 RequestIdDep = Annotated[str | None, Depends(_request_id)]
 
 
-def current_principal(request: Request, db: DbDep, key: SigningKeyDep) -> Principal:
-    """The caller, from its bearer access token, checked against the database.
+def current_principal(
+    request: Request, db: DbDep, key: SigningKeyDep, settings: SettingsDep
+) -> Principal:
+    """The caller, from its bearer access token, checked against the database; a staff
+    session's activity is noted (it ends when idle: `sync_server.identity.sessions`).
 
     Raises:
-        Unauthorized: No token, or a token that does not verify.
+        Unauthorized: No token, a token that does not verify, or a staff session that
+            is over (``session_idle_expired``, ``session_ended``).
         Forbidden: The device is revoked or the user deactivated.
     """
     header = request.headers.get("authorization", "")
@@ -140,8 +145,16 @@ def current_principal(request: Request, db: DbDep, key: SigningKeyDep) -> Princi
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("missing bearer access token", code="missing_token")
     claims = key.verify_access_token(token.strip())
+    state = "active"
     with db.read() as session:
         principal = authenticated(session=session, claims=claims)
+        if principal.kind == "user" and claims.session_id is not None:
+            state = session_state(session=session, family_id=claims.session_id, settings=settings)
+    if state == "ended":
+        raise Unauthorized("this session has ended; log in again", code="session_ended")
+    if state != "active" and claims.session_id is not None:
+        with db.write() as session:
+            keep_session_alive(session=session, family_id=claims.session_id, settings=settings)
     request.state.principal = principal  # for the access log
     return principal
 

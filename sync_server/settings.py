@@ -164,6 +164,20 @@ class Settings(BaseSettings):
         description="How often the server signs a checkpoint of its audit log (when it "
         "grew since the last).",
     )
+    staff_idle_seconds: int = Field(
+        default=900,
+        gt=0,
+        description="A staff session (its refresh-token family) with no request for this "
+        "long is over: its access and refresh tokens are refused (401 "
+        "session_idle_expired) and the user logs in again (automatic logoff).",
+    )
+    break_glass_minutes: float = Field(
+        default=60.0,
+        gt=0,
+        le=24 * 60,
+        description="How long a break-glass grant (a clinician's emergency access to a "
+        "patient of another clinic) lasts.",
+    )
     log_level: str = "INFO"
 
     # Throttling (state in the database, shared by every worker). Rate limits count

@@ -40,6 +40,7 @@ from edge_sdk import (
     export_bundle,
     import_bundle,
 )
+from edge_sdk._store import SCHEMA_VERSION
 
 CET = timezone(timedelta(hours=1))
 MONDAY_NINE = datetime(2026, 12, 7, 9, 0, tzinfo=CET)
@@ -427,7 +428,7 @@ def test_a_version_1_store_opens_and_takes_intents(tmp_store: Any) -> None:
     client.close()
 
     reopened = tmp_store.open("old")
-    assert reopened.replica.store.get_meta("schema_version") == "3"
+    assert reopened.replica.store.get_meta("schema_version") == str(SCHEMA_VERSION)
     assert reopened.patients.get(patient).family_name == "Okafor"
     asked = reopened.bookings.request_appointment(patient, "wound-review", MONDAY_NINE)
     assert reopened.intent_status(asked.id).state == "pending"
@@ -436,7 +437,7 @@ def test_a_version_1_store_opens_and_takes_intents(tmp_store: Any) -> None:
 
 def test_a_store_from_a_newer_version_is_refused(tmp_store: Any) -> None:
     client = tmp_store("new")
-    client.replica.store.set_meta("schema_version", "4")
+    client.replica.store.set_meta("schema_version", str(SCHEMA_VERSION + 1))
     client.close()
-    with pytest.raises(StoreCorruptError, match="schema version 4"):
+    with pytest.raises(StoreCorruptError, match=f"schema version {SCHEMA_VERSION + 1}"):
         tmp_store.open("new")

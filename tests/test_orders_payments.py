@@ -38,6 +38,7 @@ from edge_sdk import (
     balance_due,
     invoice_id_of,
 )
+from edge_sdk._store import SCHEMA_VERSION
 
 GENERATED = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
 PRODUCTS = [
@@ -483,7 +484,7 @@ def test_a_version_2_store_opens_and_takes_the_catalogue(tmp_store: Any) -> None
     client.close()
 
     reopened = tmp_store.open("old")
-    assert reopened.replica.store.get_meta("schema_version") == "3"
+    assert reopened.replica.store.get_meta("schema_version") == str(SCHEMA_VERSION)
     assert reopened.orders.catalogue() is None
     publish_catalogue(hub, reopened.clinic_id)
     publish_invoice(hub, reopened.clinic_id, "inv-1", patient)

@@ -131,7 +131,7 @@ def test_a_closed_client_refuses_to_be_used(tmp_store: Any) -> None:
         with pytest.raises(StoreClosedError, match="closed") as raised:
             use()
         assert isinstance(raised.value, StoreError)
-    assert [e.outcome for e in events] == ["StoreClosedError"] * 4  # find() is not audited
+    assert [e.outcome for e in events] == ["StoreClosedError"] * 5  # each attempt, find() too
 
 
 @pytest.mark.parametrize("write", ["add", "update", "batch"])

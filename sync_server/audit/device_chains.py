@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crdt import GENESIS, AuditProofError, Checkpoint, verify_chain
@@ -31,7 +32,7 @@ from sync_server.audit.log import (
     leaf_bytes,
 )
 from sync_server.audit.services import record_event
-from sync_server.audit.tables import AuditEvent, DeviceAuditEvent
+from sync_server.audit.tables import AuditEvent, DeviceAuditEvent, DeviceAuditPatient
 from sync_server.errors import ChainBroken, Conflict, Unprocessable
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "PushedEvent",
     "device_chain",
     "device_receipt",
+    "patients_named",
     "receive_device_events",
 ]
 
@@ -136,6 +138,21 @@ def receive_device_events(
         )
         for event in new
     )
+    session.add_all(
+        DeviceAuditPatient(device_id=device_id, seq=event.seq, patient_id=patient_id)
+        for event in new
+        for patient_id in patients_named(event.canonical)
+    )
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError:
+        # Another push of the same chain (a second sync of the device) stored these
+        # numbers first: sent again, they are found held and accepted if the same.
+        raise Conflict(
+            f"another push of device {device_id}'s audit chain came first; send it again",
+            code="audit_push_busy",
+        ) from None
     head = events[-1]
     record_event(
         session=session,
@@ -149,6 +166,19 @@ def receive_device_events(
         ),
     )
     return DeviceChainHead(device_id, head.seq, head.hash, len(new))
+
+
+def patients_named(canonical: bytes) -> list[str]:
+    """The patient ids a device event's canonical bytes name (its ``patients``), each
+    once; anything that is not an id is left out."""
+    try:
+        fields = json.loads(canonical)
+    except ValueError:
+        return []
+    named = fields.get("patients") if isinstance(fields, dict) else None
+    if not isinstance(named, list):
+        return []
+    return list(dict.fromkeys(p for p in named if isinstance(p, str) and 0 < len(p) <= 64))
 
 
 def _check_own(event: PushedEvent, device_id: str) -> None:

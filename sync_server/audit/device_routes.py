@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from sync_server.audit.device_chains import (
+    DeviceChainHead,
     DeviceReceipt,
     PushedEvent,
     device_receipt,
@@ -24,7 +25,7 @@ from sync_server.audit.device_chains import (
 from sync_server.audit.device_schemas import CheckpointOut, DeviceAuditPush, DeviceAuditReceipt
 from sync_server.bodies import read_body
 from sync_server.deps import ArtifactKeyDep, DbDep, DeviceCaller, SettingsDep
-from sync_server.errors import Invalid, PayloadTooLarge
+from sync_server.errors import Conflict, Invalid, PayloadTooLarge
 
 __all__ = ["router"]
 
@@ -67,12 +68,20 @@ async def push_device_events(
     clinic_id = caller.clinic_id
     assert clinic_id is not None  # a device always belongs to a clinic
 
-    def work() -> DeviceReceipt:
-        head = db.write_retrying(
+    def receive() -> DeviceChainHead:
+        return db.write_retrying(
             lambda session: receive_device_events(
                 session=session, device_id=caller.id, clinic_id=clinic_id, events=events
             )
         )
+
+    def work() -> DeviceReceipt:
+        try:
+            head = receive()
+        except Conflict as exc:
+            if exc.code != "audit_push_busy":
+                raise
+            head = receive()  # the other push has committed: ours is found held
         with db.write() as session:  # the event naming the head is sealed now
             return device_receipt(session=session, head=head, signer=artifact_key)
 

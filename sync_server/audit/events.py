@@ -19,13 +19,20 @@ from dataclasses import dataclass
 from typing import ClassVar, Literal, Protocol
 
 __all__ = [
+    "BREAK_GLASS",
+    "OPERATIONS",
+    "TREATMENT",
     "Actor",
+    "AuditSearched",
     "BlobDownloaded",
     "BlobUploaded",
     "BookingStateChanged",
+    "BreakGlassGranted",
+    "BreakGlassReviewed",
     "CalendarFeedCreated",
     "CalendarFeedRead",
     "CalendarFeedRevoked",
+    "Caller",
     "ClinicCreated",
     "ClinicTimezoneSet",
     "DeviceAuditReceived",
@@ -62,6 +69,7 @@ __all__ = [
     "ScheduleExceptionAdded",
     "ScheduleExceptionRemoved",
     "ServiceCreated",
+    "SessionIdleExpired",
     "StockAdjusted",
     "StockLocationCreated",
     "StockReceived",
@@ -72,13 +80,15 @@ __all__ = [
     "UserSessionsRevoked",
     "UserUnlocked",
     "WeeklyHoursSet",
+    "purpose_of",
 ]
 
 ActorKind = Literal["device", "user", "system", "feed"]
 
 
-class _Caller(Protocol):
-    """Anything that names an authenticated caller (a `Principal`)."""
+class Caller(Protocol):
+    """Anything that names an authenticated caller (a `Principal`): who, in what role,
+    of which clinic (None: organisation-wide)."""
 
     @property
     def kind(self) -> Literal["device", "user"]: ...
@@ -88,6 +98,9 @@ class _Caller(Protocol):
 
     @property
     def role(self) -> str: ...
+
+    @property
+    def clinic_id(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +114,7 @@ class Actor:
     role: str | None = None
 
     @classmethod
-    def of(cls, caller: _Caller) -> Actor:
+    def of(cls, caller: Caller) -> Actor:
         """The actor of an authenticated caller (with its role)."""
         return cls(caller.kind, caller.id, caller.role)
 
@@ -124,6 +137,22 @@ class Actor:
     def feed(cls, feed_id: str) -> Actor:
         """Whoever holds a calendar feed's secret URL (a calendar app, usually)."""
         return cls("feed", feed_id)
+
+
+TREATMENT = "treatment"
+"""Purpose of use: care of the patient (devices and clinicians, by default)."""
+OPERATIONS = "operations"
+"""Purpose of use: the back office (staff and admins: bookings, orders, billing)."""
+BREAK_GLASS = "break-glass"
+"""Purpose of use: emergency access to a patient outside the caller's clinic, under a
+break-glass grant."""
+
+
+def purpose_of(who: Actor | Caller) -> str:
+    """The default purpose of use of an access to patient data by a caller (or actor):
+    treatment for devices and clinicians, operations for anyone else (staff, admins,
+    the system)."""
+    return TREATMENT if who.kind == "device" or who.role == "clinician" else OPERATIONS
 
 
 Operation = Literal["C", "R", "U", "D", "E"]
@@ -333,6 +362,21 @@ class DeviceRevoked(Event):
 
     def target(self) -> str | None:
         return self.device_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionIdleExpired(Event):
+    """A staff session was used after its idle time: refused, and its refresh-token
+    family revoked (automatic logoff)."""
+
+    name: ClassVar[str] = "session-idle-expired"
+    family_id: str
+
+    def target(self) -> str | None:
+        return self.family_id
+
+    def outcome(self) -> str:
+        return "expired"
 
 
 # ---------------------------------------------------------------- sync
@@ -827,3 +871,48 @@ class PaymentRefunded(Event):
 
     def outcome(self) -> str:
         return f"amount={self.amount}"
+
+
+# ---------------------------------------------------------------- audit access
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakGlassGranted(Event):
+    """A clinician was granted emergency access to a patient of another clinic (the
+    reason they gave is kept with the grant, never here)."""
+
+    name: ClassVar[str] = "break-glass-grant"
+    operation: ClassVar[Operation] = "C"
+    grant_id: str
+
+    def target(self) -> str | None:
+        return self.grant_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BreakGlassReviewed(Event):
+    """An admin reviewed a break-glass grant (the note is kept with the grant)."""
+
+    name: ClassVar[str] = "break-glass-review"
+    operation: ClassVar[Operation] = "U"
+    grant_id: str
+
+    def target(self) -> str | None:
+        return self.grant_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditSearched(Event):
+    """Staff read the audit log: a patient's accounting of disclosures (`scope`
+    ``disclosures``), a search of events (``events``) or the break-glass grants
+    (``break-glass``), with the ids they filtered by and how many rows they got."""
+
+    name: ClassVar[str] = "audit-search"
+    operation: ClassVar[Operation] = "R"
+    scope: Literal["disclosures", "events", "break-glass"]
+    filters: tuple[tuple[str, str], ...] = ()  # (name, id): ids only, never free text
+    rows: int
+
+    def target(self) -> str | None:
+        return json.dumps({"scope": self.scope, **dict(self.filters)}, sort_keys=True)
+
+    def outcome(self) -> str:
+        return f"rows={self.rows}"

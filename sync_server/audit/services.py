@@ -8,15 +8,17 @@ answers, so an access whose audit row cannot be written fails instead of answeri
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy.orm import Session
 
-from sync_server.audit.events import Event
+from sync_server.audit.events import Actor, Caller, Event, RecordsRead, purpose_of
 from sync_server.audit.log import track
 from sync_server.audit.tables import AuditEvent, AuditPatient
 from sync_server.db import utcnow
 from sync_server.ops.logs import current_client_address, current_request_id
 
-__all__ = ["record_event"]
+__all__ = ["record_event", "record_read"]
 
 
 def record_event(*, session: Session, event: Event, request_id: str | None = None) -> None:
@@ -47,3 +49,31 @@ def record_event(*, session: Session, event: Event, request_id: str | None = Non
     )
     session.add(row)
     track(session=session, event=row)
+
+
+def record_read(
+    *,
+    session: Session,
+    caller: Caller,
+    collection: str,
+    records: Iterable[tuple[str, str | None]],
+    clinic_id: str | None = None,
+) -> None:
+    """Record that `caller` read these records of `collection`, each given as (record
+    id, its patient's id or None), with the caller's purpose of use.
+
+    Call it in the transaction that commits before the answer is sent (a route that
+    reads in a read-only session records in a write session of its own, first).
+    """
+    found = list(records)
+    record_event(
+        session=session,
+        event=RecordsRead(
+            actor=Actor.of(caller),
+            clinic_id=clinic_id or caller.clinic_id,
+            patient_ids=tuple(patient for _, patient in found if patient),
+            purpose=purpose_of(caller),
+            collection=collection,
+            record_ids=tuple(record for record, _ in found),
+        ),
+    )

@@ -11,8 +11,13 @@
 - `audit_nodes`: the hashes of the log's perfect subtrees of 256 leaves and more, kept
   as they complete, so proofs never read more than a few hundred leaves.
 - `audit_checkpoints`: the checkpoints the server signed.
+- `break_glass_grants`: emergency access a clinician asked for to a patient outside
+  their clinic, with the reason they gave (free text: kept here, never in the log) and
+  its review by an admin.
 - `device_audit_events`: each device's own hash-chained audit log, as pushed (append
   only; `sync_server.audit.device_chains`).
+- `device_audit_patients`: which patients each device event names (for the accounting
+  of disclosures).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ __all__ = [
     "AuditLogHead",
     "AuditNode",
     "AuditPatient",
+    "BreakGlassGrant",
     "DeviceAuditEvent",
+    "DeviceAuditPatient",
 ]
 
 _BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -109,6 +116,25 @@ class AuditCheckpoint(Base):
     signature: Mapped[bytes] = mapped_column(LargeBinary(64))
 
 
+class BreakGlassGrant(Base):
+    """Emergency ("break-glass") access of one staff user to one patient of another
+    clinic, until `expires_at`, and its review."""
+
+    __tablename__ = "break_glass_grants"
+
+    id: Mapped[str] = mapped_column(Id, primary_key=True)
+    organisation_id: Mapped[str] = mapped_column(Id, index=True)
+    user_id: Mapped[str] = mapped_column(Id, index=True)
+    patient_id: Mapped[str] = mapped_column(Id, index=True)
+    clinic_id: Mapped[str] = mapped_column(Id)  # the patient's clinic
+    reason: Mapped[str] = mapped_column(Text)  # free text: never copied to the audit log
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    reviewed_by: Mapped[str | None] = mapped_column(Id)
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    review_note: Mapped[str | None] = mapped_column(Text)
+
+
 class DeviceAuditEvent(Base):
     """One event of a device's hash-chained audit log (`crdt.chain_hash`), as pushed."""
 
@@ -120,3 +146,13 @@ class DeviceAuditEvent(Base):
     canonical: Mapped[bytes] = mapped_column(LargeBinary)
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class DeviceAuditPatient(Base):
+    """One patient a device's audit event names (from its canonical bytes)."""
+
+    __tablename__ = "device_audit_patients"
+
+    device_id: Mapped[str] = mapped_column(Id, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    patient_id: Mapped[str] = mapped_column(Id, primary_key=True, index=True)

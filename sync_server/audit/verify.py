@@ -18,16 +18,17 @@ It reads rows through SQLAlchemy Core in batches: a million events take seconds.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
-from contextlib import closing
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crdt import AuditProofError, Checkpoint, MerkleFrontier, leaf_hash
+from crdt import GENESIS, AuditProofError, Checkpoint, MerkleFrontier, chain_hash, leaf_hash
 from sync_server.audit.log import LEAF_COLUMNS, checkpoints, head, leaf_bytes_of
-from sync_server.audit.tables import AuditEvent
+from sync_server.audit.tables import AuditEvent, DeviceAuditEvent
 
 __all__ = ["AuditProblem", "AuditReport", "verify_log"]
 
@@ -66,8 +67,18 @@ class AuditReport:
         self.problems.append(AuditProblem(kind, where, message))
 
 
-def _leaves(session: Session) -> Generator[tuple[int | None, bytes | None, bytes]]:
-    """(seq, stored leaf hash, recomputed canonical bytes) in leaf order."""
+_DEVICE_HEAD = "device-audit-push"
+_ACTION, _TARGET = (
+    LEAF_COLUMNS.index(AuditEvent.action) + 1,
+    LEAF_COLUMNS.index(AuditEvent.target) + 1,
+)
+
+
+def _leaves(
+    session: Session, heads: dict[str, dict[int, bytes]]
+) -> Iterator[tuple[int | None, bytes | None, bytes]]:
+    """(seq, stored leaf hash, recomputed canonical bytes) in leaf order; the device
+    heads the log recorded go to `heads` (device id -> {seq: hash})."""
     statement = select(AuditEvent.leaf_hash, *LEAF_COLUMNS).order_by(AuditEvent.seq)
     result = session.execute(statement.execution_options(yield_per=_BATCH))
     try:
@@ -76,10 +87,21 @@ def _leaves(session: Session) -> Generator[tuple[int | None, bytes | None, bytes
             if seq is None:
                 yield None, None, b""
                 continue
+            if row[_ACTION] == _DEVICE_HEAD:
+                _note_head(heads, str(row[_TARGET] or ""))
             stored = row[0]
             yield int(seq), None if stored is None else bytes(stored), leaf_bytes_of(row[1:])
-    finally:  # a verification that stops at a gap closes the server-side cursor now
+    finally:
         result.close()
+
+
+def _note_head(heads: dict[str, dict[int, bytes]], target: str | None) -> None:
+    device_id, _, rest = (target or "").partition(":")
+    head_seq, _, head_hash = rest.partition(":")
+    try:
+        heads.setdefault(device_id, {})[int(head_seq)] = bytes.fromhex(head_hash)
+    except ValueError:
+        heads.setdefault(device_id, {})[-1] = b""  # unreadable: reported as a broken head
 
 
 def verify_log(
@@ -116,21 +138,9 @@ def verify_log(
 
     frontier = MerkleFrontier()
     _match(report, frontier, by_size)
-    leaves = _leaves(session)
-    with closing(leaves):
-        return _walk(report, session, leaves, frontier, by_size)
-
-
-def _walk(
-    report: AuditReport,
-    session: Session,
-    leaves: Iterator[tuple[int | None, bytes | None, bytes]],
-    frontier: MerkleFrontier,
-    by_size: dict[int, list[tuple[str, Checkpoint]]],
-) -> AuditReport:
-    """Rebuild the tree leaf by leaf, checking each against its row."""
     unsealed = 0
-    for seq, stored, canonical in leaves:
+    heads: dict[str, dict[int, bytes]] = {}
+    for seq, stored, canonical in _leaves(session, heads):
         if seq is None:
             unsealed += 1
             continue
@@ -144,7 +154,7 @@ def _walk(
                 )
             # The tree cannot be rebuilt past a gap: later checkpoints go unchecked.
             report.events = seq + 1
-            return _finish(report, session, frontier, unsealed, complete=False)
+            return _finish(report, session, frontier, unsealed, heads, complete=False)
         recomputed = leaf_hash(canonical)
         if stored != recomputed:
             report.add(
@@ -156,7 +166,7 @@ def _walk(
         _match(report, frontier, by_size)
     report.events = frontier.size
     _rest(report, session, frontier.size, by_size)
-    return _finish(report, session, frontier, unsealed, complete=True)
+    return _finish(report, session, frontier, unsealed, heads, complete=True)
 
 
 def _signed(report: AuditReport, checkpoint: Checkpoint, public_key: bytes, where: str) -> None:
@@ -209,6 +219,7 @@ def _finish(
     session: Session,
     frontier: MerkleFrontier,
     unsealed: int,
+    heads: dict[str, dict[int, bytes]],
     *,
     complete: bool,
 ) -> AuditReport:
@@ -236,4 +247,77 @@ def _finish(
                 report.add(
                     "head", "audit_log_head", "the head's subtree roots do not match the events"
                 )
+    _device_chains(report, session, heads)
     return report
+
+
+def _device_chains(
+    report: AuditReport, session: Session, heads: dict[str, dict[int, bytes]]
+) -> None:
+    """Every device chain whole, and holding every head the log sealed for it."""
+    rows = session.execute(
+        select(DeviceAuditEvent.device_id, DeviceAuditEvent.seq, DeviceAuditEvent.canonical,
+               DeviceAuditEvent.hash)
+        .order_by(DeviceAuditEvent.device_id, DeviceAuditEvent.seq)
+        .execution_options(yield_per=_BATCH)
+    )  # fmt: skip
+    seen: set[str] = set()
+    try:
+        for device_id, chain in groupby(rows, key=lambda row: str(row[0])):
+            seen.add(device_id)
+            _device_chain(report, device_id, chain, heads.get(device_id, {}))
+    finally:
+        rows.close()
+    report.devices = len(seen | heads.keys())
+    for device_id in sorted(heads.keys() - seen):
+        newest = max(heads[device_id])
+        report.add(
+            "device-chain",
+            f"device {device_id}",
+            f"its audit chain is gone: the log sealed its head at event {newest}",
+        )
+
+
+def _device_chain(
+    report: AuditReport,
+    device_id: str,
+    chain: Iterable[Sequence[Any]],
+    sealed: dict[int, bytes],
+) -> None:
+    previous, expected = GENESIS, 1
+    found: dict[int, bytes] = {}
+    for _, seq, canonical, digest in chain:
+        if seq != expected:
+            report.add(
+                "device-chain",
+                f"device {device_id} event {expected}",
+                "missing or out of place" + (f" (event {seq} is there)" if seq else ""),
+            )
+            return
+        if chain_hash(previous, bytes(canonical)) != bytes(digest):
+            report.add(
+                "device-chain",
+                f"device {device_id} event {seq}",
+                "its contents no longer match its chained hash (edited)",
+            )
+            return
+        previous = bytes(digest)
+        if seq in sealed:
+            found[seq] = previous
+        expected += 1
+    for head_seq, head_hash in sorted(sealed.items()):
+        if head_seq not in found and head_seq >= expected:
+            report.add(
+                "device-chain",
+                f"device {device_id} event {head_seq}",
+                f"the chain ends at event {expected - 1}, but the log sealed its head at "
+                f"event {head_seq}: its newest events were deleted",
+            )
+            return
+        if found.get(head_seq) != head_hash:
+            report.add(
+                "device-chain",
+                f"device {device_id} event {head_seq}",
+                "the chain does not reach the head the log sealed (rewritten)",
+            )
+            return

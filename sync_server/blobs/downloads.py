@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from sync_server.audit.events import Actor, BlobDownloaded
+from sync_server.audit.events import Actor, BlobDownloaded, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.blobs.backends import (
     BlobBackend,
@@ -23,6 +23,7 @@ from sync_server.blobs.tables import Blob
 from sync_server.errors import Invalid, NotFound, Unavailable
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
+from sync_server.sync.records import blob_patients
 
 __all__ = ["StoredBlob", "locate_blob", "record_download"]
 
@@ -109,7 +110,13 @@ def record_download(
     record_event(
         session=session,
         event=BlobDownloaded(
-            actor=Actor.of(principal), clinic_id=blob.clinic_id, sha256=blob.sha256
+            actor=Actor.of(principal),
+            clinic_id=blob.clinic_id,
+            patient_ids=blob_patients(
+                session=session, clinic_id=blob.clinic_id, sha256=blob.sha256
+            ),
+            purpose=purpose_of(principal),
+            sha256=blob.sha256,
         ),
         request_id=request_id,
     )

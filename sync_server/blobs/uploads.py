@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from sync_server.audit.events import Actor, BlobUploaded
+from sync_server.audit.events import Actor, BlobUploaded, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.blobs.backends import (
     BlobBackend,
@@ -54,6 +54,7 @@ from sync_server.errors import (
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
 from sync_server.settings import Settings
+from sync_server.sync.records import blob_patients
 
 __all__ = [
     "PREFERRED_CHUNK",
@@ -479,7 +480,13 @@ def write_chunk(
     session.delete(upload)
     record_event(
         session=session,
-        event=BlobUploaded(actor=Actor.of(principal), clinic_id=clinic_id, sha256=upload.sha256),
+        event=BlobUploaded(
+            actor=Actor.of(principal),
+            clinic_id=clinic_id,
+            patient_ids=blob_patients(session=session, clinic_id=clinic_id, sha256=upload.sha256),
+            purpose=purpose_of(principal),
+            sha256=upload.sha256,
+        ),
         request_id=request_id,
     )
     return _stored(settings, backend, upload.sha256, upload.size)

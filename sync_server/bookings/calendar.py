@@ -27,6 +27,7 @@ from sync_server.audit.events import (
     CalendarFeedCreated,
     CalendarFeedRead,
     CalendarFeedRevoked,
+    purpose_of,
 )
 from sync_server.audit.services import record_event
 from sync_server.bookings.directory import actor_of, provider_in_scope, require_writer
@@ -118,9 +119,21 @@ def create_feed(
     session.flush()
     record_event(
         session=session,
-        event=CalendarFeedCreated(actor=actor_of(principal), clinic_id=clinic_id, feed_id=feed.id),
+        event=CalendarFeedCreated(
+            actor=actor_of(principal),
+            clinic_id=clinic_id,
+            patient_ids=_patients_of(feed),
+            purpose=purpose_of(principal),
+            feed_id=feed.id,
+        ),
     )
     return CreatedFeed(feed, token)
+
+
+def _patients_of(feed: CalendarFeed) -> tuple[str, ...]:
+    """The patient whose bookings a feed shows (none for a provider's feed, which
+    names no patient)."""
+    return (feed.subject_id,) if feed.subject_kind == "patient" else ()
 
 
 def _visible(principal: Principal, feed: CalendarFeed | None) -> bool:
@@ -159,7 +172,11 @@ def revoke_feed(*, session: Session, principal: Principal, feed_id: str) -> Cale
         record_event(
             session=session,
             event=CalendarFeedRevoked(
-                actor=actor_of(principal), clinic_id=feed.clinic_id, feed_id=feed.id
+                actor=actor_of(principal),
+                clinic_id=feed.clinic_id,
+                patient_ids=_patients_of(feed),
+                purpose=purpose_of(principal),
+                feed_id=feed.id,
             ),
         )
     return feed
@@ -191,6 +208,7 @@ def render_feed(*, session: Session, token: str, now: datetime | None = None) ->
         event=CalendarFeedRead(
             actor=Actor.feed(feed.id),
             clinic_id=feed.clinic_id,
+            patient_ids=_patients_of(feed),
             feed_id=feed.id,
             events=len(bookings),
         ),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
+from sync_server.audit.services import record_read
 from sync_server.bookings.calendar import (
     create_feed,
     feed_path,
@@ -65,7 +66,15 @@ def get_feeds(
     """The calendar feeds of the caller's clinics (never their URLs), newest first."""
     with db.read() as session:
         feeds = list_feeds(session=session, principal=caller, include_revoked=include_revoked)
-        return [CalendarFeedPublic.model_validate(f) for f in feeds]
+        found = [CalendarFeedPublic.model_validate(f) for f in feeds]
+    with db.write() as session:
+        record_read(
+            session=session,
+            caller=caller,
+            collection="calendar-feeds",
+            records=[(f.id, f.subject_id if f.subject_kind == "patient" else None) for f in found],
+        )
+    return found
 
 
 @router.delete(

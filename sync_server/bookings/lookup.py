@@ -28,6 +28,7 @@ __all__ = [
     "MAX_SLOT_DAYS",
     "CaregiverRating",
     "FreeSlot",
+    "booking_patients",
     "caregiver_rating",
     "find_slots",
     "list_bookings",
@@ -47,6 +48,16 @@ BOOKING_STATES = (
 
 MAX_SLOT_DAYS = 31
 """The longest range of days one free-slot query covers."""
+
+
+def booking_patients(*, session: Session, booking_ids: Sequence[str]) -> dict[str, str]:
+    """The patient of each of these bookings (booking id to patient id)."""
+    if not booking_ids:
+        return {}
+    rows = session.execute(
+        select(Booking.id, Booking.patient_id).where(Booking.id.in_(set(booking_ids)))
+    ).all()
+    return {str(booking_id): str(patient_id) for booking_id, patient_id in rows}
 
 
 def list_bookings(

@@ -13,7 +13,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sync_server.audit.events import BookingStateChanged, QualityFlagResolved
+from sync_server.audit.events import BookingStateChanged, QualityFlagResolved, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.bookings.deciders import LATE_CANCELLATION, cancel_booking
 from sync_server.bookings.directory import actor_of, clinic_in_scope, require_writer
@@ -139,6 +139,8 @@ def change_state(
         event=BookingStateChanged(
             actor=actor_of(principal),
             clinic_id=booking.clinic_id,
+            patient_ids=(booking.patient_id,),
+            purpose=purpose_of(principal),
             booking_id=booking.id,
             state=state,
         ),
@@ -191,7 +193,11 @@ def resolve_flag(
         record_event(
             session=session,
             event=QualityFlagResolved(
-                actor=actor_of(principal), clinic_id=booking.clinic_id, flag_id=flag.id
+                actor=actor_of(principal),
+                clinic_id=booking.clinic_id,
+                patient_ids=(booking.patient_id,),
+                purpose=purpose_of(principal),
+                flag_id=flag.id,
             ),
         )
     return flag

@@ -15,10 +15,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from sync_server.audit.events import RecordsRead
-from sync_server.audit.services import record_event
+from sync_server.audit.events import RecordsRead, purpose_of
+from sync_server.audit.services import record_event, record_read
 from sync_server.bookings.directory import actor_of
-from sync_server.bookings.lookup import caregiver_rating, find_slots, list_bookings
+from sync_server.bookings.lookup import (
+    booking_patients,
+    caregiver_rating,
+    find_slots,
+    list_bookings,
+)
 from sync_server.bookings.manage import booking_in_scope, change_state, open_flags, resolve_flag
 from sync_server.bookings.schemas import (
     BookingPublic,
@@ -99,6 +104,8 @@ def get_bookings(
             event=RecordsRead(
                 actor=actor_of(caller),
                 clinic_id=clinic_id or caller.clinic_id,
+                patient_ids=tuple(b.patient_id for b in found),
+                purpose=purpose_of(caller),
                 collection="bookings",
                 record_ids=tuple(b.id for b in found),
             ),
@@ -119,6 +126,8 @@ def get_booking(
             event=RecordsRead(
                 actor=actor_of(caller),
                 clinic_id=booking.clinic_id,
+                patient_ids=(booking.patient_id,),
+                purpose=purpose_of(caller),
                 collection="bookings",
                 record_ids=(booking.id,),
             ),
@@ -156,7 +165,16 @@ def get_quality_flags(
     """Unresolved quality flags (missed visits, low ratings), newest first."""
     with db.read() as session:
         flags = open_flags(session=session, principal=caller, provider_id=provider_id)
-        return [QualityFlagPublic.model_validate(f) for f in flags]
+        found = [QualityFlagPublic.model_validate(f) for f in flags]
+        patients = booking_patients(session=session, booking_ids=[f.booking_id for f in found])
+    with db.write() as session:
+        record_read(
+            session=session,
+            caller=caller,
+            collection="quality-flags",
+            records=[(f.id, patients.get(f.booking_id)) for f in found],
+        )
+    return found
 
 
 @router.post(

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crdt import OrderLine, format_money
-from sync_server.audit.events import Actor, OrderStateChanged
+from sync_server.audit.events import Actor, OrderStateChanged, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.commerce.prescriptions import claim, give_back
 from sync_server.commerce.stock import (
@@ -413,7 +413,12 @@ def cancel_order(
     record_event(
         session=session,
         event=OrderStateChanged(
-            actor=actor, clinic_id=order.clinic_id, order_id=order.id, state="cancelled"
+            actor=actor,
+            clinic_id=order.clinic_id,
+            patient_ids=(order.patient_id,),
+            purpose=purpose_of(actor),
+            order_id=order.id,
+            state="cancelled",
         ),
     )
     return order
@@ -490,6 +495,8 @@ def move_order(
         event=OrderStateChanged(
             actor=Actor.of(principal) if principal.id else Actor("system"),
             clinic_id=order.clinic_id,
+            patient_ids=(order.patient_id,),
+            purpose=purpose_of(principal),
             order_id=order.id,
             state=state,
         ),

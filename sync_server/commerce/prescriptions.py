@@ -18,7 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from crdt import ProviderKind
-from sync_server.audit.events import PrescriptionIssued, PrescriptionRevoked
+from sync_server.audit.events import PrescriptionIssued, PrescriptionRevoked, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.bookings.directory import actor_of, require_writer
 from sync_server.bookings.tables import Provider
@@ -105,7 +105,12 @@ def issue_prescription(
     session.flush()
     record_event(
         session=session,
-        event=PrescriptionIssued(actor=actor_of(principal), prescription_id=prescription.id),
+        event=PrescriptionIssued(
+            actor=actor_of(principal),
+            patient_ids=(prescription.patient_id,),
+            purpose=purpose_of(principal),
+            prescription_id=prescription.id,
+        ),
     )
     return prescription
 
@@ -165,7 +170,12 @@ def revoke_prescription(
     session.refresh(found)
     record_event(
         session=session,
-        event=PrescriptionRevoked(actor=actor_of(principal), prescription_id=found.id),
+        event=PrescriptionRevoked(
+            actor=actor_of(principal),
+            patient_ids=(found.patient_id,),
+            purpose=purpose_of(principal),
+            prescription_id=found.id,
+        ),
     )
     return found
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, status
 from sqlalchemy.orm import Session
 
+from sync_server.audit.services import record_read
 from sync_server.bookings.directory import actor_of, require_writer
 from sync_server.commerce.catalogue import (
     components_by_kit,
@@ -288,14 +289,31 @@ def get_orders(
             patient_id=patient_id,
             limit=limit,
         )
-        return [_order(session, o) for o in found]
+        orders = [_order(session, o) for o in found]
+    with db.write() as session:
+        record_read(
+            session=session,
+            caller=caller,
+            collection="orders",
+            records=[(o.id, o.patient_id) for o in orders],
+            clinic_id=clinic_id,
+        )
+    return orders
 
 
 @router.get("/orders/{order_id}", response_model=OrderPublic, summary="Show an order")
 def get_order(order_id: str, caller: StaffCaller, db: DbDep) -> OrderPublic:
     """One order with its lines and per-lot reservations."""
-    with db.read() as session:
-        return _order(session, order_in_scope(session=session, principal=caller, order_id=order_id))
+    with db.write() as session:
+        order = order_in_scope(session=session, principal=caller, order_id=order_id)
+        record_read(
+            session=session,
+            caller=caller,
+            collection="orders",
+            records=[(order.id, order.patient_id)],
+            clinic_id=order.clinic_id,
+        )
+        return _order(session, order)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderPublic, summary="Cancel an order")
@@ -354,7 +372,15 @@ def get_prescriptions(
             patient_id=patient_id,
             include_revoked=include_revoked,
         )
-        return [PrescriptionPublic.model_validate(p) for p in found]
+        prescriptions = [PrescriptionPublic.model_validate(p) for p in found]
+    with db.write() as session:
+        record_read(
+            session=session,
+            caller=caller,
+            collection="prescriptions",
+            records=[(p.id, p.patient_id) for p in prescriptions],
+        )
+    return prescriptions
 
 
 @router.post(

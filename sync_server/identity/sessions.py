@@ -6,18 +6,26 @@ issues its successor in the same family. Presenting a spent token again is reuse
 stolen copy, or a replay): every token of its family is revoked, and that revocation
 is committed before the refusal is raised, so call `rotate_refresh_token` in a
 transaction of its own.
+
+A staff session also ends when idle (automatic logoff): its family's live token keeps
+the time of its last activity (`RefreshToken.last_used_at`: a refresh, or any request
+with one of its access tokens, which name the family in their ``sid`` claim, noted at
+most every few seconds), and once `Settings.staff_idle_seconds` pass without any, both
+its access tokens and its refresh token are refused (401 ``session_idle_expired``) and
+the family is revoked. Devices lock themselves when idle (the SDK); their sessions do
+not expire here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, NoReturn
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from sync_server.audit.events import Actor, LoggedOut, RefreshTokenReused
+from sync_server.audit.events import Actor, LoggedOut, RefreshTokenReused, SessionIdleExpired
 from sync_server.audit.services import record_event
 from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
 from sync_server.errors import Forbidden, Unauthorized
@@ -29,15 +37,23 @@ from sync_server.identity.users import authenticate_user
 from sync_server.settings import Settings
 
 __all__ = [
+    "SessionState",
     "StaffLogin",
     "TokenPair",
     "issue_tokens",
+    "keep_session_alive",
     "log_in",
     "revoke_device_tokens",
     "revoke_refresh_family",
     "revoke_user_tokens",
     "rotate_refresh_token",
+    "session_state",
 ]
+
+SessionState = Literal["active", "stale", "idle", "ended"]
+"""A staff session as a request finds it: active (activity noted recently), stale (its
+activity should be noted now), idle (over: `keep_session_alive` refuses it) or ended
+(logged out, revoked or expired)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,6 +98,7 @@ def issue_tokens(
     The refresh token joins `family_id` (a rotation chain), or starts a new family.
     """
     now = utcnow()
+    family_id = family_id or new_id()
     access, access_expires = signing_key.issue_access_token(
         subject=subject_id,
         kind=subject_kind,
@@ -90,6 +107,7 @@ def issue_tokens(
         role=role,
         ttl=timedelta(seconds=settings.access_token_seconds),
         now=now,
+        session_id=family_id if subject_kind == "user" else None,
     )
     refresh, refresh_hash = new_bearer_token()
     refresh_expires = now + timedelta(seconds=settings.refresh_token_seconds)
@@ -97,11 +115,12 @@ def issue_tokens(
         RefreshToken(
             id=new_id(),
             token_hash=refresh_hash,
-            family_id=family_id or new_id(),
+            family_id=family_id,
             subject_kind=subject_kind,
             subject_id=subject_id,
             issued_at=now,
             expires_at=refresh_expires,
+            last_used_at=now,
         )
     )
     session.flush()
@@ -260,6 +279,8 @@ def rotate_refresh_token(
     throttling.count_subject_request(
         session=session, subject=f"{row.subject_kind}:{row.subject_id}", settings=settings, now=now
     )
+    if row.subject_kind == "user" and row.used_at is None and _idle(row, settings, now):
+        _expire_idle(session, row)
     reused = row.used_at is not None
     if not reused:
         spent = session.execute(
@@ -299,6 +320,79 @@ def rotate_refresh_token(
         signing_key=signing_key,
         settings=settings,
         family_id=row.family_id,
+    )
+
+
+def _idle(row: RefreshToken, settings: Settings, now: datetime) -> bool:
+    last = row.last_used_at or row.issued_at
+    return last <= now - timedelta(seconds=settings.staff_idle_seconds)
+
+
+def _expire_idle(session: Session, row: RefreshToken) -> NoReturn:
+    _revoke_family(session, row.family_id)
+    record_event(
+        session=session,
+        event=SessionIdleExpired(actor=Actor.user(row.subject_id), family_id=row.family_id),
+    )
+    commit_then_raise(
+        session,
+        Unauthorized(
+            "this session was idle for too long (automatic logoff); log in again",
+            code="session_idle_expired",
+        ),
+    )
+
+
+def _live_token(session: Session, family_id: str, now: datetime) -> RefreshToken | None:
+    return session.scalars(
+        select(RefreshToken).where(
+            RefreshToken.family_id == family_id,
+            RefreshToken.used_at.is_(None),
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > now,
+        )
+    ).first()
+
+
+def session_state(
+    *, session: Session, family_id: str, settings: Settings, now: datetime | None = None
+) -> SessionState:
+    """How the staff session `family_id` stands (read only)."""
+    at = now or utcnow()
+    row = _live_token(session, family_id, at)
+    if row is None:
+        return "ended"
+    if _idle(row, settings, at):
+        return "idle"
+    last = row.last_used_at or row.issued_at
+    # Noting activity at most every few seconds keeps writes off most requests.
+    every = min(30.0, settings.staff_idle_seconds / 4)
+    return "stale" if last <= at - timedelta(seconds=every) else "active"
+
+
+def keep_session_alive(
+    *, session: Session, family_id: str, settings: Settings, now: datetime | None = None
+) -> None:
+    """Note activity on the staff session `family_id` now, unless it is over.
+
+    Commits its refusal before raising (the family revoked, the expiry audited): call
+    it in a transaction of its own.
+
+    Raises:
+        Unauthorized: ``session_idle_expired`` (idle for `Settings.staff_idle_seconds`)
+            or ``session_ended`` (logged out, revoked or expired).
+    """
+    at = now or utcnow()
+    row = _live_token(session, family_id, at)
+    if row is None:
+        raise Unauthorized("this session has ended; log in again", code="session_ended")
+    if _idle(row, settings, at):
+        _expire_idle(session, row)
+    session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == row.id)
+        .values(last_used_at=at)
+        .execution_options(synchronize_session=False)
     )
 
 

@@ -130,6 +130,9 @@ class RefreshToken(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The session's last activity (a staff request or refresh), for idle expiry; kept
+    # on the family's live token (None before it was tracked: its issue time counts).
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class UsedNonce(Base):

@@ -56,6 +56,7 @@ class AccessClaims:
     role: str  # device, clinician, staff, admin
     token_id: str
     expires_at: datetime
+    session_id: str | None = None  # a staff session's refresh-token family
 
 
 class SigningKey:
@@ -90,8 +91,10 @@ class SigningKey:
         role: str,
         ttl: timedelta,
         now: datetime | None = None,
+        session_id: str | None = None,
     ) -> tuple[str, datetime]:
-        """A signed access token and its expiry."""
+        """A signed access token and its expiry; `session_id` names the refresh-token
+        family of a staff session (claim ``sid``), whose idle time it then counts in."""
         now = now or datetime.now(UTC)
         expires = now + ttl
         claims: dict[str, Any] = {
@@ -107,6 +110,8 @@ class SigningKey:
             "org": organisation_id,
             "role": role,
         }
+        if session_id is not None:
+            claims["sid"] = session_id
         return jwt.encode(claims, self._private, algorithm=ALGORITHM), expires
 
     def verify_access_token(self, token: str) -> AccessClaims:
@@ -145,6 +150,7 @@ class SigningKey:
                 role=str(claims["role"]),
                 token_id=str(claims["jti"]),
                 expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+                session_id=None if claims.get("sid") is None else str(claims["sid"]),
             )
         except (KeyError, TypeError, ValueError):
             raise Unauthorized("access token lacks required claims", code="invalid_token") from None

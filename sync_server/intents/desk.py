@@ -34,7 +34,7 @@ from crdt import (
     RecordDocument,
     decision_id,
 )
-from sync_server.audit.events import Actor, IntentsDecided
+from sync_server.audit.events import TREATMENT, Actor, IntentsDecided
 from sync_server.audit.services import record_event
 from sync_server.db import utcnow
 from sync_server.intents.tables import IntentDecision
@@ -175,6 +175,7 @@ class IntentDesk:
         touched: set[tuple[str, ...]] = set()
         documents: list[RecordDocument] = []
         decided: list[tuple[str, str]] = []
+        patients: dict[str, None] = {}
         for document in pending:
             intent = document.read()
             assert isinstance(intent, Intent)
@@ -194,11 +195,17 @@ class IntentDesk:
             )
             documents.append(_decision_document(intent, verdict, signer, at))
             decided.append((intent.id, str(verdict.status)))
+            if intent.patient_id is not None:
+                patients[intent.patient_id] = None
         session.flush()  # the primary key: a second decision of one intent fails here
         record_event(
             session=session,
             event=IntentsDecided(
-                actor=Actor.device(device_id), clinic_id=clinic_id, decided=tuple(decided)
+                actor=Actor.device(device_id),
+                clinic_id=clinic_id,
+                patient_ids=tuple(patients),
+                purpose=TREATMENT,
+                decided=tuple(decided),
             ),
         )
         for hook in self._after:

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crdt import InvoiceStatus, format_money
-from sync_server.audit.events import Actor, PaymentRecorded, PaymentRefunded
+from sync_server.audit.events import OPERATIONS, Actor, PaymentRecorded, PaymentRefunded
 from sync_server.audit.services import record_event
 from sync_server.db import Database, new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
@@ -182,6 +182,8 @@ def pay(
         event=PaymentRecorded(
             actor=actor or Actor("system"),
             clinic_id=invoice.clinic_id,
+            patient_ids=() if invoice.patient_id is None else (invoice.patient_id,),
+            purpose=OPERATIONS,
             payment_id=payment.id,
             amount=amount,
             status=payment.status,
@@ -334,6 +336,8 @@ def refund(
         event=PaymentRefunded(
             actor=actor or Actor("system"),
             clinic_id=invoice.clinic_id,
+            patient_ids=() if invoice.patient_id is None else (invoice.patient_id,),
+            purpose=OPERATIONS,
             payment_id=payment.id,
             refund_id=made.id,
             amount=amount,

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from crdt import Invoice as InvoiceRecord
 from crdt import InvoiceStatus, RecordDocument, invoice_record_id
-from sync_server.audit.events import Actor, InvoiceIssued, InvoiceVoided
+from sync_server.audit.events import OPERATIONS, Actor, InvoiceIssued, InvoiceVoided
 from sync_server.audit.services import record_event
 from sync_server.db import new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
@@ -183,11 +183,17 @@ def bill(
         event=InvoiceIssued(
             actor=actor or Actor("system"),
             clinic_id=clinic_id,
+            patient_ids=_patients(invoice),
+            purpose=OPERATIONS,
             invoice_id=invoice.id,
             total=total,
         ),
     )
     return invoice
+
+
+def _patients(invoice: Invoice) -> tuple[str, ...]:
+    return () if invoice.patient_id is None else (invoice.patient_id,)
 
 
 def void_invoice(
@@ -244,7 +250,11 @@ def void_invoice(
     record_event(
         session=session,
         event=InvoiceVoided(
-            actor=actor or Actor("system"), clinic_id=invoice.clinic_id, invoice_id=invoice.id
+            actor=actor or Actor("system"),
+            clinic_id=invoice.clinic_id,
+            patient_ids=_patients(invoice),
+            purpose=OPERATIONS,
+            invoice_id=invoice.id,
         ),
     )
     return True

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from sync_server.audit.events import Actor
+from sync_server.audit.services import record_read
 from sync_server.db import utcnow
 from sync_server.deps import ArtifactKeyDep, DbDep, StaffCaller
 from sync_server.errors import (
@@ -229,14 +230,30 @@ def get_invoices(
             limit=max(1, min(limit, 500)),
             offset=max(0, offset),
         )
-        return [_invoice_public(session, i) for i in found]
+        invoices = [_invoice_public(session, i) for i in found]
+    with db.write() as session:
+        record_read(
+            session=session,
+            caller=caller,
+            collection="invoices",
+            records=[(i.id, i.patient_id) for i in invoices],
+            clinic_id=clinic_id,
+        )
+    return invoices
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoicePublic, summary="Read an invoice")
 def get_invoice(invoice_id: str, caller: StaffCaller, db: DbDep) -> InvoicePublic:
     """One invoice with its lines, payments and refunds."""
-    with db.read() as session:
+    with db.write() as session:
         invoice = invoice_in_scope(session=session, principal=caller, invoice_id=invoice_id)
+        record_read(
+            session=session,
+            caller=caller,
+            collection="invoices",
+            records=[(invoice.id, invoice.patient_id)],
+            clinic_id=invoice.clinic_id,
+        )
         return _invoice_public(session, invoice)
 
 
@@ -325,8 +342,16 @@ def _paid(result: PaymentResult) -> Stored:
 @router.get("/payments/{payment_id}", response_model=PaymentPublic, summary="Read a payment")
 def get_payment(payment_id: str, caller: StaffCaller, db: DbDep) -> PaymentPublic:
     """One payment."""
-    with db.read() as session:
+    with db.write() as session:
         payment = _payment_in_scope(session, caller, payment_id)
+        invoice = session.get(Invoice, payment.invoice_id)
+        record_read(
+            session=session,
+            caller=caller,
+            collection="payments",
+            records=[(payment.id, invoice.patient_id if invoice else None)],
+            clinic_id=invoice.clinic_id if invoice else None,
+        )
         return PaymentPublic.model_validate(payment)
 
 

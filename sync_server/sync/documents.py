@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from crdt import (
+    COLLECTIONS,
     DEFAULT_LIMITS,
     DocumentLimits,
     Entry,
@@ -39,14 +40,14 @@ from crdt import (
     decode_message,
     encode_message,
 )
-from sync_server.audit.events import Actor, DocumentsPulled, DocumentsPushed
+from sync_server.audit.events import Actor, DocumentsPulled, DocumentsPushed, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.db import Base, utcnow
 from sync_server.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
 from sync_server.sync.authorship import ClinicDirectory, ServerSigner
-from sync_server.sync.projections import PROJECTIONS, projection_row
+from sync_server.sync.projections import PROJECTIONS, patient_of, projection_row
 from sync_server.sync.tables import Document
 
 __all__ = [
@@ -69,6 +70,10 @@ MESSAGE_ENVELOPE = 4096
 message with this much to spare."""
 _ENTRY_OVERHEAD = 64
 _LOOKUP_CHUNK = 500
+_PATIENT_COLLECTIONS = frozenset(
+    name for name, schema in COLLECTIONS.items() if "patient_id" in schema.model_fields
+) | {"patients"}
+"""Collections whose records belong to one patient."""
 
 
 @dataclass(slots=True)
@@ -89,6 +94,7 @@ class PullPage:
     cursor: int  # pass back as the next pull's cursor
     more: bool  # another page is ready now
     feed_seq: int  # the clinic's newest sequence number
+    patients: tuple[str, ...] = ()  # the patients whose records the page holds
 
 
 def decode_push(
@@ -216,11 +222,16 @@ def push_documents(
         if deliverable:
             decide(session, deliverable)
     result.cursor = clinic.feed_seq
+    patients = [store.patients.get(doc_id) for doc_id in result.accepted] + [
+        existing[doc_id].patient_id for doc_id in result.unchanged if doc_id in existing
+    ]
     record_event(
         session=session,
         event=DocumentsPushed(
             actor=Actor.of(principal),
             clinic_id=clinic_id,
+            patient_ids=tuple(p for p in patients if p is not None),
+            purpose=purpose_of(principal),
             accepted=tuple(result.accepted),
             unchanged=tuple(result.unchanged),
             rejected=tuple(r.doc_id for r in result.rejected),
@@ -264,16 +275,19 @@ def pull_page(
         )
     max_bytes = max_message_size - MESSAGE_ENVELOPE
     rows = session.execute(
-        select(Document.id, Document.seq, Document.origin_device, Document.data)
+        select(
+            Document.id, Document.seq, Document.origin_device, Document.data, Document.patient_id
+        )
         .where(Document.clinic_id == clinic_id, Document.seq > cursor)
         .order_by(Document.seq)
         .limit(limit + 1)
     ).all()
     entries: list[Entry] = []
+    patients: dict[str, None] = {}
     size = 0
     new_cursor = cursor
     more = len(rows) > limit
-    for doc_id, seq, origin, data in rows[:limit]:
+    for doc_id, seq, origin, data, patient_id in rows[:limit]:
         if origin is not None and origin == principal.id:
             new_cursor = seq
             continue
@@ -288,9 +302,11 @@ def pull_page(
             more = True
             break
         entries.append(entry)
+        if patient_id is not None:
+            patients[patient_id] = None
         size += len(entry.payload) + _ENTRY_OVERHEAD
         new_cursor = seq
-    return PullPage(entries, new_cursor, more, int(feed_seq))
+    return PullPage(entries, new_cursor, more, int(feed_seq), tuple(patients))
 
 
 def record_pull(
@@ -303,6 +319,8 @@ def record_pull(
         event=DocumentsPulled(
             actor=Actor.of(principal),
             clinic_id=principal.clinic_id,
+            patient_ids=page.patients,
+            purpose=purpose_of(principal),
             doc_ids=tuple(e.doc_id for e in page.entries),
         ),
         request_id=request_id,
@@ -383,6 +401,7 @@ class _TransactionStore:
         self._principal = principal
         self._writer = writer if principal is None else principal.id
         self._pending: list[RecordDocument] = []
+        self.patients: dict[str, str] = {}  # doc id -> patient, of the documents written
 
     def document_heads(self) -> dict[str, list[bytes]]:
         raise NotImplementedError("the server does not offer heads; devices pull the feed")
@@ -430,6 +449,13 @@ class _TransactionStore:
                 )
                 continue
             projection = None
+            patient_id = None
+            if document.collection in _PATIENT_COLLECTIONS:
+                record = document.read()
+                patient_id = patient_of(
+                    document.collection,
+                    {"id": record.id, "patient_id": getattr(record, "patient_id", None)},
+                )
             if document.collection in PROJECTIONS:
                 try:
                     projection = projection_row(
@@ -455,8 +481,11 @@ class _TransactionStore:
                     "updated_at": now,
                     "updated_by": self._writer,
                     "origin_device": device if exact else None,
+                    "patient_id": patient_id,
                 }
             )
+            if patient_id is not None:
+                self.patients[document.id] = patient_id
         self._pending.clear()
         if not doc_rows:
             return refused

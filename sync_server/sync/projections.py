@@ -6,13 +6,14 @@ transaction), so staff can search and list without reading Automerge documents.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from crdt import sortable_time
 from sync_server.db import Base
 from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
-__all__ = ["PROJECTIONS", "ProjectionRow", "projection_row"]
+__all__ = ["PROJECTIONS", "ProjectionRow", "patient_of", "projection_row"]
 
 ProjectionRow = PatientRow | WoundRow | AssessmentRow
 
@@ -32,6 +33,13 @@ _MEASUREMENTS = (
     "mean_depth_mm",
     "volume_cm3",
 )
+
+
+def patient_of(collection: str, values: Mapping[str, Any]) -> str | None:
+    """The patient a record of `collection` belongs to (a patient is its own), from its
+    values; None for a record of no one patient (a directory, a catalogue)."""
+    patient = values.get("id") if collection == "patients" else values.get("patient_id")
+    return patient if isinstance(patient, str) and patient else None
 
 
 def projection_row(collection: str, dumped: dict[str, Any], conflicted: bool) -> dict[str, Any]:

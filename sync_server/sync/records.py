@@ -3,20 +3,24 @@ assessments, one record.
 
 A clinician or staff user sees only their clinic; an organisation-wide admin sees every
 clinic of their organisation. A record outside the caller's scope is treated exactly
-like a missing one. Every read is audited with the ids it returned (never names, and
-never the search text, which may hold a name): `record_read`, in a short write
-transaction of its own after the read.
+like a missing one, unless the caller holds a live break-glass grant for its patient
+(`open_record`, `sync_server.audit.breakglass`). Every read is audited with the ids it
+returned and their patients (never names, and never the search text, which may hold a
+name): `record_read`, in a short write transaction of its own after the read.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import ColumnElement, Select, and_, false, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from sync_server.audit.events import Actor, RecordsRead
+from sync_server.audit.breakglass import active_grant, last_grant
+from sync_server.audit.events import BREAK_GLASS, Actor, RecordsRead, purpose_of
 from sync_server.audit.services import record_event
 from sync_server.errors import NotFound
 from sync_server.identity.principals import Principal
@@ -25,8 +29,12 @@ from sync_server.sync.projections import ProjectionRow
 from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
 __all__ = [
+    "Opened",
+    "blob_patients",
     "find_visible",
+    "open_record",
     "page",
+    "patient_of_row",
     "patient_wounds",
     "record_read",
     "requested_id",
@@ -72,6 +80,72 @@ def find_visible(
     except NotFound:
         return None
     return row
+
+
+def patient_of_row(row: ProjectionRow) -> str:
+    """The patient a projected record belongs to (a patient is its own)."""
+    return row.id if isinstance(row, PatientRow) else row.patient_id
+
+
+@dataclass(frozen=True, slots=True)
+class Opened(Generic[_Row]):
+    """A staff read of one record: the record (None: refused), the purpose of use it
+    is audited with, and whether a break-glass grant for it has expired."""
+
+    row: _Row | None
+    purpose: str
+    grant_expired: bool = False
+
+
+def open_record(
+    *,
+    session: Session,
+    principal: Principal,
+    table: type[_Row],
+    record_id: str,
+    now: datetime | None = None,
+) -> Opened[_Row]:
+    """The record `record_id` of `table` if the caller may read it: in their clinics
+    (purpose `purpose_of` the caller), or under a live break-glass grant for its
+    patient (purpose ``break-glass``). Refused otherwise (`Opened.row` None), noting
+    whether the caller's grant for that patient has expired."""
+    row = find_visible(session=session, principal=principal, table=table, record_id=record_id)
+    if row is not None:
+        return Opened(row, purpose_of(principal))
+    row = session.get(table, record_id)
+    if row is None or principal.kind != "user":
+        return Opened(None, purpose_of(principal))
+    patient_id = patient_of_row(row)
+    grant = active_grant(
+        session=session,
+        principal=principal,
+        patient_id=patient_id,
+        clinic_id=row.clinic_id,
+        now=now,
+    )
+    if grant is not None:
+        return Opened(row, BREAK_GLASS)
+    expired = last_grant(session=session, principal=principal, patient_id=patient_id)
+    return Opened(None, purpose_of(principal), grant_expired=expired is not None)
+
+
+def blob_patients(*, session: Session, clinic_id: str, sha256: str) -> tuple[str, ...]:
+    """The patients whose assessments (of `clinic_id`) refer to the blob `sha256` (a
+    scan's point cloud or image); none when no stored assessment names it yet.
+
+    Reads the clinic's assessment rows whose record holds the address: a scan over one
+    clinic's assessments, as blobs are not indexed by patient."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        return ()
+    found = session.scalars(
+        select(AssessmentRow.patient_id)
+        .where(
+            AssessmentRow.clinic_id == clinic_id,
+            AssessmentRow.record.contains(f'"sha256":"{sha256}"'),
+        )
+        .distinct()
+    ).all()
+    return tuple(sorted(found))
 
 
 def _like_prefix(term: str) -> str:
@@ -151,16 +225,21 @@ def record_read(
     clinic_id: str | None,
     collection: str,
     record_ids: tuple[str, ...],
+    patient_ids: tuple[str, ...] = (),
+    purpose: str | None = None,
     found: bool = True,
     request_id: str | None = None,
 ) -> None:
-    """Audit a read of `record_ids` of `collection` (or, `found` False, of a record
-    that was not there or not the caller's to see)."""
+    """Audit a read of `record_ids` of `collection`, records of `patient_ids`, for
+    `purpose` (default: `purpose_of` the caller), or, `found` False, of a record that
+    was not there or not the caller's to see."""
     record_event(
         session=session,
         event=RecordsRead(
             actor=Actor.of(principal),
             clinic_id=clinic_id,
+            patient_ids=patient_ids,
+            purpose=purpose or purpose_of(principal),
             collection=collection,
             record_ids=record_ids,
             found=found,

@@ -2,7 +2,10 @@
 
 A clinician or staff user sees only their clinic; an organisation-wide admin sees every
 clinic of their organisation. A record outside the caller's scope answers 404, exactly
-like a missing one. Every read is audited with the ids it returned (never names, and
+like a missing one, unless the caller holds a live break-glass grant for its patient
+(``POST /v1/audit/break-glass``): then it is read and audited with purpose
+``break-glass``; once the grant has expired it answers 403 ``break_glass_expired``.
+Every read is audited with the ids it returned and their patients (never names, and
 never the search text, which may hold a name); see `sync_server.sync.records`.
 """
 
@@ -15,11 +18,12 @@ from sqlalchemy import Select
 
 from sync_server.db import Database
 from sync_server.deps import DbDep, RequestIdDep, StaffCaller
-from sync_server.errors import NotFound
+from sync_server.errors import Forbidden, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.sync.records import (
-    find_visible,
+    open_record,
     page,
+    patient_of_row,
     patient_wounds,
     record_read,
     requested_id,
@@ -47,11 +51,12 @@ def _visible_or_404(
     record_id: str,
     collection: str,
     request_id: str | None,
-) -> _Row:
-    """The record, or 404 (audited) if it is missing or outside the caller's clinics."""
+) -> tuple[_Row, str]:
+    """The record and the purpose it is read for, or 404 (audited) if it is missing or
+    outside the caller's clinics (403 once the caller's break-glass grant expired)."""
     with db.read() as session:
-        row = find_visible(session=session, principal=caller, table=table, record_id=record_id)
-    if row is None:
+        opened = open_record(session=session, principal=caller, table=table, record_id=record_id)
+    if opened.row is None:
         with db.write() as session:
             record_read(
                 session=session,
@@ -62,8 +67,13 @@ def _visible_or_404(
                 found=False,
                 request_id=request_id,
             )
+        if opened.grant_expired:
+            raise Forbidden(
+                "your break-glass access to this patient has expired",
+                code="break_glass_expired",
+            )
         raise NotFound(f"no such {collection[:-1]}", code="not_found")
-    return row
+    return opened.row, opened.purpose
 
 
 def _page(
@@ -76,8 +86,11 @@ def _page(
     limit: int,
     offset: int,
     request_id: str | None,
+    patient_ids: tuple[str, ...] | None = None,
+    purpose: str | None = None,
 ) -> RecordPage:
-    """One page of `query`, audited with the ids it holds."""
+    """One page of `query`, audited with the ids it holds and their patients (the
+    records' own ids for a page of patients, unless `patient_ids` says)."""
     with db.read() as session:
         items = [
             RecordOut.model_validate(row)
@@ -90,6 +103,8 @@ def _page(
             clinic_id=clinic_id,
             collection=collection,
             record_ids=tuple(item.id for item in items),
+            patient_ids=tuple(item.id for item in items) if patient_ids is None else patient_ids,
+            purpose=purpose,
             request_id=request_id,
         )
     return RecordPage(items=items, limit=limit, offset=offset)
@@ -144,7 +159,7 @@ def get_patient(
 ) -> RecordOut:
     """One patient (deleted ones too, flagged); 404 if missing or outside the caller's
     clinics."""
-    row = _visible_or_404(db, caller, PatientRow, patient_id, "patients", request_id)
+    row, purpose = _visible_or_404(db, caller, PatientRow, patient_id, "patients", request_id)
     with db.write() as session:
         record_read(
             session=session,
@@ -152,6 +167,8 @@ def get_patient(
             clinic_id=row.clinic_id,
             collection="patients",
             record_ids=(row.id,),
+            patient_ids=(row.id,),
+            purpose=purpose,
             request_id=request_id,
         )
     return RecordOut.model_validate(row)
@@ -170,7 +187,7 @@ def list_patient_wounds(
     include_deleted: IncludeDeleted = False,
 ) -> RecordPage:
     """The wounds of a patient the caller may see; 404 for any other patient."""
-    patient = _visible_or_404(db, caller, PatientRow, patient_id, "patients", request_id)
+    patient, purpose = _visible_or_404(db, caller, PatientRow, patient_id, "patients", request_id)
     return _page(
         db,
         caller,
@@ -180,6 +197,8 @@ def list_patient_wounds(
         limit=limit,
         offset=offset,
         request_id=request_id,
+        patient_ids=(patient.id,),
+        purpose=purpose,
     )
 
 
@@ -199,7 +218,7 @@ def list_wound_assessments(
 ) -> RecordPage:
     """The assessments of a wound the caller may see, oldest capture first; 404 for
     any other wound."""
-    wound = _visible_or_404(db, caller, WoundRow, wound_id, "wounds", request_id)
+    wound, purpose = _visible_or_404(db, caller, WoundRow, wound_id, "wounds", request_id)
     return _page(
         db,
         caller,
@@ -209,4 +228,6 @@ def list_wound_assessments(
         limit=limit,
         offset=offset,
         request_id=request_id,
+        patient_ids=(patient_of_row(wound),),
+        purpose=purpose,
     )

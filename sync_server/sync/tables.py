@@ -32,6 +32,9 @@ class Document(Base):
     # The device whose push is exactly this version: it need not be sent back to it.
     # None when the server merged changes from elsewhere into it.
     origin_device: Mapped[str | None] = mapped_column(Id)
+    # The patient the record belongs to (a patient's own id for a patient), for the
+    # audit of pulls and pushes; None for records of no one patient (directories...).
+    patient_id: Mapped[str | None] = mapped_column(Id, index=True)
 
 
 class _Projection:

@@ -187,3 +187,90 @@ def test_events_of_another_device_or_garbage_are_refused_without_a_5xx(
         )
         assert gap.status_code == 422  # canonical names seq 1, not 5
     assert _server_chain(server, device.device_id) == []
+
+
+def test_the_servers_verifier_catches_a_device_chain_edited_cut_or_dropped(
+    device: EdgeClient, server: Any
+) -> None:
+    """The heads the log sealed pin each device's chain: the server's own verifier
+    (`verify_log`) catches a chain edited, its newest events deleted, or dropped whole.
+    Each tampering is made in a savepoint of one transaction and undone."""
+    from sqlalchemy import delete, update
+
+    from sync_server.audit.tables import DeviceAuditEvent
+    from sync_server.audit.verify import verify_log
+
+    device.patients.add(given_name="Ada", family_name="Okafor", birth_date=date(1950, 1, 1))
+    device.sync(retry=FAST)
+    device.patients.list()
+    device.sync(retry=FAST)
+    chain = _server_chain(server, device.device_id)
+    assert len(chain) >= 3
+    key = server.app.state.artifact_key.public_key_bytes
+    mine = DeviceAuditEvent.device_id == device.device_id
+
+    def problems(session: Any) -> list[str]:
+        found = verify_log(session=session, public_key=key).problems
+        return [str(p) for p in found if device.device_id in p.where]
+
+    with server.db.read() as session:
+        assert problems(session) == []
+        tamperings = {
+            "edited": update(DeviceAuditEvent)
+            .where(mine, DeviceAuditEvent.seq == 2)
+            .values(canonical=chain[1][1].replace(b'"R"', b'"U"').replace(b'"C"', b'"U"')),
+            "deleted": delete(DeviceAuditEvent).where(mine, DeviceAuditEvent.seq == len(chain)),
+            "dropped": delete(DeviceAuditEvent).where(mine),
+        }
+        expected = {
+            "edited": f"device {device.device_id} event 2: its contents no longer match",
+            "deleted": "its newest events were deleted",
+            "dropped": "its audit chain is gone",
+        }
+        for name, statement in tamperings.items():
+            savepoint = session.begin_nested()
+            session.execute(statement)
+            found = problems(session)
+            savepoint.rollback()
+            assert found and expected[name] in found[0], (name, found)
+        assert problems(session) == []
+
+
+def test_concurrent_pushes_of_one_chain_store_it_once_without_a_server_error(
+    server: Any,
+) -> None:
+    """Two syncs of one device racing (a watch loop and a manual sync) send the same
+    events at once: every answer is a success (or 409 busy), the chain is stored once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crdt import GENESIS, canonical_json, chain_hash
+
+    clinic = server.new_clinic()
+    device_id, token = server.device_token(clinic)
+    previous, events = GENESIS, []
+    for seq in range(1, 6):
+        canonical = canonical_json({"v": 1, "seq": seq, "device_id": device_id, "action": "read"})
+        previous = chain_hash(previous, canonical)
+        events.append(
+            {
+                "seq": seq,
+                "canonical": base64.b64encode(canonical).decode(),
+                "hash": previous.hex(),
+            }
+        )
+    body = json.dumps({"events": events})
+
+    def push(_: int) -> int:
+        with server.http(token) as http:
+            return int(
+                http.post(
+                    "/v1/audit/device-events",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                ).status_code
+            )
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(push, range(16)))
+    assert set(answers) <= {200, 409} and 200 in answers, answers
+    assert [seq for seq, _, _ in _server_chain(server, device_id)] == [1, 2, 3, 4, 5]
