@@ -212,7 +212,7 @@ def long_record() -> tuple[bytes, bytes]:
     return doc.save(), branch.save()
 
 
-def test_a_record_with_8000_changes_merges_projects_and_reports_in_well_under_a_second(
+def test_a_record_with_8000_changes_merges_projects_and_reports_in_one_pass(
     long_record: tuple[bytes, bytes],
 ) -> None:
     chain, branch = long_record
@@ -228,5 +228,7 @@ def test_a_record_with_8000_changes_merges_projects_and_reports_in_well_under_a_
     assert {v.value for v in conflicts[0].values} == {"Ada 7999", "Zed"}
     assert len(history) == 8002
     assert history[0].action == "created"
-    # The old algorithm took ~21 s and 1.85 GB here; this is one pass over the operations.
-    assert elapsed < 1.0, f"took {elapsed:.2f}s"
+    # The old algorithm took ~21 s and 1.85 GB here; one pass over the operations takes
+    # well under a second (benchmarks/ measures it). The bound only catches a return to
+    # the quadratic algorithm: a shared, busy CI machine once took 1.07 s.
+    assert elapsed < 5.0, f"took {elapsed:.2f}s"
