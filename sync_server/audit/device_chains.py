@@ -17,6 +17,7 @@ import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -102,8 +103,7 @@ def receive_device_events(
                 f"audit events must be consecutive: {after.seq} follows {before.seq}",
                 code="audit_push_invalid",
             )
-    for event in events:
-        _check_own(event, device_id)
+    named = {event.seq: _patients_in(_own_fields(event, device_id)) for event in events}
     last = session.execute(
         select(DeviceAuditEvent.seq, DeviceAuditEvent.hash)
         .where(DeviceAuditEvent.device_id == device_id)
@@ -141,7 +141,7 @@ def receive_device_events(
     session.add_all(
         DeviceAuditPatient(device_id=device_id, seq=event.seq, patient_id=patient_id)
         for event in new
-        for patient_id in patients_named(event.canonical)
+        for patient_id in named[event.seq]
     )
     try:
         with session.begin_nested():
@@ -171,30 +171,34 @@ def receive_device_events(
 def patients_named(canonical: bytes) -> list[str]:
     """The patient ids a device event's canonical bytes name (its ``patients``), each
     once; anything that is not an id is left out."""
+    return _patients_in(_fields(canonical))
+
+
+def _fields(canonical: bytes) -> dict[str, Any] | None:
+    """An event's canonical bytes as the JSON object they should be (None if not)."""
     try:
         fields = json.loads(canonical)
     except ValueError:
-        return []
-    named = fields.get("patients") if isinstance(fields, dict) else None
+        return None
+    return fields if isinstance(fields, dict) else None
+
+
+def _patients_in(fields: dict[str, Any] | None) -> list[str]:
+    named = None if fields is None else fields.get("patients")
     if not isinstance(named, list):
         return []
     return list(dict.fromkeys(p for p in named if isinstance(p, str) and 0 < len(p) <= 64))
 
 
-def _check_own(event: PushedEvent, device_id: str) -> None:
-    try:
-        fields = json.loads(event.canonical)
-    except ValueError:
-        fields = None
-    if (
-        not isinstance(fields, dict)
-        or fields.get("seq") != event.seq
-        or fields.get("device_id") != device_id
-    ):
+def _own_fields(event: PushedEvent, device_id: str) -> dict[str, Any]:
+    """The fields of `event`, refused unless it is that event of this device."""
+    fields = _fields(event.canonical)
+    if fields is None or fields.get("seq") != event.seq or fields.get("device_id") != device_id:
         raise Unprocessable(
             f"audit event {event.seq} is not event {event.seq} of device {device_id}",
             code="audit_push_invalid",
         )
+    return fields
 
 
 def _check_resent(
