@@ -15,7 +15,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ["crdt", "edge_sdk", "sync_server", "lidar_capture", "models"]
+PACKAGES = ["crdt", "edge_box", "edge_sdk", "sync_server", "lidar_capture", "models"]
 
 SERVER_CORE = {
     "app",
