@@ -7,7 +7,15 @@ server whenever it is reachable (store and forward). Enrolled like a device, wit
 role ``edge``, scoped to its clinic. It advertises itself with zeroconf
 (``_coherency._tcp.local.``); devices trust it only if its TLS certificate matches the
 fingerprint the central server gave them.
+
+    box = EdgeBox.init(folder, key_file)          # once
+    box.enroll(central_url, edge_token)           # once, with an admin's edge token
+    with EdgeBox.open(folder, key_file) as box, BoxService(box) as service:
+        ...                                        # serving on service.url
 """
 
+from edge_box._box import BoxInputError, DeviceSeen, EdgeBox, EdgeStatus
+from edge_box._relay import Relay
+from edge_box._service import BoxService
 
-__all__: list[str] = []
+__all__ = ["BoxInputError", "BoxService", "DeviceSeen", "EdgeBox", "EdgeStatus", "Relay"]

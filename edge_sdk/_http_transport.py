@@ -208,14 +208,19 @@ class HttpTransport:
             rejected=[Rejection(r["doc_id"], r["reason"]) for r in answer["rejected"]],
         )
 
-    def push_audit(self, events: Sequence[ChainedEvent]) -> AuditReceipt:
+    def push_audit(
+        self, events: Sequence[ChainedEvent], *, device_id: str | None = None
+    ) -> AuditReceipt:
         """``POST /v1/audit/device-events``: append to the server's copy of the chain.
+
+        `device_id`: the device whose chain this is, when an edge box relays it (the
+        caller's own by default).
 
         Raises:
             AuditPushError: The server refused the chain (409: where it breaks), or
                 sent an unusable receipt.
         """
-        body = {
+        body: dict[str, Any] = {
             "events": [
                 {
                     "seq": event.seq,
@@ -225,7 +230,14 @@ class HttpTransport:
                 for event in events
             ]
         }
+        if device_id is not None:
+            body["device_id"] = device_id
         response = self.request("POST", "/v1/audit/device-events", json=body)
+        if response.status_code == 202:  # an edge box holds it until central acknowledges
+            raise AuditPushError(
+                "the edge box holds the audit chain; the central server has not "
+                "acknowledged it yet (it will be relayed)"
+            )
         if response.status_code == 409:
             details: Any = {}
             with contextlib.suppress(ValueError):
@@ -390,6 +402,7 @@ class HttpTransport:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         allow_insecure_http: bool = False,
+        tls_certificate: str | None = None,
     ) -> Enrollment:
         """Enrol the replica's device with a server, using a one-time token from staff.
 
@@ -410,6 +423,9 @@ class HttpTransport:
             transport: The httpx transport under the retries (tests).
             allow_insecure_http: Allow plain ``http://`` to another host (remembered
                 with the enrolment): only on a network you trust.
+            tls_certificate: An edge box's self-signed certificate (PEM), registered
+                with an edge enrolment token so the server can tell the clinic's
+                devices its fingerprint.
 
         Raises:
             InsecureServerError: Plain http to another host without the opt-in.
@@ -431,6 +447,7 @@ class HttpTransport:
                 "signature": base64.b64encode(identity.sign(message)).decode(),
                 "name": name,
                 "expected_clinic_id": expected,
+                **({"tls_certificate": tls_certificate} if tls_certificate else {}),
             }
 
         policy = retry or RetryPolicy()

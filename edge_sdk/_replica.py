@@ -136,11 +136,14 @@ class Replica:
                 "insecure_http": "1" if enrollment.insecure_http else "",
                 "organisation_id": enrollment.organisation_id,
                 "refresh_token": refresh_token,
-                "cursor": "0",
                 "enrolled_at": datetime.now(UTC).isoformat(),
             }.items():
                 self.store.set_meta(META_PREFIX + key, value)
-            self.store.delete_meta(META_PREFIX + "cursor_peer")
+            # A new enrolment pulls every feed from the start.
+            self.store.execute(
+                "DELETE FROM meta WHERE key LIKE ? OR key IN (?, ?)",
+                (META_PREFIX + "cursor:%", META_PREFIX + "cursor", META_PREFIX + "cursor_peer"),
+            )
         self.clinic_id = enrollment.clinic_id
         self._enrollment = None
 
@@ -187,17 +190,24 @@ class Replica:
             self.store.set_meta(META_PREFIX + "refresh_token", token)
 
     def cursor(self, peer_id: str) -> int:
-        """Where pulling from `peer_id`'s change feed stands (0: from the start)."""
-        owner = self.store.get_meta(META_PREFIX + "cursor_peer")
-        if owner is not None and owner != peer_id:
-            return 0  # the saved cursor counts another peer's feed
+        """Where pulling from `peer_id`'s change feed stands (0: from the start).
+
+        Each peer has its own cursor (the central server and an edge box number their
+        feeds apart), so a device that switches between them resumes where it stood
+        with each instead of pulling everything again.
+        """
+        kept = self.store.get_meta(META_PREFIX + "cursor:" + peer_id)
+        if kept is not None:
+            return int(kept)
+        # A store from before per-peer cursors kept one, for one peer.
+        if self.store.get_meta(META_PREFIX + "cursor_peer") != peer_id:
+            return 0
         return int(self.store.get_meta(META_PREFIX + "cursor") or "0")
 
     def set_cursor(self, peer_id: str, cursor: int) -> None:
         """Save the cursor of `peer_id`'s feed (in the caller's transaction, if any)."""
         with self.store.transaction():
-            self.store.set_meta(META_PREFIX + "cursor", str(cursor))
-            self.store.set_meta(META_PREFIX + "cursor_peer", peer_id)
+            self.store.set_meta(META_PREFIX + "cursor:" + peer_id, str(cursor))
 
 
 class ReplicaDirectory:

@@ -460,6 +460,13 @@ class Store:
             for listener in list(self._commit_listeners):
                 listener(written)
 
+    @contextlib.contextmanager
+    def consistent(self) -> Iterator[None]:
+        """Reads that see no other thread's transaction half-written (the connection is
+        shared, and a transaction's writes are visible on it before they commit)."""
+        with self._lock:
+            yield
+
     def add_commit_listener(self, listener: CommitListener) -> None:
         """Call `listener` after each committed transaction that stored documents, with
         the collections it stored (in the thread that committed)."""
@@ -559,6 +566,23 @@ class Store:
                 [(doc_id,) for doc_id in new_decisions],
             )
             self._written.update(document.collection for document in documents)
+
+    def feed_seq(self) -> int:
+        """The newest number of the store's local change feed (0 when empty)."""
+        with self._lock:
+            row = self.execute("SELECT COALESCE(MAX(seq), 0) FROM documents").fetchone()
+        return int(row[0])
+
+    def changed_since(self, seq: int, *, limit: int) -> list[tuple[str, int, bytes, bytes]]:
+        """(id, seq, heads, saved bytes) of the documents last written after `seq`,
+        oldest write first, at most `limit`: a page of the store's change feed (what an
+        edge box serves its devices). Committed writes only."""
+        with self._lock:
+            rows = self.execute(
+                "SELECT id, seq, heads, data FROM documents WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [(str(r[0]), int(r[1]), bytes(r[2]), bytes(r[3])) for r in rows]
 
     def _project(self, documents: Sequence[RecordDocument]) -> None:
         """Write the projection and conflict rows of stored documents."""

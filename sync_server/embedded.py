@@ -22,7 +22,8 @@ __all__ = ["ThreadedServer"]
 
 
 class ThreadedServer:
-    """uvicorn serving `app` in a daemon thread on 127.0.0.1 (a free port by default).
+    """uvicorn serving `app` in a daemon thread on 127.0.0.1 (a free port by default;
+    another `host`, and TLS with `ssl_certfile`/`ssl_keyfile`, for an edge box).
 
     Use as a context manager, or call `start()` and `stop()`::
 
@@ -30,13 +31,26 @@ class ThreadedServer:
             client.enroll(server.url, token)
     """
 
-    def __init__(self, app: FastAPI, *, port: int = 0) -> None:
+    def __init__(
+        self,
+        app: FastAPI,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_keyfile_password: str | None = None,
+    ) -> None:
         self.app = app
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._sock.bind(("127.0.0.1", port))
+        self._sock.bind((host, port))
         self.port: int = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        scheme = "https" if ssl_certfile else "http"
+        shown = "127.0.0.1" if host in {"0.0.0.0", ""} else host
+        shown = f"[{shown}]" if ":" in shown else shown
+        self.url = f"{scheme}://{shown}:{self.port}"
         settings = getattr(app.state, "settings", None)
         header_timeout = getattr(settings, "header_timeout_seconds", HEADER_TIMEOUT_SECONDS)
         config = uvicorn.Config(
@@ -47,6 +61,9 @@ class ThreadedServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=2,
+            ssl_certfile=ssl_certfile,
+            ssl_keyfile=ssl_keyfile,
+            ssl_keyfile_password=ssl_keyfile_password,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
