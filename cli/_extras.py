@@ -19,13 +19,14 @@ from cli._app import EXIT_OTHER, CliError
 __all__ = ["missing_extra", "needs_extras"]
 
 # A missing module of our own is a bug in the install, not an extra to add: let it surface.
-_OUR_PACKAGES = {"cli", "crdt", "edge_sdk", "lidar_capture", "models", "sync_server"}
+_OUR_PACKAGES = {"cli", "crdt", "edge_box", "edge_sdk", "lidar_capture", "models", "sync_server"}
 
 # What each extra brings that its code imports first (pyproject.toml's optional
 # dependencies, by import name): enough to tell "not installed" before starting.
 _EXTRA_MODULES = {
     "capture": ("numpy", "scipy", "open3d", "contourpy"),
     "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "httpx"),
+    "edge": ("fastapi", "uvicorn", "httpx", "zeroconf"),
 }
 
 

@@ -32,6 +32,7 @@ from cli._audit import audit
 from cli._conflicts import conflicts, history
 from cli._demo import demo
 from cli._device import device
+from cli._edge import edge
 from cli._models import models
 from cli._notes import notes
 from cli._orders import orders
@@ -168,6 +169,7 @@ for command in (
     models,
     server,
     audit,
+    edge,
     demo,
 ):
     cli.add_command(command)
