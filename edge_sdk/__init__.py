@@ -17,6 +17,10 @@ Sync goes through a `SyncTransport`: `HttpTransport` to the central server (the
 `[server]` extra, httpx; imported on first use) or `MemoryTransport` to an in-memory
 `MemoryHub`. `client.replica` is what sync, bundles and model updates work on.
 
+Clinic edge boxes: central pins their certificates (`client.replica.edge_boxes`),
+`client.find_edge_boxes()` finds the pinned ones on the LAN (mDNS, the `[edge]` extra)
+and `client.edge_transport(route)` syncs through one (`HttpTransport.for_edge_box`).
+
 Only the names in `__all__` are public; modules starting with `_` are private.
 """
 
@@ -37,6 +41,13 @@ from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import EdgeClient, enrollment_of
 from edge_sdk._collections import Collection, NotesCollection
+from edge_sdk._discovery import discover_edge_boxes
+from edge_sdk._edge_boxes import (
+    DiscoveredBox,
+    EdgeBoxPin,
+    EdgeBoxRoute,
+    certificate_fingerprint,
+)
 from edge_sdk._errors import (
     AuditPushError,
     AuthenticationError,
@@ -68,6 +79,7 @@ from edge_sdk._errors import (
     StoreLockedError,
     StoreNotFoundError,
     SyncError,
+    UntrustedEdgeBoxError,
     WrongKeyError,
 )
 from edge_sdk._identity import DeviceIdentity, verify_signature
@@ -147,6 +159,9 @@ __all__ = [
     "CursorAheadError",
     "DeviceIdentity",
     "DeviceRevokedError",
+    "DiscoveredBox",
+    "EdgeBoxPin",
+    "EdgeBoxRoute",
     "EdgeClient",
     "EdgeError",
     "EncryptedFileBlobStore",
@@ -201,12 +216,15 @@ __all__ = [
     "SyncProgress",
     "SyncResult",
     "SyncTransport",
+    "UntrustedEdgeBoxError",
     "UploadState",
     "WitnessProblem",
     "WitnessReport",
     "WrongKeyError",
     "artifact_key_statement",
     "balance_due",
+    "certificate_fingerprint",
+    "discover_edge_boxes",
     "enrollment_of",
     "export_bundle",
     "import_bundle",

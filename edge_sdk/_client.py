@@ -57,11 +57,16 @@ from edge_sdk._collections import (
     PatientsCollection,
     WoundsCollection,
 )
+from edge_sdk._discovery import discover_edge_boxes
+from edge_sdk._edge_boxes import EdgeBoxPin, EdgeBoxRoute, routes_to_pinned
 from edge_sdk._errors import (
     RecordNotFoundError,
+    ServerUnreachableError,
     StoreCorruptError,
     StoreExistsError,
     StoreNotFoundError,
+    SyncError,
+    UntrustedEdgeBoxError,
     WrongKeyError,
 )
 from edge_sdk._files import replace_durably
@@ -554,6 +559,75 @@ class EdgeClient:
             self._server = None
         self._server = HttpTransport(self.replica, retry=policy)  # NotEnrolledError
         return self._server
+
+    # ---------------------------------------------------------------- edge boxes
+    def find_edge_boxes(self, timeout: float = 3.0) -> list[EdgeBoxRoute]:
+        """The clinic edge boxes on the LAN this device may sync with.
+
+        Browses mDNS for `timeout` seconds (`discover_edge_boxes`; the ``[edge]``
+        extra) and keeps only boxes advertising this device's clinic whose advertised
+        fingerprint equals one central pinned (`replica.edge_boxes`): an
+        advertisement is a hint, never trust. One route per box, its addresses in
+        the order found.
+
+        Raises:
+            ImportError: zeroconf (the ``[edge]`` extra) is not installed.
+        """
+        pins = self.replica.edge_boxes
+        if not pins:
+            return []
+        found = discover_edge_boxes(timeout=timeout, clinic_id=self.clinic_id)
+        return routes_to_pinned(found, pins, clinic_id=self.clinic_id)
+
+    def edge_transport(
+        self, route_or_url: EdgeBoxRoute | str, box_id: str | None = None
+    ) -> HttpTransport:
+        """A transport to a clinic edge box, trusting only its pinned certificate
+        (`HttpTransport.for_edge_box`); sync through it with ``client.sync(transport=...)``.
+
+        Args:
+            route_or_url: A route from `find_edge_boxes` (its URLs are tried in order
+                until one completes a pinned TLS handshake), or an ``https://`` URL.
+            box_id: With a URL, the pinned box expected there (may be left out when
+                central pinned exactly one box).
+
+        Raises:
+            UntrustedEdgeBoxError: No pin for the box, or every address answered with
+                another certificate.
+            ServerUnreachableError: No address of the route answered.
+            InsecureServerError: The URL is not ``https://``.
+        """
+        from edge_sdk._http_pinning import handshake
+        from edge_sdk._http_transport import HttpTransport
+
+        if isinstance(route_or_url, str):
+            pin = self._edge_pin(box_id)
+            return HttpTransport.for_edge_box(self.replica, pin, route_or_url)
+        pin = route_or_url.pin
+        problem: SyncError = ServerUnreachableError(f"edge box {pin.box_id} has no address")
+        for url in route_or_url.urls:
+            try:
+                handshake(pin, url)
+            except (ServerUnreachableError, UntrustedEdgeBoxError) as exc:
+                # Another machine may hold that address now: try the box's next one.
+                problem = exc
+                continue
+            return HttpTransport.for_edge_box(self.replica, pin, url)
+        raise problem
+
+    def _edge_pin(self, box_id: str | None) -> EdgeBoxPin:
+        pins = self.replica.edge_boxes
+        if box_id is None and len(pins) == 1:
+            return pins[0]
+        for pin in pins:
+            if pin.box_id == box_id:
+                return pin
+        raise UntrustedEdgeBoxError(
+            f"the central server vouched for no edge box {box_id!r}"
+            if box_id is not None
+            else f"say which edge box (box_id): the central server pinned {len(pins)} of them",
+            box_id=box_id or "",
+        )
 
     @property
     def models(self) -> ModelStore:

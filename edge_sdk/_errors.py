@@ -33,6 +33,8 @@
         │                           handles it by pushing fewer documents at a time
         ├── AuditPushError          the server refused the device's audit chain (a break
         │                           where its copy ends), or its receipt did not verify
+        ├── UntrustedEdgeBoxError   an edge box's certificate is not the one central
+        │                           pinned for it (a rogue box), or it has no pin
         └── AuthenticationError     the server refused the device's credentials
             └── DeviceRevokedError  the device was revoked
 
@@ -73,6 +75,7 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "SyncError",
+    "UntrustedEdgeBoxError",
     "WrongKeyError",
 ]
 
@@ -219,3 +222,17 @@ class AuditPushError(SyncError):
         super().__init__(message)
         self.seq = seq
         self.server_seq = server_seq
+
+
+class UntrustedEdgeBoxError(SyncError):
+    """An edge box presented a certificate other than the one central pinned for it
+    (the TLS handshake failed before any request was sent), or central never vouched
+    for the box. Not retried: another try would meet the same certificate.
+
+    Attributes:
+        box_id: The box the device meant to reach.
+    """
+
+    def __init__(self, message: str, *, box_id: str) -> None:
+        super().__init__(message)
+        self.box_id = box_id

@@ -12,6 +12,11 @@ and once more when the server answers 401:
    resent assertion would be refused as a replay), retried with the retry policy's
    backoff.
 
+In login-only mode (``login_only=True``, for a clinic edge box) the refresh token is
+never taken or kept: it belongs to the central server, and a box must not see it. Each
+renewal is a login signed by the device key at the box (``POST /v1/auth/device``), and
+the answer's refresh token, if any, is ignored.
+
 The refresh and login requests are not yielded into the flow but sent through `post`
 (the same client and transport stack, marked `NO_RETRY` so the retry wrapper sends
 them once): httpx ends a flow when a yielded request fails to connect, and the
@@ -91,7 +96,11 @@ _REFRESH_MARGIN_SECONDS = 30
 
 
 class DeviceAuth(httpx.Auth):
-    """Bearer tokens for one enrolled replica, refreshed and renewed as needed."""
+    """Bearer tokens for one enrolled replica, refreshed and renewed as needed.
+
+    With `login_only`, tokens come from device-key logins alone: the replica's refresh
+    token (central's) is neither sent nor replaced.
+    """
 
     def __init__(
         self,
@@ -101,8 +110,10 @@ class DeviceAuth(httpx.Auth):
         retry: RetryPolicy,
         counters: Counters,
         sleep: Callable[[float], None] = time.sleep,
+        login_only: bool = False,
     ) -> None:
         self._replica = replica
+        self._login_only = login_only
         self._post = post
         self._retry = retry
         self._counters = counters
@@ -136,6 +147,8 @@ class DeviceAuth(httpx.Auth):
             return self._token
 
     def _renew(self) -> tuple[str, float]:
+        if self._login_only:
+            return self._device_login()
         refresh = self._replica.take_refresh_token()
         if refresh:
             try:
@@ -182,7 +195,8 @@ class DeviceAuth(httpx.Auth):
     def _keep(self, answer: Mapping[str, Any]) -> tuple[str, float]:
         # The new refresh token is stored before the access token is used: losing it
         # would only mean a device-key login next time.
-        self._replica.keep_refresh_token(str(answer["refresh_token"]))
+        if not self._login_only:
+            self._replica.keep_refresh_token(str(answer["refresh_token"]))
         expires = datetime.fromisoformat(answer["access_token_expires_at"]).timestamp()
         return str(answer["access_token"]), expires - _REFRESH_MARGIN_SECONDS
 

@@ -17,6 +17,9 @@ A 403 ``device_revoked`` from any route is `DeviceRevokedError`. Enrolment
 (`HttpTransport.enroll`) is one unauthenticated request carrying a proof signed by the
 device key, signed anew (time and nonce) for each attempt.
 
+`HttpTransport.for_edge_box` talks the same API to a clinic edge box, trusting only
+the TLS certificate central pinned for it (`edge_sdk._http_pinning`).
+
 Plain ``http://`` is refused (`InsecureServerError`) unless the server is this machine
 (loopback) or the app opts in with ``allow_insecure_http=True`` at enrolment (kept with
 the enrolment) or when it builds the transport.
@@ -46,6 +49,7 @@ from crdt import (
     enrolment_message,
     is_sha256,
 )
+from edge_sdk._edge_boxes import EdgeBoxPin, pins_from_answer
 from edge_sdk._errors import (
     AuditPushError,
     CursorAheadError,
@@ -59,6 +63,7 @@ from edge_sdk._errors import (
 from edge_sdk._http_auth import DeviceAuth, post_signed
 from edge_sdk._http_blobs import HttpBlobs
 from edge_sdk._http_errors import error_code, error_text, raise_for_status
+from edge_sdk._http_pinning import PinnedTransport, pinned_context
 from edge_sdk._http_retry import NO_RETRY, STREAM, Counters, RetryTransport
 from edge_sdk._model_sync import ModelOffer
 from edge_sdk._replica import Replica
@@ -143,19 +148,110 @@ class HttpTransport:
         enrollment = replica.enrollment
         if enrollment is None:
             raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
-        self.server_url = check_server_url(
+        url = check_server_url(
             enrollment.server_url,
             allow_insecure_http=allow_insecure_http or enrollment.insecure_http,
         )
-        """The server this transport talks to."""
+        # What the server holds is tracked like any peer, under its pinned key.
+        self._setup(
+            replica,
+            url,
+            peer_id="server:" + enrollment.server_public_key.hex()[:32],
+            retry=retry,
+            transport=transport,
+            edge_box=None,
+        )
+
+    def _setup(
+        self,
+        replica: Replica,
+        server_url: str,
+        *,
+        peer_id: str,
+        retry: RetryPolicy | None,
+        transport: httpx.BaseTransport | None,
+        edge_box: EdgeBoxPin | None,
+    ) -> None:
+        self._replica = replica
+        self.server_url = server_url
+        """The server (or edge box) this transport talks to."""
         self.retry = retry or RetryPolicy()
         """The retry policy of every request."""
-        # What the server holds is tracked like any peer, under its pinned key.
-        self._peer_id = "server:" + enrollment.server_public_key.hex()[:32]
+        self.edge_box = edge_box
+        """The pinned edge box this transport talks to, or None for the central server."""
+        self._peer_id = peer_id
         self._counters = Counters()
-        auth = DeviceAuth(replica, post=self._post_once, retry=self.retry, counters=self._counters)
+        auth = DeviceAuth(
+            replica,
+            post=self._post_once,
+            retry=self.retry,
+            counters=self._counters,
+            login_only=edge_box is not None,
+        )
+        if edge_box is not None:
+            transport = PinnedTransport(edge_box, transport)
         self._client = _client(self.server_url, self.retry, transport, self._counters, auth)
         self._blobs = HttpBlobs(self)
+
+    @classmethod
+    def for_edge_box(
+        cls,
+        replica: Replica,
+        pin: EdgeBoxPin,
+        url: str,
+        *,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> HttpTransport:
+        """A transport to a clinic edge box, trusting only the certificate central
+        pinned for it.
+
+        The TLS context trusts exactly `pin`'s certificate (no host name check: the
+        address comes from mDNS; TLS 1.2 or later), so a box presenting any other
+        certificate fails the handshake before a request is sent. The device logs in
+        at the box with its key (``POST /v1/auth/device``) and never sends or replaces
+        the refresh token it holds from central. Its peer id is ``edge:<box_id>``: what
+        the box holds, and the cursor in its feed, are tracked apart from central's.
+        Its `directory` answers never change the replica's pins (a box cannot vouch
+        for boxes).
+
+        Args:
+            replica: An enrolled replica (the device key signs the login).
+            pin: The box as central vouched for it (`Replica.edge_boxes`).
+            url: ``https://address:port`` (from `DiscoveredBox.urls`).
+            retry: How hard to try before giving up.
+            transport: The httpx transport under the pinning (tests; it must do the
+                pinned TLS itself).
+
+        Raises:
+            NotEnrolledError: The replica was never enrolled.
+            InsecureServerError: `url` is not ``https://``.
+            UntrustedEdgeBoxError: The pinned certificate does not match its
+                fingerprint; later, from any request, the box's certificate is not
+                the pinned one (never retried).
+        """
+        if replica.enrollment is None:
+            raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
+        checked = url.strip().rstrip("/")
+        parts = urlsplit(checked)
+        if parts.scheme != "https" or not parts.hostname:
+            raise InsecureServerError(
+                f"an edge box is reached over https:// only (its pinned certificate is "
+                f"the whole point), not {checked!r}"
+            )
+        context = pinned_context(pin)  # checks the pin whatever the transport
+        if transport is None:
+            transport = httpx.HTTPTransport(verify=context)
+        box = cls.__new__(cls)
+        box._setup(
+            replica,
+            checked,
+            peer_id=f"edge:{pin.box_id}",
+            retry=retry,
+            transport=transport,
+            edge_box=pin,
+        )
+        return box
 
     # ---------------------------------------------------------------- lifecycle
     def close(self) -> None:
@@ -180,7 +276,8 @@ class HttpTransport:
     # ---------------------------------------------------------------- SyncTransport
     @property
     def peer_id(self) -> str:
-        """``server:`` and the start of the server's pinned key."""
+        """``server:`` and the start of the server's pinned key (``edge:<box_id>`` for
+        an edge box)."""
         return self._peer_id
 
     @property
@@ -264,16 +361,25 @@ class HttpTransport:
             raise AuditPushError("the server sent an unusable audit receipt") from None
 
     def directory(self) -> dict[str, bytes]:
-        """``GET /v1/sync/directory``: the clinic's enrolled devices and their keys."""
+        """``GET /v1/sync/directory``: the clinic's enrolled devices and their keys.
+
+        From the central server, the clinic's edge boxes it lists (``edge_boxes``)
+        replace the replica's pins (`Replica.set_edge_boxes`); an answer without the
+        field (an older server) leaves them. From an edge box they are ignored.
+        """
         response = self.request("GET", "/v1/sync/directory")
         raise_for_status(response, "directory request")
         try:
-            return {
+            answer = response.json()
+            devices = {
                 str(entry["device_id"]): base64.b64decode(entry["public_key"], validate=True)
-                for entry in response.json()["devices"]
+                for entry in answer["devices"]
             }
         except (ValueError, KeyError, TypeError, binascii.Error):
             raise SyncError("the server sent an unusable device directory") from None
+        if self.edge_box is None:
+            _keep_edge_boxes(self._replica, answer)
+        return devices
 
     def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
         """``GET /v1/sync/pull``: one page of the clinic's change feed after `cursor`."""
@@ -480,7 +586,14 @@ class HttpTransport:
             insecure_http=allow_insecure_http,
         )
         replica.enrol(enrollment, refresh_token=str(answer["refresh_token"]))
+        _keep_edge_boxes(replica, answer)
         return enrollment
+
+
+def _keep_edge_boxes(replica: Replica, answer: Any) -> None:
+    """Keep the edge boxes a central server's answer lists (if it lists any field)."""
+    if isinstance(answer, dict) and answer.get("edge_boxes") is not None:
+        replica.set_edge_boxes(pins_from_answer(answer["edge_boxes"]))
 
 
 def _optional_int(value: Any) -> int | None:

@@ -20,6 +20,7 @@ from crdt import DocumentStore, RecordDocument, SyncSession, server_device_id
 from edge_sdk._access import AccessGate
 from edge_sdk._audit import DeviceAuditLog
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
+from edge_sdk._edge_boxes import EdgeBoxPin
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._store import Store
 from edge_sdk._sync_types import Enrollment
@@ -167,6 +168,27 @@ class Replica:
                 else {}
             )
         return self._directory_keys
+
+    @property
+    def edge_boxes(self) -> list[EdgeBoxPin]:
+        """The clinic's edge boxes central last vouched for (empty if none)."""
+        raw = self.store.get_meta(META_PREFIX + "edge_boxes")
+        return [EdgeBoxPin(**entry) for entry in json.loads(raw)] if raw else []
+
+    def set_edge_boxes(self, pins: Sequence[EdgeBoxPin]) -> list[EdgeBoxPin]:
+        """Keep the edge boxes central gave (replacing the last list: a box central
+        dropped is no longer trusted). A pin whose certificate does not hash to its
+        fingerprint is dropped; the pins kept are returned.
+
+        Only central may set these (its enrolment and directory answers): a box cannot
+        vouch for boxes.
+        """
+        kept = [pin for pin in pins if pin.checks_out()]
+        with self.store.transaction():
+            self.store.set_meta(
+                META_PREFIX + "edge_boxes", json.dumps([pin.to_json() for pin in kept])
+            )
+        return kept
 
     def pin_artifact_key(self, public_key: bytes) -> None:
         """Pin the server's artifact key on a replica enrolled before servers had one

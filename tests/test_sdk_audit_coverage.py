@@ -555,6 +555,13 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("EdgeClient", "enroll"): Exempt(
         f"trades a one-time token and the device key for server tokens: {NO_RECORD}"
     ),
+    ("EdgeClient", "edge_transport"): Exempt(
+        "builds a transport to a pinned edge box (a TLS handshake, no request): the sync "
+        "through it is audited like any sync"
+    ),
+    ("EdgeClient", "find_edge_boxes"): Exempt(
+        f"browses mDNS and compares the answers with the pins central gave: {NO_RECORD}"
+    ),
     ("EdgeClient", "find"): audited(lambda w: lambda: w.client.find(w["W"]), R("find", "*", "P")),
     ("EdgeClient", "identity"): Exempt("the device's key pair"),
     ("EdgeClient", "idle_lock_after"): Exempt("a setting"),
