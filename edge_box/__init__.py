@@ -9,5 +9,4 @@ role ``edge``, scoped to its clinic. It advertises itself with zeroconf
 fingerprint the central server gave them.
 """
 
-
 __all__: list[str] = []
