@@ -108,7 +108,7 @@ ROUTES: dict[Route, Writes | str] = {
     ("POST", "/v1/admin/users/{user_id}/revoke-sessions"): Writes(("user-sessions-revoke",)),
     ("POST", "/v1/sync/push"): Writes(("sync-push",), may=DECIDED),
     ("GET", "/v1/sync/pull"): Writes((), may=("sync-pull",)),  # none when nothing was sent
-    ("GET", "/v1/sync/directory"): "the clinic's device keys, no patient data",
+    ("GET", "/v1/sync/directory"): "device keys, box certificates, revoked ids: no patient data",
     ("POST", "/v1/blobs/uploads"): NONE_BLOB_PROTOCOL,
     ("GET", "/v1/blobs/uploads/{upload_id}"): NONE_BLOB_PROTOCOL,
     ("HEAD", "/v1/blobs/uploads/{upload_id}"): NONE_BLOB_PROTOCOL,
