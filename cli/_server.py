@@ -328,18 +328,25 @@ def create_admin(
     help="How long the token stays usable, e.g. 30m, 24h, 7d (default "
     "COHERENCY_SERVER_ENROLMENT_TOKEN_SECONDS, 24h; at most 30d).",
 )
+@click.option(
+    "--edge",
+    is_flag=True,
+    help="The token enrols the clinic's edge box (which enrols with its TLS certificate).",
+)
 @json_option
 def enroll_token(
     data_dir: Path | None,
     database_url: str | None,
     clinic: str,
     ttl: str | None,
+    edge: bool,
     as_json: bool,
 ) -> None:
-    """Issue a one-time token that enrols one device into a clinic.
+    """Issue a one-time token that enrols one device (or, with --edge, one edge box)
+    into a clinic.
 
     The token is printed once (only its hash is stored); give it to the device's
-    `coherency device enroll`.
+    `coherency device enroll` (or to the edge box's enrolment).
     """
     with _reported():
         from sync_server import issue_enrolment_token
@@ -351,11 +358,12 @@ def enroll_token(
             except ValueError as exc:
                 raise CliError(f"--ttl: {exc}", EXIT_USAGE) from None
         settings = _settings(data_dir=data_dir, database_url=database_url)
-        issued = issue_enrolment_token(settings, clinic=clinic, ttl=lifetime)
+        issued = issue_enrolment_token(settings, clinic=clinic, ttl=lifetime, edge=edge)
 
     def human(t: Any) -> None:
         click.echo(
-            f"enrolment token for clinic {t.clinic_name} (id {t.clinic_id}), usable once "
+            f"{'edge box ' if t.kind == 'edge' else ''}enrolment token for clinic "
+            f"{t.clinic_name} (id {t.clinic_id}), usable once "
             f"until {t.expires_at.isoformat(timespec='seconds')}:"
         )
         click.echo(t.token)

@@ -38,6 +38,7 @@ from sync_server.commerce.deciders import register as register_commerce
 from sync_server.commerce.holds import expire_holds
 from sync_server.commerce.reference import publish_everywhere as publish_catalogues
 from sync_server.db import Database, utcnow
+from sync_server.edge import routes as edge_routes
 from sync_server.errors import (
     Conflict,
     Forbidden,
@@ -236,6 +237,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         commerce_routes,
         payment_routes,
         audit_device_routes,
+        edge_routes,
     ):
         app.include_router(routes.router)
     return app

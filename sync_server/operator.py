@@ -129,19 +129,22 @@ class IssuedEnrolmentToken:
     clinic_name: str
     organisation_id: str
     expires_at: datetime
+    kind: str = "device"
 
 
 def issue_enrolment_token(
-    settings: Settings, *, clinic: str, ttl: timedelta | None = None
+    settings: Settings, *, clinic: str, ttl: timedelta | None = None, edge: bool = False
 ) -> IssuedEnrolmentToken:
-    """A token that enrols one device into the clinic named `clinic` (created, in the
-    ``default`` organisation, if missing).
+    """A token that enrols one device (or, with `edge`, one edge box) into the clinic
+    named `clinic` (created, in the ``default`` organisation, if missing).
 
     Args:
         settings: The server settings.
         clinic: The clinic's name.
         ttl: How long the token stays usable (at most 30 days); default
             ``enrolment_token_seconds``.
+        edge: The token enrols a clinic edge box (which enrols with its TLS
+            certificate), not a device.
 
     Raises:
         Invalid: The lifetime is not more than 0 and at most 30 days.
@@ -156,7 +159,9 @@ def issue_enrolment_token(
         require_schema(database)
         with database.write() as session:
             found = ensure_clinic(session=session, name=clinic)
-            token, row = create_enrolment_token(session=session, clinic_id=found.id, ttl=ttl)
+            token, row = create_enrolment_token(
+                session=session, clinic_id=found.id, ttl=ttl, kind="edge" if edge else "device"
+            )
             issued = IssuedEnrolmentToken(
                 token=token,
                 token_id=row.id,
@@ -164,6 +169,7 @@ def issue_enrolment_token(
                 clinic_name=found.name,
                 organisation_id=found.organisation_id,
                 expires_at=row.expires_at,
+                kind=row.kind,
             )
     return issued
 

@@ -36,6 +36,7 @@ SERVER_DOMAINS = {
     "blobs",
     "bookings",
     "commerce",
+    "edge",
     "identity",
     "intents",
     "models",

@@ -9,6 +9,10 @@ new ones and records a `DeviceAuditReceived` event naming the device's new head.
 that event is sealed in the Merkle log (at commit), `device_receipt` gives the device a
 signed checkpoint that covers it and the event's inclusion proof: the device keeps
 them, and so witnesses the server's log.
+
+A clinic's edge box relays its devices' chains: `chain_owner` names whose chain a push
+extends (the caller's own, or, for an edge box, a device of its clinic), and the
+events go to that device's chain exactly as if it had pushed them itself.
 """
 
 from __future__ import annotations
@@ -34,17 +38,25 @@ from sync_server.audit.log import (
 )
 from sync_server.audit.services import record_event
 from sync_server.audit.tables import AuditEvent, DeviceAuditEvent, DeviceAuditPatient
-from sync_server.errors import ChainBroken, Conflict, Unprocessable
+from sync_server.errors import ChainBroken, Conflict, Forbidden, NotFound, Unprocessable
+from sync_server.identity.principals import Principal
+from sync_server.identity.tables import Device
 
 __all__ = [
+    "EDGE_ROLE",
     "DeviceChainHead",
     "DeviceReceipt",
     "PushedEvent",
+    "chain_owner",
     "device_chain",
     "device_receipt",
     "patients_named",
     "receive_device_events",
 ]
+
+
+EDGE_ROLE = "edge"
+"""The role of an edge box, which may push the chains of its clinic's devices."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +92,42 @@ class DeviceReceipt:
     public_key: bytes
 
 
+def chain_owner(*, session: Session, principal: Principal, device_id: str | None) -> str:
+    """Whose chain a push by `principal` extends: its own (`device_id` None or its own
+    id), or, for an edge box relaying, `device_id`, an enrolled, unrevoked device of
+    the box's clinic.
+
+    Raises:
+        Forbidden: ``not_your_chain`` (a device naming another device's chain) or
+            ``device_revoked`` (a box naming a revoked device of its clinic).
+        NotFound: ``device_not_found``: a box naming no device of its clinic (whether
+            or not one exists elsewhere).
+    """
+    if device_id is None or device_id == principal.id:
+        return principal.id
+    if principal.kind != "device" or principal.role != EDGE_ROLE:
+        raise Forbidden(
+            "a device pushes only its own audit chain (only an edge box relays others)",
+            code="not_your_chain",
+        )
+    device = session.get(Device, device_id)
+    if device is None or device.clinic_id != principal.clinic_id or device.kind == EDGE_ROLE:
+        raise NotFound("no such device in this clinic", code="device_not_found")
+    if device.revoked_at is not None:
+        raise Forbidden("this device has been revoked", code="device_revoked")
+    return device.id
+
+
 def receive_device_events(
     *,
     session: Session,
     device_id: str,
     clinic_id: str,
     events: Sequence[PushedEvent],
+    relayed_by: Principal | None = None,
 ) -> DeviceChainHead:
-    """Append a device's audit events to the server's copy of its chain.
+    """Append a device's audit events to the server's copy of its chain (pushed by the
+    device, or relayed by its clinic's edge box: `relayed_by`, the audit's actor).
 
     Raises:
         Unprocessable: No events, numbers not consecutive, or an event that is not the
@@ -157,7 +197,7 @@ def receive_device_events(
     record_event(
         session=session,
         event=DeviceAuditReceived(
-            actor=Actor.device(device_id),
+            actor=Actor.device(device_id) if relayed_by is None else Actor.of(relayed_by),
             clinic_id=clinic_id,
             device_id=device_id,
             head_seq=head.seq,

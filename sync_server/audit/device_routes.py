@@ -5,6 +5,7 @@
   is refused whole with 409 ``audit_chain_broken`` naming the event (``seq``) and the
   server's last event (``server_seq``). The answer is a signed checkpoint of the
   server's log covering the event that names the device's new head, and its proof.
+  An edge box relays a device of its clinic's chain by naming it (``device_id``).
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import base64
 
 from fastapi import APIRouter, Request
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from sync_server.audit.device_chains import (
     DeviceChainHead,
     DeviceReceipt,
     PushedEvent,
+    chain_owner,
     device_receipt,
     receive_device_events,
 )
@@ -37,6 +40,8 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
     summary="Push the device's audit chain (append-only)",
     response_model=DeviceAuditReceipt,
     responses={
+        403: {"description": "not_your_chain: a device named another device's chain."},
+        404: {"description": "An edge box named no device of its clinic."},
         409: {"description": "The events do not continue the chain the server holds."},
         413: {"description": "Too large"},
     },
@@ -49,7 +54,12 @@ async def push_device_events(
     artifact_key: ArtifactKeyDep,
 ) -> DeviceAuditReceipt:
     """Append the device's audit events to the server's copy of its chain, put its new
-    head in the server's Merkle log, and answer with a signed checkpoint covering it."""
+    head in the server's Merkle log, and answer with a signed checkpoint covering it.
+
+    An edge box relays a device's chain by naming it in ``device_id`` (an enrolled,
+    unrevoked device of its clinic; 404 otherwise): the events go to that device's
+    chain exactly as if it had pushed them. A device naming another device gets 403
+    ``not_your_chain``."""
     cap = settings.max_message_size
     body = await read_body(
         request,
@@ -69,11 +79,17 @@ async def push_device_events(
     assert clinic_id is not None  # a device always belongs to a clinic
 
     def receive() -> DeviceChainHead:
-        return db.write_retrying(
-            lambda session: receive_device_events(
-                session=session, device_id=caller.id, clinic_id=clinic_id, events=events
+        def transaction(session: Session) -> DeviceChainHead:
+            owner = chain_owner(session=session, principal=caller, device_id=push.device_id)
+            return receive_device_events(
+                session=session,
+                device_id=owner,
+                clinic_id=clinic_id,
+                events=events,
+                relayed_by=None if owner == caller.id else caller,
             )
-        )
+
+        return db.write_retrying(transaction)
 
     def work() -> DeviceReceipt:
         try:

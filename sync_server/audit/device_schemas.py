@@ -48,6 +48,12 @@ class DeviceAuditPush(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     events: list[ChainedEventIn] = Field(min_length=1, max_length=MAX_EVENTS)
+    device_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Whose chain this is: an edge box relays a device of its clinic's "
+        "chain; a device may name only itself (default: the caller).",
+    )
 
 
 class CheckpointOut(BaseModel):

@@ -41,6 +41,7 @@ __all__ = [
     "DeviceRevoked",
     "DocumentsPulled",
     "DocumentsPushed",
+    "EdgeCertificateReplaced",
     "EnrolmentOutcome",
     "EnrolmentTokenCreated",
     "Event",
@@ -322,6 +323,8 @@ EnrolmentOutcome = Literal[
     "replay",
     "clinic-mismatch",
     "exists",
+    "certificate-required",
+    "certificate-refused",
 ]
 
 
@@ -362,6 +365,19 @@ class DeviceRevoked(Event):
 
     def target(self) -> str | None:
         return self.device_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EdgeCertificateReplaced(Event):
+    """An edge box replaced its TLS certificate: devices pin `fingerprint` from now on."""
+
+    name: ClassVar[str] = "edge-certificate-replace"
+    operation: ClassVar[Operation] = "U"
+    box_id: str
+    fingerprint: str  # lowercase hex SHA-256 of the certificate's DER
+
+    def target(self) -> str | None:
+        return f"{self.box_id}:{self.fingerprint}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -82,16 +82,19 @@ def get_clinics(caller: AdminCaller, db: DbDep) -> list[ClinicPublic]:
 def post_enrolment_token(
     body: EnrolmentTokenCreate, caller: AdminCaller, db: DbDep, settings: SettingsDep
 ) -> EnrolmentTokenPublic:
-    """Issue a one-time token that enrols one device into the clinic.
+    """Issue a one-time token that enrols one device into the clinic (``"kind": "edge"``:
+    one edge box, which enrols with its TLS certificate).
 
     The token is in this answer only; it expires after `ttl_seconds` (at most 30 days).
     """
     ttl = timedelta(seconds=body.ttl_seconds or settings.enrolment_token_seconds)
     with db.write() as session:
         token, row = create_enrolment_token(
-            session=session, clinic_id=body.clinic_id, ttl=ttl, actor=caller
+            session=session, clinic_id=body.clinic_id, ttl=ttl, actor=caller, kind=body.kind
         )
-    return EnrolmentTokenPublic(token=token, clinic_id=row.clinic_id, expires_at=row.expires_at)
+    return EnrolmentTokenPublic(
+        token=token, clinic_id=row.clinic_id, expires_at=row.expires_at, kind=row.kind
+    )
 
 
 @router.get("/devices", response_model=list[DevicePublic], summary="List devices")

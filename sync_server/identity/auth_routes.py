@@ -92,8 +92,12 @@ def enroll(
 
     The device proves it holds the private key now by signing the token, its id, the
     time and a new nonce (within 5 minutes of the server's clock; each nonce once).
-    Returns the device's clinic, a token pair and the server's token and artifact keys
-    (to pin). A token is spent only by a successful enrolment. A device whose answer
+    Returns the device's clinic, a token pair, the server's token and artifact keys
+    (to pin) and the clinic's edge boxes with their certificates (to pin). An edge box
+    enrols with an edge token and its self-signed certificate (``tls_certificate``;
+    400 ``certificate_required`` without it, ``certificate_refused`` with a device
+    token, ``bad_certificate`` if it does not parse, is over 8 KiB or is not valid
+    now). A token is spent only by a successful enrolment. A device whose answer
     was lost repeats its enrolment with a fresh proof: its earlier sessions are revoked
     and it gets one new token pair.
     """
@@ -115,6 +119,7 @@ def enroll(
             artifact_public_key=artifact_key.public_key_bytes,
             settings=settings,
             client=client,
+            tls_certificate=body.tls_certificate,
         )
     return EnrolResponse.model_validate(result)
 

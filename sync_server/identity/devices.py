@@ -135,7 +135,7 @@ def device_login(
         subject_id=device.id,
         clinic_id=device.clinic_id,
         organisation_id=clinic.organisation_id,
-        role="device",
+        role=device.kind,
         signing_key=signing_key,
         settings=settings,
     )

@@ -12,6 +12,12 @@ cannot be replayed for a session of its own. A device whose answer was lost retr
 with a fresh proof: the server then revokes every session the device held and answers
 with one new token family, so the device never holds a family it does not know about.
 
+An enrolment token has a kind: ``device`` (a tablet) or ``edge`` (a clinic's edge box,
+`sync_server.edge`). A box enrols exactly like a device, with its self-signed TLS
+certificate (required with an edge token, refused with a device token); it becomes a
+device of kind ``edge`` whose principal has the role ``edge``. Every enrolment answer
+carries the clinic's edge boxes and their certificates, for the device to pin.
+
 A refused enrolment never spends the token (a spent token stays spent), and is
 audited, and counted towards throttling when its credentials were wrong, even though
 it is refused: `enrol_device` commits its refusals before raising, so call it in a
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import NoReturn
+from typing import Literal, NoReturn
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -37,6 +43,13 @@ from sync_server.audit.events import (
 )
 from sync_server.audit.services import record_event
 from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
+from sync_server.edge.certificates import (
+    EDGE_KIND,
+    EdgeBoxEntry,
+    check_certificate,
+    clinic_edge_boxes,
+    register_edge_box,
+)
 from sync_server.errors import Conflict, Invalid, NotFound, ServerError, Unauthorized
 from sync_server.identity import throttling
 from sync_server.identity.assertions import check_nonce, claim_nonce, is_fresh
@@ -57,12 +70,16 @@ from sync_server.settings import Settings
 __all__ = [
     "MAX_ENROLMENT_TOKEN_LIFETIME",
     "EnrolResult",
+    "EnrolmentKind",
     "create_enrolment_token",
     "enrol_device",
 ]
 
 MAX_ENROLMENT_TOKEN_LIFETIME = timedelta(days=30)
 """The longest an enrolment token may live: it is a bearer secret until used."""
+
+EnrolmentKind = Literal["device", "edge"]
+"""What an enrolment token enrols: a device (a tablet) or a clinic's edge box."""
 
 # How long after its token expires a device may still repeat its own enrolment.
 _ENROL_REPLAY_GRACE = timedelta(hours=1)
@@ -77,6 +94,7 @@ class EnrolResult(TokenPair):
     organisation_id: str
     server_public_key: bytes
     artifact_public_key: bytes
+    edge_boxes: tuple[EdgeBoxEntry, ...] = ()
 
 
 def create_enrolment_token(
@@ -85,6 +103,7 @@ def create_enrolment_token(
     clinic_id: str,
     ttl: timedelta,
     actor: Principal | None = None,
+    kind: EnrolmentKind = "device",
 ) -> tuple[str, EnrolmentToken]:
     """A one-time token that enrols one device into `clinic_id`; only its hash is kept.
 
@@ -93,11 +112,15 @@ def create_enrolment_token(
         clinic_id: The clinic the token enrols into.
         ttl: How long the token stays usable: more than 0, at most 30 days.
         actor: The admin issuing it (None: an operator), who must see the clinic.
+        kind: ``device`` (default) or ``edge``: the token enrols an edge box.
 
     Raises:
-        Invalid: ``invalid_lifetime``: `ttl` is not more than 0 and at most 30 days.
+        Invalid: ``invalid_lifetime``: `ttl` is not more than 0 and at most 30 days;
+            ``invalid_kind``: neither ``device`` nor ``edge``.
         NotFound: ``clinic_not_found``: no such clinic (or not one `actor` may see).
     """
+    if kind not in ("device", EDGE_KIND):
+        raise Invalid("an enrolment token is of kind device or edge", code="invalid_kind")
     if ttl <= timedelta(0) or ttl > MAX_ENROLMENT_TOKEN_LIFETIME:
         raise Invalid(
             "an enrolment token lives more than 0 and at most "
@@ -114,6 +137,7 @@ def create_enrolment_token(
         id=new_id(),
         token_hash=token_hash,
         clinic_id=clinic_id,
+        kind=kind,
         created_by=None if actor is None else actor.id,
         created_at=now,
         expires_at=now + ttl,
@@ -144,6 +168,7 @@ def enrol_device(
     artifact_public_key: bytes,
     settings: Settings,
     client: str,
+    tls_certificate: str | None = None,
 ) -> EnrolResult:
     """Enrol a device with a one-time token, binding its Ed25519 public key.
 
@@ -154,9 +179,16 @@ def enrol_device(
     proof gets the answer again: every session it held is revoked and one new token
     family issued. Failed proofs count towards the throttling of `client` and the device.
 
+    With a token of kind ``edge`` the caller is an edge box: `tls_certificate` (the PEM
+    of its self-signed certificate) is required, and stored with its fingerprint; with
+    a device token it is refused.
+
     Raises:
         Invalid: ``invalid_device_id`` (not a UUID), ``invalid_public_key`` (not 32
-            bytes), ``invalid_name`` (over 200 characters) or ``invalid_nonce``.
+            bytes), ``invalid_name`` (over 200 characters), ``invalid_nonce``,
+            ``bad_certificate`` (`tls_certificate` does not parse, is over 8 KiB or is
+            not valid now), ``certificate_required`` (an edge token without one) or
+            ``certificate_refused`` (a device token with one).
         TooManyRequests: `client` has failed too often on this device.
         Unauthorized: ``enrolment_token_invalid`` (unknown, expired or used),
             ``enrolment_proof_invalid`` (bad signature), ``enrolment_proof_stale``
@@ -173,6 +205,7 @@ def enrol_device(
     if len(name) > MAX_NAME_LENGTH:
         raise Invalid(f"a device name is at most {MAX_NAME_LENGTH} characters", code="invalid_name")
     check_nonce(nonce)
+    certificate = None if tls_certificate is None else check_certificate(tls_certificate)
     account = device_account(device_id)
     throttling.check_account(
         session=session, action="enrol", account=account, client=client, settings=settings
@@ -236,7 +269,7 @@ def enrol_device(
             assert clinic is not None  # foreign key
             return _enrolled(
                 session,
-                device_id,
+                device,
                 clinic,
                 row.id,
                 "repeated",
@@ -277,6 +310,24 @@ def enrol_device(
             "exists",
             failed=False,
         )
+    if row.kind == EDGE_KIND and certificate is None:
+        refuse(
+            Invalid(
+                "an edge box enrols with its TLS certificate (tls_certificate)",
+                code="certificate_required",
+            ),
+            "certificate-required",
+            failed=False,
+        )
+    if row.kind != EDGE_KIND and certificate is not None:
+        refuse(
+            Invalid(
+                "a device enrolment token takes no TLS certificate (only edge boxes have one)",
+                code="certificate_refused",
+            ),
+            "certificate-refused",
+            failed=False,
+        )
     clinic = session.get(Clinic, row.clinic_id)
     assert clinic is not None  # foreign key
     # Conditional, so two requests racing with one token cannot both enrol.
@@ -298,26 +349,28 @@ def enrol_device(
             ),
             "token-invalid",
         )
-    session.add(
-        Device(
-            id=device_id,
-            clinic_id=clinic.id,
-            public_key=public_key,
-            name=name,
-            enrolled_at=now,
-            enrolled_with=row.id,
-            last_seen_at=now,
-        )
+    device = Device(
+        id=device_id,
+        clinic_id=clinic.id,
+        kind=row.kind,
+        public_key=public_key,
+        name=name,
+        enrolled_at=now,
+        enrolled_with=row.id,
+        last_seen_at=now,
     )
+    session.add(device)
     try:
         session.flush()
     except IntegrityError:
         # A concurrent enrolment of the same device id won; this transaction (and its
         # spending of the token) is rolled back by the caller.
         raise Conflict("this device id is already enrolled", code="device_exists") from None
+    if certificate is not None:
+        register_edge_box(session=session, device=device, certificate=certificate)
     return _enrolled(
         session,
-        device_id,
+        device,
         clinic,
         row.id,
         "ok",
@@ -330,7 +383,7 @@ def enrol_device(
 
 def _enrolled(
     session: Session,
-    device_id: str,
+    device: Device,
     clinic: Clinic,
     token_id: str,
     outcome: EnrolmentOutcome,
@@ -342,6 +395,7 @@ def _enrolled(
     """An enrolment's answer: a new token family for the device, audited; the client's
     failures are forgotten."""
     account, client = account_client
+    device_id = device.id
     throttling.record_success(session=session, action="enrol", account=account, client=client)
     tokens = issue_tokens(
         session=session,
@@ -349,7 +403,7 @@ def _enrolled(
         subject_id=device_id,
         clinic_id=clinic.id,
         organisation_id=clinic.organisation_id,
-        role="device",
+        role=device.kind,
         signing_key=signing_key,
         settings=settings,
     )
@@ -369,4 +423,5 @@ def _enrolled(
         organisation_id=clinic.organisation_id,
         server_public_key=signing_key.public_key_bytes,
         artifact_public_key=artifact_public_key,
+        edge_boxes=tuple(clinic_edge_boxes(session=session, clinic_id=clinic.id)),
     )

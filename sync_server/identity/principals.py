@@ -29,7 +29,7 @@ class Principal:
     id: str
     clinic_id: str | None  # None only for organisation-wide staff (admins)
     organisation_id: str
-    role: str  # device, clinician, staff, admin
+    role: str  # device, edge (a clinic's edge box), clinician, staff, admin
 
     @property
     def organisation_wide(self) -> bool:
@@ -58,7 +58,8 @@ def authenticated(*, session: Session, claims: AccessClaims) -> Principal:
             raise Unauthorized("unknown device", code="invalid_token")
         if device.revoked_at is not None:
             raise Forbidden("this device has been revoked", code="device_revoked")
-        return Principal("device", device.id, device.clinic_id, claims.organisation_id, "device")
+        # An edge box is a device of kind "edge": its role is "edge".
+        return Principal("device", device.id, device.clinic_id, claims.organisation_id, device.kind)
     if claims.kind == "user":
         user = session.get(User, claims.subject)
         if user is None or not user.active:

@@ -14,8 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sync_server.edge.certificates import MAX_CERTIFICATE_SIZE
+from sync_server.edge.schemas import EdgeBoxPublic
 from sync_server.identity.assertions import MAX_NONCE_LENGTH, MIN_NONCE_LENGTH
-from sync_server.identity.enrolment import MAX_ENROLMENT_TOKEN_LIFETIME
+from sync_server.identity.enrolment import MAX_ENROLMENT_TOKEN_LIFETIME, EnrolmentKind
 from sync_server.identity.tenancy import MAX_NAME_LENGTH
 from sync_server.identity.users import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
@@ -78,6 +80,10 @@ class EnrolmentTokenCreate(BaseModel):
         le=MAX_ENROLMENT_TOKEN_SECONDS,
         description="Lifetime, at most 30 days; default the server's enrolment_token_seconds.",
     )
+    kind: EnrolmentKind = Field(
+        default="device",
+        description="What the token enrols: a device (default) or a clinic's edge box.",
+    )
 
 
 class EnrolmentTokenPublic(BaseModel):
@@ -86,13 +92,15 @@ class EnrolmentTokenPublic(BaseModel):
     token: str
     clinic_id: str
     expires_at: datetime
+    kind: str = "device"
 
 
 class DevicePublic(_Public):
-    """An enrolled device."""
+    """An enrolled device (or edge box: `kind`)."""
 
     id: str
     clinic_id: str
+    kind: str = Field(default="device", description="device, or edge for an edge box.")
     name: str
     enrolled_at: datetime
     revoked_at: datetime | None
@@ -184,6 +192,13 @@ class EnrolRequest(BaseModel):
         description="If given, enrolment is refused (and the token kept) when the token "
         "is for another clinic.",
     )
+    tls_certificate: str | None = Field(
+        default=None,
+        # Bounded here only against abuse; the 8 KiB limit answers 400 bad_certificate.
+        max_length=16 * MAX_CERTIFICATE_SIZE,
+        description="An edge box's self-signed X.509 certificate, PEM (at most 8 KiB, "
+        "valid now): required with an edge enrolment token, refused with a device token.",
+    )
 
 
 class TokenResponse(_Public):
@@ -208,6 +223,11 @@ class EnrolResponse(TokenResponse):
     artifact_public_key: str = Field(
         description="The server's artifact key (raw Ed25519 public key), base64: it signs "
         "the models the device installs."
+    )
+    edge_boxes: list[EdgeBoxPublic] = Field(
+        default_factory=list,
+        description="The clinic's enrolled, unrevoked edge boxes, by box_id: the "
+        "certificates to pin.",
     )
 
     @field_validator("server_public_key", "artifact_public_key", mode="before")

@@ -247,7 +247,7 @@ def _subject_scope(session: Session, row: RefreshToken) -> tuple[str | None, str
         if device.revoked_at is not None:
             raise Forbidden("this device has been revoked", code="device_revoked")
         device.last_seen_at = utcnow()
-        return device.clinic_id, clinic.organisation_id, "device"
+        return device.clinic_id, clinic.organisation_id, device.kind
     user = session.get(User, row.subject_id)
     if user is None:
         raise Unauthorized("refresh token is not valid", code="refresh_token_invalid")

@@ -83,12 +83,18 @@ class User(Base):
 
 
 class Device(Base):
-    """An enrolled device: its id (also its Automerge actor) and Ed25519 public key."""
+    """An enrolled device: its id (also its Automerge actor) and Ed25519 public key.
+
+    `kind` is ``device`` (a tablet: it authors records) or ``edge`` (a clinic's edge
+    box: it relays its clinic's devices and authors nothing; its certificate is in
+    `sync_server.edge`'s ``edge_boxes``).
+    """
 
     __tablename__ = "devices"
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     clinic_id: Mapped[str] = mapped_column(ForeignKey("clinics.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="device", server_default="device")
     public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
     name: Mapped[str] = mapped_column(String(200), default="")
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -98,13 +104,15 @@ class Device(Base):
 
 
 class EnrolmentToken(Base):
-    """A one-time, expiring token that lets one device enrol into one clinic."""
+    """A one-time, expiring token that lets one device (or, of kind ``edge``, one edge
+    box) enrol into one clinic."""
 
     __tablename__ = "enrolment_tokens"
 
     id: Mapped[str] = mapped_column(Id, primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # SHA-256 hex
     clinic_id: Mapped[str] = mapped_column(ForeignKey("clinics.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(10), default="device", server_default="device")
     created_by: Mapped[str | None] = mapped_column(Id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)

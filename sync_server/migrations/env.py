@@ -10,6 +10,7 @@ from sync_server.blobs import tables as _blobs  # noqa: F401
 from sync_server.bookings import tables as _bookings  # noqa: F401
 from sync_server.commerce import tables as _commerce  # noqa: F401
 from sync_server.db import Base
+from sync_server.edge import tables as _edge  # noqa: F401
 from sync_server.identity import tables as _identity  # noqa: F401
 from sync_server.intents import tables as _intents  # noqa: F401
 from sync_server.models import tables as _models  # noqa: F401

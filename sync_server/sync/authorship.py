@@ -1,5 +1,6 @@
 """Who may author a clinic's records, as the server knows it: the clinic's enrolled,
-unrevoked devices (the `devices` table) and the server itself.
+unrevoked devices (the `devices` table, kind ``device``: edge boxes relay records but
+author none) and the server itself.
 
 `ClinicDirectory` is the `crdt.KeyDirectory` pushes are checked against: every new
 change of a pushed document must be signed by an enrolled device of the record's
@@ -20,7 +21,9 @@ from crdt import server_device_id
 from sync_server.identity.tables import Device
 from sync_server.models.signing import ArtifactKey
 
-__all__ = ["ClinicDirectory", "ServerSigner", "clinic_directory"]
+__all__ = ["ClinicDirectory", "ServerSigner", "clinic_directory", "revoked_devices"]
+
+_AUTHOR_KIND = "device"  # edge boxes (kind "edge") author no records
 
 
 class ClinicDirectory:
@@ -42,6 +45,7 @@ class ClinicDirectory:
                 select(Device.public_key).where(
                     Device.id == device_id,
                     Device.clinic_id == clinic_id,
+                    Device.kind == _AUTHOR_KIND,
                     Device.revoked_at.is_(None),
                 )
             ).scalar_one_or_none()
@@ -71,10 +75,24 @@ class ServerSigner:
 
 
 def clinic_directory(*, session: Session, clinic_id: str) -> dict[str, bytes]:
-    """The clinic's enrolled, unrevoked devices: device id to public key."""
+    """The clinic's enrolled, unrevoked devices (not its edge boxes): device id to
+    public key."""
     rows = session.execute(
         select(Device.id, Device.public_key).where(
-            Device.clinic_id == clinic_id, Device.revoked_at.is_(None)
+            Device.clinic_id == clinic_id,
+            Device.kind == _AUTHOR_KIND,
+            Device.revoked_at.is_(None),
         )
     ).all()
     return {str(device_id): bytes(key) for device_id, key in rows}
+
+
+def revoked_devices(*, session: Session, clinic_id: str) -> list[str]:
+    """The ids of the clinic's revoked devices and edge boxes, sorted: an edge box
+    refuses them even while it cannot reach the server."""
+    rows = session.scalars(
+        select(Device.id)
+        .where(Device.clinic_id == clinic_id, Device.revoked_at.is_not(None))
+        .order_by(Device.id)
+    ).all()
+    return [str(device_id) for device_id in rows]

@@ -34,9 +34,11 @@ from sync_server.deps import (
     RequestIdDep,
     SettingsDep,
 )
+from sync_server.edge.certificates import clinic_edge_boxes
+from sync_server.edge.schemas import EdgeBoxPublic
 from sync_server.errors import Invalid, PayloadTooLarge
 from sync_server.intents.desk import IntentDesk
-from sync_server.sync.authorship import ServerSigner, clinic_directory
+from sync_server.sync.authorship import ServerSigner, clinic_directory, revoked_devices
 from sync_server.sync.documents import (
     PullPage,
     PushResult,
@@ -215,24 +217,33 @@ async def pull(
 
 @router.get(
     "/directory",
-    summary="The devices that may author the clinic's records",
+    summary="The devices that may author the clinic's records, and its edge boxes",
     response_model=DeviceDirectory,
 )
 def directory(caller: DeviceCaller, db: DbDep) -> DeviceDirectory:
-    """The caller's clinic's enrolled, unrevoked devices and their Ed25519 public keys.
+    """The caller's clinic's enrolled, unrevoked devices and their Ed25519 public keys;
+    its enrolled, unrevoked edge boxes and their TLS certificates (``edge_boxes``); and
+    the ids of its revoked devices (``revoked``).
 
     Devices check every change they receive (pulled, from a bundle, from an edge box)
-    against it; a device revoked since drops out. The server signs the documents it
-    writes itself with its artifact key, under `crdt.server_device_id` of that key.
+    against it; a device revoked since drops out. Edge boxes author no records, so they
+    are not in ``devices``; a device trusts a box only if its certificate's fingerprint
+    is the one listed here. A box refuses the devices in ``revoked``. The server signs
+    the documents it writes itself with its artifact key, under
+    `crdt.server_device_id` of that key.
     """
     assert caller.clinic_id is not None  # a device always belongs to a clinic
     with db.read() as session:
         keys = clinic_directory(session=session, clinic_id=caller.clinic_id)
+        boxes = clinic_edge_boxes(session=session, clinic_id=caller.clinic_id)
+        revoked = revoked_devices(session=session, clinic_id=caller.clinic_id)
     return DeviceDirectory(
         devices=[
             DirectoryEntry(device_id=device, public_key=base64.b64encode(key).decode())
             for device, key in sorted(keys.items())
-        ]
+        ],
+        edge_boxes=[EdgeBoxPublic.model_validate(box) for box in boxes],
+        revoked=revoked,
     )
 
 

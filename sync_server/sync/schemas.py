@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from sync_server.edge.schemas import EdgeBoxPublic
+
 __all__ = ["PushResponse", "RecordOut", "RecordPage", "RefusedDocument"]
 
 
@@ -68,6 +70,16 @@ class DirectoryEntry(BaseModel):
 
 
 class DeviceDirectory(BaseModel):
-    """The devices that may author the clinic's records."""
+    """The devices that may author the clinic's records, the clinic's edge boxes (they
+    author none: devices pin their certificates) and the clinic's revoked devices."""
 
     devices: list[DirectoryEntry]
+    edge_boxes: list[EdgeBoxPublic] = Field(
+        default_factory=list,
+        description="The clinic's enrolled, unrevoked edge boxes, by box_id.",
+    )
+    revoked: list[str] = Field(
+        default_factory=list,
+        description="Ids of the clinic's revoked devices (and boxes), sorted: an edge box "
+        "refuses them.",
+    )

@@ -34,8 +34,14 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from crdt import DecisionStatus, IntentKind, decode_message, device_login_message
-from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+from crdt import (
+    DecisionStatus,
+    IntentKind,
+    decode_message,
+    device_login_message,
+    enrolment_message,
+)
+from edge_sdk import Argon2Params, DeviceIdentity, EdgeClient, PassphraseKeyProvider
 from sync_server.audit.tables import AuditEvent
 from sync_server.commerce.reference import republish_catalogue
 from sync_server.identity.users import create_user
@@ -43,6 +49,7 @@ from sync_server.payments.sandbox import SandboxGateway
 
 from .bookings_world import BookingWorld, build_world, local
 from .commerce_world import build_shop, days
+from .test_edge_central import make_certificate
 from .test_models_publish import build_graph, files, make_manifest
 
 Route = tuple[str, str]
@@ -86,6 +93,7 @@ ROUTES: dict[Route, Writes | str] = {
     ("POST", "/v1/auth/login"): Writes(("login",)),
     ("POST", "/v1/auth/logout"): Writes(("logout",)),
     ("GET", "/v1/devices/me"): "the calling device's own enrolment, no patient data",
+    ("PUT", "/v1/edge/certificate"): Writes(("edge-certificate-replace",)),
     ("GET", "/v1/admin/clinics"): NONE_REFERENCE,
     ("POST", "/v1/admin/clinics"): Writes(("clinic-create",)),
     ("POST", "/v1/admin/enrolment-tokens"): Writes(("enrolment-token-create",)),
@@ -100,7 +108,7 @@ ROUTES: dict[Route, Writes | str] = {
     ("POST", "/v1/admin/users/{user_id}/revoke-sessions"): Writes(("user-sessions-revoke",)),
     ("POST", "/v1/sync/push"): Writes(("sync-push",), may=DECIDED),
     ("GET", "/v1/sync/pull"): Writes((), may=("sync-pull",)),  # none when nothing was sent
-    ("GET", "/v1/sync/directory"): "the clinic's device keys, no patient data",
+    ("GET", "/v1/sync/directory"): "device keys, box certificates, revoked ids: no patient data",
     ("POST", "/v1/blobs/uploads"): NONE_BLOB_PROTOCOL,
     ("GET", "/v1/blobs/uploads/{upload_id}"): NONE_BLOB_PROTOCOL,
     ("HEAD", "/v1/blobs/uploads/{upload_id}"): NONE_BLOB_PROTOCOL,
@@ -390,6 +398,43 @@ class Tour:
         ok(device.get(f"/v1/blobs/uploads/{upload['upload_id']}"))
         assert device.head(f"/v1/blobs/uploads/{upload['upload_id']}").status_code == 200
         assert device.delete(f"/v1/blobs/uploads/{upload['upload_id']}").status_code == 204
+
+    def edge_box(self) -> None:
+        """A clinic's edge box: an edge token, the box enrolling with its certificate,
+        then replacing it."""
+        token = ok(
+            self.staff.post(
+                "/v1/admin/enrolment-tokens",
+                json={"clinic_id": self.ids["clinic"], "kind": "edge"},
+            ),
+            201,
+        )["token"]
+        box = DeviceIdentity.generate()
+        issued_at, nonce = int(time.time()), secrets.token_hex(16)
+        pem, _ = make_certificate()
+        with self.server.http() as http:
+            enrolled = ok(
+                http.post(
+                    "/v1/devices/enroll",
+                    json={
+                        "token": token,
+                        "device_id": box.device_id,
+                        "public_key": base64.b64encode(box.public_key).decode(),
+                        "issued_at": issued_at,
+                        "nonce": nonce,
+                        "signature": base64.b64encode(
+                            box.sign(enrolment_message(token, box.device_id, issued_at, nonce))
+                        ).decode(),
+                        "name": "tour box",
+                        "tls_certificate": pem,
+                    },
+                ),
+                201,
+            )
+        new_pem, fingerprint = make_certificate()
+        with self.server.http(enrolled["access_token"]) as c:
+            replaced = ok(c.put("/v1/edge/certificate", json={"certificate": new_pem}))
+        assert replaced["fingerprint"] == fingerprint
 
     def staff_reads(self) -> None:
         staff = self.staff
@@ -689,6 +734,7 @@ def test_a_tour_of_every_route_writes_exactly_its_events(
     try:
         device = tour.device_http(client)
         tour.device_routes(device)
+        tour.edge_box()
         tour.staff_reads()
         tour.directory()
         world = build_world(server)

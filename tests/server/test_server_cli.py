@@ -306,6 +306,29 @@ def test_enroll_token_creates_the_clinic_once(migrated: Path) -> None:
     assert len(token_line) >= 40 and " " not in token_line
 
 
+def test_enroll_token_for_an_edge_box(migrated: Path) -> None:
+    args = ["server", "enroll-token", "--data-dir", str(migrated), "--clinic", "Edge Ward"]
+    edge, plain = ok(*args, "--edge"), ok(*args)
+    assert edge["kind"] == "edge" and plain["kind"] == "device"
+    db = database(migrated)
+    try:
+        with db.read() as session:
+            kinds = {
+                row.id: row.kind
+                for row in session.scalars(
+                    select(EnrolmentToken).where(
+                        EnrolmentToken.id.in_([edge["token_id"], plain["token_id"]])
+                    )
+                )
+            }
+    finally:
+        db.dispose()
+    assert kinds == {edge["token_id"]: "edge", plain["token_id"]: "device"}
+    human = CliRunner().invoke(cli, [*args, "--edge"])
+    assert human.exit_code == 0, human.output
+    assert "edge box enrolment token" in human.stdout
+
+
 def test_enroll_token_errors_are_one_line(migrated: Path, tmp_path: Path) -> None:
     absent = tmp_path / "absent"
     nowhere = coherency("server", "enroll-token", "--data-dir", str(absent), "--clinic", "X")
