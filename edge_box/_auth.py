@@ -20,7 +20,6 @@ import re
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -33,13 +32,14 @@ from crdt import device_login_message
 __all__ = [
     "ACCESS_TOKEN_SECONDS",
     "LOGIN_MAX_SKEW_SECONDS",
+    "REFRESH_INTERVAL_SECONDS",
     "BoxAuthError",
     "BoxTokens",
-    "DeviceDirectory",
 ]
 
 ACCESS_TOKEN_SECONDS = 900
 LOGIN_MAX_SKEW_SECONDS = 300
+REFRESH_INTERVAL_SECONDS = 5.0
 _ALGORITHM = "EdDSA"
 _AUDIENCE = "coherency-edge"
 _CENTRAL_AUDIENCE = "coherency"
@@ -55,13 +55,6 @@ class BoxAuthError(Exception):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceDirectory:
-    """The devices that may use the box: id to Ed25519 key (central's directory)."""
-
-    keys: dict[str, bytes]
-
-
 class BoxTokens:
     """Device logins at the box and the bearer tokens they earn.
 
@@ -73,6 +66,10 @@ class BoxTokens:
         directory: Returns the devices central last listed for the clinic.
         was_known: True for a device the box served before (refused as revoked,
             rather than unknown, when it drops out of the directory).
+        refresh: Fetches central's directory afresh, when it can (a device enrolled
+            since the box last pulled it); called at most once per
+            `REFRESH_INTERVAL_SECONDS`, so unknown callers cannot make the box hammer
+            central.
     """
 
     def __init__(
@@ -84,6 +81,7 @@ class BoxTokens:
         central_key: bytes,
         directory: Any,
         was_known: Any,
+        refresh: Any = None,
     ) -> None:
         self._key = box_key
         self._issuer = f"coherency-edge:{box_id}"
@@ -91,6 +89,8 @@ class BoxTokens:
         self._central = Ed25519PublicKey.from_public_bytes(central_key)
         self._directory = directory
         self._was_known = was_known
+        self._refresh = refresh
+        self._refreshed_at = -REFRESH_INTERVAL_SECONDS
         self._nonces: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -200,6 +200,9 @@ class BoxTokens:
                 central no longer lists; 401 for one it never knew.
         """
         key = self._directory().get(device_id)
+        if key is None and self._refresh is not None and self._may_refresh():
+            self._refresh()
+            key = self._directory().get(device_id)
         if key is not None:
             return bytes(key)
         if self._was_known(device_id):
@@ -209,6 +212,14 @@ class BoxTokens:
             "not heard of it from the central server yet)",
             code="unknown_device",
         )
+
+    def _may_refresh(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._refreshed_at < REFRESH_INTERVAL_SECONDS:
+                return False
+            self._refreshed_at = now
+            return True
 
     def _claim(self, nonce: str, now: float) -> None:
         with self._lock:

@@ -162,6 +162,7 @@ class EdgeBox:
         self._lock = threading.Lock()  # one device write at a time, in push order
         self.tokens: BoxTokens | None = None
         self._relay_audit: Any = None  # set by the relay: push a device's chain upstream
+        self._refresh_directory: Any = None  # set by the relay: central's directory now
 
     # ---------------------------------------------------------------- lifecycle
     @classmethod
@@ -274,6 +275,7 @@ class EdgeBox:
                 central_key=enrollment.server_public_key,
                 directory=self.replica.directory_keys,
                 was_known=self._was_known,
+                refresh=lambda: self._refresh_directory() if self._refresh_directory else None,
             )
         return self.tokens
 

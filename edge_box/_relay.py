@@ -149,6 +149,16 @@ class Relay:
         finally:
             self._sync_lock.release()
 
+    def refresh_directory(self) -> None:
+        """Fetch central's directory now, if central is reachable (a device the box
+        does not know may have been enrolled since the last round)."""
+        if self.revoked:
+            return
+        try:
+            self.box.replica.set_directory(self._connected().directory())
+        except (ServerUnreachableError, SyncError) as exc:
+            log.info("could not refresh the directory from central: %s", exc)
+
     def status(self) -> EdgeStatus:
         """The box's status as this relay sees it."""
         return self.box.status(last_contact=self.last_contact, last_error=self.last_error or "")
@@ -160,12 +170,20 @@ class Relay:
         return self._transport
 
     def _relay_all_audit(self, transport: SyncTransport) -> None:
+        enrolled = self.box.directory()
         for device_id, events in self.box.audit_backlog().items():
-            self._relay_audit_of(transport, device_id, events)
+            # A device revoked since: central refuses its chain; the box keeps what it
+            # holds (evidence of what the device did), and `edge status` counts it.
+            if device_id in enrolled:
+                self._relay_audit_of(transport, device_id, events)
 
     def _relay_audit_of(self, transport: Any, device_id: str, events: list[Any]) -> None:
         try:
             receipt = transport.push_audit(events, device_id=device_id)
+        except DeviceRevokedError:
+            # The device, not the box (the box's own calls went through this round).
+            log.warning("central refused device %s's audit chain: it was revoked", device_id)
+            return
         except AuditPushError as exc:
             # Central holds this chain differently (the device pushed it there directly
             # meanwhile): drop what central already holds and keep the rest.

@@ -23,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -79,11 +82,34 @@ async def _json(request: Request) -> dict[str, Any]:
     return value
 
 
+WORKER_THREADS = 8
+"""Threads that run store work for requests (anyio's default is 40): the box is a
+small machine, and each thread holds its own buffers."""
+CONCURRENT_PUSHES = 2
+"""Pushes read and merged at once; the others wait before their bodies are read, so 20
+devices pushing together hold two messages in memory, not twenty."""
+
+
 def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
     """The box's FastAPI app over `box` (enrolled). `relay`, when given, is woken
     after each device push and asked to carry audit chains at once."""
     tokens: BoxTokens = box.authenticator()
-    app = FastAPI(title="Coherency edge box", openapi_url=None, docs_url=None, redoc_url=None)
+    pushes: asyncio.Semaphore | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        nonlocal pushes
+        anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
+        pushes = asyncio.Semaphore(CONCURRENT_PUSHES)
+        yield
+
+    app = FastAPI(
+        title="Coherency edge box",
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+    )
     app.state.box = box
 
     @app.exception_handler(BoxInputError)
@@ -94,12 +120,21 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
     async def _auth(_request: Request, exc: BoxAuthError) -> JSONResponse:
         return _error(exc.status, exc.code, str(exc))
 
-    def caller(request: Request) -> str:
-        return tokens.caller(request.headers.get("authorization"))
+    async def caller(request: Request) -> str:
+        # In the thread pool: checking a device may read the store, or fetch central's
+        # directory when the device is new to the box.
+        header = request.headers.get("authorization")
+        device_id: str = await run_in_threadpool(tokens.caller, header)
+        return device_id
 
     @app.get("/v1/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "box_id": box.box_id, "clinic_id": box.clinic_id}
+        return {
+            "status": "ok",
+            "box_id": box.box_id,
+            "clinic_id": box.clinic_id,
+            "relay_rounds": relay.rounds if relay is not None else 0,
+        }
 
     @app.post("/v1/auth/device")
     async def device_login(request: Request) -> dict[str, Any]:
@@ -127,9 +162,12 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @app.post("/v1/sync/push")
     async def push(request: Request) -> dict[str, Any]:
-        device_id = caller(request)
-        body = await _body(request, DEFAULT_MAX_MESSAGE_SIZE)
-        answer = await run_in_threadpool(box.push, device_id, body)
+        device_id = await caller(request)
+        assert pushes is not None  # set when the app starts
+        async with pushes:
+            body = await _body(request, DEFAULT_MAX_MESSAGE_SIZE)
+            answer = await run_in_threadpool(box.push, device_id, body)
+            del body
         if relay is not None and answer["accepted"]:
             relay.wake()
         return answer
@@ -138,7 +176,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
     async def pull(
         request: Request, cursor: int = 0, limit: int = 1000, wait: float = 0
     ) -> Response:
-        device_id = caller(request)
+        device_id = await caller(request)
         if cursor < 0 or limit < 1 or wait < 0:
             raise BoxInputError("cursor and wait must be >= 0, limit >= 1", code="bad_query")
         loop = asyncio.get_running_loop()
@@ -162,7 +200,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @app.get("/v1/sync/directory")
     async def directory(request: Request) -> dict[str, Any]:
-        caller(request)
+        await caller(request)
         keys = await run_in_threadpool(box.directory)
         return {
             "devices": [
@@ -173,7 +211,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @app.post("/v1/blobs/uploads")
     async def declare_upload(request: Request) -> JSONResponse:
-        device_id = caller(request)
+        device_id = await caller(request)
         body = await _json(request)
         try:
             sha256, size = str(body["sha256"]), int(body["size"])
@@ -184,7 +222,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @app.patch("/v1/blobs/uploads/{upload_id}")
     async def send_chunk(upload_id: str, request: Request) -> JSONResponse:
-        device_id = caller(request)
+        device_id = await caller(request)
         try:
             offset = int(request.headers.get("upload-offset", ""))
         except ValueError:
@@ -207,7 +245,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @app.get("/v1/blobs/{sha256}")
     async def download(sha256: str, request: Request) -> Response:
-        device_id = caller(request)
+        device_id = await caller(request)
         size = await run_in_threadpool(box.blob_size, sha256)
         if size is None:
             return _error(404, "blob_not_found", "the box does not hold this blob (yet)")
@@ -230,7 +268,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @app.post("/v1/audit/device-events")
     async def device_events(request: Request) -> JSONResponse:
-        device_id = caller(request)
+        device_id = await caller(request)
         body = await _json(request)
         try:
             events = [
@@ -267,7 +305,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @app.get("/v1/edge/status")
     async def status(request: Request) -> dict[str, Any]:
-        caller(request)
+        await caller(request)
         found: EdgeStatus = await run_in_threadpool(relay.status if relay else box.status)
         return found.to_json()
 

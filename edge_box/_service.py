@@ -47,7 +47,9 @@ class BoxService:
         self._port = port
         self._server: ThreadedServer | None = None
         self._advertiser: Any = None
-        box._relay_audit = self.relay.relay_audit
+        if relay:
+            box._relay_audit = self.relay.relay_audit
+            box._refresh_directory = self.relay.refresh_directory
 
     @property
     def url(self) -> str:

@@ -26,48 +26,115 @@ The package is laid out by domain: a small core (`app`, `settings`, `db`, `deps`
 names in `__all__` are public.
 """
 
-from sync_server.app import create_app
-from sync_server.audit.events import Actor, RecordsRead
-from sync_server.audit.services import record_event
-from sync_server.embedded import ThreadedServer
-from sync_server.errors import (
-    ChainBroken,
-    Conflict,
-    Forbidden,
-    Gone,
-    Invalid,
-    NotFound,
-    PayloadTooLarge,
-    RangeNotSatisfiable,
-    ServerError,
-    TooManyRequests,
-    Unauthorized,
-    Unavailable,
-    Unprocessable,
-    UnsupportedMediaType,
-)
-from sync_server.migrate import Migration, migrate
-from sync_server.operator import (
-    AccountAction,
-    AuditProblem,
-    AuditReport,
-    CreatedAdmin,
-    IssuedEnrolmentToken,
-    IssuedRefund,
-    ManagedAccount,
-    SeededDirectory,
-    audit_checkpoint,
-    audit_public_key,
-    create_admin,
-    document_heads,
-    issue_enrolment_token,
-    manage_account,
-    refund_payment,
-    seed_demo,
-    verify_audit_log,
-)
-from sync_server.serve import Serving, serve
-from sync_server.settings import Settings, settings_from
+# Names are imported on first use (PEP 562): `from sync_server import ThreadedServer`
+# does not load the whole server (SQLAlchemy, Alembic, boto3, ...), which an edge box
+# serving a clinic's devices from a small machine does not need.
+import importlib as _importlib
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
+if _TYPE_CHECKING:
+    from sync_server.app import create_app
+    from sync_server.audit.events import Actor, RecordsRead
+    from sync_server.audit.services import record_event
+    from sync_server.embedded import ThreadedServer
+    from sync_server.errors import (
+        ChainBroken,
+        Conflict,
+        Forbidden,
+        Gone,
+        Invalid,
+        NotFound,
+        PayloadTooLarge,
+        RangeNotSatisfiable,
+        ServerError,
+        TooManyRequests,
+        Unauthorized,
+        Unavailable,
+        Unprocessable,
+        UnsupportedMediaType,
+    )
+    from sync_server.migrate import Migration, migrate
+    from sync_server.operator import (
+        AccountAction,
+        AuditProblem,
+        AuditReport,
+        CreatedAdmin,
+        IssuedEnrolmentToken,
+        IssuedRefund,
+        ManagedAccount,
+        SeededDirectory,
+        audit_checkpoint,
+        audit_public_key,
+        create_admin,
+        document_heads,
+        issue_enrolment_token,
+        manage_account,
+        refund_payment,
+        seed_demo,
+        verify_audit_log,
+    )
+    from sync_server.serve import Serving, serve
+    from sync_server.settings import Settings, settings_from
+
+_EXPORTS = {
+    "AccountAction": "sync_server.operator",
+    "Actor": "sync_server.audit.events",
+    "AuditProblem": "sync_server.operator",
+    "AuditReport": "sync_server.operator",
+    "ChainBroken": "sync_server.errors",
+    "Conflict": "sync_server.errors",
+    "CreatedAdmin": "sync_server.operator",
+    "Forbidden": "sync_server.errors",
+    "Gone": "sync_server.errors",
+    "Invalid": "sync_server.errors",
+    "IssuedEnrolmentToken": "sync_server.operator",
+    "IssuedRefund": "sync_server.operator",
+    "ManagedAccount": "sync_server.operator",
+    "Migration": "sync_server.migrate",
+    "NotFound": "sync_server.errors",
+    "PayloadTooLarge": "sync_server.errors",
+    "RangeNotSatisfiable": "sync_server.errors",
+    "RecordsRead": "sync_server.audit.events",
+    "SeededDirectory": "sync_server.operator",
+    "ServerError": "sync_server.errors",
+    "Serving": "sync_server.serve",
+    "Settings": "sync_server.settings",
+    "ThreadedServer": "sync_server.embedded",
+    "TooManyRequests": "sync_server.errors",
+    "Unauthorized": "sync_server.errors",
+    "Unavailable": "sync_server.errors",
+    "Unprocessable": "sync_server.errors",
+    "UnsupportedMediaType": "sync_server.errors",
+    "audit_checkpoint": "sync_server.operator",
+    "audit_public_key": "sync_server.operator",
+    "create_admin": "sync_server.operator",
+    "create_app": "sync_server.app",
+    "document_heads": "sync_server.operator",
+    "issue_enrolment_token": "sync_server.operator",
+    "manage_account": "sync_server.operator",
+    "migrate": "sync_server.migrate",
+    "record_event": "sync_server.audit.services",
+    "refund_payment": "sync_server.operator",
+    "seed_demo": "sync_server.operator",
+    "serve": "sync_server.serve",
+    "settings_from": "sync_server.settings",
+    "verify_audit_log": "sync_server.operator",
+}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sync_server' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "AccountAction",

@@ -91,6 +91,9 @@ class Uplink:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+                with self._lock:
+                    self._open.discard(sock)
 
 
 def token(server: Any, clinic_id: str, *, kind: str = "device") -> str:

@@ -48,15 +48,22 @@ class BoxProcess:
         self.url = f"https://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[bytes] | None = None
 
+    def relayed(self) -> bool:
+        """True once the running box finished a round with central (it knows the
+        clinic's devices)."""
+        health = httpx.get(self.url + "/v1/health", verify=False, timeout=5).json()
+        return bool(health["relay_rounds"])
+
     def start(self) -> None:
         env = {**os.environ, "COHERENCY_EDGE_DIR": str(self.folder / "box")}
         env["COHERENCY_EDGE_KEY_FILE"] = str(self.folder / "box.key")
-        self.process = subprocess.Popen(
-            [COHERENCY, "edge", "run", "--listen", f"127.0.0.1:{self.port}", "--no-advertise"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.folder / "box.log", "ab"),  # noqa: SIM115 - closed with the process
-        )
+        with open(self.folder / "box.log", "ab") as log:  # the child keeps its own copy
+            self.process = subprocess.Popen(
+                [COHERENCY, "edge", "run", "--listen", f"127.0.0.1:{self.port}", "--no-advertise"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
         def up() -> bool:
             try:
@@ -117,9 +124,10 @@ def test_kill_9_mid_push_loses_nothing_the_box_acknowledged(
     server: Any, tmp_path: Path, setup: Any
 ) -> None:
     clinic_id, uplink, process, _ = setup
-    uplink.cut()  # a box alone on the LAN: everything stays in its store
-    process.start()
     a = tablet(server, clinic_id, tmp_path, "ward-a")
+    process.start()
+    until(process.relayed, what="the box's first round with central")
+    uplink.cut()  # a box alone on the LAN: everything stays in its store
     with a.batch():
         ids = [
             a.patients.add(given_name="P", family_name=f"F{n}", birth_date="1950-01-01").id
@@ -148,9 +156,10 @@ def test_kill_9_mid_relay_delivers_everything_once_after_restart(
     server: Any, tmp_path: Path, setup: Any
 ) -> None:
     clinic_id, uplink, process, _ = setup
-    uplink.cut()
-    process.start()
     a = tablet(server, clinic_id, tmp_path, "ward-a")
+    process.start()
+    until(process.relayed, what="the box's first round with central")
+    uplink.cut()  # a box alone on the LAN: everything stays in its store
     with a.batch():
         for n in range(3000):
             a.patients.add(given_name="P", family_name=f"F{n}", birth_date="1950-01-01")
