@@ -428,7 +428,7 @@ def _box_memory(central: _Central, work: Path, per_device: int, rounds: int) -> 
                 box_id = devices[0].replica.edge_boxes[0].box_id
                 _until_box_knows(devices[0], process.url, box_id)
                 idle = _status_kb(process.pid)["VmRSS"] / 1024
-                sampler = _Sampler(process.pid)
+                sampler = _Sampler(process.pid, idle)
                 sampler.start()
                 try:
                     ids = _swarm(devices, process.url, box_id, per_device, rounds)
@@ -564,10 +564,10 @@ def _status_kb(pid: int) -> dict[str, int]:
 class _Sampler(threading.Thread):
     """Reads the box process's VmRSS every 50 ms; keeps the peak."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, start_mb: float) -> None:
         super().__init__(name="edge-rss-sampler", daemon=True)
         self.pid = pid
-        self.peak_mb = 0.0
+        self.peak_mb = start_mb  # the idle reading is the first sample
         self.samples = 0
         self._halt = threading.Event()
 

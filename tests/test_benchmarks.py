@@ -401,5 +401,6 @@ def test_the_edge_benchmark_reports_every_figure(tmp_path: Path) -> None:
     rss = results["edge.box_rss_mb"]
     assert rss["target"] == 100 and rss["target_op"] == "<=" and rss["devices"] == 20
     assert rss["records"] == 20 * 5 and rss["rss_samples"] > 0
-    # The box process's own high-water mark is at least any VmRSS sampled from it.
-    assert results["edge.box_hwm_mb"]["value"] >= rss["value"] >= rss["idle_rss_mb"] > 0
+    # The peak includes the idle sample. (VmHWM is the kernel's lazily updated mark:
+    # it may read a little below a VmRSS sampled earlier, so it is not compared.)
+    assert rss["value"] >= rss["idle_rss_mb"] > 0 and results["edge.box_hwm_mb"]["value"] > 0
