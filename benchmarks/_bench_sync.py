@@ -41,7 +41,14 @@ from typing import TYPE_CHECKING, Any
 from benchmarks import _data
 from benchmarks._common import progress
 from benchmarks._harness import Figure, scratch_dir, timed
-from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy, SyncResult
+from edge_sdk import (
+    Argon2Params,
+    EdgeClient,
+    PassphraseKeyProvider,
+    RetryPolicy,
+    SyncResult,
+    SyncTransport,
+)
 
 if TYPE_CHECKING:
     from sync_server import IssuedEnrolmentToken, Settings
@@ -371,9 +378,10 @@ def _fill(client: EdgeClient, n: int, seed: int) -> set[str]:
 class _Listener(threading.Thread):
     """Device B: long-polls in a loop and reports when each sync returned, with what."""
 
-    def __init__(self, client: EdgeClient) -> None:
+    def __init__(self, client: EdgeClient, transport: SyncTransport | None = None) -> None:
         super().__init__(name="sync-bench-listener", daemon=True)
         self.client = client
+        self.transport = transport  # None: the enrolled server; else e.g. an edge box
         self.returns: queue.Queue[tuple[float, list[str]]] = queue.Queue()
         self.stopping = threading.Event()
         self.error: BaseException | None = None
@@ -382,7 +390,9 @@ class _Listener(threading.Thread):
     def run(self) -> None:
         try:
             while not self.stopping.is_set():
-                result = self.client.sync(wait=LONG_POLL_SECONDS, blobs=False, retry=_RETRY)
+                result = self.client.sync(
+                    wait=LONG_POLL_SECONDS, blobs=False, retry=_RETRY, transport=self.transport
+                )
                 returned = time.perf_counter()
                 self.retries += result.retries
                 if result.rejected or result.refused_by_server:
@@ -416,13 +426,14 @@ class _Listener(threading.Thread):
             if record_id in ids:
                 return returned, pulled
 
-    def stop(self, writer: EdgeClient) -> None:
-        """End the loop: one more write wakes B's long poll."""
+    def stop(self, writer: EdgeClient, transport: SyncTransport | None = None) -> None:
+        """End the loop: one more write (synced through `transport`, default the
+        enrolled server) wakes B's long poll."""
         self.stopping.set()
         if self.is_alive():
             with contextlib.suppress(Exception):
                 writer.patients.add(**_data.patient_values(random.Random(0)))
-                writer.sync(blobs=False, retry=_RETRY)
+                writer.sync(blobs=False, retry=_RETRY, transport=transport)
         self.join(timeout=LONG_POLL_SECONDS + 30)
 
 

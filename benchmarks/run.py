@@ -12,7 +12,9 @@ PostgreSQL), ``commerce`` (supplies orders decided per second and push-to-decisi
 latency, 20 concurrent devices on PostgreSQL) and ``payments`` (payment intents decided
 per second through the sandbox gateway, 20 concurrent devices on PostgreSQL) and
 ``audit`` (audit events appended per second, `verify_log` over 1M events, the audit
-log's overhead on push and pull). See
+log's overhead on push and pull) and ``edge`` (the clinic edge box: device-to-box
+throughput beside device-to-central, propagation through the box, the catch-up of a
+box after an outage, the box process's resident memory with 20 devices). See
 ``benchmarks/README.md``.
 """
 
@@ -32,6 +34,7 @@ from benchmarks import (
     _bench_bookings,
     _bench_capture,
     _bench_commerce,
+    _bench_edge,
     _bench_merge,
     _bench_models,
     _bench_payments,
@@ -57,6 +60,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "commerce": _bench_commerce.run,
     "payments": _bench_payments.run,
     "audit": _bench_audit.run,
+    "edge": _bench_edge.run,
 }
 
 DEFAULT_SCALE = 10_000

@@ -69,6 +69,17 @@ AUDIT = {
     "audit.overhead.push",
     "audit.overhead.pull",
 }  # fmt: skip
+EDGE = {
+    "edge.device_to_box",
+    "edge.device_to_central",
+    "edge.box_vs_central",
+    "edge.propagation.p50_ms",
+    "edge.propagation.p99_ms",
+    "edge.catchup.seconds",
+    "edge.catchup.records_per_s",
+    "edge.box_rss_mb",
+    "edge.box_hwm_mb",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -120,6 +131,8 @@ TARGETED = {
     "commerce.push_to_decision_p99_ms",
     "audit.overhead.push",
     "audit.overhead.pull",
+    "edge.catchup.records_per_s",
+    "edge.box_rss_mb",
 }
 
 
@@ -166,7 +179,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
     assert set(results) - capture - model | set(missing) == (
-        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE | PAYMENTS | AUDIT
+        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE | PAYMENTS | AUDIT | EDGE
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -360,3 +373,34 @@ def test_the_audit_benchmark_reports_its_figures_or_why_not(
     with _audit_writes_nothing():
         assert services.record_event.__code__ is not code
     assert services.record_event.__code__ is code
+
+
+def test_the_edge_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    document, table = _run(tmp_path, "--only", "edge", "--scale", "40", "--repeat", "1",
+                           "--no-pin")  # fmt: skip
+    results = {r["name"]: r for r in document["results"]}
+    assert set(results) == EDGE and not document["settings"]["missing"]
+    for name, r in results.items():
+        assert r["value"] > 0 and len(r["samples"]) == 1 and name in table, name
+    assert (
+        results["edge.device_to_box"]["records"] == 40 == results["edge.catchup.seconds"]["records"]
+    )
+    ratio = results["edge.box_vs_central"]["value"]
+    box, central = (
+        results["edge.device_to_box"]["value"],
+        results["edge.device_to_central"]["value"],
+    )
+    assert abs(ratio - box / central) < 1e-9 * ratio
+    assert results["edge.propagation.p50_ms"]["writes"] == 10  # max(10, min(200, 40 // 50))
+    assert (
+        results["edge.propagation.p50_ms"]["value"] <= results["edge.propagation.p99_ms"]["value"]
+    )
+    catchup = results["edge.catchup.records_per_s"]
+    assert catchup["target"] == 5_000 and catchup["target_op"] == ">="
+    assert abs(catchup["value"] * results["edge.catchup.seconds"]["value"] - 40) < 1e-6
+    rss = results["edge.box_rss_mb"]
+    assert rss["target"] == 100 and rss["target_op"] == "<=" and rss["devices"] == 20
+    assert rss["records"] == 20 * 5 and rss["rss_samples"] > 0
+    # The peak includes the idle sample. (VmHWM is the kernel's lazily updated mark:
+    # it may read a little below a VmRSS sampled earlier, so it is not compared.)
+    assert rss["value"] >= rss["idle_rss_mb"] > 0 and results["edge.box_hwm_mb"]["value"] > 0
