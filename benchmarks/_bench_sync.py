@@ -1,7 +1,7 @@
 """Benchmark 4: sync between devices and the central server, over HTTP on loopback.
 
 The server is the real thing: uvicorn serving `sync_server` in a separate process (the
-app factory `sync_server.serve:app_from_env`, configured by ``COHERENCY_SERVER_*``
+app factory `sync_server.serving:app_from_env`, configured by ``COHERENCY_SERVER_*``
 variables), on a free loopback port, migrated first, on another CPU than this process
 when there are two. Every figure is measured once on the embedded SQLite database and
 once on PostgreSQL (a fresh database, dropped afterwards).
@@ -530,7 +530,7 @@ class _ServerProcess:
             "-m",
             "uvicorn",
             "--factory",
-            "sync_server.serve:app_from_env",
+            "sync_server.serving:app_from_env",
             "--host",
             "127.0.0.1",
             "--port",

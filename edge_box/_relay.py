@@ -101,8 +101,16 @@ class Relay:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=self.long_poll + 35)
-        if self._transport is not None and hasattr(self._transport, "close"):
-            self._transport.close()
+        with self._sync_lock:
+            if self._transport is not None and hasattr(self._transport, "close"):
+                self._transport.close()
+            self._transport = None
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def wake(self) -> None:
         """Sync soon: a device pushed something central lacks."""

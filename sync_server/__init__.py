@@ -54,7 +54,7 @@ if _TYPE_CHECKING:
         Unprocessable,
         UnsupportedMediaType,
     )
-    from sync_server.migrate import Migration, migrate
+    from sync_server.migrating import Migration, migrate
     from sync_server.operator import (
         AccountAction,
         AuditProblem,
@@ -74,7 +74,7 @@ if _TYPE_CHECKING:
         seed_demo,
         verify_audit_log,
     )
-    from sync_server.serve import Serving, serve
+    from sync_server.serving import Serving, serve
     from sync_server.settings import Settings, settings_from
 
 _EXPORTS = {
@@ -91,14 +91,14 @@ _EXPORTS = {
     "IssuedEnrolmentToken": "sync_server.operator",
     "IssuedRefund": "sync_server.operator",
     "ManagedAccount": "sync_server.operator",
-    "Migration": "sync_server.migrate",
+    "Migration": "sync_server.migrating",
     "NotFound": "sync_server.errors",
     "PayloadTooLarge": "sync_server.errors",
     "RangeNotSatisfiable": "sync_server.errors",
     "RecordsRead": "sync_server.audit.events",
     "SeededDirectory": "sync_server.operator",
     "ServerError": "sync_server.errors",
-    "Serving": "sync_server.serve",
+    "Serving": "sync_server.serving",
     "Settings": "sync_server.settings",
     "ThreadedServer": "sync_server.embedded",
     "TooManyRequests": "sync_server.errors",
@@ -113,11 +113,11 @@ _EXPORTS = {
     "document_heads": "sync_server.operator",
     "issue_enrolment_token": "sync_server.operator",
     "manage_account": "sync_server.operator",
-    "migrate": "sync_server.migrate",
+    "migrate": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
     "seed_demo": "sync_server.operator",
-    "serve": "sync_server.serve",
+    "serve": "sync_server.serving",
     "settings_from": "sync_server.settings",
     "verify_audit_log": "sync_server.operator",
 }

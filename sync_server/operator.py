@@ -39,7 +39,7 @@ from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user, totp_uri
-from sync_server.migrate import require_schema
+from sync_server.migrating import require_schema
 from sync_server.models.signing import ArtifactKey
 from sync_server.payments.charging import refund
 from sync_server.payments.desk import make_payments

@@ -16,7 +16,7 @@ import anyio
 from sqlalchemy import text
 
 from sync_server.db import Database
-from sync_server.migrate import current_revision, head_revision
+from sync_server.migrating import current_revision, head_revision
 from sync_server.ops.schemas import CheckResult
 
 __all__ = ["CHECK_TIMEOUT_SECONDS", "readiness"]

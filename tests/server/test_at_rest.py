@@ -26,7 +26,7 @@ from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, User
 from sync_server.identity.users import authenticate_user, create_user
 from sync_server.keyfiles import load_or_create_ed25519
-from sync_server.migrate import _config, current_revision, head_revision, upgrade
+from sync_server.migrating import _config, current_revision, head_revision, upgrade
 from sync_server.models.signing import ArtifactKey
 
 PASSWORD = "correct horse battery staple"

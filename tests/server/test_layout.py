@@ -23,7 +23,7 @@ HTTP_LAYER = {
     "bodies.py",
     "deps.py",
     "embedded.py",
-    "serve.py",
+    "serving.py",
     "ops/middleware.py",
     "ops/limits.py",  # body caps and deadlines: ASGI middleware and the HTTP protocol
 }

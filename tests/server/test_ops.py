@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sync_server import Settings, create_app, migrate
 from sync_server.identity.tenancy import ensure_clinic
 from sync_server.identity.users import create_user
-from sync_server.migrate import head_revision
+from sync_server.migrating import head_revision
 from sync_server.ops.logs import json_log_handler
 from sync_server.ops.metrics import Metrics
 

@@ -38,7 +38,7 @@ from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, EnrolmentToken, User
 from sync_server.identity.tokens import hash_token
 from sync_server.identity.users import authenticate_user
-from sync_server.migrate import head_revision
+from sync_server.migrating import head_revision
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"

@@ -26,15 +26,15 @@ from sync_server.app import create_app
 from sync_server.blobs.backends import BlobBackendError
 from sync_server.db import database_label, open_database
 from sync_server.errors import Invalid, Unavailable, Unprocessable
-from sync_server.migrate import migrate as migrate_schema
-from sync_server.migrate import require_schema
+from sync_server.migrating import migrate as migrate_schema
+from sync_server.migrating import require_schema
 from sync_server.ops.limits import GuardedH11Protocol
 from sync_server.ops.logs import configure_logging
 from sync_server.settings import Settings, export_settings_env
 
 __all__ = ["Serving", "app_from_env", "serve"]
 
-log = logging.getLogger("sync_server.serve")
+log = logging.getLogger("sync_server.serving")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +165,7 @@ def serve(
                 app.state.db.dispose()
                 os.environ.update(export_settings_env(settings))
                 uvicorn.run(
-                    "sync_server.serve:app_from_env", factory=True, workers=workers, **options
+                    "sync_server.serving:app_from_env", factory=True, workers=workers, **options
                 )
         except SystemExit as exc:
             if exc.code not in (0, None):
