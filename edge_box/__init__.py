@@ -14,8 +14,21 @@ fingerprint the central server gave them.
         ...                                        # serving on service.url
 """
 
+from edge_box._advertise import PROTOCOL_VERSION, SERVICE_TYPE, Advertiser
 from edge_box._box import BoxInputError, DeviceSeen, EdgeBox, EdgeStatus
 from edge_box._relay import Relay
 from edge_box._service import BoxService
+from edge_box._tls import make_certificate
 
-__all__ = ["BoxInputError", "BoxService", "DeviceSeen", "EdgeBox", "EdgeStatus", "Relay"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "SERVICE_TYPE",
+    "Advertiser",
+    "BoxInputError",
+    "BoxService",
+    "DeviceSeen",
+    "EdgeBox",
+    "EdgeStatus",
+    "Relay",
+    "make_certificate",
+]

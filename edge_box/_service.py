@@ -6,6 +6,7 @@ import logging
 from types import TracebackType
 from typing import Any
 
+from edge_box._advertise import Advertiser
 from edge_box._box import EdgeBox
 from edge_box._relay import Relay
 from edge_box._server import box_app
@@ -80,8 +81,6 @@ class BoxService:
         if self._run_relay:
             self.relay.start()
         if self._advertise:
-            from edge_box._advertise import Advertiser
-
             self._advertiser = Advertiser(
                 port=self._server.port,
                 clinic_id=self.box.clinic_id,

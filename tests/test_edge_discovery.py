@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_box._tls import make_certificate
+from edge_box import make_certificate
 from edge_sdk import certificate_fingerprint
 
 pytest.importorskip("zeroconf")
@@ -100,7 +100,7 @@ def namespaces() -> Iterator[Namespaces]:
 
 ADVERTISE = """
 import sys, time
-from edge_box._advertise import Advertiser
+from edge_box import Advertiser
 with Advertiser(port=8443, clinic_id=sys.argv[1], box_id=sys.argv[2], fingerprint=sys.argv[3],
                 poll_seconds=0.5) as advertiser:
     print("advertising", advertiser.addresses, flush=True)

@@ -26,7 +26,7 @@ pytest.importorskip("httpx")
 uvicorn = pytest.importorskip("uvicorn")
 fastapi = pytest.importorskip("fastapi")
 
-from edge_box._tls import make_certificate  # noqa: E402
+from edge_box import make_certificate  # noqa: E402
 from edge_sdk import (  # noqa: E402
     Argon2Params,
     DiscoveredBox,

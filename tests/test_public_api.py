@@ -25,9 +25,9 @@ SERVER_CORE = {
     "embedded",
     "errors",
     "keyfiles",
-    "migrate",
+    "migrating",
     "operator",
-    "serve",
+    "serving",
     "settings",
 }
 """`sync_server`'s core modules. A new one is a deliberate change: list it here."""

@@ -16,6 +16,7 @@ BOOKINGS_GUIDE = ROOT / "docs" / "bookings.md"
 COMMERCE_GUIDE = ROOT / "docs" / "commerce.md"
 ORDERS_GUIDE = ROOT / "docs" / "orders-on-a-device.md"
 PAYMENTS_GUIDE = ROOT / "docs" / "payments.md"
+EDGE_GUIDE = ROOT / "docs" / "edge.md"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -87,3 +88,13 @@ def test_payments_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, str(PAYMENTS_GUIDE), "exec"), {})
+
+
+def test_edge_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(EDGE_GUIDE)
+    assert len(blocks) == 2, "docs/edge.md has its two Python examples"
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, str(EDGE_GUIDE), "exec"), names)
+    assert callable(names["sync_through_a_box_if_there_is_one"])
