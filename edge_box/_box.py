@@ -622,11 +622,25 @@ class EdgeBox:
                             server_seq=held,
                         )
             if fresh:
+                start, previous = held + 1, head
+                if previous is None:
+                    previous = self._sent_hash(device_id)
+                    if fresh[0].seq > start:
+                        # The box holds nothing of this chain that central has not
+                        # acknowledged, and the device's chain goes on from where
+                        # central (reached directly) acknowledged it: take the batch
+                        # from its first event; central checks that it continues.
+                        start, previous = fresh[0].seq + 1, fresh[0].hash
+                        chained = fresh[1:]
+                    else:
+                        chained = fresh
+                else:
+                    chained = fresh
                 try:
                     verify_chain(
-                        [(e.seq, e.canonical, e.hash) for e in fresh],
-                        start_seq=held + 1,
-                        previous=head if head is not None else self._sent_hash(device_id),
+                        [(e.seq, e.canonical, e.hash) for e in chained],
+                        start_seq=start,
+                        previous=previous,
                     )
                 except AuditProofError as exc:
                     raise BoxInputError(

@@ -225,3 +225,26 @@ def test_hostile_requests_get_clear_errors_and_change_nothing(clinic: Clinic) ->
         events = http2.request("POST", "/v1/audit/device-events", json={"events": "no"})
         assert events.status_code == 400
     assert clinic.box.feed_seq() == before
+
+
+def test_a_tablets_audit_chain_travels_through_the_box_to_central(clinic: Clinic) -> None:
+    a = clinic.tablet("ward-a")
+    clinic.relay_now()
+    a.patients.add(given_name="Ada", family_name="Ames", birth_date="1950-01-01")
+    # Central reachable: the box relays the chain at once; the tablet gets central's
+    # own signed receipt, as if it had pushed there.
+    direct = clinic.via_box(a)
+    assert direct.audit_error is None and direct.audit_acknowledged
+    clinic.uplink.cut()
+    a.patients.add(given_name="Bo", family_name="Brook", birth_date="1950-01-01")
+    held = clinic.via_box(a)
+    assert held.audit_error is not None and "holds the audit chain" in held.audit_error
+    assert clinic.box.status().upstream_audit_events > 0
+    clinic.uplink.restore()
+    clinic.relay_now()
+    assert clinic.box.status().upstream_audit_events == 0
+    # Central holds the whole chain: the tablet's own push continues it untroubled,
+    # and its audit log verifies against what central signed.
+    after = a.sync()
+    assert after.audit_error is None
+    assert a.verify_audit(server=True).ok
