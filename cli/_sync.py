@@ -16,7 +16,15 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
-from cli._app import App, ask_passphrase, new_keyring_params, one_line, with_app
+from cli._app import (
+    EXIT_USAGE,
+    App,
+    CliError,
+    ask_passphrase,
+    new_keyring_params,
+    one_line,
+    with_app,
+)
 from cli._output import emit, json_option, jsonable, show_fields
 from crdt import SyncReport
 from edge_sdk import (
@@ -24,6 +32,7 @@ from edge_sdk import (
     ServerUnreachableError,
     SyncProgress,
     SyncResult,
+    SyncTransport,
     export_bundle,
     import_bundle,
     read_bundle_info,
@@ -62,9 +71,16 @@ def _show_report(report: SyncReport) -> None:
         click.echo(f"  rejected {rejection.doc_id}: {rejection.reason}")
 
 
-def _sync_once(client: EdgeClient, *, wait: float, blobs: bool, quiet: bool) -> SyncResult:
+def _sync_once(
+    client: EdgeClient,
+    *,
+    wait: float,
+    blobs: bool,
+    quiet: bool,
+    transport: SyncTransport | None = None,
+) -> SyncResult:
     if quiet:
-        return client.sync(wait=wait, blobs=blobs)
+        return client.sync(wait=wait, blobs=blobs, transport=transport)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -79,7 +95,24 @@ def _sync_once(client: EdgeClient, *, wait: float, blobs: bool, quiet: bool) -> 
                 tasks[step.phase] = bar.add_task(step.phase, total=step.total)
             bar.update(tasks[step.phase], completed=step.done, total=step.total)
 
-        return client.sync(wait=wait, blobs=blobs, progress=progress)
+        return client.sync(wait=wait, blobs=blobs, progress=progress, transport=transport)
+
+
+def _edge_transport(client: EdgeClient, edge: str, *, quiet: bool) -> SyncTransport | None:
+    """The transport to the clinic's edge box `edge` names (``auto``: the first pinned
+    box found on the LAN; None when there is none), or to the box at that URL."""
+    if edge != "auto":
+        return client.edge_transport(edge)
+    routes = client.find_edge_boxes(timeout=3.0)
+    if not routes:
+        if not quiet:
+            click.echo("no edge box of this clinic on the LAN: syncing with the server", err=True)
+        return None
+    if not quiet:
+        click.echo(
+            f"syncing through edge box {routes[0].pin.name or routes[0].pin.box_id}", err=True
+        )
+    return client.edge_transport(routes[0])
 
 
 def _watch(client: EdgeClient, *, wait: float, blobs: bool, as_json: bool) -> None:
@@ -120,9 +153,18 @@ def _bundle_passphrase_option(command: F) -> F:
     help="Long-poll: wait up to this many seconds for the server to have something new.",
 )
 @click.option("--no-blobs", is_flag=True, help="Sync records only, not scan blobs.")
+@click.option(
+    "--edge",
+    metavar="auto|URL",
+    help="Sync through the clinic's edge box: `auto` finds it on the LAN (mDNS; only a "
+    "box whose certificate the server pinned), else give its https:// URL. With auto "
+    "and no box found, sync with the server.",
+)
 @json_option
 @click.pass_context
-def sync(ctx: click.Context, watch: bool, wait: float, no_blobs: bool, as_json: bool) -> None:
+def sync(
+    ctx: click.Context, watch: bool, wait: float, no_blobs: bool, edge: str | None, as_json: bool
+) -> None:
     """Sync with the enrolled server (push, then pull), or exchange bundle files.
 
     Without a subcommand: push this store's changes to the server it was enrolled with
@@ -135,8 +177,20 @@ def sync(ctx: click.Context, watch: bool, wait: float, no_blobs: bool, as_json: 
     app = ctx.find_object(App)
     assert app is not None
     client = app.client()
+    if edge is not None and watch:
+        raise CliError(
+            "--edge and --watch do not go together: --watch long-polls the server", EXIT_USAGE
+        )
     if not watch:
-        result = _sync_once(client, wait=wait, blobs=not no_blobs, quiet=as_json)
+        transport = _edge_transport(client, edge, quiet=as_json) if edge else None
+        try:
+            result = _sync_once(
+                client, wait=wait, blobs=not no_blobs, quiet=as_json, transport=transport
+            )
+        finally:
+            close = getattr(transport, "close", None)
+            if close is not None:
+                close()
         emit(as_json, result, _show_sync_result)
         return
     _watch(client, wait=wait or 25.0, blobs=not no_blobs, as_json=as_json)

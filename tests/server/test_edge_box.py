@@ -7,6 +7,7 @@ SDK stores that reach the box with the certificate central pinned for them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -248,3 +249,58 @@ def test_a_tablets_audit_chain_travels_through_the_box_to_central(clinic: Clinic
     after = a.sync()
     assert after.audit_error is None
     assert a.verify_audit(server=True).ok
+
+
+def test_the_command_line_syncs_through_the_box_and_shows_its_status(
+    clinic: Clinic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    a = clinic.tablet("ward-a")
+    clinic.relay_now()
+    patient = a.patients.add(given_name="Ada", family_name="Ames", birth_date="1950-01-01").id
+    store = a.replica.path
+    a.close()
+    clinic.tablets.remove(a)
+    monkeypatch.setenv("COHERENCY_PASSPHRASE", "pass phrase")
+    runner = CliRunner()
+    synced = runner.invoke(
+        cli, ["--store", str(store), "sync", "--edge", clinic.service.url, "--no-blobs", "--json"]
+    )
+    assert synced.exit_code == 0, synced.output
+    assert patient in json.loads(synced.output)["pushed"]
+    both = runner.invoke(cli, ["--store", str(store), "sync", "--edge", "auto", "--watch"])
+    assert both.exit_code == 2 and "do not go together" in both.output
+
+    folder = clinic.folder
+    status = runner.invoke(
+        cli,
+        [
+            "edge",
+            "status",
+            "--data-dir",
+            str(folder / "box"),
+            "--key-file",
+            str(folder / "box.key"),
+            "--json",
+        ],
+    )
+    assert status.exit_code == 0, status.output
+    shown = json.loads(status.output)
+    assert shown["box_id"] == clinic.box.box_id
+    assert [d["device_id"] for d in shown["devices"]] == [a.device_id]
+    assert shown["devices"][0]["documents_pushed"] >= 1
+    missing = runner.invoke(
+        cli,
+        [
+            "edge",
+            "status",
+            "--data-dir",
+            str(folder / "nowhere"),
+            "--key-file",
+            str(folder / "box.key"),
+        ],
+    )
+    assert missing.exit_code == 4 and "no edge box here" in missing.output
