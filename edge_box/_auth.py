@@ -70,6 +70,8 @@ class BoxTokens:
             since the box last pulled it); called at most once per
             `REFRESH_INTERVAL_SECONDS`, so unknown callers cannot make the box hammer
             central.
+        claim_nonce: Records a login nonce durably, False if it was seen (the box's
+            store: a restarted box still refuses a replayed login); in memory when None.
     """
 
     def __init__(
@@ -82,6 +84,7 @@ class BoxTokens:
         directory: Any,
         was_known: Any,
         refresh: Any = None,
+        claim_nonce: Any = None,
     ) -> None:
         self._key = box_key
         self._issuer = f"coherency-edge:{box_id}"
@@ -90,6 +93,7 @@ class BoxTokens:
         self._directory = directory
         self._was_known = was_known
         self._refresh = refresh
+        self._claim_nonce = claim_nonce
         self._refreshed_at = -REFRESH_INTERVAL_SECONDS
         self._nonces: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -222,6 +226,10 @@ class BoxTokens:
             return True
 
     def _claim(self, nonce: str, now: float) -> None:
+        if self._claim_nonce is not None:
+            if not self._claim_nonce(nonce, now, 2 * LOGIN_MAX_SKEW_SECONDS):
+                raise BoxAuthError("this login was already used", code="replayed_assertion")
+            return
         with self._lock:
             for old, at in list(self._nonces.items()):
                 if now - at > 2 * LOGIN_MAX_SKEW_SECONDS:

@@ -132,6 +132,7 @@ _TABLES = (
     " canonical BLOB NOT NULL, hash BLOB NOT NULL, PRIMARY KEY (device_id, seq))",
     "CREATE TABLE IF NOT EXISTS edge_audit_sent (device_id TEXT PRIMARY KEY, seq INTEGER"
     " NOT NULL, receipt TEXT)",
+    "CREATE TABLE IF NOT EXISTS edge_nonces (nonce TEXT PRIMARY KEY, used_at REAL NOT NULL)",
 )
 
 
@@ -276,8 +277,23 @@ class EdgeBox:
                 directory=self.replica.directory_keys,
                 was_known=self._was_known,
                 refresh=lambda: self._refresh_directory() if self._refresh_directory else None,
+                claim_nonce=self._claim_nonce,
             )
         return self.tokens
+
+    def _claim_nonce(self, nonce: str, now: float, keep_seconds: float) -> bool:
+        """Record a device login's nonce (kept `keep_seconds`); False if already used."""
+        with self.store.transaction():
+            self.store.execute("DELETE FROM edge_nonces WHERE used_at < ?", (now - keep_seconds,))
+            seen = self.store.execute(
+                "SELECT 1 FROM edge_nonces WHERE nonce = ?", (nonce,)
+            ).fetchone()
+            if seen is not None:
+                return False
+            self.store.execute(
+                "INSERT INTO edge_nonces(nonce, used_at) VALUES (?, ?)", (nonce, now)
+            )
+        return True
 
     def _was_known(self, device_id: str) -> bool:
         row = self.store.execute(

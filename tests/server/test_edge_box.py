@@ -304,3 +304,42 @@ def test_the_command_line_syncs_through_the_box_and_shows_its_status(
         ],
     )
     assert missing.exit_code == 4 and "no edge box here" in missing.output
+
+
+def test_box_logins_are_signed_fresh_and_single_use(clinic: Clinic) -> None:
+    import base64
+    import secrets
+    import time
+
+    from crdt import device_login_message
+
+    a = clinic.tablet("ward-a")
+    clinic.relay_now()
+
+    def login(device: str, issued_at: int, nonce: str, signer: Any = a.identity) -> Any:
+        signature = signer.sign(device_login_message(device, issued_at, nonce))
+        body = {
+            "device_id": device,
+            "issued_at": issued_at,
+            "nonce": nonce,
+            "signature": base64.b64encode(signature).decode(),
+        }
+        with httpx.Client(base_url=clinic.service.url, verify=False, timeout=30) as http:
+            return http.post("/v1/auth/device", json=body)
+
+    now, nonce = int(time.time()), secrets.token_hex(16)
+    first = login(a.device_id, now, nonce)
+    assert first.status_code == 200 and first.json()["refresh_token"] is None
+    token = first.json()["access_token"]
+    replay = login(a.device_id, now, nonce)
+    assert replay.status_code == 401 and replay.json()["error"]["code"] == "replayed_assertion"
+    stale = login(a.device_id, now - 3600, secrets.token_hex(16))
+    assert stale.json()["error"]["code"] == "stale_assertion"
+    b = clinic.tablet("ward-b")  # signs as a: a's key does not verify b's signature
+    forged = login(a.device_id, now, secrets.token_hex(16), signer=b.identity)
+    assert forged.json()["error"]["code"] == "bad_signature"
+    stranger = login("00000000-0000-4000-8000-000000000000", now, secrets.token_hex(16))
+    assert stranger.status_code == 401 and stranger.json()["error"]["code"] == "unknown_device"
+    with httpx.Client(base_url=clinic.service.url, verify=False, timeout=30) as http:
+        pulled = http.get("/v1/sync/pull", headers={"authorization": f"Bearer {token}"})
+    assert pulled.status_code == 200
