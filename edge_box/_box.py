@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from crdt import (
+    COLLECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE,
     AuditProofError,
     Entry,
@@ -747,7 +748,7 @@ class EdgeBox:
         upstream = [
             (d, c)
             for d, c in unsent
-            if c not in {"decisions", "directory", "availability", "catalogue", "invoices"}
+            if c in COLLECTIONS and COLLECTIONS[c].device_writable  # what the relay pushes
         ]
         feed = self.store.feed_seq()
         devices = []
