@@ -383,18 +383,17 @@ class EdgeBox:
                     authorship=replica.directory,
                 )
                 access.record_ids.extend(sorted(report.received))
-            for doc_id in ids:  # whoever wrote a version before, this push decides
-                self.store.execute("DELETE FROM edge_origin WHERE doc_id = ?", (doc_id,))
-            exact = [
-                (d.id, device_id, b"".join(sorted(d.heads)))
-                for d in target.written
-                if pushed.get(d.id) == d.heads
-            ]
-            for row in exact:
-                self.store.execute(
-                    "INSERT OR REPLACE INTO edge_origin(doc_id, device_id, heads) VALUES (?, ?, ?)",
-                    row,
-                )
+            for document in target.written:
+                # A new version: it is this device's own exactly when nothing else was
+                # merged into it (then the device need not pull it back).
+                if pushed.get(document.id) == document.heads:
+                    self.store.execute(
+                        "INSERT OR REPLACE INTO edge_origin(doc_id, device_id, heads)"
+                        " VALUES (?, ?, ?)",
+                        (document.id, device_id, b"".join(document.heads)),
+                    )
+                else:
+                    self.store.execute("DELETE FROM edge_origin WHERE doc_id = ?", (document.id,))
             self.saw(device_id, pushed=len(report.received))
         if report.received:
             self.notify()
