@@ -343,3 +343,64 @@ def test_box_logins_are_signed_fresh_and_single_use(clinic: Clinic) -> None:
     with httpx.Client(base_url=clinic.service.url, verify=False, timeout=30) as http:
         pulled = http.get("/v1/sync/pull", headers={"authorization": f"Bearer {token}"})
     assert pulled.status_code == 200
+
+
+class _CutAfter:
+    """A transport that loses the connection before its `n`-th blob chunk."""
+
+    def __init__(self, inner: Any, n: int) -> None:
+        self._inner, self._n, self.offsets = inner, n, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def send_chunk(self, *, upload_id: str, offset: int, data: bytes) -> Any:
+        from edge_sdk import ServerUnreachableError
+
+        self.offsets.append(offset)
+        if len(self.offsets) == self._n:
+            raise ServerUnreachableError("the LAN dropped")
+        return self._inner.send_chunk(upload_id=upload_id, offset=offset, data=data)
+
+
+def test_a_scan_goes_through_the_box_resumably_and_on_to_central(clinic: Clinic) -> None:
+    import hashlib
+    import os
+    from datetime import UTC, datetime
+
+    from edge_sdk import ServerUnreachableError
+
+    a, b = clinic.tablet("ward-a"), clinic.tablet("ward-b")
+    clinic.relay_now()
+    clinic.uplink.cut()
+    scan = os.urandom(5 * 1024 * 1024 + 3)
+    ref = a.blobs.put_bytes(scan)
+    patient = a.patients.add(given_name="Ada", family_name="Ames", birth_date="1950-01-01").id
+    wound = a.wounds.add(patient_id=patient, body_site="left heel")
+    a.assessments.add(
+        wound_id=wound.id,
+        patient_id=patient,
+        captured_at=datetime(2026, 1, 1, tzinfo=UTC),
+        device_id=a.device_id,
+        blobs=[{"sha256": ref.sha256, "size": ref.size, "kind": "point-cloud"}],
+    )
+    with a.edge_transport(clinic.service.url) as inner:
+        cut = _CutAfter(inner, 2)
+        with pytest.raises(ServerUnreachableError):
+            a.sync(transport=cut)
+        resumed = _CutAfter(inner, 0)
+        result = a.sync(transport=resumed)
+    assert result.blobs_uploaded == [ref.sha256]
+    assert cut.offsets[0] == 0 and cut.offsets[1] > 0
+    assert resumed.offsets[0] == cut.offsets[1]  # the box kept the first chunk
+    through_box = clinic.via_box(b)  # another tablet gets the scan from the box
+    assert through_box.blobs_downloaded == [ref.sha256]
+    assert hashlib.sha256(b.blobs.read_bytes(ref.sha256)).hexdigest() == ref.sha256
+
+    clinic.uplink.restore()
+    clinic.relay_now()  # the box uploads it to central
+    assert clinic.box.status().upstream_blobs == 0
+    witness = clinic.tablet("witness")
+    direct = witness.sync()
+    assert direct.blobs_downloaded == [ref.sha256]
+    assert witness.blobs.read_bytes(ref.sha256) == scan
