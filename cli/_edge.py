@@ -135,7 +135,10 @@ def _listen(value: str) -> tuple[str, int]:
 )
 @click.option("--advertise/--no-advertise", default=True, help="Announce the box with mDNS.")
 @click.option("--relay/--no-relay", default=True, help="Relay to central (off: a LAN-only box).")
-def run(data_dir: Path, key_file: Path, listen: str, advertise: bool, relay: bool) -> None:
+@json_option
+def run(
+    data_dir: Path, key_file: Path, listen: str, advertise: bool, relay: bool, as_json: bool
+) -> None:
     """Serve the clinic's devices and relay to central, until interrupted."""
     host, port = _listen(listen)
     _few_malloc_arenas()
@@ -149,10 +152,19 @@ def run(data_dir: Path, key_file: Path, listen: str, advertise: bool, relay: boo
             if box.enrollment is None:
                 raise CliError("the box is not enrolled: run coherency edge enroll", EXIT_USAGE)
             with BoxService(box, host=host, port=port, relay=relay, advertise=advertise) as svc:
-                click.echo(
-                    f"edge box {box.box_id} of clinic {box.clinic_id} serving on port "
-                    f"{svc.port}; fingerprint {box.fingerprint}",
-                    err=True,
+                started = {
+                    "box_id": box.box_id,
+                    "clinic_id": box.clinic_id,
+                    "port": svc.port,
+                    "fingerprint": box.fingerprint,
+                }
+                emit(
+                    as_json,
+                    started,
+                    lambda s: click.echo(
+                        f"edge box {s['box_id']} of clinic {s['clinic_id']} serving on port "
+                        f"{s['port']}; fingerprint {s['fingerprint']}"
+                    ),
                 )
                 stop.wait()
 

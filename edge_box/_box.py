@@ -158,7 +158,7 @@ class EdgeBox:
         with self.store.transaction():
             for statement in _TABLES:
                 self.store.execute(statement)
-        self._changed = threading.Condition()
+        self._version_lock = threading.Lock()
         self._feed_version = 0
         self._listeners: list[Any] = []
         self._lock = threading.Lock()  # one device write at a time, in push order
@@ -311,11 +311,15 @@ class EdgeBox:
         """Call `listener()` (from the writing thread) after each write to the feed."""
         self._listeners.append(listener)
 
+    def remove_feed_listener(self, listener: Any) -> None:
+        """Stop calling `listener` (if it was added)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def notify(self) -> None:
         """Wake pulls waiting for a change (after the store committed one)."""
-        with self._changed:
+        with self._version_lock:
             self._feed_version += 1
-            self._changed.notify_all()
         for listener in list(self._listeners):
             listener()
 
@@ -456,13 +460,6 @@ class EdgeBox:
             ).fetchall()
             found.update({str(r[0]): bytes(r[1]) for r in rows})
         return found
-
-    def wait_for_change(self, version: int, timeout: float) -> int:
-        """Block until the feed changes after `version` (or `timeout`); the version."""
-        with self._changed:
-            if self._feed_version == version:
-                self._changed.wait(timeout)
-            return self._feed_version
 
     @property
     def feed_version(self) -> int:

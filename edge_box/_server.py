@@ -95,13 +95,29 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
     after each device push and asked to carry audit chains at once."""
     tokens: BoxTokens = box.authenticator()
     pushes: asyncio.Semaphore | None = None
+    waiting: set[asyncio.Event] = set()  # the long polls waiting for a change
+    loop_of: list[asyncio.AbstractEventLoop] = []
+
+    def wake_all() -> None:
+        for event in list(waiting):
+            event.set()
+
+    def changed() -> None:  # called by whichever thread wrote to the box's feed
+        if loop_of and not loop_of[0].is_closed():
+            loop_of[0].call_soon_threadsafe(wake_all)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         nonlocal pushes
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         pushes = asyncio.Semaphore(CONCURRENT_PUSHES)
-        yield
+        loop_of[:] = [asyncio.get_running_loop()]
+        box.add_feed_listener(changed)
+        try:
+            yield
+        finally:
+            box.remove_feed_listener(changed)
+            loop_of.clear()
 
     app = FastAPI(
         title="Coherency edge box",
@@ -191,7 +207,16 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
                 break
             if await request.is_disconnected():
                 break
-            await run_in_threadpool(box.wait_for_change, version, min(remaining, 5.0))
+            # Wait on the event loop, not in a worker thread: twenty tablets long-polling
+            # must not take the threads pushes need.
+            woken = asyncio.Event()
+            waiting.add(woken)
+            try:
+                if box.feed_version == version:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(woken.wait(), timeout=min(remaining, 5.0))
+            finally:
+                waiting.discard(woken)
         return Response(
             message,
             media_type=SYNC_MEDIA_TYPE,
