@@ -30,6 +30,8 @@ names in `__all__` are public.
 # does not load the whole server (SQLAlchemy, Alembic, boto3, ...), which an edge box
 # serving a clinic's devices from a small machine does not need.
 import importlib as _importlib
+import sys as _sys
+import types as _types
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
@@ -130,6 +132,22 @@ def __getattr__(name: str) -> _Any:
     value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+class _Package(_types.ModuleType):
+    """This package, keeping the public `migrate` and `serve` functions when their
+    modules (``sync_server.migrate``, ``sync_server.serve``) are imported: the import
+    system sets a package's attribute to each submodule it loads, which would shadow
+    a function of the same name (``from sync_server import migrate`` gave the module
+    once any import had loaded ``sync_server.migrate``)."""
+
+    def __setattr__(self, name: str, value: _Any) -> None:
+        if isinstance(value, _types.ModuleType) and _EXPORTS.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:
