@@ -21,8 +21,8 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.demo import DEMO_PASSPHRASE, DemoFailedError
+from cli.demo._central import answers
 from cli.demo.server import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
-from cli.demo.server import _answers as answers
 from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
 from sync_server.db import Database
