@@ -22,7 +22,7 @@ from sync_server.identity.devices import revoke_device
 from sync_server.sync.tables import Document
 
 from .bookings_world import BookingWorld, build_world, local
-from .edge_world import Clinic, clinic_with_box, tablet, token, until
+from .edge_world import Clinic, clinic_with_box, token, until
 
 
 @pytest.fixture
@@ -169,9 +169,11 @@ def test_a_rogue_box_with_the_right_name_and_the_wrong_certificate_gets_nothing(
     rogue = EdgeBox.init(tmp_path / "rogue", tmp_path / "rogue.key")
     rogue.enroll(server.url, token(server, other, kind="edge"), name="rogue")
     with rogue, BoxService(rogue, relay=False) as service:
-        with pytest.raises(UntrustedEdgeBoxError):
-            with a.edge_transport(service.url, clinic.box.box_id) as transport:
-                a.sync(transport=transport)
+        with (
+            pytest.raises(UntrustedEdgeBoxError),
+            a.edge_transport(service.url, clinic.box.box_id) as transport,
+        ):
+            a.sync(transport=transport)
         assert rogue.status().devices == []  # no request reached it: no login, no push
         assert rogue.replica.store.get_document(secret) is None
 

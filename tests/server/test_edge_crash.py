@@ -15,7 +15,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,8 +69,8 @@ class BoxProcess:
                 return httpx.get(self.url + "/v1/health", verify=False, timeout=2).is_success
             except httpx.HTTPError:
                 assert self.process is not None and self.process.poll() is None, (
-                    (self.folder / "box.log").read_text()
-                )
+                    self.folder / "box.log"
+                ).read_text()
                 return False
 
         until(up, what="the box process to serve")
