@@ -110,3 +110,22 @@ def test_public_classes_live_in_private_modules(name: str) -> None:
             assert kind in ("core", "domain", "private"), f"{attr} comes from {module}"
         else:
             assert module.startswith(f"{name}._"), f"{attr} comes from {module}"
+
+
+def test_sync_server_functions_survive_their_modules_being_imported() -> None:
+    """``migrate`` and ``serve`` are both functions and modules of `sync_server`: the
+    package's lazy exports must still give the functions once the modules are loaded
+    (the import system sets the package's attribute to each submodule it imports)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sync_server.app, sync_server.migrate, sync_server.serve\n"
+        "from sync_server import migrate, serve\n"
+        "print(callable(migrate), callable(serve), migrate.__module__, serve.__module__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "sync_server.migrate", "sync_server.serve"]
