@@ -280,7 +280,7 @@ def test_coherency_demo_prints_both_parts(tmp_path: Path) -> None:
     assert "Hillside tablet synced again: received none of Riverside's 3 records" in out
     assert "sync server stopped" in out
     # The edge part, after the server part.
-    assert out.index("sync server stopped") < out.index("\n\ncentral sync server up on")
+    assert out.index("sync server stopped") < out.index("clinic 'Lakeside' and a one-time edge")
     assert "the box's relay delivered its 4 records by itself" in out
     assert "edge box and central stopped" in out
     assert re.search(r"\n\nedge box [0-9a-f]{8}: 4 records written while central was down", out)
