@@ -30,7 +30,10 @@ def demo(workdir: Path | None, as_json: bool) -> None:
     (with the `server` extra): a central sync server starts on embedded defaults
     (SQLite and a blob folder in the demo folder, loopback only, stopped at the end);
     tablets of two clinics enrol, sync records and a scan, converge through it and
-    stay apart. Capture (with the `capture` extra): a tablet scans three synthetic
+    stay apart. Edge (with the `edge` extra): a clinic's edge box enrols with central
+    and serves two tablets on loopback over pinned TLS; central stops, the tablets
+    keep syncing through the box, central restarts and the box delivers everything by
+    itself. Capture (with the `capture` extra): a tablet scans three synthetic
     wounds, measures them against their ground truth, refuses a scan from too far and
     stores the assessments with encrypted scan blobs. Leaves everything behind for a
     look with `coherency --store ...` and `coherency server run --data-dir ...`; the
@@ -41,6 +44,13 @@ def demo(workdir: Path | None, as_json: bool) -> None:
     report = run_demo(workdir, say=(lambda line: None) if as_json else click.echo)
 
     def human(_: object) -> None:
+        if report.edge is not None:
+            edge = report.edge
+            click.echo(
+                f"\nedge box {edge.box_id[:8]}: {edge.records_delivered} records written "
+                f"while central was down reached it {edge.catch_up_seconds:.2f} s after "
+                "it came back"
+            )
         click.echo(f"\ndemo finished in {report.seconds:.1f} s; everything is in {report.workdir}")
 
     emit(as_json, report, human)

@@ -26,7 +26,17 @@ _OUR_PACKAGES = {"cli", "crdt", "edge_box", "edge_sdk", "lidar_capture", "models
 _EXTRA_MODULES = {
     "capture": ("numpy", "scipy", "open3d", "contourpy"),
     "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "httpx"),
-    "edge": ("fastapi", "uvicorn", "httpx", "zeroconf"),
+    # The box runs the server's code (its sync API, `ThreadedServer`): [edge] pulls in [server].
+    "edge": (
+        "fastapi",
+        "uvicorn",
+        "sqlalchemy",
+        "alembic",
+        "pydantic_settings",
+        "httpx",
+        "zeroconf",
+        "ifaddr",
+    ),
 }
 
 

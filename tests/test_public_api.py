@@ -110,3 +110,27 @@ def test_public_classes_live_in_private_modules(name: str) -> None:
             assert kind in ("core", "domain", "private"), f"{attr} comes from {module}"
         else:
             assert module.startswith(f"{name}._"), f"{attr} comes from {module}"
+
+
+def test_sync_server_functions_survive_their_modules_being_imported() -> None:
+    """The package's lazy exports give the functions `migrate` and `serve` once their
+    modules are loaded (the import system sets a package's attribute to each submodule
+    it imports, so no module may share an exported name: they are `migrating` and
+    `serving`)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sync_server.app, sync_server.migrating, sync_server.serving\n"
+        "from sync_server import migrate, serve\n"
+        "print(callable(migrate), callable(serve), migrate.__module__, serve.__module__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "sync_server.migrating", "sync_server.serving"]
+    package = importlib.import_module("sync_server")
+    exported = set(package.__all__)
+    shadowing = [m.name for m in pkgutil.iter_modules(package.__path__) if m.name in exported]
+    assert not shadowing, f"modules named like an export: {shadowing}"

@@ -1,8 +1,10 @@
-"""The end-to-end demonstration behind `coherency demo`, in three parts.
+"""The end-to-end demonstration behind `coherency demo`, in four parts.
 
 `offline` (two tablets, sync bundles, a conflict), `server` (a central sync server on
-embedded defaults, three tablets of two clinics; the ``server`` extra) and `capture`
-(synthetic scans measured against their ground truth; the ``capture`` extra). A part
+embedded defaults, three tablets of two clinics; the ``server`` extra), `edge` (a
+clinic's edge box keeps two tablets syncing while central is down, then delivers
+everything; the ``edge`` extra) and `capture` (synthetic scans measured against their
+ground truth; the ``capture`` extra). A part
 whose extra is not installed is skipped and says so. Every step checks its own outcome
 and the demo fails loudly (`DemoFailedError`) if one does not hold, so it doubles as a
 smoke test of a fresh installation. The parts use only the libraries' public names
@@ -25,6 +27,7 @@ from cli.demo.offline import run_offline_demo
 
 if TYPE_CHECKING:
     from cli.demo.capture import CaptureDemoReport
+    from cli.demo.edge import EdgeDemoReport
     from cli.demo.server import ServerDemoReport
 
 __all__ = ["DEMO_PASSPHRASE", "DemoFailedError", "DemoReport", "run_demo"]
@@ -40,6 +43,8 @@ class DemoReport:
     stores: dict[str, Path] = field(default_factory=dict)
     server: ServerDemoReport | None = None
     server_skipped: str | None = None
+    edge: EdgeDemoReport | None = None
+    edge_skipped: str | None = None
     capture: CaptureDemoReport | None = None
     capture_skipped: str | None = None
     seconds: float = 0.0
@@ -55,7 +60,7 @@ def run_demo(
 
     Args:
         workdir: Folder for every part's stores, bundles and server data (a new
-            temporary folder if None); the server part needs its subfolders new.
+            temporary folder if None); the server and edge parts need their subfolders new.
         say: Called with one line per step as it completes, and an empty line
             between parts.
         fast_kdf: Use cheap Argon2 costs (the demo's data is made up).
@@ -73,6 +78,12 @@ def run_demo(
 
         say("")
         report.server = run_server_demo(root, say=say, fast_kdf=fast_kdf)
+    report.edge_skipped = _skipped("edge", say)
+    if report.edge_skipped is None:
+        from cli.demo.edge import run_edge_demo
+
+        say("")
+        report.edge = run_edge_demo(root, say=say, fast_kdf=fast_kdf)
     report.capture_skipped = _skipped("capture", say)
     if report.capture_skipped is None:
         from cli.demo.capture import run_capture_demo

@@ -26,13 +26,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import logging
 import random
 import secrets
-import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,8 +39,8 @@ from typing import Any
 
 import httpx
 import pyotp
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
+from cli.demo._central import answers, embedded_settings, quiet_logs
 from cli.demo._scenario import (
     DemoFailedError,
     Say,
@@ -170,11 +168,11 @@ def run_server_demo(
         if folder.exists() and any(folder.iterdir()):
             raise DemoFailedError(f"{folder} is not empty: run the demo in a new folder")
     report = ServerDemoReport(workdir=workdir, data_dir=data_dir)
-    settings = _embedded_settings(data_dir)
+    settings = embedded_settings(data_dir)
     migration = migrate(settings)
     report.schema_revision, report.database = migration.revision, migration.database
     provider = demo_key_provider(demo_kdf(fast_kdf))
-    with _quiet_logs(), contextlib.ExitStack() as stack:
+    with quiet_logs(), contextlib.ExitStack() as stack:
         server = ThreadedServer(create_app(settings))
         try:
             server.start()
@@ -197,7 +195,7 @@ def run_server_demo(
         stack.callback(pool.shutdown)
         stack.callback(server.stop)
         _Scenario(report, say, settings, http, tablets, pool).run()
-    check(not _answers(report.server_url), "the sync server stopped")
+    check(not answers(report.server_url), "the sync server stopped")
     Scenario(report.steps, say).step(
         f"sync server stopped; `coherency server run --data-dir {data_dir}` serves its data again"
     )
@@ -1028,54 +1026,7 @@ class _Scenario(Scenario):
         return str(answer.json()["access_token"])
 
 
-# ---------------------------------------------------------------- the server
-class _EmbeddedSettings(Settings):
-    """Settings from arguments only: the demo ignores ``COHERENCY_SERVER_*`` variables,
-    so it runs on embedded defaults whatever the environment says."""
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings,)
-
-
-def _embedded_settings(data_dir: Path) -> Settings:
-    """SQLite and local blobs under `data_dir`, nothing else configured."""
-    return _EmbeddedSettings(data_dir=data_dir, log_level="WARNING")
-
-
-@contextlib.contextmanager
-def _quiet_logs() -> Iterator[None]:
-    """Keep the server's and the SDK's info lines (access lines, retries) out of the
-    demo's output: warnings and errors only, while the demo runs."""
-    loggers = [logging.getLogger(name) for name in ("sync_server", "edge_sdk", "uvicorn")]
-    saved = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
-    try:
-        yield
-    finally:
-        for logger, level in zip(loggers, saved, strict=True):
-            logger.setLevel(level)
-
-
 # ---------------------------------------------------------------- small helpers
-def _answers(url: str) -> bool:
-    """Whether anything still accepts connections at `url`'s host and port."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def _made_up_scan(size: int) -> bytes:
     """Deterministic bytes standing in for a depth scan (not a real format)."""
     header = b"COHERENCY-DEMO-SCAN v1 (made-up depth samples)\n"

@@ -21,12 +21,15 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from cli.demo import DEMO_PASSPHRASE, DemoFailedError
+from cli.demo._central import answers
+from cli.demo.edge import LAKESIDE, run_edge_demo
 from cli.demo.server import HILLSIDE, RIVERSIDE, _Scenario, run_server_demo
-from cli.demo.server import _answers as answers
 from cli.main import cli
+from edge_box import EdgeBox
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+from sync_server import Settings, document_heads
 from sync_server.db import Database
-from sync_server.identity.tables import Device
+from sync_server.identity.tables import Clinic, Device
 from sync_server.payments.tables import Payment
 
 # Each test runs the demo's server (and most the whole demo): many seconds each.
@@ -190,6 +193,84 @@ def test_a_failure_while_long_polls_wait_still_cleans_up(
     assert not [t for t in threading.enumerate() if t.name.startswith("demo-long-poll")]
 
 
+def test_the_edge_demo_keeps_the_clinic_syncing_while_central_is_down(tmp_path: Path) -> None:
+    lines: list[str] = []
+    report = run_edge_demo(tmp_path, say=lines.append)
+
+    assert lines == report.steps and len(lines) == 7
+    assert report.central_url.startswith("http://127.0.0.1:")
+    assert report.box_url.startswith("https://127.0.0.1:")
+    assert not answers(report.central_url) and not answers(report.box_url)  # both stopped
+    assert not [t for t in threading.enumerate() if t.name == "edge-relay"]
+    assert report.central_dir == tmp_path / "edge-central"
+    assert report.box_dir == tmp_path / "edge-box" and report.key_file == tmp_path / "edge-box.key"
+    assert re.fullmatch(r"[0-9a-f]{64}", report.fingerprint)
+    assert report.fingerprint in lines[1]  # said when the box enrolled
+    assert "central stopped" in lines[3] and report.central_url in lines[3]
+    assert "the box holds 4 records for central" in lines[4]
+    assert "by itself" in lines[5] and "head for head" in lines[5]
+    assert report.backlog == 4 and report.records_delivered == 4
+    assert report.converged_documents == 4
+    assert 0 < report.catch_up_seconds < 30
+    assert set(report.devices) == set(report.records) == {"lakeside-a", "lakeside-b"}
+    assert 0 < report.seconds < 30
+
+    # The box's store outlives it: enrolled in Lakeside, nothing left for central, the
+    # records it relayed, with the heads central holds.
+    written = {i for ids in report.records.values() for i in ids}
+    with EdgeBox.open(report.box_dir, report.key_file) as box:
+        assert box.box_id == report.box_id and box.fingerprint == report.fingerprint
+        assert box.clinic_id == report.clinic_id
+        status = box.status()
+        assert status.upstream_documents == 0 and not status.last_error
+        assert {d.device_id for d in status.devices} == set(report.devices.values())
+        box_heads = box.replica.document_heads()
+    settings = Settings(data_dir=report.central_dir)
+    central = document_heads(settings, clinic_id=report.clinic_id)
+    assert set(central) == written
+    assert {k: sorted(v) for k, v in box_heads.items()} == central
+    database = Database(f"sqlite:///{report.central_dir / 'server.db'}")
+    try:
+        with database.read() as session:
+            kinds = {d.id: d.kind for d in session.query(Device)}
+            clinic = session.get(Clinic, report.clinic_id)
+            assert clinic is not None and clinic.name == LAKESIDE
+    finally:
+        database.dispose()
+    assert kinds == {report.box_id: "edge", **dict.fromkeys(report.devices.values(), "device")}
+    # Each tablet holds both tablets' patients, in the converged form.
+    provider = PassphraseKeyProvider(DEMO_PASSPHRASE, params=Argon2Params.fast())
+    for name, store in report.stores.items():
+        with EdgeClient.open(store, provider) as tablet:
+            assert tablet.device_id == report.devices[name]
+            names = sorted(p.family_name for p in tablet.patients.list())
+            assert names == ["Laine-Demo", "Yusuf-Demo"]
+            assert {k: sorted(v) for k, v in tablet.replica.document_heads().items()} == central
+
+
+def test_the_edge_demo_will_not_reuse_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "edge-box.key").write_bytes(b"someone's key")
+    with pytest.raises(DemoFailedError, match="exists"):
+        run_edge_demo(tmp_path)
+    assert (tmp_path / "edge-box.key").read_bytes() == b"someone's key"
+    assert not (tmp_path / "edge-central").exists() and not (tmp_path / "edge-box").exists()
+
+
+def test_the_box_and_central_are_stopped_when_an_edge_step_fails(tmp_path: Path) -> None:
+    urls: list[str] = []
+
+    def say(line: str) -> None:
+        urls.extend(re.findall(r"https?://127\.0\.0\.1:\d+", line))
+        if line.startswith("2 tablets enrolled"):
+            assert all(answers(url) for url in urls)  # central and the box, mid-demo
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_edge_demo(tmp_path, say=say)
+    assert len(set(urls)) == 2 and not any(answers(url) for url in urls)
+    assert not [t for t in threading.enumerate() if t.name == "edge-relay"]
+
+
 def test_coherency_demo_prints_both_parts(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["demo", "--workdir", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
@@ -198,6 +279,11 @@ def test_coherency_demo_prints_both_parts(tmp_path: Path) -> None:
     assert "\n\ncentral sync server up on embedded defaults at http://127.0.0.1:" in out
     assert "Hillside tablet synced again: received none of Riverside's 3 records" in out
     assert "sync server stopped" in out
+    # The edge part, after the server part.
+    assert out.index("sync server stopped") < out.index("clinic 'Lakeside' and a one-time edge")
+    assert "the box's relay delivered its 4 records by itself" in out
+    assert "edge box and central stopped" in out
+    assert re.search(r"\n\nedge box [0-9a-f]{8}: 4 records written while central was down", out)
     assert re.search(r"\n\ndemo finished in [\d.]+ s; everything is in .*demo\n$", out)
     assert '"logger"' not in out and "INFO" not in out  # no log lines in the demo
 
@@ -240,6 +326,14 @@ def test_coherency_demo_json_has_both_reports(tmp_path: Path) -> None:
         "rejected",
     )
     assert all(isinstance(s["seconds"], float) for s in server["syncs"])
+    assert report["edge_skipped"] is None
+    edge = report["edge"]
+    assert edge["box_dir"] == str(workdir / "edge-box")
+    assert edge["central_dir"] == str(workdir / "edge-central")
+    assert re.fullmatch(r"[0-9a-f]{64}", edge["fingerprint"])
+    assert edge["records_delivered"] == edge["backlog"] == 4
+    assert isinstance(edge["catch_up_seconds"], float) and edge["catch_up_seconds"] > 0
+    assert len(edge["steps"]) == 7
     assert 0 < report["seconds"] < 60
 
 
@@ -266,3 +360,29 @@ def test_coherency_demo_skips_the_server_part_without_the_extra(tmp_path: Path) 
     assert report["server"] is None
     assert "fastapi" in report["server_skipped"] and "coherency[server]" in report["server_skipped"]
     assert not (tmp_path / "demo" / "server").exists()
+    assert report["edge"] is None
+    assert "fastapi" in report["edge_skipped"] and "coherency[edge]" in report["edge_skipped"]
+    assert not (tmp_path / "demo" / "edge-box").exists()
+
+
+def test_the_edge_part_is_skipped_without_zeroconf() -> None:
+    # As on a server install without the [edge] extra: the box's discovery is missing.
+    script = (
+        "import sys; sys.modules['zeroconf'] = None; "
+        "from cli._extras import missing_extra; "
+        "print(missing_extra('server')); print(missing_extra('edge'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "None",
+        "needs the [edge] extra (zeroconf is missing): pip install 'coherency[edge]'",
+    ]
