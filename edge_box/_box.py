@@ -134,6 +134,8 @@ _TABLES = (
     "CREATE TABLE IF NOT EXISTS edge_audit_sent (device_id TEXT PRIMARY KEY, seq INTEGER"
     " NOT NULL, receipt TEXT)",
     "CREATE TABLE IF NOT EXISTS edge_nonces (nonce TEXT PRIMARY KEY, used_at REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS edge_keys (device_id TEXT PRIMARY KEY, public_key BLOB NOT NULL,"
+    " revoked INTEGER NOT NULL DEFAULT 0)",
 )
 
 
@@ -275,8 +277,8 @@ class EdgeBox:
                 box_id=self.box_id,
                 clinic_id=self.clinic_id,
                 central_key=enrollment.server_public_key,
-                directory=self.replica.directory_keys,
-                was_known=self._was_known,
+                directory=self.directory,
+                was_known=self._was_revoked,
                 refresh=lambda: self._refresh_directory() if self._refresh_directory else None,
                 claim_nonce=self._claim_nonce,
             )
@@ -296,11 +298,31 @@ class EdgeBox:
             )
         return True
 
-    def _was_known(self, device_id: str) -> bool:
+    def _was_revoked(self, device_id: str) -> bool:
         row = self.store.execute(
-            "SELECT 1 FROM edge_devices WHERE device_id = ?", (device_id,)
+            "SELECT 1 FROM edge_keys WHERE device_id = ? AND revoked = 1", (device_id,)
         ).fetchone()
         return row is not None
+
+    def learn_directory(self, keys: dict[str, bytes], revoked: Sequence[str]) -> None:
+        """Keep what central's directory says: the devices that may use the box (and
+        author the clinic's records) and the ones revoked. A device is dropped only when
+        central lists it as revoked, never because one directory answer lacked it (an
+        answer fetched just before a device's enrolment can arrive after a newer one)."""
+        with self.store.transaction():
+            for device_id, key in keys.items():
+                self.store.execute(
+                    "INSERT INTO edge_keys(device_id, public_key, revoked) VALUES (?, ?, 0)"
+                    " ON CONFLICT(device_id) DO UPDATE SET public_key = excluded.public_key"
+                    " WHERE edge_keys.revoked = 0",
+                    (device_id, key),
+                )
+            for device_id in revoked:
+                self.store.execute(
+                    "INSERT INTO edge_keys(device_id, public_key, revoked) VALUES (?, x'', 1)"
+                    " ON CONFLICT(device_id) DO UPDATE SET revoked = 1",
+                    (device_id,),
+                )
 
     # ---------------------------------------------------------------- change feed
     def feed_seq(self) -> int:
@@ -384,7 +406,7 @@ class EdgeBox:
                     device_id=self.box_id,
                     policy=policy,
                     report=report,
-                    authorship=replica.directory,
+                    authorship=_BoxDirectory(self),
                 )
                 access.record_ids.extend(sorted(report.received))
             for document in target.written:
@@ -467,8 +489,13 @@ class EdgeBox:
         return self._feed_version
 
     def directory(self) -> dict[str, bytes]:
-        """Central's directory of the clinic's devices, as the box last pulled it."""
-        return dict(self.replica.directory_keys())
+        """The clinic's devices central listed and has not revoked, with their keys."""
+        rows = self.store.execute(
+            "SELECT device_id, public_key FROM edge_keys WHERE revoked = 0"
+        ).fetchall()
+        known = {str(r[0]): bytes(r[1]) for r in rows}
+        # Before the first round under this version: the replica's last directory.
+        return known or dict(self.replica.directory_keys())
 
     # ---------------------------------------------------------------- blobs
     def _blob_key(self, purpose: bytes) -> bytes:
@@ -799,6 +826,21 @@ class _BoxDocuments:
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         self._replica.store.put_documents(documents)
         self.written.extend(documents)
+
+
+class _BoxDirectory:
+    """Who may author the clinic's records in a device's push: the devices central
+    listed and has not revoked (`EdgeBox.directory`), else as the replica decides (the
+    box itself, central's own key)."""
+
+    def __init__(self, box: EdgeBox) -> None:
+        self._box = box
+        self._known = box.directory()
+
+    def device_key(self, device_id: str, clinic_id: str, declared: bytes | None) -> bytes | None:
+        if clinic_id == self._box.clinic_id and device_id in self._known:
+            return self._known[device_id]
+        return self._box.replica.directory.device_key(device_id, clinic_id, declared)
 
 
 class _SpoolReader:

@@ -14,6 +14,7 @@ box's feed wakes the devices' long polls.
 from __future__ import annotations
 
 import base64
+import binascii
 import logging
 import threading
 from collections.abc import Callable
@@ -130,6 +131,7 @@ class Relay:
             before = self.box.feed_seq()
             try:
                 result = sync_replica(self.box.replica, transport, wait=wait)
+                self._learn_directory(transport)
                 self._relay_all_audit(transport)
             except (ServerUnreachableError, SyncError) as exc:
                 self._failed(exc)
@@ -163,7 +165,7 @@ class Relay:
         if self.revoked:
             return
         try:
-            self.box.replica.set_directory(self._connected().directory())
+            self._learn_directory(self._connected())
         except (ServerUnreachableError, SyncError) as exc:
             log.info("could not refresh the directory from central: %s", exc)
 
@@ -176,6 +178,26 @@ class Relay:
         if self._transport is None:
             self._transport = self._make()
         return self._transport
+
+    def _learn_directory(self, transport: SyncTransport) -> None:
+        """Central's directory of the clinic, with the devices it revoked, into the box."""
+        request = getattr(transport, "request", None)
+        if request is None:  # a transport without HTTP: its directory, no revocations
+            self.box.learn_directory(transport.directory(), [])
+            return
+        response = request("GET", "/v1/sync/directory")
+        if response.status_code >= 400:
+            raise SyncError(f"central refused the directory request (HTTP {response.status_code})")
+        try:
+            answer = response.json()
+            keys = {
+                str(entry["device_id"]): base64.b64decode(entry["public_key"], validate=True)
+                for entry in answer["devices"]
+            }
+            revoked = [str(device) for device in answer.get("revoked", [])]
+        except (ValueError, KeyError, TypeError, binascii.Error):
+            raise SyncError("central sent an unusable device directory") from None
+        self.box.learn_directory(keys, revoked)
 
     def _relay_all_audit(self, transport: SyncTransport) -> None:
         enrolled = self.box.directory()
