@@ -554,8 +554,10 @@ class EdgeBox:
                 )
             spool = self._spool / upload_id
             aead = AESGCM(self._blob_key(upload_id.encode()))
-            nonce = offset.to_bytes(12, "big")
-            sealed = aead.encrypt(nonce, data, upload_id.encode())
+            # A fresh nonce per record (a chunk re-sent after a crash is sealed anew); the
+            # offset is bound in the associated data, so records cannot be reordered.
+            nonce = secrets.token_bytes(12)
+            sealed = nonce + aead.encrypt(nonce, data, _spool_aad(upload_id, offset))
             with open(spool, "ab") as out:
                 out.truncate(self._spooled(upload_id))
                 out.write(len(sealed).to_bytes(4, "big") + sealed)
@@ -593,7 +595,8 @@ class EdgeBox:
         with open(spool, "rb") as spooled:
             while header := spooled.read(4):
                 sealed = spooled.read(int.from_bytes(header, "big"))
-                data = aead.decrypt(offset.to_bytes(12, "big"), sealed, upload_id.encode())
+                nonce, body = sealed[:12], sealed[12:]
+                data = aead.decrypt(nonce, body, _spool_aad(upload_id, offset))
                 offset += len(data)
                 yield data
 
@@ -650,10 +653,12 @@ class EdgeBox:
             for event in events:
                 if event.seq <= held:
                     old = self.store.execute(
-                        "SELECT hash FROM edge_audit WHERE device_id = ? AND seq = ?",
+                        "SELECT hash, canonical FROM edge_audit WHERE device_id = ? AND seq = ?",
                         (device_id, event.seq),
                     ).fetchone()
-                    if old is not None and bytes(old[0]) != event.hash:
+                    if old is not None and (
+                        bytes(old[0]) != event.hash or bytes(old[1]) != event.canonical
+                    ):
                         raise BoxInputError(
                             f"audit event {event.seq} differs from the one the box holds",
                             status=409,
@@ -805,6 +810,10 @@ class EdgeBox:
             else self.store.get_meta("edge.last_error"),
             devices=devices,
         )
+
+
+def _spool_aad(upload_id: str, offset: int) -> bytes:
+    return upload_id.encode() + b":" + str(offset).encode()
 
 
 class _BoxDocuments:
