@@ -136,7 +136,7 @@ TARGETED = {
 }
 
 
-def _run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+def _run(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[dict[str, Any], str]:
     out = tmp_path / "bench.json"
     env = {
         **os.environ,
@@ -157,7 +157,7 @@ def _run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
     assert done.returncode == 0, done.stderr
@@ -165,8 +165,10 @@ def _run(tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> None:
-    document, table = _run(tmp_path, "--scale", "200", "--repeat", "1")
+    # Every benchmark at a small scale: several minutes on a 2-core machine.
+    document, table = _run(tmp_path, "--scale", "200", "--repeat", "1", timeout=1100)
 
     results = {r["name"]: r for r in document["results"]}
     missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
