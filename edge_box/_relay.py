@@ -82,7 +82,11 @@ class Relay:
         self.max_backoff = max_backoff
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._sync_lock = threading.Lock()
+        self._sync_lock = threading.Lock()  # one round at a time
+        # Audit chains go up under their own lock: a device's push must not wait for a
+        # round that is long-polling central.
+        self._audit_lock = threading.Lock()
+        self._connect_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.last_contact: str | None = box.store.get_meta("edge.last_contact")
         self.last_error: str | None = None
@@ -132,7 +136,8 @@ class Relay:
             try:
                 result = sync_replica(self.box.replica, transport, wait=wait)
                 self._learn_directory(transport)
-                self._relay_all_audit(transport)
+                with self._audit_lock:
+                    self._relay_all_audit(transport)
             except (ServerUnreachableError, SyncError) as exc:
                 self._failed(exc)
                 raise
@@ -148,8 +153,8 @@ class Relay:
         (called as a device pushes it, so the device can get central's receipt)."""
         if not self.reachable or self.revoked:
             return
-        if not self._sync_lock.acquire(timeout=5.0):
-            return  # a round is running: it will carry the chain
+        if not self._audit_lock.acquire(timeout=5.0):
+            return  # another relay of chains is under way: the next round carries it
         try:
             events = self.box.audit_backlog().get(device_id)
             if events:
@@ -157,7 +162,7 @@ class Relay:
         except (ServerUnreachableError, SyncError) as exc:
             self._failed(exc)
         finally:
-            self._sync_lock.release()
+            self._audit_lock.release()
 
     def refresh_directory(self) -> None:
         """Fetch central's directory now, if central is reachable (a device the box
@@ -175,9 +180,10 @@ class Relay:
 
     # ---------------------------------------------------------------- internals
     def _connected(self) -> SyncTransport:
-        if self._transport is None:
-            self._transport = self._make()
-        return self._transport
+        with self._connect_lock:
+            if self._transport is None:
+                self._transport = self._make()
+            return self._transport
 
     def _learn_directory(self, transport: SyncTransport) -> None:
         """Central's directory of the clinic, with the devices it revoked, into the box."""
