@@ -88,6 +88,8 @@ small machine, and each thread holds its own buffers."""
 CONCURRENT_PUSHES = 2
 """Pushes read and merged at once; the others wait before their bodies are read, so 20
 devices pushing together hold two messages in memory, not twenty."""
+CONCURRENT_PULL_PAGES = 2
+"""Pull pages built at once (each holds up to a few MB of documents while encoded)."""
 
 
 def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
@@ -95,6 +97,7 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
     after each device push and asked to carry audit chains at once."""
     tokens: BoxTokens = box.authenticator()
     pushes: asyncio.Semaphore | None = None
+    pages: asyncio.Semaphore | None = None
     waiting: set[asyncio.Event] = set()  # the long polls waiting for a change
     loop_of: list[asyncio.AbstractEventLoop] = []
 
@@ -108,9 +111,10 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        nonlocal pushes
+        nonlocal pushes, pages
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         pushes = asyncio.Semaphore(CONCURRENT_PUSHES)
+        pages = asyncio.Semaphore(CONCURRENT_PULL_PAGES)
         loop_of[:] = [asyncio.get_running_loop()]
         box.add_feed_listener(changed)
         try:
@@ -199,9 +203,11 @@ def box_app(box: EdgeBox, *, relay: Any = None) -> FastAPI:
         deadline = loop.time() + min(wait, LONG_POLL_MAX_SECONDS)
         while True:
             version = box.feed_version
-            message, next_cursor, more = await run_in_threadpool(
-                box.pull, device_id, cursor=cursor, limit=limit
-            )
+            assert pages is not None  # set when the app starts
+            async with pages:
+                message, next_cursor, more = await run_in_threadpool(
+                    box.pull, device_id, cursor=cursor, limit=limit
+                )
             remaining = deadline - loop.time()
             if next_cursor != cursor or remaining <= 0:
                 break
