@@ -104,6 +104,20 @@ def setup(server: Any, tmp_path: Path) -> Iterator[tuple[str, Uplink, BoxProcess
         uplink.cut()
 
 
+@pytest.fixture
+def tablets() -> Iterator[Any]:
+    """Keeps the tablets a test makes, and closes them (their connections) after it."""
+    made: list[EdgeClient] = []
+
+    def keep(client: EdgeClient) -> EdgeClient:
+        made.append(client)
+        return client
+
+    yield keep
+    for client in made:
+        client.close()
+
+
 def _transport(client: EdgeClient, process: BoxProcess) -> HttpTransport:
     pin = client.replica.edge_boxes[0]
     return HttpTransport.for_edge_box(client.replica, pin, process.url, retry=QUICK)
@@ -120,10 +134,10 @@ def _box_holds(process: BoxProcess) -> dict[str, list[bytes]]:
 
 
 def test_kill_9_mid_push_loses_nothing_the_box_acknowledged(
-    server: Any, tmp_path: Path, setup: Any
+    server: Any, tmp_path: Path, setup: Any, tablets: Any
 ) -> None:
     clinic_id, uplink, process, _ = setup
-    a = tablet(server, clinic_id, tmp_path, "ward-a")
+    a = tablets(tablet(server, clinic_id, tmp_path, "ward-a"))
     process.start()
     until(process.relayed, what="the box's first round with central")
     uplink.cut()  # a box alone on the LAN: everything stays in its store
@@ -152,10 +166,10 @@ def test_kill_9_mid_push_loses_nothing_the_box_acknowledged(
 
 
 def test_kill_9_mid_relay_delivers_everything_once_after_restart(
-    server: Any, tmp_path: Path, setup: Any
+    server: Any, tmp_path: Path, setup: Any, tablets: Any
 ) -> None:
     clinic_id, uplink, process, _ = setup
-    a = tablet(server, clinic_id, tmp_path, "ward-a")
+    a = tablets(tablet(server, clinic_id, tmp_path, "ward-a"))
     process.start()
     until(process.relayed, what="the box's first round with central")
     uplink.cut()  # a box alone on the LAN: everything stays in its store
@@ -179,7 +193,7 @@ def test_kill_9_mid_relay_delivers_everything_once_after_restart(
         timeout=180,
         what="the restarted box to finish relaying",
     )
-    witness = tablet(server, clinic_id, tmp_path, "witness")
+    witness = tablets(tablet(server, clinic_id, tmp_path, "witness"))
     witness.sync(blobs=False)
     mine = a.replica.document_heads()
     theirs = witness.replica.document_heads()
