@@ -20,7 +20,6 @@ killed mid-push loses nothing it acknowledged.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import secrets
@@ -60,6 +59,7 @@ from edge_sdk import (
     Enrollment,
     KeyFileKeyProvider,
     Replica,
+    certificate_fingerprint,
 )
 
 __all__ = ["BoxInputError", "DeviceSeen", "EdgeBox", "EdgeStatus"]
@@ -223,11 +223,7 @@ class EdgeBox:
     @property
     def fingerprint(self) -> str:
         """Lowercase hex SHA-256 of the certificate's DER: what devices pin."""
-        from cryptography import x509
-        from cryptography.hazmat.primitives.serialization import Encoding
-
-        cert = x509.load_pem_x509_certificate(self.certificate.encode())
-        return hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+        return certificate_fingerprint(self.certificate)
 
     @contextlib.contextmanager
     def tls_files(self) -> Iterator[tuple[str, str, str]]:

@@ -91,8 +91,8 @@ class Uplink:
         try:
             while data := source.recv(65536):
                 sink.sendall(data)
-        except OSError:
-            pass
+        except OSError:  # the other side closed, or the uplink was cut: the pump ends
+            return
         finally:
             for sock in (source, sink):
                 with contextlib.suppress(OSError):
