@@ -48,6 +48,7 @@ from edge_sdk import (
     RetryPolicy,
     SyncResult,
     SyncTransport,
+    VerificationStatus,
 )
 
 if TYPE_CHECKING:
@@ -67,6 +68,7 @@ POWERSYNC_ANCHOR: dict[str, Any] = {
 """A published anchor for the initial-sync figure, shown beside ours (not a target)."""
 
 INITIAL_TARGET = 10_000.0  # records/s, issue 3
+VERIFIED_TARGET = 2.0  # verification done within 2x the sync's time, issue 16
 BACKENDS = ("sqlite", "postgresql")
 PG_ADMIN_ENV = "COHERENCY_BENCH_POSTGRES"
 PG_ADMIN_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
@@ -116,6 +118,7 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
 def _names(backend: str) -> list[str]:
     return [
         f"sync.initial.{backend}",
+        f"sync.initial.verified.{backend}",
         f"sync.push.{backend}",
         f"sync.propagation.p50.{backend}",
         f"sync.propagation.p99.{backend}",
@@ -152,6 +155,7 @@ def _measure(
             progress(f"sync[{backend}]: server on {server.url}, {server.layout['cpu_layout']}")
             push_times: list[float] = []
             initial_times: list[float] = []
+            verified_ratios: list[float] = []
             requests: dict[str, int] = {}
             retries = {"push": 0, "initial": 0, "propagation": 0}
             source: tuple[str, set[str]] | None = None
@@ -162,8 +166,9 @@ def _measure(
                 retries["push"] += pushed.retries
                 if source is None:  # the first push fills the clinic every device pulls
                     source = (clinic, ids)
-                seconds, pulled = _initial_once(server, work, *source, r)
+                seconds, verifying, pulled = _initial_once(server, work, *source, r)
                 initial_times.append(seconds)
+                verified_ratios.append((seconds + verifying) / seconds)
                 requests["initial"] = pulled.requests
                 retries["initial"] += pulled.retries
                 progress(
@@ -190,6 +195,18 @@ def _measure(
                 "anchor": POWERSYNC_ANCHOR,
                 **common,
             },
+        ),
+        Figure(
+            "sync",
+            f"sync.initial.verified.{backend}",
+            "the same device: from the start of its sync until the background verification "
+            "of every record it stored from the server's claim has finished, as a multiple "
+            "of the sync's own time",
+            "x sync time",
+            verified_ratios,
+            VERIFIED_TARGET,
+            "<=",
+            {"records": n, **common},
         ),
         Figure(
             "sync",
@@ -245,17 +262,22 @@ def _push_once(
 
 def _initial_once(
     server: _ServerProcess, work: Path, clinic: str, ids: set[str], r: int
-) -> tuple[float, SyncResult]:
-    """A fresh device of `clinic` pulls everything (timed)."""
+) -> tuple[float, float, SyncResult]:
+    """A fresh device of `clinic` pulls everything (timed), then waits for the
+    background verification of what it stored from the server's claim (timed apart)."""
     with scratch_dir(work, "fresh") as folder:
         device = _device(folder, clinic)
         try:
             server.enrol(device, clinic, name=f"fresh-{r + 1}")
             done: list[SyncResult] = []
             seconds = timed(lambda: done.append(device.sync(retry=_RETRY)))
+            status: list[VerificationStatus] = []
+            verifying = timed(lambda: status.append(device.wait_verified()))
             held = len(device.replica.document_heads())
         finally:
             device.close()
+    if not status[0].done or status[0].quarantined:
+        raise RuntimeError(f"sync benchmark (initial sync): verification ended {status[0]}")
     result = done[0]
     check_moved(
         "initial sync",
@@ -267,7 +289,7 @@ def _initial_once(
         raise RuntimeError(
             f"sync benchmark (initial sync): the device holds {held} of {len(ids)} documents"
         )
-    return seconds, result
+    return seconds, verifying, result
 
 
 def _propagation(

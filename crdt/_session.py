@@ -56,6 +56,8 @@ __all__ = [
     "SyncReport",
     "SyncSession",
     "apply_documents",
+    "check_new_document",
+    "refusal_reason",
     "run_in_memory",
 ]
 
@@ -142,6 +144,33 @@ def apply_documents(
         store.put_documents(list(accepted.values()))
         report.received.update(accepted)
     return report
+
+
+def check_new_document(
+    doc_id: str,
+    data: bytes,
+    *,
+    device_id: str,
+    policy: Policy | None = None,
+    limits: DocumentLimits = DEFAULT_LIMITS,
+    authorship: KeyDirectory | None = None,
+) -> RecordDocument:
+    """Every check `apply_documents` makes of a document new to a replica, alone: it
+    parses within `limits`, is the record `doc_id`, satisfies its schema and its frozen
+    fields, passes `policy`, and (with `authorship`) every change is signed by an
+    enrolled device of its clinic. Returns the loaded document.
+
+    Raises:
+        CrdtError: A check failed (`MergeRejectedError` carries the reason).
+    """
+    doc = _checked_load(doc_id, data, device_id=device_id, policy=policy, limits=limits)
+    _check_authorship(doc, authorship)
+    return doc
+
+
+def refusal_reason(exc: CrdtError) -> str:
+    """The reason a check refused a document, as a sync report states it."""
+    return _reason(exc)
 
 
 class SyncSession:
@@ -232,8 +261,8 @@ class SyncSession:
         docs: list[tuple[str, bytes]] = []
         synced: dict[str, RecordDocument] = {}
         for entry in message.entries:
-            if entry.kind is EntryKind.OFFER:
-                continue
+            if entry.kind in (EntryKind.OFFER, EntryKind.RECORD):
+                continue  # a hint belongs to pulls; a session verifies what it loads
             if entry.kind is EntryKind.DOC:
                 docs.append((entry.doc_id, entry.payload))
             elif entry.kind is EntryKind.SYNC:

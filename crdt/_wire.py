@@ -35,6 +35,7 @@ __all__ = [
     "WIRE_VERSION",
     "Entry",
     "EntryKind",
+    "RecordHint",
     "SyncMessage",
     "decode_message",
     "encode_message",
@@ -46,6 +47,7 @@ WIRE_VERSION = 1
 DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
 _HEADER = struct.Struct(">4sBBII")
 _U32 = struct.Struct(">I")
+_U16 = struct.Struct(">H")
 _ENTRY_FIXED = 1 + 1 + 4  # kind, id length, payload length
 _DOC_ID = re.compile(r"^[0-9A-Za-z._:-]{1,64}$")
 
@@ -57,6 +59,7 @@ class EntryKind(enum.IntEnum):
     DOC = 2  # payload: the whole document, saved
     SYNC = 3  # payload: one Automerge sync-protocol message for this document
     REJECT = 4  # payload: UTF-8 reason the receiver refused this document
+    RECORD = 5  # payload: a `RecordHint` for the DOC entry of the same id (pulls only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,58 @@ class SyncMessage:
 
     control: Mapping[str, Any] = field(default_factory=dict)
     entries: Sequence[Entry] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHint:
+    """What the sender says a document it sends holds: its collection, its sorted heads,
+    its record as compact JSON, and whether a field is in conflict.
+
+    A pull may carry one after a DOC entry (an `EntryKind.RECORD` entry of the same
+    id), so that a replica meeting the document for the first time can store it and
+    its projection without loading it, and verify the claim in the background. A hint
+    is a claim, never trusted on its own.
+    """
+
+    collection: str
+    heads: tuple[bytes, ...]
+    record_json: str
+    conflicted: bool = False
+
+    def encode(self) -> bytes:
+        """The hint as an entry payload: flags, collection, heads, then the JSON."""
+        name = self.collection.encode("ascii")
+        return b"".join(
+            (
+                bytes((int(self.conflicted), len(name))),
+                name,
+                _U16.pack(len(self.heads)),
+                *self.heads,
+                self.record_json.encode(),
+            )
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> RecordHint:
+        """Parse an `EntryKind.RECORD` payload.
+
+        Raises:
+            MalformedMessageError: It is not a well-formed hint.
+        """
+        try:
+            flags, name_len = payload[0], payload[1]
+            name = payload[2 : 2 + name_len].decode("ascii")
+            at = 2 + name_len
+            count = payload[at] << 8 | payload[at + 1]
+            at += 2
+            end = at + 32 * count
+            if flags > 1 or len(name) != name_len or len(payload) < end:
+                raise MalformedMessageError("a record hint is malformed")
+            heads = tuple(payload[i : i + 32] for i in range(at, end, 32))
+            record_json = payload[end:].decode()
+        except (IndexError, UnicodeDecodeError):
+            raise MalformedMessageError("a record hint is truncated or not UTF-8") from None
+        return cls(name, heads, record_json, bool(flags))
 
 
 def entry_size(entry: Entry) -> int:

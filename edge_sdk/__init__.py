@@ -122,6 +122,7 @@ from edge_sdk._transport import (
     SyncTransport,
     UploadState,
 )
+from edge_sdk._verification import QuarantinedRecord, VerificationStatus
 from edge_sdk._watch import watch_sync
 
 if typing.TYPE_CHECKING:
@@ -200,6 +201,7 @@ __all__ = [
     "PlatformKeystore",
     "PushAnswer",
     "PushTooLargeError",
+    "QuarantinedRecord",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
     "Replica",
@@ -218,6 +220,7 @@ __all__ = [
     "SyncTransport",
     "UntrustedEdgeBoxError",
     "UploadState",
+    "VerificationStatus",
     "WitnessProblem",
     "WitnessReport",
     "WrongKeyError",

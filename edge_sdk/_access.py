@@ -35,7 +35,9 @@ __all__ = [
     "PendingAccess",
 ]
 
-WRITE_ACTIONS = frozenset({"create", "update", "delete", "restore", "resolve", "sync-write"})
+WRITE_ACTIONS = frozenset(
+    {"create", "update", "delete", "restore", "resolve", "sync-write", "quarantine"}
+)
 """Actions that write documents: journalled in the same transaction as the write."""
 
 

@@ -63,6 +63,7 @@ _OPERATIONS = {
     "resolve": "U",
     "sync-write": "U",
     "delete": "D",
+    "quarantine": "D",
 }
 
 

@@ -95,6 +95,7 @@ from edge_sdk._store import Store
 from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 from edge_sdk._transport import SyncTransport
+from edge_sdk._verification import VerificationStatus
 
 if TYPE_CHECKING:
     from edge_sdk._http_transport import HttpTransport
@@ -544,6 +545,24 @@ class EdgeClient:
         if transport is None:
             transport = self._server_transport(retry)
         return sync_replica(self.replica, transport, progress=progress, wait=wait, blobs=blobs)
+
+    def verification_status(self) -> VerificationStatus:
+        """Where the verification of records from a first sync stands.
+
+        A sync that starts from nothing (a new or restored device) stores the records
+        the server sends from the server's own description of them, and verifies each
+        afterwards in the background, exactly as a merge would (schema, clinic,
+        signatures of enrolled devices) and against that description. No read ever
+        shows a record before it is verified: a read verifies the ones it would return
+        first. A record that fails is quarantined (kept out of the store, logged, and
+        journalled in the audit chain) and listed here.
+        """
+        return self.replica.verification.status()
+
+    def wait_verified(self, timeout: float | None = None) -> VerificationStatus:
+        """Block until every record from a first sync is verified (or `timeout`
+        seconds passed); see `verification_status`."""
+        return self.replica.verification.wait(timeout)
 
     def _server_transport(self, retry: RetryPolicy | None) -> HttpTransport:
         """The transport to the enrolled server, kept between syncs and model updates

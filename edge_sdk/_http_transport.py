@@ -381,11 +381,18 @@ class HttpTransport:
             _keep_edge_boxes(self._replica, answer)
         return devices
 
-    def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
-        """``GET /v1/sync/pull``: one page of the clinic's change feed after `cursor`."""
+    record_hints = True
+    """A pull may ask for `crdt.RecordHint` entries (``pull(records=True)``): a server
+    sends them; an edge box ignores the ask and sends documents alone."""
+
+    def pull(self, *, cursor: int, limit: int, wait: float, records: bool = False) -> bytes:
+        """``GET /v1/sync/pull``: one page of the clinic's change feed after `cursor`
+        (with `records`, each document that has a projection followed by its hint)."""
         params: dict[str, Any] = {"cursor": cursor, "limit": limit}
         if wait > 0:
             params["wait"] = wait
+        if records:
+            params["records"] = "true"
         response = self.request("GET", "/v1/sync/pull", params=params, wait=wait)
         if response.status_code == 409 and error_code(response) == "cursor_ahead":
             raise CursorAheadError(f"the server's feed is behind cursor {cursor}")

@@ -24,6 +24,7 @@ from edge_sdk._edge_boxes import EdgeBoxPin
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._store import Store
 from edge_sdk._sync_types import Enrollment
+from edge_sdk._verification import Verification
 
 __all__ = ["META_PREFIX", "Replica", "ReplicaHolder", "replica_of"]
 
@@ -69,6 +70,9 @@ class Replica:
         """Which devices may author this clinic's records (a `crdt.KeyDirectory`)."""
         self._directory_keys: dict[str, bytes] | None = None  # cached; reset on change
         self._enrollment: tuple[Enrollment | None] | None = None
+        self.verification = Verification(self)
+        """Deferred verification of records stored from a sender's claim."""
+        self.verification.start()  # what a store closed too early left to verify
 
     @property
     def device_id(self) -> str:
@@ -77,6 +81,7 @@ class Replica:
 
     def close(self) -> None:
         """Close the store; the replica cannot be used afterwards."""
+        self.verification.close()
         self.store.close()
 
     # ---------------------------------------------------------------- documents

@@ -38,6 +38,7 @@ import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,9 @@ import sqlite_utils
 from crdt import RecordDocument, sortable_time
 from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, StoreLockedError
 
-__all__ = ["PROJECTIONS", "Store"]
+__all__ = ["PROJECTIONS", "Store", "UnverifiedDocument", "projection_row"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
 
 # Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
@@ -134,6 +135,20 @@ def _translate(exc: BaseException, path: Path) -> StoreError:
     return StoreCorruptError(f"{path}: the database is damaged or truncated ({text})")
 
 
+@dataclass(frozen=True, slots=True)
+class UnverifiedDocument:
+    """A document as its sender describes it, stored before it is verified."""
+
+    doc_id: str
+    collection: str
+    data: bytes  # the saved Automerge bytes
+    heads: Sequence[bytes]  # what the sender says are its heads
+    record: Mapping[str, Any]  # the record the sender says it holds, as JSON values
+    record_json: str  # the same, as the sender's compact JSON
+    conflicted: bool
+    projection: Mapping[str, Any]  # its projection row (`projection_row` of the above)
+
+
 class Store:
     """An open SQLCipher database of one replica. Not for app developers directly."""
 
@@ -155,6 +170,10 @@ class Store:
         self._commit_listeners: list[CommitListener] = []
         self._lock_listeners: list[LockListener] = []
         self._closed = False
+        # Documents stored from a sender's claim, not yet verified (id -> collection),
+        # and what verifies them (set by the replica); see `put_unverified`.
+        self._pending: dict[str, str] = {}
+        self._verifier: Callable[[Sequence[str]], None] | None = None
         if idle_lock_after is not None and idle_lock_after <= 0:
             raise ValueError(f"idle_lock_after must be positive or None, not {idle_lock_after}")
         self.idle_lock_after = idle_lock_after
@@ -196,6 +215,13 @@ class Store:
                 store._create_schema()
             else:
                 store._check_schema()
+            store._pending = {
+                str(doc_id): str(collection)
+                for doc_id, collection in conn.execute(
+                    "SELECT u.doc_id, d.collection FROM unverified u"
+                    " JOIN documents d ON d.id = u.doc_id"
+                )
+            }
         except (sqlcipher3.DatabaseError, sqlite3.DatabaseError) as exc:
             conn.close()
             raise _translate(exc, path) from None
@@ -354,6 +380,7 @@ class Store:
             )
             _create_decision_inbox(db)
             _create_audit_tables(self)
+            _create_verification_tables(self)
             db.table("meta").insert_all(
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
@@ -407,6 +434,10 @@ class Store:
     def _migrate_to_4(self) -> None:
         """Version 4: the device's hash-chained audit log and the checkpoints kept."""
         _create_audit_tables(self)
+
+    def _migrate_to_5(self) -> None:
+        """Version 5: documents stored from a sender's claim await verification."""
+        _create_verification_tables(self)
 
     def _add_projection(self, collection: str) -> None:
         """Create a projection table an older store lacks, and project the documents
@@ -496,21 +527,25 @@ class Store:
     # ------------------------------------------------------------ documents
     def document_heads(self) -> dict[str, list[bytes]]:
         """Every document id with its sorted heads."""
+        self.settle()
         rows = self.execute("SELECT id, heads FROM documents").fetchall()
         return {row[0]: _split(row[1]) for row in rows}
 
     def get_document(self, doc_id: str, *, device_id: str | None = None) -> RecordDocument | None:
         """Load a stored document, or None."""
+        self.settle((doc_id,))
         row = self.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else RecordDocument.load(row[0], device_id=device_id)
 
     def saved_document(self, doc_id: str) -> bytes | None:
         """The stored document's bytes, or None."""
+        self.settle((doc_id,))
         row = self.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
     def saved_with_heads(self, doc_id: str) -> tuple[bytes, list[bytes]] | None:
         """A document's saved bytes and the heads of exactly those bytes, or None."""
+        self.settle((doc_id,))
         row = self.execute("SELECT data, heads FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else (bytes(row[0]), _split(bytes(row[1])))
 
@@ -567,6 +602,148 @@ class Store:
             )
             self._written.update(document.collection for document in documents)
 
+    def put_unverified(self, documents: Sequence[UnverifiedDocument]) -> None:
+        """Store documents new to this store from their sender's claim (heads, record
+        and projection) without loading them; they await verification.
+
+        Every read that would show one (its record, its document, a query of its
+        collection, the change feed, the heads offered to a peer) verifies it first
+        through the verifier the replica set (`set_verifier`), so an unverified record
+        is never presented; the replica verifies the rest in the background.
+        """
+        if not documents:
+            return
+        with self.transaction():
+            row = self.execute("SELECT COALESCE(MAX(seq), 0) FROM documents").fetchone()
+            last = int(row[0])
+            projections: dict[str, list[tuple[Any, ...]]] = {}
+            columns: dict[str, list[str]] = {}
+            doc_rows = []
+            for seq, document in enumerate(documents, start=last + 1):
+                doc_rows.append(
+                    (
+                        document.doc_id,
+                        document.collection,
+                        document.record["clinic_id"],
+                        b"".join(sorted(document.heads)),
+                        document.data,
+                        seq,
+                    )
+                )
+                projected = document.projection
+                names = columns.setdefault(document.collection, list(projected))
+                projections.setdefault(document.collection, []).append(
+                    tuple(projected[name] for name in names)
+                )
+                self._pending[document.doc_id] = document.collection
+            self._conn.executemany(
+                "INSERT INTO documents(id, collection, clinic_id, heads, data, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                doc_rows,
+            )
+            for collection, rows in projections.items():
+                names = columns[collection]
+                self._conn.executemany(
+                    f"INSERT OR REPLACE INTO {collection}({', '.join(names)})"
+                    f" VALUES ({', '.join('?' for _ in names)})",
+                    rows,
+                )
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO unverified(doc_id) VALUES (?)",
+                [(document.doc_id,) for document in documents],
+            )
+            self._written.update(projections)
+
+    def set_verifier(self, verifier: Callable[[Sequence[str]], None]) -> None:
+        """What verifies unverified documents before a read shows them: it is called
+        with their ids, and must verify or quarantine each (`verified`, `quarantine`)."""
+        self._verifier = verifier
+
+    def unverified(self, *, limit: int | None = None) -> list[str]:
+        """Ids of documents awaiting verification (at most `limit`)."""
+        with self._lock:
+            ids = list(self._pending)
+        return ids if limit is None else ids[:limit]
+
+    @property
+    def unverified_count(self) -> int:
+        """How many documents await verification (without taking the store's lock)."""
+        return len(self._pending)
+
+    def settle(self, ids: Sequence[str] | None = None, *, collection: str | None = None) -> None:
+        """Verify the unverified documents among `ids` (all of them when None, or all
+        of `collection`) before a read shows them."""
+        if not self._pending:
+            return
+        with self._lock:
+            if ids is not None:
+                todo = [doc_id for doc_id in ids if doc_id in self._pending]
+            elif collection is not None:
+                todo = [d for d, c in self._pending.items() if c == collection]
+            else:
+                todo = list(self._pending)
+            if not todo:
+                return
+            if self._verifier is None:
+                raise StoreError(
+                    f"{self.path}: {len(todo)} records await verification and nothing "
+                    "verifies them (open the store through its replica)"
+                )
+            self._verifier(todo)
+
+    def verified(self, doc_ids: Sequence[str]) -> None:
+        """Mark documents verified (inside the verifier's transaction)."""
+        with self.transaction():
+            self._conn.executemany(
+                "DELETE FROM unverified WHERE doc_id = ?", [(doc_id,) for doc_id in doc_ids]
+            )
+            for doc_id in doc_ids:
+                self._pending.pop(doc_id, None)
+
+    def quarantine(self, doc_id: str, reason: str, *, retry: bool, at: str) -> None:
+        """Take an unverified document out of the store into quarantine, with why."""
+        with self.transaction():
+            row = self.execute(
+                "SELECT collection, heads, data FROM documents WHERE id = ?", (doc_id,)
+            ).fetchone()
+            if row is not None:
+                collection = str(row[0])
+                self.execute(
+                    "INSERT OR REPLACE INTO quarantine"
+                    "(doc_id, collection, heads, data, reason, at, retry)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (doc_id, collection, bytes(row[1]), bytes(row[2]), reason, at, int(retry)),
+                )
+                self.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+                if collection in PROJECTIONS:
+                    self.execute(f"DELETE FROM {collection} WHERE id = ?", (doc_id,))
+                self.execute("DELETE FROM conflicts WHERE doc_id = ?", (doc_id,))
+                self.execute("DELETE FROM peers WHERE doc_id = ?", (doc_id,))
+            self.execute("DELETE FROM unverified WHERE doc_id = ?", (doc_id,))
+            self._pending.pop(doc_id, None)
+
+    def quarantined(self) -> list[tuple[str, str, str, str, bool]]:
+        """(id, collection, reason, when, retry) of every quarantined document."""
+        rows = self.execute(
+            "SELECT doc_id, collection, reason, at, retry FROM quarantine ORDER BY at, doc_id"
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), str(r[2]), str(r[3]), bool(r[4])) for r in rows]
+
+    def quarantined_data(self, doc_ids: Sequence[str]) -> list[tuple[str, bytes]]:
+        """(id, saved bytes) of quarantined documents."""
+        found = []
+        for doc_id in doc_ids:
+            row = self.execute("SELECT data FROM quarantine WHERE doc_id = ?", (doc_id,)).fetchone()
+            if row is not None:
+                found.append((doc_id, bytes(row[0])))
+        return found
+
+    def release(self, doc_ids: Sequence[str]) -> None:
+        """Drop quarantined documents (stored again by a full merge, or given up)."""
+        self._conn.executemany(
+            "DELETE FROM quarantine WHERE doc_id = ?", [(doc_id,) for doc_id in doc_ids]
+        )
+
     def feed_seq(self) -> int:
         """The newest number of the store's local change feed (0 when empty)."""
         with self._lock:
@@ -577,6 +754,7 @@ class Store:
         """(id, seq, heads, saved bytes) of the documents last written after `seq`,
         oldest write first, at most `limit`: a page of the store's change feed (what an
         edge box serves its devices). Committed writes only."""
+        self.settle()
         with self._lock:
             rows = self.execute(
                 "SELECT id, seq, heads, data FROM documents WHERE seq > ? ORDER BY seq LIMIT ?",
@@ -592,7 +770,7 @@ class Store:
             record = document.read()
             conflicts = document.conflicts()
             projections.setdefault(document.collection, []).append(
-                _projection_row(
+                projection_row(
                     document.collection,
                     record.model_dump(mode="json"),
                     record.model_dump_json(),
@@ -638,6 +816,7 @@ class Store:
     # ------------------------------------------------------------ projections
     def get_record(self, collection: str, record_id: str) -> dict[str, Any] | None:
         """The projected record JSON of one record, or None."""
+        self.settle((record_id,))
         row = self.execute(f"SELECT record FROM {collection} WHERE id = ?", (record_id,)).fetchone()
         return None if row is None else dict(json.loads(row[0]))
 
@@ -649,8 +828,15 @@ class Store:
         *,
         order_by: str = "id",
         limit: int | None = None,
+        settle: bool = True,
     ) -> list[dict[str, Any]]:
-        """Projected records matching SQL conditions on projection columns."""
+        """Projected records matching SQL conditions on projection columns.
+
+        `settle=False` includes records awaiting verification as their sender claimed
+        them: only for bookkeeping that never shows them (which blobs to fetch).
+        """
+        if settle:
+            self.settle(collection=collection)
         sql = f"SELECT record FROM {collection}"
         if where:
             sql += " WHERE " + " AND ".join(where)
@@ -661,6 +847,7 @@ class Store:
 
     def conflicted_documents(self) -> list[str]:
         """Ids of documents with at least one conflicted field."""
+        self.settle()
         rows = self.execute("SELECT DISTINCT doc_id FROM conflicts ORDER BY doc_id").fetchall()
         return [row[0] for row in rows]
 
@@ -683,6 +870,7 @@ class Store:
     def unsent_to(self, peer_id: str) -> list[tuple[str, str]]:
         """(id, collection) of every document whose heads differ from what peer
         `peer_id` was last known to hold, in the order they were last written."""
+        self.settle()
         rows = self.execute(
             "SELECT d.id, d.collection FROM documents d LEFT JOIN peers p"
             " ON p.peer_id = ? AND p.doc_id = d.id"
@@ -741,6 +929,11 @@ class _Cursor:
         except sqlcipher3.DatabaseError as exc:
             raise _translate(exc, self._path) from None
 
+    @property
+    def description(self) -> Any:
+        """The driver's column descriptions of the last query."""
+        return self._cursor.description
+
     def fetchall(self) -> list[Any]:
         try:
             return list(self._cursor.fetchall())
@@ -748,9 +941,10 @@ class _Cursor:
             raise _translate(exc, self._path) from None
 
 
-def _projection_row(
+def projection_row(
     collection: str, dumped: Mapping[str, Any], record_json: str, conflicted: bool
 ) -> dict[str, Any]:
+    """The projection row of a record of `collection` (`dumped`: its JSON values)."""
     row: dict[str, Any] = {"id": dumped["id"], "clinic_id": dumped["clinic_id"]}
     measurements = dumped.get("measurements") or {}
     for column in PROJECTIONS[collection]:
@@ -817,6 +1011,17 @@ def _create_audit_tables(store: Store) -> None:
     )
 
 
+def _create_verification_tables(store: Store) -> None:
+    store.execute("CREATE TABLE IF NOT EXISTS unverified (doc_id TEXT PRIMARY KEY)")
+    # retry: refused for a signer the replica's directory did not know yet; checked
+    # again once the directory is fresher.
+    store.execute(
+        "CREATE TABLE IF NOT EXISTS quarantine (doc_id TEXT PRIMARY KEY,"
+        " collection TEXT NOT NULL, heads BLOB NOT NULL, data BLOB NOT NULL,"
+        " reason TEXT NOT NULL, at TEXT NOT NULL, retry INTEGER NOT NULL)"
+    )
+
+
 def _create_decision_inbox(db: sqlite_utils.Database) -> None:
     db.table("decision_inbox").create({"id": str}, pk="id")
 
@@ -825,6 +1030,7 @@ _MIGRATIONS: Mapping[int, Callable[[Store], None]] = {
     2: Store._migrate_to_2,
     3: Store._migrate_to_3,
     4: Store._migrate_to_4,
+    5: Store._migrate_to_5,
 }
 """The step that brings a store of the version before up to each version."""
 
@@ -841,6 +1047,8 @@ def search_text(*parts: str) -> str:
 
 def fold(text: str) -> str:
     """Text as search compares it: composed (NFC), then casefolded."""
+    if text.isascii():  # the common case, and the same answer: ASCII is NFC already
+        return text.lower()
     return unicodedata.normalize("NFC", text).casefold()
 
 

@@ -27,16 +27,21 @@ No network code here: the transport moves the bytes.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from crdt import (
     COLLECTIONS,
+    DEFAULT_LIMITS,
     DEFAULT_MAX_MESSAGE_SIZE,
+    CrdtError,
     Entry,
     EntryKind,
     RecordDocument,
+    RecordHint,
     Rejection,
     SyncMessage,
     SyncProtocolError,
@@ -55,7 +60,7 @@ from edge_sdk._errors import (
     SyncError,
 )
 from edge_sdk._replica import Replica
-from edge_sdk._store import Store
+from edge_sdk._store import PROJECTIONS, Store, UnverifiedDocument, projection_row
 from edge_sdk._sync_types import ProgressCallback, SyncProgress, SyncResult
 from edge_sdk._transport import PushAnswer, SyncTransport
 
@@ -100,7 +105,9 @@ def sync_replica(
         # Who may author the clinic's records, as the other side knows it now: every
         # change pulled next is checked against it (a revoked device drops out).
         replica.set_directory(transport.directory())
+        replica.verification.retry_quarantined()
         run.pull(wait=wait)
+        replica.verification.start()
         if blobs:
             run.download_blobs()
     finally:
@@ -131,6 +138,7 @@ class _Run:
         # What the other side holds is tracked like any peer's, under its name.
         self.peer = transport.peer_id
         self.blob_peer = self.peer + ":blobs"
+        self.hinted = False  # this pull asks for record hints
 
     # ------------------------------------------------------------ push
     def push(self) -> None:
@@ -213,6 +221,9 @@ class _Run:
     # ------------------------------------------------------------ pull
     def pull(self, *, wait: float) -> None:
         cursor = self.replica.cursor(self.peer)
+        # A pull from the start (a new or restored device) asks for record hints, and
+        # stores documents new here from them, verified in the background after.
+        self.hinted = cursor == 0 and bool(getattr(self.transport, "record_hints", False))
         done = 0
         # The next page is fetched while this one is applied (the cursor of the next
         # request is known as soon as a page arrives): the network hides behind the
@@ -227,7 +238,7 @@ class _Run:
                 if more:
                     pending = fetcher.submit(self._fetch_page, cursor, 0.0)
                 self._apply_page(message.entries, cursor)
-                done += len(message.entries)
+                done += sum(1 for e in message.entries if e.kind is EntryKind.DOC)
                 self.progress(SyncProgress("pull", done, done + max(0, feed - cursor)))
                 self.result.cursor = cursor
                 if not more:
@@ -235,7 +246,13 @@ class _Run:
 
     def _fetch_page(self, cursor: int, wait: float) -> SyncMessage:
         try:
-            data = self.transport.pull(cursor=cursor, limit=PULL_PAGE_DOCUMENTS, wait=wait)
+            if self.hinted:
+                hinting: Any = self.transport  # its `record_hints` says it takes `records`
+                data = hinting.pull(
+                    cursor=cursor, limit=PULL_PAGE_DOCUMENTS, wait=wait, records=True
+                )
+            else:
+                data = self.transport.pull(cursor=cursor, limit=PULL_PAGE_DOCUMENTS, wait=wait)
         except CursorAheadError:
             if cursor == 0:
                 raise
@@ -255,6 +272,11 @@ class _Run:
     def _apply_page(self, entries: Sequence[Entry], cursor: int) -> None:
         docs = [(e.doc_id, e.payload) for e in entries if e.kind is EntryKind.DOC]
         server_heads: dict[str, list[bytes]] = {}
+        claimed: list[UnverifiedDocument] = []
+        if self.hinted:
+            docs, claimed = self._claimed(entries, docs)
+            for document in claimed:
+                server_heads[document.doc_id] = sorted(document.heads)
 
         def policy(document: RecordDocument) -> str | None:
             reason = self.replica.policy(document)
@@ -270,20 +292,59 @@ class _Run:
         gc.disable()
         try:
             try:
-                self._merge_page(store, docs, policy, report, cursor, server_heads)
+                self._merge_page(store, docs, policy, report, cursor, server_heads, claimed)
             except _DirectoryBehind:
                 # A device enrolled after the directory was fetched wrote some of these
                 # changes: fetch it again and apply the page once more (nothing of the
                 # first attempt was kept), so the cursor never moves past them.
                 self.replica.set_directory(self.transport.directory())
-                report, server_heads = SyncReport(), {}
+                report = SyncReport()
+                server_heads = {d.doc_id: sorted(d.heads) for d in claimed}
                 store = _PrefetchedStore(self.store, self.replica.device_id, [d for d, _ in docs])
-                self._merge_page(store, docs, policy, report, cursor, server_heads, retry=False)
+                self._merge_page(
+                    store, docs, policy, report, cursor, server_heads, claimed, retry=False
+                )
         finally:
             if collecting:
                 gc.enable()
         self.result.pulled += sorted(report.received)
         self.result.rejected += report.rejected
+        self.result.unverified += len(claimed)
+
+    def _claimed(
+        self, entries: Sequence[Entry], docs: list[tuple[str, bytes]]
+    ) -> tuple[list[tuple[str, bytes]], list[UnverifiedDocument]]:
+        """Split a page: documents new here that came with a usable hint (stored from
+        it, verified later), and the rest (merged now, with every check)."""
+        hints = {e.doc_id: e.payload for e in entries if e.kind is EntryKind.RECORD}
+        if not hints:
+            return docs, []
+        held = self.store.held([d for d, _ in docs])
+        merged: list[tuple[str, bytes]] = []
+        claimed: list[UnverifiedDocument] = []
+        for doc_id, data in docs:
+            payload = hints.get(doc_id)
+            hint = None if payload is None or doc_id in held else _usable(doc_id, payload)
+            if hint is None or len(data) > DEFAULT_LIMITS.max_bytes:
+                merged.append((doc_id, data))
+                continue
+            record, claim, projection = hint
+            if record.get("clinic_id") != self.replica.clinic_id:
+                merged.append((doc_id, data))  # refused with its reason by the merge
+                continue
+            claimed.append(
+                UnverifiedDocument(
+                    doc_id=doc_id,
+                    collection=claim.collection,
+                    data=data,
+                    heads=claim.heads,
+                    record=record,
+                    record_json=claim.record_json,
+                    conflicted=claim.conflicted,
+                    projection=projection,
+                )
+            )
+        return merged, claimed
 
     def _merge_page(
         self,
@@ -293,12 +354,16 @@ class _Run:
         report: SyncReport,
         cursor: int,
         server_heads: dict[str, list[bytes]],
+        claimed: Sequence[UnverifiedDocument] = (),
         *,
         retry: bool = True,
     ) -> None:
         directory = self.replica.directory
         with self.store.transaction():
             with self.replica.access("sync-write", "*") as access:
+                if claimed:
+                    self.store.put_unverified(claimed)
+                    report.received.update(d.doc_id for d in claimed)
                 directory.missing.clear()
                 apply_documents(
                     store,
@@ -317,7 +382,9 @@ class _Run:
     # ------------------------------------------------------------ blobs
     def _referenced_blobs(self) -> dict[str, int]:
         found: dict[str, int] = {}
-        for record in self.store.query_records("assessments", [], []):
+        # Records awaiting verification count as claimed: a blob is checked against
+        # its SHA-256 whoever names it, and one of a record quarantined later is inert.
+        for record in self.store.query_records("assessments", settle=False):
             for ref in record.get("blobs") or ():
                 found[str(ref["sha256"])] = int(ref["size"])
         return found
@@ -356,6 +423,30 @@ class _Run:
             self.store.set_peer_heads(self.blob_peer, {sha: []})
             self.result.blobs_downloaded.append(sha)
         self.progress(SyncProgress("download", len(todo), len(todo)))
+
+
+def _usable(
+    doc_id: str, payload: bytes
+) -> tuple[dict[str, Any], RecordHint, dict[str, Any]] | None:
+    """The record a hint claims, the hint and the record's projection row, if it is a
+    hint this store can project."""
+    try:
+        hint = RecordHint.decode(payload)
+        record = json.loads(hint.record_json)
+    except (CrdtError, ValueError):
+        return None  # merged with every check instead
+    if (
+        hint.collection not in PROJECTIONS
+        or not isinstance(record, dict)
+        or record.get("id") != doc_id
+        or not hint.heads
+    ):
+        return None
+    try:
+        projection = projection_row(hint.collection, record, hint.record_json, hint.conflicted)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # not even shaped like its collection: the merge says why
+    return record, hint, projection
 
 
 class _DirectoryBehind(Exception):

@@ -59,6 +59,7 @@ class SyncResult:
     unchanged: int = 0  # pushed documents the server already had
     refused_by_server: list[Rejection] = field(default_factory=list)
     pulled: list[str] = field(default_factory=list)  # documents stored new or changed here
+    unverified: int = 0  # of those, stored from the server's claim: verified in the background
     rejected: list[Rejection] = field(default_factory=list)  # pulled, refused here
     blobs_uploaded: list[str] = field(default_factory=list)
     blobs_downloaded: list[str] = field(default_factory=list)

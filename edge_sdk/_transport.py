@@ -175,6 +175,9 @@ class SyncTransport(BlobTransport, Protocol):
         ready) and `feed` (the newest sequence). With `wait` > 0 and nothing new, the
         answer waits up to that many seconds for a change.
 
+        A transport whose `record_hints` attribute is true also takes ``records=True``
+        (see `crdt.RecordHint`); others are never asked to.
+
         Raises:
             CursorAheadError: The other side's feed is behind `cursor`.
         """

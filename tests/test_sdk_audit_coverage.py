@@ -593,6 +593,15 @@ TABLE: dict[tuple[str, str], Entry] = {
         R("sync-read", "*", "P"),
         U("sync-write", "*", "P"),
     ),
+    ("EdgeClient", "verification_status"): Exempt(
+        "counts and record ids, no record content; a record verification takes out of "
+        "the store is journalled as a `quarantine` access when it happens "
+        "(tests/server/test_deferred_verification.py)"
+    ),
+    ("EdgeClient", "wait_verified"): Exempt(
+        "waits for the background verification, which shows no record to the caller; "
+        "each quarantine is journalled as it happens"
+    ),
     ("EdgeClient", "sync_session"): Exempt(
         "returns a session over `replica.documents`, which audits every document the "
         "session reads (sync-read) or merges (sync-write) as messages are exchanged "

@@ -32,6 +32,7 @@ from crdt import (
     MessageTooLargeError,
     Record,
     RecordDocument,
+    RecordHint,
     Rejection,
     SyncMessage,
     SyncProtocolError,
@@ -95,6 +96,7 @@ class PullPage:
     more: bool  # another page is ready now
     feed_seq: int  # the clinic's newest sequence number
     patients: tuple[str, ...] = ()  # the patients whose records the page holds
+    hints: dict[str, Entry] = field(default_factory=dict)  # RECORD entries, by doc id
 
 
 def decode_push(
@@ -248,12 +250,16 @@ def pull_page(
     cursor: int,
     limit: int,
     max_message_size: int,
+    records: bool = False,
 ) -> PullPage:
     """The caller's clinic's documents changed after `cursor`, oldest change first.
 
     A device is not sent back a version that is exactly what it pushed itself (its
     cursor still moves past it). A page stops at `limit` documents or when the next
-    would not fit a message of `max_message_size` bytes.
+    would not fit a message of `max_message_size` bytes. With `records`, each document
+    that has a projection row is followed by a `crdt.RecordHint` (its collection,
+    heads and record JSON), so that a replica new to it can store it without loading
+    it first (and verify it after).
 
     Raises:
         NotFound: The caller has no clinic, or it no longer exists.
@@ -276,18 +282,26 @@ def pull_page(
     max_bytes = max_message_size - MESSAGE_ENVELOPE
     rows = session.execute(
         select(
-            Document.id, Document.seq, Document.origin_device, Document.data, Document.patient_id
+            Document.id,
+            Document.seq,
+            Document.origin_device,
+            Document.data,
+            Document.patient_id,
+            Document.collection,
+            Document.heads,
         )
         .where(Document.clinic_id == clinic_id, Document.seq > cursor)
         .order_by(Document.seq)
         .limit(limit + 1)
     ).all()
+    hints = _record_hints(session, rows[:limit]) if records else {}
     entries: list[Entry] = []
+    sent_hints: dict[str, Entry] = {}
     patients: dict[str, None] = {}
     size = 0
     new_cursor = cursor
     more = len(rows) > limit
-    for doc_id, seq, origin, data, patient_id in rows[:limit]:
+    for doc_id, seq, origin, data, patient_id, _, _ in rows[:limit]:
         if origin is not None and origin == principal.id:
             new_cursor = seq
             continue
@@ -298,15 +312,51 @@ def pull_page(
             log.error("document %s (%d bytes) exceeds the pull size cap", doc_id, len(data))
             new_cursor = seq
             continue
-        if entries and size + len(entry.payload) + _ENTRY_OVERHEAD > max_bytes:
+        hint = hints.get(doc_id)
+        needed = len(entry.payload) + _ENTRY_OVERHEAD
+        if hint is not None:
+            needed += len(hint.payload) + _ENTRY_OVERHEAD
+            if needed > max_bytes:  # the document fits alone: send it without its hint
+                needed, hint = len(entry.payload) + _ENTRY_OVERHEAD, None
+        if entries and size + needed > max_bytes:
             more = True
             break
         entries.append(entry)
+        if hint is not None:
+            sent_hints[doc_id] = hint
         if patient_id is not None:
             patients[patient_id] = None
-        size += len(entry.payload) + _ENTRY_OVERHEAD
+        size += needed
         new_cursor = seq
-    return PullPage(entries, new_cursor, more, int(feed_seq), tuple(patients))
+    return PullPage(entries, new_cursor, more, int(feed_seq), tuple(patients), sent_hints)
+
+
+def _record_hints(session: Session, rows: Sequence[Any]) -> dict[str, Entry]:
+    """RECORD entries for the rows whose collection has a projection: the projection
+    row is written in the document's transaction, so it is the record of these bytes."""
+    heads = {row.id: bytes(row.heads) for row in rows}
+    wanted: dict[str, list[str]] = {}
+    for row in rows:
+        if row.collection in PROJECTIONS:
+            wanted.setdefault(row.collection, []).append(row.id)
+    hints: dict[str, Entry] = {}
+    for collection, ids in wanted.items():
+        model: Any = PROJECTIONS[collection]
+        for start in range(0, len(ids), _LOOKUP_CHUNK):
+            chunk = ids[start : start + _LOOKUP_CHUNK]
+            found = session.execute(
+                select(model.id, model.record, model.conflicted).where(model.id.in_(chunk))
+            ).all()
+            for doc_id, record_json, conflicted in found:
+                joined = heads[doc_id]
+                hint = RecordHint(
+                    collection,
+                    tuple(joined[i : i + 32] for i in range(0, len(joined), 32)),
+                    record_json,
+                    bool(conflicted),
+                )
+                hints[doc_id] = Entry(EntryKind.RECORD, doc_id, hint.encode())
+    return hints
 
 
 def record_pull(
@@ -331,7 +381,13 @@ def encode_pull(page: PullPage, *, max_message_size: int) -> bytes:
     """A pull page as one wire message: its documents, and in its control fields
     ``cursor`` (send it next time), ``more`` and ``feed`` (the newest sequence)."""
     control = {"cursor": page.cursor, "more": page.more, "feed": page.feed_seq}
-    return encode_message(SyncMessage(control, tuple(page.entries)), max_size=max_message_size)
+    entries: list[Entry] = []
+    for entry in page.entries:
+        entries.append(entry)
+        hint = page.hints.get(entry.doc_id)
+        if hint is not None:
+            entries.append(hint)
+    return encode_message(SyncMessage(control, tuple(entries)), max_size=max_message_size)
 
 
 def write_documents(

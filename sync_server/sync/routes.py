@@ -173,6 +173,13 @@ async def pull(
     ] = 0,
     limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
     wait: Annotated[float, Query(ge=0, le=300, description="Long-poll seconds.")] = 0,
+    records: Annotated[
+        bool,
+        Query(
+            description="Follow each document that has a projection with a RECORD entry "
+            "(its collection, heads and record JSON: a claim the device verifies later)."
+        ),
+    ] = False,
 ) -> Response:
     """Documents of the caller's clinic changed after `cursor`."""
     page_size = min(limit or settings.pull_page_size, settings.pull_page_size)
@@ -190,6 +197,7 @@ async def pull(
                 cursor=cursor,
                 limit=page_size,
                 max_message_size=settings.max_message_size,
+                records=records,
             )
         if page.entries:
             with db.write() as session:

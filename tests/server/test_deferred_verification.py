@@ -1,0 +1,226 @@
+"""A first sync stores records from the server's claim and verifies them after.
+
+A device that pulls from nothing asks for record hints and stores each new document
+with the heads and projection the server describes, without loading it; the replica
+verifies every one afterwards (in the background, or before any read that would show
+it). These tests hold the server to that: what it claims is checked, a lie is caught
+and quarantined, and a store closed before verification finished resumes it on open.
+
+Every test runs on SQLite and on PostgreSQL (the `server` fixture).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from automerge import core as am
+from sqlalchemy import select, update
+
+from crdt import RecordDocument, actor_for_device
+from edge_sdk import (
+    Argon2Params,
+    EdgeClient,
+    PassphraseKeyProvider,
+    RecordNotFoundError,
+    RetryPolicy,
+)
+from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.sync.tables import Document, PatientRow
+
+FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
+KEYS = PassphraseKeyProvider("pass phrase", params=Argon2Params.fast())
+
+
+class Clinic:
+    """One clinic on the server, and the devices a test makes in it."""
+
+    def __init__(self, root: Path, server: Any) -> None:
+        self.root = root
+        self.server = server
+        self.clinic_id = server.new_clinic()
+        self.clients: list[EdgeClient] = []
+
+    def device(self, name: str, *, background: bool = True) -> EdgeClient:
+        client = EdgeClient.init(self.root / name, KEYS, clinic_id=self.clinic_id)
+        self.clients.append(client)
+        with self.server.db.write() as session:
+            token, _ = create_enrolment_token(
+                session=session, clinic_id=self.clinic_id, ttl=timedelta(minutes=10)
+            )
+        client.enroll(self.server.url, token, name=name)
+        if not background:  # the test decides when records get verified
+            client.replica.verification.close()
+        return client
+
+    def reopen(self, client: EdgeClient) -> EdgeClient:
+        path = client.replica.path
+        client.close()
+        self.clients.remove(client)
+        again = EdgeClient.open(path, KEYS)
+        self.clients.append(again)
+        return again
+
+
+@pytest.fixture
+def clinic(tmp_path: Path, server: Any) -> Iterator[Clinic]:
+    made = Clinic(tmp_path, server)
+    yield made
+    for client in made.clients:
+        client.close()
+
+
+def fill(client: EdgeClient, patients: int) -> list[str]:
+    ids = []
+    for i in range(patients):
+        patient = client.patients.add(
+            given_name=f"Ada{i}", family_name="Okafor", birth_date="1950-01-01", mrn=f"M-{i}"
+        )
+        client.wounds.add(patient_id=patient.id, body_site="left heel", etiology="pressure")
+        ids.append(str(patient.id))
+    client.sync(retry=FAST)
+    return ids
+
+
+def pending(client: EdgeClient) -> set[str]:
+    return set(client.replica.store.unverified())
+
+
+def test_a_first_sync_stores_from_the_claim_and_verifies_everything(clinic: Clinic) -> None:
+    ward = clinic.device("ward")
+    ids = fill(ward, 20)
+    fresh = clinic.device("fresh")
+    result = fresh.sync(retry=FAST)
+    assert len(result.pulled) == 40 and not result.rejected
+    assert result.unverified == 40  # patients and wounds both came with hints
+
+    status = fresh.wait_verified(timeout=60)
+    assert status.done and status.quarantined == ()
+    assert pending(fresh) == set()
+    for record_id in ids:
+        assert fresh.patients.get(record_id) == ward.patients.get(record_id)
+    assert sorted(w.id for w in fresh.wounds.list()) == sorted(w.id for w in ward.wounds.list())
+    # The same documents, byte for byte heads, as the device that wrote them.
+    assert fresh.replica.document_heads() == ward.replica.document_heads()
+
+    # A later sync is an ordinary merge: edits go both ways.
+    fresh.patients.update(ids[0], mrn="M-NEW")
+    fresh.sync(retry=FAST)
+    again = ward.sync(retry=FAST)
+    assert again.unverified == 0
+    assert ward.patients.get(ids[0]).mrn == "M-NEW"
+
+
+def test_no_read_shows_a_record_before_it_is_verified(clinic: Clinic) -> None:
+    ward = clinic.device("ward")
+    ids = fill(ward, 5)
+    fresh = clinic.device("fresh", background=False)
+    fresh.sync(retry=FAST)
+    assert len(pending(fresh)) == 10
+
+    fresh.patients.get(ids[0])  # verifies the record it shows, first
+    assert ids[0] not in pending(fresh) and len(pending(fresh)) == 9
+    fresh.wounds.list()  # verifies the collection it lists
+    left = pending(fresh)
+    assert len(left) == 4 and left <= set(ids)
+    # Editing a record builds on its document: verified before the edit.
+    fresh.patients.update(ids[1], mrn="M-EDIT")
+    assert ids[1] not in pending(fresh)
+    # Offering the store to a peer (a sync session) verifies what it offers.
+    fresh.replica.document_heads()
+    assert pending(fresh) == set()
+    assert fresh.verification_status().quarantined == ()
+
+
+def _tamper_projection(server: Any, record_id: str) -> None:
+    """The server's projection row says something the document does not."""
+    with server.db.write() as session:
+        row = session.get(PatientRow, record_id)
+        record = json.loads(row.record)
+        record["family_name"] = "Tampered"
+        session.execute(
+            update(PatientRow)
+            .where(PatientRow.id == record_id)
+            .values(family_name="Tampered", record=json.dumps(record, separators=(",", ":")))
+        )
+
+
+def _unsigned_change(server: Any, record_id: str, author: str) -> None:
+    """The server's copy gets a change under an enrolled device's actor that the device
+    never signed; heads and projection are made to agree with it, so only the missing
+    signature betrays it."""
+    with server.db.write() as session:
+        data = session.execute(select(Document.data).where(Document.id == record_id)).scalar_one()
+        raw = RecordDocument.load(bytes(data)).automerge
+        raw.set_actor(actor_for_device(author))
+        with raw.transaction() as tx:
+            tx.put(am.ROOT, "family_name", am.ScalarType.Str, "Forged")
+        forged = RecordDocument.load(raw.save())
+        record = forged.read()
+        session.execute(
+            update(Document)
+            .where(Document.id == record_id)
+            .values(data=forged.save(), heads=b"".join(sorted(forged.heads)))
+        )
+        session.execute(
+            update(PatientRow)
+            .where(PatientRow.id == record_id)
+            .values(family_name="Forged", record=record.model_dump_json())
+        )
+
+
+@pytest.mark.parametrize("tamper", ["projection", "unsigned change"])
+def test_a_lie_from_the_server_is_caught_quarantined_and_reported(
+    clinic: Clinic, tamper: str
+) -> None:
+    ward = clinic.device("ward")
+    ids = fill(ward, 4)
+    victim = ids[2]
+    if tamper == "projection":
+        _tamper_projection(clinic.server, victim)
+    else:
+        _unsigned_change(clinic.server, victim, ward.replica.device_id)
+    fresh = clinic.device("fresh", background=False)
+    fresh.sync(retry=FAST)
+
+    with pytest.raises(RecordNotFoundError):
+        fresh.patients.get(victim)  # verified first: found out, never shown
+    status = fresh.verification_status()
+    assert [q.record_id for q in status.quarantined] == [victim]
+    quarantined = status.quarantined[0]
+    assert quarantined.collection == "patients" and not quarantined.retry
+    if tamper == "projection":
+        assert "differs from the document" in quarantined.reason
+    else:
+        assert "not signed" in quarantined.reason
+    # Nothing of it stays in the store; everything else verifies and reads.
+    assert victim not in fresh.replica.document_heads()
+    assert all(p.family_name == "Okafor" for p in fresh.patients.list())
+    assert len(fresh.patients.list()) == 3
+    # Reported: the quarantine is in the device's audit chain, which reaches the server.
+    events = [json.loads(e.canonical) for e in fresh.replica.audit.events()]
+    assert [e["records"] for e in events if e["action"] == "quarantine"] == [[victim]]
+    # A later sync does not bring it back, nor push it on.
+    fresh.sync(retry=FAST)
+    assert victim not in fresh.replica.document_heads()
+    assert [q.record_id for q in fresh.verification_status().quarantined] == [victim]
+
+
+def test_a_store_closed_before_verification_finished_resumes_it_on_open(
+    clinic: Clinic,
+) -> None:
+    ward = clinic.device("ward")
+    ids = fill(ward, 10)
+    fresh = clinic.device("fresh", background=False)
+    fresh.sync(retry=FAST)
+    assert len(pending(fresh)) == 20
+
+    reopened = clinic.reopen(fresh)
+    status = reopened.wait_verified(timeout=60)
+    assert status.done and status.quarantined == ()
+    assert pending(reopened) == set()
+    assert {p.id for p in reopened.patients.list()} == set(ids)
