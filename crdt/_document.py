@@ -139,7 +139,7 @@ class RecordDocument:
     Every change is validated against the record's schema before it is kept.
     """
 
-    __slots__ = ("_doc", "_id", "_ops", "_record", "_saved", "_schema")
+    __slots__ = ("_conflict_free", "_doc", "_dumped", "_id", "_ops", "_record", "_saved", "_schema")
 
     def __init__(
         self, doc: am.Document, schema: type[Record], *, saved: bytes | None = None
@@ -150,8 +150,12 @@ class RecordDocument:
         # Caches dropped on every change: the validated read and the saved bytes
         # (a document received whole is stored with the very bytes it came in).
         self._record: Record | None = None
+        self._dumped: dict[str, Any] | None = None
         self._saved = saved
         self._ops: DocumentOps | None = None
+        # Known to hold no conflict: made by `create` and changed only locally since
+        # (a local change supersedes every value it writes over, so adds none).
+        self._conflict_free = False
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -175,10 +179,11 @@ class RecordDocument:
         """
         _check_signer(signer, device_id)
         _reject_unknown(schema, values)
+        record_id = record_id or new_record_id()
         at = (now or _now()).isoformat()
         full = {
             **values,
-            "id": record_id or new_record_id(),
+            "id": record_id,
             "clinic_id": clinic_id,
             "created_at": at,
             "created_by": device_id,
@@ -195,7 +200,10 @@ class RecordDocument:
             for name in schema.model_fields:
                 _put(tx, schema, name, dumped[name])
         created = cls(doc, schema)
+        created._id = record_id
         created._record = record
+        created._dumped = dumped
+        created._conflict_free = True
         if signer is not None:
             created._seal(signer)
         return created
@@ -286,6 +294,13 @@ class RecordDocument:
         if self._record is None:
             self._record = self._schema.validate_values(self.values())
         return self._record
+
+    def dumped(self) -> dict[str, Any]:
+        """The record as JSON-ready values (``read().model_dump(mode="json")``), cached
+        until the next change: treat it as read-only."""
+        if self._dumped is None:
+            self._dumped = self.read().model_dump(mode="json")
+        return self._dumped
 
     # ------------------------------------------------------------------ writing
     def update(
@@ -457,7 +472,8 @@ class RecordDocument:
         if reason is not None:
             raise MergeRejectedError(self.id, reason)
         self._doc = candidate
-        self._record = self._saved = self._ops = None
+        self._record = self._dumped = self._saved = self._ops = None
+        self._conflict_free = False
         return True
 
     def check_descendant(self, candidate: am.Document) -> str | None:
@@ -501,7 +517,7 @@ class RecordDocument:
         that has the same changes reports the same conflicts in the same order. It
         costs one pass over the document's operations (linear in its history).
         """
-        if _is_linear(self._doc.get_changes([])):
+        if self._conflict_free or _is_linear(self._doc.get_changes([])):
             return []
         by_field: dict[str, list[Op]] = {}
         for op in self._operations().root:
@@ -643,7 +659,7 @@ class RecordDocument:
         actor = actor_for_device(device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
-        self._record = self._saved = self._ops = None
+        self._record = self._dumped = self._saved = self._ops = None
         with self._doc.transaction() as tx:
             apply(tx)
             tx.put(am.ROOT, "updated_at", am.ScalarType.Str, (now or _now()).isoformat())
@@ -668,7 +684,9 @@ class RecordDocument:
         actor = actor_for_device(signer.device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
-        self._record = self._saved = self._ops = None
+        # The envelope writes only the signature map, which no record value reads:
+        # the validated record stays.
+        self._saved = self._ops = None
         with self._doc.transaction() as tx:
             got = tx.get(am.ROOT, AUTH_FIELD)
             if got is not None and got[0] == am.ObjType.Map:

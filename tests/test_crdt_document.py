@@ -22,6 +22,7 @@ from crdt import (
     WoundAssessment,
     actor_for_device,
     device_for_actor,
+    new_record_id,
 )
 
 DEV_A = "00000000-0000-4000-8000-00000000000a"
@@ -121,6 +122,19 @@ def test_load_refuses_what_is_not_a_record() -> None:
         tx.put(am.ROOT, "hello", am.ScalarType.Str, "world")
     with pytest.raises(DocumentError):
         RecordDocument.load(plain.save())
+
+
+def test_record_ids_are_uuid7_unique_and_in_creation_order() -> None:
+    ids = [new_record_id() for _ in range(3000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert [str(u) for u in parsed] == ids
+    # The random part differs from id to id, not only the time part.
+    assert len({u.int & ((1 << 62) - 1) for u in parsed}) == len(ids)
+    created = patient()
+    assert uuid.UUID(created.id).version == 7 and created.read().id == created.id
 
 
 def test_actor_ids_are_device_uuids() -> None:
