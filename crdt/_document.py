@@ -11,6 +11,7 @@ from values at each change's heads).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -117,6 +118,17 @@ def _encode_scalar(value: Any) -> tuple[am.ScalarType, Any]:
     raise TypeError(f"cannot store {type(value).__name__} as an Automerge scalar")
 
 
+# The scalar type of a JSON value by its exact Python type (a subclass, such as an
+# enum member, goes through `_encode_scalar`).
+_SCALAR_TYPES: Mapping[type, am.ScalarType] = {
+    str: am.ScalarType.Str,
+    bool: am.ScalarType.Boolean,
+    int: am.ScalarType.Int,
+    float: am.ScalarType.F64,
+    type(None): am.ScalarType.Null,
+}
+
+
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -197,8 +209,13 @@ class RecordDocument:
         with doc.transaction() as tx:
             tx.put(am.ROOT, _COLLECTION_KEY, am.ScalarType.Str, schema.collection)
             tx.put(am.ROOT, _SCHEMA_KEY, am.ScalarType.Int, _SCHEMA_VERSION)
-            for name in schema.model_fields:
-                _put(tx, schema, name, dumped[name])
+            for name, kind in _field_plan(schema):
+                value = dumped[name]
+                scalar_type = _SCALAR_TYPES.get(type(value)) if kind is FieldKind.SCALAR else None
+                if scalar_type is not None:
+                    tx.put(am.ROOT, name, scalar_type, value)
+                else:
+                    _put(tx, schema, name, value)
         created = cls(doc, schema)
         created._id = record_id
         created._record = record
@@ -755,9 +772,19 @@ def _schema_of(doc: am.Document) -> type[Record]:
     return schema
 
 
+@functools.cache
+def _field_plan(schema: type[Record]) -> tuple[tuple[str, FieldKind], ...]:
+    """Every field of `schema` with how it is stored, in declaration order."""
+    return tuple((name, schema.field_kind(name)) for name in schema.model_fields)
+
+
+@functools.cache
+def _writable(schema: type[Record]) -> frozenset[str]:
+    return frozenset(schema.data_fields())
+
+
 def _reject_unknown(schema: type[Record], values: Iterable[str]) -> None:
-    allowed = set(schema.data_fields())
-    unknown = sorted(set(values) - allowed)
+    unknown = sorted(set(values) - _writable(schema))
     if unknown:
         raise RecordValidationError(
             schema.collection, [f"{name}: no such field (or not writable)" for name in unknown]
