@@ -218,7 +218,10 @@ class RecordDocument:
                     _put(tx, schema, name, value)
         created = cls(doc, schema)
         created._id = record_id
-        created._record = record
+        # The record as every later read sees it: validated from the stored values
+        # (`dumped`), not from the caller's (a free-form field keeps a caller's datetime
+        # as given, but reads back the string it was stored as).
+        created._record = schema.validate_values(dumped)
         created._dumped = dumped
         created._conflict_free = True
         if signer is not None:
