@@ -13,12 +13,14 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from automerge import core as am
+from pydantic import BaseModel
 
 from crdt._authorship import (
     AUTH_FIELD,
@@ -218,10 +220,10 @@ class RecordDocument:
                     _put(tx, schema, name, value)
         created = cls(doc, schema)
         created._id = record_id
-        # The record as every later read sees it: validated from the stored values
-        # (`dumped`), not from the caller's (a free-form field keeps a caller's datetime
-        # as given, but reads back the string it was stored as).
-        created._record = schema.validate_values(dumped)
+        # The record as every later read sees it, validated from the stored values: the
+        # same as `record` unless a free-form field holds what JSON changes (a caller's
+        # datetime reads back as the string it was stored as).
+        created._record = schema.validate_values(dumped) if _free_form(schema) else record
         created._dumped = dumped
         created._conflict_free = True
         if signer is not None:
@@ -779,6 +781,24 @@ def _schema_of(doc: am.Document) -> type[Record]:
 def _field_plan(schema: type[Record]) -> tuple[tuple[str, FieldKind], ...]:
     """Every field of `schema` with how it is stored, in declaration order."""
     return tuple((name, schema.field_kind(name)) for name in schema.model_fields)
+
+
+@functools.cache
+def _free_form(schema: type[BaseModel]) -> bool:
+    """True if a field of `schema` (or of a model inside it) is typed `Any` anywhere."""
+    seen: set[Any] = set()
+
+    def has_any(annotation: Any) -> bool:
+        if annotation is Any:
+            return True
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return False
+            seen.add(annotation)
+            return any(has_any(f.annotation) for f in annotation.model_fields.values())
+        return any(has_any(arg) for arg in typing.get_args(annotation))
+
+    return has_any(schema)
 
 
 @functools.cache
