@@ -25,6 +25,15 @@ _pool_at = 0
 _last_ms = 0
 
 
+def _drop_pool() -> None:
+    # A forked child must not hand out the random bytes its parent will use too.
+    global _pool, _pool_at, _lock
+    _pool, _pool_at, _lock = b"", 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_drop_pool)
+
+
 def uuid7() -> str:
     """A new UUIDv7 string: unguessable, and strictly increasing within this process.
 

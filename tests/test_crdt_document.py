@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -135,6 +137,26 @@ def test_record_ids_are_uuid7_unique_and_in_creation_order() -> None:
     assert len({u.int & ((1 << 62) - 1) for u in parsed}) == len(ids)
     created = patient()
     assert uuid.UUID(created.id).version == 7 and created.read().id == created.id
+
+
+def test_a_forked_process_makes_other_record_ids_than_its_parent() -> None:
+    new_record_id()  # the parent holds random bytes it has not used yet
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork with threads about
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: its ids go to the parent, then it leaves at once
+        os.close(read_end)
+        os.write(write_end, " ".join(new_record_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_record_id() for _ in range(50)]
+    assert len(child) == 50
+    # Compared without the time part: both may stamp the same milliseconds.
+    assert not {i[14:] for i in child} & {i[14:] for i in parent}
 
 
 def test_actor_ids_are_device_uuids() -> None:
