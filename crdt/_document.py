@@ -11,13 +11,16 @@ from values at each change's heads).
 from __future__ import annotations
 
 import difflib
+import functools
 import json
+import typing
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from automerge import core as am
+from pydantic import BaseModel
 
 from crdt._authorship import (
     AUTH_FIELD,
@@ -117,6 +120,17 @@ def _encode_scalar(value: Any) -> tuple[am.ScalarType, Any]:
     raise TypeError(f"cannot store {type(value).__name__} as an Automerge scalar")
 
 
+# The scalar type of a JSON value by its exact Python type (a subclass, such as an
+# enum member, goes through `_encode_scalar`).
+_SCALAR_TYPES: Mapping[type, am.ScalarType] = {
+    str: am.ScalarType.Str,
+    bool: am.ScalarType.Boolean,
+    int: am.ScalarType.Int,
+    float: am.ScalarType.F64,
+    type(None): am.ScalarType.Null,
+}
+
+
 def _canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
@@ -139,7 +153,7 @@ class RecordDocument:
     Every change is validated against the record's schema before it is kept.
     """
 
-    __slots__ = ("_doc", "_id", "_ops", "_record", "_saved", "_schema")
+    __slots__ = ("_conflict_free", "_doc", "_dumped", "_id", "_ops", "_record", "_saved", "_schema")
 
     def __init__(
         self, doc: am.Document, schema: type[Record], *, saved: bytes | None = None
@@ -150,8 +164,12 @@ class RecordDocument:
         # Caches dropped on every change: the validated read and the saved bytes
         # (a document received whole is stored with the very bytes it came in).
         self._record: Record | None = None
+        self._dumped: dict[str, Any] | None = None
         self._saved = saved
         self._ops: DocumentOps | None = None
+        # Known to hold no conflict: made by `create` and changed only locally since
+        # (a local change supersedes every value it writes over, so adds none).
+        self._conflict_free = False
 
     # ----------------------------------------------------------------- building
     @classmethod
@@ -175,10 +193,11 @@ class RecordDocument:
         """
         _check_signer(signer, device_id)
         _reject_unknown(schema, values)
+        record_id = record_id or new_record_id()
         at = (now or _now()).isoformat()
         full = {
             **values,
-            "id": record_id or new_record_id(),
+            "id": record_id,
             "clinic_id": clinic_id,
             "created_at": at,
             "created_by": device_id,
@@ -192,10 +211,21 @@ class RecordDocument:
         with doc.transaction() as tx:
             tx.put(am.ROOT, _COLLECTION_KEY, am.ScalarType.Str, schema.collection)
             tx.put(am.ROOT, _SCHEMA_KEY, am.ScalarType.Int, _SCHEMA_VERSION)
-            for name in schema.model_fields:
-                _put(tx, schema, name, dumped[name])
+            for name, kind in _field_plan(schema):
+                value = dumped[name]
+                scalar_type = _SCALAR_TYPES.get(type(value)) if kind is FieldKind.SCALAR else None
+                if scalar_type is not None:
+                    tx.put(am.ROOT, name, scalar_type, value)
+                else:
+                    _put(tx, schema, name, value)
         created = cls(doc, schema)
-        created._record = record
+        created._id = record_id
+        # The record as every later read sees it, validated from the stored values: the
+        # same as `record` unless a free-form field holds what JSON changes (a caller's
+        # datetime reads back as the string it was stored as).
+        created._record = schema.validate_values(dumped) if _free_form(schema) else record
+        created._dumped = dumped
+        created._conflict_free = True
         if signer is not None:
             created._seal(signer)
         return created
@@ -286,6 +316,13 @@ class RecordDocument:
         if self._record is None:
             self._record = self._schema.validate_values(self.values())
         return self._record
+
+    def dumped(self) -> dict[str, Any]:
+        """The record as JSON-ready values (``read().model_dump(mode="json")``), cached
+        until the next change: treat it as read-only."""
+        if self._dumped is None:
+            self._dumped = self.read().model_dump(mode="json")
+        return self._dumped
 
     # ------------------------------------------------------------------ writing
     def update(
@@ -457,7 +494,8 @@ class RecordDocument:
         if reason is not None:
             raise MergeRejectedError(self.id, reason)
         self._doc = candidate
-        self._record = self._saved = self._ops = None
+        self._record = self._dumped = self._saved = self._ops = None
+        self._conflict_free = False
         return True
 
     def check_descendant(self, candidate: am.Document) -> str | None:
@@ -501,7 +539,7 @@ class RecordDocument:
         that has the same changes reports the same conflicts in the same order. It
         costs one pass over the document's operations (linear in its history).
         """
-        if _is_linear(self._doc.get_changes([])):
+        if self._conflict_free or _is_linear(self._doc.get_changes([])):
             return []
         by_field: dict[str, list[Op]] = {}
         for op in self._operations().root:
@@ -643,7 +681,7 @@ class RecordDocument:
         actor = actor_for_device(device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
-        self._record = self._saved = self._ops = None
+        self._record = self._dumped = self._saved = self._ops = None
         with self._doc.transaction() as tx:
             apply(tx)
             tx.put(am.ROOT, "updated_at", am.ScalarType.Str, (now or _now()).isoformat())
@@ -668,7 +706,9 @@ class RecordDocument:
         actor = actor_for_device(signer.device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
-        self._record = self._saved = self._ops = None
+        # The envelope writes only the signature map, which no record value reads:
+        # the validated record stays.
+        self._saved = self._ops = None
         with self._doc.transaction() as tx:
             got = tx.get(am.ROOT, AUTH_FIELD)
             if got is not None and got[0] == am.ObjType.Map:
@@ -737,9 +777,37 @@ def _schema_of(doc: am.Document) -> type[Record]:
     return schema
 
 
+@functools.cache
+def _field_plan(schema: type[Record]) -> tuple[tuple[str, FieldKind], ...]:
+    """Every field of `schema` with how it is stored, in declaration order."""
+    return tuple((name, schema.field_kind(name)) for name in schema.model_fields)
+
+
+@functools.cache
+def _free_form(schema: type[BaseModel]) -> bool:
+    """True if a field of `schema` (or of a model inside it) is typed `Any` anywhere."""
+    seen: set[Any] = set()
+
+    def has_any(annotation: Any) -> bool:
+        if annotation is Any:
+            return True
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation in seen:
+                return False
+            seen.add(annotation)
+            return any(has_any(f.annotation) for f in annotation.model_fields.values())
+        return any(has_any(arg) for arg in typing.get_args(annotation))
+
+    return has_any(schema)
+
+
+@functools.cache
+def _writable(schema: type[Record]) -> frozenset[str]:
+    return frozenset(schema.data_fields())
+
+
 def _reject_unknown(schema: type[Record], values: Iterable[str]) -> None:
-    allowed = set(schema.data_fields())
-    unknown = sorted(set(values) - allowed)
+    unknown = sorted(set(values) - _writable(schema))
     if unknown:
         raise RecordValidationError(
             schema.collection, [f"{name}: no such field (or not writable)" for name in unknown]

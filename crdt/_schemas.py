@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar
 
-import uuid6
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +22,7 @@ from pydantic import (
 )
 
 from crdt._errors import RecordValidationError
+from crdt._ids import uuid7
 from crdt._protocol import SHA256_PATTERN
 
 __all__ = [
@@ -87,7 +87,7 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9a-zA-Z._:-
 
 def new_record_id() -> str:
     """Return a new UUIDv7 string: time-ordered, so ids sort by creation."""
-    return str(uuid6.uuid7())
+    return uuid7()
 
 
 class FieldKind(enum.Enum):

@@ -38,6 +38,12 @@ __all__ = [
 
 R = TypeVar("R", bound=Record)
 
+# What a reference check reads of the record referred to (projection columns).
+_REFERENCE_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "patients": ("id", "deleted"),
+    "wounds": ("id", "deleted", "patient_id"),
+}
+
 
 class Collection(Generic[R]):
     """Typed access to one collection of records (`client.patients`, ...)."""
@@ -179,18 +185,23 @@ class Collection(Generic[R]):
         """
 
     def _referenced(self, collection: str, field_name: str, record_id: Any) -> dict[str, Any]:
-        found = (
-            self._replica.store.get_record(collection, record_id)
+        """The referenced record's id, deleted flag and (wounds) patient_id, from its
+        projection columns: the whole record's JSON is not needed to check a reference."""
+        columns = _REFERENCE_COLUMNS[collection]
+        row = (
+            self._replica.store.execute(
+                f"SELECT {', '.join(columns)} FROM {collection} WHERE id = ?", (record_id,)
+            ).fetchone()
             if isinstance(record_id, str)
             else None
         )
         if record_id is None:
             raise RecordValidationError(self.name, [f"{field_name}: field required"])
-        if found is None or found["deleted"]:
+        if row is None or row[1]:
             raise RecordValidationError(
                 self.name, [f"{field_name}: no {collection} record {record_id} on this device"]
             )
-        return found
+        return dict(zip(columns, row, strict=True))
 
     def _typed(self, record: Record) -> R:
         assert isinstance(record, self._schema)

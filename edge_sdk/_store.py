@@ -32,6 +32,7 @@ temp file is ever written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import threading
@@ -578,28 +579,35 @@ class Store:
         with self.transaction():
             decisions = [d.id for d in documents if d.collection == "decisions"]
             new_decisions = sorted(set(decisions) - self._projected("decisions", decisions))
-            doc_rows = [
-                (
-                    document.id,
-                    document.collection,
-                    document.read().clinic_id,
-                    b"".join(document.heads),
-                    document.save(),
+            # seq orders the local change feed: numbered from the newest one inside
+            # the write transaction (the store's lock is held), so concurrent writers
+            # cannot share a number, and one lookup serves the whole batch.
+            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM documents").fetchone()
+            seq = int(row[0])
+            doc_rows = []
+            for document in documents:
+                seq += 1
+                doc_rows.append(
+                    (
+                        document.id,
+                        document.collection,
+                        document.dumped()["clinic_id"],
+                        b"".join(document.heads),
+                        document.save(),
+                        seq,
+                    )
                 )
-                for document in documents
-            ]
             self._conn.executemany(
-                # seq orders the local change feed; taken from the index inside the
-                # write transaction, so concurrent writers cannot share a number.
                 "INSERT OR REPLACE INTO documents(id, collection, clinic_id, heads, data, seq)"
-                " VALUES (?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM documents))",
+                " VALUES (?, ?, ?, ?, ?, ?)",
                 doc_rows,
             )
             self._project(documents)
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO decision_inbox(id) VALUES (?)",
-                [(doc_id,) for doc_id in new_decisions],
-            )
+            if new_decisions:
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO decision_inbox(id) VALUES (?)",
+                    [(doc_id,) for doc_id in new_decisions],
+                )
             self._written.update(document.collection for document in documents)
 
     def put_unverified(self, documents: Sequence[UnverifiedDocument]) -> None:
@@ -617,7 +625,6 @@ class Store:
             row = self.execute("SELECT COALESCE(MAX(seq), 0) FROM documents").fetchone()
             last = int(row[0])
             projections: dict[str, list[tuple[Any, ...]]] = {}
-            columns: dict[str, list[str]] = {}
             doc_rows = []
             for seq, document in enumerate(documents, start=last + 1):
                 doc_rows.append(
@@ -630,10 +637,8 @@ class Store:
                         seq,
                     )
                 )
-                projected = document.projection
-                names = columns.setdefault(document.collection, list(projected))
                 projections.setdefault(document.collection, []).append(
-                    tuple(projected[name] for name in names)
+                    tuple(document.projection.values())
                 )
                 self._pending[document.doc_id] = document.collection
             self._conn.executemany(
@@ -642,12 +647,7 @@ class Store:
                 doc_rows,
             )
             for collection, rows in projections.items():
-                names = columns[collection]
-                self._conn.executemany(
-                    f"INSERT OR REPLACE INTO {collection}({', '.join(names)})"
-                    f" VALUES ({', '.join('?' for _ in names)})",
-                    rows,
-                )
+                self._conn.executemany(_projection_insert(collection), rows)
             self._conn.executemany(
                 "INSERT OR REPLACE INTO unverified(doc_id) VALUES (?)",
                 [(document.doc_id,) for document in documents],
@@ -764,27 +764,20 @@ class Store:
 
     def _project(self, documents: Sequence[RecordDocument]) -> None:
         """Write the projection and conflict rows of stored documents."""
-        projections: dict[str, list[dict[str, Any]]] = {}
+        projections: dict[str, list[tuple[Any, ...]]] = {}
         conflict_rows = []
         for document in documents:
-            record = document.read()
             conflicts = document.conflicts()
-            projections.setdefault(document.collection, []).append(
-                projection_row(
-                    document.collection,
-                    record.model_dump(mode="json"),
-                    record.model_dump_json(),
-                    bool(conflicts),
-                )
+            row = projection_row(
+                document.collection,
+                document.dumped(),
+                document.read().model_dump_json(),
+                bool(conflicts),
             )
+            projections.setdefault(document.collection, []).append(tuple(row.values()))
             conflict_rows += [(c.record_id, c.collection, c.field) for c in conflicts]
         for collection, rows in projections.items():
-            columns = list(rows[0])
-            self._conn.executemany(
-                f"INSERT OR REPLACE INTO {collection}({', '.join(columns)})"
-                f" VALUES ({', '.join('?' for _ in columns)})",
-                [tuple(row[c] for c in columns) for row in rows],
-            )
+            self._conn.executemany(_projection_insert(collection), rows)
         self._conn.executemany(
             "DELETE FROM conflicts WHERE doc_id = ?", [(document.id,) for document in documents]
         )
@@ -939,6 +932,15 @@ class _Cursor:
             return list(self._cursor.fetchall())
         except sqlcipher3.DatabaseError as exc:
             raise _translate(exc, self._path) from None
+
+
+@functools.cache
+def _projection_insert(collection: str) -> str:
+    """The INSERT of one projection row, its columns in `projection_row`'s order."""
+    columns = ["id", "clinic_id", *PROJECTIONS[collection], "deleted", "conflicted"]
+    columns += ["updated_at", "record"]
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT OR REPLACE INTO {collection}({', '.join(columns)}) VALUES ({marks})"
 
 
 def projection_row(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import uuid
+import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,6 +24,7 @@ from crdt import (
     WoundAssessment,
     actor_for_device,
     device_for_actor,
+    new_record_id,
 )
 
 DEV_A = "00000000-0000-4000-8000-00000000000a"
@@ -121,6 +124,39 @@ def test_load_refuses_what_is_not_a_record() -> None:
         tx.put(am.ROOT, "hello", am.ScalarType.Str, "world")
     with pytest.raises(DocumentError):
         RecordDocument.load(plain.save())
+
+
+def test_record_ids_are_uuid7_unique_and_in_creation_order() -> None:
+    ids = [new_record_id() for _ in range(3000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    parsed = [uuid.UUID(i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert [str(u) for u in parsed] == ids
+    # The random part differs from id to id, not only the time part.
+    assert len({u.int & ((1 << 62) - 1) for u in parsed}) == len(ids)
+    created = patient()
+    assert uuid.UUID(created.id).version == 7 and created.read().id == created.id
+
+
+def test_a_forked_process_makes_other_record_ids_than_its_parent() -> None:
+    new_record_id()  # the parent holds random bytes it has not used yet
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():  # Python 3.12+ warns of fork with threads about
+        warnings.simplefilter("ignore", DeprecationWarning)
+        pid = os.fork()
+    if pid == 0:  # the child: its ids go to the parent, then it leaves at once
+        os.close(read_end)
+        os.write(write_end, " ".join(new_record_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_record_id() for _ in range(50)]
+    assert len(child) == 50
+    # Compared without the time part: both may stamp the same milliseconds.
+    assert not {i[14:] for i in child} & {i[14:] for i in parent}
 
 
 def test_actor_ids_are_device_uuids() -> None:

@@ -247,6 +247,26 @@ def test_batch_is_all_or_nothing(tmp_store: Any) -> None:
     assert projections_match_documents(client)
 
 
+def test_the_change_feed_numbers_every_write_once_in_write_order(tmp_store: Any) -> None:
+    client = tmp_store()
+    store = client.replica.store
+    first = add_patient(client, "First")
+    with client.batch():
+        batched = [add_patient(client, f"P{i}") for i in range(5)]
+        client.wounds.add(patient_id=batched[0].id, body_site="heel")
+    client.patients.update(first.id, mrn="MRN-2")  # a rewrite moves to the end
+    # Several documents in one call are numbered one after the other.
+    documents = [store.get_document(p.id) for p in batched[1:3]]
+    store.put_documents([d for d in documents if d is not None])
+    feed = store.changed_since(0, limit=100)
+    seqs = [seq for _, seq, _, _ in feed]
+    assert seqs == sorted(set(seqs)) and seqs[-1] == store.feed_seq()
+    order = [doc_id for doc_id, _, _, _ in feed]
+    assert order[-3:] == [first.id, batched[1].id, batched[2].id]
+    assert order[:3] == [batched[0].id, batched[3].id, batched[4].id]
+    assert len(order) == 7 and projections_match_documents(client)
+
+
 def test_notes_splice_and_edit(tmp_store: Any) -> None:
     client = tmp_store()
     patient = add_patient(client)
