@@ -283,6 +283,8 @@ class SyncSession:
                 device_id=self._device_id,
                 policy=self._policy,
                 report=self.report,
+                limits=self._limits,
+                authorship=self._authorship,
             )
         for rejection in self.report.rejected[rejected_before:]:
             self._refuse(rejection.doc_id, rejection.reason, already_reported=True)

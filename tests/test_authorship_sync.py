@@ -9,7 +9,7 @@ from typing import Any
 
 from automerge import core as am
 
-from crdt import RecordDocument, actor_for_device, apply_documents
+from crdt import RecordDocument, actor_for_device, apply_documents, run_in_memory
 from edge_sdk import Argon2Params, MemoryHub, MemoryTransport, export_bundle, import_bundle
 
 SECRET = "bundle passphrase for tests"
@@ -97,6 +97,22 @@ def test_a_change_forged_in_another_devices_name_is_refused_everywhere(
     report = import_bundle(office, path, passphrase=SECRET)
     assert [r.doc_id for r in report.rejected] == [record]
     assert office.patients.get(record).family_name == "Okafor"
+
+
+def test_a_forged_document_is_refused_by_a_device_to_device_session(tmp_store: Any) -> None:
+    """A peer tablet offering a record the receiver lacks sends it whole (a DOC entry):
+    it is checked like every other path, forged changes refused."""
+    ward, mallory, office = tmp_store("ward"), tmp_store("mallory"), tmp_store("office")
+    record = add_patient(ward)
+    run_in_memory(ward.sync_session(), mallory.sync_session())
+    forge(mallory, record, victim=ward.device_id)
+    honest = add_patient(mallory, family="Adeyemi")
+    sink = office.sync_session()
+    run_in_memory(mallory.sync_session(), sink)
+    assert [r.doc_id for r in sink.report.rejected] == [record]
+    assert "is not signed by that device" in sink.report.rejected[0].reason
+    assert record not in office.replica.document_heads()
+    assert office.patients.get(honest).family_name == "Adeyemi"
 
 
 def test_a_revoked_devices_new_changes_are_refused_when_relayed(tmp_store: Any) -> None:
