@@ -373,6 +373,16 @@ class _AuditedDocuments:
                 access.record_ids.append(doc_id)
             return found
 
+    def saved_documents(self, doc_ids: Sequence[str]) -> dict[str, bytes]:
+        with self._replica.access("sync-read", "*") as access:
+            found = self._replica.store.saved_documents(doc_ids)
+            access.record_ids.extend(doc_id for doc_id in doc_ids if doc_id in found)
+            return found
+
+    def held(self, doc_ids: Sequence[str]) -> set[str]:
+        # Which ids are held is no access to patient data (no record is read).
+        return self._replica.store.held(doc_ids)
+
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         with self._replica.access("sync-write", "*") as access:
             access.record_ids.extend(d.id for d in documents)

@@ -544,6 +544,17 @@ class Store:
         row = self.execute("SELECT data FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def saved_documents(self, doc_ids: Sequence[str]) -> dict[str, bytes]:
+        """The saved bytes of those of `doc_ids` the store holds (a few queries)."""
+        self.settle(doc_ids)
+        found: dict[str, bytes] = {}
+        for start in range(0, len(doc_ids), 500):
+            chunk = doc_ids[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            rows = self.execute(f"SELECT id, data FROM documents WHERE id IN ({marks})", chunk)
+            found.update((str(row[0]), bytes(row[1])) for row in rows.fetchall())
+        return found
+
     def saved_with_heads(self, doc_id: str) -> tuple[bytes, list[bytes]] | None:
         """A document's saved bytes and the heads of exactly those bytes, or None."""
         self.settle((doc_id,))

@@ -959,6 +959,10 @@ def test_a_sync_session_audits_what_it_exchanges(world: World) -> None:
     other = EdgeClient.init(world.root / "peer", provider(), clinic_id=CLINIC)
     try:
         q = other.patients.add(given_name="Bo", family_name="Dee", birth_date="1960-01-01")
+        # The peer is an enrolled device of the clinic (its record's signature must
+        # check out against the directory this device holds).
+        world.transport(other)
+        world.sync()
         before = world.client.replica.audit.head()[0]
         session = world.client.sync_session()
         assert world.client.replica.audit.head()[0] == before

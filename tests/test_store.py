@@ -659,3 +659,24 @@ def test_blob_reads_and_writes_emit_access_events(tmp_store: Any) -> None:
         with pytest.raises(BlobNotFoundError):
             read()
         assert seen() == [("blob-read", "blobs", (missing,), "BlobNotFoundError")]
+
+
+def test_a_version_4_store_gets_the_verification_tables(tmp_store: Any) -> None:
+    client = tmp_store("old")
+    patient = client.patients.add(given_name="A", family_name="B", birth_date="1950-01-01")
+    store = client.replica.store
+    store.execute("DROP TABLE unverified")
+    store.execute("DROP TABLE quarantine")
+    store.set_meta("schema_version", "4")
+    client.close()
+    with tmp_store.open("old") as reopened:
+        assert reopened.replica.store.get_meta("schema_version") == "5"
+        assert reopened.verification_status().pending == 0
+        assert reopened.patients.get(patient.id).family_name == "B"
+        tables = {
+            row[0]
+            for row in reopened.replica.store.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"
+            ).fetchall()
+        }
+        assert {"unverified", "quarantine"} <= tables
