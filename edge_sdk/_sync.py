@@ -150,18 +150,21 @@ class _Run:
         todo = [doc_id for doc_id, _ in unsent]
         done = 0
         self.progress(SyncProgress("push", 0, len(todo)))
-        # The next batch is read and encoded while the other side works on this one;
-        # one push is in flight at a time, so batches still arrive in order.
+        # The next batch is read and encoded, and the answer to the last one recorded,
+        # while the other side works on a batch; one push is in flight at a time, so
+        # batches arrive in order.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-push") as sender:
             in_flight: tuple[list[_Outgoing], Future[PushAnswer]] | None = None
             for batch in self._batches(todo):
                 message = self._encode(batch)
-                if in_flight is not None:
-                    done += self._finish(*in_flight)
-                    self.progress(SyncProgress("push", done, len(todo)))
+                answered = None if in_flight is None else self._answer(*in_flight)
                 in_flight = (batch, sender.submit(self.transport.push, message))
+                if answered is not None:
+                    done += self._record(*answered)
+                    self.progress(SyncProgress("push", done, len(todo)))
             if in_flight is not None:
-                done += self._finish(*in_flight)
+                answered = self._answer(*in_flight)
+                done += self._record(*answered)
                 self.progress(SyncProgress("push", done, len(todo)))
 
     def _batches(self, ids: Sequence[str]) -> Iterator[list[_Outgoing]]:
@@ -191,15 +194,16 @@ class _Run:
                 SyncMessage({}, tuple(Entry(EntryKind.DOC, d, data) for d, data, _ in batch))
             )
 
-    def _finish(self, batch: list[_Outgoing], sent: Future[PushAnswer]) -> int:
-        """Take the answer to a batch in flight; returns how many documents it held."""
+    def _answer(
+        self, batch: list[_Outgoing], sent: Future[PushAnswer]
+    ) -> tuple[list[_Outgoing], PushAnswer | None]:
+        """Wait for the answer to a batch in flight. A batch too costly for the other
+        side goes again in halves, before any later batch (None: done so)."""
         try:
-            answer = sent.result()
+            return batch, sent.result()
         except PushTooLargeError as exc:
             self._split(batch, exc)
-        else:
-            self._record(batch, answer)
-        return len(batch)
+            return batch, None
 
     def _push_batch(self, batch: list[_Outgoing]) -> None:
         try:
@@ -220,7 +224,11 @@ class _Run:
             PushAnswer(accepted=[], unchanged=[], rejected=[Rejection(batch[0][0], str(refusal))]),
         )
 
-    def _record(self, batch: list[_Outgoing], answer: PushAnswer) -> None:
+    def _record(self, batch: list[_Outgoing], answer: PushAnswer | None) -> int:
+        """Record what the other side answered to a batch (None: recorded already, in
+        halves); returns how many documents the batch held."""
+        if answer is None:
+            return len(batch)
         self.result.pushed += answer.accepted
         self.result.unchanged += len(answer.unchanged)
         self.result.refused_by_server += answer.rejected
@@ -229,6 +237,7 @@ class _Run:
         # The other side now holds at least these heads (a refused document is not
         # sent again until it changes: sending the same bytes would be refused again).
         self.store.set_peer_heads(self.peer, {doc_id: heads for doc_id, _, heads in batch})
+        return len(batch)
 
     def push_audit(self) -> None:
         if not hasattr(self.transport, "push_audit"):
