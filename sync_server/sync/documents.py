@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from crdt import (
@@ -527,7 +527,7 @@ def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]])
         return
     connection = session.connection()
     dialect = connection.dialect
-    table = model.__table__
+    table = cast(Table, model.__table__)
     names = list(rows[0])
     quote = dialect.identifier_preparer.quote
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
