@@ -162,33 +162,6 @@ class _Reader:
         return out
 
 
-def _rle(data: bytes, read: Callable[[_Reader], Any]) -> Iterator[Any]:
-    """Values of a run-length column: repeated runs, literal runs and null runs."""
-    reader = _Reader(data)
-    while not reader.done():
-        count = reader.sleb()
-        if count > 0:
-            value = read(reader)
-            for _ in range(count):
-                yield value
-        elif count < 0:
-            for _ in range(-count):
-                yield read(reader)
-        else:
-            for _ in range(reader.uleb()):
-                yield None
-
-
-def _delta(data: bytes) -> Iterator[int | None]:
-    total = 0
-    for step in _rle(data, _Reader.sleb):
-        if step is None:
-            yield None
-        else:
-            total += step
-            yield total
-
-
 def _booleans(data: bytes) -> Iterator[bool]:
     reader = _Reader(data)
     value = False
@@ -198,41 +171,124 @@ def _booleans(data: bytes) -> Iterator[bool]:
         value = not value
 
 
-def _string(reader: _Reader) -> str:
-    raw = reader.take(reader.uleb())
-    try:
-        return raw.decode()
-    except UnicodeDecodeError:
-        raise ColumnarError("a key is not UTF-8") from None
-
-
-def _values(meta: bytes, raw: bytes) -> Iterator[Any]:
+def _values(meta: bytes, raw: bytes, limit: int) -> list[Any]:
     source = _Reader(raw)
-    for code in _rle(meta, _Reader.uleb):
+    out: list[Any] = []
+    for code in _column(meta, _UINT, limit):
         if code is None:
-            yield None
+            out.append(None)
             continue
         kind, size = code & 0x0F, code >> 4
         payload = source.take(size)
         if kind == 0:
-            yield None
+            out.append(None)
         elif kind in (1, 2):
-            yield kind == 2
+            out.append(kind == 2)
         elif kind in (3, 8, 9):  # unsigned, counter, timestamp: LEB128 ints
-            yield _Reader(payload).uleb() if kind == 3 else _Reader(payload).sleb()
+            out.append(_Reader(payload).uleb() if kind == 3 else _Reader(payload).sleb())
         elif kind == 4:
-            yield _Reader(payload).sleb()
+            out.append(_Reader(payload).sleb())
         elif kind == 5:
             if size != 8:
                 raise ColumnarError("a float is not 8 bytes")
-            yield struct.unpack("<d", payload)[0]
+            out.append(struct.unpack("<d", payload)[0])
         elif kind == 6:
             try:
-                yield payload.decode()
+                out.append(payload.decode())
             except UnicodeDecodeError:
                 raise ColumnarError("a string value is not UTF-8") from None
         else:
-            yield payload
+            out.append(payload)
+    return out
+
+
+# Column decoders for `read_document`: whole columns at once into lists, with the
+# one-byte integer (nearly every integer in a record) read inline. A generator per
+# column cost more than the rest of reading a document.
+def _uleb_at(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise ColumnarError("truncated integer")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ColumnarError("integer too long")
+
+
+def _sleb_at(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= end:
+            raise ColumnarError("truncated integer")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            if byte & 0x40:
+                result -= 1 << shift
+            return result, pos
+        if shift > 63:
+            raise ColumnarError("integer too long")
+
+
+_UINT, _INT, _STR = range(3)
+
+
+def _column(data: bytes, kind: int, limit: int) -> list[Any]:
+    """The first `limit` values of a run-length column of unsigned integers, signed
+    integers or strings (repeated runs, literal runs and null runs)."""
+    out: list[Any] = []
+    pos, end = 0, len(data)
+    while pos < end and len(out) < limit:
+        byte = data[pos]
+        if byte < 0x40:  # a one-byte positive count
+            count, pos = byte, pos + 1
+        else:
+            count, pos = _sleb_at(data, pos, end)
+        if count == 0:
+            nulls, pos = _uleb_at(data, pos, end)
+            out += [None] * min(nulls, limit - len(out))
+            continue
+        values = 1 if count > 0 else min(-count, limit - len(out))
+        found: list[Any] = []
+        for _ in range(values):
+            if pos >= end:
+                raise ColumnarError("truncated integer")
+            byte = data[pos]
+            value: Any
+            if kind == _INT:
+                if byte < 0x40:
+                    value, pos = byte, pos + 1
+                elif byte < 0x80:
+                    value, pos = byte - 0x80, pos + 1
+                else:
+                    value, pos = _sleb_at(data, pos, end)
+            else:
+                if byte < 0x80:
+                    value, pos = byte, pos + 1
+                else:
+                    value, pos = _uleb_at(data, pos, end)
+                if kind == _STR:
+                    size = value
+                    if pos + size > end:
+                        raise ColumnarError("truncated field")
+                    try:
+                        value = data[pos : pos + size].decode()
+                    except UnicodeDecodeError:
+                        raise ColumnarError("a key is not UTF-8") from None
+                    pos += size
+            found.append(value)
+        if count > 0:
+            out += found * min(count, limit - len(out))
+        else:
+            out += found
+    return out
 
 
 # ---------------------------------------------------------------- the chunk
@@ -282,46 +338,71 @@ def _column_layout(reader: _Reader) -> list[tuple[int, int]]:
 
 
 def _ops(columns: dict[tuple[int, int], bytes], actors: list[bytes]) -> DocumentOps:
-    def column(key: tuple[int, int]) -> bytes:
-        return columns.get(key, b"")
+    def column(key: tuple[int, int], kind: int, size: int) -> list[Any]:
+        # A column shorter than the operations reads as nulls past its end.
+        values = _column(columns.get(key, b""), kind, size)
+        return values + [None] * (size - len(values)) if len(values) < size else values
 
     def actor(index: int | None) -> bytes:
         if index is None or index >= len(actors):
             raise ColumnarError("an operation names an unknown actor")
         return actors[index]
 
-    obj_actor = _rle(column(_OBJ_ACTOR), _Reader.uleb)
-    obj_ctr = _rle(column(_OBJ_CTR), _Reader.uleb)
-    key_str = _rle(column(_KEY_STR), _string)
-    id_actor = _rle(column(_ID_ACTOR), _Reader.uleb)
-    id_ctr = _delta(column(_ID_CTR))
-    action = _rle(column(_ACTION), _Reader.uleb)
-    values = _values(column(_VAL_META), column(_VAL_RAW))
-    succ_num = _rle(column(_SUCC_NUM), _Reader.uleb)
-    succ_actor = _rle(column(_SUCC_ACTOR), _Reader.uleb)
-    succ_ctr = _delta(column(_SUCC_CTR))
+    # The operations are those with an id; every other column is read that far only.
+    count = _count(columns.get(_ID_ACTOR, b""), _Reader.uleb)
+    id_actor = _column(columns.get(_ID_ACTOR, b""), _UINT, count)
+    id_ctr = _running_total(_column(columns.get(_ID_CTR, b""), _INT, count))
+    count = min(len(id_actor), len(id_ctr))
+    obj_actor = column(_OBJ_ACTOR, _UINT, count)
+    obj_ctr = column(_OBJ_CTR, _UINT, count)
+    key_str = column(_KEY_STR, _STR, count)
+    action = column(_ACTION, _UINT, count)
+    values = _values(columns.get(_VAL_META, b""), columns.get(_VAL_RAW, b""), count)
+    values += [None] * (count - len(values))
+    succ_num = column(_SUCC_NUM, _UINT, count)
+    successors_in_all = sum(number or 0 for number in succ_num)
+    succ_actor = column(_SUCC_ACTOR, _UINT, successors_in_all)
+    succ_ctr = _running_total(column(_SUCC_CTR, _INT, successors_in_all))
     root: list[Op] = []
     nested: list[Nested] = []
-    for op_actor, op_ctr in zip(id_actor, id_ctr, strict=False):
+    next_successor = 0
+    for position in range(count):
+        op_ctr = id_ctr[position]
         if op_ctr is None:
             raise ColumnarError("an operation has no id")
-        op_id = (op_ctr, actor(op_actor))
-        o_actor, o_ctr = next(obj_actor, None), next(obj_ctr, None)
-        key, act, value = next(key_str, None), next(action, None), next(values, None)
-        successors = tuple(
-            (_counter(next(succ_ctr, None)), actor(next(succ_actor, None)))
-            for _ in range(next(succ_num, None) or 0)
-        )
+        op_id = (op_ctr, actor(id_actor[position]))
+        number = succ_num[position] or 0
+        if number:
+            successors: tuple[OpId, ...] = tuple(
+                (_counter(succ_ctr[at]), actor(succ_actor[at]))
+                for at in range(next_successor, next_successor + number)
+            )
+            next_successor += number
+        else:
+            successors = ()
+        o_actor, o_ctr, act = obj_actor[position], obj_ctr[position], action[position]
+        value = values[position] if act == SET else None
         if o_actor is None and o_ctr is None:
+            key = key_str[position]
             if key is None or act is None:
                 raise ColumnarError("a root operation has no key or action")
-            root.append(Op(key, op_id, act, value if act == SET else None, successors))
+            root.append(Op(key, op_id, act, value, successors))
         else:
             if o_ctr is None:
                 raise ColumnarError("an operation names no object")
             obj = (o_ctr, actor(o_actor))
-            nested.append(Nested(obj, op_id, successors, key, value if act == SET else None))
+            nested.append(Nested(obj, op_id, successors, key_str[position], value))
     return DocumentOps(root, nested)
+
+
+def _running_total(steps: list[int | None]) -> list[int | None]:
+    """A delta column's values: each the sum of the steps so far (nulls stay null)."""
+    total = 0
+    for position, step in enumerate(steps):
+        if step is not None:
+            total += step
+            steps[position] = total
+    return steps
 
 
 def _counter(value: int | None) -> int:

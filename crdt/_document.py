@@ -752,7 +752,13 @@ class RecordDocument:
     def _authorship(self, directory: KeyDirectory, known: Collection[bytes]) -> Authorship:
         return Authorship(
             doc_id=self.id,
-            clinic_id=self.values().get("clinic_id"),
+            # The validated record when already read (the same value, without
+            # decoding every field again).
+            clinic_id=(
+                self._record.clinic_id
+                if self._record is not None
+                else self.values().get("clinic_id")
+            ),
             changes=self._doc.get_changes([]),
             operations=self._operations,
             directory=directory,

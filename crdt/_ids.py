@@ -3,11 +3,11 @@ its UUID)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import threading
 import time
 import uuid
+from functools import lru_cache
 
 from crdt._errors import DocumentError
 
@@ -58,7 +58,7 @@ def uuid7() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@functools.lru_cache(maxsize=256)
+@lru_cache(maxsize=4096)  # a replica sees few devices, each many times
 def actor_for_device(device_id: str) -> bytes:
     """Return the Automerge actor id of a device: the 16 bytes of its UUID."""
     try:
@@ -67,6 +67,7 @@ def actor_for_device(device_id: str) -> bytes:
         raise DocumentError(f"device id {device_id!r} is not a UUID") from None
 
 
+@lru_cache(maxsize=4096)
 def device_for_actor(actor: bytes) -> str:
     """Return the device id that writes as Automerge actor `actor`."""
     return str(uuid.UUID(bytes=actor)) if len(actor) == 16 else actor.hex()

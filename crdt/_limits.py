@@ -6,6 +6,8 @@ from the change list after a merge.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass
 
 from automerge import core as am
@@ -35,7 +37,7 @@ class DocumentLimits:
         """(changes, operations) loading saved bytes would apply; (0, 0) if they cannot
         be read (they are refused when checked)."""
         try:
-            return measure_saved(data, max_inflated=8 * self.max_bytes)
+            return _measured(data, 8 * self.max_bytes)
         except ColumnarError:
             return 0, 0
 
@@ -44,7 +46,7 @@ class DocumentLimits:
         if len(data) > self.max_bytes:
             return f"the document is {len(data)} bytes, over the limit of {self.max_bytes}"
         try:
-            changes, operations = measure_saved(data, max_inflated=8 * self.max_bytes)
+            changes, operations = _measured(data, 8 * self.max_bytes)
         except ColumnarError as exc:
             return f"not a readable Automerge document: {exc}"
         return self._over(changes, operations)
@@ -66,3 +68,22 @@ class DocumentLimits:
 
 
 DEFAULT_LIMITS = DocumentLimits()
+
+_REMEMBERED = 8192
+_measurements: dict[tuple[bytes, int], tuple[int, int]] = {}
+_measurements_lock = threading.Lock()
+
+
+def _measured(data: bytes, max_inflated: int) -> tuple[int, int]:
+    """`measure_saved`, remembered for the last few thousand documents by digest (a push
+    is measured as a whole before any of its documents is loaded, and each document
+    again as it is loaded: the second costs a hash, not a parse)."""
+    key = (hashlib.sha256(data).digest(), max_inflated)
+    found = _measurements.get(key)
+    if found is None:
+        found = measure_saved(data, max_inflated=max_inflated)
+        with _measurements_lock:
+            if len(_measurements) >= _REMEMBERED:
+                _measurements.clear()
+            _measurements[key] = found
+    return found

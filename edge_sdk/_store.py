@@ -561,6 +561,21 @@ class Store:
         row = self.execute("SELECT data, heads FROM documents WHERE id = ?", (doc_id,)).fetchone()
         return None if row is None else (bytes(row[0]), _split(bytes(row[1])))
 
+    def saved_with_heads_of(self, ids: Sequence[str]) -> dict[str, tuple[bytes, list[bytes]]]:
+        """`saved_with_heads` of many documents, read in a few queries (not one per id);
+        ids the store does not hold are left out."""
+        self.settle(ids)
+        found: dict[str, tuple[bytes, list[bytes]]] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" for _ in chunk)
+            rows = self.execute(
+                f"SELECT id, data, heads FROM documents WHERE id IN ({marks})", chunk
+            )
+            for doc_id, data, heads in rows.fetchall():
+                found[str(doc_id)] = (bytes(data), _split(bytes(heads)))
+        return found
+
     def has_documents(self) -> bool:
         """True if the store holds at least one document."""
         return self.execute("SELECT 1 FROM documents LIMIT 1").fetchone() is not None

@@ -7,7 +7,8 @@
    accepted, already had, or refused; the other side is then recorded as holding
    exactly the heads of the bytes sent (a refused document is not sent again until it
    changes: the same bytes would be refused again). A batch cut off in flight is sent
-   again next time: merges are idempotent.
+   again next time: merges are idempotent. The next batch is read (one query) and
+   encoded while the other side works on this one.
 2. Pull: the other side's change feed from the saved cursor, page by page. Each page's
    documents, the new cursor and the other side's heads are stored in one
    transaction, so a cut between pages resumes at the next page and nothing is
@@ -67,6 +68,9 @@ from edge_sdk._transport import PushAnswer, SyncTransport
 __all__ = ["PULL_PAGE_DOCUMENTS", "PUSH_BATCH_DOCUMENTS", "sync_replica"]
 
 log = logging.getLogger("edge_sdk.sync")
+
+_Outgoing = tuple[str, bytes, list[bytes]]
+"""A document going out in a push: its id, saved bytes and the heads of those bytes."""
 
 PUSH_BATCH_DOCUMENTS = 1000
 """Documents per push message (fewer when the size cap is reached first)."""
@@ -154,46 +158,85 @@ class _Run:
         todo = [doc_id for doc_id, _ in unsent]
         done = 0
         self.progress(SyncProgress("push", 0, len(todo)))
-        for batch in self._batches(todo):
-            self._push_batch(batch)
-            done += len(batch)
-            self.progress(SyncProgress("push", done, len(todo)))
+        # The next batch is read and encoded, and the answer to the last one recorded,
+        # while the other side works on a batch; one push is in flight at a time, so
+        # batches arrive in order.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-push") as sender:
+            in_flight: tuple[list[_Outgoing], Future[PushAnswer]] | None = None
+            for batch in self._batches(todo):
+                message = self._encode(batch)
+                answered = None if in_flight is None else self._answer(*in_flight)
+                in_flight = (batch, sender.submit(self.transport.push, message))
+                if answered is not None:
+                    done += self._record(*answered)
+                    self.progress(SyncProgress("push", done, len(todo)))
+            if in_flight is not None:
+                answered = self._answer(*in_flight)
+                done += self._record(*answered)
+                self.progress(SyncProgress("push", done, len(todo)))
 
-    def _batches(self, ids: Sequence[str]) -> Iterator[list[tuple[str, bytes, list[bytes]]]]:
-        batch: list[tuple[str, bytes, list[bytes]]] = []
+    def _batches(self, ids: Sequence[str]) -> Iterator[list[_Outgoing]]:
+        batch: list[_Outgoing] = []
         size = 0
         room = DEFAULT_MAX_MESSAGE_SIZE - 4096
-        for doc_id in ids:
-            found = self.store.saved_with_heads(doc_id)
-            if found is None:
-                continue
-            data, heads = found
-            entry_bytes = len(data) + len(doc_id) + 16
-            if batch and (size + entry_bytes > room or len(batch) >= PUSH_BATCH_DOCUMENTS):
-                yield batch
-                batch, size = [], 0
-            batch.append((doc_id, data, heads))
-            size += entry_bytes
+        for start in range(0, len(ids), PUSH_BATCH_DOCUMENTS):
+            chunk = ids[start : start + PUSH_BATCH_DOCUMENTS]
+            found = self.store.saved_with_heads_of(chunk)  # one query, not one per document
+            for doc_id in chunk:
+                if doc_id not in found:
+                    continue
+                data, heads = found[doc_id]
+                entry_bytes = len(data) + len(doc_id) + 16
+                if batch and (size + entry_bytes > room or len(batch) >= PUSH_BATCH_DOCUMENTS):
+                    yield batch
+                    batch, size = [], 0
+                batch.append((doc_id, data, heads))
+                size += entry_bytes
         if batch:
             yield batch
 
-    def _push_batch(self, batch: list[tuple[str, bytes, list[bytes]]]) -> None:
+    def _encode(self, batch: list[_Outgoing]) -> bytes:
         with self.replica.access("sync-read", "*") as access:
             access.record_ids.extend(doc_id for doc_id, _, _ in batch)
-            message = encode_message(
+            return encode_message(
                 SyncMessage({}, tuple(Entry(EntryKind.DOC, d, data) for d, data, _ in batch))
             )
+
+    def _answer(
+        self, batch: list[_Outgoing], sent: Future[PushAnswer]
+    ) -> tuple[list[_Outgoing], PushAnswer | None]:
+        """Wait for the answer to a batch in flight. A batch too costly for the other
+        side goes again in halves, before any later batch (None: done so)."""
         try:
-            answer = self.transport.push(message)
+            return batch, sent.result()
         except PushTooLargeError as exc:
-            if len(batch) > 1:  # too costly at once: the halves may pass
-                half = len(batch) // 2
-                self._push_batch(batch[:half])
-                self._push_batch(batch[half:])
-                return
-            answer = PushAnswer(
-                accepted=[], unchanged=[], rejected=[Rejection(batch[0][0], str(exc))]
-            )
+            self._split(batch, exc)
+            return batch, None
+
+    def _push_batch(self, batch: list[_Outgoing]) -> None:
+        try:
+            answer = self.transport.push(self._encode(batch))
+        except PushTooLargeError as exc:
+            self._split(batch, exc)
+        else:
+            self._record(batch, answer)
+
+    def _split(self, batch: list[_Outgoing], refusal: PushTooLargeError) -> None:
+        if len(batch) > 1:  # too costly at once: the halves may pass
+            half = len(batch) // 2
+            self._push_batch(batch[:half])
+            self._push_batch(batch[half:])
+            return
+        self._record(
+            batch,
+            PushAnswer(accepted=[], unchanged=[], rejected=[Rejection(batch[0][0], str(refusal))]),
+        )
+
+    def _record(self, batch: list[_Outgoing], answer: PushAnswer | None) -> int:
+        """Record what the other side answered to a batch (None: recorded already, in
+        halves); returns how many documents the batch held."""
+        if answer is None:
+            return len(batch)
         self.result.pushed += answer.accepted
         self.result.unchanged += len(answer.unchanged)
         self.result.refused_by_server += answer.rejected
@@ -202,6 +245,7 @@ class _Run:
         # The other side now holds at least these heads (a refused document is not
         # sent again until it changes: sending the same bytes would be refused again).
         self.store.set_peer_heads(self.peer, {doc_id: heads for doc_id, _, heads in batch})
+        return len(batch)
 
     def push_audit(self) -> None:
         if not hasattr(self.transport, "push_audit"):

@@ -9,6 +9,7 @@ uvicorn starts each worker with `app_from_env`, which rebuilds the settings from
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -160,6 +161,7 @@ def serve(
     with _sigterm_exits_cleanly():
         try:
             if workers == 1:
+                _settle_heap()
                 uvicorn.run(app, **options)
             else:
                 app.state.db.dispose()
@@ -202,4 +204,15 @@ def app_from_env() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level)
     GuardedH11Protocol.header_timeout = settings.header_timeout_seconds
-    return create_app(settings)
+    app = create_app(settings)
+    _settle_heap()
+    return app
+
+
+def _settle_heap() -> None:
+    """Move what the worker built at startup (modules, the app) out of the cyclic
+    garbage collector's way: a big push keeps many objects alive at once, so full
+    collections run during it, and each walked the whole startup heap again (about a
+    fifth of a push's CPU time). Called once, when the worker starts serving."""
+    gc.collect()
+    gc.freeze()

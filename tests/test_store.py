@@ -377,6 +377,22 @@ def test_records_received_by_sync_need_not_find_their_patient(tmp_store: Any) ->
 # ---------------------------------------------------------------- queries
 
 
+def test_saved_documents_of_many_ids_match_one_by_one_reads(tmp_store: Any) -> None:
+    client = tmp_store("a")
+    with client.batch():
+        ids = [add_patient(client, family=f"F{i}").id for i in range(1203)]
+    client.patients.update(ids[7], family_name="Changed")
+    store = client.replica.store
+    wanted = [*reversed(ids), "not-held"]  # more than one query's worth of ids
+
+    found = store.saved_with_heads_of(wanted)
+
+    assert set(found) == set(ids)
+    for doc_id in ids:
+        assert found[doc_id] == store.saved_with_heads(doc_id)
+    assert store.saved_with_heads_of([]) == {}
+
+
 def test_list_filters_and_limit(tmp_store: Any) -> None:
     client = tmp_store()
     ada = add_patient(client, "Ada", "Okafor", mrn="MRN-1")
