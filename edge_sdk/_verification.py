@@ -29,16 +29,22 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from crdt import CrdtError, apply_documents, check_new_document, refusal_reason
+from crdt import (
+    CrdtError,
+    DocumentStore,
+    KeyDirectory,
+    RecordDocument,
+    apply_documents,
+    check_new_document,
+    refusal_reason,
+)
+from edge_sdk._access import AccessGate
 from edge_sdk._errors import StoreError
-from edge_sdk._store import projection_row
+from edge_sdk._store import Store, projection_row
 
-if TYPE_CHECKING:
-    from edge_sdk._replica import Replica
-
-__all__ = ["QuarantinedRecord", "Verification", "VerificationStatus"]
+__all__ = ["QuarantinedRecord", "Verification", "VerificationStatus", "Verifying"]
 
 log = logging.getLogger("edge_sdk.verification")
 
@@ -71,10 +77,30 @@ class VerificationStatus:
         return self.pending == 0
 
 
+class _Directory(KeyDirectory, Protocol):
+    missing: set[str]  # devices asked for and not found since last cleared
+
+
+class Verifying(Protocol):
+    """What verification needs of a replica (an `edge_sdk.Replica`)."""
+
+    @property
+    def store(self) -> Store: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def directory(self) -> _Directory: ...
+    @property
+    def access(self) -> AccessGate: ...
+    @property
+    def documents(self) -> DocumentStore: ...
+    def policy(self, document: RecordDocument) -> str | None: ...
+
+
 class Verification:
     """A replica's deferred verification (see the module doc)."""
 
-    def __init__(self, replica: Replica) -> None:
+    def __init__(self, replica: Verifying) -> None:
         self._replica = replica
         self._store = replica.store
         self._thread: threading.Thread | None = None
