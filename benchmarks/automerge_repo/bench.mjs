@@ -27,7 +27,9 @@ async function serve(recordsPath, storageDir) {
   await new Promise((resolve) => socket.once("listening", resolve))
   const repo = new Repo({
     storage: new NodeFSStorageAdapter(storageDir),
-    network: [new WebSocketServerAdapter(socket)],
+    // The client's one thread is busy for seconds while it loads thousands of
+    // documents and cannot answer pings: the default keep-alive (5 s) would cut it off.
+    network: [new WebSocketServerAdapter(socket, 600_000)],
     // Answer what a peer asks for by id; announce nothing (a sync server's setting).
     shareConfig: { announce: async () => false, access: async () => true },
   })
