@@ -20,6 +20,7 @@ A run that does not move every record raises instead of reporting a number.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import queue
@@ -38,7 +39,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks import _data
+from benchmarks import _bench_peer, _data
 from benchmarks._common import progress
 from benchmarks._harness import Figure, scratch_dir, timed
 from edge_sdk import (
@@ -111,7 +112,7 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
                 results += [MissingFigure("sync", name, unavailable) for name in _names(backend)]
                 continue
             results += _measure(backend, database_url, label, n, writes, repeat, root)
-    order = {name: index for index, name in enumerate(_all_names())}
+    order = {name: index for index, name in enumerate(_all_names(scale))}
     return sorted(results, key=lambda figure: order[figure.name])
 
 
@@ -125,10 +126,11 @@ def _names(backend: str) -> list[str]:
     ]
 
 
-def _all_names() -> list[str]:
-    # Table order: each figure on SQLite, then on PostgreSQL.
+def _all_names(scale: int) -> list[str]:
+    # Table order: each figure on SQLite, then on PostgreSQL; automerge-repo beside us last.
     by_backend = [_names(backend) for backend in BACKENDS]
-    return [name for group in zip(*by_backend, strict=True) for name in group]
+    ours = [name for group in zip(*by_backend, strict=True) for name in group]
+    return ours + _bench_peer.names(scale)
 
 
 # ---------------------------------------------------------------- the measurements
@@ -140,7 +142,7 @@ def _measure(
     writes: int,
     repeat: int,
     root: Path,
-) -> list[Figure]:
+) -> list[Figure | MissingFigure]:
     from sync_server import Settings, migrate
 
     with scratch_dir(root, f"sync-{backend}") as work:
@@ -177,8 +179,12 @@ def _measure(
                 )
             p50s, p99s, detail = _propagation(server, work, writes, repeat, backend)
             retries["propagation"] = detail.pop("retries")
+            peers: list[Figure | MissingFigure] = []
+            if backend == "sqlite":  # automerge-repo beside us, against the same server
+                peers = _peers(server, work, n, repeat)
     common = {"backend": backend, "database": label, **server.layout, "retries": retries}
     return [
+        *peers,
         Figure(
             "sync",
             f"sync.initial.{backend}",
@@ -351,6 +357,116 @@ def _propagation(
             b.close()
     check_moved("propagation", moved=sorted(seen & written), expected=written, refused=[])
     return p50s, p99s, {"writer_push_p50_ms": push_p50s, "retries": retries}
+
+
+# ---------------------------------------------------------------- automerge-repo beside us
+def _peers(
+    server: _ServerProcess, work: Path, scale: int, repeat: int
+) -> list[Figure | MissingFigure]:
+    """automerge-repo beside our initial sync, at each size of `peer_sizes(scale)`,
+    against the running (SQLite) `server` (`benchmarks._bench_peer`)."""
+    reason = _bench_peer.node_unavailable()
+    if reason is not None:
+        progress(f"sync[peer]: automerge-repo not measured: {reason}")
+        return [MissingFigure("sync", name, reason) for name in _bench_peer.names(scale)]
+    figures: list[Figure | MissingFigure] = []
+    for n in _bench_peer.peer_sizes(scale):
+        figures += _peer_size(server, work, n, repeat)
+    return figures
+
+
+def _peer_size(server: _ServerProcess, work: Path, n: int, repeat: int) -> list[Figure]:
+    clinic = server.new_clinic(f"bench-peer-{n}")
+    ids, records = _peer_seed(server, work, clinic, n)
+    ours: list[float] = []
+    theirs: list[float] = []
+    node_wall: list[float] = []
+    with scratch_dir(work, f"automerge-repo-{n}") as folder:
+        records_path = folder / "records.json"
+        records_path.write_text(json.dumps(records), encoding="utf-8")
+        with _bench_peer.NodePeer.running(records_path, folder / "server", _place) as peer:
+            for r in range(repeat):
+                # Alternate the order so that drift does not always favour one side.
+                for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
+                    if side == "ours":
+                        seconds, _ = _initial_once(server, work, clinic, ids, r)
+                        ours.append(seconds)
+                    else:
+                        seconds, wall = peer.fetch_all(folder / f"client-{r}", n)
+                        theirs.append(seconds)
+                        node_wall.append(wall)
+                progress(
+                    f"sync[peer]: {n:,} documents, repeat {r + 1}/{repeat}: ours "
+                    f"{ours[-1]:.2f}s, automerge-repo {theirs[-1]:.2f}s"
+                )
+    layout = {**peer.layout, "coherency_server": server.layout}
+    versions = _bench_peer.versions()
+    return [
+        Figure(
+            "sync",
+            f"sync.peer.automerge_repo.{n}",
+            f"automerge-repo {versions.get('@automerge/automerge-repo', '?')} (Node): a fresh "
+            f"client repo fetches {n:,} documents by URL from a server repo over a loopback "
+            "WebSocket, both with disk storage",
+            "documents/s",
+            [n / t for t in theirs],
+            extra={
+                "records": n,
+                "seconds": theirs,
+                "process_seconds": node_wall,
+                "versions": versions,
+                **layout,
+            },
+        ),
+        Figure(
+            "sync",
+            f"sync.initial_vs_automerge_repo.{n}",
+            f"our initial sync of the same {n:,} records (SQLite server) over automerge-repo's: "
+            "records/s divided, per repeat",
+            "x",
+            [t_theirs / t_ours for t_ours, t_theirs in zip(ours, theirs, strict=True)],
+            extra={
+                "records": n,
+                "coherency_records_per_s": [n / t for t in ours],
+                "coherency_seconds": ours,
+                "automerge_repo_seconds": theirs,
+            },
+        ),
+    ]
+
+
+def _peer_seed(
+    server: _ServerProcess, work: Path, clinic: str, n: int
+) -> tuple[set[str], list[dict[str, Any]]]:
+    """A device pushes N new records (half patients, half wounds) to `clinic`
+    (untimed); their ids, and the records as plain JSON for automerge-repo."""
+    rng = random.Random(3000 + n)
+    with scratch_dir(work, "peer-seed") as folder:
+        device = _device(folder, clinic)
+        try:
+            with device.batch():
+                patients = [device.patients.add(**_data.patient_values(rng)) for _ in range(n // 2)]
+                wounds = [
+                    device.wounds.add(**_data.wound_values(rng, rng.choice(patients).id))
+                    for _ in range(n - len(patients))
+                ]
+            records = [
+                {"collection": collection, **record.model_dump(mode="json")}
+                for collection, group in (("patients", patients), ("wounds", wounds))
+                for record in group
+            ]
+            ids = {str(record["id"]) for record in records}
+            server.enrol(device, clinic, name=f"peer-seed-{n}")
+            pushed = device.sync(blobs=False)
+        finally:
+            device.close()
+    check_moved(
+        "peer seed push",
+        moved=pushed.pushed,
+        expected=ids,
+        refused=[*pushed.refused_by_server, *pushed.rejected],
+    )
+    return ids, records
 
 
 def percentile(values: Sequence[float], q: float) -> float:

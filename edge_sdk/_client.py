@@ -339,7 +339,7 @@ class EdgeClient:
             return verify_audit(self.replica)
         from edge_sdk._audit_witness import HttpAuditLogSource
 
-        source = HttpAuditLogSource(request=self._server_transport(None).request)
+        source = HttpAuditLogSource(request=self._server_transport(None, any_policy=True).request)
         return verify_audit(self.replica, server=source)
 
     def __enter__(self) -> EdgeClient:
@@ -564,16 +564,27 @@ class EdgeClient:
         seconds passed); see `verification_status`."""
         return self.replica.verification.wait(timeout)
 
-    def _server_transport(self, retry: RetryPolicy | None) -> HttpTransport:
+    def _server_transport(
+        self, retry: RetryPolicy | None, *, any_policy: bool = False
+    ) -> HttpTransport:
         """The transport to the enrolled server, kept between syncs and model updates
-        (a `--watch` loop syncs every few seconds): one connection pool and token."""
+        (a `--watch` loop syncs every few seconds): one connection pool and token.
+
+        A new one (a new connection, and a token request on its first call) replaces it
+        only when the server or the policy changed; with `any_policy` (a caller with no
+        policy of its own: model updates, the audit witness) the kept one serves
+        whatever its policy, so that a sync with its own `retry` between them does not
+        build the transport anew each time.
+        """
         from edge_sdk._http_transport import HttpTransport
 
         enrollment = self.replica.enrollment
         policy = retry or RetryPolicy()
+        if self._server is not None and enrollment is not None:
+            kept = self._server
+            if kept.serves(enrollment.server_url, kept.retry if any_policy else policy):
+                return kept
         if self._server is not None:
-            if enrollment is not None and self._server.serves(enrollment.server_url, policy):
-                return self._server
             self._server.close()
             self._server = None
         self._server = HttpTransport(self.replica, retry=policy)  # NotEnrolledError
@@ -676,7 +687,7 @@ class EdgeClient:
         if threads < 1:
             raise ValueError(f"threads must be at least 1, not {threads}")
         if source is None:
-            source = self._server_transport(None)
+            source = self._server_transport(None, any_policy=True)
         return update_model(self.replica, source, threads=threads)
 
     # ---------------------------------------------------------------- access

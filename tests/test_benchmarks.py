@@ -48,6 +48,8 @@ SYNC = {
     for what in ("initial", "push", "propagation.p50", "propagation.p99")
     for backend in ("sqlite", "postgresql")
 }
+# automerge-repo beside us: at 1,000 and 3,000, at most the scale (200 in the full run).
+PEER = {"sync.peer.automerge_repo.200", "sync.initial_vs_automerge_repo.200"}
 BOOKINGS = {
     "bookings.decisions_per_s",
     "bookings.push_to_decision_p50_ms",
@@ -172,16 +174,18 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
 
     results = {r["name"]: r for r in document["results"]}
     missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
-    # Only the PostgreSQL figures may be missing, and only without PostgreSQL.
+    # Only the PostgreSQL figures may be missing, and only without PostgreSQL; the
+    # automerge-repo ones only without Node (or npm's registry).
     assert all(
-        name.endswith(".postgresql") or name in BOOKINGS | COMMERCE | PAYMENTS for name in missing
+        name.endswith(".postgresql") or name in BOOKINGS | COMMERCE | PAYMENTS | PEER
+        for name in missing
     ), missing
-    assert not (missing and REQUIRE_POSTGRES), missing
+    assert not (set(missing) - PEER and REQUIRE_POSTGRES), missing
     assert not set(results) & set(missing)
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
     assert set(results) - capture - model | set(missing) == (
-        WRITE | MERGE | STORAGE | SYNC | BOOKINGS | COMMERCE | PAYMENTS | AUDIT | EDGE
+        WRITE | MERGE | STORAGE | SYNC | PEER | BOOKINGS | COMMERCE | PAYMENTS | AUDIT | EDGE
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -201,7 +205,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
             assert worst["value"] == results[name]["worst"]
     assert results["capture.time.frame1"]["depth_points_first_frame"] > 40_000
     for name, reason in missing.items():
-        assert "PostgreSQL" in reason and name in table
+        assert ("PostgreSQL" in reason or name in PEER) and name in table
     assert not missing or "MISSING" in table
     assert len(document["results"]) == len(results)  # no figure reported twice
     for name, r in results.items():
@@ -240,6 +244,13 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
             p50 = results[f"sync.propagation.p50.{backend}"]
             assert p50["writes"] == 10  # max(10, min(200, 200 // 50))
             assert p50["value"] <= results[f"sync.propagation.p99.{backend}"]["value"]
+    for name in PEER - set(missing):
+        assert results[name]["records"] == 200
+    if "sync.peer.automerge_repo.200" in results:
+        peer = results["sync.peer.automerge_repo.200"]
+        assert peer["versions"]["@automerge/automerge-repo"] == "2.5.6"
+        ratio = results["sync.initial_vs_automerge_repo.200"]
+        assert len(ratio["coherency_records_per_s"]) == 1
     assert results["write.acked.edge"]["records"] == 400  # 200 patients + 200 wounds
     machine = document["machine"]
     assert machine["cpu_count"] >= 1 and machine["python"] and machine["platform"]
@@ -317,6 +328,43 @@ def test_a_sync_run_that_did_not_move_every_record_raises(bench_sync: ModuleType
         check("push", moved=["a", "b", "c", "c"], expected=expected, refused=[])
     with pytest.raises(RuntimeError, match="refused"):
         check("push", moved=["a", "b", "c"], expected=expected, refused=["c: bad"])
+
+
+def test_automerge_repo_sizes_and_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    peer = importlib.import_module("benchmarks._bench_peer")
+    assert peer.peer_sizes(10_000) == [1_000, 3_000]
+    assert peer.peer_sizes(2_000) == [1_000, 2_000]
+    assert peer.peer_sizes(200) == [200]
+    assert peer.names(200) == sorted(PEER, reverse=True)
+
+
+def test_automerge_repo_client_fetches_every_document(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The Node side alone: a server repo holding a few records, a fresh client repo
+    that must end holding all of them (skipped without node and npm)."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    peer = importlib.import_module("benchmarks._bench_peer")
+    reason = peer.node_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    records = [{"collection": "patients", "given_name": f"P{i}", "contacts": []} for i in range(12)]
+    records_path = tmp_path / "records.json"
+    records_path.write_text(json.dumps(records), encoding="utf-8")
+    placed: list[int] = []
+
+    def place(pid: int) -> dict[str, Any]:
+        placed.append(pid)
+        return {"server_cpus": None, "client_cpus": None}
+
+    with peer.NodePeer.running(records_path, tmp_path / "server", place) as node:
+        seconds, wall = node.fetch_all(tmp_path / "client", len(records))
+        assert placed == [node.process.pid]
+        assert len(json.loads(node.urls_path.read_text(encoding="utf-8"))) == 12
+    assert 0 < seconds <= wall
+    assert node.process.returncode is not None  # stopped on leaving the block
+    assert not (tmp_path / "client").exists()  # the client's storage is removed
 
 
 def test_propagation_writes_and_percentiles(bench_sync: ModuleType) -> None:

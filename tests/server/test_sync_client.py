@@ -322,3 +322,34 @@ def test_an_enrolment_whose_answer_was_lost_is_repeated_safely(
     assert lost and enrollment.clinic_id == clinic
     add_patient(client, "Persistent")
     assert len(client.sync(retry=FAST).pushed) == 1
+
+
+def test_syncs_and_model_checks_share_one_transport_and_token(
+    devices: Devices, server: Any
+) -> None:
+    """One connection pool and one access token across syncs with their own retry
+    policy and model checks between them: no token request after the first."""
+    from sqlalchemy import func, select
+
+    from sync_server.identity.tables import RefreshToken
+
+    clinic = server.new_clinic()
+    client = devices.new(clinic, "a")
+    device_id = client.replica.identity.device_id
+
+    def refreshes() -> int:
+        with server.db.read() as session:
+            count = session.scalar(select(func.count()).where(RefreshToken.subject_id == device_id))
+        return int(count or 0)
+
+    add_patient(client, "First")
+    assert len(client.sync(retry=FAST).pushed) == 1
+    issued = refreshes()  # the enrolment's, and the one the first sync's token rotated
+    for i in range(3):
+        add_patient(client, f"Then{i}")
+        assert len(client.sync(retry=FAST).pushed) == 1
+        assert client.update_model().changed is False  # the server publishes no model
+    assert refreshes() == issued
+    # Another policy for sync is honoured: a transport of its own (and a token).
+    assert client.sync(retry=RetryPolicy(attempts=2)).pushed == []
+    assert refreshes() == issued + 1
