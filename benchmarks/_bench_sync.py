@@ -389,7 +389,7 @@ def _peer_size(server: _ServerProcess, work: Path, n: int, repeat: int) -> list[
                 # Alternate the order so that drift does not always favour one side.
                 for side in ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours"):
                     if side == "ours":
-                        seconds, _ = _initial_once(server, work, clinic, ids, r)
+                        seconds, _, _ = _initial_once(server, work, clinic, ids, r)
                         ours.append(seconds)
                     else:
                         seconds, wall = peer.fetch_all(folder / f"client-{r}", n)
