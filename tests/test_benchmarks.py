@@ -45,7 +45,7 @@ STORAGE = {
 } | {"storage.store.per_record", "storage.plain_json.per_record", "storage.store.ratio"}
 SYNC = {
     f"sync.{what}.{backend}"
-    for what in ("initial", "push", "propagation.p50", "propagation.p99")
+    for what in ("initial", "initial.verified", "push", "propagation.p50", "propagation.p99")
     for backend in ("sqlite", "postgresql")
 }
 # automerge-repo beside us: at 1,000 and 3,000, at most the scale (200 in the full run).
@@ -116,6 +116,12 @@ TARGETED = {
     "merge.long_history_growth",
     "sync.initial.sqlite",
     "sync.initial.postgresql",
+    "sync.initial.verified.sqlite",
+    "sync.initial.verified.postgresql",
+    "sync.push.sqlite",
+    "sync.push.postgresql",
+    "sync.propagation.p50.sqlite",
+    "sync.propagation.p50.postgresql",
     "capture.area.f10.n1.median",
     "capture.volume.f10.n1.median",
     "capture.max_depth.f10.n1.median",
@@ -241,6 +247,8 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
             assert initial["records"] == 200 == results[f"sync.push.{backend}"]["records"]
             assert initial["anchor"]["value"] == 27_600 and initial["anchor"]["unit"] == "rows/s"
             assert f"sync.initial.{backend}: " in table and "PowerSync" in table
+            # Sync plus its background verification, as a multiple of the sync alone.
+            assert results[f"sync.initial.verified.{backend}"]["value"] >= 1
             p50 = results[f"sync.propagation.p50.{backend}"]
             assert p50["writes"] == 10  # max(10, min(200, 200 // 50))
             assert p50["value"] <= results[f"sync.propagation.p99.{backend}"]["value"]
