@@ -188,6 +188,8 @@ class Collection(Generic[R]):
         """The referenced record's id, deleted flag and (wounds) patient_id, from its
         projection columns: the whole record's JSON is not needed to check a reference."""
         columns = _REFERENCE_COLUMNS[collection]
+        if isinstance(record_id, str):
+            self._replica.store.settle((record_id,))  # a record awaiting verification
         row = (
             self._replica.store.execute(
                 f"SELECT {', '.join(columns)} FROM {collection} WHERE id = ?", (record_id,)

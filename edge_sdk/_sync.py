@@ -65,7 +65,12 @@ from edge_sdk._store import PROJECTIONS, Store, UnverifiedDocument, projection_r
 from edge_sdk._sync_types import ProgressCallback, SyncProgress, SyncResult
 from edge_sdk._transport import PushAnswer, SyncTransport
 
-__all__ = ["PULL_PAGE_DOCUMENTS", "PUSH_BATCH_DOCUMENTS", "sync_replica"]
+__all__ = [
+    "FIRST_PULL_PAGE_DOCUMENTS",
+    "PULL_PAGE_DOCUMENTS",
+    "PUSH_BATCH_DOCUMENTS",
+    "sync_replica",
+]
 
 log = logging.getLogger("edge_sdk.sync")
 
@@ -76,6 +81,9 @@ PUSH_BATCH_DOCUMENTS = 1000
 """Documents per push message (fewer when the size cap is reached first)."""
 PULL_PAGE_DOCUMENTS = 5000
 """Documents asked for per pull page (the other side may send fewer)."""
+FIRST_PULL_PAGE_DOCUMENTS = 500
+"""Documents asked for in a sync's first pull page: nothing overlaps its fetch, so a
+small one lets the merge start early; the pages after it are fetched while one merges."""
 
 
 def sync_replica(
@@ -273,14 +281,16 @@ class _Run:
         # request is known as soon as a page arrives): the network hides behind the
         # merge. Only the first request long-polls.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pull") as fetcher:
-            pending: Future[SyncMessage] = fetcher.submit(self._fetch_page, cursor, wait)
+            pending: Future[SyncMessage] = fetcher.submit(
+                self._fetch_page, cursor, wait, FIRST_PULL_PAGE_DOCUMENTS
+            )
             while True:
                 message = pending.result()
                 cursor = int(message.control.get("cursor", cursor))
                 feed = int(message.control.get("feed", cursor))
                 more = bool(message.control.get("more"))
                 if more:
-                    pending = fetcher.submit(self._fetch_page, cursor, 0.0)
+                    pending = fetcher.submit(self._fetch_page, cursor, 0.0, PULL_PAGE_DOCUMENTS)
                 self._apply_page(message.entries, cursor)
                 done += sum(1 for e in message.entries if e.kind is EntryKind.DOC)
                 self.progress(SyncProgress("pull", done, done + max(0, feed - cursor)))
@@ -288,15 +298,13 @@ class _Run:
                 if not more:
                     return
 
-    def _fetch_page(self, cursor: int, wait: float) -> SyncMessage:
+    def _fetch_page(self, cursor: int, wait: float, limit: int) -> SyncMessage:
         try:
             if self.hinted:
                 hinting: Any = self.transport  # its `record_hints` says it takes `records`
-                data = hinting.pull(
-                    cursor=cursor, limit=PULL_PAGE_DOCUMENTS, wait=wait, records=True
-                )
+                data = hinting.pull(cursor=cursor, limit=limit, wait=wait, records=True)
             else:
-                data = self.transport.pull(cursor=cursor, limit=PULL_PAGE_DOCUMENTS, wait=wait)
+                data = self.transport.pull(cursor=cursor, limit=limit, wait=wait)
         except CursorAheadError:
             if cursor == 0:
                 raise
@@ -307,7 +315,7 @@ class _Run:
             with self.store.transaction():
                 self.store.forget_peers(self.peer, self.blob_peer)
                 self.replica.set_cursor(self.peer, 0)
-            return self._fetch_page(0, wait)
+            return self._fetch_page(0, wait, limit)
         try:
             return decode_message(data)
         except SyncProtocolError as exc:

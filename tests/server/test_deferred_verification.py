@@ -91,12 +91,32 @@ def pending(client: EdgeClient) -> set[str]:
 
 
 def test_a_first_sync_stores_from_the_claim_and_verifies_everything(clinic: Clinic) -> None:
-    ward = clinic.device("ward")
+    ward, home = clinic.device("ward"), clinic.device("home")
     ids = fill(ward, 20)
+    patient, wound = ids[0], ward.wounds.list(patient_id=ids[0])[0].id
+    assessment = ward.assessments.add(
+        wound_id=wound,
+        patient_id=patient,
+        captured_at="2025-01-02T10:00:00+00:00",
+        device_id=ward.device_id,
+        measurements={"area_cm2": 4.1, "max_depth_mm": 3.3, "volume_cm3": 0.1 + 0.2},
+    )
+    note = ward.notes.add(patient_id=patient, author="Dr Ade", text="Clean, granulating.")
+    ward.sync(retry=FAST)
+    # Two devices change one field at once: the server's copy holds a conflict.
+    home.sync(retry=FAST)
+    ward.patients.update(ids[1], mrn="WARD")
+    home.patients.update(ids[1], mrn="HOME")
+    ward.sync(retry=FAST)
+    home.sync(retry=FAST)
+    ward.sync(retry=FAST)
+    assert ward.patients.conflicts(ids[1])
+
     fresh = clinic.device("fresh")
     result = fresh.sync(retry=FAST)
-    assert len(result.pulled) == 40 and not result.rejected
-    assert result.unverified == 40  # patients and wounds both came with hints
+    assert len(result.pulled) == 42 and not result.rejected
+    # Patients, wounds and assessments come with hints; the note is merged as before.
+    assert result.unverified == 41
 
     status = fresh.wait_verified(timeout=60)
     assert status.done and status.quarantined == ()
@@ -104,7 +124,10 @@ def test_a_first_sync_stores_from_the_claim_and_verifies_everything(clinic: Clin
     for record_id in ids:
         assert fresh.patients.get(record_id) == ward.patients.get(record_id)
     assert sorted(w.id for w in fresh.wounds.list()) == sorted(w.id for w in ward.wounds.list())
-    # The same documents, byte for byte heads, as the device that wrote them.
+    assert fresh.assessments.get(assessment.id) == ward.assessments.get(assessment.id)
+    assert fresh.notes.get(note.id) == ward.notes.get(note.id)
+    assert fresh.patients.conflicts(ids[1]) == ward.patients.conflicts(ids[1])
+    # The same documents, byte for byte heads, as the devices that wrote them.
     assert fresh.replica.document_heads() == ward.replica.document_heads()
 
     # A later sync is an ordinary merge: edits go both ways.
