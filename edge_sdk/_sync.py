@@ -498,7 +498,12 @@ def _usable(
         projection = projection_row(hint.collection, record, hint.record_json, hint.conflicted)
     except (KeyError, TypeError, ValueError, AttributeError):
         return None  # not even shaped like its collection: the merge says why
+    if not all(isinstance(value, _COLUMN_TYPES) for value in projection.values()):
+        return None  # a column value SQLite cannot hold: merged from the bytes instead
     return record, hint, projection
+
+
+_COLUMN_TYPES = (str, int, float, type(None))
 
 
 class _DirectoryBehind(Exception):

@@ -30,7 +30,7 @@ from edge_sdk import (
     RetryPolicy,
 )
 from sync_server.identity.enrolment import create_enrolment_token
-from sync_server.sync.tables import Document, PatientRow
+from sync_server.sync.tables import Document, PatientRow, WoundRow
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
 KEYS = PassphraseKeyProvider("pass phrase", params=Argon2Params.fast())
@@ -231,6 +231,25 @@ def test_a_lie_from_the_server_is_caught_quarantined_and_reported(
     fresh.sync(retry=FAST)
     assert victim not in fresh.replica.document_heads()
     assert [q.record_id for q in fresh.verification_status().quarantined] == [victim]
+
+
+def test_a_hint_that_cannot_be_stored_falls_back_to_the_full_merge(clinic: Clinic) -> None:
+    """A claim shaped wrong for its projection (a list where a column takes text) is not
+    stored from: the document is merged from its own bytes, with every check."""
+    ward = clinic.device("ward")
+    fill(ward, 3)
+    wound = ward.wounds.list()[0].id
+    with clinic.server.db.write() as session:
+        row = session.get(WoundRow, wound)
+        record = json.loads(row.record)
+        record["body_site"] = ["not", "text"]
+        row.record = json.dumps(record)
+    fresh = clinic.device("fresh")
+    result = fresh.sync(retry=FAST)
+    assert len(result.pulled) == 6 and not result.rejected
+    assert result.unverified == 5  # the three patients and the two other wounds
+    assert fresh.wounds.get(wound).body_site == "left heel"  # the document's own value
+    assert fresh.wait_verified(timeout=60).quarantined == ()
 
 
 def test_a_store_closed_before_verification_finished_resumes_it_on_open(
