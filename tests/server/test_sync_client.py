@@ -348,7 +348,7 @@ def test_syncs_and_model_checks_share_one_transport_and_token(
     for i in range(3):
         add_patient(client, f"Then{i}")
         assert len(client.sync(retry=FAST).pushed) == 1
-        assert client.update_model().changed is False  # the server publishes no model
+        client.update_model()  # whatever the server publishes (other tests publish models)
     assert refreshes() == issued
     # Another policy for sync is honoured: a transport of its own (and a token).
     assert client.sync(retry=RetryPolicy(attempts=2)).pushed == []
