@@ -122,7 +122,10 @@ def test_100_devices_race_for_the_last_units_and_shared_kit_components(shop: Sho
                 IntentDecision.intent_id.in_([intent.id for _, intent in asked])
             )
         )
-    assert promised == reserved == {k: int(v) for k, v in held.items()}
+    # A product no accepted order took (which win the race varies) has lots with
+    # nothing reserved, and no promise and no hold: compare what was taken.
+    taken = {product: units for product, units in reserved.items() if units}
+    assert promised == taken == {k: int(v) for k, v in held.items()}
     assert reserved.get(foam, 0) <= 20 and reserved.get(canister, 0) <= 6
     assert reserved.get(gauze, 0) <= 6
     assert decisions == DEVICES
