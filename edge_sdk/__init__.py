@@ -108,6 +108,7 @@ from edge_sdk._models import (
     sign_manifest,
     verify_model,
 )
+from edge_sdk._notify import Deliver, Subscription
 from edge_sdk._orders import Orders
 from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoice_id_of
 from edge_sdk._replica import Replica
@@ -158,6 +159,7 @@ __all__ = [
     "ChainedEvent",
     "Collection",
     "CursorAheadError",
+    "Deliver",
     "DeviceIdentity",
     "DeviceRevokedError",
     "DiscoveredBox",
@@ -214,6 +216,7 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "Subscription",
     "SyncError",
     "SyncProgress",
     "SyncResult",
