@@ -1,5 +1,5 @@
-"""The README's SDK example, and the sync, bookings, commerce, orders and payments guides',
-run as written."""
+"""The README's SDK example, the SDK guide's sections, and the sync, bookings, commerce,
+orders and payments guides', run as written."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ COMMERCE_GUIDE = ROOT / "docs" / "commerce.md"
 ORDERS_GUIDE = ROOT / "docs" / "orders-on-a-device.md"
 PAYMENTS_GUIDE = ROOT / "docs" / "payments.md"
 EDGE_GUIDE = ROOT / "docs" / "edge.md"
+SDK_GUIDE = ROOT / "docs" / "sdk.md"
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -98,3 +99,28 @@ def test_edge_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Monkey
     for block in blocks:
         exec(compile(block, str(EDGE_GUIDE), "exec"), names)
     assert callable(names["sync_through_a_box_if_there_is_one"])
+
+
+def sdk_guide_sections() -> list[tuple[str, list[str]]]:
+    """(title, python blocks) of each ``## `` section of docs/sdk.md that has any."""
+    sections = []
+    for part in SDK_GUIDE.read_text().split("\n## ")[1:]:
+        title = part.splitlines()[0]
+        blocks = re.findall(r"```python\n(.*?)```", part, flags=re.DOTALL)
+        if blocks:
+            sections.append((title, blocks))
+    return sections
+
+
+@pytest.mark.parametrize(
+    ("title", "blocks"), sdk_guide_sections(), ids=[t for t, _ in sdk_guide_sections()]
+)
+def test_sdk_guide_sections_run(
+    title: str, blocks: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each section of the SDK guide runs as written, its blocks in one namespace, in a
+    fresh directory."""
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, f"{SDK_GUIDE} ({title})", "exec"), namespace)
