@@ -225,7 +225,7 @@ class App:
             self._client = EdgeClient.open(self.store, self.key_provider(new=False))
         return self._client
 
-    def init(self, clinic_id: str) -> EdgeClient:
+    def init(self, clinic_id: str | None) -> EdgeClient:
         """Create the store."""
         self._client = EdgeClient.init(self.store, self.key_provider(new=True), clinic_id=clinic_id)
         return self._client

@@ -17,10 +17,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.command()
-@click.option("--clinic", "clinic_id", required=True, help="The clinic this device works for.")
+@click.option(
+    "--clinic",
+    "clinic_id",
+    default=None,
+    help="The clinic this device works for; leave it out when the device will enrol with"
+    " a server (the enrolment gives the clinic).",
+)
 @json_option
 @with_app
-def init(app: App, clinic_id: str, as_json: bool) -> None:
+def init(app: App, clinic_id: str | None, as_json: bool) -> None:
     """Create a new encrypted store and a device identity."""
     client = app.init(clinic_id)
     info = {"store": str(client.path), "device_id": client.device_id, "clinic_id": client.clinic_id}
@@ -28,7 +34,8 @@ def init(app: App, clinic_id: str, as_json: bool) -> None:
         as_json,
         info,
         lambda i: click.echo(
-            f"created store {i['store']} (device {i['device_id']}, clinic {i['clinic_id']})"
+            f"created store {i['store']} (device {i['device_id']}, "
+            + (f"clinic {i['clinic_id']})" if i["clinic_id"] else "enrol it to get a clinic)")
         ),
     )
 

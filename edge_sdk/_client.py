@@ -147,7 +147,7 @@ class EdgeClient:
 
     @property
     def clinic_id(self) -> str:
-        """The clinic this device belongs to."""
+        """The clinic this device belongs to ("" until enrolment gives it one)."""
         return self.replica.clinic_id
 
     @property
@@ -162,11 +162,15 @@ class EdgeClient:
         path: str | os.PathLike[str],
         key_provider: KeyProvider,
         *,
-        clinic_id: str,
+        clinic_id: str | None = None,
         idle_lock_after: float | None = DEFAULT_IDLE_LOCK,
     ) -> EdgeClient:
         """Create a new store at `path` (a folder) and a new device identity.
 
+        `clinic_id`: leave it out for a device that will sync with a server: the clinic
+        comes with the enrolment (`enroll`), and records can be written once enrolled.
+        Give it for a store that only ever syncs by bundles or sessions, or when the
+        server's clinic id is known in advance.
         `idle_lock_after`: seconds without use after which the store locks (see
         `open`).
 
@@ -194,7 +198,7 @@ class EdgeClient:
                         "public_key": identity.public_key,
                     }
                 )
-                store.set_meta("clinic_id", clinic_id)
+                store.set_meta("clinic_id", clinic_id or "")
                 store.set_meta("blob_key", blob_key.hex())
                 store.set_meta("created_at", datetime.now(UTC).isoformat())
         except BaseException:

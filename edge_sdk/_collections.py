@@ -23,7 +23,7 @@ from crdt import (
     WoundAssessment,
     sortable_time,
 )
-from edge_sdk._errors import ReadOnlyCollectionError, RecordNotFoundError
+from edge_sdk._errors import NotEnrolledError, ReadOnlyCollectionError, RecordNotFoundError
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._replica import Replica
 from edge_sdk._store import SEARCH_SEPARATOR, fold
@@ -64,9 +64,16 @@ class Collection(Generic[R]):
 
         Raises:
             RecordValidationError: A value is missing or invalid.
+            NotEnrolledError: The store has no clinic yet (made without one, and not
+                enrolled with a server).
         """
         with self._replica.access("create", self.name) as access:
             self._check_writable()
+            if not self._replica.clinic_id:
+                raise NotEnrolledError(
+                    "this store has no clinic yet: enrol it with a server first"
+                    " (client.enroll), or give EdgeClient.init a clinic_id"
+                )
             self._check_references(values)
             document = RecordDocument.create(
                 self._schema,

@@ -203,5 +203,5 @@ class WoundMeasurement:
             "skin_fit_degree": self.skin_fit_degree,
             "noise_mm": round(self.noise_mm, 3),
             "timings_ms": {k: round(v, 1) for k, v in self.timings_ms.items()},
-            "model": None if self.model_output is None else self.model_output.to_json(),
+            "model_output": None if self.model_output is None else self.model_output.to_json(),
         }

@@ -127,9 +127,26 @@ def test_init_asks_for_the_passphrase_twice(tmp_path: Path) -> None:
     assert unanswered.stderr.splitlines()[-1].startswith("error: no passphrase given")
 
 
-def test_init_requires_a_clinic(tmp_path: Path) -> None:
-    line = failed(run(tmp_path / "s", "init"), 2)
-    assert "--clinic" in line
+def test_a_store_made_without_a_clinic_gets_it_from_enrolment(tmp_path: Path) -> None:
+    made = ok(tmp_path / "s", "init")
+    assert made["clinic_id"] == ""
+    # Until enrolled, a write says what to do (and writes nothing).
+    line = failed(
+        run(
+            tmp_path / "s",
+            "patients",
+            "add",
+            "--given",
+            "A",
+            "--family",
+            "B",
+            "--birth-date",
+            "1950-01-01",
+        ),
+        4,
+    )
+    assert "enrol it with a server first" in line
+    assert ok(tmp_path / "s", "patients", "list") == []
 
 
 def test_a_key_file_store_opens_only_with_its_key_file(tmp_path: Path) -> None:

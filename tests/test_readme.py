@@ -3,11 +3,14 @@ orders and payments guides', run as written."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
+
+from edge_sdk import EdgeClient, NotEnrolledError
+from sync_server import Settings, ThreadedServer, create_app, issue_enrolment_token, migrate
+from tests.conftest import fast_provider
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -25,14 +28,45 @@ def python_blocks(path: Path) -> list[str]:
 
 
 def test_readme_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's example, against a live server: its SERVER and TOKEN lines are the
+    two a reader fills in, with a running server's URL and a token from its staff."""
     blocks = python_blocks(README)
     assert blocks, "the README has no Python example"
     monkeypatch.chdir(tmp_path)
-    for block in blocks:
-        namespace: dict[str, object] = {}
-        exec(compile(block, str(README), "exec"), namespace)
+    settings = Settings(data_dir=tmp_path / "server-data")
+    migrate(settings)
+    token = issue_enrolment_token(settings, clinic="Riverside Ward")
+    with ThreadedServer(create_app(settings)) as server:
+        for block in blocks:
+            filled, count = re.subn(
+                r'^SERVER = ".*"\nTOKEN = ".*"$',
+                f'SERVER = "{server.url}"\nTOKEN = "{token.token}"',
+                block,
+                flags=re.MULTILINE,
+            )
+            assert count == 1, "the README's example names its SERVER and TOKEN"
+            exec(compile(filled, str(README), "exec"), {})
+        # What the tablet wrote reached the clinic: a second tablet pulls it.
+        other = EdgeClient.init(tmp_path / "other", fast_provider())
+        try:
+            other.enroll(server.url, issue_enrolment_token(settings, clinic="Riverside Ward").token)
+            other.sync()
+            assert other.clinic_id == token.clinic_id
+            [patient] = other.patients.search("okonkwo")
+            assert patient.mrn == "RVS-000451" and patient.clinic_id == token.clinic_id
+            [wound] = other.wounds.list(patient_id=patient.id)
+            assert wound.status.value == "healing"
+        finally:
+            other.close()
     assert (tmp_path / "ward-tablet" / "coherency.db").exists()
-    assert os.listdir(tmp_path / "ward-tablet")
+
+
+def test_a_store_without_a_clinic_refuses_writes_until_enrolled(tmp_path: Path) -> None:
+    with EdgeClient.init(tmp_path / "tablet", fast_provider()) as client:
+        assert client.clinic_id == ""
+        with pytest.raises(NotEnrolledError, match="enrol it with a server first"):
+            client.patients.add(given_name="A", family_name="B", birth_date="1950-01-01")
+        assert client.patients.list() == []
 
 
 def test_sync_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

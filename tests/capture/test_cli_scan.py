@@ -397,10 +397,10 @@ def test_measure_without_onnxruntime_says_the_model_was_not_used(
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     shown = ok("scan", "measure", str(synth_dir[0]), "--json")
-    assert "model_not_used" in shown["quality"] and shown["model"] is None
+    assert "model_not_used" in shown["quality"] and shown["model_output"] is None
     assert shown["boundary_source"] == "colour"
     monkeypatch.undo()
     with_model = ok("scan", "measure", str(synth_dir[0]), "--json")
     assert with_model["boundary_source"] == "model"
-    assert with_model["model"]["model_id"] == "wound_seg"
-    assert abs(sum(with_model["model"]["tissue_composition"].values()) - 100) < 0.1
+    assert with_model["model_output"]["model_id"] == "wound_seg"
+    assert abs(sum(with_model["model_output"]["tissue_composition"].values()) - 100) < 0.1

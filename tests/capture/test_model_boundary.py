@@ -101,7 +101,7 @@ def test_the_model_draws_the_boundary_and_gives_the_tissue_mix(punched: Syntheti
     assert 0.75 * truth < with_model.area_cm2 < 1.02 * truth
     assert with_model.area_cm2 != geometric.area_cm2
     assert "model" in with_model.timings_ms
-    assert with_model.to_json()["model"]["model_id"] == "depth-threshold"
+    assert with_model.to_json()["model_output"]["model_id"] == "depth-threshold"
 
 
 def test_a_model_that_sees_no_wound_leaves_the_geometric_boundary(punched: SyntheticScan) -> None:
