@@ -88,6 +88,7 @@ from edge_sdk._keys import (
 )
 from edge_sdk._model_sync import ModelSource, ModelUpdate, model_store, update_model
 from edge_sdk._models import ModelStore
+from edge_sdk._notify import Deliver, Subscription
 from edge_sdk._orders import Orders
 from edge_sdk._payments import InvoicesCollection, Payments
 from edge_sdk._replica import Replica
@@ -473,18 +474,20 @@ class EdgeClient:
         """
         return self.intents.statuses(kind=kind, state=state, patient_id=patient_id)
 
-    def on_decision(self, callback: DecisionCallback) -> Callable[[], None]:
-        """Call `callback` with each server decision this store receives; returns the
-        function that stops it.
+    def on_decision(
+        self, callback: DecisionCallback, *, deliver: Deliver | None = None
+    ) -> Subscription:
+        """Call `callback` with each server decision this store receives, until the
+        returned subscription is cancelled.
 
         Each decision is reported once per store, whichever way it arrived (`sync`, a
         bundle import, a sync session), after the transaction that stored it commits,
-        in the thread that committed it; never again, also after reopening. Decisions
-        that arrived while no callback was registered (or through another process,
-        such as `coherency sync`) are reported to `callback` at once. A callback that
-        raises is logged (``edge_sdk.intents``) and does not stop the sync.
+        in the thread that committed it (or through `deliver`); never again, also after
+        reopening. Decisions that arrived while no callback was registered (or through
+        another process, such as `coherency sync`) are reported to `callback` at once.
+        A callback that raises is logged (``edge_sdk``) and does not stop the sync.
         """
-        return self._notices.subscribe(callback)
+        return self._notices.subscribe(callback, deliver=deliver)
 
     # ---------------------------------------------------------------- sync
     def sync_session(self) -> SyncSession:

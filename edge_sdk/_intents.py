@@ -11,7 +11,6 @@ stores it, and the queue is emptied as its decisions are reported.
 from __future__ import annotations
 
 import builtins
-import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from typing import Any
 from crdt import Decision, DecisionStatus, Intent, IntentKind
 from edge_sdk._collections import Collection
 from edge_sdk._errors import RecordNotFoundError
+from edge_sdk._notify import Deliver, Listeners, Subscription
 from edge_sdk._replica import Replica
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
     "IntentsCollection",
 ]
 
-log = logging.getLogger("edge_sdk.intents")
 
 PENDING = "pending"
 """The state of an intent the server has not decided yet (as far as this device knows)."""
@@ -224,21 +223,17 @@ class DecisionNotices:
     def __init__(self, replica: Replica, decisions: DecisionsCollection) -> None:
         self._replica = replica
         self._decisions = decisions
-        self._callbacks: list[DecisionCallback] = []
+        self._listeners: Listeners[Decision] = Listeners("decision")
         self._reporting = threading.local()
         replica.store.add_commit_listener(self._committed)
 
-    def subscribe(self, callback: DecisionCallback) -> Callable[[], None]:
-        """Report decisions to `callback` from now on (and the queued ones at once);
-        returns the function that unsubscribes it."""
-        self._callbacks.append(callback)
+    def subscribe(
+        self, callback: DecisionCallback, *, deliver: Deliver | None = None
+    ) -> Subscription:
+        """Report decisions to `callback` from now on (and the queued ones at once)."""
+        subscription = self._listeners.add(callback, deliver=deliver)
         self.report()
-
-        def unsubscribe() -> None:
-            if callback in self._callbacks:
-                self._callbacks.remove(callback)
-
-        return unsubscribe
+        return subscription
 
     def report(self) -> None:
         """Hand every queued decision to the callbacks (if any is registered).
@@ -246,19 +241,14 @@ class DecisionNotices:
         A callback that raises is logged and does not stop the others: the store has
         already kept the decision, and the sync or import that brought it succeeded.
         """
-        if not self._callbacks or getattr(self._reporting, "active", False):
+        if not self._listeners or getattr(self._reporting, "active", False):
             return
         self._reporting.active = True
         try:
             # Again until empty: a callback may itself sync and receive more.
             while queued := self._replica.store.take_decision_inbox():
                 for decision_id in queued:
-                    decision = self._decisions.get(decision_id)
-                    for callback in list(self._callbacks):
-                        try:
-                            callback(decision)
-                        except Exception:
-                            log.exception("a decision callback failed on %s", decision_id)
+                    self._listeners.notify(self._decisions.get(decision_id))
         finally:
             self._reporting.active = False
 

@@ -252,7 +252,7 @@ def test_each_decision_is_reported_once_also_across_reopening(tmp_store: Any) ->
     client = tmp_store("a")
     patient = add_patient(client)
     heard: list[Decision] = []
-    stop = client.on_decision(heard.append)
+    subscription = client.on_decision(heard.append)
     first = client.bookings.request_appointment(patient, "wound-review", MONDAY_NINE)
     client.sync(transport=connect(hub, client))
     assert heard == []  # nothing decided yet
@@ -265,7 +265,7 @@ def test_each_decision_is_reported_once_also_across_reopening(tmp_store: Any) ->
 
     # A decision that arrives while nobody listens waits, and is reported once to the
     # next callback registered, also after the store is reopened.
-    stop()
+    subscription.cancel()
     second = client.bookings.request_appointment(patient, "wound-review", MONDAY_NINE)
     client.sync(transport=connect(hub, client))
     decide(hub, client.clinic_id, second.id, "rejected", reason="no slot")
@@ -338,7 +338,7 @@ def test_a_failing_callback_is_logged_and_does_not_stop_the_sync(
     heard: list[Decision] = []
     client.on_decision(broken)
     client.on_decision(heard.append)
-    with caplog.at_level(logging.ERROR, logger="edge_sdk.intents"):
+    with caplog.at_level(logging.ERROR, logger="edge_sdk"):
         result = client.sync(transport=connect(hub, client))
     assert decision_id(asked.id) in result.pulled
     assert len(heard) == 1
