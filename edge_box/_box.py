@@ -173,9 +173,7 @@ class EdgeBox:
     def init(cls, path: str | os.PathLike[str], key_file: str | os.PathLike[str]) -> EdgeBox:
         """A new box store at `path`, its key wrapped by `key_file` (created, mode
         0600, if absent), and a new self-signed TLS certificate."""
-        client = EdgeClient.init(
-            path, KeyFileKeyProvider(key_file), clinic_id="unenrolled", idle_lock_after=None
-        )
+        client = EdgeClient.init(path, KeyFileKeyProvider(key_file), idle_lock_after=None)
         box = cls(client)
         cert, key = make_certificate(client.device_id)
         with box.store.transaction():

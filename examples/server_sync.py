@@ -24,9 +24,9 @@ def main(work: Path) -> None:
     keys = PassphraseKeyProvider("correct horse battery staple")
     with (
         ThreadedServer(create_app(settings)) as server,
-        EdgeClient.init(work / "ward", keys, clinic_id="unenrolled") as ward,
-        EdgeClient.init(work / "home", keys, clinic_id="unenrolled") as home,
-        EdgeClient.init(work / "hillside", keys, clinic_id="unenrolled") as hillside,
+        EdgeClient.init(work / "ward", keys) as ward,
+        EdgeClient.init(work / "home", keys) as home,
+        EdgeClient.init(work / "hillside", keys) as hillside,
     ):
         for tablet, clinic in ((ward, "Riverside"), (home, "Riverside"), (hillside, "Hillside")):
             # What clinic staff get from `coherency server enroll-token --clinic NAME`:
