@@ -11,7 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from crdt import (
@@ -196,9 +196,7 @@ class Collection(Generic[R]):
         A consumer that falls behind gets the latest result, not every one in between.
         Leaving the loop (or closing the iterator) cancels the subscription.
         """
-        return live_results(
-            lambda callback, deliver: self.live(query, callback, deliver=deliver)
-        )
+        return live_results(lambda callback, deliver: self.live(query, callback, deliver=deliver))
 
     def conflicts(self, record_id: str) -> builtins.list[FieldConflict]:
         """The conflicted fields of one record."""
@@ -430,4 +428,3 @@ class NotesCollection(Collection[ClinicalNote]):
     def edit(self, record_id: str, text: str) -> ClinicalNote:
         """Replace the text; written as the minimal splices, so concurrent edits merge."""
         return self.update(record_id, text=text)
-

@@ -342,4 +342,3 @@ def _after(order: Sequence[tuple[str, bool]], key: Sequence[Any]) -> tuple[str, 
         alternatives.append("(" + " AND ".join([*prefix, beyond]) + ")")
         params += prefix_params + beyond_params
     return ("(" + (" OR ".join(alternatives) or "0") + ")", params)
-
