@@ -14,7 +14,8 @@ per second through the sandbox gateway, 20 concurrent devices on PostgreSQL) and
 ``audit`` (audit events appended per second, `verify_log` over 1M events, the audit
 log's overhead on push and pull) and ``edge`` (the clinic edge box: device-to-box
 throughput beside device-to-central, propagation through the box, the catch-up of a
-box after an outage, the box process's resident memory with 20 devices). See
+box after an outage, the box process's resident memory with 20 devices) and ``live``
+(live queries: sync page to callback latency, the cost of 100 live queries). See
 ``benchmarks/README.md``.
 """
 
@@ -35,6 +36,7 @@ from benchmarks import (
     _bench_capture,
     _bench_commerce,
     _bench_edge,
+    _bench_live,
     _bench_merge,
     _bench_models,
     _bench_payments,
@@ -61,6 +63,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "payments": _bench_payments.run,
     "audit": _bench_audit.run,
     "edge": _bench_edge.run,
+    "live": _bench_live.run,
 }
 
 DEFAULT_SCALE = 10_000

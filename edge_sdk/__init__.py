@@ -111,6 +111,7 @@ from edge_sdk._models import (
 from edge_sdk._notify import Deliver, Subscription
 from edge_sdk._orders import Orders
 from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoice_id_of
+from edge_sdk._query import Page, Query, query_fields
 from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
@@ -198,12 +199,14 @@ __all__ = [
     "NotEnrolledError",
     "NotesCollection",
     "Orders",
+    "Page",
     "PassphraseKeyProvider",
     "Payments",
     "PlatformKeystore",
     "PushAnswer",
     "PushTooLargeError",
     "QuarantinedRecord",
+    "Query",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
     "Replica",
@@ -237,6 +240,7 @@ __all__ = [
     "invoice_id_of",
     "kept_checkpoints",
     "model_signing_payload",
+    "query_fields",
     "read_bundle_info",
     "sign_manifest",
     "sync_replica",

@@ -1,14 +1,17 @@
 """Typed access to the collections of records: `client.patients`, `client.wounds`, ...
 
 Each operation runs inside the replica's access gate (one `AccessEvent` per call) and
-writes a document and its projection in one transaction.
+writes a document and its projection in one transaction. Reads of many records are
+`Query` objects (`edge_sdk._query`); live queries and record observers are in
+`edge_sdk._live`.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
+import json
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from crdt import (
@@ -21,12 +24,13 @@ from crdt import (
     RecordValidationError,
     Wound,
     WoundAssessment,
-    sortable_time,
 )
 from edge_sdk._errors import NotEnrolledError, ReadOnlyCollectionError, RecordNotFoundError
 from edge_sdk._identity import DeviceIdentity
+from edge_sdk._live import live_results, observe_record, watch_query
+from edge_sdk._notify import Deliver, Subscription
+from edge_sdk._query import Query
 from edge_sdk._replica import Replica
-from edge_sdk._store import SEARCH_SEPARATOR, fold
 
 __all__ = [
     "AssessmentsCollection",
@@ -135,19 +139,71 @@ class Collection(Generic[R]):
         limit: int | None = None,
         **filters: Any,
     ) -> builtins.list[R]:
-        """Records matching equality filters on indexed fields, oldest first.
-
-        Filters by collection: patients `mrn`, `family_name`, `given_name`; wounds
-        `patient_id`, `status`; assessments `wound_id`, `patient_id`; notes
-        `patient_id`, `wound_id`.
+        """Records whose fields equal `filters` (any field of `query_fields`), by id.
 
         Raises:
-            ValueError: A filter is not supported by this collection.
+            ValueError: This collection has no such field.
         """
-        where, params = self._where(filters)
-        if not include_deleted:
-            where.append("deleted = 0")
-        return self._query("list", where, params, limit=limit)
+        query = self.query(include_deleted=include_deleted, **filters).limit(limit)
+        return query._with_action("list", ()).all()
+
+    def query(self, *, include_deleted: bool = False, **equals: Any) -> Query[R]:
+        """A query of this collection: records whose fields equal `equals`; refine it
+        with `Query.where`, `order_by`, `limit`, and run it with `all` or `page`.
+
+        Raises:
+            ValueError: This collection has no such field.
+        """
+        query = Query(self).where(**equals)
+        return query.including_deleted() if include_deleted else query
+
+    def live(
+        self,
+        query: Query[R] | None,
+        callback: Callable[[builtins.list[R]], None],
+        *,
+        deliver: Deliver | None = None,
+    ) -> Subscription:
+        """Call `callback` with the records of `query` (None: every record) now, and
+        again whenever a committed change (a write here, a sync page, a bundle import, a
+        session, a record becoming verified) changes them; at most once per commit.
+
+        Args:
+            query: A query of this collection (`query`); its limit and offset apply.
+            callback: Gets the whole new result each time.
+            deliver: Runs each call where the app wants it (default: the thread that
+                committed the change; the first call: this thread).
+
+        Returns:
+            The subscription; `Subscription.cancel` stops the calls.
+
+        Raises:
+            ValueError: `query` is of another collection.
+        """
+        return watch_query(self._replica, query or self.query(), callback, deliver=deliver)
+
+    def observe(
+        self,
+        record_id: str,
+        callback: Callable[[R | None], None],
+        *,
+        deliver: Deliver | None = None,
+    ) -> Subscription:
+        """Call `callback` with record `record_id` now, and again whenever a committed
+        change changes it; None while this device does not hold it or it is deleted.
+
+        Returns:
+            The subscription; `Subscription.cancel` stops the calls.
+        """
+        return observe_record(self, record_id, callback, deliver=deliver)
+
+    def live_results(self, query: Query[R] | None = None) -> AsyncIterator[builtins.list[R]]:
+        """The results of a live query as an async iterator (``async for records in
+        ...``): the current result first, then each change, on the running event loop.
+        A consumer that falls behind gets the latest result, not every one in between.
+        Leaving the loop (or closing the iterator) cancels the subscription.
+        """
+        return live_results(lambda callback, deliver: self.live(query, callback, deliver=deliver))
 
     def conflicts(self, record_id: str) -> builtins.list[FieldConflict]:
         """The conflicted fields of one record."""
@@ -239,16 +295,6 @@ class Collection(Generic[R]):
                 store.put_documents([document])
             return self._typed(document.read())
 
-    def _where(self, filters: Mapping[str, Any]) -> tuple[builtins.list[str], builtins.list[Any]]:
-        unknown = sorted(set(filters) - set(self._filters))
-        if unknown:
-            allowed = ", ".join(sorted(self._filters)) or "none"
-            raise ValueError(
-                f"cannot filter {self.name} by {', '.join(unknown)} (allowed: {allowed})"
-            )
-        where = [f"{self._filters[name]} = ?" for name in filters]
-        return where, [_sql_value(v) for v in filters.values()]
-
     def _query(
         self,
         action: str,
@@ -258,12 +304,37 @@ class Collection(Generic[R]):
         order_by: str = "id",
         limit: int | None = None,
     ) -> builtins.list[R]:
+        return self._run(action, where, params, order_by=order_by, limit=limit)[0]
+
+    def _run(
+        self,
+        action: str,
+        where: Sequence[str],
+        params: Sequence[Any],
+        *,
+        order_by: str = "id",
+        limit: int | None = None,
+        offset: int = 0,
+        keys: Sequence[str] = (),
+    ) -> tuple[builtins.list[R], builtins.list[tuple[Any, ...]]]:
+        """Records matching SQL conditions on projection columns (one audited read,
+        unverified records verified first), with the `keys` columns of each."""
         with self._replica.access(action, self.name) as access:
-            rows = self._replica.store.query_records(
-                self.name, where, params, order_by=order_by, limit=limit
+            rows = self._replica.store.query_rows(
+                self.name,
+                ("record", *keys),
+                where,
+                params,
+                order_by=order_by,
+                limit=limit,
+                offset=offset,
             )
-            access.record_ids.extend(row["id"] for row in rows)
-            return [self._typed(self._schema.model_validate(row)) for row in rows]
+            records = [self._parse(row[0]) for row in rows]
+            access.record_ids.extend(record.id for record in records)
+            return records, [row[1:] for row in rows]
+
+    def _parse(self, record_json: str) -> R:
+        return self._typed(self._schema.model_validate(json.loads(record_json)))
 
 
 class PatientsCollection(Collection[Patient]):
@@ -274,21 +345,10 @@ class PatientsCollection(Collection[Patient]):
     def search(
         self, text: str, *, include_deleted: bool = False, limit: int = 100
     ) -> builtins.list[Patient]:
-        """Patients whose given name, family name or MRN starts with `text` (any case)."""
-        folded = fold(text)
-        escaped = folded.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        # Each part in search_text follows a separator: "%<sep>text%" is a prefix match
-        # of any part.
-        where = ["search_text LIKE ? ESCAPE '\\'"]
-        if not include_deleted:
-            where.append("deleted = 0")
-        return self._query(
-            "search",
-            where,
-            [f"%{SEARCH_SEPARATOR}{escaped}%"],
-            order_by="family_name, given_name",
-            limit=limit,
-        )
+        """Patients whose given name, family name or MRN starts with `text` (any case),
+        by family name then given name (`query().search(text)` is the same, as a query)."""
+        query = self.query(include_deleted=include_deleted).search(text).limit(limit)
+        return query._with_action("search", ("family_name", "given_name")).all()
 
 
 class WoundsCollection(Collection[Wound]):
@@ -320,18 +380,27 @@ class AssessmentsCollection(Collection[WoundAssessment]):
         until: datetime | None = None,
         include_deleted: bool = False,
     ) -> builtins.list[WoundAssessment]:
-        """Assessments of one wound in capture order, optionally within [since, until)."""
-        where = ["wound_id = ?"]
-        params: builtins.list[Any] = [wound_id]
+        """Assessments of one wound in capture order, optionally within [since, until)
+        (`for_wound_query` gives the same as a query, to page or watch)."""
+        query = self.for_wound_query(wound_id, since=since, until=until)
+        query = query.including_deleted() if include_deleted else query
+        return query._with_action("list", ("captured_at",)).all()
+
+    def for_wound_query(
+        self,
+        wound_id: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> Query[WoundAssessment]:
+        """The assessments of one wound captured in [since, until), in capture order,
+        as a `Query` (``.page()``, ``.order_by("-captured_at")``, `live`)."""
+        query = self.query(wound_id=wound_id).order_by("captured_at")
         if since is not None:
-            where.append("captured_at >= ?")
-            params.append(sortable_time(since))
+            query = query.where("captured_at", ">=", since)
         if until is not None:
-            where.append("captured_at < ?")
-            params.append(sortable_time(until))
-        if not include_deleted:
-            where.append("deleted = 0")
-        return self._query("list", where, params, order_by="captured_at, id")
+            query = query.where("captured_at", "<", until)
+        return query
 
 
 class NotesCollection(Collection[ClinicalNote]):
@@ -366,8 +435,3 @@ class NotesCollection(Collection[ClinicalNote]):
     def edit(self, record_id: str, text: str) -> ClinicalNote:
         """Replace the text; written as the minimal splices, so concurrent edits merge."""
         return self.update(record_id, text=text)
-
-
-def _sql_value(value: Any) -> Any:
-    """A filter value as the projection stores it (dates as ISO strings)."""
-    return value.isoformat() if isinstance(value, date) else value  # datetimes are dates

@@ -22,7 +22,8 @@ from edge_sdk._audit import DeviceAuditLog
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
 from edge_sdk._edge_boxes import EdgeBoxPin
 from edge_sdk._identity import DeviceIdentity
-from edge_sdk._store import Store
+from edge_sdk._notify import Listeners
+from edge_sdk._store import Store, Written
 from edge_sdk._sync_types import Enrollment
 from edge_sdk._verification import Verification
 
@@ -70,6 +71,9 @@ class Replica:
         """Which devices may author this clinic's records (a `crdt.KeyDirectory`)."""
         self._directory_keys: dict[str, bytes] | None = None  # cached; reset on change
         self._enrollment: tuple[Enrollment | None] | None = None
+        self.commits: Listeners[Written] = Listeners("commit")
+        """Told what each committed transaction stored (live queries listen here)."""
+        store.add_commit_listener(self.commits.notify)
         self.verification = Verification(self)
         """Deferred verification of records stored from a sender's claim."""
         self.verification.start()  # what a store closed too early left to verify

@@ -38,7 +38,7 @@ import sqlite3
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,7 @@ import sqlite_utils
 from crdt import RecordDocument, sortable_time
 from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, StoreLockedError
 
-__all__ = ["PROJECTIONS", "Store", "UnverifiedDocument", "projection_row"]
+__all__ = ["PROJECTIONS", "Store", "UnverifiedDocument", "Written", "projection_row"]
 
 SCHEMA_VERSION = 5
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
@@ -121,10 +121,24 @@ _INDEXES: Mapping[str, list[list[str]]] = {
     "catalogue": [],
     "invoices": [["patient_id"], ["number"]],
 }
-CommitListener = Callable[[frozenset[str]], None]
+
+
+class Written(frozenset[str]):
+    """What one committed transaction stored: the collections (the set itself), and
+    the ids of the documents stored, verified or taken out, per collection (`ids`)."""
+
+    ids: Mapping[str, frozenset[str]]
+
+    def __new__(cls, ids: Mapping[str, set[str] | frozenset[str]]) -> Written:
+        written = super().__new__(cls, ids)
+        written.ids = {collection: frozenset(found) for collection, found in ids.items()}
+        return written
+
+
+CommitListener = Callable[[Written], None]
+"""Called after a transaction that stored documents commits, with what it stored."""
 LockListener = Callable[[], None]
 """Called after the store locked itself (idle) or was locked, in the locking thread."""
-"""Called after a transaction that stored documents commits, with their collections."""
 
 
 def _translate(exc: BaseException, path: Path) -> StoreError:
@@ -167,7 +181,12 @@ class Store:
         self._db = sqlite_utils.Database(conn)
         self._depth = 0
         self._lock = threading.RLock()
-        self._written: set[str] = set()  # collections stored in the open transaction
+        # Ids of the documents stored in the open transaction, per collection.
+        self._written: dict[str, set[str]] = {}
+        # While `settle` holds the lock, commits (of the verification) wait here to be
+        # told to the commit listeners once the lock is released.
+        self._settling = 0
+        self._deferred: dict[str, set[str]] = {}
         self._commit_listeners: list[CommitListener] = []
         self._lock_listeners: list[LockListener] = []
         self._closed = False
@@ -456,8 +475,10 @@ class Store:
     def transaction(self) -> Iterator[None]:
         """One write transaction (re-entrant: nested blocks join the outer one).
 
-        After the outermost one commits, the commit listeners hear which collections it
-        stored documents of (outside the lock, so they may use the store).
+        After the outermost one commits, the commit listeners hear which documents of
+        which collections it stored (`Written`), outside the lock, so they may use the
+        store (a commit made by the verification `settle` runs is told once `settle`
+        has released the lock).
         """
         with self._lock:
             if self._depth:
@@ -472,7 +493,7 @@ class Store:
             except sqlcipher3.DatabaseError as exc:  # locked, busy, or closed
                 raise _translate(exc, self.path) from None
             self._depth = 1
-            self._written = set()
+            self._written = {}
             try:
                 yield
             except BaseException as exc:
@@ -487,10 +508,22 @@ class Store:
             except sqlcipher3.DatabaseError as exc:
                 self._conn.execute("ROLLBACK")
                 raise _translate(exc, self.path) from None
-            written, self._written = frozenset(self._written), set()
+            written, self._written = self._written, {}
+            if written and self._settling:
+                _merge(self._deferred, written)
+                return
         if written:
-            for listener in list(self._commit_listeners):
-                listener(written)
+            self._tell(written)
+
+    def _tell(self, written: Mapping[str, set[str]]) -> None:
+        told = Written(written)
+        for listener in list(self._commit_listeners):
+            listener(told)
+
+    def _wrote(self, collection: str, ids: Iterable[str]) -> None:
+        """Note documents of `collection` stored (or verified, or removed) in the open
+        transaction, for the commit listeners."""
+        self._written.setdefault(collection, set()).update(ids)
 
     @contextlib.contextmanager
     def consistent(self) -> Iterator[None]:
@@ -501,7 +534,8 @@ class Store:
 
     def add_commit_listener(self, listener: CommitListener) -> None:
         """Call `listener` after each committed transaction that stored documents, with
-        the collections it stored (in the thread that committed)."""
+        what it stored (`Written`: the collections, and `ids` per collection), in the
+        thread that committed."""
         self._commit_listeners.append(listener)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> _Cursor:
@@ -634,7 +668,8 @@ class Store:
                     "INSERT OR IGNORE INTO decision_inbox(id) VALUES (?)",
                     [(doc_id,) for doc_id in new_decisions],
                 )
-            self._written.update(document.collection for document in documents)
+            for document in documents:
+                self._wrote(document.collection, (document.id,))
 
     def put_unverified(self, documents: Sequence[UnverifiedDocument]) -> None:
         """Store documents new to this store from their sender's claim (heads, record
@@ -678,7 +713,8 @@ class Store:
                 "INSERT OR REPLACE INTO unverified(doc_id) VALUES (?)",
                 [(document.doc_id,) for document in documents],
             )
-            self._written.update(projections)
+            for document in documents:
+                self._wrote(document.collection, (document.doc_id,))
 
     def set_verifier(self, verifier: Callable[[Sequence[str]], None]) -> None:
         """What verifies unverified documents before a read shows them: it is called
@@ -702,20 +738,32 @@ class Store:
         if not self._pending:
             return
         with self._lock:
-            if ids is not None:
-                todo = [doc_id for doc_id in ids if doc_id in self._pending]
-            elif collection is not None:
-                todo = [d for d, c in self._pending.items() if c == collection]
-            else:
-                todo = list(self._pending)
-            if not todo:
-                return
-            if self._verifier is None:
-                raise StoreError(
-                    f"{self.path}: {len(todo)} records await verification and nothing "
-                    "verifies them (open the store through its replica)"
-                )
-            self._verifier(todo)
+            self._settling += 1
+            try:
+                self._settle(ids, collection)
+            finally:
+                self._settling -= 1
+                deferred = self._deferred if not self._settling else {}
+                if deferred:
+                    self._deferred = {}
+        if deferred:
+            self._tell(deferred)
+
+    def _settle(self, ids: Sequence[str] | None, collection: str | None) -> None:
+        if ids is not None:
+            todo = [doc_id for doc_id in ids if doc_id in self._pending]
+        elif collection is not None:
+            todo = [d for d, c in self._pending.items() if c == collection]
+        else:
+            todo = list(self._pending)
+        if not todo:
+            return
+        if self._verifier is None:
+            raise StoreError(
+                f"{self.path}: {len(todo)} records await verification and nothing "
+                "verifies them (open the store through its replica)"
+            )
+        self._verifier(todo)
 
     def verified(self, doc_ids: Sequence[str]) -> None:
         """Mark documents verified (inside the verifier's transaction)."""
@@ -724,7 +772,9 @@ class Store:
                 "DELETE FROM unverified WHERE doc_id = ?", [(doc_id,) for doc_id in doc_ids]
             )
             for doc_id in doc_ids:
-                self._pending.pop(doc_id, None)
+                collection = self._pending.pop(doc_id, None)
+                if collection is not None:  # now shown by reads: a change to live queries
+                    self._wrote(collection, (doc_id,))
 
     def quarantine(self, doc_id: str, reason: str, *, retry: bool, at: str) -> None:
         """Take an unverified document out of the store into quarantine, with why."""
@@ -741,6 +791,7 @@ class Store:
                     (doc_id, collection, bytes(row[1]), bytes(row[2]), reason, at, int(retry)),
                 )
                 self.execute("DELETE FROM documents WHERE id = ?", (doc_id,))
+                self._wrote(collection, (doc_id,))
                 if collection in PROJECTIONS:
                     self.execute(f"DELETE FROM {collection} WHERE id = ?", (doc_id,))
                 self.execute("DELETE FROM conflicts WHERE doc_id = ?", (doc_id,))
@@ -847,6 +898,7 @@ class Store:
         *,
         order_by: str = "id",
         limit: int | None = None,
+        offset: int = 0,
         settle: bool = True,
     ) -> list[dict[str, Any]]:
         """Projected records matching SQL conditions on projection columns.
@@ -854,15 +906,66 @@ class Store:
         `settle=False` includes records awaiting verification as their sender claimed
         them: only for bookkeeping that never shows them (which blobs to fetch).
         """
+        rows = self.query_json(
+            collection, where, params, order_by=order_by, limit=limit, offset=offset, settle=settle
+        )
+        return [json.loads(row) for row in rows]
+
+    def query_json(
+        self,
+        collection: str,
+        where: Sequence[str] = (),
+        params: Sequence[Any] = (),
+        *,
+        order_by: str = "id",
+        limit: int | None = None,
+        offset: int = 0,
+        settle: bool | None = True,
+    ) -> list[str]:
+        """`query_records`, each record as the JSON text the projection holds.
+
+        `settle=None` leaves records awaiting verification out instead of verifying
+        them first (live queries: they see each such record once it is verified).
+        """
+        rows = self.query_rows(
+            collection,
+            ("record",),
+            where,
+            params,
+            order_by=order_by,
+            limit=limit,
+            offset=offset,
+            settle=settle,
+        )
+        return [str(row[0]) for row in rows]
+
+    def query_rows(
+        self,
+        collection: str,
+        columns: Sequence[str],
+        where: Sequence[str] = (),
+        params: Sequence[Any] = (),
+        *,
+        order_by: str = "id",
+        limit: int | None = None,
+        offset: int = 0,
+        settle: bool | None = True,
+    ) -> list[tuple[Any, ...]]:
+        """`columns` of the projection rows of `collection` matching `where` (SQL on
+        projection columns, the caller's values in `params`), as `query_json` selects
+        them. Column names and `order_by` come from code, never from a user."""
         if settle:
             self.settle(collection=collection)
-        sql = f"SELECT record FROM {collection}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        conditions = list(where)
+        if settle is None and self._pending:
+            conditions.append("id NOT IN (SELECT doc_id FROM unverified)")
+        sql = f"SELECT {', '.join(columns)} FROM {collection}"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
         sql += f" ORDER BY {order_by}"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [json.loads(row[0]) for row in self.execute(sql, params).fetchall()]
+        if limit is not None or offset:
+            sql += f" LIMIT {-1 if limit is None else int(limit)} OFFSET {int(offset)}"
+        return [tuple(row) for row in self.execute(sql, params).fetchall()]
 
     def conflicted_documents(self) -> list[str]:
         """Ids of documents with at least one conflicted field."""
@@ -1078,6 +1181,11 @@ def fold(text: str) -> str:
     if text.isascii():  # the common case, and the same answer: ASCII is NFC already
         return text.lower()
     return unicodedata.normalize("NFC", text).casefold()
+
+
+def _merge(into: dict[str, set[str]], written: Mapping[str, set[str]]) -> None:
+    for collection, ids in written.items():
+        into.setdefault(collection, set()).update(ids)
 
 
 def _split(heads: bytes) -> list[bytes]:

@@ -82,6 +82,11 @@ EDGE = {
     "edge.box_rss_mb",
     "edge.box_hwm_mb",
 }
+LIVE = {
+    "sdk.live_query.latency_p50_ms",
+    "sdk.live_query.latency_p99_ms",
+    "sdk.live_query.cost_100_on_10k_ms",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -191,7 +196,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
     assert set(results) - capture - model | set(missing) == (
-        WRITE | MERGE | STORAGE | SYNC | PEER | BOOKINGS | COMMERCE | PAYMENTS | AUDIT | EDGE
+        WRITE | MERGE | STORAGE | SYNC | PEER | BOOKINGS | COMMERCE | PAYMENTS | AUDIT | EDGE | LIVE
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the

@@ -447,6 +447,27 @@ def writable_collection(collection: str) -> dict[tuple[str, str], Entry]:
         (collection, "history"): audited(
             on_held(collection, "history"), R("history", collection, "P")
         ),
+        (collection, "query"): Exempt(
+            "builds a query; running it (`Query.all`, `first`, `page`) is one `query` read "
+            "(tests/test_queries.py)"
+        ),
+        (collection, "live"): audited(
+            lambda w: lambda: getattr(w.client, collection).live(None, lambda r: None).cancel(),
+            R("live", collection, "P"),
+        ),
+        (collection, "observe"): audited(
+            lambda w: (
+                lambda: (
+                    getattr(w.client, collection)
+                    .observe(w[held(collection)], lambda r: None)
+                    .cancel()
+                )
+            ),
+            R("observe", collection, "P"),
+        ),
+        (collection, "live_results"): Exempt(
+            "returns an async iterator: each result it yields is a `live` read, as `live`"
+        ),
     }
 
 
@@ -485,6 +506,23 @@ def server_owned_collection(collection: str, record: str) -> dict[tuple[str, str
         ),
         (collection, "conflicts"): audited(on_record("conflicts"), R("conflicts", collection, "P")),
         (collection, "history"): audited(on_record("history"), R("history", collection, "P")),
+        (collection, "query"): Exempt(
+            "builds a query; running it (`Query.all`, `first`, `page`) is one `query` read "
+            "(tests/test_queries.py)"
+        ),
+        (collection, "live"): audited(
+            lambda w: lambda: getattr(w.client, collection).live(None, lambda r: None).cancel(),
+            R("live", collection, "P"),
+        ),
+        (collection, "observe"): audited(
+            lambda w: (
+                lambda: getattr(w.client, collection).observe(w[record], lambda r: None).cancel()
+            ),
+            R("observe", collection, "P"),
+        ),
+        (collection, "live_results"): Exempt(
+            "returns an async iterator: each result it yields is a `live` read, as `live`"
+        ),
     }
 
 
@@ -621,6 +659,9 @@ TABLE: dict[tuple[str, str], Entry] = {
     ),
     **writable_collection("wounds"),
     **writable_collection("assessments"),
+    ("assessments", "for_wound_query"): Exempt(
+        "builds a query; running it is one `query` read (tests/test_queries.py)"
+    ),
     ("assessments", "for_wound"): audited(
         lambda w: lambda: w.client.assessments.for_wound(w["W"]), R("list", "assessments", "P")
     ),
@@ -686,6 +727,18 @@ TABLE: dict[tuple[str, str], Entry] = {
         lambda w: lambda: w.client.intents.resolve(w["appointment"], "subject_id", "x"),
         refused("resolve", "intents", NoConflictError, "P"),
         raises=NoConflictError,
+    ),
+    ("intents", "query"): Exempt("builds a query; running it is one `query` read"),
+    ("intents", "live"): audited(
+        lambda w: lambda: w.client.intents.live(None, lambda r: None).cancel(),
+        R("live", "intents", "P"),
+    ),
+    ("intents", "observe"): audited(
+        lambda w: lambda: w.client.intents.observe(w["appointment"], lambda r: None).cancel(),
+        R("observe", "intents", "P"),
+    ),
+    ("intents", "live_results"): Exempt(
+        "returns an async iterator: each result it yields is a `live` read, as `live`"
     ),
     ("intents", "list"): audited(
         lambda w: lambda: w.client.intents.list(), R("list", "intents", "P")
