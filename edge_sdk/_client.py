@@ -60,6 +60,7 @@ from edge_sdk._collections import (
 from edge_sdk._discovery import discover_edge_boxes
 from edge_sdk._edge_boxes import EdgeBoxPin, EdgeBoxRoute, routes_to_pinned
 from edge_sdk._errors import (
+    InvalidArgumentError,
     RecordNotFoundError,
     ServerUnreachableError,
     StoreCorruptError,
@@ -88,6 +89,7 @@ from edge_sdk._keys import (
 )
 from edge_sdk._model_sync import ModelSource, ModelUpdate, model_store, update_model
 from edge_sdk._models import ModelStore
+from edge_sdk._notify import Deliver, Subscription
 from edge_sdk._orders import Orders
 from edge_sdk._payments import InvoicesCollection, Payments
 from edge_sdk._replica import Replica
@@ -425,7 +427,7 @@ class EdgeClient:
         try:
             return collections[name]
         except KeyError:
-            raise ValueError(f"no collection {name!r}") from None
+            raise InvalidArgumentError(f"no collection {name!r}") from None
 
     def find(self, record_id: str) -> Collection[Any]:
         """The collection holding record `record_id`.
@@ -465,7 +467,7 @@ class EdgeClient:
         ``"rejected"``), about one patient.
 
         Raises:
-            ValueError: An unknown kind, family or state.
+            InvalidArgumentError: An unknown kind, family or state (a ValueError).
         """
         return self.intents.statuses(kind=kind, state=state, patient_id=patient_id)
 
@@ -682,18 +684,32 @@ class EdgeClient:
             ModelVerificationError: The model is tampered with, unsigned, signed by
                 another key, or does not run; the previous model stays in use.
             ServerUnreachableError: The server did not answer within the retry budget.
-            ValueError: `threads` is below 1.
+            InvalidArgumentError: `threads` is below 1 (a ValueError).
         """
         if threads < 1:
-            raise ValueError(f"threads must be at least 1, not {threads}")
+            raise InvalidArgumentError(f"threads must be at least 1, not {threads}")
         if source is None:
             source = self._server_transport(None, any_policy=True)
         return update_model(self.replica, source, threads=threads)
 
     # ---------------------------------------------------------------- access
-    def add_access_listener(self, listener: AccessListener) -> None:
-        """Call `listener` with an `AccessEvent` after every read or write."""
-        self.replica.access.add_listener(listener)
+    def add_access_listener(
+        self, listener: AccessListener, *, deliver: Deliver | None = None
+    ) -> Subscription:
+        """Call `listener` with an `AccessEvent` after every read or write of patient
+        data, once it is in the audit log (and its write committed).
+
+        A listener that raises is logged (``edge_sdk``) and never reaches the caller:
+        the write it was told of stands, and retrying it would write twice.
+
+        Args:
+            listener: Called with each `AccessEvent`.
+            deliver: Where to run it (see `Listeners`); None: in the accessing thread.
+
+        Returns:
+            The subscription; `Subscription.cancel` stops the listener.
+        """
+        return self.replica.access.add_listener(listener, deliver=deliver)
 
 
 def enrollment_of(client: EdgeClient) -> Enrollment | None:

@@ -18,12 +18,16 @@ from crdt import (
     Patient,
     Record,
     RecordDocument,
-    RecordValidationError,
     Wound,
     WoundAssessment,
     sortable_time,
 )
-from edge_sdk._errors import ReadOnlyCollectionError, RecordNotFoundError
+from edge_sdk._errors import (
+    InvalidArgumentError,
+    ReadOnlyCollectionError,
+    RecordNotFoundError,
+    RecordValidationError,
+)
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._replica import Replica
 from edge_sdk._store import SEARCH_SEPARATOR, fold
@@ -135,7 +139,8 @@ class Collection(Generic[R]):
         `patient_id`, `wound_id`.
 
         Raises:
-            ValueError: A filter is not supported by this collection.
+            InvalidArgumentError: A filter is not supported by this collection (also a
+                ValueError).
         """
         where, params = self._where(filters)
         if not include_deleted:
@@ -236,7 +241,7 @@ class Collection(Generic[R]):
         unknown = sorted(set(filters) - set(self._filters))
         if unknown:
             allowed = ", ".join(sorted(self._filters)) or "none"
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"cannot filter {self.name} by {', '.join(unknown)} (allowed: {allowed})"
             )
         where = [f"{self._filters[name]} = ?" for name in filters]
