@@ -41,6 +41,7 @@ from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import EdgeClient, enrollment_of
 from edge_sdk._collections import Collection, NotesCollection
+from edge_sdk._conflict_policies import ConflictPolicy, keep_both, latest_wins, merge_lists
 from edge_sdk._discovery import discover_edge_boxes
 from edge_sdk._edge_boxes import (
     DiscoveredBox,
@@ -142,6 +143,9 @@ if typing.TYPE_CHECKING:
     from edge_sdk._http_transport import HttpTransport
 
 __all__ = [
+    "MANIFEST_FILE",
+    "MANIFEST_FORMAT",
+    "SIGNATURE_FILE",
     "AccessEvent",
     "AccessGate",
     "AccessListener",
@@ -168,6 +172,7 @@ __all__ = [
     "BundleSignatureError",
     "ChainedEvent",
     "Collection",
+    "ConflictPolicy",
     "CursorAheadError",
     "Deliver",
     "DeviceIdentity",
@@ -193,8 +198,6 @@ __all__ = [
     "KeyProvider",
     "KeyProviderError",
     "KeychainKeyProvider",
-    "MANIFEST_FILE",
-    "MANIFEST_FORMAT",
     "MalformedMessageError",
     "MemoryBlobStore",
     "MemoryHub",
@@ -229,7 +232,6 @@ __all__ = [
     "RecordValidationError",
     "Replica",
     "RetryPolicy",
-    "SIGNATURE_FILE",
     "Segmentation",
     "ServerUnreachableError",
     "StoreClosedError",
@@ -259,7 +261,10 @@ __all__ = [
     "export_bundle",
     "import_bundle",
     "invoice_id_of",
+    "keep_both",
     "kept_checkpoints",
+    "latest_wins",
+    "merge_lists",
     "model_signing_payload",
     "read_bundle_info",
     "sign_manifest",

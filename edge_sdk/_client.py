@@ -57,6 +57,7 @@ from edge_sdk._collections import (
     PatientsCollection,
     WoundsCollection,
 )
+from edge_sdk._conflict_policies import ConflictPolicies, ConflictPolicy, keep_both
 from edge_sdk._discovery import discover_edge_boxes
 from edge_sdk._edge_boxes import EdgeBoxPin, EdgeBoxRoute, routes_to_pinned
 from edge_sdk._errors import (
@@ -70,6 +71,7 @@ from edge_sdk._errors import (
     UntrustedEdgeBoxError,
     WrongKeyError,
 )
+from edge_sdk._evolution import RecordUpgrades
 from edge_sdk._files import replace_durably
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._intents import (
@@ -141,6 +143,8 @@ class EdgeClient:
         self.payments = Payments(self.invoices, self.intents)
         """Invoices as synced, and paying them."""
         self._notices = DecisionNotices(replica, self.decisions)
+        self._upgrades = RecordUpgrades(replica)  # records an older app wrote, at open
+        self._conflict_policies = ConflictPolicies(replica, self._resolve)
 
     @property
     def path(self) -> Path:
@@ -408,6 +412,41 @@ class EdgeClient:
                 if document is not None:
                     found += document.conflicts()
             return found
+
+    def on_conflict(
+        self, collection: str, field: str, policy: ConflictPolicy = keep_both
+    ) -> Subscription:
+        """Resolve conflicts on `collection`.`field` with `policy` as merges create them.
+
+        After each transaction that stores records (sync, bundle import, session)
+        commits, each new conflict on the field (and, at once, each already here) is
+        handed to `policy`, once: a value it returns is written as an ordinary
+        `resolve` by this device (signed, audited, synced); None leaves the conflict
+        for a person. Built in: `keep_both` (the default), `latest_wins`,
+        `merge_lists`. A policy that raises is logged; the merge stands.
+
+        Args:
+            collection: The collection (``"wounds"``).
+            field: The field (``"status"``).
+            policy: Given the `FieldConflict`, the value to keep or None.
+
+        Returns:
+            The subscription; cancel it to keep both values again.
+
+        Raises:
+            InvalidArgumentError: No such collection or field.
+        """
+        return self._conflict_policies.add(collection, field, policy)
+
+    def _resolve(self, collection: str, record_id: str, field: str, value: Any) -> object:
+        return self.collection(collection).resolve(record_id, field, value)
+
+    def records_needing_update(self) -> list[tuple[str, str, int]]:
+        """The records a newer version of the app wrote: (id, collection, record schema
+        version). They are kept and synced on; reading one raises
+        `RecordFromNewerAppError` until the app is updated."""
+        # Ids and versions only: no patient data is read.
+        return self.replica.store.newer_records()
 
     def collection(self, name: str) -> Collection[Any]:
         """The collection called `name` (patients, wounds, assessments, notes, decisions,

@@ -25,6 +25,7 @@ from crdt import (
 from edge_sdk._errors import (
     InvalidArgumentError,
     ReadOnlyCollectionError,
+    RecordFromNewerAppError,
     RecordNotFoundError,
     RecordValidationError,
 )
@@ -88,11 +89,13 @@ class Collection(Generic[R]):
 
         Raises:
             RecordNotFoundError: No such record in this collection.
+            RecordFromNewerAppError: A newer version of the app wrote the record.
         """
         with self._replica.access("read", self.name) as access:
             access.record_ids.append(record_id)
             found = self._replica.store.get_record(self.name, record_id)
             if found is None:
+                self._check_not_newer(record_id)
                 raise RecordNotFoundError(f"no {self.name} record {record_id}")
             return self._typed(self._schema.model_validate(found))
 
@@ -218,7 +221,18 @@ class Collection(Generic[R]):
         document = self._replica.store.get_document(record_id, device_id=self._replica.device_id)
         if document is None or document.collection != self.name:
             raise RecordNotFoundError(f"no {self.name} record {record_id}")
+        if document.newer_than_schema:  # neither read nor written over by this app
+            raise RecordFromNewerAppError(
+                record_id, self.name, document.schema_version, self._schema.schema_version
+            )
         return document
+
+    def _check_not_newer(self, record_id: str) -> None:
+        version = self._replica.store.newer_version(record_id)
+        if version is not None and self._replica.store.collection_of(record_id) == self.name:
+            raise RecordFromNewerAppError(
+                record_id, self.name, version, self._schema.schema_version
+            )
 
     def _check_writable(self) -> None:
         if not self._schema.device_writable:

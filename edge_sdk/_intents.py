@@ -193,7 +193,8 @@ class IntentsCollection(Collection[Intent]):
                 raise InvalidArgumentError(f"no intent kind {kind!r} (known: {known})")
         if state is not None:
             if state not in _STATES:
-                raise InvalidArgumentError(f"no intent state {state!r} (known: {', '.join(sorted(_STATES))})")
+                known = ", ".join(sorted(_STATES))
+                raise InvalidArgumentError(f"no intent state {state!r} (known: {known})")
             decided = "SELECT intent_id FROM decisions WHERE deleted = 0"
             if state == PENDING:
                 where.append(f"id NOT IN ({decided})")

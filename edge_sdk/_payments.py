@@ -81,7 +81,9 @@ class Payments:
                 filters["status"] = InvoiceStatus(status).value
             except ValueError:
                 known = ", ".join(s.value for s in InvoiceStatus)
-                raise InvalidArgumentError(f"no invoice status {status!r} (known: {known})") from None
+                raise InvalidArgumentError(
+                    f"no invoice status {status!r} (known: {known})"
+                ) from None
         return sorted(self._invoices.list(**filters), key=lambda i: (i.number, i.id))
 
     def invoice(self, invoice: str) -> Invoice:
