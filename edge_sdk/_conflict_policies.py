@@ -127,11 +127,14 @@ class ConflictPolicies:
             policy = self._policies.get((collection, field))
             if policy is None:
                 continue
-            document = store.get_document(doc_id)
-            conflict = next(
-                (c for c in (document.conflicts() if document else []) if c.field == field),
-                None,
-            )
+            # Handing the values to the app's policy reads patient data: audited.
+            with self._replica.access("conflicts", collection) as access:
+                access.record_ids.append(doc_id)
+                document = store.get_document(doc_id)
+                conflict = next(
+                    (c for c in (document.conflicts() if document else []) if c.field == field),
+                    None,
+                )
             if conflict is None:
                 continue
             values_key = _canonical([[v.device_id, v.value] for v in conflict.values])

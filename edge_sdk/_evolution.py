@@ -44,7 +44,10 @@ class RecordUpgrades:
         self._replica = replica
         self._running = threading.local()
         replica.store.queue_outdated()
-        replica.store.add_commit_listener(lambda _written: self.run())
+        replica.store.add_commit_listener(self._after_commit)
+        self.run()
+
+    def _after_commit(self, written: frozenset[str]) -> None:
         self.run()
 
     def run(self) -> int:

@@ -144,6 +144,7 @@ def test_a_store_of_the_previous_version_opens_and_upgrades(tmp_path: Path) -> N
     shutil.copytree(FIXTURE, path)
     provider = PassphraseKeyProvider("correct horse battery staple", params=Argon2Params.fast())
     with EdgeClient.open(path, provider, idle_lock_after=None) as client:
+        assert client.replica.store.get_meta("schema_version") == "6"  # from 5
         assessments = client.assessments.list()
         assert len(assessments) == 3
         by_date = {a.captured_at.day: a.measurements for a in assessments}
