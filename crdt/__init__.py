@@ -44,6 +44,7 @@ from crdt._errors import (
 )
 from crdt._ids import actor_for_device, device_for_actor
 from crdt._limits import DEFAULT_LIMITS, DocumentLimits
+from crdt._migrations import RecordMigration, migrate, migration_steps
 from crdt._protocol import (
     SHA256_PATTERN,
     SYNC_MEDIA_TYPE,
@@ -202,6 +203,7 @@ __all__ = [
     "Record",
     "RecordDocument",
     "RecordHint",
+    "RecordMigration",
     "RecordValidationError",
     "Rejection",
     "Sex",
@@ -240,6 +242,8 @@ __all__ = [
     "is_uuid",
     "leaf_hash",
     "merkle_root",
+    "migrate",
+    "migration_steps",
     "new_record_id",
     "node_hash",
     "refusal_reason",

@@ -46,6 +46,7 @@ from crdt._errors import (
 )
 from crdt._ids import actor_for_device, device_for_actor
 from crdt._limits import DEFAULT_LIMITS, DocumentLimits
+from crdt._migrations import migration_steps
 from crdt._operations import EPOCH, ChangeIndex, envelopes, fields_by_change, parse_time
 from crdt._schemas import COLLECTIONS, META_FIELDS, FieldKind, Record, new_record_id
 from crdt._verify import Authorship
@@ -63,7 +64,7 @@ __all__ = [
 
 _COLLECTION_KEY = "collection"
 _SCHEMA_KEY = "schema_version"
-_SCHEMA_VERSION = 1
+_FIRST_VERSION = 1  # what a document without a schema version was written as
 # Written by every change, so concurrent changes always "conflict" on them; they are
 # bookkeeping, not clinical values, and are left out of conflict reports.
 _BOOKKEEPING = frozenset({"updated_at", "updated_by", _COLLECTION_KEY, _SCHEMA_KEY, AUTH_FIELD})
@@ -76,6 +77,8 @@ class ConflictValue:
     value: Any
     device_id: str
     current: bool  # the value every replica shows until a clinician resolves
+    at: datetime | None = None
+    """When it was written (the ``updated_at`` of the change that wrote it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +213,7 @@ class RecordDocument:
         doc = am.Document(actor_for_device(device_id))
         with doc.transaction() as tx:
             tx.put(am.ROOT, _COLLECTION_KEY, am.ScalarType.Str, schema.collection)
-            tx.put(am.ROOT, _SCHEMA_KEY, am.ScalarType.Int, _SCHEMA_VERSION)
+            tx.put(am.ROOT, _SCHEMA_KEY, am.ScalarType.Int, schema.schema_version)
             for name, kind in _field_plan(schema):
                 value = dumped[name]
                 scalar_type = _SCALAR_TYPES.get(type(value)) if kind is FieldKind.SCALAR else None
@@ -306,6 +309,61 @@ class RecordDocument:
     def automerge(self) -> am.Document:
         """The underlying Automerge document (for the sync protocol)."""
         return self._doc
+
+    @property
+    def schema_version(self) -> int:
+        """The record schema version the document was written (or last upgraded) at."""
+        got = self._doc.get(am.ROOT, _SCHEMA_KEY)
+        if got is None or isinstance(got[0], am.ObjType) or not isinstance(got[0][1], int):
+            return _FIRST_VERSION
+        return int(got[0][1])
+
+    @property
+    def newer_than_schema(self) -> bool:
+        """True if a newer version of the code wrote the record (its schema version is
+        above `schema.schema_version`): its values cannot be read or judged here, and
+        it is kept as it is until the code is updated."""
+        return self.schema_version > self._schema.schema_version
+
+    @property
+    def needs_upgrade(self) -> bool:
+        """True if the record was written at an older schema version (see `upgrade`)."""
+        return self.schema_version < self._schema.schema_version
+
+    def upgrade(
+        self, *, device_id: str, now: datetime | None = None, signer: Signer | None = None
+    ) -> bool:
+        """Bring the record to its collection's current schema version with the
+        registered migrations (`crdt.migrate`): one change by `device_id`, signed with
+        `signer`, writing the migrated fields and the new version.
+
+        Returns:
+            False if the record was already at the current version (or newer).
+
+        Raises:
+            RecordValidationError: The migrated record does not satisfy the schema.
+        """
+        target = self._schema.schema_version
+        if self.schema_version >= target:
+            return False
+        values = self.values()
+        for step in migration_steps(self.collection, self.schema_version, target):
+            values = {**values, **step(values)}
+        candidate = self._schema.validate_values(values).model_dump(mode="json")
+        current = self.values()
+        changed = {
+            name: candidate[name]
+            for name in self._schema.data_fields()
+            if candidate[name] != current.get(name)
+        }
+
+        def apply(tx: am.Transaction) -> None:
+            for name, value in changed.items():
+                _put(tx, self._schema, name, value)  # migrations change no text field
+            tx.put(am.ROOT, _SCHEMA_KEY, am.ScalarType.Int, target)
+
+        self._commit(device_id, now, apply, signer)
+        return True
 
     def values(self) -> dict[str, Any]:
         """The record's stored values, decoded but not validated."""
@@ -507,16 +565,20 @@ class RecordDocument:
         if schema is not self._schema:
             return f"collection changed from {self.collection} to {schema.collection}"
         values = _current_values(candidate, schema)
-        try:
-            schema.validate_values(values)
-        except RecordValidationError as exc:
-            return "; ".join(exc.errors)
+        proposed = RecordDocument(candidate, schema)
+        # A record a newer version wrote is kept as it is (it is not for this code to
+        # judge fields it does not know); the checks below it still passes.
+        if not proposed.newer_than_schema:
+            try:
+                schema.validate_values(values)
+            except RecordValidationError as exc:
+                return "; ".join(exc.errors)
         mine = self.values()
         fixed = set(values) | set(mine) if schema.frozen else schema.immutable_fields
         moved = [n for n in sorted(fixed) if values.get(n) != mine.get(n)]
         if moved:
             return "immutable field changed: " + ", ".join(moved)
-        return RecordDocument(candidate, schema).frozen_problem() if schema.frozen else None
+        return proposed.frozen_problem() if schema.frozen else None
 
     def frozen_problem(self) -> str | None:
         """For a frozen record (an intent): why its history is not one creation plus
@@ -542,9 +604,17 @@ class RecordDocument:
         if self._conflict_free or _is_linear(self._doc.get_changes([])):
             return []
         by_field: dict[str, list[Op]] = {}
-        for op in self._operations().root:
+        ops = self._operations()
+        for op in ops.root:
             if op.live and op.writes_value:
                 by_field.setdefault(op.key, []).append(op)
+        index = ChangeIndex(self._doc.get_changes([]))
+        # Every change writes updated_at: the time of each change, by its position.
+        written_at = {
+            index.change_of(op.id): parse_time(op.value)
+            for op in ops.root
+            if op.key == "updated_at" and op.action == SET
+        }
         found: list[FieldConflict] = []
         for name in sorted(by_field):
             live = by_field[name]
@@ -562,6 +632,7 @@ class RecordDocument:
                         value=_decode_op(self._schema, name, op),
                         device_id=device_for_actor(op.id[1]),
                         current=op.id == winner,
+                        at=written_at.get(index.change_of(op.id)),
                     )
                     for op in live
                 ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -186,6 +186,10 @@ class Measurements(_Value):
     mean_depth_mm: Annotated[float, Field(ge=0)] | None = None
     volume_cm3: Annotated[float, Field(ge=0)] | None = None
     ruler_area_cm2: Annotated[float, Field(ge=0)] | None = None
+    # Since assessments v2: how `area_cm2` was obtained. "measured": traced on the scan
+    # (or entered as measured); "ellipse": estimated as pi/4 x length x width, which is
+    # how a ruler-only assessment's area is read (a rectangle overstates it by ~27%).
+    area_method: Literal["measured", "ellipse"] | None = None
 
 
 class ModelOutput(_Value):
@@ -222,6 +226,9 @@ class Record(BaseModel):
     immutable_fields: ClassVar[frozenset[str]] = frozenset({"id", "clinic_id"})
     # False for server-owned collections: the server refuses any device change to them.
     device_writable: ClassVar[bool] = True
+    # The version of this collection's record schema that this code writes and reads.
+    # A bump comes with a migration from the version before (`crdt.migrate`).
+    schema_version: ClassVar[int] = 1
 
     id: Id
     clinic_id: Id
@@ -306,6 +313,7 @@ class WoundAssessment(Record):
     """One assessment of a wound: a scan's measurements, model output and provenance."""
 
     collection: ClassVar[str] = "assessments"
+    schema_version: ClassVar[int] = 2  # v2: measurements.area_method (see crdt._migrations)
     json_fields: ClassVar[frozenset[str]] = frozenset(
         {"measurements", "model_output", "blobs", "quality_flags"}
     )

@@ -464,7 +464,8 @@ def _checked_load(
         raise DocumentTooCostlyError(reason)
     if doc.id != doc_id:
         raise DocumentError(f"document travels as {doc_id} but is record {doc.id}")
-    doc.read()  # raises RecordValidationError
+    if not doc.newer_than_schema:  # a newer version's record is kept, not judged
+        doc.read()  # raises RecordValidationError
     frozen = doc.frozen_problem()
     if frozen is not None:
         raise MergeRejectedError(doc_id, frozen)

@@ -9,7 +9,12 @@ bundle, a sync with the server), it runs inside the gate::
 
 and the gate writes the access to its journal (the device's audit log,
 `edge_sdk._audit`) and tells every listener what happened, with the outcome: "ok", or
-the class name of the error that ended it.
+the class name of the error that ended it. Listeners hear of an access after it is
+journalled (and its write committed): one that raises is logged and never reaches the
+caller, whose write stands (a caller who retried would write it twice).
+
+The gate is also where `crdt`'s errors become the SDK's (`translated_errors`): every
+operation on patient data runs in it.
 
 No unaudited access: a write (`WRITE_ACTIONS`) runs in one store transaction with its
 journal entry, so a crash keeps both or neither; any other access is journalled in its
@@ -26,6 +31,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from edge_sdk._errors import translated_errors
+from edge_sdk._notify import Deliver, Listeners, Subscription
+
 __all__ = [
     "WRITE_ACTIONS",
     "AccessEvent",
@@ -36,7 +44,7 @@ __all__ = [
 ]
 
 WRITE_ACTIONS = frozenset(
-    {"create", "update", "delete", "restore", "resolve", "sync-write", "quarantine"}
+    {"create", "update", "delete", "restore", "resolve", "sync-write", "quarantine", "migrate"}
 )
 """Actions that write documents: journalled in the same transaction as the write."""
 
@@ -88,15 +96,18 @@ class AccessGate:
     def __init__(self, device_id: str, *, journal: AccessJournal | None = None) -> None:
         self._device_id = device_id
         self._journal = journal
-        self._listeners: list[AccessListener] = []
+        self._listeners: Listeners[AccessEvent] = Listeners("access")
         self.user: str | None = None
         """The app's signed-in user (an id), recorded with every access."""
         self.purpose = "treatment"
         """The purpose of use recorded with every access."""
 
-    def add_listener(self, listener: AccessListener) -> None:
-        """Call `listener` with an `AccessEvent` after every operation."""
-        self._listeners.append(listener)
+    def add_listener(
+        self, listener: AccessListener, *, deliver: Deliver | None = None
+    ) -> Subscription:
+        """Call `listener` with an `AccessEvent` after every operation (through
+        `deliver`, if given); cancel the returned subscription to stop it."""
+        return self._listeners.add(listener, deliver=deliver)
 
     @contextlib.contextmanager
     def __call__(self, action: str, collection: str) -> Iterator[PendingAccess]:
@@ -107,7 +118,8 @@ class AccessGate:
         event: AccessEvent | None = None
         try:
             with shared if shared is not None else contextlib.nullcontext():
-                yield access
+                with translated_errors():
+                    yield access
                 event = self._event(access, "ok")
                 if journal is not None:
                     journal.record(event)  # in the write's transaction, or its own
@@ -135,5 +147,4 @@ class AccessGate:
         )
 
     def _notify(self, event: AccessEvent) -> None:
-        for listener in self._listeners:
-            listener(event)
+        self._listeners.notify(event)  # a failing listener is logged, never raised

@@ -64,6 +64,7 @@ _OPERATIONS = {
     "update": "U",
     "restore": "U",
     "resolve": "U",
+    "migrate": "U",
     "sync-write": "U",
     "delete": "D",
     "quarantine": "D",

@@ -66,6 +66,7 @@ from edge_sdk._errors import (
     BundleSignatureError,
     RecordNotFoundError,
     StoreCorruptError,
+    translated_errors,
 )
 from edge_sdk._files import replace_durably
 from edge_sdk._identity import verify_signature
@@ -131,6 +132,7 @@ class BundleInfo:
 # ------------------------------------------------------------------------- export
 
 
+@translated_errors()
 def export_bundle(
     client: Replica | ReplicaHolder,
     path: str | os.PathLike[str],
@@ -274,6 +276,7 @@ def _pack_messages(
 # ------------------------------------------------------------------------- reading
 
 
+@translated_errors()
 def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
     """Check a bundle's layout and signature and return its header, without decrypting.
 
@@ -288,6 +291,7 @@ def read_bundle_info(path: str | os.PathLike[str]) -> BundleInfo:
         return _scan(f, str(path)).info
 
 
+@translated_errors()
 def import_bundle(
     client: Replica | ReplicaHolder,
     path: str | os.PathLike[str],

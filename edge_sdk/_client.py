@@ -57,9 +57,11 @@ from edge_sdk._collections import (
     PatientsCollection,
     WoundsCollection,
 )
+from edge_sdk._conflict_policies import ConflictPolicies, ConflictPolicy, keep_both
 from edge_sdk._discovery import discover_edge_boxes
 from edge_sdk._edge_boxes import EdgeBoxPin, EdgeBoxRoute, routes_to_pinned
 from edge_sdk._errors import (
+    InvalidArgumentError,
     RecordNotFoundError,
     ServerUnreachableError,
     StoreCorruptError,
@@ -69,6 +71,7 @@ from edge_sdk._errors import (
     UntrustedEdgeBoxError,
     WrongKeyError,
 )
+from edge_sdk._evolution import RecordUpgrades
 from edge_sdk._files import replace_durably
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._intents import (
@@ -140,6 +143,8 @@ class EdgeClient:
         self.payments = Payments(self.invoices, self.intents)
         """Invoices as synced, and paying them."""
         self._notices = DecisionNotices(replica, self.decisions)
+        self._upgrades = RecordUpgrades(replica)  # records an older app wrote, at open
+        self._conflict_policies = ConflictPolicies(replica, self._resolve)
 
     @property
     def path(self) -> Path:
@@ -412,6 +417,41 @@ class EdgeClient:
                     found += document.conflicts()
             return found
 
+    def on_conflict(
+        self, collection: str, field: str, policy: ConflictPolicy = keep_both
+    ) -> Subscription:
+        """Resolve conflicts on `collection`.`field` with `policy` as merges create them.
+
+        After each transaction that stores records (sync, bundle import, session)
+        commits, each new conflict on the field (and, at once, each already here) is
+        handed to `policy`, once: a value it returns is written as an ordinary
+        `resolve` by this device (signed, audited, synced); None leaves the conflict
+        for a person. Built in: `keep_both` (the default), `latest_wins`,
+        `merge_lists`. A policy that raises is logged; the merge stands.
+
+        Args:
+            collection: The collection (``"wounds"``).
+            field: The field (``"status"``).
+            policy: Given the `FieldConflict`, the value to keep or None.
+
+        Returns:
+            The subscription; cancel it to keep both values again.
+
+        Raises:
+            InvalidArgumentError: No such collection or field.
+        """
+        return self._conflict_policies.add(collection, field, policy)
+
+    def _resolve(self, collection: str, record_id: str, field: str, value: Any) -> object:
+        return self.collection(collection).resolve(record_id, field, value)
+
+    def records_needing_update(self) -> list[tuple[str, str, int]]:
+        """The records a newer version of the app wrote: (id, collection, record schema
+        version). They are kept and synced on; reading one raises
+        `RecordFromNewerAppError` until the app is updated."""
+        # Ids and versions only: no patient data is read.
+        return self.replica.store.newer_records()
+
     def collection(self, name: str) -> Collection[Any]:
         """The collection called `name` (patients, wounds, assessments, notes, decisions,
         intents, directory, availability, catalogue, invoices)."""
@@ -430,7 +470,7 @@ class EdgeClient:
         try:
             return collections[name]
         except KeyError:
-            raise ValueError(f"no collection {name!r}") from None
+            raise InvalidArgumentError(f"no collection {name!r}") from None
 
     def find(self, record_id: str) -> Collection[Any]:
         """The collection holding record `record_id`.
@@ -470,7 +510,7 @@ class EdgeClient:
         ``"rejected"``), about one patient.
 
         Raises:
-            ValueError: An unknown kind, family or state.
+            InvalidArgumentError: An unknown kind, family or state (a ValueError).
         """
         return self.intents.statuses(kind=kind, state=state, patient_id=patient_id)
 
@@ -689,18 +729,32 @@ class EdgeClient:
             ModelVerificationError: The model is tampered with, unsigned, signed by
                 another key, or does not run; the previous model stays in use.
             ServerUnreachableError: The server did not answer within the retry budget.
-            ValueError: `threads` is below 1.
+            InvalidArgumentError: `threads` is below 1 (a ValueError).
         """
         if threads < 1:
-            raise ValueError(f"threads must be at least 1, not {threads}")
+            raise InvalidArgumentError(f"threads must be at least 1, not {threads}")
         if source is None:
             source = self._server_transport(None, any_policy=True)
         return update_model(self.replica, source, threads=threads)
 
     # ---------------------------------------------------------------- access
-    def add_access_listener(self, listener: AccessListener) -> None:
-        """Call `listener` with an `AccessEvent` after every read or write."""
-        self.replica.access.add_listener(listener)
+    def add_access_listener(
+        self, listener: AccessListener, *, deliver: Deliver | None = None
+    ) -> Subscription:
+        """Call `listener` with an `AccessEvent` after every read or write of patient
+        data, once it is in the audit log (and its write committed).
+
+        A listener that raises is logged (``edge_sdk``) and never reaches the caller:
+        the write it was told of stands, and retrying it would write twice.
+
+        Args:
+            listener: Called with each `AccessEvent`.
+            deliver: Where to run it (see `Listeners`); None: in the accessing thread.
+
+        Returns:
+            The subscription; `Subscription.cancel` stops the listener.
+        """
+        return self.replica.access.add_listener(listener, deliver=deliver)
 
 
 def enrollment_of(client: EdgeClient) -> Enrollment | None:

@@ -21,11 +21,16 @@ from crdt import (
     Patient,
     Record,
     RecordDocument,
-    RecordValidationError,
     Wound,
     WoundAssessment,
 )
-from edge_sdk._errors import NotEnrolledError, ReadOnlyCollectionError, RecordNotFoundError
+from edge_sdk._errors import (
+    NotEnrolledError,
+    ReadOnlyCollectionError,
+    RecordFromNewerAppError,
+    RecordNotFoundError,
+    RecordValidationError,
+)
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._live import live_results, observe_record, watch_query
 from edge_sdk._notify import Deliver, Subscription
@@ -95,11 +100,13 @@ class Collection(Generic[R]):
 
         Raises:
             RecordNotFoundError: No such record in this collection.
+            RecordFromNewerAppError: A newer version of the app wrote the record.
         """
         with self._replica.access("read", self.name) as access:
             access.record_ids.append(record_id)
             found = self._replica.store.get_record(self.name, record_id)
             if found is None:
+                self._check_not_newer(record_id)
                 raise RecordNotFoundError(f"no {self.name} record {record_id}")
             return self._typed(self._schema.model_validate(found))
 
@@ -142,7 +149,7 @@ class Collection(Generic[R]):
         """Records whose fields equal `filters` (any field of `query_fields`), by id.
 
         Raises:
-            ValueError: This collection has no such field.
+            InvalidArgumentError: This collection has no such field (also a ValueError).
         """
         query = self.query(include_deleted=include_deleted, **filters).limit(limit)
         return query._with_action("list", ()).all()
@@ -276,7 +283,18 @@ class Collection(Generic[R]):
         document = self._replica.store.get_document(record_id, device_id=self._replica.device_id)
         if document is None or document.collection != self.name:
             raise RecordNotFoundError(f"no {self.name} record {record_id}")
+        if document.newer_than_schema:  # neither read nor written over by this app
+            raise RecordFromNewerAppError(
+                record_id, self.name, document.schema_version, self._schema.schema_version
+            )
         return document
+
+    def _check_not_newer(self, record_id: str) -> None:
+        version = self._replica.store.newer_version(record_id)
+        if version is not None and self._replica.store.collection_of(record_id) == self.name:
+            raise RecordFromNewerAppError(
+                record_id, self.name, version, self._schema.schema_version
+            )
 
     def _check_writable(self) -> None:
         if not self._schema.device_writable:

@@ -35,16 +35,42 @@
         │                           where its copy ends), or its receipt did not verify
         ├── UntrustedEdgeBoxError   an edge box's certificate is not the one central
         │                           pinned for it (a rogue box), or it has no pin
-        └── AuthenticationError     the server refused the device's credentials
-            └── DeviceRevokedError  the device was revoked
+        ├── AuthenticationError     the server refused the device's credentials
+        │   └── DeviceRevokedError  the device was revoked
+        └── SyncProtocolError       a sync message cannot be used  (+ crdt's)
+            ├── MalformedMessageError    truncated, corrupted or not a sync message
+            ├── MessageTooLargeError     over the size cap
+            └── UnsupportedVersionError  written by a newer (or unknown) wire version
+    ├── RecordValidationError       a record does not satisfy its schema  (+ crdt's)
+    ├── NoConflictError             resolving a field that has no conflict  (+ crdt's)
+    ├── MergeRejectedError          a merge would leave a record invalid  (+ crdt's)
+    ├── DocumentError               bytes are not a record document  (+ crdt's)
+    │   └── DocumentTooCostlyError  over the size, change or operation limits
+    ├── AuditProofError             an audit log or proof does not verify  (+ crdt's)
+    ├── RecordFromNewerAppError     the record was written by a newer app version:
+    │                               kept and synced on, readable after an app update
+    └── InvalidArgumentError        an argument the SDK refuses (an unknown filter,
+                                    collection or state)  (+ ValueError)
 
-Errors from `crdt` (validation, malformed sync messages) pass through unchanged: they
-are the caller's to handle, and the CLI reports them the same way.
+``(+ crdt's)``: the class also inherits the `crdt` error of the same name, so
+``except crdt.RecordValidationError`` keeps working. `crdt` knows nothing of the SDK;
+its errors are translated where the SDK calls it (`translated_errors`: the access gate
+every operation on patient data runs in, and the few entry points outside it), so an
+app needs only ``except edge_sdk.EdgeError``. `InvalidArgumentError` is also a
+`ValueError`. A `ValueError` or `TypeError` that is not one (a key of the wrong length,
+a model manifest built wrong) is a programming error, not a condition to handle.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import NoReturn
+
+import crdt
+
 __all__ = [
+    "AuditProofError",
     "AuditPushError",
     "AuthenticationError",
     "BlobCorruptError",
@@ -56,17 +82,26 @@ __all__ = [
     "BundleSignatureError",
     "CursorAheadError",
     "DeviceRevokedError",
+    "DocumentError",
+    "DocumentTooCostlyError",
     "EdgeError",
     "EnrolmentError",
     "InsecureServerError",
+    "InvalidArgumentError",
     "KeyProviderError",
+    "MalformedMessageError",
+    "MergeRejectedError",
+    "MessageTooLargeError",
     "ModelError",
     "ModelUnavailableError",
     "ModelVerificationError",
+    "NoConflictError",
     "NotEnrolledError",
     "PushTooLargeError",
     "ReadOnlyCollectionError",
+    "RecordFromNewerAppError",
     "RecordNotFoundError",
+    "RecordValidationError",
     "ServerUnreachableError",
     "StoreClosedError",
     "StoreCorruptError",
@@ -75,8 +110,12 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "SyncError",
+    "SyncProtocolError",
+    "UnsupportedVersionError",
     "UntrustedEdgeBoxError",
     "WrongKeyError",
+    "edge_error",
+    "translated_errors",
 ]
 
 
@@ -236,3 +275,127 @@ class UntrustedEdgeBoxError(SyncError):
     def __init__(self, message: str, *, box_id: str) -> None:
         super().__init__(message)
         self.box_id = box_id
+
+
+class SyncProtocolError(SyncError, crdt.SyncProtocolError):
+    """A sync message cannot be used."""
+
+
+class MalformedMessageError(SyncProtocolError, crdt.MalformedMessageError):
+    """The message is truncated, corrupted, or not a Coherency sync message."""
+
+
+class MessageTooLargeError(SyncProtocolError, crdt.MessageTooLargeError):
+    """The message (or one document in it) is over the size cap."""
+
+
+class UnsupportedVersionError(SyncProtocolError, crdt.UnsupportedVersionError):
+    """The message was written by a wire-format version this code does not read."""
+
+
+class RecordValidationError(EdgeError, crdt.RecordValidationError):
+    """A record does not satisfy its schema (`errors`: one line per failing field).
+
+    Attributes:
+        collection: The record's collection.
+        errors: One short line per failing field.
+    """
+
+
+class NoConflictError(EdgeError, crdt.NoConflictError):
+    """The field named has no concurrent values to resolve."""
+
+
+class MergeRejectedError(EdgeError, crdt.MergeRejectedError):
+    """Merging would leave the record invalid; the stored record is unchanged.
+
+    Attributes:
+        doc_id: The record.
+        reason: Why the merge was refused.
+    """
+
+
+class DocumentError(EdgeError, crdt.DocumentError):
+    """The bytes are not a record document, or belong to another record or collection."""
+
+
+class DocumentTooCostlyError(DocumentError, crdt.DocumentTooCostlyError):
+    """A received document is over the limits of what one document may cost."""
+
+
+class AuditProofError(EdgeError, crdt.AuditProofError):
+    """An audit log, a device's chain, a checkpoint or a proof does not verify."""
+
+
+class RecordFromNewerAppError(EdgeError):
+    """The record was written by a newer version of the app (its `schema_version` is
+    above the one this app knows). It is kept and syncs on to other devices; this app
+    cannot read it until it is updated.
+
+    Attributes:
+        record_id: The record.
+        collection: Its collection.
+        version: The record's schema version.
+        known: The newest version this app reads.
+    """
+
+    def __init__(self, record_id: str, collection: str, version: int, known: int) -> None:
+        super().__init__(
+            f"{collection} record {record_id} was written by a newer app (record schema "
+            f"version {version}, this app reads up to {known}): update the app to read it"
+        )
+        self.record_id = record_id
+        self.collection = collection
+        self.version = version
+        self.known = known
+
+
+class InvalidArgumentError(EdgeError, ValueError):
+    """The SDK refused an argument: an unknown filter, collection, kind or state."""
+
+
+# Most specific first: the first `isinstance` match translates.
+_TRANSLATIONS: tuple[tuple[type[crdt.CrdtError], type[EdgeError]], ...] = (
+    (crdt.MalformedMessageError, MalformedMessageError),
+    (crdt.MessageTooLargeError, MessageTooLargeError),
+    (crdt.UnsupportedVersionError, UnsupportedVersionError),
+    (crdt.SyncProtocolError, SyncProtocolError),
+    (crdt.RecordValidationError, RecordValidationError),
+    (crdt.NoConflictError, NoConflictError),
+    (crdt.MergeRejectedError, MergeRejectedError),
+    (crdt.DocumentTooCostlyError, DocumentTooCostlyError),
+    (crdt.DocumentError, DocumentError),
+    (crdt.AuditProofError, AuditProofError),
+)
+
+
+def edge_error(exc: crdt.CrdtError) -> EdgeError:
+    """The SDK error for a `crdt` error: same message and attributes, a class that is
+    both the SDK's and crdt's (an SDK error is returned as it is)."""
+    if isinstance(exc, EdgeError):
+        return exc
+    for crdt_class, edge_class in _TRANSLATIONS:
+        if isinstance(exc, crdt_class):
+            translated = edge_class.__new__(edge_class)
+            break
+    else:  # a crdt error newer than this table: still an EdgeError
+        translated = EdgeError.__new__(EdgeError)
+    translated.args = exc.args
+    translated.__dict__.update(exc.__dict__)
+    translated.__traceback__ = exc.__traceback__
+    return translated
+
+
+def _raise_translated(exc: crdt.CrdtError) -> NoReturn:
+    raise edge_error(exc) from exc.__cause__
+
+
+@contextlib.contextmanager
+def translated_errors() -> Iterator[None]:
+    """Run the body with `crdt` errors raised as their SDK twins (see the tree above)."""
+    try:
+        yield
+    except crdt.CrdtError as exc:
+        if isinstance(exc, EdgeError):
+            raise
+        _raise_translated(exc)

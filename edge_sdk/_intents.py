@@ -18,7 +18,7 @@ from typing import Any
 
 from crdt import Decision, DecisionStatus, Intent, IntentKind
 from edge_sdk._collections import Collection
-from edge_sdk._errors import RecordNotFoundError
+from edge_sdk._errors import InvalidArgumentError, RecordNotFoundError
 from edge_sdk._notify import Deliver, Listeners, Subscription
 from edge_sdk._replica import Replica
 
@@ -176,7 +176,7 @@ class IntentsCollection(Collection[Intent]):
             patient_id: Only intents about this patient.
 
         Raises:
-            ValueError: An unknown kind, family or state.
+            InvalidArgumentError: An unknown kind, family or state (a ValueError).
         """
         where: builtins.list[str] = []
         params: builtins.list[Any] = []
@@ -189,10 +189,11 @@ class IntentsCollection(Collection[Intent]):
                 params.append(kind)
             else:
                 known = ", ".join(sorted(_FAMILIES | {k.value for k in IntentKind}))
-                raise ValueError(f"no intent kind {kind!r} (known: {known})")
+                raise InvalidArgumentError(f"no intent kind {kind!r} (known: {known})")
         if state is not None:
             if state not in _STATES:
-                raise ValueError(f"no intent state {state!r} (known: {', '.join(sorted(_STATES))})")
+                known = ", ".join(sorted(_STATES))
+                raise InvalidArgumentError(f"no intent state {state!r} (known: {known})")
             decided = "SELECT intent_id FROM decisions WHERE deleted = 0"
             if state == PENDING:
                 where.append(f"id NOT IN ({decided})")

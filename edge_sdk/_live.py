@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from crdt import Record
+from edge_sdk._errors import InvalidArgumentError
 from edge_sdk._notify import Deliver, Listeners, Subscription
 from edge_sdk._query import Query, QuerySource
 from edge_sdk._replica import Replica
@@ -132,7 +133,7 @@ def watch_query(
     """Call `callback` with the records of `query` now and whenever they change."""
     collection = query._collection
     if collection._replica is not replica:
-        raise ValueError("this query is of another client's collection")
+        raise InvalidArgumentError("this query is of another client's collection")
     where, params = query._sql()
     order_by, spec = query._order_sql(), query._spec
 

@@ -382,6 +382,8 @@ class MemoryHub:
 
             def policy(document: RecordDocument) -> str | None:
                 pushed[document.id] = document.heads
+                if document.newer_than_schema:  # as the server: update servers first
+                    return _newer_than_server(document)
                 record = document.read()
                 if record.clinic_id != clinic_id:
                     return (
@@ -659,3 +661,10 @@ class MemoryTransport:
         """A model file the hub published."""
         self._requests += 1
         return self.hub.download_model(sha256)
+
+
+def _newer_than_server(document: RecordDocument) -> str:
+    return (
+        f"record schema version {document.schema_version} of {document.collection} is "
+        f"newer than this server reads ({document.schema.schema_version}): update the server"
+    )

@@ -20,11 +20,10 @@ from crdt import (
     DeliverTo,
     IntentKind,
     OrderLine,
-    RecordValidationError,
     catalogue_id,
 )
 from edge_sdk._collections import Collection
-from edge_sdk._errors import RecordNotFoundError
+from edge_sdk._errors import RecordNotFoundError, RecordValidationError
 from edge_sdk._intents import DecisionsCollection, IntentsCollection, IntentStatus
 from edge_sdk._replica import Replica
 

@@ -19,11 +19,10 @@ from crdt import (
     Invoice,
     InvoiceStatus,
     PaymentPay,
-    RecordValidationError,
     invoice_record_id,
 )
 from edge_sdk._collections import Collection
-from edge_sdk._errors import RecordNotFoundError
+from edge_sdk._errors import InvalidArgumentError, RecordNotFoundError, RecordValidationError
 from edge_sdk._intents import PENDING, IntentsCollection, IntentStatus
 
 __all__ = ["InvoicesCollection", "Payments", "balance_due", "invoice_id_of"]
@@ -72,7 +71,7 @@ class Payments:
         `status` (``"draft"``, ``"open"``, ``"paid"``, ``"void"``, ``"refunded"``).
 
         Raises:
-            ValueError: An unknown status.
+            InvalidArgumentError: An unknown status (a ValueError).
         """
         filters: dict[str, Any] = {}
         if patient_id is not None:
@@ -82,7 +81,9 @@ class Payments:
                 filters["status"] = InvoiceStatus(status).value
             except ValueError:
                 known = ", ".join(s.value for s in InvoiceStatus)
-                raise ValueError(f"no invoice status {status!r} (known: {known})") from None
+                raise InvalidArgumentError(
+                    f"no invoice status {status!r} (known: {known})"
+                ) from None
         return sorted(self._invoices.list(**filters), key=lambda i: (i.number, i.id))
 
     def invoice(self, invoice: str) -> Invoice:
@@ -156,7 +157,7 @@ class Payments:
         `state`.
 
         Raises:
-            ValueError: An unknown state.
+            InvalidArgumentError: An unknown state (a ValueError).
         """
         return self._intents.statuses(kind="payment", state=state, patient_id=patient_id)
 

@@ -23,6 +23,7 @@ from datetime import date, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from crdt import Record, sortable_time
+from edge_sdk._errors import InvalidArgumentError
 from edge_sdk._replica import Replica
 from edge_sdk._store import _TIME_COLUMNS, PROJECTIONS, SEARCH_SEPARATOR, fold
 
@@ -140,7 +141,7 @@ class Query(Generic[R]):
         one). Datetimes and dates compare as times and dates.
 
         Raises:
-            ValueError: An unknown field or operator, or None with a range.
+            InvalidArgumentError: An unknown field or operator, or None with a range.
         """
         conditions = list(self._spec.conditions)
         deleted = self._spec.deleted_filtered
@@ -156,10 +157,12 @@ class Query(Generic[R]):
         """Patients whose given name, family name or MRN starts with `text` (any case).
 
         Raises:
-            ValueError: The collection has no search (only patients do).
+            InvalidArgumentError: The collection has no search (only patients do).
         """
         if "search_text" not in PROJECTIONS[self.collection]:
-            raise ValueError(f"{self.collection} cannot be searched by text (patients can)")
+            raise InvalidArgumentError(
+                f"{self.collection} cannot be searched by text (patients can)"
+            )
         escaped = fold(text).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         # Each part in search_text follows a separator: "%<sep>text%" is a prefix match
         # of any part.
@@ -171,7 +174,7 @@ class Query(Generic[R]):
         broken by id. A missing value (None) sorts first ascending, last descending.
 
         Raises:
-            ValueError: An unknown field.
+            InvalidArgumentError: An unknown field.
         """
         order = []
         for name in fields:
@@ -182,13 +185,13 @@ class Query(Generic[R]):
     def limit(self, count: int | None) -> Query[R]:
         """At most `count` records (None: no limit); the page size of `page`."""
         if count is not None and (not isinstance(count, int) or count < 1):
-            raise ValueError(f"limit must be a positive integer or None, not {count!r}")
+            raise InvalidArgumentError(f"limit must be a positive integer or None, not {count!r}")
         return self._with(limit=count)
 
     def offset(self, count: int) -> Query[R]:
         """Skip the first `count` records (prefer `page` for paging: it is stable)."""
         if not isinstance(count, int) or count < 0:
-            raise ValueError(f"offset must be a non-negative integer, not {count!r}")
+            raise InvalidArgumentError(f"offset must be a non-negative integer, not {count!r}")
         return self._with(offset=count)
 
     def including_deleted(self) -> Query[R]:
@@ -219,11 +222,11 @@ class Query(Generic[R]):
         `after` of the previous page (from its `Page.next`; None: the first page).
 
         Raises:
-            ValueError: `after` is not a cursor of this query's order, or the query
+            InvalidArgumentError: `after` is not a cursor of this query's order, or the query
                 has an offset.
         """
         if self._spec.offset:
-            raise ValueError("page() continues from a cursor: use after=, not offset()")
+            raise InvalidArgumentError("page() continues from a cursor: use after=, not offset()")
         size = self._spec.limit or DEFAULT_PAGE_SIZE
         where, params = self._sql()
         order = self._order()
@@ -250,7 +253,7 @@ class Query(Generic[R]):
 
     def _column(self, name: str) -> str:
         if name not in self.fields:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"{self.collection} has no field {name!r} to query "
                 f"(fields: {', '.join(self.fields)})"
             )
@@ -261,20 +264,20 @@ class Query(Generic[R]):
         operator = op.strip().lower() if isinstance(op, str) else op
         if operator in ("in", "not in"):
             if isinstance(value, str | bytes) or not isinstance(value, Sequence | set | frozenset):
-                raise ValueError(f"{operator!r} takes a list of values, not {value!r}")
+                raise InvalidArgumentError(f"{operator!r} takes a list of values, not {value!r}")
             values = tuple(self._value(column, v) for v in value)
             if not values:
                 return ("0" if operator == "in" else "1", ())
             marks = ", ".join("?" for _ in values)
             return (f"{column} {operator.upper()} ({marks})", values)
         if operator not in _OPERATORS:
-            raise ValueError(
+            raise InvalidArgumentError(
                 f"unknown operator {op!r} (use one of {', '.join(_OPERATORS)}, in, not in)"
             )
         sql_op = _OPERATORS[operator]
         if value is None:
             if sql_op not in ("=", "!="):
-                raise ValueError(f"{name} {op} None: a missing value has no order")
+                raise InvalidArgumentError(f"{name} {op} None: a missing value has no order")
             return (f"{column} IS {'NOT ' if sql_op == '!=' else ''}NULL", ())
         return (f"{column} {sql_op} ?", (self._value(column, value),))
 
@@ -313,9 +316,9 @@ class Query(Generic[R]):
             key = payload["k"]
             same = payload["c"] == self.collection and payload["o"] == _order_text(order)
         except (binascii.Error, ValueError, TypeError, KeyError):
-            raise ValueError("not a page cursor (pass a Page.next unchanged)") from None
+            raise InvalidArgumentError("not a page cursor (pass a Page.next unchanged)") from None
         if not same or not isinstance(key, list) or len(key) != len(order):
-            raise ValueError("this cursor is from a query of another collection or order")
+            raise InvalidArgumentError("this cursor is from a query of another collection or order")
         return key
 
 

@@ -91,7 +91,9 @@ class Replica:
     # ---------------------------------------------------------------- documents
     def policy(self, document: RecordDocument) -> str | None:
         """Why a received document may not be stored here (another clinic's), or None."""
-        clinic = document.read().clinic_id
+        # The stored values, not the validated record: a record a newer app wrote is
+        # kept (and synced on) without being read.
+        clinic = document.values().get("clinic_id")
         if clinic != self.clinic_id:
             return f"record belongs to clinic {clinic}, this device to {self.clinic_id}"
         return None

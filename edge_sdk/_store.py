@@ -46,12 +46,23 @@ from typing import Any
 import sqlcipher3
 import sqlite_utils
 
-from crdt import RecordDocument, sortable_time
+from crdt import COLLECTIONS, RecordDocument, sortable_time
 from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, StoreLockedError
 
-__all__ = ["PROJECTIONS", "Store", "UnverifiedDocument", "Written", "projection_row"]
+__all__ = [
+    "PROJECTIONS",
+    "RECORD_VERSIONS_META",
+    "Store",
+    "UnverifiedDocument",
+    "Written",
+    "projection_row",
+    "record_versions",
+]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
+RECORD_VERSIONS_META = "record_versions"
+"""Store metadata: the record schema version of each collection the store's records
+were last upgraded to (JSON; absent: every collection at version 1)."""
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
 
 # Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
@@ -401,9 +412,11 @@ class Store:
             _create_decision_inbox(db)
             _create_audit_tables(self)
             _create_verification_tables(self)
+            _create_evolution_tables(self)
             db.table("meta").insert_all(
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                    {"key": RECORD_VERSIONS_META, "value": json.dumps(record_versions())},
                 ]
             )
 
@@ -458,6 +471,11 @@ class Store:
     def _migrate_to_5(self) -> None:
         """Version 5: documents stored from a sender's claim await verification."""
         _create_verification_tables(self)
+
+    def _migrate_to_6(self) -> None:
+        """Version 6: record schema evolution (records to upgrade, records a newer app
+        wrote) and the conflicts the app's resolution policies have handled."""
+        _create_evolution_tables(self)
 
     def _add_projection(self, collection: str) -> None:
         """Create a projection table an older store lacks, and project the documents
@@ -651,7 +669,9 @@ class Store:
                     (
                         document.id,
                         document.collection,
-                        document.dumped()["clinic_id"],
+                        document.values()["clinic_id"]
+                        if document.newer_than_schema
+                        else document.dumped()["clinic_id"],
                         b"".join(document.heads),
                         document.save(),
                         seq,
@@ -662,7 +682,8 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 doc_rows,
             )
-            self._project(documents)
+            self._project([d for d in documents if not d.newer_than_schema])
+            self._keep_versions(documents)
             if new_decisions:
                 self._conn.executemany(
                     "INSERT OR IGNORE INTO decision_inbox(id) VALUES (?)",
@@ -863,6 +884,71 @@ class Store:
                 "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)",
                 conflict_rows,
             )
+
+    def _keep_versions(self, documents: Sequence[RecordDocument]) -> None:
+        """Queue records an older version wrote for their upgrade; keep those a newer
+        one wrote out of the projections (listed in ``newer_records`` instead)."""
+        newer = [d for d in documents if d.newer_than_schema]
+        self._conn.executemany(
+            "DELETE FROM newer_records WHERE doc_id = ?",
+            [(d.id,) for d in documents if not d.newer_than_schema],
+        )
+        for document in newer:
+            self._conn.execute(f"DELETE FROM {document.collection} WHERE id = ?", (document.id,))
+            self._conn.execute("DELETE FROM conflicts WHERE doc_id = ?", (document.id,))
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO newer_records(doc_id, collection, version) VALUES (?, ?, ?)",
+            [(d.id, d.collection, d.schema_version) for d in newer],
+        )
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO outdated_records(doc_id) VALUES (?)",
+            [(d.id,) for d in documents if d.needs_upgrade],
+        )
+
+    def newer_records(self) -> list[tuple[str, str, int]]:
+        """(id, collection, record schema version) of the records a newer app wrote."""
+        rows = self.execute(
+            "SELECT doc_id, collection, version FROM newer_records ORDER BY collection, doc_id"
+        ).fetchall()
+        return [(str(r[0]), str(r[1]), int(r[2])) for r in rows]
+
+    def newer_version(self, doc_id: str) -> int | None:
+        """The record schema version of `doc_id` if a newer app wrote it, else None."""
+        row = self.execute(
+            "SELECT version FROM newer_records WHERE doc_id = ?", (doc_id,)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def queue_outdated(self) -> None:
+        """Queue for upgrade every record of a collection whose record schema version
+        is newer in this code than when the store was last upgraded (once per bump)."""
+        raw = self.get_meta(RECORD_VERSIONS_META)
+        kept: dict[str, int] = json.loads(raw) if raw else {}
+        current = record_versions()
+        behind = [name for name, version in current.items() if kept.get(name, 1) < version]
+        if not behind and raw:
+            return
+        with self.transaction():
+            for name in behind:
+                self.execute(
+                    "INSERT OR IGNORE INTO outdated_records(doc_id)"
+                    " SELECT id FROM documents WHERE collection = ?",
+                    (name,),
+                )
+            self.set_meta(RECORD_VERSIONS_META, json.dumps(current))
+
+    def outdated(self, *, limit: int) -> list[str]:
+        """Up to `limit` ids of records queued for upgrade."""
+        rows = self.execute(
+            "SELECT doc_id FROM outdated_records ORDER BY doc_id LIMIT ?", (limit,)
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    def upgraded(self, doc_ids: Sequence[str]) -> None:
+        """Take `doc_ids` off the upgrade queue (in the caller's transaction, if any)."""
+        self._conn.executemany(
+            "DELETE FROM outdated_records WHERE doc_id = ?", [(i,) for i in doc_ids]
+        )
 
     def _projected(self, collection: str, ids: Sequence[str]) -> set[str]:
         """Which of `ids` the projection of `collection` holds."""
@@ -1153,6 +1239,26 @@ def _create_verification_tables(store: Store) -> None:
     )
 
 
+def _create_evolution_tables(store: Store) -> None:
+    # outdated: records written at an older record schema version, to upgrade.
+    # newer: records a newer app wrote, kept unread (no projection row) until an update.
+    store.execute("CREATE TABLE IF NOT EXISTS outdated_records (doc_id TEXT PRIMARY KEY)")
+    store.execute(
+        "CREATE TABLE IF NOT EXISTS newer_records (doc_id TEXT PRIMARY KEY,"
+        " collection TEXT NOT NULL, version INTEGER NOT NULL)"
+    )
+    # The conflicts a resolution policy was run on (values: which concurrent values).
+    store.execute(
+        "CREATE TABLE IF NOT EXISTS handled_conflicts (doc_id TEXT NOT NULL,"
+        " field TEXT NOT NULL, conflict_values TEXT NOT NULL, PRIMARY KEY (doc_id, field))"
+    )
+
+
+def record_versions() -> dict[str, int]:
+    """The record schema version of each collection this code writes and reads."""
+    return {name: schema.schema_version for name, schema in COLLECTIONS.items()}
+
+
 def _create_decision_inbox(db: sqlite_utils.Database) -> None:
     db.table("decision_inbox").create({"id": str}, pk="id")
 
@@ -1162,6 +1268,7 @@ _MIGRATIONS: Mapping[int, Callable[[Store], None]] = {
     3: Store._migrate_to_3,
     4: Store._migrate_to_4,
     5: Store._migrate_to_5,
+    6: Store._migrate_to_6,
 }
 """The step that brings a store of the version before up to each version."""
 

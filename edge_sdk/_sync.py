@@ -59,6 +59,7 @@ from edge_sdk._errors import (
     CursorAheadError,
     PushTooLargeError,
     SyncError,
+    translated_errors,
 )
 from edge_sdk._replica import Replica
 from edge_sdk._store import PROJECTIONS, Store, UnverifiedDocument, projection_row
@@ -86,6 +87,7 @@ FIRST_PULL_PAGE_DOCUMENTS = 500
 small one lets the merge start early; the pages after it are fetched while one merges."""
 
 
+@translated_errors()
 def sync_replica(
     replica: Replica,
     transport: SyncTransport,

@@ -43,7 +43,7 @@ DETAILS_MEDIA_TYPE = "application/json"
 #: Version of the details blob's layout; bump it when a key changes meaning.
 DETAILS_FORMAT = 1
 
-_FIGURES = tuple(Measurements.model_fields)
+_FIGURES = tuple(name for name in Measurements.model_fields if name != "area_method")
 
 
 def _pipeline_version() -> str:
@@ -121,7 +121,9 @@ def record_assessment(
         captured_at=when,
         device_id=client.device_id,
         clinician=clinician,
-        measurements=Measurements(**{name: figures[name] for name in _FIGURES}),
+        measurements=Measurements(
+            **{name: figures[name] for name in _FIGURES}, area_method="measured"
+        ),
         model_output=None
         if measurement.model_output is None
         else ModelOutput(

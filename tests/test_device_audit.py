@@ -262,7 +262,7 @@ def test_a_version_3_store_gets_the_audit_tables(tmp_store: Any) -> None:
     client.close()
     reopened = tmp_store.open("old")
     reopened.patients.list()
-    assert reopened.replica.store.get_meta("schema_version") == "5"
+    assert reopened.replica.store.get_meta("schema_version") == "6"
     assert events(reopened)[0]["seq"] == 1
 
 

@@ -613,6 +613,18 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("EdgeClient", "lock"): Exempt(f"drops the keys: {NO_RECORD}"),
     ("EdgeClient", "locked"): Exempt("whether the store is locked"),
     ("EdgeClient", "models"): Exempt("returns the model store (model files only)"),
+    ("EdgeClient", "on_conflict"): audited(
+        # A conflict already in the store is handed to the policy (read), then resolved.
+        lambda w: (
+            w.conflict("patients", w["P"], mrn="MRN-5"),
+            lambda: w.client.on_conflict("patients", "mrn", edge_sdk.latest_wins),
+        )[1],
+        R("conflicts", "patients", "P"),
+        U("resolve", "patients", "P"),
+    ),
+    ("EdgeClient", "records_needing_update"): Exempt(
+        "ids, collections and versions of records a newer app wrote: no record is read"
+    ),
     ("EdgeClient", "on_decision"): audited(
         # The two decisions synced in before any callback was registered are reported
         # (read) at once.

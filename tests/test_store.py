@@ -687,7 +687,7 @@ def test_a_version_4_store_gets_the_verification_tables(tmp_store: Any) -> None:
     store.set_meta("schema_version", "4")
     client.close()
     with tmp_store.open("old") as reopened:
-        assert reopened.replica.store.get_meta("schema_version") == "5"
+        assert reopened.replica.store.get_meta("schema_version") == "6"
         assert reopened.verification_status().pending == 0
         assert reopened.patients.get(patient.id).family_name == "B"
         tables = {

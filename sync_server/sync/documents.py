@@ -422,6 +422,13 @@ def write_documents(
 
 # ---------------------------------------------------------------- internals
 def _device_policy(principal: Principal, document: RecordDocument) -> str | None:
+    if document.newer_than_schema:
+        # Devices keep a newer app's records unread; the server projects every record,
+        # so it is updated before the apps that write a new record schema version.
+        return (
+            f"record schema version {document.schema_version} of {document.collection} is "
+            f"newer than this server reads ({document.schema.schema_version}): update the server"
+        )
     record = document.read()
     if record.clinic_id != principal.clinic_id:
         return f"record belongs to clinic {record.clinic_id}, not to this device's clinic"

@@ -71,7 +71,7 @@ def test_the_assessment_holds_the_figures_flags_and_two_readable_blobs(
             "area_cm2", "perimeter_cm", "length_cm", "width_cm",
             "max_depth_mm", "mean_depth_mm", "volume_cm3", "ruler_area_cm2",
         )
-    }  # fmt: skip
+    } | {"area_method": "measured"}  # fmt: skip
     assert assessment.measurements.area_cm2 == pytest.approx(synthetic.truth.area_cm2, rel=0.05)
 
     scan_ref, details_ref = assessment.blobs
