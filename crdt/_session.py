@@ -464,6 +464,9 @@ def _checked_load(
         raise DocumentTooCostlyError(reason)
     if doc.id != doc_id:
         raise DocumentError(f"document travels as {doc_id} but is record {doc.id}")
+    kinds = doc.kind_problem()
+    if kinds is not None:
+        raise MergeRejectedError(doc_id, kinds)
     doc.read()  # raises RecordValidationError
     frozen = doc.frozen_problem()
     if frozen is not None:
