@@ -43,7 +43,7 @@ from crdt._errors import (
     UnsupportedVersionError,
 )
 from crdt._ids import actor_for_device, device_for_actor
-from crdt._kinds import StoredField, record_schemas, stored_fields
+from crdt._kinds import StoredField, record_schema_files, record_schemas, stored_fields
 from crdt._limits import DEFAULT_LIMITS, DocumentLimits
 from crdt._protocol import (
     SHA256_PATTERN,
@@ -244,6 +244,7 @@ __all__ = [
     "merkle_root",
     "new_record_id",
     "node_hash",
+    "record_schema_files",
     "record_schemas",
     "refusal_reason",
     "run_in_memory",

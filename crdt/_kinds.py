@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import json
 import types
 import typing
 from collections.abc import Collection, Sequence
@@ -31,6 +32,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "StoredField",
     "kind_problems",
+    "record_schema_files",
     "record_schemas",
     "stored_fields",
 ]
@@ -49,6 +51,13 @@ _TYPE_CODES: dict[str, frozenset[int]] = {
     "float": frozenset({4, 5}),
     "bool": frozenset({1, 2}),
     "null": frozenset({0}),
+}
+_SCALAR_NAMES = {
+    "str": "a string scalar",
+    "int": "an int scalar",
+    "float": "a float scalar",
+    "bool": "a boolean scalar",
+    "null": "a null scalar",
 }
 _FOUND_SCALARS = {
     0: "a null scalar",
@@ -115,7 +124,7 @@ class StoredField:
             return "a map"
         if self.kind == "json":
             return "a string scalar holding JSON"
-        return " or ".join(f"{'an' if t == 'int' else 'a'} {t} scalar" for t in self.types)
+        return " or ".join(_SCALAR_NAMES[t] for t in self.types)
 
 
 def _written(name: str) -> str:
@@ -285,9 +294,23 @@ def record_schemas() -> dict[str, dict[str, Any]]:
                 "device_writable": schema.device_writable,
                 "frozen": schema.frozen,
                 "fields": {
-                    f.name: {k: v for k, v in asdict(f).items() if k != "name"}
+                    f.name: {
+                        k: list(v) if isinstance(v, tuple) else v
+                        for k, v in asdict(f).items()
+                        if k != "name"
+                    }
                     for f in stored_fields(schema)
                 },
             },
         }
     return published
+
+
+def record_schema_files() -> dict[str, str]:
+    """`record_schemas` as files: ``<collection>.schema.json`` name to its text (what
+    ``coherency schema --out DIR`` writes and docs/schemas/ holds)."""
+    return {
+        f"{name}.schema.json": json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False)
+        + "\n"
+        for name, schema in record_schemas().items()
+    }

@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 WRITE_ACTIONS = frozenset(
-    {"create", "update", "delete", "restore", "resolve", "sync-write", "quarantine"}
+    {"create", "update", "delete", "restore", "resolve", "sync-write", "import", "quarantine"}
 )
 """Actions that write documents: journalled in the same transaction as the write."""
 

@@ -57,11 +57,13 @@ _OPERATIONS = {
     "history": "R",
     "conflicts": "R",
     "sync-read": "R",
+    "export": "R",
     "blob-read": "R",
     "update": "U",
     "restore": "U",
     "resolve": "U",
     "sync-write": "U",
+    "import": "U",
     "delete": "D",
     "quarantine": "D",
 }
