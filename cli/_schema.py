@@ -10,7 +10,8 @@ from pathlib import Path
 
 import click
 
-from crdt import record_schema_files
+from cli._output import emit, json_option
+from crdt import record_schema_files, record_schemas
 
 __all__ = ["schema"]
 
@@ -22,17 +23,19 @@ __all__ = ["schema"]
     help="Write <collection>.schema.json files into this folder (created if absent) "
     "instead of printing the collections.",
 )
-def schema(out: Path | None) -> None:
+@json_option
+def schema(out: Path | None, as_json: bool) -> None:
     """The record schemas: JSON Schema plus each field's Automerge kind.
 
-    Without --out, lists the collections and the file each would be written to.
+    Without --out, lists the file each collection's schema is written to (with
+    --json, prints the schemas themselves by collection).
     """
     files = record_schema_files()
     if out is None:
-        for name in files:
-            click.echo(name)
+        emit(as_json, record_schemas(), lambda _: click.echo("\n".join(files)))
         return
     out.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         (out / name).write_text(text, encoding="utf-8")
-    click.echo(f"wrote {len(files)} schemas to {out}")
+    written = {"out": str(out), "files": sorted(files)}
+    emit(as_json, written, lambda w: click.echo(f"wrote {len(w['files'])} schemas to {w['out']}"))

@@ -329,3 +329,16 @@ def test_the_schemas_say_each_fields_kind() -> None:
     assessments = record_schemas()["assessments"]["x-coherency"]["fields"]
     assert assessments["measurements"]["kind"] == "json"
     assert "not a timestamp" in assessments["captured_at"]["encoding"]
+
+
+def test_the_schema_command_writes_what_is_published(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    result = CliRunner().invoke(cli, ["schema", "--out", str(tmp_path / "schemas")])
+    assert result.exit_code == 0, result.output
+    written = {p.name: p.read_text(encoding="utf-8") for p in (tmp_path / "schemas").iterdir()}
+    assert written == record_schema_files()
+    listed = CliRunner().invoke(cli, ["schema", "--json"])
+    assert json.loads(listed.stdout) == json.loads(json.dumps(record_schemas()))
