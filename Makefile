@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test quick lint typecheck unit bench simulate install system clean
+.PHONY: demo test quick lint typecheck unit bench simulate install system node clean
 
 ## Debian packages (one list, scripts/system-packages; CI installs the same).
 system:
@@ -17,7 +17,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[all,dev,train]'
 	touch $(STAMP)
 
-install: system $(STAMP)
+## The pinned npm projects: JavaScript Automerge in the interoperability tests, and
+## automerge-repo beside us in the sync benchmark (`npm ci` when a lockfile changes).
+NODE_PROJECTS := tests/js benchmarks/automerge_repo
+NODE_STAMPS   := $(NODE_PROJECTS:%=%/node_modules/.package-lock.json)
+
+%/node_modules/.package-lock.json: %/package-lock.json
+	cd $* && npm ci --no-audit --no-fund --loglevel=error
+
+node: system $(NODE_STAMPS)
+
+install: system $(STAMP) node
 
 ## The main job: the end-to-end demo on embedded defaults.
 demo: install

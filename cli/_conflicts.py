@@ -31,7 +31,12 @@ def _history_table(entries: list[HistoryEntry]) -> None:
     table(
         ["at", "action", "device", "fields"],
         (
-            [f"{e.at:%Y-%m-%d %H:%M:%S %Z}", e.action, e.device_id, ", ".join(e.fields)]
+            [
+                f"{e.at:%Y-%m-%d %H:%M:%S %Z}",
+                e.action,
+                e.device_id or f"unknown actor {e.actor}",
+                ", ".join(e.fields),
+            ]
             for e in entries
         ),
         empty="no history",

@@ -39,6 +39,7 @@ from cli._orders import orders
 from cli._patients import patients
 from cli._payments import invoices, payments
 from cli._scan import scan
+from cli._schema import schema
 from cli._server import server
 from cli._store import init, key
 from cli._sync import BUNDLE_PASSPHRASE_ENV, sync
@@ -166,6 +167,7 @@ for command in (
     device,
     key,
     scan,
+    schema,
     models,
     server,
     audit,

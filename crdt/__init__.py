@@ -43,6 +43,7 @@ from crdt._errors import (
     UnsupportedVersionError,
 )
 from crdt._ids import actor_for_device, device_for_actor
+from crdt._kinds import StoredField, record_schema_files, record_schemas, stored_fields
 from crdt._limits import DEFAULT_LIMITS, DocumentLimits
 from crdt._migrations import RecordMigration, migrate, migration_steps
 from crdt._protocol import (
@@ -209,6 +210,7 @@ __all__ = [
     "Sex",
     "Signer",
     "StaticDirectory",
+    "StoredField",
     "SyncMessage",
     "SyncProtocolError",
     "SyncReport",
@@ -246,12 +248,15 @@ __all__ = [
     "migration_steps",
     "new_record_id",
     "node_hash",
+    "record_schema_files",
+    "record_schemas",
     "refusal_reason",
     "run_in_memory",
     "schema_for",
     "server_device_id",
     "signed_heads_message",
     "sortable_time",
+    "stored_fields",
     "verify_chain",
     "verify_consistency",
     "verify_inclusion",

@@ -76,6 +76,9 @@ class Op:
     action: int
     value: Any  # the scalar for SET; None for new objects
     successors: tuple[OpId, ...]  # the operations that overwrote or deleted it
+    value_type: int | None = None
+    """The saved format's type code of a SET's scalar (0 null, 1 false, 2 true, 3 uint,
+    4 int, 5 f64, 6 string, 7 bytes, 8 counter, 9 timestamp); None for new objects."""
 
     @property
     def live(self) -> bool:
@@ -171,14 +174,17 @@ def _booleans(data: bytes) -> Iterator[bool]:
         value = not value
 
 
-def _values(meta: bytes, raw: bytes, limit: int) -> list[Any]:
+def _values(meta: bytes, raw: bytes, limit: int, types: list[int | None]) -> list[Any]:
+    """The values of a value column; each one's type code is appended to `types`."""
     source = _Reader(raw)
     out: list[Any] = []
     for code in _column(meta, _UINT, limit):
         if code is None:
             out.append(None)
+            types.append(None)
             continue
         kind, size = code & 0x0F, code >> 4
+        types.append(kind)
         payload = source.take(size)
         if kind == 0:
             out.append(None)
@@ -357,8 +363,10 @@ def _ops(columns: dict[tuple[int, int], bytes], actors: list[bytes]) -> Document
     obj_ctr = column(_OBJ_CTR, _UINT, count)
     key_str = column(_KEY_STR, _STR, count)
     action = column(_ACTION, _UINT, count)
-    values = _values(columns.get(_VAL_META, b""), columns.get(_VAL_RAW, b""), count)
+    value_types: list[int | None] = []
+    values = _values(columns.get(_VAL_META, b""), columns.get(_VAL_RAW, b""), count, value_types)
     values += [None] * (count - len(values))
+    value_types += [None] * (count - len(value_types))
     succ_num = column(_SUCC_NUM, _UINT, count)
     successors_in_all = sum(number or 0 for number in succ_num)
     succ_actor = column(_SUCC_ACTOR, _UINT, successors_in_all)
@@ -382,11 +390,12 @@ def _ops(columns: dict[tuple[int, int], bytes], actors: list[bytes]) -> Document
             successors = ()
         o_actor, o_ctr, act = obj_actor[position], obj_ctr[position], action[position]
         value = values[position] if act == SET else None
+        value_type = value_types[position] if act == SET else None
         if o_actor is None and o_ctr is None:
             key = key_str[position]
             if key is None or act is None:
                 raise ColumnarError("a root operation has no key or action")
-            root.append(Op(key, op_id, act, value, successors))
+            root.append(Op(key, op_id, act, value, successors, value_type))
         else:
             if o_ctr is None:
                 raise ColumnarError("an operation names no object")

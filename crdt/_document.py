@@ -27,6 +27,7 @@ from crdt._authorship import (
     KeyDirectory,
     Signer,
     key_entry,
+    parse_entry,
     signature_entry,
     signed_heads_message,
 )
@@ -45,9 +46,17 @@ from crdt._errors import (
     RecordValidationError,
 )
 from crdt._ids import actor_for_device, device_for_actor
+from crdt._kinds import COLLECTION_KEY, SCHEMA_KEY, kind_problems
 from crdt._limits import DEFAULT_LIMITS, DocumentLimits
 from crdt._migrations import migration_steps
-from crdt._operations import EPOCH, ChangeIndex, envelopes, fields_by_change, parse_time
+from crdt._operations import (
+    EPOCH,
+    ChangeIndex,
+    auth_objects,
+    envelopes,
+    fields_by_change,
+    parse_time,
+)
 from crdt._schemas import COLLECTIONS, META_FIELDS, FieldKind, Record, new_record_id
 from crdt._verify import Authorship
 
@@ -62,8 +71,8 @@ __all__ = [
     "device_for_actor",
 ]
 
-_COLLECTION_KEY = "collection"
-_SCHEMA_KEY = "schema_version"
+_COLLECTION_KEY = COLLECTION_KEY
+_SCHEMA_KEY = SCHEMA_KEY
 _FIRST_VERSION = 1  # what a document without a schema version was written as
 # Written by every change, so concurrent changes always "conflict" on them; they are
 # bookkeeping, not clinical values, and are left out of conflict reports.
@@ -96,13 +105,18 @@ class HistoryEntry:
     """One change to a record: who, when, and which fields."""
 
     change: str  # hex hash of the Automerge change
-    device_id: str
+    device_id: str | None
+    """The device that made the change; None when its Automerge actor is no device's
+    (another implementation's actor that neither signs as a device nor writes its own
+    id as ``updated_by``): `actor` then says who it was."""
     at: datetime
     action: str  # created | updated | deleted | restored
     fields: tuple[str, ...]
     verified: bool | None = None
     """True if the device's signature on the change verifies against the directory
     `history` was given; False if not; None when no directory was given."""
+    actor: str = ""
+    """The change's Automerge actor id, in hex (a device's is its UUID's 16 bytes)."""
 
 
 def _now() -> datetime:
@@ -295,6 +309,8 @@ class RecordDocument:
         """The record id (also the document id)."""
         if self._id is None:
             got = self._doc.get(am.ROOT, "id")
+            if got is not None and got[0] == am.ObjType.Text:
+                raise DocumentError("id: expected a string scalar, found collaborative text")
             if got is None or isinstance(got[0], am.ObjType) or not isinstance(got[0][1], str):
                 raise DocumentError("document has no record id")
             self._id = got[0][1]
@@ -544,10 +560,10 @@ class RecordDocument:
         """
         if sorted(candidate.get_heads()) == self.heads:
             return False
-        reason = limits.check_document(candidate) or self.check_descendant(candidate)
+        known = {change.hash for change in self._doc.get_changes([])}
+        proposed = RecordDocument(candidate, self._schema)
+        reason = limits.check_document(candidate) or self._descendant_problem(proposed, known)
         if reason is None and authorship is not None:
-            known = {change.hash for change in self._doc.get_changes([])}
-            proposed = RecordDocument(candidate, self._schema)
             reason = proposed.authorship(authorship, known=known)
         if reason is not None:
             raise MergeRejectedError(self.id, reason)
@@ -558,6 +574,11 @@ class RecordDocument:
 
     def check_descendant(self, candidate: am.Document) -> str | None:
         """Why `candidate` may not replace this document, or None if it may."""
+        known = {change.hash for change in self._doc.get_changes([])}
+        return self._descendant_problem(RecordDocument(candidate, self._schema), known)
+
+    def _descendant_problem(self, proposed: RecordDocument, known: set[bytes]) -> str | None:
+        candidate = proposed._doc
         try:
             schema = _schema_of(candidate)
         except DocumentError as exc:
@@ -565,10 +586,13 @@ class RecordDocument:
         if schema is not self._schema:
             return f"collection changed from {self.collection} to {schema.collection}"
         values = _current_values(candidate, schema)
-        proposed = RecordDocument(candidate, schema)
         # A record a newer version wrote is kept as it is (it is not for this code to
-        # judge fields it does not know); the checks below it still passes.
+        # judge fields, or kinds of fields, it does not know); the checks below it
+        # still passes.
         if not proposed.newer_than_schema:
+            kinds = proposed.kind_problem(known=known)
+            if kinds is not None:
+                return kinds
             try:
                 schema.validate_values(values)
             except RecordValidationError as exc:
@@ -579,6 +603,15 @@ class RecordDocument:
         if moved:
             return "immutable field changed: " + ", ".join(moved)
         return proposed.frozen_problem() if schema.frozen else None
+
+    def kind_problem(self, *, known: Collection[bytes] = frozenset()) -> str | None:
+        """Why the changes not in `known` (hashes) store a field as the wrong Automerge
+        kind, or None: a scalar written as collaborative text (JavaScript Automerge's
+        default for a string), a time as a timestamp scalar, a number as a string...
+        The kinds are those `crdt.record_schemas` publishes."""
+        changes = self._doc.get_changes([]) if known else ()
+        problems = kind_problems(self._schema, self._operations(), changes, known=known)
+        return "; ".join(problems) or None
 
     def frozen_problem(self) -> str | None:
         """For a frozen record (an intent): why its history is not one creation plus
@@ -658,6 +691,7 @@ class RecordDocument:
         touched = fields_by_change(index, ops)
         signature_only = envelopes(index, ops)
         verified = None if directory is None else self.signed_changes(directory)
+        declared = _declared_devices(ops) | _self_named_devices(changes, touched)
         entries: list[HistoryEntry] = []
         at_of: dict[bytes, datetime] = {}
         for position, change in enumerate(changes):
@@ -675,10 +709,11 @@ class RecordDocument:
                 action = "deleted" if written["deleted"] is True else "restored"
             else:
                 action = "updated"
+            signed = verified is not None and change.hash.hex() in verified
             entries.append(
                 HistoryEntry(
                     change=change.hash.hex(),
-                    device_id=device_for_actor(change.actor_id),
+                    device_id=_device_of(change.actor_id, declared, signed=signed),
                     at=at,
                     action=action,
                     fields=tuple(
@@ -687,7 +722,8 @@ class RecordDocument:
                         if f not in _BOOKKEEPING
                         and (f not in META_FIELDS or (f == "deleted" and action != "created"))
                     ),
-                    verified=None if verified is None else change.hash.hex() in verified,
+                    verified=None if verified is None else signed,
+                    actor=change.actor_id.hex(),
                 )
             )
         entries.sort(key=lambda e: (e.at, e.change))
@@ -845,8 +881,11 @@ class RecordDocument:
 
 def _schema_of(doc: am.Document) -> type[Record]:
     got = doc.get(am.ROOT, _COLLECTION_KEY)
-    if got is None or isinstance(got[0], am.ObjType):
+    if got is None:
         raise DocumentError("document has no collection: not a Coherency record")
+    if isinstance(got[0], am.ObjType):
+        found = "collaborative text" if got[0] == am.ObjType.Text else "an object"
+        raise DocumentError(f"{_COLLECTION_KEY}: expected a string scalar, found {found}")
     name = got[0][1]
     schema = COLLECTIONS.get(name) if isinstance(name, str) else None
     if schema is None:
@@ -964,6 +1003,44 @@ def _decode_op(schema: type[Record], name: str, op: Op) -> Any:
     if op.action != SET:
         return None  # a nested object (text): read through Document.text, never here
     return _decode_scalar(schema.json_fields, name, op.value)
+
+
+def _declared_devices(ops: DocumentOps) -> set[str]:
+    """The devices that declare a key in the document's ``_auth`` map."""
+    auth = auth_objects(ops)
+    declared = set()
+    for nested in ops.nested:
+        if nested.obj in auth and nested.key is not None:
+            entry = parse_entry(nested.key)
+            if entry is not None and entry[0] == "key":
+                declared.add(entry[1])
+    return declared
+
+
+def _self_named_devices(changes: Sequence[Any], written: Sequence[Mapping[str, Any]]) -> set[str]:
+    """The devices one of whose changes writes its own id as ``updated_by`` or
+    ``created_by`` (a device's first change always does; Automerge drops a later
+    write of the value a field already holds)."""
+    named = set()
+    for change, fields in zip(changes, written, strict=True):
+        device = device_for_actor(change.actor_id)
+        if device in (fields.get("updated_by"), fields.get("created_by")):
+            named.add(device)
+    return named
+
+
+def _device_of(actor: bytes, declared: Collection[str], *, signed: bool) -> str | None:
+    """The device a change's actor is, or None when the actor is no device's.
+
+    A device's actor is its UUID's 16 bytes, and the device says so in the document:
+    its signature verifies, it declares its key in ``_auth``, or it writes its own id
+    as ``updated_by`` or ``created_by`` (`_self_named_devices`). Sixteen bytes alone
+    prove nothing: another implementation's random actor is as long.
+    """
+    if len(actor) != 16:
+        return None
+    device = device_for_actor(actor)
+    return device if signed or device in declared else None
 
 
 def _check_signer(signer: Signer | None, device_id: str) -> None:

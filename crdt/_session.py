@@ -465,6 +465,9 @@ def _checked_load(
     if doc.id != doc_id:
         raise DocumentError(f"document travels as {doc_id} but is record {doc.id}")
     if not doc.newer_than_schema:  # a newer version's record is kept, not judged
+        kinds = doc.kind_problem()
+        if kinds is not None:
+            raise MergeRejectedError(doc_id, kinds)
         doc.read()  # raises RecordValidationError
     frozen = doc.frozen_problem()
     if frozen is not None:

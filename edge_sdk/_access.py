@@ -44,7 +44,17 @@ __all__ = [
 ]
 
 WRITE_ACTIONS = frozenset(
-    {"create", "update", "delete", "restore", "resolve", "sync-write", "quarantine", "migrate"}
+    {
+        "create",
+        "update",
+        "delete",
+        "restore",
+        "resolve",
+        "sync-write",
+        "import",
+        "quarantine",
+        "migrate",
+    }
 )
 """Actions that write documents: journalled in the same transaction as the write."""
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ from crdt import (
     FieldConflict,
     Invoice,
     Patient,
+    SyncReport,
     SyncSession,
     Wound,
     WoundAssessment,
@@ -81,6 +82,7 @@ from edge_sdk._intents import (
     IntentsCollection,
     IntentStatus,
 )
+from edge_sdk._interop import export_documents, import_documents
 from edge_sdk._keys import (
     KeyProvider,
     create_keyring,
@@ -451,6 +453,48 @@ class EdgeClient:
         `RecordFromNewerAppError` until the app is updated."""
         # Ids and versions only: no patient data is read.
         return self.replica.store.newer_records()
+
+    def export_documents(self, record_ids: Iterable[str]) -> dict[str, bytes]:
+        """Records as plain Automerge documents (``Automerge.save()`` bytes), by id.
+
+        JavaScript or Rust Automerge ``load()`` reads them; `crdt.record_schemas`
+        says how each field is stored. One audited ``export`` access.
+
+        Args:
+            record_ids: The records to export.
+
+        Returns:
+            The saved bytes of each record, by id.
+
+        Raises:
+            RecordNotFoundError: A record is not held here (nothing is exported).
+        """
+        return export_documents(self, record_ids)
+
+    def export_document(self, record_id: str) -> bytes:
+        """One record as a plain Automerge document (see `export_documents`).
+
+        Raises:
+            RecordNotFoundError: The record is not held here.
+        """
+        return export_documents(self, [record_id])[record_id]
+
+    def import_documents(self, documents: Mapping[str, bytes] | Sequence[bytes]) -> SyncReport:
+        """Merge plain Automerge documents, through the checks a sync merge makes.
+
+        Each document must be a record of this clinic that satisfies its schema and
+        the published field kinds, and each of its new changes must be signed by a
+        device this store trusts (see docs/sdk.md, "Interoperability"). A refused
+        document is reported with its reason; the others are merged in one
+        transaction. One audited ``import`` access.
+
+        Args:
+            documents: Saved bytes by record id, or a list of saved bytes.
+
+        Returns:
+            What was stored (`received`) and what was refused, why (`rejected`).
+        """
+        return import_documents(self, documents)
 
     def collection(self, name: str) -> Collection[Any]:
         """The collection called `name` (patients, wounds, assessments, notes, decisions,

@@ -600,6 +600,19 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("EdgeClient", "find_edge_boxes"): Exempt(
         f"browses mDNS and compares the answers with the pins central gave: {NO_RECORD}"
     ),
+    ("EdgeClient", "export_document"): audited(
+        lambda w: lambda: w.client.export_document(w["P"]), R("export", "*", "P")
+    ),
+    ("EdgeClient", "export_documents"): audited(
+        lambda w: lambda: w.client.export_documents([w["P"], w["W"]]), R("export", "*", "P")
+    ),
+    ("EdgeClient", "import_documents"): audited(
+        # A document already held: nothing new is stored, so the row names no patient.
+        lambda w: (lambda data: lambda: w.client.import_documents([data]))(
+            w.client.export_document(w["P"])
+        ),
+        U("import", "*"),
+    ),
     ("EdgeClient", "find"): audited(lambda w: lambda: w.client.find(w["W"]), R("find", "*", "P")),
     ("EdgeClient", "identity"): Exempt("the device's key pair"),
     ("EdgeClient", "idle_lock_after"): Exempt("a setting"),

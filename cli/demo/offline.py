@@ -159,7 +159,8 @@ def run_offline_demo(
         step(
             "wound history on the home tablet: "
             + "; ".join(
-                f"{h.action} {','.join(h.fields) or '-'} by {h.device_id[:8]}" for h in history
+                f"{h.action} {','.join(h.fields) or '-'} by {(h.device_id or h.actor)[:8]}"
+                for h in history
             )
         )
 
