@@ -37,6 +37,7 @@ from edge_sdk._audit_witness import (
     witness_server_log,
 )
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
+from edge_sdk._background import BackgroundSync
 from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import EdgeClient, enrollment_of
@@ -71,6 +72,8 @@ from edge_sdk._errors import (
     PushTooLargeError,
     ReadOnlyCollectionError,
     RecordNotFoundError,
+    ServerAddressError,
+    ServerCertificateError,
     ServerUnreachableError,
     StoreClosedError,
     StoreCorruptError,
@@ -78,6 +81,7 @@ from edge_sdk._errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    SyncCancelledError,
     SyncError,
     UntrustedEdgeBoxError,
     WrongKeyError,
@@ -113,6 +117,7 @@ from edge_sdk._orders import Orders
 from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoice_id_of
 from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
+from edge_sdk._sync_status import SyncStatus
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 from edge_sdk._transport import (
     AuditReceipt,
@@ -143,6 +148,7 @@ __all__ = [
     "AuditReceipt",
     "AuditReport",
     "AuthenticationError",
+    "BackgroundSync",
     "BlobCorruptError",
     "BlobDownload",
     "BlobError",
@@ -209,6 +215,8 @@ __all__ = [
     "Replica",
     "RetryPolicy",
     "Segmentation",
+    "ServerAddressError",
+    "ServerCertificateError",
     "ServerUnreachableError",
     "StoreClosedError",
     "StoreCorruptError",
@@ -217,9 +225,11 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "Subscription",
+    "SyncCancelledError",
     "SyncError",
     "SyncProgress",
     "SyncResult",
+    "SyncStatus",
     "SyncTransport",
     "UntrustedEdgeBoxError",
     "UploadState",

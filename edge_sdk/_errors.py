@@ -27,6 +27,11 @@
         ├── EnrolmentError          the server refused the enrolment
         ├── InsecureServerError     plain http:// to a host other than this machine, and
         │                           the app did not opt in (allow_insecure_http)
+        ├── ServerAddressError      the server URL cannot work: no or another scheme,
+        │                           malformed, or a host that never resolves (.invalid)
+        ├── ServerCertificateError  the server's TLS certificate did not verify
+        ├── SyncCancelledError      the sync was interrupted (`BackgroundSync.stop`,
+        │                           `HttpTransport.interrupt`); nothing is lost
         ├── CursorAheadError        the server's feed is behind the cursor (a restored
         │                           backup); sync handles it by pulling from the start
         ├── PushTooLargeError       the server refused a push as too costly; sync
@@ -67,6 +72,8 @@ __all__ = [
     "PushTooLargeError",
     "ReadOnlyCollectionError",
     "RecordNotFoundError",
+    "ServerAddressError",
+    "ServerCertificateError",
     "ServerUnreachableError",
     "StoreClosedError",
     "StoreCorruptError",
@@ -74,6 +81,7 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "SyncCancelledError",
     "SyncError",
     "UntrustedEdgeBoxError",
     "WrongKeyError",
@@ -181,6 +189,25 @@ class InsecureServerError(SyncError):
     http at all), and the app did not opt in with ``allow_insecure_http=True``: tokens,
     keys and records would cross the network unprotected, and the server key pinned at
     enrolment would be whatever answered first."""
+
+
+class ServerAddressError(SyncError):
+    """The server URL cannot work, whatever the network does: no scheme
+    (``sync.example.org``), a scheme other than http(s), a malformed URL, or a host that
+    never resolves (``.invalid``). Raised at once, never retried."""
+
+
+class ServerCertificateError(SyncError):
+    """The server's TLS certificate did not verify (expired, self-signed, another
+    host's). Raised at once, never retried: another try would meet the same
+    certificate."""
+
+
+class SyncCancelledError(SyncError):
+    """The sync was interrupted from another thread (`BackgroundSync.stop`, a local
+    write waking the loop, `HttpTransport.interrupt`). Nothing is lost: a pull page is
+    applied whole or not at all, and a push whose answer was cut goes again next time.
+    """
 
 
 class CursorAheadError(SyncError):
