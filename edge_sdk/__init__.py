@@ -36,8 +36,8 @@ from edge_sdk._audit_witness import (
     kept_checkpoints,
     witness_server_log,
 )
-from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._background import BackgroundSync
+from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import EdgeClient, enrollment_of

@@ -604,6 +604,8 @@ class EdgeClient:
         push_delay: float = 0.5,
         retry: RetryPolicy | None = None,
         transport: SyncTransport | None = None,
+        on_result: Callable[[SyncResult], None] | None = None,
+        on_unreachable: Callable[[ServerUnreachableError], None] | None = None,
     ) -> BackgroundSync:
         """Keep this device in sync in a daemon thread until `BackgroundSync.stop`.
 
@@ -612,7 +614,9 @@ class EdgeClient:
         seconds after the retry policy gave up). `stop` abandons a long poll in flight
         at once and loses nothing. An error retrying cannot fix (a revoked device,
         refused credentials, an untrusted edge box) ends the loop: `sync_status` says
-        so, and `stop` raises it. `blobs`, `retry` and `transport` are as for `sync`.
+        so, and `stop` raises it. `blobs`, `retry` and `transport` are as for `sync`;
+        `on_result` and `on_unreachable` are registered before the loop starts (as
+        `BackgroundSync.on_result` and `on_unreachable` would, in the loop's thread).
 
             with client.start_sync() as background:
                 run_the_app()
@@ -630,6 +634,10 @@ class EdgeClient:
         loop = BackgroundSync(
             one_round, transport, self._status, wait=wait, pause=pause, push_delay=push_delay
         )
+        if on_result is not None:
+            loop.on_result(on_result)
+        if on_unreachable is not None:
+            loop.on_unreachable(on_unreachable)
         self._loops = [kept for kept in self._loops if kept.running]
         self._loops.append(loop)
         return loop.start()

@@ -437,9 +437,7 @@ def test_a_server_url_that_cannot_work_fails_at_once_with_its_reason(
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 413, 422, 425])
-def test_a_4xx_answer_is_not_retried(
-    client: EdgeClient, server: FakeServer, status: int
-) -> None:
+def test_a_4xx_answer_is_not_retried(client: EdgeClient, server: FakeServer, status: int) -> None:
     server.override("/v1/sync/directory", lambda _: error(status, "no"))
     with (
         HttpTransport(client.replica, retry=PATIENT, transport=httpx.MockTransport(server)) as http,
