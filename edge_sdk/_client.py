@@ -511,6 +511,8 @@ class EdgeClient:
         trust). Needs the `[server]` extra (httpx). See `HttpTransport.enroll`.
 
         Raises:
+            ServerAddressError: `server_url` cannot work (no scheme, another scheme,
+                malformed, a ``.invalid`` host); nothing was sent.
             InsecureServerError: Plain http to another host without the opt-in.
             EnrolmentError: The server refused the token or the clinic does not match.
             ServerUnreachableError: The server did not answer.

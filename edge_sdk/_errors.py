@@ -185,8 +185,8 @@ class PushTooLargeError(SyncError):
 
 
 class InsecureServerError(SyncError):
-    """The server URL is plain ``http://`` to a host other than this machine (or not
-    http at all), and the app did not opt in with ``allow_insecure_http=True``: tokens,
+    """The server URL is plain ``http://`` to a host other than this machine, and the
+    app did not opt in with ``allow_insecure_http=True``: tokens,
     keys and records would cross the network unprotected, and the server key pinned at
     enrolment would be whatever answered first."""
 

@@ -171,6 +171,7 @@ class HttpTransport:
 
     Raises:
         NotEnrolledError: The replica was never enrolled.
+        ServerAddressError: The enrolled server's URL cannot work.
         InsecureServerError: The enrolled server is plain http to another host and
             neither the enrolment nor `allow_insecure_http` opts in.
     """
@@ -602,6 +603,8 @@ class HttpTransport:
                 devices its fingerprint.
 
         Raises:
+            ServerAddressError: `server_url` cannot work (no scheme, another scheme,
+                malformed, a ``.invalid`` host).
             InsecureServerError: Plain http to another host without the opt-in.
             EnrolmentError: The server refused the token or the clinic does not match.
             ServerUnreachableError: The server did not answer within the retry budget.

@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 MODEL_DIR = "models"
+"""The model store's folder inside a device store."""
 
 _BUNDLED = ("wound_seg", "int8")
 """Where the package ships its int8 wound model, inside the ``models`` package
@@ -80,7 +81,8 @@ def bundled_model_dir() -> Path | None:
         if (folder / MANIFEST_FILE).is_file():
             return folder
     return None
-"""The model store's folder inside a device store."""
+
+
 _NO_MODEL = "the server has not published a model"
 _UP_TO_DATE = "the installed model is the server's current one"
 
