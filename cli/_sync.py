@@ -1,8 +1,9 @@
 """`coherency sync ...`: sync with the enrolled server, or exchange bundle files.
 
 Without a subcommand, `sync` pushes to and pulls from the server (`--watch` keeps
-doing so through `edge_sdk.watch_sync`); `sync export|import|info` write, merge and
-inspect signed, encrypted bundles for clinics with no network at all.
+doing so in the SDK's background loop, `EdgeClient.start_sync`, printing its status);
+`sync export|import|info` write, merge and inspect signed, encrypted bundles for
+clinics with no network at all.
 """
 
 from __future__ import annotations
@@ -29,14 +30,13 @@ from cli._output import emit, json_option, jsonable, show_fields
 from crdt import SyncReport
 from edge_sdk import (
     EdgeClient,
-    ServerUnreachableError,
     SyncProgress,
     SyncResult,
+    SyncStatus,
     SyncTransport,
     export_bundle,
     import_bundle,
     read_bundle_info,
-    watch_sync,
 )
 
 __all__ = ["BUNDLE_PASSPHRASE_ENV", "sync"]
@@ -116,21 +116,47 @@ def _edge_transport(client: EdgeClient, edge: str, *, quiet: bool) -> SyncTransp
 
 
 def _watch(client: EdgeClient, *, wait: float, blobs: bool, as_json: bool) -> None:
-    """Print each sync that moved something until Ctrl-C; outages are reported."""
+    """Run the SDK's background sync until Ctrl-C: one line per change of its status
+    (`EdgeClient.on_sync_status`) and per sync that moved something."""
+    shown: list[tuple[object, ...]] = []
 
-    def unreachable(exc: ServerUnreachableError) -> None:
-        click.echo(one_line(f"server unreachable, trying again: {exc}"), err=True)
+    def status_changed(status: SyncStatus) -> None:
+        # The line changes with what the user cares about, not with each poll's start.
+        key = (
+            status.peer,
+            status.connected,
+            status.pending_records,
+            status.pending_blobs,
+            status.last_error,
+            status.running,
+        )
+        if shown and shown[-1] == key:
+            return
+        shown.append(key)
+        if as_json:
+            click.echo(json.dumps({"status": jsonable(status)}, sort_keys=True))
+        else:
+            click.echo(one_line(status.line()), err=True)
+
+    def result(done: SyncResult) -> None:
+        if as_json:
+            click.echo(json.dumps(jsonable(done), sort_keys=True))
+        else:
+            _show_sync_result(done)
 
     if not as_json:
         click.echo("watching for changes (Ctrl-C to stop)", err=True)
-    try:
-        for result in watch_sync(client, wait=wait, blobs=blobs, on_unreachable=unreachable):
-            if as_json:
-                click.echo(json.dumps(jsonable(result), sort_keys=True))
-            else:
-                _show_sync_result(result)
-    except KeyboardInterrupt:
-        return
+    with client.on_sync_status(status_changed):
+        loop = client.start_sync(wait=wait, blobs=blobs, on_result=result)
+        try:
+            while not loop.join(0.5):
+                pass
+        except KeyboardInterrupt:
+            loop.stop()  # abandons the long poll at once; nothing is lost
+            if not as_json:
+                click.echo("stopped", err=True)
+            return
+        loop.stop()  # raises what ended the loop
 
 
 def _bundle_passphrase_option(command: F) -> F:

@@ -36,6 +36,7 @@ from edge_sdk._audit_witness import (
     kept_checkpoints,
     witness_server_log,
 )
+from edge_sdk._background import BackgroundSync
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
@@ -82,6 +83,8 @@ from edge_sdk._errors import (
     RecordFromNewerAppError,
     RecordNotFoundError,
     RecordValidationError,
+    ServerAddressError,
+    ServerCertificateError,
     ServerUnreachableError,
     StoreClosedError,
     StoreCorruptError,
@@ -89,6 +92,7 @@ from edge_sdk._errors import (
     StoreExistsError,
     StoreLockedError,
     StoreNotFoundError,
+    SyncCancelledError,
     SyncError,
     SyncProtocolError,
     UnsupportedVersionError,
@@ -127,6 +131,7 @@ from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoic
 from edge_sdk._query import Page, Query, query_fields
 from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
+from edge_sdk._sync_status import SyncStatus
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 from edge_sdk._transport import (
     AuditReceipt,
@@ -158,6 +163,7 @@ __all__ = [
     "AuditReceipt",
     "AuditReport",
     "AuthenticationError",
+    "BackgroundSync",
     "BlobCorruptError",
     "BlobDownload",
     "BlobError",
@@ -236,6 +242,8 @@ __all__ = [
     "Replica",
     "RetryPolicy",
     "Segmentation",
+    "ServerAddressError",
+    "ServerCertificateError",
     "ServerUnreachableError",
     "StoreClosedError",
     "StoreCorruptError",
@@ -244,10 +252,12 @@ __all__ = [
     "StoreLockedError",
     "StoreNotFoundError",
     "Subscription",
+    "SyncCancelledError",
     "SyncError",
     "SyncProgress",
     "SyncProtocolError",
     "SyncResult",
+    "SyncStatus",
     "SyncTransport",
     "UnsupportedVersionError",
     "UntrustedEdgeBoxError",

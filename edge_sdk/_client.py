@@ -49,6 +49,7 @@ from crdt import (
 )
 from edge_sdk._access import AccessListener
 from edge_sdk._audit_verify import AuditReport, verify_audit
+from edge_sdk._background import BackgroundSync
 from edge_sdk._blobs import BlobStore, EncryptedFileBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._collections import (
@@ -99,6 +100,7 @@ from edge_sdk._payments import InvoicesCollection, Payments
 from edge_sdk._replica import Replica
 from edge_sdk._store import Store
 from edge_sdk._sync import sync_replica
+from edge_sdk._sync_status import StatusTracker, SyncStatus
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
 from edge_sdk._transport import SyncTransport
 from edge_sdk._verification import VerificationStatus
@@ -127,6 +129,8 @@ class EdgeClient:
         self.replica = replica
         """The device's replica: what sync, bundles and model updates work on."""
         self._server: HttpTransport | None = None  # see `_server_transport`
+        self._status = StatusTracker(replica)
+        self._loops: list[BackgroundSync] = []  # stopped by `close`
         self.patients = PatientsCollection(replica, Patient)
         self.wounds = WoundsCollection(replica, Wound)
         self.assessments = AssessmentsCollection(replica, WoundAssessment)
@@ -288,8 +292,12 @@ class EdgeClient:
         return cls(replica)
 
     def close(self) -> None:
-        """Close the store (and any server connection). The client cannot be used
-        afterwards."""
+        """Close the store (and any server connection), stopping background syncs
+        first. The client cannot be used afterwards."""
+        for loop in self._loops:
+            with contextlib.suppress(Exception):  # its error was reported through status
+                loop.stop()
+        self._loops = []
         if self._server is not None:
             self._server.close()
             self._server = None
@@ -593,6 +601,8 @@ class EdgeClient:
         trust). Needs the `[server]` extra (httpx). See `HttpTransport.enroll`.
 
         Raises:
+            ServerAddressError: `server_url` cannot work (no scheme, another scheme,
+                malformed, a ``.invalid`` host); nothing was sent.
             InsecureServerError: Plain http to another host without the opt-in.
             EnrolmentError: The server refused the token or the clinic does not match.
             ServerUnreachableError: The server did not answer.
@@ -626,16 +636,103 @@ class EdgeClient:
         `wait` > 0 long-polls the pull; `progress` is called as batches and pages go.
         By default the enrolled server is reached over HTTP (the `[server]` extra,
         httpx) with `retry`, one connection kept between syncs; pass `transport` to
-        sync through another (a `MemoryTransport`, your own `HttpTransport`).
+        sync through another (a `MemoryTransport`, your own `HttpTransport`). Its
+        start, end or failure changes `sync_status`.
 
         Raises:
             NotEnrolledError: No `transport` and the store was never enrolled (`enroll`).
             DeviceRevokedError: The server revoked this device.
             ServerUnreachableError: The server did not answer within the retry budget.
+            ServerAddressError: The enrolled server's URL cannot work.
+            ServerCertificateError: The server's TLS certificate did not verify.
+            SyncCancelledError: The transport was interrupted (nothing is lost).
+        """
+        try:
+            if transport is None:
+                transport = self._server_transport(retry)
+        except Exception as exc:
+            self._status.failed(exc)
+            raise
+        self._status.started(transport)
+        try:
+            result = sync_replica(
+                self.replica, transport, progress=progress, wait=wait, blobs=blobs
+            )
+        except BaseException as exc:
+            self._status.failed(exc)
+            raise
+        self._status.succeeded()
+        return result
+
+    def sync_status(self) -> SyncStatus:
+        """Where this device's sync stands: connected or not, to what, when it last
+        synced, what waits to go up (records and blobs), the last error, whether a
+        sync or the background loop is running. See `on_sync_status` for changes."""
+        return self._status.current()
+
+    def on_sync_status(
+        self, callback: Callable[[SyncStatus], None], deliver: Deliver | None = None
+    ) -> Subscription:
+        """Call `callback` with each new `SyncStatus`: when a sync starts, ends or
+        fails, when the background loop starts or stops, and when a committed local
+        write changes what waits to go up (at most once per transaction).
+
+        Args:
+            callback: Told each new status.
+            deliver: Where it runs (see `edge_sdk.Deliver`); None: the thread that
+                changed it (a sync thread, the thread that wrote).
+
+        Returns:
+            The subscription; cancel it to stop the calls.
+        """
+        return self._status.subscribe(callback, deliver)
+
+    def start_sync(
+        self,
+        *,
+        wait: float = 25.0,
+        blobs: bool = True,
+        pause: float = 5.0,
+        push_delay: float = 0.5,
+        retry: RetryPolicy | None = None,
+        transport: SyncTransport | None = None,
+        on_result: Callable[[SyncResult], None] | None = None,
+        on_unreachable: Callable[[ServerUnreachableError], None] | None = None,
+    ) -> BackgroundSync:
+        """Keep this device in sync in a daemon thread until `BackgroundSync.stop`.
+
+        Each round syncs, its pull long-polling up to `wait` seconds; a local write
+        wakes it to push `push_delay` seconds later; an outage is waited out (`pause`
+        seconds after the retry policy gave up). `stop` abandons a long poll in flight
+        at once and loses nothing. An error retrying cannot fix (a revoked device,
+        refused credentials, an untrusted edge box) ends the loop: `sync_status` says
+        so, and `stop` raises it. `blobs`, `retry` and `transport` are as for `sync`;
+        `on_result` and `on_unreachable` are registered before the loop starts (as
+        `BackgroundSync.on_result` and `on_unreachable` would, in the loop's thread).
+
+            with client.start_sync() as background:
+                run_the_app()
+
+        Raises:
+            NotEnrolledError: No `transport` and the store was never enrolled.
+            ValueError: A negative `wait`, `pause` or `push_delay`.
         """
         if transport is None:
             transport = self._server_transport(retry)
-        return sync_replica(self.replica, transport, progress=progress, wait=wait, blobs=blobs)
+
+        def one_round(through: SyncTransport, poll: float) -> SyncResult:
+            return self.sync(wait=poll, blobs=blobs, transport=through)
+
+        loop = BackgroundSync(
+            one_round, transport, self._status, wait=wait, pause=pause, push_delay=push_delay
+        )
+        if on_result is not None:
+            loop.on_result(on_result)
+        if on_unreachable is not None:
+            loop.on_unreachable(on_unreachable)
+        self._loops = [kept for kept in self._loops if kept.running]
+        self._loops.append(loop)
+        return loop.start()
 
     def verification_status(self) -> VerificationStatus:
         """Where the verification of records from a first sync stands.

@@ -21,12 +21,27 @@
     │   ├── BundleFormatError       not a bundle, truncated, or an unsupported version
     │   ├── BundleSignatureError    the signature does not verify or the signer is not trusted
     │   └── BundleDecryptError      the bundle passphrase is wrong
+    ├── RecordValidationError       a record does not satisfy its schema  (+ crdt's)
+    ├── NoConflictError             resolving a field that has no conflict  (+ crdt's)
+    ├── MergeRejectedError          a merge would leave a record invalid  (+ crdt's)
+    ├── DocumentError               bytes are not a record document  (+ crdt's)
+    │   └── DocumentTooCostlyError  over the size, change or operation limits
+    ├── AuditProofError             an audit log or proof does not verify  (+ crdt's)
+    ├── RecordFromNewerAppError     the record was written by a newer app version:
+    │                               kept and synced on, readable after an app update
+    ├── InvalidArgumentError        an argument the SDK refuses (an unknown filter,
+    │                               collection or state)  (+ ValueError)
     └── SyncError                   syncing with a server failed
         ├── ServerUnreachableError  no answer (or only failures) within the retry budget
         ├── NotEnrolledError        the store was never enrolled with a server
         ├── EnrolmentError          the server refused the enrolment
         ├── InsecureServerError     plain http:// to a host other than this machine, and
         │                           the app did not opt in (allow_insecure_http)
+        ├── ServerAddressError      the server URL cannot work: no or another scheme,
+        │                           malformed, or a host that never resolves (.invalid)
+        ├── ServerCertificateError  the server's TLS certificate did not verify
+        ├── SyncCancelledError      the sync was interrupted (`BackgroundSync.stop`,
+        │                           `HttpTransport.interrupt`); nothing is lost
         ├── CursorAheadError        the server's feed is behind the cursor (a restored
         │                           backup); sync handles it by pulling from the start
         ├── PushTooLargeError       the server refused a push as too costly; sync
@@ -41,16 +56,6 @@
             ├── MalformedMessageError    truncated, corrupted or not a sync message
             ├── MessageTooLargeError     over the size cap
             └── UnsupportedVersionError  written by a newer (or unknown) wire version
-    ├── RecordValidationError       a record does not satisfy its schema  (+ crdt's)
-    ├── NoConflictError             resolving a field that has no conflict  (+ crdt's)
-    ├── MergeRejectedError          a merge would leave a record invalid  (+ crdt's)
-    ├── DocumentError               bytes are not a record document  (+ crdt's)
-    │   └── DocumentTooCostlyError  over the size, change or operation limits
-    ├── AuditProofError             an audit log or proof does not verify  (+ crdt's)
-    ├── RecordFromNewerAppError     the record was written by a newer app version:
-    │                               kept and synced on, readable after an app update
-    └── InvalidArgumentError        an argument the SDK refuses (an unknown filter,
-                                    collection or state)  (+ ValueError)
 
 ``(+ crdt's)``: the class also inherits the `crdt` error of the same name, so
 ``except crdt.RecordValidationError`` keeps working. `crdt` knows nothing of the SDK;
@@ -102,6 +107,8 @@ __all__ = [
     "RecordFromNewerAppError",
     "RecordNotFoundError",
     "RecordValidationError",
+    "ServerAddressError",
+    "ServerCertificateError",
     "ServerUnreachableError",
     "StoreClosedError",
     "StoreCorruptError",
@@ -109,6 +116,7 @@ __all__ = [
     "StoreExistsError",
     "StoreLockedError",
     "StoreNotFoundError",
+    "SyncCancelledError",
     "SyncError",
     "SyncProtocolError",
     "UnsupportedVersionError",
@@ -216,10 +224,29 @@ class PushTooLargeError(SyncError):
 
 
 class InsecureServerError(SyncError):
-    """The server URL is plain ``http://`` to a host other than this machine (or not
-    http at all), and the app did not opt in with ``allow_insecure_http=True``: tokens,
+    """The server URL is plain ``http://`` to a host other than this machine, and the
+    app did not opt in with ``allow_insecure_http=True``: tokens,
     keys and records would cross the network unprotected, and the server key pinned at
     enrolment would be whatever answered first."""
+
+
+class ServerAddressError(SyncError):
+    """The server URL cannot work, whatever the network does: no scheme
+    (``sync.example.org``), a scheme other than http(s), a malformed URL, or a host that
+    never resolves (``.invalid``). Raised at once, never retried."""
+
+
+class ServerCertificateError(SyncError):
+    """The server's TLS certificate did not verify (expired, self-signed, another
+    host's). Raised at once, never retried: another try would meet the same
+    certificate."""
+
+
+class SyncCancelledError(SyncError):
+    """The sync was interrupted from another thread (`BackgroundSync.stop`, a local
+    write waking the loop, `HttpTransport.interrupt`). Nothing is lost: a pull page is
+    applied whole or not at all, and a push whose answer was cut goes again next time.
+    """
 
 
 class CursorAheadError(SyncError):

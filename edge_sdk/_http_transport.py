@@ -20,6 +20,13 @@ device key, signed anew (time and nonce) for each attempt.
 `HttpTransport.for_edge_box` talks the same API to a clinic edge box, trusting only
 the TLS certificate central pinned for it (`edge_sdk._http_pinning`).
 
+A URL that cannot work (no scheme, another scheme, malformed, a ``.invalid`` host) is
+`ServerAddressError` at once; a TLS certificate that does not verify is
+`ServerCertificateError` at once; 4xx answers but 408/429 are not retried.
+
+`HttpTransport.interrupt` (from any thread) abandons the requests in flight, a long
+poll included, within moments: they raise `SyncCancelledError` (`edge_sdk._http_cancel`).
+
 Plain ``http://`` is refused (`InsecureServerError`) unless the server is this machine
 (loopback) or the app opts in with ``allow_insecure_http=True`` at enrolment (kept with
 the enrolment) or when it builds the transport.
@@ -58,16 +65,18 @@ from edge_sdk._errors import (
     InsecureServerError,
     NotEnrolledError,
     PushTooLargeError,
+    ServerAddressError,
     SyncError,
 )
 from edge_sdk._http_auth import DeviceAuth, post_signed
 from edge_sdk._http_blobs import HttpBlobs
+from edge_sdk._http_cancel import Interrupter
 from edge_sdk._http_errors import error_code, error_text, raise_for_status
 from edge_sdk._http_pinning import PinnedTransport, pinned_context
 from edge_sdk._http_retry import NO_RETRY, STREAM, Counters, RetryTransport
 from edge_sdk._model_sync import ModelOffer
 from edge_sdk._replica import Replica
-from edge_sdk._sync_types import Enrollment, RetryPolicy
+from edge_sdk._sync_types import Enrollment, RetryPolicy, server_peer_id
 from edge_sdk._transport import (
     AuditReceipt,
     BlobDownload,
@@ -81,6 +90,41 @@ __all__ = ["HttpTransport", "check_server_url"]
 _USER_AGENT = "coherency-edge-sdk"
 
 
+def _checked_address(url: str) -> str:
+    """The host of `url`, if the URL can work whatever the network does.
+
+    Raises:
+        ServerAddressError: It cannot.
+    """
+    if "://" not in url:
+        raise ServerAddressError(
+            f"the server URL {url!r} has no scheme: write https://{url.lstrip('/')} "
+            "(or http:// to this machine)"
+        )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (it checks the port)
+        parsed = httpx.URL(url)
+    except (ValueError, httpx.InvalidURL) as exc:
+        raise ServerAddressError(f"the server URL {url!r} is malformed: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ServerAddressError(
+            f"the server URL must be https:// (or http:// to this machine), not "
+            f"{parts.scheme}:// ({url!r})"
+        )
+    host = parts.hostname or ""
+    if not host or not parsed.host:
+        raise ServerAddressError(f"the server URL {url!r} names no host")
+    if parts.username is not None or parts.password is not None:
+        raise ServerAddressError(
+            f"the server URL {url!r} carries a user name or password: the device "
+            "authenticates with its own key"
+        )
+    if host == "invalid" or host.endswith(".invalid"):  # RFC 6761: never resolves
+        raise ServerAddressError(f"{host} never resolves (RFC 6761): check the server URL")
+    return host
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):
         return True
@@ -91,24 +135,18 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_server_url(server_url: str, *, allow_insecure_http: bool = False) -> str:
-    """`server_url` without its trailing slash, if credentials may be sent to it:
-    ``https://``, or ``http://`` to this machine, or any ``http://`` when the app opts
-    in with `allow_insecure_http`.
+    """`server_url` without its trailing slash, if it can work and credentials may be
+    sent to it: ``https://``, or ``http://`` to this machine, or any ``http://`` when
+    the app opts in with `allow_insecure_http`.
 
     Raises:
-        InsecureServerError: Plain http to another host without the opt-in, or not an
-            http(s) URL.
+        ServerAddressError: Not a usable http(s) URL: no scheme, another scheme,
+            malformed, or a host that never resolves (``.invalid``).
+        InsecureServerError: Plain http to another host without the opt-in.
     """
     url = server_url.strip().rstrip("/")
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.scheme == "https" and host:
-        return url
-    if parts.scheme != "http" or not host:
-        raise InsecureServerError(
-            f"the server URL must be https://host (or http:// to this machine), not {url!r}"
-        )
-    if allow_insecure_http or _is_loopback(host):
+    host = _checked_address(url)
+    if urlsplit(url).scheme == "https" or allow_insecure_http or _is_loopback(host):
         return url
     raise InsecureServerError(
         f"refusing plain http:// to {host}: the device's tokens, key proofs and records "
@@ -133,6 +171,7 @@ class HttpTransport:
 
     Raises:
         NotEnrolledError: The replica was never enrolled.
+        ServerAddressError: The enrolled server's URL cannot work.
         InsecureServerError: The enrolled server is plain http to another host and
             neither the enrolment nor `allow_insecure_http` opts in.
     """
@@ -156,7 +195,7 @@ class HttpTransport:
         self._setup(
             replica,
             url,
-            peer_id="server:" + enrollment.server_public_key.hex()[:32],
+            peer_id=server_peer_id(enrollment),
             retry=retry,
             transport=transport,
             edge_box=None,
@@ -181,16 +220,20 @@ class HttpTransport:
         """The pinned edge box this transport talks to, or None for the central server."""
         self._peer_id = peer_id
         self._counters = Counters()
+        self._interrupter = Interrupter()
         auth = DeviceAuth(
             replica,
             post=self._post_once,
             retry=self.retry,
             counters=self._counters,
+            sleep=self._interrupter.sleep,
             login_only=edge_box is not None,
         )
         if edge_box is not None:
             transport = PinnedTransport(edge_box, transport)
-        self._client = _client(self.server_url, self.retry, transport, self._counters, auth)
+        self._client = _client(
+            self.server_url, self.retry, transport, self._counters, auth, self._interrupter
+        )
         self._blobs = HttpBlobs(self)
 
     @classmethod
@@ -233,6 +276,7 @@ class HttpTransport:
         if replica.enrollment is None:
             raise NotEnrolledError("this store is not enrolled with a server: run device enroll")
         checked = url.strip().rstrip("/")
+        _checked_address(checked)
         parts = urlsplit(checked)
         if parts.scheme != "https" or not parts.hostname:
             raise InsecureServerError(
@@ -268,6 +312,24 @@ class HttpTransport:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def interrupt(self) -> None:
+        """Abandon the requests in flight (from any thread): each, a long poll
+        included, raises `SyncCancelledError` within moments, and so does every request
+        started before `resume`. Nothing is lost (see `SyncCancelledError`)."""
+        self._interrupter.interrupt()
+
+    def resume(self) -> None:
+        """Let requests through again after `interrupt`."""
+        self._interrupter.resume()
+
+    @property
+    def description(self) -> str:
+        """What this transport talks to, for people: the server's URL, or the edge box
+        and its URL."""
+        if self.edge_box is not None:
+            return f"edge box {self.edge_box.name or self.edge_box.box_id} at {self.server_url}"
+        return self.server_url
 
     def serves(self, server_url: str, retry: RetryPolicy) -> bool:
         """True if this transport talks to `server_url` with the `retry` policy."""
@@ -541,6 +603,8 @@ class HttpTransport:
                 devices its fingerprint.
 
         Raises:
+            ServerAddressError: `server_url` cannot work (no scheme, another scheme,
+                malformed, a ``.invalid`` host).
             InsecureServerError: Plain http to another host without the opt-in.
             EnrolmentError: The server refused the token or the clinic does not match.
             ServerUnreachableError: The server did not answer within the retry budget.
@@ -622,11 +686,14 @@ def _client(
     transport: httpx.BaseTransport | None,
     counters: Counters,
     auth: httpx.Auth | None,
+    interrupter: Interrupter | None = None,
 ) -> httpx.Client:
     return httpx.Client(
         base_url=base_url,
         auth=auth,
         timeout=httpx.Timeout(retry.timeout_seconds, connect=min(10.0, retry.timeout_seconds)),
-        transport=RetryTransport(transport or httpx.HTTPTransport(), retry, counters=counters),
+        transport=RetryTransport(
+            transport or httpx.HTTPTransport(), retry, counters=counters, interrupter=interrupter
+        ),
         headers={"user-agent": _USER_AGENT},
     )

@@ -77,6 +77,7 @@ from edge_sdk._errors import (
     BlobError,
     BlobNotFoundError,
     CursorAheadError,
+    SyncCancelledError,
     SyncError,
 )
 from edge_sdk._model_sync import ModelOffer
@@ -415,12 +416,25 @@ class MemoryHub:
             )
 
     def pull(
-        self, *, device_id: str, clinic_id: str, cursor: int, limit: int, wait: float
+        self,
+        *,
+        device_id: str,
+        clinic_id: str,
+        cursor: int,
+        limit: int,
+        wait: float,
+        interrupted: threading.Event | None = None,
     ) -> bytes:
-        """One page of the clinic's change feed after `cursor` (see the module doc)."""
+        """One page of the clinic's change feed after `cursor` (see the module doc).
+
+        Raises:
+            SyncCancelledError: `interrupted` was set (and `wake` called) while waiting.
+        """
         deadline = time.monotonic() + max(0.0, wait)
         with self._changed:
             while True:
+                if interrupted is not None and interrupted.is_set():
+                    raise SyncCancelledError("the pull was interrupted")
                 clinic = self._clinic(clinic_id)
                 if cursor > clinic.feed_seq:
                     raise CursorAheadError(
@@ -433,6 +447,11 @@ class MemoryHub:
                 self._changed.wait(remaining)
             control = {"cursor": new_cursor, "more": more, "feed": clinic.feed_seq}
         return encode_message(SyncMessage(control, tuple(entries)))
+
+    def wake(self) -> None:
+        """Wake the pulls waiting for changes (they look at their `interrupted` flag)."""
+        with self._changed:
+            self._changed.notify_all()
 
     # ---------------------------------------------------------------- blobs
     def declare_upload(self, *, clinic_id: str, sha256: str, size: int) -> UploadState:
@@ -593,11 +612,32 @@ class MemoryTransport:
         self.device_id = device_id
         self.clinic_id = clinic_id
         self._requests = 0
+        self._interrupted = threading.Event()
 
     @property
     def peer_id(self) -> str:
         """``hub:`` and the hub's name."""
         return f"hub:{self.hub.name}"
+
+    @property
+    def description(self) -> str:
+        """What this transport talks to, for people."""
+        return f"memory hub {self.hub.name}"
+
+    def interrupt(self) -> None:
+        """Abandon the calls in flight (a waiting pull) from any thread: they raise
+        `SyncCancelledError`, and so does every call made before `resume`."""
+        self._interrupted.set()
+        self.hub.wake()
+
+    def resume(self) -> None:
+        """Let calls through again after `interrupt`."""
+        self._interrupted.clear()
+
+    def _call(self) -> None:
+        if self._interrupted.is_set():
+            raise SyncCancelledError("the call to the memory hub was interrupted")
+        self._requests += 1
 
     @property
     def requests(self) -> int:
@@ -611,55 +651,56 @@ class MemoryTransport:
 
     def push(self, message: bytes) -> PushAnswer:
         """Merge a wire message of documents into the clinic."""
-        self._requests += 1
+        self._call()
         return self.hub.push(message, device_id=self.device_id, clinic_id=self.clinic_id)
 
     def push_audit(self, events: Sequence[ChainedEvent]) -> AuditReceipt:
         """Append the device's audit events to the hub's copy of its chain."""
-        self._requests += 1
+        self._call()
         return self.hub.push_audit(events, device_id=self.device_id, clinic_id=self.clinic_id)
 
     def directory(self) -> dict[str, bytes]:
         """The devices enrolled in the clinic, with their keys."""
-        self._requests += 1
+        self._call()
         return self.hub.directory(self.clinic_id)
 
     def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
         """A page of the clinic's feed after `cursor` (waiting up to `wait` seconds)."""
-        self._requests += 1
+        self._call()
         return self.hub.pull(
             device_id=self.device_id,
             clinic_id=self.clinic_id,
             cursor=cursor,
             limit=limit,
             wait=wait,
+            interrupted=self._interrupted,
         )
 
     def declare_upload(self, *, sha256: str, size: int) -> UploadState:
         """Start or resume a blob upload."""
-        self._requests += 1
+        self._call()
         return self.hub.declare_upload(clinic_id=self.clinic_id, sha256=sha256, size=size)
 
     def send_chunk(self, *, upload_id: str, offset: int, data: bytes) -> UploadState | None:
         """Send a chunk of an upload."""
-        self._requests += 1
+        self._call()
         return self.hub.send_chunk(
             clinic_id=self.clinic_id, upload_id=upload_id, offset=offset, data=data
         )
 
     def download(self, *, sha256: str, start: int) -> BlobDownload:
         """A blob from byte `start` on."""
-        self._requests += 1
+        self._call()
         return self.hub.download(clinic_id=self.clinic_id, sha256=sha256, start=start)
 
     def current_model(self) -> ModelOffer | None:
         """The model the hub offers as current, if any."""
-        self._requests += 1
+        self._call()
         return self.hub.current_model()
 
     def download_model(self, sha256: str) -> bytes:
         """A model file the hub published."""
-        self._requests += 1
+        self._call()
         return self.hub.download_model(sha256)
 
 

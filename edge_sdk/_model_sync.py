@@ -25,7 +25,9 @@ token and retries; `MemoryTransport` implements both over a `MemoryHub`.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from edge_sdk._errors import (
@@ -36,6 +38,7 @@ from edge_sdk._errors import (
 )
 from edge_sdk._identity import verify_signature
 from edge_sdk._models import (
+    MANIFEST_FILE,
     ModelManifest,
     ModelRunner,
     ModelStore,
@@ -45,10 +48,41 @@ from edge_sdk._models import (
 from edge_sdk._replica import Replica
 from edge_sdk._sync_types import Enrollment
 
-__all__ = ["MODEL_DIR", "ModelOffer", "ModelSource", "ModelUpdate", "model_store", "update_model"]
+__all__ = [
+    "MODEL_DIR",
+    "ModelOffer",
+    "ModelSource",
+    "ModelUpdate",
+    "bundled_model_dir",
+    "model_store",
+    "update_model",
+]
 
 MODEL_DIR = "models"
 """The model store's folder inside a device store."""
+
+_BUNDLED = ("wound_seg", "int8")
+"""Where the package ships its int8 wound model, inside the ``models`` package
+(`models.BUNDLED_MODEL_DIR`)."""
+
+
+def bundled_model_dir() -> Path | None:
+    """The folder of the wound model shipped with the package, or None without it.
+
+    Found as package data, without importing the ``models`` package (which builds on
+    this one): the folder next to its ``__init__``.
+    """
+    try:
+        spec = importlib.util.find_spec("models")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec is not None else []:
+        folder = Path(location).joinpath(*_BUNDLED)
+        if (folder / MANIFEST_FILE).is_file():
+            return folder
+    return None
+
+
 _NO_MODEL = "the server has not published a model"
 _UP_TO_DATE = "the installed model is the server's current one"
 
@@ -106,13 +140,20 @@ def model_store(replica: Replica) -> ModelStore:
     Once the device is enrolled it accepts only models signed for its organisation by
     the artifact key pinned at enrolment (a replica enrolled before artifact keys: by
     the server key it pinned, over the manifest alone); before that it checks SHA-256
-    only (bundled models).
+    only (bundled models). While none is installed, `ModelStore.runner` loads the
+    model shipped with the package (`bundled_model_dir`).
     """
     enrollment = replica.enrollment
+    fallback = bundled_model_dir()
     if enrollment is None:
-        return ModelStore(replica.path / MODEL_DIR, public_key=None)
+        return ModelStore(replica.path / MODEL_DIR, public_key=None, fallback=fallback)
     key, organisation_id = _pinned(enrollment)
-    return ModelStore(replica.path / MODEL_DIR, public_key=key, organisation_id=organisation_id)
+    return ModelStore(
+        replica.path / MODEL_DIR,
+        public_key=key,
+        organisation_id=organisation_id,
+        fallback=fallback,
+    )
 
 
 def _pinned(enrollment: Enrollment) -> tuple[bytes, str | None]:

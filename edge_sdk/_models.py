@@ -651,6 +651,7 @@ class ModelStore:
         public_key: bytes | None,
         organisation_id: str | None = None,
         bundled: Collection[str] = (),
+        fallback: Path | None = None,
     ) -> None:
         """Open (or start) a model store.
 
@@ -664,6 +665,8 @@ class ModelStore:
                 (`model_signing_payload`); None: signatures over the manifest alone.
             bundled: sha256 (hex) of the manifest files the app itself ships; those
                 install and load unsigned (`install_bundled`) even with a pinned key.
+            fallback: a model folder the app ships (checked against its manifest's
+                sha256) that `runner` loads while no model is installed.
 
         Raises:
             ValueError: `public_key` is not a 32-byte Ed25519 public key.
@@ -674,6 +677,8 @@ class ModelStore:
         self._public_key = public_key
         self._organisation_id = organisation_id
         self._bundled = frozenset(bundled)
+        self.fallback = fallback
+        """The model folder `runner` loads while none is installed (None: no fallback)."""
         self._versions = self.root / _VERSIONS_DIR
         self._pointer = self.root / _CURRENT_FILE
 
@@ -741,14 +746,20 @@ class ModelStore:
             raise ModelError(f"{path}: {exc}") from None
 
     def runner(self, *, threads: int = 1) -> ModelRunner:
-        """Load the current model, re-verifying its files first.
+        """Load the current model, re-verifying its files first; on a store with none
+        installed, the `fallback` model (the app's bundled one), checked against its
+        manifest.
 
         Raises:
-            ModelUnavailableError: no model is installed, or onnxruntime is not.
-            ModelVerificationError: a file of the current model was changed on disk (the
-                message names it); no other model is loaded in its place.
+            ModelUnavailableError: no model is installed and there is no fallback, or
+                onnxruntime is not installed.
+            ModelVerificationError: a file of the current (or fallback) model was
+                changed on disk (the message names it); no other model is loaded in
+                its place.
         """
         folder = self._current_folder()
+        if folder is None and self.fallback is not None:
+            return ModelRunner.load(self.fallback, threads=threads)
         if folder is None:
             raise ModelUnavailableError(f"no model is installed in {self.root}")
         manifest, _, model_bytes = _read_verified(

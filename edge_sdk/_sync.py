@@ -70,7 +70,10 @@ __all__ = [
     "FIRST_PULL_PAGE_DOCUMENTS",
     "PULL_PAGE_DOCUMENTS",
     "PUSH_BATCH_DOCUMENTS",
+    "blob_peer",
     "sync_replica",
+    "unsent_blobs",
+    "unsent_records",
 ]
 
 log = logging.getLogger("edge_sdk.sync")
@@ -134,6 +137,44 @@ def _ignore(_progress: SyncProgress) -> None:
     pass
 
 
+def blob_peer(peer_id: str) -> str:
+    """The name under which the blobs a peer holds are tracked."""
+    return peer_id + ":blobs"
+
+
+def unsent_records(store: Store, peer_id: str) -> list[tuple[str, str]]:
+    """(id, collection) of the documents a push to `peer_id` would send: those this
+    device may write whose heads differ from what the peer was last known to hold."""
+    return [
+        (doc_id, collection)
+        for doc_id, collection in store.unsent_to(peer_id)
+        if collection in COLLECTIONS and COLLECTIONS[collection].device_writable
+    ]
+
+
+def _referenced_blobs(store: Store) -> dict[str, int]:
+    """SHA-256 and size of every blob the store's records reference."""
+    found: dict[str, int] = {}
+    # Records awaiting verification count as claimed: a blob is checked against its
+    # SHA-256 whoever names it, and one of a record quarantined later is inert.
+    for record in store.query_records("assessments", settle=False):
+        for ref in record.get("blobs") or ():
+            found[str(ref["sha256"])] = int(ref["size"])
+    return found
+
+
+def unsent_blobs(replica: Replica, peer_id: str) -> list[str]:
+    """SHA-256 of the blobs held here, referenced by records, that `peer_id` was not
+    yet known to hold (what an upload to it would send), sorted."""
+    files = replica.blob_files
+    sent = replica.store.peer_heads(blob_peer(peer_id))
+    return [
+        sha
+        for sha in sorted(_referenced_blobs(replica.store))
+        if sha not in sent and files.exists(sha)
+    ]
+
+
 class _Run:
     """One sync: its bookkeeping and its steps."""
 
@@ -151,16 +192,12 @@ class _Run:
         self.progress = progress
         # What the other side holds is tracked like any peer's, under its name.
         self.peer = transport.peer_id
-        self.blob_peer = self.peer + ":blobs"
+        self.blob_peer = blob_peer(self.peer)
         self.hinted = False  # this pull asks for record hints
 
     # ------------------------------------------------------------ push
     def push(self) -> None:
-        unsent = [
-            (doc_id, collection)
-            for doc_id, collection in self.store.unsent_to(self.peer)
-            if collection in COLLECTIONS and COLLECTIONS[collection].device_writable
-        ]
+        unsent = unsent_records(self.store, self.peer)
         # Intents last: the server decides an intent in the push that delivers it, so
         # the records it names (its patient) must be there by then, whatever batches
         # the push is split into.
@@ -434,20 +471,9 @@ class _Run:
             self.replica.set_cursor(self.peer, cursor)
 
     # ------------------------------------------------------------ blobs
-    def _referenced_blobs(self) -> dict[str, int]:
-        found: dict[str, int] = {}
-        # Records awaiting verification count as claimed: a blob is checked against
-        # its SHA-256 whoever names it, and one of a record quarantined later is inert.
-        for record in self.store.query_records("assessments", settle=False):
-            for ref in record.get("blobs") or ():
-                found[str(ref["sha256"])] = int(ref["size"])
-        return found
-
     def upload_blobs(self) -> None:
         files = self.replica.blob_files
-        referenced = self._referenced_blobs()
-        sent = self.store.peer_heads(self.blob_peer)
-        todo = [sha for sha in sorted(referenced) if sha not in sent and files.exists(sha)]
+        todo = unsent_blobs(self.replica, self.peer)
         for index, sha in enumerate(todo):
             self.progress(SyncProgress("upload", index, len(todo)))
             try:
@@ -463,7 +489,7 @@ class _Run:
 
     def download_blobs(self) -> None:
         files = self.replica.blob_files
-        referenced = self._referenced_blobs()
+        referenced = _referenced_blobs(self.store)
         todo = [sha for sha in sorted(referenced) if not files.exists(sha)]
         for index, sha in enumerate(todo):
             self.progress(SyncProgress("download", index, len(todo)))

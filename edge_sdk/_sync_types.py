@@ -18,6 +18,7 @@ __all__ = [
     "RetryPolicy",
     "SyncProgress",
     "SyncResult",
+    "server_peer_id",
 ]
 
 
@@ -86,3 +87,9 @@ class Enrollment:
     `server_public_key`)."""
     insecure_http: bool = False
     """The app opted in to plain ``http://`` to a host other than this machine."""
+
+
+def server_peer_id(enrollment: Enrollment) -> str:
+    """The name under which what the enrolled server holds is tracked: ``server:`` and
+    the start of its pinned key."""
+    return "server:" + enrollment.server_public_key.hex()[:32]

@@ -58,7 +58,7 @@ def choose_runner(client: EdgeClient | None = None, *, threads: int = 1) -> Mode
     from edge_sdk import ModelUnavailableError
 
     try:
-        if client is not None and client.models.current() is not None:
+        if client is not None:  # the installed model, else the bundled one
             return client.models.runner(threads=threads)
         return bundled_runner(threads=threads)
     except ModelUnavailableError:

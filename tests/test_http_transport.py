@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import ssl
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +28,11 @@ from edge_sdk import (
     HttpTransport,
     InsecureServerError,
     RetryPolicy,
+    ServerAddressError,
+    ServerCertificateError,
     ServerUnreachableError,
+    SyncCancelledError,
+    SyncError,
     verify_signature,
 )
 from edge_sdk._http_transport import check_server_url
@@ -309,7 +315,7 @@ def test_each_enrolment_attempt_signs_a_fresh_proof(tmp_store: Any) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://192.0.2.10:8700", "http://clinic.example", "ftp://server.test", "server.test"],
+    ["http://192.0.2.10:8700", "http://clinic.example"],
 )
 def test_plain_http_to_another_host_is_refused_before_anything_is_sent(
     tmp_store: Any, url: str
@@ -389,3 +395,84 @@ def test_device_enroll_refuses_plain_http_unless_told(
     assert refused.stderr.count("\n") == 1 and "--allow-insecure-http" in refused.stderr
     helped = CliRunner().invoke(cli, [*store, "device", "enroll", "--help"])
     assert "--allow-insecure-http" in helped.stdout
+
+
+# ---------------------------------------------------------------- fail fast
+# Each of these fails on its first try: a policy that would wait an hour between
+# attempts shows that no attempt is repeated (the test would hang otherwise).
+PATIENT = RetryPolicy(attempts=50, base_seconds=3600, cap_seconds=3600, timeout_seconds=5)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("sync.example.org", "has no scheme: write https://sync.example.org"),
+        ("sync.example.org:8700", "has no scheme"),
+        ("ftp://server.test", "not ftp://"),
+        ("https://:8700", "names no host"),
+        ("https://[::1", "malformed"),
+        ("https://server.test:99999", "malformed"),
+        ("https://user:secret@server.test", "user name or password"),
+        ("https://sync.clinic.invalid", "never resolves"),
+    ],
+)
+def test_a_server_url_that_cannot_work_fails_at_once_with_its_reason(
+    tmp_store: Any, url: str, says: str
+) -> None:
+    device: EdgeClient = tmp_store()
+    sent: list[httpx.Request] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return enrolled_answer(device.device_id, 1)
+
+    with pytest.raises(ServerAddressError, match=re.escape(says)):
+        HttpTransport.enroll(
+            device.replica, url, "token", retry=PATIENT, transport=httpx.MockTransport(server)
+        )
+    with pytest.raises(ServerAddressError, match=re.escape(says)):
+        device.enroll(url, "token")
+    assert issubclass(ServerAddressError, SyncError)
+    assert sent == [] and device.replica.enrollment is None
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 409, 410, 413, 422, 425])
+def test_a_4xx_answer_is_not_retried(client: EdgeClient, server: FakeServer, status: int) -> None:
+    server.override("/v1/sync/directory", lambda _: error(status, "no"))
+    with (
+        HttpTransport(client.replica, retry=PATIENT, transport=httpx.MockTransport(server)) as http,
+        pytest.raises(SyncError),
+    ):
+        http.directory()
+    # 401 renews the token and asks once more (as a client must); no other repeat.
+    assert server.count("/v1/sync/directory") == (2 if status == 401 else 1)
+
+
+def test_a_tls_certificate_that_does_not_verify_fails_at_once(client: EdgeClient) -> None:
+    attempts = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        try:
+            raise ssl.SSLCertVerificationError(1, "certificate has expired")
+        except ssl.SSLCertVerificationError as exc:
+            raise httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]") from exc
+
+    with (
+        HttpTransport(client.replica, retry=PATIENT, transport=httpx.MockTransport(refuse)) as http,
+        pytest.raises(ServerCertificateError, match="did not verify"),
+    ):
+        http.pull(cursor=0, limit=10, wait=0)
+    assert len(attempts) == 1
+
+
+def test_an_interrupted_transport_refuses_requests_until_resumed(
+    http: HttpTransport, server: FakeServer
+) -> None:
+    http.interrupt()
+    with pytest.raises(SyncCancelledError):
+        http.pull(cursor=0, limit=10, wait=0)
+    assert server.calls == []
+    http.resume()
+    http.pull(cursor=0, limit=10, wait=0)
+    assert server.count("/v1/sync/pull") == 1

@@ -39,7 +39,7 @@ from edge_sdk import (
     sign_manifest,
     verify_model,
 )
-from models import choose_runner, verify_model_folder
+from models import BUNDLED_MODEL_DIR, choose_runner, verify_model_folder
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -725,27 +725,27 @@ def test_verify_model_folder_checks_the_files_and_the_signature(
         verify_model_folder(folder)
 
 
-class _Device:
-    """What `choose_runner` reads of an `EdgeClient`: its model store."""
-
-    def __init__(self, models: ModelStore) -> None:
-        self.models = models
-
-
-def test_choose_runner_prefers_the_installed_model(
-    tmp_path: Path,
+def test_a_fresh_store_runs_the_bundled_model_until_one_is_installed(
+    tmp_store: Any,
     fp32_model: bytes,
     server_key: Ed25519PrivateKey,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    store = ModelStore(tmp_path / "store", public_key=None)
-    device: Any = _Device(store)
-    bundled = choose_runner(device)  # nothing installed yet: the bundled model
-    assert bundled is not None and bundled.manifest.model_id == "wound_seg"
-    assert choose_runner() is not None
-    store.install(*publish(fp32_model, server_key, "2.0.0"))
+    device = tmp_store("fresh")
+    assert device.models.current() is None
+    bundled = device.models.runner()  # nothing installed yet: the bundled model
+    assert bundled.manifest.model_id == "wound_seg"
+    assert device.models.fallback == BUNDLED_MODEL_DIR
+    assert choose_runner(device) is not None and choose_runner() is not None
+    device.models.install(*publish(fp32_model, server_key, "2.0.0"))
     installed = choose_runner(device, threads=2)
     assert installed is not None and installed.manifest.version == "2.0.0"
     assert installed.threads == 2
+    assert device.models.runner().manifest.version == "2.0.0"
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     assert choose_runner(device) is None and choose_runner() is None
+
+
+def test_a_model_store_without_a_fallback_says_none_is_installed(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailableError, match="no model is installed"):
+        ModelStore(tmp_path / "store", public_key=None).runner()

@@ -665,6 +665,16 @@ TABLE: dict[tuple[str, str], Entry] = {
         "waits for the background verification, which shows no record to the caller; "
         "each quarantine is journalled as it happens"
     ),
+    ("EdgeClient", "sync_status"): Exempt(
+        "counts of records and blobs waiting to go up, the peer's URL and the last error: "
+        "no record content or id"
+    ),
+    ("EdgeClient", "on_sync_status"): Exempt(
+        "registers a callback told the same counts as sync_status: no record content or id"
+    ),
+    ("EdgeClient", "start_sync"): Exempt(
+        "starts a loop of `sync` calls, each audited as `sync` is (sync-read, sync-write)"
+    ),
     ("EdgeClient", "sync_session"): Exempt(
         "returns a session over `replica.documents`, which audits every document the "
         "session reads (sync-read) or merges (sync-write) as messages are exchanged "

@@ -137,10 +137,53 @@ def test_sync_watch_reports_what_arrives_until_interrupted(tmp_path: Path, serve
             "1960-03-04",
         )
         ok(writer, "sync")
-        line = process.stdout.readline() if process.stdout else ""
-        assert json.loads(line)["pulled"] == [patient["id"]]
+        assert process.stdout is not None
+        answer = json.loads(process.stdout.readline())
+        while "status" in answer:  # the status lines of the same loop
+            answer = json.loads(process.stdout.readline())
+        assert answer["pulled"] == [patient["id"]]
     finally:
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sync_watch_interrupted_mid_long_poll_exits_at_once(tmp_path: Path, server: Any) -> None:
+    """Ctrl-C while `sync --watch` waits in a 5-minute long poll ends it promptly, with
+    a clean message: the poll is abandoned, not waited out."""
+    clinic = server.new_clinic()
+    watcher = enrolled_store(tmp_path, server, clinic, "watcher")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("COHERENCY_")},
+        "COHERENCY_KDF": "fast",
+        "COHERENCY_PASSPHRASE": PASSPHRASE,
+        "PYTHONPATH": str(ROOT),
+    }
+    command = ["-m", "cli.main", "--store", str(watcher), "sync", "--watch", "--wait", "300"]
+    process = subprocess.Popen(
+        [sys.executable, *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        # The first status lines: the loop started, then its first round reached the
+        # server (the round then waits in its long poll).
+        for line in process.stderr:
+            if line.startswith("connected to"):
+                break
+        time.sleep(0.5)  # well inside the long poll
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            _, err = process.communicate(timeout=10)  # the poll lasts 300 s
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+            raise AssertionError("sync --watch did not stop on SIGINT") from None
+    assert process.returncode == 0, err
+    assert "stopped" in err and "Traceback" not in err
