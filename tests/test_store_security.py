@@ -195,7 +195,7 @@ def test_a_damaged_page_is_detected_or_harmless(
     tmp_store: Any, snapshot: Callable[..., Any]
 ) -> None:
     client = tmp_store("a")
-    add_patients(client, 40)
+    add_patients(client, 120)  # enough that record pages outnumber empty tables
     expected = snapshot(client)
     client.close()
     root = tmp_store.path("a")
