@@ -1087,6 +1087,21 @@ class Store:
         ).fetchall()
         return [(str(doc_id), str(collection)) for doc_id, collection in rows]
 
+    def count_unsent(self, peer_id: str, collections: Sequence[str]) -> int:
+        """How many documents of `collections` `unsent_to(peer_id)` would list, counted
+        in SQL and without verifying anything first (a record awaiting verification
+        came from a peer with its heads, so it is not waiting to go up)."""
+        if not collections:
+            return 0
+        marks = ", ".join("?" * len(collections))
+        row = self.execute(
+            "SELECT COUNT(*) FROM documents d LEFT JOIN peers p"
+            " ON p.peer_id = ? AND p.doc_id = d.id"
+            f" WHERE (p.heads IS NULL OR p.heads != d.heads) AND d.collection IN ({marks})",
+            (peer_id, *collections),
+        ).fetchone()
+        return int(row[0])
+
     def forget_peers(self, *peer_ids: str) -> None:
         """Forget everything we knew these peers to hold."""
         with self.transaction():

@@ -17,16 +17,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from crdt import COLLECTIONS
 from edge_sdk._errors import ServerUnreachableError, SyncCancelledError
 from edge_sdk._notify import Deliver, Listeners, Subscription
 from edge_sdk._replica import Replica
-from edge_sdk._sync import unsent_blobs, unsent_records
+from edge_sdk._sync import unsent_blobs
 from edge_sdk._sync_types import server_peer_id
 from edge_sdk._transport import SyncTransport
 
 __all__ = ["StatusTracker", "SyncStatus", "describe_peer"]
 
 _log = logging.getLogger("edge_sdk.sync")
+
+# What a device pushes (the server-owned collections only ever come down).
+_DEVICE_WRITABLE = tuple(sorted(name for name, s in COLLECTIONS.items() if s.device_writable))
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +165,9 @@ class StatusTracker:
         )
 
     def _committed(self, collections: frozenset[str]) -> None:
-        if not self._listeners and not self._counted:
-            return  # nobody asked yet: counted on first `current`
+        if not self._listeners:
+            self._counted = False  # nobody is told: counted again on the next `current`
+            return
         try:
             self._change(count=True, blobs="assessments" in collections)
         except Exception:  # the write committed; a status that cannot be read waits
@@ -190,7 +195,7 @@ class StatusTracker:
         enrollment = replica.enrollment
         # Never synced here: the enrolled server's acknowledgements count, or none.
         peer = self._peer_id or ("" if enrollment is None else server_peer_id(enrollment))
-        records = len(unsent_records(replica.store, peer))
+        records = replica.store.count_unsent(peer, _DEVICE_WRITABLE)
         if not blobs and self._counted:
             return records, self._status.pending_blobs
         return records, len(unsent_blobs(replica, peer))

@@ -266,3 +266,21 @@ def test_a_store_closed_before_verification_finished_resumes_it_on_open(
     assert status.done and status.quarantined == ()
     assert pending(reopened) == set()
     assert {p.id for p in reopened.patients.list()} == set(ids)
+
+
+def test_the_sync_status_counts_pending_uploads_without_verifying_the_first_sync(
+    clinic: Clinic,
+) -> None:
+    ward = clinic.device("ward")
+    fill(ward, 10)
+    home = clinic.device("home", background=False)
+    home.sync(retry=FAST)
+    waiting = pending(home)
+    assert len(waiting) == 20  # ten patients and their wounds, stored from the claim
+    seen: list[Any] = []
+    with home.on_sync_status(seen.append):
+        assert home.sync_status().pending_records == 0
+        home.patients.add(given_name="Bo", family_name="Ng", birth_date="1960-01-01")
+    # The new patient is waiting to go up, and counting it verified nothing.
+    assert [status.pending_records for status in seen] == [1]
+    assert pending(home) == waiting
