@@ -19,6 +19,7 @@ import httpx
 
 from edge_sdk._edge_boxes import EdgeBoxPin, certificate_fingerprint
 from edge_sdk._errors import ServerUnreachableError, UntrustedEdgeBoxError
+from edge_sdk._http_retry import certificate_error
 
 __all__ = ["PinnedTransport", "handshake", "pinned_context"]
 
@@ -56,17 +57,6 @@ def _refused(pin: EdgeBoxPin, where: str) -> UntrustedEdgeBoxError:
     )
 
 
-def _verification_failed(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
 class PinnedTransport(httpx.BaseTransport):
     """An httpx transport to one pinned box: certificate failures become
     `UntrustedEdgeBoxError` (never retried); everything else passes through."""
@@ -84,7 +74,7 @@ class PinnedTransport(httpx.BaseTransport):
         try:
             return self._inner.handle_request(request)
         except httpx.ConnectError as exc:
-            if _verification_failed(exc):
+            if certificate_error(exc) is not None:
                 raise _refused(self._pin, f"{request.url.host}:{request.url.port}") from None
             raise
 

@@ -37,7 +37,14 @@ from edge_sdk._http_cancel import TRACE, Interrupter
 from edge_sdk._http_errors import error_text
 from edge_sdk._sync_types import RetryPolicy
 
-__all__ = ["NO_RETRY", "RETRYABLE_STATUS", "STREAM", "Counters", "RetryTransport"]
+__all__ = [
+    "NO_RETRY",
+    "RETRYABLE_STATUS",
+    "STREAM",
+    "Counters",
+    "RetryTransport",
+    "certificate_error",
+]
 
 log = logging.getLogger("edge_sdk.sync")
 
@@ -134,15 +141,16 @@ class RetryTransport(httpx.BaseTransport):
 
 
 def _certificate_refused(exc: BaseException) -> bool:
-    return _certificate_error(exc) is not None
+    return certificate_error(exc) is not None
 
 
 def _reason(exc: BaseException) -> str:
-    found = _certificate_error(exc)
+    found = certificate_error(exc)
     return str(getattr(found, "verify_message", None) or found or exc)
 
 
-def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+def certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure behind `exc` (its causes), if any."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:

@@ -15,7 +15,14 @@ from typing import Any
 import pytest
 
 from crdt import COLLECTIONS
-from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, StoreError
+from edge_sdk import (
+    Argon2Params,
+    EdgeClient,
+    MemoryHub,
+    MemoryTransport,
+    PassphraseKeyProvider,
+    StoreError,
+)
 
 FAST_KDF = Argon2Params.fast()
 CLINIC = "clinic-1"
@@ -100,3 +107,18 @@ def tmp_store(tmp_path: Path) -> Iterator[StoreFactory]:
 def snapshot() -> Callable[[EdgeClient], Snapshot]:
     """``snapshot(client)``: projections, heads and conflicts, comparable with ``==``."""
     return take_snapshot
+
+
+def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
+    """A transport from `client` to the in-memory server `hub`."""
+    return MemoryTransport(
+        hub,
+        device_id=client.device_id,
+        clinic_id=client.clinic_id,
+        public_key=client.identity.public_key,
+    )
+
+
+def add_patient(client: EdgeClient, family: str) -> str:
+    """A new patient's id."""
+    return client.patients.add(given_name="Ada", family_name=family, birth_date="1950-03-01").id

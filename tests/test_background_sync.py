@@ -23,21 +23,9 @@ from edge_sdk import (
     SyncTransport,
     watch_sync,
 )
+from tests.conftest import add_patient, connect
 
 LONG = 60.0  # a long poll no test waits out
-
-
-def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(
-        hub,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        public_key=client.identity.public_key,
-    )
-
-
-def add_patient(client: EdgeClient, family: str) -> str:
-    return client.patients.add(given_name="Ada", family_name=family, birth_date="1950-03-01").id
 
 
 def when(client: EdgeClient, test: Callable[[SyncStatus], bool], timeout: float = 10) -> SyncStatus:

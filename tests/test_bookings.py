@@ -33,7 +33,6 @@ from edge_sdk import (
     EdgeClient,
     IntentStatus,
     MemoryHub,
-    MemoryTransport,
     ReadOnlyCollectionError,
     RecordNotFoundError,
     StoreCorruptError,
@@ -41,18 +40,10 @@ from edge_sdk import (
     import_bundle,
 )
 from edge_sdk._store import SCHEMA_VERSION
+from tests.conftest import connect
 
 CET = timezone(timedelta(hours=1))
 MONDAY_NINE = datetime(2026, 12, 7, 9, 0, tzinfo=CET)
-
-
-def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(
-        hub,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        public_key=client.identity.public_key,
-    )
 
 
 def add_patient(client: EdgeClient) -> str:

@@ -31,22 +31,10 @@ from edge_sdk import (
     sync_replica,
     watch_sync,
 )
+from tests.conftest import add_patient, connect
 
 MiB = 1024 * 1024
 T = TypeVar("T")
-
-
-def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(
-        hub,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        public_key=client.identity.public_key,
-    )
-
-
-def add_patient(client: EdgeClient, family: str) -> str:
-    return client.patients.add(given_name="Ada", family_name=family, birth_date="1950-03-01").id
 
 
 class Faulty:

@@ -32,13 +32,13 @@ from edge_sdk import (
     EdgeClient,
     IntentStatus,
     MemoryHub,
-    MemoryTransport,
     ReadOnlyCollectionError,
     RecordNotFoundError,
     balance_due,
     invoice_id_of,
 )
 from edge_sdk._store import SCHEMA_VERSION
+from tests.conftest import connect
 
 GENERATED = datetime(2026, 12, 4, 6, 0, tzinfo=UTC)
 PRODUCTS = [
@@ -79,15 +79,6 @@ PRODUCTS = [
         "available": 6,
     },
 ]
-
-
-def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(
-        hub,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        public_key=client.identity.public_key,
-    )
 
 
 def add_patient(client: EdgeClient, given: str = "Ada") -> str:

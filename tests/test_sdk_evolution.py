@@ -18,23 +18,14 @@ from edge_sdk import (
     EdgeClient,
     EdgeError,
     MemoryHub,
-    MemoryTransport,
     PassphraseKeyProvider,
     latest_wins,
     merge_lists,
 )
+from tests.conftest import connect
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
 """A store written by the app before assessments v2 (tests/fixtures/README)."""
-
-
-def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(
-        hub,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        public_key=client.identity.public_key,
-    )
 
 
 def add_wound(client: EdgeClient) -> tuple[str, str]:

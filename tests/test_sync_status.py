@@ -14,19 +14,7 @@ from edge_sdk import (
     ServerUnreachableError,
     SyncStatus,
 )
-
-
-def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(
-        hub,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        public_key=client.identity.public_key,
-    )
-
-
-def add_patient(client: EdgeClient, family: str) -> str:
-    return client.patients.add(given_name="Ada", family_name=family, birth_date="1950-03-01").id
+from tests.conftest import add_patient, connect
 
 
 def test_a_new_store_has_nothing_pending_and_is_not_connected(tmp_store: Any) -> None:
