@@ -556,12 +556,21 @@ class Store:
         thread that committed."""
         self._commit_listeners.append(listener)
 
-    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> _Cursor:
-        """Run one SQL statement, translating driver errors (also those of its fetches)."""
-        try:
-            return _Cursor(self._conn.execute(sql, params), self.path)
-        except sqlcipher3.DatabaseError as exc:
-            raise _translate(exc, self.path) from None
+    def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> _Rows:
+        """Run one SQL statement and fetch its rows, translating driver errors.
+
+        Under the store's lock: the connection is shared by the app's threads and the
+        sync thread, and the driver's statement cache is not safe to use from two at
+        once; a read also waits for another thread's transaction to end, so it never
+        sees one half-written.
+        """
+        with self._lock:
+            try:
+                cursor = self._conn.execute(sql, params)
+                # SQLite reads pages as rows are fetched: a damaged page surfaces here.
+                return _Rows(cursor.fetchall(), cursor.description)
+            except sqlcipher3.DatabaseError as exc:
+                raise _translate(exc, self.path) from None
 
     # ------------------------------------------------------------ metadata
     def get_meta(self, key: str) -> str | None:
@@ -1133,35 +1142,22 @@ class Store:
             self._data_key = data_key
 
 
-class _Cursor:
-    """The rows of one statement, with driver errors translated.
+class _Rows:
+    """The rows of one statement, all fetched."""
 
-    SQLite reads pages as rows are fetched, so a damaged page surfaces in `fetchone`
-    or `fetchall`, not in `execute`.
-    """
+    __slots__ = ("_rows", "description")
 
-    __slots__ = ("_cursor", "_path")
-
-    def __init__(self, cursor: Any, path: Path) -> None:
-        self._cursor = cursor
-        self._path = path
+    def __init__(self, rows: list[Any], description: Any) -> None:
+        self._rows = rows
+        self.description = description
+        """The driver's column descriptions of the query."""
 
     def fetchone(self) -> Any:
-        try:
-            return self._cursor.fetchone()
-        except sqlcipher3.DatabaseError as exc:
-            raise _translate(exc, self._path) from None
-
-    @property
-    def description(self) -> Any:
-        """The driver's column descriptions of the last query."""
-        return self._cursor.description
+        return self._rows.pop(0) if self._rows else None
 
     def fetchall(self) -> list[Any]:
-        try:
-            return list(self._cursor.fetchall())
-        except sqlcipher3.DatabaseError as exc:
-            raise _translate(exc, self._path) from None
+        rows, self._rows = self._rows, []
+        return rows
 
 
 @functools.cache

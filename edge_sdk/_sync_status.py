@@ -105,14 +105,16 @@ class StatusTracker:
     # ------------------------------------------------------------ reading
     def current(self) -> SyncStatus:
         """The status now (pending counts as of the last committed transaction)."""
-        with self._lock:
-            if not self._counted:
-                records, blobs = self._pending()
+        if not self._counted:
+            # Counted outside the lock: reading the store may commit (a record
+            # verified first), and the commit comes back here through `_committed`.
+            records, blobs = self._pending()
+            with self._lock:
                 self._status = dataclasses.replace(
                     self._status, pending_records=records, pending_blobs=blobs
                 )
                 self._counted = True
-            return self._status
+        return self._status
 
     def subscribe(
         self, callback: Callable[[SyncStatus], None], deliver: Deliver | None
@@ -174,11 +176,10 @@ class StatusTracker:
             _log.exception("could not update the sync status after a commit")
 
     def _change(self, *, count: bool = False, blobs: bool = True, **fields: object) -> None:
+        if count:  # outside the lock, as in `current`
+            fields["pending_records"], fields["pending_blobs"] = self._pending(blobs=blobs)
         with self._lock:
             if count:
-                records, pending_blobs = self._pending(blobs=blobs)
-                fields["pending_records"] = records
-                fields["pending_blobs"] = pending_blobs
                 self._counted = True
             new = dataclasses.replace(self._status, **fields)  # type: ignore[arg-type]
             if new == self._status:

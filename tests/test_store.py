@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -697,3 +698,42 @@ def test_a_version_4_store_gets_the_verification_tables(tmp_store: Any) -> None:
             ).fetchall()
         }
         assert {"unverified", "quarantine"} <= tables
+
+
+def test_reads_from_another_thread_never_fail_nor_see_a_transaction_half_written(
+    tmp_store: Any,
+) -> None:
+    """The app's thread reads while a sync thread writes (background sync): the shared
+    connection is used by one thread at a time, and a read waits for a transaction."""
+    client = tmp_store("a")
+    errors: list[BaseException] = []
+    seen: list[int] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for batch in range(30):
+                with client.batch():
+                    for i in range(5):
+                        client.patients.add(
+                            given_name=f"P{batch}-{i}",
+                            family_name="Okafor",
+                            birth_date="1950-01-01",
+                        )
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            done.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        while not done.is_set():
+            seen.append(len(client.patients.list()))
+            client.replica.store.peer_heads("server")
+    except BaseException as exc:
+        errors.append(exc)
+    writer.join()
+    assert errors == []
+    assert len(seen) > 1 and all(count % 5 == 0 for count in seen), seen
+    assert len(client.patients.list()) == 150
