@@ -15,21 +15,12 @@ from edge_sdk import (
     Argon2Params,
     EdgeClient,
     MemoryHub,
-    MemoryTransport,
     export_bundle,
     import_bundle,
 )
+from tests.conftest import connect
 
 FAST_KDF = Argon2Params.fast()
-
-
-def transport(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
-    return MemoryTransport(
-        hub,
-        device_id=client.device_id,
-        clinic_id=client.clinic_id,
-        public_key=client.identity.public_key,
-    )
 
 
 def add(client: EdgeClient, given: str, family: str = "Okafor") -> Patient:
@@ -63,17 +54,17 @@ def test_a_local_write_a_batch_and_an_unchanged_result(tmp_store: Any) -> None:
 def test_a_merged_sync_page_and_a_bundle_arrive_once_each(tmp_store: Any, tmp_path: Path) -> None:
     hub = MemoryHub()
     here, there = tmp_store("here"), tmp_store("there")
-    here.sync(transport=transport(hub, here))
-    there.sync(transport=transport(hub, there))
+    here.sync(transport=connect(hub, here))
+    there.sync(transport=connect(hub, there))
     calls: list[list[str]] = []
     with here.patients.live(None, lambda r: calls.append(names(r))):
         for i in range(3):
             add(there, f"S{i}")
-        there.sync(transport=transport(hub, there))
-        here.sync(transport=transport(hub, here))
+        there.sync(transport=connect(hub, there))
+        here.sync(transport=connect(hub, here))
         here.wait_verified()  # a first pull may store records unverified: shown once verified
         assert calls == [[], ["S0", "S1", "S2"]]
-        here.sync(transport=transport(hub, here))  # nothing new: no call
+        here.sync(transport=connect(hub, here))  # nothing new: no call
         assert len(calls) == 2
 
         add(there, "B0")
@@ -93,7 +84,7 @@ def test_a_first_sync_stored_unverified_is_seen_once_when_verified(tmp_store: An
     with there.batch():
         for i in range(30):
             add(there, f"P{i:02}")
-    there.sync(transport=transport(hub, there))
+    there.sync(transport=connect(hub, there))
     here = tmp_store("here")
     seen: list[int] = []
     lock = threading.Lock()
@@ -103,7 +94,7 @@ def test_a_first_sync_stored_unverified_is_seen_once_when_verified(tmp_store: An
             seen.append(len(result))
 
     with here.patients.live(None, heard):
-        here.sync(transport=transport(hub, here))
+        here.sync(transport=connect(hub, here))
         here.wait_verified()
         assert here.verification_status().done
         # Every record is shown, each change at most once per commit, never a record
