@@ -98,7 +98,7 @@ class ConflictPolicies:
         return subscription
 
     def _after_commit(self, written: frozenset[str]) -> None:
-        if any(collection in written for collection, _ in self._policies):
+        if any(collection in written for collection, _ in list(self._policies)):
             self.run()
 
     def run(self) -> int:

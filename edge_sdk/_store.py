@@ -48,6 +48,7 @@ import sqlite_utils
 
 from crdt import COLLECTIONS, RecordDocument, sortable_time
 from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, StoreLockedError
+from edge_sdk._notify import Listeners, Subscription
 
 __all__ = [
     "PROJECTIONS",
@@ -198,7 +199,7 @@ class Store:
         # told to the commit listeners once the lock is released.
         self._settling = 0
         self._deferred: dict[str, set[str]] = {}
-        self._commit_listeners: list[CommitListener] = []
+        self._commit_listeners: Listeners[Written] = Listeners("commit")
         self._lock_listeners: list[LockListener] = []
         self._closed = False
         # Documents stored from a sender's claim, not yet verified (id -> collection),
@@ -534,9 +535,9 @@ class Store:
             self._tell(written)
 
     def _tell(self, written: Mapping[str, set[str]]) -> None:
-        told = Written(written)
-        for listener in list(self._commit_listeners):
-            listener(told)
+        # A listener that fails is logged: the transaction has committed, and the
+        # writer must not see an error for it (a caller who retried would write twice).
+        self._commit_listeners.notify(Written(written))
 
     def _wrote(self, collection: str, ids: Iterable[str]) -> None:
         """Note documents of `collection` stored (or verified, or removed) in the open
@@ -550,11 +551,12 @@ class Store:
         with self._lock:
             yield
 
-    def add_commit_listener(self, listener: CommitListener) -> None:
+    def add_commit_listener(self, listener: CommitListener) -> Subscription:
         """Call `listener` after each committed transaction that stored documents, with
         what it stored (`Written`: the collections, and `ids` per collection), in the
-        thread that committed."""
-        self._commit_listeners.append(listener)
+        thread that committed. A listener that raises is logged, never raised to the
+        writer; cancel the returned subscription to stop it."""
+        return self._commit_listeners.add(listener)
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> _Rows:
         """Run one SQL statement and fetch its rows, translating driver errors.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
@@ -737,3 +738,29 @@ def test_reads_from_another_thread_never_fail_nor_see_a_transaction_half_written
     assert errors == []
     assert len(seen) > 1 and all(count % 5 == 0 for count in seen), seen
     assert len(client.patients.list()) == 150
+
+
+def test_a_failing_commit_listener_leaves_the_write_and_the_writer_alone(
+    tmp_store: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever runs after a commit (upgrades, conflict policies, the sync status, live
+    queries) cannot turn a committed write into an error a caller would retry."""
+    client = tmp_store("a")
+    heard: list[frozenset[str]] = []
+
+    def broken(written: frozenset[str]) -> None:
+        raise RuntimeError("listener bug")
+
+    failing = client.replica.store.add_commit_listener(broken)
+    client.replica.store.add_commit_listener(heard.append)
+    with caplog.at_level(logging.ERROR, logger="edge_sdk"):
+        patient = client.patients.add(
+            given_name="Ada", family_name="Okafor", birth_date="1950-01-01"
+        )
+    assert [p.id for p in client.patients.list()] == [patient.id]
+    assert heard == [frozenset({"patients"})]
+    assert "a commit callback failed" in caplog.text and "listener bug" in caplog.text
+    failing.cancel()
+    caplog.clear()
+    client.patients.add(given_name="Bo", family_name="Ng", birth_date="1960-01-01")
+    assert "listener bug" not in caplog.text and len(heard) == 2
