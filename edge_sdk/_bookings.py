@@ -24,8 +24,6 @@ __all__ = ["AvailabilityCollection", "Bookings"]
 class AvailabilityCollection(Collection[Availability]):
     """Free slots per clinic and day (server-owned, read-only on a device)."""
 
-    _filters = {"day": "day"}
-
 
 class Bookings:
     """Appointments with doctors and nurses, and caregiver visits at home.

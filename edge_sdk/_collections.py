@@ -57,8 +57,6 @@ _REFERENCE_COLUMNS: Mapping[str, tuple[str, ...]] = {
 class Collection(Generic[R]):
     """Typed access to one collection of records (`client.patients`, ...)."""
 
-    _filters: Mapping[str, str] = {}
-
     def __init__(self, replica: Replica, schema: type[R]) -> None:
         self._replica = replica
         self._schema = schema
@@ -358,8 +356,6 @@ class Collection(Generic[R]):
 class PatientsCollection(Collection[Patient]):
     """Patients, searchable by name and MRN."""
 
-    _filters = {"mrn": "mrn", "family_name": "family_name", "given_name": "given_name"}
-
     def search(
         self, text: str, *, include_deleted: bool = False, limit: int = 100
     ) -> builtins.list[Patient]:
@@ -372,16 +368,12 @@ class PatientsCollection(Collection[Patient]):
 class WoundsCollection(Collection[Wound]):
     """Wounds, listed by patient."""
 
-    _filters = {"patient_id": "patient_id", "status": "status"}
-
     def _check_references(self, values: Mapping[str, Any]) -> None:
         self._referenced("patients", "patient_id", values.get("patient_id"))
 
 
 class AssessmentsCollection(Collection[WoundAssessment]):
     """Wound assessments, listed by wound and date."""
-
-    _filters = {"wound_id": "wound_id", "patient_id": "patient_id"}
 
     def _check_references(self, values: Mapping[str, Any]) -> None:
         wound = self._referenced("wounds", "wound_id", values.get("wound_id"))
@@ -423,8 +415,6 @@ class AssessmentsCollection(Collection[WoundAssessment]):
 
 class NotesCollection(Collection[ClinicalNote]):
     """Clinical notes; their text merges when edited on two devices offline."""
-
-    _filters = {"patient_id": "patient_id", "wound_id": "wound_id"}
 
     def _check_references(self, values: Mapping[str, Any]) -> None:
         self._referenced("patients", "patient_id", values.get("patient_id"))

@@ -73,8 +73,6 @@ class IntentStatus:
 class DecisionsCollection(Collection[Decision]):
     """The server's decisions on this clinic's intents (read-only on a device)."""
 
-    _filters = {"intent_id": "intent_id", "status": "status"}
-
     def for_intents(self, intent_ids: Sequence[str]) -> dict[str, Decision]:
         """The decision on each of `intent_ids` that has one, by intent id."""
         found: dict[str, Decision] = {}
@@ -108,8 +106,6 @@ class DecisionsCollection(Collection[Decision]):
 
 class IntentsCollection(Collection[Intent]):
     """Intents this clinic's devices wrote; immutable once written."""
-
-    _filters = {"kind": "kind", "patient_id": "patient_id", "subject_id": "subject_id"}
 
     def __init__(self, replica: Replica, decisions: DecisionsCollection) -> None:
         super().__init__(replica, Intent)

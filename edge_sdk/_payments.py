@@ -48,8 +48,6 @@ def balance_due(invoice: Invoice) -> int:
 class InvoicesCollection(Collection[Invoice]):
     """Invoices (server-owned, read-only on a device), by patient, status and number."""
 
-    _filters = {"patient_id": "patient_id", "status": "status", "number": "number"}
-
 
 class Payments:
     """Invoices, and payments the server decides.
