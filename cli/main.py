@@ -41,6 +41,7 @@ from cli._payments import invoices, payments
 from cli._scan import scan
 from cli._schema import schema
 from cli._server import server
+from cli._server_blobs import blobs as server_blobs
 from cli._store import init, key
 from cli._sync import BUNDLE_PASSPHRASE_ENV, sync
 from cli._visits import visits
@@ -175,6 +176,7 @@ for command in (
     demo,
 ):
     cli.add_command(command)
+server.add_command(server_blobs)
 
 
 def main() -> None:

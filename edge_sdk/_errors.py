@@ -13,6 +13,8 @@
     ├── ReadOnlyCollectionError     a device tried to write a server-owned collection
     ├── BlobError
     │   ├── BlobNotFoundError       no blob with that hash
+    │   │   └── BlobMissingError    the server recorded it but its storage lost it; a
+    │   │                           device that holds it uploads it again
     │   └── BlobCorruptError        a blob failed authentication or its hash check
     ├── ModelError                  a wound model cannot be read, loaded or run
     │   ├── ModelVerificationError  sha256, size or the server's signature does not check out
@@ -80,6 +82,7 @@ __all__ = [
     "AuthenticationError",
     "BlobCorruptError",
     "BlobError",
+    "BlobMissingError",
     "BlobNotFoundError",
     "BundleDecryptError",
     "BundleError",
@@ -177,6 +180,14 @@ class BlobError(EdgeError):
 
 class BlobNotFoundError(BlobError):
     """No blob with that SHA-256 exists in the store."""
+
+
+class BlobMissingError(BlobNotFoundError):
+    """The server recorded the blob, but its storage lost it (or holds damaged bytes).
+
+    Not a failure of the sync: `SyncResult.blobs_missing` lists it, and a device that
+    holds the blob uploads it again at its next sync.
+    """
 
 
 class BlobCorruptError(BlobError):

@@ -6,7 +6,9 @@
 - a chunk: ``PATCH /v1/blobs/uploads/{id}`` at ``Upload-Offset`` with an
   ``Upload-Checksum``; 404/409/410 mean "gone, or the server stands elsewhere";
 - download: ``GET /v1/blobs/{sha256}``, with ``Range: bytes=N-`` to carry on after a
-  cut connection.
+  cut connection; 410 ``blob_missing`` when the server's storage lost the blob;
+- missing: ``GET /v1/blobs/missing``, the clinic's blobs the server lost, a page at a
+  time (none from a server or edge box without the route).
 
 `HttpBlobs` works over any request-level session (`SyncHttp`): `HttpTransport` hands it
 itself; tests of the server's routes hand it a plain one.
@@ -22,13 +24,14 @@ from typing import Any, Protocol
 
 import httpx
 
-from edge_sdk._errors import BlobCorruptError, BlobError, BlobNotFoundError
+from edge_sdk._errors import BlobCorruptError, BlobError, BlobMissingError, BlobNotFoundError
 from edge_sdk._http_errors import error_text
 from edge_sdk._transport import BlobDownload, UploadState
 
 __all__ = ["HttpBlobs", "SyncHttp", "SyncResponse"]
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
+_MISSING_PAGE = 1000
 
 
 class SyncResponse(Protocol):
@@ -125,6 +128,35 @@ class HttpBlobs:
         finally:
             response.close()
 
+    def missing_blobs(self) -> list[str]:
+        """``GET /v1/blobs/missing``, every page: the clinic's blobs the server lost.
+
+        A server (or edge box) without the route (404) has none to report.
+        """
+        found: list[str] = []
+        params: dict[str, Any] = {"limit": _MISSING_PAGE}
+        while True:
+            response = self._http.request("GET", "/v1/blobs/missing", params=params)
+            try:
+                if response.status_code == 404:
+                    return found
+                if response.status_code != 200:
+                    raise BlobError(
+                        f"the server refused to list missing blobs: {error_text(response)}"
+                    )
+                body: Any = response.json()
+                try:
+                    page = [str(sha) for sha in body["sha256"]]
+                    after = body["next_after"]
+                except (KeyError, TypeError) as exc:
+                    raise BlobError(f"unexpected list of missing blobs: {body!r}") from exc
+            finally:
+                response.close()
+            found += page
+            if after is None or not page:
+                return found
+            params = {"limit": _MISSING_PAGE, "after": str(after)}
+
     def download(self, *, sha256: str, start: int) -> BlobDownload:
         """``GET /v1/blobs/{sha256}``, from byte `start` on (a ``Range`` request)."""
         headers = {"Range": f"bytes={start}-"} if start else None
@@ -134,6 +166,12 @@ class HttpBlobs:
             status = response.status_code
             if status == 404:
                 raise BlobNotFoundError(f"the server has no blob {sha256}")
+            if status == 410:
+                response.read()
+                raise BlobMissingError(
+                    f"the server recorded blob {sha256} but its storage lost it: "
+                    f"{error_text(response)}"
+                )
             if status == 416:
                 raise BlobCorruptError(f"the server's blob {sha256} ends before byte {start}")
             if status == 206:

@@ -473,6 +473,11 @@ class HttpTransport:
         """``GET /v1/blobs/{sha256}`` from byte `start` on."""
         return self._blobs.download(sha256=sha256, start=start)
 
+    def missing_blobs(self) -> list[str]:
+        """``GET /v1/blobs/missing``: the clinic's blobs the server's storage lost (none
+        from an edge box, or a server without the route)."""
+        return self._blobs.missing_blobs()
+
     # ---------------------------------------------------------------- ModelSource
     def current_model(self) -> ModelOffer | None:
         """``GET /v1/models/current``: the published model, or None when there is none.

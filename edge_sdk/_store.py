@@ -1113,6 +1113,14 @@ class Store:
         ).fetchone()
         return int(row[0])
 
+    def forget_peer_documents(self, peer_id: str, doc_ids: Sequence[str]) -> None:
+        """Forget that peer `peer_id` holds these documents (it lost them)."""
+        with self.transaction():
+            self._conn.executemany(
+                "DELETE FROM peers WHERE peer_id = ? AND doc_id = ?",
+                [(peer_id, doc_id) for doc_id in doc_ids],
+            )
+
     def forget_peers(self, *peer_ids: str) -> None:
         """Forget everything we knew these peers to hold."""
         with self.transaction():

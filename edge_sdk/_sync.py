@@ -56,6 +56,7 @@ from edge_sdk._blob_transfer import fetch_blob, send_blob
 from edge_sdk._errors import (
     AuditPushError,
     BlobError,
+    BlobMissingError,
     CursorAheadError,
     PushTooLargeError,
     SyncError,
@@ -64,7 +65,7 @@ from edge_sdk._errors import (
 from edge_sdk._replica import Replica
 from edge_sdk._store import PROJECTIONS, Store, UnverifiedDocument, projection_row
 from edge_sdk._sync_types import ProgressCallback, SyncProgress, SyncResult
-from edge_sdk._transport import PushAnswer, SyncTransport
+from edge_sdk._transport import PushAnswer, ReportsMissingBlobs, SyncTransport
 
 __all__ = [
     "FIRST_PULL_PAGE_DOCUMENTS",
@@ -118,6 +119,7 @@ def sync_replica(
         run.push()
         run.push_audit()
         if blobs:
+            run.learn_missing_blobs()
             run.upload_blobs()
         # Who may author the clinic's records, as the other side knows it now: every
         # change pulled next is checked against it (a revoked device drops out).
@@ -194,6 +196,7 @@ class _Run:
         self.peer = transport.peer_id
         self.blob_peer = blob_peer(self.peer)
         self.hinted = False  # this pull asks for record hints
+        self.lost: set[str] = set()  # blobs the other side's storage lost
 
     # ------------------------------------------------------------ push
     def push(self) -> None:
@@ -471,6 +474,19 @@ class _Run:
             self.replica.set_cursor(self.peer, cursor)
 
     # ------------------------------------------------------------ blobs
+    def learn_missing_blobs(self) -> None:
+        """Ask which of the clinic's blobs the other side lost, and forget that it held
+        them: the ones held here are uploaded again next."""
+        if not isinstance(self.transport, ReportsMissingBlobs):
+            return
+        try:
+            self.lost = set(self.transport.missing_blobs())
+        except BlobError as exc:
+            self.result.blob_errors.append(f"missing blobs: {exc}")
+            return
+        if self.lost:
+            self.store.forget_peer_documents(self.blob_peer, sorted(self.lost))
+
     def upload_blobs(self) -> None:
         files = self.replica.blob_files
         todo = unsent_blobs(self.replica, self.peer)
@@ -485,18 +501,25 @@ class _Run:
                 continue
             self.store.set_peer_heads(self.blob_peer, {sha: []})
             self.result.blobs_uploaded.append(sha)
+            self.lost.discard(sha)
         self.progress(SyncProgress("upload", len(todo), len(todo)))
 
     def download_blobs(self) -> None:
         files = self.replica.blob_files
         referenced = _referenced_blobs(self.store)
-        todo = [sha for sha in sorted(referenced) if not files.exists(sha)]
+        wanted = [sha for sha in sorted(referenced) if not files.exists(sha)]
+        # Lost by the other side: not asked for until a device uploads it again.
+        self.result.blobs_missing += [sha for sha in wanted if sha in self.lost]
+        todo = [sha for sha in wanted if sha not in self.lost]
         for index, sha in enumerate(todo):
             self.progress(SyncProgress("download", index, len(todo)))
             try:
                 with self.replica.access("blob-write", "blobs") as access:
                     access.record_ids.append(sha)
                     fetch_blob(self.transport, files, sha, referenced[sha])
+            except BlobMissingError:  # lost by the other side since we asked
+                self.result.blobs_missing.append(sha)
+                continue
             except BlobError as exc:  # e.g. not uploaded yet by the device that scanned it
                 self.result.blob_errors.append(f"download {sha}: {exc}")
                 continue

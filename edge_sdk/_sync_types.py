@@ -64,7 +64,11 @@ class SyncResult:
     rejected: list[Rejection] = field(default_factory=list)  # pulled, refused here
     blobs_uploaded: list[str] = field(default_factory=list)
     blobs_downloaded: list[str] = field(default_factory=list)
-    blob_errors: list[str] = field(default_factory=list)
+    blob_errors: list[str] = field(default_factory=list)  # transfers that failed, and why
+    blobs_missing: list[str] = field(default_factory=list)
+    """Blobs referenced here, not held here, that the other side recorded but its
+    storage lost: not a failure; they arrive once a device that holds them syncs (a
+    device that holds a lost blob uploads it again, listed in `blobs_uploaded`)."""
     cursor: int = 0
     audit_acknowledged: int = 0  # the audit event the server acknowledged (0: none new)
     audit_error: str | None = None  # why the server refused the audit chain, if it did

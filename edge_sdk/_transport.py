@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from crdt import Checkpoint, Rejection
 
@@ -26,6 +26,7 @@ __all__ = [
     "BlobTransport",
     "ChainedEvent",
     "PushAnswer",
+    "ReportsMissingBlobs",
     "SyncTransport",
     "UploadState",
 ]
@@ -124,8 +125,20 @@ class BlobTransport(Protocol):
         """The blob's bytes from `start` on.
 
         Raises:
+            BlobMissingError: The other side recorded the blob but lost it.
             BlobNotFoundError: The other side has no such blob (for this clinic).
         """
+        ...
+
+
+@runtime_checkable
+class ReportsMissingBlobs(Protocol):
+    """A transport that can say which of the clinic's blobs the other side lost (its
+    storage no longer holds them): the sync uploads again the ones the device holds.
+    Optional: a transport without it is never asked."""
+
+    def missing_blobs(self) -> list[str]:
+        """SHA-256 of the clinic's blobs the other side recorded but lost."""
         ...
 
 

@@ -16,6 +16,7 @@ and staff.
 verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
 server's database, from a typed event (`Actor`, `RecordsRead`; the rest in
 `sync_server.audit.events`), for extensions and capacity tests;
+`check_blob_storage` is what `coherency server blobs check` does;
 `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
 tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
@@ -37,6 +38,7 @@ if _TYPE_CHECKING:
     from sync_server.app import create_app
     from sync_server.audit.events import Actor, RecordsRead
     from sync_server.audit.services import record_event
+    from sync_server.blobs.checking import BlobCheckReport, BlobProblem, check_blob_storage
     from sync_server.embedded import ThreadedServer
     from sync_server.errors import (
         ChainBroken,
@@ -82,6 +84,8 @@ _EXPORTS = {
     "Actor": "sync_server.audit.events",
     "AuditProblem": "sync_server.operator",
     "AuditReport": "sync_server.operator",
+    "BlobCheckReport": "sync_server.blobs.checking",
+    "BlobProblem": "sync_server.blobs.checking",
     "ChainBroken": "sync_server.errors",
     "Conflict": "sync_server.errors",
     "CreatedAdmin": "sync_server.operator",
@@ -108,6 +112,7 @@ _EXPORTS = {
     "UnsupportedMediaType": "sync_server.errors",
     "audit_checkpoint": "sync_server.operator",
     "audit_public_key": "sync_server.operator",
+    "check_blob_storage": "sync_server.blobs.checking",
     "create_admin": "sync_server.operator",
     "create_app": "sync_server.app",
     "document_heads": "sync_server.operator",
@@ -141,6 +146,8 @@ __all__ = [
     "Actor",
     "AuditProblem",
     "AuditReport",
+    "BlobCheckReport",
+    "BlobProblem",
     "ChainBroken",
     "Conflict",
     "CreatedAdmin",
@@ -167,6 +174,7 @@ __all__ = [
     "UnsupportedMediaType",
     "audit_checkpoint",
     "audit_public_key",
+    "check_blob_storage",
     "create_admin",
     "create_app",
     "document_heads",

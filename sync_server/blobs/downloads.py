@@ -6,28 +6,22 @@ the clinic. Another clinic's blob is answered exactly like one that does not exi
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
 from sync_server.audit.events import Actor, BlobDownloaded, purpose_of
 from sync_server.audit.services import record_event
-from sync_server.blobs.backends import (
-    BlobBackend,
-    BlobBackendError,
-    BlobMissingError,
-    storage_unavailable,
-)
+from sync_server.blobs.backends import BlobBackend
+from sync_server.blobs.missing import blob_missing, mark_missing, storage_problem
 from sync_server.blobs.tables import Blob
-from sync_server.errors import Invalid, NotFound, Unavailable
+from sync_server.db import Database
+from sync_server.errors import Invalid, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
 from sync_server.sync.records import blob_patients
 
 __all__ = ["StoredBlob", "locate_blob", "record_download"]
-
-log = logging.getLogger("sync_server.blobs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +52,7 @@ def _reading_clinic(session: Session, principal: Principal, clinic_id: str | Non
 
 def locate_blob(
     *,
-    session: Session,
+    database: Database,
     backend: BlobBackend,
     principal: Principal,
     sha256: str,
@@ -66,8 +60,11 @@ def locate_blob(
 ) -> StoredBlob:
     """The stored blob `sha256` the caller may read, checked against the storage.
 
+    A blob the storage no longer holds at its size is marked missing (committed)
+    before the refusal, so devices that hold it learn to upload it again.
+
     Args:
-        session: A read transaction.
+        database: The server's database (read, and written when the blob is lost).
         backend: The blob storage.
         principal: Who reads.
         sha256: The blob.
@@ -76,31 +73,24 @@ def locate_blob(
     Raises:
         Invalid: ``clinic_required``: an organisation-wide account named no clinic.
         NotFound: ``blob_not_found``.
-        Unavailable: ``blob_unavailable`` (recorded, but the storage does not hold it)
-            or ``storage_unavailable``.
+        Gone: ``blob_missing``: recorded, but the storage lost it (or holds other
+            bytes); a device that holds it uploads it again.
+        Unavailable: ``storage_unavailable``.
     """
-    clinic = _reading_clinic(session, principal, clinic_id)
-    blob = session.get(Blob, (clinic, sha256))
-    if blob is None:
-        raise NotFound("no such blob", code="blob_not_found")
-    try:
-        stored = backend.size(clinic, sha256)
-    except BlobMissingError:
-        stored = -1
-    except BlobBackendError as exc:
-        raise storage_unavailable(exc) from exc
-    if stored != blob.size:
-        log.error(
-            "blob %s of clinic %s: recorded %d bytes, storage has %d",
-            sha256,
-            clinic,
-            blob.size,
-            stored,
-        )
-        raise Unavailable(
-            "the blob is recorded but its storage is unavailable", code="blob_unavailable"
-        )
-    return StoredBlob(clinic, sha256, blob.size)
+    with database.read() as session:
+        clinic = _reading_clinic(session, principal, clinic_id)
+        blob = session.get(Blob, (clinic, sha256))
+        if blob is None:
+            raise NotFound("no such blob", code="blob_not_found")
+        if blob.missing_since is not None:
+            raise blob_missing(sha256)
+        problem = storage_problem(backend, blob, hashed=False)
+        size = blob.size
+    if problem is not None:
+        with database.write() as session:
+            mark_missing(session=session, clinic_id=clinic, sha256=sha256, reason=problem)
+        raise blob_missing(sha256)
+    return StoredBlob(clinic, sha256, size)
 
 
 def record_download(

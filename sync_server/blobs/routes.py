@@ -26,7 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from crdt import SHA256_PATTERN
 from sync_server.blobs.backends import BlobBackend
 from sync_server.blobs.downloads import locate_blob, record_download
-from sync_server.blobs.schemas import UploadCreate, UploadState
+from sync_server.blobs.missing import list_missing, verify_stream
+from sync_server.blobs.schemas import MissingBlobs, UploadCreate, UploadState
 from sync_server.blobs.uploads import (
     OffsetMismatch,
     UploadStatus,
@@ -316,6 +317,34 @@ def _parse_checksum(header: str | None) -> bytes | None:
     return digest
 
 
+# ------------------------------------------------------------------------ missing
+
+
+@router.get(
+    "/missing",
+    summary="The clinic's blobs the storage lost",
+    response_model=MissingBlobs,
+)
+def get_missing(
+    principal: DeviceCaller,
+    db: DbDep,
+    after: Annotated[
+        str | None,
+        Query(pattern=SHA256_PATTERN, description="Page after this SHA-256 (`next_after`)."),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most hashes in one page.")] = 500,
+) -> MissingBlobs:
+    """SHA-256 of the caller's clinic's blobs that the server recorded but its storage
+    lost (or holds damaged), in order, a page at a time.
+
+    A device that holds one of them uploads it again (`POST /v1/blobs/uploads`, as for
+    a new blob); the blob leaves this list once the upload completes.
+    """
+    with db.read() as session:
+        page = list_missing(session=session, principal=principal, after=after, limit=limit)
+    return MissingBlobs(sha256=page.sha256, next_after=page.next_after)
+
+
 # ------------------------------------------------------------------------ downloads
 
 
@@ -374,6 +403,7 @@ def _blob_headers(sha256: str) -> dict[str, str]:
         200: {"content": {"application/octet-stream": {}}, "description": "The whole blob."},
         206: {"content": {"application/octet-stream": {}}, "description": "The range asked."},
         404: {"description": "No such blob in the caller's clinic."},
+        410: {"description": "Recorded, but the storage lost it (`blob_missing`)."},
         416: {"description": "The range starts past the end of the blob."},
     },
 )
@@ -394,15 +424,15 @@ def download_blob(
     The response carries `ETag` (the SHA-256) and `Repr-Digest` (RFC 9530) of the
     whole blob; check it before trusting the bytes. Devices and staff read their own
     clinic's blobs; each download is audited.
+
+    A blob the storage lost is answered 410 `blob_missing` (and listed by
+    `GET /v1/blobs/missing` until a device uploads it again). The server checks a
+    whole blob's SHA-256 as it sends it: bytes that turn out not to be the blob mark
+    it missing and the body breaks off before its end.
     """
-    with db.read() as session:
-        blob = locate_blob(
-            session=session,
-            backend=backend,
-            principal=principal,
-            sha256=sha256,
-            clinic_id=clinic_id,
-        )
+    blob = locate_blob(
+        database=db, backend=backend, principal=principal, sha256=sha256, clinic_id=clinic_id
+    )
     span = _parse_range(range_header, blob.size)
     with db.write() as session:
         record_download(session=session, principal=principal, blob=blob, request_id=request_id)
@@ -411,8 +441,11 @@ def download_blob(
     headers["Content-Length"] = str(end - start)
     if span is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{blob.size}"
+    chunks = backend.open(blob.clinic_id, sha256, start, end)
+    if span is None:  # the whole blob: check its hash before the last chunk goes out
+        chunks = verify_stream(chunks, database=db, clinic_id=blob.clinic_id, sha256=sha256)
     return StreamingResponse(
-        backend.open(blob.clinic_id, sha256, start, end),
+        chunks,
         status_code=200 if span is None else 206,
         media_type="application/octet-stream",
         headers=headers,
@@ -425,6 +458,7 @@ def download_blob(
     responses={
         200: {"description": "Stored: `Content-Length` is its size."},
         404: {"description": "No such blob in the caller's clinic."},
+        410: {"description": "Recorded, but the storage lost it (`blob_missing`)."},
     },
 )
 def head_blob(
@@ -435,14 +469,9 @@ def head_blob(
     clinic_id: ClinicQuery = None,
 ) -> Response:
     """The blob's size in `Content-Length`, with its `ETag`; no body."""
-    with db.read() as session:
-        blob = locate_blob(
-            session=session,
-            backend=backend,
-            principal=principal,
-            sha256=sha256,
-            clinic_id=clinic_id,
-        )
+    blob = locate_blob(
+        database=db, backend=backend, principal=principal, sha256=sha256, clinic_id=clinic_id
+    )
     headers = _blob_headers(sha256)
     headers["Content-Length"] = str(blob.size)
     return Response(status_code=200, headers=headers)

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from crdt import SHA256_PATTERN
 
-__all__ = ["UploadCreate", "UploadState"]
+__all__ = ["MissingBlobs", "UploadCreate", "UploadState"]
 
 
 class UploadCreate(BaseModel):
@@ -33,3 +33,12 @@ class UploadState(BaseModel):
         description="Smallest chunk accepted for any chunk but the last (0: no minimum)."
     )
     max_chunk_size: int = Field(description="Largest chunk accepted (a bigger one gets 413).")
+
+
+class MissingBlobs(BaseModel):
+    """A page of the clinic's blobs the storage lost."""
+
+    sha256: list[str] = Field(description="The missing blobs' SHA-256, in order.")
+    next_after: str | None = Field(
+        description="Pass as `after` for the next page; null on the last page."
+    )

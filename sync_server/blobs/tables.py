@@ -15,7 +15,8 @@ __all__ = ["Blob", "Upload"]
 
 
 class Blob(Base):
-    """A complete, verified blob that a clinic holds."""
+    """A complete, verified blob that a clinic holds (or held, while `missing_since`
+    is set: the storage lost it and a device that holds it is asked to upload it again)."""
 
     __tablename__ = "blobs"
 
@@ -24,6 +25,10 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     uploaded_by: Mapped[str | None] = mapped_column(Id)
+    # Set when the storage was found not to hold the blob (absent, another size, or
+    # bytes with another SHA-256); a verified re-upload clears both.
+    missing_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    missing_reason: Mapped[str | None] = mapped_column(String(20), default=None)
 
 
 class Upload(Base):

@@ -185,7 +185,8 @@ def declare_upload(
 
     - The clinic already holds it: complete, nothing to send.
     - An upload of it is in progress: that upload, at its offset (resume).
-    - Otherwise: a new upload at offset 0 (created True).
+    - Otherwise: a new upload at offset 0 (created True); also for a blob recorded
+      but marked missing (the storage lost it), whose upload replaces the lost bytes.
 
     Takes the database rather than a session: starting the backend's upload is a
     storage round trip (an S3 request) that must not hold a transaction, so this opens
@@ -211,8 +212,9 @@ def declare_upload(
         # turns, so they agree on a single upload and cannot both fit the last byte.
         session.execute(select(Clinic.id).where(Clinic.id == clinic_id).with_for_update())
         blob = session.get(Blob, (clinic_id, sha256))
-        if blob is not None:
+        if blob is not None and blob.missing_since is None:
             return _stored(settings, backend, blob.sha256, blob.size)
+        # A blob the storage lost is taken again like a new one.
         for upload in session.scalars(
             select(Upload).where(Upload.clinic_id == clinic_id, Upload.sha256 == sha256)
         ):
@@ -280,7 +282,7 @@ def _check_quota(
     clinic_pending = sum(int(b) for _, _, b in open_uploads)
     stored = session.execute(
         select(Blob.uploaded_by, func.coalesce(func.sum(Blob.size), 0))
-        .where(Blob.clinic_id == clinic_id)
+        .where(Blob.clinic_id == clinic_id, Blob.missing_since.is_(None))
         .group_by(Blob.uploaded_by)
     ).all()
     device_stored = sum(int(b) for who, b in stored if who == device_id)
@@ -468,7 +470,13 @@ def write_chunk(
         )
     except BlobBackendError as exc:
         raise storage_unavailable(exc) from exc
-    if session.get(Blob, (clinic_id, upload.sha256)) is None:
+    existing = session.get(Blob, (clinic_id, upload.sha256))
+    if existing is not None and existing.missing_since is not None:
+        log.info("blob %s of clinic %s uploaded again after it was lost", upload.sha256, clinic_id)
+        existing.missing_since = None
+        existing.missing_reason = None
+        existing.size = upload.size
+    elif existing is None:
         session.add(
             Blob(
                 clinic_id=clinic_id,

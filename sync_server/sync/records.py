@@ -30,6 +30,7 @@ from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
 __all__ = [
     "Opened",
+    "blob_assessments",
     "blob_patients",
     "find_visible",
     "open_record",
@@ -144,6 +145,20 @@ def blob_patients(*, session: Session, clinic_id: str, sha256: str) -> tuple[str
             AssessmentRow.record.contains(f'"sha256":"{sha256}"'),
         )
         .distinct()
+    ).all()
+    return tuple(sorted(found))
+
+
+def blob_assessments(*, session: Session, clinic_id: str, sha256: str) -> tuple[str, ...]:
+    """The ids of the clinic's assessments whose record refers to the blob `sha256`
+    (read like `blob_patients`: a scan over one clinic's assessments)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        return ()
+    found = session.scalars(
+        select(AssessmentRow.id).where(
+            AssessmentRow.clinic_id == clinic_id,
+            AssessmentRow.record.contains(f'"sha256":"{sha256}"'),
+        )
     ).all()
     return tuple(sorted(found))
 
