@@ -33,12 +33,15 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
+from click.testing import CliRunner
 from moto.server import ThreadedMotoServer
 from sqlalchemy import func, select
 
+from cli.main import cli
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._blobs import EncryptedFileBlobStore
 from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
+from edge_sdk._errors import BlobMissingError as LostOnServerError
 from sync_server import Settings, ThreadedServer, create_app, migrate
 from sync_server.audit.tables import AuditEvent
 from sync_server.blobs.backends import (
@@ -228,6 +231,10 @@ class Storage(Protocol):
         """Overwrite a stored blob's bytes (tampering, or a disk going bad)."""
         ...
 
+    def delete(self, clinic_id: str, sha256: str) -> None:
+        """Lose a stored blob (a deleted file, a wiped bucket)."""
+        ...
+
 
 class LocalStorage:
     """The local folder backend: part files and blob files."""
@@ -258,6 +265,9 @@ class LocalStorage:
 
     def replace(self, clinic_id: str, sha256: str, data: bytes) -> None:
         self.backend.blob_path(clinic_id, sha256).write_bytes(data)
+
+    def delete(self, clinic_id: str, sha256: str) -> None:
+        self.backend.blob_path(clinic_id, sha256).unlink()
 
 
 class S3Storage:
@@ -313,6 +323,9 @@ class S3Storage:
 
     def replace(self, clinic_id: str, sha256: str, data: bytes) -> None:
         self.s3.put_object(Bucket=self.bucket, Key=S3BlobBackend.key(clinic_id, sha256), Body=data)
+
+    def delete(self, clinic_id: str, sha256: str) -> None:
+        self.s3.delete_object(Bucket=self.bucket, Key=S3BlobBackend.key(clinic_id, sha256))
 
 
 @pytest.fixture(scope="session")
@@ -1087,22 +1100,25 @@ def test_download_refuses_corrupt_server_bytes(
 ) -> None:
     data = os.urandom(2 * MiB)
     digest = device.put(data)
-    tampered = bytearray(data)
-    tampered[MiB + 7] ^= 0xFF
-    blobs.storage.replace(device.clinic_id, digest, bytes(tampered))
-    target = store_factory("target")
-
-    with pytest.raises(BlobCorruptError):
-        download_blob(device.sync, target, digest, len(data))
-    assert not target.exists(digest)
-    assert list(target.list()) == []
-    with pytest.raises(BlobNotFoundError):
-        download_blob(device.sync, target, sha(b"never uploaded"), 10)
     # A size that is not the server's is refused before anything is stored.
-    blobs.storage.replace(device.clinic_id, digest, data)
+    target = store_factory("target")
     with pytest.raises(BlobCorruptError):
         download_blob(device.sync, target, digest, len(data) + 1)
     assert list(target.list()) == []
+    with pytest.raises(BlobNotFoundError):
+        download_blob(device.sync, target, sha(b"never uploaded"), 10)
+
+    # Stored bytes of the right size and another hash: the server finds out as it
+    # sends them, keeps the last chunk back, breaks off and marks the blob missing.
+    tampered = bytearray(data)
+    tampered[MiB + 7] ^= 0xFF
+    blobs.storage.replace(device.clinic_id, digest, bytes(tampered))
+    with pytest.raises(LostOnServerError):
+        download_blob(device.sync, target, digest, len(data))
+    assert not target.exists(digest)
+    assert list(target.list()) == []
+    row = blob_row(blobs.server, device.clinic_id, digest)
+    assert row is not None and row.missing_reason == "hash_mismatch"
 
 
 def test_openapi_documents_blob_routes(server: Any) -> None:
@@ -1212,3 +1228,149 @@ def test_local_backend_parts_retries_and_integrity(tmp_path: Path) -> None:
             backend.exists(bad, digest)
     with pytest.raises(ValueError):
         backend.exists(clinic, "0" * 63)
+
+
+# ------------------------------------------------------------------------ lost blobs
+
+
+def missing_list(device: Device) -> list[str]:
+    answer = device.http.get("/v1/blobs/missing")
+    assert answer.status_code == 200, answer.text
+    return list(answer.json()["sha256"])
+
+
+def test_a_lost_blob_is_gone_listed_and_taken_again(
+    blobs: Blobs, new_device: Callable[..., Device], store_factory: Any
+) -> None:
+    uploader = new_device()
+    kept, lost = os.urandom(MiB + 3), os.urandom(2 * MiB + 11)
+    kept_sha, lost_sha = uploader.put(kept), uploader.put(lost)
+    assert missing_list(uploader) == []
+    blobs.storage.delete(uploader.clinic_id, lost_sha)
+
+    answer = uploader.http.get(f"/v1/blobs/{lost_sha}")
+    assert answer.status_code == 410
+    assert answer.json()["error"]["code"] == "blob_missing"
+    assert uploader.http.head(f"/v1/blobs/{lost_sha}").status_code == 410
+    row = blob_row(blobs.server, uploader.clinic_id, lost_sha)
+    assert row is not None and row.missing_since is not None and row.missing_reason == "absent"
+    # The other blob is untouched; another clinic sees nothing of the loss.
+    assert uploader.http.get(f"/v1/blobs/{kept_sha}").content == kept
+    assert missing_list(uploader) == [lost_sha]
+    assert missing_list(new_device()) == []
+    with pytest.raises(LostOnServerError):
+        download_blob(uploader.sync, store_factory("target"), lost_sha, len(lost))
+
+    # Declared again, it is a new upload (not "already stored"), and once complete
+    # every device of the clinic can read it.
+    source = store_factory("source")
+    source.put_bytes(lost)
+    assert uploader.declare(lost_sha, len(lost)).status_code == 201
+    assert upload_blob(uploader.sync, source, lost_sha, chunk_size=blobs.storage.part) == len(lost)
+    row = blob_row(blobs.server, uploader.clinic_id, lost_sha)
+    assert row is not None and row.missing_since is None and row.missing_reason is None
+    assert missing_list(uploader) == []
+    reader = new_device(uploader.clinic_id)
+    target = store_factory("reader")
+    download_blob(reader.sync, target, lost_sha, len(lost))
+    assert target.read_bytes(lost_sha) == lost
+
+
+def test_missing_list_pages_and_refuses_garbage(local_device: Device, server: Any) -> None:
+    shas = sorted(local_device.put(os.urandom(64)) for _ in range(3))
+    backend = LocalStorage(server).backend
+    for digest in shas:
+        backend.blob_path(local_device.clinic_id, digest).unlink()
+        assert local_device.http.head(f"/v1/blobs/{digest}").status_code == 410
+    first = local_device.http.get("/v1/blobs/missing", params={"limit": 2}).json()
+    assert first == {"sha256": shas[:2], "next_after": shas[1]}
+    rest = local_device.http.get(
+        "/v1/blobs/missing", params={"limit": 2, "after": first["next_after"]}
+    ).json()
+    assert rest == {"sha256": shas[2:], "next_after": None}
+    for params in ({"limit": 0}, {"limit": 5000}, {"after": "not-a-hash"}):
+        answer = local_device.http.get("/v1/blobs/missing", params=params)
+        assert answer.status_code == 422, answer.text
+        assert "error" in answer.json()
+    with server.http() as anonymous:
+        assert anonymous.get("/v1/blobs/missing").status_code == 401
+
+
+def run_check(blobs: Blobs, clinic_id: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    """``coherency server blobs check --json --clinic`` on the `blobs` server's settings."""
+    settings = blobs.server.settings
+    args = [
+        "server",
+        "blobs",
+        "check",
+        "--json",
+        "--clinic",
+        clinic_id,
+        "--data-dir",
+        str(settings.data_dir),
+        "--blob-backend",
+        settings.blob_backend,
+    ]
+    if settings.database_url:
+        args += ["--database-url", settings.database_url]
+    env = {"COHERENCY_SERVER_BLOB_DIR": str(settings.resolved_blob_dir)}
+    if settings.blob_backend == "s3":
+        args += ["--s3-endpoint-url", settings.s3_endpoint_url, "--s3-bucket", settings.s3_bucket]
+        env |= {
+            "COHERENCY_SERVER_S3_ACCESS_KEY_ID": FAKE_KEY_ID,
+            "COHERENCY_SERVER_S3_SECRET_ACCESS_KEY": FAKE_SECRET,
+            "COHERENCY_SERVER_S3_REGION": "us-east-1",
+        }
+    result = CliRunner().invoke(cli, [*args, *extra], env=env)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
+    return result.exit_code, json.loads(result.stdout)
+
+
+def test_blobs_check_finds_and_marks_lost_and_corrupt_blobs(
+    blobs: Blobs, device: Device, store_factory: Any
+) -> None:
+    whole, gone, bad = (os.urandom(MiB + n) for n in (1, 2, 3))
+    whole_sha, gone_sha, bad_sha = device.put(whole), device.put(gone), device.put(bad)
+    assert run_check(blobs, device.clinic_id) == (
+        0,
+        {"ok": True, "checked": 3, "hashed": True, "problems": [], "restored": []},
+    )
+
+    blobs.storage.delete(device.clinic_id, gone_sha)
+    tampered = bytearray(bad)
+    tampered[5] ^= 1
+    blobs.storage.replace(device.clinic_id, bad_sha, bytes(tampered))
+    # Sizes alone see the lost blob only.
+    code, quick = run_check(blobs, device.clinic_id, "--size-only")
+    assert code == 6
+    assert [(p["sha256"], p["reason"]) for p in quick["problems"]] == [(gone_sha, "absent")]
+
+    code, report = run_check(blobs, device.clinic_id)
+    assert code == 6 and report["ok"] is False and report["checked"] == 3
+    found = {p["sha256"]: (p["reason"], p["newly_marked"]) for p in report["problems"]}
+    assert found == {gone_sha: ("absent", False), bad_sha: ("hash_mismatch", True)}
+    assert sorted(missing_list(device)) == sorted([gone_sha, bad_sha])
+    assert device.http.get(f"/v1/blobs/{bad_sha}").status_code == 410
+    assert device.http.get(f"/v1/blobs/{whole_sha}").content == whole
+
+    # The device that holds them uploads them again; a blob restored behind the
+    # server's back (from a backup) is cleared by the next check.
+    source = store_factory("source")
+    source.put_bytes(gone)
+    upload_blob(device.sync, source, gone_sha, chunk_size=blobs.storage.part)
+    blobs.storage.replace(device.clinic_id, bad_sha, bad)
+    code, report = run_check(blobs, device.clinic_id)
+    assert (code, report["problems"], report["restored"]) == (0, [], [bad_sha])
+    assert missing_list(device) == []
+
+
+def test_blobs_check_refuses_unknown_clinic(server: Any) -> None:
+    settings = server.settings
+    args = ["server", "blobs", "check", "--clinic", "no-such-clinic"]
+    args += ["--data-dir", str(settings.data_dir)]
+    if settings.database_url:
+        args += ["--database-url", settings.database_url]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 4, result.output
+    assert "no clinic no-such-clinic" in result.output
+    assert "Traceback" not in result.output
