@@ -38,6 +38,7 @@ from moto.server import ThreadedMotoServer
 from sqlalchemy import func, select
 
 from cli.main import cli
+from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._blobs import EncryptedFileBlobStore
 from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
@@ -58,6 +59,7 @@ from sync_server.blobs.backends.s3 import S3_MIN_PART_SIZE
 from sync_server.blobs.tables import Blob, Upload
 from sync_server.blobs.uploads import purge_stale_uploads
 from sync_server.db import Database
+from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.tables import Organisation, User
 
 MiB = 1024 * 1024
@@ -1374,3 +1376,88 @@ def test_blobs_check_refuses_unknown_clinic(server: Any) -> None:
     assert result.exit_code == 4, result.output
     assert "no clinic no-such-clinic" in result.output
     assert "Traceback" not in result.output
+
+
+def enrolled_tablet(blobs: Blobs, clinic_id: str, folder: Path, name: str) -> EdgeClient:
+    client = EdgeClient.init(
+        folder / name,
+        PassphraseKeyProvider("pass phrase", params=Argon2Params.fast()),
+        clinic_id=clinic_id,
+    )
+    with blobs.server.db.write() as session:
+        token, _ = create_enrolment_token(
+            session=session, clinic_id=clinic_id, ttl=timedelta(minutes=10)
+        )
+    client.enroll(blobs.server.url, token, name=name)
+    return client
+
+
+def test_devices_sync_through_a_lost_blob_and_the_holder_uploads_it_again(
+    blobs: Blobs, tmp_path: Path
+) -> None:
+    clinic_id = blobs.server.new_clinic()
+    scanner = enrolled_tablet(blobs, clinic_id, tmp_path, "scanner")
+    reader = enrolled_tablet(blobs, clinic_id, tmp_path, "reader")
+    late = enrolled_tablet(blobs, clinic_id, tmp_path, "late")
+    try:
+        patient = scanner.patients.add(
+            given_name="Ada", family_name="Lost", birth_date=datetime(1950, 1, 2).date()
+        )
+        wound = scanner.wounds.add(
+            patient_id=patient.id, body_site="left heel", etiology="pressure"
+        )
+        kept, lost = os.urandom(300_000), os.urandom(200_000)
+        refs = [scanner.blobs.put_bytes(kept), scanner.blobs.put_bytes(lost)]
+        assessment = scanner.assessments.add(
+            wound_id=wound.id,
+            patient_id=patient.id,
+            captured_at="2026-11-21T10:15:00+00:00",
+            device_id=scanner.device_id,
+            measurements={"area_cm2": 4.8},
+            blobs=[
+                {"sha256": r.sha256, "size": r.size, "kind": "scan", "media_type": "image/png"}
+                for r in refs
+            ],
+        )
+        kept_sha, lost_sha = refs[0].sha256, refs[1].sha256
+        first = scanner.sync()
+        assert sorted(first.blobs_uploaded) == sorted([kept_sha, lost_sha])
+        assert run_check(blobs, clinic_id)[0] == 0
+
+        # The storage loses one blob: the reader still gets every record and the
+        # other blob; the lost one is listed per blob, not as a failure.
+        blobs.storage.delete(clinic_id, lost_sha)
+        result = reader.sync()
+        assert assessment.id in result.pulled
+        assert result.blobs_downloaded == [kept_sha]
+        assert result.blobs_missing == [lost_sha]
+        assert result.blob_errors == []
+        assert reader.blobs.read_bytes(kept_sha) == kept
+        assert not reader.blobs.exists(lost_sha)
+
+        code, report = run_check(blobs, clinic_id)
+        assert code == 6
+        [problem] = report["problems"]
+        assert (problem["sha256"], problem["reason"]) == (lost_sha, "absent")
+        assert problem["assessments"] == [assessment.id]
+        # A device that syncs now learns of the loss from the list, asks for nothing.
+        result = late.sync()
+        assert (result.blobs_downloaded, result.blobs_missing) == ([kept_sha], [lost_sha])
+
+        # The device that holds it uploads it again at its next sync...
+        again = scanner.sync()
+        assert again.blobs_uploaded == [lost_sha]
+        assert (again.blobs_missing, again.blob_errors) == ([], [])
+        assert run_check(blobs, clinic_id) == (
+            0,
+            {"ok": True, "checked": 2, "hashed": True, "problems": [], "restored": []},
+        )
+        # ...and every other device downloads it.
+        for device in (reader, late):
+            result = device.sync()
+            assert (result.blobs_downloaded, result.blobs_missing) == ([lost_sha], [])
+            assert device.blobs.read_bytes(lost_sha) == lost
+        assert scanner.sync().blobs_uploaded == []
+    finally:
+        for client in (scanner, reader, late):
+            client.close()
