@@ -116,6 +116,7 @@ ROUTES: dict[Route, Writes | str] = {
     ("PATCH", "/v1/blobs/uploads/{upload_id}"): Writes(("blob-upload",)),
     ("GET", "/v1/blobs/{sha256}"): Writes(("blob-download",)),
     ("HEAD", "/v1/blobs/{sha256}"): "whether a blob is stored and its size, no contents",
+    ("GET", "/v1/blobs/missing"): "hashes of the clinic's blobs the storage lost, no contents",
     ("POST", "/v1/admin/models"): Writes(("model-publish",)),
     ("GET", "/v1/models/current"): Writes(("model-check",)),
     ("GET", "/v1/models/{sha256}"): Writes(("model-download",)),
@@ -390,6 +391,7 @@ class Tour:
         scan = self.ids["scan"]
         assert device.head(f"/v1/blobs/{scan}").status_code == 200
         assert device.get(f"/v1/blobs/{scan}").status_code == 200
+        assert ok(device.get("/v1/blobs/missing")) == {"sha256": [], "next_after": None}
         data = secrets.token_bytes(2048)
         digest = hashlib.sha256(data).hexdigest()
         upload = ok(
