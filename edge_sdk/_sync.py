@@ -197,6 +197,7 @@ class _Run:
         self.blob_peer = blob_peer(self.peer)
         self.hinted = False  # this pull asks for record hints
         self.lost: set[str] = set()  # blobs the other side's storage lost
+        self.asked_lost = False  # whether `lost` was asked for in this sync
 
     # ------------------------------------------------------------ push
     def push(self) -> None:
@@ -475,10 +476,14 @@ class _Run:
 
     # ------------------------------------------------------------ blobs
     def learn_missing_blobs(self) -> None:
-        """Ask which of the clinic's blobs the other side lost, and forget that it held
-        them: the ones held here are uploaded again next."""
-        if not isinstance(self.transport, ReportsMissingBlobs):
+        """Ask which of the clinic's blobs the other side lost (once per sync, and only
+        when the store names any blob), and forget that it held them: the ones held
+        here are uploaded again next, the others are not asked for."""
+        if self.asked_lost or not isinstance(self.transport, ReportsMissingBlobs):
             return
+        if not _referenced_blobs(self.store):
+            return  # names no blob: nothing to upload or fetch, so no request
+        self.asked_lost = True
         try:
             self.lost = set(self.transport.missing_blobs())
         except BlobError as exc:
@@ -508,6 +513,8 @@ class _Run:
         files = self.replica.blob_files
         referenced = _referenced_blobs(self.store)
         wanted = [sha for sha in sorted(referenced) if not files.exists(sha)]
+        if wanted:
+            self.learn_missing_blobs()  # the pull may have brought the first blobs
         # Lost by the other side: not asked for until a device uploads it again.
         self.result.blobs_missing += [sha for sha in wanted if sha in self.lost]
         todo = [sha for sha in wanted if sha not in self.lost]
