@@ -88,8 +88,15 @@ def locate_blob(
         size = blob.size
     if problem is not None:
         with database.write() as session:
-            mark_missing(session=session, clinic_id=clinic, sha256=sha256, reason=problem)
-        raise blob_missing(sha256)
+            # Looked at again under the row's lock: a re-upload may have put the blob
+            # back since (its completion holds the same lock).
+            row = session.get(Blob, (clinic, sha256), with_for_update=True)
+            if row is not None and row.missing_since is None:
+                problem = storage_problem(backend, row, hashed=False)
+                if problem is not None:
+                    mark_missing(session=session, clinic_id=clinic, sha256=sha256, reason=problem)
+        if problem is not None or row is None or row.missing_since is not None:
+            raise blob_missing(sha256)
     return StoredBlob(clinic, sha256, size)
 
 
