@@ -30,7 +30,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -119,7 +119,6 @@ def sync_replica(
         run.push()
         run.push_audit()
         if blobs:
-            run.learn_missing_blobs()
             run.upload_blobs()
         # Who may author the clinic's records, as the other side knows it now: every
         # change pulled next is checked against it (a revoked device drops out).
@@ -165,16 +164,18 @@ def _referenced_blobs(store: Store) -> dict[str, int]:
     return found
 
 
-def unsent_blobs(replica: Replica, peer_id: str) -> list[str]:
+def unsent_blobs(
+    replica: Replica, peer_id: str, referenced: Mapping[str, int] | None = None
+) -> list[str]:
     """SHA-256 of the blobs held here, referenced by records, that `peer_id` was not
-    yet known to hold (what an upload to it would send), sorted."""
+    yet known to hold (what an upload to it would send), sorted.
+
+    `referenced`: the store's referenced blobs, when the caller has just read them."""
     files = replica.blob_files
     sent = replica.store.peer_heads(blob_peer(peer_id))
-    return [
-        sha
-        for sha in sorted(_referenced_blobs(replica.store))
-        if sha not in sent and files.exists(sha)
-    ]
+    if referenced is None:
+        referenced = _referenced_blobs(replica.store)
+    return [sha for sha in sorted(referenced) if sha not in sent and files.exists(sha)]
 
 
 class _Run:
@@ -475,13 +476,13 @@ class _Run:
             self.replica.set_cursor(self.peer, cursor)
 
     # ------------------------------------------------------------ blobs
-    def learn_missing_blobs(self) -> None:
+    def learn_missing_blobs(self, referenced: Mapping[str, int]) -> None:
         """Ask which of the clinic's blobs the other side lost (once per sync, and only
         when the store names any blob), and forget that it held them: the ones held
         here are uploaded again next, the others are not asked for."""
         if self.asked_lost or not isinstance(self.transport, ReportsMissingBlobs):
             return
-        if not _referenced_blobs(self.store):
+        if not referenced:
             return  # names no blob: nothing to upload or fetch, so no request
         self.asked_lost = True
         try:
@@ -494,7 +495,9 @@ class _Run:
 
     def upload_blobs(self) -> None:
         files = self.replica.blob_files
-        todo = unsent_blobs(self.replica, self.peer)
+        referenced = _referenced_blobs(self.store)
+        self.learn_missing_blobs(referenced)
+        todo = unsent_blobs(self.replica, self.peer, referenced)
         for index, sha in enumerate(todo):
             self.progress(SyncProgress("upload", index, len(todo)))
             try:
@@ -514,7 +517,7 @@ class _Run:
         referenced = _referenced_blobs(self.store)
         wanted = [sha for sha in sorted(referenced) if not files.exists(sha)]
         if wanted:
-            self.learn_missing_blobs()  # the pull may have brought the first blobs
+            self.learn_missing_blobs(referenced)  # the pull may have brought the first
         # Lost by the other side: not asked for until a device uploads it again.
         self.result.blobs_missing += [sha for sha in wanted if sha in self.lost]
         todo = [sha for sha in wanted if sha not in self.lost]
