@@ -39,6 +39,7 @@ from sqlalchemy import func, select
 
 from cli.main import cli
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
+from edge_sdk import _http_blobs as http_blobs
 from edge_sdk._blob_transfer import download_blob, upload_blob
 from edge_sdk._blobs import EncryptedFileBlobStore
 from edge_sdk._errors import BlobCorruptError, BlobNotFoundError
@@ -1278,7 +1279,9 @@ def test_a_lost_blob_is_gone_listed_and_taken_again(
     assert target.read_bytes(lost_sha) == lost
 
 
-def test_missing_list_pages_and_refuses_garbage(local_device: Device, server: Any) -> None:
+def test_missing_list_pages_and_refuses_garbage(
+    local_device: Device, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     shas = sorted(local_device.put(os.urandom(64)) for _ in range(3))
     backend = LocalStorage(server).backend
     for digest in shas:
@@ -1290,6 +1293,9 @@ def test_missing_list_pages_and_refuses_garbage(local_device: Device, server: An
         "/v1/blobs/missing", params={"limit": 2, "after": first["next_after"]}
     ).json()
     assert rest == {"sha256": shas[2:], "next_after": None}
+    # The device side reads every page.
+    monkeypatch.setattr(http_blobs, "_MISSING_PAGE", 2)
+    assert http_blobs.HttpBlobs(local_device.sync).missing_blobs() == shas
     for params in ({"limit": 0}, {"limit": 5000}, {"after": "not-a-hash"}):
         answer = local_device.http.get("/v1/blobs/missing", params=params)
         assert answer.status_code == 422, answer.text
