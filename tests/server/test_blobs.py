@@ -1306,12 +1306,21 @@ def test_missing_list_pages_and_refuses_garbage(
 
 def run_check(blobs: Blobs, clinic_id: str, *extra: str) -> tuple[int, dict[str, Any]]:
     """``coherency server blobs check --json --clinic`` on the `blobs` server's settings."""
+    code, output = invoke_check(blobs, clinic_id, "--json", *extra)
+    return code, json.loads(output)
+
+
+def check_output(blobs: Blobs, clinic_id: str) -> str:
+    """What ``coherency server blobs check --clinic`` prints for people."""
+    return invoke_check(blobs, clinic_id)[1]
+
+
+def invoke_check(blobs: Blobs, clinic_id: str, *extra: str) -> tuple[int, str]:
     settings = blobs.server.settings
     args = [
         "server",
         "blobs",
         "check",
-        "--json",
         "--clinic",
         clinic_id,
         "--data-dir",
@@ -1331,7 +1340,7 @@ def run_check(blobs: Blobs, clinic_id: str, *extra: str) -> tuple[int, dict[str,
         }
     result = CliRunner().invoke(cli, [*args, *extra], env=env)
     assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    return result.exit_code, json.loads(result.stdout)
+    return result.exit_code, result.stdout
 
 
 def test_blobs_check_finds_and_marks_lost_and_corrupt_blobs(
@@ -1355,6 +1364,10 @@ def test_blobs_check_finds_and_marks_lost_and_corrupt_blobs(
 
     code, report = run_check(blobs, device.clinic_id)
     assert code == 6 and report["ok"] is False and report["checked"] == 3
+    human = check_output(blobs, device.clinic_id)
+    assert f"absent: clinic {device.clinic_id} blob {gone_sha} (no assessment)" in human
+    assert f"hash_mismatch: clinic {device.clinic_id} blob {bad_sha}" in human
+    assert "checked 3 blobs (sizes and SHA-256): 2 missing or damaged" in human
     found = {p["sha256"]: (p["reason"], p["newly_marked"]) for p in report["problems"]}
     assert found == {gone_sha: ("absent", False), bad_sha: ("hash_mismatch", True)}
     assert sorted(missing_list(device)) == sorted([gone_sha, bad_sha])
