@@ -224,15 +224,60 @@ def run(
 
 
 # ------------------------------------------------------------------------ migrate
-@server.command("migrate")
+@server.group("migrate", invoke_without_command=True)
 @_database_options
+@click.option(
+    "--to",
+    "to",
+    metavar="REV",
+    help="Move the schema up or down to this revision (an id or a unique prefix such "
+    "as 0009) instead of the newest.",
+)
+@click.option(
+    "--sql",
+    is_flag=True,
+    help="Print the SQL script for the database's dialect instead of running it "
+    "(offline: the database is not touched).",
+)
+@click.option(
+    "--from",
+    "start",
+    metavar="REV",
+    help="With --sql: the revision the database is at (default: an empty database).",
+)
 @json_option
-def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
-    """Create or upgrade the server database's schema to the newest revision."""
-    with _reported():
-        from sync_server import migrate as migrate_schema
+@click.pass_context
+def migrate(
+    ctx: click.Context,
+    data_dir: Path | None,
+    database_url: str | None,
+    to: str | None,
+    sql: bool,
+    start: str | None,
+    as_json: bool,
+) -> None:
+    """Create or upgrade the server database's schema to the newest revision.
 
-        done = migrate_schema(_settings(data_dir=data_dir, database_url=database_url))
+    Migrators take a database lock, so several started at once end with one schema.
+    `migrate current` says where the database is.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if start is not None and not sql:
+        raise CliError("--from goes with --sql", EXIT_USAGE)
+    with _reported():
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        if sql:
+            from sync_server import migration_script
+
+            script = migration_script(settings, to=to or "head", start=start)
+        else:
+            from sync_server import migrate as migrate_schema
+
+            done = migrate_schema(settings, to=to or "head")
+    if sql:
+        emit(as_json, {"sql": script}, lambda r: click.echo(r["sql"], nl=False))
+        return
     result = {
         "database": done.database,
         "previous_revision": done.previous_revision,
@@ -246,6 +291,34 @@ def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> N
             f"{r['database']}: schema {r['previous_revision'] or 'none'} -> {r['revision']}"
             if r["changed"]
             else f"{r['database']}: schema already at {r['revision']}"
+        ),
+    )
+
+
+@migrate.command("current")
+@_database_options
+@json_option
+def migrate_current(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """Print the database's schema revision, this server's newest, and whether this
+    server can serve the database."""
+    with _reported():
+        from sync_server import check_schema
+
+        status = check_schema(_settings(data_dir=data_dir, database_url=database_url))
+    result = {
+        "database": status.database,
+        "revision": status.revision,
+        "head": status.head,
+        "oldest_servable": status.oldest_servable,
+        "servable": status.servable,
+        "reason": status.reason,
+    }
+    emit(
+        as_json,
+        result,
+        lambda r: click.echo(
+            f"{r['database']}: schema {r['revision'] or 'none'} (this server: {r['head']}); "
+            f"{'servable' if r['servable'] else 'NOT servable'}: {r['reason']}"
         ),
     )
 

@@ -10,7 +10,8 @@ and staff.
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
 
-`create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate` and
+`create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate`
+(`migration_script` with ``--sql``, `check_schema` for ``migrate current``) and
 `serve` are what `coherency server create-admin`, `enroll-token`, `user`, `seed-demo`,
 `migrate` and `run` do; `verify_audit_log` and `audit_checkpoint` what `coherency audit
 verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
@@ -54,7 +55,13 @@ if _TYPE_CHECKING:
         Unprocessable,
         UnsupportedMediaType,
     )
-    from sync_server.migrating import Migration, migrate
+    from sync_server.migrating import (
+        Migration,
+        SchemaStatus,
+        check_schema,
+        migrate,
+        migration_script,
+    )
     from sync_server.operator import (
         AccountAction,
         AuditProblem,
@@ -92,6 +99,7 @@ _EXPORTS = {
     "IssuedRefund": "sync_server.operator",
     "ManagedAccount": "sync_server.operator",
     "Migration": "sync_server.migrating",
+    "SchemaStatus": "sync_server.migrating",
     "NotFound": "sync_server.errors",
     "PayloadTooLarge": "sync_server.errors",
     "RangeNotSatisfiable": "sync_server.errors",
@@ -114,6 +122,8 @@ _EXPORTS = {
     "issue_enrolment_token": "sync_server.operator",
     "manage_account": "sync_server.operator",
     "migrate": "sync_server.migrating",
+    "migration_script": "sync_server.migrating",
+    "check_schema": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
     "seed_demo": "sync_server.operator",
@@ -155,6 +165,7 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RecordsRead",
+    "SchemaStatus",
     "SeededDirectory",
     "ServerError",
     "Serving",
@@ -167,12 +178,14 @@ __all__ = [
     "UnsupportedMediaType",
     "audit_checkpoint",
     "audit_public_key",
+    "check_schema",
     "create_admin",
     "create_app",
     "document_heads",
     "issue_enrolment_token",
     "manage_account",
     "migrate",
+    "migration_script",
     "record_event",
     "refund_payment",
     "seed_demo",
