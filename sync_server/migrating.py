@@ -276,7 +276,7 @@ def schema_status(database: Database) -> SchemaStatus:
         have = _read_revision(connection)
         oldest = _oldest_servable(connection, have) if have is not None else None
     if have is None:
-        servable, reason = False, "empty (no schema)"
+        servable, reason = False, "an empty database (no schema)"
     elif have == head:
         servable, reason = True, f"at {head}, this server's own revision"
     elif _known(scripts, have):
@@ -353,6 +353,7 @@ def migrate(settings: Settings, *, to: str = "head") -> Migration:
             cannot serve.
         Unavailable: The database cannot be reached or migrated.
     """
+    _resolve(_scripts(), to)  # an unknown revision is refused before any file is made
     private_folder(settings.data_dir)
     with open_database(settings, must_exist=False) as database:
         previous, revision = upgrade(database, to, settings=settings)

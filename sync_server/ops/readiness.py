@@ -66,8 +66,8 @@ def _schema_check(db: Database) -> Callable[[], str | None]:
     def check() -> str | None:
         status = schema_status(db)
         if not status.servable:
-            raise _CheckFailed(f"schema {status.reason}: this server cannot serve it")
-        return f"schema {status.reason}"
+            raise _CheckFailed(f"{status.reason}: this server ({status.head}) cannot serve it")
+        return status.reason
 
     return check
 
