@@ -390,9 +390,10 @@ def migration_script(settings: Settings, *, to: str = "head", start: str | None 
         # A database a release up to 0010 migrated keeps its revision in alembic_version
         # only (`_adopt_legacy_revision` online); alembic_version stays as it is.
         output.write(
-            f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL, "
             f"PRIMARY KEY (version_num));\n\n"
-            f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('{origin}');\n\n"
+            f"INSERT INTO {VERSION_TABLE} (version_num) SELECT '{origin}' "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {VERSION_TABLE});\n\n"
         )
     try:
         command.upgrade(config, f"{origin}:{target}" if origin else target, sql=True)
