@@ -19,6 +19,7 @@ newest of those releases that can serve the schema (see `_write_legacy_marker`).
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -86,7 +87,9 @@ def _config(output: io.StringIO | None = None) -> Config:
     return config
 
 
+@functools.cache
 def _scripts() -> ScriptDirectory:
+    """The migration scripts (read once: readiness probes ask on every call)."""
     return ScriptDirectory.from_config(_config())
 
 
@@ -398,7 +401,10 @@ def migration_script(settings: Settings, *, to: str = "head", start: str | None 
     try:
         command.upgrade(config, f"{origin}:{target}" if origin else target, sql=True)
     except (CommandError, NotImplementedError) as exc:
+        why = str(exc).split(";")[0]
+        if "batch mode" in str(exc):
+            why = "SQLite's batch steps need the live database; give --from a later revision"
         raise Invalid(
-            f"cannot write the migration to {to} as SQL: {exc}", code="offline_unsupported"
+            f"cannot write the migration to {to} as SQL: {why}", code="offline_unsupported"
         ) from None
     return output.getvalue()

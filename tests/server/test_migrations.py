@@ -134,6 +134,9 @@ def test_migrate_refusals_are_one_line(tmp_path: Path) -> None:
         2, "server", "migrate", *data, "--from", "0010"
     )
     assert "coherency server migrate" in one_line_error(4, "server", "migrate", "current", *data)
+    assert "SQLite's batch steps need the live database" in one_line_error(
+        2, "server", "migrate", *data, "--sql"
+    )
     assert not (tmp_path / "server" / "server.db").exists()
 
 
