@@ -42,6 +42,7 @@ __all__ = [
     "TISSUE_CLASSES",
     "ExportFormat",
     "ExportKind",
+    "ExportStream",
     "check_export",
     "export_lines",
     "export_rows",
@@ -260,6 +261,17 @@ def export_lines(batch: list[dict[str, Any]], *, kind: str, format: str) -> str:
     )
 
 
+class ExportStream:
+    """An export's bytes (iterate once), and how many rows it has written so far."""
+
+    def __init__(self, chunks: Callable[[ExportStream], Iterator[bytes]]) -> None:
+        self.rows = 0
+        self._chunks = chunks(self)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._chunks
+
+
 def open_export(
     db: Database,
     *,
@@ -271,7 +283,7 @@ def open_export(
     filters: AssessmentFilters,
     request_id: str | None = None,
     batch_size: int = 1000,
-) -> Iterator[bytes]:
+) -> ExportStream:
     """Start an export: audit its start now (committed when this returns), and return
     the stream of its bytes (UTF-8; CSV with a header line), which audits its end.
 
@@ -302,13 +314,18 @@ def open_export(
             )
 
     event(None)
-    return _stream(db, event, kind=kind, format=format, clinic_id=clinic_id,
-                   filters=filters, batch_size=batch_size)  # fmt: skip
+    return ExportStream(
+        lambda stream: _stream(
+            db, event, stream, kind=kind, format=format, clinic_id=clinic_id,
+            filters=filters, batch_size=batch_size,
+        )
+    )  # fmt: skip
 
 
 def _stream(
     db: Database,
     event: Callable[..., None],
+    stream: ExportStream,
     *,
     kind: str,
     format: str,
@@ -316,7 +333,6 @@ def _stream(
     filters: AssessmentFilters,
     batch_size: int,
 ) -> Iterator[bytes]:
-    rows = 0
     patients: dict[str, None] = {}
     complete = False
     try:
@@ -325,10 +341,10 @@ def _stream(
         for batch in export_rows(
             db.read, kind=kind, clinic_id=clinic_id, filters=filters, batch_size=batch_size
         ):
-            rows += len(batch)
+            stream.rows += len(batch)
             key = "id" if kind == "patients" else "patient_id"
             patients.update((row[key], None) for row in batch if row[key])
             yield export_lines(batch, kind=kind, format=format).encode()
         complete = True
     finally:
-        event(rows, tuple(patients), complete)
+        event(stream.rows, tuple(patients), complete)

@@ -347,3 +347,54 @@ def test_notes_list_and_totals(tenancy: Tenancy, server: Any) -> None:
             select(AuditEvent).where(AuditEvent.request_id == page.headers["x-request-id"])
         )
     assert audited is not None and audited.action == "read" and audited.patients == patient
+
+
+def test_server_export_command(tenancy: Tenancy, server: Any, tmp_path: Any) -> None:
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    a = tenancy.clinic_a
+    patient = tenancy.patient(a, "=Ada", "Lovelace")
+    wound = tenancy.wound(a, patient, "heel")
+    made = scan(tenancy, a, patient, wound, "2024-05-01T10:00:00+00:00", tissue={"slough": 2.0})
+    where = ["--data-dir", str(server.settings.data_dir)]
+    if server.settings.database_url:
+        where += ["--database-url", str(server.settings.database_url)]
+    runner = CliRunner()
+    to_stdout = runner.invoke(
+        cli, ["server", "export", *where, "--clinic", a, "--kind", "patients"]
+    )
+    assert to_stdout.exit_code == 0, to_stdout.output
+    assert to_stdout.stdout.splitlines()[0] == ",".join(COLUMNS["patients"])
+    assert f"{patient},{a},Lovelace,'=Ada" in to_stdout.stdout
+    out = tmp_path / "scans.ndjson"
+    summary = runner.invoke(
+        cli,
+        ["server", "export", *where, "--clinic", a, "--kind", "assessments", "--format",
+         "ndjson", "--out", str(out), "--model-output", "--from", "2024-04-01", "--json"],
+    )  # fmt: skip
+    assert summary.exit_code == 0, summary.output
+    assert json.loads(summary.stdout) == {"clinic_id": a, "kind": "assessments",
+                                          "format": "ndjson", "rows": 1}  # fmt: skip
+    [line] = out.read_text().splitlines()
+    assert json.loads(line)["id"] == made and json.loads(line)["tissue_slough_pct"] == 2.0
+    with server.db.read() as session:
+        audited = session.scalars(
+            select(AuditEvent).where(AuditEvent.action == "export", AuditEvent.clinic_id == a)
+        ).all()
+    assert [(e.actor_kind, e.outcome) for e in audited] == [
+        ("system", "started"), ("system", "ok rows=1"), ("system", "started"),
+        ("system", "ok rows=1"),
+    ]  # fmt: skip
+    for args, code, message in (
+        (["--clinic", "no-such-clinic", "--kind", "notes", "--out", str(tmp_path / "x")], 4,
+         "no clinic"),
+        (["--clinic", a, "--kind", "patients", "--min-area", "1"], 2, "not a filter"),
+        (["--clinic", a, "--kind", "assessments", "--from", "yesterday"], 2, "ISO 8601"),
+        (["--clinic", a, "--kind", "patients", "--json"], 2, "--out"),
+    ):  # fmt: skip
+        refused = runner.invoke(cli, ["server", "export", *where, *args])
+        assert refused.exit_code == code, (args, refused.output)
+        assert message in refused.output and "Traceback" not in refused.output
+    assert not (tmp_path / "x").exists()
