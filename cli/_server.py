@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -518,3 +518,116 @@ def seed_demo(
         )
 
     emit(as_json, seeded, human)
+
+
+# ------------------------------------------------------------------------ export
+def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time") from None
+
+
+@server.command("export")
+@_database_options
+@click.option("--clinic", required=True, help="The clinic's id (or its name, if unique).")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(["patients", "wounds", "assessments", "notes"]),
+    help="What to export (one kind per file).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "ndjson"]),
+    default="csv",
+    show_default=True,
+    help="CSV with a header line, or one JSON object per line.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to this file (default: stdout).",
+)
+@click.option("--patient", "patient_id", help="Only this patient's records.")
+@click.option("--wound", "wound_id", help="Only this wound's records (not patients).")
+@click.option(
+    "--from", "captured_from", callback=_moment, metavar="WHEN",
+    help="Assessments captured at or after this ISO 8601 time (no offset: UTC).",
+)  # fmt: skip
+@click.option(
+    "--before", "captured_before", callback=_moment, metavar="WHEN",
+    help="Assessments captured before this ISO 8601 time.",
+)  # fmt: skip
+@click.option("--min-area", type=click.FloatRange(min=0), help="Assessments of at least this cm².")
+@click.option("--max-area", type=click.FloatRange(min=0), help="Assessments of at most this cm².")
+@click.option(
+    "--model-output/--no-model-output",
+    "has_model_output",
+    default=None,
+    help="Only assessments with (or without) model output.",
+)
+@click.option("--include-deleted", is_flag=True, help="Include deleted records.")
+@json_option
+def export(
+    data_dir: Path | None,
+    database_url: str | None,
+    clinic: str,
+    kind: str,
+    fmt: str,
+    out: Path | None,
+    patient_id: str | None,
+    wound_id: str | None,
+    captured_from: datetime | None,
+    captured_before: datetime | None,
+    min_area: float | None,
+    max_area: float | None,
+    has_model_output: bool | None,
+    include_deleted: bool,
+    as_json: bool,
+) -> None:
+    """Export a clinic's patients, wounds, assessments (figures, tissue mix) or notes
+    for analysts, as CSV or NDJSON, straight from the database, a batch at a time.
+
+    Audited like a staff export (actor: the system). The columns are listed in
+    docs/server.md. A summary goes to stdout (stderr when the data does).
+    """
+    if as_json and out is None:
+        raise CliError("--json prints a summary on stdout: give --out for the data", EXIT_USAGE)
+    with _reported():
+        from sync_server import AssessmentFilters, export_records
+
+        filters = AssessmentFilters(
+            patient_id=patient_id,
+            wound_id=wound_id,
+            captured_from=captured_from,
+            captured_before=captured_before,
+            min_area_cm2=min_area,
+            max_area_cm2=max_area,
+            has_model_output=has_model_output,
+            include_deleted=include_deleted,
+        )
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        if out is None:
+            done = export_records(
+                settings, clinic=clinic, kind=kind, format=fmt,
+                write=sys.stdout.buffer.write, filters=filters,
+            )  # fmt: skip
+            sys.stdout.buffer.flush()
+        else:
+            try:
+                with out.open("wb") as sink:
+                    done = export_records(
+                        settings, clinic=clinic, kind=kind, format=fmt,
+                        write=sink.write, filters=filters,
+                    )  # fmt: skip
+            except BaseException:
+                out.unlink(missing_ok=True)  # no half file that looks like a whole one
+                raise
+
+    where = "stdout" if out is None else str(out)
+    summary = f"exported {done.rows} {kind} of clinic {done.clinic_id} as {fmt} to {where}"
+    emit(as_json, done, lambda _: click.echo(summary, err=out is None))

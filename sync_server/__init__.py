@@ -67,6 +67,7 @@ if _TYPE_CHECKING:
         AuditProblem,
         AuditReport,
         CreatedAdmin,
+        ExportedRecords,
         IssuedEnrolmentToken,
         IssuedRefund,
         ManagedAccount,
@@ -75,6 +76,7 @@ if _TYPE_CHECKING:
         audit_public_key,
         create_admin,
         document_heads,
+        export_records,
         issue_enrolment_token,
         manage_account,
         refund_payment,
@@ -83,15 +85,18 @@ if _TYPE_CHECKING:
     )
     from sync_server.serving import Serving, serve
     from sync_server.settings import Settings, settings_from
+    from sync_server.sync.listing import AssessmentFilters
 
 _EXPORTS = {
     "AccountAction": "sync_server.operator",
+    "AssessmentFilters": "sync_server.sync.listing",
     "Actor": "sync_server.audit.events",
     "AuditProblem": "sync_server.operator",
     "AuditReport": "sync_server.operator",
     "ChainBroken": "sync_server.errors",
     "Conflict": "sync_server.errors",
     "CreatedAdmin": "sync_server.operator",
+    "ExportedRecords": "sync_server.operator",
     "Forbidden": "sync_server.errors",
     "Gone": "sync_server.errors",
     "Invalid": "sync_server.errors",
@@ -119,6 +124,7 @@ _EXPORTS = {
     "create_admin": "sync_server.operator",
     "create_app": "sync_server.app",
     "document_heads": "sync_server.operator",
+    "export_records": "sync_server.operator",
     "issue_enrolment_token": "sync_server.operator",
     "manage_account": "sync_server.operator",
     "migrate": "sync_server.migrating",
@@ -149,11 +155,13 @@ def __dir__() -> list[str]:
 __all__ = [
     "AccountAction",
     "Actor",
+    "AssessmentFilters",
     "AuditProblem",
     "AuditReport",
     "ChainBroken",
     "Conflict",
     "CreatedAdmin",
+    "ExportedRecords",
     "Forbidden",
     "Gone",
     "Invalid",
@@ -182,6 +190,7 @@ __all__ = [
     "create_admin",
     "create_app",
     "document_heads",
+    "export_records",
     "issue_enrolment_token",
     "manage_account",
     "migrate",
