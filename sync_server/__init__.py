@@ -16,7 +16,8 @@ and staff.
 verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
 server's database, from a typed event (`Actor`, `RecordsRead`; the rest in
 `sync_server.audit.events`), for extensions and capacity tests;
-`document_heads` says what the server holds for a clinic (to compare with a device's);
+`signing_keys` and `rotate_signing_key` what `coherency server keys list` and
+`rotate` do; `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
 tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
 
@@ -70,8 +71,12 @@ if _TYPE_CHECKING:
         document_heads,
         issue_enrolment_token,
         manage_account,
+        RotatedKey,
+        TokenKeyInfo,
         refund_payment,
+        rotate_signing_key,
         seed_demo,
+        signing_keys,
         verify_audit_log,
     )
     from sync_server.serving import Serving, serve
@@ -96,11 +101,13 @@ _EXPORTS = {
     "PayloadTooLarge": "sync_server.errors",
     "RangeNotSatisfiable": "sync_server.errors",
     "RecordsRead": "sync_server.audit.events",
+    "RotatedKey": "sync_server.operator",
     "SeededDirectory": "sync_server.operator",
     "ServerError": "sync_server.errors",
     "Serving": "sync_server.serving",
     "Settings": "sync_server.settings",
     "ThreadedServer": "sync_server.embedded",
+    "TokenKeyInfo": "sync_server.operator",
     "TooManyRequests": "sync_server.errors",
     "Unauthorized": "sync_server.errors",
     "Unavailable": "sync_server.errors",
@@ -116,9 +123,11 @@ _EXPORTS = {
     "migrate": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
+    "rotate_signing_key": "sync_server.operator",
     "seed_demo": "sync_server.operator",
     "serve": "sync_server.serving",
     "settings_from": "sync_server.settings",
+    "signing_keys": "sync_server.operator",
     "verify_audit_log": "sync_server.operator",
 }
 
@@ -155,11 +164,13 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RecordsRead",
+    "RotatedKey",
     "SeededDirectory",
     "ServerError",
     "Serving",
     "Settings",
     "ThreadedServer",
+    "TokenKeyInfo",
     "TooManyRequests",
     "Unauthorized",
     "Unavailable",
@@ -175,8 +186,10 @@ __all__ = [
     "migrate",
     "record_event",
     "refund_payment",
+    "rotate_signing_key",
     "seed_demo",
     "serve",
     "settings_from",
+    "signing_keys",
     "verify_audit_log",
 ]

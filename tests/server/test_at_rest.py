@@ -71,10 +71,15 @@ def test_an_existing_world_readable_database_is_narrowed(tmp_path: Path) -> None
     for name in ("server.db", "signing-key.pem", "server.db-wal"):
         (data / name).touch()
         (data / name).chmod(0o644)
-    create_app(settings).state.db.dispose()
-    assert mode(data) == 0o700
-    for name in ("server.db", "signing-key.pem", "server.db-wal"):
-        assert mode(data / name) == 0o600, name
+    # Checked while the app holds the database open: SQLite removes the WAL file when
+    # the last connection closes (the app reads the deployment's keys at start).
+    app = create_app(settings)
+    try:
+        assert mode(data) == 0o700
+        for name in ("server.db", "signing-key.pem", "server.db-wal"):
+            assert mode(data / name) == 0o600, name
+    finally:
+        app.state.db.dispose()
 
 
 def _organisation(session: Any) -> str:
