@@ -118,7 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database(settings.resolved_database_url)
     secret_box = SecretBox.load_or_create(settings.resolved_secret_key_file)
     # The deployment's token keys; refuses (Conflict) a key the deployment does not use.
-    signing_key = TokenKeyring.establish(db, settings=settings)
+    try:
+        signing_key = TokenKeyring.establish(db, settings=settings)
+    except BaseException:
+        db.dispose()  # refused (another deployment's key): no connection left open
+        raise
     artifact_key = ArtifactKey.load_or_create(settings.resolved_artifact_key_file)
     feed = make_feed(db)
 

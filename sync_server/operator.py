@@ -447,7 +447,7 @@ def signing_keys(settings: Settings) -> list[TokenKeyInfo]:
     with open_database(settings, must_exist=True) as database:
         require_schema(database)
         with database.read() as session:
-            return list_keys(session)
+            return list_keys(session=session)
 
 
 def rotate_signing_key(settings: Settings, *, key_file: str | None = None) -> RotatedKey:
@@ -470,4 +470,4 @@ def rotate_signing_key(settings: Settings, *, key_file: str | None = None) -> Ro
     with open_database(settings, must_exist=True) as database:
         require_schema(database)
         with database.write() as session:
-            return rotate_key(session, settings=settings, new_key=new_key)
+            return rotate_key(session=session, settings=settings, new_key=new_key)

@@ -34,6 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Literal
 
 from cryptography.hazmat.primitives import serialization
@@ -148,7 +149,7 @@ def read_key_file(path: str) -> Ed25519PrivateKey:
         Invalid: ``invalid_signing_key``: no such file, or not an Ed25519 PEM key.
     """
     try:
-        data = open(path, "rb").read()  # noqa: SIM115 - one short read
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise Invalid(f"cannot read {path}: {exc.strerror}", code="invalid_signing_key") from None
     return _parse_pem(data, what=path)
@@ -223,7 +224,7 @@ def _box(settings: Settings) -> SecretBox:
     return SecretBox.load_or_create(settings.resolved_secret_key_file, purpose=SEAL_PURPOSE)
 
 
-def register_key(session: Session, *, settings: Settings) -> Ed25519PrivateKey:
+def register_key(*, session: Session, settings: Settings) -> Ed25519PrivateKey:
     """This instance's signing key, checked against the deployment's active key (the
     first instance registers its own; with a ``database`` source the first instance
     generates it). Flushes; the caller commits.
@@ -301,8 +302,8 @@ class RotatedKey:
 
 
 def rotate_key(
-    session: Session,
     *,
+    session: Session,
     settings: Settings,
     new_key: Ed25519PrivateKey | None = None,
     now: datetime | None = None,
@@ -341,7 +342,7 @@ def rotate_key(
             "every instance reads its key",
             code="key_file_required",
         )
-    current = register_key(session, settings=settings)
+    current = register_key(session=session, settings=settings)
     new_key = new_key or Ed25519PrivateKey.generate()
     public = _public_bytes(new_key)
     new_kid = kid_of(public)
@@ -395,7 +396,7 @@ def rotate_key(
     )
 
 
-def list_keys(session: Session, *, now: datetime | None = None) -> list[TokenKeyInfo]:
+def list_keys(*, session: Session, now: datetime | None = None) -> list[TokenKeyInfo]:
     """Every key the deployment has had, oldest first."""
     now = now or utcnow()
     rows = session.scalars(select(SigningKeyRow).order_by(SigningKeyRow.created_at)).all()
@@ -445,7 +446,7 @@ class TokenKeyring:
         for attempt in (1, 2):
             try:
                 with db.write() as session:
-                    key = register_key(session, settings=settings)
+                    key = register_key(session=session, settings=settings)
                 break
             except IntegrityError:
                 # Another instance registered the first key at the same moment: check
@@ -491,6 +492,11 @@ class TokenKeyring:
                 active.kid,
                 _where(self._settings),
             )
+
+    def refresh(self) -> None:
+        """Read the deployment's keys now (they are read every few seconds anyway)."""
+        with self._lock:
+            self._reload()
 
     def _fresh(self, *, force: bool = False) -> None:
         with self._lock:
