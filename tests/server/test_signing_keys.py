@@ -128,7 +128,7 @@ def test_instances_with_another_key_refuse_to_start(empty_database: str, tmp_pat
     # A secret that is not the deployment's is refused alike; a malformed one is a
     # setting error.
     with pytest.raises(
-        Conflict, match="from COHERENCY_SERVER_SIGNING_KEY .kid [0-9a-f]+. is not the"
+        Conflict, match=r"from COHERENCY_SERVER_SIGNING_KEY .kid [0-9a-f]+. is not the"
     ):
         create_app(as_secret.model_copy(update={"signing_key": _pem(other)}))
     with pytest.raises(Invalid) as bad:
