@@ -118,16 +118,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db = Database(settings.resolved_database_url)
     secret_box = SecretBox.load_or_create(settings.resolved_secret_key_file)
     # The deployment's token keys; refuses (Conflict) a key the deployment does not use.
-    try:
-        signing_key = TokenKeyring.establish(db, settings=settings)
-    except BaseException:
-        db.dispose()  # refused (another deployment's key): no connection left open
-        raise
+    # The deployment's token keys, checked at startup (`TokenKeyring.establish`).
+    signing_key = TokenKeyring(db, settings=settings)
     artifact_key = ArtifactKey.load_or_create(settings.resolved_artifact_key_file)
     feed = make_feed(db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # An instance holding another key than the deployment's refuses to start.
+        await asyncio.to_thread(signing_key.establish)
         await feed.start()
         housekeeping = asyncio.create_task(_housekeeping(app))
         payments = asyncio.create_task(_payments_housekeeping(app))

@@ -417,7 +417,6 @@ class TokenKeyring:
         db: Database,
         *,
         settings: Settings,
-        private_key: Ed25519PrivateKey,
     ) -> None:
         self._db = db
         self._settings = settings
@@ -426,34 +425,38 @@ class TokenKeyring:
         self.audience = settings.jwt_audience
         self._lock = threading.Lock()
         self._signers: dict[str, SigningKey] = {}
-        self._keep(private_key)
         self._keys: dict[str, TokenKeyInfo] = {}
         self._chain: list[TokenKeyInfo] = []
         self._loaded = 0.0
         self._forced = 0.0
-        self._reload()
+        self._established = False
 
-    @classmethod
-    def establish(cls, db: Database, *, settings: Settings) -> TokenKeyring:
-        """This instance's keyring, after checking its key is the deployment's active
-        one (registering it on the deployment's first start).
+    def establish(self) -> None:
+        """Check this instance's key is the deployment's active one (registering it on
+        the deployment's first start) and read the deployment's keys. Done once, before
+        the server listens (`sync_server.serve`, the app's startup), else at first use.
 
         Raises:
             Conflict: ``signing_key_mismatch`` (see `register_key`).
             Invalid: Wrong key settings, or a key that does not parse.
             Unavailable: A sealed key does not open with this instance's secret key.
         """
-        for attempt in (1, 2):
-            try:
-                with db.write() as session:
-                    key = register_key(session=session, settings=settings)
-                break
-            except IntegrityError:
-                # Another instance registered the first key at the same moment: check
-                # against the one that won.
-                if attempt == 2:
-                    raise
-        return cls(db, settings=settings, private_key=key)
+        with self._lock:
+            if self._established:
+                return
+            for attempt in (1, 2):
+                try:
+                    with self._db.write() as session:
+                        key = register_key(session=session, settings=self._settings)
+                    break
+                except IntegrityError:
+                    # Another instance registered the first key at the same moment:
+                    # check against the one that won.
+                    if attempt == 2:
+                        raise
+            self._keep(key)
+            self._reload()
+            self._established = True
 
     def _keep(self, key: Ed25519PrivateKey) -> SigningKey:
         signer = SigningKey(key, issuer=self.issuer, audience=self.audience)
@@ -495,10 +498,13 @@ class TokenKeyring:
 
     def refresh(self) -> None:
         """Read the deployment's keys now (they are read every few seconds anyway)."""
+        self.establish()
         with self._lock:
             self._reload()
 
     def _fresh(self, *, force: bool = False) -> None:
+        if not self._established:
+            self.establish()
         with self._lock:
             clock = time.monotonic()
             if force and clock - self._forced >= _UNKNOWN_KID_RELOAD_SECONDS:

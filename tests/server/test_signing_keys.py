@@ -55,11 +55,18 @@ def _settings(data_dir: Path, url: str, **overrides: Any) -> Settings:
 
 @contextmanager
 def _app(settings: Settings) -> Iterator[FastAPI]:
+    """An app whose keys are checked, as before it serves (or its refusal)."""
     app = create_app(settings)
     try:
+        app.state.signing_key.establish()
         yield app
     finally:
         app.state.db.dispose()
+
+
+def _start(settings: Settings) -> None:
+    with _app(settings):
+        pass
 
 
 def _pem(key: Ed25519PrivateKey) -> str:
@@ -93,14 +100,14 @@ def test_instances_with_another_key_refuse_to_start(empty_database: str, tmp_pat
     # without creating a key file.
     second = _settings(tmp_path / "b", empty_database)
     with pytest.raises(Conflict) as refused:
-        create_app(second)
+        _start(second)
     assert refused.value.code == "signing_key_mismatch"
     assert kid in refused.value.message
     assert not second.resolved_signing_key_file.exists()
     other = Ed25519PrivateKey.generate()
     second.resolved_signing_key_file.write_text(_pem(other))
     with pytest.raises(Conflict, match="is not the deployment's") as refused:
-        create_app(second)
+        _start(second)
     assert refused.value.code == "signing_key_mismatch"
 
     # `coherency server run` says so in one line, before it listens.
@@ -130,16 +137,16 @@ def test_instances_with_another_key_refuse_to_start(empty_database: str, tmp_pat
     with pytest.raises(
         Conflict, match=r"from COHERENCY_SERVER_SIGNING_KEY .kid [0-9a-f]+. is not the"
     ):
-        create_app(as_secret.model_copy(update={"signing_key": _pem(other)}))
+        _start(as_secret.model_copy(update={"signing_key": _pem(other)}))
     with pytest.raises(Invalid) as bad:
-        create_app(as_secret.model_copy(update={"signing_key": "not a key"}))
+        _start(as_secret.model_copy(update={"signing_key": "not a key"}))
     assert bad.value.code == "invalid_signing_key"
     with pytest.raises(Invalid) as missing:
-        create_app(as_secret.model_copy(update={"signing_key": None}))
+        _start(as_secret.model_copy(update={"signing_key": None}))
     assert missing.value.code == "invalid_setting"
     # The key is not in the database: a database-source instance cannot use it.
     with pytest.raises(Conflict, match="SIGNING_KEY_SOURCE=file"):
-        create_app(_settings(tmp_path / "a", empty_database, signing_key_source="database"))
+        _start(_settings(tmp_path / "a", empty_database, signing_key_source="database"))
 
 
 def test_a_database_key_is_shared_by_instances_with_the_secret_key(
@@ -165,11 +172,11 @@ def test_a_database_key_is_shared_by_instances_with_the_secret_key(
         assert app.state.signing_key.verify_access_token(token).subject == "d"
     # Without it, the sealed key does not open: one clear refusal.
     with pytest.raises(Unavailable) as refused:
-        create_app(_settings(tmp_path / "c", empty_database, signing_key_source="database"))
+        _start(_settings(tmp_path / "c", empty_database, signing_key_source="database"))
     assert refused.value.code == "secret_key_mismatch"
     # A file-source instance on a database-key deployment is refused too.
     with pytest.raises(Conflict) as refused_file:
-        create_app(_settings(tmp_path / "d", empty_database))
+        _start(_settings(tmp_path / "d", empty_database))
     assert refused_file.value.code == "signing_key_mismatch"
 
 
@@ -302,8 +309,7 @@ def test_keys_commands(empty_database: str, tmp_path: Path) -> None:
     assert runner.invoke(cli, ["server", "keys", "rotate", *base]).output == (
         "error: the deployment has no token signing key yet: start the server once first\n"
     )
-    with _app(_settings(tmp_path / "a", empty_database, signing_key_source="database")):
-        pass
+    _start(_settings(tmp_path / "a", empty_database, signing_key_source="database"))
     rotated = runner.invoke(cli, ["server", "keys", "rotate", *base, "--json"])
     assert rotated.exit_code == 0, rotated.output
     listed = runner.invoke(cli, ["server", "keys", "list", *base, "--json"])
