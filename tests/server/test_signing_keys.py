@@ -8,6 +8,7 @@ pinned, and their sync peer id does not change.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import shutil
@@ -64,6 +65,11 @@ def _app(settings: Settings) -> Iterator[FastAPI]:
         app.state.db.dispose()
 
 
+async def _startup(app: FastAPI) -> None:
+    async with app.router.lifespan_context(app):
+        pass
+
+
 def _start(settings: Settings) -> None:
     with _app(settings):
         pass
@@ -109,6 +115,14 @@ def test_instances_with_another_key_refuse_to_start(empty_database: str, tmp_pat
     with pytest.raises(Conflict, match="is not the deployment's") as refused:
         _start(second)
     assert refused.value.code == "signing_key_mismatch"
+
+    # Served by any ASGI server, the app refuses at startup (its lifespan).
+    app = create_app(second)
+    try:
+        with pytest.raises(Conflict, match="is not the deployment's"):
+            asyncio.run(_startup(app))
+    finally:
+        app.state.db.dispose()
 
     # `coherency server run` says so in one line, before it listens.
     result = CliRunner().invoke(
