@@ -15,7 +15,9 @@ per second through the sandbox gateway, 20 concurrent devices on PostgreSQL) and
 log's overhead on push and pull) and ``edge`` (the clinic edge box: device-to-box
 throughput beside device-to-central, propagation through the box, the catch-up of a
 box after an outage, the box process's resident memory with 20 devices) and ``live``
-(live queries: sync page to callback latency, the cost of 100 live queries). See
+(live queries: sync page to callback latency, the cost of 100 live queries) and
+``export`` (staff exports: rows/s and peak memory exporting 10,000 and 100,000
+assessments as CSV and NDJSON, on SQLite and PostgreSQL). See
 ``benchmarks/README.md``.
 """
 
@@ -36,6 +38,7 @@ from benchmarks import (
     _bench_capture,
     _bench_commerce,
     _bench_edge,
+    _bench_export,
     _bench_live,
     _bench_merge,
     _bench_models,
@@ -64,6 +67,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "audit": _bench_audit.run,
     "edge": _bench_edge.run,
     "live": _bench_live.run,
+    "export": _bench_export.run,
 }
 
 DEFAULT_SCALE = 10_000

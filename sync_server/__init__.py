@@ -10,13 +10,15 @@ and staff.
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
 
-`create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate` and
+`create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate`
+(`migration_script` with ``--sql``, `check_schema` for ``migrate current``) and
 `serve` are what `coherency server create-admin`, `enroll-token`, `user`, `seed-demo`,
 `migrate` and `run` do; `verify_audit_log` and `audit_checkpoint` what `coherency audit
 verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
 server's database, from a typed event (`Actor`, `RecordsRead`; the rest in
 `sync_server.audit.events`), for extensions and capacity tests;
-`check_blob_storage` is what `coherency server blobs check` does;
+`signing_keys` and `rotate_signing_key` what `coherency server keys list` and
+`rotate` do; `check_blob_storage` what `coherency server blobs check` does;
 `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
 tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
@@ -56,31 +58,45 @@ if _TYPE_CHECKING:
         Unprocessable,
         UnsupportedMediaType,
     )
-    from sync_server.migrating import Migration, migrate
+    from sync_server.migrating import (
+        Migration,
+        SchemaStatus,
+        check_schema,
+        migrate,
+        migration_script,
+    )
     from sync_server.operator import (
         AccountAction,
         AuditProblem,
         AuditReport,
         CreatedAdmin,
+        ExportedRecords,
         IssuedEnrolmentToken,
         IssuedRefund,
         ManagedAccount,
+        RotatedKey,
         SeededDirectory,
+        TokenKeyInfo,
         audit_checkpoint,
         audit_public_key,
         create_admin,
         document_heads,
+        export_records,
         issue_enrolment_token,
         manage_account,
         refund_payment,
+        rotate_signing_key,
         seed_demo,
+        signing_keys,
         verify_audit_log,
     )
     from sync_server.serving import Serving, serve
     from sync_server.settings import Settings, settings_from
+    from sync_server.sync.listing import AssessmentFilters
 
 _EXPORTS = {
     "AccountAction": "sync_server.operator",
+    "AssessmentFilters": "sync_server.sync.listing",
     "Actor": "sync_server.audit.events",
     "AuditProblem": "sync_server.operator",
     "AuditReport": "sync_server.operator",
@@ -89,6 +105,7 @@ _EXPORTS = {
     "ChainBroken": "sync_server.errors",
     "Conflict": "sync_server.errors",
     "CreatedAdmin": "sync_server.operator",
+    "ExportedRecords": "sync_server.operator",
     "Forbidden": "sync_server.errors",
     "Gone": "sync_server.errors",
     "Invalid": "sync_server.errors",
@@ -96,15 +113,18 @@ _EXPORTS = {
     "IssuedRefund": "sync_server.operator",
     "ManagedAccount": "sync_server.operator",
     "Migration": "sync_server.migrating",
+    "SchemaStatus": "sync_server.migrating",
     "NotFound": "sync_server.errors",
     "PayloadTooLarge": "sync_server.errors",
     "RangeNotSatisfiable": "sync_server.errors",
     "RecordsRead": "sync_server.audit.events",
+    "RotatedKey": "sync_server.operator",
     "SeededDirectory": "sync_server.operator",
     "ServerError": "sync_server.errors",
     "Serving": "sync_server.serving",
     "Settings": "sync_server.settings",
     "ThreadedServer": "sync_server.embedded",
+    "TokenKeyInfo": "sync_server.operator",
     "TooManyRequests": "sync_server.errors",
     "Unauthorized": "sync_server.errors",
     "Unavailable": "sync_server.errors",
@@ -116,14 +136,19 @@ _EXPORTS = {
     "create_admin": "sync_server.operator",
     "create_app": "sync_server.app",
     "document_heads": "sync_server.operator",
+    "export_records": "sync_server.operator",
     "issue_enrolment_token": "sync_server.operator",
     "manage_account": "sync_server.operator",
     "migrate": "sync_server.migrating",
+    "migration_script": "sync_server.migrating",
+    "check_schema": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
+    "rotate_signing_key": "sync_server.operator",
     "seed_demo": "sync_server.operator",
     "serve": "sync_server.serving",
     "settings_from": "sync_server.settings",
+    "signing_keys": "sync_server.operator",
     "verify_audit_log": "sync_server.operator",
 }
 
@@ -144,6 +169,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AccountAction",
     "Actor",
+    "AssessmentFilters",
     "AuditProblem",
     "AuditReport",
     "BlobCheckReport",
@@ -151,6 +177,7 @@ __all__ = [
     "ChainBroken",
     "Conflict",
     "CreatedAdmin",
+    "ExportedRecords",
     "Forbidden",
     "Gone",
     "Invalid",
@@ -162,11 +189,14 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RecordsRead",
+    "RotatedKey",
+    "SchemaStatus",
     "SeededDirectory",
     "ServerError",
     "Serving",
     "Settings",
     "ThreadedServer",
+    "TokenKeyInfo",
     "TooManyRequests",
     "Unauthorized",
     "Unavailable",
@@ -175,16 +205,21 @@ __all__ = [
     "audit_checkpoint",
     "audit_public_key",
     "check_blob_storage",
+    "check_schema",
     "create_admin",
     "create_app",
     "document_heads",
+    "export_records",
     "issue_enrolment_token",
     "manage_account",
     "migrate",
+    "migration_script",
     "record_event",
     "refund_payment",
+    "rotate_signing_key",
     "seed_demo",
     "serve",
     "settings_from",
+    "signing_keys",
     "verify_audit_log",
 ]

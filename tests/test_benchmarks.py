@@ -87,6 +87,13 @@ LIVE = {
     "sdk.live_query.latency_p99_ms",
     "sdk.live_query.cost_100_on_10k_ms",
 }
+EXPORT = {
+    *(f"export.{what}.{fmt}.{size}.{backend}" for what in ("rows_per_s", "peak_mib")
+      for fmt in ("csv", "ndjson") for size in ("small", "large")
+      for backend in ("sqlite", "postgresql")),
+    *(f"export.peak_ratio.{fmt}.{backend}" for fmt in ("csv", "ndjson")
+      for backend in ("sqlite", "postgresql")),
+}  # fmt: skip
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -196,7 +203,18 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     capture = {name for name in results if name.startswith("capture.")}
     model = {name for name in results if name.startswith("models.")}
     assert set(results) - capture - model | set(missing) == (
-        WRITE | MERGE | STORAGE | SYNC | PEER | BOOKINGS | COMMERCE | PAYMENTS | AUDIT | EDGE | LIVE
+        WRITE
+        | MERGE
+        | STORAGE
+        | SYNC
+        | PEER
+        | BOOKINGS
+        | COMMERCE
+        | PAYMENTS
+        | AUDIT
+        | EDGE
+        | LIVE
+        | EXPORT
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the

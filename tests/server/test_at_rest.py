@@ -13,7 +13,6 @@ from typing import Any
 import pyotp
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
@@ -26,7 +25,12 @@ from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, User
 from sync_server.identity.users import authenticate_user, create_user
 from sync_server.keyfiles import load_or_create_ed25519
-from sync_server.migrating import _config, current_revision, head_revision, upgrade
+from sync_server.migrating import (
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from sync_server.models.signing import ArtifactKey
 
 PASSWORD = "correct horse battery staple"
@@ -43,6 +47,7 @@ def test_the_embedded_database_and_keys_are_private(tmp_path: Path) -> None:
     migrate(settings)
     app = create_app(settings)
     try:
+        app.state.signing_key.establish()  # at startup: the key file exists now
         with app.state.db.write() as session:  # the WAL and shared memory exist now
             create_user(
                 session=session,
@@ -66,15 +71,23 @@ def test_an_existing_world_readable_database_is_narrowed(tmp_path: Path) -> None
     data = tmp_path / "data"
     settings = Settings(data_dir=data)
     migrate(settings)
-    create_app(settings).state.db.dispose()
+    app = create_app(settings)
+    app.state.signing_key.establish()
+    app.state.db.dispose()
     data.chmod(0o755)
     for name in ("server.db", "signing-key.pem", "server.db-wal"):
         (data / name).touch()
         (data / name).chmod(0o644)
-    create_app(settings).state.db.dispose()
-    assert mode(data) == 0o700
-    for name in ("server.db", "signing-key.pem", "server.db-wal"):
-        assert mode(data / name) == 0o600, name
+    # Checked while the app holds the database open: SQLite removes the WAL file when
+    # the last connection closes (the app reads the deployment's keys at start).
+    app = create_app(settings)
+    try:
+        app.state.signing_key.establish()
+        assert mode(data) == 0o700
+        for name in ("server.db", "signing-key.pem", "server.db-wal"):
+            assert mode(data / name) == 0o600, name
+    finally:
+        app.state.db.dispose()
 
 
 def _organisation(session: Any) -> str:
@@ -217,7 +230,8 @@ def test_upgrading_from_0002_keeps_the_data_and_seals_it(
     box = SecretBox.load_or_create(settings.resolved_secret_key_file)
     try:
         with database.engine.connect() as conn:  # the schema is exactly the models'
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            diff = compare_metadata(context, Base.metadata)
             assert diff == [], diff
         with database.read() as session:
             user = session.get(User, rows["user"])
@@ -269,10 +283,7 @@ def test_0003_downgrades_to_what_0002_held(empty_database: str, tmp_path: Path) 
     migrate(settings)
     database = Database(empty_database)
     try:
-        config = _config()
-        with database.engine.begin() as conn:
-            config.attributes.update(connection=conn, settings=settings)
-            command.downgrade(config, "0002")
+        assert upgrade(database, "0002", settings=settings) == (head_revision(), "0002")
         with database.engine.connect() as conn:
             secret = conn.execute(sa.text("SELECT totp_secret FROM users")).scalar_one()
             assert secret == rows["secret"]

@@ -1,7 +1,7 @@
 """blobs the storage lost: when a blob was found missing, and why
 
-Revision ID: 0011_blobs_missing
-Revises: 0010_edge_boxes
+Revision ID: 0013_blobs_missing
+Revises: 0012_signing_keys
 Create Date: 2026-12-05
 
 - ``blobs.missing_since``: when the server found that its storage no longer holds the
@@ -9,7 +9,8 @@ Create Date: 2026-12-05
   A device that holds the blob uploads it again, which clears it.
 - ``blobs.missing_reason``: ``absent``, ``size_mismatch`` or ``hash_mismatch``.
 
-Expand-only: older servers ignore both columns.
+Expand only (two nullable columns): servers from 0010 on still serve the schema; they
+ignore the marks (an older server answers a lost blob 503 ``blob_unavailable``).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import sqlalchemy as sa
 from alembic import op
 
 import sync_server.db
+from sync_server.migrating import declare_compatibility
 
-revision = "0011_blobs_missing"
-down_revision = "0010_edge_boxes"
+revision = "0013_blobs_missing"
+down_revision = "0012_signing_keys"
 branch_labels = None
 depends_on = None
 
@@ -31,6 +33,7 @@ def upgrade() -> None:
             sa.Column("missing_since", sync_server.db.UTCDateTime(timezone=True), nullable=True)
         )
         batch_op.add_column(sa.Column("missing_reason", sa.String(length=20), nullable=True))
+    declare_compatibility(revision, oldest="0010_edge_boxes")  # expand only
 
 
 def downgrade() -> None:
