@@ -394,6 +394,8 @@ def s3_servers(
                 bucket,
                 database_url=server.settings.database_url,
                 long_poll_max_seconds=10,
+                # A second instance on the deployment's database signs with its key.
+                signing_key_file=server.settings.resolved_signing_key_file,
             )
             migrate(settings)
             app = create_app(settings)
