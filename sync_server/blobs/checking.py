@@ -143,12 +143,12 @@ def check_blob_storage(
         Conflict: The database is not migrated.
         Unavailable: The database or the storage cannot be used.
     """
-    try:
-        backend = make_blob_backend(settings)
-    except (BlobBackendError, ValueError) as exc:
-        raise Unavailable(
-            f"blob storage is unavailable: {exc}", code="storage_unavailable"
-        ) from exc
     with open_database(settings, must_exist=True) as database:
-        require_schema(database)
+        require_schema(database)  # before the storage: a wrong folder creates nothing
+        try:
+            backend = make_blob_backend(settings)
+        except (BlobBackendError, ValueError) as exc:
+            raise Unavailable(
+                f"blob storage is unavailable: {exc}", code="storage_unavailable"
+            ) from exc
         return check_blobs(database=database, backend=backend, clinic_id=clinic_id, hashed=hashed)
