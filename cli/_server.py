@@ -72,6 +72,36 @@ def _database_options(command: F) -> F:
     )(command)
 
 
+def _blob_options(command: F) -> F:
+    """Add the blob storage options (``--blob-backend``, ``--blob-dir``, ``--s3-*``,
+    each with its env fallback), for every command that opens the storage."""
+    options = [
+        click.option(
+            "--blob-backend",
+            type=click.Choice(["local", "s3"]),
+            help="Where blobs live (env COHERENCY_SERVER_BLOB_BACKEND; default local).",
+        ),
+        click.option(
+            "--blob-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Local blob folder (env COHERENCY_SERVER_BLOB_DIR; default DATA_DIR/blobs).",
+        ),
+        click.option(
+            "--s3-endpoint-url",
+            metavar="URL",
+            help="S3-compatible endpoint, e.g. MinIO (env COHERENCY_SERVER_S3_ENDPOINT_URL; "
+            "default AWS).",
+        ),
+        click.option(
+            "--s3-bucket", help="S3 bucket, created if missing (env COHERENCY_SERVER_S3_BUCKET)."
+        ),
+        click.option("--s3-region", help="S3 region (env COHERENCY_SERVER_S3_REGION)."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def _settings(**options: Any) -> Any:
     """`Settings` from the options given, the environment for the rest."""
     from sync_server import settings_from
@@ -145,23 +175,7 @@ def server() -> None:
     is_flag=True,
     help="Do not migrate the database first (it must already be at the newest schema).",
 )
-@click.option(
-    "--blob-backend",
-    type=click.Choice(["local", "s3"]),
-    help="Where blobs live (env COHERENCY_SERVER_BLOB_BACKEND; default local).",
-)
-@click.option(
-    "--blob-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local blob folder (env COHERENCY_SERVER_BLOB_DIR; default DATA_DIR/blobs).",
-)
-@click.option(
-    "--s3-endpoint-url",
-    metavar="URL",
-    help="S3-compatible endpoint, e.g. MinIO (env COHERENCY_SERVER_S3_ENDPOINT_URL; default AWS).",
-)
-@click.option("--s3-bucket", help="S3 bucket, created if missing (env COHERENCY_SERVER_S3_BUCKET).")
-@click.option("--s3-region", help="S3 region (env COHERENCY_SERVER_S3_REGION).")
+@_blob_options
 @click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),

@@ -14,7 +14,7 @@ import click
 
 from cli._app import EXIT_CORRUPT
 from cli._output import emit, json_option
-from cli._server import _database_options, _reported, _settings
+from cli._server import _blob_options, _database_options, _reported, _settings
 
 __all__ = ["blobs"]
 
@@ -26,23 +26,7 @@ def blobs() -> None:
 
 @blobs.command("check")
 @_database_options
-@click.option(
-    "--blob-backend",
-    type=click.Choice(["local", "s3"]),
-    help="Where blobs live (env COHERENCY_SERVER_BLOB_BACKEND; default local).",
-)
-@click.option(
-    "--blob-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Local blob folder (env COHERENCY_SERVER_BLOB_DIR; default DATA_DIR/blobs).",
-)
-@click.option(
-    "--s3-endpoint-url",
-    metavar="URL",
-    help="S3-compatible endpoint (env COHERENCY_SERVER_S3_ENDPOINT_URL; default AWS).",
-)
-@click.option("--s3-bucket", help="S3 bucket (env COHERENCY_SERVER_S3_BUCKET).")
-@click.option("--s3-region", help="S3 region (env COHERENCY_SERVER_S3_REGION).")
+@_blob_options
 @click.option("--clinic", "clinic_id", metavar="ID", help="Check this clinic's blobs only.")
 @click.option(
     "--size-only",
