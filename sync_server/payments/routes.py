@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Depends, Header, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +34,7 @@ from sync_server.errors import (
     Unprocessable,
 )
 from sync_server.identity.principals import Principal
+from sync_server.openapi import GATEWAY_SIGNATURE, documents
 from sync_server.payments.charging import (
     PaymentResult,
     apply_event,
@@ -430,8 +431,31 @@ def get_ledger(caller: StaffCaller, db: DbDep) -> LedgerReport:
     )
 
 
-@router.post("/payments/webhooks", summary="Gateway webhook")
-async def post_webhook(request: Request, db: DbDep, key: ArtifactKeyDep) -> dict[str, str]:
+@documents(
+    security=(GATEWAY_SIGNATURE,),
+    errors={401: "A bad or stale signature (`bad_signature`)."},
+)
+def _gateway_signature(request: Request) -> str | None:
+    """The gateway's signature header, checked with the body by `verified_event`."""
+    return request.headers.get(SIGNATURE_HEADER)
+
+
+GatewaySignature = Annotated[str | None, Depends(_gateway_signature)]
+
+
+@router.post(
+    "/payments/webhooks",
+    summary="Gateway webhook",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def post_webhook(
+    request: Request, signature: GatewaySignature, db: DbDep, key: ArtifactKeyDep
+) -> dict[str, str]:
     """A signed gateway event (``Coherency-Signature: t=...,v1=...``): 400 malformed,
     401 a bad or stale signature; applied once per event id (a redelivery answers
     ``duplicate``)."""
@@ -440,7 +464,7 @@ async def post_webhook(request: Request, db: DbDep, key: ArtifactKeyDep) -> dict
     event = verified_event(
         secret=payments.webhook_secret,
         body=body,
-        header=request.headers.get(SIGNATURE_HEADER),
+        header=signature,
         now=int(time.time()),
     )
 
