@@ -10,9 +10,10 @@ listed anywhere:
   dependant tree) require, and ``[]`` (public) when none does.
 - **Errors**: every operation lists the error statuses it can answer, each with the
   one `Error` shape the app's exception handlers write: from its inputs (any input:
-  400 a value the database refuses, 422 a request off the schema; a body: 408 and 413;
-  a path parameter: 404), from its dependencies (401/403 for the caller, 429 for the
-  throttled client, 503 for the database or blob storage) and from the route's own
+  400 a value the database refuses, 422 a request off the schema; a body: 408 and
+  413; an input that names a thing, a path parameter or an ``*_id``: 404), from its
+  dependencies (401/403 for the caller, 429 for the throttled client, 503 for the
+  database or blob storage) and from the route's own
   ``responses=`` (its domain refusals, 409 and the like). FastAPI's
   ``HTTPValidationError`` schema is gone: 422 is the server's shape too.
 
@@ -129,7 +130,10 @@ _BODY_ERRORS = {
     408: "The body did not arrive in time (`body_timeout`).",
     413: "The body is over the route's cap (`payload_too_large`).",
 }
-_PATH_ERRORS = {404: "No such thing, or one the caller may not see (`not_found`)."}
+_NAMED_ERRORS = {
+    404: "Something the request names does not exist, or the caller may not see it "
+    "(`not_found`, `clinic_not_found` and the like)."
+}
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -198,8 +202,21 @@ def _calls(dependant: Dependant) -> Iterator[Callable[..., Any]]:
         yield from _calls(sub)
 
 
+def _is_a_name(name: str) -> bool:
+    return name == "id" or name.endswith("_id")
+
+
+def _body_names(field_: Any) -> list[str]:
+    """The top-level field names of a JSON body model (none for other bodies)."""
+    model = getattr(getattr(field_, "field_info", None), "annotation", None)
+    fields = getattr(model, "model_fields", None)
+    return list(fields) if isinstance(fields, dict) else [getattr(field_, "name", "")]
+
+
 def _has_parameters(dependant: Dependant) -> tuple[bool, bool]:
-    """(any input, any path parameter) anywhere in the tree."""
+    """(any input, any input that names a thing) anywhere in the tree: every path
+    parameter names one, and so does a query parameter or top-level body field called
+    ``id`` or ``*_id``."""
     inputs = bool(
         dependant.path_params
         or dependant.query_params
@@ -207,26 +224,30 @@ def _has_parameters(dependant: Dependant) -> tuple[bool, bool]:
         or dependant.cookie_params
         or dependant.body_params
     )
-    paths = bool(dependant.path_params)
+    names = bool(dependant.path_params) or any(
+        _is_a_name(param.name) for param in dependant.query_params
+    )
+    for body in dependant.body_params:
+        names = names or any(_is_a_name(name) for name in _body_names(body))
     for sub in dependant.dependencies:
-        sub_inputs, sub_paths = _has_parameters(sub)
-        inputs, paths = inputs or sub_inputs, paths or sub_paths
-    return inputs, paths
+        sub_inputs, sub_names = _has_parameters(sub)
+        inputs, names = inputs or sub_inputs, names or sub_names
+    return inputs, names
 
 
 def route_contract(route: RouteLike, *, reads_body: bool = False) -> Contract:
     """The security and error statuses `route` has from its inputs and dependencies
     (its own ``responses=`` come on top). `reads_body`: the route reads a body of its
     own (a raw stream, documented with ``openapi_extra``)."""
-    inputs, paths = _has_parameters(route.dependant)
+    inputs, names = _has_parameters(route.dependant)
     has_body = reads_body or route.body_field is not None
     errors: dict[int, str] = {}
     if inputs or has_body:
         errors.update(_INPUT_ERRORS)
     if has_body:
         errors.update(_BODY_ERRORS)
-    if paths:
-        errors.update(_PATH_ERRORS)
+    if names:
+        errors.update(_NAMED_ERRORS)
     for call in _calls(route.dependant):
         contract = _DOCUMENTED.get(call)
         if contract is not None:

@@ -101,7 +101,11 @@ def get_consistency(
     return ConsistencyProof(first=first, second=second, path=[p.hex() for p in path])
 
 
-@router.get("/proofs/inclusion", summary="Proof that one event is in the log")
+@router.get(
+    "/proofs/inclusion",
+    summary="Proof that one event is in the log",
+    responses={404: {"description": "The log has no such event (`audit_event_not_found`)."}},
+)
 def get_inclusion(caller: AnyPrincipal, db: DbDep, seq: _Size, size: _Size) -> InclusionProof:
     """The event at leaf `seq` (its canonical bytes: ids only) and the RFC 9162 proof of
     its inclusion in the log of `size` events. Admins may ask for any event; a device
