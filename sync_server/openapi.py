@@ -265,8 +265,8 @@ def _wants_error_shape(response: Mapping[str, Any]) -> bool:
 def _document_operation(operation: dict[str, Any], contract: Contract) -> None:
     operation["security"] = [{name: []} for name in contract.security]
     responses: dict[str, Any] = operation["responses"]
-    for status, description in contract.errors.items():
-        declared = responses.setdefault(str(status), {"description": description})
+    for code, description in contract.errors.items():
+        declared = responses.setdefault(str(code), {"description": description})
         if declared.get("description") == "Validation Error":  # FastAPI's own
             declared["description"] = description
     for status, response in responses.items():

@@ -16,7 +16,7 @@ import json
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
-from swagger_ui_bundle import swagger_ui_path
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 __all__ = ["DOCS_PATH", "STATIC_PATH", "install_docs"]
 
