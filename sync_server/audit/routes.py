@@ -136,6 +136,9 @@ _Time = Annotated[
     status_code=201,
     response_model=BreakGlassGrantPublic,
     summary="Break-glass: emergency access to a patient of another clinic",
+    responses={
+        409: {"description": "`break_glass_not_needed`: the patient is of the caller's clinic."}
+    },
 )
 def post_break_glass(
     body: BreakGlassRequest, caller: StaffCaller, db: DbDep, settings: SettingsDep
@@ -188,6 +191,7 @@ def list_break_glass(
     "/break-glass/{grant_id}/review",
     response_model=BreakGlassGrantPublic,
     summary="Review a break-glass grant",
+    responses={409: {"description": "`already_reviewed`."}},
 )
 def post_break_glass_review(
     grant_id: str, body: BreakGlassReview, caller: AdminCaller, db: DbDep
