@@ -79,6 +79,13 @@ IdempotencyKeyHeader = Annotated[
     str | None,
     Header(alias="Idempotency-Key", description="Required: one key per intended operation."),
 ]
+_IDEMPOTENT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "`idempotency_key_in_use`: the key was used for another request, "
+        "or its first request is still running; or the state refuses it."
+    }
+}
+"""What every route run through `idempotent` may answer besides its own refusals."""
 _ACTORS = ("staff", "admin")
 _STATUS = (
     (Unprocessable, 422),
@@ -178,6 +185,7 @@ def _invoice_public(session: Session, invoice: Invoice) -> InvoicePublic:
     response_model=InvoicePublic,
     status_code=status.HTTP_201_CREATED,
     summary="Issue an invoice",
+    responses={409: {"description": "`invoice_numbering`: numbering raced; retry."}},
 )
 def post_invoice(
     body: InvoiceCreate, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
@@ -258,7 +266,12 @@ def get_invoice(invoice_id: str, caller: StaffCaller, db: DbDep) -> InvoicePubli
         return _invoice_public(session, invoice)
 
 
-@router.post("/invoices/{invoice_id}/void", response_model=InvoicePublic, summary="Void an invoice")
+@router.post(
+    "/invoices/{invoice_id}/void",
+    response_model=InvoicePublic,
+    summary="Void an invoice",
+    responses={409: {"description": "`not_voidable`: only an open invoice with nothing paid is."}},
+)
 def post_void(
     invoice_id: str, body: VoidRequest, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
 ) -> InvoicePublic:
@@ -285,7 +298,14 @@ def post_void(
         return _invoice_public(session, invoice)
 
 
-@router.post("/invoices/{invoice_id}/pay", summary="Pay an invoice")
+@router.post(
+    "/invoices/{invoice_id}/pay",
+    summary="Pay an invoice",
+    responses={
+        **_IDEMPOTENT,
+        402: {"description": "`card_declined`: the gateway declined; `payment` says how."},
+    },
+)
 def post_pay(
     invoice_id: str,
     body: PayRequest,
@@ -356,7 +376,7 @@ def get_payment(payment_id: str, caller: StaffCaller, db: DbDep) -> PaymentPubli
         return PaymentPublic.model_validate(payment)
 
 
-@router.post("/payments/{payment_id}/refund", summary="Refund a payment")
+@router.post("/payments/{payment_id}/refund", summary="Refund a payment", responses=_IDEMPOTENT)
 def post_refund(
     payment_id: str,
     body: RefundRequest,
