@@ -13,8 +13,8 @@ listed anywhere:
   400 a value the database refuses, 422 a request off the schema; a body: 408 and
   413; an input that names a thing, a path parameter or an ``*_id``: 404), from its
   dependencies (401/403 for the caller, 429 for the throttled client, 503 for the
-  database or blob storage) and from the route's own
-  ``responses=`` (its domain refusals, 409 and the like). FastAPI's
+  database or blob storage) and from the route's own ``responses=`` (its domain
+  refusals, 409 and the like). FastAPI's
   ``HTTPValidationError`` schema is gone: 422 is the server's shape too.
 
 `install_openapi` puts the document on an app (``app.openapi``; served at
@@ -23,13 +23,13 @@ listed anywhere:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
-from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, iter_route_contexts
 
 __all__ = [
@@ -40,7 +40,6 @@ __all__ = [
     "STAFF_SESSION",
     "Contract",
     "RouteLike",
-    "contract_document",
     "documents",
     "install_openapi",
     "route_contract",
@@ -207,7 +206,8 @@ def _is_a_name(name: str) -> bool:
 
 
 def _body_names(field_: Any) -> list[str]:
-    """The top-level field names of a JSON body model (none for other bodies)."""
+    """The top-level field names of a JSON body model (a body of another type: its
+    parameter's own name)."""
     model = getattr(getattr(field_, "field_info", None), "annotation", None)
     fields = getattr(model, "model_fields", None)
     return list(fields) if isinstance(fields, dict) else [getattr(field_, "name", "")]
@@ -271,19 +271,12 @@ def _document_operation(operation: dict[str, Any], contract: Contract) -> None:
             declared["description"] = description
     for status, response in responses.items():
         if status.isdigit() and int(status) >= 400 and _wants_error_shape(response):
-            response["content"] = _ERROR_CONTENT
+            response["content"] = copy.deepcopy(_ERROR_CONTENT)
     operation["responses"] = dict(sorted(responses.items()))
 
 
-def contract_document(app: FastAPI) -> dict[str, Any]:
-    """The app's OpenAPI document, with security and error responses derived."""
-    document = get_openapi(
-        title=app.title,
-        version=app.version,
-        openapi_version=app.openapi_version,
-        description=app.description,
-        routes=app.routes,
-    )
+def _derive(app: FastAPI, document: dict[str, Any]) -> None:
+    """Add the derived security and error responses to FastAPI's `document` of `app`."""
     for route in iter_route_contexts(app.routes):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:
             continue
@@ -295,19 +288,22 @@ def contract_document(app: FastAPI) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
-    schemas["Error"] = ERROR_SCHEMA
+    schemas["Error"] = copy.deepcopy(ERROR_SCHEMA)
     components["schemas"] = dict(sorted(schemas.items()))
-    components["securitySchemes"] = SECURITY_SCHEMES
-    return document
+    components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Serve `contract_document` as the app's OpenAPI document (built once, on first
-    use, after every router is included)."""
+    """Serve FastAPI's document of `app` with the derived contract added (built on first
+    use, and again whenever FastAPI rebuilds it for routes added since)."""
+    build = app.openapi
+    derived: list[dict[str, Any]] = []  # the document last derived (FastAPI caches it)
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = contract_document(app)
-        return app.openapi_schema
+        document = build()
+        if not derived or derived[0] is not document:
+            _derive(app, document)
+            derived[:] = [document]
+        return document
 
     app.openapi = openapi  # type: ignore[method-assign]

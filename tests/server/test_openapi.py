@@ -154,6 +154,13 @@ def test_a_route_the_mechanism_has_not_seen_is_covered() -> None:
     opened = document["paths"]["/v1/new/open"]["get"]
     assert opened["security"] == [] and set(opened["responses"]) == {"200", "429"}
 
+    @app.get("/v1/later/{thing_id}")
+    def get_later(thing_id: str, caller: AdminCaller) -> dict[str, str]:
+        return {}
+
+    later = app.openapi()["paths"]["/v1/later/{thing_id}"]["get"]  # rebuilt, derived again
+    assert later["security"] == [{STAFF_SESSION: []}] and "404" in later["responses"]
+
 
 class _Assets(HTMLParser):
     """Every URL a page loads (scripts, stylesheets, icons, images) and its scripts."""
