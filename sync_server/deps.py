@@ -19,7 +19,9 @@ Routes declare what they need by type::
   to the services, which scope every query by its clinic.
 
 Each dependency reads ``request.app.state`` at request time: nothing is created at
-import time.
+import time. Those that authenticate or can refuse a request are marked with
+`sync_server.openapi.documents` (their security scheme, their error statuses): every
+route that uses them is documented so.
 """
 
 from __future__ import annotations
