@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -226,7 +226,7 @@ def get_invoices(
     patient_id: str | None = None,
     state: str | None = None,
     limit: int = 100,
-    offset: int = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[InvoicePublic]:
     """Invoices the caller may see, newest first."""
     with db.read() as session:
