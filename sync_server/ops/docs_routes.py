@@ -1,6 +1,8 @@
 """Routes: the API's interactive documentation, served with no internet.
 
-- ``GET /docs``: Swagger UI over ``/openapi.json``.
+- ``GET /docs``: Swagger UI over ``/openapi.json``. The pinned bundle is Swagger UI 4,
+  which renders OpenAPI 3.0 only: the page relabels the 3.1 document it loads as 3.0
+  for display (a response interceptor); ``/openapi.json`` itself is unchanged.
 - ``/docs/static/...``: Swagger UI's own files, from the pinned ``swagger-ui-bundle``
   package (no CDN, no font or favicon from elsewhere, no online validator badge).
 
@@ -36,11 +38,25 @@ _PAGE = """<!DOCTYPE html>
 <div id="swagger-ui"></div>
 <script src="{static}/swagger-ui-bundle.js"></script>
 <script>
+// The bundled Swagger UI (4.x) renders OpenAPI 3.0 only: it is shown the document as
+// 3.0 (the label alone; /openapi.json itself stays 3.1).
+function asRenderable(response) {{
+  if (response.url.endsWith({openapi_url}) && response.ok) {{
+    const spec = JSON.parse(response.text);
+    if (typeof spec.openapi === "string" && spec.openapi.startsWith("3.1")) {{
+      spec.openapi = "3.0.3";
+      response.text = response.data = JSON.stringify(spec);
+      response.body = response.obj = spec;
+    }}
+  }}
+  return response;
+}}
 window.ui = SwaggerUIBundle({{
   url: {openapi_url},
   dom_id: "#swagger-ui",
   deepLinking: true,
   validatorUrl: null,
+  responseInterceptor: asRenderable,
   presets: [SwaggerUIBundle.presets.apis],
   layout: "BaseLayout"
 }});
