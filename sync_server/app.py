@@ -63,7 +63,9 @@ from sync_server.keyfiles import private_folder
 from sync_server.models import routes as model_routes
 from sync_server.models.services import MAX_MANIFEST_SIZE, MAX_MODEL_SIZE
 from sync_server.models.signing import ArtifactKey
+from sync_server.openapi import install_openapi
 from sync_server.ops import routes as ops_routes
+from sync_server.ops.docs_routes import install_docs
 from sync_server.ops.limits import BodyLimitMiddleware, RouteCap
 from sync_server.ops.middleware import install_observability
 from sync_server.payments import routes as payment_routes
@@ -149,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "(directory, schedules, staff actions, calendar feeds), supplies (catalogue, stock by "
         "lot, orders, prescriptions).",
         lifespan=lifespan,
+        docs_url=None,  # `install_docs` serves them from the package, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.db = db
@@ -240,6 +244,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         edge_routes,
     ):
         app.include_router(routes.router)
+    install_docs(app)
+    install_openapi(app)
     return app
 
 

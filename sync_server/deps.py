@@ -19,7 +19,9 @@ Routes declare what they need by type::
   to the services, which scope every query by its clinic.
 
 Each dependency reads ``request.app.state`` at request time: nothing is created at
-import time.
+import time. Those that authenticate or can refuse a request are marked with
+`sync_server.openapi.documents` (their security scheme, their error statuses): every
+route that uses them is documented so.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from sync_server.identity.sessions import keep_session_alive, session_state
 from sync_server.identity.throttling import client_of
 from sync_server.intents.desk import IntentDesk
 from sync_server.models.signing import ArtifactKey
+from sync_server.openapi import DEVICE_TOKEN, STAFF_SESSION, documents
 from sync_server.ops.metrics import Metrics
 from sync_server.settings import Settings
 from sync_server.sync.feed import Feed
@@ -67,6 +70,19 @@ def _settings(request: Request) -> Settings:
     return settings
 
 
+_DATABASE_DOWN = {
+    503: "The database is busy or down, or the audit log could not be written: "
+    "nothing was done; retry later (`unavailable` and the like)."
+}
+_UNAUTHENTICATED = {
+    401: "No valid bearer token: missing (`missing_token`), expired, unknown, or a staff "
+    "session that ended (`session_ended`).",
+    403: "Valid credentials that may not do this: a revoked device, a deactivated user, "
+    "the wrong kind of caller or role (`devices_only`, `staff_only`, `admins_only`).",
+}
+
+
+@documents(errors=_DATABASE_DOWN)
 def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
@@ -92,10 +108,12 @@ def _secret_box(request: Request) -> SecretBox:
     return box
 
 
+@documents(errors={429: "Too many attempts from this client: retry after `Retry-After`."})
 def _client(request: Request) -> str:
     return client_of(request.client.host if request.client else None)
 
 
+@documents(errors={503: "Blob storage is unavailable; retry later."})
 def _blobs(request: Request) -> BlobBackend:
     backend: BlobBackend = request.app.state.blobs
     return backend
@@ -129,6 +147,7 @@ MetricsDep = Annotated[Metrics, Depends(_metrics)]
 RequestIdDep = Annotated[str | None, Depends(_request_id)]
 
 
+@documents(security=(DEVICE_TOKEN, STAFF_SESSION), errors=_UNAUTHENTICATED)
 def current_principal(
     request: Request, db: DbDep, key: SigningKeyDep, settings: SettingsDep
 ) -> Principal:
@@ -162,18 +181,21 @@ def current_principal(
 AnyPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
+@documents(security=(DEVICE_TOKEN,))
 def _device(principal: AnyPrincipal) -> Principal:
     if principal.kind != "device":
         raise Forbidden("this route is for enrolled devices", code="devices_only")
     return principal
 
 
+@documents(security=(STAFF_SESSION,))
 def _staff(principal: AnyPrincipal) -> Principal:
     if principal.kind != "user" or principal.role not in STAFF_ROLES:
         raise Forbidden("this route is for staff", code="staff_only")
     return principal
 
 
+@documents(security=(STAFF_SESSION,))
 def _admin(principal: AnyPrincipal) -> Principal:
     if principal.kind != "user" or principal.role != "admin":
         raise Forbidden("this route is for admins", code="admins_only")

@@ -26,6 +26,7 @@ SERVER_CORE = {
     "errors",
     "keyfiles",
     "migrating",
+    "openapi",
     "operator",
     "serving",
     "settings",

@@ -45,6 +45,12 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
         409: {"description": "The events do not continue the chain the server holds."},
         413: {"description": "Too large"},
     },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
 )
 async def push_device_events(
     request: Request,

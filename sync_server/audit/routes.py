@@ -101,7 +101,11 @@ def get_consistency(
     return ConsistencyProof(first=first, second=second, path=[p.hex() for p in path])
 
 
-@router.get("/proofs/inclusion", summary="Proof that one event is in the log")
+@router.get(
+    "/proofs/inclusion",
+    summary="Proof that one event is in the log",
+    responses={404: {"description": "The log has no such event (`audit_event_not_found`)."}},
+)
 def get_inclusion(caller: AnyPrincipal, db: DbDep, seq: _Size, size: _Size) -> InclusionProof:
     """The event at leaf `seq` (its canonical bytes: ids only) and the RFC 9162 proof of
     its inclusion in the log of `size` events. Admins may ask for any event; a device
@@ -132,6 +136,9 @@ _Time = Annotated[
     status_code=201,
     response_model=BreakGlassGrantPublic,
     summary="Break-glass: emergency access to a patient of another clinic",
+    responses={
+        409: {"description": "`break_glass_not_needed`: the patient is of the caller's clinic."}
+    },
 )
 def post_break_glass(
     body: BreakGlassRequest, caller: StaffCaller, db: DbDep, settings: SettingsDep
@@ -184,6 +191,7 @@ def list_break_glass(
     "/break-glass/{grant_id}/review",
     response_model=BreakGlassGrantPublic,
     summary="Review a break-glass grant",
+    responses={409: {"description": "`already_reviewed`."}},
 )
 def post_break_glass_review(
     grant_id: str, body: BreakGlassReview, caller: AdminCaller, db: DbDep

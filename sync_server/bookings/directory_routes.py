@@ -193,6 +193,7 @@ def get_services(caller: StaffCaller, db: DbDep) -> list[ServicePublic]:
     status_code=status.HTTP_201_CREATED,
     response_model=ServicePublic,
     summary="Add a service",
+    responses={409: {"description": "`service_exists`: a service with that code."}},
 )
 def post_service(
     body: ServiceCreate, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep

@@ -137,7 +137,10 @@ def get_booking(
 
 
 @router.post(
-    "/bookings/{booking_id}/state", response_model=BookingPublic, summary="Act on a booking"
+    "/bookings/{booking_id}/state",
+    response_model=BookingPublic,
+    summary="Act on a booking",
+    responses={409: {"description": "`bad_transition`: not allowed from the booking's state."}},
 )
 def post_booking_state(
     booking_id: str, body: StateChange, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep

@@ -139,6 +139,7 @@ def get_products(
     status_code=status.HTTP_201_CREATED,
     response_model=ProductPublic,
     summary="Add a product or kit",
+    responses={409: {"description": "`sku_taken`: a product with that SKU."}},
 )
 def post_product(
     body: ProductCreate, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
@@ -174,7 +175,12 @@ def get_product(product_id: str, caller: StaffCaller, db: DbDep) -> ProductPubli
         )
 
 
-@router.patch("/products/{product_id}", response_model=ProductPublic, summary="Change a product")
+@router.patch(
+    "/products/{product_id}",
+    response_model=ProductPublic,
+    summary="Change a product",
+    responses={409: {"description": "`sku_taken`: a product with that SKU."}},
+)
 def patch_product(
     product_id: str, body: ProductUpdate, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
 ) -> ProductPublic:
@@ -208,6 +214,7 @@ def get_locations(caller: StaffCaller, db: DbDep) -> list[LocationPublic]:
     status_code=status.HTTP_201_CREATED,
     response_model=LocationPublic,
     summary="Add a stock location",
+    responses={409: {"description": "`warehouse_exists`, `location_name_taken`."}},
 )
 def post_location(body: LocationCreate, caller: StaffCaller, db: DbDep) -> LocationPublic:
     """Add the central warehouse (one per organisation, 409 ``warehouse_exists``), or
@@ -236,7 +243,13 @@ def get_stock(
 
 
 @router.post(
-    "/lots", status_code=status.HTTP_201_CREATED, response_model=LotPublic, summary="Receive stock"
+    "/lots",
+    status_code=status.HTTP_201_CREATED,
+    response_model=LotPublic,
+    summary="Receive stock",
+    responses={
+        409: {"description": "A lot that exists with other details (`lot_expiry_mismatch`)."}
+    },
 )
 def post_lot(body: LotReceive, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep) -> LotPublic:
     """Receive a lot at a location (or more of a lot already there). 400 for a kit
@@ -256,7 +269,12 @@ def post_lot(body: LotReceive, caller: StaffCaller, db: DbDep, key: ArtifactKeyD
     return received
 
 
-@router.post("/lots/{lot_id}/adjust", response_model=LotPublic, summary="Correct a lot's count")
+@router.post(
+    "/lots/{lot_id}/adjust",
+    response_model=LotPublic,
+    summary="Correct a lot's count",
+    responses={409: {"description": "`below_reserved`: fewer on hand than reserved, or below 0."}},
+)
 def post_adjust(
     lot_id: str, body: LotAdjust, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
 ) -> LotPublic:
@@ -316,7 +334,12 @@ def get_order(order_id: str, caller: StaffCaller, db: DbDep) -> OrderPublic:
         return _order(session, order)
 
 
-@router.post("/orders/{order_id}/cancel", response_model=OrderPublic, summary="Cancel an order")
+@router.post(
+    "/orders/{order_id}/cancel",
+    response_model=OrderPublic,
+    summary="Cancel an order",
+    responses={409: {"description": "`order_not_cancellable`, `order_paid`."}},
+)
 def post_order_cancel(
     order_id: str, body: OrderCancelBody, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
 ) -> OrderPublic:
@@ -337,7 +360,12 @@ def post_order_cancel(
     return cancelled
 
 
-@router.post("/orders/{order_id}/{action}", response_model=OrderPublic, summary="Move an order on")
+@router.post(
+    "/orders/{order_id}/{action}",
+    response_model=OrderPublic,
+    summary="Move an order on",
+    responses={409: {"description": "`order_state`, `out_of_stock`."}},
+)
 def post_order_action(
     order_id: str,
     action: Literal["pick", "ship", "deliver"],
@@ -416,6 +444,7 @@ def post_prescription(
     "/prescriptions/{prescription_id}/revoke",
     response_model=PrescriptionPublic,
     summary="Revoke a prescription",
+    responses={409: {"description": "`already_revoked`."}},
 )
 def post_prescription_revoke(
     prescription_id: str, caller: StaffCaller, db: DbDep

@@ -50,6 +50,7 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
     status_code=status.HTTP_201_CREATED,
     response_model=ClinicPublic,
     summary="Create a clinic",
+    responses={409: {"description": "`clinic_exists`: a clinic of that name in the organisation."}},
 )
 def post_clinic(body: ClinicCreate, caller: AdminCaller, db: DbDep) -> ClinicPublic:
     """Create a clinic in the admin's organisation.
@@ -127,6 +128,7 @@ def post_revoke_device(device_id: str, caller: AdminCaller, db: DbDep) -> Device
     status_code=status.HTTP_201_CREATED,
     response_model=UserCreated,
     summary="Create a staff account",
+    responses={409: {"description": "`username_taken` in the organisation."}},
 )
 def post_user(
     body: UserCreate, caller: AdminCaller, db: DbDep, secret_box: SecretBoxDep

@@ -51,7 +51,8 @@ __all__ = ["router"]
 router = APIRouter(prefix="/v1", tags=["auth"])
 
 _THROTTLED: dict[int | str, dict[str, Any]] = {
-    429: {"description": "Too many attempts: retry after `Retry-After` seconds."}
+    401: {"description": "The credentials are refused (expired, unknown, spent or wrong)."},
+    429: {"description": "Too many attempts: retry after `Retry-After` seconds."},
 }
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +34,7 @@ from sync_server.errors import (
     Unprocessable,
 )
 from sync_server.identity.principals import Principal
+from sync_server.openapi import GATEWAY_SIGNATURE, documents
 from sync_server.payments.charging import (
     PaymentResult,
     apply_event,
@@ -78,6 +79,13 @@ IdempotencyKeyHeader = Annotated[
     str | None,
     Header(alias="Idempotency-Key", description="Required: one key per intended operation."),
 ]
+_IDEMPOTENT: dict[int | str, dict[str, Any]] = {
+    409: {
+        "description": "`idempotency_key_in_use`: the key was used for another request, "
+        "or its first request is still running; or the state refuses it."
+    }
+}
+"""What every route run through `idempotent` may answer besides its own refusals."""
 _ACTORS = ("staff", "admin")
 _STATUS = (
     (Unprocessable, 422),
@@ -177,6 +185,7 @@ def _invoice_public(session: Session, invoice: Invoice) -> InvoicePublic:
     response_model=InvoicePublic,
     status_code=status.HTTP_201_CREATED,
     summary="Issue an invoice",
+    responses={409: {"description": "`invoice_numbering`: numbering raced; retry."}},
 )
 def post_invoice(
     body: InvoiceCreate, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
@@ -217,7 +226,7 @@ def get_invoices(
     patient_id: str | None = None,
     state: str | None = None,
     limit: int = 100,
-    offset: int = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> list[InvoicePublic]:
     """Invoices the caller may see, newest first."""
     with db.read() as session:
@@ -257,7 +266,12 @@ def get_invoice(invoice_id: str, caller: StaffCaller, db: DbDep) -> InvoicePubli
         return _invoice_public(session, invoice)
 
 
-@router.post("/invoices/{invoice_id}/void", response_model=InvoicePublic, summary="Void an invoice")
+@router.post(
+    "/invoices/{invoice_id}/void",
+    response_model=InvoicePublic,
+    summary="Void an invoice",
+    responses={409: {"description": "`not_voidable`: only an open invoice with nothing paid is."}},
+)
 def post_void(
     invoice_id: str, body: VoidRequest, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
 ) -> InvoicePublic:
@@ -284,7 +298,14 @@ def post_void(
         return _invoice_public(session, invoice)
 
 
-@router.post("/invoices/{invoice_id}/pay", summary="Pay an invoice")
+@router.post(
+    "/invoices/{invoice_id}/pay",
+    summary="Pay an invoice",
+    responses={
+        **_IDEMPOTENT,
+        402: {"description": "`card_declined`: the gateway declined; `payment` says how."},
+    },
+)
 def post_pay(
     invoice_id: str,
     body: PayRequest,
@@ -355,7 +376,7 @@ def get_payment(payment_id: str, caller: StaffCaller, db: DbDep) -> PaymentPubli
         return PaymentPublic.model_validate(payment)
 
 
-@router.post("/payments/{payment_id}/refund", summary="Refund a payment")
+@router.post("/payments/{payment_id}/refund", summary="Refund a payment", responses=_IDEMPOTENT)
 def post_refund(
     payment_id: str,
     body: RefundRequest,
@@ -430,8 +451,31 @@ def get_ledger(caller: StaffCaller, db: DbDep) -> LedgerReport:
     )
 
 
-@router.post("/payments/webhooks", summary="Gateway webhook")
-async def post_webhook(request: Request, db: DbDep, key: ArtifactKeyDep) -> dict[str, str]:
+@documents(
+    security=(GATEWAY_SIGNATURE,),
+    errors={401: "A bad or stale signature (`bad_signature`)."},
+)
+def _gateway_signature(request: Request) -> str | None:
+    """The gateway's signature header, checked with the body by `verified_event`."""
+    return request.headers.get(SIGNATURE_HEADER)
+
+
+GatewaySignature = Annotated[str | None, Depends(_gateway_signature)]
+
+
+@router.post(
+    "/payments/webhooks",
+    summary="Gateway webhook",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
+async def post_webhook(
+    request: Request, signature: GatewaySignature, db: DbDep, key: ArtifactKeyDep
+) -> dict[str, str]:
     """A signed gateway event (``Coherency-Signature: t=...,v1=...``): 400 malformed,
     401 a bad or stale signature; applied once per event id (a redelivery answers
     ``duplicate``)."""
@@ -440,7 +484,7 @@ async def post_webhook(request: Request, db: DbDep, key: ArtifactKeyDep) -> dict
     event = verified_event(
         secret=payments.webhook_secret,
         body=body,
-        header=request.headers.get(SIGNATURE_HEADER),
+        header=signature,
         now=int(time.time()),
     )
 

@@ -23,6 +23,7 @@ HTTP_LAYER = {
     "bodies.py",
     "deps.py",
     "embedded.py",
+    "openapi.py",  # the OpenAPI document, derived from the routes' dependencies
     "serving.py",
     "ops/middleware.py",
     "ops/limits.py",  # body caps and deadlines: ASGI middleware and the HTTP protocol
