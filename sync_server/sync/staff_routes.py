@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from sqlalchemy import Select
 
@@ -283,12 +283,7 @@ def list_wound_assessments(
 # ------------------------------------------------------------ clinic-wide lists
 
 
-@router.get("/staff/assessments", response_model=KeysetPage, summary="A clinic's assessments")
-def list_clinic_assessments(
-    caller: StaffCaller,
-    db: DbDep,
-    request_id: RequestIdDep,
-    clinic_id: ClinicId = None,
+def _assessment_filters(
     patient_id: PatientId = None,
     wound_id: WoundId = None,
     captured_from: CapturedFrom = None,
@@ -297,13 +292,9 @@ def list_clinic_assessments(
     max_area_cm2: MaxArea = None,
     has_model_output: HasModelOutput = None,
     include_deleted: IncludeDeleted = False,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-) -> KeysetPage:
-    """A clinic's assessments, oldest capture first, filtered, a keyset page at a time:
-    pass `next_cursor` as `cursor` for the next page (rows inserted meanwhile never
-    repeat or shift a page). 400 ``bad_cursor`` for a cursor this list did not make."""
-    filters = AssessmentFilters(
+) -> AssessmentFilters:
+    """The clinic-wide lists' and exports' filters, from the query string."""
+    return AssessmentFilters(
         patient_id=patient_id,
         wound_id=wound_id,
         captured_from=captured_from,
@@ -313,6 +304,24 @@ def list_clinic_assessments(
         has_model_output=has_model_output,
         include_deleted=include_deleted,
     )
+
+
+Filters = Annotated[AssessmentFilters, Depends(_assessment_filters)]
+
+
+@router.get("/staff/assessments", response_model=KeysetPage, summary="A clinic's assessments")
+def list_clinic_assessments(
+    caller: StaffCaller,
+    db: DbDep,
+    request_id: RequestIdDep,
+    filters: Filters,
+    clinic_id: ClinicId = None,
+    limit: Limit = 100,
+    cursor: Cursor = None,
+) -> KeysetPage:
+    """A clinic's assessments, oldest capture first, filtered, a keyset page at a time:
+    pass `next_cursor` as `cursor` for the next page (rows inserted meanwhile never
+    repeat or shift a page). 400 ``bad_cursor`` for a cursor this list did not make."""
     after = None if cursor is None else decode_cursor(cursor, parts=2)
     with db.read() as session:
         clinic = clinic_in_scope(session=session, principal=caller, clinic_id=clinic_id)
@@ -409,18 +418,11 @@ def export_records(
     caller: StaffCaller,
     db: DbDep,
     request_id: RequestIdDep,
+    filters: Filters,
     format: Annotated[
         Literal["csv", "ndjson"], Query(description="csv (default) or ndjson.")
     ] = "csv",
     clinic_id: ClinicId = None,
-    patient_id: PatientId = None,
-    wound_id: WoundId = None,
-    captured_from: CapturedFrom = None,
-    captured_before: CapturedBefore = None,
-    min_area_cm2: MinArea = None,
-    max_area_cm2: MaxArea = None,
-    has_model_output: HasModelOutput = None,
-    include_deleted: IncludeDeleted = False,
 ) -> StreamingResponse:
     """A clinic's patients, wounds, assessments (figures and tissue mix) or notes, as
     CSV or newline-delimited JSON, streamed as it is read (columns: docs/server.md).
@@ -429,16 +431,6 @@ def export_records(
     ``filter_not_applicable`` on another kind). The export is audited before the first
     byte, and again at its end with the row count and the patients exported.
     """
-    filters = AssessmentFilters(
-        patient_id=patient_id,
-        wound_id=wound_id,
-        captured_from=captured_from,
-        captured_before=captured_before,
-        min_area_cm2=min_area_cm2,
-        max_area_cm2=max_area_cm2,
-        has_model_output=has_model_output,
-        include_deleted=include_deleted,
-    )
     with db.read() as session:
         clinic = clinic_in_scope(session=session, principal=caller, clinic_id=clinic_id)
     stream = open_export(
