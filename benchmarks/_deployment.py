@@ -19,6 +19,7 @@ Everything listens on 127.0.0.1 and lives under the given folder.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import shutil
@@ -112,6 +113,12 @@ def _tail(path: Path, lines: int = 30) -> str:
     with contextlib.suppress(OSError):
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     return "(no log)"
+
+
+def _place(pid: int, cpus: set[int] | None) -> None:
+    if cpus is not None and hasattr(os, "sched_setaffinity"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(pid, cpus)
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -245,7 +252,14 @@ class Nginx:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def start(cls, prefix: Path, upstreams: list[int], *, read_timeout: float) -> Nginx:
+    def start(
+        cls,
+        prefix: Path,
+        upstreams: list[int],
+        *,
+        read_timeout: float,
+        cpus: set[int] | None = None,
+    ) -> Nginx:
         prefix.mkdir(parents=True, exist_ok=True)
         port = free_port()
         conf = prefix / "nginx.conf"
@@ -259,6 +273,7 @@ class Nginx:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        _place(process.pid, cpus)
         nginx = cls(prefix, port, process)
         try:
             _wait_until_up(nginx.url, process, "nginx", prefix / "error.log")
@@ -284,6 +299,7 @@ class Deployment:
     """The deployment's settings as an operator's tools see them (enrolment tokens)."""
     instances: list[Instance] = field(default_factory=list)
     nginx: Nginx | None = None
+    cpus: set[int] | None = None
 
     @property
     def url(self) -> str:
@@ -303,9 +319,12 @@ class Deployment:
         long_poll_seconds: float = 20.0,
         proxy: bool = True,
         extra_env: Mapping[str, str] | None = None,
+        cpus: set[int] | None = None,
     ) -> Iterator[Deployment]:
         """Start moto, `instances` servers of `workers` workers each and (with `proxy`)
         nginx in front of them; stop everything at the end, whatever happens.
+
+        `cpus`: the CPUs the servers and nginx may run on (default: this process's).
 
         The first instance migrates the database and creates the shared key files and
         the bucket; the others start once it is ready.
@@ -315,6 +334,7 @@ class Deployment:
         if proxy and (reason := nginx_unavailable()):
             raise RuntimeError(reason)
         root.mkdir(parents=True, exist_ok=True)
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's access lines
         moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         moto.start()
         host, port = moto.get_host_and_port()
@@ -342,7 +362,7 @@ class Deployment:
             **{k.lower(): v for k, v in values.items() if k != "LOG_LEVEL"},
         )
         deployment = cls(root, database_url, values["S3_ENDPOINT_URL"], values["S3_BUCKET"],
-                         settings)  # fmt: skip
+                         settings, cpus=cpus)  # fmt: skip
         try:
             for index in range(instances):
                 deployment._start_instance(index, values, workers, extra_env or {})
@@ -351,6 +371,7 @@ class Deployment:
                     root / "nginx",
                     [i.port for i in deployment.instances],
                     read_timeout=long_poll_seconds + 60,
+                    cpus=cpus,
                 )
             yield deployment
         finally:
@@ -380,6 +401,7 @@ class Deployment:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # its own group: kill() takes its workers too
             )
+        _place(process.pid, self.cpus)  # before it starts its threads
         instance = Instance(index, port, self.root / f"instance-{index}", log_path, process)
         self.instances.append(instance)
         _wait_until_up(instance.url, process, f"server instance {index}", log_path)
