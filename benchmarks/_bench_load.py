@@ -29,6 +29,7 @@ missing, with the reason.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import threading
@@ -46,8 +47,7 @@ from benchmarks._bench_sync import MissingFigure, _database, percentile
 from benchmarks._common import new_client, progress
 from benchmarks._deployment import Deployment, nginx_unavailable
 from benchmarks._harness import Figure
-from edge_sdk import EdgeClient, RetryPolicy
-from edge_sdk._http_transport import HttpTransport
+from edge_sdk import EdgeClient, HttpTransport, RetryPolicy
 
 __all__ = ["CLINICS", "NAMES", "load_size", "run"]
 
@@ -273,7 +273,40 @@ def _measure(
         for device in devices:
             device.transport.close()
             device.client.close()
-    return _figures(tally, elapsed, peaks, converged, diverged, count, duration, enrol_s, label)
+    extra = {
+        "devices": count,
+        "clinics": CLINICS,
+        "instances": 2,
+        "seconds": round(elapsed, 1),
+        "planned_seconds": duration,
+        "database": label,
+        "requests": tally.requests,
+        "syncs": tally.syncs,
+        "enrol_s": round(enrol_s, 1),
+        **_server_side(deployment),
+    }
+    return _figures(tally, elapsed, peaks, converged, diverged, extra)
+
+
+def _server_side(deployment: Deployment) -> dict[str, float]:
+    """Push and pull (not long-polling) p50/p99 as the instances timed them (their
+    access lines): the rest of a device's latency is nginx, the network and the
+    device's own process."""
+    timings: dict[str, list[float]] = {"push": [], "pull": []}
+    for instance in deployment.instances:
+        for line in instance.log_lines():
+            if '"sync_server.access"' not in line:
+                continue
+            entry = json.loads(line)
+            what = {"/v1/sync/push": "push", "/v1/sync/pull": "pull"}.get(entry.get("route"))
+            if what is not None and entry.get("status") == 200 and not entry.get("long_poll"):
+                timings[what].append(float(entry["duration_ms"]))
+    out: dict[str, float] = {}
+    for what, values in timings.items():
+        if values:
+            out[f"server_{what}_p50_ms"] = round(percentile(values, 0.50), 1)
+            out[f"server_{what}_p99_ms"] = round(percentile(values, 0.99), 1)
+    return out
 
 
 def _converge(devices: Sequence[Device]) -> tuple[bool, int]:
@@ -303,22 +336,9 @@ def _figures(
     peaks: list[float],
     converged: bool,
     diverged: int,
-    count: int,
-    duration: float,
-    enrol_s: float,
-    label: str,
+    extra: dict[str, Any],
 ) -> list[Figure | MissingFigure]:
-    extra: dict[str, Any] = {
-        "devices": count,
-        "clinics": CLINICS,
-        "instances": 2,
-        "seconds": round(elapsed, 1),
-        "planned_seconds": duration,
-        "database": label,
-        "requests": tally.requests,
-        "syncs": tally.syncs,
-        "enrol_s": round(enrol_s, 1),
-    }
+    count = extra["devices"]
 
     def figure(name: str, description: str, unit: str, value: float, **more: Any) -> Figure:
         return Figure("load", name, description, unit, [value], extra={**extra, **more})

@@ -357,9 +357,8 @@ class Deployment:
             "LOG_LEVEL": "INFO",
             **SHARED_CLIENT_LIMITS,
         }
-        settings = Settings(
-            data_dir=shared,
-            **{k.lower(): v for k, v in values.items() if k != "LOG_LEVEL"},
+        settings = Settings.model_validate(
+            {"data_dir": shared, **{k.lower(): v for k, v in values.items()}}
         )
         deployment = cls(root, database_url, values["S3_ENDPOINT_URL"], values["S3_BUCKET"],
                          settings, cpus=cpus)  # fmt: skip

@@ -9,8 +9,9 @@ HTTP request:
   log line written while the request runs;
 - writes one access line on the ``sync_server.access`` logger: request id, method,
   route *template* (``/v1/patients/{patient_id}``, never the raw path or the query
-  string, which may hold a patient's name), status, duration and the principal's kind
-  and id. No request or response body is ever logged;
+  string, which may hold a patient's name), status, duration, whether the request
+  waited in a long poll, and the principal's kind and id. No request or response body
+  is ever logged;
 - counts the request in the app's own Prometheus registry (`Metrics`, on
   ``app.state.metrics``), so several apps in one process never collide; a pull that
   waited in a long poll is counted but not timed here (its wait has a histogram of its
@@ -163,7 +164,8 @@ class ObservabilityMiddleware:
         method = str(scope["method"])
         route = _route_template(scope)
         self.metrics.http_requests.labels(method=method, route=route, status=str(status)).inc()
-        if not _was_long_poll(scope):  # its wait is in the long-poll histogram
+        long_poll = _was_long_poll(scope)
+        if not long_poll:  # its wait is in the long-poll histogram
             self.metrics.http_request_duration.labels(method=method, route=route).observe(elapsed)
         kind, principal_id = _principal_of(scope)
         quiet = route in PROBE_ROUTES and status < 400
@@ -179,6 +181,7 @@ class ObservabilityMiddleware:
                 "route": route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),
+                "long_poll": long_poll,
                 "principal_kind": kind,
                 "principal_id": principal_id,
             },

@@ -287,7 +287,7 @@ def test_sync_metrics_helpers_show_in_metrics(server: Any) -> None:
         metrics.count_documents("pull", "accepted", -1)
 
 
-def test_long_polls_have_a_histogram_of_their_own(server: Any) -> None:
+def test_long_polls_have_a_histogram_of_their_own(server: Any, logs: LogCapture) -> None:
     clinic_id = server.new_clinic()
     _, token = server.device_token(clinic_id)
     pull = {"method": "GET", "route": "/v1/sync/pull"}
@@ -308,6 +308,10 @@ def test_long_polls_have_a_histogram_of_their_own(server: Any) -> None:
     assert delta("coherency_http_requests_total", **pull, status="200") == 2
     # Only the pull that did not wait is in the HTTP latency histogram.
     assert delta("coherency_http_request_duration_seconds_count", **pull) == 1
+    # The access lines say which one waited.
+    logs.wait_for(lambda line: line.get("route") == "/v1/sync/pull" and not line["long_poll"])
+    lines = [line for line in logs.lines() if line.get("route") == "/v1/sync/pull"]
+    assert [line["long_poll"] for line in lines] == [True, False]
 
 
 def test_apps_have_registries_of_their_own(
