@@ -43,6 +43,7 @@ __all__ = [
     "Instance",
     "Nginx",
     "free_port",
+    "metric",
     "nginx_config",
     "nginx_unavailable",
     "rss_mb",
@@ -70,6 +71,19 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` whose labels include `labels`, in
+    Prometheus's text format (0 if there are none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                total += sample.value
+    return total
 
 
 def nginx_unavailable() -> str | None:
@@ -420,6 +434,11 @@ class Deployment:
         response = httpx.get(self.instances[index].url + "/metrics", timeout=10)
         response.raise_for_status()
         return response.text
+
+    def metric(self, index: int, name: str, **labels: str) -> float:
+        """The sum of instance `index`'s samples called `name` whose labels include
+        `labels` (0 if there are none)."""
+        return metric(self.scrape(index), name, **labels)
 
     def cleanup(self) -> None:
         """Remove the deployment's folder (logs included)."""

@@ -23,25 +23,14 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks._deployment import Deployment, nginx_unavailable
+from benchmarks._deployment import Deployment, metric, nginx_unavailable
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
 
 # Server processes, nginx and moto per module.
 pytestmark = pytest.mark.slow
 
 RETRY = RetryPolicy(attempts=10, base_seconds=0.05, cap_seconds=0.5, timeout_seconds=30)
-
-
-def metric(text: str, name: str, **labels: str) -> float:
-    """The sum of the samples called `name` whose labels include `labels`."""
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                total += sample.value
-    return total
 
 
 def access_lines(lines: list[str], route: str) -> list[dict[str, Any]]:
@@ -93,7 +82,6 @@ def test_every_worker_scrape_gives_the_totals_of_both_workers(two_workers: Deplo
     assert {line["worker_index"] for line in lines} == {0, 1}
     assert all(line["worker"] != instance.pid for line in lines)  # workers, not the parent
 
-    scraped_by: set[int] = set()
     for _ in range(12):
         with httpx.Client(base_url=instance.url, timeout=10) as client:
             text = client.get("/metrics").text
@@ -211,7 +199,7 @@ def _instance_waiting(deployment: Deployment) -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         for i in (0, 1):
-            if metric(deployment.scrape(i), "coherency_sync_long_polls_waiting") >= 1:
+            if deployment.metric(i, "coherency_sync_long_polls_waiting") >= 1:
                 return i
         time.sleep(0.05)
     raise AssertionError("no long poll started")
