@@ -8,12 +8,14 @@ load benchmark).
   waiting on one instance wakes when another device pushes through the other, and when
   one instance is killed (SIGKILL) mid-sync the devices carry on through the other and
   converge.
+- The nginx example in docs/server.md is a configuration nginx accepts.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks._deployment import Deployment, metric, nginx_unavailable
+from benchmarks._deployment import NGINX, Deployment, free_port, metric, nginx_unavailable
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
 
 # Server processes, nginx and moto per module.
@@ -254,3 +256,27 @@ def test_devices_carry_on_when_an_instance_is_killed_mid_sync(
     finally:
         for client in devices:
             client.close()
+
+
+def test_the_nginx_example_in_the_docs_is_valid(tmp_path: Path) -> None:
+    if reason := nginx_unavailable():
+        pytest.skip(reason)
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text()
+    example = docs.split("```nginx\n", 1)[1].split("```", 1)[0]
+    example = example.replace("listen 443 ssl;", f"listen 127.0.0.1:{free_port()};")  # no cert
+    temp = " ".join(
+        f"{kind}_temp_path {tmp_path / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\naccess_log off; {temp}\n{example}}}\n"
+    )
+    done = subprocess.run(
+        [str(NGINX), "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "err.log")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
