@@ -2,7 +2,9 @@
 load benchmark).
 
 - ``coherency server run --workers 2`` on PostgreSQL: both workers answer, every log
-  line names its worker, and a scrape of either worker gives the totals of both.
+  line names its worker, and a scrape of either worker gives the totals of both; a
+  killed worker's counts stay in the totals, and the worker uvicorn starts in its
+  place takes its number.
 - Two ``coherency server run`` instances on one PostgreSQL database, blobs on S3
   (moto), behind Debian's nginx: devices enrol and sync through nginx, a long poll
   waiting on one instance wakes when another device pushes through the other, and when
@@ -14,7 +16,9 @@ load benchmark).
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -93,6 +97,42 @@ def test_every_worker_scrape_gives_the_totals_of_both_workers(two_workers: Deplo
     scrapes = access_lines(instance.log_lines(), "/metrics")
     scraped_by = {line["worker"] for line in scrapes}
     assert scraped_by <= workers
+
+
+def test_a_dead_workers_counts_stay_and_its_replacement_takes_its_number(
+    two_workers: Deployment,
+) -> None:
+    instance = two_workers.instances[0]
+    route = "/v1/patients/{patient_id}"
+    counted = "coherency_http_requests_total"
+    before = two_workers.metric(0, counted, route=route, status="401")
+    for _ in range(10):
+        with httpx.Client(base_url=instance.url, timeout=10) as client:
+            assert client.get(f"/v1/patients/{secrets.token_hex(8)}").status_code == 401
+    lines = [json.loads(line) for line in instance.log_lines() if line.startswith("{")]
+    slots = {line["worker"]: line["worker_index"] for line in lines if "worker_index" in line}
+    assert sorted(slots.values()) == [0, 1]  # two workers, numbered
+    victim = next(pid for pid, index in slots.items() if index == 1)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while True:  # uvicorn starts a worker in its place
+        lines = [json.loads(line) for line in instance.log_lines() if line.startswith("{")]
+        new = {line["worker"] for line in lines} - slots.keys() - {instance.pid}
+        ready = [
+            line for line in lines
+            if line["worker"] in new and line["message"] == "Application startup complete."
+        ]  # fmt: skip
+        if ready:
+            break
+        assert time.monotonic() < deadline, "no worker replaced the dead one"
+        time.sleep(0.2)
+    replacement = ready[0]
+    assert replacement["worker_index"] == slots[victim]  # the freed number
+    # The dead worker's requests are still in the totals; its live gauges are gone.
+    assert two_workers.metric(0, counted, route=route, status="401") == before + 10
+    folder = instance.data_dir / "metrics"
+    assert not list(folder.glob(f"gauge_live*_{victim}.db"))
+    assert list(folder.glob(f"counter_{victim}.db"))
 
 
 # ------------------------------------------------------- two instances behind nginx
