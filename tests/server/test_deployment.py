@@ -30,7 +30,6 @@ from typing import Any
 import httpx
 import pytest
 
-from benchmarks._deployment import NGINX, Deployment, free_port, metric, nginx_unavailable
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
 
 # Server processes, nginx and moto per module.
@@ -44,7 +43,7 @@ def access_lines(lines: list[str], route: str) -> list[dict[str, Any]]:
     return [line for line in parsed if line.get("route") == route and "status" in line]
 
 
-def device(root: Path, name: str, deployment: Deployment, clinic: str) -> EdgeClient:
+def device(root: Path, name: str, deployment: Any, clinic: str) -> EdgeClient:
     """A device enrolled through nginx into `clinic`."""
     client = EdgeClient.init(
         root / name,
@@ -58,16 +57,20 @@ def device(root: Path, name: str, deployment: Deployment, clinic: str) -> EdgeCl
 # ------------------------------------------------------------ one instance, 2 workers
 @pytest.fixture(scope="module")
 def two_workers(
-    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
-) -> Iterator[Deployment]:
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None, harness: Any
+) -> Iterator[Any]:
     if postgres_url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     root = tmp_path_factory.mktemp("two-workers")
-    with Deployment.running(root, postgres_url, instances=1, workers=2, proxy=False) as running:
+    with harness.Deployment.running(
+        root, postgres_url, instances=1, workers=2, proxy=False
+    ) as running:
         yield running
 
 
-def test_every_worker_scrape_gives_the_totals_of_both_workers(two_workers: Deployment) -> None:
+def test_every_worker_scrape_gives_the_totals_of_both_workers(
+    two_workers: Any, harness: Any
+) -> None:
     instance = two_workers.instances[0]
     route = "/v1/patients/{patient_id}"
     sent = 0
@@ -91,16 +94,16 @@ def test_every_worker_scrape_gives_the_totals_of_both_workers(two_workers: Deplo
     for _ in range(12):
         with httpx.Client(base_url=instance.url, timeout=10) as client:
             text = client.get("/metrics").text
-        counted = metric(text, "coherency_http_requests_total", route=route, status="401")
+        counted = harness.metric(text, "coherency_http_requests_total", route=route, status="401")
         assert counted == sent
-        assert metric(text, "coherency_http_requests_in_flight") >= 1  # the scrape itself
+        assert harness.metric(text, "coherency_http_requests_in_flight") >= 1  # the scrape itself
     scrapes = access_lines(instance.log_lines(), "/metrics")
     scraped_by = {line["worker"] for line in scrapes}
     assert scraped_by <= workers
 
 
 def test_a_dead_workers_counts_stay_and_its_replacement_takes_its_number(
-    two_workers: Deployment,
+    two_workers: Any,
 ) -> None:
     instance = two_workers.instances[0]
     route = "/v1/patients/{patient_id}"
@@ -138,19 +141,21 @@ def test_a_dead_workers_counts_stay_and_its_replacement_takes_its_number(
 # ------------------------------------------------------- two instances behind nginx
 @pytest.fixture(scope="module")
 def deployment(
-    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
-) -> Iterator[Deployment]:
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None, harness: Any
+) -> Iterator[Any]:
     if postgres_url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    if reason := nginx_unavailable():
+    if reason := harness.nginx_unavailable():
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("deployment")
-    with Deployment.running(root, postgres_url, instances=2, long_poll_seconds=20) as running:
+    with harness.Deployment.running(
+        root, postgres_url, instances=2, long_poll_seconds=20
+    ) as running:
         yield running
 
 
 def test_devices_enrol_and_sync_through_nginx_with_blobs_on_s3(
-    deployment: Deployment, tmp_path: Path
+    deployment: Any, tmp_path: Path
 ) -> None:
     a = device(tmp_path, "a", deployment, "deploy-sync")
     b = device(tmp_path, "b", deployment, "deploy-sync")
@@ -188,7 +193,7 @@ def test_devices_enrol_and_sync_through_nginx_with_blobs_on_s3(
 
 
 def test_a_long_poll_on_one_instance_wakes_on_a_push_through_the_other(
-    deployment: Deployment, tmp_path: Path
+    deployment: Any, tmp_path: Path, harness: Any
 ) -> None:
     writer = device(tmp_path, "writer", deployment, "deploy-wake")
     reader = device(tmp_path, "reader", deployment, "deploy-wake")
@@ -216,16 +221,16 @@ def test_a_long_poll_on_one_instance_wakes_on_a_push_through_the_other(
             after = [deployment.scrape(i) for i in (0, 1)]
             pushed_to = [
                 i for i in (0, 1)
-                if metric(after[i], "coherency_http_requests_total", **push)
-                > metric(before[i], "coherency_http_requests_total", **push)
+                if harness.metric(after[i], "coherency_http_requests_total", **push)
+                > harness.metric(before[i], "coherency_http_requests_total", **push)
             ]  # fmt: skip
             assert len(pushed_to) == 1
             # The waiting pull was woken by the change, not by its timeout.
-            assert metric(after[waiting_on], woke, outcome="woke") == (
-                metric(before[waiting_on], woke, outcome="woke") + 1
+            assert harness.metric(after[waiting_on], woke, outcome="woke") == (
+                harness.metric(before[waiting_on], woke, outcome="woke") + 1
             )
-            assert metric(after[waiting_on], woke, outcome="timeout") == (
-                metric(before[waiting_on], woke, outcome="timeout")
+            assert harness.metric(after[waiting_on], woke, outcome="timeout") == (
+                harness.metric(before[waiting_on], woke, outcome="timeout")
             )
             crossed += pushed_to[0] != waiting_on
             if crossed >= 2:
@@ -236,7 +241,7 @@ def test_a_long_poll_on_one_instance_wakes_on_a_push_through_the_other(
     assert crossed >= 1, "every push went to the instance the long poll waited on"
 
 
-def _instance_waiting(deployment: Deployment) -> int:
+def _instance_waiting(deployment: Any) -> int:
     """The instance with a pull waiting in a long poll (waits for there to be one)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -248,7 +253,7 @@ def _instance_waiting(deployment: Deployment) -> int:
 
 
 def test_devices_carry_on_when_an_instance_is_killed_mid_sync(
-    deployment: Deployment, tmp_path: Path
+    deployment: Any, tmp_path: Path
 ) -> None:
     # Last in this module: it kills an instance of the shared deployment.
     devices = [device(tmp_path, f"d{i}", deployment, "deploy-kill") for i in range(4)]
@@ -298,12 +303,14 @@ def test_devices_carry_on_when_an_instance_is_killed_mid_sync(
             client.close()
 
 
-def test_the_nginx_example_in_the_docs_is_valid(tmp_path: Path) -> None:
-    if reason := nginx_unavailable():
+def test_the_nginx_example_in_the_docs_is_valid(tmp_path: Path, harness: Any) -> None:
+    if reason := harness.nginx_unavailable():
         pytest.skip(reason)
     docs = (Path(__file__).resolve().parents[2] / "docs" / "server.md").read_text()
     example = docs.split("```nginx\n", 1)[1].split("```", 1)[0]
-    example = example.replace("listen 443 ssl;", f"listen 127.0.0.1:{free_port()};")  # no cert
+    example = example.replace(
+        "listen 443 ssl;", f"listen 127.0.0.1:{harness.free_port()};"
+    )  # no cert
     temp = " ".join(
         f"{kind}_temp_path {tmp_path / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -313,7 +320,16 @@ def test_the_nginx_example_in_the_docs_is_valid(tmp_path: Path) -> None:
         f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\naccess_log off; {temp}\n{example}}}\n"
     )
     done = subprocess.run(
-        [str(NGINX), "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "err.log")],
+        [
+            str(harness.NGINX),
+            "-t",
+            "-p",
+            str(tmp_path),
+            "-c",
+            str(conf),
+            "-e",
+            str(tmp_path / "err.log"),
+        ],
         capture_output=True,
         text=True,
         timeout=30,

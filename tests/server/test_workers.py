@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from benchmarks._deployment import Deployment
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
 
 # Two server processes on PostgreSQL per test.
@@ -28,18 +27,18 @@ LONG_POLLS = "coherency_long_poll_duration_seconds_count"
 
 @pytest.fixture(scope="module")
 def workers(
-    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
-) -> Iterator[tuple[list[str], Deployment]]:
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None, harness: Any
+) -> Iterator[tuple[list[str], Any]]:
     """Two `coherency server run` processes on one database, reached directly (no
     proxy: each test chooses the process a device talks to)."""
     if postgres_url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     root = tmp_path_factory.mktemp("workers")
-    with Deployment.running(root, postgres_url, instances=2, proxy=False) as deployment:
+    with harness.Deployment.running(root, postgres_url, instances=2, proxy=False) as deployment:
         yield [instance.url for instance in deployment.instances], deployment
 
 
-def _device(root: Path, name: str, url: str, deployment: Deployment, clinic: str) -> EdgeClient:
+def _device(root: Path, name: str, url: str, deployment: Any, clinic: str) -> EdgeClient:
     client = EdgeClient.init(
         root / name,
         PassphraseKeyProvider("pass phrase", params=Argon2Params.fast()),
@@ -55,7 +54,7 @@ def _use_worker(client: EdgeClient, url: str) -> None:
 
 
 def test_devices_syncing_through_different_workers_converge(
-    workers: tuple[list[str], Deployment], tmp_path: Path
+    workers: tuple[list[str], Any], tmp_path: Path
 ) -> None:
     (one, two), deployment = workers
     a = _device(tmp_path, "a", one, deployment, "workers-converge")
@@ -87,7 +86,7 @@ def test_devices_syncing_through_different_workers_converge(
 
 
 def test_a_long_poll_on_one_worker_wakes_on_a_push_to_the_other(
-    workers: tuple[list[str], Deployment], tmp_path: Path
+    workers: tuple[list[str], Any], tmp_path: Path
 ) -> None:
     (one, two), deployment = workers
     writer = _device(tmp_path, "writer", one, deployment, "workers-wake")
