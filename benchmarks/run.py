@@ -17,9 +17,10 @@ log's overhead on push and pull) and ``edge`` (the clinic edge box: device-to-bo
 throughput beside device-to-central, propagation through the box, the catch-up of a
 box after an outage, the box process's resident memory with 20 devices) and ``live``
 (live queries: sync page to callback latency, the cost of 100 live queries) and
-``load`` (200 simulated devices of 10 clinics against two server instances behind
-nginx on PostgreSQL for 3 minutes; fewer and shorter at small scales). See
-``benchmarks/README.md``.
+``export`` (staff exports: rows/s and peak memory exporting 10,000 and 100,000
+assessments as CSV and NDJSON, on SQLite and PostgreSQL) and ``load`` (200 simulated
+devices of 10 clinics against two server instances behind nginx on PostgreSQL for 3
+minutes; fewer and shorter at small scales). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from benchmarks import (
     _bench_capture,
     _bench_commerce,
     _bench_edge,
+    _bench_export,
     _bench_live,
     _bench_load,
     _bench_merge,
@@ -68,6 +70,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "audit": _bench_audit.run,
     "edge": _bench_edge.run,
     "live": _bench_live.run,
+    "export": _bench_export.run,
     "load": _bench_load.run,
 }
 

@@ -10,7 +10,7 @@ import click
 
 from cli._app import App, with_app
 from cli._intents import STATES, TIME, DayType, show_status, status_table
-from cli._output import emit, json_option, table
+from cli._output import csv_option, emit, json_option, table
 from crdt import Availability
 
 __all__ = ["appointments"]
@@ -125,8 +125,11 @@ def appointments_cancel(app: App, booking_id: str, reason: str | None, as_json: 
 @click.option("--state", type=click.Choice(STATES), help="Only intents in this state.")
 @click.option("--patient", "patient_id", help="Only this patient's.")
 @json_option
+@csv_option
 @with_app
-def appointments_list(app: App, state: str | None, patient_id: str | None, as_json: bool) -> None:
+def appointments_list(
+    app: App, state: str | None, patient_id: str | None, as_json: bool, as_csv: bool
+) -> None:
     """List appointment requests, moves and cancellations, and their decisions."""
     found = app.client().list_intents("appointment", state, patient_id=patient_id)
-    emit(as_json, found, lambda ss: status_table(ss, empty="no appointment intents"))
+    emit(as_json, found, lambda ss: status_table(ss, empty="no appointment intents"), as_csv=as_csv)

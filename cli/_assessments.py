@@ -6,7 +6,7 @@ import click
 
 from cli._app import App, with_app
 from cli._options import given, list_options
-from cli._output import emit, json_option, show_record, table
+from cli._output import csv_option, emit, json_option, show_record, table
 from crdt import WoundAssessment
 
 __all__ = ["assessments"]
@@ -40,6 +40,7 @@ def assessments() -> None:
 @click.option("--patient", "patient_id", help="Only this patient's assessments.")
 @list_options("assessments")
 @json_option
+@csv_option
 @with_app
 def assessments_list(
     app: App,
@@ -48,11 +49,12 @@ def assessments_list(
     include_deleted: bool,
     limit: int | None,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """List assessments, oldest first."""
     filters = given(wound_id=wound_id, patient_id=patient_id)
     found = app.client().assessments.list(include_deleted=include_deleted, limit=limit, **filters)
-    emit(as_json, found, _assessment_table)
+    emit(as_json, found, _assessment_table, as_csv=as_csv, csv_schema=WoundAssessment)
 
 
 @assessments.command("show")

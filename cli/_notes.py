@@ -9,7 +9,7 @@ import click
 
 from cli._app import App, with_app
 from cli._options import given, list_options
-from cli._output import emit, json_option, show_record, table
+from cli._output import csv_option, emit, json_option, show_record, table
 from crdt import ClinicalNote
 
 __all__ = ["notes"]
@@ -118,6 +118,7 @@ def notes_show(app: App, note_id: str, as_json: bool) -> None:
 @click.option("--wound", "wound_id", help="Only notes about this wound.")
 @list_options("notes")
 @json_option
+@csv_option
 @with_app
 def notes_list(
     app: App,
@@ -126,8 +127,9 @@ def notes_list(
     include_deleted: bool,
     limit: int | None,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """List notes, oldest first, with their first line."""
     filters = given(patient_id=patient_id, wound_id=wound_id)
     found = app.client().notes.list(include_deleted=include_deleted, limit=limit, **filters)
-    emit(as_json, found, _note_table)
+    emit(as_json, found, _note_table, as_csv=as_csv, csv_schema=ClinicalNote)

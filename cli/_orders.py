@@ -10,7 +10,7 @@ import click
 
 from cli._app import App, with_app
 from cli._intents import STATES, show_status
-from cli._output import emit, json_option, table
+from cli._output import csv_option, emit, json_option, table
 from crdt import Catalogue, CatalogueProduct, DeliverTo, ProductCategory, format_money
 from edge_sdk import IntentStatus
 
@@ -175,11 +175,14 @@ def orders_cancel(app: App, order_id: str, reason: str | None, as_json: bool) ->
 @click.option("--state", type=click.Choice(STATES), help="Only intents in this state.")
 @click.option("--patient", "patient_id", help="Only this patient's.")
 @json_option
+@csv_option
 @with_app
-def orders_list(app: App, state: str | None, patient_id: str | None, as_json: bool) -> None:
+def orders_list(
+    app: App, state: str | None, patient_id: str | None, as_json: bool, as_csv: bool
+) -> None:
     """List orders placed and cancelled, and the server's decisions."""
     client = app.client()
     found = client.orders.list(patient_id, state)
     catalogue = client.orders.catalogue()
     names = {p.id: p.sku for p in catalogue.products} if catalogue is not None else {}
-    emit(as_json, found, lambda ss: _order_table(ss, names))
+    emit(as_json, found, lambda ss: _order_table(ss, names), as_csv=as_csv)

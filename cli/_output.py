@@ -1,4 +1,5 @@
-"""Formatting what the libraries return: JSON for scripts, short tables for people."""
+"""Formatting what the libraries return: JSON for scripts, CSV for spreadsheets, short
+tables for people."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date
 from pathlib import PurePath
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import click
 from pydantic import BaseModel
@@ -16,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from crdt import Record
+from crdt import Record, csv_line
 
 
 def jsonable(value: Any) -> Any:
@@ -46,9 +48,63 @@ def _sort_key(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def emit(as_json: bool, value: Any, human: Callable[[Any], None]) -> None:
-    """Print `value` as one JSON document on stdout, or through `human` for people."""
-    if as_json:
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model a field holds (also as ``Model | None``), or None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        models = [m for m in map(_model_of, get_args(annotation)) if m is not None]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def csv_columns(schema: type[BaseModel]) -> list[str]:
+    """A record type's CSV columns: its fields, a nested model's fields as
+    ``outer.inner`` (``measurements.area_cm2``); lists and mappings stay one column."""
+    columns: list[str] = []
+    for name, info in schema.model_fields.items():
+        nested = _model_of(info.annotation)
+        columns += [f"{name}.{c}" for c in csv_columns(nested)] if nested else [name]
+    return columns
+
+
+def _cell(row: Any, column: str) -> Any:
+    for part in column.split("."):
+        row = row.get(part) if isinstance(row, dict) else None
+    return row
+
+
+def write_csv(items: Sequence[Any], schema: type[BaseModel] | None = None) -> None:
+    """Print `items` as CSV on stdout: a header line, then one line per item, cells
+    made spreadsheet-safe (`crdt.csv_line`, the server's exports use it too). Columns
+    come from `schema`, else from the first item's fields (nothing at all for no items)."""
+    rows = [jsonable(item) for item in items]
+    if schema is not None:
+        columns = csv_columns(schema)
+    elif rows and isinstance(rows[0], dict):
+        columns = list(rows[0])
+    else:
+        return
+    click.echo(csv_line(columns), nl=False)
+    for row in rows:
+        click.echo(csv_line(_cell(row, column) for column in columns), nl=False)
+
+
+def emit(
+    as_json: bool,
+    value: Any,
+    human: Callable[[Any], None],
+    *,
+    as_csv: bool = False,
+    csv_schema: type[BaseModel] | None = None,
+) -> None:
+    """Print `value` as one JSON document on stdout, as CSV (`write_csv`; a list), or
+    through `human` for people."""
+    if as_json and as_csv:
+        raise click.UsageError("give --json or --csv, not both")
+    if as_csv:
+        write_csv(value, csv_schema)
+    elif as_json:
         click.echo(json.dumps(jsonable(value), indent=2, ensure_ascii=False))
     else:
         human(value)
@@ -138,4 +194,14 @@ def json_option(command: _F) -> _F:
         "as_json",
         is_flag=True,
         help="Print one JSON document on stdout, for scripts.",
+    )(command)
+
+
+def csv_option(command: _F) -> _F:
+    """Add ``--csv`` to a list command."""
+    return click.option(
+        "--csv",
+        "as_csv",
+        is_flag=True,
+        help="Print CSV on stdout (a header line; cells starting = + - @ get a leading ').",
     )(command)

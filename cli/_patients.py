@@ -6,7 +6,7 @@ import click
 
 from cli._app import App, with_app
 from cli._options import choice, given, list_options
-from cli._output import emit, json_option, show_record, table
+from cli._output import csv_option, emit, json_option, show_record, table
 from crdt import ContactKind, Patient, Sex
 
 __all__ = ["patients"]
@@ -92,6 +92,7 @@ def patients_add(
 @click.option("--mrn", help="Only the patient with exactly this MRN.")
 @list_options("patients")
 @json_option
+@csv_option
 @with_app
 def patients_list(
     app: App,
@@ -100,6 +101,7 @@ def patients_list(
     include_deleted: bool,
     limit: int | None,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """List patients (by family name with --name, else oldest first)."""
     if name is not None and mrn is not None:
@@ -109,7 +111,13 @@ def patients_list(
         found = collection.search(name, include_deleted=include_deleted, **given(limit=limit))
     else:
         found = collection.list(include_deleted=include_deleted, limit=limit, **given(mrn=mrn))
-    emit(as_json, found, lambda rs: _patient_table(rs, with_deleted=include_deleted))
+    emit(
+        as_json,
+        found,
+        lambda rs: _patient_table(rs, with_deleted=include_deleted),
+        as_csv=as_csv,
+        csv_schema=Patient,
+    )
 
 
 @patients.command("show")

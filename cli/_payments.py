@@ -15,7 +15,7 @@ import click
 
 from cli._app import App, with_app
 from cli._intents import STATES, show_status
-from cli._output import emit, json_option, show_fields, table
+from cli._output import csv_option, emit, json_option, show_fields, table
 from cli._server import _database_options, _reported, _settings
 from crdt import Invoice, InvoiceStatus, format_money
 from edge_sdk import IntentStatus, RecordNotFoundError, balance_due, invoice_id_of
@@ -140,10 +140,13 @@ def payments_pay(
 @click.option("--state", type=click.Choice(STATES), help="Only intents in this state.")
 @click.option("--patient", "patient_id", help="Only this patient's.")
 @json_option
+@csv_option
 @with_app
-def payments_list(app: App, state: str | None, patient_id: str | None, as_json: bool) -> None:
+def payments_list(
+    app: App, state: str | None, patient_id: str | None, as_json: bool, as_csv: bool
+) -> None:
     """List payments asked for here, and the server's decisions."""
-    emit(as_json, app.client().payments.list(patient_id, state), _payment_table)
+    emit(as_json, app.client().payments.list(patient_id, state), _payment_table, as_csv=as_csv)
 
 
 @payments.command("refund")
@@ -223,10 +226,19 @@ def invoices() -> None:
     help="Only invoices in this status.",
 )
 @json_option
+@csv_option
 @with_app
-def invoices_list(app: App, patient_id: str | None, status: str | None, as_json: bool) -> None:
+def invoices_list(
+    app: App, patient_id: str | None, status: str | None, as_json: bool, as_csv: bool
+) -> None:
     """List invoices by number, with what is left to pay."""
-    emit(as_json, app.client().payments.invoices(patient_id, status), _invoice_table)
+    emit(
+        as_json,
+        app.client().payments.invoices(patient_id, status),
+        _invoice_table,
+        as_csv=as_csv,
+        csv_schema=Invoice,
+    )
 
 
 @invoices.command("show")

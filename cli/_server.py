@@ -15,7 +15,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -224,15 +224,60 @@ def run(
 
 
 # ------------------------------------------------------------------------ migrate
-@server.command("migrate")
+@server.group("migrate", invoke_without_command=True)
 @_database_options
+@click.option(
+    "--to",
+    "to",
+    metavar="REV",
+    help="Move the schema up or down to this revision (an id or a unique prefix such "
+    "as 0009) instead of the newest.",
+)
+@click.option(
+    "--sql",
+    is_flag=True,
+    help="Print the SQL script for the database's dialect instead of running it "
+    "(offline: the database is not touched).",
+)
+@click.option(
+    "--from",
+    "start",
+    metavar="REV",
+    help="With --sql: the revision the database is at (default: an empty database).",
+)
 @json_option
-def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
-    """Create or upgrade the server database's schema to the newest revision."""
-    with _reported():
-        from sync_server import migrate as migrate_schema
+@click.pass_context
+def migrate(
+    ctx: click.Context,
+    data_dir: Path | None,
+    database_url: str | None,
+    to: str | None,
+    sql: bool,
+    start: str | None,
+    as_json: bool,
+) -> None:
+    """Create or upgrade the server database's schema to the newest revision.
 
-        done = migrate_schema(_settings(data_dir=data_dir, database_url=database_url))
+    Migrators take a database lock, so several started at once end with one schema.
+    `migrate current` says where the database is.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if start is not None and not sql:
+        raise CliError("--from goes with --sql", EXIT_USAGE)
+    with _reported():
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        if sql:
+            from sync_server import migration_script
+
+            script = migration_script(settings, to=to or "head", start=start)
+        else:
+            from sync_server import migrate as migrate_schema
+
+            done = migrate_schema(settings, to=to or "head")
+    if sql:
+        emit(as_json, {"sql": script}, lambda r: click.echo(r["sql"], nl=False))
+        return
     result = {
         "database": done.database,
         "previous_revision": done.previous_revision,
@@ -246,6 +291,34 @@ def migrate(data_dir: Path | None, database_url: str | None, as_json: bool) -> N
             f"{r['database']}: schema {r['previous_revision'] or 'none'} -> {r['revision']}"
             if r["changed"]
             else f"{r['database']}: schema already at {r['revision']}"
+        ),
+    )
+
+
+@migrate.command("current")
+@_database_options
+@json_option
+def migrate_current(data_dir: Path | None, database_url: str | None, as_json: bool) -> None:
+    """Print the database's schema revision, this server's newest, and whether this
+    server can serve the database."""
+    with _reported():
+        from sync_server import check_schema
+
+        status = check_schema(_settings(data_dir=data_dir, database_url=database_url))
+    result = {
+        "database": status.database,
+        "revision": status.revision,
+        "head": status.head,
+        "oldest_servable": status.oldest_servable,
+        "servable": status.servable,
+        "reason": status.reason,
+    }
+    emit(
+        as_json,
+        result,
+        lambda r: click.echo(
+            f"{r['database']}: schema {r['revision'] or 'none'} (this server: {r['head']}); "
+            f"{'servable' if r['servable'] else 'NOT servable'}: {r['reason']}"
         ),
     )
 
@@ -445,3 +518,116 @@ def seed_demo(
         )
 
     emit(as_json, seeded, human)
+
+
+# ------------------------------------------------------------------------ export
+def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 date or time") from None
+
+
+@server.command("export")
+@_database_options
+@click.option("--clinic", required=True, help="The clinic's id (or its name, if unique).")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(["patients", "wounds", "assessments", "notes"]),
+    help="What to export (one kind per file).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "ndjson"]),
+    default="csv",
+    show_default=True,
+    help="CSV with a header line, or one JSON object per line.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write to this file (default: stdout).",
+)
+@click.option("--patient", "patient_id", help="Only this patient's records.")
+@click.option("--wound", "wound_id", help="Only this wound's records (not patients).")
+@click.option(
+    "--from", "captured_from", callback=_moment, metavar="WHEN",
+    help="Assessments captured at or after this ISO 8601 time (no offset: UTC).",
+)  # fmt: skip
+@click.option(
+    "--before", "captured_before", callback=_moment, metavar="WHEN",
+    help="Assessments captured before this ISO 8601 time.",
+)  # fmt: skip
+@click.option("--min-area", type=click.FloatRange(min=0), help="Assessments of at least this cm².")
+@click.option("--max-area", type=click.FloatRange(min=0), help="Assessments of at most this cm².")
+@click.option(
+    "--model-output/--no-model-output",
+    "has_model_output",
+    default=None,
+    help="Only assessments with (or without) model output.",
+)
+@click.option("--include-deleted", is_flag=True, help="Include deleted records.")
+@json_option
+def export(
+    data_dir: Path | None,
+    database_url: str | None,
+    clinic: str,
+    kind: str,
+    fmt: str,
+    out: Path | None,
+    patient_id: str | None,
+    wound_id: str | None,
+    captured_from: datetime | None,
+    captured_before: datetime | None,
+    min_area: float | None,
+    max_area: float | None,
+    has_model_output: bool | None,
+    include_deleted: bool,
+    as_json: bool,
+) -> None:
+    """Export a clinic's patients, wounds, assessments (figures, tissue mix) or notes
+    for analysts, as CSV or NDJSON, straight from the database, a batch at a time.
+
+    Audited like a staff export (actor: the system). The columns are listed in
+    docs/server.md. A summary goes to stdout (stderr when the data does).
+    """
+    if as_json and out is None:
+        raise CliError("--json prints a summary on stdout: give --out for the data", EXIT_USAGE)
+    with _reported():
+        from sync_server import AssessmentFilters, export_records
+
+        filters = AssessmentFilters(
+            patient_id=patient_id,
+            wound_id=wound_id,
+            captured_from=captured_from,
+            captured_before=captured_before,
+            min_area_cm2=min_area,
+            max_area_cm2=max_area,
+            has_model_output=has_model_output,
+            include_deleted=include_deleted,
+        )
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        if out is None:
+            done = export_records(
+                settings, clinic=clinic, kind=kind, format=fmt,
+                write=sys.stdout.buffer.write, filters=filters,
+            )  # fmt: skip
+            sys.stdout.buffer.flush()
+        else:
+            try:
+                with out.open("wb") as sink:
+                    done = export_records(
+                        settings, clinic=clinic, kind=kind, format=fmt,
+                        write=sink.write, filters=filters,
+                    )  # fmt: skip
+            except BaseException:
+                out.unlink(missing_ok=True)  # no half file that looks like a whole one
+                raise
+
+    where = "stdout" if out is None else str(out)
+    summary = f"exported {done.rows} {kind} of clinic {done.clinic_id} as {fmt} to {where}"
+    emit(as_json, done, lambda _: click.echo(summary, err=out is None))

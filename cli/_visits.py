@@ -9,7 +9,7 @@ import click
 
 from cli._app import App, with_app
 from cli._intents import STATES, TIME, show_status, status_table
-from cli._output import emit, json_option
+from cli._output import csv_option, emit, json_option
 
 __all__ = ["visits"]
 
@@ -80,8 +80,11 @@ def visits_review(
 @click.option("--state", type=click.Choice(STATES), help="Only intents in this state.")
 @click.option("--patient", "patient_id", help="Only this patient's.")
 @json_option
+@csv_option
 @with_app
-def visits_list(app: App, state: str | None, patient_id: str | None, as_json: bool) -> None:
+def visits_list(
+    app: App, state: str | None, patient_id: str | None, as_json: bool, as_csv: bool
+) -> None:
     """List visit requests and reviews, and their decisions."""
     found = app.client().list_intents("visit", state, patient_id=patient_id)
-    emit(as_json, found, lambda ss: status_table(ss, empty="no visit intents"))
+    emit(as_json, found, lambda ss: status_table(ss, empty="no visit intents"), as_csv=as_csv)

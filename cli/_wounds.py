@@ -6,7 +6,7 @@ import click
 
 from cli._app import App, with_app
 from cli._options import choice, given, list_options
-from cli._output import emit, json_option, show_record, table
+from cli._output import csv_option, emit, json_option, show_record, table
 from crdt import Etiology, Wound, WoundStatus
 
 __all__ = ["wounds"]
@@ -54,6 +54,7 @@ def wounds_add(
 @click.option("--status", type=choice(WoundStatus), help="Only wounds with this status.")
 @list_options("wounds")
 @json_option
+@csv_option
 @with_app
 def wounds_list(
     app: App,
@@ -62,11 +63,12 @@ def wounds_list(
     include_deleted: bool,
     limit: int | None,
     as_json: bool,
+    as_csv: bool,
 ) -> None:
     """List wounds, oldest first."""
     filters = given(patient_id=patient_id, status=status)
     found = app.client().wounds.list(include_deleted=include_deleted, limit=limit, **filters)
-    emit(as_json, found, _wound_table)
+    emit(as_json, found, _wound_table, as_csv=as_csv, csv_schema=Wound)
 
 
 @wounds.command("show")

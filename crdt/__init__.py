@@ -122,6 +122,7 @@ from crdt._session import (
     refusal_reason,
     run_in_memory,
 )
+from crdt._tabular import csv_line, spreadsheet_safe
 from crdt._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     WIRE_VERSION,
@@ -229,6 +230,7 @@ __all__ = [
     "chain_hash",
     "check_new_document",
     "consistency_proof",
+    "csv_line",
     "decision_id",
     "decode_message",
     "device_for_actor",
@@ -256,6 +258,7 @@ __all__ = [
     "server_device_id",
     "signed_heads_message",
     "sortable_time",
+    "spreadsheet_safe",
     "stored_fields",
     "verify_chain",
     "verify_consistency",

@@ -10,7 +10,8 @@ and staff.
     migrate(settings)
     app = create_app(settings)                     # serve with uvicorn
 
-`create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate` and
+`create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate`
+(`migration_script` with ``--sql``, `check_schema` for ``migrate current``) and
 `serve` are what `coherency server create-admin`, `enroll-token`, `user`, `seed-demo`,
 `migrate` and `run` do; `verify_audit_log` and `audit_checkpoint` what `coherency audit
 verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
@@ -54,12 +55,19 @@ if _TYPE_CHECKING:
         Unprocessable,
         UnsupportedMediaType,
     )
-    from sync_server.migrating import Migration, migrate
+    from sync_server.migrating import (
+        Migration,
+        SchemaStatus,
+        check_schema,
+        migrate,
+        migration_script,
+    )
     from sync_server.operator import (
         AccountAction,
         AuditProblem,
         AuditReport,
         CreatedAdmin,
+        ExportedRecords,
         IssuedEnrolmentToken,
         IssuedRefund,
         ManagedAccount,
@@ -68,6 +76,7 @@ if _TYPE_CHECKING:
         audit_public_key,
         create_admin,
         document_heads,
+        export_records,
         issue_enrolment_token,
         manage_account,
         refund_payment,
@@ -76,15 +85,18 @@ if _TYPE_CHECKING:
     )
     from sync_server.serving import Serving, serve
     from sync_server.settings import Settings, settings_from
+    from sync_server.sync.listing import AssessmentFilters
 
 _EXPORTS = {
     "AccountAction": "sync_server.operator",
+    "AssessmentFilters": "sync_server.sync.listing",
     "Actor": "sync_server.audit.events",
     "AuditProblem": "sync_server.operator",
     "AuditReport": "sync_server.operator",
     "ChainBroken": "sync_server.errors",
     "Conflict": "sync_server.errors",
     "CreatedAdmin": "sync_server.operator",
+    "ExportedRecords": "sync_server.operator",
     "Forbidden": "sync_server.errors",
     "Gone": "sync_server.errors",
     "Invalid": "sync_server.errors",
@@ -92,6 +104,7 @@ _EXPORTS = {
     "IssuedRefund": "sync_server.operator",
     "ManagedAccount": "sync_server.operator",
     "Migration": "sync_server.migrating",
+    "SchemaStatus": "sync_server.migrating",
     "NotFound": "sync_server.errors",
     "PayloadTooLarge": "sync_server.errors",
     "RangeNotSatisfiable": "sync_server.errors",
@@ -111,9 +124,12 @@ _EXPORTS = {
     "create_admin": "sync_server.operator",
     "create_app": "sync_server.app",
     "document_heads": "sync_server.operator",
+    "export_records": "sync_server.operator",
     "issue_enrolment_token": "sync_server.operator",
     "manage_account": "sync_server.operator",
     "migrate": "sync_server.migrating",
+    "migration_script": "sync_server.migrating",
+    "check_schema": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
     "seed_demo": "sync_server.operator",
@@ -139,11 +155,13 @@ def __dir__() -> list[str]:
 __all__ = [
     "AccountAction",
     "Actor",
+    "AssessmentFilters",
     "AuditProblem",
     "AuditReport",
     "ChainBroken",
     "Conflict",
     "CreatedAdmin",
+    "ExportedRecords",
     "Forbidden",
     "Gone",
     "Invalid",
@@ -155,6 +173,7 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RecordsRead",
+    "SchemaStatus",
     "SeededDirectory",
     "ServerError",
     "Serving",
@@ -167,12 +186,15 @@ __all__ = [
     "UnsupportedMediaType",
     "audit_checkpoint",
     "audit_public_key",
+    "check_schema",
     "create_admin",
     "create_app",
     "document_heads",
+    "export_records",
     "issue_enrolment_token",
     "manage_account",
     "migrate",
+    "migration_script",
     "record_event",
     "refund_payment",
     "seed_demo",

@@ -1,6 +1,7 @@
 """What an operator does to a migrated server from outside it: the first admin account,
 device enrolment tokens, first aid for staff accounts and a demo booking directory
 (``coherency server create-admin``, ``enroll-token``, ``user`` and ``seed-demo``), a
+clinic's records for analysts (``coherency server export``), a
 refund given by a member of staff (``coherency payments refund``), the audit log's
 check and checkpoints (``coherency audit verify`` and ``checkpoint``), and a look at
 what the server holds for a clinic (`document_heads`).
@@ -13,7 +14,7 @@ Refusals are the server's error tree (`sync_server.errors`).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
@@ -21,6 +22,7 @@ from typing import Literal
 from sqlalchemy import select
 
 from crdt import Checkpoint
+from sync_server.audit.events import OPERATIONS, Actor
 from sync_server.audit.log import current_checkpoint
 from sync_server.audit.verify import AuditProblem, AuditReport, verify_log
 from sync_server.bookings.seed import SeededDirectory, seed_demo_directory
@@ -37,6 +39,7 @@ from sync_server.identity.accounts import (
 )
 from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.sealing import SecretBox
+from sync_server.identity.tables import Clinic
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user, totp_uri
 from sync_server.migrating import require_schema
@@ -46,6 +49,8 @@ from sync_server.payments.desk import make_payments
 from sync_server.payments.invoices import publish_changed
 from sync_server.settings import Settings
 from sync_server.sync.authorship import ServerSigner
+from sync_server.sync.exports import check_export, open_export
+from sync_server.sync.listing import AssessmentFilters
 from sync_server.sync.tables import Document
 
 __all__ = [
@@ -422,3 +427,73 @@ def audit_checkpoint(settings: Settings) -> Checkpoint:
         require_schema(database)
         with database.write() as session:
             return current_checkpoint(session=session, signer=key)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedRecords:
+    """What `export_records` wrote: the clinic, the kind and format, and the rows."""
+
+    clinic_id: str
+    kind: str
+    format: str
+    rows: int
+
+
+def export_records(
+    settings: Settings,
+    *,
+    clinic: str,
+    kind: str,
+    format: str,
+    write: Callable[[bytes], object],
+    filters: AssessmentFilters | None = None,
+    batch_size: int = 1000,
+) -> ExportedRecords:
+    """Export a clinic's records of `kind` (patients, wounds, assessments, notes) as
+    `format` (csv, ndjson), handing the bytes to `write` a batch at a time; the same
+    columns and audit (actor: the system) as the staff route
+    ``GET /v1/staff/export/{kind}`` (`sync_server.sync.exports`).
+
+    Args:
+        settings: The server settings.
+        clinic: The clinic's id, or its name when that names one clinic.
+        kind: What to export.
+        format: ``csv`` or ``ndjson``.
+        write: Where the bytes go (a file's ``write``).
+        filters: Which records (default: every live one).
+        batch_size: Rows read per read transaction.
+
+    Raises:
+        Invalid: An unknown kind or format, or a filter the kind has not.
+        NotFound: ``clinic_not_found``; or no database.
+        Conflict: The database is not migrated.
+        Unavailable: The database cannot be used.
+    """
+    filters = filters or AssessmentFilters()
+    check_export(kind, format, filters)
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.read() as session:
+            found = session.get(Clinic, clinic)
+            named = session.scalars(select(Clinic).where(Clinic.name == clinic)).all()
+            if found is None and len(named) > 1:
+                raise Invalid(
+                    f"{len(named)} clinics are named {clinic!r}: give its id", code="ambiguous"
+                )
+            found = found or (named[0] if named else None)
+            if found is None:
+                raise NotFound(f"no clinic {clinic!r}", code="clinic_not_found")
+            clinic_id = found.id
+        stream = open_export(
+            database,
+            actor=Actor("system"),
+            purpose=OPERATIONS,
+            kind=kind,
+            format=format,
+            clinic_id=clinic_id,
+            filters=filters,
+            batch_size=batch_size,
+        )
+        for chunk in stream:
+            write(chunk)
+    return ExportedRecords(clinic_id=clinic_id, kind=kind, format=format, rows=stream.rows)

@@ -87,6 +87,13 @@ LIVE = {
     "sdk.live_query.latency_p99_ms",
     "sdk.live_query.cost_100_on_10k_ms",
 }
+EXPORT = {
+    *(f"export.{what}.{fmt}.{size}.{backend}" for what in ("rows_per_s", "peak_mib")
+      for fmt in ("csv", "ndjson") for size in ("small", "large")
+      for backend in ("sqlite", "postgresql")),
+    *(f"export.peak_ratio.{fmt}.{backend}" for fmt in ("csv", "ndjson")
+      for backend in ("sqlite", "postgresql")),
+}  # fmt: skip
 LOAD = {
     "load.requests_per_s",
     "load.push_p50_ms",
@@ -220,6 +227,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | AUDIT
         | EDGE
         | LIVE
+        | EXPORT
         | LOAD
     )
     assert model == MODELS

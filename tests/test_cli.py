@@ -341,6 +341,50 @@ def test_assessments_list_and_show(store: Path, patient: dict[str, Any]) -> None
     failed(run(store, "assessments", "show", wound["id"]), 4)  # a wound is not an assessment
 
 
+def test_list_commands_print_spreadsheet_safe_csv(store: Path, patient: dict[str, Any]) -> None:
+    import csv
+    import io
+
+    risky = ok(store, "patients", "add", "--given", "=HYPERLINK(\"x\")", "--family",
+               "O'Neil, Jr", "--birth-date", "1960-01-01")  # fmt: skip
+    wound = ok(store, "wounds", "add", "--patient", patient["id"], "--site", "-left heel")
+    with open_client(store) as client:
+        scan = client.assessments.add(
+            wound_id=wound["id"],
+            patient_id=patient["id"],
+            captured_at="2024-01-01T09:30:00+00:00",
+            device_id=client.device_id,
+            measurements={"area_cm2": 6.4, "max_depth_mm": 3.0},
+            model_output={"model_id": "m", "model_version": "1",
+                          "tissue_composition": {"granulation": 80.0, "slough": 20.0}},
+        )  # fmt: skip
+    ok(store, "notes", "add", "--patient", patient["id"], "--author", "RN", "--text", "@mention, x")
+
+    def rows(*args: str) -> list[dict[str, str]]:
+        result = run(store, *args, "--csv")
+        assert result.exit_code == 0, result.output
+        return list(csv.DictReader(io.StringIO(result.stdout)))
+
+    people = {row["id"]: row for row in rows("patients", "list")}
+    assert people[risky["id"]]["given_name"] == '\'=HYPERLINK("x")'
+    assert people[risky["id"]]["family_name"] == "O'Neil, Jr"
+    assert rows("wounds", "list")[0]["body_site"] == "'-left heel"
+    [assessed] = rows("assessments", "list")
+    assert assessed["id"] == scan.id
+    assert assessed["measurements.area_cm2"] == "6.4"
+    assert assessed["measurements.max_depth_mm"] == "3.0"
+    assert json.loads(assessed["model_output.tissue_composition"]) == {
+        "granulation": 80.0, "slough": 20.0,
+    }  # fmt: skip
+    assert rows("notes", "list")[0]["text"] == "'@mention, x"
+    empty = run(store, "wounds", "list", "--status", "healed", "--csv")
+    assert empty.stdout.startswith("id,clinic_id,") and len(empty.stdout.splitlines()) == 1
+    for command in (("appointments",), ("orders",), ("payments",), ("invoices",), ("visits",)):
+        assert run(store, *command, "list", "--csv").exit_code == 0, command
+    both = run(store, "patients", "list", "--csv", "--json")
+    assert both.exit_code == 2 and "not both" in both.output
+
+
 # ----------------------------------------------------------------------------- notes
 def test_notes_add_from_text_file_and_stdin(
     tmp_path: Path, store: Path, patient: dict[str, Any]

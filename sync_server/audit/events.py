@@ -65,6 +65,7 @@ __all__ = [
     "ProviderCreated",
     "ProviderUpdated",
     "QualityFlagResolved",
+    "RecordsExported",
     "RecordsRead",
     "RefreshTokenReused",
     "ScheduleExceptionAdded",
@@ -468,6 +469,32 @@ class RecordsRead(Event):
 
     def outcome(self) -> str:
         return "ok" if self.found else "not_found"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordsExported(Event):
+    """Staff (or an operator, as the system) exported a clinic's records of `kind` as
+    `format`, with these filters: once when the export starts (`rows` None), before
+    the first byte, and once when it ends, with the rows written and the patients
+    they belong to (`complete` False: the reader went away before the end)."""
+
+    name: ClassVar[str] = "export"
+    operation: ClassVar[Operation] = "R"
+    kind: str
+    format: str
+    filters: tuple[tuple[str, str], ...] = ()  # (name, value): ids, times, numbers only
+    rows: int | None = None
+    complete: bool = True
+
+    def target(self) -> str | None:
+        return json.dumps(
+            {"kind": self.kind, "format": self.format, **dict(self.filters)}, sort_keys=True
+        )
+
+    def outcome(self) -> str:
+        if self.rows is None:
+            return "started"
+        return f"{'ok' if self.complete else 'aborted'} rows={self.rows}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

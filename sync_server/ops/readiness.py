@@ -1,4 +1,5 @@
-"""Readiness checks: the database answers, its schema is the one this server ships, the
+"""Readiness checks: the database answers, this server can serve its schema (its own
+revision, or a newer one declared compatible: `schema_status`), the
 blob storage is usable and (on PostgreSQL) the change-feed listener is connected.
 
 Each check runs in a worker thread with a time limit, so a hung connection attempt
@@ -16,7 +17,7 @@ import anyio
 from sqlalchemy import text
 
 from sync_server.db import Database
-from sync_server.migrating import current_revision, head_revision
+from sync_server.migrating import schema_status
 from sync_server.ops.schemas import CheckResult
 
 __all__ = ["CHECK_TIMEOUT_SECONDS", "readiness"]
@@ -63,12 +64,10 @@ def _database_check(db: Database) -> Callable[[], str | None]:
 
 def _schema_check(db: Database) -> Callable[[], str | None]:
     def check() -> str | None:
-        have, want = current_revision(db), head_revision()
-        if have != want:
-            raise _CheckFailed(
-                f"schema at {have or 'nothing (empty database)'}, this server needs {want}"
-            )
-        return want
+        status = schema_status(db)
+        if not status.servable:
+            raise _CheckFailed(f"{status.reason}: this server ({status.head}) cannot serve it")
+        return status.reason
 
     return check
 

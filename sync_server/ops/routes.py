@@ -40,8 +40,9 @@ async def healthz() -> HealthResponse:
 async def readyz(request: Request, db: DbDep) -> JSONResponse:
     """200 when every check passes, else 503 naming the failing checks.
 
-    Checks: ``database`` (``SELECT 1``), ``schema`` (at the newest migration),
-    ``blobs`` (the blob backend's own check, if it has one) and ``feed`` (the
+    Checks: ``database`` (``SELECT 1``), ``schema`` (which revision the database is
+    at, and whether this server can serve it: its own revision, or a newer one
+    declared compatible), ``blobs`` (the blob backend's own check, if it has one) and ``feed`` (the
     change-feed notifier is connected, if it reports its health).
     """
     state = request.app.state

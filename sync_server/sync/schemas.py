@@ -9,7 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sync_server.edge.schemas import EdgeBoxPublic
 
-__all__ = ["PushResponse", "RecordOut", "RecordPage", "RefusedDocument"]
+__all__ = [
+    "ClinicTotalsOut",
+    "KeysetPage",
+    "NoteOut",
+    "NotePage",
+    "PushResponse",
+    "RecordOut",
+    "RecordPage",
+    "RefusedDocument",
+]
 
 
 class RefusedDocument(BaseModel):
@@ -60,6 +69,52 @@ class RecordPage(BaseModel):
     items: list[RecordOut]
     limit: int
     offset: int
+
+
+class KeysetPage(BaseModel):
+    """A page of records, and the cursor of the next page (None: the last page)."""
+
+    items: list[RecordOut]
+    limit: int
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next page; null on the last page."
+    )
+
+
+class NoteOut(BaseModel):
+    """A clinical note, as its document holds it."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    clinic_id: str
+    patient_id: str | None
+    wound_id: str | None
+    author: str | None
+    text: str
+    deleted: bool
+    created_at: str | None
+    updated_at: str | None
+
+
+class NotePage(BaseModel):
+    """A page of notes, and the cursor of the next page (None: the last page)."""
+
+    items: list[NoteOut]
+    limit: int
+    next_cursor: str | None
+
+
+class ClinicTotalsOut(BaseModel):
+    """How many live (not deleted) records a clinic holds, by kind."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    clinic_id: str
+    patients: int
+    wounds: int
+    assessments: int
+    notes: int
 
 
 class DirectoryEntry(BaseModel):

@@ -13,7 +13,6 @@ from typing import Any
 import pyotp
 import pytest
 import sqlalchemy as sa
-from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from argon2 import PasswordHasher
@@ -26,7 +25,12 @@ from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, User
 from sync_server.identity.users import authenticate_user, create_user
 from sync_server.keyfiles import load_or_create_ed25519
-from sync_server.migrating import _config, current_revision, head_revision, upgrade
+from sync_server.migrating import (
+    VERSION_TABLE,
+    current_revision,
+    head_revision,
+    upgrade,
+)
 from sync_server.models.signing import ArtifactKey
 
 PASSWORD = "correct horse battery staple"
@@ -217,7 +221,8 @@ def test_upgrading_from_0002_keeps_the_data_and_seals_it(
     box = SecretBox.load_or_create(settings.resolved_secret_key_file)
     try:
         with database.engine.connect() as conn:  # the schema is exactly the models'
-            diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+            context = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+            diff = compare_metadata(context, Base.metadata)
             assert diff == [], diff
         with database.read() as session:
             user = session.get(User, rows["user"])
@@ -269,10 +274,7 @@ def test_0003_downgrades_to_what_0002_held(empty_database: str, tmp_path: Path) 
     migrate(settings)
     database = Database(empty_database)
     try:
-        config = _config()
-        with database.engine.begin() as conn:
-            config.attributes.update(connection=conn, settings=settings)
-            command.downgrade(config, "0002")
+        assert upgrade(database, "0002", settings=settings) == (head_revision(), "0002")
         with database.engine.connect() as conn:
             secret = conn.execute(sa.text("SELECT totp_secret FROM users")).scalar_one()
             assert secret == rows["secret"]

@@ -123,6 +123,11 @@ ROUTES: dict[Route, Writes | str] = {
     ("GET", "/v1/patients/{patient_id}"): Writes(("read",)),
     ("GET", "/v1/patients/{patient_id}/wounds"): Writes(("read",)),
     ("GET", "/v1/wounds/{wound_id}/assessments"): Writes(("read",)),
+    ("GET", "/v1/staff/assessments"): Writes(("read",)),
+    ("GET", "/v1/staff/notes"): Writes(("read",)),
+    ("GET", "/v1/staff/totals"): "counts of a clinic's records, no record's contents",
+    # Once as it starts, once at its end (that one names the patients exported).
+    ("GET", "/v1/staff/export/{kind}"): Writes(("export", "export")),
     ("PUT", "/v1/directory/clinics/{clinic_id}/timezone"): Writes(("clinic-timezone-set",)),
     ("GET", "/v1/directory/providers"): NONE_REFERENCE,
     ("POST", "/v1/directory/providers"): Writes(("provider-create",)),
@@ -359,6 +364,7 @@ class Tour:
                 }
             ],
         )
+        client.notes.add(patient_id=patient.id, author="Tour Nurse", text="Dressing changed.")
         result = client.sync()
         assert result.blobs_uploaded == [ref.sha256], result
         self.ids.update(patient=patient.id, wound=wound.id, scan=ref.sha256)
@@ -443,6 +449,11 @@ class Tour:
         ok(staff.get(f"/v1/patients/{patient}"))
         ok(staff.get(f"/v1/patients/{patient}/wounds"))
         ok(staff.get(f"/v1/wounds/{wound}/assessments"))
+        ok(staff.get("/v1/staff/assessments", params={"clinic_id": clinic}))
+        ok(staff.get("/v1/staff/notes", params={"clinic_id": clinic}))
+        ok(staff.get("/v1/staff/totals", params={"clinic_id": clinic}))
+        exported = staff.get("/v1/staff/export/assessments", params={"clinic_id": clinic})
+        assert exported.status_code == 200 and len(exported.text.splitlines()) == 2, exported.text
 
     def directory(self) -> None:
         staff, clinic = self.staff, self.ids["clinic"]

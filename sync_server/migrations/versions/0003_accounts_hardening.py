@@ -56,6 +56,9 @@ def _drop_unique(batch: Any, table: str, column: str) -> None:
     if bind.dialect.name == "sqlite":
         batch.drop_constraint(f"uq_{table}_{column}", type_="unique")  # named by _NAMING
         return
+    if context.is_offline_mode():  # `server migrate --sql`: PostgreSQL's default name
+        batch.drop_constraint(f"{table}_{column}_key", type_="unique")
+        return
     for constraint in sa.inspect(bind).get_unique_constraints(table):
         if constraint["column_names"] == [column]:
             batch.drop_constraint(constraint["name"], type_="unique")
@@ -90,6 +93,8 @@ def upgrade() -> None:
 
 
 def _seal_totp_secrets() -> None:
+    if context.is_offline_mode():  # a script for an empty database: no rows to seal
+        return
     bind = op.get_bind()
     users = sa.table("users", sa.column("id", sa.String), sa.column("totp_secret", sa.String))
     rows = bind.execute(
@@ -121,6 +126,8 @@ def _models_table() -> Any:
 
 
 def _sign_models_with_the_artifact_key() -> None:
+    if context.is_offline_mode():
+        return
     bind = op.get_bind()
     models = _models_table()
     rows = bind.execute(sa.select(models.c.id, models.c.organisation_id, models.c.manifest)).all()

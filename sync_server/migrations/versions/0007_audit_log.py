@@ -17,7 +17,7 @@ Create Date: 2026-12-04
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 import sync_server.db
 from sync_server.audit.log import seal_connection
@@ -80,7 +80,8 @@ def upgrade() -> None:
     op.create_index(op.f("ix_audit_events_seq"), "audit_events", ["seq"], unique=True)
     op.execute(sa.text("INSERT INTO audit_log_head (id, size, frontier) VALUES (1, 0, :empty)")
                .bindparams(sa.bindparam("empty", b"", type_=sa.LargeBinary())))  # fmt: skip
-    seal_connection(op.get_bind())
+    if not context.is_offline_mode():  # `--sql`: no rows to seal in an empty database
+        seal_connection(op.get_bind())
 
 
 def downgrade() -> None:

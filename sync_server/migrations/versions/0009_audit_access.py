@@ -19,7 +19,7 @@ Create Date: 2026-12-04
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 import sync_server.db
 from crdt import DocumentError, RecordDocument
@@ -60,7 +60,8 @@ def upgrade() -> None:
     )
     op.add_column("documents", sa.Column("patient_id", sa.String(length=64), nullable=True))
     op.create_index(op.f("ix_documents_patient_id"), "documents", ["patient_id"], unique=False)
-    _fill_document_patients(op.get_bind())
+    if not context.is_offline_mode():  # `--sql`: no rows to fill in an empty database
+        _fill_document_patients(op.get_bind())
     op.create_table(
         "device_audit_patients",
         sa.Column("device_id", sa.String(length=64), nullable=False),
@@ -74,7 +75,8 @@ def upgrade() -> None:
         ["patient_id"],
         unique=False,
     )
-    _fill_device_event_patients(op.get_bind())
+    if not context.is_offline_mode():
+        _fill_device_event_patients(op.get_bind())
 
 
 def _fill_device_event_patients(connection: sa.Connection) -> None:
