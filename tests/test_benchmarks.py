@@ -166,7 +166,9 @@ TARGETED = {
     "edge.box_rss_mb",
     "load.errors_5xx",
     "load.converged",
-}
+    *(f"export.peak_ratio.{fmt}.{backend}" for fmt in ("csv", "ndjson")
+      for backend in ("sqlite", "postgresql")),
+}  # fmt: skip
 
 
 def _run(tmp_path: Path, *args: str, timeout: float = 300) -> tuple[dict[str, Any], str]:
