@@ -20,6 +20,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,7 +63,9 @@ class BoxTokens:
         box_key: The box's Ed25519 private key (its device identity).
         box_id: The box's device id (the tokens' issuer).
         clinic_id: The box's clinic: the only clinic whose devices it serves.
-        central_key: Central's token key (raw Ed25519), pinned at enrolment.
+        central_key: Central's token key (raw Ed25519), pinned at enrolment; or a
+            callable returning the keys the box trusts now (central's keys rotate),
+            read at each check.
         directory: Returns the devices central last listed for the clinic.
         was_known: True for a device the box served before (refused as revoked,
             rather than unknown, when it drops out of the directory).
@@ -80,7 +83,7 @@ class BoxTokens:
         box_key: Ed25519PrivateKey,
         box_id: str,
         clinic_id: str,
-        central_key: bytes,
+        central_key: bytes | Callable[[], Sequence[bytes]],
         directory: Any,
         was_known: Any,
         refresh: Any = None,
@@ -89,7 +92,7 @@ class BoxTokens:
         self._key = box_key
         self._issuer = f"coherency-edge:{box_id}"
         self._clinic = clinic_id
-        self._central = Ed25519PublicKey.from_public_bytes(central_key)
+        self._central_keys = central_key if callable(central_key) else (lambda: (central_key,))
         self._directory = directory
         self._was_known = was_known
         self._refresh = refresh
@@ -174,14 +177,7 @@ class BoxTokens:
                     leeway=5,
                 )
             else:  # an access token central gave a device of the clinic
-                claims = jwt.decode(
-                    token,
-                    self._central,
-                    algorithms=[_ALGORITHM],
-                    audience=_CENTRAL_AUDIENCE,
-                    options={"require": ["exp", "sub", "aud"]},
-                    leeway=5,
-                )
+                claims = self._central_claims(token)
                 if claims.get("kind") != "device" or claims.get("role") not in {"device", None}:
                     raise BoxAuthError(
                         "only devices may use the box", status=403, code="devices_only"
@@ -195,6 +191,25 @@ class BoxTokens:
         device_id = str(claims["sub"])
         self.device_key(device_id)  # revoked since the token was issued: refused now
         return device_id
+
+    def _central_claims(self, token: str) -> dict[str, Any]:
+        """The claims of a token signed by one of central's keys the box trusts."""
+        keys = list(self._central_keys())
+        for n, key in enumerate(reversed(keys)):
+            try:
+                claims: dict[str, Any] = jwt.decode(
+                    token,
+                    Ed25519PublicKey.from_public_bytes(key),
+                    algorithms=[_ALGORITHM],
+                    audience=_CENTRAL_AUDIENCE,
+                    options={"require": ["exp", "sub", "aud"]},
+                    leeway=5,
+                )
+                return claims
+            except jwt.InvalidSignatureError:
+                if n == len(keys) - 1:
+                    raise
+        raise jwt.InvalidSignatureError("no central key is trusted")
 
     def device_key(self, device_id: str) -> bytes:
         """The device's key from central's directory.

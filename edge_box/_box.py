@@ -260,6 +260,13 @@ class EdgeBox:
             self.replica, server_url, token, name=name, tls_certificate=self.certificate
         )
 
+    def _central_keys(self) -> tuple[bytes, ...]:
+        """Central's token key the box trusts now: the newest it learnt, vouched for by
+        the one pinned at enrolment (`edge_sdk.follow_token_keys`). A rotated-out key is
+        not trusted: a device whose token it signed logs in at the box with its key."""
+        enrollment = self.enrollment
+        return () if enrollment is None else (enrollment.current_token_key,)
+
     def authenticator(self) -> BoxTokens:
         """The box's login and token checks (central's key must be pinned: enrolled)."""
         enrollment = self.enrollment
@@ -270,7 +277,7 @@ class EdgeBox:
                 box_key=Ed25519PrivateKey.from_private_bytes(self.replica.identity.private_bytes()),
                 box_id=self.box_id,
                 clinic_id=self.clinic_id,
-                central_key=enrollment.server_public_key,
+                central_key=self._central_keys,
                 directory=self.directory,
                 was_known=self._was_revoked,
                 refresh=lambda: self._refresh_directory() if self._refresh_directory else None,

@@ -133,6 +133,7 @@ from edge_sdk._replica import Replica
 from edge_sdk._sync import sync_replica
 from edge_sdk._sync_status import SyncStatus
 from edge_sdk._sync_types import Enrollment, RetryPolicy, SyncProgress, SyncResult
+from edge_sdk._token_keys import TokenKeyLink, follow_token_keys, token_key_statement
 from edge_sdk._transport import (
     AuditReceipt,
     BlobDownload,
@@ -259,6 +260,7 @@ __all__ = [
     "SyncResult",
     "SyncStatus",
     "SyncTransport",
+    "TokenKeyLink",
     "UnsupportedVersionError",
     "UntrustedEdgeBoxError",
     "UploadState",
@@ -272,6 +274,7 @@ __all__ = [
     "discover_edge_boxes",
     "enrollment_of",
     "export_bundle",
+    "follow_token_keys",
     "import_bundle",
     "invoice_id_of",
     "keep_both",
@@ -283,6 +286,7 @@ __all__ = [
     "read_bundle_info",
     "sign_manifest",
     "sync_replica",
+    "token_key_statement",
     "verify_audit",
     "verify_model",
     "verify_signature",

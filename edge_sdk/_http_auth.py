@@ -48,6 +48,7 @@ from edge_sdk._http_errors import error_code, error_text
 from edge_sdk._http_retry import Counters
 from edge_sdk._replica import Replica
 from edge_sdk._sync_types import RetryPolicy
+from edge_sdk._token_keys import TokenKeyLink
 
 __all__ = ["DeviceAuth", "Post", "post_signed"]
 
@@ -197,8 +198,29 @@ class DeviceAuth(httpx.Auth):
         # would only mean a device-key login next time.
         if not self._login_only:
             self._replica.keep_refresh_token(str(answer["refresh_token"]))
+        self._replica.learn_token_key(_token_key_chain(answer.get("token_keys")))
         expires = datetime.fromisoformat(answer["access_token_expires_at"]).timestamp()
         return str(answer["access_token"]), expires - _REFRESH_MARGIN_SECONDS
+
+
+def _token_key_chain(listed: Any) -> list[TokenKeyLink]:
+    """The server's token keys from a token answer (oldest first); entries that do not
+    parse are left out (they could only fail to verify)."""
+    chain: list[TokenKeyLink] = []
+    for entry in listed if isinstance(listed, list) else []:
+        try:
+            endorsement = entry.get("endorsement")
+            chain.append(
+                TokenKeyLink(
+                    public_key=base64.b64decode(entry["public_key"], validate=True),
+                    endorsement=None
+                    if endorsement is None
+                    else base64.b64decode(endorsement, validate=True),
+                )
+            )
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue
+    return chain
 
 
 def _raise_if_revoked(response: httpx.Response) -> None:

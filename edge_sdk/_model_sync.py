@@ -160,7 +160,7 @@ def _pinned(enrollment: Enrollment) -> tuple[bytes, str | None]:
     """The key models must be signed with, and the organisation they are bound to."""
     if enrollment.artifact_public_key is not None:
         return enrollment.artifact_public_key, enrollment.organisation_id
-    return enrollment.server_public_key, None
+    return enrollment.current_token_key, None
 
 
 def _key_for(enrollment: Enrollment, offer: ModelOffer) -> tuple[bytes, str | None, bool]:
@@ -173,7 +173,7 @@ def _key_for(enrollment: Enrollment, offer: ModelOffer) -> tuple[bytes, str | No
     if enrollment.artifact_public_key is not None or offer.artifact_key is None:
         return (*_pinned(enrollment), False)
     if offer.artifact_key_signature is None or not verify_signature(
-        enrollment.server_public_key,
+        enrollment.current_token_key,
         artifact_key_statement(offer.artifact_key),
         offer.artifact_key_signature,
     ):

@@ -11,7 +11,7 @@ runs the same sync over its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -25,6 +25,7 @@ from edge_sdk._identity import DeviceIdentity
 from edge_sdk._notify import Listeners
 from edge_sdk._store import Store, Written
 from edge_sdk._sync_types import Enrollment
+from edge_sdk._token_keys import TokenKeyLink, follow_token_keys
 from edge_sdk._verification import Verification
 
 __all__ = ["META_PREFIX", "Replica", "ReplicaHolder", "replica_of"]
@@ -125,6 +126,7 @@ class Replica:
         if not url or not key:
             return None
         artifact_key = self.store.get_meta(META_PREFIX + "artifact_key")
+        token_key = self.store.get_meta(META_PREFIX + "token_key")
         return Enrollment(
             server_url=url,
             device_id=self.device_id,
@@ -132,6 +134,7 @@ class Replica:
             organisation_id=self.store.get_meta(META_PREFIX + "organisation_id") or "",
             server_public_key=bytes.fromhex(key),
             artifact_public_key=bytes.fromhex(artifact_key) if artifact_key else None,
+            token_public_key=bytes.fromhex(token_key) if token_key else None,
             insecure_http=self.store.get_meta(META_PREFIX + "insecure_http") == "1",
         )
 
@@ -145,6 +148,7 @@ class Replica:
                 "server_url": enrollment.server_url,
                 "server_key": enrollment.server_public_key.hex(),
                 "artifact_key": (enrollment.artifact_public_key or b"").hex(),
+                "token_key": (enrollment.token_public_key or b"").hex(),
                 "insecure_http": "1" if enrollment.insecure_http else "",
                 "organisation_id": enrollment.organisation_id,
                 "refresh_token": refresh_token,
@@ -207,6 +211,21 @@ class Replica:
         with self.store.transaction():
             self.store.set_meta(META_PREFIX + "artifact_key", public_key.hex())
         self._enrollment = None
+
+    def learn_token_key(self, chain: Iterable[TokenKeyLink]) -> bytes | None:
+        """Pin the newest server token key of `chain` that the pinned one vouches for
+        (`edge_sdk.follow_token_keys`); the key pinned now, or None if not enrolled.
+        A key not vouched for is ignored; the sync peer id never changes."""
+        enrollment = self.enrollment
+        if enrollment is None:
+            return None
+        pinned = enrollment.current_token_key
+        learnt = follow_token_keys(pinned, chain)
+        if learnt != pinned:
+            with self.store.transaction():
+                self.store.set_meta(META_PREFIX + "token_key", learnt.hex())
+            self._enrollment = None
+        return learnt
 
     def take_refresh_token(self) -> str | None:
         """The refresh token from the server, if any, removed from the store as it is

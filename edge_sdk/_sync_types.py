@@ -80,16 +80,25 @@ class Enrollment:
     device_id: str
     clinic_id: str
     organisation_id: str
-    server_public_key: bytes  # pinned: the server's token key
+    server_public_key: bytes  # pinned at enrolment: the server's token key then
     artifact_public_key: bytes | None = None
     """Pinned: the key that signs the models the server publishes (None: enrolled
     before servers had one; learnt at the next model update, vouched for by
     `server_public_key`)."""
+    token_public_key: bytes | None = None
+    """The server's token key learnt since enrolment, each rotation vouched for by the
+    key before it (`edge_sdk.follow_token_keys`); None: still `server_public_key`."""
     insecure_http: bool = False
     """The app opted in to plain ``http://`` to a host other than this machine."""
+
+    @property
+    def current_token_key(self) -> bytes:
+        """The server token key pinned now: the one that vouches for new keys (the
+        artifact key, the next token key)."""
+        return self.token_public_key or self.server_public_key
 
 
 def server_peer_id(enrollment: Enrollment) -> str:
     """The name under which what the enrolled server holds is tracked: ``server:`` and
-    the start of its pinned key."""
+    the start of the key pinned at enrolment (a key rotation keeps it)."""
     return "server:" + enrollment.server_public_key.hex()[:32]

@@ -17,7 +17,8 @@ and staff.
 verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
 server's database, from a typed event (`Actor`, `RecordsRead`; the rest in
 `sync_server.audit.events`), for extensions and capacity tests;
-`document_heads` says what the server holds for a clinic (to compare with a device's);
+`signing_keys` and `rotate_signing_key` what `coherency server keys list` and
+`rotate` do; `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
 tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
 
@@ -71,7 +72,9 @@ if _TYPE_CHECKING:
         IssuedEnrolmentToken,
         IssuedRefund,
         ManagedAccount,
+        RotatedKey,
         SeededDirectory,
+        TokenKeyInfo,
         audit_checkpoint,
         audit_public_key,
         create_admin,
@@ -80,7 +83,9 @@ if _TYPE_CHECKING:
         issue_enrolment_token,
         manage_account,
         refund_payment,
+        rotate_signing_key,
         seed_demo,
+        signing_keys,
         verify_audit_log,
     )
     from sync_server.serving import Serving, serve
@@ -109,11 +114,13 @@ _EXPORTS = {
     "PayloadTooLarge": "sync_server.errors",
     "RangeNotSatisfiable": "sync_server.errors",
     "RecordsRead": "sync_server.audit.events",
+    "RotatedKey": "sync_server.operator",
     "SeededDirectory": "sync_server.operator",
     "ServerError": "sync_server.errors",
     "Serving": "sync_server.serving",
     "Settings": "sync_server.settings",
     "ThreadedServer": "sync_server.embedded",
+    "TokenKeyInfo": "sync_server.operator",
     "TooManyRequests": "sync_server.errors",
     "Unauthorized": "sync_server.errors",
     "Unavailable": "sync_server.errors",
@@ -132,9 +139,11 @@ _EXPORTS = {
     "check_schema": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
+    "rotate_signing_key": "sync_server.operator",
     "seed_demo": "sync_server.operator",
     "serve": "sync_server.serving",
     "settings_from": "sync_server.settings",
+    "signing_keys": "sync_server.operator",
     "verify_audit_log": "sync_server.operator",
 }
 
@@ -173,12 +182,14 @@ __all__ = [
     "PayloadTooLarge",
     "RangeNotSatisfiable",
     "RecordsRead",
+    "RotatedKey",
     "SchemaStatus",
     "SeededDirectory",
     "ServerError",
     "Serving",
     "Settings",
     "ThreadedServer",
+    "TokenKeyInfo",
     "TooManyRequests",
     "Unauthorized",
     "Unavailable",
@@ -197,8 +208,10 @@ __all__ = [
     "migration_script",
     "record_event",
     "refund_payment",
+    "rotate_signing_key",
     "seed_demo",
     "serve",
     "settings_from",
+    "signing_keys",
     "verify_audit_log",
 ]

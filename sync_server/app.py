@@ -55,9 +55,9 @@ from sync_server.errors import (
     UnsupportedMediaType,
 )
 from sync_server.identity import admin_routes, auth_routes
+from sync_server.identity.keyring import TokenKeyring
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.throttling import prune as prune_throttles
-from sync_server.identity.tokens import SigningKey
 from sync_server.intents.desk import IntentDesk
 from sync_server.keyfiles import private_folder
 from sync_server.models import routes as model_routes
@@ -116,17 +116,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     private_folder(settings.data_dir)
     db = Database(settings.resolved_database_url)
-    signing_key = SigningKey.load_or_create(
-        settings.resolved_signing_key_file,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
-    artifact_key = ArtifactKey.load_or_create(settings.resolved_artifact_key_file)
     secret_box = SecretBox.load_or_create(settings.resolved_secret_key_file)
+    # The deployment's token keys; refuses (Conflict) a key the deployment does not use.
+    # The deployment's token keys, checked at startup (`TokenKeyring.establish`).
+    signing_key = TokenKeyring(db, settings=settings)
+    artifact_key = ArtifactKey.load_or_create(settings.resolved_artifact_key_file)
     feed = make_feed(db)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # An instance holding another key than the deployment's refuses to start.
+        await asyncio.to_thread(signing_key.establish)
         await feed.start()
         housekeeping = asyncio.create_task(_housekeeping(app))
         payments = asyncio.create_task(_payments_housekeeping(app))

@@ -31,11 +31,11 @@ from fastapi import Depends, Request
 from sync_server.blobs.backends import BlobBackend
 from sync_server.db import Database
 from sync_server.errors import Forbidden, Unauthorized
+from sync_server.identity.keyring import TokenKeyring
 from sync_server.identity.principals import STAFF_ROLES, Principal, authenticated
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.sessions import keep_session_alive, session_state
 from sync_server.identity.throttling import client_of
-from sync_server.identity.tokens import SigningKey
 from sync_server.intents.desk import IntentDesk
 from sync_server.models.signing import ArtifactKey
 from sync_server.ops.metrics import Metrics
@@ -72,8 +72,8 @@ def _db(request: Request) -> Database:
     return db
 
 
-def _signing_key(request: Request) -> SigningKey:
-    key: SigningKey = request.app.state.signing_key
+def _signing_key(request: Request) -> TokenKeyring:
+    key: TokenKeyring = request.app.state.signing_key
     return key
 
 
@@ -118,7 +118,7 @@ def _request_id(request: Request) -> str | None:
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 DbDep = Annotated[Database, Depends(_db)]
-SigningKeyDep = Annotated[SigningKey, Depends(_signing_key)]
+SigningKeyDep = Annotated[TokenKeyring, Depends(_signing_key)]
 ArtifactKeyDep = Annotated[ArtifactKey, Depends(_artifact_key)]
 SecretBoxDep = Annotated[SecretBox, Depends(_secret_box)]
 IntentDeskDep = Annotated[IntentDesk, Depends(_intent_desk)]

@@ -1,7 +1,8 @@
 """What an operator does to a migrated server from outside it: the first admin account,
 device enrolment tokens, first aid for staff accounts and a demo booking directory
 (``coherency server create-admin``, ``enroll-token``, ``user`` and ``seed-demo``), a
-clinic's records for analysts (``coherency server export``), a
+clinic's records for analysts (``coherency server export``), the deployment's token
+keys (``coherency server keys list`` and ``rotate``), a
 refund given by a member of staff (``coherency payments refund``), the audit log's
 check and checkpoints (``coherency audit verify`` and ``checkpoint``), and a look at
 what the server holds for a clinic (`document_heads`).
@@ -38,6 +39,13 @@ from sync_server.identity.accounts import (
     unlock_user,
 )
 from sync_server.identity.enrolment import create_enrolment_token
+from sync_server.identity.keyring import (
+    RotatedKey,
+    TokenKeyInfo,
+    list_keys,
+    read_key_file,
+    rotate_key,
+)
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
@@ -61,7 +69,9 @@ __all__ = [
     "IssuedEnrolmentToken",
     "IssuedRefund",
     "ManagedAccount",
+    "RotatedKey",
     "SeededDirectory",
+    "TokenKeyInfo",
     "audit_checkpoint",
     "audit_public_key",
     "create_admin",
@@ -69,7 +79,9 @@ __all__ = [
     "issue_enrolment_token",
     "manage_account",
     "refund_payment",
+    "rotate_signing_key",
     "seed_demo",
+    "signing_keys",
     "verify_audit_log",
 ]
 
@@ -497,3 +509,40 @@ def export_records(
         for chunk in stream:
             write(chunk)
     return ExportedRecords(clinic_id=clinic_id, kind=kind, format=format, rows=stream.rows)
+
+
+def signing_keys(settings: Settings) -> list[TokenKeyInfo]:
+    """Every token signing key the deployment has had, oldest first.
+
+    Raises:
+        Conflict: The database is not migrated.
+        NotFound: No database.
+        Unavailable: The database cannot be used.
+    """
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.read() as session:
+            return list_keys(session=session)
+
+
+def rotate_signing_key(settings: Settings, *, key_file: str | None = None) -> RotatedKey:
+    """Make a new token signing key the deployment's active key (audited): the current
+    key endorses it and keeps verifying until its tokens have expired.
+
+    With ``signing_key_source=database`` the new key is generated (or read from
+    `key_file`) and stored sealed: every instance picks it up by itself. With ``file``
+    or ``secret``, `key_file` is required and the operator then puts that key where
+    every instance reads its key.
+
+    Raises:
+        Invalid: ``key_file_required``, or a key file that is not an Ed25519 PEM key.
+        Conflict: The configured key is not the deployment's active key, the new key
+            was used before, another rotation won, or the database is not migrated.
+        NotFound: No database.
+        Unavailable: The database cannot be used.
+    """
+    new_key = read_key_file(key_file) if key_file is not None else None
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            return rotate_key(session=session, settings=settings, new_key=new_key)

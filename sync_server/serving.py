@@ -1,12 +1,13 @@
 """Serving the app with uvicorn: what ``coherency server run`` does.
 
-`serve` checks everything a user can get wrong (settings, database, schema, blob
-storage, port) before it listens, so each failure is one line of the server's error
-tree, never a traceback. Several workers (``workers > 1``) need an import string:
-uvicorn starts each worker with `app_from_env`, which rebuilds the settings from the
-``COHERENCY_SERVER_*`` variables `serve` exports. Their metrics meet in
-``<data_dir>/metrics`` (emptied at start, mode 0700; see `sync_server.ops.metrics`),
-where each worker also holds the slot that numbers its log lines (``worker_index``).
+`serve` checks everything a user can get wrong (settings, database, schema, the
+deployment's signing key, blob storage, port) before it listens, so each failure is one
+line of the server's error tree, never a traceback. Several workers (``workers > 1``)
+need an import string: uvicorn starts each worker with `app_from_env`, which rebuilds
+the settings from the ``COHERENCY_SERVER_*`` variables `serve` exports. Their metrics
+meet in ``<data_dir>/metrics`` (emptied at start, mode 0700; see
+`sync_server.ops.metrics`), where each worker also holds the slot that numbers its log
+lines (``worker_index``).
 """
 
 from __future__ import annotations
@@ -80,13 +81,20 @@ def _check_port(host: str, port: int) -> None:
 
 
 def _build_app(settings: Settings) -> FastAPI:
-    """`create_app`, with its start-up failures as `Unavailable` or `Unprocessable`."""
+    """`create_app`, with its start-up failures as `Unavailable` or `Unprocessable`, and
+    the deployment's signing key checked (`Conflict` ``signing_key_mismatch``)."""
     try:
-        return create_app(settings)
+        app = create_app(settings)
     except BlobBackendError as exc:
         raise Unavailable(f"blob storage unusable: {exc}", code="storage_unavailable") from None
     except (OSError, ValueError) as exc:
         raise Unprocessable(f"cannot start the server: {exc}", code="cannot_start") from None
+    try:
+        app.state.signing_key.establish()  # refuses a key the deployment does not use
+    except BaseException:
+        app.state.db.dispose()
+        raise
+    return app
 
 
 def serve(
@@ -117,7 +125,9 @@ def serve(
     Raises:
         Invalid: Bad settings or a host that cannot be resolved.
         NotFound: ``migrate=False`` and no database.
-        Conflict: ``migrate=False`` and the schema is not the newest.
+        Conflict: ``migrate=False`` and the schema is not the newest; or
+            ``signing_key_mismatch``: this instance's token signing key is not the
+            deployment's active key (`sync_server.identity.keyring`).
         Unavailable: The database, blob storage or port cannot be used.
     """
     if workers < 1:

@@ -72,6 +72,7 @@ __all__ = [
     "ScheduleExceptionRemoved",
     "ServiceCreated",
     "SessionIdleExpired",
+    "SigningKeyRotated",
     "StockAdjusted",
     "StockLocationCreated",
     "StockReceived",
@@ -379,6 +380,20 @@ class EdgeCertificateReplaced(Event):
 
     def target(self) -> str | None:
         return f"{self.box_id}:{self.fingerprint}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SigningKeyRotated(Event):
+    """An operator rotated the deployment's token signing key: `new_kid` signs from
+    now on, `old_kid` verifies until its tokens have expired."""
+
+    name: ClassVar[str] = "signing-key-rotate"
+    operation: ClassVar[Operation] = "U"
+    old_kid: str
+    new_kid: str
+
+    def target(self) -> str | None:
+        return f"{self.old_kid}:{self.new_kid}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Response, status
 
@@ -31,6 +31,7 @@ from sync_server.errors import Invalid
 from sync_server.identity import throttling
 from sync_server.identity.devices import device_login, device_profile
 from sync_server.identity.enrolment import enrol_device
+from sync_server.identity.keyring import TokenKeyring
 from sync_server.identity.schemas import (
     DeviceLoginRequest,
     DeviceMe,
@@ -39,6 +40,7 @@ from sync_server.identity.schemas import (
     LoginRequest,
     LoginResponse,
     RefreshRequest,
+    TokenKeyPublic,
     TokenResponse,
 )
 from sync_server.identity.sessions import log_in, revoke_refresh_family, rotate_refresh_token
@@ -58,6 +60,15 @@ def _admit(db: Database, action: throttling.Action, client: str, settings: Setti
     client is held back by its failures)."""
     with db.write() as session:
         throttling.admit(session=session, action=action, client=client, settings=settings)
+
+
+_Answer = TypeVar("_Answer", bound=TokenResponse)
+
+
+def _with_keys(answer: _Answer, keyring: TokenKeyring) -> _Answer:
+    """`answer` with the deployment's token keys, for devices to follow a rotation."""
+    answer.token_keys = [TokenKeyPublic.model_validate(info) for info in keyring.chain()]
+    return answer
 
 
 def _decode_base64(value: str, field: str) -> bytes:
@@ -121,7 +132,7 @@ def enroll(
             client=client,
             tls_certificate=body.tls_certificate,
         )
-    return EnrolResponse.model_validate(result)
+    return _with_keys(EnrolResponse.model_validate(result), key)
 
 
 @router.post(
@@ -145,7 +156,7 @@ def refresh(
         pair = rotate_refresh_token(
             session=session, refresh_token=body.refresh_token, signing_key=key, settings=settings
         )
-    return TokenResponse.model_validate(pair)
+    return _with_keys(TokenResponse.model_validate(pair), key)
 
 
 @router.post(
@@ -179,7 +190,7 @@ def device_assertion(
             settings=settings,
             client=client,
         )
-    return TokenResponse.model_validate(pair)
+    return _with_keys(TokenResponse.model_validate(pair), key)
 
 
 @router.post(

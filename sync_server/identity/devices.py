@@ -24,11 +24,12 @@ from sync_server.db import commit_then_raise, utcnow
 from sync_server.errors import Forbidden, NotFound, ServerError, Unauthorized
 from sync_server.identity import throttling
 from sync_server.identity.assertions import check_nonce, claim_nonce, is_fresh
+from sync_server.identity.keyring import TokenKeyring
 from sync_server.identity.principals import Principal
 from sync_server.identity.sessions import TokenPair, issue_tokens, revoke_device_tokens
 from sync_server.identity.tables import Clinic, Device
 from sync_server.identity.tenancy import clinic_ids_in_scope, visible_clinic
-from sync_server.identity.tokens import SigningKey, verify_signature
+from sync_server.identity.tokens import verify_signature
 from sync_server.settings import Settings
 
 __all__ = [
@@ -64,7 +65,7 @@ def device_login(
     issued_at: int,
     nonce: str,
     signature: bytes,
-    signing_key: SigningKey,
+    signing_key: TokenKeyring,
     settings: Settings,
     client: str,
 ) -> TokenPair:

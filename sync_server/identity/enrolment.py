@@ -54,13 +54,13 @@ from sync_server.errors import Conflict, Invalid, NotFound, ServerError, Unautho
 from sync_server.identity import throttling
 from sync_server.identity.assertions import check_nonce, claim_nonce, is_fresh
 from sync_server.identity.devices import device_account
+from sync_server.identity.keyring import TokenKeyring
 from sync_server.identity.principals import Principal
 from sync_server.identity.sessions import TokenPair, issue_tokens, revoke_device_tokens
 from sync_server.identity.tables import Clinic, Device, EnrolmentToken
 from sync_server.identity.tenancy import MAX_NAME_LENGTH, visible_clinic
 from sync_server.identity.tokens import (
     ED25519_KEY_SIZE,
-    SigningKey,
     hash_token,
     new_bearer_token,
     verify_signature,
@@ -164,7 +164,7 @@ def enrol_device(
     issued_at: int,
     nonce: str,
     signature: bytes,
-    signing_key: SigningKey,
+    signing_key: TokenKeyring,
     artifact_public_key: bytes,
     settings: Settings,
     client: str,
@@ -387,7 +387,7 @@ def _enrolled(
     clinic: Clinic,
     token_id: str,
     outcome: EnrolmentOutcome,
-    signing_key: SigningKey,
+    signing_key: TokenKeyring,
     artifact_public_key: bytes,
     settings: Settings,
     account_client: tuple[str, str],

@@ -36,6 +36,7 @@ __all__ = [
     "LoginResponse",
     "RefreshRequest",
     "SessionsRevoked",
+    "TokenKeyPublic",
     "TokenResponse",
     "Unlocked",
     "UserCreate",
@@ -201,6 +202,26 @@ class EnrolRequest(BaseModel):
     )
 
 
+class TokenKeyPublic(_Public):
+    """One of the deployment's token keys (public parts)."""
+
+    kid: str
+    public_key: str = Field(description="Raw Ed25519 public key, base64.")
+    state: str = Field(description="active, retiring (verifies until verify_until) or retired.")
+    verify_until: datetime | None
+    endorsement: str | None = Field(
+        description="The previous key's Ed25519 signature, base64, of "
+        "'coherency-token-key-rotation\\n' followed by public_key's raw bytes (None for "
+        "the first key): a device pins a new key only when the key it pinned vouches "
+        "for it."
+    )
+
+    @field_validator("public_key", "endorsement", mode="before")
+    @classmethod
+    def _base64(cls, value: object) -> object:
+        return base64.b64encode(value).decode() if isinstance(value, bytes) else value
+
+
 class TokenResponse(_Public):
     """An access token and the refresh token that renews it."""
 
@@ -209,6 +230,11 @@ class TokenResponse(_Public):
     refresh_token: str
     refresh_token_expires_at: datetime
     token_type: str = "bearer"
+    token_keys: list[TokenKeyPublic] = Field(
+        default_factory=list,
+        description="The deployment's token keys, oldest first, each endorsed by the one "
+        "before: how a device learns the key that replaced the one it pinned.",
+    )
 
 
 class EnrolResponse(TokenResponse):

@@ -30,9 +30,10 @@ from sync_server.audit.services import record_event
 from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
 from sync_server.errors import Forbidden, Unauthorized
 from sync_server.identity import throttling
+from sync_server.identity.keyring import TokenKeyring
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, Device, RefreshToken, User
-from sync_server.identity.tokens import SigningKey, hash_token, new_bearer_token
+from sync_server.identity.tokens import hash_token, new_bearer_token
 from sync_server.identity.users import authenticate_user
 from sync_server.settings import Settings
 
@@ -89,7 +90,7 @@ def issue_tokens(
     clinic_id: str | None,
     organisation_id: str,
     role: str,
-    signing_key: SigningKey,
+    signing_key: TokenKeyring,
     settings: Settings,
     family_id: str | None = None,
 ) -> TokenPair:
@@ -139,7 +140,7 @@ def log_in(
     password: str,
     totp_code: str | None,
     organisation: str | None = None,
-    signing_key: SigningKey,
+    signing_key: TokenKeyring,
     secret_box: SecretBox,
     settings: Settings,
     client: str,
@@ -257,7 +258,7 @@ def _subject_scope(session: Session, row: RefreshToken) -> tuple[str | None, str
 
 
 def rotate_refresh_token(
-    *, session: Session, refresh_token: str, signing_key: SigningKey, settings: Settings
+    *, session: Session, refresh_token: str, signing_key: TokenKeyring, settings: Settings
 ) -> TokenPair:
     """Spend a refresh token for a new token pair of the same family.
 

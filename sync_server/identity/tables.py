@@ -3,7 +3,8 @@ tokens, the nonces of signed device assertions already seen, and throttling coun
 
 Secrets are stored only as hashes (Argon2id for passwords, SHA-256 for tokens), except
 TOTP secrets, which the server must read back: those are sealed (AES-256-GCM,
-`sync_server.identity.sealing`). Clinic names and usernames are unique per organisation.
+`sync_server.identity.sealing`), as are token signing keys kept in the database.
+Clinic names and usernames are unique per organisation.
 """
 
 from __future__ import annotations
@@ -14,10 +15,13 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
+    Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -29,6 +33,7 @@ __all__ = [
     "EnrolmentToken",
     "Organisation",
     "RefreshToken",
+    "SigningKeyRow",
     "Throttle",
     "UsedNonce",
     "User",
@@ -169,3 +174,37 @@ class Throttle(Base):
     hits: Mapped[int] = mapped_column(Integer, default=0)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SigningKeyRow(Base):
+    """One of the deployment's token signing keys (`sync_server.identity.keyring`).
+
+    At most one is ``active`` (a partial unique index): it signs every instance's
+    tokens. A rotated key is ``retiring``: it still verifies until `verify_until`, then
+    it is ``retired``. `endorsement` is the previous key's signature of
+    `edge_sdk.token_key_statement` of this key (None for the first key), which devices
+    check before pinning it. `source` says where the private key lives: ``file``,
+    ``secret`` (a setting) or ``database`` (`sealed_private_key`, sealed with the
+    server's secret key).
+    """
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (
+        UniqueConstraint("public_key", name="uq_signing_keys_public_key"),
+        Index(
+            "uq_signing_keys_one_active",
+            "state",
+            unique=True,
+            sqlite_where=text("state = 'active'"),
+            postgresql_where=text("state = 'active'"),
+        ),
+    )
+
+    kid: Mapped[str] = mapped_column(String(32), primary_key=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary(32))
+    state: Mapped[str] = mapped_column(String(10))
+    verify_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    endorsement: Mapped[bytes | None] = mapped_column(LargeBinary(64))
+    source: Mapped[str] = mapped_column(String(10))
+    sealed_private_key: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

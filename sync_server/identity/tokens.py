@@ -2,7 +2,8 @@
 access tokens, the hashes random bearer tokens are stored under, and the check of a
 device's Ed25519 signature.
 
-Access tokens are EdDSA JWTs; verification pins the algorithm (a token saying
+Access tokens are EdDSA JWTs whose ``kid`` header names the deployment key that signed
+them (`sync_server.identity.keyring`); verification pins the algorithm (a token saying
 ``alg: none`` or HS256 is refused before its signature is even looked at) and checks
 issuer, audience, expiry, issue time and subject. This key signs tokens only (and
 endorses the artifact key for devices enrolled before there was one): published
@@ -20,7 +21,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.exceptions import InvalidSignature
@@ -33,14 +34,21 @@ from sync_server.keyfiles import load_or_create_ed25519
 __all__ = [
     "ALGORITHM",
     "ED25519_KEY_SIZE",
+    "LEEWAY_SECONDS",
     "AccessClaims",
+    "Endorser",
     "SigningKey",
+    "decode_access_token",
     "hash_token",
+    "kid_of",
     "new_bearer_token",
+    "token_header",
     "verify_signature",
 ]
 
 ALGORITHM = "EdDSA"
+LEEWAY_SECONDS = 5
+"""Clock skew allowed on a token's times."""
 ED25519_KEY_SIZE = 32
 _ED25519_SIGNATURE_SIZE = 64
 
@@ -59,14 +67,28 @@ class AccessClaims:
     session_id: str | None = None  # a staff session's refresh-token family
 
 
+class Endorser(Protocol):
+    """A token key that vouches for other keys (`SigningKey`, the deployment's
+    `sync_server.identity.keyring.TokenKeyring`)."""
+
+    def endorse(self, statement: bytes) -> bytes: ...
+
+
+def kid_of(public_key: bytes) -> str:
+    """A token key's id (JWT ``kid``): the first 16 hex digits of its SHA-256, so every
+    instance holding one key names it alike."""
+    return hashlib.sha256(public_key).hexdigest()[:16]
+
+
 class SigningKey:
-    """The server's Ed25519 token key: signs access tokens."""
+    """One Ed25519 token key: signs access tokens (with its `kid` in their header)."""
 
     def __init__(self, private_key: Ed25519PrivateKey, *, issuer: str, audience: str) -> None:
         self._private = private_key
         self.public_key_bytes = private_key.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
         )
+        self.kid = kid_of(self.public_key_bytes)
         self.issuer = issuer
         self.audience = audience
 
@@ -112,48 +134,75 @@ class SigningKey:
         }
         if session_id is not None:
             claims["sid"] = session_id
-        return jwt.encode(claims, self._private, algorithm=ALGORITHM), expires
+        token = jwt.encode(claims, self._private, algorithm=ALGORITHM, headers={"kid": self.kid})
+        return token, expires
 
     def verify_access_token(self, token: str) -> AccessClaims:
-        """The claims of a valid access token.
+        """The claims of a valid access token signed by this key.
 
         Raises:
             Unauthorized: The token is malformed, signed by another key or with another
                 algorithm, expired, or for another issuer or audience.
         """
-        try:
-            header = jwt.get_unverified_header(token)
-            if header.get("alg") != ALGORITHM:
-                raise Unauthorized(
-                    f"access token algorithm {header.get('alg')!r} is not accepted",
-                    code="invalid_token",
-                )
-            claims = jwt.decode(
-                token,
-                self._private.public_key(),
-                algorithms=[ALGORITHM],
-                audience=self.audience,
-                issuer=self.issuer,
-                options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
-                leeway=5,
-            )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("access token expired", code="token_expired") from None
-        except jwt.PyJWTError as exc:
-            raise Unauthorized(f"invalid access token: {exc}", code="invalid_token") from None
-        try:
-            return AccessClaims(
-                subject=str(claims["sub"]),
-                kind=str(claims["kind"]),
-                clinic_id=None if claims.get("clinic") is None else str(claims["clinic"]),
-                organisation_id=str(claims["org"]),
-                role=str(claims["role"]),
-                token_id=str(claims["jti"]),
-                expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
-                session_id=None if claims.get("sid") is None else str(claims["sid"]),
-            )
-        except (KeyError, TypeError, ValueError):
-            raise Unauthorized("access token lacks required claims", code="invalid_token") from None
+        return decode_access_token(
+            token, self.public_key_bytes, issuer=self.issuer, audience=self.audience
+        )
+
+
+def token_header(token: str) -> dict[str, Any]:
+    """The unverified header of an access token, its algorithm checked.
+
+    Raises:
+        Unauthorized: ``invalid_token``: not a JWT, or not signed with EdDSA.
+    """
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise Unauthorized(f"invalid access token: {exc}", code="invalid_token") from None
+    if header.get("alg") != ALGORITHM:
+        raise Unauthorized(
+            f"access token algorithm {header.get('alg')!r} is not accepted", code="invalid_token"
+        )
+    return header
+
+
+def decode_access_token(
+    token: str, public_key: bytes, *, issuer: str, audience: str
+) -> AccessClaims:
+    """The claims of a valid access token signed by `public_key` (raw Ed25519).
+
+    Raises:
+        Unauthorized: The token is malformed, signed by another key or with another
+            algorithm, expired, or for another issuer or audience.
+    """
+    token_header(token)
+    try:
+        claims = jwt.decode(
+            token,
+            Ed25519PublicKey.from_public_bytes(public_key),
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["exp", "iat", "sub", "iss", "aud", "jti"]},
+            leeway=LEEWAY_SECONDS,
+        )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("access token expired", code="token_expired") from None
+    except jwt.PyJWTError as exc:
+        raise Unauthorized(f"invalid access token: {exc}", code="invalid_token") from None
+    try:
+        return AccessClaims(
+            subject=str(claims["sub"]),
+            kind=str(claims["kind"]),
+            clinic_id=None if claims.get("clinic") is None else str(claims["clinic"]),
+            organisation_id=str(claims["org"]),
+            role=str(claims["role"]),
+            token_id=str(claims["jti"]),
+            expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            session_id=None if claims.get("sid") is None else str(claims["sid"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise Unauthorized("access token lacks required claims", code="invalid_token") from None
 
 
 def new_bearer_token() -> tuple[str, str]:

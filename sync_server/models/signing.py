@@ -1,7 +1,7 @@
 """The server's artifact key: the Ed25519 key that signs what the server publishes: models,
 and the record documents it writes itself (decisions).
 
-It is not the token key (`sync_server.identity.tokens.SigningKey`): a signature by one
+It is not the token key (`sync_server.identity.keyring`): a signature by one
 never passes for the other's. Each model signature covers
 `edge_sdk.model_signing_payload(organisation_id, manifest bytes)`, so a model signed for
 one organisation does not verify for another's devices. Devices pin the public key at
@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crdt import CHECKPOINT_DOMAIN
 from edge_sdk import artifact_key_statement, model_signing_payload
-from sync_server.identity.tokens import SigningKey
+from sync_server.identity.tokens import Endorser
 from sync_server.keyfiles import load_or_create_ed25519
 
 __all__ = ["ArtifactKey"]
@@ -57,6 +57,6 @@ class ArtifactKey:
             raise ValueError("not an audit checkpoint message")
         return self._private.sign(message)
 
-    def endorsement(self, token_key: SigningKey) -> bytes:
+    def endorsement(self, token_key: Endorser) -> bytes:
         """The token key's signature vouching for this key (`artifact_key_statement`)."""
         return token_key.endorse(artifact_key_statement(self.public_key_bytes))

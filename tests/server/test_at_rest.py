@@ -47,6 +47,7 @@ def test_the_embedded_database_and_keys_are_private(tmp_path: Path) -> None:
     migrate(settings)
     app = create_app(settings)
     try:
+        app.state.signing_key.establish()  # at startup: the key file exists now
         with app.state.db.write() as session:  # the WAL and shared memory exist now
             create_user(
                 session=session,
@@ -70,15 +71,23 @@ def test_an_existing_world_readable_database_is_narrowed(tmp_path: Path) -> None
     data = tmp_path / "data"
     settings = Settings(data_dir=data)
     migrate(settings)
-    create_app(settings).state.db.dispose()
+    app = create_app(settings)
+    app.state.signing_key.establish()
+    app.state.db.dispose()
     data.chmod(0o755)
     for name in ("server.db", "signing-key.pem", "server.db-wal"):
         (data / name).touch()
         (data / name).chmod(0o644)
-    create_app(settings).state.db.dispose()
-    assert mode(data) == 0o700
-    for name in ("server.db", "signing-key.pem", "server.db-wal"):
-        assert mode(data / name) == 0o600, name
+    # Checked while the app holds the database open: SQLite removes the WAL file when
+    # the last connection closes (the app reads the deployment's keys at start).
+    app = create_app(settings)
+    try:
+        app.state.signing_key.establish()
+        assert mode(data) == 0o700
+        for name in ("server.db", "signing-key.pem", "server.db-wal"):
+            assert mode(data / name) == 0o600, name
+    finally:
+        app.state.db.dispose()
 
 
 def _organisation(session: Any) -> str:
