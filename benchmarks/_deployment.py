@@ -43,6 +43,7 @@ __all__ = [
     "Instance",
     "Nginx",
     "free_port",
+    "fresh_database",
     "metric",
     "nginx_config",
     "nginx_unavailable",
@@ -84,6 +85,27 @@ def metric(text: str, name: str, **labels: str) -> float:
             if sample.name == name and labels.items() <= sample.labels.items():
                 total += sample.value
     return total
+
+
+@contextlib.contextmanager
+def fresh_database(server_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database on the server of `server_url` (any database
+    URL there), dropped at the end: one per deployment, since a database belongs to
+    the one deployment whose signing key it records."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    name = f"coherency_deployment_{secrets.token_hex(4)}"
+    admin_url = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield url.set(drivername="postgresql+psycopg", database=name).render_as_string(
+                hide_password=False
+            )
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def nginx_unavailable() -> str | None:

@@ -62,9 +62,12 @@ def two_workers(
     if postgres_url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     root = tmp_path_factory.mktemp("two-workers")
-    with harness.Deployment.running(
-        root, postgres_url, instances=1, workers=2, proxy=False
-    ) as running:
+    with (
+        harness.fresh_database(postgres_url) as database_url,
+        harness.Deployment.running(
+            root, database_url, instances=1, workers=2, proxy=False
+        ) as running,
+    ):
         yield running
 
 
@@ -148,9 +151,12 @@ def deployment(
     if reason := harness.nginx_unavailable():
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("deployment")
-    with harness.Deployment.running(
-        root, postgres_url, instances=2, long_poll_seconds=20
-    ) as running:
+    with (
+        harness.fresh_database(postgres_url) as database_url,
+        harness.Deployment.running(
+            root, database_url, instances=2, long_poll_seconds=20
+        ) as running,
+    ):
         yield running
 
 

@@ -34,7 +34,10 @@ def workers(
     if postgres_url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     root = tmp_path_factory.mktemp("workers")
-    with harness.Deployment.running(root, postgres_url, instances=2, proxy=False) as deployment:
+    with (
+        harness.fresh_database(postgres_url) as database_url,
+        harness.Deployment.running(root, database_url, instances=2, proxy=False) as deployment,
+    ):
         yield [instance.url for instance in deployment.instances], deployment
 
 
