@@ -1,6 +1,7 @@
 """Run the benchmarks, print a table and optionally write the results as JSON.
 
     python -m benchmarks.run [--only NAME] [--repeat N] [--scale N] [--json PATH]
+                             [--load-devices N] [--load-seconds S]
 
 Benchmarks: ``write`` (local write throughput against plain SQLite), ``merge`` (sync
 session into an empty replica), ``storage`` (bytes per record) and ``sync`` (push,
@@ -17,8 +18,9 @@ throughput beside device-to-central, propagation through the box, the catch-up o
 box after an outage, the box process's resident memory with 20 devices) and ``live``
 (live queries: sync page to callback latency, the cost of 100 live queries) and
 ``export`` (staff exports: rows/s and peak memory exporting 10,000 and 100,000
-assessments as CSV and NDJSON, on SQLite and PostgreSQL). See
-``benchmarks/README.md``.
+assessments as CSV and NDJSON, on SQLite and PostgreSQL) and ``load`` (200 simulated
+devices of 10 clinics against two server instances behind nginx on PostgreSQL for 3
+minutes; fewer and shorter at small scales). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from benchmarks import (
     _bench_edge,
     _bench_export,
     _bench_live,
+    _bench_load,
     _bench_merge,
     _bench_models,
     _bench_payments,
@@ -68,6 +71,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "edge": _bench_edge.run,
     "live": _bench_live.run,
     "export": _bench_export.run,
+    "load": _bench_load.run,
 }
 
 DEFAULT_SCALE = 10_000
@@ -106,6 +110,22 @@ def _parser() -> argparse.ArgumentParser:
         help="where the scratch stores go (default: the system temp dir)",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the process to one CPU")
+    parser.add_argument(
+        "--load-devices",
+        type=int,
+        default=None,
+        metavar="N",
+        help="simulated devices of the load run (default: 200 at the default scale, "
+        "scale / 50 (at least 20) below it)",
+    )
+    parser.add_argument(
+        "--load-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="length of the load run (default: 180 at the default scale, less below it, "
+        "at least 10)",
+    )
     return parser
 
 
@@ -117,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeat = args.repeat or (5 if args.scale <= _SMALL_SCALE else 3)
     if repeat < 1:
         _parser().error("--repeat must be at least 1")
+    if args.load_devices is not None and not 1 <= args.load_devices <= 1000:
+        _parser().error("--load-devices must be between 1 and 1000")
+    if args.load_seconds is not None and not 0 < args.load_seconds <= 3600:
+        _parser().error("--load-seconds must be more than 0 and at most 3600")
+    load = {"devices": args.load_devices, "seconds": args.load_seconds}
     selected = [name for name in BENCHMARKS if not args.only or name in args.only]
     root = Path(tempfile.mkdtemp(prefix="coherency-bench-", dir=args.tmpdir))
     started = datetime.now(UTC)
@@ -127,7 +152,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         machine = machine_info(root)
         with pin_to_one_core(not args.no_pin) as cpu:
             for name in selected:
-                for result in BENCHMARKS[name](scale=args.scale, repeat=repeat, root=root):
+                options = load if name == "load" else {}
+                run = BENCHMARKS[name]
+                for result in run(scale=args.scale, repeat=repeat, root=root, **options):
                     if isinstance(result, MissingFigure):
                         missing.append(result)
                     else:
@@ -138,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "benchmarks": selected,
         "scale": args.scale,
         "repeat": repeat,
-        "repeat_note": f"{repeat} repeats (storage: measured once)",
+        "repeat_note": f"{repeat} repeats (storage, load: measured once)",
         "pinned_cpu": cpu,
         "started_at": started.isoformat(),
         "duration_s": round(time.perf_counter() - start, 1),

@@ -4,21 +4,27 @@
 deployment's signing key, blob storage, port) before it listens, so each failure is one
 line of the server's error tree, never a traceback. Several workers (``workers > 1``)
 need an import string: uvicorn starts each worker with `app_from_env`, which rebuilds
-the settings from the ``COHERENCY_SERVER_*`` variables `serve` exports.
+the settings from the ``COHERENCY_SERVER_*`` variables `serve` exports. Their metrics
+meet in ``<data_dir>/metrics`` (emptied at start, mode 0700; see
+`sync_server.ops.metrics`), where each worker also holds the slot that numbers its log
+lines (``worker_index``).
 """
 
 from __future__ import annotations
 
+import fcntl
 import gc
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import IO, Any, Final
 
 import uvicorn
 from fastapi import FastAPI
@@ -30,12 +36,17 @@ from sync_server.errors import Invalid, Unavailable, Unprocessable
 from sync_server.migrating import migrate as migrate_schema
 from sync_server.migrating import require_schema
 from sync_server.ops.limits import GuardedH11Protocol
-from sync_server.ops.logs import configure_logging
+from sync_server.ops.logs import configure_logging, set_worker_index
+from sync_server.ops.metrics import MULTIPROC_ENV, multiprocess_dir, prepare_multiprocess_dir
 from sync_server.settings import Settings, export_settings_env
 
 __all__ = ["Serving", "app_from_env", "serve"]
 
 log = logging.getLogger("sync_server.serving")
+
+METRICS_DIR: Final = "metrics"
+"""The folder under ``data_dir`` where several workers' metrics meet."""
+_MAX_WORKER_SLOTS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +186,19 @@ def serve(
             else:
                 app.state.db.dispose()
                 os.environ.update(export_settings_env(settings))
-                uvicorn.run(
-                    "sync_server.serving:app_from_env", factory=True, workers=workers, **options
-                )
+                # Set before any worker imports prometheus_client: the workers' values
+                # then go to files there, and a scrape of any worker sums them all.
+                metrics_dir = prepare_multiprocess_dir(settings.data_dir / METRICS_DIR)
+                os.environ[MULTIPROC_ENV] = str(metrics_dir)
+                try:
+                    uvicorn.run(
+                        "sync_server.serving:app_from_env",
+                        factory=True,
+                        workers=workers,
+                        **options,
+                    )
+                finally:
+                    shutil.rmtree(metrics_dir, ignore_errors=True)
         except SystemExit as exc:
             if exc.code not in (0, None):
                 raise Unavailable(
@@ -211,11 +232,33 @@ def _sigterm_exits_cleanly() -> Iterator[None]:
 def app_from_env() -> FastAPI:
     """The app of one worker, from ``COHERENCY_SERVER_*`` variables (uvicorn factory)."""
     settings = Settings()
+    folder = multiprocess_dir()
+    if folder is not None:
+        set_worker_index(_claim_worker_slot(folder))
     configure_logging(settings.log_level)
     GuardedH11Protocol.header_timeout = settings.header_timeout_seconds
     app = create_app(settings)
     _settle_heap()
     return app
+
+
+_slot: IO[bytes] | None = None  # held open (and locked) for the life of the worker
+
+
+def _claim_worker_slot(folder: Path) -> int | None:
+    """The lowest worker number no live worker holds (an exclusive lock on
+    ``worker-N.lock`` in `folder`, released by the kernel when the worker dies)."""
+    global _slot
+    for index in range(_MAX_WORKER_SLOTS):
+        handle = open(folder / f"worker-{index}.lock", "ab")  # noqa: SIM115  # held open
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            continue
+        _slot = handle
+        return index
+    return None
 
 
 def _settle_heap() -> None:

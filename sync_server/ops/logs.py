@@ -1,7 +1,11 @@
-"""Structured logs: one JSON object per line, each stamped with the request id.
+"""Structured logs: one JSON object per line, each stamped with the request id and the
+worker that wrote it.
 
 The observability middleware binds each request's id (`bound_request_id`) for as long
-as the request runs; `RequestIdFilter` adds it to every log record a handler sees.
+as the request runs; `RequestIdFilter` adds it to every log record a handler sees,
+with ``worker`` (the process id) and, when the server runs several workers,
+``worker_index`` (0, 1, ...: the slot the worker holds, `set_worker_index`; a worker
+uvicorn restarts takes over the slot of the one it replaces).
 `configure_logging(level)` sends the ``sync_server`` and uvicorn loggers to stderr as
 JSON lines (and silences uvicorn's own access log, whose lines carry the raw path and
 query string); `coherency server run` calls it.
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +31,7 @@ __all__ = [
     "current_client_address",
     "current_request_id",
     "json_log_handler",
+    "set_worker_index",
 ]
 
 _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -36,6 +42,15 @@ _request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 _client_address: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "coherency_client_address", default=None
 )
+
+
+_worker_index: int | None = None
+
+
+def set_worker_index(index: int | None) -> None:
+    """Stamp this process's log lines with ``worker_index`` (None: leave it out)."""
+    global _worker_index
+    _worker_index = index
 
 
 def current_request_id() -> str | None:
@@ -61,7 +76,8 @@ def bound_request_id(request_id: str, client_address: str | None = None) -> Iter
 
 
 class RequestIdFilter(logging.Filter):
-    """Adds ``request_id`` (the current request's, or None) to every record it sees.
+    """Adds ``request_id`` (the current request's, or None) and ``worker`` (this
+    process's id; ``worker_index`` too if set) to every record it sees.
 
     Attach it to a handler, not a logger: handler filters also see the records that
     child loggers propagate.
@@ -71,6 +87,9 @@ class RequestIdFilter(logging.Filter):
         """Stamp the record; never drops one."""
         if not hasattr(record, "request_id"):
             record.request_id = _request_id.get()
+        record.worker = record.process or os.getpid()  # the pid that made the record
+        if _worker_index is not None:
+            record.worker_index = _worker_index
         return True
 
 

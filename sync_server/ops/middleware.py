@@ -9,10 +9,13 @@ HTTP request:
   log line written while the request runs;
 - writes one access line on the ``sync_server.access`` logger: request id, method,
   route *template* (``/v1/patients/{patient_id}``, never the raw path or the query
-  string, which may hold a patient's name), status, duration and the principal's kind
-  and id. No request or response body is ever logged;
+  string, which may hold a patient's name), status, duration, whether the request
+  waited in a long poll, and the principal's kind and id. No request or response body
+  is ever logged;
 - counts the request in the app's own Prometheus registry (`Metrics`, on
-  ``app.state.metrics``), so several apps in one process never collide;
+  ``app.state.metrics``), so several apps in one process never collide; a pull that
+  waited in a long poll is counted but not timed here (its wait has a histogram of its
+  own, ``coherency_long_poll_duration_seconds``);
 - turns an unhandled exception into a logged traceback and a bare
   ``500 {"error": {"code": "internal", "message": "internal error", "request_id": ...}}``.
 """
@@ -77,6 +80,12 @@ def _principal_of(scope: Scope) -> tuple[str | None, str | None]:
     if principal is None:
         return None, None
     return getattr(principal, "kind", None), getattr(principal, "id", None)
+
+
+def _was_long_poll(scope: Scope) -> bool:
+    """Whether the route waited in a long poll (it sets ``request.state.long_poll``)."""
+    state = scope.get("state")
+    return isinstance(state, dict) and bool(state.get("long_poll"))
 
 
 _INTERNAL_ERROR_HEADERS: Final = [(b"content-type", b"application/json")]
@@ -155,7 +164,9 @@ class ObservabilityMiddleware:
         method = str(scope["method"])
         route = _route_template(scope)
         self.metrics.http_requests.labels(method=method, route=route, status=str(status)).inc()
-        self.metrics.http_request_duration.labels(method=method, route=route).observe(elapsed)
+        long_poll = _was_long_poll(scope)
+        if not long_poll:  # its wait is in the long-poll histogram
+            self.metrics.http_request_duration.labels(method=method, route=route).observe(elapsed)
         kind, principal_id = _principal_of(scope)
         quiet = route in PROBE_ROUTES and status < 400
         access_log.log(
@@ -170,6 +181,7 @@ class ObservabilityMiddleware:
                 "route": route,
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),
+                "long_poll": long_poll,
                 "principal_kind": kind,
                 "principal_id": principal_id,
             },

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from sync_server.deps import DbDep, MetricsDep
 from sync_server.ops.readiness import readiness
@@ -58,11 +58,12 @@ async def readyz(request: Request, db: DbDep) -> JSONResponse:
 
 @router.get(
     "/metrics",
-    summary="Prometheus metrics of this server process",
+    summary="Prometheus metrics of this server (every worker's totals)",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Text format."}},
 )
 async def metrics(app_metrics: MetricsDep) -> Response:
-    """HTTP request counts, latencies and requests in flight; sync document counts and
-    waiting long polls. Each worker process exposes its own counters."""
-    return Response(generate_latest(app_metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """HTTP request counts, latencies and requests in flight; sync document counts,
+    waiting long polls and long-poll durations. With several workers (``--workers``),
+    any worker answers with the totals of all of them."""
+    return Response(app_metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -204,6 +204,7 @@ async def pull(
                 record_pull(session=session, principal=caller, page=page, request_id=request_id)
         return page, encode_pull(page, max_message_size=settings.max_message_size)
 
+    waiting_since: float | None = None
     while True:
         # Subscribe before reading, so a change committed in between still wakes us.
         woken = feed.subscribe(clinic_id) if wait else None
@@ -213,8 +214,16 @@ async def pull(
             break
         if await request.is_disconnected():
             break
+        if waiting_since is None:
+            waiting_since = loop.time()
+            # Its time goes to the long-poll histogram, not the HTTP latency one.
+            request.state.long_poll = True
         with metrics.long_poll(), contextlib.suppress(TimeoutError):
             await asyncio.wait_for(woken.wait(), timeout=min(remaining, 5.0))
+    if waiting_since is not None:
+        metrics.observe_long_poll(
+            loop.time() - waiting_since, woke=bool(page.entries) or page.cursor != cursor
+        )
     metrics.count_documents("pull", "accepted", len(page.entries))
     return Response(
         encoded,

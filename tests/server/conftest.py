@@ -11,13 +11,16 @@ their own (`server.new_clinic()`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import httpx
@@ -201,3 +204,21 @@ def server(
         yield ServerHandle(backend, live.url, settings, db, app, organisation_id)
     finally:
         live.stop()
+
+
+@pytest.fixture(scope="session")
+def harness() -> ModuleType:
+    """``benchmarks/_deployment.py`` of this checkout: server instances on one database,
+    S3 on moto and nginx in front, shared with the load benchmark (``harness.Deployment
+    .running(...)``). Loaded from its file: another distribution (pymerkle) installs a
+    top-level ``benchmarks`` package, and the checkout is not always on ``sys.path``."""
+    name = "coherency_benchmarks_deployment"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "_deployment.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it runs
+    spec.loader.exec_module(module)
+    return module

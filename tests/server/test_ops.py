@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 import re
 import shutil
 import socket
@@ -277,12 +278,43 @@ def test_sync_metrics_helpers_show_in_metrics(server: Any) -> None:
         assert value(scrape(server), "coherency_sync_long_polls_waiting") == waiting + 1
     assert value(scrape(server), "coherency_sync_long_polls_waiting") == waiting
 
+    metrics.observe_long_poll(2.0, woke=True)
+    woke = value(scrape(server), "coherency_long_poll_duration_seconds_count", outcome="woke")
+    assert woke >= 1
+
     with pytest.raises(ValueError, match="direction"):
         metrics.count_documents("sideways", "accepted", 1)
     with pytest.raises(ValueError, match="outcome"):
         metrics.count_documents("pull", "lost", 1)
     with pytest.raises(ValueError, match="negative"):
         metrics.count_documents("pull", "accepted", -1)
+
+
+def test_long_polls_have_a_histogram_of_their_own(server: Any, logs: LogCapture) -> None:
+    clinic_id = server.new_clinic()
+    _, token = server.device_token(clinic_id)
+    pull = {"method": "GET", "route": "/v1/sync/pull"}
+    before = scrape(server)
+    with server.http(token) as client:
+        # Nothing in the new clinic: the pull waits its half second and times out.
+        waited = client.get("/v1/sync/pull", params={"cursor": 0, "wait": 0.5})
+        quick = client.get("/v1/sync/pull", params={"cursor": 0})
+    assert waited.status_code == quick.status_code == 200
+    after = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    long_polls = "coherency_long_poll_duration_seconds"
+    assert delta(f"{long_polls}_count", outcome="timeout") == 1
+    assert delta(f"{long_polls}_sum", outcome="timeout") > 0
+    assert delta("coherency_http_requests_total", **pull, status="200") == 2
+    # Only the pull that did not wait is in the HTTP latency histogram.
+    assert delta("coherency_http_request_duration_seconds_count", **pull) == 1
+    # The access lines say which one waited.
+    logs.wait_for(lambda line: line.get("route") == "/v1/sync/pull" and not line["long_poll"])
+    lines = [line for line in logs.lines() if line.get("route") == "/v1/sync/pull"]
+    assert [line["long_poll"] for line in lines] == [True, False]
 
 
 def test_apps_have_registries_of_their_own(
@@ -405,6 +437,9 @@ def test_log_lines_written_during_a_request_carry_its_id(
     assert inner["request_id"] == "inner-1"
     access = logs.wait_for(lambda line: line["logger"] == "sync_server.access")
     assert access["request_id"] == "inner-1"
+    # Every line names the worker process that wrote it (one process: no index).
+    assert inner["worker"] == access["worker"] == os.getpid()
+    assert "worker_index" not in access
     assert access["route"] == "/v1/test/patients/{patient_id}"
     assert "Zebulon" not in logs.text()
 

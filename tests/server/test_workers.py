@@ -7,101 +7,47 @@ device pushes to the other (PostgreSQL LISTEN/NOTIFY).
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
-from sync_server import Settings, migrate
-from sync_server.db import Database
-from sync_server.identity.enrolment import create_enrolment_token
-from sync_server.identity.tenancy import ensure_clinic
 
 # Two server processes on PostgreSQL per test.
 pytestmark = pytest.mark.slow
 
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
-_WORKER = """
-import sys, uvicorn
-from sync_server import Settings, create_app
-settings = Settings(data_dir=sys.argv[1], database_url=sys.argv[2], long_poll_max_seconds=20)
-uvicorn.run(create_app(settings), host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+LONG_POLLS = "coherency_long_poll_duration_seconds_count"
 
 
 @pytest.fixture(scope="module")
 def workers(
-    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
-) -> Iterator[tuple[list[str], Settings]]:
+    tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None, harness: Any
+) -> Iterator[tuple[list[str], Any]]:
+    """Two `coherency server run` processes on one database, reached directly (no
+    proxy: each test chooses the process a device talks to)."""
     if postgres_url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
-    data_dir = tmp_path_factory.mktemp("workers")
-    settings = Settings(data_dir=data_dir, database_url=postgres_url)
-    migrate(settings)
-    processes: list[subprocess.Popen[bytes]] = []
-    urls: list[str] = []
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    try:
-        for _ in range(2):
-            port = _free_port()
-            processes.append(
-                subprocess.Popen(
-                    [sys.executable, "-c", _WORKER, str(data_dir), postgres_url, str(port)],
-                    env=env,
-                )
-            )
-            urls.append(f"http://127.0.0.1:{port}")
-        for url, process in zip(urls, processes, strict=True):
-            deadline = time.monotonic() + 60
-            while True:
-                assert process.poll() is None, "a worker died at start"
-                try:
-                    if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "a worker never became ready"
-                time.sleep(0.1)
-        yield urls, settings
-    finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+    root = tmp_path_factory.mktemp("workers")
+    with (
+        harness.fresh_database(postgres_url) as database_url,
+        harness.Deployment.running(root, database_url, instances=2, proxy=False) as deployment,
+    ):
+        yield [instance.url for instance in deployment.instances], deployment
 
 
-def _device(root: Path, name: str, url: str, settings: Settings, clinic: str) -> EdgeClient:
+def _device(root: Path, name: str, url: str, deployment: Any, clinic: str) -> EdgeClient:
     client = EdgeClient.init(
         root / name,
         PassphraseKeyProvider("pass phrase", params=Argon2Params.fast()),
         clinic_id="unset",
     )
-    database = Database(settings.resolved_database_url)
-    try:
-        with database.write() as session:
-            clinic_id = ensure_clinic(session=session, name=clinic).id
-            token, _ = create_enrolment_token(
-                session=session, clinic_id=clinic_id, ttl=timedelta(minutes=5)
-            )
-    finally:
-        database.dispose()
-    client.enroll(url, token)
+    client.enroll(url, deployment.enrolment_token(clinic))
     return client
 
 
@@ -111,11 +57,11 @@ def _use_worker(client: EdgeClient, url: str) -> None:
 
 
 def test_devices_syncing_through_different_workers_converge(
-    workers: tuple[list[str], Settings], tmp_path: Path
+    workers: tuple[list[str], Any], tmp_path: Path
 ) -> None:
-    (one, two), settings = workers
-    a = _device(tmp_path, "a", one, settings, "workers-converge")
-    b = _device(tmp_path, "b", two, settings, "workers-converge")
+    (one, two), deployment = workers
+    a = _device(tmp_path, "a", one, deployment, "workers-converge")
+    b = _device(tmp_path, "b", two, deployment, "workers-converge")
     try:
         ids = set()
         for round_ in range(3):
@@ -143,30 +89,35 @@ def test_devices_syncing_through_different_workers_converge(
 
 
 def test_a_long_poll_on_one_worker_wakes_on_a_push_to_the_other(
-    workers: tuple[list[str], Settings], tmp_path: Path
+    workers: tuple[list[str], Any], tmp_path: Path
 ) -> None:
-    (one, two), settings = workers
-    writer = _device(tmp_path, "writer", one, settings, "workers-wake")
-    reader = _device(tmp_path, "reader", two, settings, "workers-wake")
+    (one, two), deployment = workers
+    writer = _device(tmp_path, "writer", one, deployment, "workers-wake")
+    reader = _device(tmp_path, "reader", two, deployment, "workers-wake")
     try:
         reader.sync(retry=FAST)  # up to date: the next pull has nothing to return at once
         outcome: dict[str, Any] = {}
 
         def long_poll() -> None:
-            started = time.monotonic()
             outcome["result"] = reader.sync(wait=15, retry=FAST)
-            outcome["seconds"] = time.monotonic() - started
 
+        woke = {"outcome": "woke"}
+        before = deployment.metric(1, LONG_POLLS, **woke)
         waiter = threading.Thread(target=long_poll)
         waiter.start()
-        time.sleep(1.0)  # the reader is now waiting on worker two
+        deadline = time.monotonic() + 30
+        while not deployment.metric(1, "coherency_sync_long_polls_waiting"):
+            assert time.monotonic() < deadline, "the reader never waited"
+            time.sleep(0.05)  # until the reader waits on worker two
         patient = writer.patients.add(
             given_name="Wake", family_name="Up", birth_date=date(1960, 2, 3)
         )
         writer.sync(retry=FAST)  # pushed to worker one
         waiter.join(timeout=30)
         assert outcome["result"].pulled == [patient.id]
-        assert outcome["seconds"] < 8, outcome  # woken by NOTIFY, not by the 15 s timeout
+        # Woken by NOTIFY, not by the 15 s timeout.
+        assert deployment.metric(1, LONG_POLLS, **woke) == before + 1
+        assert not deployment.metric(1, LONG_POLLS, outcome="timeout")
     finally:
         writer.close()
         reader.close()
