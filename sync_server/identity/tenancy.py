@@ -35,15 +35,26 @@ MAX_NAME_LENGTH = 200
 
 
 def ensure_organisation(*, session: Session, name: str = "default") -> Organisation:
-    """The organisation called `name`, created if missing."""
-    organisation = session.scalars(
-        select(Organisation).where(Organisation.name == name)
-    ).one_or_none()
-    if organisation is None:
-        organisation = Organisation(id=new_id(), name=name, created_at=utcnow())
-        session.add(organisation)
-        session.flush()
+    """The organisation called `name`, created if missing (by this transaction or, when
+    several create it at once, by whichever commits first)."""
+    organisation = _organisation_named(session, name)
+    if organisation is not None:
+        return organisation
+    organisation = Organisation(id=new_id(), name=name, created_at=utcnow())
+    try:
+        with session.begin_nested():  # (begin_nested flushes what is pending before it)
+            session.add(organisation)
+            session.flush()
+    except IntegrityError:  # another transaction created it meanwhile, and committed
+        found = _organisation_named(session, name)
+        if found is None:
+            raise
+        return found
     return organisation
+
+
+def _organisation_named(session: Session, name: str) -> Organisation | None:
+    return session.scalars(select(Organisation).where(Organisation.name == name)).one_or_none()
 
 
 def require_organisation_wide(principal: Principal, message: str) -> None:
@@ -89,9 +100,9 @@ def create_clinic(
     clinic = Clinic(
         id=new_id(), organisation_id=organisation_id, name=name, feed_seq=0, created_at=utcnow()
     )
-    session.add(clinic)
     try:
-        with session.begin_nested():
+        with session.begin_nested():  # (begin_nested flushes what is pending before it)
+            session.add(clinic)
             session.flush()
     except IntegrityError:
         raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists") from None
@@ -111,7 +122,8 @@ def _clinic_named(session: Session, name: str, organisation_id: str) -> Clinic |
 
 
 def ensure_clinic(*, session: Session, name: str, organisation_id: str | None = None) -> Clinic:
-    """The organisation's clinic called `name`, created if missing.
+    """The organisation's clinic called `name`, created if missing (several
+    transactions doing so at once all get the one clinic).
 
     Without `organisation_id` the clinic belongs to the ``default`` organisation, created
     if missing.
@@ -124,7 +136,13 @@ def ensure_clinic(*, session: Session, name: str, organisation_id: str | None = 
     clinic = _clinic_named(session, name.strip(), organisation_id)
     if clinic is not None:
         return clinic
-    return create_clinic(session=session, name=name, organisation_id=organisation_id)
+    try:
+        return create_clinic(session=session, name=name, organisation_id=organisation_id)
+    except Conflict:  # another transaction created it meanwhile, and committed
+        clinic = _clinic_named(session, name.strip(), organisation_id)
+        if clinic is None:
+            raise
+        return clinic
 
 
 def visible_clinic(*, session: Session, principal: Principal, clinic_id: str) -> Clinic:

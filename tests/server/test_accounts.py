@@ -645,3 +645,49 @@ def test_unauthenticated_requests_cannot_grow_the_audit_log_without_bound(
     with server.db.read() as session:
         after = session.scalar(select(func.count()).select_from(AuditEvent)) or 0
     assert after - before <= strict.rate_login_per_client
+
+
+def test_organisations_and_clinics_created_at_once_are_one(server: Any) -> None:
+    """Operators issuing enrolment tokens for the same new clinic at once (each creating
+    the organisation and the clinic if missing) all get the one organisation and clinic,
+    never a raw unique-key error."""
+    organisation, clinic = unique("org-race"), unique("clinic-race")
+    callers = 8
+    start = threading.Barrier(callers)
+    got: list[tuple[str, str]] = []
+    failed: list[BaseException] = []
+
+    # PostgreSQL: every transaction has looked before any creates (the race); SQLite
+    # serialises writers at BEGIN, so there they start together instead.
+    racing = server.backend == "postgresql"
+
+    def create() -> None:
+        try:
+            if not racing:
+                start.wait(timeout=30)
+            with server.db.write() as session:
+                if racing:
+                    session.execute(select(Organisation.id).limit(1))
+                    start.wait(timeout=30)
+                org = ensure_organisation(session=session, name=organisation)
+                found = ensure_clinic(session=session, name=clinic, organisation_id=org.id)
+                got.append((org.id, found.id))
+        except BaseException as exc:
+            failed.append(exc)
+
+    threads = [threading.Thread(target=create) for _ in range(callers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not failed, failed
+    assert len(got) == callers and len(set(got)) == 1
+    with server.db.read() as session:
+        assert (
+            session.scalar(
+                select(func.count())
+                .select_from(Organisation)
+                .where(Organisation.name == organisation)
+            )
+            == 1
+        )
