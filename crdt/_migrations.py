@@ -79,3 +79,11 @@ def _assessments_area_method(values: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 migrate("assessments", 1, _assessments_area_method)
+
+
+def _patients_emergency_contacts_and_insurance(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Patients v1 -> v2: the new fields (emergency contacts, insurance) start empty."""
+    return {}
+
+
+migrate("patients", 1, _patients_emergency_contacts_and_insurance)

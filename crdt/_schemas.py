@@ -28,14 +28,24 @@ from crdt._protocol import SHA256_PATTERN
 __all__ = [
     "COLLECTIONS",
     "INTENT_DETAILS",
+    "AllergyCategory",
+    "AllergyCriticality",
+    "AllergyIntolerance",
+    "AllergyStatus",
+    "AllergyType",
     "AppointmentCancel",
     "AppointmentRequest",
     "AppointmentReschedule",
     "Availability",
     "BlobReference",
+    "CarePlan",
+    "CarePlanStatus",
     "Catalogue",
     "CatalogueProduct",
     "ClinicalNote",
+    "Code",
+    "Condition",
+    "ConditionStatus",
     "Contact",
     "ContactKind",
     "Decision",
@@ -45,9 +55,11 @@ __all__ = [
     "DirectoryClinic",
     "DirectoryProvider",
     "DirectoryService",
+    "EmergencyContact",
     "Etiology",
     "FieldKind",
     "FreeSlot",
+    "Insurance",
     "Intent",
     "IntentKind",
     "Invoice",
@@ -55,6 +67,8 @@ __all__ = [
     "InvoiceStatus",
     "KitComponent",
     "Measurements",
+    "MedicationStatement",
+    "MedicationStatus",
     "ModelOutput",
     "OrderCancel",
     "OrderLine",
@@ -275,11 +289,50 @@ META_FIELDS: frozenset[str] = frozenset(
 )
 
 
+class EmergencyContact(_Value):
+    """Someone to call about the patient in an emergency."""
+
+    name: ShortText
+    relationship: ShortText | None = None  # as said: "daughter", "carer", "neighbour"
+    phone: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    email: Annotated[str, Field(min_length=1, max_length=320)] | None = None
+
+
+class Insurance(_Value):
+    """One payer that covers the patient's care (an insurer, a health fund, a scheme)."""
+
+    payer: ShortText  # the payer's name, as on the card
+    member_id: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    plan: ShortText | None = None
+    group: ShortText | None = None
+    subscriber: ShortText | None = None  # the policy holder, when not the patient
+    relationship: ShortText | None = None  # the patient's relation to the subscriber
+    valid_from: date | None = None
+    valid_until: date | None = None
+
+    @model_validator(mode="after")
+    def _period_in_order(self) -> Insurance:
+        if self.valid_from and self.valid_until and self.valid_until < self.valid_from:
+            raise ValueError("valid_until is before valid_from")
+        return self
+
+
+class Code(_Value):
+    """A concept in a code system (SNOMED CT, ICD-10, RxNorm, ...), as FHIR codes it."""
+
+    system: Annotated[str, Field(min_length=1, max_length=200)]  # the system's URI
+    code: Annotated[str, Field(min_length=1, max_length=100)]
+    display: Annotated[str, Field(max_length=500)] | None = None
+
+
 class Patient(Record):
     """A person under the service's care."""
 
     collection: ClassVar[str] = "patients"
-    json_fields: ClassVar[frozenset[str]] = frozenset({"contacts"})
+    schema_version: ClassVar[int] = 2  # v2: emergency_contacts and insurance
+    json_fields: ClassVar[frozenset[str]] = frozenset(
+        {"contacts", "emergency_contacts", "insurance"}
+    )
 
     given_name: Annotated[str, Field(min_length=1, max_length=200)]
     family_name: Annotated[str, Field(min_length=1, max_length=200)]
@@ -287,6 +340,8 @@ class Patient(Record):
     sex: Sex = Sex.UNKNOWN
     mrn: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     contacts: tuple[Contact, ...] = ()
+    emergency_contacts: Annotated[tuple[EmergencyContact, ...], Field(max_length=20)] = ()
+    insurance: Annotated[tuple[Insurance, ...], Field(max_length=10)] = ()
 
     @field_validator("birth_date")
     @classmethod
@@ -344,6 +399,171 @@ class ClinicalNote(Record):
     wound_id: Id | None = None
     author: ShortText
     text: Annotated[str, Field(max_length=100_000)] = ""
+
+
+class ConditionStatus(enum.StrEnum):
+    """Whether a condition is present now (FHIR's condition clinical status)."""
+
+    ACTIVE = "active"
+    RECURRENCE = "recurrence"
+    RELAPSE = "relapse"
+    INACTIVE = "inactive"
+    REMISSION = "remission"
+    RESOLVED = "resolved"
+
+
+class Condition(Record):
+    """One entry of a patient's medical history: a diagnosis, with its course.
+
+    A wound is a `Wound`, not a condition; conditions are what else the patient has
+    (diabetes, peripheral arterial disease, ...), which decide how a wound heals.
+    """
+
+    collection: ClassVar[str] = "conditions"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"code"})
+    immutable_fields: ClassVar[frozenset[str]] = Record.immutable_fields | {"patient_id"}
+
+    patient_id: Id
+    description: ShortText  # the diagnosis as the clinician wrote it
+    code: Code | None = None  # SNOMED CT or ICD-10, when coded
+    clinical_status: ConditionStatus = ConditionStatus.ACTIVE
+    onset: date | None = None
+    abatement: date | None = None  # when it resolved or went into remission
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _course_in_order(self) -> Condition:
+        if self.onset and self.abatement and self.abatement < self.onset:
+            raise ValueError("abatement is before onset")
+        return self
+
+
+class AllergyType(enum.StrEnum):
+    """An immune reaction, or an intolerance that is not one."""
+
+    ALLERGY = "allergy"
+    INTOLERANCE = "intolerance"
+
+
+class AllergyCategory(enum.StrEnum):
+    """What kind of substance the patient reacts to."""
+
+    FOOD = "food"
+    MEDICATION = "medication"
+    ENVIRONMENT = "environment"  # latex, adhesives, dressings' materials
+    BIOLOGIC = "biologic"
+
+
+class AllergyCriticality(enum.StrEnum):
+    """How bad a future reaction could be."""
+
+    LOW = "low"
+    HIGH = "high"
+    UNABLE_TO_ASSESS = "unable-to-assess"
+
+
+class AllergyStatus(enum.StrEnum):
+    """Whether the allergy still holds."""
+
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    RESOLVED = "resolved"
+
+
+class AllergyIntolerance(Record):
+    """A substance the patient must not be given (a drug, latex, an adhesive)."""
+
+    collection: ClassVar[str] = "allergies"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"code"})
+    immutable_fields: ClassVar[frozenset[str]] = Record.immutable_fields | {"patient_id"}
+
+    patient_id: Id
+    substance: ShortText  # as written: "penicillin", "zinc oxide tape"
+    code: Code | None = None
+    type: AllergyType | None = None
+    category: AllergyCategory | None = None
+    criticality: AllergyCriticality | None = None
+    clinical_status: AllergyStatus = AllergyStatus.ACTIVE
+    reaction: ShortText | None = None  # the manifestation: "rash", "anaphylaxis"
+    onset: date | None = None
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+
+class MedicationStatus(enum.StrEnum):
+    """Whether the patient takes the medication (FHIR's MedicationStatement status)."""
+
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    ON_HOLD = "on-hold"
+    INTENDED = "intended"
+    NOT_TAKEN = "not-taken"
+    UNKNOWN = "unknown"
+
+
+class MedicationStatement(Record):
+    """A medication the patient takes or took (current and past)."""
+
+    collection: ClassVar[str] = "medications"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"code"})
+    immutable_fields: ClassVar[frozenset[str]] = Record.immutable_fields | {"patient_id"}
+
+    patient_id: Id
+    medication: ShortText  # as written: "metformin 500 mg tablets"
+    code: Code | None = None  # RxNorm, SNOMED CT or a national code, when coded
+    status: MedicationStatus = MedicationStatus.ACTIVE
+    dosage: Annotated[str, Field(max_length=500)] | None = None  # "500 mg twice daily"
+    route: ShortText | None = None  # "oral", "topical"
+    started: date | None = None
+    ended: date | None = None
+    reason: ShortText | None = None
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _period_in_order(self) -> MedicationStatement:
+        if self.started and self.ended and self.ended < self.started:
+            raise ValueError("ended is before started")
+        return self
+
+
+class CarePlanStatus(enum.StrEnum):
+    """Where a care plan is in its life (FHIR's request status)."""
+
+    DRAFT = "draft"
+    ACTIVE = "active"
+    ON_HOLD = "on-hold"
+    COMPLETED = "completed"
+    REVOKED = "revoked"
+
+
+class CarePlan(Record):
+    """How one wound is to be treated: goals, dressing regime, offloading, next review."""
+
+    collection: ClassVar[str] = "care_plans"
+    json_fields: ClassVar[frozenset[str]] = frozenset({"goals"})
+    immutable_fields: ClassVar[frozenset[str]] = Record.immutable_fields | {
+        "patient_id",
+        "wound_id",
+    }
+
+    patient_id: Id
+    wound_id: Id
+    status: CarePlanStatus = CarePlanStatus.ACTIVE
+    title: ShortText | None = None
+    goals: Annotated[tuple[ShortText, ...], Field(max_length=20)] = ()
+    dressing: Annotated[str, Field(max_length=500)] | None = None  # the regime
+    dressing_every_days: Annotated[int, Field(ge=1, le=90)] | None = None  # changed every
+    offloading: Annotated[str, Field(max_length=500)] | None = None
+    review_on: date | None = None
+    starts_on: date | None = None
+    ends_on: date | None = None
+    note: Annotated[str, Field(max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _period_in_order(self) -> CarePlan:
+        if self.starts_on and self.ends_on and self.ends_on < self.starts_on:
+            raise ValueError("ends_on is before starts_on")
+        return self
 
 
 class Decision(Record):
@@ -762,6 +982,10 @@ COLLECTIONS: Mapping[str, type[Record]] = {
         Wound,
         WoundAssessment,
         ClinicalNote,
+        Condition,
+        AllergyIntolerance,
+        MedicationStatement,
+        CarePlan,
         Decision,
         Intent,
         Directory,

@@ -41,7 +41,12 @@ from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore, MemoryBl
 from edge_sdk._bookings import Bookings
 from edge_sdk._bundles import BundleInfo, export_bundle, import_bundle, read_bundle_info
 from edge_sdk._client import EdgeClient, enrollment_of
-from edge_sdk._collections import Collection, NotesCollection
+from edge_sdk._collections import (
+    CarePlansCollection,
+    Collection,
+    NotesCollection,
+    PatientHistoryCollection,
+)
 from edge_sdk._conflict_policies import ConflictPolicy, keep_both, latest_wins, merge_lists
 from edge_sdk._discovery import discover_edge_boxes
 from edge_sdk._edge_boxes import (
@@ -180,6 +185,7 @@ __all__ = [
     "BundleFormatError",
     "BundleInfo",
     "BundleSignatureError",
+    "CarePlansCollection",
     "ChainedEvent",
     "Collection",
     "ConflictPolicy",
@@ -232,6 +238,7 @@ __all__ = [
     "Orders",
     "Page",
     "PassphraseKeyProvider",
+    "PatientHistoryCollection",
     "Payments",
     "PlatformKeystore",
     "PushAnswer",

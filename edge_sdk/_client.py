@@ -34,13 +34,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from crdt import (
+    AllergyIntolerance,
     Availability,
+    CarePlan,
     Catalogue,
     ClinicalNote,
+    Condition,
     Decision,
     Directory,
     FieldConflict,
     Invoice,
+    MedicationStatement,
     Patient,
     SyncReport,
     SyncSession,
@@ -54,8 +58,10 @@ from edge_sdk._blobs import BlobStore, EncryptedFileBlobStore
 from edge_sdk._bookings import Bookings
 from edge_sdk._collections import (
     AssessmentsCollection,
+    CarePlansCollection,
     Collection,
     NotesCollection,
+    PatientHistoryCollection,
     PatientsCollection,
     WoundsCollection,
 )
@@ -135,6 +141,14 @@ class EdgeClient:
         self.wounds = WoundsCollection(replica, Wound)
         self.assessments = AssessmentsCollection(replica, WoundAssessment)
         self.notes = NotesCollection(replica, ClinicalNote)
+        self.conditions = PatientHistoryCollection(replica, Condition)
+        """The patients' medical history: diagnoses, with their course."""
+        self.allergies = PatientHistoryCollection(replica, AllergyIntolerance)
+        """Allergies and intolerances (drugs, latex, adhesives)."""
+        self.medications = PatientHistoryCollection(replica, MedicationStatement)
+        """Medications the patients take or took."""
+        self.care_plans = CarePlansCollection(replica, CarePlan)
+        """How each wound is to be treated: goals, dressings, offloading, review."""
         self.decisions = DecisionsCollection(replica, Decision)
         """The server's decisions on this clinic's intents (read-only here)."""
         self.intents = IntentsCollection(replica, self.decisions)
@@ -505,13 +519,18 @@ class EdgeClient:
         return import_documents(self, documents)
 
     def collection(self, name: str) -> Collection[Any]:
-        """The collection called `name` (patients, wounds, assessments, notes, decisions,
-        intents, directory, availability, catalogue, invoices)."""
+        """The collection called `name` (patients, wounds, assessments, notes,
+        conditions, allergies, medications, care_plans, decisions, intents, directory,
+        availability, catalogue, invoices)."""
         collections: dict[str, Collection[Any]] = {
             "patients": self.patients,
             "wounds": self.wounds,
             "assessments": self.assessments,
             "notes": self.notes,
+            "conditions": self.conditions,
+            "allergies": self.allergies,
+            "medications": self.medications,
+            "care_plans": self.care_plans,
             "decisions": self.decisions,
             "intents": self.intents,
             "directory": Collection(self.replica, Directory),

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from crdt import (
+    CarePlan,
     ClinicalNote,
     FieldConflict,
     HistoryEntry,
@@ -39,8 +40,10 @@ from edge_sdk._replica import Replica
 
 __all__ = [
     "AssessmentsCollection",
+    "CarePlansCollection",
     "Collection",
     "NotesCollection",
+    "PatientHistoryCollection",
     "PatientsCollection",
     "WoundsCollection",
 ]
@@ -443,3 +446,34 @@ class NotesCollection(Collection[ClinicalNote]):
     def edit(self, record_id: str, text: str) -> ClinicalNote:
         """Replace the text; written as the minimal splices, so concurrent edits merge."""
         return self.update(record_id, text=text)
+
+
+class PatientHistoryCollection(Collection[R]):
+    """One part of a patient's medical history (`client.conditions`, `client.allergies`,
+    `client.medications`): records of one patient, listed by patient."""
+
+    def _check_references(self, values: Mapping[str, Any]) -> None:
+        self._referenced("patients", "patient_id", values.get("patient_id"))
+
+    def for_patient(self, patient_id: str, *, include_deleted: bool = False) -> builtins.list[R]:
+        """The records of one patient, oldest first."""
+        query = self.query(patient_id=patient_id).order_by("id")
+        query = query.including_deleted() if include_deleted else query
+        return query._with_action("list", ("patient_id",)).all()
+
+
+class CarePlansCollection(PatientHistoryCollection[CarePlan]):
+    """Care plans of wounds: goals, dressing regime, offloading and review date."""
+
+    def _check_references(self, values: Mapping[str, Any]) -> None:
+        wound = self._referenced("wounds", "wound_id", values.get("wound_id"))
+        if wound["patient_id"] != values.get("patient_id"):
+            raise RecordValidationError(
+                self.name, [f"patient_id: wound {wound['id']} belongs to another patient"]
+            )
+
+    def for_wound(self, wound_id: str, *, include_deleted: bool = False) -> builtins.list[CarePlan]:
+        """The care plans of one wound, oldest first."""
+        query = self.query(wound_id=wound_id).order_by("id")
+        query = query.including_deleted() if include_deleted else query
+        return query._with_action("list", ("wound_id",)).all()

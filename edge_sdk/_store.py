@@ -60,7 +60,7 @@ __all__ = [
     "record_versions",
 ]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 RECORD_VERSIONS_META = "record_versions"
 """Store metadata: the record schema version of each collection the store's records
 were last upgraded to (JSON; absent: every collection at version 1)."""
@@ -99,6 +99,25 @@ PROJECTIONS: Mapping[str, dict[str, type]] = {
         "wound_id": str,
         "author": str,
     },
+    "conditions": {  # the patient's medical history
+        "patient_id": str,
+        "clinical_status": str,
+        "onset": str,
+    },
+    "allergies": {
+        "patient_id": str,
+        "clinical_status": str,
+    },
+    "medications": {
+        "patient_id": str,
+        "status": str,
+    },
+    "care_plans": {  # one wound's treatment
+        "patient_id": str,
+        "wound_id": str,
+        "status": str,
+        "review_on": str,
+    },
     "decisions": {  # server-owned: synced down, never written on a device
         "intent_id": str,
         "status": str,
@@ -126,6 +145,10 @@ _INDEXES: Mapping[str, list[list[str]]] = {
     "wounds": [["patient_id"]],
     "assessments": [["wound_id", "captured_at"], ["patient_id"]],
     "notes": [["patient_id"], ["wound_id"]],
+    "conditions": [["patient_id"]],
+    "allergies": [["patient_id"]],
+    "medications": [["patient_id"]],
+    "care_plans": [["patient_id"], ["wound_id"]],
     "decisions": [["intent_id"]],
     "intents": [["kind"], ["patient_id"], ["subject_id"]],
     "directory": [],
@@ -477,6 +500,12 @@ class Store:
         """Version 6: record schema evolution (records to upgrade, records a newer app
         wrote) and the conflicts the app's resolution policies have handled."""
         _create_evolution_tables(self)
+
+    def _migrate_to_7(self) -> None:
+        """Version 7: the patient's medical history (conditions, allergies, medications)
+        and wound care plans get projections."""
+        for collection in ("conditions", "allergies", "medications", "care_plans"):
+            self._add_projection(collection)
 
     def _add_projection(self, collection: str) -> None:
         """Create a projection table an older store lacks, and project the documents
@@ -1290,6 +1319,7 @@ _MIGRATIONS: Mapping[int, Callable[[Store], None]] = {
     4: Store._migrate_to_4,
     5: Store._migrate_to_5,
     6: Store._migrate_to_6,
+    7: Store._migrate_to_7,
 }
 """The step that brings a store of the version before up to each version."""
 

@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-LIBRARIES = ["crdt", "edge_box", "edge_sdk", "lidar_capture", "models", "sync_server"]
+LIBRARIES = [
+    "crdt",
+    "edge_box",
+    "edge_sdk",
+    "fhir_interop",
+    "lidar_capture",
+    "models",
+    "sync_server",
+]
 CODE = [*LIBRARIES, "cli", "benchmarks", "examples"]
 
 
