@@ -25,7 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import CursorResult, DateTime, Engine, String, TypeDecorator, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from sync_server.errors import Invalid, NotFound, Unavailable
@@ -39,6 +39,7 @@ __all__ = [
     "UTCDateTime",
     "commit_then_raise",
     "database_label",
+    "insert_unless_taken",
     "is_sqlite",
     "new_id",
     "open_database",
@@ -87,6 +88,24 @@ def rowcount(result: Any) -> int:
     """How many rows an UPDATE or DELETE matched."""
     assert isinstance(result, CursorResult)
     return int(result.rowcount)
+
+
+def insert_unless_taken(session: Session, *rows: Any) -> bool:
+    """Insert `rows` in a savepoint; False, the transaction still usable, if a unique
+    or primary key already holds one of them (another transaction won a race, or the
+    value is taken).
+
+    What the session had pending is flushed before the savepoint, outside it: a
+    constraint that refuses those rows is the caller's error, not a lost race.
+    """
+    session.flush()
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+            session.flush()
+    except IntegrityError:
+        return False
+    return True
 
 
 def commit_then_raise(session: Session, error: BaseException) -> NoReturn:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from crdt import GENESIS, AuditProofError, Checkpoint, verify_chain
@@ -38,6 +37,7 @@ from sync_server.audit.log import (
 )
 from sync_server.audit.services import record_event
 from sync_server.audit.tables import AuditEvent, DeviceAuditEvent, DeviceAuditPatient
+from sync_server.db import insert_unless_taken
 from sync_server.errors import ChainBroken, Conflict, Forbidden, NotFound, Unprocessable
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Device
@@ -168,7 +168,7 @@ def receive_device_events(
                 server_seq=held,
             ) from None
         previous, expected = event.hash, expected + 1
-    session.add_all(
+    rows: list[DeviceAuditEvent | DeviceAuditPatient] = [
         DeviceAuditEvent(
             device_id=device_id,
             seq=event.seq,
@@ -177,22 +177,19 @@ def receive_device_events(
             hash=event.hash,
         )
         for event in new
-    )
-    session.add_all(
+    ]
+    rows += [
         DeviceAuditPatient(device_id=device_id, seq=event.seq, patient_id=patient_id)
         for event in new
         for patient_id in named[event.seq]
-    )
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
+    ]
+    if not insert_unless_taken(session, *rows):
         # Another push of the same chain (a second sync of the device) stored these
         # numbers first: sent again, they are found held and accepted if the same.
         raise Conflict(
             f"another push of device {device_id}'s audit chain came first; send it again",
             code="audit_push_busy",
-        ) from None
+        )
     head = events[-1]
     record_event(
         session=session,

@@ -16,10 +16,9 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from sync_server.db import utcnow
+from sync_server.db import insert_unless_taken, utcnow
 from sync_server.errors import Invalid
 from sync_server.identity.tables import UsedNonce
 
@@ -69,17 +68,11 @@ def claim_nonce(*, session: Session, nonce: str, device_id: str, issued_at: int)
     )
     if session.get(UsedNonce, nonce) is not None:
         return False
-    try:
-        with session.begin_nested():  # a savepoint: a lost race leaves the transaction usable
-            session.add(
-                UsedNonce(
-                    nonce=nonce,
-                    device_id=device_id,
-                    # Kept as long as the proof could still be accepted.
-                    expires_at=datetime.fromtimestamp(issued_at, UTC)
-                    + timedelta(seconds=ASSERTION_MAX_SKEW_SECONDS + 1),
-                )
-            )
-    except IntegrityError:
-        return False  # a concurrent request claimed it first
-    return True
+    used = UsedNonce(
+        nonce=nonce,
+        device_id=device_id,
+        # Kept as long as the proof could still be accepted.
+        expires_at=datetime.fromtimestamp(issued_at, UTC)
+        + timedelta(seconds=ASSERTION_MAX_SKEW_SECONDS + 1),
+    )
+    return insert_unless_taken(session, used)  # False: a concurrent request claimed it

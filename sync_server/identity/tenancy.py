@@ -9,12 +9,11 @@ within an organisation, never across organisations: no organisation learns anoth
 from __future__ import annotations
 
 from sqlalchemy import Select, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sync_server.audit.events import Actor, ClinicCreated
 from sync_server.audit.services import record_event
-from sync_server.db import new_id, utcnow
+from sync_server.db import insert_unless_taken, new_id, utcnow
 from sync_server.errors import Conflict, Forbidden, NotFound, Unprocessable
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic, Organisation
@@ -41,16 +40,13 @@ def ensure_organisation(*, session: Session, name: str = "default") -> Organisat
     if organisation is not None:
         return organisation
     organisation = Organisation(id=new_id(), name=name, created_at=utcnow())
-    try:
-        with session.begin_nested():  # (begin_nested flushes what is pending before it)
-            session.add(organisation)
-            session.flush()
-    except IntegrityError:  # another transaction created it meanwhile, and committed
-        found = _organisation_named(session, name)
-        if found is None:
-            raise
-        return found
-    return organisation
+    if insert_unless_taken(session, organisation):
+        return organisation
+    # Another transaction created it meanwhile, and committed.
+    found = _organisation_named(session, name)
+    if found is None:
+        raise Conflict(f"organisation {name!r} could not be created", code="organisation_race")
+    return found
 
 
 def _organisation_named(session: Session, name: str) -> Organisation | None:
@@ -100,12 +96,8 @@ def create_clinic(
     clinic = Clinic(
         id=new_id(), organisation_id=organisation_id, name=name, feed_seq=0, created_at=utcnow()
     )
-    try:
-        with session.begin_nested():  # (begin_nested flushes what is pending before it)
-            session.add(clinic)
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists") from None
+    if not insert_unless_taken(session, clinic):
+        raise Conflict(f"a clinic named {name!r} already exists", code="clinic_exists")
     record_event(
         session=session,
         event=ClinicCreated(

@@ -26,12 +26,11 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from sync_server.audit.events import Actor, LoggedIn, LoginFailed, UserCreated
 from sync_server.audit.services import record_event
-from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
+from sync_server.db import commit_then_raise, insert_unless_taken, new_id, rowcount, utcnow
 from sync_server.errors import Conflict, NotFound, Unauthorized, Unprocessable
 from sync_server.identity import throttling
 from sync_server.identity.principals import Principal
@@ -178,12 +177,8 @@ def create_user(
     secret = None
     if secret_box is not None and with_totp:
         secret = new_totp_secret(user=user, secret_box=secret_box)
-    session.add(user)
-    try:
-        with session.begin_nested():
-            session.flush()
-    except IntegrityError:
-        raise Conflict(f"username {username!r} is taken", code="username_taken") from None
+    if not insert_unless_taken(session, user):
+        raise Conflict(f"username {username!r} is taken", code="username_taken")
     record_event(
         session=session,
         event=UserCreated(
