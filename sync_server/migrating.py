@@ -139,9 +139,12 @@ def _locked(database: Database) -> Iterator[Connection]:
             yield connection
 
 
-def _read_revision(connection: Connection) -> str | None:
-    """The database's revision: ours, else the one a release up to 0010 left."""
-    tables = set(inspect(connection).get_table_names())
+def _read_revision(connection: Connection, tables: set[str] | None = None) -> str | None:
+    """The database's revision: ours, else the one a release up to 0010 left.
+
+    `tables`: the database's table names, when the caller read them already.
+    """
+    tables = set(inspect(connection).get_table_names()) if tables is None else tables
     if VERSION_TABLE in tables:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()
@@ -163,8 +166,8 @@ def _adopt_legacy_revision(connection: Connection) -> None:
         connection.execute(insert(version).values(version_num=revision))
 
 
-def _oldest_servable(connection: Connection, revision: str) -> str | None:
-    if "schema_compatibility" not in inspect(connection).get_table_names():
+def _oldest_servable(connection: Connection, revision: str, tables: set[str]) -> str | None:
+    if "schema_compatibility" not in tables:
         return None
     return connection.execute(
         sa_select(schema_compatibility.c.oldest_servable).where(
@@ -181,14 +184,15 @@ def _write_legacy_marker(connection: Connection, scripts: ScriptDirectory) -> No
     (the newest of them, which can serve it); otherwise it is the real revision, which
     none of them knows, so they refuse it (and their migrate cannot run).
     """
-    revision = _read_revision(connection)
+    tables = set(inspect(connection).get_table_names())
+    revision = _read_revision(connection, tables)
     _legacy_version.create(connection, checkfirst=True)
     connection.execute(delete(_legacy_version))
     if revision is None:
         return
     marker = revision
     if not _at_or_after(scripts, _LEGACY_HEAD, revision):  # newer than the legacy head
-        oldest = _oldest_servable(connection, revision)
+        oldest = _oldest_servable(connection, revision, tables)
         if oldest is not None and _at_or_after(scripts, _LEGACY_HEAD, oldest):
             marker = _LEGACY_HEAD
     connection.execute(insert(_legacy_version).values(version_num=marker))
@@ -276,8 +280,9 @@ def schema_status(database: Database) -> SchemaStatus:
     scripts = _scripts()
     head = head_revision()
     with database.engine.connect() as connection:
-        have = _read_revision(connection)
-        oldest = _oldest_servable(connection, have) if have is not None else None
+        tables = set(inspect(connection).get_table_names())  # read once per readiness check
+        have = _read_revision(connection, tables)
+        oldest = _oldest_servable(connection, have, tables) if have is not None else None
     if have is None:
         servable, reason = False, "an empty database (no schema)"
     elif have == head:

@@ -460,7 +460,8 @@ class TokenKeyring:
 
     def _keep(self, key: Ed25519PrivateKey) -> SigningKey:
         signer = SigningKey(key, issuer=self.issuer, audience=self.audience)
-        self._signers[signer.kid] = signer
+        # A new dict, not a change to the old: requests read it without the lock.
+        self._signers = {**self._signers, signer.kid: signer}
         return signer
 
     def _reload(self) -> None:
@@ -503,15 +504,27 @@ class TokenKeyring:
             self._reload()
 
     def _fresh(self, *, force: bool = False) -> None:
+        """Re-read the keys when the cache is old (or, `force`, for an unknown kid).
+
+        Requests read the keys without the lock; when the cache expires one of them
+        reads the table and the others go on with the keys they have (seconds old at
+        most) rather than queue behind a database read. Only an unknown kid waits.
+        """
         if not self._established:
             self.establish()
-        with self._lock:
+        if not force and time.monotonic() - self._loaded < _CACHE_SECONDS:
+            return
+        if not self._lock.acquire(blocking=force):
+            return  # another request is reading them now
+        try:
             clock = time.monotonic()
             if force and clock - self._forced >= _UNKNOWN_KID_RELOAD_SECONDS:
                 self._forced = clock
                 self._reload()
             elif clock - self._loaded >= _CACHE_SECONDS:
                 self._reload()
+        finally:
+            self._lock.release()
 
     def _active_info(self) -> TokenKeyInfo | None:
         return next((info for info in self._chain if info.state == "active"), None)
