@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from crdt import COLLECTIONS
+from crdt import COLLECTIONS, Patient, Wound, WoundAssessment
 from edge_sdk import (
     Argon2Params,
     EdgeClient,
@@ -122,3 +124,34 @@ def connect(hub: MemoryHub, client: EdgeClient) -> MemoryTransport:
 def add_patient(client: EdgeClient, family: str) -> str:
     """A new patient's id."""
     return client.patients.add(given_name="Ada", family_name=family, birth_date="1950-03-01").id
+
+
+@dataclass(frozen=True)
+class ScannedAssessment:
+    """What `add_scanned_assessment` wrote: a patient's wound, assessed with a scan."""
+
+    patient: Patient
+    wound: Wound
+    assessment: WoundAssessment
+    scan: bytes  # the blob's bytes
+    sha256: str
+
+
+def add_scanned_assessment(
+    client: EdgeClient, family: str = "Scanned", *, area_cm2: float = 4.8
+) -> ScannedAssessment:
+    """A new patient with a pressure ulcer on the left heel, assessed once with a 4 KiB
+    random scan stored as a blob (not yet synced)."""
+    patient = client.patients.add(given_name="Ada", family_name=family, birth_date="1950-01-02")
+    wound = client.wounds.add(patient_id=patient.id, body_site="left heel", etiology="pressure")
+    scan = secrets.token_bytes(4096)
+    ref = client.blobs.put_bytes(scan)
+    assessment = client.assessments.add(
+        wound_id=wound.id,
+        patient_id=patient.id,
+        captured_at="2026-11-21T10:15:00+00:00",
+        device_id=client.device_id,
+        measurements={"area_cm2": area_cm2},
+        blobs=[{"sha256": ref.sha256, "size": ref.size, "kind": "scan"}],
+    )
+    return ScannedAssessment(patient, wound, assessment, scan, ref.sha256)

@@ -46,6 +46,7 @@ from sync_server.audit.tables import AuditEvent
 from sync_server.commerce.reference import republish_catalogue
 from sync_server.identity.users import create_user
 from sync_server.payments.sandbox import SandboxGateway
+from tests.conftest import add_scanned_assessment
 
 from .bookings_world import BookingWorld, build_world, local
 from .commerce_world import build_shop, days
@@ -344,31 +345,12 @@ class Tour:
             clinic_id=self.ids["clinic"],
         )
         client.enroll(self.server.url, token["token"], name="tour tablet")
-        patient = client.patients.add(
-            given_name="Tour", family_name="Patient", birth_date=date(1950, 1, 2)
-        )
-        wound = client.wounds.add(patient_id=patient.id, body_site="left heel", etiology="pressure")
-        scan = secrets.token_bytes(4096)
-        ref = client.blobs.put_bytes(scan)
-        client.assessments.add(
-            wound_id=wound.id,
-            patient_id=patient.id,
-            captured_at="2026-11-21T10:15:00+00:00",
-            device_id=client.device_id,
-            measurements={"area_cm2": 4.8},
-            blobs=[
-                {
-                    "sha256": ref.sha256,
-                    "size": ref.size,
-                    "kind": "scan",
-                    "media_type": "application/octet-stream",
-                }
-            ],
-        )
+        scanned = add_scanned_assessment(client, "Patient")
+        patient, wound = scanned.patient, scanned.wound
         client.notes.add(patient_id=patient.id, author="Tour Nurse", text="Dressing changed.")
         result = client.sync()
-        assert result.blobs_uploaded == [ref.sha256], result
-        self.ids.update(patient=patient.id, wound=wound.id, scan=ref.sha256)
+        assert result.blobs_uploaded == [scanned.sha256], result
+        self.ids.update(patient=patient.id, wound=wound.id, scan=scanned.sha256)
         return client
 
     def device_http(self, client: EdgeClient) -> httpx.Client:

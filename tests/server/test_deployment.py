@@ -31,6 +31,7 @@ import httpx
 import pytest
 
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider, RetryPolicy
+from tests.conftest import add_scanned_assessment
 
 # Server processes, nginx and moto per module.
 pytestmark = pytest.mark.slow
@@ -166,29 +167,12 @@ def test_devices_enrol_and_sync_through_nginx_with_blobs_on_s3(
     a = device(tmp_path, "a", deployment, "deploy-sync")
     b = device(tmp_path, "b", deployment, "deploy-sync")
     try:
-        patient = a.patients.add(given_name="Ada", family_name="Proxy", birth_date=date(1950, 1, 2))
-        wound = a.wounds.add(patient_id=patient.id, body_site="left heel", etiology="pressure")
-        scan = secrets.token_bytes(4096)
-        ref = a.blobs.put_bytes(scan)
-        a.assessments.add(
-            wound_id=wound.id,
-            patient_id=patient.id,
-            captured_at="2026-11-21T10:15:00+00:00",
-            device_id=a.device_id,
-            measurements={"area_cm2": 4.8},
-            blobs=[
-                {
-                    "sha256": ref.sha256,
-                    "size": ref.size,
-                    "kind": "scan",
-                    "media_type": "application/octet-stream",
-                }
-            ],
-        )
-        assert a.sync(retry=RETRY).blobs_uploaded == [ref.sha256]
+        scanned = add_scanned_assessment(a, "Proxy")
+        assert a.sync(retry=RETRY).blobs_uploaded == [scanned.sha256]
         pulled = b.sync(retry=RETRY)
-        assert patient.id in pulled.pulled
-        assert b.blobs.read_bytes(ref.sha256) == scan  # uploaded to S3, downloaded from it
+        assert scanned.patient.id in pulled.pulled
+        # Uploaded to S3, downloaded from it.
+        assert b.blobs.read_bytes(scanned.sha256) == scanned.scan
         assert a.replica.document_heads() == b.replica.document_heads()
     finally:
         a.close()
