@@ -11,6 +11,7 @@ from fhir_interop._bundle import bundle, export_bundle
 from fhir_interop._errors import FhirError, FhirValidationError
 from fhir_interop._export import patient_resources
 from fhir_interop._ids import source_record_id
+from fhir_interop._import import FhirImport, ImportedPatient, ImportedRecord, read_bundle
 from fhir_interop._records import AppointmentInfo, AuditInfo, PatientRecords
 from fhir_interop._validate import FHIR_VERSION, validate
 
@@ -19,11 +20,15 @@ __all__ = [
     "AppointmentInfo",
     "AuditInfo",
     "FhirError",
+    "FhirImport",
     "FhirValidationError",
+    "ImportedPatient",
+    "ImportedRecord",
     "PatientRecords",
     "bundle",
     "export_bundle",
     "patient_resources",
+    "read_bundle",
     "source_record_id",
     "validate",
 ]
