@@ -25,6 +25,10 @@ _ETIOLOGY_BY_SNOMED = {
 }
 _WOUND_STATUS_BY_CLINICAL = {"active": "active", "resolved": "healed", "inactive": "closed"}
 _TELECOM_KINDS = {"phone": "phone", "email": "email"}
+_BUNDLE_TYPES = frozenset(
+    {"document", "message", "transaction", "transaction-response", "batch"}
+    | {"batch-response", "history", "searchset", "collection"}
+)
 _COMMON = {"resourceType", "id", "meta", "text", "identifier"}
 _MAPPED: Mapping[str, frozenset[str]] = {
     "Patient": frozenset(
@@ -127,6 +131,8 @@ def read_bundle(data: bytes | str | Mapping[str, Any]) -> FhirImport:
         found = data.get("resourceType") if isinstance(data, Mapping) else type(data).__name__
         raise FhirError(f"not a FHIR Bundle (resourceType {found!r})")
     validate(data)
+    if data.get("type") not in _BUNDLE_TYPES:
+        raise FhirError(f"not a FHIR Bundle type: {data.get('type')!r}")
     entries = [entry for entry in data.get("entry") or () if entry.get("resource")]
     unmapped: list[str] = []
     patients: dict[str, ImportedPatient] = {}  # by every name a reference may use
