@@ -66,3 +66,18 @@ def test_errors_are_one_line_with_their_exit_code(
     )
     assert run(store, "fhir", "export", "--out", out).exit_code == 2
     assert run(store, "fhir", "export", "--all", "--patient", "p", "--out", out).exit_code == 2
+
+
+def test_the_demo_writes_a_valid_bundle_of_the_demo_patient(tmp_path: Path) -> None:
+    from cli.demo.fhir import run_fhir_demo
+    from cli.demo.offline import run_offline_demo
+
+    offline = run_offline_demo(tmp_path)
+    report = run_fhir_demo(tmp_path, offline.stores["ward"])
+    assert report.path == tmp_path / "fhir" / "demo-patient.json"
+    bundle = json.loads(report.path.read_text())
+    validate(bundle)
+    assert report.resources["Patient"] == 1
+    assert report.resources["Condition"] == 2  # the wound and the diabetes
+    assert {"Observation", "Provenance", "CarePlan", "AllergyIntolerance"} <= set(report.resources)
+    assert report.steps[-1].endswith(str(report.path))
