@@ -77,7 +77,7 @@ def run(*, scale: int, repeat: int, root: Path) -> list[Figure]:
         Figure(
             "fhir",
             "fhir.export.memory_resources_per_s",
-            f"FHIR export from PatientRecords in memory ({patients:,} patients × "
+            f"FHIR export from PatientRecords in memory ({patients:,} patients x "
             f"{ASSESSMENTS} assessments)",
             "resources/s",
             memory,
