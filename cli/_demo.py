@@ -25,21 +25,21 @@ __all__ = ["demo"]
 def demo(workdir: Path | None, as_json: bool) -> None:
     """Run the end-to-end demo on made-up data, checking every step.
 
-        Offline: two tablets of one clinic record a patient, exchange signed, encrypted
-        bundles, edit the same records offline, converge and settle a conflict. Online
-        (with the `server` extra): a central sync server starts on embedded defaults
-        (SQLite and a blob folder in the demo folder, loopback only, stopped at the end);
-        tablets of two clinics enrol, sync records and a scan, converge through it and
-        stay apart. Edge (with the `edge` extra): a clinic's edge box enrols with central
-        and serves two tablets on loopback over pinned TLS; central stops, the tablets
-        keep syncing through the box, central restarts and the box delivers everything by
-        itself. Capture (with the `capture` extra): a tablet scans three synthetic
-        wounds, measures them against their ground truth, refuses a scan from too far and
-        stores the assessments with encrypted scan blobs. FHIR (with the `fhir` extra):
-        the demo patient's record is written as a FHIR R4 Bundle (fhir/demo-patient.json
-        in the demo folder) and validated. Leaves everything behind for a look with
-        `coherency --store ...` and `coherency server run --data-dir ...`; the global
-        store is not touched.
+    Offline: two tablets of one clinic record a patient, exchange signed, encrypted
+    bundles, edit the same records offline, converge and settle a conflict. Online
+    (with the `server` extra): a central sync server starts on embedded defaults
+    (SQLite and a blob folder in the demo folder, loopback only, stopped at the end);
+    tablets of two clinics enrol, sync records and a scan, converge through it and
+    stay apart. Edge (with the `edge` extra): a clinic's edge box enrols with central
+    and serves two tablets on loopback over pinned TLS; central stops, the tablets
+    keep syncing through the box, central restarts and the box delivers everything by
+    itself. Capture (with the `capture` extra): a tablet scans three synthetic
+    wounds, measures them against their ground truth, refuses a scan from too far and
+    stores the assessments with encrypted scan blobs. FHIR (with the `fhir` extra):
+    the demo patient's record is written as a FHIR R4 Bundle (fhir/demo-patient.json
+    in the demo folder) and validated. Leaves everything behind for a look with
+    `coherency --store ...` and `coherency server run --data-dir ...`; the global
+    store is not touched.
     """
     from cli.demo import run_demo
 
