@@ -23,7 +23,7 @@ from crdt import (
     Record,
     RecordDocument,
 )
-from edge_sdk._errors import RecordNotFoundError, RecordValidationError
+from edge_sdk._errors import NotEnrolledError, RecordNotFoundError, RecordValidationError
 from edge_sdk._replica import Replica, ReplicaHolder, replica_of
 
 if TYPE_CHECKING:
@@ -138,11 +138,14 @@ def fhir_import(
             was written.
         RecordValidationError: A mapped value does not satisfy its record's schema;
             nothing was written.
+        NotEnrolledError: The store has no clinic yet.
         ImportError: The fhir extra is not installed.
     """
     fhir = _fhir()
     mapped = fhir.read_bundle(data)
     replica = replica_of(holder)
+    if not replica.clinic_id:
+        raise NotEnrolledError("this store has no clinic yet: enrol it before importing records")
     store = replica.store
     report = FhirImportReport(unmapped=list(mapped.unmapped))
     with store.transaction(), replica.access("import", "*") as access:

@@ -176,3 +176,29 @@ def test_a_record_that_fails_its_schema_writes_nothing(tmp_store: StoreFactory) 
     with pytest.raises(RecordValidationError):
         client.fhir_import(broken)
     assert take_snapshot(client) == before
+
+
+def test_deleted_records_are_not_exported(tmp_store: StoreFactory) -> None:
+    client = tmp_store("a")
+    fill(client)
+    patient = client.patients.list()[0]
+    (diabetes,) = [c for c in client.conditions.list() if c.description.startswith("Type 2")]
+    client.conditions.delete(diabetes.id)
+    ids = {e["resource"]["id"] for e in client.fhir_export(patient.id)["entry"]}
+    assert diabetes.id not in ids
+    assert patient.id in ids
+    client.patients.delete(patient.id)
+    with pytest.raises(RecordNotFoundError):
+        client.fhir_export(patient.id)
+    assert client.fhir_export()["entry"] == []
+
+
+def test_a_store_without_a_clinic_cannot_import(tmp_path: Any) -> None:
+    from edge_sdk import NotEnrolledError
+    from tests.conftest import fast_provider
+
+    with (
+        EdgeClient.init(tmp_path / "s", fast_provider()) as client,
+        pytest.raises(NotEnrolledError),
+    ):
+        client.fhir_import(FOREIGN)
