@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from cli._app import EXIT_INVALID, App, CliError, with_app
+from cli._app import EXIT_INVALID, EXIT_NOT_FOUND, App, CliError, with_app
 from cli._output import emit, json_option
 
 __all__ = ["fhir"]
@@ -42,6 +42,11 @@ def fhir() -> None:
 @click.option("--patient", "patient_id", help="The patient to export.")
 @click.option("--all", "everyone", is_flag=True, help="Every patient of the store.")
 @click.option(
+    "--clinic",
+    "clinic_id",
+    help="Every patient of this clinic (the store's own clinic: a device holds one).",
+)
+@click.option(
     "--out",
     "path",
     required=True,
@@ -62,15 +67,21 @@ def fhir_export(
     app: App,
     patient_id: str | None,
     everyone: bool,
+    clinic_id: str | None,
     path: Path,
     kind: str,
     base_url: str | None,
     as_json: bool,
 ) -> None:
-    """Write one patient (--patient) or every patient (--all) as a FHIR Bundle."""
-    if (patient_id is None) == (not everyone):
-        raise click.UsageError("give --patient ID or --all")
+    """Write one patient (--patient) or every patient (--all, --clinic) as a FHIR
+    Bundle."""
+    if sum((patient_id is not None, everyone, clinic_id is not None)) != 1:
+        raise click.UsageError("give one of --patient ID, --clinic ID or --all")
     client = app.client()
+    if clinic_id is not None and clinic_id != client.clinic_id:
+        raise CliError(
+            f"this store holds clinic {client.clinic_id}, not {clinic_id}", EXIT_NOT_FOUND
+        )
     bundle = _invalid_fhir(
         lambda: client.fhir_export(patient_id, kind=kind, base_url=base_url)  # type: ignore[arg-type]
     )

@@ -25,6 +25,9 @@ def test_export_then_import_again_changes_nothing(
     everyone = tmp_path / "all.json"
     ok(store, "fhir", "export", "--all", "--kind", "transaction", "--out", str(everyone))
     assert json.loads(everyone.read_text())["type"] == "transaction"
+    clinic = tmp_path / "clinic.json"
+    ok(store, "fhir", "export", "--clinic", "clinic-1", "--out", str(clinic))
+    assert len(json.loads(clinic.read_text())["entry"]) == 1
     report = ok(store, "fhir", "import", str(out))
     assert (report["created"], report["updated"], report["unchanged"]) == (0, 0, 1)
 
@@ -65,6 +68,9 @@ def test_errors_are_one_line_with_their_exit_code(
         run(store, "fhir", "export", "--patient", "nobody", "--out", out), 4
     )
     assert run(store, "fhir", "export", "--out", out).exit_code == 2
+    assert "not elsewhere" in failed(
+        run(store, "fhir", "export", "--clinic", "elsewhere", "--out", out), 4
+    )
     assert run(store, "fhir", "export", "--all", "--patient", "p", "--out", out).exit_code == 2
 
 
