@@ -4,7 +4,11 @@ Observation, DocumentReference, ... resources), import, and validation.
 The mapping is plain data in and out (records and JSON-ready dicts); the device store,
 the server and the command line each gather a patient's records (`PatientRecords`) and
 hand them here. Resources validate against the R4B models of fhir.resources 8.3.0
-(FHIR 4.3.0) and use only R4 elements.
+(FHIR 4.3.0) and use only R4 elements; docs/fhir.md has the mapping.
+
+    FhirError                 malformed input (not JSON, not a Bundle), an id FHIR
+    |                         cannot carry, a resource the mapping cannot read
+    +-- FhirValidationError   does not validate against FHIR R4B (`.problems`)
 """
 
 from fhir_interop._bundle import bundle, export_bundle

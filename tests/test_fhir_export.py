@@ -302,3 +302,13 @@ def test_validate_refuses_invalid_resources() -> None:
         validate({"id": "x"})
     with pytest.raises(FhirValidationError):  # Observation.status and code are required
         validate({"resourceType": "Observation", "id": "o"})
+
+
+def test_bundle_refuses_resources_without_type_or_id() -> None:
+    with pytest.raises(FhirError):
+        bundle([{"resourceType": "Patient"}])
+    with pytest.raises(FhirError):
+        bundle([{"id": "x"}])
+    with pytest.raises(FhirError):
+        bundle([], "batch")  # type: ignore[arg-type]
+    assert bundle([]) == {"resourceType": "Bundle", "type": "collection", "entry": []}
