@@ -20,7 +20,9 @@ box after an outage, the box process's resident memory with 20 devices) and ``li
 ``export`` (staff exports: rows/s and peak memory exporting 10,000 and 100,000
 assessments as CSV and NDJSON, on SQLite and PostgreSQL) and ``load`` (200 simulated
 devices of 10 clinics against two server instances behind nginx on PostgreSQL for 3
-minutes; fewer and shorter at small scales). See ``benchmarks/README.md``.
+minutes; fewer and shorter at small scales) and ``fhir`` (FHIR R4 export rate of a
+clinic of scale / 10 patients with 10 assessments each, from memory and from a device
+store, and R4B validation rate). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from benchmarks import (
     _bench_commerce,
     _bench_edge,
     _bench_export,
+    _bench_fhir,
     _bench_live,
     _bench_load,
     _bench_merge,
@@ -72,6 +75,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "live": _bench_live.run,
     "export": _bench_export.run,
     "load": _bench_load.run,
+    "fhir": _bench_fhir.run,
 }
 
 DEFAULT_SCALE = 10_000
