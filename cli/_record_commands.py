@@ -138,7 +138,7 @@ def record_group(
         )
 
     @with_app
-    def add(app: App, as_json: bool, **values: Any) -> None:
+    def add(app: App, /, as_json: bool, **values: Any) -> None:
         emit(as_json, records(app).add(**given(**values)), show_record)
 
     add.__doc__ = f"Record a {noun}."
@@ -147,6 +147,7 @@ def record_group(
     @with_app
     def list_(
         app: App,
+        /,
         include_deleted: bool,
         limit: int | None,
         as_json: bool,
@@ -171,7 +172,7 @@ def record_group(
 
     @with_app
     def update(
-        app: App, record_id: str, clear: tuple[str, ...], as_json: bool, **values: Any
+        app: App, /, record_id: str, clear: tuple[str, ...], as_json: bool, **values: Any
     ) -> None:
         changes = given(**values)
         cleared = {clearable[name] for name in clear}
