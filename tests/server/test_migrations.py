@@ -337,13 +337,21 @@ def test_the_previous_release_serves_our_schema_beside_us(
         "--birth-date",
         "1950-01-02",
     )
-    assert invoke("--store", str(a), "sync")["pushed"] == [patient["id"]]  # to the old one
-    assert invoke("--store", str(b), "sync")["pulled"] == [patient["id"]]  # from ours
-    note = invoke("--store", str(b), "patients", "update", patient["id"], "--family", "Oka")
-    assert note["family_name"] == "Oka"
-    assert invoke("--store", str(b), "sync")["pushed"] == [patient["id"]]  # to ours
-    assert invoke("--store", str(a), "sync")["pulled"] == [patient["id"]]  # from the old one
-    assert invoke("--store", str(a), "patients", "show", patient["id"])["family_name"] == "Oka"
+    note = invoke("--store", str(a), "notes", "add", "--patient", patient["id"],
+                  "--author", "RN Patel", "--text", "Offload heel.")  # fmt: skip
+    # The previous release reads patients at record schema v1; this app writes v2
+    # (emergency contacts, insurance): the old server refuses the patient, saying why,
+    # and takes the note, whose schema both releases share.
+    pushed = invoke("--store", str(a), "sync")
+    assert pushed["pushed"] == [note["id"]]  # to the old one
+    [refused] = pushed["refused_by_server"]
+    assert refused["doc_id"] == patient["id"] and "update the server" in refused["reason"]
+    assert invoke("--store", str(b), "sync")["pulled"] == [note["id"]]  # from ours
+    edited = invoke("--store", str(b), "notes", "edit", note["id"], "--text", "Offload both.")
+    assert edited["text"] == "Offload both."
+    assert invoke("--store", str(b), "sync")["pushed"] == [note["id"]]  # to ours
+    assert invoke("--store", str(a), "sync")["pulled"] == [note["id"]]  # from the old one
+    assert invoke("--store", str(a), "notes", "show", note["id"])["text"] == "Offload both."
 
     for server, revision in ((old, PREVIOUS_HEAD), (ours, head_revision())):
         status, out, err = server.stop()
