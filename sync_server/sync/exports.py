@@ -25,7 +25,7 @@ from typing import Any, Literal, get_args
 from sqlalchemy import ColumnElement, false, select
 from sqlalchemy.orm import Session
 
-from crdt import COLLECTIONS, csv_line
+from crdt import csv_line
 from sync_server.audit.events import Actor, RecordsExported
 from sync_server.audit.services import record_event
 from sync_server.db import Database
@@ -80,6 +80,9 @@ _FIGURES = (
 )
 
 _CODE = ("code_system", "code", "code_display")  # a record's `code`, flattened
+_OF_A_WOUND = frozenset({"wounds", "assessments", "notes", "care_plans"})
+"""The kinds the `wound_id` filter applies to (the capture time, area and model output
+filters apply to assessments only)."""
 _FROM_DOCUMENTS = ("conditions", "allergies", "medications", "care_plans")
 """The kinds read from their documents (no projection table), filtered by patient (and
 care plans by wound)."""
@@ -152,12 +155,11 @@ def check_export(kind: str, format: str, filters: AssessmentFilters) -> None:
         assessment_conditions(clinic_id="", filters=filters)  # refuses bad ranges now
         return
     given = [name for name in _ONLY_ASSESSMENTS if getattr(filters, name) is not None]
-    if filters.wound_id is not None and "wound_id" not in COLUMNS[kind]:
+    if filters.wound_id is not None and kind not in _OF_A_WOUND:
         given.insert(0, "wound_id")
     if given:
         raise Invalid(
-            f"{', '.join(given)}: not a filter of {kind} (wound_id: of the kinds with a "
-            "wound_id column; the others: only of assessments)",
+            f"{', '.join(given)}: not a filter of {kind}",
             code="filter_not_applicable",
         )
 
@@ -242,7 +244,7 @@ def _document_record_batches(
 ) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
     for batch in document_batches(
         session_for,
-        collection=COLLECTIONS[kind].collection,
+        collection=kind,
         clinic_id=clinic_id,
         patient_id=filters.patient_id,
         batch_size=batch_size,

@@ -183,6 +183,8 @@ def test_staff_export_the_medical_history_and_care_plans(
         assert plan["id"] == made["care_plans"] and plan["patient_id"] == made["patient"]
         assert plan["goals"] == ["closed by week 12", "no infection"]
         assert plan["dressing_every_days"] == 3
+        of_wound = c.get("/v1/staff/export/wounds", params={"wound_id": made["wound"]})
+        assert [r["id"] for r in rows(of_wound)] == [made["wound"]]
         refused = c.get("/v1/staff/export/medications", params={"wound_id": made["wound"]})
         assert refused.status_code == 400
         assert refused.json()["error"]["code"] == "filter_not_applicable"
