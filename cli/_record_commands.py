@@ -126,6 +126,7 @@ def record_group(
         for f in fields
         if f.multiple or (not f.required and schema.model_fields[f.field].default is None)
     }
+    _multiple = {f.field for f in fields if f.multiple}  # cleared to an empty list
 
     def records(app: App) -> Any:
         return app.client().collection(collection)
@@ -184,13 +185,12 @@ def record_group(
             raise click.UsageError("nothing to change: give at least one field option")
         emit(as_json, records(app).update(record_id, **changes), show_record)
 
-    _multiple = {f.field for f in fields if f.multiple}
     update.__doc__ = f"Change some fields of a {noun}; the others keep their values."
     clear_option = click.option(
         "--clear",
         multiple=True,
         type=click.Choice(list(clearable)),
-        help="Remove the value of this option's field (e.g. --clear onset); repeat for more.",
+        help="Remove the value of this option's field (e.g. --clear note); repeat for more.",
     )
     updatable = [f.option(for_add=False) for f in fields if f.field not in schema.immutable_fields]
     group.command("update")(
