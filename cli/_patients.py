@@ -1,4 +1,8 @@
-"""`coherency patients ...`: add, find, show, change, delete and restore patients."""
+"""`coherency patients ...`: add, find, show, change, delete and restore patients.
+
+Emergency contacts and insurance are given as ``KEY=VALUE;KEY=VALUE`` (the keys are
+the fields of `crdt.EmergencyContact` and `crdt.Insurance`), repeated for more.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,37 @@ def _contacts(
             raise click.BadParameter(f"{value!r} is not KIND=VALUE (e.g. phone=+44 20 7946 0000)")
         contacts.append({"kind": kind.strip(), "value": text})
     return contacts
+
+
+_EMERGENCY_HELP = (
+    "An emergency contact as KEY=VALUE pairs joined by ';', keys name, relationship, "
+    "phone, email (e.g. 'name=Grace Okafor;relationship=daughter;phone=+44 20 7946 0000'); "
+    "repeat for more."
+)
+_INSURANCE_HELP = (
+    "A payer covering the patient as KEY=VALUE pairs joined by ';', keys payer, member_id, "
+    "plan, group, subscriber, relationship, valid_from, valid_until (e.g. "
+    "'payer=Acme Health;member_id=AC-1234'); repeat for more."
+)
+
+
+def _pairs(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> list[dict[str, str]]:
+    """Entries given as ``KEY=VALUE;KEY=VALUE``, as dicts (the record checks the keys)."""
+    entries = []
+    for value in values:
+        entry: dict[str, str] = {}
+        for pair in value.split(";"):
+            key, sep, text = pair.partition("=")
+            key = key.strip().replace("-", "_")
+            if not sep or not key:
+                raise click.BadParameter(f"{pair!r} in {value!r} is not KEY=VALUE")
+            if key in entry:
+                raise click.BadParameter(f"{key} is given twice in {value!r}")
+            entry[key] = text.strip()
+        entries.append(entry)
+    return entries
 
 
 def _patient_table(records: list[Patient], *, with_deleted: bool = False) -> None:
@@ -63,6 +98,21 @@ def patients() -> None:
     callback=_contacts,
     help=_CONTACT_HELP,
 )
+@click.option(
+    "--emergency-contact",
+    "emergency_contacts",
+    metavar="KEY=VALUE;...",
+    multiple=True,
+    callback=_pairs,
+    help=_EMERGENCY_HELP,
+)
+@click.option(
+    "--insurance",
+    metavar="KEY=VALUE;...",
+    multiple=True,
+    callback=_pairs,
+    help=_INSURANCE_HELP,
+)
 @json_option
 @with_app
 def patients_add(
@@ -73,6 +123,8 @@ def patients_add(
     mrn: str | None,
     sex: str | None,
     contacts: list[dict[str, str]],
+    emergency_contacts: list[dict[str, str]],
+    insurance: list[dict[str, str]],
     as_json: bool,
 ) -> None:
     """Register a patient."""
@@ -83,6 +135,8 @@ def patients_add(
         mrn=mrn,
         sex=sex,
         contacts=contacts,
+        emergency_contacts=emergency_contacts,
+        insurance=insurance,
     )
     emit(as_json, app.client().patients.add(**values), show_record)
 
@@ -146,6 +200,23 @@ def patients_show(app: App, patient_id: str, as_json: bool) -> None:
     help=_CONTACT_HELP + " Replaces every contact.",
 )
 @click.option("--clear-contacts", is_flag=True, help="Remove every contact.")
+@click.option(
+    "--emergency-contact",
+    "emergency_contacts",
+    metavar="KEY=VALUE;...",
+    multiple=True,
+    callback=_pairs,
+    help=_EMERGENCY_HELP + " Replaces every emergency contact.",
+)
+@click.option("--clear-emergency-contacts", is_flag=True, help="Remove every emergency contact.")
+@click.option(
+    "--insurance",
+    metavar="KEY=VALUE;...",
+    multiple=True,
+    callback=_pairs,
+    help=_INSURANCE_HELP + " Replaces every payer.",
+)
+@click.option("--clear-insurance", is_flag=True, help="Remove every payer.")
 @json_option
 @with_app
 def patients_update(
@@ -159,13 +230,22 @@ def patients_update(
     sex: str | None,
     contacts: list[dict[str, str]],
     clear_contacts: bool,
+    emergency_contacts: list[dict[str, str]],
+    clear_emergency_contacts: bool,
+    insurance: list[dict[str, str]],
+    clear_insurance: bool,
     as_json: bool,
 ) -> None:
     """Change some fields of a patient; the others keep their values."""
     if clear_mrn and mrn is not None:
         raise click.UsageError("give --mrn or --clear-mrn, not both")
-    if clear_contacts and contacts:
-        raise click.UsageError("give --contact or --clear-contacts, not both")
+    for option, values, clear in (
+        ("--contact", contacts, clear_contacts),
+        ("--emergency-contact", emergency_contacts, clear_emergency_contacts),
+        ("--insurance", insurance, clear_insurance),
+    ):
+        if clear and values:
+            raise click.UsageError(f"give {option} or its --clear option, not both")
     changes = given(
         given_name=given_name,
         family_name=family,
@@ -173,11 +253,18 @@ def patients_update(
         mrn=mrn,
         sex=sex,
         contacts=contacts,
+        emergency_contacts=emergency_contacts,
+        insurance=insurance,
     )
     if clear_mrn:
         changes["mrn"] = None
-    if clear_contacts:
-        changes["contacts"] = []
+    for name, clear in (
+        ("contacts", clear_contacts),
+        ("emergency_contacts", clear_emergency_contacts),
+        ("insurance", clear_insurance),
+    ):
+        if clear:
+            changes[name] = []
     if not changes:
         raise click.UsageError("nothing to change: give at least one field option")
     emit(as_json, app.client().patients.update(patient_id, **changes), show_record)

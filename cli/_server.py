@@ -550,7 +550,18 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> da
 @click.option(
     "--kind",
     required=True,
-    type=click.Choice(["patients", "wounds", "assessments", "notes"]),
+    type=click.Choice(
+        [
+            "patients",
+            "wounds",
+            "assessments",
+            "notes",
+            "conditions",
+            "allergies",
+            "medications",
+            "care_plans",
+        ]
+    ),
     help="What to export (one kind per file).",
 )
 @click.option(
@@ -567,7 +578,11 @@ def _moment(ctx: click.Context, param: click.Parameter, value: str | None) -> da
     help="Write to this file (default: stdout).",
 )
 @click.option("--patient", "patient_id", help="Only this patient's records.")
-@click.option("--wound", "wound_id", help="Only this wound's records (not patients).")
+@click.option(
+    "--wound",
+    "wound_id",
+    help="Only this wound's records (assessments, wounds, notes, care_plans).",
+)
 @click.option(
     "--from", "captured_from", callback=_moment, metavar="WHEN",
     help="Assessments captured at or after this ISO 8601 time (no offset: UTC).",

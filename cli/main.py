@@ -29,12 +29,14 @@ from cli._app import (
 from cli._appointments import appointments
 from cli._assessments import assessments
 from cli._audit import audit
+from cli._care_plans import care_plans
 from cli._conflicts import conflicts, history
 from cli._demo import demo
 from cli._device import device
 from cli._edge import edge
 from cli._fhir import fhir
 from cli._keys import keys as _keys  # noqa: F401 - registers `server keys`
+from cli._medical_history import allergies, conditions, medications
 from cli._models import models
 from cli._notes import notes
 from cli._orders import orders
@@ -159,6 +161,10 @@ for command in (
     wounds,
     assessments,
     notes,
+    conditions,
+    allergies,
+    medications,
+    care_plans,
     conflicts,
     history,
     appointments,

@@ -1,4 +1,5 @@
-"""Quickstart: create an encrypted store, record a patient, a wound and a note.
+"""Quickstart: create an encrypted store, record a patient, a wound, a note, the
+patient's medical history and the wound's care plan.
 
 Run:  python examples/quickstart.py [STORE_DIR]
 """
@@ -28,6 +29,24 @@ def main(store_dir: Path) -> None:
         )
         client.notes.splice(note.id, 0, 0, "Day 1: ")
         client.wounds.update(wound.id, status="healing")
+        client.conditions.add(
+            patient_id=patient.id,
+            description="Type 2 diabetes",
+            code={"system": "http://snomed.info/sct", "code": "44054006"},
+        )
+        client.medications.add(patient_id=patient.id, medication="metformin 500 mg")
+        client.allergies.add(patient_id=patient.id, substance="zinc oxide tape")
+        plan = client.care_plans.add(
+            patient_id=patient.id,
+            wound_id=wound.id,
+            goals=["closed by week 12"],
+            dressing="hydrofibre, foam cover",
+            dressing_every_days=3,
+            offloading="heel offloading boot",
+        )
+        history = [c.description for c in client.conditions.for_patient(patient.id)]
+        print("medical history:", history)
+        print("care plan:", plan.dressing, f"every {plan.dressing_every_days} days")
         print("patients matching 'okon':", [p.mrn for p in client.patients.search("okon")])
         print("note:", client.notes.get(note.id).text)
         for entry in client.wounds.history(wound.id):

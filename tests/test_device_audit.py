@@ -32,6 +32,7 @@ from edge_sdk import (
     StoreLockedError,
     WrongKeyError,
 )
+from edge_sdk._store import SCHEMA_VERSION
 from tests.conftest import PASSPHRASE, fast_provider
 
 REPO = Path(crdt.__file__).resolve().parents[1]
@@ -262,7 +263,7 @@ def test_a_version_3_store_gets_the_audit_tables(tmp_store: Any) -> None:
     client.close()
     reopened = tmp_store.open("old")
     reopened.patients.list()
-    assert reopened.replica.store.get_meta("schema_version") == "6"
+    assert reopened.replica.store.get_meta("schema_version") == str(SCHEMA_VERSION)
     assert events(reopened)[0]["seq"] == 1
 
 

@@ -12,7 +12,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 EXPECTED = {
-    "quickstart.py": ["patients matching 'okon': ['RVS-000451']", "wrong passphrase refused"],
+    "quickstart.py": [
+        "patients matching 'okon': ['RVS-000451']",
+        "medical history: ['Type 2 diabetes']",
+        "care plan: hydrofibre, foam cover every 3 days",
+        "wrong passphrase refused",
+    ],
     "offline_sync.py": ["conflict on mrn", "after resolving: RVS-1 conflicts: []"],
     "server_sync.py": [
         "ward pushed 3 records and 1 blob",

@@ -56,7 +56,7 @@ def patient_values(device: str, **changes: Any) -> dict[str, Any]:
     """A patient as another implementation writes it, following the published kinds."""
     return {
         "collection": "patients",
-        "schema_version": 1,
+        "schema_version": 2,
         "id": RECORD,
         "clinic_id": CLINIC,
         "created_at": WHEN,
@@ -70,6 +70,8 @@ def patient_values(device: str, **changes: Any) -> dict[str, Any]:
         "sex": "female",
         "mrn": None,
         "contacts": "[]",
+        "emergency_contacts": "[]",
+        "insurance": "[]",
         **changes,
     }
 
@@ -272,7 +274,11 @@ def test_javascript_reads_exported_records_and_their_kinds(
 ) -> None:
     client = tmp_store()
     patient = client.patients.add(
-        given_name="Adaeze", family_name="Okonkwo", birth_date="1950-03-01", mrn="MRN-7731"
+        given_name="Adaeze",
+        family_name="Okonkwo",
+        birth_date="1950-03-01",
+        mrn="MRN-7731",
+        emergency_contacts=[{"name": "Chidi Okonkwo", "relationship": "son"}],
     )
     note = client.notes.add(patient_id=patient.id, author="Dr Ncube", text="Painful at night")
     exported = client.export_documents([patient.id, note.id])
@@ -285,10 +291,14 @@ def test_javascript_reads_exported_records_and_their_kinds(
     assert read[patient.id]["given_name"] == {"scalar": "Adaeze"}
     assert read[patient.id]["birth_date"] == {"scalar": "1950-03-01"}
     assert read[patient.id]["collection"] == {"scalar": "patients"}
-    assert read[patient.id]["schema_version"] == 1
+    assert read[patient.id]["schema_version"] == 2
     assert read[patient.id]["deleted"] is False
     assert read[patient.id]["mrn"] == {"scalar": "MRN-7731"}
     assert json.loads(read[patient.id]["contacts"]["scalar"]) == []
+    assert json.loads(read[patient.id]["emergency_contacts"]["scalar"]) == [
+        {"name": "Chidi Okonkwo", "relationship": "son", "phone": None, "email": None}
+    ]
+    assert json.loads(read[patient.id]["insurance"]["scalar"]) == []
     assert read[note.id]["text"] == "Painful at night"  # collaborative text: a string
     assert read[note.id]["updated_by"] == {"scalar": client.device_id}
 

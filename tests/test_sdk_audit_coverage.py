@@ -166,6 +166,10 @@ def build_world(root: Path, hub: MemoryHub) -> dict[str, str]:
         note = client.notes.add(
             patient_id=patient.id, wound_id=wound.id, author="Dr Ncube", text="Painful at night"
         )
+        condition = client.conditions.add(patient_id=patient.id, description="Type 2 diabetes")
+        allergy = client.allergies.add(patient_id=patient.id, substance="zinc oxide tape")
+        medication = client.medications.add(patient_id=patient.id, medication="metformin")
+        plan = client.care_plans.add(patient_id=patient.id, wound_id=wound.id, dressing="foam")
         appointment = client.bookings.request_appointment(patient.id, "wound-review", WHEN)
         order = client.orders.place(patient.id, [("prod-saline", 1)])
         world.sync()
@@ -251,6 +255,10 @@ def build_world(root: Path, hub: MemoryHub) -> dict[str, str]:
             "W": wound.id,
             "A": assessment.id,
             "N": note.id,
+            "CO": condition.id,
+            "AL": allergy.id,
+            "ME": medication.id,
+            "CP": plan.id,
             "blob": scan.sha256,
             "appointment": appointment.id,
             "order": order.id,
@@ -348,12 +356,20 @@ WRITABLE = {
         {"wound_id": "W", "patient_id": "P", "captured_at": WHEN, "device_id": "device"},
     ),
     "notes": ("N", {"patient_id": "P", "author": "x", "text": "t"}),
+    "conditions": ("CO", {"patient_id": "P", "description": "PAD"}),
+    "allergies": ("AL", {"patient_id": "P", "substance": "latex"}),
+    "medications": ("ME", {"patient_id": "P", "medication": "aspirin"}),
+    "care_plans": ("CP", {"patient_id": "P", "wound_id": "W"}),
 }
 CHANGES = {
     "patients": {"mrn": "MRN-9"},
     "wounds": {"body_site": "ankle"},
     "assessments": {"clinician": "clinician-2"},
     "notes": {"author": "author-2"},
+    "conditions": {"note": "note-2"},
+    "allergies": {"reaction": "rash"},
+    "medications": {"dosage": "twice daily"},
+    "care_plans": {"dressing": "alginate"},
 }
 
 
@@ -718,6 +734,20 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("notes", "edit"): audited(
         lambda w: lambda: w.client.notes.edit(w["N"], "Better"), U("update", "notes", "P")
     ),
+    **{
+        entry: row
+        for collection in ("conditions", "allergies", "medications", "care_plans")
+        for entry, row in {
+            **writable_collection(collection),
+            (collection, "for_patient"): audited(
+                lambda w, c=collection: lambda: getattr(w.client, c).for_patient(w["P"]),
+                R("list", collection, "P"),
+            ),
+        }.items()
+    },
+    ("care_plans", "for_wound"): audited(
+        lambda w: lambda: w.client.care_plans.for_wound(w["W"]), R("list", "care_plans", "P")
+    ),
     **server_owned_collection("decisions", "decision"),
     ("decisions", "for_intents"): audited(
         lambda w: lambda: w.client.decisions.for_intents([w["appointment"]]),
@@ -991,6 +1021,10 @@ def test_the_table_names_the_whole_public_surface(tmp_path: Path) -> None:
         "wounds",
         "assessments",
         "notes",
+        "conditions",
+        "allergies",
+        "medications",
+        "care_plans",
         "intents",
         "decisions",
         "invoices",

@@ -22,6 +22,7 @@ from edge_sdk import (
     latest_wins,
     merge_lists,
 )
+from edge_sdk._store import SCHEMA_VERSION
 from tests.conftest import connect
 
 FIXTURE = Path(__file__).parent / "fixtures" / "store_v1"
@@ -135,7 +136,7 @@ def test_a_store_of_the_previous_version_opens_and_upgrades(tmp_path: Path) -> N
     shutil.copytree(FIXTURE, path)
     provider = PassphraseKeyProvider("correct horse battery staple", params=Argon2Params.fast())
     with EdgeClient.open(path, provider, idle_lock_after=None) as client:
-        assert client.replica.store.get_meta("schema_version") == "6"  # from 5
+        assert client.replica.store.get_meta("schema_version") == str(SCHEMA_VERSION)  # from 5
         assessments = client.assessments.list()
         assert len(assessments) == 3
         by_date = {a.captured_at.day: a.measurements for a in assessments}

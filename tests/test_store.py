@@ -25,6 +25,7 @@ from edge_sdk import (
     StoreExistsError,
     StoreNotFoundError,
 )
+from edge_sdk._store import SCHEMA_VERSION
 
 T0 = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
 
@@ -304,6 +305,9 @@ def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
         ("patient_id", lambda: note("p-1", ada_wound.id)),
         ("wound_id", lambda: note(ada.id, "w-1")),
         ("wound_id", lambda: note(ada.id, bea_wound.id)),
+        ("patient_id", lambda: client.conditions.add(patient_id="p-1", description="CKD")),
+        ("wound_id", lambda: client.care_plans.add(patient_id=ada.id, wound_id="w-1")),
+        ("patient_id", lambda: client.care_plans.add(patient_id=ada.id, wound_id=bea_wound.id)),
     ]
     counts, heads = record_counts(client), client.replica.document_heads()
     for field_name, create in refused:
@@ -320,11 +324,18 @@ def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
         assert assess(carl_wound.id, carl.id).patient_id == carl.id
         assert note(carl.id, carl_wound.id).wound_id == carl_wound.id
         assert note(carl.id).wound_id is None
+        assert client.conditions.add(patient_id=carl.id, description="CKD").patient_id == carl.id
+        plan = client.care_plans.add(patient_id=carl.id, wound_id=carl_wound.id)
+        assert plan.wound_id == carl_wound.id
     assert record_counts(client) == {
         "patients": 3,
         "wounds": 3,
         "assessments": 1,
         "notes": 2,
+        "conditions": 1,
+        "allergies": 0,
+        "medications": 0,
+        "care_plans": 1,
         "decisions": 0,
         "intents": 0,
         "directory": 0,
@@ -689,7 +700,7 @@ def test_a_version_4_store_gets_the_verification_tables(tmp_store: Any) -> None:
     store.set_meta("schema_version", "4")
     client.close()
     with tmp_store.open("old") as reopened:
-        assert reopened.replica.store.get_meta("schema_version") == "6"
+        assert reopened.replica.store.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert reopened.verification_status().pending == 0
         assert reopened.patients.get(patient.id).family_name == "B"
         tables = {

@@ -1,5 +1,6 @@
-"""Staff exports: a clinic's patients, wounds, assessments or notes for analysts, as CSV
-or newline-delimited JSON, streamed.
+"""Staff exports: a clinic's patients, wounds, assessments, notes, medical history
+(conditions, allergies, medications) or care plans for analysts, as CSV or
+newline-delimited JSON, streamed.
 
 One kind per export, with the columns of `COLUMNS` in that order: a CSV file has them as
 its header line; an NDJSON line is one object with them as keys (lists and mappings as
@@ -33,6 +34,7 @@ from sync_server.sync.listing import (
     AssessmentFilters,
     NoteItem,
     assessment_conditions,
+    document_batches,
     note_batches,
 )
 from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
@@ -49,7 +51,16 @@ __all__ = [
     "open_export",
 ]
 
-ExportKind = Literal["patients", "wounds", "assessments", "notes"]
+ExportKind = Literal[
+    "patients",
+    "wounds",
+    "assessments",
+    "notes",
+    "conditions",
+    "allergies",
+    "medications",
+    "care_plans",
+]
 ExportFormat = Literal["csv", "ndjson"]
 SessionFor = Callable[[], AbstractContextManager[Session]]
 
@@ -68,6 +79,14 @@ _FIGURES = (
     "volume_cm3",
 )
 
+_CODE = ("code_system", "code", "code_display")  # a record's `code`, flattened
+_OF_A_WOUND = frozenset({"wounds", "assessments", "notes", "care_plans"})
+"""The kinds the `wound_id` filter applies to (the capture time, area and model output
+filters apply to assessments only)."""
+_FROM_DOCUMENTS = ("conditions", "allergies", "medications", "care_plans")
+"""The kinds read from their documents (no projection table), filtered by patient (and
+care plans by wound)."""
+
 COLUMNS: dict[str, tuple[str, ...]] = {
     "patients": (
         "id", "clinic_id", "family_name", "given_name", "birth_date", "sex", "mrn", *_STATE,
@@ -85,6 +104,24 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "notes": (
         "id", "clinic_id", "patient_id", "wound_id", "author", "text", "deleted",
         "created_at", "updated_at",
+    ),
+    "conditions": (
+        "id", "clinic_id", "patient_id", "description", *_CODE, "clinical_status", "onset",
+        "abatement", "note", "deleted", "created_at", "updated_at",
+    ),
+    "allergies": (
+        "id", "clinic_id", "patient_id", "substance", *_CODE, "type", "category",
+        "criticality", "clinical_status", "reaction", "onset", "note", "deleted",
+        "created_at", "updated_at",
+    ),
+    "medications": (
+        "id", "clinic_id", "patient_id", "medication", *_CODE, "status", "dosage", "route",
+        "started", "ended", "reason", "note", "deleted", "created_at", "updated_at",
+    ),
+    "care_plans": (
+        "id", "clinic_id", "patient_id", "wound_id", "status", "title", "goals", "dressing",
+        "dressing_every_days", "offloading", "review_on", "starts_on", "ends_on", "note",
+        "deleted", "created_at", "updated_at",
     ),
 }  # fmt: skip
 """The columns of each export kind, in order (documented in docs/server.md)."""
@@ -118,11 +155,11 @@ def check_export(kind: str, format: str, filters: AssessmentFilters) -> None:
         assessment_conditions(clinic_id="", filters=filters)  # refuses bad ranges now
         return
     given = [name for name in _ONLY_ASSESSMENTS if getattr(filters, name) is not None]
-    if kind == "patients" and filters.wound_id is not None:
+    if filters.wound_id is not None and kind not in _OF_A_WOUND:
         given.insert(0, "wound_id")
     if given:
         raise Invalid(
-            f"{', '.join(given)}: not a filter of {kind} (only of assessments)",
+            f"{', '.join(given)}: not a filter of {kind}",
             code="filter_not_applicable",
         )
 
@@ -180,6 +217,52 @@ def _note(note: NoteItem) -> dict[str, Any]:
     return {name: getattr(note, name) for name in COLUMNS["notes"]}
 
 
+def _document_record(
+    doc_id: str, clinic_id: str, patient_id: str | None, values: dict[str, Any], kind: str
+) -> dict[str, Any]:
+    """A row of a kind read from documents: its values by `COLUMNS`, the code flattened."""
+    code = values.get("code")
+    code = code if isinstance(code, dict) else {}
+    row = {name: values.get(name) for name in COLUMNS[kind]}
+    row.update(
+        id=doc_id,
+        clinic_id=clinic_id,
+        patient_id=patient_id or values.get("patient_id"),
+        deleted=bool(values.get("deleted")),
+    )
+    if "code" in row:
+        row.update(code_system=code.get("system"), code=code.get("code"),
+                   code_display=code.get("display"))  # fmt: skip
+    if "goals" in row:
+        row["goals"] = list(values.get("goals") or ())
+    return row
+
+
+def _document_record_batches(
+    session_for: SessionFor, *, kind: str, clinic_id: str, filters: AssessmentFilters,
+    batch_size: int,
+) -> Iterator[list[dict[str, Any]]]:  # fmt: skip
+    for batch in document_batches(
+        session_for,
+        collection=kind,
+        clinic_id=clinic_id,
+        patient_id=filters.patient_id,
+        batch_size=batch_size,
+    ):
+        rows = [
+            _document_record(doc_id, clinic_id, patient, values, kind)
+            for doc_id, patient, values in batch
+        ]
+        rows = [
+            row
+            for row in rows
+            if (filters.include_deleted or not row["deleted"])
+            and (filters.wound_id is None or row.get("wound_id") == filters.wound_id)
+        ]
+        if rows:
+            yield rows
+
+
 def _projection_batches(
     session_for: SessionFor,
     table: type[PatientRow] | type[WoundRow] | type[AssessmentRow],
@@ -230,6 +313,11 @@ def export_rows(
         ):
             if notes:
                 yield [_note(n) for n in notes]
+        return
+    if kind in _FROM_DOCUMENTS:
+        yield from _document_record_batches(
+            session_for, kind=kind, clinic_id=clinic_id, filters=filters, batch_size=batch_size
+        )
         return
     if kind == "assessments":
         conditions = assessment_conditions(clinic_id=clinic_id, filters=filters)

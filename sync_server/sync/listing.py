@@ -5,8 +5,9 @@ key, and the next page starts after that key. A record inserted between two page
 therefore never shifts a row into the next page twice or out of it (an offset would),
 and a page costs the same however deep it is.
 
-Notes have no projection table: they are read from their documents (Automerge), the
-patient from the document row and the rest from the document's values.
+Notes (and the medical history and care plans, which staff export) have no projection
+table: they are read from their documents (Automerge, `document_batches`), the patient
+from the document row and the rest from the document's values.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "clinic_in_scope",
     "clinic_totals",
     "decode_cursor",
+    "document_batches",
     "encode_cursor",
     "note_batches",
     "notes_page",
@@ -207,12 +209,14 @@ class NoteItem:
     updated_at: str | None
 
 
-def _note(doc_id: str, clinic_id: str, patient_id: str | None, data: bytes) -> NoteItem | None:
+def _values(data: bytes) -> dict[str, Any] | None:
     try:
-        values = RecordDocument.load(bytes(data), device_id=None).values()
-    except DocumentError:  # an unreadable document is no note anyone can read
+        return RecordDocument.load(bytes(data), device_id=None).values()
+    except DocumentError:  # an unreadable document is no record anyone can read
         return None
 
+
+def _note(doc_id: str, clinic_id: str, patient_id: str | None, values: dict[str, Any]) -> NoteItem:
     def text(name: str) -> str | None:
         value = values.get(name)
         return None if value is None else str(value)
@@ -230,15 +234,53 @@ def _note(doc_id: str, clinic_id: str, patient_id: str | None, data: bytes) -> N
     )
 
 
-def _note_rows(
-    session: Session, *, clinic_id: str, patient_id: str | None, after: str, limit: int
+def _document_rows(
+    session: Session,
+    *,
+    collection: str,
+    clinic_id: str,
+    patient_id: str | None,
+    after: str,
+    limit: int,
 ) -> Sequence[Any]:
     query = select(Document.id, Document.patient_id, Document.data).where(
-        Document.clinic_id == clinic_id, Document.collection == "notes", Document.id > after
+        Document.clinic_id == clinic_id, Document.collection == collection, Document.id > after
     )
     if patient_id is not None:
         query = query.where(Document.patient_id == patient_id)
     return session.execute(query.order_by(Document.id).limit(limit)).all()
+
+
+def document_batches(
+    session_for: Any,
+    *,
+    collection: str,
+    clinic_id: str,
+    patient_id: str | None = None,
+    after: str = "",
+    batch_size: int = 500,
+) -> Iterator[list[tuple[str, str | None, dict[str, Any]]]]:
+    """A clinic's records of `collection` by id, in batches of ``(id, patient_id,
+    values)`` read from their documents (values decoded, not validated; an unreadable
+    document is left out). Each batch is read in its own short session from
+    `session_for()` (a context manager, e.g. `Database.read`), so a long read holds
+    neither a transaction nor more than one batch of documents. A batch may be empty
+    when none of its documents was readable; the last batch is followed by none."""
+    while True:
+        with session_for() as session:
+            rows = _document_rows(
+                session,
+                collection=collection,
+                clinic_id=clinic_id,
+                patient_id=patient_id,
+                after=after,
+                limit=batch_size,
+            )
+        if not rows:
+            return
+        after = rows[-1][0]
+        read = ((doc_id, patient, _values(data)) for doc_id, patient, data in rows)
+        yield [(doc_id, patient, values) for doc_id, patient, values in read if values is not None]
 
 
 def note_batches(
@@ -251,25 +293,21 @@ def note_batches(
     after: str = "",
     batch_size: int = 500,
 ) -> Iterator[list[NoteItem]]:
-    """A clinic's notes by id, in batches: each batch read in its own short session
-    from `session_for()` (a context manager, e.g. `Database.read`), so a long read
-    holds neither a transaction nor more than one batch of documents. A batch may be
+    """A clinic's notes by id, in batches (as `document_batches`). A batch may be
     empty when every note it read was filtered out; the last batch is followed by none."""
-    while True:
-        with session_for() as session:
-            rows = _note_rows(
-                session, clinic_id=clinic_id, patient_id=patient_id, after=after, limit=batch_size
-            )
-        if not rows:
-            return
-        after = rows[-1][0]
-        notes = (_note(doc_id, clinic_id, patient, data) for doc_id, patient, data in rows)
+    for batch in document_batches(
+        session_for,
+        collection="notes",
+        clinic_id=clinic_id,
+        patient_id=patient_id,
+        after=after,
+        batch_size=batch_size,
+    ):
+        notes = (_note(doc_id, clinic_id, patient, values) for doc_id, patient, values in batch)
         yield [
             n
             for n in notes
-            if n is not None
-            and (include_deleted or not n.deleted)
-            and (wound_id is None or n.wound_id == wound_id)
+            if (include_deleted or not n.deleted) and (wound_id is None or n.wound_id == wound_id)
         ]
 
 

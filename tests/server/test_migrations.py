@@ -325,12 +325,9 @@ def test_the_previous_release_serves_our_schema_beside_us(
     first, second = invoke(*enrol), invoke(*enrol)
     a = _device(tmp_path, "a", first["clinic_id"], old.url, first["token"])
     b = _device(tmp_path, "b", second["clinic_id"], ours.url, second["token"])
-    # The patient is written through ours: patients are at record schema v2 now, which
-    # the previous release does not read (upgrade the servers before the apps). Notes
-    # are at the version both read, so they travel through either instance.
     patient = invoke(
         "--store",
-        str(b),
+        str(a),
         "patients",
         "add",
         "--given",
@@ -340,20 +337,21 @@ def test_the_previous_release_serves_our_schema_beside_us(
         "--birth-date",
         "1950-01-02",
     )
-    assert invoke("--store", str(b), "sync")["pushed"] == [patient["id"]]  # to ours
-    assert invoke("--store", str(a), "sync")["pulled"] == [patient["id"]]  # from the old one
-    note = invoke(
-        "--store",
-        str(a),
-        *("notes", "add", "--patient", patient["id"], "--author", "RN", "--text", "Heel red"),
-    )
-    assert invoke("--store", str(a), "sync")["pushed"] == [note["id"]]  # to the old one
+    note = invoke("--store", str(a), "notes", "add", "--patient", patient["id"],
+                  "--author", "RN Patel", "--text", "Offload heel.")  # fmt: skip
+    # The previous release reads patients at record schema v1; this app writes v2
+    # (emergency contacts, insurance): the old server refuses the patient, saying why,
+    # and takes the note, whose schema both releases share.
+    pushed = invoke("--store", str(a), "sync")
+    assert pushed["pushed"] == [note["id"]]  # to the old one
+    [refused] = pushed["refused_by_server"]
+    assert refused["doc_id"] == patient["id"] and "update the server" in refused["reason"]
     assert invoke("--store", str(b), "sync")["pulled"] == [note["id"]]  # from ours
-    edited = invoke("--store", str(b), "notes", "edit", note["id"], "--text", "Heel pale")
-    assert edited["text"] == "Heel pale"
+    edited = invoke("--store", str(b), "notes", "edit", note["id"], "--text", "Offload both.")
+    assert edited["text"] == "Offload both."
     assert invoke("--store", str(b), "sync")["pushed"] == [note["id"]]  # to ours
     assert invoke("--store", str(a), "sync")["pulled"] == [note["id"]]  # from the old one
-    assert invoke("--store", str(a), "notes", "show", note["id"])["text"] == "Heel pale"
+    assert invoke("--store", str(a), "notes", "show", note["id"])["text"] == "Offload both."
 
     for server, revision in ((old, PREVIOUS_HEAD), (ours, head_revision())):
         status, out, err = server.stop()
