@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from cli._app import EXIT_INVALID, EXIT_NOT_FOUND, App, CliError, with_app
-from cli._output import emit, json_option
+from cli._output import emit, json_option, private_file
 
 __all__ = ["fhir"]
 
@@ -85,7 +85,8 @@ def fhir_export(
     bundle = _invalid_fhir(
         lambda: client.fhir_export(patient_id, kind=kind, base_url=base_url)  # type: ignore[arg-type]
     )
-    path.write_text(json.dumps(bundle, indent=2, ensure_ascii=False), encoding="utf-8")
+    with private_file(path) as sink:
+        sink.write(json.dumps(bundle, indent=2, ensure_ascii=False).encode())
     summary = {"path": str(path), "kind": kind, "resources": len(bundle.get("entry", []))}
     emit(
         as_json,

@@ -3,14 +3,16 @@ tables for people."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
-from collections.abc import Callable, Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import date
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import IO, Any, TypeVar, Union, get_args, get_origin
 
 import click
 from pydantic import BaseModel
@@ -19,6 +21,21 @@ from rich.table import Table
 from rich.text import Text
 
 from crdt import Record, csv_line
+
+
+@contextlib.contextmanager
+def private_file(path: Path) -> Iterator[IO[bytes]]:
+    """Write `path` readable by this user only (0600, an existing file narrowed too):
+    exports hold patient data. A failure removes the file, so no half export looks
+    like a whole one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as sink:
+            yield sink
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def jsonable(value: Any) -> Any:

@@ -23,7 +23,7 @@ import click
 
 from cli._app import EXIT_INVALID, EXIT_NOT_FOUND, EXIT_OTHER, EXIT_USAGE, CliError
 from cli._extras import needs_extras
-from cli._output import emit, json_option, show_fields
+from cli._output import emit, json_option, private_file, show_fields
 
 __all__ = ["server"]
 
@@ -647,15 +647,11 @@ def export(
             )  # fmt: skip
             sys.stdout.buffer.flush()
         else:
-            try:
-                with out.open("wb") as sink:
-                    done = export_records(
-                        settings, clinic=clinic, kind=kind, format=fmt,
-                        write=sink.write, filters=filters,
-                    )  # fmt: skip
-            except BaseException:
-                out.unlink(missing_ok=True)  # no half file that looks like a whole one
-                raise
+            with private_file(out) as sink:
+                done = export_records(
+                    settings, clinic=clinic, kind=kind, format=fmt,
+                    write=sink.write, filters=filters,
+                )  # fmt: skip
 
     where = "stdout" if out is None else str(out)
     summary = f"exported {done.rows} {kind} of clinic {done.clinic_id} as {fmt} to {where}"

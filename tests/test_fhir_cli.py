@@ -21,10 +21,14 @@ def test_export_then_import_again_changes_nothing(
     assert done == {"path": str(out), "kind": "collection", "resources": 1}
     bundle = json.loads(out.read_text())
     validate(bundle)
+    assert out.stat().st_mode & 0o777 == 0o600  # the patient's record: this user's only
     assert bundle["entry"][0]["resource"]["identifier"][1]["value"] == "MRN-1"
     everyone = tmp_path / "all.json"
+    everyone.write_text("{}")
+    everyone.chmod(0o644)  # an existing file is narrowed too
     ok(store, "fhir", "export", "--all", "--kind", "transaction", "--out", str(everyone))
     assert json.loads(everyone.read_text())["type"] == "transaction"
+    assert everyone.stat().st_mode & 0o777 == 0o600
     clinic = tmp_path / "clinic.json"
     ok(store, "fhir", "export", "--clinic", "clinic-1", "--out", str(clinic))
     assert len(json.loads(clinic.read_text())["entry"]) == 1

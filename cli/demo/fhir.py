@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli._output import private_file
 from cli.demo._scenario import Say, Scenario, check, demo_kdf, demo_key_provider
 from edge_sdk import EdgeClient
 
@@ -74,7 +75,8 @@ def run_fhir_demo(
     for kind in ("Patient", "Condition", "Observation", "Provenance", "CarePlan"):
         check(kind in report.resources, f"the FHIR bundle holds a {kind}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(bundle, indent=2, ensure_ascii=False), encoding="utf-8")
+    with private_file(path) as sink:  # the patient's record, readable by this user only
+        sink.write(json.dumps(bundle, indent=2, ensure_ascii=False).encode())
     counts = ", ".join(f"{n} {kind}" for kind, n in report.resources.items())
     step(f"FHIR R4 bundle of the demo patient ({counts}) validated, written to {path}")
     return report

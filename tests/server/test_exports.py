@@ -378,6 +378,7 @@ def test_server_export_command(tenancy: Tenancy, server: Any, tmp_path: Any) -> 
     assert json.loads(summary.stdout) == {"clinic_id": a, "kind": "assessments",
                                           "format": "ndjson", "rows": 1}  # fmt: skip
     [line] = out.read_text().splitlines()
+    assert out.stat().st_mode & 0o777 == 0o600  # patient data: readable by this user only
     assert json.loads(line)["id"] == made and json.loads(line)["tissue_slough_pct"] == 2.0
     with server.db.read() as session:
         audited = session.scalars(
