@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from cli._app import CliError, EXIT_USAGE
+from cli._app import EXIT_USAGE, CliError
 from cli._output import emit, json_option
 from cli._server import _database_options, _reported, _settings, server
 

@@ -71,7 +71,9 @@ def export_bundle(
     try:
         fhir_interop.validate(bundle)
     except fhir_interop.FhirValidationError as exc:
-        raise Unprocessable(f"the FHIR bundle does not validate: {exc}", code="fhir_invalid")
+        raise Unprocessable(
+            f"the FHIR bundle does not validate: {exc}", code="fhir_invalid"
+        ) from None
     entries = len(bundle.get("entry") or ())
     record_event(
         session=session,
