@@ -3,9 +3,27 @@ Observation, DocumentReference, ... resources), import, and validation.
 
 The mapping is plain data in and out (records and JSON-ready dicts); the device store,
 the server and the command line each gather a patient's records (`PatientRecords`) and
-hand them here.
+hand them here. Resources validate against the R4B models of fhir.resources 8.3.0
+(FHIR 4.3.0) and use only R4 elements.
 """
 
+from fhir_interop._bundle import bundle, export_bundle
+from fhir_interop._errors import FhirError, FhirValidationError
+from fhir_interop._export import patient_resources
+from fhir_interop._ids import source_record_id
 from fhir_interop._records import AppointmentInfo, AuditInfo, PatientRecords
+from fhir_interop._validate import FHIR_VERSION, validate
 
-__all__ = ["AppointmentInfo", "AuditInfo", "PatientRecords"]
+__all__ = [
+    "FHIR_VERSION",
+    "AppointmentInfo",
+    "AuditInfo",
+    "FhirError",
+    "FhirValidationError",
+    "PatientRecords",
+    "bundle",
+    "export_bundle",
+    "patient_resources",
+    "source_record_id",
+    "validate",
+]
