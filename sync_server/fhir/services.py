@@ -19,6 +19,7 @@ must match both. An unknown parameter, a modifier or a malformed value is refuse
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -52,10 +53,13 @@ __all__ = [
     "everything",
     "page_link",
     "parse_search",
+    "patient_record_id",
     "read_resource",
     "search",
     "searchset",
 ]
+
+log = logging.getLogger(__name__)
 
 RESOURCE_TYPES: tuple[str, ...] = (
     "Patient",
@@ -231,13 +235,25 @@ def _identifier_matches(resource: Mapping[str, Any], token: str) -> bool:
     return False
 
 
+def patient_record_id(resource_id: str) -> str:
+    """The patient record id a Patient resource id names.
+
+    Raises:
+        Invalid: ``bad_search_parameter``: not a Patient id this server makes.
+    """
+    try:
+        return fhir_interop.source_record_id(resource_id, "Patient")
+    except fhir_interop.FhirError:
+        raise _bad(f"{resource_id[:80]!r} is not a Patient id of this server") from None
+
+
 def _patient_ref(value: str) -> str:
     kind, slash, ident = value.rpartition("/")
     if slash and kind.rsplit("/", 1)[-1] != "Patient":
-        raise _bad(f"patient {value!r} is not Patient/<id> or <id>")
+        raise _bad(f"patient {value[:80]!r} is not Patient/<id> or <id>")
     if not ident:
         raise _bad("patient: an empty reference")
-    return ident
+    return patient_record_id(ident)
 
 
 def _number(name: str, value: str, low: int, high: int) -> int:
@@ -295,8 +311,8 @@ def parse_search(resource_type: str, params: Sequence[tuple[str, str]]) -> Searc
             identifiers.append(alternatives)
         else:
             patients.append(tuple(_patient_ref(v) for v in alternatives))
-    if resource_type == "Patient" and ids:
-        patients.extend(ids)
+    if resource_type == "Patient":
+        patients.extend(tuple(patient_record_id(v) for v in alternatives) for alternatives in ids)
     return Search(
         resource_type,
         ids=tuple(ids),
@@ -325,7 +341,13 @@ class Found:
 
 
 def _resources(records: PatientRecords, base_url: str | None) -> list[dict[str, Any]]:
-    return fhir_interop.patient_resources(records, base_url=base_url)
+    """The patient's resources; none (logged) for a patient whose records the mapping
+    refuses (a record id FHIR cannot carry): one such record must not fail a search."""
+    try:
+        return fhir_interop.patient_resources(records, base_url=base_url)
+    except fhir_interop.FhirError as exc:
+        log.warning("patient %s left out of the FHIR view: %s", records.patient.id, exc)
+        return []
 
 
 def _visible_patient(
@@ -465,10 +487,10 @@ def read_resource(
     """
     parse_search(resource_type, ())
     try:
-        record_id = fhir_interop.source_record_id(resource_id)
-    except ValueError:
-        record_id = resource_id
-    for patient_id in dict.fromkeys([*_owners(session, record_id), *_owners(session, resource_id)]):
+        record_id = fhir_interop.source_record_id(resource_id, resource_type)
+    except fhir_interop.FhirError:
+        raise NotFound(f"no {resource_type} {resource_id[:80]!r}", code="not_found") from None
+    for patient_id in _owners(session, record_id):
         visible = _visible_patient(session, principal, patient_id)
         if visible is None:
             continue
@@ -497,10 +519,15 @@ def everything(
         NotFound: ``not_found``: no such live patient, or one outside the caller's scope.
         Forbidden: ``break_glass_expired``.
     """
-    visible = _visible_patient(session, principal, patient_id)
+    try:
+        record_id = fhir_interop.source_record_id(patient_id, "Patient")
+    except fhir_interop.FhirError:
+        record_id = None
+    visible = None if record_id is None else _visible_patient(session, principal, record_id)
     if visible is None:
         raise NotFound(f"no Patient {patient_id[:80]!r}", code="not_found")
     row, purpose = visible
+    patient_id = row.id
     resources = [
         resource
         for records in gather_patients(
