@@ -1,0 +1,174 @@
+"""Benchmark: the server's FHIR R4 export and endpoint (issue 19).
+
+A clinic of ``scale // 10`` patients (1,000 at the default scale; at least 10), each
+with a wound and 10 assessments (figures, model output with a tissue mix, a scan
+reference), is seeded straight into the server's projection tables (the rows a sync
+leaves, built from valid records by the server's own projection code), on embedded
+SQLite and on PostgreSQL.
+
+- ``fhir.export.resources_per_s.{backend}``: resources per second of wall time of
+  `sync_server.export_fhir` over the whole clinic (what ``coherency server fhir-export
+  --clinic`` runs: gathering in a fixed number of queries, the mapping, the validation
+  of the Bundle against the fhir.resources models, the audit row).
+- ``fhir.everything.p50_ms.{backend}``: the median latency of ``GET
+  /fhir/R4/Patient/{id}/$everything`` (about 34 resources), over HTTP to the server in
+  this process (`ThreadedServer`, uvicorn on loopback), 20 requests for different
+  patients per repeat, audited like every read.
+
+Without PostgreSQL its figures are reported missing, with the reason.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks._bench_sync import MissingFigure, _database
+from benchmarks._common import progress
+from benchmarks._harness import Figure, scratch_dir
+
+__all__ = ["NAMES", "run"]
+
+BACKENDS = ("sqlite", "postgresql")
+NAMES = (
+    *(f"fhir.export.resources_per_s.{backend}" for backend in BACKENDS),
+    *(f"fhir.everything.p50_ms.{backend}" for backend in BACKENDS),
+)
+ASSESSMENTS = 10
+REQUESTS = 20
+_BATCH = 2_000
+
+
+def patients_for(scale: int) -> int:
+    """Patients of the benchmark clinic at `scale`."""
+    return max(10, min(1_000, scale // 10))
+
+
+def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
+    """Measure every figure (the PostgreSQL ones missing without it)."""
+    results: list[Figure | MissingFigure] = []
+    for backend in BACKENDS:
+        with _database(backend, root) as (database_url, label, unavailable):
+            if unavailable is not None:
+                progress(f"fhir-server ({backend}): not measured: {unavailable}")
+                results += [MissingFigure("fhir-server", n, unavailable) for n in NAMES
+                            if n.endswith(f".{backend}")]  # fmt: skip
+                continue
+            with scratch_dir(root, f"fhir-{backend}") as work:
+                results += _measure(work, database_url, label, backend, scale, repeat)
+    return results
+
+
+def _measure(
+    work: Path, database_url: str | None, label: str, backend: str, scale: int, repeat: int
+) -> list[Figure | MissingFigure]:
+    from benchmarks._bench_bookings import _staff_client
+    from sync_server import Settings, ThreadedServer, create_app, export_fhir, migrate
+
+    settings = Settings(data_dir=work / "server", database_url=database_url)
+    migrate(settings)
+    patients = patients_for(scale)
+    progress(f"fhir-server ({backend}): seeding {patients:,} patients, "
+             f"{patients * ASSESSMENTS:,} assessments")  # fmt: skip
+    clinic_id, patient_ids = _seed(settings, patients)
+    rates: list[float] = []
+    resources = 0
+    for _ in range(min(repeat, 3)):
+        start = time.perf_counter()
+        done = export_fhir(settings, clinic=clinic_id, kind="collection")
+        elapsed = time.perf_counter() - start
+        if done.patients != patients:
+            raise RuntimeError(f"exported {done.patients} patients of {patients}")
+        resources = done.resources
+        rates.append(resources / elapsed)
+        progress(f"fhir-server ({backend}): {resources:,} resources in {elapsed:.2f} s")
+    latencies: list[float] = []
+    server = ThreadedServer(create_app(settings))
+    server.start()
+    try:
+        http = _staff_client(settings, server.url)
+        try:
+            for r in range(repeat):
+                for patient_id in patient_ids[r * REQUESTS % len(patient_ids) :][:REQUESTS]:
+                    start = time.perf_counter()
+                    response = http.get(f"/fhir/R4/Patient/{patient_id}/$everything")
+                    elapsed = time.perf_counter() - start
+                    if response.status_code != 200 or not response.json().get("entry"):
+                        raise RuntimeError(f"$everything: {response.status_code}")
+                    latencies.append(elapsed * 1000)
+        finally:
+            http.close()
+    finally:
+        server.stop()
+    extra = {"patients": patients, "assessments": patients * ASSESSMENTS, "database": label}
+    return [
+        Figure(
+            "fhir-server", f"fhir.export.resources_per_s.{backend}",
+            f"FHIR clinic export (gather, map, validate, audit) of {patients:,} patients with "
+            f"{ASSESSMENTS} assessments each, {label}", "resources/s", rates,
+            extra={**extra, "resources": resources},
+        ),
+        Figure(
+            "fhir-server", f"fhir.everything.p50_ms.{backend}",
+            f"GET Patient/$everything median latency over HTTP, {label}", "ms",
+            [statistics.median(latencies)], extra={**extra, "requests": len(latencies)},
+        ),
+    ]  # fmt: skip
+
+
+def _seed(settings: Any, patients: int) -> tuple[str, list[str]]:
+    """A clinic of `patients` patients, each with a wound and `ASSESSMENTS` scanned
+    assessments, inserted as the projection rows a sync leaves."""
+    from sqlalchemy import insert
+
+    from crdt import Patient, Wound, WoundAssessment
+    from sync_server import issue_enrolment_token
+    from sync_server.db import Database
+    from sync_server.sync.projections import projection_row
+    from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
+
+    clinic_id = issue_enrolment_token(settings, clinic="fhir-bench").clinic_id
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    meta = {"clinic_id": clinic_id, "created_at": at, "created_by": "bench",
+            "updated_at": at, "updated_by": "bench"}  # fmt: skip
+    device = str(uuid.uuid4())
+    rows: dict[Any, list[dict[str, Any]]] = {PatientRow: [], WoundRow: [], AssessmentRow: []}
+    ids = []
+    for n in range(patients):
+        patient = Patient(id=str(uuid.uuid4()), given_name="Bench", family_name=f"Patient {n}",
+                          birth_date=date(1950, 1, 1) + timedelta(days=n), sex="female",
+                          mrn=f"B{n:06d}", **meta)  # fmt: skip
+        wound = Wound(id=str(uuid.uuid4()), patient_id=patient.id, body_site="left heel",
+                      etiology="diabetic", onset=date(2025, 12, 1), **meta)  # fmt: skip
+        ids.append(patient.id)
+        rows[PatientRow].append(projection_row("patients", patient.model_dump(mode="json"), False))
+        rows[WoundRow].append(projection_row("wounds", wound.model_dump(mode="json"), False))
+        for k in range(ASSESSMENTS):
+            assessment = WoundAssessment(
+                id=str(uuid.uuid4()), wound_id=wound.id, patient_id=patient.id,
+                captured_at=at + timedelta(days=7 * k), device_id=device, clinician="RN Bench",
+                measurements={"area_cm2": 4.2, "length_cm": 3.0, "width_cm": 1.8,
+                              "max_depth_mm": 4.0, "volume_cm3": 1.1, "area_method": "measured"},
+                model_output={"model_id": "wound-seg", "model_version": "1.0",
+                              "tissue_composition": {"granulation": 70.0, "slough": 30.0},
+                              "confidence": 0.9},
+                blobs=[{"sha256": f"{k:064x}", "size": 1_000_000, "kind": "scan",
+                        "media_type": "application/octet-stream"}],
+                **meta,
+            )  # fmt: skip
+            rows[AssessmentRow].append(
+                projection_row("assessments", assessment.model_dump(mode="json"), False)
+            )
+    database = Database(settings.resolved_database_url)
+    try:
+        for table, values in rows.items():
+            for start in range(0, len(values), _BATCH):
+                with database.write() as session:
+                    session.execute(insert(table), values[start : start + _BATCH])
+    finally:
+        database.dispose()
+    return clinic_id, ids
