@@ -133,33 +133,39 @@ def _seed(settings: Any, patients: int) -> tuple[str, list[str]]:
 
     clinic_id = issue_enrolment_token(settings, clinic="fhir-bench").clinic_id
     at = datetime(2026, 1, 1, tzinfo=UTC)
-    meta = {"clinic_id": clinic_id, "created_at": at, "created_by": "bench",
+    meta: dict[str, Any] = {"clinic_id": clinic_id, "created_at": at, "created_by": "bench",
             "updated_at": at, "updated_by": "bench"}  # fmt: skip
     device = str(uuid.uuid4())
     rows: dict[Any, list[dict[str, Any]]] = {PatientRow: [], WoundRow: [], AssessmentRow: []}
     ids = []
     for n in range(patients):
-        patient = Patient(id=str(uuid.uuid4()), given_name="Bench", family_name=f"Patient {n}",
-                          birth_date=date(1950, 1, 1) + timedelta(days=n), sex="female",
-                          mrn=f"B{n:06d}", **meta)  # fmt: skip
-        wound = Wound(id=str(uuid.uuid4()), patient_id=patient.id, body_site="left heel",
-                      etiology="diabetic", onset=date(2025, 12, 1), **meta)  # fmt: skip
+        patient = Patient.model_validate({
+            "id": str(uuid.uuid4()), "given_name": "Bench", "family_name": f"Patient {n}",
+            "birth_date": date(1950, 1, 1) + timedelta(days=n), "sex": "female",
+            "mrn": f"B{n:06d}", **meta,
+        })  # fmt: skip
+        wound = Wound.model_validate({
+            "id": str(uuid.uuid4()), "patient_id": patient.id, "body_site": "left heel",
+            "etiology": "diabetic", "onset": date(2025, 12, 1), **meta,
+        })  # fmt: skip
         ids.append(patient.id)
         rows[PatientRow].append(projection_row("patients", patient.model_dump(mode="json"), False))
         rows[WoundRow].append(projection_row("wounds", wound.model_dump(mode="json"), False))
         for k in range(ASSESSMENTS):
-            assessment = WoundAssessment(
-                id=str(uuid.uuid4()), wound_id=wound.id, patient_id=patient.id,
-                captured_at=at + timedelta(days=7 * k), device_id=device, clinician="RN Bench",
-                measurements={"area_cm2": 4.2, "length_cm": 3.0, "width_cm": 1.8,
-                              "max_depth_mm": 4.0, "volume_cm3": 1.1, "area_method": "measured"},
-                model_output={"model_id": "wound-seg", "model_version": "1.0",
-                              "tissue_composition": {"granulation": 70.0, "slough": 30.0},
-                              "confidence": 0.9},
-                blobs=[{"sha256": f"{k:064x}", "size": 1_000_000, "kind": "scan",
-                        "media_type": "application/octet-stream"}],
+            assessment = WoundAssessment.model_validate({
+                "id": str(uuid.uuid4()), "wound_id": wound.id, "patient_id": patient.id,
+                "captured_at": at + timedelta(days=7 * k), "device_id": device,
+                "clinician": "RN Bench",
+                "measurements": {"area_cm2": 4.2, "length_cm": 3.0, "width_cm": 1.8,
+                                 "max_depth_mm": 4.0, "volume_cm3": 1.1,
+                                 "area_method": "measured"},
+                "model_output": {"model_id": "wound-seg", "model_version": "1.0",
+                                 "tissue_composition": {"granulation": 70.0, "slough": 30.0},
+                                 "confidence": 0.9},
+                "blobs": [{"sha256": f"{k:064x}", "size": 1_000_000, "kind": "scan",
+                           "media_type": "application/octet-stream"}],
                 **meta,
-            )  # fmt: skip
+            })  # fmt: skip
             rows[AssessmentRow].append(
                 projection_row("assessments", assessment.model_dump(mode="json"), False)
             )
