@@ -22,6 +22,7 @@ Without PostgreSQL its figures are reported missing, with the reason.
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 import uuid
@@ -32,6 +33,7 @@ from typing import Any
 from benchmarks._bench_sync import MissingFigure, _database
 from benchmarks._common import progress
 from benchmarks._harness import Figure, scratch_dir
+from crdt import sortable_time
 
 __all__ = ["NAMES", "run"]
 
@@ -130,23 +132,45 @@ def _measure(
     ]  # fmt: skip
 
 
+_COLUMNS = {
+    "patients": ("given_name", "family_name", "birth_date", "sex", "mrn"),
+    "wounds": ("patient_id", "body_site", "etiology", "status", "onset"),
+    "assessments": ("wound_id", "patient_id", "captured_at", "device_id", "clinician",
+                    "area_cm2", "perimeter_cm", "length_cm", "width_cm", "max_depth_mm",
+                    "mean_depth_mm", "volume_cm3", "model_id"),
+}  # fmt: skip
+"""Each projection table's own columns (beside id, clinic, state and the record JSON)."""
+
+
+def _projection(collection: str, record: Any) -> dict[str, Any]:
+    """The projection row a sync leaves for `record` (as `sync_server`'s projection code
+    writes it: the record's JSON and its searchable columns)."""
+    dumped = record.model_dump(mode="json")
+    flat = {**dumped, **(dumped.get("measurements") or {})}
+    if collection == "assessments":
+        flat["model_id"] = (dumped.get("model_output") or {}).get("model_id")
+        flat["captured_at"] = sortable_time(dumped["captured_at"])
+    return {
+        "id": dumped["id"], "clinic_id": dumped["clinic_id"], "updated_at": dumped["updated_at"],
+        "record": json.dumps(dumped, separators=(",", ":")),
+        **{name: flat.get(name) for name in _COLUMNS[collection]},
+    }  # fmt: skip
+
+
 def _seed(settings: Any, patients: int) -> tuple[str, list[str]]:
     """A clinic of `patients` patients, each with a wound and `ASSESSMENTS` scanned
     assessments, inserted as the projection rows a sync leaves."""
-    from sqlalchemy import insert
+    from sqlalchemy import create_engine, text
 
     from crdt import Patient, Wound, WoundAssessment
     from sync_server import issue_enrolment_token
-    from sync_server.db import Database
-    from sync_server.sync.projections import projection_row
-    from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
     clinic_id = issue_enrolment_token(settings, clinic="fhir-bench").clinic_id
     at = datetime(2026, 1, 1, tzinfo=UTC)
     meta: dict[str, Any] = {"clinic_id": clinic_id, "created_at": at, "created_by": "bench",
-            "updated_at": at, "updated_by": "bench"}  # fmt: skip
+                            "updated_at": at, "updated_by": "bench"}  # fmt: skip
     device = str(uuid.uuid4())
-    rows: dict[Any, list[dict[str, Any]]] = {PatientRow: [], WoundRow: [], AssessmentRow: []}
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in _COLUMNS}
     ids = []
     for n in range(patients):
         patient = Patient.model_validate({
@@ -159,8 +183,8 @@ def _seed(settings: Any, patients: int) -> tuple[str, list[str]]:
             "etiology": "diabetic", "onset": date(2025, 12, 1), **meta,
         })  # fmt: skip
         ids.append(patient.id)
-        rows[PatientRow].append(projection_row("patients", patient.model_dump(mode="json"), False))
-        rows[WoundRow].append(projection_row("wounds", wound.model_dump(mode="json"), False))
+        rows["patients"].append(_projection("patients", patient))
+        rows["wounds"].append(_projection("wounds", wound))
         for k in range(ASSESSMENTS):
             assessment = WoundAssessment.model_validate({
                 "id": str(uuid.uuid4()), "wound_id": wound.id, "patient_id": patient.id,
@@ -176,15 +200,18 @@ def _seed(settings: Any, patients: int) -> tuple[str, list[str]]:
                            "media_type": "application/octet-stream"}],
                 **meta,
             })  # fmt: skip
-            rows[AssessmentRow].append(
-                projection_row("assessments", assessment.model_dump(mode="json"), False)
-            )
-    database = Database(settings.resolved_database_url)
+            rows["assessments"].append(_projection("assessments", assessment))
+    engine = create_engine(settings.resolved_database_url)
     try:
         for table, values in rows.items():
+            columns = ("id", "clinic_id", "updated_at", "record", *_COLUMNS[table])
+            insert = text(
+                f"INSERT INTO {table} (deleted, conflicted, {', '.join(columns)}) "
+                f"VALUES (false, false, {', '.join(':' + c for c in columns)})"
+            )
             for start in range(0, len(values), _BATCH):
-                with database.write() as session:
-                    session.execute(insert(table), values[start : start + _BATCH])
+                with engine.begin() as connection:
+                    connection.execute(insert, values[start : start + _BATCH])
     finally:
-        database.dispose()
+        engine.dispose()
     return clinic_id, ids
