@@ -382,6 +382,10 @@ def _candidates(session: Session, principal: Principal, query: Search) -> list[P
     )
     for alternatives in query.patients:
         rows = rows.where(PatientRow.id.in_(alternatives))
+    if query.resource_type != "Patient":
+        for alternatives in query.ids:  # only the patients the ids were made from
+            rows = rows.where(PatientRow.id.in_(_id_owners(session, query.resource_type,
+                                                           alternatives)))  # fmt: skip
     if query.resource_type == "Patient":
         for alternatives in query.identifiers:
             values = [token.rpartition("|")[2] for token in alternatives]
@@ -412,8 +416,10 @@ def search(
                     by_clinic.setdefault(visible[0].clinic_id, []).append(patient_id)
                     purpose = visible[1]
     matched: list[tuple[dict[str, Any], str]] = []
-    whole_clinic = not query.patients and not (
-        query.resource_type == "Patient" and query.identifiers
+    whole_clinic = (
+        not query.patients
+        and not query.ids
+        and not (query.resource_type == "Patient" and query.identifiers)
     )
     for clinic_id, patient_ids in by_clinic.items():
         gathered = gather_patients(
@@ -467,6 +473,17 @@ def _owners(session: Session, record_id: str) -> list[str]:
             )
         )
     return []
+
+
+def _id_owners(session: Session, resource_type: str, resource_ids: Sequence[str]) -> list[str]:
+    """The patients the resources `resource_ids` of `resource_type` would belong to."""
+    owners: list[str] = []
+    for resource_id in resource_ids:
+        try:
+            owners += _owners(session, fhir_interop.source_record_id(resource_id, resource_type))
+        except fhir_interop.FhirError:
+            continue  # not an id this server makes: it matches nothing
+    return owners
 
 
 def read_resource(

@@ -338,6 +338,12 @@ def test_observations_are_found_by_patient_and_date(world: FhirWorld) -> None:
     }
     # Without a patient: the caller's clinic.
     assert every <= found({"date": "ge2026-01-01"})
+    assert found({"_id": f"{first}-size"}) == {f"{first}-size"}
+    assert found({"_id": f"{first}-size,{second}-size,nope"}) == {f"{first}-size", f"{second}-size"}
+    assert found({"_id": f"{first}-size", "date": "lt2026-01-01"}) == set()
+    with world.http("b") as http:
+        elsewhere = fhir_json(http.get(f"{FHIR}/Observation", params={"_id": f"{first}-size"}))
+    assert elsewhere["total"] == 0
     with world.http("a") as http:
         appointments = fhir_json(
             http.get(f"{FHIR}/Appointment", params={"patient": world.patient, "date": "ge2026-12"})
