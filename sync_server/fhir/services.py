@@ -439,7 +439,7 @@ def search(
         resources=[r for r, _ in page],
         total=len(matched),
         patient_ids=tuple(dict.fromkeys(p for _, p in page)),
-        clinic_id=principal.clinic_id,
+        clinic_id=next(iter(by_clinic)) if len(by_clinic) == 1 else principal.clinic_id,
         purpose=purpose,
         offset=query.offset,
         more=query.offset + query.count < len(matched),

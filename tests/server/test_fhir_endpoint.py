@@ -390,6 +390,29 @@ def test_another_clinics_patient_is_not_found_anywhere(world: FhirWorld) -> None
         assert fhir_json(http.get(f"{FHIR}/Patient/{world.other}"))["id"] == world.other
 
 
+def test_a_break_glass_grant_opens_the_patient_audited_as_break_glass(world: FhirWorld) -> None:
+    world.staff("glass", "clinician", world.clinic_b)
+    with world.http("glass") as http:
+        outcome(http.get(f"{FHIR}/Patient/{world.patient}"), 404, "not_found")
+        asked = http.post(
+            "/v1/audit/break-glass",
+            json={"patient_id": world.patient, "reason": "unconscious, own clinic closed"},
+        )
+        assert asked.status_code == 201, asked.text
+        calls = [
+            http.get(f"{FHIR}/Patient/{world.patient}"),
+            http.get(f"{FHIR}/Patient/{world.patient}/$everything"),
+            http.get(f"{FHIR}/Observation", params={"patient": world.patient}),
+        ]
+    assert [c.status_code for c in calls] == [200, 200, 200]
+    assert calls[0].json()["id"] == world.patient
+    assert calls[2].json()["total"] >= 2
+    events = reads(world, {c.headers["x-request-id"] for c in calls})
+    assert [(e.purpose, e.patients, e.clinic_id) for e in events] == [
+        ("break-glass", world.patient, world.clinic_a)
+    ] * 3
+
+
 # ------------------------------------------------------------------ audit
 def test_every_read_search_and_everything_is_audited_with_ids_not_names(world: FhirWorld) -> None:
     with world.http("a") as http:
