@@ -22,7 +22,9 @@ assessments as CSV and NDJSON, on SQLite and PostgreSQL) and ``fhir-server`` (th
 server's FHIR clinic export in resources/s and ``Patient/$everything`` latency, 1,000
 patients with 10 assessments each, on SQLite and PostgreSQL) and ``load`` (200 simulated
 devices of 10 clinics against two server instances behind nginx on PostgreSQL for 3
-minutes; fewer and shorter at small scales). See ``benchmarks/README.md``.
+minutes; fewer and shorter at small scales) and ``fhir`` (FHIR R4 export rate of a
+clinic of scale / 10 patients with 10 assessments each, from memory and from a device
+store, and R4B validation rate). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from benchmarks import (
     _bench_commerce,
     _bench_edge,
     _bench_export,
+    _bench_fhir,
     _bench_fhir_server,
     _bench_live,
     _bench_load,
@@ -76,6 +79,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "export": _bench_export.run,
     "fhir-server": _bench_fhir_server.run,
     "load": _bench_load.run,
+    "fhir": _bench_fhir.run,
 }
 
 DEFAULT_SCALE = 10_000

@@ -35,9 +35,11 @@ def demo(workdir: Path | None, as_json: bool) -> None:
     keep syncing through the box, central restarts and the box delivers everything by
     itself. Capture (with the `capture` extra): a tablet scans three synthetic
     wounds, measures them against their ground truth, refuses a scan from too far and
-    stores the assessments with encrypted scan blobs. Leaves everything behind for a
-    look with `coherency --store ...` and `coherency server run --data-dir ...`; the
-    global store is not touched.
+    stores the assessments with encrypted scan blobs. FHIR (with the `fhir` extra):
+    the demo patient's record is written as a FHIR R4 Bundle (fhir/demo-patient.json
+    in the demo folder) and validated. Leaves everything behind for a look with
+    `coherency --store ...` and `coherency server run --data-dir ...`; the global
+    store is not touched.
     """
     from cli.demo import run_demo
 
@@ -51,6 +53,8 @@ def demo(workdir: Path | None, as_json: bool) -> None:
                 f"while central was down reached it {edge.catch_up_seconds:.2f} s after "
                 "it came back"
             )
+        if report.fhir is not None:
+            click.echo(f"\nFHIR R4 bundle of the demo patient: {report.fhir.path}")
         click.echo(f"\ndemo finished in {report.seconds:.1f} s; everything is in {report.workdir}")
 
     emit(as_json, report, human)

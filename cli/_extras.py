@@ -24,6 +24,7 @@ _OUR_PACKAGES = {"cli", "crdt", "edge_box", "edge_sdk", "lidar_capture", "models
 # What each extra brings that its code imports first (pyproject.toml's optional
 # dependencies, by import name): enough to tell "not installed" before starting.
 _EXTRA_MODULES = {
+    "fhir": ("fhir.resources",),
     "capture": ("numpy", "scipy", "open3d", "contourpy"),
     "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "httpx"),
     # The box runs the server's code (its sync API, `ThreadedServer`): [edge] pulls in [server].

@@ -33,6 +33,7 @@ from cli._conflicts import conflicts, history
 from cli._demo import demo
 from cli._device import device
 from cli._edge import edge
+from cli._fhir import fhir
 from cli._keys import keys as _keys  # noqa: F401 - registers `server keys`
 from cli._models import models
 from cli._notes import notes
@@ -176,6 +177,7 @@ for command in (
     audit,
     edge,
     demo,
+    fhir,
 ):
     cli.add_command(command)
 server.add_command(server_blobs)

@@ -105,6 +105,7 @@ from edge_sdk._errors import (
     UntrustedEdgeBoxError,
     WrongKeyError,
 )
+from edge_sdk._fhir import FhirImportReport
 from edge_sdk._identity import DeviceIdentity, verify_signature
 from edge_sdk._intents import IntentStatus
 from edge_sdk._keychain import IOSKeychain, MemoryKeystore, PlatformKeystore
@@ -203,6 +204,7 @@ __all__ = [
     "EncryptedFileBlobStore",
     "Enrollment",
     "EnrolmentError",
+    "FhirImportReport",
     "HttpAuditLogSource",
     "HttpTransport",
     "IOSKeychain",

@@ -31,7 +31,7 @@ import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from crdt import (
     AllergyIntolerance,
@@ -80,6 +80,7 @@ from edge_sdk._errors import (
     WrongKeyError,
 )
 from edge_sdk._evolution import RecordUpgrades
+from edge_sdk._fhir import FhirImportReport, fhir_export, fhir_import
 from edge_sdk._files import replace_durably
 from edge_sdk._identity import DeviceIdentity
 from edge_sdk._intents import (
@@ -500,6 +501,46 @@ class EdgeClient:
             RecordNotFoundError: The record is not held here.
         """
         return export_documents(self, [record_id])[record_id]
+
+    def fhir_export(
+        self,
+        patient_id: str | None = None,
+        *,
+        kind: Literal["collection", "transaction"] = "collection",
+        base_url: str | None = None,
+    ) -> dict[str, Any]:
+        """One patient's records, or every patient's, as a FHIR R4 Bundle (a JSON-ready
+        dict; see docs/fhir.md for the mapping). Needs the ``fhir`` extra. One audited
+        ``export`` access.
+
+        Args:
+            patient_id: The patient, or None for every patient of the store.
+            kind: "collection", or "transaction" (each entry a PUT, for loading into a
+                FHIR server).
+            base_url: A FHIR base URL, for absolute fullUrls and blob URLs.
+
+        Raises:
+            RecordNotFoundError: No such patient here.
+        """
+        return fhir_export(self, patient_id, kind=kind, base_url=base_url)
+
+    def fhir_import(self, bundle: bytes | str | Mapping[str, Any]) -> FhirImportReport:
+        """Create or update patients, wounds, conditions, allergies and medications
+        from a FHIR R4 Bundle (JSON text or a decoded dict). Needs the ``fhir`` extra.
+
+        Patients are matched by Coherency's identifier, else by MRN; a second import
+        of the same bundle writes nothing. The whole bundle is read and validated
+        first, and written in one transaction: a bad bundle changes nothing. One
+        audited ``import`` access.
+
+        Returns:
+            Counts of created, updated and unchanged records, and what did not map.
+
+        Raises:
+            fhir_interop.FhirError: Malformed or invalid FHIR (nothing written).
+            RecordValidationError: A mapped value is invalid (nothing written).
+        """
+        return fhir_import(self, bundle)
 
     def import_documents(self, documents: Mapping[str, bytes] | Sequence[bytes]) -> SyncReport:
         """Merge plain Automerge documents, through the checks a sync merge makes.

@@ -67,8 +67,6 @@ def bundle(
     out: dict[str, Any] = {"resourceType": "Bundle", "type": kind}
     if kind == "searchset":
         out["total"] = matches if total is None else total
-    if base_url and kind == "searchset":
-        out["link"] = [{"relation": "self", "url": base_url}]
     out["entry"] = entries
     return out
 

@@ -109,6 +109,11 @@ LOAD = {
     "load.rss_peak_mb",
     "load.converged",
 }
+FHIR = {
+    "fhir.export.memory_resources_per_s",
+    "fhir.export.store_resources_per_s",
+    "fhir.validate.resources_per_s",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -236,6 +241,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | EXPORT
         | FHIR_SERVER
         | LOAD
+        | FHIR
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -546,3 +552,18 @@ def test_load_size_is_bounded_and_configurable(monkeypatch: pytest.MonkeyPatch) 
     assert load_size(200, 50, 30.0) == (50, 30.0)
     with pytest.raises(ValueError):
         load_size(200, 0, None)
+
+
+def test_the_fhir_benchmark_reports_every_figure(tmp_path: Path) -> None:
+    document, table = _run(tmp_path, "--only", "fhir", "--scale", "40", "--repeat", "2",
+                           "--no-pin")  # fmt: skip
+
+    results = {r["name"]: r for r in document["results"]}
+    assert set(results) == FHIR
+    assert all(len(r["samples"]) == 2 and min(r["samples"]) > 0 for r in results.values())
+    extra = results["fhir.export.store_resources_per_s"]
+    # 4 patients: the patient, its wound, and per assessment 2 panels, 2 documents and
+    # a provenance.
+    assert extra["patients"] == 4
+    assert extra["resources"] == 4 * (2 + 10 * 5)
+    assert "fhir.export.memory_resources_per_s" in table

@@ -1068,6 +1068,7 @@ def test_help_and_version(tmp_path: Path) -> None:
         "models",
         "server",
         "demo",
+        "fhir",
     ):
         assert name in result.stdout
     version = CliRunner().invoke(cli, ["--version"])
@@ -1116,3 +1117,5 @@ def test_demo_runs(tmp_path: Path) -> None:
         assert wound["volume_cm3"] > 0 and wound["max_depth_mm"] > 0
     assert any("refused (too_far)" in step for step in capture["steps"])
     assert (tmp_path / "demo" / "scan-tablet").is_dir()
+    assert report["fhir_skipped"] is None
+    assert report["fhir"]["path"] == str(tmp_path / "demo" / "fhir" / "demo-patient.json")

@@ -158,3 +158,17 @@ def test_sdk_guide_sections_run(
     namespace: dict[str, object] = {}
     for block in blocks:
         exec(compile(block, f"{SDK_GUIDE} ({title})", "exec"), namespace)
+
+
+FHIR_GUIDE = ROOT / "docs" / "fhir.md"
+
+
+def test_fhir_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/fhir.md's examples run as written, in one namespace, in a fresh directory."""
+    blocks = python_blocks(FHIR_GUIDE)
+    assert blocks, "docs/fhir.md has no Python example"
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, str(FHIR_GUIDE), "exec"), namespace)
+    assert (tmp_path / "amara.json").is_file()

@@ -613,6 +613,17 @@ TABLE: dict[tuple[str, str], Entry] = {
         ),
         U("import", "*"),
     ),
+    ("EdgeClient", "fhir_export"): audited(
+        lambda w: lambda: w.client.fhir_export(w["P"]), R("export", "*", "P")
+    ),
+    ("EdgeClient", "fhir_import"): audited(
+        # The patient's own bundle: every record already holds its values, so nothing
+        # is written and the row names no patient.
+        lambda w: (lambda bundle: lambda: w.client.fhir_import(bundle))(
+            w.client.fhir_export(w["P"])
+        ),
+        U("import", "*"),
+    ),
     ("EdgeClient", "find"): audited(lambda w: lambda: w.client.find(w["W"]), R("find", "*", "P")),
     ("EdgeClient", "identity"): Exempt("the device's key pair"),
     ("EdgeClient", "idle_lock_after"): Exempt("a setting"),

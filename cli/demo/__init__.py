@@ -4,7 +4,8 @@
 embedded defaults, three tablets of two clinics; the ``server`` extra), `edge` (a
 clinic's edge box keeps two tablets syncing while central is down, then delivers
 everything; the ``edge`` extra) and `capture` (synthetic scans measured against their
-ground truth; the ``capture`` extra). A part
+ground truth; the ``capture`` extra), then `fhir` (the demo patient's record as a
+validated FHIR R4 Bundle; the ``fhir`` extra). A part
 whose extra is not installed is skipped and says so. Every step checks its own outcome
 and the demo fails loudly (`DemoFailedError`) if one does not hold, so it doubles as a
 smoke test of a fresh installation. The parts use only the libraries' public names
@@ -28,6 +29,7 @@ from cli.demo.offline import run_offline_demo
 if TYPE_CHECKING:
     from cli.demo.capture import CaptureDemoReport
     from cli.demo.edge import EdgeDemoReport
+    from cli.demo.fhir import FhirDemoReport
     from cli.demo.server import ServerDemoReport
 
 __all__ = ["DEMO_PASSPHRASE", "DemoFailedError", "DemoReport", "run_demo"]
@@ -47,6 +49,8 @@ class DemoReport:
     edge_skipped: str | None = None
     capture: CaptureDemoReport | None = None
     capture_skipped: str | None = None
+    fhir: FhirDemoReport | None = None
+    fhir_skipped: str | None = None
     seconds: float = 0.0
 
 
@@ -90,6 +94,12 @@ def run_demo(
 
         say("")
         report.capture = run_capture_demo(root, say=say, fast_kdf=fast_kdf)
+    report.fhir_skipped = _skipped("fhir", say)
+    if report.fhir_skipped is None:
+        from cli.demo.fhir import run_fhir_demo
+
+        say("")
+        report.fhir = run_fhir_demo(root, offline.stores["ward"], say=say, fast_kdf=fast_kdf)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
