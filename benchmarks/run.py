@@ -18,7 +18,9 @@ throughput beside device-to-central, propagation through the box, the catch-up o
 box after an outage, the box process's resident memory with 20 devices) and ``live``
 (live queries: sync page to callback latency, the cost of 100 live queries) and
 ``export`` (staff exports: rows/s and peak memory exporting 10,000 and 100,000
-assessments as CSV and NDJSON, on SQLite and PostgreSQL) and ``load`` (200 simulated
+assessments as CSV and NDJSON, on SQLite and PostgreSQL) and ``fhir-server`` (the
+server's FHIR clinic export in resources/s and ``Patient/$everything`` latency, 1,000
+patients with 10 assessments each, on SQLite and PostgreSQL) and ``load`` (200 simulated
 devices of 10 clinics against two server instances behind nginx on PostgreSQL for 3
 minutes; fewer and shorter at small scales) and ``fhir`` (FHIR R4 export rate of a
 clinic of scale / 10 patients with 10 assessments each, from memory and from a device
@@ -44,6 +46,7 @@ from benchmarks import (
     _bench_edge,
     _bench_export,
     _bench_fhir,
+    _bench_fhir_server,
     _bench_live,
     _bench_load,
     _bench_merge,
@@ -74,6 +77,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "edge": _bench_edge.run,
     "live": _bench_live.run,
     "export": _bench_export.run,
+    "fhir-server": _bench_fhir_server.run,
     "load": _bench_load.run,
     "fhir": _bench_fhir.run,
 }

@@ -46,6 +46,7 @@ from cli._scan import scan
 from cli._schema import schema
 from cli._server import server
 from cli._server_blobs import blobs as server_blobs
+from cli._server_fhir import fhir_export as _fhir_export  # noqa: F401 - registers it
 from cli._store import init, key
 from cli._sync import BUNDLE_PASSPHRASE_ENV, sync
 from cli._visits import visits

@@ -13,7 +13,8 @@ and staff.
 `create_admin`, `issue_enrolment_token`, `manage_account`, `seed_demo`, `migrate`
 (`migration_script` with ``--sql``, `check_schema` for ``migrate current``) and
 `serve` are what `coherency server create-admin`, `enroll-token`, `user`, `seed-demo`,
-`migrate` and `run` do; `verify_audit_log` and `audit_checkpoint` what `coherency audit
+`migrate` and `run` do; `export_records` and `export_fhir` what `coherency server
+export` and `fhir-export` do; `verify_audit_log` and `audit_checkpoint` what `coherency audit
 verify` and `checkpoint` do; `record_event` audits an access in a transaction of the
 server's database, from a typed event (`Actor`, `RecordsRead`; the rest in
 `sync_server.audit.events`), for extensions and capacity tests;
@@ -70,6 +71,7 @@ if _TYPE_CHECKING:
         AuditProblem,
         AuditReport,
         CreatedAdmin,
+        ExportedFhir,
         ExportedRecords,
         IssuedEnrolmentToken,
         IssuedRefund,
@@ -81,6 +83,7 @@ if _TYPE_CHECKING:
         audit_public_key,
         create_admin,
         document_heads,
+        export_fhir,
         export_records,
         issue_enrolment_token,
         manage_account,
@@ -105,6 +108,7 @@ _EXPORTS = {
     "ChainBroken": "sync_server.errors",
     "Conflict": "sync_server.errors",
     "CreatedAdmin": "sync_server.operator",
+    "ExportedFhir": "sync_server.operator",
     "ExportedRecords": "sync_server.operator",
     "Forbidden": "sync_server.errors",
     "Gone": "sync_server.errors",
@@ -136,6 +140,7 @@ _EXPORTS = {
     "create_admin": "sync_server.operator",
     "create_app": "sync_server.app",
     "document_heads": "sync_server.operator",
+    "export_fhir": "sync_server.operator",
     "export_records": "sync_server.operator",
     "issue_enrolment_token": "sync_server.operator",
     "manage_account": "sync_server.operator",
@@ -177,6 +182,7 @@ __all__ = [
     "ChainBroken",
     "Conflict",
     "CreatedAdmin",
+    "ExportedFhir",
     "ExportedRecords",
     "Forbidden",
     "Gone",
@@ -209,6 +215,7 @@ __all__ = [
     "create_admin",
     "create_app",
     "document_heads",
+    "export_fhir",
     "export_records",
     "issue_enrolment_token",
     "manage_account",

@@ -15,6 +15,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,6 +55,8 @@ from sync_server.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
+from sync_server.fhir import routes as fhir_routes
+from sync_server.fhir.outcomes import FHIR_MEDIA_TYPE, FHIR_PREFIX, operation_outcome
 from sync_server.identity import admin_routes, auth_routes
 from sync_server.identity.keyring import TokenKeyring
 from sync_server.identity.sealing import SecretBox
@@ -113,6 +116,31 @@ def status_code_of(error: ServerError) -> int:
     return 500  # a bare ServerError: a bug in the server, not the client's fault
 
 
+def _error_response(
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    extra: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A refusal in the server's error shape, or, under `FHIR_PREFIX`, as a FHIR
+    OperationOutcome (`sync_server.fhir.outcomes`), with the same status."""
+    if request.url.path.startswith(FHIR_PREFIX):
+        return JSONResponse(
+            operation_outcome(status, code, message),
+            status_code=status,
+            headers=headers,
+            media_type=FHIR_MEDIA_TYPE,
+        )
+    return JSONResponse(
+        {"error": {"code": code, "message": message, **(extra or {})}},
+        status_code=status,
+        headers=headers,
+    )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the server app. The database must already be migrated (`migrate`)."""
     settings = settings or Settings()
@@ -170,6 +198,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(ServerError)
     async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
+        if request.url.path.startswith(FHIR_PREFIX):
+            return _error_response(
+                request, status_code_of(exc), exc.code, exc.message, headers=exc.headers or None
+            )
         return JSONResponse(
             {"error": {"code": exc.code, "message": exc.message}, **exc.details()},
             status_code=status_code_of(exc),
@@ -186,10 +218,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             408: "body_timeout",
             413: "payload_too_large",
         }.get(exc.status_code, "http_error")
-        return JSONResponse(
-            {"error": {"code": code, "message": str(exc.detail)}},
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
+        return _error_response(
+            request, exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None)
         )
 
     @app.exception_handler(DataError)
@@ -197,10 +227,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The database refused a value the client sent (a NUL character, a number out
         # of range): the client's input, not a server fault.
         log.info("database refused request data: %s", type(exc.orig).__name__)
-        return JSONResponse(
-            {"error": {"code": "invalid_value", "message": "a value in the request is not valid"}},
-            status_code=400,
-        )
+        return _error_response(request, 400, "invalid_value", "a value in the request is not valid")
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -208,15 +235,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
             for e in exc.errors()
         ]
-        return JSONResponse(
-            {
-                "error": {
-                    "code": "invalid_request",
-                    "message": "invalid request",
-                    "details": details,
-                }
-            },
-            status_code=422,
+        return _error_response(
+            request, 422, "invalid_request", "invalid request", extra={"details": details}
         )
 
     app.add_middleware(
@@ -242,6 +262,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payment_routes,
         audit_device_routes,
         edge_routes,
+        fhir_routes,
     ):
         app.include_router(routes.router)
     install_docs(app)

@@ -32,6 +32,9 @@ from fastapi import FastAPI
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute, iter_route_contexts
 
+from sync_server.fhir.outcomes import FHIR_PREFIX as _FHIR_PREFIX
+from sync_server.fhir.outcomes import OPERATION_OUTCOME_SCHEMA
+
 __all__ = [
     "DEVICE_TOKEN",
     "ERROR_SCHEMA",
@@ -118,6 +121,9 @@ ERROR_SCHEMA: dict[str, Any] = {
 """The body the app's exception handlers write for every 4xx and 5xx."""
 
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+_FHIR_ERROR_CONTENT = {
+    "application/fhir+json": {"schema": {"$ref": "#/components/schemas/OperationOutcome"}}
+}
 
 _INPUT_ERRORS = {
     400: "A value the server or its database refuses (`bad_request`, `invalid_value`, "
@@ -262,7 +268,9 @@ def _wants_error_shape(response: Mapping[str, Any]) -> bool:
     return not content or "HTTPValidationError" in repr(content)
 
 
-def _document_operation(operation: dict[str, Any], contract: Contract) -> None:
+def _document_operation(
+    operation: dict[str, Any], contract: Contract, *, fhir: bool = False
+) -> None:
     operation["security"] = [{name: []} for name in contract.security]
     responses: dict[str, Any] = operation["responses"]
     for code, description in contract.errors.items():
@@ -271,7 +279,7 @@ def _document_operation(operation: dict[str, Any], contract: Contract) -> None:
             declared["description"] = description
     for status, response in responses.items():
         if status.isdigit() and int(status) >= 400 and _wants_error_shape(response):
-            response["content"] = copy.deepcopy(_ERROR_CONTENT)
+            response["content"] = copy.deepcopy(_FHIR_ERROR_CONTENT if fhir else _ERROR_CONTENT)
     operation["responses"] = dict(sorted(responses.items()))
 
 
@@ -283,12 +291,16 @@ def _derive(app: FastAPI, document: dict[str, Any]) -> None:
         for method in route.methods or ():
             operation = document["paths"][route.path_format][method.lower()]
             contract = route_contract(route, reads_body="requestBody" in operation)
-            _document_operation(operation, contract)
+            _document_operation(
+                operation, contract, fhir=(route.path_format or "").startswith(_FHIR_PREFIX)
+            )
     components = document.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     schemas["Error"] = copy.deepcopy(ERROR_SCHEMA)
+    if any(path.startswith(_FHIR_PREFIX) for path in document["paths"]):
+        schemas["OperationOutcome"] = copy.deepcopy(OPERATION_OUTCOME_SCHEMA)
     components["schemas"] = dict(sorted(schemas.items()))
     components["securitySchemes"] = copy.deepcopy(SECURITY_SCHEMES)
 

@@ -1,7 +1,8 @@
 """What an operator does to a migrated server from outside it: the first admin account,
 device enrolment tokens, first aid for staff accounts and a demo booking directory
 (``coherency server create-admin``, ``enroll-token``, ``user`` and ``seed-demo``), a
-clinic's records for analysts (``coherency server export``), the deployment's token
+clinic's records for analysts (``coherency server export``) and as a FHIR Bundle
+(``coherency server fhir-export``), the deployment's token
 keys (``coherency server keys list`` and ``rotate``), a
 refund given by a member of staff (``coherency payments refund``), the audit log's
 check and checkpoints (``coherency audit verify`` and ``checkpoint``), and a look at
@@ -18,9 +19,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from crdt import Checkpoint
 from sync_server.audit.events import OPERATIONS, Actor
@@ -30,6 +32,7 @@ from sync_server.bookings.seed import SeededDirectory, seed_demo_directory
 from sync_server.commerce.seed import seed_demo_commerce
 from sync_server.db import open_database, utcnow
 from sync_server.errors import Invalid, NotFound
+from sync_server.fhir.exporting import export_bundle
 from sync_server.identity.accounts import (
     deactivate_user,
     find_user,
@@ -451,6 +454,77 @@ class ExportedRecords:
     rows: int
 
 
+def _clinic_named(session: Session, clinic: str) -> str:
+    """The id of the clinic `clinic` (an id, or a name that names one clinic).
+
+    Raises:
+        Invalid: ``ambiguous``: several clinics have that name.
+        NotFound: ``clinic_not_found``.
+    """
+    found = session.get(Clinic, clinic)
+    named = session.scalars(select(Clinic).where(Clinic.name == clinic)).all()
+    if found is None and len(named) > 1:
+        raise Invalid(f"{len(named)} clinics are named {clinic!r}: give its id", code="ambiguous")
+    found = found or (named[0] if named else None)
+    if found is None:
+        raise NotFound(f"no clinic {clinic!r}", code="clinic_not_found")
+    return found.id
+
+
+@dataclass(frozen=True, slots=True)
+class ExportedFhir:
+    """What `export_fhir` made: the Bundle (validated), its kind, the clinic, and how
+    many patients and resources it holds."""
+
+    bundle: dict[str, Any]
+    kind: str
+    clinic_id: str
+    patients: int
+    resources: int
+
+
+def export_fhir(
+    settings: Settings,
+    *,
+    patient: str | None = None,
+    clinic: str | None = None,
+    kind: Literal["collection", "transaction"] = "collection",
+    base_url: str | None = None,
+) -> ExportedFhir:
+    """One live patient's records (`patient`) or every live patient's of a clinic
+    (`clinic`: its id, or its name when that names one clinic) as a FHIR R4 Bundle of
+    `kind`, validated with `fhir_interop.validate`; audited (actor: the system, kind
+    ``fhir-<kind>``) with the patients it holds. The same gathering and mapping as the
+    ``/fhir/R4`` endpoint (`sync_server.fhir`).
+
+    Raises:
+        Invalid: Neither or both of `patient` and `clinic`; an unknown kind; a clinic
+            name several clinics have.
+        NotFound: ``clinic_not_found``, ``patient_not_found``; or no database.
+        Unprocessable: ``fhir_invalid``: the bundle does not validate.
+        Conflict: The database is not migrated.
+        Unavailable: The database cannot be used.
+    """
+    if (patient is None) == (clinic is None):
+        raise Invalid("give either a patient or a clinic", code="bad_request")
+    if kind not in ("collection", "transaction"):
+        raise Invalid(f"unknown bundle kind {kind!r}: collection or transaction")
+    with open_database(settings, must_exist=True) as database:
+        require_schema(database)
+        with database.write() as session:
+            clinic_id = None if clinic is None else _clinic_named(session, clinic)
+            made = export_bundle(
+                session=session,
+                clinic_id=clinic_id,
+                patient_id=patient,
+                kind=kind,
+                actor=Actor("system"),
+                purpose=OPERATIONS,
+                base_url=base_url,
+            )
+    return ExportedFhir(made.bundle, kind, made.clinic_id, made.patients, made.resources)
+
+
 def export_records(
     settings: Settings,
     *,
@@ -486,16 +560,7 @@ def export_records(
     with open_database(settings, must_exist=True) as database:
         require_schema(database)
         with database.read() as session:
-            found = session.get(Clinic, clinic)
-            named = session.scalars(select(Clinic).where(Clinic.name == clinic)).all()
-            if found is None and len(named) > 1:
-                raise Invalid(
-                    f"{len(named)} clinics are named {clinic!r}: give its id", code="ambiguous"
-                )
-            found = found or (named[0] if named else None)
-            if found is None:
-                raise NotFound(f"no clinic {clinic!r}", code="clinic_not_found")
-            clinic_id = found.id
+            clinic_id = _clinic_named(session, clinic)
         stream = open_export(
             database,
             actor=Actor("system"),

@@ -94,6 +94,10 @@ EXPORT = {
     *(f"export.peak_ratio.{fmt}.{backend}" for fmt in ("csv", "ndjson")
       for backend in ("sqlite", "postgresql")),
 }  # fmt: skip
+FHIR_SERVER = {
+    *(f"fhir.{what}.{backend}" for what in ("export.resources_per_s", "everything.p50_ms")
+      for backend in ("sqlite", "postgresql")),
+}  # fmt: skip
 LOAD = {
     "load.requests_per_s",
     "load.push_p50_ms",
@@ -235,6 +239,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | EDGE
         | LIVE
         | EXPORT
+        | FHIR_SERVER
         | LOAD
         | FHIR
     )

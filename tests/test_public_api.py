@@ -38,6 +38,7 @@ SERVER_DOMAINS = {
     "bookings",
     "commerce",
     "edge",
+    "fhir",
     "identity",
     "intents",
     "models",

@@ -130,6 +130,10 @@ ROUTES: dict[Route, Writes | str] = {
     ("GET", "/v1/staff/totals"): "counts of a clinic's records, no record's contents",
     # Once as it starts, once at its end (that one names the patients exported).
     ("GET", "/v1/staff/export/{kind}"): Writes(("export", "export")),
+    ("GET", "/fhir/R4/metadata"): "the FHIR CapabilityStatement: what the server serves, no data",
+    ("GET", "/fhir/R4/{resource_type}/{resource_id}"): Writes(("read",)),
+    ("GET", "/fhir/R4/{resource_type}"): Writes(("read",)),
+    ("GET", "/fhir/R4/Patient/{patient_id}/$everything"): Writes(("read",)),
     ("PUT", "/v1/directory/clinics/{clinic_id}/timezone"): Writes(("clinic-timezone-set",)),
     ("GET", "/v1/directory/providers"): NONE_REFERENCE,
     ("POST", "/v1/directory/providers"): Writes(("provider-create",)),
@@ -438,6 +442,10 @@ class Tour:
         ok(staff.get("/v1/staff/totals", params={"clinic_id": clinic}))
         exported = staff.get("/v1/staff/export/assessments", params={"clinic_id": clinic})
         assert exported.status_code == 200 and len(exported.text.splitlines()) == 2, exported.text
+        ok(staff.get("/fhir/R4/metadata"))
+        ok(staff.get(f"/fhir/R4/Patient/{patient}"))
+        ok(staff.get("/fhir/R4/Observation", params={"patient": patient}))
+        ok(staff.get(f"/fhir/R4/Patient/{patient}/$everything"))
 
     def directory(self) -> None:
         staff, clinic = self.staff, self.ids["clinic"]

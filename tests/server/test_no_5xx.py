@@ -103,6 +103,9 @@ def test_garbage_never_gets_a_5xx(server: Any) -> None:
                                 f"{caller} {method.upper()} {concrete}: "
                                 f"{response.status_code} {response.text[:200]}"
                             )
+                        elif response.status_code >= 400 and path.startswith("/fhir/"):
+                            outcome = response.json()  # FHIR's refusal: an OperationOutcome
+                            assert outcome["resourceType"] == "OperationOutcome", path
                         elif response.status_code >= 400 and method != "head":
                             assert "error" in response.json(), (path, response.text[:200])
                         declared = operations[method]["responses"]

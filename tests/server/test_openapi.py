@@ -33,6 +33,7 @@ PUBLIC = {
     ("post", "/v1/auth/login"),  # password and TOTP, in the body
     ("post", "/v1/auth/logout"),  # a refresh token, in the body
     ("get", "/v1/calendar/{token}.ics"),  # a feed token, in the path
+    ("get", "/fhir/R4/metadata"),  # the CapabilityStatement, public as FHIR servers make it
 }
 """Operations no security scheme applies to (each says why)."""
 
@@ -98,6 +99,10 @@ def test_every_error_answers_in_the_error_shape(document: dict[str, Any]) -> Non
         for status, response in operation["responses"].items():
             if int(status) < 400 or (path, status) == ("/readyz", "503"):
                 continue  # readiness answers its failed checks, in its own shape
+            if path.startswith("/fhir/"):  # FHIR answers refusals as OperationOutcome
+                schema = response["content"]["application/fhir+json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/OperationOutcome"}, (path, status)
+                continue
             schema = response["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/Error"}, (method, path, status)
 
