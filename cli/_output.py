@@ -25,17 +25,18 @@ from crdt import Record, csv_line
 
 @contextlib.contextmanager
 def private_file(path: Path) -> Iterator[IO[bytes]]:
-    """Write `path` readable by this user only (0600, an existing file narrowed too):
-    exports hold patient data. A failure removes the file, so no half export looks
-    like a whole one."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
+    """Write `path` whole or not at all, readable by this user only (0600): exports
+    hold patient data. The bytes go to a sibling ``.partial`` file (0600 from its
+    creation), renamed over `path` once complete; a failure leaves `path` as it was."""
+    partial = path.with_name(path.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a stale partial file keeps its mode through O_CREAT
     try:
         with os.fdopen(fd, "wb") as sink:
             yield sink
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def jsonable(value: Any) -> Any:

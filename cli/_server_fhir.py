@@ -9,13 +9,12 @@ system) with the patients it holds.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
 
 from cli._app import EXIT_USAGE, CliError
-from cli._output import emit, json_option
+from cli._output import emit, json_option, private_file
 from cli._server import _database_options, _reported, _settings, server
 
 __all__ = ["fhir_export"]
@@ -71,12 +70,8 @@ def fhir_export(
             kind="transaction" if kind == "transaction" else "collection",
             base_url=base_url,
         )
-    partial = out.with_name(out.name + ".partial")
-    try:
-        partial.write_text(json.dumps(done.bundle, ensure_ascii=False, indent=1), "utf-8")
-        os.replace(partial, out)
-    finally:
-        partial.unlink(missing_ok=True)
+    with private_file(out) as sink:
+        sink.write(json.dumps(done.bundle, ensure_ascii=False, indent=1).encode())
     summary = {
         "kind": done.kind,
         "clinic_id": done.clinic_id,

@@ -48,6 +48,7 @@ def test_cli_exports_a_patient_and_a_clinic_as_valid_bundles(
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     bundle = json.loads(out.read_text())
+    assert out.stat().st_mode & 0o777 == 0o600  # patient data: readable by this user only
     fhir_interop.validate(bundle)
     assert bundle["type"] == "transaction"
     resources = [e["resource"] for e in bundle["entry"]]
