@@ -183,7 +183,7 @@ def search_resources(
     request_id: RequestIdDep,
 ) -> JSONResponse:
     """A searchset Bundle of the resources of `resource_type` the caller may see that
-    meet the query (parameters: docs/fhir-server.md; each type's in ``metadata``),
+    meet the query (parameters: docs/fhir.md; each type's in ``metadata``),
     ``_count`` at a time with a ``next`` link."""
     query = parse_search(resource_type, list(request.query_params.multi_items()))
     base = _base(request)

@@ -11,6 +11,7 @@ tablet records a patient of its own. A booking (server-owned) is added to the da
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import uuid
 from dataclasses import dataclass, field
@@ -527,3 +528,24 @@ def test_fhirclient_reads_the_patient_and_searches_observations(world: FhirWorld
         Patient.read(world.patient, smart.server)
     assert getattr(refused.value, "response", None) is not None
     assert refused.value.response.status_code == 404  # type: ignore[attr-defined]
+
+
+def test_the_guides_fhir_client_example_runs_against_the_server(
+    world: FhirWorld, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """docs/fhir.md's fhirclient example, with its three lines filled in."""
+    guide = Path(__file__).resolve().parents[2] / "docs" / "fhir.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), flags=re.DOTALL)
+    [block] = [b for b in blocks if "FHIR_BASE = " in b]
+    filled, count = re.subn(
+        r'^FHIR_BASE = ".*"\nACCESS_TOKEN = ".*"\nPATIENT_ID = ".*"$',
+        f'FHIR_BASE = "{world.server.url}{FHIR}"\nACCESS_TOKEN = "{world.tokens["a"]}"\n'
+        f'PATIENT_ID = "{world.patient}"',
+        block,
+        flags=re.MULTILINE,
+    )
+    assert count == 1, "the example names FHIR_BASE, ACCESS_TOKEN and PATIENT_ID"
+    exec(compile(filled, str(guide), "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "Lovelace 1950-12-10"
+    assert {line.split()[0] for line in printed[1:]} >= {f"{a}-size" for a in world.assessments}
