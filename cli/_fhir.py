@@ -15,6 +15,8 @@ import click
 
 from cli._app import EXIT_INVALID, EXIT_NOT_FOUND, App, CliError, with_app
 from cli._output import emit, json_option, private_file
+from cli._server import _database_options
+from cli._server_fhir import export_from_server
 
 __all__ = ["fhir"]
 
@@ -39,12 +41,14 @@ def fhir() -> None:
 
 
 @fhir.command("export")
+@_database_options
 @click.option("--patient", "patient_id", help="The patient to export.")
 @click.option("--all", "everyone", is_flag=True, help="Every patient of the store.")
 @click.option(
     "--clinic",
     "clinic_id",
-    help="Every patient of this clinic (the store's own clinic: a device holds one).",
+    help="Every patient of this clinic (on a device: the store's own clinic; on the "
+    "server: its id or name).",
 )
 @click.option(
     "--out",
@@ -65,6 +69,8 @@ def fhir() -> None:
 @with_app
 def fhir_export(
     app: App,
+    data_dir: Path | None,
+    database_url: str | None,
     patient_id: str | None,
     everyone: bool,
     clinic_id: str | None,
@@ -74,9 +80,24 @@ def fhir_export(
     as_json: bool,
 ) -> None:
     """Write one patient (--patient) or every patient (--all, --clinic) as a FHIR
-    Bundle."""
+    Bundle, from the device store, or from the server's database with --data-dir or
+    --database-url (the same as ``coherency server fhir-export``)."""
     if sum((patient_id is not None, everyone, clinic_id is not None)) != 1:
         raise click.UsageError("give one of --patient ID, --clinic ID or --all")
+    if data_dir is not None or database_url is not None:
+        if everyone:
+            raise click.UsageError("on the server, give --patient ID or --clinic ID")
+        export_from_server(
+            data_dir=data_dir,
+            database_url=database_url,
+            patient_id=patient_id,
+            clinic=clinic_id,
+            out=path,
+            kind=kind,
+            base_url=base_url,
+            as_json=as_json,
+        )
+        return
     client = app.client()
     if clinic_id is not None and clinic_id != client.clinic_id:
         raise CliError(

@@ -17,7 +17,7 @@ from cli._app import EXIT_USAGE, CliError
 from cli._output import emit, json_option, private_file
 from cli._server import _database_options, _reported, _settings, server
 
-__all__ = ["fhir_export"]
+__all__ = ["export_from_server", "fhir_export"]
 
 
 @server.command("fhir-export")
@@ -57,6 +57,31 @@ def fhir_export(
     Patient, Coverage, Condition, AllergyIntolerance, MedicationStatement, CarePlan,
     Observation, DocumentReference, Provenance, Appointment and AuditEvent resources,
     validated before it is written. Audited like a staff export (actor: the system)."""
+    export_from_server(
+        data_dir=data_dir,
+        database_url=database_url,
+        patient_id=patient_id,
+        clinic=clinic,
+        out=out,
+        kind=kind,
+        base_url=base_url,
+        as_json=as_json,
+    )
+
+
+def export_from_server(
+    *,
+    data_dir: Path | None,
+    database_url: str | None,
+    patient_id: str | None,
+    clinic: str | None,
+    out: Path,
+    kind: str,
+    base_url: str | None,
+    as_json: bool,
+) -> None:
+    """Write the server's Bundle of one patient or one clinic to `out` and report it
+    (``coherency server fhir-export``, and ``coherency fhir export --data-dir``)."""
     if (patient_id is None) == (clinic is None):
         raise CliError("give --patient ID or --clinic ID (one of them)", EXIT_USAGE)
     with _reported():

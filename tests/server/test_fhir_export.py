@@ -179,3 +179,30 @@ def test_a_clinic_is_gathered_in_a_fixed_number_of_queries(world: FhirWorld, ser
     assert [a.status for a in records.appointments] == ["fulfilled"]
     assert records.audit_events and all(e.id.isdigit() for e in records.audit_events)
     assert records.devices == {records.assessments[0].device_id: "fhir tablet"}
+
+
+def test_coherency_fhir_export_reads_the_server_given_its_database(
+    world: FhirWorld, server: Any, tmp_path: Path
+) -> None:
+    """``coherency fhir export --data-dir ...`` is the server's export (the device
+    store's needs no database options); --all is the device's only."""
+    from cli.main import cli
+
+    runner = CliRunner()
+    out = tmp_path / "patient.json"
+    done = runner.invoke(
+        cli,
+        ["fhir", "export", *_where(server), "--patient", world.patient, "--out", str(out),
+         "--json"],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    bundle = json.loads(out.read_text())
+    fhir_interop.validate(bundle)
+    assert json.loads(done.stdout)["clinic_id"] == world.clinic_a
+    kinds = {e["resource"]["resourceType"] for e in bundle["entry"]}
+    assert {"Patient", "Observation", "Appointment", "AuditEvent"} <= kinds  # server facts
+    refused = runner.invoke(
+        cli, ["fhir", "export", *_where(server), "--all", "--out", str(tmp_path / "x.json")]
+    )
+    assert refused.exit_code == 2 and "--patient ID or --clinic ID" in refused.output
+    assert not (tmp_path / "x.json").exists()
