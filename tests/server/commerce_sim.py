@@ -32,7 +32,7 @@ from sync_server.commerce.tables import Lot, Order, OrderLineRow, Prescription, 
 from sync_server.db import new_id
 from sync_server.errors import Conflict
 from sync_server.payments.charging import pay, refund, sweep_processing
-from sync_server.payments.ledger import CLEARING, balances, verify_ledger
+from sync_server.payments.ledger import CLEARING, balances, ledger_snapshot, verify_ledger
 from sync_server.payments.sandbox import SandboxGateway
 from sync_server.payments.tables import Invoice, Payment
 
@@ -299,7 +299,8 @@ def _sweep(run: _Run) -> None:
 
 def check(run: _Run) -> None:
     """The books balance (see the module docstring); raises AssertionError if not."""
-    with run.shop.server.db.read() as session:
+    # One snapshot: the books are compared table with table (`ledger_snapshot`).
+    with ledger_snapshot(database=run.shop.server.db) as session:
         if not run.parts:
             run.parts = {p: components_of(session=session, product_id=p) for p in run.products}
         held: dict[str, int] = {

@@ -189,8 +189,15 @@ def server(
         database_url: str | None = postgres_url
     else:
         database_url = None
+    # The payments sweep would settle a timed-out payment whenever its minute came up,
+    # racing tests that look at a payment still processing: the tests run it
+    # themselves (`sweep_processing`), so the session's servers never do.
     settings = make_settings(
-        data_dir, database_url, long_poll_max_seconds=10, **SHARED_CLIENT_LIMITS
+        data_dir,
+        database_url,
+        long_poll_max_seconds=10,
+        payment_sweep_seconds=365 * 86400.0,
+        **SHARED_CLIENT_LIMITS,
     )
     migrate(settings)
     app = create_app(settings)
