@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from lidar_capture import _ndimage as ndimage
 from lidar_capture._colour import colour_split, project_colour
 from lidar_capture._detect import Detection
 from lidar_capture._errors import CaptureError, MeasurementRefused
@@ -129,8 +130,6 @@ def find_region(
     again (or casts the drawn one onto the skin) and recentres on it, until the centre
     settles (a drawn outline takes every round: the skin under it moves with the ring).
     """
-    from scipy import ndimage
-
     centre, normal, radius = detection.centre, detection.normal, detection.radius
     ring_width = max(opts.ring_width_m, opts.ring_width_per_radius * radius)
     region: Region | None = None
@@ -257,8 +256,6 @@ def _draw_outline(
     grid's centre is the wound. Its edge is where the colour is half-way (``colour``),
     or, without usable colour, where the floor is clearly below the skin (``depth``).
     """
-    from scipy import ndimage
-
     depth_noise = (
         _MAD_TO_SIGMA * float(np.median(np.abs(depth[ring_cells])))
         if np.any(ring_cells)

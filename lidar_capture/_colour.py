@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from lidar_capture import _ndimage as ndimage
 from lidar_capture._grid import Grid
 from lidar_capture._options import MeasureOptions
 from lidar_capture._surface import HeightField, to_world
@@ -151,8 +152,6 @@ def colour_split(
     or the point density. Returns (share, Mahalanobis contrast from skin) or None when
     there is too little skin to model.
     """
-    from scipy import ndimage
-
     if np.count_nonzero(skin_cells) < opts.min_skin_samples:
         return None
     gx, gy = np.meshgrid(grid.centres, grid.centres, indexing="ij")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from lidar_capture import _ndimage as ndimage
 from lidar_capture._colour import mahalanobis, skin_colour_model
 from lidar_capture._errors import MeasurementRefused
 from lidar_capture._grid import components
@@ -68,8 +69,6 @@ def _find(
     opts: MeasureOptions,
 ) -> Detection:
     """Find the wound near the aim point: a coarse skin fit and candidate regions."""
-    from scipy import ndimage
-
     near = np.linalg.norm(cloud.points - aim, axis=1) < opts.search_radius_m
     pts = cloud.points[near]
     if pts.shape[0] < opts.min_points:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from lidar_capture import _ndimage as ndimage
 from lidar_capture._boundary import Region
 from lidar_capture._errors import MeasurementRefused
 from lidar_capture._grid import smooth_closed
@@ -50,8 +51,6 @@ def figures(
         opts: the thresholds of the ``wound_cut_off`` flag and the smoothing.
         flags: ``wound_cut_off`` is added when part of the wound was not seen.
     """
-    from scipy import ndimage
-
     grid, skin, mask = region.grid, region.skin, region.mask
     if not np.any(mask):
         raise MeasurementRefused("no_wound_found", "the wound boundary encloses no skin surface")

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from lidar_capture import _ndimage as ndimage
+
 __all__ = ["Grid", "components", "main_contour", "polygon_mask", "smooth_closed", "splat"]
 
 FloatArray = npt.NDArray[np.float64]
@@ -33,18 +35,13 @@ class Grid:
 
 
 def components(cells: BoolArray) -> tuple[npt.NDArray[np.int32], int]:
-    from scipy import ndimage
-
-    labels, count = ndimage.label(cells)
-    return labels, int(count)
+    return ndimage.label(cells)
 
 
 def splat(
     grid: Grid, xy: FloatArray, values: FloatArray, sigma_cells: float
 ) -> tuple[FloatArray, FloatArray]:
     """Gaussian normalised convolution of point values onto the grid: (field, weight)."""
-    from scipy import ndimage
-
     i, j, inside = grid.index(xy)
     i, j, values = i[inside], j[inside], values[inside]
     flat = i * grid.n + j
@@ -52,8 +49,10 @@ def splat(
     weight = ndimage.gaussian_filter(weight, sigma_cells, mode="constant")
     fields = []
     for column in np.atleast_2d(values.T):
-        total = np.bincount(flat, weights=column, minlength=grid.n * grid.n).reshape(grid.n, grid.n)
-        total = ndimage.gaussian_filter(total, sigma_cells, mode="constant")
+        counts = np.bincount(flat, weights=column, minlength=grid.n * grid.n)
+        total = ndimage.gaussian_filter(
+            counts.reshape(grid.n, grid.n), sigma_cells, mode="constant"
+        )
         fields.append(np.divide(total, weight, out=np.zeros_like(total), where=weight > 1e-9))
     return np.stack(fields, axis=-1), weight
 
@@ -77,8 +76,6 @@ def polygon_mask(poly: FloatArray, grid: Grid) -> BoolArray:
 
 def smooth_closed(poly: FloatArray, step: float, sigma: float) -> FloatArray:
     """Resample a closed polyline every `step` metres and smooth it along its length."""
-    from scipy import ndimage
-
     closed = np.vstack([poly, poly[:1]])
     seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
@@ -93,11 +90,8 @@ def main_contour(
     field: FloatArray, grid: Grid, level: float, inside: tuple[float, float]
 ) -> FloatArray | None:
     """The closed contour of `field` at `level` that encloses `inside`, else the longest."""
-    import contourpy
-
     c = grid.centres
-    gen = contourpy.contour_generator(c, c, field.T, line_type=contourpy.LineType.Separate)
-    lines = [np.asarray(ln, dtype=np.float64) for ln in gen.lines(level) if len(ln) >= 8]
+    lines = [ln for ln in ndimage.contour_lines(c, c, field.T, level) if len(ln) >= 8]
     if not lines:
         return None
     px, py = inside

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from lidar_capture import _ndimage as ndimage
 from lidar_capture._boundary import Region
 from lidar_capture._grid import main_contour, polygon_mask
 from lidar_capture._measurement import ModelResult, WoundModel, WoundRaster
@@ -47,8 +48,6 @@ def model_boundary(
     The geometric boundary still frames the model's input (centre and scale). When the
     model sees no wound there, the geometric boundary stands and the result says so.
     """
-    from scipy import ndimage
-
     problem = _incompatible(model)
     if problem is not None:
         flags.append("model_incompatible")
@@ -75,7 +74,7 @@ def model_boundary(
     gx, gy = np.meshgrid(grid.centres, grid.centres, indexing="ij")
     step = float(inp.centres_x[1] - inp.centres_x[0])
     coords = [(gx - inp.centres_x[0]) / step, (gy - inp.centres_y[0]) / step]
-    field_ = ndimage.map_coordinates(probability, coords, order=1, mode="constant", cval=0.0)
+    field_ = ndimage.map_coordinates(probability, coords)
     reach = max(round(opts.model_edge_reach * step / grid.cell), 2)
     near = ndimage.binary_dilation(on_grid, iterations=reach)
     field_ = np.where(near, field_, 0.0)

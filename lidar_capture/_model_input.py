@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from lidar_capture import _ndimage as ndimage
 from lidar_capture._measurement import WoundRaster
 from lidar_capture._surface import to_world
 from lidar_capture._synthetic import SyntheticScan
@@ -62,14 +63,10 @@ class ModelInput:
 def _sample(
     field: FloatArray, raster: WoundRaster, xs: FloatArray, ys: FloatArray, order: int
 ) -> FloatArray:
-    from scipy import ndimage
-
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
     i = (gx - raster.centres[0]) / raster.cell
     j = (gy - raster.centres[0]) / raster.cell
-    out = ndimage.map_coordinates(
-        field, [i.ravel(), j.ravel()], order=order, mode="constant", cval=0.0
-    )
+    out = ndimage.map_coordinates(field, [i.ravel(), j.ravel()], order=order)
     return np.asarray(out, dtype=np.float64).reshape(gx.shape)
 
 
