@@ -91,7 +91,7 @@ def distance_transform_edt(mask: BoolArray) -> FloatArray:
     return np.asarray(ndimage.distance_transform_edt(mask), dtype=np.float64)
 
 
-def gaussian_filter(field: FloatArray, sigma: float, mode: str = "reflect") -> FloatArray:
+def gaussian_filter(field: npt.ArrayLike, sigma: float, mode: str = "reflect") -> FloatArray:
     """A separable Gaussian blur (truncated at 4 sigma)."""
     from scipy import ndimage
 
