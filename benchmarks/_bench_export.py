@@ -31,13 +31,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from benchmarks._bench_sync import MissingFigure, _database
+from benchmarks._bench_sync import BACKENDS, MissingFigure, on_each_backend
 from benchmarks._common import progress
-from benchmarks._harness import Figure, scratch_dir
+from benchmarks._harness import Figure
 
 __all__ = ["NAMES", "run"]
 
-BACKENDS = ("sqlite", "postgresql")
 FORMATS = ("csv", "ndjson")
 SIZES = ("small", "large")
 NAMES = (
@@ -51,18 +50,13 @@ _INSERT_BATCH = 5_000
 
 def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
     """Measure every export figure (the PostgreSQL ones missing without it)."""
-    results: list[Figure | MissingFigure] = []
     sizes = {"small": scale, "large": 10 * scale}
-    for backend in BACKENDS:
-        with _database(backend, root) as (database_url, label, unavailable):
-            if unavailable is not None:
-                progress(f"export ({backend}): not measured: {unavailable}")
-                results += [MissingFigure("export", n, unavailable) for n in NAMES
-                            if n.endswith(f".{backend}")]  # fmt: skip
-                continue
-            with scratch_dir(root, f"export-{backend}") as work:
-                results += _measure(work, database_url, label, backend, sizes, repeat)
-    return results
+    return on_each_backend(
+        "export",
+        NAMES,
+        root,
+        lambda work, url, label, backend: _measure(work, url, label, backend, sizes, repeat),
+    )
 
 
 def _measure(

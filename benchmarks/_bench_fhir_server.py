@@ -30,14 +30,13 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks._bench_sync import MissingFigure, _database
+from benchmarks._bench_sync import BACKENDS, MissingFigure, on_each_backend
 from benchmarks._common import progress
-from benchmarks._harness import Figure, scratch_dir
+from benchmarks._harness import Figure
 from crdt import sortable_time
 
 __all__ = ["NAMES", "run"]
 
-BACKENDS = ("sqlite", "postgresql")
 NAMES = (
     *(f"fhir.export.resources_per_s.{backend}" for backend in BACKENDS),
     *(f"fhir.everything.p50_ms.{backend}" for backend in BACKENDS),
@@ -54,17 +53,12 @@ def patients_for(scale: int) -> int:
 
 def run(*, scale: int, repeat: int, root: Path) -> list[Figure | MissingFigure]:
     """Measure every figure (the PostgreSQL ones missing without it)."""
-    results: list[Figure | MissingFigure] = []
-    for backend in BACKENDS:
-        with _database(backend, root) as (database_url, label, unavailable):
-            if unavailable is not None:
-                progress(f"fhir-server ({backend}): not measured: {unavailable}")
-                results += [MissingFigure("fhir-server", n, unavailable) for n in NAMES
-                            if n.endswith(f".{backend}")]  # fmt: skip
-                continue
-            with scratch_dir(root, f"fhir-{backend}") as work:
-                results += _measure(work, database_url, label, backend, scale, repeat)
-    return results
+    return on_each_backend(
+        "fhir-server",
+        NAMES,
+        root,
+        lambda work, url, label, backend: _measure(work, url, label, backend, scale, repeat),
+    )
 
 
 def _measure(

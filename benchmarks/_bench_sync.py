@@ -33,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -610,6 +610,28 @@ def _database(backend: str, root: Path) -> Iterator[tuple[str | None, str, str |
             yield url.render_as_string(hide_password=False), label, None
         finally:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def on_each_backend(
+    benchmark: str,
+    names: Sequence[str],
+    root: Path,
+    measure: Callable[[Path, str | None, str, str], list[Figure | MissingFigure]],
+) -> list[Figure | MissingFigure]:
+    """`measure(work, database_url, label, backend)` on SQLite then PostgreSQL, each in
+    its own scratch folder; without PostgreSQL its figures (the `names` ending in
+    ``.postgresql``) are reported missing with the reason."""
+    results: list[Figure | MissingFigure] = []
+    for backend in BACKENDS:
+        with _database(backend, root) as (database_url, label, unavailable):
+            if unavailable is not None:
+                progress(f"{benchmark} ({backend}): not measured: {unavailable}")
+                results += [MissingFigure(benchmark, n, unavailable) for n in names
+                            if n.endswith(f".{backend}")]  # fmt: skip
+                continue
+            with scratch_dir(root, f"{benchmark}-{backend}") as work:
+                results += measure(work, database_url, label, backend)
+    return results
 
 
 # ---------------------------------------------------------------- the server process

@@ -6,6 +6,9 @@ the fields of `crdt.EmergencyContact` and `crdt.Insurance`), repeated for more.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import click
 
 from cli._app import App, with_app
@@ -66,6 +69,38 @@ def _pairs(
     return entries
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+_ENTRY_OPTIONS = (  # flag, parameter, metavar, parser, help, one entry, --clear-… suffix
+    ("--contact", "contacts", "KIND=VALUE", _contacts, _CONTACT_HELP, "contact", "contacts"),
+    ("--emergency-contact", "emergency_contacts", "KEY=VALUE;...", _pairs, _EMERGENCY_HELP,
+     "emergency contact", "emergency-contacts"),
+    ("--insurance", "insurance", "KEY=VALUE;...", _pairs, _INSURANCE_HELP, "payer", "insurance"),
+)  # fmt: skip
+
+
+def _entry_options(*, replacing: bool) -> Callable[[_F], _F]:
+    """The --contact, --emergency-contact and --insurance options (repeatable); on an
+    update each replaces the whole list and has a --clear-… flag beside it."""
+
+    def decorate(command: _F) -> _F:
+        for flag, name, metavar, parse, text, entry, clear in reversed(_ENTRY_OPTIONS):
+            if replacing:
+                command = click.option(f"--clear-{clear}", is_flag=True,
+                                       help=f"Remove every {entry}.")(command)  # fmt: skip
+            command = click.option(
+                flag,
+                name,
+                metavar=metavar,
+                multiple=True,
+                callback=parse,
+                help=text + (f" Replaces every {entry}." if replacing else ""),
+            )(command)
+        return command
+
+    return decorate
+
+
 def _patient_table(records: list[Patient], *, with_deleted: bool = False) -> None:
     columns = ["id", "name", "born", "sex", "mrn"] + (["deleted"] if with_deleted else [])
     table(
@@ -90,29 +125,7 @@ def patients() -> None:
 @click.option("--birth-date", required=True, metavar="YYYY-MM-DD", help="Date of birth.")
 @click.option("--mrn", help="Medical record number.")
 @click.option("--sex", type=choice(Sex), help="Administrative sex (default unknown).")
-@click.option(
-    "--contact",
-    "contacts",
-    metavar="KIND=VALUE",
-    multiple=True,
-    callback=_contacts,
-    help=_CONTACT_HELP,
-)
-@click.option(
-    "--emergency-contact",
-    "emergency_contacts",
-    metavar="KEY=VALUE;...",
-    multiple=True,
-    callback=_pairs,
-    help=_EMERGENCY_HELP,
-)
-@click.option(
-    "--insurance",
-    metavar="KEY=VALUE;...",
-    multiple=True,
-    callback=_pairs,
-    help=_INSURANCE_HELP,
-)
+@_entry_options(replacing=False)
 @json_option
 @with_app
 def patients_add(
@@ -191,32 +204,7 @@ def patients_show(app: App, patient_id: str, as_json: bool) -> None:
 @click.option("--mrn", help="New medical record number.")
 @click.option("--clear-mrn", is_flag=True, help="Remove the medical record number.")
 @click.option("--sex", type=choice(Sex), help="New administrative sex.")
-@click.option(
-    "--contact",
-    "contacts",
-    metavar="KIND=VALUE",
-    multiple=True,
-    callback=_contacts,
-    help=_CONTACT_HELP + " Replaces every contact.",
-)
-@click.option("--clear-contacts", is_flag=True, help="Remove every contact.")
-@click.option(
-    "--emergency-contact",
-    "emergency_contacts",
-    metavar="KEY=VALUE;...",
-    multiple=True,
-    callback=_pairs,
-    help=_EMERGENCY_HELP + " Replaces every emergency contact.",
-)
-@click.option("--clear-emergency-contacts", is_flag=True, help="Remove every emergency contact.")
-@click.option(
-    "--insurance",
-    metavar="KEY=VALUE;...",
-    multiple=True,
-    callback=_pairs,
-    help=_INSURANCE_HELP + " Replaces every payer.",
-)
-@click.option("--clear-insurance", is_flag=True, help="Remove every payer.")
+@_entry_options(replacing=True)
 @json_option
 @with_app
 def patients_update(

@@ -31,7 +31,7 @@ from sync_server.fhir.services import (
     searchset,
 )
 from sync_server.identity.principals import Principal
-from sync_server.sync.records import record_read, requested_id
+from sync_server.sync.records import record_read, record_refused_read
 
 __all__ = ["router"]
 
@@ -85,13 +85,11 @@ def _audit_refused(
     db: DbDep, caller: Principal, collection: str, wanted: str, request_id: str | None
 ) -> None:
     with db.write() as session:
-        record_read(
+        record_refused_read(
             session=session,
             principal=caller,
-            clinic_id=None,
             collection=collection,
-            record_ids=requested_id(wanted),
-            found=False,
+            wanted=wanted,
             request_id=request_id,
         )
 

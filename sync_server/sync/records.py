@@ -38,6 +38,7 @@ __all__ = [
     "patient_of_row",
     "patient_wounds",
     "record_read",
+    "record_refused_read",
     "requested_id",
     "search_patients",
     "wound_assessments",
@@ -259,5 +260,26 @@ def record_read(
             record_ids=record_ids,
             found=found,
         ),
+        request_id=request_id,
+    )
+
+
+def record_refused_read(
+    *,
+    session: Session,
+    principal: Principal,
+    collection: str,
+    wanted: str,
+    request_id: str | None = None,
+) -> None:
+    """Audit a read of `wanted` of `collection` that found nothing the caller may see
+    (missing, or outside the caller's clinics); the id is kept only if it looks like one."""
+    record_read(
+        session=session,
+        principal=principal,
+        clinic_id=None,
+        collection=collection,
+        record_ids=requested_id(wanted),
+        found=False,
         request_id=request_id,
     )

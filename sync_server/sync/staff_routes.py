@@ -39,7 +39,7 @@ from sync_server.sync.records import (
     patient_of_row,
     patient_wounds,
     record_read,
-    requested_id,
+    record_refused_read,
     search_patients,
     wound_assessments,
 )
@@ -105,13 +105,11 @@ def _visible_or_404(
         opened = open_record(session=session, principal=caller, table=table, record_id=record_id)
     if opened.row is None:
         with db.write() as session:
-            record_read(
+            record_refused_read(
                 session=session,
                 principal=caller,
-                clinic_id=None,
                 collection=collection,
-                record_ids=requested_id(record_id),
-                found=False,
+                wanted=record_id,
                 request_id=request_id,
             )
         if opened.grant_expired:
