@@ -196,7 +196,7 @@ def _block_knn(
     whether that is exact (the k-th is within one cube side)."""
     cube = np.floor((points - lo) / side).astype(np.int64) + 1
     dims = cube.max(axis=0) + 2
-    key = np.ravel_multi_index(cube.T, dims)
+    key = np.asarray(np.ravel_multi_index(cube.T, dims), dtype=np.int64)
     order = np.argsort(key, kind="stable")
     sorted_key = key[order]
     offsets = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1)
