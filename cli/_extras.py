@@ -1,6 +1,8 @@
 """One clear line when a command needs an optional extra that is not installed.
 
-`coherency` installs with the base dependencies only; scanning needs ``[capture]``,
+`coherency` installs with the base dependencies only; scanning needs ``[capture]``
+(NumPy; ``[capture-accel]`` adds Open3D, SciPy and contourpy, which read the other
+point-cloud formats and Stray Scanner folders, and ``[video]`` PyAV for their videos),
 running the wound model ``[inference]`` and the model recipe ``[train]``. The libraries
 import those packages when a function needs them, so a missing one surfaces as a
 `ModuleNotFoundError` from inside the command: `needs_extras` turns it into the extra
@@ -18,6 +20,9 @@ from cli._app import EXIT_OTHER, CliError
 
 __all__ = ["missing_extra", "needs_extras"]
 
+# Modules a command may reach that come from an extra other than the one it names.
+_MODULE_EXTRAS = {"open3d": "capture-accel", "scipy": "capture-accel", "av": "video"}
+
 # A missing module of our own is a bug in the install, not an extra to add: let it surface.
 _OUR_PACKAGES = {"cli", "crdt", "edge_box", "edge_sdk", "lidar_capture", "models", "sync_server"}
 
@@ -25,7 +30,9 @@ _OUR_PACKAGES = {"cli", "crdt", "edge_box", "edge_sdk", "lidar_capture", "models
 # dependencies, by import name): enough to tell "not installed" before starting.
 _EXTRA_MODULES = {
     "fhir": ("fhir.resources",),
-    "capture": ("numpy", "scipy", "open3d", "contourpy"),
+    "capture": ("numpy",),
+    "capture-accel": ("numpy", "scipy", "open3d", "contourpy"),
+    "video": ("av",),
     "server": ("fastapi", "uvicorn", "sqlalchemy", "alembic", "pydantic_settings", "httpx"),
     # The box runs the server's code (its sync API, `ThreadedServer`): [edge] pulls in [server].
     "edge": (
@@ -54,8 +61,9 @@ def missing_extra(extra: str) -> str | None:
 def needs_extras(*extras: str) -> Iterator[None]:
     """Report a third-party module missing inside the block as the extras to install.
 
-    For example ``this command needs the [capture] extra (open3d is missing): pip
-    install 'coherency[capture]'``, exit code 1.
+    For example ``this command needs the [capture] extra (numpy is missing): pip
+    install 'coherency[capture]'``, exit code 1. A module of another extra (Open3D's,
+    PyAV's) names that extra instead.
     """
     try:
         yield
@@ -66,6 +74,9 @@ def needs_extras(*extras: str) -> Iterator[None]:
 
 
 def _missing(exc: ModuleNotFoundError, extras: tuple[str, ...]) -> CliError:
+    other = _MODULE_EXTRAS.get((exc.name or "").split(".")[0])
+    if other is not None:
+        extras = (other,)
     return CliError(f"this command {_needs(extras, exc.name)}", EXIT_OTHER)
 
 

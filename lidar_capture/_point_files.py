@@ -1,16 +1,24 @@
 """Point-cloud files: ``.ply .pcd .xyz .xyzrgb .xyzn .pts``, in metres, and PLY bytes.
 
-Files are read and written through Open3D. Open3D reports a bad file by printing a
-warning and returning an empty (or, for a truncated PLY, a partly uninitialised) cloud,
-so every read is checked here first (PLY headers and bodies are parsed, text formats
-counted) and turned into a `ScanFileError` that names the file and the problem. PLY
-bytes in memory (a stored scan blob) are encoded and decoded here without Open3D.
+PLY (binary little/big-endian or ASCII; float, double and integer properties) is read
+and written here with NumPy, so scans stored with an assessment and PLY files need no
+Open3D (iOS has none). The other formats go through Open3D, which must then be
+installed (``capture-accel``). Open3D reports a bad file by printing a warning and
+returning an empty cloud, so those reads are checked here first (text formats counted)
+and turned into a `ScanFileError` that names the file and the problem.
+
+PLY is written binary little-endian with float32 coordinates in metres (micrometre
+resolution within metres of the origin, the precision scanning apps export) and uchar
+colours, with ``comment`` lines stating the units, the frame when the writer knows it,
+and the SDK version.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -106,10 +114,16 @@ def read_point_cloud(path: str | Path) -> PointCloud:
         raise ScanFileError(path, "is empty")
     # Open3D skips or half-reads what it cannot parse, so the text and PLY formats are
     # checked first: the count they must yield is known before Open3D runs.
+    if suffix == ".ply":
+        parsed = _parse_ply(data, path)
+        return _checked_cloud(parsed.points, parsed.colors, path)
+    # Open3D skips or half-reads what it cannot parse, so the text formats are checked
+    # first: the count they must yield is known before Open3D runs.
     expected = _expected_points(path, suffix, data)
+    open3d = _open3d_for(path, suffix)
     try:
         with quiet():
-            o3d_cloud = o3d().io.read_point_cloud(str(path), format=suffix[1:])
+            o3d_cloud = open3d.io.read_point_cloud(str(path), format=suffix[1:])
     except (RuntimeError, ValueError, OSError) as exc:
         raise ScanFileError(path, f"cannot be read: {exc}") from exc
     points = np.asarray(o3d_cloud.points)
@@ -121,10 +135,20 @@ def read_point_cloud(path: str | Path) -> PointCloud:
     return _checked_cloud(points, colors, path)
 
 
+def _open3d_for(path: Path, suffix: str) -> Any:
+    """Open3D, which reads and writes the formats other than PLY; a clear error without it."""
+    try:
+        return o3d()
+    except ImportError:
+        raise ScanFileError(
+            path,
+            f"{suffix} files need Open3D (pip install 'coherency[capture-accel]'); "
+            "PLY needs only NumPy",
+        ) from None
+
+
 def _expected_points(path: Path, suffix: str, data: bytes) -> int | None:
     """How many points a file must yield, after checking what Open3D would not."""
-    if suffix == ".ply":
-        return len(_parse_ply(data, path).points)
     if suffix in (".xyz", ".xyzn", ".xyzrgb"):
         width = 3 if suffix == ".xyz" else 6
         count = 0
@@ -153,7 +177,8 @@ def _is_number(token: str) -> bool:
 
 
 def write_point_cloud(path: str | Path, cloud: PointCloud) -> None:
-    """Write a point cloud through Open3D, format from the suffix (binary where possible).
+    """Write a point cloud, format from the suffix: PLY with NumPy (as
+    `point_cloud_to_ply_bytes`), the others through Open3D (binary where possible).
 
     ``.xyz`` and ``.pts`` without colours drop them; ``.xyzn`` needs normals, which a
     `PointCloud` does not carry, so it is refused.
@@ -167,7 +192,13 @@ def write_point_cloud(path: str | Path, cloud: PointCloud) -> None:
         raise ScanFileError(path, "cannot write .xyzn: it needs normals, which PointCloud lacks")
     if not path.parent.is_dir():
         raise ScanFileError(path, f"folder {path.parent} does not exist")
-    open3d = o3d()
+    if suffix == ".ply":
+        try:
+            path.write_bytes(point_cloud_to_ply_bytes(cloud))
+        except OSError as exc:
+            raise ScanFileError(path, f"could not be written: {exc.strerror or exc}") from exc
+        return
+    open3d = _open3d_for(path, suffix)
     out = open3d.geometry.PointCloud(open3d.utility.Vector3dVector(_points_of(cloud)))
     if cloud.colors is not None:
         out.colors = open3d.utility.Vector3dVector(np.asarray(cloud.colors, dtype=np.float64))
@@ -204,14 +235,16 @@ class _PlyElement:
     """(name, numpy code); None for a list property."""
 
 
-def point_cloud_to_ply_bytes(cloud: PointCloud) -> bytes:
-    """Encode a cloud as a binary little-endian PLY (float64 x, y, z; uchar RGB if coloured).
+def point_cloud_to_ply_bytes(cloud: PointCloud, *, comments: Sequence[str] = ()) -> bytes:
+    """Encode a cloud as a binary little-endian PLY: float32 x, y, z in metres, uchar RGB
+    if coloured; the header states the units in a comment, then `comments` (one line
+    each: the frame and the writer's version, for a stored scan).
 
-    Used to store a scan as a blob; `point_cloud_from_ply_bytes` reads it back (colours
-    quantised to 1/255).
+    Used to store a scan as a blob; `point_cloud_from_ply_bytes` reads it back
+    (coordinates rounded to float32, colours quantised to 1/255).
     """
     points = _points_of(cloud)
-    fields = [("x", "<f8"), ("y", "<f8"), ("z", "<f8")]
+    fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")]
     if cloud.colors is not None:
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
     rows = np.empty(len(points), dtype=fields)
@@ -219,8 +252,13 @@ def point_cloud_to_ply_bytes(cloud: PointCloud) -> bytes:
     if cloud.colors is not None:
         rgb = np.rint(np.clip(np.asarray(cloud.colors, dtype=np.float64), 0, 1) * 255)
         rows["red"], rows["green"], rows["blue"] = rgb.astype(np.uint8).T
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(points)}"]
-    header += [f"property {'double' if code == '<f8' else 'uchar'} {n}" for n, code in fields]
+    header = ["ply", "format binary_little_endian 1.0", "comment units: metres"]
+    for comment in comments:
+        if "\n" in comment or "\r" in comment or not comment.isascii():
+            raise ValueError(f"a PLY comment is one ASCII line, not {comment!r}")
+        header.append(f"comment {comment}")
+    header.append(f"element vertex {len(points)}")
+    header += [f"property {'float' if code == '<f4' else 'uchar'} {n}" for n, code in fields]
     header.append("end_header")
     return ("\n".join(header) + "\n").encode("ascii") + rows.tobytes()
 

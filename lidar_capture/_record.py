@@ -3,8 +3,9 @@
 One assessment refers to two content-addressed, encrypted blobs:
 
 - ``scan-pointcloud`` (``application/x-ply``): the fused, cleaned point cloud around the
-  wound the figures were measured on, as a binary PLY (`point_cloud_from_ply_bytes`
-  reads it back).
+  wound the figures were measured on, as a binary PLY: float32 metres in the scan's
+  world frame, which its header comments state (`point_cloud_from_ply_bytes` reads it
+  back).
 - ``measurement-details`` (``application/json``): what the record's figures do not
   hold: the outline on the skin, the wound frame, quality flags, boundary source,
   length axis, skin-fit degree, noise, frame count, stage timings and the pipeline
@@ -42,6 +43,13 @@ DETAILS_BLOB_KIND = "measurement-details"
 DETAILS_MEDIA_TYPE = "application/json"
 #: Version of the details blob's layout; bump it when a key changes meaning.
 DETAILS_FORMAT = 1
+
+#: What the stored scan's coordinates are relative to, in its PLY header.
+_SCAN_PLY_COMMENTS = (
+    "frame: the scan's world frame, as measured: the frames' poses' world (ARKit's, for "
+    "an iPhone or iPad scan) or a point-cloud scan's own coordinates; not the wound's",
+    "frame: the measurement-details blob's wound_frame maps the wound frame into it",
+)
 
 _FIGURES = tuple(name for name in Measurements.model_fields if name != "area_method")
 
@@ -106,7 +114,13 @@ def record_assessment(
     for name in _FIGURES:
         if not math.isfinite(figures[name]):
             raise ValueError(f"measurement {name} is not a finite number: {figures[name]}")
-    ply = point_cloud_to_ply_bytes(measurement.cloud)
+    ply = point_cloud_to_ply_bytes(
+        measurement.cloud,
+        comments=[
+            *_SCAN_PLY_COMMENTS,
+            f"written by coherency {_pipeline_version()} (lidar_capture measure)",
+        ],
+    )
     details = json.dumps(
         measurement_details(measurement), sort_keys=True, separators=(",", ":")
     ).encode("utf-8")

@@ -2,16 +2,24 @@
 
 Test modules run with ``--import-mode=importlib`` and cannot import this file, so
 helpers are handed out as fixtures (`snapshot`, `tmp_store`).
+
+``COHERENCY_BLOCK_IMPORTS=scipy,open3d,contourpy`` makes those packages unimportable for
+the run, as if not installed (``tests/capture/test_numpy_only.py`` runs the capture
+tests so, to prove the pipeline needs NumPy alone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.abc
 import json
+import os
 import secrets
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -25,6 +33,28 @@ from edge_sdk import (
     PassphraseKeyProvider,
     StoreError,
 )
+
+
+class _ImportBlocker(importlib.abc.MetaPathFinder):
+    """Refuses to import the named top-level packages (and their submodules)."""
+
+    def __init__(self, names: set[str]) -> None:
+        self.names = names
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> None:
+        if fullname.split(".")[0] in self.names:
+            raise ModuleNotFoundError(f"No module named {fullname!r} (blocked)", name=fullname)
+        return None
+
+
+_BLOCKED = {n.strip() for n in os.environ.get("COHERENCY_BLOCK_IMPORTS", "").split(",") if n}
+if _BLOCKED:
+    if loaded := sorted(m for m in sys.modules if m.split(".")[0] in _BLOCKED):
+        raise RuntimeError(f"cannot block modules already imported: {loaded}")
+    sys.meta_path.insert(0, _ImportBlocker(_BLOCKED))
+
 
 FAST_KDF = Argon2Params.fast()
 CLINIC = "clinic-1"

@@ -30,12 +30,15 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import open3d as o3d
 import pytest
 
 from lidar_capture._errors import CaptureError, ScanFileError, SensorUnavailableError
 from lidar_capture._realsense import _WARMUP_FRAMES, DEFAULT_SENSOR_CONFIG, RealSenseSource
 from lidar_capture._types import CaptureSource, Intrinsics
+
+o3d = pytest.importorskip(
+    "open3d", reason="RealSense cameras are read through Open3D (the capture-accel extra)"
+)
 
 W, H = 320, 240
 K = Intrinsics(fx=300.0, fy=300.0, cx=159.5, cy=119.5, width=W, height=H)
