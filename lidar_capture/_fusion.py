@@ -30,6 +30,9 @@ _TSDF_BLOCK_COUNT = 4000
 
 # The NumPy neighbour search holds at most this many candidate distances at once.
 _KNN_BATCH = 4_000_000
+# Points whose k-th neighbour sets the first cube side, and the share it must cover.
+_KNN_SAMPLE = 64
+_KNN_SAMPLE_SHARE = 0.95
 
 
 def roi_radius(radius: float, opts: MeasureOptions) -> float:
@@ -165,8 +168,8 @@ def nearest_mean_distances(points: FloatArray, k: int) -> FloatArray:
     The points are hashed into cubes; a point's candidates are the 27 cubes around its
     own, which hold every point within one cube side, so its neighbours are right when
     the k-th is within that side. The rest are searched again with cubes twice as big.
-    The first side is the radius holding k points on a surface sampled as densely as
-    this cloud (scans are surfaces) and half again, so most finish in the first round.
+    The first side is the distance to the k-th neighbour that most points of a small
+    random sample have (found by brute force), so most finish in the first round.
     """
     n = len(points)
     k = min(k, n)
@@ -174,9 +177,7 @@ def nearest_mean_distances(points: FloatArray, k: int) -> FloatArray:
     lo = points.min(axis=0)
     extent = points.max(axis=0) - lo
     widest = float(extent.max())
-    spans = np.sort(extent)[::-1]
-    area = max(float(spans[0] * spans[1]), widest**2 / max(n, 1), 1e-18)
-    side = max(1.5 * float(np.sqrt(area / n * k / np.pi)), 1e-9)
+    side = max(_kth_distance_quantile(points, k), widest / 1024.0, 1e-9)
     todo = np.arange(n)
     while todo.size:
         # Once a cube is as wide as the cloud, the 27 around any point hold all of it.
@@ -187,6 +188,17 @@ def nearest_mean_distances(points: FloatArray, k: int) -> FloatArray:
         todo = todo[~sure]
         side *= 2.0
     return out
+
+
+def _kth_distance_quantile(points: FloatArray, k: int) -> float:
+    """The distance to the k-th nearest point that `_KNN_SAMPLE_SHARE` of a random
+    sample of the points are within (seeded: the same cloud gives the same side)."""
+    rng = np.random.default_rng(0)
+    sample = points[rng.choice(len(points), size=min(_KNN_SAMPLE, len(points)), replace=False)]
+    diff = sample[:, None, :] - points[None, :, :]
+    d2 = np.einsum("ijk,ijk->ij", diff, diff)
+    kth = np.sqrt(np.partition(d2, k - 1, axis=1)[:, k - 1])
+    return float(np.quantile(kth, _KNN_SAMPLE_SHARE))
 
 
 def _block_knn(
