@@ -37,15 +37,17 @@ from models._contract import (
     OUTPUT_NAME,
     classes,
     input_shape,
+    preprocessing_version,
+    tissue_mix_rule,
 )
 from models._dataset import build_dataset, generator_fingerprint
 from models._errors import ModelRecipeError
 from models._evaluate import bench, evaluate
-from models._export import export, quantize
+from models._export import export, quantize, stamp
 from models._onnx import PathLike, import_untyped
 from models._train import train, write_json
 
-__all__ = ["model_card", "release"]
+__all__ = ["model_card", "release", "restamp"]
 
 
 def _sha256(path: Path) -> str:
@@ -69,6 +71,7 @@ def _preprocessing() -> dict[str, Any]:
 
     return {
         "output_kind": "logits",
+        "version": preprocessing_version(),
         "builder": "lidar_capture.model_input(measurement.raster).image",
         "layout": "NCHW",
         "size": MODEL_INPUT_SIZE,
@@ -130,8 +133,39 @@ def _write_manifest(
         provenance=provenance,
         created_at=created_at,
         quantization=quantization,
+        tissue_mix=tissue_mix_rule(),
     )
     (folder / MANIFEST_FILE).write_bytes(manifest.to_bytes())
+    return manifest
+
+
+def restamp(folder: PathLike) -> ModelManifest:
+    """Bring a released model folder up to the current contract without retraining:
+    stamp its graph's ``metadata_props`` (`stamp`; the weights are untouched), then
+    rewrite its manifest with the new sha256 and size, the input version and the
+    tissue-mix rule. Everything else in the manifest (metrics, provenance, dates) stays.
+
+    Used once on the bundled model when the metadata and the rule were introduced; on a
+    folder already up to date it rewrites the same bytes.
+
+    Returns:
+        The rewritten manifest.
+
+    Raises:
+        edge_sdk.ModelError: the folder's manifest is missing or invalid.
+    """
+    where = Path(folder)
+    old = ModelManifest.from_bytes((where / MANIFEST_FILE).read_bytes())
+    graph = stamp(where / old.file)
+    fields = old.model_dump()
+    fields.update(
+        sha256=_sha256(graph),
+        size=graph.stat().st_size,
+        preprocessing={**old.preprocessing, "version": preprocessing_version()},
+        tissue_mix=tissue_mix_rule(),
+    )
+    manifest = ModelManifest.model_validate(fields)
+    (where / MANIFEST_FILE).write_bytes(manifest.to_bytes())
     return manifest
 
 
