@@ -358,7 +358,7 @@ def refresh_model_card(
         The new contents of ``evaluation.json``.
     """
     out = Path(release_dir) if release_dir is not None else RELEASE_DIR
-    evaluation = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    evaluation: dict[str, Any] = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
     fp32 = ModelManifest.from_bytes((out / "fp32" / MANIFEST_FILE).read_bytes())
     int8 = ModelManifest.from_bytes((out / "int8" / MANIFEST_FILE).read_bytes())
     provenance = fp32.model_dump(mode="json")["provenance"]
