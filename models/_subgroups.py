@@ -7,12 +7,16 @@ figures per scan: the model's wound mask against the true one on the canonical i
 (Dice, IoU) and the signed error of the area `measure` reports with the model's
 boundary against the generator's exact area. Scans are grouped by Fitzpatrick group of
 the spec's `skin_tone` (I-II, III-IV, V-VI) and by body site (`surface`).
+
+`evaluate_phantoms` measures scans from another generator (the independent phantoms in
+``tests/phantoms``, which the package does not import: the caller passes them in) with
+the model and groups the area error by the phantom's skin group.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,19 @@ import numpy as np
 from models._dataset import frames_for_seed
 from models._onnx import PathLike
 
-__all__ = ["SKIN_GROUPS", "SURFACES", "evaluate_groups", "group_scores", "skin_group"]
+__all__ = [
+    "SKIN_GROUPS",
+    "SURFACES",
+    "PhantomSource",
+    "evaluate_groups",
+    "evaluate_phantoms",
+    "group_scores",
+    "skin_group",
+]
+
+#: A scan made elsewhere, from a seed: (the `Scan`, its truth), the truth having
+#: ``area_cm2`` (exact area on the skin) and ``skin_group`` ("I-II", "III-IV", "V-VI").
+PhantomSource = Callable[[int], tuple[Any, Any]]
 
 #: Fitzpatrick groups of the generator's skin tones 1..6.
 SKIN_GROUPS = {"I-II": (1, 2), "III-IV": (3, 4), "V-VI": (5, 6)}
@@ -130,6 +146,50 @@ def evaluate_groups(
         },
         "surface": {
             site: group_scores(r for r in kept if r["surface"] == site) for site in SURFACES
+        },
+    }
+
+
+def evaluate_phantoms(model_dir: PathLike, source: PhantomSource, seeds: range) -> dict[str, Any]:
+    """The area error with the model's boundary on scans from another generator, by the
+    truth's skin group (in this process: `source` need not be picklable).
+
+    Returns:
+        {"seeds", "scans", "refused", "frames" (per scan, the most common), "all",
+        "skin_tone": {group: scores}}; scores as `group_scores` (no Dice: only the
+        area is compared).
+    """
+    from lidar_capture import MeasurementRefused, measure
+
+    runner = _runner(str(model_dir))
+    rows, refused, frames = [], 0, []
+    for seed in seeds:
+        scan, truth = source(seed)
+        frames.append(len(scan.frames))
+        try:
+            result = measure(scan, model=runner)
+        except MeasurementRefused:
+            refused += 1
+            continue
+        error = 100.0 * (result.area_cm2 - truth.area_cm2) / truth.area_cm2
+        rows.append(
+            {
+                "skin_group": str(truth.skin_group),
+                "tp": 0,
+                "fp": 0,
+                "fn": 0,
+                "area_error_pct": round(error, 3),
+                "boundary_source": result.boundary_source,
+            }
+        )
+    return {
+        "seeds": [seeds.start, seeds.stop],
+        "scans": len(rows),
+        "refused": refused,
+        "frames": max(set(frames), key=frames.count) if frames else 0,
+        "all": group_scores(rows),
+        "skin_tone": {
+            name: group_scores(r for r in rows if r["skin_group"] == name) for name in SKIN_GROUPS
         },
     }
 

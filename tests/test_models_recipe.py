@@ -33,7 +33,7 @@ from models import (
     verify,
 )
 from models._dataset import _sample, augment_batch, frames_for_seed
-from models._release import _group_worse, model_card
+from models._release import _group_worse, _phantom_section, model_card
 from models._subgroups import SKIN_GROUPS, evaluate_groups, group_scores, skin_group
 
 RELEASE = RELEASE_DIR
@@ -331,6 +331,20 @@ def test_scores_by_group_pool_pixels_and_take_medians() -> None:
     assert "By skin tone: wound Dice is lowest for V-VI" in text
     assert "median area error largest for V-VI (4.00 %; smallest I-II, 2.00 %)" in text
     assert "By body site: wound Dice is lowest for calf" in text
+
+    assert _phantom_section(None, groups) == ""
+    phantoms = {
+        "seeds": [0, 3],
+        "scans": 3,
+        "refused": 0,
+        "frames": 10,
+        "all": every,
+        "skin_tone": {"I-II": group_scores(rows[:1]), "III-IV": empty, "V-VI": dark},
+    }
+    section = _phantom_section(phantoms, groups)
+    assert "never used in training, calibration or tuning" in section
+    assert "Worst skin group on the phantoms: V-VI (4.00 % median)" in section
+    assert "| III-IV | 0 | n/a | n/a | n/a |" in section
 
 
 @pytest.mark.slow
