@@ -188,3 +188,24 @@ def test_the_manifest_tissue_mix_rule_reproduces_the_sdk(seed: int) -> None:
     )
     assert mix and sum(mix.values()) == pytest.approx(100.0, abs=0.05)
     assert mix == result.model_output.tissue_composition
+
+
+@pytest.mark.slow
+def test_measure_does_not_use_a_plugged_model_of_another_input_version() -> None:
+    runner = bundled_runner()
+    newer = runner.manifest.model_copy(
+        update={"preprocessing": {**runner.manifest.preprocessing, "version": "wound-input/2"}}
+    )
+
+    class Plugged:
+        """Another runtime that forgot to check the input version."""
+
+        manifest = newer
+
+        def segment(self, image: Any, valid: Any = None) -> Any:
+            return runner.segment(image, valid)
+
+    scan = generate(random_spec(10_002, frames=1)).scan
+    result = measure(scan, model=Plugged())
+    assert "model_incompatible" in result.quality and result.boundary_source != "model"
+    assert measure(scan, model=runner).boundary_source == "model"
