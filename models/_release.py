@@ -47,7 +47,13 @@ from models._errors import ModelRecipeError
 from models._evaluate import bench, evaluate
 from models._export import export, quantize, stamp
 from models._onnx import PathLike, import_untyped
-from models._subgroups import PhantomSource, evaluate_groups, evaluate_phantoms
+from models._subgroups import (
+    SKIN_GROUPS,
+    SURFACES,
+    PhantomSource,
+    evaluate_groups,
+    evaluate_phantoms,
+)
 from models._train import train, write_json
 
 __all__ = ["model_card", "refresh_model_card", "release", "restamp"]
@@ -393,11 +399,17 @@ def _pct(value: float | None, signed: bool = False) -> str:
 _GROUP_KINDS = {"skin_tone": "skin tone", "surface": "body site"}
 
 
+def _ordered(groups: Mapping[str, Any], kind: str) -> list[tuple[str, Any]]:
+    """A grouping's (name, scores) in the card's order (JSON files sort their keys)."""
+    order = tuple(SKIN_GROUPS) if kind == "skin_tone" else SURFACES
+    return [(name, groups[kind][name]) for name in order if name in groups[kind]]
+
+
 def _group_rows(groups: Mapping[str, Any]) -> list[str]:
     """The card's table rows: every scan, then each skin-tone group and body site."""
     named = [("all scans", groups["all"])]
     for kind, label in _GROUP_KINDS.items():
-        named += [(f"{label} {name}", scores) for name, scores in groups[kind].items()]
+        named += [(f"{label} {name}", scores) for name, scores in _ordered(groups, kind)]
     return [
         f"| {name} | {sc['scans']} | {_fmt(sc['wound_dice'])} | {_fmt(sc['wound_iou'])} | "
         f"{_pct(sc['area_abs_median_pct'])} | {_pct(sc['area_signed_median_pct'], True)} | "
@@ -414,9 +426,9 @@ def _phantom_section(phantoms: Mapping[str, Any] | None, groups: Mapping[str, An
     rows = [
         f"| {name} | {sc['area_scans']} | {_pct(sc['area_abs_median_pct'])} | "
         f"{_pct(sc['area_signed_median_pct'], True)} | {_pct(sc['area_abs_worst_pct'])} |"
-        for name, sc in [("all", phantoms["all"]), *phantoms["skin_tone"].items()]
+        for name, sc in [("all", phantoms["all"]), *_ordered(phantoms, "skin_tone")]
     ]
-    sized = {n: sc for n, sc in phantoms["skin_tone"].items() if sc["area_scans"]}
+    sized = {n: sc for n, sc in _ordered(phantoms, "skin_tone") if sc["area_scans"]}
     worst = max(sized, key=lambda n: sized[n]["area_abs_median_pct"]) if sized else None
     return "\n".join(
         [
@@ -429,7 +441,9 @@ def _phantom_section(phantoms: Mapping[str, Any] | None, groups: Mapping[str, An
             f"{phantoms['scans']} phantoms (seeds {phantoms['seeds'][0]}-"
             f"{phantoms['seeds'][1] - 1}, {phantoms['frames']} frames each; "
             f"{phantoms['refused']} refused), area `measure` reports with this model "
-            "against the phantom's exact area:",
+            "against the phantom's exact area. Reproduce: `refresh_model_card(phantoms="
+            "lambda seed: render(phantom_spec(seed)))` with `from tests.phantoms import "
+            "phantom_spec, render`.",
             "",
             "| skin group | phantoms | area error, median abs | median signed | worst abs |",
             "| --- | --- | --- | --- | --- |",
@@ -456,7 +470,7 @@ def _group_worse(groups: Mapping[str, Any]) -> str:
     area error, each beside the best group's."""
     lines = []
     for kind, label in _GROUP_KINDS.items():
-        scored = {n: sc for n, sc in groups[kind].items() if sc["wound_dice"] is not None}
+        scored = {n: sc for n, sc in _ordered(groups, kind) if sc["wound_dice"] is not None}
         sized = {n: sc for n, sc in scored.items() if sc["area_abs_median_pct"] is not None}
         if len(scored) < 2 or len(sized) < 2:
             continue
