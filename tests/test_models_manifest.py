@@ -129,6 +129,7 @@ def test_the_runner_refuses_another_input_version(tmp_path: Path) -> None:
 def _tissue_mix_from_rule(
     rule: dict[str, Any],
     classes: list[str],
+    channels: list[str],
     probabilities: np.ndarray,
     image: np.ndarray,
     input_x: np.ndarray,
@@ -144,7 +145,7 @@ def _tissue_mix_from_rule(
     assert rule["denominator"] == "tissue_cells" and rule["rounding"] == "half_even"
     labels = probabilities.argmax(axis=0)
     invalid = rule["invalid_pixels"]
-    channel = ["red", "green", "blue", "depth_cm", "valid"].index(invalid["channel"])
+    channel = channels.index(invalid["channel"])
     labels[image[channel] <= invalid["at_most"]] = classes.index(invalid["label"])
     # Nearest input pixel of every grid cell (ties to the even index, as NumPy rounds).
     step = input_x[1] - input_x[0]
@@ -179,6 +180,7 @@ def test_the_manifest_tissue_mix_rule_reproduces_the_sdk(seed: int) -> None:
     mix = _tissue_mix_from_rule(
         rule,
         list(runner.manifest.classes),
+        list(runner.manifest.preprocessing["channels"]),
         probabilities,
         inp.image,
         inp.centres_x,
