@@ -89,6 +89,7 @@ __all__ = [
     "ModelVerificationError",
     "Segmentation",
     "artifact_key_statement",
+    "graph_metadata",
     "model_signing_payload",
     "sign_manifest",
     "verify_model",
@@ -101,6 +102,11 @@ SIGNATURE_FILE = "manifest.sig"
 #: a softmax over the class axis) or "probabilities" (used as they are).
 OUTPUT_KIND_KEY = "output_kind"
 OUTPUT_KINDS = ("logits", "probabilities")
+#: The `preprocessing` key naming the version of the input the model was trained on
+#: (`lidar_capture.MODEL_INPUT_VERSION` for the wound model).
+PREPROCESSING_VERSION_KEY = "version"
+#: The ``metadata_props`` keys `graph_metadata` writes and `ModelRunner` checks.
+_GRAPH_METADATA_KEYS = ("model_id", "model_version", "classes", "preprocessing_version")
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
 _CURRENT_FILE = "current"
@@ -154,6 +160,11 @@ class ModelManifest(BaseModel):
     provenance: dict[str, JsonValue]
     created_at: AwareDatetime
     quantization: Literal["int8", "fp32"]
+    tissue_mix: dict[str, JsonValue] | None = None
+    """How the measurement turns the model's output into the tissue composition
+    percentages, precisely enough for another runtime to reproduce them (the wound
+    model's is `models` ``tissue_mix_rule()``); None in manifests written before it was
+    recorded."""
 
     @field_validator("format")
     @classmethod
@@ -209,10 +220,23 @@ class ModelManifest(BaseModel):
         """Whether the graph outputs logits or class probabilities."""
         return "logits" if self.preprocessing[OUTPUT_KIND_KEY] == "logits" else "probabilities"
 
+    @property
+    def preprocessing_version(self) -> str | None:
+        """The version of the input the model reads (None when the manifest does not say)."""
+        value = self.preprocessing.get(PREPROCESSING_VERSION_KEY)
+        return None if value is None else str(value)
+
     def to_bytes(self) -> bytes:
-        """Canonical JSON (sorted keys, no spaces, ASCII): the bytes that are signed."""
+        """Canonical JSON (sorted keys, no spaces, ASCII): the bytes that are signed.
+
+        A manifest without a tissue-mix rule has no ``tissue_mix`` key, so manifests
+        written before the rule existed keep their bytes.
+        """
+        fields = self.model_dump(mode="json")
+        if fields["tissue_mix"] is None:
+            del fields["tissue_mix"]
         return json.dumps(
-            self.model_dump(mode="json"),
+            fields,
             sort_keys=True,
             separators=(",", ":"),
             ensure_ascii=True,
@@ -236,6 +260,26 @@ class ModelManifest(BaseModel):
             return cls.model_validate(raw)
         except ValidationError as exc:
             raise ModelError(f"the model manifest is invalid: {_describe(exc)}") from None
+
+
+def graph_metadata(
+    *, model_id: str, version: str, classes: Collection[str], preprocessing_version: str | None
+) -> dict[str, str]:
+    """The ONNX ``metadata_props`` a model graph carries: its id, version, class names
+    (a JSON array) and, when known, the version of the input it reads.
+
+    The release writes them into every graph; `ModelRunner` refuses a graph whose
+    metadata disagrees with its manifest, so a graph paired with the wrong manifest is
+    caught even though the manifest's sha256 matches.
+    """
+    meta = {
+        "model_id": model_id,
+        "model_version": version,
+        "classes": json.dumps(list(classes), separators=(",", ":")),
+    }
+    if preprocessing_version is not None:
+        meta["preprocessing_version"] = preprocessing_version
+    return meta
 
 
 def _describe(exc: ValidationError) -> str:
@@ -373,18 +417,29 @@ class ModelRunner:
     files first; the constructor trusts the bytes it is given.
     """
 
-    def __init__(self, manifest: ModelManifest, model_bytes: bytes, *, threads: int = 1) -> None:
+    def __init__(
+        self,
+        manifest: ModelManifest,
+        model_bytes: bytes,
+        *,
+        threads: int = 1,
+        input_version: str | None = None,
+    ) -> None:
         """Create the session and check it against the manifest.
 
         Args:
             manifest: the model's (verified) manifest.
             model_bytes: the ONNX graph.
             threads: intra-op threads (one inference uses this many cores).
+            input_version: the input version the caller builds
+                (`lidar_capture.MODEL_INPUT_VERSION`); a model whose manifest names
+                another is refused. None skips that check.
 
         Raises:
             ModelUnavailableError: onnxruntime is not installed.
-            ModelError: the graph does not load, or its input or output differs from the
-                manifest.
+            ModelError: the graph does not load; its input or output, or its
+                ``metadata_props``, differ from the manifest; or it reads another
+                input version than `input_version`.
             ValueError: `threads` is below 1.
         """
         if threads < 1:
@@ -404,6 +459,7 @@ class ModelRunner:
         except Exception as exc:
             raise ModelError(f"{self._label} does not load in onnxruntime: {exc}") from None
         self._fixed_batch = self._check_io()
+        self._check_metadata(input_version)
 
     @classmethod
     def load(
@@ -413,9 +469,11 @@ class ModelRunner:
         threads: int = 1,
         public_key: bytes | None = None,
         organisation_id: str | None = None,
+        input_version: str | None = None,
     ) -> ModelRunner:
         """Verify the model in `directory` (manifest.json, its .onnx, and manifest.sig
-        when `public_key` is given, signed for `organisation_id`), then load it.
+        when `public_key` is given, signed for `organisation_id`), then load it
+        (refusing another input version than `input_version`, as the constructor).
 
         Raises:
             ModelVerificationError: a check failed (the message names the file).
@@ -428,7 +486,7 @@ class ModelRunner:
             require_signature=public_key is not None,
             organisation_id=organisation_id,
         )
-        return cls(manifest, model_bytes, threads=threads)
+        return cls(manifest, model_bytes, threads=threads, input_version=input_version)
 
     @property
     def threads(self) -> int:
@@ -472,6 +530,37 @@ class ModelRunner:
                     f"the manifest says {list(want.shape)}"
                 )
         return isinstance(inputs[0].shape[0], int)
+
+    def _check_metadata(self, input_version: str | None) -> None:
+        """Refuse a graph whose ``metadata_props`` disagree with the manifest, or a model
+        of another input version than the caller builds.
+
+        A graph without a key (one exported before the metadata was written) is not
+        checked on that key; the manifest's input version still is.
+        """
+        manifest = self.manifest
+        found = dict(self._session.get_modelmeta().custom_metadata_map)
+        expected = graph_metadata(
+            model_id=manifest.model_id,
+            version=manifest.version,
+            classes=manifest.classes,
+            preprocessing_version=manifest.preprocessing_version,
+        )
+        for key in _GRAPH_METADATA_KEYS:
+            if key in found and found[key] != expected.get(key):
+                raise ModelError(
+                    f"{self._label}: the graph's metadata says {key} {found[key]!r}, its "
+                    f"manifest {expected.get(key)!r}; the graph and manifest do not belong "
+                    "together"
+                )
+        if input_version is not None and manifest.preprocessing_version not in (
+            None,
+            input_version,
+        ):
+            raise ModelError(
+                f"{self._label} reads input {manifest.preprocessing_version!r}, but this SDK "
+                f"builds {input_version!r}: install a model trained for {input_version!r}"
+            )
 
     def predict(self, batch: FloatArray) -> FloatArray:
         """Class probabilities for a batch of canonical inputs.
@@ -745,10 +834,10 @@ class ModelStore:
         except ModelError as exc:
             raise ModelError(f"{path}: {exc}") from None
 
-    def runner(self, *, threads: int = 1) -> ModelRunner:
+    def runner(self, *, threads: int = 1, input_version: str | None = None) -> ModelRunner:
         """Load the current model, re-verifying its files first; on a store with none
         installed, the `fallback` model (the app's bundled one), checked against its
-        manifest.
+        manifest. `input_version`: as for `ModelRunner`.
 
         Raises:
             ModelUnavailableError: no model is installed and there is no fallback, or
@@ -759,7 +848,7 @@ class ModelStore:
         """
         folder = self._current_folder()
         if folder is None and self.fallback is not None:
-            return ModelRunner.load(self.fallback, threads=threads)
+            return ModelRunner.load(self.fallback, threads=threads, input_version=input_version)
         if folder is None:
             raise ModelUnavailableError(f"no model is installed in {self.root}")
         manifest, _, model_bytes = _read_verified(
@@ -769,7 +858,7 @@ class ModelStore:
             unsigned_ok=self._bundled,
             organisation_id=self._organisation_id,
         )
-        return ModelRunner(manifest, model_bytes, threads=threads)
+        return ModelRunner(manifest, model_bytes, threads=threads, input_version=input_version)
 
     def _current_folder(self) -> Path | None:
         try:

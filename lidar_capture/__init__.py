@@ -55,6 +55,7 @@ if typing.TYPE_CHECKING:
     from lidar_capture._model_input import (
         MODEL_CHANNELS,
         MODEL_INPUT_SIZE,
+        MODEL_INPUT_VERSION,
         MODEL_MIN_SPAN_M,
         MODEL_SPAN_PER_RADIUS,
         ModelInput,
@@ -91,6 +92,7 @@ _LAZY = {
     "WoundRaster": "_measurement",
     "MODEL_CHANNELS": "_model_input",
     "MODEL_INPUT_SIZE": "_model_input",
+    "MODEL_INPUT_VERSION": "_model_input",
     "MODEL_MIN_SPAN_M": "_model_input",
     "MODEL_SPAN_PER_RADIUS": "_model_input",
     "ModelInput": "_model_input",
@@ -138,6 +140,7 @@ __all__ = [
     "FUSION_METHODS",
     "MODEL_CHANNELS",
     "MODEL_INPUT_SIZE",
+    "MODEL_INPUT_VERSION",
     "MODEL_MIN_SPAN_M",
     "MODEL_SPAN_PER_RADIUS",
     "OUTLINES",

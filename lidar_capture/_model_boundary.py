@@ -15,7 +15,13 @@ from lidar_capture import _ndimage as ndimage
 from lidar_capture._boundary import Region
 from lidar_capture._grid import main_contour, polygon_mask
 from lidar_capture._measurement import ModelResult, WoundModel, WoundRaster
-from lidar_capture._model_input import MODEL_CHANNELS, MODEL_INPUT_SIZE, model_input, raster_mask
+from lidar_capture._model_input import (
+    MODEL_CHANNELS,
+    MODEL_INPUT_SIZE,
+    MODEL_INPUT_VERSION,
+    model_input,
+    raster_mask,
+)
 from lidar_capture._options import MeasureOptions
 from lidar_capture._surface import to_world
 
@@ -33,6 +39,9 @@ def _incompatible(model: WoundModel) -> str | None:
     channels = manifest.preprocessing.get("channels")
     if channels is not None and tuple(channels) != MODEL_CHANNELS:
         return f"channels {channels}"
+    version = manifest.preprocessing.get("version")
+    if version is not None and version != MODEL_INPUT_VERSION:
+        return f"input version {version}"
     return None
 
 

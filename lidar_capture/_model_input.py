@@ -24,6 +24,7 @@ from lidar_capture._synthetic_spec import TISSUES
 __all__ = [
     "MODEL_CHANNELS",
     "MODEL_INPUT_SIZE",
+    "MODEL_INPUT_VERSION",
     "MODEL_MIN_SPAN_M",
     "MODEL_SPAN_PER_RADIUS",
     "ModelInput",
@@ -35,6 +36,11 @@ __all__ = [
 FloatArray = npt.NDArray[np.float64]
 
 MODEL_INPUT_SIZE = 96
+#: The version of this input's contract (view, size, channels and their scaling). A model
+#: records the version it was trained on (its manifest's ``preprocessing["version"]`` and
+#: its ONNX ``metadata_props``); a runner refuses a model of another version. Bump it with
+#: any change to what `model_input` builds.
+MODEL_INPUT_VERSION = "wound-input/1"
 MODEL_CHANNELS = ("red", "green", "blue", "depth_cm", "valid")
 #: How much skin around the wound the input shows: the square's side is this times the
 #: wound's largest radius (so the wound fills about 60 % of the width), at least 2 cm.

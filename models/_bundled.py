@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models._contract import MODEL_ID
+from models._contract import MODEL_ID, preprocessing_version
 
 if TYPE_CHECKING:
     from edge_sdk import EdgeClient, ModelRunner
@@ -33,10 +33,16 @@ def bundled_runner(*, threads: int = 1, int8: bool = True) -> ModelRunner:
     Raises:
         edge_sdk.ModelUnavailableError: onnxruntime is not installed.
         edge_sdk.ModelVerificationError: the bundled files do not match the manifest.
+        edge_sdk.ModelError: the graph's metadata disagrees with its manifest, or it
+            reads another input version than `lidar_capture.MODEL_INPUT_VERSION`.
     """
     from edge_sdk import ModelRunner
 
-    return ModelRunner.load(BUNDLED_MODEL_DIR if int8 else BUNDLED_FP32_DIR, threads=threads)
+    return ModelRunner.load(
+        BUNDLED_MODEL_DIR if int8 else BUNDLED_FP32_DIR,
+        threads=threads,
+        input_version=preprocessing_version(),
+    )
 
 
 def choose_runner(client: EdgeClient | None = None, *, threads: int = 1) -> ModelRunner | None:
@@ -54,12 +60,14 @@ def choose_runner(client: EdgeClient | None = None, *, threads: int = 1) -> Mode
     Raises:
         edge_sdk.ModelVerificationError: the installed or bundled files do not match
             their manifest; no other model is loaded in their place.
+        edge_sdk.ModelError: the model reads another input version than
+            `lidar_capture.MODEL_INPUT_VERSION` (or its graph and manifest disagree).
     """
     from edge_sdk import ModelUnavailableError
 
     try:
         if client is not None:  # the installed model, else the bundled one
-            return client.models.runner(threads=threads)
+            return client.models.runner(threads=threads, input_version=preprocessing_version())
         return bundled_runner(threads=threads)
     except ModelUnavailableError:
         return None

@@ -2,7 +2,9 @@
 ``[inference]``: onnxruntime).
 
 An export is checked with `onnx.checker` and run in onnxruntime against torch on probe
-inputs; a quantized graph is checked with `onnx.checker` too.
+inputs; a quantized graph is checked with `onnx.checker` too. Both are stamped (`stamp`)
+with the model's id, version, class names and input version in their ``metadata_props``,
+which `edge_sdk.ModelRunner` checks against the manifest.
 """
 
 from __future__ import annotations
@@ -14,19 +16,60 @@ from pathlib import Path
 
 import numpy as np
 
-from models._contract import INPUT_NAME, OPSET, OUTPUT_NAME
+from edge_sdk import graph_metadata
+from models._contract import (
+    INPUT_NAME,
+    MODEL_ID,
+    MODEL_VERSION,
+    OPSET,
+    OUTPUT_NAME,
+    classes,
+    preprocessing_version,
+)
 from models._errors import ModelRecipeError
 from models._onnx import Images, PathLike, import_untyped, open_session, probe_inputs, run
 from models._train import load_net
 
-__all__ = ["EXPORT_TOLERANCE", "export", "quantize"]
+__all__ = ["EXPORT_TOLERANCE", "export", "quantize", "stamp"]
 
 #: Largest |onnxruntime - torch| logit difference an fp32 export may show.
 EXPORT_TOLERANCE = 1e-3
 
 
+def stamp(onnx_path: PathLike) -> Path:
+    """Write the model's ``metadata_props`` into a graph file, in place.
+
+    The id, version and class names come from the contract (`MODEL_ID`, `MODEL_VERSION`,
+    `classes`) and the input version from `lidar_capture.MODEL_INPUT_VERSION`
+    (`edge_sdk.graph_metadata` names the keys); they replace earlier values of those
+    keys, and other keys (onnxruntime's quantization notes) stay. The graph, its weights
+    and every other field are kept as they are, so stamping a stamped file writes the
+    same bytes.
+
+    Returns:
+        The graph's path.
+    """
+    import onnx
+
+    path = Path(onnx_path)
+    graph = onnx.load(str(path))
+    meta = graph_metadata(
+        model_id=MODEL_ID,
+        version=MODEL_VERSION,
+        classes=classes(),
+        preprocessing_version=preprocessing_version(),
+    )
+    kept = [(p.key, p.value) for p in graph.metadata_props if p.key not in meta]
+    del graph.metadata_props[:]
+    for key, value in [*kept, *meta.items()]:
+        graph.metadata_props.add(key=key, value=value)
+    onnx.save(graph, str(path))
+    return path
+
+
 def export(checkpoint: PathLike, out_onnx: PathLike) -> float:
-    """Export a checkpoint to ONNX (opset 17, input "input" [1,5,S,S], output "logits").
+    """Export a checkpoint to ONNX (opset 17, input "input" [1,5,S,S], output "logits"),
+    stamped with the model's metadata (`stamp`).
 
     The graph is checked with `onnx.checker` and run in onnxruntime against torch on
     probe inputs.
@@ -61,6 +104,7 @@ def export(checkpoint: PathLike, out_onnx: PathLike) -> float:
             output_names=[OUTPUT_NAME],
             do_constant_folding=True,
         )
+    stamp(out)
     onnx.checker.check_model(str(out), full_check=True)
     probe = probe_inputs(4)
     with torch.no_grad():
@@ -140,5 +184,6 @@ def quantize(
             weight_type=q.QuantType.QInt8,
             calibrate_method=q.CalibrationMethod.MinMax,
         )
+    stamp(out)
     onnx.checker.check_model(str(out), full_check=True)
     return out

@@ -9,7 +9,9 @@ The released model is two folders, each loadable by `edge_sdk.ModelRunner.load`:
         MODEL_CARD.md, evaluation.json, training_log.json
 
 The model card is ``templates/model_card.md`` (shipped with the package) filled in from
-the evaluation and the provenance.
+the evaluation and the provenance. `refresh_model_card` re-evaluates a committed release
+by skin tone and body site (`models._subgroups`) and rewrites its evaluation and card
+without retraining.
 """
 
 from __future__ import annotations
@@ -37,15 +39,24 @@ from models._contract import (
     OUTPUT_NAME,
     classes,
     input_shape,
+    preprocessing_version,
+    tissue_mix_rule,
 )
 from models._dataset import build_dataset, generator_fingerprint
 from models._errors import ModelRecipeError
 from models._evaluate import bench, evaluate
-from models._export import export, quantize
+from models._export import export, quantize, stamp
 from models._onnx import PathLike, import_untyped
+from models._subgroups import (
+    SKIN_GROUPS,
+    SURFACES,
+    PhantomSource,
+    evaluate_groups,
+    evaluate_phantoms,
+)
 from models._train import train, write_json
 
-__all__ = ["model_card", "release"]
+__all__ = ["model_card", "refresh_model_card", "release", "restamp"]
 
 
 def _sha256(path: Path) -> str:
@@ -69,6 +80,7 @@ def _preprocessing() -> dict[str, Any]:
 
     return {
         "output_kind": "logits",
+        "version": preprocessing_version(),
         "builder": "lidar_capture.model_input(measurement.raster).image",
         "layout": "NCHW",
         "size": MODEL_INPUT_SIZE,
@@ -130,8 +142,39 @@ def _write_manifest(
         provenance=provenance,
         created_at=created_at,
         quantization=quantization,
+        tissue_mix=tissue_mix_rule(),
     )
     (folder / MANIFEST_FILE).write_bytes(manifest.to_bytes())
+    return manifest
+
+
+def restamp(folder: PathLike) -> ModelManifest:
+    """Bring a released model folder up to the current contract without retraining:
+    stamp its graph's ``metadata_props`` (`stamp`; the weights are untouched), then
+    rewrite its manifest with the new sha256 and size, the input version and the
+    tissue-mix rule. Everything else in the manifest (metrics, provenance, dates) stays.
+
+    Used once on the bundled model when the metadata and the rule were introduced; on a
+    folder already up to date it rewrites the same bytes.
+
+    Returns:
+        The rewritten manifest.
+
+    Raises:
+        edge_sdk.ModelError: the folder's manifest is missing or invalid.
+    """
+    where = Path(folder)
+    old = ModelManifest.from_bytes((where / MANIFEST_FILE).read_bytes())
+    graph = stamp(where / old.file)
+    fields = old.model_dump()
+    fields.update(
+        sha256=_sha256(graph),
+        size=graph.stat().st_size,
+        preprocessing={**old.preprocessing, "version": preprocessing_version()},
+        tissue_mix=tissue_mix_rule(),
+    )
+    manifest = ModelManifest.model_validate(fields)
+    (where / MANIFEST_FILE).write_bytes(manifest.to_bytes())
     return manifest
 
 
@@ -292,14 +335,156 @@ def release(
         },
         created_at=created,
     )
+    evaluation["by_group"] = evaluate_groups(int8.parent, seeds_eval, frames_choices=frames_choices)
     write_json(out / "evaluation.json", evaluation)
     shutil.copyfile(work / "training_log.json", out / "training_log.json")
     (out / "MODEL_CARD.md").write_text(model_card(evaluation, provenance, log), encoding="utf-8")
     return evaluation
 
 
+def refresh_model_card(
+    release_dir: PathLike | None = None,
+    *,
+    seeds: range = range(10_000, 10_120),
+    workers: int = 2,
+    phantoms: PhantomSource | None = None,
+    phantom_seeds: range = range(0, 18),
+) -> dict[str, Any]:
+    """Evaluate a committed release's int8 model by skin tone and body site, and rewrite
+    its ``evaluation.json`` (``by_group``, ``phantoms``, and the files' current sizes) and
+    ``MODEL_CARD.md``. No training: the model files are not touched.
+
+    About 8 minutes for the default 120 scans on two busy cores, plus about 20 s a
+    10-frame phantom.
+
+    Args:
+        release_dir: the release folder; default `RELEASE_DIR`.
+        seeds: held-out seeds (the default is the start of the release's evaluation
+            range, apart from training and calibration).
+        workers: processes to render and measure with.
+        phantoms: scans from an independent generator (``tests/phantoms``: ``lambda
+            seed: render(phantom_spec(seed))``), never used in training; None keeps the
+            figures already in ``evaluation.json``.
+        phantom_seeds: the phantoms' seeds.
+
+    Returns:
+        The new contents of ``evaluation.json``.
+    """
+    out = Path(release_dir) if release_dir is not None else RELEASE_DIR
+    evaluation: dict[str, Any] = json.loads((out / "evaluation.json").read_text(encoding="utf-8"))
+    fp32 = ModelManifest.from_bytes((out / "fp32" / MANIFEST_FILE).read_bytes())
+    int8 = ModelManifest.from_bytes((out / "int8" / MANIFEST_FILE).read_bytes())
+    provenance = fp32.model_dump(mode="json")["provenance"]
+    frames = provenance["frames_per_scan"]
+    evaluation["by_group"] = evaluate_groups(
+        out / "int8", seeds, frames_choices=frames, workers=workers
+    )
+    if phantoms is not None:
+        evaluation["phantoms"] = evaluate_phantoms(out / "int8", phantoms, phantom_seeds)
+    evaluation["sizes_bytes"] = {"fp32": fp32.size, "int8": int8.size}
+    log = json.loads((out / "training_log.json").read_text(encoding="utf-8"))
+    write_json(out / "evaluation.json", evaluation)
+    (out / "MODEL_CARD.md").write_text(model_card(evaluation, provenance, log), encoding="utf-8")
+    return evaluation
+
+
 def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    return "n/a" if value is None else f"{value:{'+' if signed else ''}.2f} %"
+
+
+_GROUP_KINDS = {"skin_tone": "skin tone", "surface": "body site"}
+
+
+def _ordered(groups: Mapping[str, Any], kind: str) -> list[tuple[str, Any]]:
+    """A grouping's (name, scores) in the card's order (JSON files sort their keys)."""
+    order = tuple(SKIN_GROUPS) if kind == "skin_tone" else SURFACES
+    return [(name, groups[kind][name]) for name in order if name in groups[kind]]
+
+
+def _group_rows(groups: Mapping[str, Any]) -> list[str]:
+    """The card's table rows: every scan, then each skin-tone group and body site."""
+    named = [("all scans", groups["all"])]
+    for kind, label in _GROUP_KINDS.items():
+        named += [(f"{label} {name}", scores) for name, scores in _ordered(groups, kind)]
+    return [
+        f"| {name} | {sc['scans']} | {_fmt(sc['wound_dice'])} | {_fmt(sc['wound_iou'])} | "
+        f"{_pct(sc['area_abs_median_pct'])} | {_pct(sc['area_signed_median_pct'], True)} | "
+        f"{_pct(sc['area_abs_worst_pct'])} |"
+        for name, sc in named
+    ]
+
+
+def _phantom_section(phantoms: Mapping[str, Any] | None, groups: Mapping[str, Any]) -> str:
+    """The card's section on the independent phantoms ("" before they were evaluated),
+    beside the figures on the training generator's held-out scans (`groups`)."""
+    if phantoms is None:
+        return ""
+    rows = [
+        f"| {name} | {sc['area_scans']} | {_pct(sc['area_abs_median_pct'])} | "
+        f"{_pct(sc['area_signed_median_pct'], True)} | {_pct(sc['area_abs_worst_pct'])} |"
+        for name, sc in [("all", phantoms["all"]), *_ordered(phantoms, "skin_tone")]
+    ]
+    sized = {n: sc for n, sc in _ordered(phantoms, "skin_tone") if sc["area_scans"]}
+    worst = max(sized, key=lambda n: sized[n]["area_abs_median_pct"]) if sized else None
+    return "\n".join(
+        [
+            "## On independent phantoms",
+            "Scans from an independent phantom generator (`tests/phantoms`), written apart "
+            "from the training generator and **never used in training, calibration or "
+            "tuning**: analytic wounds (other outlines and depth profiles, shallow and "
+            "cliff-edged ones among them) on flat skin, limbs and heels, tissue colours from "
+            "published wound-photograph statistics with a pale margin, skin tones by ITA. "
+            f"{phantoms['scans']} phantoms (seeds {phantoms['seeds'][0]}-"
+            f"{phantoms['seeds'][1] - 1}, {phantoms['frames']} frames each; "
+            f"{phantoms['refused']} refused), area `measure` reports with this model "
+            "against the phantom's exact area. Reproduce: `refresh_model_card(phantoms="
+            "lambda seed: render(phantom_spec(seed)))` with `from tests.phantoms import "
+            "phantom_spec, render`.",
+            "",
+            "| skin group | phantoms | area error, median abs | median signed | worst abs |",
+            "| --- | --- | --- | --- | --- |",
+            *rows,
+            "",
+            (
+                f"Worst skin group on the phantoms: {worst} "
+                f"({_pct(sized[worst]['area_abs_median_pct'])} median). "
+                if worst is not None
+                else ""
+            )
+            + f"Median signed area error {_pct(phantoms['all']['area_signed_median_pct'], True)} "
+            "on the phantoms against "
+            f"{_pct(groups['all']['area_signed_median_pct'], True)} on the training "
+            "generator's held-out scans: the figures above hold for scans like the training "
+            "data, these for wounds made another way.",
+            "",
+        ]
+    )
+
+
+def _group_worse(groups: Mapping[str, Any]) -> str:
+    """Where the model is worse: per grouping, the lowest Dice and the largest median
+    area error, each beside the best group's."""
+    lines = []
+    for kind, label in _GROUP_KINDS.items():
+        scored = {n: sc for n, sc in _ordered(groups, kind) if sc["wound_dice"] is not None}
+        sized = {n: sc for n, sc in scored.items() if sc["area_abs_median_pct"] is not None}
+        if len(scored) < 2 or len(sized) < 2:
+            continue
+        low = min(scored, key=lambda n: scored[n]["wound_dice"])
+        high = max(scored, key=lambda n: scored[n]["wound_dice"])
+        far = max(sized, key=lambda n: sized[n]["area_abs_median_pct"])
+        near = min(sized, key=lambda n: sized[n]["area_abs_median_pct"])
+        lines.append(
+            f"- By {label}: wound Dice is lowest for {low} ({_fmt(scored[low]['wound_dice'])}; "
+            f"best {high}, {_fmt(scored[high]['wound_dice'])}) and the median area error "
+            f"largest for {far} ({_pct(sized[far]['area_abs_median_pct'])}; smallest {near}, "
+            f"{_pct(sized[near]['area_abs_median_pct'])})."
+        )
+    return "\n".join(lines)
 
 
 def model_card(
@@ -333,6 +518,7 @@ def model_card(
         f"{latency['speedup'][n]:.2f}x |"
         for n in latency["fp32_ms"]
     ]
+    groups = evaluation["by_group"]
     template = resources.files("models").joinpath("templates/model_card.md").read_text("utf-8")
     return Template(template).substitute(
         model_id=MODEL_ID,
@@ -364,4 +550,11 @@ def model_card(
         latency_rows="\n".join(lat_rows),
         fp32_kib=f"{sizes['fp32'] / 1024:.0f}",
         int8_kib=f"{sizes['int8'] / 1024:.0f}",
+        group_scans=groups["scans"],
+        group_first=groups["seeds"][0],
+        group_last=groups["seeds"][1] - 1,
+        group_refused=groups["refused"],
+        group_rows="\n".join(_group_rows(groups)),
+        group_worse=_group_worse(groups),
+        phantom_section=_phantom_section(evaluation.get("phantoms"), groups),
     )

@@ -25,6 +25,11 @@ EXPECTED = {
         "converged: status healing, mrn RVS-1-B",
         "hillside pulled 0 records of Riverside's",
     ],
+    "custom_wound_model.py": [
+        "boundary from the app's runtime: model",
+        "same tissue mix as the SDK runner: True",
+        "refused: wound_seg reads input 'wound-input/2'; this app builds 'wound-input/1'",
+    ],
     "wound_scan.py": [
         "refused: too_far",
         "stored assessment with blobs ['measurement-details', 'scan-pointcloud']",
@@ -37,7 +42,7 @@ def test_every_example_has_expectations() -> None:
 
 
 # These start a real server or run the capture pipeline: many seconds each.
-SLOW = {"server_sync.py", "wound_scan.py"}
+SLOW = {"custom_wound_model.py", "server_sync.py", "wound_scan.py"}
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ from models import (
     verify,
 )
 from models._dataset import _sample, augment_batch, frames_for_seed
-from models._release import model_card
+from models._release import _group_worse, _phantom_section, model_card
+from models._subgroups import SKIN_GROUPS, evaluate_groups, group_scores, skin_group
 
 RELEASE = RELEASE_DIR
 TRAIN_SEEDS = range(0, 24)
@@ -168,6 +169,17 @@ def test_quick_release_runs_end_to_end(quick: dict[str, Any], cache: Path) -> No
     assert found["int8"].quantization == "int8" and found["fp32"].quantization == "fp32"
     card = (out / "MODEL_CARD.md").read_text()
     assert "not a clinical device" in card and "synthetic" in card
+    # The release stamps both graphs and states the tissue-mix rule and the groups.
+    for folder in ("fp32", "int8"):
+        meta = {
+            p.key: p.value for p in onnx.load(str(out / folder / found[folder].file)).metadata_props
+        }
+        assert meta["preprocessing_version"] == found[folder].preprocessing_version
+        assert found[folder].tissue_mix is not None
+    groups = quick["result"]["by_group"]
+    assert groups["scans"] + groups["refused"] == 5
+    assert sum(g["scans"] for g in groups["skin_tone"].values()) == groups["scans"]
+    assert "By skin tone" in card or groups["scans"] < 2
 
 
 @pytest.mark.slow
@@ -269,6 +281,80 @@ def test_committed_int8_model_segments_fresh_scans() -> None:
         2 * (segmentation.wound_mask & truth).sum() / (segmentation.wound_mask.sum() + truth.sum())
     )
     assert dice >= 0.8
+
+
+def _row(tone: int, site: str, tp: int, fp: int, fn: int, area: float | None) -> dict[str, Any]:
+    """One scan's figures as `models._subgroups` records them."""
+    return {
+        "skin_tone": tone,
+        "surface": site,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "area_error_pct": area,
+        "boundary_source": None if area is None else "model",
+    }
+
+
+def test_scores_by_group_pool_pixels_and_take_medians() -> None:
+    rows = [
+        _row(1, "plane", 90, 10, 0, -2.0),
+        _row(6, "calf", 50, 0, 50, 4.0),
+        _row(5, "calf", 10, 0, 0, None),
+    ]
+    assert [skin_group(t) for t in range(1, 7)] == [
+        "I-II",
+        "I-II",
+        "III-IV",
+        "III-IV",
+        "V-VI",
+        "V-VI",
+    ]
+    assert set(SKIN_GROUPS) == {"I-II", "III-IV", "V-VI"}
+    every = group_scores(rows)
+    assert every["wound_dice"] == pytest.approx(2 * 150 / (2 * 150 + 10 + 50))
+    assert every["wound_iou"] == pytest.approx(150 / (150 + 10 + 50))
+    assert every["area_scans"] == every["model_boundary_scans"] == 2
+    assert every["area_abs_median_pct"] == 3.0 and every["area_signed_median_pct"] == 1.0
+    assert every["area_abs_worst_pct"] == 4.0
+    dark = group_scores(r for r in rows if skin_group(r["skin_tone"]) == "V-VI")
+    assert dark["scans"] == 2 and dark["wound_dice"] == pytest.approx(2 * 60 / (120 + 50))
+    empty = group_scores([])
+    assert empty["wound_dice"] is None and empty["area_abs_median_pct"] is None
+
+    groups = {
+        "all": every,
+        "skin_tone": {"I-II": group_scores(rows[:1]), "III-IV": empty, "V-VI": dark},
+        "surface": {"plane": group_scores(rows[:1]), "calf": group_scores(rows[1:])},
+    }
+    text = _group_worse(groups)
+    assert "By skin tone: wound Dice is lowest for V-VI" in text
+    assert "median area error largest for V-VI (4.00 %; smallest I-II, 2.00 %)" in text
+    assert "By body site: wound Dice is lowest for calf" in text
+
+    assert _phantom_section(None, groups) == ""
+    phantoms = {
+        "seeds": [0, 3],
+        "scans": 3,
+        "refused": 0,
+        "frames": 10,
+        "all": every,
+        "skin_tone": {"I-II": group_scores(rows[:1]), "III-IV": empty, "V-VI": dark},
+    }
+    section = _phantom_section(phantoms, groups)
+    assert "never used in training, calibration or tuning" in section
+    assert "Worst skin group on the phantoms: V-VI (4.00 % median)" in section
+    assert "| III-IV | 0 | n/a | n/a | n/a |" in section
+
+
+@pytest.mark.slow
+def test_evaluate_groups_on_fresh_scans() -> None:
+    groups = evaluate_groups(RELEASE / "int8", range(20_000, 20_003), workers=1)
+    assert groups["scans"] + groups["refused"] == 3 and groups["scans"] >= 1
+    for kind in ("skin_tone", "surface"):
+        assert sum(g["scans"] for g in groups[kind].values()) == groups["scans"]
+    assert groups["all"]["wound_dice"] >= 0.8
+    assert groups["all"]["area_abs_worst_pct"] < 15
 
 
 def test_the_model_card_comes_from_its_template() -> None:
