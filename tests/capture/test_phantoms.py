@@ -215,7 +215,7 @@ def test_a_noiseless_frame_lies_on_the_analytic_surface(site: str, profile: str)
     assert float(np.max(d)) < 1e-6
     inside = normalised_radius(spec, p[:, 0], p[:, 1]) < 1.0
     floor = depth_below_skin(spec, p[inside, 0], p[inside, 1])
-    assert inside.sum() > 300 and float(floor.max()) > 0.9 * spec.depth  # the wound is seen
+    assert inside.sum() > 100 and float(floor.max()) > 0.9 * spec.depth  # the wound is seen
     # With noise the same frame is off the surface by about the noise.
     noisy = wound_frame_points(replace(spec, noise_mm=1.0))
     assert 0.0004 < float(np.median(distance_to_surface(spec, noisy))) < 0.002

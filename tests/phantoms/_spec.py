@@ -146,7 +146,8 @@ def phantom_spec(
     profile = profile or PROFILES[int(rng.integers(len(PROFILES)))]
     body_radius = {"flat": 0.0, "limb": rng.uniform(0.05, 0.08), "heel": rng.uniform(0.04, 0.06)}
     radius = float(body_radius[site])
-    size = float(rng.uniform(0.007, 0.022 if site == "heel" else 0.028))
+    # On a limb or heel the wound spans at most about 40 degrees of it either way.
+    size = float(rng.uniform(0.007, 0.028 if site == "flat" else min(0.028, 0.35 * radius)))
     exponent = {
         "superellipse": rng.uniform(2.5, 5.0),
         "rounded_polygon": rng.uniform(5.0, 10.0),
