@@ -145,7 +145,7 @@ def test_every_shape_is_centred_and_its_truth_converged(seed: int) -> None:
 def test_specs_stay_in_their_documented_ranges() -> None:
     for seed in range(60):
         spec = phantom_spec(seed)
-        assert 0.0008 <= spec.depth <= 0.015
+        assert 0.001 <= spec.depth <= 0.015
         assert spec.profile != "shallow" or spec.depth <= 0.0015
         assert spec.margin == 0.0 or 0.001 <= spec.margin <= 0.003
         assert 0.20 <= spec.distance <= 0.35
@@ -159,6 +159,17 @@ def test_specs_stay_in_their_documented_ranges() -> None:
 def test_the_first_nine_seeds_cover_every_site_and_skin_group() -> None:
     pairs = {(phantom_spec(s).site, phantom_spec(s).skin_group) for s in range(9)}
     assert pairs == set(product(SITES, SKIN_GROUPS))
+
+
+def test_the_benchmark_suite_covers_skin_groups_evenly_on_every_site() -> None:
+    from benchmarks._bench_phantoms import suite, wound_count
+
+    wounds = suite(wound_count(10_000))
+    assert len(wounds) == 60 and len({seed for seed, _, _ in wounds}) == 60
+    groups = [group for _, _, group in wounds]
+    assert all(groups.count(group) == 20 for group in SKIN_GROUPS)
+    assert {(site, group) for _, site, group in wounds} == set(product(SITES, SKIN_GROUPS))
+    assert {group for _, _, group in suite(wound_count(300))} == set(SKIN_GROUPS)
 
 
 # ----------------------------------------------------------------- rendering

@@ -158,7 +158,7 @@ def phantom_spec(
     angle = float(rng.uniform(0.0, math.pi))
     corners = int(rng.integers(3, 7))
     if profile == "shallow":
-        depth = rng.uniform(0.0008, 0.0015)
+        depth = rng.uniform(0.001, 0.0015)
     else:
         depth = rng.uniform(0.001, min(0.015, 0.6 * size))
     ita_lo, ita_hi = ITA_RANGES[skin_group]
