@@ -1,8 +1,8 @@
 """The phantom's specification: every choice a wound is made of, drawn from a seed.
 
 Written independently of `lidar_capture`'s synthetic generator (its source was not read):
-other outline families (superellipses, rounded polygons by Gielis' superformula, kidney
-shapes, Cassini-oval two-lobed shapes), other depth profiles (shallow, cliff-edged,
+other outline families (superellipses, rounded regular polygons, kidney shapes,
+Cassini-oval two-lobed shapes), other depth profiles (shallow, cliff-edged,
 bowl, terraced) and another colour scheme (CIELAB tissue colours, skin by ITA).
 """
 
@@ -63,7 +63,8 @@ class Phantom:
     angle: float
     """Rotation of the outline about the wound normal."""
     exponent: float
-    """Superellipse / superformula exponent, kidney dent depth, Cassini b/c ratio."""
+    """Superellipse exponent, rounded polygon's corner sharpness (a p-norm), kidney dent
+    depth (share of the radius) or Cassini oval's b/c ratio, by `shape`."""
     corners: int
     """Rounded polygon's corner count (3-6)."""
     centre_x: float
