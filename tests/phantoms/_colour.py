@@ -29,7 +29,6 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
-    "TISSUE_NAMES",
     "ita",
     "lab_to_linear",
     "linear_to_lab",
@@ -40,8 +39,6 @@ __all__ = [
 ]
 
 FloatArray = npt.NDArray[np.float64]
-
-TISSUE_NAMES = ("granulation", "slough", "necrosis", "epithelium")
 
 _GRANULATION = ((42.0, 38.0, 24.0), (5.0, 5.0, 5.0))
 _DUSKY = ((32.0, 27.0, 14.0), (4.0, 4.0, 4.0))

@@ -51,14 +51,17 @@ def _base_radius(spec: Phantom, phi: FloatArray) -> FloatArray:
         normals = 2 * math.pi * np.arange(k) / k
         facing = np.maximum(np.cos(phi[..., None] - normals), 0.0)
         gauge = np.sum(facing**n, axis=-1) ** (1.0 / n) / math.cos(math.pi / k)
-        return 1.0 / gauge
+        polygon: FloatArray = 1.0 / gauge
+        return polygon
     if spec.shape == "kidney":
         dent = np.angle(np.exp(1j * (phi - math.pi / 2)))
-        return 1.0 - n * np.exp(-((dent / 0.55) ** 2))
+        kidney: FloatArray = 1.0 - n * np.exp(-((dent / 0.55) ** 2))
+        return kidney
     if spec.shape == "bilobe":
         # Cassini oval with foci at +-1 and product b**2 (one loop while b > 1).
         c2 = np.cos(2 * phi)
-        return np.sqrt(c2 + np.sqrt(c2**2 + n**4 - 1.0))
+        cassini: FloatArray = np.sqrt(c2 + np.sqrt(c2**2 + n**4 - 1.0))
+        return cassini
     raise ValueError(f"unknown shape {spec.shape!r}")
 
 

@@ -88,7 +88,8 @@ class Rendered:
 def _rotation(axis: FloatArray, angle: float) -> FloatArray:
     """Rodrigues' rotation about a unit axis."""
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+    rotation: FloatArray = np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * k @ k
+    return rotation
 
 
 def camera_poses(spec: Phantom) -> list[FloatArray]:
@@ -214,10 +215,12 @@ def _floor_normal(spec: Phantom, p: FloatArray) -> FloatArray:
 
 
 @functools.lru_cache(maxsize=4)
-def _rays(k: Intrinsics) -> FloatArray:
-    """Camera-axes ray directions of an image grid, scaled to camera z = 1."""
+def _rays(k: Intrinsics) -> tuple[FloatArray, FloatArray]:
+    """Camera-axes ray directions of an image grid, scaled to camera z = 1, and their
+    lengths."""
     v, u = np.mgrid[0 : k.height, 0 : k.width].astype(np.float64)
-    return np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)], axis=-1)
+    rays = np.stack([(u - k.cx) / k.fx, (v - k.cy) / k.fy, np.ones_like(u)], axis=-1)
+    return rays, np.linalg.norm(rays, axis=-1)
 
 
 @functools.lru_cache(maxsize=64)
@@ -234,7 +237,8 @@ def cast(
     Returns depth along the optical axis (NaN for no hit), the wound-frame points, the
     cosine of incidence, and a coarse label (0 skin or wound, 6 bed, 255 none).
     """
-    d = _rays(k) @ pose[:3, :3].T  # wound-frame directions; t is the depth
+    rays, lengths = _rays(k)
+    d = rays @ pose[:3, :3].T  # wound-frame directions; t is the depth
     o = pose[:3, 3]
     t = _lid_hit(spec, o, d)
     kind = np.where(np.isnan(t), 255, 0).astype(np.uint8)
@@ -268,7 +272,7 @@ def cast(
         sub = kind[near]
         sub[~ok] = 255
         kind[near] = sub
-    incidence = np.abs(np.sum(d * normal, axis=-1)) / np.linalg.norm(d, axis=-1)
+    incidence = np.abs(np.einsum("...i,...i->...", d, normal)) / lengths
     t[kind == 255] = np.nan
     p[kind == 255] = np.nan
     return t, p, np.nan_to_num(incidence), kind
@@ -330,10 +334,12 @@ def albedo(
     redness = _field(spec.seed, 1, x, y, 0.012)
     skin_rgb = lab_to_linear(spec.skin_lab) * (1.0 + 0.045 * mottle)[:, None]
     skin_rgb *= 1.0 + 0.02 * redness[:, None] * np.array([1.0, -0.5, -0.5])
-    rho, theta = polar(spec, x, y)
+    reach = _reach(spec)
+    inside = (np.abs(x - spec.centre_x) < reach) & (np.abs(y - spec.centre_y) < reach)
+    rho, theta = polar(spec, x[inside], y[inside])
     rb = outline_radius(spec, theta, table=True)
-    inside = rho < rb
-    margin = (rb - rho)[inside] < spec.margin
+    inside[inside] = rho < rb
+    margin = (rb - rho)[rho < rb] < spec.margin
     xw, yw = x[inside], y[inside]
     gran, slough, necrosis, epi = (np.asarray(t) for t in spec.tissues)
     is_necrosis = _field(spec.seed, 3, xw, yw, 0.6 * spec.size) > 2.5 * (spec.tissue_mix[1] - 0.5)
@@ -384,9 +390,8 @@ def _colour_frame(
     rgb, labels = albedo(spec, p, kind)
     shade = (_AMBIENT + (1.0 - _AMBIENT) * incidence).astype(np.float32)
     lit = rgb.astype(np.float32) * shade[..., None]
-    noise = rng.standard_normal(size=lit.shape, dtype=np.float32)
-    lit *= 1.0 + 0.02 * noise
-    lit += 0.002 * rng.standard_normal(size=lit.shape, dtype=np.float32)
+    # Shot noise (2 % of the signal) and read noise (0.2 % of full scale).
+    lit += (0.02 * lit + 0.002) * rng.standard_normal(size=lit.shape, dtype=np.float32)
     level = np.clip(_blur(lit) * _LEVELS + 0.5, 0, _LEVELS).astype(np.int32)
     return _ENCODE[level], labels, p, incidence
 

@@ -1,8 +1,8 @@
 """The phantom's specification: every choice a wound is made of, drawn from a seed.
 
 Written independently of `lidar_capture`'s synthetic generator (its source was not read):
-other outline families (superellipses, rounded polygons by Gielis' superformula, kidney
-shapes, Cassini-oval two-lobed shapes), other depth profiles (shallow, cliff-edged,
+other outline families (superellipses, rounded regular polygons, kidney shapes,
+Cassini-oval two-lobed shapes), other depth profiles (shallow, cliff-edged,
 bowl, terraced) and another colour scheme (CIELAB tissue colours, skin by ITA).
 """
 
@@ -63,7 +63,8 @@ class Phantom:
     angle: float
     """Rotation of the outline about the wound normal."""
     exponent: float
-    """Superellipse / superformula exponent, kidney dent depth, Cassini b/c ratio."""
+    """Superellipse exponent, rounded polygon's corner sharpness (a p-norm), kidney dent
+    depth (share of the radius) or Cassini oval's b/c ratio, by `shape`."""
     corners: int
     """Rounded polygon's corner count (3-6)."""
     centre_x: float
@@ -146,7 +147,8 @@ def phantom_spec(
     profile = profile or PROFILES[int(rng.integers(len(PROFILES)))]
     body_radius = {"flat": 0.0, "limb": rng.uniform(0.05, 0.08), "heel": rng.uniform(0.04, 0.06)}
     radius = float(body_radius[site])
-    size = float(rng.uniform(0.007, 0.022 if site == "heel" else 0.028))
+    # On a limb or heel the wound spans at most about 40 degrees of it either way.
+    size = float(rng.uniform(0.007, 0.028 if site == "flat" else min(0.028, 0.35 * radius)))
     exponent = {
         "superellipse": rng.uniform(2.5, 5.0),
         "rounded_polygon": rng.uniform(5.0, 10.0),
@@ -157,7 +159,7 @@ def phantom_spec(
     angle = float(rng.uniform(0.0, math.pi))
     corners = int(rng.integers(3, 7))
     if profile == "shallow":
-        depth = rng.uniform(0.0008, 0.0015)
+        depth = rng.uniform(0.001, 0.0015)
     else:
         depth = rng.uniform(0.001, min(0.015, 0.6 * size))
     ita_lo, ita_hi = ITA_RANGES[skin_group]
