@@ -74,11 +74,13 @@ def _accuracy(count: int) -> list[Figure]:
     )
 
     errors: dict[tuple[str, int, float], list[float]] = {}
+    signed_area: dict[tuple[int, float], list[float]] = {}
     ruler: list[float] = []
     plane_fit: list[float] = []
     curved_fit: list[float] = []
     refused: dict[tuple[int, float], list[str]] = {}
     boundary: dict[tuple[str, str], list[float]] = {}
+    signed_boundary: dict[str, list[float]] = {}
     model = _model()
     for index in range(count):
         noise = NOISES[index % len(NOISES)]
@@ -97,6 +99,9 @@ def _accuracy(count: int) -> list[Figure]:
                 errors.setdefault((name, frames, noise), []).append(
                     _error(unit, getattr(result, attr), getattr(truth, attr))
                 )
+            signed_area.setdefault((frames, noise), []).append(
+                (result.area_cm2 - truth.area_cm2) / truth.area_cm2 * 100.0
+            )
             if frames == 10 and model is not None:
                 with_model = measure(scan, model=model)
                 for name, attr, unit in _METRICS:
@@ -106,6 +111,10 @@ def _accuracy(count: int) -> list[Figure]:
                     )
                     boundary.setdefault(("model", name), []).append(
                         _error(unit, getattr(with_model, attr), truth_value)
+                    )
+                for source, measured in (("geometric", result), ("model", with_model)):
+                    signed_boundary.setdefault(source, []).append(
+                        (measured.area_cm2 - truth.area_cm2) / truth.area_cm2 * 100.0
                     )
             if frames == 10 and spec.surface == "calf" and noise == 1.0:
                 flat = measure(scan, options=MeasureOptions(max_skin_degree=1, max_noise_mm=100.0))
@@ -151,6 +160,19 @@ def _accuracy(count: int) -> list[Figure]:
                         extra=extra,
                     )
                 )
+                if name == "area":
+                    signed = signed_area[(frames, noise)]
+                    figures.append(
+                        Figure(
+                            "capture",
+                            f"{key}.median_signed",
+                            f"median signed error of area (negative: reads low), {frames} "
+                            f"frame(s), {noise:g} mm noise",
+                            unit,
+                            [statistics.median(signed)],
+                            extra={**extra, "worst_signed": max(signed, key=abs)},
+                        )
+                    )
     for (source, name), samples in sorted(boundary.items()):
         unit = next(u for n, _, u in _METRICS if n == name)
         for stat, value in (("median", statistics.median(samples)), ("worst", max(samples))):
@@ -164,6 +186,17 @@ def _accuracy(count: int) -> list[Figure]:
                     extra={"wounds": len(samples)},
                 )
             )
+    for source, samples in sorted(signed_boundary.items()):
+        figures.append(
+            Figure(
+                "capture",
+                f"capture.boundary.{source}.area.median_signed",
+                f"median signed error of area, 10 frames, all noise, {source} boundary",
+                "%",
+                [statistics.median(samples)],
+                extra={"wounds": len(samples), "worst_signed": max(samples, key=abs)},
+            )
+        )
     refusals = sorted(
         f"{frames} frame(s), {noise:g} mm, {item}"
         for (frames, noise), items in refused.items()

@@ -7,7 +7,9 @@ Benchmarks: ``write`` (local write throughput against plain SQLite), ``merge`` (
 session into an empty replica), ``storage`` (bytes per record) and ``sync`` (push,
 initial sync and propagation through a real sync server over HTTP) and ``capture``
 (wound measurement accuracy against synthetic ground truth, and its speed) and
-``models`` (the bundled wound model's Dice, latency and size) and ``bookings``
+``phantoms`` (the same measurement on independent phantoms: median and worst absolute
+and signed errors, by skin-tone group and body site) and ``models`` (the bundled wound
+model's Dice, latency and size) and ``bookings``
 (intents decided per second and push-to-decision latency, 20 concurrent devices on
 PostgreSQL), ``commerce`` (supplies orders decided per second and push-to-decision
 latency, 20 concurrent devices on PostgreSQL) and ``payments`` (payment intents decided
@@ -52,6 +54,7 @@ from benchmarks import (
     _bench_merge,
     _bench_models,
     _bench_payments,
+    _bench_phantoms,
     _bench_storage,
     _bench_sync,
     _bench_write,
@@ -69,6 +72,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "storage": _bench_storage.run,
     "sync": _bench_sync.run,
     "capture": _bench_capture.run,
+    "phantoms": _bench_phantoms.run,
     "models": _bench_models.run,
     "bookings": _bench_bookings.run,
     "commerce": _bench_commerce.run,
