@@ -58,6 +58,10 @@ class Region:
     colour: FloatArray | None
     point_cells: npt.NDArray[np.intp]
     """(2, M) grid cells of the cloud's points around the wound."""
+    depression: FloatArray | None = None
+    """When the wound is a depression, its share-of-wound field from depth and colour
+    (the outline is its `MeasureOptions.edge_level` contour); a wound model's outline
+    may not lie inside it (`lidar_capture._model_boundary`). None otherwise."""
 
 
 def _cast_outline(
@@ -190,9 +194,9 @@ def find_region(
         if outline is not None:
             polygon = _cast_outline(outline, scan, frame, skin)
             _check_outline(polygon, outline, skin, frame, opts)
-            source = "outline"
+            source, dip_field = "outline", None
         else:
-            polygon, source = _draw_outline(
+            polygon, source, dip_field = _draw_outline(
                 depth, coverage, outside_cells & coverage, skin, colour_field, sigma_cells,
                 colour_sigma, grid, opts,
             )  # fmt: skip
@@ -212,6 +216,7 @@ def find_region(
             wound_pts,
             colour_field,
             np.stack([ic[inside], jc[inside]]),
+            dip_field,
         )
         # Recentre on the wound and take the skin normal there for the next round.
         com = (
@@ -302,8 +307,9 @@ def _draw_outline(
     colour_sigma: float,
     grid: Grid,
     opts: MeasureOptions,
-) -> tuple[FloatArray, str]:
-    """The wound's outline on the grid from colour and depth, and which of them drew it.
+) -> tuple[FloatArray, str, FloatArray | None]:
+    """The wound's outline on the grid from colour and depth, which of them drew it, and
+    a depression's share-of-wound field (None for a flat wound or without colour).
 
     Cells clearly below the skin, and cells whose colour is clearly not skin and at
     least half-way to a tissue's, are the wound's core; the core's region nearest the
@@ -352,11 +358,14 @@ def _draw_outline(
         for s, c in zip(sizes, centres_lab, strict=True)
     ]
     chosen = labels == (int(np.argmax(scores)) + 1)
-    if source == "colour" and np.any(chosen & depth_core):
-        main, wound_field = _depression_field(
+    dipped = np.count_nonzero(chosen & depression) * grid.cell**2 > opts.min_wound_area_m2
+    if source == "colour" and dipped:
+        main, dip_field = _depression_field(
             chosen, depth, depression, contrast, alpha, depth_sigma, colour_sigma, opts
         )
+        wound_field: FloatArray = dip_field
     elif source == "colour":
+        dip_field = None
         # A flat wound: inside the chosen region's outline everything is wound (islands
         # of skin colour included); around it the colour decides, half-way to a tissue.
         main = ndimage.binary_fill_holes(chosen)
@@ -364,6 +373,7 @@ def _draw_outline(
         near = ndimage.binary_dilation(main, iterations=reach)
         wound_field = np.where(main & ~chosen, 1.0, np.where(near, alpha, 0.0))
     else:
+        dip_field = None
         # Without colour the floor's depth draws the edge: where it is clearly below
         # the skin, down to `depth_edge_m` (a bowl's sloping rim is lost below it).
         shallow = coverage & (
@@ -383,7 +393,7 @@ def _draw_outline(
         raise MeasurementRefused(
             "no_wound_found", "no closed wound boundary found; aim at the wound"
         )
-    return contour, source
+    return contour, source, dip_field
 
 
 def raster(region: Region) -> WoundRaster:
