@@ -293,6 +293,10 @@ def _depression_field(
         inner = ndimage.binary_erosion(wound, iterations=reach_c)
         share = np.maximum(share, np.where(near, _half_way(contrast, inner, reach_c), 0.0))
         share = np.maximum(share, np.where(near, alpha, 0.0))
+        # Inside the depression colour off the skin's past `colour_threshold` is wound
+        # (a pale margin): the edge where the contrast crosses it, sub-cell.
+        margin = np.clip(contrast / (2.0 * opts.colour_threshold), 0.0, 1.0)
+        share = np.maximum(share, np.where(dip, margin, 0.0))
     inside = ndimage.binary_erosion(wound, iterations=reach_d)
     return wound, np.maximum(share, inside.astype(np.float64))
 
@@ -361,7 +365,15 @@ def _draw_outline(
     dipped = np.count_nonzero(chosen & depression) * grid.cell**2 > opts.min_wound_area_m2
     if source == "colour" and dipped:
         main, dip_field = _depression_field(
-            chosen, depth, depression, contrast, alpha, depth_sigma, colour_sigma, opts
+            chosen,
+            depth,
+            depression,
+            opts.depression_sigmas * depth_noise,
+            contrast,
+            alpha,
+            depth_sigma,
+            colour_sigma,
+            opts,
         )
         wound_field: FloatArray = dip_field
     elif source == "colour":
