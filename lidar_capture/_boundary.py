@@ -4,9 +4,15 @@ In a frame whose z axis is the skin normal at the wound centre, the skin is fitt
 polynomial height field (`lidar_capture._surface`) on a ring of skin around the wound
 only, and the points are splatted onto a grid on it (0.5 mm by default), each cell's
 colour read from the frames' colour images at their own resolution (point colours for
-a point cloud). The wound is where a cell's colour is more than half-way from the
-skin's to the nearest wound tissue's (`lidar_capture._colour`), or where the floor lies
-clearly below the skin; without colour the floor's depth draws the edge. A user-drawn
+a point cloud). Depth and colour draw the edge together. A wound with a depression (the
+surface below the skin past the noise floor judged from the ring) is the depression
+and the colour inside it that differs from the skin's even a little (a pale margin);
+its edge is half-way up the rim's outermost step in depth or in colour, whichever is
+further out, so neither the depth's blur nor a pale margin pulls it inwards. A flat
+wound (no depression: an abrasion, an epithelialising wound) is where a cell's colour
+is more than half-way from the skin's to the nearest wound tissue's
+(`lidar_capture._colour`); colour off the skin's counts beside a depression only as
+far as it joins it. Without colour the floor's depth draws the edge. A user-drawn
 outline replaces this. The skin is refitted around the new outline and the wound
 recentred, for a few rounds.
 """
@@ -274,9 +280,11 @@ def _depression_field(
     The depression (the surface below the skin past the noise floor) joined to the
     chosen wound is wound, and so is colour inside it that differs from the skin's even
     a little (a pale margin). Its edge is the half-way point of the rim's outermost
-    step, in depth (a cliff: half its height) or in colour (a margin or the bed: half
-    its contrast), whichever lies further out: the blur of either estimate is undone by
-    reading the step's height just inside it, not at a fixed level.
+    step, in depth (a cliff: half its height) or in colour (the bed: half its contrast,
+    or half-way to its nearest tissue as for a flat wound), whichever lies further out:
+    the blur of each is undone by reading the step's height just inside it, not at a
+    fixed level. Inside the depression the edge is also where the colour crosses
+    `colour_threshold` from the skin's (a pale margin too thin for its own plateau).
     """
     grown, _ = ndimage.label(depression)
     ids = np.unique(grown[chosen & (grown > 0)])
