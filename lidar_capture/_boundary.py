@@ -376,7 +376,6 @@ def _draw_outline(
             chosen,
             depth,
             depression,
-            opts.depression_sigmas * depth_noise,
             contrast,
             alpha,
             depth_sigma,
