@@ -283,8 +283,7 @@ def _depression_field(
     step, in depth (a cliff: half its height) or in colour (the bed: half its contrast,
     or half-way to its nearest tissue as for a flat wound), whichever lies further out:
     the blur of each is undone by reading the step's height just inside it, not at a
-    fixed level. Inside the depression the edge is also where the colour crosses
-    `colour_threshold` from the skin's (a pale margin too thin for its own plateau).
+    fixed level.
     """
     grown, _ = ndimage.label(depression)
     ids = np.unique(grown[chosen & (grown > 0)])
@@ -293,18 +292,15 @@ def _depression_field(
     reach_d = max(round(opts.edge_plateau_sigmas * depth_sigma), 2)
     inner_dip = ndimage.binary_erosion(dip, iterations=reach_d)
     # Only inside the depression: beyond it a shallow floor's half-height is in the noise.
-    share = np.where(dip, _half_way(depth, inner_dip, reach_d), 0.0)
+    share = np.where(dip, _half_way(depth, inner_dip, max(depth_sigma, 1.0)), 0.0)
     if contrast is not None:
         reach_c = max(round(opts.edge_plateau_sigmas * colour_sigma), 2)
         near = ndimage.binary_dilation(dip, iterations=reach_c)
         wound = ndimage.binary_fill_holes(dip | (near & (contrast > opts.colour_threshold)))
         inner = ndimage.binary_erosion(wound, iterations=reach_c)
-        share = np.maximum(share, np.where(near, _half_way(contrast, inner, reach_c), 0.0))
+        halves = _half_way(contrast, inner, max(colour_sigma, 1.0))
+        share = np.maximum(share, np.where(near, halves, 0.0))
         share = np.maximum(share, np.where(near, alpha, 0.0))
-        # Inside the depression colour off the skin's past `colour_threshold` is wound
-        # (a pale margin): the edge where the contrast crosses it, sub-cell.
-        margin = np.clip(contrast / (2.0 * opts.colour_threshold), 0.0, 1.0)
-        share = np.maximum(share, np.where(dip, margin, 0.0))
     inside = ndimage.binary_erosion(wound, iterations=reach_d)
     return wound, np.maximum(share, inside.astype(np.float64))
 
