@@ -162,9 +162,9 @@ class MeasureOptions:
     `boundary_depth_sigmas`, when deeper)."""
     depression_sigmas: float = _within(3.0, 0.5, 50.0)
     """Cells deeper than this many noise sigmas below the skin are a depression (the
-    one-sided 3-sigma tail: 0.13 % of skin cells by chance). Colour that differs from
-    the skin's by `colour_threshold` counts as wound inside a depression (a pale margin),
-    and only there once the wound has a clearly deep part."""
+    one-sided 3-sigma tail: 0.13 % of skin cells by chance). A wound with a wound area
+    of such cells is a depression: its edge comes from depth and colour together, and
+    clearly-not-skin colour (a pale margin) around it is wound."""
     edge_plateau_sigmas: float = _within(3.0, 0.5, 50.0)
     """At a depression's rim the edge is half-way between the skin and the depth (and the
     colour) just inside it, read this many blur sigmas inside the rim (a blurred step
