@@ -296,7 +296,8 @@ def _depression_field(
     if contrast is not None:
         reach_c = max(round(opts.edge_plateau_sigmas * colour_sigma), 2)
         near = ndimage.binary_dilation(dip, iterations=reach_c)
-        wound = ndimage.binary_fill_holes(dip | (near & (contrast > opts.clear_contrast_factor * opts.colour_threshold)))
+        clear = contrast > opts.clear_contrast_factor * opts.colour_threshold
+        wound = ndimage.binary_fill_holes(dip | (near & clear))
         inner = ndimage.binary_erosion(wound, iterations=reach_c)
         halves = _half_way(contrast, inner, max(colour_sigma, 1.0))
         share = np.maximum(share, np.where(near, halves, 0.0))
