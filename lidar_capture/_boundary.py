@@ -4,9 +4,15 @@ In a frame whose z axis is the skin normal at the wound centre, the skin is fitt
 polynomial height field (`lidar_capture._surface`) on a ring of skin around the wound
 only, and the points are splatted onto a grid on it (0.5 mm by default), each cell's
 colour read from the frames' colour images at their own resolution (point colours for
-a point cloud). The wound is where a cell's colour is more than half-way from the
-skin's to the nearest wound tissue's (`lidar_capture._colour`), or where the floor lies
-clearly below the skin; without colour the floor's depth draws the edge. A user-drawn
+a point cloud). Depth and colour draw the edge together. A wound with a depression (the
+surface below the skin past the noise floor judged from the ring) is the depression
+and the colour inside it that differs from the skin's even a little (a pale margin);
+its edge is half-way up the rim's outermost step in depth or in colour, whichever is
+further out, so neither the depth's blur nor a pale margin pulls it inwards. A flat
+wound (no depression: an abrasion, an epithelialising wound) is where a cell's colour
+is more than half-way from the skin's to the nearest wound tissue's
+(`lidar_capture._colour`); colour off the skin's counts beside a depression only as
+far as it joins it. Without colour the floor's depth draws the edge. A user-drawn
 outline replaces this. The skin is refitted around the new outline and the wound
 recentred, for a few rounds.
 """
@@ -58,6 +64,10 @@ class Region:
     colour: FloatArray | None
     point_cells: npt.NDArray[np.intp]
     """(2, M) grid cells of the cloud's points around the wound."""
+    depression: FloatArray | None = None
+    """When the wound is a depression, its share-of-wound field from depth and colour
+    (the outline is its `MeasureOptions.edge_level` contour); a wound model's outline
+    may not lie inside it (`lidar_capture._model_boundary`). None otherwise."""
 
 
 def _cast_outline(
@@ -190,11 +200,11 @@ def find_region(
         if outline is not None:
             polygon = _cast_outline(outline, scan, frame, skin)
             _check_outline(polygon, outline, skin, frame, opts)
-            source = "outline"
+            source, dip_field = "outline", None
         else:
-            polygon, source = _draw_outline(
-                depth, coverage, outside_cells & coverage, skin, colour_field, colour_sigma,
-                grid, opts,
+            polygon, source, dip_field = _draw_outline(
+                depth, coverage, outside_cells & coverage, skin, colour_field, sigma_cells,
+                colour_sigma, grid, opts,
             )  # fmt: skip
         mask = polygon_mask(polygon, grid)
         wound_pts = int(np.count_nonzero(mask[ic, jc] & inside))
@@ -212,6 +222,7 @@ def find_region(
             wound_pts,
             colour_field,
             np.stack([ic[inside], jc[inside]]),
+            dip_field,
         )
         # Recentre on the wound and take the skin normal there for the next round.
         com = (
@@ -239,22 +250,84 @@ def find_region(
     return region
 
 
+def _half_way(field: FloatArray, inner: BoolArray, sigma: float) -> FloatArray:
+    """`field` as a share of its plateau just inside the rim: one half is half-way.
+
+    The plateau is the Gaussian-weighted mean of `field` over the `inner` cells (the
+    region eroded past the blur), so a blurred step from skin (0) to whatever lies just
+    inside it (a pale margin, a cliff's floor) crosses one half at the step itself, the
+    half-maximum rule, whatever the height of the step.
+    """
+    total = ndimage.gaussian_filter(np.where(inner, field, 0.0), sigma)
+    weight = ndimage.gaussian_filter(inner.astype(np.float64), sigma)
+    plateau = np.divide(total, weight, out=np.zeros_like(total), where=weight > 1e-3)
+    share = np.divide(field, plateau, out=np.zeros_like(field), where=plateau > 0)
+    return np.asarray(np.clip(share, 0.0, 1.0), dtype=np.float64)
+
+
+def _depression_field(
+    chosen: BoolArray,
+    depth: FloatArray,
+    depression: BoolArray,
+    contrast: FloatArray | None,
+    alpha: FloatArray,
+    depth_sigma: float,
+    colour_sigma: float,
+    opts: MeasureOptions,
+) -> tuple[BoolArray, FloatArray]:
+    """The wound of a depression and its share-of-wound field (edge at `edge_level`).
+
+    The depression (the surface below the skin past the noise floor) joined to the
+    chosen wound is wound, and so is colour inside it that differs from the skin's even
+    a little (a pale margin). Its edge is the half-way point of the rim's outermost
+    step, in depth (a cliff: half its height) or in colour (the bed: half its contrast,
+    or half-way to its nearest tissue as for a flat wound), whichever lies further out:
+    the blur of each is undone by reading the step's height just inside it, not at a
+    fixed level.
+    """
+    grown, _ = ndimage.label(depression)
+    ids = np.unique(grown[chosen & (grown > 0)])
+    dip = ndimage.binary_fill_holes(np.isin(grown, ids[ids > 0]) | chosen)
+    wound = dip.copy()
+    reach_d = max(round(opts.edge_plateau_sigmas * depth_sigma), 2)
+    inner_dip = ndimage.binary_erosion(dip, iterations=reach_d)
+    # Only inside the depression: beyond it a shallow floor's half-height is in the noise.
+    share = np.where(dip, _half_way(depth, inner_dip, max(depth_sigma, 1.0)), 0.0)
+    if contrast is not None:
+        reach_c = max(round(opts.edge_plateau_sigmas * colour_sigma), 2)
+        near = ndimage.binary_dilation(dip, iterations=reach_c)
+        clear = contrast > opts.clear_contrast_factor * opts.colour_threshold
+        wound = ndimage.binary_fill_holes(dip | (near & clear))
+        inner = ndimage.binary_erosion(wound, iterations=reach_c)
+        halves = _half_way(contrast, inner, max(colour_sigma, 1.0))
+        share = np.maximum(share, np.where(near, halves, 0.0))
+        share = np.maximum(share, np.where(near, alpha, 0.0))
+    inside = ndimage.binary_erosion(wound, iterations=reach_d)
+    return wound, np.maximum(share, inside.astype(np.float64))
+
+
 def _draw_outline(
     depth: FloatArray,
     coverage: BoolArray,
     ring_cells: BoolArray,
     skin: HeightField,
     colour_field: FloatArray | None,
+    depth_sigma: float,
     colour_sigma: float,
     grid: Grid,
     opts: MeasureOptions,
-) -> tuple[FloatArray, str]:
-    """The wound's outline on the grid from colour and depth, and which of them drew it.
+) -> tuple[FloatArray, str, FloatArray | None]:
+    """The wound's outline on the grid from colour and depth, which of them drew it, and
+    a depression's share-of-wound field (None for a flat wound or without colour).
 
     Cells clearly below the skin, and cells whose colour is clearly not skin and at
     least half-way to a tissue's, are the wound's core; the core's region nearest the
-    grid's centre is the wound. Its edge is where the colour is half-way (``colour``),
-    or, without usable colour, where the floor is clearly below the skin (``depth``).
+    grid's centre is the wound. A wound with a clearly deep part is a depression: its
+    edge is where the surface leaves the skin or its colour leaves the skin's, and
+    colour outside the depression (a red patch of intact skin beside it) is not wound
+    (`_depression_field`). A wound with no depth at all (an abrasion, an epithelialising
+    wound) is drawn by colour alone, where it is half-way to a tissue's (``colour``).
+    Without usable colour the floor's depth draws the edge (``depth``).
     """
     depth_noise = (
         _MAD_TO_SIGMA * float(np.median(np.abs(depth[ring_cells])))
@@ -264,8 +337,10 @@ def _draw_outline(
     depth_core = coverage & (
         depth > max(opts.depth_threshold_mm / 1000.0, opts.boundary_depth_sigmas * depth_noise)
     )
+    depression = coverage & (depth > opts.depression_sigmas * depth_noise)
     core = depth_core.copy()
     alpha = np.zeros_like(depth)
+    contrast: FloatArray | None = None
     source = "depth"
     if colour_field is not None:
         skin_cells = ring_cells & (np.abs(depth) < opts.skin_band_sigmas * depth_noise + 1e-4)
@@ -276,6 +351,8 @@ def _draw_outline(
             if np.count_nonzero(colour_core) * grid.cell**2 > opts.min_wound_area_m2:
                 source = "colour"
                 core |= colour_core
+            else:
+                contrast = None
     labels, count = components(core)
     if count == 0:
         raise MeasurementRefused(
@@ -290,15 +367,29 @@ def _draw_outline(
         for s, c in zip(sizes, centres_lab, strict=True)
     ]
     chosen = labels == (int(np.argmax(scores)) + 1)
-    main = ndimage.binary_fill_holes(chosen)
-    if source == "colour":
-        # Inside the chosen region's outline everything is wound (islands of skin
-        # colour included); around it the colour decides.
+    dipped = np.count_nonzero(chosen & depression) * grid.cell**2 > opts.min_wound_area_m2
+    if source == "colour" and dipped:
+        main, dip_field = _depression_field(
+            chosen,
+            depth,
+            depression,
+            contrast,
+            alpha,
+            depth_sigma,
+            colour_sigma,
+            opts,
+        )
+        wound_field: FloatArray = dip_field
+    elif source == "colour":
+        dip_field = None
+        # A flat wound: inside the chosen region's outline everything is wound (islands
+        # of skin colour included); around it the colour decides, half-way to a tissue.
+        main = ndimage.binary_fill_holes(chosen)
         reach = max(round(opts.colour_edge_reach * colour_sigma), 2)
         near = ndimage.binary_dilation(main, iterations=reach)
         wound_field = np.where(main & ~chosen, 1.0, np.where(near, alpha, 0.0))
-        wound_field = np.maximum(wound_field, (main & depth_core).astype(np.float64))
     else:
+        dip_field = None
         # Without colour the floor's depth draws the edge: where it is clearly below
         # the skin, down to `depth_edge_m` (a bowl's sloping rim is lost below it).
         shallow = coverage & (
@@ -318,7 +409,7 @@ def _draw_outline(
         raise MeasurementRefused(
             "no_wound_found", "no closed wound boundary found; aim at the wound"
         )
-    return contour, source
+    return contour, source, dip_field
 
 
 def raster(region: Region) -> WoundRaster:

@@ -3,6 +3,14 @@
 The geometric boundary still frames the model's canonical input (centre and scale,
 `lidar_capture._model_input`); the model's outline is where its wound probability
 crosses one half, and its labels give the tissue mix inside that outline.
+
+At the rim, where the model and the geometry disagree, the rule is: a clear depression
+is wound. When the geometry found the wound to be a depression (the surface below the
+skin past the noise floor), the model's edge cannot lie inside the depression's edge
+(the union of the two: where the model stops short, inside a pale margin or a dusky
+bed, the depression's edge wins); beyond the depression, where the surface is on the
+skin, the model's edge stands (it sees epithelium and flat wound the depth cannot). For
+a flat wound (no depression) the model's edge stands everywhere.
 """
 
 from __future__ import annotations
@@ -87,6 +95,8 @@ def model_boundary(
     reach = max(round(opts.model_edge_reach * step / grid.cell), 2)
     near = ndimage.binary_dilation(on_grid, iterations=reach)
     field_ = np.where(near, field_, 0.0)
+    if region.depression is not None:  # the rim rule: a clear depression is wound
+        field_ = np.maximum(field_, region.depression)
     com = ndimage.center_of_mass(on_grid)
     inside = (
         float(grid.centres[0] + com[0] * grid.cell),

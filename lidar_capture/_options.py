@@ -160,6 +160,15 @@ class MeasureOptions:
     depth_edge_m: float = _within(0.0005, 0.0, 0.05)
     """Without colour the edge is where the floor is this far below the skin (or
     `boundary_depth_sigmas`, when deeper)."""
+    depression_sigmas: float = _within(3.0, 0.5, 50.0)
+    """Cells deeper than this many noise sigmas below the skin are a depression (the
+    one-sided 3-sigma tail: 0.13 % of skin cells by chance). A wound with a wound area
+    of such cells is a depression: its edge comes from depth and colour together, and
+    clearly-not-skin colour (a pale margin) around it is wound."""
+    edge_plateau_sigmas: float = _within(3.0, 0.5, 50.0)
+    """At a depression's rim the edge is half-way between the skin and the depth (and the
+    colour) just inside it, read this many blur sigmas inside the rim (a blurred step
+    reaches 99.9 % of its height 3 sigmas in)."""
     clear_contrast_factor: float = _within(2.0, 1.0, 100.0)
     """Cells this many times `colour_threshold` from the skin's colour are clearly not
     skin; the wound's tissue colours are clustered from them."""

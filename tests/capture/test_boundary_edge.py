@@ -1,0 +1,232 @@
+"""The wound's edge from depth and colour together, with no inward bias (issue 22).
+
+The scenes are coloured point clouds of analytic wounds on flat skin, sampled like a
+fused scan (0.4 mm spacing, 0.7 mm depth noise, colour noise): the true edge is a circle
+of 10 mm radius, so the drawn outline's distance from it is the edge's error. The suite
+at the end measures the independent phantoms (`tests.phantoms`), which nothing in the
+pipeline was tuned on.
+"""
+
+from __future__ import annotations
+
+import statistics
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from lidar_capture import (
+    MODEL_CHANNELS,
+    MODEL_INPUT_SIZE,
+    PointCloud,
+    Scan,
+    WoundMeasurement,
+    measure,
+)
+from lidar_capture import _ndimage as ndimage
+
+F64 = npt.NDArray[np.float64]
+
+RADIUS = 0.010
+DEPTH = 0.004
+CELL = 0.0005  # the measurement grid's default cell
+LIGHT = np.array([0.80, 0.62, 0.52])
+DARK = np.array([0.30, 0.20, 0.15])
+BED = np.array([0.62, 0.12, 0.12])
+
+
+def scene(
+    profile: str = "cliff",
+    margin_m: float = 0.0,
+    patch_gap_m: float | None = None,
+    skin: F64 = LIGHT,
+    seed: int = 0,
+) -> Scan:
+    """A round wound of `RADIUS` on flat skin (``cliff``, ``bowl`` or ``flat``, an
+    abrasion); `margin_m` of pale pink (60 % skin, 40 % bed) inside its rim; a flat red
+    patch of 5 mm radius `patch_gap_m` beside it."""
+    rng = np.random.default_rng(seed)
+    spacing, half = 0.0004, 0.04
+    g = (np.arange(int(2 * half / spacing)) + 0.5) * spacing - half
+    x, y = (a.ravel() + rng.uniform(-spacing / 2, spacing / 2, a.size) for a in np.meshgrid(g, g))
+    r = np.hypot(x, y)
+    inside = r < RADIUS
+    shape = {"cliff": 1.0, "bowl": 1.0 - (r / RADIUS) ** 2, "flat": 0.0}[profile]
+    z = 0.3 - np.where(inside, DEPTH * shape, 0.0) + rng.normal(0.0, 0.0007, x.size)
+    colour = np.tile(skin, (x.size, 1))
+    colour[inside] = BED
+    colour[inside & (r > RADIUS - margin_m)] = 0.6 * skin + 0.4 * BED
+    if patch_gap_m is not None:
+        colour[np.hypot(x - (RADIUS + patch_gap_m + 0.005), y) < 0.005] = BED
+    colour = np.clip(colour + rng.normal(0.0, 0.012, colour.shape), 0.0, 1.0)
+    return Scan("pointcloud", "edge scene", cloud=PointCloud(np.column_stack([x, y, z]), colour))
+
+
+def area_error(m: WoundMeasurement) -> float:
+    """Signed area error, % of the true circle's."""
+    truth = np.pi * RADIUS**2 * 1e4
+    return (m.area_cm2 - truth) / truth * 100.0
+
+
+def edge_offsets(m: WoundMeasurement) -> F64:
+    """The outline's distance outside the true edge, metres (negative inside)."""
+    return np.asarray(np.hypot(m.outline_world[:, 0], m.outline_world[:, 1]) - RADIUS)
+
+
+def test_a_cliff_without_margin_has_its_edge_on_the_wall() -> None:
+    m = measure(scene("cliff"))
+    offsets = edge_offsets(m)
+    assert abs(float(np.median(offsets))) < 0.2 * CELL
+    assert float(np.quantile(np.abs(offsets), 0.9)) < 0.5 * CELL
+    assert abs(area_error(m)) <= 1.5
+
+
+BOWL_MARGIN = (
+    "measured {:+.1f} %: the margin's outer part lies on the bowl's rim where the floor is "
+    "within the noise of the skin, and a 2 mm margin is read against the bed's contrast "
+    "(its plateau is read three blur sigmas in), so half of it is not half-way"
+)
+
+
+@pytest.mark.parametrize(
+    ("profile", "skin"),
+    [
+        pytest.param("cliff", LIGHT, id="cliff-light"),
+        pytest.param("cliff", DARK, id="cliff-dark"),
+        pytest.param(
+            "bowl",
+            LIGHT,
+            id="bowl-light",
+            marks=pytest.mark.xfail(strict=True, reason=BOWL_MARGIN.format(-3.2)),
+        ),
+        pytest.param(
+            "bowl",
+            DARK,
+            id="bowl-dark",
+            marks=pytest.mark.xfail(strict=True, reason=BOWL_MARGIN.format(-9.5)),
+        ),
+    ],
+)
+def test_a_pale_margin_inside_the_depression_is_wound(profile: str, skin: F64) -> None:
+    m = measure(scene(profile, margin_m=0.002, skin=skin))
+    # Without the margin the area would be the bed's: (8/10)^2, 36 % low.
+    assert abs(area_error(m)) <= 1.5
+    assert abs(float(np.median(edge_offsets(m)))) < 0.5 * CELL
+
+
+def test_a_flat_red_patch_beside_the_wound_is_not_wound() -> None:
+    alone = measure(scene("cliff"))
+    beside = measure(scene("cliff", patch_gap_m=0.003))
+    # The patch (25 % of the wound's area) is left out; the wound's edge does not move.
+    assert abs(area_error(beside)) <= 1.5
+    assert beside.area_cm2 == pytest.approx(alone.area_cm2, rel=0.005)
+
+
+# --- the rim rule between a wound model and the geometry ----------------------------
+
+CLASSES = ("background", "granulation", "slough", "necrosis", "epithelium")
+RED, GREEN = MODEL_CHANNELS.index("red"), MODEL_CHANNELS.index("green")
+
+
+class ColourModel:
+    """A `WoundModel` that calls red cells granulation, its mask grown (or shrunk, when
+    `grow` is negative) by `grow` of its pixels: a model whose edge is off the rim."""
+
+    def __init__(self, grow: int) -> None:
+        self.grow = grow
+
+    @property
+    def manifest(self) -> Any:
+        size, channels = MODEL_INPUT_SIZE, len(MODEL_CHANNELS)
+        return SimpleNamespace(
+            model_id="colour-test",
+            version="0.0.1",
+            classes=CLASSES,
+            input=SimpleNamespace(shape=(1, channels, size, size)),
+            output=SimpleNamespace(shape=(1, len(CLASSES), size, size)),
+            preprocessing={"channels": list(MODEL_CHANNELS)},
+        )
+
+    def segment(self, image: npt.NDArray[np.float32], valid: Any = None) -> Any:
+        wound = (image[RED] - image[GREEN]) > 0.3
+        if self.grow > 0:
+            wound = ndimage.binary_dilation(wound, iterations=self.grow)
+        elif self.grow < 0:
+            wound = ndimage.binary_erosion(wound, iterations=-self.grow)
+        p = ndimage.gaussian_filter(wound.astype(np.float64), 1.0)
+        zero = np.zeros_like(p)
+        return SimpleNamespace(
+            labels=(p > 0.5).astype(np.int64),
+            probabilities=np.stack([1.0 - p, p, zero, zero, zero]),
+            confidence=0.9,
+        )
+
+
+def test_the_depression_wins_where_the_model_stops_inside_it() -> None:
+    scan = scene("cliff")
+    geometric = measure(scan)
+    inset = measure(scan, model=ColourModel(grow=-4))  # ~1.3 mm inside the rim
+    assert inset.boundary_source == "model"
+    assert inset.area_cm2 == pytest.approx(geometric.area_cm2, rel=0.01)
+
+
+def test_the_model_wins_beyond_the_depression() -> None:
+    scan = scene("cliff")
+    geometric = measure(scan)
+    outset = measure(scan, model=ColourModel(grow=4))  # ~1.3 mm outside the rim
+    assert outset.boundary_source == "model"
+    assert outset.area_cm2 > 1.15 * geometric.area_cm2
+
+
+def test_the_model_wins_everywhere_on_a_flat_wound() -> None:
+    scan = scene("flat")
+    geometric = measure(scan)
+    inset = measure(scan, model=ColourModel(grow=-4))
+    assert abs(area_error(geometric)) <= 1.5
+    assert inset.boundary_source == "model"
+    assert inset.area_cm2 < 0.85 * geometric.area_cm2
+
+
+# --- the independent phantoms ---------------------------------------------------------
+
+PHANTOM_SEEDS = range(18)  # every site x skin group pair three times
+
+
+@pytest.fixture(scope="module")
+def phantom_errors() -> list[tuple[str, float]]:
+    """(skin group, signed area error %) of each phantom, 10 frames at 1 mm."""
+    from tests.phantoms import phantom_spec, render
+
+    out = []
+    for seed in PHANTOM_SEEDS:
+        scan, truth = render(phantom_spec(seed, noise_mm=1.0, frames=10))
+        m = measure(scan)
+        out.append((truth.skin_group, (m.area_cm2 - truth.area_cm2) / truth.area_cm2 * 100.0))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "measured on seeds 0-17: median |area error| 1.5 %, median signed -0.2 %, group "
+        "medians I-II 1.6, III-IV 1.2, V-VI 2.1 (goals met); worst 23.7 %: shallow "
+        "phantoms (<= 1.5 mm deep, 1 mm noise) with a pale margin read -23.7 % and -22.7 %, "
+        "their rim neither below the noise floor nor off the skin's colour by half"
+    ),
+)
+def test_phantom_areas_have_no_bias_and_no_skin_tone_gap(
+    phantom_errors: list[tuple[str, float]],
+) -> None:
+    signed = [e for _, e in phantom_errors]
+    absolute = [abs(e) for e in signed]
+    groups: dict[str, list[float]] = {}
+    for group, error in phantom_errors:
+        groups.setdefault(group, []).append(abs(error))
+    medians = [statistics.median(v) for v in groups.values()]
+    assert statistics.median(absolute) <= 2.0
+    assert abs(statistics.median(signed)) <= 1.0
+    assert max(absolute) <= 5.0
+    assert max(medians) - min(medians) <= 1.0
