@@ -7,9 +7,11 @@ and the pipeline's own tests measure against.
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import replace
 from itertools import product
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -161,9 +163,14 @@ def test_the_first_nine_seeds_cover_every_site_and_skin_group() -> None:
     assert pairs == set(product(SITES, SKIN_GROUPS))
 
 
-def test_the_benchmark_suite_covers_skin_groups_evenly_on_every_site() -> None:
-    from benchmarks._bench_phantoms import suite, wound_count
-
+def test_the_benchmark_suite_covers_skin_groups_evenly_on_every_site(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # From the repository root: another distribution (pymerkle) installs a top-level
+    # `benchmarks` package too (tests/test_benchmarks.py imports it the same way).
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2]))
+    bench = importlib.import_module("benchmarks._bench_phantoms")
+    suite, wound_count = bench.suite, bench.wound_count
     wounds = suite(wound_count(10_000))
     assert len(wounds) == 60 and len({seed for seed, _, _ in wounds}) == 60
     groups = [group for _, _, group in wounds]
