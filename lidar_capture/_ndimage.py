@@ -7,7 +7,7 @@ SciPy or contourpy imports (and accelerators are not switched off, see
 conventions exactly (4-connectivity, the cross structuring element, 0 outside the
 array for morphology, label numbering in raster order, ``truncate=4.0`` Gaussians), so
 labels, morphology and distances are identical and blurs, samples and contours agree
-to rounding; ``tests/capture/test_ndimage.py`` checks both on random inputs.
+to rounding; ``tests/capture/test_numpy_only.py`` checks both on random inputs.
 """
 
 from __future__ import annotations

@@ -112,8 +112,6 @@ def read_point_cloud(path: str | Path) -> PointCloud:
         raise ScanFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
     if not data.strip():
         raise ScanFileError(path, "is empty")
-    # Open3D skips or half-reads what it cannot parse, so the text and PLY formats are
-    # checked first: the count they must yield is known before Open3D runs.
     if suffix == ".ply":
         parsed = _parse_ply(data, path)
         return _checked_cloud(parsed.points, parsed.colors, path)
