@@ -17,15 +17,27 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[all,dev,train]'
 	touch $(STAMP)
 
-## The pinned npm projects: JavaScript Automerge in the interoperability tests, and
-## automerge-repo beside us in the sync benchmark (`npm ci` when a lockfile changes).
-NODE_PROJECTS := tests/js benchmarks/automerge_repo
+## The pinned npm projects: JavaScript Automerge in the interoperability tests,
+## automerge-repo beside us in the sync benchmark, and the dashboard's browser code
+## (`npm ci` when a lockfile changes).
+NODE_PROJECTS := tests/js benchmarks/automerge_repo web
 NODE_STAMPS   := $(NODE_PROJECTS:%=%/node_modules/.package-lock.json)
 
 %/node_modules/.package-lock.json: %/package-lock.json
 	cd $* && npm ci --no-audit --no-fund --loglevel=error
 
-node: system $(NODE_STAMPS)
+## The dashboard's vendored browser code, built into the package from the pinned npm
+## packages (the pages work with no internet): htmx as published, and the 3D viewer
+## bundled with three.js by esbuild.
+VENDOR := sync_server/dashboard/static/vendor
+$(VENDOR)/.built: web/node_modules/.package-lock.json $(wildcard web/src/*.js)
+	mkdir -p $(VENDOR)
+	cp web/node_modules/htmx.org/dist/htmx.min.js $(VENDOR)/htmx.min.js
+	cd web && node_modules/.bin/esbuild src/viewer.js --bundle --minify --format=esm \
+		--log-level=warning --outfile=../$(VENDOR)/viewer.js
+	touch $@
+
+node: system $(NODE_STAMPS) $(VENDOR)/.built
 
 install: system $(STAMP) node
 

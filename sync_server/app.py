@@ -19,7 +19,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -38,6 +38,8 @@ from sync_server.commerce.billing import orders_paid
 from sync_server.commerce.deciders import register as register_commerce
 from sync_server.commerce.holds import expire_holds
 from sync_server.commerce.reference import publish_everywhere as publish_catalogues
+from sync_server.dashboard import routes as dashboard_routes
+from sync_server.dashboard.web import DASHBOARD_PREFIX, error_page, install_dashboard
 from sync_server.db import Database, utcnow
 from sync_server.edge import routes as edge_routes
 from sync_server.errors import (
@@ -124,9 +126,12 @@ def _error_response(
     *,
     extra: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
     """A refusal in the server's error shape, or, under `FHIR_PREFIX`, as a FHIR
-    OperationOutcome (`sync_server.fhir.outcomes`), with the same status."""
+    OperationOutcome (`sync_server.fhir.outcomes`), or, under `DASHBOARD_PREFIX`, as a
+    dashboard page, with the same status."""
+    if request.url.path.startswith(DASHBOARD_PREFIX):
+        return error_page(request, status, code, message)
     if request.url.path.startswith(FHIR_PREFIX):
         return JSONResponse(
             operation_outcome(status, code, message),
@@ -197,8 +202,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.blobs = make_blob_backend(settings)
 
     @app.exception_handler(ServerError)
-    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
-        if request.url.path.startswith(FHIR_PREFIX):
+    async def _server_error(request: Request, exc: ServerError) -> Response:
+        if request.url.path.startswith((FHIR_PREFIX, DASHBOARD_PREFIX)):
             return _error_response(
                 request, status_code_of(exc), exc.code, exc.message, headers=exc.headers or None
             )
@@ -209,7 +214,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         # Unknown paths (404), wrong methods (405) and bodies refused by the body limits
         # (408, 413) get the same error shape.
         code = getattr(exc, "code", None) or {
@@ -223,14 +228,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     @app.exception_handler(DataError)
-    async def _bad_data(request: Request, exc: DataError) -> JSONResponse:
+    async def _bad_data(request: Request, exc: DataError) -> Response:
         # The database refused a value the client sent (a NUL character, a number out
         # of range): the client's input, not a server fault.
         log.info("database refused request data: %s", type(exc.orig).__name__)
         return _error_response(request, 400, "invalid_value", "a value in the request is not valid")
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         details = [
             {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")}
             for e in exc.errors()
@@ -263,8 +268,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audit_device_routes,
         edge_routes,
         fhir_routes,
+        dashboard_routes,
     ):
         app.include_router(routes.router)
+    install_dashboard(app)
     install_docs(app)
     install_openapi(app)
     return app

@@ -177,6 +177,28 @@ class Settings(BaseSettings):
         description="How often the server signs a checkpoint of its audit log (when it "
         "grew since the last).",
     )
+    dashboard_healing_threshold_percent: float = Field(
+        default=40.0,
+        ge=0,
+        le=100,
+        description="The staff dashboard flags a wound as not on track when its area "
+        "has shrunk by less than this percentage at `dashboard_healing_weeks` "
+        "(the evidence uses 40 % at 4 weeks to predict non-healing).",
+    )
+    dashboard_healing_weeks: int = Field(
+        default=4,
+        gt=0,
+        le=52,
+        description="When the dashboard reads a wound's area reduction (weeks after its "
+        "first assessment).",
+    )
+    dashboard_max_points: int = Field(
+        default=1_000_000,
+        gt=0,
+        le=5_000_000,
+        description="The dashboard's 3D view decimates a stored scan to at most this many "
+        "points on the server.",
+    )
     staff_idle_seconds: int = Field(
         default=900,
         gt=0,

@@ -31,6 +31,7 @@ from sync_server.db import commit_then_raise, new_id, rowcount, utcnow
 from sync_server.errors import Forbidden, Unauthorized
 from sync_server.identity import throttling
 from sync_server.identity.keyring import TokenKeyring
+from sync_server.identity.principals import Principal
 from sync_server.identity.sealing import SecretBox
 from sync_server.identity.tables import Clinic, Device, RefreshToken, User
 from sync_server.identity.tokens import hash_token, new_bearer_token
@@ -41,6 +42,7 @@ __all__ = [
     "SessionState",
     "StaffLogin",
     "TokenPair",
+    "browser_session",
     "issue_tokens",
     "keep_session_alive",
     "log_in",
@@ -395,6 +397,36 @@ def keep_session_alive(
         .values(last_used_at=at)
         .execution_options(synchronize_session=False)
     )
+
+
+def browser_session(
+    *, session: Session, refresh_token: str, settings: Settings, now: datetime | None = None
+) -> tuple[Principal, str]:
+    """The staff user, and their session's family id, that a browser's session cookie
+    names (the staff dashboard keeps a staff session's refresh token in an HttpOnly
+    cookie and never rotates it); notes the activity, like any staff request.
+
+    Commits its refusal before raising (an idle session is revoked and its expiry
+    audited): call it in a transaction of its own.
+
+    Raises:
+        Unauthorized: ``session_ended`` (unknown, logged out, revoked or expired, or not
+            a staff session) or ``session_idle_expired``.
+        Forbidden: ``user_inactive``: the account was deactivated.
+    """
+    at = now or utcnow()
+    row = session.scalars(
+        select(RefreshToken).where(RefreshToken.token_hash == hash_token(refresh_token))
+    ).one_or_none()
+    # Only the family's live token opens it: a token spent by a refresh is a copy.
+    if row is None or row.subject_kind != "user" or _live_token(session, row.family_id, at) != row:
+        raise Unauthorized("this session has ended; log in again", code="session_ended")
+    keep_session_alive(session=session, family_id=row.family_id, settings=settings, now=at)
+    user = session.get(User, row.subject_id)
+    if user is None or not user.active:
+        raise Forbidden("this account is deactivated", code="user_inactive")
+    principal = Principal("user", user.id, user.clinic_id, user.organisation_id, user.role)
+    return principal, row.family_id
 
 
 def revoke_refresh_family(*, session: Session, refresh_token: str) -> bool:

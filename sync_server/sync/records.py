@@ -22,7 +22,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from sync_server.audit.breakglass import active_grant, last_grant
 from sync_server.audit.events import BREAK_GLASS, Actor, RecordsRead, purpose_of
 from sync_server.audit.services import record_event
-from sync_server.errors import NotFound
+from sync_server.db import Database
+from sync_server.errors import Forbidden, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tenancy import clinic_ids_in_scope, visible_clinic
 from sync_server.sync.projections import ProjectionRow
@@ -41,6 +42,7 @@ __all__ = [
     "record_refused_read",
     "requested_id",
     "search_patients",
+    "visible_record",
     "wound_assessments",
 ]
 
@@ -283,3 +285,41 @@ def record_refused_read(
         found=False,
         request_id=request_id,
     )
+
+
+def visible_record(
+    *,
+    database: Database,
+    principal: Principal,
+    table: type[_Row],
+    record_id: str,
+    collection: str,
+    request_id: str | None = None,
+) -> tuple[_Row, str]:
+    """The record `record_id` and the purpose it is read for (`open_record`), or a
+    refusal, audited (`record_refused_read`), if it is missing or not the caller's to
+    see. The caller audits the read itself (`record_read`) once it has what it shows.
+
+    Raises:
+        NotFound: ``not_found``: missing, or outside the caller's clinics.
+        Forbidden: ``break_glass_expired``: the caller's break-glass grant for its
+            patient has expired.
+    """
+    with database.read() as session:
+        opened = open_record(session=session, principal=principal, table=table, record_id=record_id)
+    if opened.row is None:
+        with database.write() as session:
+            record_refused_read(
+                session=session,
+                principal=principal,
+                collection=collection,
+                wanted=record_id,
+                request_id=request_id,
+            )
+        if opened.grant_expired:
+            raise Forbidden(
+                "your break-glass access to this patient has expired",
+                code="break_glass_expired",
+            )
+        raise NotFound(f"no such {collection[:-1]}", code="not_found")
+    return opened.row, opened.purpose

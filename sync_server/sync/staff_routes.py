@@ -21,7 +21,6 @@ from sqlalchemy import Select
 from sync_server.audit.events import Actor, purpose_of
 from sync_server.db import Database
 from sync_server.deps import DbDep, RequestIdDep, StaffCaller
-from sync_server.errors import Forbidden, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.sync.exports import ExportKind, open_export
 from sync_server.sync.listing import (
@@ -34,13 +33,12 @@ from sync_server.sync.listing import (
     notes_page,
 )
 from sync_server.sync.records import (
-    open_record,
     page,
     patient_of_row,
     patient_wounds,
     record_read,
-    record_refused_read,
     search_patients,
+    visible_record,
     wound_assessments,
 )
 from sync_server.sync.schemas import (
@@ -89,36 +87,6 @@ HasModelOutput = Annotated[
 ]
 
 _Row = TypeVar("_Row", PatientRow, WoundRow, AssessmentRow)
-
-
-def _visible_or_404(
-    db: Database,
-    caller: Principal,
-    table: type[_Row],
-    record_id: str,
-    collection: str,
-    request_id: str | None,
-) -> tuple[_Row, str]:
-    """The record and the purpose it is read for, or 404 (audited) if it is missing or
-    outside the caller's clinics (403 once the caller's break-glass grant expired)."""
-    with db.read() as session:
-        opened = open_record(session=session, principal=caller, table=table, record_id=record_id)
-    if opened.row is None:
-        with db.write() as session:
-            record_refused_read(
-                session=session,
-                principal=caller,
-                collection=collection,
-                wanted=record_id,
-                request_id=request_id,
-            )
-        if opened.grant_expired:
-            raise Forbidden(
-                "your break-glass access to this patient has expired",
-                code="break_glass_expired",
-            )
-        raise NotFound(f"no such {collection[:-1]}", code="not_found")
-    return opened.row, opened.purpose
 
 
 def _page(
@@ -204,7 +172,14 @@ def get_patient(
 ) -> RecordOut:
     """One patient (deleted ones too, flagged); 404 if missing or outside the caller's
     clinics."""
-    row, purpose = _visible_or_404(db, caller, PatientRow, patient_id, "patients", request_id)
+    row, purpose = visible_record(
+        database=db,
+        principal=caller,
+        table=PatientRow,
+        record_id=patient_id,
+        collection="patients",
+        request_id=request_id,
+    )
     with db.write() as session:
         record_read(
             session=session,
@@ -232,7 +207,14 @@ def list_patient_wounds(
     include_deleted: IncludeDeleted = False,
 ) -> RecordPage:
     """The wounds of a patient the caller may see; 404 for any other patient."""
-    patient, purpose = _visible_or_404(db, caller, PatientRow, patient_id, "patients", request_id)
+    patient, purpose = visible_record(
+        database=db,
+        principal=caller,
+        table=PatientRow,
+        record_id=patient_id,
+        collection="patients",
+        request_id=request_id,
+    )
     return _page(
         db,
         caller,
@@ -263,7 +245,14 @@ def list_wound_assessments(
 ) -> RecordPage:
     """The assessments of a wound the caller may see, oldest capture first; 404 for
     any other wound."""
-    wound, purpose = _visible_or_404(db, caller, WoundRow, wound_id, "wounds", request_id)
+    wound, purpose = visible_record(
+        database=db,
+        principal=caller,
+        table=WoundRow,
+        record_id=wound_id,
+        collection="wounds",
+        request_id=request_id,
+    )
     return _page(
         db,
         caller,

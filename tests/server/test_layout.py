@@ -27,6 +27,7 @@ HTTP_LAYER = {
     "serving.py",
     "ops/middleware.py",
     "ops/limits.py",  # body caps and deadlines: ASGI middleware and the HTTP protocol
+    "dashboard/web.py",  # the dashboard's cookie, CSRF, headers and templates
 }
 
 

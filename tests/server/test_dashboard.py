@@ -1,0 +1,189 @@
+"""The staff dashboard over HTTP: sign-in with password and TOTP, the session cookie,
+CSRF, security headers, idle expiry, clinic scope and the audit of page views (the
+pages in a real browser: tests/server/test_dashboard_browser.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import closing
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select, update
+
+from sync_server.audit.tables import AuditEvent
+from sync_server.db import utcnow
+from sync_server.identity.tables import RefreshToken
+from sync_server.sync.tables import PatientRow
+from tests.server.dashboard_world import form_token, new_staff, sign_in
+
+
+def _patient(server: Any, clinic_id: str, family: str, *, mrn: str | None = None) -> str:
+    pid = str(uuid.uuid4())
+    record = {"id": pid, "given_name": "Ada", "family_name": family, "birth_date": "1950-01-02"}
+    with server.db.write() as session:
+        session.add(
+            PatientRow(
+                id=pid,
+                clinic_id=clinic_id,
+                deleted=False,
+                conflicted=False,
+                updated_at="2026-05-01T10:00:00Z",
+                record=json.dumps(record),
+                given_name="Ada",
+                family_name=family,
+                birth_date="1950-01-02",
+                sex="female",
+                mrn=mrn,
+            )
+        )
+    return pid
+
+
+def _reads(server: Any, user_id: str) -> list[tuple[str, dict[str, list[str]]]]:
+    """(outcome, target) of every read `user_id` made, oldest first."""
+    with server.db.read() as session:
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.actor_id == user_id).order_by(AuditEvent.id)
+        ).all()
+        return [(e.outcome, json.loads(e.target or "{}")) for e in events if e.action == "read"]
+
+
+def test_sign_in_needs_the_totp_code_and_sets_a_strict_cookie(server: Any) -> None:
+    clinic = server.new_clinic()
+    account = new_staff(server, clinic)
+    with httpx.Client(base_url=server.url, timeout=30) as browser:
+        form = browser.get("/dashboard/sign-in")
+        assert form.status_code == 200
+        refused = browser.post(
+            "/dashboard/sign-in",
+            data={
+                "csrf_token": form_token(form.text),
+                "username": account.username,
+                "password": account.password,
+                "totp": "000000",
+            },
+        )
+        assert refused.status_code == 401
+        assert "not right" in refused.text
+        assert "coherency_dashboard" not in browser.cookies
+        form = browser.get("/dashboard/sign-in")
+        answer = browser.post(
+            "/dashboard/sign-in",
+            data={
+                "csrf_token": form_token(form.text),
+                "username": account.username,
+                "password": account.password,
+                "totp": account.next_code(),
+            },
+        )
+        assert answer.status_code == 303
+        cookie = answer.headers["set-cookie"]
+        assert "coherency_dashboard=" in cookie
+        for attribute in ("HttpOnly", "SameSite=strict", "Path=/dashboard"):
+            assert attribute.lower() in cookie.lower()
+
+
+def test_a_sign_in_form_without_its_token_is_refused(server: Any) -> None:
+    account = new_staff(server, server.new_clinic())
+    answer = httpx.post(
+        f"{server.url}/dashboard/sign-in",
+        data={"username": account.username, "password": account.password, "totp": "1"},
+    )
+    assert answer.status_code == 403
+    assert "coherency_dashboard" not in answer.headers.get("set-cookie", "")
+
+
+def test_pages_carry_a_strict_csp_and_no_store(server: Any) -> None:
+    client, _ = sign_in(server, new_staff(server, server.new_clinic()))
+    with closing(client):
+        answer = client.get("/dashboard/patients")
+    assert answer.status_code == 200
+    csp = answer.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    assert "frame-ancestors 'none'" in csp
+    assert answer.headers["cache-control"] == "no-store"
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "<script>" not in answer.text and " style=" not in answer.text
+
+
+def test_without_a_session_pages_send_the_browser_to_sign_in(server: Any) -> None:
+    answer = httpx.get(f"{server.url}/dashboard/patients")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == "/dashboard/sign-in"
+    forged = httpx.get(
+        f"{server.url}/dashboard/patients", cookies={"coherency_dashboard": "x" * 40}
+    )
+    assert forged.status_code == 303
+
+
+def test_search_and_patient_page_are_scoped_and_audited(server: Any) -> None:
+    clinic, other = server.new_clinic(), server.new_clinic()
+    family = f"Lovelace{uuid.uuid4().hex[:6]}"
+    mine = _patient(server, clinic, family, mrn=f"MRN-{uuid.uuid4().hex[:8]}")
+    theirs = _patient(server, other, family)
+    account = new_staff(server, clinic)
+    client, csrf = sign_in(server, account)
+    with closing(client):
+        found = client.post("/dashboard/patients/search", data={"q": family, "csrf_token": csrf})
+        assert found.status_code == 200
+        assert f"/dashboard/patients/{mine}" in found.text
+        assert theirs not in found.text
+        assert family not in str(found.url)
+        page = client.get(f"/dashboard/patients/{mine}")
+        assert page.status_code == 200 and family in page.text
+        refused = client.get(f"/dashboard/patients/{theirs}")
+        assert refused.status_code == 404
+        assert family not in refused.text and "text/html" in refused.headers["content-type"]
+    assert _reads(server, account.user_id) == [
+        ("ok", {"patients": [mine]}),  # the search found one
+        ("ok", {"patients": [mine]}),  # the patient page: the patient,
+        ("ok", {"wounds": []}),  # their wounds
+        ("ok", {"notes": []}),  # and their notes
+        ("not_found", {"patients": [theirs]}),
+    ]
+
+
+def test_a_form_without_the_csrf_token_changes_nothing(server: Any) -> None:
+    client, csrf = sign_in(server, new_staff(server, server.new_clinic()))
+    with closing(client):
+        forged = client.post("/dashboard/sign-out", data={})
+        assert forged.status_code == 403
+        assert client.get("/dashboard/patients").status_code == 200
+        wrong = client.post("/dashboard/sign-out", headers={"x-csrf-token": "0" * 64})
+        assert wrong.status_code == 403
+        out = client.post("/dashboard/sign-out", data={"csrf_token": csrf})
+        assert str(out.url).endswith("/dashboard/sign-in")
+        client.follow_redirects = False
+        assert client.get("/dashboard/patients").status_code == 303
+
+
+def test_an_idle_session_ends_and_says_why(server: Any) -> None:
+    account = new_staff(server, server.new_clinic())
+    client, _ = sign_in(server, account)
+    with closing(client):
+        long_ago = utcnow() - timedelta(seconds=server.settings.staff_idle_seconds + 5)
+        with server.db.write() as session:
+            session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.subject_id == account.user_id)
+                .values(last_used_at=long_ago, issued_at=long_ago)
+            )
+        client.follow_redirects = False
+        answer = client.get("/dashboard/patients")
+        assert answer.status_code == 303
+        assert answer.headers["location"].endswith("ended=session_idle_expired")
+        page = client.get(answer.headers["location"])
+        assert "inactivity" in page.text
+
+
+@pytest.mark.parametrize("path", ["/dashboard/patients/not-a-uuid", "/dashboard/nowhere"])
+def test_unknown_pages_answer_an_html_404(server: Any, path: str) -> None:
+    client, _ = sign_in(server, new_staff(server, server.new_clinic()))
+    with closing(client):
+        answer = client.get(path)
+    assert answer.status_code == 404
+    assert "text/html" in answer.headers["content-type"]
