@@ -229,3 +229,12 @@ def harness() -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up while it runs
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """Debian's chromium through Playwright, for the dashboard's browser tests."""
+    from tests.server.browser_world import launch_chromium
+
+    with launch_chromium() as browser:
+        yield browser
