@@ -82,11 +82,13 @@ class SignInNeeded(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    """A signed-in page request: who is asking, their session, and its CSRF token."""
+    """A signed-in page request: who is asking, their session, its CSRF token, and how
+    long the session lasts without a request (the page clears itself then)."""
 
     caller: Principal
     session_id: str
     csrf: str
+    idle_seconds: int
 
 
 def csrf_token(session_token: str) -> str:
@@ -110,7 +112,7 @@ def _page(request: Request, db: DbDep, settings: SettingsDep) -> Page:
     if principal.role not in STAFF_ROLES:
         raise SignInNeeded("staff_only")
     request.state.principal = principal  # for the access log
-    return Page(principal, family, csrf_token(token))
+    return Page(principal, family, csrf_token(token), settings.staff_idle_seconds)
 
 
 PageDep = Annotated[Page, Depends(_page)]
