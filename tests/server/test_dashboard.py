@@ -5,6 +5,7 @@ pages in a real browser: tests/server/test_dashboard_browser.py)."""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from contextlib import closing
 from datetime import timedelta
@@ -187,3 +188,58 @@ def test_unknown_pages_answer_an_html_404(server: Any, path: str) -> None:
         answer = client.get(path)
     assert answer.status_code == 404
     assert "text/html" in answer.headers["content-type"]
+
+
+def _dashboard_routes() -> list[tuple[str, str]]:
+    """(method, path) of every dashboard route, the page modules' included ones too."""
+    from fastapi.routing import APIRoute
+
+    from sync_server.dashboard.routes import router
+
+    found = []
+    for route in router.routes:
+        included = getattr(route, "original_router", None)  # FastAPI's included router
+        routes = [(router.prefix, r) for r in included.routes] if included else [("", route)]
+        found.extend(
+            (method, prefix + r.path)
+            for prefix, r in routes
+            if isinstance(r, APIRoute)
+            for method in r.methods
+        )
+    return sorted(found)
+
+
+_HOSTILE_IDS = [str(uuid.uuid4()), "x" * 300, "%00", "..%2F..%2Fetc", "%E2%80%AE", "'; DROP"]
+_HOSTILE_BODIES: list[dict[str, Any]] = [
+    {},
+    {"content": b"\xff\xfe\x00garbage", "headers": {"content-type": "text/plain"}},
+    {"data": {"q": "a" * 5000, "csrf_token": "b" * 5000, "totp": "9" * 50}},
+    {"content": b"q=%ZZ&&&==", "headers": {"content-type": "application/x-www-form-urlencoded"}},
+    {"content": b"--x\r\n", "headers": {"content-type": "multipart/form-data; boundary=x"}},
+]
+
+
+def test_no_dashboard_route_answers_5xx_to_hostile_input(server: Any) -> None:
+    """Every dashboard route (new ones are picked up automatically), signed in and
+    not, with hostile ids and bodies: a clear 3xx/4xx, never a server error."""
+    routes = _dashboard_routes()
+    assert ("GET", "/dashboard/patients/{patient_id}") in routes, routes
+    client, csrf = sign_in(server, new_staff(server, server.new_clinic()))
+    anonymous = httpx.Client(base_url=server.url, timeout=30)
+    failures = []
+    with closing(client), closing(anonymous):
+        client.follow_redirects = False
+        for method, path in routes:
+            if path.endswith("/sign-out"):
+                continue  # would end the session the rest of the run uses
+            for wanted in _HOSTILE_IDS:
+                url = re.sub(r"\{[^}]+\}", wanted, path)
+                for body in _HOSTILE_BODIES if method == "POST" else [{}]:
+                    for who in (client, anonymous):
+                        answer = who.request(method, url, **body)
+                        if answer.status_code >= 500:
+                            failures.append((method, url[:80], answer.status_code))
+        # The session still works, and a valid CSRF token still signs out.
+        assert client.get("/dashboard/patients").status_code == 200
+        assert client.post("/dashboard/sign-out", data={"csrf_token": csrf}).status_code == 303
+    assert failures == []
