@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from lidar_capture import ScanFileError, point_cloud_from_ply_bytes
 
+from lidar_capture import ScanFileError, point_cloud_from_ply_bytes
 from sync_server.blobs.backends import BlobBackend, BlobBackendError, storage_unavailable
 from sync_server.blobs.downloads import StoredBlob, locate_blob, record_download
 from sync_server.blobs.missing import CorruptBlobStream, blob_missing, verify_stream
@@ -131,7 +131,9 @@ def _refs(record: dict[str, Any], kind: str) -> ScanRef | None:
     blobs = _field(record, "blobs")
     for blob in blobs if isinstance(blobs, list) else ():
         if isinstance(blob, dict) and blob.get("kind") == kind and "sha256" in blob:
-            return ScanRef(str(blob["sha256"]), int(blob.get("size", 0)), str(blob.get("media_type", "")))
+            return ScanRef(
+                str(blob["sha256"]), int(blob.get("size", 0)), str(blob.get("media_type", ""))
+            )
     return None
 
 
@@ -200,7 +202,9 @@ def scan_page(
         )
     return ScanPage(
         assessment=row,
-        measurements=measurements if isinstance(measurements := _field(record, "measurements"), dict) else {},
+        measurements=measurements
+        if isinstance(measurements := _field(record, "measurements"), dict)
+        else {},
         purpose=purpose,
         scan=scan,
         has_outline=_refs(record, DETAILS_KIND) is not None,
@@ -253,7 +257,9 @@ def pack_scan(
     try:
         cloud = point_cloud_from_ply_bytes(ply, name=name)
     except ScanFileError as exc:
-        raise Unprocessable(f"the stored scan cannot be read: {exc}", code="scan_unreadable") from None
+        raise Unprocessable(
+            f"the stored scan cannot be read: {exc}", code="scan_unreadable"
+        ) from None
     stored = len(cloud)
     kept = decimate(stored, max_points, seed=seed)
     points = cloud.points if kept is None else cloud.points[kept]
@@ -369,7 +375,9 @@ def scan_points(
     with database.write() as session:
         for read in (blob, details):
             if read is not None:
-                record_download(session=session, principal=principal, blob=read, request_id=request_id)
+                record_download(
+                    session=session, principal=principal, blob=read, request_id=request_id
+                )
     outline = None
     if details is not None:
         try:

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from sqlalchemy import select
 
-from lidar_capture import PointCloud
 from sync_server.audit.tables import AuditEvent
 from sync_server.dashboard.scans import FORMAT_VERSION, HEADER_SIZE, MAGIC, pack_scan
 from sync_server.errors import Unprocessable
@@ -47,7 +46,9 @@ def test_the_scan_page_and_its_points_are_scoped_and_audited(server: Any, tmp_pa
         page = client.get(f"/dashboard/assessments/{seeded.assessment_id}/scan")
         assert page.status_code == 200, page.text
         assert f'data-src="/dashboard/assessments/{seeded.assessment_id}/scan.bin"' in page.text
-        assert '<script type="module" src="/dashboard/static/vendor/viewer.js"></script>' in page.text
+        assert (
+            '<script type="module" src="/dashboard/static/vendor/viewer.js"></script>' in page.text
+        )
         assert 'tabindex="0"' in page.text and "aria-label=" in page.text
         assert "arrow keys" in page.text and "7.07 cm²" in page.text
         assert "<script>" not in page.text and " style=" not in page.text
