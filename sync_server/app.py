@@ -43,19 +43,7 @@ from sync_server.dashboard.web import DASHBOARD_PREFIX, error_page, install_dash
 from sync_server.db import Database, utcnow
 from sync_server.edge import routes as edge_routes
 from sync_server.errors import (
-    Conflict,
-    Forbidden,
-    Gone,
-    Invalid,
-    NotFound,
-    PayloadTooLarge,
-    RangeNotSatisfiable,
     ServerError,
-    TooManyRequests,
-    Unauthorized,
-    Unavailable,
-    Unprocessable,
-    UnsupportedMediaType,
 )
 from sync_server.fhir import routes as fhir_routes
 from sync_server.fhir.outcomes import FHIR_MEDIA_TYPE, FHIR_PREFIX, operation_outcome
@@ -80,6 +68,7 @@ from sync_server.payments.desk import make_payments
 from sync_server.payments.idempotency import prune_keys
 from sync_server.payments.invoices import publish_stale
 from sync_server.settings import Settings
+from sync_server.statuses import STATUS_CODES, status_code_of
 from sync_server.sync import routes as sync_routes
 from sync_server.sync import staff_routes
 from sync_server.sync.authorship import ServerSigner
@@ -91,31 +80,6 @@ log = logging.getLogger("sync_server")
 
 _HOUSEKEEPING_SECONDS = 3600.0
 _STALE_UPLOAD = timedelta(days=7)
-
-STATUS_CODES: dict[type[ServerError], int] = {
-    Invalid: 400,
-    Unauthorized: 401,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    Gone: 410,
-    PayloadTooLarge: 413,
-    UnsupportedMediaType: 415,
-    RangeNotSatisfiable: 416,
-    Unprocessable: 422,
-    TooManyRequests: 429,
-    Unavailable: 503,
-}
-"""The HTTP status of each class of the error tree (a subclass not listed takes its
-nearest listed base's)."""
-
-
-def status_code_of(error: ServerError) -> int:
-    """The HTTP status `error` is answered with."""
-    for cls in type(error).__mro__:
-        if cls in STATUS_CODES:
-            return STATUS_CODES[cls]
-    return 500  # a bare ServerError: a bug in the server, not the client's fault
 
 
 def _error_response(

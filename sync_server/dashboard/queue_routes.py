@@ -12,7 +12,7 @@ runs, with the same role checks and audit events:
 - ``POST /dashboard/queues/orders/{id}/{pick|ship}``:
   `sync_server.commerce.orders.move_order` (``POST /v1/commerce/orders/{id}/{action}``),
   then the catalogue republished after a pick;
-- ``POST /dashboard/queues/payments/{id}/refund``: `sync_server.payments.charging.refund`
+- ``POST /dashboard/queues/payments/{id}/refund``: `sync_server.payments.charging.staff_refund`
   through the API's idempotency wrapper (``POST /v1/payments/{id}/refund``; the form
   carries its own ``Idempotency-Key``, so a form sent twice refunds once).
 
@@ -33,7 +33,6 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from sync_server.audit.events import Actor
 from sync_server.audit.services import record_read
 from sync_server.bookings.directory import require_writer
 from sync_server.bookings.manage import change_state
@@ -51,16 +50,11 @@ from sync_server.dashboard.web import (
 from sync_server.db import Database, utcnow
 from sync_server.deps import ArtifactKeyDep, DbDep
 from sync_server.errors import ServerError, Unavailable
-from sync_server.payments.charging import derived_key, refund
+from sync_server.payments.charging import staff_refund
 from sync_server.payments.idempotency import Stored
-from sync_server.payments.invoices import publish_changed
-from sync_server.payments.routes import (
-    _payment_in_scope,
-    _payments,
-    _require_actor,
-    idempotent,
-)
+from sync_server.payments.routes import idempotent
 from sync_server.payments.schemas import RefundPublic
+from sync_server.statuses import status_code_of
 from sync_server.sync.authorship import ServerSigner
 
 __all__ = ["router"]
@@ -102,8 +96,6 @@ class _Refusal:
 
     @classmethod
     def of(cls, error: ServerError) -> _Refusal:
-        from sync_server.app import status_code_of  # the app imports this module
-
         return cls(status_code_of(error), error.code, error.message)
 
 
@@ -224,24 +216,20 @@ def refund_action(
     caller = page_.caller
     why = reason.strip() or None
     try:
-        _require_actor(caller)
-        payments = _payments(request)
+        payments = request.app.state.payments
 
         def work(session: Session) -> Stored:
-            payment = _payment_in_scope(session, caller, payment_id)
-            now = utcnow()
-            made = refund(
+            made = staff_refund(
                 session=session,
                 payments=payments,
-                organisation_id=caller.organisation_id,
-                payment_id=payment.id,
+                principal=caller,
+                payment_id=payment_id,
                 amount=amount,
-                idempotency_key=derived_key("rest-refund", caller.id, idempotency_key),
-                now=now,
                 reason=why,
-                actor=Actor.of(caller),
+                request_key=idempotency_key,
+                signer=ServerSigner(key),
+                now=utcnow(),
             )
-            publish_changed(session=session, signer=ServerSigner(key), now=now)
             return Stored(200, RefundPublic.model_validate(made).model_dump(mode="json"))
 
         answered = idempotent(

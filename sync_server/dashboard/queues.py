@@ -34,13 +34,13 @@ from sync_server.commerce.tables import Order, Prescription
 from sync_server.identity.principals import Principal
 from sync_server.identity.tenancy import clinic_ids_in_scope
 from sync_server.intents.tables import IntentDecision
+from sync_server.payments.invoices import PAYMENT_HANDLERS
 from sync_server.payments.tables import Invoice, Payment, Refund
 from sync_server.sync.tables import PatientRow
 
 __all__ = [
     "BOOKING_INTENTS",
     "EXPIRY_DAYS",
-    "PAYMENT_ACTORS",
     "QUEUE_LIMIT",
     "BookingItem",
     "QueueRead",
@@ -62,9 +62,6 @@ BOOKING_INTENTS = (
     "visit.request",
 )
 """The intent kinds whose decisions the bookings queue lists."""
-
-PAYMENT_ACTORS = frozenset({"staff", "admin"})
-"""Who may refund (`sync_server.payments.routes`: staff and admins)."""
 
 _PENDING_FIRST = ("booked", "confirmed", "en_route", "started")
 _DASHBOARD_MOVES = ("confirmed", "en_route", "started", "completed", "cancelled")
@@ -152,7 +149,7 @@ def queues(*, session: Session, principal: Principal, today: date) -> Queues:
     """The queues `principal` (a staff user) may see on `today` (UTC)."""
     found = Queues(
         can_act=principal.role in WRITER_ROLES,
-        can_refund=principal.role in PAYMENT_ACTORS,
+        can_refund=principal.role in PAYMENT_HANDLERS,
     )
     for state in _PENDING_FIRST:
         left = QUEUE_LIMIT - len(found.bookings)

@@ -27,12 +27,20 @@ from sync_server.audit.events import OPERATIONS, Actor, PaymentRecorded, Payment
 from sync_server.audit.services import record_event
 from sync_server.db import Database, new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
+from sync_server.identity.principals import Principal
 from sync_server.payments.desk import PaymentsDesk
 from sync_server.payments.gateway import ChargeStatus, GatewayError
-from sync_server.payments.invoices import mark_changed, number_invoices
+from sync_server.payments.invoices import (
+    mark_changed,
+    number_invoices,
+    payment_in_scope,
+    publish_changed,
+    require_payment_handler,
+)
 from sync_server.payments.ledger import CLEARING, REFUNDS, post, receivable_account
 from sync_server.payments.tables import Invoice, Payment, Refund, WebhookEvent
 from sync_server.payments.webhooks import WebhookEventIn
+from sync_server.sync.authorship import ServerSigner
 
 __all__ = [
     "PaymentRefused",
@@ -42,6 +50,7 @@ __all__ = [
     "pay",
     "reconcile",
     "refund",
+    "staff_refund",
     "sweep_processing",
 ]
 
@@ -213,6 +222,45 @@ def reconcile(
         _fail(session, payment, found.message or "the charge failed", now)
     session.refresh(payment)
     return payment
+
+
+def staff_refund(
+    *,
+    session: Session,
+    payments: PaymentsDesk,
+    principal: Principal,
+    payment_id: str,
+    amount: int,
+    reason: str | None,
+    request_key: str,
+    signer: ServerSigner,
+    now: datetime,
+) -> Refund:
+    """A staff member's refund of (part of) a payment in their clinics (`refund`, keyed
+    by the caller and their request's idempotency key), with the invoice records it
+    changed rewritten: what ``POST /v1/payments/{id}/refund`` and the dashboard's
+    refund button both do.
+
+    Raises:
+        Forbidden: The caller does not handle payments (`require_payment_handler`).
+        NotFound: No such payment in the caller's clinics.
+        PaymentRefused: ``refund_too_large`` and the other refusals of `refund`.
+    """
+    require_payment_handler(principal)
+    payment = payment_in_scope(session=session, principal=principal, payment_id=payment_id)
+    made = refund(
+        session=session,
+        payments=payments,
+        organisation_id=principal.organisation_id,
+        payment_id=payment.id,
+        amount=amount,
+        idempotency_key=derived_key("rest-refund", principal.id, request_key),
+        now=now,
+        reason=reason,
+        actor=Actor.of(principal),
+    )
+    publish_changed(session=session, signer=signer, now=now)
+    return made
 
 
 def sweep_processing(*, database: Database, payments: PaymentsDesk, now: datetime) -> int:

@@ -25,7 +25,7 @@ from crdt import InvoiceStatus, RecordDocument, invoice_record_id
 from sync_server.audit.events import OPERATIONS, Actor, InvoiceIssued, InvoiceVoided
 from sync_server.audit.services import record_event
 from sync_server.db import new_id, rowcount
-from sync_server.errors import Conflict, Invalid, NotFound
+from sync_server.errors import Conflict, Forbidden, Invalid, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
 from sync_server.payments.ledger import (
@@ -48,6 +48,7 @@ from sync_server.sync.documents import upserted_record, write_documents
 
 __all__ = [
     "LINE_KINDS",
+    "PAYMENT_HANDLERS",
     "Charge",
     "bill",
     "changed_records",
@@ -57,8 +58,10 @@ __all__ = [
     "list_invoices",
     "mark_changed",
     "number_invoices",
+    "payment_in_scope",
     "publish_changed",
     "publish_stale",
+    "require_payment_handler",
     "void_invoice",
 ]
 
@@ -274,6 +277,38 @@ def invoice_in_scope(*, session: Session, principal: Principal, invoice_id: str)
     ):
         raise NotFound("no such invoice", code="not_found")
     return invoice
+
+
+def payment_in_scope(*, session: Session, principal: Principal, payment_id: str) -> Payment:
+    """The payment, if its invoice is in the caller's clinics.
+
+    Raises:
+        NotFound: No such payment in scope (as for a missing one).
+    """
+    payment = session.get(Payment, payment_id)
+    if payment is not None:
+        invoice = session.get(Invoice, payment.invoice_id)
+        if (
+            invoice is not None
+            and invoice.organisation_id == principal.organisation_id
+            and principal.can_see_clinic(invoice.clinic_id)
+        ):
+            return payment
+    raise NotFound("no such payment", code="not_found")
+
+
+PAYMENT_HANDLERS = frozenset({"staff", "admin"})
+"""The roles that handle invoices, payments and refunds (clinicians do not)."""
+
+
+def require_payment_handler(principal: Principal) -> None:
+    """Refuse a caller whose role does not handle payments.
+
+    Raises:
+        Forbidden: ``forbidden``: a clinician, a device.
+    """
+    if principal.role not in PAYMENT_HANDLERS:
+        raise Forbidden("only staff and admins handle payments", code="forbidden")
 
 
 def invoice_parts(

@@ -26,12 +26,9 @@ from sync_server.db import utcnow
 from sync_server.deps import ArtifactKeyDep, DbDep, StaffCaller
 from sync_server.errors import (
     Conflict,
-    Forbidden,
     Invalid,
     NotFound,
     ServerError,
-    Unauthorized,
-    Unprocessable,
 )
 from sync_server.identity.principals import Principal
 from sync_server.openapi import GATEWAY_SIGNATURE, documents
@@ -41,7 +38,7 @@ from sync_server.payments.charging import (
     derived_key,
     pay,
     reconcile,
-    refund,
+    staff_refund,
 )
 from sync_server.payments.desk import PaymentsDesk
 from sync_server.payments.idempotency import Stored, run_once
@@ -51,7 +48,9 @@ from sync_server.payments.invoices import (
     invoice_in_scope,
     invoice_parts,
     list_invoices,
+    payment_in_scope,
     publish_changed,
+    require_payment_handler,
     void_invoice,
 )
 from sync_server.payments.ledger import balances, ledger_snapshot, verify_ledger
@@ -67,8 +66,9 @@ from sync_server.payments.schemas import (
     RefundRequest,
     VoidRequest,
 )
-from sync_server.payments.tables import Invoice, Payment
+from sync_server.payments.tables import Invoice
 from sync_server.payments.webhooks import SIGNATURE_HEADER, verified_event
+from sync_server.statuses import status_code_of
 from sync_server.sync.authorship import ServerSigner
 
 __all__ = ["IdempotencyKeyHeader", "idempotent", "router"]
@@ -86,15 +86,6 @@ _IDEMPOTENT: dict[int | str, dict[str, Any]] = {
     }
 }
 """What every route run through `idempotent` may answer besides its own refusals."""
-_ACTORS = ("staff", "admin")
-_STATUS = (
-    (Unprocessable, 422),
-    (Invalid, 400),
-    (Unauthorized, 401),
-    (Forbidden, 403),
-    (NotFound, 404),
-    (Conflict, 409),
-)
 
 
 def _payments(request: Request) -> PaymentsDesk:
@@ -103,15 +94,10 @@ def _payments(request: Request) -> PaymentsDesk:
     return desk
 
 
-def _require_actor(caller: Principal) -> None:
-    if caller.role not in _ACTORS:
-        raise Forbidden("only staff and admins handle payments", code="forbidden")
-
-
 def _error(error: ServerError) -> Stored:
-    code = next((c for cls, c in _STATUS if isinstance(error, cls)), 500)
     return Stored(
-        code, {"error": {"code": error.code, "message": error.message}, **error.details()}
+        status_code_of(error),
+        {"error": {"code": error.code, "message": error.message}, **error.details()},
     )
 
 
@@ -192,7 +178,7 @@ def post_invoice(
 ) -> InvoicePublic:
     """Issue an invoice with lines (orders, appointments, visits), numbered next in the
     organisation without gaps, posted to the ledger and synced to the clinic."""
-    _require_actor(caller)
+    require_payment_handler(caller)
     if not caller.can_see_clinic(body.clinic_id):
         raise NotFound("no such clinic", code="not_found")
     signer = ServerSigner(key)
@@ -276,7 +262,7 @@ def post_void(
     invoice_id: str, body: VoidRequest, caller: StaffCaller, db: DbDep, key: ArtifactKeyDep
 ) -> InvoicePublic:
     """Void an open invoice nothing was paid on (409 ``not_voidable`` otherwise)."""
-    _require_actor(caller)
+    require_payment_handler(caller)
     with db.write() as session:
         invoice = invoice_in_scope(session=session, principal=caller, invoice_id=invoice_id)
         now = _now()
@@ -319,7 +305,7 @@ def post_pay(
     the payment (``succeeded``, or ``processing`` after a gateway timeout), 402
     ``card_declined`` with the reason, 409 ``payment_refused`` (more than is owed, the
     wrong currency, an invoice not open). Needs ``Idempotency-Key``."""
-    _require_actor(caller)
+    require_payment_handler(caller)
     payments = _payments(request)
 
     def work(session: Session) -> Stored:
@@ -364,7 +350,7 @@ def _paid(result: PaymentResult) -> Stored:
 def get_payment(payment_id: str, caller: StaffCaller, db: DbDep) -> PaymentPublic:
     """One payment."""
     with db.write() as session:
-        payment = _payment_in_scope(session, caller, payment_id)
+        payment = payment_in_scope(session=session, principal=caller, payment_id=payment_id)
         invoice = session.get(Invoice, payment.invoice_id)
         record_read(
             session=session,
@@ -388,24 +374,21 @@ def post_refund(
 ) -> JSONResponse:
     """Refund (part of) a succeeded payment: never more than captured minus refunded
     (409 ``refund_too_large``). Needs ``Idempotency-Key``."""
-    _require_actor(caller)
+    require_payment_handler(caller)
     payments = _payments(request)
 
     def work(session: Session) -> Stored:
-        payment = _payment_in_scope(session, caller, payment_id)
-        now = _now()
-        made = refund(
+        made = staff_refund(
             session=session,
             payments=payments,
-            organisation_id=caller.organisation_id,
-            payment_id=payment.id,
+            principal=caller,
+            payment_id=payment_id,
             amount=body.amount,
-            idempotency_key=derived_key("rest-refund", caller.id, str(idempotency_key)),
-            now=now,
             reason=body.reason,
-            actor=Actor.of(caller),
+            request_key=str(idempotency_key),
+            signer=ServerSigner(key),
+            now=_now(),
         )
-        publish_changed(session=session, signer=ServerSigner(key), now=now)
         return Stored(200, RefundPublic.model_validate(made).model_dump(mode="json"))
 
     return idempotent(
@@ -424,9 +407,9 @@ def post_reconcile(
 ) -> PaymentPublic:
     """Settle a ``processing`` payment from the gateway's record (a status query,
     never a new charge)."""
-    _require_actor(caller)
+    require_payment_handler(caller)
     with db.write() as session:
-        _payment_in_scope(session, caller, payment_id)
+        payment_in_scope(session=session, principal=caller, payment_id=payment_id)
         now = _now()
         payment = reconcile(
             session=session, payments=_payments(request), payment_id=payment_id, now=now
@@ -439,7 +422,7 @@ def post_reconcile(
 def get_ledger(caller: StaffCaller, db: DbDep) -> LedgerReport:
     """Every account's balance derived from the postings, and whatever does not add
     up (unbalanced transactions, balances that differ from the invoices)."""
-    _require_actor(caller)
+    require_payment_handler(caller)
     with ledger_snapshot(database=db) as session:
         found = balances(session=session, organisation_id=caller.organisation_id)
         problems = verify_ledger(session=session, organisation_id=caller.organisation_id)
@@ -496,19 +479,6 @@ async def post_webhook(
 
     outcome = await run_in_threadpool(db.write_retrying, apply)
     return {"event_id": event.id, "outcome": outcome}
-
-
-def _payment_in_scope(session: Session, caller: Principal, payment_id: str) -> Payment:
-    payment = session.get(Payment, payment_id)
-    if payment is not None:
-        invoice = session.get(Invoice, payment.invoice_id)
-        if (
-            invoice is not None
-            and invoice.organisation_id == caller.organisation_id
-            and caller.can_see_clinic(invoice.clinic_id)
-        ):
-            return payment
-    raise NotFound("no such payment", code="not_found")
 
 
 def _now() -> datetime:
