@@ -2,8 +2,9 @@
 
 - ``GET /dashboard/audit`` (staff and admins, like the API's audit log reads; 403
   ``audit_readers_only`` for clinicians): the log's newest signed checkpoint (signed now
-  if the log grew since, as ``GET /v1/audit/checkpoint`` does) and the log verified now
-  with `sync_server.audit.verify.verify_log`, the check ``coherency audit verify`` runs.
+  if the log grew since, as ``GET /v1/audit/checkpoint`` does); ``POST
+  /dashboard/audit/verify`` verifies the log now with `sync_server.audit.verify.verify_log`,
+  the check ``coherency audit verify`` runs.
 - ``GET /dashboard/patients/{id}/disclosures?page=`` : a patient's accounting of
   disclosures (`sync_server.audit.disclosures.disclosures`, the service of ``GET
   /v1/audit/disclosures``: staff and admins of the patient's clinic), 50 events a page,
@@ -21,7 +22,7 @@ from fastapi.responses import HTMLResponse
 from sync_server.audit.disclosures import disclosures, record_audit_read, require_audit_reader
 from sync_server.audit.log import current_checkpoint
 from sync_server.audit.verify import verify_log
-from sync_server.dashboard.web import PageDep, render
+from sync_server.dashboard.web import CsrfChecked, PageDep, render
 from sync_server.deps import ArtifactKeyDep, DbDep
 
 __all__ = ["PAGE_SIZE", "router"]
@@ -35,27 +36,43 @@ _MOST = 10_000  # the API's default limit: pages go no further
 
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, page_: PageDep, db: DbDep, key: ArtifactKeyDep) -> HTMLResponse:
-    """The newest signed checkpoint and whether the log verifies now."""
+    """The newest signed checkpoint, and a button that verifies the log (reading the
+    whole log takes seconds on a big one, so it runs when asked, not on every view)."""
     require_audit_reader(page_.caller)
     with db.write() as session:
         checkpoint = current_checkpoint(session=session, signer=key)
+    context = {
+        "nav": "audit",
+        "checkpoint": checkpoint,
+        "key_id": key.public_key_bytes[:8].hex(),
+        "public_key": key.public_key_bytes.hex(),
+        "report": None,
+    }
+    return render(request, "audit.html", context, page=page_)
+
+
+@router.post("/audit/verify", response_class=HTMLResponse)
+def verify_page(
+    request: Request, page_: CsrfChecked, db: DbDep, key: ArtifactKeyDep
+) -> HTMLResponse:
+    """Verify the whole log now (`verify_log`, the check ``coherency audit verify``
+    runs): the result alone for htmx, else the audit page with it."""
+    require_audit_reader(page_.caller)
     started = time.perf_counter()
     with db.read() as session:
         report = verify_log(session=session, public_key=key.public_key_bytes)
-    seconds = time.perf_counter() - started
-    return render(
-        request,
-        "audit.html",
-        {
-            "nav": "audit",
-            "checkpoint": checkpoint,
-            "key_id": key.public_key_bytes[:8].hex(),
-            "public_key": key.public_key_bytes.hex(),
-            "report": report,
-            "seconds": seconds,
-        },
-        page=page_,
-    )
+    context = {"report": report, "seconds": time.perf_counter() - started}
+    if request.headers.get("hx-request"):
+        return render(request, "audit_verification.html", context, page=page_)
+    with db.write() as session:
+        checkpoint = current_checkpoint(session=session, signer=key)
+    context |= {
+        "nav": "audit",
+        "checkpoint": checkpoint,
+        "key_id": key.public_key_bytes[:8].hex(),
+        "public_key": key.public_key_bytes.hex(),
+    }
+    return render(request, "audit.html", context, page=page_)
 
 
 @router.get("/patients/{patient_id}/disclosures", response_class=HTMLResponse)

@@ -357,17 +357,25 @@ def test_the_audit_page_shows_the_checkpoint_and_a_passing_verification(server: 
     clinic = server.new_clinic()
     staff = new_staff(server, clinic, role="staff")
     clinician = new_staff(server, clinic, role="clinician")
-    client, _ = sign_in(server, staff)
+    client, csrf = sign_in(server, staff)
     with closing(client):
         page = client.get("/dashboard/audit")
-    assert page.status_code == 200
+        assert "Verified" not in page.text  # verification runs when asked
+        verified = client.post("/dashboard/audit/verify", data={"csrf_token": csrf})
+        fragment = client.post(
+            "/dashboard/audit/verify", headers={"hx-request": "true", "x-csrf-token": csrf}
+        )
+        forged = client.post("/dashboard/audit/verify", data={})
+    assert page.status_code == 200 and verified.status_code == 200
+    assert forged.status_code == 403
+    assert "<h1>" not in fragment.text and "Verified" in fragment.text
     with server.db.read() as session:
         checkpoint = latest_checkpoint(session=session)
     assert checkpoint is not None
     assert f'<dd id="checkpoint-size">{checkpoint.size}</dd>' in page.text
     assert checkpoint.root.hex() in page.text
     assert server.app.state.artifact_key.public_key_bytes[:8].hex() in page.text
-    assert "Verified" in page.text and "does not verify" not in page.text
+    assert "Verified" in verified.text and "does not verify" not in verified.text
     refused, _ = sign_in(server, clinician)
     with closing(refused):
         answer = refused.get("/dashboard/audit")
