@@ -3,9 +3,27 @@ against a live server on loopback."""
 
 from __future__ import annotations
 
+import random
+import string
+import uuid
+from datetime import timedelta
 from typing import Any
 
-from tests.server.browser_world import OUTPUT, browser_sign_in
+import pytest
+from playwright.sync_api import Page
+from sqlalchemy import update
+
+from sync_server.dashboard.web import SESSION_COOKIE
+from sync_server.db import utcnow
+from sync_server.identity.tables import RefreshToken
+from tests.server.browser_world import (
+    OUTPUT,
+    assert_accessible,
+    axe_violations,
+    browser_sign_in,
+    screenshot,
+)
+from tests.server.dashboard_seed import SeededWound, enrolment_token, seed_wound
 from tests.server.dashboard_world import new_staff
 
 
@@ -22,5 +40,165 @@ def test_sign_in_with_totp_and_sign_out(server: Any, chromium: Any) -> None:
         page.wait_for_url("**/dashboard/sign-in")
         page.goto(f"{server.url}/dashboard/patients")
         assert page.url.endswith("/dashboard/sign-in")
+    finally:
+        context.close()
+
+
+# ------------------------------------------------- acceptance run (helper T's tests)
+# A clinic seeded through the real paths (a tablet syncing records and scan blobs,
+# `tests/server/dashboard_seed.py`), then the dashboard driven as staff would.
+
+
+@pytest.fixture(scope="module")
+def seeded(server: Any, tmp_path_factory: pytest.TempPathFactory) -> SeededWound:
+    """A patient with a healing and a stalled wound, 12 assessments and a 30,000-point
+    scan, synced by an enrolled tablet into a clinic of its own."""
+    clinic = server.new_clinic()
+    name = "".join(random.choices(string.ascii_lowercase, k=8)).capitalize()
+    return seed_wound(
+        server.url,
+        enrolment_token(server.db, clinic),
+        tmp_path_factory.mktemp("seed-tablet") / "store",
+        family_name=f"Seed{name.lower()}",
+        mrn=f"MRN-{name.upper()}",
+        assessments=12,
+        scan_points=30_000,
+    )
+
+
+def _search(page: Page, text: str) -> None:
+    """Type `text` in the search and wait for htmx to have swapped the results in."""
+    page.get_by_label("Name or MRN").fill(text)
+    with page.expect_response("**/dashboard/patients/search"):
+        page.get_by_role("button", name="Search").click()
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-settling')")
+
+
+def test_acceptance_find_the_patient_open_the_wound_and_sign_out(
+    server: Any, chromium: Any, seeded: SeededWound
+) -> None:
+    account = new_staff(server, seeded.clinic_id)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        browser_sign_in(page, server, account)
+        # Typing the name finds the patient (htmx: the page does not navigate, and the
+        # name never reaches a URL).
+        _search(page, seeded.family_name)
+        assert page.url == f"{server.url}/dashboard/patients"
+        row = page.get_by_role("row").filter(has_text=seeded.mrn)
+        assert row.count() == 1
+        screenshot(page, f"patients-results-{server.backend}")
+        row.get_by_role("link", name=f"{seeded.family_name}, {seeded.given_name}").click()
+        page.wait_for_url(f"**/dashboard/patients/{seeded.patient_id}")
+        assert page.get_by_role("heading", level=1).inner_text() == (
+            f"{seeded.family_name}, {seeded.given_name}"
+        )
+        wounds = page.get_by_role("table", name="Wounds")
+        healing = wounds.get_by_role("row").filter(has_text="left heel")
+        assert healing.get_by_role("cell").nth(4).inner_text() == "12"
+        stalled = wounds.get_by_role("row").filter(has_text="right lateral malleolus")
+        assert stalled.get_by_role("cell").nth(4).inner_text() == "6"
+        assert seeded.family_name not in page.url and seeded.mrn not in page.url
+        screenshot(page, f"patient-{server.backend}")
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url("**/dashboard/sign-in")
+        page.goto(f"{server.url}/dashboard/patients/{seeded.patient_id}")
+        assert page.url.startswith(f"{server.url}/dashboard/sign-in")
+        assert seeded.family_name not in page.content()
+    finally:
+        context.close()
+
+
+def test_acceptance_staff_of_another_clinic_see_none_of_it(
+    server: Any, chromium: Any, seeded: SeededWound
+) -> None:
+    outsider = new_staff(server, server.new_clinic())
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        browser_sign_in(page, server, outsider)
+        for text in (seeded.family_name, seeded.mrn):
+            _search(page, text)
+            assert page.locator("#results").inner_text().strip() == "No patient matches."
+        for path in (f"/dashboard/patients/{seeded.patient_id}",):
+            answer = page.goto(f"{server.url}{path}")
+            assert answer is not None and answer.status == 404, path
+            assert page.get_by_role("heading", level=1).inner_text() == "Not found"
+            html = page.content()
+            assert seeded.family_name not in html and seeded.mrn not in html, path
+    finally:
+        context.close()
+
+
+def test_acceptance_an_idle_session_lands_on_the_sign_in_page_saying_why(
+    server: Any, chromium: Any
+) -> None:
+    account = new_staff(server, server.new_clinic())
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        browser_sign_in(page, server, account)
+        long_ago = utcnow() - timedelta(seconds=server.settings.staff_idle_seconds + 5)
+        with server.db.write() as session:
+            session.execute(
+                update(RefreshToken)
+                .where(RefreshToken.subject_id == account.user_id)
+                .values(last_used_at=long_ago, issued_at=long_ago)
+            )
+        page.get_by_role("link", name="Patients").click()
+        page.wait_for_url("**/dashboard/sign-in?ended=session_idle_expired")
+        assert page.get_by_role("status").inner_text() == (
+            "You were signed out after a period of inactivity."
+        )
+        assert page.get_by_role("heading", name="Sign in").is_visible()
+        assert not any(c["name"] == SESSION_COOKIE for c in context.cookies())
+    finally:
+        context.close()
+
+
+def test_every_dashboard_page_has_no_serious_accessibility_violation(
+    server: Any, chromium: Any, seeded: SeededWound
+) -> None:
+    account = new_staff(server, seeded.clinic_id)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/dashboard/sign-in")
+        assert_accessible(page, "sign-in")
+        screenshot(page, f"sign-in-{server.backend}")
+        browser_sign_in(page, server, account)
+        assert_accessible(page, "patients")
+        _search(page, seeded.family_name)
+        assert_accessible(page, "patients with results")
+        _search(page, "Nobody Matches This")
+        assert_accessible(page, "patients without results")
+        page.goto(f"{server.url}/dashboard/patients/{seeded.patient_id}")
+        assert_accessible(page, "patient")
+        answer = page.goto(f"{server.url}/dashboard/patients/{uuid.uuid4()}")
+        assert answer is not None and answer.status == 404
+        assert_accessible(page, "error page")
+        screenshot(page, f"error-{server.backend}")
+    finally:
+        context.close()
+
+
+def test_the_axe_check_finds_a_violation_when_there_is_one(server: Any, chromium: Any) -> None:
+    # The check itself: a page with an unlabelled field and an image without text
+    # must fail it (else an empty result would prove nothing).
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{server.url}/dashboard/sign-in")
+        page.evaluate(
+            """() => {
+                document.querySelector("label[for=username]").remove();
+                const img = document.createElement("img");
+                img.src = "data:image/gif;base64,R0lGODlhAQABAAAAACw=";
+                document.querySelector("main").append(img);
+            }"""
+        )
+        found = {v["id"] for v in axe_violations(page)}
+        assert {"label", "image-alt"} <= found, found
     finally:
         context.close()
