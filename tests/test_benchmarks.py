@@ -114,6 +114,13 @@ FHIR = {
     "fhir.export.store_resources_per_s",
     "fhir.validate.resources_per_s",
 }
+DASHBOARD = {
+    "dashboard.wound.fcp_ms",
+    "dashboard.scan.interactive_ms",
+    "dashboard.patient.fcp_ms",
+    "dashboard.wound.bytes",
+    "dashboard.scan.bytes",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -217,6 +224,8 @@ TARGETED = {
     "edge.box_rss_mb",
     "load.errors_5xx",
     "load.converged",
+    "dashboard.wound.fcp_ms",
+    "dashboard.scan.interactive_ms",
     *(f"export.peak_ratio.{fmt}.{backend}" for fmt in ("csv", "ndjson")
       for backend in ("sqlite", "postgresql")),
 }  # fmt: skip
@@ -286,6 +295,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | FHIR_SERVER
         | LOAD
         | FHIR
+        | DASHBOARD
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
