@@ -4,7 +4,7 @@ a one-time token, writing a patient, two wounds and their assessments, and synci
 them to the live server over HTTP, scans included (uploaded through the blob API).
 
 - The healing wound: `assessments` assessments spread evenly over 10 weeks, its area
-  shrinking from 12 cm² to about 3 cm² (about 55 % less at 4 weeks: on track), its
+  shrinking from 12 cm² to 2 cm² (about 51 % less at 4 weeks: on track), its
   granulation rising as slough falls.
 - The stalled wound: 6 assessments over the same 10 weeks, its area barely moving
   (about 5 % less at 4 weeks: flagged as not on track).
@@ -33,7 +33,7 @@ __all__ = ["SeededWound", "enrolment_token", "scan_cloud", "seed_wound"]
 
 WEEKS = 10
 START_AREA_CM2 = 12.0
-END_AREA_CM2 = 3.0
+END_AREA_CM2 = 2.0
 STALLED_AREA_CM2 = 8.0
 STALLED_ASSESSMENTS = 6
 SKIN_RGB = (0.85, 0.66, 0.55)

@@ -120,7 +120,7 @@ def test_the_scan_is_drawn_in_3d(server: Any, chromium: Any, tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def seeded(server: Any, tmp_path_factory: pytest.TempPathFactory) -> SeededWound:
-    """A patient with a healing and a stalled wound, 12 assessments and a 30,000-point
+    """A patient with a healing and a stalled wound, 12 assessments and a 100,000-point
     scan, synced by an enrolled tablet into a clinic of its own."""
     clinic = server.new_clinic()
     name = "".join(random.choices(string.ascii_lowercase, k=8)).capitalize()
@@ -131,7 +131,7 @@ def seeded(server: Any, tmp_path_factory: pytest.TempPathFactory) -> SeededWound
         family_name=f"Seed{name.lower()}",
         mrn=f"MRN-{name.upper()}",
         assessments=12,
-        scan_points=30_000,
+        scan_points=100_000,
     )
 
 
@@ -170,6 +170,32 @@ def test_acceptance_find_the_patient_open_the_wound_and_sign_out(
         assert stalled.get_by_role("cell").nth(4).inner_text() == "6"
         assert seeded.family_name not in page.url and seeded.mrn not in page.url
         screenshot(page, f"patient-{server.backend}")
+        # The stalled wound is flagged on its page.
+        stalled.get_by_role("link", name="right lateral malleolus").click()
+        page.wait_for_url(f"**/dashboard/wounds/{seeded.stalled_wound_id}")
+        assert "Not on track" in page.locator(".healing-status").inner_text()
+        page.go_back()
+        # The healing wound: on track, its curve drawn through every assessment.
+        page.get_by_role("link", name="left heel").click()
+        page.wait_for_url(f"**/dashboard/wounds/{seeded.wound_id}")
+        assert "On track" in page.locator(".healing-status").inner_text()
+        curve = page.get_by_role("img", name="Healing curve: area and volume over time")
+        area = curve.locator("path.series-area")
+        assert area.get_attribute("d", timeout=5_000).count("L") == 11  # 12 points
+        box = area.bounding_box()
+        assert box is not None and box["width"] > 200 and box["height"] > 50, box
+        screenshot(page, f"wound-{server.backend}")
+        # The last assessment's scan in 3D: drawn, not only present.
+        page.get_by_role("link", name="View in 3D").last.click()
+        page.wait_for_url(f"**/dashboard/assessments/{seeded.scan_assessment_id}/scan")
+        canvas = page.locator('canvas[data-state="drawn"]')
+        canvas.wait_for(timeout=60_000)
+        assert canvas.get_attribute("data-points") == str(seeded.scan_points)
+        share = canvas.evaluate(_BACKGROUND_SHARE)
+        assert share["drawn"] > 0.05, share  # pixels other than the background
+        assert share["outline"] > 20, share  # the boundary from measurement-details
+        assert page.evaluate("() => performance.getEntriesByName('scan-interactive').length") == 1
+        screenshot(page, f"scan-seeded-{server.backend}")
         page.get_by_role("button", name="Sign out").click()
         page.wait_for_url("**/dashboard/sign-in")
         page.goto(f"{server.url}/dashboard/patients/{seeded.patient_id}")
@@ -190,7 +216,12 @@ def test_acceptance_staff_of_another_clinic_see_none_of_it(
         for text in (seeded.family_name, seeded.mrn):
             _search(page, text)
             assert page.locator("#results").inner_text().strip() == "No patient matches."
-        for path in (f"/dashboard/patients/{seeded.patient_id}",):
+        for path in (
+            f"/dashboard/patients/{seeded.patient_id}",
+            f"/dashboard/wounds/{seeded.wound_id}",
+            f"/dashboard/assessments/{seeded.scan_assessment_id}/scan",
+            f"/dashboard/assessments/{seeded.scan_assessment_id}/scan.bin",
+        ):
             answer = page.goto(f"{server.url}{path}")
             assert answer is not None and answer.status == 404, path
             assert page.get_by_role("heading", level=1).inner_text() == "Not found"
@@ -244,6 +275,13 @@ def test_every_dashboard_page_has_no_serious_accessibility_violation(
         assert_accessible(page, "patients without results")
         page.goto(f"{server.url}/dashboard/patients/{seeded.patient_id}")
         assert_accessible(page, "patient")
+        page.goto(f"{server.url}/dashboard/wounds/{seeded.wound_id}")
+        assert_accessible(page, "wound (on track)")
+        page.goto(f"{server.url}/dashboard/wounds/{seeded.stalled_wound_id}")
+        assert_accessible(page, "wound (not on track)")
+        page.goto(f"{server.url}/dashboard/assessments/{seeded.scan_assessment_id}/scan")
+        page.locator('canvas[data-state="drawn"]').wait_for(timeout=60_000)
+        assert_accessible(page, "scan in 3D")
         answer = page.goto(f"{server.url}/dashboard/patients/{uuid.uuid4()}")
         assert answer is not None and answer.status == 404
         assert_accessible(page, "error page")
