@@ -378,7 +378,7 @@ def curve_chart(
     if not areas and not volumes:
         return None
     height = 320
-    left, right, top, bottom = 56.0, width - 60.0, 16.0, height - 44.0
+    left, right, top, bottom = 56.0, width - 60.0, 28.0, height - 44.0
     baseline_day = 0.0
     if reduction.baseline_at is not None and items:
         baseline_day = (reduction.baseline_at - items[0].captured_at).total_seconds() / _DAY

@@ -17,6 +17,7 @@ from sqlalchemy import update
 from sync_server.dashboard.web import SESSION_COOKIE
 from sync_server.db import utcnow
 from sync_server.identity.tables import RefreshToken
+from tests.server import dashboard_seed
 from tests.server.browser_world import (
     OUTPUT,
     assert_accessible,
@@ -24,9 +25,12 @@ from tests.server.browser_world import (
     browser_sign_in,
     screenshot,
 )
-from tests.server.dashboard_seed import SeededWound, enrolment_token, seed_wound
+from tests.server.dashboard_seed import SeededWound, enrolment_token
 from tests.server.dashboard_world import new_staff
 from tests.server.scan_world import ply_of, seed_scan, wound_cloud
+from tests.server.test_dashboard_wound import seed_patient, seed_wound
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_sign_in_with_totp_and_sign_out(server: Any, chromium: Any) -> None:
@@ -113,6 +117,51 @@ def test_the_scan_is_drawn_in_3d(server: Any, chromium: Any, tmp_path: Path) -> 
         context.close()
 
 
+def test_a_wound_page_with_50_assessments_draws_its_healing_curve(
+    server: Any, chromium: Any
+) -> None:
+    clinic = server.new_clinic()
+    patient = seed_patient(server, clinic, "Nightingale")
+    areas = [(day * 1.5, 20.0 * 0.985**day) for day in range(50)]
+    wound, _ = seed_wound(server, clinic, patient, areas)
+    account = new_staff(server, clinic)
+    context = chromium.new_context()
+    try:
+        page = context.new_page()
+        refused: list[str] = []
+        page.on(
+            "console", lambda m: refused.append(m.text) if "Content Security" in m.text else None
+        )
+        browser_sign_in(page, server, account)
+        page.goto(f"{server.url}/dashboard/wounds/{wound}")
+        curve = page.locator("svg.chart.curve")
+        assert curve.get_attribute("role") == "img"
+        box = curve.bounding_box()
+        assert box is not None and box["width"] > 100 and box["height"] > 50
+        area = page.locator("svg.chart.curve path.series-area")
+        assert area.evaluate("p => p.getTotalLength()") > 100
+        assert area.evaluate("p => p.getBBox().width") > 100
+        assert page.locator("svg.chart.curve circle").count() == 50
+        volume = page.locator("svg.chart.curve path.series-volume")
+        assert volume.evaluate("p => p.getTotalLength()") > 100
+        assert page.locator("svg.chart.tissue g.bar").count() == 50
+        assert page.get_by_text("On track:").is_visible()
+        assert page.locator("ol.timeline > li").count() == 50
+        assert refused == []  # nothing on the page broke the CSP
+        axe = (ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js").read_text()
+        page.evaluate(axe)
+        violations = page.evaluate(
+            "async () => (await axe.run(document, {resultTypes: ['violations']}))"
+            ".violations.filter(v => v.impact === 'serious' || v.impact === 'critical')"
+            ".map(v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))"
+        )
+        assert violations == []
+        OUTPUT.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=OUTPUT / f"wound-{server.backend}.png", full_page=True)
+    finally:
+        context.close()
+
+
 # ------------------------------------------------- acceptance run (helper T's tests)
 # A clinic seeded through the real paths (a tablet syncing records and scan blobs,
 # `tests/server/dashboard_seed.py`), then the dashboard driven as staff would.
@@ -124,7 +173,7 @@ def seeded(server: Any, tmp_path_factory: pytest.TempPathFactory) -> SeededWound
     scan, synced by an enrolled tablet into a clinic of its own."""
     clinic = server.new_clinic()
     name = "".join(random.choices(string.ascii_lowercase, k=8)).capitalize()
-    return seed_wound(
+    return dashboard_seed.seed_wound(
         server.url,
         enrolment_token(server.db, clinic),
         tmp_path_factory.mktemp("seed-tablet") / "store",
@@ -184,7 +233,7 @@ def test_acceptance_find_the_patient_open_the_wound_and_sign_out(
         assert area.get_attribute("d", timeout=5_000).count("L") == 11  # 12 points
         box = area.bounding_box()
         assert box is not None and box["width"] > 200 and box["height"] > 50, box
-        screenshot(page, f"wound-{server.backend}")
+        screenshot(page, f"wound-seeded-{server.backend}")
         # The last assessment's scan in 3D: drawn, not only present.
         page.get_by_role("link", name="View in 3D").last.click()
         page.wait_for_url(f"**/dashboard/assessments/{seeded.scan_assessment_id}/scan")

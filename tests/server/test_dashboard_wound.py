@@ -16,9 +16,10 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event
+from sqlalchemy import event, select, update
 
 from crdt import Wound, WoundAssessment
+from sync_server.audit.tables import AuditEvent, BreakGlassGrant
 from sync_server.dashboard.healing import wound_view
 from sync_server.sync.projections import projection_row
 from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
@@ -71,8 +72,8 @@ def seed_wound(
     site: str = "left heel",
     deleted_days: tuple[float, ...] = (),
 ) -> tuple[str, list[str]]:
-    """A wound with an assessment on each (day, area) of `areas` (volume a fifth of the
-    area, a tissue composition, a scan on the first, a quality flag on the second); the
+    """A wound with an assessment on each (day, area) of `areas` (volume shrinking faster
+    than the area, a tissue composition, a scan on the first, a quality flag on the second); the
     assessments on `deleted_days` are deleted. Returns the wound id and the ids of the
     assessments not deleted, oldest first."""
     wound = Wound.model_validate(
@@ -106,7 +107,7 @@ def seed_wound(
                     "width_cm": 3.0,
                     "max_depth_mm": 6.5,
                     "mean_depth_mm": 3.25,
-                    "volume_cm3": None if area is None else round(area / 5, 3),
+                    "volume_cm3": None if area is None else round(area * (0.3 - day / 400), 3),
                     "area_method": "measured",
                 },
                 "model_output": {
@@ -161,7 +162,7 @@ def test_the_page_shows_every_assessment_and_flags_a_slow_wound(server: Any) -> 
     assert "Not on track:" in html and "On track:" not in html
     # interpolated between day 21 (9.0) and day 35 (8.4): 8.7 cm², 13 %
     assert "shrank by only 13.0 %" in html and "8.70 cm²" in html
-    for figure in ("12.50 cm", "4.25 \u00d7 3.00 cm", "6.5 / 3.2 mm", "1.80 cm³", "(measured)"):
+    for figure in ("12.50 cm", "4.25 \u00d7 3.00 cm", "6.5 / 3.2 mm", "3.00 cm³", "(measured)"):
         assert figure in html, figure
     assert "wound-seg 2.3.1, confidence 87 %" in html
     assert "Quality flags (1):" in html and "low light" in html
@@ -240,6 +241,58 @@ def test_the_page_view_is_audited_exactly(server: Any) -> None:
         ("ok", {"wounds": [wound]}),
         ("ok", {"assessments": ids}),
     ]
+    assert _purposes(server, account.user_id) == [("treatment", patient)] * 2
+
+
+def _purposes(server: Any, user_id: str) -> list[tuple[str | None, str | None]]:
+    """(purpose, patients) of every read `user_id` made, oldest first."""
+    with server.db.read() as session:
+        events = session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.actor_id == user_id, AuditEvent.action == "read")
+            .order_by(AuditEvent.id)
+        ).all()
+        return [(e.purpose, e.patients) for e in events]
+
+
+def test_a_break_glass_grant_opens_the_wound_audited_as_break_glass(server: Any) -> None:
+    clinic, other = server.new_clinic(), server.new_clinic()
+    patient = seed_patient(server, clinic, "Cavell")
+    wound, ids = seed_wound(server, clinic, patient, FAST)
+    stranger = new_staff(server, other)
+    now = datetime.now(UTC)
+    grant = BreakGlassGrant(
+        id=str(uuid.uuid4()),
+        organisation_id=server.organisation_id,
+        user_id=stranger.user_id,
+        patient_id=patient,
+        clinic_id=clinic,
+        reason="emergency admission",
+        granted_at=now,
+        expires_at=now + timedelta(minutes=30),
+    )
+    with server.db.write() as session:
+        session.add(grant)
+    client, _ = sign_in(server, stranger)
+    with closing(client):
+        opened = client.get(f"/dashboard/wounds/{wound}")
+        assert opened.status_code == 200
+        assert "break-glass access" in opened.text and "On track:" in opened.text
+        with server.db.write() as session:
+            session.execute(
+                update(BreakGlassGrant)
+                .where(BreakGlassGrant.id == grant.id)
+                .values(expires_at=now - timedelta(minutes=1))
+            )
+        expired = client.get(f"/dashboard/wounds/{wound}")
+    assert expired.status_code == 403 and "Cavell" not in expired.text
+    assert "wound-seg" not in expired.text
+    assert _reads(server, stranger.user_id) == [
+        ("ok", {"wounds": [wound]}),
+        ("ok", {"assessments": ids}),
+        ("not_found", {"wounds": [wound]}),
+    ]
+    assert _purposes(server, stranger.user_id)[:2] == [("break-glass", patient)] * 2
 
 
 def test_a_wound_with_50_assessments_renders_fast(server: Any) -> None:
