@@ -46,9 +46,19 @@ import numpy as np
 import numpy.typing as npt
 
 from lidar_capture import ScanFileError, point_cloud_from_ply_bytes
-from sync_server.blobs.backends import BlobBackend, BlobBackendError, storage_unavailable
+from sync_server.blobs.backends import (
+    BlobBackend,
+    BlobBackendError,
+    BlobMissingError,
+    storage_unavailable,
+)
 from sync_server.blobs.downloads import StoredBlob, locate_blob, record_download
-from sync_server.blobs.missing import CorruptBlobStream, blob_missing, verify_stream
+from sync_server.blobs.missing import (
+    CorruptBlobStream,
+    blob_missing,
+    mark_missing,
+    verify_stream,
+)
 from sync_server.db import Database
 from sync_server.errors import Gone, NotFound, Unprocessable
 from sync_server.identity.principals import Principal
@@ -223,6 +233,12 @@ def _read_blob(database: Database, backend: BlobBackend, blob: StoredBlob) -> by
     try:
         return b"".join(chunks)
     except CorruptBlobStream:
+        raise blob_missing(blob.sha256) from None
+    except BlobMissingError:  # gone since `locate_blob` looked
+        with database.write() as session:
+            mark_missing(
+                session=session, clinic_id=blob.clinic_id, sha256=blob.sha256, reason="absent"
+            )
         raise blob_missing(blob.sha256) from None
     except BlobBackendError as exc:
         raise storage_unavailable(exc) from exc
