@@ -1,9 +1,101 @@
-"""Routes: the dashboard's audit pages (being built)."""
+"""Routes: the dashboard's audit pages.
+
+- ``GET /dashboard/audit`` (staff and admins, like the API's audit log reads; 403
+  ``audit_readers_only`` for clinicians): the log's newest signed checkpoint (signed now
+  if the log grew since, as ``GET /v1/audit/checkpoint`` does) and the log verified now
+  with `sync_server.audit.verify.verify_log`, the check ``coherency audit verify`` runs.
+- ``GET /dashboard/patients/{id}/disclosures?page=`` : a patient's accounting of
+  disclosures (`sync_server.audit.disclosures.disclosures`, the service of ``GET
+  /v1/audit/disclosures``: staff and admins of the patient's clinic), 50 events a page,
+  audited like the API as a read of the audit (``AuditSearched``).
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import time
+from typing import Annotated
 
-__all__ = ["router"]
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse
+
+from sync_server.audit.disclosures import disclosures, record_audit_read, require_audit_reader
+from sync_server.audit.log import current_checkpoint
+from sync_server.audit.verify import verify_log
+from sync_server.dashboard.web import PageDep, render
+from sync_server.deps import ArtifactKeyDep, DbDep
+
+__all__ = ["PAGE_SIZE", "router"]
 
 router = APIRouter()
+
+PAGE_SIZE = 50
+"""Disclosures shown per page."""
+_MOST = 10_000  # the API's default limit: pages go no further
+
+
+@router.get("/audit", response_class=HTMLResponse)
+def audit_page(request: Request, page_: PageDep, db: DbDep, key: ArtifactKeyDep) -> HTMLResponse:
+    """The newest signed checkpoint and whether the log verifies now."""
+    require_audit_reader(page_.caller)
+    with db.write() as session:
+        checkpoint = current_checkpoint(session=session, signer=key)
+    started = time.perf_counter()
+    with db.read() as session:
+        report = verify_log(session=session, public_key=key.public_key_bytes)
+    seconds = time.perf_counter() - started
+    return render(
+        request,
+        "audit.html",
+        {
+            "nav": "audit",
+            "checkpoint": checkpoint,
+            "key_id": key.public_key_bytes[:8].hex(),
+            "public_key": key.public_key_bytes.hex(),
+            "report": report,
+            "seconds": seconds,
+        },
+        page=page_,
+    )
+
+
+@router.get("/patients/{patient_id}/disclosures", response_class=HTMLResponse)
+def disclosures_page(
+    request: Request,
+    patient_id: str,
+    page_: PageDep,
+    db: DbDep,
+    number: Annotated[int, Query(alias="page", ge=1, le=_MOST // PAGE_SIZE)] = 1,
+) -> HTMLResponse:
+    """Who read or changed the patient's records, when and for what purpose, oldest
+    first, one page."""
+    end = number * PAGE_SIZE
+    with db.read() as session:
+        patient, entries = disclosures(
+            session=session,
+            principal=page_.caller,
+            patient_id=patient_id[:64],
+            limit=min(end + 1, _MOST),
+        )
+    shown = entries[end - PAGE_SIZE : end]
+    with db.write() as session:
+        record_audit_read(
+            session=session,
+            principal=page_.caller,
+            scope="disclosures",
+            clinic_id=patient.clinic_id,
+            filters={"patient_id": patient.id},
+            rows=len(shown),
+        )
+    return render(
+        request,
+        "disclosures.html",
+        {
+            "nav": "patients",
+            "patient_id": patient.id,
+            "entries": shown,
+            "number": number,
+            "first": end - PAGE_SIZE + 1,
+            "more": len(entries) > end,
+        },
+        page=page_,
+    )

@@ -6,3 +6,11 @@ document.addEventListener("htmx:configRequest", (event) => {
     event.detail.headers["X-CSRF-Token"] = token;
   }
 });
+
+// A queue action answers its item's row even when refused (403, 409...): show it.
+document.addEventListener("htmx:beforeSwap", (event) => {
+  if (event.detail.xhr.getResponseHeader("X-Dashboard-Fragment")) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});
