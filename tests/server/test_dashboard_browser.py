@@ -249,6 +249,20 @@ def seeded(server: Any, tmp_path_factory: pytest.TempPathFactory) -> SeededWound
     )
 
 
+def _order_to_pick(server: Any) -> str:
+    """A supplies order placed and accepted in a clinic of the organisation (it waits
+    in the queues to be picked); returns its id."""
+    shop = build_shop(server)
+    try:
+        foam = shop.product("Foam", price=1250)
+        shop.receive(foam, 10)
+        tablet = shop.tablet()
+        placed = decide(tablet, place(tablet, patient_of(tablet, "Pickwick"), [(foam, 1)]))
+        return str((placed.outcome or {})["order_id"])
+    finally:
+        shop.close()
+
+
 def _search(page: Page, text: str) -> None:
     """Type `text` in the search and wait for htmx to have swapped the results in."""
     page.get_by_label("Name or MRN").fill(text)
@@ -260,7 +274,8 @@ def _search(page: Page, text: str) -> None:
 def test_acceptance_find_the_patient_open_the_wound_and_sign_out(
     server: Any, chromium: Any, seeded: SeededWound
 ) -> None:
-    account = new_staff(server, seeded.clinic_id)
+    order_id = _order_to_pick(server)
+    account = new_staff(server, None, role="admin")  # the organisation's: every clinic
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
@@ -310,6 +325,14 @@ def test_acceptance_find_the_patient_open_the_wound_and_sign_out(
         assert share["outline"] > 20, share  # the boundary from measurement-details
         assert page.evaluate("() => performance.getEntriesByName('scan-interactive').length") == 1
         screenshot(page, f"scan-seeded-{server.backend}")
+        # A queue item: the order is picked in place, through the API's own service.
+        page.get_by_role("link", name="Queues").first.click()
+        page.wait_for_url("**/dashboard/queues")
+        page.locator(f"#order-{order_id}").get_by_role("button", name="Mark picked").click()
+        page.get_by_role("status").filter(has_text="Order is now picked.").wait_for()
+        with server.db.read() as session:
+            order = session.get(Order, order_id)
+            assert order is not None and order.state == "picked"
         page.get_by_role("button", name="Sign out").click()
         page.wait_for_url("**/dashboard/sign-in")
         page.goto(f"{server.url}/dashboard/patients/{seeded.patient_id}")
@@ -322,7 +345,9 @@ def test_acceptance_find_the_patient_open_the_wound_and_sign_out(
 def test_acceptance_staff_of_another_clinic_see_none_of_it(
     server: Any, chromium: Any, seeded: SeededWound
 ) -> None:
-    outsider = new_staff(server, server.new_clinic())
+    # "staff" of another clinic: a role that may search patients and read the audit
+    # log's disclosures, so only the clinic scope stands between them and the data.
+    outsider = new_staff(server, server.new_clinic(), role="staff")
     context = chromium.new_context()
     try:
         page = context.new_page()
@@ -335,6 +360,7 @@ def test_acceptance_staff_of_another_clinic_see_none_of_it(
             f"/dashboard/wounds/{seeded.wound_id}",
             f"/dashboard/assessments/{seeded.scan_assessment_id}/scan",
             f"/dashboard/assessments/{seeded.scan_assessment_id}/scan.bin",
+            f"/dashboard/patients/{seeded.patient_id}/disclosures",
         ):
             answer = page.goto(f"{server.url}{path}")
             assert answer is not None and answer.status == 404, path
@@ -374,7 +400,8 @@ def test_acceptance_an_idle_session_lands_on_the_sign_in_page_saying_why(
 def test_every_dashboard_page_has_no_serious_accessibility_violation(
     server: Any, chromium: Any, seeded: SeededWound
 ) -> None:
-    account = new_staff(server, seeded.clinic_id)
+    _order_to_pick(server)  # the queues page lists something
+    account = new_staff(server, None, role="admin")  # may read the audit pages too
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     try:
         page = context.new_page()
@@ -396,6 +423,17 @@ def test_every_dashboard_page_has_no_serious_accessibility_violation(
         page.goto(f"{server.url}/dashboard/assessments/{seeded.scan_assessment_id}/scan")
         page.locator('canvas[data-state="drawn"]').wait_for(timeout=60_000)
         assert_accessible(page, "scan in 3D")
+        page.goto(f"{server.url}/dashboard/queues")
+        assert page.get_by_role("button", name="Mark picked").count() >= 1
+        assert_accessible(page, "queues")
+        screenshot(page, f"queues-seeded-{server.backend}")
+        page.goto(f"{server.url}/dashboard/audit")
+        assert_accessible(page, "audit")
+        screenshot(page, f"audit-{server.backend}")
+        page.goto(f"{server.url}/dashboard/patients/{seeded.patient_id}/disclosures")
+        assert page.get_by_role("cell").count() > 0  # the reads above are disclosed
+        assert_accessible(page, "disclosures")
+        screenshot(page, f"disclosures-{server.backend}")
         answer = page.goto(f"{server.url}/dashboard/patients/{uuid.uuid4()}")
         assert answer is not None and answer.status == 404
         assert_accessible(page, "error page")
