@@ -1,8 +1,9 @@
 """Benchmark: the staff dashboard in a browser (issue 20).
 
-A server on embedded SQLite (`ThreadedServer`, uvicorn on loopback in this process)
-gets a clinic seeded through the real paths (`tests/server/dashboard_seed.py`: an
-enrolled tablet syncs a patient, a wound with `ASSESSMENTS` assessments over 10 weeks,
+A server on embedded SQLite (uvicorn in a child process on loopback, as the sync
+benchmark runs it: the browser's loads do not share this process's interpreter) gets
+a clinic seeded through the real paths (`tests/server/dashboard_seed.py`: an enrolled
+tablet syncs a patient, a wound with `ASSESSMENTS` assessments over 10 weeks,
 and a scan of `scan_points_for(scale)` points, 500,000 at the default scale, as PLY and
 details blobs through the blob API). Debian's chromium (headless, through Playwright,
 WebGL on SwiftShader) signs in once through the form as an organisation admin; every
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from benchmarks._bench_sync import MissingFigure
+from benchmarks._bench_sync import MissingFigure, _ServerProcess
 from benchmarks._common import progress
 from benchmarks._harness import Figure
 
@@ -109,9 +110,7 @@ def _measure(work: Path, points: int, loads: int, cpus: int | None) -> list[Figu
 
     from sync_server import (
         Settings,
-        ThreadedServer,
         create_admin,
-        create_app,
         issue_enrolment_token,
         migrate,
     )
@@ -122,10 +121,7 @@ def _measure(work: Path, points: int, loads: int, cpus: int | None) -> list[Figu
     settings = Settings(data_dir=work / "server")
     migrate(settings)
     issued = issue_enrolment_token(settings, clinic="dashboard-bench")
-    app = create_app(settings)
-    server = ThreadedServer(app)
-    server.start()
-    try:
+    with _ServerProcess.running(settings, work / "server.log") as server:
         progress(f"dashboard: seeding {ASSESSMENTS} assessments and a {points:,}-point scan")
         seed_start = time.perf_counter()
         world = seed_wound(
@@ -178,8 +174,6 @@ def _measure(work: Path, points: int, loads: int, cpus: int | None) -> list[Figu
                 }
             finally:
                 browser.close()
-    finally:
-        server.stop()
     extra = {
         "assessments": ASSESSMENTS,
         "scan_points": points,
