@@ -37,6 +37,12 @@ from tests.server.test_dashboard_wound import seed_patient, seed_wound
 
 ROOT = Path(__file__).resolve().parents[2]
 
+_FIRST_PAINT = """() => new Promise(done => new PerformanceObserver((list, observer) => {
+    const first = list.getEntries().find(e => e.name === 'first-contentful-paint');
+    if (first) { observer.disconnect(); done(first.startTime); }
+}).observe({type: 'paint', buffered: true}))"""
+"""When the page (just loaded) first drew content, in ms after navigation started."""
+
 
 def test_sign_in_with_totp_and_sign_out(server: Any, chromium: Any) -> None:
     account = new_staff(server, server.new_clinic())
@@ -163,6 +169,22 @@ def test_a_wound_page_with_50_assessments_draws_its_healing_curve(
         assert violations == []
         OUTPUT.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=OUTPUT / f"wound-{server.backend}.png", full_page=True)
+        weight = page.evaluate(
+            "performance.getEntriesByType('navigation').concat("
+            "performance.getEntriesByType('resource')).reduce((s, e) => s + e.encodedBodySize, 0)"
+        )
+        paints = []
+        for _ in range(5):
+            page.goto(f"{server.url}/dashboard/wounds/{wound}")
+            paints.append(page.evaluate(_FIRST_PAINT))
+        median = sorted(paints)[len(paints) // 2]
+        print(
+            f"wound page, 50 assessments, {server.backend}: first contentful paint median "
+            f"{median:.0f} ms of {[round(p) for p in paints]}, page weight {weight} bytes"
+        )
+        # The issue's goal is 500 ms (measured: ~250-320 ms here); twice that as the bound,
+        # so the check survives the machine's other work but still catches a slow page.
+        assert median < 1000
     finally:
         context.close()
 
