@@ -152,7 +152,8 @@ def booking_action(
                 booking_id=booking_id[:64],
                 state=state,
                 signer=ServerSigner(key),
-                reason=reason.strip() or None,
+                # The form's reason field is for cancelling: other moves ignore it.
+                reason=(reason.strip() or None) if state == "cancelled" else None,
             )
             done = f"{booking.kind.capitalize()} is now {booking.state.replace('_', ' ')}."
     except ServerError as error:

@@ -3,7 +3,7 @@ as plain HTTP clients (the Playwright tests drive a real chromium on top of thes
 
 A TOTP code is accepted once per 30-second step per account (replay protection), in
 the previous, current or next step: `StaffAccount.next_code` hands out each step once,
-waiting for a fresh one when all three are spent.
+waiting for a fresh one when the current and next steps are spent.
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ class StaffAccount:
         while True:
             now = time.time()
             current = totp.timecode(now)
-            step = max(self._last_step + 1, current - 1)
+            # Never the previous step first: if the server's clock crosses into the
+            # next step before the code arrives, that code is no longer accepted.
+            step = max(self._last_step + 1, current)
             if step <= current + 1:
                 self._last_step = step
                 return totp.generate_otp(step)

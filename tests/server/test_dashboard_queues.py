@@ -197,12 +197,15 @@ def test_booking_actions_go_through_the_api_service_and_need_csrf(seeded: Seeded
         assert api.get(f"/v1/bookings/{seeded.booking_id}").json()["state"] == "booked"
 
         done = client.post(
-            path, data={"state": "confirmed"}, headers={"HX-Request": "true", "X-CSRF-Token": csrf}
+            path,
+            data={"state": "confirmed", "reason": "typed, then Confirm clicked"},
+            headers={"HX-Request": "true", "X-CSRF-Token": csrf},
         )
         assert done.status_code == 200
         assert "Appointment is now confirmed." in done.text
         assert done.text.lstrip().startswith(f'<tr id="booking-{seeded.booking_id}"')
-        assert api.get(f"/v1/bookings/{seeded.booking_id}").json()["state"] == "confirmed"
+        confirmed = api.get(f"/v1/bookings/{seeded.booking_id}").json()
+        assert confirmed["state"] == "confirmed" and confirmed["cancel_reason"] is None
 
         # The same move again is refused as the API refuses it: 409, shown in the row.
         again = client.post(
