@@ -26,7 +26,9 @@ patients with 10 assessments each, on SQLite and PostgreSQL) and ``load`` (200 s
 devices of 10 clinics against two server instances behind nginx on PostgreSQL for 3
 minutes; fewer and shorter at small scales) and ``fhir`` (FHIR R4 export rate of a
 clinic of scale / 10 patients with 10 assessments each, from memory and from a device
-store, and R4B validation rate). See ``benchmarks/README.md``.
+store, and R4B validation rate) and ``dashboard`` (the staff dashboard in chromium: first
+render of a wound page with 50 assessments, the 3D view of a 500,000-point scan
+interactive, page weight). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from benchmarks import (
     _bench_bookings,
     _bench_capture,
     _bench_commerce,
+    _bench_dashboard,
     _bench_edge,
     _bench_export,
     _bench_fhir,
@@ -84,6 +87,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "fhir-server": _bench_fhir_server.run,
     "load": _bench_load.run,
     "fhir": _bench_fhir.run,
+    "dashboard": _bench_dashboard.run,
 }
 
 DEFAULT_SCALE = 10_000

@@ -114,6 +114,13 @@ FHIR = {
     "fhir.export.store_resources_per_s",
     "fhir.validate.resources_per_s",
 }
+DASHBOARD = {
+    "dashboard.wound.fcp_ms",
+    "dashboard.scan.interactive_ms",
+    "dashboard.patient.fcp_ms",
+    "dashboard.wound.bytes",
+    "dashboard.scan.bytes",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -217,6 +224,8 @@ TARGETED = {
     "edge.box_rss_mb",
     "load.errors_5xx",
     "load.converged",
+    "dashboard.wound.fcp_ms",
+    "dashboard.scan.interactive_ms",
     *(f"export.peak_ratio.{fmt}.{backend}" for fmt in ("csv", "ndjson")
       for backend in ("sqlite", "postgresql")),
 }  # fmt: skip
@@ -286,6 +295,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | FHIR_SERVER
         | LOAD
         | FHIR
+        | DASHBOARD
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -644,3 +654,24 @@ def test_the_phantoms_benchmark_reports_absolute_and_signed_errors(tmp_path: Pat
     assert spread["value"] == pytest.approx(
         max(spread["group_medians"].values()) - min(spread["group_medians"].values())
     )
+
+
+def test_the_dashboard_benchmark_reports_its_figures(tmp_path: Path) -> None:
+    # Chromium loads the seeded pages: 2 cold loads each after a warm-up.
+    document, table = _run(tmp_path, "--only", "dashboard", "--scale", "40", "--repeat", "2",
+                           "--no-pin")  # fmt: skip
+    results = {r["name"]: r for r in document["results"]}
+    assert document["settings"]["missing"] == []
+    assert set(results) == DASHBOARD
+    for name, r in results.items():
+        assert r["value"] > 0 and r["repeats"] == 2 == r["loads"], name
+        assert r["assessments"] == 50 and r["scan_points"] == 10_000, name
+        assert r["sign_in_fcp_ms"] > 0 and r["first_byte_ms"] > 0, name
+        assert name in table
+    assert results["dashboard.wound.fcp_ms"]["target"] == 500
+    assert results["dashboard.scan.interactive_ms"]["target"] == 2_000
+    # The 3D page's weight includes its points (15 bytes each, packed) and the viewer.
+    assert results["dashboard.scan.bytes"]["value"] > 15 * 10_000
+    assert results["dashboard.scan.bytes"]["value"] > results["dashboard.wound.bytes"]["value"]
+    # The wound page carries its 50 assessments' timeline (more than the patient page).
+    assert results["dashboard.wound.bytes"]["value"] > 50_000
