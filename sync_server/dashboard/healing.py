@@ -21,6 +21,7 @@ from typing import Any, Literal
 from sqlalchemy.orm import Session
 
 from sync_server.settings import Settings
+from sync_server.sync.exports import TISSUE_CLASSES
 from sync_server.sync.records import wound_assessments
 from sync_server.sync.tables import AssessmentRow, WoundRow
 
@@ -414,7 +415,7 @@ def curve_chart(
     )
 
 
-_TISSUE_ORDER = ("granulation", "slough", "necrotic", "epithelial")
+_TISSUE_ORDER = TISSUE_CLASSES  # the wound model's classes, in the exports' order
 
 
 def tissue_chart(items: Sequence[AssessmentItem], *, width: int = 720) -> TissueChart | None:

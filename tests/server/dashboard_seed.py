@@ -17,7 +17,6 @@ them to the live server over HTTP, scans included (uploaded through the blob API
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -28,6 +27,7 @@ import numpy as np
 
 from edge_sdk import Argon2Params, EdgeClient, PassphraseKeyProvider
 from lidar_capture import PointCloud, point_cloud_to_ply_bytes
+from tests.server.scan_world import store_scan
 
 __all__ = ["SeededWound", "enrolment_token", "scan_cloud", "seed_wound"]
 
@@ -188,7 +188,7 @@ def seed_wound(
             onset=(start - timedelta(weeks=3)).date(),
         )
         ids = []
-        scan_ref = details_ref = None
+        scan_blobs: list[dict[str, Any]] = []
         for i in range(assessments):
             day = 7 * WEEKS * i / (assessments - 1)
             area = _area(day, stalled=False)
@@ -203,24 +203,7 @@ def seed_wound(
                     "outline_world": outline.tolist(),
                     "wound_frame": np.eye(4).tolist(),
                 }
-                scan_ref = client.blobs.put_bytes(ply)
-                details_ref = client.blobs.put_bytes(
-                    json.dumps(details, separators=(",", ":")).encode()
-                )
-                blobs = [
-                    {
-                        "sha256": scan_ref.sha256,
-                        "size": scan_ref.size,
-                        "kind": "scan-pointcloud",
-                        "media_type": "application/x-ply",
-                    },
-                    {
-                        "sha256": details_ref.sha256,
-                        "size": details_ref.size,
-                        "kind": "measurement-details",
-                        "media_type": "application/json",
-                    },
-                ]
+                blobs = scan_blobs = store_scan(client, ply, details)
             made = _assessment(
                 client, wound, start + timedelta(days=day), area, day / (7 * WEEKS), blobs
             )
@@ -231,11 +214,11 @@ def seed_wound(
                 client, stalled, start + timedelta(days=day), _area(day, stalled=True), 0.1, []
             )
         result = client.sync()
-        assert scan_ref is not None and details_ref is not None
+        scan_sha256, details_sha256 = (blob["sha256"] for blob in scan_blobs)
         expected = 3 + assessments + STALLED_ASSESSMENTS
         if len(result.pushed) < expected:
             raise RuntimeError(f"pushed {len(result.pushed)} records of {expected}")
-        if not {scan_ref.sha256, details_ref.sha256} <= set(result.blobs_uploaded):
+        if not {scan_sha256, details_sha256} <= set(result.blobs_uploaded):
             raise RuntimeError(f"the scan blobs were not uploaded: {result.blobs_uploaded}")
         return SeededWound(
             clinic_id=str(client.replica.clinic_id),
@@ -248,9 +231,9 @@ def seed_wound(
             stalled_wound_id=stalled.id,
             assessment_ids=tuple(ids),
             scan_assessment_id=ids[-1],
-            scan_sha256=scan_ref.sha256,
+            scan_sha256=scan_sha256,
             scan_points=scan_points,
-            details_sha256=details_ref.sha256,
+            details_sha256=details_sha256,
         )
     finally:
         client.close()

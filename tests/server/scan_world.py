@@ -77,6 +77,28 @@ def enrolled_tablet(server: Any, clinic_id: str, folder: Path) -> EdgeClient:
     return client
 
 
+def store_scan(client: EdgeClient, ply: bytes, details: dict[str, Any]) -> list[dict[str, Any]]:
+    """Store a scan (`ply`) and its measurement details in `client`'s blob store, as
+    `lidar_capture.record_assessment` does; returns the assessment's blob references
+    (scan first)."""
+    scan_ref = client.blobs.put_bytes(ply)
+    details_ref = client.blobs.put_bytes(json.dumps(details, separators=(",", ":")).encode())
+    return [
+        {
+            "sha256": scan_ref.sha256,
+            "size": scan_ref.size,
+            "kind": "scan-pointcloud",
+            "media_type": "application/x-ply",
+        },
+        {
+            "sha256": details_ref.sha256,
+            "size": details_ref.size,
+            "kind": "measurement-details",
+            "media_type": "application/json",
+        },
+    ]
+
+
 def seed_scan(
     server: Any,
     folder: Path,
@@ -95,37 +117,21 @@ def seed_scan(
             given_name="Ada", family_name="Scan", birth_date=date(1950, 1, 2)
         )
         wound = tablet.wounds.add(patient_id=patient.id, body_site="left heel", etiology="pressure")
-        details = json.dumps(
-            {"format": 1, "area_cm2": 7.07, "outline_world": outline.tolist()},
-            separators=(",", ":"),
-        ).encode()
-        scan_ref = tablet.blobs.put_bytes(ply)
-        details_ref = tablet.blobs.put_bytes(details)
+        blobs = store_scan(
+            tablet, ply, {"format": 1, "area_cm2": 7.07, "outline_world": outline.tolist()}
+        )
         assessment = tablet.assessments.add(
             wound_id=wound.id,
             patient_id=patient.id,
             captured_at="2026-11-21T10:15:00+00:00",
             device_id=tablet.device_id,
             measurements={"area_cm2": 7.07, "volume_cm3": 1.25, "max_depth_mm": 4.5},
-            blobs=[
-                {
-                    "sha256": scan_ref.sha256,
-                    "size": scan_ref.size,
-                    "kind": "scan-pointcloud",
-                    "media_type": "application/x-ply",
-                },
-                {
-                    "sha256": details_ref.sha256,
-                    "size": details_ref.size,
-                    "kind": "measurement-details",
-                    "media_type": "application/json",
-                },
-            ],
+            blobs=blobs,
         )
         result = tablet.sync(blobs=upload_blobs)
         assert result.pushed, result
         if upload_blobs:
-            assert sorted(result.blobs_uploaded) == sorted([scan_ref.sha256, details_ref.sha256])
+            assert sorted(result.blobs_uploaded) == sorted(b["sha256"] for b in blobs)
     finally:
         tablet.close()
     return SeededScan(
@@ -133,8 +139,8 @@ def seed_scan(
         patient.id,
         wound.id,
         assessment.id,
-        scan_ref.sha256,
-        details_ref.sha256,
+        blobs[0]["sha256"],
+        blobs[1]["sha256"],
         outline,
     )
 

@@ -4,7 +4,6 @@ pages in a real browser: tests/server/test_dashboard_browser.py)."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from contextlib import closing
@@ -13,44 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
-from sync_server.audit.tables import AuditEvent
 from sync_server.db import utcnow
 from sync_server.identity.tables import RefreshToken
-from sync_server.sync.tables import PatientRow
-from tests.server.dashboard_world import form_token, new_staff, sign_in
-
-
-def _patient(server: Any, clinic_id: str, family: str, *, mrn: str | None = None) -> str:
-    pid = str(uuid.uuid4())
-    record = {"id": pid, "given_name": "Ada", "family_name": family, "birth_date": "1950-01-02"}
-    with server.db.write() as session:
-        session.add(
-            PatientRow(
-                id=pid,
-                clinic_id=clinic_id,
-                deleted=False,
-                conflicted=False,
-                updated_at="2026-05-01T10:00:00Z",
-                record=json.dumps(record),
-                given_name="Ada",
-                family_name=family,
-                birth_date="1950-01-02",
-                sex="female",
-                mrn=mrn,
-            )
-        )
-    return pid
-
-
-def _reads(server: Any, user_id: str) -> list[tuple[str, dict[str, list[str]]]]:
-    """(outcome, target) of every read `user_id` made, oldest first."""
-    with server.db.read() as session:
-        events = session.scalars(
-            select(AuditEvent).where(AuditEvent.actor_id == user_id).order_by(AuditEvent.id)
-        ).all()
-        return [(e.outcome, json.loads(e.target or "{}")) for e in events if e.action == "read"]
+from tests.server.dashboard_world import (
+    audited_reads,
+    form_token,
+    new_staff,
+    seed_patient,
+    sign_in,
+)
 
 
 def test_sign_in_needs_the_totp_code_and_sets_a_strict_cookie(server: Any) -> None:
@@ -124,8 +96,8 @@ def test_without_a_session_pages_send_the_browser_to_sign_in(server: Any) -> Non
 def test_search_and_patient_page_are_scoped_and_audited(server: Any) -> None:
     clinic, other = server.new_clinic(), server.new_clinic()
     family = f"Lovelace{uuid.uuid4().hex[:6]}"
-    mine = _patient(server, clinic, family, mrn=f"MRN-{uuid.uuid4().hex[:8]}")
-    theirs = _patient(server, other, family)
+    mine = seed_patient(server, clinic, family, mrn=f"MRN-{uuid.uuid4().hex[:8]}")
+    theirs = seed_patient(server, other, family)
     account = new_staff(server, clinic)
     client, csrf = sign_in(server, account)
     with closing(client):
@@ -139,7 +111,7 @@ def test_search_and_patient_page_are_scoped_and_audited(server: Any) -> None:
         refused = client.get(f"/dashboard/patients/{theirs}")
         assert refused.status_code == 404
         assert family not in refused.text and "text/html" in refused.headers["content-type"]
-    assert _reads(server, account.user_id) == [
+    assert audited_reads(server, account.user_id) == [
         ("ok", {"patients": [mine]}),  # the search found one
         ("ok", {"patients": [mine]}),  # the patient page: the patient,
         ("ok", {"wounds": []}),  # their wounds

@@ -31,9 +31,8 @@ from tests.server.browser_world import (
 )
 from tests.server.commerce_world import build_shop, decide, patient_of, place
 from tests.server.dashboard_seed import SeededWound, enrolment_token
-from tests.server.dashboard_world import new_staff
+from tests.server.dashboard_world import new_staff, seed_patient, seed_wound
 from tests.server.scan_world import ply_of, seed_scan, wound_cloud
-from tests.server.test_dashboard_wound import seed_patient, seed_wound
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -184,13 +184,13 @@ def test_the_healing_curve_places_points_marks_week_4_and_the_threshold() -> Non
 
 def test_the_tissue_chart_stacks_each_bar_to_full_height_in_a_fixed_class_order() -> None:
     items = [
-        _item(0, 5, None, slough=50, granulation=30, necrotic=20),
+        _item(0, 5, None, slough=50, granulation=30, necrosis=20),
         _item(7, 5, None),  # no model output: no bar
-        _item(14, 4, None, granulation=70, epithelial=20, biofilm=10),
+        _item(14, 4, None, granulation=70, epithelium=20, biofilm=10),
     ]
     chart = tissue_chart(items)
     assert chart is not None
-    assert chart.classes == ("granulation", "slough", "necrotic", "epithelial", "biofilm")
+    assert chart.classes == ("granulation", "slough", "necrosis", "epithelium", "biofilm")
     assert len(chart.bars) == 2
     for bar in chart.bars:
         assert sum(s.height for s in bar.segments) == pytest.approx(chart.bottom - chart.top)
@@ -200,7 +200,7 @@ def test_the_tissue_chart_stacks_each_bar_to_full_height_in_a_fixed_class_order(
     assert [(s.tissue, s.percent) for s in first.segments] == [
         ("granulation", 30),
         ("slough", 50),
-        ("necrotic", 20),
+        ("necrosis", 20),
     ]
     assert first.segments[1].label == "50%"
     assert tissue_chart([_item(0, 1, None)]) is None

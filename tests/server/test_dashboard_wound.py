@@ -7,134 +7,26 @@ only the projections)."""
 
 from __future__ import annotations
 
-import json
 import re
 import time
 import uuid
-from collections.abc import Sequence
 from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import event, select, update
 
-from crdt import Wound, WoundAssessment
 from sync_server.audit.tables import AuditEvent, BreakGlassGrant
 from sync_server.dashboard.healing import wound_view
 from sync_server.dashboard.web import templates
-from sync_server.sync.projections import projection_row
-from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
-from tests.server.dashboard_world import new_staff, sign_in
-from tests.server.test_dashboard import _reads
-
-T0 = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)
-SHA = "ab" * 32
-
-
-def seed_patient(server: Any, clinic_id: str, family: str) -> str:
-    """A patient row of `clinic_id` named `family`."""
-    pid = str(uuid.uuid4())
-    with server.db.write() as session:
-        session.add(
-            PatientRow(
-                id=pid,
-                clinic_id=clinic_id,
-                deleted=False,
-                conflicted=False,
-                updated_at="2026-03-01T10:00:00Z",
-                record=json.dumps({"id": pid, "given_name": "Ada", "family_name": family}),
-                given_name="Ada",
-                family_name=family,
-                birth_date="1950-01-02",
-                sex="female",
-                mrn=None,
-            )
-        )
-    return pid
-
-
-def _meta(clinic_id: str, moment: datetime) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "clinic_id": clinic_id,
-        "created_at": moment,
-        "created_by": str(uuid.uuid4()),
-        "updated_at": moment,
-        "updated_by": str(uuid.uuid4()),
-    }
-
-
-def seed_wound(
-    server: Any,
-    clinic_id: str,
-    patient_id: str,
-    areas: Sequence[tuple[float, float | None]],
-    *,
-    site: str = "left heel",
-    deleted_days: tuple[float, ...] = (),
-) -> tuple[str, list[str]]:
-    """A wound with an assessment on each (day, area) of `areas` (volume shrinking faster
-    than the area, a tissue composition, a scan on the first, a quality flag on the second); the
-    assessments on `deleted_days` are deleted. Returns the wound id and the ids of the
-    assessments not deleted, oldest first."""
-    wound = Wound.model_validate(
-        {
-            **_meta(clinic_id, T0),
-            "patient_id": patient_id,
-            "body_site": site,
-            "etiology": "pressure",
-            "status": "active",
-            "onset": "2026-02-20",
-        }
-    )
-    rows: list[Any] = [WoundRow(**projection_row("wounds", wound.model_dump(mode="json"), False))]
-    kept = []
-    for n, (day, area) in enumerate(areas):
-        moment = T0 + timedelta(days=day)
-        granulation = min(90.0, 30.0 + 2 * day)
-        assessment = WoundAssessment.model_validate(
-            {
-                **_meta(clinic_id, moment),
-                "deleted": day in deleted_days,
-                "wound_id": wound.id,
-                "patient_id": patient_id,
-                "captured_at": moment,
-                "device_id": str(uuid.uuid4()),
-                "clinician": "Nurse Okafor",
-                "measurements": {
-                    "area_cm2": area,
-                    "perimeter_cm": 12.5,
-                    "length_cm": 4.25,
-                    "width_cm": 3.0,
-                    "max_depth_mm": 6.5,
-                    "mean_depth_mm": 3.25,
-                    "volume_cm3": None if area is None else round(area * (0.3 - day / 400), 3),
-                    "area_method": "measured",
-                },
-                "model_output": {
-                    "model_id": "wound-seg",
-                    "model_version": "2.3.1",
-                    "confidence": 0.87,
-                    "tissue_composition": {
-                        "granulation": granulation,
-                        "slough": 100.0 - granulation - 10.0,
-                        "necrotic": 10.0,
-                    },
-                },
-                "blobs": [{"sha256": SHA, "size": 1000, "kind": "scan-pointcloud"}]
-                if n == 0
-                else [],
-                "quality_flags": ["low_light"] if n == 1 else [],
-            }
-        )
-        dumped = assessment.model_dump(mode="json")
-        rows.append(AssessmentRow(**projection_row("assessments", dumped, False)))
-        if not assessment.deleted:
-            kept.append(assessment.id)
-    with server.db.write() as session:
-        session.add_all(rows)
-    return wound.id, kept
-
+from sync_server.sync.tables import WoundRow
+from tests.server.dashboard_world import (
+    audited_reads,
+    new_staff,
+    seed_patient,
+    seed_wound,
+    sign_in,
+)
 
 SLOW = [(0, 10.0), (7, 9.8), (14, 9.5), (21, 9.0), (35, 8.4)]  # 13 % at day 28
 FAST = [(0, 10.0), (7, 8.0), (14, 6.5), (28, 4.0), (42, 2.0)]  # 60 % at day 28
@@ -210,7 +102,7 @@ def test_the_charts_are_accessible_svg_with_tables(server: Any) -> None:
     # the data as tables for screen readers: a row per assessment in each
     assert html.count("<caption>") == 2
     assert html.count("<td>2026-0") == 2 * len(SLOW)
-    for name in ("granulation", "slough", "necrotic"):
+    for name in ("granulation", "slough", "necrosis"):
         assert f"</svg> {name}</li>" in html  # the legend in text
 
 
@@ -227,7 +119,7 @@ def test_another_clinics_user_gets_a_404_and_nothing_of_the_wound(server: Any) -
     assert "text/html" in answer.headers["content-type"]
     for text in ("right shin", "Nurse Okafor", "wound-seg", '<svg class="chart', patient):
         assert text not in answer.text, text
-    assert _reads(server, stranger.user_id)[0] == ("not_found", {"wounds": [wound]})
+    assert audited_reads(server, stranger.user_id)[0] == ("not_found", {"wounds": [wound]})
 
 
 def test_the_page_view_is_audited_exactly(server: Any) -> None:
@@ -238,7 +130,7 @@ def test_the_page_view_is_audited_exactly(server: Any) -> None:
     client, _ = sign_in(server, account)
     with closing(client):
         assert client.get(f"/dashboard/wounds/{wound}").status_code == 200
-    assert _reads(server, account.user_id) == [
+    assert audited_reads(server, account.user_id) == [
         ("ok", {"wounds": [wound]}),
         ("ok", {"assessments": ids}),
     ]
@@ -288,7 +180,7 @@ def test_a_break_glass_grant_opens_the_wound_audited_as_break_glass(server: Any)
         expired = client.get(f"/dashboard/wounds/{wound}")
     assert expired.status_code == 403 and "Cavell" not in expired.text
     assert "wound-seg" not in expired.text
-    assert _reads(server, stranger.user_id) == [
+    assert audited_reads(server, stranger.user_id) == [
         ("ok", {"wounds": [wound]}),
         ("ok", {"assessments": ids}),
         ("not_found", {"wounds": [wound]}),
@@ -371,7 +263,7 @@ def test_a_young_wound_says_not_yet_known_and_an_empty_one_draws_no_chart(server
     assert '<svg class="chart curve"' in young_page
     assert "No assessment has an area yet." in empty_page
     assert "No assessments yet." in empty_page and '<svg class="chart' not in empty_page
-    assert _reads(server, account.user_id)[-2:] == [
+    assert audited_reads(server, account.user_id)[-2:] == [
         ("ok", {"wounds": [empty]}),
         ("ok", {"assessments": []}),
     ]
