@@ -30,6 +30,7 @@ SERVER_CORE = {
     "operator",
     "serving",
     "settings",
+    "statuses",
 }
 """`sync_server`'s core modules. A new one is a deliberate change: list it here."""
 SERVER_DOMAINS = {
@@ -37,6 +38,7 @@ SERVER_DOMAINS = {
     "blobs",
     "bookings",
     "commerce",
+    "dashboard",
     "edge",
     "fhir",
     "identity",
