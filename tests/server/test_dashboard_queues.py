@@ -23,6 +23,7 @@ from sqlalchemy import select
 from crdt import DecisionStatus, IntentKind
 from sync_server.audit.log import latest_checkpoint
 from sync_server.audit.tables import AuditEvent
+from sync_server.audit.verify import verify_log
 from sync_server.bookings.tables import Booking
 from sync_server.payments.invoices import Charge, bill
 from tests.server.bookings_world import BookingWorld, build_world, local
@@ -353,29 +354,41 @@ def test_a_clinician_gets_no_buttons_and_403_when_posting(seeded: Seeded) -> Non
         assert booking_row is not None and booking_row.state == "booked"
 
 
-def test_the_audit_page_shows_the_checkpoint_and_a_passing_verification(server: Any) -> None:
+def test_the_audit_page_shows_the_checkpoint_and_the_verification(server: Any) -> None:
+    """The page shows the newest signed checkpoint; verifying (on request) shows what
+    `verify_log` finds. The session's server is shared with tests that break the log
+    on purpose, so the page is held to the verifier's own report, not to "verified"."""
     clinic = server.new_clinic()
     staff = new_staff(server, clinic, role="staff")
     clinician = new_staff(server, clinic, role="clinician")
     client, csrf = sign_in(server, staff)
     with closing(client):
         page = client.get("/dashboard/audit")
+        with server.db.read() as session:
+            checkpoint = latest_checkpoint(session=session)
         assert "Verified" not in page.text  # verification runs when asked
         verified = client.post("/dashboard/audit/verify", data={"csrf_token": csrf})
         fragment = client.post(
             "/dashboard/audit/verify", headers={"hx-request": "true", "x-csrf-token": csrf}
         )
         forged = client.post("/dashboard/audit/verify", data={})
+    with server.db.read() as session:
+        report = verify_log(
+            session=session, public_key=server.app.state.artifact_key.public_key_bytes
+        )
     assert page.status_code == 200 and verified.status_code == 200
     assert forged.status_code == 403
-    assert "<h1>" not in fragment.text and "Verified" in fragment.text
-    with server.db.read() as session:
-        checkpoint = latest_checkpoint(session=session)
     assert checkpoint is not None
     assert f'<dd id="checkpoint-size">{checkpoint.size}</dd>' in page.text
     assert checkpoint.root.hex() in page.text
     assert server.app.state.artifact_key.public_key_bytes[:8].hex() in page.text
-    assert "Verified" in verified.text and "does not verify" not in verified.text
+    assert "<h1>" not in fragment.text and "<h1>" in verified.text
+    for answer in (verified, fragment):
+        if report.ok:
+            assert "Verified" in answer.text and "does not verify" not in answer.text
+        else:
+            assert "does not verify" in answer.text
+            assert f"{len(report.problems)} problem" in answer.text
     refused, _ = sign_in(server, clinician)
     with closing(refused):
         answer = refused.get("/dashboard/audit")
