@@ -231,9 +231,13 @@ def harness() -> ModuleType:
     return module
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
-    """Debian's chromium through Playwright, for the dashboard's browser tests."""
+    """Debian's chromium through Playwright, for the dashboard's browser tests.
+
+    One per test module, never for the session: while Playwright's sync API is
+    running, its event loop is the main thread's running loop, and every later test
+    that calls `asyncio.run` (the app's lifespan in a TestClient, say) would fail."""
     from tests.server.browser_world import launch_chromium
 
     with launch_chromium() as browser:
