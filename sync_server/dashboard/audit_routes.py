@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
@@ -23,7 +23,9 @@ from sync_server.audit.disclosures import disclosures, record_audit_read, requir
 from sync_server.audit.log import current_checkpoint
 from sync_server.audit.verify import verify_log
 from sync_server.dashboard.web import CsrfChecked, PageDep, render
+from sync_server.db import Database
 from sync_server.deps import ArtifactKeyDep, DbDep
+from sync_server.models.signing import ArtifactKey
 
 __all__ = ["PAGE_SIZE", "router"]
 
@@ -34,21 +36,25 @@ PAGE_SIZE = 50
 _MOST = 10_000  # the API's default limit: pages go no further
 
 
+def _checkpoint(db: Database, key: ArtifactKey) -> dict[str, Any]:
+    """The audit page's checkpoint part: the newest signed checkpoint (signed now if the
+    log grew since) and the key that signs it."""
+    with db.write() as session:
+        checkpoint = current_checkpoint(session=session, signer=key)
+    return {
+        "nav": "audit",
+        "checkpoint": checkpoint,
+        "key_id": key.public_key_bytes[:8].hex(),
+        "public_key": key.public_key_bytes.hex(),
+    }
+
+
 @router.get("/audit", response_class=HTMLResponse)
 def audit_page(request: Request, page_: PageDep, db: DbDep, key: ArtifactKeyDep) -> HTMLResponse:
     """The newest signed checkpoint, and a button that verifies the log (reading the
     whole log takes seconds on a big one, so it runs when asked, not on every view)."""
     require_audit_reader(page_.caller)
-    with db.write() as session:
-        checkpoint = current_checkpoint(session=session, signer=key)
-    context = {
-        "nav": "audit",
-        "checkpoint": checkpoint,
-        "key_id": key.public_key_bytes[:8].hex(),
-        "public_key": key.public_key_bytes.hex(),
-        "report": None,
-    }
-    return render(request, "audit.html", context, page=page_)
+    return render(request, "audit.html", _checkpoint(db, key) | {"report": None}, page=page_)
 
 
 @router.post("/audit/verify", response_class=HTMLResponse)
@@ -64,15 +70,7 @@ def verify_page(
     context = {"report": report, "seconds": time.perf_counter() - started}
     if request.headers.get("hx-request"):
         return render(request, "audit_verification.html", context, page=page_)
-    with db.write() as session:
-        checkpoint = current_checkpoint(session=session, signer=key)
-    context |= {
-        "nav": "audit",
-        "checkpoint": checkpoint,
-        "key_id": key.public_key_bytes[:8].hex(),
-        "public_key": key.public_key_bytes.hex(),
-    }
-    return render(request, "audit.html", context, page=page_)
+    return render(request, "audit.html", _checkpoint(db, key) | context, page=page_)
 
 
 @router.get("/patients/{patient_id}/disclosures", response_class=HTMLResponse)

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy.orm import Session
 
+from sync_server.dashboard.scans import SCAN_KIND
 from sync_server.settings import Settings
 from sync_server.sync.exports import TISSUE_CLASSES
 from sync_server.sync.records import wound_assessments
@@ -27,7 +28,6 @@ from sync_server.sync.tables import AssessmentRow, WoundRow
 
 __all__ = [
     "NEAR_DAYS",
-    "SCAN_BLOB_KIND",
     "AreaReduction",
     "AssessmentItem",
     "CurveChart",
@@ -42,9 +42,6 @@ __all__ = [
 
 NEAR_DAYS = 7.0
 """With no assessment after the target day, the nearest one this close still counts."""
-
-SCAN_BLOB_KIND = "scan-pointcloud"
-"""The blob kind of an assessment's point cloud (the 3D view shows it)."""
 
 _DAY = 86400.0
 
@@ -301,7 +298,7 @@ def _item(row: AssessmentRow, first: datetime) -> AssessmentItem:
         confidence=_number(model.get("confidence")),
         tissue=tuple(tissue),
         quality_flags=tuple(str(f) for f in flags if isinstance(f, str)),
-        has_scan=any(isinstance(b, dict) and b.get("kind") == SCAN_BLOB_KIND for b in blobs),
+        has_scan=any(isinstance(b, dict) and b.get("kind") == SCAN_KIND for b in blobs),
     )
 
 
