@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TypeVar
 from sqlalchemy import CursorResult, DateTime, Engine, String, TypeDecorator, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
 
 from sync_server.errors import Invalid, NotFound, Unavailable
 from sync_server.keyfiles import FILE_MODE, private_folder
@@ -152,6 +152,7 @@ class Database:
         if self.sqlite:
             _sqlite_pragmas(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self._sessions, "do_orm_execute", _locked_rows_are_fresh)
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -199,6 +200,20 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()
+
+
+def _locked_rows_are_fresh(state: ORMExecuteState) -> None:
+    """Load a row read ``FOR UPDATE`` over the copy the session already holds.
+
+    The session keeps one object per row, and a later SELECT of that row does not
+    overwrite its attributes. On PostgreSQL (read committed) another transaction may
+    commit between a plain read and the lock, so a locked clinic read earlier would
+    still show the old ``feed_seq`` and two pushes would number documents alike. The
+    row the lock returns is the current one; this makes the object say so too.
+    """
+    statement = state.statement
+    if state.is_select and getattr(statement, "_for_update_arg", None) is not None:
+        state.update_execution_options(populate_existing=True)
 
 
 def _private_sqlite_files(url: str) -> None:
