@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -56,6 +57,15 @@ from sync_server.keyfiles import private_folder
 from sync_server.models import routes as model_routes
 from sync_server.models.services import MAX_MANIFEST_SIZE, MAX_MODEL_SIZE
 from sync_server.models.signing import ArtifactKey
+from sync_server.notifications import routes as notification_routes
+from sync_server.notifications.channels import (
+    Channel,
+    InApp,
+    SandboxPush,
+    SandboxSms,
+    SmtpEmail,
+)
+from sync_server.notifications.worker import Retry, deliver_due
 from sync_server.openapi import install_openapi
 from sync_server.ops import routes as ops_routes
 from sync_server.ops.docs_routes import install_docs
@@ -130,10 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         housekeeping = asyncio.create_task(_housekeeping(app))
         payments = asyncio.create_task(_payments_housekeeping(app))
         checkpoints = asyncio.create_task(_audit_checkpoints(app))
+        notifications = asyncio.create_task(_notifications(app))
         try:
             yield
         finally:
-            for task in (housekeeping, payments, checkpoints):
+            for task in (housekeeping, payments, checkpoints, notifications):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -158,6 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.secret_box = secret_box
     app.state.feed = feed
     app.state.intents = IntentDesk()
+    # The sandboxes stand in for SMS and push providers until real adapters exist.
+    app.state.notification_channels = notification_channels(settings, db)
     register_bookings(app.state.intents)
     register_commerce(app.state.intents, hold=timedelta(hours=settings.order_hold_hours))
     app.state.payments = make_payments(settings)
@@ -233,6 +246,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         edge_routes,
         fhir_routes,
         dashboard_routes,
+        notification_routes,
     ):
         app.include_router(routes.router)
     install_dashboard(app)
@@ -324,6 +338,34 @@ async def _audit_checkpoints(app: FastAPI) -> None:
             await asyncio.to_thread(_sign_checkpoint, app)
         except Exception:  # housekeeping must never take the server down
             log.exception("signing an audit checkpoint failed")
+
+
+def notification_channels(settings: Settings, db: Database) -> dict[str, Channel]:
+    """The channels this instance sends notifications through, by name."""
+    channels: list[Channel] = [InApp(db), SmtpEmail(settings), SandboxSms(), SandboxPush()]
+    return {channel.name: channel for channel in channels}
+
+
+async def _notifications(app: FastAPI) -> None:
+    """Every `Settings.notification_interval_seconds` (never when 0): send the due
+    notification deliveries (`sync_server.notifications.deliver_due`)."""
+    settings: Settings = app.state.settings
+    if settings.notification_interval_seconds <= 0:
+        return
+    owner = f"app-{id(app):x}-{uuid.uuid4().hex[:8]}"
+    while True:
+        await asyncio.sleep(settings.notification_interval_seconds)
+        try:
+            await asyncio.to_thread(
+                deliver_due,
+                app.state.db,
+                app.state.notification_channels,
+                owner=owner,
+                batch=settings.notification_batch,
+                retry=Retry.of(settings),
+            )
+        except Exception:  # housekeeping must never take the server down
+            log.exception("sending notifications failed")
 
 
 async def _payments_housekeeping(app: FastAPI) -> None:

@@ -171,6 +171,42 @@ class Settings(BaseSettings):
         description="How often payments left processing (gateway timeouts) are settled "
         "from the gateway's record.",
     )
+    smtp_host: str | None = Field(
+        default=None,
+        description="The SMTP server notifications are emailed through; none: "
+        "email deliveries end dead (`email_not_configured`).",
+    )
+    smtp_port: int = Field(default=25, gt=0, lt=65536)
+    smtp_starttls: bool = Field(
+        default=False, description="Upgrade the SMTP connection (STARTTLS)."
+    )
+    smtp_user: str | None = Field(default=None, description="SMTP login user, if any.")
+    smtp_password: str | None = Field(default=None, description="SMTP login password.")
+    smtp_from: str = Field(default="coherency@localhost", description="The From address.")
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    notification_interval_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often this instance sends due notifications (0: never; another "
+        "instance or worker does).",
+    )
+    notification_max_attempts: int = Field(
+        default=8, ge=1, description="Attempts before a delivery is dead (staff may retry it)."
+    )
+    notification_backoff_seconds: float = Field(
+        default=30.0, gt=0, description="The first retry's delay; doubled each attempt (jittered)."
+    )
+    notification_backoff_max_seconds: float = Field(default=3600.0, gt=0)
+    notification_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="How long a worker holds a delivery it is sending; past it (the worker "
+        "died) another sends it again with the same idempotency key.",
+    )
+    notification_batch: int = Field(default=100, gt=0, description="Deliveries per claim.")
+    notification_staff_email: str | None = Field(
+        default=None, description="Where staff notifications (break-glass access) are emailed."
+    )
     audit_checkpoint_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -31,6 +31,7 @@ from sync_server.db import new_id, utcnow
 from sync_server.errors import Conflict, Forbidden, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
+from sync_server.notifications.events import NoticeKind, notify, staff_recipients
 from sync_server.sync.tables import PatientRow
 
 __all__ = ["active_grant", "grant_break_glass", "grants", "last_grant", "review_grant"]
@@ -80,6 +81,19 @@ def grant_break_glass(
     )
     session.add(grant)
     session.flush()
+    notify(
+        session,
+        clinic_id=patient.clinic_id,
+        kind=NoticeKind.BREAK_GLASS,
+        dedupe_key=f"break-glass:{grant.id}",
+        recipients=staff_recipients(patient.clinic_id),
+        detail={
+            "grant_id": grant.id,
+            "user_id": principal.id,
+            "patient_id": patient.id,
+            "expires_at": grant.expires_at.isoformat(),
+        },
+    )
     record_event(
         session=session,
         event=BreakGlassGranted(

@@ -23,6 +23,7 @@ from sync_server.bookings.tables import Booking, QualityFlag
 from sync_server.db import new_id, utcnow
 from sync_server.errors import Conflict, NotFound
 from sync_server.identity.principals import Principal
+from sync_server.notifications.events import NoticeKind, notify, patient_recipients
 from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.documents import write_documents
 
@@ -134,6 +135,23 @@ def change_state(
         )
         if records:
             write_documents(session=session, clinic_id=clinic.id, documents=records, signer=signer)
+    if state in ("cancelled", "confirmed"):
+        notify(
+            session,
+            clinic_id=booking.clinic_id,
+            kind=NoticeKind.BOOKING_CANCELLED
+            if state == "cancelled"
+            else NoticeKind.BOOKING_DECIDED,
+            dedupe_key=f"booking:{booking.id}:{state}",
+            recipients=patient_recipients(booking.patient_id),
+            detail={
+                "booking_id": booking.id,
+                "kind": booking.kind,
+                "state": state,
+                "starts_at": booking.starts_at.isoformat(),
+                "reason": reason,
+            },
+        )
     record_event(
         session=session,
         event=BookingStateChanged(

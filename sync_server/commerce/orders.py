@@ -43,6 +43,7 @@ from sync_server.db import new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
+from sync_server.notifications.events import NoticeKind, notify, patient_recipients
 from sync_server.payments.invoices import void_invoice
 from sync_server.payments.tables import Invoice
 
@@ -490,6 +491,15 @@ def move_order(
                     code="out_of_stock",
                 )
     session.refresh(order)
+    if state == "shipped":
+        notify(
+            session,
+            clinic_id=order.clinic_id,
+            kind=NoticeKind.ORDER_SHIPPED,
+            dedupe_key=f"order:{order.id}:shipped",
+            recipients=patient_recipients(order.patient_id),
+            detail={"order_id": order.id, "state": state},
+        )
     record_event(
         session=session,
         event=OrderStateChanged(

@@ -38,6 +38,7 @@ from sync_server.audit.events import TREATMENT, Actor, IntentsDecided
 from sync_server.audit.services import record_event
 from sync_server.db import utcnow
 from sync_server.intents.tables import IntentDecision
+from sync_server.notifications.events import NoticeKind, notify, patient_recipients
 from sync_server.sync.authorship import ServerSigner
 from sync_server.sync.documents import write_documents
 from sync_server.sync.tables import Document
@@ -198,6 +199,8 @@ class IntentDesk:
             if intent.patient_id is not None:
                 patients[intent.patient_id] = None
         session.flush()  # the primary key: a second decision of one intent fails here
+        for document, (_, status) in zip(pending, decided, strict=True):
+            _notify_decision(session, clinic_id, document.read(), status)
         record_event(
             session=session,
             event=IntentsDecided(
@@ -247,6 +250,41 @@ class IntentDesk:
         )
         unique = {d.id: d for d in documents if d.id not in done}
         return [unique[doc_id] for doc_id in sorted(unique)]
+
+
+_NOTICES = {
+    (IntentKind.APPOINTMENT_REQUEST, False): NoticeKind.BOOKING_DECIDED,
+    (IntentKind.APPOINTMENT_RESCHEDULE, False): NoticeKind.BOOKING_DECIDED,
+    (IntentKind.VISIT_REQUEST, False): NoticeKind.BOOKING_DECIDED,
+    (IntentKind.APPOINTMENT_REQUEST, True): NoticeKind.BOOKING_DECIDED,
+    (IntentKind.APPOINTMENT_RESCHEDULE, True): NoticeKind.BOOKING_DECIDED,
+    (IntentKind.VISIT_REQUEST, True): NoticeKind.BOOKING_DECIDED,
+    (IntentKind.APPOINTMENT_CANCEL, False): NoticeKind.BOOKING_CANCELLED,
+    (IntentKind.ORDER_PLACE, False): NoticeKind.ORDER_ACCEPTED,
+    (IntentKind.ORDER_PLACE, True): NoticeKind.ORDER_REFUSED,
+}
+"""What a patient is told of a decided intent, by (kind, rejected); others (a payment:
+its own events; a cancel refused: nothing changed) tell nothing."""
+
+
+def _notify_decision(
+    session: Session,
+    clinic_id: str,
+    intent: Any,
+    status: str,
+) -> None:
+    assert isinstance(intent, Intent)
+    kind = _NOTICES.get((intent.kind, status == str(DecisionStatus.REJECTED)))
+    if kind is None or intent.patient_id is None:
+        return
+    notify(
+        session,
+        clinic_id=clinic_id,
+        kind=kind,
+        dedupe_key=f"intent:{intent.id}",
+        recipients=patient_recipients(intent.patient_id),
+        detail={"intent_id": intent.id, "intent_kind": str(intent.kind), "status": status},
+    )
 
 
 def _decision_document(

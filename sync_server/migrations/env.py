@@ -16,6 +16,7 @@ from sync_server.identity import tables as _identity  # noqa: F401
 from sync_server.intents import tables as _intents  # noqa: F401
 from sync_server.migrating import VERSION_TABLE
 from sync_server.models import tables as _models  # noqa: F401
+from sync_server.notifications import tables as _notifications  # noqa: F401
 from sync_server.payments import tables as _payments  # noqa: F401
 from sync_server.sync import tables as _sync  # noqa: F401
 

@@ -28,6 +28,7 @@ from sync_server.audit.services import record_event
 from sync_server.db import Database, new_id, rowcount
 from sync_server.errors import Conflict, Invalid, NotFound
 from sync_server.identity.principals import Principal
+from sync_server.notifications.events import NoticeKind, notify, patient_recipients
 from sync_server.payments.desk import PaymentsDesk
 from sync_server.payments.gateway import ChargeStatus, GatewayError
 from sync_server.payments.invoices import (
@@ -379,6 +380,21 @@ def refund(
     session.refresh(invoice)
     session.refresh(payment)
     mark_changed(session=session, invoice=invoice)
+    if invoice.patient_id is not None:
+        notify(
+            session,
+            clinic_id=invoice.clinic_id,
+            kind=NoticeKind.PAYMENT_REFUNDED,
+            dedupe_key=f"refund:{made.id}",
+            recipients=patient_recipients(invoice.patient_id),
+            detail={
+                "payment_id": payment.id,
+                "refund_id": made.id,
+                "amount": amount,
+                "currency": payment.currency,
+                "invoice_id": invoice.id,
+            },
+        )
     record_event(
         session=session,
         event=PaymentRefunded(
@@ -511,4 +527,19 @@ def _fail(session: Session, payment: Payment, reason: str, now: datetime) -> boo
     assert invoice is not None
     session.refresh(invoice)
     mark_changed(session=session, invoice=invoice)
+    if invoice.patient_id is not None:
+        notify(
+            session,
+            clinic_id=invoice.clinic_id,
+            kind=NoticeKind.PAYMENT_FAILED,
+            dedupe_key=f"payment:{payment.id}:failed",
+            recipients=patient_recipients(invoice.patient_id),
+            detail={
+                "payment_id": payment.id,
+                "invoice_id": invoice.id,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "reason": reason[:500],
+            },
+        )
     return True

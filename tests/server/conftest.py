@@ -192,11 +192,13 @@ def server(
     # The payments sweep would settle a timed-out payment whenever its minute came up,
     # racing tests that look at a payment still processing: the tests run it
     # themselves (`sweep_processing`), so the session's servers never do.
+    # Likewise notifications (`deliver_due`, one clinic at a time).
     settings = make_settings(
         data_dir,
         database_url,
         long_poll_max_seconds=10,
         payment_sweep_seconds=365 * 86400.0,
+        notification_interval_seconds=0,  # tests run `deliver_due` themselves
         **SHARED_CLIENT_LIMITS,
     )
     migrate(settings)

@@ -1,0 +1,223 @@
+"""Channels: how a message leaves the server.
+
+A channel is a small interface (`Channel`): a `name` and ``send(message, *,
+idempotency_key) -> provider message id``, raising `DeliveryFailed` (``retryable``:
+whether a later attempt may succeed). The worker passes the delivery's id as the
+idempotency key, so a resend after a worker died mid-send is recognisable: the
+sandboxes and the in-app channel keep one message per key, as real providers do, and
+an email's ``Message-ID`` is derived from it.
+
+Exceptions::
+
+    Exception
+     └── DeliveryFailed   (retryable: bool; message without PHI)
+"""
+
+from __future__ import annotations
+
+import smtplib
+import threading
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any, Protocol
+
+from sync_server.db import Database, insert_unless_taken, utcnow
+from sync_server.notifications.tables import InAppNotice
+from sync_server.settings import Settings
+
+__all__ = [
+    "Channel",
+    "DeliveryFailed",
+    "InApp",
+    "Message",
+    "SandboxPush",
+    "SandboxSms",
+    "SentMessage",
+    "SmtpEmail",
+]
+
+
+class DeliveryFailed(Exception):
+    """A channel could not send a message. `retryable`: a later attempt may succeed
+    (a timeout, a busy server); otherwise the delivery is dead (no address, refused).
+    The message names no patient data: it is stored and shown to staff."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message to send: to whom, its subject and body (from
+    `sync_server.notifications.templates`), and for the in-app channel only the
+    event's detail."""
+
+    recipient: str
+    clinic_id: str
+    event_id: str
+    kind: str
+    subject: str
+    body: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Channel(Protocol):
+    """A way to send messages."""
+
+    name: str
+
+    def send(self, message: Message, *, idempotency_key: str) -> str:
+        """Send `message` once per `idempotency_key`; return the provider's id.
+
+        Raises:
+            DeliveryFailed: not sent (``retryable`` says whether to try again).
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class SentMessage:
+    """What a sandbox would have sent."""
+
+    provider_id: str
+    recipient: str
+    body: str
+    idempotency_key: str
+
+
+class _Sandbox:
+    """Records what it would send, one message per idempotency key (a second send with
+    a key it has seen returns the first message's id and sends nothing)."""
+
+    name = "sandbox"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sent: dict[str, SentMessage] = {}
+        self.requests = 0  # every call of `send`, deduplicated or not
+
+    def send(self, message: Message, *, idempotency_key: str) -> str:
+        """Record `message` unless `idempotency_key` was seen; return its id."""
+        with self._lock:
+            self.requests += 1
+            known = self._sent.get(idempotency_key)
+            if known is not None:
+                return known.provider_id
+            sent = SentMessage(
+                f"{self.name}-{len(self._sent) + 1}",
+                message.recipient,
+                message.body,
+                idempotency_key,
+            )
+            self._sent[idempotency_key] = sent
+            return sent.provider_id
+
+    def sent(self) -> list[SentMessage]:
+        """Every message recorded, in the order they were first sent."""
+        with self._lock:
+            return list(self._sent.values())
+
+
+class SandboxSms(_Sandbox):
+    """An SMS provider that records what it would send."""
+
+    name = "sms"
+
+
+class SandboxPush(_Sandbox):
+    """A push provider that records what it would send."""
+
+    name = "push"
+
+
+class SmtpEmail:
+    """Email over SMTP (`smtplib`): host, port, STARTTLS and login from `Settings`
+    (``smtp_*``). ``staff:<clinic>`` recipients go to
+    ``Settings.notification_staff_email``; an email address is used as it is; a
+    recipient with no address fails for good (``no_email_address``)."""
+
+    name = "email"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    def _address(self, recipient: str) -> str:
+        if recipient.startswith("staff:") and self._settings.notification_staff_email:
+            return self._settings.notification_staff_email
+        if "@" in recipient and ":" not in recipient:
+            return recipient
+        raise DeliveryFailed(
+            "no_email_address: the recipient has no email address", retryable=False
+        )
+
+    def send(self, message: Message, *, idempotency_key: str) -> str:
+        """Send `message` by SMTP with a ``Message-ID`` derived from `idempotency_key`.
+
+        Raises:
+            DeliveryFailed: SMTP is not configured or refused the message for good
+                (not retryable), or the server could not be reached or answered 4xx
+                (retryable).
+        """
+        settings = self._settings
+        if not settings.smtp_host:
+            raise DeliveryFailed("email_not_configured: no smtp_host", retryable=False)
+        email = EmailMessage()
+        domain = settings.smtp_from.rpartition("@")[2] or "coherency.invalid"
+        message_id = f"<{idempotency_key}@{domain}>"
+        email["Message-ID"] = message_id
+        email["From"] = settings.smtp_from
+        email["To"] = self._address(message.recipient)
+        email["Subject"] = message.subject
+        email["Date"] = formatdate(utcnow().timestamp(), usegmt=True)
+        email["X-Coherency-Delivery"] = idempotency_key
+        email.set_content(message.body)
+        try:
+            with smtplib.SMTP(
+                settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_seconds
+            ) as smtp:
+                if settings.smtp_starttls:
+                    smtp.starttls()
+                if settings.smtp_user:
+                    smtp.login(settings.smtp_user, settings.smtp_password or "")
+                smtp.send_message(email)
+        except smtplib.SMTPResponseException as exc:
+            raise DeliveryFailed(
+                f"smtp_refused: {exc.smtp_code}", retryable=400 <= exc.smtp_code < 500
+            ) from None
+        except smtplib.SMTPRecipientsRefused:
+            raise DeliveryFailed("smtp_recipient_refused", retryable=False) from None
+        except (TimeoutError, OSError, smtplib.SMTPException) as exc:
+            raise DeliveryFailed(
+                f"smtp_unreachable: {type(exc).__name__}", retryable=True
+            ) from None
+        return message_id
+
+
+class InApp:
+    """The in-app channel: writes the event's detail as an `InAppNotice` (one per
+    idempotency key) that the clinic's devices and staff read."""
+
+    name = "in_app"
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def send(self, message: Message, *, idempotency_key: str) -> str:
+        """Write the notice unless it exists; return its id (the idempotency key)."""
+        with self._db.write() as session:
+            insert_unless_taken(
+                session,
+                InAppNotice(
+                    id=idempotency_key,
+                    event_id=message.event_id,
+                    clinic_id=message.clinic_id,
+                    recipient=message.recipient,
+                    kind=message.kind,
+                    title=message.subject,
+                    detail=message.detail,
+                    created_at=utcnow(),
+                ),
+            )
+        return idempotency_key

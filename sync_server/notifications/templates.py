@@ -1,0 +1,65 @@
+"""What each channel says, per (kind, channel).
+
+Only the in-app notice carries the event's detail. Push and SMS say that something
+needs attention and nothing else; an email names the kind of update in general terms
+and never a clinical value, a patient's name or record number, or a wound. A body is
+built from the kind and fixed text only: `render` never reads the event's detail for
+those channels, so no value of a record can reach them.
+"""
+
+from __future__ import annotations
+
+from sync_server.notifications.events import CHANNELS, NoticeKind
+
+__all__ = ["Rendered", "render"]
+
+_PATIENT_ATTENTION = "You have a new message from your clinic. Open the Coherency app to read it."
+_STAFF_ATTENTION = "Something at your clinic needs review. Open Coherency to read it."
+
+_TITLES: dict[NoticeKind, str] = {
+    NoticeKind.BOOKING_DECIDED: "Your appointment request was answered",
+    NoticeKind.BOOKING_CANCELLED: "An appointment was cancelled",
+    NoticeKind.ORDER_ACCEPTED: "Your order was accepted",
+    NoticeKind.ORDER_REFUSED: "Your order could not be accepted",
+    NoticeKind.ORDER_SHIPPED: "Your order was shipped",
+    NoticeKind.PAYMENT_FAILED: "A payment did not go through",
+    NoticeKind.PAYMENT_REFUNDED: "A payment was refunded",
+    NoticeKind.BREAK_GLASS: "Break-glass access to review",
+}
+"""In-app titles and email subjects: general words, never a record's values."""
+
+_STAFF_KINDS = frozenset({NoticeKind.BREAK_GLASS})
+
+
+class Rendered:
+    """A channel's text: a subject (email, in-app title) and a body."""
+
+    __slots__ = ("body", "subject")
+
+    def __init__(self, subject: str, body: str) -> None:
+        self.subject = subject
+        self.body = body
+
+
+def render(kind: NoticeKind, channel: str, *, reference: str) -> Rendered:
+    """The text `channel` sends for an event of `kind`; `reference` (the event's id, an
+    opaque UUID) lets the reader find it in the app.
+
+    Raises:
+        ValueError: an unknown channel.
+    """
+    if channel not in CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}")
+    staff = kind in _STAFF_KINDS
+    title = _TITLES[kind]
+    if channel in ("push", "sms"):
+        return Rendered("Coherency", _STAFF_ATTENTION if staff else _PATIENT_ATTENTION)
+    if channel == "email":
+        where = "the staff pages of Coherency" if staff else "the Coherency app"
+        body = (
+            f"{title}.\n\n"
+            f"For your privacy this email holds no details. Open {where} to read it.\n\n"
+            f"Reference: {reference}\n"
+        )
+        return Rendered(f"Coherency: {title.lower()}", body)
+    return Rendered(title, title)

@@ -1,0 +1,215 @@
+"""Sending due deliveries: claim, send, mark.
+
+`deliver_due` claims up to `batch` due deliveries with a conditional UPDATE per row
+(pending and due, or sending with a lease that expired), so two workers never hold
+one; sends each with the delivery id as the idempotency key; then marks it sent only
+where this worker still holds the lease. A failure counts an attempt and moves
+``next_attempt_at`` by an exponential, jittered backoff; after
+``notification_max_attempts`` (or a failure that is not retryable) the delivery is
+``dead`` with its error, for staff to see and retry.
+
+A worker killed mid-send leaves its lease: once it expires another worker claims the
+delivery and sends it with the same idempotency key, so the provider keeps one message.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, or_, select, update
+
+from sync_server.db import Database, rowcount, utcnow
+from sync_server.notifications.channels import Channel, DeliveryFailed, Message
+from sync_server.notifications.events import NoticeKind
+from sync_server.notifications.tables import NotificationDelivery, NotificationEvent
+from sync_server.notifications.templates import render
+from sync_server.settings import Settings
+
+__all__ = ["DeliveryRun", "Retry", "backoff", "deliver_due"]
+
+log = logging.getLogger("sync_server.notifications")
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """How failed deliveries are retried (from `Settings`)."""
+
+    max_attempts: int = 8
+    backoff_seconds: float = 30.0
+    backoff_max_seconds: float = 3600.0
+    lease_seconds: float = 120.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> Retry:
+        """The retry rules `settings` give."""
+        return cls(
+            settings.notification_max_attempts,
+            settings.notification_backoff_seconds,
+            settings.notification_backoff_max_seconds,
+            settings.notification_lease_seconds,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRun:
+    """What one `deliver_due` call did."""
+
+    claimed: int
+    sent: int
+    retrying: int
+    dead: int
+    lost: int  # sent, but another worker held the lease by then (it sends the same key)
+
+
+def backoff(attempts: int, retry: Retry) -> timedelta:
+    """The delay before the next attempt after `attempts` tries: the base doubled per
+    attempt, capped, times a jitter in [0.5, 1.5) so failed batches spread out."""
+    base = min(retry.backoff_seconds * 2 ** max(attempts - 1, 0), retry.backoff_max_seconds)
+    return timedelta(seconds=base * random.uniform(0.5, 1.5))
+
+
+def _due(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        and_(NotificationDelivery.state == "pending", NotificationDelivery.next_attempt_at <= now),
+        and_(NotificationDelivery.state == "sending", NotificationDelivery.lease_until < now),
+    )
+
+
+def _claim(
+    db: Database,
+    channels: Collection[str],
+    *,
+    owner: str,
+    now: datetime,
+    batch: int,
+    lease: timedelta,
+    clinic_ids: Collection[str] | None,
+) -> list[str]:
+    with db.write() as session:
+        query = (
+            select(NotificationDelivery.id)
+            .where(_due(now), NotificationDelivery.channel.in_(list(channels)))
+            .order_by(NotificationDelivery.next_attempt_at, NotificationDelivery.id)
+            .limit(batch)
+        )
+        if clinic_ids is not None:
+            query = query.where(NotificationDelivery.clinic_id.in_(list(clinic_ids)))
+        claimed = []
+        for delivery_id in session.scalars(query).all():
+            # The condition is evaluated again on the row itself: another worker that
+            # claimed it first leaves nothing to match.
+            done = session.execute(
+                update(NotificationDelivery)
+                .where(NotificationDelivery.id == delivery_id, _due(now))
+                .values(
+                    state="sending",
+                    lease_owner=owner,
+                    lease_until=now + lease,
+                    attempts=NotificationDelivery.attempts + 1,
+                )
+            )
+            if rowcount(done) == 1:
+                claimed.append(delivery_id)
+        return claimed
+
+
+def _message(db: Database, delivery_id: str) -> tuple[NotificationDelivery, Message]:
+    with db.read() as session:
+        delivery = session.get_one(NotificationDelivery, delivery_id)
+        event = session.get_one(NotificationEvent, delivery.event_id)
+        text = render(NoticeKind(event.kind), delivery.channel, reference=event.id)
+        message = Message(
+            recipient=delivery.recipient,
+            clinic_id=delivery.clinic_id,
+            event_id=event.id,
+            kind=event.kind,
+            subject=text.subject,
+            body=text.body,
+            detail=dict(event.detail) if delivery.channel == "in_app" else {},
+        )
+        return delivery, message
+
+
+def _held(delivery_id: str, owner: str) -> ColumnElement[bool]:
+    return and_(
+        NotificationDelivery.id == delivery_id,
+        NotificationDelivery.state == "sending",
+        NotificationDelivery.lease_owner == owner,
+    )
+
+
+def deliver_due(
+    db: Database,
+    channels: Mapping[str, Channel],
+    *,
+    owner: str,
+    now: datetime | None = None,
+    batch: int = 100,
+    retry: Retry | None = None,
+    clinic_ids: Collection[str] | None = None,
+) -> DeliveryRun:
+    """Claim and send up to `batch` deliveries due at `now` through `channels` (by
+    channel name; deliveries of other channels wait for a worker that has them), as
+    worker `owner`; only of `clinic_ids` when given.
+
+    Returns what was done. A channel's `DeliveryFailed` is recorded on the delivery;
+    any other exception propagates and leaves the lease to expire.
+    """
+    at = now or utcnow()
+    rules = retry or Retry()
+    claimed = _claim(
+        db,
+        channels.keys(),
+        owner=owner,
+        now=at,
+        batch=batch,
+        lease=timedelta(seconds=rules.lease_seconds),
+        clinic_ids=clinic_ids,
+    )
+    sent = retrying = dead = lost = 0
+    for delivery_id in claimed:
+        delivery, message = _message(db, delivery_id)
+        try:
+            provider_id = channels[delivery.channel].send(message, idempotency_key=delivery.id)
+        except DeliveryFailed as failed:
+            final = not failed.retryable or delivery.attempts >= rules.max_attempts
+            with db.write() as session:
+                session.execute(
+                    update(NotificationDelivery)
+                    .where(_held(delivery_id, owner))
+                    .values(
+                        state="dead" if final else "pending",
+                        next_attempt_at=at + backoff(delivery.attempts, rules),
+                        last_error=str(failed)[:500],
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                )
+            if final:
+                dead += 1
+                log.warning("notification %s is dead: %s", delivery_id, failed)
+            else:
+                retrying += 1
+            continue
+        with db.write() as session:
+            done = session.execute(
+                update(NotificationDelivery)
+                .where(_held(delivery_id, owner))
+                .values(
+                    state="sent",
+                    sent_at=utcnow(),
+                    provider_message_id=provider_id[:200],
+                    last_error=None,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+        if rowcount(done) == 1:
+            sent += 1
+        else:
+            lost += 1
+    return DeliveryRun(len(claimed), sent, retrying, dead, lost)
