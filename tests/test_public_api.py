@@ -44,6 +44,7 @@ SERVER_DOMAINS = {
     "identity",
     "intents",
     "models",
+    "notifications",
     "ops",
     "payments",
     "sync",

@@ -82,7 +82,7 @@ def grant_break_glass(
     session.add(grant)
     session.flush()
     notify(
-        session,
+        session=session,
         clinic_id=patient.clinic_id,
         kind=NoticeKind.BREAK_GLASS,
         dedupe_key=f"break-glass:{grant.id}",

@@ -137,7 +137,7 @@ def change_state(
             write_documents(session=session, clinic_id=clinic.id, documents=records, signer=signer)
     if state in ("cancelled", "confirmed"):
         notify(
-            session,
+            session=session,
             clinic_id=booking.clinic_id,
             kind=NoticeKind.BOOKING_CANCELLED
             if state == "cancelled"

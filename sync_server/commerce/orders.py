@@ -493,7 +493,7 @@ def move_order(
     session.refresh(order)
     if state == "shipped":
         notify(
-            session,
+            session=session,
             clinic_id=order.clinic_id,
             kind=NoticeKind.ORDER_SHIPPED,
             dedupe_key=f"order:{order.id}:shipped",

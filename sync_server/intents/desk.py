@@ -56,6 +56,9 @@ class Verdict:
     reason: str | None = None  # for a person to read
     outcome: dict[str, Any] | None = None  # what was done (e.g. the booking)
     alternative: dict[str, Any] | None = None  # on a rejection: what could be asked for
+    # Whom the decision concerns when the intent names no patient (a payment: the
+    # invoice's): they are notified of it.
+    patient_id: str | None = None
 
     @classmethod
     def accepted(cls, outcome: dict[str, Any], *, reason: str | None = None) -> Verdict:
@@ -68,9 +71,16 @@ class Verdict:
         return cls(DecisionStatus.ACCEPTED_ALTERNATIVE, reason, outcome)
 
     @classmethod
-    def rejected(cls, reason: str, *, alternative: dict[str, Any] | None = None) -> Verdict:
-        """Not done; `alternative` is what the device could ask for instead."""
-        return cls(DecisionStatus.REJECTED, reason, None, alternative)
+    def rejected(
+        cls,
+        reason: str,
+        *,
+        alternative: dict[str, Any] | None = None,
+        patient_id: str | None = None,
+    ) -> Verdict:
+        """Not done; `alternative` is what the device could ask for instead;
+        `patient_id`: whom it concerns, if the intent names nobody."""
+        return cls(DecisionStatus.REJECTED, reason, None, alternative, patient_id)
 
 
 @dataclass(slots=True)
@@ -176,6 +186,7 @@ class IntentDesk:
         touched: set[tuple[str, ...]] = set()
         documents: list[RecordDocument] = []
         decided: list[tuple[str, str]] = []
+        verdicts: list[tuple[Intent, Verdict]] = []
         patients: dict[str, None] = {}
         for document in pending:
             intent = document.read()
@@ -196,11 +207,12 @@ class IntentDesk:
             )
             documents.append(_decision_document(intent, verdict, signer, at))
             decided.append((intent.id, str(verdict.status)))
+            verdicts.append((intent, verdict))
             if intent.patient_id is not None:
                 patients[intent.patient_id] = None
         session.flush()  # the primary key: a second decision of one intent fails here
-        for document, (_, status) in zip(pending, decided, strict=True):
-            _notify_decision(session, clinic_id, document.read(), status)
+        for intent, verdict in verdicts:
+            _notify_decision(session, clinic_id, intent, verdict)
         record_event(
             session=session,
             event=IntentsDecided(
@@ -262,28 +274,36 @@ _NOTICES = {
     (IntentKind.APPOINTMENT_CANCEL, False): NoticeKind.BOOKING_CANCELLED,
     (IntentKind.ORDER_PLACE, False): NoticeKind.ORDER_ACCEPTED,
     (IntentKind.ORDER_PLACE, True): NoticeKind.ORDER_REFUSED,
+    # A refused payment intent rolls its failed payment back: the decision tells it.
+    (IntentKind.PAYMENT_PAY, True): NoticeKind.PAYMENT_FAILED,
 }
 """What a patient is told of a decided intent, by (kind, rejected); others (a payment:
-its own events; a cancel refused: nothing changed) tell nothing."""
+the gateway's outcome; a cancel refused: nothing changed) tell nothing."""
 
 
 def _notify_decision(
     session: Session,
     clinic_id: str,
-    intent: Any,
-    status: str,
+    intent: Intent,
+    verdict: Verdict,
 ) -> None:
-    assert isinstance(intent, Intent)
-    kind = _NOTICES.get((intent.kind, status == str(DecisionStatus.REJECTED)))
-    if kind is None or intent.patient_id is None:
+    kind = _NOTICES.get((intent.kind, verdict.status is DecisionStatus.REJECTED))
+    patient_id = intent.patient_id or verdict.patient_id
+    if kind is None or patient_id is None:
         return
     notify(
-        session,
+        session=session,
         clinic_id=clinic_id,
         kind=kind,
         dedupe_key=f"intent:{intent.id}",
-        recipients=patient_recipients(intent.patient_id),
-        detail={"intent_id": intent.id, "intent_kind": str(intent.kind), "status": status},
+        recipients=patient_recipients(patient_id),
+        detail={
+            "intent_id": intent.id,
+            "intent_kind": str(intent.kind),
+            "status": str(verdict.status),
+            "reason": verdict.reason,
+            "outcome": verdict.outcome,
+        },
     )
 
 

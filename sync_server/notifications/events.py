@@ -81,8 +81,8 @@ def staff_recipients(clinic_id: str) -> list[Recipient]:
 
 
 def notify(
-    session: Session,
     *,
+    session: Session,
     clinic_id: str,
     kind: NoticeKind,
     dedupe_key: str,

@@ -382,7 +382,7 @@ def refund(
     mark_changed(session=session, invoice=invoice)
     if invoice.patient_id is not None:
         notify(
-            session,
+            session=session,
             clinic_id=invoice.clinic_id,
             kind=NoticeKind.PAYMENT_REFUNDED,
             dedupe_key=f"refund:{made.id}",
@@ -529,7 +529,7 @@ def _fail(session: Session, payment: Payment, reason: str, now: datetime) -> boo
     mark_changed(session=session, invoice=invoice)
     if invoice.patient_id is not None:
         notify(
-            session,
+            session=session,
             clinic_id=invoice.clinic_id,
             kind=NoticeKind.PAYMENT_FAILED,
             dedupe_key=f"payment:{payment.id}:failed",

@@ -59,7 +59,10 @@ def pay_invoice(context: IntentContext, payments: PaymentsDesk) -> Verdict:
         return Verdict.rejected(f"invoice {invoice_id} is not an invoice of this clinic")
     context.touched.add(("invoice", result.invoice.id))
     if result.payment.status == "failed":
-        return Verdict.rejected(result.payment.failure_reason or "the card was declined")
+        return Verdict.rejected(
+            result.payment.failure_reason or "the card was declined",
+            patient_id=result.invoice.patient_id,
+        )
     reason = (
         "the gateway did not answer in time; the payment is processing and will be "
         "settled from the gateway's record"

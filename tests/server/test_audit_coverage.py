@@ -45,6 +45,7 @@ from edge_sdk import Argon2Params, DeviceIdentity, EdgeClient, PassphraseKeyProv
 from sync_server.audit.tables import AuditEvent
 from sync_server.commerce.reference import republish_catalogue
 from sync_server.identity.users import create_user
+from sync_server.notifications import DeliveryFailed, Message, deliver_due
 from sync_server.payments.sandbox import SandboxGateway
 from tests.conftest import add_scanned_assessment
 
@@ -54,6 +55,15 @@ from .test_edge_central import make_certificate
 from .test_models_publish import build_graph, files, make_manifest
 
 Route = tuple[str, str]
+
+
+class _RefusingPush:
+    """A push provider that refuses every message for good."""
+
+    name = "push"
+
+    def send(self, message: Message, *, idempotency_key: str) -> str:
+        raise DeliveryFailed("refused", retryable=False)
 
 
 @dataclass(frozen=True)
@@ -187,10 +197,13 @@ ROUTES: dict[Route, Writes | str] = {
     ("POST", "/v1/payments/{payment_id}/reconcile"): Writes((), may=("payment",)),
     ("GET", "/v1/ledger"): "account balances of the organisation, no patient",
     ("POST", "/v1/payments/webhooks"): Writes((), may=("payment",)),  # once per change
+    ("GET", "/v1/notifications/deliveries"): Writes(("read",)),
+    ("POST", "/v1/notifications/deliveries/{delivery_id}/retry"): Writes(("notification-retry",)),
 }
 
 PATIENT_EVENTS = {
     "read",
+    "notification-retry",
     "break-glass-grant",
     "blob-upload",
     "blob-download",
@@ -688,8 +701,17 @@ class Tour:
             )
             ok(staff.get("/v1/ledger"))
             self.webhook(payment)
+            self.notifications(shop.clinic_id)
         finally:
             shop.close()
+
+    def notifications(self, clinic_id: str) -> None:
+        """The refund told the patient; its push fails for good, staff see and retry it."""
+        refusing = _RefusingPush()
+        run = deliver_due(self.server.db, {"push": refusing}, owner="tour", clinic_ids=[clinic_id])
+        assert run.dead >= 1, run
+        dead = ok(self.staff.get("/v1/notifications/deliveries", params={"clinic_id": clinic_id}))
+        ok(self.staff.post(f"/v1/notifications/deliveries/{dead[0]['id']}/retry"))
 
     def webhook(self, payment: dict[str, Any]) -> None:
         payments = self.server.app.state.payments

@@ -55,7 +55,7 @@ def _event(
 ) -> str | None:
     with server.db.write() as session:
         return notify(
-            session,
+            session=session,
             clinic_id=clinic_id,
             kind=kind,
             dedupe_key=key or f"test:{uuid.uuid4()}",
@@ -136,7 +136,7 @@ def test_an_event_rolled_back_with_its_change_is_not_recorded(server: Any) -> No
     clinic = server.new_clinic()
     with pytest.raises(RuntimeError), server.db.write() as session:
         notify(
-            session,
+            session=session,
             clinic_id=clinic,
             kind=NoticeKind.ORDER_SHIPPED,
             dedupe_key=f"rolled:{clinic}",
