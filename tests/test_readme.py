@@ -19,6 +19,7 @@ BOOKINGS_GUIDE = ROOT / "docs" / "bookings.md"
 COMMERCE_GUIDE = ROOT / "docs" / "commerce.md"
 ORDERS_GUIDE = ROOT / "docs" / "orders-on-a-device.md"
 PAYMENTS_GUIDE = ROOT / "docs" / "payments.md"
+NOTIFICATIONS_GUIDE = ROOT / "docs" / "notifications.md"
 EDGE_GUIDE = ROOT / "docs" / "edge.md"
 SDK_GUIDE = ROOT / "docs" / "sdk.md"
 
@@ -123,6 +124,13 @@ def test_payments_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, str(PAYMENTS_GUIDE), "exec"), {})
+
+
+def test_notifications_guide_python_blocks_run() -> None:
+    blocks = python_blocks(NOTIFICATIONS_GUIDE)
+    assert blocks, "docs/notifications.md has no Python example"
+    for block in blocks:
+        exec(compile(block, str(NOTIFICATIONS_GUIDE), "exec"), {})
 
 
 def test_edge_guide_python_blocks_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
