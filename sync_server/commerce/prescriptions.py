@@ -31,8 +31,11 @@ from sync_server.identity.tables import Clinic
 from sync_server.sync.tables import Document
 
 __all__ = [
+    "EXPIRY_DAYS",
     "VALIDITY",
     "claim",
+    "expires_soon",
+    "expiring_on",
     "give_back",
     "issue_prescription",
     "list_prescriptions",
@@ -42,6 +45,34 @@ __all__ = [
 
 VALIDITY = timedelta(days=90)
 """How long a prescription is valid when no end date is given."""
+
+EXPIRY_DAYS = 14
+"""A prescription valid for at most this many more days (and not used up) is about to
+expire: the staff dashboard lists it and its patient is told (one rule for both)."""
+
+
+def expires_soon(prescription: Prescription, *, today: date) -> bool:
+    """Whether `prescription` is about to expire on `today`: not revoked, units left,
+    and valid until a day from `today` to `EXPIRY_DAYS` days after it."""
+    return (
+        prescription.revoked_at is None
+        and prescription.quantity_remaining > 0
+        and today <= prescription.valid_until <= today + timedelta(days=EXPIRY_DAYS)
+    )
+
+
+def expiring_on(*, session: Session, today: date) -> list[Prescription]:
+    """Every organisation's prescriptions about to expire on `today` (`expires_soon`,
+    the same test in SQL), oldest end first. For the notification sweep; staff read
+    their own through `list_prescriptions`."""
+    query = select(Prescription).where(
+        Prescription.revoked_at.is_(None),
+        Prescription.quantity_remaining > 0,
+        Prescription.valid_until >= today,
+        Prescription.valid_until <= today + timedelta(days=EXPIRY_DAYS),
+    )
+    found = session.scalars(query.order_by(Prescription.valid_until, Prescription.id))
+    return [p for p in found if expires_soon(p, today=today)]
 
 
 def issue_prescription(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,7 +29,7 @@ from sync_server.bookings.lookup import list_bookings
 from sync_server.bookings.manage import APPOINTMENT_MOVES, VISIT_MOVES
 from sync_server.bookings.tables import Booking
 from sync_server.commerce.orders import list_orders
-from sync_server.commerce.prescriptions import list_prescriptions
+from sync_server.commerce.prescriptions import EXPIRY_DAYS, expires_soon, list_prescriptions
 from sync_server.commerce.tables import Order, Prescription
 from sync_server.identity.principals import Principal
 from sync_server.identity.tenancy import clinic_ids_in_scope
@@ -48,9 +48,6 @@ __all__ = [
     "booking_actions",
     "queues",
 ]
-
-EXPIRY_DAYS = 14
-"""Prescriptions valid for at most this many more days are listed as about to expire."""
 
 QUEUE_LIMIT = 100
 """At most this many items of each queue are shown."""
@@ -193,11 +190,10 @@ def queues(*, session: Session, principal: Principal, today: date) -> Queues:
     ]
     # `list_prescriptions` answers the whole organisation; the page keeps those of
     # patients in the caller's clinics (never more than the API shows).
-    soon = today + timedelta(days=EXPIRY_DAYS)
     candidates = [
         p
         for p in list_prescriptions(session=session, principal=principal)
-        if today <= p.valid_until <= soon and p.quantity_remaining > 0
+        if expires_soon(p, today=today)
     ]
     found.names = _names(
         session,
