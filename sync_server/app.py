@@ -65,6 +65,7 @@ from sync_server.notifications.channels import (
     SandboxSms,
     SmtpEmail,
 )
+from sync_server.notifications.sources import SweepRules, sweep_notices
 from sync_server.notifications.worker import Retry, deliver_due
 from sync_server.openapi import install_openapi
 from sync_server.ops import routes as ops_routes
@@ -141,10 +142,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         payments = asyncio.create_task(_payments_housekeeping(app))
         checkpoints = asyncio.create_task(_audit_checkpoints(app))
         notifications = asyncio.create_task(_notifications(app))
+        notice_sweep = asyncio.create_task(_notice_sweep(app))
         try:
             yield
         finally:
-            for task in (housekeeping, payments, checkpoints, notifications):
+            for task in (housekeeping, payments, checkpoints, notifications, notice_sweep):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -379,3 +381,21 @@ async def _payments_housekeeping(app: FastAPI) -> None:
             await asyncio.to_thread(_payments_sweep, app)
         except Exception:  # housekeeping must never take the server down
             log.exception("payments housekeeping failed")
+
+
+async def _notice_sweep(app: FastAPI) -> None:
+    """Every `Settings.notification_sweep_seconds` (never when 0): record the periodic
+    notices due (reminders, expiring prescriptions, wounds not on track, low stock;
+    `sync_server.notifications.sources.sweep_notices`; any instance may, it is
+    idempotent)."""
+    settings: Settings = app.state.settings
+    if settings.notification_sweep_seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(settings.notification_sweep_seconds)
+        try:
+            await asyncio.to_thread(
+                sweep_notices, app.state.db, now=utcnow(), rules=SweepRules.of(settings)
+            )
+        except Exception:  # housekeeping must never take the server down
+            log.exception("sweeping for periodic notices failed")

@@ -284,6 +284,33 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="Failures are forgotten this long after the last one."
     )
 
+    # Notification sources and providers (part D): the periodic sweep and the real SMS
+    # and push adapters (the sandboxes stay the default).
+    notification_sweep_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="How often this instance sweeps for periodic notices (appointment "
+        "reminders, expiring prescriptions, wounds not on track, low stock); 0: never.",
+    )
+    notification_low_stock_units: int = Field(
+        default=5,
+        ge=0,
+        description="The reorder level: staff are told when a product's available units "
+        "(on hand less reserved, unexpired lots) at a clinic location fall below it.",
+    )
+    notification_sms_provider: Literal["sandbox", "twilio"] = Field(
+        default="sandbox", description="Who sends SMS: the recording sandbox or Twilio."
+    )
+    twilio_account_sid: str | None = Field(default=None, description="Twilio Account SID.")
+    twilio_auth_token: str | None = Field(default=None, description="Twilio auth token.")
+    twilio_from: str | None = Field(
+        default=None, description="The sending number (E.164) or Messaging Service SID."
+    )
+    twilio_base_url: str | None = Field(
+        default=None,
+        description="Overrides https://api.twilio.com (a test server or a regional edge).",
+    )
+
     @property
     def document_limits(self) -> DocumentLimits:
         """What one received document may cost (`crdt.DocumentLimits`)."""

@@ -52,6 +52,11 @@ class NoticeKind(StrEnum):
     PAYMENT_FAILED = "payment.failed"
     PAYMENT_REFUNDED = "payment.refunded"
     BREAK_GLASS = "break_glass.granted"
+    REMINDER_24H = "booking.reminder_24h"
+    REMINDER_2H = "booking.reminder_2h"
+    PRESCRIPTION_EXPIRING = "prescription.expiring"
+    WOUND_NOT_ON_TRACK = "wound.not_on_track"
+    LOW_STOCK = "stock.low"
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,18 @@ _TITLES: dict[NoticeKind, str] = {
 
 _STAFF_KINDS = frozenset({NoticeKind.BREAK_GLASS})
 
+# The periodic sources (`sync_server.notifications.sources`): general words only.
+_TITLES.update(
+    {
+        NoticeKind.REMINDER_24H: "You have an appointment tomorrow",
+        NoticeKind.REMINDER_2H: "You have an appointment soon",
+        NoticeKind.PRESCRIPTION_EXPIRING: "A prescription is about to expire",
+        NoticeKind.WOUND_NOT_ON_TRACK: "A wound to review: healing is not on track",
+        NoticeKind.LOW_STOCK: "A supply is running low",
+    }
+)
+_STAFF_KINDS = _STAFF_KINDS | {NoticeKind.WOUND_NOT_ON_TRACK, NoticeKind.LOW_STOCK}
+
 
 class Rendered:
     """A channel's text: a subject (email, in-app title) and a body."""
