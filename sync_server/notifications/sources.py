@@ -26,6 +26,7 @@ or on two instances at once, records each event once (the unique key decides a r
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -87,16 +88,15 @@ class SweepRun:
     low_stock: int
 
 
-def _reminders(session: Session, now: datetime) -> int:
-    found = session.scalars(
-        select(Booking)
-        .where(
-            Booking.state.in_(REMINDED_STATES),
-            Booking.starts_at > now,
-            Booking.starts_at <= now + timedelta(hours=24),
-        )
-        .order_by(Booking.starts_at, Booking.id)
+def _reminders(session: Session, now: datetime, clinics: Collection[str] | None) -> int:
+    query = select(Booking).where(
+        Booking.state.in_(REMINDED_STATES),
+        Booking.starts_at > now,
+        Booking.starts_at <= now + timedelta(hours=24),
     )
+    if clinics is not None:
+        query = query.where(Booking.clinic_id.in_(clinics))
+    found = session.scalars(query.order_by(Booking.starts_at, Booking.id))
     added = 0
     for booking in found:
         left = booking.starts_at - now
@@ -119,7 +119,7 @@ def _reminders(session: Session, now: datetime) -> int:
     return added
 
 
-def _prescriptions(session: Session, today: date) -> int:
+def _prescriptions(session: Session, today: date, clinics: Collection[str] | None) -> int:
     added = 0
     for prescription in expiring_on(session=session, today=today):
         clinic_id = session.scalar(
@@ -129,6 +129,8 @@ def _prescriptions(session: Session, today: date) -> int:
             .limit(1)
         )
         if clinic_id is None:  # no clinic holds the patient's record: no one to tell
+            continue
+        if clinics is not None and clinic_id not in clinics:
             continue
         key = f"prescription:expiring:{prescription.id}:{prescription.valid_until.isoformat()}"
         if notify(
@@ -147,7 +149,7 @@ def _prescriptions(session: Session, today: date) -> int:
     return added
 
 
-def _wounds(session: Session, rules: SweepRules) -> int:
+def _wounds(session: Session, rules: SweepRules, clinics: Collection[str] | None) -> int:
     told = set(
         session.scalars(
             select(NotificationEvent.dedupe_key).where(
@@ -155,15 +157,12 @@ def _wounds(session: Session, rules: SweepRules) -> int:
             )
         )
     )
-    wounds = {
-        w.id: w
-        for w in session.scalars(
-            select(WoundRow).where(
-                WoundRow.deleted.is_(False), WoundRow.status.not_in(_CLOSED_WOUNDS)
-            )
-        )
-        if f"wound:not_on_track:{w.id}" not in told
-    }
+    query = select(WoundRow).where(
+        WoundRow.deleted.is_(False), WoundRow.status.not_in(_CLOSED_WOUNDS)
+    )
+    if clinics is not None:
+        query = query.where(WoundRow.clinic_id.in_(clinics))
+    wounds = {w.id: w for w in session.scalars(query) if f"wound:not_on_track:{w.id}" not in told}
     samples: dict[str, list[Sample]] = defaultdict(list)
     rows = session.execute(
         select(AssessmentRow.wound_id, AssessmentRow.captured_at, AssessmentRow.area_cm2).where(
@@ -201,14 +200,19 @@ def _wounds(session: Session, rules: SweepRules) -> int:
     return added
 
 
-def _low_stock(session: Session, today: date, rules: SweepRules) -> int:
+def _low_stock(
+    session: Session, today: date, rules: SweepRules, clinics: Collection[str] | None
+) -> int:
     available = func.sum(func.coalesce(Lot.on_hand, 0) - func.coalesce(Lot.reserved, 0)).filter(
         Lot.expires_on >= today
     )
+    query = select(Location.clinic_id, Lot.location_id, Lot.product_id, available).join(
+        Location, Location.id == Lot.location_id
+    )
+    if clinics is not None:
+        query = query.where(Location.clinic_id.in_(clinics))
     rows = session.execute(
-        select(Location.clinic_id, Lot.location_id, Lot.product_id, available)
-        .join(Location, Location.id == Lot.location_id)
-        .where(Location.clinic_id.is_not(None))
+        query.where(Location.clinic_id.is_not(None))
         .group_by(Location.clinic_id, Lot.location_id, Lot.product_id)
         .order_by(Lot.location_id, Lot.product_id)
     )
@@ -234,9 +238,16 @@ def _low_stock(session: Session, today: date, rules: SweepRules) -> int:
     return added
 
 
-def sweep_notices(db: Database, *, now: datetime, rules: SweepRules | None = None) -> SweepRun:
+def sweep_notices(
+    db: Database,
+    *,
+    now: datetime,
+    rules: SweepRules | None = None,
+    clinic_ids: Collection[str] | None = None,
+) -> SweepRun:
     """Record every periodic notice due at `now` (each source in its own transaction)
-    and return how many new events each source recorded. Idempotent: a second sweep,
+    and return how many new events each source recorded; `clinic_ids` limits it to
+    those clinics (default: every clinic). Idempotent: a second sweep,
     here or on another instance, records nothing already recorded.
 
     Raises:
@@ -246,11 +257,11 @@ def sweep_notices(db: Database, *, now: datetime, rules: SweepRules | None = Non
     rules = rules or SweepRules()
     today = now.date()
     with db.write() as session:
-        reminders = _reminders(session, now)
+        reminders = _reminders(session, now, clinic_ids)
     with db.write() as session:
-        prescriptions = _prescriptions(session, today)
+        prescriptions = _prescriptions(session, today, clinic_ids)
     with db.write() as session:
-        wounds = _wounds(session, rules)
+        wounds = _wounds(session, rules, clinic_ids)
     with db.write() as session:
-        low_stock = _low_stock(session, today, rules)
+        low_stock = _low_stock(session, today, rules, clinic_ids)
     return SweepRun(reminders, prescriptions, wounds, low_stock)
