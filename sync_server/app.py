@@ -62,8 +62,8 @@ from sync_server.notifications.channels import (
     Channel,
     InApp,
     SandboxPush,
-    SandboxSms,
     SmtpEmail,
+    sms_channel,
 )
 from sync_server.notifications.sources import SweepRules, sweep_notices
 from sync_server.notifications.worker import Retry, deliver_due
@@ -344,7 +344,7 @@ async def _audit_checkpoints(app: FastAPI) -> None:
 
 def notification_channels(settings: Settings, db: Database) -> dict[str, Channel]:
     """The channels this instance sends notifications through, by name."""
-    channels: list[Channel] = [InApp(db), SmtpEmail(settings), SandboxSms(), SandboxPush()]
+    channels: list[Channel] = [InApp(db), SmtpEmail(settings), sms_channel(settings), SandboxPush()]
     return {channel.name: channel for channel in channels}
 
 

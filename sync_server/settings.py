@@ -310,6 +310,7 @@ class Settings(BaseSettings):
         default=None,
         description="Overrides https://api.twilio.com (a test server or a regional edge).",
     )
+    twilio_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @property
     def document_limits(self) -> DocumentLimits:

@@ -15,6 +15,7 @@ from sync_server.notifications.channels import (
     SandboxPush,
     SandboxSms,
     SmtpEmail,
+    TwilioSms,
 )
 from sync_server.notifications.events import Recipient, notify
 from sync_server.notifications.worker import deliver_due
@@ -28,6 +29,7 @@ __all__ = [
     "SandboxPush",
     "SandboxSms",
     "SmtpEmail",
+    "TwilioSms",
     "deliver_due",
     "notify",
 ]

@@ -15,8 +15,10 @@ Exceptions::
 
 from __future__ import annotations
 
+import re
 import smtplib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -35,6 +37,8 @@ __all__ = [
     "SandboxSms",
     "SentMessage",
     "SmtpEmail",
+    "TwilioSms",
+    "sms_channel",
 ]
 
 
@@ -221,3 +225,105 @@ class InApp:
                 ),
             )
         return idempotency_key
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+class TwilioSms:
+    """SMS through Twilio's Messages API with Twilio's own library (``twilio``):
+    ``POST /2010-04-01/Accounts/{sid}/Messages.json`` with the form fields ``To``,
+    ``From`` and ``Body``, authenticated with the account SID and auth token (HTTP
+    basic). Credentials and the sender from `Settings` (``twilio_*``);
+    ``twilio_base_url`` points it elsewhere (a test server, a regional edge).
+
+    A recipient is an E.164 number (``+15551234567``) or an address `phone_of` maps to
+    one; any other fails for good (``no_phone_number``). Twilio's Messages API takes no
+    idempotency key: a resend after a worker died between Twilio's answer and the
+    worker's mark sends a second SMS (the body is the same PHI-free text).
+    """
+
+    name = "sms"
+
+    def __init__(
+        self, settings: Settings, *, phone_of: Callable[[str], str | None] | None = None
+    ) -> None:
+        self._settings = settings
+        self._phone_of = phone_of
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _number(self, recipient: str) -> str:
+        number = recipient if _E164.fullmatch(recipient) else None
+        if number is None and self._phone_of is not None:
+            number = self._phone_of(recipient)
+        if number is None or not _E164.fullmatch(number):
+            raise DeliveryFailed("no_phone_number: the recipient has no phone", retryable=False)
+        return number
+
+    def _twilio(self) -> Any:
+        from twilio.http.http_client import TwilioHttpClient
+        from twilio.rest import Client
+
+        with self._lock:
+            if self._client is None:
+                settings = self._settings
+                client = Client(
+                    settings.twilio_account_sid,
+                    settings.twilio_auth_token,
+                    http_client=TwilioHttpClient(timeout=settings.twilio_timeout_seconds),
+                    environment={},
+                )
+                if settings.twilio_base_url:
+                    client.api.base_url = settings.twilio_base_url.rstrip("/")
+                self._client = client
+            return self._client
+
+    def send(self, message: Message, *, idempotency_key: str) -> str:
+        """Send `message`'s body by SMS; return Twilio's message SID.
+
+        Raises:
+            DeliveryFailed: Twilio is not configured, the recipient has no number, or
+                Twilio refused the message (4xx other than 408 and 429: not
+                retryable); Twilio could not be reached, timed out, was busy (408, 429)
+                or failed (5xx): retryable.
+        """
+        from twilio.base.exceptions import TwilioException, TwilioRestException
+
+        settings = self._settings
+        if not (
+            settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+        ):
+            raise DeliveryFailed("sms_not_configured: no Twilio credentials", retryable=False)
+        to = self._number(message.recipient)
+        sender = settings.twilio_from
+        try:
+            if sender.startswith("MG"):
+                sent = self._twilio().messages.create(
+                    to=to, messaging_service_sid=sender, body=message.body
+                )
+            else:
+                sent = self._twilio().messages.create(to=to, from_=sender, body=message.body)
+        except TwilioRestException as exc:
+            status = int(exc.status)
+            retryable = status in (408, 429) or status >= 500
+            raise DeliveryFailed(f"twilio_refused: {status}", retryable=retryable) from None
+        except (TwilioException, OSError) as exc:
+            # requests' errors (connection, timeout) are OSErrors.
+            raise DeliveryFailed(
+                f"twilio_unreachable: {type(exc).__name__}", retryable=True
+            ) from None
+        return str(sent.sid)
+
+
+def sms_channel(settings: Settings) -> Channel:
+    """The SMS channel `Settings.notification_sms_provider` names (default the sandbox).
+
+    Raises:
+        ValueError: an unknown provider.
+    """
+    if settings.notification_sms_provider == "twilio":
+        return TwilioSms(settings)
+    if settings.notification_sms_provider == "sandbox":
+        return SandboxSms()
+    raise ValueError(f"unknown SMS provider {settings.notification_sms_provider!r}")
