@@ -61,8 +61,8 @@ from sync_server.notifications import routes as notification_routes
 from sync_server.notifications.channels import (
     Channel,
     InApp,
-    SandboxPush,
     SmtpEmail,
+    push_channel,
     sms_channel,
 )
 from sync_server.notifications.sources import SweepRules, sweep_notices
@@ -344,7 +344,12 @@ async def _audit_checkpoints(app: FastAPI) -> None:
 
 def notification_channels(settings: Settings, db: Database) -> dict[str, Channel]:
     """The channels this instance sends notifications through, by name."""
-    channels: list[Channel] = [InApp(db), SmtpEmail(settings), sms_channel(settings), SandboxPush()]
+    channels: list[Channel] = [
+        InApp(db),
+        SmtpEmail(settings),
+        sms_channel(settings),
+        push_channel(settings),
+    ]
     return {channel.name: channel for channel in channels}
 
 

@@ -311,6 +311,25 @@ class Settings(BaseSettings):
         description="Overrides https://api.twilio.com (a test server or a regional edge).",
     )
     twilio_timeout_seconds: float = Field(default=10.0, gt=0)
+    notification_push_provider: Literal["sandbox", "webpush"] = Field(
+        default="sandbox", description="Who sends push: the recording sandbox or Web Push."
+    )
+    webpush_vapid_private_key: str | None = Field(
+        default=None,
+        description="The VAPID private key (P-256; PEM, or base64url DER or raw) that signs "
+        "Web Push requests.",
+    )
+    webpush_vapid_subject: str = Field(
+        default="mailto:coherency@localhost",
+        description="The VAPID ``sub`` claim: a mailto: or https: contact for push services.",
+    )
+    webpush_ttl_seconds: int = Field(
+        default=86400,
+        ge=0,
+        le=2419200,
+        description="How long a push service keeps a message for an offline device.",
+    )
+    webpush_timeout_seconds: float = Field(default=10.0, gt=0)
 
     @property
     def document_limits(self) -> DocumentLimits:

@@ -15,10 +15,11 @@ Exceptions::
 
 from __future__ import annotations
 
+import json
 import re
 import smtplib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -38,6 +39,8 @@ __all__ = [
     "SentMessage",
     "SmtpEmail",
     "TwilioSms",
+    "WebPush",
+    "push_channel",
     "sms_channel",
 ]
 
@@ -327,3 +330,108 @@ def sms_channel(settings: Settings) -> Channel:
     if settings.notification_sms_provider == "sandbox":
         return SandboxSms()
     raise ValueError(f"unknown SMS provider {settings.notification_sms_provider!r}")
+
+
+PushSubscriptions = Callable[[str], Sequence[Mapping[str, Any]]]
+"""A recipient's Web Push subscriptions (``{"endpoint", "keys": {"p256dh", "auth"}}``,
+as the browser's ``PushSubscription.toJSON()`` gives them)."""
+
+
+class WebPush:
+    """Push by the Web Push protocol with ``pywebpush``: the payload encrypted for the
+    subscription (RFC 8291, ``aes128gcm``), signed with the deployment's VAPID key (RFC
+    8292, ``Authorization: vapid t=<JWT>, k=<key>``), POSTed to the subscription's
+    endpoint with a ``TTL`` and a ``Topic`` (RFC 8030).
+
+    The ``Topic`` is the idempotency key (the delivery id without its dashes, 32
+    characters): a push service replaces a message still waiting for an offline device
+    with a later one of the same topic, so a resend after a worker died is shown once
+    on a device that was offline; one already delivered to an online device cannot be
+    recalled (Web Push has no idempotency key beyond that).
+
+    `subscriptions_of` maps a recipient (``patient:<id>``) to its subscriptions; none
+    fails for good (``no_push_subscription``).
+    """
+
+    name = "push"
+
+    def __init__(
+        self, settings: Settings, *, subscriptions_of: PushSubscriptions | None = None
+    ) -> None:
+        self._settings = settings
+        self._subscriptions_of = subscriptions_of
+
+    def send(self, message: Message, *, idempotency_key: str) -> str:
+        """Push `message` (its subject and PHI-free body) to every subscription of its
+        recipient; return the push services' message locations, comma-separated.
+
+        Raises:
+            DeliveryFailed: no VAPID key or no subscription, or every push service
+                refused for good (4xx other than 408/429; 404 and 410: the
+                subscription is gone): not retryable; a push service unreachable,
+                busy (408, 429) or failing (5xx): retryable (a resend reaches every
+                subscription again under the same topic).
+        """
+        from py_vapid import Vapid
+        from pywebpush import WebPushException, webpush
+
+        settings = self._settings
+        key = settings.webpush_vapid_private_key
+        if not key:
+            raise DeliveryFailed("push_not_configured: no VAPID key", retryable=False)
+        try:
+            vapid = (
+                Vapid.from_pem(key.encode())
+                if key.lstrip().startswith("-----BEGIN")
+                else Vapid.from_string(key)
+            )
+        except Exception:  # py_vapid raises what cryptography raises for a bad key
+            raise DeliveryFailed("push_not_configured: bad VAPID key", retryable=False) from None
+        found = list(self._subscriptions_of(message.recipient)) if self._subscriptions_of else []
+        if not found:
+            raise DeliveryFailed("no_push_subscription", retryable=False)
+        payload = json.dumps({"title": message.subject, "body": message.body})
+        topic = idempotency_key.replace("-", "")[:32]
+        sent: list[str] = []
+        retry = False
+        for subscription in found:
+            try:
+                response = webpush(
+                    dict(subscription),
+                    data=payload,
+                    vapid_private_key=vapid,
+                    vapid_claims={"sub": settings.webpush_vapid_subject},
+                    ttl=settings.webpush_ttl_seconds,
+                    timeout=settings.webpush_timeout_seconds,
+                    headers={"Topic": topic, "Urgency": "normal"},
+                )
+            except WebPushException as exc:
+                status = getattr(exc.response, "status_code", None)
+                if status is None or status in (408, 429) or status >= 500:
+                    retry = True
+                continue
+            except OSError:  # requests' connection errors and timeouts
+                retry = True
+                continue
+            sent.append(str(response.headers.get("Location") or response.status_code))
+        if retry:
+            raise DeliveryFailed("push_unavailable: retrying", retryable=True)
+        if not sent:
+            raise DeliveryFailed("push_refused: every subscription", retryable=False)
+        return ",".join(sent)[:200]
+
+
+def push_channel(
+    settings: Settings, *, subscriptions_of: PushSubscriptions | None = None
+) -> Channel:
+    """The push channel `Settings.notification_push_provider` names (default the
+    sandbox).
+
+    Raises:
+        ValueError: an unknown provider.
+    """
+    if settings.notification_push_provider == "webpush":
+        return WebPush(settings, subscriptions_of=subscriptions_of)
+    if settings.notification_push_provider == "sandbox":
+        return SandboxPush()
+    raise ValueError(f"unknown push provider {settings.notification_push_provider!r}")

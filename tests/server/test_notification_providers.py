@@ -1,11 +1,14 @@
-"""The real SMS provider adapter against a loopback server speaking Twilio's documented
-Messages API: the request Twilio's own library sends (path, form fields, basic auth),
-and how Twilio's answers map to sent, retryable and dead."""
+"""The real SMS and push provider adapters against loopback servers: Twilio's
+documented Messages API (the request Twilio's own library sends: path, form fields,
+basic auth) and a Web Push service (RFC 8030/8291/8292: an encrypted payload only the
+subscription opens, a VAPID-signed JWT, TTL and Topic), and how their answers map to
+sent, retryable and dead."""
 
 from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -13,10 +16,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
+import http_ece
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
-from sync_server.notifications import DeliveryFailed, Message, SandboxSms
-from sync_server.notifications.channels import TwilioSms, sms_channel
+from sync_server.notifications import DeliveryFailed, Message, SandboxPush, SandboxSms
+from sync_server.notifications.channels import TwilioSms, WebPush, push_channel, sms_channel
 from sync_server.settings import Settings
 
 SID = "AC" + "0123456789abcdef" * 2
@@ -161,3 +173,147 @@ def test_twilio_unreachable_is_retryable_and_bad_addresses_are_dead(tmp_path: An
         unconfigured.send(_message(), idempotency_key="d")
     assert failed.value.retryable is False
     assert isinstance(sms_channel(Settings(data_dir=tmp_path)), SandboxSms)
+
+
+# ---------------------------------------------------------------- Web Push
+
+
+class _PushService(ThreadingHTTPServer):
+    """A push service: answers every POST with `status` (201: created, with a Location)."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _PushHandler)
+        self.status = 201
+        self.requests: list[dict[str, Any]] = []
+
+
+class _PushHandler(BaseHTTPRequestHandler):
+    server: _PushService
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.server.requests.append(
+            {
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body": self.rfile.read(length),
+            }
+        )
+        self.send_response(self.server.status)
+        self.send_header("Location", f"/m/{len(self.server.requests)}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def push_service() -> Iterator[_PushService]:
+    httpd = _PushService()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _device(endpoint: str) -> tuple[dict[str, Any], ec.EllipticCurvePrivateKey, bytes]:
+    """A browser's subscription: its key pair and auth secret."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+    auth = os.urandom(16)
+    return {"endpoint": endpoint, "keys": {"p256dh": _b64(public), "auth": _b64(auth)}}, key, auth
+
+
+def _push_settings(tmp_path: Any) -> tuple[Settings, ec.EllipticCurvePrivateKey]:
+    vapid = ec.generate_private_key(ec.SECP256R1())
+    pem = vapid.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+    settings = Settings(
+        data_dir=tmp_path,
+        notification_push_provider="webpush",
+        webpush_vapid_private_key=pem,
+        webpush_vapid_subject="mailto:ops@clinic.test",
+        webpush_ttl_seconds=3600,
+        webpush_timeout_seconds=2.0,
+    )
+    return settings, vapid
+
+
+def test_web_push_sends_the_documented_encrypted_signed_request(
+    push_service: _PushService, tmp_path: Any
+) -> None:
+    base = f"http://127.0.0.1:{push_service.server_address[1]}"
+    subscription, device_key, auth = _device(f"{base}/push/device-1")
+    settings, vapid = _push_settings(tmp_path)
+    channel = push_channel(settings, subscriptions_of=lambda r: [subscription])
+    assert isinstance(channel, WebPush)
+    key = "0b6f1c9e-3a55-4c1e-9a8e-6a3f0d7e2b11"
+    assert channel.send(_message("patient:p1"), idempotency_key=key) == "/m/1"
+    [request] = push_service.requests
+    headers = request["headers"]
+    assert request["path"] == "/push/device-1"
+    assert headers["content-encoding"] == "aes128gcm"
+    assert headers["ttl"] == "3600"
+    assert headers["topic"] == key.replace("-", "")
+    # RFC 8292: vapid t=<JWT signed ES256 by the VAPID key>, k=<its public key>.
+    scheme, _, params = headers["authorization"].partition(" ")
+    assert scheme == "vapid"
+    fields = dict(p.strip().split("=", 1) for p in params.split(","))
+    vapid_public = vapid.public_key()
+    assert _unb64(fields["k"]) == vapid_public.public_bytes(
+        Encoding.X962, PublicFormat.UncompressedPoint
+    )
+    claims = jwt.decode(fields["t"], vapid_public, algorithms=["ES256"], audience=base)
+    assert claims["sub"] == "mailto:ops@clinic.test"
+    # RFC 8291: only the subscription's keys open the payload; it is the PHI-free text.
+    opened = http_ece.decrypt(
+        request["body"], private_key=device_key, auth_secret=auth, version="aes128gcm"
+    )
+    assert json.loads(opened) == {
+        "title": "Coherency",
+        "body": "You have a new message from your clinic.",
+    }
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(400, False), (410, False), (429, True), (502, True)]
+)
+def test_web_push_errors_map_to_delivery_failed(
+    push_service: _PushService, tmp_path: Any, status: int, retryable: bool
+) -> None:
+    push_service.status = status
+    base = f"http://127.0.0.1:{push_service.server_address[1]}"
+    subscription, _, _ = _device(f"{base}/push/device-2")
+    settings, _ = _push_settings(tmp_path)
+    channel = WebPush(settings, subscriptions_of=lambda r: [subscription])
+    with pytest.raises(DeliveryFailed) as failed:
+        channel.send(_message("patient:p1"), idempotency_key="k")
+    assert failed.value.retryable is retryable
+
+
+def test_web_push_without_subscription_or_key_is_dead(tmp_path: Any) -> None:
+    settings, _ = _push_settings(tmp_path)
+    with pytest.raises(DeliveryFailed, match="no_push_subscription") as failed:
+        WebPush(settings, subscriptions_of=lambda r: []).send(_message("p"), idempotency_key="k")
+    assert failed.value.retryable is False
+    with pytest.raises(DeliveryFailed, match="push_not_configured"):
+        WebPush(Settings(data_dir=tmp_path)).send(_message("p"), idempotency_key="k")
+    bad = settings.model_copy(update={"webpush_vapid_private_key": "not-a-key"})
+    with pytest.raises(DeliveryFailed, match="bad VAPID key") as failed:
+        WebPush(bad, subscriptions_of=lambda r: [{"endpoint": "x"}]).send(
+            _message("p"), idempotency_key="k"
+        )
+    assert failed.value.retryable is False
+    assert isinstance(push_channel(Settings(data_dir=tmp_path)), SandboxPush)
