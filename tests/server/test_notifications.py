@@ -407,3 +407,28 @@ def test_email_failures_are_told_apart(server: Any, smtp: tuple[int, _Inbox]) ->
             idempotency_key="k",
         )
     assert unreachable.value.retryable
+
+
+# ---------------------------------------------------------------- the swept kinds (part D)
+
+SWEPT_KINDS = (
+    NoticeKind.REMINDER_24H,
+    NoticeKind.REMINDER_2H,
+    NoticeKind.PRESCRIPTION_EXPIRING,
+    NoticeKind.WOUND_NOT_ON_TRACK,
+    NoticeKind.LOW_STOCK,
+)
+
+
+def test_the_swept_kinds_render_without_phi_on_every_channel() -> None:
+    """The scan above covers every kind; this pins who each swept kind speaks to."""
+    from sync_server.notifications.templates import render
+
+    staff = {NoticeKind.WOUND_NOT_ON_TRACK, NoticeKind.LOW_STOCK}
+    for kind in SWEPT_KINDS:
+        for channel in ("push", "sms", "email", "in_app"):
+            text = render(kind, channel, reference="ref-1")
+            for value in PHI.values():
+                assert value.lower() not in (text.subject + text.body).lower()
+        outside = render(kind, "sms", reference="ref-1").body
+        assert ("needs review" in outside) is (kind in staff), kind
