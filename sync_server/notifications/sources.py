@@ -58,6 +58,7 @@ _REMINDERS = (
     (NoticeKind.REMINDER_2H, "2h", timedelta(hours=2)),
 )
 _CLOSED_WOUNDS = ("healed", "closed")
+_CHUNK = 500  # wound ids per assessments query
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,13 +165,16 @@ def _wounds(session: Session, rules: SweepRules, clinics: Collection[str] | None
         query = query.where(WoundRow.clinic_id.in_(clinics))
     wounds = {w.id: w for w in session.scalars(query) if f"wound:not_on_track:{w.id}" not in told}
     samples: dict[str, list[Sample]] = defaultdict(list)
-    rows = session.execute(
-        select(AssessmentRow.wound_id, AssessmentRow.captured_at, AssessmentRow.area_cm2).where(
-            AssessmentRow.deleted.is_(False), AssessmentRow.area_cm2.is_not(None)
+    ids = sorted(wounds)
+    for start in range(0, len(ids), _CHUNK):
+        rows = session.execute(
+            select(AssessmentRow.wound_id, AssessmentRow.captured_at, AssessmentRow.area_cm2).where(
+                AssessmentRow.wound_id.in_(ids[start : start + _CHUNK]),
+                AssessmentRow.deleted.is_(False),
+                AssessmentRow.area_cm2.is_not(None),
+            )
         )
-    )
-    for wound_id, captured_at, area in rows:
-        if wound_id in wounds:
+        for wound_id, captured_at, area in rows:
             samples[wound_id].append(Sample(datetime.fromisoformat(captured_at), area))
     added = 0
     for wound_id, wound_samples in sorted(samples.items()):
