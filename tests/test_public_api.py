@@ -46,6 +46,7 @@ SERVER_DOMAINS = {
     "models",
     "ops",
     "payments",
+    "reports",
     "sync",
 }
 """`sync_server`'s domain packages. A new domain (bookings, payments, ...) is listed here."""
