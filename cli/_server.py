@@ -708,19 +708,26 @@ def report(
         r = value.report
         w, h, a, v = r.wounds, r.healing, r.appointments, r.visits
         share = "n/a" if h.share_on_track is None else f"{100 * h.share_on_track:.1f} %"
-        click.echo(f"{r.clinic_name} ({r.clinic_id}), {month}")
-        click.echo(f"wounds seen {w.seen}, healed {w.healed}, median days to heal "
-                   f"{'n/a' if w.median_days_to_heal is None else f'{w.median_days_to_heal:.1f}'}")  # fmt: skip
-        click.echo(f"on track at {h.weeks} weeks: {h.on_track}/{h.known} ({share}); "
-                   f"not on track: {len(h.not_on_track)}")  # fmt: skip
-        click.echo(f"appointments {a.total}, no-shows {a.no_shows}, late cancellations "
-                   f"{a.late_cancellations}; visits completed {v.completed}")  # fmt: skip
-        for m in r.money:
-            click.echo(f"{m.currency}: revenue {m.revenue}, refunds {m.refunds}, "
-                       f"outstanding {m.outstanding} (minor units)")  # fmt: skip
+        median = "n/a" if w.median_days_to_heal is None else f"{w.median_days_to_heal:.1f}"
+        lines = [
+            f"{r.clinic_name} ({r.clinic_id}), {month}",
+            f"wounds seen {w.seen}, healed {w.healed}, median days to heal {median}",
+            f"on track at {h.weeks} weeks: {h.on_track}/{h.known} ({share}); "
+            f"not on track: {len(h.not_on_track)}",
+            f"appointments {a.total}, no-shows {a.no_shows}, late cancellations "
+            f"{a.late_cancellations}; visits completed {v.completed}",
+        ]
+        lines += [
+            f"{m.currency}: revenue {m.revenue}, refunds {m.refunds}, "
+            f"outstanding {m.outstanding} (minor units)"
+            for m in r.money
+        ]
         if value.pdf is not None:
-            click.echo(f"PDF: {value.pdf}")
+            lines.append(f"PDF: {value.pdf}")
         if value.parquet is not None:
-            click.echo(f"Parquet: {value.parquet.folder} ({sum(value.parquet.rows.values())} rows)")
+            rows = sum(value.parquet.rows.values())
+            lines.append(f"Parquet: {value.parquet.folder} ({rows} rows)")
+        for line in lines:
+            click.echo(line)
 
     emit(as_json, made, human)

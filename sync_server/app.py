@@ -66,8 +66,8 @@ from sync_server.payments.charging import sweep_processing
 from sync_server.payments.deciders import register as register_payments
 from sync_server.payments.desk import make_payments
 from sync_server.payments.idempotency import prune_keys
-from sync_server.reports import routes as report_routes
 from sync_server.payments.invoices import publish_stale
+from sync_server.reports import routes as report_routes
 from sync_server.settings import Settings
 from sync_server.statuses import STATUS_CODES, status_code_of
 from sync_server.sync import routes as sync_routes

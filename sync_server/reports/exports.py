@@ -96,86 +96,181 @@ _SPECS: tuple[_Table, ...] = (
     ),
     _Table(
         "wounds",
-        (W.id, W.clinic_id, W.patient_id, W.body_site, W.etiology, W.status, W.onset,
-         W.deleted, W.updated_at),
+        (
+            W.id,
+            W.clinic_id,
+            W.patient_id,
+            W.body_site,
+            W.etiology,
+            W.status,
+            W.onset,
+            W.deleted,
+            W.updated_at,
+        ),
         (),
         _by_clinic(W),
         W.patient_id,
-    ),  # fmt: skip
+    ),
     _Table(
         "assessments",
-        (A.id, A.clinic_id, A.wound_id, A.patient_id, A.captured_at, A.device_id, A.area_cm2,
-         A.perimeter_cm, A.length_cm, A.width_cm, A.max_depth_mm, A.mean_depth_mm,
-         A.volume_cm3, A.model_id, A.deleted),
+        (
+            A.id,
+            A.clinic_id,
+            A.wound_id,
+            A.patient_id,
+            A.captured_at,
+            A.device_id,
+            A.area_cm2,
+            A.perimeter_cm,
+            A.length_cm,
+            A.width_cm,
+            A.max_depth_mm,
+            A.mean_depth_mm,
+            A.volume_cm3,
+            A.model_id,
+            A.deleted,
+        ),
         (A.clinician,),
         _by_clinic(A),
         A.patient_id,
-    ),  # fmt: skip
+    ),
     _Table(
         "bookings",
-        (B.id, B.clinic_id, B.kind, B.provider_id, B.patient_id, B.service, B.starts_at,
-         B.ends_at, B.state, B.late_cancellation, B.rating, B.reviewed_at, B.created_at),
+        (
+            B.id,
+            B.clinic_id,
+            B.kind,
+            B.provider_id,
+            B.patient_id,
+            B.service,
+            B.starts_at,
+            B.ends_at,
+            B.state,
+            B.late_cancellation,
+            B.rating,
+            B.reviewed_at,
+            B.created_at,
+        ),
         (B.area, B.cancel_reason, B.review_comment),
         _by_clinic(B),
         B.patient_id,
-    ),  # fmt: skip
+    ),
     _Table(
         "orders",
-        (Order.id, Order.clinic_id, Order.patient_id, Order.state, Order.deliver_to,
-         Order.total, Order.currency, Order.paid_at, Order.invoice_id, Order.created_at),
+        (
+            Order.id,
+            Order.clinic_id,
+            Order.patient_id,
+            Order.state,
+            Order.deliver_to,
+            Order.total,
+            Order.currency,
+            Order.paid_at,
+            Order.invoice_id,
+            Order.created_at,
+        ),
         (Order.address, Order.cancel_reason),
         _by_clinic(Order),
         Order.patient_id,
-    ),  # fmt: skip
+    ),
     _Table(
         "order_lines",
-        (OrderLineRow.id, OrderLineRow.order_id, OrderLineRow.line_no, OrderLineRow.product_id,
-         OrderLineRow.quantity, OrderLineRow.unit_price, OrderLineRow.prescription_id),
+        (
+            OrderLineRow.id,
+            OrderLineRow.order_id,
+            OrderLineRow.line_no,
+            OrderLineRow.product_id,
+            OrderLineRow.quantity,
+            OrderLineRow.unit_price,
+            OrderLineRow.prescription_id,
+        ),
         (),
         _lines,
         None,
-    ),  # fmt: skip
+    ),
     _Table(
         "stock_reservations",
-        (Reservation.id, Reservation.order_id, Reservation.line_id, Reservation.lot_id,
-         Reservation.product_id, Reservation.quantity, Reservation.state),
+        (
+            Reservation.id,
+            Reservation.order_id,
+            Reservation.line_id,
+            Reservation.lot_id,
+            Reservation.product_id,
+            Reservation.quantity,
+            Reservation.state,
+        ),
         (),
         _reservations,
         None,
-    ),  # fmt: skip
+    ),
     _Table(
         "stock_lots",
-        (Lot.id, Lot.product_id, Lot.location_id, Lot.lot_code, Lot.expires_on, Lot.on_hand,
-         Lot.reserved, Lot.received_at),
+        (
+            Lot.id,
+            Lot.product_id,
+            Lot.location_id,
+            Lot.lot_code,
+            Lot.expires_on,
+            Lot.on_hand,
+            Lot.reserved,
+            Lot.received_at,
+        ),
         (),
         _lots,
         None,
-    ),  # fmt: skip
+    ),
     _Table(
         "invoices",
-        (Invoice.id, Invoice.clinic_id, Invoice.patient_id, Invoice.number, Invoice.status,
-         Invoice.currency, Invoice.total, Invoice.paid, Invoice.pending, Invoice.refunded,
-         Invoice.issued_at, Invoice.due_at, Invoice.created_at),
+        (
+            Invoice.id,
+            Invoice.clinic_id,
+            Invoice.patient_id,
+            Invoice.number,
+            Invoice.status,
+            Invoice.currency,
+            Invoice.total,
+            Invoice.paid,
+            Invoice.pending,
+            Invoice.refunded,
+            Invoice.issued_at,
+            Invoice.due_at,
+            Invoice.created_at,
+        ),
         (Invoice.payer, Invoice.void_reason),
         _by_clinic(Invoice),
         Invoice.patient_id,
-    ),  # fmt: skip
+    ),
     _Table(
         "payments",
-        (Payment.id, Payment.invoice_id, Payment.amount, Payment.currency, Payment.status,
-         Payment.captured, Payment.refunded, Payment.created_at, Payment.settled_at),
+        (
+            Payment.id,
+            Payment.invoice_id,
+            Payment.amount,
+            Payment.currency,
+            Payment.status,
+            Payment.captured,
+            Payment.refunded,
+            Payment.created_at,
+            Payment.settled_at,
+        ),
         (),
         _of_invoices(Payment),
         None,
-    ),  # fmt: skip
+    ),
     _Table(
         "refunds",
-        (Refund.id, Refund.payment_id, Refund.invoice_id, Refund.amount, Refund.status,
-         Refund.created_at),
+        (
+            Refund.id,
+            Refund.payment_id,
+            Refund.invoice_id,
+            Refund.amount,
+            Refund.status,
+            Refund.created_at,
+        ),
         (Refund.reason,),
         _of_invoices(Refund),
         None,
-    ),  # fmt: skip
+    ),
 )
 
 TABLES = tuple(spec.name for spec in _SPECS)
@@ -242,7 +337,9 @@ def export_parquet(
             schema = pa.schema([(c.key, _arrow_type(c)) for c in columns])
         count = 0
         with db.read() as session, pq.ParquetWriter(folder / f"{spec.name}.parquet", schema) as out:
-            result = session.execute(spec.query(clinic_id, chosen).execution_options(yield_per=batch_size))
+            result = session.execute(
+                spec.query(clinic_id, chosen).execution_options(yield_per=batch_size)
+            )
             for batch in result.partitions(batch_size):
                 data = [dict(zip(schema.names, row, strict=True)) for row in batch]
                 out.write_table(pa.Table.from_pylist(data, schema=schema))

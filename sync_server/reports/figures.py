@@ -32,6 +32,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Float, and_, case, cast, distinct, func, literal, select
 from sqlalchemy.dialects.postgresql import TIMESTAMP
@@ -225,8 +226,8 @@ def _check_period(start: datetime, end: datetime) -> None:
 
 
 def clinic_report(
-    session: Session,
     *,
+    session: Session,
     clinic_id: str,
     start: datetime,
     end: datetime,
@@ -271,7 +272,7 @@ def clinic_report(
 # ------------------------------------------------------------------ wounds
 
 
-def _days(session: Session, column: ColumnElement[str]) -> ColumnElement[float]:
+def _days(session: Session, column: Any) -> ColumnElement[Any]:
     """Days since the epoch of a sortable UTC text column, in the session's dialect."""
     if session.get_bind().dialect.name == "postgresql":
         moment = cast(func.replace(column, "Z", "+00:00"), TIMESTAMP(timezone=True))
@@ -347,18 +348,18 @@ def _wound_figures(
         )
         .subquery()
     )
-    since = (measured.c.day - func.min(measured.c.day).over(partition_by=measured.c.wound_id)).label(
-        "since"
-    )
+    since = (
+        measured.c.day - func.min(measured.c.day).over(partition_by=measured.c.wound_id)
+    ).label("since")
     ranked = select(measured, since).subquery()
     bounds = select(
         ranked,
-        func.max(case((ranked.c.since < target, ranked.c.since))).over(
-            partition_by=ranked.c.wound_id
-        ).label("before"),
-        func.min(case((ranked.c.since >= target, ranked.c.since))).over(
-            partition_by=ranked.c.wound_id
-        ).label("after"),
+        func.max(case((ranked.c.since < target, ranked.c.since)))
+        .over(partition_by=ranked.c.wound_id)
+        .label("before"),
+        func.min(case((ranked.c.since >= target, ranked.c.since)))
+        .over(partition_by=ranked.c.wound_id)
+        .label("after"),
     ).subquery()
     rows = session.execute(
         select(bounds.c.wound_id, bounds.c.patient_id, bounds.c.captured_at, bounds.c.area_cm2)
@@ -401,16 +402,14 @@ def _wound_figures(
         .group_by(month)
         .order_by(month)
     ).all()
-    months = tuple(
-        AssessmentMonth(str(m), int(n), int(w), round(n / w, 3)) for m, n, w in by_month
-    )
+    months = tuple(AssessmentMonth(str(m), int(n), int(w), round(n / w, 3)) for m, n, w in by_month)
     return wounds, healing, months
 
 
 # ------------------------------------------------------------------ bookings
 
 
-def _in_period(column: ColumnElement[datetime], start: datetime, end: datetime) -> ColumnElement[bool]:
+def _in_period(column: Any, start: datetime, end: datetime) -> ColumnElement[bool]:
     return and_(column >= start, column < end)
 
 
@@ -481,7 +480,7 @@ def _visits(session: Session, clinic_id: str, start: datetime, end: datetime) ->
         )
     }
     ratings: dict[int, int] = {
-        int(stars): int(n)
+        int(stars or 0): int(n)
         for stars, n in session.execute(
             select(Booking.rating, func.count())
             .where(where, Booking.state == "completed", Booking.rating.is_not(None))
@@ -586,7 +585,9 @@ def _money(
         str(c): (int(s), int(n))
         for c, s, n in session.execute(
             select(Invoice.currency, func.sum(Invoice.total - Invoice.paid), func.count())
-            .where(Invoice.clinic_id == clinic_id, Invoice.status == "open", Invoice.issued_at < end)
+            .where(
+                Invoice.clinic_id == clinic_id, Invoice.status == "open", Invoice.issued_at < end
+            )
             .group_by(Invoice.currency)
         )
     }

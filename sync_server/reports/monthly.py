@@ -69,7 +69,7 @@ def monthly_report(
             if found is None:
                 raise NotFound(f"no clinic {clinic!r}", code="clinic_not_found")
             report = clinic_report(
-                session,
+                session=session,
                 clinic_id=found.id,
                 start=start,
                 end=end,

@@ -90,9 +90,13 @@ def render_pdf(report: ClinicReport) -> bytes:
     _bar_chart(
         pdf,
         "Wounds",
-        [("seen", w.seen), ("healed", w.healed), ("on track", h.on_track),
-         ("not on track", len(h.not_on_track))],
-    )  # fmt: skip
+        [
+            ("seen", w.seen),
+            ("healed", w.healed),
+            ("on track", h.on_track),
+            ("not on track", len(h.not_on_track)),
+        ],
+    )
     _bar_chart(pdf, "Appointments by state", sorted(a.by_state.items()))
 
     _heading(pdf, "Wounds and healing")
@@ -109,16 +113,26 @@ def render_pdf(report: ClinicReport) -> bytes:
     )
     if h.not_on_track:
         _heading(pdf, f"Not on track at {h.weeks} weeks")
-        _table(pdf, [(f"wound {x.wound_id[:13]}", f"{x.reduction_percent:.1f} %")
-                     for x in h.not_on_track[:40]])  # fmt: skip
+        _table(
+            pdf,
+            [
+                (f"wound {x.wound_id[:13]}", f"{x.reduction_percent:.1f} %")
+                for x in h.not_on_track[:40]
+            ],
+        )
         if len(h.not_on_track) > 40:
-            pdf.cell(0, 6, f"... and {len(h.not_on_track) - 40} more", new_x="LMARGIN", new_y="NEXT")
+            pdf.cell(
+                0, 6, f"... and {len(h.not_on_track) - 40} more", new_x="LMARGIN", new_y="NEXT"
+            )
     _heading(pdf, "Assessments per wound per month")
     _table(
         pdf,
-        [(m.month, f"{m.assessments} on {m.wounds} wounds: {m.per_wound:.2f}")
-         for m in report.assessments_by_month] or [("none", "")],
-    )  # fmt: skip
+        [
+            (m.month, f"{m.assessments} on {m.wounds} wounds: {m.per_wound:.2f}")
+            for m in report.assessments_by_month
+        ]
+        or [("none", "")],
+    )
     _heading(pdf, "Appointments")
     _table(
         pdf,

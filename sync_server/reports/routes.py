@@ -2,8 +2,9 @@
 
 Clinicians, staff and admins read reports of the clinics in their scope (their
 organisation, and their clinic for a clinic-bound account); any other clinic answers
-404 like a missing one. Each report is audited as a read of the wounds it lists as
-not on track (a report names no other record).
+404 like a missing one. A report that lists wounds not on track is audited as a read
+of those wounds (with their patients); its other figures are counts and sums that
+read out no record, like ``/v1/staff/totals``, and are not audited.
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ def _report(
     with db.read() as session:
         clinic_in_scope(session=session, principal=caller, clinic_id=clinic_id)
         report = clinic_report(
-            session,
+            session=session,
             clinic_id=clinic_id,
             start=start,
             end=end,
             weeks=settings.dashboard_healing_weeks,
             threshold_percent=settings.dashboard_healing_threshold_percent,
         )
+    if not report.healing.not_on_track:
+        return report  # figures only: no record is read out
     with db.write() as session:
         record_read(
             session=session,
@@ -76,9 +79,7 @@ def _report(
     return report
 
 
-@router.get(
-    "/clinics/{clinic_id}", response_model=ClinicReport, summary="A clinic's report"
-)
+@router.get("/clinics/{clinic_id}", response_model=ClinicReport, summary="A clinic's report")
 def get_clinic_report(
     clinic_id: str,
     caller: StaffCaller,

@@ -46,21 +46,36 @@ class ReportWorld:
     names: list[tuple[str, str, str]] = field(default_factory=list)  # given, family, mrn
 
 
-def seed_world(db: Any, *, organisation_id: str, clinic_id: str, other_clinic_id: str) -> ReportWorld:
+def seed_world(
+    db: Any, *, organisation_id: str, clinic_id: str, other_clinic_id: str
+) -> ReportWorld:
     """Seed `clinic_id` (and a little of `other_clinic_id`, which must not count)."""
     rng = random.Random(21)
     world = ReportWorld(clinic_id, other_clinic_id, organisation_id)
     with db.write() as session:
         for clinic in (clinic_id, other_clinic_id):
             for i in range(8):
-                pid, given, family = _id(), f"Given{rng.randrange(10**6)}", f"Fam{i}x{rng.randrange(10**6)}"
+                pid, given, family = (
+                    _id(),
+                    f"Given{rng.randrange(10**6)}",
+                    f"Fam{i}x{rng.randrange(10**6)}",
+                )
                 mrn = f"MRN{rng.randrange(10**8)}"
                 session.add(
-                    PatientRow(id=pid, clinic_id=clinic, deleted=False, conflicted=False,
-                               updated_at="2025-01-01T00:00:00.000000Z", record="{}",
-                               given_name=given, family_name=family, birth_date="1950-02-03",
-                               sex="female", mrn=mrn)
-                )  # fmt: skip
+                    PatientRow(
+                        id=pid,
+                        clinic_id=clinic,
+                        deleted=False,
+                        conflicted=False,
+                        updated_at="2025-01-01T00:00:00.000000Z",
+                        record="{}",
+                        given_name=given,
+                        family_name=family,
+                        birth_date="1950-02-03",
+                        sex="female",
+                        mrn=mrn,
+                    )
+                )
                 if clinic == clinic_id:
                     world.patients.append(pid)
                     world.names.append((given, family, mrn))
@@ -73,11 +88,20 @@ def seed_world(db: Any, *, organisation_id: str, clinic_id: str, other_clinic_id
             wid = _id()
             status = rng.choice(["healed", "active", "active", "healing"])
             session.add(
-                WoundRow(id=wid, clinic_id=clinic, deleted=n == 5, conflicted=False,
-                         updated_at="2025-01-01T00:00:00.000000Z", record="{}",
-                         patient_id=patient, body_site="heel", etiology="diabetic",
-                         status=status, onset=None)
-            )  # fmt: skip
+                WoundRow(
+                    id=wid,
+                    clinic_id=clinic,
+                    deleted=n == 5,
+                    conflicted=False,
+                    updated_at="2025-01-01T00:00:00.000000Z",
+                    record="{}",
+                    patient_id=patient,
+                    body_site="heel",
+                    etiology="diabetic",
+                    status=status,
+                    onset=None,
+                )
+            )
             at = datetime(2024, 12, 20, 8, tzinfo=UTC) + timedelta(
                 days=rng.uniform(0, 95), minutes=rng.randrange(600)
             )
@@ -91,33 +115,73 @@ def seed_world(db: Any, *, organisation_id: str, clinic_id: str, other_clinic_id
                 measured = None if rng.random() < 0.1 else round(area, 3)
                 session.add(
                     AssessmentRow(
-                        id=_id(), clinic_id=clinic, deleted=rng.random() < 0.05,
-                        conflicted=False, updated_at="2025-01-01T00:00:00.000000Z",
-                        record="{}", wound_id=wid, patient_id=patient,
-                        captured_at=sortable_time(at), device_id=_id(), clinician="RN",
-                        area_cm2=measured, perimeter_cm=None, length_cm=None, width_cm=None,
-                        max_depth_mm=None, mean_depth_mm=None, volume_cm3=None, model_id=None,
+                        id=_id(),
+                        clinic_id=clinic,
+                        deleted=rng.random() < 0.05,
+                        conflicted=False,
+                        updated_at="2025-01-01T00:00:00.000000Z",
+                        record="{}",
+                        wound_id=wid,
+                        patient_id=patient,
+                        captured_at=sortable_time(at),
+                        device_id=_id(),
+                        clinician="RN",
+                        area_cm2=measured,
+                        perimeter_cm=None,
+                        length_cm=None,
+                        width_cm=None,
+                        max_depth_mm=None,
+                        mean_depth_mm=None,
+                        volume_cm3=None,
+                        model_id=None,
                     )
-                )  # fmt: skip
+                )
         # Providers, hours, a closure.
-        nurse = Provider(id=_id(), organisation_id=organisation_id, clinic_id=clinic_id,
-                         name="RN Report", kind="nurse")  # fmt: skip
-        carer = Provider(id=_id(), organisation_id=organisation_id, clinic_id=None,
-                         name="Carer Report", kind="caregiver")  # fmt: skip
-        elsewhere = Provider(id=_id(), organisation_id=organisation_id, clinic_id=other_clinic_id,
-                             name="RN Elsewhere", kind="nurse")  # fmt: skip
+        nurse = Provider(
+            id=_id(),
+            organisation_id=organisation_id,
+            clinic_id=clinic_id,
+            name="RN Report",
+            kind="nurse",
+        )
+        carer = Provider(
+            id=_id(),
+            organisation_id=organisation_id,
+            clinic_id=None,
+            name="Carer Report",
+            kind="caregiver",
+        )
+        elsewhere = Provider(
+            id=_id(),
+            organisation_id=organisation_id,
+            clinic_id=other_clinic_id,
+            name="RN Elsewhere",
+            kind="nurse",
+        )
         session.add_all([nurse, carer, elsewhere])
         session.flush()
         for provider in (nurse, elsewhere):
             for weekday in range(5):
                 session.add(
-                    WeeklyHours(id=_id(), provider_id=provider.id, weekday=weekday,
-                                start_time="09:00", end_time="17:00", timezone="UTC")
-                )  # fmt: skip
+                    WeeklyHours(
+                        id=_id(),
+                        provider_id=provider.id,
+                        weekday=weekday,
+                        start_time="09:00",
+                        end_time="17:00",
+                        timezone="UTC",
+                    )
+                )
         session.add(
-            ScheduleException(id=_id(), organisation_id=organisation_id, clinic_id=clinic_id,
-                              provider_id=nurse.id, day=CLOSED_DAY, kind="closed")
-        )  # fmt: skip
+            ScheduleException(
+                id=_id(),
+                organisation_id=organisation_id,
+                clinic_id=clinic_id,
+                provider_id=nurse.id,
+                day=CLOSED_DAY,
+                kind="closed",
+            )
+        )
         # Bookings: one a day per provider, so none overlaps.
         states = ["completed", "completed", "booked", "no_show", "cancelled", "confirmed"]
         for k in range(70):
@@ -129,34 +193,72 @@ def seed_world(db: Any, *, organisation_id: str, clinic_id: str, other_clinic_id
             starts = datetime(2025, 2, 10, 9, tzinfo=UTC) + timedelta(days=k, hours=k % 5)
             if kind == "visit":
                 starts += timedelta(minutes=30)
-            state = rng.choice(states if kind == "appointment" else
-                               ["completed", "completed", "missed", "cancelled"])  # fmt: skip
-            rating = rng.choice([None, 1, 3, 4, 5, 5]) if state == "completed" and kind == "visit" else None
+            state = rng.choice(
+                states
+                if kind == "appointment"
+                else ["completed", "completed", "missed", "cancelled"]
+            )
+            rating = (
+                rng.choice([None, 1, 3, 4, 5, 5])
+                if state == "completed" and kind == "visit"
+                else None
+            )
             session.add(
                 Booking(
-                    id=_id(), organisation_id=organisation_id, clinic_id=clinic, kind=kind,
-                    provider_id=provider.id, patient_id=rng.choice(world.patients),
-                    service="wound-review", starts_at=starts,
-                    ends_at=starts + timedelta(minutes=rng.choice([20, 30, 45])), state=state,
-                    intent_id=_id(), late_cancellation=state == "cancelled" and rng.random() < 0.5,
+                    id=_id(),
+                    organisation_id=organisation_id,
+                    clinic_id=clinic,
+                    kind=kind,
+                    provider_id=provider.id,
+                    patient_id=rng.choice(world.patients),
+                    service="wound-review",
+                    starts_at=starts,
+                    ends_at=starts + timedelta(minutes=rng.choice([20, 30, 45])),
+                    state=state,
+                    intent_id=_id(),
+                    late_cancellation=state == "cancelled" and rng.random() < 0.5,
                     rating=rating,
                 )
-            )  # fmt: skip
+            )
         # Commerce.
-        product = Product(id=_id(), organisation_id=organisation_id, sku=f"sku-{_id()[:8]}",
-                          name="Foam", category="dressing", product_class="foam dressing",
-                          unit="each", price=450, currency="EUR")  # fmt: skip
-        store = Location(id=_id(), organisation_id=organisation_id, kind="clinic",
-                         name=f"store-{_id()[:8]}", clinic_id=clinic_id)  # fmt: skip
-        far = Location(id=_id(), organisation_id=organisation_id, kind="clinic",
-                       name=f"store-{_id()[:8]}", clinic_id=other_clinic_id)  # fmt: skip
+        product = Product(
+            id=_id(),
+            organisation_id=organisation_id,
+            sku=f"sku-{_id()[:8]}",
+            name="Foam",
+            category="dressing",
+            product_class="foam dressing",
+            unit="each",
+            price=450,
+            currency="EUR",
+        )
+        store = Location(
+            id=_id(),
+            organisation_id=organisation_id,
+            kind="clinic",
+            name=f"store-{_id()[:8]}",
+            clinic_id=clinic_id,
+        )
+        far = Location(
+            id=_id(),
+            organisation_id=organisation_id,
+            kind="clinic",
+            name=f"store-{_id()[:8]}",
+            clinic_id=other_clinic_id,
+        )
         session.add_all([product, store, far])
         session.flush()
         lots = []
         for k in range(6):
-            lot = Lot(id=_id(), product_id=product.id, location_id=(store if k < 5 else far).id,
-                      lot_code=f"L{k}", expires_on=date(2025, 1 + k, 15),
-                      on_hand=rng.randint(0 if k == 1 else 1, 40), reserved=0)  # fmt: skip
+            lot = Lot(
+                id=_id(),
+                product_id=product.id,
+                location_id=(store if k < 5 else far).id,
+                lot_code=f"L{k}",
+                expires_on=date(2025, 1 + k, 15),
+                on_hand=rng.randint(0 if k == 1 else 1, 40),
+                reserved=0,
+            )
             lots.append(lot)
         session.add_all(lots)
         session.flush()
@@ -165,22 +267,44 @@ def seed_world(db: Any, *, organisation_id: str, clinic_id: str, other_clinic_id
             state = rng.choice(["accepted", "picked", "shipped", "delivered", "cancelled"])
             created = datetime(2025, 2, 20, tzinfo=UTC) + timedelta(days=k * 3)
             qty = rng.randint(1, 5)
-            order = Order(id=_id(), organisation_id=organisation_id, clinic_id=clinic,
-                          patient_id=rng.choice(world.patients), intent_id=_id(), state=state,
-                          deliver_to="clinic", total=qty * 450, currency="EUR",
-                          hold_expires_at=created + timedelta(hours=1), created_at=created)  # fmt: skip
+            order = Order(
+                id=_id(),
+                organisation_id=organisation_id,
+                clinic_id=clinic,
+                patient_id=rng.choice(world.patients),
+                intent_id=_id(),
+                state=state,
+                deliver_to="clinic",
+                total=qty * 450,
+                currency="EUR",
+                hold_expires_at=created + timedelta(hours=1),
+                created_at=created,
+            )
             session.add(order)
             session.flush()
-            line = OrderLineRow(id=_id(), order_id=order.id, line_no=0, product_id=product.id,
-                                quantity=qty, unit_price=450)  # fmt: skip
+            line = OrderLineRow(
+                id=_id(),
+                order_id=order.id,
+                line_no=0,
+                product_id=product.id,
+                quantity=qty,
+                unit_price=450,
+            )
             session.add(line)
             session.flush()
             held = {"accepted": "held", "cancelled": "released"}.get(state, "picked")
             lot = lots[5] if clinic == other_clinic_id else lots[rng.randrange(5)]
             session.add(
-                Reservation(id=_id(), order_id=order.id, line_id=line.id, lot_id=lot.id,
-                            product_id=product.id, quantity=qty, state=held)
-            )  # fmt: skip
+                Reservation(
+                    id=_id(),
+                    order_id=order.id,
+                    line_id=line.id,
+                    lot_id=lot.id,
+                    product_id=product.id,
+                    quantity=qty,
+                    state=held,
+                )
+            )
         # Invoices, payments, refunds and the ledger.
         for k in range(14):
             clinic = clinic_id if k < 12 else other_clinic_id
@@ -188,48 +312,111 @@ def seed_world(db: Any, *, organisation_id: str, clinic_id: str, other_clinic_id
             issued = datetime(2025, 2, 22, tzinfo=UTC) + timedelta(days=k * 3, hours=k)
             total = rng.randint(5, 90) * 100
             status = rng.choice(["open", "open", "paid", "void", "refunded"])
-            paid = {"open": rng.choice([0, total // 2]), "paid": total, "refunded": total}.get(status, 0)
-            refunded = total if status == "refunded" else (total // 4 if status == "paid" and k % 2 else 0)
-            invoice = Invoice(id=_id(), organisation_id=organisation_id, clinic_id=clinic,
-                              patient_id=rng.choice(world.patients), number=f"INV-R{_id()[:12]}",
-                              status=status, currency=currency, total=total, paid=paid,
-                              refunded=refunded, issued_at=issued, created_at=issued)  # fmt: skip
+            paid = {"open": rng.choice([0, total // 2]), "paid": total, "refunded": total}.get(
+                status, 0
+            )
+            refunded = (
+                total if status == "refunded" else (total // 4 if status == "paid" and k % 2 else 0)
+            )
+            invoice = Invoice(
+                id=_id(),
+                organisation_id=organisation_id,
+                clinic_id=clinic,
+                patient_id=rng.choice(world.patients),
+                number=f"INV-R{_id()[:12]}",
+                status=status,
+                currency=currency,
+                total=total,
+                paid=paid,
+                refunded=refunded,
+                issued_at=issued,
+                created_at=issued,
+            )
             session.add(invoice)
             session.flush()
             receivable = f"receivable:patient:{invoice.patient_id}"
-            _post(session, organisation_id, "invoice", invoice, issued,
-                  [(receivable, total), ("revenue:order", -total)])  # fmt: skip
+            _post(
+                session,
+                organisation_id,
+                "invoice",
+                invoice,
+                issued,
+                [(receivable, total), ("revenue:order", -total)],
+            )
             if paid:
                 settled = issued + timedelta(days=rng.randint(0, 6))
-                payment = Payment(id=_id(), organisation_id=organisation_id,
-                                  invoice_id=invoice.id, idempotency_key=_id(), amount=paid,
-                                  currency=currency, payment_method="card", status="succeeded",
-                                  captured=paid, refunded=refunded, created_at=issued,
-                                  settled_at=settled)  # fmt: skip
+                payment = Payment(
+                    id=_id(),
+                    organisation_id=organisation_id,
+                    invoice_id=invoice.id,
+                    idempotency_key=_id(),
+                    amount=paid,
+                    currency=currency,
+                    payment_method="card",
+                    status="succeeded",
+                    captured=paid,
+                    refunded=refunded,
+                    created_at=issued,
+                    settled_at=settled,
+                )
                 session.add(payment)
                 session.flush()
-                _post(session, organisation_id, "payment", invoice, settled,
-                      [("gateway:clearing", paid), (receivable, -paid)], reference=payment.id)  # fmt: skip
+                _post(
+                    session,
+                    organisation_id,
+                    "payment",
+                    invoice,
+                    settled,
+                    [("gateway:clearing", paid), (receivable, -paid)],
+                    reference=payment.id,
+                )
                 if refunded:
                     when = settled + timedelta(days=2)
-                    refund = Refund(id=_id(), organisation_id=organisation_id,
-                                    payment_id=payment.id, invoice_id=invoice.id,
-                                    idempotency_key=_id(), amount=refunded, status="succeeded",
-                                    created_at=when)  # fmt: skip
+                    refund = Refund(
+                        id=_id(),
+                        organisation_id=organisation_id,
+                        payment_id=payment.id,
+                        invoice_id=invoice.id,
+                        idempotency_key=_id(),
+                        amount=refunded,
+                        status="succeeded",
+                        created_at=when,
+                    )
                     session.add(refund)
                     session.flush()
-                    _post(session, organisation_id, "refund", invoice, when,
-                          [("refunds", refunded), ("gateway:clearing", -refunded)],
-                          reference=refund.id)  # fmt: skip
+                    _post(
+                        session,
+                        organisation_id,
+                        "refund",
+                        invoice,
+                        when,
+                        [("refunds", refunded), ("gateway:clearing", -refunded)],
+                        reference=refund.id,
+                    )
             if status == "void":
-                _post(session, organisation_id, "void", invoice, issued + timedelta(days=1),
-                      [(receivable, -total), ("revenue:order", total)])  # fmt: skip
+                _post(
+                    session,
+                    organisation_id,
+                    "void",
+                    invoice,
+                    issued + timedelta(days=1),
+                    [(receivable, -total), ("revenue:order", total)],
+                )
         # A failed payment: it must not count as collected.
         session.add(
-            Payment(id=_id(), organisation_id=organisation_id, invoice_id=invoice.id,
-                    idempotency_key=_id(), amount=100, currency="EUR", payment_method="card",
-                    status="failed", captured=0, settled_at=START + timedelta(days=3))
-        )  # fmt: skip
+            Payment(
+                id=_id(),
+                organisation_id=organisation_id,
+                invoice_id=invoice.id,
+                idempotency_key=_id(),
+                amount=100,
+                currency="EUR",
+                payment_method="card",
+                status="failed",
+                captured=0,
+                settled_at=START + timedelta(days=3),
+            )
+        )
     return world
 
 
@@ -242,9 +429,15 @@ def _post(
     legs: list[tuple[str, int]],
     reference: str | None = None,
 ) -> None:
-    tx = LedgerTransaction(id=_id(), organisation_id=organisation_id, kind=kind,
-                           reference_id=reference or invoice.id, invoice_id=invoice.id,
-                           currency=invoice.currency, created_at=at)  # fmt: skip
+    tx = LedgerTransaction(
+        id=_id(),
+        organisation_id=organisation_id,
+        kind=kind,
+        reference_id=reference or invoice.id,
+        invoice_id=invoice.id,
+        currency=invoice.currency,
+        created_at=at,
+    )
     session.add(tx)
     session.flush()
     for account, amount in legs:

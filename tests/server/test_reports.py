@@ -56,18 +56,16 @@ def _in(moment: datetime | None) -> bool:
 
 def _report(server: Any, clinic_id: str) -> ClinicReport:
     with server.db.read() as session:
-        return clinic_report(session, clinic_id=clinic_id, start=START, end=END)
+        return clinic_report(session=session, clinic_id=clinic_id, start=START, end=END)
 
 
 def test_every_figure_agrees_with_a_recomputation(server: Any, world: Any) -> None:
-    tenancy, seeded = world
+    _, seeded = world
     clinic = seeded.clinic_id
     report = _report(server, clinic)
     with server.db.read() as session:
         wounds = {w.id: w for w in session.scalars(select(WoundRow))}
-        assessments = [
-            a for a in session.scalars(select(AssessmentRow)) if a.clinic_id == clinic
-        ]
+        assessments = [a for a in session.scalars(select(AssessmentRow)) if a.clinic_id == clinic]
         bookings = [b for b in session.scalars(select(Booking)) if b.clinic_id == clinic]
         providers = [p for p in session.scalars(select(Provider)) if p.clinic_id == clinic]
         locations = {loc.id for loc in session.scalars(select(Location)) if loc.clinic_id == clinic}
@@ -186,8 +184,12 @@ def test_every_figure_agrees_with_a_recomputation(server: Any, world: Any) -> No
     expected: dict[str, dict[str, int]] = {}
 
     def add(currency: str, key: str, amount: int) -> None:
-        row = expected.setdefault(currency, dict.fromkeys(
-            ("revenue", "refunds", "collected", "outstanding", "outstanding_invoices"), 0))  # fmt: skip
+        row = expected.setdefault(
+            currency,
+            dict.fromkeys(
+                ("revenue", "refunds", "collected", "outstanding", "outstanding_invoices"), 0
+            ),
+        )
         row[key] += amount
 
     for p in postings:
@@ -228,30 +230,41 @@ def test_an_empty_clinic_and_bad_periods(server: Any, world: Any) -> None:
 
     with server.db.read() as session:
         with pytest.raises(Invalid):
-            clinic_report(session, clinic_id=empty, start=END, end=START)
+            clinic_report(session=session, clinic_id=empty, start=END, end=START)
         with pytest.raises(Invalid):
-            clinic_report(session, clinic_id=empty, start=datetime(2025, 3, 1), end=END)
+            clinic_report(session=session, clinic_id=empty, start=datetime(2025, 3, 1), end=END)
         with pytest.raises(NotFound):
-            clinic_report(session, clinic_id="no-such-clinic", start=START, end=END)
+            clinic_report(session=session, clinic_id="no-such-clinic", start=START, end=END)
 
 
 def test_parquet_export_reads_back_in_duckdb(server: Any, world: Any, tmp_path: Path) -> None:
     from sync_server.audit.events import OPERATIONS, Actor
 
-    tenancy, seeded = world
+    _, seeded = world
     folder = tmp_path / "plain"
     made = export_parquet(
-        server.db, clinic_id=seeded.clinic_id, folder=folder, actor=Actor("system"),
+        server.db,
+        clinic_id=seeded.clinic_id,
+        folder=folder,
+        actor=Actor("system"),
         purpose=OPERATIONS,
-    )  # fmt: skip
+    )
     con = duckdb.connect()
     with server.db.read() as session:
         expected = {
-            "patients": [p for p in session.scalars(select(PatientRow)) if p.clinic_id == seeded.clinic_id],
-            "assessments": [a for a in session.scalars(select(AssessmentRow)) if a.clinic_id == seeded.clinic_id],
-            "bookings": [b for b in session.scalars(select(Booking)) if b.clinic_id == seeded.clinic_id],
-            "invoices": [i for i in session.scalars(select(Invoice)) if i.clinic_id == seeded.clinic_id],
-        }  # fmt: skip
+            "patients": [
+                p for p in session.scalars(select(PatientRow)) if p.clinic_id == seeded.clinic_id
+            ],
+            "assessments": [
+                a for a in session.scalars(select(AssessmentRow)) if a.clinic_id == seeded.clinic_id
+            ],
+            "bookings": [
+                b for b in session.scalars(select(Booking)) if b.clinic_id == seeded.clinic_id
+            ],
+            "invoices": [
+                i for i in session.scalars(select(Invoice)) if i.clinic_id == seeded.clinic_id
+            ],
+        }
     for name in TABLES:
         path = str(folder / f"{name}.parquet")
         count = con.execute("SELECT count(*) FROM read_parquet(?)", [path]).fetchone()
@@ -268,24 +281,34 @@ def test_parquet_export_reads_back_in_duckdb(server: Any, world: Any, tmp_path: 
         "SELECT sum(total) FROM read_parquet(?)", [str(folder / "invoices.parquet")]
     ).fetchone()
     assert totals is not None and totals[0] == sum(i.total for i in expected["invoices"])
-    columns = [r[0] for r in con.execute("DESCRIBE SELECT * FROM read_parquet(?)",
-                                         [str(folder / "patients.parquet")]).fetchall()]  # fmt: skip
+    columns = [
+        r[0]
+        for r in con.execute(
+            "DESCRIBE SELECT * FROM read_parquet(?)", [str(folder / "patients.parquet")]
+        ).fetchall()
+    ]
     assert "given_name" not in columns and "mrn" not in columns and "birth_year" in columns
     everything = b"".join((folder / f"{name}.parquet").read_bytes() for name in TABLES)
-    for given, family, mrn in seeded.names:
+    for given, _family, mrn in seeded.names:
         assert given.encode() not in everything and mrn.encode() not in everything
 
     named = export_parquet(
-        server.db, clinic_id=seeded.clinic_id, folder=tmp_path / "named", actor=Actor("system"),
-        purpose=OPERATIONS, identified=True,
-    )  # fmt: skip
+        server.db,
+        clinic_id=seeded.clinic_id,
+        folder=tmp_path / "named",
+        actor=Actor("system"),
+        purpose=OPERATIONS,
+        identified=True,
+    )
     names = con.execute(
         "SELECT given_name, family_name FROM read_parquet(?)",
         [str(named.folder / "patients.parquet")],
     ).fetchall()
     assert sorted(names) == sorted((g, f) for g, f, _ in seeded.names)
-    assert all(mrn.encode() not in (named.folder / "patients.parquet").read_bytes()
-               for _, _, mrn in seeded.names)  # fmt: skip
+    assert all(
+        mrn.encode() not in (named.folder / "patients.parquet").read_bytes()
+        for _, _, mrn in seeded.names
+    )
 
 
 def _staff(tenancy: Tenancy, role: str, clinic_id: str | None) -> Any:
@@ -302,7 +325,10 @@ def test_routes_json_pdf_scope_roles_and_audit(server: Any, world: Any) -> None:
         body = answer.json()
         direct = _report(server, clinic)
         assert body["wounds"]["seen"] == direct.wounds.seen
-        assert body["healing"]["not_on_track"][0]["wound_id"] == direct.healing.not_on_track[0].wound_id
+        assert (
+            body["healing"]["not_on_track"][0]["wound_id"]
+            == direct.healing.not_on_track[0].wound_id
+        )
         assert body["money"][0]["currency"] == direct.money[0].currency
         same = c.get(
             f"/v1/reports/clinics/{clinic}",
@@ -317,13 +343,21 @@ def test_routes_json_pdf_scope_roles_and_audit(server: Any, world: Any) -> None:
         assert f"No-shows {direct.appointments.no_shows}" in text
         assert f"Late cancellations (< 24 h) {direct.appointments.late_cancellations}" in text
         revenue = direct.money[0]
-        assert f"Revenue ({revenue.currency}) {revenue.revenue / 100:,.2f} {revenue.currency}" in text
+        assert (
+            f"Revenue ({revenue.currency}) {revenue.revenue / 100:,.2f} {revenue.currency}" in text
+        )
         # Another clinic of the organisation, out of a clinic-bound account's scope.
-        assert c.get(f"/v1/reports/clinics/{seeded.other_clinic_id}", params=params).status_code == 404
-        for bad in ({"month": "2025-13"}, {"month": "March"}, {},
-                    {"start": "2025-03-01T00:00:00", "end": "2025-04-01T00:00:00"},
-                    {"start": END.isoformat(), "end": START.isoformat()},
-                    {"month": MONTH, "start": START.isoformat()}):  # fmt: skip
+        assert (
+            c.get(f"/v1/reports/clinics/{seeded.other_clinic_id}", params=params).status_code == 404
+        )
+        for bad in (
+            {"month": "2025-13"},
+            {"month": "March"},
+            {},
+            {"start": "2025-03-01T00:00:00", "end": "2025-04-01T00:00:00"},
+            {"start": END.isoformat(), "end": START.isoformat()},
+            {"month": MONTH, "start": START.isoformat()},
+        ):
             answer = c.get(f"/v1/reports/clinics/{clinic}", params=bad)
             assert answer.status_code in (400, 422), (bad, answer.text)
     with server.db.read() as session:
@@ -338,9 +372,16 @@ def test_routes_json_pdf_scope_roles_and_audit(server: Any, world: Any) -> None:
     other = Tenancy(server).setup()  # another organisation
     with _staff(other, "admin", None) as admin:
         assert admin.get(f"/v1/reports/clinics/{clinic}", params=params).status_code == 404
-        assert admin.get(f"/v1/reports/clinics/{clinic}/report.pdf", params=params).status_code == 404
+        assert (
+            admin.get(f"/v1/reports/clinics/{clinic}/report.pdf", params=params).status_code == 404
+        )
     with _staff(tenancy, "admin", None) as org_staff:
-        assert org_staff.get(f"/v1/reports/clinics/{seeded.other_clinic_id}", params=params).status_code == 200
+        assert (
+            org_staff.get(
+                f"/v1/reports/clinics/{seeded.other_clinic_id}", params=params
+            ).status_code
+            == 200
+        )
     _, token = server.device_token(clinic)
     with server.http(token) as device:
         assert device.get(f"/v1/reports/clinics/{clinic}", params=params).status_code == 403
@@ -358,16 +399,28 @@ def _clinic_name(server: Any, clinic_id: str) -> str:
 
 
 def test_cli_writes_figures_pdf_and_parquet(server: Any, world: Any, tmp_path: Path) -> None:
-    tenancy, seeded = world
+    _, seeded = world
     where = ["--data-dir", str(server.settings.data_dir)]
     if server.settings.database_url:
         where += ["--database-url", str(server.settings.database_url)]
     out = tmp_path / "march.pdf"
     done = CliRunner().invoke(
         cli,
-        ["server", "report", *where, "--clinic", seeded.clinic_id, "--month", MONTH,
-         "--pdf", str(out), "--parquet", str(tmp_path / "tables"), "--json"],
-    )  # fmt: skip
+        [
+            "server",
+            "report",
+            *where,
+            "--clinic",
+            seeded.clinic_id,
+            "--month",
+            MONTH,
+            "--pdf",
+            str(out),
+            "--parquet",
+            str(tmp_path / "tables"),
+            "--json",
+        ],
+    )
     assert done.exit_code == 0, done.output
     summary = json.loads(done.stdout)
     direct = _report(server, seeded.clinic_id)
