@@ -121,7 +121,7 @@ DASHBOARD = {
     "dashboard.wound.bytes",
     "dashboard.scan.bytes",
 }
-REPORTS = {"reports.clinic_report_ms", "reports.pdf_ms"}
+REPORTS = {"reports.clinic_report_ms", "reports.with_pdf_ms"}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")

@@ -14,8 +14,8 @@ Definitions (docs/reports.md has the long form):
   it, or the nearest within 7 days. SQL narrows each seen wound to the (at most three)
   assessments the rule reads; only assessments captured before the period's end count.
 - *Utilisation*: minutes of appointments starting in the period that were not
-  cancelled, over the minutes the clinic's providers offered (their weekly hours less
-  closures, clipped to the period).
+  cancelled, over the minutes the clinic's active providers offered (their weekly
+  hours less closures, clipped to the period).
 - A *late cancellation* is one made less than 24 hours before the appointment (the
   bookings domain flags it when it cancels).
 - *Stock turns*: units picked for the clinic's orders placed in the period over the
@@ -414,7 +414,9 @@ def _in_period(column: Any, start: datetime, end: datetime) -> ColumnElement[boo
 
 
 def _offered_minutes(session: Session, clinic_id: str, start: datetime, end: datetime) -> int:
-    providers = session.scalars(select(Provider).where(Provider.clinic_id == clinic_id)).all()
+    providers = session.scalars(
+        select(Provider).where(Provider.clinic_id == clinic_id, Provider.active.is_(True))
+    ).all()
     total = 0
     first, last = start.date() - timedelta(days=1), end.date() + timedelta(days=1)
     for provider in providers:

@@ -67,7 +67,9 @@ def test_every_figure_agrees_with_a_recomputation(server: Any, world: Any) -> No
         wounds = {w.id: w for w in session.scalars(select(WoundRow))}
         assessments = [a for a in session.scalars(select(AssessmentRow)) if a.clinic_id == clinic]
         bookings = [b for b in session.scalars(select(Booking)) if b.clinic_id == clinic]
-        providers = [p for p in session.scalars(select(Provider)) if p.clinic_id == clinic]
+        providers = [
+            p for p in session.scalars(select(Provider)) if p.clinic_id == clinic and p.active
+        ]
         locations = {loc.id for loc in session.scalars(select(Location)) if loc.clinic_id == clinic}
         lots = {lot.id: lot for lot in session.scalars(select(Lot))}
         orders = {o.id: o for o in session.scalars(select(Order)) if o.clinic_id == clinic}
