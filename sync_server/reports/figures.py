@@ -206,13 +206,13 @@ def month_period(month: str) -> tuple[datetime, datetime]:
         Invalid: ``invalid_month``: not a month of that form.
     """
     try:
+        if len(month) != 7:
+            raise ValueError(month)
         year, number = (int(part) for part in month.split("-"))
         start = datetime(year, number, 1, tzinfo=UTC)
+        end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
     except ValueError:
         raise Invalid(f"{month!r} is not a month (YYYY-MM)", code="invalid_month") from None
-    if len(month) != 7:
-        raise Invalid(f"{month!r} is not a month (YYYY-MM)", code="invalid_month")
-    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
     return start, end
 
 
@@ -221,6 +221,8 @@ def _check_period(start: datetime, end: datetime) -> None:
         raise Invalid("start and end need a time zone offset", code="invalid_period")
     if end <= start:
         raise Invalid("the period's end is not after its start", code="invalid_period")
+    if start.year < 1970 or end.year > 9000:
+        raise Invalid("the period lies outside 1970 to 9000", code="invalid_period")
     if end - start > timedelta(days=MAX_PERIOD_DAYS):
         raise Invalid(f"a report covers at most {MAX_PERIOD_DAYS} days", code="invalid_period")
 
@@ -240,8 +242,8 @@ def clinic_report(
     The caller decides who may see the clinic; this reads whatever it is asked.
 
     Raises:
-        Invalid: ``invalid_period``: naive times, an empty or reversed period, or one
-            longer than `MAX_PERIOD_DAYS`.
+        Invalid: ``invalid_period``: naive times, an empty or reversed period, one
+            longer than `MAX_PERIOD_DAYS`, or one outside the years 1970 to 9000.
         NotFound: ``not_found``: no such clinic.
     """
     _check_period(start, end)

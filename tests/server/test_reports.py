@@ -359,6 +359,8 @@ def test_routes_json_pdf_scope_roles_and_audit(server: Any, world: Any) -> None:
             {"start": "2025-03-01T00:00:00", "end": "2025-04-01T00:00:00"},
             {"start": END.isoformat(), "end": START.isoformat()},
             {"month": MONTH, "start": START.isoformat()},
+            {"start": "0001-01-01T00:00:00Z", "end": "0001-02-01T00:00:00Z"},
+            {"month": "9999-12"},
         ):
             answer = c.get(f"/v1/reports/clinics/{clinic}", params=bad)
             assert answer.status_code in (400, 422), (bad, answer.text)
