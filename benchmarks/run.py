@@ -28,7 +28,8 @@ minutes; fewer and shorter at small scales) and ``fhir`` (FHIR R4 export rate of
 clinic of scale / 10 patients with 10 assessments each, from memory and from a device
 store, and R4B validation rate) and ``dashboard`` (the staff dashboard in chromium: first
 render of a wound page with 50 assessments, the 3D view of a 500,000-point scan
-interactive, page weight). See ``benchmarks/README.md``.
+interactive, page weight) and ``reports`` (a clinic's monthly report with 10,000 wounds
+and 100,000 assessments on PostgreSQL, and its PDF). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from benchmarks import (
     _bench_models,
     _bench_payments,
     _bench_phantoms,
+    _bench_reports,
     _bench_storage,
     _bench_sync,
     _bench_write,
@@ -88,6 +90,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "load": _bench_load.run,
     "fhir": _bench_fhir.run,
     "dashboard": _bench_dashboard.run,
+    "reports": _bench_reports.run,
 }
 
 DEFAULT_SCALE = 10_000

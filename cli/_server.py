@@ -656,3 +656,78 @@ def export(
     where = "stdout" if out is None else str(out)
     summary = f"exported {done.rows} {kind} of clinic {done.clinic_id} as {fmt} to {where}"
     emit(as_json, done, lambda _: click.echo(summary, err=out is None))
+
+
+@server.command("report")
+@_database_options
+@click.option("--clinic", required=True, help="The clinic's id (or its name, if unique).")
+@click.option("--month", required=True, metavar="YYYY-MM", help="The calendar month (UTC).")
+@click.option(
+    "--pdf",
+    "pdf_file",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Also write the report as a PDF to this file.",
+)
+@click.option(
+    "--parquet",
+    "parquet_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Also export the clinic's tables as Parquet files into this folder.",
+)
+@click.option(
+    "--identified",
+    is_flag=True,
+    help="Put patients' names (and birth dates, free text) in the Parquet export.",
+)
+@json_option
+def report(
+    data_dir: Path | None,
+    database_url: str | None,
+    clinic: str,
+    month: str,
+    pdf_file: Path | None,
+    parquet_dir: Path | None,
+    identified: bool,
+    as_json: bool,
+) -> None:
+    """A clinic's monthly report (docs/reports.md): its figures on stdout, with
+    --pdf as a PDF, with --parquet its tables for analysts (no names of patients
+    unless --identified; MRNs never; audited with the system as the actor)."""
+    if identified and parquet_dir is None:
+        raise CliError("--identified applies to --parquet only", EXIT_USAGE)
+    with _reported():
+        from sync_server import monthly_report
+
+        settings = _settings(data_dir=data_dir, database_url=database_url)
+        made = monthly_report(
+            settings, clinic=clinic, month=month, pdf=pdf_file, parquet=parquet_dir,
+            identified=identified,
+        )  # fmt: skip
+
+    def human(value: Any) -> None:
+        r = value.report
+        w, h, a, v = r.wounds, r.healing, r.appointments, r.visits
+        share = "n/a" if h.share_on_track is None else f"{100 * h.share_on_track:.1f} %"
+        median = "n/a" if w.median_days_to_heal is None else f"{w.median_days_to_heal:.1f}"
+        lines = [
+            f"{r.clinic_name} ({r.clinic_id}), {month}",
+            f"wounds seen {w.seen}, healed {w.healed}, median days to heal {median}",
+            f"on track at {h.weeks} weeks: {h.on_track}/{h.known} ({share}); "
+            f"not on track: {len(h.not_on_track)}",
+            f"appointments {a.total}, no-shows {a.no_shows}, late cancellations "
+            f"{a.late_cancellations}; visits completed {v.completed}",
+        ]
+        lines += [
+            f"{m.currency}: revenue {m.revenue}, refunds {m.refunds}, "
+            f"outstanding {m.outstanding} (minor units)"
+            for m in r.money
+        ]
+        if value.pdf is not None:
+            lines.append(f"PDF: {value.pdf}")
+        if value.parquet is not None:
+            rows = sum(value.parquet.rows.values())
+            lines.append(f"Parquet: {value.parquet.folder} ({rows} rows)")
+        for line in lines:
+            click.echo(line)
+
+    emit(as_json, made, human)

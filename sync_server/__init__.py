@@ -93,6 +93,7 @@ if _TYPE_CHECKING:
         signing_keys,
         verify_audit_log,
     )
+    from sync_server.reports.monthly import MonthlyReport, monthly_report
     from sync_server.serving import Serving, serve
     from sync_server.settings import Settings, settings_from
     from sync_server.sync.listing import AssessmentFilters
@@ -117,6 +118,7 @@ _EXPORTS = {
     "IssuedRefund": "sync_server.operator",
     "ManagedAccount": "sync_server.operator",
     "Migration": "sync_server.migrating",
+    "MonthlyReport": "sync_server.reports.monthly",
     "SchemaStatus": "sync_server.migrating",
     "NotFound": "sync_server.errors",
     "PayloadTooLarge": "sync_server.errors",
@@ -146,6 +148,7 @@ _EXPORTS = {
     "manage_account": "sync_server.operator",
     "migrate": "sync_server.migrating",
     "migration_script": "sync_server.migrating",
+    "monthly_report": "sync_server.reports.monthly",
     "check_schema": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
@@ -191,6 +194,7 @@ __all__ = [
     "IssuedRefund",
     "ManagedAccount",
     "Migration",
+    "MonthlyReport",
     "NotFound",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
@@ -221,6 +225,7 @@ __all__ = [
     "manage_account",
     "migrate",
     "migration_script",
+    "monthly_report",
     "record_event",
     "refund_payment",
     "rotate_signing_key",

@@ -78,6 +78,7 @@ from sync_server.payments.deciders import register as register_payments
 from sync_server.payments.desk import make_payments
 from sync_server.payments.idempotency import prune_keys
 from sync_server.payments.invoices import publish_stale
+from sync_server.reports import routes as report_routes
 from sync_server.settings import Settings
 from sync_server.statuses import STATUS_CODES, status_code_of
 from sync_server.sync import routes as sync_routes
@@ -244,6 +245,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         calendar_routes,
         commerce_routes,
         payment_routes,
+        report_routes,
         audit_device_routes,
         edge_routes,
         fhir_routes,

@@ -121,6 +121,7 @@ DASHBOARD = {
     "dashboard.wound.bytes",
     "dashboard.scan.bytes",
 }
+REPORTS = {"reports.clinic_report_ms", "reports.with_pdf_ms"}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -296,6 +297,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | LOAD
         | FHIR
         | DASHBOARD
+        | REPORTS
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -423,6 +425,20 @@ def test_the_commerce_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -
         assert p50 <= results["commerce.push_to_decision_p99_ms"]["value"]
         assert results["commerce.decisions_per_s"]["target"] == 1_000
         assert 0 < results["commerce.decisions_per_s"]["accepted"][0] <= 200
+
+
+def test_the_reports_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -> None:
+    document, table = _run(tmp_path, "--only", "reports", "--scale", "40", "--repeat", "2",
+                           "--no-pin")  # fmt: skip
+    results = {r["name"]: r for r in document["results"]}
+    missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
+    assert set(results) | set(missing) == REPORTS and not set(results) & set(missing)
+    assert not (missing and REQUIRE_POSTGRES), missing
+    assert all("PostgreSQL" in reason for reason in missing.values())
+    for name, r in results.items():
+        assert r["value"] > 0 and len(r["samples"]) == 2, name
+        assert r["wounds"] == 100 and r["assessments"] == 1_000, name
+        assert r["database"].startswith("PostgreSQL") and name in table
 
 
 def machine_cpus(document: dict[str, Any]) -> int:

@@ -47,6 +47,7 @@ SERVER_DOMAINS = {
     "notifications",
     "ops",
     "payments",
+    "reports",
     "sync",
 }
 """`sync_server`'s domain packages. A new domain (bookings, payments, ...) is listed here."""

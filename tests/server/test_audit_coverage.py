@@ -138,6 +138,9 @@ ROUTES: dict[Route, Writes | str] = {
     ("GET", "/v1/staff/assessments"): Writes(("read",)),
     ("GET", "/v1/staff/notes"): Writes(("read",)),
     ("GET", "/v1/staff/totals"): "counts of a clinic's records, no record's contents",
+    # A read of the wounds it lists as not on track, when it lists any.
+    ("GET", "/v1/reports/clinics/{clinic_id}"): Writes((), may=("read",)),
+    ("GET", "/v1/reports/clinics/{clinic_id}/report.pdf"): Writes((), may=("read",)),
     # Once as it starts, once at its end (that one names the patients exported).
     ("GET", "/v1/staff/export/{kind}"): Writes(("export", "export")),
     ("GET", "/fhir/R4/metadata"): "the FHIR CapabilityStatement: what the server serves, no data",
@@ -453,6 +456,10 @@ class Tour:
         ok(staff.get("/v1/staff/assessments", params={"clinic_id": clinic}))
         ok(staff.get("/v1/staff/notes", params={"clinic_id": clinic}))
         ok(staff.get("/v1/staff/totals", params={"clinic_id": clinic}))
+        month = {"month": datetime.now(UTC).strftime("%Y-%m")}
+        ok(staff.get(f"/v1/reports/clinics/{clinic}", params=month))
+        report_pdf = staff.get(f"/v1/reports/clinics/{clinic}/report.pdf", params=month)
+        assert report_pdf.status_code == 200 and report_pdf.content.startswith(b"%PDF")
         exported = staff.get("/v1/staff/export/assessments", params={"clinic_id": clinic})
         assert exported.status_code == 200 and len(exported.text.splitlines()) == 2, exported.text
         ok(staff.get("/fhir/R4/metadata"))
