@@ -124,7 +124,9 @@ def notify(
     recipients = list(recipients)
     # Recipient preferences (`sync_server.notifications.schedule`): a channel turned
     # off gets no delivery, quiet hours and digests move when it is due.
-    preferences = preferences_for(session, clinic_id, sorted({r.address for r in recipients}))
+    preferences = preferences_for(
+        session=session, clinic_id=clinic_id, recipients=sorted({r.address for r in recipients})
+    )
     for recipient in recipients:
         for channel in recipient.channels:
             if (channel, recipient.address) in seen:

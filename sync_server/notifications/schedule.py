@@ -103,7 +103,7 @@ def scheduled(
 
 
 def preferences_for(
-    session: Session, clinic_id: str, recipients: list[str]
+    *, session: Session, clinic_id: str, recipients: list[str]
 ) -> dict[str, NotificationPreference]:
     """The stored preferences of `recipients` at `clinic_id`, by address."""
     if not recipients:

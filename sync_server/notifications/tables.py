@@ -87,9 +87,11 @@ class NotificationDelivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Digests (0015): the recipient's digest mode when the delivery was made (None:
-    # sent alone), and the digest it was grouped into (set once, never changed).
+    # sent alone), and the digest it was grouped into (set once, never changed; no
+    # foreign key: 0015 adds the column by a plain ADD COLUMN, and it is only set in
+    # the transaction that inserts its `NotificationDigest`).
     digest: Mapped[str | None] = mapped_column(String(10))
-    digest_id: Mapped[str | None] = mapped_column(ForeignKey("notification_digests.id"), index=True)
+    digest_id: Mapped[str | None] = mapped_column(Id, index=True)
 
 
 class InAppNotice(Base):

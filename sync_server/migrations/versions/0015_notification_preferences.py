@@ -76,23 +76,27 @@ def upgrade() -> None:
     op.create_index(
         "ix_notification_digests_clinic_id", "notification_digests", ["clinic_id"], unique=False
     )
-    with op.batch_alter_table("notification_deliveries", schema=None) as batch:
-        batch.add_column(sa.Column("digest", sa.String(length=10), nullable=True))
-        batch.add_column(sa.Column("digest_id", sa.String(length=64), nullable=True))
-        batch.create_foreign_key(
-            "fk_notification_deliveries_digest_id",
-            "notification_digests",
-            ["digest_id"],
-            ["id"],
-        )
-        batch.create_index("ix_notification_deliveries_digest_id", ["digest_id"], unique=False)
+    # Plain ADD COLUMN (no batch step, so `migrate --sql` still writes SQLite's
+    # script): no foreign key on digest_id; it is only ever set in the transaction
+    # that inserts its digest.
+    op.add_column(
+        "notification_deliveries", sa.Column("digest", sa.String(length=10), nullable=True)
+    )
+    op.add_column(
+        "notification_deliveries", sa.Column("digest_id", sa.String(length=64), nullable=True)
+    )
+    op.create_index(
+        "ix_notification_deliveries_digest_id",
+        "notification_deliveries",
+        ["digest_id"],
+        unique=False,
+    )
     declare_compatibility(revision, oldest="0010_edge_boxes")  # expand only
 
 
 def downgrade() -> None:
+    op.drop_index("ix_notification_deliveries_digest_id", table_name="notification_deliveries")
     with op.batch_alter_table("notification_deliveries", schema=None) as batch:
-        batch.drop_index("ix_notification_deliveries_digest_id")
-        batch.drop_constraint("fk_notification_deliveries_digest_id", type_="foreignkey")
         batch.drop_column("digest_id")
         batch.drop_column("digest")
     op.drop_index("ix_notification_digests_clinic_id", table_name="notification_digests")
