@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
+from sqlalchemy.orm import Session
 
 from sync_server.db import Database, new_id, rowcount, utcnow
 from sync_server.notifications.channels import Channel, DeliveryFailed, Message
@@ -167,7 +168,7 @@ def _reclaim(
     for digest_id in found:
         try:
             with db.write() as session:
-                size = session.get_one(NotificationDigest, digest_id).size
+                size = _lock(session, digest_id)
                 # Every member not sent and not leased by a live worker: all of them
                 # or the claim is undone.
                 live = and_(D.state == "sending", D.lease_until >= now)
@@ -190,6 +191,16 @@ def _reclaim(
             continue
         claimed.append(digest_id)
     return claimed
+
+
+def _lock(session: Session, digest_id: str) -> int:
+    """Lock a digest's row (claims and marks of one group take turns: no two UPDATEs
+    of its members wait on each other's rows); its size."""
+    size = session.scalar(
+        select(NotificationDigest.size).where(NotificationDigest.id == digest_id).with_for_update()
+    )
+    assert size is not None
+    return size
 
 
 def _held(digest_id: str, owner: str) -> ColumnElement[bool]:
@@ -250,6 +261,7 @@ def deliver_digests(
         except DeliveryFailed as failed:
             final = not failed.retryable or attempts >= max_attempts
             with db.write() as session:
+                _lock(session, digest_id)
                 session.execute(
                     update(D)
                     .where(_held(digest_id, owner))
@@ -270,6 +282,7 @@ def deliver_digests(
             continue
         try:
             with db.write() as session:
+                _lock(session, digest_id)
                 done = session.execute(
                     update(D)
                     .where(_held(digest_id, owner))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import random
 import re
+import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -279,6 +280,49 @@ def test_a_killed_digest_worker_is_retried_as_the_same_group_with_the_same_key(
         assert sorted(sizes) == [1, 3]
 
 
+def test_racing_workers_group_each_event_into_one_digest(server: Any) -> None:
+    clinic = server.new_clinic()
+    patients = [f"patient:{uuid.uuid4()}" for _ in range(5)]
+    for patient in patients:
+        _prefer(server, clinic, patient, digest="hourly", time_zone="America/New_York")
+    at = _utc(2026, 11, 1, 5, 20)  # 01:20 EDT, the hour New York's clocks fall back
+    for _ in range(6):
+        _event(server, clinic, [Recipient(p, ("push", "sms")) for p in patients], at=at)
+    push, sms = SandboxPush(), SandboxSms()
+    start = threading.Barrier(4)
+    runs: list[Any] = []
+
+    def worker(owner: str) -> None:
+        start.wait()
+        runs.append(
+            deliver_due(
+                server.db,
+                {"push": push, "sms": sms},
+                owner=owner,
+                now=at + timedelta(hours=1),
+                batch=3,
+                clinic_ids=[clinic],
+            )
+        )
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Batches of 3 groups per worker: what the racers left, one more run sends.
+    deliver_due(
+        server.db, {"push": push, "sms": sms}, owner="w", now=at + timedelta(hours=1),
+        clinic_ids=[clinic],
+    )  # fmt: skip
+    assert len(runs) == 4
+    for box in (push, sms):
+        assert sorted(m.recipient for m in box.sent()) == sorted(patients)
+        assert [_count(m.body) for m in box.sent()] == [6] * 5
+        assert box.requests == 5  # no group was even attempted twice
+    assert {d.state for d in _deliveries(server, clinic)} == {"sent"}
+
+
 # ---------------------------------------------------------------- seeded run
 @pytest.mark.parametrize("seed", [7, 1234])
 def test_seeded_events_crashes_and_windows_deliver_every_event_once(server: Any, seed: int) -> None:
@@ -291,7 +335,7 @@ def test_seeded_events_crashes_and_windows_deliver_every_event_once(server: Any,
     retry = Retry(max_attempts=1000, backoff_seconds=30, backoff_max_seconds=600, lease_seconds=90)
     clock = _utc(2026, 3, 28, 18)  # over the night of a DST change in Europe
     events: dict[str, set[str]] = {}  # event id -> addresses told (push and sms)
-    for _ in range(60):
+    for _ in range(120):
         if rng.random() < 0.15:
             digest = rng.choice(["none", "hourly", "daily"])
             start = rng.randrange(1440) if rng.random() < 0.5 else None
