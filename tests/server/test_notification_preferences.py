@@ -288,6 +288,8 @@ def test_racing_workers_group_each_event_into_one_digest(server: Any) -> None:
     at = _utc(2026, 11, 1, 5, 20)  # 01:20 EDT, the hour New York's clocks fall back
     for _ in range(6):
         _event(server, clinic, [Recipient(p, ("push", "sms")) for p in patients], at=at)
+    # The window closes one elapsed hour after 01:00 EDT: 06:00 UTC (01:00 EST).
+    assert {d.next_attempt_at for d in _deliveries(server, clinic)} == {_utc(2026, 11, 1, 6)}
     push, sms = SandboxPush(), SandboxSms()
     start = threading.Barrier(4)
     runs: list[Any] = []
