@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from sync_server.db import insert_unless_taken, new_id, utcnow
 from sync_server.errors import Invalid
+from sync_server.notifications.schedule import preferences_for, scheduled
 from sync_server.notifications.tables import NotificationDelivery, NotificationEvent
 
 __all__ = [
@@ -99,7 +100,9 @@ def notify(
     caller commits or rolls back with its own change).
 
     Returns the new event's id, or None when `dedupe_key` was already recorded
-    (nothing is added then). Deliveries are due at `not_before` (default now).
+    (nothing is added then). Deliveries are due at `not_before` (default now), or
+    later under the recipient's quiet hours and digest; a channel the recipient
+    turned off gets none (in-app is never off).
 
     Raises:
         Invalid: a `dedupe_key` longer than 200 characters.
@@ -123,11 +126,20 @@ def notify(
     if not insert_unless_taken(session, event):
         return None
     seen: set[tuple[str, str]] = set()
+    recipients = list(recipients)
+    # Recipient preferences (`sync_server.notifications.schedule`): a channel turned
+    # off gets no delivery, quiet hours and digests move when it is due.
+    preferences = preferences_for(
+        session=session, clinic_id=clinic_id, recipients=sorted({r.address for r in recipients})
+    )
     for recipient in recipients:
         for channel in recipient.channels:
             if (channel, recipient.address) in seen:
                 continue
             seen.add((channel, recipient.address))
+            plan = scheduled(preferences.get(recipient.address), channel, not_before or at)
+            if plan is None:
+                continue
             session.add(
                 NotificationDelivery(
                     id=new_id(),
@@ -137,8 +149,9 @@ def notify(
                     recipient=recipient.address,
                     state="pending",
                     attempts=0,
-                    next_attempt_at=not_before or at,
+                    next_attempt_at=plan[0],
                     created_at=at,
+                    digest=plan[1],
                 )
             )
     session.flush()

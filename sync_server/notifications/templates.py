@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from sync_server.notifications.events import CHANNELS, NoticeKind
 
-__all__ = ["Rendered", "render"]
+__all__ = ["Rendered", "render", "render_digest"]
 
 _PATIENT_ATTENTION = "You have a new message from your clinic. Open the Coherency app to read it."
 _STAFF_ATTENTION = "Something at your clinic needs review. Open Coherency to read it."
@@ -75,3 +75,26 @@ def render(kind: NoticeKind, channel: str, *, reference: str) -> Rendered:
         )
         return Rendered(f"Coherency: {title.lower()}", body)
     return Rendered(title, title)
+
+
+def render_digest(count: int, channel: str, *, staff: bool, reference: str) -> Rendered:
+    """The text of a digest of `count` updates through `channel` (email, SMS or push):
+    the count and fixed words only, never a kind's title or a record's value;
+    `reference` (the digest's id) names it in an email.
+
+    Raises:
+        ValueError: an unknown channel, in-app (never digested), or a count below 1.
+    """
+    if channel not in CHANNELS or channel == "in_app":
+        raise ValueError(f"no digest through {channel!r}")
+    if count < 1:
+        raise ValueError("a digest holds at least one update")
+    updates = "1 update" if count == 1 else f"{count} updates"
+    where = "the staff pages of Coherency" if staff else "the Coherency app"
+    line = f"You have {updates} from your clinic. Open {where} to read them."
+    if channel == "email":
+        body = (
+            f"{line}\n\nFor your privacy this email holds no details.\n\nReference: {reference}\n"
+        )
+        return Rendered(f"Coherency: {updates}", body)
+    return Rendered("Coherency", line)

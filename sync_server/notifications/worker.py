@@ -10,6 +10,9 @@ where this worker still holds the lease. A failure counts an attempt and moves
 
 A worker killed mid-send leaves its lease: once it expires another worker claims the
 delivery and sends it with the same idempotency key, so the provider keeps one message.
+
+Deliveries made under a recipient's digest mode are not claimed here one by one:
+`deliver_due` hands them to `sync_server.notifications.digests` after the others.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from sync_server.db import Database, rowcount, utcnow
 from sync_server.notifications.channels import Channel, DeliveryFailed, Message
+from sync_server.notifications.digests import deliver_digests
 from sync_server.notifications.events import NoticeKind
 from sync_server.notifications.tables import NotificationDelivery, NotificationEvent
 from sync_server.notifications.templates import render
@@ -63,6 +67,7 @@ class DeliveryRun:
     retrying: int
     dead: int
     lost: int  # sent, but another worker held the lease by then (it sends the same key)
+    digests: int = 0  # digest messages sent (their deliveries count above)
 
 
 def backoff(attempts: int, retry: Retry) -> timedelta:
@@ -93,6 +98,7 @@ def _claim(
         query = (
             select(NotificationDelivery.id)
             .where(_due(now), NotificationDelivery.channel.in_(list(channels)))
+            .where(NotificationDelivery.digest.is_(None))  # digests: `digests.py`
             .order_by(NotificationDelivery.next_attempt_at, NotificationDelivery.id)
             .limit(batch)
         )
@@ -212,4 +218,22 @@ def deliver_due(
             sent += 1
         else:
             lost += 1
-    return DeliveryRun(len(claimed), sent, retrying, dead, lost)
+    grouped = deliver_digests(
+        db,
+        channels,
+        owner=owner,
+        now=at,
+        batch=batch,
+        lease=timedelta(seconds=rules.lease_seconds),
+        max_attempts=rules.max_attempts,
+        delay=lambda attempts: backoff(attempts, rules),
+        clinic_ids=clinic_ids,
+    )
+    return DeliveryRun(
+        len(claimed) + grouped.claimed,
+        sent + grouped.sent,
+        retrying + grouped.retrying,
+        dead + grouped.dead,
+        lost + grouped.lost,
+        grouped.messages,
+    )

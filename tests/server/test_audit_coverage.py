@@ -202,6 +202,8 @@ ROUTES: dict[Route, Writes | str] = {
     ("POST", "/v1/payments/webhooks"): Writes((), may=("payment",)),  # once per change
     ("GET", "/v1/notifications/deliveries"): Writes(("read",)),
     ("POST", "/v1/notifications/deliveries/{delivery_id}/retry"): Writes(("notification-retry",)),
+    ("GET", "/v1/notifications/preferences"): Writes(("read",)),
+    ("PUT", "/v1/notifications/preferences"): Writes(("notification-preferences-set",)),
 }
 
 PATIENT_EVENTS = {
@@ -719,6 +721,9 @@ class Tour:
         assert run.dead >= 1, run
         dead = ok(self.staff.get("/v1/notifications/deliveries", params={"clinic_id": clinic_id}))
         ok(self.staff.post(f"/v1/notifications/deliveries/{dead[0]['id']}/retry"))
+        recipient = {"clinic_id": clinic_id, "recipient": dead[0]["recipient"]}
+        ok(self.staff.put("/v1/notifications/preferences", json={**recipient, "sms": False}))
+        ok(self.staff.get("/v1/notifications/preferences", params=recipient))
 
     def webhook(self, payment: dict[str, Any]) -> None:
         payments = self.server.app.state.payments
