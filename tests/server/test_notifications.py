@@ -344,7 +344,12 @@ def test_no_phi_leaves_the_app_by_email_sms_or_push(server: Any, smtp: tuple[int
         }
     )
     sms, push = SandboxSms(), SandboxPush()
-    channels = {"email": SmtpEmail(settings), "sms": sms, "push": push, "in_app": InApp(server.db)}
+    channels = {
+        "email": SmtpEmail(settings),
+        "sms": sms,
+        "push": push,
+        "in_app": InApp(server.db, server.signer),
+    }
     detail = {"patient": PHI, "note": f"{PHI['given']} {PHI['family']} {PHI['site']}"}
     events = {}
     for kind in NoticeKind:
