@@ -28,7 +28,8 @@ minutes; fewer and shorter at small scales) and ``fhir`` (FHIR R4 export rate of
 clinic of scale / 10 patients with 10 assessments each, from memory and from a device
 store, and R4B validation rate) and ``dashboard`` (the staff dashboard in chromium: first
 render of a wound page with 50 assessments, the 3D view of a 500,000-point scan
-interactive, page weight). See ``benchmarks/README.md``.
+interactive, page weight) and ``notifications`` (notify committed to the in-app notice
+on a long-polling device: p50 and p99, server on SQLite). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from benchmarks import (
     _bench_load,
     _bench_merge,
     _bench_models,
+    _bench_notifications,
     _bench_payments,
     _bench_phantoms,
     _bench_storage,
@@ -88,6 +90,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "load": _bench_load.run,
     "fhir": _bench_fhir.run,
     "dashboard": _bench_dashboard.run,
+    "notifications": _bench_notifications.run,
 }
 
 DEFAULT_SCALE = 10_000

@@ -121,6 +121,10 @@ DASHBOARD = {
     "dashboard.wound.bytes",
     "dashboard.scan.bytes",
 }
+NOTIFICATIONS = {
+    "notifications.inapp.p50_ms",
+    "notifications.inapp.p99_ms",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -296,6 +300,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | LOAD
         | FHIR
         | DASHBOARD
+        | NOTIFICATIONS
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
