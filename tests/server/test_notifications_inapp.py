@@ -5,6 +5,9 @@ on the device, and a resent delivery (a worker killed after sending) is one noti
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -40,6 +43,8 @@ from sync_server.notifications.tables import InAppNotice, NotificationDelivery
 from sync_server.notifications.worker import Retry
 from sync_server.sync.tables import Document
 
+from .bookings_world import build_world, local
+
 FAST = RetryPolicy(attempts=6, base_seconds=0.01, cap_seconds=0.05, timeout_seconds=30)
 PASSPHRASE = "pass phrase"
 
@@ -48,18 +53,27 @@ def _provider() -> PassphraseKeyProvider:
     return PassphraseKeyProvider(PASSPHRASE, params=Argon2Params.fast())
 
 
-@pytest.fixture
-def device(tmp_path: Path, server: Any) -> Iterator[tuple[EdgeClient, str, Path]]:
-    """An enrolled device of a new clinic, its clinic and its store's folder."""
-    clinic = server.new_clinic()
+def _enrolled(server: Any, clinic: str, path: Path) -> EdgeClient:
     with server.db.write() as session:
         token, _ = create_enrolment_token(
             session=session, clinic_id=clinic, ttl=timedelta(minutes=10)
         )
-    path = tmp_path / "device"
     client = EdgeClient.init(path, _provider(), clinic_id=clinic)
     try:
         client.enroll(server.url, token, name="ward tablet")
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+@pytest.fixture
+def device(tmp_path: Path, server: Any) -> Iterator[tuple[EdgeClient, str, Path]]:
+    """An enrolled device of a new clinic, its clinic and its store's folder."""
+    clinic = server.new_clinic()
+    path = tmp_path / "device"
+    client = _enrolled(server, clinic, path)
+    try:
         yield client, clinic, path
     finally:
         client.close()
@@ -219,3 +233,59 @@ def test_an_in_app_delivery_to_an_address_is_dead(server: Any) -> None:
             )
             == 0
         )
+
+
+def test_a_booking_decision_reaches_the_patients_device_as_a_notice(
+    server: Any, tmp_path: Path
+) -> None:
+    world = build_world(server)
+    client = _enrolled(server, world.clinic_id, tmp_path / "device")
+    try:
+        patient = client.patients.add(
+            given_name="Ada", family_name="Okafor", birth_date=date(1980, 5, 6)
+        ).id
+        asked = client.bookings.request_appointment(
+            patient, world.review, local(world.monday, 9), provider_id=world.doctors[0]
+        )
+        client.sync(retry=FAST)  # the server decides in the push
+        status = client.intent_status(asked.intent.id)
+        assert status.decision is not None and status.decision.outcome is not None
+        booking_id = status.decision.outcome["booking_id"]
+        channels = {"in_app": InApp(server.db, server.server_signer()), "push": SandboxPush()}
+        run = deliver_due(server.db, channels, owner="w", clinic_ids=[world.clinic_id])
+        assert (run.sent, run.dead) == (2, 0)
+        client.sync(retry=FAST)
+        [entry] = client.notices.inbox(f"patient:{patient}")
+        assert entry.notice.kind == "booking.decided" and not entry.seen
+        assert entry.notice.detail["status"] == "accepted"
+        assert entry.notice.detail["intent_id"] == asked.intent.id
+        outcome = entry.notice.detail["outcome"]  # nested: kept as its JSON text
+        assert isinstance(outcome, str) and json.loads(outcome)["booking_id"] == booking_id
+    finally:
+        client.close()
+        world.close()
+
+
+def test_a_long_polling_device_is_woken_by_the_notice(
+    server: Any, device: tuple[EdgeClient, str, Path]
+) -> None:
+    client, clinic, _ = device
+    client.sync(retry=FAST)
+    result: list[tuple[float, list[str]]] = []
+
+    def long_poll() -> None:
+        start = time.monotonic()
+        pulled = client.sync(wait=8, retry=FAST).pulled
+        result.append((time.monotonic() - start, pulled))
+
+    poller = threading.Thread(target=long_poll)
+    poller.start()
+    time.sleep(0.5)  # the pull is waiting
+    _notify(server, clinic, [Recipient("patient:p-9", ("in_app",))], n=9)
+    # The app's own channels: its in-app channel wakes the app's feed.
+    channels = {"in_app": server.app.state.notification_channels["in_app"]}
+    assert deliver_due(server.db, channels, owner="w", clinic_ids=[clinic]).sent == 1
+    poller.join(timeout=15)
+    [(seconds, pulled)] = result
+    assert [doc_id for doc_id in pulled if doc_id.startswith("notice:")]
+    assert seconds < 5, f"the long poll was not woken ({seconds:.1f} s)"
