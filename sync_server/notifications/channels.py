@@ -16,6 +16,7 @@ Exceptions::
 from __future__ import annotations
 
 import json
+import math
 import smtplib
 import threading
 from collections.abc import Mapping
@@ -285,15 +286,17 @@ class InApp:
 
 def notice_detail(detail: Mapping[str, Any]) -> dict[str, str | int | float | bool | None]:
     """An event's detail as a `crdt.Notice` holds it: at most 40 keys (sorted, of at
-    most 60 characters), strings, numbers, booleans and None kept (strings cut to 500
-    characters), anything else (a list, a mapping) as its JSON text."""
+    most 60 characters), numbers, booleans and None kept, a list or mapping as its JSON
+    text, anything else as its string (strings cut to 500 characters)."""
     flat: dict[str, str | int | float | bool | None] = {}
     for key in sorted(str(k) for k in detail)[:40]:
         value = detail[key]
-        if value is None or isinstance(value, bool | int | float):
+        if value is None or isinstance(value, bool | int):
             flat[key[:60]] = value
-        elif isinstance(value, str):
-            flat[key[:60]] = value[:500]
-        else:
+        elif isinstance(value, float):  # NaN and infinities are not JSON: as text
+            flat[key[:60]] = value if math.isfinite(value) else str(value)
+        elif isinstance(value, Mapping | list | tuple):
             flat[key[:60]] = json.dumps(value, sort_keys=True, default=str)[:500]
+        else:  # a string, or a value that reads as one (a date, a UUID, a Decimal)
+            flat[key[:60]] = str(value)[:500]
     return flat

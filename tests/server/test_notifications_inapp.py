@@ -37,7 +37,7 @@ from sync_server.notifications import (
     deliver_due,
     notify,
 )
-from sync_server.notifications.channels import InApp
+from sync_server.notifications.channels import InApp, notice_detail
 from sync_server.notifications.events import NoticeKind, patient_recipients, staff_recipients
 from sync_server.notifications.tables import InAppNotice, NotificationDelivery
 from sync_server.notifications.worker import Retry
@@ -289,3 +289,33 @@ def test_a_long_polling_device_is_woken_by_the_notice(
     [(seconds, pulled)] = result
     assert [doc_id for doc_id in pulled if doc_id.startswith("notice:")]
     assert seconds < 5, f"the long poll was not woken ({seconds:.1f} s)"
+
+
+def test_any_event_detail_fits_a_notice() -> None:
+    hostile: dict[str, Any] = {f"key-{i:03d}-" + "k" * 80: "v" * 5000 for i in range(100)}
+    hostile |= {"nested": {"a": [1, {"b": None}]}, "when": date(2026, 12, 7), "n": 3.5}
+    flat = notice_detail(hostile)
+    assert len(flat) == 40 and all(len(k) <= 60 for k in flat)
+    assert all(v is None or isinstance(v, int | float | bool) or len(v) <= 500
+               for v in flat.values())  # fmt: skip
+    small = notice_detail(
+        {"nested": {"a": [1]}, "when": date(2026, 12, 7), "n": 3.5, "ok": True, "x": float("nan")}
+    )
+    assert small == {
+        "nested": '{"a": [1]}', "when": "2026-12-07", "n": 3.5, "ok": True, "x": "nan"
+    }  # fmt: skip
+    Notice.validate_values(
+        {
+            "id": "notice:d-1",
+            "clinic_id": "c-1",
+            "created_at": "2026-12-07T09:00:00+00:00",
+            "created_by": "server",
+            "updated_at": "2026-12-07T09:00:00+00:00",
+            "updated_by": "server",
+            "recipient": "staff:c-1",
+            "kind": "booking.decided",
+            "title": "An update",
+            "detail": flat,
+            "event_id": "e-1",
+        }
+    )
