@@ -27,7 +27,9 @@ from edge_sdk import (
     RecordNotFoundError,
     RetryPolicy,
 )
+from sync_server import notify_event
 from sync_server.db import utcnow
+from sync_server.errors import Invalid
 from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.tables import Clinic
 from sync_server.notifications import (
@@ -319,3 +321,42 @@ def test_any_event_detail_fits_a_notice() -> None:
             "event_id": "e-1",
         }
     )
+
+
+def test_notify_event_records_an_event_of_its_own(server: Any) -> None:
+    clinic = server.new_clinic()
+    key = f"announce:{uuid.uuid4()}"
+    recipients = {f"staff:{clinic}": ("in_app", "email"), "patient:p-1": ("in_app",)}
+    event = notify_event(
+        server.settings,
+        clinic_id=clinic,
+        kind="order.shipped",
+        dedupe_key=key,
+        recipients=recipients,
+        detail={"order_id": "o-1"},
+    )
+    assert event is not None
+    again = notify_event(
+        server.settings, clinic_id=clinic, kind="order.shipped", dedupe_key=key,
+        recipients=recipients, detail={},
+    )  # fmt: skip
+    assert again is None
+    with server.db.read() as session:
+        assert sorted(session.execute(
+            select(NotificationDelivery.channel, NotificationDelivery.recipient).where(
+                NotificationDelivery.event_id == event
+            )
+        ).all()) == [
+            ("email", f"staff:{clinic}"), ("in_app", "patient:p-1"), ("in_app", f"staff:{clinic}")
+        ]  # fmt: skip
+    bad: list[tuple[str, dict[str, tuple[str, ...]]]] = [
+        ("no.such.kind", {"patient:p": ("in_app",)}),
+        ("order.shipped", {"": ("in_app",)}),
+        ("order.shipped", {"patient:p": ("fax",)}),
+    ]
+    for kind, to in bad:
+        with pytest.raises(Invalid):
+            notify_event(
+                server.settings, clinic_id=clinic, kind=kind, dedupe_key=f"x:{uuid.uuid4()}",
+                recipients=to, detail={},
+            )  # fmt: skip
