@@ -690,6 +690,9 @@ class _ServerProcess:
         env[_ENV_PREFIX + "DATA_DIR"] = str(self.settings.data_dir)
         env[_ENV_PREFIX + "LONG_POLL_MAX_SECONDS"] = str(self.settings.long_poll_max_seconds)
         env[_ENV_PREFIX + "LOG_LEVEL"] = self.settings.log_level
+        env[_ENV_PREFIX + "NOTIFICATION_INTERVAL_SECONDS"] = str(
+            self.settings.notification_interval_seconds
+        )
         if self.settings.database_url:
             env[_ENV_PREFIX + "DATABASE_URL"] = self.settings.database_url
         command = [

@@ -29,7 +29,9 @@ clinic of scale / 10 patients with 10 assessments each, from memory and from a d
 store, and R4B validation rate) and ``dashboard`` (the staff dashboard in chromium: first
 render of a wound page with 50 assessments, the 3D view of a 500,000-point scan
 interactive, page weight) and ``reports`` (a clinic's monthly report with 10,000 wounds
-and 100,000 assessments on PostgreSQL, and its PDF). See ``benchmarks/README.md``.
+and 100,000 assessments on PostgreSQL, and its PDF) and ``notifications`` (notify
+committed to the in-app notice on a long-polling device: p50 and p99, server on
+SQLite). See ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from benchmarks import (
     _bench_load,
     _bench_merge,
     _bench_models,
+    _bench_notifications,
     _bench_payments,
     _bench_phantoms,
     _bench_reports,
@@ -91,6 +94,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "fhir": _bench_fhir.run,
     "dashboard": _bench_dashboard.run,
     "reports": _bench_reports.run,
+    "notifications": _bench_notifications.run,
 }
 
 DEFAULT_SCALE = 10_000

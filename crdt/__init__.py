@@ -100,6 +100,7 @@ from crdt._schemas import (
     MedicationStatement,
     MedicationStatus,
     ModelOutput,
+    Notice,
     OrderCancel,
     OrderLine,
     OrderPlace,
@@ -122,6 +123,7 @@ from crdt._schemas import (
     format_money,
     invoice_record_id,
     new_record_id,
+    notice_id,
     schema_for,
 )
 from crdt._session import (
@@ -221,6 +223,7 @@ __all__ = [
     "MessageTooLargeError",
     "ModelOutput",
     "NoConflictError",
+    "Notice",
     "OrderCancel",
     "OrderLine",
     "OrderPlace",
@@ -278,6 +281,7 @@ __all__ = [
     "migration_steps",
     "new_record_id",
     "node_hash",
+    "notice_id",
     "record_schema_files",
     "record_schemas",
     "refusal_reason",

@@ -70,6 +70,7 @@ __all__ = [
     "MedicationStatement",
     "MedicationStatus",
     "ModelOutput",
+    "Notice",
     "OrderCancel",
     "OrderLine",
     "OrderPlace",
@@ -92,6 +93,7 @@ __all__ = [
     "format_money",
     "invoice_record_id",
     "new_record_id",
+    "notice_id",
     "schema_for",
 ]
 
@@ -950,6 +952,56 @@ class Invoice(Record):
     payments: tuple[PaymentView, ...] = ()
 
 
+NoticeValue = Annotated[str, Field(max_length=500)] | int | float | bool | None
+NoticeDetail = Annotated[
+    dict[Annotated[str, Field(max_length=60)], NoticeValue], Field(max_length=40)
+]
+
+
+class Notice(Record):
+    """An in-app notification for one recipient (a server-owned record, synced down
+    read-only): what happened (`kind`, e.g. ``booking.decided``), a short `title` and a
+    small `detail` (the event's ids and values; it may hold clinical values and never
+    leaves the app). `recipient` is ``patient:<id>`` or ``staff:<clinic id>``;
+    `patient_id` names the patient of a ``patient:`` recipient. `created_at` is when
+    the event was recorded; `event_id` is the server's notification event."""
+
+    collection: ClassVar[str] = "notices"
+    device_writable: ClassVar[bool] = False
+    json_fields: ClassVar[frozenset[str]] = frozenset({"detail"})
+    immutable_fields: ClassVar[frozenset[str]] = Record.immutable_fields | {
+        "recipient",
+        "patient_id",
+        "event_id",
+        "kind",
+    }
+
+    recipient: Annotated[str, Field(min_length=1, max_length=200)]
+    patient_id: Id | None = None
+    kind: Annotated[str, Field(min_length=1, max_length=60)]
+    title: ShortText
+    detail: Annotated[
+        dict[Annotated[str, Field(max_length=60)], NoticeValue], Field(max_length=40)
+    ] = Field(default_factory=dict)
+    event_id: Id
+
+    @model_validator(mode="after")
+    def _patient_matches_recipient(self) -> Notice:
+        prefix, _, rest = self.recipient.partition(":")
+        if prefix not in ("patient", "staff") or not rest:
+            raise ValueError("recipient is patient:<id> or staff:<clinic id>")
+        expected = rest if prefix == "patient" else None
+        if self.patient_id != expected:
+            raise ValueError("patient_id is the id of a patient: recipient, else None")
+        return self
+
+
+def notice_id(key: str) -> str:
+    """The id of the `Notice` the in-app channel writes for delivery `key` (its
+    idempotency key): a resend rewrites the same record."""
+    return f"notice:{key}"
+
+
 def directory_id(clinic_id: str) -> str:
     """The id of a clinic's `Directory` record (one per clinic)."""
     return f"directory:{clinic_id}"
@@ -992,6 +1044,7 @@ COLLECTIONS: Mapping[str, type[Record]] = {
         Availability,
         Catalogue,
         Invoice,
+        Notice,
     )
 }
 

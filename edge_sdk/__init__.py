@@ -133,6 +133,7 @@ from edge_sdk._models import (
     sign_manifest,
     verify_model,
 )
+from edge_sdk._notices import NoticeEntry, NoticesCollection
 from edge_sdk._notify import Deliver, Subscription
 from edge_sdk._orders import Orders
 from edge_sdk._payments import InvoicesCollection, Payments, balance_due, invoice_id_of
@@ -238,6 +239,8 @@ __all__ = [
     "NoConflictError",
     "NotEnrolledError",
     "NotesCollection",
+    "NoticeEntry",
+    "NoticesCollection",
     "Orders",
     "Page",
     "PassphraseKeyProvider",

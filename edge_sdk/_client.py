@@ -45,6 +45,7 @@ from crdt import (
     FieldConflict,
     Invoice,
     MedicationStatement,
+    Notice,
     Patient,
     SyncReport,
     SyncSession,
@@ -101,6 +102,7 @@ from edge_sdk._keys import (
 )
 from edge_sdk._model_sync import ModelSource, ModelUpdate, model_store, update_model
 from edge_sdk._models import ModelStore
+from edge_sdk._notices import NoticesCollection
 from edge_sdk._notify import Deliver, Subscription
 from edge_sdk._orders import Orders
 from edge_sdk._payments import InvoicesCollection, Payments
@@ -159,6 +161,9 @@ class EdgeClient:
         """Appointments and caregiver visits: ask for them, see what is free."""
         self.invoices = InvoicesCollection(replica, Invoice)
         """The patients' invoices (server-owned, read-only here)."""
+        self.notices = NoticesCollection(replica, Notice)
+        """In-app notifications the server wrote (read-only here; `inbox` lists a
+        recipient's newest first, `mark_seen` flags one seen on this device)."""
         self.orders = Orders(replica, self.intents, self.decisions)
         """Supplies: the clinic's catalogue, and orders for patients."""
         self.payments = Payments(self.invoices, self.intents)
@@ -562,7 +567,7 @@ class EdgeClient:
     def collection(self, name: str) -> Collection[Any]:
         """The collection called `name` (patients, wounds, assessments, notes,
         conditions, allergies, medications, care_plans, decisions, intents, directory,
-        availability, catalogue, invoices)."""
+        availability, catalogue, invoices, notices)."""
         collections: dict[str, Collection[Any]] = {
             "patients": self.patients,
             "wounds": self.wounds,
@@ -578,6 +583,7 @@ class EdgeClient:
             "availability": Collection(self.replica, Availability),
             "catalogue": Collection(self.replica, Catalogue),
             "invoices": self.invoices,
+            "notices": self.notices,
         }
         try:
             return collections[name]

@@ -60,7 +60,7 @@ __all__ = [
     "record_versions",
 ]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 RECORD_VERSIONS_META = "record_versions"
 """Store metadata: the record schema version of each collection the store's records
 were last upgraded to (JSON; absent: every collection at version 1)."""
@@ -137,9 +137,18 @@ PROJECTIONS: Mapping[str, dict[str, type]] = {
         "patient_id": str,
         "status": str,
     },
+    "notices": {  # server-owned: in-app notifications, newest first per recipient
+        "recipient": str,
+        "patient_id": str,
+        "kind": str,
+        "created_at": str,
+    },
 }
 # Timestamp columns that queries compare and sort: stored as `sortable_time` text.
-_TIME_COLUMNS: Mapping[str, tuple[str, ...]] = {"assessments": ("captured_at",)}
+_TIME_COLUMNS: Mapping[str, tuple[str, ...]] = {
+    "assessments": ("captured_at",),
+    "notices": ("created_at",),
+}
 _INDEXES: Mapping[str, list[list[str]]] = {
     "patients": [["family_name", "given_name"], ["mrn"]],
     "wounds": [["patient_id"]],
@@ -155,6 +164,7 @@ _INDEXES: Mapping[str, list[list[str]]] = {
     "availability": [["day"]],
     "catalogue": [],
     "invoices": [["patient_id"], ["number"]],
+    "notices": [["recipient", "created_at"], ["patient_id"]],
 }
 
 
@@ -437,6 +447,7 @@ class Store:
             _create_audit_tables(self)
             _create_verification_tables(self)
             _create_evolution_tables(self)
+            _create_notice_tables(self)
             db.table("meta").insert_all(
                 [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)},
@@ -506,6 +517,12 @@ class Store:
         and wound care plans get projections."""
         for collection in ("conditions", "allergies", "medications", "care_plans"):
             self._add_projection(collection)
+
+    def _migrate_to_8(self) -> None:
+        """Version 8: the server's in-app notices get a projection, and the device
+        keeps which of them were seen here."""
+        self._add_projection("notices")
+        _create_notice_tables(self)
 
     def _add_projection(self, collection: str) -> None:
         """Create a projection table an older store lacks, and project the documents
@@ -1309,6 +1326,15 @@ def record_versions() -> dict[str, int]:
     return {name: schema.schema_version for name, schema in COLLECTIONS.items()}
 
 
+def _create_notice_tables(store: Store) -> None:
+    # Device-local: which notices were seen on this device (never replicated: a notice
+    # is a server-owned record).
+    store.execute(
+        "CREATE TABLE IF NOT EXISTS notices_seen"
+        " (notice_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL)"
+    )
+
+
 def _create_decision_inbox(db: sqlite_utils.Database) -> None:
     db.table("decision_inbox").create({"id": str}, pk="id")
 
@@ -1320,6 +1346,7 @@ _MIGRATIONS: Mapping[int, Callable[[Store], None]] = {
     5: Store._migrate_to_5,
     6: Store._migrate_to_6,
     7: Store._migrate_to_7,
+    8: Store._migrate_to_8,
 }
 """The step that brings a store of the version before up to each version."""
 

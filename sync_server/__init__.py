@@ -22,7 +22,9 @@ server's database, from a typed event (`Actor`, `RecordsRead`; the rest in
 `rotate` do; `check_blob_storage` what `coherency server blobs check` does;
 `document_heads` says what the server holds for a clinic (to compare with a device's);
 `ThreadedServer` serves an app on loopback in a thread (demos, examples, an app's own
-tests). Every refusal is a `ServerError` (the tree is drawn in `sync_server.errors`).
+tests); `notify_event` records a notification event that is no domain change's (an
+announcement, a benchmark) for the workers to send. Every refusal is a `ServerError`
+(the tree is drawn in `sync_server.errors`).
 
 The package is laid out by domain: a small core (`app`, `settings`, `db`, `deps`,
 `errors`, ...) and one folder per domain (`identity`, `sync`, `intents`, `bookings`,
@@ -66,6 +68,7 @@ if _TYPE_CHECKING:
         migrate,
         migration_script,
     )
+    from sync_server.notifications.events import notify_event
     from sync_server.operator import (
         AccountAction,
         AuditProblem,
@@ -149,6 +152,7 @@ _EXPORTS = {
     "migrate": "sync_server.migrating",
     "migration_script": "sync_server.migrating",
     "monthly_report": "sync_server.reports.monthly",
+    "notify_event": "sync_server.notifications.events",
     "check_schema": "sync_server.migrating",
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
@@ -226,6 +230,7 @@ __all__ = [
     "migrate",
     "migration_script",
     "monthly_report",
+    "notify_event",
     "record_event",
     "refund_payment",
     "rotate_signing_key",

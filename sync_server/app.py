@@ -84,7 +84,7 @@ from sync_server.statuses import STATUS_CODES, status_code_of
 from sync_server.sync import routes as sync_routes
 from sync_server.sync import staff_routes
 from sync_server.sync.authorship import ServerSigner
-from sync_server.sync.feed import make_feed
+from sync_server.sync.feed import Feed, make_feed
 
 __all__ = ["STATUS_CODES", "create_app", "status_code_of"]
 
@@ -173,7 +173,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.feed = feed
     app.state.intents = IntentDesk()
     # The sandboxes stand in for SMS and push providers until real adapters exist.
-    app.state.notification_channels = notification_channels(settings, db)
+    app.state.notification_channels = notification_channels(
+        settings, db, signer=ServerSigner(artifact_key), feed=feed
+    )
     register_bookings(app.state.intents)
     register_commerce(app.state.intents, hold=timedelta(hours=settings.order_hold_hours))
     app.state.payments = make_payments(settings)
@@ -344,10 +346,13 @@ async def _audit_checkpoints(app: FastAPI) -> None:
             log.exception("signing an audit checkpoint failed")
 
 
-def notification_channels(settings: Settings, db: Database) -> dict[str, Channel]:
-    """The channels this instance sends notifications through, by name."""
+def notification_channels(
+    settings: Settings, db: Database, *, signer: ServerSigner, feed: Feed | None = None
+) -> dict[str, Channel]:
+    """The channels this instance sends notifications through, by name (in-app notices
+    are signed by `signer` and wake `feed`'s long polls)."""
     channels: list[Channel] = [
-        InApp(db),
+        InApp(db, signer, feed),
         SmtpEmail(settings),
         sms_channel(settings),
         push_channel(settings),

@@ -122,6 +122,10 @@ DASHBOARD = {
     "dashboard.scan.bytes",
 }
 REPORTS = {"reports.clinic_report_ms", "reports.with_pdf_ms"}
+NOTIFICATIONS = {
+    "notifications.inapp.p50_ms",
+    "notifications.inapp.p99_ms",
+}
 CAPTURE_GROUPS = {
     f"capture.{metric}.f{frames}.n{noise}.{stat}"
     for metric in ("area", "volume", "length", "width", "max_depth")
@@ -298,6 +302,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | FHIR
         | DASHBOARD
         | REPORTS
+        | NOTIFICATIONS
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the

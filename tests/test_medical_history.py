@@ -12,6 +12,7 @@ from automerge import core as am
 
 import crdt
 from edge_sdk import EdgeClient, MemoryHub
+from edge_sdk._store import SCHEMA_VERSION
 from tests.conftest import add_patient, connect
 
 
@@ -269,7 +270,7 @@ def test_a_version_6_store_opens_as_version_7_with_the_new_projections(tmp_store
     store.set_meta("schema_version", "6")
     client.close()
     with tmp_store.open("old") as reopened:
-        assert reopened.replica.store.get_meta("schema_version") == "7"
+        assert reopened.replica.store.get_meta("schema_version") == str(SCHEMA_VERSION)
         assert [c.id for c in reopened.conditions.for_patient(patient)] == [condition.id]
         assert [a.id for a in reopened.allergies.for_patient(patient)] == [allergy.id]
         assert [m.id for m in reopened.medications.list(status="active")] == [medication.id]

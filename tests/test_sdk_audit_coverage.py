@@ -42,6 +42,7 @@ from crdt import (
     IntentKind,
     Invoice,
     NoConflictError,
+    Notice,
     Record,
     RecordDocument,
     RecordValidationError,
@@ -50,6 +51,7 @@ from crdt import (
     decision_id,
     directory_id,
     invoice_record_id,
+    notice_id,
     run_in_memory,
 )
 from edge_sdk import (
@@ -208,6 +210,16 @@ def build_world(root: Path, hub: MemoryHub) -> dict[str, str]:
             ],
         )
         world.server_writes(
+            Notice,
+            notice_id("delivery-1"),
+            recipient=f"patient:{patient.id}",
+            patient_id=patient.id,
+            kind="booking.decided",
+            title="Your appointment is booked",
+            detail={"booking_id": BOOKING, "area": "91.25"},
+            event_id="event-1",
+        )
+        world.server_writes(
             Catalogue,
             catalogue_id(CLINIC),
             generated_at=WHEN,
@@ -264,6 +276,7 @@ def build_world(root: Path, hub: MemoryHub) -> dict[str, str]:
             "order": order.id,
             "decision": decision_id(appointment.id),
             "invoice": invoice_record_id(INVOICE),
+            "notice": notice_id("delivery-1"),
         }
     finally:
         client.close()
@@ -760,6 +773,13 @@ TABLE: dict[tuple[str, str], Entry] = {
         lambda w: lambda: w.client.decisions.for_order(ORDER), R("list", "decisions", "P")
     ),
     **server_owned_collection("invoices", "invoice"),
+    **server_owned_collection("notices", "notice"),
+    ("notices", "inbox"): audited(
+        lambda w: lambda: w.client.notices.inbox(f"patient:{w['P']}"), R("list", "notices", "P")
+    ),
+    ("notices", "mark_seen"): audited(
+        lambda w: lambda: w.client.notices.mark_seen(w["notice"]), R("read", "notices", "P")
+    ),
     # Intents are written once and never changed.
     ("intents", "add"): audited(
         lambda w: (
@@ -1028,6 +1048,7 @@ def test_the_table_names_the_whole_public_surface(tmp_path: Path) -> None:
         "intents",
         "decisions",
         "invoices",
+        "notices",
         "bookings",
         "orders",
         "payments",

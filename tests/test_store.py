@@ -342,6 +342,7 @@ def test_new_records_must_reference_records_held_here(tmp_store: Any) -> None:
         "availability": 0,
         "catalogue": 0,
         "invoices": 0,
+        "notices": 0,
     }
 
 

@@ -16,6 +16,7 @@ Exceptions::
 from __future__ import annotations
 
 import json
+import math
 import re
 import smtplib
 import threading
@@ -25,9 +26,15 @@ from email.message import EmailMessage
 from email.utils import formatdate
 from typing import Any, Protocol
 
+from sqlalchemy import select
+
+from crdt import Notice, notice_id
 from sync_server.db import Database, insert_unless_taken, utcnow
-from sync_server.notifications.tables import InAppNotice
+from sync_server.notifications.tables import InAppNotice, NotificationEvent
 from sync_server.settings import Settings
+from sync_server.sync.authorship import ServerSigner
+from sync_server.sync.documents import upserted_record, write_documents
+from sync_server.sync.feed import Feed
 
 __all__ = [
     "Channel",
@@ -42,6 +49,7 @@ __all__ = [
     "WebPush",
     "push_channel",
     "sms_channel",
+    "notice_detail",
 ]
 
 
@@ -203,17 +211,41 @@ class SmtpEmail:
 
 
 class InApp:
-    """The in-app channel: writes the event's detail as an `InAppNotice` (one per
-    idempotency key) that the clinic's devices and staff read."""
+    """The in-app channel: writes the notice as a server-signed `crdt.Notice` record
+    (``notice_id(idempotency_key)``) in the clinic's feed, so it syncs down to the
+    clinic's devices and shows offline, and as an `InAppNotice` row (the server's
+    index of what was delivered), both in one transaction. A resend with the same key
+    rewrites the same record (no change when it already says the same) and adds no
+    row: the device sees one notice. With a `feed`, the clinic's long-polling pulls
+    are woken at commit (else they find the notice at their next poll)."""
 
     name = "in_app"
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, signer: ServerSigner, feed: Feed | None = None) -> None:
         self._db = db
+        self._signer = signer
+        self._feed = feed
 
     def send(self, message: Message, *, idempotency_key: str) -> str:
-        """Write the notice unless it exists; return its id (the idempotency key)."""
+        """Write the notice unless it exists; return its record id.
+
+        Raises:
+            DeliveryFailed: the recipient is neither ``patient:<id>`` nor
+                ``staff:<clinic id>``, or the event is gone (not retryable).
+        """
+        prefix, _, rest = message.recipient.partition(":")
+        if prefix not in ("patient", "staff") or not rest:
+            raise DeliveryFailed(
+                "no_in_app_recipient: in-app notices go to patient:<id> or staff:<clinic>",
+                retryable=False,
+            )
+        record_id = notice_id(idempotency_key)
         with self._db.write() as session:
+            created = session.scalar(
+                select(NotificationEvent.created_at).where(NotificationEvent.id == message.event_id)
+            )
+            if created is None:
+                raise DeliveryFailed("event_missing: the event is gone", retryable=False)
             insert_unless_taken(
                 session,
                 InAppNotice(
@@ -224,7 +256,7 @@ class InApp:
                     kind=message.kind,
                     title=message.subject,
                     detail=message.detail,
-                    created_at=utcnow(),
+                    created_at=created,
                 ),
             )
         return idempotency_key
@@ -435,3 +467,49 @@ def push_channel(
     if settings.notification_push_provider == "sandbox":
         return SandboxPush()
     raise ValueError(f"unknown push provider {settings.notification_push_provider!r}")
+            document = upserted_record(
+                session=session,
+                schema=Notice,
+                record_id=record_id,
+                clinic_id=message.clinic_id,
+                values={
+                    "recipient": message.recipient,
+                    "patient_id": rest if prefix == "patient" else None,
+                    "kind": message.kind,
+                    "title": message.subject[:200],
+                    "detail": notice_detail(message.detail),
+                    "event_id": message.event_id,
+                },
+                now=created,
+                author=self._signer.device_id,
+            )
+            if document is not None:
+                write_documents(
+                    session=session,
+                    clinic_id=message.clinic_id,
+                    documents=[document],
+                    signer=self._signer,
+                )
+                if self._feed is not None:
+                    self._feed.notify_in(session, message.clinic_id)
+        if document is not None and self._feed is not None:
+            self._feed.published(message.clinic_id)
+        return record_id
+
+
+def notice_detail(detail: Mapping[str, Any]) -> dict[str, str | int | float | bool | None]:
+    """An event's detail as a `crdt.Notice` holds it: at most 40 keys (sorted, of at
+    most 60 characters), numbers, booleans and None kept, a list or mapping as its JSON
+    text, anything else as its string (strings cut to 500 characters)."""
+    flat: dict[str, str | int | float | bool | None] = {}
+    for key in sorted(str(k) for k in detail)[:40]:
+        value = detail[key]
+        if value is None or isinstance(value, bool | int):
+            flat[key[:60]] = value
+        elif isinstance(value, float):  # NaN and infinities are not JSON: as text
+            flat[key[:60]] = value if math.isfinite(value) else str(value)
+        elif isinstance(value, Mapping | list | tuple):
+            flat[key[:60]] = json.dumps(value, sort_keys=True, default=str)[:500]
+        else:  # a string, or a value that reads as one (a date, a UUID, a Decimal)
+            flat[key[:60]] = str(value)[:500]
+    return flat

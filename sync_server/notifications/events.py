@@ -15,7 +15,7 @@ Who is told (the rule the domains follow, `patient_recipients`, `staff_recipient
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -24,16 +24,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from sync_server.db import insert_unless_taken, new_id, utcnow
+from sync_server.db import insert_unless_taken, new_id, open_database, utcnow
 from sync_server.errors import Invalid
 from sync_server.notifications.schedule import preferences_for, scheduled
 from sync_server.notifications.tables import NotificationDelivery, NotificationEvent
+from sync_server.settings import Settings
 
 __all__ = [
     "CHANNELS",
     "NoticeKind",
     "Recipient",
     "notify",
+    "notify_event",
     "patient_recipients",
     "staff_recipients",
 ]
@@ -156,3 +158,39 @@ def notify(
             )
     session.flush()
     return event.id
+
+
+def notify_event(
+    settings: Settings,
+    *,
+    clinic_id: str,
+    kind: str,
+    dedupe_key: str,
+    recipients: Mapping[str, Sequence[str]],
+    detail: Mapping[str, Any],
+) -> str | None:
+    """Record an event and its deliveries in a transaction of its own, on the
+    settings' database: for what is no domain change's (an operator's announcement, a
+    benchmark). `recipients` maps each address (``patient:<id>``, ``staff:<clinic
+    id>``, an email address) to its channel names. The workers send it as any other.
+
+    Returns the event's id, or None when `dedupe_key` was already recorded.
+
+    Raises:
+        Invalid: an unknown kind or channel, an empty or too long address or dedupe key.
+        NotFound: no database at the settings' SQLite path.
+    """
+    try:
+        known = NoticeKind(kind)
+    except ValueError:
+        raise Invalid(f"unknown notice kind {kind!r}", code="invalid") from None
+    listed = [Recipient(address, tuple(channels)) for address, channels in recipients.items()]
+    with open_database(settings, must_exist=True) as database, database.write() as session:
+        return notify(
+            session=session,
+            clinic_id=clinic_id,
+            kind=known,
+            dedupe_key=dedupe_key,
+            recipients=listed,
+            detail=detail,
+        )

@@ -344,7 +344,8 @@ def test_no_phi_leaves_the_app_by_email_sms_or_push(server: Any, smtp: tuple[int
         }
     )
     sms, push = SandboxSms(), SandboxPush()
-    channels = {"email": SmtpEmail(settings), "sms": sms, "push": push, "in_app": InApp(server.db)}
+    in_app = InApp(server.db, server.server_signer())
+    channels = {"email": SmtpEmail(settings), "sms": sms, "push": push, "in_app": in_app}
     detail = {"patient": PHI, "note": f"{PHI['given']} {PHI['family']} {PHI['site']}"}
     events = {}
     for kind in NoticeKind:
