@@ -47,9 +47,9 @@ __all__ = [
     "SmtpEmail",
     "TwilioSms",
     "WebPush",
+    "notice_detail",
     "push_channel",
     "sms_channel",
-    "notice_detail",
 ]
 
 
@@ -259,7 +259,52 @@ class InApp:
                     created_at=created,
                 ),
             )
-        return idempotency_key
+            document = upserted_record(
+                session=session,
+                schema=Notice,
+                record_id=record_id,
+                clinic_id=message.clinic_id,
+                values={
+                    "recipient": message.recipient,
+                    "patient_id": rest if prefix == "patient" else None,
+                    "kind": message.kind,
+                    "title": message.subject[:200],
+                    "detail": notice_detail(message.detail),
+                    "event_id": message.event_id,
+                },
+                now=created,
+                author=self._signer.device_id,
+            )
+            if document is not None:
+                write_documents(
+                    session=session,
+                    clinic_id=message.clinic_id,
+                    documents=[document],
+                    signer=self._signer,
+                )
+                if self._feed is not None:
+                    self._feed.notify_in(session, message.clinic_id)
+        if document is not None and self._feed is not None:
+            self._feed.published(message.clinic_id)
+        return record_id
+
+
+def notice_detail(detail: Mapping[str, Any]) -> dict[str, str | int | float | bool | None]:
+    """An event's detail as a `crdt.Notice` holds it: at most 40 keys (sorted, of at
+    most 60 characters), numbers, booleans and None kept, a list or mapping as its JSON
+    text, anything else as its string (strings cut to 500 characters)."""
+    flat: dict[str, str | int | float | bool | None] = {}
+    for key in sorted(str(k) for k in detail)[:40]:
+        value = detail[key]
+        if value is None or isinstance(value, bool | int):
+            flat[key[:60]] = value
+        elif isinstance(value, float):  # NaN and infinities are not JSON: as text
+            flat[key[:60]] = value if math.isfinite(value) else str(value)
+        elif isinstance(value, Mapping | list | tuple):
+            flat[key[:60]] = json.dumps(value, sort_keys=True, default=str)[:500]
+        else:  # a string, or a value that reads as one (a date, a UUID, a Decimal)
+            flat[key[:60]] = str(value)[:500]
+    return flat
 
 
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -467,49 +512,3 @@ def push_channel(
     if settings.notification_push_provider == "sandbox":
         return SandboxPush()
     raise ValueError(f"unknown push provider {settings.notification_push_provider!r}")
-            document = upserted_record(
-                session=session,
-                schema=Notice,
-                record_id=record_id,
-                clinic_id=message.clinic_id,
-                values={
-                    "recipient": message.recipient,
-                    "patient_id": rest if prefix == "patient" else None,
-                    "kind": message.kind,
-                    "title": message.subject[:200],
-                    "detail": notice_detail(message.detail),
-                    "event_id": message.event_id,
-                },
-                now=created,
-                author=self._signer.device_id,
-            )
-            if document is not None:
-                write_documents(
-                    session=session,
-                    clinic_id=message.clinic_id,
-                    documents=[document],
-                    signer=self._signer,
-                )
-                if self._feed is not None:
-                    self._feed.notify_in(session, message.clinic_id)
-        if document is not None and self._feed is not None:
-            self._feed.published(message.clinic_id)
-        return record_id
-
-
-def notice_detail(detail: Mapping[str, Any]) -> dict[str, str | int | float | bool | None]:
-    """An event's detail as a `crdt.Notice` holds it: at most 40 keys (sorted, of at
-    most 60 characters), numbers, booleans and None kept, a list or mapping as its JSON
-    text, anything else as its string (strings cut to 500 characters)."""
-    flat: dict[str, str | int | float | bool | None] = {}
-    for key in sorted(str(k) for k in detail)[:40]:
-        value = detail[key]
-        if value is None or isinstance(value, bool | int):
-            flat[key[:60]] = value
-        elif isinstance(value, float):  # NaN and infinities are not JSON: as text
-            flat[key[:60]] = value if math.isfinite(value) else str(value)
-        elif isinstance(value, Mapping | list | tuple):
-            flat[key[:60]] = json.dumps(value, sort_keys=True, default=str)[:500]
-        else:  # a string, or a value that reads as one (a date, a UUID, a Decimal)
-            flat[key[:60]] = str(value)[:500]
-    return flat
