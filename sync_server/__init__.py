@@ -93,6 +93,7 @@ if _TYPE_CHECKING:
         signing_keys,
         verify_audit_log,
     )
+    from sync_server.app import run_notification_worker
     from sync_server.serving import Serving, serve
     from sync_server.settings import Settings, settings_from
     from sync_server.sync.listing import AssessmentFilters
@@ -150,6 +151,7 @@ _EXPORTS = {
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
     "rotate_signing_key": "sync_server.operator",
+    "run_notification_worker": "sync_server.app",
     "seed_demo": "sync_server.operator",
     "serve": "sync_server.serving",
     "settings_from": "sync_server.settings",
@@ -224,6 +226,7 @@ __all__ = [
     "record_event",
     "refund_payment",
     "rotate_signing_key",
+    "run_notification_worker",
     "seed_demo",
     "serve",
     "settings_from",

@@ -65,6 +65,7 @@ from sync_server.notifications.channels import (
     SandboxSms,
     SmtpEmail,
 )
+from sync_server.notifications.queue import Publisher, install_publisher, run_worker
 from sync_server.notifications.worker import Retry, deliver_due
 from sync_server.openapi import install_openapi
 from sync_server.ops import routes as ops_routes
@@ -150,6 +151,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await feed.stop()
             db.dispose()
+            if app.state.notification_publisher is not None:
+                app.state.notification_publisher.close()
 
     app = FastAPI(
         title="Coherency sync server",
@@ -171,6 +174,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.intents = IntentDesk()
     # The sandboxes stand in for SMS and push providers until real adapters exist.
     app.state.notification_channels = notification_channels(settings, db)
+    # Several instances: new deliveries go to queue workers as their transaction commits.
+    app.state.notification_publisher = None
+    if settings.notification_queue_url:
+        app.state.notification_publisher = Publisher(settings)
+        install_publisher(db, app.state.notification_publisher)
     register_bookings(app.state.intents)
     register_commerce(app.state.intents, hold=timedelta(hours=settings.order_hold_hours))
     app.state.payments = make_payments(settings)
@@ -344,6 +352,23 @@ def notification_channels(settings: Settings, db: Database) -> dict[str, Channel
     """The channels this instance sends notifications through, by name."""
     channels: list[Channel] = [InApp(db), SmtpEmail(settings), SandboxSms(), SandboxPush()]
     return {channel.name: channel for channel in channels}
+
+
+def run_notification_worker(settings: Settings, *, burst: bool = False) -> None:
+    """Consume the notification queue (``settings.notification_queue_url``) in this
+    process until SIGTERM or SIGINT (with `burst`: until it is empty), sending through
+    this instance's channels (`notification_channels`) and sweeping due deliveries
+    every ``notification_interval_seconds``: ``coherency server notification-worker``.
+
+    Raises:
+        Invalid: no queue URL, or not a Redis URL.
+        Unavailable: Redis cannot be reached.
+    """
+    run_worker(
+        settings,
+        channels=lambda db: notification_channels(settings, db),
+        burst=burst,
+    )
 
 
 async def _notifications(app: FastAPI) -> None:
