@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 if _TYPE_CHECKING:
-    from sync_server.app import create_app
+    from sync_server.app import create_app, run_notification_worker
     from sync_server.audit.events import Actor, RecordsRead
     from sync_server.audit.services import record_event
     from sync_server.blobs.checking import BlobCheckReport, BlobProblem, check_blob_storage
@@ -93,7 +93,6 @@ if _TYPE_CHECKING:
         signing_keys,
         verify_audit_log,
     )
-    from sync_server.app import run_notification_worker
     from sync_server.serving import Serving, serve
     from sync_server.settings import Settings, settings_from
     from sync_server.sync.listing import AssessmentFilters
