@@ -56,6 +56,7 @@ from benchmarks import (
     _bench_load,
     _bench_merge,
     _bench_models,
+    _bench_notification_queue,
     _bench_payments,
     _bench_phantoms,
     _bench_storage,
@@ -88,6 +89,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "load": _bench_load.run,
     "fhir": _bench_fhir.run,
     "dashboard": _bench_dashboard.run,
+    "notification-queue": _bench_notification_queue.run,
 }
 
 DEFAULT_SCALE = 10_000
