@@ -305,3 +305,25 @@ def test_two_workers_share_the_queue_and_one_killed_mid_send_loses_nothing(
                 worker.wait()
         publisher.close()
         db.dispose()
+
+
+def test_an_instance_with_a_queue_url_publishes_its_new_deliveries(
+    server: Any, redis_url: str, queue_name: str
+) -> None:
+    from sync_server import create_app
+
+    clinic = server.new_clinic()
+    settings = server.settings.model_copy(
+        update={"notification_queue_url": redis_url, "notification_queue_name": queue_name}
+    )
+    app = create_app(settings)
+    try:
+        ids = _notify(app.state.db, clinic)
+        assert _queued(redis_url, queue_name) == [ids]
+        assert app.state.notification_publisher.published == 1
+        # The session's own server has no queue: nothing it commits is published.
+        _notify(server.db, clinic)
+        assert _queued(redis_url, queue_name) == [ids]
+    finally:
+        app.state.notification_publisher.close()
+        app.state.db.dispose()
