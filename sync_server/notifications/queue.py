@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import uuid
@@ -238,6 +239,13 @@ def run_worker(
             target=_sweep, args=(context, settings, stop), name="notification-sweep", daemon=True
         )
         sweeper.start()
+    # rq installs its own SIGINT/SIGTERM handlers; a burst run inside a larger program
+    # (a test, an operator's script) gets the program's back afterwards.
+    handlers = {
+        number: signal.getsignal(number)
+        for number in (signal.SIGINT, signal.SIGTERM)
+        if threading.current_thread() is threading.main_thread()
+    }
     try:
         worker = SimpleWorker(
             [settings.notification_queue_name],
@@ -248,6 +256,8 @@ def run_worker(
         )
         worker.work(burst=burst, logging_level="WARNING")
     finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
         stop.set()
         if sweeper is not None:
             sweeper.join(timeout=30)

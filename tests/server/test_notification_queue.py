@@ -36,7 +36,7 @@ from sync_server.errors import Invalid, Unavailable
 from sync_server.notifications import InApp, Recipient, SandboxPush, deliver_due, notify
 from sync_server.notifications.events import NoticeKind
 from sync_server.notifications.queue import Publisher, consume, install_publisher, run_worker
-from sync_server.notifications.tables import NotificationDelivery
+from sync_server.notifications.tables import InAppNotice, NotificationDelivery
 from sync_server.settings import Settings
 
 from .queue_world import LoggedPush, read_log
@@ -144,12 +144,14 @@ def test_ids_are_published_after_commit_and_duplicates_send_once(
         # The same ids published twice more: the worker sends each once.
         assert publisher.publish(ids) and publisher.publish(ids)
         push = SandboxPush()
+        handler = signal.getsignal(signal.SIGTERM)
         run_worker(
             settings,
             channels=lambda worker_db: {"push": push, "in_app": InApp(worker_db)},
             burst=True,
         )
         assert _queued(redis_url, queue_name) == []
+        assert signal.getsignal(signal.SIGTERM) is handler  # rq's handler is gone
         rows = _states(db, clinic)
         assert {row.state for row in rows.values()} == {"sent"}
         assert [row.attempts for row in rows.values()] == [1, 1]
@@ -327,3 +329,44 @@ def test_an_instance_with_a_queue_url_publishes_its_new_deliveries(
     finally:
         app.state.notification_publisher.close()
         app.state.db.dispose()
+
+
+def test_the_worker_command_sends_what_is_queued(
+    server: Any,
+    tmp_path: Path,
+    redis_url: str,
+    queue_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clinic = server.new_clinic()
+    settings = _settings(server, tmp_path, redis_url, queue_name)
+    db = Database(settings.resolved_database_url)
+    publisher = Publisher(settings)
+    try:
+        install_publisher(db, publisher)
+        ids = _notify(db, clinic, channels=("in_app",))
+        monkeypatch.setenv("COHERENCY_SERVER_NOTIFICATION_QUEUE_NAME", queue_name)
+        monkeypatch.setenv("COHERENCY_SERVER_NOTIFICATION_INTERVAL_SECONDS", "0")
+        result = CliRunner().invoke(
+            cli,
+            [
+                "server",
+                "notification-worker",
+                "--data-dir",
+                str(tmp_path),
+                "--database-url",
+                settings.resolved_database_url,
+                "--queue-url",
+                redis_url,
+                "--burst",
+            ],
+        )
+        assert result.exit_code == 0, result.output
+        assert _queued(redis_url, queue_name) == []
+        with db.read() as session:
+            notices = session.scalars(select(InAppNotice.id).where(InAppNotice.clinic_id == clinic))
+            assert list(notices) == ids
+        assert {r.state for r in _states(db, clinic).values()} == {"sent"}
+    finally:
+        publisher.close()
+        db.dispose()
