@@ -4,9 +4,11 @@ worker processes, on PostgreSQL.
 Two ``coherency server notification-worker`` processes (the real command, its sweep
 off so that only the queue feeds them) consume one queue on the Redis at
 127.0.0.1:6379 (``COHERENCY_BENCH_REDIS``). Per repeat, the events are recorded first
-(each in its own transaction, one patient each, in-app and push: two deliveries),
-then the clock starts and their ids are published as the server publishes them, one
-job per transaction; it stops when the database holds every delivery ``sent``. The
+(each in its own transaction, one patient each, in-app and push: two deliveries,
+the rows `notify` writes, through SQL: benchmarks use the server's public names only),
+then the clock starts and their ids are queued as an instance's publisher queues them,
+one JSON job per transaction; it stops when the database holds every delivery
+``sent``. The
 in-app channel writes its notice row; push is the sandbox provider (in memory).
 
 - ``notifications.queue.delivered_per_s``: deliveries sent per second of wall time.
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -86,75 +89,70 @@ def _spawn(settings: Any, redis_url: str, queue: str, log: Path) -> subprocess.P
         )
 
 
+def _record(conn: Any, clinic_id: str) -> list[str]:
+    """One event (as `notify` writes it) in its own transaction: a patient told in-app
+    and by push. Returns its two delivery ids."""
+    now = datetime.now(UTC)
+    event_id = str(uuid.uuid4())
+    ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    patient = f"patient:{uuid.uuid4()}"
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO notification_events (id, clinic_id, kind, dedupe_key, detail, "
+            "created_at) VALUES (%s, %s, 'order.shipped', %s, %s, %s)",
+            (event_id, clinic_id, f"bench:{event_id}", '{"order": "bench"}', now),
+        )
+        for delivery_id, channel in zip(ids, ("in_app", "push"), strict=True):
+            conn.execute(
+                "INSERT INTO notification_deliveries (id, event_id, clinic_id, channel, "
+                "recipient, state, attempts, next_attempt_at, created_at) "
+                "VALUES (%s, %s, %s, %s, %s, 'pending', 0, %s, %s)",
+                (delivery_id, event_id, clinic_id, channel, patient, now, now),
+            )
+    return ids
+
+
 def _measure(
     database_url: str, label: str, redis_url: str, events: int, repeat: int, root: Path
 ) -> list[Figure | MissingFigure]:
+    import psycopg
     from redis import Redis
     from rq import Queue
     from rq.serializers import JSONSerializer
-    from sqlalchemy import func, select
+    from sqlalchemy.engine import make_url
 
-    from sync_server import Settings, migrate
-    from sync_server.db import Database, new_id
-    from sync_server.identity.tables import Clinic, Organisation
-    from sync_server.notifications import Recipient, notify
-    from sync_server.notifications.events import NoticeKind
-    from sync_server.notifications.queue import Publisher
-    from sync_server.notifications.tables import NotificationDelivery
+    from sync_server import Settings, issue_enrolment_token, migrate
 
-    queue = f"bench-notifications-{uuid.uuid4().hex[:8]}"
+    queue_name = f"bench-notifications-{uuid.uuid4().hex[:8]}"
+    plain_url = make_url(database_url).set(drivername="postgresql").render_as_string(False)
     rates: list[float] = []
     with scratch_dir(root, "notification-queue") as work:
-        settings = Settings(
-            data_dir=work / "server",
-            database_url=database_url,
-            log_level="WARNING",
-            notification_queue_url=redis_url,
-            notification_queue_name=queue,
-        )
+        settings = Settings(data_dir=work / "server", database_url=database_url)
         migrate(settings)
-        db = Database(database_url)
-        publisher = Publisher(settings)
-        workers = [_spawn(settings, redis_url, queue, work / f"worker-{i}.log") for i in range(2)]
+        clinic_id = issue_enrolment_token(
+            settings, clinic="bench", ttl=timedelta(minutes=5)
+        ).clinic_id
+        redis = Redis.from_url(redis_url)
+        # What an instance's publisher does: one JSON job of ids per committed transaction.
+        queue = Queue(queue_name, connection=redis, serializer=JSONSerializer)
+        workers = [_spawn(settings, redis_url, queue_name, work / f"w{i}.log") for i in range(2)]
         layout = [_place(w.pid) for w in workers]
+        conn = psycopg.connect(plain_url, autocommit=True)
         try:
-            organisation, clinic = new_id(), new_id()
-            with db.write() as session:
-                session.add(Organisation(id=organisation, name="bench"))
-                session.flush()
-                session.add(
-                    Clinic(id=clinic, organisation_id=organisation, name="bench", feed_seq=0)
-                )
             for r in range(repeat):
-                batches: list[list[str]] = []
-                for _ in range(events):
-                    with db.write() as session:
-                        event_id = notify(
-                            session=session,
-                            clinic_id=clinic,
-                            kind=NoticeKind.ORDER_SHIPPED,
-                            dedupe_key=f"bench:{uuid.uuid4()}",
-                            recipients=[Recipient(f"patient:{uuid.uuid4()}", ("in_app", "push"))],
-                            detail={"order": "bench"},
-                        )
-                        ids = session.scalars(
-                            select(NotificationDelivery.id).where(
-                                NotificationDelivery.event_id == event_id
-                            )
-                        )
-                        batches.append(list(ids))
+                batches = [_record(conn, clinic_id) for _ in range(events)]
                 total = sum(len(b) for b in batches)
                 started = time.perf_counter()
                 for batch in batches:
-                    publisher.publish(batch)
+                    queue.enqueue_call(
+                        "sync_server.notifications.queue.consume", args=(batch,), result_ttl=0
+                    )
                 deadline = time.monotonic() + 300
                 while True:
-                    with db.read() as session:
-                        pending = session.scalar(
-                            select(func.count())
-                            .select_from(NotificationDelivery)
-                            .where(NotificationDelivery.state != "sent")
-                        )
+                    row = conn.execute(
+                        "SELECT count(*) FROM notification_deliveries WHERE state <> 'sent'"
+                    ).fetchone()
+                    pending = row[0] if row else 0
                     if not pending:
                         break
                     if time.monotonic() > deadline or any(w.poll() is not None for w in workers):
@@ -175,10 +173,9 @@ def _measure(
                 except subprocess.TimeoutExpired:
                     worker.kill()
                     worker.wait()
-            publisher.close()
-            db.dispose()
-            with Redis.from_url(redis_url) as redis:
-                Queue(queue, connection=redis, serializer=JSONSerializer).delete(delete_jobs=True)
+            conn.close()
+            queue.delete(delete_jobs=True)
+            redis.close()
     extra = {
         "database": label,
         "workers": WORKERS,
