@@ -8,8 +8,8 @@ off so that only the queue feeds them) consume one queue on the Redis at
 the rows `notify` writes, through SQL: benchmarks use the server's public names only),
 then the clock starts and their ids are queued as an instance's publisher queues them,
 one JSON job per transaction; it stops when the database holds every delivery
-``sent``. The
-in-app channel writes its notice row; push is the sandbox provider (in memory).
+``sent``. The in-app channel writes its notice row; push is the sandbox provider (in
+memory).
 
 - ``notifications.queue.delivered_per_s``: deliveries sent per second of wall time.
 
