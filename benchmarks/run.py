@@ -59,6 +59,7 @@ from benchmarks import (
     _bench_load,
     _bench_merge,
     _bench_models,
+    _bench_notification_queue,
     _bench_notifications,
     _bench_payments,
     _bench_phantoms,
@@ -95,6 +96,7 @@ BENCHMARKS: dict[str, Callable[..., Sequence[Figure | MissingFigure]]] = {
     "dashboard": _bench_dashboard.run,
     "reports": _bench_reports.run,
     "notifications": _bench_notifications.run,
+    "notification-queue": _bench_notification_queue.run,
 }
 
 DEFAULT_SCALE = 10_000

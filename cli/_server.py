@@ -731,3 +731,36 @@ def report(
             click.echo(line)
 
     emit(as_json, made, human)
+
+
+# ----------------------------------------------------------- notification-worker
+@server.command("notification-worker")
+@_database_options
+@click.option(
+    "--queue-url",
+    metavar="URL",
+    help="The Redis the server instances put new notification deliveries on, e.g. "
+    "redis://127.0.0.1:6379/0 (env COHERENCY_SERVER_NOTIFICATION_QUEUE_URL; required).",
+)
+@click.option(
+    "--burst",
+    is_flag=True,
+    help="Return once the queue is empty instead of waiting for more.",
+)
+def notification_worker(
+    data_dir: Path | None, database_url: str | None, queue_url: str | None, burst: bool
+) -> None:
+    """Send notifications from the queue until stopped (SIGTERM or Ctrl-C).
+
+    Run one or more per deployment of several instances: each takes the deliveries
+    the instances queue as they are recorded, sends them exactly once (the database's
+    lease decides between workers) and sweeps what is due every
+    COHERENCY_SERVER_NOTIFICATION_INTERVAL_SECONDS.
+    """
+    with _reported():
+        from sync_server import run_notification_worker
+
+        settings = _settings(
+            data_dir=data_dir, database_url=database_url, notification_queue_url=queue_url
+        )
+        run_notification_worker(settings, burst=burst)

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
 if _TYPE_CHECKING:
-    from sync_server.app import create_app
+    from sync_server.app import create_app, run_notification_worker
     from sync_server.audit.events import Actor, RecordsRead
     from sync_server.audit.services import record_event
     from sync_server.blobs.checking import BlobCheckReport, BlobProblem, check_blob_storage
@@ -157,6 +157,7 @@ _EXPORTS = {
     "record_event": "sync_server.audit.services",
     "refund_payment": "sync_server.operator",
     "rotate_signing_key": "sync_server.operator",
+    "run_notification_worker": "sync_server.app",
     "seed_demo": "sync_server.operator",
     "serve": "sync_server.serving",
     "settings_from": "sync_server.settings",
@@ -234,6 +235,7 @@ __all__ = [
     "record_event",
     "refund_payment",
     "rotate_signing_key",
+    "run_notification_worker",
     "seed_demo",
     "serve",
     "settings_from",

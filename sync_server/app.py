@@ -65,6 +65,7 @@ from sync_server.notifications.channels import (
     push_channel,
     sms_channel,
 )
+from sync_server.notifications.queue import Publisher, install_publisher, run_worker
 from sync_server.notifications.sources import SweepRules, sweep_notices
 from sync_server.notifications.worker import Retry, deliver_due
 from sync_server.openapi import install_openapi
@@ -153,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             await feed.stop()
             db.dispose()
+            if app.state.notification_publisher is not None:
+                app.state.notification_publisher.close()
 
     app = FastAPI(
         title="Coherency sync server",
@@ -176,6 +179,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.notification_channels = notification_channels(
         settings, db, signer=ServerSigner(artifact_key), feed=feed
     )
+    # Several instances: new deliveries go to queue workers as their transaction commits.
+    app.state.notification_publisher = None
+    if settings.notification_queue_url:
+        app.state.notification_publisher = Publisher(settings)
+        install_publisher(db, app.state.notification_publisher)
     register_bookings(app.state.intents)
     register_commerce(app.state.intents, hold=timedelta(hours=settings.order_hold_hours))
     app.state.payments = make_payments(settings)
@@ -358,6 +366,26 @@ def notification_channels(
         push_channel(settings),
     ]
     return {channel.name: channel for channel in channels}
+
+
+def run_notification_worker(settings: Settings, *, burst: bool = False) -> None:
+    """Consume the notification queue (``settings.notification_queue_url``) in this
+    process until SIGTERM or SIGINT (with `burst`: until it is empty), sending through
+    this instance's channels (`notification_channels`) and sweeping due deliveries
+    every ``notification_interval_seconds``: ``coherency server notification-worker``.
+
+    Raises:
+        Invalid: no queue URL, or not a Redis URL.
+        Unavailable: Redis cannot be reached.
+    """
+    signer = ServerSigner(ArtifactKey.load_or_create(settings.resolved_artifact_key_file))
+    run_worker(
+        settings,
+        # In-app notices are signed like the instances' own, and announced to every
+        # instance's long polls (PostgreSQL's NOTIFY at commit; nothing on SQLite).
+        channels=lambda db: notification_channels(settings, db, signer=signer, feed=make_feed(db)),
+        burst=burst,
+    )
 
 
 async def _notifications(app: FastAPI) -> None:

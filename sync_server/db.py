@@ -197,6 +197,11 @@ class Database:
                 time.sleep(random.uniform(0.005, 0.05) * attempt)
         raise AssertionError("unreachable")
 
+    def listen(self, name: str, fn: Callable[..., Any]) -> None:
+        """Attach `fn` to the session event `name` (SQLAlchemy's `SessionEvents`, e.g.
+        ``after_commit``) of every session this database opens from now on."""
+        event.listen(self._sessions, name, fn)
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self.engine.dispose()

@@ -207,6 +207,20 @@ class Settings(BaseSettings):
     notification_staff_email: str | None = Field(
         default=None, description="Where staff notifications (break-glass access) are emailed."
     )
+    notification_queue_url: str | None = Field(
+        default=None,
+        description="A Redis URL (redis://host:port/db) through which new notification "
+        "deliveries are handed to `coherency server notification-worker` processes on any "
+        "instance, as soon as their transaction commits; none: this instance's periodic "
+        "sweep sends them (the embedded default). The sweep stays the safety net either way.",
+    )
+    notification_queue_name: str = Field(
+        default="coherency-notifications",
+        min_length=1,
+        max_length=100,
+        description="The queue's name on that Redis (deployments sharing one Redis keep "
+        "their own).",
+    )
     audit_checkpoint_seconds: float = Field(
         default=300.0,
         gt=0,

@@ -60,6 +60,7 @@ COMMERCE = {
     "commerce.push_to_decision_p50_ms",
     "commerce.push_to_decision_p99_ms",
 }
+NOTIFICATION_QUEUE = {"notifications.queue.delivered_per_s"}
 PAYMENTS = {
     "payments.payments_per_s",
     "payments.push_to_decision_p50_ms",
@@ -275,7 +276,8 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
     # Only the PostgreSQL figures may be missing, and only without PostgreSQL; the
     # automerge-repo ones only without Node (or npm's registry).
     assert all(
-        name.endswith(".postgresql") or name in BOOKINGS | COMMERCE | PAYMENTS | PEER | LOAD
+        name.endswith(".postgresql")
+        or name in BOOKINGS | COMMERCE | PAYMENTS | PEER | LOAD | NOTIFICATION_QUEUE
         for name in missing
     ), missing
     assert not (set(missing) - PEER and REQUIRE_POSTGRES), missing
@@ -303,6 +305,7 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
         | DASHBOARD
         | REPORTS
         | NOTIFICATIONS
+        | NOTIFICATION_QUEUE
     )
     assert model == MODELS
     # Every accuracy group that measured a wound reports its median and worst; the
@@ -532,6 +535,19 @@ def test_the_payments_benchmark_reports_its_figures_or_why_not(tmp_path: Path) -
     assert all("PostgreSQL" in reason for reason in missing.values())
     for name, r in results.items():
         assert r["value"] > 0 and r["intents"] == 20 * 10 and r["devices"] == 20, name
+        assert r["database"].startswith("PostgreSQL") and name in table
+
+
+def test_the_notification_queue_benchmark_reports_its_figure_or_why_not(tmp_path: Path) -> None:
+    document, table = _run(
+        tmp_path, "--only", "notification-queue", "--scale", "40", "--repeat", "1", "--no-pin"
+    )
+    results = {r["name"]: r for r in document["results"]}
+    missing = {m["name"]: m["reason"] for m in document["settings"]["missing"]}
+    assert set(results) | set(missing) == NOTIFICATION_QUEUE and not set(results) & set(missing)
+    assert not (missing and REQUIRE_POSTGRES), missing
+    for name, r in results.items():
+        assert r["value"] > 0 and r["deliveries"] == 100 and r["workers"] == 2, name
         assert r["database"].startswith("PostgreSQL") and name in table
 
 

@@ -33,7 +33,7 @@ from sync_server.notifications.tables import NotificationDelivery, NotificationE
 from sync_server.notifications.templates import render
 from sync_server.settings import Settings
 
-__all__ = ["DeliveryRun", "Retry", "backoff", "deliver_due"]
+__all__ = ["DeliveryRun", "Retry", "backoff", "deliver_due", "deliver_ids"]
 
 log = logging.getLogger("sync_server.notifications")
 
@@ -93,6 +93,7 @@ def _claim(
     batch: int,
     lease: timedelta,
     clinic_ids: Collection[str] | None,
+    ids: Collection[str] | None = None,
 ) -> list[str]:
     with db.write() as session:
         query = (
@@ -104,6 +105,8 @@ def _claim(
         )
         if clinic_ids is not None:
             query = query.where(NotificationDelivery.clinic_id.in_(list(clinic_ids)))
+        if ids is not None:
+            query = query.where(NotificationDelivery.id.in_(list(ids)))
         claimed = []
         for delivery_id in session.scalars(query).all():
             # The condition is evaluated again on the row itself: another worker that
@@ -176,6 +179,73 @@ def deliver_due(
         lease=timedelta(seconds=rules.lease_seconds),
         clinic_ids=clinic_ids,
     )
+    single = _send_claimed(db, channels, claimed, owner=owner, at=at, rules=rules)
+    grouped = deliver_digests(
+        db,
+        channels,
+        owner=owner,
+        now=at,
+        batch=batch,
+        lease=timedelta(seconds=rules.lease_seconds),
+        max_attempts=rules.max_attempts,
+        delay=lambda attempts: backoff(attempts, rules),
+        clinic_ids=clinic_ids,
+    )
+    return DeliveryRun(
+        single.claimed + grouped.claimed,
+        single.sent + grouped.sent,
+        single.retrying + grouped.retrying,
+        single.dead + grouped.dead,
+        single.lost + grouped.lost,
+        grouped.messages,
+    )
+
+
+def deliver_ids(
+    db: Database,
+    channels: Mapping[str, Channel],
+    ids: Collection[str],
+    *,
+    owner: str,
+    now: datetime | None = None,
+    retry: Retry | None = None,
+) -> DeliveryRun:
+    """Claim and send those of the deliveries `ids` that are due at `now`, through
+    `channels`, as worker `owner`: the same claim rule as `deliver_due` (pending and
+    due, or a lease that expired), restricted to these ids. Ids already sent, held by
+    another worker, not due yet, unknown or of a channel not in `channels` are skipped,
+    so the same id delivered twice (a duplicate publish) sends once.
+
+    Returns what was done. A channel's `DeliveryFailed` is recorded on the delivery;
+    any other exception propagates and leaves the lease to expire.
+    """
+    wanted = sorted(set(ids))
+    if not wanted:
+        return DeliveryRun(0, 0, 0, 0, 0)
+    at = now or utcnow()
+    rules = retry or Retry()
+    claimed = _claim(
+        db,
+        channels.keys(),
+        owner=owner,
+        now=at,
+        batch=len(wanted),
+        lease=timedelta(seconds=rules.lease_seconds),
+        clinic_ids=None,
+        ids=wanted,
+    )
+    return _send_claimed(db, channels, claimed, owner=owner, at=at, rules=rules)
+
+
+def _send_claimed(
+    db: Database,
+    channels: Mapping[str, Channel],
+    claimed: list[str],
+    *,
+    owner: str,
+    at: datetime,
+    rules: Retry,
+) -> DeliveryRun:
     sent = retrying = dead = lost = 0
     for delivery_id in claimed:
         delivery, message = _message(db, delivery_id)
@@ -218,22 +288,4 @@ def deliver_due(
             sent += 1
         else:
             lost += 1
-    grouped = deliver_digests(
-        db,
-        channels,
-        owner=owner,
-        now=at,
-        batch=batch,
-        lease=timedelta(seconds=rules.lease_seconds),
-        max_attempts=rules.max_attempts,
-        delay=lambda attempts: backoff(attempts, rules),
-        clinic_ids=clinic_ids,
-    )
-    return DeliveryRun(
-        len(claimed) + grouped.claimed,
-        sent + grouped.sent,
-        retrying + grouped.retrying,
-        dead + grouped.dead,
-        lost + grouped.lost,
-        grouped.messages,
-    )
+    return DeliveryRun(len(claimed), sent, retrying, dead, lost)
