@@ -183,7 +183,7 @@ def test_a_digest_of_n_events_is_one_message_with_n_and_no_phi(server: Any) -> N
         _event(server, clinic, [Recipient(patient, ("in_app", "push", "sms"))]) for _ in range(5)
     ]
     push, sms = SandboxPush(), SandboxSms()
-    channels = {"push": push, "sms": sms, "in_app": InApp(server.db)}
+    channels = {"push": push, "sms": sms, "in_app": InApp(server.db, server.server_signer())}
     now = deliver_due(server.db, channels, owner="w", now=utcnow(), clinic_ids=[clinic])
     assert (now.sent, now.digests) == (5, 0)  # in-app at once, alone
     due = {d.next_attempt_at for d in _deliveries(server, clinic) if d.channel != "in_app"}
