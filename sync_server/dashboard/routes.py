@@ -20,6 +20,7 @@ from sync_server.dashboard import (
     audit_routes,
     patient_routes,
     queue_routes,
+    report_routes,
     scan_routes,
     wound_routes,
 )
@@ -160,5 +161,12 @@ def home(page: PageDep) -> Response:
     return RedirectResponse(f"{DASHBOARD_PREFIX}/patients", status_code=303)
 
 
-for _pages in (patient_routes, wound_routes, scan_routes, queue_routes, audit_routes):
+for _pages in (
+    patient_routes,
+    wound_routes,
+    scan_routes,
+    queue_routes,
+    report_routes,
+    audit_routes,
+):
     router.include_router(_pages.router)

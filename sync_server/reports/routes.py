@@ -14,13 +14,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from sync_server.audit.services import record_read
-from sync_server.bookings.directory import clinic_in_scope
 from sync_server.db import Database
 from sync_server.deps import DbDep, SettingsDep, StaffCaller
 from sync_server.errors import Invalid
 from sync_server.identity.principals import Principal
-from sync_server.reports.figures import ClinicReport, clinic_report, month_period
+from sync_server.reports.access import staff_report
+from sync_server.reports.figures import ClinicReport, month_period
 from sync_server.reports.pdf import render_pdf
 from sync_server.settings import Settings
 
@@ -56,27 +55,9 @@ def _report(
         start, end = month_period(month)
     elif start is None or end is None:
         raise Invalid("give a month, or a start and an end", code="invalid_period")
-    with db.read() as session:
-        clinic_in_scope(session=session, principal=caller, clinic_id=clinic_id)
-        report = clinic_report(
-            session=session,
-            clinic_id=clinic_id,
-            start=start,
-            end=end,
-            weeks=settings.dashboard_healing_weeks,
-            threshold_percent=settings.dashboard_healing_threshold_percent,
-        )
-    if not report.healing.not_on_track:
-        return report  # figures only: no record is read out
-    with db.write() as session:
-        record_read(
-            session=session,
-            caller=caller,
-            collection="wounds",
-            records=[(w.wound_id, w.patient_id) for w in report.healing.not_on_track],
-            clinic_id=clinic_id,
-        )
-    return report
+    return staff_report(
+        db=db, settings=settings, caller=caller, clinic_id=clinic_id, start=start, end=end
+    )
 
 
 @router.get("/clinics/{clinic_id}", response_model=ClinicReport, summary="A clinic's report")
