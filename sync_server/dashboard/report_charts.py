@@ -62,11 +62,11 @@ class BarChart:
 def _step(top: float) -> float:
     """A round tick step giving at most about five ticks up to `top`."""
     raw = top / 5
-    power = 10 ** math.floor(math.log10(raw))
+    power: float = 10.0 ** math.floor(math.log10(raw))
     for factor in (1, 2, 5, 10):
         if raw <= factor * power:
-            return factor * power
-    return 10 * power  # pragma: no cover - the loop always returns
+            return float(factor * power)
+    return 10.0 * power  # not reached: the loop's last factor always fits
 
 
 def _chart(
