@@ -147,7 +147,10 @@ def test_ids_are_published_after_commit_and_duplicates_send_once(
         handler = signal.getsignal(signal.SIGTERM)
         run_worker(
             settings,
-            channels=lambda worker_db: {"push": push, "in_app": InApp(worker_db, server.server_signer())},
+            channels=lambda worker_db: {
+                "push": push,
+                "in_app": InApp(worker_db, server.server_signer()),
+            },
             burst=True,
         )
         assert _queued(redis_url, queue_name) == []

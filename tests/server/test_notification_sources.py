@@ -277,7 +277,12 @@ def test_swept_notices_leave_no_phi_outside_the_app(server: Any) -> None:
     run2 = _sweep(server, clinic)  # the prescription and the reminder
     assert (run.wounds, run2.prescriptions, run2.reminders) == (1, 1, 1)
     sms, push = SandboxSms(), SandboxPush()
-    channels = {"sms": sms, "push": push, "in_app": InApp(server.db, server.server_signer()), "email": sms}
+    channels = {
+        "sms": sms,
+        "push": push,
+        "in_app": InApp(server.db, server.server_signer()),
+        "email": sms,
+    }
     deliver_due(server.db, channels, owner="w", clinic_ids=[clinic])
     bodies = [m.body for m in push.sent()] + [m.body for m in sms.sent()]
     assert bodies
