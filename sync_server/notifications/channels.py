@@ -30,6 +30,7 @@ from sqlalchemy import select
 
 from crdt import Notice, notice_id
 from sync_server.db import Database, insert_unless_taken, utcnow
+from sync_server.identity.tables import Clinic
 from sync_server.notifications.tables import InAppNotice, NotificationEvent
 from sync_server.settings import Settings
 from sync_server.sync.authorship import ServerSigner
@@ -241,6 +242,12 @@ class InApp:
             )
         record_id = notice_id(idempotency_key)
         with self._db.write() as session:
+            # The clinic's feed first: `write_documents` locks it below, and the notice
+            # row's key on the clinic share-locks it before that, so two workers would
+            # each hold the share the other's lock waits on (a deadlock on PostgreSQL).
+            session.execute(
+                select(Clinic.id).where(Clinic.id == message.clinic_id).with_for_update()
+            ).all()
             created = session.scalar(
                 select(NotificationEvent.created_at).where(NotificationEvent.id == message.event_id)
             )
