@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -39,6 +40,7 @@ from sync_server.commerce.tables import Location, Lot
 from sync_server.db import Database
 from sync_server.notifications.events import (
     NoticeKind,
+    Recipient,
     notify,
     patient_recipients,
     staff_recipients,
@@ -59,6 +61,7 @@ _REMINDERS = (
 )
 _CLOSED_WOUNDS = ("healed", "closed")
 _CHUNK = 500  # wound ids per assessments query
+_WRITES = 100  # notices recorded per write transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,17 @@ class SweepRules:
 
 
 @dataclass(frozen=True, slots=True)
+class _Due:
+    """A notice a source found due, recorded afterwards (`_record`)."""
+
+    clinic_id: str
+    kind: NoticeKind
+    dedupe_key: str
+    recipients: list[Recipient]
+    detail: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class SweepRun:
     """How many new events one sweep recorded, per source."""
 
@@ -89,7 +103,7 @@ class SweepRun:
     low_stock: int
 
 
-def _reminders(session: Session, now: datetime, clinics: Collection[str] | None) -> int:
+def _reminders(session: Session, now: datetime, clinics: Collection[str] | None) -> list[_Due]:
     query = select(Booking).where(
         Booking.state.in_(REMINDED_STATES),
         Booking.starts_at > now,
@@ -98,30 +112,30 @@ def _reminders(session: Session, now: datetime, clinics: Collection[str] | None)
     if clinics is not None:
         query = query.where(Booking.clinic_id.in_(clinics))
     found = session.scalars(query.order_by(Booking.starts_at, Booking.id))
-    added = 0
+    due: list[_Due] = []
     for booking in found:
         left = booking.starts_at - now
         # The latest reminder due: 2 h inside two hours, 24 h before that.
         kind, label, _ = _REMINDERS[1] if left <= _REMINDERS[1][2] else _REMINDERS[0]
         stamp = int(booking.starts_at.timestamp())
-        if notify(
-            session=session,
-            clinic_id=booking.clinic_id,
-            kind=kind,
-            dedupe_key=f"reminder:{label}:{booking.id}:{stamp}",
-            recipients=patient_recipients(booking.patient_id),
-            detail={
-                "booking_id": booking.id,
-                "kind": booking.kind,
-                "starts_at": booking.starts_at.isoformat(),
-            },
-        ):
-            added += 1
-    return added
+        due.append(
+            _Due(
+                clinic_id=booking.clinic_id,
+                kind=kind,
+                dedupe_key=f"reminder:{label}:{booking.id}:{stamp}",
+                recipients=patient_recipients(booking.patient_id),
+                detail={
+                    "booking_id": booking.id,
+                    "kind": booking.kind,
+                    "starts_at": booking.starts_at.isoformat(),
+                },
+            )
+        )
+    return due
 
 
-def _prescriptions(session: Session, today: date, clinics: Collection[str] | None) -> int:
-    added = 0
+def _prescriptions(session: Session, today: date, clinics: Collection[str] | None) -> list[_Due]:
+    due: list[_Due] = []
     for prescription in expiring_on(session=session, today=today):
         clinic_id = session.scalar(
             select(PatientRow.clinic_id)
@@ -134,23 +148,23 @@ def _prescriptions(session: Session, today: date, clinics: Collection[str] | Non
         if clinics is not None and clinic_id not in clinics:
             continue
         key = f"prescription:expiring:{prescription.id}:{prescription.valid_until.isoformat()}"
-        if notify(
-            session=session,
-            clinic_id=clinic_id,
-            kind=NoticeKind.PRESCRIPTION_EXPIRING,
-            dedupe_key=key,
-            recipients=patient_recipients(prescription.patient_id),
-            detail={
-                "prescription_id": prescription.id,
-                "valid_until": prescription.valid_until.isoformat(),
-                "quantity_remaining": prescription.quantity_remaining,
-            },
-        ):
-            added += 1
-    return added
+        due.append(
+            _Due(
+                clinic_id=clinic_id,
+                kind=NoticeKind.PRESCRIPTION_EXPIRING,
+                dedupe_key=key,
+                recipients=patient_recipients(prescription.patient_id),
+                detail={
+                    "prescription_id": prescription.id,
+                    "valid_until": prescription.valid_until.isoformat(),
+                    "quantity_remaining": prescription.quantity_remaining,
+                },
+            )
+        )
+    return due
 
 
-def _wounds(session: Session, rules: SweepRules, clinics: Collection[str] | None) -> int:
+def _wounds(session: Session, rules: SweepRules, clinics: Collection[str] | None) -> list[_Due]:
     told = set(
         session.scalars(
             select(NotificationEvent.dedupe_key).where(
@@ -176,7 +190,7 @@ def _wounds(session: Session, rules: SweepRules, clinics: Collection[str] | None
         )
         for wound_id, captured_at, area in rows:
             samples[wound_id].append(Sample(datetime.fromisoformat(captured_at), area))
-    added = 0
+    due: list[_Due] = []
     for wound_id, wound_samples in sorted(samples.items()):
         reduction = area_reduction(
             wound_samples,
@@ -186,27 +200,27 @@ def _wounds(session: Session, rules: SweepRules, clinics: Collection[str] | None
         if reduction.on_track is not False:
             continue
         wound = wounds[wound_id]
-        if notify(
-            session=session,
-            clinic_id=wound.clinic_id,
-            kind=NoticeKind.WOUND_NOT_ON_TRACK,
-            dedupe_key=f"wound:not_on_track:{wound_id}",
-            recipients=staff_recipients(wound.clinic_id),
-            detail={
-                "wound_id": wound_id,
-                "patient_id": wound.patient_id,
-                "weeks": reduction.weeks,
-                "reduction_percent": reduction.reduction_percent,
-                "threshold_percent": reduction.threshold_percent,
-            },
-        ):
-            added += 1
-    return added
+        due.append(
+            _Due(
+                clinic_id=wound.clinic_id,
+                kind=NoticeKind.WOUND_NOT_ON_TRACK,
+                dedupe_key=f"wound:not_on_track:{wound_id}",
+                recipients=staff_recipients(wound.clinic_id),
+                detail={
+                    "wound_id": wound_id,
+                    "patient_id": wound.patient_id,
+                    "weeks": reduction.weeks,
+                    "reduction_percent": reduction.reduction_percent,
+                    "threshold_percent": reduction.threshold_percent,
+                },
+            )
+        )
+    return due
 
 
 def _low_stock(
     session: Session, today: date, rules: SweepRules, clinics: Collection[str] | None
-) -> int:
+) -> list[_Due]:
     available = func.sum(func.coalesce(Lot.on_hand, 0) - func.coalesce(Lot.reserved, 0)).filter(
         Lot.expires_on >= today
     )
@@ -220,26 +234,26 @@ def _low_stock(
         .group_by(Location.clinic_id, Lot.location_id, Lot.product_id)
         .order_by(Lot.location_id, Lot.product_id)
     )
-    added = 0
+    due: list[_Due] = []
     for clinic_id, location_id, product_id, units in rows:
         units = int(units or 0)
         if clinic_id is None or units >= rules.low_stock_units:
             continue
-        if notify(
-            session=session,
-            clinic_id=clinic_id,
-            kind=NoticeKind.LOW_STOCK,
-            dedupe_key=f"stock:low:{location_id}:{product_id}:{today.isoformat()}",
-            recipients=staff_recipients(clinic_id),
-            detail={
-                "location_id": location_id,
-                "product_id": product_id,
-                "available": units,
-                "reorder_level": rules.low_stock_units,
-            },
-        ):
-            added += 1
-    return added
+        due.append(
+            _Due(
+                clinic_id=clinic_id,
+                kind=NoticeKind.LOW_STOCK,
+                dedupe_key=f"stock:low:{location_id}:{product_id}:{today.isoformat()}",
+                recipients=staff_recipients(clinic_id),
+                detail={
+                    "location_id": location_id,
+                    "product_id": product_id,
+                    "available": units,
+                    "reorder_level": rules.low_stock_units,
+                },
+            )
+        )
+    return due
 
 
 def sweep_notices(
@@ -260,12 +274,37 @@ def sweep_notices(
     """
     rules = rules or SweepRules()
     today = now.date()
-    with db.write() as session:
-        reminders = _reminders(session, now, clinic_ids)
-    with db.write() as session:
-        prescriptions = _prescriptions(session, today, clinic_ids)
-    with db.write() as session:
-        wounds = _wounds(session, rules, clinic_ids)
-    with db.write() as session:
-        low_stock = _low_stock(session, today, rules, clinic_ids)
+    # Each source reads in a transaction that takes no write lock (SQLite has one
+    # writer: a sweep over every clinic must not stall pushes), then records what it
+    # found in short write transactions; `notify`'s key makes a repeat a no-op.
+    with db.read() as session:
+        found = _reminders(session, now, clinic_ids)
+    reminders = _record(db, found)
+    with db.read() as session:
+        found = _prescriptions(session, today, clinic_ids)
+    prescriptions = _record(db, found)
+    with db.read() as session:
+        found = _wounds(session, rules, clinic_ids)
+    wounds = _record(db, found)
+    with db.read() as session:
+        found = _low_stock(session, today, rules, clinic_ids)
+    low_stock = _record(db, found)
     return SweepRun(reminders, prescriptions, wounds, low_stock)
+
+
+def _record(db: Database, due: list[_Due]) -> int:
+    """Record `due` with `notify`, `_WRITES` per write transaction; how many were new."""
+    added = 0
+    for start in range(0, len(due), _WRITES):
+        with db.write() as session:
+            for notice in due[start : start + _WRITES]:
+                if notify(
+                    session=session,
+                    clinic_id=notice.clinic_id,
+                    kind=notice.kind,
+                    dedupe_key=notice.dedupe_key,
+                    recipients=notice.recipients,
+                    detail=notice.detail,
+                ):
+                    added += 1
+    return added

@@ -192,13 +192,16 @@ def server(
     # The payments sweep would settle a timed-out payment whenever its minute came up,
     # racing tests that look at a payment still processing: the tests run it
     # themselves (`sweep_processing`), so the session's servers never do.
-    # Likewise notifications (`deliver_due`, one clinic at a time).
+    # Likewise notifications (`deliver_due`, one clinic at a time) and the periodic
+    # notices (`sweep_notices`, whose sweep over every clinic would also hold SQLite's
+    # write lock while the concurrency tests run).
     settings = make_settings(
         data_dir,
         database_url,
         long_poll_max_seconds=10,
         payment_sweep_seconds=365 * 86400.0,
         notification_interval_seconds=0,  # tests run `deliver_due` themselves
+        notification_sweep_seconds=0,  # and `sweep_notices`
         **SHARED_CLIENT_LIMITS,
     )
     migrate(settings)
