@@ -59,8 +59,15 @@ class StaffAccount:
             time.sleep(totp.interval - now % totp.interval + 0.05)
 
 
-def new_staff(server: Any, clinic_id: str | None, *, role: str = "clinician") -> StaffAccount:
-    """A fresh staff account with TOTP in `clinic_id` (None: an organisation admin)."""
+def new_staff(
+    server: Any,
+    clinic_id: str | None,
+    *,
+    role: str = "clinician",
+    organisation_id: str | None = None,
+) -> StaffAccount:
+    """A fresh staff account with TOTP in `clinic_id` (None: an organisation admin) of
+    `organisation_id` (default: the session's server's)."""
     username = f"{role}-{uuid.uuid4().hex[:10]}"
     with server.db.write() as session:
         user, secret = create_user(
@@ -68,7 +75,7 @@ def new_staff(server: Any, clinic_id: str | None, *, role: str = "clinician") ->
             username=username,
             password=PASSWORD,
             role=role,
-            organisation_id=server.organisation_id,
+            organisation_id=organisation_id or server.organisation_id,
             clinic_id=clinic_id,
             secret_box=server.app.state.secret_box,
         )

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
+from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.reports.figures import ClinicReport, clinic_report
 
 from .dashboard_world import audited_reads, new_staff, sign_in
@@ -22,12 +23,18 @@ from .test_staff import Tenancy
 
 @pytest.fixture(scope="module")
 def world(server: Any) -> tuple[ReportWorld, str]:
+    # An organisation of its own: the seeded invoices carry no gapless numbers, and the
+    # session's organisation is held to them (test_payments).
     name = f"Reports Clinic {uuid.uuid4().hex[:6]}"
-    clinic = server.new_clinic(name)
-    other = server.new_clinic()
+    with server.db.write() as session:
+        organisation = ensure_organisation(session=session, name=f"reports-{uuid.uuid4()}").id
+        clinic = ensure_clinic(session=session, name=name, organisation_id=organisation).id
+        other = ensure_clinic(
+            session=session, name=f"other-{uuid.uuid4()}", organisation_id=organisation
+        ).id
     seeded = seed_world(
         server.db,
-        organisation_id=server.organisation_id,
+        organisation_id=organisation,
         clinic_id=clinic,
         other_clinic_id=other,
     )
@@ -48,7 +55,7 @@ def _row(html: str, label: str) -> str:
 def test_the_page_shows_the_clinics_figures_charts_and_wounds(server: Any, world: Any) -> None:
     seeded, name = world
     expected = _report(server, seeded.clinic_id)
-    staff = new_staff(server, seeded.clinic_id)
+    staff = new_staff(server, seeded.clinic_id, organisation_id=seeded.organisation_id)
     client, _ = sign_in(server, staff)
     try:
         picker = client.get("/dashboard/reports")
@@ -106,7 +113,7 @@ def test_the_page_shows_the_clinics_figures_charts_and_wounds(server: Any, world
 
 def test_the_pdf_route_and_the_scope(server: Any, world: Any) -> None:
     seeded, name = world
-    admin = new_staff(server, None, role="admin")
+    admin = new_staff(server, None, role="admin", organisation_id=seeded.organisation_id)
     elsewhere = Tenancy(server).setup()  # another organisation's clinics
     client, _ = sign_in(server, admin)
     try:
