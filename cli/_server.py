@@ -747,8 +747,13 @@ def report(
     is_flag=True,
     help="Return once the queue is empty instead of waiting for more.",
 )
+@json_option
 def notification_worker(
-    data_dir: Path | None, database_url: str | None, queue_url: str | None, burst: bool
+    data_dir: Path | None,
+    database_url: str | None,
+    queue_url: str | None,
+    burst: bool,
+    as_json: bool,
 ) -> None:
     """Send notifications from the queue until stopped (SIGTERM or Ctrl-C).
 
@@ -764,3 +769,8 @@ def notification_worker(
             data_dir=data_dir, database_url=database_url, notification_queue_url=queue_url
         )
         run_notification_worker(settings, burst=burst)
+    emit(
+        as_json,
+        {"stopped": True, "burst": burst},
+        lambda _: click.echo("notification worker stopped"),
+    )
