@@ -44,7 +44,14 @@ class _Twilio(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Quiet(BaseHTTPRequestHandler):
+    """A loopback provider's handler that does not log each request to stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing."""
+
+
+class _Handler(_Quiet):
     server: _Twilio
 
     def do_POST(self) -> None:
@@ -75,9 +82,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
         self.wfile.write(raw)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
@@ -187,7 +191,7 @@ class _PushService(ThreadingHTTPServer):
         self.requests: list[dict[str, Any]] = []
 
 
-class _PushHandler(BaseHTTPRequestHandler):
+class _PushHandler(_Quiet):
     server: _PushService
 
     def do_POST(self) -> None:
@@ -203,9 +207,6 @@ class _PushHandler(BaseHTTPRequestHandler):
         self.send_header("Location", f"/m/{len(self.server.requests)}")
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture
