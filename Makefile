@@ -60,7 +60,7 @@ typecheck: install
 	$(BIN)/mypy
 
 unit: install
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=40
 
 bench: install
 	$(BIN)/python -m benchmarks.run --json benchmarks/results/latest.json

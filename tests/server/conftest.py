@@ -174,6 +174,21 @@ the defaults and speak through addresses of their own (``X-Forwarded-For``, whic
 uvicorn trusts from loopback)."""
 
 
+TESTS_RUN_THE_SWEEPS: dict[str, Any] = {
+    "payment_sweep_seconds": 365 * 86400.0,
+    "notification_interval_seconds": 0,
+    "notification_sweep_seconds": 0,
+}
+"""For every live server of the session on the session's databases (the `server`
+fixture's, and any second instance beside it): the sweeps that act on every clinic
+never run on their own. The payments sweep would settle a timed-out payment whenever
+its minute came up, racing tests that look at a payment still processing; the
+notification sender (`deliver_due`) would send other tests' deliveries through its own
+channels, and the periodic notices (`sweep_notices`) would record other tests' notices
+and hold SQLite's write lock while the concurrency tests run. The tests run each
+themselves, for their own clinic (`sweep_processing`, `deliver_due`, `sweep_notices`)."""
+
+
 @pytest.fixture(scope="session", params=["sqlite", "postgresql"])
 def server(
     request: pytest.FixtureRequest,
@@ -189,19 +204,11 @@ def server(
         database_url: str | None = postgres_url
     else:
         database_url = None
-    # The payments sweep would settle a timed-out payment whenever its minute came up,
-    # racing tests that look at a payment still processing: the tests run it
-    # themselves (`sweep_processing`), so the session's servers never do.
-    # Likewise notifications (`deliver_due`, one clinic at a time) and the periodic
-    # notices (`sweep_notices`, whose sweep over every clinic would also hold SQLite's
-    # write lock while the concurrency tests run).
     settings = make_settings(
         data_dir,
         database_url,
         long_poll_max_seconds=10,
-        payment_sweep_seconds=365 * 86400.0,
-        notification_interval_seconds=0,  # tests run `deliver_due` themselves
-        notification_sweep_seconds=0,  # and `sweep_notices`
+        **TESTS_RUN_THE_SWEEPS,
         **SHARED_CLIENT_LIMITS,
     )
     migrate(settings)

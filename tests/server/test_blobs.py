@@ -63,6 +63,8 @@ from sync_server.db import Database
 from sync_server.identity.enrolment import create_enrolment_token
 from sync_server.identity.tables import Organisation, User
 
+from .conftest import TESTS_RUN_THE_SWEEPS
+
 MiB = 1024 * 1024
 OCTETS = {"content-type": "application/octet-stream"}
 FAKE_KEY_ID = "testing-key-id"
@@ -394,6 +396,7 @@ def s3_servers(
                 bucket,
                 database_url=server.settings.database_url,
                 long_poll_max_seconds=10,
+                **TESTS_RUN_THE_SWEEPS,
                 # A second instance on the deployment's database signs with its key.
                 signing_key_file=server.settings.resolved_signing_key_file,
             )
