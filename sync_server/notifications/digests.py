@@ -15,7 +15,8 @@ UPDATE that must match every member still leased by this worker, or nothing is
 marked. A worker killed mid-send leaves the group leased; once the lease expires the
 group is claimed again whole (all members, or none) and sent with the same key, so
 the provider keeps one message. A failure moves all members together (retry with
-backoff, or dead); a staff retry of one dead member brings its whole group back.
+backoff, or dead); a staff retry of one dead member brings its whole group back. A
+group claimed inside its recipient's quiet hours is put back whole, due when they end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from sync_server.db import Database, new_id, rowcount, utcnow
 from sync_server.notifications.channels import Channel, DeliveryFailed, Message
+from sync_server.notifications.schedule import quiet_at_send
 from sync_server.notifications.tables import NotificationDelivery, NotificationDigest
 from sync_server.notifications.templates import render_digest
 
@@ -51,6 +53,7 @@ class DigestRun:
     dead: int
     lost: int
     messages: int
+    held: int = 0  # put back until the recipient's quiet hours end
 
 
 class _Rollback(Exception):
@@ -234,10 +237,17 @@ def deliver_digests(
     digests = _reclaim(
         db, names, clinic_ids, owner=owner, now=now, lease=lease, batch=batch
     ) + _group(db, names, clinic_ids, owner=owner, now=now, lease=lease, batch=batch)
-    claimed = sent = retrying = dead = lost = messages = 0
+    claimed = sent = retrying = dead = lost = messages = held = 0
     for digest_id in digests:
         with db.read() as session:
             digest = session.get_one(NotificationDigest, digest_id)
+            quiet = quiet_at_send(
+                session,
+                clinic_id=digest.clinic_id,
+                recipient=digest.recipient,
+                channel=digest.channel,
+                at=now,
+            )
             attempts = (
                 session.scalar(select(func.max(D.attempts)).where(D.digest_id == digest_id)) or 1
             )
@@ -256,6 +266,23 @@ def deliver_digests(
                 body=text.body,
             )
         claimed += digest.size
+        if quiet is not None:  # the whole group waits, its attempt not counted
+            with db.write() as session:
+                _lock(session, digest_id)
+                session.execute(
+                    update(D)
+                    .where(_held(digest_id, owner))
+                    .values(
+                        state="pending",
+                        next_attempt_at=quiet,
+                        attempts=D.attempts - 1,
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+            held += digest.size
+            continue
         try:
             provider_id = channels[digest.channel].send(message, idempotency_key=digest.id)
         except DeliveryFailed as failed:
@@ -305,4 +332,4 @@ def deliver_digests(
             continue
         sent += digest.size
         messages += 1
-    return DigestRun(claimed, sent, retrying, dead, lost, messages)
+    return DigestRun(claimed, sent, retrying, dead, lost, messages, held)

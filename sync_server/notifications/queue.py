@@ -42,7 +42,7 @@ from sync_server.db import Database
 from sync_server.errors import Invalid, Unavailable
 from sync_server.notifications.channels import Channel
 from sync_server.notifications.tables import NotificationDelivery
-from sync_server.notifications.worker import DeliveryRun, Retry, deliver_due, deliver_ids
+from sync_server.notifications.worker import Retry, deliver_due, deliver_ids
 from sync_server.settings import Settings
 
 __all__ = [
@@ -167,7 +167,7 @@ def consume(ids: list[str]) -> dict[str, int]:
     context = _context
     if context is None:
         raise Unavailable("no notification worker is set up in this process", code="no_worker")
-    totals = DeliveryRun(0, 0, 0, 0, 0)
+    totals = dict.fromkeys(_COUNTS, 0)
     for start in range(0, len(ids), CHUNK):
         run = deliver_ids(
             context.db,
@@ -176,12 +176,13 @@ def consume(ids: list[str]) -> dict[str, int]:
             owner=context.owner,
             retry=context.retry,
         )
-        totals = DeliveryRun(*(a + b for a, b in zip(_counts(totals), _counts(run), strict=True)))
-    return dict(zip(("claimed", "sent", "retrying", "dead", "lost"), _counts(totals), strict=True))
+        for name in _COUNTS:
+            totals[name] += getattr(run, name)
+    return totals
 
 
-def _counts(run: DeliveryRun) -> tuple[int, int, int, int, int]:
-    return (run.claimed, run.sent, run.retrying, run.dead, run.lost)
+_COUNTS = ("claimed", "sent", "retrying", "dead", "lost", "held")
+"""The `DeliveryRun` counts a job returns."""
 
 
 def _sweep(context: _Context, settings: Settings, stop: threading.Event) -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "SWITCHED_CHANNELS",
     "digest_due",
     "preferences_for",
+    "quiet_at_send",
     "quiet_until",
     "scheduled",
     "zone",
@@ -100,6 +101,21 @@ def scheduled(
         return None
     due = digest_due(pref, at) or at
     return quiet_until(pref, due) or due, None if pref.digest == "none" else pref.digest
+
+
+def quiet_at_send(
+    session: Session, *, clinic_id: str, recipient: str, channel: str, at: datetime
+) -> datetime | None:
+    """The end of `recipient`'s quiet hours if a message through `channel` sent at
+    `at` would fall inside them, else None (in-app is never held).
+
+    Workers ask this just before a send, so the quiet hours hold whatever made a
+    delivery due: its planned time, a retry's backoff, a staff retry, a backlog, or
+    quiet hours set after the event."""
+    if channel not in SWITCHED_CHANNELS:
+        return None
+    pref = session.get(NotificationPreference, (clinic_id, recipient))
+    return None if pref is None else quiet_until(pref, at)
 
 
 def preferences_for(

@@ -8,6 +8,11 @@ where this worker still holds the lease. A failure counts an attempt and moves
 ``notification_max_attempts`` (or a failure that is not retryable) the delivery is
 ``dead`` with its error, for staff to see and retry.
 
+Nothing but in-app goes out inside the recipient's quiet hours, whatever made the
+delivery due (a retry's backoff, a staff retry, a backlog, quiet hours set after the
+event): just before a send the worker looks again (`schedule.quiet_at_send`) and puts
+a held delivery back, due when the quiet hours end, its attempt not counted.
+
 A worker killed mid-send leaves its lease: once it expires another worker claims the
 delivery and sends it with the same idempotency key, so the provider keeps one message.
 
@@ -29,6 +34,7 @@ from sync_server.db import Database, rowcount, utcnow
 from sync_server.notifications.channels import Channel, DeliveryFailed, Message
 from sync_server.notifications.digests import deliver_digests
 from sync_server.notifications.events import NoticeKind
+from sync_server.notifications.schedule import quiet_at_send
 from sync_server.notifications.tables import NotificationDelivery, NotificationEvent
 from sync_server.notifications.templates import render
 from sync_server.settings import Settings
@@ -68,6 +74,7 @@ class DeliveryRun:
     dead: int
     lost: int  # sent, but another worker held the lease by then (it sends the same key)
     digests: int = 0  # digest messages sent (their deliveries count above)
+    held: int = 0  # claimed, then put back until the recipient's quiet hours end
 
 
 def backoff(attempts: int, retry: Retry) -> timedelta:
@@ -126,9 +133,20 @@ def _claim(
         return claimed
 
 
-def _message(db: Database, delivery_id: str) -> tuple[NotificationDelivery, Message]:
+def _message(
+    db: Database, delivery_id: str, at: datetime
+) -> tuple[NotificationDelivery, Message, datetime | None]:
+    """The delivery, its message, and the end of its recipient's quiet hours if `at`
+    falls inside them."""
     with db.read() as session:
         delivery = session.get_one(NotificationDelivery, delivery_id)
+        quiet = quiet_at_send(
+            session,
+            clinic_id=delivery.clinic_id,
+            recipient=delivery.recipient,
+            channel=delivery.channel,
+            at=at,
+        )
         event = session.get_one(NotificationEvent, delivery.event_id)
         text = render(NoticeKind(event.kind), delivery.channel, reference=event.id)
         message = Message(
@@ -140,7 +158,7 @@ def _message(db: Database, delivery_id: str) -> tuple[NotificationDelivery, Mess
             body=text.body,
             detail=dict(event.detail) if delivery.channel == "in_app" else {},
         )
-        return delivery, message
+        return delivery, message, quiet
 
 
 def _held(delivery_id: str, owner: str) -> ColumnElement[bool]:
@@ -198,6 +216,7 @@ def deliver_due(
         single.dead + grouped.dead,
         single.lost + grouped.lost,
         grouped.messages,
+        single.held + grouped.held,
     )
 
 
@@ -246,9 +265,24 @@ def _send_claimed(
     at: datetime,
     rules: Retry,
 ) -> DeliveryRun:
-    sent = retrying = dead = lost = 0
+    sent = retrying = dead = lost = held = 0
     for delivery_id in claimed:
-        delivery, message = _message(db, delivery_id)
+        delivery, message, quiet = _message(db, delivery_id, at)
+        if quiet is not None:
+            with db.write() as session:
+                session.execute(
+                    update(NotificationDelivery)
+                    .where(_held(delivery_id, owner))
+                    .values(
+                        state="pending",
+                        next_attempt_at=quiet,
+                        attempts=NotificationDelivery.attempts - 1,
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                )
+            held += 1
+            continue
         try:
             provider_id = channels[delivery.channel].send(message, idempotency_key=delivery.id)
         except DeliveryFailed as failed:
@@ -288,4 +322,4 @@ def _send_claimed(
             sent += 1
         else:
             lost += 1
-    return DeliveryRun(len(claimed), sent, retrying, dead, lost)
+    return DeliveryRun(len(claimed), sent, retrying, dead, lost, held=held)

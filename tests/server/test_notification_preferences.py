@@ -37,7 +37,7 @@ from sync_server.notifications.tables import (
 )
 from sync_server.notifications.worker import Retry
 
-from .test_notifications import PHI, _Died, _DiesAfterSending, _staff
+from .test_notifications import PHI, _Died, _DiesAfterSending, _Failing, _staff
 
 
 def _event(server: Any, clinic: str, who: list[Recipient], at: datetime | None = None) -> str:
@@ -165,6 +165,94 @@ def test_quiet_hours_hold_push_sms_and_email_until_they_end(
     _event(server, clinic, [Recipient(patient, ("in_app", "push", "sms", "email"))], at=at)
     found = {d.channel: d.next_attempt_at for d in _deliveries(server, clinic)}
     assert found == {"in_app": at, "push": due, "sms": due, "email": due}
+
+
+def test_nothing_is_sent_in_quiet_hours_whatever_made_it_due(server: Any) -> None:
+    """The worker looks at quiet hours again before each send: a retry's backoff that
+    lands in them, and quiet hours set after the event, both wait for their end, the
+    attempt not counted; in-app is never held."""
+    clinic = server.new_clinic()
+    retried, late = f"patient:{uuid.uuid4()}", f"patient:{uuid.uuid4()}"
+    _prefer(server, clinic, retried, quiet_start=22 * 60, quiet_end=7 * 60)  # UTC
+    _event(server, clinic, [Recipient(retried, ("sms",))], at=_utc(2026, 6, 1, 21))
+    _event(server, clinic, [Recipient(late, ("push", "in_app"))], at=_utc(2026, 6, 1, 21))
+    busy = _Failing("sms", 1, retryable=True)
+    push = SandboxPush()
+    channels = {"sms": busy, "push": push, "in_app": InApp(server.db, server.server_signer())}
+    # Quiet hours set after the event, before the worker came round (a backlog).
+    _prefer(server, clinic, late, quiet_start=21 * 60 + 30, quiet_end=23 * 60)
+    retry = Retry(backoff_seconds=1800, backoff_max_seconds=1800)  # 15 to 45 minutes
+    first = deliver_due(
+        server.db,
+        channels,
+        owner="w",
+        now=_utc(2026, 6, 1, 21, 45),
+        retry=retry,
+        clinic_ids=[clinic],
+    )
+    assert (first.sent, first.retrying, first.held) == (1, 1, 1)  # in-app; sms; push
+    by = {d.channel: d for d in _deliveries(server, clinic)}
+    assert (by["push"].state, by["push"].attempts) == ("pending", 0)
+    assert by["push"].next_attempt_at == _utc(2026, 6, 1, 23)
+    assert by["in_app"].state == "sent"
+    assert _utc(2026, 6, 1, 22) <= by["sms"].next_attempt_at <= _utc(2026, 6, 1, 22, 30)
+
+    # The sms retry's backoff fell inside 22:00-07:00: held to 07:00, not sent at night.
+    night = deliver_due(
+        server.db,
+        channels,
+        owner="w",
+        now=_utc(2026, 6, 1, 22, 40),
+        retry=retry,
+        clinic_ids=[clinic],
+    )
+    assert (night.sent, night.held) == (0, 1)
+    by = {d.channel: d for d in _deliveries(server, clinic)}
+    assert (by["sms"].state, by["sms"].attempts) == ("pending", 1)
+    assert by["sms"].next_attempt_at == _utc(2026, 6, 2, 7)
+    assert busy.sandbox.sent() == [] and push.sent() == []
+
+    at_eleven = deliver_due(
+        server.db, channels, owner="w", now=_utc(2026, 6, 1, 23), retry=retry, clinic_ids=[clinic]
+    )
+    assert (at_eleven.sent, at_eleven.held) == (1, 0)  # the push; the sms is not due yet
+    morning = deliver_due(
+        server.db, channels, owner="w", now=_utc(2026, 6, 2, 7), retry=retry, clinic_ids=[clinic]
+    )
+    assert morning.sent == 1
+    by = {d.channel: d for d in _deliveries(server, clinic)}
+    assert {d.state for d in by.values()} == {"sent"}
+    assert (by["sms"].attempts, by["push"].attempts) == (2, 1)
+    assert [m.idempotency_key for m in busy.sandbox.sent()] == [by["sms"].id]
+    assert [m.idempotency_key for m in push.sent()] == [by["push"].id]
+
+
+def test_a_digest_found_in_quiet_hours_waits_whole_for_their_end(server: Any) -> None:
+    clinic = server.new_clinic()
+    patient = f"patient:{uuid.uuid4()}"
+    _prefer(server, clinic, patient, digest="hourly")
+    for minute in (5, 20, 40):
+        _event(server, clinic, [Recipient(patient, ("push",))], at=_utc(2026, 6, 1, 10, minute))
+    assert {d.next_attempt_at for d in _deliveries(server, clinic)} == {_utc(2026, 6, 1, 11)}
+    _prefer(server, clinic, patient, digest="hourly", quiet_start=10 * 60 + 50, quiet_end=12 * 60)
+    push = SandboxPush()
+    held = deliver_due(
+        server.db, {"push": push}, owner="w", now=_utc(2026, 6, 1, 11, 5), clinic_ids=[clinic]
+    )
+    assert (held.sent, held.held, held.digests) == (0, 3, 0)
+    found = _deliveries(server, clinic)
+    [group] = {d.digest_id for d in found}
+    assert group is not None
+    assert {(d.state, d.attempts, d.next_attempt_at) for d in found} == {
+        ("pending", 0, _utc(2026, 6, 1, 12))
+    }
+    sent = deliver_due(
+        server.db, {"push": push}, owner="w", now=_utc(2026, 6, 1, 12), clinic_ids=[clinic]
+    )
+    assert (sent.sent, sent.digests) == (3, 1)
+    [message] = push.sent()
+    assert message.idempotency_key == group and _count(message.body) == 3
+    assert {(d.state, d.attempts) for d in _deliveries(server, clinic)} == {("sent", 1)}
 
 
 # ---------------------------------------------------------------- digests
