@@ -29,8 +29,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
 from sqlalchemy.orm import Session
 
-from sync_server.db import Database, new_id, rowcount, utcnow
+from sync_server.db import Database, new_id, rowcount
 from sync_server.notifications.channels import Channel, DeliveryFailed, Message
+from sync_server.notifications.outcomes import as_failed, as_held, as_sent, settle
 from sync_server.notifications.schedule import quiet_at_send
 from sync_server.notifications.tables import NotificationDelivery, NotificationDigest
 from sync_server.notifications.templates import render_digest
@@ -242,7 +243,7 @@ def deliver_digests(
         with db.read() as session:
             digest = session.get_one(NotificationDigest, digest_id)
             quiet = quiet_at_send(
-                session,
+                session=session,
                 clinic_id=digest.clinic_id,
                 recipient=digest.recipient,
                 channel=digest.channel,
@@ -269,37 +270,20 @@ def deliver_digests(
         if quiet is not None:  # the whole group waits, its attempt not counted
             with db.write() as session:
                 _lock(session, digest_id)
-                session.execute(
-                    update(D)
-                    .where(_held(digest_id, owner))
-                    .values(
-                        state="pending",
-                        next_attempt_at=quiet,
-                        attempts=D.attempts - 1,
-                        lease_owner=None,
-                        lease_until=None,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
+                settle(session=session, held=_held(digest_id, owner), values=as_held(quiet))
             held += digest.size
             continue
         try:
             provider_id = channels[digest.channel].send(message, idempotency_key=digest.id)
         except DeliveryFailed as failed:
             final = not failed.retryable or attempts >= max_attempts
+            retry_at = now + delay(attempts)
             with db.write() as session:
                 _lock(session, digest_id)
-                session.execute(
-                    update(D)
-                    .where(_held(digest_id, owner))
-                    .values(
-                        state="dead" if final else "pending",
-                        next_attempt_at=now + delay(attempts),
-                        last_error=str(failed)[:500],
-                        lease_owner=None,
-                        lease_until=None,
-                    )
-                    .execution_options(synchronize_session=False)
+                settle(
+                    session=session,
+                    held=_held(digest_id, owner),
+                    values=as_failed(failed, final=final, retry_at=retry_at),
                 )
             if final:
                 dead += digest.size
@@ -310,22 +294,14 @@ def deliver_digests(
         try:
             with db.write() as session:
                 _lock(session, digest_id)
-                done = session.execute(
-                    update(D)
-                    .where(_held(digest_id, owner))
-                    .values(
-                        state="sent",
-                        sent_at=utcnow(),
-                        provider_message_id=provider_id[:200],
-                        last_error=None,
-                        lease_owner=None,
-                        lease_until=None,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
                 # Every member, or none: another worker holds the group by now and
                 # sends it again under the same key.
-                if rowcount(done) != digest.size:
+                if (
+                    settle(
+                        session=session, held=_held(digest_id, owner), values=as_sent(provider_id)
+                    )
+                    != digest.size
+                ):
                     raise _Rollback
         except _Rollback:
             lost += digest.size

@@ -104,7 +104,7 @@ def scheduled(
 
 
 def quiet_at_send(
-    session: Session, *, clinic_id: str, recipient: str, channel: str, at: datetime
+    *, session: Session, clinic_id: str, recipient: str, channel: str, at: datetime
 ) -> datetime | None:
     """The end of `recipient`'s quiet hours if a message through `channel` sent at
     `at` would fall inside them, else None (in-app is never held).

@@ -34,6 +34,7 @@ from sync_server.db import Database, rowcount, utcnow
 from sync_server.notifications.channels import Channel, DeliveryFailed, Message
 from sync_server.notifications.digests import deliver_digests
 from sync_server.notifications.events import NoticeKind
+from sync_server.notifications.outcomes import as_failed, as_held, as_sent, settle
 from sync_server.notifications.schedule import quiet_at_send
 from sync_server.notifications.tables import NotificationDelivery, NotificationEvent
 from sync_server.notifications.templates import render
@@ -141,7 +142,7 @@ def _message(
     with db.read() as session:
         delivery = session.get_one(NotificationDelivery, delivery_id)
         quiet = quiet_at_send(
-            session,
+            session=session,
             clinic_id=delivery.clinic_id,
             recipient=delivery.recipient,
             channel=delivery.channel,
@@ -270,34 +271,19 @@ def _send_claimed(
         delivery, message, quiet = _message(db, delivery_id, at)
         if quiet is not None:
             with db.write() as session:
-                session.execute(
-                    update(NotificationDelivery)
-                    .where(_held(delivery_id, owner))
-                    .values(
-                        state="pending",
-                        next_attempt_at=quiet,
-                        attempts=NotificationDelivery.attempts - 1,
-                        lease_owner=None,
-                        lease_until=None,
-                    )
-                )
+                settle(session=session, held=_held(delivery_id, owner), values=as_held(quiet))
             held += 1
             continue
         try:
             provider_id = channels[delivery.channel].send(message, idempotency_key=delivery.id)
         except DeliveryFailed as failed:
             final = not failed.retryable or delivery.attempts >= rules.max_attempts
+            retry_at = at + backoff(delivery.attempts, rules)
             with db.write() as session:
-                session.execute(
-                    update(NotificationDelivery)
-                    .where(_held(delivery_id, owner))
-                    .values(
-                        state="dead" if final else "pending",
-                        next_attempt_at=at + backoff(delivery.attempts, rules),
-                        last_error=str(failed)[:500],
-                        lease_owner=None,
-                        lease_until=None,
-                    )
+                settle(
+                    session=session,
+                    held=_held(delivery_id, owner),
+                    values=as_failed(failed, final=final, retry_at=retry_at),
                 )
             if final:
                 dead += 1
@@ -306,19 +292,10 @@ def _send_claimed(
                 retrying += 1
             continue
         with db.write() as session:
-            done = session.execute(
-                update(NotificationDelivery)
-                .where(_held(delivery_id, owner))
-                .values(
-                    state="sent",
-                    sent_at=utcnow(),
-                    provider_message_id=provider_id[:200],
-                    last_error=None,
-                    lease_owner=None,
-                    lease_until=None,
-                )
+            done = settle(
+                session=session, held=_held(delivery_id, owner), values=as_sent(provider_id)
             )
-        if rowcount(done) == 1:
+        if done == 1:
             sent += 1
         else:
             lost += 1

@@ -35,7 +35,7 @@ from sync_server.notifications.tables import (
     NotificationDigest,
     NotificationPreference,
 )
-from sync_server.notifications.worker import Retry
+from sync_server.notifications.worker import DeliveryRun, Retry
 
 from .test_notifications import PHI, _Died, _DiesAfterSending, _Failing, _staff
 
@@ -182,14 +182,13 @@ def test_nothing_is_sent_in_quiet_hours_whatever_made_it_due(server: Any) -> Non
     # Quiet hours set after the event, before the worker came round (a backlog).
     _prefer(server, clinic, late, quiet_start=21 * 60 + 30, quiet_end=23 * 60)
     retry = Retry(backoff_seconds=1800, backoff_max_seconds=1800)  # 15 to 45 minutes
-    first = deliver_due(
-        server.db,
-        channels,
-        owner="w",
-        now=_utc(2026, 6, 1, 21, 45),
-        retry=retry,
-        clinic_ids=[clinic],
-    )
+
+    def worker_at(*when: int) -> DeliveryRun:
+        return deliver_due(
+            server.db, channels, owner="w", now=_utc(*when), retry=retry, clinic_ids=[clinic]
+        )
+
+    first = worker_at(2026, 6, 1, 21, 45)
     assert (first.sent, first.retrying, first.held) == (1, 1, 1)  # in-app; sms; push
     by = {d.channel: d for d in _deliveries(server, clinic)}
     assert (by["push"].state, by["push"].attempts) == ("pending", 0)
@@ -198,27 +197,16 @@ def test_nothing_is_sent_in_quiet_hours_whatever_made_it_due(server: Any) -> Non
     assert _utc(2026, 6, 1, 22) <= by["sms"].next_attempt_at <= _utc(2026, 6, 1, 22, 30)
 
     # The sms retry's backoff fell inside 22:00-07:00: held to 07:00, not sent at night.
-    night = deliver_due(
-        server.db,
-        channels,
-        owner="w",
-        now=_utc(2026, 6, 1, 22, 40),
-        retry=retry,
-        clinic_ids=[clinic],
-    )
+    night = worker_at(2026, 6, 1, 22, 40)
     assert (night.sent, night.held) == (0, 1)
     by = {d.channel: d for d in _deliveries(server, clinic)}
     assert (by["sms"].state, by["sms"].attempts) == ("pending", 1)
     assert by["sms"].next_attempt_at == _utc(2026, 6, 2, 7)
     assert busy.sandbox.sent() == [] and push.sent() == []
 
-    at_eleven = deliver_due(
-        server.db, channels, owner="w", now=_utc(2026, 6, 1, 23), retry=retry, clinic_ids=[clinic]
-    )
+    at_eleven = worker_at(2026, 6, 1, 23)
     assert (at_eleven.sent, at_eleven.held) == (1, 0)  # the push; the sms is not due yet
-    morning = deliver_due(
-        server.db, channels, owner="w", now=_utc(2026, 6, 2, 7), retry=retry, clinic_ids=[clinic]
-    )
+    morning = worker_at(2026, 6, 2, 7)
     assert morning.sent == 1
     by = {d.channel: d for d in _deliveries(server, clinic)}
     assert {d.state for d in by.values()} == {"sent"}
