@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
@@ -47,12 +47,14 @@ log = logging.getLogger("sync_server.notifications")
 
 @dataclass(frozen=True, slots=True)
 class Retry:
-    """How failed deliveries are retried (from `Settings`)."""
+    """How failed deliveries are retried (from `Settings`). `rng` draws the backoff's
+    jitter (a seeded one makes a seeded run repeat exactly)."""
 
     max_attempts: int = 8
     backoff_seconds: float = 30.0
     backoff_max_seconds: float = 3600.0
     lease_seconds: float = 120.0
+    rng: random.Random = field(default_factory=random.Random, compare=False, repr=False)
 
     @classmethod
     def of(cls, settings: Settings) -> Retry:
@@ -82,7 +84,7 @@ def backoff(attempts: int, retry: Retry) -> timedelta:
     """The delay before the next attempt after `attempts` tries: the base doubled per
     attempt, capped, times a jitter in [0.5, 1.5) so failed batches spread out."""
     base = min(retry.backoff_seconds * 2 ** max(attempts - 1, 0), retry.backoff_max_seconds)
-    return timedelta(seconds=base * random.uniform(0.5, 1.5))
+    return timedelta(seconds=base * retry.rng.uniform(0.5, 1.5))
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
