@@ -32,7 +32,7 @@ from sqlalchemy.orm import Session
 from sync_server.db import Database, new_id, rowcount
 from sync_server.notifications.channels import Channel, DeliveryFailed, Message
 from sync_server.notifications.outcomes import as_failed, as_held, as_sent, settle
-from sync_server.notifications.schedule import quiet_at_send
+from sync_server.notifications.schedule import RunClock, quiet_at_send
 from sync_server.notifications.tables import NotificationDelivery, NotificationDigest
 from sync_server.notifications.templates import render_digest
 
@@ -239,6 +239,7 @@ def deliver_digests(
         db, names, clinic_ids, owner=owner, now=now, lease=lease, batch=batch
     ) + _group(db, names, clinic_ids, owner=owner, now=now, lease=lease, batch=batch)
     claimed = sent = retrying = dead = lost = messages = held = 0
+    clock = RunClock(now)
     for digest_id in digests:
         with db.read() as session:
             digest = session.get_one(NotificationDigest, digest_id)
@@ -247,7 +248,7 @@ def deliver_digests(
                 clinic_id=digest.clinic_id,
                 recipient=digest.recipient,
                 channel=digest.channel,
-                at=now,
+                at=clock.now(),
             )
             attempts = (
                 session.scalar(select(func.max(D.attempts)).where(D.digest_id == digest_id)) or 1

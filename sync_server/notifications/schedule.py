@@ -7,6 +7,7 @@ change ends at the right instant). Pure functions of a `NotificationPreference` 
 
 from __future__ import annotations
 
+import time as monotonic_time
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -18,6 +19,7 @@ from sync_server.notifications.tables import NotificationPreference
 
 __all__ = [
     "SWITCHED_CHANNELS",
+    "RunClock",
     "digest_due",
     "preferences_for",
     "quiet_at_send",
@@ -101,6 +103,20 @@ def scheduled(
         return None
     due = digest_due(pref, at) or at
     return quiet_until(pref, due) or due, None if pref.digest == "none" else pref.digest
+
+
+class RunClock:
+    """The time as one worker run sees it: the run's start `at` (the real time, or a
+    test's), moved on by the real time elapsed since, so a check made late in a long
+    run (quiet hours before each send) uses the moment of the send."""
+
+    def __init__(self, at: datetime) -> None:
+        self._at = at
+        self._started = monotonic_time.monotonic()
+
+    def now(self) -> datetime:
+        """`at` plus the real time elapsed since this clock was made."""
+        return self._at + timedelta(seconds=monotonic_time.monotonic() - self._started)
 
 
 def quiet_at_send(

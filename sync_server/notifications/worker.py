@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import random
+import uuid
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -35,12 +36,12 @@ from sync_server.notifications.channels import Channel, DeliveryFailed, Message
 from sync_server.notifications.digests import deliver_digests
 from sync_server.notifications.events import NoticeKind
 from sync_server.notifications.outcomes import as_failed, as_held, as_sent, settle
-from sync_server.notifications.schedule import quiet_at_send
+from sync_server.notifications.schedule import RunClock, quiet_at_send
 from sync_server.notifications.tables import NotificationDelivery, NotificationEvent
 from sync_server.notifications.templates import render
 from sync_server.settings import Settings
 
-__all__ = ["DeliveryRun", "Retry", "backoff", "deliver_due", "deliver_ids"]
+__all__ = ["DeliveryRun", "Retry", "backoff", "deliver_due", "deliver_ids", "lease_holder"]
 
 log = logging.getLogger("sync_server.notifications")
 
@@ -85,6 +86,13 @@ def backoff(attempts: int, retry: Retry) -> timedelta:
     attempt, capped, times a jitter in [0.5, 1.5) so failed batches spread out."""
     base = min(retry.backoff_seconds * 2 ** max(attempts - 1, 0), retry.backoff_max_seconds)
     return timedelta(seconds=base * retry.rng.uniform(0.5, 1.5))
+
+
+def lease_holder(owner: str) -> str:
+    """The name one run of worker `owner` claims under (``<owner>/<random>``): two runs
+    of one worker (the queue's job thread and its sweep thread) never hold the same
+    lease, so a run whose lease ran out, and was taken over, writes nothing."""
+    return f"{owner[:80]}/{uuid.uuid4().hex[:12]}"
 
 
 def _due(now: datetime) -> ColumnElement[bool]:
@@ -191,20 +199,21 @@ def deliver_due(
     """
     at = now or utcnow()
     rules = retry or Retry()
+    holder = lease_holder(owner)
     claimed = _claim(
         db,
         channels.keys(),
-        owner=owner,
+        owner=holder,
         now=at,
         batch=batch,
         lease=timedelta(seconds=rules.lease_seconds),
         clinic_ids=clinic_ids,
     )
-    single = _send_claimed(db, channels, claimed, owner=owner, at=at, rules=rules)
+    single = _send_claimed(db, channels, claimed, owner=holder, at=at, rules=rules)
     grouped = deliver_digests(
         db,
         channels,
-        owner=owner,
+        owner=holder,
         now=at,
         batch=batch,
         lease=timedelta(seconds=rules.lease_seconds),
@@ -246,17 +255,18 @@ def deliver_ids(
         return DeliveryRun(0, 0, 0, 0, 0)
     at = now or utcnow()
     rules = retry or Retry()
+    holder = lease_holder(owner)
     claimed = _claim(
         db,
         channels.keys(),
-        owner=owner,
+        owner=holder,
         now=at,
         batch=len(wanted),
         lease=timedelta(seconds=rules.lease_seconds),
         clinic_ids=None,
         ids=wanted,
     )
-    return _send_claimed(db, channels, claimed, owner=owner, at=at, rules=rules)
+    return _send_claimed(db, channels, claimed, owner=holder, at=at, rules=rules)
 
 
 def _send_claimed(
@@ -269,8 +279,9 @@ def _send_claimed(
     rules: Retry,
 ) -> DeliveryRun:
     sent = retrying = dead = lost = held = 0
+    clock = RunClock(at)
     for delivery_id in claimed:
-        delivery, message, quiet = _message(db, delivery_id, at)
+        delivery, message, quiet = _message(db, delivery_id, clock.now())
         if quiet is not None:
             with db.write() as session:
                 settle(session=session, held=_held(delivery_id, owner), values=as_held(quiet))

@@ -329,7 +329,8 @@ def test_a_killed_digest_worker_is_retried_as_the_same_group_with_the_same_key(
         )
     held = _deliveries(server, clinic)
     [digest_id] = {d.digest_id for d in held}
-    assert {(d.state, d.lease_owner) for d in held} == {("sending", "doomed")}
+    assert {d.state for d in held} == {"sending"}
+    assert all(d.lease_owner.startswith("doomed/") for d in held)
     # An event arriving meanwhile is not added to the held group: it waits for the
     # next window (12:00) and goes alone while the dead worker's lease still lives.
     _event(server, clinic, [Recipient(patient, ("push",))], at=hour)

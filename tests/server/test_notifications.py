@@ -189,7 +189,7 @@ def test_a_worker_killed_mid_send_is_retried_with_the_same_key_and_sent_once(
             clinic_ids=[clinic],
         )  # fmt: skip
     [left] = _deliveries(server, clinic)
-    assert (left.state, left.lease_owner) == ("sending", "doomed")
+    assert left.state == "sending" and left.lease_owner.startswith("doomed/")
     # While the lease lives, nobody else takes it.
     assert deliver_due(server.db, {"push": push}, owner="w2", clinic_ids=[clinic]).claimed == 0
     later = utcnow() + timedelta(seconds=31)
@@ -203,6 +203,69 @@ def test_a_worker_killed_mid_send_is_retried_with_the_same_key_and_sent_once(
         "sent",
         2,
         message.provider_id,
+    )
+
+
+def test_a_run_whose_lease_was_taken_over_writes_nothing_even_under_the_same_worker_name(
+    server: Any,
+) -> None:
+    """Two runs of one worker (a queue worker's job thread and its sweep thread): the
+    first overruns its lease, the second takes the delivery over and is mid-send when
+    the first's send fails. The first's failure must not touch the delivery, or the
+    second's success would be lost and the message sent again."""
+    clinic = server.new_clinic()
+    _event(server, clinic, [Recipient("patient:p1", ("sms",))])
+    retry = Retry(lease_seconds=30)
+    first_in_send, second_in_send = threading.Event(), threading.Event()
+    first_done = threading.Event()
+    sms = SandboxSms()
+
+    class Slow:
+        name = "sms"
+
+        def send(self, message: Message, *, idempotency_key: str) -> str:
+            first_in_send.set()
+            assert second_in_send.wait(30)
+            raise DeliveryFailed("provider_busy: 503", retryable=True)
+
+    class TakesOver:
+        name = "sms"
+
+        def send(self, message: Message, *, idempotency_key: str) -> str:
+            second_in_send.set()
+            assert first_done.wait(30)
+            return sms.send(message, idempotency_key=idempotency_key)
+
+    at = utcnow()
+    runs: dict[str, Any] = {}
+
+    def first() -> None:
+        runs["first"] = deliver_due(
+            server.db, {"sms": Slow()}, owner="w", now=at, retry=retry, clinic_ids=[clinic]
+        )
+        first_done.set()
+
+    def second() -> None:
+        assert first_in_send.wait(30)
+        later = at + timedelta(seconds=31)  # the first run's lease has run out
+        runs["second"] = deliver_due(
+            server.db, {"sms": TakesOver()}, owner="w", now=later, retry=retry,
+            clinic_ids=[clinic],
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert (runs["second"].claimed, runs["second"].sent) == (1, 1)
+    [done] = _deliveries(server, clinic)
+    assert (done.state, done.attempts, done.last_error) == ("sent", 2, None)
+    assert [m.idempotency_key for m in sms.sent()] == [done.id]
+    tomorrow = at + timedelta(days=1)
+    assert (
+        deliver_due(server.db, {"sms": sms}, owner="w", now=tomorrow, clinic_ids=[clinic]).claimed
+        == 0
     )
 
 
