@@ -36,7 +36,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.serializers import JSONSerializer
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from sync_server.db import Database
 from sync_server.errors import Invalid, Unavailable
@@ -135,12 +135,16 @@ def install_publisher(db: Database, publisher: Publisher) -> None:
         if ids:
             publisher.publish(ids)
 
-    def rolled_back(session: Session) -> None:
-        session.info.pop(_PENDING, None)
+    def ended(session: Session, transaction: SessionTransaction) -> None:
+        # Only the outermost transaction's end: a savepoint rolled back inside it (a
+        # `notify` that lost its dedupe race) keeps what the transaction collected
+        # before; a rolled-back transaction publishes nothing.
+        if transaction.parent is None:
+            session.info.pop(_PENDING, None)
 
     db.listen("after_flush", collect)
     db.listen("after_commit", committed)
-    db.listen("after_rollback", rolled_back)
+    db.listen("after_transaction_end", ended)
 
 
 @dataclass(slots=True)

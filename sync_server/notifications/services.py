@@ -113,7 +113,8 @@ def retry_delivery(
     *, session: Session, principal: Principal, delivery_id: str, now: datetime
 ) -> NotificationDelivery:
     """Send a dead delivery again: pending, due `now`, its attempts counted afresh
-    (its last error is kept until it is sent). Audited.
+    (its last error is kept until it is sent); a digest member brings its whole group
+    back. Audited.
 
     Raises:
         Forbidden: ``forbidden``: the caller is not staff or an admin.
@@ -121,14 +122,23 @@ def retry_delivery(
         Conflict: ``delivery_not_dead``: it is pending, being sent, or sent.
     """
     delivery = delivery_in_scope(session=session, principal=principal, delivery_id=delivery_id)
+    # A digest's members are sent, retried and counted together: a retry brings every
+    # dead member of the group back with its attempts afresh (the digest counts the
+    # most attempts of any member).
+    together = (
+        NotificationDelivery.id == delivery.id
+        if delivery.digest_id is None
+        else NotificationDelivery.digest_id == delivery.digest_id
+    )
     done = session.execute(
         update(NotificationDelivery)
-        .where(NotificationDelivery.id == delivery.id, NotificationDelivery.state == "dead")
+        .where(together, NotificationDelivery.state == "dead")
         .values(
             state="pending", attempts=0, next_attempt_at=now, lease_owner=None, lease_until=None
         )
+        .execution_options(synchronize_session=False)
     )
-    if rowcount(done) != 1:
+    if rowcount(done) < 1:
         raise Conflict(
             f"the delivery is {delivery.state}: only a dead one is retried",
             code="delivery_not_dead",

@@ -357,6 +357,44 @@ def test_a_killed_digest_worker_is_retried_as_the_same_group_with_the_same_key(
         assert sorted(sizes) == [1, 3]
 
 
+def test_a_staff_retry_of_one_dead_digest_member_brings_the_group_back_afresh(
+    server: Any,
+) -> None:
+    clinic = server.new_clinic()
+    patient = f"patient:{uuid.uuid4()}"
+    _prefer(server, clinic, patient, digest="hourly")
+    for _ in range(3):
+        _event(server, clinic, [Recipient(patient, ("sms",))])
+    [due] = {d.next_attempt_at for d in _deliveries(server, clinic)}
+    retry = Retry(max_attempts=2, backoff_seconds=1, backoff_max_seconds=1)
+    failing = _Failing("sms", 3, retryable=True)
+    at = due
+    for _ in range(2):
+        deliver_due(
+            server.db, {"sms": failing}, owner="w", now=at, retry=retry, clinic_ids=[clinic]
+        )
+        at += timedelta(minutes=5)
+    members = _deliveries(server, clinic)
+    assert {(d.state, d.attempts) for d in members} == {("dead", 2)}
+    with server.http(_staff(server, clinic)) as staff:
+        answer = staff.post(f"/v1/notifications/deliveries/{members[0].id}/retry")
+        assert answer.status_code == 200, answer.text
+    assert {(d.state, d.attempts) for d in _deliveries(server, clinic)} == {("pending", 0)}
+    # One more failure (the third) is a retry, not the group's death: the attempts
+    # were counted afresh for every member.
+    again = deliver_due(
+        server.db, {"sms": failing}, owner="w", now=at, retry=retry, clinic_ids=[clinic]
+    )
+    assert (again.retrying, again.dead) == (3, 0)
+    sent = deliver_due(
+        server.db, {"sms": failing}, owner="w", now=at + timedelta(hours=1), retry=retry,
+        clinic_ids=[clinic],
+    )  # fmt: skip
+    assert (sent.sent, sent.digests) == (3, 1)
+    [message] = failing.sandbox.sent()
+    assert _count(message.body) == 3
+
+
 def test_racing_workers_group_each_event_into_one_digest(server: Any) -> None:
     clinic = server.new_clinic()
     patients = [f"patient:{uuid.uuid4()}" for _ in range(5)]

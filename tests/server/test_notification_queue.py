@@ -31,12 +31,12 @@ from rq.serializers import JSONSerializer
 from sqlalchemy import select
 
 from cli.main import cli
-from sync_server.db import Database, utcnow
+from sync_server.db import Database, insert_unless_taken, new_id, utcnow
 from sync_server.errors import Invalid, Unavailable
 from sync_server.notifications import InApp, Recipient, SandboxPush, deliver_due, notify
 from sync_server.notifications.events import NoticeKind
 from sync_server.notifications.queue import Publisher, consume, install_publisher, run_worker
-from sync_server.notifications.tables import InAppNotice, NotificationDelivery
+from sync_server.notifications.tables import InAppNotice, NotificationDelivery, NotificationEvent
 from sync_server.settings import Settings
 
 from .queue_world import LoggedPush, read_log
@@ -78,14 +78,16 @@ def _settings(server: Any, tmp_path: Path, url: str, queue_name: str) -> Setting
     )
 
 
-def _notify(db: Database, clinic_id: str, *, channels: tuple[str, ...] = ("push",)) -> list[str]:
+def _notify(
+    db: Database, clinic_id: str, *, channels: tuple[str, ...] = ("push",), key: str | None = None
+) -> list[str]:
     """One event to one patient in its own transaction; returns its delivery ids."""
     with db.write() as session:
         event_id = notify(
             session=session,
             clinic_id=clinic_id,
             kind=NoticeKind.ORDER_SHIPPED,
-            dedupe_key=f"queue-test:{uuid.uuid4()}",
+            dedupe_key=key or f"queue-test:{uuid.uuid4()}",
             recipients=[Recipient(f"patient:{uuid.uuid4()}", channels)],
             detail={"order": "o-1"},
         )
@@ -162,6 +164,48 @@ def test_ids_are_published_after_commit_and_duplicates_send_once(
         assert [m.idempotency_key for m in push.sent()] == [
             rows[i].id for i in ids if rows[i].channel == "push"
         ]
+    finally:
+        publisher.close()
+        db.dispose()
+
+
+def test_a_savepoint_rolled_back_inside_the_transaction_keeps_what_it_collected(
+    server: Any, tmp_path: Path, redis_url: str, queue_name: str
+) -> None:
+    """A sweep records many notices in one transaction; one that loses its dedupe race
+    rolls back only its savepoint, and the ids collected before it are still published
+    when the transaction commits."""
+    clinic = server.new_clinic()
+    settings = _settings(server, tmp_path, redis_url, queue_name)
+    db = Database(settings.resolved_database_url)
+    publisher = Publisher(settings)
+    try:
+        install_publisher(db, publisher)
+        taken = f"queue-test:{uuid.uuid4()}"
+        _notify(db, clinic, key=taken)
+        with db.write() as session:
+            notify(
+                session=session,
+                clinic_id=clinic,
+                kind=NoticeKind.ORDER_SHIPPED,
+                dedupe_key=f"queue-test:{uuid.uuid4()}",
+                recipients=[Recipient("patient:p-kept", ("push",))],
+                detail={},
+            )
+            # Another instance recorded this key first: its savepoint rolls back.
+            lost = NotificationEvent(
+                id=new_id(), clinic_id=clinic, kind="order_shipped", dedupe_key=taken, detail={}
+            )
+            assert not insert_unless_taken(session, lost)
+        with db.read() as session:
+            kept = session.scalar(
+                select(NotificationDelivery.id).where(
+                    NotificationDelivery.recipient == "patient:p-kept",
+                    NotificationDelivery.clinic_id == clinic,
+                )
+            )
+        assert kept is not None
+        assert [kept] in _queued(redis_url, queue_name)
     finally:
         publisher.close()
         db.dispose()
