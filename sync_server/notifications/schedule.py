@@ -46,11 +46,13 @@ def zone(name: str) -> ZoneInfo:
         raise Invalid(f"unknown time zone {name!r}", code="unknown_time_zone") from None
 
 
-def _local(day: date, minute: int, where: ZoneInfo) -> datetime:
-    """The instant of wall time `minute` on `day` in `where` (a wall time that a
-    daylight-saving change skips is read with the offset before the change, i.e. it
-    lands just after the gap)."""
-    return datetime.combine(day, time(minute // 60, minute % 60), tzinfo=where).astimezone(UTC)
+def _local(day: date, minute: int, where: ZoneInfo, *, fold: int = 0) -> datetime:
+    """The instant of wall time `minute` on `day` in `where`. A wall time that a
+    daylight-saving change skips is read with the offset before the change (02:30 on
+    the night clocks jump from 02:00 to 03:00 is 03:30 after it); one that a change
+    repeats is its first occurrence, or its second with `fold` 1."""
+    wall = time(minute // 60, minute % 60, fold=fold)
+    return datetime.combine(day, wall, tzinfo=where).astimezone(UTC)
 
 
 def quiet_until(pref: NotificationPreference, at: datetime) -> datetime | None:
@@ -63,12 +65,17 @@ def quiet_until(pref: NotificationPreference, at: datetime) -> datetime | None:
     start, end = pref.quiet_start, pref.quiet_end
     today = local.date()
     if start < end:
-        return _local(today, end, where) if start <= now < end else None
-    if now >= start:  # the window spans midnight: it ends tomorrow
+        inside = start <= now < end
+    elif now >= start:  # the window spans midnight: it ends tomorrow
         return _local(today + timedelta(days=1), end, where)
-    if now < end:
-        return _local(today, end, where)
-    return None
+    else:
+        inside = now < end
+    if not inside:
+        return None
+    ends = _local(today, end, where)
+    # In the hour a change repeats (clocks back from 03:00 to 02:00), `at` may be in
+    # the second 02:xx while the first 02:30 is past: the end is the second one.
+    return ends if ends > at else _local(today, end, where, fold=1)
 
 
 def digest_due(pref: NotificationPreference, at: datetime) -> datetime | None:

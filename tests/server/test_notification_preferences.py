@@ -144,8 +144,15 @@ def _utc(*args: int) -> datetime:
         ("Europe/Berlin", "22:00", "07:00", _utc(2026, 6, 1, 12), _utc(2026, 6, 1, 12)),
         # A window within one day, New York (EDT, UTC-4).
         ("America/New_York", "13:00", "14:30", _utc(2026, 7, 1, 17, 10), _utc(2026, 7, 1, 18, 30)),
+        # Berlin, 22:00-02:30, in the hour the clocks repeat (25 October 2026, 03:00
+        # CEST -> 02:00 CET at 01:00 UTC): at 01:10 UTC it is 02:10 CET, the second
+        # time round, and the window ends at the second 02:30, 01:30 UTC (the first
+        # 02:30 CEST, 00:30 UTC, is past).
+        ("Europe/Berlin", "22:00", "02:30", _utc(2026, 10, 25, 1, 10), _utc(2026, 10, 25, 1, 30)),
+        # ... and at 00:10 UTC (02:10 CEST, the first time round) at the first 02:30.
+        ("Europe/Berlin", "22:00", "02:30", _utc(2026, 10, 25, 0, 10), _utc(2026, 10, 25, 0, 30)),
         # A window whose end is skipped by the change (02:30 on 8 March 2026 in New
-        # York does not exist): it ends right after the gap, 03:30 EDT = 07:30 UTC.
+        # York does not exist): read with the offset before it, 03:30 EDT = 07:30 UTC.
         ("America/New_York", "23:00", "02:30", _utc(2026, 3, 8, 5), _utc(2026, 3, 8, 7, 30)),
     ],
 )
