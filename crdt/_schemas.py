@@ -669,10 +669,17 @@ _EXPONENTS = {
 }
 
 
+def currency_exponent(currency: str) -> int:
+    """How many decimal places the minor unit of `currency` has (ISO 4217): 2 for most
+    (EUR cents), 0 for JPY or XOF, 3 for KWD or BHD. ``amount / 10**exponent`` is the
+    amount in major units."""
+    return _EXPONENTS.get(currency, 2)
+
+
 def format_money(amount: int, currency: str) -> str:
     """`amount` minor units of `currency` as people read it: ``3100`` EUR is
     ``"31.00 EUR"``, ``500`` JPY is ``"500 JPY"``."""
-    exponent = _EXPONENTS.get(currency, 2)
+    exponent = currency_exponent(currency)
     if exponent == 0:
         return f"{amount} {currency}"
     sign = "-" if amount < 0 else ""

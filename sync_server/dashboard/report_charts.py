@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from crdt import currency_exponent, format_money
 from sync_server.reports.figures import ClinicReport
 
 __all__ = ["Bar", "BarChart", "report_charts"]
@@ -122,15 +123,19 @@ def report_charts(report: ClinicReport) -> tuple[BarChart, ...]:
         ),
     ]
     for m in report.money:
+        unit = 10 ** currency_exponent(m.currency)  # minor units per major unit
         charts.append(
             _chart(
                 f"money-{m.currency.lower()}",
                 f"Revenue and refunds ({m.currency})",
                 m.currency,
                 [
-                    ("revenue", m.revenue / 100, f"{m.revenue / 100:,.2f} {m.currency}"),
-                    ("refunds", m.refunds / 100, f"{m.refunds / 100:,.2f} {m.currency}"),
-                    ("collected", m.collected / 100, f"{m.collected / 100:,.2f} {m.currency}"),
+                    (name, amount / unit, format_money(amount, m.currency))
+                    for name, amount in (
+                        ("revenue", m.revenue),
+                        ("refunds", m.refunds),
+                        ("collected", m.collected),
+                    )
                 ],
                 f"A bar chart of the money in {m.currency} for the period:",
             )

@@ -34,6 +34,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crdt import format_money
 from sync_server.deps import DbDep, SettingsDep
 from sync_server.errors import Forbidden, Unauthorized
 from sync_server.identity.principals import STAFF_ROLES, Principal
@@ -70,6 +71,7 @@ CSP = (
 
 _HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=_HERE / "templates")
+templates.env.filters["money"] = format_money  # minor units, by the currency's digits
 
 
 class SignInNeeded(Exception):

@@ -322,7 +322,12 @@ def _wound_figures(
         )
         .group_by(AssessmentRow.wound_id)
     ).all()
-    durations = [(_moment(last) - _moment(first)).total_seconds() / _DAY for first, last in spans]
+    # A healed wound with one assessment counts as healed, but has no time to heal.
+    durations = [
+        (_moment(last) - _moment(first)).total_seconds() / _DAY
+        for first, last in spans
+        if last != first
+    ]
     wounds = WoundFigures(
         seen=seen_count,
         healed=len(spans),

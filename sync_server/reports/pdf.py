@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from fpdf import FPDF
 
+from crdt import format_money
 from sync_server.reports.figures import ClinicReport
 
 __all__ = ["render_pdf"]
@@ -32,10 +33,6 @@ def _number(value: float | int | None, digits: int = 1) -> str:
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f} %"
-
-
-def _money(amount: int, currency: str) -> str:
-    return f"{amount / 100:,.2f} {currency}"
 
 
 def _heading(pdf: FPDF, text: str) -> None:
@@ -164,7 +161,7 @@ def render_pdf(report: ClinicReport) -> bytes:
     _table(
         pdf,
         [(f"Orders {state}", str(n)) for state, n in sorted(s.orders_by_state.items())]
-        + [(f"Ordered ({c})", _money(t, c)) for c, t in sorted(s.order_totals.items())]
+        + [(f"Ordered ({c})", format_money(t, c)) for c, t in sorted(s.order_totals.items())]
         + [
             ("Units picked", str(s.units_picked)),
             ("Units on hand", str(s.units_on_hand)),
@@ -176,12 +173,12 @@ def render_pdf(report: ClinicReport) -> bytes:
     money_rows: list[tuple[str, str]] = []
     for m in report.money:
         money_rows += [
-            (f"Revenue ({m.currency})", _money(m.revenue, m.currency)),
-            (f"Refunds ({m.currency})", _money(m.refunds, m.currency)),
-            (f"Collected ({m.currency})", _money(m.collected, m.currency)),
+            (f"Revenue ({m.currency})", format_money(m.revenue, m.currency)),
+            (f"Refunds ({m.currency})", format_money(m.refunds, m.currency)),
+            (f"Collected ({m.currency})", format_money(m.collected, m.currency)),
             (
                 f"Outstanding ({m.currency}, {m.outstanding_invoices} invoices)",
-                _money(m.outstanding, m.currency),
+                format_money(m.outstanding, m.currency),
             ),
         ]
     _table(pdf, money_rows or [("no money moved", "")])

@@ -10,6 +10,7 @@ import io
 import json
 import statistics
 from collections import Counter
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,11 @@ from sync_server.audit.tables import AuditEvent
 from sync_server.bookings.tables import Booking, Provider
 from sync_server.commerce.tables import Location, Lot, Order, Reservation
 from sync_server.dashboard.healing import Sample, area_reduction
+from sync_server.dashboard.report_charts import report_charts
 from sync_server.payments.tables import Invoice, LedgerPosting, LedgerTransaction, Payment
 from sync_server.reports.exports import TABLES, export_parquet
-from sync_server.reports.figures import ClinicReport, clinic_report
+from sync_server.reports.figures import ClinicReport, MoneyFigures, clinic_report
+from sync_server.reports.pdf import render_pdf
 from sync_server.sync.tables import AssessmentRow, PatientRow, WoundRow
 
 from .reports_world import CLOSED_DAY, END, MONTH, START, ReportWorld, seed_world
@@ -89,7 +92,8 @@ def test_every_figure_agrees_with_a_recomputation(server: Any, world: Any) -> No
     spans = []
     for w in healed:
         times = [_t(a.captured_at) for a in before_end if a.wound_id == w]
-        spans.append((max(times) - min(times)).total_seconds() / 86400)
+        if len(set(times)) > 1:  # one assessment: healed, but no time to heal
+            spans.append((max(times) - min(times)).total_seconds() / 86400)
     assert report.wounds.median_days_to_heal == pytest.approx(statistics.median(spans))
 
     # The 4-week rule over every measured assessment (not only the SQL's three).
@@ -237,6 +241,30 @@ def test_an_empty_clinic_and_bad_periods(server: Any, world: Any) -> None:
             clinic_report(session=session, clinic_id=empty, start=datetime(2025, 3, 1), end=END)
         with pytest.raises(NotFound):
             clinic_report(session=session, clinic_id="no-such-clinic", start=START, end=END)
+
+
+def test_money_is_shown_in_each_currencys_own_minor_unit(server: Any, world: Any) -> None:
+    """JPY has no minor unit and KWD three decimals: the PDF, the dashboard's charts and
+    its tables show each as people read it, not as hundredths."""
+    _, seeded = world
+    report = replace(
+        _report(server, seeded.clinic_id),
+        money=(
+            MoneyFigures("JPY", 50_000, 2_000, 48_000, 0, 0),
+            MoneyFigures("KWD", 12_345, 0, 12_345, 5, 1),
+        ),
+    )
+    text = "\n".join(
+        page.extract_text() for page in PdfReader(io.BytesIO(render_pdf(report))).pages
+    )
+    for shown in ("50000 JPY", "2000 JPY", "12.345 KWD", "0.005 KWD"):
+        assert shown in text
+    assert "500.00 JPY" not in text
+    charts = {chart.key: chart for chart in report_charts(report)}
+    jpy = {bar.label: (bar.value, bar.shown) for bar in charts["money-jpy"].bars}
+    assert jpy["revenue"] == (50_000, "50000 JPY")
+    kwd = {bar.label: (bar.value, bar.shown) for bar in charts["money-kwd"].bars}
+    assert kwd["revenue"] == (pytest.approx(12.345), "12.345 KWD")
 
 
 def test_parquet_export_reads_back_in_duckdb(server: Any, world: Any, tmp_path: Path) -> None:
