@@ -37,6 +37,12 @@ __all__ = [
     "NotificationPreference",
 ]
 
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    """The CHECK that `column` holds one of `values` (``state IN ('a', 'b')``)."""
+    return f"{column} IN ({', '.join(repr(value) for value in values)})"
+
+
 DELIVERY_STATES = ("pending", "sending", "sent", "dead")
 """pending (due at ``next_attempt_at``), sending (leased by a worker until
 ``lease_until``), sent, dead (out of attempts, or refused for good: staff may retry)."""
@@ -63,9 +69,7 @@ class NotificationDelivery(Base):
     __tablename__ = "notification_deliveries"
     __table_args__ = (
         UniqueConstraint("event_id", "channel", "recipient", name="uq_notification_deliveries"),
-        CheckConstraint(
-            "state IN ('pending', 'sending', 'sent', 'dead')", name="ck_notification_state"
-        ),
+        CheckConstraint(_one_of("state", DELIVERY_STATES), name="ck_notification_state"),
         CheckConstraint("attempts >= 0", name="ck_notification_attempts"),
         Index("ix_notification_deliveries_due", "state", "next_attempt_at"),
     )
@@ -129,9 +133,7 @@ class NotificationPreference(Base):
             "AND quiet_start BETWEEN 0 AND 1439 AND quiet_end BETWEEN 0 AND 1439)",
             name="ck_notification_pref_quiet",
         ),
-        CheckConstraint(
-            "digest IN ('none', 'hourly', 'daily')", name="ck_notification_pref_digest"
-        ),
+        CheckConstraint(_one_of("digest", DIGEST_MODES), name="ck_notification_pref_digest"),
         CheckConstraint(
             "(digest = 'daily' AND digest_minute BETWEEN 0 AND 1439) "
             "OR (digest <> 'daily' AND digest_minute IS NULL)",

@@ -14,8 +14,9 @@ Definitions (docs/reports.md has the long form):
   it, or the nearest within 7 days. SQL narrows each seen wound to the (at most three)
   assessments the rule reads; only assessments captured before the period's end count.
 - *Utilisation*: minutes of appointments starting in the period that were not
-  cancelled, over the minutes the clinic's active providers offered (their weekly
-  hours less closures, clipped to the period).
+  cancelled (clipped to the period's end), over the minutes offered by the clinic's
+  active providers and by those deactivated since who saw patients in the period (their
+  weekly hours less closures, clipped to the period).
 - A *late cancellation* is one made less than 24 hours before the appointment (the
   bookings domain flags it when it cancels).
 - *Stock turns*: units picked for the clinic's orders placed in the period over the
@@ -421,8 +422,18 @@ def _in_period(column: Any, start: datetime, end: datetime) -> ColumnElement[boo
 
 
 def _offered_minutes(session: Session, clinic_id: str, start: datetime, end: datetime) -> int:
+    # The clinic's active providers, and those deactivated since who saw patients in
+    # the period: a past month's figure does not change when someone leaves.
+    worked = select(Booking.provider_id).where(
+        Booking.clinic_id == clinic_id,
+        Booking.state != "cancelled",
+        _in_period(Booking.starts_at, start, end),
+    )
     providers = session.scalars(
-        select(Provider).where(Provider.clinic_id == clinic_id, Provider.active.is_(True))
+        select(Provider).where(
+            Provider.clinic_id == clinic_id,
+            Provider.active.is_(True) | Provider.id.in_(worked),
+        )
     ).all()
     total = 0
     first, last = start.date() - timedelta(days=1), end.date() + timedelta(days=1)
@@ -462,7 +473,9 @@ def _appointments(
     ).all()
     # Minutes: the dialects differ on interval arithmetic, so the (few hundred a
     # month) not-cancelled appointments are summed here.
-    booked = sum(int((e - s).total_seconds() // 60) for s, e in starts_ends)
+    # Clipped to the period, as the offered minutes are (one starting at 23:30 on its
+    # last day counts its first half hour).
+    booked = sum(int((min(e, end) - s).total_seconds() // 60) for s, e in starts_ends)
     offered = _offered_minutes(session, clinic_id, start, end)
     return AppointmentFigures(
         total=sum(by_state.values()),

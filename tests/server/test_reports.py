@@ -70,8 +70,15 @@ def test_every_figure_agrees_with_a_recomputation(server: Any, world: Any) -> No
         wounds = {w.id: w for w in session.scalars(select(WoundRow))}
         assessments = [a for a in session.scalars(select(AssessmentRow)) if a.clinic_id == clinic]
         bookings = [b for b in session.scalars(select(Booking)) if b.clinic_id == clinic]
+        worked = {
+            b.provider_id
+            for b in session.scalars(select(Booking))
+            if b.clinic_id == clinic and b.state != "cancelled" and _in(b.starts_at)
+        }
         providers = [
-            p for p in session.scalars(select(Provider)) if p.clinic_id == clinic and p.active
+            p
+            for p in session.scalars(select(Provider))
+            if p.clinic_id == clinic and (p.active or p.id in worked)
         ]
         locations = {loc.id for loc in session.scalars(select(Location)) if loc.clinic_id == clinic}
         lots = {lot.id: lot for lot in session.scalars(select(Lot))}
@@ -138,7 +145,7 @@ def test_every_figure_agrees_with_a_recomputation(server: Any, world: Any) -> No
         b.state == "cancelled" and b.late_cancellation for b in appointments
     )
     booked = sum(
-        (b.ends_at - b.starts_at).total_seconds() // 60
+        (min(b.ends_at, END) - b.starts_at).total_seconds() // 60
         for b in appointments
         if b.state != "cancelled"
     )
@@ -225,6 +232,41 @@ def test_every_figure_agrees_with_a_recomputation(server: Any, world: Any) -> No
     assert got == expected
     assert sum(row["revenue"] for row in got.values()) > 0
     assert sum(row["refunds"] for row in got.values()) > 0
+
+
+def test_a_provider_who_left_keeps_the_hours_they_worked_in_past_reports(
+    server: Any, world: Any
+) -> None:
+    _, seeded = world
+    before = _report(server, seeded.clinic_id).appointments
+    with server.db.write() as session:
+        providers = session.scalars(
+            select(Provider).where(Provider.clinic_id == seeded.clinic_id)
+        ).all()
+        for provider in providers:
+            provider.active = False  # everyone left after the period...
+        session.flush()
+        after = clinic_report(
+            session=session, clinic_id=seeded.clinic_id, start=START, end=END
+        ).appointments
+        # ... and the period's figures stand (an empty month after it offers nothing).
+        assert (after.offered_minutes, after.utilisation) == (
+            before.offered_minutes,
+            before.utilisation,
+        )
+        later = clinic_report(
+            session=session,
+            clinic_id=seeded.clinic_id,
+            start=END + timedelta(days=400),
+            end=END + timedelta(days=430),
+        ).appointments
+        assert (later.offered_minutes, later.utilisation) == (0, None)
+        session.rollback()  # the world is shared: nobody really left
+    with server.db.read() as session:
+        assert all(
+            p.active
+            for p in session.scalars(select(Provider).where(Provider.clinic_id == seeded.clinic_id))
+        )
 
 
 def test_an_empty_clinic_and_bad_periods(server: Any, world: Any) -> None:
