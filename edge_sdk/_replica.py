@@ -11,6 +11,7 @@ runs the same sync over its own.
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -276,9 +277,18 @@ class ReplicaDirectory:
 
     def __init__(self, replica: Replica) -> None:
         self._replica = replica
-        self.missing: set[str] = set()
-        """Devices asked for and not found since this was last cleared (a directory
-        older than the changes being checked: sync refreshes it and tries again)."""
+        self._asked = threading.local()
+
+    @property
+    def missing(self) -> set[str]:
+        """Devices asked for and not found since this thread last cleared this (a
+        directory older than the changes being checked: sync refreshes it and tries
+        again). One set per thread: the sync's merges and the background verification
+        check documents at the same time."""
+        missing: set[str] | None = getattr(self._asked, "missing", None)
+        if missing is None:
+            missing = self._asked.missing = set()
+        return missing
 
     def device_key(self, device_id: str, clinic_id: str, declared: bytes | None) -> bytes | None:
         """The key `device_id` signs this clinic's records with, or None to refuse it."""

@@ -53,6 +53,7 @@ from edge_sdk._notify import Listeners, Subscription
 __all__ = [
     "PROJECTIONS",
     "RECORD_VERSIONS_META",
+    "Claim",
     "Store",
     "UnverifiedDocument",
     "Written",
@@ -65,6 +66,7 @@ RECORD_VERSIONS_META = "record_versions"
 """Store metadata: the record schema version of each collection the store's records
 were last upgraded to (JSON; absent: every collection at version 1)."""
 _PAGE_SIZE = 4096  # SQLCipher 4's default; the store never changes it
+_IN_LIST = 500  # ids per `IN (...)` list, within SQLite's limit on variables
 
 # Projection columns per collection (beyond id, clinic_id, deleted, updated_at,
 # conflicted and the full record JSON). They are what list filters may use.
@@ -209,6 +211,17 @@ class UnverifiedDocument:
     projection: Mapping[str, Any]  # its projection row (`projection_row` of the above)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An unverified document as the store holds it, for its verification."""
+
+    doc_id: str
+    collection: str
+    heads: bytes  # the claimed heads, sorted and joined as the store keeps them
+    data: bytes  # the saved Automerge bytes
+    projection: Mapping[str, Any] | None  # the stored projection row (None: none held)
+
+
 class Store:
     """An open SQLCipher database of one replica. Not for app developers directly."""
 
@@ -239,6 +252,9 @@ class Store:
         # and what verifies them (set by the replica); see `put_unverified`.
         self._pending: dict[str, str] = {}
         self._verifier: Callable[[Sequence[str]], None] | None = None
+        # False once `outdated` found the upgrade queue empty, until something is
+        # queued: the check after every commit then costs no query.
+        self._outdated_queued = True
         if idle_lock_after is not None and idle_lock_after <= 0:
             raise ValueError(f"idle_lock_after must be positive or None, not {idle_lock_after}")
         self.idle_lock_after = idle_lock_after
@@ -620,6 +636,20 @@ class Store:
             except sqlcipher3.DatabaseError as exc:
                 raise _translate(exc, self.path) from None
 
+    def _select_in(self, select: str, ids: Sequence[str]) -> _Rows:
+        """The rows of `select` (a statement ending in ``IN``) for `ids`: one statement
+        per 500 ids, within SQLite's limit on a statement's variables, all read under
+        the store's lock."""
+        found: list[Any] = []
+        description = None
+        with self._lock:
+            for start in range(0, len(ids), _IN_LIST):
+                chunk = ids[start : start + _IN_LIST]
+                rows = self.execute(f"{select} ({','.join('?' * len(chunk))})", chunk)
+                found.extend(rows.fetchall())
+                description = rows.description
+        return _Rows(found, description)
+
     # ------------------------------------------------------------ metadata
     def get_meta(self, key: str) -> str | None:
         """A value of the store's metadata table."""
@@ -656,13 +686,8 @@ class Store:
     def saved_documents(self, doc_ids: Sequence[str]) -> dict[str, bytes]:
         """The saved bytes of those of `doc_ids` the store holds (a few queries)."""
         self.settle(doc_ids)
-        found: dict[str, bytes] = {}
-        for start in range(0, len(doc_ids), 500):
-            chunk = doc_ids[start : start + 500]
-            marks = ",".join("?" for _ in chunk)
-            rows = self.execute(f"SELECT id, data FROM documents WHERE id IN ({marks})", chunk)
-            found.update((str(row[0]), bytes(row[1])) for row in rows.fetchall())
-        return found
+        rows = self._select_in("SELECT id, data FROM documents WHERE id IN", doc_ids)
+        return {str(row[0]): bytes(row[1]) for row in rows.fetchall()}
 
     def saved_with_heads(self, doc_id: str) -> tuple[bytes, list[bytes]] | None:
         """A document's saved bytes and the heads of exactly those bytes, or None."""
@@ -674,16 +699,11 @@ class Store:
         """`saved_with_heads` of many documents, read in a few queries (not one per id);
         ids the store does not hold are left out."""
         self.settle(ids)
-        found: dict[str, tuple[bytes, list[bytes]]] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" for _ in chunk)
-            rows = self.execute(
-                f"SELECT id, data, heads FROM documents WHERE id IN ({marks})", chunk
-            )
-            for doc_id, data, heads in rows.fetchall():
-                found[str(doc_id)] = (bytes(data), _split(bytes(heads)))
-        return found
+        rows = self._select_in("SELECT id, data, heads FROM documents WHERE id IN", ids)
+        return {
+            str(doc_id): (bytes(data), _split(bytes(heads)))
+            for doc_id, data, heads in rows.fetchall()
+        }
 
     def has_documents(self) -> bool:
         """True if the store holds at least one document."""
@@ -691,13 +711,8 @@ class Store:
 
     def held(self, ids: Sequence[str]) -> set[str]:
         """Which of `ids` the store holds (looked up in a few queries, not one per id)."""
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" for _ in chunk)
-            rows = self.execute(f"SELECT id FROM documents WHERE id IN ({marks})", chunk)
-            found.update(str(row[0]) for row in rows.fetchall())
-        return found
+        rows = self._select_in("SELECT id FROM documents WHERE id IN", ids)
+        return {str(row[0]) for row in rows.fetchall()}
 
     def collection_of(self, doc_id: str) -> str | None:
         """The collection a stored document belongs to, or None."""
@@ -843,6 +858,33 @@ class Store:
             )
         self._verifier(todo)
 
+    def claims(self, doc_ids: Sequence[str]) -> list[Claim]:
+        """What the store holds of those of `doc_ids` still awaiting verification: the
+        sender's claim to check against the document (read in a few queries)."""
+        with self._lock:
+            todo = [doc_id for doc_id in doc_ids if doc_id in self._pending]
+            rows = self._select_in(
+                "SELECT id, collection, heads, data FROM documents WHERE id IN", todo
+            ).fetchall()
+            projected: dict[str, dict[str, Any]] = {}
+            for collection in sorted({str(row[1]) for row in rows} & set(PROJECTIONS)):
+                ids = [str(row[0]) for row in rows if row[1] == collection]
+                found = self._select_in(f"SELECT * FROM {collection} WHERE id IN", ids)
+                names = [column[0] for column in found.description]
+                for values in found.fetchall():
+                    projected[str(values[0])] = dict(zip(names, values, strict=True))
+        return [
+            Claim(str(i), str(c), bytes(h), bytes(d), projected.get(str(i))) for i, c, h, d in rows
+        ]
+
+    def unchanged(self, claims: Sequence[Claim]) -> list[Claim]:
+        """Those of `claims` still awaiting verification with the heads they were read
+        with (call inside the transaction that records their verification)."""
+        ids = [claim.doc_id for claim in claims if claim.doc_id in self._pending]
+        rows = self._select_in("SELECT id, heads FROM documents WHERE id IN", ids)
+        heads = {str(row[0]): bytes(row[1]) for row in rows.fetchall()}
+        return [claim for claim in claims if heads.get(claim.doc_id) == claim.heads]
+
     def verified(self, doc_ids: Sequence[str]) -> None:
         """Mark documents verified (inside the verifier's transaction)."""
         with self.transaction():
@@ -957,10 +999,12 @@ class Store:
             "INSERT OR REPLACE INTO newer_records(doc_id, collection, version) VALUES (?, ?, ?)",
             [(d.id, d.collection, d.schema_version) for d in newer],
         )
-        self._conn.executemany(
-            "INSERT OR IGNORE INTO outdated_records(doc_id) VALUES (?)",
-            [(d.id,) for d in documents if d.needs_upgrade],
-        )
+        outdated = [(d.id,) for d in documents if d.needs_upgrade]
+        if outdated:
+            self._outdated_queued = True
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO outdated_records(doc_id) VALUES (?)", outdated
+            )
 
     def newer_records(self) -> list[tuple[str, str, int]]:
         """(id, collection, record schema version) of the records a newer app wrote."""
@@ -986,6 +1030,7 @@ class Store:
         if not behind and raw:
             return
         with self.transaction():
+            self._outdated_queued = True
             for name in behind:
                 self.execute(
                     "INSERT OR IGNORE INTO outdated_records(doc_id)"
@@ -996,9 +1041,13 @@ class Store:
 
     def outdated(self, *, limit: int) -> list[str]:
         """Up to `limit` ids of records queued for upgrade."""
-        rows = self.execute(
-            "SELECT doc_id FROM outdated_records ORDER BY doc_id LIMIT ?", (limit,)
-        ).fetchall()
+        with self._lock:  # no queueing between the empty answer and its note
+            if not self._outdated_queued:
+                return []
+            rows = self.execute(
+                "SELECT doc_id FROM outdated_records ORDER BY doc_id LIMIT ?", (limit,)
+            ).fetchall()
+            self._outdated_queued = bool(rows)
         return [str(row[0]) for row in rows]
 
     def upgraded(self, doc_ids: Sequence[str]) -> None:
@@ -1009,13 +1058,8 @@ class Store:
 
     def _projected(self, collection: str, ids: Sequence[str]) -> set[str]:
         """Which of `ids` the projection of `collection` holds."""
-        found: set[str] = set()
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" for _ in chunk)
-            rows = self.execute(f"SELECT id FROM {collection} WHERE id IN ({marks})", chunk)
-            found.update(str(row[0]) for row in rows.fetchall())
-        return found
+        rows = self._select_in(f"SELECT id FROM {collection} WHERE id IN", ids)
+        return {str(row[0]) for row in rows.fetchall()}
 
     # ------------------------------------------------------------ decision inbox
     def take_decision_inbox(self) -> list[str]:

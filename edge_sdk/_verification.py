@@ -17,8 +17,9 @@ claim against the document: the heads, and the projection row computed afresh.
   through a full merge after the next sync refreshed the directory.
 - No read shows an unverified record: the store verifies the unverified documents a
   read would return before the read runs (`Store.settle`); a background thread
-  verifies the rest, in chunks, soon after the sync. A store closed before that
-  finished resumes it when it is opened again.
+  verifies the rest, in chunks, soon after the sync, checking each chunk without the
+  store's lock (reads and writes wait only for the short transaction recording it).
+  A store closed before that finished resumes it when it is opened again.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from typing import Any, Protocol
 from crdt import (
     CrdtError,
     DocumentStore,
+    FieldConflict,
     KeyDirectory,
     RecordDocument,
     apply_documents,
@@ -42,15 +44,15 @@ from crdt import (
 )
 from edge_sdk._access import AccessGate
 from edge_sdk._errors import StoreError
-from edge_sdk._store import Store, projection_row
+from edge_sdk._store import Claim, Store, projection_row
 
 __all__ = ["QuarantinedRecord", "Verification", "VerificationStatus", "Verifying"]
 
 log = logging.getLogger("edge_sdk.verification")
 
 CHUNK = 256
-"""Documents verified per store transaction in the background (reads wait at most
-one chunk for the store)."""
+"""Documents checked per round in the background: read in one go, checked without the
+store's lock, their outcome recorded in one transaction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +79,19 @@ class VerificationStatus:
         return self.pending == 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What checking one claim found."""
+
+    claim: Claim
+    reason: str | None  # why it fails, or None when it holds
+    retry: bool = False  # refused for a signer the directory did not know yet
+    conflicts: tuple[FieldConflict, ...] = ()  # its conflicted fields, when it holds
+
+
 class _Directory(KeyDirectory, Protocol):
-    missing: set[str]  # devices asked for and not found since last cleared
+    @property
+    def missing(self) -> set[str]: ...  # asked for and not found since this thread cleared it
 
 
 class Verifying(Protocol):
@@ -148,12 +161,19 @@ class Verification:
             thread.join()
 
     def _run(self) -> None:
+        store = self._store
         try:
             while not self._stop.is_set():
-                ids = self._store.unverified(limit=CHUNK)
+                ids = store.unverified(limit=CHUNK)
                 if not ids:
                     break
-                self._store.settle(ids)
+                # The checks run without the store's lock (it is taken for the read and
+                # for the transaction that records the outcome), so the app's reads
+                # and the sync never wait for a chunk's signatures.
+                outcomes = [self._check(claim) for claim in store.claims(ids)]
+                with store.transaction():
+                    self._record(outcomes)
+                self._wake()
         except StoreError as exc:  # locked or closed under us: reads still verify
             log.info("background verification paused: %s", exc)
         except Exception:  # a bug must not go unseen, nor leave waiters blocked
@@ -165,59 +185,72 @@ class Verification:
     def verify(self, doc_ids: Sequence[str]) -> None:
         """Verify these unverified documents now, quarantining any that fail."""
         store = self._store
-        good: list[str] = []
         with store.transaction():
-            for doc_id in doc_ids:
-                reason, retry = self._check(doc_id)
-                if reason is None:
-                    good.append(doc_id)
-                else:
-                    self._quarantine(doc_id, reason, retry=retry)
-            store.verified(good)
+            self._record([self._check(claim) for claim in store.claims(doc_ids)])
         self._wake()
 
+    def _record(self, outcomes: Sequence[_Outcome]) -> None:
+        """Keep what the checks found, in the caller's transaction: the conflict rows
+        and the verified mark of each document that passed, the quarantine of each that
+        failed. A document verified by another thread since, or changed, is left to
+        that thread (or to the next check)."""
+        store = self._store
+        current = {claim.doc_id for claim in store.unchanged([o.claim for o in outcomes])}
+        good: list[str] = []
+        for outcome in outcomes:
+            doc_id = outcome.claim.doc_id
+            if doc_id not in current:
+                continue
+            if outcome.reason is not None:
+                self._quarantine(doc_id, outcome.reason, retry=outcome.retry)
+                continue
+            good.append(doc_id)
+            if outcome.conflicts:
+                store.execute("DELETE FROM conflicts WHERE doc_id = ?", (doc_id,))
+                for conflict in outcome.conflicts:
+                    store.execute(
+                        "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)",
+                        (conflict.record_id, conflict.collection, conflict.field),
+                    )
+        store.verified(good)
+
     def _wake(self) -> None:
-        # Called with the store's lock held (from `Store.settle`): waiters evaluate
-        # their predicate without the store's lock, so the order cannot deadlock.
+        # Waiters evaluate their predicate without the store's lock, so the order cannot
+        # deadlock when this is called with the store's lock held (from `Store.settle`).
         with self._idle:
             self._idle.notify_all()
 
-    def _check(self, doc_id: str) -> tuple[str | None, bool]:
-        """(why the document fails, whether to retry it later), or (None, False)."""
-        replica, store = self._replica, self._store
-        row = store.execute(
-            "SELECT collection, heads, data FROM documents WHERE id = ?", (doc_id,)
-        ).fetchone()
-        if row is None:
-            return None, False  # gone (rolled back): nothing to verify
-        collection, heads, data = str(row[0]), bytes(row[1]), bytes(row[2])
+    def _check(self, claim: Claim) -> _Outcome:
+        """Check one claim against its document; reads nothing from the store but the
+        directory, so it may run in any thread without the store's lock."""
+        replica = self._replica
         directory = replica.directory
-        directory.missing.clear()
+        directory.missing.clear()  # this thread's misses
         try:
             document = check_new_document(
-                doc_id,
-                data,
+                claim.doc_id,
+                claim.data,
                 device_id=replica.device_id,
                 policy=replica.policy,
                 authorship=directory,
             )
         except CrdtError as exc:
-            return refusal_reason(exc), bool(directory.missing)
+            return _Outcome(claim, refusal_reason(exc), retry=bool(directory.missing))
+        collection = claim.collection
         if document.collection != collection:
-            return f"sent as a {collection} record, but it is a {document.collection} one", False
-        if b"".join(sorted(document.heads)) != heads:
-            return "the heads sent with it are not the document's heads", False
+            return _Outcome(
+                claim, f"sent as a {collection} record, but it is a {document.collection} one"
+            )
+        if b"".join(sorted(document.heads)) != claim.heads:
+            return _Outcome(claim, "the heads sent with it are not the document's heads")
         record = document.read()
-        conflicts = document.conflicts()
+        conflicts = tuple(document.conflicts())
         expected = projection_row(
             collection, record.model_dump(mode="json"), record.model_dump_json(), bool(conflicts)
         )
-        cursor = store.execute(f"SELECT * FROM {collection} WHERE id = ?", (doc_id,))
-        found = cursor.fetchone()
-        if found is None:
-            return "the record sent with it was not stored", False
-        names = [column[0] for column in cursor.description]
-        stored = dict(zip(names, found, strict=True))
+        stored = claim.projection
+        if stored is None:
+            return _Outcome(claim, "the record sent with it was not stored")
         for name, value in expected.items():
             same = (
                 _json(stored.get(name)) == json.loads(value)
@@ -225,15 +258,10 @@ class Verification:
                 else stored.get(name) == value
             )
             if not same:
-                return f"the record sent with it differs from the document ({name})", False
-        if conflicts:
-            store.execute("DELETE FROM conflicts WHERE doc_id = ?", (doc_id,))
-            for conflict in conflicts:
-                store.execute(
-                    "INSERT INTO conflicts(doc_id, collection, field) VALUES (?, ?, ?)",
-                    (conflict.record_id, conflict.collection, conflict.field),
+                return _Outcome(
+                    claim, f"the record sent with it differs from the document ({name})"
                 )
-        return None, False
+        return _Outcome(claim, None, conflicts=conflicts)
 
     def _quarantine(self, doc_id: str, reason: str, *, retry: bool) -> None:
         collection = self._store.collection_of(doc_id) or "*"

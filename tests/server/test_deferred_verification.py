@@ -12,6 +12,7 @@ Every test runs on SQLite and on PostgreSQL (the `server` fixture).
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -284,3 +285,47 @@ def test_the_sync_status_counts_pending_uploads_without_verifying_the_first_sync
     # The new patient is waiting to go up, and counting it verified nothing.
     assert [status.pending_records for status in seen] == [1]
     assert pending(home) == waiting
+
+
+def test_the_background_checks_without_the_store_and_a_read_meanwhile_decides_once(
+    clinic: Clinic,
+) -> None:
+    """The background thread holds the store's lock only to read a chunk and to record
+    what it found: while it checks signatures, the app reads (and verifies what it
+    reads) without waiting; a record verified by that read is not recorded twice."""
+    ward = clinic.device("ward")
+    ids = fill(ward, 4)
+    victim = ids[2]
+    _tamper_projection(clinic.server, victim)
+    fresh = clinic.device("fresh")
+    directory = fresh.replica.directory
+    inside, release = threading.Event(), threading.Event()
+    held: list[bool] = []
+    device_key = directory.device_key
+
+    def paused(device_id: str, clinic_id: str, declared: bytes | None) -> bytes | None:
+        # The background's first signature check waits here until the test lets it go.
+        if threading.current_thread().name == "edge-sdk-verification" and not inside.is_set():
+            inside.set()
+            held.append(release.wait(30))
+        return device_key(device_id, clinic_id, declared)
+
+    directory.device_key = paused  # type: ignore[method-assign]
+    fresh.sync(retry=FAST)
+    assert inside.wait(30), "the background verification did not start"
+
+    # The background thread is inside a check: the store answers, and a read verifies
+    # (here: quarantines) the record it shows.
+    with pytest.raises(RecordNotFoundError):
+        fresh.patients.get(victim)
+    assert fresh.patients.get(ids[0]).family_name == "Okafor"
+    assert not release.is_set()
+    release.set()
+
+    status = fresh.wait_verified(timeout=60)
+    assert held == [True]  # it was still waiting when the reads above returned
+    assert status.done and [q.record_id for q in status.quarantined] == [victim]
+    events = [json.loads(e.canonical) for e in fresh.replica.audit.events()]
+    assert [e["records"] for e in events if e["action"] == "quarantine"] == [[victim]]
+    assert sorted(p.id for p in fresh.patients.list()) == sorted(i for i in ids if i != victim)
+    assert len(fresh.wounds.list()) == 4
