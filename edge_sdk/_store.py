@@ -885,6 +885,20 @@ class Store:
         heads = {str(row[0]): bytes(row[1]) for row in rows.fetchall()}
         return [claim for claim in claims if heads.get(claim.doc_id) == claim.heads]
 
+    def drop_vanished(self, doc_ids: Sequence[str]) -> None:
+        """Stop awaiting the verification of those of `doc_ids` whose document is not
+        stored (the transaction that stored it from a claim rolled back)."""
+        with self.transaction():
+            waiting = [doc_id for doc_id in doc_ids if doc_id in self._pending]
+            rows = self._select_in("SELECT id FROM documents WHERE id IN", waiting)
+            stored = {str(row[0]) for row in rows.fetchall()}
+            gone = [doc_id for doc_id in waiting if doc_id not in stored]
+            self._conn.executemany(
+                "DELETE FROM unverified WHERE doc_id = ?", [(doc_id,) for doc_id in gone]
+            )
+            for doc_id in gone:
+                del self._pending[doc_id]
+
     def verified(self, doc_ids: Sequence[str]) -> None:
         """Mark documents verified (inside the verifier's transaction)."""
         with self.transaction():

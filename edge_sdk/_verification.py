@@ -172,7 +172,7 @@ class Verification:
                 # and the sync never wait for a chunk's signatures.
                 outcomes = [self._check(claim) for claim in store.claims(ids)]
                 with store.transaction():
-                    self._record(outcomes)
+                    self._record(ids, outcomes)
                 self._wake()
         except StoreError as exc:  # locked or closed under us: reads still verify
             log.info("background verification paused: %s", exc)
@@ -186,15 +186,17 @@ class Verification:
         """Verify these unverified documents now, quarantining any that fail."""
         store = self._store
         with store.transaction():
-            self._record([self._check(claim) for claim in store.claims(doc_ids)])
+            self._record(doc_ids, [self._check(claim) for claim in store.claims(doc_ids)])
         self._wake()
 
-    def _record(self, outcomes: Sequence[_Outcome]) -> None:
-        """Keep what the checks found, in the caller's transaction: the conflict rows
-        and the verified mark of each document that passed, the quarantine of each that
-        failed. A document verified by another thread since, or changed, is left to
-        that thread (or to the next check)."""
+    def _record(self, asked: Sequence[str], outcomes: Sequence[_Outcome]) -> None:
+        """Keep what the checks of the documents `asked` for found, in the caller's
+        transaction: the conflict rows and the verified mark of each document that
+        passed, the quarantine of each that failed. A document verified by another
+        thread since, or changed, is left to that thread (or to the next check); one no
+        longer stored (its storing rolled back) is no longer awaited."""
         store = self._store
+        store.drop_vanished(asked)
         current = {claim.doc_id for claim in store.unchanged([o.claim for o in outcomes])}
         good: list[str] = []
         for outcome in outcomes:

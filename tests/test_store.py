@@ -776,3 +776,39 @@ def test_a_failing_commit_listener_leaves_the_write_and_the_writer_alone(
     caplog.clear()
     client.patients.add(given_name="Bo", family_name="Ng", birth_date="1960-01-01")
     assert "listener bug" not in caplog.text and len(heard) == 2
+
+
+def test_a_claim_whose_storing_rolled_back_is_no_longer_awaited(tmp_store: Any) -> None:
+    """Documents stored from a claim are marked to verify in the same transaction; when
+    it rolls back, verification lets the mark go instead of waiting for a document the
+    store does not hold (the background thread would otherwise never finish)."""
+    from edge_sdk._store import UnverifiedDocument, projection_row
+
+    writer, fresh = tmp_store("writer"), tmp_store("fresh")
+    patient = add_patient(writer, "Ada")
+    document = writer.replica.store.get_document(str(patient.id))
+    assert document is not None
+    record = document.read()
+    dumped, as_json = record.model_dump(mode="json"), record.model_dump_json()
+    claim = UnverifiedDocument(
+        doc_id=document.id,
+        collection="patients",
+        data=document.save(),
+        heads=document.heads,
+        record=dumped,
+        record_json=as_json,
+        conflicted=False,
+        projection=projection_row("patients", dumped, as_json, False),
+    )
+    store = fresh.replica.store
+    with pytest.raises(RuntimeError, match="cut"), store.transaction():
+        store.put_unverified([claim])
+        raise RuntimeError("cut")
+
+    status = fresh.wait_verified(timeout=30)
+    assert status.done and status.quarantined == ()
+    assert store.unverified() == [] and not store.held([document.id])
+    # The same claim stored for good verifies (the writer is trusted on first use).
+    store.put_unverified([claim])
+    assert fresh.wait_verified(timeout=30).done
+    assert fresh.patients.get(str(patient.id)).given_name == "Ada"
