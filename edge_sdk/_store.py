@@ -877,27 +877,26 @@ class Store:
             Claim(str(i), str(c), bytes(h), bytes(d), projected.get(str(i))) for i, c, h, d in rows
         ]
 
-    def unchanged(self, claims: Sequence[Claim]) -> list[Claim]:
+    def still_claimed(self, asked: Sequence[str], claims: Sequence[Claim]) -> list[Claim]:
         """Those of `claims` still awaiting verification with the heads they were read
-        with (call inside the transaction that records their verification)."""
-        ids = [claim.doc_id for claim in claims if claim.doc_id in self._pending]
-        rows = self._select_in("SELECT id, heads FROM documents WHERE id IN", ids)
-        heads = {str(row[0]): bytes(row[1]) for row in rows.fetchall()}
-        return [claim for claim in claims if heads.get(claim.doc_id) == claim.heads]
-
-    def drop_vanished(self, doc_ids: Sequence[str]) -> None:
-        """Stop awaiting the verification of those of `doc_ids` whose document is not
-        stored (the transaction that stored it from a claim rolled back)."""
+        with; those of `asked` whose document is no longer stored (the transaction that
+        stored it from a claim rolled back) stop awaiting it. One read, in the
+        transaction that records the verification."""
         with self.transaction():
-            waiting = [doc_id for doc_id in doc_ids if doc_id in self._pending]
-            rows = self._select_in("SELECT id FROM documents WHERE id IN", waiting)
-            stored = {str(row[0]) for row in rows.fetchall()}
-            gone = [doc_id for doc_id in waiting if doc_id not in stored]
+            waiting = [doc_id for doc_id in asked if doc_id in self._pending]
+            rows = self._select_in("SELECT id, heads FROM documents WHERE id IN", waiting)
+            heads = {str(row[0]): bytes(row[1]) for row in rows.fetchall()}
+            gone = [doc_id for doc_id in waiting if doc_id not in heads]
             self._conn.executemany(
                 "DELETE FROM unverified WHERE doc_id = ?", [(doc_id,) for doc_id in gone]
             )
             for doc_id in gone:
                 del self._pending[doc_id]
+            return [
+                claim
+                for claim in claims
+                if claim.doc_id in self._pending and heads.get(claim.doc_id) == claim.heads
+            ]
 
     def verified(self, doc_ids: Sequence[str]) -> None:
         """Mark documents verified (inside the verifier's transaction)."""

@@ -196,8 +196,8 @@ class Verification:
         thread since, or changed, is left to that thread (or to the next check); one no
         longer stored (its storing rolled back) is no longer awaited."""
         store = self._store
-        store.drop_vanished(asked)
-        current = {claim.doc_id for claim in store.unchanged([o.claim for o in outcomes])}
+        claims = store.still_claimed(asked, [o.claim for o in outcomes])
+        current = {claim.doc_id for claim in claims}
         good: list[str] = []
         for outcome in outcomes:
             doc_id = outcome.claim.doc_id
