@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
@@ -83,53 +83,53 @@ _UNAUTHENTICATED = {
 
 
 @documents(errors=_DATABASE_DOWN)
-def _db(request: Request) -> Database:
+async def _db(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
-def _signing_key(request: Request) -> TokenKeyring:
+async def _signing_key(request: Request) -> TokenKeyring:
     key: TokenKeyring = request.app.state.signing_key
     return key
 
 
-def _artifact_key(request: Request) -> ArtifactKey:
+async def _artifact_key(request: Request) -> ArtifactKey:
     key: ArtifactKey = request.app.state.artifact_key
     return key
 
 
-def _intent_desk(request: Request) -> IntentDesk:
+async def _intent_desk(request: Request) -> IntentDesk:
     desk: IntentDesk = request.app.state.intents
     return desk
 
 
-def _secret_box(request: Request) -> SecretBox:
+async def _secret_box(request: Request) -> SecretBox:
     box: SecretBox = request.app.state.secret_box
     return box
 
 
 @documents(errors={429: "Too many attempts from this client: retry after `Retry-After`."})
-def _client(request: Request) -> str:
+async def _client(request: Request) -> str:
     return client_of(request.client.host if request.client else None)
 
 
 @documents(errors={503: "Blob storage is unavailable; retry later."})
-def _blobs(request: Request) -> BlobBackend:
+async def _blobs(request: Request) -> BlobBackend:
     backend: BlobBackend = request.app.state.blobs
     return backend
 
 
-def _feed(request: Request) -> Feed:
+async def _feed(request: Request) -> Feed:
     feed: Feed = request.app.state.feed
     return feed
 
 
-def _metrics(request: Request) -> Metrics:
+async def _metrics(request: Request) -> Metrics:
     metrics: Metrics = request.app.state.metrics
     return metrics
 
 
-def _request_id(request: Request) -> str | None:
+async def _request_id(request: Request) -> str | None:
     value = getattr(request.state, "request_id", None)
     return str(value)[:64] if value else None
 
@@ -182,21 +182,21 @@ AnyPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 @documents(security=(DEVICE_TOKEN,))
-def _device(principal: AnyPrincipal) -> Principal:
+async def _device(principal: AnyPrincipal) -> Principal:
     if principal.kind != "device":
         raise Forbidden("this route is for enrolled devices", code="devices_only")
     return principal
 
 
 @documents(security=(STAFF_SESSION,))
-def _staff(principal: AnyPrincipal) -> Principal:
+async def _staff(principal: AnyPrincipal) -> Principal:
     if principal.kind != "user" or principal.role not in STAFF_ROLES:
         raise Forbidden("this route is for staff", code="staff_only")
     return principal
 
 
 @documents(security=(STAFF_SESSION,))
-def _admin(principal: AnyPrincipal) -> Principal:
+async def _admin(principal: AnyPrincipal) -> Principal:
     if principal.kind != "user" or principal.role != "admin":
         raise Forbidden("this route is for admins", code="admins_only")
     return principal

@@ -438,7 +438,7 @@ def get_ledger(caller: StaffCaller, db: DbDep) -> LedgerReport:
     security=(GATEWAY_SIGNATURE,),
     errors={401: "A bad or stale signature (`bad_signature`)."},
 )
-def _gateway_signature(request: Request) -> str | None:
+async def _gateway_signature(request: Request) -> str | None:
     """The gateway's signature header, checked with the body by `verified_event`."""
     return request.headers.get(SIGNATURE_HEADER)
 

@@ -270,7 +270,7 @@ def list_wound_assessments(
 # ------------------------------------------------------------ clinic-wide lists
 
 
-def _assessment_filters(
+async def _assessment_filters(
     patient_id: PatientId = None,
     wound_id: WoundId = None,
     captured_from: CapturedFrom = None,
