@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, event, insert, select, update
+from sqlalchemy import Connection, Table, event, insert, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -61,6 +61,8 @@ NODE_LEVEL = 8
 """Subtrees of ``2**NODE_LEVEL`` leaves and more are kept in `audit_nodes`."""
 
 _PENDING = "coherency.audit.pending"
+_HEAD = cast(Table, AuditLogHead.__table__)
+_NODES = cast(Table, AuditNode.__table__)
 
 LEAF_COLUMNS = (
     AuditEvent.seq,
@@ -132,22 +134,24 @@ def seal(*, session: Session) -> None:
     kept = [row for row in pending if row in session and row.seq is None]
     if not kept:
         return
-    size, frontier = _take_leaves(session, len(kept))
-    nodes: list[dict[str, Any]] = []
-    for seq, row in enumerate(kept, start=size):
-        row.seq = seq
-        row.leaf_hash = leaf_hash(leaf_bytes_of(_row_values(row)))
-        for level, index, digest in frontier.append(row.leaf_hash):
-            if level >= NODE_LEVEL:
-                nodes.append({"level": level, "index": index, "hash": digest})
-    if nodes:
-        session.execute(insert(AuditNode), nodes)
-    session.execute(
-        update(AuditLogHead)
-        .where(AuditLogHead.id == 1)
-        .values(frontier=b"".join(frontier.hashes))
-        .execution_options(synchronize_session=False)
-    )
+    # The head and nodes are written on the connection, with no autoflush: an event
+    # not yet inserted is inserted once, by the flush after the seal, already holding
+    # its leaf (flushed first, it would be inserted bare and updated after).
+    with session.no_autoflush:
+        size, frontier = _take_leaves(session, len(kept))
+        nodes: list[dict[str, Any]] = []
+        for seq, row in enumerate(kept, start=size):
+            row.seq = seq
+            row.leaf_hash = leaf_hash(leaf_bytes_of(_row_values(row)))
+            for level, index, digest in frontier.append(row.leaf_hash):
+                if level >= NODE_LEVEL:
+                    nodes.append({"level": level, "index": index, "hash": digest})
+        connection = session.connection()
+        if nodes:
+            connection.execute(insert(_NODES), nodes)
+        connection.execute(
+            update(_HEAD).where(_HEAD.c.id == 1).values(frontier=b"".join(frontier.hashes))
+        )
 
 
 # The head row must be the last lock a transaction takes (it is held to the commit):
@@ -173,13 +177,16 @@ def _take_leaves(session: Session, count: int) -> tuple[int, MerkleFrontier]:
     """Reserve `count` leaves at the log's end in this transaction (the head row stays
     locked until it ends); returns the first leaf index and the head's frontier."""
     for _ in range(3):
-        row = session.execute(
-            update(AuditLogHead)
-            .where(AuditLogHead.id == 1)
-            .values(size=AuditLogHead.size + count)
-            .returning(AuditLogHead.size, AuditLogHead.frontier)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
+        row = (
+            session.connection()
+            .execute(
+                update(_HEAD)
+                .where(_HEAD.c.id == 1)
+                .values(size=_HEAD.c.size + count)
+                .returning(_HEAD.c.size, _HEAD.c.frontier)
+            )
+            .one_or_none()
+        )
         if row is not None:
             first = int(row[0]) - count
             return first, _frontier(first, bytes(row[1]))

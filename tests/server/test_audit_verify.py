@@ -23,7 +23,7 @@ import httpx
 import pytest
 import sqlcipher3
 from click.testing import CliRunner
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, event, select, update
 
 from cli.main import cli
 from crdt import (
@@ -131,6 +131,36 @@ def test_an_untouched_log_verifies(log: Log, tmp_path: Path) -> None:
     assert result.output.strip().splitlines()[-1] == (
         "audit log: 17 events, 2 checkpoints kept, 1 witness checkpoint: verified"
     )
+
+
+def test_an_event_is_written_once_already_holding_its_leaf(log: Log) -> None:
+    """Sealing adds no statement per event: the event row is inserted with its leaf
+    index and hash (not inserted bare and updated), and the head is reserved and
+    advanced in two statements, whatever the transaction holds."""
+    log.append(1)  # the head row exists
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(" ".join(statement.split()).lower())
+
+    event.listen(log.db.engine, "before_cursor_execute", seen)
+    try:
+        log.append(1)
+        with log.db.write() as session:  # two events in one transaction
+            for user in ("u-2", "u-3"):
+                record_event(session=session, event=LoggedIn(actor=Actor.user(user)))
+    finally:
+        event.remove(log.db.engine, "before_cursor_execute", seen)
+    writes = [s.split(" (")[0] for s in statements if s.startswith(("insert", "update"))]
+    inserts = [s for s in writes if s.startswith("insert into audit_events")]
+    assert 2 <= len(inserts) <= 3  # at most one per event (PostgreSQL batches the two)
+    assert not [s for s in writes if s.startswith("update audit_events")]
+    head = [s for s in writes if s.startswith("update audit_log_head")]
+    assert len(head) == 4  # per transaction: reserve the leaves, then the new frontier
+    assert all("set size=" in s for s in head[0::2])
+    assert all("set frontier=" in s for s in head[1::2])
+    report = log.verify()
+    assert report.ok and report.events == 4
 
 
 def test_an_edited_event_is_caught(log: Log) -> None:
