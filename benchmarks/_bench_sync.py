@@ -126,6 +126,7 @@ def _names(backend: str) -> list[str]:
         f"sync.push.{backend}",
         f"sync.propagation.p50.{backend}",
         f"sync.propagation.p99.{backend}",
+        f"sync.idle.{backend}",
     ]
 
 
@@ -182,6 +183,7 @@ def _measure(
                 )
             p50s, p99s, detail = _propagation(server, work, writes, repeat, backend)
             retries["propagation"] = detail.pop("retries")
+            idle, idle_cpu = _idle(server, work, writes, repeat)
             peers: list[Figure | MissingFigure] = []
             if backend == "sqlite":  # automerge-repo beside us, against the same server
                 peers = _peers(server, work, n, repeat)
@@ -245,6 +247,16 @@ def _measure(
             "ms",
             p99s,
             extra={"writes": writes, **detail, **common},
+        ),
+        Figure(
+            "sync",
+            f"sync.idle.{backend}",
+            f"an enrolled device with nothing to push or pull runs client.sync(blobs=False) "
+            f"({label}): median latency over {writes} rounds, the fixed cost every sync "
+            "and every round of the background loop pays",
+            "ms",
+            idle,
+            extra={"rounds": writes, "server_cpu_ms": idle_cpu, **common},
         ),
     ]
 
@@ -364,6 +376,36 @@ def _propagation(
             b.close()
     check_moved("propagation", moved=sorted(seen & written), expected=written, refused=[])
     return p50s, p99s, {"writer_push_p50_ms": push_p50s, "retries": retries}
+
+
+def _idle(
+    server: _ServerProcess, work: Path, rounds: int, repeat: int
+) -> tuple[list[float], list[float | None]]:
+    """Per repeat: the median ms of `rounds` syncs with nothing to move, and the
+    server's CPU time per such sync (ms; None where /proc cannot say)."""
+    clinic = server.new_clinic("bench-idle")
+    medians: list[float] = []
+    cpu: list[float | None] = []
+    with scratch_dir(work, "idle") as folder:
+        device = _device(folder, clinic)
+        try:
+            server.enrol(device, clinic, name="idle")
+            device.sync(blobs=False, retry=_RETRY)  # its first sync: the token, the feed
+            for _ in range(repeat):
+                latencies: list[float] = []
+                before = server.cpu_seconds()
+                for _ in range(rounds):
+                    start = time.perf_counter()
+                    result = device.sync(blobs=False, retry=_RETRY)
+                    latencies.append((time.perf_counter() - start) * 1000)
+                    check_moved("idle", moved=result.pulled, expected=set(), refused=[])
+                after = server.cpu_seconds()
+                medians.append(percentile(latencies, 0.50))
+                spent = None if before is None or after is None else after - before
+                cpu.append(None if spent is None else spent * 1000 / rounds)
+        finally:
+            device.close()
+    return medians, cpu
 
 
 # ---------------------------------------------------------------- automerge-repo beside us
@@ -749,6 +791,18 @@ class _ServerProcess:
 
     def _stop(self) -> None:
         self._kill()
+
+    def cpu_seconds(self) -> float | None:
+        """The server process's CPU time so far (user + system), from /proc; None
+        where there is no /proc (or the process is gone)."""
+        if self._process is None:
+            return None
+        try:
+            stat = Path(f"/proc/{self._process.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:

@@ -45,7 +45,14 @@ STORAGE = {
 } | {"storage.store.per_record", "storage.plain_json.per_record", "storage.store.ratio"}
 SYNC = {
     f"sync.{what}.{backend}"
-    for what in ("initial", "initial.verified", "push", "propagation.p50", "propagation.p99")
+    for what in (
+        "initial",
+        "initial.verified",
+        "push",
+        "propagation.p50",
+        "propagation.p99",
+        "idle",
+    )
     for backend in ("sqlite", "postgresql")
 }
 # automerge-repo beside us: at 1,000 and 3,000, at most the scale (200 in the full run).
@@ -374,6 +381,10 @@ def test_full_run_reports_every_figure_with_positive_numbers(tmp_path: Path) -> 
             p50 = results[f"sync.propagation.p50.{backend}"]
             assert p50["writes"] == 10  # max(10, min(200, 200 // 50))
             assert p50["value"] <= results[f"sync.propagation.p99.{backend}"]["value"]
+            # A sync with nothing to move: its fixed cost, and the server's CPU for it.
+            idle = results[f"sync.idle.{backend}"]
+            assert idle["rounds"] == 10 and idle["value"] > 0
+            assert all(cpu is None or cpu > 0 for cpu in idle["server_cpu_ms"])
     for name in PEER - set(missing):
         assert results[name]["records"] == 200
     if "sync.peer.automerge_repo.200" in results:
