@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Table, event, insert, select, update
+from sqlalchemy import Connection, Table, event, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -134,9 +134,14 @@ def seal(*, session: Session) -> None:
     kept = [row for row in pending if row in session and row.seq is None]
     if not kept:
         return
-    # The head and nodes are written on the connection, with no autoflush: an event
-    # not yet inserted is inserted once, by the flush after the seal, already holding
-    # its leaf (flushed first, it would be inserted bare and updated after).
+    # Everything else the transaction holds is written first, so that the head row
+    # stays the last lock it takes (an insert may wait on another transaction's). The
+    # events not yet inserted are held back meanwhile: the flush after the seal inserts
+    # each once, already holding its leaf, instead of inserting it bare and updating it.
+    held = [row for row in kept if inspect(row).pending]
+    for row in held:
+        session.expunge(row)  # with its patient rows (the relationship cascades)
+    session.flush()
     with session.no_autoflush:
         size, frontier = _take_leaves(session, len(kept))
         nodes: list[dict[str, Any]] = []
@@ -152,6 +157,7 @@ def seal(*, session: Session) -> None:
         connection.execute(
             update(_HEAD).where(_HEAD.c.id == 1).values(frontier=b"".join(frontier.hashes))
         )
+    session.add_all(held)
 
 
 # The head row must be the last lock a transaction takes (it is held to the commit):

@@ -136,7 +136,8 @@ def test_an_untouched_log_verifies(log: Log, tmp_path: Path) -> None:
 def test_an_event_is_written_once_already_holding_its_leaf(log: Log) -> None:
     """Sealing adds no statement per event: the event row is inserted with its leaf
     index and hash (not inserted bare and updated), and the head is reserved and
-    advanced in two statements, whatever the transaction holds."""
+    advanced in two statements, whatever the transaction holds. The head stays the
+    last lock a transaction takes: what else it writes is written before."""
     log.append(1)  # the head row exists
     statements: list[str] = []
 
@@ -146,9 +147,10 @@ def test_an_event_is_written_once_already_holding_its_leaf(log: Log) -> None:
     event.listen(log.db.engine, "before_cursor_execute", seen)
     try:
         log.append(1)
-        with log.db.write() as session:  # two events in one transaction
+        with log.db.write() as session:  # two events and a row of another table
             for user in ("u-2", "u-3"):
                 record_event(session=session, event=LoggedIn(actor=Actor.user(user)))
+            session.add(Organisation(id=str(uuid.uuid4()), name="written before the head"))
     finally:
         event.remove(log.db.engine, "before_cursor_execute", seen)
     writes = [s.split(" (")[0] for s in statements if s.startswith(("insert", "update"))]
@@ -159,6 +161,8 @@ def test_an_event_is_written_once_already_holding_its_leaf(log: Log) -> None:
     assert len(head) == 4  # per transaction: reserve the leaves, then the new frontier
     assert all("set size=" in s for s in head[0::2])
     assert all("set frontier=" in s for s in head[1::2])
+    reserved = [i for i, s in enumerate(writes) if s.startswith("update audit_log_head set size")]
+    assert reserved[1] > writes.index("insert into organisations")  # its head, after it
     report = log.verify()
     assert report.ok and report.events == 4
 
