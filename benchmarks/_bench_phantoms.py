@@ -12,7 +12,8 @@ Figures, per boundary (``geometric``, ``model``) and frame count (``f1``, ``f10`
 area, volume, length, width, perimeter (% of the truth) and max depth (mm):
 ``phantoms.<figure>.<boundary>.f<frames>.{median_abs,worst_abs,median_signed,worst_signed}``
 (worst signed: the signed error of largest magnitude). Area with 10 frames also by skin
-group and by site (``...area.<boundary>.f10.skin.<group>.*``, ``...site.<site>.*``),
+group, by site and by depth profile (``...area.<boundary>.f10.skin.<group>.*``,
+``...site.<site>.*``, ``...profile.<profile>.*``: shallow, cliff, bowl, terraced),
 the spread between the skin groups' median absolute area errors (``skin_spread``) and
 the size of the median signed area error (``bias``: the two-sided goal "within +-1 %"
 as a one-sided target on its magnitude).
@@ -40,6 +41,7 @@ __all__ = ["METRICS", "run", "suite", "wound_count"]
 FRAME_COUNTS = (1, 10)
 SITES = ("flat", "limb", "heel")
 SKIN_GROUPS = ("I-II", "III-IV", "V-VI")
+PROFILES = ("shallow", "cliff", "bowl", "terraced")
 STATS = ("median_abs", "worst_abs", "median_signed", "worst_signed")
 METRICS = (
     ("area", "area_cm2", "%"),
@@ -118,6 +120,7 @@ def _measure_suite(count: int) -> tuple[Errors, dict[tuple[str, str, str], list[
                 area = _signed("%", result.area_cm2, truth.area_cm2)
                 area_by.setdefault((boundary, "skin", group), []).append(area)
                 area_by.setdefault((boundary, "site", site), []).append(area)
+                area_by.setdefault((boundary, "profile", truth.profile), []).append(area)
         progress(f"  phantoms: wound {seed + 1}/{count} ({site}, skin {group}, {truth.shape})")
     return errors, area_by, refused
 
@@ -166,7 +169,7 @@ def _figures(errors: Errors, area_by: dict[tuple[str, str, str], list[float]]) -
                 )
             )
     for boundary in sorted({b for b, _, _ in area_by}):
-        for kind, keys in (("skin", SKIN_GROUPS), ("site", SITES)):
+        for kind, keys in (("skin", SKIN_GROUPS), ("site", SITES), ("profile", PROFILES)):
             medians = {}
             for key in keys:
                 samples = area_by.get((boundary, kind, key), [])
