@@ -8,10 +8,7 @@ a point cloud). Depth and colour draw the edge together. A wound with a depressi
 surface below the skin past the noise floor judged from the ring) is the depression
 and the colour inside it that differs from the skin's even a little (a pale margin);
 its edge is half-way up the rim's outermost step in depth or in colour, whichever is
-further out, so neither the depth's blur nor a pale margin pulls it inwards. A faint
-pale margin past a rim too shallow to see in depth counts too, when it is a bounded
-band below the skin taken as a whole (`_faint_margin`; reddened skin that runs on
-does not). A flat
+further out, so neither the depth's blur nor a pale margin pulls it inwards. A flat
 wound (no depression: an abrasion, an epithelialising wound) is where a cell's colour
 is more than half-way from the skin's to the nearest wound tissue's
 (`lidar_capture._colour`); colour off the skin's counts beside a depression only as
@@ -268,86 +265,6 @@ def _half_way(field: FloatArray, inner: BoolArray, sigma: float) -> FloatArray:
     return np.asarray(np.clip(share, 0.0, 1.0), dtype=np.float64)
 
 
-# A faint margin's colour is off the skin's past this quantile of the ring's contrast;
-# its floor's standard error counts this many grid cells per independent depth sample
-# (the splat spreads a point over about a cell each way); the rim's own blur, predicted
-# from the wound's colour, is this many colour sigmas wide; faint colour over this share
-# of the reach's last shell runs on past it; the edge is drawn this many cells around
-# the margin; and at least this many cells are needed for each figure read.
-_FAINT_QUANTILE = 0.95
-_CELLS_PER_DEPTH_SAMPLE = 4.0
-_RIM_BLUR_SIGMAS = 1.0
-_OPEN_SHARE = 0.1
-_MARGIN_EDGE_CELLS = 2
-_MIN_MARGIN_CELLS = 20
-
-
-def _faint_margin(
-    wound: BoolArray,
-    depth: FloatArray,
-    contrast: FloatArray,
-    ring_cells: BoolArray,
-    depth_noise: float,
-    colour_sigma: float,
-    opts: MeasureOptions,
-) -> tuple[BoolArray, FloatArray] | None:
-    """A pale margin just past a depression's drawn wound, and its share-of-wound field.
-
-    A shallow wound's outer rim can be within the depth noise of the skin and its pale
-    epithelial margin only faintly off the skin's colour: neither the depression nor
-    the clear colour reaches it. The margin is the colour off the skin's (past the
-    skin ring's 95th percentile, after the blur the wound's own colour predicts there),
-    joined to the wound, within `faint_margin_reach_m`. It counts only when it is a
-    bounded band (it stops before the reach; reddened skin that runs on does not), at
-    least `faint_margin_width_m` wide (the rim's blur is not), fainter than clearly
-    not skin, and below the skin taken as a whole (its mean floor below that of the
-    skin just beyond it by `faint_margin_floor_sigmas` standard errors). Its edge is
-    half-way between the skin's colour and the margin's. None when there is no such
-    margin.
-    """
-    cell = opts.grid_m
-    reach = opts.faint_margin_reach_m / cell
-    if reach < 1.0 or np.count_nonzero(ring_cells) < _MIN_MARGIN_CELLS:
-        return None
-    covered = contrast > 0.0  # `colour_split` zeroes the cells without coverage
-    skin_level = float(np.median(contrast[ring_cells]))
-    faint_level = float(np.quantile(contrast[ring_cells], _FAINT_QUANTILE))
-    dist = ndimage.distance_transform_edt(~wound)
-    rim_blur = ndimage.gaussian_filter(
-        np.where(wound, contrast, 0.0), _RIM_BLUR_SIGMAS * max(colour_sigma, 1.0)
-    )
-    faint = covered & (contrast - rim_blur > faint_level) & (dist <= reach)
-    labels, _ = ndimage.label(wound | faint)
-    ids = np.unique(labels[wound & (labels > 0)])
-    band = np.isin(labels, ids[ids > 0]) & ~wound
-    last_shell = covered & (dist > reach - 1.0) & (dist <= reach)
-    if np.count_nonzero(band & last_shell) > _OPEN_SHARE * np.count_nonzero(last_shell):
-        return None  # faint colour runs on past the reach: not a bounded margin
-    width = max(round(opts.faint_margin_width_m / cell), 1)
-    wide = band & (dist >= width)
-    if np.count_nonzero(wide) < _MIN_MARGIN_CELLS:
-        return None
-    band &= ndimage.binary_dilation(wide, iterations=width)
-    grown = wound | band
-    near_skin = ndimage.binary_dilation(grown, iterations=6) & ~ndimage.binary_dilation(
-        grown, iterations=2
-    )
-    beyond = covered & near_skin
-    plateau = band & ndimage.binary_erosion(grown, iterations=1)
-    counts = (np.count_nonzero(band), np.count_nonzero(beyond), np.count_nonzero(plateau))
-    if min(counts) < _MIN_MARGIN_CELLS:
-        return None
-    below = float(np.mean(depth[band]) - np.mean(depth[beyond]))
-    error = depth_noise * np.sqrt(_CELLS_PER_DEPTH_SAMPLE * (1.0 / counts[0] + 1.0 / counts[1]))
-    level = float(np.median(contrast[plateau]))
-    clear = opts.clear_contrast_factor * opts.colour_threshold
-    if below < opts.faint_margin_floor_sigmas * error or not faint_level < level < clear:
-        return None
-    share = np.clip((contrast - skin_level) / (level - skin_level), 0.0, 1.0)
-    edge = ndimage.binary_dilation(band, iterations=_MARGIN_EDGE_CELLS)
-    return band, np.where(edge, share, 0.0)
-
-
 def _depression_field(
     chosen: BoolArray,
     depth: FloatArray,
@@ -356,8 +273,6 @@ def _depression_field(
     alpha: FloatArray,
     depth_sigma: float,
     colour_sigma: float,
-    ring_cells: BoolArray,
-    depth_noise: float,
     opts: MeasureOptions,
 ) -> tuple[BoolArray, FloatArray]:
     """The wound of a depression and its share-of-wound field (edge at `edge_level`).
@@ -368,7 +283,7 @@ def _depression_field(
     step, in depth (a cliff: half its height) or in colour (the bed: half its contrast,
     or half-way to its nearest tissue as for a flat wound), whichever lies further out:
     the blur of each is undone by reading the step's height just inside it, not at a
-    fixed level. A faint margin past the drawn wound is added by `_faint_margin`.
+    fixed level.
     """
     grown, _ = ndimage.label(depression)
     ids = np.unique(grown[chosen & (grown > 0)])
@@ -387,11 +302,6 @@ def _depression_field(
         halves = _half_way(contrast, inner, max(colour_sigma, 1.0))
         share = np.maximum(share, np.where(near, halves, 0.0))
         share = np.maximum(share, np.where(near, alpha, 0.0))
-        faint = _faint_margin(wound, depth, contrast, ring_cells, depth_noise, colour_sigma, opts)
-        if faint is not None:
-            margin, margin_share = faint
-            wound = ndimage.binary_fill_holes(wound | margin)
-            share = np.maximum(share, margin_share)
     inside = ndimage.binary_erosion(wound, iterations=reach_d)
     return wound, np.maximum(share, inside.astype(np.float64))
 
@@ -467,8 +377,6 @@ def _draw_outline(
             alpha,
             depth_sigma,
             colour_sigma,
-            ring_cells,
-            depth_noise,
             opts,
         )
         wound_field: FloatArray = dip_field

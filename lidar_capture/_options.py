@@ -165,16 +165,6 @@ class MeasureOptions:
     one-sided 3-sigma tail: 0.13 % of skin cells by chance). A wound with a wound area
     of such cells is a depression: its edge comes from depth and colour together, and
     clearly-not-skin colour (a pale margin) around it is wound."""
-    faint_margin_reach_m: float = _within(0.004, 0.0, 0.05)
-    """Beside a depression, faint colour off the skin's joined to the wound (a pale
-    epithelial margin on a rim too shallow to see in depth) is looked for out to this
-    far; where faint colour runs on past it (reddened skin), none is taken. 0 turns
-    the faint margin off."""
-    faint_margin_width_m: float = _within(0.0015, 0.0, 0.05)
-    """A faint margin must reach this far past the wound (the blur of the rim does not)."""
-    faint_margin_floor_sigmas: float = _within(3.0, 0.0, 50.0)
-    """A faint margin's floor, taken as a whole, must lie below the skin just beyond it
-    by this many standard errors (reddened skin around a wound does not)."""
     edge_plateau_sigmas: float = _within(3.0, 0.5, 50.0)
     """At a depression's rim the edge is half-way between the skin and the depth (and the
     colour) just inside it, read this many blur sigmas inside the rim (a blurred step

@@ -1,10 +1,10 @@
 """The wound's edge from depth and colour together, with no inward bias (issue 22).
 
-The scenes are coloured point clouds of analytic wounds on flat skin, sampled like a
-fused scan (0.4 mm spacing, 0.7 mm depth noise, colour noise): the true edge is a circle
-of 10 mm radius, so the drawn outline's distance from it is the edge's error. The suite
-at the end measures the independent phantoms (`tests.phantoms`), which nothing in the
-pipeline was tuned on.
+The scenes are coloured point clouds of analytic wounds on flat skin (or a limb),
+sampled like a fused scan (0.4 mm spacing, 0.7 mm depth noise, colour noise): the true
+edge is a circle of 10 mm radius, so the drawn outline's distance from it is the edge's
+error. They are where the boundary's thresholds are set. The suite at the end measures
+the independent phantoms (`tests.phantoms`), which no threshold was set on.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import pytest
 from lidar_capture import (
     MODEL_CHANNELS,
     MODEL_INPUT_SIZE,
-    MeasureOptions,
     PointCloud,
     Scan,
     WoundMeasurement,
@@ -129,6 +128,15 @@ SHALLOW = 0.0012  # a shallow wound: its rim within the depth noise of the skin
 FAINT = 0.12  # a faint pale margin: 12 % of the bed's colour, the rest skin's
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "measured -31 % to -34 % (shallow, flat or limb, light or dark skin) and -19 % "
+        "(4 mm bowl): the edge is drawn at the bed. A faint-margin rule that took these "
+        "to within 3.4 % (commit c537a87) took reddened skin around two of 240 wounds of "
+        "the training generator (+20 %) and was reverted; see docs/capture.md"
+    ),
+)
 @pytest.mark.parametrize(
     ("depth_m", "skin", "limb_radius_m"),
     [
@@ -150,21 +158,16 @@ def test_a_faint_margin_past_a_shallow_rim_is_wound(
         depth_m=depth_m,
         limb_radius_m=limb_radius_m,
     )
-    # Without the faint margin the edge is drawn at the bed: 19 % (4 mm bowl) to 34 % low.
-    without = measure(scan, options=MeasureOptions(faint_margin_reach_m=0.0))
-    assert area_error(without) < -15.0
-    # Measured +0.2 % to +3.4 %: half-way between the skin's and the margin's colour.
     assert abs(area_error(measure(scan))) <= 4.0
 
 
 @pytest.mark.parametrize("margin_m", [0.0, 0.002])
-def test_reddened_skin_around_a_shallow_wound_is_not_taken_as_a_faint_margin(
+def test_reddened_skin_around_a_shallow_wound_is_not_wound(
     margin_m: float,
 ) -> None:
-    # 3 mm of faintly reddened skin around the rim (with or without a faint margin
-    # inside it): the faint colour runs on past the margin's reach, so none of it is
-    # taken. With the margin this leaves the margin out too (measured -31 %), rather
-    # than taking the reddened skin with it (+66 % when it was taken).
+    # 3 mm of faintly reddened skin around a shallow rim (with or without a faint
+    # margin inside it) is not wound: a guard for any rule that reads faint colour past
+    # a shallow rim (with the margin the area reads -31 %, the margin missed).
     m = measure(
         scene("bowl", margin_m=margin_m, margin_bed=FAINT, depth_m=SHALLOW, erythema_m=0.003)
     )
@@ -281,11 +284,10 @@ def phantom_errors() -> list[tuple[str, float]]:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "measured on seeds 0-17: median |area error| 1.5 %, median signed +0.4 % (goals "
-        "met); worst 5.9 %: a bowl on dark skin -5.9 %, a two-lobed cliff +5.9 %, a "
-        "terraced wound -5.6 % (the shallow ones, -23.7 % and -22.7 % before the faint "
-        "margin, now within 5 %); group medians I-II 1.7, III-IV 0.5, V-VI 2.4: a spread "
-        "of 1.9 points against 1"
+        "measured on seeds 0-17: median |area error| 1.5 %, median signed -0.2 %, group "
+        "medians I-II 1.6, III-IV 1.2, V-VI 2.1 (goals met); worst 23.7 %: shallow "
+        "phantoms (<= 1.5 mm deep, 1 mm noise) with a pale margin read -23.7 % and -22.7 %, "
+        "their rim neither below the noise floor nor off the skin's colour by half"
     ),
 )
 def test_phantom_areas_have_no_bias_and_no_skin_tone_gap(
