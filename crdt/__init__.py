@@ -29,6 +29,8 @@ from crdt._authorship import (
     signed_heads_message,
 )
 from crdt._document import ConflictValue, FieldConflict, HistoryEntry, RecordDocument
+from crdt._ed25519 import backend as ed25519_backend
+from crdt._ed25519 import verify as verify_ed25519
 from crdt._errors import (
     AuditProofError,
     CrdtError,
@@ -269,6 +271,7 @@ __all__ = [
     "device_for_actor",
     "device_login_message",
     "directory_id",
+    "ed25519_backend",
     "encode_message",
     "enrolment_message",
     "entry_size",
@@ -296,5 +299,6 @@ __all__ = [
     "stored_fields",
     "verify_chain",
     "verify_consistency",
+    "verify_ed25519",
     "verify_inclusion",
 ]

@@ -27,11 +27,7 @@ import hashlib
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Protocol
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import Protocol
 
 __all__ = [
     "AUTHOR_FIELDS",
@@ -51,8 +47,6 @@ AUTHOR_FIELDS = frozenset({"created_by", "updated_by", "device_id"})
 
 _KEY_PREFIX = "key:"
 _SIG_PREFIX = "sig:"
-_KEY_SIZE = 32
-_SIGNATURE_SIZE = 64
 
 
 class Signer(Protocol):
@@ -130,21 +124,3 @@ def parse_entry(key: str) -> tuple[str, str] | None:
         if rest:
             return "sig", device
     return None
-
-
-def verifies(public_key: bytes, message: bytes, signature: Any) -> bool:
-    """True if `signature` is a valid Ed25519 signature of `message` by `public_key`."""
-    if not isinstance(signature, bytes) or len(signature) != _SIGNATURE_SIZE:
-        return False
-    if len(public_key) != _KEY_SIZE:
-        return False
-    try:
-        _public_key(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-@lru_cache(maxsize=1024)  # a clinic's few devices sign every change: parse each key once
-def _public_key(raw: bytes) -> Ed25519PublicKey:
-    return Ed25519PublicKey.from_public_bytes(raw)

@@ -170,7 +170,17 @@ class RecordDocument:
     Every change is validated against the record's schema before it is kept.
     """
 
-    __slots__ = ("_conflict_free", "_doc", "_dumped", "_id", "_ops", "_record", "_saved", "_schema")
+    __slots__ = (
+        "_conflict_free",
+        "_doc",
+        "_dumped",
+        "_id",
+        "_ops",
+        "_record",
+        "_saved",
+        "_schema",
+        "_values",
+    )
 
     def __init__(
         self, doc: am.Document, schema: type[Record], *, saved: bytes | None = None
@@ -181,6 +191,7 @@ class RecordDocument:
         # Caches dropped on every change: the validated read and the saved bytes
         # (a document received whole is stored with the very bytes it came in).
         self._record: Record | None = None
+        self._values: dict[str, Any] | None = None
         self._dumped: dict[str, Any] | None = None
         self._saved = saved
         self._ops: DocumentOps | None = None
@@ -362,7 +373,7 @@ class RecordDocument:
         target = self._schema.schema_version
         if self.schema_version >= target:
             return False
-        values = self.values()
+        values = _current_values(self._doc, self._schema)  # a migration may change it
         for step in migration_steps(self.collection, self.schema_version, target):
             values = {**values, **step(values)}
         candidate = self._schema.validate_values(values).model_dump(mode="json")
@@ -382,8 +393,12 @@ class RecordDocument:
         return True
 
     def values(self) -> dict[str, Any]:
-        """The record's stored values, decoded but not validated."""
-        return _current_values(self._doc, self._schema)
+        """The record's stored values, decoded but not validated (a fresh dict each
+        call; decoded once until the next change: a merge reads them for its policy,
+        its checks and the record)."""
+        if self._values is None:
+            self._values = _current_values(self._doc, self._schema)
+        return dict(self._values)
 
     def read(self) -> Record:
         """The record, validated against its schema."""
@@ -568,7 +583,7 @@ class RecordDocument:
         if reason is not None:
             raise MergeRejectedError(self.id, reason)
         self._doc = candidate
-        self._record = self._dumped = self._saved = self._ops = None
+        self._record = self._dumped = self._values = self._saved = self._ops = None
         self._conflict_free = False
         return True
 
@@ -788,7 +803,7 @@ class RecordDocument:
         actor = actor_for_device(device_id)
         if self._doc.get_actor() != actor:
             self._doc.set_actor(actor)
-        self._record = self._dumped = self._saved = self._ops = None
+        self._record = self._dumped = self._values = self._saved = self._ops = None
         with self._doc.transaction() as tx:
             apply(tx)
             tx.put(am.ROOT, "updated_at", am.ScalarType.Str, (now or _now()).isoformat())

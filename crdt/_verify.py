@@ -12,9 +12,9 @@ from crdt._authorship import (
     KeyDirectory,
     parse_entry,
     signed_heads_message,
-    verifies,
 )
 from crdt._columnar import MAKE_MAP, SET, DocumentOps
+from crdt._ed25519 import verify
 from crdt._errors import DocumentError
 from crdt._ids import device_for_actor
 from crdt._operations import ChangeIndex, auth_objects, clocks, envelopes
@@ -119,7 +119,7 @@ class Authorship:
                 problems.append(f"device {device} is not an enrolled device of clinic {clinic}")
                 continue
             message = signed_heads_message(self.doc_id, envelope.deps)
-            if not verifies(key, message, signature):
+            if not verify(key, message, signature):
                 problems.append(f"a signature by device {device} does not verify")
                 continue
             reach = 0

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import uuid
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
     NoEncryption,
     PrivateFormat,
     PublicFormat,
 )
+
+from crdt import verify_ed25519
 
 __all__ = ["DeviceIdentity", "verify_signature"]
 
@@ -94,12 +92,7 @@ def verify_signature(public_key: bytes, data: bytes, signature: bytes) -> bool:
     """
     if len(public_key) != _KEY_SIZE:
         raise ValueError(f"an Ed25519 public key is {_KEY_SIZE} bytes, not {len(public_key)}")
-    key = Ed25519PublicKey.from_public_bytes(public_key)
-    try:
-        key.verify(signature, data)
-    except InvalidSignature:
-        return False
-    return True
+    return verify_ed25519(public_key, data, signature)
 
 
 def _canonical_uuid(device_id: str) -> str:

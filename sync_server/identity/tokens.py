@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import jwt
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from crdt import verify_ed25519
 from sync_server.errors import Unauthorized
 from sync_server.keyfiles import load_or_create_ed25519
 
@@ -50,7 +50,6 @@ ALGORITHM = "EdDSA"
 LEEWAY_SECONDS = 5
 """Clock skew allowed on a token's times."""
 ED25519_KEY_SIZE = 32
-_ED25519_SIGNATURE_SIZE = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,11 +217,6 @@ def hash_token(token: str) -> str:
 
 def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
     """Whether `signature` is `public_key`'s Ed25519 signature of `message` (a device's
-    proof that it holds its key). Malformed keys or signatures are simply False."""
-    if len(public_key) != ED25519_KEY_SIZE or len(signature) != _ED25519_SIGNATURE_SIZE:
-        return False
-    try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError):
-        return False
-    return True
+    proof that it holds its key). Malformed or weak keys and malformed signatures are
+    simply False (`crdt.verify_ed25519`: the rule every replica applies)."""
+    return verify_ed25519(public_key, message, signature)
