@@ -24,6 +24,7 @@ import pyotp
 import pytest
 from argon2 import PasswordHasher
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nacl.bindings import crypto_scalarmult_ed25519_base_noclamp
 from sqlalchemy import select
 
 from crdt import device_login_message, enrolment_message
@@ -332,6 +333,28 @@ def test_bad_proof_of_possession_is_refused(kit: Kit, server: Any) -> None:
     with server.db.read() as session:
         assert session.get(Device, device.device_id) is None
     assert kit.enrol(token, device).status_code == 201  # the token was not spent
+
+
+def test_a_small_order_key_with_a_forged_proof_cannot_enrol(kit: Kit, server: Any) -> None:
+    # Under the identity point as a key, R = [S]B "signs" anything for OpenSSL's check
+    # alone: the shared rule (crdt.verify_ed25519) refuses the key before that.
+    clinic_id = server.new_clinic()
+    with kit.admin_client() as admin:
+        token = kit.enrolment_token(admin, clinic_id)
+    device = DeviceIdentity.generate()
+    s = 7
+    forged = crypto_scalarmult_ed25519_base_noclamp(s.to_bytes(32, "little")) + s.to_bytes(
+        32, "little"
+    )
+    body = kit.enrol_body(token, device)
+    body["public_key"] = b64((1).to_bytes(32, "little"))
+    body["signature"] = b64(forged)
+    with server.http() as c:
+        refused = c.post("/v1/devices/enroll", json=body)
+    assert refused.status_code == 401
+    assert error_code(refused) == "enrolment_proof_invalid"
+    with server.db.read() as session:
+        assert session.get(Device, device.device_id) is None
 
 
 def test_malformed_enrolment_requests_get_4xx(kit: Kit, server: Any) -> None:
