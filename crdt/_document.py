@@ -188,8 +188,9 @@ class RecordDocument:
         self._doc = doc
         self._schema = schema
         self._id: str | None = None
-        # Caches dropped on every change: the validated read and the saved bytes
-        # (a document received whole is stored with the very bytes it came in).
+        # Caches dropped on every change: the decoded values, the validated read and
+        # the saved bytes (a document received whole is stored with the very bytes it
+        # came in).
         self._record: Record | None = None
         self._values: dict[str, Any] | None = None
         self._dumped: dict[str, Any] | None = None
@@ -393,9 +394,10 @@ class RecordDocument:
         return True
 
     def values(self) -> dict[str, Any]:
-        """The record's stored values, decoded but not validated (a fresh dict each
-        call; decoded once until the next change: a merge reads them for its policy,
-        its checks and the record)."""
+        """The record's stored values, decoded but not validated: decoded once until
+        the next change (a merge reads them for its policy, its checks and the
+        record), a fresh dict each call whose nested lists and maps are the cached
+        ones: treat those as read-only."""
         if self._values is None:
             self._values = _current_values(self._doc, self._schema)
         return dict(self._values)
