@@ -25,10 +25,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from crdt import device_login_message
+from crdt import device_login_message, verify_ed25519
 
 __all__ = [
     "ACCESS_TOKEN_SECONDS",
@@ -121,14 +120,8 @@ class BoxTokens:
             raise BoxAuthError(
                 "the login was signed too far from the box's clock", code="stale_assertion"
             )
-        try:
-            Ed25519PublicKey.from_public_bytes(key).verify(
-                signature, device_login_message(device_id, issued_at, nonce)
-            )
-        except (InvalidSignature, ValueError):
-            raise BoxAuthError(
-                "the login signature does not verify", code="bad_signature"
-            ) from None
+        if not verify_ed25519(key, device_login_message(device_id, issued_at, nonce), signature):
+            raise BoxAuthError("the login signature does not verify", code="bad_signature")
         self._claim(nonce, now)
         expires = datetime.now(UTC) + timedelta(seconds=ACCESS_TOKEN_SECONDS)
         token = jwt.encode(
