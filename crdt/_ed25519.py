@@ -45,7 +45,7 @@ def _y(encoded: bytes) -> int:
     return int.from_bytes(encoded, "little") & _SIGN_BIT
 
 
-def weak_key(public_key: bytes) -> bool:
+def _weak_key(public_key: bytes) -> bool:
     """True if `public_key` is not a canonical encoding or is a point of small order."""
     y = _y(public_key)
     return y >= _P or y in _SMALL_ORDER
@@ -88,7 +88,7 @@ def verify(public_key: bytes, message: bytes, signature: Any, *, sodium: bool = 
         return False
     if not isinstance(public_key, bytes) or len(public_key) != KEY_SIZE:
         return False
-    if weak_key(public_key) or _y(signature[:32]) in _SMALL_ORDER:
+    if _weak_key(public_key) or _y(signature[:32]) in _SMALL_ORDER:
         return False
     if int.from_bytes(signature[32:], "little") >= _L:  # S not reduced: a malleated copy
         return False
