@@ -39,9 +39,6 @@ from benchmarks._harness import Figure
 __all__ = ["METRICS", "run", "suite", "wound_count"]
 
 FRAME_COUNTS = (1, 10)
-SITES = ("flat", "limb", "heel")
-SKIN_GROUPS = ("I-II", "III-IV", "V-VI")
-PROFILES = ("shallow", "cliff", "bowl", "terraced")
 STATS = ("median_abs", "worst_abs", "median_signed", "worst_signed")
 METRICS = (
     ("area", "area_cm2", "%"),
@@ -70,6 +67,8 @@ def wound_count(scale: int) -> int:
 
 def suite(count: int) -> list[tuple[int, str, str]]:
     """(seed, site, skin group) of the suite: the skin groups evenly, then the sites."""
+    from tests.phantoms import SITES, SKIN_GROUPS
+
     return [
         (index, SITES[(index // len(SKIN_GROUPS)) % len(SITES)], SKIN_GROUPS[index % 3])
         for index in range(count)
@@ -136,6 +135,8 @@ def _model() -> Any:
 
 
 def _figures(errors: Errors, area_by: dict[tuple[str, str, str], list[float]]) -> list[Figure]:
+    from tests.phantoms import PROFILES, SITES, SKIN_GROUPS  # the generator's own lists
+
     figures: list[Figure] = []
     units = {name: unit for name, _, unit in METRICS}
     for (name, boundary, frames), samples in sorted(errors.items()):
