@@ -17,7 +17,7 @@ from typing import NoReturn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from crdt import device_login_message
+from crdt import device_login_message, verify_ed25519
 from sync_server.audit.events import Actor, DeviceLogin, DeviceRevoked
 from sync_server.audit.services import record_event
 from sync_server.db import commit_then_raise, utcnow
@@ -29,7 +29,6 @@ from sync_server.identity.principals import Principal
 from sync_server.identity.sessions import TokenPair, issue_tokens, revoke_device_tokens
 from sync_server.identity.tables import Clinic, Device
 from sync_server.identity.tenancy import clinic_ids_in_scope, visible_clinic
-from sync_server.identity.tokens import verify_signature
 from sync_server.settings import Settings
 
 __all__ = [
@@ -116,7 +115,7 @@ def device_login(
                 code="device_assertion_stale",
             )
         )
-    if device is None or not verify_signature(
+    if device is None or not verify_ed25519(
         device.public_key, device_login_message(device_id, issued_at, nonce), signature
     ):
         refuse(Unauthorized("device assertion does not verify", code="device_assertion_invalid"))

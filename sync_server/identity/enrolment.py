@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from crdt import enrolment_message, is_uuid
+from crdt import enrolment_message, is_uuid, verify_ed25519
 from sync_server.audit.events import (
     Actor,
     DeviceEnrolment,
@@ -63,7 +63,6 @@ from sync_server.identity.tokens import (
     ED25519_KEY_SIZE,
     hash_token,
     new_bearer_token,
-    verify_signature,
 )
 from sync_server.settings import Settings
 
@@ -260,7 +259,7 @@ def enrol_device(
             device is not None
             and device.revoked_at is None
             and device.public_key == public_key
-            and verify_signature(public_key, proof, signature)
+            and verify_ed25519(public_key, proof, signature)
         ):
             claim()
             # Never a second family beside one the device may not know it holds.
@@ -286,7 +285,7 @@ def enrol_device(
             ),
             "token-invalid",
         )
-    if not verify_signature(public_key, proof, signature):
+    if not verify_ed25519(public_key, proof, signature):
         refuse(
             Unauthorized(
                 "the enrolment signature does not verify with the device's public key",

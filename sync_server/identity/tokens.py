@@ -27,7 +27,6 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from crdt import verify_ed25519
 from sync_server.errors import Unauthorized
 from sync_server.keyfiles import load_or_create_ed25519
 
@@ -43,7 +42,6 @@ __all__ = [
     "kid_of",
     "new_bearer_token",
     "token_header",
-    "verify_signature",
 ]
 
 ALGORITHM = "EdDSA"
@@ -213,10 +211,3 @@ def new_bearer_token() -> tuple[str, str]:
 def hash_token(token: str) -> str:
     """The SHA-256 hex digest under which a random token is stored."""
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> bool:
-    """Whether `signature` is `public_key`'s Ed25519 signature of `message` (a device's
-    proof that it holds its key). Malformed or weak keys and malformed signatures are
-    simply False (`crdt.verify_ed25519`: the rule every replica applies)."""
-    return verify_ed25519(public_key, message, signature)
