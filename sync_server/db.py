@@ -17,13 +17,23 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar, cast
 
-from sqlalchemy import CursorResult, DateTime, Engine, String, TypeDecorator, create_engine, event
+from sqlalchemy import (
+    CursorResult,
+    DateTime,
+    Engine,
+    String,
+    Table,
+    TypeDecorator,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, ORMExecuteState, Session, sessionmaker
@@ -39,6 +49,8 @@ __all__ = [
     "UTCDateTime",
     "commit_then_raise",
     "database_label",
+    "insert_many",
+    "insert_many_unless_taken",
     "insert_unless_taken",
     "is_sqlite",
     "new_id",
@@ -103,6 +115,75 @@ def insert_unless_taken(session: Session, *rows: Any) -> bool:
         with session.begin_nested():
             session.add_all(rows)
             session.flush()
+    except IntegrityError:
+        return False
+    return True
+
+
+def insert_many(
+    session: Session,
+    model: type[Base],
+    rows: Sequence[dict[str, Any]],
+    *,
+    upsert_where: str | None = None,
+) -> None:
+    """Insert `rows` (dicts with the same columns) in one driver ``executemany``.
+
+    The statement is written once and the values go through the columns' own bind
+    processors, so rows are stored exactly as through the ORM, without building a
+    statement of every row's values in Python (the ORM's unit of work and its bulk
+    path cost more than the database's own work, PostgreSQL's most). Column defaults
+    do not apply: every row gives every column it stores. No objects enter the
+    session.
+
+    With `upsert_where` (a column name), a row whose ``id`` exists updates it instead,
+    but only where the stored row's `upsert_where` column equals the new row's (a
+    record never moves between clinics, whatever a concurrent writer says).
+    """
+    if not rows:
+        return
+    connection = session.connection()
+    dialect = connection.dialect
+    table = cast(Table, model.__table__)
+    names = list(rows[0])
+    quote = dialect.identifier_preparer.quote
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    target = quote(table.name)
+    sql = (
+        f"INSERT INTO {target} ({', '.join(quote(n) for n in names)}) "
+        f"VALUES ({', '.join(mark for _ in names)})"
+    )
+    if upsert_where is not None:
+        sql += (
+            f" ON CONFLICT ({quote('id')}) DO UPDATE SET "
+            + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n != "id")
+            + f" WHERE {target}.{quote(upsert_where)} = excluded.{quote(upsert_where)}"
+        )
+    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
+    values = itemgetter(*names)
+    params: list[Any] = [values(row) for row in rows]
+    if len(names) == 1:
+        params = [(value,) for value in params]
+    if any(processors):
+        params = [
+            tuple(
+                value if process is None else process(value)
+                for process, value in zip(processors, row, strict=True)
+            )
+            for row in params
+        ]
+    connection.exec_driver_sql(sql, params)
+
+
+def insert_many_unless_taken(
+    session: Session, model: type[Base], rows: Sequence[dict[str, Any]]
+) -> bool:
+    """`insert_many` in a savepoint; False, the transaction still usable, if a unique
+    or primary key already holds one of the rows (as `insert_unless_taken`)."""
+    session.flush()
+    try:
+        with session.begin_nested():
+            insert_many(session, model, rows)
     except IntegrityError:
         return False
     return True

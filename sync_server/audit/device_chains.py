@@ -5,10 +5,10 @@ server has not acknowledged. `receive_device_events` checks that they continue t
 chain the server holds for the device (`crdt.verify_chain` from its last stored event),
 refuses a break whole (`ChainBroken`, naming the event), accepts events it already
 holds again if they are the same (a push cut off in flight is sent again), stores the
-new ones and records a `DeviceAuditReceived` event naming the device's new head. Once
-that event is sealed in the Merkle log (at commit), `device_receipt` gives the device a
-signed checkpoint that covers it and the event's inclusion proof: the device keeps
-them, and so witnesses the server's log.
+new ones and records a `DeviceAuditReceived` event naming the device's new head. In
+the same transaction `device_receipt` seals that event in the Merkle log and gives the
+device a signed checkpoint that covers it and the event's inclusion proof: the device
+keeps them, and so witnesses the server's log.
 
 A clinic's edge box relays its devices' chains: `chain_owner` names whose chain a push
 extends (the caller's own, or, for an edge box, a device of its clinic), and the
@@ -34,10 +34,11 @@ from sync_server.audit.log import (
     issue_checkpoint,
     latest_checkpoint,
     leaf_bytes,
+    seal,
 )
 from sync_server.audit.services import record_event
 from sync_server.audit.tables import AuditEvent, DeviceAuditEvent, DeviceAuditPatient
-from sync_server.db import insert_unless_taken
+from sync_server.db import insert_many, insert_many_unless_taken, utcnow
 from sync_server.errors import ChainBroken, Conflict, Forbidden, NotFound, Unprocessable
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Device
@@ -168,22 +169,33 @@ def receive_device_events(
                 server_seq=held,
             ) from None
         previous, expected = event.hash, expected + 1
-    rows: list[DeviceAuditEvent | DeviceAuditPatient] = [
-        DeviceAuditEvent(
-            device_id=device_id,
-            seq=event.seq,
-            clinic_id=clinic_id,
-            canonical=event.canonical,
-            hash=event.hash,
+    now = utcnow()
+    stored = insert_many_unless_taken(
+        session,
+        DeviceAuditEvent,
+        [
+            {
+                "device_id": device_id,
+                "seq": event.seq,
+                "clinic_id": clinic_id,
+                "canonical": event.canonical,
+                "hash": event.hash,
+                "received_at": now,
+            }
+            for event in new
+        ],
+    )
+    if stored:
+        insert_many(
+            session,
+            DeviceAuditPatient,
+            [
+                {"device_id": device_id, "seq": event.seq, "patient_id": patient_id}
+                for event in new
+                for patient_id in named[event.seq]
+            ],
         )
-        for event in new
-    ]
-    rows += [
-        DeviceAuditPatient(device_id=device_id, seq=event.seq, patient_id=patient_id)
-        for event in new
-        for patient_id in named[event.seq]
-    ]
-    if not insert_unless_taken(session, *rows):
+    else:
         # Another push of the same chain (a second sync of the device) stored these
         # numbers first: sent again, they are found held and accepted if the same.
         raise Conflict(
@@ -267,9 +279,13 @@ def _check_resent(
 def device_receipt(
     *, session: Session, head: DeviceChainHead, signer: CheckpointSigner
 ) -> DeviceReceipt:
-    """The signed checkpoint that covers the sealed event naming `head`, with the
-    event's leaf and inclusion proof (a new checkpoint when the newest does not
-    cover it). Run after the push's transaction committed."""
+    """The signed checkpoint that covers the event naming `head`, with the event's
+    leaf and inclusion proof (a new checkpoint when the newest does not cover it).
+
+    Run in the push's transaction, after `receive_device_events`: the push's events
+    are sealed in the log here, so the receipt, its checkpoint and the events commit
+    together (one transaction, one commit), or none of them does."""
+    seal(session=session)
     target = f"{head.device_id}:{head.head_seq}:{head.head_hash.hex()}"
     seq = session.scalar(
         select(AuditEvent.seq)
@@ -277,7 +293,7 @@ def device_receipt(
         .order_by(AuditEvent.id.desc())
         .limit(1)
     )
-    if seq is None:  # pragma: no cover - the push committed the event just before
+    if seq is None:  # pragma: no cover - receive_device_events recorded it just before
         raise Conflict("the audit push was not sealed in the log; retry", code="audit_log_busy")
     checkpoint = latest_checkpoint(session=session)
     if checkpoint is None or checkpoint.size <= seq:

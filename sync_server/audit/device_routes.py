@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from sync_server.audit.device_chains import (
-    DeviceChainHead,
     DeviceReceipt,
     PushedEvent,
     chain_owner,
@@ -84,28 +83,25 @@ async def push_device_events(
     clinic_id = caller.clinic_id
     assert clinic_id is not None  # a device always belongs to a clinic
 
-    def receive() -> DeviceChainHead:
-        def transaction(session: Session) -> DeviceChainHead:
-            owner = chain_owner(session=session, principal=caller, device_id=push.device_id)
-            return receive_device_events(
-                session=session,
-                device_id=owner,
-                clinic_id=clinic_id,
-                events=events,
-                relayed_by=None if owner == caller.id else caller,
-            )
-
-        return db.write_retrying(transaction)
+    def transaction(session: Session) -> DeviceReceipt:
+        owner = chain_owner(session=session, principal=caller, device_id=push.device_id)
+        head = receive_device_events(
+            session=session,
+            device_id=owner,
+            clinic_id=clinic_id,
+            events=events,
+            relayed_by=None if owner == caller.id else caller,
+        )
+        return device_receipt(session=session, head=head, signer=artifact_key)
 
     def work() -> DeviceReceipt:
         try:
-            head = receive()
+            return db.write_retrying(transaction)
         except Conflict as exc:
             if exc.code != "audit_push_busy":
                 raise
-            head = receive()  # the other push has committed: ours is found held
-        with db.write() as session:  # the event naming the head is sealed now
-            return device_receipt(session=session, head=head, signer=artifact_key)
+            # The other push has committed: ours is found held.
+            return db.write_retrying(transaction)
 
     receipt = await run_in_threadpool(work)
     checkpoint = receipt.checkpoint.to_json()

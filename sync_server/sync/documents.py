@@ -14,13 +14,12 @@ projection row are written in the push's one transaction.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from crdt import (
@@ -43,7 +42,7 @@ from crdt import (
 )
 from sync_server.audit.events import Actor, DocumentsPulled, DocumentsPushed, purpose_of
 from sync_server.audit.services import record_event
-from sync_server.db import Base, utcnow
+from sync_server.db import insert_many, utcnow
 from sync_server.errors import Conflict, Invalid, NotFound, PayloadTooLarge
 from sync_server.identity.principals import Principal
 from sync_server.identity.tables import Clinic
@@ -556,9 +555,9 @@ class _TransactionStore:
             update(Clinic).where(Clinic.id == self._clinic.id).values(feed_seq=seq)
         )
         self._clinic.feed_seq = seq
-        _upsert(self._session, Document, doc_rows)
+        insert_many(self._session, Document, doc_rows, upsert_where="clinic_id")
         for collection, rows in projections.items():
-            _upsert(self._session, PROJECTIONS[collection], rows)
+            insert_many(self._session, PROJECTIONS[collection], rows, upsert_where="clinic_id")
         # A new id may have been written meanwhile by another clinic's push (the
         # upserts never move a row between clinics): refuse it here too.
         new_ids = [row["id"] for row in doc_rows if row["id"] not in self._existing]
@@ -574,46 +573,6 @@ class _TransactionStore:
                 for doc_id in taken
             ]
         return refused
-
-
-def _upsert(session: Session, model: type[Base], rows: Iterable[dict[str, Any]]) -> None:
-    """Insert or update `rows` (all with the same columns) in one driver ``executemany``.
-
-    The statement is written once and the values go through the columns' own bind
-    processors, so rows are stored exactly as through the ORM, without building a
-    statement of every row's values in Python (the ORM's bulk path cost more than the
-    database's own work, PostgreSQL's most). Never moves a record to another clinic,
-    whatever a concurrent push says.
-    """
-    rows = list(rows)
-    if not rows:
-        return
-    connection = session.connection()
-    dialect = connection.dialect
-    table = cast(Table, model.__table__)
-    names = list(rows[0])
-    quote = dialect.identifier_preparer.quote
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    target = quote(table.name)
-    sql = (
-        f"INSERT INTO {target} ({', '.join(quote(n) for n in names)}) "
-        f"VALUES ({', '.join(mark for _ in names)}) "
-        f"ON CONFLICT ({quote('id')}) DO UPDATE SET "
-        + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n != "id")
-        + f" WHERE {target}.{quote('clinic_id')} = excluded.{quote('clinic_id')}"
-    )
-    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    values = itemgetter(*names)
-    params: list[tuple[Any, ...]] = [values(row) for row in rows]
-    if any(processors):
-        params = [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(processors, row, strict=True)
-            )
-            for row in params
-        ]
-    connection.exec_driver_sql(sql, params)
 
 
 def upserted_record(
