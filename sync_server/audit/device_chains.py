@@ -32,12 +32,10 @@ from sync_server.audit.log import (
     CheckpointSigner,
     inclusion_path,
     issue_checkpoint,
-    latest_checkpoint,
-    leaf_bytes,
     seal,
 )
 from sync_server.audit.services import record_event
-from sync_server.audit.tables import AuditEvent, DeviceAuditEvent, DeviceAuditPatient
+from sync_server.audit.tables import DeviceAuditEvent, DeviceAuditPatient
 from sync_server.db import insert_many, insert_many_unless_taken, utcnow
 from sync_server.errors import ChainBroken, Conflict, Forbidden, NotFound, Unprocessable
 from sync_server.identity.principals import Principal
@@ -285,25 +283,31 @@ def device_receipt(
     Run in the push's transaction, after `receive_device_events`: the push's events
     are sealed in the log here, so the receipt, its checkpoint and the events commit
     together (one transaction, one commit), or none of them does."""
-    seal(session=session)
+    sealed = seal(session=session)
     target = f"{head.device_id}:{head.head_seq}:{head.head_hash.hex()}"
-    seq = session.scalar(
-        select(AuditEvent.seq)
-        .where(AuditEvent.action == DeviceAuditReceived.name, AuditEvent.target == target)
-        .order_by(AuditEvent.id.desc())
-        .limit(1)
+    at = next(
+        (
+            i
+            for i in reversed(range(len(sealed.events)))
+            if sealed.events[i].action == DeviceAuditReceived.name
+            and sealed.events[i].target == target
+        ),
+        None,
     )
-    if seq is None:  # pragma: no cover - receive_device_events recorded it just before
+    if at is None:  # pragma: no cover - receive_device_events recorded it just before
         raise Conflict("the audit push was not sealed in the log; retry", code="audit_log_busy")
-    checkpoint = latest_checkpoint(session=session)
-    if checkpoint is None or checkpoint.size <= seq:
-        checkpoint = issue_checkpoint(session=session, signer=signer)
+    seq = sealed.events[at].seq
+    assert seq is not None  # sealed
+    # Nothing signed before this transaction covers a leaf it sealed: sign anew.
+    checkpoint = issue_checkpoint(session=session, signer=signer)
     return DeviceReceipt(
         head_seq=head.head_seq,
         head_hash=head.head_hash,
         leaf_index=seq,
-        leaf=leaf_bytes(session=session, seq=seq),
-        inclusion=inclusion_path(session=session, seq=seq, size=checkpoint.size),
+        leaf=sealed.leaves[at],
+        inclusion=inclusion_path(
+            session=session, seq=seq, size=checkpoint.size, known=sealed.subtrees
+        ),
         checkpoint=checkpoint,
         public_key=signer.public_key_bytes,
     )

@@ -16,7 +16,8 @@ leaves and more) and at most a few hundred leaf hashes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 
@@ -41,6 +42,7 @@ __all__ = [
     "LEAF_COLUMNS",
     "NODE_LEVEL",
     "CheckpointSigner",
+    "Sealed",
     "checkpoints",
     "consistency_path",
     "current_checkpoint",
@@ -126,14 +128,27 @@ def track(*, session: Session, event: AuditEvent) -> None:
     session.info.setdefault(_PENDING, []).append(event)
 
 
-def seal(*, session: Session) -> None:
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    """What one `seal` appended to the log."""
+
+    events: list[AuditEvent]  # in leaf order
+    leaves: list[bytes]  # each event's canonical bytes (`leaf_bytes`), in the same order
+    subtrees: dict[tuple[int, int], bytes]
+    """The perfect subtrees the log held just before the last event was appended, by
+    leaf range: with them, that event's inclusion proof needs no query."""
+
+
+def seal(*, session: Session) -> Sealed:
     """Give the events added in this transaction (and still in it: one rolled back with
     a savepoint takes no place) their leaf index and hash, in the order they were
-    recorded, and advance the log's head. Runs before every commit."""
+    recorded, and advance the log's head. Runs before every commit; a service that
+    proves an event's inclusion before its transaction ends runs it first."""
     pending: list[AuditEvent] = session.info.pop(_PENDING, [])
     kept = [row for row in pending if row in session and row.seq is None]
+    sealed = Sealed([], [], {})
     if not kept:
-        return
+        return sealed
     # Everything else the transaction holds is written first, so that the head row
     # stays the last lock it takes (an insert may wait on another transaction's). The
     # events not yet inserted are held back meanwhile: the flush after the seal inserts
@@ -147,7 +162,12 @@ def seal(*, session: Session) -> None:
         nodes: list[dict[str, Any]] = []
         for seq, row in enumerate(kept, start=size):
             row.seq = seq
-            row.leaf_hash = leaf_hash(leaf_bytes_of(_row_values(row)))
+            leaf = leaf_bytes_of(_row_values(row))
+            row.leaf_hash = leaf_hash(leaf)
+            sealed.events.append(row)
+            sealed.leaves.append(leaf)
+            if seq == size + len(kept) - 1:
+                sealed.subtrees.update(_perfect_subtrees(frontier))
             for level, index, digest in frontier.append(row.leaf_hash):
                 if level >= NODE_LEVEL:
                     nodes.append({"level": level, "index": index, "hash": digest})
@@ -158,6 +178,19 @@ def seal(*, session: Session) -> None:
             update(_HEAD).where(_HEAD.c.id == 1).values(frontier=b"".join(frontier.hashes))
         )
     session.add_all(held)
+    return sealed
+
+
+def _perfect_subtrees(frontier: MerkleFrontier) -> dict[tuple[int, int], bytes]:
+    """The frontier's subtree roots by leaf range: one per set bit of its size, the
+    largest (leftmost) first."""
+    found: dict[tuple[int, int], bytes] = {}
+    start = 0
+    widths = [1 << b for b in reversed(range(frontier.size.bit_length())) if frontier.size >> b & 1]
+    for width, digest in zip(widths, frontier.hashes, strict=True):
+        found[(start, start + width)] = digest
+        start += width
+    return found
 
 
 # The head row must be the last lock a transaction takes (it is held to the commit):
@@ -331,12 +364,19 @@ def leaf_actor(*, session: Session, seq: int) -> str | None:
 
 
 class _Subtrees:
-    """Subtree hashes of the log: kept nodes where there are some, leaves otherwise."""
+    """Subtree hashes of the log: `known` ones, kept nodes where there are some, leaves
+    otherwise."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(
+        self, session: Session, known: Mapping[tuple[int, int], bytes] | None = None
+    ) -> None:
         self._session = session
+        self._known = known or {}
 
     def __call__(self, start: int, end: int) -> bytes:
+        digest = self._known.get((start, end))
+        if digest is not None:
+            return digest
         width = end - start
         if width & (width - 1) == 0 and start % width == 0:
             return self._perfect(width.bit_length() - 1, start // width)
@@ -380,12 +420,19 @@ def _check_size(session: Session, size: int) -> None:
         )
 
 
-def inclusion_path(*, session: Session, seq: int, size: int) -> list[bytes]:
-    """The RFC 9162 inclusion proof of leaf `seq` in the log's tree of `size` leaves."""
+def inclusion_path(
+    *,
+    session: Session,
+    seq: int,
+    size: int,
+    known: Mapping[tuple[int, int], bytes] | None = None,
+) -> list[bytes]:
+    """The RFC 9162 inclusion proof of leaf `seq` in the log's tree of `size` leaves;
+    `known` subtree hashes (`Sealed.subtrees`) are taken as they are, not read."""
     _check_size(session, size)
     if not 0 <= seq < size:
         raise Unprocessable(f"event {seq} is not in a tree of {size}", code="audit_seq_invalid")
-    return inclusion_proof(seq, size, _Subtrees(session))
+    return inclusion_proof(seq, size, _Subtrees(session, known))
 
 
 def consistency_path(*, session: Session, first: int, second: int) -> list[bytes]:

@@ -38,7 +38,15 @@ from crdt import (
 from edge_sdk import HttpAuditLogSource, witness_server_log
 from sync_server import Settings, ThreadedServer, create_app, migrate
 from sync_server.audit.events import Actor, EnrolmentTokenCreated, LoggedIn
-from sync_server.audit.log import LEAF_COLUMNS, issue_checkpoint, leaf_bytes_of, origin_of
+from sync_server.audit.log import (
+    LEAF_COLUMNS,
+    inclusion_path,
+    issue_checkpoint,
+    leaf_bytes,
+    leaf_bytes_of,
+    origin_of,
+    seal,
+)
 from sync_server.audit.services import record_event
 from sync_server.audit.tables import AuditCheckpoint, AuditEvent, AuditLogHead
 from sync_server.audit.verify import AuditReport, verify_log
@@ -165,6 +173,49 @@ def test_an_event_is_written_once_already_holding_its_leaf(log: Log) -> None:
     assert reserved[1] > writes.index("insert into organisations")  # its head, after it
     report = log.verify()
     assert report.ok and report.events == 4
+
+
+def test_the_newest_sealed_event_is_proven_from_the_seal_without_reading_the_tree(
+    log: Log,
+) -> None:
+    """`seal` hands back the subtrees the log held before its last event: that event's
+    inclusion proof built from them is the one built from the stored tree, proves the
+    event against the signed root, and reads nothing of the tree. The log grows to 59
+    events, one to three per transaction."""
+    reads: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        reads.append(statement.lower())
+
+    for step in range(1, 30):
+        with log.db.write() as session:
+            for n in range(1 + step % 3):
+                record_event(session=session, event=LoggedIn(actor=Actor.user(f"u-{n}")))
+            sealed = seal(session=session)
+            newest = sealed.events[-1]
+            assert newest.seq is not None and sealed.leaves[-1] == leaf_bytes(
+                session=session, seq=newest.seq
+            )
+            checkpoint = issue_checkpoint(session=session, signer=log.key)
+            assert checkpoint.size == newest.seq + 1
+            reads.clear()
+            event.listen(log.db.engine, "before_cursor_execute", seen)
+            try:
+                fast = inclusion_path(
+                    session=session, seq=newest.seq, size=checkpoint.size, known=sealed.subtrees
+                )
+            finally:
+                event.remove(log.db.engine, "before_cursor_execute", seen)
+            assert not [r for r in reads if "audit_events" in r or "audit_nodes" in r]
+            assert fast == inclusion_path(session=session, seq=newest.seq, size=checkpoint.size)
+            verify_inclusion(
+                leaf=leaf_hash(sealed.leaves[-1]),
+                index=newest.seq,
+                size=checkpoint.size,
+                path=fast,
+                root=checkpoint.root,
+            )
+    assert log.verify().ok
 
 
 def test_an_edited_event_is_caught(log: Log) -> None:
