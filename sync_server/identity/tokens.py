@@ -16,8 +16,10 @@ hashes (a fast hash is enough for that much entropy).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -168,10 +170,22 @@ def decode_access_token(
 ) -> AccessClaims:
     """The claims of a valid access token signed by `public_key` (raw Ed25519).
 
+    A token verified once is remembered (its signature and claims cannot change), so
+    the next request that carries it costs a lookup; its expiry is checked at every
+    use. Refused tokens are not remembered.
+
     Raises:
         Unauthorized: The token is malformed, signed by another key or with another
             algorithm, expired, or for another issuer or audience.
     """
+    claims = _verified_claims(token, public_key, issuer, audience)
+    if time.time() >= claims.expires_at.timestamp() + LEEWAY_SECONDS:
+        raise Unauthorized("access token expired", code="token_expired")
+    return claims
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified_claims(token: str, public_key: bytes, issuer: str, audience: str) -> AccessClaims:
     token_header(token)
     try:
         claims = jwt.decode(

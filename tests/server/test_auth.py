@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -31,6 +32,8 @@ from crdt import device_login_message, enrolment_message
 from edge_sdk import DeviceIdentity
 from sync_server.audit.tables import AuditEvent
 from sync_server.db import utcnow
+from sync_server.errors import Unauthorized
+from sync_server.identity import tokens
 from sync_server.identity.tables import Device, EnrolmentToken, RefreshToken, Throttle, User
 from sync_server.identity.tenancy import ensure_organisation
 from sync_server.identity.tokens import SigningKey
@@ -764,3 +767,28 @@ def test_clinic_bound_admin_is_confined_to_its_clinic(kit: Kit, server: Any) -> 
             json={"username": unique("x"), "password": PASSWORD, "role": "admin"},
         )
         assert org_wide.status_code == 403
+
+
+def test_a_token_verified_once_still_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Verified access tokens are remembered, so a repeat costs no signature check;
+    the memory never outlives the token: at expiry (plus the leeway) it is refused."""
+    key = SigningKey(Ed25519PrivateKey.generate(), issuer="coherency", audience="sync")
+    token, expires = key.issue_access_token(
+        subject="d-1",
+        kind="device",
+        clinic_id="c-1",
+        organisation_id="o-1",
+        role="device",
+        ttl=timedelta(minutes=5),
+    )
+    assert key.verify_access_token(token).subject == "d-1"
+    hits = tokens._verified_claims.cache_info().hits
+    assert key.verify_access_token(token).subject == "d-1"
+    assert tokens._verified_claims.cache_info().hits == hits + 1  # remembered
+    later = expires.timestamp() + tokens.LEEWAY_SECONDS
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(time=lambda: later))
+    with pytest.raises(Unauthorized) as refused:
+        key.verify_access_token(token)
+    assert refused.value.code == "token_expired"
+    monkeypatch.setattr(tokens, "time", SimpleNamespace(time=lambda: later - 1))
+    assert key.verify_access_token(token).subject == "d-1"
