@@ -277,8 +277,8 @@ def _check_resent(
 def device_receipt(
     *, session: Session, head: DeviceChainHead, signer: CheckpointSigner
 ) -> DeviceReceipt:
-    """The signed checkpoint that covers the event naming `head`, with the event's
-    leaf and inclusion proof (a new checkpoint when the newest does not cover it).
+    """A new signed checkpoint that covers the event naming `head`, with the event's
+    leaf and inclusion proof.
 
     Run in the push's transaction, after `receive_device_events`: the push's events
     are sealed in the log here, so the receipt, its checkpoint and the events commit
