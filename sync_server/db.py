@@ -20,7 +20,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -159,19 +158,13 @@ def insert_many(
             + ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in names if n != "id")
             + f" WHERE {target}.{quote(upsert_where)} = excluded.{quote(upsert_where)}"
         )
-    processors = [table.c[n].type.dialect_impl(dialect).bind_processor(dialect) for n in names]
-    values = itemgetter(*names)
-    params: list[Any] = [values(row) for row in rows]
-    if len(names) == 1:
-        params = [(value,) for value in params]
-    if any(processors):
-        params = [
-            tuple(
-                value if process is None else process(value)
-                for process, value in zip(processors, row, strict=True)
-            )
-            for row in params
-        ]
+    columns = [
+        (name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names
+    ]
+    params = [
+        tuple(row[name] if process is None else process(row[name]) for name, process in columns)
+        for row in rows
+    ]
     connection.exec_driver_sql(sql, params)
 
 
