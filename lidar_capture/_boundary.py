@@ -8,9 +8,12 @@ a point cloud). Depth and colour draw the edge together. A wound with a depressi
 surface below the skin past the noise floor judged from the ring) is the depression
 and the colour inside it that differs from the skin's even a little (a pale margin);
 its edge is half-way up the rim's outermost step in depth or in colour, whichever is
-further out, so neither the depth's blur nor a pale margin pulls it inwards. A flat
-wound (no depression: an abrasion, an epithelialising wound) is where a cell's colour
-is more than half-way from the skin's to the nearest wound tissue's
+further out, so neither the depth's blur nor a pale margin pulls it inwards. A faint
+pale margin past a rim too shallow to see in depth counts too, when its colour ends in
+a step down to the skin's and its floor, taken as a whole, is below the skin
+(`_faint_margin`; redness fading out from the rim does not). A flat wound (no
+depression: an abrasion, an epithelialising wound) is where a cell's colour is more
+than half-way from the skin's to the nearest wound tissue's
 (`lidar_capture._colour`); colour off the skin's counts beside a depression only as
 far as it joins it. Without colour the floor's depth draws the edge. A user-drawn
 outline replaces this. The skin is refitted around the new outline and the wound
@@ -265,6 +268,107 @@ def _half_way(field: FloatArray, inner: BoolArray, sigma: float) -> FloatArray:
     return np.asarray(np.clip(share, 0.0, 1.0), dtype=np.float64)
 
 
+# A faint margin's colour is off the skin's past this quantile of the ring's contrast;
+# its floor's standard error counts this many grid cells per independent depth sample
+# (the splat spreads a point over about a cell each way); the rim's own blur, predicted
+# from the wound's colour, is this many colour sigmas wide; this many colour sigmas past
+# the margin's step, the colour around the wound has fallen to within this share of the
+# step's height of the skin's beyond the reach; the edge is drawn this many cells around
+# the margin; and at least this many cells are needed for each figure read.
+_FAINT_QUANTILE = 0.95
+_CELLS_PER_DEPTH_SAMPLE = 4.0
+_RIM_BLUR_SIGMAS = 1.0
+_STEP_SIGMAS = 2.0
+_TAIL_SHARE = 0.02
+_MARGIN_EDGE_CELLS = 2
+_MIN_MARGIN_CELLS = 20
+
+
+def _faint_margin(
+    wound: BoolArray,
+    depth: FloatArray,
+    contrast: FloatArray,
+    ring_cells: BoolArray,
+    depth_noise: float,
+    colour_sigma: float,
+    opts: MeasureOptions,
+) -> tuple[BoolArray, FloatArray] | None:
+    """A pale margin just past a depression's drawn wound, and its share-of-wound field.
+
+    A shallow wound's outer rim can be within the depth noise of the skin and its pale
+    epithelial margin only faintly off the skin's colour: neither the depression nor
+    the clear colour reaches it. The margin is the colour off the skin's (past the
+    skin ring's 95th percentile, after the blur the wound's own colour predicts there)
+    joined to the wound within `faint_margin_reach_m`. It counts only when:
+
+    - it ends in a step: read shell by shell outwards, the colour around the wound falls
+      to the skin's within two colour sigmas of its half-way point (redness fading out
+      from the rim is still off the skin's colour there, and skin still off it at the
+      reach is reddened skin running on);
+    - it is at least `faint_margin_width_m` wide (the rim's blur is not);
+    - it is fainter than clearly not skin;
+    - it lies below the skin taken as a whole: its mean floor below that of the skin
+      just beyond it by `faint_margin_floor_sigmas` standard errors (reddened skin
+      around a wound does not).
+
+    Its edge is half-way between the skin's colour and the margin's. None when there
+    is no such margin.
+    """
+    cell = opts.grid_m
+    reach = int(opts.faint_margin_reach_m / cell)
+    if reach < 3 or np.count_nonzero(ring_cells) < _MIN_MARGIN_CELLS:
+        return None
+    covered = contrast > 0.0  # `colour_split` zeroes the cells without coverage
+    skin_level = float(np.median(contrast[ring_cells]))
+    faint_level = float(np.quantile(contrast[ring_cells], _FAINT_QUANTILE))
+    dist = ndimage.distance_transform_edt(~wound)
+    rim_blur = ndimage.gaussian_filter(
+        np.where(wound, contrast, 0.0), _RIM_BLUR_SIGMAS * max(colour_sigma, 1.0)
+    )
+    faint = covered & (contrast - rim_blur > faint_level) & (dist <= reach)
+    labels, _ = ndimage.label(wound | faint)
+    ids = np.unique(labels[wound & (labels > 0)])
+    band = np.isin(labels, ids[ids > 0]) & ~wound
+    plateau = band & ndimage.binary_erosion(wound | band, iterations=1)
+    if np.count_nonzero(plateau) < _MIN_MARGIN_CELLS:
+        return None
+    shells = [
+        float(np.median(contrast[covered & (dist > k - 1) & (dist <= k)]))
+        for k in range(1, reach + 1)
+    ]
+    level, far = float(np.median(contrast[plateau])), shells[-1]
+    if far > faint_level or level <= far:
+        return None  # still off the skin's colour at the reach: reddened skin runs on
+    step = next(k for k, c in enumerate(shells) if c < 0.5 * (level + far))
+    past = step + max(round(_STEP_SIGMAS * colour_sigma), 1)
+    if (shells[min(past, reach - 1)] - far) / (level - far) > _TAIL_SHARE:
+        return None  # no step down to the skin's colour: a redness fading out
+    band &= dist <= past + 1  # faint skin joined to the margin beyond its step is skin
+    width = max(round(opts.faint_margin_width_m / cell), 1)
+    wide = band & (dist >= width)
+    if np.count_nonzero(wide) < _MIN_MARGIN_CELLS:
+        return None
+    band &= ndimage.binary_dilation(wide, iterations=width)
+    grown = wound | band
+    near_skin = ndimage.binary_dilation(grown, iterations=6) & ~ndimage.binary_dilation(
+        grown, iterations=2
+    )
+    beyond = covered & near_skin
+    plateau = band & ndimage.binary_erosion(grown, iterations=1)
+    counts = (np.count_nonzero(band), np.count_nonzero(beyond), np.count_nonzero(plateau))
+    if min(counts) < _MIN_MARGIN_CELLS:
+        return None
+    below = float(np.mean(depth[band]) - np.mean(depth[beyond]))
+    error = depth_noise * np.sqrt(_CELLS_PER_DEPTH_SAMPLE * (1.0 / counts[0] + 1.0 / counts[1]))
+    level = float(np.median(contrast[plateau]))
+    clear = opts.clear_contrast_factor * opts.colour_threshold
+    if below < opts.faint_margin_floor_sigmas * error or not faint_level < level < clear:
+        return None
+    share = np.clip((contrast - skin_level) / (level - skin_level), 0.0, 1.0)
+    edge = ndimage.binary_dilation(band, iterations=_MARGIN_EDGE_CELLS)
+    return band, np.where(edge, share, 0.0)
+
+
 def _depression_field(
     chosen: BoolArray,
     depth: FloatArray,
@@ -273,6 +377,8 @@ def _depression_field(
     alpha: FloatArray,
     depth_sigma: float,
     colour_sigma: float,
+    ring_cells: BoolArray,
+    depth_noise: float,
     opts: MeasureOptions,
 ) -> tuple[BoolArray, FloatArray]:
     """The wound of a depression and its share-of-wound field (edge at `edge_level`).
@@ -283,7 +389,7 @@ def _depression_field(
     step, in depth (a cliff: half its height) or in colour (the bed: half its contrast,
     or half-way to its nearest tissue as for a flat wound), whichever lies further out:
     the blur of each is undone by reading the step's height just inside it, not at a
-    fixed level.
+    fixed level. A faint margin past the drawn wound is added by `_faint_margin`.
     """
     grown, _ = ndimage.label(depression)
     ids = np.unique(grown[chosen & (grown > 0)])
@@ -302,6 +408,11 @@ def _depression_field(
         halves = _half_way(contrast, inner, max(colour_sigma, 1.0))
         share = np.maximum(share, np.where(near, halves, 0.0))
         share = np.maximum(share, np.where(near, alpha, 0.0))
+        faint = _faint_margin(wound, depth, contrast, ring_cells, depth_noise, colour_sigma, opts)
+        if faint is not None:
+            margin, margin_share = faint
+            wound = ndimage.binary_fill_holes(wound | margin)
+            share = np.maximum(share, margin_share)
     inside = ndimage.binary_erosion(wound, iterations=reach_d)
     return wound, np.maximum(share, inside.astype(np.float64))
 
@@ -377,6 +488,8 @@ def _draw_outline(
             alpha,
             depth_sigma,
             colour_sigma,
+            ring_cells,
+            depth_noise,
             opts,
         )
         wound_field: FloatArray = dip_field

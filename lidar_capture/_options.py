@@ -165,6 +165,17 @@ class MeasureOptions:
     one-sided 3-sigma tail: 0.13 % of skin cells by chance). A wound with a wound area
     of such cells is a depression: its edge comes from depth and colour together, and
     clearly-not-skin colour (a pale margin) around it is wound."""
+    faint_margin_reach_m: float = _within(0.006, 0.0, 0.05)
+    """Beside a depression, faint colour off the skin's joined to the wound (a pale
+    epithelial margin on a rim too shallow to see in depth) is looked for out to this
+    far; the colour must be back to the skin's by then (reddened skin running on is
+    not a margin). 0 turns the faint margin off."""
+    faint_margin_width_m: float = _within(0.0015, 0.0, 0.05)
+    """A faint margin must reach this far past the wound (the blur of the rim does not)."""
+    faint_margin_floor_sigmas: float = _within(2.0, 0.0, 50.0)
+    """A faint margin's floor, taken as a whole, must lie below the skin just beyond it
+    by this many standard errors (on the development scenes margins lie 4-5.5 below,
+    reddened skin around a shallow wound at most 0.8)."""
     edge_plateau_sigmas: float = _within(3.0, 0.5, 50.0)
     """At a depression's rim the edge is half-way between the skin and the depth (and the
     colour) just inside it, read this many blur sigmas inside the rim (a blurred step

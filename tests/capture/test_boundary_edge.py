@@ -20,10 +20,13 @@ import pytest
 from lidar_capture import (
     MODEL_CHANNELS,
     MODEL_INPUT_SIZE,
+    MeasureOptions,
     PointCloud,
     Scan,
     WoundMeasurement,
+    generate,
     measure,
+    random_spec,
 )
 from lidar_capture import _ndimage as ndimage
 
@@ -115,12 +118,7 @@ BOWL_MARGIN = (
             id="bowl-light",
             marks=pytest.mark.xfail(strict=True, reason=BOWL_MARGIN.format(-3.2)),
         ),
-        pytest.param(
-            "bowl",
-            DARK,
-            id="bowl-dark",
-            marks=pytest.mark.xfail(strict=True, reason=BOWL_MARGIN.format(-9.5)),
-        ),
+        pytest.param("bowl", DARK, id="bowl-dark"),
     ],
 )
 def test_a_pale_margin_inside_the_depression_is_wound(profile: str, skin: F64) -> None:
@@ -134,37 +132,42 @@ SHALLOW = 0.0012  # a shallow wound: its rim within the depth noise of the skin
 FAINT = 0.12  # a faint pale margin: 12 % of the bed's colour, the rest skin's
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "measured -31 % to -34 % (shallow, flat or limb, light or dark skin) and -19 % "
-        "(4 mm bowl): the edge is drawn at the bed. A faint-margin rule that took these "
-        "to within 3.4 % (commit c537a87) took reddened skin around two of 240 wounds of "
-        "the training generator (+20 %) and was reverted; see docs/capture.md"
-    ),
-)
 @pytest.mark.parametrize(
-    ("depth_m", "skin", "limb_radius_m"),
+    ("depth_m", "skin", "limb_radius_m", "margin_m"),
     [
-        pytest.param(SHALLOW, LIGHT, None, id="shallow-flat-light"),
-        pytest.param(SHALLOW, DARK, None, id="shallow-flat-dark"),
-        pytest.param(SHALLOW, LIGHT, 0.06, id="shallow-limb-light"),
-        pytest.param(SHALLOW, DARK, 0.06, id="shallow-limb-dark"),
-        pytest.param(DEPTH, LIGHT, None, id="bowl-flat-light"),
+        pytest.param(SHALLOW, LIGHT, None, 0.002, id="shallow-flat-light"),
+        pytest.param(SHALLOW, DARK, None, 0.002, id="shallow-flat-dark"),
+        pytest.param(SHALLOW, LIGHT, 0.06, 0.002, id="shallow-limb-light"),
+        pytest.param(SHALLOW, DARK, 0.06, 0.002, id="shallow-limb-dark"),
+        pytest.param(SHALLOW, LIGHT, None, 0.003, id="shallow-wide-light"),
+        pytest.param(DEPTH, LIGHT, None, 0.002, id="bowl-flat-light"),
     ],
 )
 def test_a_faint_margin_past_a_shallow_rim_is_wound(
-    depth_m: float, skin: F64, limb_radius_m: float | None
+    depth_m: float, skin: F64, limb_radius_m: float | None, margin_m: float
 ) -> None:
+    # Without the margin the area would be the bed's, a third low or more.
     scan = scene(
         "bowl",
-        margin_m=0.002,
+        margin_m=margin_m,
         margin_bed=FAINT,
         skin=skin,
         depth_m=depth_m,
         limb_radius_m=limb_radius_m,
     )
     assert abs(area_error(measure(scan))) <= 4.0
+
+
+@pytest.mark.parametrize("seed", [10010, 10039, 10098, 10102, 20037, 20064])
+def test_redness_fading_from_a_training_wound_is_not_a_faint_margin(seed: int) -> None:
+    # The training generator draws periwound redness fading out from the rim. Beside a
+    # deep or blurred rim (one to three noisy frames) its floor reads below the skin,
+    # so only the colour's profile tells it from a margin: it is still well off the
+    # skin's colour past its half-way point. These six wounds, seen from the step test's
+    # guard set one notch looser (`_TAIL_SHARE` 0.1), read +15 % to +47 %.
+    synthetic = generate(random_spec(seed, frames=(1, 3)[seed % 2]))
+    without = measure(synthetic.scan, options=MeasureOptions(faint_margin_reach_m=0.0))
+    assert measure(synthetic.scan).area_cm2 == pytest.approx(without.area_cm2, rel=0.005)
 
 
 @pytest.mark.parametrize("margin_m", [0.0, 0.002])
@@ -367,10 +370,10 @@ def phantom_errors() -> list[tuple[str, float]]:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "measured on seeds 0-17: median |area error| 1.5 %, median signed -0.2 %, group "
-        "medians I-II 1.6, III-IV 1.2, V-VI 2.1 (goals met); worst 23.7 %: shallow "
-        "phantoms (<= 1.5 mm deep, 1 mm noise) with a pale margin read -23.7 % and -22.7 %, "
-        "their rim neither below the noise floor nor off the skin's colour by half"
+        "measured on seeds 0-17 (2026-12-07): median |area error| 1.5 %, median signed "
+        "+0.5 % (goals met); group medians I-II 1.8, III-IV 0.5, V-VI 2.4 (a 1.9-point "
+        "gap); worst 24.0 %: a shallow phantom (<= 1.5 mm deep, 1 mm noise) on a heel "
+        "with a pale margin whose colour does not end in a step (see docs/capture.md)"
     ),
 )
 def test_phantom_areas_have_no_bias_and_no_skin_tone_gap(
