@@ -332,13 +332,14 @@ def _faint_margin(
     plateau = band & ndimage.binary_erosion(wound | band, iterations=1)
     if np.count_nonzero(plateau) < _MIN_MARGIN_CELLS:
         return None
-    shells = [
-        float(np.median(contrast[covered & (dist > k - 1) & (dist <= k)]))
-        for k in range(1, reach + 1)
-    ]
+    rings = [covered & (dist > k - 1) & (dist <= k) for k in range(1, reach + 1)]
+    if not all(np.any(ring) for ring in rings):
+        return None  # the scan does not reach all round the wound
+    shells = [float(np.median(contrast[ring])) for ring in rings]
     level, far = float(np.median(contrast[plateau])), shells[-1]
     if far > faint_level or level <= far:
         return None  # still off the skin's colour at the reach: reddened skin runs on
+    # The last shell (far) is below half-way, so there is a first one that is.
     step = next(k for k, c in enumerate(shells) if c < 0.5 * (level + far))
     past = step + max(round(_STEP_SIGMAS * colour_sigma), 1)
     if (shells[min(past, reach - 1)] - far) / (level - far) > _TAIL_SHARE:

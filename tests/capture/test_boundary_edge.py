@@ -163,8 +163,8 @@ def test_redness_fading_from_a_training_wound_is_not_a_faint_margin(seed: int) -
     # The training generator draws periwound redness fading out from the rim. Beside a
     # deep or blurred rim (one to three noisy frames) its floor reads below the skin,
     # so only the colour's profile tells it from a margin: it is still well off the
-    # skin's colour past its half-way point. These six wounds, seen from the step test's
-    # guard set one notch looser (`_TAIL_SHARE` 0.1), read +15 % to +47 %.
+    # skin's colour past its half-way point. With the step test's threshold at 10 %
+    # instead of 2 % (`_TAIL_SHARE`), these six read +15 % to +47 %.
     synthetic = generate(random_spec(seed, frames=(1, 3)[seed % 2]))
     without = measure(synthetic.scan, options=MeasureOptions(faint_margin_reach_m=0.0))
     assert measure(synthetic.scan).area_cm2 == pytest.approx(without.area_cm2, rel=0.005)
