@@ -222,40 +222,19 @@ FADING = (
     ("profile", "margin_m", "skin"),
     [
         pytest.param(
-            "cliff",
-            0.0,
-            LIGHT,
-            id="cliff-light",
-            marks=pytest.mark.xfail(strict=True, reason=FADING.format("+26 %")),
-        ),
-        pytest.param(
-            "cliff",
-            0.002,
-            LIGHT,
-            id="cliff-margin-light",
-            marks=pytest.mark.xfail(strict=True, reason=FADING.format("+44 %")),
-        ),
-        pytest.param(
-            "bowl",
-            0.0,
-            LIGHT,
-            id="bowl-light",
-            marks=pytest.mark.xfail(strict=True, reason=FADING.format("+24 %")),
-        ),
-        pytest.param(
-            "bowl",
-            0.002,
-            LIGHT,
-            id="bowl-margin-light",
-            marks=pytest.mark.xfail(strict=True, reason=FADING.format("+23 %")),
-        ),
-        pytest.param(
-            "cliff",
-            0.0,
-            DARK,
-            id="cliff-dark",
-            marks=pytest.mark.xfail(strict=True, reason=FADING.format("+5 % on dark skin")),
-        ),
+            profile,
+            margin_m,
+            skin,
+            id=case,
+            marks=pytest.mark.xfail(strict=True, reason=FADING.format(measured)),
+        )
+        for case, profile, margin_m, skin, measured in [
+            ("cliff-light", "cliff", 0.0, LIGHT, "+26 %"),
+            ("cliff-margin-light", "cliff", 0.002, LIGHT, "+44 %"),
+            ("bowl-light", "bowl", 0.0, LIGHT, "+24 %"),
+            ("bowl-margin-light", "bowl", 0.002, LIGHT, "+23 %"),
+            ("cliff-dark", "cliff", 0.0, DARK, "+5 % on dark skin"),
+        ]
     ],
 )
 def test_redness_fading_out_from_the_rim_is_not_wound(
