@@ -253,6 +253,13 @@ def find_region(
     return region
 
 
+def _touching(mask: BoolArray, seed: BoolArray) -> BoolArray:
+    """The connected regions of `mask` that overlap `seed`."""
+    labels, _ = ndimage.label(mask)
+    ids = np.unique(labels[seed & (labels > 0)])
+    return np.isin(labels, ids[ids > 0])
+
+
 def _half_way(field: FloatArray, inner: BoolArray, sigma: float) -> FloatArray:
     """`field` as a share of its plateau just inside the rim: one half is half-way.
 
@@ -326,9 +333,7 @@ def _faint_margin(
         np.where(wound, contrast, 0.0), _RIM_BLUR_SIGMAS * max(colour_sigma, 1.0)
     )
     faint = covered & (contrast - rim_blur > faint_level) & (dist <= reach)
-    labels, _ = ndimage.label(wound | faint)
-    ids = np.unique(labels[wound & (labels > 0)])
-    band = np.isin(labels, ids[ids > 0]) & ~wound
+    band = _touching(wound | faint, wound) & ~wound
     plateau = band & ndimage.binary_erosion(wound | band, iterations=1)
     if np.count_nonzero(plateau) < _MIN_MARGIN_CELLS:
         return None
@@ -392,9 +397,7 @@ def _depression_field(
     the blur of each is undone by reading the step's height just inside it, not at a
     fixed level. A faint margin past the drawn wound is added by `_faint_margin`.
     """
-    grown, _ = ndimage.label(depression)
-    ids = np.unique(grown[chosen & (grown > 0)])
-    dip = ndimage.binary_fill_holes(np.isin(grown, ids[ids > 0]) | chosen)
+    dip = ndimage.binary_fill_holes(_touching(depression, chosen) | chosen)
     wound = dip.copy()
     reach_d = max(round(opts.edge_plateau_sigmas * depth_sigma), 2)
     inner_dip = ndimage.binary_erosion(dip, iterations=reach_d)
@@ -509,9 +512,7 @@ def _draw_outline(
         shallow = coverage & (
             depth > max(opts.depth_edge_m, opts.boundary_depth_sigmas * depth_noise)
         )
-        grown, _ = ndimage.label(shallow)
-        ids = np.unique(grown[chosen & (grown > 0)])
-        main = ndimage.binary_fill_holes(np.isin(grown, ids[ids > 0]) | chosen)
+        main = ndimage.binary_fill_holes(_touching(shallow, chosen) | chosen)
         wound_field = ndimage.gaussian_filter(main.astype(np.float64), 1.0)
     com = ndimage.center_of_mass(main)
     cx, cy = (
