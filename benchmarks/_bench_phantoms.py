@@ -13,7 +13,9 @@ area, volume, length, width, perimeter (% of the truth) and max depth (mm):
 ``phantoms.<figure>.<boundary>.f<frames>.{median_abs,worst_abs,median_signed,worst_signed}``
 (worst signed: the signed error of largest magnitude). Area with 10 frames also by skin
 group, by site and by depth profile (``...area.<boundary>.f10.skin.<group>.*``,
-``...site.<site>.*``, ``...profile.<profile>.*``: shallow, cliff, bowl, terraced),
+``...site.<site>.*``, ``...profile.<profile>.*``: shallow, cliff, bowl, terraced, and
+``...edge.undecided.*`` for the wounds flagged `edge_undecided`, ``...edge.decided.*``
+for the rest: what a clinician reading the flag is left with),
 the spread between the skin groups' median absolute area errors (``skin_spread``) and
 the size of the median signed area error (``bias``: the two-sided goal "within +-1 %"
 as a one-sided target on its magnitude).
@@ -91,7 +93,8 @@ def _stats(samples: list[float]) -> dict[str, float]:
 
 def _measure_suite(count: int) -> tuple[Errors, dict[tuple[str, str, str], list[float]], list[str]]:
     """Signed errors per (metric, boundary, frames); area errors per (boundary, kind,
-    group or site); the refusals."""
+    group, site, profile or edge: ``undecided`` when flagged `edge_undecided`); the
+    refusals."""
     from lidar_capture import MeasurementRefused, measure
     from tests.phantoms import phantom_spec, render
 
@@ -120,6 +123,8 @@ def _measure_suite(count: int) -> tuple[Errors, dict[tuple[str, str, str], list[
                 area_by.setdefault((boundary, "skin", group), []).append(area)
                 area_by.setdefault((boundary, "site", site), []).append(area)
                 area_by.setdefault((boundary, "profile", truth.profile), []).append(area)
+                flag = "undecided" if "edge_undecided" in result.quality else "decided"
+                area_by.setdefault((boundary, "edge", flag), []).append(area)
         progress(f"  phantoms: wound {seed + 1}/{count} ({site}, skin {group}, {truth.shape})")
     return errors, area_by, refused
 
@@ -169,8 +174,14 @@ def _figures(errors: Errors, area_by: dict[tuple[str, str, str], list[float]]) -
                     extra={"wounds": len(samples), "median_signed": statistics.median(samples)},
                 )
             )
+    edges = ("decided", "undecided")
     for boundary in sorted({b for b, _, _ in area_by}):
-        for kind, keys in (("skin", SKIN_GROUPS), ("site", SITES), ("profile", PROFILES)):
+        for kind, keys in (
+            ("skin", SKIN_GROUPS),
+            ("site", SITES),
+            ("profile", PROFILES),
+            ("edge", edges),
+        ):
             medians = {}
             for key in keys:
                 samples = area_by.get((boundary, kind, key), [])

@@ -71,6 +71,10 @@ class Region:
     """When the wound is a depression, its share-of-wound field from depth and colour
     (the outline is its `MeasureOptions.edge_level` contour); a wound model's outline
     may not lie inside it (`lidar_capture._model_boundary`). None otherwise."""
+    edge_undecided: bool = False
+    """A faint band of colour off the skin's joins the depression's rim that only one of
+    its floor and the fall of its colour tells from reddened skin: left out of the
+    outline drawn from colour and depth (`_faint_margin`)."""
 
 
 def _cast_outline(
@@ -203,9 +207,9 @@ def find_region(
         if outline is not None:
             polygon = _cast_outline(outline, scan, frame, skin)
             _check_outline(polygon, outline, skin, frame, opts)
-            source, dip_field = "outline", None
+            source, dip_field, undecided = "outline", None, False
         else:
-            polygon, source, dip_field = _draw_outline(
+            polygon, source, dip_field, undecided = _draw_outline(
                 depth, coverage, outside_cells & coverage, skin, colour_field, sigma_cells,
                 colour_sigma, grid, opts,
             )  # fmt: skip
@@ -226,6 +230,7 @@ def find_region(
             colour_field,
             np.stack([ic[inside], jc[inside]]),
             dip_field,
+            undecided,
         )
         # Recentre on the wound and take the skin normal there for the next round.
         com = (
@@ -248,6 +253,8 @@ def find_region(
     assert region is not None
     if region.source == "depth" and outline is None:
         flags.append("boundary_from_depth")
+    if region.edge_undecided:
+        flags.append("edge_undecided")
     if outline is not None:
         flags.append("boundary_from_outline")
     return region
@@ -291,6 +298,17 @@ _MARGIN_EDGE_CELLS = 2
 _MIN_MARGIN_CELLS = 20
 
 
+@dataclass(frozen=True)
+class _FaintBand:
+    """Faint colour off the skin's joined to a depression's rim, at least
+    `MeasureOptions.faint_margin_width_m` wide: a pale margin, with its share-of-wound
+    field, or undecided (`share` None) when only one of its floor and the fall of its
+    colour tells it from reddened skin."""
+
+    band: BoolArray
+    share: FloatArray | None
+
+
 def _faint_margin(
     wound: BoolArray,
     depth: FloatArray,
@@ -299,7 +317,7 @@ def _faint_margin(
     depth_noise: float,
     colour_sigma: float,
     opts: MeasureOptions,
-) -> tuple[BoolArray, FloatArray] | None:
+) -> _FaintBand | None:
     """A pale margin just past a depression's drawn wound, and its share-of-wound field.
 
     A shallow wound's outer rim can be within the depth noise of the skin and its pale
@@ -318,8 +336,11 @@ def _faint_margin(
       just beyond it by `faint_margin_floor_sigmas` standard errors (reddened skin
       around a wound does not).
 
-    Its edge is half-way between the skin's colour and the margin's. None when there
-    is no such margin.
+    Its edge is half-way between the skin's colour and the margin's. A band wide enough
+    that passes one of the step and floor tests but not the other is returned undecided
+    (no share): a margin whose depression or colour step is too faint to see, or
+    reddened skin. None when there is no such band, or when it is plainly skin (neither
+    test passed, or still off the skin's colour at the reach) or plainly not faint.
     """
     cell = opts.grid_m
     reach = int(opts.faint_margin_reach_m / cell)
@@ -347,8 +368,9 @@ def _faint_margin(
     # The last shell (far) is below half-way, so there is a first one that is.
     step = next(k for k, c in enumerate(shells) if c < 0.5 * (level + far))
     past = step + max(round(_STEP_SIGMAS * colour_sigma), 1)
-    if (shells[min(past, reach - 1)] - far) / (level - far) > _TAIL_SHARE:
-        return None  # no step down to the skin's colour: a redness fading out
+    # No step down to the skin's colour is a redness fading out, or a margin on skin
+    # whose colour drifts just past it: undecided.
+    stepped = (shells[min(past, reach - 1)] - far) / (level - far) <= _TAIL_SHARE
     band &= dist <= past + 1  # faint skin joined to the margin beyond its step is skin
     width = max(round(opts.faint_margin_width_m / cell), 1)
     wide = band & (dist >= width)
@@ -364,15 +386,18 @@ def _faint_margin(
     counts = (np.count_nonzero(band), np.count_nonzero(beyond), np.count_nonzero(plateau))
     if min(counts) < _MIN_MARGIN_CELLS:
         return None
-    below = float(np.mean(depth[band]) - np.mean(depth[beyond]))
-    error = depth_noise * np.sqrt(_CELLS_PER_DEPTH_SAMPLE * (1.0 / counts[0] + 1.0 / counts[1]))
     level = float(np.median(contrast[plateau]))
     clear = opts.clear_contrast_factor * opts.colour_threshold
-    if below < opts.faint_margin_floor_sigmas * error or not faint_level < level < clear:
+    if not faint_level < level < clear:
         return None
+    below = float(np.mean(depth[band]) - np.mean(depth[beyond]))
+    error = depth_noise * np.sqrt(_CELLS_PER_DEPTH_SAMPLE * (1.0 / counts[0] + 1.0 / counts[1]))
+    sunk = below >= opts.faint_margin_floor_sigmas * error
+    if not (stepped and sunk):  # one test passed: undecided; neither: skin
+        return _FaintBand(band, None) if stepped or sunk else None
     share = np.clip((contrast - skin_level) / (level - skin_level), 0.0, 1.0)
     edge = ndimage.binary_dilation(band, iterations=_MARGIN_EDGE_CELLS)
-    return band, np.where(edge, share, 0.0)
+    return _FaintBand(band, np.where(edge, share, 0.0))
 
 
 def _depression_field(
@@ -386,8 +411,9 @@ def _depression_field(
     ring_cells: BoolArray,
     depth_noise: float,
     opts: MeasureOptions,
-) -> tuple[BoolArray, FloatArray]:
-    """The wound of a depression and its share-of-wound field (edge at `edge_level`).
+) -> tuple[BoolArray, FloatArray, bool]:
+    """The wound of a depression, its share-of-wound field (edge at `edge_level`) and
+    whether a faint band at its rim was left undecided.
 
     The depression (the surface below the skin past the noise floor) joined to the
     chosen wound is wound, and so is colour inside it that differs from the skin's even
@@ -399,6 +425,7 @@ def _depression_field(
     """
     dip = ndimage.binary_fill_holes(_touching(depression, chosen) | chosen)
     wound = dip.copy()
+    undecided = False
     reach_d = max(round(opts.edge_plateau_sigmas * depth_sigma), 2)
     inner_dip = ndimage.binary_erosion(dip, iterations=reach_d)
     # Only inside the depression: beyond it a shallow floor's half-height is in the noise.
@@ -413,12 +440,12 @@ def _depression_field(
         share = np.maximum(share, np.where(near, halves, 0.0))
         share = np.maximum(share, np.where(near, alpha, 0.0))
         faint = _faint_margin(wound, depth, contrast, ring_cells, depth_noise, colour_sigma, opts)
-        if faint is not None:
-            margin, margin_share = faint
-            wound = ndimage.binary_fill_holes(wound | margin)
-            share = np.maximum(share, margin_share)
+        if faint is not None and faint.share is not None:
+            wound = ndimage.binary_fill_holes(wound | faint.band)
+            share = np.maximum(share, faint.share)
+        undecided = faint is not None and faint.share is None
     inside = ndimage.binary_erosion(wound, iterations=reach_d)
-    return wound, np.maximum(share, inside.astype(np.float64))
+    return wound, np.maximum(share, inside.astype(np.float64)), undecided
 
 
 def _draw_outline(
@@ -431,9 +458,10 @@ def _draw_outline(
     colour_sigma: float,
     grid: Grid,
     opts: MeasureOptions,
-) -> tuple[FloatArray, str, FloatArray | None]:
-    """The wound's outline on the grid from colour and depth, which of them drew it, and
-    a depression's share-of-wound field (None for a flat wound or without colour).
+) -> tuple[FloatArray, str, FloatArray | None, bool]:
+    """The wound's outline on the grid from colour and depth, which of them drew it, a
+    depression's share-of-wound field (None for a flat wound or without colour) and
+    whether a faint band at a depression's rim was left undecided (`_faint_margin`).
 
     Cells clearly below the skin, and cells whose colour is clearly not skin and at
     least half-way to a tissue's, are the wound's core; the core's region nearest the
@@ -484,7 +512,7 @@ def _draw_outline(
     chosen = labels == (int(np.argmax(scores)) + 1)
     dipped = np.count_nonzero(chosen & depression) * grid.cell**2 > opts.min_wound_area_m2
     if source == "colour" and dipped:
-        main, dip_field = _depression_field(
+        main, dip_field, undecided = _depression_field(
             chosen,
             depth,
             depression,
@@ -498,7 +526,7 @@ def _draw_outline(
         )
         wound_field: FloatArray = dip_field
     elif source == "colour":
-        dip_field = None
+        dip_field, undecided = None, False
         # A flat wound: inside the chosen region's outline everything is wound (islands
         # of skin colour included); around it the colour decides, half-way to a tissue.
         main = ndimage.binary_fill_holes(chosen)
@@ -506,7 +534,7 @@ def _draw_outline(
         near = ndimage.binary_dilation(main, iterations=reach)
         wound_field = np.where(main & ~chosen, 1.0, np.where(near, alpha, 0.0))
     else:
-        dip_field = None
+        dip_field, undecided = None, False
         # Without colour the floor's depth draws the edge: where it is clearly below
         # the skin, down to `depth_edge_m` (a bowl's sloping rim is lost below it).
         shallow = coverage & (
@@ -524,7 +552,7 @@ def _draw_outline(
         raise MeasurementRefused(
             "no_wound_found", "no closed wound boundary found; aim at the wound"
         )
-    return contour, source, dip_field
+    return contour, source, dip_field, undecided
 
 
 def raster(region: Region) -> WoundRaster:

@@ -26,6 +26,7 @@ QUALITY_FLAGS = (
     "noise_high",  # the skin around the wound is noisier than 1.5 mm
     "boundary_from_depth",  # no usable colour: the boundary follows the floor's depth
     "boundary_from_outline",  # a user-drawn outline gave the boundary
+    "edge_undecided",  # a faint band at the rim, pale margin or reddened skin: left out
     "wound_cut_off",  # part of the boundary runs along missing data
     "sparse_wound",  # fewer than 150 points on the wound bed
     "model_not_used",  # no wound model given (or none installed): colour/depth boundary

@@ -175,6 +175,7 @@ PHANTOM_BREAKDOWNS = (
     ("skin", ("I-II", "III-IV", "V-VI")),
     ("site", ("flat", "limb", "heel")),
     ("profile", ("shallow", "cliff", "bowl", "terraced")),
+    ("edge", ("decided", "undecided")),
 )
 PHANTOMS_SIGNED = {
     *(f"phantoms.{metric}.{boundary}.f{frames}.{stat}" for metric in PHANTOM_METRICS
@@ -194,10 +195,11 @@ PHANTOMS = PHANTOMS_SIGNED | {
     "phantoms.refused",
 }  # fmt: skip
 # Without onnxruntime the model's figures are skipped; heels need more than 6 wounds,
-# and 6 wounds need not hold every depth profile.
+# and 6 wounds need not hold every depth profile nor a wound flagged edge_undecided.
 PHANTOMS_ALWAYS = {
     name for name in PHANTOMS
     if ".model." not in name and ".heel." not in name and ".profile." not in name
+    and ".undecided." not in name
 }  # fmt: skip
 PHANTOMS_TARGETED = {
     f"phantoms.{name}.{boundary}.f10.{stat}" for boundary in ("geometric", "model")

@@ -52,13 +52,17 @@ def scene(
     limb_radius_m: float | None = None,
     fade_m: float = 0.0,
     fade_bed: float = 0.3,
+    mottle: float = 0.0,
 ) -> Scan:
     """A round wound of `RADIUS`, `depth_m` deep (``cliff``, ``bowl`` or ``flat``, an
     abrasion), on flat skin or on a limb of `limb_radius_m` (a cylinder along y);
     `margin_m` of pale pink (`margin_bed` of the bed's colour, the rest skin's) inside
     its rim; a flat red patch of 5 mm radius `patch_gap_m` beside it; `erythema_m` of
     faintly reddened intact skin (92 % skin, 8 % bed) around it; or `fade_m` of redness
-    fading out from the rim (`fade_bed` of the bed's colour there, none at `fade_m`)."""
+    fading out from the rim (`fade_bed` of the bed's colour there, none at `fade_m`).
+    `mottle` is the standard deviation of the skin's redness, varying over about 12 mm
+    as real skin's does (its red channel up by that share where green and blue are
+    down by half of it)."""
     rng = np.random.default_rng(seed)
     spacing, half = 0.0004, 0.04
     g = (np.arange(int(2 * half / spacing)) + 0.5) * spacing - half
@@ -68,7 +72,8 @@ def scene(
     shape = {"cliff": 1.0, "bowl": 1.0 - (r / RADIUS) ** 2, "flat": 0.0}[profile]
     skin_z = 0.0 if limb_radius_m is None else limb_radius_m - np.sqrt(limb_radius_m**2 - x**2)
     z = 0.3 + skin_z - np.where(inside, depth_m * shape, 0.0) + rng.normal(0.0, 0.0007, x.size)
-    colour = np.tile(skin, (x.size, 1))
+    redness = mottle * _field(x, y, seed)[:, None] * np.array([1.0, -0.5, -0.5])
+    colour = np.tile(skin, (x.size, 1)) * (1.0 + redness)
     colour[~inside & (r < RADIUS + erythema_m)] = 0.92 * skin + 0.08 * BED
     fading = ~inside & (r < RADIUS + fade_m)
     red = fade_bed * (1.0 - (r[fading] - RADIUS) / max(fade_m, 1e-9))
@@ -79,6 +84,18 @@ def scene(
         colour[np.hypot(x - (RADIUS + patch_gap_m + 0.005), y) < 0.005] = BED
     colour = np.clip(colour + rng.normal(0.0, 0.012, colour.shape), 0.0, 1.0)
     return Scan("pointcloud", "edge scene", cloud=PointCloud(np.column_stack([x, y, z]), colour))
+
+
+def _field(x: F64, y: F64, seed: int) -> F64:
+    """A smooth random field of zero mean and unit variance varying over about 12 mm."""
+    rng = np.random.default_rng([seed, 7])
+    field = np.zeros_like(x)
+    waves = 8
+    for _ in range(waves):
+        angle = rng.uniform(0.0, 2.0 * np.pi)
+        k = 2.0 * np.pi / (0.012 * rng.uniform(0.6, 1.6))
+        field += np.cos(k * (x * np.cos(angle) + y * np.sin(angle)) + rng.uniform(0.0, 2 * np.pi))
+    return np.asarray(field / np.sqrt(waves / 2), dtype=np.float64)
 
 
 def area_error(m: WoundMeasurement) -> float:
@@ -156,6 +173,84 @@ def test_a_faint_margin_past_a_shallow_rim_is_wound(
         limb_radius_m=limb_radius_m,
     )
     assert abs(area_error(measure(scan))) <= 4.0
+
+
+# The same faint margin with other noise, or on skin whose redness varies by 2 % over
+# about 12 mm (as real skin's does): its outer millimetre lies within 0.05 mm of the
+# skin, inside the skin fit's own residual over millimetres, so the floor test cannot
+# tell it from reddened skin; on mottled skin the colour past its step is 2-4 % of the
+# step off the skin's, so the step test cannot either. Each is flagged, but the deeper
+# bowl's: there the band left past the drawn wound is 1 mm wide, as a rim's blur is.
+UNSEEN = (
+    ("noise-2", 2, 0.0, SHALLOW, "-31.6 %"),
+    ("noise-3", 3, 0.0, SHALLOW, "-31.3 %"),
+    ("mottled-skin", 0, 0.02, SHALLOW, "-31.6 %"),
+    ("mottled-skin-bowl", 0, 0.02, DEPTH, "-19.5 %"),
+)
+
+
+@pytest.mark.parametrize(
+    ("seed", "mottle", "depth_m"),
+    [
+        pytest.param(seed, mottle, depth_m, id=case)
+        for case, seed, mottle, depth_m, _ in UNSEEN
+        if depth_m == SHALLOW
+    ],
+)
+def test_a_faint_margin_the_rules_cannot_see_is_flagged(
+    seed: int, mottle: float, depth_m: float
+) -> None:
+    m = measure(
+        scene("bowl", margin_m=0.002, margin_bed=FAINT, depth_m=depth_m, seed=seed, mottle=mottle)
+    )
+    assert "edge_undecided" in m.quality
+
+
+@pytest.mark.parametrize(
+    ("seed", "mottle", "depth_m"),
+    [
+        pytest.param(
+            seed,
+            mottle,
+            depth_m,
+            id=case,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason=f"measured {measured}: the margin is left out, "
+                + (
+                    "flagged edge_undecided"
+                    if depth_m == SHALLOW
+                    else "unflagged (1 mm of it is left, as wide as a rim's blur)"
+                ),
+            ),
+        )
+        for case, seed, mottle, depth_m, measured in UNSEEN
+    ],
+)
+def test_a_faint_margin_is_wound_whatever_the_noise_and_the_skin(
+    seed: int, mottle: float, depth_m: float
+) -> None:
+    m = measure(
+        scene("bowl", margin_m=0.002, margin_bed=FAINT, depth_m=depth_m, seed=seed, mottle=mottle)
+    )
+    assert abs(area_error(m)) <= 4.0
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        pytest.param({"profile": "cliff"}, id="cliff"),
+        pytest.param({"profile": "bowl", "mottle": 0.02}, id="bowl-mottled-skin"),
+        pytest.param({"profile": "cliff", "margin_m": 0.002, "skin": DARK}, id="pale-margin"),
+        pytest.param(
+            {"profile": "bowl", "margin_m": 0.002, "margin_bed": FAINT, "depth_m": SHALLOW},
+            id="faint-margin-taken",
+        ),
+        pytest.param({"profile": "cliff", "patch_gap_m": 0.003}, id="red-patch-beside"),
+    ],
+)
+def test_a_decided_edge_is_not_flagged(kwargs: dict[str, Any]) -> None:
+    assert "edge_undecided" not in measure(scene(**kwargs)).quality
 
 
 @pytest.mark.parametrize("seed", [10010, 10039, 10098, 10102, 20037, 20064])
