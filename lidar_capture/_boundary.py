@@ -11,7 +11,8 @@ its edge is half-way up the rim's outermost step in depth or in colour, whicheve
 further out, so neither the depth's blur nor a pale margin pulls it inwards. A faint
 pale margin past a rim too shallow to see in depth counts too, when its colour ends in
 a step down to the skin's and its floor, taken as a whole, is below the skin
-(`_faint_margin`; redness fading out from the rim does not). A flat wound (no
+(`_faint_margin`; redness fading out from the rim does not; a band with only one of
+the two is left out and flagged ``edge_undecided``). A flat wound (no
 depression: an abrasion, an epithelialising wound) is where a cell's colour is more
 than half-way from the skin's to the nearest wound tissue's
 (`lidar_capture._colour`); colour off the skin's counts beside a depression only as
@@ -368,8 +369,8 @@ def _faint_margin(
     # The last shell (far) is below half-way, so there is a first one that is.
     step = next(k for k, c in enumerate(shells) if c < 0.5 * (level + far))
     past = step + max(round(_STEP_SIGMAS * colour_sigma), 1)
-    # No step down to the skin's colour is a redness fading out, or a margin on skin
-    # whose colour drifts just past it: undecided.
+    # Colour with no step down to the skin's is a redness fading out, or a margin on
+    # skin whose colour drifts just past it.
     stepped = (shells[min(past, reach - 1)] - far) / (level - far) <= _TAIL_SHARE
     band &= dist <= past + 1  # faint skin joined to the margin beyond its step is skin
     width = max(round(opts.faint_margin_width_m / cell), 1)
