@@ -661,7 +661,15 @@ class _Scenario(Scenario):
                         patient.id, slot.service, slot.starts_at, provider_id=slot.provider_id
                     )
                 )
-            visit_at = slot.starts_at.replace(hour=12, minute=0) + timedelta(days=0)
+            # Noon on the first day with free slots whose noon is still ahead (after
+            # noon UTC the first day's has passed, and a time passed is refused).
+            noons = [d.slots[0].starts_at.replace(hour=12, minute=0) for d in days]
+            visit_at = next(
+                (noon for noon in noons if noon > days[0].generated_at + timedelta(hours=1)),
+                None,
+            )
+            check(visit_at is not None, "the tablet holds a day whose noon is still ahead")
+            assert visit_at is not None
             visit = second.bookings.request_visit(
                 asked[1].intent.patient_id or "",
                 caregiver.skills[0],
