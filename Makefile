@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 system:
 	bash scripts/system-packages
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py crdt/_columnar.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[all,dev,train]'

@@ -524,3 +524,48 @@ def _measure_change(body: bytes, budget: list[int]) -> int:
         reader.take(reader.uleb())
     columns = _columns_of(reader, _column_layout(reader), budget)
     return _count(columns.get(_ACTION, b""), _Reader.uleb)
+
+
+# ---------------------------------------------------------------- native build
+# setup.py compiles everything above this block with mypyc, as `crdt._columnar_native`
+# (about twice as fast); the compiled copy carries the SHA-256 of this file, and is
+# used only while it matches (an edited module runs as Python, with a warning, until
+# it is rebuilt: `make install`). COHERENCY_PURE_PYTHON=1 at run time reads in Python too
+# (to compare the two).
+def _native() -> Any:
+    import os
+
+    if os.environ.get("COHERENCY_PURE_PYTHON") == "1":
+        return None
+    try:
+        import crdt._columnar_native as native  # type: ignore[import-not-found]
+    except ImportError:  # built without it (COHERENCY_PURE_PYTHON=1, or no compiler)
+        return None
+    import hashlib
+    import warnings
+    from pathlib import Path
+
+    if hashlib.sha256(Path(__file__).read_bytes()).hexdigest() != native.SOURCE_SHA256:
+        warnings.warn(
+            "crdt._columnar_native was built from another version of crdt/_columnar.py; "
+            "reading documents in pure Python until it is rebuilt (make install)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return None
+    return native
+
+
+def backend() -> str:
+    """Which reader this install uses: ``"mypyc"`` (compiled) or ``"python"``."""
+    return "python" if _NATIVE is None else "mypyc"
+
+
+_NATIVE = _native()
+if _NATIVE is not None:
+    ColumnarError = _NATIVE.ColumnarError  # type: ignore[misc]
+    DocumentOps = _NATIVE.DocumentOps  # type: ignore[misc]
+    Nested = _NATIVE.Nested  # type: ignore[misc]
+    Op = _NATIVE.Op  # type: ignore[misc]
+    measure_saved = _NATIVE.measure_saved
+    read_document = _NATIVE.read_document
