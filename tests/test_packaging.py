@@ -56,6 +56,8 @@ def test_wheel_ships_packages_and_type_markers(wheel: Path) -> None:
         assert f"sync_server/{domain}/__init__.py" in names, domain
     assert "sync_server/migrations/env.py" in names
     assert not any(n.startswith(("tests/", "benchmarks/", "examples/")) for n in names)
+    if os.environ.get("COHERENCY_PURE_PYTHON") != "1":  # the compiled reader (setup.py)
+        assert any(n.startswith("crdt/_columnar_native.") and n.endswith(".so") for n in names)
 
 
 @pytest.mark.slow
@@ -78,7 +80,8 @@ def test_base_install_imports_without_extras(wheel: Path, tmp_path: Path) -> Non
         "heavy = [m for m in ('open3d', 'onnxruntime', 'fastapi', 'torch')"
         " if importlib.util.find_spec(m)]\n"
         "assert not heavy, heavy\n"
-        "print('ok', len(edge_sdk.__all__))\n"
+        "import crdt._columnar\n"
+        "print('ok', len(edge_sdk.__all__), crdt._columnar.backend())\n"
     )
     result = subprocess.run(
         [str(python), "-c", probe],
@@ -91,6 +94,8 @@ def test_base_install_imports_without_extras(wheel: Path, tmp_path: Path) -> Non
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("ok")
+    if os.environ.get("COHERENCY_PURE_PYTHON") != "1":  # installed, and its hash matches
+        assert result.stdout.split()[-1] == "mypyc", result.stdout
     help_run = subprocess.run(
         [str(venv / "bin" / "coherency"), "--help"],
         capture_output=True,
