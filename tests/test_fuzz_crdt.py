@@ -26,6 +26,7 @@ from crdt import (
     decode_message,
     encode_message,
 )
+from tests.hostile_bytes import mutated
 
 DEVICE = str(uuid.UUID(int=7))
 LIMITS = DocumentLimits(max_bytes=1 << 20, max_changes=2000, max_operations=100_000)
@@ -55,24 +56,9 @@ SEEDS = _seeds()
 SEED_IDS = [RecordDocument.load(seed).id for seed in SEEDS]
 
 
-@st.composite
-def mutated_documents(draw: st.DrawFn) -> bytes:
+def mutated_documents() -> st.SearchStrategy[bytes]:
     """A real saved document with bytes flipped, cut, repeated or appended."""
-    data = bytearray(draw(st.sampled_from(SEEDS)))
-    for _ in range(draw(st.integers(0, 6))):
-        kind = draw(st.sampled_from(["flip", "cut", "insert", "append", "dup"]))
-        at = draw(st.integers(0, max(0, len(data) - 1)))
-        if kind == "flip" and data:
-            data[at] ^= draw(st.integers(1, 255))
-        elif kind == "cut":
-            del data[at : at + draw(st.integers(1, 32))]
-        elif kind == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=16))
-        elif kind == "append":
-            data += draw(st.sampled_from(SEEDS))
-        elif kind == "dup":
-            data += data[at : at + draw(st.integers(1, 64))]
-    return bytes(data)
+    return mutated(SEEDS)
 
 
 payloads = st.one_of(st.binary(max_size=512), mutated_documents(), st.sampled_from(SEEDS))
