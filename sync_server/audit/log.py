@@ -155,7 +155,7 @@ def seal(*, session: Session) -> Sealed:
     # each once, already holding its leaf, instead of inserting it bare and updating it.
     held = [row for row in kept if inspect(row).pending]
     for row in held:
-        session.expunge(row)  # with its patient rows (the relationship cascades)
+        session.expunge(row)  # its patient rows follow its insert (`record_event`)
     session.flush()
     with session.no_autoflush:
         size, frontier = _take_leaves(session, len(kept))

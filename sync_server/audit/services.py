@@ -9,8 +9,11 @@ answers, so an access whose audit row cannot be written fails instead of answeri
 from __future__ import annotations
 
 from collections.abc import Iterable
+from weakref import WeakKeyDictionary
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert
+from sqlalchemy import event as orm_events
+from sqlalchemy.orm import Mapper, Session
 
 from sync_server.audit.events import Actor, Caller, Event, RecordsRead, purpose_of
 from sync_server.audit.log import track
@@ -19,6 +22,9 @@ from sync_server.db import utcnow
 from sync_server.ops.logs import current_client_address, current_request_id
 
 __all__ = ["record_event", "record_read"]
+
+# The patients of each event not yet inserted, for its `audit_patients` rows.
+_PATIENTS: WeakKeyDictionary[AuditEvent, tuple[str, ...]] = WeakKeyDictionary()
 
 
 def record_event(*, session: Session, event: Event, request_id: str | None = None) -> None:
@@ -45,10 +51,25 @@ def record_event(*, session: Session, event: Event, request_id: str | None = Non
         patients=",".join(patients) or None,
         address=current_client_address(),
         request_id=request_id or current_request_id(),
-        patient_rows=[AuditPatient(patient_id=patient_id) for patient_id in patients],
     )
+    if patients:
+        _PATIENTS[row] = patients
     session.add(row)
     track(session=session, event=row)
+
+
+@orm_events.listens_for(AuditEvent, "after_insert")
+def _insert_patients(_mapper: Mapper[AuditEvent], connection: Connection, row: AuditEvent) -> None:
+    """The event's `audit_patients` rows, in one statement after its own insert.
+
+    Not an ORM relationship: a pull's event names thousands of patients, and the unit
+    of work spent ~0.1 ms of Python on each of their rows (half a second for one pull
+    page) where the driver's executemany spends a few microseconds."""
+    patients = _PATIENTS.pop(row, ())
+    if patients:
+        connection.execute(
+            insert(AuditPatient), [{"event_id": row.id, "patient_id": p} for p in patients]
+        )
 
 
 def record_read(

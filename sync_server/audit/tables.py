@@ -25,7 +25,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, SmallInteger, String, Text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column
 
 from sync_server.db import Base, Id, UTCDateTime, utcnow
 
@@ -65,13 +65,10 @@ class AuditEvent(Base):
     address: Mapped[str | None] = mapped_column(String(64))  # the caller's network address
     request_id: Mapped[str | None] = mapped_column(String(64))
 
-    patient_rows: Mapped[list[AuditPatient]] = relationship(
-        cascade="all, delete-orphan", passive_deletes=True
-    )
-
 
 class AuditPatient(Base):
-    """One patient an audit event concerned."""
+    """One patient an audit event concerned: written with the event's own insert, one
+    row per id of its `patients` (`sync_server.audit.services`)."""
 
     __tablename__ = "audit_patients"
 
