@@ -32,13 +32,26 @@ from typing import IO, Any
 
 from benchmarks._common import progress
 
-__all__ = ["NODE_PROJECT", "PEER_SIZES", "NodePeer", "names", "node_unavailable", "peer_sizes"]
+__all__ = [
+    "NODE_PROJECT",
+    "PEER_SIZES",
+    "NodePeer",
+    "PeerFailed",
+    "names",
+    "node_unavailable",
+    "peer_sizes",
+]
 
 PEER_SIZES = (1_000, 3_000)
 NODE_PROJECT = Path(__file__).resolve().parent / "automerge_repo"
 _NPM_SECONDS = 600.0
 _NODE_SERVER_SECONDS = 300.0
 _NODE_CLIENT_SECONDS = 600.0
+
+
+class PeerFailed(RuntimeError):
+    """automerge-repo itself failed (its client gave up on a document, or its server
+    did not start): the peer's figures of that size are missing, ours still count."""
 
 
 def peer_sizes(scale: int) -> list[int]:
@@ -143,17 +156,24 @@ class NodePeer:
         process's wall seconds with Node's start-up)."""
         command = ["node", "bench.mjs", "client", self.url, str(self.urls_path), str(storage)]
         start = time.perf_counter()
-        done = subprocess.run(
-            command,
-            cwd=NODE_PROJECT,
-            capture_output=True,
-            text=True,
-            timeout=_NODE_CLIENT_SECONDS,
-            check=False,
-        )
+        try:
+            done = subprocess.run(
+                command,
+                cwd=NODE_PROJECT,
+                capture_output=True,
+                text=True,
+                timeout=_NODE_CLIENT_SECONDS,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise PeerFailed(
+                f"the automerge-repo client did not finish within {_NODE_CLIENT_SECONDS} s"
+            ) from None
         wall = time.perf_counter() - start
         if done.returncode != 0:
-            raise RuntimeError(f"automerge-repo client failed: {done.stderr[-2000:]}")
+            errors = [line for line in done.stderr.splitlines() if line.startswith("Error")]
+            what = errors[-1] if errors else f"exit status {done.returncode}"
+            raise PeerFailed(f"the automerge-repo client failed ({what})\n{done.stderr[-2000:]}")
         answer = json.loads(done.stdout.strip().splitlines()[-1])
         if answer["held"] != n:
             raise RuntimeError(
@@ -174,7 +194,7 @@ def _first_line(process: subprocess.Popen[str], timeout: float, log_path: Path) 
     if not lines or not lines[0].strip():
         _end(process)
         log = log_path.read_text(encoding="utf-8", errors="replace")
-        raise RuntimeError(f"the automerge-repo server did not start: {log[-2000:]}")
+        raise PeerFailed(f"the automerge-repo server did not start: {log[-2000:]}")
     ready: dict[str, Any] = json.loads(lines[0])
     return ready
 

@@ -420,7 +420,17 @@ def _peers(
         return [MissingFigure("sync", name, reason) for name in _bench_peer.names(scale)]
     figures: list[Figure | MissingFigure] = []
     for n in _bench_peer.peer_sizes(scale):
-        figures += _peer_size(server, work, n, repeat)
+        try:
+            figures += _peer_size(server, work, n, repeat)
+        except _bench_peer.PeerFailed as exc:
+            # The peer's failure (e.g. its client giving up on a document on a loaded
+            # machine) costs its own figures of this size, not the whole run's.
+            reason = str(exc).splitlines()[0]
+            progress(f"sync[peer]: {n:,} documents not measured: {reason}")
+            figures += [
+                MissingFigure("sync", name, f"automerge-repo failed: {reason}")
+                for name in (f"sync.peer.automerge_repo.{n}", f"sync.initial_vs_automerge_repo.{n}")
+            ]
     return figures
 
 

@@ -528,6 +528,62 @@ def test_automerge_repo_client_fetches_every_document(
     assert not (tmp_path / "client").exists()  # the client's storage is removed
 
 
+def test_an_automerge_repo_failure_costs_only_its_own_figures(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, bench_sync: ModuleType
+) -> None:
+    """A client asking the peer's server for a document it does not hold fails with
+    `PeerFailed`, naming automerge-repo's error; the sync benchmark reports that size's
+    two peer figures as missing with the reason instead of losing the whole run."""
+    peer = importlib.import_module("benchmarks._bench_peer")
+    reason = peer.node_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    records = [{"collection": "patients", "given_name": "P", "contacts": []}]
+    records_path = tmp_path / "records.json"
+    records_path.write_text(json.dumps(records), encoding="utf-8")
+    unknown = subprocess.run(
+        [
+            "node",
+            "--input-type=module",
+            "-e",
+            "import {generateAutomergeUrl} from '@automerge/automerge-repo';"
+            "console.log(generateAutomergeUrl())",
+        ],
+        cwd=peer.NODE_PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+
+    def place(_pid: int) -> dict[str, Any]:
+        return {"server_cpus": None, "client_cpus": None}
+
+    with peer.NodePeer.running(records_path, tmp_path / "server", place) as node:
+        urls = json.loads(node.urls_path.read_text(encoding="utf-8"))
+        node.urls_path.write_text(json.dumps([*urls, unknown]), encoding="utf-8")
+        with pytest.raises(peer.PeerFailed, match=r"\(Error: Document .* is unavailable\)"):
+            node.fetch_all(tmp_path / "client", 2)
+
+    def failing(_server: Any, _work: Path, n: int, _repeat: int) -> list[Any]:
+        if n == 3_000:
+            raise peer.PeerFailed("the automerge-repo client failed (Error: gave up)\ndetail")
+        return []
+
+    monkeypatch.setattr(bench_sync, "_peer_size", failing)
+    figures = bench_sync._peers(None, tmp_path, 10_000, 1)
+    assert [(f.name, f.reason) for f in figures] == [
+        (name, "automerge-repo failed: the automerge-repo client failed (Error: gave up)")
+        for name in ("sync.peer.automerge_repo.3000", "sync.initial_vs_automerge_repo.3000")
+    ]
+
+    def broken(_server: Any, _work: Path, _n: int, _repeat: int) -> list[Any]:
+        raise RuntimeError("sync benchmark (initial sync): moved 9 of 10 records")
+
+    monkeypatch.setattr(bench_sync, "_peer_size", broken)
+    with pytest.raises(RuntimeError, match="moved 9 of 10"):  # our own failure still raises
+        bench_sync._peers(None, tmp_path, 10_000, 1)
+
+
 def test_propagation_writes_and_percentiles(bench_sync: ModuleType) -> None:
     assert bench_sync.propagation_writes(10_000) == 200
     assert bench_sync.propagation_writes(1_000_000) == 200
