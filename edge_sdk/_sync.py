@@ -88,7 +88,11 @@ PULL_PAGE_DOCUMENTS = 5000
 """Documents asked for per pull page (the other side may send fewer)."""
 FIRST_PULL_PAGE_DOCUMENTS = 500
 """Documents asked for in a sync's first pull page: nothing overlaps its fetch, so a
-small one lets the merge start early; the pages after it are fetched while one merges."""
+small one lets the merge start early. Each page after it is fetched while the one
+before merges, and asks for up to twice as many documents (at most
+`PULL_PAGE_DOCUMENTS`): a jump from the first page straight to the largest left the
+merge waiting on the other side for most of that page's fetch."""
+_PAGE_GROWTH = 2
 
 
 @translated_errors()
@@ -325,16 +329,16 @@ class _Run:
         # request is known as soon as a page arrives): the network hides behind the
         # merge. Only the first request long-polls.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sync-pull") as fetcher:
-            pending: Future[SyncMessage] = fetcher.submit(
-                self._fetch_page, cursor, wait, FIRST_PULL_PAGE_DOCUMENTS
-            )
+            limit = FIRST_PULL_PAGE_DOCUMENTS
+            pending: Future[SyncMessage] = fetcher.submit(self._fetch_page, cursor, wait, limit)
             while True:
                 message = pending.result()
                 cursor = int(message.control.get("cursor", cursor))
                 feed = int(message.control.get("feed", cursor))
                 more = bool(message.control.get("more"))
                 if more:
-                    pending = fetcher.submit(self._fetch_page, cursor, 0.0, PULL_PAGE_DOCUMENTS)
+                    limit = min(PULL_PAGE_DOCUMENTS, _PAGE_GROWTH * limit)
+                    pending = fetcher.submit(self._fetch_page, cursor, 0.0, limit)
                 self._apply_page(message.entries, cursor)
                 done += sum(1 for e in message.entries if e.kind is EntryKind.DOC)
                 self.progress(SyncProgress("pull", done, done + max(0, feed - cursor)))

@@ -257,6 +257,33 @@ def test_a_pull_cut_between_pages_resumes_at_its_cursor(tmp_store: Any) -> None:
     assert set(b.replica.document_heads()) == ids
 
 
+def test_pull_pages_grow_from_a_small_first_one_to_the_largest(
+    tmp_store: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first page is small (nothing overlaps its fetch); each after it asks for
+    twice as many documents as the one before, up to the largest page."""
+    monkeypatch.setattr("edge_sdk._sync.FIRST_PULL_PAGE_DOCUMENTS", 2)
+    monkeypatch.setattr("edge_sdk._sync.PULL_PAGE_DOCUMENTS", 8)
+    hub = MemoryHub()
+    a, b = tmp_store("a"), tmp_store("b")
+    ids = {add_patient(a, f"Family{i}") for i in range(25)}
+    a.sync(transport=connect(hub, a))
+    asked: list[tuple[int, int]] = []
+
+    class Watching(MemoryTransport):
+        def pull(self, *, cursor: int, limit: int, wait: float) -> bytes:
+            asked.append((cursor, limit))
+            return super().pull(cursor=cursor, limit=limit, wait=wait)
+
+    result = b.sync(
+        transport=Watching(
+            hub, device_id=b.device_id, clinic_id=b.clinic_id, public_key=b.identity.public_key
+        )
+    )
+    assert asked == [(0, 2), (2, 4), (6, 8), (14, 8), (22, 8)]
+    assert set(result.pulled) == ids == set(b.replica.document_heads())
+
+
 def test_a_hub_restored_from_a_backup_is_resynced(
     tmp_store: Any, snapshot: Callable[[EdgeClient], Any]
 ) -> None:
