@@ -23,7 +23,7 @@ from sync_server.ops.logs import current_client_address, current_request_id
 
 __all__ = ["record_event", "record_read"]
 
-# The patients of each event not yet inserted, for its `audit_patients` rows.
+# The patients of each event, for its `audit_patients` rows (gone with the event object).
 _PATIENTS: WeakKeyDictionary[AuditEvent, tuple[str, ...]] = WeakKeyDictionary()
 
 
@@ -65,7 +65,9 @@ def _insert_patients(_mapper: Mapper[AuditEvent], connection: Connection, row: A
     Not an ORM relationship: a pull's event names thousands of patients, and the unit
     of work spent ~0.1 ms of Python on each of their rows (half a second for one pull
     page) where the driver's executemany spends a few microseconds."""
-    patients = _PATIENTS.pop(row, ())
+    # Read, not popped: an insert rolled back with a savepoint and made again writes
+    # them again.
+    patients = _PATIENTS.get(row, ())
     if patients:
         connection.execute(
             insert(AuditPatient), [{"event_id": row.id, "patient_id": p} for p in patients]

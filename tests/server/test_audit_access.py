@@ -30,7 +30,7 @@ from crdt import (
     chain_hash,
 )
 from crdt import encode_message as encode
-from sync_server.audit.tables import AuditEvent, BreakGlassGrant
+from sync_server.audit.tables import AuditEvent, AuditPatient, BreakGlassGrant
 from sync_server.identity.tables import RefreshToken, User
 from sync_server.identity.tenancy import ensure_clinic, ensure_organisation
 from sync_server.identity.users import create_user
@@ -474,6 +474,59 @@ def test_sync_and_blob_events_name_their_patients(server: Any) -> None:
     assert (push.patients, push.purpose, push.actor_id) == (person.id, "treatment", a_id)
     assert (pull.patients, pull.purpose, pull.actor_id) == (person.id, "treatment", b_id)
     assert NAME not in f"{push.target}{pull.target}"
+
+
+def test_an_event_naming_many_patients_has_a_patient_row_for_each(server: Any) -> None:
+    """A push and a pull of many patients' records: each event's `audit_patients`
+    rows are exactly the patients it names, once each (the accounting of disclosures
+    reads those rows)."""
+    clinic = server.new_clinic()
+    a_id, a_token = server.device_token(clinic)
+    _, b_token = server.device_token(clinic)
+    signer = server.signer(a_id)
+    people = [
+        RecordDocument.create(
+            Patient,
+            {"given_name": f"P{i}", "family_name": NAME, "birth_date": date(1950, 1, 2)},
+            device_id=a_id,
+            clinic_id=clinic,
+            signer=signer,
+        )
+        for i in range(40)
+    ]
+    notes = [  # a second record of some patients: named once in each event
+        RecordDocument.create(
+            ClinicalNote,
+            {"patient_id": person.id, "author": "nurse", "text": "granulating well"},
+            device_id=a_id,
+            clinic_id=clinic,
+            signer=signer,
+        )
+        for person in people[:10]
+    ]
+    message = encode(
+        SyncMessage({}, tuple(Entry(EntryKind.DOC, d.id, d.save()) for d in people + notes))
+    )
+    with server.http(a_token) as a, server.http(b_token) as b:
+        assert a.post("/v1/sync/push", content=message, headers=SYNC).status_code == 200
+        assert b.get("/v1/sync/pull", params={"cursor": 0}).status_code == 200
+    with server.db.read() as session:
+        events = {
+            e.action: e
+            for e in session.scalars(select(AuditEvent).where(AuditEvent.clinic_id == clinic))
+        }
+        rows = {
+            action: list(
+                session.scalars(
+                    select(AuditPatient.patient_id).where(AuditPatient.event_id == event.id)
+                )
+            )
+            for action, event in events.items()
+        }
+    everyone = sorted(p.id for p in people)
+    for action in ("sync-push", "sync-pull"):
+        assert sorted(rows[action]) == everyone
+        assert sorted((events[action].patients or "").split(",")) == everyone
 
 
 def test_search_filters_and_pages(server: Any) -> None:
