@@ -40,6 +40,7 @@ __all__ = [
     "names",
     "node_unavailable",
     "peer_sizes",
+    "size_names",
 ]
 
 PEER_SIZES = (1_000, 3_000)
@@ -61,11 +62,12 @@ def peer_sizes(scale: int) -> list[int]:
 
 def names(scale: int) -> list[str]:
     """The figures this module reports at `scale`, in table order."""
-    return [
-        name
-        for n in peer_sizes(scale)
-        for name in (f"sync.peer.automerge_repo.{n}", f"sync.initial_vs_automerge_repo.{n}")
-    ]
+    return [name for n in peer_sizes(scale) for name in size_names(n)]
+
+
+def size_names(n: int) -> tuple[str, str]:
+    """The two figures of the side-by-side run at `n` documents."""
+    return (f"sync.peer.automerge_repo.{n}", f"sync.initial_vs_automerge_repo.{n}")
 
 
 # ---------------------------------------------------------------- Node

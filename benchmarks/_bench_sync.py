@@ -429,7 +429,7 @@ def _peers(
             progress(f"sync[peer]: {n:,} documents not measured: {reason}")
             figures += [
                 MissingFigure("sync", name, f"automerge-repo failed: {reason}")
-                for name in (f"sync.peer.automerge_repo.{n}", f"sync.initial_vs_automerge_repo.{n}")
+                for name in _bench_peer.size_names(n)
             ]
     return figures
 
@@ -460,10 +460,11 @@ def _peer_size(server: _ServerProcess, work: Path, n: int, repeat: int) -> list[
                 )
     layout = {**peer.layout, "coherency_server": server.layout}
     versions = _bench_peer.versions()
+    peer_name, ratio_name = _bench_peer.size_names(n)
     return [
         Figure(
             "sync",
-            f"sync.peer.automerge_repo.{n}",
+            peer_name,
             f"automerge-repo {versions.get('@automerge/automerge-repo', '?')} (Node): a fresh "
             f"client repo fetches {n:,} documents by URL from a server repo over a loopback "
             "WebSocket, both with disk storage",
@@ -479,7 +480,7 @@ def _peer_size(server: _ServerProcess, work: Path, n: int, repeat: int) -> list[
         ),
         Figure(
             "sync",
-            f"sync.initial_vs_automerge_repo.{n}",
+            ratio_name,
             f"our initial sync of the same {n:,} records (SQLite server) over automerge-repo's: "
             "records/s divided, per repeat",
             "x",
