@@ -128,6 +128,7 @@ from crdt._schemas import (
     new_record_id,
     notice_id,
     schema_for,
+    schema_versions,
 )
 from crdt._session import (
     DocumentStore,
@@ -292,6 +293,7 @@ __all__ = [
     "refusal_reason",
     "run_in_memory",
     "schema_for",
+    "schema_versions",
     "server_device_id",
     "signed_heads_message",
     "sortable_time",

@@ -1061,6 +1061,15 @@ def schema_for(collection: str) -> type[Record]:
     return COLLECTIONS[collection]
 
 
+def schema_versions() -> str:
+    """Every collection with the schema version this code reads and writes, as one
+    string (``"allergies:1,...,wounds:1"``): replicas that give the same string read a
+    record to the same values, so one can check a record another describes."""
+    return ",".join(
+        f"{name}:{schema.schema_version}" for name, schema in sorted(COLLECTIONS.items())
+    )
+
+
 def _aware_time(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("a time must say its UTC offset")

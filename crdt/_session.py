@@ -38,10 +38,12 @@ from crdt._errors import (
 )
 from crdt._ids import actor_for_device
 from crdt._limits import DEFAULT_LIMITS, DocumentLimits
+from crdt._schemas import schema_versions
 from crdt._wire import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Entry,
     EntryKind,
+    RecordHint,
     SyncMessage,
     decode_message,
     encode_message,
@@ -75,6 +77,16 @@ class DocumentStore(Protocol):
     when present (one query for many documents instead of one each):
     ``saved_documents(ids) -> dict[str, bytes]`` (the saved bytes of those held) and
     ``held(ids) -> set[str]`` (which of `ids` it holds).
+
+    And a pair for documents new to the receiver, which sessions use when both sides
+    have their half and read records alike (the same `schema_versions`): a sender's
+    ``hinted_documents(ids) -> dict[str, tuple[bytes, RecordHint | None]]`` (the saved
+    bytes of those held, each with a hint of exactly those bytes where it can give
+    one), and a receiver's ``put_claimed(docs, hints) -> set[str]``, which may store
+    documents it does not hold from their hints (RECORD payloads by id) and verify them
+    later, returning the ids it so stored (the session merges the others with every
+    check). A receiver that offers it verifies what it stored this way before any read
+    shows it, and quarantines what fails.
     """
 
     def document_heads(self) -> Mapping[str, Sequence[bytes]]:
@@ -213,6 +225,8 @@ class SyncSession:
         self._states: dict[str, am.SyncState] = {}
         self._working: dict[str, am.Document] = {}
         self._refused: set[str] = set()
+        self._takes_hints = callable(getattr(store, "put_claimed", None))
+        self._peer_takes_hints = False
         self.report = SyncReport()
 
     @property
@@ -233,7 +247,7 @@ class SyncSession:
             return None
         batch: list[Entry] = []
         room = self._max - _MESSAGE_OVERHEAD
-        while self._outbox and (not batch or entry_size(self._outbox[0]) <= room):
+        while self._outbox and (not batch or self._next_size() <= room):
             entry = self._outbox[0]
             if entry_size(entry) > room:
                 raise MessageTooLargeError(
@@ -242,9 +256,19 @@ class SyncSession:
                 )
             batch.append(self._outbox.popleft())
             room -= entry_size(entry)
+            # A document's hint travels in its message (a receiver uses hints of the
+            # message they came in); one that does not fit there is dropped.
+            hint = self._outbox[0] if self._outbox else None
+            if hint is not None and hint.kind is EntryKind.RECORD:
+                self._outbox.popleft()
+                if entry_size(hint) <= room:
+                    batch.append(hint)
+                    room -= entry_size(hint)
         offers = sum(1 for e in batch if e.kind is EntryKind.OFFER)
         self._offers_left -= offers
         control: dict[str, object] = {}
+        if self.report.messages_sent == 0 and self._takes_hints:
+            control["hints"] = schema_versions()  # a sender reading records alike hints
         if self._offers_left == 0 and not self._offer_done_sent:
             control["offer_done"] = True
             self._offer_done_sent = True
@@ -269,12 +293,17 @@ class SyncSession:
             e.doc_id: _split_heads(e.payload) for e in message.entries if e.kind is EntryKind.OFFER
         }
         self._peer_heads.update(offers)
+        if message.control.get("hints") == schema_versions():
+            self._peer_takes_hints = True
         docs: list[tuple[str, bytes]] = []
+        hints: dict[str, bytes] = {}
         synced: dict[str, RecordDocument] = {}
         for entry in message.entries:
-            if entry.kind in (EntryKind.OFFER, EntryKind.RECORD):
-                continue  # a hint belongs to pulls; a session verifies what it loads
-            if entry.kind is EntryKind.DOC:
+            if entry.kind is EntryKind.OFFER:
+                continue
+            if entry.kind is EntryKind.RECORD:
+                hints[entry.doc_id] = entry.payload
+            elif entry.kind is EntryKind.DOC:
                 docs.append((entry.doc_id, entry.payload))
             elif entry.kind is EntryKind.SYNC:
                 accepted = self._receive_sync(entry)
@@ -284,6 +313,14 @@ class SyncSession:
                 reason = entry.payload.decode("utf-8", errors="replace")
                 self.report.refused_by_peer.append(Rejection(entry.doc_id, reason))
         rejected_before = len(self.report.rejected)
+        if docs and hints and self._takes_hints:
+            wanted = {doc_id for doc_id, _ in docs} - self._refused
+            claimed = self._store.put_claimed(  # type: ignore[attr-defined]
+                [(doc_id, data) for doc_id, data in docs if doc_id in wanted],
+                {doc_id: hint for doc_id, hint in hints.items() if doc_id in wanted},
+            )
+            self.report.received.update(claimed)
+            docs = [(doc_id, data) for doc_id, data in docs if doc_id not in claimed]
         if docs or synced:
             if synced:
                 self._store.put_documents(list(synced.values()))
@@ -312,11 +349,31 @@ class SyncSession:
                 lacking.append(doc_id)
             elif sorted(heads) != peer:
                 self._start_sync(doc_id)
+        hinted = getattr(self._store, "hinted_documents", None)
+        if self._peer_takes_hints and hinted is not None:
+            found: dict[str, tuple[bytes, RecordHint | None]] = hinted(lacking)
+            for doc_id in lacking:
+                data, hint = found.get(doc_id, (None, None))
+                if data is not None:
+                    self._outbox.append(Entry(EntryKind.DOC, doc_id, data))
+                    if hint is not None:
+                        self._outbox.append(Entry(EntryKind.RECORD, doc_id, hint.encode()))
+            return
         saved = _saved_documents(self._store, lacking)
         for doc_id in lacking:
             data = saved.get(doc_id)
             if data is not None:
                 self._outbox.append(Entry(EntryKind.DOC, doc_id, data))
+
+    def _next_size(self) -> int:
+        """The size of the next entry, with the hint that must travel with it."""
+        entry = self._outbox[0]
+        size = entry_size(entry)
+        if entry.kind is EntryKind.DOC and len(self._outbox) > 1:
+            hint = self._outbox[1]
+            if hint.kind is EntryKind.RECORD:
+                size += entry_size(hint)
+        return size
 
     def _start_sync(self, doc_id: str) -> None:
         work = self._working_doc(doc_id)

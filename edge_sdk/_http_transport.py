@@ -55,6 +55,7 @@ from crdt import (
     Rejection,
     enrolment_message,
     is_sha256,
+    schema_versions,
 )
 from edge_sdk._edge_boxes import EdgeBoxPin, pins_from_answer
 from edge_sdk._errors import (
@@ -455,6 +456,7 @@ class HttpTransport:
             params["wait"] = wait
         if records:
             params["records"] = "true"
+            params["schemas"] = schema_versions()  # hints only if read alike
         response = self.request("GET", "/v1/sync/pull", params=params, wait=wait)
         if response.status_code == 409 and error_code(response) == "cursor_ahead":
             raise CursorAheadError(f"the server's feed is behind cursor {cursor}")

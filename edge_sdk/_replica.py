@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from crdt import DocumentStore, RecordDocument, SyncSession, server_device_id
+from crdt import DocumentStore, RecordDocument, RecordHint, SyncSession, server_device_id
 from edge_sdk._access import AccessGate
 from edge_sdk._audit import DeviceAuditLog
 from edge_sdk._blobs import BlobRef, BlobStore, EncryptedFileBlobStore
@@ -27,7 +27,7 @@ from edge_sdk._notify import Listeners
 from edge_sdk._store import Store, Written
 from edge_sdk._sync_types import Enrollment
 from edge_sdk._token_keys import TokenKeyLink, follow_token_keys
-from edge_sdk._verification import Verification
+from edge_sdk._verification import Verification, split_claims
 
 __all__ = ["META_PREFIX", "Replica", "ReplicaHolder", "replica_of"]
 
@@ -313,8 +313,9 @@ class ReplicaDirectory:
             return trusted[0]
         if declared is None:
             return None
-        replica.store.trust_signer(device_id, declared, datetime.now(UTC).isoformat())
-        return declared
+        # The background verification may meet the same new signer at the same time:
+        # the first key trusted is the one both use.
+        return replica.store.trust_signer(device_id, declared, datetime.now(UTC).isoformat())
 
 
 class ReplicaHolder(Protocol):
@@ -414,9 +415,33 @@ class _AuditedDocuments:
             access.record_ids.extend(doc_id for doc_id in doc_ids if doc_id in found)
             return found
 
+    def hinted_documents(
+        self, doc_ids: Sequence[str]
+    ) -> dict[str, tuple[bytes, RecordHint | None]]:
+        with self._replica.access("sync-read", "*") as access:
+            found = self._replica.store.hinted_documents(doc_ids)
+            access.record_ids.extend(doc_id for doc_id in doc_ids if doc_id in found)
+            return found
+
     def held(self, doc_ids: Sequence[str]) -> set[str]:
         # Which ids are held is no access to patient data (no record is read).
         return self._replica.store.held(doc_ids)
+
+    def put_claimed(
+        self, documents: Sequence[tuple[str, bytes]], hints: Mapping[str, bytes]
+    ) -> set[str]:
+        # New documents stored from their sender's hint, verified in the background
+        # (`Verification`) and before any read shows them.
+        replica = self._replica
+        with replica.store.transaction():  # what is held cannot change before the insert
+            _, claimed = split_claims(replica.store, replica.clinic_id, documents, hints)
+            if not claimed:
+                return set()
+            with replica.access("sync-write", "*") as access:
+                access.record_ids.extend(d.doc_id for d in claimed)
+                replica.store.put_unverified(claimed)
+        replica.verification.start()
+        return {d.doc_id for d in claimed}
 
     def put_documents(self, documents: Sequence[RecordDocument]) -> None:
         with self._replica.access("sync-write", "*") as access:

@@ -46,7 +46,7 @@ from typing import Any
 import sqlcipher3
 import sqlite_utils
 
-from crdt import COLLECTIONS, RecordDocument, sortable_time
+from crdt import COLLECTIONS, RecordDocument, RecordHint, sortable_time
 from edge_sdk._errors import StoreClosedError, StoreCorruptError, StoreError, StoreLockedError
 from edge_sdk._notify import Listeners, Subscription
 
@@ -689,6 +689,38 @@ class Store:
         rows = self._select_in("SELECT id, data FROM documents WHERE id IN", doc_ids)
         return {str(row[0]): bytes(row[1]) for row in rows.fetchall()}
 
+    def hinted_documents(
+        self, doc_ids: Sequence[str]
+    ) -> dict[str, tuple[bytes, RecordHint | None]]:
+        """The saved bytes of those of `doc_ids` the store holds, each with a
+        `crdt.RecordHint` of exactly those bytes (its heads, its projection's record
+        JSON and conflict flag), or None for a collection without a projection. The
+        documents and their projection rows are read under one hold of the store's
+        lock, so a write in between cannot pair bytes with another version's record."""
+        self.settle(doc_ids)
+        with self._lock:
+            rows = self._select_in(
+                "SELECT id, collection, heads, data FROM documents WHERE id IN", doc_ids
+            ).fetchall()
+            projected: dict[str, tuple[str, bool]] = {}
+            for collection in sorted({str(row[1]) for row in rows} & set(PROJECTIONS)):
+                ids = [str(row[0]) for row in rows if row[1] == collection]
+                found = self._select_in(
+                    f"SELECT id, record, conflicted FROM {collection} WHERE id IN", ids
+                )
+                for doc_id, record_json, conflicted in found.fetchall():
+                    projected[str(doc_id)] = (str(record_json), bool(conflicted))
+        out: dict[str, tuple[bytes, RecordHint | None]] = {}
+        for doc_id, collection, heads, data in rows:
+            projection = projected.get(str(doc_id))
+            hint = (
+                None
+                if projection is None
+                else RecordHint(str(collection), tuple(_split(bytes(heads))), *projection)
+            )
+            out[str(doc_id)] = (bytes(data), hint)
+        return out
+
     def saved_with_heads(self, doc_id: str) -> tuple[bytes, list[bytes]] | None:
         """A document's saved bytes and the heads of exactly those bytes, or None."""
         self.settle((doc_id,))
@@ -899,15 +931,36 @@ class Store:
             ]
 
     def verified(self, doc_ids: Sequence[str]) -> None:
-        """Mark documents verified (inside the verifier's transaction)."""
+        """Mark documents verified (inside the verifier's transaction). A decision among
+        them is queued in the decision inbox now, as `put_documents` queues one merged
+        with every check."""
         with self.transaction():
             self._conn.executemany(
                 "DELETE FROM unverified WHERE doc_id = ?", [(doc_id,) for doc_id in doc_ids]
+            )
+            self._conn.executemany(
+                "INSERT OR IGNORE INTO decision_inbox(id) VALUES (?)",
+                [(doc_id,) for doc_id in doc_ids if self._pending.get(doc_id) == "decisions"],
             )
             for doc_id in doc_ids:
                 collection = self._pending.pop(doc_id, None)
                 if collection is not None:  # now shown by reads: a change to live queries
                     self._wrote(collection, (doc_id,))
+
+    def verified_as_merged(self, documents: Sequence[RecordDocument]) -> None:
+        """Store unverified documents that passed every check of a merge as a merge
+        stores them (one a newer app wrote: kept, not projected, listed as needing an
+        update), dropping their claimed projection rows (inside the verifier's
+        transaction)."""
+        if not documents:
+            return
+        with self.transaction():
+            for document in documents:
+                collection = self._pending.pop(document.id, None)
+                if collection in PROJECTIONS:
+                    self.execute(f"DELETE FROM {collection} WHERE id = ?", (document.id,))
+                self.execute("DELETE FROM unverified WHERE doc_id = ?", (document.id,))
+            self.put_documents(documents)
 
     def quarantine(self, doc_id: str, reason: str, *, retry: bool, at: str) -> None:
         """Take an unverified document out of the store into quarantine, with why."""
@@ -1237,12 +1290,20 @@ class Store:
         ).fetchone()
         return None if row is None else (bytes(row[0]), str(row[1]))
 
-    def trust_signer(self, device_id: str, public_key: bytes, first_seen: str) -> None:
-        """Trust `public_key` as the bundle-signing key of `device_id` from now on."""
-        self.execute(
-            "INSERT INTO trusted_signers(device_id, public_key, first_seen) VALUES (?, ?, ?)",
-            (device_id, public_key, first_seen),
-        )
+    def trust_signer(self, device_id: str, public_key: bytes, first_seen: str) -> bytes:
+        """Trust `public_key` as the signing key of `device_id` from now on, unless a key
+        is trusted for it already (another thread got there first): returns the key
+        trusted."""
+        with self._lock:
+            self.execute(
+                "INSERT INTO trusted_signers(device_id, public_key, first_seen) VALUES (?, ?, ?)"
+                " ON CONFLICT(device_id) DO NOTHING",
+                (device_id, public_key, first_seen),
+            )
+            trusted = self.trusted_signer(device_id)
+        if trusted is None:  # cannot happen: inserted above, or there before
+            raise StoreError(f"{self.path}: the signer {device_id} was not kept")
+        return trusted[0]
 
     def rekey(self, data_key: bytes) -> None:
         """Re-encrypt every page of the database under a new data key."""

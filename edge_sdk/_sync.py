@@ -28,7 +28,6 @@ No network code here: the transport moves the bytes.
 from __future__ import annotations
 
 import gc
-import json
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -36,13 +35,10 @@ from typing import Any
 
 from crdt import (
     COLLECTIONS,
-    DEFAULT_LIMITS,
     DEFAULT_MAX_MESSAGE_SIZE,
-    CrdtError,
     Entry,
     EntryKind,
     RecordDocument,
-    RecordHint,
     Rejection,
     SyncMessage,
     SyncProtocolError,
@@ -63,9 +59,10 @@ from edge_sdk._errors import (
     translated_errors,
 )
 from edge_sdk._replica import Replica
-from edge_sdk._store import PROJECTIONS, Store, UnverifiedDocument, projection_row
+from edge_sdk._store import Store, UnverifiedDocument
 from edge_sdk._sync_types import ProgressCallback, SyncProgress, SyncResult
 from edge_sdk._transport import PushAnswer, ReportsMissingBlobs, SyncTransport
+from edge_sdk._verification import split_claims
 
 __all__ = [
     "FIRST_PULL_PAGE_DOCUMENTS",
@@ -374,7 +371,8 @@ class _Run:
         server_heads: dict[str, list[bytes]] = {}
         claimed: list[UnverifiedDocument] = []
         if self.hinted:
-            docs, claimed = self._claimed(entries, docs)
+            hints = {e.doc_id: e.payload for e in entries if e.kind is EntryKind.RECORD}
+            docs, claimed = split_claims(self.store, self.replica.clinic_id, docs, hints)
             for document in claimed:
                 server_heads[document.doc_id] = sorted(document.heads)
 
@@ -410,41 +408,6 @@ class _Run:
         self.result.pulled += sorted(report.received)
         self.result.rejected += report.rejected
         self.result.unverified += len(claimed)
-
-    def _claimed(
-        self, entries: Sequence[Entry], docs: list[tuple[str, bytes]]
-    ) -> tuple[list[tuple[str, bytes]], list[UnverifiedDocument]]:
-        """Split a page: documents new here that came with a usable hint (stored from
-        it, verified later), and the rest (merged now, with every check)."""
-        hints = {e.doc_id: e.payload for e in entries if e.kind is EntryKind.RECORD}
-        if not hints:
-            return docs, []
-        held = self.store.held([d for d, _ in docs])
-        merged: list[tuple[str, bytes]] = []
-        claimed: list[UnverifiedDocument] = []
-        for doc_id, data in docs:
-            payload = hints.get(doc_id)
-            hint = None if payload is None or doc_id in held else _usable(doc_id, payload)
-            if hint is None or len(data) > DEFAULT_LIMITS.max_bytes:
-                merged.append((doc_id, data))
-                continue
-            record, claim, projection = hint
-            if record.get("clinic_id") != self.replica.clinic_id:
-                merged.append((doc_id, data))  # refused with its reason by the merge
-                continue
-            claimed.append(
-                UnverifiedDocument(
-                    doc_id=doc_id,
-                    collection=claim.collection,
-                    data=data,
-                    heads=claim.heads,
-                    record=record,
-                    record_json=claim.record_json,
-                    conflicted=claim.conflicted,
-                    projection=projection,
-                )
-            )
-        return merged, claimed
 
     def _merge_page(
         self,
@@ -540,35 +503,6 @@ class _Run:
             self.store.set_peer_heads(self.blob_peer, {sha: []})
             self.result.blobs_downloaded.append(sha)
         self.progress(SyncProgress("download", len(todo), len(todo)))
-
-
-def _usable(
-    doc_id: str, payload: bytes
-) -> tuple[dict[str, Any], RecordHint, dict[str, Any]] | None:
-    """The record a hint claims, the hint and the record's projection row, if it is a
-    hint this store can project."""
-    try:
-        hint = RecordHint.decode(payload)
-        record = json.loads(hint.record_json)
-    except (CrdtError, ValueError):
-        return None  # merged with every check instead
-    if (
-        hint.collection not in PROJECTIONS
-        or not isinstance(record, dict)
-        or record.get("id") != doc_id
-        or not hint.heads
-    ):
-        return None
-    try:
-        projection = projection_row(hint.collection, record, hint.record_json, hint.conflicted)
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return None  # not even shaped like its collection: the merge says why
-    if not all(isinstance(value, _COLUMN_TYPES) for value in projection.values()):
-        return None  # a column value SQLite cannot hold: merged from the bytes instead
-    return record, hint, projection
-
-
-_COLUMN_TYPES = (str, int, float, type(None))
 
 
 class _DirectoryBehind(Exception):

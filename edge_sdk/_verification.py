@@ -27,26 +27,34 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from crdt import (
+    DEFAULT_LIMITS,
     CrdtError,
     DocumentStore,
     FieldConflict,
     KeyDirectory,
     RecordDocument,
+    RecordHint,
     apply_documents,
     check_new_document,
     refusal_reason,
 )
 from edge_sdk._access import AccessGate
 from edge_sdk._errors import StoreError
-from edge_sdk._store import Claim, Store, projection_row
+from edge_sdk._store import PROJECTIONS, Claim, Store, UnverifiedDocument, projection_row
 
-__all__ = ["QuarantinedRecord", "Verification", "VerificationStatus", "Verifying"]
+__all__ = [
+    "QuarantinedRecord",
+    "Verification",
+    "VerificationStatus",
+    "Verifying",
+    "split_claims",
+]
 
 log = logging.getLogger("edge_sdk.verification")
 
@@ -87,6 +95,10 @@ class _Outcome:
     reason: str | None  # why it fails, or None when it holds
     retry: bool = False  # refused for a signer the directory did not know yet
     conflicts: tuple[FieldConflict, ...] = ()  # its conflicted fields, when it holds
+    merged: RecordDocument | None = None
+    """A document that passed every check a merge makes but that this code cannot read
+    (a newer app wrote it), so no claim of its record can be compared: stored as a merge
+    stores it, the claim dropped."""
 
 
 class _Directory(KeyDirectory, Protocol):
@@ -199,12 +211,16 @@ class Verification:
         claims = store.still_claimed(asked, [o.claim for o in outcomes])
         current = {claim.doc_id for claim in claims}
         good: list[str] = []
+        merged: list[RecordDocument] = []
         for outcome in outcomes:
             doc_id = outcome.claim.doc_id
             if doc_id not in current:
                 continue
             if outcome.reason is not None:
                 self._quarantine(doc_id, outcome.reason, retry=outcome.retry)
+                continue
+            if outcome.merged is not None:
+                merged.append(outcome.merged)
                 continue
             good.append(doc_id)
             if outcome.conflicts:
@@ -215,6 +231,7 @@ class Verification:
                         (conflict.record_id, conflict.collection, conflict.field),
                     )
         store.verified(good)
+        store.verified_as_merged(merged)
 
     def _wake(self) -> None:
         # Waiters evaluate their predicate without the store's lock, so the order cannot
@@ -245,6 +262,8 @@ class Verification:
             )
         if b"".join(sorted(document.heads)) != claim.heads:
             return _Outcome(claim, "the heads sent with it are not the document's heads")
+        if document.newer_than_schema:
+            return _Outcome(claim, None, merged=document)
         record = document.read()
         conflicts = tuple(document.conflicts())
         expected = projection_row(
@@ -296,6 +315,76 @@ class Verification:
         for refused in report.rejected:
             log.warning("quarantined record %s still refused: %s", refused.doc_id, refused.reason)
         return sorted(report.received)
+
+
+def split_claims(
+    store: Store,
+    clinic_id: str,
+    docs: Sequence[tuple[str, bytes]],
+    hints: Mapping[str, bytes],
+) -> tuple[list[tuple[str, bytes]], list[UnverifiedDocument]]:
+    """Split received documents: those new to `store` that came with a usable hint (a
+    `crdt.RecordHint` payload, by id) of a record of `clinic_id`, to be stored from the
+    claim and verified later, and the rest, to be merged now with every check (a
+    document already held, one without a hint, one whose hint does not parse or does
+    not describe a record of this clinic, or one too large to store unchecked)."""
+    if not hints:
+        return list(docs), []
+    held = store.held([doc_id for doc_id, _ in docs])
+    merged: list[tuple[str, bytes]] = []
+    claimed: list[UnverifiedDocument] = []
+    for doc_id, data in docs:
+        payload = hints.get(doc_id)
+        hint = None if payload is None or doc_id in held else _usable(doc_id, payload)
+        if hint is None or len(data) > DEFAULT_LIMITS.max_bytes:
+            merged.append((doc_id, data))
+            continue
+        record, claim, projection = hint
+        if record.get("clinic_id") != clinic_id:
+            merged.append((doc_id, data))  # refused with its reason by the merge
+            continue
+        claimed.append(
+            UnverifiedDocument(
+                doc_id=doc_id,
+                collection=claim.collection,
+                data=data,
+                heads=claim.heads,
+                record=record,
+                record_json=claim.record_json,
+                conflicted=claim.conflicted,
+                projection=projection,
+            )
+        )
+    return merged, claimed
+
+
+def _usable(
+    doc_id: str, payload: bytes
+) -> tuple[dict[str, Any], RecordHint, dict[str, Any]] | None:
+    """The record a hint claims, the hint and the record's projection row, if it is a
+    hint this store can project."""
+    try:
+        hint = RecordHint.decode(payload)
+        record = json.loads(hint.record_json)
+    except (CrdtError, ValueError):
+        return None  # merged with every check instead
+    if (
+        hint.collection not in PROJECTIONS
+        or not isinstance(record, dict)
+        or record.get("id") != doc_id
+        or not hint.heads
+    ):
+        return None
+    try:
+        projection = projection_row(hint.collection, record, hint.record_json, hint.conflicted)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None  # not even shaped like its collection: the merge says why
+    if not all(isinstance(value, _COLUMN_TYPES) for value in projection.values()):
+        return None  # a column value SQLite cannot hold: merged from the bytes instead
+    return record, hint, projection
+
+
+_COLUMN_TYPES = (str, int, float, type(None))
 
 
 def _json(value: Any) -> Any:

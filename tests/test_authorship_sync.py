@@ -4,13 +4,30 @@ signature verifies."""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 from automerge import core as am
 
-from crdt import RecordDocument, actor_for_device, apply_documents, run_in_memory
-from edge_sdk import Argon2Params, MemoryHub, MemoryTransport, export_bundle, import_bundle
+from crdt import (
+    MemoryDocumentStore,
+    RecordDocument,
+    StaticDirectory,
+    SyncSession,
+    actor_for_device,
+    apply_documents,
+    run_in_memory,
+)
+from edge_sdk import (
+    Argon2Params,
+    MemoryHub,
+    MemoryTransport,
+    RecordNotFoundError,
+    export_bundle,
+    import_bundle,
+)
 
 SECRET = "bundle passphrase for tests"
 FAST = Argon2Params.fast()
@@ -99,9 +116,12 @@ def test_a_change_forged_in_another_devices_name_is_refused_everywhere(
     assert office.patients.get(record).family_name == "Okafor"
 
 
-def test_a_forged_document_is_refused_by_a_device_to_device_session(tmp_store: Any) -> None:
-    """A peer tablet offering a record the receiver lacks sends it whole (a DOC entry):
-    it is checked like every other path, forged changes refused."""
+def test_a_forged_document_is_quarantined_after_a_device_to_device_session(
+    tmp_store: Any,
+) -> None:
+    """A peer tablet offering a record the receiver lacks sends it whole (a DOC entry)
+    with its record hint: the receiver stores it from the claim and verifies it like
+    every other path before any read shows it; a forged change is quarantined."""
     ward, mallory, office = tmp_store("ward"), tmp_store("mallory"), tmp_store("office")
     record = add_patient(ward)
     run_in_memory(ward.sync_session(), mallory.sync_session())
@@ -109,10 +129,33 @@ def test_a_forged_document_is_refused_by_a_device_to_device_session(tmp_store: A
     honest = add_patient(mallory, family="Adeyemi")
     sink = office.sync_session()
     run_in_memory(mallory.sync_session(), sink)
-    assert [r.doc_id for r in sink.report.rejected] == [record]
-    assert "is not signed by that device" in sink.report.rejected[0].reason
-    assert record not in office.replica.document_heads()
+    assert sink.report.received == {record, honest} and sink.report.rejected == []
+    with pytest.raises(RecordNotFoundError):  # verified on the read, and quarantined
+        office.patients.get(record)
     assert office.patients.get(honest).family_name == "Adeyemi"
+    status = office.wait_verified()
+    assert status.done and [q.record_id for q in status.quarantined] == [record]
+    assert "is not signed by that device" in status.quarantined[0].reason
+    assert record not in office.replica.document_heads()
+
+
+def test_a_forged_document_is_refused_by_a_session_that_verifies_as_it_receives(
+    tmp_store: Any,
+) -> None:
+    """A receiver that stores nothing from claims (a relay's `MemoryDocumentStore`)
+    checks the forged change as it arrives and refuses it in the session."""
+    ward, mallory = tmp_store("ward"), tmp_store("mallory")
+    record = add_patient(ward)
+    run_in_memory(ward.sync_session(), mallory.sync_session())
+    forge(mallory, record, victim=ward.device_id)
+    relay = SyncSession(
+        MemoryDocumentStore(),
+        device_id=str(uuid.uuid4()),
+        authorship=StaticDirectory({(ward.clinic_id, ward.device_id): ward.identity.public_key}),
+    )
+    run_in_memory(mallory.sync_session(), relay)
+    assert [r.doc_id for r in relay.report.rejected] == [record]
+    assert "is not signed by that device" in relay.report.rejected[0].reason
 
 
 def test_a_revoked_devices_new_changes_are_refused_when_relayed(tmp_store: Any) -> None:

@@ -34,6 +34,7 @@ WRITE = {
 }
 MERGE = {
     "merge.edge",
+    "merge.edge.verified",
     "merge.memory",
     "merge.long_history",
     "merge.long_history_growth",
@@ -211,6 +212,7 @@ TARGETED = {
     "write.acked.ratio",
     "write.batched.ratio",
     "merge.edge",
+    "merge.edge.verified",
     "merge.long_history",
     "merge.long_history_growth",
     "sync.initial.sqlite",

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Query, Request, Response
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from crdt import SYNC_MEDIA_TYPE, RecordDocument
+from crdt import SYNC_MEDIA_TYPE, RecordDocument, schema_versions
 from sync_server.bodies import read_body
 from sync_server.deps import (
     ArtifactKeyDep,
@@ -177,11 +177,23 @@ async def pull(
         bool,
         Query(
             description="Follow each document that has a projection with a RECORD entry "
-            "(its collection, heads and record JSON: a claim the device verifies later)."
+            "(its collection, heads and record JSON: a claim the device verifies later), "
+            "when `schemas` is the server's own."
         ),
     ] = False,
+    schemas: Annotated[
+        str | None,
+        Query(
+            max_length=4096,
+            description="The device's record schemas (`crdt.schema_versions()`): hints "
+            "are sent only to a device that reads records as the server does.",
+        ),
+    ] = None,
 ) -> Response:
     """Documents of the caller's clinic changed after `cursor`."""
+    # A device whose schemas differ would read a record to other values than the
+    # server's projection holds, and quarantine a true claim: it gets documents alone.
+    records = records and schemas == schema_versions()
     page_size = min(limit or settings.pull_page_size, settings.pull_page_size)
     wait = min(wait, settings.long_poll_max_seconds)
     loop = asyncio.get_running_loop()

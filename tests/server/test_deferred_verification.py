@@ -22,7 +22,8 @@ import pytest
 from automerge import core as am
 from sqlalchemy import select, update
 
-from crdt import RecordDocument, actor_for_device
+import edge_sdk._http_transport
+from crdt import RecordDocument, actor_for_device, schema_versions
 from edge_sdk import (
     Argon2Params,
     EdgeClient,
@@ -251,6 +252,26 @@ def test_a_hint_that_cannot_be_stored_falls_back_to_the_full_merge(clinic: Clini
     assert result.unverified == 5  # the three patients and the two other wounds
     assert fresh.wounds.get(wound).body_site == "left heel"  # the document's own value
     assert fresh.wait_verified(timeout=60).quarantined == ()
+
+
+def test_a_device_reading_records_at_other_schema_versions_gets_no_hints(
+    clinic: Clinic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An app at other record schema versions would read a true claim to other values
+    (and quarantine it): the server sends it documents alone, each merged in full."""
+    ward = clinic.device("ward")
+    ids = fill(ward, 4)
+    fresh = clinic.device("fresh")
+    monkeypatch.setattr(
+        edge_sdk._http_transport, "schema_versions", lambda: "patients:99," + schema_versions()
+    )
+    result = fresh.sync(retry=FAST)
+    assert len(result.pulled) == 8 and not result.rejected
+    assert result.unverified == 0 and pending(fresh) == set()
+    assert [fresh.patients.get(i) for i in ids] == [ward.patients.get(i) for i in ids]
+    monkeypatch.undo()
+    later = clinic.device("later")  # the same app as the server's: hints again
+    assert later.sync(retry=FAST).unverified == 8
 
 
 def test_a_store_closed_before_verification_finished_resumes_it_on_open(
