@@ -198,54 +198,55 @@ def decode_message(
         )
     if zlib.crc32(body) != crc:
         raise MalformedMessageError("checksum mismatch: the message was corrupted")
-    reader = _Reader(body)
+    # One pass over the body's bytes with local names: a pull page holds thousands of
+    # entries, and a method call per field was most of decoding one.
+    data = bytes(body)
+    end = len(data)
+    _need(0, 4, end)
+    (size,) = _U32.unpack_from(data, 0)
+    _need(4, size + 4, end)
     try:
-        control = json.loads(bytes(reader.take(reader.u32())))
+        control = json.loads(data[4 : 4 + size])
     except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
         raise MalformedMessageError("control fields are not valid JSON") from None
     if not isinstance(control, dict):
         raise MalformedMessageError("control fields are not a JSON object")
-    entries = []
-    count = reader.u32()
+    (count,) = _U32.unpack_from(data, 4 + size)
+    pos = 8 + size
     if max_entries is not None and count > max_entries:
         raise MessageTooLargeError(
             f"message of {count} entries exceeds the {max_entries}-entry cap"
         )
+    entries = []
+    kinds, valid_id, unpack = _KINDS, _DOC_ID.match, _U32.unpack_from
     for _ in range(count):
-        kind_byte, id_len = reader.take(2)
-        try:
-            kind = EntryKind(kind_byte)
-        except ValueError:
-            raise MalformedMessageError(f"unknown entry kind {kind_byte}") from None
-        doc_id = bytes(reader.take(id_len)).decode("ascii", errors="replace")
-        if not _DOC_ID.match(doc_id):
+        _need(pos, 2, end)
+        kind_byte, id_len = data[pos], data[pos + 1]
+        kind = kinds.get(kind_byte)
+        if kind is None:
+            raise MalformedMessageError(f"unknown entry kind {kind_byte}")
+        pos += 2
+        _need(pos, id_len, end)
+        doc_id = data[pos : pos + id_len].decode("ascii", errors="replace")
+        if not valid_id(doc_id):
             raise MalformedMessageError(f"invalid doc id {doc_id!r}")
-        entries.append(Entry(kind, doc_id, bytes(reader.take(reader.u32()))))
-    if reader.remaining:
-        raise MalformedMessageError(f"{reader.remaining} unexpected trailing bytes")
+        pos += id_len
+        _need(pos, 4, end)
+        (size,) = unpack(data, pos)
+        pos += 4
+        _need(pos, size, end)
+        entries.append(Entry(kind, doc_id, data[pos : pos + size]))
+        pos += size
+    if pos < end:
+        raise MalformedMessageError(f"{end - pos} unexpected trailing bytes")
     return SyncMessage(control=control, entries=tuple(entries))
 
 
-class _Reader:
-    __slots__ = ("_data", "_pos")
+_KINDS = {kind.value: kind for kind in EntryKind}
 
-    def __init__(self, data: memoryview) -> None:
-        self._data = data
-        self._pos = 0
 
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def take(self, n: int) -> memoryview:
-        if n > self.remaining:
-            raise MalformedMessageError(
-                f"truncated: needed {n} bytes at offset {self._pos}, {self.remaining} left"
-            )
-        chunk = self._data[self._pos : self._pos + n]
-        self._pos += n
-        return chunk
-
-    def u32(self) -> int:
-        value: int = _U32.unpack(self.take(4))[0]
-        return value
+def _need(pos: int, n: int, end: int) -> None:
+    if pos + n > end:
+        raise MalformedMessageError(
+            f"truncated: needed {n} bytes at offset {pos}, {end - pos} left"
+        )
