@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -326,3 +327,39 @@ def test_a_claimed_record_a_newer_app_wrote_is_kept_as_a_merge_keeps_it(
         office.assessments.get(assessment.id)
     assert office.assessments.list() == []  # its claimed projection row is gone
     assert office.replica.document_heads() == newer.replica.document_heads()
+
+
+def test_a_sender_writing_during_sessions_never_gets_a_true_record_quarantined(
+    tmp_store: Any,
+) -> None:
+    """The sender's documents and their hints are read together: a local write landing
+    between them would pair bytes with another version's record, and the receiver would
+    quarantine a true record. A writer thread edits the records while fresh receivers
+    run sessions against the sender."""
+    ward = tmp_store("ward")
+    ids = fill(ward, 30, wounds_each=0)
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def write() -> None:
+        rng = random.Random(7)
+        try:
+            while not stop.is_set():
+                ward.patients.update(rng.choice(ids), mrn=f"M-{rng.randint(0, 10**6)}")
+        except BaseException as exc:  # surfaced by the assertion below
+            failures.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        for n in range(6):
+            office = tmp_store(f"office-{n}")
+            sink = office.sync_session()
+            run_in_memory(ward.sync_session(), sink)
+            assert sink.report.received == set(ids) and sink.report.rejected == []
+            status = office.wait_verified()
+            assert status.done and status.quarantined == ()
+    finally:
+        stop.set()
+        writer.join()
+    assert failures == []
