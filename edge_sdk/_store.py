@@ -703,11 +703,7 @@ class Store:
                 "SELECT id, collection, heads, data FROM documents WHERE id IN", doc_ids
             ).fetchall()
             projected: dict[str, tuple[str, bool]] = {}
-            for collection in sorted({str(row[1]) for row in rows} & set(PROJECTIONS)):
-                ids = [str(row[0]) for row in rows if row[1] == collection]
-                found = self._select_in(
-                    f"SELECT id, record, conflicted FROM {collection} WHERE id IN", ids
-                )
+            for found in self._projections_of(rows, "id, record, conflicted"):
                 for doc_id, record_json, conflicted in found.fetchall():
                     projected[str(doc_id)] = (str(record_json), bool(conflicted))
         out: dict[str, tuple[bytes, RecordHint | None]] = {}
@@ -899,15 +895,20 @@ class Store:
                 "SELECT id, collection, heads, data FROM documents WHERE id IN", todo
             ).fetchall()
             projected: dict[str, dict[str, Any]] = {}
-            for collection in sorted({str(row[1]) for row in rows} & set(PROJECTIONS)):
-                ids = [str(row[0]) for row in rows if row[1] == collection]
-                found = self._select_in(f"SELECT * FROM {collection} WHERE id IN", ids)
+            for found in self._projections_of(rows, "*"):
                 names = [column[0] for column in found.description]
                 for values in found.fetchall():
                     projected[str(values[0])] = dict(zip(names, values, strict=True))
         return [
             Claim(str(i), str(c), bytes(h), bytes(d), projected.get(str(i))) for i, c, h, d in rows
         ]
+
+    def _projections_of(self, documents: Sequence[Any], columns: str) -> Iterator[_Rows]:
+        """For each projected collection among `documents` (rows of id, collection,
+        ...): `columns` of those documents' projection rows (call under the lock)."""
+        for collection in sorted({str(row[1]) for row in documents} & set(PROJECTIONS)):
+            ids = [str(row[0]) for row in documents if row[1] == collection]
+            yield self._select_in(f"SELECT {columns} FROM {collection} WHERE id IN", ids)
 
     def still_claimed(self, asked: Sequence[str], claims: Sequence[Claim]) -> list[Claim]:
         """Those of `claims` still awaiting verification with the heads they were read
