@@ -8,7 +8,6 @@ fields of `Record` are written by `RecordDocument`, never by callers.
 from __future__ import annotations
 
 import enum
-import functools
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, Literal
@@ -1062,7 +1061,6 @@ def schema_for(collection: str) -> type[Record]:
     return COLLECTIONS[collection]
 
 
-@functools.cache  # the collections and their versions are fixed for this code
 def schema_versions() -> str:
     """Every collection with the schema version this code reads and writes, as one
     string (``"allergies:1,...,wounds:1"``): replicas that give the same string read a

@@ -350,17 +350,20 @@ class SyncSession:
             elif sorted(heads) != peer:
                 self._start_sync(doc_id)
         hinted = getattr(self._store, "hinted_documents", None)
-        found: dict[str, tuple[bytes, RecordHint | None]]
         if self._peer_takes_hints and hinted is not None:
-            found = hinted(lacking)
-        else:
-            found = {i: (data, None) for i, data in _saved_documents(self._store, lacking).items()}
+            found: dict[str, tuple[bytes, RecordHint | None]] = hinted(lacking)
+            for doc_id in lacking:
+                data, hint = found.get(doc_id, (None, None))
+                if data is not None:
+                    self._outbox.append(Entry(EntryKind.DOC, doc_id, data))
+                    if hint is not None:
+                        self._outbox.append(Entry(EntryKind.RECORD, doc_id, hint.encode()))
+            return
+        saved = _saved_documents(self._store, lacking)
         for doc_id in lacking:
-            if doc_id in found:
-                data, hint = found[doc_id]
+            data = saved.get(doc_id)
+            if data is not None:
                 self._outbox.append(Entry(EntryKind.DOC, doc_id, data))
-                if hint is not None:
-                    self._outbox.append(Entry(EntryKind.RECORD, doc_id, hint.encode()))
 
     def _next_size(self) -> int:
         """The size of the next entry, with the hint that must travel with it."""
